@@ -1,0 +1,265 @@
+//! Who is calling: the numbers a request carries and what the network vouches for.
+//!
+//! From carries the presented number (the "generic number" a user or PBX may set);
+//! P-Asserted-Identity (RFC 3325, one sip and/or one tel value) and, from legacy peers,
+//! a screened Remote-Party-ID carry the network-asserted one; P-Preferred-Identity is
+//! only a wish of the sender. Privacy (RFC 3323) says whether the caller asked to hide.
+
+use crate::numbering::{NotANumber, Number, normalise};
+use crate::sip::addr::{self, NameAddr};
+use crate::sip::uri::{self, Scheme};
+use crate::sip::{HeaderName, Message, Span};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    From,
+    PAssertedIdentity,
+    PPreferredIdentity,
+    RemotePartyId,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::From => "from",
+            Source::PAssertedIdentity => "pai",
+            Source::PPreferredIdentity => "ppi",
+            Source::RemotePartyId => "rpid",
+        }
+    }
+}
+
+/// One identity as a header states it.
+#[derive(Debug, Clone, Copy)]
+pub struct Party {
+    pub source: Source,
+    /// The header value it came from.
+    pub value: Span,
+    /// The user part (sip) or number (tel) as written; empty span when absent.
+    pub user: Span,
+    pub number: Result<Number, NotANumber>,
+}
+
+impl Party {
+    pub fn number(&self) -> Option<Number> {
+        self.number.ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallerIdentity {
+    pub from: Option<Party>,
+    pub asserted: Option<Party>,
+    /// A second asserted identity (RFC 3325 allows one sip and one tel).
+    pub asserted2: Option<Party>,
+    pub preferred: Option<Party>,
+    /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
+    pub withheld: bool,
+}
+
+impl CallerIdentity {
+    /// The number the filter judges: the asserted identity when the network gives one,
+    /// else the presented one.
+    pub fn effective(&self) -> Option<&Party> {
+        self.asserted.as_ref().or(self.from.as_ref())
+    }
+    pub fn effective_number(&self) -> Option<Number> {
+        self.effective().and_then(Party::number)
+    }
+    /// Why the caller is blank, if it is: nothing usable where the identity should be.
+    pub fn blank_reason(&self) -> Option<NotANumber> {
+        match self.effective() {
+            None => Some(NotANumber::Empty),
+            Some(p) => p.number.err(),
+        }
+    }
+    /// Withheld with no asserted identity behind it: nobody in the network can say who calls.
+    pub fn withheld_without_identity(&self) -> bool {
+        self.withheld && self.asserted.and_then(|p| p.number()).is_none()
+    }
+    /// The presented number differs from the asserted one (a "generic number").
+    pub fn presented_differs(&self) -> bool {
+        match (self.from, self.asserted.and_then(|a| a.number())) {
+            (Some(f), Some(a)) => f.number() != Some(a),
+            _ => false,
+        }
+    }
+}
+
+/// Extracts the caller identity of a request. Malformed identity headers are treated
+/// as absent (the parse step already validated From).
+pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
+    let b = msg.buf();
+    let mut id = CallerIdentity::default();
+    for h in msg.headers() {
+        match h.name {
+            HeaderName::From => {
+                if id.from.is_none() {
+                    if let Ok(na) = addr::parse_single(b, h.value) {
+                        id.from = Some(party(b, Source::From, h.value, &na, home_cc));
+                    }
+                }
+            }
+            HeaderName::PAssertedIdentity => {
+                let _ = addr::parse_list(b, h.value, |na| {
+                    let p = party(b, Source::PAssertedIdentity, h.value, &na, home_cc);
+                    match (&id.asserted, &id.asserted2) {
+                        (None, _) => id.asserted = Some(p),
+                        (Some(_), None) => id.asserted2 = Some(p),
+                        _ => {}
+                    }
+                });
+            }
+            HeaderName::PPreferredIdentity => {
+                if id.preferred.is_none() {
+                    let _ = addr::parse_list(b, h.value, |na| {
+                        if id.preferred.is_none() {
+                            id.preferred = Some(party(b, Source::PPreferredIdentity, h.value, &na, home_cc));
+                        }
+                    });
+                }
+            }
+            HeaderName::Privacy => {
+                for v in h.value.of(b).split(|&c| c == b';' || c == b',') {
+                    let v = crate::sip::lex::trim(v);
+                    if v.eq_ignore_ascii_case(b"id") || v.eq_ignore_ascii_case(b"user") || v.eq_ignore_ascii_case(b"header") {
+                        id.withheld = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Remote-Party-ID only counts when no PAI is present (legacy peers send one or the other).
+    if id.asserted.is_none() {
+        for h in msg.all(HeaderName::RemotePartyId) {
+            let _ = addr::parse_list(b, h.value, |na| {
+                let param = |n: &[u8]| addr::header_param(b, na.params, n);
+                let party_calling = param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
+                if !party_calling || id.asserted.is_some() {
+                    return;
+                }
+                if param(b"privacy").is_some_and(|v| v.eq_ignore_ascii_case(b"full") || v.eq_ignore_ascii_case(b"uri")) {
+                    id.withheld = true;
+                }
+                // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
+                if param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes")) {
+                    id.asserted = Some(party(b, Source::RemotePartyId, h.value, &na, home_cc));
+                }
+            });
+        }
+    }
+    // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).
+    if let (Some(a), Some(a2)) = (id.asserted, id.asserted2) {
+        if a.number.is_err() && a2.number.is_ok() {
+            id.asserted = Some(a2);
+            id.asserted2 = Some(a);
+        }
+    }
+    id
+}
+
+/// Number of one name-addr: the user part of a sip/sips URI (its telephone-subscriber
+/// parameters removed) or the number of a tel URI, with phone-context honoured.
+pub fn party(b: &[u8], source: Source, value: Span, na: &NameAddr, home_cc: &[u8]) -> Party {
+    let (user, number) = uri_number(b, na.uri, home_cc);
+    Party {
+        source,
+        value,
+        user,
+        number,
+    }
+}
+
+pub fn uri_number(b: &[u8], uri_span: Span, home_cc: &[u8]) -> (Span, Result<Number, NotANumber>) {
+    let empty = Span::new(uri_span.start as usize, uri_span.start as usize);
+    let Ok(u) = uri::parse(b, uri_span) else {
+        return (empty, Err(NotANumber::NonNumeric));
+    };
+    match u.scheme {
+        Scheme::Sip | Scheme::Sips | Scheme::Tel => {
+            let Some(user) = u.user else {
+                return (empty, Err(NotANumber::Empty));
+            };
+            let num = uri::user_number(b, user);
+            let ctx = uri::phone_context(b, &u).map(|s| s.of(b));
+            (num, normalise(num.of(b), home_cc, ctx))
+        }
+        Scheme::Other => (empty, Err(NotANumber::NonNumeric)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn invite(extra: &str, from: &str) -> Message {
+        let s = format!(
+            "INVITE sip:4008001234@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK1\r\nFrom: {from};tag=1\r\nTo: <sip:4008001234@10.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(s)).unwrap()
+    }
+
+    #[test]
+    fn asserted_wins_and_generic_number_is_seen() {
+        let m = invite(
+            "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>\r\n",
+            "<sip:+8613812345678@10.0.0.2>",
+        );
+        let id = extract(&m, b"86");
+        assert_eq!(id.effective_number().unwrap().e164(), "+442071234567");
+        assert!(id.presented_differs());
+        assert!(id.blank_reason().is_none());
+    }
+
+    #[test]
+    fn sip_and_tel_pai_prefers_number() {
+        let m = invite(
+            "P-Asserted-Identity: <sip:alice@example.com>, <tel:+86-138-1234-5678>\r\n",
+            "<sip:+8613812345678@x>",
+        );
+        let id = extract(&m, b"86");
+        assert_eq!(id.effective_number().unwrap().e164(), "+8613812345678");
+        assert!(!id.presented_differs());
+    }
+
+    #[test]
+    fn blank_and_withheld() {
+        let id = extract(&invite("", "<sip:10.0.0.2>"), b"86");
+        assert_eq!(id.blank_reason(), Some(NotANumber::Empty));
+        let id = extract(&invite("", "\"Anonymous\" <sip:anonymous@anonymous.invalid>"), b"86");
+        assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
+        let id = extract(&invite("Privacy: id\r\n", "<sip:+14155550123@x>"), b"86");
+        assert!(id.withheld_without_identity());
+        let id = extract(
+            &invite("Privacy: id;critical\r\nP-Asserted-Identity: <tel:+14155550123>\r\n", "<sip:anonymous@anonymous.invalid>"),
+            b"86",
+        );
+        assert!(!id.withheld_without_identity());
+        assert!(id.blank_reason().is_none());
+        let id = extract(&invite("P-Asserted-Identity: <sip:anonymous@x>\r\n", "<sip:13812345678@x>"), b"86");
+        assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
+    }
+
+    #[test]
+    fn remote_party_id_when_screened() {
+        let m = invite(
+            "Remote-Party-ID: \"x\" <sip:+8613812345678@gw>;party=calling;screen=yes;privacy=off\r\n",
+            "<sip:+14155550123@x>",
+        );
+        let id = extract(&m, b"86");
+        assert_eq!(id.asserted.unwrap().source, Source::RemotePartyId);
+        let m = invite("Remote-Party-ID: <sip:+8613812345678@gw>;screen=no;privacy=full\r\n", "<sip:+14155550123@x>");
+        let id = extract(&m, b"86");
+        assert!(id.asserted.is_none());
+        assert!(id.withheld_without_identity());
+    }
+
+    #[test]
+    fn user_phone_and_subscriber_params() {
+        let m = invite("", "<sip:+8613812345678;npdi;rn=+8613900000000@gw;user=phone>");
+        let id = extract(&m, b"86");
+        assert_eq!(id.effective_number().unwrap().e164(), "+8613812345678");
+    }
+}

@@ -1,0 +1,10 @@
+//! sipfence: a SIP signaling firewall against fraud calls.
+//!
+//! The decision core ([`sip`], [`identity`], [`numbering`], [`policy`], [`decide`]) is pure:
+//! bytes and context in, verdict out, no I/O and no clock. The shells around it
+//! (proxy, replay, explain, metrics) all call the same [`decide::decide`].
+
+pub mod sip;
+pub mod load_error;
+pub mod numbering;
+pub mod identity;

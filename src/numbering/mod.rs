@@ -1,0 +1,282 @@
+//! Calling numbers: normalisation of every form gateways send to one E.164 form, and
+//! classification against a data-driven numbering plan ([`plan`]).
+//!
+//! This is the only place that turns a user part or tel URI into a number; list files,
+//! the policy and the CLI all go through [`normalise`].
+
+pub mod plan;
+
+use std::fmt;
+
+pub use plan::{Class, Classification, Flags, Plan};
+
+/// Longest number kept: 18 digits still fit the list key (see [`Number::key`]) and
+/// cover +86 with a 15-digit 700 number.
+pub const MAX_DIGITS: usize = 18;
+
+/// A normalised number: international digits without the '+' (e.g. `8613812345678`).
+/// Fixed-size and `Copy`, so the hot path never allocates for it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Number {
+    digits: [u8; MAX_DIGITS],
+    len: u8,
+}
+
+impl Number {
+    /// From international digits (no '+'); `None` when empty, too long or not all digits.
+    pub fn from_digits(d: &[u8]) -> Option<Number> {
+        if d.is_empty() || d.len() > MAX_DIGITS || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut n = Number {
+            digits: [0; MAX_DIGITS],
+            len: d.len() as u8,
+        };
+        n.digits[..d.len()].copy_from_slice(d);
+        Some(n)
+    }
+    pub fn digits(&self) -> &[u8] {
+        &self.digits[..self.len as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The digits as text (always ASCII digits).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.digits()).unwrap_or("")
+    }
+    /// `+` followed by the digits.
+    pub fn e164(&self) -> String {
+        format!("+{}", self.as_str())
+    }
+    /// Numeric key for sets: a leading 1 keeps the length ("0" and "00" differ), so a
+    /// number or a prefix of up to 18 digits maps to a distinct u64.
+    #[inline]
+    pub fn key(&self) -> u64 {
+        key_of(self.digits())
+    }
+    /// Key of the first `n` digits (a prefix).
+    #[inline]
+    pub fn prefix_key(&self, n: usize) -> u64 {
+        key_of(&self.digits()[..n.min(self.len())])
+    }
+    pub fn starts_with(&self, p: &[u8]) -> bool {
+        self.digits().starts_with(p)
+    }
+}
+
+#[inline]
+pub fn key_of(d: &[u8]) -> u64 {
+    let mut k: u64 = 1;
+    for &c in d {
+        k = k * 10 + (c - b'0') as u64;
+    }
+    k
+}
+
+impl fmt::Debug for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.as_str())
+    }
+}
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.as_str())
+    }
+}
+
+/// Why a caller field holds no usable number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotANumber {
+    /// Nothing there.
+    Empty,
+    /// A privacy keyword: anonymous, unknown, unavailable, restricted, private, withheld.
+    Withheld,
+    /// Letters or other characters (`alice`, `trunk-gw`).
+    NonNumeric,
+    /// More digits than any plan allows.
+    TooLong,
+}
+
+impl NotANumber {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotANumber::Empty => "empty",
+            NotANumber::Withheld => "withheld",
+            NotANumber::NonNumeric => "non-numeric",
+            NotANumber::TooLong => "too-long",
+        }
+    }
+}
+
+const WITHHELD: [&[u8]; 7] = [
+    b"anonymous",
+    b"unknown",
+    b"unavailable",
+    b"restricted",
+    b"private",
+    b"withheld",
+    b"anonymous.invalid",
+];
+
+/// Normalises a caller string (user part of a sip URI, tel URI number, list entry)
+/// to international digits.
+///
+/// `home_cc` is the country code of the plan ("86"); `phone_context` the tel URI's
+/// context, if any (`+86`, `+8610`; a domain context is treated as national).
+/// Forms: `+86…`, `0086…`, `86…` (12+ digits), national `0`+area code or `0`+mobile,
+/// bare national numbers and short codes, visual separators `-.() `, `%2B` for '+',
+/// and IP/carrier-select dial prefixes (`179xx`, `1[12]xxx`) before a trunk or
+/// international prefix.
+pub fn normalise(raw: &[u8], home_cc: &[u8], phone_context: Option<&[u8]>) -> Result<Number, NotANumber> {
+    let mut buf = [0u8; 40];
+    let mut n = 0usize;
+    let mut plus = false;
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        match c {
+            b'0'..=b'9' => {
+                if n == buf.len() {
+                    return Err(NotANumber::TooLong);
+                }
+                buf[n] = c;
+                n += 1;
+            }
+            b'-' | b'.' | b'(' | b')' | b' ' => {}
+            b'+' if n == 0 && !plus => plus = true,
+            b'%' if n == 0 && !plus && raw.len() >= i + 3 && raw[i + 1..i + 3].eq_ignore_ascii_case(b"2b") => {
+                plus = true;
+                i += 2;
+            }
+            _ => {
+                let t = super::sip::lex::trim(raw);
+                if WITHHELD.iter().any(|w| t.eq_ignore_ascii_case(w)) {
+                    return Err(NotANumber::Withheld);
+                }
+                return Err(NotANumber::NonNumeric);
+            }
+        }
+        i += 1;
+    }
+    if n == 0 {
+        return Err(if plus { NotANumber::NonNumeric } else { NotANumber::Empty });
+    }
+    let d = &buf[..n];
+    let mut out = [0u8; 40];
+    let intl: &[u8] = if plus {
+        d
+    } else if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix(b"+")) {
+        // Local number in a global context (RFC 3966 5.1.5): context digits first; a
+        // trunk 0 in front of the local number belongs to dialling, not to the number.
+        if ctx.is_empty() || !ctx.iter().all(u8::is_ascii_digit) {
+            return national(d, home_cc, &mut out);
+        }
+        let local = if ctx == home_cc { d.strip_prefix(b"0").unwrap_or(d) } else { d };
+        concat(ctx, local, &mut out)?
+    } else {
+        return national(d, home_cc, &mut out);
+    };
+    Number::from_digits(intl).ok_or(NotANumber::TooLong)
+}
+
+fn concat<'a>(a: &[u8], b: &[u8], out: &'a mut [u8; 40]) -> Result<&'a [u8], NotANumber> {
+    if a.len() + b.len() > out.len() {
+        return Err(NotANumber::TooLong);
+    }
+    out[..a.len()].copy_from_slice(a);
+    out[a.len()..a.len() + b.len()].copy_from_slice(b);
+    Ok(&out[..a.len() + b.len()])
+}
+
+fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotANumber> {
+    let mut d = d;
+    // IP / carrier-select dial prefix before a trunk or international prefix (libphonenumber's
+    // national prefix for parsing: 1[12]xxx, 179xx).
+    if d.len() >= 16 && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12")) && d[5] == b'0' {
+        d = &d[5..];
+    }
+    let intl: &[u8] = if let Some(rest) = d.strip_prefix(b"00") {
+        rest
+    } else if let Some(rest) = d.strip_prefix(b"0") {
+        concat(home_cc, rest, out)?
+    } else if d.starts_with(home_cc) && d.len() >= home_cc.len() + 10 {
+        // "8613812345678": no national number is 12+ digits and starts with the country code.
+        d
+    } else {
+        concat(home_cc, d, out)?
+    };
+    Number::from_digits(intl).ok_or(NotANumber::TooLong)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Result<String, NotANumber> {
+        normalise(s.as_bytes(), b"86", None).map(|n| n.e164())
+    }
+
+    #[test]
+    fn every_form_of_one_mobile() {
+        for f in [
+            "+8613812345678",
+            "008613812345678",
+            "8613812345678",
+            "13812345678",
+            "013812345678",
+            "+86-138-1234-5678",
+            "+86 (138) 1234.5678",
+            "%2B8613812345678",
+            "17951008613812345678",
+            "17951013812345678",
+        ] {
+            assert_eq!(n(f).as_deref(), Ok("+8613812345678"), "{f}");
+        }
+    }
+
+    #[test]
+    fn fixed_short_and_foreign() {
+        assert_eq!(n("01012345678").unwrap(), "+861012345678");
+        assert_eq!(n("02161234567").unwrap(), "+862161234567");
+        assert_eq!(n("10086").unwrap(), "+8610086");
+        assert_eq!(n("110").unwrap(), "+86110");
+        assert_eq!(n("4001234567").unwrap(), "+864001234567");
+        assert_eq!(n("+14155550123").unwrap(), "+14155550123");
+        assert_eq!(n("0014155550123").unwrap(), "+14155550123");
+        assert_eq!(n("700123456789012").unwrap(), "+86700123456789012");
+    }
+
+    #[test]
+    fn phone_context() {
+        let p = |s: &str, c: &str| normalise(s.as_bytes(), b"86", Some(c.as_bytes())).map(|n| n.e164());
+        assert_eq!(p("010-12345678", "+86").unwrap(), "+861012345678");
+        assert_eq!(p("12345678", "+8610").unwrap(), "+861012345678");
+        assert_eq!(p("13812345678", "example.com").unwrap(), "+8613812345678");
+        assert_eq!(p("5550123", "+1415").unwrap(), "+14155550123");
+    }
+
+    #[test]
+    fn not_numbers() {
+        assert_eq!(n(""), Err(NotANumber::Empty));
+        assert_eq!(n("Anonymous"), Err(NotANumber::Withheld));
+        assert_eq!(n("unknown"), Err(NotANumber::Withheld));
+        assert_eq!(n("trunk-gw"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("+"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138+12"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("1234567890123456789012"), Err(NotANumber::TooLong));
+    }
+
+    #[test]
+    fn keys_keep_length() {
+        let a = Number::from_digits(b"0").unwrap();
+        let b = Number::from_digits(b"00").unwrap();
+        assert_ne!(a.key(), b.key());
+        let m = Number::from_digits(b"8613812345678").unwrap();
+        assert_eq!(m.prefix_key(5), key_of(b"86138"));
+        assert!(Number::from_digits(b"999999999999999999").is_some());
+    }
+}

@@ -1,0 +1,397 @@
+//! The numbering plan: which national numbers exist, how long they are, what they are.
+//!
+//! Loaded from a small line format (see `cn.plan`, the built-in China plan) so that an
+//! operator can follow a MIIT allocation change by editing a file, not the code.
+//! Lookup is a digit trie: the longest prefix whose length list admits the number wins,
+//! shorter prefixes are the fallback.
+
+use super::Number;
+use crate::load_error::LoadError;
+
+/// The built-in China (+86) plan.
+pub const BUILTIN_CN: &str = include_str!("cn.plan");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    Mobile,
+    Iot,
+    Fixed,
+    SharedCost,
+    TollFree,
+    Premium,
+    Service95,
+    Service96,
+    Government,
+    Emergency,
+    Operator,
+    NumberProtection,
+    SmsPort,
+    /// Another country's number (not validated beyond E.164 length).
+    Foreign,
+    /// Breaks the plan: unassigned prefix or wrong length.
+    Invalid,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Mobile => "mobile",
+            Class::Iot => "iot",
+            Class::Fixed => "fixed",
+            Class::SharedCost => "shared-cost",
+            Class::TollFree => "toll-free",
+            Class::Premium => "premium",
+            Class::Service95 => "service95",
+            Class::Service96 => "service96",
+            Class::Government => "government",
+            Class::Emergency => "emergency",
+            Class::Operator => "operator",
+            Class::NumberProtection => "number-protection",
+            Class::SmsPort => "sms-port",
+            Class::Foreign => "foreign",
+            Class::Invalid => "invalid",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Class> {
+        Some(match s {
+            "mobile" => Class::Mobile,
+            "iot" => Class::Iot,
+            "fixed" => Class::Fixed,
+            "shared-cost" => Class::SharedCost,
+            "toll-free" => Class::TollFree,
+            "premium" => Class::Premium,
+            "service95" => Class::Service95,
+            "service96" => Class::Service96,
+            "government" => Class::Government,
+            "emergency" => Class::Emergency,
+            "operator" => Class::Operator,
+            "number-protection" => Class::NumberProtection,
+            "sms-port" => Class::SmsPort,
+            _ => return None,
+        })
+    }
+    /// Numbers that only authorities and operators present: forged from abroad, they are
+    /// the classic "police calling" fraud.
+    pub fn is_service(self) -> bool {
+        matches!(
+            self,
+            Class::Emergency | Class::Government | Class::Operator | Class::Service95 | Class::Service96
+        )
+    }
+}
+
+/// Properties of a number range beyond its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags {
+    pub mvno: bool,
+    pub satellite: bool,
+    /// Data-only or IoT: must not place voice calls.
+    pub novoice: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification {
+    pub class: Class,
+    pub flags: Flags,
+    /// Allocation holder as the plan names it (`cmcc`, `cucc`...), not the current carrier.
+    pub operator: Option<&'static str>,
+}
+
+impl Classification {
+    const INVALID: Classification = Classification {
+        class: Class::Invalid,
+        flags: Flags {
+            mvno: false,
+            satellite: false,
+            novoice: false,
+        },
+        operator: None,
+    };
+    const FOREIGN: Classification = Classification {
+        class: Class::Foreign,
+        ..Classification::INVALID
+    };
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    class: Class,
+    flags: Flags,
+    /// Bit n set: NSN length n allowed.
+    lengths: u64,
+    operator: Option<&'static str>,
+}
+
+const NO_RULE: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Node {
+    child: [u32; 10],
+    rule: u32,
+}
+
+/// A loaded numbering plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    country: Vec<u8>,
+    rules: Vec<Rule>,
+    nodes: Vec<Node>,
+}
+
+fn operator_name(s: &str) -> &'static str {
+    // Interned so that a Classification stays Copy and allocation-free.
+    match s {
+        "cmcc" => "cmcc",
+        "cucc" => "cucc",
+        "ctcc" => "ctcc",
+        "cbn" => "cbn",
+        "satnet" => "satnet",
+        _ => "other",
+    }
+}
+
+/// Expands `13[5-9]4` into every digit string it stands for.
+fn expand(p: &str) -> Result<Vec<String>, String> {
+    let mut out = vec![String::new()];
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let set: Vec<u8> = if b[i].is_ascii_digit() {
+            i += 1;
+            vec![b[i - 1]]
+        } else if b[i] == b'[' {
+            let close = p[i..].find(']').ok_or("unclosed '['")? + i;
+            let inner = &b[i + 1..close];
+            let mut set = vec![];
+            let mut j = 0;
+            while j < inner.len() {
+                if j + 2 < inner.len() && inner[j + 1] == b'-' {
+                    let (a, z) = (inner[j], inner[j + 2]);
+                    if !a.is_ascii_digit() || !z.is_ascii_digit() || a > z {
+                        return Err(format!("bad range in '{p}'"));
+                    }
+                    set.extend(a..=z);
+                    j += 3;
+                } else if inner[j].is_ascii_digit() {
+                    set.push(inner[j]);
+                    j += 1;
+                } else {
+                    return Err(format!("bad character in '{p}'"));
+                }
+            }
+            if set.is_empty() {
+                return Err(format!("empty class in '{p}'"));
+            }
+            i = close + 1;
+            set
+        } else {
+            return Err(format!("prefix '{p}' may hold only digits and [..] classes"));
+        };
+        out = out
+            .iter()
+            .flat_map(|s| set.iter().map(move |&c| format!("{s}{}", c as char)))
+            .collect();
+        if out.len() > 100_000 {
+            return Err(format!("prefix '{p}' expands to too many numbers"));
+        }
+    }
+    if out.iter().all(|s| s.is_empty()) {
+        return Err("empty prefix".into());
+    }
+    Ok(out)
+}
+
+fn parse_lengths(s: &str) -> Result<u64, String> {
+    let mut mask = 0u64;
+    for part in s.split(',') {
+        let (a, z) = match part.split_once('-') {
+            Some((a, z)) => (a, z),
+            None => (part, part),
+        };
+        let a: u32 = a.parse().map_err(|_| format!("bad length '{part}'"))?;
+        let z: u32 = z.parse().map_err(|_| format!("bad length '{part}'"))?;
+        if a == 0 || z > 20 || a > z {
+            return Err(format!("length '{part}' out of range 1-20"));
+        }
+        for l in a..=z {
+            mask |= 1 << l;
+        }
+    }
+    Ok(mask)
+}
+
+impl Plan {
+    /// The built-in China plan.
+    pub fn builtin() -> Plan {
+        // The built-in text is tested; a failure here is a build defect, not input.
+        Plan::parse(BUILTIN_CN, "builtin:cn").unwrap_or_else(|e| panic!("built-in plan: {e}"))
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Plan, LoadError> {
+        let mut plan = Plan {
+            country: vec![],
+            rules: vec![],
+            nodes: vec![Node {
+                child: [NO_RULE; 10],
+                rule: NO_RULE,
+            }],
+        };
+        for (idx, raw) in text.lines().enumerate() {
+            let ln = idx + 1;
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f[0] == "country" {
+                if f.len() != 2 || !f[1].bytes().all(|c| c.is_ascii_digit()) || f[1].is_empty() || f[1].len() > 3 {
+                    return Err(LoadError::at(file, ln, "expected 'country <1-3 digits>'"));
+                }
+                plan.country = f[1].as_bytes().to_vec();
+                continue;
+            }
+            if plan.country.is_empty() {
+                return Err(LoadError::at(file, ln, "the first rule must be 'country <code>'"));
+            }
+            if f.len() < 3 {
+                return Err(LoadError::at(file, ln, "expected '<class> <prefix> <lengths> [flags]'"));
+            }
+            let class = Class::parse(f[0]).ok_or_else(|| LoadError::at(file, ln, format!("unknown class '{}'", f[0])))?;
+            let prefixes = expand(f[1]).map_err(|e| LoadError::at(file, ln, e))?;
+            let lengths = parse_lengths(f[2]).map_err(|e| LoadError::at(file, ln, e))?;
+            let mut rule = Rule {
+                class,
+                flags: Flags::default(),
+                lengths,
+                operator: None,
+            };
+            for flag in &f[3..] {
+                match *flag {
+                    "mvno" => rule.flags.mvno = true,
+                    "satellite" => rule.flags.satellite = true,
+                    "novoice" => rule.flags.novoice = true,
+                    _ => {
+                        if let Some(op) = flag.strip_prefix("operator=") {
+                            rule.operator = Some(operator_name(op));
+                        } else if !flag.starts_with("note=") {
+                            return Err(LoadError::at(file, ln, format!("unknown flag '{flag}'")));
+                        }
+                    }
+                }
+            }
+            let ri = plan.rules.len() as u32;
+            plan.rules.push(rule);
+            for p in prefixes {
+                let mut node = 0usize;
+                for c in p.bytes() {
+                    let d = (c - b'0') as usize;
+                    if plan.nodes[node].child[d] == NO_RULE {
+                        plan.nodes.push(Node {
+                            child: [NO_RULE; 10],
+                            rule: NO_RULE,
+                        });
+                        plan.nodes[node].child[d] = (plan.nodes.len() - 1) as u32;
+                    }
+                    node = plan.nodes[node].child[d] as usize;
+                }
+                if plan.nodes[node].rule != NO_RULE {
+                    return Err(LoadError::at(file, ln, format!("prefix {p} is already defined by an earlier rule")));
+                }
+                plan.nodes[node].rule = ri;
+            }
+        }
+        if plan.country.is_empty() {
+            return Err(LoadError::file(file, "no 'country <code>' line"));
+        }
+        Ok(plan)
+    }
+
+    pub fn country(&self) -> &[u8] {
+        &self.country
+    }
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether a normalised number belongs to this plan's country.
+    pub fn is_domestic(&self, n: &Number) -> bool {
+        n.starts_with(&self.country)
+    }
+
+    /// Classifies a normalised number.
+    pub fn classify(&self, n: &Number) -> Classification {
+        let d = n.digits();
+        match d.strip_prefix(self.country.as_slice()) {
+            Some(nsn) => self.classify_nsn(nsn),
+            // E.164 allows at most 15 digits; fewer than 7 is no subscriber number.
+            None if (7..=15).contains(&d.len()) => Classification::FOREIGN,
+            None => Classification::INVALID,
+        }
+    }
+
+    /// Classifies a national significant number (no country code, no trunk prefix).
+    pub fn classify_nsn(&self, nsn: &[u8]) -> Classification {
+        let mut path = [NO_RULE; 24];
+        let mut depth = 0;
+        let mut node = 0usize;
+        for &c in nsn {
+            let next = self.nodes[node].child[(c - b'0') as usize];
+            if next == NO_RULE {
+                break;
+            }
+            node = next as usize;
+            if self.nodes[node].rule != NO_RULE && depth < path.len() {
+                path[depth] = self.nodes[node].rule;
+                depth += 1;
+            }
+        }
+        let len_bit = 1u64.checked_shl(nsn.len() as u32).unwrap_or(0);
+        for &ri in path[..depth].iter().rev() {
+            let r = &self.rules[ri as usize];
+            if r.lengths & len_bit != 0 {
+                return Classification {
+                    class: r.class,
+                    flags: r.flags,
+                    operator: r.operator,
+                };
+            }
+        }
+        Classification::INVALID
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion() {
+        assert_eq!(expand("13[5-7]").unwrap(), vec!["135", "136", "137"]);
+        assert_eq!(expand("2[0-57-9]").unwrap().len(), 9);
+        assert!(expand("13x").is_err());
+        assert!(expand("1[3").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = Plan::parse("country 86\nmobile 13[5 11\n", "p.plan").unwrap_err();
+        assert_eq!(e.file, "p.plan");
+        assert_eq!(e.line, Some(2));
+        let e = Plan::parse("country 86\n\nnosuch 1 11\n", "p.plan").unwrap_err();
+        assert_eq!(e.to_string(), "p.plan:3: unknown class 'nosuch'");
+        let e = Plan::parse("mobile 13 11\n", "p.plan").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        let e = Plan::parse("country 86\nmobile 13 11\nfixed 13 10\n", "p.plan").unwrap_err();
+        assert!(e.reason.contains("already defined"), "{e}");
+        assert!(Plan::parse("country 86\nmobile 13 0\n", "p").is_err());
+        assert!(Plan::parse("# nothing\n", "p").is_err());
+    }
+
+    #[test]
+    fn longest_prefix_with_length_fallback() {
+        let p = Plan::parse("country 86\nfixed 10 10\noperator 100 5\n", "t").unwrap();
+        assert_eq!(p.classify_nsn(b"10086").class, Class::Operator);
+        assert_eq!(p.classify_nsn(b"1001234567").class, Class::Fixed);
+        assert_eq!(p.classify_nsn(b"100123").class, Class::Invalid);
+    }
+}

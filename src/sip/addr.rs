@@ -1,0 +1,276 @@
+//! name-addr / addr-spec values with header parameters (From, To, Contact,
+//! P-Asserted-Identity, Remote-Party-ID, ...), RFC 3261 20.10 and 25.1.
+
+use super::Span;
+use super::lex::{is_token, is_uri_char, quoted_end, skip_lws, token_end};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr {
+    /// Display name as written (quotes included when quoted).
+    pub display: Option<Span>,
+    pub uri: Span,
+    /// Header parameters after the URI, from just after the first ';' (may contain LWS).
+    pub params: Span,
+    pub bracketed: bool,
+    /// The whole value, display name to last parameter.
+    pub whole: Span,
+}
+
+/// Offset of the first byte that breaks the grammar.
+pub type AddrError = usize;
+
+/// Parses one value starting at `i`; returns it and the position after it
+/// (at a ',' that separates the next value, or at `end`).
+pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(NameAddr, usize), AddrError> {
+    let b = &b[..end];
+    let start = skip_lws(b, i);
+    let mut i = start;
+    if i >= end {
+        return Err(i);
+    }
+    let mut display = None;
+    let bracketed;
+    let uri;
+    if b[i] == b'"' {
+        let q = quoted_end(b, i).ok_or(i)?;
+        display = Some(Span::new(i, q));
+        i = skip_lws(b, q);
+        if i >= end || b[i] != b'<' {
+            return Err(i);
+        }
+        let (u, next) = bracketed_uri(b, i)?;
+        uri = u;
+        i = next;
+        bracketed = true;
+    } else {
+        // Either `*(token LWS) <uri>` or an addr-spec: look for '<' after tokens.
+        let mut j = i;
+        let mut last_tok_end = i;
+        loop {
+            let t = token_end(b, j);
+            if t == j {
+                break;
+            }
+            last_tok_end = t;
+            j = skip_lws(b, t);
+        }
+        if j < end && b[j] == b'<' {
+            if last_tok_end > i {
+                display = Some(Span::new(i, last_tok_end));
+            }
+            let (u, next) = bracketed_uri(b, j)?;
+            uri = u;
+            i = next;
+            bracketed = true;
+        } else {
+            // addr-spec: without brackets the URI cannot carry ';', ',' or '?' (they would
+            // be header parameters or a list separator): RFC 3261 20.10, RFC 4475 3.1.2.13.
+            let mut k = i;
+            while k < end && is_uri_char(b[k]) && b[k] != b';' && b[k] != b',' {
+                if b[k] == b'?' {
+                    return Err(k);
+                }
+                k += 1;
+            }
+            if !super::uri::looks_like_uri(&b[i..k]) {
+                return Err(i);
+            }
+            uri = Span::new(i, k);
+            i = k;
+            bracketed = false;
+        }
+    }
+    let (params, after) = parse_params(b, i)?;
+    let i = skip_lws(b, after);
+    if i < end && b[i] != b',' {
+        return Err(i);
+    }
+    Ok((
+        NameAddr {
+            display,
+            uri,
+            params,
+            bracketed,
+            whole: Span::new(start, after),
+        },
+        i,
+    ))
+}
+
+fn bracketed_uri(b: &[u8], lt: usize) -> Result<(Span, usize), AddrError> {
+    // No LWS inside the brackets (RFC 4475 3.1.2.14).
+    let s = lt + 1;
+    let mut k = s;
+    while k < b.len() && b[k] != b'>' {
+        if !is_uri_char(b[k]) {
+            return Err(k);
+        }
+        k += 1;
+    }
+    if k >= b.len() || k == s {
+        return Err(k);
+    }
+    Ok((Span::new(s, k), k + 1))
+}
+
+/// `*( SEMI generic-param )`, LWS allowed around every separator. Returns the span of
+/// the parameters (after the first ';') and the position after the last one.
+fn parse_params(b: &[u8], i: usize) -> Result<(Span, usize), AddrError> {
+    let mut pos = i;
+    let mut first = None;
+    let mut last = i;
+    loop {
+        let j = skip_lws(b, pos);
+        if j >= b.len() || b[j] != b';' {
+            break;
+        }
+        let n = skip_lws(b, j + 1);
+        let ne = token_end(b, n);
+        if ne == n {
+            return Err(n);
+        }
+        first.get_or_insert(n);
+        let mut k = ne;
+        let e = skip_lws(b, ne);
+        if e < b.len() && b[e] == b'=' {
+            let v = skip_lws(b, e + 1);
+            if v < b.len() && b[v] == b'"' {
+                k = quoted_end(b, v).ok_or(v)?;
+            } else {
+                let mut w = v;
+                while w < b.len() && (is_token(b[w]) || matches!(b[w], b':' | b'[' | b']')) {
+                    w += 1;
+                }
+                if w == v {
+                    return Err(v);
+                }
+                k = w;
+            }
+        }
+        last = k;
+        pos = k;
+    }
+    let params = match first {
+        Some(f) => Span::new(f, last),
+        None => Span::new(i, i),
+    };
+    Ok((params, last.max(i)))
+}
+
+/// Parses a comma-separated list of values, calling `f` for each.
+pub fn parse_list(
+    b: &[u8],
+    v: Span,
+    mut f: impl FnMut(NameAddr),
+) -> Result<(), AddrError> {
+    let end = v.end as usize;
+    let mut i = v.start as usize;
+    loop {
+        let (na, next) = parse_one(b, i, end)?;
+        f(na);
+        if next >= end {
+            return Ok(());
+        }
+        i = next + 1; // skip ','
+    }
+}
+
+/// Exactly one value (From, To).
+pub fn parse_single(b: &[u8], v: Span) -> Result<NameAddr, AddrError> {
+    let end = v.end as usize;
+    let (na, next) = parse_one(b, v.start as usize, end)?;
+    if next < end {
+        return Err(next);
+    }
+    Ok(na)
+}
+
+/// Value of a header parameter (case-insensitive name), with surrounding LWS trimmed.
+/// `Some(b"")` when present without a value.
+pub fn header_param<'a>(b: &'a [u8], params: Span, name: &[u8]) -> Option<&'a [u8]> {
+    let p = params.of(b);
+    let mut i = 0;
+    while i < p.len() {
+        let seg_end = find_unquoted(p, i, b';');
+        let seg = &p[i..seg_end];
+        let (n, v) = match seg.iter().position(|&c| c == b'=') {
+            Some(eq) => (&seg[..eq], &seg[eq + 1..]),
+            None => (seg, &seg[seg.len()..]),
+        };
+        if super::lex::trim(n).eq_ignore_ascii_case(name) {
+            return Some(super::lex::trim(v));
+        }
+        i = seg_end + 1;
+    }
+    None
+}
+
+fn find_unquoted(p: &[u8], mut i: usize, c: u8) -> usize {
+    while i < p.len() {
+        if p[i] == b'"' {
+            i = quoted_end(p, i).unwrap_or(p.len());
+            continue;
+        }
+        if p[i] == c {
+            return i;
+        }
+        i += 1;
+    }
+    p.len()
+}
+
+/// The tag parameter of a From/To value.
+pub fn tag_param(b: &[u8], v: Span) -> Option<&[u8]> {
+    let na = parse_single(b, v).ok()?;
+    header_param(b, na.params, b"tag").filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> Result<NameAddr, AddrError> {
+        parse_single(s.as_bytes(), Span::new(0, s.len()))
+    }
+    fn txt(s: &str, sp: Span) -> &str {
+        &s[sp.start as usize..sp.end as usize]
+    }
+
+    #[test]
+    fn forms() {
+        let s = "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8";
+        let na = one(s).unwrap();
+        assert_eq!(txt(s, na.uri), "sip:jdrosen@example.com");
+        assert_eq!(header_param(s.as_bytes(), na.params, b"tag"), Some(&b"98asjd8"[..]));
+
+        let s = "caller<sip:caller@example.com>;tag=323";
+        let na = one(s).unwrap();
+        assert_eq!(txt(s, na.display.unwrap()), "caller");
+        let s = "sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n";
+        let na = one(s).unwrap();
+        assert!(!na.bracketed);
+        assert_eq!(txt(s, na.uri), "sip:vivekg@chair-dnrc.example.com");
+        assert_eq!(tag_param(s.as_bytes(), Span::new(0, s.len())), Some(&b"1918181833n"[..]));
+        let s = "token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%=\"x y\";tag=_token~1'+`*%!-.";
+        assert!(one(s).is_ok());
+    }
+
+    #[test]
+    fn refused() {
+        assert!(one("\"Mr. J. User <sip:j.user@example.com>").is_err());
+        assert!(one("\"Watson, Thomas\" < sip:t.watson@example.org >").is_err());
+        assert!(one("Bell, Alexander <sip:a.g.bell@example.com>;tag=43").is_err());
+        assert!(one("\"Joe\" <sip:joe@example.org>;;;;").is_err());
+        assert!(one("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
+        assert!(one("alan@jasomi.com").is_err());
+        assert!(one("").is_err());
+    }
+
+    #[test]
+    fn lists() {
+        let s = "<sip:a@x>;expires=3, \"B\" <sip:b@y> , sip:c@z;q=0.5";
+        let mut n = 0;
+        parse_list(s.as_bytes(), Span::new(0, s.len()), |_| n += 1).unwrap();
+        assert_eq!(n, 3);
+    }
+}

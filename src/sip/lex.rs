@@ -1,0 +1,183 @@
+//! Character classes and small scanners of RFC 3261 section 25, shared by every grammar piece.
+
+/// token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+#[inline]
+pub fn is_token(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// word = token characters plus the separators Call-ID allows.
+#[inline]
+pub fn is_word(c: u8) -> bool {
+    is_token(c)
+        || matches!(
+            c,
+            b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}'
+        )
+}
+
+#[inline]
+pub fn is_wsp(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// Characters that may appear in a URI as written in a header or Request-URI
+/// (RFC 3986 reserved + unreserved + '%'); no whitespace, quotes or angle brackets.
+#[inline]
+pub fn is_uri_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+                | b'?'
+                | b'#'
+                | b'['
+                | b']'
+                | b'%'
+                | b'`'
+        )
+}
+
+/// Skips linear white space, including folds (CRLF or LF followed by SP/HT).
+#[inline]
+pub fn skip_lws(b: &[u8], mut i: usize) -> usize {
+    loop {
+        while i < b.len() && is_wsp(b[i]) {
+            i += 1;
+        }
+        if i + 2 < b.len() && b[i] == b'\r' && b[i + 1] == b'\n' && is_wsp(b[i + 2]) {
+            i += 3;
+        } else if i + 1 < b.len() && b[i] == b'\n' && is_wsp(b[i + 1]) {
+            i += 2;
+        } else {
+            return i;
+        }
+    }
+}
+
+/// Position after a token starting at `i` (== `i` when there is none).
+#[inline]
+pub fn token_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_token(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Position after a quoted-string starting at `i` (which must be `"`), honouring quoted-pairs.
+/// `None` when it is not terminated.
+pub fn quoted_end(b: &[u8], i: usize) -> Option<usize> {
+    debug_assert!(b.get(i) == Some(&b'"'));
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            b'\r' | b'\n' => {
+                // A fold inside a quoted string is allowed; a bare line end is not.
+                let k = skip_lws(b, j);
+                if k == j {
+                    return None;
+                }
+                j = k;
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+pub fn trim(v: &[u8]) -> &[u8] {
+    let mut s = 0;
+    let mut e = v.len();
+    while s < e && (is_wsp(v[s]) || v[s] == b'\r' || v[s] == b'\n') {
+        s += 1;
+    }
+    while e > s && (is_wsp(v[e - 1]) || v[e - 1] == b'\r' || v[e - 1] == b'\n') {
+        e -= 1;
+    }
+    &v[s..e]
+}
+
+/// Decimal digits to u32; `None` for empty input, a non-digit or overflow.
+pub fn parse_u32(v: &[u8]) -> Option<u32> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in v {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        // Checked per digit, so leading zeros ("0068") are fine and long inputs stop early.
+        n = n * 10 + (c - b'0') as u64;
+        if n > u32::MAX as u64 {
+            return None;
+        }
+    }
+    Some(n as u32)
+}
+
+/// Case-insensitive ASCII prefix test.
+#[inline]
+pub fn starts_with_ci(v: &[u8], prefix: &[u8]) -> bool {
+    v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// FNV-1a, for deterministic tags and branches (stable across runs and instances,
+/// so a retransmission or a replay produces the same value).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &c in *p {
+            h ^= c as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // Separator so that ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u32_parsing() {
+        assert_eq!(parse_u32(b"0068"), Some(68));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"36893488147419103232"), None);
+        assert_eq!(parse_u32(b"000000000000007"), Some(7));
+        assert_eq!(parse_u32(b""), None);
+        assert_eq!(parse_u32(b"-1"), None);
+        assert_eq!(parse_u32(b"1a"), None);
+    }
+
+    #[test]
+    fn lws_and_quotes() {
+        assert_eq!(skip_lws(b"  \r\n  x", 0), 6);
+        assert_eq!(skip_lws(b" \r\nx", 0), 1);
+        assert_eq!(quoted_end(b"\"a\\\"b\" x", 0), Some(6));
+        assert_eq!(quoted_end(b"\"abc", 0), None);
+    }
+}

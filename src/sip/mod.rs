@@ -1,0 +1,284 @@
+//! SIP message parsing (RFC 3261), zero-copy over [`bytes::Bytes`].
+//!
+//! A [`Message`] keeps the datagram (or framed stream chunk) it was parsed from and
+//! describes every piece as a [`Span`] into it: nothing is copied and nothing is
+//! allocated while parsing. Grammar pieces live in their own modules:
+//! [`parse`] (start line, header lines, framing), [`uri`] (sip/sips/tel URIs),
+//! [`addr`] (name-addr / addr-spec lists with parameters), [`via`] (Via).
+//! Building answers and editing headers is in [`response`] and [`rewrite`].
+
+pub mod addr;
+pub mod error;
+pub mod header;
+pub mod lex;
+pub mod parse;
+pub mod response;
+pub mod rewrite;
+pub mod uri;
+pub mod via;
+
+use bytes::Bytes;
+
+pub use error::{ErrorKind, ParseError};
+pub use header::HeaderName;
+pub use parse::{MAX_HEADERS, MAX_MESSAGE, frame_stream};
+
+/// Byte range `[start, end)` into the buffer a message was parsed from.
+///
+/// `u32` keeps header tables small (a message is at most [`MAX_MESSAGE`] bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    #[inline]
+    pub fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+    #[inline]
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.end == self.start
+    }
+    #[inline]
+    pub fn of(self, buf: &[u8]) -> &[u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+}
+
+/// SIP methods that the proxy and the policy treat specially; everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Prack,
+    Update,
+    Info,
+    Subscribe,
+    Notify,
+    Refer,
+    Message,
+    Publish,
+    Other,
+}
+
+impl Method {
+    pub fn from_bytes(m: &[u8]) -> Method {
+        // Methods are case-sensitive (RFC 3261 7.1).
+        match m {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"OPTIONS" => Method::Options,
+            b"REGISTER" => Method::Register,
+            b"PRACK" => Method::Prack,
+            b"UPDATE" => Method::Update,
+            b"INFO" => Method::Info,
+            b"SUBSCRIBE" => Method::Subscribe,
+            b"NOTIFY" => Method::Notify,
+            b"REFER" => Method::Refer,
+            b"MESSAGE" => Method::Message,
+            b"PUBLISH" => Method::Publish,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, method_span: Span, uri: Span },
+    Response { code: u16, reason: Span },
+}
+
+/// One header field as it stands in the message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Header {
+    pub name: HeaderName,
+    /// The field name as written (may be a compact form or odd case).
+    pub name_span: Span,
+    /// The value with leading and trailing whitespace removed; folds stay inside.
+    pub value: Span,
+    /// The whole field including its line terminator(s): what a rewrite removes.
+    pub line: Span,
+}
+
+/// A parsed SIP message. Cheap to clone (the buffer is reference counted).
+#[derive(Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    start_line: Span,
+    headers: [Header; MAX_HEADERS],
+    n_headers: u16,
+    /// Where the header section ends (index of the blank line).
+    head_end: u32,
+    body: Span,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("start", &self.start)
+            .field("headers", &self.headers())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl Message {
+    /// Parses one complete message (a UDP datagram, or a frame cut by [`frame_stream`]).
+    /// Octets after the body that Content-Length announces are ignored (RFC 4475 3.1.1.8).
+    pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        parse::parse_message(buf)
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.buf
+    }
+    #[inline]
+    pub fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+    #[inline]
+    pub fn slice(&self, s: Span) -> &[u8] {
+        s.of(&self.buf)
+    }
+    pub fn start(&self) -> StartLine {
+        self.start
+    }
+    pub fn start_line_span(&self) -> Span {
+        self.start_line
+    }
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+    pub fn method_bytes(&self) -> Option<&[u8]> {
+        match self.start {
+            StartLine::Request { method_span, .. } => Some(self.slice(method_span)),
+            StartLine::Response { .. } => None,
+        }
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+    pub fn request_uri(&self) -> Option<Span> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+    pub fn headers(&self) -> &[Header] {
+        &self.headers[..self.n_headers as usize]
+    }
+    /// End of the header section: the offset of the empty line that ends it.
+    pub fn head_end(&self) -> usize {
+        self.head_end as usize
+    }
+    pub fn body(&self) -> &[u8] {
+        self.slice(self.body)
+    }
+    pub fn body_span(&self) -> Span {
+        self.body
+    }
+    /// Length of this message within the buffer (trailing octets excluded).
+    pub fn len(&self) -> usize {
+        self.body.end as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All fields with this name, in order.
+    pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header> + '_ {
+        self.headers().iter().filter(move |h| h.name == name)
+    }
+    /// The first field with this name.
+    pub fn first(&self, name: HeaderName) -> Option<&Header> {
+        self.headers().iter().find(|h| h.name == name)
+    }
+    /// Value of the first field with this name.
+    pub fn value(&self, name: HeaderName) -> Option<&[u8]> {
+        self.first(name).map(|h| self.slice(h.value))
+    }
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.all(name).count()
+    }
+    pub fn call_id(&self) -> &[u8] {
+        self.value(HeaderName::CallId).unwrap_or(b"")
+    }
+    /// The CSeq number and method (validated at parse time when present).
+    pub fn cseq(&self) -> Option<(u32, &[u8])> {
+        let v = self.value(HeaderName::CSeq)?;
+        parse::split_cseq(v)
+    }
+    /// The tag parameter of To (present on in-dialog requests).
+    pub fn to_tag(&self) -> Option<&[u8]> {
+        let h = self.first(HeaderName::To)?;
+        addr::tag_param(self.buf(), h.value)
+    }
+    pub fn from_tag(&self) -> Option<&[u8]> {
+        let h = self.first(HeaderName::From)?;
+        addr::tag_param(self.buf(), h.value)
+    }
+    /// The topmost Via value (first value of the first Via field).
+    pub fn top_via(&self) -> Option<via::Via> {
+        let h = self.first(HeaderName::Via)?;
+        via::parse_first(self.buf(), h.value)
+    }
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.value(HeaderName::MaxForwards)
+            .and_then(|v| lex::parse_u32(lex::trim(v)))
+    }
+
+    /// Checks a request as an element would before acting on it (RFC 3261 8.2 and 16.3):
+    /// required fields present and single-valued, one Content-Length. A message that
+    /// parses but fails here gets a 400 rather than being dropped (RFC 4475 3.3.1, 3.3.8, 3.3.9).
+    pub fn check_request(&self) -> Result<(), &'static str> {
+        for (name, missing, multiple) in [
+            (HeaderName::To, "Missing To", "Multiple To"),
+            (HeaderName::From, "Missing From", "Multiple From"),
+            (HeaderName::CallId, "Missing Call-ID", "Multiple Call-ID"),
+            (HeaderName::CSeq, "Missing CSeq", "Multiple CSeq"),
+        ] {
+            match self.count(name) {
+                0 => return Err(missing),
+                1 => {}
+                _ => return Err(multiple),
+            }
+        }
+        if self.count(HeaderName::Via) == 0 {
+            return Err("Missing Via");
+        }
+        if self.count(HeaderName::MaxForwards) > 1 {
+            return Err("Multiple Max-Forwards");
+        }
+        if self.count(HeaderName::ContentLength) > 1 {
+            return Err("Multiple Content-Length");
+        }
+        Ok(())
+    }
+}
+

@@ -1,0 +1,364 @@
+//! Start line, header section and body of one message; stream framing for TCP.
+//!
+//! The start line and the scalar fields use nom; the header walk is a plain scan
+//! because folding (RFC 3261 7.3.1) makes a line a poor unit for combinators.
+
+use bytes::Bytes;
+use nom::IResult;
+use nom::Parser;
+use nom::bytes::complete::{tag_no_case, take_while_m_n, take_while1};
+use nom::character::complete::char;
+use nom::combinator::{all_consuming, rest};
+
+use super::error::{ErrorKind, ParseError};
+use super::header::HeaderName;
+use super::lex::{self, is_token, is_wsp, skip_lws};
+use super::{Header, Message, Method, Span, StartLine, addr, uri, via};
+
+/// Header fields kept per message; more is refused (a header flood is an attack, not a call).
+pub const MAX_HEADERS: usize = 128;
+/// Largest message accepted: a UDP datagram's worth (RFC 3261 18.1.1 moves larger
+/// requests to TCP; the same bound keeps a TCP peer from growing our buffers forever).
+pub const MAX_MESSAGE: usize = 65_535;
+
+type NomErr<'a> = nom::error::Error<&'a [u8]>;
+
+fn request_line(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8]), NomErr<'_>> {
+    let (i, method) = take_while1(is_token)(i)?;
+    let (i, _) = char(' ')(i)?;
+    let (i, uri) = take_while1(|c: u8| c > b' ' && c != 0x7f)(i)?;
+    let (i, _) = char(' ')(i)?;
+    Ok((i, (method, uri)))
+}
+
+fn sip_version(i: &[u8]) -> IResult<&[u8], &[u8], NomErr<'_>> {
+    tag_no_case("SIP/2.0")(i)
+}
+
+fn status_line(i: &[u8]) -> IResult<&[u8], (u16, &[u8]), NomErr<'_>> {
+    let (i, _) = (sip_version, char(' ')).parse(i)?;
+    let (i, code) = take_while_m_n(3, 3, |c: u8| c.is_ascii_digit())(i)?;
+    // The reason phrase may be empty, with or without its separating SP (RFC 4475 3.1.1.13).
+    let (i, reason) = if i.is_empty() {
+        (i, i)
+    } else {
+        let (i, _) = char(' ')(i)?;
+        rest(i)?
+    };
+    let c = (code[0] - b'0') as u16 * 100 + (code[1] - b'0') as u16 * 10 + (code[2] - b'0') as u16;
+    Ok((i, (c, reason)))
+}
+
+/// `CSeq: 1*DIGIT LWS Method`, number below 2**31 (RFC 3261 8.1.1.5).
+pub fn split_cseq(v: &[u8]) -> Option<(u32, &[u8])> {
+    let digits: IResult<&[u8], &[u8], NomErr<'_>> = take_while1(|c: u8| c.is_ascii_digit())(v);
+    let (rest_b, num) = digits.ok()?;
+    let n = lex::parse_u32(num).filter(|&n| n < 1 << 31)?;
+    let m = skip_lws(rest_b, 0);
+    if m == 0 {
+        return None;
+    }
+    let method = &rest_b[m..];
+    if method.is_empty() || !method.iter().all(|&c| is_token(c)) {
+        return None;
+    }
+    Some((n, method))
+}
+
+/// Finds the end of the line starting at `i`: returns (end of content, start of next line).
+#[inline]
+fn line_end(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    let nl = memchr::memchr(b'\n', &b[i..])? + i;
+    let end = if nl > i && b[nl - 1] == b'\r' { nl - 1 } else { nl };
+    Some((end, nl + 1))
+}
+
+pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
+    let b: &[u8] = &buf;
+    if b.len() > MAX_MESSAGE {
+        return Err(ParseError::new(ErrorKind::TooLarge, MAX_MESSAGE));
+    }
+    // CRLFs before the start line are ignored (RFC 3261 7.5).
+    let mut i = 0;
+    while i < b.len() && (b[i] == b'\r' || b[i] == b'\n') {
+        i += 1;
+    }
+    let (sl_end, mut pos) =
+        line_end(b, i).ok_or_else(|| ParseError::new(ErrorKind::Truncated, b.len()))?;
+    let sl = &b[i..sl_end];
+    let start = parse_start_line(b, i, sl)?;
+
+    let mut msg = Message {
+        buf: Bytes::new(),
+        start,
+        start_line: Span::new(i, sl_end),
+        headers: [Header::default(); super::MAX_HEADERS],
+        n_headers: 0,
+        head_end: 0,
+        body: Span::default(),
+    };
+
+    // Header section.
+    let body_start;
+    loop {
+        if pos >= b.len() {
+            return Err(ParseError::new(ErrorKind::Truncated, pos));
+        }
+        if b[pos] == b'\n' {
+            msg.head_end = pos as u32;
+            body_start = pos + 1;
+            break;
+        }
+        if b[pos] == b'\r' && b.get(pos + 1) == Some(&b'\n') {
+            msg.head_end = pos as u32;
+            body_start = pos + 2;
+            break;
+        }
+        if is_wsp(b[pos]) {
+            // A continuation line with no field before it.
+            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
+        }
+        let line_start = pos;
+        // Logical line: physical lines joined while the next one starts with SP/HT.
+        let (mut content_end, mut next) =
+            line_end(b, pos).ok_or_else(|| ParseError::new(ErrorKind::Truncated, b.len()))?;
+        while next < b.len() && is_wsp(b[next]) {
+            let (ce, nx) =
+                line_end(b, next).ok_or_else(|| ParseError::new(ErrorKind::Truncated, b.len()))?;
+            content_end = ce;
+            next = nx;
+        }
+        let name_end = lex::token_end(b, pos);
+        if name_end == pos {
+            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
+        }
+        let mut c = name_end;
+        while c < content_end && is_wsp(b[c]) {
+            c += 1;
+        }
+        if c >= content_end || b[c] != b':' {
+            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
+        }
+        let vs = skip_lws(b, c + 1).min(content_end);
+        let mut ve = content_end;
+        while ve > vs && (is_wsp(b[ve - 1]) || b[ve - 1] == b'\r' || b[ve - 1] == b'\n') {
+            ve -= 1;
+        }
+        let n = msg.n_headers as usize;
+        if n >= MAX_HEADERS {
+            return Err(ParseError::new(ErrorKind::TooManyHeaders, pos));
+        }
+        let name_span = Span::new(pos, name_end);
+        msg.headers[n] = Header {
+            name: HeaderName::parse(name_span.of(b)),
+            name_span,
+            value: Span::new(vs, ve),
+            line: Span::new(line_start, next),
+        };
+        msg.n_headers += 1;
+        pos = next;
+    }
+
+    // Body: Content-Length decides; without one, a datagram's remainder is the body.
+    let mut body_end = b.len();
+    if let Some(h) = msg.first(HeaderName::ContentLength) {
+        let v = h.value.of(b);
+        let cl = lex::parse_u32(v)
+            .ok_or_else(|| ParseError::header(HeaderName::ContentLength, h.value.start as usize))?;
+        body_end = body_start
+            .checked_add(cl as usize)
+            .filter(|&e| e <= b.len())
+            .ok_or_else(|| ParseError::new(ErrorKind::BodyTruncated, b.len()))?;
+    }
+    msg.body = Span::new(body_start, body_end);
+    validate_headers(&msg, b)?;
+    msg.buf = buf;
+    Ok(msg)
+}
+
+fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseError> {
+    if lex::starts_with_ci(sl, b"SIP/") {
+        let (_, (code, reason)) = all_consuming(status_line)
+            .parse(sl)
+            .map_err(|_| {
+                if lex::starts_with_ci(sl, b"SIP/2.0 ") {
+                    ParseError::new(ErrorKind::BadStatusCode, off + 8)
+                } else {
+                    ParseError::new(ErrorKind::BadVersion, off)
+                }
+            })?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::new(ErrorKind::BadStatusCode, off + 8));
+        }
+        let rs = off + (reason.as_ptr() as usize - sl.as_ptr() as usize);
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(rs, rs + reason.len()),
+        });
+    }
+    let (version, (method, uri_b)) = request_line(sl).map_err(|_| {
+        let kind = if sl.first().is_some_and(|&c| is_token(c)) {
+            if sl.iter().any(|&c| c == b' ') {
+                ErrorKind::BadRequestUri
+            } else {
+                ErrorKind::BadStartLine
+            }
+        } else {
+            ErrorKind::BadStartLine
+        };
+        ParseError::new(kind, off)
+    })?;
+    if !sl.iter().all(|&c| c >= b' ' || c == b'\t') {
+        return Err(ParseError::new(ErrorKind::BadStartLine, off));
+    }
+    let uri_start = off + method.len() + 1;
+    let uri_span = Span::new(uri_start, uri_start + uri_b.len());
+    let version_ok: IResult<&[u8], &[u8], NomErr<'_>> = all_consuming(sip_version).parse(version);
+    if version_ok.is_err() {
+        // "SIP/7.0" and "SIP/2.0  " (trailing SP, RFC 4475 3.1.2.10) alike.
+        let kind = if version.starts_with(b"SIP/") || version.starts_with(b"sip/") {
+            ErrorKind::BadVersion
+        } else {
+            ErrorKind::BadRequestUri
+        };
+        return Err(ParseError::new(kind, uri_span.end as usize + 1));
+    }
+    let u = uri::parse(b, uri_span).map_err(|_| ParseError::new(ErrorKind::BadRequestUri, uri_start))?;
+    if u.headers.is_some() {
+        // Headers are not allowed in a Request-URI (RFC 3261 19.1.5, RFC 4475 3.1.2.11).
+        return Err(ParseError::new(ErrorKind::BadRequestUri, uri_start));
+    }
+    Ok(StartLine::Request {
+        method: Method::from_bytes(method),
+        method_span: Span::new(off, off + method.len()),
+        uri: uri_span,
+    })
+}
+
+/// Checks the fields whose grammar the proxy or the policy relies on. Unknown fields
+/// are passed through untouched, whatever they hold (RFC 4475 3.1.1.1).
+fn validate_headers(msg: &Message, b: &[u8]) -> Result<(), ParseError> {
+    // msg.buf is not set yet: take the method from `b`.
+    let req_method = match msg.start {
+        StartLine::Request { method_span, .. } => Some(method_span.of(b)),
+        StartLine::Response { .. } => None,
+    };
+    for h in msg.headers() {
+        let v = h.value.of(b);
+        let at = h.value.start as usize;
+        let bad = |_| ParseError::header(h.name, at);
+        match h.name {
+            HeaderName::Via => via::parse_list(b, h.value, |_| {}).map_err(bad)?,
+            HeaderName::From | HeaderName::To => {
+                addr::parse_single(b, h.value).map_err(bad)?;
+            }
+            HeaderName::Contact => {
+                if v != b"*" {
+                    addr::parse_list(b, h.value, |_| {}).map_err(bad)?;
+                }
+            }
+            HeaderName::CSeq => {
+                let (_, m) = split_cseq(v).ok_or_else(|| ParseError::header(h.name, at))?;
+                if let Some(rm) = req_method {
+                    if rm != m {
+                        return Err(ParseError::new(ErrorKind::CSeqMismatch, at));
+                    }
+                }
+            }
+            HeaderName::MaxForwards => {
+                lex::parse_u32(v)
+                    .filter(|&n| n <= 255)
+                    .ok_or_else(|| ParseError::header(h.name, at))?;
+            }
+            HeaderName::Expires => {
+                // RFC 2543 also allowed an HTTP date here; a number must fit 32 bits.
+                if v.first().is_some_and(u8::is_ascii_digit) && lex::parse_u32(v).is_none() {
+                    return Err(ParseError::header(h.name, at));
+                }
+            }
+            HeaderName::RetryAfter => {
+                let n = v.iter().take_while(|c| c.is_ascii_digit()).count();
+                lex::parse_u32(&v[..n]).ok_or_else(|| ParseError::header(h.name, at))?;
+            }
+            HeaderName::Date => {
+                // rfc1123-date always ends in "GMT" (RFC 3261 20.17, RFC 4475 3.1.2.12).
+                if !v.ends_with(b"GMT") {
+                    return Err(ParseError::header(h.name, at));
+                }
+            }
+            HeaderName::CallId => {
+                if v.is_empty() || !v.iter().all(|&c| lex::is_word(c) || c == b'@') {
+                    return Err(ParseError::header(h.name, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What a TCP (or other stream) receive buffer holds at its front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// Not enough bytes yet.
+    Incomplete,
+    /// A keep-alive ping (CRLFCRLF, RFC 5626 3.5.1) of this many bytes: answer CRLF.
+    Ping(usize),
+    /// A whole message: skip `skip` bytes of leading CRLF, then `len` bytes of message.
+    Message { skip: usize, len: usize },
+}
+
+/// Cuts the next message off a byte stream using Content-Length (RFC 3261 18.3), which
+/// is mandatory on streams; a missing or bad one is an error that closes the connection.
+pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
+    if b.starts_with(b"\r\n\r\n") {
+        return Ok(Frame::Ping(4));
+    }
+    let mut skip = 0;
+    while skip < b.len() && (b[skip] == b'\r' || b[skip] == b'\n') {
+        skip += 1;
+    }
+    if skip == b.len() {
+        return Ok(Frame::Incomplete);
+    }
+    let s = &b[skip..];
+    let head_end = match memchr::memmem::find(s, b"\r\n\r\n") {
+        Some(p) => p + 4,
+        None => match memchr::memmem::find(s, b"\n\n") {
+            Some(p) => p + 2,
+            None => {
+                if s.len() > MAX_MESSAGE {
+                    return Err(ParseError::new(ErrorKind::TooLarge, skip + MAX_MESSAGE));
+                }
+                return Ok(Frame::Incomplete);
+            }
+        },
+    };
+    let mut cl: Option<u32> = None;
+    let mut i = 0;
+    while i < head_end {
+        let nl = memchr::memchr(b'\n', &s[i..head_end]).map_or(head_end, |p| i + p + 1);
+        let line = &s[i..nl];
+        let ne = lex::token_end(line, 0);
+        if ne > 0 && HeaderName::parse(&line[..ne]) == HeaderName::ContentLength {
+            let rest = &line[ne..];
+            if let Some(colon) = rest.iter().position(|&c| c == b':') {
+                let v = lex::trim(&rest[colon + 1..]);
+                cl = Some(lex::parse_u32(v).ok_or_else(|| {
+                    ParseError::header(HeaderName::ContentLength, skip + i)
+                })?);
+            }
+        }
+        i = nl;
+    }
+    let cl = cl.ok_or_else(|| ParseError::header(HeaderName::ContentLength, skip))? as usize;
+    let len = head_end + cl;
+    if len > MAX_MESSAGE {
+        return Err(ParseError::new(ErrorKind::TooLarge, skip));
+    }
+    if s.len() < len {
+        return Ok(Frame::Incomplete);
+    }
+    Ok(Frame::Message { skip, len })
+}
+

@@ -1,0 +1,164 @@
+//! Responses sipfence sends itself (rejections, 400, 483, 503, 200 to OPTIONS):
+//! RFC 3261 8.2.6 — Via, From, Call-ID and CSeq copied, a To-tag added when missing.
+
+use super::{HeaderName, Message, lex};
+
+/// A To-tag that is the same for every retransmission of a request, so that the
+/// answers to them are identical (RFC 3261 17.2.1) without keeping any state.
+pub fn stable_tag(msg: &Message) -> [u8; 16] {
+    let branch = msg
+        .top_via()
+        .and_then(|v| v.branch)
+        .map(|s| msg.slice(s))
+        .unwrap_or(b"");
+    let h = lex::fnv1a(&[msg.call_id(), msg.from_tag().unwrap_or(b""), branch]);
+    hex16(h)
+}
+
+pub fn hex16(h: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// Extra fields of a response beyond the mandatory copies.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra<'a> {
+    /// RFC 3326 Reason: written as `SIP;cause=<code>;text="<text>"`.
+    pub reason_text: Option<&'a str>,
+    pub retry_after: Option<u32>,
+    pub server: Option<&'a str>,
+}
+
+/// Writes a complete response to `req` into `out`.
+pub fn write_response(req: &Message, code: u16, phrase: &str, extra: &Extra<'_>, out: &mut Vec<u8>) {
+    let b = req.buf();
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_num(out, code as u64);
+    out.push(b' ');
+    out.extend_from_slice(phrase.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in req.headers() {
+        match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                push_field(out, h.name.as_str(), h.value.of(b));
+            }
+            HeaderName::To => {
+                push_field(out, "To", h.value.of(b));
+                if req.to_tag().is_none() && code > 100 {
+                    // Strip the CRLF just written, append the tag.
+                    out.truncate(out.len() - 2);
+                    out.extend_from_slice(b";tag=");
+                    out.extend_from_slice(&stable_tag(req));
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = extra.reason_text {
+        out.extend_from_slice(b"Reason: SIP;cause=");
+        push_num(out, code as u64);
+        out.extend_from_slice(b";text=\"");
+        // A quoted-string cannot hold a bare '"' or '\\': drop them rather than escape.
+        out.extend(t.bytes().filter(|&c| c != b'"' && c != b'\\' && c >= b' '));
+        out.extend_from_slice(b"\"\r\n");
+    }
+    if let Some(s) = extra.retry_after {
+        out.extend_from_slice(b"Retry-After: ");
+        push_num(out, s as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(s) = extra.server {
+        push_field(out, "Server", s.as_bytes());
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn push_num(out: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+/// Standard reason phrases for the codes sipfence sends.
+pub fn phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        416 => "Unsupported URI Scheme",
+        429 => "Too Many Requests",
+        433 => "Anonymity Disallowed",
+        480 => "Temporarily Unavailable",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        513 => "Message Too Large",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        607 => "Unwanted",
+        608 => "Rejected",
+        _ => "Rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn reject_copies_and_tags() {
+        let req = Message::parse(Bytes::from_static(
+            b"INVITE sip:4008001234@10.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK0\r\nf: <sip:+8613812345678@10.0.0.2>;tag=abc\r\nt: <sip:4008001234@10.0.0.1>\r\ni: call-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let mut out = vec![];
+        write_response(
+            &req,
+            403,
+            phrase(403),
+            &Extra {
+                reason_text: Some("blacklist \"x\""),
+                ..Extra::default()
+            },
+            &mut out,
+        );
+        let resp = Message::parse(Bytes::from(out.clone())).unwrap();
+        assert_eq!(resp.status(), Some(403));
+        assert_eq!(resp.count(HeaderName::Via), 2);
+        assert_eq!(resp.call_id(), b"call-1");
+        assert_eq!(resp.from_tag(), Some(&b"abc"[..]));
+        let tag = resp.to_tag().unwrap().to_vec();
+        assert_eq!(tag.len(), 16);
+        assert_eq!(resp.value(HeaderName::Reason), Some(&b"SIP;cause=403;text=\"blacklist x\""[..]));
+        // Same request, same answer.
+        let mut again = vec![];
+        write_response(&req, 403, phrase(403), &Extra { reason_text: Some("blacklist \"x\""), ..Extra::default() }, &mut again);
+        assert_eq!(out, again);
+    }
+}

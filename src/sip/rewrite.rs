@@ -1,0 +1,109 @@
+//! Header edits without re-serialising the message: a list of (span, replacement)
+//! pairs applied in one pass, copying every untouched byte as it stands.
+
+use super::Span;
+
+#[derive(Debug, Clone, Copy)]
+struct Edit {
+    at: Span,
+    data: (u32, u32),
+}
+
+/// Edits to one message. The replacement bytes live in one arena so that building a
+/// list costs no allocation per edit, and a list can be cleared and reused.
+#[derive(Debug, Default, Clone)]
+pub struct EditList {
+    edits: Vec<Edit>,
+    arena: Vec<u8>,
+}
+
+impl EditList {
+    pub fn new() -> EditList {
+        EditList::default()
+    }
+    pub fn clear(&mut self) {
+        self.edits.clear();
+        self.arena.clear();
+    }
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.edits.len()
+    }
+    /// Replaces the bytes of `at` with `data`.
+    pub fn replace(&mut self, at: Span, data: &[u8]) {
+        let s = self.arena.len() as u32;
+        self.arena.extend_from_slice(data);
+        self.edits.push(Edit {
+            at,
+            data: (s, self.arena.len() as u32),
+        });
+    }
+    /// Replaces `at` with pieces written by `f` into the arena (avoids a temporary).
+    pub fn replace_with(&mut self, at: Span, f: impl FnOnce(&mut Vec<u8>)) {
+        let s = self.arena.len() as u32;
+        f(&mut self.arena);
+        self.edits.push(Edit {
+            at,
+            data: (s, self.arena.len() as u32),
+        });
+    }
+    pub fn remove(&mut self, at: Span) {
+        self.replace(at, b"");
+    }
+    pub fn insert(&mut self, at: usize, data: &[u8]) {
+        self.replace(Span::new(at, at), data);
+    }
+    pub fn insert_with(&mut self, at: usize, f: impl FnOnce(&mut Vec<u8>)) {
+        self.replace_with(Span::new(at, at), f);
+    }
+
+    /// Writes `src[..len]` with the edits applied into `out`. Overlapping edits are a
+    /// programming error: the later one (in position order) is skipped rather than
+    /// producing a corrupt message.
+    pub fn apply(&mut self, src: &[u8], len: usize, out: &mut Vec<u8>) {
+        // Stable sort keeps insertion order for edits at the same point (e.g. two inserts).
+        self.edits.sort_by_key(|e| (e.at.start, e.at.end));
+        out.reserve(len + self.arena.len());
+        let mut pos = 0usize;
+        for e in &self.edits {
+            let (s, en) = (e.at.start as usize, e.at.end as usize);
+            if s < pos || en > len {
+                continue;
+            }
+            out.extend_from_slice(&src[pos..s]);
+            out.extend_from_slice(&self.arena[e.data.0 as usize..e.data.1 as usize]);
+            pos = en;
+        }
+        out.extend_from_slice(&src[pos..len]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_in_order() {
+        let src = b"abcdefghij";
+        let mut e = EditList::new();
+        e.replace(Span::new(6, 8), b"XY Z");
+        e.insert(0, b">");
+        e.remove(Span::new(2, 4));
+        e.insert(10, b"<");
+        let mut out = vec![];
+        e.apply(src, src.len(), &mut out);
+        assert_eq!(out, b">abefXY Zij<");
+    }
+
+    #[test]
+    fn overlap_is_skipped() {
+        let mut e = EditList::new();
+        e.replace(Span::new(1, 5), b"-");
+        e.replace(Span::new(3, 6), b"+");
+        let mut out = vec![];
+        e.apply(b"0123456789", 10, &mut out);
+        assert_eq!(out, b"0-56789");
+    }
+}

@@ -1,0 +1,263 @@
+//! sip, sips and tel URIs (RFC 3261 19.1, RFC 3966), described as spans.
+//!
+//! Other schemes are accepted as opaque (RFC 4475 3.3.2-3.3.4: a proxy may forward
+//! what it does not understand) after a character check.
+
+use super::Span;
+use super::lex::{is_token, is_uri_char, starts_with_ci};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri {
+    pub scheme: Scheme,
+    /// sip/sips: the user part (before any ':password'); tel: the number.
+    pub user: Option<Span>,
+    pub host: Span,
+    pub port: Option<u16>,
+    /// Parameters after the host (sip) or number (tel), without the leading ';'.
+    pub params: Span,
+    /// `?headers` part without the '?', sip/sips only.
+    pub headers: Option<Span>,
+}
+
+/// Why a URI was refused (kept small: callers map it to their own error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadUri;
+
+pub fn parse(b: &[u8], s: Span) -> Result<Uri, BadUri> {
+    let (start, end) = (s.start as usize, s.end as usize);
+    let v = &b[start..end];
+    if v.is_empty() || !v.iter().all(|&c| is_uri_char(c)) {
+        return Err(BadUri);
+    }
+    let colon = v.iter().position(|&c| c == b':').ok_or(BadUri)?;
+    let scheme_b = &v[..colon];
+    if scheme_b.is_empty()
+        || !scheme_b[0].is_ascii_alphabetic()
+        || !scheme_b
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    {
+        return Err(BadUri);
+    }
+    let scheme = if scheme_b.eq_ignore_ascii_case(b"sip") {
+        Scheme::Sip
+    } else if scheme_b.eq_ignore_ascii_case(b"sips") {
+        Scheme::Sips
+    } else if scheme_b.eq_ignore_ascii_case(b"tel") {
+        Scheme::Tel
+    } else {
+        Scheme::Other
+    };
+    let rest = start + colon + 1;
+    match scheme {
+        Scheme::Sip | Scheme::Sips => parse_sip(b, rest, end, scheme),
+        Scheme::Tel => {
+            let semi = find(b, rest, end, b';').unwrap_or(end);
+            if semi == rest {
+                return Err(BadUri);
+            }
+            Ok(Uri {
+                scheme,
+                user: Some(Span::new(rest, semi)),
+                host: Span::new(semi, semi),
+                port: None,
+                params: Span::new((semi + 1).min(end), end),
+                headers: None,
+            })
+        }
+        Scheme::Other => Ok(Uri {
+            scheme,
+            user: None,
+            host: Span::new(rest, end),
+            port: None,
+            params: Span::new(end, end),
+            headers: None,
+        }),
+    }
+}
+
+fn find(b: &[u8], from: usize, to: usize, c: u8) -> Option<usize> {
+    memchr::memchr(c, &b[from..to]).map(|p| from + p)
+}
+
+fn parse_sip(b: &[u8], rest: usize, end: usize, scheme: Scheme) -> Result<Uri, BadUri> {
+    // userinfo may itself hold ';', '?', ',' and '/' (RFC 4475 3.1.1.2), but never an
+    // unescaped '@', so the first '@' ends it.
+    let (user, hp) = match find(b, rest, end, b'@') {
+        Some(at) => {
+            let ui_end = find(b, rest, at, b':').unwrap_or(at);
+            (Some(Span::new(rest, ui_end)), at + 1)
+        }
+        None => (None, rest),
+    };
+    // host
+    let mut i = hp;
+    if i < end && b[i] == b'[' {
+        let close = find(b, i, end, b']').ok_or(BadUri)?;
+        if !b[i + 1..close]
+            .iter()
+            .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
+            return Err(BadUri);
+        }
+        i = close + 1;
+    } else {
+        while i < end && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+            i += 1;
+        }
+    }
+    let host = Span::new(hp, i);
+    if host.is_empty() {
+        return Err(BadUri);
+    }
+    let mut port = None;
+    if i < end && b[i] == b':' {
+        let ps = i + 1;
+        i = ps;
+        while i < end && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let p = super::lex::parse_u32(&b[ps..i]).filter(|&p| p <= 65535).ok_or(BadUri)?;
+        port = Some(p as u16);
+    }
+    let q = find(b, i, end, b'?');
+    let params_end = q.unwrap_or(end);
+    let params = if i < params_end {
+        if b[i] != b';' {
+            return Err(BadUri);
+        }
+        Span::new(i + 1, params_end)
+    } else {
+        Span::new(params_end, params_end)
+    };
+    Ok(Uri {
+        scheme,
+        user,
+        host,
+        port,
+        params,
+        headers: q.map(|q| Span::new(q + 1, end)),
+    })
+}
+
+/// Value of a `;name=value` parameter in a parameter list (case-insensitive name);
+/// `Some(empty span)` for a parameter without a value.
+pub fn param(b: &[u8], params: Span, name: &[u8]) -> Option<Span> {
+    let mut i = params.start as usize;
+    let end = params.end as usize;
+    while i < end {
+        let seg_end = find(b, i, end, b';').unwrap_or(end);
+        let seg = &b[i..seg_end];
+        let (n, v) = match seg.iter().position(|&c| c == b'=') {
+            Some(eq) => (&seg[..eq], Span::new(i + eq + 1, seg_end)),
+            None => (seg, Span::new(seg_end, seg_end)),
+        };
+        if super::lex::trim(n).eq_ignore_ascii_case(name) {
+            return Some(v);
+        }
+        i = seg_end + 1;
+    }
+    None
+}
+
+/// `user=phone` on a sip URI: the user part is a telephone-subscriber (RFC 3261 19.1.1).
+pub fn is_user_phone(b: &[u8], u: &Uri) -> bool {
+    param(b, u.params, b"user").is_some_and(|v| v.of(b).eq_ignore_ascii_case(b"phone"))
+}
+
+/// For a sip user part written as telephone-subscriber (`+8613812345678;npdi;rn=...`),
+/// the number without its own parameters.
+pub fn user_number(b: &[u8], user: Span) -> Span {
+    let u = user.of(b);
+    match u.iter().position(|&c| c == b';') {
+        Some(p) => Span::new(user.start as usize, user.start as usize + p),
+        None => user,
+    }
+}
+
+/// `phone-context` of a tel URI or of a telephone-subscriber user part.
+pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
+    match u.scheme {
+        Scheme::Tel => param(b, u.params, b"phone-context"),
+        _ => {
+            let user = u.user?;
+            let semi = user.of(b).iter().position(|&c| c == b';')?;
+            param(
+                b,
+                Span::new(user.start as usize + semi + 1, user.end as usize),
+                b"phone-context",
+            )
+        }
+    }
+}
+
+/// Whether a header value starts like a URI (scheme followed by ':').
+pub fn looks_like_uri(v: &[u8]) -> bool {
+    let n = v.iter().take_while(|&&c| is_token(c)).count();
+    n > 0 && v.get(n) == Some(&b':') && !starts_with_ci(v, b"sip/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Uri, BadUri> {
+        parse(s.as_bytes(), Span::new(0, s.len()))
+    }
+    fn txt(s: &str, sp: Span) -> &str {
+        &s[sp.start as usize..sp.end as usize]
+    }
+
+    #[test]
+    fn sip_parts() {
+        let s = "sip:+8613812345678@gw.example.com:5061;user=phone;lr?subject=x";
+        let u = p(s).unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(txt(s, u.user.unwrap()), "+8613812345678");
+        assert_eq!(txt(s, u.host), "gw.example.com");
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(txt(s, u.params), "user=phone;lr");
+        assert!(is_user_phone(s.as_bytes(), &u));
+        assert_eq!(txt(s, u.headers.unwrap()), "subject=x");
+    }
+
+    #[test]
+    fn odd_but_valid() {
+        let s = "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
+        let u = p(s).unwrap();
+        assert_eq!(txt(s, u.host), "example.com");
+        assert!(u.headers.is_none());
+        let s = "sip:user;par=u%40example.net@example.com";
+        assert_eq!(txt(s, p(s).unwrap().user.unwrap()), "user;par=u%40example.net");
+        let s = "sip:[2001:db8::1]:5060";
+        assert_eq!(p(s).unwrap().port, Some(5060));
+    }
+
+    #[test]
+    fn tel_and_other() {
+        let s = "tel:010-12345678;phone-context=+86";
+        let u = p(s).unwrap();
+        assert_eq!(u.scheme, Scheme::Tel);
+        assert_eq!(txt(s, u.user.unwrap()), "010-12345678");
+        assert_eq!(txt(s, phone_context(s.as_bytes(), &u).unwrap()), "+86");
+        assert_eq!(p("soap.beep://192.0.2.103:3002").unwrap().scheme, Scheme::Other);
+    }
+
+    #[test]
+    fn refused() {
+        assert!(p("sip:user@example.com; lr").is_err());
+        assert!(p("<sip:user@example.com>").is_err());
+        assert!(p("sip:@").is_err());
+        assert!(p("sip:a@b:99999").is_err());
+        assert!(p("nocolon").is_err());
+        assert!(p("").is_err());
+    }
+}

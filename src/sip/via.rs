@@ -1,0 +1,194 @@
+//! Via (RFC 3261 20.42): sent-protocol, sent-by and parameters, LWS allowed around
+//! every separator (RFC 4475 3.1.1.1).
+
+use super::Span;
+use super::lex::{is_token, quoted_end, skip_lws, token_end};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    pub transport: Span,
+    pub host: Span,
+    pub port: Option<u16>,
+    pub params: Span,
+    pub branch: Option<Span>,
+    pub received: Option<Span>,
+    /// `rport` present (with its value when it has one).
+    pub rport: Option<Option<u16>>,
+    /// The whole via-parm, protocol to last parameter.
+    pub whole: Span,
+}
+
+pub type ViaError = usize;
+
+fn expect_slash(b: &[u8], i: usize) -> Result<usize, ViaError> {
+    let j = skip_lws(b, i);
+    if j < b.len() && b[j] == b'/' {
+        Ok(skip_lws(b, j + 1))
+    } else {
+        Err(j)
+    }
+}
+
+fn token(b: &[u8], i: usize) -> Result<(Span, usize), ViaError> {
+    let e = token_end(b, i);
+    if e == i { Err(i) } else { Ok((Span::new(i, e), e)) }
+}
+
+/// Parses one via-parm at `i`; returns it and the position of the ',' after it or `end`.
+pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaError> {
+    let b = &b[..end];
+    let start = skip_lws(b, i);
+    let (_name, i) = token(b, start)?;
+    let i = expect_slash(b, i)?;
+    let (_version, i) = token(b, i)?;
+    let i = expect_slash(b, i)?;
+    let (transport, i) = token(b, i)?;
+    let h = skip_lws(b, i);
+    if h == i {
+        return Err(i); // LWS is required before sent-by
+    }
+    let mut i = h;
+    if i < end && b[i] == b'[' {
+        let close = b[i..].iter().position(|&c| c == b']').ok_or(i)? + i;
+        i = close + 1;
+    } else {
+        while i < end && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+            i += 1;
+        }
+    }
+    let host = Span::new(h, i);
+    if host.is_empty() {
+        return Err(h);
+    }
+    let mut port = None;
+    let c = skip_lws(b, i);
+    if c < end && b[c] == b':' {
+        let ps = skip_lws(b, c + 1);
+        let pe = ps + b[ps..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let p = super::lex::parse_u32(&b[ps..pe]).filter(|&p| p <= 65535).ok_or(ps)?;
+        port = Some(p as u16);
+        i = pe;
+    }
+    let mut v = Via {
+        transport,
+        host,
+        port,
+        params: Span::new(i, i),
+        branch: None,
+        received: None,
+        rport: None,
+        whole: Span::new(start, i),
+    };
+    let mut pos = i;
+    let mut first = None;
+    loop {
+        let j = skip_lws(b, pos);
+        if j >= end || b[j] != b';' {
+            break;
+        }
+        let n = skip_lws(b, j + 1);
+        let (name, ne) = token(b, n)?;
+        first.get_or_insert(n);
+        let mut k = ne;
+        let mut value = None;
+        let e = skip_lws(b, ne);
+        if e < end && b[e] == b'=' {
+            let vs = skip_lws(b, e + 1);
+            if vs < end && b[vs] == b'"' {
+                k = quoted_end(b, vs).ok_or(vs)?;
+            } else {
+                let mut w = vs;
+                while w < end && (is_token(b[w]) || matches!(b[w], b':' | b'[' | b']')) {
+                    w += 1;
+                }
+                if w == vs {
+                    return Err(vs);
+                }
+                k = w;
+            }
+            value = Some(Span::new(vs, k));
+        }
+        let nb = name.of(b);
+        if nb.eq_ignore_ascii_case(b"branch") {
+            v.branch = value;
+        } else if nb.eq_ignore_ascii_case(b"received") {
+            v.received = value;
+        } else if nb.eq_ignore_ascii_case(b"rport") {
+            v.rport = Some(
+                value
+                    .and_then(|s| super::lex::parse_u32(s.of(b)))
+                    .and_then(|p| u16::try_from(p).ok()),
+            );
+        }
+        pos = k;
+    }
+    if let Some(f) = first {
+        v.params = Span::new(f, pos);
+    }
+    v.whole = Span::new(start, pos);
+    let after = skip_lws(b, pos);
+    if after < end && b[after] != b',' {
+        return Err(after);
+    }
+    Ok((v, after))
+}
+
+/// Validates every via-parm of one Via field, calling `f` for each.
+pub fn parse_list(b: &[u8], v: Span, mut f: impl FnMut(Via)) -> Result<(), ViaError> {
+    let end = v.end as usize;
+    let mut i = v.start as usize;
+    loop {
+        let (via, next) = parse_one(b, i, end)?;
+        f(via);
+        if next >= end {
+            return Ok(());
+        }
+        i = next + 1;
+    }
+}
+
+/// The first via-parm of a field.
+pub fn parse_first(b: &[u8], v: Span) -> Option<Via> {
+    parse_one(b, v.start as usize, v.end as usize).ok().map(|(via, _)| via)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(s: &str) -> Result<Vec<Via>, ViaError> {
+        let mut out = vec![];
+        parse_list(s.as_bytes(), Span::new(0, s.len()), |v| out.push(v))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn folded_and_multi() {
+        let s = "SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239";
+        let v = all(s).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].branch.unwrap().of(s.as_bytes()), b"z9hG4bK9ikj8");
+        assert_eq!(v[1].host.of(s.as_bytes()), b"192.168.255.111");
+        assert_eq!(v[1].branch.unwrap().of(s.as_bytes()), b"z9hG4bK30239");
+    }
+
+    #[test]
+    fn params() {
+        let s = "SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK1;received=1.2.3.4";
+        let v = all(s).unwrap();
+        assert_eq!(v[0].port, Some(5070));
+        assert_eq!(v[0].rport, Some(None));
+        assert_eq!(v[0].received.unwrap().of(s.as_bytes()), b"1.2.3.4");
+        let s = "SIP/2.0/UDP [2001:db8::9]:5060;branch=z9hG4bKx";
+        assert_eq!(all(s).unwrap()[0].port, Some(5060));
+    }
+
+    #[test]
+    fn refused() {
+        assert!(all("SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
+        assert!(all("SIP/2.0/UDP").is_err());
+        assert!(all("SIP/2.0 host").is_err());
+        assert!(all("SIP/2.0/UDP host:70000").is_err());
+        assert!(all("").is_err());
+    }
+}

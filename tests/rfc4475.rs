@@ -1,0 +1,54 @@
+//! RFC 4475 torture messages: valid ones parse, invalid ones are refused, and the
+//! "valid but odd" ones parse and then get the answer the RFC describes.
+
+mod common;
+
+use bytes::Bytes;
+use sipfence::sip::uri::{self, Scheme};
+use sipfence::sip::{Message, StartLine};
+
+#[test]
+fn rfc4475_corpus_matches_expected_verdicts() {
+    let Some(shared) = common::shared_dir() else { return };
+    let dir = shared.join("corpus/rfc4475");
+    let tsv = std::fs::read_to_string(dir.join("expected.tsv")).expect("expected.tsv");
+    let mut failures = vec![];
+    let mut n = 0;
+    for line in tsv.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (name, verdict) = (cols[0], cols[2]);
+        let bytes = std::fs::read(dir.join(format!("{name}.dat"))).expect("message file");
+        n += 1;
+        let parsed = Message::parse(Bytes::from(bytes));
+        let ok = match (verdict, &parsed) {
+            ("valid", Ok(m)) => !m.is_request() || m.check_request().is_ok(),
+            ("invalid", Err(_)) => true,
+            ("valid-but-odd", Ok(m)) => odd_case_handled(name, m),
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!("{name} ({verdict}): {:?}", parsed.as_ref().map(|_| "parsed").map_err(|e| e.to_string())));
+        }
+    }
+    assert_eq!(n, 50, "corpus size");
+    assert!(failures.is_empty(), "RFC 4475 disagreements:\n{}", failures.join("\n"));
+}
+
+/// What an element does with each "valid but odd" message (RFC 4475 3.2-3.4).
+fn odd_case_handled(name: &str, m: &Message) -> bool {
+    match name {
+        // Missing or repeated single-value fields: the element answers 400.
+        "insuf" | "multi01" | "mcl01" => m.check_request().is_err(),
+        // Max-Forwards 0: a proxy answers 483 instead of forwarding.
+        "zeromf" => m.max_forwards() == Some(0) && m.check_request().is_ok(),
+        // Unknown Request-URI scheme: parsed as opaque.
+        "unkscm" | "novelsc" => match m.start() {
+            StartLine::Request { uri: u, .. } => {
+                uri::parse(m.buf(), u).map(|u| u.scheme == Scheme::Other).unwrap_or(false)
+            }
+            _ => false,
+        },
+        "bcast" => m.status() == Some(200),
+        _ => !m.is_request() || m.check_request().is_ok(),
+    }
+}
