@@ -114,7 +114,8 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
                 if id.preferred.is_none() {
                     let _ = addr::parse_list(b, h.value, |na| {
                         if id.preferred.is_none() {
-                            id.preferred = Some(party(b, Source::PPreferredIdentity, h.value, &na, home_cc));
+                            id.preferred =
+                                Some(party(b, Source::PPreferredIdentity, h.value, &na, home_cc));
                         }
                     });
                 }
@@ -122,7 +123,10 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
             HeaderName::Privacy => {
                 for v in h.value.of(b).split(|&c| c == b';' || c == b',') {
                     let v = crate::sip::lex::trim(v);
-                    if v.eq_ignore_ascii_case(b"id") || v.eq_ignore_ascii_case(b"user") || v.eq_ignore_ascii_case(b"header") {
+                    if v.eq_ignore_ascii_case(b"id")
+                        || v.eq_ignore_ascii_case(b"user")
+                        || v.eq_ignore_ascii_case(b"header")
+                    {
                         id.withheld = true;
                     }
                 }
@@ -135,11 +139,14 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
         for h in msg.all(HeaderName::RemotePartyId) {
             let _ = addr::parse_list(b, h.value, |na| {
                 let param = |n: &[u8]| addr::header_param(b, na.params, n);
-                let party_calling = param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
+                let party_calling =
+                    param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
                 if !party_calling || id.asserted.is_some() {
                     return;
                 }
-                if param(b"privacy").is_some_and(|v| v.eq_ignore_ascii_case(b"full") || v.eq_ignore_ascii_case(b"uri")) {
+                if param(b"privacy").is_some_and(|v| {
+                    v.eq_ignore_ascii_case(b"full") || v.eq_ignore_ascii_case(b"uri")
+                }) {
                     id.withheld = true;
                 }
                 // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
@@ -228,17 +235,29 @@ mod tests {
     fn blank_and_withheld() {
         let id = extract(&invite("", "<sip:10.0.0.2>"), b"86");
         assert_eq!(id.blank_reason(), Some(NotANumber::Empty));
-        let id = extract(&invite("", "\"Anonymous\" <sip:anonymous@anonymous.invalid>"), b"86");
+        let id = extract(
+            &invite("", "\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+            b"86",
+        );
         assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
         let id = extract(&invite("Privacy: id\r\n", "<sip:+14155550123@x>"), b"86");
         assert!(id.withheld_without_identity());
         let id = extract(
-            &invite("Privacy: id;critical\r\nP-Asserted-Identity: <tel:+14155550123>\r\n", "<sip:anonymous@anonymous.invalid>"),
+            &invite(
+                "Privacy: id;critical\r\nP-Asserted-Identity: <tel:+14155550123>\r\n",
+                "<sip:anonymous@anonymous.invalid>",
+            ),
             b"86",
         );
         assert!(!id.withheld_without_identity());
         assert!(id.blank_reason().is_none());
-        let id = extract(&invite("P-Asserted-Identity: <sip:anonymous@x>\r\n", "<sip:13812345678@x>"), b"86");
+        let id = extract(
+            &invite(
+                "P-Asserted-Identity: <sip:anonymous@x>\r\n",
+                "<sip:13812345678@x>",
+            ),
+            b"86",
+        );
         assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
     }
 
@@ -250,7 +269,10 @@ mod tests {
         );
         let id = extract(&m, b"86");
         assert_eq!(id.asserted.unwrap().source, Source::RemotePartyId);
-        let m = invite("Remote-Party-ID: <sip:+8613812345678@gw>;screen=no;privacy=full\r\n", "<sip:+14155550123@x>");
+        let m = invite(
+            "Remote-Party-ID: <sip:+8613812345678@gw>;screen=no;privacy=full\r\n",
+            "<sip:+14155550123@x>",
+        );
         let id = extract(&m, b"86");
         assert!(id.asserted.is_none());
         assert!(id.withheld_without_identity());
@@ -258,7 +280,10 @@ mod tests {
 
     #[test]
     fn user_phone_and_subscriber_params() {
-        let m = invite("", "<sip:+8613812345678;npdi;rn=+8613900000000@gw;user=phone>");
+        let m = invite(
+            "",
+            "<sip:+8613812345678;npdi;rn=+8613900000000@gw;user=phone>",
+        );
         let id = extract(&m, b"86");
         assert_eq!(id.effective_number().unwrap().e164(), "+8613812345678");
     }

@@ -4,7 +4,12 @@
 //! bytes and context in, verdict out, no I/O and no clock. The shells around it
 //! (proxy, replay, explain, metrics) all call the same [`decide::decide`].
 
-pub mod sip;
+pub mod cli;
+pub mod decide;
+pub mod identity;
 pub mod load_error;
 pub mod numbering;
-pub mod identity;
+pub mod policy;
+pub mod record;
+pub mod sip;
+pub mod verdict;

@@ -1,3 +1,78 @@
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sipfence::cli;
+
+/// sipfence: a SIP signaling firewall against fraud calls.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a policy file and the files it names; print a summary.
+    Check {
+        /// Policy file (TOML); the built-in example policy when omitted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show the verdict on SIP messages stored in files, and why.
+    Explain {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Judge as arriving on this trunk.
+        #[arg(long, conflicts_with = "source")]
+        trunk: Option<String>,
+        /// Judge as arriving from this address (the trunk is matched as live).
+        #[arg(long)]
+        source: Option<SocketAddr>,
+        /// Time of the call, Unix seconds (default: now); hour rules use it.
+        #[arg(long)]
+        at: Option<u64>,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+        /// Also print the response or the rewritten request.
+        #[arg(long)]
+        output: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn main() {
-    println!("Hello, world!");
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Check { config } => cli::check(config),
+        Cmd::Explain {
+            config,
+            trunk,
+            source,
+            at,
+            json,
+            output,
+            files,
+        } => match cli::load_policy(config.as_deref()) {
+            Ok(p) => cli::explain::run(
+                &p,
+                &cli::explain::Args {
+                    trunk,
+                    source,
+                    at_ms: at.map(|s| s * 1000),
+                    json,
+                    show_output: output,
+                    files,
+                },
+            ),
+            Err(e) => {
+                eprintln!("sipfence: config refused: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
 }

@@ -46,7 +46,10 @@ fn builtin_plan_classifies_every_case() {
         want.sort();
         let got = classify(&plan, input);
         if got.0 != class || got.1 != want {
-            bad.push(format!("{input}: want {class} {want:?}, got {} {:?}", got.0, got.1));
+            bad.push(format!(
+                "{input}: want {class} {want:?}, got {} {:?}",
+                got.0, got.1
+            ));
         }
         n += 1;
     }

@@ -9,7 +9,9 @@ use sipfence::sip::{Message, StartLine};
 
 #[test]
 fn rfc4475_corpus_matches_expected_verdicts() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
     let dir = shared.join("corpus/rfc4475");
     let tsv = std::fs::read_to_string(dir.join("expected.tsv")).expect("expected.tsv");
     let mut failures = vec![];
@@ -27,11 +29,18 @@ fn rfc4475_corpus_matches_expected_verdicts() {
             _ => false,
         };
         if !ok {
-            failures.push(format!("{name} ({verdict}): {:?}", parsed.as_ref().map(|_| "parsed").map_err(|e| e.to_string())));
+            failures.push(format!(
+                "{name} ({verdict}): {:?}",
+                parsed.as_ref().map(|_| "parsed").map_err(|e| e.to_string())
+            ));
         }
     }
     assert_eq!(n, 50, "corpus size");
-    assert!(failures.is_empty(), "RFC 4475 disagreements:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "RFC 4475 disagreements:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// What an element does with each "valid but odd" message (RFC 4475 3.2-3.4).
@@ -43,9 +52,9 @@ fn odd_case_handled(name: &str, m: &Message) -> bool {
         "zeromf" => m.max_forwards() == Some(0) && m.check_request().is_ok(),
         // Unknown Request-URI scheme: parsed as opaque.
         "unkscm" | "novelsc" => match m.start() {
-            StartLine::Request { uri: u, .. } => {
-                uri::parse(m.buf(), u).map(|u| u.scheme == Scheme::Other).unwrap_or(false)
-            }
+            StartLine::Request { uri: u, .. } => uri::parse(m.buf(), u)
+                .map(|u| u.scheme == Scheme::Other)
+                .unwrap_or(false),
             _ => false,
         },
         "bcast" => m.status() == Some(200),

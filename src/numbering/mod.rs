@@ -131,7 +131,11 @@ const WITHHELD: [&[u8]; 7] = [
 /// bare national numbers and short codes, visual separators `-.() `, `%2B` for '+',
 /// and IP/carrier-select dial prefixes (`179xx`, `1[12]xxx`) before a trunk or
 /// international prefix.
-pub fn normalise(raw: &[u8], home_cc: &[u8], phone_context: Option<&[u8]>) -> Result<Number, NotANumber> {
+pub fn normalise(
+    raw: &[u8],
+    home_cc: &[u8],
+    phone_context: Option<&[u8]>,
+) -> Result<Number, NotANumber> {
     let mut buf = [0u8; 40];
     let mut n = 0usize;
     let mut plus = false;
@@ -148,7 +152,11 @@ pub fn normalise(raw: &[u8], home_cc: &[u8], phone_context: Option<&[u8]>) -> Re
             }
             b'-' | b'.' | b'(' | b')' | b' ' => {}
             b'+' if n == 0 && !plus => plus = true,
-            b'%' if n == 0 && !plus && raw.len() >= i + 3 && raw[i + 1..i + 3].eq_ignore_ascii_case(b"2b") => {
+            b'%' if n == 0
+                && !plus
+                && raw.len() >= i + 3
+                && raw[i + 1..i + 3].eq_ignore_ascii_case(b"2b") =>
+            {
                 plus = true;
                 i += 2;
             }
@@ -163,7 +171,11 @@ pub fn normalise(raw: &[u8], home_cc: &[u8], phone_context: Option<&[u8]>) -> Re
         i += 1;
     }
     if n == 0 {
-        return Err(if plus { NotANumber::NonNumeric } else { NotANumber::Empty });
+        return Err(if plus {
+            NotANumber::NonNumeric
+        } else {
+            NotANumber::Empty
+        });
     }
     let d = &buf[..n];
     let mut out = [0u8; 40];
@@ -175,7 +187,11 @@ pub fn normalise(raw: &[u8], home_cc: &[u8], phone_context: Option<&[u8]>) -> Re
         if ctx.is_empty() || !ctx.iter().all(u8::is_ascii_digit) {
             return national(d, home_cc, &mut out);
         }
-        let local = if ctx == home_cc { d.strip_prefix(b"0").unwrap_or(d) } else { d };
+        let local = if ctx == home_cc {
+            d.strip_prefix(b"0").unwrap_or(d)
+        } else {
+            d
+        };
         concat(ctx, local, &mut out)?
     } else {
         return national(d, home_cc, &mut out);
@@ -196,7 +212,10 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
     let mut d = d;
     // IP / carrier-select dial prefix before a trunk or international prefix (libphonenumber's
     // national prefix for parsing: 1[12]xxx, 179xx).
-    if d.len() >= 16 && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12")) && d[5] == b'0' {
+    if d.len() >= 16
+        && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12"))
+        && d[5] == b'0'
+    {
         d = &d[5..];
     }
     let intl: &[u8] = if let Some(rest) = d.strip_prefix(b"00") {
@@ -252,7 +271,8 @@ mod tests {
 
     #[test]
     fn phone_context() {
-        let p = |s: &str, c: &str| normalise(s.as_bytes(), b"86", Some(c.as_bytes())).map(|n| n.e164());
+        let p =
+            |s: &str, c: &str| normalise(s.as_bytes(), b"86", Some(c.as_bytes())).map(|n| n.e164());
         assert_eq!(p("010-12345678", "+86").unwrap(), "+861012345678");
         assert_eq!(p("12345678", "+8610").unwrap(), "+861012345678");
         assert_eq!(p("13812345678", "example.com").unwrap(), "+8613812345678");

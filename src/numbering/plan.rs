@@ -75,7 +75,11 @@ impl Class {
     pub fn is_service(self) -> bool {
         matches!(
             self,
-            Class::Emergency | Class::Government | Class::Operator | Class::Service95 | Class::Service96
+            Class::Emergency
+                | Class::Government
+                | Class::Operator
+                | Class::Service95
+                | Class::Service96
         )
     }
 }
@@ -185,7 +189,9 @@ fn expand(p: &str) -> Result<Vec<String>, String> {
             i = close + 1;
             set
         } else {
-            return Err(format!("prefix '{p}' may hold only digits and [..] classes"));
+            return Err(format!(
+                "prefix '{p}' may hold only digits and [..] classes"
+            ));
         };
         out = out
             .iter()
@@ -244,19 +250,32 @@ impl Plan {
             }
             let f: Vec<&str> = line.split_whitespace().collect();
             if f[0] == "country" {
-                if f.len() != 2 || !f[1].bytes().all(|c| c.is_ascii_digit()) || f[1].is_empty() || f[1].len() > 3 {
+                if f.len() != 2
+                    || !f[1].bytes().all(|c| c.is_ascii_digit())
+                    || f[1].is_empty()
+                    || f[1].len() > 3
+                {
                     return Err(LoadError::at(file, ln, "expected 'country <1-3 digits>'"));
                 }
                 plan.country = f[1].as_bytes().to_vec();
                 continue;
             }
             if plan.country.is_empty() {
-                return Err(LoadError::at(file, ln, "the first rule must be 'country <code>'"));
+                return Err(LoadError::at(
+                    file,
+                    ln,
+                    "the first rule must be 'country <code>'",
+                ));
             }
             if f.len() < 3 {
-                return Err(LoadError::at(file, ln, "expected '<class> <prefix> <lengths> [flags]'"));
+                return Err(LoadError::at(
+                    file,
+                    ln,
+                    "expected '<class> <prefix> <lengths> [flags]'",
+                ));
             }
-            let class = Class::parse(f[0]).ok_or_else(|| LoadError::at(file, ln, format!("unknown class '{}'", f[0])))?;
+            let class = Class::parse(f[0])
+                .ok_or_else(|| LoadError::at(file, ln, format!("unknown class '{}'", f[0])))?;
             let prefixes = expand(f[1]).map_err(|e| LoadError::at(file, ln, e))?;
             let lengths = parse_lengths(f[2]).map_err(|e| LoadError::at(file, ln, e))?;
             let mut rule = Rule {
@@ -295,7 +314,11 @@ impl Plan {
                     node = plan.nodes[node].child[d] as usize;
                 }
                 if plan.nodes[node].rule != NO_RULE {
-                    return Err(LoadError::at(file, ln, format!("prefix {p} is already defined by an earlier rule")));
+                    return Err(LoadError::at(
+                        file,
+                        ln,
+                        format!("prefix {p} is already defined by an earlier rule"),
+                    ));
                 }
                 plan.nodes[node].rule = ri;
             }

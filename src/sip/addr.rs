@@ -158,11 +158,7 @@ fn parse_params(b: &[u8], i: usize) -> Result<(Span, usize), AddrError> {
 }
 
 /// Parses a comma-separated list of values, calling `f` for each.
-pub fn parse_list(
-    b: &[u8],
-    v: Span,
-    mut f: impl FnMut(NameAddr),
-) -> Result<(), AddrError> {
+pub fn parse_list(b: &[u8], v: Span, mut f: impl FnMut(NameAddr)) -> Result<(), AddrError> {
     let end = v.end as usize;
     let mut i = v.start as usize;
     loop {
@@ -238,10 +234,14 @@ mod tests {
 
     #[test]
     fn forms() {
-        let s = "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8";
+        let s =
+            "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8";
         let na = one(s).unwrap();
         assert_eq!(txt(s, na.uri), "sip:jdrosen@example.com");
-        assert_eq!(header_param(s.as_bytes(), na.params, b"tag"), Some(&b"98asjd8"[..]));
+        assert_eq!(
+            header_param(s.as_bytes(), na.params, b"tag"),
+            Some(&b"98asjd8"[..])
+        );
 
         let s = "caller<sip:caller@example.com>;tag=323";
         let na = one(s).unwrap();
@@ -250,7 +250,10 @@ mod tests {
         let na = one(s).unwrap();
         assert!(!na.bracketed);
         assert_eq!(txt(s, na.uri), "sip:vivekg@chair-dnrc.example.com");
-        assert_eq!(tag_param(s.as_bytes(), Span::new(0, s.len())), Some(&b"1918181833n"[..]));
+        assert_eq!(
+            tag_param(s.as_bytes(), Span::new(0, s.len())),
+            Some(&b"1918181833n"[..])
+        );
         let s = "token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%=\"x y\";tag=_token~1'+`*%!-.";
         assert!(one(s).is_ok());
     }

@@ -99,7 +99,13 @@ impl ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.header {
-            Some(h) => write!(f, "{} in {} at byte {}", self.kind.as_str(), h.as_str(), self.offset),
+            Some(h) => write!(
+                f,
+                "{} in {} at byte {}",
+                self.kind.as_str(),
+                h.as_str(),
+                self.offset
+            ),
             None => write!(f, "{} at byte {}", self.kind.as_str(), self.offset),
         }
     }

@@ -127,7 +127,13 @@ mod tests {
         assert_eq!(H::parse(b"p-asserted-identity"), H::PAssertedIdentity);
         assert_eq!(H::parse(b"C%6Fntact"), H::Other);
         assert_eq!(H::parse(b"X-Foo"), H::Other);
-        for h in [H::Via, H::To, H::Contact, H::RemotePartyId, H::PPreferredIdentity] {
+        for h in [
+            H::Via,
+            H::To,
+            H::Contact,
+            H::RemotePartyId,
+            H::PPreferredIdentity,
+        ] {
             assert_eq!(H::parse(h.as_str().as_bytes()), h);
         }
     }

@@ -4,7 +4,10 @@
 #[inline]
 pub fn is_token(c: u8) -> bool {
     c.is_ascii_alphanumeric()
-        || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        || matches!(
+            c,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 /// word = token characters plus the separators Call-ID allows.
@@ -13,7 +16,18 @@ pub fn is_word(c: u8) -> bool {
     is_token(c)
         || matches!(
             c,
-            b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}'
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
         )
 }
 

@@ -100,8 +100,15 @@ impl Method {
 /// The first line of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Method, method_span: Span, uri: Span },
-    Response { code: u16, reason: Span },
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+    },
+    Response {
+        code: u16,
+        reason: Span,
+    },
 }
 
 /// One header field as it stands in the message.
@@ -281,4 +288,3 @@ impl Message {
         Ok(())
     }
 }
-

@@ -69,7 +69,11 @@ pub fn split_cseq(v: &[u8]) -> Option<(u32, &[u8])> {
 #[inline]
 fn line_end(b: &[u8], i: usize) -> Option<(usize, usize)> {
     let nl = memchr::memchr(b'\n', &b[i..])? + i;
-    let end = if nl > i && b[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let end = if nl > i && b[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     Some((end, nl + 1))
 }
 
@@ -178,15 +182,13 @@ pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
 
 fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseError> {
     if lex::starts_with_ci(sl, b"SIP/") {
-        let (_, (code, reason)) = all_consuming(status_line)
-            .parse(sl)
-            .map_err(|_| {
-                if lex::starts_with_ci(sl, b"SIP/2.0 ") {
-                    ParseError::new(ErrorKind::BadStatusCode, off + 8)
-                } else {
-                    ParseError::new(ErrorKind::BadVersion, off)
-                }
-            })?;
+        let (_, (code, reason)) = all_consuming(status_line).parse(sl).map_err(|_| {
+            if lex::starts_with_ci(sl, b"SIP/2.0 ") {
+                ParseError::new(ErrorKind::BadStatusCode, off + 8)
+            } else {
+                ParseError::new(ErrorKind::BadVersion, off)
+            }
+        })?;
         if !(100..=699).contains(&code) {
             return Err(ParseError::new(ErrorKind::BadStatusCode, off + 8));
         }
@@ -223,7 +225,8 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
         };
         return Err(ParseError::new(kind, uri_span.end as usize + 1));
     }
-    let u = uri::parse(b, uri_span).map_err(|_| ParseError::new(ErrorKind::BadRequestUri, uri_start))?;
+    let u = uri::parse(b, uri_span)
+        .map_err(|_| ParseError::new(ErrorKind::BadRequestUri, uri_start))?;
     if u.headers.is_some() {
         // Headers are not allowed in a Request-URI (RFC 3261 19.1.5, RFC 4475 3.1.2.11).
         return Err(ParseError::new(ErrorKind::BadRequestUri, uri_start));
@@ -344,9 +347,10 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
             let rest = &line[ne..];
             if let Some(colon) = rest.iter().position(|&c| c == b':') {
                 let v = lex::trim(&rest[colon + 1..]);
-                cl = Some(lex::parse_u32(v).ok_or_else(|| {
-                    ParseError::header(HeaderName::ContentLength, skip + i)
-                })?);
+                cl = Some(
+                    lex::parse_u32(v)
+                        .ok_or_else(|| ParseError::header(HeaderName::ContentLength, skip + i))?,
+                );
             }
         }
         i = nl;
@@ -361,4 +365,3 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
     }
     Ok(Frame::Message { skip, len })
 }
-

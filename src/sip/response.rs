@@ -34,7 +34,13 @@ pub struct Extra<'a> {
 }
 
 /// Writes a complete response to `req` into `out`.
-pub fn write_response(req: &Message, code: u16, phrase: &str, extra: &Extra<'_>, out: &mut Vec<u8>) {
+pub fn write_response(
+    req: &Message,
+    code: u16,
+    phrase: &str,
+    extra: &Extra<'_>,
+    out: &mut Vec<u8>,
+) {
     let b = req.buf();
     out.extend_from_slice(b"SIP/2.0 ");
     push_num(out, code as u64);
@@ -155,10 +161,22 @@ mod tests {
         assert_eq!(resp.from_tag(), Some(&b"abc"[..]));
         let tag = resp.to_tag().unwrap().to_vec();
         assert_eq!(tag.len(), 16);
-        assert_eq!(resp.value(HeaderName::Reason), Some(&b"SIP;cause=403;text=\"blacklist x\""[..]));
+        assert_eq!(
+            resp.value(HeaderName::Reason),
+            Some(&b"SIP;cause=403;text=\"blacklist x\""[..])
+        );
         // Same request, same answer.
         let mut again = vec![];
-        write_response(&req, 403, phrase(403), &Extra { reason_text: Some("blacklist \"x\""), ..Extra::default() }, &mut again);
+        write_response(
+            &req,
+            403,
+            phrase(403),
+            &Extra {
+                reason_text: Some("blacklist \"x\""),
+                ..Extra::default()
+            },
+            &mut again,
+        );
         assert_eq!(out, again);
     }
 }

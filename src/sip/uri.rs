@@ -125,7 +125,9 @@ fn parse_sip(b: &[u8], rest: usize, end: usize, scheme: Scheme) -> Result<Uri, B
         while i < end && b[i].is_ascii_digit() {
             i += 1;
         }
-        let p = super::lex::parse_u32(&b[ps..i]).filter(|&p| p <= 65535).ok_or(BadUri)?;
+        let p = super::lex::parse_u32(&b[ps..i])
+            .filter(|&p| p <= 65535)
+            .ok_or(BadUri)?;
         port = Some(p as u16);
     }
     let q = find(b, i, end, b'?');
@@ -236,7 +238,10 @@ mod tests {
         assert_eq!(txt(s, u.host), "example.com");
         assert!(u.headers.is_none());
         let s = "sip:user;par=u%40example.net@example.com";
-        assert_eq!(txt(s, p(s).unwrap().user.unwrap()), "user;par=u%40example.net");
+        assert_eq!(
+            txt(s, p(s).unwrap().user.unwrap()),
+            "user;par=u%40example.net"
+        );
         let s = "sip:[2001:db8::1]:5060";
         assert_eq!(p(s).unwrap().port, Some(5060));
     }
@@ -248,7 +253,10 @@ mod tests {
         assert_eq!(u.scheme, Scheme::Tel);
         assert_eq!(txt(s, u.user.unwrap()), "010-12345678");
         assert_eq!(txt(s, phone_context(s.as_bytes(), &u).unwrap()), "+86");
-        assert_eq!(p("soap.beep://192.0.2.103:3002").unwrap().scheme, Scheme::Other);
+        assert_eq!(
+            p("soap.beep://192.0.2.103:3002").unwrap().scheme,
+            Scheme::Other
+        );
     }
 
     #[test]

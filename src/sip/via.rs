@@ -31,7 +31,11 @@ fn expect_slash(b: &[u8], i: usize) -> Result<usize, ViaError> {
 
 fn token(b: &[u8], i: usize) -> Result<(Span, usize), ViaError> {
     let e = token_end(b, i);
-    if e == i { Err(i) } else { Ok((Span::new(i, e), e)) }
+    if e == i {
+        Err(i)
+    } else {
+        Ok((Span::new(i, e), e))
+    }
 }
 
 /// Parses one via-parm at `i`; returns it and the position of the ',' after it or `end`.
@@ -65,7 +69,9 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
     if c < end && b[c] == b':' {
         let ps = skip_lws(b, c + 1);
         let pe = ps + b[ps..].iter().take_while(|c| c.is_ascii_digit()).count();
-        let p = super::lex::parse_u32(&b[ps..pe]).filter(|&p| p <= 65535).ok_or(ps)?;
+        let p = super::lex::parse_u32(&b[ps..pe])
+            .filter(|&p| p <= 65535)
+            .ok_or(ps)?;
         port = Some(p as u16);
         i = pe;
     }
@@ -149,7 +155,9 @@ pub fn parse_list(b: &[u8], v: Span, mut f: impl FnMut(Via)) -> Result<(), ViaEr
 
 /// The first via-parm of a field.
 pub fn parse_first(b: &[u8], v: Span) -> Option<Via> {
-    parse_one(b, v.start as usize, v.end as usize).ok().map(|(via, _)| via)
+    parse_one(b, v.start as usize, v.end as usize)
+        .ok()
+        .map(|(via, _)| via)
 }
 
 #[cfg(test)]

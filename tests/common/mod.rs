@@ -11,7 +11,10 @@ pub fn shared_dir() -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("../shared/corpus is missing at {}: CI needs it", p.display());
+        panic!(
+            "../shared/corpus is missing at {}: CI needs it",
+            p.display()
+        );
     }
     eprintln!("skipped: ../shared/corpus not found at {}", p.display());
     None

@@ -1,0 +1,139 @@
+//! `sipfence explain`: the verdict on messages in files, with the reasons.
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::decide::{Context, decide};
+use crate::policy::Policy;
+use crate::policy::rate::LocalRateCounter;
+use crate::record::Record;
+use crate::sip::Message;
+use crate::sip::rewrite::EditList;
+use crate::verdict;
+
+pub struct Args {
+    pub trunk: Option<String>,
+    pub source: Option<SocketAddr>,
+    pub at_ms: Option<u64>,
+    pub json: bool,
+    pub show_output: bool,
+    pub files: Vec<PathBuf>,
+}
+
+pub fn run(policy: &Policy, a: &Args) -> i32 {
+    let trunk = match &a.trunk {
+        Some(name) => match policy.trunk_by_name(name) {
+            Some(t) => Some(t),
+            None => {
+                eprintln!(
+                    "sipfence: no trunk named '{name}' (have: {})",
+                    policy
+                        .trunks
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return 2;
+            }
+        },
+        // Neither given: judge as the first trunk, the usual case for a one-trunk file.
+        None if a.source.is_none() => (!policy.trunks.is_empty()).then_some(0),
+        None => None,
+    };
+    let source = a
+        .source
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5070)));
+    let rates = LocalRateCounter::new(100_000);
+    let mut status = 0;
+    for f in &a.files {
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", f.display());
+                status = 1;
+                continue;
+            }
+        };
+        let now = a.at_ms.unwrap_or_else(super::now_ms);
+        let msg = match Message::parse(Bytes::from(bytes)) {
+            Ok(m) => m,
+            Err(e) => {
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": f.display().to_string(), "error": e.to_string(), "verdict": "malformed"})
+                    );
+                } else {
+                    println!("{}: malformed: {e}", f.display());
+                }
+                status = 1;
+                continue;
+            }
+        };
+        let ctx = Context {
+            source,
+            local: None,
+            trunk,
+            now_ms: now,
+            rates: &rates,
+        };
+        let d = decide(policy, &msg, &ctx);
+        let rec = Record::new(policy, &msg, &d, source, now);
+        let mut out = Vec::new();
+        if a.show_output {
+            if !verdict::write_reject(policy, &msg, &d, &mut out) {
+                let mut edits = EditList::new();
+                verdict::add_edits(policy, &msg, &d, &mut edits);
+                edits.apply(msg.buf(), msg.len(), &mut out);
+            }
+        }
+        if a.json {
+            let mut v = serde_json::to_value(&rec).unwrap_or_default();
+            v["file"] = serde_json::Value::String(f.display().to_string());
+            if a.show_output {
+                v["output"] = serde_json::Value::String(String::from_utf8_lossy(&out).into_owned());
+            }
+            println!("{v}");
+        } else {
+            println!("{}:", f.display());
+            println!(
+                "  verdict  {}{}",
+                rec.verdict,
+                rec.code.map(|c| format!(" {c}")).unwrap_or_default()
+            );
+            println!("  rule     {}", rec.rule.unwrap_or("-"));
+            if !rec.hits.is_empty() {
+                println!("  matched  {}", rec.hits.join(", "));
+            }
+            println!(
+                "  trunk    {}",
+                rec.trunk.as_deref().unwrap_or("(none: unknown source)")
+            );
+            println!("  kind     {}", rec.kind);
+            println!(
+                "  caller   {} ({}{})  from={} asserted={}{}",
+                rec.caller.as_deref().unwrap_or("-"),
+                rec.class.or(rec.blank).unwrap_or("-"),
+                if rec.caller_flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", rec.caller_flags.join(","))
+                },
+                rec.from.as_deref().unwrap_or("-"),
+                rec.asserted.as_deref().unwrap_or("-"),
+                if rec.withheld {
+                    " privacy=withheld"
+                } else {
+                    ""
+                }
+            );
+            println!("  callee   {}", rec.callee.as_deref().unwrap_or("-"));
+            if a.show_output {
+                println!("  output:\n{}", String::from_utf8_lossy(&out));
+            }
+        }
+    }
+    status
+}

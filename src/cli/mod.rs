@@ -1,0 +1,39 @@
+//! Command-line shells around the core: `check` and `explain` (here), `run` (the proxy),
+//! `replay` (captures). Each is thin: load, call the core, print.
+
+use std::path::{Path, PathBuf};
+
+use crate::load_error::LoadError;
+use crate::policy::Policy;
+
+pub mod explain;
+
+/// Loads `--config FILE`, or the built-in example policy when none is given.
+pub fn load_policy(config: Option<&Path>) -> Result<Policy, LoadError> {
+    match config {
+        Some(p) => Policy::load(p),
+        None => Policy::builtin(),
+    }
+}
+
+pub fn check(config: Option<PathBuf>) -> i32 {
+    match load_policy(config.as_deref()) {
+        Ok(p) => {
+            print!("{}", p.summary());
+            println!("ok");
+            0
+        }
+        Err(e) => {
+            eprintln!("sipfence: config refused: {e}");
+            1
+        }
+    }
+}
+
+/// Wall-clock time in Unix milliseconds: read here, in the shell, never in the core.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,316 @@
+//! The decision: one SIP message and its context in, a verdict out.
+//!
+//! Pure: no I/O, no clock (the time comes in [`Context::now_ms`]), no allocation on
+//! the path that lets a call through. The live proxy, pcap replay, `explain`, the
+//! benches and the fuzz targets all call [`decide`], so a capture replayed offline
+//! gets exactly the verdicts the proxy would have given.
+
+use std::net::SocketAddr;
+
+use crate::identity::{self, CallerIdentity};
+use crate::numbering::{Class, Classification, NotANumber, Number};
+use crate::policy::config::{ActionKind, ListenSpec, Role};
+use crate::policy::lists::ListMatch;
+use crate::policy::rate::RateCounter;
+use crate::policy::{Policy, RuleId, RuleSet, applies};
+use crate::sip::{Message, Method};
+
+/// What the decision may know about where a message came from, and when.
+pub struct Context<'a> {
+    pub source: SocketAddr,
+    /// The local address (and transport) it arrived on, when known.
+    pub local: Option<ListenSpec>,
+    /// Force a trunk (explain/replay `--trunk`) instead of matching by address.
+    pub trunk: Option<usize>,
+    /// Unix time in milliseconds (capture time when replaying).
+    pub now_ms: u64,
+    pub rates: &'a dyn RateCounter,
+}
+
+/// Which kind of message this was for the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An initial INVITE: the caller rules ran.
+    Call,
+    /// A request inside a dialog (To-tag) or CANCEL/ACK: forwarded without the caller rules.
+    InDialog,
+    /// Any other out-of-dialog request (OPTIONS, REGISTER, MESSAGE...): source check only.
+    OtherRequest,
+    Response,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Call => "call",
+            Kind::InDialog => "in-dialog",
+            Kind::OtherRequest => "other-request",
+            Kind::Response => "response",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forward,
+    Reject { code: u16 },
+}
+
+/// The verdict and what it was based on. `Copy` and allocation-free.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision {
+    pub kind: Kind,
+    pub trunk: Option<usize>,
+    pub outcome: Outcome,
+    /// The rule that decided: the rejecting one, else the first that changed the call.
+    pub rule: Option<RuleId>,
+    /// Every rule that matched, whatever its action (monitor-only included).
+    pub hits: RuleSet,
+    /// Rules whose label goes on the forwarded call.
+    pub labels: RuleSet,
+    /// Put the asserted number into From (generic-number deletion).
+    pub rewrite_from: bool,
+    pub identity: CallerIdentity,
+    /// The normalised number judged, and its class.
+    pub caller: Option<Number>,
+    pub class: Option<Classification>,
+    pub blank: Option<NotANumber>,
+    pub blacklist_match: Option<ListMatch>,
+}
+
+impl Decision {
+    fn new(kind: Kind, trunk: Option<usize>) -> Decision {
+        Decision {
+            kind,
+            trunk,
+            outcome: Outcome::Forward,
+            rule: None,
+            hits: RuleSet::default(),
+            labels: RuleSet::default(),
+            rewrite_from: false,
+            identity: CallerIdentity::default(),
+            caller: None,
+            class: None,
+            blank: None,
+            blacklist_match: None,
+        }
+    }
+    pub fn is_reject(&self) -> bool {
+        matches!(self.outcome, Outcome::Reject { .. })
+    }
+    /// A short word for the verdict: allow, reject, rewrite, label.
+    pub fn verdict_str(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Reject { .. } => "reject",
+            Outcome::Forward if self.rewrite_from => "rewrite",
+            Outcome::Forward if !self.labels.is_empty() => "label",
+            Outcome::Forward => "allow",
+        }
+    }
+}
+
+/// Applies one matching rule's action. Returns true when evaluation must stop.
+#[inline]
+fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
+    let a = policy.action(d.trunk, r);
+    match a.kind {
+        ActionKind::Off => return false,
+        ActionKind::Monitor => {
+            d.hits.insert(r);
+            return false;
+        }
+        _ => {}
+    }
+    d.hits.insert(r);
+    match a.kind {
+        ActionKind::Reject => {
+            d.outcome = Outcome::Reject { code: a.code };
+            d.rule = Some(r);
+            true
+        }
+        ActionKind::Rewrite => {
+            if r == RuleId::GenericNumber {
+                d.rewrite_from = true;
+            } else {
+                // Only generic-number has a rewrite; elsewhere it means "label".
+                d.labels.insert(r);
+            }
+            d.rule.get_or_insert(r);
+            false
+        }
+        ActionKind::Label => {
+            d.labels.insert(r);
+            d.rule.get_or_insert(r);
+            false
+        }
+        ActionKind::Monitor | ActionKind::Off => false,
+    }
+}
+
+/// Key of a rate counter: trunk and (optionally) caller.
+fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
+    let t = (trunk as u64).to_le_bytes();
+    match caller {
+        Some(n) => crate::sip::lex::fnv1a(&[b"caller", &t, n.digits()]),
+        None => crate::sip::lex::fnv1a(&[b"trunk", &t]),
+    }
+}
+
+/// Local minute of the day and weekday (Monday = 0) for a UTC offset.
+fn local_time(now_ms: u64, offset_min: i32) -> (u16, u8) {
+    let min = (now_ms / 60_000) as i64 + offset_min as i64;
+    let day = min.div_euclid(1440);
+    let minute = min.rem_euclid(1440) as u16;
+    // 1970-01-01 was a Thursday (Monday = 0 makes it 3).
+    let weekday = (day + 3).rem_euclid(7) as u8;
+    (minute, weekday)
+}
+
+/// A foreign number that reads like one of our service numbers once its first one to
+/// three digits are taken for a country code (`+1 10086`, `+8 12345`...).
+fn service_shaped(policy: &Policy, n: &Number) -> bool {
+    let d = n.digits();
+    (1..=3).any(|k| d.len() > k && policy.plan.classify_nsn(&d[k..]).class.is_service())
+}
+
+/// Decides on one message.
+pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
+    let trunk = ctx
+        .trunk
+        .or_else(|| policy.match_trunk(&ctx.source, ctx.local.as_ref()));
+    let method = match msg.method() {
+        None => return Decision::new(Kind::Response, trunk),
+        Some(m) => m,
+    };
+    let kind = match method {
+        Method::Invite if msg.to_tag().is_none() => Kind::Call,
+        Method::Ack | Method::Cancel => Kind::InDialog,
+        _ if msg.to_tag().is_some() => Kind::InDialog,
+        _ => Kind::OtherRequest,
+    };
+    let mut d = Decision::new(kind, trunk);
+    if trunk.is_none() {
+        // Nothing may enter from an address no trunk claims, call or not.
+        if kind != Kind::InDialog || method != Method::Ack {
+            fire(policy, &mut d, RuleId::UnknownSource);
+        }
+        return d;
+    }
+    if kind != Kind::Call {
+        return d;
+    }
+    judge_caller(policy, msg, ctx, &mut d);
+    d
+}
+
+fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
+    let Some(ti) = d.trunk else { return };
+    let trunk = &policy.trunks[ti];
+    let role = trunk.role;
+    let cc = policy.plan.country();
+    let id = identity::extract(msg, cc);
+    d.identity = id;
+
+    // Rules run in RuleId::ORDER; each block below is one rule.
+    macro_rules! rule {
+        ($r:expr, $cond:expr) => {
+            if applies(role, $r) && policy.action(d.trunk, $r).kind != ActionKind::Off && $cond {
+                if fire(policy, d, $r) {
+                    return;
+                }
+            }
+        };
+    }
+
+    rule!(RuleId::WithheldCaller, id.withheld_without_identity());
+    d.blank = id.blank_reason();
+    rule!(RuleId::BlankCaller, d.blank.is_some());
+    let Some(caller) = id.effective_number() else {
+        return;
+    };
+    let class = policy.plan.classify(&caller);
+    d.caller = Some(caller);
+    d.class = Some(class);
+
+    rule!(RuleId::NumberingPlan, class.class == Class::Invalid);
+    rule!(RuleId::NoVoiceNumber, class.flags.novoice);
+    d.blacklist_match = policy.blacklist.lookup(&caller);
+    rule!(RuleId::Blacklist, d.blacklist_match.is_some());
+
+    let domestic = policy.plan.is_domestic(&caller);
+    rule!(
+        RuleId::IntlForgedService,
+        policy.protected.contains(&caller) || (domestic && class.class.is_service())
+    );
+    rule!(
+        RuleId::IntlDomesticCaller,
+        domestic && !policy.roamers.contains(&caller)
+    );
+
+    if role == Role::Enterprise {
+        rule!(
+            RuleId::EnterpriseForeignNetwork,
+            !policy.own_segments.is_empty() && !policy.own_segments.contains(&caller)
+        );
+        rule!(
+            RuleId::EnterpriseNotWhitelisted,
+            !trunk
+                .whitelist
+                .as_ref()
+                .is_some_and(|w| w.contains(&caller))
+        );
+        rule!(
+            RuleId::EnterpriseHours,
+            trunk.hours.is_some_and(|h| {
+                let (minute, weekday) = local_time(ctx.now_ms, trunk.utc_offset_min);
+                let in_hours = if h.from_min < h.to_min {
+                    minute >= h.from_min && minute < h.to_min
+                } else {
+                    minute >= h.from_min || minute < h.to_min
+                };
+                let day_ok = trunk.days.is_none_or(|days| days.0 & (1 << weekday) != 0);
+                !(in_hours && day_ok)
+            })
+        );
+        rule!(
+            RuleId::EnterpriseRateTrunk,
+            trunk.max_per_minute.is_some_and(|max| ctx.rates.hit(
+                rate_key(ti, None),
+                ctx.now_ms,
+                60_000
+            ) > max)
+        );
+        rule!(
+            RuleId::EnterpriseRateCaller,
+            trunk
+                .max_per_minute_per_caller
+                .is_some_and(|max| ctx
+                    .rates
+                    .hit(rate_key(ti, Some(&caller)), ctx.now_ms, 60_000)
+                    > max)
+        );
+    }
+
+    rule!(RuleId::GenericNumber, id.presented_differs());
+    rule!(RuleId::LabelMvno, class.flags.mvno);
+    rule!(
+        RuleId::LabelServiceShape,
+        !domestic && service_shaped(policy, &caller)
+    );
+    rule!(RuleId::LabelInternational, !domestic);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_time_and_weekday() {
+        // 2026-11-30T00:30:00Z is a Monday, 08:30 in +08:00.
+        let t = 1_795_998_600_000u64;
+        assert_eq!(local_time(t, 8 * 60), (8 * 60 + 30, 0));
+        assert_eq!(local_time(t, 0), (30, 0));
+        // 23:30 the day before in -01:00: Sunday.
+        assert_eq!(local_time(t, -60), (23 * 60 + 30, 6));
+    }
+}

@@ -1,0 +1,457 @@
+//! The policy file (TOML), as written by operators. Every value that can be wrong is
+//! checked while deserialising, so the TOML parser reports it with its line and column.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::RuleId;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub general: General,
+    #[serde(default)]
+    pub lists: Lists,
+    /// Global rule settings, overriding the built-in defaults.
+    #[serde(default)]
+    pub rules: BTreeMap<RuleId, RuleConf>,
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<TrunkConf>,
+    #[serde(default)]
+    pub proxy: ProxyConf,
+    #[serde(default)]
+    pub metrics: MetricsConf,
+    #[serde(default)]
+    pub records: RecordsConf,
+    #[serde(default)]
+    pub log: LogConf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// `builtin:cn` or a plan file path (relative to the config file).
+    pub plan: String,
+    /// Header added to labelled calls.
+    pub label_header: String,
+    /// When set, labelled calls also get `;verstat=<value>` on P-Asserted-Identity
+    /// (3GPP TS 24.229), e.g. "TN-Validation-Failed".
+    pub verstat: Option<String>,
+    /// Server header in responses sipfence sends; empty for none.
+    pub server: String,
+    /// Add an RFC 3326 Reason header to rejections.
+    pub reason_header: bool,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            plan: "builtin:cn".into(),
+            label_header: "X-Sipfence-Label".into(),
+            verstat: None,
+            server: "sipfence".into(),
+            reason_header: true,
+        }
+    }
+}
+
+/// A list: files (one entry per line) and entries written inline.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListConf {
+    pub files: Vec<String>,
+    pub entries: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lists {
+    /// National blacklist: rejected on every trunk.
+    pub blacklist: ListConf,
+    /// Service numbers (police stations, government offices...) that never call from abroad.
+    pub protected: ListConf,
+    /// +86 numbers that may arrive on an international trunk (own outbound roamers).
+    pub roamers: ListConf,
+    /// Number segments this network assigned; enterprise callers outside them are refused.
+    pub own_segments: ListConf,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Answer with an error response; the call goes no further.
+    Reject,
+    /// Edit the message (generic-number: put the asserted number in From) and forward.
+    Rewrite,
+    /// Forward with a label header.
+    Label,
+    /// Count and record only.
+    Monitor,
+    /// The rule is not evaluated.
+    Off,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConf {
+    pub action: Option<ActionKind>,
+    pub code: Option<StatusCode>,
+    pub reason: Option<String>,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCode(pub u16);
+
+impl<'de> Deserialize<'de> for StatusCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let c = u16::deserialize(d)?;
+        if !(400..=699).contains(&c) {
+            return Err(de::Error::custom(format!(
+                "rejection code {c} is not a 4xx-6xx status"
+            )));
+        }
+        Ok(StatusCode(c))
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    International,
+    Interconnect,
+    Enterprise,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::International => "international",
+            Role::Interconnect => "interconnect",
+            Role::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// An address (or network) a trunk's traffic comes from: `10.1.2.3`, `10.1.2.0/24`,
+/// `2001:db8::/32`, optionally with a port (`127.0.0.1:5070`, `[::1]:5070`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSpec {
+    pub net: IpAddr,
+    pub prefix: u8,
+    pub port: Option<u16>,
+}
+
+impl SourceSpec {
+    pub fn parse(s: &str) -> Result<SourceSpec, String> {
+        let s = s.trim();
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            let prefix = if sa.is_ipv4() { 32 } else { 128 };
+            return Ok(SourceSpec {
+                net: sa.ip(),
+                prefix,
+                port: Some(sa.port()),
+            });
+        }
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address, network or address:port"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("bad prefix length in '{s}'"))?,
+            None => max,
+        };
+        Ok(SourceSpec {
+            net,
+            prefix,
+            port: None,
+        })
+    }
+
+    pub fn matches(&self, a: &SocketAddr) -> bool {
+        if self.port.is_some_and(|p| p != a.port()) {
+            return false;
+        }
+        match (self.net, a.ip()) {
+            (IpAddr::V4(n), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix as u32)
+                };
+                u32::from(n) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix as u32)
+                };
+                u128::from(n) & mask == u128::from(ip) & mask
+            }
+            (IpAddr::V4(n), IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some_and(|v4| {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix as u32)
+                };
+                u32::from(n) & mask == u32::from(v4) & mask
+            }),
+            _ => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SourceSpec::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenSpec {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl ListenSpec {
+    pub fn parse(s: &str) -> Result<ListenSpec, String> {
+        let (t, a) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}': expected udp:ADDR:PORT or tcp:ADDR:PORT"))?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => return Err(format!("'{s}': transport must be udp or tcp")),
+        };
+        let addr = a
+            .parse()
+            .map_err(|_| format!("'{s}': '{a}' is not an address:port"))?;
+        Ok(ListenSpec { transport, addr })
+    }
+}
+
+impl std::fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.transport.as_str(), self.addr)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ListenSpec::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// `HH:MM-HH:MM` in the trunk's local time; may wrap past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hours {
+    pub from_min: u16,
+    pub to_min: u16,
+}
+
+fn hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+}
+
+impl<'de> Deserialize<'de> for Hours {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| de::Error::custom(format!("hours '{s}': expected HH:MM-HH:MM")))?;
+        match (hhmm(a), hhmm(b)) {
+            (Some(from_min), Some(to_min)) if from_min != to_min => Ok(Hours { from_min, to_min }),
+            _ => Err(de::Error::custom(format!(
+                "hours '{s}': expected HH:MM-HH:MM with two different times"
+            ))),
+        }
+    }
+}
+
+/// `+08:00`, `-05:30`, `Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcOffset(pub i32);
+
+impl<'de> Deserialize<'de> for UtcOffset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "Z" || s == "UTC" {
+            return Ok(UtcOffset(0));
+        }
+        let sign = match s.as_bytes().first() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => {
+                return Err(de::Error::custom(format!(
+                    "utc_offset '{s}': expected +HH:MM or -HH:MM"
+                )));
+            }
+        };
+        let m = hhmm(&s[1..]).filter(|&m| m <= 14 * 60).ok_or_else(|| {
+            de::Error::custom(format!("utc_offset '{s}': expected +HH:MM or -HH:MM"))
+        })?;
+        Ok(UtcOffset(sign * m as i32))
+    }
+}
+
+/// Days of the week, as a bitmask with Monday = bit 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Days(pub u8);
+
+impl<'de> Deserialize<'de> for Days {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let v = Vec::<String>::deserialize(d)?;
+        let mut mask = 0u8;
+        for s in &v {
+            let i = NAMES
+                .iter()
+                .position(|n| s.eq_ignore_ascii_case(n))
+                .ok_or_else(|| {
+                    de::Error::custom(format!("day '{s}': expected one of {}", NAMES.join(", ")))
+                })?;
+            mask |= 1 << i;
+        }
+        Ok(Days(mask))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConf {
+    pub name: String,
+    pub role: Role,
+    /// Where this trunk's messages come from. Empty: any source (on its listen addresses).
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
+    /// Local addresses this trunk arrives on. Empty: any.
+    #[serde(default)]
+    pub listen: Vec<ListenSpec>,
+    /// Where allowed calls go (the operator's core side).
+    pub next_hop: Option<ListenSpec>,
+    #[serde(default)]
+    pub whitelist: Option<ListConf>,
+    pub hours: Option<Hours>,
+    pub utc_offset: Option<UtcOffset>,
+    pub days: Option<Days>,
+    pub max_calls_per_minute: Option<u32>,
+    pub max_calls_per_minute_per_caller: Option<u32>,
+    #[serde(default)]
+    pub rules: BTreeMap<RuleId, RuleConf>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConf {
+    /// Receive loops (one current-thread runtime each); 0 = one per core.
+    pub workers: usize,
+    /// Queue depth per worker before new INVITEs get 503.
+    pub queue: usize,
+    pub tcp_idle_secs: u64,
+    pub max_tcp_connections: usize,
+    /// Seconds to put in Retry-After on an overload 503.
+    pub retry_after: u32,
+    /// Keys kept by the rate counters (bounded memory whatever callers an attacker invents).
+    pub rate_keys: usize,
+}
+
+impl Default for ProxyConf {
+    fn default() -> Self {
+        ProxyConf {
+            workers: 0,
+            queue: 4096,
+            tcp_idle_secs: 120,
+            max_tcp_connections: 4096,
+            retry_after: 5,
+            rate_keys: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConf {
+    /// HTTP address for /metrics, /healthz, /readyz, /reload; empty to disable.
+    pub listen: String,
+}
+
+impl Default for MetricsConf {
+    fn default() -> Self {
+        MetricsConf {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConf {
+    /// Directory for signaling records (JSON lines); empty to disable.
+    pub dir: String,
+    pub rotate_bytes: u64,
+    pub rotate_secs: u64,
+    pub retention_secs: u64,
+    /// Also write rejected requests into a pcap file in the same directory.
+    pub pcap_rejected: bool,
+}
+
+impl Default for RecordsConf {
+    fn default() -> Self {
+        RecordsConf {
+            dir: String::new(),
+            rotate_bytes: 64 << 20,
+            rotate_secs: 3600,
+            retention_secs: 7 * 86400,
+            pcap_rejected: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConf {
+    /// tracing filter, e.g. "info" or "sipfence=debug"; RUST_LOG overrides it.
+    pub level: String,
+    pub json: bool,
+}
+
+impl Default for LogConf {
+    fn default() -> Self {
+        LogConf {
+            level: "info".into(),
+            json: false,
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The policy: trunks, rules with their actions, and the lists they consult, compiled
+//! from a TOML file ([`config`]) into lookup-ready form. Rules themselves are evaluated
+//! by [`crate::decide`], in the fixed order of [`RuleId::ORDER`].
+
+pub mod config;
+pub mod lists;
+pub mod rate;
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::load_error::LoadError;
+use crate::numbering::Plan;
+use config::{ActionKind, Config, Days, Hours, ListConf, ListenSpec, Role, RuleConf, SourceSpec};
+use lists::{NumberSet, NumberSetBuilder};
+
+/// Every rule, in evaluation order. The first rule whose action is `reject` ends the
+/// evaluation; `rewrite`, `label` and `monitor` hits accumulate and evaluation goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleId {
+    UnknownSource,
+    WithheldCaller,
+    BlankCaller,
+    NumberingPlan,
+    NoVoiceNumber,
+    Blacklist,
+    IntlForgedService,
+    IntlDomesticCaller,
+    EnterpriseForeignNetwork,
+    EnterpriseNotWhitelisted,
+    EnterpriseHours,
+    EnterpriseRateTrunk,
+    EnterpriseRateCaller,
+    GenericNumber,
+    LabelMvno,
+    LabelServiceShape,
+    LabelInternational,
+}
+
+pub const RULE_COUNT: usize = 17;
+
+impl RuleId {
+    pub const ORDER: [RuleId; RULE_COUNT] = [
+        RuleId::UnknownSource,
+        RuleId::WithheldCaller,
+        RuleId::BlankCaller,
+        RuleId::NumberingPlan,
+        RuleId::NoVoiceNumber,
+        RuleId::Blacklist,
+        RuleId::IntlForgedService,
+        RuleId::IntlDomesticCaller,
+        RuleId::EnterpriseForeignNetwork,
+        RuleId::EnterpriseNotWhitelisted,
+        RuleId::EnterpriseHours,
+        RuleId::EnterpriseRateTrunk,
+        RuleId::EnterpriseRateCaller,
+        RuleId::GenericNumber,
+        RuleId::LabelMvno,
+        RuleId::LabelServiceShape,
+        RuleId::LabelInternational,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleId::UnknownSource => "unknown-source",
+            RuleId::WithheldCaller => "withheld-caller",
+            RuleId::BlankCaller => "blank-caller",
+            RuleId::NumberingPlan => "numbering-plan",
+            RuleId::NoVoiceNumber => "no-voice-number",
+            RuleId::Blacklist => "blacklist",
+            RuleId::IntlForgedService => "intl-forged-service",
+            RuleId::IntlDomesticCaller => "intl-domestic-caller",
+            RuleId::EnterpriseForeignNetwork => "enterprise-foreign-network",
+            RuleId::EnterpriseNotWhitelisted => "enterprise-not-whitelisted",
+            RuleId::EnterpriseHours => "enterprise-hours",
+            RuleId::EnterpriseRateTrunk => "enterprise-rate-trunk",
+            RuleId::EnterpriseRateCaller => "enterprise-rate-caller",
+            RuleId::GenericNumber => "generic-number",
+            RuleId::LabelMvno => "label-mvno",
+            RuleId::LabelServiceShape => "label-service-shape",
+            RuleId::LabelInternational => "label-international",
+        }
+    }
+
+    /// Built-in action, code and reason text of each rule.
+    fn default_action(self) -> (ActionKind, u16, &'static str, &'static str) {
+        use ActionKind::*;
+        match self {
+            RuleId::UnknownSource => (Reject, 403, "Unknown source", ""),
+            // RFC 5079: 433 Anonymity Disallowed is the standard answer to a hidden caller.
+            RuleId::WithheldCaller => {
+                (Reject, 433, "Caller withheld without asserted identity", "")
+            }
+            RuleId::BlankCaller => (Reject, 433, "Blank or anonymous calling number", ""),
+            RuleId::NumberingPlan => (Reject, 403, "Calling number breaks the numbering plan", ""),
+            RuleId::NoVoiceNumber => (Reject, 403, "Data-only or IoT number cannot call", ""),
+            // RFC 8688: 608 Rejected is for calls refused by an analytics or list service.
+            RuleId::Blacklist => (Reject, 608, "Calling number is blacklisted", ""),
+            RuleId::IntlForgedService => (Reject, 403, "Service number forged from abroad", ""),
+            RuleId::IntlDomesticCaller => (
+                Reject,
+                403,
+                "Domestic calling number on international gateway",
+                "",
+            ),
+            RuleId::EnterpriseForeignNetwork => (
+                Reject,
+                403,
+                "Calling number not assigned by this network",
+                "",
+            ),
+            RuleId::EnterpriseNotWhitelisted => {
+                (Reject, 403, "Calling number not on trunk whitelist", "")
+            }
+            RuleId::EnterpriseHours => (Reject, 403, "Outside contracted calling hours", ""),
+            RuleId::EnterpriseRateTrunk => (Reject, 403, "Trunk call frequency exceeded", ""),
+            RuleId::EnterpriseRateCaller => (Reject, 403, "Caller call frequency exceeded", ""),
+            RuleId::GenericNumber => (
+                Rewrite,
+                0,
+                "Generic number replaced by asserted identity",
+                "",
+            ),
+            RuleId::LabelMvno => (Label, 0, "MVNO segment", "mvno"),
+            RuleId::LabelServiceShape => (
+                Label,
+                0,
+                "Foreign number shaped like a service number",
+                "service-shape",
+            ),
+            RuleId::LabelInternational => (Off, 0, "Overseas call", "international"),
+        }
+    }
+}
+
+/// A set of rules (bit i = `RuleId::ORDER[i]`), `Copy` so verdicts stay allocation-free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RuleSet(pub u32);
+
+impl RuleSet {
+    pub fn insert(&mut self, r: RuleId) {
+        self.0 |= 1 << r.index();
+    }
+    pub fn contains(self, r: RuleId) -> bool {
+        self.0 & (1 << r.index()) != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = RuleId> {
+        RuleId::ORDER.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+/// What a rule does when it matches, resolved from defaults, `[rules]` and `[trunk.rules]`.
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub code: u16,
+    pub reason: Arc<str>,
+    pub label: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub name: String,
+    pub role: Role,
+    pub sources: Vec<SourceSpec>,
+    pub listen: Vec<ListenSpec>,
+    pub next_hop: Option<ListenSpec>,
+    pub whitelist: Option<NumberSet>,
+    pub hours: Option<Hours>,
+    pub utc_offset_min: i32,
+    pub days: Option<Days>,
+    pub max_per_minute: Option<u32>,
+    pub max_per_minute_per_caller: Option<u32>,
+    pub actions: Vec<Action>,
+}
+
+impl Trunk {
+    #[inline]
+    pub fn action(&self, r: RuleId) -> &Action {
+        &self.actions[r.index()]
+    }
+    fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
+        let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
+        let local_ok = match local {
+            Some(l) => self.listen.is_empty() || self.listen.contains(l),
+            None => true,
+        };
+        src_ok && local_ok
+    }
+}
+
+/// A compiled policy. Shared read-only by every worker (swapped whole on reload).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub plan: Plan,
+    pub trunks: Vec<Trunk>,
+    pub blacklist: NumberSet,
+    pub protected: NumberSet,
+    pub roamers: NumberSet,
+    pub own_segments: NumberSet,
+    pub label_header: String,
+    pub verstat: Option<String>,
+    pub server: String,
+    pub reason_header: bool,
+    /// Actions for requests from no known trunk.
+    pub default_actions: Vec<Action>,
+    pub proxy: config::ProxyConf,
+    pub metrics: config::MetricsConf,
+    pub records: config::RecordsConf,
+    pub log: config::LogConf,
+    /// Where it was loaded from (for reloads and messages).
+    pub source: String,
+}
+
+/// The built-in example policy (also `deploy/sipfence.toml`): works with no files.
+pub const BUILTIN_CONFIG: &str = include_str!("../../deploy/sipfence.toml");
+
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> LoadError {
+    let (line, col) = match e.span() {
+        Some(sp) => {
+            let before = &text[..sp.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = sp.start - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+            (line, col)
+        }
+        None => (0, 0),
+    };
+    let msg = e.message().trim().to_string();
+    if line == 0 {
+        LoadError::file(file, msg)
+    } else {
+        LoadError::at(file, line, format!("column {col}: {msg}"))
+    }
+}
+
+fn resolve_actions(
+    base: &[Action],
+    over: &std::collections::BTreeMap<RuleId, RuleConf>,
+) -> Vec<Action> {
+    let mut out = base.to_vec();
+    for (r, c) in over {
+        let a = &mut out[r.index()];
+        if let Some(k) = c.action {
+            a.kind = k;
+        }
+        if let Some(code) = c.code {
+            a.code = code.0;
+        }
+        if let Some(reason) = &c.reason {
+            a.reason = reason.as_str().into();
+        }
+        if let Some(l) = &c.label {
+            a.label = l.as_str().into();
+        }
+        if a.kind == ActionKind::Reject && a.code == 0 {
+            a.code = 403;
+        }
+    }
+    out
+}
+
+impl Policy {
+    /// The built-in example policy.
+    pub fn builtin() -> Result<Policy, LoadError> {
+        Policy::from_str(BUILTIN_CONFIG, "builtin:sipfence.toml", Path::new("."))
+    }
+
+    /// Loads a policy file and every file it names (relative to its directory).
+    pub fn load(path: &Path) -> Result<Policy, LoadError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LoadError::file(&name, format!("cannot read: {e}")))?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Policy::from_str(&text, &name, &dir)
+    }
+
+    pub fn from_str(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        let plan = if cfg.general.plan == "builtin:cn" {
+            Plan::builtin()
+        } else {
+            let p = dir.join(&cfg.general.plan);
+            let pn = p.display().to_string();
+            let t = std::fs::read_to_string(&p)
+                .map_err(|e| LoadError::file(&pn, format!("cannot read: {e}")))?;
+            Plan::parse(&t, &pn)?
+        };
+        let cc = plan.country().to_vec();
+        let load_list = |l: &ListConf, what: &str| -> Result<NumberSet, LoadError> {
+            let mut b = NumberSetBuilder::new(&cc);
+            for f in &l.files {
+                b.add_file(&dir.join(f))?;
+            }
+            for (i, e) in l.entries.iter().enumerate() {
+                b.add_entry(e)
+                    .map_err(|r| LoadError::file(file, format!("{what} entry {}: {r}", i + 1)))?;
+            }
+            Ok(b.build())
+        };
+        let label_header = cfg.general.label_header.trim().to_string();
+        if label_header.is_empty() || !label_header.bytes().all(crate::sip::lex::is_token) {
+            return Err(LoadError::file(
+                file,
+                format!("general.label_header '{label_header}' is not a header name"),
+            ));
+        }
+        if let Some(v) = &cfg.general.verstat {
+            if v.is_empty() || !v.bytes().all(crate::sip::lex::is_token) {
+                return Err(LoadError::file(
+                    file,
+                    format!("general.verstat '{v}' must be a token"),
+                ));
+            }
+        }
+        let defaults: Vec<Action> = RuleId::ORDER
+            .iter()
+            .map(|r| {
+                let (kind, code, reason, label) = r.default_action();
+                Action {
+                    kind,
+                    code,
+                    reason: reason.into(),
+                    label: label.into(),
+                }
+            })
+            .collect();
+        let global = resolve_actions(&defaults, &cfg.rules);
+        let mut trunks = Vec::with_capacity(cfg.trunks.len());
+        for t in &cfg.trunks {
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+            {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "trunk name '{}' must be letters, digits, '-', '_' or '.'",
+                        t.name
+                    ),
+                ));
+            }
+            if trunks.iter().any(|x: &Trunk| x.name == t.name) {
+                return Err(LoadError::file(
+                    file,
+                    format!("trunk '{}' is defined twice", t.name),
+                ));
+            }
+            let whitelist = match &t.whitelist {
+                Some(l) => Some(load_list(l, &format!("trunk {} whitelist", t.name))?),
+                None => None,
+            };
+            if t.role == Role::Enterprise && whitelist.is_none() {
+                return Err(LoadError::file(
+                    file,
+                    format!("enterprise trunk '{}' needs a whitelist", t.name),
+                ));
+            }
+            trunks.push(Trunk {
+                name: t.name.clone(),
+                role: t.role,
+                sources: t.sources.clone(),
+                listen: t.listen.clone(),
+                next_hop: t.next_hop,
+                whitelist,
+                hours: t.hours,
+                utc_offset_min: t.utc_offset.map_or(8 * 60, |o| o.0),
+                days: t.days,
+                max_per_minute: t.max_calls_per_minute,
+                max_per_minute_per_caller: t.max_calls_per_minute_per_caller,
+                actions: resolve_actions(&global, &t.rules),
+            });
+        }
+        Ok(Policy {
+            blacklist: load_list(&cfg.lists.blacklist, "blacklist")?,
+            protected: load_list(&cfg.lists.protected, "protected")?,
+            roamers: load_list(&cfg.lists.roamers, "roamers")?,
+            own_segments: load_list(&cfg.lists.own_segments, "own_segments")?,
+            plan,
+            trunks,
+            label_header,
+            verstat: cfg.general.verstat,
+            server: cfg.general.server,
+            reason_header: cfg.general.reason_header,
+            default_actions: global,
+            proxy: cfg.proxy,
+            metrics: cfg.metrics,
+            records: cfg.records,
+            log: cfg.log,
+            source: file.to_string(),
+        })
+    }
+
+    /// The trunk a message belongs to: the first (in file order) whose sources and
+    /// listen addresses match.
+    pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {
+        self.trunks.iter().position(|t| t.matches(source, local))
+    }
+
+    pub fn trunk_by_name(&self, name: &str) -> Option<usize> {
+        self.trunks.iter().position(|t| t.name == name)
+    }
+
+    /// The action of a rule on a trunk (or for unknown sources).
+    pub fn action(&self, trunk: Option<usize>, r: RuleId) -> &Action {
+        match trunk.and_then(|t| self.trunks.get(t)) {
+            Some(t) => t.action(r),
+            None => &self.default_actions[r.index()],
+        }
+    }
+
+    /// Every local address some trunk listens on.
+    pub fn listen_addrs(&self) -> Vec<ListenSpec> {
+        let mut v: Vec<ListenSpec> = self
+            .trunks
+            .iter()
+            .flat_map(|t| t.listen.iter().copied())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// A human summary for `sipfence check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "policy {}: {} trunk(s), plan +{} ({} rules)",
+            self.source,
+            self.trunks.len(),
+            String::from_utf8_lossy(self.plan.country()),
+            self.plan.rule_count()
+        );
+        for (name, l) in [
+            ("blacklist", &self.blacklist),
+            ("protected", &self.protected),
+            ("roamers", &self.roamers),
+            ("own_segments", &self.own_segments),
+        ] {
+            let _ = writeln!(
+                s,
+                "  list {name}: {} numbers, {} segments ({} KiB)",
+                l.exact_len(),
+                l.segment_len(),
+                l.heap_bytes() / 1024
+            );
+        }
+        for t in &self.trunks {
+            let _ = writeln!(
+                s,
+                "  trunk {} ({}): listen [{}] sources [{}] next hop {}",
+                t.name,
+                t.role.as_str(),
+                t.listen
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.sources
+                    .iter()
+                    .map(|s| format!(
+                        "{}/{}{}",
+                        s.net,
+                        s.prefix,
+                        s.port.map(|p| format!(":{p}")).unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.next_hop
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            );
+            if let Some(w) = &t.whitelist {
+                let _ = writeln!(
+                    s,
+                    "    whitelist: {} numbers, {} segments",
+                    w.exact_len(),
+                    w.segment_len()
+                );
+            }
+            let rules: Vec<String> = RuleId::ORDER
+                .iter()
+                .filter(|r| applies(t.role, **r) && t.action(**r).kind != ActionKind::Off)
+                .map(|r| {
+                    let a = t.action(*r);
+                    match a.kind {
+                        ActionKind::Reject => format!("{}={}", r.as_str(), a.code),
+                        k => format!("{}={:?}", r.as_str(), k).to_lowercase(),
+                    }
+                })
+                .collect();
+            let _ = writeln!(s, "    rules: {}", rules.join(" "));
+        }
+        s
+    }
+}
+
+/// Whether a rule is evaluated for a trunk role at all.
+pub fn applies(role: Role, r: RuleId) -> bool {
+    match r {
+        RuleId::IntlForgedService | RuleId::IntlDomesticCaller | RuleId::LabelInternational => {
+            role == Role::International
+        }
+        RuleId::EnterpriseForeignNetwork
+        | RuleId::EnterpriseNotWhitelisted
+        | RuleId::EnterpriseHours
+        | RuleId::EnterpriseRateTrunk
+        | RuleId::EnterpriseRateCaller => role == Role::Enterprise,
+        RuleId::GenericNumber => role != Role::Enterprise,
+        _ => true,
+    }
+}

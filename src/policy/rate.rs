@@ -1,0 +1,172 @@
+//! Call-rate counting behind a small interface, so that the decision core stays pure
+//! (it is handed a counter and the time) and the counting can move to a shared store
+//! (Redis, across gateways) without touching the rules.
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts events per key in a sliding window.
+pub trait RateCounter: Send + Sync {
+    /// Records one event for `key` at `now_ms` and returns how many events the window
+    /// of `window_ms` ending now holds, this one included.
+    fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
+}
+
+/// A counter that never counts: for `explain` on a single message, and for policies
+/// without rate rules.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCounting;
+
+impl RateCounter for NoCounting {
+    fn hit(&self, _key: u64, _now_ms: u64, _window_ms: u64) -> u32 {
+        1
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Start of the current fixed window.
+    start_ms: u64,
+    cur: u32,
+    prev: u32,
+}
+
+/// In-process sliding-window counters (two fixed windows, weighted: the usual
+/// approximation, within one window's worth of error at the boundary, never under).
+///
+/// Memory is bounded: at most `capacity` keys. When full, keys idle for two windows are
+/// swept; if it is still full, new keys share one overflow counter, which makes a flood
+/// of invented callers count against each other rather than grow the table.
+pub struct LocalRateCounter {
+    map: DashMap<u64, Window, ahash::RandomState>,
+    capacity: usize,
+    overflow: DashMap<u64, Window, ahash::RandomState>,
+    last_sweep_ms: AtomicU64,
+    overflowed: AtomicU64,
+}
+
+impl LocalRateCounter {
+    pub fn new(capacity: usize) -> LocalRateCounter {
+        LocalRateCounter {
+            map: DashMap::with_capacity_and_hasher(
+                capacity.min(1 << 16),
+                ahash::RandomState::new(),
+            ),
+            capacity: capacity.max(1),
+            overflow: DashMap::with_hasher(ahash::RandomState::new()),
+            last_sweep_ms: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Events counted in the shared overflow counter because the table was full.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Drops keys idle for more than `idle_ms`.
+    pub fn sweep(&self, now_ms: u64, idle_ms: u64) {
+        self.map
+            .retain(|_, w| now_ms.saturating_sub(w.start_ms) <= idle_ms);
+        self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    fn bump(w: &mut Window, now_ms: u64, window_ms: u64) -> u32 {
+        let window_ms = window_ms.max(1);
+        let elapsed = now_ms.saturating_sub(w.start_ms);
+        if elapsed >= 2 * window_ms {
+            *w = Window {
+                start_ms: now_ms - now_ms % window_ms,
+                cur: 0,
+                prev: 0,
+            };
+        } else if elapsed >= window_ms {
+            w.prev = w.cur;
+            w.cur = 0;
+            w.start_ms += window_ms;
+        }
+        w.cur = w.cur.saturating_add(1);
+        let into = now_ms.saturating_sub(w.start_ms).min(window_ms);
+        // Weight of the previous window still inside the sliding window.
+        let carry = (w.prev as u64 * (window_ms - into)).div_ceil(window_ms);
+        (w.cur as u64 + carry).min(u32::MAX as u64) as u32
+    }
+}
+
+impl RateCounter for LocalRateCounter {
+    fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
+        if let Some(mut w) = self.map.get_mut(&key) {
+            return Self::bump(&mut w, now_ms, window_ms);
+        }
+        if self.map.len() >= self.capacity {
+            let last = self.last_sweep_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(last) >= window_ms.max(1) {
+                self.sweep(now_ms, 2 * window_ms);
+            }
+            if self.map.len() >= self.capacity {
+                self.overflowed.fetch_add(1, Ordering::Relaxed);
+                // One overflow counter per window length: all newcomers share it.
+                let mut w = self.overflow.entry(window_ms).or_insert(Window {
+                    start_ms: now_ms,
+                    cur: 0,
+                    prev: 0,
+                });
+                return Self::bump(&mut w, now_ms, window_ms);
+            }
+        }
+        let mut w = self.map.entry(key).or_insert(Window {
+            start_ms: now_ms - now_ms % window_ms.max(1),
+            cur: 0,
+            prev: 0,
+        });
+        Self::bump(&mut w, now_ms, window_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_within_window_and_expires() {
+        let c = LocalRateCounter::new(100);
+        for i in 1..=5 {
+            assert_eq!(c.hit(7, 60_000 + i * 10, 60_000), i as u32);
+        }
+        assert_eq!(c.hit(8, 60_100, 60_000), 1);
+        // Two windows later everything is forgotten.
+        assert_eq!(c.hit(7, 200_000, 60_000), 1);
+    }
+
+    #[test]
+    fn sliding_carry_never_undercounts() {
+        let c = LocalRateCounter::new(10);
+        for _ in 0..10 {
+            c.hit(1, 59_000, 60_000);
+        }
+        // Just after the boundary nearly all of the previous window still counts.
+        assert!(c.hit(1, 60_500, 60_000) >= 10);
+        // Near the end of the next window, little of it does.
+        assert!(c.hit(1, 119_000, 60_000) <= 3);
+    }
+
+    #[test]
+    fn bounded_under_a_flood() {
+        let c = LocalRateCounter::new(1000);
+        for k in 0..100_000u64 {
+            c.hit(k, 1_000, 60_000);
+        }
+        assert!(c.len() <= 1000);
+        assert!(c.overflowed() >= 99_000);
+        // Idle keys are swept once a window has passed.
+        c.hit(1_000_000, 200_000, 60_000);
+        assert!(c.len() <= 1000);
+        assert_eq!(c.hit(1_000_001, 200_001, 60_000), 1);
+    }
+}

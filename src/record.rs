@@ -1,0 +1,102 @@
+//! The signaling record of one decision: what `explain` prints, what replay lists and
+//! what the record writer keeps for trace-back. One shape everywhere.
+
+use serde::Serialize;
+use std::net::SocketAddr;
+
+use crate::decide::{Decision, Kind, Outcome};
+use crate::identity::{Party, uri_number};
+use crate::policy::Policy;
+use crate::sip::{Message, Span};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    /// Unix time, milliseconds.
+    pub ts_ms: u64,
+    pub trunk: Option<String>,
+    pub source: String,
+    pub kind: &'static str,
+    pub method: String,
+    pub call_id: String,
+    /// From user part as presented.
+    pub from: Option<String>,
+    /// Asserted identity user part (PAI / screened RPID).
+    pub asserted: Option<String>,
+    pub withheld: bool,
+    /// The number judged, in E.164.
+    pub caller: Option<String>,
+    pub class: Option<&'static str>,
+    pub caller_flags: Vec<&'static str>,
+    pub blank: Option<&'static str>,
+    pub callee: Option<String>,
+    pub verdict: &'static str,
+    pub code: Option<u16>,
+    pub rule: Option<&'static str>,
+    /// Every rule that matched (monitor-only and labels included).
+    pub hits: Vec<&'static str>,
+}
+
+fn text(b: &[u8], s: Span) -> String {
+    String::from_utf8_lossy(s.of(b)).into_owned()
+}
+
+fn party_user(b: &[u8], p: &Option<Party>) -> Option<String> {
+    p.as_ref().map(|p| text(b, p.user))
+}
+
+impl Record {
+    pub fn new(
+        policy: &Policy,
+        msg: &Message,
+        d: &Decision,
+        source: SocketAddr,
+        ts_ms: u64,
+    ) -> Record {
+        let b = msg.buf();
+        let callee = msg.request_uri().map(|u| {
+            let (user, num) = uri_number(b, u, policy.plan.country());
+            match num {
+                Ok(n) => n.e164(),
+                Err(_) => text(b, user),
+            }
+        });
+        let mut flags = vec![];
+        if let Some(c) = d.class {
+            if c.flags.mvno {
+                flags.push("mvno");
+            }
+            if c.flags.satellite {
+                flags.push("satellite");
+            }
+            if c.flags.novoice {
+                flags.push("novoice");
+            }
+        }
+        Record {
+            ts_ms,
+            trunk: d.trunk.map(|t| policy.trunks[t].name.clone()),
+            source: source.to_string(),
+            kind: d.kind.as_str(),
+            method: msg
+                .method_bytes()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_else(|| msg.status().map(|s| s.to_string()).unwrap_or_default()),
+            call_id: String::from_utf8_lossy(msg.call_id()).into_owned(),
+            from: party_user(b, &d.identity.from),
+            asserted: party_user(b, &d.identity.asserted),
+            withheld: d.identity.withheld,
+            caller: d.caller.map(|n| n.e164()),
+            class: d.class.map(|c| c.class.as_str()),
+            caller_flags: flags,
+            blank: d.blank.map(|r| r.as_str()),
+            callee: if d.kind == Kind::Call { callee } else { None },
+            verdict: d.verdict_str(),
+            code: match d.outcome {
+                Outcome::Reject { code } => Some(code),
+                Outcome::Forward => None,
+            },
+            rule: d.rule.map(|r| r.as_str()),
+            hits: d.hits.iter().map(|r| r.as_str()).collect(),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Turning a [`Decision`] into bytes: the rejection response, or the header edits
+//! (generic-number rewrite, labels, verstat) to apply to the forwarded request.
+
+use crate::decide::{Decision, Outcome};
+use crate::identity::Source;
+use crate::policy::Policy;
+use crate::sip::response::{self, Extra};
+use crate::sip::rewrite::EditList;
+use crate::sip::uri::{self, Scheme};
+use crate::sip::{HeaderName, Message, Span, addr};
+
+/// Writes the response for a rejected request; false when the decision is not a rejection.
+pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<u8>) -> bool {
+    let Outcome::Reject { code } = d.outcome else {
+        return false;
+    };
+    let reason = d
+        .rule
+        .filter(|_| policy.reason_header)
+        .map(|r| &*policy.action(d.trunk, r).reason);
+    let extra = Extra {
+        reason_text: reason,
+        retry_after: None,
+        server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
+    };
+    response::write_response(msg, code, response::phrase(code), &extra, out);
+    true
+}
+
+/// Adds the edits a forwarded call needs to `edits`. Returns how many were added.
+pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditList) -> usize {
+    let before = edits.len();
+    if d.is_reject() {
+        return 0;
+    }
+    let b = msg.buf();
+    if d.rewrite_from {
+        if let (Some(asserted), Some(h)) = (
+            d.identity.asserted.and_then(|p| p.number()),
+            msg.first(HeaderName::From),
+        ) {
+            if let Ok(na) = addr::parse_single(b, h.value) {
+                rewrite_from(b, &na, &asserted, edits);
+            }
+        }
+        // The user's wish for an identity has no place once the network asserted one.
+        for h in msg.all(HeaderName::PPreferredIdentity) {
+            edits.remove(h.line);
+        }
+    }
+    if !d.labels.is_empty() {
+        let at = msg.head_end();
+        edits.insert_with(at, |out| {
+            out.extend_from_slice(policy.label_header.as_bytes());
+            out.extend_from_slice(b": ");
+            for (i, r) in d.labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(policy.action(d.trunk, r).label.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        });
+        if let (Some(v), Some(p)) = (&policy.verstat, d.identity.asserted) {
+            if p.source == Source::PAssertedIdentity && !p.user.is_empty() {
+                let mut piece = Vec::with_capacity(v.len() + 9);
+                piece.extend_from_slice(b";verstat=");
+                piece.extend_from_slice(v.as_bytes());
+                edits.insert(p.user.end as usize, &piece);
+            }
+        }
+    }
+    edits.len() - before
+}
+
+/// From gets the asserted number as its user part and loses its display name; the tag
+/// and every other parameter stay, so the dialog is unchanged.
+fn rewrite_from(
+    b: &[u8],
+    na: &addr::NameAddr,
+    asserted: &crate::numbering::Number,
+    edits: &mut EditList,
+) {
+    let Ok(u) = uri::parse(b, na.uri) else { return };
+    let plus = |out: &mut Vec<u8>| {
+        out.push(b'+');
+        out.extend_from_slice(asserted.digits());
+    };
+    if let Some(d) = na.display {
+        // Display name and the blanks up to '<'.
+        let mut end = d.end as usize;
+        while end < b.len() && (b[end] == b' ' || b[end] == b'\t') {
+            end += 1;
+        }
+        edits.remove(Span::new(d.start as usize, end));
+    }
+    match (u.scheme, u.user) {
+        (Scheme::Sip | Scheme::Sips | Scheme::Tel, Some(user)) => {
+            edits.replace_with(uri::user_number(b, user), plus);
+        }
+        (Scheme::Sip | Scheme::Sips, None) => {
+            // sip:host → sip:+number@host
+            edits.insert_with(u.host.start as usize, |out| {
+                plus(out);
+                out.push(b'@');
+            });
+        }
+        _ => {}
+    }
+}

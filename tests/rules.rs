@@ -1,0 +1,563 @@
+//! Every rule: the call it blocks and the call it must let through, through the same
+//! `decide` the proxy uses, plus the bytes that go out (rejection or rewritten request).
+
+use bytes::Bytes;
+use sipfence::decide::{Context, Decision, Kind, Outcome, decide};
+use sipfence::policy::rate::{LocalRateCounter, NoCounting, RateCounter};
+use sipfence::policy::{Policy, RuleId};
+use sipfence::sip::rewrite::EditList;
+use sipfence::sip::{HeaderName, Message};
+use sipfence::verdict;
+use std::net::SocketAddr;
+use std::path::Path;
+
+const POLICY: &str = r#"
+[general]
+verstat = "TN-Validation-Failed"
+
+[lists.blacklist]
+entries = ["+8613800000001", "+8617099999*", "+8613912340007"]
+[lists.protected]
+entries = ["+861066666110"]
+[lists.roamers]
+entries = ["+8613900000000"]
+
+[[trunk]]
+name = "intl"
+role = "international"
+sources = ["10.0.0.1"]
+
+[[trunk]]
+name = "ic"
+role = "interconnect"
+sources = ["10.0.0.2"]
+
+[[trunk]]
+name = "ent"
+role = "enterprise"
+sources = ["10.0.0.3"]
+hours = "09:00-18:00"
+utc_offset = "+08:00"
+days = ["mon", "tue", "wed", "thu", "fri"]
+max_calls_per_minute = 5
+max_calls_per_minute_per_caller = 2
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999", "+864008001234", "13812345678"]
+"#;
+
+/// Monday 2026-11-30 10:00 in +08:00.
+const MON_10H: u64 = 1_795_998_600_000 + 90 * 60_000;
+
+fn policy(extra: &str) -> Policy {
+    Policy::from_str(&format!("{POLICY}\n{extra}"), "test.toml", Path::new(".")).unwrap()
+}
+
+fn invite(from_user: &str, extra: &str) -> Message {
+    let from = if from_user.is_empty() {
+        "<sip:10.9.9.9>".to_string()
+    } else {
+        format!("\"{from_user}\" <sip:{from_user}@10.9.9.9>")
+    };
+    let s = format!(
+        "INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{from_user}\r\nFrom: {from};tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: call-{from_user}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:x@10.9.9.9>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    );
+    Message::parse(Bytes::from(s)).unwrap()
+}
+
+fn src(trunk: &str) -> SocketAddr {
+    let ip = match trunk {
+        "intl" => "10.0.0.1",
+        "ic" => "10.0.0.2",
+        "ent" => "10.0.0.3",
+        _ => "192.0.2.77",
+    };
+    format!("{ip}:5060").parse().unwrap()
+}
+
+fn judge_at(
+    p: &Policy,
+    m: &Message,
+    trunk: &str,
+    now_ms: u64,
+    rates: &dyn RateCounter,
+) -> Decision {
+    decide(
+        p,
+        m,
+        &Context {
+            source: src(trunk),
+            local: None,
+            trunk: None,
+            now_ms,
+            rates,
+        },
+    )
+}
+
+fn judge(p: &Policy, m: &Message, trunk: &str) -> Decision {
+    judge_at(p, m, trunk, MON_10H, &NoCounting)
+}
+
+fn rejected(d: &Decision) -> Option<(u16, &'static str)> {
+    match d.outcome {
+        Outcome::Reject { code } => Some((code, d.rule.map(|r| r.as_str()).unwrap_or("?"))),
+        Outcome::Forward => None,
+    }
+}
+
+#[track_caller]
+fn blocks(p: &Policy, m: &Message, trunk: &str, code: u16, rule: &str) {
+    let d = judge(p, m, trunk);
+    assert_eq!(rejected(&d), Some((code, rule)), "decision: {d:?}");
+}
+
+#[track_caller]
+fn passes(p: &Policy, m: &Message, trunk: &str) -> Decision {
+    let d = judge(p, m, trunk);
+    assert_eq!(rejected(&d), None, "decision: {d:?}");
+    d
+}
+
+fn forwarded(p: &Policy, m: &Message, d: &Decision) -> Message {
+    let mut e = EditList::new();
+    verdict::add_edits(p, m, d, &mut e);
+    let mut out = vec![];
+    e.apply(m.buf(), m.len(), &mut out);
+    Message::parse(Bytes::from(out)).expect("rewritten message re-parses")
+}
+
+#[test]
+fn unknown_source() {
+    let p = policy("");
+    blocks(
+        &p,
+        &invite("+442071234567", ""),
+        "nowhere",
+        403,
+        "unknown-source",
+    );
+    passes(&p, &invite("+442071234567", ""), "intl");
+    // Also OPTIONS from nowhere; but in-dialog ACKs are not answered.
+    let opt = Message::parse(Bytes::from_static(b"OPTIONS sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    assert_eq!(
+        rejected(&judge(&p, &opt, "nowhere")),
+        Some((403, "unknown-source"))
+    );
+    assert_eq!(judge(&p, &opt, "intl").kind, Kind::OtherRequest);
+}
+
+#[test]
+fn withheld_caller() {
+    let p = policy("");
+    blocks(
+        &p,
+        &invite("+442071234567", "Privacy: id\r\n"),
+        "intl",
+        433,
+        "withheld-caller",
+    );
+    passes(
+        &p,
+        &invite(
+            "anonymous",
+            "Privacy: id\r\nP-Asserted-Identity: <tel:+442071234567>\r\n",
+        ),
+        "intl",
+    );
+}
+
+#[test]
+fn blank_caller() {
+    let p = policy("");
+    blocks(&p, &invite("", ""), "intl", 433, "blank-caller");
+    blocks(&p, &invite("anonymous", ""), "intl", 433, "blank-caller");
+    blocks(&p, &invite("unknown", ""), "ent", 433, "blank-caller");
+    blocks(
+        &p,
+        &invite("13812345678", "P-Asserted-Identity: <sip:anonymous@x>\r\n"),
+        "ent",
+        433,
+        "blank-caller",
+    );
+    blocks(&p, &invite("trunk-gw", ""), "ic", 433, "blank-caller");
+    passes(
+        &p,
+        &invite("trunk-gw", "P-Asserted-Identity: <sip:13912340001@x>\r\n"),
+        "ent",
+    );
+}
+
+#[test]
+fn numbering_plan() {
+    let p = policy("");
+    blocks(
+        &p,
+        &invite("+8615412345678", ""),
+        "ic",
+        403,
+        "numbering-plan",
+    );
+    blocks(&p, &invite("02612345678", ""), "ic", 403, "numbering-plan");
+    blocks(&p, &invite("1381234567", ""), "ic", 403, "numbering-plan");
+    blocks(&p, &invite("+12345", ""), "intl", 403, "numbering-plan");
+    passes(&p, &invite("+8613812345678", ""), "ic");
+    passes(&p, &invite("075512345678", ""), "ic");
+}
+
+#[test]
+fn no_voice_number() {
+    let p = policy("");
+    blocks(
+        &p,
+        &invite("+8614512345678", ""),
+        "ic",
+        403,
+        "no-voice-number",
+    );
+    blocks(
+        &p,
+        &invite("1440123456789", ""),
+        "ic",
+        403,
+        "no-voice-number",
+    );
+    passes(&p, &invite("+8614712345678", ""), "ic");
+}
+
+#[test]
+fn blacklist_exact_segment_and_over_whitelist() {
+    let p = policy("");
+    blocks(&p, &invite("13800000001", ""), "ic", 608, "blacklist");
+    blocks(&p, &invite("+8617099999123", ""), "ic", 608, "blacklist");
+    // Whitelisted on the enterprise trunk, but the blacklist wins.
+    blocks(&p, &invite("13912340007", ""), "ent", 608, "blacklist");
+    passes(&p, &invite("13912340008", ""), "ent");
+    passes(&p, &invite("+8617099989123", ""), "ic");
+}
+
+#[test]
+fn intl_forged_service() {
+    let p = policy("");
+    blocks(&p, &invite("110", ""), "intl", 403, "intl-forged-service");
+    blocks(
+        &p,
+        &invite("+8610086", ""),
+        "intl",
+        403,
+        "intl-forged-service",
+    );
+    blocks(
+        &p,
+        &invite("+8612345", ""),
+        "intl",
+        403,
+        "intl-forged-service",
+    );
+    blocks(
+        &p,
+        &invite("01066666110", ""),
+        "intl",
+        403,
+        "intl-forged-service",
+    );
+    passes(&p, &invite("+442071234567", ""), "intl");
+    // Domestic trunks may carry service numbers.
+    passes(&p, &invite("95588", ""), "ic");
+}
+
+#[test]
+fn intl_domestic_caller() {
+    let p = policy("");
+    blocks(
+        &p,
+        &invite("+8613812345678", ""),
+        "intl",
+        403,
+        "intl-domestic-caller",
+    );
+    blocks(
+        &p,
+        &invite(
+            "+442071234567",
+            "P-Asserted-Identity: <sip:+8613812345678@x>\r\n",
+        ),
+        "intl",
+        403,
+        "intl-domestic-caller",
+    );
+    passes(&p, &invite("+8613900000000", ""), "intl"); // an own roamer
+    passes(&p, &invite("+12125550123", ""), "intl");
+}
+
+#[test]
+fn enterprise_foreign_network() {
+    let p = policy("[lists.own_segments]\nentries = [\"+86139*\", \"+86400*\"]");
+    blocks(
+        &p,
+        &invite("13812345678", ""),
+        "ent",
+        403,
+        "enterprise-foreign-network",
+    );
+    passes(&p, &invite("13912345678", ""), "ent");
+}
+
+#[test]
+fn enterprise_not_whitelisted() {
+    let p = policy("");
+    blocks(
+        &p,
+        &invite("+8613812345679", ""),
+        "ent",
+        403,
+        "enterprise-not-whitelisted",
+    );
+    blocks(
+        &p,
+        &invite("+442071234567", ""),
+        "ent",
+        403,
+        "enterprise-not-whitelisted",
+    );
+    passes(&p, &invite("+8613912345678", ""), "ent");
+    passes(&p, &invite("8613812345678", ""), "ent");
+    passes(&p, &invite("4008001234", ""), "ent");
+}
+
+#[test]
+fn enterprise_hours_and_days() {
+    let p = policy("");
+    let m = invite("13912345678", "");
+    let at = |ms| judge_at(&p, &m, "ent", ms, &NoCounting);
+    assert_eq!(
+        rejected(&at(MON_10H - 90 * 60_000)),
+        Some((403, "enterprise-hours"))
+    ); // 08:30
+    assert_eq!(rejected(&at(MON_10H)), None);
+    assert_eq!(
+        rejected(&at(MON_10H + 8 * 3_600_000)),
+        Some((403, "enterprise-hours"))
+    ); // 18:00
+    assert_eq!(
+        rejected(&at(MON_10H - 24 * 3_600_000)),
+        Some((403, "enterprise-hours"))
+    ); // Sunday
+}
+
+#[test]
+fn enterprise_rates() {
+    let p = policy("");
+    let rates = LocalRateCounter::new(1000);
+    let a = invite("13912340001", "");
+    let b = invite("13912340002", "");
+    let c = invite("13912340003", "");
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    assert_eq!(r(&a, 0), None);
+    assert_eq!(r(&a, 1), None);
+    assert_eq!(r(&a, 2), Some((403, "enterprise-rate-caller")));
+    assert_eq!(r(&b, 3), None);
+    assert_eq!(r(&c, 4), None);
+    // Six attempts so far on the trunk (the third of A counted too): over 5 per minute.
+    assert_eq!(r(&c, 5), Some((403, "enterprise-rate-trunk")));
+    // Two minutes later the window is empty again.
+    assert_eq!(r(&a, 120_000), None);
+}
+
+#[test]
+fn generic_number_rewritten_to_asserted() {
+    let p = policy("");
+    let m = invite(
+        "+8613812345678",
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\nP-Preferred-Identity: <sip:+8613812345678@x>\r\n",
+    );
+    let d = passes(&p, &m, "intl");
+    assert!(d.rewrite_from);
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::From),
+        Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..])
+    );
+    assert_eq!(out.count(HeaderName::PPreferredIdentity), 0);
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity),
+        m.value(HeaderName::PAssertedIdentity)
+    );
+    assert_eq!(out.body(), m.body());
+    // Same numbers in another form: nothing to delete.
+    let m = invite(
+        "+442071234567",
+        "P-Asserted-Identity: <tel:0044-20-7123-4567>\r\n",
+    );
+    assert!(!passes(&p, &m, "intl").rewrite_from);
+    // Not on enterprise trunks, and off when configured off.
+    let m = invite("trunk-gw", "P-Asserted-Identity: <sip:13912340001@x>\r\n");
+    assert!(!passes(&p, &m, "ent").rewrite_from);
+    let p = policy("[rules.generic-number]\naction = \"off\"");
+    let m = invite(
+        "+8613812345678",
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\n",
+    );
+    assert!(!passes(&p, &m, "intl").rewrite_from);
+}
+
+#[test]
+fn label_mvno_with_verstat() {
+    let p = policy("");
+    let m = invite(
+        "+8617012345678",
+        "P-Asserted-Identity: <sip:+8617012345678@x;user=phone>\r\n",
+    );
+    let d = passes(&p, &m, "ic");
+    assert_eq!(d.rule, Some(RuleId::LabelMvno));
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.first(HeaderName::Other).map(|h| out.slice(h.name_span)),
+        Some(&b"X-Sipfence-Label"[..])
+    );
+    assert!(String::from_utf8_lossy(out.buf()).contains("X-Sipfence-Label: mvno\r\n"));
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity),
+        Some(&b"<sip:+8617012345678;verstat=TN-Validation-Failed@x;user=phone>"[..])
+    );
+    let d = passes(&p, &invite("+8613812345678", ""), "ic");
+    assert!(d.labels.is_empty());
+    assert_eq!(d.verdict_str(), "allow");
+}
+
+#[test]
+fn label_service_shape_and_international() {
+    let p = policy("[rules.label-international]\naction = \"label\"");
+    let d = passes(&p, &invite("+4495588", ""), "intl");
+    assert!(d.labels.contains(RuleId::LabelServiceShape));
+    assert!(d.labels.contains(RuleId::LabelInternational));
+    let out = forwarded(&p, &invite("+4495588", ""), &d);
+    assert!(
+        String::from_utf8_lossy(out.buf())
+            .contains("X-Sipfence-Label: service-shape,international\r\n")
+    );
+    let d = passes(&p, &invite("+442071234567", ""), "intl");
+    assert!(!d.labels.contains(RuleId::LabelServiceShape));
+}
+
+#[test]
+fn monitor_only_and_trunk_override() {
+    let p = policy("[rules.blacklist]\naction = \"monitor\"");
+    let d = passes(&p, &invite("13800000001", ""), "ic");
+    assert!(d.hits.contains(RuleId::Blacklist));
+    assert_eq!(d.verdict_str(), "allow");
+    // A per-trunk override beats the global setting.
+    let p = Policy::from_str(
+        &POLICY.replace("name = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.2\"]", "name = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.2\"]\n[trunk.rules.blacklist]\ncode = 603\nreason = \"Declined\""),
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    blocks(&p, &invite("13800000001", ""), "ic", 603, "blacklist");
+    blocks(&p, &invite("13800000001", ""), "intl", 608, "blacklist");
+}
+
+#[test]
+fn rejection_response_is_complete() {
+    let p = policy("");
+    let m = invite("+8613812345678", "");
+    let d = judge(&p, &m, "intl");
+    let mut out = vec![];
+    assert!(verdict::write_reject(&p, &m, &d, &mut out));
+    let r = Message::parse(Bytes::from(out)).unwrap();
+    assert_eq!(r.status(), Some(403));
+    assert_eq!(r.call_id(), m.call_id());
+    assert_eq!(r.cseq(), Some((1, &b"INVITE"[..])));
+    assert_eq!(r.value(HeaderName::Via), m.value(HeaderName::Via));
+    assert!(r.to_tag().is_some());
+    assert_eq!(
+        r.value(HeaderName::Reason),
+        Some(&b"SIP;cause=403;text=\"Domestic calling number on international gateway\""[..])
+    );
+}
+
+#[test]
+fn in_dialog_and_responses_are_not_judged() {
+    let p = policy("");
+    let bye = Message::parse(Bytes::from_static(b"BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2\r\nFrom: <sip:anonymous@b>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: b1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    let d = judge(&p, &bye, "intl");
+    assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None));
+    let resp = Message::parse(Bytes::from_static(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: b1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    assert_eq!(judge(&p, &resp, "nowhere").kind, Kind::Response);
+}
+
+#[test]
+fn config_errors_name_file_and_line() {
+    let bad = |extra: &str| {
+        Policy::from_str(&format!("{POLICY}\n{extra}"), "bad.toml", Path::new("."))
+            .unwrap_err()
+            .to_string()
+    };
+    // Line number of the first line of `extra` in the combined text.
+    let lines = format!("{POLICY}\n").matches('\n').count();
+    let e = bad("[rules.no-such-rule]\naction = \"reject\"");
+    assert!(e.starts_with(&format!("bad.toml:{}:", lines + 1)), "{e}");
+    let e = bad("[rules.blacklist]\ncode = 200");
+    assert!(
+        e.starts_with(&format!("bad.toml:{}:", lines + 2)) && e.contains("not a 4xx-6xx"),
+        "{e}"
+    );
+    let e = bad("[[trunk]]\nname = \"x\"\nrole = \"international\"\nsources = [\"10.0.0.300\"]");
+    assert!(
+        e.contains(&format!("bad.toml:{}:", lines + 4)) && e.contains("10.0.0.300"),
+        "{e}"
+    );
+    let e = bad(
+        "[[trunk]]\nname = \"y\"\nrole = \"enterprise\"\nhours = \"9-17\"\n[trunk.whitelist]\nentries=[]",
+    );
+    assert!(e.contains(&format!("bad.toml:{}:", lines + 4)), "{e}");
+    let e = bad("[lists.own_segments]\nentries = [\"alice\"]");
+    assert!(e.contains("bad.toml") && e.contains("alice"), "{e}");
+    // List files: their own name and line.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wl.txt"),
+        "13912345678\n# fine\n139123456789999999999\n",
+    )
+    .unwrap();
+    let cfg =
+        "[[trunk]]\nname = \"e\"\nrole = \"enterprise\"\n[trunk.whitelist]\nfiles = [\"wl.txt\"]\n";
+    std::fs::write(dir.path().join("p.toml"), cfg).unwrap();
+    let e = Policy::load(&dir.path().join("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wl.txt:3:"), "{e}");
+    // Missing files are named too.
+    std::fs::write(dir.path().join("p.toml"), cfg.replace("wl.txt", "nope.txt")).unwrap();
+    let e = Policy::load(&dir.path().join("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.txt") && e.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn builtin_policy_loads_and_judges_the_sample() {
+    let p = Policy::builtin().unwrap();
+    let m = Message::parse(Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/sip/invite-pai-sdp.sip"
+        ))
+        .unwrap(),
+    ))
+    .unwrap();
+    let d = decide(
+        &p,
+        &m,
+        &Context {
+            source: "127.0.0.1:5999".parse().unwrap(),
+            local: None,
+            trunk: None,
+            now_ms: MON_10H,
+            rates: &NoCounting,
+        },
+    );
+    assert_eq!(d.trunk, Some(0));
+    assert_eq!(d.verdict_str(), "allow");
+    assert_eq!(d.caller.unwrap().e164(), "+442071234567");
+}
