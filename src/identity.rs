@@ -94,10 +94,10 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
     for h in msg.headers() {
         match h.name {
             HeaderName::From => {
-                if id.from.is_none() {
-                    if let Ok(na) = addr::parse_single(b, h.value) {
-                        id.from = Some(party(b, Source::From, h.value, &na, home_cc));
-                    }
+                if id.from.is_none()
+                    && let Some(na) = msg.from_addr()
+                {
+                    id.from = Some(party(b, Source::From, h.value, na, home_cc));
                 }
             }
             HeaderName::PAssertedIdentity => {
@@ -110,15 +110,13 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
                     }
                 });
             }
-            HeaderName::PPreferredIdentity => {
-                if id.preferred.is_none() {
-                    let _ = addr::parse_list(b, h.value, |na| {
-                        if id.preferred.is_none() {
-                            id.preferred =
-                                Some(party(b, Source::PPreferredIdentity, h.value, &na, home_cc));
-                        }
-                    });
-                }
+            HeaderName::PPreferredIdentity if id.preferred.is_none() => {
+                let _ = addr::parse_list(b, h.value, |na| {
+                    if id.preferred.is_none() {
+                        id.preferred =
+                            Some(party(b, Source::PPreferredIdentity, h.value, &na, home_cc));
+                    }
+                });
             }
             HeaderName::Privacy => {
                 for v in h.value.of(b).split(|&c| c == b';' || c == b',') {
@@ -157,11 +155,12 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
         }
     }
     // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).
-    if let (Some(a), Some(a2)) = (id.asserted, id.asserted2) {
-        if a.number.is_err() && a2.number.is_ok() {
-            id.asserted = Some(a2);
-            id.asserted2 = Some(a);
-        }
+    if let (Some(a), Some(a2)) = (id.asserted, id.asserted2)
+        && a.number.is_err()
+        && a2.number.is_ok()
+    {
+        id.asserted = Some(a2);
+        id.asserted2 = Some(a);
     }
     id
 }

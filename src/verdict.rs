@@ -38,14 +38,13 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         if let (Some(asserted), Some(h)) = (
             d.identity.asserted.and_then(|p| p.number()),
             msg.first(HeaderName::From),
-        ) {
-            if let Ok(na) = addr::parse_single(b, h.value) {
-                rewrite_from(b, &na, &asserted, edits);
-            }
+        ) && let Ok(na) = addr::parse_single(b, h.value)
+        {
+            rewrite_from(b, &na, &asserted, edits);
         }
         // The user's wish for an identity has no place once the network asserted one.
         for h in msg.all(HeaderName::PPreferredIdentity) {
-            edits.remove(h.line);
+            edits.remove(h.line());
         }
     }
     if !d.labels.is_empty() {
@@ -61,13 +60,14 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             }
             out.extend_from_slice(b"\r\n");
         });
-        if let (Some(v), Some(p)) = (&policy.verstat, d.identity.asserted) {
-            if p.source == Source::PAssertedIdentity && !p.user.is_empty() {
-                let mut piece = Vec::with_capacity(v.len() + 9);
-                piece.extend_from_slice(b";verstat=");
-                piece.extend_from_slice(v.as_bytes());
-                edits.insert(p.user.end as usize, &piece);
-            }
+        if let (Some(v), Some(p)) = (&policy.verstat, d.identity.asserted)
+            && p.source == Source::PAssertedIdentity
+            && !p.user.is_empty()
+        {
+            let mut piece = Vec::with_capacity(v.len() + 9);
+            piece.extend_from_slice(b";verstat=");
+            piece.extend_from_slice(v.as_bytes());
+            edits.insert(p.user.end as usize, &piece);
         }
     }
     edits.len() - before

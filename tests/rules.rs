@@ -412,7 +412,8 @@ fn label_mvno_with_verstat() {
     assert_eq!(d.rule, Some(RuleId::LabelMvno));
     let out = forwarded(&p, &m, &d);
     assert_eq!(
-        out.first(HeaderName::Other).map(|h| out.slice(h.name_span)),
+        out.first(HeaderName::Other)
+            .map(|h| out.slice(h.name_span())),
         Some(&b"X-Sipfence-Label"[..])
     );
     assert!(String::from_utf8_lossy(out.buf()).contains("X-Sipfence-Label: mvno\r\n"));

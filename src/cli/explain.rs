@@ -82,12 +82,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let d = decide(policy, &msg, &ctx);
         let rec = Record::new(policy, &msg, &d, source, now);
         let mut out = Vec::new();
-        if a.show_output {
-            if !verdict::write_reject(policy, &msg, &d, &mut out) {
-                let mut edits = EditList::new();
-                verdict::add_edits(policy, &msg, &d, &mut edits);
-                edits.apply(msg.buf(), msg.len(), &mut out);
-            }
+        if a.show_output && !verdict::write_reject(policy, &msg, &d, &mut out) {
+            let mut edits = EditList::new();
+            verdict::add_edits(policy, &msg, &d, &mut edits);
+            edits.apply(msg.buf(), msg.len(), &mut out);
         }
         if a.json {
             let mut v = serde_json::to_value(&rec).unwrap_or_default();

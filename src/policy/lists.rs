@@ -92,7 +92,7 @@ impl NumberSetBuilder {
             let mut k = 0u32;
             while k < n as u32 {
                 let size = 10u128.pow(k + 1);
-                if cur % size != 0 || cur + size - 1 > hi {
+                if !cur.is_multiple_of(size) || cur + size - 1 > hi {
                     break;
                 }
                 k += 1;

@@ -317,13 +317,13 @@ impl Policy {
                 format!("general.label_header '{label_header}' is not a header name"),
             ));
         }
-        if let Some(v) = &cfg.general.verstat {
-            if v.is_empty() || !v.bytes().all(crate::sip::lex::is_token) {
-                return Err(LoadError::file(
-                    file,
-                    format!("general.verstat '{v}' must be a token"),
-                ));
-            }
+        if let Some(v) = &cfg.general.verstat
+            && (v.is_empty() || !v.bytes().all(crate::sip::lex::is_token))
+        {
+            return Err(LoadError::file(
+                file,
+                format!("general.verstat '{v}' must be a token"),
+            ));
         }
         let defaults: Vec<Action> = RuleId::ORDER
             .iter()

@@ -1,98 +1,119 @@
 //! Character classes and small scanners of RFC 3261 section 25, shared by every grammar piece.
 
+const TOKEN: u8 = 1;
+const WORD: u8 = 2;
+const URI: u8 = 4;
+
+/// One table lookup per byte instead of a chain of comparisons: these run over every
+/// byte of every header the filter validates.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        let token = alnum
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        let word = token
+            || matches!(
+                b,
+                b'(' | b')'
+                    | b'<'
+                    | b'>'
+                    | b':'
+                    | b'\\'
+                    | b'"'
+                    | b'/'
+                    | b'['
+                    | b']'
+                    | b'?'
+                    | b'{'
+                    | b'}'
+            );
+        let uri = alnum
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'/'
+                    | b'?'
+                    | b'#'
+                    | b'['
+                    | b']'
+                    | b'%'
+                    | b'`'
+            );
+        t[c] = ((token as u8) * TOKEN) | ((word as u8) * WORD) | ((uri as u8) * URI);
+        c += 1;
+    }
+    t
+};
+
 /// token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-#[inline]
+#[inline(always)]
 pub fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    CLASS[c as usize] & TOKEN != 0
 }
 
 /// word = token characters plus the separators Call-ID allows.
-#[inline]
+#[inline(always)]
 pub fn is_word(c: u8) -> bool {
-    is_token(c)
-        || matches!(
-            c,
-            b'(' | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-        )
+    CLASS[c as usize] & WORD != 0
 }
 
-#[inline]
+#[inline(always)]
 pub fn is_wsp(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
 
 /// Characters that may appear in a URI as written in a header or Request-URI
 /// (RFC 3986 reserved + unreserved + '%'); no whitespace, quotes or angle brackets.
-#[inline]
+#[inline(always)]
 pub fn is_uri_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-                | b'?'
-                | b'#'
-                | b'['
-                | b']'
-                | b'%'
-                | b'`'
-        )
+    CLASS[c as usize] & URI != 0
 }
 
 /// Skips linear white space, including folds (CRLF or LF followed by SP/HT).
 #[inline]
 pub fn skip_lws(b: &[u8], mut i: usize) -> usize {
     loop {
-        while i < b.len() && is_wsp(b[i]) {
-            i += 1;
-        }
-        if i + 2 < b.len() && b[i] == b'\r' && b[i + 1] == b'\n' && is_wsp(b[i + 2]) {
-            i += 3;
-        } else if i + 1 < b.len() && b[i] == b'\n' && is_wsp(b[i + 1]) {
-            i += 2;
-        } else {
-            return i;
+        i += b
+            .get(i..)
+            .map_or(0, |r| r.iter().take_while(|&&c| is_wsp(c)).count());
+        match b.get(i..i + 3) {
+            Some([b'\r', b'\n', c]) if is_wsp(*c) => i += 3,
+            _ => match b.get(i..i + 2) {
+                Some([b'\n', c]) if is_wsp(*c) => i += 2,
+                _ => return i,
+            },
         }
     }
 }
 
 /// Position after a token starting at `i` (== `i` when there is none).
 #[inline]
-pub fn token_end(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && is_token(b[i]) {
-        i += 1;
+pub fn token_end(b: &[u8], i: usize) -> usize {
+    match b.get(i..) {
+        Some(r) => i + r.iter().position(|&c| !is_token(c)).unwrap_or(r.len()),
+        None => i,
     }
-    i
 }
 
 /// Position after a quoted-string starting at `i` (which must be `"`), honouring quoted-pairs.

@@ -111,16 +111,42 @@ pub enum StartLine {
     },
 }
 
-/// One header field as it stands in the message.
+/// One header field as it stands in the message. 20 bytes: a message keeps up to
+/// [`MAX_HEADERS`] of them inline, and copies of it must stay cheap.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Header {
-    pub name: HeaderName,
-    /// The field name as written (may be a compact form or odd case).
-    pub name_span: Span,
     /// The value with leading and trailing whitespace removed; folds stay inside.
     pub value: Span,
+    line_start: u32,
+    line_end: u32,
+    name_len: u16,
+    pub name: HeaderName,
+}
+
+impl Header {
+    pub(crate) fn new(name: HeaderName, line: Span, name_len: usize, value: Span) -> Header {
+        Header {
+            value,
+            line_start: line.start,
+            line_end: line.end,
+            name_len: name_len as u16,
+            name,
+        }
+    }
+    /// The field name as written (may be a compact form or odd case).
+    pub fn name_span(&self) -> Span {
+        Span {
+            start: self.line_start,
+            end: self.line_start + self.name_len as u32,
+        }
+    }
     /// The whole field including its line terminator(s): what a rewrite removes.
-    pub line: Span,
+    pub fn line(&self) -> Span {
+        Span {
+            start: self.line_start,
+            end: self.line_end,
+        }
+    }
 }
 
 /// A parsed SIP message. Cheap to clone (the buffer is reference counted).
@@ -134,6 +160,10 @@ pub struct Message {
     /// Where the header section ends (index of the blank line).
     head_end: u32,
     body: Span,
+    /// From and To as validated at parse time (first field of each), kept so that the
+    /// identity and dialog checks do not parse them again.
+    from: Option<addr::NameAddr>,
+    to: Option<addr::NameAddr>,
 }
 
 impl std::fmt::Debug for Message {
@@ -243,12 +273,18 @@ impl Message {
     }
     /// The tag parameter of To (present on in-dialog requests).
     pub fn to_tag(&self) -> Option<&[u8]> {
-        let h = self.first(HeaderName::To)?;
-        addr::tag_param(self.buf(), h.value)
+        addr::header_param(self.buf(), self.to?.params, b"tag").filter(|t| !t.is_empty())
     }
     pub fn from_tag(&self) -> Option<&[u8]> {
-        let h = self.first(HeaderName::From)?;
-        addr::tag_param(self.buf(), h.value)
+        addr::header_param(self.buf(), self.from?.params, b"tag").filter(|t| !t.is_empty())
+    }
+    /// The From value, parsed.
+    pub fn from_addr(&self) -> Option<&addr::NameAddr> {
+        self.from.as_ref()
+    }
+    /// The To value, parsed.
+    pub fn to_addr(&self) -> Option<&addr::NameAddr> {
+        self.to.as_ref()
     }
     /// The topmost Via value (first value of the first Via field).
     pub fn top_via(&self) -> Option<via::Via> {

@@ -15,8 +15,9 @@ use super::header::HeaderName;
 use super::lex::{self, is_token, is_wsp, skip_lws};
 use super::{Header, Message, Method, Span, StartLine, addr, uri, via};
 
-/// Header fields kept per message; more is refused (a header flood is an attack, not a call).
-pub const MAX_HEADERS: usize = 128;
+/// Header fields kept per message; more is refused (a header flood is an attack, not a
+/// call; real INVITEs carry 15-40).
+pub const MAX_HEADERS: usize = 64;
 /// Largest message accepted: a UDP datagram's worth (RFC 3261 18.1.1 moves larger
 /// requests to TCP; the same bound keeps a TCP peer from growing our buffers forever).
 pub const MAX_MESSAGE: usize = 65_535;
@@ -100,6 +101,8 @@ pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
         n_headers: 0,
         head_end: 0,
         body: Span::default(),
+        from: None,
+        to: None,
     };
 
     // Header section.
@@ -152,13 +155,15 @@ pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
         if n >= MAX_HEADERS {
             return Err(ParseError::new(ErrorKind::TooManyHeaders, pos));
         }
-        let name_span = Span::new(pos, name_end);
-        msg.headers[n] = Header {
-            name: HeaderName::parse(name_span.of(b)),
-            name_span,
-            value: Span::new(vs, ve),
-            line: Span::new(line_start, next),
-        };
+        if name_end - pos > u16::MAX as usize {
+            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
+        }
+        msg.headers[n] = Header::new(
+            HeaderName::parse(&b[pos..name_end]),
+            Span::new(line_start, next),
+            name_end - pos,
+            Span::new(vs, ve),
+        );
         msg.n_headers += 1;
         pos = next;
     }
@@ -175,7 +180,9 @@ pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
             .ok_or_else(|| ParseError::new(ErrorKind::BodyTruncated, b.len()))?;
     }
     msg.body = Span::new(body_start, body_end);
-    validate_headers(&msg, b)?;
+    let (from, to) = validate_headers(&msg, b)?;
+    msg.from = from;
+    msg.to = to;
     msg.buf = buf;
     Ok(msg)
 }
@@ -200,7 +207,7 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
     }
     let (version, (method, uri_b)) = request_line(sl).map_err(|_| {
         let kind = if sl.first().is_some_and(|&c| is_token(c)) {
-            if sl.iter().any(|&c| c == b' ') {
+            if sl.contains(&b' ') {
                 ErrorKind::BadRequestUri
             } else {
                 ErrorKind::BadStartLine
@@ -240,7 +247,11 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
 
 /// Checks the fields whose grammar the proxy or the policy relies on. Unknown fields
 /// are passed through untouched, whatever they hold (RFC 4475 3.1.1.1).
-fn validate_headers(msg: &Message, b: &[u8]) -> Result<(), ParseError> {
+fn validate_headers(
+    msg: &Message,
+    b: &[u8],
+) -> Result<(Option<addr::NameAddr>, Option<addr::NameAddr>), ParseError> {
+    let (mut from, mut to) = (None, None);
     // msg.buf is not set yet: take the method from `b`.
     let req_method = match msg.start {
         StartLine::Request { method_span, .. } => Some(method_span.of(b)),
@@ -253,51 +264,52 @@ fn validate_headers(msg: &Message, b: &[u8]) -> Result<(), ParseError> {
         match h.name {
             HeaderName::Via => via::parse_list(b, h.value, |_| {}).map_err(bad)?,
             HeaderName::From | HeaderName::To => {
-                addr::parse_single(b, h.value).map_err(bad)?;
+                let na = addr::parse_single(b, h.value).map_err(bad)?;
+                let slot = if h.name == HeaderName::From {
+                    &mut from
+                } else {
+                    &mut to
+                };
+                slot.get_or_insert(na);
             }
-            HeaderName::Contact => {
-                if v != b"*" {
+            HeaderName::Contact
+                if v != b"*" => {
                     addr::parse_list(b, h.value, |_| {}).map_err(bad)?;
                 }
-            }
             HeaderName::CSeq => {
                 let (_, m) = split_cseq(v).ok_or_else(|| ParseError::header(h.name, at))?;
-                if let Some(rm) = req_method {
-                    if rm != m {
+                if let Some(rm) = req_method
+                    && rm != m {
                         return Err(ParseError::new(ErrorKind::CSeqMismatch, at));
                     }
-                }
             }
             HeaderName::MaxForwards => {
                 lex::parse_u32(v)
                     .filter(|&n| n <= 255)
                     .ok_or_else(|| ParseError::header(h.name, at))?;
             }
-            HeaderName::Expires => {
+            HeaderName::Expires
                 // RFC 2543 also allowed an HTTP date here; a number must fit 32 bits.
-                if v.first().is_some_and(u8::is_ascii_digit) && lex::parse_u32(v).is_none() {
+                if v.first().is_some_and(u8::is_ascii_digit) && lex::parse_u32(v).is_none() => {
                     return Err(ParseError::header(h.name, at));
                 }
-            }
             HeaderName::RetryAfter => {
                 let n = v.iter().take_while(|c| c.is_ascii_digit()).count();
                 lex::parse_u32(&v[..n]).ok_or_else(|| ParseError::header(h.name, at))?;
             }
-            HeaderName::Date => {
+            HeaderName::Date
                 // rfc1123-date always ends in "GMT" (RFC 3261 20.17, RFC 4475 3.1.2.12).
-                if !v.ends_with(b"GMT") {
+                if !v.ends_with(b"GMT") => {
                     return Err(ParseError::header(h.name, at));
                 }
-            }
-            HeaderName::CallId => {
-                if v.is_empty() || !v.iter().all(|&c| lex::is_word(c) || c == b'@') {
+            HeaderName::CallId
+                if (v.is_empty() || !v.iter().all(|&c| lex::is_word(c) || c == b'@')) => {
                     return Err(ParseError::header(h.name, at));
                 }
-            }
             _ => {}
         }
     }
-    Ok(())
+    Ok((from, to))
 }
 
 /// What a TCP (or other stream) receive buffer holds at its front.
