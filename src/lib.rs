@@ -13,3 +13,5 @@ pub mod policy;
 pub mod record;
 pub mod sip;
 pub mod verdict;
+pub mod observability;
+pub mod proxy;

@@ -14,6 +14,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the inline proxy (built-in example policy on 127.0.0.1 when no --config).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Worker threads (one receive loop each); default: config, else one per core.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Validate a policy file and the files it names; print a summary.
     Check {
         /// Policy file (TOML); the built-in example policy when omitted.
@@ -47,6 +55,7 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
+        Cmd::Run { config, workers } => sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers }),
         Cmd::Check { config } => cli::check(config),
         Cmd::Explain {
             config,

@@ -14,6 +14,8 @@ pub struct Via {
     pub received: Option<Span>,
     /// `rport` present (with its value when it has one).
     pub rport: Option<Option<u16>>,
+    /// End of the `rport` parameter (where `=port` goes when it has no value).
+    pub rport_end: Option<u32>,
     /// The whole via-parm, protocol to last parameter.
     pub whole: Span,
 }
@@ -83,6 +85,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
         branch: None,
         received: None,
         rport: None,
+        rport_end: None,
         whole: Span::new(start, i),
     };
     let mut pos = i;
@@ -120,6 +123,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
         } else if nb.eq_ignore_ascii_case(b"received") {
             v.received = value;
         } else if nb.eq_ignore_ascii_case(b"rport") {
+            v.rport_end = Some(k as u32);
             v.rport = Some(
                 value
                     .and_then(|s| super::lex::parse_u32(s.of(b)))

@@ -1,0 +1,77 @@
+//! The operator's HTTP endpoint (hyper): `/metrics` for Prometheus, `/healthz` (alive),
+//! `/readyz` (a policy is loaded and listeners are up), `POST /reload` (same as SIGHUP).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+
+use crate::observability::metrics::Metrics;
+
+/// What the endpoint needs from the process.
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    /// Triggers a reload; returns the outcome text.
+    pub reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+    pub version: Box<dyn Fn() -> String + Send + Sync>,
+}
+
+fn reply(code: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn serve(st: Arc<HttpState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let r = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", st.metrics.render()),
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", format!("ok {}\n", (st.version)())),
+        (&Method::GET, "/readyz") => {
+            if st.ready.load(Ordering::Relaxed) {
+                reply(StatusCode::OK, "text/plain", format!("ready {}\n", (st.version)()))
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n".into())
+            }
+        }
+        (&Method::POST, "/reload") => {
+            let st2 = st.clone();
+            // Loading millions of list entries must not stall the metrics runtime.
+            match tokio::task::spawn_blocking(move || (st2.reload)()).await {
+                Ok(Ok(msg)) => reply(StatusCode::OK, "text/plain", format!("{msg}\n")),
+                Ok(Err(msg)) => reply(StatusCode::UNPROCESSABLE_ENTITY, "text/plain", format!("{msg}\n")),
+                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "reload task failed\n".into()),
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    Ok(r)
+}
+
+/// Serves until the task is dropped.
+pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let st = st.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| serve(st.clone(), req));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}

@@ -1,0 +1,226 @@
+//! Prometheus metrics. Label values come only from configuration (trunk and rule names)
+//! or from small closed sets (verdicts, error kinds, transports), never from callers,
+//! so no attacker can grow the series count.
+//!
+//! Counters on the per-call path are resolved to handles once per policy load
+//! ([`Metrics::bind`]), so counting a call is a few atomic adds, not label hashing.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::decide::{Decision, Kind};
+use crate::policy::config::ActionKind;
+use crate::policy::{Policy, RULE_COUNT, RuleId};
+use crate::sip::ErrorKind;
+
+/// Every metric the binary exports (the dashboard and alert tests check against this).
+pub const METRIC_NAMES: &[&str] = &[
+    "sipfence_messages_total",
+    "sipfence_calls_total",
+    "sipfence_rule_hits_total",
+    "sipfence_parse_errors_total",
+    "sipfence_dropped_total",
+    "sipfence_overload_rejections_total",
+    "sipfence_decision_seconds",
+    "sipfence_policy_reloads_total",
+    "sipfence_policy_loaded_timestamp_seconds",
+    "sipfence_list_entries",
+    "sipfence_tcp_connections",
+    "sipfence_records_written_total",
+    "sipfence_records_dropped_total",
+    "sipfence_rate_keys",
+];
+
+pub const VERDICTS: [&str; 4] = ["allow", "reject", "rewrite", "label"];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub messages: IntCounterVec,
+    pub calls: IntCounterVec,
+    pub rule_hits: IntCounterVec,
+    pub parse_errors: IntCounterVec,
+    pub dropped: IntCounterVec,
+    pub overload: IntCounterVec,
+    pub decision_seconds: HistogramVec,
+    pub reloads: IntCounterVec,
+    pub loaded_at: IntGauge,
+    pub list_entries: IntGaugeVec,
+    pub tcp_connections: IntGauge,
+    pub records_written: IntCounter,
+    pub records_dropped: IntCounter,
+    pub rate_keys: IntGauge,
+}
+
+/// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
+pub struct Bound {
+    calls: Vec<[IntCounter; 4]>,
+    hits: Vec<Vec<Option<IntCounter>>>,
+    overload: Vec<IntCounter>,
+    latency: Vec<Histogram>,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are constants of this file: a failure is a programming error
+    // caught by the first test run, not an input condition.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let messages = cv("sipfence_messages_total", "SIP messages received, by transport and kind", &["transport", "kind"]);
+        let calls = cv("sipfence_calls_total", "Initial INVITEs decided, by trunk and verdict", &["trunk", "verdict"]);
+        let rule_hits = cv("sipfence_rule_hits_total", "Rule matches, by trunk, rule and action", &["trunk", "rule", "action"]);
+        let parse_errors = cv("sipfence_parse_errors_total", "Messages refused by the parser, by transport and kind", &["transport", "kind"]);
+        let dropped = cv("sipfence_dropped_total", "Messages dropped without an answer, by reason", &["reason"]);
+        let overload = cv("sipfence_overload_rejections_total", "INVITEs answered 503 because the proxy was saturated", &["trunk"]);
+        let reloads = cv("sipfence_policy_reloads_total", "Policy reloads, by result", &["result"]);
+        let decision_seconds = must(HistogramVec::new(
+            HistogramOpts::new("sipfence_decision_seconds", "Time to parse and decide on an initial INVITE")
+                .buckets(vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3]),
+            &["trunk"],
+        ));
+        must(registry.register(Box::new(decision_seconds.clone())));
+        let loaded_at = must(IntGauge::new("sipfence_policy_loaded_timestamp_seconds", "When the running policy was loaded"));
+        must(registry.register(Box::new(loaded_at.clone())));
+        let list_entries = must(IntGaugeVec::new(Opts::new("sipfence_list_entries", "Entries in the loaded lists"), &["list"]));
+        must(registry.register(Box::new(list_entries.clone())));
+        let tcp_connections = must(IntGauge::new("sipfence_tcp_connections", "Open TCP connections"));
+        must(registry.register(Box::new(tcp_connections.clone())));
+        let records_written = must(IntCounter::new("sipfence_records_written_total", "Signaling records written"));
+        must(registry.register(Box::new(records_written.clone())));
+        let records_dropped = must(IntCounter::new("sipfence_records_dropped_total", "Signaling records dropped because the writer was behind"));
+        must(registry.register(Box::new(records_dropped.clone())));
+        let rate_keys = must(IntGauge::new("sipfence_rate_keys", "Keys held by the rate counters"));
+        must(registry.register(Box::new(rate_keys.clone())));
+        // Parse error kinds are a closed set: create them all so dashboards show zeros.
+        for t in ["udp", "tcp"] {
+            for k in ErrorKind::ALL {
+                parse_errors.with_label_values(&[t, k.as_str()]);
+            }
+        }
+        for r in ["ok", "failed"] {
+            reloads.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            messages,
+            calls,
+            rule_hits,
+            parse_errors,
+            dropped,
+            overload,
+            decision_seconds,
+            reloads,
+            loaded_at,
+            list_entries,
+            tcp_connections,
+            records_written,
+            records_dropped,
+            rate_keys,
+        }
+    }
+
+    /// Resolves the per-trunk handles for a policy (called at load and reload).
+    pub fn bind(&self, p: &Policy) -> Bound {
+        let names: Vec<&str> = p.trunks.iter().map(|t| t.name.as_str()).chain(std::iter::once("none")).collect();
+        let mut b = Bound { calls: vec![], hits: vec![], overload: vec![], latency: vec![] };
+        for (i, n) in names.iter().enumerate() {
+            b.calls.push(VERDICTS.map(|v| self.calls.with_label_values(&[n, v])));
+            let trunk = p.trunks.get(i);
+            let hits = RuleId::ORDER
+                .iter()
+                .map(|r| {
+                    // Only series that can move: rules of this trunk's role, switched on;
+                    // for unknown sources, only unknown-source.
+                    let relevant = match trunk {
+                        Some(t) => crate::policy::applies(t.role, *r),
+                        None => *r == RuleId::UnknownSource,
+                    };
+                    let a = p.action(trunk.map(|_| i), *r);
+                    (relevant && a.kind != ActionKind::Off)
+                        .then(|| self.rule_hits.with_label_values(&[n, r.as_str(), action_str(a.kind)]))
+                })
+                .collect();
+            b.hits.push(hits);
+            b.overload.push(self.overload.with_label_values(&[n]));
+            b.latency.push(self.decision_seconds.with_label_values(&[n]));
+        }
+        for (name, l) in [("blacklist", &p.blacklist), ("protected", &p.protected), ("roamers", &p.roamers), ("own_segments", &p.own_segments)] {
+            self.list_entries.with_label_values(&[name]).set(l.len() as i64);
+        }
+        let wl: usize = p.trunks.iter().filter_map(|t| t.whitelist.as_ref()).map(|w| w.len()).sum();
+        self.list_entries.with_label_values(&["whitelists"]).set(wl as i64);
+        b
+    }
+
+    pub fn parse_error(&self, transport: &str, k: ErrorKind) {
+        self.parse_errors.with_label_values(&[transport, k.as_str()]).inc();
+    }
+
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = vec![];
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+pub fn action_str(k: ActionKind) -> &'static str {
+    match k {
+        ActionKind::Reject => "reject",
+        ActionKind::Rewrite => "rewrite",
+        ActionKind::Label => "label",
+        ActionKind::Monitor => "monitor",
+        ActionKind::Off => "off",
+    }
+}
+
+impl Bound {
+    fn slot(&self, trunk: Option<usize>) -> usize {
+        trunk.filter(|&t| t < self.calls.len() - 1).unwrap_or(self.calls.len() - 1)
+    }
+
+    /// Counts one decision: the verdict of a call, and every rule hit.
+    pub fn count(&self, d: &Decision, seconds: f64) {
+        let s = self.slot(d.trunk);
+        if d.kind == Kind::Call {
+            let v = match d.verdict_str() {
+                "allow" => 0,
+                "reject" => 1,
+                "rewrite" => 2,
+                _ => 3,
+            };
+            self.calls[s][v].inc();
+            self.latency[s].observe(seconds);
+        }
+        for r in d.hits.iter() {
+            if let Some(c) = &self.hits[s][r.index()] {
+                c.inc();
+            }
+        }
+    }
+
+    pub fn overload(&self, trunk: Option<usize>) {
+        self.overload[self.slot(trunk)].inc();
+    }
+}
+
+const _: () = assert!(RULE_COUNT == RuleId::ORDER.len());

@@ -1,0 +1,311 @@
+//! `sipfence run`: the inline proxy. One current-thread tokio runtime per worker
+//! thread, each with its own SO_REUSEPORT sockets, so the kernel spreads datagrams and
+//! connections across cores and no message moves between threads (the udp-relay
+//! measurements: a multi-thread runtime costs a third more CPU per call).
+//!
+//! The policy sits behind an `ArcSwap`: a reload builds the new one aside and swaps
+//! it in whole; a message in flight finishes with the policy it started with.
+
+pub mod stateless;
+pub mod tcp;
+pub mod udp;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+
+use crate::decide::{Decision, Kind};
+use crate::load_error::LoadError;
+use crate::observability::metrics::{Bound, Metrics};
+use crate::observability::records::{self, RecordSink};
+use crate::policy::Policy;
+use crate::policy::config::{ListenSpec, Transport};
+use crate::policy::rate::LocalRateCounter;
+use crate::record::Record;
+use crate::sip::Message;
+
+/// A loaded policy with its metric handles and version.
+pub struct Loaded {
+    pub policy: Policy,
+    pub bound: Bound,
+    pub version: u64,
+}
+
+/// State shared by every worker.
+pub struct Shared {
+    pub loaded: ArcSwap<Loaded>,
+    pub rates: LocalRateCounter,
+    pub metrics: Arc<Metrics>,
+    pub records: Option<RecordSink>,
+    /// Writers of open TCP connections, by id (responses find their connection here).
+    pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
+    pub next_conn: AtomicU64,
+    pub config_path: Option<PathBuf>,
+    pub started: Instant,
+}
+
+impl Shared {
+    /// Re-reads the policy; on failure the running one stays and the reason is returned.
+    pub fn reload(&self) -> Result<String, String> {
+        match crate::cli::load_policy(self.config_path.as_deref()) {
+            Ok(p) => {
+                let bound = self.metrics.bind(&p);
+                let version = self.loaded.load().version + 1;
+                let summary = format!("policy v{version} loaded from {}: {} trunk(s), blacklist {} entries", p.source, p.trunks.len(), p.blacklist.len());
+                self.loaded.store(Arc::new(Loaded { policy: p, bound, version }));
+                self.metrics.reloads.with_label_values(&["ok"]).inc();
+                self.metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);
+                tracing::info!("{summary}");
+                Ok(summary)
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["failed"]).inc();
+                tracing::error!(error = %e, "reload refused; the running policy stays");
+                Err(format!("reload refused: {e}"))
+            }
+        }
+    }
+
+    /// Counts a decision and hands its record to the writer.
+    pub fn observe(&self, l: &Loaded, msg: &Message, d: &Decision, source: SocketAddr, now_ms: u64, seconds: f64) {
+        l.bound.count(d, seconds);
+        if let Some(r) = &self.records {
+            if d.kind == Kind::Call || d.is_reject() {
+                r.send(Record::new(&l.policy, msg, d, source, now_ms));
+            }
+        }
+    }
+}
+
+pub struct RunArgs {
+    pub config: Option<PathBuf>,
+    pub workers: Option<usize>,
+}
+
+fn init_logging(p: &Policy) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(p.log.level.clone()));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if p.log.json { b.json().try_init() } else { b.try_init() };
+}
+
+/// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
+pub fn run(args: RunArgs) -> i32 {
+    let policy = match crate::cli::load_policy(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sipfence: config refused: {e}");
+            return 1;
+        }
+    };
+    init_logging(&policy);
+    let metrics = Arc::new(Metrics::new());
+    let bound = metrics.bind(&policy);
+    metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);
+    let records = match records::start(&policy.records, metrics.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sipfence: records directory '{}': {e}", policy.records.dir);
+            return 1;
+        }
+    };
+    let workers = args.workers.filter(|&w| w > 0).unwrap_or(if policy.proxy.workers > 0 {
+        policy.proxy.workers
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    });
+    let listens = policy.listen_addrs();
+    if listens.is_empty() {
+        eprintln!("sipfence: no trunk has a listen address; nothing to do");
+        return 1;
+    }
+    if let Err(e) = check_next_hops(&policy) {
+        eprintln!("sipfence: config refused: {e}");
+        return 1;
+    }
+    let metrics_listen = policy.metrics.listen.clone();
+    let shared = Arc::new(Shared {
+        rates: LocalRateCounter::new(policy.proxy.rate_keys),
+        loaded: ArcSwap::from_pointee(Loaded { policy, bound, version: 1 }),
+        metrics,
+        records,
+        tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
+        next_conn: AtomicU64::new(1),
+        config_path: args.config.clone(),
+        started: Instant::now(),
+    });
+
+    // Bind everything before announcing: a port in use is a start-up error, not a log line.
+    let mut per_worker = Vec::new();
+    for _ in 0..workers {
+        let mut socks = Vec::new();
+        for l in &listens {
+            let s = match l.transport {
+                Transport::Udp => udp::bind(l.addr).map(Sock::Udp),
+                Transport::Tcp => tcp::bind(l.addr).map(Sock::Tcp),
+            };
+            match s {
+                Ok(s) => socks.push((*l, s)),
+                Err(e) => {
+                    eprintln!("sipfence: cannot listen on {l}: {e}");
+                    return 1;
+                }
+            }
+        }
+        per_worker.push(socks);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (i, socks) in per_worker.into_iter().enumerate() {
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        let t = std::thread::Builder::new().name(format!("sip-{i}")).spawn(move || worker(shared, socks, stop));
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                eprintln!("sipfence: cannot start worker: {e}");
+                return 1;
+            }
+        }
+    }
+
+    // The control runtime: metrics HTTP, signals, housekeeping.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sipfence: runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(control(shared.clone(), metrics_listen, listens, workers));
+    let _ = stop_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    code
+}
+
+fn check_next_hops(p: &Policy) -> Result<(), LoadError> {
+    for t in &p.trunks {
+        if let Some(n) = t.next_hop {
+            if n.transport != Transport::Udp {
+                return Err(LoadError::file(&p.source, format!("trunk {}: next_hop over tcp is not supported yet; use udp:", t.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Sock {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
+}
+
+fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut udps: Vec<(ListenSpec, Arc<tokio::net::UdpSocket>)> = Vec::new();
+        let mut tcps = Vec::new();
+        for (l, s) in socks {
+            match s {
+                Sock::Udp(u) => match tokio::net::UdpSocket::from_std(u) {
+                    Ok(u) => udps.push((l, Arc::new(u))),
+                    Err(e) => tracing::error!(error = %e, "udp socket"),
+                },
+                Sock::Tcp(t) => match tokio::net::TcpListener::from_std(t) {
+                    Ok(t) => tcps.push((l, t)),
+                    Err(e) => tracing::error!(error = %e, "tcp listener"),
+                },
+            }
+        }
+        let udps = Arc::new(udps);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..udps.len() {
+            tasks.spawn(udp::serve(shared.clone(), udps.clone(), i));
+        }
+        for (l, t) in tcps {
+            tasks.spawn(tcp::serve(shared.clone(), udps.clone(), l, t));
+        }
+        let _ = stop.wait_for(|s| *s).await;
+        tasks.abort_all();
+    });
+}
+
+async fn control(shared: Arc<Shared>, metrics_listen: String, listens: Vec<ListenSpec>, workers: usize) -> i32 {
+    use crate::observability::http::{self, HttpState};
+    use tokio::signal::unix::{SignalKind, signal};
+    let st = Arc::new(HttpState {
+        metrics: shared.metrics.clone(),
+        ready: std::sync::atomic::AtomicBool::new(true),
+        reload: {
+            let s = shared.clone();
+            Box::new(move || s.reload())
+        },
+        version: {
+            let s = shared.clone();
+            Box::new(move || format!("policy=v{} uptime={}s", s.loaded.load().version, s.started.elapsed().as_secs()))
+        },
+    });
+    {
+        let l = shared.loaded.load();
+        for ls in &listens {
+            let trunks: Vec<&str> = l.policy.trunks.iter().filter(|t| t.listen.contains(ls)).map(|t| t.name.as_str()).collect();
+            println!("sipfence: listening on {ls} (trunks: {})", trunks.join(", "));
+        }
+        for t in &l.policy.trunks {
+            if let Some(n) = t.next_hop {
+                println!("sipfence: trunk {} ({}) forwards to {n}", t.name, t.role.as_str());
+            }
+        }
+    }
+    if !metrics_listen.is_empty() {
+        match http::bind(&metrics_listen).await {
+            Ok((l, a)) => {
+                println!("sipfence: metrics on http://{a}/metrics");
+                tokio::spawn(http::run(l, st.clone()));
+            }
+            Err(e) => {
+                eprintln!("sipfence: cannot serve metrics on {metrics_listen}: {e}");
+                return 1;
+            }
+        }
+    }
+    println!("sipfence: {workers} worker(s), policy v1 from {}", shared.loaded.load().policy.source);
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        eprintln!("sipfence: cannot install signal handlers");
+        return 1;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                let now = crate::cli::now_ms();
+                shared.rates.sweep(now, 120_000);
+                shared.metrics.rate_keys.set(shared.rates.len() as i64);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    println!("sipfence: stopped");
+    let _ = shared.next_conn.load(Ordering::Relaxed);
+    0
+}

@@ -1,0 +1,383 @@
+//! The stateless proxy step (RFC 3261 16.11): one received message in, at most one
+//! message out, no transaction state. Sockets are not touched here: the transports
+//! call [`handle`] and send what it returns, so this logic is tested without them.
+//!
+//! Requests from a trunk go through [`decide`]; allowed ones are forwarded to the
+//! trunk's next hop with our Via on top (branch derived from the incoming one, so a
+//! retransmission or a CANCEL maps to the same branch), Max-Forwards decremented and
+//! `received`/`rport` filled in (RFC 3581). Responses are routed back by the Via below
+//! ours. The ACK to our own rejection is absorbed: its To-tag is the one we generated.
+
+use bytes::Bytes;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::decide::{Context, Decision, Kind, decide};
+use crate::policy::Policy;
+use crate::policy::config::ListenSpec;
+use crate::policy::rate::RateCounter;
+use crate::sip::response::{self, Extra, hex16, push_num, stable_tag};
+use crate::sip::rewrite::EditList;
+use crate::sip::uri;
+use crate::sip::via::{self, Via};
+use crate::sip::{HeaderName, Message, Method, Span, lex};
+use crate::verdict;
+
+/// Prefix of every branch we generate (RFC 3261 magic cookie + "sf"): how we recognise
+/// our own Via on responses.
+pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKsf";
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub source: SocketAddr,
+    /// The listener it arrived on.
+    pub local: ListenSpec,
+    /// The TCP connection, for messages that came over one.
+    pub conn: Option<u64>,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Udp(SocketAddr),
+    /// Back over the TCP connection with this id.
+    Tcp(u64),
+}
+
+/// What became of one received message. Bytes to send, if any, are in the `out` buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// A request forwarded downstream (or a response relayed upstream).
+    Forward(Dest),
+    /// Answered by sipfence itself with this status.
+    Respond(Dest, u16),
+    /// A new INVITE answered 503 because the proxy is saturated.
+    Shed(Dest),
+    /// The ACK to one of our own rejections: ends here.
+    Absorbed,
+    /// Not answered; the reason is a metric label.
+    Dropped(&'static str),
+}
+
+/// Everything a step needs besides the message.
+pub struct Step<'a> {
+    pub policy: &'a Policy,
+    pub rates: &'a dyn RateCounter,
+    pub now_ms: u64,
+    /// Address of the UDP socket that forwards (goes into our Via).
+    pub via_addr: SocketAddr,
+    /// New INVITEs are answered 503 (the proxy is saturated).
+    pub overloaded: bool,
+}
+
+fn dest_for_response(o: &Origin, top: Option<&Via>) -> Dest {
+    if let Some(c) = o.conn {
+        return Dest::Tcp(c);
+    }
+    // RFC 3581: with rport, answer the source port; else the sent-by port. Always the
+    // source address (the "received" of RFC 3261 18.2.2).
+    let port = match top {
+        Some(v) if v.rport.is_some() => o.source.port(),
+        Some(v) => v.port.unwrap_or(5060),
+        None => o.source.port(),
+    };
+    Dest::Udp(SocketAddr::new(o.source.ip(), port))
+}
+
+fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Vec<u8>) -> Handled {
+    response::write_response(msg, code, response::phrase(code), extra, out);
+    Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), code)
+}
+
+/// Handles one message. `observe` is called with every decision on a request (for
+/// metrics and records) before the result is returned.
+pub fn handle(
+    st: &Step<'_>,
+    data: Bytes,
+    o: &Origin,
+    out: &mut Vec<u8>,
+    edits: &mut EditList,
+    observe: &mut dyn FnMut(&Message, &Decision),
+) -> Result<Handled, crate::sip::ParseError> {
+    out.clear();
+    edits.clear();
+    let msg = Message::parse(data)?;
+    if !msg.is_request() {
+        return Ok(relay_response(&msg, out, edits));
+    }
+    let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
+    if let Err(why) = msg.check_request() {
+        let extra = Extra { reason_text: Some(why), server, ..Extra::default() };
+        if msg.method() == Some(Method::Ack) {
+            return Ok(Handled::Dropped("bad-ack"));
+        }
+        return Ok(respond(&msg, o, 400, &extra, out));
+    }
+    let top = msg.top_via();
+    if top
+        .and_then(|v| v.branch)
+        .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(&msg, &top, st.via_addr))
+    {
+        let extra = Extra { server, ..Extra::default() };
+        return Ok(respond(&msg, o, 482, &extra, out));
+    }
+    let method = msg.method().unwrap_or(Method::Other);
+
+    // Requests from the core side (a next hop): in-dialog traffic towards the trunk.
+    if is_core_side(st.policy, &o.source) {
+        return Ok(forward_from_core(st, &msg, o, out, edits));
+    }
+
+    if method == Method::Ack && msg.to_tag() == Some(&stable_tag(&msg)[..]) {
+        return Ok(Handled::Absorbed);
+    }
+    let mf = msg.max_forwards();
+    if mf == Some(0) && method != Method::Ack {
+        let extra = Extra { server, ..Extra::default() };
+        return Ok(respond(&msg, o, 483, &extra, out));
+    }
+
+    let ctx = Context { source: o.source, local: Some(o.local), trunk: None, now_ms: st.now_ms, rates: st.rates };
+    let kind_hint = method == Method::Invite && msg.to_tag().is_none();
+    if st.overloaded && kind_hint {
+        // Shed load before any list lookup: an explicit answer beats a silent drop.
+        let extra = Extra { reason_text: Some("Overloaded"), retry_after: Some(st.policy.proxy.retry_after), server };
+        response::write_response(&msg, 503, response::phrase(503), &extra, out);
+        return Ok(Handled::Shed(dest_for_response(o, top.as_ref())));
+    }
+    let d = decide(st.policy, &msg, &ctx);
+    observe(&msg, &d);
+    if verdict::write_reject(st.policy, &msg, &d, out) {
+        return Ok(Handled::Respond(dest_for_response(o, top.as_ref()), match d.outcome {
+            crate::decide::Outcome::Reject { code } => code,
+            crate::decide::Outcome::Forward => 0,
+        }));
+    }
+    let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
+        return Ok(Handled::Dropped("no-trunk"));
+    };
+    if method == Method::Options && d.kind == Kind::OtherRequest && is_for_us(&msg) {
+        let extra = Extra { server, ..Extra::default() };
+        response::write_response(&msg, 200, "OK", &extra, out);
+        // Tell keep-alive senders what we are willing to carry.
+        let at = out.len() - 2;
+        out.splice(at..at, b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n".iter().copied());
+        return Ok(Handled::Respond(dest_for_response(o, top.as_ref()), 200));
+    }
+    let Some(next) = trunk.next_hop else {
+        return Ok(Handled::Dropped("no-next-hop"));
+    };
+    verdict::add_edits(st.policy, &msg, &d, edits);
+    add_proxy_edits(st, &msg, o, top.as_ref(), mf, edits);
+    edits.apply(msg.buf(), msg.len(), out);
+    Ok(Handled::Forward(Dest::Udp(next.addr)))
+}
+
+fn is_our_host(msg: &Message, v: &Option<Via>, ours: SocketAddr) -> bool {
+    v.as_ref().is_some_and(|v| {
+        let host = msg.slice(v.host);
+        let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
+        std::str::from_utf8(host).ok().and_then(|h| h.parse::<IpAddr>().ok()) == Some(ours.ip()) && v.port.unwrap_or(5060) == ours.port()
+    })
+}
+
+/// OPTIONS addressed to the proxy itself (no user part in the Request-URI).
+fn is_for_us(msg: &Message) -> bool {
+    msg.request_uri().and_then(|u| uri::parse(msg.buf(), u).ok()).is_some_and(|u| u.user.is_none())
+}
+
+fn is_core_side(p: &Policy, source: &SocketAddr) -> bool {
+    p.trunks.iter().any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
+}
+
+/// Our Via, received/rport on the previous one, Max-Forwards minus one.
+fn add_proxy_edits(st: &Step<'_>, msg: &Message, o: &Origin, top: Option<&Via>, mf: Option<u32>, edits: &mut EditList) {
+    let first_header = msg.headers().first().map_or(msg.head_end(), |h| h.line().start as usize);
+    let branch = branch_for(msg, top);
+    edits.insert_with(first_header, |out| {
+        out.extend_from_slice(b"Via: SIP/2.0/UDP ");
+        out.extend_from_slice(st.via_addr.to_string().as_bytes());
+        out.extend_from_slice(b";branch=");
+        out.extend_from_slice(BRANCH_PREFIX);
+        out.extend_from_slice(&branch);
+        if let Some(c) = o.conn {
+            // Responses must return over the same connection: remember which, in our Via.
+            out.extend_from_slice(b";sfc=");
+            push_num(out, c);
+        }
+        out.extend_from_slice(b"\r\n");
+        if mf.is_none() {
+            out.extend_from_slice(b"Max-Forwards: 70\r\n");
+        }
+    });
+    if let Some(v) = top {
+        let host = msg.slice(v.host);
+        let src = o.source.ip().to_string();
+        let src_host = match o.source.ip() {
+            IpAddr::V6(_) => format!("[{src}]"),
+            IpAddr::V4(_) => src.clone(),
+        };
+        if v.received.is_none() && host != src_host.as_bytes() {
+            edits.insert_with(v.whole.end as usize, |out| {
+                out.extend_from_slice(b";received=");
+                out.extend_from_slice(src.as_bytes());
+            });
+        }
+        if let (Some(None), Some(end)) = (v.rport, v.rport_end) {
+            edits.insert_with(end as usize, |out| {
+                out.push(b'=');
+                push_num(out, o.source.port() as u64);
+            });
+        }
+    }
+    if let (Some(n), Some(h)) = (mf, msg.first(HeaderName::MaxForwards)) {
+        edits.replace_with(h.value, |out| push_num(out, n.saturating_sub(1) as u64));
+    }
+}
+
+/// RFC 3261 16.11: from the incoming branch when it is RFC 3261-style, else from the
+/// fields that identify the transaction (RFC 2543 peers).
+fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
+    let b = msg.buf();
+    let h = match top.and_then(|v| v.branch).map(|s| s.of(b)) {
+        Some(br) if br.starts_with(b"z9hG4bK") => {
+            let v = top.map(|v| v.whole.of(b)).unwrap_or(b"");
+            lex::fnv1a(&[br, v.split(|&c| c == b';').next().unwrap_or(b"")])
+        }
+        _ => {
+            let cseq_num = msg.cseq().map(|(n, _)| n.to_le_bytes()).unwrap_or_default();
+            lex::fnv1a(&[
+                msg.call_id(),
+                msg.from_tag().unwrap_or(b""),
+                msg.request_uri().map(|u| u.of(b)).unwrap_or(b""),
+                &cseq_num,
+                top.map(|v| v.whole.of(b)).unwrap_or(b""),
+            ])
+        }
+    };
+    hex16(h)
+}
+
+fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Handled {
+    let b = msg.buf();
+    let Some(h) = msg.first(HeaderName::Via) else { return Handled::Dropped("response-no-via") };
+    let Ok((ours, next)) = via::parse_one(b, h.value.start as usize, h.value.end as usize) else {
+        return Handled::Dropped("response-bad-via");
+    };
+    if !ours.branch.is_some_and(|br| br.of(b).starts_with(BRANCH_PREFIX)) {
+        return Handled::Dropped("response-not-ours");
+    }
+    let conn = crate::sip::uri::param(b, ours.params, b"sfc").and_then(|s| lex::parse_u32(s.of(b)).map(u64::from));
+    // The Via to answer: the rest of this field, or the next Via field.
+    let (remove, below) = if next < h.value.end as usize {
+        let rest = lex::skip_lws(b, next + 1);
+        (Span::new(ours.whole.start as usize, rest), via::parse_one(b, rest, h.value.end as usize).ok().map(|(v, _)| v))
+    } else {
+        let below = msg.all(HeaderName::Via).nth(1).and_then(|h2| via::parse_first(b, h2.value));
+        (h.line(), below)
+    };
+    let Some(below) = below else { return Handled::Dropped("response-no-next-via") };
+    let dest = match conn {
+        Some(c) => Dest::Tcp(c),
+        None => {
+            let host = below.received.unwrap_or(below.host).of(b);
+            let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
+            let Some(ip) = std::str::from_utf8(host).ok().and_then(|h| h.parse::<IpAddr>().ok()) else {
+                // A stateless proxy does no DNS on the response path.
+                return Handled::Dropped("response-unresolvable");
+            };
+            let port = below.rport.flatten().or(below.port).unwrap_or(5060);
+            Dest::Udp(SocketAddr::new(ip, port))
+        }
+    };
+    edits.remove(remove);
+    edits.apply(b, msg.len(), out);
+    Handled::Forward(dest)
+}
+
+/// In-dialog requests from the core towards a trunk peer: drop our Route, go to the
+/// next Route or the Request-URI.
+fn forward_from_core(st: &Step<'_>, msg: &Message, o: &Origin, out: &mut Vec<u8>, edits: &mut EditList) -> Handled {
+    let b = msg.buf();
+    let mf = msg.max_forwards();
+    if mf == Some(0) {
+        let extra = Extra::default();
+        return respond(msg, o, 483, &extra, out);
+    }
+    let mut target = msg.request_uri();
+    let mut routes = msg.all(HeaderName::Route).peekable();
+    if let Some(r) = routes.peek() {
+        if let Ok(na) = crate::sip::addr::parse_single(b, r.value) {
+            let ours = uri::parse(b, na.uri).ok().is_some_and(|u| {
+                std::str::from_utf8(u.host.of(b)).ok().and_then(|h| h.parse::<IpAddr>().ok()) == Some(st.via_addr.ip())
+                    && u.port.unwrap_or(5060) == st.via_addr.port()
+            });
+            if ours {
+                edits.remove(r.line());
+                routes.next();
+            } else {
+                target = Some(na.uri);
+            }
+        }
+    }
+    if let Some(r) = routes.next() {
+        if let Ok(na) = crate::sip::addr::parse_single(b, r.value) {
+            target = Some(na.uri);
+        }
+    }
+    let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else { return Handled::Dropped("core-no-target") };
+    let Some(ip) = std::str::from_utf8(t.host.of(b)).ok().and_then(|h| h.parse::<IpAddr>().ok()) else {
+        return Handled::Dropped("core-unresolvable");
+    };
+    let dest = SocketAddr::new(ip, t.port.unwrap_or(5060));
+    let top = msg.top_via();
+    add_proxy_edits(st, msg, o, top.as_ref(), mf, edits);
+    edits.apply(b, msg.len(), out);
+    Handled::Forward(Dest::Udp(dest))
+}
+
+/// A 400 for a request the parser refused, when enough of it is readable to answer
+/// (start line, Via, Call-ID...): built from a lenient re-read of the header lines.
+pub fn bad_request_for(data: &[u8], source: SocketAddr, conn: Option<u64>, why: &str, out: &mut Vec<u8>) -> Option<Dest> {
+    out.clear();
+    let text = data.get(..data.len().min(crate::sip::MAX_MESSAGE))?;
+    let head_end = memchr::memmem::find(text, b"\r\n\r\n").unwrap_or(text.len());
+    let mut lines = text[..head_end].split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next()?;
+    // Only requests are answered, and never an ACK.
+    if first.starts_with(b"SIP/") || first.starts_with(b"ACK ") || !first.first().is_some_and(|&c| lex::is_token(c)) {
+        return None;
+    }
+    let mut vias = vec![];
+    let mut keep = vec![];
+    let mut via_port = None;
+    for l in lines {
+        let Some(colon) = l.iter().position(|&c| c == b':') else { continue };
+        let name = HeaderName::parse(lex::trim(&l[..colon]));
+        match name {
+            HeaderName::Via => {
+                if via_port.is_none() {
+                    let v = lex::trim(&l[colon + 1..]);
+                    via_port = via::parse_first(v, Span::new(0, v.len())).map(|x| (x.rport.is_some(), x.port));
+                }
+                vias.push(l);
+            }
+            HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq => keep.push(l),
+            _ => {}
+        }
+    }
+    let (rport, port) = via_port?;
+    out.extend_from_slice(b"SIP/2.0 400 Bad Request\r\n");
+    for l in vias.iter().chain(keep.iter()) {
+        out.extend_from_slice(l);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Reason: SIP;cause=400;text=\"");
+    out.extend(why.bytes().filter(|&c| c != b'"' && c != b'\\' && c >= b' '));
+    out.extend_from_slice(b"\"\r\nContent-Length: 0\r\n\r\n");
+    Some(match conn {
+        Some(c) => Dest::Tcp(c),
+        None => Dest::Udp(SocketAddr::new(source.ip(), if rport { source.port() } else { port.unwrap_or(5060) })),
+    })
+}
+
