@@ -312,6 +312,9 @@ impl Message {
                 _ => return Err(multiple),
             }
         }
+        if self.request_uri().is_some_and(|u| u.is_empty()) && self.to_tag().is_none() {
+            return Err("Missing Request-URI");
+        }
         if self.count(HeaderName::Via) == 0 {
             return Err("Missing Via");
         }

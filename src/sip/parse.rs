@@ -205,6 +205,19 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
             reason: Span::new(rs, rs + reason.len()),
         });
     }
+    // Interop: "BYE  SIP/2.0" (empty Request-URI), as sipp sends in-dialog requests when
+    // it learned no Contact. Kamailio forwards these; so do we, for in-dialog requests
+    // only (an initial request without a target gets a 400 from check_request).
+    if let Some(sp) = sl.windows(2).position(|w| w == b"  ") {
+        let (m, v) = (&sl[..sp], &sl[sp + 2..]);
+        if !m.is_empty() && m.iter().all(|&c| is_token(c)) && v.eq_ignore_ascii_case(b"SIP/2.0") {
+            return Ok(StartLine::Request {
+                method: Method::from_bytes(m),
+                method_span: Span::new(off, off + m.len()),
+                uri: Span::new(off + sp + 1, off + sp + 1),
+            });
+        }
+    }
     let (version, (method, uri_b)) = request_line(sl).map_err(|_| {
         let kind = if sl.first().is_some_and(|&c| is_token(c)) {
             if sl.contains(&b' ') {

@@ -23,3 +23,162 @@ pub fn shared_dir() -> Option<PathBuf> {
 pub fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// `sipp` on PATH. Under CI it must be there (the test script installs it); elsewhere
+/// the test prints why and skips.
+pub fn sipp_available() -> bool {
+    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("sipp is missing: run scripts/deps.sh (CI installs it)");
+        }
+        eprintln!("skipped: sipp not installed (scripts/deps.sh installs it)");
+    }
+    ok
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A block of 40 free-looking ports for one test (tests of one binary run in parallel).
+pub fn port_block() -> u16 {
+    let base = 20_000 + (std::process::id() % 50) as u16 * 400;
+    base + NEXT_PORT.fetch_add(40, Ordering::Relaxed)
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `sipfence run` with its config in a temp dir.
+pub struct Proxy {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    pub metrics: String,
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    /// Starts the proxy and waits until it reports its workers (listeners are bound by then).
+    pub fn start(config: &str, workers: usize) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sipfence.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["run", "--config", path.to_str().unwrap(), "--workers", &workers.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sipfence");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    if l.contains("worker(s)") {
+                        let _ = tx.send(());
+                    }
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[sipfence] {l}");
+            }
+        });
+        let mut proc = Proc(child);
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let st = proc.0.try_wait();
+            panic!("sipfence did not start: {st:?}; stdout: {:?}", lines.lock().unwrap());
+        }
+        let metrics = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix("sipfence: metrics on ").map(|s| s.trim_end_matches("/metrics").to_string()))
+            .unwrap_or_default();
+        Proxy { proc, dir, metrics, stdout: lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
+    }
+
+    /// GET over HTTP as Prometheus would (plain HTTP/1.1, no client library needed).
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let addr = self.metrics.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        let code = body.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
+    }
+
+    /// Value of one metric sample (exact label set as printed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.http("GET", "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// Runs a sipp process to completion with a deadline; returns (exit code, stdout+stderr).
+pub fn run_sipp(args: &[&str], dir: &std::path::Path, deadline: Duration) -> (i32, String) {
+    let mut child = Command::new("sipp").args(args).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("sipp");
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            let out = child.wait_with_output().map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default();
+            return (st.code().unwrap_or(-1), out);
+        }
+        if t.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            return (-2, out);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A sipp UAS on a port, killed on drop.
+pub fn sipp_uas(port: u16, scenario: Option<&std::path::Path>, dir: &std::path::Path) -> Proc {
+    let port_s = port.to_string();
+    let mut args: Vec<String> = vec!["-i".into(), "127.0.0.1".into(), "-p".into(), port_s, "-nostdin".into(), "-bind_local".into()];
+    match scenario {
+        Some(s) => {
+            args.push("-sf".into());
+            args.push(s.display().to_string());
+            args.push("-trace_err".into());
+        }
+        None => {
+            args.push("-sn".into());
+            args.push("uas".into());
+        }
+    }
+    let c = Command::new("sipp").args(&args).current_dir(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sipp uas");
+    std::thread::sleep(Duration::from_millis(300));
+    Proc(c)
+}
