@@ -28,6 +28,25 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Replay pcap/pcapng captures through a policy: the verdict every call would get.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Judge every packet as arriving on this trunk (default: match by address).
+        #[arg(long)]
+        trunk: Option<String>,
+        /// One JSON record per decision, then a summary object.
+        #[arg(long)]
+        json: bool,
+        /// Write the packets of blocked calls to this pcap.
+        #[arg(long)]
+        write_blocked: Option<PathBuf>,
+        /// Write the packets of allowed calls to this pcap.
+        #[arg(long)]
+        write_allowed: Option<PathBuf>,
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+    },
     /// Show the verdict on SIP messages stored in files, and why.
     Explain {
         #[arg(long)]
@@ -55,8 +74,33 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { config, workers } => sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers }),
+        Cmd::Run { config, workers } => {
+            sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers })
+        }
         Cmd::Check { config } => cli::check(config),
+        Cmd::Replay {
+            config,
+            trunk,
+            json,
+            write_blocked,
+            write_allowed,
+            captures,
+        } => match cli::load_policy(config.as_deref()) {
+            Ok(p) => sipfence::replay::run(
+                &p,
+                &sipfence::replay::Args {
+                    trunk,
+                    json,
+                    write_blocked,
+                    write_allowed,
+                    files: captures,
+                },
+            ),
+            Err(e) => {
+                eprintln!("sipfence: config refused: {e}");
+                1
+            }
+        },
         Cmd::Explain {
             config,
             trunk,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas};
+use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas, uac_scenario};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
@@ -54,73 +54,25 @@ listen = "127.0.0.1:{metrics}"
     )
 }
 
-fn uac_scenario(dir: &Path, expect: u16) -> std::path::PathBuf {
-    let tpl = include_str!("../testdata/sipp/uac.xml.in");
-    let body = if expect == 200 {
-        r#"  <recv response="180" optional="true"> </recv>
-  <recv response="200" rtd="true" rrs="true"> </recv>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[field0][local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:[field0][local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="180" optional="true"> </recv>
-  <recv response="200"> </recv>"#
-            .to_string()
-    } else {
-        format!(
-            r#"  <recv response="{expect}"> </recv>
-  <send>
-    <![CDATA[
-
-      ACK sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
-      From: <sip:[field0][local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>"#
-        )
-    };
-    let p = dir.join(format!("uac-{expect}.xml"));
-    std::fs::write(&p, tpl.replace("@BODY@", &body)).unwrap();
-    p
-}
-
-fn uas_check_scenario(dir: &Path, name: &str, must: &[&str], must_not: &[&str]) -> std::path::PathBuf {
+fn uas_check_scenario(
+    dir: &Path,
+    name: &str,
+    must: &[&str],
+    must_not: &[&str],
+) -> std::path::PathBuf {
     let mut checks = String::new();
-    let xml = |re: &str| re.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let xml = |re: &str| {
+        re.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
     let must: Vec<String> = must.iter().map(|r| xml(r)).collect();
     let must_not: Vec<String> = must_not.iter().map(|r| xml(r)).collect();
     for re in must.iter() {
-        checks.push_str(&format!("      <ereg regexp=\"{re}\" search_in=\"msg\" check_it=\"true\" assign_to=\"chk\"/>\n"));
+        checks.push_str(&format!(
+            "      <ereg regexp=\"{re}\" search_in=\"msg\" check_it=\"true\" assign_to=\"chk\"/>\n"
+        ));
     }
     for re in must_not.iter() {
         checks.push_str(&format!("      <ereg regexp=\"{re}\" search_in=\"msg\" check_it_inverse=\"true\" assign_to=\"chk\"/>\n"));
@@ -128,12 +80,23 @@ fn uas_check_scenario(dir: &Path, name: &str, must: &[&str], must_not: &[&str]) 
     // sipp refuses a variable that is set but never read.
     checks.push_str("      <log message=\"checked [$chk]\"/>\n");
     let p = dir.join(format!("uas-{name}.xml"));
-    std::fs::write(&p, include_str!("../testdata/sipp/uas-check.xml.in").replace("@CHECKS@", &checks)).unwrap();
+    std::fs::write(
+        &p,
+        include_str!("../testdata/sipp/uas-check.xml.in").replace("@CHECKS@", &checks),
+    )
+    .unwrap();
     p
 }
 
 /// Places one call per row at `port` and asserts every one ends as `expect`.
-fn calls(dir: &Path, port: u16, uac_port: u16, transport: &str, expect: u16, rows: &[(&str, &str, &str)]) {
+fn calls(
+    dir: &Path,
+    port: u16,
+    uac_port: u16,
+    transport: &str,
+    expect: u16,
+    rows: &[(&str, &str, &str)],
+) {
     let csv = dir.join(format!("calls-{port}-{expect}-{uac_port}.csv"));
     let mut s = String::from("SEQUENTIAL\n");
     for (from, h1, h2) in rows {
@@ -146,8 +109,27 @@ fn calls(dir: &Path, port: u16, uac_port: u16, transport: &str, expect: u16, row
     let uacp = uac_port.to_string();
     let (code, out) = run_sipp(
         &[
-            &target, "-sf", sc.to_str().unwrap(), "-inf", csv.to_str().unwrap(), "-i", "127.0.0.1", "-p", &uacp, "-t", transport,
-            "-m", &n, "-r", "20", "-nostdin", "-timeout", "20s", "-recv_timeout", "4000", "-trace_err",
+            &target,
+            "-sf",
+            sc.to_str().unwrap(),
+            "-inf",
+            csv.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uacp,
+            "-t",
+            transport,
+            "-m",
+            &n,
+            "-r",
+            "20",
+            "-nostdin",
+            "-timeout",
+            "20s",
+            "-recv_timeout",
+            "4000",
+            "-trace_err",
         ],
         dir,
         Duration::from_secs(40),
@@ -159,13 +141,20 @@ fn calls(dir: &Path, port: u16, uac_port: u16, transport: &str, expect: u16, row
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(code, 0, "sipp {transport} to {port} expecting {expect}: exit {code}\n{out}\n{errs}");
+    assert_eq!(
+        code, 0,
+        "sipp {transport} to {port} expecting {expect}: exit {code}\n{out}\n{errs}"
+    );
 }
 
 const ALLOWED_INTL: &[(&str, &str, &str)] = &[
     ("+442071234567@", "X-No-PAI: 1", "X-No-Privacy: 1"),
     ("+12125550123@", "X-No-PAI: 1", "X-No-Privacy: 1"),
-    ("+8613812345678@", "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>", "X-No-Privacy: 1"),
+    (
+        "+8613812345678@",
+        "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>",
+        "X-No-Privacy: 1",
+    ),
     ("+8613900000000@", "X-No-PAI: 1", "X-No-Privacy: 1"),
 ];
 
@@ -180,45 +169,180 @@ fn udp_calls_allowed_and_blocked_by_each_rule() {
     let _uas = sipp_uas(base + 10, None, &dir);
     let (intl, ent, ic) = (base, base + 2, base + 4);
     calls(&dir, intl, base + 20, "u1", 200, ALLOWED_INTL);
-    calls(&dir, ent, base + 21, "u1", 200, &[("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1"), ("trunk-gw@", "P-Asserted-Identity: <sip:13912340001@10.1.1.1>", "X-No-Privacy: 1")]);
-    calls(&dir, ic, base + 22, "u1", 200, &[("+8617012345678@", "X-No-PAI: 1", "X-No-Privacy: 1"), ("02161234567@", "X-No-PAI: 1", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        ent,
+        base + 21,
+        "u1",
+        200,
+        &[
+            ("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            (
+                "trunk-gw@",
+                "P-Asserted-Identity: <sip:13912340001@10.1.1.1>",
+                "X-No-Privacy: 1",
+            ),
+        ],
+    );
+    calls(
+        &dir,
+        ic,
+        base + 22,
+        "u1",
+        200,
+        &[
+            ("+8617012345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("02161234567@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+        ],
+    );
     // intl-domestic-caller, intl-forged-service, numbering-plan, no-voice-number: 403
-    calls(&dir, intl, base + 23, "u1", 403, &[
-        ("+8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
-        ("+442071234567@", "P-Asserted-Identity: <sip:+8618612345678@10.20.30.40>", "X-No-Privacy: 1"),
-        ("110@", "X-No-PAI: 1", "X-No-Privacy: 1"),
-        ("+12345@", "X-No-PAI: 1", "X-No-Privacy: 1"),
-    ]);
-    calls(&dir, ic, base + 24, "u1", 403, &[("+8614512345678@", "X-No-PAI: 1", "X-No-Privacy: 1"), ("02612345678@", "X-No-PAI: 1", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        intl,
+        base + 23,
+        "u1",
+        403,
+        &[
+            ("+8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            (
+                "+442071234567@",
+                "P-Asserted-Identity: <sip:+8618612345678@10.20.30.40>",
+                "X-No-Privacy: 1",
+            ),
+            ("110@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("+12345@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+        ],
+    );
+    calls(
+        &dir,
+        ic,
+        base + 24,
+        "u1",
+        403,
+        &[
+            ("+8614512345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("02612345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+        ],
+    );
     // blank-caller and withheld-caller: 433 (RFC 5079)
-    calls(&dir, intl, base + 25, "u1", 433, &[
-        ("", "X-No-PAI: 1", "X-No-Privacy: 1"),
-        ("anonymous@", "X-No-PAI: 1", "X-No-Privacy: 1"),
-        ("+442071234567@", "X-No-PAI: 1", "Privacy: id"),
-    ]);
-    calls(&dir, ent, base + 26, "u1", 433, &[("+8613912345678@", "P-Asserted-Identity: <sip:anonymous@10.1.1.1>", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        intl,
+        base + 25,
+        "u1",
+        433,
+        &[
+            ("", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("anonymous@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("+442071234567@", "X-No-PAI: 1", "Privacy: id"),
+        ],
+    );
+    calls(
+        &dir,
+        ent,
+        base + 26,
+        "u1",
+        433,
+        &[(
+            "+8613912345678@",
+            "P-Asserted-Identity: <sip:anonymous@10.1.1.1>",
+            "X-No-Privacy: 1",
+        )],
+    );
     // blacklist: 608 (RFC 8688), exact and segment, and over the whitelist
-    calls(&dir, ic, base + 27, "u1", 608, &[("13800000001@", "X-No-PAI: 1", "X-No-Privacy: 1"), ("+8617099999123@", "X-No-PAI: 1", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        ic,
+        base + 27,
+        "u1",
+        608,
+        &[
+            ("13800000001@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("+8617099999123@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+        ],
+    );
     // enterprise-not-whitelisted: 403
-    calls(&dir, ent, base + 28, "u1", 403, &[("13812345678@", "X-No-PAI: 1", "X-No-Privacy: 1"), ("+442071234567@", "X-No-PAI: 1", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        ent,
+        base + 28,
+        "u1",
+        403,
+        &[
+            ("13812345678@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+            ("+442071234567@", "X-No-PAI: 1", "X-No-Privacy: 1"),
+        ],
+    );
 
     // Counters match the calls, rule by rule (INVITE retransmissions aside, each call once).
     let m = |s: &str| proxy.metric(s);
-    assert_eq!(m("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}") + m("sipfence_calls_total{trunk=\"intl\",verdict=\"rewrite\"}"), 4.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"rewrite\",rule=\"generic-number\",trunk=\"intl\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl\"}"), 2.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"intl-forged-service\",trunk=\"intl\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"numbering-plan\",trunk=\"intl\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"numbering-plan\",trunk=\"ic\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"no-voice-number\",trunk=\"ic\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"blank-caller\",trunk=\"intl\"}"), 2.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"withheld-caller\",trunk=\"intl\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"blank-caller\",trunk=\"ent\"}"), 1.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"blacklist\",trunk=\"ic\"}"), 2.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-not-whitelisted\",trunk=\"ent\"}"), 2.0);
-    assert_eq!(m("sipfence_rule_hits_total{action=\"label\",rule=\"label-mvno\",trunk=\"ic\"}"), 1.0);
-    assert_eq!(m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"), 2.0);
-    assert_eq!(m("sipfence_calls_total{trunk=\"ic\",verdict=\"reject\"}"), 4.0);
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}")
+            + m("sipfence_calls_total{trunk=\"intl\",verdict=\"rewrite\"}"),
+        4.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"rewrite\",rule=\"generic-number\",trunk=\"intl\"}"),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        m(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-forged-service\",trunk=\"intl\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"numbering-plan\",trunk=\"intl\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"numbering-plan\",trunk=\"ic\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"no-voice-number\",trunk=\"ic\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"blank-caller\",trunk=\"intl\"}"),
+        2.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"withheld-caller\",trunk=\"intl\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"blank-caller\",trunk=\"ent\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"blacklist\",trunk=\"ic\"}"),
+        2.0
+    );
+    assert_eq!(
+        m(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-not-whitelisted\",trunk=\"ent\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"label\",rule=\"label-mvno\",trunk=\"ic\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),
+        2.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ic\",verdict=\"reject\"}"),
+        4.0
+    );
 }
 
 #[test]
@@ -231,18 +355,54 @@ fn tcp_calls_allowed_and_blocked() {
     let dir = proxy.dir.path().to_path_buf();
     let _uas = sipp_uas(base + 10, None, &dir);
     calls(&dir, base, base + 20, "t1", 200, ALLOWED_INTL);
-    calls(&dir, base, base + 21, "t1", 403, &[("+8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1")]);
-    calls(&dir, base + 2, base + 22, "t1", 200, &[("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        base,
+        base + 21,
+        "t1",
+        403,
+        &[("+8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    calls(
+        &dir,
+        base + 2,
+        base + 22,
+        "t1",
+        200,
+        &[("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
     assert!(proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}") >= 6.0);
 }
 
 /// A checking UAS for `n` calls, in a thread; join it for (exit code, output).
-fn checking_uas(dir: &Path, port: u16, sc: &Path, n: usize) -> std::thread::JoinHandle<(i32, String)> {
+fn checking_uas(
+    dir: &Path,
+    port: u16,
+    sc: &Path,
+    n: usize,
+) -> std::thread::JoinHandle<(i32, String)> {
     let (dir, sc) = (dir.to_path_buf(), sc.to_path_buf());
     let h = std::thread::spawn(move || {
         let p = port.to_string();
         let n = n.to_string();
-        run_sipp(&["-sf", sc.to_str().unwrap(), "-i", "127.0.0.1", "-p", &p, "-m", &n, "-nostdin", "-trace_err", "-timeout", "20s"], &dir, Duration::from_secs(30))
+        run_sipp(
+            &[
+                "-sf",
+                sc.to_str().unwrap(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-m",
+                &n,
+                "-nostdin",
+                "-trace_err",
+                "-timeout",
+                "20s",
+            ],
+            &dir,
+            Duration::from_secs(30),
+        )
     });
     std::thread::sleep(Duration::from_millis(400));
     h
@@ -266,21 +426,50 @@ fn rewritten_and_labelled_calls_arrive_edited() {
             "Via: SIP/2\\.0/UDP 127\\.0\\.0\\.1:[0-9]+;branch=z9hG4bKsf",
             "Max-Forwards: 69",
         ],
-        &["P-Preferred-Identity", "8613812345678@127", "X-Sipfence-Label"],
+        &[
+            "P-Preferred-Identity",
+            "8613812345678@127",
+            "X-Sipfence-Label",
+        ],
     );
     let uas = checking_uas(&dir, base + 10, &sc, 1);
-    calls(&dir, base, base + 20, "u1", 200, &[("+8613812345678@", "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>", "P-Preferred-Identity: <sip:+8613812345678@10.9.9.9>")]);
+    calls(
+        &dir,
+        base,
+        base + 20,
+        "u1",
+        200,
+        &[(
+            "+8613812345678@",
+            "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>",
+            "P-Preferred-Identity: <sip:+8613812345678@10.9.9.9>",
+        )],
+    );
     let (code, out) = uas.join().unwrap();
     assert_eq!(code, 0, "UAS checks failed:\n{out}");
     // Label header and verstat on the asserted identity for an MVNO caller.
     let sc = uas_check_scenario(
         &dir,
         "label",
-        &["X-Sipfence-Label: mvno", "P-Asserted-Identity: <sip:\\+8617012345678;verstat=TN-Validation-Failed@"],
+        &[
+            "X-Sipfence-Label: mvno",
+            "P-Asserted-Identity: <sip:\\+8617012345678;verstat=TN-Validation-Failed@",
+        ],
         &[],
     );
     let uas = checking_uas(&dir, base + 10, &sc, 1);
-    calls(&dir, base + 4, base + 21, "u1", 200, &[("+8617012345678@", "P-Asserted-Identity: <sip:+8617012345678@10.20.30.40>", "X-No-Privacy: 1")]);
+    calls(
+        &dir,
+        base + 4,
+        base + 21,
+        "u1",
+        200,
+        &[(
+            "+8617012345678@",
+            "P-Asserted-Identity: <sip:+8617012345678@10.20.30.40>",
+            "X-No-Privacy: 1",
+        )],
+    );
     let (code, out) = uas.join().unwrap();
     assert_eq!(code, 0, "UAS checks failed:\n{out}");
 }
@@ -293,7 +482,9 @@ fn invite(call: &str, from: &str, branch: &str, port: u16) -> String {
 
 fn recv(s: &UdpSocket) -> Option<String> {
     let mut b = [0u8; 65536];
-    s.recv(&mut b).ok().map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
+    s.recv(&mut b)
+        .ok()
+        .map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
 }
 
 #[test]
@@ -302,7 +493,8 @@ fn retransmissions_ack_absorption_and_max_forwards() {
     let proxy = Proxy::start(&config(base, ""), 2);
     // A raw UDP "UAS" on the next hop, to see what does (not) reach it.
     let uas = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
-    uas.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    uas.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     c.connect(("127.0.0.1", base)).unwrap();
@@ -315,42 +507,74 @@ fn retransmissions_ack_absorption_and_max_forwards() {
     assert!(r1.starts_with("SIP/2.0 403 "), "{r1}");
     assert_eq!(r1, r2, "a retransmission gets the very same answer");
     // The ACK to our 403 (same branch, our To-tag) ends at the proxy.
-    let tag = r1.lines().find(|l| l.starts_with("To:")).and_then(|l| l.split(";tag=").nth(1)).unwrap().to_string();
+    let tag = r1
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .unwrap()
+        .to_string();
     let ack = format!(
         "ACK sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-rtx-1;rport\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=frtx-1\r\nTo: <sip:4008001234@127.0.0.1>;tag={tag}\r\nCall-ID: rtx-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
     c.send(ack.as_bytes()).unwrap();
-    assert!(recv(&uas).is_none(), "the ACK to our own rejection must not be forwarded");
+    assert!(
+        recv(&uas).is_none(),
+        "the ACK to our own rejection must not be forwarded"
+    );
     // An allowed INVITE reaches the next hop with our Via on top and rport filled in.
     let ok = invite("ok-1", "+442071234567", "z9hG4bK-ok-1", port);
     c.send(ok.as_bytes()).unwrap();
     let fwd = recv(&uas).expect("forwarded INVITE");
     let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
-    assert!(vias[0].starts_with("Via: SIP/2.0/UDP 127.0.0.1:") && vias[0].contains("branch=z9hG4bKsf"), "{fwd}");
+    assert!(
+        vias[0].starts_with("Via: SIP/2.0/UDP 127.0.0.1:") && vias[0].contains("branch=z9hG4bKsf"),
+        "{fwd}"
+    );
     assert!(vias[1].contains(&format!("rport={port}")), "{fwd}");
     assert!(fwd.contains("Max-Forwards: 69\r\n"));
     // Its retransmission goes out with the same branch.
     c.send(ok.as_bytes()).unwrap();
     let fwd2 = recv(&uas).expect("forwarded again");
     assert_eq!(fwd.lines().next(), fwd2.lines().next());
-    assert_eq!(vias[0], fwd2.lines().find(|l| l.starts_with("Via:")).unwrap());
+    assert_eq!(
+        vias[0],
+        fwd2.lines().find(|l| l.starts_with("Via:")).unwrap()
+    );
     // The UAS's answer comes back to the client without our Via.
-    let resp = fwd.replacen("INVITE sip:4008001234@127.0.0.1 SIP/2.0", "SIP/2.0 180 Ringing", 1);
-    let resp = resp.replacen("To: <sip:4008001234@127.0.0.1>", "To: <sip:4008001234@127.0.0.1>;tag=uas1", 1);
+    let resp = fwd.replacen(
+        "INVITE sip:4008001234@127.0.0.1 SIP/2.0",
+        "SIP/2.0 180 Ringing",
+        1,
+    );
+    let resp = resp.replacen(
+        "To: <sip:4008001234@127.0.0.1>",
+        "To: <sip:4008001234@127.0.0.1>;tag=uas1",
+        1,
+    );
     uas.send_to(resp.as_bytes(), ("127.0.0.1", base)).unwrap();
     let back = recv(&c).expect("180 relayed");
     assert!(back.starts_with("SIP/2.0 180"), "{back}");
-    assert_eq!(back.lines().filter(|l| l.starts_with("Via:")).count(), 1, "{back}");
+    assert_eq!(
+        back.lines().filter(|l| l.starts_with("Via:")).count(),
+        1,
+        "{back}"
+    );
     assert!(!back.contains("z9hG4bKsf"));
     // Max-Forwards 0: 483.
-    let mf0 = invite("mf-1", "+442071234567", "z9hG4bK-mf-1", port).replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let mf0 = invite("mf-1", "+442071234567", "z9hG4bK-mf-1", port)
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     c.send(mf0.as_bytes()).unwrap();
     assert!(recv(&c).unwrap().starts_with("SIP/2.0 483 "));
     // OPTIONS to the proxy itself: 200.
-    let opt = format!("OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-o1;rport\r\nFrom: <sip:ping@127.0.0.1>;tag=o1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    let opt = format!(
+        "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-o1;rport\r\nFrom: <sip:ping@127.0.0.1>;tag=o1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
     c.send(opt.as_bytes()).unwrap();
     let r = recv(&c).unwrap();
-    assert!(r.starts_with("SIP/2.0 200 OK") && r.contains("Allow:"), "{r}");
+    assert!(
+        r.starts_with("SIP/2.0 200 OK") && r.contains("Allow:"),
+        "{r}"
+    );
     drop(proxy);
 }
 
@@ -358,13 +582,21 @@ fn retransmissions_ack_absorption_and_max_forwards() {
 fn unknown_source_is_rejected() {
     let base = port_block();
     // Only 127.0.0.2 may use the intl trunk here.
-    let cfg = config(base, "").replacen("sources = [\"127.0.0.0/8\"]", "sources = [\"127.0.0.2\"]", 1);
+    let cfg = config(base, "").replacen(
+        "sources = [\"127.0.0.0/8\"]",
+        "sources = [\"127.0.0.2\"]",
+        1,
+    );
     let _proxy = Proxy::start(&cfg, 1);
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     c.connect(("127.0.0.1", base)).unwrap();
     let port = c.local_addr().unwrap().port();
-    c.send(invite("u-1", "+442071234567", "z9hG4bK-u1", port).as_bytes()).unwrap();
+    c.send(invite("u-1", "+442071234567", "z9hG4bK-u1", port).as_bytes())
+        .unwrap();
     let r = recv(&c).unwrap();
-    assert!(r.starts_with("SIP/2.0 403 ") && r.contains("Unknown source"), "{r}");
+    assert!(
+        r.starts_with("SIP/2.0 403 ") && r.contains("Unknown source"),
+        "{r}"
+    );
 }

@@ -33,15 +33,34 @@ fn reply(code: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-async fn serve(st: Arc<HttpState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn serve(
+    st: Arc<HttpState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let r = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", st.metrics.render()),
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", format!("ok {}\n", (st.version)())),
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            st.metrics.render(),
+        ),
+        (&Method::GET, "/healthz") => reply(
+            StatusCode::OK,
+            "text/plain",
+            format!("ok {}\n", (st.version)()),
+        ),
         (&Method::GET, "/readyz") => {
             if st.ready.load(Ordering::Relaxed) {
-                reply(StatusCode::OK, "text/plain", format!("ready {}\n", (st.version)()))
+                reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("ready {}\n", (st.version)()),
+                )
             } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n".into())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "starting\n".into(),
+                )
             }
         }
         (&Method::POST, "/reload") => {
@@ -49,8 +68,16 @@ async fn serve(st: Arc<HttpState>, req: Request<Incoming>) -> Result<Response<Fu
             // Loading millions of list entries must not stall the metrics runtime.
             match tokio::task::spawn_blocking(move || (st2.reload)()).await {
                 Ok(Ok(msg)) => reply(StatusCode::OK, "text/plain", format!("{msg}\n")),
-                Ok(Err(msg)) => reply(StatusCode::UNPROCESSABLE_ENTITY, "text/plain", format!("{msg}\n")),
-                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "reload task failed\n".into()),
+                Ok(Err(msg)) => reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "text/plain",
+                    format!("{msg}\n"),
+                ),
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "reload task failed\n".into(),
+                ),
             }
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
@@ -61,11 +88,15 @@ async fn serve(st: Arc<HttpState>, req: Request<Incoming>) -> Result<Response<Fu
 /// Serves until the task is dropped.
 pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let st = st.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| serve(st.clone(), req));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

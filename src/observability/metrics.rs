@@ -6,8 +6,8 @@
 //! ([`Metrics::bind`]), so counting a call is a few atomic adds, not label hashing.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::decide::{Decision, Kind};
@@ -75,30 +75,81 @@ impl Metrics {
             must(registry.register(Box::new(c.clone())));
             c
         };
-        let messages = cv("sipfence_messages_total", "SIP messages received, by transport and kind", &["transport", "kind"]);
-        let calls = cv("sipfence_calls_total", "Initial INVITEs decided, by trunk and verdict", &["trunk", "verdict"]);
-        let rule_hits = cv("sipfence_rule_hits_total", "Rule matches, by trunk, rule and action", &["trunk", "rule", "action"]);
-        let parse_errors = cv("sipfence_parse_errors_total", "Messages refused by the parser, by transport and kind", &["transport", "kind"]);
-        let dropped = cv("sipfence_dropped_total", "Messages dropped without an answer, by reason", &["reason"]);
-        let overload = cv("sipfence_overload_rejections_total", "INVITEs answered 503 because the proxy was saturated", &["trunk"]);
-        let reloads = cv("sipfence_policy_reloads_total", "Policy reloads, by result", &["result"]);
+        let messages = cv(
+            "sipfence_messages_total",
+            "SIP messages received, by transport and kind",
+            &["transport", "kind"],
+        );
+        let calls = cv(
+            "sipfence_calls_total",
+            "Initial INVITEs decided, by trunk and verdict",
+            &["trunk", "verdict"],
+        );
+        let rule_hits = cv(
+            "sipfence_rule_hits_total",
+            "Rule matches, by trunk, rule and action",
+            &["trunk", "rule", "action"],
+        );
+        let parse_errors = cv(
+            "sipfence_parse_errors_total",
+            "Messages refused by the parser, by transport and kind",
+            &["transport", "kind"],
+        );
+        let dropped = cv(
+            "sipfence_dropped_total",
+            "Messages dropped without an answer, by reason",
+            &["reason"],
+        );
+        let overload = cv(
+            "sipfence_overload_rejections_total",
+            "INVITEs answered 503 because the proxy was saturated",
+            &["trunk"],
+        );
+        let reloads = cv(
+            "sipfence_policy_reloads_total",
+            "Policy reloads, by result",
+            &["result"],
+        );
         let decision_seconds = must(HistogramVec::new(
-            HistogramOpts::new("sipfence_decision_seconds", "Time to parse and decide on an initial INVITE")
-                .buckets(vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3]),
+            HistogramOpts::new(
+                "sipfence_decision_seconds",
+                "Time to parse and decide on an initial INVITE",
+            )
+            .buckets(vec![
+                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3,
+            ]),
             &["trunk"],
         ));
         must(registry.register(Box::new(decision_seconds.clone())));
-        let loaded_at = must(IntGauge::new("sipfence_policy_loaded_timestamp_seconds", "When the running policy was loaded"));
+        let loaded_at = must(IntGauge::new(
+            "sipfence_policy_loaded_timestamp_seconds",
+            "When the running policy was loaded",
+        ));
         must(registry.register(Box::new(loaded_at.clone())));
-        let list_entries = must(IntGaugeVec::new(Opts::new("sipfence_list_entries", "Entries in the loaded lists"), &["list"]));
+        let list_entries = must(IntGaugeVec::new(
+            Opts::new("sipfence_list_entries", "Entries in the loaded lists"),
+            &["list"],
+        ));
         must(registry.register(Box::new(list_entries.clone())));
-        let tcp_connections = must(IntGauge::new("sipfence_tcp_connections", "Open TCP connections"));
+        let tcp_connections = must(IntGauge::new(
+            "sipfence_tcp_connections",
+            "Open TCP connections",
+        ));
         must(registry.register(Box::new(tcp_connections.clone())));
-        let records_written = must(IntCounter::new("sipfence_records_written_total", "Signaling records written"));
+        let records_written = must(IntCounter::new(
+            "sipfence_records_written_total",
+            "Signaling records written",
+        ));
         must(registry.register(Box::new(records_written.clone())));
-        let records_dropped = must(IntCounter::new("sipfence_records_dropped_total", "Signaling records dropped because the writer was behind"));
+        let records_dropped = must(IntCounter::new(
+            "sipfence_records_dropped_total",
+            "Signaling records dropped because the writer was behind",
+        ));
         must(registry.register(Box::new(records_dropped.clone())));
-        let rate_keys = must(IntGauge::new("sipfence_rate_keys", "Keys held by the rate counters"));
+        let rate_keys = must(IntGauge::new(
+            "sipfence_rate_keys",
+            "Keys held by the rate counters",
+        ));
         must(registry.register(Box::new(rate_keys.clone())));
         // Parse error kinds are a closed set: create them all so dashboards show zeros.
         for t in ["udp", "tcp"] {
@@ -130,10 +181,21 @@ impl Metrics {
 
     /// Resolves the per-trunk handles for a policy (called at load and reload).
     pub fn bind(&self, p: &Policy) -> Bound {
-        let names: Vec<&str> = p.trunks.iter().map(|t| t.name.as_str()).chain(std::iter::once("none")).collect();
-        let mut b = Bound { calls: vec![], hits: vec![], overload: vec![], latency: vec![] };
+        let names: Vec<&str> = p
+            .trunks
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(std::iter::once("none"))
+            .collect();
+        let mut b = Bound {
+            calls: vec![],
+            hits: vec![],
+            overload: vec![],
+            latency: vec![],
+        };
         for (i, n) in names.iter().enumerate() {
-            b.calls.push(VERDICTS.map(|v| self.calls.with_label_values(&[n, v])));
+            b.calls
+                .push(VERDICTS.map(|v| self.calls.with_label_values(&[n, v])));
             let trunk = p.trunks.get(i);
             let hits = RuleId::ORDER
                 .iter()
@@ -145,24 +207,43 @@ impl Metrics {
                         None => *r == RuleId::UnknownSource,
                     };
                     let a = p.action(trunk.map(|_| i), *r);
-                    (relevant && a.kind != ActionKind::Off)
-                        .then(|| self.rule_hits.with_label_values(&[n, r.as_str(), action_str(a.kind)]))
+                    (relevant && a.kind != ActionKind::Off).then(|| {
+                        self.rule_hits
+                            .with_label_values(&[n, r.as_str(), action_str(a.kind)])
+                    })
                 })
                 .collect();
             b.hits.push(hits);
             b.overload.push(self.overload.with_label_values(&[n]));
-            b.latency.push(self.decision_seconds.with_label_values(&[n]));
+            b.latency
+                .push(self.decision_seconds.with_label_values(&[n]));
         }
-        for (name, l) in [("blacklist", &p.blacklist), ("protected", &p.protected), ("roamers", &p.roamers), ("own_segments", &p.own_segments)] {
-            self.list_entries.with_label_values(&[name]).set(l.len() as i64);
+        for (name, l) in [
+            ("blacklist", &p.blacklist),
+            ("protected", &p.protected),
+            ("roamers", &p.roamers),
+            ("own_segments", &p.own_segments),
+        ] {
+            self.list_entries
+                .with_label_values(&[name])
+                .set(l.len() as i64);
         }
-        let wl: usize = p.trunks.iter().filter_map(|t| t.whitelist.as_ref()).map(|w| w.len()).sum();
-        self.list_entries.with_label_values(&["whitelists"]).set(wl as i64);
+        let wl: usize = p
+            .trunks
+            .iter()
+            .filter_map(|t| t.whitelist.as_ref())
+            .map(|w| w.len())
+            .sum();
+        self.list_entries
+            .with_label_values(&["whitelists"])
+            .set(wl as i64);
         b
     }
 
     pub fn parse_error(&self, transport: &str, k: ErrorKind) {
-        self.parse_errors.with_label_values(&[transport, k.as_str()]).inc();
+        self.parse_errors
+            .with_label_values(&[transport, k.as_str()])
+            .inc();
     }
 
     pub fn dropped(&self, reason: &'static str) {
@@ -195,7 +276,9 @@ pub fn action_str(k: ActionKind) -> &'static str {
 
 impl Bound {
     fn slot(&self, trunk: Option<usize>) -> usize {
-        trunk.filter(|&t| t < self.calls.len() - 1).unwrap_or(self.calls.len() - 1)
+        trunk
+            .filter(|&t| t < self.calls.len() - 1)
+            .unwrap_or(self.calls.len() - 1)
     }
 
     /// Counts one decision: the verdict of a call, and every rule hit.

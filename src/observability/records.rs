@@ -27,7 +27,9 @@ impl RecordSink {
     pub fn send(&self, r: Record) {
         match self.tx.try_send(r) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.metrics.records_dropped.inc(),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.records_dropped.inc()
+            }
         }
     }
 }
@@ -50,7 +52,9 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
         written: 0,
         metrics: metrics.clone(),
     };
-    std::thread::Builder::new().name("records".into()).spawn(move || w.run(rx))?;
+    std::thread::Builder::new()
+        .name("records".into())
+        .spawn(move || w.run(rx))?;
     Ok(Some(RecordSink { tx, metrics }))
 }
 
@@ -66,7 +70,10 @@ struct Writer {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Writer {
@@ -85,7 +92,8 @@ impl Writer {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let now = now_secs();
-                    if self.file.is_some() && now.saturating_sub(self.opened_at) >= self.rotate_secs {
+                    if self.file.is_some() && now.saturating_sub(self.opened_at) >= self.rotate_secs
+                    {
                         self.rotate(now);
                     }
                 }
@@ -99,14 +107,19 @@ impl Writer {
 
     fn write(&mut self, r: &Record) {
         let now = now_secs();
-        if self.file.is_none() || self.written >= self.rotate_bytes || now.saturating_sub(self.opened_at) >= self.rotate_secs {
+        if self.file.is_none()
+            || self.written >= self.rotate_bytes
+            || now.saturating_sub(self.opened_at) >= self.rotate_secs
+        {
             self.rotate(now);
         }
         let Some(f) = self.file.as_mut() else {
             self.metrics.records_dropped.inc();
             return;
         };
-        let Ok(mut line) = serde_json::to_vec(r) else { return };
+        let Ok(mut line) = serde_json::to_vec(r) else {
+            return;
+        };
         line.push(b'\n');
         if f.write_all(&line).is_ok() {
             self.written += line.len() as u64;
@@ -133,7 +146,9 @@ impl Writer {
                 self.opened_at = now;
                 self.written = 0;
             }
-            Err(e) => tracing::warn!(file = %name.display(), error = %e, "cannot open signaling record file"),
+            Err(e) => {
+                tracing::warn!(file = %name.display(), error = %e, "cannot open signaling record file")
+            }
         }
         expire(&self.dir, now, self.retention_secs);
     }
@@ -141,12 +156,23 @@ impl Writer {
 
 /// Deletes record files older than the retention period (by the time in their name).
 pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(n) = name.to_str() else { continue };
-        let Some(ts) = n.strip_prefix("records-").and_then(|r| r.strip_suffix(".jsonl")) else { continue };
-        let ts: u64 = ts.split('-').next().and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+        let Some(ts) = n
+            .strip_prefix("records-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        let ts: u64 = ts
+            .split('-')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(u64::MAX);
         if now.saturating_sub(ts) > retention_secs {
             let _ = std::fs::remove_file(e.path());
         }

@@ -377,8 +377,9 @@ pub struct TrunkConf {
 pub struct ProxyConf {
     /// Receive loops (one current-thread runtime each); 0 = one per core.
     pub workers: usize,
-    /// Queue depth per worker before new INVITEs get 503.
-    pub queue: usize,
+    /// A socket that stays busy (never found empty) for this long means the proxy is
+    /// behind: new INVITEs then get 503 with Retry-After until it catches up.
+    pub overload_ms: u64,
     pub tcp_idle_secs: u64,
     pub max_tcp_connections: usize,
     /// Seconds to put in Retry-After on an overload 503.
@@ -391,7 +392,7 @@ impl Default for ProxyConf {
     fn default() -> Self {
         ProxyConf {
             workers: 0,
-            queue: 4096,
+            overload_ms: 250,
             tcp_idle_secs: 120,
             max_tcp_connections: 4096,
             retry_after: 5,

@@ -47,19 +47,36 @@ pub struct Shared {
     pub next_conn: AtomicU64,
     pub config_path: Option<PathBuf>,
     pub started: Instant,
+    /// sipfence_messages_total handles: [udp, tcp] x [request, response].
+    pub msg_counters: [[prometheus::IntCounter; 2]; 2],
 }
 
 impl Shared {
+    pub fn count_message(&self, t: Transport, response: bool) {
+        self.msg_counters[(t == Transport::Tcp) as usize][response as usize].inc();
+    }
+
     /// Re-reads the policy; on failure the running one stays and the reason is returned.
     pub fn reload(&self) -> Result<String, String> {
         match crate::cli::load_policy(self.config_path.as_deref()) {
             Ok(p) => {
                 let bound = self.metrics.bind(&p);
                 let version = self.loaded.load().version + 1;
-                let summary = format!("policy v{version} loaded from {}: {} trunk(s), blacklist {} entries", p.source, p.trunks.len(), p.blacklist.len());
-                self.loaded.store(Arc::new(Loaded { policy: p, bound, version }));
+                let summary = format!(
+                    "policy v{version} loaded from {}: {} trunk(s), blacklist {} entries",
+                    p.source,
+                    p.trunks.len(),
+                    p.blacklist.len()
+                );
+                self.loaded.store(Arc::new(Loaded {
+                    policy: p,
+                    bound,
+                    version,
+                }));
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
-                self.metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);
+                self.metrics
+                    .loaded_at
+                    .set(crate::cli::now_ms() as i64 / 1000);
                 tracing::info!("{summary}");
                 Ok(summary)
             }
@@ -72,12 +89,20 @@ impl Shared {
     }
 
     /// Counts a decision and hands its record to the writer.
-    pub fn observe(&self, l: &Loaded, msg: &Message, d: &Decision, source: SocketAddr, now_ms: u64, seconds: f64) {
+    pub fn observe(
+        &self,
+        l: &Loaded,
+        msg: &Message,
+        d: &Decision,
+        source: SocketAddr,
+        now_ms: u64,
+        seconds: f64,
+    ) {
         l.bound.count(d, seconds);
-        if let Some(r) = &self.records {
-            if d.kind == Kind::Call || d.is_reject() {
-                r.send(Record::new(&l.policy, msg, d, source, now_ms));
-            }
+        if let Some(r) = &self.records
+            && (d.kind == Kind::Call || d.is_reject())
+        {
+            r.send(Record::new(&l.policy, msg, d, source, now_ms));
         }
     }
 }
@@ -90,8 +115,14 @@ pub struct RunArgs {
 fn init_logging(p: &Policy) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(p.log.level.clone()));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if p.log.json { b.json().try_init() } else { b.try_init() };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if p.log.json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
@@ -114,11 +145,16 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
-    let workers = args.workers.filter(|&w| w > 0).unwrap_or(if policy.proxy.workers > 0 {
-        policy.proxy.workers
-    } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    });
+    let workers = args
+        .workers
+        .filter(|&w| w > 0)
+        .unwrap_or(if policy.proxy.workers > 0 {
+            policy.proxy.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
     let listens = policy.listen_addrs();
     if listens.is_empty() {
         eprintln!("sipfence: no trunk has a listen address; nothing to do");
@@ -131,13 +167,20 @@ pub fn run(args: RunArgs) -> i32 {
     let metrics_listen = policy.metrics.listen.clone();
     let shared = Arc::new(Shared {
         rates: LocalRateCounter::new(policy.proxy.rate_keys),
-        loaded: ArcSwap::from_pointee(Loaded { policy, bound, version: 1 }),
-        metrics,
+        loaded: ArcSwap::from_pointee(Loaded {
+            policy,
+            bound,
+            version: 1,
+        }),
         records,
         tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
         config_path: args.config.clone(),
         started: Instant::now(),
+        msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
+            ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))
+        }),
+        metrics,
     });
 
     // Bind everything before announcing: a port in use is a start-up error, not a log line.
@@ -164,7 +207,9 @@ pub fn run(args: RunArgs) -> i32 {
     for (i, socks) in per_worker.into_iter().enumerate() {
         let shared = shared.clone();
         let stop = stop_rx.clone();
-        let t = std::thread::Builder::new().name(format!("sip-{i}")).spawn(move || worker(shared, socks, stop));
+        let t = std::thread::Builder::new()
+            .name(format!("sip-{i}"))
+            .spawn(move || worker(shared, socks, stop));
         match t {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -175,7 +220,10 @@ pub fn run(args: RunArgs) -> i32 {
     }
 
     // The control runtime: metrics HTTP, signals, housekeeping.
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sipfence: runtime: {e}");
@@ -192,10 +240,16 @@ pub fn run(args: RunArgs) -> i32 {
 
 fn check_next_hops(p: &Policy) -> Result<(), LoadError> {
     for t in &p.trunks {
-        if let Some(n) = t.next_hop {
-            if n.transport != Transport::Udp {
-                return Err(LoadError::file(&p.source, format!("trunk {}: next_hop over tcp is not supported yet; use udp:", t.name)));
-            }
+        if let Some(n) = t.next_hop
+            && n.transport != Transport::Udp
+        {
+            return Err(LoadError::file(
+                &p.source,
+                format!(
+                    "trunk {}: next_hop over tcp is not supported yet; use udp:",
+                    t.name
+                ),
+            ));
         }
     }
     Ok(())
@@ -207,7 +261,10 @@ enum Sock {
 }
 
 fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::Receiver<bool>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "worker runtime");
@@ -215,12 +272,15 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
         }
     };
     rt.block_on(async move {
-        let mut udps: Vec<(ListenSpec, Arc<tokio::net::UdpSocket>)> = Vec::new();
+        let mut udps: Vec<(ListenSpec, Arc<tokio::net::UdpSocket>, SocketAddr)> = Vec::new();
         let mut tcps = Vec::new();
         for (l, s) in socks {
             match s {
                 Sock::Udp(u) => match tokio::net::UdpSocket::from_std(u) {
-                    Ok(u) => udps.push((l, Arc::new(u))),
+                    Ok(u) => {
+                        let a = u.local_addr().unwrap_or(l.addr);
+                        udps.push((l, Arc::new(u), a))
+                    }
                     Err(e) => tracing::error!(error = %e, "udp socket"),
                 },
                 Sock::Tcp(t) => match tokio::net::TcpListener::from_std(t) {
@@ -242,7 +302,12 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
     });
 }
 
-async fn control(shared: Arc<Shared>, metrics_listen: String, listens: Vec<ListenSpec>, workers: usize) -> i32 {
+async fn control(
+    shared: Arc<Shared>,
+    metrics_listen: String,
+    listens: Vec<ListenSpec>,
+    workers: usize,
+) -> i32 {
     use crate::observability::http::{self, HttpState};
     use tokio::signal::unix::{SignalKind, signal};
     let st = Arc::new(HttpState {
@@ -254,18 +319,37 @@ async fn control(shared: Arc<Shared>, metrics_listen: String, listens: Vec<Liste
         },
         version: {
             let s = shared.clone();
-            Box::new(move || format!("policy=v{} uptime={}s", s.loaded.load().version, s.started.elapsed().as_secs()))
+            Box::new(move || {
+                format!(
+                    "policy=v{} uptime={}s",
+                    s.loaded.load().version,
+                    s.started.elapsed().as_secs()
+                )
+            })
         },
     });
     {
         let l = shared.loaded.load();
         for ls in &listens {
-            let trunks: Vec<&str> = l.policy.trunks.iter().filter(|t| t.listen.contains(ls)).map(|t| t.name.as_str()).collect();
-            println!("sipfence: listening on {ls} (trunks: {})", trunks.join(", "));
+            let trunks: Vec<&str> = l
+                .policy
+                .trunks
+                .iter()
+                .filter(|t| t.listen.contains(ls))
+                .map(|t| t.name.as_str())
+                .collect();
+            println!(
+                "sipfence: listening on {ls} (trunks: {})",
+                trunks.join(", ")
+            );
         }
         for t in &l.policy.trunks {
             if let Some(n) = t.next_hop {
-                println!("sipfence: trunk {} ({}) forwards to {n}", t.name, t.role.as_str());
+                println!(
+                    "sipfence: trunk {} ({}) forwards to {n}",
+                    t.name,
+                    t.role.as_str()
+                );
             }
         }
     }
@@ -281,10 +365,15 @@ async fn control(shared: Arc<Shared>, metrics_listen: String, listens: Vec<Liste
             }
         }
     }
-    println!("sipfence: {workers} worker(s), policy v1 from {}", shared.loaded.load().policy.source);
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    println!(
+        "sipfence: {workers} worker(s), policy v1 from {}",
+        shared.loaded.load().policy.source
+    );
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         eprintln!("sipfence: cannot install signal handlers");
         return 1;
     };

@@ -101,24 +101,30 @@ pub fn handle(
 ) -> Result<Handled, crate::sip::ParseError> {
     out.clear();
     edits.clear();
-    let msg = Message::parse(data)?;
+    let msg = Message::parse_for_relay(data)?;
     if !msg.is_request() {
         return Ok(relay_response(&msg, out, edits));
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
     if let Err(why) = msg.check_request() {
-        let extra = Extra { reason_text: Some(why), server, ..Extra::default() };
+        let extra = Extra {
+            reason_text: Some(why),
+            server,
+            ..Extra::default()
+        };
         if msg.method() == Some(Method::Ack) {
             return Ok(Handled::Dropped("bad-ack"));
         }
         return Ok(respond(&msg, o, 400, &extra, out));
     }
     let top = msg.top_via();
-    if top
-        .and_then(|v| v.branch)
-        .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(&msg, &top, st.via_addr))
-    {
-        let extra = Extra { server, ..Extra::default() };
+    if top.and_then(|v| v.branch).is_some_and(|b| {
+        msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(&msg, &top, st.via_addr)
+    }) {
+        let extra = Extra {
+            server,
+            ..Extra::default()
+        };
         return Ok(respond(&msg, o, 482, &extra, out));
     }
     let method = msg.method().unwrap_or(Method::Other);
@@ -133,31 +139,50 @@ pub fn handle(
     }
     let mf = msg.max_forwards();
     if mf == Some(0) && method != Method::Ack {
-        let extra = Extra { server, ..Extra::default() };
+        let extra = Extra {
+            server,
+            ..Extra::default()
+        };
         return Ok(respond(&msg, o, 483, &extra, out));
     }
 
-    let ctx = Context { source: o.source, local: Some(o.local), trunk: None, now_ms: st.now_ms, rates: st.rates };
+    let ctx = Context {
+        source: o.source,
+        local: Some(o.local),
+        trunk: None,
+        now_ms: st.now_ms,
+        rates: st.rates,
+    };
     let kind_hint = method == Method::Invite && msg.to_tag().is_none();
     if st.overloaded && kind_hint {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
-        let extra = Extra { reason_text: Some("Overloaded"), retry_after: Some(st.policy.proxy.retry_after), server };
+        let extra = Extra {
+            reason_text: Some("Overloaded"),
+            retry_after: Some(st.policy.proxy.retry_after),
+            server,
+        };
         response::write_response(&msg, 503, response::phrase(503), &extra, out);
         return Ok(Handled::Shed(dest_for_response(o, top.as_ref())));
     }
     let d = decide(st.policy, &msg, &ctx);
     observe(&msg, &d);
     if verdict::write_reject(st.policy, &msg, &d, out) {
-        return Ok(Handled::Respond(dest_for_response(o, top.as_ref()), match d.outcome {
-            crate::decide::Outcome::Reject { code } => code,
-            crate::decide::Outcome::Forward => 0,
-        }));
+        return Ok(Handled::Respond(
+            dest_for_response(o, top.as_ref()),
+            match d.outcome {
+                crate::decide::Outcome::Reject { code } => code,
+                crate::decide::Outcome::Forward => 0,
+            },
+        ));
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
         return Ok(Handled::Dropped("no-trunk"));
     };
     if method == Method::Options && d.kind == Kind::OtherRequest && is_for_us(&msg) {
-        let extra = Extra { server, ..Extra::default() };
+        let extra = Extra {
+            server,
+            ..Extra::default()
+        };
         response::write_response(&msg, 200, "OK", &extra, out);
         // Tell keep-alive senders what we are willing to carry.
         let at = out.len() - 2;
@@ -176,23 +201,44 @@ pub fn handle(
 fn is_our_host(msg: &Message, v: &Option<Via>, ours: SocketAddr) -> bool {
     v.as_ref().is_some_and(|v| {
         let host = msg.slice(v.host);
-        let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
-        std::str::from_utf8(host).ok().and_then(|h| h.parse::<IpAddr>().ok()) == Some(ours.ip()) && v.port.unwrap_or(5060) == ours.port()
+        let host = host
+            .strip_prefix(b"[")
+            .and_then(|h| h.strip_suffix(b"]"))
+            .unwrap_or(host);
+        std::str::from_utf8(host)
+            .ok()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            == Some(ours.ip())
+            && v.port.unwrap_or(5060) == ours.port()
     })
 }
 
 /// OPTIONS addressed to the proxy itself (no user part in the Request-URI).
 fn is_for_us(msg: &Message) -> bool {
-    msg.request_uri().and_then(|u| uri::parse(msg.buf(), u).ok()).is_some_and(|u| u.user.is_none())
+    msg.request_uri()
+        .and_then(|u| uri::parse(msg.buf(), u).ok())
+        .is_some_and(|u| u.user.is_none())
 }
 
 fn is_core_side(p: &Policy, source: &SocketAddr) -> bool {
-    p.trunks.iter().any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
+    p.trunks
+        .iter()
+        .any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
 }
 
 /// Our Via, received/rport on the previous one, Max-Forwards minus one.
-fn add_proxy_edits(st: &Step<'_>, msg: &Message, o: &Origin, top: Option<&Via>, mf: Option<u32>, edits: &mut EditList) {
-    let first_header = msg.headers().first().map_or(msg.head_end(), |h| h.line().start as usize);
+fn add_proxy_edits(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    top: Option<&Via>,
+    mf: Option<u32>,
+    edits: &mut EditList,
+) {
+    let first_header = msg
+        .headers()
+        .first()
+        .map_or(msg.head_end(), |h| h.line().start as usize);
     let branch = branch_for(msg, top);
     edits.insert_with(first_header, |out| {
         out.extend_from_slice(b"Via: SIP/2.0/UDP ");
@@ -260,29 +306,51 @@ fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
 
 fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Handled {
     let b = msg.buf();
-    let Some(h) = msg.first(HeaderName::Via) else { return Handled::Dropped("response-no-via") };
+    let Some(h) = msg.first(HeaderName::Via) else {
+        return Handled::Dropped("response-no-via");
+    };
     let Ok((ours, next)) = via::parse_one(b, h.value.start as usize, h.value.end as usize) else {
         return Handled::Dropped("response-bad-via");
     };
-    if !ours.branch.is_some_and(|br| br.of(b).starts_with(BRANCH_PREFIX)) {
+    if !ours
+        .branch
+        .is_some_and(|br| br.of(b).starts_with(BRANCH_PREFIX))
+    {
         return Handled::Dropped("response-not-ours");
     }
-    let conn = crate::sip::uri::param(b, ours.params, b"sfc").and_then(|s| lex::parse_u32(s.of(b)).map(u64::from));
+    let conn = crate::sip::uri::param(b, ours.params, b"sfc")
+        .and_then(|s| lex::parse_u32(s.of(b)).map(u64::from));
     // The Via to answer: the rest of this field, or the next Via field.
     let (remove, below) = if next < h.value.end as usize {
         let rest = lex::skip_lws(b, next + 1);
-        (Span::new(ours.whole.start as usize, rest), via::parse_one(b, rest, h.value.end as usize).ok().map(|(v, _)| v))
+        (
+            Span::new(ours.whole.start as usize, rest),
+            via::parse_one(b, rest, h.value.end as usize)
+                .ok()
+                .map(|(v, _)| v),
+        )
     } else {
-        let below = msg.all(HeaderName::Via).nth(1).and_then(|h2| via::parse_first(b, h2.value));
+        let below = msg
+            .all(HeaderName::Via)
+            .nth(1)
+            .and_then(|h2| via::parse_first(b, h2.value));
         (h.line(), below)
     };
-    let Some(below) = below else { return Handled::Dropped("response-no-next-via") };
+    let Some(below) = below else {
+        return Handled::Dropped("response-no-next-via");
+    };
     let dest = match conn {
         Some(c) => Dest::Tcp(c),
         None => {
             let host = below.received.unwrap_or(below.host).of(b);
-            let host = host.strip_prefix(b"[").and_then(|h| h.strip_suffix(b"]")).unwrap_or(host);
-            let Some(ip) = std::str::from_utf8(host).ok().and_then(|h| h.parse::<IpAddr>().ok()) else {
+            let host = host
+                .strip_prefix(b"[")
+                .and_then(|h| h.strip_suffix(b"]"))
+                .unwrap_or(host);
+            let Some(ip) = std::str::from_utf8(host)
+                .ok()
+                .and_then(|h| h.parse::<IpAddr>().ok())
+            else {
                 // A stateless proxy does no DNS on the response path.
                 return Handled::Dropped("response-unresolvable");
             };
@@ -297,7 +365,13 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
 
 /// In-dialog requests from the core towards a trunk peer: drop our Route, go to the
 /// next Route or the Request-URI.
-fn forward_from_core(st: &Step<'_>, msg: &Message, o: &Origin, out: &mut Vec<u8>, edits: &mut EditList) -> Handled {
+fn forward_from_core(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    out: &mut Vec<u8>,
+    edits: &mut EditList,
+) -> Handled {
     let b = msg.buf();
     let mf = msg.max_forwards();
     if mf == Some(0) {
@@ -306,27 +380,35 @@ fn forward_from_core(st: &Step<'_>, msg: &Message, o: &Origin, out: &mut Vec<u8>
     }
     let mut target = msg.request_uri();
     let mut routes = msg.all(HeaderName::Route).peekable();
-    if let Some(r) = routes.peek() {
-        if let Ok(na) = crate::sip::addr::parse_single(b, r.value) {
-            let ours = uri::parse(b, na.uri).ok().is_some_and(|u| {
-                std::str::from_utf8(u.host.of(b)).ok().and_then(|h| h.parse::<IpAddr>().ok()) == Some(st.via_addr.ip())
-                    && u.port.unwrap_or(5060) == st.via_addr.port()
-            });
-            if ours {
-                edits.remove(r.line());
-                routes.next();
-            } else {
-                target = Some(na.uri);
-            }
-        }
-    }
-    if let Some(r) = routes.next() {
-        if let Ok(na) = crate::sip::addr::parse_single(b, r.value) {
+    if let Some(r) = routes.peek()
+        && let Ok(na) = crate::sip::addr::parse_single(b, r.value)
+    {
+        let ours = uri::parse(b, na.uri).ok().is_some_and(|u| {
+            std::str::from_utf8(u.host.of(b))
+                .ok()
+                .and_then(|h| h.parse::<IpAddr>().ok())
+                == Some(st.via_addr.ip())
+                && u.port.unwrap_or(5060) == st.via_addr.port()
+        });
+        if ours {
+            edits.remove(r.line());
+            routes.next();
+        } else {
             target = Some(na.uri);
         }
     }
-    let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else { return Handled::Dropped("core-no-target") };
-    let Some(ip) = std::str::from_utf8(t.host.of(b)).ok().and_then(|h| h.parse::<IpAddr>().ok()) else {
+    if let Some(r) = routes.next()
+        && let Ok(na) = crate::sip::addr::parse_single(b, r.value)
+    {
+        target = Some(na.uri);
+    }
+    let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else {
+        return Handled::Dropped("core-no-target");
+    };
+    let Some(ip) = std::str::from_utf8(t.host.of(b))
+        .ok()
+        .and_then(|h| h.parse::<IpAddr>().ok())
+    else {
         return Handled::Dropped("core-unresolvable");
     };
     let dest = SocketAddr::new(ip, t.port.unwrap_or(5060));
@@ -338,31 +420,47 @@ fn forward_from_core(st: &Step<'_>, msg: &Message, o: &Origin, out: &mut Vec<u8>
 
 /// A 400 for a request the parser refused, when enough of it is readable to answer
 /// (start line, Via, Call-ID...): built from a lenient re-read of the header lines.
-pub fn bad_request_for(data: &[u8], source: SocketAddr, conn: Option<u64>, why: &str, out: &mut Vec<u8>) -> Option<Dest> {
+pub fn bad_request_for(
+    data: &[u8],
+    source: SocketAddr,
+    conn: Option<u64>,
+    why: &str,
+    out: &mut Vec<u8>,
+) -> Option<Dest> {
     out.clear();
     let text = data.get(..data.len().min(crate::sip::MAX_MESSAGE))?;
     let head_end = memchr::memmem::find(text, b"\r\n\r\n").unwrap_or(text.len());
-    let mut lines = text[..head_end].split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = text[..head_end]
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next()?;
     // Only requests are answered, and never an ACK.
-    if first.starts_with(b"SIP/") || first.starts_with(b"ACK ") || !first.first().is_some_and(|&c| lex::is_token(c)) {
+    if first.starts_with(b"SIP/")
+        || first.starts_with(b"ACK ")
+        || !first.first().is_some_and(|&c| lex::is_token(c))
+    {
         return None;
     }
     let mut vias = vec![];
     let mut keep = vec![];
     let mut via_port = None;
     for l in lines {
-        let Some(colon) = l.iter().position(|&c| c == b':') else { continue };
+        let Some(colon) = l.iter().position(|&c| c == b':') else {
+            continue;
+        };
         let name = HeaderName::parse(lex::trim(&l[..colon]));
         match name {
             HeaderName::Via => {
                 if via_port.is_none() {
                     let v = lex::trim(&l[colon + 1..]);
-                    via_port = via::parse_first(v, Span::new(0, v.len())).map(|x| (x.rport.is_some(), x.port));
+                    via_port = via::parse_first(v, Span::new(0, v.len()))
+                        .map(|x| (x.rport.is_some(), x.port));
                 }
                 vias.push(l);
             }
-            HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq => keep.push(l),
+            HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq => {
+                keep.push(l)
+            }
             _ => {}
         }
     }
@@ -373,11 +471,20 @@ pub fn bad_request_for(data: &[u8], source: SocketAddr, conn: Option<u64>, why: 
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Reason: SIP;cause=400;text=\"");
-    out.extend(why.bytes().filter(|&c| c != b'"' && c != b'\\' && c >= b' '));
+    out.extend(
+        why.bytes()
+            .filter(|&c| c != b'"' && c != b'\\' && c >= b' '),
+    );
     out.extend_from_slice(b"\"\r\nContent-Length: 0\r\n\r\n");
     Some(match conn {
         Some(c) => Dest::Tcp(c),
-        None => Dest::Udp(SocketAddr::new(source.ip(), if rport { source.port() } else { port.unwrap_or(5060) })),
+        None => Dest::Udp(SocketAddr::new(
+            source.ip(),
+            if rport {
+                source.port()
+            } else {
+                port.unwrap_or(5060)
+            },
+        )),
     })
 }
-

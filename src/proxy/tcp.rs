@@ -48,11 +48,23 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, local: ListenSpec, listener:
             continue;
         }
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(shared.clone(), udps.clone(), local, stream, peer));
+        tokio::spawn(connection(
+            shared.clone(),
+            udps.clone(),
+            local,
+            stream,
+            peer,
+        ));
     }
 }
 
-async fn connection(shared: Arc<Shared>, udps: Udps, local: ListenSpec, stream: TcpStream, peer: SocketAddr) {
+async fn connection(
+    shared: Arc<Shared>,
+    udps: Udps,
+    local: ListenSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
@@ -65,14 +77,18 @@ async fn connection(shared: Arc<Shared>, udps: Udps, local: ListenSpec, stream: 
             }
         }
     });
-    let Some(fwd) = udp::forwarder(&udps, &local) else {
+    let Some((fwd, via_addr)) = udp::forwarder(&udps, &local) else {
         shared.metrics.dropped("no-udp-forwarder");
         return;
     };
     let idle = Duration::from_secs(shared.loaded.load().policy.proxy.tcp_idle_secs.max(1));
     let mut buf = BytesMut::with_capacity(8192);
     let mut sc = Scratch::new();
-    let o = Origin { source: peer, local, conn: Some(id) };
+    let o = Origin {
+        source: peer,
+        local,
+        conn: Some(id),
+    };
     'conn: loop {
         match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
             Err(_) => {
@@ -86,7 +102,9 @@ async fn connection(shared: Arc<Shared>, udps: Udps, local: ListenSpec, stream: 
             match frame_stream(&buf) {
                 Ok(Frame::Incomplete) => {
                     if buf.len() > MAX_MESSAGE + 4 {
-                        shared.metrics.parse_error("tcp", crate::sip::ErrorKind::TooLarge);
+                        shared
+                            .metrics
+                            .parse_error("tcp", crate::sip::ErrorKind::TooLarge);
                         break 'conn;
                     }
                     break;
@@ -98,13 +116,19 @@ async fn connection(shared: Arc<Shared>, udps: Udps, local: ListenSpec, stream: 
                 Ok(Frame::Message { skip, len }) => {
                     buf.advance(skip);
                     let data = buf.split_to(len).freeze();
-                    udp::process(&shared, &fwd, data, &o, false, &mut sc).await;
+                    udp::process(&shared, &fwd, via_addr, data, &o, false, &mut sc).await;
                 }
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error.
                     shared.metrics.parse_error("tcp", e.kind);
                     let data = buf.split().freeze();
-                    if let Some(Dest::Tcp(_)) = super::stateless::bad_request_for(&data, peer, Some(id), &e.to_string(), &mut sc.out) {
+                    if let Some(Dest::Tcp(_)) = super::stateless::bad_request_for(
+                        &data,
+                        peer,
+                        Some(id),
+                        &e.to_string(),
+                        &mut sc.out,
+                    ) {
                         let _ = tx.try_send(Bytes::copy_from_slice(&sc.out));
                     }
                     break 'conn;

@@ -28,14 +28,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-pub type Udps = Arc<Vec<(ListenSpec, Arc<UdpSocket>)>>;
+/// A worker's UDP sockets: the listener they serve, the socket, its bound address.
+pub type Udps = Arc<Vec<(ListenSpec, Arc<UdpSocket>, SocketAddr)>>;
 
 /// The socket that forwards for a listener: the UDP one on the same address, else the first.
-pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<Arc<UdpSocket>> {
+pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<(Arc<UdpSocket>, SocketAddr)> {
     udps.iter()
-        .find(|(l, _)| l.addr == local.addr)
+        .find(|(l, _, _)| l.addr == local.addr)
         .or_else(|| udps.first())
-        .map(|(_, s)| s.clone())
+        .map(|(_, s, a)| (s.clone(), *a))
 }
 
 /// Reusable per-task buffers.
@@ -46,7 +47,10 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { out: Vec::with_capacity(4096), edits: EditList::new() }
+        Scratch {
+            out: Vec::with_capacity(4096),
+            edits: EditList::new(),
+        }
     }
 }
 
@@ -57,17 +61,26 @@ impl Default for Scratch {
 }
 
 /// Runs one message through the stateless step and sends what comes out.
-pub async fn process(shared: &Shared, fwd: &UdpSocket, data: bytes::Bytes, o: &Origin, overloaded: bool, sc: &mut Scratch) {
+pub async fn process(
+    shared: &Shared,
+    fwd: &UdpSocket,
+    via_addr: SocketAddr,
+    data: bytes::Bytes,
+    o: &Origin,
+    overloaded: bool,
+    sc: &mut Scratch,
+) {
     let l = shared.loaded.load();
     let transport = o.local.transport.as_str();
-    let kind = if data.starts_with(b"SIP/") { "response" } else { "request" };
-    shared.metrics.messages.with_label_values(&[transport, kind]).inc();
+    shared.count_message(o.local.transport, data.starts_with(b"SIP/"));
     let now = crate::cli::now_ms();
-    let via_addr = match fwd.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    let step = Step {
+        policy: &l.policy,
+        rates: &shared.rates,
+        now_ms: now,
+        via_addr,
+        overloaded,
     };
-    let step = Step { policy: &l.policy, rates: &shared.rates, now_ms: now, via_addr, overloaded };
     let t0 = Instant::now();
     let raw = data.clone();
     let mut observe = |m: &crate::sip::Message, d: &crate::decide::Decision| {
@@ -132,15 +145,21 @@ pub async fn send(shared: &Shared, sock: &UdpSocket, dest: Dest, bytes: &[u8]) {
 
 /// Receive loop of one UDP socket.
 pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
-    let (local, sock) = (udps[i].0, udps[i].1.clone());
+    let (local, sock, via_addr) = (udps[i].0, udps[i].1.clone(), udps[i].2);
     let mut buf = BytesMut::with_capacity(1 << 16);
     let mut sc = Scratch::new();
     loop {
         if sock.readable().await.is_err() {
             continue;
         }
-        let queue = shared.loaded.load().policy.proxy.queue.max(1);
-        let mut drained = 0usize;
+        // A busy period: from the wake-up until the socket is empty. One that lasts
+        // longer than `overload_ms` means datagrams arrive faster than we handle them,
+        // and the kernel queue grows: new INVITEs are then answered 503 cheaply until
+        // the queue drains.
+        let overload_after =
+            std::time::Duration::from_millis(shared.loaded.load().policy.proxy.overload_ms.max(1));
+        let busy_since = Instant::now();
+        let mut drained = 0u32;
         loop {
             // Reclaims the previous datagram's memory once its Bytes is gone.
             buf.clear();
@@ -149,9 +168,17 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 Ok((_, src)) => {
                     drained += 1;
                     let data = buf.split().freeze();
-                    let o = Origin { source: src, local, conn: None };
-                    // Still draining after `queue` datagrams in one go: we are behind.
-                    process(&shared, &sock, data, &o, drained > queue, &mut sc).await;
+                    let o = Origin {
+                        source: src,
+                        local,
+                        conn: None,
+                    };
+                    let overloaded = busy_since.elapsed() > overload_after;
+                    process(&shared, &sock, via_addr, data, &o, overloaded, &mut sc).await;
+                    if drained.is_multiple_of(64) {
+                        // Let the worker's other sockets and connections have their turn.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP port unreachable from an earlier send, and the like: not fatal.

@@ -183,6 +183,12 @@ impl Message {
         parse::parse_message(buf)
     }
 
+    /// Like [`Message::parse`], but a response is checked only as far as relaying it
+    /// needs (its Via); requests are always checked in full.
+    pub fn parse_for_relay(buf: Bytes) -> Result<Message, ParseError> {
+        parse::parse_message_with(buf, parse::Check::ViaOnly)
+    }
+
     pub fn bytes(&self) -> &Bytes {
         &self.buf
     }

@@ -78,7 +78,21 @@ fn line_end(b: &[u8], i: usize) -> Option<(usize, usize)> {
     Some((end, nl + 1))
 }
 
+/// How much of a message to check beyond its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Every header the filter relies on (requests, RFC 4475).
+    Full,
+    /// Only Via: what a stateless proxy needs to relay a response. Responses are not
+    /// judged, and validating their other fields would cost every relayed message.
+    ViaOnly,
+}
+
 pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
+    parse_message_with(buf, Check::Full)
+}
+
+pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, ParseError> {
     let b: &[u8] = &buf;
     if b.len() > MAX_MESSAGE {
         return Err(ParseError::new(ErrorKind::TooLarge, MAX_MESSAGE));
@@ -180,7 +194,15 @@ pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
             .ok_or_else(|| ParseError::new(ErrorKind::BodyTruncated, b.len()))?;
     }
     msg.body = Span::new(body_start, body_end);
-    let (from, to) = validate_headers(&msg, b)?;
+    let (from, to) = if check == Check::Full || msg.is_request() {
+        validate_headers(&msg, b)?
+    } else {
+        for h in msg.headers().iter().filter(|h| h.name == HeaderName::Via) {
+            via::parse_list(b, h.value, |_| {})
+                .map_err(|_| ParseError::header(HeaderName::Via, h.value.start as usize))?;
+        }
+        (None, None)
+    };
     msg.from = from;
     msg.to = to;
     msg.buf = buf;

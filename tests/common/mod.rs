@@ -32,7 +32,12 @@ use std::time::{Duration, Instant};
 /// `sipp` on PATH. Under CI it must be there (the test script installs it); elsewhere
 /// the test prints why and skips.
 pub fn sipp_available() -> bool {
-    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let ok = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
     if !ok {
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
             panic!("sipp is missing: run scripts/deps.sh (CI installs it)");
@@ -75,7 +80,13 @@ impl Proxy {
         let path = dir.path().join("sipfence.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["run", "--config", path.to_str().unwrap(), "--workers", &workers.to_string()])
+            .args([
+                "run",
+                "--config",
+                path.to_str().unwrap(),
+                "--workers",
+                &workers.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -103,15 +114,26 @@ impl Proxy {
         let mut proc = Proc(child);
         if rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let st = proc.0.try_wait();
-            panic!("sipfence did not start: {st:?}; stdout: {:?}", lines.lock().unwrap());
+            panic!(
+                "sipfence did not start: {st:?}; stdout: {:?}",
+                lines.lock().unwrap()
+            );
         }
         let metrics = lines
             .lock()
             .unwrap()
             .iter()
-            .find_map(|l| l.strip_prefix("sipfence: metrics on ").map(|s| s.trim_end_matches("/metrics").to_string()))
+            .find_map(|l| {
+                l.strip_prefix("sipfence: metrics on ")
+                    .map(|s| s.trim_end_matches("/metrics").to_string())
+            })
             .unwrap_or_default();
-        Proxy { proc, dir, metrics, stdout: lines }
+        Proxy {
+            proc,
+            dir,
+            metrics,
+            stdout: lines,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -119,7 +141,9 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
     }
 
     /// GET over HTTP as Prometheus would (plain HTTP/1.1, no client library needed).
@@ -131,8 +155,15 @@ impl Proxy {
         write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
         let mut body = String::new();
         let _ = s.read_to_string(&mut body);
-        let code = body.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let code = body
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = body
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 
@@ -140,23 +171,45 @@ impl Proxy {
     pub fn metric(&self, sample: &str) -> f64 {
         let (_, body) = self.http("GET", "/metrics");
         body.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or(0.0)
     }
 }
 
 /// Runs a sipp process to completion with a deadline; returns (exit code, stdout+stderr).
 pub fn run_sipp(args: &[&str], dir: &std::path::Path, deadline: Duration) -> (i32, String) {
-    let mut child = Command::new("sipp").args(args).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("sipp");
+    let mut child = Command::new("sipp")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp");
     let t = Instant::now();
     loop {
         if let Ok(Some(st)) = child.try_wait() {
-            let out = child.wait_with_output().map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default();
+            let out = child
+                .wait_with_output()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_default();
             return (st.code().unwrap_or(-1), out);
         }
         if t.elapsed() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            let out = child
+                .wait_with_output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
             return (-2, out);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -166,7 +219,14 @@ pub fn run_sipp(args: &[&str], dir: &std::path::Path, deadline: Duration) -> (i3
 /// A sipp UAS on a port, killed on drop.
 pub fn sipp_uas(port: u16, scenario: Option<&std::path::Path>, dir: &std::path::Path) -> Proc {
     let port_s = port.to_string();
-    let mut args: Vec<String> = vec!["-i".into(), "127.0.0.1".into(), "-p".into(), port_s, "-nostdin".into(), "-bind_local".into()];
+    let mut args: Vec<String> = vec![
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port_s,
+        "-nostdin".into(),
+        "-bind_local".into(),
+    ];
     match scenario {
         Some(s) => {
             args.push("-sf".into());
@@ -178,7 +238,75 @@ pub fn sipp_uas(port: u16, scenario: Option<&std::path::Path>, dir: &std::path::
             args.push("uas".into());
         }
     }
-    let c = Command::new("sipp").args(&args).current_dir(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sipp uas");
+    let c = Command::new("sipp")
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp uas");
     std::thread::sleep(Duration::from_millis(300));
     Proc(c)
+}
+
+/// The end-to-end UAC scenario expecting `expect` (200: a full call; else that rejection
+/// code, then the ACK to the proxy).
+pub fn uac_scenario(dir: &std::path::Path, expect: u16) -> std::path::PathBuf {
+    let tpl = include_str!("../../testdata/sipp/uac.xml.in");
+    let body = if expect == 200 {
+        r#"  <recv response="180" optional="true"> </recv>
+  <recv response="200" rtd="true" rrs="true"> </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0][local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0][local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="180" optional="true"> </recv>
+  <recv response="200"> </recv>"#
+            .to_string()
+    } else {
+        format!(
+            r#"  <recv response="{expect}"> </recv>
+  <send>
+    <![CDATA[
+
+      ACK sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
+      From: <sip:[field0][local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"#
+        )
+    };
+    let p = dir.join(format!("uac-{expect}.xml"));
+    std::fs::write(&p, tpl.replace("@BODY@", &body)).unwrap();
+    p
 }

@@ -1,0 +1,810 @@
+#!/usr/bin/env python3
+"""Generates the packet captures that `sipfence replay` is tested against.
+
+Run from anywhere (it writes relative to the project root):
+
+    python3 scripts/gen_testdata.py
+
+Python 3 standard library only; no randomness and fixed timestamps (every capture starts
+at 2026-11-30T02:00:00Z, packets 100 ms apart), so every run rewrites byte-identical files.
+It writes, in testdata/pcap/:
+
+  rules-udp.pcap       classic pcap, Ethernet/IPv4/UDP: per rule one call it blocks (or
+                       rewrites / labels) and allowed calls, full dialogs
+  rules-tcp.pcapng     pcapng (SHB, IDB linktype 1, EPBs), SIP over TCP: 3-way handshakes,
+                       two INVITEs in one segment, INVITEs split across two segments (once in
+                       the headers, once in the SDP body), one retransmitted INVITE segment
+  vlan-ipv6-frag.pcap  802.1Q-tagged Ethernet: IPv4 and IPv6 UDP calls, a ~3000-byte
+                       INVITE in IPv4 fragments and one in IPv6 fragments (Fragment header)
+  sll.pcap             Linux cooked capture v1 (linktype 113)
+  sll2.pcap            Linux cooked capture v2 (linktype 276)
+  rawip.pcap           raw IP (linktype 101), IPv4 and one IPv6 call
+  truncated.pcap       valid capture cut off in the middle of its last packet record (an
+                       INVITE that therefore must not produce a verdict)
+  expected.tsv         one row per initial INVITE (no To-tag) that replay can read:
+                       file, call_id, trunk, verdict, code, rule (built-in policy)
+
+The verdicts in expected.tsv follow deploy/sipfence.toml (the built-in policy): packets from
+127.0.0.1 to 127.0.0.1:5060 belong to trunk "intl" (international), to 127.0.0.1:5062 to
+"ent-400" (enterprise); 192.0.2.50 and IPv6 sources match no trunk ("-", unknown-source).
+Each call below states its expected verdict next to the numbers it carries. A retransmitted
+TCP segment is one call (one row), as is the fragmented INVITE. No call exercises label-mvno:
+under the built-in policy an MVNO (+86) caller is rejected first on either trunk
+(intl-domestic-caller, or enterprise-not-whitelisted as no MVNO number is whitelisted); nor
+the enterprise-foreign-network/-hours/-rate rules, which the built-in policy leaves inactive
+(no own_segments, no hours, limits of 6000 and 600 calls per minute).
+
+With --counts it also writes testdata/pcap/counts.tsv: for each capture above and each one
+listed in ../shared/corpus/pcap/INDEX.tsv, the number of SIP messages tshark decodes (needs
+tshark; the exact command is in the file's comment lines). Without tshark, run it without
+--counts: the captures and expected.tsv do not depend on it.
+
+    python3 scripts/gen_testdata.py --counts
+"""
+
+import hashlib
+import ipaddress
+import os
+import struct
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(ROOT, "testdata", "pcap")
+REL_DIR = "testdata/pcap"
+
+T0_US = 1796004000 * 1_000_000  # 2026-11-30T02:00:00Z
+STEP_US = 100_000  # 100 ms between packets
+
+PROXY4 = "127.0.0.1"
+UAC4 = "127.0.0.1"
+FOREIGN4 = "192.0.2.50"  # no trunk claims it
+UAS_CONTACT = "127.0.0.1:5080"  # the core the proxy forwards to
+INTL, ENT = 5060, 5062
+UAC_PORT = 5070
+
+MAC_PROXY = bytes.fromhex("020000000001")
+MAC_UAC = bytes.fromhex("02000000000a")
+
+INTL_CALLEE = "+861012345678"
+ENT_CALLEE = "+861087654321"
+
+
+def h(*parts, n=16):
+    """Deterministic hex token from text parts."""
+    return hashlib.sha1("/".join(str(p) for p in parts).encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------------------------------
+# Checksums, IP, UDP, TCP
+# ---------------------------------------------------------------------------------------
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def ip_bytes(addr):
+    return ipaddress.ip_address(addr).packed
+
+
+def is_v6(addr):
+    return ":" in addr
+
+
+def pseudo(src, dst, proto, length):
+    s, d = ip_bytes(src), ip_bytes(dst)
+    if len(s) == 16:
+        return s + d + struct.pack("!IxxxB", length, proto)
+    return s + d + struct.pack("!xBH", proto, length)
+
+
+def l4_checksum(src, dst, proto, seg):
+    c = csum(pseudo(src, dst, proto, len(seg)) + seg)
+    if proto == 17 and c == 0:
+        c = 0xFFFF
+    return c
+
+
+def udp(src, sport, dst, dport, payload):
+    hdr = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
+    c = l4_checksum(src, dst, 17, hdr + payload)
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), c) + payload
+
+
+TCP_FIN, TCP_SYN, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x08, 0x10
+
+
+def tcp(src, sport, dst, dport, seq, ack, flags, payload, mss=None):
+    opts = struct.pack("!BBH", 2, 4, mss) if mss else b""
+    off = (20 + len(opts)) // 4
+    ack_v = ack if flags & TCP_ACK else 0
+
+    def build(c):
+        return struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack_v & 0xFFFFFFFF,
+                           off << 4, flags, 65535, c, 0) + opts + payload
+
+    return build(l4_checksum(src, dst, 6, build(0)))
+
+
+class IpIds:
+    """Per-capture IPv4 identification / IPv6 fragment id counter (deterministic)."""
+
+    def __init__(self, start):
+        self.n = start
+
+    def next(self):
+        self.n = (self.n + 1) & 0xFFFF
+        return self.n
+
+
+def ipv4(src, dst, proto, payload, ident, flags_off=0, ttl=64):
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags_off, ttl,
+                      proto, 0, ip_bytes(src), ip_bytes(dst))
+    c = csum(hdr)
+    return hdr[:10] + struct.pack("!H", c) + hdr[12:] + payload
+
+
+def ipv6(src, dst, nh, payload, hlim=64):
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, hlim,
+                       ip_bytes(src), ip_bytes(dst)) + payload
+
+
+def ip_packets(src, dst, proto, l4, ids, mtu=1500, df=False):
+    """One L4 segment as a list of IP packets, fragmented to `mtu` when it does not fit."""
+    if is_v6(src):
+        if 40 + len(l4) <= mtu:
+            return [ipv6(src, dst, proto, l4)]
+        ident = 0x5F3A0000 | ids.next()
+        per = (mtu - 40 - 8) // 8 * 8
+        out = []
+        for off in range(0, len(l4), per):
+            chunk = l4[off:off + per]
+            more = 1 if off + per < len(l4) else 0
+            frag = struct.pack("!BBHI", proto, 0, (off // 8) << 3 | more, ident)
+            out.append(ipv6(src, dst, 44, frag + chunk))
+        return out
+    ident = ids.next()
+    if 20 + len(l4) <= mtu:
+        return [ipv4(src, dst, proto, l4, ident, 0x4000 if df else 0)]
+    per = (mtu - 20) // 8 * 8
+    out = []
+    for off in range(0, len(l4), per):
+        chunk = l4[off:off + per]
+        more = 0x2000 if off + per < len(l4) else 0
+        out.append(ipv4(src, dst, proto, chunk, ident, more | (off // 8)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Link layers: each takes (ip packet, outgoing?) and returns the frame
+# ---------------------------------------------------------------------------------------
+
+def ethertype_of(pkt):
+    return 0x86DD if pkt[0] >> 4 == 6 else 0x0800
+
+
+def link_ether(pkt, outgoing, vlan=None):
+    dst, src = (MAC_UAC, MAC_PROXY) if outgoing else (MAC_PROXY, MAC_UAC)
+    if vlan is None:
+        return dst + src + struct.pack("!H", ethertype_of(pkt)) + pkt
+    return dst + src + struct.pack("!HHH", 0x8100, vlan, ethertype_of(pkt)) + pkt
+
+
+ARPHRD_LOOPBACK = 772
+PACKET_HOST, PACKET_OUTGOING = 0, 4
+
+
+def link_sll(pkt, outgoing):
+    ptype = PACKET_OUTGOING if outgoing else PACKET_HOST
+    return struct.pack("!HHH8sH", ptype, ARPHRD_LOOPBACK, 6, b"\0" * 8, ethertype_of(pkt)) + pkt
+
+
+def link_sll2(pkt, outgoing):
+    ptype = PACKET_OUTGOING if outgoing else PACKET_HOST
+    return struct.pack("!HHIHBB8s", ethertype_of(pkt), 0, 1, ARPHRD_LOOPBACK, ptype, 6,
+                       b"\0" * 8) + pkt
+
+
+def link_raw(pkt, outgoing):
+    return pkt
+
+
+# ---------------------------------------------------------------------------------------
+# File formats
+# ---------------------------------------------------------------------------------------
+
+LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_SLL, LINKTYPE_SLL2 = 1, 101, 113, 276
+SNAPLEN = 262144
+
+
+def pcap_bytes(linktype, packets, cut_last=False):
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, linktype))
+    for i, (ts, frame) in enumerate(packets):
+        rec = struct.pack("<IIII", ts // 1_000_000, ts % 1_000_000, len(frame), len(frame))
+        if cut_last and i == len(packets) - 1:
+            # Record header complete, packet data cut off half-way.
+            out += rec + frame[: len(frame) // 2]
+        else:
+            out += rec + frame
+    return bytes(out)
+
+
+def pcapng_option(code, value):
+    pad = (-len(value)) % 4
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * pad
+
+
+def pcapng_block(btype, body):
+    total = 12 + len(body)
+    return struct.pack("<II", btype, total) + body + struct.pack("<I", total)
+
+
+def pcapng_bytes(linktype, packets):
+    shb_opts = pcapng_option(4, b"sipfence scripts/gen_testdata.py") + pcapng_option(0, b"")
+    out = bytearray(pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+                                 + shb_opts))
+    idb_opts = (pcapng_option(2, b"lo") + pcapng_option(9, bytes([6]))
+                + pcapng_option(0, b""))
+    out += pcapng_block(0x00000001, struct.pack("<HHI", linktype, 0, SNAPLEN) + idb_opts)
+    for ts, frame in packets:
+        pad = (-len(frame)) % 4
+        body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame))
+        out += pcapng_block(0x00000006, body + frame + b"\0" * pad)
+    return bytes(out)
+
+
+class Capture:
+    """Packets of one file, stamped 100 ms apart from T0."""
+
+    def __init__(self, link, ids_start):
+        self.link = link
+        self.packets = []
+        self.ids = IpIds(ids_start)
+
+    def frame(self, ip_pkt, outgoing):
+        self.packets.append((T0_US + len(self.packets) * STEP_US, self.link(ip_pkt, outgoing)))
+
+    def udp(self, src, dst, payload, outgoing, mtu=1500):
+        (sa, sp), (da, dp) = src, dst
+        for p in ip_packets(sa, da, 17, udp(sa, sp, da, dp, payload), self.ids, mtu):
+            self.frame(p, outgoing)
+
+
+# ---------------------------------------------------------------------------------------
+# SIP
+# ---------------------------------------------------------------------------------------
+
+REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 403: "Forbidden",
+           433: "Anonymity Disallowed", 608: "Rejected"}
+
+
+def hostport(addr, port):
+    return "[%s]:%d" % (addr, port) if is_v6(addr) else "%s:%d" % (addr, port)
+
+
+def host(addr):
+    return "[%s]" % addr if is_v6(addr) else addr
+
+
+class Call:
+    """One call and the verdict the built-in policy gives its initial INVITE.
+
+    caller: the From user ("+4420...", "110", national "13812345678"), or "anonymous",
+    or "" for a From URI without a user part.
+    expect: (trunk, verdict, code, rule) as in expected.tsv.
+    """
+
+    def __init__(self, call_id, caller, expect, *, uac=(UAC4, UAC_PORT), proxy=(PROXY4, INTL),
+                 pai=None, privacy=None, transport="UDP", big=False):
+        self.call_id = call_id
+        self.caller = caller
+        self.expect = expect
+        self.uac = uac
+        self.proxy = proxy
+        self.pai = pai
+        self.privacy = privacy
+        self.transport = transport
+        self.big = big
+        self.callee = ENT_CALLEE if proxy[1] == ENT else INTL_CALLEE
+        self.ftag = h(call_id, "from", n=10)
+        self.ttag = h(call_id, "to", n=10)
+
+    @property
+    def rejected(self):
+        return self.expect[1] == "reject"
+
+    @property
+    def code(self):
+        return int(self.expect[2])
+
+    def branch(self, what):
+        return "z9hG4bK" + h(self.call_id, what)
+
+    def via(self, what):
+        return "Via: SIP/2.0/%s %s;branch=%s;rport" % (
+            self.transport, hostport(*self.uac), self.branch(what))
+
+    def from_hdr(self):
+        ua = host(self.uac[0])
+        if self.caller == "":
+            return "From: <sip:%s>;tag=%s" % (ua, self.ftag)
+        if self.caller == "anonymous":
+            return 'From: "Anonymous" <sip:anonymous@anonymous.invalid>;tag=%s' % self.ftag
+        return 'From: "%s" <sip:%s@%s;user=phone>;tag=%s' % (self.caller, self.caller, ua,
+                                                            self.ftag)
+
+    def to_hdr(self, tag):
+        v = "To: <sip:%s@%s;user=phone>" % (self.callee, host(self.proxy[0]))
+        return v + (";tag=%s" % self.ttag if tag else "")
+
+    def ruri(self):
+        return "sip:%s@%s;user=phone" % (self.callee, hostport(*self.proxy))
+
+    def contact(self):
+        user = self.caller + "@" if self.caller not in ("", "anonymous") else ""
+        return "Contact: <sip:%s%s;transport=%s>" % (user, hostport(*self.uac),
+                                                      self.transport.lower())
+
+    def route(self):
+        return "<sip:%s;transport=%s;lr>" % (hostport(*self.proxy), self.transport.lower())
+
+    def sdp(self, addr, port, sess, big=False):
+        ipv = "IP6" if is_v6(addr) else "IP4"
+        lines = [
+            "v=0",
+            "o=- %d %d IN %s %s" % (sess, sess, ipv, addr),
+            "s=-",
+            "c=IN %s %s" % (ipv, addr),
+            "t=0 0",
+            "m=audio %d RTP/AVP 8 0 18 101" % port,
+            "a=rtpmap:8 PCMA/8000",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:18 G729/8000",
+            "a=fmtp:18 annexb=no",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15",
+            "a=ptime:20",
+            "a=sendrecv",
+        ]
+        if big:
+            # A long offer: ICE candidates and a video stream, as softphones send.
+            lines.insert(5, "a=ice-ufrag:%s" % h(self.call_id, "ufrag", n=8))
+            lines.insert(6, "a=ice-pwd:%s" % h(self.call_id, "pwd", n=24))
+            for i in range(18):
+                lines.append("a=candidate:%d 1 UDP %d %s %d typ host generation 0" % (
+                    i + 1, 2130706431 - i, addr, port + 2 * i))
+            lines.append("m=video %d RTP/AVP 96 97 98" % (port + 100))
+            for pt, codec in ((96, "H264"), (97, "H264"), (98, "VP8")):
+                lines.append("a=rtpmap:%d %s/90000" % (pt, codec))
+                lines.append("a=rtcp-fb:%d nack" % pt)
+                lines.append("a=rtcp-fb:%d nack pli" % pt)
+                lines.append("a=rtcp-fb:%d ccm fir" % pt)
+            lines.append("a=fmtp:96 profile-level-id=42e01f;packetization-mode=1")
+            lines.append("a=fmtp:97 profile-level-id=42e01f;packetization-mode=0")
+            for i in range(8):
+                lines.append("a=candidate:%d 1 UDP %d %s %d typ host generation 0" % (
+                    i + 30, 2130706331 - i, addr, port + 100 + 2 * i))
+            lines.append("a=sendrecv")
+        return "\r\n".join(lines) + "\r\n"
+
+    @staticmethod
+    def message(start, headers, body=""):
+        if body:
+            headers = headers + ["Content-Type: application/sdp"]
+        headers = headers + ["Content-Length: %d" % len(body.encode())]
+        return ("\r\n".join([start] + headers) + "\r\n\r\n" + body).encode()
+
+    def invite(self):
+        hs = [self.via("invite"), "Max-Forwards: 70", self.from_hdr(), self.to_hdr(False),
+              "Call-ID: " + self.call_id, "CSeq: 1 INVITE", self.contact()]
+        if self.pai:
+            hs += ["P-Asserted-Identity: " + v for v in self.pai]
+        if self.privacy:
+            hs.append("Privacy: " + self.privacy)
+        hs += ["Allow: INVITE, ACK, CANCEL, BYE, OPTIONS", "Supported: timer",
+               "User-Agent: sipfence-testdata"]
+        sess = int(h(self.call_id, "sess", n=8), 16)
+        body = self.sdp(self.uac[0], 18000, sess, self.big)
+        return self.message("INVITE %s SIP/2.0" % self.ruri(), hs, body)
+
+    def response(self, code, cseq="1 INVITE", via="invite", tag=True):
+        hs = [self.via(via), self.from_hdr(), self.to_hdr(tag), "Call-ID: " + self.call_id,
+              "CSeq: " + cseq]
+        body = ""
+        if code in (180, 200) and cseq.endswith("INVITE"):
+            hs.append("Record-Route: " + self.route())
+            hs.append("Contact: <sip:%s@%s>" % (self.callee, UAS_CONTACT))
+            if code == 200:
+                sess = int(h(self.call_id, "answer", n=8), 16)
+                body = self.sdp("127.0.0.1", 30000, sess)
+        if code >= 300:
+            hs.append("Server: sipfence")
+        return self.message("SIP/2.0 %d %s" % (code, REASONS[code]), hs, body)
+
+    def ack(self):
+        if self.rejected:
+            # ACK of a non-2xx final response: same branch and Request-URI as the INVITE.
+            hs = [self.via("invite"), "Max-Forwards: 70", self.from_hdr(), self.to_hdr(True),
+                  "Call-ID: " + self.call_id, "CSeq: 1 ACK"]
+            return self.message("ACK %s SIP/2.0" % self.ruri(), hs)
+        hs = [self.via("ack"), "Route: " + self.route(), "Max-Forwards: 70", self.from_hdr(),
+              self.to_hdr(True), "Call-ID: " + self.call_id, "CSeq: 1 ACK"]
+        return self.message("ACK sip:%s@%s SIP/2.0" % (self.callee, UAS_CONTACT), hs)
+
+    def bye(self):
+        hs = [self.via("bye"), "Route: " + self.route(), "Max-Forwards: 70", self.from_hdr(),
+              self.to_hdr(True), "Call-ID: " + self.call_id, "CSeq: 2 BYE"]
+        return self.message("BYE sip:%s@%s SIP/2.0" % (self.callee, UAS_CONTACT), hs)
+
+    def dialog(self):
+        """The call's messages as the UAC side sees them: (from_uac, bytes)."""
+        if self.rejected:
+            return [(True, self.invite()), (False, self.response(self.code)), (True, self.ack())]
+        return [
+            (True, self.invite()),
+            (False, self.response(100, tag=False)),
+            (False, self.response(180)),
+            (False, self.response(200)),
+            (True, self.ack()),
+            (True, self.bye()),
+            (False, self.response(200, cseq="2 BYE", via="bye")),
+        ]
+
+
+def udp_calls(cap, calls, mtu=1500):
+    for c in calls:
+        for from_uac, msg in c.dialog():
+            if from_uac:
+                cap.udp(c.uac, c.proxy, msg, False, mtu)
+            else:
+                cap.udp(c.proxy, c.uac, msg, True, mtu)
+
+
+# ---------------------------------------------------------------------------------------
+# TCP
+# ---------------------------------------------------------------------------------------
+
+class TcpConn:
+    """One TCP connection from a client (the UAC side) to the proxy, with real sequence
+    and acknowledgement numbers. Every segment acknowledges all the peer has sent."""
+
+    def __init__(self, cap, cli, srv, isn_c, isn_s):
+        self.cap, self.cli, self.srv = cap, cli, srv
+        self.seq = {True: isn_c, False: isn_s}  # next seq to send, by from_client
+        self.handshake()
+
+    def seg(self, from_client, flags, payload=b"", seq=None, mss=None):
+        (sa, sp), (da, dp) = (self.cli, self.srv) if from_client else (self.srv, self.cli)
+        s = self.seq[from_client] if seq is None else seq
+        ack = self.seq[not from_client]
+        t = tcp(sa, sp, da, dp, s, ack, flags, payload, mss)
+        # Loopback: MTU 65536, so TCP segments are never IP-fragmented.
+        for p in ip_packets(sa, da, 6, t, self.cap.ids, mtu=65535, df=True):
+            self.cap.frame(p, not from_client)
+        if seq is None:
+            self.seq[from_client] += len(payload) + (1 if flags & (TCP_SYN | TCP_FIN) else 0)
+        return s
+
+    def handshake(self):
+        self.seg(True, TCP_SYN, mss=65495)
+        self.seg(False, TCP_SYN | TCP_ACK, mss=65495)
+        self.seg(True, TCP_ACK)
+
+    def send(self, from_client, data):
+        return self.seg(from_client, TCP_PSH | TCP_ACK, data)
+
+    def retransmit(self, from_client, seq, data):
+        self.seg(from_client, TCP_PSH | TCP_ACK, data, seq=seq)
+
+    def ack(self, from_client):
+        self.seg(from_client, TCP_ACK)
+
+    def close(self):
+        self.seg(True, TCP_FIN | TCP_ACK)
+        self.seg(False, TCP_FIN | TCP_ACK)
+        self.seg(True, TCP_ACK)
+
+
+# ---------------------------------------------------------------------------------------
+# The captures
+# ---------------------------------------------------------------------------------------
+
+def E(trunk, verdict="allow", code="-", rule="-"):
+    return (trunk, verdict, str(code), rule)
+
+
+def rules_udp():
+    def C(name, caller, expect, **kw):
+        return Call("udp-%s@%s" % (name, kw.get("uac", (UAC4,))[0]), caller, expect, **kw)
+
+    ent = (PROXY4, ENT)
+    calls = [
+        # Unknown source: 192.0.2.50 is in no trunk's sources.
+        C("unknown-source", "+442071234567", E("-", "reject", 403, "unknown-source"),
+          uac=(FOREIGN4, 5060)),
+        C("withheld-caller", "anonymous", E("intl", "reject", 433, "withheld-caller"),
+          privacy="id"),
+        C("blank-anonymous", "anonymous", E("intl", "reject", 433, "blank-caller")),
+        C("blank-no-user", "", E("intl", "reject", 433, "blank-caller")),
+        C("blank-pai-anonymous", "+442071234567", E("intl", "reject", 433, "blank-caller"),
+          pai=["<sip:anonymous@anonymous.invalid>"]),
+        # 154 is an unallocated mobile prefix; +12345 is too short for any E.164 number.
+        C("numbering-plan-154", "+8615412345678", E("intl", "reject", 403, "numbering-plan")),
+        C("numbering-plan-short", "+12345", E("intl", "reject", 403, "numbering-plan")),
+        # 145: data-only card.
+        C("no-voice-number", "+8614512345678", E("intl", "reject", 403, "no-voice-number")),
+        C("blacklist-exact", "+8613800000001", E("intl", "reject", 608, "blacklist")),
+        # Segment +8617099999*, on the enterprise trunk: the blacklist comes first.
+        C("blacklist-segment", "+8617099999123", E("ent-400", "reject", 608, "blacklist"),
+          proxy=ent),
+        C("forged-110", "110", E("intl", "reject", 403, "intl-forged-service")),
+        C("forged-10086", "+8610086", E("intl", "reject", 403, "intl-forged-service")),
+        C("forged-protected", "+861066666110", E("intl", "reject", 403, "intl-forged-service")),
+        C("domestic-mobile", "+8613812345678", E("intl", "reject", 403, "intl-domestic-caller")),
+        # National form without '+': normalised to +8613812345678.
+        C("domestic-national", "13812345678", E("intl", "reject", 403, "intl-domestic-caller")),
+        C("roamer", "+8613900000000", E("intl")),
+        C("ent-not-whitelisted", "+8613812345678",
+          E("ent-400", "reject", 403, "enterprise-not-whitelisted"), proxy=ent),
+        # An MVNO caller (170) on the enterprise trunk: not whitelisted, so rejected before
+        # label-mvno could fire.
+        C("ent-mvno", "+8617012345678",
+          E("ent-400", "reject", 403, "enterprise-not-whitelisted"), proxy=ent),
+        C("ent-whitelisted-range", "+8613912345678", E("ent-400"), proxy=ent),
+        C("ent-whitelisted-400", "+864008001234", E("ent-400"), proxy=ent),
+        C("ent-whitelisted-segment", "+861055551234", E("ent-400"), proxy=ent),
+        # Generic number: a +86 From over a foreign asserted identity.
+        C("generic-number", "+8613812345678", E("intl", "rewrite", "-", "generic-number"),
+          pai=["<sip:+442071234567@127.0.0.1;user=phone>"]),
+        # +44 95588: foreign, but 95588 (a bank's service number) once the 44 is taken off.
+        C("service-shape", "+4495588", E("intl", "label", "-", "label-service-shape")),
+        C("foreign-uk", "+442071234567", E("intl")),
+        C("foreign-us", "+12125550123", E("intl")),
+        # PAI equal to From (sip and tel form): nothing to rewrite.
+        C("foreign-pai", "+12125550123", E("intl"),
+          pai=["<sip:+12125550123@127.0.0.1;user=phone>", "<tel:+12125550123>"]),
+    ]
+    cap = Capture(link_ether, 0x1000)
+    udp_calls(cap, calls)
+    return cap, calls
+
+
+def rules_tcp():
+    def C(name, caller, expect, port, ip=UAC4, **kw):
+        return Call("tcp-%s@%s" % (name, ip), caller, expect, uac=(ip, port), transport="TCP",
+                    **kw)
+
+    ent = (PROXY4, ENT)
+    a = C("foreign-uk", "+442071234567", E("intl"), 40100)
+    b = C("withheld-caller", "+12125550123", E("intl", "reject", 433, "withheld-caller"), 40100,
+          privacy="id")
+    c = C("blacklist", "+8613800000002", E("intl", "reject", 608, "blacklist"), 40100)
+    d = C("domestic-mobile", "+8618612345678", E("intl", "reject", 403, "intl-domestic-caller"),
+          40100)
+    e = C("generic-number", "+8613812345678", E("intl", "rewrite", "-", "generic-number"),
+          40100, pai=["<tel:+12125550123>"])
+    f = C("foreign-us", "+12125550123", E("intl"), 40100)
+    g = C("ent-whitelisted", "+8613912345678", E("ent-400"), 40102, proxy=ent)
+    hh = C("ent-not-whitelisted", "+8613812345678",
+           E("ent-400", "reject", 403, "enterprise-not-whitelisted"), 40102, proxy=ent)
+    i = C("ent-whitelisted-400", "+864008001234", E("ent-400"), 40102, proxy=ent)
+    j = C("unknown-source", "+442071234567", E("-", "reject", 403, "unknown-source"), 40104,
+          ip=FOREIGN4)
+
+    cap = Capture(link_ether, 0x2000)
+
+    def rest(conn, call, skip=1):
+        for from_uac, msg in call.dialog()[skip:]:
+            conn.send(from_uac, msg)
+
+    # Connection 1: intl trunk, several calls multiplexed on one connection.
+    c1 = TcpConn(cap, a.uac, a.proxy, 1_000_000_000, 3_000_000_000)
+    # A's INVITE is retransmitted (same seq) before the proxy acknowledges it.
+    inv = a.invite()
+    s = c1.send(True, inv)
+    c1.retransmit(True, s, inv)
+    c1.ack(False)
+    rest(c1, a)
+    # B and C: two INVITEs in one segment, then their rejections and ACKs.
+    c1.send(True, b.invite() + c.invite())
+    for call in (b, c):
+        rest(c1, call)
+    # D: one INVITE split across two segments, in the middle of its header section.
+    inv = d.invite()
+    cut = inv.index(b"\r\nCall-ID:") + 5
+    c1.send(True, inv[:cut])
+    c1.ack(False)
+    c1.send(True, inv[cut:])
+    rest(c1, d)
+    # E, F: one message per segment; F's ACK and BYE go out together in one segment.
+    rest(c1, e, 0)
+    fd = f.dialog()
+    for from_uac, msg in fd[:4]:
+        c1.send(from_uac, msg)
+    c1.send(True, fd[4][1] + fd[5][1])
+    c1.send(False, fd[6][1])
+    c1.close()
+
+    # Connection 2: enterprise trunk. G's INVITE is split inside its SDP body.
+    c2 = TcpConn(cap, g.uac, g.proxy, 1_100_000_000, 3_100_000_000)
+    inv = g.invite()
+    cut = inv.index(b"\r\n\r\n") + 4 + 40
+    c2.send(True, inv[:cut])
+    c2.ack(False)
+    c2.send(True, inv[cut:])
+    rest(c2, g)
+    rest(c2, hh, 0)
+    rest(c2, i, 0)
+    c2.close()
+
+    # Connection 3: from an address no trunk claims.
+    c3 = TcpConn(cap, j.uac, j.proxy, 1_200_000_000, 3_200_000_000)
+    rest(c3, j, 0)
+    c3.close()
+    return cap, [a, b, c, d, e, f, g, hh, i, j]
+
+
+def vlan_ipv6_frag():
+    def C(name, caller, expect, **kw):
+        return Call("vlan-%s@gen.sipfence.test" % name, caller, expect, **kw)
+
+    v6uac, v6proxy = ("::1", UAC_PORT), ("::1", INTL)
+    v4 = [
+        C("v4-foreign-us", "+12125550123", E("intl")),
+        C("v4-ent-not-whitelisted", "+8618912345678",
+          E("ent-400", "reject", 403, "enterprise-not-whitelisted"), proxy=(PROXY4, ENT)),
+        # About 3000 bytes: three IPv4 fragments.
+        C("v4-frag-foreign-uk", "+442071234567", E("intl"), big=True),
+    ]
+    v6 = [
+        # Trunk sources are 127.0.0.0/8 only: every IPv6 call is from an unknown source.
+        C("v6-foreign-us", "+12125550123", E("-", "reject", 403, "unknown-source"),
+          uac=v6uac, proxy=v6proxy),
+        C("v6-frag-foreign-uk", "+442071234567", E("-", "reject", 403, "unknown-source"),
+          uac=v6uac, proxy=v6proxy, big=True),
+    ]
+    cap = Capture(lambda p, o: link_ether(p, o, vlan=100 if p[0] >> 4 == 4 else 200), 0x3000)
+    udp_calls(cap, v4)
+    udp_calls(cap, v6)
+    return cap, v4 + v6
+
+
+def sll():
+    calls = [
+        Call("sll-foreign-us@127.0.0.1", "+12125550123", E("intl")),
+        Call("sll-forged-110@127.0.0.1", "110", E("intl", "reject", 403, "intl-forged-service")),
+    ]
+    cap = Capture(link_sll, 0x4000)
+    udp_calls(cap, calls)
+    return cap, calls
+
+
+def sll2():
+    ent = (PROXY4, ENT)
+    calls = [
+        Call("sll2-ent-whitelisted@127.0.0.1", "+8613912340001", E("ent-400"), proxy=ent),
+        Call("sll2-blacklist@127.0.0.1", "+8613800000002", E("intl", "reject", 608, "blacklist")),
+    ]
+    cap = Capture(link_sll2, 0x5000)
+    udp_calls(cap, calls)
+    return cap, calls
+
+
+def rawip():
+    calls = [
+        Call("raw-foreign-uk@127.0.0.1", "+442071234567", E("intl")),
+        Call("raw-numbering-plan@127.0.0.1", "+8619412345678",
+             E("intl", "reject", 403, "numbering-plan")),
+        Call("raw-v6-foreign-us@gen.sipfence.test", "+12125550123",
+             E("-", "reject", 403, "unknown-source"), uac=("::1", UAC_PORT),
+             proxy=("::1", INTL)),
+    ]
+    cap = Capture(link_raw, 0x6000)
+    udp_calls(cap, calls)
+    return cap, calls
+
+
+def truncated():
+    calls = [
+        Call("trunc-foreign-us@127.0.0.1", "+12125550123", E("intl")),
+        Call("trunc-domestic@127.0.0.1", "+8613812345678",
+             E("intl", "reject", 403, "intl-domestic-caller")),
+    ]
+    cut = Call("trunc-cut-off@127.0.0.1", "+442071234567", E("intl"))
+    cap = Capture(link_ether, 0x7000)
+    udp_calls(cap, calls)
+    # The last record: an INVITE cut half-way, so it yields no call and no verdict.
+    cap.udp(cut.uac, cut.proxy, cut.invite(), False)
+    return cap, calls
+
+
+def write(name, data):
+    path = os.path.join(OUT_DIR, name)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    print("wrote %s/%s (%d bytes)" % (REL_DIR, name, len(data)))
+
+
+CORPUS_DIR = os.path.join(os.path.dirname(ROOT), "shared", "corpus", "pcap")
+CORPUS_REL = "../shared/corpus/pcap"
+
+# One word per SIP message: requests have a Method, responses a Status-Code; occurrences in
+# one frame (several messages in one TCP segment) are joined by spaces.
+TSHARK_ARGS = ["-o", "tcp.desegment_tcp_streams:TRUE", "-Y", "sip", "-T", "fields",
+               "-E", "aggregator=/s", "-e", "sip.Method", "-e", "sip.Status-Code"]
+
+
+def tshark_count(rel):
+    """SIP messages tshark finds in a capture (path relative to the project root)."""
+    r = subprocess.run(["tshark", "-r", rel] + TSHARK_ARGS, cwd=ROOT, capture_output=True,
+                       text=True)
+    cut_short = "cut short in the middle of a packet" in r.stderr
+    if r.returncode != 0 and not cut_short:
+        sys.exit("tshark failed on %s (exit %d): %s" % (rel, r.returncode, r.stderr.strip()))
+    return len(r.stdout.split()), cut_short
+
+
+def write_counts(names):
+    files = ["%s/%s" % (REL_DIR, n) for n in names]
+    with open(os.path.join(CORPUS_DIR, "INDEX.tsv")) as f:
+        corpus = [line.split("\t")[0] for line in f.read().splitlines()[1:] if line.strip()]
+    files += ["%s/%s" % (CORPUS_REL, n) for n in corpus]
+    version = subprocess.run(["tshark", "--version"], capture_output=True,
+                             text=True).stdout.splitlines()[0]
+    lines = [
+        "# SIP messages tshark decodes in each capture, counted from the project root with:",
+        "#   tshark -r FILE %s | wc -w" % " ".join(
+            a if " " not in a else "'%s'" % a for a in TSHARK_ARGS),
+        "# One word per message. '-T fields -e sip.Call-ID | wc -l' counts frames instead: the",
+        "# same numbers except rules-tcp.pcapng, where two frames carry two messages each (48).",
+        "# The retransmitted TCP segment in rules-tcp.pcapng is not dissected again by tshark.",
+        "# truncated.pcap: tshark reports the file cut short in the middle of a packet (exit 2);",
+        "# the count is of the complete records before the cut.",
+        "# Counted with %s" % version,
+        "# Written by: python3 scripts/gen_testdata.py --counts",
+        "file\tsip_messages",
+    ]
+    for rel in files:
+        n, _ = tshark_count(rel)
+        lines.append("%s\t%d" % (rel, n))
+    write("counts.tsv", ("\n".join(lines) + "\n").encode())
+
+
+def main():
+    counts = "--counts" in sys.argv[1:]
+    os.makedirs(OUT_DIR, exist_ok=True)
+    rows = []
+    outputs = [
+        ("rules-udp.pcap", rules_udp, lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets)),
+        ("rules-tcp.pcapng", rules_tcp, lambda c: pcapng_bytes(LINKTYPE_ETHERNET, c.packets)),
+        ("vlan-ipv6-frag.pcap", vlan_ipv6_frag,
+         lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets)),
+        ("sll.pcap", sll, lambda c: pcap_bytes(LINKTYPE_SLL, c.packets)),
+        ("sll2.pcap", sll2, lambda c: pcap_bytes(LINKTYPE_SLL2, c.packets)),
+        ("rawip.pcap", rawip, lambda c: pcap_bytes(LINKTYPE_RAW, c.packets)),
+        ("truncated.pcap", truncated,
+         lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets, cut_last=True)),
+    ]
+    seen = set()
+    for name, gen, fmt in outputs:
+        cap, calls = gen()
+        write(name, fmt(cap))
+        for c in calls:
+            assert c.call_id not in seen, c.call_id
+            seen.add(c.call_id)
+            rows.append("\t".join(("%s/%s" % (REL_DIR, name), c.call_id) + c.expect))
+    tsv = "file\tcall_id\ttrunk\tverdict\tcode\trule\n" + "\n".join(rows) + "\n"
+    write("expected.tsv", tsv.encode())
+    if counts:
+        write_counts([name for name, _, _ in outputs])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Load run: sipfence and Kamailio 5.6 under the same rules and the same sipp load, in
+# the same sitting, at rising call rates (../shared/peers/kamailio/run.sh does the
+# driving and measuring; half the calls are blocked by the various rules).
+#
+#     bash scripts/load.sh                      # rates 2000 4000 8000, 15 s each
+#     RATES="4000 8000 12000 16000" DURATION=20 WORKERS=1 bash scripts/load.sh
+#
+# Prints the peer's RESULT lines for both proxies and a summary: the highest rate held
+# with under 0.1% failed calls, sipp's response times, and calls per proxy CPU-second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PEER=$ROOT/../shared/peers/kamailio
+[ -x "$PEER/run.sh" ] || [ -f "$PEER/run.sh" ] || { echo "load: $PEER/run.sh not found" >&2; exit 1; }
+RATES=${RATES:-"2000 4000 8000"}
+DURATION=${DURATION:-15}
+WORKERS=${WORKERS:-1}
+PROXIES=${PROXIES:-"kamailio sipfence"}
+bash scripts/deps.sh
+cargo build --release --locked --bin sipfence
+OUT=${OUT:-$ROOT/target/load/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+# The peer's data (1M blacklist, 10k whitelist) is generated on its first run; make it now
+# so that both proxies load the same files. Written to a copy when ../shared is read-only.
+DATA=$PEER/data
+if [ ! -s "$DATA/calls.csv" ]; then
+  if ! python3 "$PEER/gen_data.py" "$DATA" >/dev/null 2>&1; then
+    cp -r "$PEER" "$OUT/peer"; PEER=$OUT/peer; DATA=$PEER/data
+    python3 "$PEER/gen_data.py" "$DATA" >&2
+  fi
+fi
+sed "s#@DATA@#$DATA#g" deploy/bench/kamailio-contract.toml.in > "$OUT/sipfence.toml"
+"$ROOT/target/release/sipfence" check --config "$OUT/sipfence.toml" | tail -1
+for p in $PROXIES; do
+  case $p in
+    kamailio) args=(--workers "$WORKERS");;
+    sipfence) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/sipfence.toml --workers $WORKERS");;
+  esac
+  echo "== $p" >&2
+  bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p" 2>"$OUT/$p.log" | tee -a "$OUT/results.txt" || true
+done
+echo
+echo "summary (rate held = highest offered rate with under 0.1% failed calls):"
+python3 - "$OUT/results.txt" <<'PY'
+import re, sys
+rows = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("RESULT"):
+        continue
+    kv = dict(re.findall(r"(\S+?)=(\S+)", line))
+    rows.setdefault(kv["proxy"], []).append(kv)
+for proxy, rs in rows.items():
+    held = [r for r in rs if r["fail_pct"] != "na" and float(r["fail_pct"]) < 0.1]
+    best = max((int(float(r["rate"])) for r in held), default=0)
+    for r in rs:
+        print(f"{proxy:9s} rate={r['rate']:>6s} failed={r['fail_pct']:>5s}% rtt_allowed(p50/p99)={r['rtt_allowed_ms(p50/p99/max)']} rtt_blocked={r['rtt_blocked_ms(p50/p99/max)']} calls/cpu-s={r['calls_per_proxy_cpu_s']} cpu%={r['proxy_core_pct']}")
+    print(f"{proxy:9s} highest rate held: {best} calls/s")
+PY
+echo "results in $OUT"

@@ -1,0 +1,146 @@
+//! Reading pcap and pcapng files as a stream of packets, with bounded memory
+//! (pcap-parser's streaming reader), and saying clearly where a damaged file ends.
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
+use std::fs::File;
+use std::path::Path;
+
+/// One captured packet.
+pub struct Packet<'a> {
+    pub ts_ms: u64,
+    /// Microseconds part, for writing the packet out again.
+    pub ts_sec: u32,
+    pub ts_usec: u32,
+    pub linktype: i32,
+    pub data: &'a [u8],
+    pub orig_len: u32,
+}
+
+/// How reading a capture ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    Complete,
+    /// Cut off or damaged after this many bytes; what came before was read.
+    Damaged {
+        offset: usize,
+        reason: String,
+    },
+}
+
+struct Iface {
+    linktype: i32,
+    resolution: u64,
+    offset: u64,
+}
+
+/// Calls `f` for every packet of the file. Returns how the file ended, or an error
+/// when it is not a capture at all.
+pub fn read(path: &Path, mut f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut reader = create_reader(1 << 20, file).map_err(|e| match e {
+        PcapError::HeaderNotRecognized => "not a pcap or pcapng file".to_string(),
+        PcapError::Eof => "empty file".to_string(),
+        e => format!("cannot read capture header: {e:?}"),
+    })?;
+    let mut legacy_link = 1i32;
+    let mut legacy_nanos = false;
+    let mut ifaces: Vec<Iface> = vec![];
+    let mut grown = 1usize << 20;
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                match block {
+                    PcapBlockOwned::LegacyHeader(h) => {
+                        legacy_link = h.network.0;
+                        legacy_nanos = h.is_nanosecond_precision();
+                    }
+                    PcapBlockOwned::Legacy(b) => {
+                        let usec = if legacy_nanos {
+                            b.ts_usec / 1000
+                        } else {
+                            b.ts_usec
+                        };
+                        f(&Packet {
+                            ts_ms: b.ts_sec as u64 * 1000 + usec as u64 / 1000,
+                            ts_sec: b.ts_sec,
+                            ts_usec: usec,
+                            linktype: legacy_link,
+                            data: b.data,
+                            orig_len: b.origlen,
+                        });
+                    }
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => ifaces.clear(),
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => ifaces.push(Iface {
+                        linktype: idb.linktype.0,
+                        resolution: idb.ts_resolution().unwrap_or(1_000_000),
+                        offset: idb.ts_offset().max(0) as u64,
+                    }),
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        if let Some(i) = ifaces.get(epb.if_id as usize) {
+                            let (sec, frac) = epb.decode_ts(i.offset, i.resolution);
+                            let usec = (frac as u64 * 1_000_000 / i.resolution.max(1)) as u32;
+                            let len = (epb.caplen as usize).min(epb.data.len());
+                            f(&Packet {
+                                ts_ms: sec as u64 * 1000 + usec as u64 / 1000,
+                                ts_sec: sec,
+                                ts_usec: usec,
+                                linktype: i.linktype,
+                                data: &epb.data[..len],
+                                orig_len: epb.origlen,
+                            });
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                        if let Some(i) = ifaces.first() {
+                            let len = (spb.origlen as usize).min(spb.data.len());
+                            f(&Packet {
+                                ts_ms: 0,
+                                ts_sec: 0,
+                                ts_usec: 0,
+                                linktype: i.linktype,
+                                data: &spb.data[..len],
+                                orig_len: spb.origlen,
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+                reader.consume(offset);
+            }
+            Err(PcapError::Eof) => return Ok(End::Complete),
+            Err(PcapError::Incomplete(_)) => {
+                if reader.refill().is_err() {
+                    return Ok(End::Damaged {
+                        offset: reader.consumed(),
+                        reason: "read error".into(),
+                    });
+                }
+            }
+            Err(PcapError::BufferTooSmall) => {
+                // A block larger than the buffer: grow up to 64 MiB, then give up.
+                grown *= 2;
+                if grown > 64 << 20 || !reader.grow(grown) {
+                    return Ok(End::Damaged {
+                        offset: reader.consumed(),
+                        reason: "block larger than 64 MiB".into(),
+                    });
+                }
+                let _ = reader.refill();
+            }
+            Err(PcapError::UnexpectedEof) => {
+                return Ok(End::Damaged {
+                    offset: reader.consumed(),
+                    reason: "file ends inside a packet record (truncated capture)".into(),
+                });
+            }
+            Err(e) => {
+                let reason = format!("damaged block: {e:?}").chars().take(120).collect();
+                return Ok(End::Damaged {
+                    offset: reader.consumed(),
+                    reason,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! `sipfence replay`: yesterday's capture through today's policy. Every SIP message
+//! found in the capture goes through the same [`decide`] as the live proxy, with the
+//! capture's own timestamps as the clock, so rate and hour rules behave as they would
+//! have. Each packet is mapped to a trunk by its source and destination address as
+//! the proxy would map it (or forced with `--trunk`).
+
+pub mod capture;
+pub mod net;
+pub mod pcapout;
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::decide::{Context, Kind, decide};
+use crate::policy::Policy;
+use crate::policy::config::ListenSpec;
+use crate::policy::rate::LocalRateCounter;
+use crate::record::Record;
+use crate::sip::Message;
+use capture::{End, Packet};
+use net::{Decoder, TcpFlows};
+use pcapout::PcapWriter;
+
+/// Calls remembered to classify their later messages (responses, ACK, BYE) when
+/// splitting a capture; the map is cleared when full, so memory stays bounded.
+const MAX_CALLS_TRACKED: usize = 1_000_000;
+
+#[derive(Default, Debug, Clone)]
+pub struct Summary {
+    pub packets: u64,
+    pub sip_messages: u64,
+    pub parse_errors: u64,
+    pub calls: u64,
+    pub by_verdict: BTreeMap<&'static str, u64>,
+    pub by_rule: BTreeMap<&'static str, u64>,
+    pub damaged: Vec<String>,
+}
+
+/// The replay engine, reusable by tests: feed it files, collect records.
+pub struct Replayer<'p> {
+    policy: &'p Policy,
+    trunk: Option<usize>,
+    rates: LocalRateCounter,
+    decoder: Decoder,
+    flows: TcpFlows,
+    verdicts: HashMap<Vec<u8>, bool, ahash::RandomState>,
+    pub summary: Summary,
+}
+
+/// What became of one packet's messages.
+#[derive(Default)]
+struct PacketOutcome {
+    sip: bool,
+    blocked: bool,
+}
+
+impl<'p> Replayer<'p> {
+    pub fn new(policy: &'p Policy, trunk: Option<usize>) -> Replayer<'p> {
+        Replayer {
+            policy,
+            trunk,
+            rates: LocalRateCounter::new(policy.proxy.rate_keys),
+            decoder: Decoder::default(),
+            flows: TcpFlows::default(),
+            verdicts: HashMap::with_hasher(ahash::RandomState::new()),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Replays one file; `on_record` gets every decision on a request.
+    pub fn file(
+        &mut self,
+        path: &Path,
+        out: &mut Outputs,
+        on_record: &mut dyn FnMut(Record),
+    ) -> Result<End, String> {
+        let started = Instant::now();
+        let mut last_note = Instant::now();
+        let name = path.display().to_string();
+        let end = capture::read(path, |p| {
+            self.summary.packets += 1;
+            let o = self.packet(p, on_record);
+            if o.sip {
+                let w = if o.blocked {
+                    out.blocked.as_mut()
+                } else {
+                    out.allowed.as_mut()
+                };
+                if let Some(w) = w {
+                    let _ = w.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len);
+                }
+            }
+            if self.summary.packets.is_multiple_of(65_536) && last_note.elapsed().as_secs() >= 2 {
+                last_note = Instant::now();
+                eprintln!(
+                    "replay: {name}: {} packets, {} SIP messages, {} calls ({:.0} packets/s)",
+                    self.summary.packets,
+                    self.summary.sip_messages,
+                    self.summary.calls,
+                    self.summary.packets as f64 / started.elapsed().as_secs_f64().max(1e-3)
+                );
+            }
+        })?;
+        if let End::Damaged { offset, reason } = &end {
+            self.summary.damaged.push(format!(
+                "{name}: {reason} at byte {offset}; the {} packets before it were replayed",
+                self.summary.packets
+            ));
+        }
+        Ok(end)
+    }
+
+    fn packet(&mut self, p: &Packet<'_>, on_record: &mut dyn FnMut(Record)) -> PacketOutcome {
+        let mut o = PacketOutcome::default();
+        let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
+            return o;
+        };
+        let messages: Vec<Vec<u8>> = match seg.transport {
+            crate::policy::config::Transport::Udp => match net::find_sip_start(&seg.payload) {
+                Some(start) => vec![seg.payload[start..].to_vec()],
+                None => vec![],
+            },
+            crate::policy::config::Transport::Tcp => self.flows.feed(&seg, &mut self.decoder.stats),
+        };
+        for m in messages {
+            o.sip = true;
+            self.summary.sip_messages += 1;
+            let msg = match Message::parse(Bytes::from(m)) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.summary.parse_errors += 1;
+                    continue;
+                }
+            };
+            let local = ListenSpec {
+                transport: seg.transport,
+                addr: seg.dst,
+            };
+            let ctx = Context {
+                source: seg.src,
+                local: Some(local),
+                trunk: self.trunk,
+                now_ms: p.ts_ms,
+                rates: &self.rates,
+            };
+            let d = decide(self.policy, &msg, &ctx);
+            let call_id = msg.call_id().to_vec();
+            let blocked = match d.kind {
+                Kind::Call | Kind::OtherRequest => {
+                    if self.verdicts.len() >= MAX_CALLS_TRACKED {
+                        self.verdicts.clear();
+                    }
+                    let rej = d.is_reject();
+                    if d.kind == Kind::Call || rej {
+                        self.verdicts.insert(call_id, rej);
+                    }
+                    if d.kind == Kind::Call {
+                        self.summary.calls += 1;
+                        *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
+                        if let Some(r) = d.rule {
+                            *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
+                        }
+                    }
+                    if d.kind == Kind::Call || rej {
+                        on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
+                    }
+                    rej
+                }
+                Kind::InDialog | Kind::Response => {
+                    if d.is_reject() {
+                        on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
+                        true
+                    } else {
+                        self.verdicts.get(&call_id).copied().unwrap_or(false)
+                    }
+                }
+            };
+            o.blocked |= blocked;
+        }
+        o
+    }
+}
+
+/// Optional split outputs.
+#[derive(Default)]
+pub struct Outputs {
+    pub blocked: Option<PcapWriter>,
+    pub allowed: Option<PcapWriter>,
+}
+
+pub struct Args {
+    pub trunk: Option<String>,
+    pub json: bool,
+    pub write_blocked: Option<PathBuf>,
+    pub write_allowed: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
+}
+
+/// RFC 3339 UTC time of a Unix millisecond count (no time-zone database needed).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+pub fn run(policy: &Policy, a: &Args) -> i32 {
+    let trunk = match &a.trunk {
+        Some(n) => match policy.trunk_by_name(n) {
+            Some(t) => Some(t),
+            None => {
+                eprintln!("sipfence: no trunk named '{n}'");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let mut outs = Outputs::default();
+    for (path, slot) in [
+        (&a.write_blocked, &mut outs.blocked),
+        (&a.write_allowed, &mut outs.allowed),
+    ] {
+        if let Some(p) = path {
+            match PcapWriter::create(p) {
+                Ok(w) => *slot = Some(w),
+                Err(e) => {
+                    eprintln!("sipfence: cannot write {}: {e}", p.display());
+                    return 1;
+                }
+            }
+        }
+    }
+    let mut r = Replayer::new(policy, trunk);
+    let json = a.json;
+    if !json {
+        println!(
+            "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} rule",
+            "time", "call-id", "caller", "callee", "trunk", "verdict"
+        );
+    }
+    let mut print = |rec: Record| {
+        if rec.kind != "call" && rec.verdict != "reject" {
+            return;
+        }
+        if json {
+            println!("{}", serde_json::to_string(&rec).unwrap_or_default());
+        } else {
+            println!(
+                "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} {}",
+                rfc3339(rec.ts_ms),
+                rec.call_id,
+                rec.caller.as_deref().or(rec.blank).unwrap_or("-"),
+                rec.callee.as_deref().unwrap_or("-"),
+                rec.trunk.as_deref().unwrap_or("-"),
+                rec.code
+                    .map(|c| format!("{} {c}", rec.verdict))
+                    .unwrap_or_else(|| rec.verdict.to_string()),
+                rec.rule.unwrap_or("-")
+            );
+        }
+    };
+    let mut status = 0;
+    for f in &a.files {
+        match r.file(f, &mut outs, &mut print) {
+            Ok(End::Complete) => {}
+            Ok(End::Damaged { .. }) => status = 2,
+            Err(e) => {
+                eprintln!("sipfence: {}: {e}", f.display());
+                status = 1;
+            }
+        }
+    }
+    for w in [outs.blocked.take(), outs.allowed.take()]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(e) = w.finish() {
+            eprintln!("sipfence: writing capture: {e}");
+            status = 1;
+        }
+    }
+    let s = &r.summary;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "damaged": s.damaged}})
+        );
+    } else {
+        println!();
+        println!(
+            "packets {}  SIP messages {}  unparsable {}  calls {}",
+            s.packets, s.sip_messages, s.parse_errors, s.calls
+        );
+        for (v, n) in &s.by_verdict {
+            println!("  verdict {v:<8} {n}");
+        }
+        for (rule, n) in &s.by_rule {
+            println!("  rule {rule:<28} {n}");
+        }
+    }
+    for d in &s.damaged {
+        eprintln!("sipfence: warning: {d}");
+    }
+    status
+}

@@ -1,0 +1,411 @@
+//! Just enough of the network stack to find SIP in a capture: link layers (Ethernet
+//! with VLAN tags, Linux cooked v1/v2, raw IP, BSD loopback), IPv4 and IPv6 with
+//! fragment reassembly, UDP, and TCP streams reassembled in order and cut into SIP
+//! messages by Content-Length. Every table is bounded: a capture of any size replays
+//! in bounded memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::policy::config::Transport;
+use crate::sip::parse::Frame;
+use crate::sip::{MAX_MESSAGE, frame_stream, lex};
+
+/// Pending fragmented datagrams kept at once, and how long (capture time) they wait.
+const MAX_FRAGMENTED: usize = 4096;
+const FRAGMENT_TIMEOUT_MS: u64 = 30_000;
+/// TCP flows followed at once; bytes buffered per flow beyond the next message.
+const MAX_FLOWS: usize = 65_536;
+const MAX_OUT_OF_ORDER: usize = 256 * 1024;
+
+/// A transport payload with its addresses.
+#[derive(Debug)]
+pub struct Segment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    pub payload: Vec<u8>,
+    pub tcp: Option<TcpMeta>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TcpMeta {
+    pub seq: u32,
+    pub syn: bool,
+    pub fin_or_rst: bool,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct NetStats {
+    pub non_ip: u64,
+    pub fragments: u64,
+    pub reassembled: u64,
+    pub fragments_expired: u64,
+    pub tcp_gaps: u64,
+    pub tcp_desync: u64,
+}
+
+type FragKey = (IpAddr, IpAddr, u32, u8);
+
+struct FragBuf {
+    parts: Vec<(usize, Vec<u8>)>,
+    total: Option<usize>,
+    first_ms: u64,
+    proto: u8,
+}
+
+/// Link layer + IP decoding with fragment reassembly.
+#[derive(Default)]
+pub struct Decoder {
+    frags: HashMap<FragKey, FragBuf>,
+    pub stats: NetStats,
+}
+
+fn be16(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
+}
+fn be32(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        *b.get(i)?,
+        *b.get(i + 1)?,
+        *b.get(i + 2)?,
+        *b.get(i + 3)?,
+    ]))
+}
+
+impl Decoder {
+    /// Decodes one captured frame; `None` for anything that is not UDP or TCP over IP
+    /// (or a fragment still waiting for the rest).
+    pub fn decode(&mut self, linktype: i32, frame: &[u8], ts_ms: u64) -> Option<Segment> {
+        let (ethertype, ip) = match linktype {
+            // Ethernet
+            1 => {
+                let mut et = be16(frame, 12)?;
+                let mut off = 14;
+                // 802.1Q / 802.1ad tags, possibly stacked.
+                while et == 0x8100 || et == 0x88a8 || et == 0x9100 {
+                    et = be16(frame, off + 2)?;
+                    off += 4;
+                }
+                (et, frame.get(off..)?)
+            }
+            // Linux cooked capture v1: protocol at 14, payload at 16.
+            113 => (be16(frame, 14)?, frame.get(16..)?),
+            // Linux cooked capture v2: protocol at 0, payload at 20.
+            276 => (be16(frame, 0)?, frame.get(20..)?),
+            // Raw IP (DLT_RAW on most systems, and LINKTYPE_IPV4/IPV6).
+            101 | 12 | 14 | 228 | 229 => {
+                let v = frame.first()? >> 4;
+                (if v == 6 { 0x86dd } else { 0x0800 }, frame)
+            }
+            // BSD loopback: 4-byte address family in host order.
+            0 | 108 => {
+                let af = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?);
+                let af_be = u32::from_be_bytes(frame.get(..4)?.try_into().ok()?);
+                let v6 = [24u32, 28, 30].contains(&af) || [24u32, 28, 30].contains(&af_be);
+                (if v6 { 0x86dd } else { 0x0800 }, frame.get(4..)?)
+            }
+            _ => {
+                self.stats.non_ip += 1;
+                return None;
+            }
+        };
+        match ethertype {
+            0x0800 => self.ipv4(ip, ts_ms),
+            0x86dd => self.ipv6(ip, ts_ms),
+            _ => {
+                self.stats.non_ip += 1;
+                None
+            }
+        }
+    }
+
+    fn ipv4(&mut self, b: &[u8], ts_ms: u64) -> Option<Segment> {
+        if b.first()? >> 4 != 4 {
+            return None;
+        }
+        let ihl = ((b[0] & 0x0f) as usize) * 4;
+        let total = (be16(b, 2)? as usize).min(b.len());
+        if ihl < 20 || total < ihl {
+            return None;
+        }
+        let id = be16(b, 4)? as u32;
+        let frag = be16(b, 6)?;
+        let more = frag & 0x2000 != 0;
+        let offset = ((frag & 0x1fff) as usize) * 8;
+        let proto = b[9];
+        let src = IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15]));
+        let dst = IpAddr::V4(Ipv4Addr::new(b[16], b[17], b[18], b[19]));
+        let payload = &b[ihl..total];
+        if more || offset > 0 {
+            let whole =
+                self.fragment((src, dst, id, proto), proto, offset, more, payload, ts_ms)?;
+            return transport(src, dst, proto, &whole);
+        }
+        transport(src, dst, proto, payload)
+    }
+
+    fn ipv6(&mut self, b: &[u8], ts_ms: u64) -> Option<Segment> {
+        if b.first()? >> 4 != 6 || b.len() < 40 {
+            return None;
+        }
+        let plen = be16(b, 4)? as usize;
+        let mut next = b[6];
+        let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[8..24]).ok()?));
+        let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[24..40]).ok()?));
+        let end = (40 + plen).min(b.len());
+        let mut off = 40;
+        loop {
+            match next {
+                // Hop-by-hop, routing, destination options: skip.
+                0 | 43 | 60 => {
+                    let nh = *b.get(off)?;
+                    let len = (*b.get(off + 1)? as usize + 1) * 8;
+                    next = nh;
+                    off += len;
+                }
+                44 => {
+                    let nh = *b.get(off)?;
+                    let fo = be16(b, off + 2)?;
+                    let id = be32(b, off + 4)?;
+                    let offset = ((fo >> 3) as usize) * 8;
+                    let more = fo & 1 != 0;
+                    let payload = b.get(off + 8..end)?;
+                    let whole =
+                        self.fragment((src, dst, id, nh), nh, offset, more, payload, ts_ms)?;
+                    return transport(src, dst, nh, &whole);
+                }
+                _ => return transport(src, dst, next, b.get(off..end)?),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fragment(
+        &mut self,
+        key: FragKey,
+        proto: u8,
+        offset: usize,
+        more: bool,
+        data: &[u8],
+        ts_ms: u64,
+    ) -> Option<Vec<u8>> {
+        self.stats.fragments += 1;
+        if self.frags.len() >= MAX_FRAGMENTED {
+            let before = self.frags.len();
+            self.frags
+                .retain(|_, f| ts_ms.saturating_sub(f.first_ms) < FRAGMENT_TIMEOUT_MS);
+            if self.frags.len() >= MAX_FRAGMENTED {
+                self.frags.clear();
+            }
+            self.stats.fragments_expired += (before - self.frags.len()) as u64;
+        }
+        let f = self.frags.entry(key).or_insert_with(|| FragBuf {
+            parts: vec![],
+            total: None,
+            first_ms: ts_ms,
+            proto,
+        });
+        if offset + data.len() > MAX_MESSAGE + 1024 {
+            self.frags.remove(&key);
+            return None;
+        }
+        f.parts.push((offset, data.to_vec()));
+        if !more {
+            f.total = Some(offset + data.len());
+        }
+        let total = f.total?;
+        f.parts.sort_by_key(|p| p.0);
+        let mut have = 0;
+        for (o, d) in &f.parts {
+            if *o > have {
+                return None; // a hole: wait for the rest
+            }
+            have = have.max(o + d.len());
+        }
+        if have < total {
+            return None;
+        }
+        let mut whole = vec![0u8; total];
+        for (o, d) in &f.parts {
+            let e = (o + d.len()).min(total);
+            whole[*o..e].copy_from_slice(&d[..e - o]);
+        }
+        let _ = f.proto;
+        self.frags.remove(&key);
+        self.stats.reassembled += 1;
+        Some(whole)
+    }
+}
+
+fn transport(src: IpAddr, dst: IpAddr, proto: u8, b: &[u8]) -> Option<Segment> {
+    match proto {
+        17 => {
+            let sp = be16(b, 0)?;
+            let dp = be16(b, 2)?;
+            let len = (be16(b, 4)? as usize).clamp(8, b.len().max(8));
+            Some(Segment {
+                src: SocketAddr::new(src, sp),
+                dst: SocketAddr::new(dst, dp),
+                transport: Transport::Udp,
+                payload: b.get(8..len.min(b.len()))?.to_vec(),
+                tcp: None,
+            })
+        }
+        6 => {
+            let sp = be16(b, 0)?;
+            let dp = be16(b, 2)?;
+            let seq = be32(b, 4)?;
+            let hl = ((*b.get(12)? >> 4) as usize) * 4;
+            let flags = *b.get(13)?;
+            Some(Segment {
+                src: SocketAddr::new(src, sp),
+                dst: SocketAddr::new(dst, dp),
+                transport: Transport::Tcp,
+                payload: b.get(hl.max(20)..)?.to_vec(),
+                tcp: Some(TcpMeta {
+                    seq,
+                    syn: flags & 0x02 != 0,
+                    fin_or_rst: flags & 0x05 != 0,
+                }),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether bytes start like a SIP message: a status line, or a request line ending in
+/// SIP/2.0. Used to find SIP on any port.
+pub fn looks_like_sip(b: &[u8]) -> bool {
+    let b = &b[b.iter().take_while(|&&c| c == b'\r' || c == b'\n').count()..];
+    if lex::starts_with_ci(b, b"SIP/2.0 ") {
+        return true;
+    }
+    let line = &b[..memchr::memchr(b'\n', &b[..b.len().min(2048)]).unwrap_or(b.len().min(2048))];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.first().is_some_and(|&c| lex::is_token(c))
+        && line.len() > 8
+        && line[line.len() - 8..].eq_ignore_ascii_case(b" SIP/2.0")
+}
+
+/// Offset of the first SIP start line in a datagram that carries junk before it.
+pub fn find_sip_start(b: &[u8]) -> Option<usize> {
+    if looks_like_sip(b) {
+        return Some(0);
+    }
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'\n', &b[i..]) {
+        i += p + 1;
+        if looks_like_sip(&b[i..]) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[derive(Default)]
+struct Flow {
+    next_seq: Option<u32>,
+    buf: Vec<u8>,
+    ooo: BTreeMap<u32, Vec<u8>>,
+    ooo_bytes: usize,
+    is_sip: Option<bool>,
+}
+
+/// TCP streams, reassembled per direction and cut into SIP messages.
+#[derive(Default)]
+pub struct TcpFlows {
+    flows: HashMap<(SocketAddr, SocketAddr), Flow>,
+}
+
+impl TcpFlows {
+    /// Feeds one segment; returns the complete SIP messages it finishes.
+    pub fn feed(&mut self, s: &Segment, stats: &mut NetStats) -> Vec<Vec<u8>> {
+        let Some(t) = s.tcp else { return vec![] };
+        let key = (s.src, s.dst);
+        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
+            // Forget the flows: a capture with more concurrent flows than this is not
+            // going to be followed completely anyway, and memory stays bounded.
+            self.flows.clear();
+        }
+        let f = self.flows.entry(key).or_default();
+        if t.syn {
+            *f = Flow {
+                next_seq: Some(t.seq.wrapping_add(1)),
+                ..Flow::default()
+            };
+        }
+        let mut out = vec![];
+        if !s.payload.is_empty() {
+            let next = *f.next_seq.get_or_insert(t.seq);
+            let ahead = t.seq.wrapping_sub(next) as i32;
+            if ahead == 0 {
+                f.buf.extend_from_slice(&s.payload);
+                f.next_seq = Some(next.wrapping_add(s.payload.len() as u32));
+            } else if ahead < 0 {
+                // Retransmission or overlap: keep only what is new.
+                let skip = (-ahead) as usize;
+                if skip < s.payload.len() {
+                    f.buf.extend_from_slice(&s.payload[skip..]);
+                    f.next_seq = Some(next.wrapping_add((s.payload.len() - skip) as u32));
+                }
+            } else {
+                f.ooo_bytes += s.payload.len();
+                f.ooo.insert(t.seq, s.payload.clone());
+                if f.ooo_bytes > MAX_OUT_OF_ORDER {
+                    // A gap that will not fill: jump over it.
+                    stats.tcp_gaps += 1;
+                    f.buf.clear();
+                    f.next_seq = f.ooo.keys().next().copied();
+                }
+            }
+            // Pull in queued segments that are now in order.
+            while let Some(n) = f.next_seq {
+                let Some((&seq, _)) = f.ooo.iter().find(|(seq, d)| {
+                    let a = seq.wrapping_sub(n) as i32;
+                    a <= 0 && (-(a as i64)) < d.len() as i64
+                }) else {
+                    break;
+                };
+                let d = f.ooo.remove(&seq).unwrap_or_default();
+                f.ooo_bytes -= d.len();
+                let skip = n.wrapping_sub(seq) as usize;
+                f.buf.extend_from_slice(&d[skip..]);
+                f.next_seq = Some(n.wrapping_add((d.len() - skip) as u32));
+            }
+            if f.is_sip.is_none() && f.buf.iter().any(|&c| c != b'\r' && c != b'\n') {
+                f.is_sip = Some(looks_like_sip(&f.buf));
+            }
+            if f.is_sip == Some(true) {
+                loop {
+                    match frame_stream(&f.buf) {
+                        Ok(Frame::Message { skip, len }) => {
+                            out.push(f.buf[skip..skip + len].to_vec());
+                            f.buf.drain(..skip + len);
+                        }
+                        Ok(Frame::Ping(n)) => {
+                            f.buf.drain(..n);
+                        }
+                        Ok(Frame::Incomplete) => break,
+                        Err(_) => {
+                            stats.tcp_desync += 1;
+                            // Resynchronise on the next thing that looks like a start line.
+                            match find_sip_start(&f.buf[1..]) {
+                                Some(p) => {
+                                    f.buf.drain(..p + 1);
+                                }
+                                None => f.buf.clear(),
+                            }
+                        }
+                    }
+                }
+            } else if f.is_sip == Some(false) {
+                f.buf.clear();
+            }
+        }
+        if t.fin_or_rst {
+            self.flows.remove(&key);
+        }
+        out
+    }
+}

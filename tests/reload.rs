@@ -1,0 +1,171 @@
+//! Hot reload: SIGHUP and POST /reload swap the policy under load without losing a
+//! call; a broken policy is refused with its file and line, and the old one keeps running.
+
+mod common;
+
+use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+fn config(base: u16, blacklist: &str) -> String {
+    format!(
+        r#"
+[lists.blacklist]
+entries = [{blacklist}]
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:127.0.0.1:{p}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+[metrics]
+listen = "127.0.0.1:{m}"
+"#,
+        p = base,
+        uas = base + 10,
+        m = base + 30
+    )
+}
+
+fn ask(base: u16, caller: &str, call: &str) -> String {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.connect(("127.0.0.1", base)).unwrap();
+    let port = c.local_addr().unwrap().port();
+    let m = format!(
+        "INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{call};rport\r\nFrom: <sip:{caller}@127.0.0.1>;tag=t{call}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.send(m.as_bytes()).unwrap();
+    let mut b = [0u8; 4096];
+    let n = c.recv(&mut b).unwrap_or(0);
+    String::from_utf8_lossy(&b[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "\"+442079999999\""), 2);
+    let dir = proxy.dir.path().to_path_buf();
+    let cfg_path = dir.join("sipfence.toml");
+    let _uas = sipp_uas(base + 10, None, &dir);
+    // sipp's built-in UAC calls from "sipp", which is no number: use a caller CSV instead.
+    let csv = dir.join("callers.csv");
+    std::fs::write(&csv, "SEQUENTIAL\n+442071234567;\n+12125550123;\n").unwrap();
+    let sc = dir.join("uac.xml");
+    std::fs::write(
+        &sc,
+        include_str!("../testdata/sipp/uac.xml.in")
+            .replace("[field0]", "[field0]@")
+            .replace("[field1]", "X-A: 1")
+            .replace("[field2]", "X-B: 1")
+            .replace(
+                "@BODY@",
+                r#"  <recv response="200" rrs="true"> </recv>
+  <send><![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <send retrans="500"><![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="180" optional="true"> </recv>
+  <recv response="200"> </recv>"#,
+            ),
+    )
+    .unwrap();
+    let load = {
+        let (dir, sc, csv) = (dir.clone(), sc.clone(), csv.clone());
+        std::thread::spawn(move || {
+            let target = format!("127.0.0.1:{base}");
+            let p = (base + 20).to_string();
+            run_sipp(
+                &[
+                    &target,
+                    "-sf",
+                    sc.to_str().unwrap(),
+                    "-inf",
+                    csv.to_str().unwrap(),
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    &p,
+                    "-m",
+                    "600",
+                    "-r",
+                    "100",
+                    "-nostdin",
+                    "-timeout",
+                    "40s",
+                ],
+                &dir,
+                Duration::from_secs(60),
+            )
+        })
+    };
+    // Reload ten times while calls flow, alternating SIGHUP and the HTTP endpoint.
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(400));
+        std::fs::write(&cfg_path, config(base, &format!("\"+44207999{i:04}\""))).unwrap();
+        if i % 2 == 0 {
+            proxy.signal("HUP");
+        } else {
+            let (code, body) = proxy.http("POST", "/reload");
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    // A broken policy: refused with its file and line; the running one stays.
+    std::fs::write(
+        &cfg_path,
+        config(base, "\"+8613800000001\"")
+            .replace("role = \"international\"", "role = \"internationl\""),
+    )
+    .unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("sipfence.toml:") && body.contains("internationl"),
+        "{body}"
+    );
+    let (code, out) = load.join().unwrap();
+    assert_eq!(code, 0, "calls lost during reloads:\n{out}");
+    assert!(proxy.metric("sipfence_policy_reloads_total{result=\"ok\"}") >= 10.0);
+    assert_eq!(
+        proxy.metric("sipfence_policy_reloads_total{result=\"failed\"}"),
+        1.0
+    );
+    // The last good policy (blacklisting +442079990009) is the one running.
+    assert!(ask(base, "+442079990009", "r1").starts_with("SIP/2.0 608 "));
+    assert!(
+        ask(base, "+442079990008", "r2").starts_with("SIP/2.0 100 ")
+            || !ask(base, "+442079990008", "r3").starts_with("SIP/2.0 608")
+    );
+    // A good policy again, by SIGHUP: now the new blacklist applies.
+    std::fs::write(&cfg_path, config(base, "\"+442071111111\"")).unwrap();
+    proxy.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ask(base, "+442071111111", "r4").starts_with("SIP/2.0 608 "));
+}
