@@ -166,11 +166,15 @@ fn local_time(now_ms: u64, offset_min: i32) -> (u16, u8) {
     (minute, weekday)
 }
 
-/// A foreign number that reads like one of our service numbers once its first one to
-/// three digits are taken for a country code (`+1 10086`, `+8 12345`...).
+/// A foreign number that reads like one of our short service numbers once its first one
+/// to three digits are taken for a country code (`+1 10086`, `+44 95588`, `+8 12345`):
+/// what a handset shows is then close to the real service number. Only short codes
+/// (at most 6 digits) count; longer ones are ordinary numbers of somewhere.
 fn service_shaped(policy: &Policy, n: &Number) -> bool {
     let d = n.digits();
-    (1..=3).any(|k| d.len() > k && policy.plan.classify_nsn(&d[k..]).class.is_service())
+    (1..=3).any(|k| {
+        d.len() > k && d.len() - k <= 6 && policy.plan.classify_nsn(&d[k..]).class.is_service()
+    })
 }
 
 /// Decides on one message.

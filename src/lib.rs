@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod decide;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod load_error;
 pub mod numbering;

@@ -160,6 +160,21 @@ impl Metrics {
         for r in ["ok", "failed"] {
             reloads.with_label_values(&[r]);
         }
+        for t in ["udp", "tcp"] {
+            for k in ["request", "response"] {
+                messages.with_label_values(&[t, k]);
+            }
+        }
+        // The drop reasons an operator watches first; others appear when they happen.
+        for r in [
+            "malformed",
+            "response-not-ours",
+            "tcp-limit",
+            "tcp-idle",
+            "send-failed",
+        ] {
+            dropped.with_label_values(&[r]);
+        }
         Metrics {
             registry,
             messages,

@@ -48,10 +48,8 @@ pub struct LocalRateCounter {
 impl LocalRateCounter {
     pub fn new(capacity: usize) -> LocalRateCounter {
         LocalRateCounter {
-            map: DashMap::with_capacity_and_hasher(
-                capacity.min(1 << 16),
-                ahash::RandomState::new(),
-            ),
+            // Grows as keys come: most policies count few callers.
+            map: DashMap::with_hasher(ahash::RandomState::new()),
             capacity: capacity.max(1),
             overflow: DashMap::with_hasher(ahash::RandomState::new()),
             last_sweep_ms: AtomicU64::new(0),

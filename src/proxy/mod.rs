@@ -20,7 +20,6 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use crate::decide::{Decision, Kind};
-use crate::load_error::LoadError;
 use crate::observability::metrics::{Bound, Metrics};
 use crate::observability::records::{self, RecordSink};
 use crate::policy::Policy;
@@ -160,9 +159,14 @@ pub fn run(args: RunArgs) -> i32 {
         eprintln!("sipfence: no trunk has a listen address; nothing to do");
         return 1;
     }
-    if let Err(e) = check_next_hops(&policy) {
-        eprintln!("sipfence: config refused: {e}");
-        return 1;
+    for l in &listens {
+        // Port 0 means "any": nothing to collide with.
+        if l.addr.port() != 0
+            && let Err(e) = probe_free(l)
+        {
+            eprintln!("sipfence: cannot listen on {l}: {e} (another sipfence or SIP server?)");
+            return 1;
+        }
     }
     let metrics_listen = policy.metrics.listen.clone();
     let shared = Arc::new(Shared {
@@ -238,21 +242,13 @@ pub fn run(args: RunArgs) -> i32 {
     code
 }
 
-fn check_next_hops(p: &Policy) -> Result<(), LoadError> {
-    for t in &p.trunks {
-        if let Some(n) = t.next_hop
-            && n.transport != Transport::Udp
-        {
-            return Err(LoadError::file(
-                &p.source,
-                format!(
-                    "trunk {}: next_hop over tcp is not supported yet; use udp:",
-                    t.name
-                ),
-            ));
-        }
+/// SO_REUSEPORT lets a second process bind the same address silently and take part of
+/// the traffic. A plain bind first proves the address is really free.
+fn probe_free(l: &ListenSpec) -> std::io::Result<()> {
+    match l.transport {
+        Transport::Udp => std::net::UdpSocket::bind(l.addr).map(drop),
+        Transport::Tcp => std::net::TcpListener::bind(l.addr).map(drop),
     }
-    Ok(())
 }
 
 enum Sock {

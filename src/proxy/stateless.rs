@@ -263,16 +263,18 @@ fn add_proxy_edits(
             IpAddr::V6(_) => format!("[{src}]"),
             IpAddr::V4(_) => src.clone(),
         };
-        if v.received.is_none() && host != src_host.as_bytes() {
-            edits.insert_with(v.whole.end as usize, |out| {
-                out.extend_from_slice(b";received=");
-                out.extend_from_slice(src.as_bytes());
-            });
-        }
+        // `rport` is often the last parameter: fill it before appending `received`,
+        // both edits being at the same offset then (EditList keeps insertion order).
         if let (Some(None), Some(end)) = (v.rport, v.rport_end) {
             edits.insert_with(end as usize, |out| {
                 out.push(b'=');
                 push_num(out, o.source.port() as u64);
+            });
+        }
+        if v.received.is_none() && host != src_host.as_bytes() {
+            edits.insert_with(v.whole.end as usize, |out| {
+                out.extend_from_slice(b";received=");
+                out.extend_from_slice(src.as_bytes());
             });
         }
     }

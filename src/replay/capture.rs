@@ -36,9 +36,17 @@ struct Iface {
 
 /// Calls `f` for every packet of the file. Returns how the file ended, or an error
 /// when it is not a capture at all.
-pub fn read(path: &Path, mut f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
+pub fn read(path: &Path, f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut reader = create_reader(1 << 20, file).map_err(|e| match e {
+    read_from(file, f)
+}
+
+/// Like [`read`], from any byte source (a file, a pipe, fuzz input).
+pub fn read_from<R: std::io::Read + Send>(
+    src: R,
+    mut f: impl FnMut(&Packet<'_>),
+) -> Result<End, String> {
+    let mut reader = create_reader(1 << 20, src).map_err(|e| match e {
         PcapError::HeaderNotRecognized => "not a pcap or pcapng file".to_string(),
         PcapError::Eof => "empty file".to_string(),
         e => format!("cannot read capture header: {e:?}"),

@@ -76,10 +76,21 @@ impl<'p> Replayer<'p> {
         out: &mut Outputs,
         on_record: &mut dyn FnMut(Record),
     ) -> Result<End, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        self.stream(file, &path.display().to_string(), out, on_record)
+    }
+
+    /// Replays a capture from any byte source (`name` is for messages).
+    pub fn stream<R: std::io::Read + Send>(
+        &mut self,
+        src: R,
+        name: &str,
+        out: &mut Outputs,
+        on_record: &mut dyn FnMut(Record),
+    ) -> Result<End, String> {
         let started = Instant::now();
         let mut last_note = Instant::now();
-        let name = path.display().to_string();
-        let end = capture::read(path, |p| {
+        let end = capture::read_from(src, |p| {
             self.summary.packets += 1;
             let o = self.packet(p, on_record);
             if o.sip {

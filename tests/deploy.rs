@@ -1,0 +1,118 @@
+//! The deploy kit matches the binary: every metric the dashboard and the alert rules use
+//! is one sipfence exports, promtool accepts the rules and the scrape config, and every
+//! example policy loads.
+
+mod common;
+
+use sipfence::observability::metrics::{METRIC_NAMES, Metrics};
+use sipfence::policy::Policy;
+use std::collections::BTreeSet;
+
+fn used_metrics(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(p) = text[i..].find("sipfence_") {
+        let s = i + p;
+        let mut e = s;
+        while e < b.len() && (b[e].is_ascii_alphanumeric() || b[e] == b'_') {
+            e += 1;
+        }
+        let name = &text[s..e];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, suf| n.strip_suffix(suf).unwrap_or(n));
+        out.insert(base.to_string());
+        i = e;
+    }
+    out
+}
+
+#[test]
+fn dashboard_and_alerts_use_only_exported_metrics() {
+    let root = common::project_dir();
+    let m = Metrics::new();
+    let _bound = m.bind(&Policy::builtin().unwrap());
+    let exposition = m.render();
+    for name in METRIC_NAMES {
+        assert!(
+            exposition.contains(&format!("# TYPE {name} ")),
+            "{name} is not exported"
+        );
+    }
+    for f in [
+        "deploy/grafana/sipfence-dashboard.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        let used = used_metrics(&text);
+        assert!(used.len() >= 5, "{f} uses only {used:?}");
+        for u in &used {
+            // Names in prose (e.g. "sipfence_" alone, or the job label) are not metrics.
+            if u == "sipfence_" {
+                continue;
+            }
+            assert!(
+                METRIC_NAMES.contains(&u.as_str()),
+                "{f} uses {u}, which sipfence does not export"
+            );
+        }
+    }
+    // The dashboard is valid JSON with panels.
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/sipfence-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(d["panels"].as_array().is_some_and(|p| p.len() >= 10));
+}
+
+#[test]
+fn promtool_accepts_rules_and_config() {
+    let root = common::project_dir();
+    let have = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !have {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("promtool missing: scripts/deps.sh installs the prometheus package");
+        }
+        eprintln!("skipped: promtool not installed");
+        return;
+    }
+    for args in [
+        ["check", "rules", "deploy/prometheus/alerts.yml"],
+        ["check", "config", "deploy/prometheus/prometheus.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn example_policies_load() {
+    let root = common::project_dir();
+    let mut n = 0;
+    for e in std::fs::read_dir(root.join("deploy/examples"))
+        .unwrap()
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            let p = Policy::load(&e.path())
+                .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+            assert!(!p.trunks.is_empty());
+            n += 1;
+        }
+    }
+    assert!(n >= 3);
+    assert!(Policy::load(&root.join("deploy/sipfence.toml")).is_ok());
+}
