@@ -229,8 +229,12 @@ fn parse_lengths(s: &str) -> Result<u64, String> {
 impl Plan {
     /// The built-in China plan.
     pub fn builtin() -> Plan {
-        // The built-in text is tested; a failure here is a build defect, not input.
-        Plan::parse(BUILTIN_CN, "builtin:cn").unwrap_or_else(|e| panic!("built-in plan: {e}"))
+        // Parsed once per process; every policy load clones it.
+        static BUILTIN: std::sync::OnceLock<Plan> = std::sync::OnceLock::new();
+        BUILTIN
+            // The built-in text is tested; a failure here is a build defect, not input.
+            .get_or_init(|| Plan::parse(BUILTIN_CN, "builtin:cn").unwrap_or_else(|e| panic!("built-in plan: {e}")))
+            .clone()
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Plan, LoadError> {
