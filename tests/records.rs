@@ -130,6 +130,7 @@ max_calls_per_minute_per_caller = 2
 entries = ["+8613912340000..+8613912349999"]
 [records]
 dir = "{rec}"
+pcap_rejected = true
 [metrics]
 listen = ""
 "#,
@@ -185,7 +186,11 @@ listen = ""
     std::thread::sleep(Duration::from_millis(800));
     drop(proxy);
     let mut live = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(&rec_dir).unwrap().flatten() {
+    for e in std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+    {
         for l in std::fs::read_to_string(e.path()).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             live.insert(v["call_id"].as_str().unwrap().to_string(), v);
@@ -223,6 +228,31 @@ listen = ""
         n += 1;
     }
     assert_eq!(n, callers.len(), "every call decided by both");
+    // The raw rejected requests went to a pcap: replayed, it holds exactly those calls.
+    let rejected_live = live.values().filter(|v| v["verdict"] == "reject").count();
+    let pcaps: Vec<_> = std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    assert!(!pcaps.is_empty(), "no rejected-*.pcap");
+    let policy = sipfence::policy::Policy::load(&dir.path().join("p.toml")).unwrap();
+    let mut r = sipfence::replay::Replayer::new(&policy, None);
+    let mut ids = vec![];
+    for p in &pcaps {
+        r.file(p, &mut sipfence::replay::Outputs::default(), &mut |rec| {
+            ids.push(rec.call_id)
+        })
+        .unwrap();
+    }
+    assert_eq!(ids.len(), rejected_live, "{ids:?}");
+    // Exactly the calls the live proxy rejected (replayed alone, a rate-limited call
+    // is no longer over its rate, so compare identities, not verdicts).
+    assert!(
+        ids.iter().all(|id| live[id]["verdict"] == "reject"),
+        "{ids:?}"
+    );
     assert_eq!(live.get("eq-10").unwrap()["rule"], "enterprise-rate-caller");
 }
 

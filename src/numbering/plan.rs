@@ -233,7 +233,10 @@ impl Plan {
         static BUILTIN: std::sync::OnceLock<Plan> = std::sync::OnceLock::new();
         BUILTIN
             // The built-in text is tested; a failure here is a build defect, not input.
-            .get_or_init(|| Plan::parse(BUILTIN_CN, "builtin:cn").unwrap_or_else(|e| panic!("built-in plan: {e}")))
+            .get_or_init(|| {
+                Plan::parse(BUILTIN_CN, "builtin:cn")
+                    .unwrap_or_else(|e| panic!("built-in plan: {e}"))
+            })
             .clone()
     }
 

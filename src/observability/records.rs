@@ -3,10 +3,14 @@
 //! bounded; when the writer falls behind, records are dropped and counted.
 //!
 //! Files are `records-<unix-seconds>.jsonl` in the configured directory, rotated by size
-//! and age, and deleted once older than the retention period.
+//! and age, and deleted once older than the retention period. With `pcap_rejected`, the
+//! raw requests sipfence rejected also go to `rejected-<unix-seconds>.pcap` (rotated with
+//! the records), as IP/UDP packets Wireshark opens directly.
 
+use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -15,17 +19,48 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::observability::metrics::Metrics;
 use crate::policy::config::RecordsConf;
 use crate::record::Record;
+use crate::replay::pcapout::{LINKTYPE_RAW, PcapWriter, udp_packet};
+
+/// What goes to the writer thread.
+pub enum Item {
+    Record(Box<Record>),
+    /// A rejected request as received, for the pcap of rejected calls.
+    Raw {
+        ts_ms: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        bytes: Bytes,
+    },
+}
 
 #[derive(Clone)]
 pub struct RecordSink {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Item>,
     metrics: Arc<Metrics>,
+    /// Whether raw rejected requests are wanted.
+    pub pcap_rejected: bool,
 }
 
 impl RecordSink {
     /// Hands a record to the writer; never blocks.
     pub fn send(&self, r: Record) {
-        match self.tx.try_send(r) {
+        self.push(Item::Record(Box::new(r)));
+    }
+
+    /// Hands a rejected request's bytes to the writer (when `pcap_rejected`); never blocks.
+    pub fn send_raw(&self, ts_ms: u64, src: SocketAddr, dst: SocketAddr, bytes: Bytes) {
+        if self.pcap_rejected {
+            self.push(Item::Raw {
+                ts_ms,
+                src,
+                dst,
+                bytes,
+            });
+        }
+    }
+
+    fn push(&self, i: Item) {
+        match self.tx.try_send(i) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.metrics.records_dropped.inc()
@@ -48,6 +83,8 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
         rotate_secs: conf.rotate_secs.max(1),
         retention_secs: conf.retention_secs,
         file: None,
+        pcap: None,
+        want_pcap: conf.pcap_rejected,
         opened_at: 0,
         written: 0,
         metrics: metrics.clone(),
@@ -55,7 +92,11 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
     std::thread::Builder::new()
         .name("records".into())
         .spawn(move || w.run(rx))?;
-    Ok(Some(RecordSink { tx, metrics }))
+    Ok(Some(RecordSink {
+        tx,
+        metrics,
+        pcap_rejected: conf.pcap_rejected,
+    }))
 }
 
 struct Writer {
@@ -64,6 +105,8 @@ struct Writer {
     rotate_secs: u64,
     retention_secs: u64,
     file: Option<BufWriter<File>>,
+    pcap: Option<PcapWriter>,
+    want_pcap: bool,
     opened_at: u64,
     written: u64,
     metrics: Arc<Metrics>,
@@ -77,17 +120,20 @@ fn now_secs() -> u64 {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Record>) {
+    fn run(mut self, rx: Receiver<Item>) {
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(r) => {
-                    self.write(&r);
+                Ok(i) => {
+                    self.item(i);
                     // Drain what is queued before flushing once.
-                    while let Ok(r) = rx.try_recv() {
-                        self.write(&r);
+                    while let Ok(i) = rx.try_recv() {
+                        self.item(i);
                     }
                     if let Some(f) = self.file.as_mut() {
                         let _ = f.flush();
+                    }
+                    if let Some(p) = self.pcap.as_mut() {
+                        let _ = p.flush();
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -102,6 +148,37 @@ impl Writer {
         }
         if let Some(f) = self.file.as_mut() {
             let _ = f.flush();
+        }
+        if let Some(p) = self.pcap.take() {
+            let _ = p.finish();
+        }
+    }
+
+    fn item(&mut self, i: Item) {
+        match i {
+            Item::Record(r) => self.write(&r),
+            Item::Raw {
+                ts_ms,
+                src,
+                dst,
+                bytes,
+            } => {
+                if self.file.is_none() {
+                    self.rotate(now_secs());
+                }
+                let Some(p) = self.pcap.as_mut() else { return };
+                let pkt = udp_packet(src, dst, &bytes);
+                let ok = p.write(
+                    LINKTYPE_RAW,
+                    (ts_ms / 1000) as u32,
+                    (ts_ms % 1000 * 1000) as u32,
+                    &pkt,
+                    pkt.len() as u32,
+                );
+                if ok.is_err() {
+                    self.metrics.records_dropped.inc();
+                }
+            }
         }
     }
 
@@ -133,6 +210,9 @@ impl Writer {
         if let Some(mut f) = self.file.take() {
             let _ = f.flush();
         }
+        if let Some(p) = self.pcap.take() {
+            let _ = p.finish();
+        }
         // Unique name even when rotating twice in one second.
         let mut name = self.dir.join(format!("records-{now}.jsonl"));
         let mut n = 1;
@@ -150,6 +230,18 @@ impl Writer {
                 tracing::warn!(file = %name.display(), error = %e, "cannot open signaling record file")
             }
         }
+        if self.want_pcap {
+            let stem = name
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("records")
+                .replace("records-", "rejected-")
+                .replace(".jsonl", ".pcap");
+            match PcapWriter::create(&self.dir.join(stem)) {
+                Ok(p) => self.pcap = Some(p),
+                Err(e) => tracing::warn!(error = %e, "cannot open the pcap of rejected calls"),
+            }
+        }
         expire(&self.dir, now, self.retention_secs);
     }
 }
@@ -165,6 +257,10 @@ pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
         let Some(ts) = n
             .strip_prefix("records-")
             .and_then(|r| r.strip_suffix(".jsonl"))
+            .or_else(|| {
+                n.strip_prefix("rejected-")
+                    .and_then(|r| r.strip_suffix(".pcap"))
+            })
         else {
             continue;
         };

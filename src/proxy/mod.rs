@@ -87,21 +87,27 @@ impl Shared {
         }
     }
 
-    /// Counts a decision and hands its record to the writer.
+    /// Counts a decision and hands its record (and, for a rejection, the raw request) to
+    /// the writer.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
         l: &Loaded,
         msg: &Message,
         d: &Decision,
         source: SocketAddr,
+        local: SocketAddr,
         now_ms: u64,
         seconds: f64,
     ) {
         l.bound.count(d, seconds);
-        if let Some(r) = &self.records
-            && (d.kind == Kind::Call || d.is_reject())
-        {
-            r.send(Record::new(&l.policy, msg, d, source, now_ms));
+        if let Some(r) = &self.records {
+            if d.kind == Kind::Call || d.is_reject() {
+                r.send(Record::new(&l.policy, msg, d, source, now_ms));
+            }
+            if d.is_reject() {
+                r.send_raw(now_ms, source, local, msg.bytes().slice(..msg.len()));
+            }
         }
     }
 }

@@ -84,7 +84,15 @@ pub async fn process(
     let t0 = Instant::now();
     let raw = data.clone();
     let mut observe = |m: &crate::sip::Message, d: &crate::decide::Decision| {
-        shared.observe(&l, m, d, o.source, now, t0.elapsed().as_secs_f64());
+        shared.observe(
+            &l,
+            m,
+            d,
+            o.source,
+            o.local.addr,
+            now,
+            t0.elapsed().as_secs_f64(),
+        );
     };
     let res = stateless::handle(&step, data, o, &mut sc.out, &mut sc.edits, &mut observe);
     let dest = match res {

@@ -60,6 +60,10 @@ impl PcapWriter {
         self.out.write_all(&(linktype as u32).to_le_bytes())
     }
 
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     pub fn finish(mut self) -> std::io::Result<()> {
         if self.linktype.is_none() {
             // No packet: still a valid, empty capture.
@@ -67,4 +71,42 @@ impl PcapWriter {
         }
         self.out.flush()
     }
+}
+
+/// LINKTYPE_RAW: packets start with the IP header.
+pub const LINKTYPE_RAW: i32 = 101;
+
+/// An IPv4 or IPv6 + UDP packet around a payload (checksums left zero, which Wireshark
+/// accepts), for writing messages that were not captured off a wire.
+pub fn udp_packet(src: std::net::SocketAddr, dst: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
+    use std::net::IpAddr;
+    let ulen = (8 + payload.len()).min(u16::MAX as usize) as u16;
+    let mut p = Vec::with_capacity(48 + payload.len());
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = (20 + ulen as usize).min(u16::MAX as usize) as u16;
+            p.extend_from_slice(&[0x45, 0]);
+            p.extend_from_slice(&total.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(x) => x.octets(),
+                IpAddr::V4(x) => x.to_ipv6_mapped().octets(),
+            };
+            p.extend_from_slice(&[0x60, 0, 0, 0]);
+            p.extend_from_slice(&ulen.to_be_bytes());
+            p.extend_from_slice(&[17, 64]);
+            p.extend_from_slice(&v6(s));
+            p.extend_from_slice(&v6(d));
+        }
+    }
+    p.extend_from_slice(&src.port().to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&ulen.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
 }
