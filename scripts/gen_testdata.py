@@ -40,6 +40,17 @@ tshark; the exact command is in the file's comment lines). Without tshark, run i
 --counts: the captures and expected.tsv do not depend on it.
 
     python3 scripts/gen_testdata.py --counts
+
+With --big N OUT.pcap it writes only OUT.pcap, a large classic pcap (Ethernet/IPv4/UDP) for
+the replay throughput benchmark (scripts/bench_replay.sh): N units, 1000 per second of
+capture time from 2026-11-30T02:00:00Z, with overlapping dialogs as on a busy gateway, a
+unit being, per 20: 10 allowed foreign callers on intl (INVITE 180 200 ACK BYE 200), 3 +86
+callers on intl, 2 non-whitelisted callers on ent-400, 1 blacklisted caller (+8613800000001)
+on intl (INVITE, 403 or 608, ACK), 2 OPTIONS keep-alives and their 200, 2 REGISTERs and their
+401. Deterministic, streamed to disk (memory does not grow with N), about 4.3 packets per
+unit; it prints the counts replay should report.
+
+    python3 scripts/gen_testdata.py --big 200000 target/bench/replay-big.pcap
 """
 
 import hashlib
@@ -777,8 +788,227 @@ def write_counts(names):
     write("counts.tsv", ("\n".join(lines) + "\n").encode())
 
 
+# ---------------------------------------------------------------------------------------
+# --big: a large capture for the replay throughput benchmark (scripts/bench_replay.sh)
+# ---------------------------------------------------------------------------------------
+
+# The mix, per 20 units (a unit is one call, or one OPTIONS or REGISTER transaction):
+#   A  10  allowed foreign caller on intl: INVITE, 180, 200, ACK, BYE, 200
+#   D   3  +86 caller on intl (intl-domestic-caller): INVITE, 403, ACK
+#   E   2  non-whitelisted +86 caller on ent-400 (enterprise-not-whitelisted): INVITE, 403, ACK
+#   B   1  blacklisted +8613800000001 on intl (blacklist): INVITE, 608, ACK
+#   O   2  OPTIONS keep-alive to intl / ent-400 and its 200
+#   R   2  REGISTER to ent-400 and its 401
+# spread over the cycle so that no kind comes in bursts.
+BIG_CYCLE = "ADAOAEARADABAOAEARAD"
+assert len(BIG_CYCLE) == 20 and sorted(BIG_CYCLE) == sorted("A" * 10 + "D" * 3 + "E" * 2
+                                                            + "B" + "O" * 2 + "R" * 2)
+BIG_CALL_STEP_US = 1000  # 1000 units per second of capture time
+BIG_OFFER_SESS, BIG_ANSWER_SESS = 1111111111, 2222222222  # replaced by 10-digit numbers
+
+# Foreign callers: (prefix, digits that follow), all well-formed E.164 numbers.
+BIG_FOREIGN = [("+4420", 8), ("+1212", 7), ("+4930", 8), ("+3314", 7), ("+813", 8),
+               ("+612", 8), ("+656", 7), ("+4122", 7), ("+3906", 8), ("+1415", 7)]
+BIG_DOMESTIC = ["+86135", "+86150", "+86186", "+86188"]  # mobile, none listed anywhere
+BIG_ENT_OTHER = [("+86137", 8), ("+862161", 6)]  # not on ent-400's whitelist
+
+
+def big_templates():
+    """Message templates (%-format strings) built with Call, so that the benchmark's
+    messages have exactly the shape of the test captures'. Fields: cid, caller, ftag,
+    ttag, br (branch suffix), sess, asess (10-digit SDP session ids)."""
+
+    def call(proxy, expect):
+        c = Call("%(cid)s", "%(caller)s", expect, proxy=proxy)
+        c.ftag, c.ttag = "%(ftag)s", "%(ttag)s"
+        c.branch = lambda what: "z9hG4bK%(br)s" + what[0]  # i(nvite), a(ck), b(ye)
+        sdp = c.sdp
+        c.sdp = lambda addr, port, sess, big=False: sdp(
+            addr, port, BIG_ANSWER_SESS if port == 30000 else BIG_OFFER_SESS)
+        return c
+
+    def tpl(msg):
+        s = msg.decode()
+        s = s.replace(str(BIG_OFFER_SESS), "%(sess)d").replace(str(BIG_ANSWER_SESS),
+                                                               "%(asess)d")
+        rest = s
+        for f in ("cid", "caller", "ftag", "ttag", "br"):
+            rest = rest.replace("%%(%s)s" % f, "")
+        rest = rest.replace("%(sess)d", "").replace("%(asess)d", "")
+        assert "%" not in rest, rest
+        return s
+
+    intl, ent = (PROXY4, INTL), (PROXY4, ENT)
+    out = {}
+    a = call(intl, E("intl"))
+    out["A"] = [(True, tpl(a.invite())), (False, tpl(a.response(180))),
+                (False, tpl(a.response(200))), (True, tpl(a.ack())), (True, tpl(a.bye())),
+                (False, tpl(a.response(200, cseq="2 BYE", via="bye")))]
+    for kind, proxy, code, rule in (("D", intl, 403, "intl-domestic-caller"),
+                                    ("E", ent, 403, "enterprise-not-whitelisted"),
+                                    ("B", intl, 608, "blacklist")):
+        c = call(proxy, E("-", "reject", code, rule))
+        out[kind] = [(True, tpl(c.invite())), (False, tpl(c.response(code))),
+                     (True, tpl(c.ack()))]
+    uac = hostport(UAC4, UAC_PORT)
+    for kind, port in (("O", INTL), ("o", ENT)):
+        via = "Via: SIP/2.0/UDP %s;branch=z9hG4bK%%(br)so;rport" % uac
+        frm = "From: <sip:ping@%s>;tag=%%(ftag)s" % uac
+        to = "To: <sip:%s>" % hostport(PROXY4, port)
+        req = Call.message("OPTIONS sip:%s SIP/2.0" % hostport(PROXY4, port), [
+            via, "Max-Forwards: 70", frm, to, "Call-ID: %(cid)s", "CSeq: 1 OPTIONS",
+            "User-Agent: sipfence-testdata"])
+        resp = Call.message("SIP/2.0 200 OK", [
+            via, frm, to + ";tag=%(ttag)s", "Call-ID: %(cid)s", "CSeq: 1 OPTIONS",
+            "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS", "Accept: application/sdp",
+            "Supported: timer", "Server: sipfence"])
+        out[kind] = [(True, tpl(req)), (False, tpl(resp))]
+    reg = hostport(PROXY4, ENT)
+    via = "Via: SIP/2.0/UDP %s;branch=z9hG4bK%%(br)sr;rport" % uac
+    aor = "<sip:%%(caller)s@%s;user=phone>" % PROXY4
+    req = Call.message("REGISTER sip:%s SIP/2.0" % reg, [
+        via, "Max-Forwards: 70", "From: %s;tag=%%(ftag)s" % aor, "To: %s" % aor,
+        "Call-ID: %(cid)s", "CSeq: 1 REGISTER",
+        "Contact: <sip:%%(caller)s@%s;transport=udp>;expires=3600" % uac,
+        "Expires: 3600", "User-Agent: sipfence-testdata"])
+    resp = Call.message("SIP/2.0 401 Unauthorized", [
+        via, "From: %s;tag=%%(ftag)s" % aor, "To: %s;tag=%%(ttag)s" % aor,
+        "Call-ID: %(cid)s", "CSeq: 1 REGISTER",
+        'WWW-Authenticate: Digest realm="gen.sipfence.test", nonce="%(br)s", algorithm=MD5,'
+        ' qop="auth"', "Server: sipfence"])
+    out["R"] = [(True, tpl(req)), (False, tpl(resp))]
+    return out
+
+
+def big_unit(i):
+    """Kind, destination port, template fields and delays (µs after the previous message)
+    of unit i; everything derives from i, so nothing needs to be kept per call."""
+    x = (i * 0x9E3779B1) & 0xFFFFFFFF  # a bijection on 32 bits: distinct per unit
+    y = (i * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
+    kind = BIG_CYCLE[i % 20]
+    f = {"cid": "%08x-%d@gen.sipfence.test" % (x, i), "ftag": "%08x" % x,
+         "ttag": "%08x" % (x ^ 0x5BD1E995), "br": "%08x%08x" % (x, i & 0xFFFFFFFF),
+         "sess": 1_000_000_000 + x, "asess": 1_000_000_000 + (x ^ 0xA5A5A5A5)}
+    if kind == "A":
+        prefix, n = BIG_FOREIGN[(i // 20) % len(BIG_FOREIGN)]
+        f["caller"] = prefix + "%0*d" % (n, y % 10 ** n)
+        port = INTL
+        # 180 after 30-80 ms, 200 after 1-8 s of ringing, ACK 20 ms later, BYE after
+        # 5-95 s of talk, its 200 15 ms later.
+        delays = (30_000 + y % 50_000, 1_000_000 + x % 7_000_000, 20_000,
+                  5_000_000 + (x >> 4) % 90_000_000, 15_000)
+    elif kind in "DEB":
+        if kind == "D":
+            f["caller"] = BIG_DOMESTIC[(i // 20) % 4] + "%08d" % (y % 10 ** 8)
+        elif kind == "E":
+            prefix, n = BIG_ENT_OTHER[(i // 20) % 2]
+            f["caller"] = prefix + "%0*d" % (n, y % 10 ** n)
+        else:
+            f["caller"] = "+8613800000001"
+        port = ENT if kind == "E" else INTL
+        delays = (3_000 + y % 7_000, 20_000)  # final response, then the ACK
+    elif kind == "O":
+        # Alternately to intl and ent-400.
+        if (i // 20) % 2:
+            kind, port = "o", ENT
+        else:
+            port = INTL
+        delays = (1_000 + y % 2_000,)
+    else:
+        f["caller"] = "+864008%06d" % (y % 10 ** 6)  # the enterprise's PBX extensions
+        port = ENT
+        delays = (2_000 + y % 3_000,)
+    return kind, port, f, delays
+
+
+def big(n_calls, path):
+    """Streams a classic pcap (Ethernet/IPv4/UDP) of n_calls units to `path`. Dialogs
+    overlap as on a live gateway; a heap holds the next message of each open unit."""
+    import heapq
+
+    templates = big_templates()
+    rec_hdr = struct.Struct("<IIII")
+    net_hdr = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")  # Ethernet + IPv4 + UDP, 42 bytes
+    lo = ip_bytes(PROXY4)
+    assert PROXY4 == UAC4 == "127.0.0.1"
+    lo_words = (lo[0] << 8 | lo[1]) + (lo[2] << 8 | lo[3])
+    ip_const = 0x4500 + (64 << 8 | 17) + 2 * lo_words
+    udp_const = 2 * lo_words + 17
+    ident = [0x8000]
+    stats = {"packets": 0, "bytes": 24, "calls": 0, "units": {}}
+
+    def frame(ts, from_uac, port, payload):
+        ulen = 8 + len(payload)
+        tot = 20 + ulen
+        ident[0] = (ident[0] + 1) & 0xFFFF
+        s = ip_const + tot + ident[0]
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        ipc = ~s & 0xFFFF
+        sport, dport = (UAC_PORT, port) if from_uac else (port, UAC_PORT)
+        # Ones'-complement sum of 16-bit words == the number they form, modulo 0xFFFF.
+        v = int.from_bytes(payload, "big")
+        if len(payload) & 1:
+            v <<= 8
+        s = (udp_const + 2 * ulen + sport + dport + v) % 0xFFFF or 0xFFFF
+        uc = ~s & 0xFFFF or 0xFFFF
+        dmac, smac = (MAC_PROXY, MAC_UAC) if from_uac else (MAC_UAC, MAC_PROXY)
+        stats["packets"] += 1
+        stats["bytes"] += 16 + 42 + len(payload)
+        return (rec_hdr.pack(ts // 1_000_000, ts % 1_000_000, 42 + len(payload),
+                             42 + len(payload))
+                + net_hdr.pack(dmac, smac, 0x0800, 0x45, 0, tot, ident[0], 0, 64, 17, ipc,
+                               lo, lo, sport, dport, ulen, uc)
+                + payload)
+
+    def message(ts, i, step):
+        kind, port, f, delays = big_unit(i)
+        if step == 0:
+            stats["units"][kind] = stats["units"].get(kind, 0) + 1
+            stats["calls"] += kind in "ADEB"
+        from_uac, t = templates[kind][step]
+        out.append(frame(ts, from_uac, port, (t % f).encode()))
+        if step < len(delays):
+            heapq.heappush(heap, (ts + delays[step], i, step + 1))
+
+    tmp = path + ".tmp"
+    heap = []
+    out = []
+    with open(tmp, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+        for i in range(n_calls):
+            start = T0_US + i * BIG_CALL_STEP_US
+            while heap and heap[0][0] <= start:
+                message(*heapq.heappop(heap))
+            message(start, i, 0)
+            if len(out) >= 4096:
+                fh.write(b"".join(out))
+                out.clear()
+        while heap:
+            message(*heapq.heappop(heap))
+            if len(out) >= 4096:
+                fh.write(b"".join(out))
+                out.clear()
+        fh.write(b"".join(out))
+    os.replace(tmp, path)
+    u = stats["units"]
+    print("wrote %s (%d bytes): %d units, %d INVITE calls (allowed %d, rejected %d: "
+          "intl +86 %d, ent-400 not whitelisted %d, blacklist %d), OPTIONS %d, REGISTER %d; "
+          "%d packets, one SIP message each" % (
+              path, stats["bytes"], n_calls, stats["calls"], u.get("A", 0),
+              u.get("D", 0) + u.get("E", 0) + u.get("B", 0), u.get("D", 0), u.get("E", 0),
+              u.get("B", 0), u.get("O", 0) + u.get("o", 0), u.get("R", 0),
+              stats["packets"]))
+
+
 def main():
-    counts = "--counts" in sys.argv[1:]
+    args = sys.argv[1:]
+    if args and args[0] == "--big":
+        if len(args) != 3 or not args[1].isdigit() or int(args[1]) < 1:
+            sys.exit("usage: gen_testdata.py --big N OUT.pcap")
+        big(int(args[1]), args[2])
+        return
+    counts = "--counts" in args
     os.makedirs(OUT_DIR, exist_ok=True)
     rows = []
     outputs = [

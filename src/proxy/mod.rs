@@ -6,6 +6,7 @@
 //! The policy sits behind an `ArcSwap`: a reload builds the new one aside and swaps
 //! it in whole; a message in flight finishes with the policy it started with.
 
+pub mod mmsg;
 pub mod stateless;
 pub mod tcp;
 pub mod udp;

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::stateless::{Dest, Origin};
-use super::udp::{self, Scratch, Udps};
+use super::udp::{self, Udps};
 use crate::policy::config::ListenSpec;
 use crate::sip::parse::Frame;
+use crate::sip::rewrite::EditList;
 use crate::sip::{MAX_MESSAGE, frame_stream};
 
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -83,7 +84,8 @@ async fn connection(
     };
     let idle = Duration::from_secs(shared.loaded.load().policy.proxy.tcp_idle_secs.max(1));
     let mut buf = BytesMut::with_capacity(8192);
-    let mut sc = Scratch::new();
+    let mut edits = EditList::new();
+    let mut out = Vec::with_capacity(2048);
     let o = Origin {
         source: peer,
         local,
@@ -116,7 +118,11 @@ async fn connection(
                 Ok(Frame::Message { skip, len }) => {
                     buf.advance(skip);
                     let data = buf.split_to(len).freeze();
-                    udp::process(&shared, &fwd, via_addr, data, &o, false, &mut sc).await;
+                    if let Some(d) =
+                        udp::handle_one(&shared, via_addr, data, &o, false, &mut edits, &mut out)
+                    {
+                        udp::send(&shared, &fwd, d, &out).await;
+                    }
                 }
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error.
@@ -127,9 +133,9 @@ async fn connection(
                         peer,
                         Some(id),
                         &e.to_string(),
-                        &mut sc.out,
+                        &mut out,
                     ) {
-                        let _ = tx.try_send(Bytes::copy_from_slice(&sc.out));
+                        let _ = tx.try_send(Bytes::copy_from_slice(&out));
                     }
                     break 'conn;
                 }

@@ -1,17 +1,20 @@
 //! UDP: one SO_REUSEPORT socket per listen address per worker. After each readiness
-//! wake-up the socket is drained with non-blocking receives (the cheap path measured by
-//! the udp-relay peer); receive buffers are reused, so a datagram costs no allocation
-//! until something has to be sent.
+//! wake-up the socket is drained in batches: `recvmmsg` brings up to 32 datagrams per
+//! system call, each goes through the stateless step, and what they produce leaves in
+//! one `sendmmsg` (see [`super::mmsg`]).
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::Shared;
+use super::mmsg::{self, BATCH, RecvBatch};
 use super::stateless::{self, Dest, Handled, Origin, Step};
 use crate::policy::config::ListenSpec;
 use crate::sip::rewrite::EditList;
@@ -39,37 +42,17 @@ pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<(Arc<UdpSocket>, Soc
         .map(|(_, s, a)| (s.clone(), *a))
 }
 
-/// Reusable per-task buffers.
-pub struct Scratch {
-    pub out: Vec<u8>,
-    pub edits: EditList,
-}
-
-impl Scratch {
-    pub fn new() -> Scratch {
-        Scratch {
-            out: Vec::with_capacity(4096),
-            edits: EditList::new(),
-        }
-    }
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch::new()
-    }
-}
-
-/// Runs one message through the stateless step and sends what comes out.
-pub async fn process(
+/// Runs one message through the stateless step: counts it, observes the decision, and
+/// leaves what must be sent in `out`. Returns where it goes, if anywhere.
+pub fn handle_one(
     shared: &Shared,
-    fwd: &UdpSocket,
     via_addr: SocketAddr,
-    data: bytes::Bytes,
+    data: Bytes,
     o: &Origin,
     overloaded: bool,
-    sc: &mut Scratch,
-) {
+    edits: &mut EditList,
+    out: &mut Vec<u8>,
+) -> Option<Dest> {
     let l = shared.loaded.load();
     let transport = o.local.transport.as_str();
     shared.count_message(o.local.transport, data.starts_with(b"SIP/"));
@@ -94,38 +77,35 @@ pub async fn process(
             t0.elapsed().as_secs_f64(),
         );
     };
-    let res = stateless::handle(&step, data, o, &mut sc.out, &mut sc.edits, &mut observe);
-    let dest = match res {
-        Ok(Handled::Forward(d)) | Ok(Handled::Respond(d, _)) => d,
+    match stateless::handle(&step, data, o, out, edits, &mut observe) {
+        Ok(Handled::Forward(d)) | Ok(Handled::Respond(d, _)) => Some(d),
         Ok(Handled::Shed(d)) => {
             let t = l.policy.match_trunk(&o.source, Some(&o.local));
             l.bound.overload(t);
-            d
+            Some(d)
         }
-        Ok(Handled::Absorbed) => return,
+        Ok(Handled::Absorbed) => None,
         Ok(Handled::Dropped(reason)) => {
             shared.metrics.dropped(reason);
-            return;
+            None
         }
         Err(e) => {
             shared.metrics.parse_error(transport, e.kind);
             tracing::debug!(source = %o.source, error = %e, "malformed message");
-            if !e.answerable() {
+            let d = if e.answerable() {
+                stateless::bad_request_for(&raw, o.source, o.conn, &e.to_string(), out)
+            } else {
+                None
+            };
+            if d.is_none() {
                 shared.metrics.dropped("malformed");
-                return;
             }
-            match stateless::bad_request_for(&raw, o.source, o.conn, &e.to_string(), &mut sc.out) {
-                Some(d) => d,
-                None => {
-                    shared.metrics.dropped("malformed");
-                    return;
-                }
-            }
+            d
         }
-    };
-    send(shared, fwd, dest, &sc.out).await;
+    }
 }
 
+/// Sends one message (the TCP path, and anything not batched).
 pub async fn send(shared: &Shared, sock: &UdpSocket, dest: Dest, bytes: &[u8]) {
     match dest {
         Dest::Udp(addr) => match sock.try_send_to(bytes, addr) {
@@ -137,60 +117,96 @@ pub async fn send(shared: &Shared, sock: &UdpSocket, dest: Dest, bytes: &[u8]) {
             }
             Err(_) => shared.metrics.dropped("send-failed"),
         },
-        Dest::Tcp(id) => {
-            let tx = shared.tcp_conns.get(&id).map(|t| t.clone());
-            match tx {
-                Some(tx) => {
-                    if tx.try_send(bytes::Bytes::copy_from_slice(bytes)).is_err() {
-                        shared.metrics.dropped("tcp-backlog");
-                    }
-                }
-                None => shared.metrics.dropped("tcp-gone"),
+        Dest::Tcp(id) => send_tcp(shared, id, bytes),
+    }
+}
+
+/// Hands bytes to a TCP connection's writer; never waits.
+pub fn send_tcp(shared: &Shared, id: u64, bytes: &[u8]) {
+    let tx = shared.tcp_conns.get(&id).map(|t| t.clone());
+    match tx {
+        Some(tx) => {
+            if tx.try_send(Bytes::copy_from_slice(bytes)).is_err() {
+                shared.metrics.dropped("tcp-backlog");
             }
         }
+        None => shared.metrics.dropped("tcp-gone"),
     }
 }
 
 /// Receive loop of one UDP socket.
 pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let (local, sock, via_addr) = (udps[i].0, udps[i].1.clone(), udps[i].2);
-    let mut buf = BytesMut::with_capacity(1 << 16);
-    let mut sc = Scratch::new();
+    let fd = sock.as_raw_fd();
+    let mut rb = RecvBatch::new();
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
+    let mut edits = EditList::new();
+    let mut pending: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
     loop {
         if sock.readable().await.is_err() {
             continue;
         }
         // A busy period: from the wake-up until the socket is empty. One that lasts
-        // longer than `overload_ms` means datagrams arrive faster than we handle them,
-        // and the kernel queue grows: new INVITEs are then answered 503 cheaply until
-        // the queue drains.
+        // longer than `overload_ms` means datagrams arrive faster than we handle them
+        // and the kernel queue grows: new INVITEs then get 503 cheaply until it drains.
         let overload_after =
             std::time::Duration::from_millis(shared.loaded.load().policy.proxy.overload_ms.max(1));
         let busy_since = Instant::now();
-        let mut drained = 0u32;
+        let mut batches = 0u32;
         loop {
-            // Reclaims the previous datagram's memory once its Bytes is gone.
-            buf.clear();
-            buf.reserve(1 << 16);
-            match sock.try_recv_buf_from(&mut buf) {
-                Ok((_, src)) => {
-                    drained += 1;
-                    let data = buf.split().freeze();
-                    let o = Origin {
-                        source: src,
-                        local,
-                        conn: None,
-                    };
-                    let overloaded = busy_since.elapsed() > overload_after;
-                    process(&shared, &sock, via_addr, data, &o, overloaded, &mut sc).await;
-                    if drained.is_multiple_of(64) {
-                        // Let the worker's other sockets and connections have their turn.
-                        tokio::task::yield_now().await;
-                    }
-                }
+            let n = match sock.try_io(Interest::READABLE, || rb.recv(fd)) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP port unreachable from an earlier send, and the like: not fatal.
                 Err(_) => continue,
+            };
+            let overloaded = busy_since.elapsed() > overload_after;
+            pending.clear();
+            for (k, out) in outs.iter_mut().enumerate().take(n) {
+                let (d, src) = rb.get(k);
+                let o = Origin {
+                    source: src,
+                    local,
+                    conn: None,
+                };
+                match handle_one(
+                    &shared,
+                    via_addr,
+                    Bytes::copy_from_slice(d),
+                    &o,
+                    overloaded,
+                    &mut edits,
+                    out,
+                ) {
+                    Some(Dest::Udp(a)) => pending.push((a, k)),
+                    Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),
+                    None => {}
+                }
+            }
+            let items: Vec<(SocketAddr, &[u8])> = pending
+                .iter()
+                .map(|(a, k)| (*a, outs[*k].as_slice()))
+                .collect();
+            let mut done = 0;
+            while done < items.len() {
+                match sock.try_io(Interest::WRITABLE, || mmsg::send_batch(fd, &items[done..])) {
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if sock.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        // That one datagram cannot go (no route, refused...): skip it.
+                        shared.metrics.dropped("send-failed");
+                        done += 1;
+                    }
+                }
+            }
+            batches += 1;
+            if batches.is_multiple_of(4) {
+                // Let the worker's other sockets and connections have their turn.
+                tokio::task::yield_now().await;
             }
         }
     }
