@@ -73,6 +73,15 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        // Report tools end quietly when their reader goes away (`replay ... | head`),
+        // as Unix tools do; the proxy keeps ignoring SIGPIPE (a peer closing a socket
+        // must not kill it).
+        // SAFETY: resetting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match cli.cmd {
         Cmd::Run { config, workers } => {
             sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers })

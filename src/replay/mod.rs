@@ -45,7 +45,8 @@ pub struct Replayer<'p> {
     rates: LocalRateCounter,
     decoder: Decoder,
     flows: TcpFlows,
-    verdicts: HashMap<Vec<u8>, bool, ahash::RandomState>,
+    /// Call-ID hash -> rejected, kept only when the capture is being split.
+    verdicts: HashMap<u64, bool, ahash::RandomState>,
     pub summary: Summary,
 }
 
@@ -90,9 +91,10 @@ impl<'p> Replayer<'p> {
     ) -> Result<End, String> {
         let started = Instant::now();
         let mut last_note = Instant::now();
+        let want_split = out.blocked.is_some() || out.allowed.is_some();
         let end = capture::read_from(src, |p| {
             self.summary.packets += 1;
-            let o = self.packet(p, on_record);
+            let o = self.packet(p, want_split, on_record);
             if o.sip {
                 let w = if o.blocked {
                     out.blocked.as_mut()
@@ -123,7 +125,12 @@ impl<'p> Replayer<'p> {
         Ok(end)
     }
 
-    fn packet(&mut self, p: &Packet<'_>, on_record: &mut dyn FnMut(Record)) -> PacketOutcome {
+    fn packet(
+        &mut self,
+        p: &Packet<'_>,
+        out_wanted: bool,
+        on_record: &mut dyn FnMut(Record),
+    ) -> PacketOutcome {
         let mut o = PacketOutcome::default();
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
@@ -157,14 +164,17 @@ impl<'p> Replayer<'p> {
                 rates: &self.rates,
             };
             let d = decide(self.policy, &msg, &ctx);
-            let call_id = msg.call_id().to_vec();
+            // Later messages of a call follow its INVITE's verdict when the capture is
+            // split; without split outputs nothing needs remembering.
+            let track = out_wanted;
+            let call_id = crate::sip::lex::fnv1a(&[msg.call_id()]);
             let blocked = match d.kind {
                 Kind::Call | Kind::OtherRequest => {
                     if self.verdicts.len() >= MAX_CALLS_TRACKED {
                         self.verdicts.clear();
                     }
                     let rej = d.is_reject();
-                    if d.kind == Kind::Call || rej {
+                    if track && (d.kind == Kind::Call || rej) {
                         self.verdicts.insert(call_id, rej);
                     }
                     if d.kind == Kind::Call {
