@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas, uac_scenario};
+use common::{Proxy, Uac, port_block, run_sipp, sipp_available, sipp_uas, uac_scenario};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
@@ -104,36 +104,17 @@ fn calls(
     }
     std::fs::write(&csv, s).unwrap();
     let sc = uac_scenario(dir, expect);
-    let target = format!("127.0.0.1:{port}");
-    let n = rows.len().to_string();
-    let uacp = uac_port.to_string();
-    let (code, out) = run_sipp(
-        &[
-            &target,
-            "-sf",
-            sc.to_str().unwrap(),
-            "-inf",
-            csv.to_str().unwrap(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uacp,
-            "-t",
-            transport,
-            "-m",
-            &n,
-            "-r",
-            "20",
-            "-nostdin",
-            "-timeout",
-            "20s",
-            "-recv_timeout",
-            "4000",
-            "-trace_err",
-        ],
+    let (code, out) = Uac {
         dir,
-        Duration::from_secs(40),
-    );
+        scenario: &sc,
+        csv: &csv,
+        port,
+        uac_port,
+        transport,
+        calls: rows.len(),
+        rate: 20,
+    }
+    .run();
     let errs = std::fs::read_dir(dir)
         .unwrap()
         .flatten()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas, uac_scenario};
+use common::{Proxy, Uac, port_block, sipp_available, sipp_uas, uac_scenario};
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
@@ -62,30 +62,17 @@ fn hostile_traffic_does_not_stop_service() {
     let legit = {
         let dir = dir.clone();
         std::thread::spawn(move || {
-            let target = format!("127.0.0.1:{base}");
-            let p = (base + 20).to_string();
-            run_sipp(
-                &[
-                    &target,
-                    "-sf",
-                    sc.to_str().unwrap(),
-                    "-inf",
-                    csv.to_str().unwrap(),
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &p,
-                    "-m",
-                    "300",
-                    "-r",
-                    "60",
-                    "-nostdin",
-                    "-timeout",
-                    "40s",
-                ],
-                &dir,
-                Duration::from_secs(60),
-            )
+            Uac {
+                dir: &dir,
+                scenario: &sc,
+                csv: &csv,
+                port: base,
+                uac_port: base + 20,
+                transport: "u1",
+                calls: 300,
+                rate: 60,
+            }
+            .run()
         })
     };
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas, uac_scenario};
+use common::{Proxy, Uac, port_block, sipp_available, sipp_uas, uac_scenario};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -66,30 +66,17 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
     let load = {
         let (dir, sc, csv) = (dir.clone(), sc.clone(), csv.clone());
         std::thread::spawn(move || {
-            let target = format!("127.0.0.1:{base}");
-            let p = (base + 20).to_string();
-            run_sipp(
-                &[
-                    &target,
-                    "-sf",
-                    sc.to_str().unwrap(),
-                    "-inf",
-                    csv.to_str().unwrap(),
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &p,
-                    "-m",
-                    "600",
-                    "-r",
-                    "100",
-                    "-nostdin",
-                    "-timeout",
-                    "40s",
-                ],
-                &dir,
-                Duration::from_secs(60),
-            )
+            Uac {
+                dir: &dir,
+                scenario: &sc,
+                csv: &csv,
+                port: base,
+                uac_port: base + 20,
+                transport: "u1",
+                calls: 600,
+                rate: 100,
+            }
+            .run()
         })
     };
     // Reload ten times while calls flow, alternating SIGHUP and the HTTP endpoint.

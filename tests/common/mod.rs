@@ -310,3 +310,52 @@ pub fn uac_scenario(dir: &std::path::Path, expect: u16) -> std::path::PathBuf {
     std::fs::write(&p, tpl.replace("@BODY@", &body)).unwrap();
     p
 }
+
+/// A sipp UAC run: `calls` calls at `rate` per second from `uac_port` to
+/// 127.0.0.1:`port` over `transport` (u1 / t1), one CSV row per call.
+pub struct Uac<'a> {
+    pub dir: &'a std::path::Path,
+    pub scenario: &'a std::path::Path,
+    pub csv: &'a std::path::Path,
+    pub port: u16,
+    pub uac_port: u16,
+    pub transport: &'a str,
+    pub calls: usize,
+    pub rate: u32,
+}
+
+impl Uac<'_> {
+    /// Runs to completion (bounded); returns sipp's exit code and output.
+    pub fn run(&self) -> (i32, String) {
+        let target = format!("127.0.0.1:{}", self.port);
+        let (p, n, r) = (
+            self.uac_port.to_string(),
+            self.calls.to_string(),
+            self.rate.to_string(),
+        );
+        let args = [
+            target.as_str(),
+            "-sf",
+            self.scenario.to_str().unwrap(),
+            "-inf",
+            self.csv.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-t",
+            self.transport,
+            "-m",
+            &n,
+            "-r",
+            &r,
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-recv_timeout",
+            "4000",
+            "-trace_err",
+        ];
+        run_sipp(&args, self.dir, Duration::from_secs(60))
+    }
+}
