@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
@@ -398,6 +398,5 @@ async fn control(
     }
     tracing::info!("shutting down");
     println!("sipfence: stopped");
-    let _ = shared.next_conn.load(Ordering::Relaxed);
     0
 }

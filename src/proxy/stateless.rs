@@ -9,6 +9,7 @@
 //! ours. The ACK to our own rejection is absorbed: its To-tag is the one we generated.
 
 use bytes::Bytes;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::decide::{Context, Decision, Kind, decide};
@@ -198,18 +199,18 @@ pub fn handle(
     Ok(Handled::Forward(Dest::Udp(next.addr)))
 }
 
+/// An IP literal host (`192.0.2.1`, `[2001:db8::1]` or bare IPv6); `None` for a name.
+fn host_ip(h: &[u8]) -> Option<IpAddr> {
+    let h = h
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(h);
+    std::str::from_utf8(h).ok()?.parse().ok()
+}
+
 fn is_our_host(msg: &Message, v: &Option<Via>, ours: SocketAddr) -> bool {
     v.as_ref().is_some_and(|v| {
-        let host = msg.slice(v.host);
-        let host = host
-            .strip_prefix(b"[")
-            .and_then(|h| h.strip_suffix(b"]"))
-            .unwrap_or(host);
-        std::str::from_utf8(host)
-            .ok()
-            .and_then(|h| h.parse::<IpAddr>().ok())
-            == Some(ours.ip())
-            && v.port.unwrap_or(5060) == ours.port()
+        host_ip(msg.slice(v.host)) == Some(ours.ip()) && v.port.unwrap_or(5060) == ours.port()
     })
 }
 
@@ -242,7 +243,8 @@ fn add_proxy_edits(
     let branch = branch_for(msg, top);
     edits.insert_with(first_header, |out| {
         out.extend_from_slice(b"Via: SIP/2.0/UDP ");
-        out.extend_from_slice(st.via_addr.to_string().as_bytes());
+        // Written in place: no temporary String per forwarded message.
+        let _ = write!(out, "{}", st.via_addr);
         out.extend_from_slice(b";branch=");
         out.extend_from_slice(BRANCH_PREFIX);
         out.extend_from_slice(&branch);
@@ -257,12 +259,6 @@ fn add_proxy_edits(
         }
     });
     if let Some(v) = top {
-        let host = msg.slice(v.host);
-        let src = o.source.ip().to_string();
-        let src_host = match o.source.ip() {
-            IpAddr::V6(_) => format!("[{src}]"),
-            IpAddr::V4(_) => src.clone(),
-        };
         // `rport` is often the last parameter: fill it before appending `received`,
         // both edits being at the same offset then (EditList keeps insertion order).
         if let (Some(None), Some(end)) = (v.rport, v.rport_end) {
@@ -271,10 +267,9 @@ fn add_proxy_edits(
                 push_num(out, o.source.port() as u64);
             });
         }
-        if v.received.is_none() && host != src_host.as_bytes() {
+        if v.received.is_none() && host_ip(msg.slice(v.host)) != Some(o.source.ip()) {
             edits.insert_with(v.whole.end as usize, |out| {
-                out.extend_from_slice(b";received=");
-                out.extend_from_slice(src.as_bytes());
+                let _ = write!(out, ";received={}", o.source.ip());
             });
         }
     }
@@ -344,15 +339,7 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
     let dest = match conn {
         Some(c) => Dest::Tcp(c),
         None => {
-            let host = below.received.unwrap_or(below.host).of(b);
-            let host = host
-                .strip_prefix(b"[")
-                .and_then(|h| h.strip_suffix(b"]"))
-                .unwrap_or(host);
-            let Some(ip) = std::str::from_utf8(host)
-                .ok()
-                .and_then(|h| h.parse::<IpAddr>().ok())
-            else {
+            let Some(ip) = host_ip(below.received.unwrap_or(below.host).of(b)) else {
                 // A stateless proxy does no DNS on the response path.
                 return Handled::Dropped("response-unresolvable");
             };
@@ -386,10 +373,7 @@ fn forward_from_core(
         && let Ok(na) = crate::sip::addr::parse_single(b, r.value)
     {
         let ours = uri::parse(b, na.uri).ok().is_some_and(|u| {
-            std::str::from_utf8(u.host.of(b))
-                .ok()
-                .and_then(|h| h.parse::<IpAddr>().ok())
-                == Some(st.via_addr.ip())
+            host_ip(u.host.of(b)) == Some(st.via_addr.ip())
                 && u.port.unwrap_or(5060) == st.via_addr.port()
         });
         if ours {
@@ -407,10 +391,7 @@ fn forward_from_core(
     let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else {
         return Handled::Dropped("core-no-target");
     };
-    let Some(ip) = std::str::from_utf8(t.host.of(b))
-        .ok()
-        .and_then(|h| h.parse::<IpAddr>().ok())
-    else {
+    let Some(ip) = host_ip(t.host.of(b)) else {
         return Handled::Dropped("core-unresolvable");
     };
     let dest = SocketAddr::new(ip, t.port.unwrap_or(5060));

@@ -66,6 +66,11 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // Without a UDP socket nothing can be forwarded: refuse before registering anything.
+    let Some((fwd, via_addr)) = udp::forwarder(&udps, &local) else {
+        shared.metrics.dropped("no-udp-forwarder");
+        return;
+    };
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
@@ -78,10 +83,6 @@ async fn connection(
             }
         }
     });
-    let Some((fwd, via_addr)) = udp::forwarder(&udps, &local) else {
-        shared.metrics.dropped("no-udp-forwarder");
-        return;
-    };
     let idle = Duration::from_secs(shared.loaded.load().policy.proxy.tcp_idle_secs.max(1));
     let mut buf = BytesMut::with_capacity(8192);
     let mut edits = EditList::new();

@@ -166,7 +166,6 @@ impl<'p> Replayer<'p> {
             let d = decide(self.policy, &msg, &ctx);
             // Later messages of a call follow its INVITE's verdict when the capture is
             // split; without split outputs nothing needs remembering.
-            let track = out_wanted;
             let call_id = crate::sip::lex::fnv1a(&[msg.call_id()]);
             let blocked = match d.kind {
                 Kind::Call | Kind::OtherRequest => {
@@ -174,7 +173,7 @@ impl<'p> Replayer<'p> {
                         self.verdicts.clear();
                     }
                     let rej = d.is_reject();
-                    if track && (d.kind == Kind::Call || rej) {
+                    if out_wanted && (d.kind == Kind::Call || rej) {
                         self.verdicts.insert(call_id, rej);
                     }
                     if d.kind == Kind::Call {

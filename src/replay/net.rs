@@ -51,7 +51,6 @@ struct FragBuf {
     parts: Vec<(usize, Vec<u8>)>,
     total: Option<usize>,
     first_ms: u64,
-    proto: u8,
 }
 
 /// Link layer + IP decoding with fragment reassembly.
@@ -138,8 +137,7 @@ impl Decoder {
         let dst = IpAddr::V4(Ipv4Addr::new(b[16], b[17], b[18], b[19]));
         let payload = &b[ihl..total];
         if more || offset > 0 {
-            let whole =
-                self.fragment((src, dst, id, proto), proto, offset, more, payload, ts_ms)?;
+            let whole = self.fragment((src, dst, id, proto), offset, more, payload, ts_ms)?;
             return transport(src, dst, proto, &whole);
         }
         transport(src, dst, proto, payload)
@@ -171,8 +169,7 @@ impl Decoder {
                     let offset = ((fo >> 3) as usize) * 8;
                     let more = fo & 1 != 0;
                     let payload = b.get(off + 8..end)?;
-                    let whole =
-                        self.fragment((src, dst, id, nh), nh, offset, more, payload, ts_ms)?;
+                    let whole = self.fragment((src, dst, id, nh), offset, more, payload, ts_ms)?;
                     return transport(src, dst, nh, &whole);
                 }
                 _ => return transport(src, dst, next, b.get(off..end)?),
@@ -180,11 +177,9 @@ impl Decoder {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fragment(
         &mut self,
         key: FragKey,
-        proto: u8,
         offset: usize,
         more: bool,
         data: &[u8],
@@ -204,7 +199,6 @@ impl Decoder {
             parts: vec![],
             total: None,
             first_ms: ts_ms,
-            proto,
         });
         if offset + data.len() > MAX_MESSAGE + 1024 {
             self.frags.remove(&key);
@@ -231,7 +225,6 @@ impl Decoder {
             let e = (o + d.len()).min(total);
             whole[*o..e].copy_from_slice(&d[..e - o]);
         }
-        let _ = f.proto;
         self.frags.remove(&key);
         self.stats.reassembled += 1;
         Some(whole)
