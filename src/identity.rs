@@ -177,9 +177,10 @@ pub fn party(b: &[u8], source: Source, value: Span, na: &NameAddr, home_cc: &[u8
     }
 }
 
+/// `uri_span` comes from a name-addr parse or a parsed Request-URI (both check its characters).
 pub fn uri_number(b: &[u8], uri_span: Span, home_cc: &[u8]) -> (Span, Result<Number, NotANumber>) {
     let empty = Span::new(uri_span.start as usize, uri_span.start as usize);
-    let Ok(u) = uri::parse(b, uri_span) else {
+    let Ok(u) = uri::parse_chars_checked(b, uri_span) else {
         return (empty, Err(NotANumber::NonNumeric));
     };
     match u.scheme {

@@ -303,11 +303,9 @@ fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
 
 fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Handled {
     let b = msg.buf();
-    let Some(h) = msg.first(HeaderName::Via) else {
+    // Both via-parms were validated and kept by the parser.
+    let (Some(h), Some(ours)) = (msg.first(HeaderName::Via), msg.top_via()) else {
         return Handled::Dropped("response-no-via");
-    };
-    let Ok((ours, next)) = via::parse_one(b, h.value.start as usize, h.value.end as usize) else {
-        return Handled::Dropped("response-bad-via");
     };
     if !ours
         .branch
@@ -317,24 +315,14 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
     }
     let conn = crate::sip::uri::param(b, ours.params, b"sfc")
         .and_then(|s| lex::parse_u32(s.of(b)).map(u64::from));
-    // The Via to answer: the rest of this field, or the next Via field.
-    let (remove, below) = if next < h.value.end as usize {
-        let rest = lex::skip_lws(b, next + 1);
-        (
-            Span::new(ours.whole.start as usize, rest),
-            via::parse_one(b, rest, h.value.end as usize)
-                .ok()
-                .map(|(v, _)| v),
-        )
-    } else {
-        let below = msg
-            .all(HeaderName::Via)
-            .nth(1)
-            .and_then(|h2| via::parse_first(b, h2.value));
-        (h.line(), below)
-    };
-    let Some(below) = below else {
+    let Some(below) = msg.second_via() else {
         return Handled::Dropped("response-no-next-via");
+    };
+    // Remove ours: up to the next via-parm when it shares the field, else the field.
+    let remove = if h.value.contains(below.whole.start) {
+        Span::new(ours.whole.start as usize, below.whole.start as usize)
+    } else {
+        h.line()
     };
     let dest = match conn {
         Some(c) => Dest::Tcp(c),
@@ -431,8 +419,11 @@ pub fn bad_request_for(
         let Some(colon) = l.iter().position(|&c| c == b':') else {
             continue;
         };
-        let name = HeaderName::parse(lex::trim(&l[..colon]));
-        match name {
+        let n = lex::trim(&l[..colon]);
+        if !n.iter().all(|&c| lex::is_token(c)) {
+            continue;
+        }
+        match HeaderName::parse(n) {
             HeaderName::Via => {
                 if via_port.is_none() {
                     let v = lex::trim(&l[colon + 1..]);

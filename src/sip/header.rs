@@ -33,8 +33,12 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
-    /// Recognises a field name as written (any case, compact or long form).
+    /// Recognises a field name as written (any case, compact or long form). `n` is a
+    /// token (the parser cuts it so), which is what makes the case folding below exact.
     pub fn parse(n: &[u8]) -> HeaderName {
+        if n.is_empty() {
+            return HeaderName::Other;
+        }
         if n.len() == 1 {
             return match n[0].to_ascii_lowercase() {
                 b'v' => HeaderName::Via,
@@ -49,34 +53,34 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        // Dispatch on length first: one or two comparisons per field instead of a scan.
-        let eq = |s: &[u8]| n.eq_ignore_ascii_case(s);
-        match n.len() {
-            2 if eq(b"To") => HeaderName::To,
-            3 if eq(b"Via") => HeaderName::Via,
-            4 if eq(b"From") => HeaderName::From,
-            4 if eq(b"CSeq") => HeaderName::CSeq,
-            4 if eq(b"Date") => HeaderName::Date,
-            5 if eq(b"Route") => HeaderName::Route,
-            6 if eq(b"Reason") => HeaderName::Reason,
-            6 if eq(b"Server") => HeaderName::Server,
-            7 if eq(b"Call-ID") => HeaderName::CallId,
-            7 if eq(b"Contact") => HeaderName::Contact,
-            7 if eq(b"Privacy") => HeaderName::Privacy,
-            7 if eq(b"Expires") => HeaderName::Expires,
-            7 if eq(b"Subject") => HeaderName::Subject,
-            7 if eq(b"Require") => HeaderName::Require,
-            9 if eq(b"Supported") => HeaderName::Supported,
-            10 if eq(b"User-Agent") => HeaderName::UserAgent,
-            11 if eq(b"Retry-After") => HeaderName::RetryAfter,
-            12 if eq(b"Max-Forwards") => HeaderName::MaxForwards,
-            12 if eq(b"Content-Type") => HeaderName::ContentType,
-            12 if eq(b"Record-Route") => HeaderName::RecordRoute,
-            13 if eq(b"Proxy-Require") => HeaderName::ProxyRequire,
-            14 if eq(b"Content-Length") => HeaderName::ContentLength,
-            15 if eq(b"Remote-Party-ID") => HeaderName::RemotePartyId,
-            19 if eq(b"P-Asserted-Identity") => HeaderName::PAssertedIdentity,
-            20 if eq(b"P-Preferred-Identity") => HeaderName::PPreferredIdentity,
+        // Dispatch on length and first letter: usually one comparison per field.
+        let eq = |s: &[u8]| eq_lower(n, s);
+        match (n.len(), n[0] | 0x20) {
+            (2, b't') if eq(b"to") => HeaderName::To,
+            (3, b'v') if eq(b"via") => HeaderName::Via,
+            (4, b'f') if eq(b"from") => HeaderName::From,
+            (4, b'c') if eq(b"cseq") => HeaderName::CSeq,
+            (4, b'd') if eq(b"date") => HeaderName::Date,
+            (5, b'r') if eq(b"route") => HeaderName::Route,
+            (6, b'r') if eq(b"reason") => HeaderName::Reason,
+            (6, b's') if eq(b"server") => HeaderName::Server,
+            (7, b'c') if eq(b"call-id") => HeaderName::CallId,
+            (7, b'c') if eq(b"contact") => HeaderName::Contact,
+            (7, b'p') if eq(b"privacy") => HeaderName::Privacy,
+            (7, b'e') if eq(b"expires") => HeaderName::Expires,
+            (7, b's') if eq(b"subject") => HeaderName::Subject,
+            (7, b'r') if eq(b"require") => HeaderName::Require,
+            (9, b's') if eq(b"supported") => HeaderName::Supported,
+            (10, b'u') if eq(b"user-agent") => HeaderName::UserAgent,
+            (11, b'r') if eq(b"retry-after") => HeaderName::RetryAfter,
+            (12, b'm') if eq(b"max-forwards") => HeaderName::MaxForwards,
+            (12, b'c') if eq(b"content-type") => HeaderName::ContentType,
+            (12, b'r') if eq(b"record-route") => HeaderName::RecordRoute,
+            (13, b'p') if eq(b"proxy-require") => HeaderName::ProxyRequire,
+            (14, b'c') if eq(b"content-length") => HeaderName::ContentLength,
+            (15, b'r') if eq(b"remote-party-id") => HeaderName::RemotePartyId,
+            (19, b'p') if eq(b"p-asserted-identity") => HeaderName::PAssertedIdentity,
+            (20, b'p') if eq(b"p-preferred-identity") => HeaderName::PPreferredIdentity,
             _ => HeaderName::Other,
         }
     }
@@ -114,6 +118,14 @@ impl HeaderName {
     }
 }
 
+/// `n` equals the lowercase ASCII `lower`, ignoring case. Setting bit 0x20 folds letters
+/// and leaves '-' alone; the only other byte it could confuse with '-' is CR, which a
+/// token never holds.
+#[inline(always)]
+fn eq_lower(n: &[u8], lower: &[u8]) -> bool {
+    n.len() == lower.len() && n.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::HeaderName as H;
@@ -127,6 +139,10 @@ mod tests {
         assert_eq!(H::parse(b"p-asserted-identity"), H::PAssertedIdentity);
         assert_eq!(H::parse(b"C%6Fntact"), H::Other);
         assert_eq!(H::parse(b"X-Foo"), H::Other);
+        assert_eq!(H::parse(b""), H::Other);
+        // Bytes that fold onto a letter with bit 0x20 are not letters: still no match.
+        assert_eq!(H::parse(b"Vi\x01"), H::Other);
+        assert_eq!(H::parse(b"Via_"), H::Other);
         for h in [
             H::Via,
             H::To,

@@ -52,6 +52,11 @@ impl Span {
     pub fn of(self, buf: &[u8]) -> &[u8] {
         &buf[self.start as usize..self.end as usize]
     }
+    /// `pos` lies within this span (end excluded).
+    #[inline]
+    pub fn contains(self, pos: u32) -> bool {
+        self.start <= pos && pos < self.end
+    }
 }
 
 /// SIP methods that the proxy and the policy treat specially; everything else is `Other`.
@@ -164,6 +169,9 @@ pub struct Message {
     /// identity and dialog checks do not parse them again.
     from: Option<addr::NameAddr>,
     to: Option<addr::NameAddr>,
+    /// The first two via-parms (over all Via fields), validated at parse time: the
+    /// proxy reads the top one for every request and both for every response.
+    vias: [Option<via::Via>; 2],
 }
 
 impl std::fmt::Debug for Message {
@@ -294,8 +302,11 @@ impl Message {
     }
     /// The topmost Via value (first value of the first Via field).
     pub fn top_via(&self) -> Option<via::Via> {
-        let h = self.first(HeaderName::Via)?;
-        via::parse_first(self.buf(), h.value)
+        self.vias[0]
+    }
+    /// The via-parm below the top one: in the same field or the next Via field.
+    pub fn second_via(&self) -> Option<via::Via> {
+        self.vias[1]
     }
     pub fn max_forwards(&self) -> Option<u32> {
         self.value(HeaderName::MaxForwards)
@@ -306,13 +317,28 @@ impl Message {
     /// required fields present and single-valued, one Content-Length. A message that
     /// parses but fails here gets a 400 rather than being dropped (RFC 4475 3.3.1, 3.3.8, 3.3.9).
     pub fn check_request(&self) -> Result<(), &'static str> {
-        for (name, missing, multiple) in [
-            (HeaderName::To, "Missing To", "Multiple To"),
-            (HeaderName::From, "Missing From", "Multiple From"),
-            (HeaderName::CallId, "Missing Call-ID", "Multiple Call-ID"),
-            (HeaderName::CSeq, "Missing CSeq", "Multiple CSeq"),
+        // One pass over the fields, counting the ones that matter.
+        let (mut to, mut from, mut call_id, mut cseq, mut via, mut mf, mut cl) =
+            (0u32, 0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
+        for h in self.headers() {
+            match h.name {
+                HeaderName::To => to += 1,
+                HeaderName::From => from += 1,
+                HeaderName::CallId => call_id += 1,
+                HeaderName::CSeq => cseq += 1,
+                HeaderName::Via => via += 1,
+                HeaderName::MaxForwards => mf += 1,
+                HeaderName::ContentLength => cl += 1,
+                _ => {}
+            }
+        }
+        for (n, missing, multiple) in [
+            (to, "Missing To", "Multiple To"),
+            (from, "Missing From", "Multiple From"),
+            (call_id, "Missing Call-ID", "Multiple Call-ID"),
+            (cseq, "Missing CSeq", "Multiple CSeq"),
         ] {
-            match self.count(name) {
+            match n {
                 0 => return Err(missing),
                 1 => {}
                 _ => return Err(multiple),
@@ -321,13 +347,13 @@ impl Message {
         if self.request_uri().is_some_and(|u| u.is_empty()) && self.to_tag().is_none() {
             return Err("Missing Request-URI");
         }
-        if self.count(HeaderName::Via) == 0 {
+        if via == 0 {
             return Err("Missing Via");
         }
-        if self.count(HeaderName::MaxForwards) > 1 {
+        if mf > 1 {
             return Err("Multiple Max-Forwards");
         }
-        if self.count(HeaderName::ContentLength) > 1 {
+        if cl > 1 {
             return Err("Multiple Content-Length");
         }
         Ok(())

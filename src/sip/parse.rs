@@ -69,7 +69,7 @@ pub fn split_cseq(v: &[u8]) -> Option<(u32, &[u8])> {
 /// Finds the end of the line starting at `i`: returns (end of content, start of next line).
 #[inline]
 fn line_end(b: &[u8], i: usize) -> Option<(usize, usize)> {
-    let nl = memchr::memchr(b'\n', &b[i..])? + i;
+    let nl = lex::find_byte(&b[i..], b'\n')? + i;
     let end = if nl > i && b[nl - 1] == b'\r' {
         nl - 1
     } else {
@@ -117,6 +117,7 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
         body: Span::default(),
         from: None,
         to: None,
+        vias: [None; 2],
     };
 
     // Header section.
@@ -194,17 +195,26 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
             .ok_or_else(|| ParseError::new(ErrorKind::BodyTruncated, b.len()))?;
     }
     msg.body = Span::new(body_start, body_end);
+    let mut vias = [None; 2];
+    let mut n_vias = 0;
+    let mut keep_via = |v: via::Via| {
+        if n_vias < 2 {
+            vias[n_vias] = Some(v);
+            n_vias += 1;
+        }
+    };
     let (from, to) = if check == Check::Full || msg.is_request() {
-        validate_headers(&msg, b)?
+        validate_headers(&msg, b, &mut keep_via)?
     } else {
         for h in msg.headers().iter().filter(|h| h.name == HeaderName::Via) {
-            via::parse_list(b, h.value, |_| {})
+            via::parse_list(b, h.value, &mut keep_via)
                 .map_err(|_| ParseError::header(HeaderName::Via, h.value.start as usize))?;
         }
         (None, None)
     };
     msg.from = from;
     msg.to = to;
+    msg.vias = vias;
     msg.buf = buf;
     Ok(msg)
 }
@@ -227,38 +237,42 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
             reason: Span::new(rs, rs + reason.len()),
         });
     }
-    // Interop: "BYE  SIP/2.0" (empty Request-URI), as sipp sends in-dialog requests when
-    // it learned no Contact. Kamailio forwards these; so do we, for in-dialog requests
-    // only (an initial request without a target gets a 400 from check_request).
-    if let Some(sp) = sl.windows(2).position(|w| w == b"  ") {
-        let (m, v) = (&sl[..sp], &sl[sp + 2..]);
-        if !m.is_empty() && m.iter().all(|&c| is_token(c)) && v.eq_ignore_ascii_case(b"SIP/2.0") {
-            return Ok(StartLine::Request {
-                method: Method::from_bytes(m),
-                method_span: Span::new(off, off + m.len()),
-                uri: Span::new(off + sp + 1, off + sp + 1),
-            });
-        }
-    }
-    let (version, (method, uri_b)) = request_line(sl).map_err(|_| {
-        let kind = if sl.first().is_some_and(|&c| is_token(c)) {
-            if sl.contains(&b' ') {
+    let (version, (method, uri_b)) = match request_line(sl) {
+        Ok(x) => x,
+        Err(_) => {
+            // Interop: "BYE  SIP/2.0" (empty Request-URI), as sipp sends in-dialog
+            // requests when it learned no Contact. Kamailio forwards these; so do we,
+            // for in-dialog requests only (an initial request without a target gets a
+            // 400 from check_request).
+            if let Some(sp) = memchr::memmem::find(sl, b"  ") {
+                let (m, v) = (&sl[..sp], &sl[sp + 2..]);
+                if !m.is_empty()
+                    && m.iter().all(|&c| is_token(c))
+                    && v.eq_ignore_ascii_case(b"SIP/2.0")
+                {
+                    return Ok(StartLine::Request {
+                        method: Method::from_bytes(m),
+                        method_span: Span::new(off, off + m.len()),
+                        uri: Span::new(off + sp + 1, off + sp + 1),
+                    });
+                }
+            }
+            let kind = if sl.first().is_some_and(|&c| is_token(c)) && sl.contains(&b' ') {
                 ErrorKind::BadRequestUri
             } else {
                 ErrorKind::BadStartLine
-            }
-        } else {
-            ErrorKind::BadStartLine
-        };
-        ParseError::new(kind, off)
-    })?;
-    if !sl.iter().all(|&c| c >= b' ' || c == b'\t') {
-        return Err(ParseError::new(ErrorKind::BadStartLine, off));
-    }
+            };
+            return Err(ParseError::new(kind, off));
+        }
+    };
     let uri_start = off + method.len() + 1;
     let uri_span = Span::new(uri_start, uri_start + uri_b.len());
     let version_ok: IResult<&[u8], &[u8], NomErr<'_>> = all_consuming(sip_version).parse(version);
     if version_ok.is_err() {
+        // Method and URI exclude control characters already; the version may hold one.
+        if !sl.iter().all(|&c| c >= b' ' || c == b'\t') {
+            return Err(ParseError::new(ErrorKind::BadStartLine, off));
+        }
         // "SIP/7.0" and "SIP/2.0  " (trailing SP, RFC 4475 3.1.2.10) alike.
         let kind = if version.starts_with(b"SIP/") || version.starts_with(b"sip/") {
             ErrorKind::BadVersion
@@ -285,6 +299,7 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
 fn validate_headers(
     msg: &Message,
     b: &[u8],
+    keep_via: &mut impl FnMut(via::Via),
 ) -> Result<(Option<addr::NameAddr>, Option<addr::NameAddr>), ParseError> {
     let (mut from, mut to) = (None, None);
     // msg.buf is not set yet: take the method from `b`.
@@ -297,7 +312,7 @@ fn validate_headers(
         let at = h.value.start as usize;
         let bad = |_| ParseError::header(h.name, at);
         match h.name {
-            HeaderName::Via => via::parse_list(b, h.value, |_| {}).map_err(bad)?,
+            HeaderName::Via => via::parse_list(b, h.value, &mut *keep_via).map_err(bad)?,
             HeaderName::From | HeaderName::To => {
                 let na = addr::parse_single(b, h.value).map_err(bad)?;
                 let slot = if h.name == HeaderName::From {

@@ -32,9 +32,20 @@ pub struct Uri {
 pub struct BadUri;
 
 pub fn parse(b: &[u8], s: Span) -> Result<Uri, BadUri> {
+    if !s.of(b).iter().all(|&c| is_uri_char(c)) {
+        return Err(BadUri);
+    }
+    parse_chars_checked(b, s)
+}
+
+/// [`parse`] for a span whose characters are known to be URI characters: every URI a
+/// name-addr parse returned (it checks them), so identity extraction does not scan the
+/// same bytes twice.
+pub fn parse_chars_checked(b: &[u8], s: Span) -> Result<Uri, BadUri> {
     let (start, end) = (s.start as usize, s.end as usize);
     let v = &b[start..end];
-    if v.is_empty() || !v.iter().all(|&c| is_uri_char(c)) {
+    debug_assert!(v.iter().all(|&c| is_uri_char(c)));
+    if v.is_empty() {
         return Err(BadUri);
     }
     let colon = v.iter().position(|&c| c == b':').ok_or(BadUri)?;
@@ -85,7 +96,7 @@ pub fn parse(b: &[u8], s: Span) -> Result<Uri, BadUri> {
 }
 
 fn find(b: &[u8], from: usize, to: usize, c: u8) -> Option<usize> {
-    memchr::memchr(c, &b[from..to]).map(|p| from + p)
+    super::lex::find_byte(&b[from..to], c).map(|p| from + p)
 }
 
 fn parse_sip(b: &[u8], rest: usize, end: usize, scheme: Scheme) -> Result<Uri, BadUri> {
