@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Proxy, Uac, port_block, run_sipp, sipp_available, sipp_uas, uac_scenario};
+use common::{
+    Proxy, Uac, port_block, run_sipp, sipp_available, sipp_uas, sipp_uas_on, uac_scenario,
+};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
@@ -353,6 +355,72 @@ fn tcp_calls_allowed_and_blocked() {
         &[("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1")],
     );
     assert!(proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}") >= 6.0);
+}
+
+/// The core reached over TCP: the proxy opens one connection to the next hop and every
+/// call (UDP from the trunk) crosses it, the UAS's answers and BYE responses coming back
+/// over the same connection; blocked calls never reach it.
+#[test]
+fn tcp_next_hop() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let cfg = config(base, "").replacen(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10),
+        1,
+    );
+    assert!(cfg.contains("next_hop = \"tcp:"));
+    let proxy = Proxy::start(&cfg, 2);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas_on(base + 10, None, &dir, "t1");
+    calls(&dir, base, base + 20, "u1", 200, ALLOWED_INTL);
+    calls(
+        &dir,
+        base,
+        base + 21,
+        "u1",
+        403,
+        &[("+8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    // INVITE, ACK and BYE of each allowed call went out over TCP; 100/180/200 and the
+    // BYE's 200 came back over it.
+    let n = ALLOWED_INTL.len() as f64;
+    assert!(
+        proxy.metric("sipfence_messages_total{kind=\"response\",transport=\"tcp\"}") >= 3.0 * n
+    );
+    assert_eq!(
+        proxy.metric("sipfence_tcp_connections"),
+        1.0,
+        "one connection, reused"
+    );
+}
+
+/// A next hop that refuses TCP: the INVITE is dropped and counted, the proxy lives on.
+#[test]
+fn tcp_next_hop_unreachable() {
+    let base = port_block();
+    let cfg = config(base, "").replacen(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10),
+        1,
+    );
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let invite = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-tcpdown\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: tcp-down\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        me = sock.local_addr().unwrap()
+    );
+    sock.send_to(invite.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while proxy.metric("sipfence_dropped_total{reason=\"tcp-connect-failed\"}") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "drop not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(proxy.http("GET", "/healthz").0, 200);
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 0.0);
 }
 
 /// A checking UAS for `n` calls, in a thread; join it for (exit code, output).

@@ -364,17 +364,6 @@ impl Policy {
                 Some(l) => Some(load_list(l, &format!("trunk {} whitelist", t.name))?),
                 None => None,
             };
-            if t.next_hop
-                .is_some_and(|n| n.transport != config::Transport::Udp)
-            {
-                return Err(LoadError::file(
-                    file,
-                    format!(
-                        "trunk '{}': next_hop must be udp: (tcp towards the core is not supported yet)",
-                        t.name
-                    ),
-                ));
-            }
             if t.role == Role::Enterprise && whitelist.is_none() {
                 return Err(LoadError::file(
                     file,

@@ -44,6 +44,8 @@ pub struct Shared {
     pub records: Option<RecordSink>,
     /// Writers of open TCP connections, by id (responses find their connection here).
     pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
+    /// Our outgoing TCP connections, by the next hop they lead to (ids into `tcp_conns`).
+    pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
     pub next_conn: AtomicU64,
     pub config_path: Option<PathBuf>,
     pub started: Instant,
@@ -185,6 +187,7 @@ pub fn run(args: RunArgs) -> i32 {
         }),
         records,
         tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
+        tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
         config_path: args.config.clone(),
         started: Instant::now(),

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::decide::{Context, Decision, Kind, decide};
 use crate::policy::Policy;
-use crate::policy::config::ListenSpec;
+use crate::policy::config::{ListenSpec, Transport};
 use crate::policy::rate::RateCounter;
 use crate::sip::response::{self, Extra, hex16, push_num, stable_tag};
 use crate::sip::rewrite::EditList;
@@ -43,6 +43,9 @@ pub enum Dest {
     Udp(SocketAddr),
     /// Back over the TCP connection with this id.
     Tcp(u64),
+    /// Over our TCP connection to this next hop, opened when there is none (RFC 3261
+    /// 18.1.1: the connection is reused for every request to that address).
+    TcpTo(SocketAddr),
 }
 
 /// What became of one received message. Bytes to send, if any, are in the `out` buffer.
@@ -194,9 +197,13 @@ pub fn handle(
         return Ok(Handled::Dropped("no-next-hop"));
     };
     verdict::add_edits(st.policy, &msg, &d, edits);
-    add_proxy_edits(st, &msg, o, top.as_ref(), mf, edits);
+    let (dest, transport) = match next.transport {
+        Transport::Udp => (Dest::Udp(next.addr), Transport::Udp),
+        Transport::Tcp => (Dest::TcpTo(next.addr), Transport::Tcp),
+    };
+    add_proxy_edits(st, &msg, o, top.as_ref(), mf, transport, edits);
     edits.apply(msg.buf(), msg.len(), out);
-    Ok(Handled::Forward(Dest::Udp(next.addr)))
+    Ok(Handled::Forward(dest))
 }
 
 /// An IP literal host (`192.0.2.1`, `[2001:db8::1]` or bare IPv6); `None` for a name.
@@ -234,6 +241,7 @@ fn add_proxy_edits(
     o: &Origin,
     top: Option<&Via>,
     mf: Option<u32>,
+    transport: Transport,
     edits: &mut EditList,
 ) {
     let first_header = msg
@@ -242,7 +250,10 @@ fn add_proxy_edits(
         .map_or(msg.head_end(), |h| h.line().start as usize);
     let branch = branch_for(msg, top);
     edits.insert_with(first_header, |out| {
-        out.extend_from_slice(b"Via: SIP/2.0/UDP ");
+        out.extend_from_slice(match transport {
+            Transport::Udp => b"Via: SIP/2.0/UDP ",
+            Transport::Tcp => b"Via: SIP/2.0/TCP ",
+        });
         // Written in place: no temporary String per forwarded message.
         let _ = write!(out, "{}", st.via_addr);
         out.extend_from_slice(b";branch=");
@@ -384,9 +395,17 @@ fn forward_from_core(
     };
     let dest = SocketAddr::new(ip, t.port.unwrap_or(5060));
     let top = msg.top_via();
-    add_proxy_edits(st, msg, o, top.as_ref(), mf, edits);
+    // `;transport=tcp` on the target asks for TCP (RFC 3261 19.1.1); UDP otherwise.
+    let tcp =
+        uri::param(b, t.params, b"transport").is_some_and(|v| v.of(b).eq_ignore_ascii_case(b"tcp"));
+    let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+    add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
     edits.apply(b, msg.len(), out);
-    Handled::Forward(Dest::Udp(dest))
+    Handled::Forward(if tcp {
+        Dest::TcpTo(dest)
+    } else {
+        Dest::Udp(dest)
+    })
 }
 
 /// A 400 for a request the parser refused, when enough of it is readable to answer

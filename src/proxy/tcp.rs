@@ -2,13 +2,18 @@
 //! Content-Length (RFC 3261 18.3), CRLFCRLF keep-alives answered with CRLF (RFC 5626),
 //! idle connections closed, and a cap on connections so a flood of silent sockets
 //! cannot exhaust the process.
+//!
+//! Towards a next hop configured as `tcp:`, one connection per address is opened on
+//! first use and reused by every worker; responses and in-dialog requests from the core
+//! come back over it and are handled like any other message. A next hop that cannot be
+//! reached costs one attempt per second, not one per message.
 
 use bytes::{Buf, Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,7 +22,7 @@ use tokio::sync::mpsc;
 use super::Shared;
 use super::stateless::{Dest, Origin};
 use super::udp::{self, Udps};
-use crate::policy::config::ListenSpec;
+use crate::policy::config::{ListenSpec, Transport};
 use crate::sip::parse::Frame;
 use crate::sip::rewrite::EditList;
 use crate::sip::{MAX_MESSAGE, frame_stream};
@@ -67,34 +72,156 @@ async fn connection(
     peer: SocketAddr,
 ) {
     // Without a UDP socket nothing can be forwarded: refuse before registering anything.
-    let Some((fwd, via_addr)) = udp::forwarder(&udps, &local) else {
+    if udp::forwarder(&udps, &local).is_none() {
         shared.metrics.dropped("no-udp-forwarder");
         return;
-    };
+    }
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
     shared.tcp_conns.insert(id, tx.clone());
+    serve_stream(&shared, &udps, local, stream, peer, id, false, tx, rx).await;
+}
+
+/// Messages queued per connection before new ones are dropped (and counted).
+const QUEUE: usize = 256;
+/// How long a connection attempt to a next hop may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failed attempt, messages for that next hop are dropped (and counted) for
+/// this long instead of each one trying again: a dead core is not hammered.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Sends to a next hop over TCP: over the open connection to it, or over a new one
+/// (queued while it connects). Never waits.
+pub fn send_to_peer(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    local: ListenSpec,
+    addr: SocketAddr,
+    bytes: &[u8],
+) {
+    let id = *shared.tcp_peers.entry(addr).or_insert_with(|| {
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+        shared.tcp_conns.insert(id, tx.clone());
+        tokio::spawn(outbound(
+            shared.clone(),
+            udps.clone(),
+            local,
+            addr,
+            id,
+            tx,
+            rx,
+        ));
+        id
+    });
+    udp::send_tcp(shared, id, bytes);
+}
+
+async fn outbound(
+    shared: Arc<Shared>,
+    udps: Udps,
+    local: ListenSpec,
+    addr: SocketAddr,
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            tracing::debug!(%addr, "connected to next hop");
+            serve_stream(&shared, &udps, local, stream, addr, id, true, tx, rx).await;
+            return;
+        }
+        r => {
+            let why = match r {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".to_string(),
+            };
+            tracing::warn!(%addr, error = %why, "cannot connect to next hop");
+            drop(tx);
+            let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
+            loop {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(_)) => shared.metrics.dropped("tcp-connect-failed"),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            while rx.try_recv().is_ok() {
+                shared.metrics.dropped("tcp-connect-failed");
+            }
+        }
+    }
+    shared.tcp_peers.remove_if(&addr, |_, v| *v == id);
+    shared.tcp_conns.remove(&id);
+    // Whatever was queued after the last look has nowhere to go.
+    while rx.try_recv().is_ok() {
+        shared.metrics.dropped("tcp-gone");
+    }
+}
+
+/// Reads and writes one connection, accepted or opened (`outbound`), until it closes,
+/// idles out (nothing read or written for `tcp_idle_secs`) or breaks framing; then
+/// unregisters it. `tx` is the sender registered under `id`, kept for keep-alive answers.
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    local: ListenSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    outbound: bool,
+    tx: mpsc::Sender<Bytes>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let unregister = || {
+        if outbound {
+            shared.tcp_peers.remove_if(&peer, |_, v| *v == id);
+        }
+        shared.tcp_conns.remove(&id);
+    };
+    let Some((fwd, via_addr)) = udp::forwarder(udps, &local) else {
+        shared.metrics.dropped("no-udp-forwarder");
+        unregister();
+        return;
+    };
+    let (mut rd, mut wr) = stream.into_split();
     shared.metrics.tcp_connections.inc();
+    // Milliseconds since `base` of the last write: a connection we only write to (a
+    // core that has not answered yet) is not idle.
+    let base = std::time::Instant::now();
+    let last_write = Arc::new(AtomicU64::new(0));
+    let lw = last_write.clone();
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
                 break;
             }
+            lw.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
     });
     let idle = Duration::from_secs(shared.loaded.load().policy.proxy.tcp_idle_secs.max(1));
     let mut buf = BytesMut::with_capacity(8192);
     let mut edits = EditList::new();
     let mut out = Vec::with_capacity(2048);
+    // Messages read here came over TCP, whatever listener the connection serves.
     let o = Origin {
         source: peer,
-        local,
+        local: ListenSpec {
+            transport: Transport::Tcp,
+            addr: local.addr,
+        },
         conn: Some(id),
     };
     'conn: loop {
         match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
             Err(_) => {
+                let since_write = (base.elapsed().as_millis() as u64)
+                    .saturating_sub(last_write.load(Ordering::Relaxed));
+                if since_write < idle.as_millis() as u64 {
+                    continue;
+                }
                 shared.metrics.dropped("tcp-idle");
                 break;
             }
@@ -122,7 +249,7 @@ async fn connection(
                     if let Some(d) =
                         udp::handle_one(&shared, via_addr, data, &o, false, &mut edits, &mut out)
                     {
-                        udp::send(&shared, &fwd, d, &out).await;
+                        udp::send(shared, udps, local, &fwd, d, &out).await;
                     }
                 }
                 Err(e) => {
@@ -143,7 +270,7 @@ async fn connection(
             }
         }
     }
-    shared.tcp_conns.remove(&id);
+    unregister();
     shared.metrics.tcp_connections.dec();
     drop(tx);
     // Let queued answers go out before the socket closes.

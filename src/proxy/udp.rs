@@ -105,8 +105,16 @@ pub fn handle_one(
     }
 }
 
-/// Sends one message (the TCP path, and anything not batched).
-pub async fn send(shared: &Shared, sock: &UdpSocket, dest: Dest, bytes: &[u8]) {
+/// Sends one message (the TCP path, and anything not batched). `udps` and `local` serve
+/// a connection to a next hop that has to be opened.
+pub async fn send(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    local: ListenSpec,
+    sock: &UdpSocket,
+    dest: Dest,
+    bytes: &[u8],
+) {
     match dest {
         Dest::Udp(addr) => match sock.try_send_to(bytes, addr) {
             Ok(_) => {}
@@ -118,6 +126,7 @@ pub async fn send(shared: &Shared, sock: &UdpSocket, dest: Dest, bytes: &[u8]) {
             Err(_) => shared.metrics.dropped("send-failed"),
         },
         Dest::Tcp(id) => send_tcp(shared, id, bytes),
+        Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, local, addr, bytes),
     }
 }
 
@@ -197,6 +206,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 ) {
                     Some(Dest::Udp(a)) => pending.push((a, k)),
                     Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),
+                    Some(Dest::TcpTo(a)) => super::tcp::send_to_peer(&shared, &udps, local, a, out),
                     None => {}
                 }
             }

@@ -216,14 +216,26 @@ pub fn run_sipp(args: &[&str], dir: &std::path::Path, deadline: Duration) -> (i3
     }
 }
 
-/// A sipp UAS on a port, killed on drop.
+/// A sipp UAS on a UDP port, killed on drop.
 pub fn sipp_uas(port: u16, scenario: Option<&std::path::Path>, dir: &std::path::Path) -> Proc {
+    sipp_uas_on(port, scenario, dir, "u1")
+}
+
+/// A sipp UAS on a port over `transport` (u1 / t1), killed on drop.
+pub fn sipp_uas_on(
+    port: u16,
+    scenario: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    transport: &str,
+) -> Proc {
     let port_s = port.to_string();
     let mut args: Vec<String> = vec![
         "-i".into(),
         "127.0.0.1".into(),
         "-p".into(),
         port_s,
+        "-t".into(),
+        transport.into(),
         "-nostdin".into(),
         "-bind_local".into(),
     ];
