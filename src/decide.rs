@@ -76,6 +76,11 @@ pub struct Decision {
     pub class: Option<Classification>,
     pub blank: Option<NotANumber>,
     pub blacklist_match: Option<ListMatch>,
+    /// The ISUP Calling Party Number of a SIP-I call, normalised, and its class.
+    pub isup_caller: Option<Number>,
+    pub isup_class: Option<Classification>,
+    /// Rules that matched on the ISUP number (the SIP one did not match them).
+    pub isup_hits: RuleSet,
 }
 
 impl Decision {
@@ -93,6 +98,9 @@ impl Decision {
             class: None,
             blank: None,
             blacklist_match: None,
+            isup_caller: None,
+            isup_class: None,
+            isup_hits: RuleSet::default(),
         }
     }
     pub fn is_reject(&self) -> bool {
@@ -226,43 +234,84 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         };
     }
 
-    rule!(RuleId::WithheldCaller, id.withheld_without_identity());
-    d.blank = id.blank_reason();
+    let isup = id.isup;
+    // An ISUP caller withheld is only a hidden caller when SIP asserts nobody either.
+    rule!(
+        RuleId::WithheldCaller,
+        id.withheld_without_identity()
+            || (isup.is_some_and(|i| i.withheld())
+                && id.asserted.and_then(|p| p.number()).is_none())
+    );
+    d.blank = id
+        .blank_reason()
+        .or_else(|| isup.and_then(|i| i.blank_reason()));
     rule!(RuleId::BlankCaller, d.blank.is_some());
-    let Some(caller) = id.effective_number() else {
+
+    // The numbers judged: the SIP one (asserted, else presented) and the ISUP Calling
+    // Party Number of a SIP-I call. A number rule matches when either number does.
+    let sip_caller = id.effective_number();
+    let isup_caller = isup.and_then(|i| i.calling).and_then(Result::ok);
+    let judged = |n: Number, on_isup: bool| Judged {
+        n,
+        class: policy.plan.classify(&n),
+        domestic: policy.plan.is_domestic(&n),
+        listed: policy.blacklist.lookup(&n),
+        on_isup,
+    };
+    let nums = [
+        sip_caller.map(|n| judged(n, false)),
+        isup_caller
+            .filter(|n| Some(*n) != sip_caller)
+            .map(|n| judged(n, true)),
+    ];
+    let Some(primary) = nums.iter().flatten().next().copied() else {
         return;
     };
-    let class = policy.plan.classify(&caller);
-    d.caller = Some(caller);
-    d.class = Some(class);
+    d.caller = Some(primary.n);
+    d.class = Some(primary.class);
+    if let Some(n) = isup_caller {
+        d.isup_caller = Some(n);
+        d.isup_class = Some(policy.plan.classify(&n));
+    }
 
-    rule!(RuleId::NumberingPlan, class.class == Class::Invalid);
-    rule!(RuleId::NoVoiceNumber, class.flags.novoice);
-    d.blacklist_match = policy.blacklist.lookup(&caller);
-    rule!(RuleId::Blacklist, d.blacklist_match.is_some());
+    // A number rule: fires when `cond` holds for one of the judged numbers, noting
+    // whether it was the ISUP one.
+    macro_rules! rule_n {
+        ($r:expr, |$j:ident| $cond:expr) => {
+            if applies(role, $r) && policy.action(d.trunk, $r).kind != ActionKind::Off {
+                if let Some(hit) = nums.iter().flatten().find(|$j| $cond) {
+                    if hit.on_isup {
+                        d.isup_hits.insert($r);
+                    }
+                    if fire(policy, d, $r) {
+                        return;
+                    }
+                }
+            }
+        };
+    }
 
-    let domestic = policy.plan.is_domestic(&caller);
-    rule!(
-        RuleId::IntlForgedService,
-        policy.protected.contains(&caller) || (domestic && class.class.is_service())
-    );
-    rule!(
-        RuleId::IntlDomesticCaller,
-        domestic && !policy.roamers.contains(&caller)
-    );
+    rule_n!(RuleId::NumberingPlan, |j| j.class.class == Class::Invalid);
+    rule_n!(RuleId::NoVoiceNumber, |j| j.class.flags.novoice);
+    d.blacklist_match = nums.iter().flatten().find_map(|j| j.listed);
+    rule_n!(RuleId::Blacklist, |j| j.listed.is_some());
+
+    rule_n!(RuleId::IntlForgedService, |j| policy
+        .protected
+        .contains(&j.n)
+        || (j.domestic && j.class.class.is_service()));
+    rule_n!(RuleId::IntlDomesticCaller, |j| j.domestic
+        && !policy.roamers.contains(&j.n));
 
     if role == Role::Enterprise {
-        rule!(
-            RuleId::EnterpriseForeignNetwork,
-            !policy.own_segments.is_empty() && !policy.own_segments.contains(&caller)
-        );
-        rule!(
-            RuleId::EnterpriseNotWhitelisted,
-            !trunk
-                .whitelist
-                .as_ref()
-                .is_some_and(|w| w.contains(&caller))
-        );
+        rule_n!(RuleId::EnterpriseForeignNetwork, |j| !policy
+            .own_segments
+            .is_empty()
+            && !policy.own_segments.contains(&j.n));
+        rule_n!(RuleId::EnterpriseNotWhitelisted, |j| !trunk
+            .whitelist
+            .as_ref()
+            .is_some_and(|w| w.contains(&j.n)));
         rule!(
             RuleId::EnterpriseHours,
             trunk.hours.is_some_and(|h| {
@@ -288,20 +337,40 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             RuleId::EnterpriseRateCaller,
             trunk
                 .max_per_minute_per_caller
-                .is_some_and(|max| ctx
-                    .rates
-                    .hit(rate_key(ti, Some(&caller)), ctx.now_ms, 60_000)
-                    > max)
+                .is_some_and(|max| ctx.rates.hit(
+                    rate_key(ti, Some(&primary.n)),
+                    ctx.now_ms,
+                    60_000
+                ) > max)
         );
     }
 
-    rule!(RuleId::GenericNumber, id.presented_differs());
-    rule!(RuleId::LabelMvno, class.flags.mvno);
+    // The IAM cannot be read (it may hide a number), or its calling number is not the
+    // one SIP asserts.
     rule!(
-        RuleId::LabelServiceShape,
-        !domestic && service_shaped(policy, &caller)
+        RuleId::IsupMismatch,
+        isup.is_some_and(
+            |i| i.iam.is_err() || matches!((isup_caller, sip_caller), (Some(a), Some(b)) if a != b)
+        )
     );
-    rule!(RuleId::LabelInternational, !domestic);
+    rule!(
+        RuleId::GenericNumber,
+        id.presented_differs() || isup.is_some_and(|i| i.generic_count() > 0)
+    );
+    rule_n!(RuleId::LabelMvno, |j| j.class.flags.mvno);
+    rule_n!(RuleId::LabelServiceShape, |j| !j.domestic
+        && service_shaped(policy, &j.n));
+    rule_n!(RuleId::LabelInternational, |j| !j.domestic);
+}
+
+/// One calling number under judgement.
+#[derive(Debug, Clone, Copy)]
+struct Judged {
+    n: Number,
+    class: Classification,
+    domestic: bool,
+    listed: Option<ListMatch>,
+    on_isup: bool,
 }
 
 #[cfg(test)]

@@ -4,7 +4,13 @@
 //! P-Asserted-Identity (RFC 3325, one sip and/or one tel value) and, from legacy peers,
 //! a screened Remote-Party-ID carry the network-asserted one; P-Preferred-Identity is
 //! only a wish of the sender. Privacy (RFC 3323) says whether the caller asked to hide.
+//!
+//! A SIP-I call (ITU-T Q.1912.5) also carries the original ISUP IAM in its body: its
+//! Calling Party Number is the network's word from the PSTN side, its Generic Number
+//! (additional calling party number) the presented one. Both are read here, so that a
+//! forged number inside the body is judged like one in a header.
 
+use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{NotANumber, Number, normalise};
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
@@ -55,6 +61,46 @@ pub struct CallerIdentity {
     pub preferred: Option<Party>,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
     pub withheld: bool,
+    /// The ISUP of a SIP-I call.
+    pub isup: Option<IsupIdentity>,
+}
+
+/// What the ISUP of a SIP-I call says about the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct IsupIdentity {
+    /// The ISUP octets in the message buffer.
+    pub body: Span,
+    /// The part's own Content-Length value, when it has one.
+    pub part_content_length: Option<Span>,
+    pub required: bool,
+    /// The decoded IAM, or why the body could not be read (a multipart body that cannot
+    /// be split counts as unreadable ISUP: it may hide one).
+    pub iam: Result<Iam, IsupError>,
+    /// Calling Party Number, normalised; `None` when the IAM has none (or none was read).
+    pub calling: Option<Result<Number, NotANumber>>,
+    /// Generic Number (additional calling party number), normalised.
+    pub generic: Option<Result<Number, NotANumber>>,
+}
+
+impl IsupIdentity {
+    /// Generic Numbers that the deletion rule removes.
+    pub fn generic_count(&self) -> usize {
+        self.iam.map_or(0, |i| i.generic_count as usize)
+    }
+    /// Why the ISUP caller is blank: no Calling Party Number in a readable IAM, or one
+    /// without a usable number.
+    pub fn blank_reason(&self) -> Option<NotANumber> {
+        match (self.iam, self.calling) {
+            (Err(_), _) => None,
+            (Ok(_), None) => Some(NotANumber::Empty),
+            (Ok(_), Some(Err(e))) if e != NotANumber::Withheld => Some(e),
+            _ => None,
+        }
+    }
+    /// Presentation restricted and no number behind it.
+    pub fn withheld(&self) -> bool {
+        matches!(self.calling, Some(Err(NotANumber::Withheld)))
+    }
 }
 
 impl CallerIdentity {
@@ -154,6 +200,7 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
             });
         }
     }
+    id.isup = isup_identity(msg, home_cc);
     // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).
     if let (Some(a), Some(a2)) = (id.asserted, id.asserted2)
         && a.number.is_err()
@@ -163,6 +210,59 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
         id.asserted2 = Some(a);
     }
     id
+}
+
+/// The ISUP identity of a SIP-I message; `None` for a plain SIP one.
+pub fn isup_identity(msg: &Message, home_cc: &[u8]) -> Option<IsupIdentity> {
+    let (body, part_content_length, required, iam) = match isup::sipi::find(msg) {
+        Ok(None) => return None,
+        Ok(Some(s)) => (s.body, s.part_content_length, s.required, s.iam),
+        Err(_) => (msg.body_span(), None, true, Err(IsupError::Truncated(0))),
+    };
+    let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, home_cc));
+    let (calling, generic) = match iam {
+        Ok(i) => (num(i.calling), num(i.generic)),
+        Err(_) => (None, None),
+    };
+    Some(IsupIdentity {
+        body,
+        part_content_length,
+        required,
+        iam,
+        calling,
+        generic,
+    })
+}
+
+/// An ISUP number in E.164, through the one normaliser: international numbers get their
+/// '+', national (significant) numbers the home country code, others are read as dialled.
+pub fn isup_number(n: &IsupNumber, home_cc: &[u8]) -> Result<Number, NotANumber> {
+    if n.odd_signals {
+        return Err(NotANumber::NonNumeric);
+    }
+    let d = n.digits();
+    if d.is_empty() {
+        return Err(match n.presentation {
+            Some(Presentation::Restricted) => NotANumber::Withheld,
+            _ => NotANumber::Empty,
+        });
+    }
+    let mut buf = [0u8; isup::MAX_DIGITS + 8];
+    match n.nature {
+        Nature::International => {
+            buf[0] = b'+';
+            buf[1..1 + d.len()].copy_from_slice(d);
+            normalise(&buf[..1 + d.len()], home_cc, None)
+        }
+        Nature::National => {
+            // A national significant number: the home country is its context.
+            buf[0] = b'+';
+            let cc = &home_cc[..home_cc.len().min(7)];
+            buf[1..1 + cc.len()].copy_from_slice(cc);
+            normalise(d, home_cc, Some(&buf[..1 + cc.len()]))
+        }
+        _ => normalise(d, home_cc, None),
+    }
 }
 
 /// Number of one name-addr: the user part of a sip/sips URI (its telephone-subscriber

@@ -1,6 +1,7 @@
 //! sipfence: a SIP signaling firewall against fraud calls.
 //!
-//! The decision core ([`sip`], [`identity`], [`numbering`], [`policy`], [`decide`]) is pure:
+//! The decision core ([`sip`], [`isup`], [`identity`], [`numbering`], [`policy`],
+//! [`decide`]) is pure:
 //! bytes and context in, verdict out, no I/O and no clock. The shells around it
 //! (proxy, replay, explain, metrics) all call the same [`decide::decide`].
 
@@ -9,6 +10,7 @@ pub mod decide;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod isup;
 pub mod load_error;
 pub mod numbering;
 pub mod observability;

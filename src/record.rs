@@ -34,6 +34,51 @@ pub struct Record {
     pub rule: Option<&'static str>,
     /// Every rule that matched (monitor-only and labels included).
     pub hits: Vec<&'static str>,
+    /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isup: Option<IsupRecord>,
+}
+
+/// The ISUP side of a SIP-I call, as recorded.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IsupRecord {
+    /// Calling Party Number: E.164 when it normalises, else its digits as sent.
+    pub calling: Option<String>,
+    pub calling_nature: Option<&'static str>,
+    pub calling_presentation: Option<&'static str>,
+    pub calling_class: Option<&'static str>,
+    /// Generic Number (additional calling party number).
+    pub generic: Option<String>,
+    pub called: Option<String>,
+    /// Why the IAM could not be read, when it could not.
+    pub error: Option<String>,
+    /// Rules that matched on the ISUP calling number.
+    pub rules: Vec<&'static str>,
+}
+
+fn isup_record(d: &Decision) -> Option<IsupRecord> {
+    let i = d.identity.isup?;
+    let shown =
+        |n: Option<crate::isup::IsupNumber>,
+         norm: Option<Result<crate::numbering::Number, crate::numbering::NotANumber>>| {
+            match (n, norm) {
+                (_, Some(Ok(num))) => Some(num.e164()),
+                (Some(n), _) => Some(n.digits_str().to_string()),
+                _ => None,
+            }
+        };
+    let iam = i.iam.ok();
+    let calling = iam.and_then(|m| m.calling);
+    Some(IsupRecord {
+        calling: shown(calling, i.calling),
+        calling_nature: calling.map(|c| c.nature.as_str()),
+        calling_presentation: calling.and_then(|c| c.presentation).map(|p| p.as_str()),
+        calling_class: d.isup_class.map(|c| c.class.as_str()),
+        generic: shown(iam.and_then(|m| m.generic), i.generic),
+        called: iam.map(|m| m.called.digits_str().to_string()),
+        error: i.iam.err().map(|e| e.to_string()),
+        rules: d.isup_hits.iter().map(|r| r.as_str()).collect(),
+    })
 }
 
 fn text(b: &[u8], s: Span) -> String {
@@ -97,6 +142,7 @@ impl Record {
             },
             rule: d.rule.map(|r| r.as_str()),
             hits: d.hits.iter().map(|r| r.as_str()).collect(),
+            isup: isup_record(d),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::decide::{Decision, Outcome};
 use crate::identity::Source;
+use crate::isup;
 use crate::policy::Policy;
 use crate::sip::response::{self, Extra};
 use crate::sip::rewrite::EditList;
@@ -46,6 +47,9 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         for h in msg.all(HeaderName::PPreferredIdentity) {
             edits.remove(h.line());
         }
+        if let Some(i) = &d.identity.isup {
+            delete_isup_generic(msg, i, edits);
+        }
     }
     if !d.labels.is_empty() {
         let at = msg.head_end();
@@ -71,6 +75,46 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         }
     }
     edits.len() - before
+}
+
+/// Removes every Generic Number (additional calling party number) from the IAM, in the
+/// same edit list as the SIP changes: the parameters go, the optional-part pointer and
+/// end octet go too when nothing optional is left (Q.763 1.8: pointer 0, no end octet),
+/// and the part's and the message's Content-Length follow the new length.
+fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: &mut EditList) {
+    let Ok(iam) = i.iam else { return };
+    if iam.generic_count == 0 {
+        return;
+    }
+    let b = msg.buf();
+    let isup = i.body.of(b);
+    let base = i.body.start as usize;
+    let mut removed = 0usize;
+    for (at, len) in iam.generic_numbers(isup) {
+        edits.remove(Span::new(base + at, base + at + len));
+        removed += len;
+    }
+    if iam.generic_count == iam.optional_count {
+        edits.replace(
+            Span::new(base + isup::OPT_PTR, base + isup::OPT_PTR + 1),
+            &[0],
+        );
+        edits.remove(Span::new(base + iam.len - 1, base + iam.len));
+        removed += 1;
+    }
+    let fix_length = |edits: &mut EditList, v: Span| {
+        if let Some(n) = crate::sip::lex::parse_u32(v.of(b)) {
+            edits.replace_with(v, |out| {
+                response::push_num(out, (n as usize).saturating_sub(removed) as u64)
+            });
+        }
+    };
+    if let Some(v) = i.part_content_length {
+        fix_length(edits, v);
+    }
+    if let Some(h) = msg.first(HeaderName::ContentLength) {
+        fix_length(edits, h.value);
+    }
 }
 
 /// From gets the asserted number as its user part and loses its display name; the tag

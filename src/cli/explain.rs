@@ -128,6 +128,25 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 }
             );
             println!("  callee   {}", rec.callee.as_deref().unwrap_or("-"));
+            if let Some(i) = &rec.isup {
+                match &i.error {
+                    Some(e) => println!("  isup     unreadable: {e}"),
+                    None => println!(
+                        "  isup     calling={} ({}, {}, {}) generic={} called={}{}",
+                        i.calling.as_deref().unwrap_or("-"),
+                        i.calling_class.unwrap_or("-"),
+                        i.calling_nature.unwrap_or("-"),
+                        i.calling_presentation.unwrap_or("-"),
+                        i.generic.as_deref().unwrap_or("-"),
+                        i.called.as_deref().unwrap_or("-"),
+                        if i.rules.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  matched on isup: {}", i.rules.join(", "))
+                        }
+                    ),
+                }
+            }
             if a.show_output {
                 println!("  output:\n{}", String::from_utf8_lossy(&out));
             }

@@ -20,6 +20,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_messages_total",
     "sipfence_calls_total",
     "sipfence_rule_hits_total",
+    "sipfence_isup_rule_hits_total",
+    "sipfence_sipi_calls_total",
     "sipfence_parse_errors_total",
     "sipfence_dropped_total",
     "sipfence_overload_rejections_total",
@@ -40,6 +42,8 @@ pub struct Metrics {
     pub messages: IntCounterVec,
     pub calls: IntCounterVec,
     pub rule_hits: IntCounterVec,
+    pub isup_rule_hits: IntCounterVec,
+    pub sipi_calls: IntCounterVec,
     pub parse_errors: IntCounterVec,
     pub dropped: IntCounterVec,
     pub overload: IntCounterVec,
@@ -57,6 +61,10 @@ pub struct Metrics {
 pub struct Bound {
     calls: Vec<[IntCounter; 4]>,
     hits: Vec<Vec<Option<IntCounter>>>,
+    /// Rule matches made by the ISUP calling number, same layout as `hits`.
+    isup_hits: Vec<Vec<Option<IntCounter>>>,
+    /// SIP-I calls: [IAM decoded, IAM unreadable].
+    sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
     latency: Vec<Histogram>,
 }
@@ -89,6 +97,16 @@ impl Metrics {
             "sipfence_rule_hits_total",
             "Rule matches, by trunk, rule and action",
             &["trunk", "rule", "action"],
+        );
+        let isup_rule_hits = cv(
+            "sipfence_isup_rule_hits_total",
+            "Rule matches made by the ISUP calling number of SIP-I calls, by trunk and rule",
+            &["trunk", "rule"],
+        );
+        let sipi_calls = cv(
+            "sipfence_sipi_calls_total",
+            "Initial INVITEs carrying ISUP (SIP-I), by trunk and whether the IAM could be read",
+            &["trunk", "iam"],
         );
         let parse_errors = cv(
             "sipfence_parse_errors_total",
@@ -180,6 +198,8 @@ impl Metrics {
             messages,
             calls,
             rule_hits,
+            isup_rule_hits,
+            sipi_calls,
             parse_errors,
             dropped,
             overload,
@@ -205,6 +225,8 @@ impl Metrics {
         let mut b = Bound {
             calls: vec![],
             hits: vec![],
+            isup_hits: vec![],
+            sipi: vec![],
             overload: vec![],
             latency: vec![],
         };
@@ -227,8 +249,20 @@ impl Metrics {
                             .with_label_values(&[n, r.as_str(), action_str(a.kind)])
                     })
                 })
+                .collect::<Vec<_>>();
+            let isup_hits = hits
+                .iter()
+                .zip(RuleId::ORDER)
+                .map(|(h, r)| {
+                    h.as_ref()
+                        .map(|_| self.isup_rule_hits.with_label_values(&[n, r.as_str()]))
+                })
                 .collect();
             b.hits.push(hits);
+            b.isup_hits.push(isup_hits);
+            b.sipi.push(
+                ["decoded", "unreadable"].map(|k| self.sipi_calls.with_label_values(&[n, k])),
+            );
             b.overload.push(self.overload.with_label_values(&[n]));
             b.latency
                 .push(self.decision_seconds.with_label_values(&[n]));
@@ -312,6 +346,14 @@ impl Bound {
         for r in d.hits.iter() {
             if let Some(c) = &self.hits[s][r.index()] {
                 c.inc();
+            }
+        }
+        if let Some(i) = &d.identity.isup {
+            self.sipi[s][i.iam.is_err() as usize].inc();
+            for r in d.isup_hits.iter() {
+                if let Some(c) = &self.isup_hits[s][r.index()] {
+                    c.inc();
+                }
             }
         }
     }

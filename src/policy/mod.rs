@@ -34,13 +34,14 @@ pub enum RuleId {
     EnterpriseHours,
     EnterpriseRateTrunk,
     EnterpriseRateCaller,
+    IsupMismatch,
     GenericNumber,
     LabelMvno,
     LabelServiceShape,
     LabelInternational,
 }
 
-pub const RULE_COUNT: usize = 17;
+pub const RULE_COUNT: usize = 18;
 
 impl RuleId {
     pub const ORDER: [RuleId; RULE_COUNT] = [
@@ -57,6 +58,7 @@ impl RuleId {
         RuleId::EnterpriseHours,
         RuleId::EnterpriseRateTrunk,
         RuleId::EnterpriseRateCaller,
+        RuleId::IsupMismatch,
         RuleId::GenericNumber,
         RuleId::LabelMvno,
         RuleId::LabelServiceShape,
@@ -82,6 +84,7 @@ impl RuleId {
             RuleId::EnterpriseHours => "enterprise-hours",
             RuleId::EnterpriseRateTrunk => "enterprise-rate-trunk",
             RuleId::EnterpriseRateCaller => "enterprise-rate-caller",
+            RuleId::IsupMismatch => "isup-mismatch",
             RuleId::GenericNumber => "generic-number",
             RuleId::LabelMvno => "label-mvno",
             RuleId::LabelServiceShape => "label-service-shape",
@@ -122,6 +125,12 @@ impl RuleId {
             RuleId::EnterpriseHours => (Reject, 403, "Outside contracted calling hours", ""),
             RuleId::EnterpriseRateTrunk => (Reject, 403, "Trunk call frequency exceeded", ""),
             RuleId::EnterpriseRateCaller => (Reject, 403, "Caller call frequency exceeded", ""),
+            RuleId::IsupMismatch => (
+                Reject,
+                403,
+                "ISUP calling number does not match the SIP identity",
+                "isup-mismatch",
+            ),
             RuleId::GenericNumber => (
                 Rewrite,
                 0,

@@ -141,11 +141,8 @@ async fn outbound(
             tracing::warn!(%addr, error = %why, "cannot connect to next hop");
             drop(tx);
             let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
-            loop {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(_)) => shared.metrics.dropped("tcp-connect-failed"),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(_)) = tokio::time::timeout_at(until, rx.recv()).await {
+                shared.metrics.dropped("tcp-connect-failed");
             }
             while rx.try_recv().is_ok() {
                 shared.metrics.dropped("tcp-connect-failed");
@@ -247,7 +244,7 @@ async fn serve_stream(
                     buf.advance(skip);
                     let data = buf.split_to(len).freeze();
                     if let Some(d) =
-                        udp::handle_one(&shared, via_addr, data, &o, false, &mut edits, &mut out)
+                        udp::handle_one(shared, via_addr, data, &o, false, &mut edits, &mut out)
                     {
                         udp::send(shared, udps, local, &fwd, d, &out).await;
                     }

@@ -11,6 +11,7 @@ pub enum HeaderName {
     MaxForwards,
     ContentLength,
     ContentType,
+    ContentDisposition,
     Contact,
     Route,
     RecordRoute,
@@ -80,6 +81,7 @@ impl HeaderName {
             (14, b'c') if eq(b"content-length") => HeaderName::ContentLength,
             (15, b'r') if eq(b"remote-party-id") => HeaderName::RemotePartyId,
             (19, b'p') if eq(b"p-asserted-identity") => HeaderName::PAssertedIdentity,
+            (19, b'c') if eq(b"content-disposition") => HeaderName::ContentDisposition,
             (20, b'p') if eq(b"p-preferred-identity") => HeaderName::PPreferredIdentity,
             _ => HeaderName::Other,
         }
@@ -96,6 +98,7 @@ impl HeaderName {
             HeaderName::MaxForwards => "Max-Forwards",
             HeaderName::ContentLength => "Content-Length",
             HeaderName::ContentType => "Content-Type",
+            HeaderName::ContentDisposition => "Content-Disposition",
             HeaderName::Contact => "Contact",
             HeaderName::Route => "Route",
             HeaderName::RecordRoute => "Record-Route",

@@ -11,6 +11,7 @@ pub mod addr;
 pub mod error;
 pub mod header;
 pub mod lex;
+pub mod multipart;
 pub mod parse;
 pub mod response;
 pub mod rewrite;

@@ -1,0 +1,468 @@
+//! ISUP (ITU-T Q.763) as SIP-I carries it (Q.1912.5, RFC 3204): the original Initial
+//! Address Message in an `application/ISUP` body part, starting at the message type
+//! code (no routing label, no CIC).
+//!
+//! Only the IAM is decoded, and only what the filter judges: the Called Party Number
+//! (mandatory variable part) and, among the optional parameters, Calling Party Number,
+//! Generic Number, Original Called Number and Redirecting Number. Every other optional
+//! parameter is walked over by its length and kept as bytes: an unknown parameter is
+//! never an error (Q.764 2.9.5 forward compatibility). Offsets are positions in the
+//! ISUP bytes; the caller shifts them to the SIP message.
+
+pub mod encode;
+pub mod sipi;
+
+/// Message type code of the Initial Address Message.
+pub const IAM: u8 = 0x01;
+
+/// Parameter codes (Q.763 Table 5).
+pub mod code {
+    pub const END_OF_OPTIONAL: u8 = 0x00;
+    pub const CALLED_PARTY_NUMBER: u8 = 0x04;
+    pub const CALLING_PARTY_NUMBER: u8 = 0x0a;
+    pub const REDIRECTING_NUMBER: u8 = 0x0b;
+    pub const ORIGINAL_CALLED_NUMBER: u8 = 0x28;
+    pub const GENERIC_NUMBER: u8 = 0xc0;
+}
+
+/// Number qualifier of a Generic Number (Q.763 3.26): the "additional calling party
+/// number", a second, user-provided calling number: the generic number the rules delete.
+pub const QUALIFIER_ADDITIONAL_CALLING: u8 = 0x06;
+
+/// Octets of the mandatory fixed part of an IAM after the type code: nature of
+/// connection (1), forward call indicators (2), calling party's category (1),
+/// transmission medium requirement (1).
+const FIXED: usize = 5;
+/// Offset of the pointer to the Called Party Number; the optional-part pointer follows.
+const CALLED_PTR: usize = 1 + FIXED;
+/// Offset of the pointer to the start of the optional part (0: no optional part).
+pub const OPT_PTR: usize = CALLED_PTR + 1;
+/// Address signals kept per number: Q.763 numbers are at most 16 octets of digits.
+pub const MAX_DIGITS: usize = 32;
+
+/// Nature of address indicator (Q.763 3.9 / 3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nature {
+    Subscriber,
+    Unknown,
+    National,
+    International,
+    /// Spare, national or network specific values.
+    Other(u8),
+}
+
+impl Nature {
+    fn from_bits(v: u8) -> Nature {
+        match v {
+            1 => Nature::Subscriber,
+            2 => Nature::Unknown,
+            3 => Nature::National,
+            4 => Nature::International,
+            v => Nature::Other(v),
+        }
+    }
+    pub fn bits(self) -> u8 {
+        match self {
+            Nature::Subscriber => 1,
+            Nature::Unknown => 2,
+            Nature::National => 3,
+            Nature::International => 4,
+            Nature::Other(v) => v & 0x7f,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Nature::Subscriber => "subscriber",
+            Nature::Unknown => "unknown",
+            Nature::National => "national",
+            Nature::International => "international",
+            Nature::Other(_) => "other",
+        }
+    }
+}
+
+/// Address presentation restricted indicator (Q.763 3.10 d).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    Allowed,
+    Restricted,
+    NotAvailable,
+    Reserved,
+}
+
+impl Presentation {
+    fn from_bits(v: u8) -> Presentation {
+        match v & 3 {
+            0 => Presentation::Allowed,
+            1 => Presentation::Restricted,
+            2 => Presentation::NotAvailable,
+            _ => Presentation::Reserved,
+        }
+    }
+    pub fn bits(self) -> u8 {
+        match self {
+            Presentation::Allowed => 0,
+            Presentation::Restricted => 1,
+            Presentation::NotAvailable => 2,
+            Presentation::Reserved => 3,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presentation::Allowed => "allowed",
+            Presentation::Restricted => "restricted",
+            Presentation::NotAvailable => "not-available",
+            Presentation::Reserved => "reserved",
+        }
+    }
+}
+
+/// One number parameter of an IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsupNumber {
+    /// Parameter code (one of [`code`]).
+    pub code: u8,
+    /// Where the parameter starts in the ISUP bytes (its code octet when optional, its
+    /// length octet when mandatory) and how many octets it takes in all.
+    pub at: usize,
+    pub len: usize,
+    /// Generic Number only: the number qualifier.
+    pub qualifier: Option<u8>,
+    pub nature: Nature,
+    /// Calling, generic, original called and redirecting numbers.
+    pub presentation: Option<Presentation>,
+    /// Screening indicator (calling and generic numbers): 1 and 3 mean the network
+    /// verified or provided it.
+    pub screening: Option<u8>,
+    digits: [u8; MAX_DIGITS],
+    n_digits: u8,
+    /// An address signal that is not a digit (codes 11-14) or more than [`MAX_DIGITS`].
+    pub odd_signals: bool,
+}
+
+impl IsupNumber {
+    /// Address signals as ASCII: '0'-'9', then 'B'..'E' for codes 11-14 (`odd_signals`).
+    /// The end-of-pulsing signal (ST, code 15) ends the number and is not included.
+    pub fn digits(&self) -> &[u8] {
+        &self.digits[..self.n_digits as usize]
+    }
+    pub fn digits_str(&self) -> &str {
+        // Only ASCII digits and 'A'..'E' are ever stored.
+        std::str::from_utf8(self.digits()).unwrap_or("")
+    }
+}
+
+/// The numbers of one IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iam {
+    pub called: IsupNumber,
+    pub calling: Option<IsupNumber>,
+    /// The first Generic Number that is an additional calling party number.
+    pub generic: Option<IsupNumber>,
+    pub original_called: Option<IsupNumber>,
+    pub redirecting: Option<IsupNumber>,
+    /// Start of the optional part (its first parameter's code), when there is one.
+    pub optional_at: Option<usize>,
+    /// Optional parameters in all, known and unknown, END excluded.
+    pub optional_count: u16,
+    /// Generic Numbers that are additional calling party numbers: every one is deleted.
+    pub generic_count: u16,
+    /// Octets of the message up to and including the end-of-optional-parameters octet.
+    pub len: usize,
+}
+
+impl Iam {
+    pub fn generic_numbers<'a>(&self, isup: &'a [u8]) -> impl Iterator<Item = (usize, usize)> + 'a {
+        optional_params(isup, self.optional_at).filter_map(|(c, at, len)| {
+            (c == code::GENERIC_NUMBER && isup.get(at + 2) == Some(&QUALIFIER_ADDITIONAL_CALLING))
+                .then_some((at, len))
+        })
+    }
+}
+
+/// Why an IAM could not be decoded, with the offset in the ISUP bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsupError {
+    /// The bytes end inside the message.
+    Truncated(usize),
+    /// Another message type than IAM (the code).
+    NotIam(u8),
+    /// A pointer that points before its own end or past the message.
+    BadPointer(usize),
+    /// A number parameter too short for its fixed octets.
+    BadNumber(usize),
+}
+
+impl IsupError {
+    pub fn offset(self) -> usize {
+        match self {
+            IsupError::Truncated(o) | IsupError::BadPointer(o) | IsupError::BadNumber(o) => o,
+            IsupError::NotIam(_) => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for IsupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IsupError::Truncated(o) => write!(f, "ISUP truncated at octet {o}"),
+            IsupError::NotIam(t) => write!(f, "ISUP message type 0x{t:02x} is not an IAM"),
+            IsupError::BadPointer(o) => write!(f, "ISUP pointer at octet {o} is out of range"),
+            IsupError::BadNumber(o) => write!(f, "ISUP number parameter at octet {o} is too short"),
+        }
+    }
+}
+
+/// Optional parameters as (code, offset of the code octet, octets in all), stopping at
+/// END or at the first parameter that does not fit.
+fn optional_params(
+    b: &[u8],
+    start: Option<usize>,
+) -> impl Iterator<Item = (u8, usize, usize)> + '_ {
+    let mut i = start.unwrap_or(b.len());
+    std::iter::from_fn(move || {
+        let c = *b.get(i)?;
+        if c == code::END_OF_OPTIONAL {
+            return None;
+        }
+        let l = *b.get(i + 1)? as usize;
+        if i + 2 + l > b.len() {
+            return None;
+        }
+        let item = (c, i, 2 + l);
+        i += 2 + l;
+        Some(item)
+    })
+}
+
+/// Decodes an IAM.
+pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
+    let t = *b.first().ok_or(IsupError::Truncated(0))?;
+    if t != IAM {
+        return Err(IsupError::NotIam(t));
+    }
+    if b.len() < OPT_PTR + 1 {
+        return Err(IsupError::Truncated(b.len()));
+    }
+    // Pointers count from the pointer octet itself (Q.763 1.7); the called number's may
+    // not point back into the pointers.
+    let cp = b[CALLED_PTR] as usize;
+    if cp < 2 {
+        return Err(IsupError::BadPointer(CALLED_PTR));
+    }
+    let called_at = CALLED_PTR + cp;
+    let cl = *b.get(called_at).ok_or(IsupError::BadPointer(CALLED_PTR))? as usize;
+    let called_end = called_at + 1 + cl;
+    if called_end > b.len() {
+        return Err(IsupError::Truncated(b.len()));
+    }
+    let called = number(
+        code::CALLED_PARTY_NUMBER,
+        called_at,
+        1 + cl,
+        &b[called_at + 1..called_end],
+    )?;
+    let op = b[OPT_PTR] as usize;
+    let mut iam = Iam {
+        called,
+        calling: None,
+        generic: None,
+        original_called: None,
+        redirecting: None,
+        optional_at: None,
+        optional_count: 0,
+        generic_count: 0,
+        len: called_end,
+    };
+    if op == 0 {
+        return Ok(iam);
+    }
+    let start = OPT_PTR + op;
+    if start < called_end || start >= b.len() {
+        return Err(IsupError::BadPointer(OPT_PTR));
+    }
+    iam.optional_at = Some(start);
+    let mut i = start;
+    loop {
+        let c = *b.get(i).ok_or(IsupError::Truncated(i))?;
+        if c == code::END_OF_OPTIONAL {
+            iam.len = i + 1;
+            return Ok(iam);
+        }
+        let l = *b.get(i + 1).ok_or(IsupError::Truncated(i + 1))? as usize;
+        let end = i + 2 + l;
+        if end > b.len() {
+            return Err(IsupError::Truncated(b.len()));
+        }
+        let contents = &b[i + 2..end];
+        iam.optional_count += 1;
+        match c {
+            code::CALLING_PARTY_NUMBER if iam.calling.is_none() => {
+                iam.calling = Some(number(c, i, 2 + l, contents)?);
+            }
+            code::GENERIC_NUMBER if contents.first() == Some(&QUALIFIER_ADDITIONAL_CALLING) => {
+                iam.generic_count += 1;
+                if iam.generic.is_none() {
+                    iam.generic = Some(number(c, i, 2 + l, contents)?);
+                }
+            }
+            code::ORIGINAL_CALLED_NUMBER if iam.original_called.is_none() => {
+                iam.original_called = Some(number(c, i, 2 + l, contents)?);
+            }
+            code::REDIRECTING_NUMBER if iam.redirecting.is_none() => {
+                iam.redirecting = Some(number(c, i, 2 + l, contents)?);
+            }
+            _ => {}
+        }
+        i = end;
+    }
+}
+
+/// One number parameter's contents (after the length octet).
+fn number(code: u8, at: usize, len: usize, c: &[u8]) -> Result<IsupNumber, IsupError> {
+    // Octets before the address signals: the generic number has its qualifier first.
+    let (qualifier, c) = if code == code::GENERIC_NUMBER {
+        let (q, rest) = c.split_first().ok_or(IsupError::BadNumber(at))?;
+        (Some(*q), rest)
+    } else {
+        (None, c)
+    };
+    if c.len() < 2 {
+        return Err(IsupError::BadNumber(at));
+    }
+    let odd = c[0] & 0x80 != 0;
+    let nature = Nature::from_bits(c[0] & 0x7f);
+    let (presentation, screening) = match code {
+        code::CALLED_PARTY_NUMBER => (None, None),
+        code::CALLING_PARTY_NUMBER | code::GENERIC_NUMBER => {
+            (Some(Presentation::from_bits(c[1] >> 2)), Some(c[1] & 3))
+        }
+        _ => (Some(Presentation::from_bits(c[1] >> 2)), None),
+    };
+    let mut n = IsupNumber {
+        code,
+        at,
+        len,
+        qualifier,
+        nature,
+        presentation,
+        screening,
+        digits: [0; MAX_DIGITS],
+        n_digits: 0,
+        odd_signals: false,
+    };
+    let signals = &c[2..];
+    let count = (signals.len() * 2).saturating_sub(odd as usize);
+    for k in 0..count {
+        // First signal in the low nibble (Q.763 3.9 f).
+        let o = signals[k / 2];
+        let s = if k % 2 == 0 { o & 0x0f } else { o >> 4 };
+        if s == 0x0f {
+            break; // ST: end of pulsing
+        }
+        if n.n_digits as usize == MAX_DIGITS {
+            n.odd_signals = true;
+            break;
+        }
+        n.digits[n.n_digits as usize] = match s {
+            0..=9 => b'0' + s,
+            _ => {
+                n.odd_signals = true;
+                b'A' + (s - 10)
+            }
+        };
+        n.n_digits += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode::{IamBuilder, NumberSpec};
+    use super::*;
+
+    #[test]
+    fn decodes_what_the_builder_writes() {
+        let b = IamBuilder::new("8613812345678")
+            .calling(NumberSpec::international("8613900001111").restricted())
+            .generic(NumberSpec::international("442071234567"))
+            .unknown(0x39, &[1, 2, 3])
+            .redirecting(NumberSpec::national("1012345678"))
+            .build();
+        let iam = decode_iam(&b).unwrap();
+        assert_eq!(iam.called.digits(), b"8613812345678");
+        let c = iam.calling.unwrap();
+        assert_eq!(c.digits(), b"8613900001111");
+        assert_eq!(c.nature, Nature::International);
+        assert_eq!(c.presentation, Some(Presentation::Restricted));
+        assert_eq!(c.screening, Some(3));
+        let g = iam.generic.unwrap();
+        assert_eq!(g.digits(), b"442071234567");
+        assert_eq!(g.qualifier, Some(QUALIFIER_ADDITIONAL_CALLING));
+        assert_eq!(iam.redirecting.unwrap().nature, Nature::National);
+        assert_eq!(iam.optional_count, 4);
+        assert_eq!(iam.generic_count, 1);
+        assert_eq!(iam.len, b.len());
+        assert_eq!(iam.generic_numbers(&b).count(), 1);
+    }
+
+    #[test]
+    fn odd_and_even_digit_counts() {
+        for d in ["1", "12", "123", "110", "13812345678", "861012345678"] {
+            let b = IamBuilder::new(d).calling(NumberSpec::national(d)).build();
+            let iam = decode_iam(&b).unwrap();
+            assert_eq!(iam.called.digits(), d.as_bytes());
+            assert_eq!(iam.calling.unwrap().digits(), d.as_bytes());
+        }
+    }
+
+    #[test]
+    fn end_of_pulsing_and_odd_signals() {
+        // Called number "12" then ST, even count: 0x21 0xF? -> "12" and ST in the low nibble.
+        let mut b = IamBuilder::new("12").build();
+        let at = b[CALLED_PTR] as usize + CALLED_PTR;
+        b[at] = 4; // length: NAI, INN/NPI and two signal octets
+        b.splice(at + 3..at + 4, [0x21, 0x0f]);
+        b[OPT_PTR] = 0;
+        let iam = decode_iam(&b).unwrap();
+        assert_eq!(iam.called.digits(), b"12");
+        let b = IamBuilder::new("1").build();
+        let mut b2 = b.clone();
+        let at = b2[CALLED_PTR] as usize + CALLED_PTR;
+        b2[at + 3] = 0x0b; // signal code 11, odd count
+        let iam = decode_iam(&b2).unwrap();
+        assert!(iam.called.odd_signals);
+        assert_eq!(iam.called.digits(), b"B");
+    }
+
+    #[test]
+    fn no_optional_part() {
+        let b = IamBuilder::new("13812345678").build();
+        assert_eq!(b[OPT_PTR], 0);
+        let iam = decode_iam(&b).unwrap();
+        assert!(iam.calling.is_none() && iam.optional_at.is_none());
+    }
+
+    #[test]
+    fn refuses_broken_messages() {
+        let good = IamBuilder::new("13812345678")
+            .calling(NumberSpec::international("8613900001111"))
+            .build();
+        assert_eq!(decode_iam(&[]), Err(IsupError::Truncated(0)));
+        assert_eq!(decode_iam(&[0x06, 0, 0]), Err(IsupError::NotIam(0x06)));
+        // Every truncation is an error, never a panic.
+        for n in 0..good.len() {
+            assert!(decode_iam(&good[..n]).is_err(), "len {n}");
+        }
+        let mut b = good.clone();
+        b[CALLED_PTR] = 1;
+        assert_eq!(decode_iam(&b), Err(IsupError::BadPointer(CALLED_PTR)));
+        let mut b = good.clone();
+        b[OPT_PTR] = 200;
+        assert_eq!(decode_iam(&b), Err(IsupError::BadPointer(OPT_PTR)));
+        let mut b = good.clone();
+        let at = decode_iam(&good).unwrap().calling.unwrap().at;
+        b[at + 1] = 1; // calling number of one octet
+        assert!(decode_iam(&b).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! Finding the ISUP in a SIP message: the whole body when its type is `application/ISUP`,
+//! else the first `application/ISUP` part of a `multipart/*` body.
+
+use super::{Iam, IsupError, decode_iam};
+use crate::sip::multipart::{self, MultipartError};
+use crate::sip::{HeaderName, Message, Span};
+
+/// The ISUP body of a SIP-I message and its IAM.
+#[derive(Debug, Clone, Copy)]
+pub struct SipI {
+    /// The ISUP octets in the message buffer.
+    pub body: Span,
+    /// The part's own Content-Length value, when it has one (a rewrite must follow it).
+    pub part_content_length: Option<Span>,
+    /// `handling=required` (the default for `signal`): the next hop must understand it.
+    pub required: bool,
+    pub iam: Result<Iam, IsupError>,
+}
+
+/// Why a message that declares ISUP has none we can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipIError {
+    Multipart(MultipartError),
+}
+
+/// The ISUP of `msg`, if it carries any. `Ok(None)`: not SIP-I.
+pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
+    let Some(ct) = msg.value(HeaderName::ContentType) else {
+        return Ok(None);
+    };
+    let b = msg.buf();
+    let (body, part_cl, disposition) = if is_isup(ct) {
+        let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value);
+        (msg.body_span(), None, disp)
+    } else if multipart::is_multipart(ct) {
+        let boundary =
+            multipart::boundary(ct).ok_or(SipIError::Multipart(MultipartError::NoBoundary))?;
+        let (parts, n) =
+            multipart::parts(b, msg.body_span(), boundary).map_err(SipIError::Multipart)?;
+        let Some(p) = parts[..n]
+            .iter()
+            .find(|p| p.content_type.is_some_and(|t| is_isup(t.of(b))))
+        else {
+            return Ok(None);
+        };
+        (p.body, p.content_length, p.disposition)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(SipI {
+        body,
+        part_content_length: part_cl,
+        required: disposition.is_none_or(|d| multipart::handling_required(d.of(b))),
+        iam: decode_iam(body.of(b)),
+    }))
+}
+
+fn is_isup(content_type: &[u8]) -> bool {
+    multipart::media_type(content_type).eq_ignore_ascii_case(b"application/isup")
+}

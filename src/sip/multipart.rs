@@ -1,0 +1,258 @@
+//! `multipart/*` bodies (RFC 2046 5.1, as SIP uses them per RFC 5621): the parts of a
+//! body as spans of the message buffer, nothing copied.
+//!
+//! Part bodies may be binary (an ISUP part is): a part ends only at CRLF "--" boundary,
+//! found with a substring search, never at a line end inside the part.
+
+use super::Span;
+use super::lex;
+
+/// Parts kept per body: SIP-I carries two (SDP and ISUP); more is refused rather than
+/// walked for ever.
+pub const MAX_PARTS: usize = 8;
+
+/// One body part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Part {
+    /// Value of the part's Content-Type (`text/plain` when absent, RFC 2046 5.1).
+    pub content_type: Option<Span>,
+    /// Value of the part's Content-Disposition.
+    pub disposition: Option<Span>,
+    /// Value of a Content-Length inside the part (rare, but must follow a rewrite).
+    pub content_length: Option<Span>,
+    /// The part's content, between its header section and the next delimiter.
+    pub body: Span,
+}
+
+/// Why a multipart body was refused, with the offset in the message buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultipartError {
+    /// No `boundary` parameter on the Content-Type.
+    NoBoundary,
+    /// The first delimiter is missing.
+    NoDelimiter(usize),
+    /// A part whose header section never ends, or a delimiter never closed.
+    Unterminated(usize),
+    /// More than [`MAX_PARTS`].
+    TooManyParts(usize),
+}
+
+/// The boundary parameter of a multipart Content-Type value, unquoted.
+pub fn boundary(content_type: &[u8]) -> Option<&[u8]> {
+    let semi = lex::find_byte(content_type, b';')?;
+    for p in content_type[semi + 1..].split(|&c| c == b';') {
+        let Some(eq) = lex::find_byte(p, b'=') else {
+            continue;
+        };
+        if lex::trim(&p[..eq]).eq_ignore_ascii_case(b"boundary") {
+            let v = lex::trim(&p[eq + 1..]);
+            let v = v
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v);
+            // RFC 2046: 1 to 70 characters.
+            return (!v.is_empty() && v.len() <= 70).then_some(v);
+        }
+    }
+    None
+}
+
+/// `Content-Type` value is a multipart type.
+pub fn is_multipart(content_type: &[u8]) -> bool {
+    lex::starts_with_ci(lex::trim(content_type), b"multipart/")
+}
+
+/// Media type of a Content-Type value without its parameters, trimmed.
+pub fn media_type(content_type: &[u8]) -> &[u8] {
+    let end = lex::find_byte(content_type, b';').unwrap_or(content_type.len());
+    lex::trim(&content_type[..end])
+}
+
+/// Splits the body `body` of buffer `b` into parts; returns them and how many.
+pub fn parts(
+    b: &[u8],
+    body: Span,
+    boundary: &[u8],
+) -> Result<([Part; MAX_PARTS], usize), MultipartError> {
+    let (start, end) = (body.start as usize, body.end as usize);
+    let s = &b[start..end];
+    let mut out = [Part::default(); MAX_PARTS];
+    let mut n = 0;
+    // The first delimiter may open the body; later ones follow a CRLF (or a bare LF).
+    let mut dash = [0u8; 72];
+    dash[..2].copy_from_slice(b"--");
+    dash[2..2 + boundary.len()].copy_from_slice(boundary);
+    let delim = &dash[..2 + boundary.len()];
+    let first = if s.starts_with(delim) {
+        0
+    } else {
+        find_delimiter(s, 0, delim)
+            .map(|(_, at)| at)
+            .ok_or(MultipartError::NoDelimiter(start))?
+    };
+    let mut i = first + delim.len();
+    loop {
+        // After a delimiter: "--" closes; else transport padding, then the line end.
+        if s[i..].starts_with(b"--") {
+            return Ok((out, n));
+        }
+        while i < s.len() && lex::is_wsp(s[i]) {
+            i += 1;
+        }
+        i = match &s[i..] {
+            [b'\r', b'\n', ..] => i + 2,
+            [b'\n', ..] => i + 1,
+            _ => return Err(MultipartError::Unterminated(start + i)),
+        };
+        if n == MAX_PARTS {
+            return Err(MultipartError::TooManyParts(start + i));
+        }
+        // Part headers up to the empty line (an empty header section is allowed).
+        let mut part = Part::default();
+        loop {
+            let line_end = lex::find_byte(&s[i..], b'\n')
+                .map(|p| i + p)
+                .ok_or(MultipartError::Unterminated(start + i))?;
+            let content_end = if line_end > i && s[line_end - 1] == b'\r' {
+                line_end - 1
+            } else {
+                line_end
+            };
+            let line = &s[i..content_end];
+            let line_start = i;
+            i = line_end + 1;
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = lex::find_byte(line, b':') else {
+                continue;
+            };
+            let name = lex::trim(&line[..colon]);
+            let vs = line_start + colon + 1;
+            let v = lex::trim(&line[colon + 1..]);
+            let off = vs + (v.as_ptr() as usize - line[colon + 1..].as_ptr() as usize);
+            let span = Span::new(start + off, start + off + v.len());
+            if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c") {
+                part.content_type = Some(span);
+            } else if name.eq_ignore_ascii_case(b"content-disposition") {
+                part.disposition = Some(span);
+            } else if name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"l")
+            {
+                part.content_length = Some(span);
+            }
+        }
+        let (body_end, next) =
+            find_delimiter(s, i, delim).ok_or(MultipartError::Unterminated(start + i))?;
+        part.body = Span::new(start + i, start + body_end);
+        out[n] = part;
+        n += 1;
+        i = next + delim.len();
+    }
+}
+
+/// The next delimiter at or after `from` that starts a line: returns (end of the
+/// preceding part, i.e. where its CRLF starts, and the position of "--boundary").
+fn find_delimiter(s: &[u8], from: usize, delim: &[u8]) -> Option<(usize, usize)> {
+    let mut k = from;
+    while let Some(p) = memchr::memmem::find(&s[k..], delim) {
+        let at = k + p;
+        if at >= 1 && s[at - 1] == b'\n' {
+            let end = if at >= 2 && s[at - 2] == b'\r' {
+                at - 2
+            } else {
+                at - 1
+            };
+            return Some((end.max(from), at));
+        }
+        k = at + 1;
+    }
+    None
+}
+
+/// The `handling` parameter of a Content-Disposition (RFC 3204 / RFC 3261 20.11):
+/// true for `required`, the default for `signal` disposition being `required`.
+pub fn handling_required(disposition: &[u8]) -> bool {
+    for p in disposition.split(|&c| c == b';').skip(1) {
+        if let Some(eq) = lex::find_byte(p, b'=')
+            && lex::trim(&p[..eq]).eq_ignore_ascii_case(b"handling")
+        {
+            return lex::trim(&p[eq + 1..]).eq_ignore_ascii_case(b"required");
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(body: &[u8], boundary: &str) -> Result<Vec<Part>, MultipartError> {
+        let (p, n) = parts(body, Span::new(0, body.len()), boundary.as_bytes())?;
+        Ok(p[..n].to_vec())
+    }
+
+    #[test]
+    fn boundary_param() {
+        assert_eq!(boundary(b"multipart/mixed;boundary=abc"), Some(&b"abc"[..]));
+        assert_eq!(
+            boundary(b"multipart/mixed ; charset=x; Boundary = \"a b:c\""),
+            Some(&b"a b:c"[..])
+        );
+        assert_eq!(boundary(b"multipart/mixed"), None);
+        assert_eq!(boundary(b"multipart/mixed;boundary="), None);
+        assert_eq!(
+            media_type(b" application/ISUP ;version=itu-t92+"),
+            b"application/ISUP"
+        );
+        assert!(is_multipart(b"Multipart/Mixed;boundary=x"));
+    }
+
+    #[test]
+    fn binary_parts_with_crlf_and_dashes_inside() {
+        let isup: &[u8] = b"\x01\x00\r\n--not\r\n-\x00\xff";
+        let mut body = b"preamble\r\n--B1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\r\n--B1\r\nContent-Type: application/ISUP;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\nContent-Length: 11\r\n\r\n".to_vec();
+        body.extend_from_slice(isup);
+        body.extend_from_slice(b"\r\n--B1--\r\nepilogue");
+        let p = split(&body, "B1").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].body.of(&body), b"v=0\r\n");
+        assert_eq!(p[1].body.of(&body), isup);
+        assert_eq!(
+            p[1].content_type.unwrap().of(&body),
+            b"application/ISUP;version=itu-t92+"
+        );
+        assert!(!handling_required(p[1].disposition.unwrap().of(&body)));
+        assert_eq!(p[1].content_length.unwrap().of(&body), b"11");
+        assert!(handling_required(b"signal"));
+    }
+
+    #[test]
+    fn refused() {
+        assert_eq!(
+            split(b"no delimiter", "B"),
+            Err(MultipartError::NoDelimiter(0))
+        );
+        assert!(matches!(
+            split(b"--B\r\nContent-Type: x\r\n", "B"),
+            Err(MultipartError::Unterminated(_))
+        ));
+        assert!(matches!(
+            split(b"--B\r\n\r\nbody never closed", "B"),
+            Err(MultipartError::Unterminated(_))
+        ));
+        let many: Vec<u8> = (0..10)
+            .flat_map(|_| b"--B\r\n\r\nx\r\n".to_vec())
+            .chain(b"--B--".to_vec())
+            .collect();
+        assert!(matches!(
+            split(&many, "B"),
+            Err(MultipartError::TooManyParts(_))
+        ));
+        // Every truncation is an error or fewer parts, never a panic.
+        let good = b"--B\r\nContent-Type: a/b\r\n\r\nxyz\r\n--B--\r\n";
+        for n in 0..good.len() {
+            let _ = split(&good[..n], "B");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! SIP-I (ITU-T Q.1912.5): the ISUP IAM inside the INVITE is judged like the SIP
+//! headers. Per rule, the call its ISUP number blocks and the one it lets through; the
+//! Generic Number deletion with its pointer and length fixes; unreadable ISUP.
+
+use bytes::Bytes;
+use sipfence::decide::{Context, Decision, Outcome, decide};
+use sipfence::isup::encode::{IamBuilder, NumberSpec, sipi_body};
+use sipfence::isup::{self, Nature};
+use sipfence::policy::rate::NoCounting;
+use sipfence::policy::{Policy, RuleId};
+use sipfence::sip::rewrite::EditList;
+use sipfence::sip::{HeaderName, Message};
+use sipfence::verdict;
+use std::path::Path;
+
+const POLICY: &str = r#"
+[lists.blacklist]
+entries = ["+8613800000001", "+8617099999*"]
+[lists.protected]
+entries = ["+861066666110"]
+[lists.roamers]
+entries = ["+8613900000000"]
+
+[[trunk]]
+name = "intl"
+role = "international"
+sources = ["10.0.0.1"]
+
+[[trunk]]
+name = "ic"
+role = "interconnect"
+sources = ["10.0.0.2"]
+
+[[trunk]]
+name = "ent"
+role = "enterprise"
+sources = ["10.0.0.3"]
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999"]
+"#;
+
+fn policy(extra: &str) -> Policy {
+    Policy::from_str(&format!("{POLICY}\n{extra}"), "test.toml", Path::new(".")).unwrap()
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
+
+/// A SIP-I INVITE: SIP caller `sip_caller` in From and PAI (none when empty), ISUP `iam`.
+fn sipi(sip_caller: &str, iam: &[u8]) -> Message {
+    let (ct, body) = sipi_body(SDP, iam, "sipfence-b1");
+    let pai = if sip_caller.is_empty() {
+        String::new()
+    } else {
+        format!("P-Asserted-Identity: <tel:{sip_caller}>\r\n")
+    };
+    let from = if sip_caller.is_empty() {
+        "anonymous"
+    } else {
+        sip_caller
+    };
+    let mut s = format!(
+        "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-sipi\r\nFrom: <sip:{from}@10.9.9.9;user=phone>;tag=ft1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: sipi-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{pai}MIME-Version: 1.0\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    s.extend_from_slice(&body);
+    Message::parse(Bytes::from(s)).expect("SIP-I INVITE parses")
+}
+
+fn iam(calling: NumberSpec) -> Vec<u8> {
+    IamBuilder::new("861012345678").calling(calling).build()
+}
+
+fn judge(p: &Policy, m: &Message, trunk: &str) -> Decision {
+    let ip = match trunk {
+        "intl" => "10.0.0.1",
+        "ic" => "10.0.0.2",
+        _ => "10.0.0.3",
+    };
+    decide(
+        p,
+        m,
+        &Context {
+            source: format!("{ip}:5060").parse().unwrap(),
+            local: None,
+            trunk: None,
+            now_ms: 1_795_998_600_000,
+            rates: &NoCounting,
+        },
+    )
+}
+
+#[track_caller]
+fn blocks_on_isup(p: &Policy, m: &Message, trunk: &str, code: u16, rule: RuleId) {
+    let d = judge(p, m, trunk);
+    assert_eq!(d.outcome, Outcome::Reject { code }, "{d:?}");
+    assert_eq!(d.rule, Some(rule), "{d:?}");
+    assert!(
+        d.isup_hits.contains(rule) || !rule_is_per_number(rule),
+        "{rule:?} should be marked as matched on the ISUP number: {d:?}"
+    );
+}
+
+fn rule_is_per_number(r: RuleId) -> bool {
+    !matches!(
+        r,
+        RuleId::BlankCaller | RuleId::WithheldCaller | RuleId::IsupMismatch
+    )
+}
+
+#[track_caller]
+fn passes(p: &Policy, m: &Message, trunk: &str) -> Decision {
+    let d = judge(p, m, trunk);
+    assert_eq!(d.outcome, Outcome::Forward, "{d:?}");
+    d
+}
+
+/// The ISUP calling number is judged even when the SIP headers are clean: a domestic
+/// number forged inside the body of an international call is caught.
+#[test]
+fn intl_domestic_caller_in_isup() {
+    let p = policy("[rules.isup-mismatch]\naction = \"label\"");
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("8613812345678")),
+    );
+    blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    // The same ISUP number as a foreign one passes.
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("442071234567")),
+    );
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.isup_caller.unwrap().e164(), "+442071234567");
+    // National nature: the home country code goes in front.
+    let m = sipi("+442071234567", &iam(NumberSpec::national("13812345678")));
+    blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    // An outbound roamer is the exception, in ISUP as in SIP.
+    let m = sipi(
+        "+8613900000000",
+        &iam(NumberSpec::international("8613900000000")),
+    );
+    passes(&p, &m, "intl");
+}
+
+#[test]
+fn forged_service_number_in_isup() {
+    let p = policy("[rules.isup-mismatch]\naction = \"label\"");
+    for n in ["86110", "8612345", "8610086", "861066666110"] {
+        let m = sipi("+442071234567", &iam(NumberSpec::international(n)));
+        blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlForgedService);
+    }
+}
+
+#[test]
+fn blacklist_and_numbering_plan_in_isup() {
+    let p = policy("[rules.isup-mismatch]\naction = \"label\"");
+    let m = sipi(
+        "+8613912345678",
+        &iam(NumberSpec::international("8613800000001")),
+    );
+    blocks_on_isup(&p, &m, "ic", 608, RuleId::Blacklist);
+    let m = sipi(
+        "+8613912345678",
+        &iam(NumberSpec::international("8617099999123")),
+    );
+    blocks_on_isup(&p, &m, "ic", 608, RuleId::Blacklist);
+    // 12 digits after +86 1: no such mobile number.
+    let m = sipi(
+        "+8613912345678",
+        &iam(NumberSpec::international("86139123456789")),
+    );
+    blocks_on_isup(&p, &m, "ic", 403, RuleId::NumberingPlan);
+    let m = sipi(
+        "+8613912345678",
+        &iam(NumberSpec::international("8613912345678")),
+    );
+    passes(&p, &m, "ic");
+}
+
+#[test]
+fn enterprise_whitelist_in_isup() {
+    let p = policy("");
+    let m = sipi(
+        "+8613912340001",
+        &iam(NumberSpec::international("8613912340001")),
+    );
+    passes(&p, &m, "ent");
+    // SIP says a whitelisted number, the IAM another one: the IAM is judged too (and
+    // the whitelist fires before the mismatch rule).
+    let m = sipi(
+        "+8613912340001",
+        &iam(NumberSpec::international("8613512345678")),
+    );
+    blocks_on_isup(&p, &m, "ent", 403, RuleId::EnterpriseNotWhitelisted);
+}
+
+#[test]
+fn blank_and_withheld_isup_caller() {
+    let p = policy("");
+    // No Calling Party Number at all in the IAM.
+    let m = sipi("+442071234567", &IamBuilder::new("861012345678").build());
+    blocks_on_isup(&p, &m, "intl", 433, RuleId::BlankCaller);
+    // Address not available.
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("1").not_available()),
+    );
+    blocks_on_isup(&p, &m, "intl", 433, RuleId::BlankCaller);
+    // Presentation restricted without digits, and no SIP identity either.
+    let mut restricted = NumberSpec::international("").restricted();
+    restricted.digits.clear();
+    let m = sipi("", &iam(restricted.clone()));
+    let d = judge(&p, &m, "intl");
+    assert!(d.is_reject(), "{d:?}");
+    // Restricted with digits is an identity the network holds: not blank.
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("442071234567").restricted()),
+    );
+    passes(&p, &m, "intl");
+}
+
+#[test]
+fn mismatch_between_isup_and_sip() {
+    let p = policy("");
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("442079999999")),
+    );
+    let d = judge(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch));
+    assert_eq!(d.outcome, Outcome::Reject { code: 403 });
+    // Same number written differently (national nature vs +86 in SIP): no mismatch.
+    let m = sipi("+8613912345678", &iam(NumberSpec::national("13912345678")));
+    passes(&p, &m, "ic");
+    // Configured to label instead.
+    let p = policy("[rules.isup-mismatch]\naction = \"label\"");
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("442079999999")),
+    );
+    let d = passes(&p, &m, "intl");
+    assert!(d.labels.contains(RuleId::IsupMismatch));
+}
+
+#[test]
+fn unreadable_isup_is_a_mismatch() {
+    let p = policy("");
+    let mut bad = iam(NumberSpec::international("442071234567"));
+    bad.truncate(bad.len() - 3);
+    let m = sipi("+442071234567", &bad);
+    let d = judge(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    assert!(d.identity.isup.unwrap().iam.is_err());
+    // A multipart body that cannot be split may hide an IAM: the same answer.
+    let s = "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-mp\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: mp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=zz\r\nContent-Length: 9\r\n\r\n--zz\r\nabc";
+    let m = Message::parse(Bytes::from(s)).unwrap();
+    assert_eq!(judge(&p, &m, "intl").rule, Some(RuleId::IsupMismatch));
+    // A plain SDP call is not SIP-I.
+    let s = "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-sdp\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: sdp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n";
+    let m = Message::parse(Bytes::from(s)).unwrap();
+    let d = passes(&p, &m, "intl");
+    assert!(d.identity.isup.is_none());
+}
+
+fn forwarded(p: &Policy, m: &Message, d: &Decision) -> Message {
+    let mut e = EditList::new();
+    verdict::add_edits(p, m, d, &mut e);
+    let mut out = vec![];
+    e.apply(m.buf(), m.len(), &mut out);
+    Message::parse(Bytes::from(out)).expect("rewritten message re-parses")
+}
+
+/// The ISUP octets of a message's first application/ISUP part.
+fn isup_of(m: &Message) -> Vec<u8> {
+    let s = isup::sipi::find(m).unwrap().unwrap();
+    s.body.of(m.buf()).to_vec()
+}
+
+#[test]
+fn generic_number_deleted_from_the_iam() {
+    let p = policy("");
+    // With other optional parameters after it: only the Generic Number goes.
+    let built = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("442071234567"))
+        .generic(NumberSpec::international("8613812345678"))
+        .unknown(0x39, &[0x31, 0xc0])
+        .generic(NumberSpec::international("8613812345679"))
+        .original_called(NumberSpec::international("861087654321"))
+        .build();
+    let m = sipi("+442071234567", &built);
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    assert!(d.rewrite_from);
+    let out = forwarded(&p, &m, &d);
+    let after = isup_of(&out);
+    let want = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("442071234567"))
+        .unknown(0x39, &[0x31, 0xc0])
+        .original_called(NumberSpec::international("861087654321"))
+        .build();
+    assert_eq!(after, want, "only the generic numbers removed");
+    let iam = isup::decode_iam(&after).unwrap();
+    assert!(iam.generic.is_none());
+    assert_eq!(iam.calling.unwrap().digits(), b"442071234567");
+    // Content-Length follows the shorter body, and the SDP part is untouched.
+    let cl: usize = std::str::from_utf8(out.value(HeaderName::ContentLength).unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(cl, out.body().len());
+    assert_eq!(cl, m.body().len() - (built.len() - want.len()));
+    assert!(out.body().windows(SDP.len()).any(|w| w == SDP.as_bytes()));
+    // The rewritten call is clean: judged again, nothing to delete.
+    let d2 = passes(&p, &out, "intl");
+    assert!(!d2.rewrite_from, "{d2:?}");
+}
+
+#[test]
+fn generic_number_alone_leaves_no_optional_part() {
+    let p = policy("[rules.isup-mismatch]\naction = \"label\"");
+    let built = IamBuilder::new("861012345678")
+        .generic(NumberSpec::international("8613812345678"))
+        .calling(NumberSpec::international("442071234567"))
+        .build();
+    let m = sipi("+442071234567", &built);
+    let d = passes(&p, &m, "intl");
+    let out = forwarded(&p, &m, &d);
+    let after = isup_of(&out);
+    let iam = isup::decode_iam(&after).unwrap();
+    assert_eq!(iam.optional_count, 1);
+    // Only a generic number: the optional part disappears, pointer 0, no end octet.
+    let built = IamBuilder::new("861012345678")
+        .generic(NumberSpec::international("8613812345678").with_nature(Nature::National))
+        .build();
+    let m = sipi("+442071234567", &built);
+    // No Calling Party Number: a blank caller, here only monitored.
+    let p = policy("[rules.blank-caller]\naction = \"monitor\"");
+    let d = judge(&p, &m, "ic");
+    assert!(
+        d.rewrite_from && d.hits.contains(RuleId::BlankCaller),
+        "{d:?}"
+    );
+    let out = forwarded(&p, &m, &d);
+    let after = isup_of(&out);
+    assert_eq!(after, IamBuilder::new("861012345678").build());
+    assert_eq!(after[isup::OPT_PTR], 0);
+}
+
+#[test]
+fn generic_number_kept_on_enterprise_trunks_and_when_switched_off() {
+    let built = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("8613912340001"))
+        .generic(NumberSpec::international("8613912340002"))
+        .build();
+    let m = sipi("+8613912340001", &built);
+    let p = policy("");
+    let d = passes(&p, &m, "ent");
+    assert!(!d.rewrite_from);
+    let p = policy("[rules.generic-number]\naction = \"off\"");
+    let d = passes(&p, &m, "ic");
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(isup_of(&out), built);
+}
