@@ -21,6 +21,12 @@ It writes, in testdata/pcap/:
   rawip.pcap           raw IP (linktype 101), IPv4 and one IPv6 call
   truncated.pcap       valid capture cut off in the middle of its last packet record (an
                        INVITE that therefore must not produce a verdict)
+  sipi.pcap            SIP-I calls (ITU-T Q.1912.5): multipart/mixed INVITEs with an SDP
+                       part and an application/ISUP IAM written to Q.763 by the small
+                       encoder below (independent of the Rust one, which tshark checks):
+                       forged numbers in the ISUP Calling Party Number behind clean SIP
+                       headers, a Generic Number to delete, an IAM without calling number,
+                       an unreadable IAM
   expected.tsv         one row per initial INVITE (no To-tag) that replay can read:
                        file, call_id, trunk, verdict, code, rule (built-in policy)
 
@@ -311,7 +317,7 @@ class Call:
     """
 
     def __init__(self, call_id, caller, expect, *, uac=(UAC4, UAC_PORT), proxy=(PROXY4, INTL),
-                 pai=None, privacy=None, transport="UDP", big=False):
+                 pai=None, privacy=None, transport="UDP", big=False, isup=None):
         self.call_id = call_id
         self.caller = caller
         self.expect = expect
@@ -321,6 +327,7 @@ class Call:
         self.privacy = privacy
         self.transport = transport
         self.big = big
+        self.isup = isup
         self.callee = ENT_CALLEE if proxy[1] == ENT else INTL_CALLEE
         self.ftag = h(call_id, "from", n=10)
         self.ttag = h(call_id, "to", n=10)
@@ -404,11 +411,13 @@ class Call:
         return "\r\n".join(lines) + "\r\n"
 
     @staticmethod
-    def message(start, headers, body=""):
+    def message(start, headers, body="", content_type="application/sdp"):
+        if isinstance(body, str):
+            body = body.encode()
         if body:
-            headers = headers + ["Content-Type: application/sdp"]
-        headers = headers + ["Content-Length: %d" % len(body.encode())]
-        return ("\r\n".join([start] + headers) + "\r\n\r\n" + body).encode()
+            headers = headers + ["Content-Type: " + content_type]
+        headers = headers + ["Content-Length: %d" % len(body)]
+        return ("\r\n".join([start] + headers) + "\r\n\r\n").encode() + body
 
     def invite(self):
         hs = [self.via("invite"), "Max-Forwards: 70", self.from_hdr(), self.to_hdr(False),
@@ -421,6 +430,15 @@ class Call:
                "User-Agent: sipfence-testdata"]
         sess = int(h(self.call_id, "sess", n=8), 16)
         body = self.sdp(self.uac[0], 18000, sess, self.big)
+        if self.isup is not None:
+            # SIP-I: SDP and the IAM as two parts of one multipart/mixed body (RFC 3204).
+            b = "sipi-" + h(self.call_id, "boundary", n=8)
+            body = (("--%s\r\nContent-Type: application/sdp\r\n\r\n%s\r\n--%s\r\n"
+                     "Content-Type: application/ISUP;version=itu-t92+\r\n"
+                     "Content-Disposition: signal;handling=required\r\n\r\n")
+                    % (b, body, b)).encode() + self.isup + ("\r\n--%s--\r\n" % b).encode()
+            return self.message("INVITE %s SIP/2.0" % self.ruri(), hs + ["MIME-Version: 1.0"],
+                                body, "multipart/mixed;boundary=%s" % b)
         return self.message("INVITE %s SIP/2.0" % self.ruri(), hs, body)
 
     def response(self, code, cseq="1 INVITE", via="invite", tag=True):
@@ -734,6 +752,85 @@ def truncated():
     return cap, calls
 
 
+# ---------------------------------------------------------------------------------------
+# SIP-I: ISUP IAMs (ITU-T Q.763)
+# ---------------------------------------------------------------------------------------
+
+ISUP_CALLING, ISUP_GENERIC, ISUP_ORIGINAL_CALLED = 0x0A, 0xC0, 0x28
+NAI_NATIONAL, NAI_INTERNATIONAL = 3, 4
+
+
+def isup_signals(digits):
+    """Odd/even indicator and address signals, two per octet, first in the low nibble."""
+    nib = [int(c) for c in digits]
+    odd = len(nib) % 2
+    if odd:
+        nib.append(0)
+    return odd, bytes(nib[i] | (nib[i + 1] << 4) for i in range(0, len(nib), 2))
+
+
+def isup_number(digits, nai, presentation=0, screening=3):
+    """Calling Party Number contents (Q.763 3.10): ISDN plan, presentation, screening."""
+    odd, sig = isup_signals(digits)
+    return bytes([(odd << 7) | nai, 0x10 | (presentation << 2) | screening]) + sig
+
+
+def isup_iam(called, optional):
+    """An IAM from its message type code: fixed part, pointers, Called Party Number
+    (national), then the optional parameters [(code, contents)] and END."""
+    odd, sig = isup_signals(called)
+    cdpn = bytes([(odd << 7) | NAI_NATIONAL, 0x10]) + sig
+    fixed = bytes([0x01, 0x00, 0x20, 0x01, 0x0A, 0x00])
+    if optional:
+        ptrs = bytes([2, 2 + len(cdpn)])
+        opt = b"".join(bytes([c, len(v)]) + v for c, v in optional) + b"\x00"
+    else:
+        ptrs, opt = bytes([2, 0]), b""
+    return fixed + ptrs + bytes([len(cdpn)]) + cdpn + opt
+
+
+def sipi():
+    def C(name, caller, isup, expect, **kw):
+        return Call("sipi-%s@127.0.0.1" % name, caller, expect, isup=isup,
+                    pai=["<tel:%s>" % caller], **kw)
+
+    def iam(*optional):
+        return isup_iam("861012345678", list(optional))
+
+    def cgpn(d, nai=NAI_INTERNATIONAL, **kw):
+        return (ISUP_CALLING, isup_number(d, nai, **kw))
+
+    uk = "+442071234567"
+    calls = [
+        C("foreign-uk", uk, iam(cgpn("442071234567")), E("intl")),
+        # Same caller, national nature in ISUP for a +86 roamer: one number, allowed.
+        C("roamer-national", "+8613900000000", iam(cgpn("13900000000", NAI_NATIONAL)),
+          E("intl")),
+        # Clean SIP headers, a domestic mobile inside the IAM.
+        C("domestic-in-isup", uk, iam(cgpn("8613812345678")),
+          E("intl", "reject", 403, "intl-domestic-caller")),
+        C("forged-110-in-isup", uk, iam(cgpn("110", NAI_NATIONAL)),
+          E("intl", "reject", 403, "intl-forged-service")),
+        C("blacklist-in-isup", uk, iam(cgpn("8613800000001")),
+          E("intl", "reject", 608, "blacklist")),
+        C("mismatch", uk, iam(cgpn("442079999999")),
+          E("intl", "reject", 403, "isup-mismatch")),
+        # A Generic Number (additional calling party number, qualifier 6) to delete, with
+        # an Original Called Number after it that must stay.
+        C("generic-number", uk,
+          iam(cgpn("442071234567"),
+              (ISUP_GENERIC, bytes([6]) + isup_number("8613812345678", NAI_INTERNATIONAL)),
+              (ISUP_ORIGINAL_CALLED, isup_number("861087654321", NAI_INTERNATIONAL, 0, 0))),
+          E("intl", "rewrite", "-", "generic-number")),
+        C("no-calling-number", uk, iam(), E("intl", "reject", 433, "blank-caller")),
+        C("unreadable-iam", uk, iam(cgpn("442071234567"))[:-4],
+          E("intl", "reject", 403, "isup-mismatch")),
+    ]
+    cap = Capture(link_ether, 0x8000)
+    udp_calls(cap, calls)
+    return cap, calls
+
+
 def write(name, data):
     path = os.path.join(OUT_DIR, name)
     tmp = path + ".tmp"
@@ -1021,6 +1118,7 @@ def main():
         ("rawip.pcap", rawip, lambda c: pcap_bytes(LINKTYPE_RAW, c.packets)),
         ("truncated.pcap", truncated,
          lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets, cut_last=True)),
+        ("sipi.pcap", sipi, lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets)),
     ]
     seen = set()
     for name, gen, fmt in outputs:

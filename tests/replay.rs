@@ -191,3 +191,29 @@ fn split_into_blocked_and_allowed_captures() {
     );
     assert_eq!(calls(&rb) + calls(&ra), 26);
 }
+
+/// A SIP-I capture: records carry the ISUP numbers and the rules the ISUP number made
+/// match, so an analyst sees why a call with clean SIP headers was refused.
+#[test]
+fn sipi_capture_shows_isup_numbers() {
+    let (recs, _, _) = replay(&root().join("testdata/pcap/sipi.pcap"));
+    let call = |id: &str| {
+        recs.iter()
+            .find(|r| r.kind == "call" && r.call_id == id)
+            .unwrap_or_else(|| panic!("no record for {id}"))
+    };
+    let r = call("sipi-domestic-in-isup@127.0.0.1");
+    assert_eq!(r.caller.as_deref(), Some("+442071234567"), "SIP caller");
+    let i = r.isup.as_ref().expect("isup part of the record");
+    assert_eq!(i.calling.as_deref(), Some("+8613812345678"));
+    assert_eq!(i.calling_nature, Some("international"));
+    assert_eq!(i.rules, vec!["intl-domestic-caller"]);
+    let i = call("sipi-generic-number@127.0.0.1").isup.as_ref().unwrap();
+    assert_eq!(i.generic.as_deref(), Some("+8613812345678"));
+    assert!(i.rules.is_empty());
+    let i = call("sipi-unreadable-iam@127.0.0.1").isup.as_ref().unwrap();
+    assert!(i.error.as_deref().unwrap_or("").contains("ISUP"), "{i:?}");
+    // Plain SIP calls have no isup part.
+    let (recs, _, _) = replay(&root().join("testdata/pcap/rules-udp.pcap"));
+    assert!(recs.iter().all(|r| r.isup.is_none()));
+}

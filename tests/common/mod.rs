@@ -50,6 +50,24 @@ pub fn sipp_available() -> bool {
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A block of 40 free-looking ports for one test (tests of one binary run in parallel).
+/// tshark is here (scripts/deps.sh installs it); missing under CI=true is a failure.
+#[allow(dead_code)]
+pub fn tshark_available() -> bool {
+    let ok = Command::new("tshark")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("tshark is missing: run scripts/deps.sh (CI installs it)");
+        }
+        eprintln!("skipped: tshark not installed (scripts/deps.sh installs it)");
+    }
+    ok
+}
+
 pub fn port_block() -> u16 {
     let base = 20_000 + (std::process::id() % 50) as u16 * 400;
     base + NEXT_PORT.fetch_add(40, Ordering::Relaxed)
