@@ -167,14 +167,124 @@ pub fn pcap(data: &[u8]) {
     let _ = r.stream(data, "fuzz", &mut Outputs::default(), &mut |_| {});
 }
 
+/// An international trunk on which every rule only watches, except the Generic Number
+/// deletion: whatever the IAM says, the call goes on and the deletion path runs.
+fn sipi_policy() -> &'static Policy {
+    static P: OnceLock<Policy> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut text = String::from(
+            "[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"127.0.0.0/8\"]\n",
+        );
+        for r in crate::policy::RuleId::ORDER {
+            if r != crate::policy::RuleId::GenericNumber {
+                text.push_str(&format!("[rules.{}]\naction = \"monitor\"\n", r.as_str()));
+            }
+        }
+        Policy::from_str(&text, "fuzz-sipi.toml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("sipi fuzz policy: {e}"))
+    })
+}
+
+/// SIP-I: the input is an ISUP body. Alone, the IAM decoder and the multipart splitter
+/// must not panic and keep every offset inside the input. Carried in a SIP-I INVITE
+/// through the decision on an international trunk, the forwarded call must parse again,
+/// its ISUP must be the input with exactly the Generic Numbers cut out (every other byte
+/// unchanged, and the IAM still decodes), and Content-Length must match the new body.
+pub fn sipi(data: &[u8]) {
+    use crate::isup::{self, encode::sipi_body};
+    if let Ok(iam) = isup::decode_iam(data) {
+        assert!(iam.len <= data.len());
+        for (at, len) in iam.generic_numbers(data) {
+            assert!(at + len <= data.len());
+        }
+    }
+    let whole = crate::sip::Span::new(0, data.len());
+    if let Ok((parts, n)) = crate::sip::multipart::parts(data, whole, b"B") {
+        for p in &parts[..n] {
+            assert!(p.body.end as usize <= data.len() && p.body.start <= p.body.end);
+        }
+    }
+    let (ct, body) = sipi_body("v=0\r\n", data, "sipfence-fuzz-b");
+    let mut raw = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKfz\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=f\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: fz\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <tel:+442071234567>\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let m = Message::parse(Bytes::from(raw)).unwrap_or_else(|e| panic!("SIP-I wrapper: {e}"));
+    let ctx = Context {
+        source: "127.0.0.1:5070".parse().unwrap_or_else(|_| unreachable!()),
+        local: None,
+        trunk: Some(0),
+        now_ms: 1_796_004_000_000,
+        rates: &NoCounting,
+    };
+    let policy = sipi_policy();
+    let d = decide(policy, &m, &ctx);
+    assert!(!d.is_reject(), "every rule is monitor-only here: {d:?}");
+    let mut edits = EditList::new();
+    crate::verdict::add_edits(policy, &m, &d, &mut edits);
+    let mut out = Vec::new();
+    edits.apply(m.buf(), m.len(), &mut out);
+    let fwd = Message::parse(Bytes::from(out))
+        .unwrap_or_else(|e| panic!("forwarded SIP-I call does not parse: {e}"));
+    assert_eq!(fwd.body().len(), fwd.body_span().len());
+    let cl = fwd
+        .value(HeaderName::ContentLength)
+        .and_then(crate::sip::lex::parse_u32);
+    assert_eq!(
+        cl,
+        Some(fwd.body().len() as u32),
+        "Content-Length after the rewrite"
+    );
+    let Some(found) = d.identity.isup.filter(|i| i.body.of(m.buf()) == data) else {
+        return; // the input itself looked like a delimiter: not this check's business
+    };
+    let Ok(Some(after)) = isup::sipi::find(&fwd) else {
+        panic!("forwarded call lost its ISUP part");
+    };
+    let after = after.body.of(fwd.buf());
+    match found.iam {
+        Ok(iam) if d.rewrite_from && iam.generic_count > 0 => {
+            let mut want = Vec::new();
+            let mut pos = 0;
+            for (at, len) in iam.generic_numbers(data) {
+                want.extend_from_slice(&data[pos..at]);
+                pos = at + len;
+            }
+            want.extend_from_slice(&data[pos..]);
+            if iam.generic_count == iam.optional_count {
+                // Nothing optional left: pointer 0 and no end octet.
+                want[isup::OPT_PTR] = 0;
+                let end = iam.len - (data.len() - want.len());
+                want.remove(end - 1);
+            }
+            assert_eq!(after, &want[..], "only the Generic Numbers may go");
+            let again = isup::decode_iam(after)
+                .unwrap_or_else(|e| panic!("IAM after deletion does not decode: {e}"));
+            assert_eq!(again.generic_count, 0);
+            assert_eq!(
+                again
+                    .calling
+                    .map(|c| (c.digits().to_vec(), c.nature, c.presentation)),
+                iam.calling
+                    .map(|c| (c.digits().to_vec(), c.nature, c.presentation)),
+                "calling number changed"
+            );
+        }
+        _ => assert_eq!(after, data, "ISUP changed without a deletion"),
+    }
+}
+
 /// Target name to check function, for the regression runner.
 /// A fuzz check: arbitrary bytes in, a panic only on a defect.
 pub type Check = fn(&[u8]);
 
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("sip_parse", sip_parse),
     ("decide", decide_and_apply),
     ("rewrite", rewrite),
     ("config", config),
     ("pcap", pcap),
+    ("sipi", sipi),
 ];
