@@ -649,3 +649,147 @@ fn unknown_source_is_rejected() {
         "{r}"
     );
 }
+
+/// SIP-I through the proxy: sipp sends INVITEs whose multipart body carries an IAM with a
+/// Generic Number; the sipp UAS answers them, and what reached the UAS (captured on the
+/// loopback, decoded by tshark's ISUP dissector) has the same calling and original called
+/// numbers and no Generic Number. A second call hides a +86 number in the IAM behind clean
+/// SIP headers: refused 403.
+#[test]
+fn sipi_calls_arrive_with_the_generic_number_deleted() {
+    if !sipp_available() || !common::tshark_available() {
+        return;
+    }
+    use sipfence::isup::encode::{IamBuilder, NumberSpec, sipi_body};
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, ""), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let boundary = "sipfence-e2e-b1";
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let write_body = |name: &str, calling: &str| {
+        let iam = IamBuilder::new("861012345678")
+            .calling(NumberSpec::international(calling))
+            .generic(NumberSpec::international("8613812345678"))
+            .original_called(NumberSpec::international("861087654321"))
+            .build();
+        let (_, body) = sipi_body(sdp, &iam, boundary);
+        std::fs::write(dir.join(name), body).unwrap();
+    };
+    write_body("allowed.bin", "442071234567");
+    write_body("forged.bin", "8613812345678");
+    // The e2e UAC scenario with the SDP body swapped for the SIP-I one ([file] inserts
+    // the bytes as they are, NULs included).
+    let scenario = |body: &str, expect: u16| {
+        let base_sc = std::fs::read_to_string(uac_scenario(&dir, expect)).unwrap();
+        let s = base_sc.find("Content-Type: application/sdp").unwrap();
+        let e = s + base_sc[s..].find("]]>").unwrap();
+        let sc = format!(
+            "{}MIME-Version: 1.0\n      Content-Type: multipart/mixed;boundary={boundary}\n      Content-Length: [len]\n\n[file name=\"{body}\"]\n    {}",
+            &base_sc[..s],
+            &base_sc[e..]
+        );
+        let p = dir.join(format!("uac-sipi-{expect}.xml"));
+        std::fs::write(&p, sc).unwrap();
+        p
+    };
+    // Capture what reaches the UAS.
+    let pcap = dir.join("to-uas.pcap");
+    let mut cap = std::process::Command::new("tshark")
+        .args([
+            "-i",
+            "lo",
+            "-f",
+            &format!("udp and dst port {}", base + 10),
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tshark capture");
+    {
+        // Capturing once tshark says so.
+        use std::io::Read;
+        let mut err = cap.stderr.take().unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 256];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains("Capturing on") && std::time::Instant::now() < deadline {
+            match err.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        assert!(
+            seen.contains("Capturing on"),
+            "tshark cannot capture on lo: {seen}"
+        );
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    }
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let run = |body: &str, expect: u16, uac_port: u16| {
+        let csv = dir.join(format!("sipi-{expect}.csv"));
+        std::fs::write(
+            &csv,
+            "SEQUENTIAL\n+442071234567@;P-Asserted-Identity: <tel:+442071234567>;X-No-Privacy: 1;\n",
+        )
+        .unwrap();
+        let sc = scenario(body, expect);
+        let (code, out) = Uac {
+            dir: &dir,
+            scenario: &sc,
+            csv: &csv,
+            port: base,
+            uac_port,
+            transport: "u1",
+            calls: 1,
+            rate: 10,
+        }
+        .run();
+        assert_eq!(code, 0, "SIP-I call expecting {expect}: {out}");
+    };
+    run("allowed.bin", 200, base + 20);
+    run("forged.bin", 403, base + 21);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &cap.id().to_string()])
+        .status();
+    let _ = cap.wait();
+    let o = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args([
+            "-Y",
+            "sip.Method == \"INVITE\"",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "isup.calling",
+            "-e",
+            "isup.generic_number",
+            "-e",
+            "isup.original_called_number",
+            "-e",
+            "_ws.malformed",
+        ])
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = rows.lines().collect();
+    // Only the allowed call reached the UAS, once, rewritten.
+    assert_eq!(
+        rows,
+        vec!["442071234567||861087654321|"],
+        "INVITEs at the UAS"
+    );
+    assert_eq!(
+        proxy.metric("sipfence_isup_rule_hits_total{rule=\"intl-domestic-caller\",trunk=\"intl\"}"),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_sipi_calls_total{iam=\"decoded\",trunk=\"intl\"}"),
+        2.0
+    );
+}
