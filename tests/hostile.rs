@@ -168,3 +168,55 @@ fn hostile_traffic_does_not_stop_service() {
     let (code, _) = proxy.http("GET", "/healthz");
     assert_eq!(code, 200);
 }
+
+/// Overload: a backlog the proxy cannot clear within `overload_ms` gets new INVITEs
+/// answered 503 with Retry-After at once (not dropped), counted per trunk; once the
+/// queue drains, calls are judged normally again.
+#[test]
+fn backlog_gets_503_with_retry_after_then_recovers() {
+    let base = port_block();
+    let cfg = config(base).replace("[proxy]\n", "[proxy]\noverload_ms = 1\nretry_after = 7\n");
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = |i: usize| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ov{i}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=ov{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: overload-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Freeze the proxy, queue a backlog in its socket, let it go: it finds full batches
+    // back to back for longer than 1 ms.
+    proxy.signal("STOP");
+    for i in 0..4000 {
+        let _ = sock.send_to(invite(i).as_bytes(), ("127.0.0.1", base));
+    }
+    proxy.signal("CONT");
+    let (mut shed, mut judged) = (0, 0);
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let r = String::from_utf8_lossy(&buf[..n]);
+        if r.starts_with("SIP/2.0 503") {
+            assert!(r.contains("Retry-After: 7\r\n"), "{r}");
+            shed += 1;
+        } else if r.starts_with("SIP/2.0 403") {
+            judged += 1;
+        }
+    }
+    assert!(shed > 0, "no 503 under a backlog (judged {judged})");
+    assert!(judged > 0, "nothing judged at all");
+    // Every 503 we read was counted (some answers may not fit our socket buffer).
+    assert!(proxy.metric("sipfence_overload_rejections_total{trunk=\"intl\"}") >= shed as f64);
+    // Drained: a new INVITE is judged again (+86 on an international trunk: 403).
+    sock.send_to(invite(99_999).as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("an answer after the backlog");
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 403"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
