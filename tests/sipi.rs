@@ -502,3 +502,77 @@ fn tshark_decodes_every_iam_before_and_after_deletion() {
         "the truncated IAM is malformed for tshark too"
     );
 }
+
+#[test]
+fn no_voice_and_labels_on_the_isup_number() {
+    let p = policy("[rules.isup-mismatch]\naction = \"label\"");
+    // 145: a data-only card, hidden in the IAM.
+    let m = sipi(
+        "+8613912345678",
+        &iam(NumberSpec::international("8614512345678")),
+    );
+    blocks_on_isup(&p, &m, "ic", 403, RuleId::NoVoiceNumber);
+    // An MVNO number in the IAM labels the call, and says the ISUP number did it.
+    let m = sipi(
+        "+8613912345678",
+        &iam(NumberSpec::international("8617012345678")),
+    );
+    let d = passes(&p, &m, "ic");
+    assert!(d.labels.contains(RuleId::LabelMvno), "{d:?}");
+    assert!(d.isup_hits.contains(RuleId::LabelMvno));
+    // The same numbers with SIP and ISUP swapped: the SIP number did it this time.
+    let m = sipi(
+        "+8617012345678",
+        &iam(NumberSpec::international("8613912345678")),
+    );
+    let d = passes(&p, &m, "ic");
+    assert!(d.labels.contains(RuleId::LabelMvno) && !d.isup_hits.contains(RuleId::LabelMvno));
+}
+
+#[test]
+fn enterprise_foreign_network_in_isup() {
+    let p = policy("[lists.own_segments]\nentries = [\"+86139*\"]");
+    let m = sipi(
+        "+8613912340001",
+        &iam(NumberSpec::international("8613912340001")),
+    );
+    passes(&p, &m, "ent");
+    let m = sipi(
+        "+8613912340001",
+        &iam(NumberSpec::international("8618612345678")),
+    );
+    blocks_on_isup(&p, &m, "ent", 403, RuleId::EnterpriseForeignNetwork);
+}
+
+/// `sipfence explain` shows the ISUP numbers and the rules they made match, in text and
+/// in JSON.
+#[test]
+fn explain_shows_the_isup_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = sipi(
+        "+442071234567",
+        &iam(NumberSpec::international("8613812345678")),
+    );
+    let f = dir.path().join("sipi.sip");
+    std::fs::write(&f, &m.buf()[..m.len()]).unwrap();
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        c.args(["explain", "--trunk", "intl"]);
+        if json {
+            c.arg("--json");
+        }
+        let o = c.arg(&f).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = run(false);
+    assert!(text.contains("rule     intl-domestic-caller"), "{text}");
+    assert!(
+        text.contains("isup     calling=+8613812345678 (mobile, international, allowed)"),
+        "{text}"
+    );
+    assert!(text.contains("matched on isup: intl-domestic-caller"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(run(true).trim()).unwrap();
+    assert_eq!(v["isup"]["calling"], "+8613812345678");
+    assert_eq!(v["isup"]["rules"][0], "intl-domestic-caller");
+    assert_eq!(v["caller"], "+442071234567");
+}
