@@ -570,7 +570,10 @@ fn explain_shows_the_isup_numbers() {
         text.contains("isup     calling=+8613812345678 (mobile, international, allowed)"),
         "{text}"
     );
-    assert!(text.contains("matched on isup: intl-domestic-caller"), "{text}");
+    assert!(
+        text.contains("matched on isup: intl-domestic-caller"),
+        "{text}"
+    );
     let v: serde_json::Value = serde_json::from_str(run(true).trim()).unwrap();
     assert_eq!(v["isup"]["calling"], "+8613812345678");
     assert_eq!(v["isup"]["rules"][0], "intl-domestic-caller");
