@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Instructions per message (callgrind), for the decision core and rsip on the same INVITE:
+# a figure that does not drift with the load of a shared machine, unlike time.
+#
+#     bash scripts/instructions.sh
+#
+# Each workload runs twice (N=1000 and N=11000) and the difference is divided by 10000,
+# which removes start-up (policy build, plan) from the count.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+cargo bench --bench instructions --no-run --locked 2>/dev/null
+BIN=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
+count() {
+  WHAT=$1 N=$2 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" 2>&1 \
+    | awk '/Collected/ {print $4}'
+}
+declare -A per
+for w in parse decide sipi rsip; do
+  a=$(count "$w" 1000); b=$(count "$w" 11000)
+  per[$w]=$(( (b - a) / 10000 ))
+  printf '%-7s %8d instructions per message\n' "$w" "${per[$w]}"
+done
+awk -v r="${per[rsip]}" -v d="${per[decide]}" 'BEGIN { printf "rsip parse / sipfence parse+decide: %.2fx\n", r / d }'
