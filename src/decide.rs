@@ -235,16 +235,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     }
 
     let isup = id.isup;
-    // An ISUP caller withheld is only a hidden caller when SIP asserts nobody either.
-    rule!(
-        RuleId::WithheldCaller,
-        id.withheld_without_identity()
-            || (isup.is_some_and(|i| i.withheld())
-                && id.asserted.and_then(|p| p.number()).is_none())
-    );
-    d.blank = id
-        .blank_reason()
-        .or_else(|| isup.and_then(|i| i.blank_reason()));
+    rule!(RuleId::WithheldCaller, id.withheld_without_identity());
+    d.blank = id.blank_reason();
     rule!(RuleId::BlankCaller, d.blank.is_some());
 
     // The numbers judged: the SIP one (asserted, else presented) and the ISUP Calling

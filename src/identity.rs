@@ -112,16 +112,20 @@ impl CallerIdentity {
     pub fn effective_number(&self) -> Option<Number> {
         self.effective().and_then(Party::number)
     }
-    /// Why the caller is blank, if it is: nothing usable where the identity should be.
+    /// Why the caller is blank, if it is: nothing usable where the identity should be,
+    /// in the SIP headers or, for a SIP-I call, in the IAM.
     pub fn blank_reason(&self) -> Option<NotANumber> {
         match self.effective() {
             None => Some(NotANumber::Empty),
             Some(p) => p.number.err(),
         }
+        .or_else(|| self.isup.and_then(|i| i.blank_reason()))
     }
-    /// Withheld with no asserted identity behind it: nobody in the network can say who calls.
+    /// Withheld (SIP Privacy, or an ISUP calling number restricted without digits) with
+    /// no asserted identity behind it: nobody in the network can say who calls.
     pub fn withheld_without_identity(&self) -> bool {
-        self.withheld && self.asserted.and_then(|p| p.number()).is_none()
+        let withheld = self.withheld || self.isup.is_some_and(|i| i.withheld());
+        withheld && self.asserted.and_then(|p| p.number()).is_none()
     }
     /// The presented number differs from the asserted one (a "generic number").
     pub fn presented_differs(&self) -> bool {
