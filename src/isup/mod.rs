@@ -173,10 +173,13 @@ pub struct Iam {
 
 impl Iam {
     pub fn generic_numbers<'a>(&self, isup: &'a [u8]) -> impl Iterator<Item = (usize, usize)> + 'a {
-        optional_params(isup, self.optional_at).filter_map(|(c, at, len)| {
-            (c == code::GENERIC_NUMBER && isup.get(at + 2) == Some(&QUALIFIER_ADDITIONAL_CALLING))
+        optional_params(isup, self.optional_at)
+            .map_while(Result::ok)
+            .filter_map(|(c, at, len)| {
+                (c == code::GENERIC_NUMBER
+                    && isup.get(at + 2) == Some(&QUALIFIER_ADDITIONAL_CALLING))
                 .then_some((at, len))
-        })
+            })
     }
 }
 
@@ -213,25 +216,30 @@ impl std::fmt::Display for IsupError {
     }
 }
 
-/// Optional parameters as (code, offset of the code octet, octets in all), stopping at
-/// END or at the first parameter that does not fit.
+/// Optional parameters as (code, offset of the code octet, octets in all), up to END.
+/// A parameter that does not fit is an error, and the last item. The one walk of the
+/// optional part: the decoder and the deletion both use it.
 fn optional_params(
     b: &[u8],
     start: Option<usize>,
-) -> impl Iterator<Item = (u8, usize, usize)> + '_ {
-    let mut i = start.unwrap_or(b.len());
+) -> impl Iterator<Item = Result<(u8, usize, usize), IsupError>> + '_ {
+    let mut next = start;
     std::iter::from_fn(move || {
-        let c = *b.get(i)?;
-        if c == code::END_OF_OPTIONAL {
-            return None;
+        let i = next.take()?;
+        let c = match b.get(i) {
+            None => return Some(Err(IsupError::Truncated(i))),
+            Some(&code::END_OF_OPTIONAL) => return None,
+            Some(&c) => c,
+        };
+        let Some(&l) = b.get(i + 1) else {
+            return Some(Err(IsupError::Truncated(i + 1)));
+        };
+        let len = 2 + l as usize;
+        if i + len > b.len() {
+            return Some(Err(IsupError::Truncated(b.len())));
         }
-        let l = *b.get(i + 1)? as usize;
-        if i + 2 + l > b.len() {
-            return None;
-        }
-        let item = (c, i, 2 + l);
-        i += 2 + l;
-        Some(item)
+        next = Some(i + len);
+        Some(Ok((c, i, len)))
     })
 }
 
@@ -282,40 +290,34 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
         return Err(IsupError::BadPointer(OPT_PTR));
     }
     iam.optional_at = Some(start);
-    let mut i = start;
-    loop {
-        let c = *b.get(i).ok_or(IsupError::Truncated(i))?;
-        if c == code::END_OF_OPTIONAL {
-            iam.len = i + 1;
-            return Ok(iam);
-        }
-        let l = *b.get(i + 1).ok_or(IsupError::Truncated(i + 1))? as usize;
-        let end = i + 2 + l;
-        if end > b.len() {
-            return Err(IsupError::Truncated(b.len()));
-        }
-        let contents = &b[i + 2..end];
+    let mut end = start;
+    for p in optional_params(b, Some(start)) {
+        let (c, i, len) = p?;
+        let contents = &b[i + 2..i + len];
         iam.optional_count += 1;
         match c {
             code::CALLING_PARTY_NUMBER if iam.calling.is_none() => {
-                iam.calling = Some(number(c, i, 2 + l, contents)?);
+                iam.calling = Some(number(c, i, len, contents)?);
             }
             code::GENERIC_NUMBER if contents.first() == Some(&QUALIFIER_ADDITIONAL_CALLING) => {
                 iam.generic_count += 1;
                 if iam.generic.is_none() {
-                    iam.generic = Some(number(c, i, 2 + l, contents)?);
+                    iam.generic = Some(number(c, i, len, contents)?);
                 }
             }
             code::ORIGINAL_CALLED_NUMBER if iam.original_called.is_none() => {
-                iam.original_called = Some(number(c, i, 2 + l, contents)?);
+                iam.original_called = Some(number(c, i, len, contents)?);
             }
             code::REDIRECTING_NUMBER if iam.redirecting.is_none() => {
-                iam.redirecting = Some(number(c, i, 2 + l, contents)?);
+                iam.redirecting = Some(number(c, i, len, contents)?);
             }
             _ => {}
         }
-        i = end;
+        end = i + len;
     }
+    // The walk stopped at the END octet.
+    iam.len = end + 1;
+    Ok(iam)
 }
 
 /// One number parameter's contents (after the length octet).
