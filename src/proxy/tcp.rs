@@ -71,15 +71,16 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    // Without a UDP socket nothing can be forwarded: refuse before registering anything.
-    if udp::forwarder(&udps, &local).is_none() {
-        shared.metrics.dropped("no-udp-forwarder");
-        return;
-    }
+    let (id, tx, rx) = register(&shared);
+    serve_stream(&shared, &udps, local, stream, peer, id, false, tx, rx).await;
+}
+
+/// A new connection id and its writer queue, registered so that answers find it.
+fn register(shared: &Shared) -> (u64, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
     shared.tcp_conns.insert(id, tx.clone());
-    serve_stream(&shared, &udps, local, stream, peer, id, false, tx, rx).await;
+    (id, tx, rx)
 }
 
 /// Messages queued per connection before new ones are dropped (and counted).
@@ -100,9 +101,7 @@ pub fn send_to_peer(
     bytes: &[u8],
 ) {
     let id = *shared.tcp_peers.entry(addr).or_insert_with(|| {
-        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
-        shared.tcp_conns.insert(id, tx.clone());
+        let (id, tx, rx) = register(shared);
         tokio::spawn(outbound(
             shared.clone(),
             udps.clone(),
@@ -178,6 +177,7 @@ async fn serve_stream(
         }
         shared.tcp_conns.remove(&id);
     };
+    // Without a UDP socket nothing can be forwarded: refused before it is counted.
     let Some((fwd, via_addr)) = udp::forwarder(udps, &local) else {
         shared.metrics.dropped("no-udp-forwarder");
         unregister();
