@@ -4,10 +4,10 @@
 //!
 //!     WHAT=parse|decide|sipi|rsip N=10000 target/release/deps/instructions-*
 
-use bytes::Bytes;
-use sipfence::decide::{Context, decide};
+mod common;
+
+use sipfence::decide::decide;
 use sipfence::policy::Policy;
-use sipfence::policy::rate::NoCounting;
 use sipfence::sip::Message;
 use std::hint::black_box;
 
@@ -20,38 +20,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let raw = Bytes::from_static(include_bytes!("../testdata/sip/invite-pai-sdp.sip"));
-    let sipi = {
-        use sipfence::isup::encode::{IamBuilder, NumberSpec, sipi_body};
-        let text = std::str::from_utf8(&raw).unwrap();
-        let (head, sdp) = text.split_once("\r\n\r\n").unwrap();
-        let iam = IamBuilder::new("861012345678")
-            .calling(NumberSpec::international("442071234567"))
-            .generic(NumberSpec::international("442071234567"))
-            .original_called(NumberSpec::international("861012345678"))
-            .build();
-        let (ct, body) = sipi_body(sdp, &iam, "sipfence-bench");
-        let head: Vec<&str> = head
-            .split("\r\n")
-            .filter(|l| !l.starts_with("Content-Type") && !l.starts_with("Content-Length"))
-            .collect();
-        let mut m = format!(
-            "{}\r\nMIME-Version: 1.0\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
-            head.join("\r\n"),
-            body.len()
-        )
-        .into_bytes();
-        m.extend_from_slice(&body);
-        Bytes::from(m)
-    };
+    let (raw, sipi) = (common::invite(), common::sipi_invite());
     let policy = Policy::builtin().unwrap();
-    let ctx = Context {
-        source: "127.0.0.1:5070".parse().unwrap(),
-        local: None,
-        trunk: None,
-        now_ms: 1_795_998_600_000,
-        rates: &NoCounting,
-    };
+    let ctx = common::context();
     let v = raw.to_vec();
     let mut acc = 0usize;
     for _ in 0..n {

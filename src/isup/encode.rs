@@ -162,3 +162,24 @@ pub fn sipi_body(sdp: &str, isup: &[u8], boundary: &str) -> (String, Vec<u8>) {
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/mixed;boundary={boundary}"), body)
 }
+
+/// A SIP message made SIP-I: its body (the SDP) becomes the first part beside the IAM,
+/// Content-Type and Content-Length are replaced and MIME-Version added; every other
+/// line stays. `None` when `plain` has no empty line ending its headers or is not text.
+pub fn to_sipi(plain: &[u8], isup: &[u8], boundary: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(plain).ok()?;
+    let (head, sdp) = text.split_once("\r\n\r\n")?;
+    let (ct, body) = sipi_body(sdp, isup, boundary);
+    let head: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.starts_with("Content-Type") && !l.starts_with("Content-Length"))
+        .collect();
+    let mut m = format!(
+        "{}\r\nMIME-Version: 1.0\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        head.join("\r\n"),
+        body.len()
+    )
+    .into_bytes();
+    m.extend_from_slice(&body);
+    Some(m)
+}

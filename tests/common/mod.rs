@@ -32,17 +32,28 @@ use std::time::{Duration, Instant};
 /// `sipp` on PATH. Under CI it must be there (the test script installs it); elsewhere
 /// the test prints why and skips.
 pub fn sipp_available() -> bool {
-    let ok = Command::new("sipp")
-        .arg("-v")
+    tool_available("sipp", "-v")
+}
+
+/// tshark on PATH, on the same terms as sipp.
+pub fn tshark_available() -> bool {
+    tool_available("tshark", "--version")
+}
+
+/// A tool scripts/deps.sh installs: missing under CI=true is a failure, elsewhere a skip
+/// with the reason printed.
+fn tool_available(tool: &str, version_arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(version_arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
     if !ok {
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("sipp is missing: run scripts/deps.sh (CI installs it)");
+            panic!("{tool} is missing: run scripts/deps.sh (CI installs it)");
         }
-        eprintln!("skipped: sipp not installed (scripts/deps.sh installs it)");
+        eprintln!("skipped: {tool} not installed (scripts/deps.sh installs it)");
     }
     ok
 }
@@ -50,24 +61,6 @@ pub fn sipp_available() -> bool {
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A block of 40 free-looking ports for one test (tests of one binary run in parallel).
-/// tshark is here (scripts/deps.sh installs it); missing under CI=true is a failure.
-#[allow(dead_code)]
-pub fn tshark_available() -> bool {
-    let ok = Command::new("tshark")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("tshark is missing: run scripts/deps.sh (CI installs it)");
-        }
-        eprintln!("skipped: tshark not installed (scripts/deps.sh installs it)");
-    }
-    ok
-}
-
 pub fn port_block() -> u16 {
     let base = 20_000 + (std::process::id() % 50) as u16 * 400;
     base + NEXT_PORT.fetch_add(40, Ordering::Relaxed)
