@@ -7,9 +7,10 @@
 
 use std::net::SocketAddr;
 
+use crate::behaviour::{self, BehaviourTracker, CallStart, Features};
 use crate::identity::{self, CallerIdentity};
 use crate::numbering::{Class, Classification, NotANumber, Number};
-use crate::policy::config::{ActionKind, ListenSpec, Role};
+use crate::policy::config::{ActionKind, BehaviourConf, ListenSpec, Role};
 use crate::policy::lists::ListMatch;
 use crate::policy::rate::RateCounter;
 use crate::policy::{Policy, RuleId, RuleSet, applies};
@@ -25,6 +26,8 @@ pub struct Context<'a> {
     /// Unix time in milliseconds (capture time when replaying).
     pub now_ms: u64,
     pub rates: &'a dyn RateCounter,
+    /// Behaviour state: counted into by calls that reach the behaviour rules.
+    pub behaviour: &'a dyn BehaviourTracker,
 }
 
 /// Which kind of message this was for the filter.
@@ -81,6 +84,8 @@ pub struct Decision {
     pub isup_class: Option<Classification>,
     /// Rules that matched on the ISUP number (the SIP one did not match them).
     pub isup_hits: RuleSet,
+    /// The caller's behaviour features, when the trunk runs behaviour rules.
+    pub features: Option<Features>,
 }
 
 impl Decision {
@@ -101,6 +106,7 @@ impl Decision {
             isup_caller: None,
             isup_class: None,
             isup_hits: RuleSet::default(),
+            features: None,
         }
     }
     pub fn is_reject(&self) -> bool {
@@ -146,7 +152,8 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
             d.rule.get_or_insert(r);
             false
         }
-        ActionKind::Label => {
+        // A rate-limited caller under its limit goes through labelled (see `behaviour`).
+        ActionKind::Label | ActionKind::RateLimit => {
             d.labels.insert(r);
             d.rule.get_or_insert(r);
             false
@@ -345,6 +352,11 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             |i| i.iam.is_err() || matches!((isup_caller, sip_caller), (Some(a), Some(b)) if a != b)
         )
     );
+    if let Some(b) = &trunk.behaviour
+        && judge_behaviour(policy, msg, ctx, d, b, ti, &primary.n)
+    {
+        return;
+    }
     rule!(
         RuleId::GenericNumber,
         id.presented_differs() || isup.is_some_and(|i| i.generic_count() > 0)
@@ -353,6 +365,93 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     rule_n!(RuleId::LabelServiceShape, |j| !j.domestic
         && service_shaped(policy, &j.n));
     rule_n!(RuleId::LabelInternational, |j| !j.domestic);
+}
+
+/// The behaviour rules: counts this attempt, reads the caller's features back and
+/// fires the rules whose threshold they reach or that the caller is watched for.
+/// Returns true when the call is rejected.
+fn judge_behaviour(
+    policy: &Policy,
+    msg: &Message,
+    ctx: &Context<'_>,
+    d: &mut Decision,
+    b: &BehaviourConf,
+    ti: usize,
+    caller: &Number,
+) -> bool {
+    let t = d.trunk;
+    let on = |r: RuleId| policy.action(t, r).kind != ActionKind::Off;
+    if !RuleId::BEHAVIOUR.into_iter().any(on) {
+        return false;
+    }
+    let key = behaviour::caller_key(ti, caller);
+    let buf = msg.buf();
+    let callee = msg
+        .request_uri()
+        .map(|u| identity::uri_number(buf, u, policy.plan.country()));
+    let (callee_hash, callee_seq) = match callee {
+        Some((_, Ok(n))) => (n.key(), Some(n.key())),
+        Some((user, Err(_))) => (crate::sip::lex::fnv1a(&[user.of(buf)]), None),
+        None => (0, None),
+    };
+    let f = ctx.behaviour.on_call(&CallStart {
+        caller: key,
+        call: behaviour::call_key(msg),
+        trunk: ti as u16,
+        callee_hash,
+        callee_seq,
+        now_ms: ctx.now_ms,
+        window_ms: b.window_secs as u64 * 1000,
+        ring_once_ms: b.ring_once_secs.saturating_mul(1000),
+        short_call_ms: b.short_call_secs.saturating_mul(1000),
+    });
+    d.features = Some(f);
+    let reached = |t: Option<u32>, v: u32| t.is_some_and(|t| v >= t);
+    let mut tripped = RuleSet::default();
+    let mut rejected = false;
+    for r in RuleId::BEHAVIOUR {
+        if !on(r) {
+            continue;
+        }
+        let now = match r {
+            RuleId::BehaviourAttempts => reached(b.attempts, f.attempts),
+            RuleId::BehaviourCallees => reached(b.distinct_callees, f.callees),
+            RuleId::BehaviourSequential => reached(b.sequential_callees, f.sequential),
+            RuleId::BehaviourLowAsr => b.min_asr_percent.is_some_and(|min| {
+                f.attempts >= b.asr_min_attempts.max(1) && f.asr_percent() < min
+            }),
+            RuleId::BehaviourRingOnce => reached(b.ring_once, f.ring_once),
+            RuleId::BehaviourShortCalls => reached(b.short_calls, f.short_calls),
+            _ => false,
+        };
+        if !now && !f.watched.contains(r) {
+            continue;
+        }
+        if now {
+            tripped.insert(r);
+        }
+        let a = policy.action(d.trunk, r);
+        if a.kind == ActionKind::RateLimit {
+            // Each rate-limited rule counts in its own key: two of them do not share.
+            let rk = key ^ (r.index() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            if ctx.rates.hit(rk, ctx.now_ms, 60_000) > b.rate_limit_per_minute {
+                d.hits.insert(r);
+                d.outcome = Outcome::Reject { code: a.code };
+                d.rule = Some(r);
+                rejected = true;
+                break;
+            }
+        }
+        if fire(policy, d, r) {
+            rejected = true;
+            break;
+        }
+    }
+    if !tripped.is_empty() {
+        ctx.behaviour
+            .watch(key, tripped, ctx.now_ms + b.watch_secs as u64 * 1000);
+    }
+    rejected
 }
 
 /// One calling number under judgement.

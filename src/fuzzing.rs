@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use std::sync::OnceLock;
 
+use crate::behaviour::local::LocalTracker;
 use crate::decide::{Context, decide};
 use crate::numbering::Plan;
 use crate::policy::Policy;
@@ -51,6 +52,8 @@ pub fn sip_parse(data: &[u8]) {
 pub fn decide_and_apply(data: &[u8]) {
     static RATES: OnceLock<LocalRateCounter> = OnceLock::new();
     let rates = RATES.get_or_init(|| LocalRateCounter::new(10_000));
+    static TRACKER: OnceLock<LocalTracker> = OnceLock::new();
+    let tracker = TRACKER.get_or_init(|| LocalTracker::new(1024, 1024));
     let policy = policy();
     let Some((&sel, rest)) = data.split_first() else {
         return;
@@ -70,8 +73,10 @@ pub fn decide_and_apply(data: &[u8]) {
         trunk,
         now_ms: sel as u64 * 3_600_000,
         rates,
+        behaviour: tracker,
     };
     let d = decide(policy, &m, &ctx);
+    crate::behaviour::observe(&m, tracker, ctx.now_ms);
     let mut out = Vec::new();
     if crate::verdict::write_reject(policy, &m, &d, &mut out) {
         let r = Message::parse(Bytes::from(out))
@@ -97,6 +102,7 @@ pub fn rewrite(data: &[u8]) {
     let st = Step {
         policy: policy(),
         rates: &NoCounting,
+        behaviour: &crate::behaviour::NoTracking,
         now_ms: 0,
         via_addr: ([127, 0, 0, 1], 5060).into(),
         overloaded: false,
@@ -117,7 +123,7 @@ pub fn rewrite(data: &[u8]) {
         &o,
         &mut out,
         &mut edits,
-        &mut |_, _| {},
+        &mut |_| {},
     ) else {
         return;
     };
@@ -218,6 +224,7 @@ pub fn sipi(data: &[u8]) {
         trunk: Some(0),
         now_ms: 1_796_004_000_000,
         rates: &NoCounting,
+        behaviour: &crate::behaviour::NoTracking,
     };
     let policy = sipi_policy();
     let d = decide(policy, &m, &ctx);

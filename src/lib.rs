@@ -5,6 +5,7 @@
 //! bytes and context in, verdict out, no I/O and no clock. The shells around it
 //! (proxy, replay, explain, metrics) all call the same [`decide::decide`].
 
+pub mod behaviour;
 pub mod cli;
 pub mod decide;
 #[doc(hidden)]

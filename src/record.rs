@@ -4,6 +4,7 @@
 use serde::Serialize;
 use std::net::SocketAddr;
 
+use crate::behaviour::Features;
 use crate::decide::{Decision, Kind, Outcome};
 use crate::identity::{Party, uri_number};
 use crate::policy::Policy;
@@ -37,6 +38,48 @@ pub struct Record {
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
+    /// The caller's behaviour features at this call, on trunks with behaviour rules:
+    /// the values that made a behaviour rule fire, or that it stayed under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<BehaviourRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BehaviourRecord {
+    #[serde(flatten)]
+    pub features: Features,
+    pub asr_percent: u32,
+    /// Rules the caller is on the watch list for.
+    pub watched: Vec<&'static str>,
+}
+
+impl BehaviourRecord {
+    fn new(f: Features) -> BehaviourRecord {
+        BehaviourRecord {
+            features: f,
+            asr_percent: f.asr_percent(),
+            watched: f.watched.iter().map(|r| r.as_str()).collect(),
+        }
+    }
+
+    /// One line for people: `attempts=12 callees=11 answered=0 (asr 0%) ...`.
+    pub fn summary(&self) -> String {
+        let f = &self.features;
+        let mut s = format!(
+            "attempts={} callees={} answered={} (asr {}%) ring-once={} sequential={} short={}",
+            f.attempts,
+            f.callees,
+            f.answered,
+            self.asr_percent,
+            f.ring_once,
+            f.sequential,
+            f.short_calls
+        );
+        if !self.watched.is_empty() {
+            s.push_str(&format!("  watched for {}", self.watched.join(",")));
+        }
+        s
+    }
 }
 
 /// The ISUP side of a SIP-I call, as recorded.
@@ -143,6 +186,7 @@ impl Record {
             rule: d.rule.map(|r| r.as_str()),
             hits: d.hits.iter().map(|r| r.as_str()).collect(),
             isup: isup_record(d),
+            behaviour: d.features.map(BehaviourRecord::new),
         }
     }
 }

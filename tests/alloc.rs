@@ -70,6 +70,7 @@ fn allocations_on_allow(policy: &Policy, raw: &Bytes, sipi: bool) -> usize {
         trunk: None,
         now_ms: 1_795_998_600_000,
         rates: &NoCounting,
+        behaviour: &sipfence::behaviour::NoTracking,
     };
     let m = Message::parse(raw.clone()).unwrap();
     let d = decide(policy, &m, &ctx);

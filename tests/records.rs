@@ -30,6 +30,7 @@ fn record(i: usize) -> sipfence::record::Record {
             trunk: Some(0),
             now_ms: 1_000,
             rates: &NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
         },
     );
     sipfence::record::Record::new(&p, &m, &d, src, 1_000 + i as u64)

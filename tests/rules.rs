@@ -90,6 +90,7 @@ fn judge_at(
             trunk: None,
             now_ms,
             rates,
+            behaviour: &sipfence::behaviour::NoTracking,
         },
     )
 }
@@ -556,6 +557,7 @@ fn builtin_policy_loads_and_judges_the_sample() {
             trunk: None,
             now_ms: MON_10H,
             rates: &NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
         },
     );
     assert_eq!(d.trunk, Some(0));

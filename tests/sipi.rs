@@ -88,6 +88,7 @@ fn judge(p: &Policy, m: &Message, trunk: &str) -> Decision {
             trunk: None,
             now_ms: 1_795_998_600_000,
             rates: &NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
         },
     )
 }

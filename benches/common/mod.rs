@@ -31,5 +31,6 @@ pub fn context() -> Context<'static> {
         trunk: None,
         now_ms: 1_795_998_600_000,
         rates: &NoCounting,
+        behaviour: &sipfence::behaviour::NoTracking,
     }
 }

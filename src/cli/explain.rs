@@ -4,6 +4,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::behaviour::local::LocalTracker;
 use crate::decide::{Context, decide};
 use crate::policy::Policy;
 use crate::policy::rate::LocalRateCounter;
@@ -46,6 +47,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         .source
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5070)));
     let rates = LocalRateCounter::new(100_000);
+    // Several messages given in one run build up behaviour the way a call sequence
+    // would: INVITEs count as attempts, responses, CANCELs and BYEs as their outcomes.
+    let tracker = LocalTracker::new(65_536, 65_536);
     let mut status = 0;
     for f in &a.files {
         let bytes = match std::fs::read(f) {
@@ -78,8 +82,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             trunk,
             now_ms: now,
             rates: &rates,
+            behaviour: &tracker,
         };
         let d = decide(policy, &msg, &ctx);
+        if d.kind != crate::decide::Kind::Call && !d.is_reject() {
+            crate::behaviour::observe(&msg, &tracker, now);
+        }
         let rec = Record::new(policy, &msg, &d, source, now);
         let mut out = Vec::new();
         if a.show_output && !verdict::write_reject(policy, &msg, &d, &mut out) {
@@ -128,6 +136,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 }
             );
             println!("  callee   {}", rec.callee.as_deref().unwrap_or("-"));
+            if let Some(b) = &rec.behaviour {
+                println!("  behaviour {}", b.summary());
+            }
             if let Some(i) = &rec.isup {
                 match &i.error {
                     Some(e) => println!("  isup     unreadable: {e}"),

@@ -33,6 +33,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
     "sipfence_rate_keys",
+    "sipfence_behaviour_events_total",
+    "sipfence_behaviour_table_entries",
+    "sipfence_behaviour_evictions_total",
 ];
 
 pub const VERDICTS: [&str; 4] = ["allow", "reject", "rewrite", "label"];
@@ -55,6 +58,10 @@ pub struct Metrics {
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
     pub rate_keys: IntGauge,
+    pub behaviour_events: IntCounterVec,
+    /// Entries held by the behaviour tables: callers, watched callers, calls.
+    pub behaviour_entries: IntGaugeVec,
+    pub behaviour_evictions: IntCounterVec,
 }
 
 /// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
@@ -67,6 +74,8 @@ pub struct Bound {
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
     latency: Vec<Histogram>,
+    /// Call outcomes seen by the behaviour tracker, by [`Seen::index`].
+    events: Vec<[IntCounter; 6]>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -169,6 +178,27 @@ impl Metrics {
             "Keys held by the rate counters",
         ));
         must(registry.register(Box::new(rate_keys.clone())));
+        let behaviour_events = cv(
+            "sipfence_behaviour_events_total",
+            "Call outcomes the behaviour rules learn from, by trunk and event",
+            &["trunk", "event"],
+        );
+        let behaviour_entries = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_behaviour_table_entries",
+                "Entries held by the fixed-size behaviour tables (callers, watched, calls)",
+            ),
+            &["table"],
+        ));
+        must(registry.register(Box::new(behaviour_entries.clone())));
+        let behaviour_evictions = cv(
+            "sipfence_behaviour_evictions_total",
+            "Behaviour table entries overwritten because their set was full",
+            &["table"],
+        );
+        for t in ["callers", "calls"] {
+            behaviour_evictions.with_label_values(&[t]);
+        }
         // Parse error kinds are a closed set: create them all so dashboards show zeros.
         for t in ["udp", "tcp"] {
             for k in ErrorKind::ALL {
@@ -211,6 +241,25 @@ impl Metrics {
             records_written,
             records_dropped,
             rate_keys,
+            behaviour_events,
+            behaviour_entries,
+            behaviour_evictions,
+        }
+    }
+
+    /// Publishes the behaviour tables' occupancy (from the periodic tick). Evictions
+    /// are kept by the tracker as totals; the counters move by the difference.
+    pub fn behaviour_stats(&self, s: &crate::behaviour::local::Stats) {
+        for (t, v) in [
+            ("callers", s.callers),
+            ("watched", s.watched),
+            ("calls", s.calls),
+        ] {
+            self.behaviour_entries.with_label_values(&[t]).set(v as i64);
+        }
+        for (t, total) in [("callers", s.caller_evictions), ("calls", s.call_evictions)] {
+            let c = self.behaviour_evictions.with_label_values(&[t]);
+            c.inc_by(total.saturating_sub(c.get()));
         }
     }
 
@@ -229,6 +278,7 @@ impl Metrics {
             sipi: vec![],
             overload: vec![],
             latency: vec![],
+            events: vec![],
         };
         for (i, n) in names.iter().enumerate() {
             b.calls
@@ -240,6 +290,7 @@ impl Metrics {
                     // Only series that can move: rules of this trunk's role, switched on;
                     // for unknown sources, only unknown-source.
                     let relevant = match trunk {
+                        Some(t) if r.is_behaviour() => t.behaviour.is_some(),
                         Some(t) => crate::policy::applies(t.role, *r),
                         None => *r == RuleId::UnknownSource,
                     };
@@ -264,6 +315,10 @@ impl Metrics {
                 ["decoded", "unreadable"].map(|k| self.sipi_calls.with_label_values(&[n, k])),
             );
             b.overload.push(self.overload.with_label_values(&[n]));
+            b.events.push(
+                crate::behaviour::Seen::ALL
+                    .map(|e| self.behaviour_events.with_label_values(&[n, e.as_str()])),
+            );
             b.latency
                 .push(self.decision_seconds.with_label_values(&[n]));
         }
@@ -318,6 +373,7 @@ pub fn action_str(k: ActionKind) -> &'static str {
         ActionKind::Reject => "reject",
         ActionKind::Rewrite => "rewrite",
         ActionKind::Label => "label",
+        ActionKind::RateLimit => "rate-limit",
         ActionKind::Monitor => "monitor",
         ActionKind::Off => "off",
     }
@@ -356,6 +412,13 @@ impl Bound {
                 }
             }
         }
+    }
+
+    /// A call outcome the behaviour tracker attributed to a call of `trunk`.
+    pub fn behaviour_event(&self, trunk: u16, e: crate::behaviour::Seen) {
+        // A call decided under the previous policy may name a trunk that no longer
+        // exists: `slot` counts it under "none" rather than lose it.
+        self.events[self.slot(Some(trunk as usize))][e.index()].inc();
     }
 
     pub fn overload(&self, trunk: Option<usize>) {

@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub proxy: ProxyConf,
     #[serde(default)]
+    pub behaviour: BehaviourTables,
+    #[serde(default)]
     pub metrics: MetricsConf,
     #[serde(default)]
     pub records: RecordsConf,
@@ -88,6 +90,9 @@ pub enum ActionKind {
     Rewrite,
     /// Forward with a label header.
     Label,
+    /// Behaviour rules only: let the caller through at most `rate_limit_per_minute`
+    /// calls a minute (labelled), answer the rest with the rule's code.
+    RateLimit,
     /// Count and record only.
     Monitor,
     /// The rule is not evaluated.
@@ -370,6 +375,74 @@ pub struct TrunkConf {
     pub max_calls_per_minute_per_caller: Option<u32>,
     #[serde(default)]
     pub rules: BTreeMap<RuleId, RuleConf>,
+    /// Behaviour thresholds; absent: the behaviour rules do not run on this trunk.
+    pub behaviour: Option<BehaviourConf>,
+}
+
+/// Sizes of the behaviour tables (process-wide, fixed at start: memory is
+/// `callers` x 80 B + `calls` x 64 B whatever the traffic).
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviourTables {
+    pub callers: usize,
+    pub calls: usize,
+}
+
+impl Default for BehaviourTables {
+    fn default() -> Self {
+        BehaviourTables {
+            callers: 262_144,
+            calls: 262_144,
+        }
+    }
+}
+
+/// Per-trunk behaviour thresholds. A rule runs when its threshold is set and fires
+/// when the caller's feature, over the sliding window, reaches it.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviourConf {
+    pub window_secs: u32,
+    /// A caller that trips a rule stays on the watch list this long: the rule keeps
+    /// firing on its calls whatever its features do meanwhile.
+    pub watch_secs: u32,
+    /// behaviour-attempts: call attempts in the window.
+    pub attempts: Option<u32>,
+    /// behaviour-callees: distinct callees in the window.
+    pub distinct_callees: Option<u32>,
+    /// behaviour-sequential: calls to the callee after the previous one (+1..+16).
+    pub sequential_callees: Option<u32>,
+    /// behaviour-low-asr: below this answer-seizure ratio (percent) ...
+    pub min_asr_percent: Option<u32>,
+    /// ... once the caller made at least this many attempts in the window.
+    pub asr_min_attempts: u32,
+    /// behaviour-ring-once: calls cancelled within `ring_once_secs` of ringing.
+    pub ring_once: Option<u32>,
+    pub ring_once_secs: u32,
+    /// behaviour-short-calls: answered calls ended within `short_call_secs`.
+    pub short_calls: Option<u32>,
+    pub short_call_secs: u32,
+    /// Calls a minute let through for a caller caught by a `rate-limit` rule.
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for BehaviourConf {
+    fn default() -> Self {
+        BehaviourConf {
+            window_secs: 60,
+            watch_secs: 1800,
+            attempts: None,
+            distinct_callees: None,
+            sequential_callees: None,
+            min_asr_percent: None,
+            asr_min_attempts: 20,
+            ring_once: None,
+            ring_once_secs: 5,
+            short_calls: None,
+            short_call_secs: 10,
+            rate_limit_per_minute: 2,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]

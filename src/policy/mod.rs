@@ -35,13 +35,19 @@ pub enum RuleId {
     EnterpriseRateTrunk,
     EnterpriseRateCaller,
     IsupMismatch,
+    BehaviourAttempts,
+    BehaviourCallees,
+    BehaviourSequential,
+    BehaviourLowAsr,
+    BehaviourRingOnce,
+    BehaviourShortCalls,
     GenericNumber,
     LabelMvno,
     LabelServiceShape,
     LabelInternational,
 }
 
-pub const RULE_COUNT: usize = 18;
+pub const RULE_COUNT: usize = 24;
 
 impl RuleId {
     pub const ORDER: [RuleId; RULE_COUNT] = [
@@ -59,6 +65,12 @@ impl RuleId {
         RuleId::EnterpriseRateTrunk,
         RuleId::EnterpriseRateCaller,
         RuleId::IsupMismatch,
+        RuleId::BehaviourAttempts,
+        RuleId::BehaviourCallees,
+        RuleId::BehaviourSequential,
+        RuleId::BehaviourLowAsr,
+        RuleId::BehaviourRingOnce,
+        RuleId::BehaviourShortCalls,
         RuleId::GenericNumber,
         RuleId::LabelMvno,
         RuleId::LabelServiceShape,
@@ -85,6 +97,12 @@ impl RuleId {
             RuleId::EnterpriseRateTrunk => "enterprise-rate-trunk",
             RuleId::EnterpriseRateCaller => "enterprise-rate-caller",
             RuleId::IsupMismatch => "isup-mismatch",
+            RuleId::BehaviourAttempts => "behaviour-attempts",
+            RuleId::BehaviourCallees => "behaviour-callees",
+            RuleId::BehaviourSequential => "behaviour-sequential",
+            RuleId::BehaviourLowAsr => "behaviour-low-asr",
+            RuleId::BehaviourRingOnce => "behaviour-ring-once",
+            RuleId::BehaviourShortCalls => "behaviour-short-calls",
             RuleId::GenericNumber => "generic-number",
             RuleId::LabelMvno => "label-mvno",
             RuleId::LabelServiceShape => "label-service-shape",
@@ -131,6 +149,17 @@ impl RuleId {
                 "ISUP calling number does not match the SIP identity",
                 "isup-mismatch",
             ),
+            // RFC 8688's 608 is for calls refused by call analytics, which this is.
+            // Behaviour is evidence, not proof: by default the call goes through labelled
+            // for the callee's network; operators choose reject or rate-limit per trunk.
+            RuleId::BehaviourAttempts => (Label, 608, "Call attempt rate", "high-rate"),
+            RuleId::BehaviourCallees => (Label, 608, "Too many distinct callees", "many-callees"),
+            RuleId::BehaviourSequential => {
+                (Label, 608, "Callees dialled in sequence", "sequential")
+            }
+            RuleId::BehaviourLowAsr => (Label, 608, "Calls almost never answered", "low-asr"),
+            RuleId::BehaviourRingOnce => (Label, 608, "Ring-once calls", "ring-once"),
+            RuleId::BehaviourShortCalls => (Label, 608, "Answered calls cut short", "short-calls"),
             RuleId::GenericNumber => (
                 Rewrite,
                 0,
@@ -168,6 +197,20 @@ impl RuleSet {
     }
 }
 
+impl RuleId {
+    pub const BEHAVIOUR: [RuleId; 6] = [
+        RuleId::BehaviourAttempts,
+        RuleId::BehaviourCallees,
+        RuleId::BehaviourSequential,
+        RuleId::BehaviourLowAsr,
+        RuleId::BehaviourRingOnce,
+        RuleId::BehaviourShortCalls,
+    ];
+    pub fn is_behaviour(self) -> bool {
+        Self::BEHAVIOUR.contains(&self)
+    }
+}
+
 /// What a rule does when it matches, resolved from defaults, `[rules]` and `[trunk.rules]`.
 #[derive(Debug, Clone)]
 pub struct Action {
@@ -190,6 +233,7 @@ pub struct Trunk {
     pub days: Option<Days>,
     pub max_per_minute: Option<u32>,
     pub max_per_minute_per_caller: Option<u32>,
+    pub behaviour: Option<config::BehaviourConf>,
     pub actions: Vec<Action>,
 }
 
@@ -224,6 +268,9 @@ pub struct Policy {
     /// Actions for requests from no known trunk.
     pub default_actions: Vec<Action>,
     pub proxy: config::ProxyConf,
+    pub behaviour: config::BehaviourTables,
+    /// Some trunk runs behaviour rules: later messages of calls feed the tracker.
+    pub behaviour_on: bool,
     pub metrics: config::MetricsConf,
     pub records: config::RecordsConf,
     pub log: config::LogConf,
@@ -255,9 +302,19 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> LoadError {
 fn resolve_actions(
     base: &[Action],
     over: &std::collections::BTreeMap<RuleId, RuleConf>,
-) -> Vec<Action> {
+    file: &str,
+) -> Result<Vec<Action>, LoadError> {
     let mut out = base.to_vec();
     for (r, c) in over {
+        if c.action == Some(ActionKind::RateLimit) && !r.is_behaviour() {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "rule {}: rate-limit applies to behaviour rules only",
+                    r.as_str()
+                ),
+            ));
+        }
         let a = &mut out[r.index()];
         if let Some(k) = c.action {
             a.kind = k;
@@ -271,11 +328,34 @@ fn resolve_actions(
         if let Some(l) = &c.label {
             a.label = l.as_str().into();
         }
-        if a.kind == ActionKind::Reject && a.code == 0 {
+        if matches!(a.kind, ActionKind::Reject | ActionKind::RateLimit) && a.code == 0 {
             a.code = 403;
         }
     }
-    out
+    Ok(out)
+}
+
+fn check_behaviour(
+    b: config::BehaviourConf,
+    trunk: &str,
+    file: &str,
+) -> Result<config::BehaviourConf, LoadError> {
+    let bad = |why: &str| {
+        Err(LoadError::file(
+            file,
+            format!("trunk {trunk} behaviour: {why}"),
+        ))
+    };
+    if b.window_secs == 0 || b.window_secs > 86_400 {
+        return bad("window_secs must be 1..=86400");
+    }
+    if b.min_asr_percent.is_some_and(|p| p > 100) {
+        return bad("min_asr_percent must be 0..=100");
+    }
+    if b.ring_once_secs > 3600 || b.short_call_secs > 86_400 {
+        return bad("ring_once_secs must be at most 3600 and short_call_secs at most 86400");
+    }
+    Ok(b)
 }
 
 impl Policy {
@@ -346,7 +426,7 @@ impl Policy {
                 }
             })
             .collect();
-        let global = resolve_actions(&defaults, &cfg.rules);
+        let global = resolve_actions(&defaults, &cfg.rules, file)?;
         let mut trunks = Vec::with_capacity(cfg.trunks.len());
         for t in &cfg.trunks {
             if t.name.is_empty()
@@ -391,7 +471,11 @@ impl Policy {
                 days: t.days,
                 max_per_minute: t.max_calls_per_minute,
                 max_per_minute_per_caller: t.max_calls_per_minute_per_caller,
-                actions: resolve_actions(&global, &t.rules),
+                behaviour: match t.behaviour {
+                    Some(b) => Some(check_behaviour(b, &t.name, file)?),
+                    None => None,
+                },
+                actions: resolve_actions(&global, &t.rules, file)?,
             });
         }
         Ok(Policy {
@@ -400,13 +484,15 @@ impl Policy {
             roamers: load_list(&cfg.lists.roamers, "roamers")?,
             own_segments: load_list(&cfg.lists.own_segments, "own_segments")?,
             plan,
-            trunks,
             label_header,
             verstat: cfg.general.verstat,
             server: cfg.general.server,
             reason_header: cfg.general.reason_header,
             default_actions: global,
             proxy: cfg.proxy,
+            behaviour: cfg.behaviour,
+            behaviour_on: trunks.iter().any(|t| t.behaviour.is_some()),
+            trunks,
             metrics: cfg.metrics,
             records: cfg.records,
             log: cfg.log,

@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
+use crate::behaviour::local::LocalTracker;
 use crate::decide::{Decision, Kind};
 use crate::observability::metrics::{Bound, Metrics};
 use crate::observability::records::{self, RecordSink};
@@ -40,6 +41,9 @@ pub struct Loaded {
 pub struct Shared {
     pub loaded: ArcSwap<Loaded>,
     pub rates: LocalRateCounter,
+    /// Sized once at start from `[behaviour]`: a reload keeps the tables and what they
+    /// learnt (new sizes take a restart).
+    pub behaviour: LocalTracker,
     pub metrics: Arc<Metrics>,
     pub records: Option<RecordSink>,
     /// Writers of open TCP connections, by id (responses find their connection here).
@@ -180,6 +184,7 @@ pub fn run(args: RunArgs) -> i32 {
     let metrics_listen = policy.metrics.listen.clone();
     let shared = Arc::new(Shared {
         rates: LocalRateCounter::new(policy.proxy.rate_keys),
+        behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls),
         loaded: ArcSwap::from_pointee(Loaded {
             policy,
             bound,
@@ -396,6 +401,9 @@ async fn control(
                 let now = crate::cli::now_ms();
                 shared.rates.sweep(now, 120_000);
                 shared.metrics.rate_keys.set(shared.rates.len() as i64);
+                if shared.loaded.load().policy.behaviour_on {
+                    shared.metrics.behaviour_stats(&shared.behaviour.stats(now));
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::behaviour::{self, BehaviourTracker, Seen};
 use crate::decide::{Context, Decision, Kind, decide};
 use crate::policy::Policy;
 use crate::policy::config::{ListenSpec, Transport};
@@ -67,6 +68,7 @@ pub enum Handled {
 pub struct Step<'a> {
     pub policy: &'a Policy,
     pub rates: &'a dyn RateCounter,
+    pub behaviour: &'a dyn BehaviourTracker,
     pub now_ms: u64,
     /// Address of the UDP socket that forwards (goes into our Via).
     pub via_addr: SocketAddr,
@@ -93,21 +95,49 @@ fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Ve
     Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), code)
 }
 
-/// Handles one message. `observe` is called with every decision on a request (for
-/// metrics and records) before the result is returned.
+/// What a step reports to the shell for metrics and records.
+pub enum Observed<'a> {
+    /// A decision on a request.
+    Decision(&'a Message, &'a Decision),
+    /// A relayed message that told the behaviour tracker how a call went (trunk, event).
+    Behaviour(u16, Seen),
+}
+
+/// Handles one message. `observe` is called with every decision on a request and every
+/// call outcome the behaviour tracker learnt, before the result is returned.
 pub fn handle(
     st: &Step<'_>,
     data: Bytes,
     o: &Origin,
     out: &mut Vec<u8>,
     edits: &mut EditList,
-    observe: &mut dyn FnMut(&Message, &Decision),
+    observe: &mut dyn FnMut(Observed<'_>),
 ) -> Result<Handled, crate::sip::ParseError> {
     out.clear();
     edits.clear();
     let msg = Message::parse_for_relay(data)?;
+    let h = handle_parsed(st, &msg, o, out, edits, observe);
+    // Only what actually goes on counts towards a caller's behaviour: a response that
+    // is not ours, or a request we refuse, says nothing about a call we carry.
+    if st.policy.behaviour_on
+        && matches!(h, Handled::Forward(_))
+        && let Some((trunk, seen)) = behaviour::observe(&msg, st.behaviour, st.now_ms)
+    {
+        observe(Observed::Behaviour(trunk, seen));
+    }
+    Ok(h)
+}
+
+fn handle_parsed(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    out: &mut Vec<u8>,
+    edits: &mut EditList,
+    observe: &mut dyn FnMut(Observed<'_>),
+) -> Handled {
     if !msg.is_request() {
-        return Ok(relay_response(&msg, out, edits));
+        return relay_response(msg, out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
     if let Err(why) = msg.check_request() {
@@ -117,29 +147,29 @@ pub fn handle(
             ..Extra::default()
         };
         if msg.method() == Some(Method::Ack) {
-            return Ok(Handled::Dropped("bad-ack"));
+            return Handled::Dropped("bad-ack");
         }
-        return Ok(respond(&msg, o, 400, &extra, out));
+        return respond(msg, o, 400, &extra, out);
     }
     let top = msg.top_via();
     if top.and_then(|v| v.branch).is_some_and(|b| {
-        msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(&msg, &top, st.via_addr)
+        msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(msg, &top, st.via_addr)
     }) {
         let extra = Extra {
             server,
             ..Extra::default()
         };
-        return Ok(respond(&msg, o, 482, &extra, out));
+        return respond(msg, o, 482, &extra, out);
     }
     let method = msg.method().unwrap_or(Method::Other);
 
     // Requests from the core side (a next hop): in-dialog traffic towards the trunk.
     if is_core_side(st.policy, &o.source) {
-        return Ok(forward_from_core(st, &msg, o, out, edits));
+        return forward_from_core(st, msg, o, out, edits);
     }
 
-    if method == Method::Ack && msg.to_tag() == Some(&stable_tag(&msg)[..]) {
-        return Ok(Handled::Absorbed);
+    if method == Method::Ack && msg.to_tag() == Some(&stable_tag(msg)[..]) {
+        return Handled::Absorbed;
     }
     let mf = msg.max_forwards();
     if mf == Some(0) && method != Method::Ack {
@@ -147,7 +177,7 @@ pub fn handle(
             server,
             ..Extra::default()
         };
-        return Ok(respond(&msg, o, 483, &extra, out));
+        return respond(msg, o, 483, &extra, out);
     }
 
     let ctx = Context {
@@ -156,6 +186,7 @@ pub fn handle(
         trunk: None,
         now_ms: st.now_ms,
         rates: st.rates,
+        behaviour: st.behaviour,
     };
     let kind_hint = method == Method::Invite && msg.to_tag().is_none();
     if st.overloaded && kind_hint {
@@ -165,45 +196,45 @@ pub fn handle(
             retry_after: Some(st.policy.proxy.retry_after),
             server,
         };
-        response::write_response(&msg, 503, response::phrase(503), &extra, out);
-        return Ok(Handled::Shed(dest_for_response(o, top.as_ref())));
+        response::write_response(msg, 503, response::phrase(503), &extra, out);
+        return Handled::Shed(dest_for_response(o, top.as_ref()));
     }
-    let d = decide(st.policy, &msg, &ctx);
-    observe(&msg, &d);
-    if verdict::write_reject(st.policy, &msg, &d, out) {
-        return Ok(Handled::Respond(
+    let d = decide(st.policy, msg, &ctx);
+    observe(Observed::Decision(msg, &d));
+    if verdict::write_reject(st.policy, msg, &d, out) {
+        return Handled::Respond(
             dest_for_response(o, top.as_ref()),
             match d.outcome {
                 crate::decide::Outcome::Reject { code } => code,
                 crate::decide::Outcome::Forward => 0,
             },
-        ));
+        );
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
-        return Ok(Handled::Dropped("no-trunk"));
+        return Handled::Dropped("no-trunk");
     };
-    if method == Method::Options && d.kind == Kind::OtherRequest && is_for_us(&msg) {
+    if method == Method::Options && d.kind == Kind::OtherRequest && is_for_us(msg) {
         let extra = Extra {
             server,
             ..Extra::default()
         };
-        response::write_response(&msg, 200, "OK", &extra, out);
+        response::write_response(msg, 200, "OK", &extra, out);
         // Tell keep-alive senders what we are willing to carry.
         let at = out.len() - 2;
         out.splice(at..at, b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n".iter().copied());
-        return Ok(Handled::Respond(dest_for_response(o, top.as_ref()), 200));
+        return Handled::Respond(dest_for_response(o, top.as_ref()), 200);
     }
     let Some(next) = trunk.next_hop else {
-        return Ok(Handled::Dropped("no-next-hop"));
+        return Handled::Dropped("no-next-hop");
     };
-    verdict::add_edits(st.policy, &msg, &d, edits);
+    verdict::add_edits(st.policy, msg, &d, edits);
     let (dest, transport) = match next.transport {
         Transport::Udp => (Dest::Udp(next.addr), Transport::Udp),
         Transport::Tcp => (Dest::TcpTo(next.addr), Transport::Tcp),
     };
-    add_proxy_edits(st, &msg, o, top.as_ref(), mf, transport, edits);
+    add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
     edits.apply(msg.buf(), msg.len(), out);
-    Ok(Handled::Forward(dest))
+    Handled::Forward(dest)
 }
 
 /// An IP literal host (`192.0.2.1`, `[2001:db8::1]` or bare IPv6); `None` for a name.

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 
 use super::Shared;
 use super::mmsg::{self, BATCH, RecvBatch};
-use super::stateless::{self, Dest, Handled, Origin, Step};
+use super::stateless::{self, Dest, Handled, Observed, Origin, Step};
 use crate::policy::config::ListenSpec;
 use crate::sip::rewrite::EditList;
 
@@ -60,14 +60,15 @@ pub fn handle_one(
     let step = Step {
         policy: &l.policy,
         rates: &shared.rates,
+        behaviour: &shared.behaviour,
         now_ms: now,
         via_addr,
         overloaded,
     };
     let t0 = Instant::now();
     let raw = data.clone();
-    let mut observe = |m: &crate::sip::Message, d: &crate::decide::Decision| {
-        shared.observe(
+    let mut observe = |ob: Observed<'_>| match ob {
+        Observed::Decision(m, d) => shared.observe(
             &l,
             m,
             d,
@@ -75,7 +76,8 @@ pub fn handle_one(
             o.local.addr,
             now,
             t0.elapsed().as_secs_f64(),
-        );
+        ),
+        Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
     };
     match stateless::handle(&step, data, o, out, edits, &mut observe) {
         Ok(Handled::Forward(d)) | Ok(Handled::Respond(d, _)) => Some(d),

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::behaviour::{self, local::LocalTracker};
 use crate::decide::{Context, Kind, decide};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
@@ -35,6 +36,8 @@ pub struct Summary {
     pub calls: u64,
     pub by_verdict: BTreeMap<&'static str, u64>,
     pub by_rule: BTreeMap<&'static str, u64>,
+    /// Call outcomes the behaviour rules learnt from (answered, ring-once...).
+    pub behaviour: BTreeMap<&'static str, u64>,
     pub damaged: Vec<String>,
 }
 
@@ -43,10 +46,14 @@ pub struct Replayer<'p> {
     policy: &'p Policy,
     trunk: Option<usize>,
     rates: LocalRateCounter,
+    behaviour: LocalTracker,
     decoder: Decoder,
     flows: TcpFlows,
     /// Call-ID hash -> rejected, kept only when the capture is being split.
     verdicts: HashMap<u64, bool, ahash::RandomState>,
+    /// The proxy's own listen addresses: what a capture shows them sending is the
+    /// proxy's output, which the live proxy never judges.
+    ours: Vec<ListenSpec>,
     pub summary: Summary,
 }
 
@@ -63,9 +70,11 @@ impl<'p> Replayer<'p> {
             policy,
             trunk,
             rates: LocalRateCounter::new(policy.proxy.rate_keys),
+            behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls),
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
+            ours: policy.listen_addrs(),
             summary: Summary::default(),
         }
     }
@@ -156,14 +165,35 @@ impl<'p> Replayer<'p> {
                 transport: seg.transport,
                 addr: seg.dst,
             };
+            if self.sent_by_proxy(seg.transport, seg.src) {
+                // Its output: no verdict, but what it relayed tells how calls went.
+                if self.policy.behaviour_on
+                    && let Some((_, seen)) = behaviour::observe(&msg, &self.behaviour, p.ts_ms)
+                {
+                    *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;
+                }
+                let call_id = crate::sip::lex::fnv1a(&[msg.call_id()]);
+                o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
+                continue;
+            }
             let ctx = Context {
                 source: seg.src,
                 local: Some(local),
                 trunk: self.trunk,
                 now_ms: p.ts_ms,
                 rates: &self.rates,
+                behaviour: &self.behaviour,
             };
             let d = decide(self.policy, &msg, &ctx);
+            // The proxy feeds the tracker with what it relays; a capture holds what was
+            // relayed, so every message that is not a new call goes in, at capture time.
+            if self.policy.behaviour_on
+                && d.kind != Kind::Call
+                && !d.is_reject()
+                && let Some((_, seen)) = behaviour::observe(&msg, &self.behaviour, p.ts_ms)
+            {
+                *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;
+            }
             // Later messages of a call follow its INVITE's verdict when the capture is
             // split; without split outputs nothing needs remembering.
             let call_id = crate::sip::lex::fnv1a(&[msg.call_id()]);
@@ -200,6 +230,20 @@ impl<'p> Replayer<'p> {
             o.blocked |= blocked;
         }
         o
+    }
+}
+
+impl Replayer<'_> {
+    fn sent_by_proxy(
+        &self,
+        t: crate::policy::config::Transport,
+        src: std::net::SocketAddr,
+    ) -> bool {
+        self.ours.iter().any(|l| {
+            l.transport == t
+                && l.addr.port() == src.port()
+                && (l.addr.ip() == src.ip() || l.addr.ip().is_unspecified())
+        })
     }
 }
 
@@ -321,7 +365,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     if json {
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "damaged": s.damaged}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged}})
         );
     } else {
         println!();
@@ -334,6 +378,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         }
         for (rule, n) in &s.by_rule {
             println!("  rule {rule:<28} {n}");
+        }
+        for (e, n) in &s.behaviour {
+            println!("  call outcome {e:<20} {n}");
         }
     }
     for d in &s.damaged {

@@ -1,0 +1,543 @@
+//! The in-process behaviour tracker: two fixed-size, set-associative tables allocated
+//! once at start, so memory is the same whatever an attacker sends.
+//!
+//! - Callers: `callers` slots of [`CallerSlot`] in sets of [`WAYS`], each set behind
+//!   its own lock (two workers rarely touch the same set). A new caller takes a free
+//!   slot of its set, else evicts, in this order of preference: an idle slot (nothing
+//!   for two windows), a caller seen once (what a flood of invented numbers looks like:
+//!   they evict each other, not the history of real repeat callers), the least recently
+//!   active; a caller on the watch list goes last.
+//! - Calls: `calls` slots of [`CallSlot`] (Call-ID key, caller, times of the INVITE,
+//!   first 18x and answer), set-associative the same way; the oldest call of a set is
+//!   overwritten, and a later message of an overwritten call is simply not counted.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{BehaviourTracker, CallStart, Event, Features, SEQ_STEP, Seen};
+use crate::policy::RuleSet;
+
+/// Slots per set.
+pub const WAYS: usize = 8;
+
+/// Two-bucket sliding window of one count.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pair {
+    cur: u16,
+    prev: u16,
+}
+
+impl Pair {
+    fn add(&mut self) {
+        self.cur = self.cur.saturating_add(1);
+    }
+    /// `prev` weighted by the share of the previous bucket still inside the window.
+    fn weighted(self, left_permille: u64) -> u32 {
+        self.cur as u32 + (self.prev as u64 * left_permille / 1000) as u32
+    }
+    fn roll(&mut self, buckets: u64) {
+        self.prev = if buckets == 1 { self.cur } else { 0 };
+        self.cur = 0;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CallerSlot {
+    /// 0 = free.
+    key: u64,
+    /// Start of the current bucket.
+    start_ms: u64,
+    last_ms: u64,
+    window_ms: u64,
+    watch_until_ms: u64,
+    last_callee: u64,
+    /// Callee bitmaps of the current and previous bucket (linear counting).
+    callees: [u128; 2],
+    attempts: Pair,
+    answered: Pair,
+    ring_once: Pair,
+    sequential: Pair,
+    short_calls: Pair,
+    watched: RuleSet,
+}
+
+impl CallerSlot {
+    /// Moves the buckets forward to `now`; returns the per-mille of the previous bucket
+    /// still inside the window.
+    fn roll(&mut self, now_ms: u64) -> u64 {
+        let w = self.window_ms.max(1);
+        let elapsed = now_ms.saturating_sub(self.start_ms);
+        if elapsed >= w {
+            let buckets = elapsed / w;
+            for p in [
+                &mut self.attempts,
+                &mut self.answered,
+                &mut self.ring_once,
+                &mut self.sequential,
+                &mut self.short_calls,
+            ] {
+                p.roll(buckets);
+            }
+            self.callees = [0, if buckets == 1 { self.callees[0] } else { 0 }];
+            self.start_ms += buckets * w;
+        }
+        let into = now_ms.saturating_sub(self.start_ms).min(w);
+        1000 - into * 1000 / w
+    }
+
+    fn features(&self, left: u64, now_ms: u64) -> Features {
+        let attempts = self.attempts.weighted(left);
+        let bits = self.callees[0] | if left > 0 { self.callees[1] } else { 0 };
+        let zeros = 128 - bits.count_ones();
+        // Linear counting: n = -m ln(zeros/m); all bits set means "more than we can
+        // tell", which the attempts bound.
+        let est = if zeros == 0 {
+            u32::MAX
+        } else {
+            (-128.0 * (zeros as f64 / 128.0).ln()).round() as u32
+        };
+        let total = self.attempts.cur as u32 + self.attempts.prev as u32;
+        let watching = self.watch_until_ms > now_ms;
+        Features {
+            attempts,
+            callees: est.min(total).min(attempts.max(1)).max(1),
+            answered: self.answered.weighted(left),
+            ring_once: self.ring_once.weighted(left),
+            sequential: self.sequential.weighted(left),
+            short_calls: self.short_calls.weighted(left),
+            watched: if watching {
+                self.watched
+            } else {
+                RuleSet::default()
+            },
+            watch_until_ms: if watching { self.watch_until_ms } else { 0 },
+        }
+    }
+
+    /// Eviction rank: lower goes first.
+    fn rank(&self, now_ms: u64) -> (u8, u64) {
+        if self.key == 0 {
+            return (0, 0);
+        }
+        let idle = now_ms.saturating_sub(self.last_ms) > 2 * self.window_ms;
+        let watched = self.watch_until_ms > now_ms;
+        let once = self.attempts.cur as u32 + self.attempts.prev as u32 <= 1;
+        let class = match (watched, idle, once) {
+            (true, _, _) => 4,
+            (false, true, _) => 1,
+            (false, false, true) => 2,
+            (false, false, false) => 3,
+        };
+        (class, self.last_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CallSlot {
+    /// 0 = free.
+    call: u64,
+    caller: u64,
+    invite_ms: u64,
+    ring_ms: u64,
+    answer_ms: u64,
+    ring_once_ms: u32,
+    short_call_ms: u32,
+    trunk: u16,
+    ended: bool,
+}
+
+/// Occupancy figures, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub callers: usize,
+    pub watched: usize,
+    pub calls: usize,
+    pub caller_evictions: u64,
+    pub call_evictions: u64,
+}
+
+pub struct LocalTracker {
+    callers: Box<[Mutex<[CallerSlot; WAYS]>]>,
+    calls: Box<[Mutex<[CallSlot; WAYS]>]>,
+    caller_evictions: AtomicU64,
+    call_evictions: AtomicU64,
+}
+
+fn sets_for(slots: usize) -> usize {
+    slots.div_ceil(WAYS).max(1).next_power_of_two()
+}
+
+/// Keys are already hashes; mixing again spreads sets even if a caller of this type
+/// hands in weak ones.
+#[inline]
+fn set_of(key: u64, sets: usize) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (sets - 1)
+}
+
+/// splitmix64's finaliser: callee keys are numbers, often in arithmetic progression,
+/// which a single multiply would spread unevenly over 128 bits.
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// 0 is the free marker.
+#[inline]
+fn nonzero(k: u64) -> u64 {
+    k.max(1)
+}
+
+impl LocalTracker {
+    /// Room for `callers` callers and `calls` calls in flight (each rounded up to a
+    /// power of two of sets of [`WAYS`]).
+    pub fn new(callers: usize, calls: usize) -> LocalTracker {
+        let mk_c = |n| {
+            (0..n)
+                .map(|_| Mutex::new([CallerSlot::default(); WAYS]))
+                .collect()
+        };
+        let mk_k = |n| {
+            (0..n)
+                .map(|_| Mutex::new([CallSlot::default(); WAYS]))
+                .collect()
+        };
+        LocalTracker {
+            callers: mk_c(sets_for(callers)),
+            calls: mk_k(sets_for(calls)),
+            caller_evictions: AtomicU64::new(0),
+            call_evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes held by the tables: fixed at construction.
+    pub fn memory_bytes(&self) -> usize {
+        self.callers.len() * std::mem::size_of::<Mutex<[CallerSlot; WAYS]>>()
+            + self.calls.len() * std::mem::size_of::<Mutex<[CallSlot; WAYS]>>()
+    }
+    pub fn caller_capacity(&self) -> usize {
+        self.callers.len() * WAYS
+    }
+    pub fn call_capacity(&self) -> usize {
+        self.calls.len() * WAYS
+    }
+
+    /// Counts what the tables hold (walks them: for a periodic gauge, not per call).
+    pub fn stats(&self, now_ms: u64) -> Stats {
+        let mut s = Stats {
+            caller_evictions: self.caller_evictions.load(Ordering::Relaxed),
+            call_evictions: self.call_evictions.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        for set in self.callers.iter() {
+            if let Ok(set) = set.lock() {
+                for c in set.iter().filter(|c| c.key != 0) {
+                    s.callers += 1;
+                    s.watched += (c.watch_until_ms > now_ms) as usize;
+                }
+            }
+        }
+        for set in self.calls.iter() {
+            if let Ok(set) = set.lock() {
+                s.calls += set.iter().filter(|c| c.call != 0).count();
+            }
+        }
+        s
+    }
+
+    /// Runs `f` on the caller's slot, creating it when `create` (else only if present).
+    fn with_caller<R>(
+        &self,
+        key: u64,
+        now_ms: u64,
+        create: Option<u64>,
+        f: impl FnOnce(&mut CallerSlot) -> R,
+    ) -> Option<R> {
+        let key = nonzero(key);
+        let set = &self.callers[set_of(key, self.callers.len())];
+        // A poisoned lock only means another thread panicked mid-update of plain
+        // counters: the data is still usable.
+        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match set.iter().position(|c| c.key == key) {
+            Some(i) => i,
+            None => {
+                let window_ms = create?;
+                let (i, victim) = set
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, c)| c.rank(now_ms))
+                    .map(|(i, c)| (i, c.key))?;
+                if victim != 0 {
+                    self.caller_evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                set[i] = CallerSlot {
+                    key,
+                    start_ms: now_ms,
+                    last_ms: now_ms,
+                    window_ms: window_ms.max(1),
+                    ..CallerSlot::default()
+                };
+                i
+            }
+        };
+        Some(f(&mut set[i]))
+    }
+}
+
+impl BehaviourTracker for LocalTracker {
+    fn on_call(&self, c: &CallStart) -> Features {
+        let call = nonzero(c.call);
+        {
+            let set = &self.calls[set_of(call, self.calls.len())];
+            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            // A retransmitted INVITE or a second branch of the same call is one call.
+            if let Some(s) = set.iter_mut().find(|s| s.call == call) {
+                s.caller = c.caller;
+            } else {
+                let i = set
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| (s.call != 0, s.invite_ms))
+                    .map_or(0, |(i, _)| i);
+                if set[i].call != 0 {
+                    self.call_evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                set[i] = CallSlot {
+                    call,
+                    caller: c.caller,
+                    invite_ms: c.now_ms,
+                    ring_once_ms: c.ring_once_ms,
+                    short_call_ms: c.short_call_ms,
+                    trunk: c.trunk,
+                    ..CallSlot::default()
+                };
+            }
+        }
+        self.with_caller(c.caller, c.now_ms, Some(c.window_ms), |s| {
+            s.window_ms = c.window_ms.max(1);
+            let left = s.roll(c.now_ms);
+            s.last_ms = c.now_ms;
+            s.attempts.add();
+            s.callees[0] |= 1u128 << (mix(c.callee_hash) >> 57);
+            if let Some(v) = c.callee_seq {
+                if v > s.last_callee && v - s.last_callee <= SEQ_STEP {
+                    s.sequential.add();
+                }
+                s.last_callee = v;
+            }
+            s.features(left, c.now_ms)
+        })
+        .unwrap_or_default()
+    }
+
+    fn watch(&self, caller: u64, rules: RuleSet, until_ms: u64) {
+        self.with_caller(caller, 0, None, |s| {
+            if s.watch_until_ms < until_ms {
+                s.watch_until_ms = until_ms;
+            }
+            s.watched.0 |= rules.0;
+        });
+    }
+
+    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)> {
+        let call = nonzero(call);
+        let (caller, trunk, seen) = {
+            let set = &self.calls[set_of(call, self.calls.len())];
+            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            let s = set.iter_mut().find(|s| s.call == call)?;
+            let seen = match ev {
+                Event::Ringing => {
+                    if s.ring_ms == 0 {
+                        s.ring_ms = now_ms.max(1);
+                    }
+                    None
+                }
+                Event::Answered if s.answer_ms == 0 && !s.ended => {
+                    s.answer_ms = now_ms.max(1);
+                    Some(Seen::Answered)
+                }
+                Event::Cancelled if !s.ended && s.answer_ms == 0 => {
+                    s.ended = true;
+                    let quick =
+                        s.ring_ms != 0 && now_ms.saturating_sub(s.ring_ms) <= s.ring_once_ms as u64;
+                    Some(if quick {
+                        Seen::RingOnce
+                    } else {
+                        Seen::Cancelled
+                    })
+                }
+                Event::Failed if !s.ended && s.answer_ms == 0 => {
+                    s.ended = true;
+                    Some(Seen::Failed)
+                }
+                Event::Bye if !s.ended && s.answer_ms != 0 => {
+                    s.ended = true;
+                    let short = now_ms.saturating_sub(s.answer_ms) <= s.short_call_ms as u64;
+                    Some(if short { Seen::ShortCall } else { Seen::Ended })
+                }
+                _ => None,
+            }?;
+            (s.caller, s.trunk, seen)
+        };
+        self.with_caller(caller, now_ms, None, |s| {
+            s.roll(now_ms);
+            match seen {
+                Seen::Answered => s.answered.add(),
+                Seen::RingOnce => s.ring_once.add(),
+                Seen::ShortCall => s.short_calls.add(),
+                Seen::Cancelled | Seen::Failed | Seen::Ended => {}
+            }
+        });
+        Some((trunk, seen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RuleId;
+
+    fn start(caller: u64, call: u64, callee: u64, now_ms: u64) -> CallStart {
+        CallStart {
+            caller,
+            call,
+            trunk: 3,
+            callee_hash: crate::sip::lex::fnv1a(&[&callee.to_le_bytes()]),
+            callee_seq: Some(callee),
+            now_ms,
+            window_ms: 60_000,
+            ring_once_ms: 5_000,
+            short_call_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn attempts_slide_out_of_the_window() {
+        let t = LocalTracker::new(1024, 1024);
+        for i in 0..10 {
+            t.on_call(&start(7, 100 + i, 5, 1_000 + i * 1000));
+        }
+        let f = t.on_call(&start(7, 200, 5, 20_000));
+        assert_eq!(f.attempts, 11);
+        assert_eq!(f.callees, 1);
+        // 90 s on: the first bucket (1..61 s) is half inside the window: 11 / 2 = 5,
+        // plus this one.
+        let f = t.on_call(&start(7, 201, 5, 91_000));
+        assert_eq!(f.attempts, 6);
+        // Three windows later nothing is left.
+        let f = t.on_call(&start(7, 202, 5, 400_000));
+        assert_eq!(f.attempts, 1);
+    }
+
+    #[test]
+    fn distinct_and_sequential_callees() {
+        let t = LocalTracker::new(1024, 1024);
+        let mut f = Features::default();
+        for i in 0..40u64 {
+            f = t.on_call(&start(9, i + 1, 138_0000_0000 + i, 1000 + i));
+        }
+        assert_eq!(f.attempts, 40);
+        assert!((33..=40).contains(&f.callees), "{f:?}");
+        assert_eq!(f.sequential, 39);
+        // Same callee over and over: one distinct, nothing sequential.
+        let mut g = Features::default();
+        for i in 0..40u64 {
+            g = t.on_call(&start(10, 1000 + i, 42, 1000 + i));
+        }
+        assert_eq!((g.callees, g.sequential), (1, 0));
+    }
+
+    #[test]
+    fn answered_ring_once_and_short_calls() {
+        let t = LocalTracker::new(1024, 1024);
+        t.on_call(&start(1, 11, 5, 0));
+        t.on_call(&start(1, 12, 6, 0));
+        t.on_call(&start(1, 13, 7, 0));
+        t.on_call(&start(1, 14, 8, 0));
+        // 11: rings, cancelled 2 s later (ring-once); the 487 after it is the same end.
+        assert_eq!(t.on_event(11, Event::Ringing, 1_000), None);
+        assert_eq!(
+            t.on_event(11, Event::Cancelled, 3_000),
+            Some((3, Seen::RingOnce))
+        );
+        assert_eq!(t.on_event(11, Event::Cancelled, 3_010), None);
+        // 12: rings, cancelled after 20 s: an ordinary unanswered call.
+        t.on_event(12, Event::Ringing, 1_000);
+        assert_eq!(
+            t.on_event(12, Event::Cancelled, 21_000),
+            Some((3, Seen::Cancelled))
+        );
+        // 13: answered, hung up after 3 s; 14: answered, long call.
+        assert_eq!(
+            t.on_event(13, Event::Answered, 2_000),
+            Some((3, Seen::Answered))
+        );
+        assert_eq!(t.on_event(13, Event::Answered, 2_100), None);
+        assert_eq!(
+            t.on_event(13, Event::Bye, 5_000),
+            Some((3, Seen::ShortCall))
+        );
+        t.on_event(14, Event::Answered, 2_000);
+        assert_eq!(t.on_event(14, Event::Bye, 50_000), Some((3, Seen::Ended)));
+        // Unknown call: nothing.
+        assert_eq!(t.on_event(99, Event::Answered, 1), None);
+        let f = t.on_call(&start(1, 15, 9, 50_000));
+        assert_eq!(
+            (f.attempts, f.answered, f.ring_once, f.short_calls),
+            (5, 2, 1, 1)
+        );
+        assert_eq!(f.asr_percent(), 40);
+    }
+
+    #[test]
+    fn watch_expires() {
+        let t = LocalTracker::new(1024, 1024);
+        t.on_call(&start(4, 1, 5, 0));
+        let mut rs = RuleSet::default();
+        rs.insert(RuleId::BehaviourRingOnce);
+        t.watch(4, rs, 600_000);
+        let f = t.on_call(&start(4, 2, 5, 300_000));
+        assert!(f.watched.contains(RuleId::BehaviourRingOnce));
+        assert_eq!(f.watch_until_ms, 600_000);
+        let f = t.on_call(&start(4, 3, 5, 600_001));
+        assert!(f.watched.is_empty());
+        // Watching a caller the table does not hold creates nothing.
+        t.watch(77, rs, 1);
+        assert_eq!(t.stats(0).callers, 1);
+    }
+
+    #[test]
+    fn a_flood_of_invented_callers_stays_in_the_table_and_spares_repeat_callers() {
+        let t = LocalTracker::new(4096, 4096);
+        let cap = t.caller_capacity();
+        // 64 real callers with history, one of them watched.
+        for c in 1..=64u64 {
+            for k in 0..5 {
+                t.on_call(&start(c * 7919, c * 100 + k, k, 1_000));
+            }
+        }
+        let mut rs = RuleSet::default();
+        rs.insert(RuleId::BehaviourAttempts);
+        t.watch(7919, rs, 10_000_000);
+        for i in 0..200_000u64 {
+            t.on_call(&start(
+                crate::sip::lex::fnv1a(&[&i.to_le_bytes()]),
+                1_000_000 + i,
+                i,
+                2_000 + i / 100,
+            ));
+        }
+        let s = t.stats(3_000);
+        assert!(s.callers <= cap, "{s:?}");
+        assert!(s.caller_evictions > 190_000, "{s:?}");
+        // The repeat callers are still there with their history.
+        let f = t.on_call(&start(7919, 9, 5, 3_000));
+        assert_eq!(f.attempts, 6);
+        assert!(f.watched.contains(RuleId::BehaviourAttempts));
+        let kept = (2..=64u64)
+            .filter(|c| t.on_call(&start(c * 7919, 9, 5, 3_000)).attempts == 6)
+            .count();
+        assert!(kept >= 60, "{kept} of 63 kept");
+    }
+}

@@ -1,0 +1,196 @@
+//! Behaviour features: how a calling number calls, not who it is. Lists stop numbers
+//! someone already reported; a fraud campaign shows itself first in its traffic: many
+//! attempts, many different callees, almost nothing answered, calls cancelled just
+//! after they ring ("ring-once", 响一声), callees dialled in sequence, answered calls
+//! hung up at once.
+//!
+//! The decision core stays pure: it is handed a [`BehaviourTracker`] and the time, the
+//! way it is handed a rate counter. [`decide`](crate::decide::decide) counts each call
+//! attempt that reaches the behaviour rules and reads the caller's features back;
+//! [`observe`] feeds the later messages of a call (provisional and final responses to
+//! the INVITE, CANCEL, BYE) from whatever relays or replays them. The in-process
+//! tracker is [`local::LocalTracker`]; the interface is small so that a shared store can
+//! stand behind it across gateways.
+
+pub mod local;
+
+use serde::Serialize;
+
+use crate::policy::RuleSet;
+use crate::sip::{Message, Method};
+
+/// What the core tells the tracker about a new call attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct CallStart {
+    /// Key of the caller within its trunk (see [`caller_key`]).
+    pub caller: u64,
+    /// Key of the call (hash of its Call-ID), to attach its later messages.
+    pub call: u64,
+    pub trunk: u16,
+    /// Hash of the callee, for the distinct-callee count.
+    pub callee_hash: u64,
+    /// The callee as a number key ([`crate::numbering::Number::key`]): consecutive
+    /// numbers of one length have consecutive keys. `None` when it is not a number.
+    pub callee_seq: Option<u64>,
+    pub now_ms: u64,
+    pub window_ms: u64,
+    /// A cancel this soon after the first 18x is a ring-once call.
+    pub ring_once_ms: u32,
+    /// A BYE this soon after the 200 is a short call.
+    pub short_call_ms: u32,
+}
+
+/// A caller's sliding-window features at one call attempt (that attempt included).
+/// Counts cover the last window, the previous one weighted by how much of it still
+/// falls inside (the usual two-bucket approximation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Features {
+    pub attempts: u32,
+    /// Distinct callees (linear counting over 128 bits: exact for a few, within about
+    /// 7% at 30, 10% at 100; never more than the attempts).
+    pub callees: u32,
+    pub answered: u32,
+    pub ring_once: u32,
+    /// Attempts whose callee followed the previous callee by +1..+[`SEQ_STEP`].
+    pub sequential: u32,
+    pub short_calls: u32,
+    /// Rules this caller is on the watch list for, and until when (Unix ms, 0 = not).
+    #[serde(skip)]
+    pub watched: RuleSet,
+    pub watch_until_ms: u64,
+}
+
+impl Features {
+    /// Answer-seizure ratio in percent (answered attempts over attempts).
+    pub fn asr_percent(&self) -> u32 {
+        (self.answered.min(self.attempts) * 100)
+            .checked_div(self.attempts)
+            .unwrap_or(100)
+    }
+}
+
+/// Largest step between consecutive callees that counts as "dialled in sequence".
+pub const SEQ_STEP: u64 = 16;
+
+/// What a later message of a call was, once attributed to a known call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// 180/183 to the INVITE.
+    Ringing,
+    /// 2xx to the INVITE.
+    Answered,
+    /// CANCEL, or 487 to the INVITE.
+    Cancelled,
+    /// Another final failure to the INVITE (busy, not found, rejected...).
+    Failed,
+    Bye,
+}
+
+/// What the tracker made of an event, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    Answered,
+    /// Cancelled within the ring-once time of the first 18x.
+    RingOnce,
+    Cancelled,
+    Failed,
+    /// BYE within the short-call time of the answer.
+    ShortCall,
+    Ended,
+}
+
+impl Seen {
+    pub const ALL: [Seen; 6] = [
+        Seen::Answered,
+        Seen::RingOnce,
+        Seen::Cancelled,
+        Seen::Failed,
+        Seen::ShortCall,
+        Seen::Ended,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seen::Answered => "answered",
+            Seen::RingOnce => "ring-once",
+            Seen::Cancelled => "cancelled",
+            Seen::Failed => "failed",
+            Seen::ShortCall => "short-call",
+            Seen::Ended => "ended",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The state behind the behaviour rules.
+pub trait BehaviourTracker: Send + Sync {
+    /// Counts a call attempt and returns the caller's features, this attempt included.
+    fn on_call(&self, c: &CallStart) -> Features;
+    /// Puts a caller on the watch list for `rules` until `until_ms`.
+    fn watch(&self, caller: u64, rules: RuleSet, until_ms: u64);
+    /// A later message of call `call`. Returns the trunk of the call and what the
+    /// event amounted to, when the call is known (`None` for the events that change
+    /// nothing, such as a second 180).
+    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)>;
+}
+
+/// A tracker that keeps nothing: `explain` of a single message, and policies without
+/// behaviour rules. Every call looks like the caller's first.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTracking;
+
+impl BehaviourTracker for NoTracking {
+    fn on_call(&self, _c: &CallStart) -> Features {
+        Features {
+            attempts: 1,
+            callees: 1,
+            ..Features::default()
+        }
+    }
+    fn watch(&self, _caller: u64, _rules: RuleSet, _until_ms: u64) {}
+    fn on_event(&self, _call: u64, _ev: Event, _now_ms: u64) -> Option<(u16, Seen)> {
+        None
+    }
+}
+
+/// Key of a caller within a trunk: the same number on two trunks is two callers (the
+/// thresholds are per trunk).
+pub fn caller_key(trunk: usize, caller: &crate::numbering::Number) -> u64 {
+    crate::sip::lex::fnv1a(&[b"bhv", &(trunk as u64).to_le_bytes(), caller.digits()])
+}
+
+/// Key of a call: its Call-ID.
+pub fn call_key(msg: &Message) -> u64 {
+    crate::sip::lex::fnv1a(&[msg.call_id()])
+}
+
+/// The event a message is for the behaviour features, if any: responses to an INVITE,
+/// CANCEL and BYE. Cheap enough for every relayed message (no header is re-parsed).
+pub fn event_of(msg: &Message) -> Option<Event> {
+    match msg.method() {
+        Some(Method::Cancel) => Some(Event::Cancelled),
+        Some(Method::Bye) => Some(Event::Bye),
+        Some(_) => None,
+        None => {
+            let (_, m) = msg.cseq()?;
+            if m != b"INVITE" {
+                return None;
+            }
+            match msg.status()? {
+                180 | 183 => Some(Event::Ringing),
+                200..=299 => Some(Event::Answered),
+                487 => Some(Event::Cancelled),
+                300..=699 => Some(Event::Failed),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Feeds one relayed (or replayed) message to the tracker. The shell calls this for
+/// every message it passes that is not a new call; new calls are counted by `decide`.
+pub fn observe(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) -> Option<(u16, Seen)> {
+    let ev = event_of(msg)?;
+    t.on_event(call_key(msg), ev, now_ms)
+}

@@ -1,0 +1,664 @@
+//! Behaviour rules through the same `decide` and `behaviour::observe` the proxy and
+//! replay use: for each pattern, the caller it catches and a caller it must leave
+//! alone; watch-list expiry, rate-limit, per-trunk thresholds, config errors, and the
+//! memory bound under a flood of invented callers.
+
+use bytes::Bytes;
+use sipfence::behaviour::local::LocalTracker;
+use sipfence::behaviour::{self, BehaviourTracker};
+use sipfence::decide::{Context, Decision, Outcome, decide};
+use sipfence::policy::rate::LocalRateCounter;
+use sipfence::policy::{Policy, RuleId};
+use sipfence::sip::Message;
+use std::path::Path;
+
+const POLICY: &str = r#"
+[[trunk]]
+name = "intl"
+role = "international"
+sources = ["10.0.0.1"]
+[trunk.behaviour]
+window_secs = 60
+watch_secs = 600
+attempts = 60
+distinct_callees = 30
+sequential_callees = 10
+min_asr_percent = 10
+asr_min_attempts = 20
+ring_once = 3
+ring_once_secs = 5
+short_calls = 5
+short_call_secs = 6
+[trunk.rules.behaviour-attempts]
+action = "reject"
+[trunk.rules.behaviour-callees]
+action = "reject"
+[trunk.rules.behaviour-sequential]
+action = "reject"
+[trunk.rules.behaviour-low-asr]
+action = "reject"
+code = 603
+[trunk.rules.behaviour-ring-once]
+action = "reject"
+[trunk.rules.behaviour-short-calls]
+action = "reject"
+
+[[trunk]]
+name = "quiet"
+role = "interconnect"
+sources = ["10.0.0.2"]
+"#;
+
+const T0: u64 = 1_796_004_000_000;
+
+fn policy(text: &str) -> Policy {
+    Policy::from_str(text, "test.toml", Path::new(".")).unwrap()
+}
+
+fn parse(s: String) -> Message {
+    Message::parse(Bytes::from(s)).unwrap()
+}
+
+/// A gateway's view: the policy, the tracker and the counters, fed message by message.
+struct Net {
+    p: Policy,
+    tracker: LocalTracker,
+    rates: LocalRateCounter,
+    source: &'static str,
+}
+
+impl Net {
+    fn new(text: &str) -> Net {
+        Net {
+            p: policy(text),
+            tracker: LocalTracker::new(4096, 4096),
+            rates: LocalRateCounter::new(4096),
+            source: "10.0.0.1:5060",
+        }
+    }
+
+    fn msg(&self, m: &Message, t: u64) -> Decision {
+        let ctx = Context {
+            source: self.source.parse().unwrap(),
+            local: None,
+            trunk: None,
+            now_ms: T0 + t,
+            rates: &self.rates,
+            behaviour: &self.tracker,
+        };
+        let d = decide(&self.p, m, &ctx);
+        if d.kind != sipfence::decide::Kind::Call {
+            behaviour::observe(m, &self.tracker, T0 + t);
+        }
+        d
+    }
+
+    fn invite(&self, caller: &str, callee: &str, call: &str, t: u64) -> Decision {
+        self.msg(&parse(invite(caller, callee, call)), t)
+    }
+
+    fn response(&self, code: u16, call: &str, t: u64) {
+        self.msg(&parse(response(code, call, "INVITE")), t);
+    }
+
+    fn cancel(&self, call: &str, t: u64) {
+        self.msg(&parse(in_dialog("CANCEL", call, false)), t);
+    }
+
+    fn bye(&self, call: &str, t: u64) {
+        self.msg(&parse(in_dialog("BYE", call, true)), t);
+    }
+
+    /// Several calls, their messages played in time order: `calls` holds (caller,
+    /// callee, Call-ID, INVITE time, outcome). Returns the decision on each INVITE; the
+    /// later messages of a refused call do not happen.
+    fn play(&self, calls: &[(String, String, String, u64, Outcome_)]) -> Vec<Decision> {
+        // (time, call index, step): step 0 is the INVITE.
+        let mut events: Vec<(u64, usize, u8)> = vec![];
+        for (i, c) in calls.iter().enumerate() {
+            let t = c.3;
+            events.push((t, i, 0));
+            match c.4 {
+                Outcome_::Answered { ring_ms, talk_ms } => {
+                    events.push((t + 100, i, 1));
+                    events.push((t + 100 + ring_ms, i, 2));
+                    events.push((t + 100 + ring_ms + talk_ms, i, 3));
+                }
+                Outcome_::Busy => events.push((t + 200, i, 4)),
+                Outcome_::Cancelled { ring_ms } => {
+                    events.push((t + 100, i, 1));
+                    events.push((t + 100 + ring_ms, i, 5));
+                    events.push((t + 150 + ring_ms, i, 6));
+                }
+            }
+        }
+        events.sort();
+        let mut out: Vec<Option<Decision>> = vec![None; calls.len()];
+        for (t, i, step) in events {
+            let (caller, callee, call, _, _) = &calls[i];
+            if step == 0 {
+                out[i] = Some(self.invite(caller, callee, call, t));
+                continue;
+            }
+            if out[i].is_some_and(|d| d.outcome != Outcome::Forward) {
+                continue;
+            }
+            match step {
+                1 => self.response(180, call, t),
+                2 => self.response(200, call, t),
+                3 => self.bye(call, t),
+                4 => self.response(486, call, t),
+                5 => self.cancel(call, t),
+                _ => self.response(487, call, t),
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Outcome_ {
+    Answered { ring_ms: u64, talk_ms: u64 },
+    Busy,
+    Cancelled { ring_ms: u64 },
+}
+
+const TALK: Outcome_ = Outcome_::Answered {
+    ring_ms: 4_000,
+    talk_ms: 90_000,
+};
+
+fn invite(caller: &str, callee: &str, call: &str) -> String {
+    format!(
+        "INVITE sip:{callee}@10.0.0.100;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{call}\r\nFrom: <sip:{caller}@10.0.0.1;user=phone>;tag=f-{call}\r\nTo: <sip:{callee}@10.0.0.100;user=phone>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:{caller}@10.0.0.1>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn response(code: u16, call: &str, method: &str) -> String {
+    format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{call}\r\nFrom: <sip:a@10.0.0.1>;tag=f-{call}\r\nTo: <sip:b@10.0.0.100>;tag=t-{call}\r\nCall-ID: {call}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn in_dialog(method: &str, call: &str, to_tag: bool) -> String {
+    let tag = if to_tag {
+        format!(";tag=t-{call}")
+    } else {
+        String::new()
+    };
+    format!(
+        "{method} sip:b@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{method}-{call}\r\nFrom: <sip:a@10.0.0.1>;tag=f-{call}\r\nTo: <sip:b@10.0.0.100>{tag}\r\nCall-ID: {call}\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn rejected_by(d: &Decision) -> Option<RuleId> {
+    matches!(d.outcome, Outcome::Reject { .. })
+        .then_some(d.rule)
+        .flatten()
+}
+
+/// Runs `n` calls of one caller, `gap` ms apart; returns the first call (index, rule)
+/// that a rule refused, if any.
+fn run(
+    net: &Net,
+    caller: &str,
+    n: usize,
+    gap: u64,
+    callee: impl Fn(usize) -> String,
+    outcome: impl Fn(usize) -> Outcome_,
+) -> Option<(usize, RuleId)> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            (
+                caller.to_string(),
+                callee(i),
+                format!("{caller}-{i}"),
+                i as u64 * gap,
+                outcome(i),
+            )
+        })
+        .collect();
+    net.play(&calls)
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| rejected_by(d).map(|r| (i, r)))
+}
+
+/// Callees spread over the number space, never consecutive.
+fn scattered(i: usize) -> String {
+    format!("+86139{:08}", (i as u64 * 7_919_993) % 100_000_000)
+}
+
+#[test]
+fn attempts_catches_a_flood_from_one_number_and_spares_a_busy_line() {
+    let net = Net::new(POLICY);
+    // 80 attempts in 40 s at 4 callees, one in three answered: the 60th trips it.
+    let hit = run(
+        &net,
+        "+447700900001",
+        80,
+        500,
+        |i| format!("+8613912340{:03}", i % 4 * 100),
+        |i| if i % 3 == 0 { TALK } else { Outcome_::Busy },
+    );
+    assert_eq!(hit, Some((59, RuleId::BehaviourAttempts)));
+    // A PBX line placing 50 calls a minute, answered, stays under it.
+    let hit = run(
+        &net,
+        "+447700900002",
+        50,
+        1_200,
+        |i| format!("+8613912340{:03}", i % 4 * 100),
+        |_| TALK,
+    );
+    assert_eq!(hit, None);
+}
+
+#[test]
+fn distinct_callees_catches_a_sweep_and_spares_a_repeat_caller() {
+    let net = Net::new(POLICY);
+    let hit = run(&net, "+447700900003", 45, 1_000, scattered, |_| TALK);
+    let (i, r) = hit.expect("a 45-callee sweep must trip");
+    assert_eq!(r, RuleId::BehaviourCallees);
+    // Linear counting over 64 bits: the 30th distinct callee is seen within a few.
+    assert!((27..=34).contains(&i), "fired at call {i}");
+    // 45 calls a minute to the same 10 callees: fine.
+    let hit = run(
+        &net,
+        "+447700900004",
+        45,
+        1_000,
+        |i| scattered(i % 10),
+        |_| TALK,
+    );
+    assert_eq!(hit, None);
+}
+
+#[test]
+fn sequential_callees_caught_and_spaced_callees_spared() {
+    let net = Net::new(POLICY);
+    let hit = run(
+        &net,
+        "+447700900005",
+        20,
+        3_000,
+        |i| format!("+86139{:08}", 12_340_000 + i),
+        |_| Outcome_::Busy,
+    );
+    // Ten steps: the 11th callee (index 10) makes it.
+    assert_eq!(hit, Some((10, RuleId::BehaviourSequential)));
+    // Ascending, but by more than 16 each time (a sorted customer list): not a sweep.
+    let hit = run(
+        &net,
+        "+447700900006",
+        20,
+        3_000,
+        |i| format!("+86139{:08}", 12_340_000 + i * 37),
+        |_| TALK,
+    );
+    assert_eq!(hit, None);
+}
+
+#[test]
+fn low_asr_caught_once_enough_attempts_and_spared_when_answered() {
+    let net = Net::new(POLICY);
+    // 25 calls a minute to 8 callees, nothing answered: the 20th attempt (19 unanswered
+    // before it) reaches asr_min_attempts with an ASR of 0 %.
+    let hit = run(
+        &net,
+        "+447700900007",
+        25,
+        2_400,
+        |i| scattered(i % 8),
+        |_| Outcome_::Busy,
+    );
+    assert_eq!(hit, Some((19, RuleId::BehaviourLowAsr)));
+    // The configured code is used.
+    let d = net.invite("+447700900007", "+8613912345678", "asr-x", 61_000);
+    assert_eq!(d.outcome, Outcome::Reject { code: 603 });
+    // Same volume, one call in five answered (20 %): above 10 %.
+    let hit = run(
+        &net,
+        "+447700900008",
+        25,
+        2_400,
+        |i| scattered(i % 8),
+        |i| if i % 5 == 0 { TALK } else { Outcome_::Busy },
+    );
+    assert_eq!(hit, None);
+}
+
+#[test]
+fn ring_once_caught_and_patient_callers_spared() {
+    let net = Net::new(POLICY);
+    // Rings, cancelled 1.5 s later: after three of those the fourth call is refused.
+    let hit = run(&net, "+447700900009", 8, 10_000, scattered, |_| {
+        Outcome_::Cancelled { ring_ms: 1_500 }
+    });
+    assert_eq!(hit, Some((3, RuleId::BehaviourRingOnce)));
+    // Callers that give up after 25 s of ringing are not ring-once callers.
+    let hit = run(&net, "+447700900010", 8, 10_000, scattered, |_| {
+        Outcome_::Cancelled { ring_ms: 25_000 }
+    });
+    assert_eq!(hit, None);
+}
+
+#[test]
+fn short_calls_caught_and_normal_calls_spared() {
+    let net = Net::new(POLICY);
+    let hit = run(&net, "+447700900011", 10, 8_000, scattered, |_| {
+        Outcome_::Answered {
+            ring_ms: 2_000,
+            talk_ms: 2_000,
+        }
+    });
+    assert_eq!(hit, Some((5, RuleId::BehaviourShortCalls)));
+    let hit = run(&net, "+447700900012", 10, 8_000, scattered, |_| {
+        Outcome_::Answered {
+            ring_ms: 2_000,
+            talk_ms: 7_000,
+        }
+    });
+    assert_eq!(hit, None);
+}
+
+#[test]
+fn a_tripped_caller_stays_watched_then_expires() {
+    let net = Net::new(POLICY);
+    let caller = "+447700900013";
+    let hit = run(&net, caller, 5, 5_000, scattered, |_| Outcome_::Cancelled {
+        ring_ms: 1_000,
+    });
+    assert_eq!(hit, Some((3, RuleId::BehaviourRingOnce)));
+    // Five minutes later the window is empty, but the watch list still holds it.
+    let d = net.invite(caller, "+8613912345678", "w1", 300_000);
+    assert_eq!(rejected_by(&d), Some(RuleId::BehaviourRingOnce));
+    let f = d.features.unwrap();
+    assert_eq!(f.ring_once, 0);
+    assert!(f.watched.contains(RuleId::BehaviourRingOnce));
+    // The watch (600 s from the last trip, at 20 s) is over at 621 s.
+    let d = net.invite(caller, "+8613912345678", "w2", 621_000);
+    assert_eq!(d.outcome, Outcome::Forward);
+    assert!(d.features.unwrap().watched.is_empty());
+}
+
+#[test]
+fn other_callers_and_other_trunks_are_not_affected() {
+    let net = Net::new(POLICY);
+    run(&net, "+447700900014", 70, 500, scattered, |_| {
+        Outcome_::Busy
+    });
+    // Same moment, another caller on the same trunk.
+    let d = net.invite("+447700900015", "+8613912345678", "o1", 35_000);
+    assert_eq!(d.outcome, Outcome::Forward);
+    // The same number on a trunk without behaviour thresholds: no rule, no features.
+    let mut q = Net::new(POLICY);
+    q.source = "10.0.0.2:5060";
+    for i in 0..100 {
+        let d = q.invite(
+            "+447700900014",
+            &scattered(i),
+            &format!("q{i}"),
+            i as u64 * 100,
+        );
+        assert_eq!(d.outcome, Outcome::Forward);
+        assert!(d.features.is_none());
+    }
+}
+
+#[test]
+fn label_is_the_default_action_and_rate_limit_lets_a_trickle_through() {
+    // Thresholds only: the default action labels.
+    let text = r#"
+[[trunk]]
+name = "intl"
+role = "international"
+sources = ["10.0.0.1"]
+[trunk.behaviour]
+attempts = 10
+rate_limit_per_minute = 3
+"#;
+    let net = Net::new(text);
+    let mut labelled = 0;
+    for i in 0..20 {
+        let d = net.invite(
+            "+447700900016",
+            &scattered(i),
+            &format!("l{i}"),
+            i as u64 * 1000,
+        );
+        assert_eq!(d.outcome, Outcome::Forward);
+        if d.labels.contains(RuleId::BehaviourAttempts) {
+            labelled += 1;
+        }
+    }
+    assert_eq!(labelled, 11);
+    // rate-limit: once tripped, 3 calls a minute go through (labelled), the rest 608.
+    let net = Net::new(&format!(
+        "{text}[trunk.rules.behaviour-attempts]\naction = \"rate-limit\"\n"
+    ));
+    let (mut passed, mut refused) = (0, 0);
+    for i in 0..40 {
+        let d = net.invite(
+            "+447700900017",
+            &scattered(i),
+            &format!("r{i}"),
+            i as u64 * 1000,
+        );
+        match d.outcome {
+            Outcome::Forward if i >= 9 => {
+                assert!(d.labels.contains(RuleId::BehaviourAttempts));
+                passed += 1
+            }
+            Outcome::Forward => {}
+            Outcome::Reject { code } => {
+                assert_eq!(code, 608);
+                assert_eq!(d.rule, Some(RuleId::BehaviourAttempts));
+                refused += 1
+            }
+        }
+    }
+    assert_eq!((passed, refused), (3, 28));
+}
+
+#[test]
+fn config_errors_are_refused_with_the_reason() {
+    let bad = |extra: &str, want: &str| {
+        let text = format!(
+            "[[trunk]]\nname = \"t\"\nrole = \"international\"\n[trunk.behaviour]\n{extra}"
+        );
+        let e = Policy::from_str(&text, "bad.toml", Path::new("."))
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {extra}"))
+            .to_string();
+        assert!(e.contains("bad.toml") && e.contains(want), "{e}");
+    };
+    bad("window_secs = 0", "window_secs");
+    bad("min_asr_percent = 150", "min_asr_percent");
+    bad("attempts = -1", "bad.toml:5");
+    bad("atempts = 5", "atempts");
+    let e = Policy::from_str(
+        "[rules.blacklist]\naction = \"rate-limit\"\n",
+        "bad.toml",
+        Path::new("."),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("rate-limit applies to behaviour rules only"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_flood_of_invented_callers_stays_within_the_fixed_tables() {
+    let p = policy(POLICY);
+    let tracker = LocalTracker::new(65_536, 65_536);
+    let rates = LocalRateCounter::new(1024);
+    let bytes = tracker.memory_bytes();
+    let ctx = |t| Context {
+        source: "10.0.0.1:5060".parse().unwrap(),
+        local: None,
+        trunk: None,
+        now_ms: T0 + t,
+        rates: &rates,
+        behaviour: &tracker,
+    };
+    // A real caller with history first.
+    for i in 0..10 {
+        let m = parse(invite("+447700900020", &scattered(i), &format!("real{i}")));
+        decide(&p, &m, &ctx(i as u64));
+    }
+    // 300,000 here (a debug build); `cargo bench --bench behaviour` floods a million.
+    for i in 0..300_000u64 {
+        let m = parse(invite(
+            &format!("+4477{:08}", i),
+            "+8613912345678",
+            &format!("flood{i}"),
+        ));
+        let d = decide(&p, &m, &ctx(1_000 + i / 50));
+        assert_eq!(d.outcome, Outcome::Forward, "flood call {i}");
+    }
+    let s = tracker.stats(T0 + 21_000);
+    assert!(s.callers <= tracker.caller_capacity());
+    assert!(s.calls <= tracker.call_capacity());
+    assert_eq!(tracker.memory_bytes(), bytes);
+    assert!(s.caller_evictions > 200_000);
+    // The real caller kept its history through the flood.
+    let m = parse(invite("+447700900020", &scattered(10), "real10"));
+    let d = decide(&p, &m, &ctx(21_000));
+    assert_eq!(d.features.unwrap().attempts, 11);
+    println!(
+        "flood: 300,000 callers; tables {} bytes ({} caller slots, {} call slots), {} callers held",
+        bytes,
+        tracker.caller_capacity(),
+        tracker.call_capacity(),
+        s.callers
+    );
+}
+
+#[test]
+fn events_of_unknown_calls_and_other_methods_change_nothing() {
+    let t = LocalTracker::new(1024, 1024);
+    for m in [
+        response(200, "nope", "INVITE"),
+        response(200, "nope", "BYE"),
+        in_dialog("BYE", "nope", true),
+        in_dialog("INFO", "nope", true),
+    ] {
+        assert_eq!(behaviour::observe(&parse(m), &t, T0), None);
+    }
+    assert_eq!(t.stats(T0).calls, 0);
+    assert_eq!(
+        behaviour::event_of(&parse(response(183, "x", "INVITE"))),
+        Some(behaviour::Event::Ringing)
+    );
+    assert_eq!(behaviour::event_of(&parse(response(200, "x", "BYE"))), None);
+    let _: &dyn BehaviourTracker = &t;
+}
+
+/// Replays one behaviour capture with its policy (testdata/pcap/behaviour/policy.toml).
+fn replay_capture(name: &str) -> (Vec<sipfence::record::Record>, sipfence::replay::Summary) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcap/behaviour");
+    let p = Policy::load(&dir.join("policy.toml")).unwrap();
+    let mut r = sipfence::replay::Replayer::new(&p, None);
+    let mut recs = vec![];
+    r.file(
+        &dir.join(format!("{name}.pcap")),
+        &mut sipfence::replay::Outputs::default(),
+        &mut |rec| recs.push(rec),
+    )
+    .expect("capture opens");
+    (recs, r.summary.clone())
+}
+
+fn behaviour_hits(r: &sipfence::record::Record) -> Vec<&'static str> {
+    r.hits
+        .iter()
+        .copied()
+        .filter(|h| h.starts_with("behaviour-"))
+        .collect()
+}
+
+/// Each generated pattern capture (scripts/gen_behaviour.py) trips its rule on its
+/// pattern caller, first and on the later calls (the features and the watch list), and
+/// on no one else in the capture; the record carries the features that made it fire.
+#[test]
+fn each_pattern_capture_trips_its_rule_on_its_caller_only() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcap/behaviour");
+    let tsv = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut patterns = 0;
+    for line in tsv.lines().filter(|l| !l.starts_with('#')).skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (name, caller, rule) = (f[0], f[1], f[2]);
+        if rule == "-" {
+            continue;
+        }
+        let (recs, s) = replay_capture(name);
+        assert!(s.calls > 100, "{name}: {} calls", s.calls);
+        let mine: Vec<_> = recs
+            .iter()
+            .filter(|r| r.kind == "call" && r.caller.as_deref() == Some(caller))
+            .collect();
+        let first = mine
+            .iter()
+            .find(|r| !behaviour_hits(r).is_empty())
+            .unwrap_or_else(|| panic!("{name}: no behaviour rule fired on {caller}"));
+        assert_eq!(behaviour_hits(first), vec![rule], "{name}: first hit");
+        assert_eq!(first.verdict, "label", "{name}");
+        let b = first.behaviour.as_ref().expect("features recorded");
+        let json = serde_json::to_value(b).unwrap();
+        assert!(json["attempts"].as_u64().unwrap() >= 1, "{name}: {json}");
+        // Once tripped, every later call of the caller carries the rule (watch list).
+        let after: Vec<_> = mine
+            .iter()
+            .skip_while(|r| behaviour_hits(r).is_empty())
+            .collect();
+        assert!(
+            after.len() >= 2,
+            "{name}: {} calls after the trip",
+            after.len()
+        );
+        assert!(
+            after.iter().all(|r| behaviour_hits(r).contains(&rule)),
+            "{name}: a later call without {rule}"
+        );
+        let others: Vec<_> = recs
+            .iter()
+            .filter(|r| r.caller.as_deref() != Some(caller) && !behaviour_hits(r).is_empty())
+            .map(|r| (r.call_id.clone(), behaviour_hits(r)))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "{name}: ordinary callers flagged: {others:?}"
+        );
+        patterns += 1;
+    }
+    assert_eq!(patterns, 6);
+}
+
+/// The normal-traffic capture: the false-positive rate stated in the README.
+#[test]
+fn normal_traffic_trips_no_behaviour_rule() {
+    let (recs, s) = replay_capture("normal");
+    let calls = recs.iter().filter(|r| r.kind == "call").count();
+    let flagged = recs
+        .iter()
+        .filter(|r| r.kind == "call" && !behaviour_hits(r).is_empty())
+        .count();
+    assert!(calls > 2500, "{calls} calls");
+    // The capture has every outcome the features count, so zero is not for want of data.
+    for e in ["answered", "ring-once", "short-call", "failed", "cancelled"] {
+        assert!(
+            s.behaviour.get(e).copied().unwrap_or(0) > 10,
+            "{e}: {:?}",
+            s.behaviour
+        );
+    }
+    println!(
+        "normal.pcap: {flagged} of {calls} calls flagged by a behaviour rule ({:.3} %)",
+        flagged as f64 * 100.0 / calls as f64
+    );
+    assert_eq!(flagged, 0, "false positives on normal traffic");
+}
