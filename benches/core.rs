@@ -1,6 +1,7 @@
 //! Parse, and parse + decide, of a realistic INVITE (PAI, Privacy, SDP), beside the same
 //! message parsed by the `rsip` crate in the same run; and parse + decide of a SIP-I
-//! INVITE (the same call with an ISUP IAM in a multipart body) beside it.
+//! INVITE (the same call with an ISUP IAM in a multipart body) beside it; and parse +
+//! decide with the behaviour rules on (the tracker counting every call) against off.
 //!
 //!     cargo bench --bench core
 
@@ -40,5 +41,37 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The cost of the behaviour rules: the same INVITE on the same trunk, with and without
+/// `[trunk.behaviour]` (every rule evaluated, action monitor so that every call goes the
+/// whole way), callers rotating over 4096 numbers so that the table is really used.
+fn behaviour(c: &mut Criterion) {
+    use sipfence::behaviour::local::LocalTracker;
+    let msgs = common::invites_from_many_callers();
+    let off = Policy::builtin().expect("built-in policy");
+    let on = common::behaviour_policy();
+    let tracker = LocalTracker::new(262_144, 262_144);
+    let mut g = c.benchmark_group("behaviour");
+    for (name, policy) in [("off", &off), ("on", &on)] {
+        let mut i = 0usize;
+        let mut now = 1_795_998_600_000u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                now += 1;
+                let m = Message::parse(black_box(msgs[i].clone())).unwrap();
+                let ctx = sipfence::decide::Context {
+                    now_ms: now,
+                    behaviour: &tracker,
+                    ..common::context()
+                };
+                let d = decide(policy, &m, &ctx);
+                assert!(d.features.is_some() == (name == "on"));
+                black_box(d.is_reject())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, behaviour);
 criterion_main!(benches);

@@ -2,7 +2,9 @@
 //! callgrind (`scripts/instructions.sh`): on a shared VM without hardware counters,
 //! time moves 10-20% between runs, instruction counts do not.
 //!
-//!     WHAT=parse|decide|sipi|rsip N=10000 target/release/deps/instructions-*
+//!     WHAT=parse|decide|sipi|behaviour|rsip N=10000 target/release/deps/instructions-*
+//!
+//! `behaviour` is `decide` with the behaviour rules on (callers rotating over 4096).
 
 mod common;
 
@@ -24,8 +26,11 @@ fn main() {
     let policy = Policy::builtin().unwrap();
     let ctx = common::context();
     let v = raw.to_vec();
+    let bpolicy = common::behaviour_policy();
+    let callers = common::invites_from_many_callers();
+    let tracker = sipfence::behaviour::local::LocalTracker::new(262_144, 262_144);
     let mut acc = 0usize;
-    for _ in 0..n {
+    for i in 0..n {
         acc += match what.as_str() {
             "parse" => Message::parse(black_box(raw.clone())).unwrap().len(),
             "decide" => {
@@ -36,12 +41,21 @@ fn main() {
                 let m = Message::parse(black_box(sipi.clone())).unwrap();
                 decide(&policy, &m, &ctx).is_reject() as usize + m.len()
             }
+            "behaviour" => {
+                let m = Message::parse(black_box(callers[i % 4096].clone())).unwrap();
+                let ctx = sipfence::decide::Context {
+                    now_ms: ctx.now_ms + i as u64,
+                    behaviour: &tracker,
+                    ..common::context()
+                };
+                decide(&bpolicy, &m, &ctx).is_reject() as usize + m.len()
+            }
             "rsip" => {
                 let m = rsip::SipMessage::try_from(black_box(v.as_slice())).unwrap();
                 black_box(&m);
                 1
             }
-            w => panic!("WHAT={w}: parse, decide, sipi or rsip"),
+            w => panic!("WHAT={w}: parse, decide, sipi, behaviour or rsip"),
         };
     }
     black_box(acc);

@@ -16,7 +16,7 @@ count() {
     | awk '/Collected/ {print $4}'
 }
 declare -A per
-for w in parse decide sipi rsip; do
+for w in parse decide sipi behaviour rsip; do
   a=$(count "$w" 1000); b=$(count "$w" 11000)
   per[$w]=$(( (b - a) / 10000 ))
   printf '%-7s %8d instructions per message\n' "$w" "${per[$w]}"

@@ -5,7 +5,11 @@
 #
 #     bash scripts/load.sh                      # rates 2000 4000 8000, 15 s each
 #     RATES="4000 8000 12000 16000" DURATION=20 WORKERS=1 bash scripts/load.sh
+#     PROXIES="sipfence sipfence-behaviour" bash scripts/load.sh   # behaviour rules off / on
 #
+# "sipfence-behaviour" is the same policy with every behaviour rule evaluated (the README's
+# thresholds, action monitor: features counted and rules matched, calls unchanged, so the
+# peer's expected answers still hold): the cost of the behaviour rules under load.
 # Prints the peer's RESULT lines for both proxies and a summary: the highest rate held
 # with under 0.1% failed calls, sipp's response times, and calls per proxy CPU-second.
 set -euo pipefail
@@ -32,13 +36,21 @@ if [ ! -s "$DATA/calls.csv" ]; then
 fi
 sed "s#@DATA@#$DATA#g" deploy/bench/kamailio-contract.toml.in > "$OUT/sipfence.toml"
 "$ROOT/target/release/sipfence" check --config "$OUT/sipfence.toml" | tail -1
+# Behaviour thresholds on every trunk (a table right after each trunk's next_hop line).
+sed '/^next_hop = /a [trunk.behaviour]\nattempts = 60\ndistinct_callees = 30\nsequential_callees = 10\nmin_asr_percent = 10\nasr_min_attempts = 20\nring_once = 3\nshort_calls = 5' \
+  "$OUT/sipfence.toml" > "$OUT/sipfence-behaviour.toml"
+for r in attempts callees sequential low-asr ring-once short-calls; do
+  printf '\n[rules.behaviour-%s]\naction = "monitor"\n' "$r" >> "$OUT/sipfence-behaviour.toml"
+done
+"$ROOT/target/release/sipfence" check --config "$OUT/sipfence-behaviour.toml" | tail -1
 for p in $PROXIES; do
   case $p in
     kamailio) args=(--workers "$WORKERS");;
-    sipfence) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/sipfence.toml --workers $WORKERS");;
+    sipfence|sipfence-behaviour) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
   esac
   echo "== $p" >&2
-  bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p" 2>"$OUT/$p.log" | tee -a "$OUT/results.txt" || true
+  bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p" 2>"$OUT/$p.log" \
+    | sed "s/proxy=cmd/proxy=$p/" | tee -a "$OUT/results.txt" || true
 done
 echo
 echo "summary (rate held = highest offered rate with under 0.1% failed calls):"
@@ -54,7 +66,7 @@ for proxy, rs in rows.items():
     held = [r for r in rs if r["fail_pct"] != "na" and float(r["fail_pct"]) < 0.1]
     best = max((int(float(r["rate"])) for r in held), default=0)
     for r in rs:
-        print(f"{proxy:9s} rate={r['rate']:>6s} failed={r['fail_pct']:>5s}% rtt_allowed(p50/p99)={r['rtt_allowed_ms(p50/p99/max)']} rtt_blocked={r['rtt_blocked_ms(p50/p99/max)']} calls/cpu-s={r['calls_per_proxy_cpu_s']} cpu%={r['proxy_core_pct']}")
-    print(f"{proxy:9s} highest rate held: {best} calls/s")
+        print(f"{proxy:18s} rate={r['rate']:>6s} failed={r['fail_pct']:>5s}% rtt_allowed(p50/p99)={r['rtt_allowed_ms(p50/p99/max)']} rtt_blocked={r['rtt_blocked_ms(p50/p99/max)']} calls/cpu-s={r['calls_per_proxy_cpu_s']} cpu%={r['proxy_core_pct']}")
+    print(f"{proxy:18s} highest rate held: {best} calls/s")
 PY
 echo "results in $OUT"

@@ -19,9 +19,26 @@ use crate::replay::{Outputs, Replayer};
 use crate::sip::rewrite::EditList;
 use crate::sip::{HeaderName, Message, frame_stream};
 
+/// The built-in policy, plus on its first trunk (intl, where the fuzz inputs arrive)
+/// Record-Route and behaviour rules with thresholds low enough for a few inputs to
+/// reach, one of each action.
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
-    P.get_or_init(|| Policy::builtin().unwrap_or_else(|e| panic!("built-in policy: {e}")))
+    P.get_or_init(|| {
+        let text = crate::policy::BUILTIN_CONFIG.replacen(
+            "\n[[trunk]]\nname = \"ent-400\"",
+            "record_route = true\n[trunk.behaviour]\nattempts = 3\ndistinct_callees = 2\nsequential_callees = 1\nmin_asr_percent = 50\nasr_min_attempts = 2\nring_once = 1\nshort_calls = 1\n\
+             [trunk.rules.behaviour-attempts]\naction = \"rate-limit\"\n\
+             [trunk.rules.behaviour-ring-once]\naction = \"reject\"\n\
+             [trunk.rules.behaviour-short-calls]\naction = \"monitor\"\n\
+             \n[[trunk]]\nname = \"ent-400\"",
+            1,
+        );
+        let p = Policy::from_str(&text, "fuzz-policy", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("fuzz policy: {e}"));
+        assert!(p.trunks[0].behaviour.is_some() && p.trunks[0].record_route);
+        p
+    })
 }
 
 /// The SIP parser and stream framer: no panic; spans stay inside the message; relay
@@ -137,6 +154,8 @@ pub fn rewrite(data: &[u8]) {
                 !matches!(
                     h.name,
                     HeaderName::Via
+                        | HeaderName::RecordRoute
+                        | HeaderName::Route
                         | HeaderName::MaxForwards
                         | HeaderName::From
                         | HeaderName::PPreferredIdentity

@@ -34,3 +34,35 @@ pub fn context() -> Context<'static> {
         behaviour: &sipfence::behaviour::NoTracking,
     }
 }
+
+/// The built-in policy with every behaviour rule on the first trunk (intl, where
+/// [`invite`] arrives), action monitor so that every call goes the whole way.
+pub fn behaviour_policy() -> sipfence::policy::Policy {
+    let mut text = sipfence::policy::BUILTIN_CONFIG.replacen(
+        "\n[[trunk]]\nname = \"ent-400\"",
+        "[trunk.behaviour]\nattempts = 60\ndistinct_callees = 30\nsequential_callees = 10\nmin_asr_percent = 10\nring_once = 3\nshort_calls = 5\n\n[[trunk]]\nname = \"ent-400\"",
+        1,
+    );
+    for r in [
+        "attempts",
+        "callees",
+        "sequential",
+        "low-asr",
+        "ring-once",
+        "short-calls",
+    ] {
+        text.push_str(&format!("\n[rules.behaviour-{r}]\naction = \"monitor\"\n"));
+    }
+    let p = sipfence::policy::Policy::from_str(&text, "bench", std::path::Path::new("."))
+        .expect("behaviour policy");
+    assert!(p.trunks[0].behaviour.is_some());
+    p
+}
+
+/// [`invite`] from 4096 different calling numbers, for the behaviour tables.
+pub fn invites_from_many_callers() -> Vec<Bytes> {
+    let text = String::from_utf8(invite().to_vec()).expect("text");
+    (0..4096)
+        .map(|i| Bytes::from(text.replace("442071234567", &format!("4420712{i:05}"))))
+        .collect()
+}

@@ -41,10 +41,33 @@ impl Pair {
     }
 }
 
+/// One set: the keys side by side, so that a lookup reads one cache line of keys and
+/// then the one slot it wants (with the keys inside the slots, a miss in a big table
+/// cost a cache line per way).
+#[derive(Debug, Clone, Copy)]
+struct Set<T> {
+    /// 0 = free.
+    keys: [u64; WAYS],
+    slots: [T; WAYS],
+}
+
+impl<T: Copy + Default> Default for Set<T> {
+    fn default() -> Self {
+        Set {
+            keys: [0; WAYS],
+            slots: [T::default(); WAYS],
+        }
+    }
+}
+
+impl<T> Set<T> {
+    fn find(&self, key: u64) -> Option<usize> {
+        self.keys.iter().position(|&k| k == key)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct CallerSlot {
-    /// 0 = free.
-    key: u64,
     /// Start of the current bucket.
     start_ms: u64,
     last_ms: u64,
@@ -114,11 +137,8 @@ impl CallerSlot {
         }
     }
 
-    /// Eviction rank: lower goes first.
+    /// Eviction rank of a used slot: lower goes first.
     fn rank(&self, now_ms: u64) -> (u8, u64) {
-        if self.key == 0 {
-            return (0, 0);
-        }
         let idle = now_ms.saturating_sub(self.last_ms) > 2 * self.window_ms;
         let watched = self.watch_until_ms > now_ms;
         let once = self.attempts.cur as u32 + self.attempts.prev as u32 <= 1;
@@ -134,8 +154,6 @@ impl CallerSlot {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct CallSlot {
-    /// 0 = free.
-    call: u64,
     caller: u64,
     invite_ms: u64,
     ring_ms: u64,
@@ -157,8 +175,8 @@ pub struct Stats {
 }
 
 pub struct LocalTracker {
-    callers: Box<[Mutex<[CallerSlot; WAYS]>]>,
-    calls: Box<[Mutex<[CallSlot; WAYS]>]>,
+    callers: Box<[Mutex<Set<CallerSlot>>]>,
+    calls: Box<[Mutex<Set<CallSlot>>]>,
     caller_evictions: AtomicU64,
     call_evictions: AtomicU64,
 }
@@ -193,19 +211,9 @@ impl LocalTracker {
     /// Room for `callers` callers and `calls` calls in flight (each rounded up to a
     /// power of two of sets of [`WAYS`]).
     pub fn new(callers: usize, calls: usize) -> LocalTracker {
-        let mk_c = |n| {
-            (0..n)
-                .map(|_| Mutex::new([CallerSlot::default(); WAYS]))
-                .collect()
-        };
-        let mk_k = |n| {
-            (0..n)
-                .map(|_| Mutex::new([CallSlot::default(); WAYS]))
-                .collect()
-        };
         LocalTracker {
-            callers: mk_c(sets_for(callers)),
-            calls: mk_k(sets_for(calls)),
+            callers: (0..sets_for(callers)).map(|_| Mutex::default()).collect(),
+            calls: (0..sets_for(calls)).map(|_| Mutex::default()).collect(),
             caller_evictions: AtomicU64::new(0),
             call_evictions: AtomicU64::new(0),
         }
@@ -213,8 +221,15 @@ impl LocalTracker {
 
     /// Bytes held by the tables: fixed at construction.
     pub fn memory_bytes(&self) -> usize {
-        self.callers.len() * std::mem::size_of::<Mutex<[CallerSlot; WAYS]>>()
-            + self.calls.len() * std::mem::size_of::<Mutex<[CallSlot; WAYS]>>()
+        self.callers.len() * std::mem::size_of::<Mutex<Set<CallerSlot>>>()
+            + self.calls.len() * std::mem::size_of::<Mutex<Set<CallSlot>>>()
+    }
+    /// Bytes per caller slot and per call slot, their set's lock shared out.
+    pub fn slot_bytes() -> (usize, usize) {
+        (
+            std::mem::size_of::<Mutex<Set<CallerSlot>>>() / WAYS,
+            std::mem::size_of::<Mutex<Set<CallSlot>>>() / WAYS,
+        )
     }
     pub fn caller_capacity(&self) -> usize {
         self.callers.len() * WAYS
@@ -232,7 +247,7 @@ impl LocalTracker {
         };
         for set in self.callers.iter() {
             if let Ok(set) = set.lock() {
-                for c in set.iter().filter(|c| c.key != 0) {
+                for (c, _) in set.slots.iter().zip(set.keys).filter(|(_, k)| *k != 0) {
                     s.callers += 1;
                     s.watched += (c.watch_until_ms > now_ms) as usize;
                 }
@@ -240,7 +255,7 @@ impl LocalTracker {
         }
         for set in self.calls.iter() {
             if let Ok(set) = set.lock() {
-                s.calls += set.iter().filter(|c| c.call != 0).count();
+                s.calls += set.keys.iter().filter(|&&k| k != 0).count();
             }
         }
         s
@@ -259,20 +274,19 @@ impl LocalTracker {
         // A poisoned lock only means another thread panicked mid-update of plain
         // counters: the data is still usable.
         let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
-        let i = match set.iter().position(|c| c.key == key) {
+        let i = match set.find(key) {
             Some(i) => i,
             None => {
                 let window_ms = create?;
-                let (i, victim) = set
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, c)| c.rank(now_ms))
-                    .map(|(i, c)| (i, c.key))?;
-                if victim != 0 {
-                    self.caller_evictions.fetch_add(1, Ordering::Relaxed);
-                }
-                set[i] = CallerSlot {
-                    key,
+                let i = match set.find(0) {
+                    Some(free) => free,
+                    None => {
+                        self.caller_evictions.fetch_add(1, Ordering::Relaxed);
+                        (0..WAYS).min_by_key(|&i| set.slots[i].rank(now_ms))?
+                    }
+                };
+                set.keys[i] = key;
+                set.slots[i] = CallerSlot {
                     start_ms: now_ms,
                     last_ms: now_ms,
                     window_ms: window_ms.max(1),
@@ -281,7 +295,7 @@ impl LocalTracker {
                 i
             }
         };
-        Some(f(&mut set[i]))
+        Some(f(&mut set.slots[i]))
     }
 }
 
@@ -292,19 +306,17 @@ impl BehaviourTracker for LocalTracker {
             let set = &self.calls[set_of(call, self.calls.len())];
             let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
             // A retransmitted INVITE or a second branch of the same call is one call.
-            if let Some(s) = set.iter_mut().find(|s| s.call == call) {
-                s.caller = c.caller;
+            if let Some(i) = set.find(call) {
+                set.slots[i].caller = c.caller;
             } else {
-                let i = set
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| (s.call != 0, s.invite_ms))
-                    .map_or(0, |(i, _)| i);
-                if set[i].call != 0 {
+                let i = set.find(0).unwrap_or_else(|| {
                     self.call_evictions.fetch_add(1, Ordering::Relaxed);
-                }
-                set[i] = CallSlot {
-                    call,
+                    (0..WAYS)
+                        .min_by_key(|&i| set.slots[i].invite_ms)
+                        .unwrap_or(0)
+                });
+                set.keys[i] = call;
+                set.slots[i] = CallSlot {
                     caller: c.caller,
                     invite_ms: c.now_ms,
                     ring_once_ms: c.ring_once_ms,
@@ -345,7 +357,8 @@ impl BehaviourTracker for LocalTracker {
         let (caller, trunk, seen) = {
             let set = &self.calls[set_of(call, self.calls.len())];
             let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
-            let s = set.iter_mut().find(|s| s.call == call)?;
+            let i = set.find(call)?;
+            let s = &mut set.slots[i];
             let seen = match ev {
                 Event::Ringing => {
                     if s.ring_ms == 0 {

@@ -199,6 +199,9 @@ impl Metrics {
         for t in ["callers", "calls"] {
             behaviour_evictions.with_label_values(&[t]);
         }
+        for t in ["callers", "watched", "calls"] {
+            behaviour_entries.with_label_values(&[t]);
+        }
         // Parse error kinds are a closed set: create them all so dashboards show zeros.
         for t in ["udp", "tcp"] {
             for k in ErrorKind::ALL {

@@ -234,6 +234,7 @@ pub struct Trunk {
     pub max_per_minute: Option<u32>,
     pub max_per_minute_per_caller: Option<u32>,
     pub behaviour: Option<config::BehaviourConf>,
+    pub record_route: bool,
     pub actions: Vec<Action>,
 }
 
@@ -475,6 +476,7 @@ impl Policy {
                     Some(b) => Some(check_behaviour(b, &t.name, file)?),
                     None => None,
                 },
+                record_route: t.record_route,
                 actions: resolve_actions(&global, &t.rules, file)?,
             });
         }

@@ -233,6 +233,14 @@ fn handle_parsed(
         Transport::Tcp => (Dest::TcpTo(next.addr), Transport::Tcp),
     };
     add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
+    match d.kind {
+        Kind::Call if trunk.record_route => record_route(st, msg, o, transport, edits),
+        // Our Route entries (from our Record-Route) end here; the core is the next hop.
+        Kind::InDialog => {
+            strip_own_routes(st, msg, edits);
+        }
+        _ => {}
+    }
     edits.apply(msg.buf(), msg.len(), out);
     Handled::Forward(dest)
 }
@@ -275,12 +283,8 @@ fn add_proxy_edits(
     transport: Transport,
     edits: &mut EditList,
 ) {
-    let first_header = msg
-        .headers()
-        .first()
-        .map_or(msg.head_end(), |h| h.line().start as usize);
     let branch = branch_for(msg, top);
-    edits.insert_with(first_header, |out| {
+    edits.insert_with(first_header(msg), |out| {
         out.extend_from_slice(match transport {
             Transport::Udp => b"Via: SIP/2.0/UDP ",
             Transport::Tcp => b"Via: SIP/2.0/TCP ",
@@ -382,6 +386,93 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
     Handled::Forward(dest)
 }
 
+fn first_header(msg: &Message) -> usize {
+    msg.headers()
+        .first()
+        .map_or(msg.head_end(), |h| h.line().start as usize)
+}
+
+fn push_rr(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
+    let _ = write!(out, "<sip:{a};lr");
+    if t == Transport::Tcp {
+        out.extend_from_slice(b";transport=tcp");
+    }
+    out.push(b'>');
+}
+
+/// Record-Route for a call (RFC 3261 16.6 step 4), doubled (RFC 5658) when the side
+/// the call came in on and the side it leaves by differ in address or transport: the
+/// core reaches us at the first entry, the trunk peer at the second.
+fn record_route(st: &Step<'_>, msg: &Message, o: &Origin, out_t: Transport, edits: &mut EditList) {
+    let core = st.via_addr;
+    // A wildcard listener has no address to give: the forwarding one serves both sides.
+    let peer = if o.local.addr.ip().is_unspecified() {
+        core
+    } else {
+        o.local.addr
+    };
+    let in_t = o.local.transport;
+    edits.insert_with(first_header(msg), |out| {
+        out.extend_from_slice(b"Record-Route: ");
+        push_rr(out, core, out_t);
+        if peer != core || in_t != out_t {
+            out.extend_from_slice(b", ");
+            push_rr(out, peer, in_t);
+        }
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// A URI that names this proxy: its forwarding address or one of its listeners.
+fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
+    let Ok(u) = uri::parse(b, u) else {
+        return false;
+    };
+    let Some(ip) = host_ip(u.host.of(b)) else {
+        return false;
+    };
+    let port = u.port.unwrap_or(5060);
+    (ip == st.via_addr.ip() && port == st.via_addr.port())
+        || st.policy.trunks.iter().any(|t| {
+            t.listen.iter().any(|l| {
+                l.addr.port() == port && (l.addr.ip() == ip || l.addr.ip().is_unspecified())
+            })
+        })
+}
+
+/// Removes the Route values at the top that name this proxy (RFC 3261 16.4; two of
+/// them after a double Record-Route) and returns the first that does not, if any.
+fn strip_own_routes(st: &Step<'_>, msg: &Message, edits: &mut EditList) -> Option<Span> {
+    let b = msg.buf();
+    for r in msg.all(HeaderName::Route) {
+        let mut ours = 0;
+        let mut other = None;
+        let parsed = crate::sip::addr::parse_list(b, r.value, |na| {
+            if other.is_none() {
+                if is_own_uri(st, b, na.uri) {
+                    ours += 1;
+                } else {
+                    other = Some(na);
+                }
+            }
+        });
+        if parsed.is_err() {
+            // Not ours to mend: left for the next hop to judge.
+            return None;
+        }
+        match other {
+            None => edits.remove(r.line()),
+            Some(na) => {
+                if ours > 0 {
+                    edits.remove(Span::new(r.value.start as usize, na.whole.start as usize));
+                }
+                return Some(na.uri);
+            }
+        }
+    }
+    None
+}
+
 /// In-dialog requests from the core towards a trunk peer: drop our Route, go to the
 /// next Route or the Request-URI.
 fn forward_from_core(
@@ -397,27 +488,7 @@ fn forward_from_core(
         let extra = Extra::default();
         return respond(msg, o, 483, &extra, out);
     }
-    let mut target = msg.request_uri();
-    let mut routes = msg.all(HeaderName::Route).peekable();
-    if let Some(r) = routes.peek()
-        && let Ok(na) = crate::sip::addr::parse_single(b, r.value)
-    {
-        let ours = uri::parse(b, na.uri).ok().is_some_and(|u| {
-            host_ip(u.host.of(b)) == Some(st.via_addr.ip())
-                && u.port.unwrap_or(5060) == st.via_addr.port()
-        });
-        if ours {
-            edits.remove(r.line());
-            routes.next();
-        } else {
-            target = Some(na.uri);
-        }
-    }
-    if let Some(r) = routes.next()
-        && let Ok(na) = crate::sip::addr::parse_single(b, r.value)
-    {
-        target = Some(na.uri);
-    }
+    let target = strip_own_routes(st, msg, edits).or(msg.request_uri());
     let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else {
         return Handled::Dropped("core-no-target");
     };
@@ -511,4 +582,91 @@ pub fn bad_request_for(
             },
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::behaviour::NoTracking;
+    use crate::policy::rate::NoCounting;
+
+    const POLICY: &str = r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:192.0.2.10:5060"]
+sources = ["198.51.100.0/24"]
+next_hop = "udp:10.0.0.5:5060"
+record_route = true
+"#;
+
+    fn step(p: &Policy) -> Step<'_> {
+        Step {
+            policy: p,
+            rates: &NoCounting,
+            behaviour: &NoTracking,
+            now_ms: 0,
+            via_addr: "10.0.0.1:5060".parse().unwrap(),
+            overloaded: false,
+        }
+    }
+
+    fn run(p: &Policy, from: &str, text: &str) -> (Handled, String) {
+        let o = Origin {
+            source: from.parse().unwrap(),
+            local: ListenSpec {
+                transport: Transport::Udp,
+                addr: "192.0.2.10:5060".parse().unwrap(),
+            },
+            conn: None,
+        };
+        let (mut out, mut edits) = (Vec::new(), EditList::new());
+        let h = handle(
+            &step(p),
+            Bytes::from(text.to_string()),
+            &o,
+            &mut out,
+            &mut edits,
+            &mut |_| {},
+        )
+        .unwrap();
+        (h, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn calls_get_a_double_record_route_and_in_dialog_requests_lose_our_routes() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1\r\nRecord-Route: <sip:198.51.100.7;lr>\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: rr-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run(&p, "198.51.100.7:5060", invite);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("10.0.0.5:5060".parse().unwrap()))
+        );
+        // Ours first (the core reaches us at the forwarding address, the peer at the
+        // listener), before the peer's own Record-Route.
+        let rr = out.find("Record-Route: <sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>\r\n");
+        let theirs = out.find("Record-Route: <sip:198.51.100.7;lr>");
+        assert!(rr.is_some() && rr < theirs, "{out}");
+
+        // The peer's BYE routes through both of our entries, then its own next one.
+        let bye = "BYE sip:+8613912345678@10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-2\r\nRoute: <sip:192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;lr>\r\nRoute: <sip:10.0.0.9;lr>\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=b\r\nCall-ID: rr-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (_, out) = run(&p, "198.51.100.7:5060", bye);
+        assert!(
+            !out.contains("192.0.2.10:5060;lr") && !out.contains("10.0.0.1:5060;lr"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nRoute: <sip:10.0.0.9;lr>\r\n"), "{out}");
+
+        // From the core, our entry and then the peer's: it goes to the peer's.
+        let bye = "BYE sip:+8613812345678@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-3\r\nRoute: <sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>, <sip:198.51.100.7;lr>\r\nFrom: <sip:+8613912345678@192.0.2.10>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: rr-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run(&p, "10.0.0.5:5060", bye);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
+        );
+        assert!(
+            out.contains("\r\nRoute: <sip:198.51.100.7;lr>\r\n"),
+            "{out}"
+        );
+    }
 }

@@ -1,0 +1,414 @@
+//! Behaviour rules through the running proxy, with sipp as caller and callee over UDP
+//! on 127.0.0.1: each pattern played by a real UAC trips its rule (refusals counted at
+//! the proxy's /metrics, as Prometheus scrapes them), ordinary calls do not, and with
+//! Record-Route on the BYEs pass through sipfence (whose Route entries it removes).
+
+mod common;
+
+use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One interconnect trunk on `base`, core at `base + 10`; `thresholds` go into
+/// `[trunk.behaviour]` and every behaviour rule rejects (608).
+fn config(base: u16, thresholds: &str) -> String {
+    let mut rules = String::new();
+    for r in [
+        "attempts",
+        "callees",
+        "sequential",
+        "low-asr",
+        "ring-once",
+        "short-calls",
+    ] {
+        rules.push_str(&format!(
+            "[trunk.rules.behaviour-{r}]\naction = \"reject\"\n"
+        ));
+    }
+    format!(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+record_route = true
+[trunk.behaviour]
+window_secs = 60
+watch_secs = 600
+{thresholds}
+{rules}
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        uas = base + 10,
+        metrics = base + 30,
+    )
+}
+
+enum Tail {
+    /// Answered; the caller hangs up after this many ms.
+    Answer(u32),
+    Busy,
+    /// Cancelled this many ms after the 180.
+    Cancel(u32),
+}
+
+fn uac_scenario(dir: &Path, tail: &Tail) -> PathBuf {
+    let tpl = include_str!("../testdata/sipp/behaviour-uac.xml.in");
+    let ack_bye = |pause: u32| {
+        format!(
+            r#"  <recv response="180" optional="true"> </recv>
+  <recv response="200" rrs="true"> </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-ack
+      [routes]
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="{pause}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-bye
+      [routes]
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" next="10"> </recv>"#
+        )
+    };
+    let ack_inv = |next: &str| {
+        format!(
+            r#"  <send next="{next}">
+    <![CDATA[
+
+      ACK sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"#
+        )
+    };
+    let (name, body) = match tail {
+        Tail::Answer(ms) => (format!("answer-{ms}"), ack_bye(*ms)),
+        Tail::Busy => (
+            "busy".to_string(),
+            format!("  <recv response=\"486\"> </recv>\n{}", ack_inv("10")),
+        ),
+        Tail::Cancel(ms) => (
+            format!("cancel-{ms}"),
+            format!(
+                r#"  <recv response="180"> </recv>
+  <pause milliseconds="{ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      CANCEL sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" optional="true"> </recv>
+  <recv response="487"> </recv>
+{}"#,
+                ack_inv("10")
+            ),
+        ),
+    };
+    let p = dir.join(format!("behaviour-uac-{name}.xml"));
+    std::fs::write(&p, tpl.replace("@TAIL@", &body)).unwrap();
+    p
+}
+
+/// Plays `rows` (caller, callee) as calls at `rate` per second, one at a time.
+fn play(dir: &Path, base: u16, uac_port: u16, tail: &Tail, rows: &[(String, String)], rate: u32) {
+    let sc = uac_scenario(dir, tail);
+    let csv = dir.join(format!("calls-{uac_port}.csv"));
+    let mut text = String::from("SEQUENTIAL\n");
+    for (a, b) in rows {
+        text.push_str(&format!("{a};{b};\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let target = format!("127.0.0.1:{base}");
+    let (p, n, r) = (
+        uac_port.to_string(),
+        rows.len().to_string(),
+        rate.to_string(),
+    );
+    let (code, out) = run_sipp(
+        &[
+            &target,
+            "-sf",
+            sc.to_str().unwrap(),
+            "-inf",
+            csv.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-m",
+            &n,
+            "-r",
+            &r,
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-recv_timeout",
+            "5000",
+            "-trace_err",
+        ],
+        dir,
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "sipp UAC failed calls:\n{out}");
+}
+
+fn hits(proxy: &Proxy, rule: &str) -> f64 {
+    proxy.metric(&format!(
+        "sipfence_rule_hits_total{{action=\"reject\",rule=\"behaviour-{rule}\",trunk=\"ic\"}}"
+    ))
+}
+
+fn refused(proxy: &Proxy) -> f64 {
+    proxy.metric("sipfence_calls_total{trunk=\"ic\",verdict=\"reject\"}")
+}
+
+fn event(proxy: &Proxy, e: &str) -> f64 {
+    proxy.metric(&format!(
+        "sipfence_behaviour_events_total{{event=\"{e}\",trunk=\"ic\"}}"
+    ))
+}
+
+fn uas_scenario(name: &str) -> PathBuf {
+    common::project_dir().join("testdata/sipp").join(name)
+}
+
+fn rows(caller: &str, callees: impl Iterator<Item = String>) -> Vec<(String, String)> {
+    callees.map(|c| (caller.to_string(), c)).collect()
+}
+
+#[test]
+fn attempts() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "attempts = 10"), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    // Fourteen calls in about a second from one number: the 10th and later are refused.
+    let r = rows(
+        "+8613512345678",
+        (0..14).map(|i| format!("+86138001{:05}", i % 3)),
+    );
+    play(&dir, base, base + 20, &Tail::Answer(0), &r, 20);
+    assert_eq!(hits(&proxy, "attempts"), 5.0);
+    assert_eq!(refused(&proxy), 5.0);
+    // Another caller on the same trunk at the same time is not affected.
+    let r = rows("+8613512345679", (0..5).map(|i| format!("+86138001{i:05}")));
+    play(&dir, base, base + 21, &Tail::Answer(0), &r, 20);
+    assert_eq!(refused(&proxy), 5.0);
+    assert!(event(&proxy, "answered") >= 14.0);
+}
+
+#[test]
+fn distinct_callees_and_its_control() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "distinct_callees = 8"), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    // Twelve calls to the same two callees: never eight distinct ones.
+    let r = rows(
+        "+8615212345670",
+        (0..12).map(|i| format!("+8613800{:06}", (i % 2) * 777_777)),
+    );
+    play(&dir, base, base + 21, &Tail::Answer(0), &r, 20);
+    assert_eq!(hits(&proxy, "callees"), 0.0);
+    // Twelve scattered callees: refused from the eighth distinct one on (the estimate
+    // may lag a call behind when two callees share a bit).
+    let r = rows(
+        "+8615212345678",
+        (0..12u64).map(|i| format!("+86139{:08}", i * 7_919_993 % 100_000_000)),
+    );
+    play(&dir, base, base + 20, &Tail::Answer(0), &r, 20);
+    let h = hits(&proxy, "callees");
+    assert!((4.0..=5.0).contains(&h), "{h} refused");
+}
+
+#[test]
+fn sequential_callees() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "sequential_callees = 5"), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    // Callees 100 apart (a sorted list): not a sweep.
+    let r = rows(
+        "+8618612345670",
+        (0..10).map(|i| format!("+8613800{:06}", 100_000 + i * 100)),
+    );
+    play(&dir, base, base + 21, &Tail::Answer(0), &r, 20);
+    assert_eq!(hits(&proxy, "sequential"), 0.0);
+    // +1 each time: the sixth call (five steps) and later are refused.
+    let r = rows(
+        "+8618612345678",
+        (0..10).map(|i| format!("+8613800{:06}", 100_000 + i)),
+    );
+    play(&dir, base, base + 20, &Tail::Answer(0), &r, 20);
+    assert_eq!(hits(&proxy, "sequential"), 5.0);
+}
+
+#[test]
+fn low_asr() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(
+        &config(base, "min_asr_percent = 50\nasr_min_attempts = 5"),
+        1,
+    );
+    let dir = proxy.dir.path().to_path_buf();
+    {
+        // Answered calls: ASR 100 %.
+        let _uas = sipp_uas(base + 10, None, &dir);
+        let r = rows("+8613012345670", (0..8).map(|i| format!("+8613800{i:06}")));
+        play(&dir, base, base + 21, &Tail::Answer(0), &r, 10);
+        assert_eq!(hits(&proxy, "low-asr"), 0.0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _uas = sipp_uas(
+        base + 10,
+        Some(&uas_scenario("behaviour-uas-busy.xml")),
+        &dir,
+    );
+    // Every callee busy: the fifth attempt and later are refused.
+    let r = rows("+8613012345678", (0..8).map(|i| format!("+8613800{i:06}")));
+    play(&dir, base, base + 20, &Tail::Busy, &r, 10);
+    assert_eq!(hits(&proxy, "low-asr"), 4.0);
+    assert!(event(&proxy, "failed") >= 4.0);
+}
+
+#[test]
+fn ring_once_and_patient_callers() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "ring_once = 2\nring_once_secs = 1"), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(
+        base + 10,
+        Some(&uas_scenario("behaviour-uas-ring.xml")),
+        &dir,
+    );
+    // Cancelled 1.5 s after ringing: longer than ring_once_secs, not ring-once.
+    let r = rows("+8615912345670", (0..4).map(|i| format!("+8613800{i:06}")));
+    play(&dir, base, base + 21, &Tail::Cancel(1500), &r, 4);
+    assert_eq!(hits(&proxy, "ring-once"), 0.0);
+    assert_eq!(event(&proxy, "cancelled"), 4.0);
+    // Cancelled 200 ms after ringing: after two of those the rest are refused.
+    let r = rows("+8615912345678", (0..6).map(|i| format!("+8613800{i:06}")));
+    play(&dir, base, base + 20, &Tail::Cancel(200), &r, 2);
+    assert_eq!(hits(&proxy, "ring-once"), 4.0);
+    assert_eq!(event(&proxy, "ring-once"), 2.0);
+}
+
+#[test]
+fn short_calls_seen_through_record_route() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "short_calls = 2\nshort_call_secs = 1"), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    // Calls held 1.5 s: not short.
+    let r = rows("+8618812345670", (0..4).map(|i| format!("+8613800{i:06}")));
+    play(&dir, base, base + 21, &Tail::Answer(1500), &r, 4);
+    assert_eq!(hits(&proxy, "short-calls"), 0.0);
+    assert_eq!(
+        event(&proxy, "ended"),
+        4.0,
+        "the BYEs passed through sipfence"
+    );
+    // Hung up at once: the third call and later are refused.
+    let r = rows("+8618812345678", (0..6).map(|i| format!("+8613800{i:06}")));
+    play(&dir, base, base + 20, &Tail::Answer(0), &r, 2);
+    assert_eq!(hits(&proxy, "short-calls"), 4.0);
+    assert_eq!(event(&proxy, "short-call"), 2.0);
+}
+
+/// Many callers with ordinary calls, every behaviour rule switched on with the README's
+/// thresholds: nothing fires.
+#[test]
+fn ordinary_callers_trip_nothing() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(
+        &config(
+            base,
+            "attempts = 60\ndistinct_callees = 30\nsequential_callees = 10\nmin_asr_percent = 10\nasr_min_attempts = 20\nring_once = 3\nshort_calls = 5\nshort_call_secs = 6",
+        ),
+        2,
+    );
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let r: Vec<_> = (0..40)
+        .map(|i| {
+            (
+                format!("+86139{:08}", 10_000_000 + i * 7_777),
+                format!("+86138{:08}", 20_000_000 + i * 3_331),
+            )
+        })
+        .collect();
+    play(&dir, base, base + 20, &Tail::Answer(200), &r, 20);
+    let (_, body) = proxy.http("GET", "/metrics");
+    let fired: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("sipfence_rule_hits_total") && l.contains("behaviour-"))
+        .filter(|l| !l.ends_with(" 0"))
+        .collect();
+    assert!(fired.is_empty(), "{fired:?}");
+    assert_eq!(event(&proxy, "answered"), 40.0);
+    assert!(proxy.metric("sipfence_behaviour_table_entries{table=\"callers\"}") >= 0.0);
+}
