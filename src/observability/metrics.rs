@@ -293,8 +293,7 @@ impl Metrics {
                     // Only series that can move: rules of this trunk's role, switched on;
                     // for unknown sources, only unknown-source.
                     let relevant = match trunk {
-                        Some(t) if r.is_behaviour() => t.behaviour.is_some(),
-                        Some(t) => crate::policy::applies(t.role, *r),
+                        Some(t) => t.runs(*r),
                         None => *r == RuleId::UnknownSource,
                     };
                     let a = p.action(trunk.map(|_| i), *r);

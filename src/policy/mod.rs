@@ -243,6 +243,11 @@ impl Trunk {
     pub fn action(&self, r: RuleId) -> &Action {
         &self.actions[r.index()]
     }
+    /// The rule can match on this trunk: its role has it, and a behaviour rule needs
+    /// the trunk's behaviour thresholds.
+    pub fn runs(&self, r: RuleId) -> bool {
+        applies(self.role, r) && (!r.is_behaviour() || self.behaviour.is_some())
+    }
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
         let local_ok = match local {
@@ -593,11 +598,12 @@ impl Policy {
             }
             let rules: Vec<String> = RuleId::ORDER
                 .iter()
-                .filter(|r| applies(t.role, **r) && t.action(**r).kind != ActionKind::Off)
+                .filter(|r| t.runs(**r) && t.action(**r).kind != ActionKind::Off)
                 .map(|r| {
                     let a = t.action(*r);
                     match a.kind {
                         ActionKind::Reject => format!("{}={}", r.as_str(), a.code),
+                        ActionKind::RateLimit => format!("{}=rate-limit/{}", r.as_str(), a.code),
                         k => format!("{}={:?}", r.as_str(), k).to_lowercase(),
                     }
                 })
