@@ -8,6 +8,7 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v ss     >/dev/null 2>&1 || need+=(iproute2)
 command -v svmap >/dev/null 2>&1 || need+=(sipvicious)
 command -v curl   >/dev/null 2>&1 || need+=(curl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v promtool >/dev/null 2>&1 || [ "${SIPFENCE_SKIP_PROMTOOL:-0}" = 1 ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
@@ -18,4 +19,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "deps: sipp $(command -v sipp) tshark $(command -v tshark)" >&2
+echo "deps: sipp $(command -v sipp) tshark $(command -v tshark) redis-server $(command -v redis-server)" >&2

@@ -324,13 +324,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                 !(in_hours && day_ok)
             })
         );
+        // Shared counters out of reach: a fail-closed rate rule matches (it still counts,
+        // so the count is right when the store is back).
+        let closed = |r: RuleId| ctx.rates.degraded() && trunk.action(r).fail_closed;
         rule!(
             RuleId::EnterpriseRateTrunk,
             trunk.max_per_minute.is_some_and(|max| ctx.rates.hit(
                 rate_key(ti, None),
                 ctx.now_ms,
                 60_000
-            ) > max)
+            ) > max
+                || closed(RuleId::EnterpriseRateTrunk))
         );
         rule!(
             RuleId::EnterpriseRateCaller,
@@ -340,7 +344,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                     rate_key(ti, Some(&primary.n)),
                     ctx.now_ms,
                     60_000
-                ) > max)
+                ) > max
+                    || closed(RuleId::EnterpriseRateCaller))
         );
     }
 

@@ -7,6 +7,7 @@
 
 pub mod behaviour;
 pub mod cli;
+pub mod cluster;
 pub mod decide;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -47,6 +47,11 @@ enum Cmd {
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
+    /// Lists shared by every gateway through Redis.
+    Lists {
+        #[command(subcommand)]
+        cmd: ListsCmd,
+    },
     /// Show the verdict on SIP messages stored in files, and why.
     Explain {
         #[arg(long)]
@@ -71,6 +76,23 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ListsCmd {
+    /// Check list files and publish them as one new version; every gateway with
+    /// `[redis] lists = true` swaps it in within `list_poll_ms`.
+    Publish {
+        /// Policy whose [redis] section (url, prefix) and numbering plan to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Redis URL (overrides the policy's).
+        #[arg(long)]
+        redis: Option<String>,
+        /// NAME=FILE: blacklist, protected, roamers, own_segments or whitelist:<trunk>.
+        #[arg(required = true)]
+        lists: Vec<String>,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run { .. }) {
@@ -87,6 +109,18 @@ fn main() {
             sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers })
         }
         Cmd::Check { config } => cli::check(config),
+        Cmd::Lists {
+            cmd:
+                ListsCmd::Publish {
+                    config,
+                    redis,
+                    lists,
+                },
+        } => cli::lists::publish(&cli::lists::PublishArgs {
+            config,
+            redis,
+            lists,
+        }),
         Cmd::Replay {
             config,
             trunk,

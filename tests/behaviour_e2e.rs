@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{Proxy, port_block, run_sipp, sipp_available, sipp_uas};
-use std::path::{Path, PathBuf};
+use common::{Proxy, Tail, play, port_block, sipp_available, sipp_uas};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One interconnect trunk on `base`, core at `base + 10`; `thresholds` go into
@@ -47,154 +47,6 @@ listen = "127.0.0.1:{metrics}"
     )
 }
 
-enum Tail {
-    /// Answered; the caller hangs up after this many ms.
-    Answer(u32),
-    Busy,
-    /// Cancelled this many ms after the 180.
-    Cancel(u32),
-}
-
-fn uac_scenario(dir: &Path, tail: &Tail) -> PathBuf {
-    let tpl = include_str!("../testdata/sipp/behaviour-uac.xml.in");
-    let ack_bye = |pause: u32| {
-        format!(
-            r#"  <recv response="180" optional="true"> </recv>
-  <recv response="200" rrs="true"> </recv>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-ack
-      [routes]
-      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="{pause}"/>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-bye
-      [routes]
-      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" next="10"> </recv>"#
-        )
-    };
-    let ack_inv = |next: &str| {
-        format!(
-            r#"  <send next="{next}">
-    <![CDATA[
-
-      ACK sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
-      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>"#
-        )
-    };
-    let (name, body) = match tail {
-        Tail::Answer(ms) => (format!("answer-{ms}"), ack_bye(*ms)),
-        Tail::Busy => (
-            "busy".to_string(),
-            format!("  <recv response=\"486\"> </recv>\n{}", ack_inv("10")),
-        ),
-        Tail::Cancel(ms) => (
-            format!("cancel-{ms}"),
-            format!(
-                r#"  <recv response="180"> </recv>
-  <pause milliseconds="{ms}"/>
-  <send retrans="500">
-    <![CDATA[
-
-      CANCEL sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
-      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>
-      Call-ID: [call_id]
-      CSeq: 1 CANCEL
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" optional="true"> </recv>
-  <recv response="487"> </recv>
-{}"#,
-                ack_inv("10")
-            ),
-        ),
-    };
-    let p = dir.join(format!("behaviour-uac-{name}.xml"));
-    std::fs::write(&p, tpl.replace("@TAIL@", &body)).unwrap();
-    p
-}
-
-/// Plays `rows` (caller, callee) as calls at `rate` per second, one at a time.
-fn play(dir: &Path, base: u16, uac_port: u16, tail: &Tail, rows: &[(String, String)], rate: u32) {
-    let sc = uac_scenario(dir, tail);
-    let csv = dir.join(format!("calls-{uac_port}.csv"));
-    let mut text = String::from("SEQUENTIAL\n");
-    for (a, b) in rows {
-        text.push_str(&format!("{a};{b};\n"));
-    }
-    std::fs::write(&csv, text).unwrap();
-    let target = format!("127.0.0.1:{base}");
-    let (p, n, r) = (
-        uac_port.to_string(),
-        rows.len().to_string(),
-        rate.to_string(),
-    );
-    let (code, out) = run_sipp(
-        &[
-            &target,
-            "-sf",
-            sc.to_str().unwrap(),
-            "-inf",
-            csv.to_str().unwrap(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            &n,
-            "-r",
-            &r,
-            "-l",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-recv_timeout",
-            "5000",
-            "-trace_err",
-        ],
-        dir,
-        Duration::from_secs(60),
-    );
-    assert_eq!(code, 0, "sipp UAC failed calls:\n{out}");
-}
-
 fn hits(proxy: &Proxy, rule: &str) -> f64 {
     proxy.metric(&format!(
         "sipfence_rule_hits_total{{action=\"reject\",rule=\"behaviour-{rule}\",trunk=\"ic\"}}"
@@ -233,12 +85,12 @@ fn attempts() {
         "+8613512345678",
         (0..14).map(|i| format!("+86138001{:05}", i % 3)),
     );
-    play(&dir, base, base + 20, &Tail::Answer(0), &r, 20);
+    play(&dir, base, base + 20, 608, &Tail::Answer(0), &r, 20);
     assert_eq!(hits(&proxy, "attempts"), 5.0);
     assert_eq!(refused(&proxy), 5.0);
     // Another caller on the same trunk at the same time is not affected.
     let r = rows("+8613512345679", (0..5).map(|i| format!("+86138001{i:05}")));
-    play(&dir, base, base + 21, &Tail::Answer(0), &r, 20);
+    play(&dir, base, base + 21, 608, &Tail::Answer(0), &r, 20);
     assert_eq!(refused(&proxy), 5.0);
     assert!(event(&proxy, "answered") >= 14.0);
 }
@@ -257,7 +109,7 @@ fn distinct_callees_and_its_control() {
         "+8615212345670",
         (0..12).map(|i| format!("+8613800{:06}", (i % 2) * 777_777)),
     );
-    play(&dir, base, base + 21, &Tail::Answer(0), &r, 20);
+    play(&dir, base, base + 21, 608, &Tail::Answer(0), &r, 20);
     assert_eq!(hits(&proxy, "callees"), 0.0);
     // Twelve scattered callees: refused from the eighth distinct one on (the estimate
     // may lag a call behind when two callees share a bit).
@@ -265,7 +117,7 @@ fn distinct_callees_and_its_control() {
         "+8615212345678",
         (0..12u64).map(|i| format!("+86139{:08}", i * 7_919_993 % 100_000_000)),
     );
-    play(&dir, base, base + 20, &Tail::Answer(0), &r, 20);
+    play(&dir, base, base + 20, 608, &Tail::Answer(0), &r, 20);
     let h = hits(&proxy, "callees");
     assert!((4.0..=5.0).contains(&h), "{h} refused");
 }
@@ -284,14 +136,14 @@ fn sequential_callees() {
         "+8618612345670",
         (0..10).map(|i| format!("+8613800{:06}", 100_000 + i * 100)),
     );
-    play(&dir, base, base + 21, &Tail::Answer(0), &r, 20);
+    play(&dir, base, base + 21, 608, &Tail::Answer(0), &r, 20);
     assert_eq!(hits(&proxy, "sequential"), 0.0);
     // +1 each time: the sixth call (five steps) and later are refused.
     let r = rows(
         "+8618612345678",
         (0..10).map(|i| format!("+8613800{:06}", 100_000 + i)),
     );
-    play(&dir, base, base + 20, &Tail::Answer(0), &r, 20);
+    play(&dir, base, base + 20, 608, &Tail::Answer(0), &r, 20);
     assert_eq!(hits(&proxy, "sequential"), 5.0);
 }
 
@@ -310,7 +162,7 @@ fn low_asr() {
         // Answered calls: ASR 100 %.
         let _uas = sipp_uas(base + 10, None, &dir);
         let r = rows("+8613012345670", (0..8).map(|i| format!("+8613800{i:06}")));
-        play(&dir, base, base + 21, &Tail::Answer(0), &r, 10);
+        play(&dir, base, base + 21, 608, &Tail::Answer(0), &r, 10);
         assert_eq!(hits(&proxy, "low-asr"), 0.0);
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -321,7 +173,7 @@ fn low_asr() {
     );
     // Every callee busy: the fifth attempt and later are refused.
     let r = rows("+8613012345678", (0..8).map(|i| format!("+8613800{i:06}")));
-    play(&dir, base, base + 20, &Tail::Busy, &r, 10);
+    play(&dir, base, base + 20, 608, &Tail::Busy, &r, 10);
     assert_eq!(hits(&proxy, "low-asr"), 4.0);
     assert!(event(&proxy, "failed") >= 4.0);
 }
@@ -341,12 +193,12 @@ fn ring_once_and_patient_callers() {
     );
     // Cancelled 1.5 s after ringing: longer than ring_once_secs, not ring-once.
     let r = rows("+8615912345670", (0..4).map(|i| format!("+8613800{i:06}")));
-    play(&dir, base, base + 21, &Tail::Cancel(1500), &r, 4);
+    play(&dir, base, base + 21, 608, &Tail::Cancel(1500), &r, 4);
     assert_eq!(hits(&proxy, "ring-once"), 0.0);
     assert_eq!(event(&proxy, "cancelled"), 4.0);
     // Cancelled 200 ms after ringing: after two of those the rest are refused.
     let r = rows("+8615912345678", (0..6).map(|i| format!("+8613800{i:06}")));
-    play(&dir, base, base + 20, &Tail::Cancel(200), &r, 2);
+    play(&dir, base, base + 20, 608, &Tail::Cancel(200), &r, 2);
     assert_eq!(hits(&proxy, "ring-once"), 4.0);
     assert_eq!(event(&proxy, "ring-once"), 2.0);
 }
@@ -362,7 +214,7 @@ fn short_calls_seen_through_record_route() {
     let _uas = sipp_uas(base + 10, None, &dir);
     // Calls held 1.5 s: not short.
     let r = rows("+8618812345670", (0..4).map(|i| format!("+8613800{i:06}")));
-    play(&dir, base, base + 21, &Tail::Answer(1500), &r, 4);
+    play(&dir, base, base + 21, 608, &Tail::Answer(1500), &r, 4);
     assert_eq!(hits(&proxy, "short-calls"), 0.0);
     assert_eq!(
         event(&proxy, "ended"),
@@ -371,7 +223,7 @@ fn short_calls_seen_through_record_route() {
     );
     // Hung up at once: the third call and later are refused.
     let r = rows("+8618812345678", (0..6).map(|i| format!("+8613800{i:06}")));
-    play(&dir, base, base + 20, &Tail::Answer(0), &r, 2);
+    play(&dir, base, base + 20, 608, &Tail::Answer(0), &r, 2);
     assert_eq!(hits(&proxy, "short-calls"), 4.0);
     assert_eq!(event(&proxy, "short-call"), 2.0);
 }
@@ -401,7 +253,7 @@ fn ordinary_callers_trip_nothing() {
             )
         })
         .collect();
-    play(&dir, base, base + 20, &Tail::Answer(200), &r, 20);
+    play(&dir, base, base + 20, 608, &Tail::Answer(200), &r, 20);
     let (_, body) = proxy.http("GET", "/metrics");
     let fired: Vec<&str> = body
         .lines()

@@ -7,6 +7,7 @@ use crate::load_error::LoadError;
 use crate::policy::Policy;
 
 pub mod explain;
+pub mod lists;
 
 /// Loads `--config FILE`, or the built-in example policy when none is given.
 pub fn load_policy(config: Option<&Path>) -> Result<Policy, LoadError> {

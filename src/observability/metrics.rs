@@ -36,6 +36,11 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_behaviour_events_total",
     "sipfence_behaviour_table_entries",
     "sipfence_behaviour_evictions_total",
+    "sipfence_redis_up",
+    "sipfence_redis_errors_total",
+    "sipfence_shared_counter_fallbacks_total",
+    "sipfence_list_version",
+    "sipfence_redis_records_total",
 ];
 
 pub const VERDICTS: [&str; 4] = ["allow", "reject", "rewrite", "label"];
@@ -62,6 +67,14 @@ pub struct Metrics {
     /// Entries held by the behaviour tables: callers, watched callers, calls.
     pub behaviour_entries: IntGaugeVec,
     pub behaviour_evictions: IntCounterVec,
+    /// 1 while the last Redis call succeeded (always 0 without `[redis]`).
+    pub redis_up: IntGauge,
+    pub redis_errors: IntCounterVec,
+    /// Rate-counter hits decided on local counts only, because Redis was out of reach.
+    pub shared_fallbacks: IntCounter,
+    /// Published list version running, and the last one refused.
+    pub list_version: IntGaugeVec,
+    pub redis_records: IntCounterVec,
 }
 
 /// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
@@ -202,6 +215,43 @@ impl Metrics {
         for t in ["callers", "watched", "calls"] {
             behaviour_entries.with_label_values(&[t]);
         }
+        let redis_up = must(IntGauge::new(
+            "sipfence_redis_up",
+            "1 while the last call to the shared Redis succeeded",
+        ));
+        must(registry.register(Box::new(redis_up.clone())));
+        let redis_errors = cv(
+            "sipfence_redis_errors_total",
+            "Failed or timed-out Redis calls, by what they were for",
+            &["op"],
+        );
+        for op in ["counters", "lists", "records"] {
+            redis_errors.with_label_values(&[op]);
+        }
+        let shared_fallbacks = must(IntCounter::new(
+            "sipfence_shared_counter_fallbacks_total",
+            "Rate-counter hits counted locally only because Redis was out of reach",
+        ));
+        must(registry.register(Box::new(shared_fallbacks.clone())));
+        let list_version = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_list_version",
+                "Published list version: running, and the last one refused",
+            ),
+            &["state"],
+        ));
+        must(registry.register(Box::new(list_version.clone())));
+        for st in ["running", "refused"] {
+            list_version.with_label_values(&[st]);
+        }
+        let redis_records = cv(
+            "sipfence_redis_records_total",
+            "Signaling records sent to the Redis stream, by result",
+            &["result"],
+        );
+        for r in ["written", "dropped"] {
+            redis_records.with_label_values(&[r]);
+        }
         // Parse error kinds are a closed set: create them all so dashboards show zeros.
         for t in ["udp", "tcp"] {
             for k in ErrorKind::ALL {
@@ -247,7 +297,17 @@ impl Metrics {
             behaviour_events,
             behaviour_entries,
             behaviour_evictions,
+            redis_up,
+            redis_errors,
+            shared_fallbacks,
+            list_version,
+            redis_records,
         }
+    }
+
+    /// Moves a counter up to a total kept elsewhere (an atomic in the cluster code).
+    pub fn catch_up(c: &IntCounter, total: u64) {
+        c.inc_by(total.saturating_sub(c.get()));
     }
 
     /// Publishes the behaviour tables' occupancy (from the periodic tick). Evictions

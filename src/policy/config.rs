@@ -25,6 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub behaviour: BehaviourTables,
     #[serde(default)]
+    pub redis: RedisConf,
+    #[serde(default)]
     pub metrics: MetricsConf,
     #[serde(default)]
     pub records: RecordsConf,
@@ -106,6 +108,59 @@ pub struct RuleConf {
     pub code: Option<StatusCode>,
     pub reason: Option<String>,
     pub label: Option<String>,
+    /// Rate rules with shared counters: what to do while Redis cannot be reached.
+    pub fallback: Option<Fallback>,
+}
+
+/// A shared-counter rule while the shared store is unreachable.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fallback {
+    /// Count locally against the full limit: calls flow; every gateway may admit the
+    /// whole contract until Redis is back.
+    #[default]
+    Open,
+    /// The rule matches every call it judges until the shared count is back.
+    Closed,
+}
+
+/// Several gateways as one filter: counters, list versions and records shared through
+/// Redis. Read at start (like `[metrics]`); empty `url`: everything stays local.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConf {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// This gateway's name in records and list-version reports (default: host name).
+    pub instance: String,
+    /// Prefix of every key sipfence uses.
+    pub prefix: String,
+    /// Longest wait for any Redis call; after it the call counts as failed.
+    pub timeout_ms: u64,
+    /// Shared counters: local increments go to Redis, and the totals come back, this often.
+    pub sync_ms: u64,
+    /// Follow lists published with `sipfence lists publish`.
+    pub lists: bool,
+    pub list_poll_ms: u64,
+    /// Stream the signaling records go to ("" for none), trimmed to about this length.
+    pub records_stream: String,
+    pub records_maxlen: u64,
+}
+
+impl Default for RedisConf {
+    fn default() -> Self {
+        RedisConf {
+            url: String::new(),
+            instance: String::new(),
+            prefix: "sipfence".into(),
+            timeout_ms: 200,
+            sync_ms: 100,
+            lists: true,
+            list_poll_ms: 1000,
+            records_stream: "records".into(),
+            records_maxlen: 1_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

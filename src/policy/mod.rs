@@ -218,6 +218,8 @@ pub struct Action {
     pub code: u16,
     pub reason: Arc<str>,
     pub label: Arc<str>,
+    /// Rate rules: match every call while the shared counters cannot be reached.
+    pub fail_closed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +277,7 @@ pub struct Policy {
     pub default_actions: Vec<Action>,
     pub proxy: config::ProxyConf,
     pub behaviour: config::BehaviourTables,
+    pub redis: config::RedisConf,
     /// Some trunk runs behaviour rules: later messages of calls feed the tracker.
     pub behaviour_on: bool,
     pub metrics: config::MetricsConf,
@@ -333,6 +336,21 @@ fn resolve_actions(
         }
         if let Some(l) = &c.label {
             a.label = l.as_str().into();
+        }
+        if let Some(f) = c.fallback {
+            if !matches!(
+                r,
+                RuleId::EnterpriseRateTrunk | RuleId::EnterpriseRateCaller
+            ) {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "rule {}: fallback applies to the rate rules only",
+                        r.as_str()
+                    ),
+                ));
+            }
+            a.fail_closed = f == config::Fallback::Closed;
         }
         if matches!(a.kind, ActionKind::Reject | ActionKind::RateLimit) && a.code == 0 {
             a.code = 403;
@@ -429,6 +447,7 @@ impl Policy {
                     code,
                     reason: reason.into(),
                     label: label.into(),
+                    fail_closed: false,
                 }
             })
             .collect();
@@ -498,6 +517,7 @@ impl Policy {
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,
+            redis: cfg.redis,
             behaviour_on: trunks.iter().any(|t| t.behaviour.is_some()),
             trunks,
             metrics: cfg.metrics,
@@ -505,6 +525,51 @@ impl Policy {
             log: cfg.log,
             source: file.to_string(),
         })
+    }
+
+    /// This policy with lists replaced by published ones (`sipfence lists publish`):
+    /// `blacklist`, `protected`, `roamers`, `own_segments` or `whitelist:<trunk>`, each
+    /// as list-file text. `origin` names them in errors (`redis:lists/v7/blacklist:12`).
+    /// Any bad line or unknown name refuses the whole set: an instance keeps its
+    /// lists rather than run half a publication.
+    pub fn with_lists(
+        &self,
+        origin: &str,
+        lists: &[(String, String)],
+    ) -> Result<Policy, LoadError> {
+        let cc = self.plan.country().to_vec();
+        let mut p = self.clone();
+        for (name, text) in lists {
+            let file = format!("{origin}/{name}");
+            let mut b = NumberSetBuilder::new(&cc);
+            b.add_text(text, &file)?;
+            let set = b.build();
+            let slot = match name.as_str() {
+                "blacklist" => &mut p.blacklist,
+                "protected" => &mut p.protected,
+                "roamers" => &mut p.roamers,
+                "own_segments" => &mut p.own_segments,
+                other => {
+                    let trunk = other
+                        .strip_prefix("whitelist:")
+                        .and_then(|t| p.trunks.iter_mut().find(|x| x.name == t));
+                    match trunk {
+                        Some(t) if t.whitelist.is_some() => {
+                            t.whitelist = Some(set);
+                            continue;
+                        }
+                        _ => {
+                            return Err(LoadError::file(
+                                &file,
+                                "no such list here (blacklist, protected, roamers, own_segments, or whitelist:<trunk> of a trunk with a whitelist)",
+                            ));
+                        }
+                    }
+                }
+            };
+            *slot = set;
+        }
+        Ok(p)
     }
 
     /// The trunk a message belongs to: the first (in file order) whose sources and

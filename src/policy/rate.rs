@@ -10,6 +10,20 @@ pub trait RateCounter: Send + Sync {
     /// Records one event for `key` at `now_ms` and returns how many events the window
     /// of `window_ms` ending now holds, this one included.
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
+
+    /// The counts are local only because the shared store cannot be reached: rules
+    /// configured to fail closed then match.
+    fn degraded(&self) -> bool {
+        false
+    }
+
+    /// Housekeeping from a periodic tick: forget idle keys.
+    fn housekeep(&self, _now_ms: u64) {}
+
+    /// Keys held (a gauge).
+    fn keys(&self) -> usize {
+        0
+    }
 }
 
 /// A counter that never counts: for `explain` on a single message, and for policies
@@ -98,6 +112,13 @@ impl LocalRateCounter {
 }
 
 impl RateCounter for LocalRateCounter {
+    fn housekeep(&self, now_ms: u64) {
+        // Every window the rules use is at most a minute.
+        self.sweep(now_ms, 120_000);
+    }
+    fn keys(&self) -> usize {
+        self.len()
+    }
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         if let Some(mut w) = self.map.get_mut(&key) {
             return Self::bump(&mut w, now_ms, window_ms);

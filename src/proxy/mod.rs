@@ -21,12 +21,13 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use crate::behaviour::local::LocalTracker;
+use crate::cluster::{Cluster, Redis, counters::SharedRateCounter};
 use crate::decide::{Decision, Kind};
 use crate::observability::metrics::{Bound, Metrics};
 use crate::observability::records::{self, RecordSink};
 use crate::policy::Policy;
 use crate::policy::config::{ListenSpec, Transport};
-use crate::policy::rate::LocalRateCounter;
+use crate::policy::rate::{LocalRateCounter, RateCounter};
 use crate::record::Record;
 use crate::sip::Message;
 
@@ -40,7 +41,12 @@ pub struct Loaded {
 /// State shared by every worker.
 pub struct Shared {
     pub loaded: ArcSwap<Loaded>,
-    pub rates: LocalRateCounter,
+    /// Local counters, or counters shared through Redis (`[redis]`).
+    pub rates: Arc<dyn RateCounter>,
+    pub cluster: Option<Cluster>,
+    /// The published list set running on top of the policy's files (version, lists):
+    /// re-applied after a reload, which re-reads the files.
+    pub lists: std::sync::Mutex<Option<(u64, crate::cluster::lists::ListSet)>>,
     /// Sized once at start from `[behaviour]`: a reload keeps the tables and what they
     /// learnt (new sizes take a restart).
     pub behaviour: LocalTracker,
@@ -64,7 +70,15 @@ impl Shared {
 
     /// Re-reads the policy; on failure the running one stays and the reason is returned.
     pub fn reload(&self) -> Result<String, String> {
-        match crate::cli::load_policy(self.config_path.as_deref()) {
+        let loaded = crate::cli::load_policy(self.config_path.as_deref()).and_then(|p| {
+            // Lists published through Redis stay in force over the files' ones.
+            let set = self.lists.lock().ok().and_then(|g| g.clone());
+            match set {
+                Some((v, lists)) => p.with_lists(&format!("redis:lists/v{v}"), &lists),
+                None => Ok(p),
+            }
+        });
+        match loaded {
             Ok(p) => {
                 let bound = self.metrics.bind(&p);
                 let version = self.loaded.load().version + 1;
@@ -94,6 +108,38 @@ impl Shared {
         }
     }
 
+    /// Swaps in a published list set on top of the running policy.
+    pub fn apply_lists(
+        &self,
+        version: u64,
+        lists: Vec<(String, String)>,
+    ) -> Result<String, String> {
+        let cur = self.loaded.load();
+        let p = cur
+            .policy
+            .with_lists(&format!("redis:lists/v{version}"), &lists)
+            .map_err(|e| e.to_string())?;
+        let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
+        let bound = self.metrics.bind(&p);
+        let policy_version = cur.version + 1;
+        self.loaded.store(Arc::new(Loaded {
+            policy: p,
+            bound,
+            version: policy_version,
+        }));
+        if let Ok(mut g) = self.lists.lock() {
+            *g = Some((version, lists));
+        }
+        self.metrics
+            .list_version
+            .with_label_values(&["running"])
+            .set(version as i64);
+        Ok(format!(
+            "published lists v{version} running ({}), policy v{policy_version}",
+            names.join(", ")
+        ))
+    }
+
     /// Counts a decision and hands its record (and, for a rejection, the raw request) to
     /// the writer.
     #[allow(clippy::too_many_arguments)]
@@ -108,6 +154,13 @@ impl Shared {
         seconds: f64,
     ) {
         l.bound.count(d, seconds);
+        let stream = self.cluster.as_ref().and_then(|c| c.stream.get());
+        if stream.is_some() && (d.kind == Kind::Call || d.is_reject()) {
+            let rec = Record::new(&l.policy, msg, d, source, now_ms);
+            if let (Some(st), Ok(json)) = (stream, serde_json::to_string(&rec)) {
+                st.send(json);
+            }
+        }
         if let Some(r) = &self.records {
             if d.kind == Kind::Call || d.is_reject() {
                 r.send(Record::new(&l.policy, msg, d, source, now_ms));
@@ -182,8 +235,33 @@ pub fn run(args: RunArgs) -> i32 {
         }
     }
     let metrics_listen = policy.metrics.listen.clone();
+    let (rates, cluster): (Arc<dyn RateCounter>, Option<Cluster>) = if policy.redis.url.is_empty() {
+        (
+            Arc::new(LocalRateCounter::new(policy.proxy.rate_keys)),
+            None,
+        )
+    } else {
+        let r = &policy.redis;
+        let redis = match Redis::open(&r.url, &r.prefix, r.timeout_ms) {
+            Ok(x) => Arc::new(x),
+            Err(e) => {
+                eprintln!("sipfence: [redis]: {e}");
+                return 1;
+            }
+        };
+        let counters = Arc::new(SharedRateCounter::new(policy.proxy.rate_keys));
+        let c = Cluster {
+            redis,
+            instance: crate::cluster::instance_name(r),
+            counters: counters.clone(),
+            stream: std::sync::OnceLock::new(),
+        };
+        (counters, Some(c))
+    };
     let shared = Arc::new(Shared {
-        rates: LocalRateCounter::new(policy.proxy.rate_keys),
+        rates,
+        cluster,
+        lists: std::sync::Mutex::new(None),
         behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls),
         loaded: ArcSwap::from_pointee(Loaded {
             policy,
@@ -313,6 +391,133 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
     });
 }
 
+/// Starts the Redis side (`[redis]`) on the control runtime: the counter sync, the
+/// list follower and the record stream.
+fn start_cluster(shared: &Arc<Shared>) {
+    let Some(c) = &shared.cluster else { return };
+    let conf = shared.loaded.load().policy.redis.clone();
+    println!(
+        "sipfence: shared state on {} as gateway '{}' (counters every {} ms{}{})",
+        conf.url,
+        c.instance,
+        conf.sync_ms,
+        if conf.lists { ", published lists" } else { "" },
+        if conf.records_stream.is_empty() {
+            String::new()
+        } else {
+            format!(", records to {}:{}", conf.prefix, conf.records_stream)
+        }
+    );
+    let m = shared.metrics.clone();
+    let counters = c.counters.clone();
+    tokio::spawn(c.counters.clone().run(
+        c.redis.clone(),
+        std::time::Duration::from_millis(conf.sync_ms.max(10)),
+        move |r| {
+            match r {
+                Ok(_) => m.redis_up.set(1),
+                Err(_) => {
+                    m.redis_up.set(0);
+                    m.redis_errors.with_label_values(&["counters"]).inc();
+                }
+            }
+            Metrics::catch_up(
+                &m.shared_fallbacks,
+                counters
+                    .fallback_hits
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+        },
+    ));
+    if conf.lists {
+        tokio::spawn(follow_lists(
+            shared.clone(),
+            std::time::Duration::from_millis(conf.list_poll_ms.max(50)),
+        ));
+    }
+    if !conf.records_stream.is_empty() {
+        let st = crate::cluster::stream::RecordStream::start(
+            c.redis.clone(),
+            &conf.records_stream,
+            conf.records_maxlen,
+            c.instance.clone(),
+        );
+        let _ = c.stream.set(st);
+    }
+}
+
+/// Polls for published lists and swaps each new version in (or refuses it).
+async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
+    let Some(c) = &shared.cluster else { return };
+    let mut refused = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(st) = c.stream.get() {
+            let m = &shared.metrics;
+            let s = &st.stats;
+            Metrics::catch_up(
+                &m.redis_records.with_label_values(&["written"]),
+                s.written.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            Metrics::catch_up(
+                &m.redis_records.with_label_values(&["dropped"]),
+                s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+        let running = shared
+            .lists
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|x| x.0));
+        let v = match crate::cluster::lists::current(&c.redis).await {
+            Ok(Some(v)) if Some(v) != running && Some(v) != refused => v,
+            Ok(_) => continue,
+            Err(e) => {
+                shared
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&["lists"])
+                    .inc();
+                tracing::debug!(error = %e, "list version poll");
+                continue;
+            }
+        };
+        let lists = match crate::cluster::lists::fetch(&c.redis, v).await {
+            Ok(l) => l,
+            Err(e) => {
+                shared
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&["lists"])
+                    .inc();
+                tracing::warn!(error = %e, version = v, "cannot fetch published lists");
+                continue;
+            }
+        };
+        let s = shared.clone();
+        let applied = tokio::task::spawn_blocking(move || s.apply_lists(v, lists)).await;
+        match applied {
+            Ok(Ok(summary)) => {
+                tracing::info!("{summary}");
+                println!("sipfence: {summary}");
+            }
+            Ok(Err(e)) => {
+                refused = Some(v);
+                shared
+                    .metrics
+                    .list_version
+                    .with_label_values(&["refused"])
+                    .set(v as i64);
+                tracing::error!(error = %e, version = v, "published lists refused; the running lists stay");
+                println!("sipfence: published lists v{v} refused: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn control(
     shared: Arc<Shared>,
     metrics_listen: String,
@@ -331,8 +536,12 @@ async fn control(
         version: {
             let s = shared.clone();
             Box::new(move || {
+                let lists = match s.lists.lock().ok().and_then(|g| g.as_ref().map(|x| x.0)) {
+                    Some(v) => format!(" lists=v{v}"),
+                    None => String::new(),
+                };
                 format!(
-                    "policy=v{} uptime={}s",
+                    "policy=v{} uptime={}s{lists}",
                     s.loaded.load().version,
                     s.started.elapsed().as_secs()
                 )
@@ -380,6 +589,7 @@ async fn control(
         "sipfence: {workers} worker(s), policy v1 from {}",
         shared.loaded.load().policy.source
     );
+    start_cluster(&shared);
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -399,8 +609,8 @@ async fn control(
             _ = int.recv() => break,
             _ = tick.tick() => {
                 let now = crate::cli::now_ms();
-                shared.rates.sweep(now, 120_000);
-                shared.metrics.rate_keys.set(shared.rates.len() as i64);
+                shared.rates.housekeep(now);
+                shared.metrics.rate_keys.set(shared.rates.keys() as i64);
                 if shared.loaded.load().policy.behaviour_on {
                     shared.metrics.behaviour_stats(&shared.behaviour.stats(now));
                 }

@@ -59,7 +59,7 @@ pub fn handle_one(
     let now = crate::cli::now_ms();
     let step = Step {
         policy: &l.policy,
-        rates: &shared.rates,
+        rates: &*shared.rates,
         behaviour: &shared.behaviour,
         now_ms: now,
         via_addr,

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `../shared` beside the project. Under CI it must exist (a missing corpus is a
 /// failure, not a skip); elsewhere a test without it prints why and skips.
@@ -380,5 +380,236 @@ impl Uac<'_> {
             "-trace_err",
         ];
         run_sipp(&args, self.dir, Duration::from_secs(60))
+    }
+}
+
+/// How a call of the refusable UAC goes on once the proxy let it through.
+pub enum Tail {
+    /// Answered; the caller hangs up after this many ms.
+    Answer(u32),
+    Busy,
+    /// Cancelled this many ms after the 180.
+    Cancel(u32),
+}
+
+/// The refusable UAC (testdata/sipp/refusable-uac.xml.in) with `tail`, acknowledging
+/// `refused` from the proxy as a normal end.
+pub fn refusable_uac(dir: &Path, refused: u16, tail: &Tail) -> PathBuf {
+    let tpl = include_str!("../../testdata/sipp/refusable-uac.xml.in");
+    let ack_bye = |pause: u32| {
+        format!(
+            r#"  <recv response="180" optional="true"> </recv>
+  <recv response="200" rrs="true"> </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-ack
+      [routes]
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="{pause}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-bye
+      [routes]
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" next="10"> </recv>"#
+        )
+    };
+    let ack_inv = |next: &str| {
+        format!(
+            r#"  <send next="{next}">
+    <![CDATA[
+
+      ACK sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"#
+        )
+    };
+    let (name, body) = match tail {
+        Tail::Answer(ms) => (format!("answer-{ms}"), ack_bye(*ms)),
+        Tail::Busy => (
+            "busy".to_string(),
+            format!("  <recv response=\"486\"> </recv>\n{}", ack_inv("10")),
+        ),
+        Tail::Cancel(ms) => (
+            format!("cancel-{ms}"),
+            format!(
+                r#"  <recv response="180"> </recv>
+  <pause milliseconds="{ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      CANCEL sip:[field1]@[remote_ip]:[remote_port];user=phone SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: <sip:[field0]@[local_ip]:[local_port];user=phone>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port];user=phone>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" optional="true"> </recv>
+  <recv response="487"> </recv>
+{}"#,
+                ack_inv("10")
+            ),
+        ),
+    };
+    let p = dir.join(format!("refusable-uac-{refused}-{name}.xml"));
+    std::fs::write(
+        &p,
+        tpl.replace("@TAIL@", &body)
+            .replace("@REFUSED@", &refused.to_string()),
+    )
+    .unwrap();
+    p
+}
+
+/// Plays `rows` (caller, callee) as calls at `rate` per second, one at a time, to the
+/// proxy on `base`; a call the proxy refuses with `refused` ends normally.
+pub fn play(
+    dir: &Path,
+    base: u16,
+    uac_port: u16,
+    refused: u16,
+    tail: &Tail,
+    rows: &[(String, String)],
+    rate: u32,
+) {
+    let sc = refusable_uac(dir, refused, tail);
+    let csv = dir.join(format!("calls-{uac_port}.csv"));
+    let mut text = String::from("SEQUENTIAL\n");
+    for (a, b) in rows {
+        text.push_str(&format!("{a};{b};\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let target = format!("127.0.0.1:{base}");
+    let (p, n, r) = (
+        uac_port.to_string(),
+        rows.len().to_string(),
+        rate.to_string(),
+    );
+    let (code, out) = run_sipp(
+        &[
+            &target,
+            "-sf",
+            sc.to_str().unwrap(),
+            "-inf",
+            csv.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-m",
+            &n,
+            "-r",
+            &r,
+            "-l",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-recv_timeout",
+            "5000",
+            "-trace_err",
+        ],
+        dir,
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "sipp UAC failed calls:\n{out}");
+}
+
+/// `redis-server` on PATH, on the same terms as sipp.
+pub fn redis_available() -> bool {
+    tool_available("redis-server", "--version")
+}
+
+/// A throw-away redis-server on 127.0.0.1:`port` (no persistence), killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl RedisServer {
+    pub fn start(port: u16) -> RedisServer {
+        let mut r = RedisServer { port, proc: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would: SIGKILL).
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it (again) and waits until it answers.
+    pub fn restart(&mut self) {
+        let c = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.proc = Some(Proc(c));
+        let t = Instant::now();
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One redis-cli command; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 }

@@ -1,0 +1,98 @@
+//! `sipfence lists publish`: one list version for every gateway (see
+//! [`crate::cluster::lists`]). Every file is checked with the same loader the gateways
+//! use before anything is written, so a bad line is refused here with its file and line.
+
+use std::path::PathBuf;
+
+use crate::cluster::{Redis, lists};
+use crate::policy::lists::NumberSetBuilder;
+
+pub struct PublishArgs {
+    pub config: Option<PathBuf>,
+    /// Overrides the policy's `[redis] url`.
+    pub redis: Option<String>,
+    /// `NAME=FILE` pairs.
+    pub lists: Vec<String>,
+}
+
+pub fn publish(a: &PublishArgs) -> i32 {
+    let policy = match super::load_policy(a.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sipfence: config refused: {e}");
+            return 1;
+        }
+    };
+    let conf = &policy.redis;
+    let url = a.redis.clone().unwrap_or_else(|| conf.url.clone());
+    if url.is_empty() {
+        eprintln!("sipfence: no Redis: give --redis URL or [redis] url in the policy");
+        return 2;
+    }
+    let mut set = Vec::new();
+    for item in &a.lists {
+        let Some((name, file)) = item.split_once('=') else {
+            eprintln!(
+                "sipfence: '{item}': expected NAME=FILE (e.g. blacklist=/etc/sipfence/blacklist.txt)"
+            );
+            return 2;
+        };
+        if !lists::valid_name(name) {
+            eprintln!(
+                "sipfence: '{name}': lists are blacklist, protected, roamers, own_segments and whitelist:<trunk>"
+            );
+            return 2;
+        }
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sipfence: {file}: cannot read: {e}");
+                return 1;
+            }
+        };
+        let mut b = NumberSetBuilder::new(policy.plan.country());
+        if let Err(e) = b.add_text(&text, file) {
+            eprintln!("sipfence: refused, nothing published: {e}");
+            return 1;
+        }
+        let n = b.build().len();
+        set.push((name.to_string(), text, n));
+    }
+    if set.is_empty() {
+        eprintln!("sipfence: nothing to publish: give NAME=FILE pairs");
+        return 2;
+    }
+    let redis = match Redis::open(&url, &conf.prefix, conf.timeout_ms.max(2000)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sipfence: {e}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sipfence: runtime: {e}");
+            return 1;
+        }
+    };
+    let payload: Vec<(String, String)> =
+        set.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
+    match rt.block_on(lists::publish(&redis, &payload)) {
+        Ok(v) => {
+            let names: Vec<String> = set
+                .iter()
+                .map(|(n, _, c)| format!("{n} ({c} entries)"))
+                .collect();
+            println!("published lists v{v} to {url}: {}", names.join(", "));
+            0
+        }
+        Err(e) => {
+            eprintln!("sipfence: cannot publish to {url}: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Rate counters shared by every gateway, without a network round trip per call.
+//!
+//! Each instance counts in memory, exactly as the local counter does, and remembers
+//! what it has not sent yet. Every `sync_ms` one pipeline goes to Redis: for every key
+//! counted lately, `INCRBY` of its unsent count on the key of its fixed window
+//! (`<prefix>:rate:<key>:<window>:<bucket>`, windows aligned on the epoch so that all
+//! instances agree), which returns the total of all instances. A call is judged on the
+//! last total Redis returned plus what this instance counted since.
+//!
+//! Worst-case overshoot: between two syncs an instance does not see the other
+//! instances' new calls, so with N instances a limit can be passed by at most the calls
+//! that the other N-1 instances admit in one sync interval (plus the two-bucket sliding
+//! approximation's error, as for the local counter). A 60-a-minute contract spread
+//! over three gateways at its limit sees well under one extra call per 100 ms sync.
+//!
+//! Redis slow or down: the sync fails after `timeout_ms`, the counter turns
+//! `degraded` and keeps counting locally on top of the last totals it had (fail-open:
+//! each gateway alone against the full limit), or makes rules configured with
+//! `fallback = "closed"` match. It retries every sync interval; the first sync that
+//! succeeds sends everything counted meanwhile, and counting is shared again.
+
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Redis, RedisFailure};
+use crate::policy::rate::RateCounter;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    window_ms: u64,
+    /// Index of the current fixed window (now / window).
+    bucket: u64,
+    /// Counted here and not yet sent: [current window, previous window].
+    pending: [u32; 2],
+    /// Totals Redis returned at the last sync (this instance's sent counts included).
+    shared: [u32; 2],
+    last_ms: u64,
+}
+
+impl Slot {
+    fn roll(&mut self, bucket: u64) {
+        if bucket == self.bucket {
+            return;
+        }
+        if bucket == self.bucket + 1 {
+            self.pending[1] = self.pending[0];
+            self.shared[1] = self.shared[0];
+        } else {
+            self.pending[1] = 0;
+            self.shared[1] = 0;
+        }
+        self.pending[0] = 0;
+        self.shared[0] = 0;
+        self.bucket = bucket;
+    }
+
+    fn estimate(&self, now_ms: u64) -> u32 {
+        let w = self.window_ms.max(1);
+        let into = now_ms.saturating_sub(self.bucket * w).min(w);
+        let cur = self.shared[0].saturating_add(self.pending[0]);
+        let prev = self.shared[1].saturating_add(self.pending[1]) as u64;
+        cur.saturating_add((prev * (w - into) / w) as u32)
+    }
+}
+
+pub struct SharedRateCounter {
+    map: DashMap<u64, Slot, ahash::RandomState>,
+    capacity: usize,
+    degraded: AtomicBool,
+    /// Calls counted while degraded (counted locally only).
+    pub fallback_hits: AtomicU64,
+    /// Keys that found the table full and shared one overflow key.
+    pub overflowed: AtomicU64,
+}
+
+/// Key that newcomers share when the table is full (as the local counter does).
+const OVERFLOW_KEY: u64 = u64::MAX;
+
+impl SharedRateCounter {
+    pub fn new(capacity: usize) -> SharedRateCounter {
+        SharedRateCounter {
+            map: DashMap::with_hasher(ahash::RandomState::new()),
+            capacity: capacity.max(1),
+            // Degraded until the first sync: nothing is known of the others yet.
+            degraded: AtomicBool::new(true),
+            fallback_hits: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    fn redis_key(prefix: &str, key: u64, window_ms: u64, bucket: u64) -> String {
+        format!("{prefix}:rate:{key:016x}:{window_ms}:{bucket}")
+    }
+
+    /// One sync: send what was counted, read the totals back. On failure nothing is
+    /// lost: the unsent counts stay pending for the next attempt.
+    pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<usize, RedisFailure> {
+        // (key, window, bucket, sent now, sent prev)
+        let mut batch: Vec<(u64, u64, u64, u32, u32)> = Vec::new();
+        for e in self.map.iter() {
+            let s = e.value();
+            if now_ms.saturating_sub(s.last_ms) > 2 * s.window_ms {
+                continue;
+            }
+            batch.push((*e.key(), s.window_ms, s.bucket, s.pending[0], s.pending[1]));
+        }
+        if batch.is_empty() {
+            // Still prove the store is there, so that a quiet gateway recovers too.
+            redis
+                .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+                .await?;
+            self.degraded.store(false, Ordering::Relaxed);
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for &(key, w, b, p0, p1) in &batch {
+            let ttl = 3 * w;
+            let k0 = Self::redis_key(&redis.prefix, key, w, b);
+            pipe.cmd("INCRBY").arg(&k0).arg(p0);
+            pipe.cmd("PEXPIRE").arg(&k0).arg(ttl).ignore();
+            let k1 = Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1));
+            pipe.cmd("INCRBY").arg(&k1).arg(p1);
+            pipe.cmd("PEXPIRE").arg(&k1).arg(ttl).ignore();
+        }
+        let totals: Vec<i64> = redis
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        for (i, &(key, _, b, p0, p1)) in batch.iter().enumerate() {
+            let (Some(&t0), Some(&t1)) = (totals.get(2 * i), totals.get(2 * i + 1)) else {
+                break;
+            };
+            let clamp = |t: i64| t.clamp(0, u32::MAX as i64) as u32;
+            if let Some(mut s) = self.map.get_mut(&key) {
+                if s.bucket == b {
+                    s.pending[0] = s.pending[0].saturating_sub(p0);
+                    s.pending[1] = s.pending[1].saturating_sub(p1);
+                    s.shared = [clamp(t0), clamp(t1)];
+                } else if s.bucket == b + 1 {
+                    // The window turned during the sync: what was current is previous.
+                    s.pending[1] = s.pending[1].saturating_sub(p0);
+                    s.shared[1] = clamp(t0);
+                }
+            }
+        }
+        self.degraded.store(false, Ordering::Relaxed);
+        Ok(batch.len())
+    }
+
+    /// Syncs every `every` until the process ends; marks the counter degraded while
+    /// Redis cannot be reached and counts the failures.
+    pub async fn run(
+        self: Arc<Self>,
+        redis: Arc<Redis>,
+        every: Duration,
+        on_result: impl Fn(Result<usize, &RedisFailure>),
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.sync(&redis, crate::cli::now_ms()).await {
+                Ok(n) => on_result(Ok(n)),
+                Err(e) => {
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "redis unreachable: rate counters count locally until it is back");
+                    }
+                    on_result(Err(&e));
+                }
+            }
+        }
+    }
+}
+
+impl RateCounter for SharedRateCounter {
+    fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
+        let window_ms = window_ms.max(1);
+        let bucket = now_ms / window_ms;
+        if self.degraded.load(Ordering::Relaxed) {
+            self.fallback_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let key = if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            OVERFLOW_KEY
+        } else {
+            key
+        };
+        let mut s = self.map.entry(key).or_insert(Slot {
+            window_ms,
+            bucket,
+            ..Slot::default()
+        });
+        s.window_ms = window_ms;
+        s.roll(bucket);
+        s.pending[0] = s.pending[0].saturating_add(1);
+        s.last_ms = now_ms;
+        s.estimate(now_ms)
+    }
+
+    fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    fn housekeep(&self, now_ms: u64) {
+        self.map
+            .retain(|_, s| now_ms.saturating_sub(s.last_ms) <= 2 * s.window_ms);
+    }
+
+    fn keys(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_locally_until_a_sync_and_slides() {
+        let c = SharedRateCounter::new(16);
+        assert!(c.degraded());
+        // Bucket 10 of one-minute windows.
+        let t = 600_000;
+        for i in 1..=5 {
+            assert_eq!(c.hit(7, t + i, 60_000), i as u32);
+        }
+        // What another instance reported, as a sync would store it.
+        c.map.get_mut(&7).unwrap().shared = [20, 0];
+        c.map.get_mut(&7).unwrap().pending = [0, 0];
+        assert_eq!(c.hit(7, t + 10, 60_000), 21);
+        // Half-way through the next window: 21 / 2 of the previous one, plus this call.
+        assert_eq!(c.hit(7, t + 90_000, 60_000), 1 + 21 / 2);
+        assert_eq!(c.fallback_hits.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn a_full_table_shares_one_overflow_key() {
+        let c = SharedRateCounter::new(2);
+        c.hit(1, 0, 60_000);
+        c.hit(2, 0, 60_000);
+        assert_eq!(c.hit(3, 0, 60_000), 1);
+        assert_eq!(c.hit(4, 0, 60_000), 2);
+        assert_eq!(c.overflowed.load(Ordering::Relaxed), 2);
+        c.housekeep(1_000_000);
+        assert_eq!(c.keys(), 0);
+    }
+}

@@ -1,0 +1,85 @@
+//! Signaling records also go to one Redis stream shared by every gateway
+//! (`XADD <prefix>:<stream> MAXLEN ~ <records_maxlen>`, fields `gw` and `record`), so
+//! an investigator finds a call seen at any gateway with one `XRANGE`/`XREAD`. The
+//! workers hand records over a bounded queue and never wait; a full queue or a failed
+//! write drops records and counts them, as the file writer does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+use super::Redis;
+
+/// Records waiting for Redis; beyond this they are dropped and counted.
+const QUEUE: usize = 16_384;
+/// Records per pipeline.
+const BATCH: usize = 512;
+
+#[derive(Default)]
+pub struct StreamStats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct RecordStream {
+    tx: mpsc::Sender<String>,
+    pub stats: Arc<StreamStats>,
+}
+
+impl RecordStream {
+    /// Starts the writer on the current runtime.
+    pub fn start(redis: Arc<Redis>, stream: &str, maxlen: u64, instance: String) -> RecordStream {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(StreamStats::default());
+        let key = redis.key(stream);
+        tokio::spawn(write(redis, key, maxlen, instance, rx, stats.clone()));
+        RecordStream { tx, stats }
+    }
+
+    /// Queues one record (JSON); never blocks.
+    pub fn send(&self, json: String) {
+        if self.tx.try_send(json).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn write(
+    redis: Arc<Redis>,
+    key: String,
+    maxlen: u64,
+    instance: String,
+    mut rx: mpsc::Receiver<String>,
+    stats: Arc<StreamStats>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for r in &batch {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(maxlen)
+                .arg("*")
+                .arg("gw")
+                .arg(&instance)
+                .arg("record")
+                .arg(r)
+                .ignore();
+        }
+        let n = batch.len() as u64;
+        match redis
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+        {
+            Ok(()) => stats.written.fetch_add(n, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(error = %e, "records to redis dropped");
+                stats.dropped.fetch_add(n, Ordering::Relaxed)
+            }
+        };
+        batch.clear();
+    }
+}

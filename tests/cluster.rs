@@ -1,0 +1,340 @@
+//! Several gateways as one filter, on a real Redis: three sipfence instances on
+//! loopback driven by sipp share the contracted call frequency of a trunk, pick up a
+//! published list (and refuse a bad one), keep working when Redis is killed mid-load
+//! and share counting again once it is back, and put their records in one stream.
+
+mod common;
+
+use common::{
+    Proxy, RedisServer, Tail, play, port_block, redis_available, sipp_available, sipp_uas,
+};
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+/// One enterprise gateway: trunk `ent` on `base`, core at `uas`, metrics on base + 30.
+fn gateway(i: usize, base: u16, uas: u16, redis: &str, limit: u32, fallback: &str) -> Proxy {
+    let cfg = format!(
+        r#"
+[lists.blacklist]
+entries = ["+8613800000001"]
+
+[rules.enterprise-rate-trunk]
+fallback = "{fallback}"
+
+[[trunk]]
+name = "ent"
+role = "enterprise"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+max_calls_per_minute = {limit}
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999"]
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[redis]
+url = "{redis}"
+instance = "gw{i}"
+sync_ms = 50
+list_poll_ms = 200
+"#,
+        metrics = base + 30
+    );
+    Proxy::start(&cfg, 1)
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.elapsed()
+}
+
+fn calls(p: &Proxy, verdict: &str) -> f64 {
+    p.metric(&format!(
+        "sipfence_calls_total{{trunk=\"ent\",verdict=\"{verdict}\"}}"
+    ))
+}
+
+/// Sends one INVITE from `caller` to the gateway on `port`; the status it answers.
+fn answer(port: u16, caller: &str) -> Option<u16> {
+    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let me = s.local_addr().ok()?;
+    let id = format!("{caller}-{}-{port}", me.port());
+    let m = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}\r\nFrom: <sip:{caller}@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(m.as_bytes(), ("127.0.0.1", port)).ok()?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.recv(&mut buf).ok()?;
+        let code: u16 = std::str::from_utf8(&buf[8..12.min(n)])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if code >= 200 {
+            return Some(code);
+        }
+    }
+}
+
+fn rows(caller_base: u32, n: u32) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("+8613912340{:03}", caller_base + i),
+                format!("+861012{:06}", i),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn contracted_frequency_holds_across_three_gateways_and_records_meet_in_one_stream() {
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
+    let redis = RedisServer::start(bases[0] + 35);
+    let uas_port = bases[0] + 10;
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| gateway(i, b, uas_port, &redis.url(), 30, "open"))
+        .collect();
+    let dir = gws[0].dir.path().to_path_buf();
+    let _uas = sipp_uas(uas_port, None, &dir);
+    // 60 attempts in about two seconds, 20 through each gateway, against a contract of
+    // 30 a minute for the trunk as a whole.
+    std::thread::scope(|s| {
+        for (i, &b) in bases.iter().enumerate() {
+            let dir = dir.clone();
+            s.spawn(move || {
+                play(
+                    &dir,
+                    b,
+                    b + 20,
+                    403,
+                    &Tail::Answer(0),
+                    &rows(i as u32 * 100, 20),
+                    10,
+                )
+            });
+        }
+    });
+    let allowed: f64 = gws.iter().map(|g| calls(g, "allow")).sum();
+    let refused: f64 = gws.iter().map(|g| calls(g, "reject")).sum();
+    let per: Vec<f64> = gws.iter().map(|g| calls(g, "allow")).collect();
+    println!("allowed {allowed} ({per:?}), refused {refused}");
+    assert_eq!(allowed + refused, 60.0);
+    // Local counting alone would allow all 60. Shared: 30, plus at most the calls the
+    // other two gateways admit within one 50 ms sync (10 calls/s each: one each).
+    assert!((30.0..=32.0).contains(&allowed), "allowed {allowed}");
+    let rule: f64 = gws
+        .iter()
+        .map(|g| {
+            g.metric(
+                "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-rate-trunk\",trunk=\"ent\"}",
+            )
+        })
+        .sum();
+    assert_eq!(rule, refused);
+    for g in &gws {
+        assert_eq!(g.metric("sipfence_redis_up"), 1.0);
+    }
+
+    // Every decision of every gateway is in the one stream, named by its gateway.
+    wait_for("60 records in the stream", 10, || {
+        redis
+            .cli(&["XLEN", "sipfence:records"])
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 60
+    });
+    let all = redis.cli(&["XRANGE", "sipfence:records", "-", "+"]);
+    for gw in ["gw0", "gw1", "gw2"] {
+        assert!(all.contains(gw), "no record from {gw}");
+    }
+    assert!(all.contains("enterprise-rate-trunk") && all.contains("\"verdict\":\"allow\""));
+}
+
+#[test]
+fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
+    if !redis_available() {
+        return;
+    }
+    let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
+    let redis = RedisServer::start(bases[0] + 35);
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| gateway(i, b, bases[0] + 10, &redis.url(), 10_000, "open"))
+        .collect();
+    // Not whitelisted, not blacklisted: refused by the whitelist rule (403).
+    let caller = "+8613800000099";
+    for &b in &bases {
+        assert_eq!(answer(b, caller), Some(403));
+    }
+    let list = gws[0].dir.path().join("blacklist.txt");
+    std::fs::write(&list, "# new entries\n+8613800000001\n+8613800000099\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["lists", "publish", "--redis", &redis.url()])
+        .arg(format!("blacklist={}", list.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("published lists v1"),
+        "{text}"
+    );
+    let took = wait_for("v1 on every gateway", 10, || {
+        gws.iter()
+            .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 1.0)
+    });
+    println!("v1 running everywhere after {took:?}");
+    for (g, &b) in gws.iter().zip(&bases) {
+        assert_eq!(answer(b, caller), Some(608), "blacklisted now");
+        assert!(g.http("GET", "/healthz").1.contains("lists=v1"));
+    }
+
+    // The publisher refuses a bad file itself, with file and line...
+    std::fs::write(&list, "+8613800000099\nnot a number\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["lists", "publish", "--redis", &redis.url()])
+        .arg(format!("blacklist={}", list.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("blacklist.txt:2"),
+        "{err}"
+    );
+    // ... and a bad set written to Redis by other means is refused by every gateway,
+    // which keeps v1.
+    assert_eq!(redis.cli(&["INCR", "sipfence:lists:seq"]).trim(), "2");
+    redis.cli(&[
+        "HSET",
+        "sipfence:lists:v2",
+        "blacklist",
+        "+8613800000001\n13x\n",
+    ]);
+    redis.cli(&["SET", "sipfence:lists:current", "2"]);
+    wait_for("v2 refused everywhere", 10, || {
+        gws.iter()
+            .all(|g| g.metric("sipfence_list_version{state=\"refused\"}") == 2.0)
+    });
+    for (g, &b) in gws.iter().zip(&bases) {
+        assert_eq!(g.metric("sipfence_list_version{state=\"running\"}"), 1.0);
+        assert_eq!(answer(b, caller), Some(608), "v1 still in force");
+        let out = g.stdout.lock().unwrap().join("\n");
+        assert!(
+            out.contains("published lists v2 refused")
+                && out.contains("redis:lists/v2/blacklist:2"),
+            "{out}"
+        );
+    }
+    // A reload re-reads the files but keeps the published lists in force.
+    gws[0].signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(answer(bases[0], caller), Some(608));
+}
+
+#[test]
+fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
+    let mut redis = RedisServer::start(bases[0] + 35);
+    let uas_port = bases[0] + 10;
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| gateway(i, b, uas_port, &redis.url(), 10_000, "open"))
+        .collect();
+    let dir = gws[0].dir.path().to_path_buf();
+    let _uas = sipp_uas(uas_port, None, &dir);
+    std::thread::scope(|s| {
+        for (i, &b) in bases.iter().enumerate() {
+            let dir = dir.clone();
+            // `play` fails the test if any call fails: none may be lost.
+            s.spawn(move || {
+                play(
+                    &dir,
+                    b,
+                    b + 20,
+                    403,
+                    &Tail::Answer(0),
+                    &rows(i as u32 * 100, 60),
+                    20,
+                )
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        redis.kill();
+        std::thread::sleep(Duration::from_millis(1000));
+        for g in &gws {
+            assert_eq!(g.metric("sipfence_redis_up"), 0.0, "redis down noticed");
+        }
+        redis.restart();
+    });
+    for g in &gws {
+        assert_eq!(
+            calls(g, "allow"),
+            60.0,
+            "fail-open: every call went through"
+        );
+        assert!(g.metric("sipfence_shared_counter_fallbacks_total") > 0.0);
+        assert!(g.metric("sipfence_redis_errors_total{op=\"counters\"}") > 0.0);
+    }
+    wait_for("redis up again everywhere", 10, || {
+        gws.iter().all(|g| g.metric("sipfence_redis_up") == 1.0)
+    });
+    // Counting is shared again: the counts made during the outage and the calls since
+    // reached the new Redis from all three gateways.
+    let _more: Vec<_> = bases.iter().map(|&b| answer(b, "+8613800000099")).collect();
+    wait_for("shared counts in the restarted redis", 10, || {
+        let keys = redis.cli(&["--scan", "--pattern", "sipfence:rate:*"]);
+        let total: u64 = keys
+            .lines()
+            .filter(|k| !k.is_empty())
+            .map(|k| redis.cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
+            .sum();
+        total >= 60
+    });
+}
+
+#[test]
+fn fail_closed_refuses_while_redis_is_unreachable() {
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    // Nothing listens on this port: the shared counters never sync.
+    let nowhere = format!("redis://127.0.0.1:{}", base + 36);
+    let closed = gateway(0, base, base + 10, &nowhere, 10_000, "closed");
+    let b2 = port_block();
+    let open = gateway(1, b2, b2 + 10, &nowhere, 10_000, "open");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(answer(base, "+8613912340001"), Some(403));
+    assert_eq!(
+        closed.metric(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-rate-trunk\",trunk=\"ent\"}"
+        ),
+        1.0
+    );
+    // Fail-open: the call goes on to the core (which is not there: no answer).
+    assert_eq!(answer(b2, "+8613912340001"), None);
+    assert_eq!(calls(&open, "allow"), 1.0);
+    assert_eq!(open.metric("sipfence_redis_up"), 0.0);
+}
