@@ -10,6 +10,13 @@
 # "sipfence-behaviour" is the same policy with every behaviour rule evaluated (the README's
 # thresholds, action monitor: features counted and rules matched, calls unchanged, so the
 # peer's expected answers still hold): the cost of the behaviour rules under load.
+#
+#     PROXIES="sipfence-counted sipfence-redis" bash scripts/load.sh   # counters local / on Redis
+#
+# Both count every call of the enterprise trunk against a per-trunk and a per-caller
+# limit too high to refuse anything; "sipfence-redis" shares the counters through a
+# redis-server this script starts on 127.0.0.1:6390, "sipfence-redis-stream" also sends
+# every record to the Redis stream. Redis's own CPU is not in the proxy's figure.
 # Prints the peer's RESULT lines for both proxies and a summary: the highest rate held
 # with under 0.1% failed calls, sipp's response times, and calls per proxy CPU-second.
 set -euo pipefail
@@ -39,6 +46,18 @@ sed "s#@DATA@#$DATA#g" deploy/bench/kamailio-contract.toml.in > "$OUT/sipfence.t
 # Behaviour thresholds on every trunk (a table right after each trunk's next_hop line).
 sed '/^next_hop = /a [trunk.behaviour]\nattempts = 60\ndistinct_callees = 30\nsequential_callees = 10\nmin_asr_percent = 10\nasr_min_attempts = 20\nring_once = 3\nshort_calls = 5' \
   "$OUT/sipfence.toml" > "$OUT/sipfence-behaviour.toml"
+sed '/^next_hop = /a max_calls_per_minute = 100000000\nmax_calls_per_minute_per_caller = 1000000' \
+  "$OUT/sipfence.toml" > "$OUT/sipfence-counted.toml"
+cp "$OUT/sipfence-counted.toml" "$OUT/sipfence-redis.toml"
+printf '\n[redis]\nurl = "redis://127.0.0.1:6390"\ninstance = "load"\nrecords_stream = ""\n' >> "$OUT/sipfence-redis.toml"
+# The same with every record also sent to the Redis stream.
+cp "$OUT/sipfence-redis.toml" "$OUT/sipfence-redis-stream.toml"
+sed -i 's/^records_stream = ""/records_stream = "records"/' "$OUT/sipfence-redis-stream.toml"
+"$ROOT/target/release/sipfence" check --config "$OUT/sipfence-redis.toml" | tail -1
+if [[ " $PROXIES " == *" sipfence-redis"* ]]; then
+  redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+  trap 'redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true' EXIT
+fi
 for r in attempts callees sequential low-asr ring-once short-calls; do
   printf '\n[rules.behaviour-%s]\naction = "monitor"\n' "$r" >> "$OUT/sipfence-behaviour.toml"
 done
@@ -46,7 +65,7 @@ done
 for p in $PROXIES; do
   case $p in
     kamailio) args=(--workers "$WORKERS");;
-    sipfence|sipfence-behaviour) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
+    sipfence|sipfence-behaviour|sipfence-counted|sipfence-redis|sipfence-redis-stream) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
   esac
   echo "== $p" >&2
   bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p" 2>"$OUT/$p.log" \

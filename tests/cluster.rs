@@ -45,6 +45,20 @@ list_poll_ms = 200
     Proxy::start(&cfg, 1)
 }
 
+/// Redis and three gateways with one core (sipp UAS) at the first block's base + 10.
+fn three_gateways(limit: u32) -> (Vec<u16>, RedisServer, Vec<Proxy>, common::Proc) {
+    let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
+    let redis = RedisServer::start(bases[0] + 35);
+    let uas_port = bases[0] + 10;
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| gateway(i, b, uas_port, &redis.url(), limit, "open"))
+        .collect();
+    let uas = sipp_uas(uas_port, None, gws[0].dir.path());
+    (bases, redis, gws, uas)
+}
+
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !ok() {
@@ -103,16 +117,8 @@ fn contracted_frequency_holds_across_three_gateways_and_records_meet_in_one_stre
     if !sipp_available() || !redis_available() {
         return;
     }
-    let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
-    let redis = RedisServer::start(bases[0] + 35);
-    let uas_port = bases[0] + 10;
-    let gws: Vec<Proxy> = bases
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| gateway(i, b, uas_port, &redis.url(), 30, "open"))
-        .collect();
+    let (bases, redis, gws, _uas) = three_gateways(30);
     let dir = gws[0].dir.path().to_path_buf();
-    let _uas = sipp_uas(uas_port, None, &dir);
     // 60 attempts in about two seconds, 20 through each gateway, against a contract of
     // 30 a minute for the trunk as a whole.
     std::thread::scope(|s| {
@@ -254,16 +260,8 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     if !sipp_available() || !redis_available() {
         return;
     }
-    let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
-    let mut redis = RedisServer::start(bases[0] + 35);
-    let uas_port = bases[0] + 10;
-    let gws: Vec<Proxy> = bases
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| gateway(i, b, uas_port, &redis.url(), 10_000, "open"))
-        .collect();
+    let (bases, mut redis, gws, _uas) = three_gateways(10_000);
     let dir = gws[0].dir.path().to_path_buf();
-    let _uas = sipp_uas(uas_port, None, &dir);
     std::thread::scope(|s| {
         for (i, &b) in bases.iter().enumerate() {
             let dir = dir.clone();

@@ -90,21 +90,30 @@ impl SharedRateCounter {
         }
     }
 
+    fn count(s: &mut Slot, now_ms: u64, window_ms: u64, bucket: u64) -> u32 {
+        s.window_ms = window_ms;
+        s.roll(bucket);
+        s.pending[0] = s.pending[0].saturating_add(1);
+        s.last_ms = now_ms;
+        s.estimate(now_ms)
+    }
+
     fn redis_key(prefix: &str, key: u64, window_ms: u64, bucket: u64) -> String {
         format!("{prefix}:rate:{key:016x}:{window_ms}:{bucket}")
     }
 
-    /// One sync: send what was counted, read the totals back. On failure nothing is
-    /// lost: the unsent counts stay pending for the next attempt.
-    pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<usize, RedisFailure> {
+    /// One sync: send what was counted, read the totals back. Only keys counted since
+    /// the last sync go (a key nobody here counts needs no fresh total: it is refreshed
+    /// by the next sync after its next call, within the overshoot bound). On failure
+    /// nothing is lost: the unsent counts stay pending for the next attempt.
+    pub async fn sync(&self, redis: &Redis) -> Result<usize, RedisFailure> {
         // (key, window, bucket, sent now, sent prev)
         let mut batch: Vec<(u64, u64, u64, u32, u32)> = Vec::new();
         for e in self.map.iter() {
             let s = e.value();
-            if now_ms.saturating_sub(s.last_ms) > 2 * s.window_ms {
-                continue;
+            if s.pending != [0, 0] {
+                batch.push((*e.key(), s.window_ms, s.bucket, s.pending[0], s.pending[1]));
             }
-            batch.push((*e.key(), s.window_ms, s.bucket, s.pending[0], s.pending[1]));
         }
         if batch.is_empty() {
             // Still prove the store is there, so that a quiet gateway recovers too.
@@ -120,23 +129,35 @@ impl SharedRateCounter {
             let k0 = Self::redis_key(&redis.prefix, key, w, b);
             pipe.cmd("INCRBY").arg(&k0).arg(p0);
             pipe.cmd("PEXPIRE").arg(&k0).arg(ttl).ignore();
-            let k1 = Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1));
-            pipe.cmd("INCRBY").arg(&k1).arg(p1);
-            pipe.cmd("PEXPIRE").arg(&k1).arg(ttl).ignore();
+            // The previous window only when something of it is still unsent (a sync
+            // that failed across a window's end): its total is otherwise known.
+            if p1 > 0 {
+                let k1 = Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1));
+                pipe.cmd("INCRBY").arg(&k1).arg(p1);
+                pipe.cmd("PEXPIRE").arg(&k1).arg(ttl).ignore();
+            }
         }
         let totals: Vec<i64> = redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
-        for (i, &(key, _, b, p0, p1)) in batch.iter().enumerate() {
-            let (Some(&t0), Some(&t1)) = (totals.get(2 * i), totals.get(2 * i + 1)) else {
-                break;
+        let clamp = |t: i64| t.clamp(0, u32::MAX as i64) as u32;
+        let mut at = 0;
+        for &(key, _, b, p0, p1) in &batch {
+            let Some(&t0) = totals.get(at) else { break };
+            let t1 = if p1 > 0 {
+                totals.get(at + 1).copied()
+            } else {
+                None
             };
-            let clamp = |t: i64| t.clamp(0, u32::MAX as i64) as u32;
+            at += 1 + (p1 > 0) as usize;
             if let Some(mut s) = self.map.get_mut(&key) {
                 if s.bucket == b {
                     s.pending[0] = s.pending[0].saturating_sub(p0);
                     s.pending[1] = s.pending[1].saturating_sub(p1);
-                    s.shared = [clamp(t0), clamp(t1)];
+                    s.shared[0] = clamp(t0);
+                    if let Some(t1) = t1 {
+                        s.shared[1] = clamp(t1);
+                    }
                 } else if s.bucket == b + 1 {
                     // The window turned during the sync: what was current is previous.
                     s.pending[1] = s.pending[1].saturating_sub(p0);
@@ -160,7 +181,7 @@ impl SharedRateCounter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match self.sync(&redis, crate::cli::now_ms()).await {
+            match self.sync(&redis).await {
                 Ok(n) => on_result(Ok(n)),
                 Err(e) => {
                     if !self.degraded.swap(true, Ordering::Relaxed) {
@@ -180,7 +201,11 @@ impl RateCounter for SharedRateCounter {
         if self.degraded.load(Ordering::Relaxed) {
             self.fallback_hits.fetch_add(1, Ordering::Relaxed);
         }
-        let key = if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+        if let Some(mut s) = self.map.get_mut(&key) {
+            return Self::count(&mut s, now_ms, window_ms, bucket);
+        }
+        // Only a new key pays for the size check (DashMap::len visits every shard).
+        let key = if self.map.len() >= self.capacity {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             OVERFLOW_KEY
         } else {
@@ -191,11 +216,7 @@ impl RateCounter for SharedRateCounter {
             bucket,
             ..Slot::default()
         });
-        s.window_ms = window_ms;
-        s.roll(bucket);
-        s.pending[0] = s.pending[0].saturating_add(1);
-        s.last_ms = now_ms;
-        s.estimate(now_ms)
+        Self::count(&mut s, now_ms, window_ms, bucket)
     }
 
     fn degraded(&self) -> bool {

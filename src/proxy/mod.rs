@@ -108,6 +108,11 @@ impl Shared {
         }
     }
 
+    /// The published list version running, if any.
+    pub fn lists_version(&self) -> Option<u64> {
+        self.lists.lock().ok().and_then(|g| g.as_ref().map(|x| x.0))
+    }
+
     /// Swaps in a published list set on top of the running policy.
     pub fn apply_lists(
         &self,
@@ -466,11 +471,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                 s.dropped.load(std::sync::atomic::Ordering::Relaxed),
             );
         }
-        let running = shared
-            .lists
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|x| x.0));
+        let running = shared.lists_version();
         let v = match crate::cluster::lists::current(&c.redis).await {
             Ok(Some(v)) if Some(v) != running && Some(v) != refused => v,
             Ok(_) => continue,
@@ -536,7 +537,7 @@ async fn control(
         version: {
             let s = shared.clone();
             Box::new(move || {
-                let lists = match s.lists.lock().ok().and_then(|g| g.as_ref().map(|x| x.0)) {
+                let lists = match s.lists_version() {
                     Some(v) => format!(" lists=v{v}"),
                     None => String::new(),
                 };
