@@ -453,8 +453,13 @@ fn judge_behaviour(
         }
     }
     if !tripped.is_empty() {
-        ctx.behaviour
-            .watch(key, tripped, ctx.now_ms + b.watch_secs as u64 * 1000);
+        let until = ctx.now_ms + b.watch_secs as u64 * 1000;
+        ctx.behaviour.watch(key, tripped, until);
+        // The record says what the caller is watched for from this call on.
+        if let Some(f) = &mut d.features {
+            f.watched.0 |= tripped.0;
+            f.watch_until_ms = f.watch_until_ms.max(until);
+        }
     }
     rejected
 }

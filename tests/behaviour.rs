@@ -662,3 +662,67 @@ fn normal_traffic_trips_no_behaviour_rule() {
     );
     assert_eq!(flagged, 0, "false positives on normal traffic");
 }
+
+/// `sipfence explain` on several files is one sequence: each INVITE shows the caller's
+/// features at that point, a CANCEL after a 180 counts as ring-once, and the rule that
+/// fires is named with its features, in text and in JSON.
+#[test]
+fn explain_shows_the_features_over_a_sequence_of_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\n[trunk.behaviour]\nring_once = 2\n[trunk.rules.behaviour-ring-once]\naction = \"reject\"\n",
+    )
+    .unwrap();
+    let mut files = vec![];
+    let mut add = |name: String, text: String| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        files.push(f);
+    };
+    for i in 0..2 {
+        let call = format!("e{i}");
+        add(
+            format!("{i}-a-invite.sip"),
+            invite("+447700900030", &scattered(i), &call),
+        );
+        add(format!("{i}-b-180.sip"), response(180, &call, "INVITE"));
+        add(
+            format!("{i}-c-cancel.sip"),
+            in_dialog("CANCEL", &call, false),
+        );
+    }
+    add(
+        "9-invite.sip".into(),
+        invite("+447700900030", &scattered(9), "e9"),
+    );
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        c.args(["explain", "--source", "10.0.0.1:5060", "--config"])
+            .arg(&policy);
+        if json {
+            c.arg("--json");
+        }
+        let o = c.args(&files).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = run(false);
+    assert!(
+        text.contains("behaviour attempts=1 callees=1 answered=0 (asr 0%) ring-once=0"),
+        "{text}"
+    );
+    let last = text.rsplit("9-invite.sip:").next().unwrap();
+    assert!(last.contains("verdict  reject 608"), "{last}");
+    assert!(last.contains("rule     behaviour-ring-once"), "{last}");
+    assert!(
+        last.contains("attempts=3") && last.contains("ring-once=2"),
+        "{last}"
+    );
+    assert!(last.contains("watched for behaviour-ring-once"), "{last}");
+    let json = run(true);
+    let v: serde_json::Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+    assert_eq!(v["rule"], "behaviour-ring-once");
+    assert_eq!(v["behaviour"]["ring_once"], 2);
+    assert_eq!(v["behaviour"]["watched"][0], "behaviour-ring-once");
+}

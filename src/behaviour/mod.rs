@@ -54,7 +54,8 @@ pub struct Features {
     /// Attempts whose callee followed the previous callee by +1..+[`SEQ_STEP`].
     pub sequential: u32,
     pub short_calls: u32,
-    /// Rules this caller is on the watch list for, and until when (Unix ms, 0 = not).
+    /// Rules this caller is on the watch list for, and until when (Unix ms, 0 = not):
+    /// as the tracker returns them, before this call; in a decision, after it.
     #[serde(skip)]
     pub watched: RuleSet,
     pub watch_until_ms: u64,
