@@ -45,6 +45,7 @@ next_hop = "udp:127.0.0.1:5080""#
     let rates = LocalRateCounter::new(1024);
     let before = rss_kib();
     let tracker = LocalTracker::new(sizes.callers, sizes.calls);
+    tracker.reserve();
     let allocated = rss_kib();
     let t0 = Instant::now();
     let mut forwarded = 0u64;

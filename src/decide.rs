@@ -123,6 +123,13 @@ impl Decision {
     }
 }
 
+/// Refuses the call by rule `r`.
+fn reject(d: &mut Decision, r: RuleId, code: u16) {
+    d.hits.insert(r);
+    d.outcome = Outcome::Reject { code };
+    d.rule = Some(r);
+}
+
 /// Applies one matching rule's action. Returns true when evaluation must stop.
 #[inline]
 fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
@@ -138,8 +145,7 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
     d.hits.insert(r);
     match a.kind {
         ActionKind::Reject => {
-            d.outcome = Outcome::Reject { code: a.code };
-            d.rule = Some(r);
+            reject(d, r, a.code);
             true
         }
         ActionKind::Rewrite => {
@@ -162,7 +168,7 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
     }
 }
 
-/// Key of a rate counter: trunk and (optionally) caller.
+/// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
 fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     let t = (trunk as u64).to_le_bytes();
     match caller {
@@ -389,7 +395,7 @@ fn judge_behaviour(
     if !RuleId::BEHAVIOUR.into_iter().any(on) {
         return false;
     }
-    let key = behaviour::caller_key(ti, caller);
+    let key = rate_key(ti, Some(caller));
     let buf = msg.buf();
     let callee = msg
         .request_uri()
@@ -440,9 +446,7 @@ fn judge_behaviour(
             // Each rate-limited rule counts in its own key: two of them do not share.
             let rk = key ^ (r.index() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             if ctx.rates.hit(rk, ctx.now_ms, 60_000) > b.rate_limit_per_minute {
-                d.hits.insert(r);
-                d.outcome = Outcome::Reject { code: a.code };
-                d.rule = Some(r);
+                reject(d, r, a.code);
                 rejected = true;
                 break;
             }

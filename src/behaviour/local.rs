@@ -1,5 +1,7 @@
 //! The in-process behaviour tracker: two fixed-size, set-associative tables allocated
-//! once at start, so memory is the same whatever an attacker sends.
+//! once (at the first call, or up front with [`LocalTracker::reserve`]), so memory is
+//! the same whatever an attacker sends, and nothing is taken where no trunk runs
+//! behaviour rules.
 //!
 //! - Callers: `callers` slots of [`CallerSlot`] in sets of [`WAYS`], each set behind
 //!   its own lock (two workers rarely touch the same set). A new caller takes a free
@@ -11,8 +13,8 @@
 //!   first 18x and answer), set-associative the same way; the oldest call of a set is
 //!   overwritten, and a later message of an overwritten call is simply not counted.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::{BehaviourTracker, CallStart, Event, Features, SEQ_STEP, Seen};
 use crate::policy::RuleSet;
@@ -175,10 +177,32 @@ pub struct Stats {
 }
 
 pub struct LocalTracker {
-    callers: Box<[Mutex<Set<CallerSlot>>]>,
-    calls: Box<[Mutex<Set<CallSlot>>]>,
+    /// Set counts (powers of two), fixed at construction.
+    caller_sets: usize,
+    call_sets: usize,
+    tables: OnceLock<Tables>,
     caller_evictions: AtomicU64,
     call_evictions: AtomicU64,
+}
+
+struct Tables {
+    callers: Box<[Mutex<Set<CallerSlot>>]>,
+    calls: Box<[Mutex<Set<CallSlot>>]>,
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain counters:
+/// the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Tables {
+    fn caller_set(&self, key: u64) -> MutexGuard<'_, Set<CallerSlot>> {
+        lock(&self.callers[set_of(key, self.callers.len())])
+    }
+    fn call_set(&self, call: u64) -> MutexGuard<'_, Set<CallSlot>> {
+        lock(&self.calls[set_of(call, self.calls.len())])
+    }
 }
 
 fn sets_for(slots: usize) -> usize {
@@ -210,19 +234,34 @@ fn nonzero(k: u64) -> u64 {
 impl LocalTracker {
     /// Room for `callers` callers and `calls` calls in flight (each rounded up to a
     /// power of two of sets of [`WAYS`]).
+    /// Allocates nothing yet: see [`LocalTracker::reserve`].
     pub fn new(callers: usize, calls: usize) -> LocalTracker {
         LocalTracker {
-            callers: (0..sets_for(callers)).map(|_| Mutex::default()).collect(),
-            calls: (0..sets_for(calls)).map(|_| Mutex::default()).collect(),
+            caller_sets: sets_for(callers),
+            call_sets: sets_for(calls),
+            tables: OnceLock::new(),
             caller_evictions: AtomicU64::new(0),
             call_evictions: AtomicU64::new(0),
         }
     }
 
-    /// Bytes held by the tables: fixed at construction.
+    /// Allocates the tables now rather than at the first call (the proxy does it at
+    /// start when a trunk runs behaviour rules, so no call waits for it).
+    pub fn reserve(&self) {
+        self.tables();
+    }
+
+    fn tables(&self) -> &Tables {
+        self.tables.get_or_init(|| Tables {
+            callers: (0..self.caller_sets).map(|_| Mutex::default()).collect(),
+            calls: (0..self.call_sets).map(|_| Mutex::default()).collect(),
+        })
+    }
+
+    /// Bytes the tables take once allocated: fixed at construction.
     pub fn memory_bytes(&self) -> usize {
-        self.callers.len() * std::mem::size_of::<Mutex<Set<CallerSlot>>>()
-            + self.calls.len() * std::mem::size_of::<Mutex<Set<CallSlot>>>()
+        self.caller_sets * std::mem::size_of::<Mutex<Set<CallerSlot>>>()
+            + self.call_sets * std::mem::size_of::<Mutex<Set<CallSlot>>>()
     }
     /// Bytes per caller slot and per call slot, their set's lock shared out.
     pub fn slot_bytes() -> (usize, usize) {
@@ -232,10 +271,10 @@ impl LocalTracker {
         )
     }
     pub fn caller_capacity(&self) -> usize {
-        self.callers.len() * WAYS
+        self.caller_sets * WAYS
     }
     pub fn call_capacity(&self) -> usize {
-        self.calls.len() * WAYS
+        self.call_sets * WAYS
     }
 
     /// Counts what the tables hold (walks them: for a periodic gauge, not per call).
@@ -245,18 +284,18 @@ impl LocalTracker {
             call_evictions: self.call_evictions.load(Ordering::Relaxed),
             ..Stats::default()
         };
-        for set in self.callers.iter() {
-            if let Ok(set) = set.lock() {
-                for (c, _) in set.slots.iter().zip(set.keys).filter(|(_, k)| *k != 0) {
-                    s.callers += 1;
-                    s.watched += (c.watch_until_ms > now_ms) as usize;
-                }
+        let Some(t) = self.tables.get() else {
+            return s;
+        };
+        for set in t.callers.iter() {
+            let set = lock(set);
+            for (c, _) in set.slots.iter().zip(set.keys).filter(|(_, k)| *k != 0) {
+                s.callers += 1;
+                s.watched += (c.watch_until_ms > now_ms) as usize;
             }
         }
-        for set in self.calls.iter() {
-            if let Ok(set) = set.lock() {
-                s.calls += set.keys.iter().filter(|&&k| k != 0).count();
-            }
+        for set in t.calls.iter() {
+            s.calls += lock(set).keys.iter().filter(|&&k| k != 0).count();
         }
         s
     }
@@ -264,16 +303,14 @@ impl LocalTracker {
     /// Runs `f` on the caller's slot, creating it when `create` (else only if present).
     fn with_caller<R>(
         &self,
+        t: &Tables,
         key: u64,
         now_ms: u64,
         create: Option<u64>,
         f: impl FnOnce(&mut CallerSlot) -> R,
     ) -> Option<R> {
         let key = nonzero(key);
-        let set = &self.callers[set_of(key, self.callers.len())];
-        // A poisoned lock only means another thread panicked mid-update of plain
-        // counters: the data is still usable.
-        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = t.caller_set(key);
         let i = match set.find(key) {
             Some(i) => i,
             None => {
@@ -301,10 +338,10 @@ impl LocalTracker {
 
 impl BehaviourTracker for LocalTracker {
     fn on_call(&self, c: &CallStart) -> Features {
+        let t = self.tables();
         let call = nonzero(c.call);
         {
-            let set = &self.calls[set_of(call, self.calls.len())];
-            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            let mut set = t.call_set(call);
             // A retransmitted INVITE or a second branch of the same call is one call.
             if let Some(i) = set.find(call) {
                 set.slots[i].caller = c.caller;
@@ -326,7 +363,7 @@ impl BehaviourTracker for LocalTracker {
                 };
             }
         }
-        self.with_caller(c.caller, c.now_ms, Some(c.window_ms), |s| {
+        self.with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
             s.window_ms = c.window_ms.max(1);
             let left = s.roll(c.now_ms);
             s.last_ms = c.now_ms;
@@ -344,7 +381,9 @@ impl BehaviourTracker for LocalTracker {
     }
 
     fn watch(&self, caller: u64, rules: RuleSet, until_ms: u64) {
-        self.with_caller(caller, 0, None, |s| {
+        // No tables yet: no caller to watch.
+        let Some(t) = self.tables.get() else { return };
+        self.with_caller(t, caller, 0, None, |s| {
             if s.watch_until_ms < until_ms {
                 s.watch_until_ms = until_ms;
             }
@@ -353,10 +392,11 @@ impl BehaviourTracker for LocalTracker {
     }
 
     fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)> {
+        // No tables yet: no call known.
+        let t = self.tables.get()?;
         let call = nonzero(call);
         let (caller, trunk, seen) = {
-            let set = &self.calls[set_of(call, self.calls.len())];
-            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            let mut set = t.call_set(call);
             let i = set.find(call)?;
             let s = &mut set.slots[i];
             let seen = match ev {
@@ -393,7 +433,7 @@ impl BehaviourTracker for LocalTracker {
             }?;
             (s.caller, s.trunk, seen)
         };
-        self.with_caller(caller, now_ms, None, |s| {
+        self.with_caller(t, caller, now_ms, None, |s| {
             s.roll(now_ms);
             match seen {
                 Seen::Answered => s.answered.add(),

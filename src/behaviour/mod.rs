@@ -22,7 +22,8 @@ use crate::sip::{Message, Method};
 /// What the core tells the tracker about a new call attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct CallStart {
-    /// Key of the caller within its trunk (see [`caller_key`]).
+    /// Key of the caller within its trunk (the same number on two trunks is two
+    /// callers: the thresholds are per trunk).
     pub caller: u64,
     /// Key of the call (hash of its Call-ID), to attach its later messages.
     pub call: u64,
@@ -153,12 +154,6 @@ impl BehaviourTracker for NoTracking {
     fn on_event(&self, _call: u64, _ev: Event, _now_ms: u64) -> Option<(u16, Seen)> {
         None
     }
-}
-
-/// Key of a caller within a trunk: the same number on two trunks is two callers (the
-/// thresholds are per trunk).
-pub fn caller_key(trunk: usize, caller: &crate::numbering::Number) -> u64 {
-    crate::sip::lex::fnv1a(&[b"bhv", &(trunk as u64).to_le_bytes(), caller.digits()])
 }
 
 /// Key of a call: its Call-ID.

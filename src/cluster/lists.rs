@@ -49,6 +49,15 @@ pub async fn publish(redis: &Redis, lists: &[(String, String)]) -> Result<u64, R
     Ok(version)
 }
 
+/// `policy` with a published set in force; errors name `redis:lists/v<N>/<name>:<line>`.
+pub fn apply(
+    policy: &crate::policy::Policy,
+    version: u64,
+    lists: &ListSet,
+) -> Result<crate::policy::Policy, crate::load_error::LoadError> {
+    policy.with_lists(&format!("redis:lists/v{version}"), lists)
+}
+
 /// The version `current` points at, if any was published.
 pub async fn current(redis: &Redis) -> Result<Option<u64>, RedisFailure> {
     let k = redis.key("lists:current");

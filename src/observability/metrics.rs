@@ -321,8 +321,7 @@ impl Metrics {
             self.behaviour_entries.with_label_values(&[t]).set(v as i64);
         }
         for (t, total) in [("callers", s.caller_evictions), ("calls", s.call_evictions)] {
-            let c = self.behaviour_evictions.with_label_values(&[t]);
-            c.inc_by(total.saturating_sub(c.get()));
+            Self::catch_up(&self.behaviour_evictions.with_label_values(&[t]), total);
         }
     }
 

@@ -439,7 +439,8 @@ pub struct TrunkConf {
 }
 
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about
-/// `callers` x 114 B + `calls` x 57 B whatever the traffic, 43 MiB at the defaults).
+/// `callers` x 106 B + `calls` x 57 B whatever the traffic, 41 MiB at the defaults,
+/// allocated only when a trunk runs behaviour rules).
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields, default)]
 pub struct BehaviourTables {

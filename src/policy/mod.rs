@@ -572,6 +572,16 @@ impl Policy {
         Ok(p)
     }
 
+    /// An address of this proxy: one of its listeners (over `transport`, when given).
+    /// What a capture shows coming from one is the proxy's own output.
+    pub fn own_address(&self, transport: Option<config::Transport>, a: SocketAddr) -> bool {
+        self.trunks.iter().flat_map(|t| &t.listen).any(|l| {
+            transport.is_none_or(|t| l.transport == t)
+                && l.addr.port() == a.port()
+                && (l.addr.ip() == a.ip() || l.addr.ip().is_unspecified())
+        })
+    }
+
     /// The trunk a message belongs to: the first (in file order) whose sources and
     /// listen addresses match.
     pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {

@@ -47,8 +47,8 @@ pub struct Shared {
     /// The published list set running on top of the policy's files (version, lists):
     /// re-applied after a reload, which re-reads the files.
     pub lists: std::sync::Mutex<Option<(u64, crate::cluster::lists::ListSet)>>,
-    /// Sized once at start from `[behaviour]`: a reload keeps the tables and what they
-    /// learnt (new sizes take a restart).
+    /// Sized once at start from `[behaviour]`, allocated when behaviour rules run: a
+    /// reload keeps the tables and what they learnt (new sizes take a restart).
     pub behaviour: LocalTracker,
     pub metrics: Arc<Metrics>,
     pub records: Option<RecordSink>,
@@ -74,25 +74,20 @@ impl Shared {
             // Lists published through Redis stay in force over the files' ones.
             let set = self.lists.lock().ok().and_then(|g| g.clone());
             match set {
-                Some((v, lists)) => p.with_lists(&format!("redis:lists/v{v}"), &lists),
+                Some((v, lists)) => crate::cluster::lists::apply(&p, v, &lists),
                 None => Ok(p),
             }
         });
         match loaded {
             Ok(p) => {
-                let bound = self.metrics.bind(&p);
-                let version = self.loaded.load().version + 1;
                 let summary = format!(
-                    "policy v{version} loaded from {}: {} trunk(s), blacklist {} entries",
+                    "loaded from {}: {} trunk(s), blacklist {} entries",
                     p.source,
                     p.trunks.len(),
                     p.blacklist.len()
                 );
-                self.loaded.store(Arc::new(Loaded {
-                    policy: p,
-                    bound,
-                    version,
-                }));
+                let version = self.install(p);
+                let summary = format!("policy v{version} {summary}");
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
                 self.metrics
                     .loaded_at
@@ -113,25 +108,28 @@ impl Shared {
         self.lists.lock().ok().and_then(|g| g.as_ref().map(|x| x.0))
     }
 
+    /// Swaps a new policy in whole, with its metric handles; returns its version.
+    fn install(&self, policy: Policy) -> u64 {
+        let bound = self.metrics.bind(&policy);
+        let version = self.loaded.load().version + 1;
+        self.loaded.store(Arc::new(Loaded {
+            policy,
+            bound,
+            version,
+        }));
+        version
+    }
+
     /// Swaps in a published list set on top of the running policy.
     pub fn apply_lists(
         &self,
         version: u64,
-        lists: Vec<(String, String)>,
+        lists: crate::cluster::lists::ListSet,
     ) -> Result<String, String> {
-        let cur = self.loaded.load();
-        let p = cur
-            .policy
-            .with_lists(&format!("redis:lists/v{version}"), &lists)
+        let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
             .map_err(|e| e.to_string())?;
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
-        let bound = self.metrics.bind(&p);
-        let policy_version = cur.version + 1;
-        self.loaded.store(Arc::new(Loaded {
-            policy: p,
-            bound,
-            version: policy_version,
-        }));
+        let policy_version = self.install(p);
         if let Ok(mut g) = self.lists.lock() {
             *g = Some((version, lists));
         }
@@ -160,19 +158,22 @@ impl Shared {
     ) {
         l.bound.count(d, seconds);
         let stream = self.cluster.as_ref().and_then(|c| c.stream.get());
-        if stream.is_some() && (d.kind == Kind::Call || d.is_reject()) {
+        if (stream.is_some() || self.records.is_some()) && (d.kind == Kind::Call || d.is_reject()) {
+            // One record for both writers.
             let rec = Record::new(&l.policy, msg, d, source, now_ms);
-            if let (Some(st), Ok(json)) = (stream, serde_json::to_string(&rec)) {
+            if let Some(st) = stream
+                && let Ok(json) = serde_json::to_string(&rec)
+            {
                 st.send(json);
             }
+            if let Some(r) = &self.records {
+                r.send(rec);
+            }
         }
-        if let Some(r) = &self.records {
-            if d.kind == Kind::Call || d.is_reject() {
-                r.send(Record::new(&l.policy, msg, d, source, now_ms));
-            }
-            if d.is_reject() {
-                r.send_raw(now_ms, source, local, msg.bytes().slice(..msg.len()));
-            }
+        if let Some(r) = &self.records
+            && d.is_reject()
+        {
+            r.send_raw(now_ms, source, local, msg.bytes().slice(..msg.len()));
         }
     }
 }
@@ -267,7 +268,15 @@ pub fn run(args: RunArgs) -> i32 {
         rates,
         cluster,
         lists: std::sync::Mutex::new(None),
-        behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls),
+        behaviour: {
+            let t = LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls);
+            // Taken now when it will be used, so that no call waits for it; a reload that
+            // switches behaviour rules on allocates at its first call.
+            if policy.behaviour_on {
+                t.reserve();
+            }
+            t
+        },
         loaded: ArcSwap::from_pointee(Loaded {
             policy,
             bound,
@@ -459,18 +468,6 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Some(st) = c.stream.get() {
-            let m = &shared.metrics;
-            let s = &st.stats;
-            Metrics::catch_up(
-                &m.redis_records.with_label_values(&["written"]),
-                s.written.load(std::sync::atomic::Ordering::Relaxed),
-            );
-            Metrics::catch_up(
-                &m.redis_records.with_label_values(&["dropped"]),
-                s.dropped.load(std::sync::atomic::Ordering::Relaxed),
-            );
-        }
         let running = shared.lists_version();
         let v = match crate::cluster::lists::current(&c.redis).await {
             Ok(Some(v)) if Some(v) != running && Some(v) != refused => v,
@@ -614,6 +611,14 @@ async fn control(
                 shared.metrics.rate_keys.set(shared.rates.keys() as i64);
                 if shared.loaded.load().policy.behaviour_on {
                     shared.metrics.behaviour_stats(&shared.behaviour.stats(now));
+                }
+                if let Some(st) = shared.cluster.as_ref().and_then(|c| c.stream.get()) {
+                    for (result, n) in [("written", &st.stats.written), ("dropped", &st.stats.dropped)] {
+                        Metrics::catch_up(
+                            &shared.metrics.redis_records.with_label_values(&[result]),
+                            n.load(std::sync::atomic::Ordering::Relaxed),
+                        );
+                    }
                 }
             }
         }

@@ -431,13 +431,8 @@ fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
     let Some(ip) = host_ip(u.host.of(b)) else {
         return false;
     };
-    let port = u.port.unwrap_or(5060);
-    (ip == st.via_addr.ip() && port == st.via_addr.port())
-        || st.policy.trunks.iter().any(|t| {
-            t.listen.iter().any(|l| {
-                l.addr.port() == port && (l.addr.ip() == ip || l.addr.ip().is_unspecified())
-            })
-        })
+    let a = SocketAddr::new(ip, u.port.unwrap_or(5060));
+    a == st.via_addr || st.policy.own_address(None, a)
 }
 
 /// Removes the Route values at the top that name this proxy (RFC 3261 16.4; two of

@@ -51,9 +51,6 @@ pub struct Replayer<'p> {
     flows: TcpFlows,
     /// Call-ID hash -> rejected, kept only when the capture is being split.
     verdicts: HashMap<u64, bool, ahash::RandomState>,
-    /// The proxy's own listen addresses: what a capture shows them sending is the
-    /// proxy's output, which the live proxy never judges.
-    ours: Vec<ListenSpec>,
     pub summary: Summary,
 }
 
@@ -74,7 +71,6 @@ impl<'p> Replayer<'p> {
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
-            ours: policy.listen_addrs(),
             summary: Summary::default(),
         }
     }
@@ -165,14 +161,10 @@ impl<'p> Replayer<'p> {
                 transport: seg.transport,
                 addr: seg.dst,
             };
-            if self.sent_by_proxy(seg.transport, seg.src) {
+            let call_id = behaviour::call_key(&msg);
+            if self.policy.own_address(Some(seg.transport), seg.src) {
                 // Its output: no verdict, but what it relayed tells how calls went.
-                if self.policy.behaviour_on
-                    && let Some((_, seen)) = behaviour::observe(&msg, &self.behaviour, p.ts_ms)
-                {
-                    *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;
-                }
-                let call_id = crate::sip::lex::fnv1a(&[msg.call_id()]);
+                self.learn(&msg, p.ts_ms);
                 o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
                 continue;
             }
@@ -187,16 +179,11 @@ impl<'p> Replayer<'p> {
             let d = decide(self.policy, &msg, &ctx);
             // The proxy feeds the tracker with what it relays; a capture holds what was
             // relayed, so every message that is not a new call goes in, at capture time.
-            if self.policy.behaviour_on
-                && d.kind != Kind::Call
-                && !d.is_reject()
-                && let Some((_, seen)) = behaviour::observe(&msg, &self.behaviour, p.ts_ms)
-            {
-                *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;
+            if d.kind != Kind::Call && !d.is_reject() {
+                self.learn(&msg, p.ts_ms);
             }
             // Later messages of a call follow its INVITE's verdict when the capture is
             // split; without split outputs nothing needs remembering.
-            let call_id = crate::sip::lex::fnv1a(&[msg.call_id()]);
             let blocked = match d.kind {
                 Kind::Call | Kind::OtherRequest => {
                     if self.verdicts.len() >= MAX_CALLS_TRACKED {
@@ -234,16 +221,13 @@ impl<'p> Replayer<'p> {
 }
 
 impl Replayer<'_> {
-    fn sent_by_proxy(
-        &self,
-        t: crate::policy::config::Transport,
-        src: std::net::SocketAddr,
-    ) -> bool {
-        self.ours.iter().any(|l| {
-            l.transport == t
-                && l.addr.port() == src.port()
-                && (l.addr.ip() == src.ip() || l.addr.ip().is_unspecified())
-        })
+    /// A later message of a call, for the behaviour features.
+    fn learn(&mut self, msg: &Message, ts_ms: u64) {
+        if self.policy.behaviour_on
+            && let Some((_, seen)) = behaviour::observe(msg, &self.behaviour, ts_ms)
+        {
+            *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;
+        }
     }
 }
 
