@@ -394,7 +394,7 @@ pub enum Tail {
 
 /// The refusable UAC (testdata/sipp/refusable-uac.xml.in) with `tail`, acknowledging
 /// `refused` from the proxy as a normal end.
-pub fn refusable_uac(dir: &Path, refused: u16, tail: &Tail) -> PathBuf {
+pub fn refusable_uac(dir: &Path, refused: u16, tail: &Tail, uac_port: u16) -> PathBuf {
     let tpl = include_str!("../../testdata/sipp/refusable-uac.xml.in");
     let ack_bye = |pause: u32| {
         format!(
@@ -484,7 +484,9 @@ pub fn refusable_uac(dir: &Path, refused: u16, tail: &Tail) -> PathBuf {
             ),
         ),
     };
-    let p = dir.join(format!("refusable-uac-{refused}-{name}.xml"));
+    // One file per UAC: tests play several UACs at once from one directory, and sipp
+    // must never read a scenario another thread is rewriting.
+    let p = dir.join(format!("refusable-uac-{refused}-{name}-{uac_port}.xml"));
     std::fs::write(
         &p,
         tpl.replace("@TAIL@", &body)
@@ -505,7 +507,7 @@ pub fn play(
     rows: &[(String, String)],
     rate: u32,
 ) {
-    let sc = refusable_uac(dir, refused, tail);
+    let sc = refusable_uac(dir, refused, tail, uac_port);
     let csv = dir.join(format!("calls-{uac_port}.csv"));
     let mut text = String::from("SEQUENTIAL\n");
     for (a, b) in rows {
