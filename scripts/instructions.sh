@@ -3,6 +3,7 @@
 # a figure that does not drift with the load of a shared machine, unlike time.
 #
 #     bash scripts/instructions.sh
+#     WORKLOADS="parse decide" bash scripts/instructions.sh    # a subset (no ratio line)
 #
 # Each workload runs twice (N=1000 and N=11000) and the difference is divided by 10000,
 # which removes start-up (policy build, plan) from the count.
@@ -16,9 +17,10 @@ count() {
     | awk '/Collected/ {print $4}'
 }
 declare -A per
-for w in parse decide sipi behaviour rsip; do
+for w in ${WORKLOADS:-parse decide sipi behaviour rsip}; do
   a=$(count "$w" 1000); b=$(count "$w" 11000)
   per[$w]=$(( (b - a) / 10000 ))
   printf '%-7s %8d instructions per message\n' "$w" "${per[$w]}"
 done
+[[ -n ${per[rsip]:-} ]] || exit 0
 awk -v r="${per[rsip]}" -v d="${per[decide]}" 'BEGIN { printf "rsip parse / sipfence parse+decide: %.2fx\n", r / d }'

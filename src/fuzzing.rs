@@ -48,7 +48,7 @@ pub fn sip_parse(data: &[u8]) {
     if let Ok(m) = Message::parse(Bytes::copy_from_slice(data)) {
         assert!(m.len() <= data.len());
         for h in m.headers() {
-            let _ = m.slice(h.value);
+            let _ = m.slice(h.value());
             let _ = m.slice(h.line());
         }
         let _ = (

@@ -56,7 +56,8 @@ impl Party {
 pub struct CallerIdentity {
     pub from: Option<Party>,
     pub asserted: Option<Party>,
-    /// A second asserted identity (RFC 3325 allows one sip and one tel).
+    /// A second asserted identity (RFC 3325 allows one sip and one tel), read only when
+    /// the first one holds no number; it then becomes `asserted` if it holds one.
     pub asserted2: Option<Party>,
     pub preferred: Option<Party>,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
@@ -147,29 +148,41 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
                 if id.from.is_none()
                     && let Some(na) = msg.from_addr()
                 {
-                    id.from = Some(party(b, Source::From, h.value, na, home_cc));
+                    id.from = Some(party(b, Source::From, h.value(), na, home_cc));
                 }
             }
-            HeaderName::PAssertedIdentity => {
-                let _ = addr::parse_list(b, h.value, |na| {
-                    let p = party(b, Source::PAssertedIdentity, h.value, &na, home_cc);
-                    match (&id.asserted, &id.asserted2) {
-                        (None, _) => id.asserted = Some(p),
-                        (Some(_), None) => id.asserted2 = Some(p),
-                        _ => {}
+            // A second asserted value is read only when the first holds no number: the
+            // rules judge one asserted number, and reading the other (URI parse and
+            // normalisation) was a quarter of the identity's cost on the common sip+tel pair.
+            HeaderName::PAssertedIdentity
+                if id.asserted2.is_none() && !asserted_has_number(&id) =>
+            {
+                let _ = addr::parse_list(b, h.value(), |na| {
+                    if id.asserted2.is_some() || asserted_has_number(&id) {
+                        return;
+                    }
+                    let p = party(b, Source::PAssertedIdentity, h.value(), &na, home_cc);
+                    match id.asserted {
+                        None => id.asserted = Some(p),
+                        Some(_) => id.asserted2 = Some(p),
                     }
                 });
             }
             HeaderName::PPreferredIdentity if id.preferred.is_none() => {
-                let _ = addr::parse_list(b, h.value, |na| {
+                let _ = addr::parse_list(b, h.value(), |na| {
                     if id.preferred.is_none() {
-                        id.preferred =
-                            Some(party(b, Source::PPreferredIdentity, h.value, &na, home_cc));
+                        id.preferred = Some(party(
+                            b,
+                            Source::PPreferredIdentity,
+                            h.value(),
+                            &na,
+                            home_cc,
+                        ));
                     }
                 });
             }
             HeaderName::Privacy => {
-                for v in h.value.of(b).split(|&c| c == b';' || c == b',') {
+                for v in h.value().of(b).split(|&c| c == b';' || c == b',') {
                     let v = crate::sip::lex::trim(v);
                     if v.eq_ignore_ascii_case(b"id")
                         || v.eq_ignore_ascii_case(b"user")
@@ -185,7 +198,7 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
     // Remote-Party-ID only counts when no PAI is present (legacy peers send one or the other).
     if id.asserted.is_none() {
         for h in msg.all(HeaderName::RemotePartyId) {
-            let _ = addr::parse_list(b, h.value, |na| {
+            let _ = addr::parse_list(b, h.value(), |na| {
                 let param = |n: &[u8]| addr::header_param(b, na.params, n);
                 let party_calling =
                     param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
@@ -199,7 +212,7 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
                 }
                 // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
                 if param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes")) {
-                    id.asserted = Some(party(b, Source::RemotePartyId, h.value, &na, home_cc));
+                    id.asserted = Some(party(b, Source::RemotePartyId, h.value(), &na, home_cc));
                 }
             });
         }
@@ -214,6 +227,10 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
         id.asserted2 = Some(a);
     }
     id
+}
+
+fn asserted_has_number(id: &CallerIdentity) -> bool {
+    id.asserted.is_some_and(|a| a.number.is_ok())
 }
 
 /// The ISUP identity of a SIP-I message; `None` for a plain SIP one.
@@ -333,6 +350,26 @@ mod tests {
         let id = extract(&m, b"86");
         assert_eq!(id.effective_number().unwrap().e164(), "+8613812345678");
         assert!(!id.presented_differs());
+    }
+
+    #[test]
+    fn second_asserted_value_read_only_when_the_first_has_no_number() {
+        // Two fields, the first without a number: the tel one is judged.
+        let m = invite(
+            "P-Asserted-Identity: <sip:alice@example.com>\r\nP-Asserted-Identity: <tel:+8613912345678>\r\n",
+            "<sip:+8613812345678@x>",
+        );
+        let id = extract(&m, b"86");
+        assert_eq!(id.effective_number().unwrap().e164(), "+8613912345678");
+        assert_eq!(id.asserted2.unwrap().number, Err(NotANumber::NonNumeric));
+        // The first holds a number: it is judged, the second is not read.
+        let m = invite(
+            "P-Asserted-Identity: <sip:+8613712345678@x>\r\nP-Asserted-Identity: <tel:+8613912345678>\r\n",
+            "<sip:+8613812345678@x>",
+        );
+        let id = extract(&m, b"86");
+        assert_eq!(id.effective_number().unwrap().e164(), "+8613712345678");
+        assert!(id.asserted2.is_none());
     }
 
     #[test]

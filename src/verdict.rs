@@ -39,7 +39,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         if let (Some(asserted), Some(h)) = (
             d.identity.asserted.and_then(|p| p.number()),
             msg.first(HeaderName::From),
-        ) && let Ok(na) = addr::parse_single(b, h.value)
+        ) && let Ok(na) = addr::parse_single(b, h.value())
         {
             rewrite_from(b, &na, &asserted, edits);
         }
@@ -113,7 +113,7 @@ fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: 
         fix_length(edits, v);
     }
     if let Some(h) = msg.first(HeaderName::ContentLength) {
-        fix_length(edits, h.value);
+        fix_length(edits, h.value());
     }
 }
 

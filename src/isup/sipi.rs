@@ -30,7 +30,7 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
     };
     let b = msg.buf();
     let (body, part_cl, disposition) = if is_isup(ct) {
-        let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value);
+        let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
         (msg.body_span(), None, disp)
     } else if multipart::is_multipart(ct) {
         let boundary =

@@ -136,6 +136,11 @@ pub fn normalise(
     home_cc: &[u8],
     phone_context: Option<&[u8]>,
 ) -> Result<Number, NotANumber> {
+    // The form asserted identities almost always take ("+8613812345678"): already
+    // international, nothing to strip (a '+' number ignores any phone-context below too).
+    if let Some(n) = raw.strip_prefix(b"+").and_then(Number::from_digits) {
+        return Ok(n);
+    }
     let mut buf = [0u8; 40];
     let mut n = 0usize;
     let mut plus = false;

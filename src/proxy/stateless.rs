@@ -320,7 +320,7 @@ fn add_proxy_edits(
         }
     }
     if let (Some(n), Some(h)) = (mf, msg.first(HeaderName::MaxForwards)) {
-        edits.replace_with(h.value, |out| push_num(out, n.saturating_sub(1) as u64));
+        edits.replace_with(h.value(), |out| push_num(out, n.saturating_sub(1) as u64));
     }
 }
 
@@ -365,7 +365,7 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
         return Handled::Dropped("response-no-next-via");
     };
     // Remove ours: up to the next via-parm when it shares the field, else the field.
-    let remove = if h.value.contains(below.whole.start) {
+    let remove = if h.value().contains(below.whole.start) {
         Span::new(ours.whole.start as usize, below.whole.start as usize)
     } else {
         h.line()
@@ -442,7 +442,7 @@ fn strip_own_routes(st: &Step<'_>, msg: &Message, edits: &mut EditList) -> Optio
     for r in msg.all(HeaderName::Route) {
         let mut ours = 0;
         let mut other = None;
-        let parsed = crate::sip::addr::parse_list(b, r.value, |na| {
+        let parsed = crate::sip::addr::parse_list(b, r.value(), |na| {
             if other.is_none() {
                 if is_own_uri(st, b, na.uri) {
                     ours += 1;
@@ -459,7 +459,7 @@ fn strip_own_routes(st: &Step<'_>, msg: &Message, edits: &mut EditList) -> Optio
             None => edits.remove(r.line()),
             Some(na) => {
                 if ours > 0 {
-                    edits.remove(Span::new(r.value.start as usize, na.whole.start as usize));
+                    edits.remove(Span::new(r.value().start as usize, na.whole.start as usize));
                 }
                 return Some(na.uri);
             }

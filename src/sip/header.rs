@@ -3,6 +3,9 @@
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum HeaderName {
+    /// First, so that an empty header table is all zero bytes (a memset, not a loop).
+    #[default]
+    Other,
     Via,
     From,
     To,
@@ -29,8 +32,6 @@ pub enum HeaderName {
     ProxyRequire,
     UserAgent,
     Server,
-    #[default]
-    Other,
 }
 
 impl HeaderName {

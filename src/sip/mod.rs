@@ -117,40 +117,53 @@ pub enum StartLine {
     },
 }
 
-/// One header field as it stands in the message. 20 bytes: a message keeps up to
-/// [`MAX_HEADERS`] of them inline, and copies of it must stay cheap.
+/// One header field as it stands in the message. 12 bytes: a message keeps up to
+/// [`MAX_HEADERS`] of them inline and is built and moved for every datagram, so the
+/// table's size is paid on each one. Offsets fit in u16 because a message is at most
+/// [`MAX_MESSAGE`] (65,535) bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Header {
-    /// The value with leading and trailing whitespace removed; folds stay inside.
-    pub value: Span,
-    line_start: u32,
-    line_end: u32,
+    value_start: u16,
+    value_end: u16,
+    line_start: u16,
+    line_end: u16,
     name_len: u16,
     pub name: HeaderName,
 }
 
+const _: () = assert!(MAX_MESSAGE <= u16::MAX as usize);
+
 impl Header {
     pub(crate) fn new(name: HeaderName, line: Span, name_len: usize, value: Span) -> Header {
         Header {
-            value,
-            line_start: line.start,
-            line_end: line.end,
+            value_start: value.start as u16,
+            value_end: value.end as u16,
+            line_start: line.start as u16,
+            line_end: line.end as u16,
             name_len: name_len as u16,
             name,
+        }
+    }
+    /// The value with leading and trailing whitespace removed; folds stay inside.
+    #[inline]
+    pub fn value(&self) -> Span {
+        Span {
+            start: self.value_start as u32,
+            end: self.value_end as u32,
         }
     }
     /// The field name as written (may be a compact form or odd case).
     pub fn name_span(&self) -> Span {
         Span {
-            start: self.line_start,
-            end: self.line_start + self.name_len as u32,
+            start: self.line_start as u32,
+            end: self.line_start as u32 + self.name_len as u32,
         }
     }
     /// The whole field including its line terminator(s): what a rewrite removes.
     pub fn line(&self) -> Span {
         Span {
-            start: self.line_start,
-            end: self.line_end,
+            start: self.line_start as u32,
+            end: self.line_end as u32,
         }
     }
 }
@@ -273,7 +286,7 @@ impl Message {
     }
     /// Value of the first field with this name.
     pub fn value(&self, name: HeaderName) -> Option<&[u8]> {
-        self.first(name).map(|h| self.slice(h.value))
+        self.first(name).map(|h| self.slice(h.value()))
     }
     pub fn count(&self, name: HeaderName) -> usize {
         self.all(name).count()

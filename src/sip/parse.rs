@@ -188,9 +188,10 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
     // Body: Content-Length decides; without one, a datagram's remainder is the body.
     let mut body_end = b.len();
     if let Some(h) = msg.first(HeaderName::ContentLength) {
-        let v = h.value.of(b);
-        let cl = lex::parse_u32(v)
-            .ok_or_else(|| ParseError::header(HeaderName::ContentLength, h.value.start as usize))?;
+        let v = h.value().of(b);
+        let cl = lex::parse_u32(v).ok_or_else(|| {
+            ParseError::header(HeaderName::ContentLength, h.value().start as usize)
+        })?;
         body_end = body_start
             .checked_add(cl as usize)
             .filter(|&e| e <= b.len())
@@ -209,8 +210,8 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
         validate_headers(&msg, b, &mut keep_via)?
     } else {
         for h in msg.headers().iter().filter(|h| h.name == HeaderName::Via) {
-            via::parse_list(b, h.value, &mut keep_via)
-                .map_err(|_| ParseError::header(HeaderName::Via, h.value.start as usize))?;
+            via::parse_list(b, h.value(), &mut keep_via)
+                .map_err(|_| ParseError::header(HeaderName::Via, h.value().start as usize))?;
         }
         (None, None)
     };
@@ -310,13 +311,13 @@ fn validate_headers(
         StartLine::Response { .. } => None,
     };
     for h in msg.headers() {
-        let v = h.value.of(b);
-        let at = h.value.start as usize;
+        let v = h.value().of(b);
+        let at = h.value().start as usize;
         let bad = |_| ParseError::header(h.name, at);
         match h.name {
-            HeaderName::Via => via::parse_list(b, h.value, &mut *keep_via).map_err(bad)?,
+            HeaderName::Via => via::parse_list(b, h.value(), &mut *keep_via).map_err(bad)?,
             HeaderName::From | HeaderName::To => {
-                let na = addr::parse_single(b, h.value).map_err(bad)?;
+                let na = addr::parse_single(b, h.value()).map_err(bad)?;
                 let slot = if h.name == HeaderName::From {
                     &mut from
                 } else {
@@ -326,7 +327,7 @@ fn validate_headers(
             }
             HeaderName::Contact
                 if v != b"*" => {
-                    addr::parse_list(b, h.value, |_| {}).map_err(bad)?;
+                    addr::parse_list(b, h.value(), |_| {}).map_err(bad)?;
                 }
             HeaderName::CSeq => {
                 let (_, m) = split_cseq(v).ok_or_else(|| ParseError::header(h.name, at))?;

@@ -50,10 +50,10 @@ pub fn write_response(
     for h in req.headers() {
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                push_field(out, h.name.as_str(), h.value.of(b));
+                push_field(out, h.name.as_str(), h.value().of(b));
             }
             HeaderName::To => {
-                push_field(out, "To", h.value.of(b));
+                push_field(out, "To", h.value().of(b));
                 if req.to_tag().is_none() && code > 100 {
                     // Strip the CRLF just written, append the tag.
                     out.truncate(out.len() - 2);
