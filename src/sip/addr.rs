@@ -2,7 +2,7 @@
 //! P-Asserted-Identity, Remote-Party-ID, ...), RFC 3261 20.10 and 25.1.
 
 use super::Span;
-use super::lex::{is_token, is_uri_char, quoted_end, skip_lws, token_end};
+use super::lex::{is_param_value, is_uri_char, quoted_end, skip_lws, token_end};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameAddr {
@@ -137,7 +137,7 @@ fn parse_params(b: &[u8], i: usize) -> Result<(Span, usize), AddrError> {
                 k = quoted_end(b, v).ok_or(v)?;
             } else {
                 let mut w = v;
-                while w < b.len() && (is_token(b[w]) || matches!(b[w], b':' | b'[' | b']')) {
+                while w < b.len() && is_param_value(b[w]) {
                     w += 1;
                 }
                 if w == v {

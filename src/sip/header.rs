@@ -125,9 +125,31 @@ impl HeaderName {
 /// `n` equals the lowercase ASCII `lower`, ignoring case. Setting bit 0x20 folds letters
 /// and leaves '-' alone; the only other byte it could confuse with '-' is CR, which a
 /// token never holds.
+///
+/// Eight bytes per comparison (the last window overlapping the one before): names like
+/// P-Asserted-Identity cost three comparisons instead of nineteen.
 #[inline(always)]
 fn eq_lower(n: &[u8], lower: &[u8]) -> bool {
-    n.len() == lower.len() && n.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+    if n.len() != lower.len() {
+        return false;
+    }
+    if n.len() < 8 {
+        return n.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b);
+    }
+    let word = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let mut i = 0;
+    while i + 8 < n.len() {
+        if word(n, i) | FOLD != word(lower, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word(n, n.len() - 8) | FOLD == word(lower, n.len() - 8)
 }
 
 #[cfg(test)]
@@ -147,6 +169,13 @@ mod tests {
         // Bytes that fold onto a letter with bit 0x20 are not letters: still no match.
         assert_eq!(H::parse(b"Vi\x01"), H::Other);
         assert_eq!(H::parse(b"Via_"), H::Other);
+        // Long names compare eight bytes at a time, the last window overlapping.
+        assert_eq!(H::parse(b"P-ASSERTED-IDENTITY"), H::PAssertedIdentity);
+        assert_eq!(H::parse(b"P-Asserted-Identitx"), H::Other);
+        assert_eq!(H::parse(b"Q-Asserted-Identity"), H::Other);
+        assert_eq!(H::parse(b"Content-Lengtg"), H::Other);
+        assert_eq!(H::parse(b"CONTENT-LENGTH"), H::ContentLength);
+        assert_eq!(H::parse(b"Max-Forwards"), H::MaxForwards);
         for h in [
             H::Via,
             H::To,

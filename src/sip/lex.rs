@@ -3,6 +3,8 @@
 const TOKEN: u8 = 1;
 const WORD: u8 = 2;
 const URI: u8 = 4;
+const PARAM_VALUE: u8 = 8;
+const HOST: u8 = 16;
 
 /// One table lookup per byte instead of a chain of comparisons: these run over every
 /// byte of every header the filter validates.
@@ -60,7 +62,14 @@ static CLASS: [u8; 256] = {
                     | b'%'
                     | b'`'
             );
-        t[c] = ((token as u8) * TOKEN) | ((word as u8) * WORD) | ((uri as u8) * URI);
+        // gen-value as sent: token, or a host (IPv6 references included).
+        let param_value = token || matches!(b, b':' | b'[' | b']');
+        let host = alnum || matches!(b, b'-' | b'.');
+        t[c] = ((token as u8) * TOKEN)
+            | ((word as u8) * WORD)
+            | ((uri as u8) * URI)
+            | ((param_value as u8) * PARAM_VALUE)
+            | ((host as u8) * HOST);
         c += 1;
     }
     t
@@ -76,6 +85,18 @@ pub fn is_token(c: u8) -> bool {
 #[inline(always)]
 pub fn is_word(c: u8) -> bool {
     CLASS[c as usize] & WORD != 0
+}
+
+/// A header parameter's unquoted value: token, or a host such as an IPv6 reference.
+#[inline(always)]
+pub fn is_param_value(c: u8) -> bool {
+    CLASS[c as usize] & PARAM_VALUE != 0
+}
+
+/// hostname and IPv4 characters.
+#[inline(always)]
+pub fn is_host_char(c: u8) -> bool {
+    CLASS[c as usize] & HOST != 0
 }
 
 #[inline(always)]

@@ -4,7 +4,7 @@
 //! what it does not understand) after a character check.
 
 use super::Span;
-use super::lex::{is_token, is_uri_char, starts_with_ci};
+use super::lex::{is_host_char, is_token, is_uri_char, starts_with_ci};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -121,7 +121,7 @@ fn parse_sip(b: &[u8], rest: usize, end: usize, scheme: Scheme) -> Result<Uri, B
         }
         i = close + 1;
     } else {
-        while i < end && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+        while i < end && is_host_char(b[i]) {
             i += 1;
         }
     }

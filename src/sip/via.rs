@@ -2,7 +2,7 @@
 //! every separator (RFC 4475 3.1.1.1).
 
 use super::Span;
-use super::lex::{is_token, quoted_end, skip_lws, token_end};
+use super::lex::{is_host_char, is_param_value, quoted_end, skip_lws, token_end};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via {
@@ -58,7 +58,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
         let close = b[i..].iter().position(|&c| c == b']').ok_or(i)? + i;
         i = close + 1;
     } else {
-        while i < end && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+        while i < end && is_host_char(b[i]) {
             i += 1;
         }
     }
@@ -107,7 +107,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
                 k = quoted_end(b, vs).ok_or(vs)?;
             } else {
                 let mut w = vs;
-                while w < end && (is_token(b[w]) || matches!(b[w], b':' | b'[' | b']')) {
+                while w < end && is_param_value(b[w]) {
                     w += 1;
                 }
                 if w == vs {
