@@ -9,7 +9,6 @@
 //! ours. The ACK to our own rejection is absorbed: its To-tag is the one we generated.
 
 use bytes::Bytes;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::behaviour::{self, BehaviourTracker, Seen};
@@ -290,7 +289,7 @@ fn add_proxy_edits(
             Transport::Tcp => b"Via: SIP/2.0/TCP ",
         });
         // Written in place: no temporary String per forwarded message.
-        let _ = write!(out, "{}", st.via_addr);
+        response::push_sent_by(out, st.via_addr);
         out.extend_from_slice(b";branch=");
         out.extend_from_slice(BRANCH_PREFIX);
         out.extend_from_slice(&branch);
@@ -315,7 +314,8 @@ fn add_proxy_edits(
         }
         if v.received.is_none() && host_ip(msg.slice(v.host)) != Some(o.source.ip()) {
             edits.insert_with(v.whole.end as usize, |out| {
-                let _ = write!(out, ";received={}", o.source.ip());
+                out.extend_from_slice(b";received=");
+                response::push_ip(out, o.source.ip());
             });
         }
     }
@@ -393,7 +393,9 @@ fn first_header(msg: &Message) -> usize {
 }
 
 fn push_rr(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
-    let _ = write!(out, "<sip:{a};lr");
+    out.extend_from_slice(b"<sip:");
+    response::push_sent_by(out, a);
+    out.extend_from_slice(b";lr");
     if t == Transport::Tcp {
         out.extend_from_slice(b";transport=tcp");
     }

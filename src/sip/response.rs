@@ -91,6 +91,38 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// An IP address as text; IPv4 without going through `core::fmt`, which costs more
+/// than the rest of a forwarded message's Via (measured in `perf` under load).
+pub fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (k, o) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push(b'.');
+                }
+                push_num(out, o as u64);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `host:port` as a Via sent-by or a URI host: IPv6 in brackets.
+pub fn push_sent_by(out: &mut Vec<u8>, a: std::net::SocketAddr) {
+    if a.is_ipv6() {
+        out.push(b'[');
+        push_ip(out, a.ip());
+        out.push(b']');
+    } else {
+        push_ip(out, a.ip());
+    }
+    out.push(b':');
+    push_num(out, a.port() as u64);
+}
+
 pub fn push_num(out: &mut Vec<u8>, mut n: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
@@ -136,6 +168,17 @@ pub fn phrase(code: u16) -> &'static str {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn addresses_as_text() {
+        let mut out = Vec::new();
+        push_sent_by(&mut out, "10.0.0.1:5060".parse().unwrap());
+        out.push(b' ');
+        push_sent_by(&mut out, "[2001:db8::1]:5062".parse().unwrap());
+        out.push(b' ');
+        push_ip(&mut out, "255.0.10.200".parse().unwrap());
+        assert_eq!(out, b"10.0.0.1:5060 [2001:db8::1]:5062 255.0.10.200");
+    }
 
     #[test]
     fn reject_copies_and_tags() {
