@@ -5,6 +5,7 @@
 #
 #     bash scripts/load.sh                      # rates 2000 4000 8000, 15 s each
 #     RATES="4000 8000 12000 16000" DURATION=20 WORKERS=1 bash scripts/load.sh
+#     SITTINGS=4 bash scripts/load.sh           # four alternating sittings, median ratio
 #     PROXIES="sipfence sipfence-behaviour" bash scripts/load.sh   # behaviour rules off / on
 #
 # "sipfence-behaviour" is the same policy with every behaviour rule evaluated (the README's
@@ -62,14 +63,17 @@ for r in attempts callees sequential low-asr ring-once short-calls; do
   printf '\n[rules.behaviour-%s]\naction = "monitor"\n' "$r" >> "$OUT/sipfence-behaviour.toml"
 done
 "$ROOT/target/release/sipfence" check --config "$OUT/sipfence-behaviour.toml" | tail -1
+SITTINGS=${SITTINGS:-1}
+for sitting in $(seq 1 "$SITTINGS"); do
 for p in $PROXIES; do
   case $p in
     kamailio) args=(--workers "$WORKERS");;
     sipfence|sipfence-behaviour|sipfence-counted|sipfence-redis|sipfence-redis-stream) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
   esac
   echo "== $p" >&2
-  bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p" 2>"$OUT/$p.log" \
-    | sed "s/proxy=cmd/proxy=$p/" | tee -a "$OUT/results.txt" || true
+  bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p-$sitting" 2>"$OUT/$p-$sitting.log" \
+    | sed "s/proxy=cmd/proxy=$p/; s/^RESULT /RESULT sitting=$sitting /" | tee -a "$OUT/results.txt" || true
+done
 done
 echo
 echo "summary (rate held = highest offered rate with under 0.1% failed calls):"
@@ -87,5 +91,27 @@ for proxy, rs in rows.items():
     for r in rs:
         print(f"{proxy:18s} rate={r['rate']:>6s} failed={r['fail_pct']:>5s}% rtt_allowed(p50/p99)={r['rtt_allowed_ms(p50/p99/max)']} rtt_blocked={r['rtt_blocked_ms(p50/p99/max)']} calls/cpu-s={r['calls_per_proxy_cpu_s']} cpu%={r['proxy_core_pct']}")
     print(f"{proxy:18s} highest rate held: {best} calls/s")
+# Each proxy against the first one (Kamailio by default), sitting by sitting: the VM
+# drifts 10-20% between sittings, so only ratios within one sitting mean anything, and
+# their median over several sittings is the figure to quote.
+names = list(rows)
+if len(names) > 1:
+    base = names[0]
+    def cps(proxy):
+        out = {}
+        for r in rows[proxy]:
+            try:
+                out.setdefault(r["rate"], {})[r.get("sitting", "1")] = float(r["calls_per_proxy_cpu_s"])
+            except ValueError:
+                pass
+        return out
+    b = cps(base)
+    for other in names[1:]:
+        o = cps(other)
+        for rate in sorted(b, key=float):
+            ratios = sorted(o[rate][s] / b[rate][s] for s in b[rate] if s in o.get(rate, {}) and b[rate][s] > 0)
+            if ratios:
+                med = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+                print(f"{other} / {base} calls per CPU-s at {rate}: " + " ".join(f"{x:.2f}x" for x in ratios) + f"  median {med:.2f}x")
 PY
 echo "results in $OUT"
