@@ -110,17 +110,20 @@ pub fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     }
 }
 
-/// `host:port` as a Via sent-by or a URI host: IPv6 in brackets.
+/// `host:port` as a Via sent-by or a URI host: IPv6 in brackets (through `Display`,
+/// which also writes a scope id).
 pub fn push_sent_by(out: &mut Vec<u8>, a: std::net::SocketAddr) {
-    if a.is_ipv6() {
-        out.push(b'[');
-        push_ip(out, a.ip());
-        out.push(b']');
-    } else {
-        push_ip(out, a.ip());
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            push_ip(out, std::net::IpAddr::V4(*v4.ip()));
+            out.push(b':');
+            push_num(out, a.port() as u64);
+        }
+        std::net::SocketAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
-    out.push(b':');
-    push_num(out, a.port() as u64);
 }
 
 pub fn push_num(out: &mut Vec<u8>, mut n: u64) {
