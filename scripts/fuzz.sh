@@ -33,12 +33,19 @@ seed() {  # $1 = target: fill fuzz/corpus/$1 from the seed sources (idempotent)
 }
 
 run() {  # $1 = target, $2 = seconds
+  [ -f "fuzz/fuzz_targets/$1.rs" ] || { echo "fuzz: no target '$1' (targets: $TARGETS)" >&2; return 2; }
   seed "$1"
   echo "== fuzz $1 for $2 s" >&2
   (cd fuzz && cargo fuzz run "$1" "corpus/$1" -- -max_total_time="$2" -rss_limit_mb=2048 -print_final_stats=1 2>&1) \
     | tee "target/fuzz-$1.log" | grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|==|SUMMARY|Done)" || true
   if grep -qE "^(==[0-9]+==ERROR|SUMMARY: |thread '.*' panicked|deadly signal)" "target/fuzz-$1.log"; then
     echo "fuzz: $1 crashed; input saved in fuzz/artifacts/$1/" >&2
+    return 1
+  fi
+  # libFuzzer ends a run it finished with "Done N runs": without it the target did not
+  # build or start, which must not pass for a clean run.
+  if ! grep -qE "^Done [0-9]+ runs" "target/fuzz-$1.log"; then
+    echo "fuzz: $1 did not run to the end (see target/fuzz-$1.log)" >&2
     return 1
   fi
 }
