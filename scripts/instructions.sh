@@ -17,10 +17,11 @@ count() {
     | awk '/Collected/ {print $4}'
 }
 declare -A per
-for w in ${WORKLOADS:-parse decide sipi behaviour rsip}; do
+for w in ${WORKLOADS:-parse decide sipi behaviour proxy rsip}; do
   a=$(count "$w" 1000); b=$(count "$w" 11000)
   per[$w]=$(( (b - a) / 10000 ))
-  printf '%-7s %8d instructions per message\n' "$w" "${per[$w]}"
+  unit="per message"; [ "$w" = proxy ] && unit="per call set-up (INVITE forwarded, 180 and 200 relayed)"
+  printf '%-7s %8d instructions %s\n' "$w" "${per[$w]}" "$unit"
 done
 [[ -n ${per[rsip]:-} ]] || exit 0
 awk -v r="${per[rsip]}" -v d="${per[decide]}" 'BEGIN { printf "rsip parse / sipfence parse+decide: %.2fx\n", r / d }'
