@@ -11,9 +11,9 @@
 
 mod common;
 
+use bytes::Bytes;
 use sipfence::decide::decide;
 use sipfence::policy::Policy;
-use bytes::Bytes;
 use sipfence::policy::config::{ListenSpec, Transport};
 use sipfence::proxy::stateless::{Handled, Origin, Step, handle};
 use sipfence::sip::Message;
@@ -68,7 +68,14 @@ fn main() {
                     (&setup.ringing, &setup.uas),
                     (&setup.ok, &setup.uas),
                 ] {
-                    let h = handle(&step, black_box(data.clone()), from, &mut out, &mut edits, &mut |_| {});
+                    let h = handle(
+                        &step,
+                        black_box(data.clone()),
+                        from,
+                        &mut out,
+                        &mut edits,
+                        &mut |_| {},
+                    );
                     n += matches!(h, Ok(Handled::Forward(_))) as usize + out.len();
                 }
                 n
@@ -124,8 +131,18 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
         ok: Bytes::new(),
     };
     let (mut out, mut edits) = (Vec::new(), sipfence::sip::rewrite::EditList::new());
-    let h = handle(&s.step(policy), common::invite(), &s.uac, &mut out, &mut edits, &mut |_| {});
-    assert!(matches!(h, Ok(Handled::Forward(_))), "the bench INVITE is forwarded");
+    let h = handle(
+        &s.step(policy),
+        common::invite(),
+        &s.uac,
+        &mut out,
+        &mut edits,
+        &mut |_| {},
+    );
+    assert!(
+        matches!(h, Ok(Handled::Forward(_))),
+        "the bench INVITE is forwarded"
+    );
     let fwd = Message::parse(Bytes::from(out)).expect("forwarded INVITE parses");
     let answer = |code: u16, phrase: &str| {
         let mut r = Vec::new();
@@ -135,8 +152,18 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
     s.ringing = answer(180, "Ringing");
     s.ok = answer(200, "OK");
     for r in [&s.ringing, &s.ok] {
-        let h = handle(&s.step(policy), r.clone(), &s.uas, &mut Vec::new(), &mut edits, &mut |_| {});
-        assert!(matches!(h, Ok(Handled::Forward(_))), "responses are relayed");
+        let h = handle(
+            &s.step(policy),
+            r.clone(),
+            &s.uas,
+            &mut Vec::new(),
+            &mut edits,
+            &mut |_| {},
+        );
+        assert!(
+            matches!(h, Ok(Handled::Forward(_))),
+            "responses are relayed"
+        );
     }
     s
 }

@@ -2,7 +2,7 @@
 //! every separator (RFC 4475 3.1.1.1).
 
 use super::Span;
-use super::lex::{is_host_char, is_param_value, quoted_end, skip_lws, token_end};
+use super::lex::{is_host_char, is_param_value, is_token, quoted_end, skip_lws, token_end};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via {
@@ -44,11 +44,23 @@ fn token(b: &[u8], i: usize) -> Result<(Span, usize), ViaError> {
 pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaError> {
     let b = &b[..end];
     let start = skip_lws(b, i);
-    let (_name, i) = token(b, start)?;
-    let i = expect_slash(b, i)?;
-    let (_version, i) = token(b, i)?;
-    let i = expect_slash(b, i)?;
-    let (transport, i) = token(b, i)?;
+    // Nearly every Via starts "SIP/2.0/": one comparison instead of two tokens and two
+    // slashes with LWS allowed around each (the general path below).
+    let (transport, i) = match b.get(start..start + 8) {
+        Some(p)
+            if p.eq_ignore_ascii_case(b"SIP/2.0/")
+                && b.get(start + 8).is_some_and(|&c| is_token(c)) =>
+        {
+            token(b, start + 8)?
+        }
+        _ => {
+            let (_name, i) = token(b, start)?;
+            let i = expect_slash(b, i)?;
+            let (_version, i) = token(b, i)?;
+            let i = expect_slash(b, i)?;
+            token(b, i)?
+        }
+    };
     let h = skip_lws(b, i);
     if h == i {
         return Err(i); // LWS is required before sent-by
