@@ -78,7 +78,7 @@ done
 echo
 echo "summary (rate held = highest offered rate with under 0.1% failed calls):"
 python3 - "$OUT/results.txt" <<'PY'
-import re, sys
+import re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     if not line.startswith("RESULT"):
@@ -111,7 +111,6 @@ if len(names) > 1:
         for rate in sorted(b, key=float):
             ratios = sorted(o[rate][s] / b[rate][s] for s in b[rate] if s in o.get(rate, {}) and b[rate][s] > 0)
             if ratios:
-                med = ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
-                print(f"{other} / {base} calls per CPU-s at {rate}: " + " ".join(f"{x:.2f}x" for x in ratios) + f"  median {med:.2f}x")
+                print(f"{other} / {base} calls per CPU-s at {rate}: " + " ".join(f"{x:.2f}x" for x in ratios) + f"  median {statistics.median(ratios):.2f}x")
 PY
 echo "results in $OUT"

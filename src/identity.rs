@@ -154,11 +154,9 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
             // A second asserted value is read only when the first holds no number: the
             // rules judge one asserted number, and reading the other (URI parse and
             // normalisation) was a quarter of the identity's cost on the common sip+tel pair.
-            HeaderName::PAssertedIdentity
-                if id.asserted2.is_none() && !asserted_has_number(&id) =>
-            {
+            HeaderName::PAssertedIdentity if wants_asserted(&id) => {
                 let _ = addr::parse_list(b, h.value(), |na| {
-                    if id.asserted2.is_some() || asserted_has_number(&id) {
+                    if !wants_asserted(&id) {
                         return;
                     }
                     let p = party(b, Source::PAssertedIdentity, h.value(), &na, home_cc);
@@ -229,8 +227,10 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
     id
 }
 
-fn asserted_has_number(id: &CallerIdentity) -> bool {
-    id.asserted.is_some_and(|a| a.number.is_ok())
+/// Whether another asserted value is still worth reading: none yet, or a first one
+/// without a number and no second one.
+fn wants_asserted(id: &CallerIdentity) -> bool {
+    id.asserted2.is_none() && id.asserted.is_none_or(|a| a.number.is_err())
 }
 
 /// The ISUP identity of a SIP-I message; `None` for a plain SIP one.

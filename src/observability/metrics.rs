@@ -411,6 +411,11 @@ impl Metrics {
             .inc();
     }
 
+    /// A Redis operation (`counters`, `lists`, ...) that failed or timed out.
+    pub fn redis_error(&self, op: &'static str) {
+        self.redis_errors.with_label_values(&[op]).inc();
+    }
+
     pub fn dropped(&self, reason: &'static str) {
         self.dropped.with_label_values(&[reason]).inc();
     }

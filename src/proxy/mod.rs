@@ -432,7 +432,7 @@ fn start_cluster(shared: &Arc<Shared>) {
                 Ok(_) => m.redis_up.set(1),
                 Err(_) => {
                     m.redis_up.set(0);
-                    m.redis_errors.with_label_values(&["counters"]).inc();
+                    m.redis_error("counters");
                 }
             }
             Metrics::catch_up(
@@ -473,11 +473,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             Ok(Some(v)) if Some(v) != running && Some(v) != refused => v,
             Ok(_) => continue,
             Err(e) => {
-                shared
-                    .metrics
-                    .redis_errors
-                    .with_label_values(&["lists"])
-                    .inc();
+                shared.metrics.redis_error("lists");
                 tracing::debug!(error = %e, "list version poll");
                 continue;
             }
@@ -485,11 +481,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         let lists = match crate::cluster::lists::fetch(&c.redis, v).await {
             Ok(l) => l,
             Err(e) => {
-                shared
-                    .metrics
-                    .redis_errors
-                    .with_label_values(&["lists"])
-                    .inc();
+                shared.metrics.redis_error("lists");
                 tracing::warn!(error = %e, version = v, "cannot fetch published lists");
                 continue;
             }

@@ -619,6 +619,10 @@ pub fn bad_request_for(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::behaviour::NoTracking;
+    use crate::policy::rate::NoCounting;
+
     #[test]
     fn ipv4_text_as_std_reads_it() {
         for t in [
@@ -640,13 +644,9 @@ mod tests {
             "1234.1.1.1",
             "0.1.2.3",
         ] {
-            assert_eq!(super::ipv4(t.as_bytes()), t.parse().ok(), "{t:?}");
+            assert_eq!(ipv4(t.as_bytes()), t.parse().ok(), "{t:?}");
         }
     }
-
-    use super::*;
-    use crate::behaviour::NoTracking;
-    use crate::policy::rate::NoCounting;
 
     const POLICY: &str = r#"
 [[trunk]]

@@ -114,8 +114,8 @@ pub fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
 /// which also writes a scope id).
 pub fn push_sent_by(out: &mut Vec<u8>, a: std::net::SocketAddr) {
     match a {
-        std::net::SocketAddr::V4(v4) => {
-            push_ip(out, std::net::IpAddr::V4(*v4.ip()));
+        std::net::SocketAddr::V4(_) => {
+            push_ip(out, a.ip());
             out.push(b':');
             push_num(out, a.port() as u64);
         }
