@@ -161,6 +161,119 @@ pub fn find_byte(h: &[u8], c: u8) -> Option<usize> {
     h[i..].iter().position(|&b| b == c).map(|p| i + p)
 }
 
+/// Bit `i` set where byte `i` of the sixteen is '\n'.
+#[inline(always)]
+fn newline_mask(c: &[u8; 16]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        use core::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is enabled at compile time (the cfg above; part of the x86_64
+        // baseline), `c` is sixteen readable bytes and the load needs no alignment.
+        unsafe {
+            let x = _mm_loadu_si128(c.as_ptr().cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\n' as i8))) as u32
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        mask_where(c, |b| b == b'\n')
+    }
+}
+
+/// Bit `i` set where byte `i` of the sixteen cannot be inside a header field name that
+/// needs no further check: ':' and every byte outside 0x21..0x7f (space, tab, CR, LF,
+/// controls, non-ASCII).
+#[inline(always)]
+pub fn name_stop_mask(c: &[u8; 16]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        use core::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+        // SAFETY: as in `newline_mask`.
+        unsafe {
+            let x = _mm_loadu_si128(c.as_ptr().cast());
+            let colon = _mm_cmpeq_epi8(x, _mm_set1_epi8(b':' as i8));
+            // A signed comparison: bytes 0x80..=0xff are negative, so one test finds
+            // them together with 0x00..=0x20.
+            let outside = _mm_cmplt_epi8(x, _mm_set1_epi8(0x21));
+            _mm_movemask_epi8(_mm_or_si128(colon, outside)) as u32
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        mask_where(c, |b| b == b':' || !(0x21..0x80).contains(&b))
+    }
+}
+
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+fn mask_where(c: &[u8], f: impl Fn(u8) -> bool) -> u32 {
+    c.iter()
+        .enumerate()
+        .fold(0, |m, (i, &b)| m | ((f(b) as u32) << i))
+}
+
+fn newline_mask_at(b: &[u8], at: usize) -> u32 {
+    match b.get(at..) {
+        Some(r) => match r.first_chunk::<16>() {
+            Some(c) => newline_mask(c),
+            None => r
+                .iter()
+                .enumerate()
+                .fold(0, |m, (i, &c)| m | (((c == b'\n') as u32) << i)),
+        },
+        None => 0,
+    }
+}
+
+/// The line ends of a header section, found sixteen bytes per step and handed out in
+/// order. One search per line (memchr) spent most of its work setting up for lines a
+/// few tens of bytes long; here a chunk's mask serves every line end inside it.
+pub struct NewLines<'a> {
+    b: &'a [u8],
+    /// The chunk `[base, base + 16)`, and its line ends not yet handed out.
+    base: usize,
+    mask: u32,
+}
+
+impl<'a> NewLines<'a> {
+    pub fn new(b: &'a [u8], from: usize) -> NewLines<'a> {
+        NewLines {
+            b,
+            base: from,
+            mask: newline_mask_at(b, from),
+        }
+    }
+
+    /// The first '\n' at or after `from`. Calls must not go backwards: `from` is never
+    /// below the position of a line end already returned.
+    #[inline]
+    pub fn next(&mut self, from: usize) -> Option<usize> {
+        debug_assert!(from >= self.base);
+        if from >= self.base + 16 {
+            self.base = from;
+            self.mask = newline_mask_at(self.b, from);
+        } else if from > self.base {
+            self.mask &= u32::MAX << (from - self.base);
+        }
+        while self.mask == 0 {
+            self.base += 16;
+            if self.base >= self.b.len() {
+                return None;
+            }
+            self.mask = newline_mask_at(self.b, self.base);
+        }
+        Some(self.base + self.mask.trailing_zeros() as usize)
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.b
+    }
+}
+
 /// Position after a token starting at `i` (== `i` when there is none).
 #[inline]
 pub fn token_end(b: &[u8], i: usize) -> usize {
@@ -249,6 +362,59 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte value at every position of a chunk: the vector masks agree with the
+    /// byte-by-byte definition.
+    #[test]
+    fn chunk_masks_match_the_definition() {
+        for v in 0..=255u8 {
+            for at in 0..16 {
+                let mut c = [b'a'; 16];
+                c[at] = v;
+                c[(at + 7) % 16] = v.wrapping_add(1);
+                assert_eq!(
+                    newline_mask(&c),
+                    mask_where(&c, |b| b == b'\n'),
+                    "{v:#x}@{at}"
+                );
+                assert_eq!(
+                    name_stop_mask(&c),
+                    mask_where(&c, |b| b == b':' || !(0x21..0x80).contains(&b)),
+                    "{v:#x}@{at}"
+                );
+            }
+        }
+    }
+
+    /// Line ends handed out in order equal a plain search from each position, whatever
+    /// the line lengths (empty, longer than a chunk, at a chunk edge, in the last
+    /// partial chunk).
+    #[test]
+    fn new_lines_agree_with_a_plain_search() {
+        let mut text = Vec::new();
+        for len in [0usize, 1, 14, 15, 16, 17, 31, 32, 33, 0, 0, 70, 5, 2] {
+            text.extend(std::iter::repeat_n(b'x', len));
+            text.push(b'\n');
+        }
+        text.extend_from_slice(b"tail without an end");
+        for start in 0..20 {
+            let mut lines = NewLines::new(&text, start);
+            let mut from = start;
+            loop {
+                let want = text[from..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map(|p| from + p);
+                assert_eq!(lines.next(from), want, "from {from} (start {start})");
+                match want {
+                    Some(nl) => from = nl + 1,
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(NewLines::new(b"", 0).next(0), None);
+        assert_eq!(NewLines::new(b"ab", 2).next(2), None);
+    }
 
     #[test]
     fn u32_parsing() {
