@@ -35,6 +35,9 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
+    /// Number of names (the size of a table indexed by `name as usize`).
+    pub const COUNT: usize = HeaderName::Server as usize + 1;
+
     /// Recognises a field name as written (any case, compact or long form). `n` is a
     /// token (the parser cuts it so), which is what makes the case folding below exact.
     pub fn parse(n: &[u8]) -> HeaderName {

@@ -392,12 +392,14 @@ mod tests {
     #[test]
     fn new_lines_agree_with_a_plain_search() {
         let mut text = Vec::new();
-        for len in [0usize, 1, 14, 15, 16, 17, 31, 32, 33, 0, 0, 70, 5, 2] {
+        for len in [
+            0usize, 1, 14, 15, 16, 17, 31, 32, 33, 0, 0, 62, 63, 64, 65, 70, 5, 2, 130,
+        ] {
             text.extend(std::iter::repeat_n(b'x', len));
             text.push(b'\n');
         }
         text.extend_from_slice(b"tail without an end");
-        for start in 0..20 {
+        for start in 0..70 {
             let mut lines = NewLines::new(&text, start);
             let mut from = start;
             loop {

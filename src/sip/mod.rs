@@ -132,6 +132,8 @@ pub struct Header {
 }
 
 const _: () = assert!(MAX_MESSAGE <= u16::MAX as usize);
+// `Message::first` keeps 1 + a field's index in a u8.
+const _: () = assert!(MAX_HEADERS < u8::MAX as usize);
 
 impl Header {
     pub(crate) fn new(name: HeaderName, line: Span, name_len: usize, value: Span) -> Header {
@@ -176,6 +178,10 @@ pub struct Message {
     start_line: Span,
     headers: [Header; MAX_HEADERS],
     n_headers: u16,
+    /// For each name, 1 + the index of its first field (0: none). The policy asks for a
+    /// dozen names per message; a scan of the table each time cost more than the walk
+    /// that fills this in.
+    first: [u8; HeaderName::COUNT],
     /// Where the header section ends (index of the blank line).
     head_end: u32,
     body: Span,
@@ -278,11 +284,21 @@ impl Message {
 
     /// All fields with this name, in order.
     pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header> + '_ {
-        self.headers().iter().filter(move |h| h.name == name)
+        let from = match self.first[name as usize] {
+            0 => self.n_headers as usize,
+            i => i as usize - 1,
+        };
+        self.headers()[from..]
+            .iter()
+            .filter(move |h| h.name == name)
     }
     /// The first field with this name.
+    #[inline]
     pub fn first(&self, name: HeaderName) -> Option<&Header> {
-        self.headers().iter().find(|h| h.name == name)
+        match self.first[name as usize] {
+            0 => None,
+            i => self.headers().get(i as usize - 1),
+        }
     }
     /// Value of the first field with this name.
     pub fn value(&self, name: HeaderName) -> Option<&[u8]> {

@@ -153,6 +153,7 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
         start_line: Span::new(i, sl_end),
         headers: [Header::default(); super::MAX_HEADERS],
         n_headers: 0,
+        first: [0; HeaderName::COUNT],
         head_end: 0,
         body: Span::default(),
         from: None,
@@ -222,6 +223,9 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
             name_end - pos,
             Span::new(vs, ve),
         );
+        if msg.first[name as usize] == 0 {
+            msg.first[name as usize] = (n + 1) as u8;
+        }
         msg.n_headers += 1;
         pos = next;
     }
