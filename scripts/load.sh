@@ -7,6 +7,12 @@
 #     RATES="4000 8000 12000 16000" DURATION=20 WORKERS=1 bash scripts/load.sh
 #     SITTINGS=4 bash scripts/load.sh           # four alternating sittings, median ratio
 #     PROXIES="sipfence sipfence-behaviour" bash scripts/load.sh   # behaviour rules off / on
+#     PCAP=6 SITTINGS=2 bash scripts/load.sh    # also each proxy's own latency, from a capture
+#
+# PCAP=S captures loopback for S seconds of each step (the peer's --pcap: tcpdump, kernel
+# timestamps) and reports the time each proxy itself takes, INVITE in to 403 out, INVITE in
+# to INVITE forwarded, 200 in to 200 relayed, in microseconds: sipp's response times tick
+# in milliseconds and include sipp, the capture's do not.
 #
 # "sipfence-behaviour" is the same policy with every behaviour rule evaluated (the README's
 # thresholds, action monitor: features counted and rules matched, calls unchanged, so the
@@ -28,6 +34,8 @@ PEER=$ROOT/../shared/peers/kamailio
 RATES=${RATES:-"2000 4000 8000"}
 DURATION=${DURATION:-15}
 WORKERS=${WORKERS:-1}
+PCAP=${PCAP:-0}
+pcap_args=(); [ "$PCAP" != 0 ] && pcap_args=(--pcap "$PCAP")
 PROXIES=${PROXIES:-"kamailio sipfence"}
 bash scripts/deps.sh
 cargo build --release --locked --bin sipfence
@@ -71,8 +79,9 @@ for p in $PROXIES; do
     sipfence|sipfence-behaviour|sipfence-counted|sipfence-redis|sipfence-redis-stream) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
   esac
   echo "== $p" >&2
-  bash "$PEER/run.sh" "${args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p-$sitting" 2>"$OUT/$p-$sitting.log" \
-    | sed "s/proxy=cmd/proxy=$p/; s/^RESULT /RESULT sitting=$sitting /" | tee -a "$OUT/results.txt" || true
+  bash "$PEER/run.sh" "${args[@]}" "${pcap_args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p-$sitting" 2>"$OUT/$p-$sitting.log" \
+    | sed "s/proxy=cmd/proxy=$p/; s/^RESULT /RESULT sitting=$sitting /; s/^rate=\([0-9]*\) .*PCAPLAT /PCAPLAT sitting=$sitting proxy=$p rate=\1 /" \
+    | tee -a "$OUT/results.txt" || true
 done
 done
 echo
@@ -80,10 +89,13 @@ echo "summary (rate held = highest offered rate with under 0.1% failed calls):"
 python3 - "$OUT/results.txt" <<'PY'
 import re, statistics, sys
 rows = {}
+lat = {}
 for line in open(sys.argv[1]):
+    kv = dict(re.findall(r"(\S+?)=(\S+)", line))
+    if line.startswith("PCAPLAT"):
+        lat.setdefault((kv["proxy"], kv["rate"]), []).append(kv)
     if not line.startswith("RESULT"):
         continue
-    kv = dict(re.findall(r"(\S+?)=(\S+)", line))
     rows.setdefault(kv["proxy"], []).append(kv)
 for proxy, rs in rows.items():
     held = [r for r in rs if r["fail_pct"] != "na" and float(r["fail_pct"]) < 0.1]
@@ -112,5 +124,14 @@ if len(names) > 1:
             ratios = sorted(o[rate][s] / b[rate][s] for s in b[rate] if s in o.get(rate, {}) and b[rate][s] > 0)
             if ratios:
                 print(f"{other} / {base} calls per CPU-s at {rate}: " + " ".join(f"{x:.2f}x" for x in ratios) + f"  median {statistics.median(ratios):.2f}x")
+# The proxies' own latency (PCAP=S): p99 in microseconds per kind, sitting by sitting.
+for (proxy, rate), ls in sorted(lat.items(), key=lambda x: (float(x[0][1]), x[0][0])):
+    parts = []
+    for kind in ("blocked", "forward", "relay"):
+        key = f"{kind}_us(n/p50/p90/p99/p99.9/max)"
+        p99 = [int(l[key].split("/")[3]) for l in ls if key in l and l[key].count("/") == 5]
+        if p99:
+            parts.append(f"{kind} p99 " + "/".join(map(str, p99)) + f" (median {statistics.median(p99):.0f})")
+    print(f"{proxy:18s} rate={rate:>6s} own latency us: " + ", ".join(parts))
 PY
 echo "results in $OUT"
