@@ -114,13 +114,18 @@ pub fn handle(
 ) -> Result<Handled, crate::sip::ParseError> {
     out.clear();
     edits.clear();
-    let msg = Message::parse_for_relay(data)?;
-    let h = handle_parsed(st, &msg, o, out, edits, observe);
+    // Borrowed where it lies: moving the ~1 KB message out of the Result was a copy.
+    let parsed = Message::parse_for_relay(data);
+    let msg = match &parsed {
+        Ok(m) => m,
+        Err(e) => return Err(*e),
+    };
+    let h = handle_parsed(st, msg, o, out, edits, observe);
     // Only what actually goes on counts towards a caller's behaviour: a response that
     // is not ours, or a request we refuse, says nothing about a call we carry.
     if st.policy.behaviour_on
         && matches!(h, Handled::Forward(_))
-        && let Some((trunk, seen)) = behaviour::observe(&msg, st.behaviour, st.now_ms)
+        && let Some((trunk, seen)) = behaviour::observe(msg, st.behaviour, st.now_ms)
     {
         observe(Observed::Behaviour(trunk, seen));
     }

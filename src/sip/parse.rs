@@ -147,19 +147,12 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
     let sl = &b[i..sl_end];
     let start = parse_start_line(b, i, sl)?;
 
-    let mut msg = Message {
-        buf: Bytes::new(),
-        start,
-        start_line: Span::new(i, sl_end),
-        headers: [Header::default(); super::MAX_HEADERS],
-        n_headers: 0,
-        first: [0; HeaderName::COUNT],
-        head_end: 0,
-        body: Span::default(),
-        from: None,
-        to: None,
-        vias: [None; 2],
-    };
+    // The parts of the message are built in locals and the Message only at the end, in
+    // the return slot: a Message built first and filled in was copied (~1 KB) on return.
+    let mut headers = [Header::default(); super::MAX_HEADERS];
+    let mut n_headers = 0usize;
+    let mut first = [0u8; HeaderName::COUNT];
+    let head_end;
 
     // Header section.
     let mut lines = Lines(lex::NewLines::new(b, pos));
@@ -169,12 +162,12 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
             return Err(ParseError::new(ErrorKind::Truncated, pos));
         }
         if b[pos] == b'\n' {
-            msg.head_end = pos as u32;
+            head_end = pos as u32;
             body_start = pos + 1;
             break;
         }
         if b[pos] == b'\r' && b.get(pos + 1) == Some(&b'\n') {
-            msg.head_end = pos as u32;
+            head_end = pos as u32;
             body_start = pos + 2;
             break;
         }
@@ -210,29 +203,33 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
         while ve > vs && (is_wsp(b[ve - 1]) || b[ve - 1] == b'\r' || b[ve - 1] == b'\n') {
             ve -= 1;
         }
-        let n = msg.n_headers as usize;
+        let n = n_headers;
         if n >= MAX_HEADERS {
             return Err(ParseError::new(ErrorKind::TooManyHeaders, pos));
         }
         if name_end - pos > u16::MAX as usize {
             return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
         }
-        msg.headers[n] = Header::new(
+        headers[n] = Header::new(
             name,
             Span::new(line_start, next),
             name_end - pos,
             Span::new(vs, ve),
         );
-        if msg.first[name as usize] == 0 {
-            msg.first[name as usize] = (n + 1) as u8;
+        if first[name as usize] == 0 {
+            first[name as usize] = (n + 1) as u8;
         }
-        msg.n_headers += 1;
+        n_headers += 1;
         pos = next;
     }
 
     // Body: Content-Length decides; without one, a datagram's remainder is the body.
     let mut body_end = b.len();
-    if let Some(h) = msg.first(HeaderName::ContentLength) {
+    let fields = &headers[..n_headers];
+    if let Some(h) = first[HeaderName::ContentLength as usize]
+        .checked_sub(1)
+        .and_then(|k| fields.get(k as usize))
+    {
         let v = h.value().of(b);
         let cl = lex::parse_u32(v).ok_or_else(|| {
             ParseError::header(HeaderName::ContentLength, h.value().start as usize)
@@ -242,7 +239,7 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
             .filter(|&e| e <= b.len())
             .ok_or_else(|| ParseError::new(ErrorKind::BodyTruncated, b.len()))?;
     }
-    msg.body = Span::new(body_start, body_end);
+    let body = Span::new(body_start, body_end);
     let mut vias = [None; 2];
     let mut n_vias = 0;
     let mut keep_via = |v: via::Via| {
@@ -251,20 +248,28 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
             n_vias += 1;
         }
     };
-    let (from, to) = if check == Check::Full || msg.is_request() {
-        validate_headers(&msg, b, &mut keep_via)?
+    let (from, to) = if check == Check::Full || matches!(start, StartLine::Request { .. }) {
+        validate_headers(start, fields, b, &mut keep_via)?
     } else {
-        for h in msg.headers().iter().filter(|h| h.name == HeaderName::Via) {
+        for h in fields.iter().filter(|h| h.name == HeaderName::Via) {
             via::parse_list(b, h.value(), &mut keep_via)
                 .map_err(|_| ParseError::header(HeaderName::Via, h.value().start as usize))?;
         }
         (None, None)
     };
-    msg.from = from;
-    msg.to = to;
-    msg.vias = vias;
-    msg.buf = buf;
-    Ok(msg)
+    Ok(Message {
+        buf,
+        start,
+        start_line: Span::new(i, sl_end),
+        headers,
+        n_headers: n_headers as u16,
+        first,
+        head_end,
+        body,
+        from,
+        to,
+        vias,
+    })
 }
 
 fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseError> {
@@ -345,17 +350,17 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
 /// Checks the fields whose grammar the proxy or the policy relies on. Unknown fields
 /// are passed through untouched, whatever they hold (RFC 4475 3.1.1.1).
 fn validate_headers(
-    msg: &Message,
+    start: StartLine,
+    fields: &[Header],
     b: &[u8],
     keep_via: &mut impl FnMut(via::Via),
 ) -> Result<(Option<addr::NameAddr>, Option<addr::NameAddr>), ParseError> {
     let (mut from, mut to) = (None, None);
-    // msg.buf is not set yet: take the method from `b`.
-    let req_method = match msg.start {
+    let req_method = match start {
         StartLine::Request { method_span, .. } => Some(method_span.of(b)),
         StartLine::Response { .. } => None,
     };
-    for h in msg.headers() {
+    for h in fields {
         let v = h.value().of(b);
         let at = h.value().start as usize;
         let bad = |_| ParseError::header(h.name, at);
