@@ -121,11 +121,10 @@ impl Filter {
         (w, (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63)))
     }
 
+    /// `false` for every key when there are no words (`slot` then points at word 0,
+    /// which `get` does not find).
     #[inline]
     fn may_contain(&self, k: u64) -> bool {
-        if self.words.is_empty() {
-            return false;
-        }
         let (w, m) = self.slot(k);
         self.words.get(w).is_some_and(|&x| x & m == m)
     }

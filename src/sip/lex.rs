@@ -209,7 +209,6 @@ pub fn name_stop_mask(c: &[u8; 16]) -> u32 {
     }
 }
 
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 fn mask_where(c: &[u8], f: impl Fn(u8) -> bool) -> u32 {
     c.iter()
         .enumerate()
@@ -220,10 +219,8 @@ fn newline_mask_at(b: &[u8], at: usize) -> u32 {
     match b.get(at..) {
         Some(r) => match r.first_chunk::<16>() {
             Some(c) => newline_mask(c),
-            None => r
-                .iter()
-                .enumerate()
-                .fold(0, |m, (i, &c)| m | (((c == b'\n') as u32) << i)),
+            // The last, partial chunk (fewer than sixteen bytes).
+            None => mask_where(r, |c| c == b'\n'),
         },
         None => 0,
     }
@@ -267,10 +264,6 @@ impl<'a> NewLines<'a> {
             self.mask = newline_mask_at(self.b, self.base);
         }
         Some(self.base + self.mask.trailing_zeros() as usize)
-    }
-
-    pub fn bytes(&self) -> &'a [u8] {
-        self.b
     }
 }
 
