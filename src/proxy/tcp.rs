@@ -243,9 +243,11 @@ async fn serve_stream(
                 Ok(Frame::Message { skip, len }) => {
                     buf.advance(skip);
                     let data = buf.split_to(len).freeze();
-                    if let Some(d) =
-                        udp::handle_one(shared, via_addr, data, &o, false, &mut edits, &mut out)
-                    {
+                    let l = shared.loaded.load();
+                    let arrival = udp::Arrival::now();
+                    if let Some(d) = udp::handle_one(
+                        shared, &l, arrival, via_addr, data, &o, false, &mut edits, &mut out,
+                    ) {
                         udp::send(shared, udps, local, &fwd, d, &out).await;
                     }
                 }

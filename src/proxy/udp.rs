@@ -3,7 +3,7 @@
 //! system call, each goes through the stateless step, and what they produce leaves in
 //! one `sendmmsg` (see [`super::mmsg`]).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -13,9 +13,9 @@ use std::time::Instant;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::Shared;
 use super::mmsg::{self, BATCH, RecvBatch};
 use super::stateless::{self, Dest, Handled, Observed, Origin, Step};
+use super::{Loaded, Shared};
 use crate::policy::config::ListenSpec;
 use crate::sip::rewrite::EditList;
 
@@ -42,10 +42,32 @@ pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<(Arc<UdpSocket>, Soc
         .map(|(_, s, a)| (s.clone(), *a))
 }
 
+/// When a batch of messages came in, read once for all of them: the wall clock the
+/// rules see, and the instant the decision latency is measured from (so the latency
+/// includes the wait behind earlier messages of the same batch, as a caller sees it).
+#[derive(Clone, Copy)]
+pub struct Arrival {
+    pub now_ms: u64,
+    pub at: Instant,
+}
+
+impl Arrival {
+    pub fn now() -> Arrival {
+        Arrival {
+            now_ms: crate::cli::now_ms(),
+            at: Instant::now(),
+        }
+    }
+}
+
 /// Runs one message through the stateless step: counts it, observes the decision, and
-/// leaves what must be sent in `out`. Returns where it goes, if anywhere.
+/// leaves what must be sent in `out`. Returns where it goes, if anywhere. `l` is the
+/// policy loaded when the batch began: a reload takes effect from the next batch.
+#[allow(clippy::too_many_arguments)]
 pub fn handle_one(
     shared: &Shared,
+    l: &Loaded,
+    arrival: Arrival,
     via_addr: SocketAddr,
     data: Bytes,
     o: &Origin,
@@ -53,10 +75,9 @@ pub fn handle_one(
     edits: &mut EditList,
     out: &mut Vec<u8>,
 ) -> Option<Dest> {
-    let l = shared.loaded.load();
     let transport = o.local.transport.as_str();
     shared.count_message(o.local.transport, data.starts_with(b"SIP/"));
-    let now = crate::cli::now_ms();
+    let now = arrival.now_ms;
     let step = Step {
         policy: &l.policy,
         rates: &*shared.rates,
@@ -65,17 +86,16 @@ pub fn handle_one(
         via_addr,
         overloaded,
     };
-    let t0 = Instant::now();
     let raw = data.clone();
     let mut observe = |ob: Observed<'_>| match ob {
         Observed::Decision(m, d) => shared.observe(
-            &l,
+            l,
             m,
             d,
             o.source,
             o.local.addr,
             now,
-            t0.elapsed().as_secs_f64(),
+            arrival.at.elapsed().as_secs_f64(),
         ),
         Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
     };
@@ -160,9 +180,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
         // A busy period: from the wake-up until the socket is empty. One that lasts
         // longer than `overload_ms` means datagrams arrive faster than we handle them
         // and the kernel queue grows: new INVITEs then get 503 cheaply until it drains.
-        let overload_after =
-            std::time::Duration::from_millis(shared.loaded.load().policy.proxy.overload_ms.max(1));
-        let busy_since = Instant::now();
+        let mut busy_since: Option<Instant> = None;
         let mut batches = 0u32;
         loop {
             // Drained until EAGAIN, not just until a short batch: measured, the extra
@@ -175,7 +193,19 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 // ICMP port unreachable from an earlier send, and the like: not fatal.
                 Err(_) => continue,
             };
-            let overloaded = busy_since.elapsed() > overload_after;
+            // Clocks and the policy are read once per batch, not per datagram.
+            let arrival = Arrival::now();
+            let l = shared.loaded.load();
+            let since = *busy_since.get_or_insert(arrival.at);
+            let overload_after =
+                std::time::Duration::from_millis(l.policy.proxy.overload_ms.max(1));
+            let overloaded = arrival.at.duration_since(since) > overload_after;
+            // One allocation for the batch's datagrams: each message is a slice of it.
+            let mut arena = BytesMut::with_capacity((0..n).map(|k| rb.get(k).0.len()).sum());
+            for k in 0..n {
+                arena.extend_from_slice(rb.get(k).0);
+            }
+            let mut arena = arena.freeze();
             pending.clear();
             for (k, out) in outs.iter_mut().enumerate().take(n) {
                 let (d, src) = rb.get(k);
@@ -184,14 +214,9 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     local,
                     conn: None,
                 };
+                let data = arena.split_to(d.len());
                 match handle_one(
-                    &shared,
-                    via_addr,
-                    Bytes::copy_from_slice(d),
-                    &o,
-                    overloaded,
-                    &mut edits,
-                    out,
+                    &shared, &l, arrival, via_addr, data, &o, overloaded, &mut edits, out,
                 ) {
                     Some(Dest::Udp(a)) => pending.push((a, k)),
                     Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),
@@ -199,13 +224,17 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     None => {}
                 }
             }
-            let items: Vec<(SocketAddr, &[u8])> = pending
-                .iter()
-                .map(|(a, k)| (*a, outs[*k].as_slice()))
-                .collect();
+            drop(l);
             let mut done = 0;
-            while done < items.len() {
-                match sock.try_io(Interest::WRITABLE, || mmsg::send_batch(fd, &items[done..])) {
+            while done < pending.len() {
+                let items = &pending[done..];
+                let sent = sock.try_io(Interest::WRITABLE, || {
+                    mmsg::send_batch(fd, items.len(), |j| {
+                        let (a, k) = items[j];
+                        (a, outs[k].as_slice())
+                    })
+                });
+                match sent {
                     Ok(n) => done += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if sock.writable().await.is_err() {
