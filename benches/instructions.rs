@@ -7,7 +7,9 @@
 //! `behaviour` is `decide` with the behaviour rules on (callers rotating over 4096).
 //! `proxy` is the proxy's stateless step for a call set-up: the INVITE forwarded (parse,
 //! checks, decision, our Via), then its 180 and 200 relayed back (no sockets: the
-//! user-space work the proxy does for those three datagrams).
+//! user-space work the proxy does for those three datagrams). `call` is the load run's
+//! average call: one allowed call whole (INVITE, 180, 200, ACK, BYE and its 200) and one
+//! refused (INVITE answered 403, its ACK absorbed), counted as two calls.
 
 mod common;
 
@@ -80,12 +82,28 @@ fn main() {
                 }
                 n
             }
+            "call" => {
+                let step = setup.step(&policy);
+                let mut n = 0;
+                for (data, from) in &setup.call {
+                    let h = handle(
+                        &step,
+                        black_box(data.clone()),
+                        from,
+                        &mut out,
+                        &mut edits,
+                        &mut |_| {},
+                    );
+                    n += h.is_ok() as usize + out.len();
+                }
+                n
+            }
             "rsip" => {
                 let m = rsip::SipMessage::try_from(black_box(v.as_slice())).unwrap();
                 black_box(&m);
                 1
             }
-            w => panic!("WHAT={w}: parse, decide, sipi, behaviour, proxy or rsip"),
+            w => panic!("WHAT={w}: parse, decide, sipi, behaviour, proxy, call or rsip"),
         };
     }
     black_box(acc);
@@ -98,6 +116,8 @@ struct ProxySetup {
     uas: Origin,
     ringing: Bytes,
     ok: Bytes,
+    /// Every datagram of an allowed and of a refused call, in order, with its sender.
+    call: Vec<(Bytes, Origin)>,
 }
 
 impl ProxySetup {
@@ -129,6 +149,7 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
         uas,
         ringing: Bytes::new(),
         ok: Bytes::new(),
+        call: Vec::new(),
     };
     let (mut out, mut edits) = (Vec::new(), sipfence::sip::rewrite::EditList::new());
     let h = handle(
@@ -151,6 +172,119 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
     };
     s.ringing = answer(180, "Ringing");
     s.ok = answer(200, "OK");
+    // The rest of the allowed call as the UAC sends it: the ACK and the BYE carry the
+    // 200's To tag, each in a new transaction; the BYE's 200 comes back like the INVITE's.
+    let ok = Message::parse(s.ok.clone()).expect("200 parses");
+    let to = ok
+        .first(sipfence::sip::HeaderName::To)
+        .map(|h| String::from_utf8_lossy(h.value().of(ok.buf())).into_owned())
+        .expect("the 200 has a To");
+    let text = String::from_utf8_lossy(&common::invite()).into_owned();
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .expect("a header section")
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        let mut m = String::new();
+        for line in head.split("\r\n") {
+            let line = if line.starts_with("INVITE ") {
+                line.replacen("INVITE", method, 1)
+            } else if line.starts_with("To:") {
+                format!("To: {to}")
+            } else if line.starts_with("CSeq:") {
+                format!("CSeq: {cseq} {method}")
+            } else if line.starts_with("Via:") {
+                line.replace("4b0e3d1b8a1c", branch)
+            } else if line.starts_with("Content-Type:") {
+                continue;
+            } else if line.starts_with("Content-Length:") {
+                "Content-Length: 0".to_owned()
+            } else {
+                line.to_owned()
+            };
+            m.push_str(&line);
+            m.push_str("\r\n");
+        }
+        m.push_str("\r\n");
+        Bytes::from(m)
+    };
+    let (ack, bye) = (in_dialog("ACK", 1, "ack1"), in_dialog("BYE", 2, "bye1"));
+    let mut fwd_bye = Vec::new();
+    let h = handle(
+        &s.step(policy),
+        bye.clone(),
+        &s.uac,
+        &mut fwd_bye,
+        &mut edits,
+        &mut |_| {},
+    );
+    assert!(matches!(h, Ok(Handled::Forward(_))), "the BYE is forwarded");
+    let fwd_bye = Message::parse(Bytes::from(fwd_bye)).expect("forwarded BYE parses");
+    let mut bye_ok = Vec::new();
+    write_response(&fwd_bye, 200, "OK", &Extra::default(), &mut bye_ok);
+    // A refused call: the same INVITE from a +86 caller on the international trunk.
+    let spoofed = Bytes::from(text.replace("+442071234567", "+8613912345678"));
+    let mut answer_403 = Vec::new();
+    let h = handle(
+        &s.step(policy),
+        spoofed.clone(),
+        &s.uac,
+        &mut answer_403,
+        &mut edits,
+        &mut |_| {},
+    );
+    assert!(
+        matches!(h, Ok(Handled::Respond(_, 403))),
+        "the +86 INVITE is refused"
+    );
+    let refused = Message::parse(Bytes::from(answer_403)).expect("403 parses");
+    assert_eq!(refused.status(), Some(403));
+    let to403 = refused
+        .first(sipfence::sip::HeaderName::To)
+        .map(|h| String::from_utf8_lossy(h.value().of(refused.buf())).into_owned())
+        .expect("the 403 has a To");
+    // The ACK to a non-2xx final answer is part of the INVITE's transaction: same branch.
+    let ack403 = String::from_utf8_lossy(&in_dialog("ACK", 1, "4b0e3d1b8a1c"))
+        .replace("+442071234567", "+8613912345678")
+        .replace(&format!("To: {to}"), &format!("To: {to403}"));
+    s.call = vec![
+        (common::invite(), s.uac),
+        (s.ringing.clone(), s.uas),
+        (s.ok.clone(), s.uas),
+        (ack, s.uac),
+        (bye, s.uac),
+        (Bytes::from(bye_ok), s.uas),
+        (spoofed, s.uac),
+        (Bytes::from(ack403), s.uac),
+    ];
+    let outcomes: Vec<String> = s
+        .call
+        .iter()
+        .map(|(d, from)| {
+            let h = handle(
+                &s.step(policy),
+                d.clone(),
+                from,
+                &mut Vec::new(),
+                &mut edits,
+                &mut |_| {},
+            );
+            match h {
+                Ok(Handled::Forward(_)) => "forward".to_owned(),
+                Ok(Handled::Respond(_, c)) => c.to_string(),
+                Ok(Handled::Absorbed) => "absorbed".to_owned(),
+                other => format!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "forward", "forward", "forward", "forward", "forward", "forward", "403", "absorbed"
+        ],
+        "the call's datagrams go where a call's go"
+    );
     for r in [&s.ringing, &s.ok] {
         let h = handle(
             &s.step(policy),

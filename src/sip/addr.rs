@@ -2,7 +2,7 @@
 //! P-Asserted-Identity, Remote-Party-ID, ...), RFC 3261 20.10 and 25.1.
 
 use super::Span;
-use super::lex::{is_param_value, is_uri_char, quoted_end, skip_lws, token_end};
+use super::lex::{self, class_end, is_uri_char, quoted_end, skip_lws, token_end};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameAddr {
@@ -102,10 +102,7 @@ fn bracketed_uri(b: &[u8], lt: usize) -> Result<(Span, usize), AddrError> {
     // '>' is not a URI character: one class test per byte finds both the end and any
     // byte that does not belong.
     let s = lt + 1;
-    let k = b
-        .get(s..)
-        .and_then(|r| r.iter().position(|&c| !is_uri_char(c)))
-        .map_or(b.len(), |p| s + p);
+    let k = class_end::<lex::Uri>(b, s);
     if k >= b.len() || k == s || b[k] != b'>' {
         return Err(k);
     }
@@ -136,10 +133,7 @@ fn parse_params(b: &[u8], i: usize) -> Result<(Span, usize), AddrError> {
             if v < b.len() && b[v] == b'"' {
                 k = quoted_end(b, v).ok_or(v)?;
             } else {
-                let mut w = v;
-                while w < b.len() && is_param_value(b[w]) {
-                    w += 1;
-                }
+                let w = class_end::<lex::ParamValue>(b, v);
                 if w == v {
                     return Err(v);
                 }

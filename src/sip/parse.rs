@@ -406,7 +406,7 @@ fn validate_headers(
                     return Err(ParseError::header(h.name, at));
                 }
             HeaderName::CallId
-                if (v.is_empty() || !v.iter().all(|&c| lex::is_word(c) || c == b'@')) => {
+                if (v.is_empty() || lex::class_end::<lex::CallId>(v, 0) != v.len()) => {
                     return Err(ParseError::header(h.name, at));
                 }
             _ => {}

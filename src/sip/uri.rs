@@ -4,7 +4,7 @@
 //! what it does not understand) after a character check.
 
 use super::Span;
-use super::lex::{is_host_char, is_token, is_uri_char, starts_with_ci};
+use super::lex::{self, class_end, is_token, is_uri_char, starts_with_ci};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -32,7 +32,7 @@ pub struct Uri {
 pub struct BadUri;
 
 pub fn parse(b: &[u8], s: Span) -> Result<Uri, BadUri> {
-    if !s.of(b).iter().all(|&c| is_uri_char(c)) {
+    if class_end::<lex::Uri>(&b[..s.end as usize], s.start as usize) != s.end as usize {
         return Err(BadUri);
     }
     parse_chars_checked(b, s)
@@ -121,9 +121,7 @@ fn parse_sip(b: &[u8], rest: usize, end: usize, scheme: Scheme) -> Result<Uri, B
         }
         i = close + 1;
     } else {
-        while i < end && is_host_char(b[i]) {
-            i += 1;
-        }
+        i = class_end::<lex::Host>(&b[..end], i);
     }
     let host = Span::new(hp, i);
     if host.is_empty() {

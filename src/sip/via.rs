@@ -2,7 +2,7 @@
 //! every separator (RFC 4475 3.1.1.1).
 
 use super::Span;
-use super::lex::{is_host_char, is_param_value, is_token, quoted_end, skip_lws, token_end};
+use super::lex::{self, class_end, is_token, quoted_end, skip_lws, token_end};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via {
@@ -70,9 +70,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
         let close = b[i..].iter().position(|&c| c == b']').ok_or(i)? + i;
         i = close + 1;
     } else {
-        while i < end && is_host_char(b[i]) {
-            i += 1;
-        }
+        i = class_end::<lex::Host>(b, i);
     }
     let host = Span::new(h, i);
     if host.is_empty() {
@@ -118,10 +116,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
             if vs < end && b[vs] == b'"' {
                 k = quoted_end(b, vs).ok_or(vs)?;
             } else {
-                let mut w = vs;
-                while w < end && is_param_value(b[w]) {
-                    w += 1;
-                }
+                let w = class_end::<lex::ParamValue>(b, vs);
                 if w == vs {
                     return Err(vs);
                 }
