@@ -153,7 +153,7 @@ impl Metrics {
         let decision_seconds = must(HistogramVec::new(
             HistogramOpts::new(
                 "sipfence_decision_seconds",
-                "Time to parse and decide on an initial INVITE",
+                "Time to parse and decide on an initial INVITE, from its receive batch leaving the kernel (UDP; the wait behind earlier datagrams of the batch included) or from its framing (TCP)",
             )
             .buckets(vec![
                 1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3,
