@@ -133,6 +133,24 @@ impl ProxySetup {
     }
 }
 
+/// One datagram through the stateless step, outside the count: what it did and what it sent.
+fn step_once(
+    step: &Step<'_>,
+    data: &Bytes,
+    from: &Origin,
+) -> (Result<Handled, sipfence::sip::ParseError>, Vec<u8>) {
+    let (mut out, mut edits) = (Vec::new(), sipfence::sip::rewrite::EditList::new());
+    let h = handle(step, data.clone(), from, &mut out, &mut edits, &mut |_| {});
+    (h, out)
+}
+
+/// A message's To value, tag included.
+fn to_value(m: &Message) -> String {
+    m.first(sipfence::sip::HeaderName::To)
+        .map(|h| String::from_utf8_lossy(h.value().of(m.buf())).into_owned())
+        .expect("a To field")
+}
+
 fn proxy_setup(policy: &Policy) -> ProxySetup {
     let local = ListenSpec {
         transport: Transport::Udp,
@@ -151,15 +169,7 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
         ok: Bytes::new(),
         call: Vec::new(),
     };
-    let (mut out, mut edits) = (Vec::new(), sipfence::sip::rewrite::EditList::new());
-    let h = handle(
-        &s.step(policy),
-        common::invite(),
-        &s.uac,
-        &mut out,
-        &mut edits,
-        &mut |_| {},
-    );
+    let (h, out) = step_once(&s.step(policy), &common::invite(), &s.uac);
     assert!(
         matches!(h, Ok(Handled::Forward(_))),
         "the bench INVITE is forwarded"
@@ -174,11 +184,7 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
     s.ok = answer(200, "OK");
     // The rest of the allowed call as the UAC sends it: the ACK and the BYE carry the
     // 200's To tag, each in a new transaction; the BYE's 200 comes back like the INVITE's.
-    let ok = Message::parse(s.ok.clone()).expect("200 parses");
-    let to = ok
-        .first(sipfence::sip::HeaderName::To)
-        .map(|h| String::from_utf8_lossy(h.value().of(ok.buf())).into_owned())
-        .expect("the 200 has a To");
+    let to = to_value(&Message::parse(s.ok.clone()).expect("200 parses"));
     let text = String::from_utf8_lossy(&common::invite()).into_owned();
     let head = text
         .split("\r\n\r\n")
@@ -210,40 +216,21 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
         Bytes::from(m)
     };
     let (ack, bye) = (in_dialog("ACK", 1, "ack1"), in_dialog("BYE", 2, "bye1"));
-    let mut fwd_bye = Vec::new();
-    let h = handle(
-        &s.step(policy),
-        bye.clone(),
-        &s.uac,
-        &mut fwd_bye,
-        &mut edits,
-        &mut |_| {},
-    );
+    let (h, fwd_bye) = step_once(&s.step(policy), &bye, &s.uac);
     assert!(matches!(h, Ok(Handled::Forward(_))), "the BYE is forwarded");
     let fwd_bye = Message::parse(Bytes::from(fwd_bye)).expect("forwarded BYE parses");
     let mut bye_ok = Vec::new();
     write_response(&fwd_bye, 200, "OK", &Extra::default(), &mut bye_ok);
     // A refused call: the same INVITE from a +86 caller on the international trunk.
     let spoofed = Bytes::from(text.replace("+442071234567", "+8613912345678"));
-    let mut answer_403 = Vec::new();
-    let h = handle(
-        &s.step(policy),
-        spoofed.clone(),
-        &s.uac,
-        &mut answer_403,
-        &mut edits,
-        &mut |_| {},
-    );
+    let (h, answer_403) = step_once(&s.step(policy), &spoofed, &s.uac);
     assert!(
         matches!(h, Ok(Handled::Respond(_, 403))),
         "the +86 INVITE is refused"
     );
     let refused = Message::parse(Bytes::from(answer_403)).expect("403 parses");
     assert_eq!(refused.status(), Some(403));
-    let to403 = refused
-        .first(sipfence::sip::HeaderName::To)
-        .map(|h| String::from_utf8_lossy(h.value().of(refused.buf())).into_owned())
-        .expect("the 403 has a To");
+    let to403 = to_value(&refused);
     // The ACK to a non-2xx final answer is part of the INVITE's transaction: same branch.
     let ack403 = String::from_utf8_lossy(&in_dialog("ACK", 1, "4b0e3d1b8a1c"))
         .replace("+442071234567", "+8613912345678")
@@ -261,21 +248,11 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
     let outcomes: Vec<String> = s
         .call
         .iter()
-        .map(|(d, from)| {
-            let h = handle(
-                &s.step(policy),
-                d.clone(),
-                from,
-                &mut Vec::new(),
-                &mut edits,
-                &mut |_| {},
-            );
-            match h {
-                Ok(Handled::Forward(_)) => "forward".to_owned(),
-                Ok(Handled::Respond(_, c)) => c.to_string(),
-                Ok(Handled::Absorbed) => "absorbed".to_owned(),
-                other => format!("{other:?}"),
-            }
+        .map(|(d, from)| match step_once(&s.step(policy), d, from).0 {
+            Ok(Handled::Forward(_)) => "forward".to_owned(),
+            Ok(Handled::Respond(_, c)) => c.to_string(),
+            Ok(Handled::Absorbed) => "absorbed".to_owned(),
+            other => format!("{other:?}"),
         })
         .collect();
     assert_eq!(
@@ -286,14 +263,7 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
         "the call's datagrams go where a call's go"
     );
     for r in [&s.ringing, &s.ok] {
-        let h = handle(
-            &s.step(policy),
-            r.clone(),
-            &s.uas,
-            &mut Vec::new(),
-            &mut edits,
-            &mut |_| {},
-        );
+        let (h, _) = step_once(&s.step(policy), r, &s.uas);
         assert!(
             matches!(h, Ok(Handled::Forward(_))),
             "responses are relayed"
