@@ -162,22 +162,21 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
     let mut lines = lex::NewLines::new(b, pos);
     let body_start;
     loop {
-        if pos >= b.len() {
-            return Err(ParseError::new(ErrorKind::Truncated, pos));
-        }
-        if b[pos] == b'\n' {
-            head_end = pos as u32;
-            body_start = pos + 1;
-            break;
-        }
-        if b[pos] == b'\r' && b.get(pos + 1) == Some(&b'\n') {
-            head_end = pos as u32;
-            body_start = pos + 2;
-            break;
-        }
-        if is_wsp(b[pos]) {
+        match b.get(pos) {
+            None => return Err(ParseError::new(ErrorKind::Truncated, pos)),
+            Some(b'\n') => {
+                head_end = pos as u32;
+                body_start = pos + 1;
+                break;
+            }
+            Some(b'\r') if b.get(pos + 1) == Some(&b'\n') => {
+                head_end = pos as u32;
+                body_start = pos + 2;
+                break;
+            }
             // A continuation line with no field before it.
-            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
+            Some(b' ' | b'\t') => return Err(ParseError::new(ErrorKind::BadHeaderLine, pos)),
+            Some(_) => {}
         }
         let line_start = pos;
         // Logical line: physical lines joined while the next one starts with SP/HT.
@@ -191,13 +190,19 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
         if name_end == pos {
             return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
         }
-        let mut c = name_end;
-        while c < content_end && is_wsp(b[c]) {
-            c += 1;
-        }
-        if c >= content_end || b[c] != b':' {
-            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
-        }
+        // Nearly always "Name:"; whitespace before the colon is allowed (RFC 3261 7.3.1).
+        let c = if name_end < content_end && b[name_end] == b':' {
+            name_end
+        } else {
+            let mut c = name_end;
+            while c < content_end && is_wsp(b[c]) {
+                c += 1;
+            }
+            if c >= content_end || b[c] != b':' {
+                return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
+            }
+            c
+        };
         let vs = skip_lws(b, c + 1).min(content_end);
         let mut ve = content_end;
         while ve > vs && (is_wsp(b[ve - 1]) || b[ve - 1] == b'\r' || b[ve - 1] == b'\n') {
