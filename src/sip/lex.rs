@@ -1,11 +1,10 @@
 //! Character classes and small scanners of RFC 3261 section 25, shared by every grammar piece.
 
 const TOKEN: u8 = 1;
-const WORD: u8 = 2;
+const CALL_ID: u8 = 2;
 const URI: u8 = 4;
 const PARAM_VALUE: u8 = 8;
 const HOST: u8 = 16;
-const CALL_ID: u8 = 32;
 
 /// One table lookup per byte instead of a chain of comparisons: these run over every
 /// byte of every header the filter validates.
@@ -69,7 +68,6 @@ const CLASS_TABLE: [u8; 256] = {
         let param_value = token || matches!(b, b':' | b'[' | b']');
         let host = alnum || matches!(b, b'-' | b'.');
         t[c] = ((token as u8) * TOKEN)
-            | ((word as u8) * WORD)
             | ((uri as u8) * URI)
             | ((param_value as u8) * PARAM_VALUE)
             | ((host as u8) * HOST)
@@ -98,7 +96,7 @@ pub struct Uri;
 impl Class for Uri {
     const BIT: u8 = URI;
 }
-/// Header parameter values, as [`is_param_value`].
+/// A header parameter's unquoted value: token, or a host such as an IPv6 reference.
 pub struct ParamValue;
 impl Class for ParamValue {
     const BIT: u8 = PARAM_VALUE;
@@ -109,12 +107,13 @@ impl Class for Token {
     const BIT: u8 = TOKEN;
     const LONG_RUNS: bool = false;
 }
-/// Call-ID characters: word / "@" (RFC 3261 25.1).
+/// Call-ID characters: word / "@" (RFC 3261 25.1), word being token characters plus
+/// the separators Call-ID allows.
 pub struct CallId;
 impl Class for CallId {
     const BIT: u8 = CALL_ID;
 }
-/// Host names and IPv4 addresses, as [`is_host_char`].
+/// Host names and IPv4 addresses.
 pub struct Host;
 impl Class for Host {
     const BIT: u8 = HOST;
@@ -192,24 +191,6 @@ fn class_mask_ssse3(b: &[u8], mut i: usize, lo: &[u8; 16]) -> Result<usize, usiz
 #[inline(always)]
 pub fn is_token(c: u8) -> bool {
     CLASS[c as usize] & TOKEN != 0
-}
-
-/// word = token characters plus the separators Call-ID allows.
-#[inline(always)]
-pub fn is_word(c: u8) -> bool {
-    CLASS[c as usize] & WORD != 0
-}
-
-/// A header parameter's unquoted value: token, or a host such as an IPv6 reference.
-#[inline(always)]
-pub fn is_param_value(c: u8) -> bool {
-    CLASS[c as usize] & PARAM_VALUE != 0
-}
-
-/// hostname and IPv4 characters.
-#[inline(always)]
-pub fn is_host_char(c: u8) -> bool {
-    CLASS[c as usize] & HOST != 0
 }
 
 #[inline(always)]
