@@ -41,29 +41,48 @@ fn main() {
     let setup = proxy_setup(&policy);
     let mut out = Vec::with_capacity(2048);
     let mut edits = sipfence::sip::rewrite::EditList::new();
+    // Parsed into as the proxy does: one message per worker, its header table reused.
+    let mut msg = Message::empty();
     let mut acc = 0usize;
     for i in 0..n {
         acc += match what.as_str() {
-            "parse" => Message::parse(black_box(raw.clone())).unwrap().len(),
+            "parse" => {
+                msg.parse_into(black_box(raw.clone())).unwrap();
+                msg.len()
+            }
             "decide" => {
-                let m = Message::parse(black_box(raw.clone())).unwrap();
-                decide(&policy, &m, &ctx).is_reject() as usize + m.len()
+                msg.parse_into(black_box(raw.clone())).unwrap();
+                decide(&policy, &msg, &ctx).is_reject() as usize + msg.len()
             }
             "sipi" => {
-                let m = Message::parse(black_box(sipi.clone())).unwrap();
-                decide(&policy, &m, &ctx).is_reject() as usize + m.len()
+                msg.parse_into(black_box(sipi.clone())).unwrap();
+                decide(&policy, &msg, &ctx).is_reject() as usize + msg.len()
             }
             "behaviour" => {
-                let m = Message::parse(black_box(callers[i % 4096].clone())).unwrap();
+                msg.parse_into(black_box(callers[i % 4096].clone()))
+                    .unwrap();
+                let m = &msg;
                 let ctx = sipfence::decide::Context {
                     now_ms: ctx.now_ms + i as u64,
                     behaviour: &tracker,
                     ..common::context()
                 };
-                decide(&bpolicy, &m, &ctx).is_reject() as usize + m.len()
+                decide(&bpolicy, m, &ctx).is_reject() as usize + m.len()
             }
-            "proxy" => counted(&setup.step(&policy), &setup.set_up, &mut out, &mut edits),
-            "call" => counted(&setup.step(&policy), &setup.call, &mut out, &mut edits),
+            "proxy" => counted(
+                &setup.step(&policy),
+                &setup.set_up,
+                &mut msg,
+                &mut out,
+                &mut edits,
+            ),
+            "call" => counted(
+                &setup.step(&policy),
+                &setup.call,
+                &mut msg,
+                &mut out,
+                &mut edits,
+            ),
             "rsip" => {
                 let m = rsip::SipMessage::try_from(black_box(v.as_slice())).unwrap();
                 black_box(&m);
@@ -79,12 +98,21 @@ fn main() {
 fn counted(
     step: &Step<'_>,
     datagrams: &[(Bytes, Origin)],
+    msg: &mut Message,
     out: &mut Vec<u8>,
     edits: &mut sipfence::sip::rewrite::EditList,
 ) -> usize {
     let mut n = 0;
     for (data, from) in datagrams {
-        let h = handle(step, black_box(data.clone()), from, out, edits, &mut |_| {});
+        let h = handle(
+            step,
+            black_box(data.clone()),
+            msg,
+            from,
+            out,
+            edits,
+            &mut |_| {},
+        );
         n += h.is_ok() as usize + out.len();
     }
     n
@@ -123,7 +151,15 @@ fn step_once(
     from: &Origin,
 ) -> (Result<Handled, sipfence::sip::ParseError>, Vec<u8>) {
     let (mut out, mut edits) = (Vec::new(), sipfence::sip::rewrite::EditList::new());
-    let h = handle(step, data.clone(), from, &mut out, &mut edits, &mut |_| {});
+    let h = handle(
+        step,
+        data.clone(),
+        &mut Message::empty(),
+        from,
+        &mut out,
+        &mut edits,
+        &mut |_| {},
+    );
     (h, out)
 }
 

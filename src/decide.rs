@@ -233,8 +233,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     let cc = policy.plan.country();
-    let id = identity::extract(msg, cc);
-    d.identity = id;
+    identity::extract_into(msg, cc, &mut d.identity);
 
     // Rules run in RuleId::ORDER; each block below is one rule.
     macro_rules! rule {
@@ -247,14 +246,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         };
     }
 
-    let isup = id.isup;
-    rule!(RuleId::WithheldCaller, id.withheld_without_identity());
-    d.blank = id.blank_reason();
+    let isup = d.identity.isup;
+    rule!(
+        RuleId::WithheldCaller,
+        d.identity.withheld_without_identity()
+    );
+    d.blank = d.identity.blank_reason();
     rule!(RuleId::BlankCaller, d.blank.is_some());
 
     // The numbers judged: the SIP one (asserted, else presented) and the ISUP Calling
     // Party Number of a SIP-I call. A number rule matches when either number does.
-    let sip_caller = id.effective_number();
+    let sip_caller = d.identity.effective_number();
     let isup_caller = isup.and_then(|i| i.calling).and_then(Result::ok);
     let judged = |n: Number, on_isup: bool| Judged {
         n,
@@ -370,7 +372,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     }
     rule!(
         RuleId::GenericNumber,
-        id.presented_differs() || isup.is_some_and(|i| i.generic_count() > 0)
+        d.identity.presented_differs() || isup.is_some_and(|i| i.generic_count() > 0)
     );
     rule_n!(RuleId::LabelMvno, |j| j.class.flags.mvno);
     rule_n!(RuleId::LabelServiceShape, |j| !j.domestic

@@ -45,7 +45,24 @@ fn policy() -> &'static Policy {
 /// parsing accepts whatever full parsing accepts.
 pub fn sip_parse(data: &[u8]) {
     let _ = frame_stream(data);
-    if let Ok(m) = Message::parse(Bytes::copy_from_slice(data)) {
+    let fresh = Message::parse(Bytes::copy_from_slice(data));
+    // Parsed into a message that held another one (as the proxy reuses one per
+    // worker), the outcome is the same as a fresh parse's.
+    let mut reused = Message::parse(Bytes::from_static(REUSE_SEED))
+        .unwrap_or_else(|e| panic!("seed message: {e}"));
+    let again = reused.parse_into(Bytes::copy_from_slice(data));
+    match (&fresh, again) {
+        (Ok(m), Ok(())) => assert_eq!(summary(m), summary(&reused), "reuse changed the parse"),
+        (Err(e), Err(e2)) => {
+            assert_eq!(*e, e2, "reuse changed the error");
+            assert!(
+                reused.is_empty() && reused.headers().is_empty(),
+                "a failed parse leaves the message empty"
+            );
+        }
+        (a, b) => panic!("reuse changed the outcome: {a:?} / {b:?}"),
+    }
+    if let Ok(m) = fresh {
         assert!(m.len() <= data.len());
         for h in m.headers() {
             let _ = m.slice(h.value());
@@ -62,6 +79,27 @@ pub fn sip_parse(data: &[u8]) {
         );
         assert!(Message::parse_for_relay(Bytes::copy_from_slice(data)).is_ok());
     }
+}
+
+/// A message with more fields, Vias and tags than most inputs, to parse others into.
+const REUSE_SEED: &[u8] = b"INVITE sip:+861012345678@core.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-a;rport=5060;received=192.0.2.9\r\nVia: SIP/2.0/TCP 192.0.2.2;branch=z9hG4bK-b\r\nMax-Forwards: 70\r\nFrom: <sip:+442071234567@192.0.2.1>;tag=f1\r\nTo: <sip:+861012345678@core.example.net>;tag=t1\r\nCall-ID: seed@192.0.2.1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.1>\r\nP-Asserted-Identity: <tel:+442071234567>\r\nPrivacy: id\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nContent-Length: 4\r\n\r\nbody";
+
+/// Everything a reader of a parsed message can see, as text: two parses that agree on
+/// it agree for every caller.
+pub fn summary(m: &Message) -> String {
+    format!(
+        "{m:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+        m.first(HeaderName::ContentLength),
+        m.all(HeaderName::PAssertedIdentity).count(),
+        m.start(),
+        m.start_line_span(),
+        m.top_via(),
+        m.second_via(),
+        m.from_addr(),
+        m.to_tag(),
+        m.from_tag(),
+        m.body(),
+    )
 }
 
 /// The whole decision with the built-in policy, and the bytes a verdict produces: a
@@ -137,6 +175,7 @@ pub fn rewrite(data: &[u8]) {
     let Ok(Handled::Forward(_)) = handle(
         &st,
         Bytes::copy_from_slice(data),
+        &mut Message::empty(),
         &o,
         &mut out,
         &mut edits,

@@ -140,8 +140,16 @@ impl CallerIdentity {
 /// Extracts the caller identity of a request. Malformed identity headers are treated
 /// as absent (the parse step already validated From).
 pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
-    let b = msg.buf();
     let mut id = CallerIdentity::default();
+    extract_into(msg, home_cc, &mut id);
+    id
+}
+
+/// [`extract`] into `id` (reset first): the decision fills its own copy in place rather
+/// than moving a few hundred bytes of identity into it.
+pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
+    let b = msg.buf();
+    *id = CallerIdentity::default();
     for h in msg.headers() {
         match h.name {
             HeaderName::From => {
@@ -154,9 +162,9 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
             // A second asserted value is read only when the first holds no number: the
             // rules judge one asserted number, and reading the other (URI parse and
             // normalisation) was a quarter of the identity's cost on the common sip+tel pair.
-            HeaderName::PAssertedIdentity if wants_asserted(&id) => {
+            HeaderName::PAssertedIdentity if wants_asserted(id) => {
                 let _ = addr::parse_list(b, h.value(), |na| {
-                    if !wants_asserted(&id) {
+                    if !wants_asserted(id) {
                         return;
                     }
                     let p = party(b, Source::PAssertedIdentity, h.value(), &na, home_cc);
@@ -224,7 +232,6 @@ pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
         id.asserted = Some(a2);
         id.asserted2 = Some(a);
     }
-    id
 }
 
 /// Whether another asserted value is still worth reading: none yet, or a first one

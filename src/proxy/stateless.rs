@@ -104,9 +104,14 @@ pub enum Observed<'a> {
 
 /// Handles one message. `observe` is called with every decision on a request and every
 /// call outcome the behaviour tracker learnt, before the result is returned.
+///
+/// `msg` is the caller's message to parse into, reused from one datagram to the next
+/// (its ~1 KB header table is not built and moved for each); it holds this datagram's
+/// message afterwards, or none.
 pub fn handle(
     st: &Step<'_>,
     data: Bytes,
+    msg: &mut Message,
     o: &Origin,
     out: &mut Vec<u8>,
     edits: &mut EditList,
@@ -114,12 +119,8 @@ pub fn handle(
 ) -> Result<Handled, crate::sip::ParseError> {
     out.clear();
     edits.clear();
-    // Borrowed where it lies: moving the ~1 KB message out of the Result was a copy.
-    let parsed = Message::parse_for_relay(data);
-    let msg = match &parsed {
-        Ok(m) => m,
-        Err(e) => return Err(*e),
-    };
+    msg.parse_for_relay_into(data)?;
+    let msg = &*msg;
     let h = handle_parsed(st, msg, o, out, edits, observe);
     // Only what actually goes on counts towards a caller's behaviour: a response that
     // is not ours, or a request we refuse, says nothing about a call we carry.
@@ -372,11 +373,11 @@ fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
     let h = match top.and_then(|v| v.branch).map(|s| s.of(b)) {
         Some(br) if br.starts_with(b"z9hG4bK") => {
             let v = top.map(|v| v.whole.of(b)).unwrap_or(b"");
-            lex::fnv1a(&[br, v.split(|&c| c == b';').next().unwrap_or(b"")])
+            lex::tag_hash(&[br, v.split(|&c| c == b';').next().unwrap_or(b"")])
         }
         _ => {
             let cseq_num = msg.cseq().map(|(n, _)| n.to_le_bytes()).unwrap_or_default();
-            lex::fnv1a(&[
+            lex::tag_hash(&[
                 msg.call_id(),
                 msg.from_tag().unwrap_or(b""),
                 msg.request_uri().map(|u| u.of(b)).unwrap_or(b""),
@@ -687,6 +688,7 @@ record_route = true
         let h = handle(
             &step(p),
             Bytes::from(text.to_string()),
+            &mut Message::empty(),
             &o,
             &mut out,
             &mut edits,

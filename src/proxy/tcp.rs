@@ -201,6 +201,7 @@ async fn serve_stream(
     let idle = Duration::from_secs(shared.loaded.load().policy.proxy.tcp_idle_secs.max(1));
     let mut buf = BytesMut::with_capacity(8192);
     let mut edits = EditList::new();
+    let mut msg = crate::sip::Message::empty();
     let mut out = Vec::with_capacity(2048);
     // Messages read here came over TCP, whatever listener the connection serves.
     let o = Origin {
@@ -246,7 +247,8 @@ async fn serve_stream(
                     let l = shared.loaded.load();
                     let arrival = udp::Arrival::now();
                     if let Some(d) = udp::handle_one(
-                        shared, &l, arrival, via_addr, data, &o, false, &mut edits, &mut out,
+                        shared, &l, arrival, via_addr, data, &o, false, &mut msg, &mut edits,
+                        &mut out,
                     ) {
                         udp::send(shared, udps, local, &fwd, d, &out).await;
                     }

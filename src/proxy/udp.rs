@@ -17,6 +17,7 @@ use super::mmsg::{self, BATCH, RecvBatch};
 use super::stateless::{self, Dest, Handled, Observed, Origin, Step};
 use super::{Loaded, Shared};
 use crate::policy::config::ListenSpec;
+use crate::sip::Message;
 use crate::sip::rewrite::EditList;
 
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -72,6 +73,7 @@ pub fn handle_one(
     data: Bytes,
     o: &Origin,
     overloaded: bool,
+    msg: &mut Message,
     edits: &mut EditList,
     out: &mut Vec<u8>,
 ) -> Option<Dest> {
@@ -99,7 +101,7 @@ pub fn handle_one(
         ),
         Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
     };
-    match stateless::handle(&step, data, o, out, edits, &mut observe) {
+    match stateless::handle(&step, data, msg, o, out, edits, &mut observe) {
         Ok(Handled::Forward(d)) | Ok(Handled::Respond(d, _)) => Some(d),
         Ok(Handled::Shed(d)) => {
             let t = l.policy.match_trunk(&o.source, Some(&o.local));
@@ -165,6 +167,10 @@ pub fn send_tcp(shared: &Shared, id: u64, bytes: &[u8]) {
     }
 }
 
+/// The receive arena's size: a batch of typical datagrams (32 x 2 KiB) fits without
+/// growing it.
+const ARENA: usize = 64 * 1024;
+
 /// Receive loop of one UDP socket.
 pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let (local, sock, via_addr) = (udps[i].0, udps[i].1.clone(), udps[i].2);
@@ -172,7 +178,15 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let mut rb = RecvBatch::new();
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
     let mut edits = EditList::new();
+    let mut msg = Message::empty();
     let mut pending: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
+    // The batches' datagrams are copied into this one buffer and handed out as slices of
+    // it. Once every slice of a batch is dropped (the usual case: a stateless step keeps
+    // nothing), `reserve` takes the same memory back, so a batch costs no allocation; a
+    // slice still held elsewhere only makes the next batch start a new buffer. (A fresh
+    // buffer per batch cost two allocations and two frees: the buffer, and the shared
+    // header `bytes` adds when a buffer is first split.)
+    let mut arena = BytesMut::with_capacity(ARENA);
     loop {
         if sock.readable().await.is_err() {
             continue;
@@ -200,12 +214,10 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
             let overload_after =
                 std::time::Duration::from_millis(l.policy.proxy.overload_ms.max(1));
             let overloaded = arrival.at.duration_since(since) > overload_after;
-            // One allocation for the batch's datagrams: each message is a slice of it.
-            let mut arena = BytesMut::with_capacity((0..n).map(|k| rb.get(k).0.len()).sum());
+            arena.reserve((0..n).map(|k| rb.get(k).0.len()).sum::<usize>().max(ARENA));
             for k in 0..n {
                 arena.extend_from_slice(rb.get(k).0);
             }
-            let mut arena = arena.freeze();
             pending.clear();
             for (k, out) in outs.iter_mut().enumerate().take(n) {
                 let (d, src) = rb.get(k);
@@ -214,9 +226,9 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     local,
                     conn: None,
                 };
-                let data = arena.split_to(d.len());
+                let data = arena.split_to(d.len()).freeze();
                 match handle_one(
-                    &shared, &l, arrival, via_addr, data, &o, overloaded, &mut edits, out,
+                    &shared, &l, arrival, via_addr, data, &o, overloaded, &mut msg, &mut edits, out,
                 ) {
                     Some(Dest::Udp(a)) => pending.push((a, k)),
                     Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),

@@ -105,7 +105,7 @@ impl Class for ParamValue {
 pub struct Token;
 impl Class for Token {
     const BIT: u8 = TOKEN;
-    const LONG_RUNS: bool = false;
+    const LONG_RUNS: bool = true;
 }
 /// Call-ID characters: word / "@" (RFC 3261 25.1), word being token characters plus
 /// the separators Call-ID allows.
@@ -117,7 +117,7 @@ impl Class for CallId {
 pub struct Host;
 impl Class for Host {
     const BIT: u8 = HOST;
-    const LONG_RUNS: bool = false;
+    const LONG_RUNS: bool = true;
 }
 
 const fn nibble_table(class: u8) -> [u8; 16] {
@@ -309,6 +309,7 @@ fn mask_where(c: &[u8], f: impl Fn(u8) -> bool) -> u32 {
         .fold(0, |m, (i, &b)| m | ((f(b) as u32) << i))
 }
 
+#[inline(always)]
 fn newline_mask_at(b: &[u8], at: usize) -> u32 {
     match b.get(at..) {
         Some(r) => match r.first_chunk::<16>() {
@@ -427,8 +428,34 @@ pub fn starts_with_ci(v: &[u8], prefix: &[u8]) -> bool {
     v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// FNV-1a, for deterministic tags and branches (stable across runs and instances,
-/// so a retransmission or a replay produces the same value).
+/// The hash of our To-tags and Via branches: deterministic (stable across runs and
+/// instances, so a retransmission or a replay produces the same value), eight bytes per
+/// step (FNV-1a's byte per step was 400-800 instructions per call), finished with
+/// murmur3's fmix64 so that every input bit reaches every output bit.
+pub fn tag_hash(parts: &[&[u8]]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        let (words, tail) = p.as_chunks::<8>();
+        for w in words {
+            h = (h ^ u64::from_le_bytes(*w)).wrapping_mul(K).rotate_left(31);
+        }
+        let mut t = [0u8; 8];
+        t[..tail.len()].copy_from_slice(tail);
+        // The length closes each part, so that ("ab", "c") and ("a", "bc") differ.
+        h = (h ^ u64::from_le_bytes(t) ^ ((p.len() as u64) << 56))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// FNV-1a, for deterministic keys of counters and tables (stable across runs and
+/// instances: gateways that share counters through Redis must agree on them).
 pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
@@ -446,6 +473,38 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_hash_separates_parts_and_spreads() {
+        const GOLDEN: u64 = 0xcb9a_9930_17cc_5113;
+        // Parts are not simply concatenated.
+        assert_ne!(tag_hash(&[b"ab", b"c"]), tag_hash(&[b"a", b"bc"]));
+        assert_ne!(tag_hash(&[b"abcdefgh", b""]), tag_hash(&[b"abcdefg", b"h"]));
+        assert_ne!(tag_hash(&[b""]), tag_hash(&[b"", b""]));
+        // Branches that differ in one character anywhere (the way sipp numbers them)
+        // give different values, with about half the output bits changed on average.
+        let base = b"z9hG4bK-524287-1---4b0e3d1b8a1c";
+        let h0 = tag_hash(&[base, b"SIP/2.0/UDP 203.0.113.10:5060"]);
+        let mut seen = std::collections::HashSet::new();
+        let mut flipped = 0;
+        for at in 0..base.len() {
+            for c in [b'0', b'7', b'z', b'-'] {
+                let mut b = *base;
+                if b[at] == c {
+                    continue;
+                }
+                b[at] = c;
+                let h = tag_hash(&[&b, b"SIP/2.0/UDP 203.0.113.10:5060"]);
+                assert!(seen.insert(h), "collision at {at}");
+                flipped += (h ^ h0).count_ones();
+            }
+        }
+        let mean = flipped as f64 / seen.len() as f64;
+        assert!((24.0..40.0).contains(&mean), "mean bits changed {mean}");
+        // Deterministic across runs and builds: a retransmission after a restart, or the
+        // same capture replayed, must get the branch and To-tag it got before.
+        assert_eq!(tag_hash(&[b"call-id@host", b"tag1", base]), GOLDEN);
+    }
 
     /// The vector class scan stops where the table says, whatever the run length and
     /// wherever the first outsider lies (in a chunk, at its edge, in the scalar tail).

@@ -217,6 +217,56 @@ impl Message {
         parse::parse_message_with(buf, parse::Check::ViaOnly)
     }
 
+    /// [`Message::parse`] into this message, reusing its header table (no ~1 KB table
+    /// built and moved per message). On `Err` the message is empty.
+    pub fn parse_into(&mut self, buf: Bytes) -> Result<(), ParseError> {
+        parse::parse_message_into(self, buf, parse::Check::Full)
+    }
+
+    /// [`Message::parse_for_relay`] into this message, reusing its header table: what
+    /// the proxy does for every datagram, with one `Message` per worker. On `Err` the
+    /// message is empty.
+    pub fn parse_for_relay_into(&mut self, buf: Bytes) -> Result<(), ParseError> {
+        parse::parse_message_into(self, buf, parse::Check::ViaOnly)
+    }
+
+    /// A message with no bytes and no fields, to parse into.
+    pub fn empty() -> Message {
+        Message {
+            buf: Bytes::new(),
+            start: StartLine::Response {
+                code: 0,
+                reason: Span::default(),
+            },
+            start_line: Span::default(),
+            headers: [Header::default(); MAX_HEADERS],
+            n_headers: 0,
+            first: [0; HeaderName::COUNT],
+            head_end: 0,
+            body: Span::default(),
+            from: None,
+            to: None,
+            vias: [None; 2],
+        }
+    }
+
+    /// Back to [`Message::empty`], but for the header table's unread slots.
+    fn clear(&mut self) {
+        self.buf = Bytes::new();
+        self.start = StartLine::Response {
+            code: 0,
+            reason: Span::default(),
+        };
+        self.start_line = Span::default();
+        self.n_headers = 0;
+        self.first = [0; HeaderName::COUNT];
+        self.head_end = 0;
+        self.body = Span::default();
+        self.from = None;
+        self.to = None;
+        self.vias = [None; 2];
+    }
+
     pub fn bytes(&self) -> &Bytes {
         &self.buf
     }

@@ -137,7 +137,30 @@ pub(crate) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
 }
 
 pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, ParseError> {
-    let b: &[u8] = &buf;
+    let mut m = Message::empty();
+    parse_message_into(&mut m, buf, check)?;
+    Ok(m)
+}
+
+/// Parses into `m`, whose header table is reused: the table is ~1 KB, and a message
+/// built in locals and returned was copied on its way out (twice, with the caller's
+/// move: a tenth of a relayed response's parse). On `Err`, `m` holds no message (an
+/// empty buffer and no fields).
+pub(crate) fn parse_message_into(
+    m: &mut Message,
+    buf: Bytes,
+    check: Check,
+) -> Result<(), ParseError> {
+    let r = fill(m, &buf, check);
+    match r {
+        Ok(()) => m.buf = buf,
+        Err(_) => m.clear(),
+    }
+    r
+}
+
+fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
+    let b: &[u8] = buf;
     if b.len() > MAX_MESSAGE {
         return Err(ParseError::new(ErrorKind::TooLarge, MAX_MESSAGE));
     }
@@ -151,11 +174,12 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
     let sl = &b[i..sl_end];
     let start = parse_start_line(b, i, sl)?;
 
-    // The parts of the message are built in locals and the Message only at the end, in
-    // the return slot: a Message built first and filled in was copied (~1 KB) on return.
-    let mut headers = [Header::default(); super::MAX_HEADERS];
+    // Filled in place; `m.first` is all that must start cleared (the table is only
+    // read up to `n_headers`).
+    let headers = &mut m.headers;
     let mut n_headers = 0usize;
-    let mut first = [0u8; HeaderName::COUNT];
+    let first = &mut m.first;
+    *first = [0u8; HeaderName::COUNT];
     let head_end;
 
     // Header section.
@@ -245,7 +269,8 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
             .ok_or_else(|| ParseError::new(ErrorKind::BodyTruncated, b.len()))?;
     }
     let body = Span::new(body_start, body_end);
-    let mut vias = [None; 2];
+    let vias = &mut m.vias;
+    *vias = [None; 2];
     let mut n_vias = 0;
     let mut keep_via = |v: via::Via| {
         if n_vias < 2 {
@@ -262,21 +287,17 @@ pub(crate) fn parse_message_with(buf: Bytes, check: Check) -> Result<Message, Pa
         }
         (None, None)
     };
-    Ok(Message {
-        buf,
-        start,
-        start_line: Span::new(i, sl_end),
-        headers,
-        n_headers: n_headers as u16,
-        first,
-        head_end,
-        body,
-        from,
-        to,
-        vias,
-    })
+    m.start = start;
+    m.start_line = Span::new(i, sl_end);
+    m.n_headers = n_headers as u16;
+    m.head_end = head_end;
+    m.body = body;
+    m.from = from;
+    m.to = to;
+    Ok(())
 }
 
+#[inline(never)]
 fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseError> {
     if lex::starts_with_ci(sl, b"SIP/") {
         let (_, (code, reason)) = all_consuming(status_line).parse(sl).map_err(|_| {

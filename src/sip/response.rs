@@ -11,7 +11,7 @@ pub fn stable_tag(msg: &Message) -> [u8; 16] {
         .and_then(|v| v.branch)
         .map(|s| msg.slice(s))
         .unwrap_or(b"");
-    let h = lex::fnv1a(&[msg.call_id(), msg.from_tag().unwrap_or(b""), branch]);
+    let h = lex::tag_hash(&[msg.call_id(), msg.from_tag().unwrap_or(b""), branch]);
     hex16(h)
 }
 
@@ -126,18 +126,10 @@ pub fn push_sent_by(out: &mut Vec<u8>, a: std::net::SocketAddr) {
     }
 }
 
-pub fn push_num(out: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+pub fn push_num(out: &mut Vec<u8>, n: u64) {
+    // itoa: two digits per step from a table; a message carries a dozen numbers (ports,
+    // Max-Forwards, Content-Length, octets of addresses) and a digit per division showed.
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Standard reason phrases for the codes sipfence sends.
