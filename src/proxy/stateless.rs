@@ -173,7 +173,12 @@ fn handle_parsed(
         return forward_from_core(st, msg, o, out, edits);
     }
 
-    if method == Method::Ack && msg.to_tag() == Some(&stable_tag(msg)[..]) {
+    // Our To-tags are sixteen hex digits: any other length is not ours, without hashing.
+    if method == Method::Ack
+        && msg
+            .to_tag()
+            .is_some_and(|t| t.len() == 16 && t == &stable_tag(msg)[..])
+    {
         return Handled::Absorbed;
     }
     let mf = msg.max_forwards();

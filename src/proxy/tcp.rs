@@ -252,6 +252,8 @@ async fn serve_stream(
                     ) {
                         udp::send(shared, udps, local, &fwd, d, &out).await;
                     }
+                    // Let go of the slice of `buf`, which can then reuse its memory.
+                    msg.clear();
                 }
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error.

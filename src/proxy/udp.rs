@@ -237,6 +237,9 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 }
             }
             drop(l);
+            // The last message still holds a slice of the arena: let go, so that the
+            // next batch can take the arena's memory back.
+            msg.clear();
             let mut done = 0;
             while done < pending.len() {
                 let items = &pending[done..];

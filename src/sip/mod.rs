@@ -250,8 +250,10 @@ impl Message {
         }
     }
 
-    /// Back to [`Message::empty`], but for the header table's unread slots.
-    fn clear(&mut self) {
+    /// Back to [`Message::empty`] (but for the header table's unread slots), letting go
+    /// of the buffer: a receive loop that reuses its buffer once every message of a
+    /// batch is dropped calls this when the batch is done.
+    pub fn clear(&mut self) {
         self.buf = Bytes::new();
         self.start = StartLine::Response {
             code: 0,
