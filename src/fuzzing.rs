@@ -45,6 +45,8 @@ fn policy() -> &'static Policy {
 /// parsing accepts whatever full parsing accepts.
 pub fn sip_parse(data: &[u8]) {
     let _ = frame_stream(data);
+    let line = data.split(|&c| c == b'\n').next().unwrap_or(data);
+    crate::sip::parse::assert_request_line_paths_agree(line.strip_suffix(b"\r").unwrap_or(line));
     let fresh = Message::parse(Bytes::copy_from_slice(data));
     // Parsed into a message that held another one (as the proxy reuses one per
     // worker), the outcome is the same as a fresh parse's.

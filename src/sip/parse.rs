@@ -113,7 +113,10 @@ fn field_name(b: &[u8], pos: usize) -> (usize, HeaderName) {
             let end = pos + stop.trailing_zeros() as usize;
             let n = &b[pos..end];
             let name = HeaderName::parse(n);
-            if name != HeaderName::Other || n.iter().all(|&c| is_token(c)) {
+            // A name the table does not know is checked as a token: scanned in the
+            // whole buffer, so that the vector scan applies (the name ends at ':' or
+            // whitespace, neither of which is a token byte).
+            if name != HeaderName::Other || lex::token_end(b, pos) == end {
                 return (end, name);
             }
         }
@@ -186,7 +189,10 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
     let mut lines = lex::NewLines::new(b, pos);
     let body_start;
     loop {
+        // A field name's first byte is above SP; anything else ends the section or is
+        // malformed (one test per field instead of three).
         match b.get(pos) {
+            Some(&c) if c > b' ' => {}
             None => return Err(ParseError::new(ErrorKind::Truncated, pos)),
             Some(b'\n') => {
                 head_end = pos as u32;
@@ -205,7 +211,8 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
         let line_start = pos;
         // Logical line: physical lines joined while the next one starts with SP/HT.
         let (mut content_end, mut next) = header_line(&mut lines, b, pos)?;
-        while next < b.len() && is_wsp(b[next]) {
+        // A fold starts with SP or HT: a next line starting above SP is the next field.
+        while next < b.len() && b[next] <= b' ' && is_wsp(b[next]) {
             let (ce, nx) = header_line(&mut lines, b, next)?;
             content_end = ce;
             next = nx;
@@ -229,16 +236,18 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
         };
         let vs = skip_lws(b, c + 1).min(content_end);
         let mut ve = content_end;
-        while ve > vs && (is_wsp(b[ve - 1]) || b[ve - 1] == b'\r' || b[ve - 1] == b'\n') {
+        while ve > vs
+            && b[ve - 1] <= b' '
+            && (is_wsp(b[ve - 1]) || b[ve - 1] == b'\r' || b[ve - 1] == b'\n')
+        {
             ve -= 1;
         }
         let n = n_headers;
         if n >= MAX_HEADERS {
             return Err(ParseError::new(ErrorKind::TooManyHeaders, pos));
         }
-        if name_end - pos > u16::MAX as usize {
-            return Err(ParseError::new(ErrorKind::BadHeaderLine, pos));
-        }
+        // Offsets and the name's length fit the table's u16s: the message is at most
+        // MAX_MESSAGE bytes (checked on entry; MAX_MESSAGE <= u16::MAX is asserted).
         headers[n] = Header::new(
             name,
             Span::new(line_start, next),
@@ -316,6 +325,43 @@ fn parse_start_line(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseE
             reason: Span::new(rs, rs + reason.len()),
         });
     }
+    // Nearly every request line is "METHOD SP URI SP SIP/2.0" with a URI of URI
+    // characters only: one vector scan finds its end and checks its characters, where
+    // the general path below scans it byte by byte and then checks it again.
+    let m_end = lex::token_end(sl, 0);
+    if m_end > 0 && sl.get(m_end) == Some(&b' ') {
+        let u_end = lex::class_end::<lex::Uri>(sl, m_end + 1);
+        if u_end > m_end + 1
+            && sl.get(u_end) == Some(&b' ')
+            && sl[u_end + 1..].eq_ignore_ascii_case(b"SIP/2.0")
+        {
+            let uri_span = Span::new(off + m_end + 1, off + u_end);
+            return match uri::parse_chars_checked(b, uri_span) {
+                // Headers are not allowed in a Request-URI (RFC 3261 19.1.5).
+                Ok(u) if u.headers.is_none() => Ok(StartLine::Request {
+                    method: Method::from_bytes(&sl[..m_end]),
+                    method_span: Span::new(off, off + m_end),
+                    uri: uri_span,
+                }),
+                _ => Err(ParseError::new(ErrorKind::BadRequestUri, off + m_end + 1)),
+            };
+        }
+    }
+    request_line_general(b, off, sl)
+}
+
+/// For the fuzz target: the request-line fast path and the general one give the same
+/// result on `sl` (a line without its terminator).
+pub(crate) fn assert_request_line_paths_agree(sl: &[u8]) {
+    if lex::starts_with_ci(sl, b"SIP/") {
+        return;
+    }
+    let (fast, general) = (parse_start_line(sl, 0, sl), request_line_general(sl, 0, sl));
+    assert_eq!(fast, general, "request-line fast path disagrees");
+}
+
+/// Any request line, its errors classified (the fast path above takes the common one).
+fn request_line_general(b: &[u8], off: usize, sl: &[u8]) -> Result<StartLine, ParseError> {
     let (version, (method, uri_b)) = match request_line(sl) {
         Ok(x) => x,
         Err(_) => {
@@ -514,6 +560,42 @@ mod tests {
     /// The vector path of `field_name` ends the name where the byte-by-byte token scan
     /// does and recognises the same name, for every known name and for each of them
     /// with any one byte replaced (CR, which folds onto '-', among them), at any case.
+    #[test]
+    fn request_line_fast_path_agrees_with_the_general_one() {
+        let uris = [
+            "sip:+861012345678@core.example.net;user=phone",
+            "sips:a@b",
+            "tel:+86-10-1234-5678;phone-context=+86",
+            "sip:a@b?Subject=x",
+            "sip:a@[2001:db8::1]:5060",
+            "sip:%61lice@atlanta.com;transport=TCP",
+            "urn:service:sos",
+            "sip:",
+            "sip:a@b:99999",
+            "sip:a@b:5060:5060",
+            "<sip:a@b>",
+            "sip:a b@c",
+            "sip:a\u{7f}@b",
+            "sip:a\"@b",
+            "sip:a@b\u{e4}",
+            "x",
+        ];
+        let mut n = 0;
+        for m in ["INVITE", "ACK", "bye", "X-CUSTOM"] {
+            for u in uris {
+                for v in ["SIP/2.0", "sip/2.0", "SIP/2.1", "SIP/2.0 "] {
+                    let line = format!("{m} {u} {v}");
+                    let b = line.as_bytes();
+                    let fast = parse_start_line(b, 0, b);
+                    let general = request_line_general(b, 0, b);
+                    assert_eq!(format!("{fast:?}"), format!("{general:?}"), "{line:?}");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 256);
+    }
+
     #[test]
     fn field_name_agrees_with_the_token_scan() {
         let names = [
