@@ -61,13 +61,12 @@ fn main() {
             "behaviour" => {
                 msg.parse_into(black_box(callers[i % 4096].clone()))
                     .unwrap();
-                let m = &msg;
                 let ctx = sipfence::decide::Context {
                     now_ms: ctx.now_ms + i as u64,
                     behaviour: &tracker,
                     ..common::context()
                 };
-                decide(&bpolicy, m, &ctx).is_reject() as usize + m.len()
+                decide(&bpolicy, &msg, &ctx).is_reject() as usize + msg.len()
             }
             "proxy" => counted(
                 &setup.step(&policy),

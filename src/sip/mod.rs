@@ -170,6 +170,12 @@ impl Header {
     }
 }
 
+/// The start line of an empty message (nothing parsed into it yet, or a failed parse).
+const NO_START: StartLine = StartLine::Response {
+    code: 0,
+    reason: Span { start: 0, end: 0 },
+};
+
 /// A parsed SIP message. Cheap to clone (the buffer is reference counted).
 #[derive(Clone)]
 pub struct Message {
@@ -234,10 +240,7 @@ impl Message {
     pub fn empty() -> Message {
         Message {
             buf: Bytes::new(),
-            start: StartLine::Response {
-                code: 0,
-                reason: Span::default(),
-            },
+            start: NO_START,
             start_line: Span::default(),
             headers: [Header::default(); MAX_HEADERS],
             n_headers: 0,
@@ -254,19 +257,31 @@ impl Message {
     /// of the buffer: a receive loop that reuses its buffer once every message of a
     /// batch is dropped calls this when the batch is done.
     pub fn clear(&mut self) {
-        self.buf = Bytes::new();
-        self.start = StartLine::Response {
-            code: 0,
-            reason: Span::default(),
-        };
-        self.start_line = Span::default();
-        self.n_headers = 0;
-        self.first = [0; HeaderName::COUNT];
-        self.head_end = 0;
-        self.body = Span::default();
-        self.from = None;
-        self.to = None;
-        self.vias = [None; 2];
+        // Every field named, so that a field added to `Message` cannot be left out here
+        // (the table's slots past `n_headers` are never read).
+        let Message {
+            buf,
+            start,
+            start_line,
+            headers: _,
+            n_headers,
+            first,
+            head_end,
+            body,
+            from,
+            to,
+            vias,
+        } = self;
+        *buf = Bytes::new();
+        *start = NO_START;
+        *start_line = Span::default();
+        *n_headers = 0;
+        *first = [0; HeaderName::COUNT];
+        *head_end = 0;
+        *body = Span::default();
+        *from = None;
+        *to = None;
+        *vias = [None; 2];
     }
 
     pub fn bytes(&self) -> &Bytes {
