@@ -64,6 +64,10 @@ pub struct CallerIdentity {
     pub withheld: bool,
     /// The ISUP of a SIP-I call.
     pub isup: Option<IsupIdentity>,
+    /// From shows the callee something: a number, a name, or a display name that is
+    /// neither empty nor a privacy word. An anonymous From (RFC 3323: `"Anonymous"
+    /// <sip:anonymous@anonymous.invalid>`) shows nothing, so it holds no generic number.
+    pub from_presents: bool,
 }
 
 /// What the ISUP of a SIP-I call says about the caller.
@@ -128,10 +132,11 @@ impl CallerIdentity {
         let withheld = self.withheld || self.isup.is_some_and(|i| i.withheld());
         withheld && self.asserted.and_then(|p| p.number()).is_none()
     }
-    /// The presented number differs from the asserted one (a "generic number").
+    /// From presents another number (or a name) than the asserted one: a "generic
+    /// number" to delete. An anonymous From presents nothing and differs from nothing.
     pub fn presented_differs(&self) -> bool {
         match (self.from, self.asserted.and_then(|a| a.number())) {
-            (Some(f), Some(a)) => f.number() != Some(a),
+            (Some(f), Some(a)) => self.from_presents && f.number() != Some(a),
             _ => false,
         }
     }
@@ -156,7 +161,15 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                 if id.from.is_none()
                     && let Some(na) = msg.from_addr()
                 {
-                    id.from = Some(party(b, Source::From, h.value(), na, home_cc));
+                    let p = party(b, Source::From, h.value(), na, home_cc);
+                    id.from_presents = match p.number {
+                        Ok(_) | Err(NotANumber::NonNumeric | NotANumber::TooLong) => true,
+                        // Only then is the display name read: the usual From has a number.
+                        Err(NotANumber::Empty | NotANumber::Withheld) => na
+                            .display
+                            .is_some_and(|d| display_presents(d.of(b), home_cc)),
+                    };
+                    id.from = Some(p);
                 }
             }
             // A second asserted value is read only when the first holds no number: the
@@ -232,6 +245,19 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
         id.asserted = Some(a2);
         id.asserted2 = Some(a);
     }
+}
+
+/// A display name shows something unless it is empty or a privacy word ("Anonymous",
+/// "unknown", ...), quoted or not.
+fn display_presents(d: &[u8], home_cc: &[u8]) -> bool {
+    let d = d
+        .strip_prefix(b"\"")
+        .and_then(|d| d.strip_suffix(b"\""))
+        .unwrap_or(d);
+    !matches!(
+        normalise(crate::sip::lex::trim(d), home_cc, None),
+        Err(NotANumber::Empty | NotANumber::Withheld)
+    )
 }
 
 /// Whether another asserted value is still worth reading: none yet, or a first one

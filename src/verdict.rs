@@ -36,12 +36,24 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     }
     let b = msg.buf();
     if d.rewrite_from {
-        if let (Some(asserted), Some(h)) = (
-            d.identity.asserted.and_then(|p| p.number()),
-            msg.first(HeaderName::From),
-        ) && let Ok(na) = addr::parse_single(b, h.value())
+        // The rule also fires for a Generic Number in the IAM alone: From is only
+        // touched when it presents a number of its own.
+        if d.identity.presented_differs()
+            && let (Some(asserted), Some(h)) = (
+                d.identity.asserted.and_then(|p| p.number()),
+                msg.first(HeaderName::From),
+            )
+            && let Ok(na) = addr::parse_single(b, h.value())
         {
-            rewrite_from(b, &na, &asserted, edits);
+            if d.identity.withheld {
+                // The caller asked for privacy (RFC 3323): the generic number goes, but
+                // putting the asserted number in its place would show the callee whom
+                // the network was told to hide. From becomes anonymous instead; the
+                // asserted identity travels on in P-Asserted-Identity.
+                anonymise_from(b, &na, edits);
+            } else {
+                rewrite_from(b, &na, &asserted, edits);
+            }
         }
         // The user's wish for an identity has no place once the network asserted one.
         for h in msg.all(HeaderName::PPreferredIdentity) {
@@ -119,6 +131,26 @@ fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: 
 
 /// From gets the asserted number as its user part and loses its display name; the tag
 /// and every other parameter stay, so the dialog is unchanged.
+/// RFC 3323 4.1.1.3's anonymous From in place of display name and URI; the tag and
+/// other parameters stay.
+fn anonymise_from(b: &[u8], na: &addr::NameAddr, edits: &mut EditList) {
+    // A bracketed URI ends at its '>' (the parser allows nothing between them).
+    let mut end = na.uri.end as usize;
+    if na.bracketed {
+        while end < b.len() && b[end] != b'>' {
+            end += 1;
+        }
+        end = (end + 1).min(b.len());
+    }
+    edits.replace(
+        Span::new(na.whole.start as usize, end),
+        ANONYMOUS_FROM.as_bytes(),
+    );
+}
+
+/// The From of an anonymous caller (RFC 3323 4.1.1.3).
+pub const ANONYMOUS_FROM: &str = "\"Anonymous\" <sip:anonymous@anonymous.invalid>";
+
 fn rewrite_from(
     b: &[u8],
     na: &addr::NameAddr,

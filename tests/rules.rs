@@ -402,6 +402,71 @@ fn generic_number_rewritten_to_asserted() {
     assert!(!passes(&p, &m, "intl").rewrite_from);
 }
 
+/// Privacy (RFC 3323) and the generic number: an anonymous From presents nothing, so
+/// there is nothing to delete and it stays anonymous; a number presented beside a
+/// privacy request is deleted by making From anonymous, never by writing the asserted
+/// number where the callee sees it.
+#[test]
+fn generic_number_deletion_keeps_privacy() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@x>\r\n";
+    let with_from = |from: &str, extra: &str| {
+        let s = format!(
+            "INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-p\r\nFrom: {from};tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: call-p\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(s)).unwrap()
+    };
+    // Anonymous From with Privacy: id and an asserted number: allowed, untouched.
+    for from in [
+        "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+        "<sip:anonymous@anonymous.invalid>",
+        "\"unknown\" <sip:unknown@10.9.9.9>",
+        "<sip:10.9.9.9>",
+    ] {
+        for privacy in ["Privacy: id\r\n", ""] {
+            let m = with_from(from, &format!("{privacy}{pai}"));
+            let d = passes(&p, &m, "intl");
+            assert!(!d.rewrite_from, "{from} {privacy}: {d:?}");
+            assert_eq!(d.rule, None, "{from}");
+            let out = forwarded(&p, &m, &d);
+            assert_eq!(out.value(HeaderName::From), m.value(HeaderName::From));
+        }
+    }
+    // An anonymous URI under a display name that shows a number: the display name is
+    // what the callee sees, so it is a generic number and goes.
+    let m = with_from("\"10086\" <sip:anonymous@anonymous.invalid>", pai);
+    let d = passes(&p, &m, "intl");
+    assert!(d.rewrite_from);
+    assert_eq!(
+        forwarded(&p, &m, &d).value(HeaderName::From),
+        Some(&b"<sip:+442071234567@anonymous.invalid>;tag=ft1"[..])
+    );
+    // A number presented beside Privacy: id: From becomes anonymous (name-addr and
+    // addr-spec forms), the asserted identity stays in P-Asserted-Identity.
+    for from in [
+        "\"+8613812345678\" <sip:+8613812345678@10.9.9.9>",
+        "sip:+8613812345678@10.9.9.9",
+    ] {
+        let m = with_from(from, &format!("Privacy: id\r\n{pai}"));
+        let d = passes(&p, &m, "intl");
+        assert!(d.rewrite_from, "{from}");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber));
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::From),
+            Some(&b"\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=ft1"[..]),
+            "{from}"
+        );
+        assert_eq!(out.from_tag(), m.from_tag());
+        assert_eq!(
+            out.value(HeaderName::PAssertedIdentity),
+            m.value(HeaderName::PAssertedIdentity)
+        );
+        // Judged again: anonymous now, nothing left to delete.
+        assert!(!passes(&p, &out, "intl").rewrite_from);
+    }
+}
+
 #[test]
 fn label_mvno_with_verstat() {
     let p = policy("");
