@@ -84,6 +84,10 @@ pub struct Decision {
     pub isup_class: Option<Classification>,
     /// Rules that matched on the ISUP number (the SIP one did not match them).
     pub isup_hits: RuleSet,
+    /// On an enterprise trunk, the number From presents when it is not the one judged
+    /// above (a PAI is there): it is judged too, and the rules it made match.
+    pub presented: Option<Number>,
+    pub presented_hits: RuleSet,
     /// The caller's behaviour features, when the trunk runs behaviour rules.
     pub features: Option<Features>,
 }
@@ -106,6 +110,8 @@ impl Decision {
             isup_caller: None,
             isup_class: None,
             isup_hits: RuleSet::default(),
+            presented: None,
+            presented_hits: RuleSet::default(),
             features: None,
         }
     }
@@ -258,18 +264,33 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     // Party Number of a SIP-I call. A number rule matches when either number does.
     let sip_caller = d.identity.effective_number();
     let isup_caller = isup.and_then(|i| i.calling).and_then(Result::ok);
-    let judged = |n: Number, on_isup: bool| Judged {
+    let judged = |n: Number, on: On| Judged {
         n,
         class: policy.plan.classify(&n),
         domestic: policy.plan.is_domestic(&n),
         listed: policy.blacklist.lookup(&n),
-        on_isup,
+        on,
     };
+    // An enterprise's PBX writes every identity header itself, PAI included: the number
+    // its From presents is what the callee's phone shows, and must be a contracted
+    // number as much as the asserted one (a whitelisted PAI behind someone else's
+    // number in From is the spoofing the whitelist is there to stop). Elsewhere the
+    // presented number is the generic-number rule's business.
+    let presented = if role == Role::Enterprise {
+        d.identity
+            .from
+            .and_then(|f| f.number())
+            .filter(|n| Some(*n) != sip_caller && Some(*n) != isup_caller)
+    } else {
+        None
+    };
+    d.presented = presented;
     let nums = [
-        sip_caller.map(|n| judged(n, false)),
+        sip_caller.map(|n| judged(n, On::Sip)),
         isup_caller
             .filter(|n| Some(*n) != sip_caller)
-            .map(|n| judged(n, true)),
+            .map(|n| judged(n, On::Isup)),
+        presented.map(|n| judged(n, On::Presented)),
     ];
     let Some(primary) = nums.iter().flatten().next().copied() else {
         return;
@@ -287,8 +308,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         ($r:expr, |$j:ident| $cond:expr) => {
             if applies(role, $r) && policy.action(d.trunk, $r).kind != ActionKind::Off {
                 if let Some(hit) = nums.iter().flatten().find(|$j| $cond) {
-                    if hit.on_isup {
-                        d.isup_hits.insert($r);
+                    match hit.on {
+                        On::Sip => {}
+                        On::Isup => d.isup_hits.insert($r),
+                        On::Presented => d.presented_hits.insert($r),
                     }
                     if fire(policy, d, $r) {
                         return;
@@ -477,7 +500,18 @@ struct Judged {
     class: Classification,
     domestic: bool,
     listed: Option<ListMatch>,
-    on_isup: bool,
+    on: On,
+}
+
+/// Which of a call's numbers a [`Judged`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    /// The SIP caller: asserted, else presented.
+    Sip,
+    /// The ISUP Calling Party Number of a SIP-I call.
+    Isup,
+    /// From's number beside a different asserted one (enterprise trunks).
+    Presented,
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub struct Record {
     pub rule: Option<&'static str>,
     /// Every rule that matched (monitor-only and labels included).
     pub hits: Vec<&'static str>,
+    /// Enterprise trunks: rules that matched on the number From presents beside a
+    /// different asserted one (that number is judged too).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_rules: Vec<&'static str>,
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
@@ -185,6 +189,7 @@ impl Record {
             },
             rule: d.rule.map(|r| r.as_str()),
             hits: d.hits.iter().map(|r| r.as_str()).collect(),
+            from_rules: d.presented_hits.iter().map(|r| r.as_str()).collect(),
             isup: isup_record(d),
             behaviour: d.features.map(BehaviourRecord::new),
         }

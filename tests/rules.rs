@@ -325,6 +325,49 @@ fn enterprise_not_whitelisted() {
     passes(&p, &invite("4008001234", ""), "ent");
 }
 
+/// On an enterprise trunk the PBX writes PAI itself: the number From presents (what
+/// the callee sees) must be contracted too, not only the asserted one.
+#[test]
+fn enterprise_presented_number_judged_too() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:4008001234@10.9.9.9>\r\n";
+    // A whitelisted PAI behind a bank's service number, or another subscriber's.
+    for from in ["95588", "+8613812345679", "+442071234567"] {
+        let m = invite(from, pai);
+        let d = judge(&p, &m, "ent");
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{from}: {d:?}"
+        );
+        assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+        assert!(d.presented.is_some());
+        // The asserted number is still the caller of record.
+        assert_eq!(d.caller.map(|n| n.e164()).as_deref(), Some("+864008001234"));
+    }
+    // A blacklisted one: the blacklist fires first, on the presented number.
+    blocks(&p, &invite("+8613912340007", pai), "ent", 608, "blacklist");
+    // A PBX extension is not a number the callee may be shown.
+    blocks(&p, &invite("8001", pai), "ent", 403, "numbering-plan");
+    // Allowed: From and PAI both contracted (same number in another form, or another
+    // number of the contract), and a From that presents a name rather than a number.
+    for from in ["+864008001234", "13912345678", "trunk-gw"] {
+        let d = passes(&p, &invite(from, pai), "ent");
+        assert!(d.presented_hits.is_empty(), "{from}");
+    }
+    // The same From on an international trunk is the generic-number rule's business
+    // (rewritten, not refused).
+    let d = passes(
+        &p,
+        &invite(
+            "+8613812345679",
+            "P-Asserted-Identity: <sip:+442071234567@x>\r\n",
+        ),
+        "intl",
+    );
+    assert!(d.rewrite_from && d.presented.is_none());
+}
+
 #[test]
 fn enterprise_hours_and_days() {
     let p = policy("");

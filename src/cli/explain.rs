@@ -136,6 +136,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 }
             );
             println!("  callee   {}", rec.callee.as_deref().unwrap_or("-"));
+            if !rec.from_rules.is_empty() {
+                println!(
+                    "  matched on the number From presents: {}",
+                    rec.from_rules.join(", ")
+                );
+            }
             if let Some(b) = &rec.behaviour {
                 println!("  behaviour {}", b.summary());
             }
