@@ -84,8 +84,9 @@ pub struct Decision {
     pub isup_class: Option<Classification>,
     /// Rules that matched on the ISUP number (the SIP one did not match them).
     pub isup_hits: RuleSet,
-    /// On an enterprise trunk, the number From presents when it is not the one judged
-    /// above (a PAI is there): it is judged too, and the rules it made match.
+    /// On an enterprise trunk, the number From presents (in its URI, else in its display
+    /// name) when it is not the one judged above: it is judged too, and the rules it
+    /// made match.
     pub presented: Option<Number>,
     pub presented_hits: RuleSet,
     /// The caller's behaviour features, when the trunk runs behaviour rules.
@@ -276,21 +277,26 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     // number as much as the asserted one (a whitelisted PAI behind someone else's
     // number in From is the spoofing the whitelist is there to stop). Elsewhere the
     // presented number is the generic-number rule's business.
-    let presented = if role == Role::Enterprise {
-        d.identity
-            .from
-            .and_then(|f| f.number())
-            .filter(|n| Some(*n) != sip_caller && Some(*n) != isup_caller)
+    // The same goes for a number in From's display name, which many phones show.
+    let (presented, shown) = if role == Role::Enterprise {
+        let other = |n: &Number| Some(*n) != sip_caller && Some(*n) != isup_caller;
+        let user = d.identity.from.and_then(|f| f.number()).filter(other);
+        let shown = d
+            .identity
+            .display_number
+            .filter(|n| other(n) && Some(*n) != user);
+        (user, shown)
     } else {
-        None
+        (None, None)
     };
-    d.presented = presented;
+    d.presented = presented.or(shown);
     let nums = [
         sip_caller.map(|n| judged(n, On::Sip)),
         isup_caller
             .filter(|n| Some(*n) != sip_caller)
             .map(|n| judged(n, On::Isup)),
         presented.map(|n| judged(n, On::Presented)),
+        shown.map(|n| judged(n, On::Presented)),
     ];
     let Some(primary) = nums.iter().flatten().next().copied() else {
         return;
@@ -510,7 +516,8 @@ enum On {
     Sip,
     /// The ISUP Calling Party Number of a SIP-I call.
     Isup,
-    /// From's number beside a different asserted one (enterprise trunks).
+    /// A number From presents (URI or display name) beside a different caller
+    /// (enterprise trunks).
     Presented,
 }
 

@@ -68,6 +68,9 @@ pub struct CallerIdentity {
     /// neither empty nor a privacy word. An anonymous From (RFC 3323: `"Anonymous"
     /// <sip:anonymous@anonymous.invalid>`) shows nothing, so it holds no generic number.
     pub from_presents: bool,
+    /// From's display name when it reads as a number: many phones show the display
+    /// name, so a number there is presented as much as one in the URI.
+    pub display_number: Option<Number>,
 }
 
 /// What the ISUP of a SIP-I call says about the caller.
@@ -132,13 +135,16 @@ impl CallerIdentity {
         let withheld = self.withheld || self.isup.is_some_and(|i| i.withheld());
         withheld && self.asserted.and_then(|p| p.number()).is_none()
     }
-    /// From presents another number (or a name) than the asserted one: a "generic
-    /// number" to delete. An anonymous From presents nothing and differs from nothing.
+    /// From presents another number (or a name) than the asserted one, or its display
+    /// name shows another number than the caller's: a "generic number" to delete. An
+    /// anonymous From presents nothing and differs from nothing.
     pub fn presented_differs(&self) -> bool {
-        match (self.from, self.asserted.and_then(|a| a.number())) {
-            (Some(f), Some(a)) => self.from_presents && f.number() != Some(a),
-            _ => false,
-        }
+        let Some(f) = self.from else { return false };
+        let asserted = self.asserted.and_then(|a| a.number());
+        let user = asserted.is_some() && self.from_presents && f.number() != asserted;
+        user || self
+            .display_number
+            .is_some_and(|n| Some(n) != asserted.or(f.number()))
     }
 }
 
@@ -162,6 +168,9 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     && let Some(na) = msg.from_addr()
                 {
                     let p = party(b, Source::From, h.value(), na, home_cc);
+                    id.display_number = na
+                        .display
+                        .and_then(|d| normalise(unquote(d.of(b)), home_cc, None).ok());
                     id.from_presents = match p.number {
                         Ok(_) | Err(NotANumber::NonNumeric | NotANumber::TooLong) => true,
                         // Only then is the display name read: the usual From has a number.
@@ -250,14 +259,19 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
 /// A display name shows something unless it is empty or a privacy word ("Anonymous",
 /// "unknown", ...), quoted or not.
 fn display_presents(d: &[u8], home_cc: &[u8]) -> bool {
+    !matches!(
+        normalise(unquote(d), home_cc, None),
+        Err(NotANumber::Empty | NotANumber::Withheld)
+    )
+}
+
+/// A display name's text: quotes off, blanks trimmed.
+fn unquote(d: &[u8]) -> &[u8] {
     let d = d
         .strip_prefix(b"\"")
         .and_then(|d| d.strip_suffix(b"\""))
         .unwrap_or(d);
-    !matches!(
-        normalise(crate::sip::lex::trim(d), home_cc, None),
-        Err(NotANumber::Empty | NotANumber::Withheld)
-    )
+    crate::sip::lex::trim(d)
 }
 
 /// Whether another asserted value is still worth reading: none yet, or a first one

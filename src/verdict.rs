@@ -39,20 +39,18 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.
         if d.identity.presented_differs()
-            && let (Some(asserted), Some(h)) = (
-                d.identity.asserted.and_then(|p| p.number()),
-                msg.first(HeaderName::From),
-            )
+            && let Some(h) = msg.first(HeaderName::From)
             && let Ok(na) = addr::parse_single(b, h.value())
         {
-            if d.identity.withheld {
+            match d.identity.asserted.and_then(|p| p.number()) {
                 // The caller asked for privacy (RFC 3323): the generic number goes, but
                 // putting the asserted number in its place would show the callee whom
                 // the network was told to hide. From becomes anonymous instead; the
                 // asserted identity travels on in P-Asserted-Identity.
-                anonymise_from(b, &na, edits);
-            } else {
-                rewrite_from(b, &na, &asserted, edits);
+                _ if d.identity.withheld => anonymise_from(b, &na, edits),
+                Some(asserted) => rewrite_from(b, &na, &asserted, edits),
+                // No asserted number: only the display name showed another number.
+                None => remove_display(b, &na, edits),
             }
         }
         // The user's wish for an identity has no place once the network asserted one.
@@ -131,6 +129,17 @@ fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: 
 
 /// From gets the asserted number as its user part and loses its display name; the tag
 /// and every other parameter stay, so the dialog is unchanged.
+/// Removes the display name and the blanks up to '<'.
+fn remove_display(b: &[u8], na: &addr::NameAddr, edits: &mut EditList) {
+    if let Some(d) = na.display {
+        let mut end = d.end as usize;
+        while end < b.len() && (b[end] == b' ' || b[end] == b'\t') {
+            end += 1;
+        }
+        edits.remove(Span::new(d.start as usize, end));
+    }
+}
+
 /// RFC 3323 4.1.1.3's anonymous From in place of display name and URI; the tag and
 /// other parameters stay.
 fn anonymise_from(b: &[u8], na: &addr::NameAddr, edits: &mut EditList) {
@@ -162,14 +171,7 @@ fn rewrite_from(
         out.push(b'+');
         out.extend_from_slice(asserted.digits());
     };
-    if let Some(d) = na.display {
-        // Display name and the blanks up to '<'.
-        let mut end = d.end as usize;
-        while end < b.len() && (b[end] == b' ' || b[end] == b'\t') {
-            end += 1;
-        }
-        edits.remove(Span::new(d.start as usize, end));
-    }
+    remove_display(b, na, edits);
     match (u.scheme, u.user) {
         (Scheme::Sip | Scheme::Sips | Scheme::Tel, Some(user)) => {
             edits.replace_with(uri::user_number(b, user), plus);

@@ -510,6 +510,63 @@ fn generic_number_deletion_keeps_privacy() {
     }
 }
 
+/// A display name that shows a number is presented to the callee as much as the URI:
+/// one that shows another number than the caller's is a generic number and goes.
+#[test]
+fn generic_number_in_the_display_name() {
+    let p = policy("");
+    let with_from = |from: &str, extra: &str| {
+        let s = format!(
+            "INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-d\r\nFrom: {from};tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: call-d\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(s)).unwrap()
+    };
+    // A domestic number shown over a foreign caller, no PAI: the display name goes,
+    // the URI stays.
+    for display in ["\"+8613812345678\"", "\"+86 138 1234 5678\"", "95588"] {
+        let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), "");
+        let d = passes(&p, &m, "intl");
+        assert!(d.rewrite_from, "{display}: {d:?}");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber));
+        assert_eq!(
+            forwarded(&p, &m, &d).value(HeaderName::From),
+            Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..]),
+            "{display}"
+        );
+    }
+    // With a PAI: From gets the asserted number, display name gone.
+    let m = with_from(
+        "\"+8613812345678\" <sip:+442071234567@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\n",
+    );
+    let d = passes(&p, &m, "intl");
+    assert!(d.rewrite_from);
+    assert_eq!(
+        forwarded(&p, &m, &d).value(HeaderName::From),
+        Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..])
+    );
+    // Kept: a display name that shows the caller's own number (in any form), or a name.
+    for display in [
+        "\"+442071234567\"",
+        "\"0044 20 7123 4567\"",
+        "\"Alice\"",
+        "Bob Smith",
+    ] {
+        let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), "");
+        let d = passes(&p, &m, "intl");
+        assert!(!d.rewrite_from, "{display}: {d:?}");
+        assert_eq!(d.rule, None, "{display}");
+    }
+    // On enterprise trunks the shown number is judged instead: refused unless
+    // contracted.
+    let m = with_from("\"95588\" <sip:13912345678@10.9.9.9>", "");
+    let d = judge(&p, &m, "ent");
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    let m = with_from("\"139-1234-0001\" <sip:13912345678@10.9.9.9>", "");
+    assert!(!passes(&p, &m, "ent").rewrite_from);
+}
+
 #[test]
 fn label_mvno_with_verstat() {
     let p = policy("");
