@@ -168,9 +168,15 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     && let Some(na) = msg.from_addr()
                 {
                     let p = party(b, Source::From, h.value(), na, home_cc);
-                    id.display_number = na
-                        .display
-                        .and_then(|d| normalise(unquote(d.of(b)), home_cc, None).ok());
+                    id.display_number = na.display.and_then(|d| {
+                        let d = unquote(d.of(b));
+                        // Usually the display name is the URI's number as written.
+                        if !d.is_empty() && d == p.user.of(b) {
+                            p.number()
+                        } else {
+                            normalise(d, home_cc, None).ok()
+                        }
+                    });
                     id.from_presents = match p.number {
                         Ok(_) | Err(NotANumber::NonNumeric | NotANumber::TooLong) => true,
                         // Only then is the display name read: the usual From has a number.
