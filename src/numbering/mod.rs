@@ -130,7 +130,7 @@ const WITHHELD: [&[u8]; 7] = [
 /// Forms: `+86…`, `0086…`, `86…` (12+ digits), national `0`+area code or `0`+mobile,
 /// bare national numbers and short codes, visual separators `-.() `, `%2B` for '+',
 /// and IP/carrier-select dial prefixes (`179xx`, `1[12]xxx`) before a trunk or
-/// international prefix.
+/// international prefix or a mobile number.
 pub fn normalise(
     raw: &[u8],
     home_cc: &[u8],
@@ -217,9 +217,11 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
     let mut d = d;
     // IP / carrier-select dial prefix before a trunk or international prefix (libphonenumber's
     // national prefix for parsing: 1[12]xxx, 179xx).
+    // Mobiles are dialled without the trunk 0, so an IP prefix is also followed directly
+    // by an 11-digit mobile number (`17951 13812345678`: 16 digits, no plan has them).
     if d.len() >= 16
         && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12"))
-        && d[5] == b'0'
+        && (d[5] == b'0' || (d.len() == 16 && d[5] == b'1' && (b'3'..=b'9').contains(&d[6])))
     {
         d = &d[5..];
     }
@@ -257,6 +259,8 @@ mod tests {
             "%2B8613812345678",
             "17951008613812345678",
             "17951013812345678",
+            "1795113812345678",
+            "1259313812345678",
         ] {
             assert_eq!(n(f).as_deref(), Ok("+8613812345678"), "{f}");
         }
@@ -272,6 +276,11 @@ mod tests {
         assert_eq!(n("+14155550123").unwrap(), "+14155550123");
         assert_eq!(n("0014155550123").unwrap(), "+14155550123");
         assert_eq!(n("700123456789012").unwrap(), "+86700123456789012");
+        // An IP prefix before a fixed number keeps its trunk 0; 16 digits that are not
+        // an IP prefix and a mobile stay as they are (and the plan refuses them).
+        assert_eq!(n("179510102345678").unwrap(), "+86179510102345678");
+        assert_eq!(n("1795101012345678").unwrap(), "+861012345678");
+        assert_eq!(n("1795112012345678").unwrap(), "+861795112012345678");
     }
 
     #[test]
