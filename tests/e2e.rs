@@ -793,3 +793,76 @@ fn sipi_calls_arrive_with_the_generic_number_deleted() {
         2.0
     );
 }
+
+/// Requests too large for UDP (RFC 3261 18.1.1): with `udp_mtu = 1300`, one over it goes
+/// to the same next hop over TCP, our Via saying TCP, while small ones stay on UDP;
+/// without it, a request no datagram can hold (it came over TCP) is answered 513.
+#[test]
+fn large_requests_switch_to_tcp_or_get_513() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let read_head = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let padded = |call: &str, port: u16, pad: usize| {
+        invite(call, "+442071234567", &format!("z9hG4bK-{call}"), port).replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nX-Pad: {}\r\n", "p".repeat(pad)),
+            1,
+        )
+    };
+    let base = port_block();
+    let cfg = config(base, "[proxy]\nudp_mtu = 1300");
+    let proxy = Proxy::start(&cfg, 1);
+    let core_tcp = TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
+    let core_udp = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core_udp
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(("127.0.0.1", base)).unwrap();
+    let port = c.local_addr().unwrap().port();
+    // Small: UDP as configured.
+    c.send(padded("mtu-small", port, 10).as_bytes()).unwrap();
+    let small = recv(&core_udp).expect("the small INVITE over UDP");
+    assert!(small.starts_with("INVITE "), "{small}");
+    assert!(small.contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:"), "{small}");
+    // Over 1300 bytes: the same next hop, over TCP.
+    let big = padded("mtu-big", port, 1400);
+    assert!(big.len() > 1300);
+    c.send(big.as_bytes()).unwrap();
+    let (mut conn, _) = core_tcp.accept().unwrap();
+    let head = read_head(&mut conn);
+    assert!(head.starts_with("INVITE "), "{head}");
+    assert!(head.contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:"), "{head}");
+    assert!(head.contains("Call-ID: mtu-big\r\n"), "{head}");
+    drop(proxy);
+
+    // Without udp_mtu: a request that with our Via no longer fits a datagram, over TCP
+    // towards a UDP next hop, gets 513.
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, ""), 1);
+    let _core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    let port = t.local_addr().unwrap().port();
+    let huge = padded("too-big", port, 65_150).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    assert!(
+        huge.len() > 65_450 && huge.len() <= 65_535,
+        "{}",
+        huge.len()
+    );
+    t.write_all(huge.as_bytes()).unwrap();
+    let r = read_head(&mut t);
+    assert!(r.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{r}");
+    assert!(r.contains("Call-ID: too-big\r\n"), "{r}");
+    drop(proxy);
+}

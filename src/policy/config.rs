@@ -519,6 +519,10 @@ pub struct ProxyConf {
     pub retry_after: u32,
     /// Keys kept by the rate counters (bounded memory whatever callers an attacker invents).
     pub rate_keys: usize,
+    /// Requests larger than this many bytes bound for a UDP next hop go over TCP to the
+    /// same address instead (RFC 3261 18.1.1 says 1300 when the path MTU is unknown);
+    /// 0 = always UDP, and a request no datagram can hold gets 513.
+    pub udp_mtu: usize,
 }
 
 impl Default for ProxyConf {
@@ -530,6 +534,7 @@ impl Default for ProxyConf {
             max_tcp_connections: 4096,
             retry_after: 5,
             rate_keys: 1_000_000,
+            udp_mtu: 0,
         }
     }
 }

@@ -237,22 +237,69 @@ fn handle_parsed(
     let Some(next) = trunk.next_hop else {
         return Handled::Dropped("no-next-hop");
     };
-    verdict::add_edits(st.policy, msg, &d, edits);
-    let (dest, transport) = match next.transport {
-        Transport::Udp => (Dest::Udp(next.addr), Transport::Udp),
-        Transport::Tcp => (Dest::TcpTo(next.addr), Transport::Tcp),
-    };
-    add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
-    match d.kind {
-        Kind::Call if trunk.record_route => record_route(st, msg, o, transport, edits),
-        // Our Route entries (from our Record-Route) end here; the core is the next hop.
-        Kind::InDialog => {
-            strip_own_routes(st, msg, edits);
+    let build = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
+        edits.clear();
+        out.clear();
+        verdict::add_edits(st.policy, msg, &d, edits);
+        add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
+        match d.kind {
+            Kind::Call if trunk.record_route => record_route(st, msg, o, transport, edits),
+            // Our Route entries (from our Record-Route) end here; the core is the next hop.
+            Kind::InDialog => {
+                strip_own_routes(st, msg, edits);
+            }
+            _ => {}
         }
-        _ => {}
+        edits.apply(msg.buf(), msg.len(), out);
+    };
+    build(next.transport, edits, out);
+    match next.transport {
+        Transport::Tcp => Handled::Forward(Dest::TcpTo(next.addr)),
+        Transport::Udp => match udp_fit(st, out.len()) {
+            UdpFit::Fits => Handled::Forward(Dest::Udp(next.addr)),
+            UdpFit::Tcp => {
+                // Our Via must name the transport the request really goes on.
+                build(Transport::Tcp, edits, out);
+                Handled::Forward(Dest::TcpTo(next.addr))
+            }
+            UdpFit::TooLarge => too_large(msg, o, server, out),
+        },
     }
-    edits.apply(msg.buf(), msg.len(), out);
-    Handled::Forward(dest)
+}
+
+/// The largest UDP payload over IPv4 (65,535 - 20 - 8).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// How a request of `len` bytes bound for a UDP next hop can go.
+enum UdpFit {
+    Fits,
+    /// Over `[proxy] udp_mtu`: over TCP to the same address (RFC 3261 18.1.1).
+    Tcp,
+    /// More than any datagram holds, and no switch to TCP configured.
+    TooLarge,
+}
+
+fn udp_fit(st: &Step<'_>, len: usize) -> UdpFit {
+    let mtu = st.policy.proxy.udp_mtu;
+    if mtu > 0 && len > mtu {
+        UdpFit::Tcp
+    } else if len > MAX_UDP_PAYLOAD {
+        UdpFit::TooLarge
+    } else {
+        UdpFit::Fits
+    }
+}
+
+/// 513 (RFC 3261 21.5.14): the request cannot be carried on; said to the sender rather
+/// than lost to a failing send it would retransmit into.
+fn too_large(msg: &Message, o: &Origin, server: Option<&str>, out: &mut Vec<u8>) -> Handled {
+    out.clear();
+    let extra = Extra {
+        reason_text: Some("Too large for UDP to the next hop"),
+        server,
+        ..Extra::default()
+    };
+    respond(msg, o, 513, &extra, out)
 }
 
 /// An IP literal host (`192.0.2.1`, `[2001:db8::1]` or bare IPv6); `None` for a name.
@@ -430,6 +477,10 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
     };
     edits.remove(remove);
     edits.apply(b, msg.len(), out);
+    // Only a response that came over TCP can be too large to go back over UDP.
+    if matches!(dest, Dest::Udp(_)) && out.len() > MAX_UDP_PAYLOAD {
+        return Handled::Dropped("too-large-for-udp");
+    }
     Handled::Forward(dest)
 }
 
@@ -547,11 +598,22 @@ fn forward_from_core(
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
     add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
     edits.apply(b, msg.len(), out);
-    Handled::Forward(if tcp {
-        Dest::TcpTo(dest)
-    } else {
-        Dest::Udp(dest)
-    })
+    if tcp {
+        return Handled::Forward(Dest::TcpTo(dest));
+    }
+    match udp_fit(st, out.len()) {
+        UdpFit::Fits => Handled::Forward(Dest::Udp(dest)),
+        UdpFit::Tcp => {
+            // Built again, our Via naming TCP.
+            edits.clear();
+            out.clear();
+            strip_own_routes(st, msg, edits);
+            add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, edits);
+            edits.apply(b, msg.len(), out);
+            Handled::Forward(Dest::TcpTo(dest))
+        }
+        UdpFit::TooLarge => too_large(msg, o, None, out),
+    }
 }
 
 /// A 400 for a request the parser refused, when enough of it is readable to answer
@@ -701,6 +763,73 @@ record_route = true
         )
         .unwrap();
         (h, String::from_utf8(out).unwrap())
+    }
+
+    fn with_body(head: &str, body_len: usize) -> String {
+        format!(
+            "{head}Content-Type: text/plain\r\nContent-Length: {body_len}\r\n\r\n{}",
+            "x".repeat(body_len)
+        )
+    }
+
+    /// RFC 3261 18.1.1: with `udp_mtu` set, a request over it goes to the same next hop
+    /// over TCP, our Via saying so; without it, only a request no datagram can hold is
+    /// refused (513), to the sender, instead of failing to send.
+    #[test]
+    fn requests_too_large_for_udp_go_over_tcp_or_get_513() {
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-big\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: big-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n";
+        let next: SocketAddr = "10.0.0.5:5060".parse().unwrap();
+        let p = Policy::from_str(
+            &format!("[proxy]\nudp_mtu = 1300\n{POLICY}"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let (h, out) = run(&p, "198.51.100.7:5060", &with_body(invite, 1200));
+        assert_eq!(h, Handled::Forward(Dest::TcpTo(next)));
+        assert!(out.starts_with("INVITE "), "{out}");
+        assert!(
+            out.contains("\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch="),
+            "{out}"
+        );
+        assert!(!out.contains("SIP/2.0/UDP 10.0.0.1"), "{out}");
+        // The Record-Route names TCP too, for the core's in-dialog requests.
+        assert!(
+            out.contains("Record-Route: <sip:10.0.0.1:5060;lr;transport=tcp>"),
+            "{out}"
+        );
+        let (h, out) = run(&p, "198.51.100.7:5060", &with_body(invite, 200));
+        assert_eq!(h, Handled::Forward(Dest::Udp(next)));
+        assert!(
+            out.contains("\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch="),
+            "{out}"
+        );
+        // From the core: an in-dialog request to a UDP target, over the MTU.
+        let bye = "BYE sip:+8613812345678@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-3\r\nRoute: <sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>\r\nFrom: <sip:+8613912345678@192.0.2.10>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: big-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n";
+        let (h, out) = run(&p, "10.0.0.5:5060", &with_body(bye, 1500));
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::TcpTo("198.51.100.7:5060".parse().unwrap()))
+        );
+        assert!(
+            out.contains("\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch="),
+            "{out}"
+        );
+        assert!(!out.contains("Route: <sip:10.0.0.1:5060;lr>"), "{out}");
+
+        // No udp_mtu: UDP up to the largest datagram, 513 beyond it.
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let (h, _) = run(&p, "198.51.100.7:5060", &with_body(invite, 60_000));
+        assert_eq!(h, Handled::Forward(Dest::Udp(next)));
+        let big = with_body(invite, 65_200);
+        assert!(big.len() <= crate::sip::MAX_MESSAGE && big.len() > 65_000);
+        let (h, out) = run(&p, "198.51.100.7:5060", &big);
+        assert!(matches!(h, Handled::Respond(_, 513)), "{h:?}");
+        assert!(
+            out.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Call-ID: big-1\r\n"));
     }
 
     #[test]
