@@ -74,3 +74,58 @@ fn odd_case_handled(name: &str, m: &Message) -> bool {
         _ => !m.is_request() || m.check_request().is_ok(),
     }
 }
+
+/// RFC 4475 3.3.5 (bext01) at the proxy: the Proxy-Require tags it does not support come
+/// back in a 420's Unsupported; the Require tags are the UAS's business, not listed.
+#[test]
+fn bext01_proxy_answers_420_listing_proxy_require() {
+    use sipfence::policy::Policy;
+    use sipfence::policy::config::{ListenSpec, Transport};
+    use sipfence::proxy::stateless::{Handled, Origin, Step, handle};
+    use sipfence::sip::rewrite::EditList;
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let bytes = std::fs::read(shared.join("corpus/rfc4475/bext01.dat")).expect("bext01");
+    let policy = Policy::from_str(
+        "[[trunk]]\nname = \"any\"\nrole = \"interconnect\"\nsources = [\"0.0.0.0/0\"]\nnext_hop = \"udp:10.0.0.5:5060\"\n",
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let st = Step {
+        policy: &policy,
+        rates: &sipfence::policy::rate::NoCounting,
+        behaviour: &sipfence::behaviour::NoTracking,
+        now_ms: 0,
+        via_addr: "10.0.0.1:5060".parse().unwrap(),
+        overloaded: false,
+    };
+    let o = Origin {
+        source: "192.0.2.7:5060".parse().unwrap(),
+        local: ListenSpec {
+            transport: Transport::Udp,
+            addr: "10.0.0.1:5060".parse().unwrap(),
+        },
+        conn: None,
+    };
+    let (mut out, mut edits, mut msg) = (Vec::new(), EditList::new(), Message::empty());
+    let h = handle(
+        &st,
+        Bytes::from(bytes),
+        &mut msg,
+        &o,
+        &mut out,
+        &mut edits,
+        &mut |_| {},
+    )
+    .expect("bext01 parses");
+    assert!(matches!(h, Handled::Respond(_, 420)), "{h:?}");
+    let r = String::from_utf8(out).unwrap();
+    assert!(r.starts_with("SIP/2.0 420 Bad Extension\r\n"), "{r}");
+    assert!(
+        r.contains("\r\nUnsupported: noProxiesSupportThis, norDoAnyProxiesSupportThis\r\n"),
+        "{r}"
+    );
+    assert!(!r.contains("nothingSupportsThis"), "{r}");
+}

@@ -523,6 +523,10 @@ pub struct ProxyConf {
     /// same address instead (RFC 3261 18.1.1 says 1300 when the path MTU is unknown);
     /// 0 = always UDP, and a request no datagram can hold gets 513.
     pub udp_mtu: usize,
+    /// Proxy-Require option tags let through (RFC 3261 16.3 step 5: a request that
+    /// requires any other of proxies is answered 420 Bad Extension). sipfence implements
+    /// none itself; list the ones the core handles.
+    pub proxy_require_accepted: Vec<String>,
 }
 
 impl Default for ProxyConf {
@@ -535,6 +539,7 @@ impl Default for ProxyConf {
             retry_after: 5,
             rate_keys: 1_000_000,
             udp_mtu: 0,
+            proxy_require_accepted: Vec::new(),
         }
     }
 }

@@ -190,6 +190,22 @@ fn handle_parsed(
         return respond(msg, o, 483, &extra, out);
     }
 
+    // RFC 3261 16.3 step 5 (ACK and CANCEL carry no requirements, 8.2.2.3).
+    if !matches!(method, Method::Ack | Method::Cancel)
+        && msg.first(HeaderName::ProxyRequire).is_some()
+        && let Some(tags) = unsupported_proxy_require(msg, &st.policy.proxy.proxy_require_accepted)
+    {
+        let extra = Extra {
+            server,
+            ..Extra::default()
+        };
+        let h = respond(msg, o, 420, &extra, out);
+        // Before the blank line that ends the response.
+        let at = out.len() - 2;
+        out.splice(at..at, tags);
+        return h;
+    }
+
     let ctx = Context {
         source: o.source,
         local: Some(o.local),
@@ -265,6 +281,34 @@ fn handle_parsed(
             UdpFit::TooLarge => too_large(msg, o, server, out),
         },
     }
+}
+
+/// The Proxy-Require option tags not in `accepted`, as an `Unsupported` field (RFC 3261
+/// 20.40), or `None` when every one is accepted.
+fn unsupported_proxy_require(msg: &Message, accepted: &[String]) -> Option<Vec<u8>> {
+    let mut f = Vec::new();
+    for h in msg.all(HeaderName::ProxyRequire) {
+        for tag in msg.slice(h.value()).split(|&c| c == b',').map(lex::trim) {
+            if tag.is_empty()
+                || accepted
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(tag))
+            {
+                continue;
+            }
+            f.extend_from_slice(if f.is_empty() {
+                b"Unsupported: "
+            } else {
+                b", "
+            });
+            f.extend_from_slice(tag);
+        }
+    }
+    if f.is_empty() {
+        return None;
+    }
+    f.extend_from_slice(b"\r\n");
+    Some(f)
 }
 
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
@@ -830,6 +874,52 @@ record_route = true
             "{out}"
         );
         assert!(out.contains("Call-ID: big-1\r\n"));
+    }
+
+    /// RFC 3261 16.3 step 5: a request that requires of proxies an extension sipfence
+    /// does not accept gets 420 with the tags in Unsupported; accepted tags pass; ACK
+    /// and CANCEL carry no requirements.
+    #[test]
+    fn proxy_require_unknown_gets_420() {
+        let req = |method: &str, pr: &str| {
+            format!(
+                "{method} sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-pr\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: pr-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{pr}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let inv = req(
+            "INVITE",
+            "Proxy-Require: foo , Bar\r\nProxy-Require: baz\r\n",
+        );
+        let (h, out) = run(&p, "198.51.100.7:5060", &inv);
+        assert!(matches!(h, Handled::Respond(_, 420)), "{h:?}");
+        assert!(out.starts_with("SIP/2.0 420 Bad Extension\r\n"), "{out}");
+        assert!(out.contains("\r\nUnsupported: foo, Bar, baz\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\n") && out.contains("Call-ID: pr-1\r\n"));
+        crate::sip::Message::parse(Bytes::from(out)).expect("the 420 parses");
+        // ACK and CANCEL are not refused for it; no Proxy-Require, no 420.
+        for m in ["ACK", "CANCEL"] {
+            let (h, _) = run(&p, "198.51.100.7:5060", &req(m, "Proxy-Require: foo\r\n"));
+            assert!(matches!(h, Handled::Forward(_)), "{m}: {h:?}");
+        }
+        let (h, _) = run(&p, "198.51.100.7:5060", &req("INVITE", ""));
+        assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+        // Accepted tags (any case) pass; only the others are listed.
+        let p = Policy::from_str(
+            &format!("[proxy]\nproxy_require_accepted = [\"FOO\", \"baz\"]\n{POLICY}"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let (h, out) = run(&p, "198.51.100.7:5060", &inv);
+        assert!(matches!(h, Handled::Respond(_, 420)), "{h:?}");
+        assert!(out.contains("\r\nUnsupported: Bar\r\n"), "{out}");
+        let (h, _) = run(
+            &p,
+            "198.51.100.7:5060",
+            &req("INVITE", "Proxy-Require: foo, baz\r\n"),
+        );
+        assert!(matches!(h, Handled::Forward(_)), "{h:?}");
     }
 
     #[test]

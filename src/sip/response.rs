@@ -142,6 +142,7 @@ pub fn phrase(code: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         429 => "Too Many Requests",
         433 => "Anonymity Disallowed",
         480 => "Temporarily Unavailable",
