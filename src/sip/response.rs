@@ -47,12 +47,17 @@ pub fn write_response(
     out.push(b' ');
     out.extend_from_slice(phrase.as_bytes());
     out.extend_from_slice(b"\r\n");
+    // Every Via, in order (the response goes back along them); one each of the
+    // single-value fields, the first, even when a malformed request repeats them (the
+    // 400 for it must not repeat them too).
+    let first = |h: &super::Header| req.first(h.name).is_some_and(|f| std::ptr::eq(f, h));
     for h in req.headers() {
         match h.name {
-            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+            HeaderName::Via => push_field(out, "Via", h.value().of(b)),
+            HeaderName::From | HeaderName::CallId | HeaderName::CSeq if first(h) => {
                 push_field(out, h.name.as_str(), h.value().of(b));
             }
-            HeaderName::To => {
+            HeaderName::To if first(h) => {
                 push_field(out, "To", h.value().of(b));
                 if req.to_tag().is_none() && code > 100 {
                     // Strip the CRLF just written, append the tag.
@@ -174,6 +179,45 @@ mod tests {
         out.push(b' ');
         push_ip(&mut out, "255.0.10.200".parse().unwrap());
         assert_eq!(out, b"10.0.0.1:5060 [2001:db8::1]:5062 255.0.10.200");
+    }
+
+    /// A 400 for a request that repeats single-value fields carries each once (the
+    /// first), so that it is not malformed in turn; every Via is kept, in order.
+    #[test]
+    fn repeated_single_value_fields_are_copied_once() {
+        let req = Message::parse(Bytes::from_static(
+            b"INVITE sip:a@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK1\r\nt: <sip:a@x>\r\nFrom: <sip:b@y>;tag=1\r\nTo: <sip:other@x>\r\nv: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK0\r\nFrom: <sip:c@y>;tag=2\r\nCall-ID: c1\r\ni: c2\r\nCSeq: 1 INVITE\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        assert_eq!(req.check_request(), Err("Multiple To"));
+        let mut out = vec![];
+        write_response(&req, 400, phrase(400), &Extra::default(), &mut out);
+        let r = Message::parse(Bytes::from(out)).unwrap();
+        assert_eq!(r.check_request(), Ok(()), "one of each");
+        for (name, want) in [
+            (HeaderName::From, &b"<sip:b@y>;tag=1"[..]),
+            (HeaderName::CallId, b"c1"),
+            (HeaderName::CSeq, b"1 INVITE"),
+        ] {
+            assert_eq!(r.count(name), 1, "{name:?}");
+            assert_eq!(r.value(name), Some(want));
+        }
+        assert!(
+            r.value(HeaderName::To)
+                .unwrap()
+                .starts_with(b"<sip:a@x>;tag=")
+        );
+        let vias: Vec<_> = r
+            .all(HeaderName::Via)
+            .map(|h| r.slice(h.value()).to_vec())
+            .collect();
+        assert_eq!(
+            vias,
+            [
+                &b"SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK1"[..],
+                b"SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK0"
+            ]
+        );
     }
 
     #[test]
