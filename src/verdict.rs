@@ -127,8 +127,6 @@ fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: 
     }
 }
 
-/// From gets the asserted number as its user part and loses its display name; the tag
-/// and every other parameter stay, so the dialog is unchanged.
 /// Removes the display name and the blanks up to '<'.
 fn remove_display(b: &[u8], na: &addr::NameAddr, edits: &mut EditList) {
     if let Some(d) = na.display {
@@ -160,6 +158,8 @@ fn anonymise_from(b: &[u8], na: &addr::NameAddr, edits: &mut EditList) {
 /// The From of an anonymous caller (RFC 3323 4.1.1.3).
 pub const ANONYMOUS_FROM: &str = "\"Anonymous\" <sip:anonymous@anonymous.invalid>";
 
+/// From gets the asserted number as its user part and loses its display name; the tag
+/// and every other parameter stay, so the dialog is unchanged.
 fn rewrite_from(
     b: &[u8],
     na: &addr::NameAddr,
