@@ -84,9 +84,9 @@ pub struct Decision {
     pub isup_class: Option<Classification>,
     /// Rules that matched on the ISUP number (the SIP one did not match them).
     pub isup_hits: RuleSet,
-    /// On an enterprise trunk, the number From presents (in its URI, else in its display
-    /// name) when it is not the one judged above: it is judged too, and the rules it
-    /// made match.
+    /// On an enterprise trunk, a number presented beside the caller (From's URI, else
+    /// its display name, else a SIP-I call's Generic Number) when it is not the one
+    /// judged above: it is judged too, and the rules it made match.
     pub presented: Option<Number>,
     pub presented_hits: RuleSet,
     /// The caller's behaviour features, when the trunk runs behaviour rules.
@@ -278,18 +278,23 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     // number in From is the spoofing the whitelist is there to stop). Elsewhere the
     // presented number is the generic-number rule's business.
     // The same goes for a number in From's display name, which many phones show.
-    let (presented, shown) = if role == Role::Enterprise {
+    // So does a SIP-I call's Generic Number (the IAM's presented number).
+    let (presented, shown, generic) = if role == Role::Enterprise {
         let other = |n: &Number| Some(*n) != sip_caller && Some(*n) != isup_caller;
         let user = d.identity.from.and_then(|f| f.number()).filter(other);
         let shown = d
             .identity
             .display_number
             .filter(|n| other(n) && Some(*n) != user);
-        (user, shown)
+        let generic = isup
+            .and_then(|i| i.generic)
+            .and_then(Result::ok)
+            .filter(|n| other(n) && Some(*n) != user && Some(*n) != shown);
+        (user, shown, generic)
     } else {
-        (None, None)
+        (None, None, None)
     };
-    d.presented = presented.or(shown);
+    d.presented = presented.or(shown).or(generic);
     let nums = [
         sip_caller.map(|n| judged(n, On::Sip)),
         isup_caller
@@ -297,6 +302,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .map(|n| judged(n, On::Isup)),
         presented.map(|n| judged(n, On::Presented)),
         shown.map(|n| judged(n, On::Presented)),
+        generic.map(|n| judged(n, On::Presented)),
     ];
     let Some(primary) = nums.iter().flatten().next().copied() else {
         return;
@@ -516,8 +522,8 @@ enum On {
     Sip,
     /// The ISUP Calling Party Number of a SIP-I call.
     Isup,
-    /// A number From presents (URI or display name) beside a different caller
-    /// (enterprise trunks).
+    /// A number presented beside a different caller (From's URI or display name, the
+    /// IAM's Generic Number; enterprise trunks).
     Presented,
 }
 

@@ -196,6 +196,26 @@ fn enterprise_whitelist_in_isup() {
         &iam(NumberSpec::international("8613512345678")),
     );
     blocks_on_isup(&p, &m, "ent", 403, RuleId::EnterpriseNotWhitelisted);
+    // The IAM's Generic Number is a presented number: on an enterprise trunk it must be
+    // contracted too (another of the contract passes).
+    let with_generic = |g: &str| {
+        IamBuilder::new("861012345678")
+            .calling(NumberSpec::international("8613912340001"))
+            .generic(NumberSpec::international(g))
+            .build()
+    };
+    let m = sipi("+8613912340001", &with_generic("8695588"));
+    let d = judge(&p, &m, "ent");
+    assert_eq!(d.outcome, Outcome::Reject { code: 403 }, "{d:?}");
+    assert_eq!(d.rule, Some(RuleId::EnterpriseNotWhitelisted));
+    assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    assert_eq!(d.presented.map(|n| n.e164()).as_deref(), Some("+8695588"));
+    let d = passes(
+        &p,
+        &sipi("+8613912340001", &with_generic("8613912340002")),
+        "ent",
+    );
+    assert!(d.presented_hits.is_empty(), "{d:?}");
 }
 
 #[test]
