@@ -272,13 +272,12 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         listed: policy.blacklist.lookup(&n),
         on,
     };
-    // An enterprise's PBX writes every identity header itself, PAI included: the number
-    // its From presents is what the callee's phone shows, and must be a contracted
-    // number as much as the asserted one (a whitelisted PAI behind someone else's
-    // number in From is the spoofing the whitelist is there to stop). Elsewhere the
+    // An enterprise's PBX writes every identity header itself, PAI included: the numbers
+    // it presents (From's URI, a number in From's display name, which many phones show,
+    // a SIP-I call's Generic Number) are what the callee sees, and must be contracted
+    // numbers as much as the asserted one (a whitelisted PAI behind someone else's
+    // number in From is the spoofing the whitelist is there to stop). Elsewhere a
     // presented number is the generic-number rule's business.
-    // The same goes for a number in From's display name, which many phones show.
-    // So does a SIP-I call's Generic Number (the IAM's presented number).
     let (presented, shown, generic) = if role == Role::Enterprise {
         let other = |n: &Number| Some(*n) != sip_caller && Some(*n) != isup_caller;
         let user = d.identity.from.and_then(|f| f.number()).filter(other);

@@ -168,21 +168,23 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     && let Some(na) = msg.from_addr()
                 {
                     let p = party(b, Source::From, h.value(), na, home_cc);
-                    id.display_number = na.display.and_then(|d| {
+                    // The display name read as a number, once: empty or a privacy word
+                    // shows nothing.
+                    let display = na.display.map(|d| {
                         let d = unquote(d.of(b));
                         // Usually the display name is the URI's number as written.
                         if !d.is_empty() && d == p.user.of(b) {
-                            p.number()
+                            p.number
                         } else {
-                            normalise(d, home_cc, None).ok()
+                            normalise(d, home_cc, None)
                         }
                     });
+                    id.display_number = display.and_then(Result::ok);
                     id.from_presents = match p.number {
                         Ok(_) | Err(NotANumber::NonNumeric | NotANumber::TooLong) => true,
-                        // Only then is the display name read: the usual From has a number.
-                        Err(NotANumber::Empty | NotANumber::Withheld) => na
-                            .display
-                            .is_some_and(|d| display_presents(d.of(b), home_cc)),
+                        Err(NotANumber::Empty | NotANumber::Withheld) => display.is_some_and(|r| {
+                            !matches!(r, Err(NotANumber::Empty | NotANumber::Withheld))
+                        }),
                     };
                     id.from = Some(p);
                 }
@@ -260,15 +262,6 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
         id.asserted = Some(a2);
         id.asserted2 = Some(a);
     }
-}
-
-/// A display name shows something unless it is empty or a privacy word ("Anonymous",
-/// "unknown", ...), quoted or not.
-fn display_presents(d: &[u8], home_cc: &[u8]) -> bool {
-    !matches!(
-        normalise(unquote(d), home_cc, None),
-        Err(NotANumber::Empty | NotANumber::Withheld)
-    )
 }
 
 /// A display name's text: quotes off, blanks trimmed.

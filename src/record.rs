@@ -35,8 +35,9 @@ pub struct Record {
     pub rule: Option<&'static str>,
     /// Every rule that matched (monitor-only and labels included).
     pub hits: Vec<&'static str>,
-    /// Enterprise trunks: rules that matched on the number From presents beside a
-    /// different asserted one (that number is judged too).
+    /// Enterprise trunks: rules that matched on a number presented beside a different
+    /// caller (From's URI or display name, the IAM's Generic Number), which is judged
+    /// too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from_rules: Vec<&'static str>,
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.

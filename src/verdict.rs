@@ -23,6 +23,7 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
         reason_text: reason,
         retry_after: None,
         server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
+        ..Extra::default()
     };
     response::write_response(msg, code, response::phrase(code), &extra, out);
     true

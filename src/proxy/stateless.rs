@@ -192,18 +192,14 @@ fn handle_parsed(
 
     // RFC 3261 16.3 step 5 (ACK and CANCEL carry no requirements, 8.2.2.3).
     if !matches!(method, Method::Ack | Method::Cancel)
-        && msg.first(HeaderName::ProxyRequire).is_some()
         && let Some(tags) = unsupported_proxy_require(msg, &st.policy.proxy.proxy_require_accepted)
     {
         let extra = Extra {
             server,
+            fields: &tags,
             ..Extra::default()
         };
-        let h = respond(msg, o, 420, &extra, out);
-        // Before the blank line that ends the response.
-        let at = out.len() - 2;
-        out.splice(at..at, tags);
-        return h;
+        return respond(msg, o, 420, &extra, out);
     }
 
     let ctx = Context {
@@ -221,6 +217,7 @@ fn handle_parsed(
             reason_text: Some("Overloaded"),
             retry_after: Some(st.policy.proxy.retry_after),
             server,
+            ..Extra::default()
         };
         response::write_response(msg, 503, response::phrase(503), &extra, out);
         return Handled::Shed(dest_for_response(o, top.as_ref()));
@@ -242,12 +239,11 @@ fn handle_parsed(
     if method == Method::Options && d.kind == Kind::OtherRequest && is_for_us(msg) {
         let extra = Extra {
             server,
+            // Tell keep-alive senders what we are willing to carry.
+            fields: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n",
             ..Extra::default()
         };
         response::write_response(msg, 200, "OK", &extra, out);
-        // Tell keep-alive senders what we are willing to carry.
-        let at = out.len() - 2;
-        out.splice(at..at, b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n".iter().copied());
         return Handled::Respond(dest_for_response(o, top.as_ref()), 200);
     }
     let Some(next) = trunk.next_hop else {
@@ -271,15 +267,9 @@ fn handle_parsed(
     build(next.transport, edits, out);
     match next.transport {
         Transport::Tcp => Handled::Forward(Dest::TcpTo(next.addr)),
-        Transport::Udp => match udp_fit(st, out.len()) {
-            UdpFit::Fits => Handled::Forward(Dest::Udp(next.addr)),
-            UdpFit::Tcp => {
-                // Our Via must name the transport the request really goes on.
-                build(Transport::Tcp, edits, out);
-                Handled::Forward(Dest::TcpTo(next.addr))
-            }
-            UdpFit::TooLarge => too_large(msg, o, server, out),
-        },
+        Transport::Udp => udp_or_tcp(st, msg, o, server, next.addr, out, |out| {
+            build(Transport::Tcp, edits, out)
+        }),
     }
 }
 
@@ -314,36 +304,35 @@ fn unsupported_proxy_require(msg: &Message, accepted: &[String]) -> Option<Vec<u
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
-/// How a request of `len` bytes bound for a UDP next hop can go.
-enum UdpFit {
-    Fits,
-    /// Over `[proxy] udp_mtu`: over TCP to the same address (RFC 3261 18.1.1).
-    Tcp,
-    /// More than any datagram holds, and no switch to TCP configured.
-    TooLarge,
-}
-
-fn udp_fit(st: &Step<'_>, len: usize) -> UdpFit {
+/// A request built in `out` for UDP to `dest`: sent as it is when it fits; over
+/// `[proxy] udp_mtu`, rebuilt by `for_tcp` (our Via must name the transport it really
+/// goes on) and sent to the same address over TCP (RFC 3261 18.1.1); larger than any
+/// datagram with no switch configured, answered 513 (RFC 3261 21.5.14) to the sender
+/// rather than lost to a failing send it would retransmit into.
+fn udp_or_tcp(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    server: Option<&str>,
+    dest: SocketAddr,
+    out: &mut Vec<u8>,
+    for_tcp: impl FnOnce(&mut Vec<u8>),
+) -> Handled {
     let mtu = st.policy.proxy.udp_mtu;
-    if mtu > 0 && len > mtu {
-        UdpFit::Tcp
-    } else if len > MAX_UDP_PAYLOAD {
-        UdpFit::TooLarge
+    if mtu > 0 && out.len() > mtu {
+        for_tcp(out);
+        Handled::Forward(Dest::TcpTo(dest))
+    } else if out.len() > MAX_UDP_PAYLOAD {
+        out.clear();
+        let extra = Extra {
+            reason_text: Some("Too large for UDP to the next hop"),
+            server,
+            ..Extra::default()
+        };
+        respond(msg, o, 513, &extra, out)
     } else {
-        UdpFit::Fits
+        Handled::Forward(Dest::Udp(dest))
     }
-}
-
-/// 513 (RFC 3261 21.5.14): the request cannot be carried on; said to the sender rather
-/// than lost to a failing send it would retransmit into.
-fn too_large(msg: &Message, o: &Origin, server: Option<&str>, out: &mut Vec<u8>) -> Handled {
-    out.clear();
-    let extra = Extra {
-        reason_text: Some("Too large for UDP to the next hop"),
-        server,
-        ..Extra::default()
-    };
-    respond(msg, o, 513, &extra, out)
 }
 
 /// An IP literal host (`192.0.2.1`, `[2001:db8::1]` or bare IPv6); `None` for a name.
@@ -645,19 +634,13 @@ fn forward_from_core(
     if tcp {
         return Handled::Forward(Dest::TcpTo(dest));
     }
-    match udp_fit(st, out.len()) {
-        UdpFit::Fits => Handled::Forward(Dest::Udp(dest)),
-        UdpFit::Tcp => {
-            // Built again, our Via naming TCP.
-            edits.clear();
-            out.clear();
-            strip_own_routes(st, msg, edits);
-            add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, edits);
-            edits.apply(b, msg.len(), out);
-            Handled::Forward(Dest::TcpTo(dest))
-        }
-        UdpFit::TooLarge => too_large(msg, o, None, out),
-    }
+    udp_or_tcp(st, msg, o, None, dest, out, |out| {
+        edits.clear();
+        out.clear();
+        strip_own_routes(st, msg, edits);
+        add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, edits);
+        edits.apply(b, msg.len(), out);
+    })
 }
 
 /// A 400 for a request the parser refused, when enough of it is readable to answer

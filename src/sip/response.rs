@@ -31,6 +31,8 @@ pub struct Extra<'a> {
     pub reason_text: Option<&'a str>,
     pub retry_after: Option<u32>,
     pub server: Option<&'a str>,
+    /// Further whole header lines, each ending in CRLF (Allow, Unsupported...).
+    pub fields: &'a [u8],
 }
 
 /// Writes a complete response to `req` into `out`.
@@ -86,6 +88,7 @@ pub fn write_response(
     if let Some(s) = extra.server {
         push_field(out, "Server", s.as_bytes());
     }
+    out.extend_from_slice(extra.fields);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
 }
 
