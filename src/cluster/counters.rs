@@ -7,6 +7,13 @@
 //! instances agree), which returns the total of all instances. A call is judged on the
 //! last total Redis returned plus what this instance counted since.
 //!
+//! The same pipeline also reads back (`GET`) the totals of keys this instance counted
+//! within their window but has nothing new for, so that a gateway that was quiet for a
+//! while does not judge its next burst on the total it learnt a minute ago (which would
+//! let it admit everything the others admitted meanwhile a second time). At most
+//! `REFRESH_BUDGET` such keys per sync, the longest unrefreshed first, so that
+//! thousands of per-caller keys cost Redis a bounded read rate.
+//!
 //! Worst-case overshoot: between two syncs an instance does not see the other
 //! instances' new calls, so with N instances a limit can be passed by at most the calls
 //! that the other N-1 instances admit in one sync interval (plus the two-bucket sliding
@@ -37,6 +44,8 @@ struct Slot {
     /// Totals Redis returned at the last sync (this instance's sent counts included).
     shared: [u32; 2],
     last_ms: u64,
+    /// When `shared` was last read from Redis.
+    synced_ms: u64,
 }
 
 impl Slot {
@@ -78,6 +87,10 @@ pub struct SharedRateCounter {
 /// Key that newcomers share when the table is full (as the local counter does).
 const OVERFLOW_KEY: u64 = u64::MAX;
 
+/// Keys with nothing to send whose totals one sync reads back, at most (two `GET`s
+/// each): at 100 ms syncs, at most ~20,000 reads a second per gateway.
+const REFRESH_BUDGET: usize = 1024;
+
 impl SharedRateCounter {
     pub fn new(capacity: usize) -> SharedRateCounter {
         SharedRateCounter {
@@ -106,16 +119,28 @@ impl SharedRateCounter {
     /// the last sync go (a key nobody here counts needs no fresh total: it is refreshed
     /// by the next sync after its next call, within the overshoot bound). On failure
     /// nothing is lost: the unsent counts stay pending for the next attempt.
-    pub async fn sync(&self, redis: &Redis) -> Result<usize, RedisFailure> {
+    pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<usize, RedisFailure> {
         // (key, window, bucket, sent now, sent prev)
         let mut batch: Vec<(u64, u64, u64, u32, u32)> = Vec::new();
-        for e in self.map.iter() {
-            let s = e.value();
+        // Keys to read back only: (last read, key, window, bucket).
+        let mut stale: Vec<(u64, u64, u64, u64)> = Vec::new();
+        for mut e in self.map.iter_mut() {
+            let key = *e.key();
+            let s = e.value_mut();
+            // Read the window the next call will be judged in, not the one the last
+            // call was.
+            s.roll(now_ms / s.window_ms.max(1));
             if s.pending != [0, 0] {
-                batch.push((*e.key(), s.window_ms, s.bucket, s.pending[0], s.pending[1]));
+                batch.push((key, s.window_ms, s.bucket, s.pending[0], s.pending[1]));
+            } else if now_ms.saturating_sub(s.last_ms) <= s.window_ms {
+                stale.push((s.synced_ms, key, s.window_ms, s.bucket));
             }
         }
-        if batch.is_empty() {
+        if stale.len() > REFRESH_BUDGET {
+            stale.select_nth_unstable(REFRESH_BUDGET);
+            stale.truncate(REFRESH_BUDGET);
+        }
+        if batch.is_empty() && stale.is_empty() {
             // Still prove the store is there, so that a quiet gateway recovers too.
             redis
                 .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
@@ -137,10 +162,17 @@ impl SharedRateCounter {
                 pipe.cmd("PEXPIRE").arg(&k1).arg(ttl).ignore();
             }
         }
-        let totals: Vec<i64> = redis
+        for &(_, key, w, b) in &stale {
+            pipe.cmd("GET")
+                .arg(Self::redis_key(&redis.prefix, key, w, b));
+            pipe.cmd("GET")
+                .arg(Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1)));
+        }
+        // INCRBY answers a number, GET a number or nil (nobody counted that window).
+        let totals: Vec<Option<i64>> = redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
-        let clamp = |t: i64| t.clamp(0, u32::MAX as i64) as u32;
+        let clamp = |t: Option<i64>| t.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
         let mut at = 0;
         for &(key, _, b, p0, p1) in &batch {
             let Some(&t0) = totals.get(at) else { break };
@@ -151,6 +183,7 @@ impl SharedRateCounter {
             };
             at += 1 + (p1 > 0) as usize;
             if let Some(mut s) = self.map.get_mut(&key) {
+                s.synced_ms = now_ms;
                 if s.bucket == b {
                     s.pending[0] = s.pending[0].saturating_sub(p0);
                     s.pending[1] = s.pending[1].saturating_sub(p1);
@@ -165,8 +198,22 @@ impl SharedRateCounter {
                 }
             }
         }
+        for &(_, key, _, b) in &stale {
+            let (Some(&t0), Some(&t1)) = (totals.get(at), totals.get(at + 1)) else {
+                break;
+            };
+            at += 2;
+            if let Some(mut s) = self.map.get_mut(&key) {
+                // Calls counted meanwhile went to `pending`, which the totals do not
+                // hold yet: only the totals are replaced.
+                if s.bucket == b {
+                    s.synced_ms = now_ms;
+                    s.shared = [clamp(t0), clamp(t1)];
+                }
+            }
+        }
         self.degraded.store(false, Ordering::Relaxed);
-        Ok(batch.len())
+        Ok(batch.len() + stale.len())
     }
 
     /// Syncs every `every` until the process ends; marks the counter degraded while
@@ -181,7 +228,7 @@ impl SharedRateCounter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match self.sync(&redis).await {
+            match self.sync(&redis, crate::cli::now_ms()).await {
                 Ok(n) => on_result(Ok(n)),
                 Err(e) => {
                     if !self.degraded.swap(true, Ordering::Relaxed) {
