@@ -217,3 +217,216 @@ fn sipi_capture_shows_isup_numbers() {
     let (recs, _, _) = replay(&root().join("testdata/pcap/rules-udp.pcap"));
     assert!(recs.iter().all(|r| r.isup.is_none()));
 }
+
+/// How a mirror port or probe may hand over the same packets: each wraps the original
+/// frame (or its IP packet) the way the protocol's RFC lays it out.
+#[derive(Clone, Copy, Debug)]
+enum Wrap {
+    /// UDP 4789 over IPv4, inner Ethernet (cloud mirrors).
+    Vxlan,
+    /// GRE with a sequence number and an ERSPAN type II header (switch SPAN sessions).
+    ErspanII,
+    /// Two MPLS labels over Ethernet, then the IP packet (carrier cores).
+    Mpls,
+    /// GTP-U over IPv6 with a PDU-session extension header (mobile core, VoLTE).
+    GtpU,
+    /// A PPPoE session (access networks).
+    Pppoe,
+    /// The IP packet inside IPv4 (IP-in-IP) on raw-IP link type.
+    IpInIp,
+}
+
+fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + payload.len()).expect("an IPv4 packet's size");
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn ipv6(next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(
+        &u16::try_from(payload.len())
+            .expect("an IPv6 payload's size")
+            .to_be_bytes(),
+    );
+    p.extend_from_slice(&[next, 64]);
+    p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = sport.to_be_bytes().to_vec();
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// The frame's ethertype and layer-3 bytes, for the link types the test captures use.
+fn layer3(linktype: i32, f: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let be = |i: usize| u16::from_be_bytes([f[i], f[i + 1]]);
+    match linktype {
+        1 => {
+            let (mut et, mut off) = (be(12), 14);
+            while et == 0x8100 {
+                et = be(off + 2);
+                off += 4;
+            }
+            Some((et, f[off..].to_vec()))
+        }
+        113 => Some((be(14), f[16..].to_vec())),
+        276 => Some((be(0), f[20..].to_vec())),
+        101 | 228 | 229 => Some((if f[0] >> 4 == 6 { 0x86dd } else { 0x0800 }, f.to_vec())),
+        _ => None,
+    }
+}
+
+/// The packet wrapped, and its link type; `None` when it is not IP (ARP and the like).
+fn wrap(w: Wrap, linktype: i32, frame: &[u8], seq: u32) -> Option<(i32, Vec<u8>)> {
+    let (et, l3) = layer3(linktype, frame)?;
+    if et != 0x0800 && et != 0x86dd {
+        return None;
+    }
+    let inner_eth = if linktype == 1 {
+        frame.to_vec()
+    } else {
+        ethernet(et, &l3)
+    };
+    Some(match w {
+        Wrap::Vxlan => {
+            let mut v = vec![0x08, 0, 0, 0, 0, 0x12, 0x34, 0];
+            v.extend_from_slice(&inner_eth);
+            (1, ethernet(0x0800, &ipv4(17, &udp(49152, 4789, &v))))
+        }
+        Wrap::ErspanII => {
+            let mut g = vec![0x10, 0x00, 0x88, 0xbe];
+            g.extend_from_slice(&seq.to_be_bytes());
+            // Version 1 (type II), VLAN 0, session 7, index 0.
+            g.extend_from_slice(&[0x10, 0x00, 0x00, 0x07, 0, 0, 0, 0]);
+            g.extend_from_slice(&inner_eth);
+            (1, ethernet(0x0800, &ipv4(47, &g)))
+        }
+        Wrap::Mpls => {
+            // Label 1000 (not bottom), label 2000 (bottom of stack), TTL 64.
+            let mut m = vec![0x00, 0x3e, 0x80, 0x40, 0x00, 0x7d, 0x01, 0x40];
+            m.extend_from_slice(&l3);
+            (1, ethernet(0x8847, &m))
+        }
+        Wrap::GtpU => {
+            let mut g = vec![0x34, 0xff];
+            g.extend_from_slice(&((4 + 4 + l3.len()) as u16).to_be_bytes());
+            g.extend_from_slice(&0x0001_0203u32.to_be_bytes());
+            // Sequence 0, N-PDU 0, next: PDU session container (4 bytes, then none).
+            g.extend_from_slice(&[0, 0, 0, 0x85, 0x01, 0x10, 0x09, 0x00]);
+            g.extend_from_slice(&l3);
+            (1, ethernet(0x86dd, &ipv6(17, &udp(2152, 2152, &g))))
+        }
+        Wrap::Pppoe => {
+            let mut p = vec![0x11, 0x00, 0x00, 0x2a];
+            p.extend_from_slice(&((2 + l3.len()) as u16).to_be_bytes());
+            p.extend_from_slice(if et == 0x0800 {
+                &[0x00, 0x21]
+            } else {
+                &[0x00, 0x57]
+            });
+            p.extend_from_slice(&l3);
+            (1, ethernet(0x8864, &p))
+        }
+        Wrap::IpInIp => (101, ipv4(if et == 0x0800 { 4 } else { 41 }, &l3)),
+    })
+}
+
+fn tshark_sip_frames(file: &std::path::Path) -> usize {
+    let t = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-Y", "sip", "-T", "fields", "-e", "frame.number"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&t.stdout).lines().count()
+}
+
+/// A capture mirrored through a tunnel or label stack replays exactly like the capture
+/// itself: same SIP messages, same calls, same verdicts and rules (the inner addresses
+/// decide the trunk). tshark, which knows every one of these, agrees on the messages.
+#[test]
+fn tunnelled_captures_replay_like_the_plain_ones() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("testdata/pcap"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .filter(|p| !p.ends_with("truncated.pcap"))
+        .collect();
+    if let Some(shared) = common::shared_dir() {
+        for e in std::fs::read_dir(shared.join("corpus/pcap")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|e| e == "pcap" || e == "pcapng") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |r: &Record| {
+        format!(
+            "{} {} {} {:?} {:?} {:?}",
+            r.kind, r.call_id, r.verdict, r.rule, r.code, r.trunk
+        )
+    };
+    let mut checked = 0;
+    for file in &files {
+        let (plain, ps, _) = replay(file);
+        let plain_frames = common::tshark_available().then(|| tshark_sip_frames(file));
+        for w in [
+            Wrap::Vxlan,
+            Wrap::ErspanII,
+            Wrap::Mpls,
+            Wrap::GtpU,
+            Wrap::Pppoe,
+            Wrap::IpInIp,
+        ] {
+            let out = dir.path().join(format!(
+                "{}-{w:?}.pcap",
+                file.file_stem().unwrap().to_string_lossy()
+            ));
+            let mut wr = sipfence::replay::pcapout::PcapWriter::create(&out).unwrap();
+            let mut seq = 0;
+            sipfence::replay::capture::read(file, |p| {
+                seq += 1;
+                if let Some((lt, f)) = wrap(w, p.linktype, p.data, seq) {
+                    let len = f.len() as u32;
+                    wr.write(lt, p.ts_sec, p.ts_usec, &f, len).unwrap();
+                }
+            })
+            .unwrap();
+            wr.finish().unwrap();
+            let (recs, s, _) = replay(&out);
+            let what = format!("{} in {w:?}", file.display());
+            assert_eq!(s.sip_messages, ps.sip_messages, "{what}: SIP messages");
+            assert_eq!(s.parse_errors, ps.parse_errors, "{what}: unparsable");
+            assert_eq!(
+                recs.iter().map(key).collect::<Vec<_>>(),
+                plain.iter().map(key).collect::<Vec<_>>(),
+                "{what}: records"
+            );
+            if let Some(want) = plain_frames {
+                assert_eq!(tshark_sip_frames(&out), want, "{what}: tshark's SIP frames");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6 * 8, "{checked} tunnelled captures checked");
+}

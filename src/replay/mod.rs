@@ -62,6 +62,11 @@ struct PacketOutcome {
 }
 
 impl<'p> Replayer<'p> {
+    /// What the link, IP and TCP layers met (frames not IP, tunnels, fragments, gaps).
+    pub fn net_stats(&self) -> net::NetStats {
+        self.decoder.stats
+    }
+
     pub fn new(policy: &'p Policy, trunk: Option<usize>) -> Replayer<'p> {
         Replayer {
             policy,
@@ -346,16 +351,30 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         }
     }
     let s = &r.summary;
+    let n = r.net_stats();
     if json {
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
         );
     } else {
         println!();
         println!(
             "packets {}  SIP messages {}  unparsable {}  calls {}",
             s.packets, s.sip_messages, s.parse_errors, s.calls
+        );
+        // What the network layer could not follow: the first place to look when a
+        // capture shows fewer calls than expected.
+        println!(
+            "  network: not IP {}  tunnelled {}  fragments {} (reassembled {}, expired {})  TCP gaps {}  TCP resyncs {}",
+            n.non_ip,
+            n.decapsulated,
+            n.fragments,
+            n.reassembled,
+            n.fragments_expired,
+            n.tcp_gaps,
+            n.tcp_desync
         );
         for (v, n) in &s.by_verdict {
             println!("  verdict {v:<8} {n}");

@@ -17,6 +17,8 @@ const FRAGMENT_TIMEOUT_MS: u64 = 30_000;
 /// TCP flows followed at once; bytes buffered per flow beyond the next message.
 const MAX_FLOWS: usize = 65_536;
 const MAX_OUT_OF_ORDER: usize = 256 * 1024;
+/// Tunnels and label stacks opened inside one another, at most.
+const MAX_DEPTH: u8 = 4;
 
 /// A transport payload with its addresses.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub struct NetStats {
     pub fragments_expired: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
+    /// Segments found inside a tunnel or label stack.
+    pub decapsulated: u64,
 }
 
 type FragKey = (IpAddr, IpAddr, u32, u8);
@@ -58,6 +62,8 @@ struct FragBuf {
 pub struct Decoder {
     frags: HashMap<FragKey, FragBuf>,
     pub stats: NetStats,
+    /// How deep inside tunnels the last segment was found.
+    depth: u8,
 }
 
 fn be16(b: &[u8], i: usize) -> Option<u16> {
@@ -74,44 +80,42 @@ fn be32(b: &[u8], i: usize) -> Option<u32> {
 
 impl Decoder {
     /// Decodes one captured frame; `None` for anything that is not UDP or TCP over IP
-    /// (or a fragment still waiting for the rest).
+    /// (or a fragment still waiting for the rest). Traffic mirrored from a core network
+    /// often arrives wrapped: MPLS label stacks, PPPoE, IP-in-IP, GRE (with ERSPAN
+    /// types I-III from switch SPAN sessions), VXLAN and Geneve from cloud mirrors, and
+    /// GTP-U from the mobile core (VoLTE signalling on S1-U/Gn). Those are opened, and
+    /// the segment keeps the inner addresses, which are the SIP endpoints'.
     pub fn decode(&mut self, linktype: i32, frame: &[u8], ts_ms: u64) -> Option<Segment> {
-        let (ethertype, ip) = match linktype {
-            // Ethernet
-            1 => {
-                let mut et = be16(frame, 12)?;
-                let mut off = 14;
-                // 802.1Q / 802.1ad tags, possibly stacked.
-                while et == 0x8100 || et == 0x88a8 || et == 0x9100 {
-                    et = be16(frame, off + 2)?;
-                    off += 4;
-                }
-                (et, frame.get(off..)?)
-            }
+        self.depth = 0;
+        let seg = self.link(linktype, frame, ts_ms);
+        if seg.is_some() && self.depth > 0 {
+            self.stats.decapsulated += 1;
+        }
+        seg
+    }
+
+    fn link(&mut self, linktype: i32, frame: &[u8], ts_ms: u64) -> Option<Segment> {
+        match linktype {
+            1 => self.ethernet(frame, ts_ms, 0),
             // Linux cooked capture v1: protocol at 14, payload at 16.
-            113 => (be16(frame, 14)?, frame.get(16..)?),
+            113 => self.ethertype(be16(frame, 14)?, frame.get(16..)?, ts_ms, 0),
             // Linux cooked capture v2: protocol at 0, payload at 20.
-            276 => (be16(frame, 0)?, frame.get(20..)?),
+            276 => self.ethertype(be16(frame, 0)?, frame.get(20..)?, ts_ms, 0),
             // Raw IP (DLT_RAW on most systems, and LINKTYPE_IPV4/IPV6).
-            101 | 12 | 14 | 228 | 229 => {
-                let v = frame.first()? >> 4;
-                (if v == 6 { 0x86dd } else { 0x0800 }, frame)
-            }
+            101 | 12 | 14 | 228 | 229 => self.ip(frame, ts_ms, 0),
             // BSD loopback: 4-byte address family in host order.
             0 | 108 => {
                 let af = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?);
                 let af_be = u32::from_be_bytes(frame.get(..4)?.try_into().ok()?);
                 let v6 = [24u32, 28, 30].contains(&af) || [24u32, 28, 30].contains(&af_be);
-                (if v6 { 0x86dd } else { 0x0800 }, frame.get(4..)?)
+                let et = if v6 { 0x86dd } else { 0x0800 };
+                self.ethertype(et, frame.get(4..)?, ts_ms, 0)
             }
-            _ => {
-                self.stats.non_ip += 1;
-                return None;
+            // PPP, and PPP in HDLC framing.
+            9 | 50 => {
+                let b = frame.strip_prefix(&[0xff, 0x03]).unwrap_or(frame);
+                self.ppp(b, ts_ms, 0)
             }
-        };
-        match ethertype {
-            0x0800 => self.ipv4(ip, ts_ms),
-            0x86dd => self.ipv6(ip, ts_ms),
             _ => {
                 self.stats.non_ip += 1;
                 None
@@ -119,7 +123,157 @@ impl Decoder {
         }
     }
 
-    fn ipv4(&mut self, b: &[u8], ts_ms: u64) -> Option<Segment> {
+    fn ethernet(&mut self, f: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
+        let mut et = be16(f, 12)?;
+        let mut off = 14;
+        // 802.1Q / 802.1ad tags, possibly stacked.
+        while et == 0x8100 || et == 0x88a8 || et == 0x9100 {
+            et = be16(f, off + 2)?;
+            off += 4;
+        }
+        self.ethertype(et, f.get(off..)?, ts_ms, depth)
+    }
+
+    fn ethertype(&mut self, et: u16, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
+        // Real captures nest two or three deep (VLAN + MPLS + GRE + ERSPAN); the bound
+        // stops a crafted packet from recursing.
+        if depth > MAX_DEPTH {
+            self.stats.non_ip += 1;
+            return None;
+        }
+        match et {
+            0x0800 => self.ipv4(b, ts_ms, depth),
+            0x86dd => self.ipv6(b, ts_ms, depth),
+            0x8847 | 0x8848 => self.mpls(b, ts_ms, depth + 1),
+            // PPPoE session: version/type, code, session, length, then PPP.
+            0x8864 => self.ppp(b.get(6..)?, ts_ms, depth + 1),
+            _ => {
+                self.stats.non_ip += 1;
+                None
+            }
+        }
+    }
+
+    /// IP of either version, told by its first nibble.
+    fn ip(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
+        let et = if b.first()? >> 4 == 6 { 0x86dd } else { 0x0800 };
+        self.ethertype(et, b, ts_ms, depth)
+    }
+
+    fn ppp(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
+        // A compressed (one-byte) protocol field is odd.
+        let (proto, rest) = if b.first()? & 1 == 1 {
+            (*b.first()? as u16, b.get(1..)?)
+        } else {
+            (be16(b, 0)?, b.get(2..)?)
+        };
+        match proto {
+            0x21 => self.ethertype(0x0800, rest, ts_ms, depth),
+            0x57 => self.ethertype(0x86dd, rest, ts_ms, depth),
+            _ => {
+                self.stats.non_ip += 1;
+                None
+            }
+        }
+    }
+
+    /// An MPLS label stack, then IP, or an Ethernet pseudowire behind its control word.
+    fn mpls(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
+        let mut off = 0;
+        // Up to 16 labels, down to the one with the bottom-of-stack bit.
+        loop {
+            let label = be32(b, off)?;
+            off += 4;
+            if label & 0x100 != 0 {
+                break;
+            }
+            if off >= 64 {
+                return None;
+            }
+        }
+        let rest = b.get(off..)?;
+        match rest.first()? >> 4 {
+            4 | 6 => self.ip(rest, ts_ms, depth),
+            0 => self.ethernet(rest.get(4..)?, ts_ms, depth),
+            _ => {
+                self.stats.non_ip += 1;
+                None
+            }
+        }
+    }
+
+    /// GRE (RFC 2784/2890): IP, Ethernet (transparent bridging), MPLS, or ERSPAN.
+    fn gre(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
+        let flags = be16(b, 0)?;
+        let proto = be16(b, 2)?;
+        if flags & 0x7 != 0 {
+            return None; // version 1 is PPTP's, which carries PPP of a VPN, not mirrors
+        }
+        let off = 4
+            + 4 * (flags & 0x8000 != 0) as usize
+            + 4 * (flags & 0x2000 != 0) as usize
+            + 4 * (flags & 0x1000 != 0) as usize;
+        let inner = b.get(off..)?;
+        match proto {
+            0x6558 => self.ethernet(inner, ts_ms, depth),
+            // ERSPAN type II has an 8-byte header and GRE's sequence number; type I
+            // has neither.
+            0x88be if flags & 0x1000 != 0 => self.ethernet(inner.get(8..)?, ts_ms, depth),
+            0x88be => self.ethernet(inner, ts_ms, depth),
+            // ERSPAN type III: 12 bytes, 8 more when the platform sub-header is there.
+            0x22eb => {
+                let o = *inner.get(11)? & 1 != 0;
+                self.ethernet(inner.get(12 + 8 * o as usize..)?, ts_ms, depth)
+            }
+            et => self.ethertype(et, inner, ts_ms, depth),
+        }
+    }
+
+    /// A UDP payload that is a tunnel (by its well-known port and a header that fits);
+    /// `None` when it is not one, so that it is taken as plain UDP.
+    fn udp_tunnel(
+        &mut self,
+        sport: u16,
+        dport: u16,
+        b: &[u8],
+        ts_ms: u64,
+        depth: u8,
+    ) -> Option<Option<Segment>> {
+        // VXLAN: flags with I set, then Ethernet.
+        if dport == 4789 && b.len() >= 8 + 14 && b[0] & 0x08 != 0 && b[1..4] == [0, 0, 0] {
+            return Some(self.ethernet(&b[8..], ts_ms, depth + 1));
+        }
+        // Geneve: version 0, options, then the inner protocol.
+        if dport == 6081 && b.len() >= 8 && b[0] >> 6 == 0 {
+            let opts = (b[0] & 0x3f) as usize * 4;
+            let inner = b.get(8 + opts..)?;
+            return Some(match be16(b, 2)? {
+                0x6558 => self.ethernet(inner, ts_ms, depth + 1),
+                et => self.ethertype(et, inner, ts_ms, depth + 1),
+            });
+        }
+        // GTP-U version 1, G-PDU: an IP packet of a mobile subscriber.
+        if (dport == 2152 || sport == 2152) && b.len() >= 8 && b[0] >> 4 == 3 && b[1] == 0xff {
+            let mut off = 8;
+            if b[0] & 0x07 != 0 {
+                // Sequence number, N-PDU number, next extension header type.
+                let mut next = *b.get(11)?;
+                off = 12;
+                while next != 0 {
+                    let len = *b.get(off)? as usize * 4;
+                    if len == 0 {
+                        return Some(None);
+                    }
+                    next = *b.get(off + len - 1)?;
+                    off += len;
+                }
+            }
+            return Some(self.ip(b.get(off..)?, ts_ms, depth + 1));
+        }
+        None
+    }
+
+    fn ipv4(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
         if b.first()? >> 4 != 4 {
             return None;
         }
@@ -138,12 +292,12 @@ impl Decoder {
         let payload = &b[ihl..total];
         if more || offset > 0 {
             let whole = self.fragment((src, dst, id, proto), offset, more, payload, ts_ms)?;
-            return transport(src, dst, proto, &whole);
+            return self.transport(src, dst, proto, &whole, ts_ms, depth);
         }
-        transport(src, dst, proto, payload)
+        self.transport(src, dst, proto, payload, ts_ms, depth)
     }
 
-    fn ipv6(&mut self, b: &[u8], ts_ms: u64) -> Option<Segment> {
+    fn ipv6(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
         if b.first()? >> 4 != 6 || b.len() < 40 {
             return None;
         }
@@ -170,10 +324,63 @@ impl Decoder {
                     let more = fo & 1 != 0;
                     let payload = b.get(off + 8..end)?;
                     let whole = self.fragment((src, dst, id, nh), offset, more, payload, ts_ms)?;
-                    return transport(src, dst, nh, &whole);
+                    return self.transport(src, dst, nh, &whole, ts_ms, depth);
                 }
-                _ => return transport(src, dst, next, b.get(off..end)?),
+                _ => return self.transport(src, dst, next, b.get(off..end)?, ts_ms, depth),
             }
+        }
+    }
+
+    fn transport(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        b: &[u8],
+        ts_ms: u64,
+        depth: u8,
+    ) -> Option<Segment> {
+        self.depth = depth;
+        match proto {
+            17 => {
+                let sp = be16(b, 0)?;
+                let dp = be16(b, 2)?;
+                let len = (be16(b, 4)? as usize).clamp(8, b.len().max(8));
+                let payload = b.get(8..len.min(b.len()))?;
+                if let Some(inner) = self.udp_tunnel(sp, dp, payload, ts_ms, depth) {
+                    return inner;
+                }
+                Some(Segment {
+                    src: SocketAddr::new(src, sp),
+                    dst: SocketAddr::new(dst, dp),
+                    transport: Transport::Udp,
+                    payload: payload.to_vec(),
+                    tcp: None,
+                })
+            }
+            6 => {
+                let sp = be16(b, 0)?;
+                let dp = be16(b, 2)?;
+                let seq = be32(b, 4)?;
+                let hl = ((*b.get(12)? >> 4) as usize) * 4;
+                let flags = *b.get(13)?;
+                Some(Segment {
+                    src: SocketAddr::new(src, sp),
+                    dst: SocketAddr::new(dst, dp),
+                    transport: Transport::Tcp,
+                    payload: b.get(hl.max(20)..)?.to_vec(),
+                    tcp: Some(TcpMeta {
+                        seq,
+                        syn: flags & 0x02 != 0,
+                        fin_or_rst: flags & 0x05 != 0,
+                    }),
+                })
+            }
+            // IPv4 or IPv6 in IP (RFC 2003, 4213), and GRE.
+            4 => self.ethertype(0x0800, b, ts_ms, depth + 1),
+            41 => self.ethertype(0x86dd, b, ts_ms, depth + 1),
+            47 => self.gre(b, ts_ms, depth + 1),
+            _ => None,
         }
     }
 
@@ -228,42 +435,6 @@ impl Decoder {
         self.frags.remove(&key);
         self.stats.reassembled += 1;
         Some(whole)
-    }
-}
-
-fn transport(src: IpAddr, dst: IpAddr, proto: u8, b: &[u8]) -> Option<Segment> {
-    match proto {
-        17 => {
-            let sp = be16(b, 0)?;
-            let dp = be16(b, 2)?;
-            let len = (be16(b, 4)? as usize).clamp(8, b.len().max(8));
-            Some(Segment {
-                src: SocketAddr::new(src, sp),
-                dst: SocketAddr::new(dst, dp),
-                transport: Transport::Udp,
-                payload: b.get(8..len.min(b.len()))?.to_vec(),
-                tcp: None,
-            })
-        }
-        6 => {
-            let sp = be16(b, 0)?;
-            let dp = be16(b, 2)?;
-            let seq = be32(b, 4)?;
-            let hl = ((*b.get(12)? >> 4) as usize) * 4;
-            let flags = *b.get(13)?;
-            Some(Segment {
-                src: SocketAddr::new(src, sp),
-                dst: SocketAddr::new(dst, dp),
-                transport: Transport::Tcp,
-                payload: b.get(hl.max(20)..)?.to_vec(),
-                tcp: Some(TcpMeta {
-                    seq,
-                    syn: flags & 0x02 != 0,
-                    fin_or_rst: flags & 0x05 != 0,
-                }),
-            })
-        }
-        _ => None,
     }
 }
 
@@ -400,5 +571,70 @@ impl TcpFlows {
             self.flows.remove(&key);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn sip_udp() -> Vec<u8> {
+        let body = b"OPTIONS sip:a@b SIP/2.0\r\n\r\n";
+        let mut u = vec![0x13, 0xc4, 0x13, 0xc4];
+        u.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(body);
+        ipv4(17, &u)
+    }
+
+    #[test]
+    fn ip_in_ip_opens_up_to_the_depth_bound_and_no_deeper() {
+        let mut d = Decoder::default();
+        let mut p = sip_udp();
+        for _ in 0..MAX_DEPTH {
+            p = ipv4(4, &p);
+        }
+        let s = d.decode(101, &p, 0).expect("four tunnels deep");
+        assert_eq!(s.src, "10.0.0.1:5060".parse().unwrap());
+        assert_eq!(d.stats.decapsulated, 1);
+        // One more level is refused (counted as not IP), not followed.
+        let deeper = ipv4(4, &p);
+        assert!(d.decode(101, &deeper, 0).is_none());
+        assert_eq!(d.stats.non_ip, 1);
+        // A crafted stack thousands deep is cut at the bound as well.
+        let mut p = sip_udp();
+        for _ in 0..3000 {
+            p = ipv4(4, &p);
+            p.truncate(60_000);
+        }
+        assert!(d.decode(101, &p, 0).is_none());
+    }
+
+    #[test]
+    fn plain_udp_on_a_tunnel_port_stays_plain_when_the_header_does_not_fit() {
+        let mut d = Decoder::default();
+        // SIP sent to port 4789: 'O' (0x4f) happens to have VXLAN's I flag set, but the
+        // bytes VXLAN reserves ("PTI") are not zeros.
+        let body = b"OPTIONS sip:a@b SIP/2.0\r\n\r\n";
+        let mut u = vec![0x13, 0xc4, 0x12, 0xb5];
+        u.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(body);
+        let s = d.decode(101, &ipv4(17, &u), 0).expect("plain UDP");
+        assert_eq!(s.dst.port(), 4789);
+        assert!(s.payload.starts_with(b"OPTIONS"));
+        assert_eq!(d.stats.decapsulated, 0);
+        // GRE version 1 (PPTP) is not opened.
+        let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0];
+        g.extend_from_slice(&sip_udp());
+        assert!(d.decode(101, &ipv4(47, &g), 0).is_none());
     }
 }
