@@ -89,6 +89,10 @@ pub struct Decision {
     /// judged above: it is judged too, and the rules it made match.
     pub presented: Option<Number>,
     pub presented_hits: RuleSet,
+    /// A second asserted identity (the tel or sip one of a P-Asserted-Identity pair)
+    /// with another number than the caller's: judged too, and the rules it made match.
+    pub asserted2: Option<Number>,
+    pub asserted2_hits: RuleSet,
     /// The caller's behaviour features, when the trunk runs behaviour rules.
     pub features: Option<Features>,
 }
@@ -113,6 +117,8 @@ impl Decision {
             isup_hits: RuleSet::default(),
             presented: None,
             presented_hits: RuleSet::default(),
+            asserted2: None,
+            asserted2_hits: RuleSet::default(),
             features: None,
         }
     }
@@ -294,8 +300,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         (None, None, None)
     };
     d.presented = presented.or(shown).or(generic);
+    // RFC 3325's sip + tel pair names one caller; a pair that names two is judged on
+    // both, on every trunk: the core may show either (many prefer the tel one), and a
+    // domestic number hidden in the second must not pass the international gateway.
+    d.asserted2 = d
+        .identity
+        .asserted2
+        .and_then(|p| p.number())
+        .filter(|n| sip_caller.is_some() && Some(*n) != sip_caller && Some(*n) != isup_caller);
     let nums = [
         sip_caller.map(|n| judged(n, On::Sip)),
+        d.asserted2.map(|n| judged(n, On::Asserted2)),
         isup_caller
             .filter(|n| Some(*n) != sip_caller)
             .map(|n| judged(n, On::Isup)),
@@ -323,6 +338,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                         On::Sip => {}
                         On::Isup => d.isup_hits.insert($r),
                         On::Presented => d.presented_hits.insert($r),
+                        On::Asserted2 => d.asserted2_hits.insert($r),
                     }
                     if fire(policy, d, $r) {
                         return;
@@ -524,6 +540,8 @@ enum On {
     /// A number presented beside a different caller (From's URI or display name, the
     /// IAM's Generic Number; enterprise trunks).
     Presented,
+    /// The second P-Asserted-Identity, when it names another number.
+    Asserted2,
 }
 
 #[cfg(test)]

@@ -56,8 +56,10 @@ impl Party {
 pub struct CallerIdentity {
     pub from: Option<Party>,
     pub asserted: Option<Party>,
-    /// A second asserted identity (RFC 3325 allows one sip and one tel), read only when
-    /// the first one holds no number; it then becomes `asserted` if it holds one.
+    /// A second asserted identity (RFC 3325 allows one sip and one tel, naming one
+    /// caller). When the first holds no number and this one does, they swap. When both
+    /// hold numbers and the numbers differ, the rules judge both: the core behind the
+    /// gateway may well show the tel one.
     pub asserted2: Option<Party>,
     pub preferred: Option<Party>,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
@@ -189,18 +191,25 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     id.from = Some(p);
                 }
             }
-            // A second asserted value is read only when the first holds no number: the
-            // rules judge one asserted number, and reading the other (URI parse and
-            // normalisation) was a quarter of the identity's cost on the common sip+tel pair.
-            HeaderName::PAssertedIdentity if wants_asserted(id) => {
+            HeaderName::PAssertedIdentity if id.asserted2.is_none() => {
+                if let Some(first) = id.asserted
+                    && let Some(p) = same_tel(b, h.value(), &first)
+                {
+                    id.asserted2 = Some(p);
+                    continue;
+                }
                 let _ = addr::parse_list(b, h.value(), |na| {
-                    if !wants_asserted(id) {
+                    if id.asserted2.is_some() {
                         return;
                     }
-                    let p = party(b, Source::PAssertedIdentity, h.value(), &na, home_cc);
                     match id.asserted {
-                        None => id.asserted = Some(p),
-                        Some(_) => id.asserted2 = Some(p),
+                        None => {
+                            id.asserted =
+                                Some(party(b, Source::PAssertedIdentity, h.value(), &na, home_cc))
+                        }
+                        Some(first) => {
+                            id.asserted2 = Some(second_party(b, h.value(), &na, home_cc, &first))
+                        }
                     }
                 });
             }
@@ -273,10 +282,53 @@ fn unquote(d: &[u8]) -> &[u8] {
     crate::sip::lex::trim(d)
 }
 
-/// Whether another asserted value is still worth reading: none yet, or a first one
-/// without a number and no second one.
-fn wants_asserted(id: &CallerIdentity) -> bool {
-    id.asserted2.is_none() && id.asserted.is_none_or(|a| a.number.is_err())
+/// The usual second field of a sip + tel pair, `<tel:+8613812345678>` with the first
+/// one's global number written the same way, needs no parse: it is the first's number.
+fn same_tel(b: &[u8], value: Span, first: &Party) -> Option<Party> {
+    let user = first.user.of(b);
+    let v = value.of(b);
+    let inner = v.strip_prefix(b"<tel:")?.strip_suffix(b">")?;
+    if inner != user || user.first() != Some(&b'+') {
+        return None;
+    }
+    let start = value.start as usize + 5;
+    Some(Party {
+        source: Source::PAssertedIdentity,
+        value,
+        user: Span::new(start, start + user.len()),
+        number: first.number,
+    })
+}
+
+/// The second asserted identity. The usual sip + tel pair writes one global number
+/// twice: then it is the first one's number, without normalising it again (that was a
+/// quarter of the identity's cost).
+fn second_party(b: &[u8], value: Span, na: &NameAddr, home_cc: &[u8], first: &Party) -> Party {
+    let (user, number) = match uri::parse_chars_checked(b, na.uri) {
+        Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => match u.user {
+            Some(user) => {
+                let num = uri::user_number(b, user);
+                let written = num.of(b);
+                if written.first() == Some(&b'+') && written == first.user.of(b) {
+                    (num, first.number)
+                } else {
+                    let ctx = uri::phone_context(b, &u).map(|s| s.of(b));
+                    (num, normalise(written, home_cc, ctx))
+                }
+            }
+            None => (
+                Span::new(na.uri.start as usize, na.uri.start as usize),
+                Err(NotANumber::Empty),
+            ),
+        },
+        _ => return party(b, Source::PAssertedIdentity, value, na, home_cc),
+    };
+    Party {
+        source: Source::PAssertedIdentity,
+        value,
+        user,
+        number,
+    }
 }
 
 /// The ISUP identity of a SIP-I message; `None` for a plain SIP one.
@@ -399,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn second_asserted_value_read_only_when_the_first_has_no_number() {
+    fn second_asserted_value_swaps_in_or_is_kept_beside() {
         // Two fields, the first without a number: the tel one is judged.
         let m = invite(
             "P-Asserted-Identity: <sip:alice@example.com>\r\nP-Asserted-Identity: <tel:+8613912345678>\r\n",
@@ -408,14 +460,35 @@ mod tests {
         let id = extract(&m, b"86");
         assert_eq!(id.effective_number().unwrap().e164(), "+8613912345678");
         assert_eq!(id.asserted2.unwrap().number, Err(NotANumber::NonNumeric));
-        // The first holds a number: it is judged, the second is not read.
+        // Both hold numbers: the first is the caller, the second is kept for the rules.
         let m = invite(
             "P-Asserted-Identity: <sip:+8613712345678@x>\r\nP-Asserted-Identity: <tel:+8613912345678>\r\n",
             "<sip:+8613812345678@x>",
         );
         let id = extract(&m, b"86");
         assert_eq!(id.effective_number().unwrap().e164(), "+8613712345678");
-        assert!(id.asserted2.is_none());
+        assert_eq!(
+            id.asserted2.unwrap().number().unwrap().e164(),
+            "+8613912345678"
+        );
+        // The usual pair, one number written twice; and written otherwise.
+        for (tel, want) in [
+            ("<tel:+8613712345678>", "+8613712345678"),
+            ("<tel:+86-137-1234-5678>", "+8613712345678"),
+            ("<tel:013712345678;phone-context=+86>", "+8613712345678"),
+            ("<tel:+442071234567>", "+442071234567"),
+        ] {
+            let m = invite(
+                &format!("P-Asserted-Identity: <sip:+8613712345678@x;user=phone>, {tel}\r\n"),
+                "<sip:+8613812345678@x>",
+            );
+            let id = extract(&m, b"86");
+            assert_eq!(
+                id.asserted2.unwrap().number().unwrap().e164(),
+                want,
+                "{tel}"
+            );
+        }
     }
 
     #[test]

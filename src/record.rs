@@ -40,6 +40,12 @@ pub struct Record {
     /// too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from_rules: Vec<&'static str>,
+    /// A second asserted identity naming another number (E.164), judged too, and the
+    /// rules it made match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asserted2: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub asserted2_rules: Vec<&'static str>,
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
@@ -191,6 +197,8 @@ impl Record {
             rule: d.rule.map(|r| r.as_str()),
             hits: d.hits.iter().map(|r| r.as_str()).collect(),
             from_rules: d.presented_hits.iter().map(|r| r.as_str()).collect(),
+            asserted2: d.asserted2.map(|n| n.e164()),
+            asserted2_rules: d.asserted2_hits.iter().map(|r| r.as_str()).collect(),
             isup: isup_record(d),
             behaviour: d.features.map(BehaviourRecord::new),
         }

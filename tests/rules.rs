@@ -569,6 +569,80 @@ fn generic_number_in_the_display_name() {
     assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
     let m = with_from("\"139-1234-0001\" <sip:13912345678@10.9.9.9>", "");
     assert!(!passes(&p, &m, "ent").rewrite_from);
+    // Full-width digits (what a CJK input method types) show the same number on a
+    // phone: deleted alike. A Chinese name is a name.
+    for display in [
+        "\"＋８６１３８１２３４５６７８\"",
+        "\"１３８－１２３４－５６７８\"",
+    ] {
+        let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), "");
+        let d = passes(&p, &m, "intl");
+        assert!(d.rewrite_from, "{display}: {d:?}");
+        assert_eq!(
+            forwarded(&p, &m, &d).value(HeaderName::From),
+            Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..]),
+            "{display}"
+        );
+    }
+    let m = with_from("\"张三\" <sip:+442071234567@10.9.9.9>", "");
+    assert_eq!(passes(&p, &m, "intl").rule, None);
+}
+
+/// RFC 3325 allows two P-Asserted-Identity values, a sip and a tel URI naming one
+/// caller. A pair naming two numbers is judged on both: the core may show the second.
+#[test]
+fn a_second_asserted_identity_is_judged_too() {
+    let p = policy("");
+    let pai = |second: &str| {
+        with_from(
+            "<sip:+442071234567@10.9.9.9>",
+            &format!(
+                "P-Asserted-Identity: <sip:+442071234567@x;user=phone>\r\nP-Asserted-Identity: {second}\r\n"
+            ),
+        )
+    };
+    // International: a domestic mobile or a forged service number behind a foreign
+    // caller is refused, and the decision says which identity matched.
+    let d = judge(&p, &pai("<tel:+8613812345678>"), "intl");
+    assert_eq!(rejected(&d), Some((403, "intl-domestic-caller")));
+    assert!(d.asserted2_hits.contains(RuleId::IntlDomesticCaller));
+    assert_eq!(d.caller.map(|n| n.e164()).as_deref(), Some("+442071234567"));
+    let d = judge(&p, &pai("<tel:110;phone-context=+86>"), "intl");
+    assert_eq!(rejected(&d), Some((403, "intl-forged-service")));
+    // The same caller written twice, in any form, or another foreign number: passes.
+    for second in [
+        "<tel:+442071234567>",
+        "<tel:+44-20-7123-4567>",
+        "<sip:00442071234567@x;user=phone>",
+        "<tel:+33142345678>",
+    ] {
+        let d = passes(&p, &pai(second), "intl");
+        assert_eq!(d.rule, None, "{second}");
+    }
+    // One field with both values behaves the same.
+    let m = with_from(
+        "<sip:+442071234567@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+442071234567@x;user=phone>, <tel:+8613812345678>\r\n",
+    );
+    assert_eq!(
+        rejected(&judge(&p, &m, "intl")),
+        Some((403, "intl-domestic-caller"))
+    );
+    // Enterprise: both must be contracted numbers.
+    let ent = |second: &str| {
+        with_from(
+            "<sip:+8613912340001@10.9.9.9>",
+            &format!("P-Asserted-Identity: <sip:+8613912340001@x>, {second}\r\n"),
+        )
+    };
+    let d = judge(&p, &ent("<tel:+8613812349999>"), "ent");
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    assert!(d.asserted2_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    assert_eq!(passes(&p, &ent("<tel:+8613912340002>"), "ent").rule, None);
+    assert_eq!(
+        passes(&p, &ent("<tel:+86-139-1234-0001>"), "ent").rule,
+        None
+    );
 }
 
 #[test]

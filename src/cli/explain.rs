@@ -142,6 +142,16 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     rec.from_rules.join(", ")
                 );
             }
+            if let Some(a2) = &rec.asserted2 {
+                println!(
+                    "  asserted {a2} as well (a second P-Asserted-Identity){}",
+                    if rec.asserted2_rules.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  matched on it: {}", rec.asserted2_rules.join(", "))
+                    }
+                );
+            }
             if let Some(b) = &rec.behaviour {
                 println!("  behaviour {}", b.summary());
             }

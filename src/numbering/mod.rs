@@ -122,6 +122,30 @@ const WITHHELD: [&[u8]; 7] = [
     b"anonymous.invalid",
 ];
 
+/// The next character of a caller string as the callee would read it, and the bytes it
+/// took: a URI escape (`%2B`, `%31`) is its character (RFC 3261 19.1.4: escaped and
+/// unescaped unreserved characters are the same URI), and the full-width digits, plus,
+/// hyphen, brackets and dot of CJK input methods, and the ideographic space, are their
+/// ASCII forms: a phone shows "＋８６１３８…" in a display name as a domestic number.
+fn unit(b: &[u8]) -> (u8, usize) {
+    let hex = |c: u8| (c as char).to_digit(16);
+    match *b {
+        [b'%', h, l, ..] => match (hex(h), hex(l)) {
+            (Some(h), Some(l)) => ((h * 16 + l) as u8, 3),
+            _ => (b'%', 1),
+        },
+        [0xef, 0xbc, c @ 0x90..=0x99, ..] => (c - 0x90 + b'0', 3),
+        [0xef, 0xbc, 0x8b, ..] => (b'+', 3),
+        [0xef, 0xbc, 0x8d, ..] => (b'-', 3),
+        [0xef, 0xbc, 0x88, ..] => (b'(', 3),
+        [0xef, 0xbc, 0x89, ..] => (b')', 3),
+        [0xef, 0xbc, 0x8e, ..] => (b'.', 3),
+        [0xe3, 0x80, 0x80, ..] => (b' ', 3),
+        [c, ..] => (c, 1),
+        [] => (0, 1),
+    }
+}
+
 /// Normalises a caller string (user part of a sip URI, tel URI number, list entry)
 /// to international digits.
 ///
@@ -146,7 +170,8 @@ pub fn normalise(
     let mut plus = false;
     let mut i = 0;
     while i < raw.len() {
-        let c = raw[i];
+        let (c, len) = unit(&raw[i..]);
+        i += len;
         match c {
             b'0'..=b'9' => {
                 if n == buf.len() {
@@ -157,14 +182,6 @@ pub fn normalise(
             }
             b'-' | b'.' | b'(' | b')' | b' ' => {}
             b'+' if n == 0 && !plus => plus = true,
-            b'%' if n == 0
-                && !plus
-                && raw.len() >= i + 3
-                && raw[i + 1..i + 3].eq_ignore_ascii_case(b"2b") =>
-            {
-                plus = true;
-                i += 2;
-            }
             _ => {
                 let t = super::sip::lex::trim(raw);
                 if WITHHELD.iter().any(|w| t.eq_ignore_ascii_case(w)) {
@@ -173,7 +190,6 @@ pub fn normalise(
                 return Err(NotANumber::NonNumeric);
             }
         }
-        i += 1;
     }
     if n == 0 {
         return Err(if plus {
@@ -257,6 +273,10 @@ mod tests {
             "+86-138-1234-5678",
             "+86 (138) 1234.5678",
             "%2B8613812345678",
+            "%2b86138%31234%35678",
+            "＋８６１３８１２３４５６７８",
+            "＋８６　１３８－１２３４－５６７８",
+            "（０１３８）１２３４５６７８",
             "17951008613812345678",
             "17951013812345678",
             "1795113812345678",
@@ -302,6 +322,12 @@ mod tests {
         assert_eq!(n("+"), Err(NotANumber::NonNumeric));
         assert_eq!(n("138+12"), Err(NotANumber::NonNumeric));
         assert_eq!(n("1234567890123456789012"), Err(NotANumber::TooLong));
+        // Escapes and full-width forms of what is not a number stay not numbers.
+        assert_eq!(n("%41lice"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138%2"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("%zz"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("１３８ａ"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("张三"), Err(NotANumber::NonNumeric));
     }
 
     #[test]
