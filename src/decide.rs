@@ -85,8 +85,9 @@ pub struct Decision {
     /// Rules that matched on the ISUP number (the SIP one did not match them).
     pub isup_hits: RuleSet,
     /// On an enterprise trunk, a number presented beside the caller (From's URI, else
-    /// its display name, else a SIP-I call's Generic Number) when it is not the one
-    /// judged above: it is judged too, and the rules it made match.
+    /// its display name, else a SIP-I call's Generic Number, else P-Preferred-Identity
+    /// or an unscreened Remote-Party-ID) when it is not the one judged above: it is
+    /// judged too, and the rules it made match.
     pub presented: Option<Number>,
     pub presented_hits: RuleSet,
     /// A second asserted identity (the tel or sip one of a P-Asserted-Identity pair)
@@ -284,7 +285,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     // numbers as much as the asserted one (a whitelisted PAI behind someone else's
     // number in From is the spoofing the whitelist is there to stop). Elsewhere a
     // presented number is the generic-number rule's business.
-    let (presented, shown, generic) = if role == Role::Enterprise {
+    let (presented, shown, generic, preferred) = if role == Role::Enterprise {
         let other = |n: &Number| Some(*n) != sip_caller && Some(*n) != isup_caller;
         let user = d.identity.from.and_then(|f| f.number()).filter(other);
         let shown = d
@@ -295,11 +296,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .and_then(|i| i.generic)
             .and_then(Result::ok)
             .filter(|n| other(n) && Some(*n) != user && Some(*n) != shown);
-        (user, shown, generic)
+        // P-Preferred-Identity and an unscreened Remote-Party-ID: what the PBX would
+        // like the network to assert.
+        let preferred = d
+            .identity
+            .other_presented()
+            .filter(|n| other(n) && ![user, shown, generic].contains(&Some(*n)));
+        (user, shown, generic, preferred)
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
-    d.presented = presented.or(shown).or(generic);
+    d.presented = presented.or(shown).or(generic).or(preferred);
     // RFC 3325's sip + tel pair names one caller; a pair that names two is judged on
     // both, on every trunk: the core may show either (many prefer the tel one), and a
     // domestic number hidden in the second must not pass the international gateway.
@@ -317,6 +324,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         presented.map(|n| judged(n, On::Presented)),
         shown.map(|n| judged(n, On::Presented)),
         generic.map(|n| judged(n, On::Presented)),
+        preferred.map(|n| judged(n, On::Presented)),
     ];
     let Some(primary) = nums.iter().flatten().next().copied() else {
         return;

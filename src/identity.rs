@@ -61,7 +61,12 @@ pub struct CallerIdentity {
     /// hold numbers and the numbers differ, the rules judge both: the core behind the
     /// gateway may well show the tel one.
     pub asserted2: Option<Party>,
+    /// P-Preferred-Identity: the identity the caller would like; a trusted proxy may
+    /// turn it into a P-Asserted-Identity, so one from outside is a presented number.
     pub preferred: Option<Party>,
+    /// A Remote-Party-ID that is not the asserted identity (unscreened, or beside a
+    /// P-Asserted-Identity): a presented number to legacy equipment that reads it.
+    pub rpid: Option<Party>,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
     pub withheld: bool,
     /// The ISUP of a SIP-I call.
@@ -138,15 +143,31 @@ impl CallerIdentity {
         withheld && self.asserted.and_then(|p| p.number()).is_none()
     }
     /// From presents another number (or a name) than the asserted one, or its display
-    /// name shows another number than the caller's: a "generic number" to delete. An
-    /// anonymous From presents nothing and differs from nothing.
-    pub fn presented_differs(&self) -> bool {
+    /// name shows another number than the caller's. An anonymous From presents nothing
+    /// and differs from nothing.
+    pub fn from_differs(&self) -> bool {
         let Some(f) = self.from else { return false };
         let asserted = self.asserted.and_then(|a| a.number());
         let user = asserted.is_some() && self.from_presents && f.number() != asserted;
         user || self
             .display_number
             .is_some_and(|n| Some(n) != asserted.or(f.number()))
+    }
+    /// A "generic number" to delete: From differs ([`Self::from_differs`]), or a
+    /// P-Preferred-Identity or an unasserted Remote-Party-ID names another number than
+    /// the caller's.
+    pub fn presented_differs(&self) -> bool {
+        self.from_differs() || self.other_presented().is_some()
+    }
+    /// The number of a P-Preferred-Identity, else of an unasserted Remote-Party-ID, when
+    /// it is not the caller's.
+    pub fn other_presented(&self) -> Option<Number> {
+        let caller = self.effective_number();
+        [self.preferred, self.rpid]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.number())
+            .find(|n| Some(*n) != caller)
     }
 }
 
@@ -240,27 +261,30 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
             _ => {}
         }
     }
-    // Remote-Party-ID only counts when no PAI is present (legacy peers send one or the other).
-    if id.asserted.is_none() {
-        for h in msg.all(HeaderName::RemotePartyId) {
-            let _ = addr::parse_list(b, h.value(), |na| {
-                let param = |n: &[u8]| addr::header_param(b, na.params, n);
-                let party_calling =
-                    param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
-                if !party_calling || id.asserted.is_some() {
-                    return;
-                }
-                if param(b"privacy").is_some_and(|v| {
-                    v.eq_ignore_ascii_case(b"full") || v.eq_ignore_ascii_case(b"uri")
-                }) {
-                    id.withheld = true;
-                }
-                // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
-                if param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes")) {
-                    id.asserted = Some(party(b, Source::RemotePartyId, h.value(), &na, home_cc));
-                }
-            });
-        }
+    // Remote-Party-ID is the asserted identity only when no PAI is present (legacy
+    // peers send one or the other) and it is screened; otherwise it is a presented one.
+    for h in msg.all(HeaderName::RemotePartyId) {
+        let _ = addr::parse_list(b, h.value(), |na| {
+            let param = |n: &[u8]| addr::header_param(b, na.params, n);
+            let party_calling = param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
+            if !party_calling || (id.asserted.is_some() && id.rpid.is_some()) {
+                return;
+            }
+            if param(b"privacy")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"full") || v.eq_ignore_ascii_case(b"uri"))
+            {
+                id.withheld = true;
+            }
+            let p = party(b, Source::RemotePartyId, h.value(), &na, home_cc);
+            // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
+            if id.asserted.is_none()
+                && param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
+            {
+                id.asserted = Some(p);
+            } else if id.rpid.is_none() {
+                id.rpid = Some(p);
+            }
+        });
     }
     id.isup = isup_identity(msg, home_cc);
     // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).

@@ -36,8 +36,8 @@ pub struct Record {
     /// Every rule that matched (monitor-only and labels included).
     pub hits: Vec<&'static str>,
     /// Enterprise trunks: rules that matched on a number presented beside a different
-    /// caller (From's URI or display name, the IAM's Generic Number), which is judged
-    /// too.
+    /// caller (From's URI or display name, P-Preferred-Identity, an unscreened
+    /// Remote-Party-ID, the IAM's Generic Number), which is judged too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from_rules: Vec<&'static str>,
     /// A second asserted identity naming another number (E.164), judged too, and the

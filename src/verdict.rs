@@ -39,7 +39,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.
-        if d.identity.presented_differs()
+        if d.identity.from_differs()
             && let Some(h) = msg.first(HeaderName::From)
             && let Ok(na) = addr::parse_single(b, h.value())
         {
@@ -54,9 +54,21 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
                 None => remove_display(b, &na, edits),
             }
         }
-        // The user's wish for an identity has no place once the network asserted one.
+        // The user's wish for an identity has no place once the network asserted one,
+        // nor has a Remote-Party-ID that is not the asserted identity (legacy equipment
+        // behind the gateway may still show it).
         for h in msg.all(HeaderName::PPreferredIdentity) {
             edits.remove(h.line());
+        }
+        let asserted_line = d
+            .identity
+            .asserted
+            .filter(|p| p.source == Source::RemotePartyId)
+            .map(|p| p.value);
+        for h in msg.all(HeaderName::RemotePartyId) {
+            if Some(h.value()) != asserted_line {
+                edits.remove(h.line());
+            }
         }
         if let Some(i) = &d.identity.isup {
             delete_isup_generic(msg, i, edits);

@@ -588,6 +588,63 @@ fn generic_number_in_the_display_name() {
     assert_eq!(passes(&p, &m, "intl").rule, None);
 }
 
+/// P-Preferred-Identity is what the caller would like asserted (a trusted proxy behind
+/// the gateway may assert it), and an unscreened Remote-Party-ID, or one beside a PAI,
+/// is what legacy equipment may show: other numbers there are generic numbers.
+#[test]
+fn preferred_and_legacy_identities_are_presented_numbers() {
+    let p = policy("");
+    let from = "<sip:+442071234567@10.9.9.9>";
+    let out = |m: &Message| {
+        let d = passes(&p, m, "intl");
+        (
+            d.rule,
+            String::from_utf8_lossy(forwarded(&p, m, &d).buf()).into_owned(),
+        )
+    };
+    for extra in [
+        "P-Preferred-Identity: <sip:+8613812345678@x>\r\n",
+        "Remote-Party-ID: <sip:+8613812345678@x>;party=calling;screen=no\r\n",
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\nRemote-Party-ID: <sip:+8613812345678@x>;party=calling;screen=yes\r\n",
+    ] {
+        let (rule, fwd) = out(&with_from(from, extra));
+        assert_eq!(rule, Some(RuleId::GenericNumber), "{extra}");
+        assert!(!fwd.contains("8613812345678"), "{extra} -> {fwd}");
+        assert!(
+            fwd.contains("From: <sip:+442071234567@10.9.9.9>;tag=ft1\r\n"),
+            "{fwd}"
+        );
+        assert_eq!(
+            fwd.contains("P-Asserted-Identity"),
+            extra.contains("P-Asserted")
+        );
+    }
+    // The caller's own number in them, or a screened Remote-Party-ID that is the
+    // asserted identity: nothing to delete.
+    for extra in [
+        "P-Preferred-Identity: <tel:+442071234567>\r\n",
+        "Remote-Party-ID: <sip:+442071234567@x>;party=calling;screen=yes\r\n",
+        "Remote-Party-ID: \"Bob\" <sip:+442071234567@x>;party=calling;screen=no\r\n",
+    ] {
+        let (rule, fwd) = out(&with_from(from, extra));
+        assert_eq!(rule, None, "{extra}");
+        assert!(fwd.contains(extra), "{fwd}");
+    }
+    // Enterprise: the PBX's preferred identity must be a contracted number too.
+    let ent = |ppi: &str| {
+        with_from(
+            "<sip:+8613912340001@10.9.9.9>",
+            &format!(
+                "P-Asserted-Identity: <sip:+8613912340001@x>\r\nP-Preferred-Identity: {ppi}\r\n"
+            ),
+        )
+    };
+    let d = judge(&p, &ent("<sip:+8613712345678@x>"), "ent");
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    assert_eq!(passes(&p, &ent("<sip:+8613912340002@x>"), "ent").rule, None);
+}
+
 /// RFC 3325 allows two P-Asserted-Identity values, a sip and a tel URI naming one
 /// caller. A pair naming two numbers is judged on both: the core may show the second.
 #[test]

@@ -138,7 +138,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             println!("  callee   {}", rec.callee.as_deref().unwrap_or("-"));
             if !rec.from_rules.is_empty() {
                 println!(
-                    "  matched on a presented number (From or the IAM's Generic Number): {}",
+                    "  matched on a presented number (From, P-Preferred-Identity, Remote-Party-ID or the IAM's Generic Number): {}",
                     rec.from_rules.join(", ")
                 );
             }
