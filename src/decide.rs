@@ -56,7 +56,11 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Forward,
-    Reject { code: u16 },
+    Reject {
+        code: u16,
+    },
+    /// Refused without an answer (action `drop`).
+    Drop,
 }
 
 /// The verdict and what it was based on. `Copy` and allocation-free.
@@ -124,12 +128,13 @@ impl Decision {
         }
     }
     pub fn is_reject(&self) -> bool {
-        matches!(self.outcome, Outcome::Reject { .. })
+        matches!(self.outcome, Outcome::Reject { .. } | Outcome::Drop)
     }
     /// A short word for the verdict: allow, reject, rewrite, label.
     pub fn verdict_str(&self) -> &'static str {
         match self.outcome {
             Outcome::Reject { .. } => "reject",
+            Outcome::Drop => "drop",
             Outcome::Forward if self.rewrite_from => "rewrite",
             Outcome::Forward if !self.labels.is_empty() => "label",
             Outcome::Forward => "allow",
@@ -160,6 +165,11 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
     match a.kind {
         ActionKind::Reject => {
             reject(d, r, a.code);
+            true
+        }
+        ActionKind::Drop => {
+            d.outcome = Outcome::Drop;
+            d.rule = Some(r);
             true
         }
         ActionKind::Rewrite => {

@@ -192,7 +192,7 @@ impl Record {
             verdict: d.verdict_str(),
             code: match d.outcome {
                 Outcome::Reject { code } => Some(code),
-                Outcome::Forward => None,
+                Outcome::Forward | Outcome::Drop => None,
             },
             rule: d.rule.map(|r| r.as_str()),
             hits: d.hits.iter().map(|r| r.as_str()).collect(),

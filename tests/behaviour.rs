@@ -456,6 +456,7 @@ rate_limit_per_minute = 3
                 assert_eq!(d.rule, Some(RuleId::BehaviourAttempts));
                 refused += 1
             }
+            Outcome::Drop => panic!("no rule drops here"),
         }
     }
     assert_eq!((passed, refused), (3, 28));

@@ -220,3 +220,101 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+/// `[rules.unknown-source] action = "drop"`: what a carrier does on an internet-facing
+/// gateway. Requests from addresses no trunk claims get no answer at all (a sipvicious
+/// scan finds nothing, where the default 403 shows it a SIP device), retransmissions
+/// neither; each is counted and recorded. A known source is still answered by the
+/// other rules.
+#[test]
+fn unknown_sources_can_be_dropped_silently() {
+    let base = port_block();
+    let cfg = |action: &str| {
+        format!(
+            r#"
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.2/32"]
+next_hop = "udp:127.0.0.1:{uas}"
+[rules.unknown-source]
+action = "{action}"
+[metrics]
+listen = "127.0.0.1:{m}"
+"#,
+            uas = base + 10,
+            m = base + 30
+        )
+    };
+    let answer = |from_ip: &str, caller: &str, i: u32| -> Option<String> {
+        let s = UdpSocket::bind((from_ip, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let me = s.local_addr().unwrap();
+        let m = format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-drop{i}\r\nFrom: <sip:{caller}@{me}>;tag=d{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: drop-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut buf = [0u8; 4096];
+        // The INVITE and one retransmission of it.
+        for _ in 0..2 {
+            s.send_to(m.as_bytes(), ("127.0.0.1", base)).unwrap();
+            if let Ok(n) = s.recv(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    };
+    let svmap = |what: &str| -> Option<String> {
+        let ok = std::process::Command::new("svmap")
+            .arg("--help")
+            .output()
+            .is_ok();
+        if !ok {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("sipvicious (svmap) missing: scripts/deps.sh installs it");
+            }
+            eprintln!("note: sipvicious not installed; {what} scan skipped");
+            return None;
+        }
+        let out = std::process::Command::new("timeout")
+            .args(["20", "svmap", "-p", &base.to_string(), "127.0.0.1"])
+            .output()
+            .unwrap();
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let device = format!("127.0.0.1:{base}");
+
+    // The default answers the stranger 403, and a scan lists the device.
+    {
+        let proxy = Proxy::start(&cfg("reject"), 1);
+        let r = answer("127.0.0.1", "+442071234567", 1).expect("an answer");
+        assert!(r.starts_with("SIP/2.0 403"), "{r}");
+        if let Some(scan) = svmap("reject") {
+            assert!(scan.contains(&device), "{scan}");
+        }
+        drop(proxy);
+    }
+    let proxy = Proxy::start(&cfg("drop"), 1);
+    assert_eq!(answer("127.0.0.1", "+442071234567", 2), None);
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"none\",verdict=\"drop\"}"),
+        2.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"policy\"}"),
+        2.0
+    );
+    assert_eq!(
+        proxy.metric(
+            "sipfence_rule_hits_total{action=\"drop\",rule=\"unknown-source\",trunk=\"none\"}"
+        ),
+        2.0
+    );
+    if let Some(scan) = svmap("drop") {
+        assert!(!scan.contains(&device), "{scan}");
+    }
+    // The trunk's own source is judged as ever: a withheld caller is answered 433.
+    let r = answer("127.0.0.2", "anonymous", 3).expect("an answer to a known source");
+    assert!(r.starts_with("SIP/2.0 433"), "{r}");
+}

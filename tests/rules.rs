@@ -122,6 +122,8 @@ fn judge(p: &Policy, m: &Message, trunk: &str) -> Decision {
 fn rejected(d: &Decision) -> Option<(u16, &'static str)> {
     match d.outcome {
         Outcome::Reject { code } => Some((code, d.rule.map(|r| r.as_str()).unwrap_or("?"))),
+        // No answer: code 0.
+        Outcome::Drop => Some((0, d.rule.map(|r| r.as_str()).unwrap_or("?"))),
         Outcome::Forward => None,
     }
 }
@@ -243,6 +245,31 @@ fn no_voice_number() {
         "no-voice-number",
     );
     passes(&p, &invite("+8614712345678", ""), "ic");
+}
+
+/// `drop` ends the evaluation like `reject` but writes no answer; the next rules do not
+/// run, and a caller the rule does not match is judged as ever.
+#[test]
+fn drop_refuses_without_an_answer() {
+    let p = policy("[rules.blacklist]\naction = \"drop\"");
+    let m = invite("+8613800000001", "");
+    let d = judge(&p, &m, "intl");
+    assert_eq!(d.outcome, Outcome::Drop);
+    assert_eq!(d.rule, Some(RuleId::Blacklist));
+    assert!(d.is_reject());
+    assert_eq!(d.verdict_str(), "drop");
+    let mut out = vec![];
+    assert!(!verdict::write_reject(&p, &m, &d, &mut out));
+    assert!(out.is_empty());
+    // Not blacklisted: the next rule answers as configured.
+    blocks(
+        &p,
+        &invite("+8613812345678", ""),
+        "intl",
+        403,
+        "intl-domestic-caller",
+    );
+    passes(&p, &invite("+442071234567", ""), "intl");
 }
 
 #[test]

@@ -43,7 +43,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_redis_records_total",
 ];
 
-pub const VERDICTS: [&str; 4] = ["allow", "reject", "rewrite", "label"];
+pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -79,7 +79,7 @@ pub struct Metrics {
 
 /// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
 pub struct Bound {
-    calls: Vec<[IntCounter; 4]>,
+    calls: Vec<[IntCounter; 5]>,
     hits: Vec<Vec<Option<IntCounter>>>,
     /// Rule matches made by the ISUP calling number, same layout as `hits`.
     isup_hits: Vec<Vec<Option<IntCounter>>>,
@@ -437,6 +437,7 @@ impl Default for Metrics {
 pub fn action_str(k: ActionKind) -> &'static str {
     match k {
         ActionKind::Reject => "reject",
+        ActionKind::Drop => "drop",
         ActionKind::Rewrite => "rewrite",
         ActionKind::Label => "label",
         ActionKind::RateLimit => "rate-limit",
@@ -460,7 +461,8 @@ impl Bound {
                 "allow" => 0,
                 "reject" => 1,
                 "rewrite" => 2,
-                _ => 3,
+                "label" => 3,
+                _ => 4,
             };
             self.calls[s][v].inc();
             self.latency[s].observe(seconds);

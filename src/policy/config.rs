@@ -88,6 +88,9 @@ pub struct Lists {
 pub enum ActionKind {
     /// Answer with an error response; the call goes no further.
     Reject,
+    /// Discard silently: no answer, counted and recorded. What carriers do to traffic
+    /// from unknown sources, so that a scanner learns nothing of what listens here.
+    Drop,
     /// Edit the message (generic-number: put the asserted number in From) and forward.
     Rewrite,
     /// Forward with a label header.

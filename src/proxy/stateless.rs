@@ -229,9 +229,12 @@ fn handle_parsed(
             dest_for_response(o, top.as_ref()),
             match d.outcome {
                 crate::decide::Outcome::Reject { code } => code,
-                crate::decide::Outcome::Forward => 0,
+                crate::decide::Outcome::Forward | crate::decide::Outcome::Drop => 0,
             },
         );
+    }
+    if d.outcome == crate::decide::Outcome::Drop {
+        return Handled::Dropped("policy");
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
         return Handled::Dropped("no-trunk");
