@@ -287,6 +287,55 @@ fn unreadable_isup_is_a_mismatch() {
     assert!(d.identity.isup.is_none());
 }
 
+/// The ISUP variant is named by the part's `version` (RFC 3204): ITU-T and the national
+/// variants built on it are read; ANSI's IAM (SIP-T) is laid out otherwise, and is
+/// refused as unreadable rather than misread.
+#[test]
+fn ansi_isup_is_not_misread() {
+    let p = policy("");
+    let with_version = |version: &str| {
+        let m = sipi(
+            "+442071234567",
+            &iam(NumberSpec::international("8613812345678")),
+        );
+        // Bytes, not text: the IAM is binary.
+        let b = m.buf();
+        let pat = b"version=itu-t92+";
+        let at = b.windows(pat.len()).position(|w| w == pat).unwrap();
+        let body_len = m.len() - m.body_span().start as usize;
+        let mut s = b[..at].to_vec();
+        s.extend_from_slice(version.as_bytes());
+        s.extend_from_slice(&b[at + pat.len()..m.len()]);
+        let s = String::from_utf8_lossy(&s[..at])
+            .replace(
+                &format!("Content-Length: {body_len}\r\n"),
+                &format!("Content-Length: {}\r\n", body_len + version.len() - pat.len()),
+            )
+            .into_bytes()
+            .into_iter()
+            .chain(s[at..].iter().copied())
+            .collect::<Vec<u8>>();
+        Message::parse(Bytes::from(s)).unwrap()
+    };
+    for v in ["version=ansi92", "version=ANSI88", "version=\"gr-317\""] {
+        let d = judge(&p, &with_version(v), "intl");
+        assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{v}: {d:?}");
+        let e = d.identity.isup.unwrap().iam.unwrap_err();
+        assert!(e.to_string().contains("ANSI"), "{v}: {e}");
+    }
+    // ITU-T variants, or no version at all: the IAM is read, and its domestic calling
+    // number refused.
+    for v in ["version=itu-t88", "version=chn", "foo=bar"] {
+        blocks_on_isup(
+            &p,
+            &with_version(v),
+            "intl",
+            403,
+            RuleId::IntlDomesticCaller,
+        );
+    }
+}
+
 fn forwarded(p: &Policy, m: &Message, d: &Decision) -> Message {
     let mut e = EditList::new();
     verdict::add_edits(p, m, d, &mut e);

@@ -194,13 +194,16 @@ pub enum IsupError {
     BadPointer(usize),
     /// A number parameter too short for its fixed octets.
     BadNumber(usize),
+    /// ANSI ISUP (SIP-T `version=ansi88/ansi92`, Bellcore `gr-317`), whose IAM is laid
+    /// out otherwise: read as ITU-T it would give wrong numbers, so it is not read.
+    Ansi,
 }
 
 impl IsupError {
     pub fn offset(self) -> usize {
         match self {
             IsupError::Truncated(o) | IsupError::BadPointer(o) | IsupError::BadNumber(o) => o,
-            IsupError::NotIam(_) => 0,
+            IsupError::NotIam(_) | IsupError::Ansi => 0,
         }
     }
 }
@@ -212,6 +215,7 @@ impl std::fmt::Display for IsupError {
             IsupError::NotIam(t) => write!(f, "ISUP message type 0x{t:02x} is not an IAM"),
             IsupError::BadPointer(o) => write!(f, "ISUP pointer at octet {o} is out of range"),
             IsupError::BadNumber(o) => write!(f, "ISUP number parameter at octet {o} is too short"),
+            IsupError::Ansi => write!(f, "ANSI ISUP (SIP-T) is not decoded, only ITU-T (SIP-I)"),
         }
     }
 }

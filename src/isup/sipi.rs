@@ -2,6 +2,7 @@
 //! else the first `application/ISUP` part of a `multipart/*` body.
 
 use super::{Iam, IsupError, decode_iam};
+use crate::sip::lex;
 use crate::sip::multipart::{self, MultipartError};
 use crate::sip::{HeaderName, Message, Span};
 
@@ -29,9 +30,9 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
         return Ok(None);
     };
     let b = msg.buf();
-    let (body, part_cl, disposition) = if is_isup(ct) {
+    let (body, part_cl, disposition, isup_ct) = if is_isup(ct) {
         let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
-        (msg.body_span(), None, disp)
+        (msg.body_span(), None, disp, ct)
     } else if multipart::is_multipart(ct) {
         let boundary =
             multipart::boundary(ct).ok_or(SipIError::Multipart(MultipartError::NoBoundary))?;
@@ -43,15 +44,28 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
         else {
             return Ok(None);
         };
-        (p.body, p.content_length, p.disposition)
+        (
+            p.body,
+            p.content_length,
+            p.disposition,
+            p.content_type.map_or(&[][..], |t| t.of(b)),
+        )
     } else {
         return Ok(None);
     };
+    // RFC 3204's version parameter names the ISUP variant; ITU-T's and the national
+    // variants built on it (China's among them) share the IAM's layout, ANSI's does not.
+    let ansi = multipart::param(isup_ct, b"version")
+        .is_some_and(|v| lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-"));
     Ok(Some(SipI {
         body,
         part_content_length: part_cl,
         required: disposition.is_none_or(|d| multipart::handling_required(d.of(b))),
-        iam: decode_iam(body.of(b)),
+        iam: if ansi {
+            Err(IsupError::Ansi)
+        } else {
+            decode_iam(body.of(b))
+        },
     }))
 }
 

@@ -39,19 +39,24 @@ pub enum MultipartError {
 
 /// The boundary parameter of a multipart Content-Type value, unquoted.
 pub fn boundary(content_type: &[u8]) -> Option<&[u8]> {
+    // RFC 2046: 1 to 70 characters.
+    param(content_type, b"boundary").filter(|v| !v.is_empty() && v.len() <= 70)
+}
+
+/// A parameter of a Content-Type value, unquoted.
+pub fn param<'a>(content_type: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let semi = lex::find_byte(content_type, b';')?;
     for p in content_type[semi + 1..].split(|&c| c == b';') {
         let Some(eq) = lex::find_byte(p, b'=') else {
             continue;
         };
-        if lex::trim(&p[..eq]).eq_ignore_ascii_case(b"boundary") {
+        if lex::trim(&p[..eq]).eq_ignore_ascii_case(name) {
             let v = lex::trim(&p[eq + 1..]);
-            let v = v
-                .strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(v);
-            // RFC 2046: 1 to 70 characters.
-            return (!v.is_empty() && v.len() <= 70).then_some(v);
+            return Some(
+                v.strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(v),
+            );
         }
     }
     None
