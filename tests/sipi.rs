@@ -309,7 +309,10 @@ fn ansi_isup_is_not_misread() {
         let s = String::from_utf8_lossy(&s[..at])
             .replace(
                 &format!("Content-Length: {body_len}\r\n"),
-                &format!("Content-Length: {}\r\n", body_len + version.len() - pat.len()),
+                &format!(
+                    "Content-Length: {}\r\n",
+                    body_len + version.len() - pat.len()
+                ),
             )
             .into_bytes()
             .into_iter()
