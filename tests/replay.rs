@@ -430,3 +430,55 @@ fn tunnelled_captures_replay_like_the_plain_ones() {
     }
     assert!(checked >= 6 * 8, "{checked} tunnelled captures checked");
 }
+
+/// Captures are often kept gzipped (`tcpdump -w - | gzip`, Wireshark's `.pcapng.gz`,
+/// rotated pieces gzipped and joined): replay reads them as they are, told by their
+/// magic bytes, to the same records; a gzip stream cut short is reported as damaged
+/// with what came before replayed.
+#[test]
+fn gzipped_captures_replay_like_the_plain_ones() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let gz = |b: &[u8]| {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = |r: &Record| format!("{} {} {} {:?}", r.kind, r.call_id, r.verdict, r.rule);
+    for name in ["rules-udp.pcap", "rules-tcp.pcapng", "sipi.pcap"] {
+        let plain_path = root().join("testdata/pcap").join(name);
+        let plain = std::fs::read(&plain_path).unwrap();
+        let (want, ws, _) = replay(&plain_path);
+        assert!(ws.calls > 0);
+        // One member, and two members joined (the file cut in the middle of a packet).
+        let mut two = gz(&plain[..plain.len() / 2]);
+        two.extend_from_slice(&gz(&plain[plain.len() / 2..]));
+        for (what, bytes) in [("one", gz(&plain)), ("two", two)] {
+            let p = dir.path().join(format!("{name}.{what}.gz"));
+            std::fs::write(&p, &bytes).unwrap();
+            let (got, s, end) = replay(&p);
+            assert_eq!(end, End::Complete, "{name} {what}");
+            assert_eq!(s.sip_messages, ws.sip_messages, "{name} {what}");
+            assert_eq!(
+                got.iter().map(key).collect::<Vec<_>>(),
+                want.iter().map(key).collect::<Vec<_>>(),
+                "{name} {what}"
+            );
+        }
+    }
+    // Cut short: damaged, exit status 2, what was read is replayed.
+    let plain = std::fs::read(root().join("testdata/pcap/rules-udp.pcap")).unwrap();
+    let whole = gz(&plain);
+    let p = dir.path().join("cut.pcap.gz");
+    std::fs::write(&p, &whole[..whole.len() * 2 / 3]).unwrap();
+    let (got, _, end) = replay(&p);
+    assert!(matches!(end, End::Damaged { .. }), "{end:?}");
+    assert!(!got.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .arg("replay")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -4,6 +4,7 @@
 use pcap_parser::pcapng::Block;
 use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
 use std::fs::File;
+use std::io::BufRead;
 use std::path::Path;
 
 /// One captured packet.
@@ -41,8 +42,68 @@ pub fn read(path: &Path, f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
     read_from(file, f)
 }
 
-/// Like [`read`], from any byte source (a file, a pipe, fuzz input).
+/// Like [`read`], from any byte source (a file, a pipe, fuzz input). A gzip-compressed
+/// capture (`tcpdump -w - | gzip`, Wireshark's `.pcapng.gz`) is read through, told by
+/// its magic bytes rather than its name.
 pub fn read_from<R: std::io::Read + Send>(
+    src: R,
+    f: impl FnMut(&Packet<'_>),
+) -> Result<End, String> {
+    let mut src = std::io::BufReader::new(src);
+    let gzip = src
+        .fill_buf()
+        .map_err(|e| format!("cannot read: {e}"))?
+        .starts_with(&[0x1f, 0x8b]);
+    if !gzip {
+        return read_capture(src, f);
+    }
+    // Concatenated members too (captures rotated and gzipped piecewise, then joined).
+    let mut gz = Lenient {
+        inner: flate2::bufread::MultiGzDecoder::new(src),
+        error: None,
+        delivered: 0,
+    };
+    let end = read_capture(&mut gz, f)?;
+    Ok(match gz.error {
+        None => end,
+        // The decompressed bytes stop where the damage is; what came before was read.
+        Some(e) => End::Damaged {
+            offset: gz.delivered,
+            reason: format!("compressed data cut short or damaged ({e})"),
+        },
+    })
+}
+
+/// A reader whose first error ends the stream (and is kept): the capture reader then
+/// sees a capture cut short, and replays everything before it, as for a plain file.
+struct Lenient<R> {
+    inner: R,
+    error: Option<std::io::Error>,
+    delivered: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Lenient<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.error.is_some() {
+            return Ok(0);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.delivered += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.error = Some(e);
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+fn read_capture<R: std::io::Read + Send>(
     src: R,
     mut f: impl FnMut(&Packet<'_>),
 ) -> Result<End, String> {
@@ -118,10 +179,12 @@ pub fn read_from<R: std::io::Read + Send>(
             }
             Err(PcapError::Eof) => return Ok(End::Complete),
             Err(PcapError::Incomplete(_)) => {
-                if reader.refill().is_err() {
+                if let Err(e) = reader.refill() {
+                    // A damaged gzip stream ends here too.
+                    let reason = format!("read error: {e:?}").chars().take(120).collect();
                     return Ok(End::Damaged {
                         offset: reader.consumed(),
-                        reason: "read error".into(),
+                        reason,
                     });
                 }
             }
