@@ -55,8 +55,7 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
     };
     // RFC 3204's version parameter names the ISUP variant; ITU-T's and the national
     // variants built on it (China's among them) share the IAM's layout, ANSI's does not.
-    let ansi = multipart::param(isup_ct, b"version")
-        .is_some_and(|v| lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-"));
+    let ansi = ansi_variant(isup_ct);
     Ok(Some(SipI {
         body,
         part_content_length: part_cl,
@@ -67,6 +66,23 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
             decode_iam(body.of(b))
         },
     }))
+}
+
+/// The `version` parameter names ANSI ISUP (SIP-T `ansi88`/`ansi92`, Bellcore's
+/// `gr-317`). Every SIP-I call asks, so the usual `version=itu-t92+` is let go by the
+/// first letter of its value, before any parameter is parsed.
+fn ansi_variant(content_type: &[u8]) -> bool {
+    let mut rest = content_type;
+    while let Some(eq) = lex::find_byte(rest, b'=') {
+        rest = &rest[eq + 1..];
+        let first = rest.iter().find(|&&c| c != b' ' && c != b'"').copied();
+        if matches!(first, Some(b'a' | b'A' | b'g' | b'G')) {
+            return multipart::param(content_type, b"version").is_some_and(|v| {
+                lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-")
+            });
+        }
+    }
+    false
 }
 
 fn is_isup(content_type: &[u8]) -> bool {
