@@ -272,6 +272,53 @@ fn drop_refuses_without_an_answer() {
     passes(&p, &invite("+442071234567", ""), "intl");
 }
 
+/// `sipfence explain --output` says what leaves: nothing for a drop, the rewritten
+/// request otherwise; and it names a second asserted identity that matched.
+#[test]
+fn explain_output_of_a_drop_and_a_second_asserted_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[lists.blacklist]\nentries = [\"+8613800000001\"]\n[rules.blacklist]\naction = \"drop\"\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:5080\"\n",
+    )
+    .unwrap();
+    let run = |m: &Message, json: bool| {
+        let f = dir.path().join("m.sip");
+        std::fs::write(&f, &m.buf()[..m.len()]).unwrap();
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        c.args(["explain", "--trunk", "intl", "--output", "--config"])
+            .arg(&cfg);
+        if json {
+            c.arg("--json");
+        }
+        let o = c.arg(&f).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let m = with_from("<sip:+8613800000001@10.9.9.9>", "");
+    let text = run(&m, false);
+    assert!(text.contains("verdict  drop"), "{text}");
+    assert!(text.contains("output:  none (dropped"), "{text}");
+    assert!(!text.contains("INVITE sip:"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
+    assert_eq!(v["verdict"], "drop");
+    assert!(v["output"].is_null() && v["code"].is_null(), "{v}");
+    let m = with_from(
+        "<sip:+442071234567@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+442071234567@x>, <tel:+8613812345678>\r\n",
+    );
+    let text = run(&m, false);
+    assert!(
+        text.contains("asserted +8613812345678 as well (a second P-Asserted-Identity)  matched on it: intl-domestic-caller"),
+        "{text}"
+    );
+    assert!(text.contains("SIP/2.0 403"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
+    assert_eq!(v["asserted2"], "+8613812345678");
+    assert_eq!(v["asserted2_rules"][0], "intl-domestic-caller");
+}
+
 #[test]
 fn blacklist_exact_segment_and_over_whitelist() {
     let p = policy("");

@@ -90,7 +90,8 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         }
         let rec = Record::new(policy, &msg, &d, source, now);
         let mut out = Vec::new();
-        if a.show_output && !verdict::write_reject(policy, &msg, &d, &mut out) {
+        let dropped = d.outcome == crate::decide::Outcome::Drop;
+        if a.show_output && !dropped && !verdict::write_reject(policy, &msg, &d, &mut out) {
             let mut edits = EditList::new();
             verdict::add_edits(policy, &msg, &d, &mut edits);
             edits.apply(msg.buf(), msg.len(), &mut out);
@@ -98,7 +99,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         if a.json {
             let mut v = serde_json::to_value(&rec).unwrap_or_default();
             v["file"] = serde_json::Value::String(f.display().to_string());
-            if a.show_output {
+            if a.show_output && dropped {
+                // Nothing leaves: no answer, no forwarded request.
+                v["output"] = serde_json::Value::Null;
+            } else if a.show_output {
                 v["output"] = serde_json::Value::String(String::from_utf8_lossy(&out).into_owned());
             }
             println!("{v}");
@@ -174,7 +178,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     ),
                 }
             }
-            if a.show_output {
+            if a.show_output && dropped {
+                println!("  output:  none (dropped: no answer, nothing forwarded)");
+            } else if a.show_output {
                 println!("  output:\n{}", String::from_utf8_lossy(&out));
             }
         }
