@@ -234,6 +234,8 @@ enum Wrap {
     Pppoe,
     /// The IP packet inside IPv4 (IP-in-IP) on raw-IP link type.
     IpInIp,
+    /// Linux NFLOG link type (`tcpdump -i nflog:N`): TLVs, the payload one last.
+    Nflog,
 }
 
 fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
@@ -346,6 +348,18 @@ fn wrap(w: Wrap, linktype: i32, frame: &[u8], seq: u32) -> Option<(i32, Vec<u8>)
             (1, ethernet(0x8864, &p))
         }
         Wrap::IpInIp => (101, ipv4(if et == 0x0800 { 4 } else { 41 }, &l3)),
+        Wrap::Nflog => {
+            let family = if et == 0x0800 { 2 } else { 10 };
+            let mut f = vec![family, 0, 0, 5];
+            // A prefix TLV ("sip\0"), then the payload, each padded to four bytes.
+            f.extend_from_slice(&[8, 0, 10, 0]);
+            f.extend_from_slice(b"sip\0");
+            f.extend_from_slice(&((4 + l3.len()) as u16).to_le_bytes());
+            f.extend_from_slice(&[9, 0]);
+            f.extend_from_slice(&l3);
+            f.resize(f.len().next_multiple_of(4), 0);
+            (239, f)
+        }
     })
 }
 
@@ -397,6 +411,7 @@ fn tunnelled_captures_replay_like_the_plain_ones() {
             Wrap::GtpU,
             Wrap::Pppoe,
             Wrap::IpInIp,
+            Wrap::Nflog,
         ] {
             let out = dir.path().join(format!(
                 "{}-{w:?}.pcap",
@@ -428,7 +443,7 @@ fn tunnelled_captures_replay_like_the_plain_ones() {
             checked += 1;
         }
     }
-    assert!(checked >= 6 * 8, "{checked} tunnelled captures checked");
+    assert!(checked >= 7 * 8, "{checked} tunnelled captures checked");
 }
 
 /// Captures are often kept gzipped (`tcpdump -w - | gzip`, Wireshark's `.pcapng.gz`,

@@ -111,6 +111,9 @@ impl Decoder {
                 let et = if v6 { 0x86dd } else { 0x0800 };
                 self.ethertype(et, frame.get(4..)?, ts_ms, 0)
             }
+            // Linux NFLOG (`tcpdump -i nflog:N`, iptables' NFLOG target): TLVs after a
+            // 4-byte header; the payload TLV holds the IP packet.
+            239 => self.nflog(frame, ts_ms),
             // PPP, and PPP in HDLC framing.
             9 | 50 => {
                 let b = frame.strip_prefix(&[0xff, 0x03]).unwrap_or(frame);
@@ -121,6 +124,29 @@ impl Decoder {
                 None
             }
         }
+    }
+
+    fn nflog(&mut self, f: &[u8], ts_ms: u64) -> Option<Segment> {
+        let mut off = 4;
+        // TLV length and type are in the capturing host's byte order: little-endian on
+        // every host that matters, and a length that does not fit says otherwise.
+        while off + 4 <= f.len() {
+            let mut len = u16::from_le_bytes([f[off], f[off + 1]]) as usize;
+            let mut kind = u16::from_le_bytes([f[off + 2], f[off + 3]]);
+            if len < 4 || off + len > f.len() {
+                len = be16(f, off)? as usize;
+                kind = be16(f, off + 2)?;
+                if len < 4 || off + len > f.len() {
+                    break;
+                }
+            }
+            if kind == 9 {
+                return self.ip(&f[off + 4..off + len], ts_ms, 0);
+            }
+            off += (len + 3) & !3;
+        }
+        self.stats.non_ip += 1;
+        None
     }
 
     fn ethernet(&mut self, f: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
