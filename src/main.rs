@@ -38,6 +38,10 @@ enum Cmd {
         /// One JSON record per decision, then a summary object.
         #[arg(long)]
         json: bool,
+        /// Also replay through this policy (the running one) and print only the calls
+        /// the two judge otherwise: what a policy change would do, before it goes live.
+        #[arg(long, conflicts_with_all = ["write_blocked", "write_allowed"])]
+        baseline: Option<PathBuf>,
         /// Write the packets of blocked calls to this pcap.
         #[arg(long)]
         write_blocked: Option<PathBuf>,
@@ -125,13 +129,29 @@ fn main() {
             config,
             trunk,
             json,
+            baseline,
             write_blocked,
             write_allowed,
             captures,
-        } => match cli::load_policy(config.as_deref()) {
-            Ok(p) => sipfence::replay::run(
+        } => match (
+            cli::load_policy(config.as_deref()),
+            baseline
+                .as_deref()
+                .map(|b| cli::load_policy(Some(b)))
+                .transpose(),
+        ) {
+            (Err(e), _) => {
+                eprintln!("sipfence: config refused: {e}");
+                1
+            }
+            (_, Err(e)) => {
+                eprintln!("sipfence: baseline config refused: {e}");
+                1
+            }
+            (Ok(p), Ok(baseline)) => sipfence::replay::run(
                 &p,
                 &sipfence::replay::Args {
+                    baseline,
                     trunk,
                     json,
                     write_blocked,
@@ -139,10 +159,6 @@ fn main() {
                     files: captures,
                 },
             ),
-            Err(e) => {
-                eprintln!("sipfence: config refused: {e}");
-                1
-            }
         },
         Cmd::Explain {
             config,

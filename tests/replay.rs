@@ -497,3 +497,111 @@ fn gzipped_captures_replay_like_the_plain_ones() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--baseline`: one capture through the running policy and a new one, printing only
+/// the calls judged otherwise, as two separate replays would find them.
+#[test]
+fn baseline_shows_what_a_policy_change_would_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = sipfence::policy::BUILTIN_CONFIG;
+    let old_path = dir.path().join("running.toml");
+    std::fs::write(&old_path, builtin).unwrap();
+    // The change: a UK caller blacklisted, numbering-plan made monitor-only.
+    let new_text = builtin.replacen(
+        "\"+8617099999*\"]",
+        "\"+8617099999*\", \"+442071234567\"]",
+        1,
+    ) + "\n[rules.numbering-plan]\naction = \"monitor\"\n";
+    assert_ne!(new_text, builtin);
+    let new_path = dir.path().join("new.toml");
+    std::fs::write(&new_path, &new_text).unwrap();
+    let capture = root().join("testdata/pcap/rules-udp.pcap");
+
+    // What two separate replays say.
+    let judge = |text: &str| {
+        let p = Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+        let mut r = Replayer::new(&p, None);
+        let mut recs = vec![];
+        r.file(&capture, &mut Outputs::default(), &mut |rec| {
+            if rec.kind == "call" {
+                recs.push(rec)
+            }
+        })
+        .unwrap();
+        recs
+    };
+    let (before, after) = (judge(builtin), judge(&new_text));
+    assert_eq!(before.len(), after.len());
+    let mut want: Vec<(String, String, String)> = vec![];
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.call_id, a.call_id);
+        if (b.verdict, b.code, b.rule) != (a.verdict, a.code, a.rule) {
+            want.push((
+                a.call_id.clone(),
+                b.verdict.to_string(),
+                a.verdict.to_string(),
+            ));
+        }
+    }
+    assert!(want.len() >= 3, "{want:?}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json", "--config"])
+        .arg(&new_path)
+        .arg("--baseline")
+        .arg(&old_path)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, changes) = lines.split_last().unwrap();
+    let got: Vec<(String, String, String)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["call_id"].as_str().unwrap().to_string(),
+                c["baseline"]["verdict"].as_str().unwrap().to_string(),
+                c["new"]["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let s = &summary["compare"];
+    assert_eq!(s["calls"], before.len() as u64);
+    assert_eq!(s["changed"], want.len() as u64);
+    let count =
+        |f: &dyn Fn(&str, &str) -> bool| want.iter().filter(|(_, b, a)| f(b, a)).count() as u64;
+    assert_eq!(
+        s["newly_blocked"],
+        count(&|b, a| b != "reject" && a == "reject")
+    );
+    assert_eq!(
+        s["newly_allowed"],
+        count(&|b, a| b == "reject" && a != "reject")
+    );
+    assert_eq!(s["one_sided"], 0);
+
+    // A baseline that does not load is refused with its file and line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[trunk]]\nname = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--baseline"])
+        .arg(&bad)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("baseline config refused") && err.contains("bad.toml:2"),
+        "{err}"
+    );
+}

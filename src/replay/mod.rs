@@ -5,6 +5,7 @@
 //! the proxy would map it (or forced with `--trunk`).
 
 pub mod capture;
+pub mod compare;
 pub mod net;
 pub mod pcapout;
 
@@ -244,6 +245,8 @@ pub struct Outputs {
 }
 
 pub struct Args {
+    /// The running policy to compare with: print only the calls judged otherwise.
+    pub baseline: Option<Policy>,
     pub trunk: Option<String>,
     pub json: bool,
     pub write_blocked: Option<PathBuf>,
@@ -275,17 +278,30 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-pub fn run(policy: &Policy, a: &Args) -> i32 {
-    let trunk = match &a.trunk {
+/// The `--trunk` of a policy: `Err` when it has none of that name.
+fn trunk_of(policy: &Policy, name: Option<&str>) -> Result<Option<usize>, ()> {
+    match name {
         Some(n) => match policy.trunk_by_name(n) {
-            Some(t) => Some(t),
+            Some(t) => Ok(Some(t)),
             None => {
                 eprintln!("sipfence: no trunk named '{n}'");
-                return 2;
+                Err(())
             }
         },
-        None => None,
+        None => Ok(None),
+    }
+}
+
+pub fn run(policy: &Policy, a: &Args) -> i32 {
+    let Ok(trunk) = trunk_of(policy, a.trunk.as_deref()) else {
+        return 2;
     };
+    if let Some(baseline) = &a.baseline {
+        let Ok(base_trunk) = trunk_of(baseline, a.trunk.as_deref()) else {
+            return 2;
+        };
+        return run_compare(policy, trunk, baseline, base_trunk, a);
+    }
     let mut outs = Outputs::default();
     for (path, slot) in [
         (&a.write_blocked, &mut outs.blocked),
@@ -388,6 +404,89 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     }
     for d in &s.damaged {
         eprintln!("sipfence: warning: {d}");
+    }
+    status
+}
+
+/// `--baseline`: the calls the new policy judges otherwise than the running one.
+fn run_compare(
+    policy: &Policy,
+    trunk: Option<usize>,
+    baseline: &Policy,
+    base_trunk: Option<usize>,
+    a: &Args,
+) -> i32 {
+    let (mut new, mut old) = (
+        Replayer::new(policy, trunk),
+        Replayer::new(baseline, base_trunk),
+    );
+    let json = a.json;
+    let show = |r: &Record| {
+        r.code
+            .map(|c| format!("{} {c}", r.verdict))
+            .unwrap_or_else(|| r.verdict.to_string())
+            + " "
+            + r.rule.unwrap_or("-")
+    };
+    if !json {
+        println!(
+            "{:<24} {:<36} {:<16} {:<10} baseline -> new",
+            "time", "call-id", "caller", "trunk"
+        );
+    }
+    let mut on_change = |b: &Record, n: &Record| {
+        if json {
+            let side = |r: &Record| serde_json::json!({"verdict": r.verdict, "code": r.code, "rule": r.rule});
+            println!(
+                "{}",
+                serde_json::json!({"ts_ms": n.ts_ms, "call_id": n.call_id, "caller": n.caller, "trunk": n.trunk, "baseline": side(b), "new": side(n)})
+            );
+        } else {
+            println!(
+                "{:<24} {:<36} {:<16} {:<10} {} -> {}",
+                rfc3339(n.ts_ms),
+                n.call_id,
+                n.caller.as_deref().or(n.blank).unwrap_or("-"),
+                n.trunk.as_deref().unwrap_or("-"),
+                show(b),
+                show(n)
+            );
+        }
+    };
+    let mut cmp = compare::Comparison::default();
+    let mut status = 0;
+    for f in &a.files {
+        match compare::file(&mut new, &mut old, f, &mut cmp, &mut on_change) {
+            Ok(End::Complete) => {}
+            Ok(End::Damaged { offset, reason }) => {
+                eprintln!(
+                    "sipfence: warning: {}: {reason} at byte {offset}; what came before was compared",
+                    f.display()
+                );
+                status = 2;
+            }
+            Err(e) => {
+                eprintln!("sipfence: {}: {e}", f.display());
+                status = 1;
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"compare": {"calls": cmp.calls, "changed": cmp.changed(), "newly_blocked": cmp.newly_blocked, "newly_allowed": cmp.newly_allowed, "otherwise": cmp.otherwise, "one_sided": cmp.one_sided}})
+        );
+    } else {
+        println!();
+        println!(
+            "calls {}  changed {}  newly blocked {}  newly let through {}  otherwise {}  judged by one policy only {}",
+            cmp.calls,
+            cmp.changed(),
+            cmp.newly_blocked,
+            cmp.newly_allowed,
+            cmp.otherwise,
+            cmp.one_sided
+        );
     }
     status
 }
