@@ -339,9 +339,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 rec.caller.as_deref().or(rec.blank).unwrap_or("-"),
                 rec.callee.as_deref().unwrap_or("-"),
                 rec.trunk.as_deref().unwrap_or("-"),
-                rec.code
-                    .map(|c| format!("{} {c}", rec.verdict))
-                    .unwrap_or_else(|| rec.verdict.to_string()),
+                verdict_text(&rec),
                 rec.rule.unwrap_or("-")
             );
         }
@@ -408,6 +406,13 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     status
 }
 
+/// "reject 403", "allow": the verdict as the tables print it.
+fn verdict_text(r: &Record) -> String {
+    r.code
+        .map(|c| format!("{} {c}", r.verdict))
+        .unwrap_or_else(|| r.verdict.to_string())
+}
+
 /// `--baseline`: the calls the new policy judges otherwise than the running one.
 fn run_compare(
     policy: &Policy,
@@ -421,13 +426,7 @@ fn run_compare(
         Replayer::new(baseline, base_trunk),
     );
     let json = a.json;
-    let show = |r: &Record| {
-        r.code
-            .map(|c| format!("{} {c}", r.verdict))
-            .unwrap_or_else(|| r.verdict.to_string())
-            + " "
-            + r.rule.unwrap_or("-")
-    };
+    let show = |r: &Record| verdict_text(r) + " " + r.rule.unwrap_or("-");
     if !json {
         println!(
             "{:<24} {:<36} {:<16} {:<10} baseline -> new",
