@@ -67,6 +67,9 @@ pub struct CallerIdentity {
     /// A Remote-Party-ID that is not the asserted identity (unscreened, or beside a
     /// P-Asserted-Identity): a presented number to legacy equipment that reads it.
     pub rpid: Option<Party>,
+    /// A P-Asserted-Identity display name that reads as a number: shown by phones and
+    /// caller-name services like From's, so a presented number too.
+    pub asserted_display: Option<Number>,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
     pub withheld: bool,
     /// The ISUP of a SIP-I call.
@@ -167,6 +170,7 @@ impl CallerIdentity {
             .into_iter()
             .flatten()
             .filter_map(|p| p.number())
+            .chain(self.asserted_display)
             .find(|n| Some(*n) != caller)
     }
 }
@@ -220,6 +224,10 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     continue;
                 }
                 let _ = addr::parse_list(b, h.value(), |na| {
+                    if id.asserted_display.is_none() {
+                        id.asserted_display =
+                            na.display.and_then(|d| display_number(b, d, home_cc));
+                    }
                     if id.asserted2.is_some() {
                         return;
                     }
@@ -295,6 +303,11 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
         id.asserted = Some(a2);
         id.asserted2 = Some(a);
     }
+}
+
+/// The number a display name shows, if it reads as one.
+pub fn display_number(b: &[u8], display: Span, home_cc: &[u8]) -> Option<Number> {
+    normalise(unquote(display.of(b)), home_cc, None).ok()
 }
 
 /// A display name's text: quotes off, blanks trimmed.

@@ -70,6 +70,23 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
                 edits.remove(h.line());
             }
         }
+        // A P-Asserted-Identity display name showing another number goes; the
+        // asserted URI stays.
+        if d.identity.asserted_display.is_some() {
+            let caller = d.identity.effective_number();
+            let cc = policy.plan.country();
+            for h in msg.all(HeaderName::PAssertedIdentity) {
+                let _ = addr::parse_list(b, h.value(), |na| {
+                    if na
+                        .display
+                        .and_then(|s| crate::identity::display_number(b, s, cc))
+                        .is_some_and(|n| Some(n) != caller)
+                    {
+                        remove_display(b, &na, edits);
+                    }
+                });
+            }
+        }
         if let Some(i) = &d.identity.isup {
             delete_isup_generic(msg, i, edits);
         }

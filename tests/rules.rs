@@ -693,6 +693,24 @@ fn preferred_and_legacy_identities_are_presented_numbers() {
             extra.contains("P-Asserted")
         );
     }
+    // A number in P-Asserted-Identity's display name is shown too: the display name
+    // goes, the asserted URI stays. A name, or the caller's own number, stays.
+    let (rule, fwd) = out(&with_from(
+        from,
+        "P-Asserted-Identity: \"+8613812345678\" <sip:+442071234567@x>\r\n",
+    ));
+    assert_eq!(rule, Some(RuleId::GenericNumber));
+    assert!(
+        fwd.contains("P-Asserted-Identity: <sip:+442071234567@x>\r\n")
+            && !fwd.contains("8613812345678"),
+        "{fwd}"
+    );
+    for display in ["\"Alice\"", "\"+44 20 7123 4567\""] {
+        let extra = format!("P-Asserted-Identity: {display} <sip:+442071234567@x>\r\n");
+        let (rule, fwd) = out(&with_from(from, &extra));
+        assert_eq!(rule, None, "{display}");
+        assert!(fwd.contains(&extra), "{fwd}");
+    }
     // The caller's own number in them, or a screened Remote-Party-ID that is the
     // asserted identity: nothing to delete.
     for extra in [
@@ -717,6 +735,15 @@ fn preferred_and_legacy_identities_are_presented_numbers() {
     assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
     assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
     assert_eq!(passes(&p, &ent("<sip:+8613912340002@x>"), "ent").rule, None);
+    // And the number its PAI's display name shows.
+    let m = with_from(
+        "<sip:+8613912340001@10.9.9.9>",
+        "P-Asserted-Identity: \"95588\" <sip:+8613912340001@x>\r\n",
+    );
+    assert_eq!(
+        rejected(&judge(&p, &m, "ent")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
 }
 
 /// RFC 3325 allows two P-Asserted-Identity values, a sip and a tel URI naming one
