@@ -322,19 +322,23 @@ fn unquote(d: &[u8]) -> &[u8] {
 /// The usual second field of a sip + tel pair, `<tel:+8613812345678>` with the first
 /// one's global number written the same way, needs no parse: it is the first's number.
 fn same_tel(b: &[u8], value: Span, first: &Party) -> Option<Party> {
-    let user = first.user.of(b);
-    let v = value.of(b);
-    let inner = v.strip_prefix(b"<tel:")?.strip_suffix(b">")?;
-    if inner != user || user.first() != Some(&b'+') {
+    let inner = value.of(b).strip_prefix(b"<tel:")?.strip_suffix(b">")?;
+    if !written_as_first(b, inner, first) {
         return None;
     }
     let start = value.start as usize + 5;
     Some(Party {
         source: Source::PAssertedIdentity,
         value,
-        user: Span::new(start, start + user.len()),
+        user: Span::new(start, start + inner.len()),
         number: first.number,
     })
+}
+
+/// A number written exactly as the first asserted identity's global (`+`) number: the
+/// same number, whatever the plan, so its normalisation can be reused.
+fn written_as_first(b: &[u8], written: &[u8], first: &Party) -> bool {
+    written.first() == Some(&b'+') && written == first.user.of(b)
 }
 
 /// The second asserted identity. The usual sip + tel pair writes one global number
@@ -346,7 +350,7 @@ fn second_party(b: &[u8], value: Span, na: &NameAddr, home_cc: &[u8], first: &Pa
             Some(user) => {
                 let num = uri::user_number(b, user);
                 let written = num.of(b);
-                if written.first() == Some(&b'+') && written == first.user.of(b) {
+                if written_as_first(b, written, first) {
                     (num, first.number)
                 } else {
                     let ctx = uri::phone_context(b, &u).map(|s| s.of(b));

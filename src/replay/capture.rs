@@ -180,7 +180,7 @@ fn read_capture<R: std::io::Read + Send>(
             Err(PcapError::Eof) => return Ok(End::Complete),
             Err(PcapError::Incomplete(_)) => {
                 if let Err(e) = reader.refill() {
-                    // A damaged gzip stream ends here too.
+                    // (A damaged gzip stream does not come here: `Lenient` ends it.)
                     let reason = format!("read error: {e:?}").chars().take(120).collect();
                     return Ok(End::Damaged {
                         offset: reader.consumed(),
