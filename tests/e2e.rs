@@ -99,6 +99,19 @@ fn calls(
     expect: u16,
     rows: &[(&str, &str, &str)],
 ) {
+    calls_at("127.0.0.1", dir, port, uac_port, transport, expect, rows)
+}
+
+/// [`calls`] from and to `ip`.
+fn calls_at(
+    ip: &str,
+    dir: &Path,
+    port: u16,
+    uac_port: u16,
+    transport: &str,
+    expect: u16,
+    rows: &[(&str, &str, &str)],
+) {
     let csv = dir.join(format!("calls-{port}-{expect}-{uac_port}.csv"));
     let mut s = String::from("SEQUENTIAL\n");
     for (from, h1, h2) in rows {
@@ -116,7 +129,7 @@ fn calls(
         calls: rows.len(),
         rate: 20,
     }
-    .run();
+    .run_at(ip);
     let errs = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -430,6 +443,17 @@ fn checking_uas(
     sc: &Path,
     n: usize,
 ) -> std::thread::JoinHandle<(i32, String)> {
+    checking_uas_at("127.0.0.1", dir, port, sc, n)
+}
+
+/// [`checking_uas`] on `ip`.
+fn checking_uas_at(
+    ip: &'static str,
+    dir: &Path,
+    port: u16,
+    sc: &Path,
+    n: usize,
+) -> std::thread::JoinHandle<(i32, String)> {
     let (dir, sc) = (dir.to_path_buf(), sc.to_path_buf());
     let h = std::thread::spawn(move || {
         let p = port.to_string();
@@ -439,7 +463,7 @@ fn checking_uas(
                 "-sf",
                 sc.to_str().unwrap(),
                 "-i",
-                "127.0.0.1",
+                ip,
                 "-p",
                 &p,
                 "-m",
@@ -865,4 +889,139 @@ fn large_requests_switch_to_tcp_or_get_513() {
     assert!(r.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{r}");
     assert!(r.contains("Call-ID: too-big\r\n"), "{r}");
     drop(proxy);
+}
+
+/// An IPv6 interconnect: the proxy on [::1] over UDP and TCP, with Record-Route. The
+/// INVITE reaches the UAS with our bracketed Via and Record-Route, the answered call's
+/// ACK and BYE come back through the proxy by that route, and the rules refuse as on
+/// IPv4. Skipped (with the reason printed) where the host has no IPv6 loopback.
+#[test]
+fn ipv6_calls_over_udp_and_tcp() {
+    if !sipp_available() {
+        return;
+    }
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this host has no IPv6 loopback (::1)");
+        return;
+    }
+    let base = port_block();
+    let conf = format!(
+        r#"
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:[::1]:{intl}", "tcp:[::1]:{intl}"]
+sources = ["::1/128"]
+next_hop = "udp:[::1]:{uas}"
+record_route = true
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        intl = base,
+        uas = base + 10,
+        metrics = base + 30,
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let sc = uas_check_scenario(
+        &dir,
+        "ipv6",
+        &[
+            "Via: SIP/2\\.0/UDP \\[::1\\]:[0-9]+;branch=z9hG4bKsf",
+            "Via: SIP/2\\.0/UDP \\[::1\\]:[0-9]+;branch=z9hG4bK-",
+            "Record-Route: <sip:\\[::1\\]:[0-9]+",
+            "Max-Forwards: 69",
+        ],
+        &[],
+    );
+    let uas = checking_uas_at("::1", &dir, base + 10, &sc, 1);
+    calls_at(
+        "::1",
+        &dir,
+        base,
+        base + 20,
+        "u1",
+        200,
+        &[("+442071234567@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "UAS checks failed:\n{out}");
+    // The in-dialog requests followed the route through the proxy.
+    assert!(
+        proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"udp\"}") >= 3.0,
+        "INVITE, ACK and BYE through the proxy"
+    );
+
+    let _uas = common::sipp_uas_at("::1", base + 10, None, &dir, "u1");
+    let refused = [("+8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1")];
+    calls_at("::1", &dir, base, base + 21, "u1", 403, &refused);
+    // Not the roamer: this policy has no roamers list.
+    calls_at("::1", &dir, base, base + 22, "t1", 200, &ALLOWED_INTL[..3]);
+    calls_at("::1", &dir, base, base + 23, "t1", 403, &refused);
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"reject\"}"),
+        2.0
+    );
+    assert!(proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}") >= 6.0);
+}
+
+/// A carrier's call the whole way through the proxy (`record_route`): INVITE with 100rel
+/// and session timers, a reliable 183 and its PRACK (RFC 3262), 200, ACK, a
+/// session-refresh UPDATE, a re-INVITE putting the call on hold and its ACK, an INFO from
+/// the core side back to the caller, BYE. The far end of each in-dialog request checks
+/// that it carries the proxy's Via (it came through sipfence by the Record-Route set);
+/// the trunk side over UDP, then over TCP with the core on UDP.
+#[test]
+fn carrier_call_with_prack_update_reinvite_and_info() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let conf = config(base, "").replace(
+        "next_hop = \"udp:127.0.0.1:",
+        "record_route = true\nnext_hop = \"udp:127.0.0.1:",
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sipp");
+    let uas = checking_uas(&dir, base + 10, &root.join("carrier-uas.xml"), 2);
+    let target = format!("127.0.0.1:{base}");
+    for (t, port) in [("u1", base + 20), ("t1", base + 21)] {
+        let p = port.to_string();
+        let uac = root.join("carrier-uac.xml");
+        let (code, out) = run_sipp(
+            &[
+                &target,
+                "-sf",
+                uac.to_str().unwrap(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-t",
+                t,
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "20s",
+                "-trace_err",
+            ],
+            &dir,
+            Duration::from_secs(30),
+        );
+        assert_eq!(code, 0, "caller over {t}: exit {code}\n{out}");
+    }
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "far end:\n{out}");
+    // INVITE, PRACK, ACK, UPDATE, re-INVITE, ACK, INFO and BYE of each call.
+    let requests = proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"udp\"}")
+        + proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}");
+    assert!(requests >= 16.0, "{requests} requests through the proxy");
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}"),
+        2.0,
+        "two calls judged: re-INVITEs are in-dialog"
+    );
 }

@@ -239,10 +239,21 @@ pub fn sipp_uas_on(
     dir: &std::path::Path,
     transport: &str,
 ) -> Proc {
+    sipp_uas_at("127.0.0.1", port, scenario, dir, transport)
+}
+
+/// A sipp UAS on `ip` (an IPv4 or IPv6 address, without brackets), killed on drop.
+pub fn sipp_uas_at(
+    ip: &str,
+    port: u16,
+    scenario: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    transport: &str,
+) -> Proc {
     let port_s = port.to_string();
     let mut args: Vec<String> = vec![
         "-i".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-p".into(),
         port_s,
         "-t".into(),
@@ -350,7 +361,13 @@ pub struct Uac<'a> {
 impl Uac<'_> {
     /// Runs to completion (bounded); returns sipp's exit code and output.
     pub fn run(&self) -> (i32, String) {
-        let target = format!("127.0.0.1:{}", self.port);
+        self.run_at("127.0.0.1")
+    }
+
+    /// The same from and to `ip` (an IPv4 or IPv6 address, without brackets).
+    pub fn run_at(&self, ip: &str) -> (i32, String) {
+        let target =
+            std::net::SocketAddr::new(ip.parse().expect("an IP address"), self.port).to_string();
         let (p, n, r) = (
             self.uac_port.to_string(),
             self.calls.to_string(),
@@ -363,7 +380,7 @@ impl Uac<'_> {
             "-inf",
             self.csv.to_str().unwrap(),
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             &p,
             "-t",
