@@ -86,5 +86,39 @@ fn ansi_variant(content_type: &[u8]) -> bool {
 }
 
 fn is_isup(content_type: &[u8]) -> bool {
-    multipart::media_type(content_type).eq_ignore_ascii_case(b"application/isup")
+    // Every INVITE asks; nearly all say "application/sdp", which is shorter than the
+    // prefix compared here: refused before any search for parameters.
+    const ISUP: &[u8] = b"application/isup";
+    let ct = lex::trim(content_type);
+    ct.get(..ISUP.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(ISUP))
+        && multipart::media_type(ct).len() == ISUP.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_isup;
+
+    #[test]
+    fn the_isup_media_type_in_every_form_and_nothing_else() {
+        for ct in [
+            "application/isup",
+            "Application/ISUP;version=itu-t92+",
+            "application/isup ; version=chn",
+            "application/isup\t;base=itu-t92+",
+            " application/isup",
+        ] {
+            assert!(is_isup(ct.as_bytes()), "{ct:?}");
+        }
+        for ct in [
+            "application/sdp",
+            "application/isupx",
+            "application/isup-foo;version=itu-t92+",
+            "application/isu",
+            "multipart/mixed;boundary=x",
+            "",
+        ] {
+            assert!(!is_isup(ct.as_bytes()), "{ct:?}");
+        }
+    }
 }
