@@ -225,6 +225,33 @@ fn numbering_plan() {
     blocks(&p, &invite("+12345", ""), "intl", 403, "numbering-plan");
     passes(&p, &invite("+8613812345678", ""), "ic");
     passes(&p, &invite("075512345678", ""), "ic");
+    // Foreign callers: a country code no one has been given breaks the plan too (the
+    // asserted identity is what is judged when there is one); codes in service pass,
+    // satellite and international networks among them.
+    for spare in [
+        "+999123456789",
+        "+2801234567",
+        "+85112345678",
+        "+0123456789",
+    ] {
+        blocks(&p, &invite(spare, ""), "intl", 403, "numbering-plan");
+        let pai = format!("P-Asserted-Identity: <sip:{spare}@10.0.0.9>\r\n");
+        blocks(
+            &p,
+            &invite("+442071234567", &pai),
+            "intl",
+            403,
+            "numbering-plan",
+        );
+    }
+    for real in [
+        "+85221234567",
+        "+88216123456",
+        "+8501912345678",
+        "+97142345678",
+    ] {
+        passes(&p, &invite(real, ""), "intl");
+    }
 }
 
 #[test]

@@ -140,6 +140,20 @@ pub struct Plan {
     country: Vec<u8>,
     rules: Vec<Rule>,
     nodes: Vec<Node>,
+    /// The country codes in service (`countries` lines), one bit per code: bits 0-9 the
+    /// one-digit codes, 10-109 the two-digit ones, 110-1109 the three-digit ones. Empty
+    /// when the plan lists none: then any foreign number of a possible length passes.
+    countries: Vec<u64>,
+}
+
+/// The bit of a country code of 1-3 digits in [`Plan::countries`].
+fn country_bit(cc: &[u8]) -> usize {
+    let v = cc.iter().fold(0usize, |v, &c| v * 10 + (c - b'0') as usize);
+    match cc.len() {
+        1 => v,
+        2 => 10 + v,
+        _ => 110 + v,
+    }
 }
 
 fn operator_name(s: &str) -> &'static str {
@@ -248,6 +262,7 @@ impl Plan {
                 child: [NO_RULE; 10],
                 rule: NO_RULE,
             }],
+            countries: vec![],
         };
         for (idx, raw) in text.lines().enumerate() {
             let ln = idx + 1;
@@ -265,6 +280,11 @@ impl Plan {
                     return Err(LoadError::at(file, ln, "expected 'country <1-3 digits>'"));
                 }
                 plan.country = f[1].as_bytes().to_vec();
+                continue;
+            }
+            if f[0] == "countries" {
+                plan.add_countries(&f[1..])
+                    .map_err(|e| LoadError::at(file, ln, e))?;
                 continue;
             }
             if plan.country.is_empty() {
@@ -333,7 +353,68 @@ impl Plan {
         if plan.country.is_empty() {
             return Err(LoadError::file(file, "no 'country <code>' line"));
         }
+        if !plan.countries.is_empty() && !plan.country_in_service(&plan.country) {
+            return Err(LoadError::file(
+                file,
+                "the plan's own country code is not among its 'countries'",
+            ));
+        }
         Ok(plan)
+    }
+
+    /// `countries` codes: E.164 country codes are a prefix code (no code starts another),
+    /// which is what lets a number's code be read off its first digits; a list that breaks
+    /// that is refused.
+    fn add_countries(&mut self, codes: &[&str]) -> Result<(), String> {
+        if codes.is_empty() {
+            return Err("expected 'countries <code> [<code> ...]'".into());
+        }
+        if self.countries.is_empty() {
+            self.countries = vec![0; 1110usize.div_ceil(64)];
+        }
+        for c in codes {
+            let b = c.as_bytes();
+            if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_digit) || b[0] == b'0' {
+                return Err(format!(
+                    "'{c}' is not a country code (1-3 digits, not 0...)"
+                ));
+            }
+            if let Some(k) = (1..=b.len()).find(|&k| self.country_in_service(&b[..k])) {
+                return Err(format!("country code {c} clashes with {}", &c[..k]));
+            }
+            if b.len() < 3 && self.countries_under(b) {
+                return Err(format!(
+                    "country code {c} is the start of a longer one listed"
+                ));
+            }
+            let bit = country_bit(b);
+            self.countries[bit / 64] |= 1 << (bit % 64);
+        }
+        Ok(())
+    }
+
+    fn country_in_service(&self, cc: &[u8]) -> bool {
+        let bit = country_bit(cc);
+        self.countries
+            .get(bit / 64)
+            .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+    }
+
+    /// Whether a listed code is longer than `prefix` and starts with it.
+    fn countries_under(&self, prefix: &[u8]) -> bool {
+        let mut code = prefix.to_vec();
+        (0..=9u8).any(|d| {
+            code.truncate(prefix.len());
+            code.push(b'0' + d);
+            self.country_in_service(&code) || (code.len() < 3 && self.countries_under(&code))
+        })
+    }
+
+    /// Whether a foreign number (digits after '+') starts with a country code in service;
+    /// always when the plan lists none.
+    fn foreign_code_known(&self, d: &[u8]) -> bool {
+        self.countries.is_empty()
+            || (1..=3).any(|k| d.get(..k).is_some_and(|cc| self.country_in_service(cc)))
     }
 
     pub fn country(&self) -> &[u8] {
@@ -354,7 +435,9 @@ impl Plan {
         match d.strip_prefix(self.country.as_slice()) {
             Some(nsn) => self.classify_nsn(nsn),
             // E.164 allows at most 15 digits; fewer than 7 is no subscriber number.
-            None if (7..=15).contains(&d.len()) => Classification::FOREIGN,
+            None if (7..=15).contains(&d.len()) && self.foreign_code_known(d) => {
+                Classification::FOREIGN
+            }
             None => Classification::INVALID,
         }
     }
@@ -415,6 +498,75 @@ mod tests {
         assert!(e.reason.contains("already defined"), "{e}");
         assert!(Plan::parse("country 86\nmobile 13 0\n", "p").is_err());
         assert!(Plan::parse("# nothing\n", "p").is_err());
+    }
+
+    #[test]
+    fn country_codes_in_service() {
+        let p = Plan::parse(
+            "country 86\ncountries 1 7 44 86 852\ncountries 882\nmobile 13 11\n",
+            "c.plan",
+        )
+        .unwrap();
+        let class = |n: &str| {
+            p.classify(&crate::numbering::normalise(n.as_bytes(), b"86", None).unwrap())
+                .class
+        };
+        for n in [
+            "+14155550123",
+            "+79161234567",
+            "+442071234567",
+            "+85221234567",
+            "+88216123456",
+        ] {
+            assert_eq!(class(n), Class::Foreign, "{n}");
+        }
+        // Codes not listed, and a listed code's digits read as another code.
+        for n in [
+            "+33123456789",
+            "+8531234567",
+            "+4212345678",
+            "+0123456789",
+            "+85112345678",
+        ] {
+            assert_eq!(class(n), Class::Invalid, "{n}");
+        }
+        assert_eq!(class("+8613812345678"), Class::Mobile);
+        // No list: any code of a possible length passes, as before.
+        let open = Plan::parse("country 86\nmobile 13 11\n", "o").unwrap();
+        let n = crate::numbering::normalise(b"+999123456789", b"86", None).unwrap();
+        assert_eq!(open.classify(&n).class, Class::Foreign);
+        // Refused with file and line: not a code, a code inside another, the plan's own
+        // country missing.
+        for (text, line, why) in [
+            ("country 86\ncountries 86 0\n", 2, "not a country code"),
+            ("country 86\ncountries 86 1234\n", 2, "not a country code"),
+            (
+                "country 86\ncountries 86\ncountries 4x\n",
+                3,
+                "not a country code",
+            ),
+            (
+                "country 86\ncountries 86 1\ncountries 12\n",
+                3,
+                "clashes with 1",
+            ),
+            (
+                "country 86\ncountries 86 123\ncountries 12\n",
+                3,
+                "start of a longer",
+            ),
+            ("country 86\ncountries\n", 2, "expected 'countries"),
+        ] {
+            let e = Plan::parse(text, "c.plan").unwrap_err();
+            assert_eq!(
+                (e.file.as_str(), e.line),
+                ("c.plan", Some(line)),
+                "{text:?}: {e}"
+            );
+            assert!(e.reason.contains(why), "{text:?}: {e}");
+        }
+        let e = Plan::parse("country 86\ncountries 1 44\n", "c.plan").unwrap_err();
+        assert!(e.reason.contains("own country code"), "{e}");
     }
 
     #[test]
