@@ -318,3 +318,63 @@ listen = "127.0.0.1:{m}"
     let r = answer("127.0.0.2", "anonymous", 3).expect("an answer to a known source");
     assert!(r.starts_with("SIP/2.0 433"), "{r}");
 }
+
+/// Keep-alives are not malformed SIP: CRLF pings, zero padding and STUN messages sent
+/// over UDP get no answer and are counted apart (not as parse errors or drops, which an
+/// operator alerts on); a double-CRLF ping over TCP is answered with a CRLF (RFC 5626
+/// 3.5.1) and the connection goes on carrying SIP.
+#[test]
+fn keepalives_are_counted_apart_and_ponged_over_tcp() {
+    use std::io::Read;
+    let base = port_block();
+    let proxy = Proxy::start(&config(base), 1);
+    let m = |s: &str| proxy.metric(s);
+    let options = |port: u16, t: &str, n: u32| {
+        format!(
+            "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/{t} 127.0.0.1:{port};branch=z9hG4bK-ka{n};rport\r\nFrom: <sip:ping@127.0.0.1>;tag=ka{n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ka{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(b"0123456789ab");
+    for k in [&b"\r\n"[..], b"\r\n\r\n", b"\0\0\0\0", &stun] {
+        u.send_to(k, ("127.0.0.1", base)).unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    assert!(u.recv_from(&mut buf).is_err(), "a keep-alive was answered");
+    // The socket still serves SIP.
+    let port = u.local_addr().unwrap().port();
+    u.send_to(options(port, "UDP", 1).as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let (n, _) = u.recv_from(&mut buf).expect("OPTIONS answered");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
+    assert_eq!(m("sipfence_keepalives_total{transport=\"udp\"}"), 4.0);
+    assert_eq!(m("sipfence_dropped_total{reason=\"malformed\"}"), 0.0);
+    assert_eq!(
+        m("sipfence_parse_errors_total{kind=\"truncated\",transport=\"udp\"}"),
+        0.0
+    );
+    assert_eq!(
+        m("sipfence_messages_total{kind=\"request\",transport=\"udp\"}"),
+        1.0
+    );
+
+    let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    t.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+    let port = t.local_addr().unwrap().port();
+    t.write_all(options(port, "TCP", 2).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = t.read(&mut buf).expect("OPTIONS answered over TCP");
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"SIP/2.0 200 "), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(m("sipfence_keepalives_total{transport=\"tcp\"}"), 1.0);
+}

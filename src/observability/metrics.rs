@@ -23,6 +23,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_isup_rule_hits_total",
     "sipfence_sipi_calls_total",
     "sipfence_parse_errors_total",
+    "sipfence_keepalives_total",
     "sipfence_dropped_total",
     "sipfence_overload_rejections_total",
     "sipfence_decision_seconds",
@@ -53,6 +54,7 @@ pub struct Metrics {
     pub isup_rule_hits: IntCounterVec,
     pub sipi_calls: IntCounterVec,
     pub parse_errors: IntCounterVec,
+    pub keepalives: IntCounterVec,
     pub dropped: IntCounterVec,
     pub overload: IntCounterVec,
     pub decision_seconds: HistogramVec,
@@ -134,6 +136,11 @@ impl Metrics {
             "sipfence_parse_errors_total",
             "Messages refused by the parser, by transport and kind",
             &["transport", "kind"],
+        );
+        let keepalives = cv(
+            "sipfence_keepalives_total",
+            "Keep-alives received (CRLF pings, STUN), by transport: not SIP, not answered on UDP",
+            &["transport"],
         );
         let dropped = cv(
             "sipfence_dropped_total",
@@ -262,6 +269,9 @@ impl Metrics {
             reloads.with_label_values(&[r]);
         }
         for t in ["udp", "tcp"] {
+            keepalives.with_label_values(&[t]);
+        }
+        for t in ["udp", "tcp"] {
             for k in ["request", "response"] {
                 messages.with_label_values(&[t, k]);
             }
@@ -284,6 +294,7 @@ impl Metrics {
             isup_rule_hits,
             sipi_calls,
             parse_errors,
+            keepalives,
             dropped,
             overload,
             decision_seconds,
@@ -414,6 +425,10 @@ impl Metrics {
     /// A Redis operation (`counters`, `lists`, ...) that failed or timed out.
     pub fn redis_error(&self, op: &'static str) {
         self.redis_errors.with_label_values(&[op]).inc();
+    }
+
+    pub fn keepalive(&self, transport: &str) {
+        self.keepalives.with_label_values(&[transport]).inc();
     }
 
     pub fn dropped(&self, reason: &'static str) {

@@ -239,6 +239,7 @@ async fn serve_stream(
                 }
                 Ok(Frame::Ping(n)) => {
                     buf.advance(n);
+                    shared.metrics.keepalive("tcp");
                     let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                 }
                 Ok(Frame::Message { skip, len }) => {

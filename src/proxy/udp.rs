@@ -78,6 +78,10 @@ pub fn handle_one(
     out: &mut Vec<u8>,
 ) -> Option<Dest> {
     let transport = o.local.transport.as_str();
+    if crate::sip::parse::keepalive(&data) {
+        shared.metrics.keepalive(transport);
+        return None;
+    }
     shared.count_message(o.local.transport, data.starts_with(b"SIP/"));
     let now = arrival.now_ms;
     let step = Step {

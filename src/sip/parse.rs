@@ -498,6 +498,26 @@ pub enum Frame {
     Message { skip: usize, len: usize },
 }
 
+/// A keep-alive rather than a message: a datagram of nothing but CR, LF, NUL, SP or HT
+/// (the CRLF pings of RFC 5626 3.5.1, which many devices send over UDP too, and zero
+/// padding), or a STUN message (RFC 5389: first two bits clear, the magic cookie at
+/// bytes 4-7), which is how RFC 5626 keeps UDP flows open. Not SIP, not an attack:
+/// counted apart, never as a parse error, never answered.
+pub fn keepalive(d: &[u8]) -> bool {
+    const STUN_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    match d.first() {
+        // A SIP message starts with a letter: one test lets every one through.
+        Some(&c) if c >= b'A' => false,
+        _ if d.len() <= 64
+            && d.iter()
+                .all(|&c| matches!(c, b'\r' | b'\n' | 0 | b' ' | b'\t')) =>
+        {
+            true
+        }
+        _ => d.len() >= 20 && d[0] & 0xc0 == 0 && d[4..8] == STUN_COOKIE,
+    }
+}
+
 /// Cuts the next message off a byte stream using Content-Length (RFC 3261 18.3), which
 /// is mandatory on streams; a missing or bad one is an error that closes the connection.
 pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
@@ -594,6 +614,37 @@ mod tests {
             }
         }
         assert_eq!(n, 256);
+    }
+
+    #[test]
+    fn keepalives_and_messages_told_apart() {
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        for k in [
+            &b"\r\n"[..],
+            b"\r\n\r\n",
+            b"\n",
+            b"\0\0\0\0",
+            b" \r\n",
+            b"",
+            &stun,
+        ] {
+            assert!(keepalive(k), "{k:?}");
+        }
+        let mut not_stun = stun.clone();
+        not_stun[5] = 0x13;
+        for m in [
+            &b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"[..],
+            b"SIP/2.0 200 OK\r\n\r\n",
+            b"\r\nINVITE sip:a@b SIP/2.0\r\n\r\n",
+            b"jaK\n",
+            b"\x01\x02garbage",
+            &not_stun,
+            &stun[..19],
+            &[b'\r'; 65],
+        ] {
+            assert!(!keepalive(m), "{m:?}");
+        }
     }
 
     #[test]
