@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use crate::behaviour::{self, BehaviourTracker, CallStart, Features};
 use crate::identity::{self, CallerIdentity};
 use crate::numbering::{Class, Classification, NotANumber, Number};
+use crate::policy::auth::AuthCheck;
 use crate::policy::config::{ActionKind, BehaviourConf, ListenSpec, Role};
 use crate::policy::lists::ListMatch;
 use crate::policy::rate::RateCounter;
@@ -100,6 +101,10 @@ pub struct Decision {
     pub asserted2_hits: RuleSet,
     /// The caller's behaviour features, when the trunk runs behaviour rules.
     pub features: Option<Features>,
+    /// What the call's digest credentials came to, on a trunk with `[trunk.auth]`, and
+    /// the time they were judged at (a challenge's nonce is issued for it).
+    pub auth: Option<AuthCheck>,
+    pub auth_at_ms: u64,
 }
 
 impl Decision {
@@ -125,6 +130,8 @@ impl Decision {
             asserted2: None,
             asserted2_hits: RuleSet::default(),
             features: None,
+            auth: None,
+            auth_at_ms: 0,
         }
     }
     pub fn is_reject(&self) -> bool {
@@ -247,6 +254,24 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     }
     if kind != Kind::Call {
         return d;
+    }
+    // A trunk that must prove who it is does so before anything is read of its calls.
+    if let Some(a) = trunk.and_then(|t| policy.trunks[t].auth.as_ref())
+        && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
+    {
+        let c = a.check(msg, ctx.now_ms);
+        d.auth = Some(c);
+        d.auth_at_ms = ctx.now_ms;
+        if c.refuses() && fire(policy, &mut d, RuleId::TrunkAuth) {
+            // A challenge is the configured answer (407); credentials that do not
+            // verify are refused, not challenged again for another guess.
+            if c == AuthCheck::Invalid
+                && let Outcome::Reject { code } = &mut d.outcome
+            {
+                *code = 403;
+            }
+            return d;
+        }
     }
     judge_caller(policy, msg, ctx, &mut d);
     d

@@ -21,7 +21,8 @@ use crate::sip::{HeaderName, Message, frame_stream};
 
 /// The built-in policy, plus on its first trunk (intl, where the fuzz inputs arrive)
 /// Record-Route and behaviour rules with thresholds low enough for a few inputs to
-/// reach, one of each action.
+/// reach, one of each action, and digest authentication (monitored, so that the calls
+/// go on to the other rules).
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
     P.get_or_init(|| {
@@ -31,12 +32,16 @@ fn policy() -> &'static Policy {
              [trunk.rules.behaviour-attempts]\naction = \"rate-limit\"\n\
              [trunk.rules.behaviour-ring-once]\naction = \"reject\"\n\
              [trunk.rules.behaviour-short-calls]\naction = \"monitor\"\n\
+             [trunk.auth]\nrealm = \"fuzz\"\nusers = [\"pbx:pw\"]\n\
+             [trunk.rules.trunk-auth]\naction = \"monitor\"\n\
              \n[[trunk]]\nname = \"ent-400\"",
             1,
         );
         let p = Policy::from_str(&text, "fuzz-policy", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("fuzz policy: {e}"));
         assert!(p.trunks[0].behaviour.is_some() && p.trunks[0].record_route);
+        // Digest credentials are read (and the rule counted) on every fuzzed call.
+        assert!(p.trunks[0].auth.is_some());
         p
     })
 }

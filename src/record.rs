@@ -49,6 +49,9 @@ pub struct Record {
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
+    /// On a trunk with digest authentication: ok, missing, stale or invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
     /// The caller's behaviour features at this call, on trunks with behaviour rules:
     /// the values that made a behaviour rule fire, or that it stayed under.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,6 +203,7 @@ impl Record {
             asserted2: d.asserted2.map(|n| n.e164()),
             asserted2_rules: d.asserted2_hits.iter().map(|r| r.as_str()).collect(),
             isup: isup_record(d),
+            auth: d.auth.map(|a| a.as_str()),
             behaviour: d.features.map(BehaviourRecord::new),
         }
     }

@@ -4,7 +4,8 @@
 use crate::decide::{Decision, Outcome};
 use crate::identity::Source;
 use crate::isup;
-use crate::policy::Policy;
+use crate::policy::auth::AuthCheck;
+use crate::policy::{Policy, RuleId};
 use crate::sip::response::{self, Extra};
 use crate::sip::rewrite::EditList;
 use crate::sip::uri::{self, Scheme};
@@ -19,11 +20,19 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
         .rule
         .filter(|_| policy.reason_header)
         .map(|r| &*policy.action(d.trunk, r).reason);
+    // A trunk's call without good credentials: the challenge to answer (RFC 3261 22.3).
+    let mut challenge = Vec::new();
+    if let (Some(RuleId::TrunkAuth), Some(c), Some(t)) = (d.rule, d.auth, d.trunk)
+        && c.challenges()
+        && let Some(a) = &policy.trunks[t].auth
+    {
+        a.challenge(d.auth_at_ms, c == AuthCheck::Stale, &mut challenge);
+    }
     let extra = Extra {
         reason_text: reason,
         retry_after: None,
         server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
-        ..Extra::default()
+        fields: &challenge,
     };
     response::write_response(msg, code, response::phrase(code), &extra, out);
     true
@@ -36,6 +45,12 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         return 0;
     }
     let b = msg.buf();
+    // Credentials for our realm were for us: they go no further (RFC 3261 22.3).
+    if let Some(AuthCheck::Ok { field }) = d.auth
+        && let Some(h) = msg.headers().get(field as usize)
+    {
+        edits.remove(h.line());
+    }
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.

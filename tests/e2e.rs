@@ -1025,3 +1025,138 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
         "two calls judged: re-INVITEs are in-dialog"
     );
 }
+
+/// An enterprise trunk with digest authentication (`[trunk.auth]`): an INVITE without
+/// credentials is challenged 407 with a nonce; answered with the right password the
+/// call completes, and the credentials do not travel on to the core; a wrong password is
+/// refused 403. The whitelist still judges the authenticated trunk's callers.
+#[test]
+fn digest_authenticated_trunk() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let extra =
+        "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\", \"pbx2:other\"]\n";
+    let conf = config(base, "").replace(
+        "entries = [\"+8613912340000..+8613912349999\"]\n",
+        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
+    );
+    assert!(conf.contains("[trunk.auth]"));
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let answered = r#"  <recv response="100" optional="true"> </recv>
+  <recv response="180" optional="true"> </recv>
+  <recv response="200"> </recv>
+  <send>
+    <![CDATA[
+
+      ACK sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"> </recv>"#;
+    let refused = r#"  <recv response="100" optional="true"> </recv>
+  <recv response="403"> </recv>
+  <send>
+    <![CDATA[
+
+      ACK sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"#;
+    let tpl = include_str!("../testdata/sipp/auth-uac.xml.in");
+    let run = |tail: &str, name: &str, port: u16, user: &str, pass: &str| {
+        let sc = dir.join(format!("auth-{name}.xml"));
+        std::fs::write(&sc, tpl.replace("@TAIL@", tail)).unwrap();
+        let (target, p) = (format!("127.0.0.1:{}", base + 2), port.to_string());
+        run_sipp(
+            &[
+                &target,
+                "-sf",
+                sc.to_str().unwrap(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-au",
+                user,
+                "-ap",
+                pass,
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "20s",
+                "-trace_err",
+            ],
+            &dir,
+            Duration::from_secs(30),
+        )
+    };
+    // The core sees the authenticated call without the credentials meant for sipfence.
+    let sc = uas_check_scenario(
+        &dir,
+        "auth",
+        &["Max-Forwards: 69", "branch=z9hG4bKsf"],
+        &["Proxy-Authorization", "s3cret"],
+    );
+    let uas = checking_uas(&dir, base + 10, &sc, 1);
+    let (code, out) = run(answered, "ok", base + 20, "pbx1", "s3cret");
+    assert_eq!(code, 0, "authenticated call:\n{out}");
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "at the core:\n{out}");
+    let (code, out) = run(refused, "bad", base + 21, "pbx1", "wrong");
+    assert_eq!(code, 0, "wrong password:\n{out}");
+    // Another user's password for pbx1 is just as wrong.
+    let (code, out) = run(refused, "cross", base + 22, "pbx1", "other");
+    assert_eq!(code, 0, "another user's password:\n{out}");
+    // No credentials at all: the challenge, and nothing reaches the core.
+    calls(
+        &dir,
+        base + 2,
+        base + 23,
+        "u1",
+        407,
+        &[("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    let m = |s: &str| proxy.metric(s);
+    // Challenges: one for each of the three authenticating calls and the plain one;
+    // refusals: the two wrong passwords.
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"trunk-auth\",trunk=\"ent\"}"),
+        6.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),
+        1.0
+    );
+}

@@ -336,7 +336,8 @@ fn keepalives_are_counted_apart_and_ponged_over_tcp() {
     };
 
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
     let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     stun.extend_from_slice(b"0123456789ab");
     for k in [&b"\r\n"[..], b"\r\n\r\n", b"\0\0\0\0", &stun] {
@@ -375,6 +376,10 @@ fn keepalives_are_counted_apart_and_ponged_over_tcp() {
         assert!(n > 0, "connection closed");
         got.extend_from_slice(&buf[..n]);
     }
-    assert!(got.starts_with(b"SIP/2.0 200 "), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"SIP/2.0 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     assert_eq!(m("sipfence_keepalives_total{transport=\"tcp\"}"), 1.0);
 }

@@ -992,3 +992,101 @@ fn builtin_policy_loads_and_judges_the_sample() {
     assert_eq!(d.verdict_str(), "allow");
     assert_eq!(d.caller.unwrap().e164(), "+442071234567");
 }
+
+/// `trunk-auth`: an enterprise trunk with `[trunk.auth]`. The call without credentials
+/// is challenged 407 (nonce in Proxy-Authenticate); answered right it passes on to the
+/// other rules and leaves without the credentials meant for sipfence (another realm's
+/// stay); a wrong password is refused 403; the same answer after `nonce_secs` is
+/// challenged again as stale; in-dialog requests are not challenged; `monitor` lets
+/// the unauthenticated call through, counted.
+#[test]
+fn trunk_auth() {
+    use md5::{Digest, Md5};
+    let text = format!(
+        "{}\n[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n",
+        POLICY.replace("[general]\n", "[general]\nauth_secret = \"shared\"\n")
+    );
+    let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
+    let creds = |nonce: &str, pass: &str| {
+        let ha1 = md5(format!("pbx1:ent.example:{pass}"));
+        let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
+        let r = md5(format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
+        format!(
+            "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\", qop=auth, nc=00000001, cnonce=\"abc\", response=\"{r}\"\r\n"
+        )
+    };
+    let challenge = |m: &Message, at: u64| {
+        let d = judge_at(&p, m, "ent", at, &NoCounting);
+        assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{d:?}");
+        let mut out = vec![];
+        assert!(verdict::write_reject(&p, m, &d, &mut out));
+        let r = String::from_utf8(out).unwrap();
+        assert!(
+            r.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"),
+            "{r}"
+        );
+        let pa = r
+            .lines()
+            .find(|l| l.starts_with("Proxy-Authenticate: Digest realm=\"ent.example\""))
+            .unwrap_or_else(|| panic!("no challenge in {r}"))
+            .to_string();
+        let nonce = pa
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        (nonce.to_string(), pa.contains("stale=true"))
+    };
+
+    let (nonce, stale) = challenge(&invite("13912345678", ""), MON_10H);
+    assert!(!stale);
+    // Answered: judged by the other rules, credentials taken off, another realm's kept.
+    let other = "Proxy-Authorization: Digest username=\"x\", realm=\"core\", nonce=\"n\", uri=\"sip:a@b\", response=\"0\"\r\n";
+    let m = invite(
+        "13912345678",
+        &format!("{}{other}", creds(&nonce, "s3cret")),
+    );
+    let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
+    assert_eq!(rejected(&d), None, "{d:?}");
+    let out = forwarded(&p, &m, &d);
+    let left: Vec<&[u8]> = out
+        .all(HeaderName::ProxyAuthorization)
+        .map(|h| out.slice(h.value()))
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].windows(12).any(|w| w == b"realm=\"core\""));
+    // Authenticated is not whitelisted: a caller off the contract is still refused.
+    let m = invite("13812345679", &creds(&nonce, "s3cret"));
+    let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    // Wrong password: 403, no new challenge.
+    let m = invite("13912345678", &creds(&nonce, "guess"));
+    let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
+    assert_eq!(rejected(&d), Some((403, "trunk-auth")));
+    let mut out = vec![];
+    verdict::write_reject(&p, &m, &d, &mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("Proxy-Authenticate"));
+    // The right answer, ten minutes on: stale, challenged again.
+    let m = invite("13912345678", &creds(&nonce, "s3cret"));
+    let (fresh, stale) = challenge(&m, MON_10H + 600_000);
+    assert!(stale && fresh != nonce);
+    // In-dialog requests are not challenged.
+    let bye = Message::parse(Bytes::from_static(b"BYE sip:x@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-b\r\nFrom: <sip:13912345678@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    let d = judge(&p, &bye, "ent");
+    assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None));
+    // Other trunks have no [trunk.auth]: nothing asked.
+    passes(&p, &invite("+442071234567", ""), "intl");
+    // monitor: through, counted.
+    let p = Policy::from_str(
+        &format!("{text}[trunk.rules.trunk-auth]\naction = \"monitor\"\n"),
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let d = passes(&p, &invite("13912345678", ""), "ent");
+    assert!(d.hits.contains(RuleId::TrunkAuth));
+}

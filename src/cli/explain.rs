@@ -140,6 +140,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 }
             );
             println!("  callee   {}", rec.callee.as_deref().unwrap_or("-"));
+            if let Some(a) = rec.auth {
+                println!("  auth     {a} (digest credentials for the trunk's realm)");
+            }
             if !rec.from_rules.is_empty() {
                 println!(
                     "  matched on a presented number (From, P-Preferred-Identity, Remote-Party-ID or the IAM's Generic Number): {}",

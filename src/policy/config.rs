@@ -48,6 +48,10 @@ pub struct General {
     pub server: String,
     /// Add an RFC 3326 Reason header to rejections.
     pub reason_header: bool,
+    /// Key of the digest nonces (`[trunk.auth]`). Gateways that share callers, and a
+    /// replay of their captures, need the same one; unset, each policy load draws one
+    /// at random (outstanding nonces then come back stale and are re-challenged).
+    pub auth_secret: Option<String>,
 }
 
 impl Default for General {
@@ -58,8 +62,28 @@ impl Default for General {
             verstat: None,
             server: "sipfence".into(),
             reason_header: true,
+            auth_secret: None,
         }
     }
+}
+
+/// SIP digest authentication of a trunk's calls (RFC 3261 22, RFC 7616, RFC 8760), on
+/// top of its source addresses: an IP-PBX on an enterprise line proves who it is.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConf {
+    /// Realm of the challenge; default: the trunk's name.
+    pub realm: Option<String>,
+    /// `name:password` (or `name:md5:<32 hex digits>`, the HA1 of name:realm:password,
+    /// to keep the password out of the file; MD5 clients only then).
+    pub users: Vec<String>,
+    /// How long a nonce stays good, in seconds.
+    #[serde(default = "default_nonce_secs")]
+    pub nonce_secs: u64,
+}
+
+fn default_nonce_secs() -> u64 {
+    300
 }
 
 /// A list: files (one entry per line) and entries written inline.
@@ -439,6 +463,8 @@ pub struct TrunkConf {
     /// in-dialog requests) pass through sipfence: the short-call feature needs them.
     #[serde(default)]
     pub record_route: bool,
+    /// Digest authentication of the trunk's calls; absent: the source address is enough.
+    pub auth: Option<AuthConf>,
 }
 
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about

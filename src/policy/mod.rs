@@ -2,6 +2,7 @@
 //! from a TOML file ([`config`]) into lookup-ready form. Rules themselves are evaluated
 //! by [`crate::decide`], in the fixed order of [`RuleId::ORDER`].
 
+pub mod auth;
 pub mod config;
 pub mod lists;
 pub mod rate;
@@ -22,6 +23,7 @@ use lists::{NumberSet, NumberSetBuilder};
 #[serde(rename_all = "kebab-case")]
 pub enum RuleId {
     UnknownSource,
+    TrunkAuth,
     WithheldCaller,
     BlankCaller,
     NumberingPlan,
@@ -47,11 +49,12 @@ pub enum RuleId {
     LabelInternational,
 }
 
-pub const RULE_COUNT: usize = 24;
+pub const RULE_COUNT: usize = 25;
 
 impl RuleId {
     pub const ORDER: [RuleId; RULE_COUNT] = [
         RuleId::UnknownSource,
+        RuleId::TrunkAuth,
         RuleId::WithheldCaller,
         RuleId::BlankCaller,
         RuleId::NumberingPlan,
@@ -84,6 +87,7 @@ impl RuleId {
     pub fn as_str(self) -> &'static str {
         match self {
             RuleId::UnknownSource => "unknown-source",
+            RuleId::TrunkAuth => "trunk-auth",
             RuleId::WithheldCaller => "withheld-caller",
             RuleId::BlankCaller => "blank-caller",
             RuleId::NumberingPlan => "numbering-plan",
@@ -115,6 +119,8 @@ impl RuleId {
         use ActionKind::*;
         match self {
             RuleId::UnknownSource => (Reject, 403, "Unknown source", ""),
+            // RFC 3261 22.3: a proxy challenges with 407; wrong credentials get 403.
+            RuleId::TrunkAuth => (Reject, 407, "Trunk authentication required", ""),
             // RFC 5079: 433 Anonymity Disallowed is the standard answer to a hidden caller.
             RuleId::WithheldCaller => {
                 (Reject, 433, "Caller withheld without asserted identity", "")
@@ -237,6 +243,8 @@ pub struct Trunk {
     pub max_per_minute_per_caller: Option<u32>,
     pub behaviour: Option<config::BehaviourConf>,
     pub record_route: bool,
+    /// Digest authentication of the trunk's calls (`[trunk.auth]`).
+    pub auth: Option<auth::TrunkAuth>,
     pub actions: Vec<Action>,
 }
 
@@ -245,10 +253,12 @@ impl Trunk {
     pub fn action(&self, r: RuleId) -> &Action {
         &self.actions[r.index()]
     }
-    /// The rule can match on this trunk: its role has it, and a behaviour rule needs
-    /// the trunk's behaviour thresholds.
+    /// The rule can match on this trunk: its role has it, a behaviour rule needs the
+    /// trunk's behaviour thresholds, and trunk-auth its `[trunk.auth]`.
     pub fn runs(&self, r: RuleId) -> bool {
-        applies(self.role, r) && (!r.is_behaviour() || self.behaviour.is_some())
+        applies(self.role, r)
+            && (!r.is_behaviour() || self.behaviour.is_some())
+            && (r != RuleId::TrunkAuth || self.auth.is_some())
     }
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
@@ -452,6 +462,12 @@ impl Policy {
             })
             .collect();
         let global = resolve_actions(&defaults, &cfg.rules, file)?;
+        // One nonce key per load, shared by every trunk and worker.
+        let auth_key = cfg
+            .trunks
+            .iter()
+            .any(|t| t.auth.is_some())
+            .then(|| auth::nonce_key(cfg.general.auth_secret.as_deref()));
         let mut trunks = Vec::with_capacity(cfg.trunks.len());
         for t in &cfg.trunks {
             if t.name.is_empty()
@@ -501,6 +517,13 @@ impl Policy {
                     None => None,
                 },
                 record_route: t.record_route,
+                auth: match (&t.auth, auth_key) {
+                    (Some(a), Some(key)) => Some(
+                        auth::TrunkAuth::new(a, &t.name, key)
+                            .map_err(|e| LoadError::file(file, e))?,
+                    ),
+                    _ => None,
+                },
                 actions: resolve_actions(&global, &t.rules, file)?,
             });
         }

@@ -30,6 +30,7 @@ pub enum HeaderName {
     Supported,
     Require,
     ProxyRequire,
+    ProxyAuthorization,
     UserAgent,
     Server,
 }
@@ -85,6 +86,7 @@ impl HeaderName {
             (14, b'c') if eq(b"content-length") => HeaderName::ContentLength,
             (15, b'r') if eq(b"remote-party-id") => HeaderName::RemotePartyId,
             (19, b'p') if eq(b"p-asserted-identity") => HeaderName::PAssertedIdentity,
+            (19, b'p') if eq(b"proxy-authorization") => HeaderName::ProxyAuthorization,
             (19, b'c') if eq(b"content-disposition") => HeaderName::ContentDisposition,
             (20, b'p') if eq(b"p-preferred-identity") => HeaderName::PPreferredIdentity,
             _ => HeaderName::Other,
@@ -118,6 +120,7 @@ impl HeaderName {
             HeaderName::Supported => "Supported",
             HeaderName::Require => "Require",
             HeaderName::ProxyRequire => "Proxy-Require",
+            HeaderName::ProxyAuthorization => "Proxy-Authorization",
             HeaderName::UserAgent => "User-Agent",
             HeaderName::Server => "Server",
             HeaderName::Other => "other",

@@ -8,6 +8,7 @@
 //! Building answers and editing headers is in [`response`] and [`rewrite`].
 
 pub mod addr;
+pub mod auth;
 pub mod error;
 pub mod header;
 pub mod lex;

@@ -148,6 +148,7 @@ pub fn phrase(code: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",

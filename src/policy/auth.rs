@@ -1,0 +1,476 @@
+//! Digest authentication of a trunk's calls (`[trunk.auth]`): RFC 3261 22 with the
+//! MD5 of RFC 2617 and the SHA-256 of RFC 7616 / RFC 8760, qop "auth" or none.
+//!
+//! Nonces carry their own issue time and an HMAC of it under the policy's key, so any
+//! worker (or gateway with the same `general.auth_secret`) can check one without a
+//! table of the nonces it gave out: the proxy stays stateless. The price is that a
+//! captured answer can be replayed until its nonce expires (`nonce_secs`); the source
+//! addresses of the trunk still have to match, which is what the digest adds to.
+//!
+//! Pure like the rest of the decision: the time comes in, nothing is read.
+
+use hmac::{Hmac, Mac};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use super::config::AuthConf;
+use crate::sip::auth::{Credentials, parse_digest};
+use crate::sip::{HeaderName, Message};
+
+/// A trunk's users and realm, compiled from `[trunk.auth]`.
+#[derive(Clone)]
+pub struct TrunkAuth {
+    pub realm: String,
+    users: Vec<User>,
+    nonce_secs: u64,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for TrunkAuth {
+    // The key and the HA1s stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkAuth")
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .field("nonce_secs", &self.nonce_secs)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct User {
+    name: Vec<u8>,
+    /// H(name:realm:password) in lowercase hex, per algorithm; SHA-256 only when the
+    /// password itself was given.
+    md5: String,
+    sha256: Option<String>,
+}
+
+/// What a call's credentials came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthCheck {
+    /// Good credentials, in field `field` of the message's header table (taken off
+    /// before the call goes on: they are ours, RFC 3261 22.3).
+    Ok { field: u16 },
+    /// None for this realm, or with a nonce this policy never gave: challenged.
+    Missing,
+    /// Right answer to a nonce of ours that has expired: challenged with `stale=true`,
+    /// so the caller answers again without asking its user.
+    Stale,
+    /// An unknown user or a wrong answer: refused outright.
+    Invalid,
+}
+
+impl AuthCheck {
+    /// The call is refused; with a challenge when [`AuthCheck::challenges`].
+    pub fn refuses(self) -> bool {
+        !matches!(self, AuthCheck::Ok { .. })
+    }
+    pub fn challenges(self) -> bool {
+        matches!(self, AuthCheck::Missing | AuthCheck::Stale)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthCheck::Ok { .. } => "ok",
+            AuthCheck::Missing => "missing",
+            AuthCheck::Stale => "stale",
+            AuthCheck::Invalid => "invalid",
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[(b >> 4) as usize] as char);
+        s.push(D[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Lowercase hex digest of the parts joined by ':'.
+fn h<D: Digest>(parts: &[&[u8]]) -> String {
+    let mut d = D::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            d.update(b":");
+        }
+        d.update(p);
+    }
+    hex(&d.finalize())
+}
+
+/// Equal, in time that does not depend on where they differ (case-insensitive: hex).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| {
+            acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+        }) == 0
+}
+
+/// The nonce key for `secret`, or a random one (each policy load) when there is none.
+pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
+    match secret {
+        Some(s) => Sha256::digest(s.as_bytes()).into(),
+        None => {
+            let mut k = [0u8; 32];
+            let read = std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k));
+            if read.is_err() {
+                // No urandom: still unguessable enough from outside for a nonce key.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let seed = format!("{t}:{}:{:p}", std::process::id(), &k);
+                k = Sha256::digest(seed.as_bytes()).into();
+            }
+            k
+        }
+    }
+}
+
+impl TrunkAuth {
+    pub fn new(conf: &AuthConf, trunk: &str, key: [u8; 32]) -> Result<TrunkAuth, String> {
+        let realm = conf.realm.clone().unwrap_or_else(|| trunk.to_string());
+        if realm.is_empty() || realm.contains('"') || realm.contains('\\') {
+            return Err(format!(
+                "trunk {trunk}: auth realm '{realm}' is empty or quoted"
+            ));
+        }
+        if conf.users.is_empty() {
+            return Err(format!("trunk {trunk}: auth has no users"));
+        }
+        if conf.nonce_secs == 0 {
+            return Err(format!("trunk {trunk}: auth nonce_secs must be above 0"));
+        }
+        let mut users: Vec<User> = Vec::with_capacity(conf.users.len());
+        for u in &conf.users {
+            let Some((name, rest)) = u.split_once(':') else {
+                return Err(format!(
+                    "trunk {trunk}: auth user '{u}' is not name:password"
+                ));
+            };
+            if name.is_empty()
+                || name.contains('"')
+                || users.iter().any(|x| x.name == name.as_bytes())
+            {
+                return Err(format!(
+                    "trunk {trunk}: auth user name '{name}' is empty, quoted or repeated"
+                ));
+            }
+            let user = match rest.strip_prefix("md5:") {
+                Some(ha1) if ha1.len() == 32 && ha1.bytes().all(|c| c.is_ascii_hexdigit()) => {
+                    User {
+                        name: name.as_bytes().to_vec(),
+                        md5: ha1.to_ascii_lowercase(),
+                        sha256: None,
+                    }
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "trunk {trunk}: auth user '{name}': md5: needs 32 hex digits"
+                    ));
+                }
+                None => {
+                    let parts: [&[u8]; 3] = [name.as_bytes(), realm.as_bytes(), rest.as_bytes()];
+                    User {
+                        name: name.as_bytes().to_vec(),
+                        md5: h::<Md5>(&parts),
+                        sha256: Some(h::<Sha256>(&parts)),
+                    }
+                }
+            };
+            users.push(user);
+        }
+        Ok(TrunkAuth {
+            realm,
+            users,
+            nonce_secs: conf.nonce_secs,
+            key,
+        })
+    }
+
+    fn nonce_mac(&self, ts_hex: &[u8]) -> String {
+        // HMAC takes keys of any length: `new_from_slice` cannot fail here.
+        match Hmac::<Sha256>::new_from_slice(&self.key) {
+            Ok(mut m) => {
+                m.update(ts_hex);
+                m.update(b":");
+                m.update(self.realm.as_bytes());
+                hex(&m.finalize().into_bytes()[..16])
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// A nonce for `now_ms`: issue time (16 hex digits) then its MAC (32).
+    pub fn nonce(&self, now_ms: u64) -> String {
+        let ts = format!("{:016x}", now_ms / 1000);
+        let mac = self.nonce_mac(ts.as_bytes());
+        ts + &mac
+    }
+
+    /// The issue time of a nonce this policy gave, in seconds; `None` for any other.
+    fn nonce_time(&self, nonce: &[u8]) -> Option<u64> {
+        if nonce.len() != 48 {
+            return None;
+        }
+        let (ts, mac) = nonce.split_at(16);
+        if !same(mac, self.nonce_mac(ts).as_bytes()) {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(ts).ok()?, 16).ok()
+    }
+
+    /// Checks the credentials of a call. `method` is the request's.
+    pub fn check(&self, msg: &Message, now_ms: u64) -> AuthCheck {
+        let b = msg.buf();
+        let method = msg.method_bytes().unwrap_or_default();
+        for (i, f) in msg.headers().iter().enumerate() {
+            if f.name != HeaderName::ProxyAuthorization {
+                continue;
+            }
+            let Some(c) = parse_digest(f.value().of(b)) else {
+                continue;
+            };
+            // Credentials for other realms are another proxy's (RFC 3261 22.3).
+            if c.realm != self.realm.as_bytes() {
+                continue;
+            }
+            let Some(issued) = self.nonce_time(c.nonce) else {
+                return AuthCheck::Missing;
+            };
+            if !self.answers(&c, method) {
+                return AuthCheck::Invalid;
+            }
+            let now = now_ms / 1000;
+            // A nonce from the future beyond clock skew between gateways is not ours.
+            if issued > now + 30 {
+                return AuthCheck::Missing;
+            }
+            return if now - issued.min(now) > self.nonce_secs {
+                AuthCheck::Stale
+            } else {
+                AuthCheck::Ok { field: i as u16 }
+            };
+        }
+        AuthCheck::Missing
+    }
+
+    /// The response is the right one for a known user.
+    fn answers(&self, c: &Credentials<'_>, method: &[u8]) -> bool {
+        let Some(u) = self.users.iter().find(|u| u.name == c.username) else {
+            return false;
+        };
+        let algo = c.algorithm.unwrap_or(b"MD5");
+        let qop = match c.qop {
+            None => None,
+            Some(q) if q.eq_ignore_ascii_case(b"auth") => Some(q),
+            // auth-int (a hash of the body) is not offered.
+            Some(_) => return false,
+        };
+        let expected = |ha1: &str, hash: fn(&[&[u8]]) -> String| {
+            let ha2 = hash(&[method, c.uri]);
+            match qop {
+                Some(q) => hash(&[ha1.as_bytes(), c.nonce, c.nc, c.cnonce, q, ha2.as_bytes()]),
+                None => hash(&[ha1.as_bytes(), c.nonce, ha2.as_bytes()]),
+            }
+        };
+        let want = if algo.eq_ignore_ascii_case(b"MD5") {
+            expected(&u.md5, h::<Md5>)
+        } else if algo.eq_ignore_ascii_case(b"SHA-256") {
+            match &u.sha256 {
+                Some(ha1) => expected(ha1, h::<Sha256>),
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        same(c.response, want.as_bytes())
+    }
+
+    /// The `Proxy-Authenticate` field of a 407 for `now_ms` (with its CRLF). MD5 first,
+    /// the algorithm every SIP device answers; SHA-256 beside it (RFC 8760) when every
+    /// user's password is known.
+    pub fn challenge(&self, now_ms: u64, stale: bool, out: &mut Vec<u8>) {
+        let nonce = self.nonce(now_ms);
+        let stale = if stale { ", stale=true" } else { "" };
+        let mut one = |algo: &str| {
+            out.extend_from_slice(
+                format!(
+                    "Proxy-Authenticate: Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={algo}, qop=\"auth\"{stale}\r\n",
+                    self.realm
+                )
+                .as_bytes(),
+            );
+        };
+        one("MD5");
+        if self.users.iter().all(|u| u.sha256.is_some()) {
+            one("SHA-256");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn auth(users: &[&str]) -> TrunkAuth {
+        let conf = AuthConf {
+            realm: Some("sipfence".into()),
+            users: users.iter().map(|s| s.to_string()).collect(),
+            nonce_secs: 300,
+        };
+        TrunkAuth::new(&conf, "ent", nonce_key(Some("test"))).unwrap()
+    }
+
+    fn invite(pa: &str) -> Message {
+        let s = format!(
+            "INVITE sip:4008001234@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK1\r\nFrom: <sip:+8613912345678@10.0.0.2>;tag=1\r\nTo: <sip:4008001234@10.0.0.1>\r\nCall-ID: a1\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\n{pa}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(s)).unwrap()
+    }
+
+    /// What a client computes (RFC 2617 3.2.2.1), independently of `answers`.
+    fn answer(user: &str, pass: &str, nonce: &str, algo: &str, qop: bool) -> String {
+        let (ha1, ha2) = match algo {
+            "SHA-256" => (
+                hex(&Sha256::digest(format!("{user}:sipfence:{pass}"))),
+                hex(&Sha256::digest("INVITE:sip:4008001234@10.0.0.1")),
+            ),
+            _ => (
+                hex(&Md5::digest(format!("{user}:sipfence:{pass}"))),
+                hex(&Md5::digest("INVITE:sip:4008001234@10.0.0.1")),
+            ),
+        };
+        let s = if qop {
+            format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}")
+        } else {
+            format!("{ha1}:{nonce}:{ha2}")
+        };
+        let resp = match algo {
+            "SHA-256" => hex(&Sha256::digest(s)),
+            _ => hex(&Md5::digest(s)),
+        };
+        let q = if qop {
+            ", qop=auth, nc=00000001, cnonce=\"c0ffee\""
+        } else {
+            ""
+        };
+        format!(
+            "Proxy-Authorization: Digest username=\"{user}\", realm=\"sipfence\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.1\", response=\"{resp}\", algorithm={algo}{q}\r\n"
+        )
+    }
+
+    #[test]
+    fn the_rfc_2617_example_computes() {
+        // RFC 2617 3.5 (Mufasa): the hash chain, qop=auth, with method GET.
+        let ha1 = h::<Md5>(&[b"Mufasa", b"testrealm@host.com", b"Circle Of Life"]);
+        let ha2 = h::<Md5>(&[b"GET", b"/dir/index.html"]);
+        let r = h::<Md5>(&[
+            ha1.as_bytes(),
+            b"dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            b"00000001",
+            b"0a4f113b",
+            b"auth",
+            ha2.as_bytes(),
+        ]);
+        assert_eq!(r, "6629fae49393a05397450978507c4ef1");
+    }
+
+    #[test]
+    fn good_stale_missing_and_invalid_credentials() {
+        let a = auth(&["pbx1:s3cret", "pbx2:md5:0123456789abcdef0123456789abcdef"]);
+        let t0 = 1_796_000_000_000u64;
+        let nonce = a.nonce(t0);
+        for (algo, qop) in [("MD5", true), ("MD5", false), ("SHA-256", true)] {
+            let m = invite(&answer("pbx1", "s3cret", &nonce, algo, qop));
+            assert!(
+                matches!(a.check(&m, t0 + 5_000), AuthCheck::Ok { field: 6 }),
+                "{algo} {qop}"
+            );
+            // After nonce_secs: the same answer is stale.
+            assert_eq!(a.check(&m, t0 + 301_000), AuthCheck::Stale, "{algo}");
+        }
+        // Wrong password, unknown user, SHA-256 for an HA1-only user: invalid.
+        for pa in [
+            answer("pbx1", "wrong", &nonce, "MD5", true),
+            answer("nobody", "s3cret", &nonce, "MD5", true),
+            answer("pbx2", "x", &nonce, "SHA-256", true),
+        ] {
+            assert_eq!(a.check(&invite(&pa), t0), AuthCheck::Invalid, "{pa}");
+        }
+        // No credentials, another realm's, a nonce we never gave or from the future.
+        assert_eq!(a.check(&invite(""), t0), AuthCheck::Missing);
+        let other = answer("pbx1", "s3cret", &nonce, "MD5", true)
+            .replace("realm=\"sipfence\"", "realm=\"core\"");
+        assert_eq!(a.check(&invite(&other), t0), AuthCheck::Missing);
+        let forged = format!("{}{}", &nonce[..16], "0".repeat(32));
+        let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
+        assert_eq!(a.check(&m, t0), AuthCheck::Missing);
+        let later = a.nonce(t0 + 120_000);
+        let m = invite(&answer("pbx1", "s3cret", &later, "MD5", true));
+        assert_eq!(a.check(&m, t0), AuthCheck::Missing);
+        // Another key (another gateway without the shared secret): not our nonce.
+        let b = TrunkAuth::new(
+            &AuthConf {
+                realm: Some("sipfence".into()),
+                users: vec!["pbx1:s3cret".into()],
+                nonce_secs: 300,
+            },
+            "ent",
+            nonce_key(Some("other")),
+        )
+        .unwrap();
+        let m = invite(&answer("pbx1", "s3cret", &nonce, "MD5", true));
+        assert_eq!(b.check(&m, t0), AuthCheck::Missing);
+    }
+
+    #[test]
+    fn the_challenge_names_realm_nonce_and_algorithms() {
+        let a = auth(&["pbx1:s3cret"]);
+        let mut out = vec![];
+        a.challenge(1_796_000_000_000, true, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 2, "{s}");
+        assert!(lines[0].starts_with("Proxy-Authenticate: Digest realm=\"sipfence\", nonce=\""));
+        assert!(
+            lines[0].ends_with("algorithm=MD5, qop=\"auth\", stale=true"),
+            "{s}"
+        );
+        assert!(lines[1].contains("algorithm=SHA-256"));
+        let c = parse_digest(
+            lines[0]
+                .trim_start_matches("Proxy-Authenticate: ")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(a.nonce_time(c.nonce), Some(1_796_000_000));
+        // An HA1-only user cannot answer SHA-256: offered MD5 alone.
+        let mut out = vec![];
+        auth(&["pbx2:md5:0123456789abcdef0123456789abcdef"]).challenge(0, false, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        for users in [
+            vec![],
+            vec!["nopassword".to_string()],
+            vec![":x".to_string()],
+            vec!["a:x".to_string(), "a:y".to_string()],
+            vec!["a:md5:xyz".to_string()],
+        ] {
+            let conf = AuthConf {
+                realm: None,
+                users,
+                nonce_secs: 300,
+            };
+            assert!(TrunkAuth::new(&conf, "ent", [0; 32]).is_err(), "{conf:?}");
+        }
+    }
+}
