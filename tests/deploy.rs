@@ -32,7 +32,15 @@ fn used_metrics(text: &str) -> BTreeSet<String> {
 fn dashboard_and_alerts_use_only_exported_metrics() {
     let root = common::project_dir();
     let m = Metrics::new();
-    let _bound = m.bind(&Policy::builtin().unwrap());
+    // The built-in policy, with the optional features whose series exist only where
+    // they are configured (digest authentication on its last trunk).
+    let text = format!(
+        "{}\n[trunk.auth]\nusers = [\"pbx:pw\"]\n",
+        sipfence::policy::BUILTIN_CONFIG
+    );
+    let p = Policy::from_str(&text, "builtin+auth", std::path::Path::new(".")).unwrap();
+    assert!(p.trunks.last().unwrap().auth.is_some());
+    let _bound = m.bind(&p);
     let exposition = m.render();
     for name in METRIC_NAMES {
         assert!(

@@ -1159,4 +1159,16 @@ fn digest_authenticated_trunk() {
         m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),
         1.0
     );
+    for (result, n) in [
+        ("ok", 1.0),
+        ("missing", 4.0),
+        ("stale", 0.0),
+        ("invalid", 2.0),
+    ] {
+        let sample = format!("sipfence_auth_total{{result=\"{result}\",trunk=\"ent\"}}");
+        assert_eq!(m(&sample), n, "{sample}");
+    }
+    // Trunks without [trunk.auth] have no such series.
+    let (_, body) = proxy.http("GET", "/metrics");
+    assert!(!body.contains("sipfence_auth_total{result=\"ok\",trunk=\"intl\"}"));
 }

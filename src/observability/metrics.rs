@@ -20,6 +20,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_messages_total",
     "sipfence_calls_total",
     "sipfence_rule_hits_total",
+    "sipfence_auth_total",
     "sipfence_isup_rule_hits_total",
     "sipfence_sipi_calls_total",
     "sipfence_parse_errors_total",
@@ -46,11 +47,15 @@ pub const METRIC_NAMES: &[&str] = &[
 
 pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 
+/// The results of a digest check ([`crate::policy::auth::AuthCheck::as_str`]).
+const AUTH_RESULTS: [&str; 4] = ["ok", "missing", "stale", "invalid"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub messages: IntCounterVec,
     pub calls: IntCounterVec,
     pub rule_hits: IntCounterVec,
+    pub auth: IntCounterVec,
     pub isup_rule_hits: IntCounterVec,
     pub sipi_calls: IntCounterVec,
     pub parse_errors: IntCounterVec,
@@ -91,6 +96,8 @@ pub struct Bound {
     latency: Vec<Histogram>,
     /// Call outcomes seen by the behaviour tracker, by [`Seen::index`].
     events: Vec<[IntCounter; 6]>,
+    /// Digest checks by result (ok, missing, stale, invalid), on trunks with auth.
+    auth: Vec<Option<[IntCounter; 4]>>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -121,6 +128,11 @@ impl Metrics {
             "sipfence_rule_hits_total",
             "Rule matches, by trunk, rule and action",
             &["trunk", "rule", "action"],
+        );
+        let auth = cv(
+            "sipfence_auth_total",
+            "Digest checks of calls on trunks with [trunk.auth], by trunk and result (ok, missing, stale, invalid)",
+            &["trunk", "result"],
         );
         let isup_rule_hits = cv(
             "sipfence_isup_rule_hits_total",
@@ -291,6 +303,7 @@ impl Metrics {
             messages,
             calls,
             rule_hits,
+            auth,
             isup_rule_hits,
             sipi_calls,
             parse_errors,
@@ -352,6 +365,7 @@ impl Metrics {
             overload: vec![],
             latency: vec![],
             events: vec![],
+            auth: vec![],
         };
         for (i, n) in names.iter().enumerate() {
             b.calls
@@ -393,6 +407,11 @@ impl Metrics {
             );
             b.latency
                 .push(self.decision_seconds.with_label_values(&[n]));
+            b.auth.push(
+                trunk
+                    .filter(|t| t.auth.is_some())
+                    .map(|_| AUTH_RESULTS.map(|r| self.auth.with_label_values(&[n, r]))),
+            );
         }
         for (name, l) in [
             ("blacklist", &p.blacklist),
@@ -486,6 +505,13 @@ impl Bound {
             if let Some(c) = &self.hits[s][r.index()] {
                 c.inc();
             }
+        }
+        if let (Some(a), Some(Some(c))) = (d.auth, self.auth.get(s)) {
+            let k = AUTH_RESULTS
+                .iter()
+                .position(|r| *r == a.as_str())
+                .unwrap_or(3);
+            c[k].inc();
         }
         if let Some(i) = &d.identity.isup {
             self.sipi[s][i.iam.is_err() as usize].inc();

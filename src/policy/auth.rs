@@ -192,6 +192,21 @@ impl TrunkAuth {
         })
     }
 
+    /// For `sipfence check`: realm, users, nonce lifetime (never a secret).
+    pub fn summary(&self) -> String {
+        let names: Vec<String> = self
+            .users
+            .iter()
+            .map(|u| String::from_utf8_lossy(&u.name).into_owned())
+            .collect();
+        format!(
+            "digest, realm \"{}\", users {}, nonces good for {} s",
+            self.realm,
+            names.join(", "),
+            self.nonce_secs
+        )
+    }
+
     fn nonce_mac(&self, ts_hex: &[u8]) -> String {
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
         match Hmac::<Sha256>::new_from_slice(&self.key) {

@@ -694,6 +694,9 @@ impl Policy {
                     w.segment_len()
                 );
             }
+            if let Some(a) = &t.auth {
+                let _ = writeln!(s, "    auth: {}", a.summary());
+            }
             let rules: Vec<String> = RuleId::ORDER
                 .iter()
                 .filter(|r| t.runs(**r) && t.action(**r).kind != ActionKind::Off)
