@@ -59,6 +59,57 @@ fn allow_paths_allocate_nothing() {
         0,
         "allocations on the SIP-I allow path"
     );
+    // A trunk with digest authentication: checking good credentials (nonce MAC, MD5
+    // chain) allocates nothing either.
+    assert_eq!(
+        allocations_authenticated(),
+        0,
+        "allocations on an authenticated trunk's allow path"
+    );
+}
+
+/// As [`allocations_on_allow`], for a call with good digest credentials on the
+/// built-in enterprise trunk given `[trunk.auth]`.
+fn allocations_authenticated() -> usize {
+    use md5::{Digest, Md5};
+    let text = format!(
+        "{}\n[trunk.auth]\nrealm = \"r\"\nusers = [\"pbx:pw\"]\n",
+        sipfence::policy::BUILTIN_CONFIG
+    );
+    let policy = Policy::from_str(&text, "auth", std::path::Path::new(".")).unwrap();
+    let ent = policy.trunks.len() - 1;
+    let now_ms = 1_795_998_600_000;
+    let nonce = policy.trunks[ent].auth.as_ref().unwrap().nonce(now_ms);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let ha1 = hex(&Md5::digest(b"pbx:r:pw"));
+    let ha2 = hex(&Md5::digest(b"INVITE:sip:4008001234@127.0.0.1"));
+    let resp = hex(&Md5::digest(format!("{ha1}:{nonce}:{ha2}").as_bytes()));
+    let raw = Bytes::from(format!(
+        "INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-a\r\nFrom: <sip:+8613912345678@127.0.0.1>;tag=1\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: alloc-auth\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nProxy-Authorization: Digest username=\"pbx\", realm=\"r\", nonce=\"{nonce}\", uri=\"sip:4008001234@127.0.0.1\", response=\"{resp}\"\r\nContent-Length: 0\r\n\r\n"
+    ));
+    let ctx = Context {
+        source: "127.0.0.1:5071".parse().unwrap(),
+        local: None,
+        trunk: Some(ent),
+        now_ms,
+        rates: &NoCounting,
+        behaviour: &sipfence::behaviour::NoTracking,
+    };
+    let m = Message::parse(raw.clone()).unwrap();
+    let d = decide(&policy, &m, &ctx);
+    assert!(!d.is_reject(), "{d:?}");
+    assert!(
+        matches!(d.auth, Some(sipfence::policy::auth::AuthCheck::Ok { .. })),
+        "{d:?}"
+    );
+    drop(m);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut m = Message::empty();
+    for _ in 0..100 {
+        m.parse_into(raw.clone()).unwrap();
+        std::hint::black_box(decide(&policy, &m, &ctx).is_reject());
+    }
+    ALLOCS.load(Ordering::Relaxed) - before
 }
 
 /// Allocations made by 100 parses + decisions of `raw`, which must be allowed (after one

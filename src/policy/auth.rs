@@ -42,8 +42,8 @@ struct User {
     name: Vec<u8>,
     /// H(name:realm:password) in lowercase hex, per algorithm; SHA-256 only when the
     /// password itself was given.
-    md5: String,
-    sha256: Option<String>,
+    md5: Hex,
+    sha256: Option<Hex>,
 }
 
 /// What a call's credentials came to.
@@ -79,18 +79,39 @@ impl AuthCheck {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
+/// Lowercase hex of a digest, kept on the stack (SHA-256's 64 digits at most): checking
+/// a call's credentials allocates nothing, like the rest of the allow path.
+#[derive(Clone, Copy)]
+struct Hex {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Hex {
+    fn new(bytes: &[u8]) -> Hex {
+        const D: &[u8; 16] = b"0123456789abcdef";
+        let mut h = Hex {
+            buf: [0; 64],
+            len: 0,
+        };
+        for b in bytes.iter().take(32) {
+            h.buf[h.len] = D[(b >> 4) as usize];
+            h.buf[h.len + 1] = D[(b & 15) as usize];
+            h.len += 2;
+        }
+        h
     }
-    s
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    fn as_str(&self) -> &str {
+        // Only hex digits were written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// Lowercase hex digest of the parts joined by ':'.
-fn h<D: Digest>(parts: &[&[u8]]) -> String {
+fn h<D: Digest>(parts: &[&[u8]]) -> Hex {
     let mut d = D::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -98,7 +119,7 @@ fn h<D: Digest>(parts: &[&[u8]]) -> String {
         }
         d.update(p);
     }
-    hex(&d.finalize())
+    Hex::new(&d.finalize())
 }
 
 /// Equal, in time that does not depend on where they differ (case-insensitive: hex).
@@ -164,7 +185,14 @@ impl TrunkAuth {
                 Some(ha1) if ha1.len() == 32 && ha1.bytes().all(|c| c.is_ascii_hexdigit()) => {
                     User {
                         name: name.as_bytes().to_vec(),
-                        md5: ha1.to_ascii_lowercase(),
+                        md5: Hex {
+                            buf: {
+                                let mut b = [0u8; 64];
+                                b[..32].copy_from_slice(ha1.to_ascii_lowercase().as_bytes());
+                                b
+                            },
+                            len: 32,
+                        },
                         sha256: None,
                     }
                 }
@@ -207,16 +235,16 @@ impl TrunkAuth {
         )
     }
 
-    fn nonce_mac(&self, ts_hex: &[u8]) -> String {
+    fn nonce_mac(&self, ts_hex: &[u8]) -> Hex {
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
         match Hmac::<Sha256>::new_from_slice(&self.key) {
             Ok(mut m) => {
                 m.update(ts_hex);
                 m.update(b":");
                 m.update(self.realm.as_bytes());
-                hex(&m.finalize().into_bytes()[..16])
+                Hex::new(&m.finalize().into_bytes()[..16])
             }
-            Err(_) => String::new(),
+            Err(_) => Hex::new(&[]),
         }
     }
 
@@ -224,7 +252,7 @@ impl TrunkAuth {
     pub fn nonce(&self, now_ms: u64) -> String {
         let ts = format!("{:016x}", now_ms / 1000);
         let mac = self.nonce_mac(ts.as_bytes());
-        ts + &mac
+        ts + mac.as_str()
     }
 
     /// The issue time of a nonce this policy gave, in seconds; `None` for any other.
@@ -286,7 +314,7 @@ impl TrunkAuth {
             // auth-int (a hash of the body) is not offered.
             Some(_) => return false,
         };
-        let expected = |ha1: &str, hash: fn(&[&[u8]]) -> String| {
+        let expected = |ha1: &Hex, hash: fn(&[&[u8]]) -> Hex| {
             let ha2 = hash(&[method, c.uri]);
             match qop {
                 Some(q) => hash(&[ha1.as_bytes(), c.nonce, c.nc, c.cnonce, q, ha2.as_bytes()]),
@@ -332,6 +360,11 @@ impl TrunkAuth {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    /// Hex as a client would write it, independently of [`Hex`].
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
 
     fn auth(users: &[&str]) -> TrunkAuth {
         let conf = AuthConf {
@@ -393,7 +426,7 @@ mod tests {
             b"auth",
             ha2.as_bytes(),
         ]);
-        assert_eq!(r, "6629fae49393a05397450978507c4ef1");
+        assert_eq!(r.as_str(), "6629fae49393a05397450978507c4ef1");
     }
 
     #[test]
