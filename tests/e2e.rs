@@ -481,6 +481,38 @@ fn checking_uas_at(
     h
 }
 
+/// One call of `scenario` from 127.0.0.1:`port` to 127.0.0.1:`to` over `transport`
+/// (u1 / t1), with `extra` sipp arguments; (exit code, output).
+fn one_call(
+    dir: &Path,
+    scenario: &Path,
+    to: u16,
+    port: u16,
+    transport: &str,
+    extra: &[&str],
+) -> (i32, String) {
+    let (target, p) = (format!("127.0.0.1:{to}"), port.to_string());
+    let mut args = vec![
+        target.as_str(),
+        "-sf",
+        scenario.to_str().unwrap(),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "-t",
+        transport,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "20s",
+        "-trace_err",
+    ];
+    args.extend_from_slice(extra);
+    run_sipp(&args, dir, Duration::from_secs(30))
+}
+
 #[test]
 fn rewritten_and_labelled_calls_arrive_edited() {
     if !sipp_available() {
@@ -986,31 +1018,8 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
     let dir = proxy.dir.path().to_path_buf();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sipp");
     let uas = checking_uas(&dir, base + 10, &root.join("carrier-uas.xml"), 2);
-    let target = format!("127.0.0.1:{base}");
     for (t, port) in [("u1", base + 20), ("t1", base + 21)] {
-        let p = port.to_string();
-        let uac = root.join("carrier-uac.xml");
-        let (code, out) = run_sipp(
-            &[
-                &target,
-                "-sf",
-                uac.to_str().unwrap(),
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-t",
-                t,
-                "-m",
-                "1",
-                "-nostdin",
-                "-timeout",
-                "20s",
-                "-trace_err",
-            ],
-            &dir,
-            Duration::from_secs(30),
-        );
+        let (code, out) = one_call(&dir, &root.join("carrier-uac.xml"), base, port, t, &[]);
         assert_eq!(code, 0, "caller over {t}: exit {code}\n{out}");
     }
     let (code, out) = uas.join().unwrap();
@@ -1097,30 +1106,7 @@ fn digest_authenticated_trunk() {
     let run = |tail: &str, name: &str, port: u16, user: &str, pass: &str| {
         let sc = dir.join(format!("auth-{name}.xml"));
         std::fs::write(&sc, tpl.replace("@TAIL@", tail)).unwrap();
-        let (target, p) = (format!("127.0.0.1:{}", base + 2), port.to_string());
-        run_sipp(
-            &[
-                &target,
-                "-sf",
-                sc.to_str().unwrap(),
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-au",
-                user,
-                "-ap",
-                pass,
-                "-m",
-                "1",
-                "-nostdin",
-                "-timeout",
-                "20s",
-                "-trace_err",
-            ],
-            &dir,
-            Duration::from_secs(30),
-        )
+        one_call(&dir, &sc, base + 2, port, "u1", &["-au", user, "-ap", pass])
     };
     // The core sees the authenticated call without the credentials meant for sipfence.
     let sc = uas_check_scenario(
