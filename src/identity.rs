@@ -68,7 +68,8 @@ pub struct CallerIdentity {
     /// P-Asserted-Identity): a presented number to legacy equipment that reads it.
     pub rpid: Option<Party>,
     /// A P-Asserted-Identity display name that reads as a number: shown by phones and
-    /// caller-name services like From's, so a presented number too.
+    /// caller-name services like From's, so a presented number too. Of several, one
+    /// that shows another number than the asserted one.
     pub asserted_display: Option<Number>,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
     pub withheld: bool,
@@ -224,9 +225,15 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     continue;
                 }
                 let _ = addr::parse_list(b, h.value(), |na| {
-                    if id.asserted_display.is_none() {
-                        id.asserted_display =
-                            na.display.and_then(|d| display_number(b, d, home_cc));
+                    // The first number-like display name, unless it only shows the
+                    // asserted number itself: then a later one showing another number
+                    // (on the second value of a sip + tel pair) takes its place.
+                    if let Some(n) = na.display.and_then(|d| display_number(b, d, home_cc))
+                        && id
+                            .asserted_display
+                            .is_none_or(|shown| Some(shown) == id.asserted.and_then(|a| a.number()))
+                    {
+                        id.asserted_display = Some(n);
                     }
                     if id.asserted2.is_some() {
                         return;

@@ -738,6 +738,19 @@ fn preferred_and_legacy_identities_are_presented_numbers() {
         assert_eq!(rule, None, "{display}");
         assert!(fwd.contains(&extra), "{fwd}");
     }
+    // Behind a first value whose display name is the caller's own number, the second
+    // value of the pair (sip + tel) showing another number is seen too.
+    let (rule, fwd) = out(&with_from(
+        from,
+        "P-Asserted-Identity: \"+442071234567\" <sip:+442071234567@x>\r\nP-Asserted-Identity: \"+8613812345678\" <tel:+442071234567>\r\n",
+    ));
+    assert_eq!(rule, Some(RuleId::GenericNumber));
+    assert!(
+        fwd.contains("P-Asserted-Identity: <tel:+442071234567>\r\n")
+            && fwd.contains("P-Asserted-Identity: \"+442071234567\" <sip:+442071234567@x>\r\n")
+            && !fwd.contains("8613812345678"),
+        "{fwd}"
+    );
     // The caller's own number in them, or a screened Remote-Party-ID that is the
     // asserted identity: nothing to delete.
     for extra in [
