@@ -1093,6 +1093,15 @@ fn trunk_auth() {
     assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None));
     // Other trunks have no [trunk.auth]: nothing asked.
     passes(&p, &invite("+442071234567", ""), "intl");
+    // A bad [trunk.auth] is refused with the file, and a bare password is not echoed.
+    let bad = text.replace("users = [\"pbx1:s3cret\"]", "users = [\"s3cret\"]");
+    let e = Policy::from_str(&bad, "t.toml", Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("t.toml") && e.contains("entry 1") && !e.contains("s3cret"),
+        "{e}"
+    );
     // monitor: through, counted.
     let p = Policy::from_str(
         &format!("{text}[trunk.rules.trunk-auth]\naction = \"monitor\"\n"),

@@ -167,10 +167,12 @@ impl TrunkAuth {
             return Err(format!("trunk {trunk}: auth nonce_secs must be above 0"));
         }
         let mut users: Vec<User> = Vec::with_capacity(conf.users.len());
-        for u in &conf.users {
+        for (i, u) in conf.users.iter().enumerate() {
+            // The entry itself is not echoed: it may be a bare password.
             let Some((name, rest)) = u.split_once(':') else {
                 return Err(format!(
-                    "trunk {trunk}: auth user '{u}' is not name:password"
+                    "trunk {trunk}: auth users entry {} is not name:password",
+                    i + 1
                 ));
             };
             if name.is_empty()
