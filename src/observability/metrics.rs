@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use crate::decide::{Decision, Kind};
+use crate::policy::auth::AuthCheck;
 use crate::policy::config::ActionKind;
 use crate::policy::{Policy, RuleId};
 use crate::sip::ErrorKind;
@@ -46,9 +47,6 @@ pub const METRIC_NAMES: &[&str] = &[
 ];
 
 pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
-
-/// The results of a digest check ([`crate::policy::auth::AuthCheck::as_str`]).
-const AUTH_RESULTS: [&str; 4] = ["ok", "missing", "stale", "invalid"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -281,12 +279,10 @@ impl Metrics {
             reloads.with_label_values(&[r]);
         }
         for t in ["udp", "tcp"] {
-            keepalives.with_label_values(&[t]);
-        }
-        for t in ["udp", "tcp"] {
             for k in ["request", "response"] {
                 messages.with_label_values(&[t, k]);
             }
+            keepalives.with_label_values(&[t]);
         }
         // The drop reasons an operator watches first; others appear when they happen.
         for r in [
@@ -410,7 +406,7 @@ impl Metrics {
             b.auth.push(
                 trunk
                     .filter(|t| t.auth.is_some())
-                    .map(|_| AUTH_RESULTS.map(|r| self.auth.with_label_values(&[n, r]))),
+                    .map(|_| AuthCheck::NAMES.map(|r| self.auth.with_label_values(&[n, r]))),
             );
         }
         for (name, l) in [
@@ -507,11 +503,7 @@ impl Bound {
             }
         }
         if let (Some(a), Some(Some(c))) = (d.auth, self.auth.get(s)) {
-            let k = AUTH_RESULTS
-                .iter()
-                .position(|r| *r == a.as_str())
-                .unwrap_or(3);
-            c[k].inc();
+            c[a.index()].inc();
         }
         if let Some(i) = &d.identity.isup {
             self.sipi[s][i.iam.is_err() as usize].inc();

@@ -69,13 +69,19 @@ impl AuthCheck {
     pub fn challenges(self) -> bool {
         matches!(self, AuthCheck::Missing | AuthCheck::Stale)
     }
-    pub fn as_str(self) -> &'static str {
+    /// The results' names, by [`AuthCheck::index`] (metric labels and records).
+    pub const NAMES: [&'static str; 4] = ["ok", "missing", "stale", "invalid"];
+
+    pub fn index(self) -> usize {
         match self {
-            AuthCheck::Ok { .. } => "ok",
-            AuthCheck::Missing => "missing",
-            AuthCheck::Stale => "stale",
-            AuthCheck::Invalid => "invalid",
+            AuthCheck::Ok { .. } => 0,
+            AuthCheck::Missing => 1,
+            AuthCheck::Stale => 2,
+            AuthCheck::Invalid => 3,
         }
+    }
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self.index()]
     }
 }
 
@@ -99,6 +105,16 @@ impl Hex {
             h.buf[h.len + 1] = D[(b & 15) as usize];
             h.len += 2;
         }
+        h
+    }
+    /// Hex digits as written (a configured HA1), lowercased.
+    fn from_digits(digits: &str) -> Hex {
+        let mut h = Hex {
+            buf: [0; 64],
+            len: digits.len().min(64),
+        };
+        h.buf[..h.len].copy_from_slice(&digits.as_bytes()[..h.len]);
+        h.buf.make_ascii_lowercase();
         h
     }
     fn as_bytes(&self) -> &[u8] {
@@ -187,14 +203,7 @@ impl TrunkAuth {
                 Some(ha1) if ha1.len() == 32 && ha1.bytes().all(|c| c.is_ascii_hexdigit()) => {
                     User {
                         name: name.as_bytes().to_vec(),
-                        md5: Hex {
-                            buf: {
-                                let mut b = [0u8; 64];
-                                b[..32].copy_from_slice(ha1.to_ascii_lowercase().as_bytes());
-                                b
-                            },
-                            len: 32,
-                        },
+                        md5: Hex::from_digits(ha1),
                         sha256: None,
                     }
                 }
@@ -269,7 +278,8 @@ impl TrunkAuth {
         u64::from_str_radix(std::str::from_utf8(ts).ok()?, 16).ok()
     }
 
-    /// Checks the credentials of a call. `method` is the request's.
+    /// Checks the credentials of a call (its method and the credentials' `uri` enter
+    /// the answer, RFC 2617 3.2.2.3).
     pub fn check(&self, msg: &Message, now_ms: u64) -> AuthCheck {
         let b = msg.buf();
         let method = msg.method_bytes().unwrap_or_default();
@@ -295,7 +305,7 @@ impl TrunkAuth {
             if issued > now + 30 {
                 return AuthCheck::Missing;
             }
-            return if now - issued.min(now) > self.nonce_secs {
+            return if now.saturating_sub(issued) > self.nonce_secs {
                 AuthCheck::Stale
             } else {
                 AuthCheck::Ok { field: i as u16 }
@@ -445,6 +455,12 @@ mod tests {
             // After nonce_secs: the same answer is stale.
             assert_eq!(a.check(&m, t0 + 301_000), AuthCheck::Stale, "{algo}");
         }
+        // A user configured by HA1 (written in capitals) answers MD5 like the others.
+        let ha1 = hex(&Md5::digest("pbx3:sipfence:pw3")).to_ascii_uppercase();
+        let a3 = auth(&[&format!("pbx3:md5:{ha1}")]);
+        let nonce3 = a3.nonce(t0);
+        let m = invite(&answer("pbx3", "pw3", &nonce3, "MD5", true));
+        assert!(matches!(a3.check(&m, t0), AuthCheck::Ok { .. }));
         // Wrong password, unknown user, SHA-256 for an HA1-only user: invalid.
         for pa in [
             answer("pbx1", "wrong", &nonce, "MD5", true),

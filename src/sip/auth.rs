@@ -1,7 +1,7 @@
 //! Digest credentials (RFC 3261 22.4, RFC 2617 3.2.2, RFC 7616, RFC 8760): the
 //! `Proxy-Authorization` value a caller sends back after a 407, read without copying.
 
-use super::lex::{self, is_token, skip_lws};
+use super::lex::{self, skip_lws};
 
 /// One `Digest` credentials value. Every field is the parameter's value as sent, quotes
 /// taken off (escaped characters inside quotes are kept as written: none of the fields
@@ -45,7 +45,7 @@ pub fn parse_digest(v: &[u8]) -> Option<Credentials<'_>> {
             let q = lex::quoted_end(v, j)?;
             (&v[j + 1..q - 1], q)
         } else {
-            let e = (j..v.len()).find(|&k| !is_token(v[k])).unwrap_or(v.len());
+            let e = lex::token_end(v, j);
             if e == j {
                 return None;
             }
