@@ -208,6 +208,15 @@ fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     }
 }
 
+/// The counter key of a source address's wrong digest answers on a trunk.
+fn auth_failure_key(trunk: usize, ip: std::net::IpAddr) -> u64 {
+    let t = (trunk as u64).to_le_bytes();
+    match ip {
+        std::net::IpAddr::V4(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
+        std::net::IpAddr::V6(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
+    }
+}
+
 /// Local minute of the day and weekday (Monday = 0) for a UTC offset.
 fn local_time(now_ms: u64, offset_min: i32) -> (u16, u8) {
     let min = (now_ms / 60_000) as i64 + offset_min as i64;
@@ -256,16 +265,32 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         return d;
     }
     // A trunk that must prove who it is does so before anything is read of its calls.
-    if let Some(a) = trunk.and_then(|t| policy.trunks[t].auth.as_ref())
+    if let Some(ti) = trunk
+        && let Some(a) = policy.trunks[ti].auth.as_ref()
         && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
     {
-        let c = a.check(msg, ctx.now_ms);
+        let mut c = a.check(msg, ctx.now_ms);
+        // Wrong answers are counted per source address; past the limit its answers,
+        // right or wrong, are refused alike, so that guessing on learns nothing. Only
+        // answers to a nonce of ours count: a sender that never saw our challenge (a
+        // forged source address) cannot lock a trunk out.
+        if a.max_failures > 0 && !matches!(c, AuthCheck::Missing) {
+            let key = auth_failure_key(ti, ctx.source.ip());
+            let failures = if c == AuthCheck::Invalid {
+                ctx.rates.hit(key, ctx.now_ms, 60_000)
+            } else {
+                ctx.rates.peek(key, ctx.now_ms, 60_000)
+            };
+            if failures > a.max_failures {
+                c = AuthCheck::Locked;
+            }
+        }
         d.auth = Some(c);
         d.auth_at_ms = ctx.now_ms;
         if c.refuses() && fire(policy, &mut d, RuleId::TrunkAuth) {
             // A challenge is the configured answer (407); credentials that do not
             // verify are refused, not challenged again for another guess.
-            if c == AuthCheck::Invalid
+            if matches!(c, AuthCheck::Invalid | AuthCheck::Locked)
                 && let Outcome::Reject { code } = &mut d.outcome
             {
                 *code = 403;

@@ -509,7 +509,19 @@ fn one_call(
         "20s",
         "-trace_err",
     ];
-    args.extend_from_slice(extra);
+    // A local address of the caller's own ("-i" in `extra`) replaces 127.0.0.1.
+    if let Some(k) = extra.iter().position(|a| *a == "-i") {
+        args[4] = extra.get(k + 1).copied().unwrap_or("127.0.0.1");
+        args.extend(
+            extra
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k && *j != k + 1)
+                .map(|(_, a)| *a),
+        );
+    } else {
+        args.extend_from_slice(extra);
+    }
     run_sipp(&args, dir, Duration::from_secs(30))
 }
 
@@ -1039,22 +1051,8 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
 /// credentials is challenged 407 with a nonce; answered with the right password the
 /// call completes, and the credentials do not travel on to the core; a wrong password is
 /// refused 403. The whitelist still judges the authenticated trunk's callers.
-#[test]
-fn digest_authenticated_trunk() {
-    if !sipp_available() {
-        return;
-    }
-    let base = port_block();
-    let extra =
-        "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\", \"pbx2:other\"]\n";
-    let conf = config(base, "").replace(
-        "entries = [\"+8613912340000..+8613912349999\"]\n",
-        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
-    );
-    assert!(conf.contains("[trunk.auth]"));
-    let proxy = Proxy::start(&conf, 1);
-    let dir = proxy.dir.path().to_path_buf();
-    let answered = r#"  <recv response="100" optional="true"> </recv>
+/// The end of testdata/sipp/auth-uac.xml.in for a call that is answered: ACK, BYE.
+const ANSWERED_TAIL: &str = r#"  <recv response="100" optional="true"> </recv>
   <recv response="180" optional="true"> </recv>
   <recv response="200"> </recv>
   <send>
@@ -1086,7 +1084,9 @@ fn digest_authenticated_trunk() {
     ]]>
   </send>
   <recv response="200"> </recv>"#;
-    let refused = r#"  <recv response="100" optional="true"> </recv>
+
+/// The end of testdata/sipp/auth-uac.xml.in for a call refused 403 after the challenge.
+const REFUSED_TAIL: &str = r#"  <recv response="100" optional="true"> </recv>
   <recv response="403"> </recv>
   <send>
     <![CDATA[
@@ -1102,6 +1102,22 @@ fn digest_authenticated_trunk() {
 
     ]]>
   </send>"#;
+
+#[test]
+fn digest_authenticated_trunk() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let extra =
+        "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\", \"pbx2:other\"]\n";
+    let conf = config(base, "").replace(
+        "entries = [\"+8613912340000..+8613912349999\"]\n",
+        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
+    );
+    assert!(conf.contains("[trunk.auth]"));
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
     let tpl = include_str!("../testdata/sipp/auth-uac.xml.in");
     let run = |tail: &str, name: &str, port: u16, user: &str, pass: &str| {
         let sc = dir.join(format!("auth-{name}.xml"));
@@ -1116,14 +1132,14 @@ fn digest_authenticated_trunk() {
         &["Proxy-Authorization", "s3cret"],
     );
     let uas = checking_uas(&dir, base + 10, &sc, 1);
-    let (code, out) = run(answered, "ok", base + 20, "pbx1", "s3cret");
+    let (code, out) = run(ANSWERED_TAIL, "ok", base + 20, "pbx1", "s3cret");
     assert_eq!(code, 0, "authenticated call:\n{out}");
     let (code, out) = uas.join().unwrap();
     assert_eq!(code, 0, "at the core:\n{out}");
-    let (code, out) = run(refused, "bad", base + 21, "pbx1", "wrong");
+    let (code, out) = run(REFUSED_TAIL, "bad", base + 21, "pbx1", "wrong");
     assert_eq!(code, 0, "wrong password:\n{out}");
     // Another user's password for pbx1 is just as wrong.
-    let (code, out) = run(refused, "cross", base + 22, "pbx1", "other");
+    let (code, out) = run(REFUSED_TAIL, "cross", base + 22, "pbx1", "other");
     assert_eq!(code, 0, "another user's password:\n{out}");
     // No credentials at all: the challenge, and nothing reaches the core.
     calls(
@@ -1157,4 +1173,98 @@ fn digest_authenticated_trunk() {
     // Trunks without [trunk.auth] have no such series.
     let (_, body) = proxy.http("GET", "/metrics");
     assert!(!body.contains("sipfence_auth_total{result=\"ok\",trunk=\"intl\"}"));
+}
+
+/// sipvicious' svcrack guesses the PBX password of an authenticated trunk from one
+/// address of it, the right password last in its list: past `max_failures_per_minute`
+/// wrong answers the address is locked and even the right one is refused, while the
+/// real PBX at another address of the trunk still gets its calls through, and the
+/// guessing address with the right password is still refused afterwards.
+#[test]
+fn password_guessing_locks_the_guessing_address() {
+    if !sipp_available() || !common::svcrack_available() {
+        return;
+    }
+    let base = port_block();
+    let extra = "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nmax_failures_per_minute = 5\n";
+    let conf = config(base, "").replace(
+        "entries = [\"+8613912340000..+8613912349999\"]\n",
+        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
+    );
+    assert!(conf.contains("max_failures_per_minute = 5"));
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let dict = dir.join("passwords.txt");
+    let mut words: Vec<String> = (1..=15).map(|i| format!("guess{i}")).collect();
+    words.push("s3cret".into());
+    std::fs::write(&dict, words.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["60", "svcrack", "-m", "INVITE", "-u", "pbx1", "-d"])
+        .arg(&dict)
+        .args([
+            "-p",
+            &(base + 2).to_string(),
+            "-b",
+            "127.0.0.2",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("svcrack runs");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let m = |s: &str| proxy.metric(s);
+    let auth = |r: &str| {
+        m(&format!(
+            "sipfence_auth_total{{result=\"{r}\",trunk=\"ent\"}}"
+        ))
+    };
+    // Five wrong answers are checked; the other ten and the right one find the address
+    // locked. Every attempt was challenged first.
+    assert_eq!(
+        (auth("invalid"), auth("locked"), auth("ok")),
+        (5.0, 11.0, 0.0),
+        "svcrack said:\n{said}"
+    );
+    assert!(auth("missing") >= 16.0, "svcrack said:\n{said}");
+    assert!(
+        !said.contains("s3cret"),
+        "svcrack found the password:\n{said}"
+    );
+    // The PBX itself, at another address of the trunk (svcrack sends from 127.0.0.1
+    // whatever its -b), answers its challenge and its call goes through.
+    let sc = uas_check_scenario(&dir, "pbx", &["Max-Forwards: 69"], &["Proxy-Authorization"]);
+    let uas = checking_uas(&dir, base + 10, &sc, 1);
+    let tpl = include_str!("../testdata/sipp/auth-uac.xml.in");
+    let uac = dir.join("auth-pbx.xml");
+    std::fs::write(&uac, tpl.replace("@TAIL@", ANSWERED_TAIL)).unwrap();
+    let (code, out) = one_call(
+        &dir,
+        &uac,
+        base + 2,
+        base + 20,
+        "u1",
+        &["-au", "pbx1", "-ap", "s3cret", "-i", "127.0.0.2"],
+    );
+    assert_eq!(code, 0, "the PBX's call:\n{out}");
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "at the core:\n{out}");
+    assert_eq!(auth("ok"), 1.0);
+    assert_eq!(auth("locked"), 11.0);
+    // The right password from the guessing address: still locked (the minute is not
+    // over), refused 403 without a new challenge.
+    let refused = dir.join("auth-locked.xml");
+    std::fs::write(&refused, tpl.replace("@TAIL@", REFUSED_TAIL)).unwrap();
+    let (code, out) = one_call(
+        &dir,
+        &refused,
+        base + 2,
+        base + 21,
+        "u1",
+        &["-au", "pbx1", "-ap", "s3cret"],
+    );
+    assert_eq!(
+        code, 0,
+        "the right password from the locked address:\n{out}"
+    );
+    assert_eq!((auth("ok"), auth("locked")), (1.0, 12.0));
 }

@@ -1112,3 +1112,132 @@ fn trunk_auth() {
     let d = passes(&p, &invite("13912345678", ""), "ent");
     assert!(d.hits.contains(RuleId::TrunkAuth));
 }
+
+/// A password guesser is locked out per source address: past `max_failures_per_minute`
+/// wrong answers within a minute, its right answer is refused too; the trunk's other
+/// addresses are not; the lock ends when its failures age out.
+#[test]
+fn trunk_auth_locks_out_a_guesser() {
+    use md5::{Digest, Md5};
+    let text = format!(
+        "{}\n[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nmax_failures_per_minute = 3\n",
+        POLICY
+            // One nonce key for both policies below.
+            .replace("[general]\n", "[general]\nauth_secret = \"shared\"\n")
+            .replace("sources = [\"10.0.0.3\"]", "sources = [\"10.0.0.0/29\"]")
+            // Every right answer here is the same caller: no rate rule in the way.
+            .replace(
+                "max_calls_per_minute = 5\nmax_calls_per_minute_per_caller = 2\n",
+                ""
+            )
+    );
+    assert!(!text.contains("max_calls_per_minute") && text.contains("auth_secret"));
+    let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
+    let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H);
+    let creds = |pass: &str| {
+        let ha1 = md5(format!("pbx1:ent.example:{pass}"));
+        let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
+        let r = md5(format!("{ha1}:{nonce}:{ha2}"));
+        format!(
+            "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\", response=\"{r}\"\r\n"
+        )
+    };
+    let rates = LocalRateCounter::new(1000);
+    let from = |ip: &str, m: &Message, at: u64| {
+        decide(
+            &p,
+            m,
+            &Context {
+                source: format!("{ip}:5060").parse().unwrap(),
+                local: None,
+                trunk: None,
+                now_ms: at,
+                rates: &rates,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        )
+    };
+    let (right, wrong) = (
+        invite("13912345678", &creds("s3cret")),
+        invite("13912345678", &creds("guess")),
+    );
+    let auth = |d: &Decision| d.auth.map(|a| a.as_str());
+    let t = MON_10H + 1000;
+    // The limit itself is not a lock: three wrong answers, then the right one passes.
+    for i in 0..3 {
+        let d = from("10.0.0.3", &wrong, t + i);
+        assert_eq!(
+            (rejected(&d), auth(&d)),
+            (Some((403, "trunk-auth")), Some("invalid"))
+        );
+    }
+    let d = from("10.0.0.3", &right, t + 10);
+    assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")), "{d:?}");
+    // The fourth wrong answer locks the address: the right one is now refused alike.
+    let d = from("10.0.0.3", &wrong, t + 20);
+    assert_eq!(
+        (rejected(&d), auth(&d)),
+        (Some((403, "trunk-auth")), Some("locked"))
+    );
+    let d = from("10.0.0.3", &right, t + 30);
+    assert_eq!(
+        (rejected(&d), auth(&d)),
+        (Some((403, "trunk-auth")), Some("locked"))
+    );
+    let mut out = vec![];
+    verdict::write_reject(&p, &right, &d, &mut out);
+    let r = String::from_utf8_lossy(&out);
+    assert!(
+        r.starts_with("SIP/2.0 403 ") && !r.contains("Proxy-Authenticate"),
+        "{r}"
+    );
+    // No credentials: challenged as ever (a challenge reveals nothing), not counted.
+    let d = from("10.0.0.3", &invite("13912345678", ""), t + 40);
+    assert_eq!(
+        (rejected(&d), auth(&d)),
+        (Some((407, "trunk-auth")), Some("missing"))
+    );
+    // Another address of the same trunk is not locked.
+    let d = from("10.0.0.4", &right, t + 50);
+    assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")));
+    // A forged answer (a nonce we never gave) is a challenge, and never counts: a
+    // sender that cannot see our challenges cannot lock an address.
+    let forged = invite(
+        "13912345678",
+        &creds("guess").replace(&nonce, &"0".repeat(48)),
+    );
+    for i in 0..10 {
+        let d = from("10.0.0.5", &forged, t + 60 + i);
+        assert_eq!(auth(&d), Some("missing"));
+    }
+    let d = from("10.0.0.5", &right, t + 100);
+    assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")));
+    // Two minutes on, the failures have aged out (the nonce's lifetime is 300 s).
+    let d = from("10.0.0.3", &right, t + 125_000);
+    assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")), "{d:?}");
+    // max_failures_per_minute = 0: never locked.
+    let p0 = Policy::from_str(
+        &text.replace("max_failures_per_minute = 3", "max_failures_per_minute = 0"),
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let rates = LocalRateCounter::new(1000);
+    let ctx = |at| Context {
+        source: "10.0.0.3:5060".parse().unwrap(),
+        local: None,
+        trunk: None,
+        now_ms: at,
+        rates: &rates,
+        behaviour: &sipfence::behaviour::NoTracking,
+    };
+    for i in 0..20 {
+        assert_eq!(
+            decide(&p0, &wrong, &ctx(t + i)).auth.map(|a| a.as_str()),
+            Some("invalid")
+        );
+    }
+    assert_eq!(rejected(&decide(&p0, &right, &ctx(t + 30))), None);
+}

@@ -266,6 +266,16 @@ impl RateCounter for SharedRateCounter {
         Self::count(&mut s, now_ms, window_ms, bucket)
     }
 
+    fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
+        // What this gateway counted and the totals it last learnt: a key it never
+        // counted reads 0 until it counts one (only counted keys are synced).
+        self.map.get(&key).map_or(0, |s| {
+            let mut s = *s;
+            s.roll(now_ms / window_ms.max(1));
+            s.estimate(now_ms)
+        })
+    }
+
     fn degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
     }
@@ -297,6 +307,10 @@ mod tests {
         c.map.get_mut(&7).unwrap().shared = [20, 0];
         c.map.get_mut(&7).unwrap().pending = [0, 0];
         assert_eq!(c.hit(7, t + 10, 60_000), 21);
+        // Looking counts nothing, and includes the other instances' share.
+        assert_eq!(c.peek(7, t + 20, 60_000), 21);
+        assert_eq!(c.peek(8, t + 20, 60_000), 0);
+        assert_eq!(c.peek(7, t + 90_000, 60_000), 21 / 2);
         // Half-way through the next window: 21 / 2 of the previous one, plus this call.
         assert_eq!(c.hit(7, t + 90_000, 60_000), 1 + 21 / 2);
         assert_eq!(c.fallback_hits.load(Ordering::Relaxed), 7);

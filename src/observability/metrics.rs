@@ -95,7 +95,7 @@ pub struct Bound {
     /// Call outcomes seen by the behaviour tracker, by [`Seen::index`].
     events: Vec<[IntCounter; 6]>,
     /// Digest checks by result (ok, missing, stale, invalid), on trunks with auth.
-    auth: Vec<Option<[IntCounter; 4]>>,
+    auth: Vec<Option<[IntCounter; AuthCheck::NAMES.len()]>>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -129,7 +129,7 @@ impl Metrics {
         );
         let auth = cv(
             "sipfence_auth_total",
-            "Digest checks of calls on trunks with [trunk.auth], by trunk and result (ok, missing, stale, invalid)",
+            "Digest checks of calls on trunks with [trunk.auth], by trunk and result (ok, missing, stale, invalid, locked)",
             &["trunk", "result"],
         );
         let isup_rule_hits = cv(

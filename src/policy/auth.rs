@@ -23,6 +23,8 @@ pub struct TrunkAuth {
     pub realm: String,
     users: Vec<User>,
     nonce_secs: u64,
+    /// `max_failures_per_minute`: 0 never locks.
+    pub max_failures: u32,
     key: [u8; 32],
 }
 
@@ -33,6 +35,7 @@ impl std::fmt::Debug for TrunkAuth {
             .field("realm", &self.realm)
             .field("users", &self.users.len())
             .field("nonce_secs", &self.nonce_secs)
+            .field("max_failures", &self.max_failures)
             .finish()
     }
 }
@@ -59,6 +62,10 @@ pub enum AuthCheck {
     Stale,
     /// An unknown user or a wrong answer: refused outright.
     Invalid,
+    /// The source sent more wrong answers within a minute than the trunk allows: every
+    /// call of it with credentials is refused, right ones too, until its failures age
+    /// out of the minute (guessing on meanwhile keeps it locked).
+    Locked,
 }
 
 impl AuthCheck {
@@ -70,7 +77,7 @@ impl AuthCheck {
         matches!(self, AuthCheck::Missing | AuthCheck::Stale)
     }
     /// The results' names, by [`AuthCheck::index`] (metric labels and records).
-    pub const NAMES: [&'static str; 4] = ["ok", "missing", "stale", "invalid"];
+    pub const NAMES: [&'static str; 5] = ["ok", "missing", "stale", "invalid", "locked"];
 
     pub fn index(self) -> usize {
         match self {
@@ -78,6 +85,7 @@ impl AuthCheck {
             AuthCheck::Missing => 1,
             AuthCheck::Stale => 2,
             AuthCheck::Invalid => 3,
+            AuthCheck::Locked => 4,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -227,6 +235,7 @@ impl TrunkAuth {
             realm,
             users,
             nonce_secs: conf.nonce_secs,
+            max_failures: conf.max_failures_per_minute,
             key,
         })
     }
@@ -238,8 +247,12 @@ impl TrunkAuth {
             .iter()
             .map(|u| String::from_utf8_lossy(&u.name).into_owned())
             .collect();
+        let lock = match self.max_failures {
+            0 => "never locked".to_string(),
+            n => format!("a source locked after {n} wrong answers a minute"),
+        };
         format!(
-            "digest, realm \"{}\", users {}, nonces good for {} s",
+            "digest, realm \"{}\", users {}, nonces good for {} s, {lock}",
             self.realm,
             names.join(", "),
             self.nonce_secs
@@ -383,6 +396,7 @@ mod tests {
             realm: Some("sipfence".into()),
             users: users.iter().map(|s| s.to_string()).collect(),
             nonce_secs: 300,
+            max_failures_per_minute: 10,
         };
         TrunkAuth::new(&conf, "ent", nonce_key(Some("test"))).unwrap()
     }
@@ -486,6 +500,7 @@ mod tests {
                 realm: Some("sipfence".into()),
                 users: vec!["pbx1:s3cret".into()],
                 nonce_secs: 300,
+                max_failures_per_minute: 10,
             },
             "ent",
             nonce_key(Some("other")),
@@ -535,6 +550,7 @@ mod tests {
                 realm: None,
                 users,
                 nonce_secs: 300,
+                max_failures_per_minute: 10,
             };
             assert!(TrunkAuth::new(&conf, "ent", [0; 32]).is_err(), "{conf:?}");
         }

@@ -80,10 +80,19 @@ pub struct AuthConf {
     /// How long a nonce stays good, in seconds.
     #[serde(default = "default_nonce_secs")]
     pub nonce_secs: u64,
+    /// Wrong answers from one source address within a minute beyond which its calls
+    /// are refused without their credentials being checked (a password guesser such as
+    /// sipvicious' svcrack); 0: never.
+    #[serde(default = "default_max_failures")]
+    pub max_failures_per_minute: u32,
 }
 
 fn default_nonce_secs() -> u64 {
     300
+}
+
+fn default_max_failures() -> u32 {
+    10
 }
 
 /// A list: files (one entry per line) and entries written inline.

@@ -11,6 +11,10 @@ pub trait RateCounter: Send + Sync {
     /// of `window_ms` ending now holds, this one included.
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
 
+    /// How many events the window of `window_ms` ending now holds for `key`, without
+    /// recording one (a rule that counts failures and judges every attempt).
+    fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
+
     /// The counts are local only because the shared store cannot be reached: rules
     /// configured to fail closed then match.
     fn degraded(&self) -> bool {
@@ -34,6 +38,9 @@ pub struct NoCounting;
 impl RateCounter for NoCounting {
     fn hit(&self, _key: u64, _now_ms: u64, _window_ms: u64) -> u32 {
         1
+    }
+    fn peek(&self, _key: u64, _now_ms: u64, _window_ms: u64) -> u32 {
+        0
     }
 }
 
@@ -90,6 +97,13 @@ impl LocalRateCounter {
     }
 
     fn bump(w: &mut Window, now_ms: u64, window_ms: u64) -> u32 {
+        Self::roll(w, now_ms, window_ms);
+        w.cur = w.cur.saturating_add(1);
+        Self::estimate(w, now_ms, window_ms)
+    }
+
+    /// Moves the two fixed windows on to the one `now_ms` is in.
+    fn roll(w: &mut Window, now_ms: u64, window_ms: u64) {
         let window_ms = window_ms.max(1);
         let elapsed = now_ms.saturating_sub(w.start_ms);
         if elapsed >= 2 * window_ms {
@@ -103,7 +117,10 @@ impl LocalRateCounter {
             w.cur = 0;
             w.start_ms += window_ms;
         }
-        w.cur = w.cur.saturating_add(1);
+    }
+
+    fn estimate(w: &Window, now_ms: u64, window_ms: u64) -> u32 {
+        let window_ms = window_ms.max(1);
         let into = now_ms.saturating_sub(w.start_ms).min(window_ms);
         // Weight of the previous window still inside the sliding window.
         let carry = (w.prev as u64 * (window_ms - into)).div_ceil(window_ms);
@@ -112,6 +129,15 @@ impl LocalRateCounter {
 }
 
 impl RateCounter for LocalRateCounter {
+    fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
+        // A copy is rolled: looking must not move the stored windows (nor take the
+        // shard's write lock).
+        self.map.get(&key).map_or(0, |w| {
+            let mut w = *w;
+            Self::roll(&mut w, now_ms, window_ms);
+            Self::estimate(&w, now_ms, window_ms)
+        })
+    }
     fn housekeep(&self, now_ms: u64) {
         // Every window the rules use is at most a minute.
         self.sweep(now_ms, 120_000);
@@ -151,6 +177,26 @@ impl RateCounter for LocalRateCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_reads_without_counting() {
+        let c = LocalRateCounter::new(100);
+        assert_eq!(c.peek(7, 60_000, 60_000), 0);
+        for _ in 0..3 {
+            c.hit(7, 60_010, 60_000);
+        }
+        assert_eq!(c.peek(7, 60_020, 60_000), 3);
+        assert_eq!(c.peek(7, 60_030, 60_000), 3);
+        assert_eq!(c.hit(7, 60_040, 60_000), 4);
+        // Sliding like a hit: most of the window still counts just after its end,
+        // nothing two windows on.
+        assert!(c.peek(7, 120_500, 60_000) >= 3);
+        assert_eq!(c.peek(7, 181_000, 60_000), 0);
+        // Looking moved nothing: the next hit still sees the first window's calls.
+        assert!(c.hit(7, 120_600, 60_000) >= 4);
+        assert_eq!(c.peek(8, 60_000, 60_000), 0);
+        assert_eq!(NoCounting.peek(7, 60_000, 60_000), 0);
+    }
 
     #[test]
     fn counts_within_window_and_expires() {

@@ -40,6 +40,11 @@ pub fn tshark_available() -> bool {
     tool_available("tshark", "--version")
 }
 
+/// sipvicious' password guesser, on the same terms as sipp.
+pub fn svcrack_available() -> bool {
+    tool_available("svcrack", "--version")
+}
+
 /// A tool scripts/deps.sh installs: missing under CI=true is a failure, elsewhere a skip
 /// with the reason printed.
 fn tool_available(tool: &str, version_arg: &str) -> bool {
