@@ -3,7 +3,10 @@
 //! Pure: no I/O, no clock (the time comes in [`Context::now_ms`]), no allocation on
 //! the path that lets a call through. The live proxy, pcap replay, `explain`, the
 //! benches and the fuzz targets all call [`decide`], so a capture replayed offline
-//! gets exactly the verdicts the proxy would have given.
+//! gets exactly the verdicts the proxy would have given. Before the rules, a request
+//! passes the protocol checks every proxy makes (RFC 3261 16.3, [`Refusal`]): the
+//! proxy runs them at its points of the request's way, replay and `explain` through
+//! [`judge`], which is those checks and then [`decide`].
 
 use std::net::SocketAddr;
 
@@ -15,7 +18,7 @@ use crate::policy::config::{ActionKind, BehaviourConf, ListenSpec, Role};
 use crate::policy::lists::ListMatch;
 use crate::policy::rate::RateCounter;
 use crate::policy::{Policy, RuleId, RuleSet, applies};
-use crate::sip::{Message, Method};
+use crate::sip::{HeaderName, Message, Method};
 
 /// What the decision may know about where a message came from, and when.
 pub struct Context<'a> {
@@ -105,6 +108,8 @@ pub struct Decision {
     /// the time they were judged at (a challenge's nonce is issued for it).
     pub auth: Option<AuthCheck>,
     pub auth_at_ms: u64,
+    /// Refused by the protocol checks before any rule ran (no rule is named).
+    pub refusal: Option<Refusal>,
 }
 
 impl Decision {
@@ -132,7 +137,27 @@ impl Decision {
             features: None,
             auth: None,
             auth_at_ms: 0,
+            refusal: None,
         }
+    }
+
+    /// The decision on a request the protocol checks refused. A bad ACK is dropped
+    /// (nothing answers an ACK), and so is any refused request from an address
+    /// [`Policy::silent_to`].
+    pub fn refused(policy: &Policy, msg: &Message, ctx: &Context<'_>, r: Refusal) -> Decision {
+        let trunk = ctx
+            .trunk
+            .or_else(|| policy.match_trunk(&ctx.source, ctx.local.as_ref()));
+        let method = msg.method();
+        let mut d = Decision::new(method.map_or(Kind::Response, |m| kind_of(msg, m)), trunk);
+        let silent = ctx.trunk.is_none() && policy.silent_to(&ctx.source, ctx.local.as_ref());
+        d.outcome = if method == Some(Method::Ack) || silent {
+            Outcome::Drop
+        } else {
+            Outcome::Reject { code: r.code }
+        };
+        d.refusal = Some(r);
+        d
     }
     pub fn is_reject(&self) -> bool {
         matches!(self.outcome, Outcome::Reject { .. } | Outcome::Drop)
@@ -238,6 +263,89 @@ fn service_shaped(policy: &Policy, n: &Number) -> bool {
     })
 }
 
+fn kind_of(msg: &Message, method: Method) -> Kind {
+    match method {
+        Method::Invite if msg.to_tag().is_none() => Kind::Call,
+        Method::Ack | Method::Cancel => Kind::InDialog,
+        _ if msg.to_tag().is_some() => Kind::InDialog,
+        _ => Kind::OtherRequest,
+    }
+}
+
+/// A request refused before any rule because it breaks SIP itself: the answer's code
+/// and its Reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub why: &'static str,
+}
+
+impl Refusal {
+    /// The fields every element relies on (RFC 3261 16.3 step 1; RFC 4475 3.3.8 and
+    /// 3.3.9): exactly one To, From, Call-ID and CSeq, a Via, at most one Max-Forwards
+    /// and Content-Length. Two From fields would let the filter judge one caller and
+    /// the callee see the other.
+    pub fn syntax(msg: &Message) -> Option<Refusal> {
+        msg.check_request()
+            .err()
+            .map(|why| Refusal { code: 400, why })
+    }
+
+    /// What a proxy checks of a request from a trunk before forwarding it (RFC 3261
+    /// 16.3 steps 3 and 5): hops left (483), and every Proxy-Require option supported
+    /// (420; ACK and CANCEL carry no requirements, 8.2.2.3).
+    pub fn forwarding(policy: &Policy, msg: &Message) -> Option<Refusal> {
+        let method = msg.method()?;
+        if method != Method::Ack && msg.max_forwards() == Some(0) {
+            return Some(Refusal {
+                code: 483,
+                why: "Too Many Hops",
+            });
+        }
+        if !matches!(method, Method::Ack | Method::Cancel)
+            && unsupported_tags(msg, &policy.proxy.proxy_require_accepted)
+                .next()
+                .is_some()
+        {
+            return Some(Refusal {
+                code: 420,
+                why: "Bad Extension",
+            });
+        }
+        None
+    }
+}
+
+/// The Proxy-Require option tags of a request not in `accepted` (RFC 3261 20.29).
+pub fn unsupported_tags<'m>(
+    msg: &'m Message,
+    accepted: &'m [String],
+) -> impl Iterator<Item = &'m [u8]> + 'm {
+    msg.all(HeaderName::ProxyRequire).flat_map(move |h| {
+        msg.slice(h.value())
+            .split(|&c| c == b',')
+            .map(crate::sip::lex::trim)
+            .filter(move |tag| {
+                !tag.is_empty()
+                    && !accepted
+                        .iter()
+                        .any(|a| a.as_bytes().eq_ignore_ascii_case(tag))
+            })
+    })
+}
+
+/// A request as the proxy judges one from a trunk: the protocol checks, then the
+/// rules. Replay and `explain` call this; the proxy makes the same checks at its own
+/// points (loop detection, which needs the proxy's own Via, only there).
+pub fn judge(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
+    if msg.is_request()
+        && let Some(r) = Refusal::syntax(msg).or_else(|| Refusal::forwarding(policy, msg))
+    {
+        return Decision::refused(policy, msg, ctx, r);
+    }
+    decide(policy, msg, ctx)
+}
+
 /// Decides on one message.
 pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     let trunk = ctx
@@ -247,12 +355,7 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         None => return Decision::new(Kind::Response, trunk),
         Some(m) => m,
     };
-    let kind = match method {
-        Method::Invite if msg.to_tag().is_none() => Kind::Call,
-        Method::Ack | Method::Cancel => Kind::InDialog,
-        _ if msg.to_tag().is_some() => Kind::InDialog,
-        _ => Kind::OtherRequest,
-    };
+    let kind = kind_of(msg, method);
     let mut d = Decision::new(kind, trunk);
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.

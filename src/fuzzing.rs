@@ -109,8 +109,9 @@ pub fn summary(m: &Message) -> String {
     )
 }
 
-/// The whole decision with the built-in policy, and the bytes a verdict produces: a
-/// rejection is a response that parses; a forwarded request parses again.
+/// The whole judging (protocol checks, then the rules) with the built-in policy, and
+/// the bytes a verdict produces: a rejection is a response that parses; a forwarded
+/// request parses again.
 pub fn decide_and_apply(data: &[u8]) {
     static RATES: OnceLock<LocalRateCounter> = OnceLock::new();
     let rates = RATES.get_or_init(|| LocalRateCounter::new(10_000));
@@ -137,7 +138,7 @@ pub fn decide_and_apply(data: &[u8]) {
         rates,
         behaviour: tracker,
     };
-    let d = decide(policy, &m, &ctx);
+    let d = crate::decide::judge(policy, &m, &ctx);
     crate::behaviour::observe(&m, tracker, ctx.now_ms);
     let mut out = Vec::new();
     if crate::verdict::write_reject(policy, &m, &d, &mut out) {

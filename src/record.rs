@@ -49,9 +49,13 @@ pub struct Record {
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
-    /// On a trunk with digest authentication: ok, missing, stale or invalid.
+    /// On a trunk with digest authentication: ok, missing, stale, invalid or locked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<&'static str>,
+    /// Refused by the protocol checks before any rule: why ("Multiple From", "Too Many
+    /// Hops", ...); `code` says the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<&'static str>,
     /// The caller's behaviour features at this call, on trunks with behaviour rules:
     /// the values that made a behaviour rule fire, or that it stayed under.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +208,7 @@ impl Record {
             asserted2_rules: d.asserted2_hits.iter().map(|r| r.as_str()).collect(),
             isup: isup_record(d),
             auth: d.auth.map(|a| a.as_str()),
+            refused: d.refusal.map(|r| r.why),
             behaviour: d.features.map(BehaviourRecord::new),
         }
     }

@@ -1,7 +1,7 @@
 //! Turning a [`Decision`] into bytes: the rejection response, or the header edits
 //! (generic-number rewrite, labels, verstat) to apply to the forwarded request.
 
-use crate::decide::{Decision, Outcome};
+use crate::decide::{Decision, Outcome, Refusal, unsupported_tags};
 use crate::identity::Source;
 use crate::isup;
 use crate::policy::auth::AuthCheck;
@@ -16,6 +16,10 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
     let Outcome::Reject { code } = d.outcome else {
         return false;
     };
+    if let Some(r) = d.refusal {
+        write_refusal(policy, msg, r, out);
+        return true;
+    }
     let reason = d
         .rule
         .filter(|_| policy.reason_header)
@@ -36,6 +40,26 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
     };
     response::write_response(msg, code, response::phrase(code), &extra, out);
     true
+}
+
+/// Writes the answer to a request the protocol checks refused: its Reason says why,
+/// and an unsupported Proxy-Require is answered with the tags (RFC 3261 20.40).
+pub fn write_refusal(policy: &Policy, msg: &Message, r: Refusal, out: &mut Vec<u8>) {
+    let mut tags = Vec::new();
+    if r.code == 420 {
+        for (i, t) in unsupported_tags(msg, &policy.proxy.proxy_require_accepted).enumerate() {
+            tags.extend_from_slice(if i == 0 { b"Unsupported: " } else { b", " });
+            tags.extend_from_slice(t);
+        }
+        tags.extend_from_slice(b"\r\n");
+    }
+    let extra = Extra {
+        reason_text: Some(r.why),
+        retry_after: None,
+        server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
+        fields: &tags,
+    };
+    response::write_response(msg, r.code, response::phrase(r.code), &extra, out);
 }
 
 /// Adds the edits a forwarded call needs to `edits`. Returns how many were added.

@@ -319,6 +319,87 @@ listen = "127.0.0.1:{m}"
     assert!(r.starts_with("SIP/2.0 433"), "{r}");
 }
 
+/// Requests that break SIP itself (two From fields, no hops left, an unsupported
+/// Proxy-Require) are answered before any rule with the RFC's code and a Reason saying
+/// why, counted per trunk and code, and judged calls like any other. To an address no
+/// trunk claims, with `unknown-source` dropping, neither they nor unparsable requests
+/// get any answer: broken SIP must not reveal what good SIP does not.
+#[test]
+fn broken_requests_are_refused_counted_and_silent_to_strangers() {
+    let base = port_block();
+    let conf = format!(
+        r#"
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.2/32"]
+next_hop = "udp:127.0.0.1:{uas}"
+[rules.unknown-source]
+action = "drop"
+[metrics]
+listen = "127.0.0.1:{m}"
+"#,
+        uas = base + 10,
+        m = base + 30
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let send = |from_ip: &str, i: u32, extra: &str, mf: u32| -> Option<String> {
+        let s = UdpSocket::bind((from_ip, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let me = s.local_addr().unwrap();
+        let m = format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-br{i}\r\nFrom: <sip:+442071234567@{me}>;tag=b{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: broken-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: {mf}\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        s.send_to(m.as_bytes(), ("127.0.0.1", base)).unwrap();
+        let mut buf = [0u8; 4096];
+        s.recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let second_from = "From: <sip:+8613812345678@127.0.0.2>;tag=x\r\n";
+    // The trunk's own address: answered, with the reason.
+    let r = send("127.0.0.2", 1, second_from, 70).expect("an answer");
+    assert!(
+        r.starts_with("SIP/2.0 400 ") && r.contains("text=\"Multiple From\""),
+        "{r}"
+    );
+    let r = send("127.0.0.2", 2, "", 0).expect("an answer");
+    assert!(r.starts_with("SIP/2.0 483 "), "{r}");
+    let r = send("127.0.0.2", 3, "Proxy-Require: x-magic\r\n", 70).expect("an answer");
+    assert!(
+        r.starts_with("SIP/2.0 420 ") && r.contains("Unsupported: x-magic\r\n"),
+        "{r}"
+    );
+    // A good call from it goes on to the next hop (no answer from a stateless proxy).
+    assert_eq!(send("127.0.0.2", 4, "", 70), None);
+    // A stranger gets nothing, broken or unparsable.
+    assert_eq!(send("127.0.0.1", 5, second_from, 70), None);
+    assert_eq!(send("127.0.0.1", 6, "Content-Length: many\r\n", 70), None);
+    let m = |s: &str| proxy.metric(s);
+    for (trunk, code, n) in [
+        ("intl", 400, 1.0),
+        ("intl", 483, 1.0),
+        ("intl", 420, 1.0),
+        ("none", 400, 1.0),
+    ] {
+        let sample =
+            format!("sipfence_protocol_refusals_total{{code=\"{code}\",trunk=\"{trunk}\"}}");
+        assert_eq!(m(&sample), n, "{sample}");
+    }
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"intl\",verdict=\"reject\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"none\",verdict=\"drop\"}"),
+        1.0
+    );
+    assert_eq!(m("sipfence_dropped_total{reason=\"unknown-source\"}"), 1.0);
+    assert_eq!(m("sipfence_dropped_total{reason=\"malformed\"}"), 1.0);
+}
+
 /// Keep-alives are not malformed SIP: CRLF pings, zero padding and STUN messages sent
 /// over UDP get no answer and are counted apart (not as parse errors or drops, which an
 /// operator alerts on); a double-CRLF ping over TCP is answered with a CRLF (RFC 5626

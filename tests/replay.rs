@@ -605,3 +605,76 @@ fn baseline_shows_what_a_policy_change_would_do() {
         "{err}"
     );
 }
+
+/// Replay judges requests as the proxy does: the protocol checks first (two From fields
+/// answered 400, no hops left 483, with the reason in the record), then the rules; and
+/// the core's own requests (from a trunk's next hop), which the proxy relays without
+/// judging, get no verdict.
+#[test]
+fn replay_refuses_broken_requests_as_the_proxy_does() {
+    let p = Policy::from_str(
+        r#"
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:192.0.2.2:5060"]
+sources = ["192.0.2.1/32"]
+next_hop = "udp:10.0.0.9:5060"
+"#,
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let ip = |src: [u8; 4], payload: &[u8]| {
+        let mut v = ipv4(17, payload);
+        v[12..16].copy_from_slice(&src);
+        v
+    };
+    let invite = |i: u32, extra: &str, mf: u32| {
+        format!(
+            "INVITE sip:+861012345678@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-r{i}\r\nFrom: <sip:+442071234567@192.0.2.1>;tag=f{i}\r\nTo: <sip:+861012345678@192.0.2.2>\r\nCall-ID: replay-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: {mf}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let bye = "BYE sip:+442071234567@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-core1\r\nFrom: <sip:+861012345678@192.0.2.2>;tag=callee\r\nTo: <sip:+442071234567@192.0.2.1>;tag=f3\r\nCall-ID: replay-3\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let packets = [
+        (
+            [192, 0, 2, 1],
+            invite(1, "From: <sip:+8613812345678@192.0.2.1>;tag=g\r\n", 70),
+        ),
+        ([192, 0, 2, 1], invite(2, "", 0)),
+        ([192, 0, 2, 1], invite(3, "", 70)),
+        ([10, 0, 0, 9], bye.to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.pcap");
+    let mut wr = sipfence::replay::pcapout::PcapWriter::create(&file).unwrap();
+    for (k, (src, m)) in packets.iter().enumerate() {
+        let f = ethernet(0x0800, &ip(*src, &udp(5060, 5060, m.as_bytes())));
+        wr.write(1, 1_796_000_000 + k as u32, 0, &f, f.len() as u32)
+            .unwrap();
+    }
+    wr.finish().unwrap();
+    let mut r = Replayer::new(&p, None);
+    let mut recs = vec![];
+    r.file(&file, &mut Outputs::default(), &mut |rec| recs.push(rec))
+        .expect("capture opens");
+    let got: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {:?} {:?} {:?}",
+                r.call_id, r.verdict, r.code, r.rule, r.refused
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "replay-1 reject Some(400) None Some(\"Multiple From\")",
+            "replay-2 reject Some(483) None Some(\"Too Many Hops\")",
+            "replay-3 allow None None None",
+        ]
+    );
+    assert_eq!(r.summary.calls, 3);
+    assert_eq!(r.summary.by_rule.get("(protocol checks)"), Some(&2));
+}

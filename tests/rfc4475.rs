@@ -129,3 +129,54 @@ fn bext01_proxy_answers_420_listing_proxy_require() {
     );
     assert!(!r.contains("nothingSupportsThis"), "{r}");
 }
+
+/// The corpus through `judge`, the way replay and `explain` judge a request: the odd
+/// messages RFC 4475 says an element answers are answered with the RFC's code (the
+/// proxy answers the same, by the same checks), and no other request is refused by the
+/// protocol checks.
+#[test]
+fn replay_and_explain_answer_the_odd_messages_as_the_proxy_does() {
+    use sipfence::decide::{Context, Outcome, judge};
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let dir = shared.join("corpus/rfc4475");
+    let tsv = std::fs::read_to_string(dir.join("expected.tsv")).expect("expected.tsv");
+    let policy = sipfence::policy::Policy::builtin().expect("built-in policy");
+    let ctx = Context {
+        source: "127.0.0.1:5070".parse().unwrap(),
+        local: None,
+        trunk: None,
+        now_ms: 1_796_004_000_000,
+        rates: &sipfence::policy::rate::NoCounting,
+        behaviour: &sipfence::behaviour::NoTracking,
+    };
+    let mut refused = vec![];
+    for line in tsv.lines().skip(1) {
+        let name = line.split('\t').next().unwrap();
+        let bytes = std::fs::read(dir.join(format!("{name}.dat"))).expect("message file");
+        let Ok(m) = Message::parse(Bytes::from(bytes)) else {
+            continue;
+        };
+        let d = judge(&policy, &m, &ctx);
+        if let Some(r) = d.refusal {
+            let code = match d.outcome {
+                Outcome::Reject { code } => code,
+                _ => 0,
+            };
+            assert_eq!(code, r.code, "{name}");
+            refused.push(format!("{name} {code}"));
+        }
+    }
+    assert_eq!(
+        refused,
+        [
+            "insuf 400",
+            "bext01 420",
+            "multi01 400",
+            "mcl01 400",
+            "zeromf 483"
+        ],
+        "protocol refusals"
+    );
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::behaviour::local::LocalTracker;
-use crate::decide::{Context, decide};
+use crate::decide::{Context, judge};
 use crate::policy::Policy;
 use crate::policy::rate::LocalRateCounter;
 use crate::record::Record;
@@ -84,7 +84,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             rates: &rates,
             behaviour: &tracker,
         };
-        let d = decide(policy, &msg, &ctx);
+        let d = judge(policy, &msg, &ctx);
         if d.kind != crate::decide::Kind::Call && !d.is_reject() {
             crate::behaviour::observe(&msg, &tracker, now);
         }
@@ -113,7 +113,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 rec.verdict,
                 rec.code.map(|c| format!(" {c}")).unwrap_or_default()
             );
-            println!("  rule     {}", rec.rule.unwrap_or("-"));
+            match rec.refused {
+                Some(why) => println!(
+                    "  rule     - (refused by the protocol checks, before any rule: {why})"
+                ),
+                None => println!("  rule     {}", rec.rule.unwrap_or("-")),
+            }
             if !rec.hits.is_empty() {
                 println!("  matched  {}", rec.hits.join(", "));
             }

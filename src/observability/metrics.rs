@@ -28,6 +28,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_keepalives_total",
     "sipfence_dropped_total",
     "sipfence_overload_rejections_total",
+    "sipfence_protocol_refusals_total",
     "sipfence_decision_seconds",
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
@@ -48,6 +49,10 @@ pub const METRIC_NAMES: &[&str] = &[
 
 pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 
+/// The codes the protocol checks answer (a decision's `refusal`): broken fields, an
+/// unsupported Proxy-Require, a loop, no hops left.
+pub const REFUSAL_CODES: [u16; 4] = [400, 420, 482, 483];
+
 pub struct Metrics {
     pub registry: Registry,
     pub messages: IntCounterVec,
@@ -60,6 +65,7 @@ pub struct Metrics {
     pub keepalives: IntCounterVec,
     pub dropped: IntCounterVec,
     pub overload: IntCounterVec,
+    pub refusals: IntCounterVec,
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
     pub loaded_at: IntGauge,
@@ -91,6 +97,8 @@ pub struct Bound {
     /// SIP-I calls: [IAM decoded, IAM unreadable].
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
+    /// Requests refused by the protocol checks, by [`REFUSAL_CODES`].
+    refusals: Vec<[IntCounter; 4]>,
     latency: Vec<Histogram>,
     /// Call outcomes seen by the behaviour tracker, by [`Seen::index`].
     events: Vec<[IntCounter; 6]>,
@@ -161,6 +169,11 @@ impl Metrics {
             "sipfence_overload_rejections_total",
             "INVITEs answered 503 because the proxy was saturated",
             &["trunk"],
+        );
+        let refusals = cv(
+            "sipfence_protocol_refusals_total",
+            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), by trunk (none: no trunk claims the source) and code",
+            &["trunk", "code"],
         );
         let reloads = cv(
             "sipfence_policy_reloads_total",
@@ -306,6 +319,7 @@ impl Metrics {
             keepalives,
             dropped,
             overload,
+            refusals,
             decision_seconds,
             reloads,
             loaded_at,
@@ -359,6 +373,7 @@ impl Metrics {
             isup_hits: vec![],
             sipi: vec![],
             overload: vec![],
+            refusals: vec![],
             latency: vec![],
             events: vec![],
             auth: vec![],
@@ -397,6 +412,10 @@ impl Metrics {
                 ["decoded", "unreadable"].map(|k| self.sipi_calls.with_label_values(&[n, k])),
             );
             b.overload.push(self.overload.with_label_values(&[n]));
+            b.refusals.push(REFUSAL_CODES.map(|c| {
+                self.refusals
+                    .with_label_values(&[*n, c.to_string().as_str()])
+            }));
             b.events.push(
                 crate::behaviour::Seen::ALL
                     .map(|e| self.behaviour_events.with_label_values(&[n, e.as_str()])),
@@ -496,6 +515,11 @@ impl Bound {
             };
             self.calls[s][v].inc();
             self.latency[s].observe(seconds);
+        }
+        if let Some(r) = d.refusal
+            && let Some(i) = REFUSAL_CODES.iter().position(|&c| c == r.code)
+        {
+            self.refusals[s][i].inc();
         }
         for r in d.hits.iter() {
             if let Some(c) = &self.hits[s][r.index()] {

@@ -605,6 +605,24 @@ impl Policy {
         })
     }
 
+    /// The address is a trunk's next hop (the core side): its requests are in-dialog
+    /// traffic back towards the trunks, not calls to judge.
+    pub fn is_next_hop(&self, source: &SocketAddr) -> bool {
+        self.trunks
+            .iter()
+            .any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
+    }
+
+    /// Nothing is answered to this address: no trunk claims it, it is no next hop, and
+    /// `unknown-source` drops. What a parse error or a protocol check would answer is
+    /// not sent either: a scanner that sends broken SIP learns no more than one that
+    /// sends good SIP.
+    pub fn silent_to(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
+        self.action(None, RuleId::UnknownSource).kind == config::ActionKind::Drop
+            && self.match_trunk(source, local).is_none()
+            && !self.is_next_hop(source)
+    }
+
     /// The trunk a message belongs to: the first (in file order) whose sources and
     /// listen addresses match.
     pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::behaviour::{self, BehaviourTracker, Seen};
-use crate::decide::{Context, Decision, Kind, decide};
+use crate::decide::{Context, Decision, Kind, Outcome, Refusal, decide};
 use crate::policy::Policy;
 use crate::policy::config::{ListenSpec, Transport};
 use crate::policy::rate::RateCounter;
@@ -145,31 +145,24 @@ fn handle_parsed(
         return relay_response(msg, out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
-    if let Err(why) = msg.check_request() {
-        let extra = Extra {
-            reason_text: Some(why),
-            server,
-            ..Extra::default()
-        };
-        if msg.method() == Some(Method::Ack) {
-            return Handled::Dropped("bad-ack");
-        }
-        return respond(msg, o, 400, &extra, out);
+    let core_side = st.policy.is_next_hop(&o.source);
+    if let Some(r) = Refusal::syntax(msg) {
+        return refuse(st, msg, o, r, core_side, out, observe);
     }
     let top = msg.top_via();
     if top.and_then(|v| v.branch).is_some_and(|b| {
         msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(msg, &top, st.via_addr)
     }) {
-        let extra = Extra {
-            server,
-            ..Extra::default()
+        let r = Refusal {
+            code: 482,
+            why: "Loop Detected",
         };
-        return respond(msg, o, 482, &extra, out);
+        return refuse(st, msg, o, r, core_side, out, observe);
     }
     let method = msg.method().unwrap_or(Method::Other);
 
     // Requests from the core side (a next hop): in-dialog traffic towards the trunk.
-    if is_core_side(st.policy, &o.source) {
+    if core_side {
         return forward_from_core(st, msg, o, out, edits);
     }
 
@@ -182,24 +175,8 @@ fn handle_parsed(
         return Handled::Absorbed;
     }
     let mf = msg.max_forwards();
-    if mf == Some(0) && method != Method::Ack {
-        let extra = Extra {
-            server,
-            ..Extra::default()
-        };
-        return respond(msg, o, 483, &extra, out);
-    }
-
-    // RFC 3261 16.3 step 5 (ACK and CANCEL carry no requirements, 8.2.2.3).
-    if !matches!(method, Method::Ack | Method::Cancel)
-        && let Some(tags) = unsupported_proxy_require(msg, &st.policy.proxy.proxy_require_accepted)
-    {
-        let extra = Extra {
-            server,
-            fields: &tags,
-            ..Extra::default()
-        };
-        return respond(msg, o, 420, &extra, out);
+    if let Some(r) = Refusal::forwarding(st.policy, msg) {
+        return refuse(st, msg, o, r, false, out, observe);
     }
 
     let ctx = Context {
@@ -228,12 +205,12 @@ fn handle_parsed(
         return Handled::Respond(
             dest_for_response(o, top.as_ref()),
             match d.outcome {
-                crate::decide::Outcome::Reject { code } => code,
-                crate::decide::Outcome::Forward | crate::decide::Outcome::Drop => 0,
+                Outcome::Reject { code } => code,
+                Outcome::Forward | Outcome::Drop => 0,
             },
         );
     }
-    if d.outcome == crate::decide::Outcome::Drop {
+    if d.outcome == Outcome::Drop {
         return Handled::Dropped("policy");
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
@@ -276,32 +253,39 @@ fn handle_parsed(
     }
 }
 
-/// The Proxy-Require option tags not in `accepted`, as an `Unsupported` field (RFC 3261
-/// 20.40), or `None` when every one is accepted.
-fn unsupported_proxy_require(msg: &Message, accepted: &[String]) -> Option<Vec<u8>> {
-    let mut f = Vec::new();
-    for h in msg.all(HeaderName::ProxyRequire) {
-        for tag in msg.slice(h.value()).split(|&c| c == b',').map(lex::trim) {
-            if tag.is_empty()
-                || accepted
-                    .iter()
-                    .any(|a| a.as_bytes().eq_ignore_ascii_case(tag))
-            {
-                continue;
-            }
-            f.extend_from_slice(if f.is_empty() {
-                b"Unsupported: "
-            } else {
-                b", "
-            });
-            f.extend_from_slice(tag);
+/// Answers a request the protocol checks refused, and reports the decision (counted
+/// and recorded like any other). The core's own requests are answered as they always
+/// are: the core is no trunk, and `unknown-source` must not silence it.
+#[allow(clippy::too_many_arguments)]
+fn refuse(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    r: Refusal,
+    core_side: bool,
+    out: &mut Vec<u8>,
+    observe: &mut dyn FnMut(Observed<'_>),
+) -> Handled {
+    let ack = msg.method() == Some(Method::Ack);
+    if !core_side {
+        let ctx = Context {
+            source: o.source,
+            local: Some(o.local),
+            trunk: None,
+            now_ms: st.now_ms,
+            rates: st.rates,
+            behaviour: st.behaviour,
+        };
+        let d = Decision::refused(st.policy, msg, &ctx, r);
+        observe(Observed::Decision(msg, &d));
+        if d.outcome == Outcome::Drop {
+            return Handled::Dropped(if ack { "bad-ack" } else { "unknown-source" });
         }
+    } else if ack {
+        return Handled::Dropped("bad-ack");
     }
-    if f.is_empty() {
-        return None;
-    }
-    f.extend_from_slice(b"\r\n");
-    Some(f)
+    verdict::write_refusal(st.policy, msg, r, out);
+    Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), r.code)
 }
 
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
@@ -394,12 +378,6 @@ fn is_for_us(msg: &Message) -> bool {
     msg.request_uri()
         .and_then(|u| uri::parse(msg.buf(), u).ok())
         .is_some_and(|u| u.user.is_none())
-}
-
-fn is_core_side(p: &Policy, source: &SocketAddr) -> bool {
-    p.trunks
-        .iter()
-        .any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
 }
 
 /// Our Via, received/rport on the previous one, Max-Forwards minus one.

@@ -260,13 +260,16 @@ async fn serve_stream(
                     // The stream cannot be resynchronised after a framing error.
                     shared.metrics.parse_error("tcp", e.kind);
                     let data = buf.split().freeze();
-                    if let Some(Dest::Tcp(_)) = super::stateless::bad_request_for(
-                        &data,
-                        peer,
-                        Some(id),
-                        &e.to_string(),
-                        &mut out,
-                    ) {
+                    let silent = shared.loaded.load().policy.silent_to(&peer, Some(&o.local));
+                    if !silent
+                        && let Some(Dest::Tcp(_)) = super::stateless::bad_request_for(
+                            &data,
+                            peer,
+                            Some(id),
+                            &e.to_string(),
+                            &mut out,
+                        )
+                    {
                         let _ = tx.try_send(Bytes::copy_from_slice(&out));
                     }
                     break 'conn;

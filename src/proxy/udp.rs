@@ -120,7 +120,7 @@ pub fn handle_one(
         Err(e) => {
             shared.metrics.parse_error(transport, e.kind);
             tracing::debug!(source = %o.source, error = %e, "malformed message");
-            let d = if e.answerable() {
+            let d = if e.answerable() && !l.policy.silent_to(&o.source, Some(&o.local)) {
                 stateless::bad_request_for(&raw, o.source, o.conn, &e.to_string(), out)
             } else {
                 None

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::behaviour::{self, local::LocalTracker};
-use crate::decide::{Context, Kind, decide};
+use crate::decide::{Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
 use crate::policy::rate::LocalRateCounter;
@@ -168,8 +168,11 @@ impl<'p> Replayer<'p> {
                 addr: seg.dst,
             };
             let call_id = behaviour::call_key(&msg);
-            if self.policy.own_address(Some(seg.transport), seg.src) {
-                // Its output: no verdict, but what it relayed tells how calls went.
+            // Its output, or the core's side of the call (which the proxy relays
+            // without judging): no verdict, but they tell how calls went.
+            if self.policy.own_address(Some(seg.transport), seg.src)
+                || self.policy.is_next_hop(&seg.src)
+            {
                 self.learn(&msg, p.ts_ms);
                 o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
                 continue;
@@ -182,7 +185,7 @@ impl<'p> Replayer<'p> {
                 rates: &self.rates,
                 behaviour: &self.behaviour,
             };
-            let d = decide(self.policy, &msg, &ctx);
+            let d = judge(self.policy, &msg, &ctx);
             // The proxy feeds the tracker with what it relays; a capture holds what was
             // relayed, so every message that is not a new call goes in, at capture time.
             if d.kind != Kind::Call && !d.is_reject() {
@@ -204,6 +207,8 @@ impl<'p> Replayer<'p> {
                         *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
                         if let Some(r) = d.rule {
                             *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
+                        } else if d.refusal.is_some() {
+                            *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
                         }
                     }
                     if d.kind == Kind::Call || rej {
