@@ -256,7 +256,6 @@ fn handle_parsed(
 /// Answers a request the protocol checks refused, and reports the decision (counted
 /// and recorded like any other). The core's own requests are answered as they always
 /// are: the core is no trunk, and `unknown-source` must not silence it.
-#[allow(clippy::too_many_arguments)]
 fn refuse(
     st: &Step<'_>,
     msg: &Message,
