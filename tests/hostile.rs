@@ -221,17 +221,11 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
     );
 }
 
-/// `[rules.unknown-source] action = "drop"`: what a carrier does on an internet-facing
-/// gateway. Requests from addresses no trunk claims get no answer at all (a sipvicious
-/// scan finds nothing, where the default 403 shows it a SIP device), retransmissions
-/// neither; each is counted and recorded. A known source is still answered by the
-/// other rules.
-#[test]
-fn unknown_sources_can_be_dropped_silently() {
-    let base = port_block();
-    let cfg = |action: &str| {
-        format!(
-            r#"
+/// One international trunk at `base` whose only source is 127.0.0.2, with
+/// `unknown-source` set to `action` (127.0.0.1 is then a stranger).
+fn one_source_config(base: u16, action: &str) -> String {
+    format!(
+        r#"
 [[trunk]]
 name = "intl"
 role = "international"
@@ -243,28 +237,52 @@ action = "{action}"
 [metrics]
 listen = "127.0.0.1:{m}"
 "#,
-            uas = base + 10,
-            m = base + 30
-        )
-    };
-    let answer = |from_ip: &str, caller: &str, i: u32| -> Option<String> {
-        let s = UdpSocket::bind((from_ip, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(700)))
-            .unwrap();
-        let me = s.local_addr().unwrap();
-        let m = format!(
-            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-drop{i}\r\nFrom: <sip:{caller}@{me}>;tag=d{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: drop-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        );
-        let mut buf = [0u8; 4096];
-        // The INVITE and one retransmission of it.
-        for _ in 0..2 {
-            s.send_to(m.as_bytes(), ("127.0.0.1", base)).unwrap();
-            if let Ok(n) = s.recv(&mut buf) {
-                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
+        uas = base + 10,
+        m = base + 30
+    )
+}
+
+/// Sends an INVITE from `from_ip` to the proxy at `port` (`extra` header lines before
+/// Content-Length), `tries` times (the later ones are retransmissions), and returns the
+/// first answer, if any comes within 700 ms of a send.
+fn invite_over_udp(
+    from_ip: &str,
+    port: u16,
+    i: u32,
+    caller: &str,
+    extra: &str,
+    max_forwards: u32,
+    tries: u32,
+) -> Option<String> {
+    let s = UdpSocket::bind((from_ip, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let me = s.local_addr().unwrap();
+    let m = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-u{i}\r\nFrom: <sip:{caller}@{me}>;tag=d{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: udp-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: {max_forwards}\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    let mut buf = [0u8; 4096];
+    for _ in 0..tries {
+        s.send_to(m.as_bytes(), ("127.0.0.1", port)).unwrap();
+        if let Ok(n) = s.recv(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
-        None
-    };
+    }
+    None
+}
+
+/// `[rules.unknown-source] action = "drop"`: what a carrier does on an internet-facing
+/// gateway. Requests from addresses no trunk claims get no answer at all (a sipvicious
+/// scan finds nothing, where the default 403 shows it a SIP device), retransmissions
+/// neither; each is counted and recorded. A known source is still answered by the
+/// other rules.
+#[test]
+fn unknown_sources_can_be_dropped_silently() {
+    let base = port_block();
+    let cfg = |action: &str| one_source_config(base, action);
+    // The INVITE and one retransmission of it.
+    let answer =
+        |from_ip: &str, caller: &str, i: u32| invite_over_udp(from_ip, base, i, caller, "", 70, 2);
     let svmap = |what: &str| -> Option<String> {
         let ok = std::process::Command::new("svmap")
             .arg("--help")
@@ -327,36 +345,9 @@ listen = "127.0.0.1:{m}"
 #[test]
 fn broken_requests_are_refused_counted_and_silent_to_strangers() {
     let base = port_block();
-    let conf = format!(
-        r#"
-[[trunk]]
-name = "intl"
-role = "international"
-listen = ["udp:127.0.0.1:{base}"]
-sources = ["127.0.0.2/32"]
-next_hop = "udp:127.0.0.1:{uas}"
-[rules.unknown-source]
-action = "drop"
-[metrics]
-listen = "127.0.0.1:{m}"
-"#,
-        uas = base + 10,
-        m = base + 30
-    );
-    let proxy = Proxy::start(&conf, 1);
-    let send = |from_ip: &str, i: u32, extra: &str, mf: u32| -> Option<String> {
-        let s = UdpSocket::bind((from_ip, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(700)))
-            .unwrap();
-        let me = s.local_addr().unwrap();
-        let m = format!(
-            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-br{i}\r\nFrom: <sip:+442071234567@{me}>;tag=b{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: broken-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: {mf}\r\n{extra}Content-Length: 0\r\n\r\n"
-        );
-        s.send_to(m.as_bytes(), ("127.0.0.1", base)).unwrap();
-        let mut buf = [0u8; 4096];
-        s.recv(&mut buf)
-            .ok()
-            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    let proxy = Proxy::start(&one_source_config(base, "drop"), 1);
+    let send = |from_ip: &str, i: u32, extra: &str, mf: u32| {
+        invite_over_udp(from_ip, base, i, "+442071234567", extra, mf, 1)
     };
     let second_from = "From: <sip:+8613812345678@127.0.0.2>;tag=x\r\n";
     // The trunk's own address: answered, with the reason.

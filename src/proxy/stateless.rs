@@ -75,6 +75,20 @@ pub struct Step<'a> {
     pub overloaded: bool,
 }
 
+impl<'a> Step<'a> {
+    /// What the decision core is told of a request from `o`.
+    fn context(&self, o: &Origin) -> Context<'a> {
+        Context {
+            source: o.source,
+            local: Some(o.local),
+            trunk: None,
+            now_ms: self.now_ms,
+            rates: self.rates,
+            behaviour: self.behaviour,
+        }
+    }
+}
+
 fn dest_for_response(o: &Origin, top: Option<&Via>) -> Dest {
     if let Some(c) = o.conn {
         return Dest::Tcp(c);
@@ -179,14 +193,7 @@ fn handle_parsed(
         return refuse(st, msg, o, r, false, out, observe);
     }
 
-    let ctx = Context {
-        source: o.source,
-        local: Some(o.local),
-        trunk: None,
-        now_ms: st.now_ms,
-        rates: st.rates,
-        behaviour: st.behaviour,
-    };
+    let ctx = st.context(o);
     let kind_hint = method == Method::Invite && msg.to_tag().is_none();
     if st.overloaded && kind_hint {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
@@ -267,14 +274,7 @@ fn refuse(
 ) -> Handled {
     let ack = msg.method() == Some(Method::Ack);
     if !core_side {
-        let ctx = Context {
-            source: o.source,
-            local: Some(o.local),
-            trunk: None,
-            now_ms: st.now_ms,
-            rates: st.rates,
-            behaviour: st.behaviour,
-        };
+        let ctx = st.context(o);
         let d = Decision::refused(st.policy, msg, &ctx, r);
         observe(Observed::Decision(msg, &d));
         if d.outcome == Outcome::Drop {
