@@ -1241,3 +1241,75 @@ fn trunk_auth_locks_out_a_guesser() {
     }
     assert_eq!(rejected(&decide(&p0, &right, &ctx(t + 30))), None);
 }
+
+/// The protocol checks before the rules (`judge`): a request the proxy answers 400 /
+/// 420 / 483 gets that verdict, naming no rule; `decide` alone still judges it by the
+/// rules; a stranger's broken request is dropped when `unknown-source` drops, and
+/// answered when a trunk is forced (`explain --trunk`, `replay --trunk`).
+#[test]
+fn protocol_checks_come_before_the_rules() {
+    use sipfence::decide::judge;
+    let p = Policy::from_str(POLICY, "t.toml", Path::new(".")).unwrap();
+    let ctx = |trunk: &str, forced: Option<usize>| Context {
+        source: src(trunk),
+        local: None,
+        trunk: forced,
+        now_ms: MON_10H,
+        rates: &NoCounting,
+        behaviour: &sipfence::behaviour::NoTracking,
+    };
+    let two_from = invite(
+        "+442071234567",
+        "From: <sip:+8613812345678@10.9.9.9>;tag=x\r\n",
+    );
+    let d = judge(&p, &two_from, &ctx("intl", None));
+    assert_eq!(
+        (d.outcome, d.rule, d.refusal.map(|r| r.why)),
+        (Outcome::Reject { code: 400 }, None, Some("Multiple From"))
+    );
+    // decide alone judges the first From, a foreign caller: let through. The proxy and
+    // replay never do that (their checks come first).
+    assert_eq!(rejected(&decide(&p, &two_from, &ctx("intl", None))), None);
+    let mut out = vec![];
+    assert!(verdict::write_reject(&p, &two_from, &d, &mut out));
+    let r = String::from_utf8(out).unwrap();
+    assert!(
+        r.starts_with("SIP/2.0 400 Bad Request\r\n") && r.contains("text=\"Multiple From\""),
+        "{r}"
+    );
+    let no_hops = invite("+442071234567", "").bytes().to_vec();
+    let no_hops = String::from_utf8(no_hops)
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let no_hops = Message::parse(Bytes::from(no_hops)).unwrap();
+    let d = judge(&p, &no_hops, &ctx("intl", None));
+    assert_eq!(d.outcome, Outcome::Reject { code: 483 });
+    let d = judge(
+        &p,
+        &invite("+442071234567", "Proxy-Require: x-y\r\n"),
+        &ctx("intl", None),
+    );
+    assert_eq!(d.outcome, Outcome::Reject { code: 420 });
+    // A good request: exactly what decide says.
+    let good = invite("+442071234567", "");
+    let (a, b) = (
+        judge(&p, &good, &ctx("intl", None)),
+        decide(&p, &good, &ctx("intl", None)),
+    );
+    assert_eq!((a.outcome, a.rule, a.refusal), (b.outcome, b.rule, None));
+    // A stranger: answered 400 by default, dropped when unknown-source drops.
+    let d = judge(&p, &two_from, &ctx("stranger", None));
+    assert_eq!((d.outcome, d.trunk), (Outcome::Reject { code: 400 }, None));
+    let dropping = Policy::from_str(
+        &format!("{POLICY}\n[rules.unknown-source]\naction = \"drop\"\n"),
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let d = judge(&dropping, &two_from, &ctx("stranger", None));
+    assert_eq!(d.outcome, Outcome::Drop);
+    assert_eq!(
+        judge(&dropping, &two_from, &ctx("stranger", Some(0))).outcome,
+        Outcome::Reject { code: 400 }
+    );
+}
