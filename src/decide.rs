@@ -233,6 +233,32 @@ fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     }
 }
 
+/// How long an INVITE transaction is remembered: RFC 3261's Timer B (64 x T1), after
+/// which its client has given up retransmitting.
+const TRANSACTION_MS: u64 = 32_000;
+
+/// An INVITE transaction as its retransmissions repeat it (RFC 3261 17.2.3: the top
+/// Via's branch), with what makes it this call (Call-ID, CSeq, From tag, Request-URI):
+/// a request that reuses a branch for another call is another transaction.
+fn transaction_key(trunk: usize, msg: &Message) -> u64 {
+    let b = msg.buf();
+    let branch = msg
+        .top_via()
+        .and_then(|v| v.branch)
+        .map_or(&b""[..], |s| s.of(b));
+    let cseq = msg.cseq().map_or(0, |(n, _)| n).to_le_bytes();
+    let ruri = msg.request_uri().map_or(&b""[..], |s| s.of(b));
+    crate::sip::lex::fnv1a(&[
+        b"txn",
+        &(trunk as u64).to_le_bytes(),
+        branch,
+        msg.call_id(),
+        &cseq,
+        msg.from_tag().unwrap_or_default(),
+        ruri,
+    ])
+}
+
 /// The counter key of a source address's wrong digest answers on a trunk.
 fn auth_failure_key(trunk: usize, ip: std::net::IpAddr) -> u64 {
     let t = (trunk as u64).to_le_bytes();
@@ -556,26 +582,40 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         // Shared counters out of reach: a fail-closed rate rule matches (it still counts,
         // so the count is right when the store is back).
         let closed = |r: RuleId| ctx.rates.degraded() && trunk.action(r).fail_closed;
-        rule!(
-            RuleId::EnterpriseRateTrunk,
-            trunk.max_per_minute.is_some_and(|max| ctx.rates.hit(
-                rate_key(ti, None),
-                ctx.now_ms,
-                60_000
-            ) > max
-                || closed(RuleId::EnterpriseRateTrunk))
-        );
-        rule!(
-            RuleId::EnterpriseRateCaller,
-            trunk
-                .max_per_minute_per_caller
-                .is_some_and(|max| ctx.rates.hit(
-                    rate_key(ti, Some(&primary.n)),
-                    ctx.now_ms,
-                    60_000
-                ) > max
-                    || closed(RuleId::EnterpriseRateCaller))
-        );
+        // A UDP retransmission of an INVITE is the same call: one that passed the rate
+        // rules passes again uncounted (its original went on to the core); one that did
+        // not is judged on the counts as they are, without adding to them. The
+        // transaction is remembered as refused until the rules let it through, so
+        // sending a call twice gains nothing.
+        let limited = trunk.max_per_minute.is_some() || trunk.max_per_minute_per_caller.is_some();
+        let txn = limited.then(|| transaction_key(ti, msg));
+        let before = txn.and_then(|k| ctx.rates.recall(k, ctx.now_ms));
+        if let (None, Some(k)) = (before, txn) {
+            ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, false);
+        }
+        let count = |key: u64| match before {
+            None => ctx.rates.hit(key, ctx.now_ms, 60_000),
+            Some(_) => ctx.rates.peek(key, ctx.now_ms, 60_000),
+        };
+        if before != Some(true) {
+            rule!(
+                RuleId::EnterpriseRateTrunk,
+                trunk
+                    .max_per_minute
+                    .is_some_and(|max| count(rate_key(ti, None)) > max
+                        || closed(RuleId::EnterpriseRateTrunk))
+            );
+            rule!(
+                RuleId::EnterpriseRateCaller,
+                trunk
+                    .max_per_minute_per_caller
+                    .is_some_and(|max| count(rate_key(ti, Some(&primary.n))) > max
+                        || closed(RuleId::EnterpriseRateCaller))
+            );
+            if let Some(k) = txn {
+                ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, true);
+            }
+        }
     }
 
     // The IAM cannot be read (it may hide a number), or its calling number is not the

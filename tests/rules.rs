@@ -509,23 +509,55 @@ fn enterprise_hours_and_days() {
     ); // Sunday
 }
 
+/// Per caller and per trunk limits; a UDP retransmission of an INVITE (same branch,
+/// Call-ID, CSeq) is the same call: not counted again, and given the verdict its
+/// original got from these rules.
 #[test]
 fn enterprise_rates() {
     let p = policy("");
     let rates = LocalRateCounter::new(1000);
-    let a = invite("13912340001", "");
-    let b = invite("13912340002", "");
-    let c = invite("13912340003", "");
+    // Call k of a caller: a new Call-ID and branch each time.
+    let call = |from: &str, k: u32| {
+        let m = invite(from, "");
+        let text = String::from_utf8(m.bytes().to_vec())
+            .unwrap()
+            .replace(&format!("call-{from}"), &format!("call-{from}-{k}"))
+            .replace(&format!("z9hG4bK-{from}"), &format!("z9hG4bK-{from}-{k}"));
+        Message::parse(Bytes::from(text)).unwrap()
+    };
+    let (a, b, c) = ("13912340001", "13912340002", "13912340003");
     let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
-    assert_eq!(r(&a, 0), None);
-    assert_eq!(r(&a, 1), None);
-    assert_eq!(r(&a, 2), Some((403, "enterprise-rate-caller")));
-    assert_eq!(r(&b, 3), None);
-    assert_eq!(r(&c, 4), None);
-    // Six attempts so far on the trunk (the third of A counted too): over 5 per minute.
-    assert_eq!(r(&c, 5), Some((403, "enterprise-rate-trunk")));
-    // Two minutes later the window is empty again.
-    assert_eq!(r(&a, 120_000), None);
+    assert_eq!(r(&call(a, 1), 0), None);
+    let a2 = call(a, 2);
+    assert_eq!(r(&a2, 1), None);
+    // Its retransmission (the core was slow with 100 Trying): passes, uncounted.
+    assert_eq!(r(&a2, 501), None);
+    let a3 = call(a, 3);
+    assert_eq!(r(&a3, 600), Some((403, "enterprise-rate-caller")));
+    // A retransmission of the refused one: still refused, and not counted either.
+    assert_eq!(r(&a3, 1100), Some((403, "enterprise-rate-caller")));
+    assert_eq!(r(&call(b, 1), 1200), None);
+    assert_eq!(r(&call(c, 1), 1300), None);
+    // Six calls so far on the trunk (A's refused third counted, no retransmission):
+    // over 5 per minute.
+    assert_eq!(r(&call(c, 2), 1400), Some((403, "enterprise-rate-trunk")));
+    // Two minutes later the window is empty again, and a retransmission long after its
+    // transaction ended (RFC 3261 Timer B, 32 s) is a call again.
+    assert_eq!(r(&a3, 120_000), None);
+    // Sending the same INVITE twice gains nothing: the first refused, the second too.
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    assert_eq!(r(&call(a, 10), 0), None);
+    assert_eq!(r(&call(a, 11), 1), None);
+    let twice = call(a, 12);
+    assert_eq!(r(&twice, 2), Some((403, "enterprise-rate-caller")));
+    assert_eq!(r(&twice, 3), Some((403, "enterprise-rate-caller")));
+    // The same branch and Call-ID with another Request-URI is another call: counted.
+    let other = String::from_utf8(call(a, 11).bytes().to_vec())
+        .unwrap()
+        .replace("INVITE sip:4008001234@", "INVITE sip:4008009999@");
+    let other = Message::parse(Bytes::from(other)).unwrap();
+    assert_eq!(r(&other, 4), Some((403, "enterprise-rate-caller")));
 }
 
 #[test]

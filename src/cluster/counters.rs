@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Redis, RedisFailure};
-use crate::policy::rate::RateCounter;
+use crate::policy::rate::{RateCounter, Transactions};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -82,6 +82,7 @@ pub struct SharedRateCounter {
     pub fallback_hits: AtomicU64,
     /// Keys that found the table full and shared one overflow key.
     pub overflowed: AtomicU64,
+    txns: Transactions,
 }
 
 /// Key that newcomers share when the table is full (as the local counter does).
@@ -100,6 +101,7 @@ impl SharedRateCounter {
             degraded: AtomicBool::new(true),
             fallback_hits: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
+            txns: Transactions::new(capacity),
         }
     }
 
@@ -242,6 +244,12 @@ impl SharedRateCounter {
 }
 
 impl RateCounter for SharedRateCounter {
+    fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
+        self.txns.recall(key, now_ms)
+    }
+    fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
+        self.txns.remember(key, now_ms, ttl_ms, passed);
+    }
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         let window_ms = window_ms.max(1);
         let bucket = now_ms / window_ms;
@@ -283,6 +291,7 @@ impl RateCounter for SharedRateCounter {
     fn housekeep(&self, now_ms: u64) {
         self.map
             .retain(|_, s| now_ms.saturating_sub(s.last_ms) <= 2 * s.window_ms);
+        self.txns.sweep(now_ms);
     }
 
     fn keys(&self) -> usize {

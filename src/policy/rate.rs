@@ -15,6 +15,17 @@ pub trait RateCounter: Send + Sync {
     /// recording one (a rule that counts failures and judges every attempt).
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
 
+    /// What [`RateCounter::remember`] stored for `key` (an INVITE transaction) and has
+    /// not expired: `Some(passed)` for a retransmission. `None`: a new transaction, or
+    /// one forgotten because the memory was full (counted again: the safe side).
+    fn recall(&self, _key: u64, _now_ms: u64) -> Option<bool> {
+        None
+    }
+
+    /// Remembers for `ttl_ms` whether a transaction passed the rate rules, so that its
+    /// retransmissions are not counted as new calls.
+    fn remember(&self, _key: u64, _now_ms: u64, _ttl_ms: u64, _passed: bool) {}
+
     /// The counts are local only because the shared store cannot be reached: rules
     /// configured to fail closed then match.
     fn degraded(&self) -> bool {
@@ -52,6 +63,62 @@ struct Window {
     prev: u32,
 }
 
+/// Recently seen INVITE transactions and whether they passed the rate rules, bounded:
+/// when full, expired ones are swept (at most once a second); when still full, a new one
+/// is not remembered (its retransmissions then count again, as they would without this).
+/// Kept in the process even when the counts are shared: a UDP retransmission comes back
+/// to the same gateway.
+pub struct Transactions {
+    map: DashMap<u64, (u64, bool), ahash::RandomState>,
+    capacity: usize,
+    last_sweep_ms: AtomicU64,
+}
+
+impl Transactions {
+    pub fn new(capacity: usize) -> Transactions {
+        Transactions {
+            map: DashMap::with_hasher(ahash::RandomState::new()),
+            capacity: capacity.max(1),
+            last_sweep_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
+        self.map
+            .get(&key)
+            .and_then(|e| (e.0 > now_ms).then_some(e.1))
+    }
+
+    pub fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
+        if let Some(mut e) = self.map.get_mut(&key) {
+            *e = (now_ms + ttl_ms, passed);
+            return;
+        }
+        if self.map.len() >= self.capacity {
+            if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= 1000 {
+                self.sweep(now_ms);
+            }
+            if self.map.len() >= self.capacity {
+                return;
+            }
+        }
+        self.map.insert(key, (now_ms + ttl_ms, passed));
+    }
+
+    pub fn sweep(&self, now_ms: u64) {
+        self.map.retain(|_, e| e.0 > now_ms);
+        self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 /// In-process sliding-window counters (two fixed windows, weighted: the usual
 /// approximation, within one window's worth of error at the boundary, never under).
 ///
@@ -64,6 +131,7 @@ pub struct LocalRateCounter {
     overflow: DashMap<u64, Window, ahash::RandomState>,
     last_sweep_ms: AtomicU64,
     overflowed: AtomicU64,
+    txns: Transactions,
 }
 
 impl LocalRateCounter {
@@ -75,6 +143,7 @@ impl LocalRateCounter {
             overflow: DashMap::with_hasher(ahash::RandomState::new()),
             last_sweep_ms: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
+            txns: Transactions::new(capacity),
         }
     }
 
@@ -129,6 +198,12 @@ impl LocalRateCounter {
 }
 
 impl RateCounter for LocalRateCounter {
+    fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
+        self.txns.recall(key, now_ms)
+    }
+    fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
+        self.txns.remember(key, now_ms, ttl_ms, passed);
+    }
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         // A copy is rolled: looking must not move the stored windows (nor take the
         // shard's write lock).
@@ -141,6 +216,7 @@ impl RateCounter for LocalRateCounter {
     fn housekeep(&self, now_ms: u64) {
         // Every window the rules use is at most a minute.
         self.sweep(now_ms, 120_000);
+        self.txns.sweep(now_ms);
     }
     fn keys(&self) -> usize {
         self.len()
@@ -177,6 +253,28 @@ impl RateCounter for LocalRateCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transactions_are_remembered_bounded_and_forgotten() {
+        let t = Transactions::new(2);
+        assert_eq!(t.recall(1, 0), None);
+        t.remember(1, 0, 32_000, false);
+        assert_eq!(t.recall(1, 500), Some(false));
+        t.remember(1, 600, 32_000, true);
+        assert_eq!(t.recall(1, 700), Some(true));
+        assert_eq!(t.recall(1, 40_000), None, "expired");
+        t.remember(2, 1_000, 32_000, true);
+        // Full, nothing expired: a third is not remembered (it will be counted again).
+        t.remember(3, 1_000, 32_000, true);
+        assert_eq!((t.len(), t.recall(3, 1_000)), (2, None));
+        // Once the others expire, a sweep makes room.
+        t.remember(3, 40_000, 32_000, true);
+        assert_eq!((t.len(), t.recall(3, 40_001)), (1, Some(true)));
+        let c = LocalRateCounter::new(10);
+        c.remember(9, 0, 1000, true);
+        assert_eq!(c.recall(9, 10), Some(true));
+        assert_eq!(NoCounting.recall(9, 10), None);
+    }
 
     #[test]
     fn peek_reads_without_counting() {
