@@ -150,7 +150,9 @@ impl Decision {
             .or_else(|| policy.match_trunk(&ctx.source, ctx.local.as_ref()));
         let method = msg.method();
         let mut d = Decision::new(method.map_or(Kind::Response, |m| kind_of(msg, m)), trunk);
-        let silent = ctx.trunk.is_none() && policy.silent_to(&ctx.source, ctx.local.as_ref());
+        // Only a request no trunk claims can be silenced (and only then is the address
+        // looked up again).
+        let silent = trunk.is_none() && policy.silent_to(&ctx.source, ctx.local.as_ref());
         d.outcome = if method == Some(Method::Ack) || silent {
             Outcome::Drop
         } else {

@@ -98,11 +98,11 @@ pub struct Bound {
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
     /// Requests refused by the protocol checks, by [`REFUSAL_CODES`].
-    refusals: Vec<[IntCounter; 4]>,
+    refusals: Vec<[IntCounter; REFUSAL_CODES.len()]>,
     latency: Vec<Histogram>,
     /// Call outcomes seen by the behaviour tracker, by [`Seen::index`].
     events: Vec<[IntCounter; 6]>,
-    /// Digest checks by result (ok, missing, stale, invalid), on trunks with auth.
+    /// Digest checks by [`AuthCheck::index`], on trunks with auth.
     auth: Vec<Option<[IntCounter; AuthCheck::NAMES.len()]>>,
 }
 
