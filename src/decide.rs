@@ -16,7 +16,7 @@ use crate::numbering::{Class, Classification, NotANumber, Number};
 use crate::policy::auth::AuthCheck;
 use crate::policy::config::{ActionKind, BehaviourConf, ListenSpec, Role};
 use crate::policy::lists::ListMatch;
-use crate::policy::rate::RateCounter;
+use crate::policy::rate::{RateCounter, TRANSACTION_MS};
 use crate::policy::{Policy, RuleId, RuleSet, applies};
 use crate::sip::{HeaderName, Message, Method};
 
@@ -235,14 +235,10 @@ fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     }
 }
 
-/// How long an INVITE transaction is remembered: RFC 3261's Timer B (64 x T1), after
-/// which its client has given up retransmitting.
-const TRANSACTION_MS: u64 = 32_000;
-
 /// An INVITE transaction as its retransmissions repeat it (RFC 3261 17.2.3: the top
 /// Via's branch), with what makes it this call (Call-ID, CSeq, From tag, Request-URI):
 /// a request that reuses a branch for another call is another transaction.
-fn transaction_key(trunk: usize, msg: &Message) -> u64 {
+pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
     let b = msg.buf();
     let branch = msg
         .top_via()
@@ -415,6 +411,17 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
             if failures > a.max_failures {
                 c = AuthCheck::Locked;
             }
+        }
+        // An answer is good for one call: the transaction that used it first keeps it
+        // (its retransmissions carry the same answer), any other request with it is a
+        // replay.
+        if let AuthCheck::Ok { field } = c
+            && let Some(key) = a.answer_key(msg, field, ti)
+            && !ctx
+                .rates
+                .claim(key, transaction_key(ti, msg), ctx.now_ms, a.answer_ttl_ms())
+        {
+            c = AuthCheck::Replayed;
         }
         d.auth = Some(c);
         d.auth_at_ms = ctx.now_ms;

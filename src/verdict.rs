@@ -30,7 +30,13 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
         && c.challenges()
         && let Some(a) = &policy.trunks[t].auth
     {
-        a.challenge(d.auth_at_ms, c == AuthCheck::Stale, &mut challenge);
+        // Each challenge its own nonce, the same for a retransmission.
+        a.challenge(
+            d.auth_at_ms,
+            crate::decide::transaction_key(t, msg),
+            c.stale(),
+            &mut challenge,
+        );
     }
     let extra = Extra {
         reason_text: reason,

@@ -1175,6 +1175,137 @@ fn digest_authenticated_trunk() {
     assert!(!body.contains("sipfence_auth_total{result=\"ok\",trunk=\"intl\"}"));
 }
 
+/// A digest answer is good for one call. The PBX (sipp with `-au/-ap`) places an
+/// authenticated call; its `Proxy-Authorization` is taken from sipp's own message trace
+/// (what a wiretap on the trunk would capture) and sent in a new call by another sipp:
+/// challenged again with `stale=true`, and nothing of it reaches the core. The PBX's next
+/// call answers its own fresh challenge and goes through.
+#[test]
+fn a_replayed_digest_answer_is_challenged_again() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let extra = "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\n";
+    let conf = config(base, "").replace(
+        "entries = [\"+8613912340000..+8613912349999\"]\n",
+        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
+    );
+    assert!(conf.contains("[trunk.auth]"));
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let tpl = include_str!("../testdata/sipp/auth-uac.xml.in");
+    let pbx = dir.join("auth-pbx.xml");
+    std::fs::write(&pbx, tpl.replace("@TAIL@", ANSWERED_TAIL)).unwrap();
+    let trace = dir.join("pbx-messages.log");
+    let sc = uas_check_scenario(
+        &dir,
+        "core",
+        &["Max-Forwards: 69"],
+        &["Proxy-Authorization"],
+    );
+    let uas = checking_uas(&dir, base + 10, &sc, 2);
+    let (code, out) = one_call(
+        &dir,
+        &pbx,
+        base + 2,
+        base + 20,
+        "u1",
+        &[
+            "-au",
+            "pbx1",
+            "-ap",
+            "s3cret",
+            "-trace_msg",
+            "-message_file",
+            trace.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "the PBX's call:\n{out}");
+    let log = std::fs::read_to_string(&trace).expect("sipp's message trace");
+    let captured = log
+        .lines()
+        .find(|l| l.starts_with("Proxy-Authorization: Digest "))
+        .unwrap_or_else(|| panic!("no answer in the trace:\n{log}"))
+        .trim_end()
+        .to_string();
+    // The replayer: the captured field in an INVITE of its own (new Call-ID, branch).
+    let replay = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="replay">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:+8613912345678@[local_ip]:[local_port];transport=[transport]>
+      {captured}
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"> </recv>
+  <recv response="407">
+    <action>
+      <ereg regexp="stale=true" search_in="hdr" header="Proxy-Authenticate:" check_it="true" assign_to="stale"/>
+    </action>
+  </recv>
+  <Reference variables="stale"/>
+  <send>
+    <![CDATA[
+
+      ACK sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#
+    );
+    let sc = dir.join("replay.xml");
+    std::fs::write(&sc, replay).unwrap();
+    let (code, out) = one_call(&dir, &sc, base + 2, base + 21, "u1", &[]);
+    assert_eq!(code, 0, "the replayed answer:\n{out}");
+    let m = |s: &str| proxy.metric(s);
+    let auth = |r: &str| {
+        m(&format!(
+            "sipfence_auth_total{{result=\"{r}\",trunk=\"ent\"}}"
+        ))
+    };
+    assert_eq!((auth("ok"), auth("replayed")), (1.0, 1.0));
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),
+        1.0
+    );
+    // The PBX's next call is its own: a fresh challenge, a fresh answer, through.
+    let (code, out) = one_call(
+        &dir,
+        &pbx,
+        base + 2,
+        base + 22,
+        "u1",
+        &["-au", "pbx1", "-ap", "s3cret"],
+    );
+    assert_eq!(code, 0, "the PBX's next call:\n{out}");
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(
+        code, 0,
+        "at the core (the PBX's two calls, not the replay):\n{out}"
+    );
+    assert_eq!((auth("ok"), auth("replayed")), (2.0, 1.0));
+}
+
 /// sipvicious' svcrack guesses the PBX password of an authenticated trunk from one
 /// address of it, the right password last in its list: past `max_failures_per_minute`
 /// wrong answers the address is locked and even the right one is refused, while the

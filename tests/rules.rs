@@ -1145,6 +1145,102 @@ fn trunk_auth() {
     assert!(d.hits.contains(RuleId::TrunkAuth));
 }
 
+/// A digest answer is good for one call: its retransmissions pass, the same answer in
+/// another request (a captured one replayed, or a client reusing a nonce without
+/// counting) is challenged again with `stale=true`.
+#[test]
+fn trunk_auth_answers_are_good_for_one_call() {
+    use md5::{Digest, Md5};
+    let text = format!(
+        "{}\n[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n",
+        POLICY
+            .replace("[general]\n", "[general]\nauth_secret = \"shared\"\n")
+            .replace(
+                "max_calls_per_minute = 5\nmax_calls_per_minute_per_caller = 2\n",
+                ""
+            )
+    );
+    let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
+    let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H, 1);
+    // qop=auth with this nonce count and client nonce, or no qop at all.
+    let creds = |qop: Option<(&str, &str)>| {
+        let ha1 = md5("pbx1:ent.example:s3cret".to_string());
+        let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
+        let (r, q) = match qop {
+            Some((nc, cn)) => (
+                md5(format!("{ha1}:{nonce}:{nc}:{cn}:auth:{ha2}")),
+                format!(", qop=auth, nc={nc}, cnonce=\"{cn}\""),
+            ),
+            None => (md5(format!("{ha1}:{nonce}:{ha2}")), String::new()),
+        };
+        format!(
+            "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\"{q}, response=\"{r}\"\r\n"
+        )
+    };
+    // The same INVITE as another call: its own Call-ID and branch.
+    let as_call = |m: &Message, n: u32| {
+        let t = String::from_utf8_lossy(m.buf())
+            .replace("call-13912345678", &format!("call-{n}"))
+            .replace("branch=z9hG4bK-13912345678", &format!("branch=z9hG4bK-{n}"));
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    let rates = LocalRateCounter::new(1000);
+    let auth = |m: &Message, at: u64| {
+        let d = judge_at(&p, m, "ent", at, &rates);
+        (rejected(&d), d.auth.map(|a| a.as_str()))
+    };
+    let ok = (None, Some("ok"));
+    let replayed = (Some((407, "trunk-auth")), Some("replayed"));
+    let t = MON_10H + 1000;
+
+    let m = invite("13912345678", &creds(Some(("00000001", "c0ffee"))));
+    assert_eq!(auth(&m, t), ok);
+    // Its retransmissions, within Timer B: the same call.
+    assert_eq!(auth(&m, t + 500), ok);
+    assert_eq!(auth(&m, t + 4_000), ok);
+    // The answer in another call: a replay, challenged again with stale=true (a real
+    // client answers the fresh nonce without asking its user).
+    let replay = as_call(&m, 2);
+    assert_eq!(auth(&replay, t + 5_000), replayed);
+    let d = judge_at(&p, &replay, "ent", t + 5_000, &rates);
+    let mut out = vec![];
+    assert!(verdict::write_reject(&p, &replay, &d, &mut out));
+    let r = String::from_utf8_lossy(&out);
+    assert!(
+        r.starts_with("SIP/2.0 407 ") && r.contains("stale=true"),
+        "{r}"
+    );
+    // The very same INVITE once its transaction is over is no retransmission.
+    assert_eq!(auth(&m, t + 40_000), replayed);
+    // A client that reuses the nonce counts up: each count is a new answer.
+    let next = invite("13912345678", &creds(Some(("00000002", "c0ffee"))));
+    assert_eq!(auth(&as_call(&next, 3), t + 41_000), ok);
+    assert_eq!(auth(&as_call(&next, 4), t + 42_000), replayed);
+    // Without qop there is no count: a nonce answers one call.
+    let bare = invite("13912345678", &creds(None));
+    assert_eq!(auth(&as_call(&bare, 5), t + 43_000), ok);
+    assert_eq!(auth(&as_call(&bare, 6), t + 44_000), replayed);
+    // Replays are no wrong answers: however many, the address is not locked.
+    for i in 0..20 {
+        assert_eq!(auth(&as_call(&m, 100 + i), t + 45_000 + i as u64), replayed);
+    }
+    let fresh = as_call(
+        &invite("13912345678", &creds(Some(("00000003", "c0ffee")))),
+        7,
+    );
+    assert_eq!(auth(&fresh, t + 50_000), ok);
+    // Once the nonce has expired, an old answer is stale like any other.
+    assert_eq!(
+        auth(&as_call(&m, 8), MON_10H + 400_000),
+        (Some((407, "trunk-auth")), Some("stale"))
+    );
+    // Without a memory (explain on one message), nothing is a replay.
+    let d = judge_at(&p, &replay, "ent", t + 5_000, &NoCounting);
+    assert_eq!(d.auth.map(|a| a.as_str()), Some("ok"));
+}
+
 /// A password guesser is locked out per source address: past `max_failures_per_minute`
 /// wrong answers within a minute, its right answer is refused too; the trunk's other
 /// addresses are not; the lock ends when its failures age out.
@@ -1167,8 +1263,8 @@ fn trunk_auth_locks_out_a_guesser() {
     let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
-    let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H);
-    let creds = |pass: &str| {
+    let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H, 1);
+    let creds_for = |nonce: &str, pass: &str| {
         let ha1 = md5(format!("pbx1:ent.example:{pass}"));
         let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
         let r = md5(format!("{ha1}:{nonce}:{ha2}"));
@@ -1176,6 +1272,7 @@ fn trunk_auth_locks_out_a_guesser() {
             "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\", response=\"{r}\"\r\n"
         )
     };
+    let creds = |pass: &str| creds_for(&nonce, pass);
     let rates = LocalRateCounter::new(1000);
     let from = |ip: &str, m: &Message, at: u64| {
         decide(
@@ -1246,8 +1343,11 @@ fn trunk_auth_locks_out_a_guesser() {
     }
     let d = from("10.0.0.5", &right, t + 100);
     assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")));
-    // Two minutes on, the failures have aged out (the nonce's lifetime is 300 s).
-    let d = from("10.0.0.3", &right, t + 125_000);
+    // Two minutes on, the failures have aged out. (A new call, with a new nonce: an
+    // answer is good for one call.)
+    let later = p.trunks[2].auth.as_ref().unwrap().nonce(t + 120_000, 2);
+    let right2 = invite("13912345678", &creds_for(&later, "s3cret"));
+    let d = from("10.0.0.3", &right2, t + 125_000);
     assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")), "{d:?}");
     // max_failures_per_minute = 0: never locked.
     let p0 = Policy::from_str(

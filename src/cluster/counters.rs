@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Redis, RedisFailure};
-use crate::policy::rate::{RateCounter, Transactions};
+use crate::policy::rate::{RateCounter, Recent};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -82,7 +82,7 @@ pub struct SharedRateCounter {
     pub fallback_hits: AtomicU64,
     /// Keys that found the table full and shared one overflow key.
     pub overflowed: AtomicU64,
-    txns: Transactions,
+    recent: Recent,
 }
 
 /// Key that newcomers share when the table is full (as the local counter does).
@@ -101,7 +101,7 @@ impl SharedRateCounter {
             degraded: AtomicBool::new(true),
             fallback_hits: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
-            txns: Transactions::new(capacity),
+            recent: Recent::new(capacity),
         }
     }
 
@@ -245,10 +245,16 @@ impl SharedRateCounter {
 
 impl RateCounter for SharedRateCounter {
     fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
-        self.txns.recall(key, now_ms)
+        self.recent.recall(key, now_ms)
     }
     fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
-        self.txns.remember(key, now_ms, ttl_ms, passed);
+        self.recent.remember(key, now_ms, ttl_ms, passed);
+    }
+    // Per gateway, like the transactions: a digest answer goes back to the gateway
+    // that challenged (or, with a shared `auth_secret`, may be replayed at another
+    // before a sync could tell: see the README).
+    fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        self.recent.claim(key, owner, now_ms, ttl_ms)
     }
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         let window_ms = window_ms.max(1);
@@ -291,7 +297,7 @@ impl RateCounter for SharedRateCounter {
     fn housekeep(&self, now_ms: u64) {
         self.map
             .retain(|_, s| now_ms.saturating_sub(s.last_ms) <= 2 * s.window_ms);
-        self.txns.sweep(now_ms);
+        self.recent.sweep(now_ms);
     }
 
     fn keys(&self) -> usize {

@@ -3,9 +3,10 @@
 //!
 //! Nonces carry their own issue time and an HMAC of it under the policy's key, so any
 //! worker (or gateway with the same `general.auth_secret`) can check one without a
-//! table of the nonces it gave out: the proxy stays stateless. The price is that a
-//! captured answer can be replayed until its nonce expires (`nonce_secs`); the source
-//! addresses of the trunk still have to match, which is what the digest adds to.
+//! table of the nonces it gave out: the proxy stays stateless. Each answer is good for
+//! one call: the rate counters remember which INVITE transaction used it (for the
+//! nonce's lifetime), so its retransmissions pass and a replay of it in another
+//! request is challenged again ([`AuthCheck::Replayed`], see [`TrunkAuth::answer_key`]).
 //!
 //! Pure like the rest of the decision: the time comes in, nothing is read.
 
@@ -66,6 +67,11 @@ pub enum AuthCheck {
     /// call of it with credentials is refused, right ones too, until its failures age
     /// out of the minute (guessing on meanwhile keeps it locked).
     Locked,
+    /// A right answer that another request has already used: a replay of a captured
+    /// answer, or a client reusing a nonce without counting (`nc`). Challenged with
+    /// `stale=true`: a real client answers the fresh nonce without asking its user, a
+    /// replayer cannot.
+    Replayed,
 }
 
 impl AuthCheck {
@@ -74,10 +80,19 @@ impl AuthCheck {
         !matches!(self, AuthCheck::Ok { .. })
     }
     pub fn challenges(self) -> bool {
-        matches!(self, AuthCheck::Missing | AuthCheck::Stale)
+        matches!(
+            self,
+            AuthCheck::Missing | AuthCheck::Stale | AuthCheck::Replayed
+        )
+    }
+    /// The challenge says `stale=true`: the caller knows the password, its answer only
+    /// came too late or a second time.
+    pub fn stale(self) -> bool {
+        matches!(self, AuthCheck::Stale | AuthCheck::Replayed)
     }
     /// The results' names, by [`AuthCheck::index`] (metric labels and records).
-    pub const NAMES: [&'static str; 5] = ["ok", "missing", "stale", "invalid", "locked"];
+    pub const NAMES: [&'static str; 6] =
+        ["ok", "missing", "stale", "invalid", "locked", "replayed"];
 
     pub fn index(self) -> usize {
         match self {
@@ -86,6 +101,7 @@ impl AuthCheck {
             AuthCheck::Stale => 2,
             AuthCheck::Invalid => 3,
             AuthCheck::Locked => 4,
+            AuthCheck::Replayed => 5,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -259,12 +275,16 @@ impl TrunkAuth {
         )
     }
 
-    fn nonce_mac(&self, ts_hex: &[u8]) -> Hex {
+    fn nonce_mac(&self, ts_hex: &[u8], salt_hex: &[u8]) -> Hex {
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
         match Hmac::<Sha256>::new_from_slice(&self.key) {
             Ok(mut m) => {
                 m.update(ts_hex);
                 m.update(b":");
+                if !salt_hex.is_empty() {
+                    m.update(salt_hex);
+                    m.update(b":");
+                }
                 m.update(self.realm.as_bytes());
                 Hex::new(&m.finalize().into_bytes()[..16])
             }
@@ -272,20 +292,28 @@ impl TrunkAuth {
         }
     }
 
-    /// A nonce for `now_ms`: issue time (16 hex digits) then its MAC (32).
-    pub fn nonce(&self, now_ms: u64) -> String {
+    /// A nonce for `now_ms`: issue time (16 hex digits), `salt` (16), then their MAC
+    /// (32). The salt makes every challenge's nonce its own (the request's transaction:
+    /// a retransmission is challenged alike), so that calls challenged within the same
+    /// second do not share one and their answers, each good for one call, differ even
+    /// from clients that answer without qop or with a fixed cnonce.
+    pub fn nonce(&self, now_ms: u64, salt: u64) -> String {
         let ts = format!("{:016x}", now_ms / 1000);
-        let mac = self.nonce_mac(ts.as_bytes());
-        ts + mac.as_str()
+        let salt = format!("{salt:016x}");
+        let mac = self.nonce_mac(ts.as_bytes(), salt.as_bytes());
+        ts + &salt + mac.as_str()
     }
 
     /// The issue time of a nonce this policy gave, in seconds; `None` for any other.
+    /// The 48 digits of a nonce without salt (given by a gateway of an earlier version
+    /// with the same `auth_secret`) still verify.
     fn nonce_time(&self, nonce: &[u8]) -> Option<u64> {
-        if nonce.len() != 48 {
-            return None;
-        }
-        let (ts, mac) = nonce.split_at(16);
-        if !same(mac, self.nonce_mac(ts).as_bytes()) {
+        let (ts, salt, mac) = match nonce.len() {
+            64 => (&nonce[..16], &nonce[16..32], &nonce[32..]),
+            48 => (&nonce[..16], &b""[..], &nonce[16..]),
+            _ => return None,
+        };
+        if !same(mac, self.nonce_mac(ts, salt).as_bytes()) {
             return None;
         }
         u64::from_str_radix(std::str::from_utf8(ts).ok()?, 16).ok()
@@ -327,6 +355,26 @@ impl TrunkAuth {
         AuthCheck::Missing
     }
 
+    /// What makes the answer in field `field` one use of its nonce: the nonce, the
+    /// nonce count and the client nonce (RFC 7616 3.4: a client that reuses a nonce
+    /// counts up `nc`), or the nonce alone when the answer has no qop (then each call
+    /// needs a nonce of its own). `None` when the field holds no answer.
+    pub fn answer_key(&self, msg: &Message, field: u16, trunk: usize) -> Option<u64> {
+        let f = msg.headers().get(field as usize)?;
+        let c = parse_digest(f.value().of(msg.buf()))?;
+        let t = (trunk as u64).to_le_bytes();
+        Some(match c.qop {
+            Some(_) => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce, c.nc, c.cnonce]),
+            None => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce]),
+        })
+    }
+
+    /// How long an answer is remembered: as long as its nonce is good, with the clock
+    /// skew a nonce from another gateway may have.
+    pub fn answer_ttl_ms(&self) -> u64 {
+        (self.nonce_secs + 30) * 1000
+    }
+
     /// The response is the right one for a known user.
     fn answers(&self, c: &Credentials<'_>, method: &[u8]) -> bool {
         let Some(u) = self.users.iter().find(|u| u.name == c.username) else {
@@ -362,8 +410,8 @@ impl TrunkAuth {
     /// The `Proxy-Authenticate` field of a 407 for `now_ms` (with its CRLF). MD5 first,
     /// the algorithm every SIP device answers; SHA-256 beside it (RFC 8760) when every
     /// user's password is known.
-    pub fn challenge(&self, now_ms: u64, stale: bool, out: &mut Vec<u8>) {
-        let nonce = self.nonce(now_ms);
+    pub fn challenge(&self, now_ms: u64, salt: u64, stale: bool, out: &mut Vec<u8>) {
+        let nonce = self.nonce(now_ms, salt);
         let stale = if stale { ", stale=true" } else { "" };
         let mut one = |algo: &str| {
             out.extend_from_slice(
@@ -459,7 +507,7 @@ mod tests {
     fn good_stale_missing_and_invalid_credentials() {
         let a = auth(&["pbx1:s3cret", "pbx2:md5:0123456789abcdef0123456789abcdef"]);
         let t0 = 1_796_000_000_000u64;
-        let nonce = a.nonce(t0);
+        let nonce = a.nonce(t0, 1);
         for (algo, qop) in [("MD5", true), ("MD5", false), ("SHA-256", true)] {
             let m = invite(&answer("pbx1", "s3cret", &nonce, algo, qop));
             assert!(
@@ -472,7 +520,7 @@ mod tests {
         // A user configured by HA1 (written in capitals) answers MD5 like the others.
         let ha1 = hex(&Md5::digest("pbx3:sipfence:pw3")).to_ascii_uppercase();
         let a3 = auth(&[&format!("pbx3:md5:{ha1}")]);
-        let nonce3 = a3.nonce(t0);
+        let nonce3 = a3.nonce(t0, 1);
         let m = invite(&answer("pbx3", "pw3", &nonce3, "MD5", true));
         assert!(matches!(a3.check(&m, t0), AuthCheck::Ok { .. }));
         // Wrong password, unknown user, SHA-256 for an HA1-only user: invalid.
@@ -491,7 +539,7 @@ mod tests {
         let forged = format!("{}{}", &nonce[..16], "0".repeat(32));
         let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
         assert_eq!(a.check(&m, t0), AuthCheck::Missing);
-        let later = a.nonce(t0 + 120_000);
+        let later = a.nonce(t0 + 120_000, 2);
         let m = invite(&answer("pbx1", "s3cret", &later, "MD5", true));
         assert_eq!(a.check(&m, t0), AuthCheck::Missing);
         // Another key (another gateway without the shared secret): not our nonce.
@@ -511,10 +559,33 @@ mod tests {
     }
 
     #[test]
+    fn every_challenge_has_its_own_nonce() {
+        let a = auth(&["pbx1:s3cret"]);
+        let t0 = 1_796_000_000_000;
+        let (n1, n2) = (a.nonce(t0, 1), a.nonce(t0 + 10, 2));
+        assert_ne!(n1, n2, "same second, other request");
+        assert_eq!(a.nonce(t0, 1), n1, "a retransmission is challenged alike");
+        assert_eq!(n1.len(), 64);
+        for n in [&n1, &n2] {
+            let m = invite(&answer("pbx1", "s3cret", n, "MD5", true));
+            assert_eq!(a.check(&m, t0 + 1000), AuthCheck::Ok { field: 6 });
+        }
+        // The salt is under the MAC: another salt with the same MAC is not ours.
+        let forged = format!("{}{:016x}{}", &n1[..16], 9, &n1[32..]);
+        let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
+        assert_eq!(a.check(&m, t0 + 1000), AuthCheck::Missing);
+        // A nonce without salt, as an earlier version gave it: still good.
+        let ts = format!("{:016x}", t0 / 1000);
+        let legacy = ts.clone() + a.nonce_mac(ts.as_bytes(), b"").as_str();
+        let m = invite(&answer("pbx1", "s3cret", &legacy, "MD5", true));
+        assert_eq!(a.check(&m, t0 + 1000), AuthCheck::Ok { field: 6 });
+    }
+
+    #[test]
     fn the_challenge_names_realm_nonce_and_algorithms() {
         let a = auth(&["pbx1:s3cret"]);
         let mut out = vec![];
-        a.challenge(1_796_000_000_000, true, &mut out);
+        a.challenge(1_796_000_000_000, 7, true, &mut out);
         let s = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 2, "{s}");
@@ -533,7 +604,7 @@ mod tests {
         assert_eq!(a.nonce_time(c.nonce), Some(1_796_000_000));
         // An HA1-only user cannot answer SHA-256: offered MD5 alone.
         let mut out = vec![];
-        auth(&["pbx2:md5:0123456789abcdef0123456789abcdef"]).challenge(0, false, &mut out);
+        auth(&["pbx2:md5:0123456789abcdef0123456789abcdef"]).challenge(0, 7, false, &mut out);
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
     }
 

@@ -26,6 +26,15 @@ pub trait RateCounter: Send + Sync {
     /// retransmissions are not counted as new calls.
     fn remember(&self, _key: u64, _now_ms: u64, _ttl_ms: u64, _passed: bool) {}
 
+    /// A one-time token (a digest answer): the first `owner` (the INVITE transaction
+    /// that used it) keeps it for `ttl_ms`. True for that owner while it may still
+    /// retransmit ([`TRANSACTION_MS`]), so that its retransmissions pass again; false
+    /// for any other request, and for the same request sent again later (a replay).
+    /// Without a memory, every owner is the first.
+    fn claim(&self, _key: u64, _owner: u64, _now_ms: u64, _ttl_ms: u64) -> bool {
+        true
+    }
+
     /// The counts are local only because the shared store cannot be reached: rules
     /// configured to fail closed then match.
     fn degraded(&self) -> bool {
@@ -63,46 +72,80 @@ struct Window {
     prev: u32,
 }
 
-/// Recently seen INVITE transactions and whether they passed the rate rules, bounded:
-/// when full, expired ones are swept (at most once a second); when still full, a new one
-/// is not remembered (its retransmissions then count again, as they would without this).
-/// Kept in the process even when the counts are shared: a UDP retransmission comes back
-/// to the same gateway.
-pub struct Transactions {
-    map: DashMap<u64, (u64, bool), ahash::RandomState>,
+/// Short-lived facts about single requests, kept for a while and bounded: the INVITE
+/// transactions seen lately and whether they passed the rate rules, and which
+/// transaction first used a digest answer. When full, expired entries are swept (at most
+/// once a second); when still full, a new one is not kept (a transaction's
+/// retransmissions then count again, an answer can be used again: what happens without
+/// the table). Kept in the process even when the counts are shared: a UDP
+/// retransmission comes back to the same gateway.
+/// How long an INVITE transaction is remembered: RFC 3261's Timer B (64 x T1), after
+/// which its client gives up retransmitting.
+pub const TRANSACTION_MS: u64 = 32_000;
+
+pub struct Remembered {
+    /// key -> (expiry, value, when it was first kept)
+    map: DashMap<u64, (u64, u64, u64), ahash::RandomState>,
     capacity: usize,
     last_sweep_ms: AtomicU64,
 }
 
-impl Transactions {
-    pub fn new(capacity: usize) -> Transactions {
-        Transactions {
+impl Remembered {
+    pub fn new(capacity: usize) -> Remembered {
+        Remembered {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             capacity: capacity.max(1),
             last_sweep_ms: AtomicU64::new(0),
         }
     }
 
-    pub fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
+    pub fn get(&self, key: u64, now_ms: u64) -> Option<u64> {
         self.map
             .get(&key)
             .and_then(|e| (e.0 > now_ms).then_some(e.1))
     }
 
-    pub fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
+    /// Keeps `value` for `key` until `now_ms + ttl_ms`, replacing what was there.
+    pub fn put(&self, key: u64, value: u64, now_ms: u64, ttl_ms: u64) {
         if let Some(mut e) = self.map.get_mut(&key) {
-            *e = (now_ms + ttl_ms, passed);
+            *e = (now_ms + ttl_ms, value, now_ms);
             return;
         }
-        if self.map.len() >= self.capacity {
-            if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= 1000 {
-                self.sweep(now_ms);
-            }
-            if self.map.len() >= self.capacity {
-                return;
-            }
+        if self.room(now_ms) {
+            self.map.insert(key, (now_ms + ttl_ms, value, now_ms));
         }
-        self.map.insert(key, (now_ms + ttl_ms, passed));
+    }
+
+    /// The first `owner` of `key` keeps it until it expires (`ttl_ms`): true for that
+    /// owner within `again_ms` of its first claim, false for any other, and for the
+    /// owner later on. One entry lock: two workers racing for a key see one winner.
+    pub fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64, again_ms: u64) -> bool {
+        let fresh = (now_ms + ttl_ms, owner, now_ms);
+        let mine = |e: &(u64, u64, u64)| e.1 == owner && now_ms < e.2.saturating_add(again_ms);
+        if let Some(e) = self.map.get(&key)
+            && e.0 > now_ms
+        {
+            return mine(&e);
+        }
+        if !self.room(now_ms) {
+            return true;
+        }
+        let mut e = self.map.entry(key).or_insert(fresh);
+        if e.0 <= now_ms {
+            *e = fresh;
+        }
+        mine(&e)
+    }
+
+    /// Room for one more entry, after a sweep if the table is full.
+    fn room(&self, now_ms: u64) -> bool {
+        if self.map.len() < self.capacity {
+            return true;
+        }
+        if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= 1000 {
+            self.sweep(now_ms);
+        }
+        self.map.len() < self.capacity
     }
 
     pub fn sweep(&self, now_ms: u64) {
@@ -119,6 +162,35 @@ impl Transactions {
     }
 }
 
+/// The two tables every rate counter keeps in the process (see [`Remembered`]).
+pub struct Recent {
+    txns: Remembered,
+    answers: Remembered,
+}
+
+impl Recent {
+    pub fn new(capacity: usize) -> Recent {
+        Recent {
+            txns: Remembered::new(capacity),
+            answers: Remembered::new(capacity),
+        }
+    }
+    pub fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
+        self.txns.get(key, now_ms).map(|v| v != 0)
+    }
+    pub fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
+        self.txns.put(key, passed as u64, now_ms, ttl_ms);
+    }
+    pub fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        self.answers
+            .claim(key, owner, now_ms, ttl_ms, TRANSACTION_MS)
+    }
+    pub fn sweep(&self, now_ms: u64) {
+        self.txns.sweep(now_ms);
+        self.answers.sweep(now_ms);
+    }
+}
+
 /// In-process sliding-window counters (two fixed windows, weighted: the usual
 /// approximation, within one window's worth of error at the boundary, never under).
 ///
@@ -131,7 +203,7 @@ pub struct LocalRateCounter {
     overflow: DashMap<u64, Window, ahash::RandomState>,
     last_sweep_ms: AtomicU64,
     overflowed: AtomicU64,
-    txns: Transactions,
+    recent: Recent,
 }
 
 impl LocalRateCounter {
@@ -143,7 +215,7 @@ impl LocalRateCounter {
             overflow: DashMap::with_hasher(ahash::RandomState::new()),
             last_sweep_ms: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
-            txns: Transactions::new(capacity),
+            recent: Recent::new(capacity),
         }
     }
 
@@ -199,10 +271,13 @@ impl LocalRateCounter {
 
 impl RateCounter for LocalRateCounter {
     fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
-        self.txns.recall(key, now_ms)
+        self.recent.recall(key, now_ms)
     }
     fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
-        self.txns.remember(key, now_ms, ttl_ms, passed);
+        self.recent.remember(key, now_ms, ttl_ms, passed);
+    }
+    fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        self.recent.claim(key, owner, now_ms, ttl_ms)
     }
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         // A copy is rolled: looking must not move the stored windows (nor take the
@@ -216,7 +291,7 @@ impl RateCounter for LocalRateCounter {
     fn housekeep(&self, now_ms: u64) {
         // Every window the rules use is at most a minute.
         self.sweep(now_ms, 120_000);
-        self.txns.sweep(now_ms);
+        self.recent.sweep(now_ms);
     }
     fn keys(&self) -> usize {
         self.len()
@@ -256,7 +331,7 @@ mod tests {
 
     #[test]
     fn transactions_are_remembered_bounded_and_forgotten() {
-        let t = Transactions::new(2);
+        let t = Recent::new(2);
         assert_eq!(t.recall(1, 0), None);
         t.remember(1, 0, 32_000, false);
         assert_eq!(t.recall(1, 500), Some(false));
@@ -266,14 +341,40 @@ mod tests {
         t.remember(2, 1_000, 32_000, true);
         // Full, nothing expired: a third is not remembered (it will be counted again).
         t.remember(3, 1_000, 32_000, true);
-        assert_eq!((t.len(), t.recall(3, 1_000)), (2, None));
+        assert_eq!((t.txns.len(), t.recall(3, 1_000)), (2, None));
         // Once the others expire, a sweep makes room.
         t.remember(3, 40_000, 32_000, true);
-        assert_eq!((t.len(), t.recall(3, 40_001)), (1, Some(true)));
+        assert_eq!((t.txns.len(), t.recall(3, 40_001)), (1, Some(true)));
         let c = LocalRateCounter::new(10);
         c.remember(9, 0, 1000, true);
         assert_eq!(c.recall(9, 10), Some(true));
         assert_eq!(NoCounting.recall(9, 10), None);
+    }
+
+    #[test]
+    fn a_token_belongs_to_its_first_owner_until_it_expires() {
+        let t = Remembered::new(2);
+        let claim = |k, owner, at| t.claim(k, owner, at, 10_000, 4_000);
+        assert!(claim(1, 100, 0), "first use");
+        assert!(claim(1, 100, 3_000), "the same owner again");
+        assert!(
+            !claim(1, 100, 5_000),
+            "the same owner, too late to be a retransmission"
+        );
+        assert!(!claim(1, 200, 6_000), "another owner");
+        assert!(claim(1, 200, 10_000), "expired: the next owner's");
+        assert!(!claim(1, 100, 11_000));
+        // Full of live entries: not kept, so not refused (what happens without a table).
+        assert!(claim(2, 1, 11_000));
+        assert!(claim(3, 1, 11_000));
+        assert!(claim(3, 2, 11_000));
+        assert_eq!(t.len(), 2);
+        // The others expired: a sweep makes room and the newcomer is kept.
+        assert!(claim(3, 1, 30_000));
+        assert!(!claim(3, 2, 30_001));
+        let c = LocalRateCounter::new(10);
+        assert!(c.claim(5, 1, 0, 1000) && !c.claim(5, 2, 10, 1000));
+        assert!(NoCounting.claim(5, 1, 0, 1000) && NoCounting.claim(5, 2, 10, 1000));
     }
 
     #[test]
