@@ -1047,10 +1047,6 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
     );
 }
 
-/// An enterprise trunk with digest authentication (`[trunk.auth]`): an INVITE without
-/// credentials is challenged 407 with a nonce; answered with the right password the
-/// call completes, and the credentials do not travel on to the core; a wrong password is
-/// refused 403. The whitelist still judges the authenticated trunk's callers.
 /// The end of testdata/sipp/auth-uac.xml.in for a call that is answered: ACK, BYE.
 const ANSWERED_TAIL: &str = r#"  <recv response="100" optional="true"> </recv>
   <recv response="180" optional="true"> </recv>
@@ -1103,20 +1099,31 @@ const REFUSED_TAIL: &str = r#"  <recv response="100" optional="true"> </recv>
     ]]>
   </send>"#;
 
+/// A proxy whose enterprise trunk has this `[trunk.auth]` table (its lines, each with
+/// its newline).
+fn auth_proxy(base: u16, auth: &str) -> Proxy {
+    let conf = config(base, "").replace(
+        "entries = [\"+8613912340000..+8613912349999\"]\n",
+        &format!("entries = [\"+8613912340000..+8613912349999\"]\n[trunk.auth]\n{auth}"),
+    );
+    assert!(conf.contains(auth));
+    Proxy::start(&conf, 1)
+}
+
+/// An enterprise trunk with digest authentication (`[trunk.auth]`): an INVITE without
+/// credentials is challenged 407 with a nonce; answered with the right password the
+/// call completes, and the credentials do not travel on to the core; a wrong password is
+/// refused 403. The whitelist still judges the authenticated trunk's callers.
 #[test]
 fn digest_authenticated_trunk() {
     if !sipp_available() {
         return;
     }
     let base = port_block();
-    let extra =
-        "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\", \"pbx2:other\"]\n";
-    let conf = config(base, "").replace(
-        "entries = [\"+8613912340000..+8613912349999\"]\n",
-        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
+    let proxy = auth_proxy(
+        base,
+        "realm = \"ent.example\"\nusers = [\"pbx1:s3cret\", \"pbx2:other\"]\n",
     );
-    assert!(conf.contains("[trunk.auth]"));
-    let proxy = Proxy::start(&conf, 1);
     let dir = proxy.dir.path().to_path_buf();
     let tpl = include_str!("../testdata/sipp/auth-uac.xml.in");
     let run = |tail: &str, name: &str, port: u16, user: &str, pass: &str| {
@@ -1186,13 +1193,7 @@ fn a_replayed_digest_answer_is_challenged_again() {
         return;
     }
     let base = port_block();
-    let extra = "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\n";
-    let conf = config(base, "").replace(
-        "entries = [\"+8613912340000..+8613912349999\"]\n",
-        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
-    );
-    assert!(conf.contains("[trunk.auth]"));
-    let proxy = Proxy::start(&conf, 1);
+    let proxy = auth_proxy(base, "realm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\n");
     let dir = proxy.dir.path().to_path_buf();
     let tpl = include_str!("../testdata/sipp/auth-uac.xml.in");
     let pbx = dir.join("auth-pbx.xml");
@@ -1229,50 +1230,30 @@ fn a_replayed_digest_answer_is_challenged_again() {
         .unwrap_or_else(|| panic!("no answer in the trace:\n{log}"))
         .trim_end()
         .to_string();
-    // The replayer: the captured field in an INVITE of its own (new Call-ID, branch).
-    let replay = format!(
-        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="replay">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:4008001234@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:+8613912345678@[local_ip]:[local_port];transport=[transport]>
-      {captured}
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"> </recv>
-  <recv response="407">
+    // The replayer: the captured field in an INVITE of its own (new Call-ID, branch):
+    // the template's first INVITE, its 407 (which must say stale=true) and the ACK.
+    let second_invite = tpl
+        .match_indices("  <send retrans=\"500\">")
+        .nth(1)
+        .map(|(k, _)| k)
+        .expect("the template's second INVITE");
+    let replay = tpl[..second_invite]
+        .replacen(
+            "      Max-Forwards: 70\n",
+            &format!("      {captured}\n      Max-Forwards: 70\n"),
+            1,
+        )
+        .replace(
+            "<recv response=\"407\" auth=\"true\"> </recv>",
+            r#"<recv response="407">
     <action>
       <ereg regexp="stale=true" search_in="hdr" header="Proxy-Authenticate:" check_it="true" assign_to="stale"/>
     </action>
   </recv>
-  <Reference variables="stale"/>
-  <send>
-    <![CDATA[
-
-      ACK sip:4008001234@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
-      From: <sip:+8613912345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:4008001234@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#
-    );
+  <Reference variables="stale"/>"#,
+        )
+        + "</scenario>\n";
+    assert!(replay.contains(&captured) && replay.contains("stale=true"));
     let sc = dir.join("replay.xml");
     std::fs::write(&sc, replay).unwrap();
     let (code, out) = one_call(&dir, &sc, base + 2, base + 21, "u1", &[]);
@@ -1317,13 +1298,10 @@ fn password_guessing_locks_the_guessing_address() {
         return;
     }
     let base = port_block();
-    let extra = "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nmax_failures_per_minute = 5\n";
-    let conf = config(base, "").replace(
-        "entries = [\"+8613912340000..+8613912349999\"]\n",
-        &format!("entries = [\"+8613912340000..+8613912349999\"]\n{extra}"),
+    let proxy = auth_proxy(
+        base,
+        "realm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nmax_failures_per_minute = 5\n",
     );
-    assert!(conf.contains("max_failures_per_minute = 5"));
-    let proxy = Proxy::start(&conf, 1);
     let dir = proxy.dir.path().to_path_buf();
     let dict = dir.join("passwords.txt");
     let mut words: Vec<String> = (1..=15).map(|i| format!("guess{i}")).collect();
