@@ -72,6 +72,10 @@ struct Window {
     prev: u32,
 }
 
+/// How long an INVITE transaction is remembered: RFC 3261's Timer B (64 x T1), after
+/// which its client gives up retransmitting.
+pub const TRANSACTION_MS: u64 = 32_000;
+
 /// Short-lived facts about single requests, kept for a while and bounded: the INVITE
 /// transactions seen lately and whether they passed the rate rules, and which
 /// transaction first used a digest answer. When full, expired entries are swept (at most
@@ -79,10 +83,6 @@ struct Window {
 /// retransmissions then count again, an answer can be used again: what happens without
 /// the table). Kept in the process even when the counts are shared: a UDP
 /// retransmission comes back to the same gateway.
-/// How long an INVITE transaction is remembered: RFC 3261's Timer B (64 x T1), after
-/// which its client gives up retransmitting.
-pub const TRANSACTION_MS: u64 = 32_000;
-
 pub struct Remembered {
     /// key -> (expiry, value, when it was first kept)
     map: DashMap<u64, (u64, u64, u64), ahash::RandomState>,
