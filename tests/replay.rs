@@ -143,6 +143,52 @@ fn not_a_capture_is_refused_clearly() {
     assert!(e.unwrap_err().contains("not a pcap"));
 }
 
+/// The converse mistake: a capture handed to `explain`, which takes SIP messages, is
+/// named as one with the command that reads it (pcap, pcapng, gzipped), while a SIP
+/// message beside it is still explained.
+#[test]
+fn explain_points_a_capture_to_replay() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(root().join("testdata/pcap/rules-udp.pcap")).unwrap();
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(&plain).unwrap();
+    let gz = dir.path().join("rules-udp.pcap.gz");
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    let sip = root().join("testdata/sip/invite-pai-sdp.sip");
+    for capture in [
+        root().join("testdata/pcap/rules-udp.pcap"),
+        root().join("testdata/pcap/rules-tcp.pcapng"),
+        gz,
+    ] {
+        for json in [false, true] {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"));
+            c.args(["explain", "--trunk", "intl"]);
+            if json {
+                c.arg("--json");
+            }
+            let out = c.arg(&capture).arg(&sip).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let hint = format!("sipfence replay {}", capture.display());
+            assert_eq!(out.status.code(), Some(1), "{text}");
+            assert!(
+                text.contains("a packet capture, not a SIP message") && text.contains(&hint),
+                "{text}"
+            );
+            assert!(!text.contains("bad_start_line"), "{text}");
+            // The message after it is explained as ever.
+            if json {
+                let last: serde_json::Value =
+                    serde_json::from_str(text.lines().last().unwrap()).unwrap();
+                assert_eq!(last["verdict"], "allow", "{text}");
+            } else {
+                assert!(text.contains("verdict  allow"), "{text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn split_into_blocked_and_allowed_captures() {
     let dir = tempfile::tempdir().unwrap();

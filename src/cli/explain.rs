@@ -61,6 +61,22 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             }
         };
         let now = a.at_ms.unwrap_or_else(super::now_ms);
+        if crate::replay::capture::looks_like_capture(&bytes) {
+            let hint = format!(
+                "a packet capture, not a SIP message: sipfence replay {}",
+                f.display()
+            );
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"file": f.display().to_string(), "error": hint, "verdict": "malformed"})
+                );
+            } else {
+                println!("{}: {hint}", f.display());
+            }
+            status = 1;
+            continue;
+        }
         let msg = match Message::parse(Bytes::from(bytes)) {
             Ok(m) => m,
             Err(e) => {

@@ -42,6 +42,20 @@ pub fn read(path: &Path, f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
     read_from(file, f)
 }
 
+/// The file starts like a packet capture: pcap (either byte order, micro- or
+/// nanosecond), pcapng, or gzip (how captures are usually shipped). For `explain`, which
+/// takes SIP messages and is often handed a capture by mistake.
+pub fn looks_like_capture(head: &[u8]) -> bool {
+    const MAGIC: [[u8; 4]; 5] = [
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0xc3, 0xd4],
+        [0x4d, 0x3c, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0x3c, 0x4d],
+        [0x0a, 0x0d, 0x0d, 0x0a],
+    ];
+    head.starts_with(&[0x1f, 0x8b]) || MAGIC.iter().any(|m| head.starts_with(m))
+}
+
 /// Like [`read`], from any byte source (a file, a pipe, fuzz input). A gzip-compressed
 /// capture (`tcpdump -w - | gzip`, Wireshark's `.pcapng.gz`) is read through, told by
 /// its magic bytes rather than its name.
