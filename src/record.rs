@@ -49,7 +49,8 @@ pub struct Record {
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
-    /// On a trunk with digest authentication: ok, missing, stale, invalid or locked.
+    /// On a trunk with digest authentication: ok, missing, stale, invalid, locked or
+    /// replayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<&'static str>,
     /// Refused by the protocol checks before any rule: why ("Multiple From", "Too Many

@@ -1,7 +1,7 @@
 //! Turning a [`Decision`] into bytes: the rejection response, or the header edits
 //! (generic-number rewrite, labels, verstat) to apply to the forwarded request.
 
-use crate::decide::{Decision, Outcome, Refusal, unsupported_tags};
+use crate::decide::{Decision, Outcome, Refusal, transaction_key, unsupported_tags};
 use crate::identity::Source;
 use crate::isup;
 use crate::policy::auth::AuthCheck;
@@ -33,7 +33,7 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
         // Each challenge its own nonce, the same for a retransmission.
         a.challenge(
             d.auth_at_ms,
-            crate::decide::transaction_key(t, msg),
+            transaction_key(t, msg),
             c.stale(),
             &mut challenge,
         );

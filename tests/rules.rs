@@ -1038,6 +1038,30 @@ fn builtin_policy_loads_and_judges_the_sample() {
     assert_eq!(d.caller.unwrap().e164(), "+442071234567");
 }
 
+/// A `Proxy-Authorization` field of user pbx1 in realm ent.example for the test INVITE
+/// (`invite`'s Request-URI): qop=auth with this nonce count and client nonce, or no qop.
+fn digest_answer(nonce: &str, pass: &str, qop: Option<(&str, &str)>) -> String {
+    use md5::{Digest, Md5};
+    let md5 = |s: String| {
+        Md5::digest(s.as_bytes())
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let ha1 = md5(format!("pbx1:ent.example:{pass}"));
+    let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
+    let (r, q) = match qop {
+        Some((nc, cn)) => (
+            md5(format!("{ha1}:{nonce}:{nc}:{cn}:auth:{ha2}")),
+            format!(", qop=auth, nc={nc}, cnonce=\"{cn}\""),
+        ),
+        None => (md5(format!("{ha1}:{nonce}:{ha2}")), String::new()),
+    };
+    format!(
+        "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\"{q}, response=\"{r}\"\r\n"
+    )
+}
+
 /// `trunk-auth`: an enterprise trunk with `[trunk.auth]`. The call without credentials
 /// is challenged 407 (nonce in Proxy-Authenticate); answered right it passes on to the
 /// other rules and leaves without the credentials meant for sipfence (another realm's
@@ -1046,22 +1070,12 @@ fn builtin_policy_loads_and_judges_the_sample() {
 /// the unauthenticated call through, counted.
 #[test]
 fn trunk_auth() {
-    use md5::{Digest, Md5};
     let text = format!(
         "{}\n[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n",
         POLICY.replace("[general]\n", "[general]\nauth_secret = \"shared\"\n")
     );
     let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
-    let creds = |nonce: &str, pass: &str| {
-        let ha1 = md5(format!("pbx1:ent.example:{pass}"));
-        let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
-        let r = md5(format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
-        format!(
-            "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\", qop=auth, nc=00000001, cnonce=\"abc\", response=\"{r}\"\r\n"
-        )
-    };
+    let creds = |nonce: &str, pass: &str| digest_answer(nonce, pass, Some(("00000001", "abc")));
     let challenge = |m: &Message, at: u64| {
         let d = judge_at(&p, m, "ent", at, &NoCounting);
         assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{d:?}");
@@ -1150,7 +1164,6 @@ fn trunk_auth() {
 /// counting) is challenged again with `stale=true`.
 #[test]
 fn trunk_auth_answers_are_good_for_one_call() {
-    use md5::{Digest, Md5};
     let text = format!(
         "{}\n[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n",
         POLICY
@@ -1161,24 +1174,8 @@ fn trunk_auth_answers_are_good_for_one_call() {
             )
     );
     let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
     let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H, 1);
-    // qop=auth with this nonce count and client nonce, or no qop at all.
-    let creds = |qop: Option<(&str, &str)>| {
-        let ha1 = md5("pbx1:ent.example:s3cret".to_string());
-        let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
-        let (r, q) = match qop {
-            Some((nc, cn)) => (
-                md5(format!("{ha1}:{nonce}:{nc}:{cn}:auth:{ha2}")),
-                format!(", qop=auth, nc={nc}, cnonce=\"{cn}\""),
-            ),
-            None => (md5(format!("{ha1}:{nonce}:{ha2}")), String::new()),
-        };
-        format!(
-            "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\"{q}, response=\"{r}\"\r\n"
-        )
-    };
+    let creds = |qop: Option<(&str, &str)>| digest_answer(&nonce, "s3cret", qop);
     // The same INVITE as another call: its own Call-ID and branch.
     let as_call = |m: &Message, n: u32| {
         let t = String::from_utf8_lossy(m.buf())
@@ -1246,7 +1243,6 @@ fn trunk_auth_answers_are_good_for_one_call() {
 /// addresses are not; the lock ends when its failures age out.
 #[test]
 fn trunk_auth_locks_out_a_guesser() {
-    use md5::{Digest, Md5};
     let text = format!(
         "{}\n[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nmax_failures_per_minute = 3\n",
         POLICY
@@ -1261,17 +1257,8 @@ fn trunk_auth_locks_out_a_guesser() {
     );
     assert!(!text.contains("max_calls_per_minute") && text.contains("auth_secret"));
     let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let md5 = |s: String| hex(&Md5::digest(s.as_bytes()));
     let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H, 1);
-    let creds_for = |nonce: &str, pass: &str| {
-        let ha1 = md5(format!("pbx1:ent.example:{pass}"));
-        let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
-        let r = md5(format!("{ha1}:{nonce}:{ha2}"));
-        format!(
-            "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\", response=\"{r}\"\r\n"
-        )
-    };
+    let creds_for = |nonce: &str, pass: &str| digest_answer(nonce, pass, None);
     let creds = |pass: &str| creds_for(&nonce, pass);
     let rates = LocalRateCounter::new(1000);
     let from = |ip: &str, m: &Message, at: u64| {

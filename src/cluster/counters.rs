@@ -244,17 +244,11 @@ impl SharedRateCounter {
 }
 
 impl RateCounter for SharedRateCounter {
-    fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
-        self.recent.recall(key, now_ms)
-    }
-    fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
-        self.recent.remember(key, now_ms, ttl_ms, passed);
-    }
-    // Per gateway, like the transactions: a digest answer goes back to the gateway
-    // that challenged (or, with a shared `auth_secret`, may be replayed at another
-    // before a sync could tell: see the README).
-    fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
-        self.recent.claim(key, owner, now_ms, ttl_ms)
+    // Per gateway, not through Redis: a retransmission, and a digest answer, come back
+    // to the gateway that saw the request first (with a shared `auth_secret` an answer
+    // may be replayed once at another: see the README).
+    fn recent(&self) -> Option<&Recent> {
+        Some(&self.recent)
     }
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         let window_ms = window_ms.max(1);

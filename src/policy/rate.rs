@@ -15,24 +15,35 @@ pub trait RateCounter: Send + Sync {
     /// recording one (a rule that counts failures and judges every attempt).
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
 
+    /// The in-process memory of recent requests behind `recall`, `remember` and
+    /// `claim` (the same for local and shared counts); `None`: no memory.
+    fn recent(&self) -> Option<&Recent> {
+        None
+    }
+
     /// What [`RateCounter::remember`] stored for `key` (an INVITE transaction) and has
     /// not expired: `Some(passed)` for a retransmission. `None`: a new transaction, or
     /// one forgotten because the memory was full (counted again: the safe side).
-    fn recall(&self, _key: u64, _now_ms: u64) -> Option<bool> {
-        None
+    fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
+        self.recent()?.recall(key, now_ms)
     }
 
     /// Remembers for `ttl_ms` whether a transaction passed the rate rules, so that its
     /// retransmissions are not counted as new calls.
-    fn remember(&self, _key: u64, _now_ms: u64, _ttl_ms: u64, _passed: bool) {}
+    fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
+        if let Some(r) = self.recent() {
+            r.remember(key, now_ms, ttl_ms, passed);
+        }
+    }
 
     /// A one-time token (a digest answer): the first `owner` (the INVITE transaction
     /// that used it) keeps it for `ttl_ms`. True for that owner while it may still
     /// retransmit ([`TRANSACTION_MS`]), so that its retransmissions pass again; false
     /// for any other request, and for the same request sent again later (a replay).
     /// Without a memory, every owner is the first.
-    fn claim(&self, _key: u64, _owner: u64, _now_ms: u64, _ttl_ms: u64) -> bool {
-        true
+    fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        self.recent()
+            .is_none_or(|r| r.claim(key, owner, now_ms, ttl_ms))
     }
 
     /// The counts are local only because the shared store cannot be reached: rules
@@ -270,14 +281,8 @@ impl LocalRateCounter {
 }
 
 impl RateCounter for LocalRateCounter {
-    fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
-        self.recent.recall(key, now_ms)
-    }
-    fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
-        self.recent.remember(key, now_ms, ttl_ms, passed);
-    }
-    fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
-        self.recent.claim(key, owner, now_ms, ttl_ms)
+    fn recent(&self) -> Option<&Recent> {
+        Some(&self.recent)
     }
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         // A copy is rolled: looking must not move the stored windows (nor take the

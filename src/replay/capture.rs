@@ -42,6 +42,9 @@ pub fn read(path: &Path, f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
     read_from(file, f)
 }
 
+/// The first two bytes of a gzip stream (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// The file starts like a packet capture: pcap (either byte order, micro- or
 /// nanosecond), pcapng, or gzip (how captures are usually shipped). For `explain`, which
 /// takes SIP messages and is often handed a capture by mistake.
@@ -53,7 +56,7 @@ pub fn looks_like_capture(head: &[u8]) -> bool {
         [0xa1, 0xb2, 0x3c, 0x4d],
         [0x0a, 0x0d, 0x0d, 0x0a],
     ];
-    head.starts_with(&[0x1f, 0x8b]) || MAGIC.iter().any(|m| head.starts_with(m))
+    head.starts_with(&GZIP_MAGIC) || MAGIC.iter().any(|m| head.starts_with(m))
 }
 
 /// Like [`read`], from any byte source (a file, a pipe, fuzz input). A gzip-compressed
@@ -67,7 +70,7 @@ pub fn read_from<R: std::io::Read + Send>(
     let gzip = src
         .fill_buf()
         .map_err(|e| format!("cannot read: {e}"))?
-        .starts_with(&[0x1f, 0x8b]);
+        .starts_with(&GZIP_MAGIC);
     if !gzip {
         return read_capture(src, f);
     }
