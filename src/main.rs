@@ -48,6 +48,8 @@ enum Cmd {
         /// Write the packets of allowed calls to this pcap.
         #[arg(long)]
         write_allowed: Option<PathBuf>,
+        /// pcap, pcapng or gzipped captures; `-` reads one from standard input as it
+        /// comes (`tcpdump -U -w - | sipfence replay -`).
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
@@ -75,6 +77,7 @@ enum Cmd {
         /// Also print the response or the rewritten request.
         #[arg(long)]
         output: bool,
+        /// Files holding one SIP message each; `-` reads one from standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },

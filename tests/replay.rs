@@ -143,6 +143,90 @@ fn not_a_capture_is_refused_clearly() {
     assert!(e.unwrap_err().contains("not a pcap"));
 }
 
+/// `replay -` reads a capture from standard input as it comes: `tcpdump -U -w - |
+/// sipfence replay -` judges a mirror port's traffic live. Records come out while the
+/// capture is still being written (the first half is judged before the second is sent),
+/// and the whole gives what the file gives; `--baseline` reads the pipe too.
+#[test]
+fn replay_judges_a_capture_piped_in_as_it_comes() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let path = root().join("testdata/pcap/rules-udp.pcap");
+    let bytes = std::fs::read(&path).unwrap();
+    let from_file = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(from_file.status.code(), Some(0));
+    let want = String::from_utf8(from_file.stdout).unwrap();
+    assert!(want.lines().count() > 10, "{want}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            tx.send(line).unwrap();
+        }
+    });
+    let half = bytes.len() / 2;
+    stdin.write_all(&bytes[..half]).unwrap();
+    stdin.flush().unwrap();
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a record before the capture is complete");
+    assert!(first.contains("\"verdict\""), "{first}");
+    stdin.write_all(&bytes[half..]).unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let got: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
+    assert_eq!(got.join("\n") + "\n", want);
+
+    // Compared against a baseline, from the pipe as from the file.
+    let dir = tempfile::tempdir().unwrap();
+    let new_path = dir.path().join("new.toml");
+    std::fs::write(
+        &new_path,
+        sipfence::policy::BUILTIN_CONFIG.to_string()
+            + "\n[rules.numbering-plan]\naction = \"monitor\"\n",
+    )
+    .unwrap();
+    let compare = |capture: &str, input: Option<&[u8]>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        c.args(["replay", "--json", "--config"])
+            .arg(&new_path)
+            .args(["--baseline", "deploy/sipfence.toml", capture])
+            .current_dir(root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(b) = input {
+            stdin.write_all(b).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (piped, filed) = (
+        compare("-", Some(&bytes)),
+        compare(path.to_str().unwrap(), None),
+    );
+    assert!(piped.contains("\"changed\""), "{piped}");
+    assert!(!piped.contains("\"changed\":0"), "{piped}");
+    assert_eq!(piped, filed);
+}
+
 /// The converse mistake: a capture handed to `explain`, which takes SIP messages, is
 /// named as one with the command that reads it (pcap, pcapng, gzipped), while a SIP
 /// message beside it is still explained.
@@ -186,6 +270,97 @@ fn explain_points_a_capture_to_replay() {
                 assert!(text.contains("verdict  allow"), "{text}");
             }
         }
+    }
+}
+
+/// `explain` reads messages the way engineers hand them over: piped in (`-`), or
+/// copied out of a log or a mail with their CRs lost, so that the body no longer
+/// fills its Content-Length. Such a message is judged as sent, with a note, and a
+/// message that is really broken says where, by line and column.
+#[test]
+fn explain_reads_messages_as_people_save_them() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let explain = |file: &std::path::Path, input: Option<&[u8]>, json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        c.args(["explain", "--trunk", "intl", "--at", "1795998600"]);
+        if json {
+            c.arg("--json");
+        }
+        let mut child = c
+            .arg(file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(b) = input {
+            stdin.write_all(b).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text.trim()).unwrap() };
+    let original = std::fs::read_to_string(root().join("testdata/sip/invite-pai-sdp.sip")).unwrap();
+    // One call let through, one refused (a domestic caller on the international trunk).
+    let domestic = original.replace("+442071234567", "+8613812345678");
+    for (text, verdict) in [(&original, "allow"), (&domestic, "reject")] {
+        let crlf = dir.path().join("crlf.sip");
+        std::fs::write(&crlf, text).unwrap();
+        let (code, out) = explain(&crlf, None, true);
+        assert_eq!(code, Some(0), "{out}");
+        let want = json(&out);
+        assert_eq!(want["verdict"], verdict, "{out}");
+        assert!(want.get("note").is_none(), "{out}");
+
+        let lf = dir.path().join("lf.sip");
+        std::fs::write(&lf, text.replace("\r\n", "\n")).unwrap();
+        let (code, out) = explain(&lf, None, true);
+        assert_eq!(code, Some(0), "{out}");
+        let mut got = json(&out);
+        assert!(got["note"].as_str().unwrap().contains("LF"), "{out}");
+        let o = got.as_object_mut().unwrap();
+        o.remove("note");
+        o.insert("file".into(), want["file"].clone());
+        assert_eq!(got, want);
+        let (_, out) = explain(&lf, None, false);
+        assert!(
+            out.contains("note     the file's lines end in LF alone"),
+            "{out}"
+        );
+        assert!(out.contains(&format!("verdict  {verdict}")), "{out}");
+
+        // Piped in: the same verdict as the file.
+        let (code, out) = explain(std::path::Path::new("-"), Some(text.as_bytes()), true);
+        assert_eq!(code, Some(0), "{out}");
+        let mut got = json(&out);
+        assert_eq!(got["file"], "-");
+        got["file"] = want["file"].clone();
+        assert_eq!(got, want);
+    }
+    // Really broken: the place is named, in the file's own lines.
+    let bad = dir.path().join("bad.sip");
+    std::fs::write(&bad, original.replace("CSeq: 1 INVITE", "CSeq: one INVITE")).unwrap();
+    let (code, out) = explain(&bad, None, false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("malformed: bad_header_value in CSeq"), "{out}");
+    assert!(
+        out.contains("line 8, column 7: \"CSeq: one INVITE\""),
+        "{out}"
+    );
+    let (_, out) = explain(&bad, None, true);
+    assert_eq!(json(&out)["at"], "line 8, column 7: \"CSeq: one INVITE\"");
+    // A body really cut short stays an error, with or without CRs, and no note.
+    for text in [original.clone(), original.replace("\r\n", "\n")] {
+        let cut = dir.path().join("cut.sip");
+        std::fs::write(&cut, &text[..text.len() - 40]).unwrap();
+        let (code, out) = explain(&cut, None, false);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("malformed: body_truncated"), "{out}");
+        assert!(out.contains("Content-Length counts more bytes"), "{out}");
+        assert!(!out.contains("note"), "{out}");
     }
 }
 

@@ -10,6 +10,7 @@ use crate::policy::Policy;
 use crate::policy::rate::LocalRateCounter;
 use crate::record::Record;
 use crate::sip::Message;
+use crate::sip::error::{ErrorKind, ParseError};
 use crate::sip::rewrite::EditList;
 use crate::verdict;
 
@@ -52,7 +53,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let tracker = LocalTracker::new(65_536, 65_536);
     let mut status = 0;
     for f in &a.files {
-        let bytes = match std::fs::read(f) {
+        let bytes = match read_input(f) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("{}: cannot read: {e}", f.display());
@@ -77,16 +78,18 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             status = 1;
             continue;
         }
-        let msg = match Message::parse(Bytes::from(bytes)) {
+        let (msg, note) = match parse_as_saved(bytes) {
             Ok(m) => m,
-            Err(e) => {
+            Err((e, bytes)) => {
+                let place = place_of(&bytes, e.offset as usize, e.kind);
                 if a.json {
                     println!(
                         "{}",
-                        serde_json::json!({"file": f.display().to_string(), "error": e.to_string(), "verdict": "malformed"})
+                        serde_json::json!({"file": f.display().to_string(), "error": e.to_string(), "at": place, "verdict": "malformed"})
                     );
                 } else {
                     println!("{}: malformed: {e}", f.display());
+                    println!("  {place}");
                 }
                 status = 1;
                 continue;
@@ -115,6 +118,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         if a.json {
             let mut v = serde_json::to_value(&rec).unwrap_or_default();
             v["file"] = serde_json::Value::String(f.display().to_string());
+            if let Some(n) = note {
+                v["note"] = serde_json::Value::String(n.into());
+            }
             if a.show_output && dropped {
                 // Nothing leaves: no answer, no forwarded request.
                 v["output"] = serde_json::Value::Null;
@@ -124,6 +130,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             println!("{v}");
         } else {
             println!("{}:", f.display());
+            if let Some(n) = note {
+                println!("  note     {n}");
+            }
             println!(
                 "  verdict  {}{}",
                 rec.verdict,
@@ -210,4 +219,82 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         }
     }
     status
+}
+
+/// A file's bytes; [`capture::STDIN`](crate::replay::capture::STDIN) reads a message
+/// piped or pasted in (`sipfence explain - <<'EOF'`).
+fn read_input(f: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if f.as_os_str() == crate::replay::capture::STDIN {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+        return Ok(b);
+    }
+    std::fs::read(f)
+}
+
+/// What `explain` says when it read a message otherwise than the bytes stood.
+const LF_NOTE: &str = "the file's lines end in LF alone; read with CRLF, as the message was sent";
+
+/// Parses a message as a person saved it. Messages copied out of logs, mails and
+/// terminals have lost their CRs, so the body is shorter than the Content-Length that
+/// counted them: read that way it would only say `body_truncated`. When the header
+/// section has no CR at all and the body falls short, the lines are read with CRLF
+/// again (the body too, if that is what makes it fit: binary SIP-I parts are left as
+/// they are when they already fit). The error, if any, is the file's own, at the
+/// file's own offsets.
+fn parse_as_saved(bytes: Vec<u8>) -> Result<(Message, Option<&'static str>), (ParseError, Bytes)> {
+    let raw = Bytes::from(bytes);
+    let e = match Message::parse(raw.clone()) {
+        Ok(m) => return Ok((m, None)),
+        Err(e) => e,
+    };
+    let blank = memchr::memmem::find(&raw, b"\n\n");
+    let head_len = blank.map_or(raw.len(), |p| p + 1);
+    if e.kind != ErrorKind::BodyTruncated || raw[..head_len].contains(&b'\r') {
+        return Err((e, raw));
+    }
+    let head = with_crlf(&raw[..head_len]);
+    let body = blank.map_or(&raw[raw.len()..], |p| &raw[p + 2..]);
+    for body in [body.to_vec(), with_crlf(body)] {
+        let mut b = head.clone();
+        b.extend_from_slice(b"\r\n");
+        b.extend_from_slice(&body);
+        if let Ok(m) = Message::parse(Bytes::from(b)) {
+            return Ok((m, Some(LF_NOTE)));
+        }
+    }
+    Err((e, raw))
+}
+
+fn with_crlf(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + b.len() / 16);
+    for &c in b {
+        if c == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Where a parse error is, for a person: the line, the column and the line's text.
+fn place_of(b: &[u8], offset: usize, kind: ErrorKind) -> String {
+    if kind == ErrorKind::BodyTruncated {
+        return "Content-Length counts more bytes than follow the blank line: the body was \
+                cut, edited, or saved without its CRs"
+            .into();
+    }
+    let at = offset.min(b.len());
+    let start = b[..at]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |p| p + 1);
+    let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |p| at + p);
+    let line = b[..start].iter().filter(|&&c| c == b'\n').count() + 1;
+    let text: String = String::from_utf8_lossy(&b[start..end])
+        .trim_end_matches('\r')
+        .chars()
+        .take(120)
+        .collect();
+    format!("line {line}, column {}: {text:?}", at - start + 1)
 }

@@ -38,8 +38,20 @@ struct Iface {
 /// Calls `f` for every packet of the file. Returns how the file ended, or an error
 /// when it is not a capture at all.
 pub fn read(path: &Path, f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
+    read_from(open(path)?, f)
+}
+
+/// The path that names standard input: `tcpdump -U -w - | sipfence replay -` judges
+/// live traffic from a mirror port as it comes, packet by packet.
+pub const STDIN: &str = "-";
+
+/// A capture's bytes: the file, or standard input for [`STDIN`].
+pub fn open(path: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
+    if path.as_os_str() == STDIN {
+        return Ok(Box::new(std::io::stdin()));
+    }
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    read_from(file, f)
+    Ok(Box::new(file))
 }
 
 /// The first two bytes of a gzip stream (RFC 1952).

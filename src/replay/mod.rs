@@ -88,8 +88,12 @@ impl<'p> Replayer<'p> {
         out: &mut Outputs,
         on_record: &mut dyn FnMut(Record),
     ) -> Result<End, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-        self.stream(file, &path.display().to_string(), out, on_record)
+        let name = if path.as_os_str() == capture::STDIN {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        self.stream(capture::open(path)?, &name, out, on_record)
     }
 
     /// Replays a capture from any byte source (`name` is for messages).
