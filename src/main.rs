@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -111,6 +112,17 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if let Cmd::Replay { captures, .. } = &cli.cmd
+        && captures.iter().any(|c| c.as_os_str() == "-")
+    {
+        if std::io::stdin().is_terminal() {
+            eprintln!(
+                "sipfence: replay -: standard input is a terminal; pipe a capture in (tcpdump -U -w - ... | sipfence replay -)"
+            );
+            std::process::exit(2);
+        }
+        interrupt_ends_the_capture();
+    }
     let code = match cli.cmd {
         Cmd::Run { config, workers } => {
             sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers })
@@ -190,4 +202,37 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only async-signal-safe calls here: write(2) and _exit(2).
+    if INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        const SAY: &[u8] =
+            b"\nsipfence: interrupted: the summary follows when the capture ends (Ctrl-C again to quit now)\n";
+        // SAFETY: writing a static buffer to fd 2.
+        unsafe {
+            libc::write(2, SAY.as_ptr().cast(), SAY.len());
+        }
+    } else {
+        // SAFETY: ends the process at once, as the default action would.
+        unsafe { libc::_exit(130) }
+    }
+}
+
+/// `tcpdump -U -w - | sipfence replay -` stopped with Ctrl-C: the shell interrupts both
+/// ends of the pipe. tcpdump writes its last packets and closes the pipe; sipfence, which
+/// would die with its summary unprinted, lets that end of input finish the replay
+/// instead. A second Ctrl-C quits at once.
+fn interrupt_ends_the_capture() {
+    // SAFETY: installs a handler that only makes async-signal-safe calls, before any
+    // thread is started; SA_RESTART resumes the read the signal interrupted.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
 }

@@ -227,6 +227,102 @@ fn replay_judges_a_capture_piped_in_as_it_comes() {
     assert_eq!(piped, filed);
 }
 
+/// Ctrl-C on `tcpdump ... | sipfence replay -` interrupts both ends of the pipe: the
+/// replay keeps reading until the capture tool has closed it, then prints its summary
+/// (nothing judged is lost); a second Ctrl-C quits at once.
+#[test]
+fn ctrl_c_on_a_live_replay_waits_for_the_capture_to_end() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let path = root().join("testdata/pcap/rules-udp.pcap");
+    let bytes = std::fs::read(&path).unwrap();
+    let want = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap()
+        .stdout;
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["replay", "--json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+        stdin.flush().unwrap();
+        // Judging has begun (so the handler is in place): the first record is out.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 1];
+        stdout.read_exact(&mut first).unwrap();
+        (child, stdin, stdout, first[0])
+    };
+    let interrupt = |child: &std::process::Child| {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    };
+    let wait = |child: &mut std::process::Child| {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < until, "replay did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let (mut child, mut stdin, mut stdout, first) = start();
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "one Ctrl-C must not end the replay"
+    );
+    stdin.write_all(&bytes[bytes.len() / 2..]).unwrap();
+    drop(stdin);
+    let mut got = vec![first];
+    stdout.read_to_end(&mut got).unwrap();
+    assert!(wait(&mut child).success());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("interrupted: the summary follows"), "{err}");
+
+    let (mut child, _stdin, _stdout, _) = start();
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(&child);
+    assert_eq!(wait(&mut child).code(), Some(130));
+
+    // Standard input left on the terminal is a mistake, said at once (util-linux's
+    // `script` gives the replay a terminal).
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped the terminal case: no `script` (util-linux)");
+        return;
+    }
+    let cmd = format!("{} replay -", env!("CARGO_BIN_EXE_sipfence"));
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("standard input is a terminal"), "{text}");
+}
+
 /// The converse mistake: a capture handed to `explain`, which takes SIP messages, is
 /// named as one with the command that reads it (pcap, pcapng, gzipped), while a SIP
 /// message beside it is still explained.
