@@ -63,6 +63,37 @@ pub struct Record {
     pub behaviour: Option<BehaviourRecord>,
 }
 
+/// The column heads of [`table_row`].
+pub const TABLE_HEADER: &str = "time                     call-id                              caller           callee           trunk      verdict  rule";
+
+/// One decision on one line, for people: what `replay` lists and `trace` finds.
+#[allow(clippy::too_many_arguments)]
+pub fn table_row(
+    ts_ms: u64,
+    call_id: &str,
+    caller: Option<&str>,
+    callee: Option<&str>,
+    trunk: Option<&str>,
+    verdict: &str,
+    code: Option<u16>,
+    rule: Option<&str>,
+) -> String {
+    let verdict = match code {
+        Some(c) => format!("{verdict} {c}"),
+        None => verdict.to_string(),
+    };
+    format!(
+        "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} {}",
+        crate::cli::time::rfc3339(ts_ms),
+        call_id,
+        caller.unwrap_or("-"),
+        callee.unwrap_or("-"),
+        trunk.unwrap_or("-"),
+        verdict,
+        rule.unwrap_or("-")
+    )
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BehaviourRecord {
     #[serde(flatten)]

@@ -1,5 +1,5 @@
-//! Command-line shells around the core: `check` and `explain` (here), `run` (the proxy),
-//! `replay` (captures). Each is thin: load, call the core, print.
+//! Command-line shells around the core: `check`, `explain` and `trace` (here), `run` (the
+//! proxy), `replay` (captures). Each is thin: load, call the core, print.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,8 @@ use crate::policy::Policy;
 
 pub mod explain;
 pub mod lists;
+pub mod time;
+pub mod trace;
 
 /// Loads `--config FILE`, or the built-in example policy when none is given.
 pub fn load_policy(config: Option<&Path>) -> Result<Policy, LoadError> {

@@ -246,6 +246,46 @@ impl Writer {
     }
 }
 
+/// The time a record or rejected-call file was opened, from its name
+/// (`records-<secs>[-n].jsonl`, `rejected-<secs>[-n].pcap`; `.gz` when an operator's
+/// log rotation has compressed one); `None` for any other file.
+fn opened_at(name: &str) -> Option<u64> {
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    let ts = name
+        .strip_prefix("records-")
+        .and_then(|r| r.strip_suffix(".jsonl"))
+        .or_else(|| {
+            name.strip_prefix("rejected-")
+                .and_then(|r| r.strip_suffix(".pcap"))
+        })?;
+    ts.split('-').next()?.parse().ok()
+}
+
+/// The record files of a directory, oldest first (`records-<secs>[-n].jsonl`, and
+/// `.jsonl.gz`): what `sipfence trace` searches.
+pub fn record_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = vec![];
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if n.starts_with("records-")
+            && let Some(ts) = opened_at(n)
+        {
+            // Same second: records-T.jsonl, then records-T-1.jsonl, ...
+            let n_in_second: u64 = n
+                .trim_end_matches(".gz")
+                .trim_end_matches(".jsonl")
+                .split('-')
+                .nth(2)
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(0);
+            files.push(((ts, n_in_second), e.path()));
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|((ts, _), p)| (ts, p)).collect())
+}
+
 /// Deletes record files older than the retention period (by the time in their name).
 pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -254,21 +294,11 @@ pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(n) = name.to_str() else { continue };
-        let Some(ts) = n
-            .strip_prefix("records-")
-            .and_then(|r| r.strip_suffix(".jsonl"))
-            .or_else(|| {
-                n.strip_prefix("rejected-")
-                    .and_then(|r| r.strip_suffix(".pcap"))
-            })
-        else {
+        // Only the files this writer names; compressed ones are the operator's.
+        if n.ends_with(".gz") {
             continue;
-        };
-        let ts: u64 = ts
-            .split('-')
-            .next()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(u64::MAX);
+        }
+        let Some(ts) = opened_at(n) else { continue };
         if now.saturating_sub(ts) > retention_secs {
             let _ = std::fs::remove_file(e.path());
         }

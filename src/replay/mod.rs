@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::behaviour::{self, local::LocalTracker};
+use crate::cli::time::rfc3339;
 use crate::decide::{Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
@@ -263,30 +264,6 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 }
 
-/// RFC 3339 UTC time of a Unix millisecond count (no time-zone database needed).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 /// The `--trunk` of a policy: `Err` when it has none of that name.
 fn trunk_of(policy: &Policy, name: Option<&str>) -> Result<Option<usize>, ()> {
     match name {
@@ -329,10 +306,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let mut r = Replayer::new(policy, trunk);
     let json = a.json;
     if !json {
-        println!(
-            "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} rule",
-            "time", "call-id", "caller", "callee", "trunk", "verdict"
-        );
+        println!("{}", crate::record::TABLE_HEADER);
     }
     let mut print = |rec: Record| {
         if rec.kind != "call" && rec.verdict != "reject" {
@@ -342,14 +316,17 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             println!("{}", serde_json::to_string(&rec).unwrap_or_default());
         } else {
             println!(
-                "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} {}",
-                rfc3339(rec.ts_ms),
-                rec.call_id,
-                rec.caller.as_deref().or(rec.blank).unwrap_or("-"),
-                rec.callee.as_deref().unwrap_or("-"),
-                rec.trunk.as_deref().unwrap_or("-"),
-                verdict_text(&rec),
-                rec.rule.unwrap_or("-")
+                "{}",
+                crate::record::table_row(
+                    rec.ts_ms,
+                    &rec.call_id,
+                    rec.caller.as_deref().or(rec.blank),
+                    rec.callee.as_deref(),
+                    rec.trunk.as_deref(),
+                    rec.verdict,
+                    rec.code,
+                    rec.rule
+                )
             );
         }
     };

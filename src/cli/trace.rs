@@ -1,0 +1,337 @@
+//! `sipfence trace`: trace-back through the signaling records. A complaint names a
+//! number and a time ("a call showing 010-1234 5678 rang me at ten this morning"); this
+//! finds every decision on it in the records the gateways kept, whatever form the
+//! number is written in: the query goes through the same normaliser as the calls did.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::cli::time::parse_time;
+use crate::numbering::normalise;
+use crate::observability::records::record_files;
+use crate::policy::Policy;
+
+pub struct Args {
+    /// The records directory; default: the policy's `[records] dir`.
+    pub dir: Option<PathBuf>,
+    pub caller: Option<String>,
+    pub callee: Option<String>,
+    pub call_id: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub trunk: Option<String>,
+    pub verdict: Option<String>,
+    pub rule: Option<String>,
+    pub json: bool,
+}
+
+/// A number to look for: one number, or a segment (`+86170*`), in E.164.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NumberQuery {
+    Exact(String),
+    Segment(String),
+}
+
+impl NumberQuery {
+    fn parse(q: &str, home_cc: &[u8]) -> Result<NumberQuery, String> {
+        // Typed by a person: "010 1234 5678" is a number too.
+        let typed: String = q.chars().filter(|c| !c.is_whitespace()).collect();
+        let (digits, segment) = match typed.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (typed.as_str(), false),
+        };
+        let n = normalise(digits.as_bytes(), home_cc, None)
+            .map_err(|e| format!("number '{q}': not a number ({})", e.as_str()))?;
+        Ok(if segment {
+            NumberQuery::Segment(n.e164())
+        } else {
+            NumberQuery::Exact(n.e164())
+        })
+    }
+
+    fn matches(&self, e164: &str) -> bool {
+        match self {
+            NumberQuery::Exact(n) => e164 == n,
+            NumberQuery::Segment(p) => e164.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// What a record must show to be printed.
+struct Filter {
+    caller: Option<NumberQuery>,
+    callee: Option<NumberQuery>,
+    call_id: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    trunk: Option<String>,
+    verdict: Option<String>,
+    rule: Option<String>,
+    home_cc: Vec<u8>,
+}
+
+impl Filter {
+    /// A number the record holds, in E.164: stored so when it was judged, or a user part
+    /// as presented (From, P-Asserted-Identity), read through the normaliser now.
+    fn e164(&self, v: &Value) -> Option<String> {
+        let s = v.as_str()?;
+        if s.starts_with('+') {
+            return Some(s.to_string());
+        }
+        normalise(s.as_bytes(), &self.home_cc, None)
+            .ok()
+            .map(|n| n.e164())
+    }
+
+    fn keeps(&self, r: &Value) -> bool {
+        let ts = r["ts_ms"].as_u64().unwrap_or(0);
+        if self.since_ms.is_some_and(|s| ts < s) || self.until_ms.is_some_and(|u| ts > u) {
+            return false;
+        }
+        let is = |field: &str, want: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| r[field].as_str().is_some_and(|v| v.eq_ignore_ascii_case(w)))
+        };
+        if !is("call_id", &self.call_id) || !is("trunk", &self.trunk) {
+            return false;
+        }
+        if !is("verdict", &self.verdict) && !self.code_matches(r) {
+            return false;
+        }
+        if let Some(rule) = &self.rule {
+            let fired = r["rule"].as_str() == Some(rule.as_str());
+            let matched = ["hits", "from_rules", "asserted2_rules"]
+                .iter()
+                .any(|k| list_has(&r[*k], rule))
+                || list_has(&r["isup"]["rules"], rule);
+            if !fired && !matched {
+                return false;
+            }
+        }
+        if let Some(q) = &self.caller {
+            // Every number the call presented or asserted as its caller: the one judged,
+            // From, the asserted identities, the IAM's calling and generic numbers.
+            let mut shown = [
+                &r["caller"],
+                &r["from"],
+                &r["asserted"],
+                &r["asserted2"],
+                &r["isup"]["calling"],
+                &r["isup"]["generic"],
+            ]
+            .into_iter()
+            .filter_map(|v| self.e164(v));
+            if !shown.any(|n| q.matches(&n)) {
+                return false;
+            }
+        }
+        if let Some(q) = &self.callee {
+            let shown = [&r["callee"], &r["isup"]["called"]];
+            if !shown
+                .into_iter()
+                .filter_map(|v| self.e164(v))
+                .any(|n| q.matches(&n))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `--verdict 403`: the response code, for those who think in codes.
+    fn code_matches(&self, r: &Value) -> bool {
+        self.verdict
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|c| r["code"].as_u64() == Some(c))
+    }
+}
+
+fn list_has(v: &Value, name: &str) -> bool {
+    v.as_array()
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(name)))
+}
+
+fn build(policy: &Policy, a: &Args) -> Result<Filter, String> {
+    let home_cc = policy.plan.country().to_vec();
+    let number = |q: &Option<String>| {
+        q.as_deref()
+            .map(|q| NumberQuery::parse(q, &home_cc))
+            .transpose()
+    };
+    let time = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
+    let f = Filter {
+        caller: number(&a.caller)?,
+        callee: number(&a.callee)?,
+        call_id: a.call_id.clone(),
+        since_ms: time(&a.since)?,
+        until_ms: time(&a.until)?,
+        trunk: a.trunk.clone(),
+        verdict: a.verdict.clone(),
+        rule: a.rule.clone(),
+        home_cc: home_cc.clone(),
+    };
+    if let Some(t) = &a.trunk
+        && policy.trunk_by_name(t).is_none()
+    {
+        // Records may be older than the policy: a warning, not a refusal.
+        eprintln!("sipfence: note: the policy has no trunk named '{t}'");
+    }
+    Ok(f)
+}
+
+/// Reading a record file: plain, or gzip-compressed by log rotation.
+fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+    let mut f = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    let f = std::fs::File::open(path)?;
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
+    } else {
+        Box::new(BufReader::new(f))
+    })
+}
+
+/// Exit status as grep's: 0 when a record matched, 1 when none did, 2 on an error.
+pub fn run(policy: &Policy, a: &Args) -> i32 {
+    let filter = match build(policy, a) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sipfence: {e}");
+            return 2;
+        }
+    };
+    let dir = match (&a.dir, policy.records.dir.as_str()) {
+        (Some(d), _) => d.clone(),
+        (None, "") => {
+            eprintln!(
+                "sipfence: no records directory: give --dir, or a --config whose [records] dir is set"
+            );
+            return 2;
+        }
+        (None, d) => PathBuf::from(d),
+    };
+    let files = match record_files(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sipfence: {}: cannot read: {e}", dir.display());
+            return 2;
+        }
+    };
+    if !a.json {
+        println!("{}", crate::record::TABLE_HEADER);
+    }
+    // A file holds the records from its opening to the next file's (and a little after:
+    // the writer stamps a record when it is decided, a moment before it is written).
+    const SLACK_MS: u64 = 60_000;
+    let (mut matched, mut searched, mut unreadable) = (0u64, 0usize, 0u64);
+    for (i, (opened, path)) in files.iter().enumerate() {
+        let next = files.get(i + 1).map(|(t, _)| t * 1000);
+        if filter
+            .until_ms
+            .is_some_and(|u| opened * 1000 > u.saturating_add(SLACK_MS))
+            || filter
+                .since_ms
+                .zip(next)
+                .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s)
+        {
+            continue;
+        }
+        let reader = match open(path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("sipfence: {}: cannot read: {e}", path.display());
+                continue;
+            }
+        };
+        searched += 1;
+        for (n, line) in reader.split(b'\n').enumerate() {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("sipfence: {}:{}: {e}", path.display(), n + 1);
+                    unreadable += 1;
+                    break;
+                }
+            };
+            if line.is_empty() {
+                continue;
+            }
+            let Ok(r) = serde_json::from_slice::<Value>(&line) else {
+                // The last line of a file cut by a crash, or a file that is no record.
+                if unreadable < 5 {
+                    eprintln!(
+                        "sipfence: {}:{}: not a record (JSON), skipped",
+                        path.display(),
+                        n + 1
+                    );
+                }
+                unreadable += 1;
+                continue;
+            };
+            if !filter.keeps(&r) {
+                continue;
+            }
+            matched += 1;
+            if a.json {
+                println!("{}", String::from_utf8_lossy(&line));
+            } else {
+                let s = |k: &str| r[k].as_str();
+                println!(
+                    "{}",
+                    crate::record::table_row(
+                        r["ts_ms"].as_u64().unwrap_or(0),
+                        s("call_id").unwrap_or("-"),
+                        s("caller").or(s("blank")),
+                        s("callee"),
+                        s("trunk"),
+                        s("verdict").unwrap_or("-"),
+                        r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
+                        s("rule"),
+                    )
+                );
+            }
+        }
+    }
+    eprintln!(
+        "sipfence: {matched} records matched in {searched} of {} record files in {}{}",
+        files.len(),
+        dir.display(),
+        if unreadable > 0 {
+            format!(" ({unreadable} lines unreadable)")
+        } else {
+            String::new()
+        }
+    );
+    if matched > 0 { 0 } else { 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_asked_for_in_any_form() {
+        let cc = b"86";
+        for q in [
+            "+861012345678",
+            "01012345678",
+            "861012345678",
+            "0086 10 1234 5678",
+            "010-1234-5678",
+        ] {
+            assert_eq!(
+                NumberQuery::parse(q, cc),
+                Ok(NumberQuery::Exact("+861012345678".into())),
+                "{q}"
+            );
+        }
+        let seg = NumberQuery::parse("+86170*", cc).unwrap();
+        assert_eq!(seg, NumberQuery::Segment("+86170".into()));
+        assert!(seg.matches("+8617012345678"));
+        assert!(!seg.matches("+8613812345678"));
+        assert!(NumberQuery::parse("anonymous", cc).is_err());
+    }
+}
