@@ -87,6 +87,10 @@ enum Cmd {
         /// A rule that fired or matched (monitor-only included).
         #[arg(long)]
         rule: Option<String>,
+        /// Search the records of every gateway, in the shared Redis stream, instead of
+        /// this one's files (URL, or the policy's `[redis] url` when none is given).
+        #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "dir")]
+        redis: Option<String>,
         /// The matching records as stored, one JSON line each.
         #[arg(long)]
         json: bool,
@@ -176,6 +180,7 @@ fn main() {
             trunk,
             verdict,
             rule,
+            redis,
             json,
         } => match cli::load_policy(config.as_deref()) {
             Ok(p) => cli::trace::run(
@@ -190,6 +195,7 @@ fn main() {
                     trunk,
                     verdict,
                     rule,
+                    redis,
                     json,
                 },
             ),

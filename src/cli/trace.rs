@@ -23,6 +23,9 @@ pub struct Args {
     pub trunk: Option<String>,
     pub verdict: Option<String>,
     pub rule: Option<String>,
+    /// Read the records every gateway shares through Redis instead of this gateway's
+    /// files; empty: the policy's `[redis] url`.
+    pub redis: Option<String>,
     pub json: bool,
 }
 
@@ -194,46 +197,88 @@ fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
     })
 }
 
-/// Exit status as grep's: 0 when a record matched, 1 when none did, 2 on an error.
-pub fn run(policy: &Policy, a: &Args) -> i32 {
-    let filter = match build(policy, a) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sipfence: {e}");
-            return 2;
+/// Prints the records the filter keeps, and counts.
+struct Printer<'f> {
+    filter: &'f Filter,
+    json: bool,
+    /// Records from the shared stream carry the gateway that decided them.
+    gateways: bool,
+    matched: u64,
+    unreadable: u64,
+}
+
+impl Printer<'_> {
+    fn header(&self) {
+        if !self.json {
+            let gw = if self.gateways { "gateway    " } else { "" };
+            println!("{gw}{}", crate::record::TABLE_HEADER);
         }
-    };
-    let dir = match (&a.dir, policy.records.dir.as_str()) {
-        (Some(d), _) => d.clone(),
-        (None, "") => {
-            eprintln!(
-                "sipfence: no records directory: give --dir, or a --config whose [records] dir is set"
-            );
-            return 2;
-        }
-        (None, d) => PathBuf::from(d),
-    };
-    let files = match record_files(&dir) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sipfence: {}: cannot read: {e}", dir.display());
-            return 2;
-        }
-    };
-    if !a.json {
-        println!("{}", crate::record::TABLE_HEADER);
     }
-    // A file holds the records from its opening to the next file's (and a little after:
-    // the writer stamps a record when it is decided, a moment before it is written).
-    const SLACK_MS: u64 = 60_000;
-    let (mut matched, mut searched, mut unreadable) = (0u64, 0usize, 0u64);
+
+    /// One stored record; `place` names it when it cannot be read.
+    fn line(&mut self, gw: Option<&str>, line: &[u8], place: &dyn Fn() -> String) {
+        let Ok(mut r) = serde_json::from_slice::<Value>(line) else {
+            // The last line of a file cut by a crash, or something that is no record.
+            if self.unreadable < 5 {
+                eprintln!("sipfence: {}: not a record (JSON), skipped", place());
+            }
+            self.unreadable += 1;
+            return;
+        };
+        if !self.filter.keeps(&r) {
+            return;
+        }
+        self.matched += 1;
+        if self.json {
+            match gw {
+                Some(g) if r.is_object() => {
+                    r["gw"] = Value::String(g.to_string());
+                    println!("{r}");
+                }
+                _ => println!("{}", String::from_utf8_lossy(line)),
+            }
+            return;
+        }
+        let s = |k: &str| r[k].as_str();
+        let row = crate::record::table_row(
+            r["ts_ms"].as_u64().unwrap_or(0),
+            s("call_id").unwrap_or("-"),
+            s("caller").or(s("blank")),
+            s("callee"),
+            s("trunk"),
+            s("verdict").unwrap_or("-"),
+            r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
+            s("rule"),
+        );
+        match gw {
+            Some(g) => println!("{g:<10} {row}"),
+            None => println!("{row}"),
+        }
+    }
+
+    fn unreadable_note(&self) -> String {
+        if self.unreadable > 0 {
+            format!(" ({} lines unreadable)", self.unreadable)
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// A file holds the records from its opening to the next file's, and the stream's
+/// entries are stamped when Redis added them: both a moment after the decision.
+const SLACK_MS: u64 = 60_000;
+
+/// This gateway's record files, skipping those whose span cannot meet the window.
+fn from_files(dir: &Path, out: &mut Printer<'_>) -> Result<String, String> {
+    let files = record_files(dir).map_err(|e| format!("{}: cannot read: {e}", dir.display()))?;
+    let f = out.filter;
+    let mut searched = 0usize;
     for (i, (opened, path)) in files.iter().enumerate() {
         let next = files.get(i + 1).map(|(t, _)| t * 1000);
-        if filter
-            .until_ms
+        if f.until_ms
             .is_some_and(|u| opened * 1000 > u.saturating_add(SLACK_MS))
-            || filter
-                .since_ms
+            || f.since_ms
                 .zip(next)
                 .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s)
         {
@@ -252,60 +297,115 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("sipfence: {}:{}: {e}", path.display(), n + 1);
-                    unreadable += 1;
+                    out.unreadable += 1;
                     break;
                 }
             };
-            if line.is_empty() {
-                continue;
-            }
-            let Ok(r) = serde_json::from_slice::<Value>(&line) else {
-                // The last line of a file cut by a crash, or a file that is no record.
-                if unreadable < 5 {
-                    eprintln!(
-                        "sipfence: {}:{}: not a record (JSON), skipped",
-                        path.display(),
-                        n + 1
-                    );
-                }
-                unreadable += 1;
-                continue;
-            };
-            if !filter.keeps(&r) {
-                continue;
-            }
-            matched += 1;
-            if a.json {
-                println!("{}", String::from_utf8_lossy(&line));
-            } else {
-                let s = |k: &str| r[k].as_str();
-                println!(
-                    "{}",
-                    crate::record::table_row(
-                        r["ts_ms"].as_u64().unwrap_or(0),
-                        s("call_id").unwrap_or("-"),
-                        s("caller").or(s("blank")),
-                        s("callee"),
-                        s("trunk"),
-                        s("verdict").unwrap_or("-"),
-                        r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
-                        s("rule"),
-                    )
-                );
+            if !line.is_empty() {
+                out.line(None, &line, &|| format!("{}:{}", path.display(), n + 1));
             }
         }
     }
-    eprintln!(
-        "sipfence: {matched} records matched in {searched} of {} record files in {}{}",
+    Ok(format!(
+        "in {searched} of {} record files in {}",
         files.len(),
-        dir.display(),
-        if unreadable > 0 {
-            format!(" ({unreadable} lines unreadable)")
-        } else {
-            String::new()
+        dir.display()
+    ))
+}
+
+/// The stream every gateway writes its records to (`[redis] records_stream`), read
+/// over the window only (entry IDs are times).
+fn from_stream(policy: &Policy, url: &str, out: &mut Printer<'_>) -> Result<String, String> {
+    let conf = &policy.redis;
+    if conf.records_stream.is_empty() {
+        return Err("the policy's [redis] records_stream is empty: no shared records".into());
+    }
+    let redis = crate::cluster::Redis::open(url, &conf.prefix, conf.timeout_ms.max(5_000))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let f = out.filter;
+    let from = f
+        .since_ms
+        .map_or("-".to_string(), |s| s.saturating_sub(SLACK_MS).to_string());
+    let to = f
+        .until_ms
+        .map_or("+".to_string(), |u| u.saturating_add(SLACK_MS).to_string());
+    let key = redis.key(&conf.records_stream);
+    let mut k = 0u64;
+    let n = rt.block_on(crate::cluster::stream::read_range(
+        &redis,
+        &conf.records_stream,
+        &from,
+        &to,
+        |gw, record| {
+            k += 1;
+            out.line(Some(gw), record.as_bytes(), &|| format!("{key} entry {k}"));
+        },
+    ))?;
+    Ok(format!("in {n} stream entries of {key} at {url}"))
+}
+
+/// Exit status as grep's: 0 when a record matched, 1 when none did, 2 on an error.
+pub fn run(policy: &Policy, a: &Args) -> i32 {
+    let filter = match build(policy, a) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sipfence: {e}");
+            return 2;
         }
-    );
-    if matched > 0 { 0 } else { 1 }
+    };
+    let mut out = Printer {
+        filter: &filter,
+        json: a.json,
+        gateways: a.redis.is_some(),
+        matched: 0,
+        unreadable: 0,
+    };
+    let searched = match &a.redis {
+        Some(url) => {
+            let url = if url.is_empty() {
+                &policy.redis.url
+            } else {
+                url
+            };
+            if url.is_empty() {
+                eprintln!("sipfence: no Redis: give --redis URL or [redis] url in the policy");
+                return 2;
+            }
+            out.header();
+            from_stream(policy, url, &mut out)
+        }
+        None => {
+            let dir = match (&a.dir, policy.records.dir.as_str()) {
+                (Some(d), _) => d.clone(),
+                (None, "") => {
+                    eprintln!(
+                        "sipfence: no records: give --dir, --redis, or a --config whose [records] dir is set"
+                    );
+                    return 2;
+                }
+                (None, d) => PathBuf::from(d),
+            };
+            out.header();
+            from_files(&dir, &mut out)
+        }
+    };
+    match searched {
+        Ok(what) => {
+            eprintln!(
+                "sipfence: {} records matched {what}{}",
+                out.matched,
+                out.unreadable_note()
+            );
+            if out.matched > 0 { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("sipfence: {e}");
+            2
+        }
+    }
 }
 
 #[cfg(test)]

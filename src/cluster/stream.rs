@@ -1,8 +1,9 @@
 //! Signaling records also go to one Redis stream shared by every gateway
 //! (`XADD <prefix>:<stream> MAXLEN ~ <records_maxlen>`, fields `gw` and `record`), so
-//! an investigator finds a call seen at any gateway with one `XRANGE`/`XREAD`. The
-//! workers hand records over a bounded queue and never wait; a full queue or a failed
-//! write drops records and counts them, as the file writer does.
+//! an investigator finds a call seen at any gateway with `sipfence trace --redis` (or
+//! `XRANGE`/`XREAD` by hand). The workers hand records over a bounded queue and never
+//! wait; a full queue or a failed write drops records and counts them, as the file
+//! writer does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,5 +82,57 @@ async fn write(
             }
         };
         batch.clear();
+    }
+}
+
+/// Records per `XRANGE` page when reading the stream back.
+const PAGE: usize = 1_000;
+
+/// Reads the stream back between two entry IDs (`-`, `+`, or Unix milliseconds: an
+/// entry's ID is the time Redis added it), page by page, oldest first: `f(gw, record)`
+/// for each entry. For `sipfence trace --redis`, which finds a call whichever gateway
+/// decided it.
+pub async fn read_range(
+    redis: &Redis,
+    stream: &str,
+    from: &str,
+    to: &str,
+    mut f: impl FnMut(&str, &str),
+) -> Result<u64, String> {
+    let key = redis.key(stream);
+    let mut start = from.to_string();
+    let mut n = 0u64;
+    loop {
+        let (k, s, t) = (key.clone(), start.clone(), to.to_string());
+        let page: Vec<(String, Vec<String>)> = redis
+            .run(|mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(&k)
+                    .arg(&s)
+                    .arg(&t)
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(|e| format!("XRANGE {key}: {e}"))?;
+        for (_, fields) in &page {
+            let field = |name: &str| {
+                fields
+                    .chunks_exact(2)
+                    .find(|kv| kv[0] == name)
+                    .map(|kv| kv[1].as_str())
+            };
+            if let Some(record) = field("record") {
+                f(field("gw").unwrap_or("-"), record);
+                n += 1;
+            }
+        }
+        match page.last() {
+            // The next page starts after the last entry read (exclusive range, Redis 6.2).
+            Some((id, _)) if page.len() == PAGE => start = format!("({id}"),
+            _ => return Ok(n),
+        }
     }
 }
