@@ -91,6 +91,10 @@ enum Cmd {
         /// this one's files (URL, or the policy's `[redis] url` when none is given).
         #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "dir")]
         redis: Option<String>,
+        /// Also write the raw requests of the matching rejected calls (kept with
+        /// `[records] pcap_rejected`) to this pcap: the signaling as evidence.
+        #[arg(long, conflicts_with = "redis")]
+        write_pcap: Option<PathBuf>,
         /// The matching records as stored, one JSON line each.
         #[arg(long)]
         json: bool,
@@ -181,6 +185,7 @@ fn main() {
             verdict,
             rule,
             redis,
+            write_pcap,
             json,
         } => match cli::load_policy(config.as_deref()) {
             Ok(p) => cli::trace::run(
@@ -196,6 +201,7 @@ fn main() {
                     verdict,
                     rule,
                     redis,
+                    write_pcap,
                     json,
                 },
             ),

@@ -333,6 +333,36 @@ listen = ""
     assert_eq!(code, Some(2));
     assert!(err.contains("expected Unix seconds"), "{err}");
 
+    // The signaling as evidence: the raw requests of the matching rejected calls, out
+    // of the rejected-*.pcap files kept beside the records.
+    let pcap_ids = |p: &std::path::Path| {
+        let mut r = sipfence::replay::Replayer::new(&policy, None);
+        let mut ids = vec![];
+        r.file(p, &mut sipfence::replay::Outputs::default(), &mut |rec| {
+            ids.push(rec.call_id)
+        })
+        .unwrap();
+        ids.sort();
+        ids
+    };
+    let one = dir.path().join("one.pcap");
+    let (code, _, _, err) = trace(&[
+        "--caller",
+        "13912345678",
+        "--write-pcap",
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("1 packets of 1 rejected calls written"),
+        "{err}"
+    );
+    assert_eq!(pcap_ids(&one), ids(&["eq-10"]));
+    let all = dir.path().join("all.pcap");
+    let (_, got, _, err) = trace(&["--verdict", "reject", "--write-pcap", all.to_str().unwrap()]);
+    assert_eq!(got.len(), rejected_live, "{err}");
+    assert_eq!(pcap_ids(&all), got);
+
     // Records compressed by the operator's log rotation are read too; a line cut by a
     // crash is named and skipped.
     let old = dir.path().join("old");

@@ -4,12 +4,13 @@
 //! number is written in: the query goes through the same normaliser as the calls did.
 
 use serde_json::Value;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::cli::time::parse_time;
 use crate::numbering::normalise;
-use crate::observability::records::record_files;
+use crate::observability::records::{record_files, rejected_files};
 use crate::policy::Policy;
 
 pub struct Args {
@@ -26,6 +27,9 @@ pub struct Args {
     /// Read the records every gateway shares through Redis instead of this gateway's
     /// files; empty: the policy's `[redis] url`.
     pub redis: Option<String>,
+    /// Write the raw requests of the matching rejected calls, from the `rejected-*.pcap`
+    /// files beside the records, to this pcap.
+    pub write_pcap: Option<PathBuf>,
     pub json: bool,
 }
 
@@ -205,6 +209,8 @@ struct Printer<'f> {
     gateways: bool,
     matched: u64,
     unreadable: u64,
+    /// Call-IDs of the matching records, kept when their packets are wanted.
+    call_ids: Option<HashSet<String>>,
 }
 
 impl Printer<'_> {
@@ -229,6 +235,9 @@ impl Printer<'_> {
             return;
         }
         self.matched += 1;
+        if let (Some(ids), Some(id)) = (&mut self.call_ids, r["call_id"].as_str()) {
+            ids.insert(id.to_string());
+        }
         if self.json {
             match gw {
                 Some(g) if r.is_object() => {
@@ -347,6 +356,64 @@ fn from_stream(policy: &Policy, url: &str, out: &mut Printer<'_>) -> Result<Stri
     Ok(format!("in {n} stream entries of {key} at {url}"))
 }
 
+/// Copies the packets of the matching calls out of the `rejected-*.pcap` files whose
+/// span can meet the window: the signaling itself, as evidence. Returns what it wrote.
+fn write_rejected(
+    dir: &Path,
+    f: &Filter,
+    ids: &HashSet<String>,
+    to: &Path,
+) -> Result<String, String> {
+    use crate::replay::{capture, net, pcapout::PcapWriter};
+    let files = rejected_files(dir).map_err(|e| format!("{}: cannot read: {e}", dir.display()))?;
+    let mut w =
+        PcapWriter::create(to).map_err(|e| format!("{}: cannot write: {e}", to.display()))?;
+    let mut decoder = net::Decoder::default();
+    let mut calls = HashSet::new();
+    for (i, (opened, path)) in files.iter().enumerate() {
+        let next = files.get(i + 1).map(|(t, _)| t * 1000);
+        if f.until_ms
+            .is_some_and(|u| opened * 1000 > u.saturating_add(SLACK_MS))
+            || f.since_ms
+                .zip(next)
+                .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s)
+        {
+            continue;
+        }
+        let read = capture::read(path, |p| {
+            let Some(seg) = decoder.decode(p.linktype, p.data, p.ts_ms) else {
+                return;
+            };
+            let Some(start) = net::find_sip_start(&seg.payload) else {
+                return;
+            };
+            let Ok(msg) =
+                crate::sip::Message::parse(bytes::Bytes::from(seg.payload[start..].to_vec()))
+            else {
+                return;
+            };
+            let id = String::from_utf8_lossy(msg.call_id());
+            if ids.contains(id.as_ref())
+                && w.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len)
+                    .is_ok()
+            {
+                calls.insert(id.into_owned());
+            }
+        });
+        if let Err(e) = read {
+            eprintln!("sipfence: {}: {e}", path.display());
+        }
+    }
+    let written = w.written;
+    w.finish()
+        .map_err(|e| format!("{}: cannot write: {e}", to.display()))?;
+    Ok(format!(
+        "{written} packets of {} rejected calls written to {}",
+        calls.len(),
+        to.display()
+    ))
+}
+
 /// Exit status as grep's: 0 when a record matched, 1 when none did, 2 on an error.
 pub fn run(policy: &Policy, a: &Args) -> i32 {
     let filter = match build(policy, a) {
@@ -362,6 +429,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         gateways: a.redis.is_some(),
         matched: 0,
         unreadable: 0,
+        call_ids: a.write_pcap.as_ref().map(|_| HashSet::new()),
     };
     let searched = match &a.redis {
         Some(url) => {
@@ -389,7 +457,17 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 (None, d) => PathBuf::from(d),
             };
             out.header();
-            from_files(&dir, &mut out)
+            let searched = from_files(&dir, &mut out);
+            if let (Ok(_), Some(to), Some(ids)) = (&searched, &a.write_pcap, &out.call_ids) {
+                match write_rejected(&dir, &filter, ids, to) {
+                    Ok(what) => eprintln!("sipfence: {what}"),
+                    Err(e) => {
+                        eprintln!("sipfence: {e}");
+                        return 2;
+                    }
+                }
+            }
+            searched
         }
     };
     match searched {

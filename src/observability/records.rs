@@ -264,17 +264,27 @@ fn opened_at(name: &str) -> Option<u64> {
 /// The record files of a directory, oldest first (`records-<secs>[-n].jsonl`, and
 /// `.jsonl.gz`): what `sipfence trace` searches.
 pub fn record_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    files_named(dir, "records-", ".jsonl")
+}
+
+/// The pcaps of rejected requests beside the records (`rejected-<secs>[-n].pcap`),
+/// oldest first: where `sipfence trace --write-pcap` takes the packets from.
+pub fn rejected_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    files_named(dir, "rejected-", ".pcap")
+}
+
+fn files_named(dir: &Path, prefix: &str, ext: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut files = vec![];
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name();
         let Some(n) = name.to_str() else { continue };
-        if n.starts_with("records-")
+        if n.starts_with(prefix)
             && let Some(ts) = opened_at(n)
         {
             // Same second: records-T.jsonl, then records-T-1.jsonl, ...
             let n_in_second: u64 = n
                 .trim_end_matches(".gz")
-                .trim_end_matches(".jsonl")
+                .trim_end_matches(ext)
                 .split('-')
                 .nth(2)
                 .and_then(|k| k.parse().ok())
