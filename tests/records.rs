@@ -332,6 +332,19 @@ listen = ""
     let (code, _, _, err) = trace(&["--since", "ten this morning"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("expected Unix seconds"), "{err}");
+    // A misspelt rule or verdict would find nothing and look like an answer: refused.
+    let (code, _, _, err) = trace(&["--rule", "enterprise-rate"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no rule named 'enterprise-rate'") && err.contains("enterprise-rate-caller"),
+        "{err}"
+    );
+    let (code, _, _, err) = trace(&["--verdict", "rejected"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("expected allow, reject"), "{err}");
+    // Call-IDs compare exactly.
+    let (code, got, _, _) = trace(&["--call-id", "EQ-6"]);
+    assert_eq!((code, got.len()), (Some(1), 0));
 
     // The signaling as evidence: the raw requests of the matching rejected calls, out
     // of the rejected-*.pcap files kept beside the records.

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::cli::time::parse_time;
 use crate::numbering::normalise;
 use crate::observability::records::{record_files, rejected_files};
-use crate::policy::Policy;
+use crate::policy::{Policy, RuleId};
+
+/// What a record's `verdict` says.
+const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 
 pub struct Args {
     /// The records directory; default: the policy's `[records] dir`.
@@ -100,7 +103,13 @@ impl Filter {
             want.as_ref()
                 .is_none_or(|w| r[field].as_str().is_some_and(|v| v.eq_ignore_ascii_case(w)))
         };
-        if !is("call_id", &self.call_id) || !is("trunk", &self.trunk) {
+        // Call-IDs compare exactly (RFC 3261 20.8); names and verdicts in any case.
+        if self
+            .call_id
+            .as_ref()
+            .is_some_and(|id| r["call_id"].as_str() != Some(id.as_str()))
+            || !is("trunk", &self.trunk)
+        {
             return false;
         }
         if !is("verdict", &self.verdict) && !self.code_matches(r) {
@@ -179,6 +188,22 @@ fn build(policy: &Policy, a: &Args) -> Result<Filter, String> {
         rule: a.rule.clone(),
         home_cc: home_cc.clone(),
     };
+    // A misspelt rule or verdict would match nothing and look like an answer.
+    if let Some(r) = &a.rule
+        && !RuleId::ORDER.iter().any(|k| k.as_str() == r)
+    {
+        let names: Vec<&str> = RuleId::ORDER.iter().map(|k| k.as_str()).collect();
+        return Err(format!("no rule named '{r}' (rules: {})", names.join(", ")));
+    }
+    if let Some(v) = &a.verdict
+        && !VERDICTS.iter().any(|k| k.eq_ignore_ascii_case(v))
+        && !v.parse::<u16>().is_ok_and(|c| (100..=699).contains(&c))
+    {
+        return Err(format!(
+            "verdict '{v}': expected {} or a response code (403)",
+            VERDICTS.join(", ")
+        ));
+    }
     if let Some(t) = &a.trunk
         && policy.trunk_by_name(t).is_none()
     {
