@@ -56,49 +56,7 @@ enum Cmd {
     },
     /// Trace-back: the decisions kept in the signaling records for a number, a call or
     /// a time (numbers in any form: they are normalised as the calls were).
-    Trace {
-        /// The policy whose `[records] dir` to search and whose plan reads the numbers.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The records directory (default: the policy's `[records] dir`).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// A calling number (judged, From, asserted, or the IAM's calling or generic
-        /// number); `+86170*` for a segment.
-        #[arg(long)]
-        caller: Option<String>,
-        /// A called number; `+86138*` for a segment.
-        #[arg(long)]
-        callee: Option<String>,
-        #[arg(long)]
-        call_id: Option<String>,
-        /// From this time: Unix seconds or RFC 3339 (`2026-11-30T10:00:00+08:00`; UTC
-        /// without an offset).
-        #[arg(long)]
-        since: Option<String>,
-        /// Up to this time (same forms).
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        trunk: Option<String>,
-        /// allow, reject, rewrite, label or drop; or a response code (403).
-        #[arg(long)]
-        verdict: Option<String>,
-        /// A rule that fired or matched (monitor-only included).
-        #[arg(long)]
-        rule: Option<String>,
-        /// Search the records of every gateway, in the shared Redis stream, instead of
-        /// this one's files (URL, or the policy's `[redis] url` when none is given).
-        #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "dir")]
-        redis: Option<String>,
-        /// Also write the raw requests of the matching rejected calls (kept with
-        /// `[records] pcap_rejected`) to this pcap: the signaling as evidence.
-        #[arg(long, conflicts_with = "redis")]
-        write_pcap: Option<PathBuf>,
-        /// The matching records as stored, one JSON line each.
-        #[arg(long)]
-        json: bool,
-    },
+    Trace(cli::trace::Args),
     /// Lists shared by every gateway through Redis.
     Lists {
         #[command(subcommand)]
@@ -173,38 +131,8 @@ fn main() {
             sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers })
         }
         Cmd::Check { config } => cli::check(config),
-        Cmd::Trace {
-            config,
-            dir,
-            caller,
-            callee,
-            call_id,
-            since,
-            until,
-            trunk,
-            verdict,
-            rule,
-            redis,
-            write_pcap,
-            json,
-        } => match cli::load_policy(config.as_deref()) {
-            Ok(p) => cli::trace::run(
-                &p,
-                &cli::trace::Args {
-                    dir,
-                    caller,
-                    callee,
-                    call_id,
-                    since,
-                    until,
-                    trunk,
-                    verdict,
-                    rule,
-                    redis,
-                    write_pcap,
-                    json,
-                },
-            ),
+        Cmd::Trace(args) => match cli::load_policy(args.config.as_deref()) {
+            Ok(p) => cli::trace::run(&p, &args),
             Err(e) => {
                 eprintln!("sipfence: config refused: {e}");
                 2

@@ -16,23 +16,48 @@ use crate::policy::{Policy, RuleId};
 /// What a record's `verdict` says.
 const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 
+#[derive(clap::Args)]
 pub struct Args {
-    /// The records directory; default: the policy's `[records] dir`.
+    /// The policy whose `[records] dir` to search and whose plan reads the numbers.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The records directory (default: the policy's `[records] dir`).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A calling number (judged, From, asserted, or the IAM's calling or generic
+    /// number); `+86170*` for a segment.
+    #[arg(long)]
     pub caller: Option<String>,
+    /// A called number; `+86138*` for a segment.
+    #[arg(long)]
     pub callee: Option<String>,
+    #[arg(long)]
     pub call_id: Option<String>,
+    /// From this time: Unix seconds or RFC 3339 (`2026-11-30T10:00:00+08:00`; UTC
+    /// without an offset).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Up to this time (same forms).
+    #[arg(long)]
     pub until: Option<String>,
+    #[arg(long)]
     pub trunk: Option<String>,
+    /// allow, reject, rewrite, label or drop; or a response code (403).
+    #[arg(long)]
     pub verdict: Option<String>,
+    /// A rule that fired or matched (monitor-only included).
+    #[arg(long)]
     pub rule: Option<String>,
-    /// Read the records every gateway shares through Redis instead of this gateway's
-    /// files; empty: the policy's `[redis] url`.
+    /// Search the records of every gateway, in the shared Redis stream, instead of
+    /// this one's files (URL, or the policy's `[redis] url` when none is given).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "dir")]
     pub redis: Option<String>,
-    /// Write the raw requests of the matching rejected calls, from the `rejected-*.pcap`
-    /// files beside the records, to this pcap.
+    /// Also write the raw requests of the matching rejected calls (kept with
+    /// `[records] pcap_rejected`) to this pcap: the signaling as evidence.
+    #[arg(long, conflicts_with = "redis")]
     pub write_pcap: Option<PathBuf>,
+    /// The matching records as stored, one JSON line each.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -153,6 +178,21 @@ impl Filter {
             }
         }
         true
+    }
+
+    /// Whether the `i`th of a directory's files (oldest first, by opening time) can hold
+    /// a record of the window: a file holds the records from its opening to the next
+    /// file's, give or take [`SLACK_MS`].
+    fn may_hold(&self, files: &[(u64, PathBuf)], i: usize) -> bool {
+        let opened = files[i].0 * 1000;
+        let next = files.get(i + 1).map(|(t, _)| t * 1000);
+        !(self
+            .until_ms
+            .is_some_and(|u| opened > u.saturating_add(SLACK_MS))
+            || self
+                .since_ms
+                .zip(next)
+                .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s))
     }
 
     /// `--verdict 403`: the response code, for those who think in codes.
@@ -308,14 +348,8 @@ fn from_files(dir: &Path, out: &mut Printer<'_>) -> Result<String, String> {
     let files = record_files(dir).map_err(|e| format!("{}: cannot read: {e}", dir.display()))?;
     let f = out.filter;
     let mut searched = 0usize;
-    for (i, (opened, path)) in files.iter().enumerate() {
-        let next = files.get(i + 1).map(|(t, _)| t * 1000);
-        if f.until_ms
-            .is_some_and(|u| opened * 1000 > u.saturating_add(SLACK_MS))
-            || f.since_ms
-                .zip(next)
-                .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s)
-        {
+    for (i, (_, path)) in files.iter().enumerate() {
+        if !f.may_hold(&files, i) {
             continue;
         }
         let reader = match open(path) {
@@ -395,14 +429,8 @@ fn write_rejected(
         PcapWriter::create(to).map_err(|e| format!("{}: cannot write: {e}", to.display()))?;
     let mut decoder = net::Decoder::default();
     let mut calls = HashSet::new();
-    for (i, (opened, path)) in files.iter().enumerate() {
-        let next = files.get(i + 1).map(|(t, _)| t * 1000);
-        if f.until_ms
-            .is_some_and(|u| opened * 1000 > u.saturating_add(SLACK_MS))
-            || f.since_ms
-                .zip(next)
-                .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s)
-        {
+    for (i, (_, path)) in files.iter().enumerate() {
+        if !f.may_hold(&files, i) {
             continue;
         }
         let read = capture::read(path, |p| {
