@@ -77,6 +77,9 @@ pub struct Decision {
     pub rule: Option<RuleId>,
     /// Every rule that matched, whatever its action (monitor-only included).
     pub hits: RuleSet,
+    /// Rules that matched a number on the exempt list and were not applied (the
+    /// blacklist, the behaviour rules): what the exemption let through.
+    pub exempted: RuleSet,
     /// Rules whose label goes on the forwarded call.
     pub labels: RuleSet,
     /// Put the asserted number into From (generic-number deletion).
@@ -120,6 +123,7 @@ impl Decision {
             outcome: Outcome::Forward,
             rule: None,
             hits: RuleSet::default(),
+            exempted: RuleSet::default(),
             labels: RuleSet::default(),
             rewrite_from: false,
             identity: CallerIdentity::default(),
@@ -556,8 +560,26 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
 
     rule_n!(RuleId::NumberingPlan, |j| j.class.class == Class::Invalid);
     rule_n!(RuleId::NoVoiceNumber, |j| j.class.flags.novoice);
-    d.blacklist_match = nums.iter().flatten().find_map(|j| j.listed);
-    rule_n!(RuleId::Blacklist, |j| j.listed.is_some());
+    // The exempt list is asked only about a listed number: nothing on the usual path.
+    let exempt = |n: &Number| !policy.exempt.is_empty() && policy.exempt.contains(n);
+    let any_exempt = !policy.exempt.is_empty()
+        && nums
+            .iter()
+            .flatten()
+            .any(|j| j.listed.is_some() && exempt(&j.n))
+        && applies(role, RuleId::Blacklist)
+        && policy.action(d.trunk, RuleId::Blacklist).kind != ActionKind::Off;
+    let listed = |j: &Judged| j.listed.is_some() && !(any_exempt && exempt(&j.n));
+    d.blacklist_match = if any_exempt {
+        d.exempted.insert(RuleId::Blacklist);
+        nums.iter()
+            .flatten()
+            .filter(|j| listed(j))
+            .find_map(|j| j.listed)
+    } else {
+        nums.iter().flatten().find_map(|j| j.listed)
+    };
+    rule_n!(RuleId::Blacklist, |j| listed(j));
 
     rule_n!(RuleId::IntlForgedService, |j| policy
         .protected
@@ -636,7 +658,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         )
     );
     if let Some(b) = &trunk.behaviour
-        && judge_behaviour(policy, msg, ctx, d, b, ti, &primary.n)
+        && judge_behaviour(policy, msg, ctx, d, b, ti, &primary.n, exempt(&primary.n))
     {
         return;
     }
@@ -652,7 +674,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
 
 /// The behaviour rules: counts this attempt, reads the caller's features back and
 /// fires the rules whose threshold they reach or that the caller is watched for.
+/// An `exempt` caller is counted (its record shows its features) but no rule fires
+/// on it and it is never watched: the rules it reaches are noted as exempted.
 /// Returns true when the call is rejected.
+#[allow(clippy::too_many_arguments)]
 fn judge_behaviour(
     policy: &Policy,
     msg: &Message,
@@ -661,6 +686,7 @@ fn judge_behaviour(
     b: &BehaviourConf,
     ti: usize,
     caller: &Number,
+    exempt: bool,
 ) -> bool {
     let t = d.trunk;
     let on = |r: RuleId| policy.action(t, r).kind != ActionKind::Off;
@@ -708,6 +734,10 @@ fn judge_behaviour(
             _ => false,
         };
         if !now && !f.watched.contains(r) {
+            continue;
+        }
+        if exempt {
+            d.exempted.insert(r);
             continue;
         }
         if now {

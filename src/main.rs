@@ -98,7 +98,7 @@ enum ListsCmd {
         /// Redis URL (overrides the policy's).
         #[arg(long)]
         redis: Option<String>,
-        /// NAME=FILE: blacklist, protected, roamers, own_segments or whitelist:<trunk>.
+        /// NAME=FILE: blacklist, protected, roamers, own_segments, exempt or whitelist:<trunk>.
         #[arg(required = true)]
         lists: Vec<String>,
     },

@@ -35,6 +35,9 @@ pub struct Record {
     pub rule: Option<&'static str>,
     /// Every rule that matched (monitor-only and labels included).
     pub hits: Vec<&'static str>,
+    /// Rules that matched a number on the exempt list and were not applied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exempted: Vec<&'static str>,
     /// Enterprise trunks: rules that matched on a number presented beside a different
     /// caller (From's URI or display name, P-Preferred-Identity, an unscreened
     /// Remote-Party-ID, the IAM's Generic Number), which is judged too.
@@ -235,6 +238,7 @@ impl Record {
             },
             rule: d.rule.map(|r| r.as_str()),
             hits: d.hits.iter().map(|r| r.as_str()).collect(),
+            exempted: d.exempted.iter().map(|r| r.as_str()).collect(),
             from_rules: d.presented_hits.iter().map(|r| r.as_str()).collect(),
             asserted2: d.asserted2.map(|n| n.e164()),
             asserted2_rules: d.asserted2_hits.iter().map(|r| r.as_str()).collect(),

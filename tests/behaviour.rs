@@ -362,6 +362,43 @@ fn short_calls_caught_and_normal_calls_spared() {
     assert_eq!(hit, None);
 }
 
+/// A caller on the exempt list (a bank's notification line sweeping its customers) is
+/// counted and shown, but no behaviour rule refuses it or puts it on the watch list;
+/// the same sweep from any other number is refused as before.
+#[test]
+fn an_exempt_caller_is_counted_but_never_refused() {
+    let net = Net::new(&format!(
+        "{POLICY}\n[lists.exempt]\nentries = [\"+44770090*\"]\n"
+    ));
+    let calls: Vec<_> = (0..45)
+        .map(|i| {
+            let caller = "+447700900021".to_string();
+            (
+                caller,
+                scattered(i),
+                format!("ex-{i}"),
+                i as u64 * 1_000,
+                TALK,
+            )
+        })
+        .collect();
+    let ds = net.play(&calls);
+    assert!(
+        ds.iter().all(|d| d.outcome == Outcome::Forward),
+        "{:?}",
+        ds.last()
+    );
+    let last = ds.last().unwrap();
+    let f = last.features.expect("counted all the same");
+    assert!(f.callees >= 30, "{f:?}");
+    assert!(last.exempted.contains(RuleId::BehaviourCallees), "{last:?}");
+    assert!(!last.hits.contains(RuleId::BehaviourCallees));
+    assert!(f.watched.is_empty(), "an exempt caller is never watched");
+    // Not exempt: the same sweep is caught.
+    let hit = run(&net, "+447711900022", 45, 1_000, scattered, |_| TALK);
+    assert_eq!(hit.map(|h| h.1), Some(RuleId::BehaviourCallees));
+}
+
 #[test]
 fn a_tripped_caller_stays_watched_then_expires() {
     let net = Net::new(POLICY);

@@ -33,9 +33,9 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let root = common::project_dir();
     let m = Metrics::new();
     // The built-in policy, with the optional features whose series exist only where
-    // they are configured (digest authentication on its last trunk).
+    // they are configured (digest authentication on its last trunk, an exempt list).
     let text = format!(
-        "{}\n[trunk.auth]\nusers = [\"pbx:pw\"]\n",
+        "{}\n[trunk.auth]\nusers = [\"pbx:pw\"]\n[lists.exempt]\nentries = [\"+8613800000001\"]\n",
         sipfence::policy::BUILTIN_CONFIG
     );
     let p = Policy::from_str(&text, "builtin+auth", std::path::Path::new(".")).unwrap();

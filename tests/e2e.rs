@@ -341,6 +341,50 @@ fn udp_calls_allowed_and_blocked_by_each_rule() {
     );
 }
 
+/// The exempt list at work, with sipp on both sides: a blacklisted number the
+/// operator vouches for completes its call, another listed number is still refused,
+/// and the counters say how often the exemption overrode the blacklist.
+#[test]
+fn an_exempt_number_passes_the_blacklist() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(
+        &config(base, "[lists.exempt]\nentries = [\"13800000001\"]\n"),
+        1,
+    );
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let ic = base + 4;
+    calls(
+        &dir,
+        ic,
+        base + 20,
+        "u1",
+        200,
+        &[("13800000001@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    calls(
+        &dir,
+        ic,
+        base + 21,
+        "u1",
+        608,
+        &[("+8617099999123@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    let m = |s: &str| proxy.metric(s);
+    assert_eq!(
+        m("sipfence_exemptions_total{rule=\"blacklist\",trunk=\"ic\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"reject\",rule=\"blacklist\",trunk=\"ic\"}"),
+        1.0
+    );
+    assert_eq!(m("sipfence_list_entries{list=\"exempt\"}"), 1.0);
+}
+
 #[test]
 fn tcp_calls_allowed_and_blocked() {
     if !sipp_available() {

@@ -357,6 +357,87 @@ fn blacklist_exact_segment_and_over_whitelist() {
     passes(&p, &invite("+8617099989123", ""), "ic");
 }
 
+/// The exempt list overrides the blacklist (an entry of the national list disputed
+/// locally) and nothing else: the plan, identity, service-number and contract rules
+/// stand for an exempt number too. The record names what the exemption let through.
+#[test]
+fn exempt_numbers_pass_the_blacklist_only() {
+    let p = policy(
+        "[lists.exempt]\nentries = [\"+8613800000001\", \"+861701234567\", \"+8613812345678\", \"+8613900000001\", \"110\"]",
+    );
+    let d = passes(&p, &invite("13800000001", ""), "ic");
+    assert!(d.exempted.contains(RuleId::Blacklist), "{d:?}");
+    assert!(!d.hits.contains(RuleId::Blacklist), "{d:?}");
+    assert!(d.blacklist_match.is_none());
+    let rec = sipfence::record::Record::new(&p, &invite("13800000001", ""), &d, src("ic"), MON_10H);
+    assert_eq!(rec.exempted, vec!["blacklist"]);
+    // Without the exemption, as before; another listed number is still refused.
+    blocks(
+        &policy(""),
+        &invite("13800000001", ""),
+        "ic",
+        608,
+        "blacklist",
+    );
+    blocks(&p, &invite("+8617099999123", ""), "ic", 608, "blacklist");
+    // Nothing else is relaxed.
+    blocks(
+        &p,
+        &invite("+861701234567", ""),
+        "ic",
+        403,
+        "numbering-plan",
+    );
+    blocks(
+        &p,
+        &invite("13800000001", ""),
+        "intl",
+        403,
+        "intl-domestic-caller",
+    );
+    blocks(&p, &invite("110", ""), "intl", 403, "intl-forged-service");
+    blocks(
+        &p,
+        &invite("13900000001", ""),
+        "ent",
+        403,
+        "enterprise-not-whitelisted",
+    );
+    // An exemption that overrides nothing says nothing.
+    let d = passes(&p, &invite("13812345678", ""), "ic");
+    assert!(d.exempted.is_empty(), "{d:?}");
+    // Published through Redis like the other lists (`sipfence lists publish exempt=F`).
+    let published = p
+        .with_lists(
+            "redis:lists/v2",
+            &[("exempt".into(), "+8617099999123\n".into())],
+        )
+        .unwrap();
+    assert!(
+        published
+            .exempt
+            .contains(&sipfence::numbering::normalise(b"+8617099999123", b"86", None).unwrap())
+    );
+    passes(&published, &invite("+8617099999123", ""), "ic");
+    blocks(
+        &published,
+        &invite("13800000001", ""),
+        "ic",
+        608,
+        "blacklist",
+    );
+    assert!(sipfence::cluster::lists::valid_name("exempt"));
+    // The blacklist switched off on a trunk: nothing to exempt either.
+    let off = policy(
+        "[lists.exempt]\nentries = [\"+8613800000001\"]\n[rules.blacklist]\naction = \"off\"",
+    );
+    assert!(
+        passes(&off, &invite("13800000001", ""), "ic")
+            .exempted
+            .is_empty()
+    );
+}
+
 #[test]
 fn intl_forged_service() {
     let p = policy("");

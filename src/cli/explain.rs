@@ -147,6 +147,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             if !rec.hits.is_empty() {
                 println!("  matched  {}", rec.hits.join(", "));
             }
+            if !rec.exempted.is_empty() {
+                println!(
+                    "  exempted {} (matched, not applied: the caller is on the exempt list)",
+                    rec.exempted.join(", ")
+                );
+            }
             println!(
                 "  trunk    {}",
                 rec.trunk.as_deref().unwrap_or("(none: unknown source)")

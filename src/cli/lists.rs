@@ -39,7 +39,8 @@ pub fn publish(a: &PublishArgs) -> i32 {
         };
         if !lists::valid_name(name) {
             eprintln!(
-                "sipfence: '{name}': lists are blacklist, protected, roamers, own_segments and whitelist:<trunk>"
+                "sipfence: '{name}': lists are {} and whitelist:<trunk>",
+                crate::policy::LIST_NAMES.join(", ")
             );
             return 2;
         }

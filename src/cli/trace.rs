@@ -142,7 +142,7 @@ impl Filter {
         }
         if let Some(rule) = &self.rule {
             let fired = r["rule"].as_str() == Some(rule.as_str());
-            let matched = ["hits", "from_rules", "asserted2_rules"]
+            let matched = ["hits", "from_rules", "asserted2_rules", "exempted"]
                 .iter()
                 .any(|k| list_has(&r[*k], rule))
                 || list_has(&r["isup"]["rules"], rule);

@@ -16,7 +16,7 @@ pub type ListSet = Vec<(String, String)>;
 
 /// Set names a publication may carry.
 pub fn valid_name(name: &str) -> bool {
-    matches!(name, "blacklist" | "protected" | "roamers" | "own_segments")
+    crate::policy::LIST_NAMES.contains(&name)
         || name
             .strip_prefix("whitelist:")
             .is_some_and(|t| !t.is_empty())

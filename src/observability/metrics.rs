@@ -23,6 +23,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_rule_hits_total",
     "sipfence_auth_total",
     "sipfence_isup_rule_hits_total",
+    "sipfence_exemptions_total",
     "sipfence_sipi_calls_total",
     "sipfence_parse_errors_total",
     "sipfence_keepalives_total",
@@ -60,6 +61,7 @@ pub struct Metrics {
     pub rule_hits: IntCounterVec,
     pub auth: IntCounterVec,
     pub isup_rule_hits: IntCounterVec,
+    pub exemptions: IntCounterVec,
     pub sipi_calls: IntCounterVec,
     pub parse_errors: IntCounterVec,
     pub keepalives: IntCounterVec,
@@ -94,6 +96,8 @@ pub struct Bound {
     hits: Vec<Vec<Option<IntCounter>>>,
     /// Rule matches made by the ISUP calling number, same layout as `hits`.
     isup_hits: Vec<Vec<Option<IntCounter>>>,
+    /// Matches the exempt list overrode, same layout (only with an exempt list).
+    exempted: Vec<Vec<Option<IntCounter>>>,
     /// SIP-I calls: [IAM decoded, IAM unreadable].
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
@@ -143,6 +147,11 @@ impl Metrics {
         let isup_rule_hits = cv(
             "sipfence_isup_rule_hits_total",
             "Rule matches made by the ISUP calling number of SIP-I calls, by trunk and rule",
+            &["trunk", "rule"],
+        );
+        let exemptions = cv(
+            "sipfence_exemptions_total",
+            "Rules (blacklist, behaviour) that matched a number on the exempt list and were not applied, by trunk and rule",
             &["trunk", "rule"],
         );
         let sipi_calls = cv(
@@ -314,6 +323,7 @@ impl Metrics {
             rule_hits,
             auth,
             isup_rule_hits,
+            exemptions,
             sipi_calls,
             parse_errors,
             keepalives,
@@ -371,6 +381,7 @@ impl Metrics {
             calls: vec![],
             hits: vec![],
             isup_hits: vec![],
+            exempted: vec![],
             sipi: vec![],
             overload: vec![],
             refusals: vec![],
@@ -406,8 +417,18 @@ impl Metrics {
                         .map(|_| self.isup_rule_hits.with_label_values(&[n, r.as_str()]))
                 })
                 .collect();
+            let exempted = hits
+                .iter()
+                .zip(RuleId::ORDER)
+                .map(|(h, r)| {
+                    h.as_ref()
+                        .filter(|_| !p.exempt.is_empty() && r.exemptable())
+                        .map(|_| self.exemptions.with_label_values(&[n, r.as_str()]))
+                })
+                .collect();
             b.hits.push(hits);
             b.isup_hits.push(isup_hits);
+            b.exempted.push(exempted);
             b.sipi.push(
                 ["decoded", "unreadable"].map(|k| self.sipi_calls.with_label_values(&[n, k])),
             );
@@ -428,12 +449,7 @@ impl Metrics {
                     .map(|_| AuthCheck::NAMES.map(|r| self.auth.with_label_values(&[n, r]))),
             );
         }
-        for (name, l) in [
-            ("blacklist", &p.blacklist),
-            ("protected", &p.protected),
-            ("roamers", &p.roamers),
-            ("own_segments", &p.own_segments),
-        ] {
+        for (name, l) in p.named_lists() {
             self.list_entries
                 .with_label_values(&[name])
                 .set(l.len() as i64);
@@ -523,6 +539,11 @@ impl Bound {
         }
         for r in d.hits.iter() {
             if let Some(c) = &self.hits[s][r.index()] {
+                c.inc();
+            }
+        }
+        for r in d.exempted.iter() {
+            if let Some(c) = &self.exempted[s][r.index()] {
                 c.inc();
             }
         }

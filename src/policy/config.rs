@@ -114,6 +114,11 @@ pub struct Lists {
     pub roamers: ListConf,
     /// Number segments this network assigned; enterprise callers outside them are refused.
     pub own_segments: ListConf,
+    /// Numbers and segments the operator vouches for: the blacklist and the behaviour
+    /// rules let them through (their false positives: a national list entry disputed
+    /// locally, a bank's notification line that makes many short calls). No other rule
+    /// is relaxed.
+    pub exempt: ListConf,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -84,6 +84,13 @@ impl RuleId {
         self as usize
     }
 
+    /// Rules the exempt list overrides: the blacklist and the behaviour rules, whose
+    /// matches can be false positives an operator vouches against. The plan, identity,
+    /// service-number and contract rules stand for everyone.
+    pub fn exemptable(self) -> bool {
+        self == RuleId::Blacklist || RuleId::BEHAVIOUR.contains(&self)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RuleId::UnknownSource => "unknown-source",
@@ -270,6 +277,15 @@ impl Trunk {
     }
 }
 
+/// The policy-wide lists (`[lists.<name>]`), beside each trunk's `whitelist:<trunk>`.
+pub const LIST_NAMES: [&str; 5] = [
+    "blacklist",
+    "protected",
+    "roamers",
+    "own_segments",
+    "exempt",
+];
+
 /// A compiled policy. Shared read-only by every worker (swapped whole on reload).
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -279,6 +295,7 @@ pub struct Policy {
     pub protected: NumberSet,
     pub roamers: NumberSet,
     pub own_segments: NumberSet,
+    pub exempt: NumberSet,
     pub label_header: String,
     pub verstat: Option<String>,
     pub server: String,
@@ -532,6 +549,7 @@ impl Policy {
             protected: load_list(&cfg.lists.protected, "protected")?,
             roamers: load_list(&cfg.lists.roamers, "roamers")?,
             own_segments: load_list(&cfg.lists.own_segments, "own_segments")?,
+            exempt: load_list(&cfg.lists.exempt, "exempt")?,
             plan,
             label_header,
             verstat: cfg.general.verstat,
@@ -551,7 +569,7 @@ impl Policy {
     }
 
     /// This policy with lists replaced by published ones (`sipfence lists publish`):
-    /// `blacklist`, `protected`, `roamers`, `own_segments` or `whitelist:<trunk>`, each
+    /// one of [`LIST_NAMES`] or `whitelist:<trunk>`, each
     /// as list-file text. `origin` names them in errors (`redis:lists/v7/blacklist:12`).
     /// Any bad line or unknown name refuses the whole set: an instance keeps its
     /// lists rather than run half a publication.
@@ -572,6 +590,7 @@ impl Policy {
                 "protected" => &mut p.protected,
                 "roamers" => &mut p.roamers,
                 "own_segments" => &mut p.own_segments,
+                "exempt" => &mut p.exempt,
                 other => {
                     let trunk = other
                         .strip_prefix("whitelist:")
@@ -584,7 +603,7 @@ impl Policy {
                         _ => {
                             return Err(LoadError::file(
                                 &file,
-                                "no such list here (blacklist, protected, roamers, own_segments, or whitelist:<trunk> of a trunk with a whitelist)",
+                                "no such list here (blacklist, protected, roamers, own_segments, exempt, or whitelist:<trunk> of a trunk with a whitelist)",
                             ));
                         }
                     }
@@ -593,6 +612,18 @@ impl Policy {
             *slot = set;
         }
         Ok(p)
+    }
+
+    /// The policy-wide lists by name (as `[lists.<name>]`, metrics and publications name
+    /// them), in [`LIST_NAMES`] order.
+    pub fn named_lists(&self) -> [(&'static str, &NumberSet); 5] {
+        [
+            (LIST_NAMES[0], &self.blacklist),
+            (LIST_NAMES[1], &self.protected),
+            (LIST_NAMES[2], &self.roamers),
+            (LIST_NAMES[3], &self.own_segments),
+            (LIST_NAMES[4], &self.exempt),
+        ]
     }
 
     /// An address of this proxy: one of its listeners (over `transport`, when given).
@@ -665,12 +696,7 @@ impl Policy {
             String::from_utf8_lossy(self.plan.country()),
             self.plan.rule_count()
         );
-        for (name, l) in [
-            ("blacklist", &self.blacklist),
-            ("protected", &self.protected),
-            ("roamers", &self.roamers),
-            ("own_segments", &self.own_segments),
-        ] {
+        for (name, l) in self.named_lists() {
             let _ = writeln!(
                 s,
                 "  list {name}: {} numbers, {} segments ({} KiB)",
