@@ -406,6 +406,31 @@ fn exempt_numbers_pass_the_blacklist_only() {
     // An exemption that overrides nothing says nothing.
     let d = passes(&p, &invite("13812345678", ""), "ic");
     assert!(d.exempted.is_empty(), "{d:?}");
+    // `explain` says what the exemption let through.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!("{POLICY}\n[lists.exempt]\nentries = [\"+8613800000001\"]\n"),
+    )
+    .unwrap();
+    let m = invite("13800000001", "");
+    let f = dir.path().join("m.sip");
+    std::fs::write(&f, &m.buf()[..m.len()]).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["explain", "--trunk", "ic", "--config"])
+        .arg(&cfg)
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("verdict  allow"), "{text}");
+    assert!(
+        text.contains(
+            "exempted blacklist (matched, not applied: the caller is on the exempt list)"
+        ),
+        "{text}"
+    );
     // Published through Redis like the other lists (`sipfence lists publish exempt=F`).
     let published = p
         .with_lists(
