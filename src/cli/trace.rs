@@ -45,7 +45,7 @@ pub struct Args {
     /// allow, reject, rewrite, label or drop; or a response code (403).
     #[arg(long)]
     pub verdict: Option<String>,
-    /// A rule that fired or matched (monitor-only included).
+    /// A rule that fired, matched (monitor-only included) or was exempted.
     #[arg(long)]
     pub rule: Option<String>,
     /// Search the records of every gateway, in the shared Redis stream, instead of
