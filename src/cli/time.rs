@@ -46,6 +46,10 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
         )
     };
     let t = s.trim();
+    // Every form is ASCII; anything else is refused here, before any slicing by bytes.
+    if !t.is_ascii() {
+        return Err(bad());
+    }
     if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
         return t
             .parse::<u64>()
@@ -156,6 +160,10 @@ mod tests {
             "2025-11-30T10:00:00+08:00:00",
             "1969-12-31T23:59:59Z",
             "99999999999999999999",
+            // Not ASCII: refused, not cut inside a character.
+            "2025-11-30T10:00:00.éé",
+            "2025-11-30T10:00+aé1",
+            "２０２５-11-30T10:00Z",
         ] {
             let e = parse_time(s).unwrap_err();
             assert!(e.contains("expected Unix seconds"), "{s}: {e}");
