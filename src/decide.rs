@@ -569,17 +569,12 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .any(|j| j.listed.is_some() && exempt(&j.n))
         && applies(role, RuleId::Blacklist)
         && policy.action(d.trunk, RuleId::Blacklist).kind != ActionKind::Off;
-    let listed = |j: &Judged| j.listed.is_some() && !(any_exempt && exempt(&j.n));
-    d.blacklist_match = if any_exempt {
+    if any_exempt {
         d.exempted.insert(RuleId::Blacklist);
-        nums.iter()
-            .flatten()
-            .filter(|j| listed(j))
-            .find_map(|j| j.listed)
-    } else {
-        nums.iter().flatten().find_map(|j| j.listed)
-    };
-    rule_n!(RuleId::Blacklist, |j| listed(j));
+    }
+    let listed = |j: &Judged| j.listed.filter(|_| !(any_exempt && exempt(&j.n)));
+    d.blacklist_match = nums.iter().flatten().find_map(listed);
+    rule_n!(RuleId::Blacklist, |j| listed(j).is_some());
 
     rule_n!(RuleId::IntlForgedService, |j| policy
         .protected

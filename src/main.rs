@@ -116,7 +116,9 @@ fn main() {
         }
     }
     if let Cmd::Replay { captures, .. } = &cli.cmd
-        && captures.iter().any(|c| c.as_os_str() == "-")
+        && captures
+            .iter()
+            .any(|c| sipfence::replay::capture::is_stdin(c))
     {
         if std::io::stdin().is_terminal() {
             eprintln!(

@@ -66,6 +66,14 @@ pub struct Record {
     pub behaviour: Option<BehaviourRecord>,
 }
 
+/// "reject 403", "allow": a verdict as the tables print it.
+pub fn verdict_text(verdict: &str, code: Option<u16>) -> String {
+    match code {
+        Some(c) => format!("{verdict} {c}"),
+        None => verdict.to_string(),
+    }
+}
+
 /// The column heads of [`table_row`].
 pub const TABLE_HEADER: &str = "time                     call-id                              caller           callee           trunk      verdict  rule";
 
@@ -81,10 +89,6 @@ pub fn table_row(
     code: Option<u16>,
     rule: Option<&str>,
 ) -> String {
-    let verdict = match code {
-        Some(c) => format!("{verdict} {c}"),
-        None => verdict.to_string(),
-    };
     format!(
         "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} {}",
         crate::cli::time::rfc3339(ts_ms),
@@ -92,7 +96,7 @@ pub fn table_row(
         caller.unwrap_or("-"),
         callee.unwrap_or("-"),
         trunk.unwrap_or("-"),
-        verdict,
+        verdict_text(verdict, code),
         rule.unwrap_or("-")
     )
 }

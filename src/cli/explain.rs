@@ -1,6 +1,7 @@
 //! `sipfence explain`: the verdict on messages in files, with the reasons.
 
 use bytes::Bytes;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -227,15 +228,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     status
 }
 
-/// A file's bytes; [`capture::STDIN`](crate::replay::capture::STDIN) reads a message
-/// piped or pasted in (`sipfence explain - <<'EOF'`).
+/// A file's bytes; `-` reads a message piped or pasted in (`sipfence explain - <<'EOF'`).
 fn read_input(f: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    if f.as_os_str() == crate::replay::capture::STDIN {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-        return Ok(b);
-    }
-    std::fs::read(f)
+    let mut b = Vec::new();
+    crate::replay::capture::open_input(f)?.read_to_end(&mut b)?;
+    Ok(b)
 }
 
 /// What `explain` says when it read a message otherwise than the bytes stood.
@@ -291,16 +288,13 @@ fn place_of(b: &[u8], offset: usize, kind: ErrorKind) -> String {
             .into();
     }
     let at = offset.min(b.len());
-    let start = b[..at]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |p| p + 1);
+    let (line, column) = crate::load_error::line_and_column(b, at);
+    let start = at + 1 - column;
     let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |p| at + p);
-    let line = b[..start].iter().filter(|&&c| c == b'\n').count() + 1;
     let text: String = String::from_utf8_lossy(&b[start..end])
         .trim_end_matches('\r')
         .chars()
         .take(120)
         .collect();
-    format!("line {line}, column {}: {text:?}", at - start + 1)
+    format!("line {line}, column {column}: {text:?}")
 }

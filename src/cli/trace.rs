@@ -5,13 +5,14 @@
 
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::cli::time::parse_time;
 use crate::numbering::normalise;
 use crate::observability::records::{record_files, rejected_files};
 use crate::policy::{Policy, RuleId};
+use crate::replay::capture::GZIP_MAGIC;
 
 /// What a record's `verdict` says.
 const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
@@ -253,16 +254,14 @@ fn build(policy: &Policy, a: &Args) -> Result<Filter, String> {
     Ok(f)
 }
 
-/// Reading a record file: plain, or gzip-compressed by log rotation.
+/// Reading a record file: plain, or gzip-compressed by log rotation (told by its magic
+/// bytes, as captures are).
 fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
-    let mut f = std::fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
-    let f = std::fs::File::open(path)?;
-    Ok(if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(f)))
+    let mut f = BufReader::new(std::fs::File::open(path)?);
+    Ok(if f.fill_buf()?.starts_with(&GZIP_MAGIC) {
+        Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(f)))
     } else {
-        Box::new(BufReader::new(f))
+        Box::new(f)
     })
 }
 

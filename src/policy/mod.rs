@@ -319,12 +319,7 @@ pub const BUILTIN_CONFIG: &str = include_str!("../../deploy/sipfence.toml");
 
 fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> LoadError {
     let (line, col) = match e.span() {
-        Some(sp) => {
-            let before = &text[..sp.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = sp.start - before.rfind('\n').map_or(0, |p| p + 1) + 1;
-            (line, col)
-        }
+        Some(sp) => crate::load_error::line_and_column(text.as_bytes(), sp.start),
         None => (0, 0),
     };
     let msg = e.message().trim().to_string();
@@ -603,7 +598,10 @@ impl Policy {
                         _ => {
                             return Err(LoadError::file(
                                 &file,
-                                "no such list here (blacklist, protected, roamers, own_segments, exempt, or whitelist:<trunk> of a trunk with a whitelist)",
+                                format!(
+                                    "no such list here ({}, or whitelist:<trunk> of a trunk with a whitelist)",
+                                    LIST_NAMES.join(", ")
+                                ),
                             ));
                         }
                     }

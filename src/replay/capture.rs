@@ -47,15 +47,24 @@ pub const STDIN: &str = "-";
 
 /// A capture's bytes: the file, or standard input for [`STDIN`].
 pub fn open(path: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
-    if path.as_os_str() == STDIN {
+    open_input(path).map_err(|e| format!("cannot open: {e}"))
+}
+
+/// The file at `path`, or standard input for [`STDIN`] (`replay -`, `explain -`).
+pub fn open_input(path: &Path) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    if is_stdin(path) {
         return Ok(Box::new(std::io::stdin()));
     }
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    Ok(Box::new(file))
+    Ok(Box::new(File::open(path)?))
+}
+
+/// `path` names standard input ([`STDIN`]).
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == STDIN
 }
 
 /// The first two bytes of a gzip stream (RFC 1952).
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// The file starts like a packet capture: pcap (either byte order, micro- or
 /// nanosecond), pcapng, or gzip (how captures are usually shipped). For `explain`, which

@@ -89,7 +89,7 @@ impl<'p> Replayer<'p> {
         out: &mut Outputs,
         on_record: &mut dyn FnMut(Record),
     ) -> Result<End, String> {
-        let name = if path.as_os_str() == capture::STDIN {
+        let name = if capture::is_stdin(path) {
             "standard input".to_string()
         } else {
             path.display().to_string()
@@ -392,13 +392,6 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     status
 }
 
-/// "reject 403", "allow": the verdict as the tables print it.
-fn verdict_text(r: &Record) -> String {
-    r.code
-        .map(|c| format!("{} {c}", r.verdict))
-        .unwrap_or_else(|| r.verdict.to_string())
-}
-
 /// `--baseline`: the calls the new policy judges otherwise than the running one.
 fn run_compare(
     policy: &Policy,
@@ -412,7 +405,8 @@ fn run_compare(
         Replayer::new(baseline, base_trunk),
     );
     let json = a.json;
-    let show = |r: &Record| verdict_text(r) + " " + r.rule.unwrap_or("-");
+    let show =
+        |r: &Record| crate::record::verdict_text(r.verdict, r.code) + " " + r.rule.unwrap_or("-");
     if !json {
         println!(
             "{:<24} {:<36} {:<16} {:<10} baseline -> new",
