@@ -10,7 +10,7 @@ use sipfence::record::Record;
 use sipfence::replay::capture::End;
 use sipfence::replay::{Outputs, Replayer};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
     common::project_dir()
@@ -143,6 +143,17 @@ fn not_a_capture_is_refused_clearly() {
     assert!(e.unwrap_err().contains("not a pcap"));
 }
 
+/// What `sipfence replay --json FILE` prints (it must succeed).
+fn replay_json(path: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `replay -` reads a capture from standard input as it comes: `tcpdump -U -w - |
 /// sipfence replay -` judges a mirror port's traffic live. Records come out while the
 /// capture is still being written (the first half is judged before the second is sent),
@@ -153,13 +164,7 @@ fn replay_judges_a_capture_piped_in_as_it_comes() {
     use std::process::{Command, Stdio};
     let path = root().join("testdata/pcap/rules-udp.pcap");
     let bytes = std::fs::read(&path).unwrap();
-    let from_file = Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["replay", "--json"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(from_file.status.code(), Some(0));
-    let want = String::from_utf8(from_file.stdout).unwrap();
+    let want = replay_json(&path);
     assert!(want.lines().count() > 10, "{want}");
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
@@ -237,12 +242,7 @@ fn ctrl_c_on_a_live_replay_waits_for_the_capture_to_end() {
     use std::time::{Duration, Instant};
     let path = root().join("testdata/pcap/rules-udp.pcap");
     let bytes = std::fs::read(&path).unwrap();
-    let want = Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["replay", "--json"])
-        .arg(&path)
-        .output()
-        .unwrap()
-        .stdout;
+    let want = replay_json(&path);
     let start = || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
             .args(["replay", "--json", "-"])
@@ -287,10 +287,7 @@ fn ctrl_c_on_a_live_replay_waits_for_the_capture_to_end() {
     let mut got = vec![first];
     stdout.read_to_end(&mut got).unwrap();
     assert!(wait(&mut child).success());
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
-    );
+    assert_eq!(String::from_utf8_lossy(&got), want);
     let mut err = String::new();
     child
         .stderr
