@@ -444,6 +444,23 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     d
 }
 
+/// The caller rules alone for an initial INVITE on trunk `trunk`, as if the trunk had
+/// proven who it is (`sipfence number` asks what a number would meet on each trunk;
+/// a trunk's digest challenge says nothing about the number). Everything else is
+/// [`decide`]'s own code path.
+pub fn judge_caller_rules(
+    policy: &Policy,
+    msg: &Message,
+    ctx: &Context<'_>,
+    trunk: usize,
+) -> Decision {
+    let mut d = Decision::new(Kind::Call, Some(trunk));
+    if trunk < policy.trunks.len() {
+        judge_caller(policy, msg, ctx, &mut d);
+    }
+    d
+}
+
 fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     let Some(ti) = d.trunk else { return };
     let trunk = &policy.trunks[ti];

@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod record;
 pub mod replay;
 pub mod sip;
+pub mod time;
 pub mod verdict;

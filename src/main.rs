@@ -57,6 +57,9 @@ enum Cmd {
     /// Trace-back: the decisions kept in the signaling records for a number, a call or
     /// a time (numbers in any form: they are normalised as the calls were).
     Trace(cli::trace::Args),
+    /// What the filter makes of a calling number (normalised form, class, lists) and
+    /// the verdict a call from it gets on each trunk. Exit 1 when a trunk refuses it.
+    Number(cli::number::Args),
     /// Lists shared by every gateway through Redis.
     Lists {
         #[command(subcommand)]
@@ -135,6 +138,13 @@ fn main() {
         Cmd::Check { config } => cli::check(config),
         Cmd::Trace(args) => match cli::load_policy(args.config.as_deref()) {
             Ok(p) => cli::trace::run(&p, &args),
+            Err(e) => {
+                eprintln!("sipfence: config refused: {e}");
+                2
+            }
+        },
+        Cmd::Number(args) => match cli::load_policy(args.config.as_deref()) {
+            Ok(p) => cli::number::run(&p, &args),
             Err(e) => {
                 eprintln!("sipfence: config refused: {e}");
                 2

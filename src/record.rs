@@ -91,7 +91,7 @@ pub fn table_row(
 ) -> String {
     format!(
         "{:<24} {:<36} {:<16} {:<16} {:<10} {:<8} {}",
-        crate::cli::time::rfc3339(ts_ms),
+        crate::time::rfc3339(ts_ms),
         call_id,
         caller.unwrap_or("-"),
         callee.unwrap_or("-"),

@@ -321,7 +321,7 @@ listen = ""
         .max()
         .unwrap();
     let beijing = |ms: u64| {
-        let utc = sipfence::cli::time::rfc3339(ms + 8 * 3_600_000);
+        let utc = sipfence::time::rfc3339(ms + 8 * 3_600_000);
         utc.replace('Z', "+08:00")
     };
     let (_, got, text, _) = trace(&["--since", &beijing(first_ms), "--until", &beijing(last_ms)]);

@@ -26,20 +26,9 @@ pub struct Args {
 
 pub fn run(policy: &Policy, a: &Args) -> i32 {
     let trunk = match &a.trunk {
-        Some(name) => match policy.trunk_by_name(name) {
-            Some(t) => Some(t),
-            None => {
-                eprintln!(
-                    "sipfence: no trunk named '{name}' (have: {})",
-                    policy
-                        .trunks
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return 2;
-            }
+        Some(name) => match super::trunk_arg(policy, name) {
+            Ok(t) => Some(t),
+            Err(status) => return status,
         },
         // Neither given: judge as the first trunk, the usual case for a one-trunk file.
         None if a.source.is_none() => (!policy.trunks.is_empty()).then_some(0),

@@ -8,7 +8,7 @@ use crate::policy::Policy;
 
 pub mod explain;
 pub mod lists;
-pub mod time;
+pub mod number;
 pub mod trace;
 
 /// Loads `--config FILE`, or the built-in example policy when none is given.
@@ -17,6 +17,23 @@ pub fn load_policy(config: Option<&Path>) -> Result<Policy, LoadError> {
         Some(p) => Policy::load(p),
         None => Policy::builtin(),
     }
+}
+
+/// `--trunk NAME` as a trunk index; an unknown name is refused with the names there
+/// are (exit status 2, a usage error).
+pub fn trunk_arg(policy: &Policy, name: &str) -> Result<usize, i32> {
+    policy.trunk_by_name(name).ok_or_else(|| {
+        eprintln!(
+            "sipfence: no trunk named '{name}' (have: {})",
+            policy
+                .trunks
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        2
+    })
 }
 
 pub fn check(config: Option<PathBuf>) -> i32 {

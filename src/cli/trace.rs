@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::cli::time::parse_time;
 use crate::numbering::normalise;
 use crate::observability::records::{record_files, rejected_files};
 use crate::policy::{Policy, RuleId};
 use crate::replay::capture::GZIP_MAGIC;
+use crate::time::parse_time;
 
 /// What a record's `verdict` says.
 const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];

@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::behaviour::{self, local::LocalTracker};
-use crate::cli::time::rfc3339;
 use crate::decide::{Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
 use crate::policy::rate::LocalRateCounter;
 use crate::record::Record;
 use crate::sip::Message;
+use crate::time::rfc3339;
 use capture::{End, Packet};
 use net::{Decoder, TcpFlows};
 use pcapout::PcapWriter;
@@ -264,18 +264,9 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 }
 
-/// The `--trunk` of a policy: `Err` when it has none of that name.
-fn trunk_of(policy: &Policy, name: Option<&str>) -> Result<Option<usize>, ()> {
-    match name {
-        Some(n) => match policy.trunk_by_name(n) {
-            Some(t) => Ok(Some(t)),
-            None => {
-                eprintln!("sipfence: no trunk named '{n}'");
-                Err(())
-            }
-        },
-        None => Ok(None),
-    }
+/// The `--trunk` of a policy: `Err` (the exit status) when it has none of that name.
+fn trunk_of(policy: &Policy, name: Option<&str>) -> Result<Option<usize>, i32> {
+    name.map(|n| crate::cli::trunk_arg(policy, n)).transpose()
 }
 
 pub fn run(policy: &Policy, a: &Args) -> i32 {

@@ -1,5 +1,7 @@
 //! Times as operators write them: RFC 3339 in and out, with no time-zone database
 //! (a gateway in China logs in UTC+8, its records in UTC; an offset says which).
+//! Calendar arithmetic only: no clock is read here (the shells read it, `cli::now_ms`),
+//! so records, replay and trace share it with the core's purity intact.
 
 /// RFC 3339 UTC time of a Unix millisecond count.
 pub fn rfc3339(ms: u64) -> String {

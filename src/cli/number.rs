@@ -1,0 +1,308 @@
+//! `sipfence number`: what the filter makes of a calling number, and what a call from
+//! it meets on each trunk. The engineer writing a whitelist, answering a complaint
+//! ("our customer's calls are refused") or checking a blacklist entry asks this of a
+//! number, not of a SIP message: `explain` needs a whole message.
+//!
+//! Nothing is computed here that the core does not compute for a live call: the number
+//! goes through `numbering::normalise` and the plan, the lists are the policy's own
+//! lookups, and each trunk's verdict comes from the caller rules run on an INVITE that
+//! carries the number in From and P-Asserted-Identity, parsed by the same parser.
+
+use bytes::Bytes;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::behaviour::local::LocalTracker;
+use crate::decide::{Context, judge_caller_rules};
+use crate::identity::uri_number;
+use crate::numbering::{NotANumber, Number, normalise};
+use crate::policy::Policy;
+use crate::policy::lists::{ListMatch, NumberSet};
+use crate::policy::rate::LocalRateCounter;
+use crate::record::{Record, verdict_text};
+use crate::sip::{Message, Span};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The policy to ask (default: the built-in example).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Judge on this trunk only (default: every trunk).
+    #[arg(long)]
+    pub trunk: Option<String>,
+    /// The number called (Request-URI and To); a number or a sip/tel URI.
+    #[arg(long, default_value = "+861012345678")]
+    pub callee: String,
+    /// Time of the call (hour and day rules): Unix seconds or RFC 3339
+    /// (`2026-11-30T10:00:00+08:00`); default now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// One JSON object per number.
+    #[arg(long)]
+    pub json: bool,
+    /// Calling numbers in any written form (`010 1234 5678`, `+8613812345678`,
+    /// `0086...`), or sip/tel URIs.
+    #[arg(required = true)]
+    pub numbers: Vec<String>,
+}
+
+/// The sender a judged call is shown from: TEST-NET-1, never a real trunk's address.
+const SOURCE: &str = "192.0.2.1:5060";
+
+/// What the filter reads from the text given: a number in any written form, or a
+/// sip/sips/tel URI as a header would carry it (`tel:010-12345678;phone-context=+86`).
+fn read_number(policy: &Policy, input: &str) -> Result<Number, NotANumber> {
+    let cc = policy.plan.country();
+    let b = input.trim().as_bytes();
+    let scheme = b.iter().position(|&c| c == b':').map(|p| &b[..p]);
+    if scheme.is_some_and(|s| {
+        [&b"sip"[..], b"sips", b"tel"]
+            .iter()
+            .any(|k| s.eq_ignore_ascii_case(k))
+    }) {
+        if !b.iter().all(|&c| crate::sip::lex::is_uri_char(c)) {
+            return Err(NotANumber::NonNumeric);
+        }
+        return uri_number(b, Span::new(0, b.len()), cc).1;
+    }
+    normalise(b, cc, None)
+}
+
+/// The identity a test call presents: the text as given when a URI or a user part can
+/// carry it unchanged (so that every rule sees the form the peer would send), else the
+/// number as normalised, else the text %-escaped (a withheld "anonymous", say).
+fn identity_uri(input: &str, number: Option<&Number>) -> String {
+    let t = input.trim();
+    let lower = t.to_ascii_lowercase();
+    if ["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| lower.starts_with(s))
+        && t.bytes().all(crate::sip::lex::is_uri_char)
+        && !t.contains(['<', '>'])
+    {
+        return t.to_string();
+    }
+    let user_safe = |c: u8| c.is_ascii_alphanumeric() || b"-_.!~*'()+".contains(&c);
+    let user = if t.bytes().all(user_safe) {
+        t.to_string()
+    } else if let Some(n) = number {
+        n.e164()
+    } else {
+        t.bytes()
+            .map(|c| {
+                if user_safe(c) {
+                    (c as char).to_string()
+                } else {
+                    format!("%{c:02X}")
+                }
+            })
+            .collect()
+    };
+    if user.is_empty() {
+        "sip:192.0.2.1".into()
+    } else {
+        format!("sip:{user}@192.0.2.1;user=phone")
+    }
+}
+
+/// An initial INVITE from `caller` (a URI) to `callee`, as a peer gateway sends one.
+fn test_call(caller: &str, callee: &str, n: usize) -> Result<Message, String> {
+    let callee_uri = if callee.contains(':') {
+        callee.to_string()
+    } else {
+        format!("sip:{callee}@core.invalid;user=phone")
+    };
+    let text = format!(
+        "INVITE {callee_uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {SOURCE};branch=z9hG4bK-sipfence-number-{n}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <{caller}>;tag=number-{n}\r\n\
+         To: <{callee_uri}>\r\n\
+         Call-ID: sipfence-number-{n}@192.0.2.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         P-Asserted-Identity: <{caller}>\r\n\
+         Contact: <sip:{SOURCE}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(Bytes::from(text)).map_err(|e| e.to_string())
+}
+
+fn list_hit(set: &NumberSet, n: &Number) -> Option<String> {
+    set.lookup(n).map(|m| match m {
+        ListMatch::Exact => "exact".to_string(),
+        ListMatch::Segment(l) => format!(
+            "segment +{}*",
+            n.as_str().get(..l as usize).unwrap_or(n.as_str())
+        ),
+    })
+}
+
+pub fn run(policy: &Policy, a: &Args) -> i32 {
+    let trunks: Vec<usize> = match &a.trunk {
+        Some(name) => match super::trunk_arg(policy, name) {
+            Ok(t) => vec![t],
+            Err(status) => return status,
+        },
+        None => (0..policy.trunks.len()).collect(),
+    };
+    let callee_ok = read_number(policy, &a.callee).is_ok();
+    if !callee_ok {
+        eprintln!("sipfence: --callee '{}' is not a number", a.callee);
+        return 2;
+    }
+    let now = match a.at.as_deref().map(crate::time::parse_time) {
+        None => super::now_ms(),
+        Some(Ok(ms)) => ms,
+        Some(Err(e)) => {
+            eprintln!("sipfence: --at: {e}");
+            return 2;
+        }
+    };
+    let source: SocketAddr = SOURCE.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
+    let mut status = 0;
+    for (i, input) in a.numbers.iter().enumerate() {
+        let number = read_number(policy, input);
+        let class = number.as_ref().ok().map(|n| policy.plan.classify(n));
+        let mut lists = vec![];
+        if let Ok(n) = &number {
+            for (name, set) in policy.named_lists() {
+                if let Some(how) = list_hit(set, n) {
+                    lists.push((name.to_string(), how));
+                }
+            }
+            for t in &policy.trunks {
+                if let Some(how) = t.whitelist.as_ref().and_then(|w| list_hit(w, n)) {
+                    lists.push((format!("whitelist:{}", t.name), how));
+                }
+            }
+        }
+        let caller = identity_uri(input, number.as_ref().ok());
+        let msg = match test_call(&caller, &a.callee, i) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("sipfence: '{input}' cannot be carried in a SIP URI: {e}");
+                status = 2;
+                continue;
+            }
+        };
+        let mut verdicts = vec![];
+        for &t in &trunks {
+            // A first call: fresh rate counters and behaviour, as a number never seen.
+            let rates = LocalRateCounter::new(64);
+            let tracker = LocalTracker::new(16, 16);
+            let ctx = Context {
+                source,
+                local: None,
+                trunk: Some(t),
+                now_ms: now,
+                rates: &rates,
+                behaviour: &tracker,
+            };
+            let d = judge_caller_rules(policy, &msg, &ctx, t);
+            if d.is_reject() {
+                status = status.max(1);
+            }
+            verdicts.push((t, Record::new(policy, &msg, &d, source, now)));
+        }
+        let flags: Vec<&'static str> = class
+            .map(|c| {
+                [
+                    (c.flags.mvno, "mvno"),
+                    (c.flags.satellite, "satellite"),
+                    (c.flags.novoice, "novoice"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect()
+            })
+            .unwrap_or_default();
+        if a.json {
+            let trunks: Vec<_> = verdicts
+                .iter()
+                .map(|(t, r)| {
+                    json!({
+                        "trunk": policy.trunks[*t].name,
+                        "role": policy.trunks[*t].role.as_str(),
+                        "verdict": r.verdict,
+                        "code": r.code,
+                        "rule": r.rule,
+                        "hits": r.hits,
+                        "exempted": r.exempted,
+                    })
+                })
+                .collect();
+            let lists: Vec<_> = lists
+                .iter()
+                .map(|(l, how)| json!({"list": l, "match": how}))
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "input": input,
+                    "number": number.as_ref().ok().map(Number::e164),
+                    "not_a_number": number.as_ref().err().map(|e| e.as_str()),
+                    "class": class.map(|c| c.class.as_str()),
+                    "operator": class.and_then(|c| c.operator),
+                    "flags": flags,
+                    "lists": lists,
+                    "trunks": trunks,
+                })
+            );
+            continue;
+        }
+        println!("{}", if input.is_empty() { "\"\"" } else { input });
+        match (&number, class) {
+            (Ok(n), Some(c)) => println!(
+                "  number   {}  {}{}{}",
+                n.e164(),
+                c.class.as_str(),
+                c.operator
+                    .map(|o| format!(", allocated to {o}"))
+                    .unwrap_or_default(),
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", flags.join(", "))
+                }
+            ),
+            (Err(e), _) => println!("  number   - (not a number: {})", e.as_str()),
+            (Ok(_), None) => {}
+        }
+        if number.is_ok() {
+            if lists.is_empty() {
+                println!("  lists    none");
+            }
+            for (l, how) in &lists {
+                println!("  lists    {l} ({how})");
+            }
+        }
+        for (t, r) in &verdicts {
+            let tr = &policy.trunks[*t];
+            let also: Vec<&str> = r
+                .hits
+                .iter()
+                .copied()
+                .filter(|h| Some(*h) != r.rule)
+                .collect();
+            println!(
+                "  {:<20} {:<14} {:<9} {}{}{}",
+                tr.name,
+                tr.role.as_str(),
+                verdict_text(r.verdict, r.code),
+                r.rule.unwrap_or("-"),
+                if also.is_empty() {
+                    String::new()
+                } else {
+                    format!("  matched {}", also.join(", "))
+                },
+                if r.exempted.is_empty() {
+                    String::new()
+                } else {
+                    format!("  exempted {}", r.exempted.join(", "))
+                }
+            );
+        }
+    }
+    status
+}

@@ -1,0 +1,288 @@
+//! `sipfence number`: a calling number in any written form, what the filter makes of it
+//! and the verdict a call from it gets on each trunk, against the shipped example
+//! policies and their list files. The verdicts must be the ones `explain` gives a real
+//! message carrying the number.
+
+mod common;
+
+use serde_json::Value;
+use std::process::Command;
+
+fn sipfence(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .current_dir(common::project_dir())
+        .args(args)
+        .output()
+        .expect("run sipfence");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `number --json` for one number: the object, and the exit status.
+fn number(args: &[&str], n: &str) -> (i32, Value) {
+    let mut a = vec!["number", "--json"];
+    a.extend_from_slice(args);
+    a.push(n);
+    let (code, out, err) = sipfence(&a);
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    (code, v)
+}
+
+/// trunk name -> (verdict, code, rule)
+fn verdicts(v: &Value) -> Vec<(String, String, Option<u64>, Option<String>)> {
+    v["trunks"]
+        .as_array()
+        .expect("trunks")
+        .iter()
+        .map(|t| {
+            (
+                t["trunk"].as_str().unwrap_or_default().to_string(),
+                t["verdict"].as_str().unwrap_or_default().to_string(),
+                t["code"].as_u64(),
+                t["rule"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+const ENT: &str = "deploy/examples/enterprise-gateway.toml";
+const INTL: &str = "deploy/examples/international-gateway.toml";
+/// A Monday, 10:00 in Beijing: inside every example contract's hours.
+const MONDAY_10: &str = "2026-11-30T10:00:00+08:00";
+
+#[test]
+fn every_written_form_is_the_same_number() {
+    let forms = [
+        "013812345678",
+        "+8613812345678",
+        "0086 138 1234 5678",
+        "8613812345678",
+        "+86-138-1234-5678",
+        "tel:+86-138-1234-5678",
+        "sip:+8613812345678@gw.example.net;user=phone",
+        "＋８６１３８１２３４５６７８",
+    ];
+    let (_, first) = number(&[], forms[0]);
+    assert_eq!(first["number"], "+8613812345678");
+    assert_eq!(first["class"], "mobile");
+    assert_eq!(first["operator"], "cmcc");
+    for f in forms {
+        let (code, v) = number(&[], f);
+        assert_eq!(v["number"], first["number"], "{f}");
+        assert_eq!(v["class"], first["class"], "{f}");
+        assert_eq!(verdicts(&v), verdicts(&first), "{f}");
+        // The built-in intl trunk refuses a domestic number arriving from abroad.
+        assert_eq!(code, 1, "{f}");
+    }
+    // And one the plan refuses (026 is unassigned) is refused by the plan's rule.
+    let (code, v) = number(&[], "02612345678");
+    assert_eq!(v["class"], "invalid");
+    assert_eq!(code, 1);
+    assert!(
+        verdicts(&v)
+            .iter()
+            .all(|t| t.3.as_deref() == Some("numbering-plan"))
+    );
+}
+
+#[test]
+fn enterprise_contract_whitelist_hours_and_own_segments() {
+    let at = ["--config", ENT, "--at", MONDAY_10];
+    // The bank's 400 number: on its whitelist (exact) and in our own segments.
+    let (code, v) = number(&[&at[..], &["--trunk", "ent-bank"]].concat(), "4008001234");
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["number"], "+864008001234");
+    assert_eq!(v["class"], "shared-cost");
+    let lists: Vec<(String, String)> = v["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["list"].to_string(), l["match"].to_string()))
+        .collect();
+    assert!(lists.contains(&("\"whitelist:ent-bank\"".into(), "\"exact\"".into())));
+    assert!(lists.contains(&("\"own_segments\"".into(), "\"segment +864008*\"".into())));
+    assert_eq!(
+        verdicts(&v),
+        [("ent-bank".into(), "allow".into(), None, None)]
+    );
+    // The same number on every trunk: only the bank may present it.
+    let (code, v) = number(&at, "4008001234");
+    assert_eq!(code, 1);
+    for (t, verdict, c, rule) in verdicts(&v) {
+        if t == "ent-bank" {
+            assert_eq!(verdict, "allow");
+        } else {
+            assert_eq!(
+                (verdict.as_str(), c, rule.as_deref()),
+                ("reject", Some(403), Some("enterprise-not-whitelisted")),
+                "{t}"
+            );
+        }
+    }
+    // An agent's line inside the DID range (national form), and one just outside it.
+    let (code, _) = number(
+        &[&at[..], &["--trunk", "ent-bank"]].concat(),
+        "010 5555 0199",
+    );
+    assert_eq!(code, 0);
+    let (code, v) = number(
+        &[&at[..], &["--trunk", "ent-bank"]].concat(),
+        "010 5555 0200",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        verdicts(&v)[0].3.as_deref(),
+        Some("enterprise-not-whitelisted")
+    );
+    // Another network's number is refused before the whitelist is read.
+    let (_, v) = number(
+        &[&at[..], &["--trunk", "ent-bank"]].concat(),
+        "+14155550123",
+    );
+    assert_eq!(
+        verdicts(&v)[0].3.as_deref(),
+        Some("enterprise-foreign-network")
+    );
+    // Sunday, and Monday night: outside the bank's contract hours.
+    for when in [
+        "2026-11-29T10:00:00+08:00",
+        "2026-11-30T22:30:00+08:00",
+        "1764511200",
+    ] {
+        let (code, v) = number(
+            &["--config", ENT, "--trunk", "ent-bank", "--at", when],
+            "4008001234",
+        );
+        assert_eq!(code, 1, "{when}");
+        assert_eq!(
+            verdicts(&v)[0].3.as_deref(),
+            Some("enterprise-hours"),
+            "{when}"
+        );
+    }
+}
+
+#[test]
+fn international_gateway_numbers() {
+    let c = [
+        "--config",
+        INTL,
+        "--at",
+        MONDAY_10,
+        "--trunk",
+        "intl-carrier-a",
+    ];
+    let rule_of = |n: &str| {
+        let (code, v) = number(&c, n);
+        let t = verdicts(&v);
+        assert_eq!(t.len(), 1, "{v}");
+        (code, t[0].1.clone(), t[0].3.clone(), v)
+    };
+    // A foreign caller passes, labelled as from abroad; a domestic one from abroad does
+    // not; nor a forged 110.
+    assert_eq!(rule_of("+442071234567").1, "label");
+    assert_eq!(
+        rule_of("+442071234567").2.as_deref(),
+        Some("label-international")
+    );
+    assert_eq!(rule_of("+442071234567").0, 0);
+    assert_eq!(
+        rule_of("13812345678").2.as_deref(),
+        Some("intl-domestic-caller")
+    );
+    assert_eq!(rule_of("110").2.as_deref(), Some("intl-forged-service"));
+    // Our own subscriber roaming abroad, calling home (the roamers list, national form).
+    let (code, verdict, _, v) = rule_of("139 0000 0002");
+    assert_eq!((code, verdict.as_str()), (0, "allow"), "{v}");
+    assert_eq!(v["lists"][0]["list"], "roamers");
+    // Withheld and blank callers are refused, and said not to be numbers.
+    for (n, why) in [("anonymous", "withheld"), ("", "empty")] {
+        let (code, verdict, rule, v) = rule_of(n);
+        assert_eq!((code, verdict.as_str()), (1, "reject"), "{n:?}");
+        assert!(
+            matches!(rule.as_deref(), Some("blank-caller" | "withheld-caller")),
+            "{n:?}: {v}"
+        );
+        assert_eq!(v["not_a_number"], why);
+        assert!(v["number"].is_null());
+    }
+}
+
+/// The verdict `number` reports is the one `explain` gives a message from that caller.
+#[test]
+fn number_and_explain_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cfg, trunk) in [(ENT, "ent-bank"), (INTL, "intl-carrier-a"), ("", "ent-400")] {
+        for n in [
+            "+864008001234",
+            "+861055550100",
+            "+8613812345678",
+            "+442071234567",
+            "+8613800000001",
+            "+8617099999123",
+            "+86110",
+            "+8614512345678",
+        ] {
+            let mut args = vec!["--trunk", trunk, "--at", "1764468000"];
+            if !cfg.is_empty() {
+                args.extend(["--config", cfg]);
+            }
+            let (_, v) = number(&args, n);
+            let msg = dir.path().join("call.sip");
+            std::fs::write(
+                &msg,
+                format!(
+                    "INVITE sip:+861012345678@core.example.net;user=phone SIP/2.0\r\n\
+                     Via: SIP/2.0/UDP 10.100.1.2:5060;branch=z9hG4bK-agree\r\n\
+                     Max-Forwards: 70\r\n\
+                     From: <sip:{n}@10.100.1.2;user=phone>;tag=a\r\n\
+                     To: <sip:+861012345678@core.example.net;user=phone>\r\n\
+                     Call-ID: agree@10.100.1.2\r\nCSeq: 1 INVITE\r\n\
+                     P-Asserted-Identity: <sip:{n}@10.100.1.2;user=phone>\r\n\
+                     Contact: <sip:10.100.1.2:5060>\r\nContent-Length: 0\r\n\r\n"
+                ),
+            )
+            .unwrap();
+            let mut e = vec!["explain", "--json", "--trunk", trunk, "--at", "1764468000"];
+            if !cfg.is_empty() {
+                e.extend(["--config", cfg]);
+            }
+            let path = msg.to_string_lossy().into_owned();
+            e.push(&path);
+            let (_, out, err) = sipfence(&e);
+            let x: Value =
+                serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+            let t = &v["trunks"][0];
+            for k in ["verdict", "code", "rule", "hits"] {
+                assert_eq!(t[k], x[k], "{trunk} {n} {k}: number {t} explain {x}");
+            }
+        }
+    }
+}
+
+#[test]
+fn usage_errors_are_refused_with_the_reason() {
+    let (code, _, err) = sipfence(&["number", "--trunk", "nope", "13812345678"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no trunk named 'nope'") && err.contains("intl, ent-400"),
+        "{err}"
+    );
+    let (code, _, err) = sipfence(&["number", "--at", "yesterday", "13812345678"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--at") && err.contains("RFC 3339") || err.contains("YYYY"),
+        "{err}"
+    );
+    let (code, _, err) = sipfence(&["number", "--callee", "nobody", "13812345678"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--callee"), "{err}");
+    // The text form names the list and how the number matched it.
+    let (code, out, _) = sipfence(&["number", "+8617099999123"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("blacklist (segment +8617099999*)"), "{out}");
+    assert!(out.contains("reject 608 blacklist"), "{out}");
+}
