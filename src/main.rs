@@ -28,6 +28,10 @@ enum Cmd {
         /// Policy file (TOML); the built-in example policy when omitted.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also say what it changes against this policy (the one running): what a
+        /// reload would apply, and what would take a restart.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Replay pcap/pcapng captures through a policy: the verdict every call would get.
     Replay {
@@ -135,7 +139,7 @@ fn main() {
         Cmd::Run { config, workers } => {
             sipfence::proxy::run(sipfence::proxy::RunArgs { config, workers })
         }
-        Cmd::Check { config } => cli::check(config),
+        Cmd::Check { config, against } => cli::check(config, against),
         Cmd::Trace(args) => match cli::load_policy(args.config.as_deref()) {
             Ok(p) => cli::trace::run(&p, &args),
             Err(e) => {

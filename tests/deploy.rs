@@ -124,3 +124,56 @@ fn example_policies_load() {
     assert!(n >= 3);
     assert!(Policy::load(&root.join("deploy/sipfence.toml")).is_ok());
 }
+
+/// `sipfence check --against RUNNING`: what a reload of the new files would change, on
+/// the shipped enterprise example with its list files edited as a feed would.
+#[test]
+fn check_against_the_running_policy_names_each_change() {
+    let root = common::project_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = root.join("deploy/examples");
+    std::fs::create_dir(dir.path().join("lists")).unwrap();
+    for e in std::fs::read_dir(ex.join("lists")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join("lists").join(e.file_name())).unwrap();
+    }
+    let old = std::fs::read_to_string(ex.join("enterprise-gateway.toml")).unwrap();
+    let new = old
+        .replacen("hours = \"08:00-21:00\"", "hours = \"07:30-22:00\"", 1)
+        .replace("udp:10.50.0.10:5062", "udp:10.50.0.10:5064");
+    std::fs::write(dir.path().join("new.toml"), new).unwrap();
+    let bl = dir.path().join("lists/blacklist.txt");
+    let text = std::fs::read_to_string(&bl).unwrap();
+    std::fs::write(&bl, format!("{text}+8613800000999\n")).unwrap();
+    let run = |against: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .arg("check")
+            .arg("--config")
+            .arg(dir.path().join("new.toml"))
+            .arg("--against")
+            .arg(against)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(&ex.join("enterprise-gateway.toml"));
+    for line in [
+        "reload applies: list blacklist +1 -0 (6 -> 7 entries)",
+        "reload applies: trunk ent-bank: hours 08:00-21:00 UTC+08:00 mon,tue,wed,thu,fri,sat -> 07:30-22:00 UTC+08:00 mon,tue,wed,thu,fri,sat",
+        "reload applies: trunk ent-clinic: listen [udp:10.50.0.10:5062] -> [udp:10.50.0.10:5064]",
+        "needs a restart (read at start only): listen addresses +udp:10.50.0.10:5064 -udp:10.50.0.10:5062",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("reload applies:").count(), 3, "{out}");
+    // Against itself: nothing.
+    let out = run(&dir.path().join("new.toml"));
+    assert!(
+        out.contains("changes against") && out.contains("  none\n"),
+        "{out}"
+    );
+}

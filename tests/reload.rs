@@ -120,3 +120,54 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(ask(base, "+442071111111", "r4").starts_with("SIP/2.0 608 "));
 }
+
+/// A reload says what it changed, and what it cannot apply: a new listen address is
+/// read at start only, so the answer says "needs a restart" and
+/// `sipfence_restart_pending` stays up until the setting is back as the process runs it.
+#[test]
+fn reload_says_what_it_changed_and_what_takes_a_restart() {
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "\"+442079999999\""), 1);
+    let cfg_path = proxy.dir.path().join("sipfence.toml");
+    assert_eq!(proxy.metric("sipfence_restart_pending"), 0.0);
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("no change to lists, trunks or rules"),
+        "{body}"
+    );
+
+    let udp_only = format!("listen = [\"udp:127.0.0.1:{base}\"]");
+    let with_tcp = format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]");
+    std::fs::write(
+        &cfg_path,
+        config(base, "\"+442079999999\", \"+442071111111\"").replace(&udp_only, &with_tcp),
+    )
+    .unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("applied: list blacklist +1 -0 (1 -> 2 entries)"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "needs a restart (read at start only): listen addresses +tcp:127.0.0.1:{base}"
+        )),
+        "{body}"
+    );
+    assert_eq!(proxy.metric("sipfence_restart_pending"), 1.0);
+    // What a reload can apply, it did.
+    assert!(ask(base, "+442071111111", "c1").starts_with("SIP/2.0 608 "));
+
+    // The listen address back as the process runs it: nothing pending any more.
+    std::fs::write(
+        &cfg_path,
+        config(base, "\"+442079999999\", \"+442071111111\""),
+    )
+    .unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("needs a restart"), "{body}");
+    assert_eq!(proxy.metric("sipfence_restart_pending"), 0.0);
+}

@@ -36,18 +36,37 @@ pub fn trunk_arg(policy: &Policy, name: &str) -> Result<usize, i32> {
     })
 }
 
-pub fn check(config: Option<PathBuf>) -> i32 {
-    match load_policy(config.as_deref()) {
-        Ok(p) => {
-            print!("{}", p.summary());
-            println!("ok");
-            0
-        }
+pub fn check(config: Option<PathBuf>, against: Option<PathBuf>) -> i32 {
+    let p = match load_policy(config.as_deref()) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("sipfence: config refused: {e}");
-            1
+            return 1;
+        }
+    };
+    print!("{}", p.summary());
+    if let Some(old) = against {
+        let o = match Policy::load(&old) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("sipfence: --against policy refused: {e}");
+                return 1;
+            }
+        };
+        let c = crate::policy::diff::changes(&o, &p);
+        println!("changes against {}:", old.display());
+        if c.is_empty() {
+            println!("  none");
+        }
+        for a in &c.applied {
+            println!("  reload applies: {a}");
+        }
+        for r in &c.restart {
+            println!("  needs a restart (read at start only): {r}");
         }
     }
+    println!("ok");
+    0
 }
 
 /// Wall-clock time in Unix milliseconds: read here, in the shell, never in the core.

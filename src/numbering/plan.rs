@@ -117,7 +117,7 @@ impl Classification {
     };
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Rule {
     class: Class,
     flags: Flags,
@@ -128,14 +128,14 @@ struct Rule {
 
 const NO_RULE: u32 = u32::MAX;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Node {
     child: [u32; 10],
     rule: u32,
 }
 
 /// A loaded numbering plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     country: Vec<u8>,
     rules: Vec<Rule>,

@@ -33,6 +33,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_decision_seconds",
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
+    "sipfence_restart_pending",
     "sipfence_list_entries",
     "sipfence_tcp_connections",
     "sipfence_records_written_total",
@@ -71,6 +72,7 @@ pub struct Metrics {
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
     pub loaded_at: IntGauge,
+    pub restart_pending: IntGauge,
     pub list_entries: IntGaugeVec,
     pub tcp_connections: IntGauge,
     pub records_written: IntCounter,
@@ -205,6 +207,11 @@ impl Metrics {
             "When the running policy was loaded",
         ));
         must(registry.register(Box::new(loaded_at.clone())));
+        let restart_pending = must(IntGauge::new(
+            "sipfence_restart_pending",
+            "Settings the loaded policy changed that the process reads at start only (listen addresses, workers, rate_keys, [metrics], [records], [log], [behaviour] sizes, [redis]): how many differ until a restart",
+        ));
+        must(registry.register(Box::new(restart_pending.clone())));
         let list_entries = must(IntGaugeVec::new(
             Opts::new("sipfence_list_entries", "Entries in the loaded lists"),
             &["list"],
@@ -333,6 +340,7 @@ impl Metrics {
             decision_seconds,
             reloads,
             loaded_at,
+            restart_pending,
             list_entries,
             tcp_connections,
             records_written,
@@ -405,7 +413,7 @@ impl Metrics {
                     let a = p.action(trunk.map(|_| i), *r);
                     (relevant && a.kind != ActionKind::Off).then(|| {
                         self.rule_hits
-                            .with_label_values(&[n, r.as_str(), action_str(a.kind)])
+                            .with_label_values(&[n, r.as_str(), a.kind.as_str()])
                     })
                 })
                 .collect::<Vec<_>>();
@@ -496,18 +504,6 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
-    }
-}
-
-pub fn action_str(k: ActionKind) -> &'static str {
-    match k {
-        ActionKind::Reject => "reject",
-        ActionKind::Drop => "drop",
-        ActionKind::Rewrite => "rewrite",
-        ActionKind::Label => "label",
-        ActionKind::RateLimit => "rate-limit",
-        ActionKind::Monitor => "monitor",
-        ActionKind::Off => "off",
     }
 }
 

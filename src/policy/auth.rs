@@ -41,7 +41,7 @@ impl std::fmt::Debug for TrunkAuth {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 struct User {
     name: Vec<u8>,
     /// H(name:realm:password) in lowercase hex, per algorithm; SHA-256 only when the
@@ -111,7 +111,7 @@ impl AuthCheck {
 
 /// Lowercase hex of a digest, kept on the stack (SHA-256's 64 digits at most): checking
 /// a call's credentials allocates nothing, like the rest of the allow path.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Hex {
     buf: [u8; 64],
     len: usize,
@@ -193,6 +193,16 @@ pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
 }
 
 impl TrunkAuth {
+    /// The same realm, users, passwords and limits. The nonce key is left out: without
+    /// a configured secret every load draws a new one, which is no change of the
+    /// trunk's contract.
+    pub fn same_terms(&self, o: &TrunkAuth) -> bool {
+        self.realm == o.realm
+            && self.users == o.users
+            && self.nonce_secs == o.nonce_secs
+            && self.max_failures == o.max_failures
+    }
+
     pub fn new(conf: &AuthConf, trunk: &str, key: [u8; 32]) -> Result<TrunkAuth, String> {
         let realm = conf.realm.clone().unwrap_or_else(|| trunk.to_string());
         if realm.is_empty() || realm.contains('"') || realm.contains('\\') {

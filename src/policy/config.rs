@@ -142,6 +142,21 @@ pub enum ActionKind {
     Off,
 }
 
+impl ActionKind {
+    /// As written in a policy (and in the `action` label of the metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Reject => "reject",
+            ActionKind::Drop => "drop",
+            ActionKind::Rewrite => "rewrite",
+            ActionKind::Label => "label",
+            ActionKind::RateLimit => "rate-limit",
+            ActionKind::Monitor => "monitor",
+            ActionKind::Off => "off",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConf {
@@ -167,7 +182,7 @@ pub enum Fallback {
 
 /// Several gateways as one filter: counters, list versions and records shared through
 /// Redis. Read at start (like `[metrics]`); empty `url`: everything stays local.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConf {
     /// `redis://host:port[/db]`.
@@ -244,6 +259,17 @@ pub struct SourceSpec {
     pub net: IpAddr,
     pub prefix: u8,
     pub port: Option<u16>,
+}
+
+/// As written in a policy: `10.1.2.0/24`, `127.0.0.1/32:5070`.
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)?;
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl SourceSpec {
@@ -431,17 +457,31 @@ impl<'de> Deserialize<'de> for UtcOffset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Days(pub u8);
 
+impl Days {
+    const NAMES: [&'static str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+    /// The days as written in a policy, Monday first.
+    pub fn names(self) -> Vec<&'static str> {
+        (0..7)
+            .filter(|i| self.0 & (1 << i) != 0)
+            .map(|i| Days::NAMES[i])
+            .collect()
+    }
+}
+
 impl<'de> Deserialize<'de> for Days {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
         let v = Vec::<String>::deserialize(d)?;
         let mut mask = 0u8;
         for s in &v {
-            let i = NAMES
+            let i = Days::NAMES
                 .iter()
                 .position(|n| s.eq_ignore_ascii_case(n))
                 .ok_or_else(|| {
-                    de::Error::custom(format!("day '{s}': expected one of {}", NAMES.join(", ")))
+                    de::Error::custom(format!(
+                        "day '{s}': expected one of {}",
+                        Days::NAMES.join(", ")
+                    ))
                 })?;
             mask |= 1 << i;
         }
@@ -484,7 +524,7 @@ pub struct TrunkConf {
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about
 /// `callers` x 106 B + `calls` x 57 B whatever the traffic, 41 MiB at the defaults,
 /// allocated only when a trunk runs behaviour rules).
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BehaviourTables {
     pub callers: usize,
@@ -548,7 +588,7 @@ impl Default for BehaviourConf {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConf {
     /// Receive loops (one current-thread runtime each); 0 = one per core.
@@ -587,7 +627,7 @@ impl Default for ProxyConf {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConf {
     /// HTTP address for /metrics, /healthz, /readyz, /reload; empty to disable.
@@ -602,7 +642,7 @@ impl Default for MetricsConf {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConf {
     /// Directory for signaling records (JSON lines); empty to disable.
@@ -626,7 +666,7 @@ impl Default for RecordsConf {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConf {
     /// tracing filter, e.g. "info" or "sipfence=debug"; RUST_LOG overrides it.

@@ -248,6 +248,26 @@ impl NumberSetBuilder {
 }
 
 impl NumberSet {
+    /// Entries (numbers and segments) in `self` and not in `old`, and in `old` and not
+    /// in `self`: one merge walk over the sorted keys (5 million entries: a few ms, at
+    /// reload only).
+    pub fn difference_counts(&self, old: &NumberSet) -> (usize, usize) {
+        fn walk(new: &[u64], old: &[u64]) -> (usize, usize) {
+            let (mut i, mut j, mut added, mut removed) = (0, 0, 0, 0);
+            while i < new.len() && j < old.len() {
+                match new[i].cmp(&old[j]) {
+                    std::cmp::Ordering::Less => (added, i) = (added + 1, i + 1),
+                    std::cmp::Ordering::Greater => (removed, j) = (removed + 1, j + 1),
+                    std::cmp::Ordering::Equal => (i, j) = (i + 1, j + 1),
+                }
+            }
+            (added + new.len() - i, removed + old.len() - j)
+        }
+        let (a1, r1) = walk(&self.exact.keys, &old.exact.keys);
+        let (a2, r2) = walk(&self.prefixes.keys, &old.prefixes.keys);
+        (a1 + a2, r1 + r2)
+    }
+
     pub fn len(&self) -> usize {
         self.exact.len() + self.prefixes.len()
     }

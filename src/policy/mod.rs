@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod diff;
 pub mod lists;
 pub mod rate;
 
@@ -225,7 +226,7 @@ impl RuleId {
 }
 
 /// What a rule does when it matches, resolved from defaults, `[rules]` and `[trunk.rules]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Action {
     pub kind: ActionKind,
     pub code: u16,
@@ -716,12 +717,7 @@ impl Policy {
                     .join(", "),
                 t.sources
                     .iter()
-                    .map(|s| format!(
-                        "{}/{}{}",
-                        s.net,
-                        s.prefix,
-                        s.port.map(|p| format!(":{p}")).unwrap_or_default()
-                    ))
+                    .map(|s| s.to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
                 t.next_hop

@@ -27,9 +27,29 @@ use crate::observability::metrics::{Bound, Metrics};
 use crate::observability::records::{self, RecordSink};
 use crate::policy::Policy;
 use crate::policy::config::{ListenSpec, Transport};
+use crate::policy::diff::{self, StartOnly};
 use crate::policy::rate::{LocalRateCounter, RateCounter};
 use crate::record::Record;
 use crate::sip::Message;
+
+/// A reload's changes, logged one a line and said as text for whoever asked for the
+/// reload (`POST /reload` answers with it).
+fn said(c: &diff::Changes) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    if c.applied.is_empty() {
+        text.push_str("no change to lists, trunks or rules\n");
+    }
+    for a in &c.applied {
+        tracing::info!(change = %a, "reload applies");
+        let _ = writeln!(text, "applied: {a}");
+    }
+    for r in &c.restart {
+        tracing::warn!(setting = %r, "reload cannot apply this: read at start only; restart sipfence");
+        let _ = writeln!(text, "needs a restart (read at start only): {r}");
+    }
+    text
+}
 
 /// A loaded policy with its metric handles and version.
 pub struct Loaded {
@@ -58,6 +78,9 @@ pub struct Shared {
     pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
     pub next_conn: AtomicU64,
     pub config_path: Option<PathBuf>,
+    /// The settings this process took at start: a reload that changes them is applied
+    /// only by a restart, and says so.
+    pub start_only: StartOnly,
     pub started: Instant,
     /// sipfence_messages_total handles: [udp, tcp] x [request, response].
     pub msg_counters: [[prometheus::IntCounter; 2]; 2],
@@ -86,6 +109,7 @@ impl Shared {
                     p.trunks.len(),
                     p.blacklist.len()
                 );
+                let changes = self.changes(&p);
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
@@ -93,7 +117,7 @@ impl Shared {
                     .loaded_at
                     .set(crate::cli::now_ms() as i64 / 1000);
                 tracing::info!("{summary}");
-                Ok(summary)
+                Ok(format!("{summary}\n{}", said(&changes)))
             }
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["failed"]).inc();
@@ -101,6 +125,16 @@ impl Shared {
                 Err(format!("reload refused: {e}"))
             }
         }
+    }
+
+    /// What `new` changes against the running policy. Changes to settings read at
+    /// start only are counted against the process's own start, not the last reload
+    /// (`sipfence_restart_pending`), so that reverting them clears the gauge.
+    fn changes(&self, new: &Policy) -> diff::Changes {
+        let mut c = diff::changes(&self.loaded.load().policy, new);
+        c.restart = self.start_only.changes(&StartOnly::of(new));
+        self.metrics.restart_pending.set(c.restart.len() as i64);
+        c
     }
 
     /// The published list version running, if any.
@@ -128,6 +162,9 @@ impl Shared {
     ) -> Result<String, String> {
         let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
             .map_err(|e| e.to_string())?;
+        for c in diff::changes(&self.loaded.load().policy, &p).applied {
+            tracing::info!(change = %c, version, "published lists apply");
+        }
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
         let policy_version = self.install(p);
         if let Ok(mut g) = self.lists.lock() {
@@ -264,6 +301,7 @@ pub fn run(args: RunArgs) -> i32 {
         };
         (counters, Some(c))
     };
+    let start_only = StartOnly::of(&policy);
     let shared = Arc::new(Shared {
         rates,
         cluster,
@@ -287,6 +325,7 @@ pub fn run(args: RunArgs) -> i32 {
         tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
         config_path: args.config.clone(),
+        start_only,
         started: Instant::now(),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
             ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))

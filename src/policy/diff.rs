@@ -1,0 +1,498 @@
+//! What a new policy changes against the running one, said the way the on-call engineer
+//! checks a reload: "blacklist +120 -3", "trunk ent-bank: hours 08:00-21:00 -> 07:00-22:00".
+//!
+//! Two kinds of change: those a reload applies at once (lists, trunks, rules, live
+//! proxy settings), and those the running process read at start only (sockets,
+//! threads, the record writer, table sizes, Redis). A reload cannot apply the second
+//! kind; saying so, and keeping it visible until a restart, is what keeps a changed
+//! listen address from being believed in service.
+
+use super::config::{BehaviourTables, ListenSpec, LogConf, MetricsConf, RecordsConf, RedisConf};
+use super::lists::NumberSet;
+use super::{Action, Policy, RuleId, Trunk};
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Changes {
+    /// In force as soon as the new policy is swapped in.
+    pub applied: Vec<String>,
+    /// Read at start only: in force after a restart.
+    pub restart: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty() && self.restart.is_empty()
+    }
+}
+
+/// The settings a running proxy took at start and keeps until it is restarted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOnly {
+    /// Every address some trunk listens on: the sockets bound at start.
+    pub listen: Vec<ListenSpec>,
+    pub workers: usize,
+    pub rate_keys: usize,
+    pub metrics: MetricsConf,
+    pub records: RecordsConf,
+    pub log: LogConf,
+    pub behaviour: BehaviourTables,
+    pub redis: RedisConf,
+}
+
+impl StartOnly {
+    pub fn of(p: &Policy) -> StartOnly {
+        let mut listen: Vec<ListenSpec> = p.trunks.iter().flat_map(|t| t.listen.clone()).collect();
+        listen.sort();
+        listen.dedup();
+        StartOnly {
+            listen,
+            workers: p.proxy.workers,
+            rate_keys: p.proxy.rate_keys,
+            metrics: p.metrics.clone(),
+            records: p.records.clone(),
+            log: p.log.clone(),
+            behaviour: p.behaviour,
+            redis: p.redis.clone(),
+        }
+    }
+
+    /// What `new` would change of the settings taken at start.
+    pub fn changes(&self, new: &StartOnly) -> Vec<String> {
+        let mut out = vec![];
+        let added: Vec<String> = new
+            .listen
+            .iter()
+            .filter(|l| !self.listen.contains(l))
+            .map(|l| format!("+{l}"))
+            .collect();
+        let removed: Vec<String> = self
+            .listen
+            .iter()
+            .filter(|l| !new.listen.contains(l))
+            .map(|l| format!("-{l}"))
+            .collect();
+        if !added.is_empty() || !removed.is_empty() {
+            out.push(format!(
+                "listen addresses {}",
+                [added, removed].concat().join(" ")
+            ));
+        }
+        if self.workers != new.workers {
+            out.push(format!(
+                "[proxy] workers {} -> {}",
+                self.workers, new.workers
+            ));
+        }
+        if self.rate_keys != new.rate_keys {
+            out.push(format!(
+                "[proxy] rate_keys {} -> {}",
+                self.rate_keys, new.rate_keys
+            ));
+        }
+        if self.metrics != new.metrics {
+            out.push(format!(
+                "[metrics] listen '{}' -> '{}'",
+                self.metrics.listen, new.metrics.listen
+            ));
+        }
+        if self.records != new.records {
+            out.push("[records]".into());
+        }
+        if self.log != new.log {
+            out.push("[log]".into());
+        }
+        if self.behaviour != new.behaviour {
+            out.push(format!(
+                "[behaviour] table sizes {}/{} -> {}/{}",
+                self.behaviour.callers,
+                self.behaviour.calls,
+                new.behaviour.callers,
+                new.behaviour.calls
+            ));
+        }
+        if self.redis != new.redis {
+            out.push("[redis]".into());
+        }
+        out
+    }
+}
+
+/// `+120 -3 (5000000 -> 5000117 entries)`, or `None` when the entries are the same.
+pub fn list_change(old: &NumberSet, new: &NumberSet) -> Option<String> {
+    let (added, removed) = new.difference_counts(old);
+    (added + removed > 0).then(|| {
+        format!(
+            "+{added} -{removed} ({} -> {} entries)",
+            old.len(),
+            new.len()
+        )
+    })
+}
+
+fn action_text(a: &Action) -> String {
+    use super::config::ActionKind::*;
+    match a.kind {
+        Reject | RateLimit => format!("{} {}", a.kind.as_str(), a.code),
+        _ => a.kind.as_str().to_string(),
+    }
+}
+
+/// Rule actions that differ: `blacklist reject 608 -> monitor`.
+fn action_changes(old: &[Action], new: &[Action], runs: impl Fn(RuleId) -> bool) -> Vec<String> {
+    RuleId::ORDER
+        .iter()
+        .filter(|r| runs(**r))
+        .filter_map(|&r| {
+            let (o, n) = (old.get(r.index())?, new.get(r.index())?);
+            if o == n {
+                return None;
+            }
+            let (a, b) = (action_text(o), action_text(n));
+            Some(if a != b {
+                format!("rule {} {a} -> {b}", r.as_str())
+            } else {
+                format!("rule {} reason or label", r.as_str())
+            })
+        })
+        .collect()
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("none".into(), |v| v.to_string())
+}
+
+fn hours_text(t: &Trunk) -> String {
+    match t.hours {
+        None => "any time".into(),
+        Some(h) => {
+            let off = t.utc_offset_min;
+            format!(
+                "{:02}:{:02}-{:02}:{:02} UTC{}{:02}:{:02}{}",
+                h.from_min / 60,
+                h.from_min % 60,
+                h.to_min / 60,
+                h.to_min % 60,
+                if off < 0 { '-' } else { '+' },
+                off.abs() / 60,
+                off.abs() % 60,
+                match t.days {
+                    Some(d) => format!(" {}", d.names().join(",")),
+                    None => String::new(),
+                }
+            )
+        }
+    }
+}
+
+fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
+    let mut say = |what: String| out.push(format!("trunk {}: {what}", n.name));
+    if o.role != n.role {
+        say(format!("role {} -> {}", o.role.as_str(), n.role.as_str()));
+    }
+    if o.sources != n.sources {
+        let list = |s: &[super::config::SourceSpec]| {
+            s.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        say(format!(
+            "sources [{}] -> [{}]",
+            list(&o.sources),
+            list(&n.sources)
+        ));
+    }
+    if o.listen != n.listen {
+        let list = |s: &[ListenSpec]| {
+            s.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        say(format!(
+            "listen [{}] -> [{}]",
+            list(&o.listen),
+            list(&n.listen)
+        ));
+    }
+    if o.next_hop != n.next_hop {
+        say(format!(
+            "next hop {} -> {}",
+            opt(o.next_hop),
+            opt(n.next_hop)
+        ));
+    }
+    match (&o.whitelist, &n.whitelist) {
+        (Some(a), Some(b)) => {
+            if let Some(c) = list_change(a, b) {
+                say(format!("whitelist {c}"));
+            }
+        }
+        (None, Some(b)) => say(format!("whitelist added ({} entries)", b.len())),
+        (Some(_), None) => say("whitelist removed".into()),
+        (None, None) => {}
+    }
+    if (o.hours, o.utc_offset_min, o.days) != (n.hours, n.utc_offset_min, n.days) {
+        say(format!("hours {} -> {}", hours_text(o), hours_text(n)));
+    }
+    if o.max_per_minute != n.max_per_minute {
+        say(format!(
+            "max_calls_per_minute {} -> {}",
+            opt(o.max_per_minute),
+            opt(n.max_per_minute)
+        ));
+    }
+    if o.max_per_minute_per_caller != n.max_per_minute_per_caller {
+        say(format!(
+            "max_calls_per_minute_per_caller {} -> {}",
+            opt(o.max_per_minute_per_caller),
+            opt(n.max_per_minute_per_caller)
+        ));
+    }
+    if o.behaviour != n.behaviour {
+        say("behaviour thresholds".into());
+    }
+    if o.record_route != n.record_route {
+        say(format!(
+            "record_route {} -> {}",
+            o.record_route, n.record_route
+        ));
+    }
+    match (&o.auth, &n.auth) {
+        (Some(a), Some(b)) if !a.same_terms(b) => say("digest authentication terms".into()),
+        (None, Some(_)) => say("digest authentication on".into()),
+        (Some(_), None) => say("digest authentication off".into()),
+        _ => {}
+    }
+    for c in action_changes(&o.actions, &n.actions, |r| n.runs(r) || o.runs(r)) {
+        say(c);
+    }
+}
+
+/// Everything `new` changes against `old`.
+pub fn changes(old: &Policy, new: &Policy) -> Changes {
+    let mut applied = vec![];
+    for ((name, a), (_, b)) in old.named_lists().into_iter().zip(new.named_lists()) {
+        if let Some(c) = list_change(a, b) {
+            applied.push(format!("list {name} {c}"));
+        }
+    }
+    for t in &new.trunks {
+        match old.trunks.iter().find(|o| o.name == t.name) {
+            Some(o) => trunk_changes(o, t, &mut applied),
+            None => applied.push(format!("trunk {} added ({})", t.name, t.role.as_str())),
+        }
+    }
+    for o in &old.trunks {
+        if !new.trunks.iter().any(|t| t.name == o.name) {
+            applied.push(format!("trunk {} removed", o.name));
+        }
+    }
+    // The first trunk whose sources match takes the call: an order change moves calls.
+    let kept = |p: &Policy, other: &Policy| -> Vec<String> {
+        p.trunks
+            .iter()
+            .filter(|t| other.trunks.iter().any(|o| o.name == t.name))
+            .map(|t| t.name.clone())
+            .collect()
+    };
+    let (ko, kn) = (kept(old, new), kept(new, old));
+    if ko != kn {
+        applied.push(format!(
+            "trunk order (first match wins) {} -> {}",
+            ko.join(", "),
+            kn.join(", ")
+        ));
+    }
+    for c in action_changes(&old.default_actions, &new.default_actions, |r| {
+        r == RuleId::UnknownSource
+    }) {
+        applied.push(format!("unknown sources: {c}"));
+    }
+    if old.plan != new.plan {
+        applied.push(format!(
+            "numbering plan ({} -> {} rules)",
+            old.plan.rule_count(),
+            new.plan.rule_count()
+        ));
+    }
+    let mut setting = |name: &str, a: String, b: String| {
+        if a != b {
+            applied.push(format!("{name} '{a}' -> '{b}'"));
+        }
+    };
+    setting(
+        "label_header",
+        old.label_header.clone(),
+        new.label_header.clone(),
+    );
+    setting(
+        "verstat",
+        opt(old.verstat.as_ref()),
+        opt(new.verstat.as_ref()),
+    );
+    setting("server", old.server.clone(), new.server.clone());
+    setting(
+        "reason_header",
+        old.reason_header.to_string(),
+        new.reason_header.to_string(),
+    );
+    let (op, np) = (&old.proxy, &new.proxy);
+    // The [proxy] settings read live (workers and rate_keys are start-only, below).
+    macro_rules! live {
+        ($($f:ident),*) => {$(
+            setting(concat!("[proxy] ", stringify!($f)), format!("{:?}", op.$f), format!("{:?}", np.$f));
+        )*};
+    }
+    live!(
+        overload_ms,
+        retry_after,
+        tcp_idle_secs,
+        max_tcp_connections,
+        udp_mtu,
+        proxy_require_accepted
+    );
+    Changes {
+        applied,
+        restart: StartOnly::of(old).changes(&StartOnly::of(new)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[lists.blacklist]
+entries = ["+8613800000001", "+8617099999*"]
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:127.0.0.1:5060"]
+sources = ["10.0.0.0/24"]
+[[trunk]]
+name = "ent"
+role = "enterprise"
+listen = ["udp:127.0.0.1:5060"]
+sources = ["10.0.1.0/24"]
+hours = "08:00-21:00"
+utc_offset = "+08:00"
+[trunk.whitelist]
+entries = ["+864008001234"]
+[trunk.auth]
+users = ["pbx:secret"]
+"#;
+
+    fn policy(text: &str) -> Policy {
+        Policy::from_str(text, "t.toml", std::path::Path::new(".")).expect("test policy")
+    }
+
+    fn diff(new: &str) -> Changes {
+        changes(&policy(BASE), &policy(new))
+    }
+
+    #[test]
+    fn the_same_policy_changes_nothing() {
+        // Loaded twice: the digest nonce key is drawn anew (no secret configured), which
+        // is no change of the trunk's terms.
+        let c = diff(BASE);
+        assert!(c.is_empty(), "{c:?}");
+        assert!(changes(&Policy::builtin().unwrap(), &Policy::builtin().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn lists_count_what_was_added_and_removed() {
+        let c = diff(&BASE.replace(
+            r#"["+8613800000001", "+8617099999*"]"#,
+            r#"["+8613800000002", "13800000003", "+8617099999*"]"#,
+        ));
+        assert_eq!(c.applied, ["list blacklist +2 -1 (2 -> 3 entries)"]);
+        assert!(c.restart.is_empty());
+        // The same entries written otherwise (national form, another order, twice) are
+        // no change.
+        let c = diff(&BASE.replace(
+            r#"["+8613800000001", "+8617099999*"]"#,
+            r#"["+8617099999*", "13800000001", "008613800000001"]"#,
+        ));
+        assert!(c.is_empty(), "{c:?}");
+        let c = diff(&BASE.replace(
+            r#"["+864008001234"]"#,
+            r#"["+864008001234", "+864008001235"]"#,
+        ));
+        assert_eq!(c.applied, ["trunk ent: whitelist +1 -0 (1 -> 2 entries)"]);
+    }
+
+    #[test]
+    fn trunk_contract_and_rules() {
+        let c = diff(
+            &(BASE
+                .replace("08:00-21:00", "07:00-22:00")
+                .replace(
+                    "[trunk.auth]\nusers = [\"pbx:secret\"]",
+                    "[trunk.auth]\nusers = [\"pbx:other\"]",
+                )
+                .replace(
+                    "sources = [\"10.0.1.0/24\"]",
+                    "sources = [\"10.0.1.0/24\", \"10.0.2.7\"]\nmax_calls_per_minute = 60",
+                )
+                + "[rules.blacklist]\naction = \"monitor\"\n"),
+        );
+        assert_eq!(
+            c.applied,
+            [
+                "trunk intl: rule blacklist reject 608 -> monitor",
+                "trunk ent: sources [10.0.1.0/24] -> [10.0.1.0/24, 10.0.2.7/32]",
+                "trunk ent: hours 08:00-21:00 UTC+08:00 -> 07:00-22:00 UTC+08:00",
+                "trunk ent: max_calls_per_minute none -> 60",
+                "trunk ent: digest authentication terms",
+                "trunk ent: rule blacklist reject 608 -> monitor",
+            ]
+        );
+        assert!(c.restart.is_empty());
+    }
+
+    #[test]
+    fn trunks_added_removed_and_reordered() {
+        let intl = &BASE[BASE.find("[[trunk]]\nname = \"intl\"").unwrap()
+            ..BASE.find("[[trunk]]\nname = \"ent\"").unwrap()];
+        let swapped = BASE.replace(intl, "") + intl;
+        let c = diff(&swapped);
+        assert_eq!(
+            c.applied,
+            ["trunk order (first match wins) intl, ent -> ent, intl"]
+        );
+        let c = diff(&BASE.replace(intl, ""));
+        assert_eq!(c.applied, ["trunk intl removed"]);
+        let c = diff(&format!(
+            "{BASE}[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nlisten = [\"udp:127.0.0.1:5060\"]\nsources = [\"10.9.0.1\"]\n"
+        ));
+        assert_eq!(c.applied, ["trunk ic added (interconnect)"]);
+        assert!(c.restart.is_empty(), "same listen address: nothing to bind");
+    }
+
+    #[test]
+    fn start_only_settings_need_a_restart() {
+        let c = diff(
+            &(BASE.replacen(
+                "listen = [\"udp:127.0.0.1:5060\"]",
+                "listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]",
+                1,
+            ) + "[metrics]\nlisten = \"127.0.0.1:9191\"\n[proxy]\nworkers = 2\noverload_ms = 500\n"),
+        );
+        assert_eq!(
+            c.applied,
+            [
+                "trunk intl: listen [udp:127.0.0.1:5060] -> [udp:127.0.0.1:5060, tcp:127.0.0.1:5060]",
+                "[proxy] overload_ms '250' -> '500'",
+            ]
+        );
+        assert_eq!(
+            c.restart,
+            [
+                "listen addresses +tcp:127.0.0.1:5060",
+                "[proxy] workers 0 -> 2",
+                "[metrics] listen '127.0.0.1:9090' -> '127.0.0.1:9191'",
+            ]
+        );
+    }
+}
