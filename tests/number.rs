@@ -280,6 +280,23 @@ fn usage_errors_are_refused_with_the_reason() {
     let (code, _, err) = sipfence(&["number", "--callee", "nobody", "13812345678"]);
     assert_eq!(code, 2);
     assert!(err.contains("--callee"), "{err}");
+    // A called number as a person writes it, or as a URI, is one.
+    for callee in [
+        "010 1234 5678",
+        "tel:+86-10-1234-5678",
+        "sip:4008001234@core;user=phone",
+    ] {
+        let (code, v) = number(&["--callee", callee, "--trunk", "intl"], "+442071234567");
+        assert_eq!(
+            (code, &v["trunks"][0]["verdict"]),
+            (0, &Value::from("allow")),
+            "{callee}: {v}"
+        );
+    }
+    // Header injection through the input goes nowhere: not a number, no extra field.
+    let (code, v) = number(&["--trunk", "intl"], "13812345678\r\nX-Evil: 1");
+    assert_eq!(v["not_a_number"], "non-numeric", "{v}");
+    assert_eq!(code, 1);
     // The text form names the list and how the number matched it.
     let (code, out, _) = sipfence(&["number", "+8617099999123"]);
     assert_eq!(code, 1);

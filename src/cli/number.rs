@@ -74,14 +74,8 @@ fn read_number(policy: &Policy, input: &str) -> Result<Number, NotANumber> {
 /// number as normalised, else the text %-escaped (a withheld "anonymous", say).
 fn identity_uri(input: &str, number: Option<&Number>) -> String {
     let t = input.trim();
-    let lower = t.to_ascii_lowercase();
-    if ["sip:", "sips:", "tel:"]
-        .iter()
-        .any(|s| lower.starts_with(s))
-        && t.bytes().all(crate::sip::lex::is_uri_char)
-        && !t.contains(['<', '>'])
-    {
-        return t.to_string();
+    if let Some(uri) = as_uri(t) {
+        return uri.to_string();
     }
     let user_safe = |c: u8| c.is_ascii_alphanumeric() || b"-_.!~*'()+".contains(&c);
     let user = if t.bytes().all(user_safe) {
@@ -106,13 +100,19 @@ fn identity_uri(input: &str, number: Option<&Number>) -> String {
     }
 }
 
-/// An initial INVITE from `caller` (a URI) to `callee`, as a peer gateway sends one.
-fn test_call(caller: &str, callee: &str, n: usize) -> Result<Message, String> {
-    let callee_uri = if callee.contains(':') {
-        callee.to_string()
-    } else {
-        format!("sip:{callee}@core.invalid;user=phone")
-    };
+/// The text itself when it is a sip, sips or tel URI a header can carry as it stands.
+fn as_uri(t: &str) -> Option<&str> {
+    let lower = t.to_ascii_lowercase();
+    (["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| lower.starts_with(s))
+        && t.bytes().all(crate::sip::lex::is_uri_char)
+        && !t.contains(['<', '>']))
+    .then_some(t)
+}
+
+/// An initial INVITE from `caller` to `callee` (URIs), as a peer gateway sends one.
+fn test_call(caller: &str, callee_uri: &str, n: usize) -> Result<Message, String> {
     let text = format!(
         "INVITE {callee_uri} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {SOURCE};branch=z9hG4bK-sipfence-number-{n}\r\n\
@@ -146,11 +146,16 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         },
         None => (0..policy.trunks.len()).collect(),
     };
-    let callee_ok = read_number(policy, &a.callee).is_ok();
-    if !callee_ok {
-        eprintln!("sipfence: --callee '{}' is not a number", a.callee);
-        return 2;
-    }
+    // The called number as a URI: as given when it is one, else the number normalised
+    // (a person writes "010 1234 5678", which no URI can carry as it stands).
+    let callee = match read_number(policy, &a.callee) {
+        Ok(_) if as_uri(a.callee.trim()).is_some() => a.callee.trim().to_string(),
+        Ok(n) => format!("sip:{}@core.invalid;user=phone", n.e164()),
+        Err(_) => {
+            eprintln!("sipfence: --callee '{}' is not a number", a.callee);
+            return 2;
+        }
+    };
     let now = match a.at.as_deref().map(crate::time::parse_time) {
         None => super::now_ms(),
         Some(Ok(ms)) => ms,
@@ -178,7 +183,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             }
         }
         let caller = identity_uri(input, number.as_ref().ok());
-        let msg = match test_call(&caller, &a.callee, i) {
+        let msg = match test_call(&caller, &callee, i) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("sipfence: '{input}' cannot be carried in a SIP URI: {e}");
