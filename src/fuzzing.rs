@@ -241,7 +241,16 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = Policy::from_str(text, "fuzz.toml", std::path::Path::new("/nonexistent"));
+    if let Ok(p) = Policy::from_str(text, "fuzz.toml", std::path::Path::new("/nonexistent")) {
+        // What a reload onto it, and back, would say.
+        let c = crate::policy::diff::changes(policy(), &p);
+        let back = crate::policy::diff::changes(&p, policy());
+        assert_eq!(c.applied.len() + c.restart.len() == 0, back.is_empty());
+        assert!(
+            crate::policy::diff::changes(&p, &p).is_empty(),
+            "a policy differs from itself"
+        );
+    }
     let mut b = NumberSetBuilder::new(b"86");
     if b.add_text(text, "fuzz.txt").is_ok() {
         let _ = b.build().len();
