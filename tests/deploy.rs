@@ -118,6 +118,9 @@ fn example_policies_load() {
             let p = Policy::load(&e.path())
                 .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
             assert!(!p.trunks.is_empty());
+            // The examples' whitelists hold nothing an earlier rule refuses.
+            let w = sipfence::policy::lint::warnings(&p);
+            assert!(w.is_empty(), "{}: {w:?}", e.path().display());
             n += 1;
         }
     }
@@ -176,4 +179,41 @@ fn check_against_the_running_policy_names_each_change() {
         out.contains("changes against") && out.contains("  none\n"),
         "{out}"
     );
+}
+
+/// `sipfence check` names whitelist entries that an earlier rule refuses before the
+/// whitelist is read (here: a blacklisted number and another network's number added
+/// to the bank's contract file), and still accepts the policy.
+#[test]
+fn check_warns_of_whitelist_entries_no_call_can_use() {
+    let root = common::project_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = root.join("deploy/examples");
+    std::fs::create_dir(dir.path().join("lists")).unwrap();
+    for e in std::fs::read_dir(ex.join("lists")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join("lists").join(e.file_name())).unwrap();
+    }
+    std::fs::copy(
+        ex.join("enterprise-gateway.toml"),
+        dir.path().join("gw.toml"),
+    )
+    .unwrap();
+    let wl = dir.path().join("lists/whitelist-bank.txt");
+    let text = std::fs::read_to_string(&wl).unwrap();
+    std::fs::write(&wl, format!("{text}+8613800000001\n+8613912345678\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("gw.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "warning: trunk ent-bank whitelist: 1 entry on the blacklist, refused first by blacklist: +8613800000001",
+        "warning: trunk ent-bank whitelist: 1 entry not (wholly) in own_segments, refused first by enterprise-foreign-network: +8613912345678",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("warning:").count(), 2, "{stdout}");
+    assert!(stdout.ends_with("ok\n"), "{stdout}");
 }

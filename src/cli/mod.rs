@@ -45,6 +45,11 @@ pub fn check(config: Option<PathBuf>, against: Option<PathBuf>) -> i32 {
         }
     };
     print!("{}", p.summary());
+    // Loads, but some whitelist entries can never place a call: said, not refused (a
+    // feed may race the contract's paperwork; the operator decides).
+    for w in crate::policy::lint::warnings(&p) {
+        println!("warning: {w}");
+    }
     if let Some(old) = against {
         let o = match Policy::load(&old) {
             Ok(o) => o,

@@ -248,6 +248,28 @@ impl NumberSetBuilder {
 }
 
 impl NumberSet {
+    /// Every entry: the number, or the segment's leading digits, and whether it is a
+    /// segment. In key order; for reports, not for the call path.
+    pub fn entries(&self) -> impl Iterator<Item = (Number, bool)> + '_ {
+        // A key is a leading 1 and the digits (see `key_of`): the digits are its decimal
+        // form without that 1.
+        let decode = |k: u64| {
+            let s = k.to_string();
+            Number::from_digits(&s.as_bytes()[1..])
+        };
+        let exact = self
+            .exact
+            .keys
+            .iter()
+            .filter_map(move |&k| decode(k).map(|n| (n, false)));
+        let segs = self
+            .prefixes
+            .keys
+            .iter()
+            .filter_map(move |&k| decode(k).map(|n| (n, true)));
+        exact.chain(segs)
+    }
+
     /// Entries (numbers and segments) in `self` and not in `old`, and in `old` and not
     /// in `self`: one merge walk over the sorted keys (5 million entries: a few ms, at
     /// reload only).

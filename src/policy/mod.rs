@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod diff;
+pub mod lint;
 pub mod lists;
 pub mod rate;
 

@@ -28,6 +28,7 @@ use crate::observability::records::{self, RecordSink};
 use crate::policy::Policy;
 use crate::policy::config::{ListenSpec, Transport};
 use crate::policy::diff::{self, StartOnly};
+use crate::policy::lint;
 use crate::policy::rate::{LocalRateCounter, RateCounter};
 use crate::record::Record;
 use crate::sip::Message;
@@ -110,6 +111,7 @@ impl Shared {
                     p.blacklist.len()
                 );
                 let changes = self.changes(&p);
+                let warnings = lint::warnings(&p);
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
@@ -117,7 +119,12 @@ impl Shared {
                     .loaded_at
                     .set(crate::cli::now_ms() as i64 / 1000);
                 tracing::info!("{summary}");
-                Ok(format!("{summary}\n{}", said(&changes)))
+                let mut text = format!("{summary}\n{}", said(&changes));
+                for w in warnings {
+                    tracing::warn!("{w}");
+                    text.push_str(&format!("warning: {w}\n"));
+                }
+                Ok(text)
             }
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["failed"]).inc();
@@ -243,6 +250,9 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     init_logging(&policy);
+    for w in lint::warnings(&policy) {
+        tracing::warn!("{w}");
+    }
     let metrics = Arc::new(Metrics::new());
     let bound = metrics.bind(&policy);
     metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);

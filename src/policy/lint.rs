@@ -1,0 +1,171 @@
+//! Contradictions a policy loads with but no operator means: whitelist entries that an
+//! earlier rule refuses before the whitelist is ever read. The rules run in a fixed
+//! order (numbering plan, no-voice, blacklist, foreign network, then the whitelist), so
+//! a contracted number that the plan calls invalid, that is blacklisted, or that lies
+//! outside this network's own segments can never place a call on that trunk. The
+//! provisioning engineer learns it from `sipfence check` (and the log at start and
+//! reload) instead of from the customer.
+
+use super::config::ActionKind;
+use super::{Policy, RuleId, Trunk};
+use crate::numbering::plan::Class;
+
+/// At most this many entries are named per trunk and reason; the rest are counted.
+const NAMED: usize = 5;
+
+fn refuses(t: &Trunk, r: RuleId) -> bool {
+    t.runs(r) && matches!(t.action(r).kind, ActionKind::Reject | ActionKind::Drop)
+}
+
+/// One line per trunk and reason: `trunk ent-bank whitelist: 2 entries refused first by
+/// blacklist: +8613800000001, +8613800000002`.
+pub fn warnings(p: &Policy) -> Vec<String> {
+    let mut out = vec![];
+    for t in &p.trunks {
+        let Some(w) = &t.whitelist else { continue };
+        // (rule, why, entries)
+        let mut found: Vec<(RuleId, &str, Vec<String>)> = vec![];
+        let mut note = |r: RuleId, why: &'static str, e: String| match found
+            .iter_mut()
+            .find(|(x, _, _)| *x == r)
+        {
+            Some((_, _, v)) => v.push(e),
+            None => found.push((r, why, vec![e])),
+        };
+        for (n, segment) in w.entries() {
+            let shown = if segment {
+                format!("{n}*")
+            } else {
+                n.to_string()
+            };
+            if !segment {
+                let c = p.plan.classify(&n);
+                if c.class == Class::Invalid && refuses(t, RuleId::NumberingPlan) {
+                    note(
+                        RuleId::NumberingPlan,
+                        "not a valid number in the plan",
+                        shown,
+                    );
+                    continue;
+                }
+                if c.flags.novoice && refuses(t, RuleId::NoVoiceNumber) {
+                    note(RuleId::NoVoiceNumber, "a data-only or IoT number", shown);
+                    continue;
+                }
+            }
+            // A whole segment blacklisted (or the number): exempt entries pass it.
+            if p.blacklist.lookup(&n).is_some()
+                && p.exempt.lookup(&n).is_none()
+                && refuses(t, RuleId::Blacklist)
+            {
+                note(RuleId::Blacklist, "on the blacklist", shown);
+                continue;
+            }
+            if !p.own_segments.is_empty()
+                && p.own_segments.lookup(&n).is_none()
+                && refuses(t, RuleId::EnterpriseForeignNetwork)
+            {
+                note(
+                    RuleId::EnterpriseForeignNetwork,
+                    "not (wholly) in own_segments",
+                    shown,
+                );
+            }
+        }
+        // In the order the rules run.
+        found.sort_by_key(|(r, _, _)| r.index());
+        for (r, why, v) in found {
+            let more = v.len().saturating_sub(NAMED);
+            out.push(format!(
+                "trunk {} whitelist: {} entr{} {why}, refused first by {}: {}{}",
+                t.name,
+                v.len(),
+                if v.len() == 1 { "y" } else { "ies" },
+                r.as_str(),
+                v[..v.len().min(NAMED)].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(extra_rules: &str, whitelist: &str) -> Policy {
+        let text = format!(
+            r#"
+[lists.blacklist]
+entries = ["+8613800000001", "+8617099999*"]
+[lists.own_segments]
+entries = ["+86138*", "+86170*", "+864008*", "+86145*"]
+{extra_rules}
+[[trunk]]
+name = "ent"
+role = "enterprise"
+sources = ["10.0.1.0/24"]
+[trunk.whitelist]
+entries = [{whitelist}]
+"#
+        );
+        Policy::from_str(&text, "t.toml", std::path::Path::new(".")).expect("test policy")
+    }
+
+    #[test]
+    fn a_clean_whitelist_says_nothing() {
+        let p = policy("", r#""+864008001234", "+8613812340000..+8613812349999""#);
+        assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
+        assert!(warnings(&Policy::builtin().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn entries_an_earlier_rule_refuses_are_named() {
+        let p = policy(
+            "",
+            r#""+864008001234", "+8613800000001", "+861380000", "+8614512345678", "+8613912345678", "+86170999991*", "+86170*""#,
+        );
+        let w = warnings(&p);
+        assert_eq!(
+            w,
+            [
+                "trunk ent whitelist: 1 entry not a valid number in the plan, refused first by numbering-plan: +861380000",
+                "trunk ent whitelist: 1 entry a data-only or IoT number, refused first by no-voice-number: +8614512345678",
+                "trunk ent whitelist: 2 entries on the blacklist, refused first by blacklist: +8613800000001, +86170999991*",
+                "trunk ent whitelist: 1 entry not (wholly) in own_segments, refused first by enterprise-foreign-network: +8613912345678",
+            ],
+        );
+    }
+
+    #[test]
+    fn rules_that_only_watch_or_exempt_entries_are_no_contradiction() {
+        let p = policy(
+            "[rules.blacklist]\naction = \"monitor\"\n",
+            r#""+8613800000001""#,
+        );
+        assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
+        let p = policy(
+            "[lists.exempt]\nentries = [\"+8613800000001\"]\n",
+            r#""+8613800000001""#,
+        );
+        assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
+    }
+
+    #[test]
+    fn long_reports_are_cut() {
+        let many: Vec<String> = (0..12).map(|i| format!("\"+86139123400{i:02}\"")).collect();
+        let w = warnings(&policy("", &many.join(", ")));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("trunk ent whitelist: 12 entries not (wholly) in own_segments"),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].ends_with(" and 7 more"), "{}", w[0]);
+    }
+}
