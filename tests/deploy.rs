@@ -128,17 +128,23 @@ fn example_policies_load() {
     assert!(Policy::load(&root.join("deploy/sipfence.toml")).is_ok());
 }
 
-/// `sipfence check --against RUNNING`: what a reload of the new files would change, on
-/// the shipped enterprise example with its list files edited as a feed would.
-#[test]
-fn check_against_the_running_policy_names_each_change() {
-    let root = common::project_dir();
+/// A scratch directory holding a copy of the examples' list files (to edit as a feed
+/// would), and the examples' own directory.
+fn examples_lists_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let ex = root.join("deploy/examples");
+    let ex = common::project_dir().join("deploy/examples");
     std::fs::create_dir(dir.path().join("lists")).unwrap();
     for e in std::fs::read_dir(ex.join("lists")).unwrap().flatten() {
         std::fs::copy(e.path(), dir.path().join("lists").join(e.file_name())).unwrap();
     }
+    (dir, ex)
+}
+
+/// `sipfence check --against RUNNING`: what a reload of the new files would change, on
+/// the shipped enterprise example with its list files edited as a feed would.
+#[test]
+fn check_against_the_running_policy_names_each_change() {
+    let (dir, ex) = examples_lists_copy();
     let old = std::fs::read_to_string(ex.join("enterprise-gateway.toml")).unwrap();
     let new = old
         .replacen("hours = \"08:00-21:00\"", "hours = \"07:30-22:00\"", 1)
@@ -186,13 +192,7 @@ fn check_against_the_running_policy_names_each_change() {
 /// to the bank's contract file), and still accepts the policy.
 #[test]
 fn check_warns_of_whitelist_entries_no_call_can_use() {
-    let root = common::project_dir();
-    let dir = tempfile::tempdir().unwrap();
-    let ex = root.join("deploy/examples");
-    std::fs::create_dir(dir.path().join("lists")).unwrap();
-    for e in std::fs::read_dir(ex.join("lists")).unwrap().flatten() {
-        std::fs::copy(e.path(), dir.path().join("lists").join(e.file_name())).unwrap();
-    }
+    let (dir, ex) = examples_lists_copy();
     std::fs::copy(
         ex.join("enterprise-gateway.toml"),
         dir.path().join("gw.toml"),
