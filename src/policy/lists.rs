@@ -326,6 +326,7 @@ impl NumberSet {
         None
     }
 
+    #[inline]
     pub fn contains(&self, n: &Number) -> bool {
         self.lookup(n).is_some()
     }
