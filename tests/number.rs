@@ -263,6 +263,51 @@ fn number_and_explain_agree() {
     }
 }
 
+/// A list as the customer sent it, piped in: one answer per number, comments and blank
+/// lines skipped, exit 1 because one entry would be refused on the trunk.
+#[test]
+fn numbers_are_read_from_standard_input() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .current_dir(common::project_dir())
+        .args([
+            "number", "--json", "--config", ENT, "--trunk", "ent-bank", "--at", MONDAY_10, "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"# contract C-2024-0042, new lines\n+864008001234   # 400 number\n\n010 5555 0199\n01055550200\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["input"].as_str().unwrap(),
+                v["trunks"][0]["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("+864008001234", "allow"),
+            ("010 5555 0199", "allow"),
+            ("01055550200", "reject")
+        ]
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
 #[test]
 fn usage_errors_are_refused_with_the_reason() {
     let (code, _, err) = sipfence(&["number", "--trunk", "nope", "13812345678"]);

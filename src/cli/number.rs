@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Calling numbers in any written form (`010 1234 5678`, `+8613812345678`,
-    /// `0086...`), or sip/tel URIs.
+    /// `0086...`), or sip/tel URIs; `-` reads one a line from standard input (a list
+    /// file as the customer sent it: `#` comments and blank lines are skipped).
     #[arg(required = true)]
     pub numbers: Vec<String>,
 }
@@ -165,8 +166,26 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         }
     };
     let source: SocketAddr = SOURCE.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
+    let mut numbers = Vec::with_capacity(a.numbers.len());
+    for n in &a.numbers {
+        if n != "-" {
+            numbers.push(n.clone());
+            continue;
+        }
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            eprintln!("sipfence: standard input: {e}");
+            return 2;
+        }
+        numbers.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+    }
     let mut status = 0;
-    for (i, input) in a.numbers.iter().enumerate() {
+    for (i, input) in numbers.iter().enumerate() {
         let number = read_number(policy, input);
         let class = number.as_ref().ok().map(|n| policy.plan.classify(n));
         let mut lists = vec![];
