@@ -71,6 +71,24 @@ fn three_gateways(limit: u32) -> (Vec<u16>, RedisServer, Vec<Proxy>, common::Pro
     (bases, redis, gws, uas)
 }
 
+/// The shared rate counters' keys in Redis.
+fn rate_keys(redis: &RedisServer) -> Vec<String> {
+    redis
+        .cli(&["--scan", "--pattern", "sipfence:rate:*"])
+        .lines()
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The sum of every shared rate counter in Redis (all keys, all windows).
+fn shared_total(redis: &RedisServer) -> u64 {
+    rate_keys(redis)
+        .iter()
+        .map(|k| redis.cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !ok() {
@@ -324,7 +342,7 @@ fn a_quiet_gateway_learns_what_the_others_admitted_meanwhile() {
     if !sipp_available() || !redis_available() {
         return;
     }
-    let (bases, _redis, gws, _uas) = three_gateways(10);
+    let (bases, redis, gws, _uas) = three_gateways(10);
     let rate_hits = |g: &Proxy| {
         g.metric(
             "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-rate-trunk\",trunk=\"ent\"}",
@@ -335,12 +353,20 @@ fn a_quiet_gateway_learns_what_the_others_admitted_meanwhile() {
     for i in 0..2 {
         assert_eq!(answer(bases[0], &format!("+861391234000{i}")), Some(200));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Waited for in Redis, not for a fixed time: on a loaded 2-core CI machine a sync
+    // round can take longer than a few of its 50 ms periods.
+    wait_for("gateway 0's two calls in redis", 10, || {
+        shared_total(&redis) >= 2
+    });
     // Gateway 1 admits the other eight.
     for i in 0..8 {
         assert_eq!(answer(bases[1], &format!("+861391234010{i}")), Some(200));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("gateway 1's eight calls in redis", 10, || {
+        shared_total(&redis) >= 10
+    });
+    // Twenty sync periods for gateway 0 to read the total back.
+    std::thread::sleep(Duration::from_millis(1000));
     // Gateway 0 must judge its next call on the total of ten, not on the two it knew of
     // when it last sent something (which would let it admit eight more).
     assert_eq!(answer(bases[0], "+8613912340009"), Some(403));
@@ -348,7 +374,7 @@ fn a_quiet_gateway_learns_what_the_others_admitted_meanwhile() {
     // And gateway 2, which never counted this trunk, learns the total with its first
     // call's sync: that call may pass (the documented overshoot), the next may not.
     let first = answer(bases[2], "+8613912340201");
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
         answer(bases[2], "+8613912340202"),
         Some(403),
@@ -486,26 +512,14 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     });
     // The counts made during the outage reached the restarted Redis (about a third of
     // the 180 calls were made after the kill).
-    let rate_keys = || -> Vec<String> {
-        redis
-            .cli(&["--scan", "--pattern", "sipfence:rate:*"])
-            .lines()
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
     wait_for("shared counts in the restarted redis", 10, || {
-        let total: u64 = rate_keys()
-            .iter()
-            .map(|k| redis.cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
-            .sum();
-        total >= 60
+        shared_total(&redis) >= 60
     });
     // And every gateway judges on the shared total again: counts that another gateway
     // might have made (far past the contract of 10,000) go into the restarted Redis, and
     // each of the three then refuses a whitelisted caller it would otherwise let through
     // (once its next sync has read the new total back).
-    for k in rate_keys() {
+    for k in rate_keys(&redis) {
         redis.cli(&["INCRBY", &k, "1000000"]);
     }
     for (i, &b) in bases.iter().enumerate() {
