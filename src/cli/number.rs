@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use serde_json::json;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -18,9 +19,10 @@ use crate::decide::{Context, judge_caller_rules};
 use crate::identity::uri_number;
 use crate::numbering::{NotANumber, Number, normalise};
 use crate::policy::Policy;
-use crate::policy::lists::{ListMatch, NumberSet};
+use crate::policy::lists::{ListMatch, NumberSet, line_entry};
 use crate::policy::rate::LocalRateCounter;
 use crate::record::{Record, verdict_text};
+use crate::replay::capture;
 use crate::sip::{Message, Span};
 
 #[derive(clap::Args)]
@@ -55,19 +57,13 @@ const SOURCE: &str = "192.0.2.1:5060";
 /// sip/sips/tel URI as a header would carry it (`tel:010-12345678;phone-context=+86`).
 fn read_number(policy: &Policy, input: &str) -> Result<Number, NotANumber> {
     let cc = policy.plan.country();
-    let b = input.trim().as_bytes();
-    let scheme = b.iter().position(|&c| c == b':').map(|p| &b[..p]);
-    if scheme.is_some_and(|s| {
-        [&b"sip"[..], b"sips", b"tel"]
-            .iter()
-            .any(|k| s.eq_ignore_ascii_case(k))
-    }) {
-        if !b.iter().all(|&c| crate::sip::lex::is_uri_char(c)) {
-            return Err(NotANumber::NonNumeric);
-        }
-        return uri_number(b, Span::new(0, b.len()), cc).1;
+    let t = input.trim();
+    match as_uri(t) {
+        Some(u) => uri_number(u.as_bytes(), Span::new(0, u.len()), cc).1,
+        // A URI with characters no URI has is no number either: `normalise` stops at
+        // its scheme's letters.
+        None => normalise(t.as_bytes(), cc, None),
     }
-    normalise(b, cc, None)
 }
 
 /// The identity a test call presents: the text as given when a URI or a user part can
@@ -103,12 +99,10 @@ fn identity_uri(input: &str, number: Option<&Number>) -> String {
 
 /// The text itself when it is a sip, sips or tel URI a header can carry as it stands.
 fn as_uri(t: &str) -> Option<&str> {
-    let lower = t.to_ascii_lowercase();
     (["sip:", "sips:", "tel:"]
         .iter()
-        .any(|s| lower.starts_with(s))
-        && t.bytes().all(crate::sip::lex::is_uri_char)
-        && !t.contains(['<', '>']))
+        .any(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)))
+        && t.bytes().all(crate::sip::lex::is_uri_char))
     .then_some(t)
 }
 
@@ -168,18 +162,19 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let source: SocketAddr = SOURCE.parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
     let mut numbers = Vec::with_capacity(a.numbers.len());
     for n in &a.numbers {
-        if n != "-" {
+        let path = std::path::Path::new(n);
+        if !capture::is_stdin(path) {
             numbers.push(n.clone());
             continue;
         }
         let mut text = String::new();
-        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+        if let Err(e) = capture::open_input(path).and_then(|mut r| r.read_to_string(&mut text)) {
             eprintln!("sipfence: standard input: {e}");
             return 2;
         }
         numbers.extend(
             text.lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .map(line_entry)
                 .filter(|l| !l.is_empty())
                 .map(str::to_string),
         );

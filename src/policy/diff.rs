@@ -9,7 +9,7 @@
 
 use super::config::{BehaviourTables, ListenSpec, LogConf, MetricsConf, RecordsConf, RedisConf};
 use super::lists::NumberSet;
-use super::{Action, Policy, RuleId, Trunk};
+use super::{Action, Policy, RuleId, Trunk, joined};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Changes {
@@ -190,29 +190,17 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
         say(format!("role {} -> {}", o.role.as_str(), n.role.as_str()));
     }
     if o.sources != n.sources {
-        let list = |s: &[super::config::SourceSpec]| {
-            s.iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         say(format!(
             "sources [{}] -> [{}]",
-            list(&o.sources),
-            list(&n.sources)
+            joined(&o.sources),
+            joined(&n.sources)
         ));
     }
     if o.listen != n.listen {
-        let list = |s: &[ListenSpec]| {
-            s.iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         say(format!(
             "listen [{}] -> [{}]",
-            list(&o.listen),
-            list(&n.listen)
+            joined(&o.listen),
+            joined(&n.listen)
         ));
     }
     if o.next_hop != n.next_hop {
@@ -271,6 +259,14 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
 
 /// Everything `new` changes against `old`.
 pub fn changes(old: &Policy, new: &Policy) -> Changes {
+    Changes {
+        applied: applied(old, new),
+        restart: StartOnly::of(old).changes(&StartOnly::of(new)),
+    }
+}
+
+/// What `new` changes against `old` that a reload applies at once.
+pub fn applied(old: &Policy, new: &Policy) -> Vec<String> {
     let mut applied = vec![];
     for ((name, a), (_, b)) in old.named_lists().into_iter().zip(new.named_lists()) {
         if let Some(c) = list_change(a, b) {
@@ -352,10 +348,7 @@ pub fn changes(old: &Policy, new: &Policy) -> Changes {
         udp_mtu,
         proxy_require_accepted
     );
-    Changes {
-        applied,
-        restart: StartOnly::of(old).changes(&StartOnly::of(new)),
-    }
+    applied
 }
 
 #[cfg(test)]

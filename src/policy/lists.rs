@@ -138,6 +138,12 @@ pub enum ListMatch {
     Segment(u8),
 }
 
+/// The entry a list file's line holds: the text before any `#` comment, trimmed (empty
+/// for a blank or comment-only line).
+pub fn line_entry(line: &str) -> &str {
+    line.split('#').next().unwrap_or("").trim()
+}
+
 /// Accumulates entries; [`NumberSetBuilder::build`] sorts once at the end.
 #[derive(Debug, Default)]
 pub struct NumberSetBuilder {
@@ -157,7 +163,7 @@ impl NumberSetBuilder {
 
     /// Adds one list line (comment and blanks allowed); the error is the reason only.
     pub fn add_line(&mut self, line: &str) -> Result<(), String> {
-        let entry = line.split('#').next().unwrap_or("").trim();
+        let entry = line_entry(line);
         if entry.is_empty() {
             return Ok(());
         }

@@ -316,6 +316,15 @@ pub struct Policy {
     pub source: String,
 }
 
+/// Items as a policy writes them, comma-separated (summaries and reload reports).
+fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The built-in example policy (also `deploy/sipfence.toml`): works with no files.
 pub const BUILTIN_CONFIG: &str = include_str!("../../deploy/sipfence.toml");
 
@@ -711,16 +720,8 @@ impl Policy {
                 "  trunk {} ({}): listen [{}] sources [{}] next hop {}",
                 t.name,
                 t.role.as_str(),
-                t.listen
-                    .iter()
-                    .map(|l| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                t.sources
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                joined(&t.listen),
+                joined(&t.sources),
                 t.next_hop
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),

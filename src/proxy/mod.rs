@@ -138,8 +138,10 @@ impl Shared {
     /// start only are counted against the process's own start, not the last reload
     /// (`sipfence_restart_pending`), so that reverting them clears the gauge.
     fn changes(&self, new: &Policy) -> diff::Changes {
-        let mut c = diff::changes(&self.loaded.load().policy, new);
-        c.restart = self.start_only.changes(&StartOnly::of(new));
+        let c = diff::Changes {
+            applied: diff::applied(&self.loaded.load().policy, new),
+            restart: self.start_only.changes(&StartOnly::of(new)),
+        };
         self.metrics.restart_pending.set(c.restart.len() as i64);
         c
     }
@@ -169,7 +171,7 @@ impl Shared {
     ) -> Result<String, String> {
         let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
             .map_err(|e| e.to_string())?;
-        for c in diff::changes(&self.loaded.load().policy, &p).applied {
+        for c in diff::applied(&self.loaded.load().policy, &p) {
             tracing::info!(change = %c, version, "published lists apply");
         }
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
