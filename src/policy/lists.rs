@@ -140,6 +140,7 @@ pub enum ListMatch {
 
 /// The entry a list file's line holds: the text before any `#` comment, trimmed (empty
 /// for a blank or comment-only line).
+#[inline]
 pub fn line_entry(line: &str) -> &str {
     line.split('#').next().unwrap_or("").trim()
 }
