@@ -465,8 +465,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let Some(ti) = d.trunk else { return };
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
-    let cc = policy.plan.country();
-    identity::extract_into(msg, cc, &mut d.identity);
+    identity::extract_into(msg, policy.reading(d.trunk), &mut d.identity);
 
     // Rules run in RuleId::ORDER; each block below is one rule.
     macro_rules! rule {
@@ -709,7 +708,7 @@ fn judge_behaviour(
     let buf = msg.buf();
     let callee = msg
         .request_uri()
-        .map(|u| identity::uri_number(buf, u, policy.plan.country()));
+        .map(|u| identity::uri_number(buf, u, policy.reading(d.trunk)));
     let (callee_hash, callee_seq) = match callee {
         Some((_, Ok(n))) => (n.key(), Some(n.key())),
         Some((user, Err(_))) => (crate::sip::lex::fnv1a(&[user.of(buf)]), None),

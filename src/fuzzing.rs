@@ -22,11 +22,12 @@ use crate::sip::{HeaderName, Message, frame_stream};
 /// The built-in policy, plus on its first trunk (intl, where the fuzz inputs arrive)
 /// Record-Route and behaviour rules with thresholds low enough for a few inputs to
 /// reach, one of each action, and digest authentication (monitored, so that the calls
-/// go on to the other rules).
+/// go on to the other rules); and a third trunk whose peer writes E.164 without the '+'
+/// (`bare_numbers = "international"`), so that writing the '+' in is fuzzed too.
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
     P.get_or_init(|| {
-        let text = crate::policy::BUILTIN_CONFIG.replacen(
+        let mut text = crate::policy::BUILTIN_CONFIG.replacen(
             "\n[[trunk]]\nname = \"ent-400\"",
             "record_route = true\n[trunk.behaviour]\nattempts = 3\ndistinct_callees = 2\nsequential_callees = 1\nmin_asr_percent = 50\nasr_min_attempts = 2\nring_once = 1\nshort_calls = 1\n\
              [trunk.rules.behaviour-attempts]\naction = \"rate-limit\"\n\
@@ -37,9 +38,13 @@ fn policy() -> &'static Policy {
              \n[[trunk]]\nname = \"ent-400\"",
             1,
         );
+        text.push_str(
+            "\n[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"198.51.100.0/24\"]\nbare_numbers = \"international\"\n",
+        );
         let p = Policy::from_str(&text, "fuzz-policy", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("fuzz policy: {e}"));
         assert!(p.trunks[0].behaviour.is_some() && p.trunks[0].record_route);
+        assert_eq!(p.trunks[2].bare, crate::numbering::Bare::International);
         // Digest credentials are read (and the rule counted) on every fuzzed call.
         assert!(p.trunks[0].auth.is_some());
         p
@@ -129,7 +134,11 @@ pub fn decide_and_apply(data: &[u8]) {
     } else {
         ([192, 0, 2, 1], 5060)
     };
-    let trunk = (sel & 6 == 2).then_some(1);
+    let trunk = match sel & 6 {
+        2 => Some(1),
+        4 => Some(2),
+        _ => None,
+    };
     let ctx = Context {
         source: source.into(),
         local: None,

@@ -11,7 +11,7 @@
 //! forged number inside the body is judged like one in a header.
 
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
-use crate::numbering::{NotANumber, Number, normalise};
+use crate::numbering::{Bare, NotANumber, Number, Reading, normalise, normalise_as};
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
 use crate::sip::{HeaderName, Message, Span};
@@ -44,6 +44,9 @@ pub struct Party {
     /// The user part (sip) or number (tel) as written; empty span when absent.
     pub user: Span,
     pub number: Result<Number, NotANumber>,
+    /// Read as E.164 written without its '+' (a trunk's `bare_numbers =
+    /// "international"`): the forwarded request gets the '+' written in.
+    pub plus_missing: bool,
 }
 
 impl Party {
@@ -178,15 +181,15 @@ impl CallerIdentity {
 
 /// Extracts the caller identity of a request. Malformed identity headers are treated
 /// as absent (the parse step already validated From).
-pub fn extract(msg: &Message, home_cc: &[u8]) -> CallerIdentity {
+pub fn extract(msg: &Message, r: Reading<'_>) -> CallerIdentity {
     let mut id = CallerIdentity::default();
-    extract_into(msg, home_cc, &mut id);
+    extract_into(msg, r, &mut id);
     id
 }
 
 /// [`extract`] into `id` (reset first): the decision fills its own copy in place rather
 /// than moving a few hundred bytes of identity into it.
-pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
+pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
     let b = msg.buf();
     *id = CallerIdentity::default();
     for h in msg.headers() {
@@ -195,7 +198,7 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                 if id.from.is_none()
                     && let Some(na) = msg.from_addr()
                 {
-                    let p = party(b, Source::From, h.value(), na, home_cc);
+                    let p = party(b, Source::From, h.value(), na, r);
                     // The display name read as a number, once: empty or a privacy word
                     // shows nothing.
                     let display = na.display.map(|d| {
@@ -204,7 +207,7 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                         if !d.is_empty() && d == p.user.of(b) {
                             p.number
                         } else {
-                            normalise(d, home_cc, None)
+                            normalise_as(d, r, None)
                         }
                     });
                     id.display_number = display.and_then(Result::ok);
@@ -228,7 +231,7 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     // The first number-like display name, unless it only shows the
                     // asserted number itself: then a later one showing another number
                     // (on the second value of a sip + tel pair) takes its place.
-                    if let Some(n) = na.display.and_then(|d| display_number(b, d, home_cc))
+                    if let Some(n) = na.display.and_then(|d| display_number(b, d, r))
                         && id
                             .asserted_display
                             .is_none_or(|shown| Some(shown) == id.asserted.and_then(|a| a.number()))
@@ -241,10 +244,10 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
                     match id.asserted {
                         None => {
                             id.asserted =
-                                Some(party(b, Source::PAssertedIdentity, h.value(), &na, home_cc))
+                                Some(party(b, Source::PAssertedIdentity, h.value(), &na, r))
                         }
                         Some(first) => {
-                            id.asserted2 = Some(second_party(b, h.value(), &na, home_cc, &first))
+                            id.asserted2 = Some(second_party(b, h.value(), &na, r, &first))
                         }
                     }
                 });
@@ -252,13 +255,8 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
             HeaderName::PPreferredIdentity if id.preferred.is_none() => {
                 let _ = addr::parse_list(b, h.value(), |na| {
                     if id.preferred.is_none() {
-                        id.preferred = Some(party(
-                            b,
-                            Source::PPreferredIdentity,
-                            h.value(),
-                            &na,
-                            home_cc,
-                        ));
+                        id.preferred =
+                            Some(party(b, Source::PPreferredIdentity, h.value(), &na, r));
                     }
                 });
             }
@@ -290,7 +288,7 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
             {
                 id.withheld = true;
             }
-            let p = party(b, Source::RemotePartyId, h.value(), &na, home_cc);
+            let p = party(b, Source::RemotePartyId, h.value(), &na, r);
             // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
             if id.asserted.is_none()
                 && param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
@@ -301,7 +299,7 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
             }
         });
     }
-    id.isup = isup_identity(msg, home_cc);
+    id.isup = isup_identity(msg, r);
     // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).
     if let (Some(a), Some(a2)) = (id.asserted, id.asserted2)
         && a.number.is_err()
@@ -313,8 +311,8 @@ pub fn extract_into(msg: &Message, home_cc: &[u8], id: &mut CallerIdentity) {
 }
 
 /// The number a display name shows, if it reads as one.
-pub fn display_number(b: &[u8], display: Span, home_cc: &[u8]) -> Option<Number> {
-    normalise(unquote(display.of(b)), home_cc, None).ok()
+pub fn display_number(b: &[u8], display: Span, r: Reading<'_>) -> Option<Number> {
+    normalise_as(unquote(display.of(b)), r, None).ok()
 }
 
 /// A display name's text: quotes off, blanks trimmed.
@@ -339,6 +337,7 @@ fn same_tel(b: &[u8], value: Span, first: &Party) -> Option<Party> {
         value,
         user: Span::new(start, start + inner.len()),
         number: first.number,
+        plus_missing: false,
     })
 }
 
@@ -351,42 +350,43 @@ fn written_as_first(b: &[u8], written: &[u8], first: &Party) -> bool {
 /// The second asserted identity. The usual sip + tel pair writes one global number
 /// twice: then it is the first one's number, without normalising it again (that was a
 /// quarter of the identity's cost).
-fn second_party(b: &[u8], value: Span, na: &NameAddr, home_cc: &[u8], first: &Party) -> Party {
-    let (user, number) = match uri::parse_chars_checked(b, na.uri) {
+fn second_party(b: &[u8], value: Span, na: &NameAddr, r: Reading<'_>, first: &Party) -> Party {
+    let (user, (number, plus_missing)) = match uri::parse_chars_checked(b, na.uri) {
         Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => match u.user {
             Some(user) => {
                 let num = uri::user_number(b, user);
                 let written = num.of(b);
                 if written_as_first(b, written, first) {
-                    (num, first.number)
+                    (num, (first.number, false))
                 } else {
                     let ctx = uri::phone_context(b, &u).map(|s| s.of(b));
-                    (num, normalise(written, home_cc, ctx))
+                    (num, read(written, r, ctx))
                 }
             }
             None => (
                 Span::new(na.uri.start as usize, na.uri.start as usize),
-                Err(NotANumber::Empty),
+                (Err(NotANumber::Empty), false),
             ),
         },
-        _ => return party(b, Source::PAssertedIdentity, value, na, home_cc),
+        _ => return party(b, Source::PAssertedIdentity, value, na, r),
     };
     Party {
         source: Source::PAssertedIdentity,
         value,
         user,
         number,
+        plus_missing,
     }
 }
 
 /// The ISUP identity of a SIP-I message; `None` for a plain SIP one.
-pub fn isup_identity(msg: &Message, home_cc: &[u8]) -> Option<IsupIdentity> {
+pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
     let (body, part_content_length, required, iam) = match isup::sipi::find(msg) {
         Ok(None) => return None,
         Ok(Some(s)) => (s.body, s.part_content_length, s.required, s.iam),
         Err(_) => (msg.body_span(), None, true, Err(IsupError::Truncated(0))),
     };
-    let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, home_cc));
+    let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, r));
     let (calling, generic) = match iam {
         Ok(i) => (num(i.calling), num(i.generic)),
         Err(_) => (None, None),
@@ -403,7 +403,7 @@ pub fn isup_identity(msg: &Message, home_cc: &[u8]) -> Option<IsupIdentity> {
 
 /// An ISUP number in E.164, through the one normaliser: international numbers get their
 /// '+', national (significant) numbers the home country code, others are read as dialled.
-pub fn isup_number(n: &IsupNumber, home_cc: &[u8]) -> Result<Number, NotANumber> {
+pub fn isup_number(n: &IsupNumber, r: Reading<'_>) -> Result<Number, NotANumber> {
     if n.odd_signals {
         return Err(NotANumber::NonNumeric);
     }
@@ -419,53 +419,79 @@ pub fn isup_number(n: &IsupNumber, home_cc: &[u8]) -> Result<Number, NotANumber>
         Nature::International => {
             buf[0] = b'+';
             buf[1..1 + d.len()].copy_from_slice(d);
-            normalise(&buf[..1 + d.len()], home_cc, None)
+            normalise_as(&buf[..1 + d.len()], r, None)
         }
         Nature::National => {
             // A national significant number: the home country is its context.
             buf[0] = b'+';
-            let cc = &home_cc[..home_cc.len().min(7)];
+            let cc = &r.home_cc[..r.home_cc.len().min(7)];
             buf[1..1 + cc.len()].copy_from_slice(cc);
-            normalise(d, home_cc, Some(&buf[..1 + cc.len()]))
+            normalise_as(d, r, Some(&buf[..1 + cc.len()]))
         }
-        _ => normalise(d, home_cc, None),
+        _ => normalise_as(d, r, None),
     }
 }
 
 /// Number of one name-addr: the user part of a sip/sips URI (its telephone-subscriber
 /// parameters removed) or the number of a tel URI, with phone-context honoured.
-pub fn party(b: &[u8], source: Source, value: Span, na: &NameAddr, home_cc: &[u8]) -> Party {
-    let (user, number) = uri_number(b, na.uri, home_cc);
+pub fn party(b: &[u8], source: Source, value: Span, na: &NameAddr, r: Reading<'_>) -> Party {
+    let (user, (number, plus_missing)) = read_uri(b, na.uri, r);
     Party {
         source,
         value,
         user,
         number,
+        plus_missing,
     }
 }
 
 /// `uri_span` comes from a name-addr parse or a parsed Request-URI (both check its characters).
-pub fn uri_number(b: &[u8], uri_span: Span, home_cc: &[u8]) -> (Span, Result<Number, NotANumber>) {
+pub fn uri_number(b: &[u8], uri_span: Span, r: Reading<'_>) -> (Span, Result<Number, NotANumber>) {
+    let (user, (number, _)) = read_uri(b, uri_span, r);
+    (user, number)
+}
+
+/// [`uri_number`], and whether the number was read as E.164 without its '+'.
+fn read_uri(
+    b: &[u8],
+    uri_span: Span,
+    r: Reading<'_>,
+) -> (Span, (Result<Number, NotANumber>, bool)) {
     let empty = Span::new(uri_span.start as usize, uri_span.start as usize);
     let Ok(u) = uri::parse_chars_checked(b, uri_span) else {
-        return (empty, Err(NotANumber::NonNumeric));
+        return (empty, (Err(NotANumber::NonNumeric), false));
     };
     match u.scheme {
         Scheme::Sip | Scheme::Sips | Scheme::Tel => {
             let Some(user) = u.user else {
-                return (empty, Err(NotANumber::Empty));
+                return (empty, (Err(NotANumber::Empty), false));
             };
             let num = uri::user_number(b, user);
             let ctx = uri::phone_context(b, &u).map(|s| s.of(b));
-            (num, normalise(num.of(b), home_cc, ctx))
+            (num, read(num.of(b), r, ctx))
         }
-        Scheme::Other => (empty, Err(NotANumber::NonNumeric)),
+        Scheme::Other => (empty, (Err(NotANumber::NonNumeric), false)),
     }
+}
+
+/// A user part's number, and whether it was read as E.164 written without its '+'
+/// (only a trunk with `bare_numbers = "international"` reads any so: the number then
+/// differs from the home plan's reading of the same digits).
+#[inline]
+fn read(written: &[u8], r: Reading<'_>, ctx: Option<&[u8]>) -> (Result<Number, NotANumber>, bool) {
+    let number = normalise_as(written, r, ctx);
+    let plus_missing = r.bare == Bare::International
+        && ctx.is_none()
+        && number.is_ok()
+        && number != normalise(written, r.home_cc, None);
+    (number, plus_missing)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CN: Reading<'static> = Reading::national(b"86");
     use bytes::Bytes;
 
     fn invite(extra: &str, from: &str) -> Message {
@@ -481,7 +507,7 @@ mod tests {
             "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>\r\n",
             "<sip:+8613812345678@10.0.0.2>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert_eq!(id.effective_number().unwrap().e164(), "+442071234567");
         assert!(id.presented_differs());
         assert!(id.blank_reason().is_none());
@@ -493,7 +519,7 @@ mod tests {
             "P-Asserted-Identity: <sip:alice@example.com>, <tel:+86-138-1234-5678>\r\n",
             "<sip:+8613812345678@x>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert_eq!(id.effective_number().unwrap().e164(), "+8613812345678");
         assert!(!id.presented_differs());
     }
@@ -505,7 +531,7 @@ mod tests {
             "P-Asserted-Identity: <sip:alice@example.com>\r\nP-Asserted-Identity: <tel:+8613912345678>\r\n",
             "<sip:+8613812345678@x>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert_eq!(id.effective_number().unwrap().e164(), "+8613912345678");
         assert_eq!(id.asserted2.unwrap().number, Err(NotANumber::NonNumeric));
         // Both hold numbers: the first is the caller, the second is kept for the rules.
@@ -513,7 +539,7 @@ mod tests {
             "P-Asserted-Identity: <sip:+8613712345678@x>\r\nP-Asserted-Identity: <tel:+8613912345678>\r\n",
             "<sip:+8613812345678@x>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert_eq!(id.effective_number().unwrap().e164(), "+8613712345678");
         assert_eq!(
             id.asserted2.unwrap().number().unwrap().e164(),
@@ -530,7 +556,7 @@ mod tests {
                 &format!("P-Asserted-Identity: <sip:+8613712345678@x;user=phone>, {tel}\r\n"),
                 "<sip:+8613812345678@x>",
             );
-            let id = extract(&m, b"86");
+            let id = extract(&m, CN);
             assert_eq!(
                 id.asserted2.unwrap().number().unwrap().e164(),
                 want,
@@ -541,21 +567,21 @@ mod tests {
 
     #[test]
     fn blank_and_withheld() {
-        let id = extract(&invite("", "<sip:10.0.0.2>"), b"86");
+        let id = extract(&invite("", "<sip:10.0.0.2>"), CN);
         assert_eq!(id.blank_reason(), Some(NotANumber::Empty));
         let id = extract(
             &invite("", "\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
-            b"86",
+            CN,
         );
         assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
-        let id = extract(&invite("Privacy: id\r\n", "<sip:+14155550123@x>"), b"86");
+        let id = extract(&invite("Privacy: id\r\n", "<sip:+14155550123@x>"), CN);
         assert!(id.withheld_without_identity());
         let id = extract(
             &invite(
                 "Privacy: id;critical\r\nP-Asserted-Identity: <tel:+14155550123>\r\n",
                 "<sip:anonymous@anonymous.invalid>",
             ),
-            b"86",
+            CN,
         );
         assert!(!id.withheld_without_identity());
         assert!(id.blank_reason().is_none());
@@ -564,7 +590,7 @@ mod tests {
                 "P-Asserted-Identity: <sip:anonymous@x>\r\n",
                 "<sip:13812345678@x>",
             ),
-            b"86",
+            CN,
         );
         assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
     }
@@ -575,13 +601,13 @@ mod tests {
             "Remote-Party-ID: \"x\" <sip:+8613812345678@gw>;party=calling;screen=yes;privacy=off\r\n",
             "<sip:+14155550123@x>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert_eq!(id.asserted.unwrap().source, Source::RemotePartyId);
         let m = invite(
             "Remote-Party-ID: <sip:+8613812345678@gw>;screen=no;privacy=full\r\n",
             "<sip:+14155550123@x>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert!(id.asserted.is_none());
         assert!(id.withheld_without_identity());
     }
@@ -592,7 +618,7 @@ mod tests {
             "",
             "<sip:+8613812345678;npdi;rn=+8613900000000@gw;user=phone>",
         );
-        let id = extract(&m, b"86");
+        let id = extract(&m, CN);
         assert_eq!(id.effective_number().unwrap().e164(), "+8613812345678");
     }
 }

@@ -199,7 +199,7 @@ impl Record {
     ) -> Record {
         let b = msg.buf();
         let callee = msg.request_uri().map(|u| {
-            let (user, num) = uri_number(b, u, policy.plan.country());
+            let (user, num) = uri_number(b, u, policy.reading(d.trunk));
             match num {
                 Ok(n) => n.e164(),
                 Err(_) => text(b, user),

@@ -4,6 +4,7 @@
 use crate::decide::{Decision, Outcome, Refusal, transaction_key, unsupported_tags};
 use crate::identity::Source;
 use crate::isup;
+use crate::numbering::Bare;
 use crate::policy::auth::AuthCheck;
 use crate::policy::{Policy, RuleId};
 use crate::sip::response::{self, Extra};
@@ -81,6 +82,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     {
         edits.remove(h.line());
     }
+    plus_bare_numbers(policy, d, edits);
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.
@@ -119,12 +121,12 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         // asserted URI stays.
         if d.identity.asserted_display.is_some() {
             let caller = d.identity.effective_number();
-            let cc = policy.plan.country();
+            let r = policy.reading(d.trunk);
             for h in msg.all(HeaderName::PAssertedIdentity) {
                 let _ = addr::parse_list(b, h.value(), |na| {
                     if na
                         .display
-                        .and_then(|s| crate::identity::display_number(b, s, cc))
+                        .and_then(|s| crate::identity::display_number(b, s, r))
                         .is_some_and(|n| Some(n) != caller)
                     {
                         remove_display(b, &na, edits);
@@ -160,6 +162,34 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         }
     }
     edits.len() - before
+}
+
+/// On a trunk whose peer writes E.164 without its '+' (`bare_numbers =
+/// "international"`), the identities judged as international numbers go on with the
+/// '+' written in: the core must show what the filter judged, and a foreign
+/// `13812345678` read in the home plan would be a domestic mobile. Identities the
+/// generic-number rewrite replaces or removes are left to it.
+fn plus_bare_numbers(policy: &Policy, d: &Decision, edits: &mut EditList) {
+    if policy.reading(d.trunk).bare != Bare::International {
+        return;
+    }
+    let id = &d.identity;
+    let from_replaced = d.rewrite_from
+        && id.from_differs()
+        && (id.withheld || id.asserted.and_then(|p| p.number()).is_some());
+    let presented_removed = d.rewrite_from;
+    let parties = [
+        id.from.filter(|_| !from_replaced),
+        id.asserted,
+        id.asserted2,
+        id.preferred.filter(|_| !presented_removed),
+        id.rpid.filter(|_| !presented_removed),
+    ];
+    for p in parties.into_iter().flatten() {
+        if p.plus_missing && !p.user.is_empty() {
+            edits.insert(p.user.start as usize, b"+");
+        }
+    }
 }
 
 /// Removes every Generic Number (additional calling party number) from the IAM, in the

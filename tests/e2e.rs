@@ -575,7 +575,13 @@ fn rewritten_and_labelled_calls_arrive_edited() {
         return;
     }
     let base = port_block();
-    let proxy = Proxy::start(&config(base, ""), 1);
+    // A fourth trunk, from a carrier that writes E.164 without the '+'.
+    let bare = format!(
+        "[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nlisten = [\"udp:127.0.0.1:{}\"]\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:{}\"\nbare_numbers = \"international\"\n",
+        base + 6,
+        base + 10
+    );
+    let proxy = Proxy::start(&config(base, &bare), 1);
     let dir = proxy.dir.path().to_path_buf();
     // Generic number deleted: From carries the asserted number, the tag is kept, and
     // P-Preferred-Identity is gone; our Via is on top with a decremented Max-Forwards.
@@ -633,6 +639,56 @@ fn rewritten_and_labelled_calls_arrive_edited() {
     );
     let (code, out) = uas.join().unwrap();
     assert_eq!(code, 0, "UAS checks failed:\n{out}");
+    // Bare E.164 from that carrier: a London caller reaches the core with the '+'
+    // written into From and P-Asserted-Identity ...
+    let sc = uas_check_scenario(
+        &dir,
+        "bare",
+        &[
+            "From: <sip:\\+442071234567@127\\.0\\.0\\.1:[0-9]+>;tag=",
+            "P-Asserted-Identity: <sip:\\+442071234567@10\\.20\\.30\\.40>",
+        ],
+        &["sip:442071234567@"],
+    );
+    let uas = checking_uas(&dir, base + 10, &sc, 1);
+    calls(
+        &dir,
+        base + 6,
+        base + 22,
+        "u1",
+        200,
+        &[(
+            "442071234567@",
+            "P-Asserted-Identity: <sip:442071234567@10.20.30.40>",
+            "X-No-Privacy: 1",
+        )],
+    );
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "UAS checks failed:\n{out}");
+    // ... and one with country code 86 is a domestic caller from abroad; the same
+    // London digits on the trunk that reads them in the home plan break the plan.
+    calls(
+        &dir,
+        base + 6,
+        base + 23,
+        "u1",
+        403,
+        &[("8613812345678@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    calls(
+        &dir,
+        base,
+        base + 24,
+        "u1",
+        403,
+        &[("442071234567@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    assert_eq!(
+        proxy.metric(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl-bare\"}"
+        ),
+        1.0
+    );
 }
 
 fn invite(call: &str, from: &str, branch: &str, port: u16) -> String {

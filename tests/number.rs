@@ -5,7 +5,7 @@
 
 mod common;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::Command;
 
 fn sipfence(args: &[&str]) -> (i32, String, String) {
@@ -209,6 +209,57 @@ fn international_gateway_numbers() {
         assert_eq!(v["not_a_number"], why);
         assert!(v["number"].is_null());
     }
+}
+
+/// Carrier B writes E.164 without the '+' (`bare_numbers = "international"`): the same
+/// digits are another number there, and `number` says how each trunk read them.
+#[test]
+fn a_trunk_that_reads_bare_numbers_as_international() {
+    let both = ["--config", INTL, "--at", MONDAY_10];
+    let on = |t: &str, n: &str| {
+        let mut c = both.to_vec();
+        c.extend(["--trunk", t]);
+        let (code, v) = number(&c, n);
+        (code, v["trunks"][0].clone())
+    };
+    let (code, b) = on("intl-carrier-b", "442071234567");
+    assert_eq!(
+        (code, &b["caller"], &b["class"]),
+        (0, &json!("+442071234567"), &json!("foreign")),
+        "{b}"
+    );
+    let (code, a) = on("intl-carrier-a", "442071234567");
+    assert_eq!((code, &a["rule"]), (1, &json!("numbering-plan")), "{a}");
+    for (n, rule) in [
+        ("8613812345678", "intl-domestic-caller"),
+        ("110", "intl-forged-service"),
+        ("013812345678", "intl-domestic-caller"),
+    ] {
+        let (code, b) = on("intl-carrier-b", n);
+        assert_eq!((code, &b["rule"]), (1, &json!(rule)), "{n}: {b}");
+    }
+    // The text report names the other reading on the trunk that made it.
+    let (status, out, _) = sipfence(&[
+        "number",
+        "--config",
+        INTL,
+        "--at",
+        MONDAY_10,
+        "442071234567",
+    ]);
+    assert_eq!(status, 1, "{out}");
+    let line = |t: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(t))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("intl-carrier-b").contains("read as +442071234567 (foreign)"),
+        "{out}"
+    );
+    assert!(!line("intl-carrier-a").contains("read as"), "{out}");
+    assert!(out.contains("number   +86442071234567  invalid"), "{out}");
 }
 
 /// The verdict `number` reports is the one `explain` gives a message from that caller.

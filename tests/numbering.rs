@@ -2,12 +2,17 @@
 //! (the test numbers of docs/numbering-plan-cn.md section 6 and more).
 
 use sipfence::identity::uri_number;
-use sipfence::numbering::{Plan, normalise};
+use sipfence::numbering::{Plan, Reading, normalise};
 use sipfence::sip::Span;
 
 fn classify(plan: &Plan, input: &str) -> (String, Vec<String>) {
     let n = if input.starts_with("sip:") || input.starts_with("tel:") {
-        uri_number(input.as_bytes(), Span::new(0, input.len()), plan.country()).1
+        uri_number(
+            input.as_bytes(),
+            Span::new(0, input.len()),
+            Reading::national(plan.country()),
+        )
+        .1
     } else {
         normalise(input.as_bytes(), plan.country(), None)
     };

@@ -58,7 +58,7 @@ proptest! {
             prop_assert_eq!(e164(&form), want.clone(), "form {}", form);
         }
         let tel = format!("tel:+86-{}", with_separators(&m, '-'));
-        let (_, n) = sipfence::identity::uri_number(tel.as_bytes(), sipfence::sip::Span::new(0, tel.len()), b"86");
+        let (_, n) = sipfence::identity::uri_number(tel.as_bytes(), sipfence::sip::Span::new(0, tel.len()), sipfence::numbering::Reading::national(b"86"));
         prop_assert_eq!(n.map(|n| n.e164()).ok(), Some(want));
     }
 

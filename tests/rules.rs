@@ -89,6 +89,7 @@ fn src(trunk: &str) -> SocketAddr {
         "intl" => "10.0.0.1",
         "ic" => "10.0.0.2",
         "ent" => "10.0.0.3",
+        "intl-bare" => "10.0.0.4",
         _ => "192.0.2.77",
     };
     format!("{ip}:5060").parse().unwrap()
@@ -1065,6 +1066,128 @@ fn in_dialog_and_responses_are_not_judged() {
     assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None));
     let resp = Message::parse(Bytes::from_static(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: b1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")).unwrap();
     assert_eq!(judge(&p, &resp, "nowhere").kind, Kind::Response);
+}
+
+/// An international peer that writes E.164 without the '+' (`bare_numbers =
+/// "international"`): its foreign callers pass and go on with the '+' written in, its
+/// domestic and forged ones are refused as on any international trunk, and short codes
+/// stay short codes. The default trunk reads the same digits in the home plan.
+#[test]
+fn bare_numbers_from_an_international_peer() {
+    let p = policy(
+        "[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"10.0.0.4\"]\nbare_numbers = \"international\"",
+    );
+    let pai = |n: &str| {
+        format!(
+            "P-Asserted-Identity: <sip:{n}@10.9.9.9;user=phone>\r\nP-Asserted-Identity: <tel:{n}>\r\n"
+        )
+    };
+    // A London caller as such a peer writes it.
+    let m = with_from(
+        "\"442071234567\" <sip:442071234567@10.9.9.9;user=phone>",
+        &pai("442071234567"),
+    );
+    let d = passes(&p, &m, "intl-bare");
+    assert_eq!(
+        d.caller.map(|n| n.to_string()).as_deref(),
+        Some("+442071234567")
+    );
+    let out = forwarded(&p, &m, &d);
+    let from = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).to_string();
+    assert!(from.contains("<sip:+442071234567@10.9.9.9"), "{from}");
+    // The display name is text the callee sees as it is: not touched.
+    assert!(from.starts_with("\"442071234567\""), "{from}");
+    let pais: Vec<String> = out
+        .all(HeaderName::PAssertedIdentity)
+        .map(|h| String::from_utf8_lossy(h.value().of(out.buf())).to_string())
+        .collect();
+    assert_eq!(
+        pais,
+        [
+            "<sip:+442071234567@10.9.9.9;user=phone>",
+            "<tel:+442071234567>"
+        ]
+    );
+    // The same digits on the default trunk: a national number the plan refuses.
+    blocks(&p, &m, "intl", 403, "numbering-plan");
+    // Digits that read as a domestic mobile in the home plan are a foreign number here,
+    // and go on as one, so that the core cannot show them as a domestic mobile.
+    let m = with_from("<sip:13812345678@10.9.9.9;user=phone>", "");
+    let d = passes(&p, &m, "intl-bare");
+    assert_eq!(
+        d.caller.map(|n| n.to_string()).as_deref(),
+        Some("+13812345678")
+    );
+    let out = forwarded(&p, &m, &d);
+    assert!(
+        out.value(HeaderName::From)
+            .unwrap()
+            .starts_with(b"<sip:+13812345678@")
+    );
+    blocks(&p, &m, "intl", 403, "intl-domestic-caller");
+    // Country code 86 written without '+' is a domestic caller from abroad; prefixed
+    // forms read as they say; short codes are the forged service numbers they look like.
+    for (from, code, rule) in [
+        ("8613812345678", 403, "intl-domestic-caller"),
+        ("008613812345678", 403, "intl-domestic-caller"),
+        ("013812345678", 403, "intl-domestic-caller"),
+        ("110", 403, "intl-forged-service"),
+        ("95588", 403, "intl-forged-service"),
+        ("12345", 403, "intl-forged-service"),
+        ("8612345", 403, "intl-forged-service"),
+    ] {
+        let m = with_from(&format!("<sip:{from}@10.9.9.9;user=phone>"), "");
+        blocks(&p, &m, "intl-bare", code, rule);
+    }
+    // A '+' number and a tel URI with a phone-context need no '+' written in.
+    for (from, e164) in [
+        ("<sip:+14155550123@10.9.9.9;user=phone>", "+14155550123"),
+        ("<tel:5550123;phone-context=+1415>", "+14155550123"),
+    ] {
+        let m = with_from(from, "");
+        let d = passes(&p, &m, "intl-bare");
+        assert_eq!(d.caller.map(|n| n.to_string()).as_deref(), Some(e164));
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::From),
+            m.value(HeaderName::From),
+            "{from}"
+        );
+    }
+    // The generic-number rewrite puts the asserted number, '+' and all, in From.
+    let m = with_from(
+        "<sip:8613812345678@10.9.9.9;user=phone>",
+        &pai("442071234567"),
+    );
+    let d = passes(&p, &m, "intl-bare");
+    assert!(d.rewrite_from, "{d:?}");
+    let out = forwarded(&p, &m, &d);
+    assert!(
+        out.value(HeaderName::From)
+            .unwrap()
+            .starts_with(b"<sip:+442071234567@"),
+        "{:?}",
+        String::from_utf8_lossy(out.value(HeaderName::From).unwrap())
+    );
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity).unwrap(),
+        b"<sip:+442071234567@10.9.9.9;user=phone>"
+    );
+    // A misspelt setting is refused with its line.
+    let e = Policy::from_str(
+        &format!(
+            "{POLICY}\n[[trunk]]\nname = \"x\"\nrole = \"international\"\nbare_numbers = \"e164\""
+        ),
+        "bad.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    let line = format!("{POLICY}\n").matches('\n').count() + 4;
+    assert!(
+        e.contains(&format!("bad.toml:{line}:")) && e.contains("national"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use crate::behaviour::local::LocalTracker;
 use crate::decide::{Context, judge_caller_rules};
 use crate::identity::uri_number;
-use crate::numbering::{NotANumber, Number, normalise};
+use crate::numbering::{NotANumber, Number, Reading, normalise};
 use crate::policy::Policy;
 use crate::policy::lists::{ListMatch, NumberSet, line_entry};
 use crate::policy::rate::LocalRateCounter;
@@ -59,7 +59,7 @@ fn read_number(policy: &Policy, input: &str) -> Result<Number, NotANumber> {
     let cc = policy.plan.country();
     let t = input.trim();
     match as_uri(t) {
-        Some(u) => uri_number(u.as_bytes(), Span::new(0, u.len()), cc).1,
+        Some(u) => uri_number(u.as_bytes(), Span::new(0, u.len()), Reading::national(cc)).1,
         // A URI with characters no URI has is no number either: `normalise` stops at
         // its scheme's letters.
         None => normalise(t.as_bytes(), cc, None),
@@ -243,6 +243,8 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     json!({
                         "trunk": policy.trunks[*t].name,
                         "role": policy.trunks[*t].role.as_str(),
+                        "caller": r.caller,
+                        "class": r.class,
                         "verdict": r.verdict,
                         "code": r.code,
                         "rule": r.rule,
@@ -304,8 +306,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 .copied()
                 .filter(|h| Some(*h) != r.rule)
                 .collect();
+            // A trunk whose peer writes bare numbers otherwise (`bare_numbers`) reads
+            // the same digits as another number.
+            let read = number.as_ref().ok().map(Number::e164);
             println!(
-                "  {:<20} {:<14} {:<9} {}{}{}",
+                "  {:<20} {:<14} {:<9} {}{}{}{}",
                 tr.name,
                 tr.role.as_str(),
                 verdict_text(r.verdict, r.code),
@@ -319,6 +324,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     String::new()
                 } else {
                     format!("  exempted {}", r.exempted.join(", "))
+                },
+                match &r.caller {
+                    Some(c) if r.caller != read => {
+                        format!("  read as {c} ({})", r.class.unwrap_or("-"))
+                    }
+                    _ => String::new(),
                 }
             );
         }

@@ -146,8 +146,55 @@ fn unit(b: &[u8]) -> (u8, usize) {
     }
 }
 
+/// How a peer writes a number that has no `+`, `00` or trunk `0` in front (a trunk's
+/// `bare_numbers`): in the home plan (`13812345678`, `110`), or as E.164 without its
+/// plus (`14155550123`), as many international carriers send them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bare {
+    #[default]
+    National,
+    International,
+}
+
+impl Bare {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bare::National => "national",
+            Bare::International => "international",
+        }
+    }
+}
+
+/// Bare numbers shorter than this are read in the home plan whatever the peer's
+/// convention: no E.164 number is, and a short code from abroad (`110`, `95588`) is
+/// what the callee's network would dial, a forged service number, not a foreign one.
+pub const INTERNATIONAL_MIN_DIGITS: usize = 7;
+/// E.164's longest number: a longer bare number cannot be one, and is read nationally
+/// (an IP dial prefix before a domestic number).
+pub const INTERNATIONAL_MAX_DIGITS: usize = 15;
+
+/// Where a number comes from, as far as reading it goes: the plan's country code and
+/// the peer's way of writing bare numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    /// Country code of the plan ("86").
+    pub home_cc: &'a [u8],
+    pub bare: Bare,
+}
+
+impl<'a> Reading<'a> {
+    /// Bare numbers in the home plan: lists, the CLI, and trunks by default.
+    pub const fn national(home_cc: &'a [u8]) -> Reading<'a> {
+        Reading {
+            home_cc,
+            bare: Bare::National,
+        }
+    }
+}
+
 /// Normalises a caller string (user part of a sip URI, tel URI number, list entry)
-/// to international digits.
+/// to international digits, reading bare numbers in the home plan ([`normalise_as`]).
 ///
 /// `home_cc` is the country code of the plan ("86"); `phone_context` the tel URI's
 /// context, if any (`+86`, `+8610`; a domain context is treated as national).
@@ -155,11 +202,25 @@ fn unit(b: &[u8]) -> (u8, usize) {
 /// bare national numbers and short codes, visual separators `-.() `, `%2B` for '+',
 /// and IP/carrier-select dial prefixes (`179xx`, `1[12]xxx`) before a trunk or
 /// international prefix or a mobile number.
+#[inline]
 pub fn normalise(
     raw: &[u8],
     home_cc: &[u8],
     phone_context: Option<&[u8]>,
 ) -> Result<Number, NotANumber> {
+    normalise_as(raw, Reading::national(home_cc), phone_context)
+}
+
+/// [`normalise`] for a peer whose bare numbers may be international
+/// ([`Bare::International`]): digits with no `+`, `00` or `0` in front, of
+/// [`INTERNATIONAL_MIN_DIGITS`] to [`INTERNATIONAL_MAX_DIGITS`], are E.164 without the
+/// plus. A phone-context, where given, says it instead.
+pub fn normalise_as(
+    raw: &[u8],
+    reading: Reading<'_>,
+    phone_context: Option<&[u8]>,
+) -> Result<Number, NotANumber> {
+    let home_cc = reading.home_cc;
     // The form asserted identities almost always take ("+8613812345678"): already
     // international, nothing to strip (a '+' number ignores any phone-context below too).
     if let Some(n) = raw.strip_prefix(b"+").and_then(Number::from_digits) {
@@ -214,6 +275,11 @@ pub fn normalise(
             d
         };
         concat(ctx, local, &mut out)?
+    } else if reading.bare == Bare::International
+        && (INTERNATIONAL_MIN_DIGITS..=INTERNATIONAL_MAX_DIGITS).contains(&n)
+        && d[0] != b'0'
+    {
+        d
     } else {
         return national(d, home_cc, &mut out);
     };
@@ -301,6 +367,37 @@ mod tests {
         assert_eq!(n("179510102345678").unwrap(), "+86179510102345678");
         assert_eq!(n("1795101012345678").unwrap(), "+861012345678");
         assert_eq!(n("1795112012345678").unwrap(), "+861795112012345678");
+    }
+
+    #[test]
+    fn bare_numbers_read_internationally() {
+        let i = |s: &str, c: Option<&str>| {
+            let r = Reading {
+                home_cc: b"86",
+                bare: Bare::International,
+            };
+            normalise_as(s.as_bytes(), r, c.map(str::as_bytes)).map(|n| n.e164())
+        };
+        assert_eq!(i("14155550123", None).unwrap(), "+14155550123");
+        assert_eq!(i("44-20-7123-4567", None).unwrap(), "+442071234567");
+        assert_eq!(i("8613812345678", None).unwrap(), "+8613812345678");
+        assert_eq!(i("8695588", None).unwrap(), "+8695588");
+        // Prefixed numbers read as they say; short codes in the home plan.
+        assert_eq!(i("+14155550123", None).unwrap(), "+14155550123");
+        assert_eq!(i("0014155550123", None).unwrap(), "+14155550123");
+        assert_eq!(i("013812345678", None).unwrap(), "+8613812345678");
+        assert_eq!(i("01012345678", None).unwrap(), "+861012345678");
+        assert_eq!(i("110", None).unwrap(), "+86110");
+        assert_eq!(i("95588", None).unwrap(), "+8695588");
+        assert_eq!(i("123456", None).unwrap(), "+86123456");
+        assert_eq!(i("1234567", None).unwrap(), "+1234567");
+        // Longer than E.164: an IP dial prefix before a domestic mobile.
+        assert_eq!(i("1795113812345678", None).unwrap(), "+8613812345678");
+        // A phone-context says where a local number belongs.
+        assert_eq!(i("5550123", Some("+1415")).unwrap(), "+14155550123");
+        assert_eq!(i("13812345678", Some("+86")).unwrap(), "+8613812345678");
+        // The default reading is unchanged.
+        assert_eq!(n("14155550123").unwrap(), "+8614155550123");
     }
 
     #[test]

@@ -519,6 +519,10 @@ pub struct TrunkConf {
     pub record_route: bool,
     /// Digest authentication of the trunk's calls; absent: the source address is enough.
     pub auth: Option<AuthConf>,
+    /// How the peer writes numbers with no `+`, `00` or `0` in front: `national` (the
+    /// home plan, the default) or `international` (E.164 without the plus).
+    #[serde(default)]
+    pub bare_numbers: crate::numbering::Bare,
 }
 
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about

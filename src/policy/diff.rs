@@ -246,6 +246,13 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
             o.record_route, n.record_route
         ));
     }
+    if o.bare != n.bare {
+        say(format!(
+            "bare_numbers {} -> {}",
+            o.bare.as_str(),
+            n.bare.as_str()
+        ));
+    }
     match (&o.auth, &n.auth) {
         (Some(a), Some(b)) if !a.same_terms(b) => say("digest authentication terms".into()),
         (None, Some(_)) => say("digest authentication on".into()),
@@ -428,11 +435,16 @@ users = ["pbx:secret"]
                     "sources = [\"10.0.1.0/24\"]",
                     "sources = [\"10.0.1.0/24\", \"10.0.2.7\"]\nmax_calls_per_minute = 60",
                 )
+                .replace(
+                    "sources = [\"10.0.0.0/24\"]",
+                    "sources = [\"10.0.0.0/24\"]\nbare_numbers = \"international\"",
+                )
                 + "[rules.blacklist]\naction = \"monitor\"\n"),
         );
         assert_eq!(
             c.applied,
             [
+                "trunk intl: bare_numbers national -> international",
                 "trunk intl: rule blacklist reject 608 -> monitor",
                 "trunk ent: sources [10.0.1.0/24] -> [10.0.1.0/24, 10.0.2.7/32]",
                 "trunk ent: hours 08:00-21:00 UTC+08:00 -> 07:00-22:00 UTC+08:00",

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::load_error::LoadError;
-use crate::numbering::Plan;
+use crate::numbering::{Bare, Plan, Reading};
 use config::{ActionKind, Config, Days, Hours, ListConf, ListenSpec, Role, RuleConf, SourceSpec};
 use lists::{NumberSet, NumberSetBuilder};
 
@@ -254,6 +254,8 @@ pub struct Trunk {
     pub record_route: bool,
     /// Digest authentication of the trunk's calls (`[trunk.auth]`).
     pub auth: Option<auth::TrunkAuth>,
+    /// How the peer writes bare numbers (`bare_numbers`).
+    pub bare: Bare,
     pub actions: Vec<Action>,
 }
 
@@ -547,6 +549,7 @@ impl Policy {
                     ),
                     _ => None,
                 },
+                bare: t.bare_numbers,
                 actions: resolve_actions(&global, &t.rules, file)?,
             });
         }
@@ -663,6 +666,18 @@ impl Policy {
             && !self.is_next_hop(source)
     }
 
+    /// How numbers from `trunk` are read: the plan's country, and the trunk's
+    /// `bare_numbers` (the home plan when no trunk is known).
+    #[inline]
+    pub fn reading(&self, trunk: Option<usize>) -> Reading<'_> {
+        Reading {
+            home_cc: self.plan.country(),
+            bare: trunk
+                .and_then(|t| self.trunks.get(t))
+                .map_or(Bare::National, |t| t.bare),
+        }
+    }
+
     /// The trunk a message belongs to: the first (in file order) whose sources and
     /// listen addresses match.
     pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {
@@ -736,6 +751,14 @@ impl Policy {
             }
             if let Some(a) = &t.auth {
                 let _ = writeln!(s, "    auth: {}", a.summary());
+            }
+            if t.bare != Bare::National {
+                let _ = writeln!(
+                    s,
+                    "    bare numbers: {} (E.164 without '+'; {} digits or fewer read in the home plan)",
+                    t.bare.as_str(),
+                    crate::numbering::INTERNATIONAL_MIN_DIGITS - 1
+                );
             }
             let rules: Vec<String> = RuleId::ORDER
                 .iter()
