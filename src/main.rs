@@ -79,9 +79,10 @@ enum Cmd {
         /// Judge as arriving from this address (the trunk is matched as live).
         #[arg(long)]
         source: Option<SocketAddr>,
-        /// Time of the call, Unix seconds (default: now); hour rules use it.
+        /// Time of the call (hour and day rules): Unix seconds or RFC 3339
+        /// (`2026-11-30T10:00:00+08:00`); default now.
         #[arg(long)]
-        at: Option<u64>,
+        at: Option<String>,
         /// One JSON object per message.
         #[arg(long)]
         json: bool,
@@ -209,19 +210,26 @@ fn main() {
             json,
             output,
             files,
-        } => match cli::load_policy(config.as_deref()) {
-            Ok(p) => cli::explain::run(
+        } => match (
+            cli::load_policy(config.as_deref()),
+            at.as_deref().map(sipfence::time::parse_time).transpose(),
+        ) {
+            (_, Err(e)) => {
+                eprintln!("sipfence: --at: {e}");
+                2
+            }
+            (Ok(p), Ok(at_ms)) => cli::explain::run(
                 &p,
                 &cli::explain::Args {
                     trunk,
                     source,
-                    at_ms: at.map(|s| s * 1000),
+                    at_ms,
                     json,
                     show_output: output,
                     files,
                 },
             ),
-            Err(e) => {
+            (Err(e), _) => {
                 eprintln!("sipfence: config refused: {e}");
                 1
             }

@@ -297,7 +297,15 @@ fn number_and_explain_agree() {
                 ),
             )
             .unwrap();
-            let mut e = vec!["explain", "--json", "--trunk", trunk, "--at", "1764468000"];
+            // The same moment written as RFC 3339: explain reads both forms as number does.
+            let mut e = vec![
+                "explain",
+                "--json",
+                "--trunk",
+                trunk,
+                "--at",
+                "2025-11-30T10:00:00+08:00",
+            ];
             if !cfg.is_empty() {
                 e.extend(["--config", cfg]);
             }
@@ -373,6 +381,9 @@ fn usage_errors_are_refused_with_the_reason() {
         err.contains("--at") && err.contains("RFC 3339") || err.contains("YYYY"),
         "{err}"
     );
+    let (code, _, err) = sipfence(&["explain", "--at", "yesterday", "-"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--at") && err.contains("YYYY"), "{err}");
     let (code, _, err) = sipfence(&["number", "--callee", "nobody", "13812345678"]);
     assert_eq!(code, 2);
     assert!(err.contains("--callee"), "{err}");
