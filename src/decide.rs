@@ -441,8 +441,40 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         }
     }
     judge_caller(policy, msg, ctx, &mut d);
+    admit(policy, msg, ctx, &mut d);
     d
 }
+
+/// The trunk's concurrent-call limit (`concurrent-calls`), after every other rule: a
+/// call takes a place only when nothing refuses it, and holds it until its final
+/// failure or BYE is seen (see [`crate::behaviour::live`]).
+fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
+    let Some(ti) = d.trunk else { return };
+    let Some(limit) = policy.trunks[ti].max_concurrent else {
+        return;
+    };
+    if !matches!(d.outcome, Outcome::Forward)
+        || policy.action(d.trunk, RuleId::ConcurrentCalls).kind == ActionKind::Off
+    {
+        return;
+    }
+    // A retransmission of an INVITE refused here is refused again, even if a place
+    // has freed meanwhile: its caller has (or will have) the 503, and would not answer
+    // the core's 200.
+    let txn = transaction_key(ti, msg) ^ CONCURRENCY_TXN;
+    let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
+        || !ctx
+            .behaviour
+            .admit(ti as u16, behaviour::call_key(msg), limit, ctx.now_ms);
+    if full {
+        ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, false);
+        fire(policy, d, RuleId::ConcurrentCalls);
+    }
+}
+
+/// Keeps the concurrent-call rule's memory of refused INVITEs apart from the rate
+/// rules' memory of the same transactions.
+const CONCURRENCY_TXN: u64 = 0x6c69_7665_6361_6c6c;
 
 /// The caller rules alone for an initial INVITE on trunk `trunk`, as if the trunk had
 /// proven who it is (`sipfence number` asks what a number would meet on each trunk;

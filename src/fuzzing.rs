@@ -23,7 +23,8 @@ use crate::sip::{HeaderName, Message, frame_stream};
 /// Record-Route and behaviour rules with thresholds low enough for a few inputs to
 /// reach, one of each action, and digest authentication (monitored, so that the calls
 /// go on to the other rules); and a third trunk whose peer writes E.164 without the '+'
-/// (`bare_numbers = "international"`), so that writing the '+' in is fuzzed too.
+/// (`bare_numbers = "international"`) and carries two calls at once, so that writing
+/// the '+' in and the concurrent-call count are fuzzed too.
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
     P.get_or_init(|| {
@@ -39,7 +40,7 @@ fn policy() -> &'static Policy {
             1,
         );
         text.push_str(
-            "\n[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"198.51.100.0/24\"]\nbare_numbers = \"international\"\n",
+            "\n[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"198.51.100.0/24\"]\nbare_numbers = \"international\"\nrecord_route = true\nmax_concurrent_calls = 2\n",
         );
         let p = Policy::from_str(&text, "fuzz-policy", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("fuzz policy: {e}"));

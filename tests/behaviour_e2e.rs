@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proxy, Tail, play, port_block, sipp_available, sipp_uas};
+use common::{Proxy, Tail, play, play_at_once, port_block, sipp_available, sipp_uas};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -263,4 +263,72 @@ fn ordinary_callers_trip_nothing() {
     assert!(fired.is_empty(), "{fired:?}");
     assert_eq!(event(&proxy, "answered"), 40.0);
     assert!(proxy.metric("sipfence_behaviour_table_entries{table=\"callers\"}") >= 0.0);
+}
+
+/// `max_concurrent_calls = 3`: of ten calls placed at once (held three seconds, three
+/// times as long as the ten take to arrive), three are carried and seven answered 503;
+/// the calls-up gauge, scraped meanwhile, reaches three and never more, and falls back
+/// to zero once the BYEs (seen through Record-Route) have passed; then the trunk
+/// carries calls again.
+#[test]
+fn concurrent_calls_are_capped_until_calls_end() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(
+        &format!(
+            r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+record_route = true
+max_concurrent_calls = 3
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+            uas = base + 10,
+            metrics = base + 30,
+        ),
+        1,
+    );
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let up = || proxy.metric("sipfence_concurrent_calls{trunk=\"ic\"}");
+    let full = || {
+        proxy.metric(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"concurrent-calls\",trunk=\"ic\"}",
+        )
+    };
+    let r = rows("+8618812345670", (0..10).map(|i| format!("+8613800{i:06}")));
+    let peak = std::thread::scope(|s| {
+        let calls =
+            s.spawn(|| play_at_once(&dir, base, base + 20, 503, &Tail::Answer(3000), &r, 10, 10));
+        let mut peak = 0.0f64;
+        while !calls.is_finished() {
+            peak = peak.max(up());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        calls.join().unwrap();
+        peak
+    });
+    assert_eq!(full(), 7.0);
+    assert_eq!(peak, 3.0);
+    assert_eq!(up(), 0.0, "every BYE passed through sipfence");
+    assert_eq!(
+        event(&proxy, "ended"),
+        0.0,
+        "no behaviour rules: no features kept"
+    );
+    // The places are free again.
+    let r = rows("+8618812345671", (0..3).map(|i| format!("+8613900{i:06}")));
+    play_at_once(&dir, base, base + 21, 503, &Tail::Answer(500), &r, 10, 3);
+    assert_eq!(full(), 7.0);
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"ic\",verdict=\"allow\"}"),
+        6.0
+    );
 }

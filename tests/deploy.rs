@@ -33,10 +33,14 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let root = common::project_dir();
     let m = Metrics::new();
     // The built-in policy, with the optional features whose series exist only where
-    // they are configured (digest authentication on its last trunk, an exempt list).
+    // they are configured (digest authentication and a concurrent-call limit on its
+    // last trunk, an exempt list).
     let text = format!(
         "{}\n[trunk.auth]\nusers = [\"pbx:pw\"]\n[lists.exempt]\nentries = [\"+8613800000001\"]\n",
-        sipfence::policy::BUILTIN_CONFIG
+        sipfence::policy::BUILTIN_CONFIG.replace(
+            "max_calls_per_minute = 6000\n",
+            "max_calls_per_minute = 6000\nrecord_route = true\nmax_concurrent_calls = 30\n"
+        )
     );
     let p = Policy::from_str(&text, "builtin+auth", std::path::Path::new(".")).unwrap();
     assert!(p.trunks.last().unwrap().auth.is_some());
@@ -216,4 +220,19 @@ fn check_warns_of_whitelist_entries_no_call_can_use() {
     }
     assert_eq!(stdout.matches("warning:").count(), 2, "{stdout}");
     assert!(stdout.ends_with("ok\n"), "{stdout}");
+}
+
+/// The README's policy reference is a policy the loader reads: every key where its
+/// table takes it (only the list files it names are missing here).
+#[test]
+fn the_readme_policy_reference_parses() {
+    let readme = std::fs::read_to_string(common::project_dir().join("README.md")).unwrap();
+    let from = readme.find("## Policy reference").unwrap();
+    let start = readme[from..].find("```toml\n").unwrap() + from + 8;
+    let end = readme[start..].find("```").unwrap() + start;
+    let cfg: sipfence::policy::config::Config = toml::from_str(&readme[start..end])
+        .unwrap_or_else(|e| panic!("README policy reference: {e}"));
+    assert_eq!(cfg.trunks.len(), 1);
+    let t = &cfg.trunks[0];
+    assert!(t.record_route && t.max_concurrent_calls == Some(30) && t.auth.is_some());
 }

@@ -2,6 +2,7 @@
 //! `decide` the proxy uses, plus the bytes that go out (rejection or rewritten request).
 
 use bytes::Bytes;
+use sipfence::behaviour::BehaviourTracker;
 use sipfence::decide::{Context, Decision, Kind, Outcome, decide};
 use sipfence::policy::rate::{LocalRateCounter, NoCounting, RateCounter};
 use sipfence::policy::{Policy, RuleId};
@@ -90,6 +91,7 @@ fn src(trunk: &str) -> SocketAddr {
         "ic" => "10.0.0.2",
         "ent" => "10.0.0.3",
         "intl-bare" => "10.0.0.4",
+        "intl-cap" => "10.0.0.5",
         _ => "192.0.2.77",
     };
     format!("{ip}:5060").parse().unwrap()
@@ -1188,6 +1190,127 @@ fn bare_numbers_from_an_international_peer() {
         e.contains(&format!("bad.toml:{line}:")) && e.contains("national"),
         "{e}"
     );
+}
+
+/// A later message of call `call-<user>` (as `invite` names its calls): a response to
+/// its INVITE, or a CANCEL or BYE.
+fn later(user: &str, what: &str) -> Message {
+    let (start, cseq) = match what {
+        "CANCEL" => (
+            "CANCEL sip:4008001234@10.0.0.100 SIP/2.0".to_string(),
+            "1 CANCEL",
+        ),
+        "BYE" => ("BYE sip:4008001234@10.0.0.100 SIP/2.0".to_string(), "2 BYE"),
+        code => (format!("SIP/2.0 {code} Whatever"), "1 INVITE"),
+    };
+    let s = format!(
+        "{start}\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{user}\r\nFrom: <sip:{user}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt1\r\nCall-ID: call-{user}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    Message::parse(Bytes::from(s)).unwrap()
+}
+
+/// `max_concurrent_calls`: a full trunk answers 503 until one of its calls ends (a final
+/// failure, the 487 after a CANCEL, a BYE), and a refused INVITE sent again stays
+/// refused.
+#[test]
+fn concurrent_calls_per_trunk() {
+    let p = policy(
+        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2",
+    );
+    let rates = LocalRateCounter::new(1000);
+    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
+    let at = |m: &Message, now: u64| {
+        decide(
+            &p,
+            m,
+            &Context {
+                source: src("intl-cap"),
+                local: None,
+                trunk: None,
+                now_ms: MON_10H + now,
+                rates: &rates,
+                behaviour: &calls,
+            },
+        )
+    };
+    let seen = |m: &Message, now: u64| {
+        sipfence::behaviour::observe(m, &calls, MON_10H + now);
+    };
+    let a = invite("+442071234561", "");
+    let b = invite("+442071234562", "");
+    let c = invite("+442071234563", "");
+    assert_eq!(rejected(&at(&a, 0)), None);
+    assert_eq!(rejected(&at(&b, 10)), None);
+    // A retransmission of a call that is up is the same call.
+    assert_eq!(rejected(&at(&a, 500)), None);
+    let d = at(&c, 20);
+    assert_eq!(rejected(&d), Some((503, "concurrent-calls")), "{d:?}");
+    let mut out = vec![];
+    assert!(verdict::write_reject(&p, &c, &d, &mut out));
+    assert!(
+        out.starts_with(b"SIP/2.0 503 "),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // Busy ends call a; the refused INVITE sent again stays refused; a new call passes.
+    seen(&later("+442071234561", "486"), 30);
+    assert_eq!(rejected(&at(&c, 40)), Some((503, "concurrent-calls")));
+    let e = invite("+442071234564", "");
+    assert_eq!(rejected(&at(&e, 50)), None);
+    // A CANCEL alone does not end call e (the callee may have answered); its 487 does.
+    seen(&later("+442071234564", "CANCEL"), 60);
+    let f = invite("+442071234565", "");
+    assert_eq!(rejected(&at(&f, 70)), Some((503, "concurrent-calls")));
+    seen(&later("+442071234564", "487"), 80);
+    let g = invite("+442071234566", "");
+    assert_eq!(rejected(&at(&g, 90)), None);
+    // Answered calls hold their place until the BYE.
+    seen(&later("+442071234562", "200"), 100);
+    let h = invite("+442071234567", "");
+    assert_eq!(rejected(&at(&h, 110)), Some((503, "concurrent-calls")));
+    seen(&later("+442071234562", "BYE"), 120);
+    let i = invite("+442071234568", "");
+    assert_eq!(rejected(&at(&i, 130)), None);
+    // A call refused by another rule takes no place; other trunks have no limit.
+    assert_eq!(
+        rejected(&at(&invite("+8613812345678", ""), 140)).map(|r| r.1),
+        Some("intl-domestic-caller")
+    );
+    assert_eq!(calls.calls_up(3), 2);
+    // Monitor: the call over the limit goes on, counted as a hit.
+    let p = policy(
+        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 1\n[trunk.rules.concurrent-calls]\naction = \"monitor\"",
+    );
+    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
+    let ctx = Context {
+        source: src("intl-cap"),
+        local: None,
+        trunk: None,
+        now_ms: MON_10H,
+        rates: &NoCounting,
+        behaviour: &calls,
+    };
+    assert!(decide(&p, &a, &ctx).hits.is_empty());
+    let d = decide(&p, &b, &ctx);
+    assert_eq!(rejected(&d), None);
+    assert!(d.hits.contains(RuleId::ConcurrentCalls), "{d:?}");
+    // The limit needs Record-Route (else the BYE is never seen), and must let a call in.
+    for (extra, why) in [
+        ("max_concurrent_calls = 30", "needs record_route = true"),
+        (
+            "record_route = true\nmax_concurrent_calls = 0",
+            "would refuse every call",
+        ),
+    ] {
+        let e = Policy::from_str(
+            &format!("{POLICY}\n[[trunk]]\nname = \"x\"\nrole = \"interconnect\"\n{extra}"),
+            "bad.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bad.toml") && e.contains(why), "{e}");
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::live::LiveCalls;
 use super::{BehaviourTracker, CallStart, Event, Features, SEQ_STEP, Seen};
 use crate::policy::RuleSet;
 
@@ -183,6 +184,8 @@ pub struct LocalTracker {
     tables: OnceLock<Tables>,
     caller_evictions: AtomicU64,
     call_evictions: AtomicU64,
+    /// Calls up per trunk, for the concurrent-call limits.
+    live: LiveCalls,
 }
 
 struct Tables {
@@ -242,6 +245,7 @@ impl LocalTracker {
             tables: OnceLock::new(),
             caller_evictions: AtomicU64::new(0),
             call_evictions: AtomicU64::new(0),
+            live: LiveCalls::new(),
         }
     }
 
@@ -391,7 +395,16 @@ impl BehaviourTracker for LocalTracker {
         });
     }
 
+    fn admit(&self, trunk: u16, call: u64, limit: u32, now_ms: u64) -> bool {
+        self.live.admit(trunk, nonzero(call), limit, now_ms)
+    }
+
+    fn calls_up(&self, trunk: u16) -> u32 {
+        self.live.up(trunk)
+    }
+
     fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)> {
+        self.live.on_event(nonzero(call), ev, now_ms);
         // No tables yet: no call known.
         let t = self.tables.get()?;
         let call = nonzero(call);
@@ -410,7 +423,7 @@ impl BehaviourTracker for LocalTracker {
                     s.answer_ms = now_ms.max(1);
                     Some(Seen::Answered)
                 }
-                Event::Cancelled if !s.ended && s.answer_ms == 0 => {
+                Event::Cancel | Event::Cancelled if !s.ended && s.answer_ms == 0 => {
                     s.ended = true;
                     let quick =
                         s.ring_ms != 0 && now_ms.saturating_sub(s.ring_ms) <= s.ring_once_ms as u64;

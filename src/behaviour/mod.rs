@@ -10,8 +10,10 @@
 //! [`observe`] feeds the later messages of a call (provisional and final responses to
 //! the INVITE, CANCEL, BYE) from whatever relays or replays them. The in-process
 //! tracker is [`local::LocalTracker`]; the interface is small so that a shared store can
-//! stand behind it across gateways.
+//! stand behind it across gateways. The same events say which calls are up, for a
+//! trunk's concurrent-call limit ([`live`]).
 
+pub mod live;
 pub mod local;
 
 use serde::Serialize;
@@ -81,7 +83,10 @@ pub enum Event {
     Ringing,
     /// 2xx to the INVITE.
     Answered,
-    /// CANCEL, or 487 to the INVITE.
+    /// The CANCEL request: the caller gave up, but the callee may have answered
+    /// meanwhile.
+    Cancel,
+    /// 487 to the INVITE: the CANCEL took.
     Cancelled,
     /// Another final failure to the INVITE (busy, not found, rejected...).
     Failed,
@@ -135,6 +140,16 @@ pub trait BehaviourTracker: Send + Sync {
     /// event amounted to, when the call is known (`None` for the events that change
     /// nothing, such as a second 180).
     fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)>;
+    /// Admits call `call` on a trunk that limits its concurrent calls to `limit`:
+    /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps
+    /// nothing admits every call.
+    fn admit(&self, _trunk: u16, _call: u64, _limit: u32, _now_ms: u64) -> bool {
+        true
+    }
+    /// Calls up on `trunk` (a gauge).
+    fn calls_up(&self, _trunk: u16) -> u32 {
+        0
+    }
 }
 
 /// A tracker that keeps nothing: `explain` of a single message, and policies without
@@ -165,7 +180,7 @@ pub fn call_key(msg: &Message) -> u64 {
 /// CANCEL and BYE. Cheap enough for every relayed message (no header is re-parsed).
 pub fn event_of(msg: &Message) -> Option<Event> {
     match msg.method() {
-        Some(Method::Cancel) => Some(Event::Cancelled),
+        Some(Method::Cancel) => Some(Event::Cancel),
         Some(Method::Bye) => Some(Event::Bye),
         Some(_) => None,
         None => {

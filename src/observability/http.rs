@@ -22,6 +22,8 @@ pub struct HttpState {
     /// Triggers a reload; returns the outcome text.
     pub reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
     pub version: Box<dyn Fn() -> String + Send + Sync>,
+    /// Brings the gauges read from live state up to date before a scrape.
+    pub refresh: Box<dyn Fn() + Send + Sync>,
 }
 
 fn reply(code: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
@@ -38,11 +40,14 @@ async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let r = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            st.metrics.render(),
-        ),
+        (&Method::GET, "/metrics") => {
+            (st.refresh)();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                st.metrics.render(),
+            )
+        }
         (&Method::GET, "/healthz") => reply(
             StatusCode::OK,
             "text/plain",

@@ -35,6 +35,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_policy_loaded_timestamp_seconds",
     "sipfence_restart_pending",
     "sipfence_list_entries",
+    "sipfence_concurrent_calls",
     "sipfence_tcp_connections",
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
@@ -74,6 +75,8 @@ pub struct Metrics {
     pub loaded_at: IntGauge,
     pub restart_pending: IntGauge,
     pub list_entries: IntGaugeVec,
+    /// Calls up per trunk with `max_concurrent_calls` (set when scraped).
+    pub concurrent_calls: IntGaugeVec,
     pub tcp_connections: IntGauge,
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
@@ -217,6 +220,14 @@ impl Metrics {
             &["list"],
         ));
         must(registry.register(Box::new(list_entries.clone())));
+        let concurrent_calls = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_concurrent_calls",
+                "Calls up on a trunk that limits its concurrent calls (max_concurrent_calls)",
+            ),
+            &["trunk"],
+        ));
+        must(registry.register(Box::new(concurrent_calls.clone())));
         let tcp_connections = must(IntGauge::new(
             "sipfence_tcp_connections",
             "Open TCP connections",
@@ -342,6 +353,7 @@ impl Metrics {
             loaded_at,
             restart_pending,
             list_entries,
+            concurrent_calls,
             tcp_connections,
             records_written,
             records_dropped,
@@ -457,6 +469,9 @@ impl Metrics {
                     .map(|_| AuthCheck::NAMES.map(|r| self.auth.with_label_values(&[n, r]))),
             );
         }
+        // A trunk that no longer limits its calls leaves the gauge.
+        self.concurrent_calls.reset();
+        self.calls_up(p, &crate::behaviour::NoTracking);
         for (name, l) in p.named_lists() {
             self.list_entries
                 .with_label_values(&[name])
@@ -472,6 +487,17 @@ impl Metrics {
             .with_label_values(&["whitelists"])
             .set(wl as i64);
         b
+    }
+
+    /// Sets the calls-up gauge of every trunk that limits its concurrent calls.
+    pub fn calls_up(&self, p: &Policy, t: &dyn crate::behaviour::BehaviourTracker) {
+        for (i, trunk) in p.trunks.iter().enumerate() {
+            if trunk.max_concurrent.is_some() {
+                self.concurrent_calls
+                    .with_label_values(&[trunk.name.as_str()])
+                    .set(t.calls_up(i as u16) as i64);
+            }
+        }
     }
 
     pub fn parse_error(&self, transport: &str, k: ErrorKind) {

@@ -509,6 +509,8 @@ pub struct TrunkConf {
     pub days: Option<Days>,
     pub max_calls_per_minute: Option<u32>,
     pub max_calls_per_minute_per_caller: Option<u32>,
+    /// Calls up at once on this trunk (its contracted channels); needs `record_route`.
+    pub max_concurrent_calls: Option<u32>,
     #[serde(default)]
     pub rules: BTreeMap<RuleId, RuleConf>,
     /// Behaviour thresholds; absent: the behaviour rules do not run on this trunk.

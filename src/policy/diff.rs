@@ -237,6 +237,13 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
             opt(n.max_per_minute_per_caller)
         ));
     }
+    if o.max_concurrent != n.max_concurrent {
+        say(format!(
+            "max_concurrent_calls {} -> {}",
+            opt(o.max_concurrent),
+            opt(n.max_concurrent)
+        ));
+    }
     if o.behaviour != n.behaviour {
         say("behaviour thresholds".into());
     }

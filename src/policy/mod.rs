@@ -49,9 +49,10 @@ pub enum RuleId {
     LabelMvno,
     LabelServiceShape,
     LabelInternational,
+    ConcurrentCalls,
 }
 
-pub const RULE_COUNT: usize = 25;
+pub const RULE_COUNT: usize = 26;
 
 impl RuleId {
     pub const ORDER: [RuleId; RULE_COUNT] = [
@@ -80,6 +81,7 @@ impl RuleId {
         RuleId::LabelMvno,
         RuleId::LabelServiceShape,
         RuleId::LabelInternational,
+        RuleId::ConcurrentCalls,
     ];
 
     pub fn index(self) -> usize {
@@ -120,6 +122,7 @@ impl RuleId {
             RuleId::LabelMvno => "label-mvno",
             RuleId::LabelServiceShape => "label-service-shape",
             RuleId::LabelInternational => "label-international",
+            RuleId::ConcurrentCalls => "concurrent-calls",
         }
     }
 
@@ -189,6 +192,9 @@ impl RuleId {
                 "service-shape",
             ),
             RuleId::LabelInternational => (Off, 0, "Overseas call", "international"),
+            // A capacity limit, not a verdict on the caller: 503 tells the sender to try
+            // another route (RFC 3261 21.5.4), as a carrier SBC answers a full trunk.
+            RuleId::ConcurrentCalls => (Reject, 503, "Too many concurrent calls on the trunk", ""),
         }
     }
 }
@@ -250,6 +256,8 @@ pub struct Trunk {
     pub days: Option<Days>,
     pub max_per_minute: Option<u32>,
     pub max_per_minute_per_caller: Option<u32>,
+    /// `max_concurrent_calls`.
+    pub max_concurrent: Option<u32>,
     pub behaviour: Option<config::BehaviourConf>,
     pub record_route: bool,
     /// Digest authentication of the trunk's calls (`[trunk.auth]`).
@@ -270,6 +278,7 @@ impl Trunk {
         applies(self.role, r)
             && (!r.is_behaviour() || self.behaviour.is_some())
             && (r != RuleId::TrunkAuth || self.auth.is_some())
+            && (r != RuleId::ConcurrentCalls || self.max_concurrent.is_some())
     }
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
@@ -309,8 +318,11 @@ pub struct Policy {
     pub proxy: config::ProxyConf,
     pub behaviour: config::BehaviourTables,
     pub redis: config::RedisConf,
-    /// Some trunk runs behaviour rules: later messages of calls feed the tracker.
+    /// Some trunk runs behaviour rules.
     pub behaviour_on: bool,
+    /// Later messages of calls feed the tracker: some trunk runs behaviour rules or
+    /// limits its concurrent calls.
+    pub tracks_calls: bool,
     pub metrics: config::MetricsConf,
     pub records: config::RecordsConf,
     pub log: config::LogConf,
@@ -519,6 +531,27 @@ impl Policy {
                 Some(l) => Some(load_list(l, &format!("trunk {} whitelist", t.name))?),
                 None => None,
             };
+            match t.max_concurrent_calls {
+                Some(0) => {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': max_concurrent_calls = 0 would refuse every call",
+                            t.name
+                        ),
+                    ));
+                }
+                Some(_) if !t.record_route => {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': max_concurrent_calls needs record_route = true (without it a call's BYE does not pass sipfence, which would never see the call end)",
+                            t.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             if t.role == Role::Enterprise && whitelist.is_none() {
                 return Err(LoadError::file(
                     file,
@@ -537,6 +570,7 @@ impl Policy {
                 days: t.days,
                 max_per_minute: t.max_calls_per_minute,
                 max_per_minute_per_caller: t.max_calls_per_minute_per_caller,
+                max_concurrent: t.max_concurrent_calls,
                 behaviour: match t.behaviour {
                     Some(b) => Some(check_behaviour(b, &t.name, file)?),
                     None => None,
@@ -569,6 +603,9 @@ impl Policy {
             behaviour: cfg.behaviour,
             redis: cfg.redis,
             behaviour_on: trunks.iter().any(|t| t.behaviour.is_some()),
+            tracks_calls: trunks
+                .iter()
+                .any(|t| t.behaviour.is_some() || t.max_concurrent.is_some()),
             trunks,
             metrics: cfg.metrics,
             records: cfg.records,
@@ -751,6 +788,9 @@ impl Policy {
             }
             if let Some(a) = &t.auth {
                 let _ = writeln!(s, "    auth: {}", a.summary());
+            }
+            if let Some(n) = t.max_concurrent {
+                let _ = writeln!(s, "    concurrent calls: at most {n}");
             }
             if t.bare != Bare::National {
                 let _ = writeln!(

@@ -588,6 +588,10 @@ async fn control(
                 )
             })
         },
+        refresh: {
+            let s = shared.clone();
+            Box::new(move || s.metrics.calls_up(&s.loaded.load().policy, &s.behaviour))
+        },
     });
     {
         let l = shared.loaded.load();

@@ -138,7 +138,7 @@ pub fn handle(
     let h = handle_parsed(st, msg, o, out, edits, observe);
     // Only what actually goes on counts towards a caller's behaviour: a response that
     // is not ours, or a request we refuse, says nothing about a call we carry.
-    if st.policy.behaviour_on
+    if st.policy.tracks_calls
         && matches!(h, Handled::Forward(_))
         && let Some((trunk, seen)) = behaviour::observe(msg, st.behaviour, st.now_ms)
     {

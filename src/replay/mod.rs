@@ -239,7 +239,7 @@ impl<'p> Replayer<'p> {
 impl Replayer<'_> {
     /// A later message of a call, for the behaviour features.
     fn learn(&mut self, msg: &Message, ts_ms: u64) {
-        if self.policy.behaviour_on
+        if self.policy.tracks_calls
             && let Some((_, seen)) = behaviour::observe(msg, &self.behaviour, ts_ms)
         {
             *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;

@@ -534,6 +534,21 @@ pub fn play(
     rows: &[(String, String)],
     rate: u32,
 ) {
+    play_at_once(dir, base, uac_port, refused, tail, rows, rate, 1)
+}
+
+/// [`play`] with up to `at_once` calls up at the same time.
+#[allow(clippy::too_many_arguments, dead_code)]
+pub fn play_at_once(
+    dir: &Path,
+    base: u16,
+    uac_port: u16,
+    refused: u16,
+    tail: &Tail,
+    rows: &[(String, String)],
+    rate: u32,
+    at_once: u32,
+) {
     let sc = refusable_uac(dir, refused, tail, uac_port);
     let csv = dir.join(format!("calls-{uac_port}.csv"));
     let mut text = String::from("SEQUENTIAL\n");
@@ -542,10 +557,11 @@ pub fn play(
     }
     std::fs::write(&csv, text).unwrap();
     let target = format!("127.0.0.1:{base}");
-    let (p, n, r) = (
+    let (p, n, r, l) = (
         uac_port.to_string(),
         rows.len().to_string(),
         rate.to_string(),
+        at_once.to_string(),
     );
     let (code, out) = run_sipp(
         &[
@@ -563,7 +579,7 @@ pub fn play(
             "-r",
             &r,
             "-l",
-            "1",
+            &l,
             "-nostdin",
             "-timeout",
             "40s",

@@ -1,0 +1,176 @@
+//! Calls up per trunk, for a trunk's contracted number of concurrent calls
+//! (`max_concurrent_calls`, rule `concurrent-calls`): the same stream of call events
+//! that feeds the behaviour features (the final response to the INVITE, the BYE) says
+//! when a call admitted here has ended.
+//!
+//! A stateless proxy never learns of a call that ends out of its sight, so every call
+//! has a deadline, pushed back by what it is seen to do: [`RING_MS`] from the INVITE or
+//! its last provisional response (RFC 3261's Timer C, three minutes, and a margin),
+//! [`ANSWERED_MS`] from the answer. A call past its deadline no longer counts. The
+//! table only ever holds admitted calls, so it is bounded by the sum of the trunks'
+//! limits whatever an attacker sends.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::Event;
+
+/// An unanswered call counts this long after its INVITE or last 18x.
+pub const RING_MS: u64 = 200_000;
+/// An answered call whose BYE was never seen counts this long after the answer.
+pub const ANSWERED_MS: u64 = 4 * 3_600_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    trunk: u16,
+    answered: bool,
+    deadline_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    calls: HashMap<u64, Live, ahash::RandomState>,
+    /// Calls in `calls` per trunk.
+    up: Vec<u32>,
+}
+
+impl Table {
+    fn end(&mut self, call: u64) {
+        if let Some(l) = self.calls.remove(&call)
+            && let Some(n) = self.up.get_mut(l.trunk as usize)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+    fn expire(&mut self, now_ms: u64) {
+        let up = &mut self.up;
+        self.calls.retain(|_, l| {
+            let keep = l.deadline_ms > now_ms;
+            if !keep && let Some(n) = up.get_mut(l.trunk as usize) {
+                *n = n.saturating_sub(1);
+            }
+            keep
+        });
+    }
+}
+
+/// The calls up, per trunk. One lock: it is taken once per INVITE admitted and once per
+/// later message of a call, on gateways that limit concurrent calls at all.
+#[derive(Debug, Default)]
+pub struct LiveCalls {
+    t: Mutex<Table>,
+}
+
+impl LiveCalls {
+    pub fn new() -> LiveCalls {
+        LiveCalls::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain counts.
+        self.t.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits `call` on `trunk` when fewer than `limit` of its calls are up. A call
+    /// already up (a retransmitted INVITE) is admitted again without counting twice.
+    pub fn admit(&self, trunk: u16, call: u64, limit: u32, now_ms: u64) -> bool {
+        let mut t = self.lock();
+        if t.calls.contains_key(&call) {
+            return true;
+        }
+        let i = trunk as usize;
+        if t.up.len() <= i {
+            t.up.resize(i + 1, 0);
+        }
+        if t.up[i] >= limit {
+            // Full: calls whose end went unseen may be holding places.
+            t.expire(now_ms);
+            if t.up[i] >= limit {
+                return false;
+            }
+        }
+        t.up[i] += 1;
+        t.calls.insert(
+            call,
+            Live {
+                trunk,
+                answered: false,
+                deadline_ms: now_ms + RING_MS,
+            },
+        );
+        true
+    }
+
+    /// A later message of a call. A CANCEL does not end the call (the callee may have
+    /// answered meanwhile): the 487 that answers the INVITE does.
+    pub fn on_event(&self, call: u64, ev: Event, now_ms: u64) {
+        let mut t = self.lock();
+        let Some(l) = t.calls.get_mut(&call) else {
+            return;
+        };
+        match ev {
+            Event::Ringing if !l.answered => l.deadline_ms = now_ms + RING_MS,
+            Event::Answered if !l.answered => {
+                l.answered = true;
+                l.deadline_ms = now_ms + ANSWERED_MS;
+            }
+            Event::Cancelled | Event::Failed if !l.answered => t.end(call),
+            Event::Bye => t.end(call),
+            _ => {}
+        }
+    }
+
+    /// Calls up on `trunk` (those past their deadline included until the trunk is
+    /// next full).
+    pub fn up(&self, trunk: u16) -> u32 {
+        self.lock().up.get(trunk as usize).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_trunk_refuses_until_a_call_ends() {
+        let l = LiveCalls::new();
+        assert!(l.admit(0, 1, 2, 0));
+        assert!(l.admit(0, 2, 2, 0));
+        assert!(!l.admit(0, 3, 2, 0));
+        // Another trunk has its own count; a retransmission is the same call.
+        assert!(l.admit(1, 3, 1, 0));
+        assert!(l.admit(0, 1, 2, 10));
+        assert_eq!((l.up(0), l.up(1)), (2, 1));
+        // Busy (a final failure) ends call 1; a CANCEL alone does not end call 2, its
+        // 487 does.
+        l.on_event(1, Event::Failed, 20);
+        assert!(l.admit(0, 4, 2, 30));
+        l.on_event(2, Event::Cancel, 40);
+        assert!(!l.admit(0, 5, 2, 40));
+        l.on_event(2, Event::Cancelled, 50);
+        assert!(l.admit(0, 5, 2, 60));
+        // Answered calls end with their BYE, not with a late failure.
+        l.on_event(4, Event::Answered, 70);
+        l.on_event(4, Event::Failed, 80);
+        assert!(!l.admit(0, 6, 2, 90));
+        l.on_event(4, Event::Bye, 100);
+        assert!(l.admit(0, 6, 2, 110));
+        // Events of calls never admitted change nothing.
+        l.on_event(99, Event::Bye, 120);
+        assert_eq!(l.up(0), 2);
+    }
+
+    #[test]
+    fn calls_whose_end_went_unseen_expire() {
+        let l = LiveCalls::new();
+        assert!(l.admit(0, 1, 1, 0));
+        // Ringing pushes the deadline back; an answer gives the call hours.
+        l.on_event(1, Event::Ringing, RING_MS - 1);
+        assert!(!l.admit(0, 2, 1, RING_MS + 10));
+        assert!(l.admit(0, 2, 1, 2 * RING_MS));
+        l.on_event(2, Event::Answered, 2 * RING_MS);
+        assert!(!l.admit(0, 3, 1, 2 * RING_MS + ANSWERED_MS - 1));
+        assert!(l.admit(0, 3, 1, 2 * RING_MS + ANSWERED_MS));
+        assert_eq!(l.up(0), 1);
+    }
+}
