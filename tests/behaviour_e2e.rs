@@ -25,6 +25,16 @@ fn config(base: u16, thresholds: &str) -> String {
             "[trunk.rules.behaviour-{r}]\naction = \"reject\"\n"
         ));
     }
+    trunk_config(
+        base,
+        "",
+        &format!("[trunk.behaviour]\nwindow_secs = 60\nwatch_secs = 600\n{thresholds}\n{rules}"),
+    )
+}
+
+/// The interconnect trunk "ic" on `base` with Record-Route, `settings` among its keys
+/// and `tables` (its sub-tables) after them.
+fn trunk_config(base: u16, settings: &str, tables: &str) -> String {
     format!(
         r#"
 [[trunk]]
@@ -34,11 +44,8 @@ listen = ["udp:127.0.0.1:{base}"]
 sources = ["127.0.0.0/8"]
 next_hop = "udp:127.0.0.1:{uas}"
 record_route = true
-[trunk.behaviour]
-window_secs = 60
-watch_secs = 600
-{thresholds}
-{rules}
+{settings}
+{tables}
 [metrics]
 listen = "127.0.0.1:{metrics}"
 "#,
@@ -276,25 +283,7 @@ fn concurrent_calls_are_capped_until_calls_end() {
         return;
     }
     let base = port_block();
-    let proxy = Proxy::start(
-        &format!(
-            r#"
-[[trunk]]
-name = "ic"
-role = "interconnect"
-listen = ["udp:127.0.0.1:{base}"]
-sources = ["127.0.0.0/8"]
-next_hop = "udp:127.0.0.1:{uas}"
-record_route = true
-max_concurrent_calls = 3
-[metrics]
-listen = "127.0.0.1:{metrics}"
-"#,
-            uas = base + 10,
-            metrics = base + 30,
-        ),
-        1,
-    );
+    let proxy = Proxy::start(&trunk_config(base, "max_concurrent_calls = 3", ""), 1);
     let dir = proxy.dir.path().to_path_buf();
     let _uas = sipp_uas(base + 10, None, &dir);
     let up = || proxy.metric("sipfence_concurrent_calls{trunk=\"ic\"}");
