@@ -203,11 +203,12 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                     // shows nothing.
                     let display = na.display.map(|d| {
                         let d = unquote(d.of(b));
-                        // Usually the display name is the URI's number as written.
+                        // Usually the display name is the URI's number as written (and
+                        // gets the same '+' written in when the URI does).
                         if !d.is_empty() && d == p.user.of(b) {
                             p.number
                         } else {
-                            normalise_as(d, r, None)
+                            normalise(d, r.home_cc, None)
                         }
                     });
                     id.display_number = display.and_then(Result::ok);
@@ -231,7 +232,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                     // The first number-like display name, unless it only shows the
                     // asserted number itself: then a later one showing another number
                     // (on the second value of a sip + tel pair) takes its place.
-                    if let Some(n) = na.display.and_then(|d| display_number(b, d, r))
+                    if let Some(n) = na.display.and_then(|d| display_number(b, d, r.home_cc))
                         && id
                             .asserted_display
                             .is_none_or(|shown| Some(shown) == id.asserted.and_then(|a| a.number()))
@@ -310,13 +311,15 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
     }
 }
 
-/// The number a display name shows, if it reads as one.
-pub fn display_number(b: &[u8], display: Span, r: Reading<'_>) -> Option<Number> {
-    normalise_as(unquote(display.of(b)), r, None).ok()
+/// The number a display name shows, if it reads as one. A display name is text for a
+/// person to read, so it is read in the home plan whatever the trunk's `bare_numbers`:
+/// a callee shown "13812345678" sees a domestic mobile.
+pub fn display_number(b: &[u8], display: Span, home_cc: &[u8]) -> Option<Number> {
+    normalise(unquote(display.of(b)), home_cc, None).ok()
 }
 
 /// A display name's text: quotes off, blanks trimmed.
-fn unquote(d: &[u8]) -> &[u8] {
+pub fn unquote(d: &[u8]) -> &[u8] {
     let d = d
         .strip_prefix(b"\"")
         .and_then(|d| d.strip_suffix(b"\""))

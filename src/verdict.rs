@@ -82,7 +82,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     {
         edits.remove(h.line());
     }
-    plus_bare_numbers(policy, d, edits);
+    plus_bare_numbers(policy, msg, d, edits);
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.
@@ -121,12 +121,12 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         // asserted URI stays.
         if d.identity.asserted_display.is_some() {
             let caller = d.identity.effective_number();
-            let r = policy.reading(d.trunk);
+            let cc = policy.plan.country();
             for h in msg.all(HeaderName::PAssertedIdentity) {
                 let _ = addr::parse_list(b, h.value(), |na| {
                     if na
                         .display
-                        .and_then(|s| crate::identity::display_number(b, s, r))
+                        .and_then(|s| crate::identity::display_number(b, s, cc))
                         .is_some_and(|n| Some(n) != caller)
                     {
                         remove_display(b, &na, edits);
@@ -167,16 +167,34 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
 /// On a trunk whose peer writes E.164 without its '+' (`bare_numbers =
 /// "international"`), the identities judged as international numbers go on with the
 /// '+' written in: the core must show what the filter judged, and a foreign
-/// `13812345678` read in the home plan would be a domestic mobile. Identities the
-/// generic-number rewrite replaces or removes are left to it.
-fn plus_bare_numbers(policy: &Policy, d: &Decision, edits: &mut EditList) {
+/// `13812345678` read in the home plan would be a domestic mobile. From's display
+/// name, when it is the URI's number as written, gets the '+' too (a phone shows it).
+/// Identities the generic-number rewrite replaces or removes are left to it.
+fn plus_bare_numbers(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditList) {
     if policy.reading(d.trunk).bare != Bare::International {
         return;
     }
     let id = &d.identity;
-    let from_replaced = d.rewrite_from
-        && id.from_differs()
-        && (id.withheld || id.asserted.and_then(|p| p.number()).is_some());
+    let from_edited = d.rewrite_from && id.from_differs();
+    let from_replaced =
+        from_edited && (id.withheld || id.asserted.and_then(|p| p.number()).is_some());
+    if let Some(f) = id.from.filter(|f| f.plus_missing && !from_edited)
+        && let Some(na) = msg.from_addr()
+        && let Some(dn) = na.display
+    {
+        let b = msg.buf();
+        let raw = dn.of(b);
+        let text = crate::identity::unquote(raw);
+        if !text.is_empty() && text == f.user.of(b) {
+            // The number starts after the quote and blanks `unquote` took off (a user
+            // part starts with neither).
+            let lead = raw
+                .iter()
+                .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
+                .count();
+            edits.insert(dn.start as usize + lead, b"+");
+        }
+    }
     let presented_removed = d.rewrite_from;
     let parties = [
         id.from.filter(|_| !from_replaced),

@@ -1096,9 +1096,12 @@ fn bare_numbers_from_an_international_peer() {
     );
     let out = forwarded(&p, &m, &d);
     let from = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).to_string();
-    assert!(from.contains("<sip:+442071234567@10.9.9.9"), "{from}");
-    // The display name is text the callee sees as it is: not touched.
-    assert!(from.starts_with("\"442071234567\""), "{from}");
+    // The display name showing the URI's number as written gets its '+' too: a phone
+    // shows it.
+    assert!(
+        from.starts_with("\"+442071234567\" <sip:+442071234567@10.9.9.9"),
+        "{from}"
+    );
     let pais: Vec<String> = out
         .all(HeaderName::PAssertedIdentity)
         .map(|h| String::from_utf8_lossy(h.value().of(out.buf())).to_string())
@@ -1127,6 +1130,28 @@ fn bare_numbers_from_an_international_peer() {
             .starts_with(b"<sip:+13812345678@")
     );
     blocks(&p, &m, "intl", 403, "intl-domestic-caller");
+    // A display name is read as a person reads it, in the home plan: "13812345678"
+    // beside a London URI shows a domestic mobile, and the generic-number deletion
+    // takes it off; unquoted and equal to the URI's number, it gets the '+'.
+    let m = with_from(
+        "\"13812345678\" <sip:442071234567@10.9.9.9;user=phone>",
+        &pai("442071234567"),
+    );
+    let d = passes(&p, &m, "intl-bare");
+    assert!(d.rewrite_from, "{d:?}");
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::From).unwrap(),
+        b"<sip:+442071234567@10.9.9.9;user=phone>;tag=ft1"
+    );
+    let m = with_from("13812345678 <sip:13812345678@10.9.9.9;user=phone>", "");
+    let d = passes(&p, &m, "intl-bare");
+    assert!(!d.rewrite_from, "{d:?}");
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::From).unwrap(),
+        b"+13812345678 <sip:+13812345678@10.9.9.9;user=phone>;tag=ft1"
+    );
     // Country code 86 written without '+' is a domestic caller from abroad; prefixed
     // forms read as they say; short codes are the forged service numbers they look like.
     for (from, code, rule) in [
