@@ -463,9 +463,12 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // the core's 200.
     let txn = transaction_key(ti, msg) ^ CONCURRENCY_TXN;
     let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
-        || !ctx
-            .behaviour
-            .admit(ti as u16, behaviour::call_key(msg), limit, ctx.now_ms);
+        || !ctx.behaviour.admit(
+            policy.trunks[ti].id,
+            behaviour::call_key(msg),
+            limit,
+            ctx.now_ms,
+        );
     if full {
         ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, false);
         fire(policy, d, RuleId::ConcurrentCalls);

@@ -1301,7 +1301,33 @@ fn concurrent_calls_per_trunk() {
         rejected(&at(&invite("+8613812345678", ""), 140)).map(|r| r.1),
         Some("intl-domestic-caller")
     );
-    assert_eq!(calls.calls_up(3), 2);
+    assert_eq!(calls.calls_up(p.trunks[3].id), 2);
+    // A reload that moves the trunk first: its calls up still count on it.
+    let cap = "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2\n";
+    let moved = Policy::from_str(
+        &POLICY.replacen(
+            "[[trunk]]\nname = \"intl\"",
+            &format!("{cap}\n[[trunk]]\nname = \"intl\""),
+            1,
+        ),
+        "moved.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(moved.trunks[0].name, "intl-cap");
+    let d = decide(
+        &moved,
+        &invite("+442071234569", ""),
+        &Context {
+            source: src("intl-cap"),
+            local: None,
+            trunk: None,
+            now_ms: MON_10H + 150,
+            rates: &rates,
+            behaviour: &calls,
+        },
+    );
+    assert_eq!(rejected(&d), Some((503, "concurrent-calls")), "{d:?}");
     // Monitor: the call over the limit goes on, counted as a hit.
     let p = policy(
         "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 1\n[trunk.rules.concurrent-calls]\naction = \"monitor\"",

@@ -22,7 +22,7 @@ pub const ANSWERED_MS: u64 = 4 * 3_600_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Live {
-    trunk: u16,
+    trunk: u64,
     answered: bool,
     deadline_ms: u64,
 }
@@ -30,14 +30,15 @@ struct Live {
 #[derive(Debug, Default)]
 struct Table {
     calls: HashMap<u64, Live, ahash::RandomState>,
-    /// Calls in `calls` per trunk.
-    up: Vec<u32>,
+    /// Calls in `calls` per trunk ([`crate::policy::Trunk::id`]: a reload that adds,
+    /// removes or reorders trunks leaves each call counted on its own trunk).
+    up: HashMap<u64, u32, ahash::RandomState>,
 }
 
 impl Table {
     fn end(&mut self, call: u64) {
         if let Some(l) = self.calls.remove(&call)
-            && let Some(n) = self.up.get_mut(l.trunk as usize)
+            && let Some(n) = self.up.get_mut(&l.trunk)
         {
             *n = n.saturating_sub(1);
         }
@@ -46,7 +47,7 @@ impl Table {
         let up = &mut self.up;
         self.calls.retain(|_, l| {
             let keep = l.deadline_ms > now_ms;
-            if !keep && let Some(n) = up.get_mut(l.trunk as usize) {
+            if !keep && let Some(n) = up.get_mut(&l.trunk) {
                 *n = n.saturating_sub(1);
             }
             keep
@@ -73,23 +74,20 @@ impl LiveCalls {
 
     /// Admits `call` on `trunk` when fewer than `limit` of its calls are up. A call
     /// already up (a retransmitted INVITE) is admitted again without counting twice.
-    pub fn admit(&self, trunk: u16, call: u64, limit: u32, now_ms: u64) -> bool {
+    pub fn admit(&self, trunk: u64, call: u64, limit: u32, now_ms: u64) -> bool {
         let mut t = self.lock();
         if t.calls.contains_key(&call) {
             return true;
         }
-        let i = trunk as usize;
-        if t.up.len() <= i {
-            t.up.resize(i + 1, 0);
-        }
-        if t.up[i] >= limit {
+        let up = |t: &Table| t.up.get(&trunk).copied().unwrap_or(0);
+        if up(&t) >= limit {
             // Full: calls whose end went unseen may be holding places.
             t.expire(now_ms);
-            if t.up[i] >= limit {
+            if up(&t) >= limit {
                 return false;
             }
         }
-        t.up[i] += 1;
+        *t.up.entry(trunk).or_default() += 1;
         t.calls.insert(
             call,
             Live {
@@ -122,8 +120,8 @@ impl LiveCalls {
 
     /// Calls up on `trunk` (those past their deadline included until the trunk is
     /// next full).
-    pub fn up(&self, trunk: u16) -> u32 {
-        self.lock().up.get(trunk as usize).copied().unwrap_or(0)
+    pub fn up(&self, trunk: u64) -> u32 {
+        self.lock().up.get(&trunk).copied().unwrap_or(0)
     }
 }
 

@@ -395,11 +395,11 @@ impl BehaviourTracker for LocalTracker {
         });
     }
 
-    fn admit(&self, trunk: u16, call: u64, limit: u32, now_ms: u64) -> bool {
+    fn admit(&self, trunk: u64, call: u64, limit: u32, now_ms: u64) -> bool {
         self.live.admit(trunk, nonzero(call), limit, now_ms)
     }
 
-    fn calls_up(&self, trunk: u16) -> u32 {
+    fn calls_up(&self, trunk: u64) -> u32 {
         self.live.up(trunk)
     }
 

@@ -140,14 +140,15 @@ pub trait BehaviourTracker: Send + Sync {
     /// event amounted to, when the call is known (`None` for the events that change
     /// nothing, such as a second 180).
     fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)>;
-    /// Admits call `call` on a trunk that limits its concurrent calls to `limit`:
+    /// Admits call `call` on trunk `trunk` ([`crate::policy::Trunk::id`]), which limits
+    /// its concurrent calls to `limit`:
     /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps
     /// nothing admits every call.
-    fn admit(&self, _trunk: u16, _call: u64, _limit: u32, _now_ms: u64) -> bool {
+    fn admit(&self, _trunk: u64, _call: u64, _limit: u32, _now_ms: u64) -> bool {
         true
     }
-    /// Calls up on `trunk` (a gauge).
-    fn calls_up(&self, _trunk: u16) -> u32 {
+    /// Calls up on `trunk` ([`crate::policy::Trunk::id`]; a gauge).
+    fn calls_up(&self, _trunk: u64) -> u32 {
         0
     }
 }

@@ -491,11 +491,11 @@ impl Metrics {
 
     /// Sets the calls-up gauge of every trunk that limits its concurrent calls.
     pub fn calls_up(&self, p: &Policy, t: &dyn crate::behaviour::BehaviourTracker) {
-        for (i, trunk) in p.trunks.iter().enumerate() {
+        for trunk in &p.trunks {
             if trunk.max_concurrent.is_some() {
                 self.concurrent_calls
                     .with_label_values(&[trunk.name.as_str()])
-                    .set(t.calls_up(i as u16) as i64);
+                    .set(t.calls_up(trunk.id) as i64);
             }
         }
     }

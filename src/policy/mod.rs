@@ -246,6 +246,9 @@ pub struct Action {
 #[derive(Debug, Clone)]
 pub struct Trunk {
     pub name: String,
+    /// The name's hash: names the trunk in state that outlives a reload (calls up),
+    /// where the trunk's position may change.
+    pub id: u64,
     pub role: Role,
     pub sources: Vec<SourceSpec>,
     pub listen: Vec<ListenSpec>,
@@ -560,6 +563,7 @@ impl Policy {
             }
             trunks.push(Trunk {
                 name: t.name.clone(),
+                id: crate::sip::lex::fnv1a(&[t.name.as_bytes()]),
                 role: t.role,
                 sources: t.sources.clone(),
                 listen: t.listen.clone(),
