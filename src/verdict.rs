@@ -82,7 +82,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     {
         edits.remove(h.line());
     }
-    plus_bare_numbers(policy, msg, d, edits);
+    let mut from_edit = FromEdit::Untouched;
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.
@@ -90,16 +90,25 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             && let Some(h) = msg.first(HeaderName::From)
             && let Ok(na) = addr::parse_single(b, h.value())
         {
-            match d.identity.asserted.and_then(|p| p.number()) {
+            from_edit = match d.identity.asserted.and_then(|p| p.number()) {
                 // The caller asked for privacy (RFC 3323): the generic number goes, but
                 // putting the asserted number in its place would show the callee whom
                 // the network was told to hide. From becomes anonymous instead; the
                 // asserted identity travels on in P-Asserted-Identity.
-                _ if d.identity.withheld => anonymise_from(b, &na, edits),
-                Some(asserted) => rewrite_from(b, &na, &asserted, edits),
+                _ if d.identity.withheld => {
+                    anonymise_from(b, &na, edits);
+                    FromEdit::Replaced
+                }
+                Some(asserted) => {
+                    rewrite_from(b, &na, &asserted, edits);
+                    FromEdit::Replaced
+                }
                 // No asserted number: only the display name showed another number.
-                None => remove_display(b, &na, edits),
-            }
+                None => {
+                    remove_display(b, &na, edits);
+                    FromEdit::DisplayRemoved
+                }
+            };
         }
         // The user's wish for an identity has no place once the network asserted one,
         // nor has a Remote-Party-ID that is not the asserted identity (legacy equipment
@@ -138,6 +147,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             delete_isup_generic(msg, i, edits);
         }
     }
+    plus_bare_numbers(policy, msg, d, from_edit, edits);
     if !d.labels.is_empty() {
         let at = msg.head_end();
         edits.insert_with(at, |out| {
@@ -164,21 +174,37 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     edits.len() - before
 }
 
+/// What the generic-number rewrite did to From.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FromEdit {
+    Untouched,
+    /// Only its display name went: the URI stays as written.
+    DisplayRemoved,
+    /// Display name and URI replaced (the asserted number, or RFC 3323's anonymous).
+    Replaced,
+}
+
 /// On a trunk whose peer writes E.164 without its '+' (`bare_numbers =
 /// "international"`), the identities judged as international numbers go on with the
 /// '+' written in: the core must show what the filter judged, and a foreign
 /// `13812345678` read in the home plan would be a domestic mobile. From's display
 /// name, when it is the URI's number as written, gets the '+' too (a phone shows it).
-/// Identities the generic-number rewrite replaces or removes are left to it.
-fn plus_bare_numbers(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditList) {
+/// Identities the generic-number rewrite replaces or removes (`from_edit` says what it
+/// did to From) are left to it.
+fn plus_bare_numbers(
+    policy: &Policy,
+    msg: &Message,
+    d: &Decision,
+    from_edit: FromEdit,
+    edits: &mut EditList,
+) {
     if policy.reading(d.trunk).bare != Bare::International {
         return;
     }
     let id = &d.identity;
-    let from_edited = d.rewrite_from && id.from_differs();
-    let from_replaced =
-        from_edited && (id.withheld || id.asserted.and_then(|p| p.number()).is_some());
-    if let Some(f) = id.from.filter(|f| f.plus_missing && !from_edited)
+    if let Some(f) = id
+        .from
+        .filter(|f| f.plus_missing && from_edit == FromEdit::Untouched)
         && let Some(na) = msg.from_addr()
         && let Some(dn) = na.display
     {
@@ -197,7 +223,7 @@ fn plus_bare_numbers(policy: &Policy, msg: &Message, d: &Decision, edits: &mut E
     }
     let presented_removed = d.rewrite_from;
     let parties = [
-        id.from.filter(|_| !from_replaced),
+        id.from.filter(|_| from_edit != FromEdit::Replaced),
         id.asserted,
         id.asserted2,
         id.preferred.filter(|_| !presented_removed),
