@@ -87,8 +87,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         // The rule also fires for a Generic Number in the IAM alone: From is only
         // touched when it presents a number of its own.
         if d.identity.from_differs()
-            && let Some(h) = msg.first(HeaderName::From)
-            && let Ok(na) = addr::parse_single(b, h.value())
+            && let Some(na) = msg.from_addr()
         {
             from_edit = match d.identity.asserted.and_then(|p| p.number()) {
                 // The caller asked for privacy (RFC 3323): the generic number goes, but
@@ -96,16 +95,16 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
                 // the network was told to hide. From becomes anonymous instead; the
                 // asserted identity travels on in P-Asserted-Identity.
                 _ if d.identity.withheld => {
-                    anonymise_from(b, &na, edits);
+                    anonymise_from(b, na, edits);
                     FromEdit::Replaced
                 }
                 Some(asserted) => {
-                    rewrite_from(b, &na, &asserted, edits);
+                    rewrite_from(b, na, &asserted, edits);
                     FromEdit::Replaced
                 }
                 // No asserted number: only the display name showed another number.
                 None => {
-                    remove_display(b, &na, edits);
+                    remove_display(b, na, edits);
                     FromEdit::DisplayRemoved
                 }
             };
