@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod compare;
+pub mod hep;
 pub mod net;
 pub mod pcapout;
 
@@ -156,6 +157,9 @@ impl<'p> Replayer<'p> {
                 Some(start) => vec![seg.payload[start..].to_vec()],
                 None => vec![],
             },
+            crate::policy::config::Transport::Tcp if seg.tcp.is_none() => {
+                net::whole_messages(&seg.payload)
+            }
             crate::policy::config::Transport::Tcp => self.flows.feed(&seg, &mut self.decoder.stats),
         };
         for m in messages {
@@ -344,7 +348,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let s = &r.summary;
     let n = r.net_stats();
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
         println!(
             "{}",
             serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
@@ -367,6 +371,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             n.tcp_gaps,
             n.tcp_desync
         );
+        if n.hep_not_sip + n.hep_damaged > 0 {
+            println!(
+                "  HEP: not SIP {} (RTCP, logs, keep-alives)  damaged {}",
+                n.hep_not_sip, n.hep_damaged
+            );
+        }
         for (v, n) in &s.by_verdict {
             println!("  verdict {v:<8} {n}");
         }

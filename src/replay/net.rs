@@ -1,7 +1,8 @@
 //! Just enough of the network stack to find SIP in a capture: link layers (Ethernet
 //! with VLAN tags, Linux cooked v1/v2, raw IP, BSD loopback), IPv4 and IPv6 with
 //! fragment reassembly, UDP, and TCP streams reassembled in order and cut into SIP
-//! messages by Content-Length. Every table is bounded: a capture of any size replays
+//! messages by Content-Length; HEP from a Homer capture server is opened as a tunnel
+//! (`hep`). Every table is bounded: a capture of any size replays
 //! in bounded memory.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,8 +46,12 @@ pub struct NetStats {
     pub fragments_expired: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
-    /// Segments found inside a tunnel or label stack.
+    /// Segments found inside a tunnel or label stack (HEP included).
     pub decapsulated: u64,
+    /// HEP packets that carried something else (RTCP reports, logs, keep-alives).
+    pub hep_not_sip: u64,
+    /// HEP packets cut short or inconsistent.
+    pub hep_damaged: u64,
 }
 
 type FragKey = (IpAddr, IpAddr, u32, u8);
@@ -296,7 +301,33 @@ impl Decoder {
             }
             return Some(self.ip(b.get(off..)?, ts_ms, depth + 1));
         }
-        None
+        // HEP, from a capture taken on a Homer server: on whatever port it was sent to.
+        match super::hep::open(b)? {
+            Ok(h) => {
+                self.depth = depth + 1;
+                // Over TCP (or TLS, SCTP) the sender reports whole messages, not stream
+                // segments: no sequence numbers to follow, the payload is cut as it is.
+                let transport = match h.ip_proto {
+                    17 => Transport::Udp,
+                    _ => Transport::Tcp,
+                };
+                Some(Some(Segment {
+                    src: h.src,
+                    dst: h.dst,
+                    transport,
+                    payload: h.payload.into_owned(),
+                    tcp: None,
+                }))
+            }
+            Err(super::hep::Skip::NotSip) => {
+                self.stats.hep_not_sip += 1;
+                Some(None)
+            }
+            Err(super::hep::Skip::Damaged) => {
+                self.stats.hep_damaged += 1;
+                Some(None)
+            }
+        }
     }
 
     fn ipv4(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
@@ -491,6 +522,29 @@ pub fn find_sip_start(b: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// The messages of a stream payload that holds whole messages, as a HEP sender reports
+/// what it read from TCP or TLS. What does not frame (a Content-Length beyond the end,
+/// a broken header) is given as it is, for the parser to refuse and count.
+pub fn whole_messages(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    while !b.is_empty() {
+        match frame_stream(b) {
+            Ok(Frame::Message { skip, len }) => {
+                out.push(b[skip..skip + len].to_vec());
+                b = &b[skip + len..];
+            }
+            Ok(Frame::Ping(n)) if n > 0 => b = &b[n..],
+            _ => {
+                if b.iter().any(|&c| c != b'\r' && c != b'\n') {
+                    out.push(b.to_vec());
+                }
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
