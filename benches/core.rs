@@ -1,7 +1,8 @@
 //! Parse, and parse + decide, of a realistic INVITE (PAI, Privacy, SDP), beside the same
 //! message parsed by the `rsip` crate in the same run; and parse + decide of a SIP-I
 //! INVITE (the same call with an ISUP IAM in a multipart body) beside it; and parse +
-//! decide with the behaviour rules on (the tracker counting every call) against off.
+//! decide with the behaviour rules on (the tracker counting every call) against off;
+//! and the HEP encoding `[hep]` adds per message.
 //!
 //!     cargo bench --bench core
 
@@ -79,5 +80,32 @@ fn behaviour(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, behaviour);
+/// What `[hep]` adds to each message on the proxy's thread: encoding the README INVITE
+/// as HEPv3 into a fresh buffer (the sender thread's `send` is not in it), beside parse
+/// + decide of the same message.
+fn hep(c: &mut Criterion) {
+    use sipfence::hep::{Mirror, OVERHEAD, encode};
+    use sipfence::policy::config::Transport;
+    let raw = common::invite();
+    let mut g = c.benchmark_group("hep");
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            let m = Mirror {
+                src: "192.0.2.1:5060".parse().unwrap(),
+                dst: "198.51.100.2:5060".parse().unwrap(),
+                transport: Transport::Udp,
+                ts_us: 1_795_998_600_000_000,
+                capture_id: 2001,
+                password: b"",
+                payload: black_box(&raw),
+            };
+            let mut out = Vec::with_capacity(raw.len() + OVERHEAD);
+            assert!(encode(&m, &mut out));
+            black_box(out)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, behaviour, hep);
 criterion_main!(benches);

@@ -19,6 +19,12 @@
 # peer's expected answers still hold): the cost of the behaviour rules under load.
 #
 #     PROXIES="sipfence-counted sipfence-redis" bash scripts/load.sh   # counters local / on Redis
+#     PROXIES="sipfence sipfence-hep" bash scripts/load.sh   # without / with the mirror to Homer
+#
+# "sipfence-hep" mirrors every message read and sent ([hep]) to udp 127.0.0.1:9061, where
+# this script holds a socket it never reads: the kernel takes each packet and drops it
+# when that socket's buffer is full, so the proxy pays the whole sending path and no
+# collector competes for the two cores.
 #
 # Both count every call of the enterprise trunk against a per-trunk and a per-caller
 # limit too high to refuse anything; "sipfence-redis" shares the counters through a
@@ -63,6 +69,15 @@ printf '\n[redis]\nurl = "redis://127.0.0.1:6390"\ninstance = "load"\nrecords_st
 cp "$OUT/sipfence-redis.toml" "$OUT/sipfence-redis-stream.toml"
 sed -i 's/^records_stream = ""/records_stream = "records"/' "$OUT/sipfence-redis-stream.toml"
 "$ROOT/target/release/sipfence" check --config "$OUT/sipfence-redis.toml" | tail -1
+cp "$OUT/sipfence.toml" "$OUT/sipfence-hep.toml"
+printf '\n[hep]\nserver = "udp:127.0.0.1:9061"\ncapture_id = 1\n' >> "$OUT/sipfence-hep.toml"
+"$ROOT/target/release/sipfence" check --config "$OUT/sipfence-hep.toml" | tail -1
+if [[ " $PROXIES " == *" sipfence-hep "* ]]; then
+  python3 -c 'import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 9061)); time.sleep(86400)' &
+  hep_sink=$!
+  trap 'kill $hep_sink 2>/dev/null || true' EXIT
+fi
 if [[ " $PROXIES " == *" sipfence-redis"* ]]; then
   redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
   trap 'redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true' EXIT
@@ -76,7 +91,7 @@ for sitting in $(seq 1 "$SITTINGS"); do
 for p in $PROXIES; do
   case $p in
     kamailio) args=(--workers "$WORKERS");;
-    sipfence|sipfence-behaviour|sipfence-counted|sipfence-redis|sipfence-redis-stream) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
+    sipfence|sipfence-behaviour|sipfence-counted|sipfence-redis|sipfence-redis-stream|sipfence-hep) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
   esac
   echo "== $p" >&2
   bash "$PEER/run.sh" "${args[@]}" "${pcap_args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p-$sitting" 2>"$OUT/$p-$sitting.log" \

@@ -318,6 +318,11 @@ pub fn sipi(data: &[u8]) {
     )
     .into_bytes();
     raw.extend_from_slice(&body);
+    // An IAM part that big makes a message no transport carries: refused as too large,
+    // rightly; the wrapper only has to parse below that.
+    if raw.len() > crate::sip::MAX_MESSAGE {
+        return;
+    }
     let m = Message::parse(Bytes::from(raw)).unwrap_or_else(|e| panic!("SIP-I wrapper: {e}"));
     let ctx = Context {
         source: "127.0.0.1:5070".parse().unwrap_or_else(|_| unreachable!()),

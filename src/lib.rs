@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod decide;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hep;
 pub mod identity;
 pub mod isup;
 pub mod load_error;

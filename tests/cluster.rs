@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    Proxy, RedisServer, Tail, play, port_block, redis_available, sipp_available, sipp_uas,
+    Proxy, RedisServer, Tail, play, play_at_once, port_block, redis_available, sipp_available,
+    sipp_uas,
 };
 use std::net::UdpSocket;
 use std::sync::{Mutex, MutexGuard};
@@ -559,4 +560,159 @@ fn fail_closed_refuses_while_redis_is_unreachable() {
     assert_eq!(answer(b2, "+8613912340001"), None);
     assert_eq!(calls(&open, "allow"), 1.0);
     assert_eq!(open.metric("sipfence_redis_up"), 0.0);
+}
+
+/// A gateway in front of an interconnect trunk `ic` of `limit` concurrent calls shared
+/// through Redis (calls end by their BYE, hence `record_route`).
+fn calls_gateway(i: usize, base: u16, uas: u16, redis: &str, limit: u32) -> Proxy {
+    let cfg = format!(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+record_route = true
+max_concurrent_calls = {limit}
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[redis]
+url = "{redis}"
+instance = "gw{i}"
+sync_ms = 50
+"#,
+        metrics = base + 30
+    );
+    Proxy::start(&cfg, 1)
+}
+
+/// A line of three channels reached through two gateways has three places, not three
+/// at each: with two calls up at one gateway, the other admits one more call and
+/// refuses the next 503, and the places come back at both once the calls end. The
+/// shared state is each gateway's own count in one Redis hash per trunk.
+#[test]
+fn concurrent_calls_are_shared_across_gateways() {
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let bases: Vec<u16> = (0..2).map(|_| port_block()).collect();
+    let redis = RedisServer::start(bases[0] + 35);
+    let uas_port = bases[0] + 10;
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| calls_gateway(i, b, uas_port, &redis.url(), 3))
+        .collect();
+    let _uas = sipp_uas(uas_port, None, gws[0].dir.path());
+    let gauge = |p: &Proxy, name: &str| p.metric(&format!("{name}{{trunk=\"ic\"}}"));
+    let up = |p: &Proxy| gauge(p, "sipfence_concurrent_calls");
+    let elsewhere = |p: &Proxy| gauge(p, "sipfence_concurrent_calls_elsewhere");
+    let refused = |p: &Proxy| {
+        p.metric(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"concurrent-calls\",trunk=\"ic\"}",
+        )
+    };
+    std::thread::scope(|s| {
+        // Two calls held three seconds at gateway 0.
+        let held = s.spawn(|| {
+            play_at_once(
+                gws[0].dir.path(),
+                bases[0],
+                bases[0] + 20,
+                503,
+                &Tail::Answer(3000),
+                &rows(0, 2),
+                10,
+                2,
+            )
+        });
+        wait_for("gateway 0 to hold two calls", 5, || up(&gws[0]) == 2.0);
+        wait_for("gateway 1 to learn of them", 2, || {
+            elsewhere(&gws[1]) == 2.0
+        });
+        let hash = redis.cli(&["HGET", "sipfence:calls:ic", "gw0"]);
+        assert!(hash.starts_with("2 "), "gw0's entry: {hash}");
+        // Two calls at gateway 1 at once: one place is left.
+        play_at_once(
+            gws[1].dir.path(),
+            bases[1],
+            bases[1] + 20,
+            503,
+            &Tail::Answer(300),
+            &rows(10, 2),
+            10,
+            2,
+        );
+        assert_eq!(refused(&gws[1]), 1.0, "the second call at gateway 1");
+        held.join().unwrap();
+    });
+    assert_eq!(refused(&gws[0]), 0.0);
+    // Every call ended: both gateways see the places free, and use them.
+    for g in &gws {
+        wait_for("the calls to end", 5, || {
+            up(g) == 0.0 && elsewhere(g) == 0.0
+        });
+    }
+    play_at_once(
+        gws[1].dir.path(),
+        bases[1],
+        bases[1] + 21,
+        503,
+        &Tail::Answer(300),
+        &rows(20, 3),
+        10,
+        3,
+    );
+    assert_eq!(refused(&gws[1]), 1.0, "three calls, three places");
+
+    // Redis gone: what was learnt of the other gateway counts for a while, then each
+    // gateway counts its own calls against the whole limit (fail-open).
+    let mut redis = redis;
+    std::thread::scope(|s| {
+        let held = s.spawn(|| {
+            play_at_once(
+                gws[0].dir.path(),
+                bases[0],
+                bases[0] + 22,
+                503,
+                &Tail::Answer(4000),
+                &rows(30, 2),
+                10,
+                2,
+            )
+        });
+        wait_for("gateway 1 to learn of two calls", 5, || {
+            elsewhere(&gws[1]) == 2.0
+        });
+        redis.kill();
+        let forgot = wait_for("gateway 1 to stop counting them", 5, || {
+            elsewhere(&gws[1]) == 0.0
+        });
+        assert!(
+            forgot >= Duration::from_millis(1500),
+            "kept for the stale bound: {forgot:?}"
+        );
+        assert!(gws[1].metric("sipfence_redis_errors_total{op=\"calls\"}") > 0.0);
+        assert_eq!(up(&gws[0]), 2.0, "gateway 0's calls are still up");
+        play_at_once(
+            gws[1].dir.path(),
+            bases[1],
+            bases[1] + 22,
+            503,
+            &Tail::Answer(300),
+            &rows(40, 2),
+            10,
+            2,
+        );
+        assert_eq!(
+            refused(&gws[1]),
+            1.0,
+            "both admitted: 2 + 2 > 3, counted apart"
+        );
+        held.join().unwrap();
+    });
 }

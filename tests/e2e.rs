@@ -1477,3 +1477,158 @@ fn password_guessing_locks_the_guessing_address() {
     );
     assert_eq!((auth("ok"), auth("locked")), (1.0, 12.0));
 }
+
+/// `[hep]`: every message the proxy reads and sends reaches a Homer collector (here a UDP
+/// socket of the test) in HEPv3, with both ends' addresses: an allowed call in and out
+/// over UDP, a rejected one with the proxy's own 403, and a call whose caller side is
+/// TCP (mirrored as TCP) while the core side is UDP. What it sends is counted.
+#[test]
+fn every_message_is_mirrored_to_homer_in_hep() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let homer = UdpSocket::bind(("127.0.0.1", base + 25)).unwrap();
+    homer
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let hep = format!(
+        "[hep]\nserver = \"udp:127.0.0.1:{}\"\ncapture_id = 2001\npassword = \"homer-key\"\n",
+        base + 25
+    );
+    let proxy = Proxy::start(&config(base, &hep), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let none = ("X-No-PAI: 1", "X-No-Privacy: 1");
+    calls(
+        &dir,
+        base,
+        base + 20,
+        "u1",
+        200,
+        &[("+442071234567@", none.0, none.1)],
+    );
+    calls(
+        &dir,
+        base,
+        base + 21,
+        "u1",
+        403,
+        &[("+8613812345678@", none.0, none.1)],
+    );
+    calls(
+        &dir,
+        base,
+        base + 22,
+        "t1",
+        200,
+        &[("+12125550123@", none.0, none.1)],
+    );
+
+    // (source, destination, IP protocol, message) of every HEP packet received.
+    let mut got = vec![];
+    let mut buf = vec![0u8; 70_000];
+    while let Ok(n) = homer.recv(&mut buf) {
+        let h = sipfence::hep::open(&buf[..n])
+            .expect("HEP")
+            .expect("a SIP message");
+        got.push((
+            h.src,
+            h.dst,
+            h.ip_proto,
+            String::from_utf8_lossy(&h.payload).into_owned(),
+        ));
+    }
+    let a = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (proxy_at, uas) = (a(base), a(base + 10));
+    let seen = |from: std::net::SocketAddr,
+                to: std::net::SocketAddr,
+                proto: u8,
+                start: &str,
+                caller: &str| {
+        got.iter().any(|(s, d, p, m)| {
+            *s == from && *d == to && *p == proto && m.starts_with(start) && m.contains(caller)
+        })
+    };
+    let uk = "+442071234567@";
+    // The allowed UDP call, each message in and out.
+    for (start, caller_side_in) in [
+        ("INVITE ", true),
+        ("SIP/2.0 200", false),
+        ("ACK ", true),
+        ("BYE ", true),
+    ] {
+        let (c_from, c_to, u_from, u_to) = if caller_side_in {
+            (a(base + 20), proxy_at, proxy_at, uas)
+        } else {
+            (proxy_at, a(base + 20), uas, proxy_at)
+        };
+        assert!(
+            seen(c_from, c_to, 17, start, uk),
+            "{start} caller side: {got:#?}"
+        );
+        assert!(
+            seen(u_from, u_to, 17, start, uk),
+            "{start} core side: {got:#?}"
+        );
+    }
+    // What went to the core is what the proxy sent: its own Via on top.
+    let fwd = got
+        .iter()
+        .find(|(s, d, _, m)| {
+            *s == proxy_at && *d == uas && m.starts_with("INVITE ") && m.contains(uk)
+        })
+        .unwrap();
+    let top_via = fwd.3.lines().find(|l| l.starts_with("Via:")).unwrap();
+    assert!(
+        top_via.contains(&format!("127.0.0.1:{base};branch=z9hG4bK")),
+        "{top_via}"
+    );
+    // The rejected call: in, the proxy's 403 out, never to the core.
+    let cn = "+8613812345678@";
+    assert!(seen(a(base + 21), proxy_at, 17, "INVITE ", cn));
+    assert!(seen(proxy_at, a(base + 21), 17, "SIP/2.0 403", cn));
+    assert!(!got.iter().any(|(_, d, _, m)| *d == uas && m.contains(cn)));
+    // The TCP caller: its side mirrored as TCP (the proxy's end is the connection's).
+    let us = "+12125550123@";
+    assert!(seen(a(base + 22), proxy_at, 6, "INVITE ", us), "{got:#?}");
+    assert!(seen(proxy_at, uas, 17, "INVITE ", us));
+    assert!(
+        seen(proxy_at, a(base + 22), 6, "SIP/2.0 200", us),
+        "{got:#?}"
+    );
+    // Counted as sent, one by one; nothing lost.
+    let sent = proxy.metric("sipfence_hep_packets_total{outcome=\"sent\"}");
+    assert_eq!(sent as usize, got.len());
+    assert_eq!(
+        proxy.metric("sipfence_hep_packets_total{outcome=\"socket-full\"}"),
+        0.0
+    );
+
+    // `check` names the mirror; changing it takes a restart, and a reload says so.
+    let with =
+        sipfence::policy::Policy::from_str(&config(base, &hep), "a.toml", Path::new(".")).unwrap();
+    let without =
+        sipfence::policy::Policy::from_str(&config(base, ""), "b.toml", Path::new(".")).unwrap();
+    assert!(
+        with.summary().contains(&format!(
+            "hep: every message mirrored to udp:127.0.0.1:{} (capture id 2001)",
+            base + 25
+        )),
+        "{}",
+        with.summary()
+    );
+    assert!(!without.summary().contains("hep:"));
+    let c = sipfence::policy::diff::changes(&with, &without);
+    assert_eq!(c.restart, vec!["[hep]".to_string()]);
+
+    // A collector over TCP is refused where it is written.
+    let e = sipfence::policy::Policy::from_str(
+        "[hep]\nserver = \"tcp:127.0.0.1:9060\"\n",
+        "hep.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("hep.toml:2:") && e.contains("UDP only"), "{e}");
+}

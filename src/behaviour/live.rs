@@ -9,6 +9,10 @@
 //! [`ANSWERED_MS`] from the answer. A call past its deadline no longer counts. The
 //! table only ever holds admitted calls, so it is bounded by the sum of the trunks'
 //! limits whatever an attacker sends.
+//!
+//! With `[redis]`, gateways in front of the same trunk share its limit: each publishes
+//! its own count and learns the others' ([`crate::cluster::calls`]), and a call is
+//! admitted when the calls up here and elsewhere leave a place.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,6 +37,8 @@ struct Table {
     /// Calls in `calls` per trunk ([`crate::policy::Trunk::id`]: a reload that adds,
     /// removes or reorders trunks leaves each call counted on its own trunk).
     up: HashMap<u64, u32, ahash::RandomState>,
+    /// Calls up at the other gateways, per trunk, as last learnt through Redis.
+    elsewhere: HashMap<u64, u32, ahash::RandomState>,
 }
 
 impl Table {
@@ -79,7 +85,10 @@ impl LiveCalls {
         if t.calls.contains_key(&call) {
             return true;
         }
-        let up = |t: &Table| t.up.get(&trunk).copied().unwrap_or(0);
+        let up = |t: &Table| {
+            let here = t.up.get(&trunk).copied().unwrap_or(0);
+            here.saturating_add(t.elsewhere.get(&trunk).copied().unwrap_or(0))
+        };
         if up(&t) >= limit {
             // Full: calls whose end went unseen may be holding places.
             t.expire(now_ms);
@@ -118,10 +127,31 @@ impl LiveCalls {
         }
     }
 
-    /// Calls up on `trunk` (those past their deadline included until the trunk is
-    /// next full).
+    /// Calls up on `trunk` at this gateway (those past their deadline included until
+    /// the trunk is next full).
     pub fn up(&self, trunk: u64) -> u32 {
         self.lock().up.get(&trunk).copied().unwrap_or(0)
+    }
+
+    /// Calls up on `trunk` at this gateway now, past deadlines swept: what it tells the
+    /// other gateways.
+    pub fn up_now(&self, trunk: u64, now_ms: u64) -> u32 {
+        let mut t = self.lock();
+        t.expire(now_ms);
+        t.up.get(&trunk).copied().unwrap_or(0)
+    }
+
+    /// What the other gateways have up, per trunk: replaces what was known (a trunk
+    /// left out has none elsewhere).
+    pub fn set_elsewhere(&self, counts: impl IntoIterator<Item = (u64, u32)>) {
+        let mut t = self.lock();
+        t.elsewhere.clear();
+        t.elsewhere.extend(counts);
+    }
+
+    /// Calls up on `trunk` at the other gateways, as last learnt.
+    pub fn elsewhere(&self, trunk: u64) -> u32 {
+        self.lock().elsewhere.get(&trunk).copied().unwrap_or(0)
     }
 }
 
@@ -170,5 +200,22 @@ mod tests {
         assert!(!l.admit(0, 3, 1, 2 * RING_MS + ANSWERED_MS - 1));
         assert!(l.admit(0, 3, 1, 2 * RING_MS + ANSWERED_MS));
         assert_eq!(l.up(0), 1);
+    }
+
+    #[test]
+    fn calls_up_at_other_gateways_take_places() {
+        let l = LiveCalls::new();
+        l.set_elsewhere([(0, 2), (1, 5)]);
+        assert!(l.admit(0, 1, 3, 0));
+        assert!(!l.admit(0, 2, 3, 0));
+        // What this gateway tells the others is its own count.
+        assert_eq!((l.up(0), l.up_now(0, 1), l.elsewhere(0)), (1, 1, 2));
+        // The others' calls end: the place frees; a trunk left out has none elsewhere.
+        l.set_elsewhere([(0, 1)]);
+        assert!(l.admit(0, 2, 3, 0));
+        assert!(!l.admit(0, 3, 3, 0));
+        assert_eq!(l.elsewhere(1), 0);
+        // Sweeping happens when asked for the count to publish.
+        assert_eq!(l.up_now(0, RING_MS + 1), 0);
     }
 }

@@ -235,6 +235,12 @@ fn nonzero(k: u64) -> u64 {
 }
 
 impl LocalTracker {
+    /// The calls up per trunk (`max_concurrent_calls`), for sharing them between
+    /// gateways.
+    pub fn live(&self) -> &LiveCalls {
+        &self.live
+    }
+
     /// Room for `callers` callers and `calls` calls in flight (each rounded up to a
     /// power of two of sets of [`WAYS`]).
     /// Allocates nothing yet: see [`LocalTracker::reserve`].
@@ -401,6 +407,10 @@ impl BehaviourTracker for LocalTracker {
 
     fn calls_up(&self, trunk: u64) -> u32 {
         self.live.up(trunk)
+    }
+
+    fn calls_elsewhere(&self, trunk: u64) -> u32 {
+        self.live.elsewhere(trunk)
     }
 
     fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)> {

@@ -151,6 +151,10 @@ pub trait BehaviourTracker: Send + Sync {
     fn calls_up(&self, _trunk: u64) -> u32 {
         0
     }
+    /// Calls up on `trunk` at the other gateways sharing its limit (a gauge).
+    fn calls_elsewhere(&self, _trunk: u64) -> u32 {
+        0
+    }
 }
 
 /// A tracker that keeps nothing: `explain` of a single message, and policies without

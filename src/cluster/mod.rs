@@ -4,7 +4,8 @@
 //!
 //! - rate counters ([`counters::SharedRateCounter`]): counted locally, sent to Redis
 //!   and read back in small batches every `sync_ms`, with local counting when Redis is
-//!   out of reach;
+//!   out of reach; and each gateway's concurrent calls per limited trunk ([`calls`]),
+//!   published and summed on the same beat;
 //! - list versions ([`lists`]): `sipfence lists publish` stores a new set of lists,
 //!   every instance polls for it and swaps it in, or refuses it and keeps its own;
 //! - signaling records ([`stream`]): also appended to a Redis stream, so that an
@@ -13,6 +14,7 @@
 //! Everything here runs on the control runtime, never on the workers' receive loops;
 //! the workers only touch in-memory state.
 
+pub mod calls;
 pub mod counters;
 pub mod lists;
 pub mod stream;

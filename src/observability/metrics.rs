@@ -36,6 +36,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_restart_pending",
     "sipfence_list_entries",
     "sipfence_concurrent_calls",
+    "sipfence_concurrent_calls_elsewhere",
     "sipfence_tcp_connections",
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
@@ -48,6 +49,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_shared_counter_fallbacks_total",
     "sipfence_list_version",
     "sipfence_redis_records_total",
+    "sipfence_hep_packets_total",
 ];
 
 pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
@@ -77,6 +79,8 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// Calls up per trunk with `max_concurrent_calls` (set when scraped).
     pub concurrent_calls: IntGaugeVec,
+    /// The same trunks' calls up at the other gateways, as learnt through Redis.
+    pub concurrent_calls_elsewhere: IntGaugeVec,
     pub tcp_connections: IntGauge,
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
@@ -93,6 +97,8 @@ pub struct Metrics {
     /// Published list version running, and the last one refused.
     pub list_version: IntGaugeVec,
     pub redis_records: IntCounterVec,
+    /// The mirror to Homer (`[hep]`), by outcome.
+    pub hep_packets: IntCounterVec,
 }
 
 /// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
@@ -228,6 +234,14 @@ impl Metrics {
             &["trunk"],
         ));
         must(registry.register(Box::new(concurrent_calls.clone())));
+        let concurrent_calls_elsewhere = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_concurrent_calls_elsewhere",
+                "Calls up on a trunk that limits its concurrent calls, at the other gateways sharing the limit through Redis (as last learnt; 0 without [redis])",
+            ),
+            &["trunk"],
+        ));
+        must(registry.register(Box::new(concurrent_calls_elsewhere.clone())));
         let tcp_connections = must(IntGauge::new(
             "sipfence_tcp_connections",
             "Open TCP connections",
@@ -282,7 +296,7 @@ impl Metrics {
             "Failed or timed-out Redis calls, by what they were for",
             &["op"],
         );
-        for op in ["counters", "lists", "records"] {
+        for op in ["counters", "calls", "lists", "records"] {
             redis_errors.with_label_values(&[op]);
         }
         let shared_fallbacks = must(IntCounter::new(
@@ -308,6 +322,14 @@ impl Metrics {
         );
         for r in ["written", "dropped"] {
             redis_records.with_label_values(&[r]);
+        }
+        let hep_packets = cv(
+            "sipfence_hep_packets_total",
+            "Messages mirrored to Homer ([hep]), by outcome (sent, queue-full, send-failed, too-large)",
+            &["outcome"],
+        );
+        for o in crate::observability::homer::OUTCOMES {
+            hep_packets.with_label_values(&[o]);
         }
         // Parse error kinds are a closed set: create them all so dashboards show zeros.
         for t in ["udp", "tcp"] {
@@ -354,6 +376,7 @@ impl Metrics {
             restart_pending,
             list_entries,
             concurrent_calls,
+            concurrent_calls_elsewhere,
             tcp_connections,
             records_written,
             records_dropped,
@@ -366,6 +389,7 @@ impl Metrics {
             shared_fallbacks,
             list_version,
             redis_records,
+            hep_packets,
         }
     }
 
@@ -471,6 +495,7 @@ impl Metrics {
         }
         // A trunk that no longer limits its calls leaves the gauge.
         self.concurrent_calls.reset();
+        self.concurrent_calls_elsewhere.reset();
         self.calls_up(p, &crate::behaviour::NoTracking);
         for (name, l) in p.named_lists() {
             self.list_entries
@@ -496,6 +521,9 @@ impl Metrics {
                 self.concurrent_calls
                     .with_label_values(&[trunk.name.as_str()])
                     .set(t.calls_up(trunk.id) as i64);
+                self.concurrent_calls_elsewhere
+                    .with_label_values(&[trunk.name.as_str()])
+                    .set(t.calls_elsewhere(trunk.id) as i64);
             }
         }
     }

@@ -1,6 +1,8 @@
 //! What operators see: Prometheus metrics ([`metrics`]), served over HTTP ([`http`]),
-//! and signaling records for trace-back ([`records`]).
+//! signaling records for trace-back ([`records`]), and the mirror of every message to
+//! a Homer server ([`homer`]).
 
+pub mod homer;
 pub mod http;
 pub mod metrics;
 pub mod records;

@@ -32,6 +32,8 @@ pub struct Config {
     pub records: RecordsConf,
     #[serde(default)]
     pub log: LogConf,
+    #[serde(default)]
+    pub hep: HepConf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -658,6 +660,46 @@ pub struct RecordsConf {
     pub retention_secs: u64,
     /// Also write rejected requests into a pcap file in the same directory.
     pub pcap_rejected: bool,
+}
+
+/// Mirror of every SIP message sipfence reads and sends to a Homer server (or
+/// heplify-server), in HEPv3 over UDP, as Kamailio's `siptrace` does: the filter's hop
+/// shows in Homer's call flows, its rejections included. Read at start.
+#[derive(Debug, Deserialize, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HepConf {
+    /// `udp:IP:PORT` of the collector (usually port 9060); unset: no mirror.
+    pub server: Option<HepServer>,
+    /// This gateway's capture agent id in Homer.
+    pub capture_id: u32,
+    /// HEP authentication key, when the collector wants one.
+    pub password: String,
+}
+
+/// The collector's address: HEP goes over UDP.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HepServer(pub std::net::SocketAddr);
+
+impl<'de> Deserialize<'de> for HepServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let spec = if s.contains("udp:") || s.contains("tcp:") {
+            ListenSpec::parse(&s).map_err(de::Error::custom)?
+        } else {
+            ListenSpec::parse(&format!("udp:{s}")).map_err(de::Error::custom)?
+        };
+        if spec.transport != Transport::Udp {
+            return Err(de::Error::custom(format!(
+                "HEP server '{s}': sipfence sends HEP over UDP only (udp:IP:PORT)"
+            )));
+        }
+        if spec.addr.port() == 0 || spec.addr.ip().is_unspecified() {
+            return Err(de::Error::custom(format!(
+                "HEP server '{s}': needs the collector's address and port"
+            )));
+        }
+        Ok(HepServer(spec.addr))
+    }
 }
 
 impl Default for RecordsConf {

@@ -7,7 +7,9 @@
 //! kind; saying so, and keeping it visible until a restart, is what keeps a changed
 //! listen address from being believed in service.
 
-use super::config::{BehaviourTables, ListenSpec, LogConf, MetricsConf, RecordsConf, RedisConf};
+use super::config::{
+    BehaviourTables, HepConf, ListenSpec, LogConf, MetricsConf, RecordsConf, RedisConf,
+};
 use super::lists::NumberSet;
 use super::{Action, Policy, RuleId, Trunk, joined};
 
@@ -37,6 +39,7 @@ pub struct StartOnly {
     pub log: LogConf,
     pub behaviour: BehaviourTables,
     pub redis: RedisConf,
+    pub hep: HepConf,
 }
 
 impl StartOnly {
@@ -53,6 +56,7 @@ impl StartOnly {
             log: p.log.clone(),
             behaviour: p.behaviour,
             redis: p.redis.clone(),
+            hep: p.hep.clone(),
         }
     }
 
@@ -112,6 +116,9 @@ impl StartOnly {
         }
         if self.redis != new.redis {
             out.push("[redis]".into());
+        }
+        if self.hep != new.hep {
+            out.push("[hep]".into());
         }
         out
     }

@@ -329,6 +329,7 @@ pub struct Policy {
     pub metrics: config::MetricsConf,
     pub records: config::RecordsConf,
     pub log: config::LogConf,
+    pub hep: config::HepConf,
     /// Where it was loaded from (for reloads and messages).
     pub source: String,
 }
@@ -614,6 +615,7 @@ impl Policy {
             metrics: cfg.metrics,
             records: cfg.records,
             log: cfg.log,
+            hep: cfg.hep,
             source: file.to_string(),
         })
     }
@@ -817,6 +819,13 @@ impl Policy {
                 })
                 .collect();
             let _ = writeln!(s, "    rules: {}", rules.join(" "));
+        }
+        if let Some(h) = self.hep.server {
+            let _ = writeln!(
+                s,
+                "  hep: every message mirrored to udp:{} (capture id {})",
+                h.0, self.hep.capture_id
+            );
         }
         s
     }

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::behaviour::local::LocalTracker;
 use crate::cluster::{Cluster, Redis, counters::SharedRateCounter};
 use crate::decide::{Decision, Kind};
+use crate::observability::homer::HepMirror;
 use crate::observability::metrics::{Bound, Metrics};
 use crate::observability::records::{self, RecordSink};
 use crate::policy::Policy;
@@ -73,6 +74,8 @@ pub struct Shared {
     pub behaviour: LocalTracker,
     pub metrics: Arc<Metrics>,
     pub records: Option<RecordSink>,
+    /// The mirror to Homer (`[hep]`).
+    pub hep: Option<HepMirror>,
     /// Writers of open TCP connections, by id (responses find their connection here).
     pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
     /// Our outgoing TCP connections, by the next hop they lead to (ids into `tcp_conns`).
@@ -265,6 +268,13 @@ pub fn run(args: RunArgs) -> i32 {
             return 1;
         }
     };
+    let hep = match HepMirror::start(&policy.hep, &metrics) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sipfence: [hep]: {e}");
+            return 1;
+        }
+    };
     let workers = args
         .workers
         .filter(|&w| w > 0)
@@ -333,6 +343,7 @@ pub fn run(args: RunArgs) -> i32 {
             version: 1,
         }),
         records,
+        hep,
         tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
         tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
@@ -494,6 +505,10 @@ fn start_cluster(shared: &Arc<Shared>) {
             );
         },
     ));
+    tokio::spawn(share_calls(
+        shared.clone(),
+        std::time::Duration::from_millis(conf.sync_ms.max(10)),
+    ));
     if conf.lists {
         tokio::spawn(follow_lists(
             shared.clone(),
@@ -509,6 +524,50 @@ fn start_cluster(shared: &Arc<Shared>) {
         );
         let _ = c.stream.set(st);
     }
+}
+
+/// Publishes this gateway's calls up on every trunk with `max_concurrent_calls` and
+/// learns the other gateways' (see [`crate::cluster::calls`]). The trunks are read from
+/// the running policy at each beat, so a reload that adds or removes a limit is followed.
+async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
+    use crate::cluster::calls;
+    let Some(c) = &shared.cluster else { return };
+    let stale = calls::stale_ms(every.as_millis() as u64);
+    let live = shared.behaviour.live();
+    let mut last_ok = crate::cli::now_ms();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let trunks: Vec<(u64, String)> = shared
+            .loaded
+            .load()
+            .policy
+            .trunks
+            .iter()
+            .filter(|t| t.max_concurrent.is_some())
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
+        let now = crate::cli::now_ms();
+        match calls::sync(&c.redis, &c.instance, &trunks, live, now, stale).await {
+            Ok(_) => last_ok = now,
+            Err(e) => {
+                shared.metrics.redis_error("calls");
+                if now.saturating_sub(last_ok) > stale && live_elsewhere_known(live, &trunks) {
+                    tracing::warn!(error = %e, "redis unreachable: concurrent calls counted at this gateway only until it is back");
+                    calls::forget(live);
+                }
+            }
+        }
+    }
+}
+
+/// Whether some other gateway's calls are still being counted on `trunks`.
+fn live_elsewhere_known(
+    live: &crate::behaviour::live::LiveCalls,
+    trunks: &[(u64, String)],
+) -> bool {
+    trunks.iter().any(|(id, _)| live.elsewhere(*id) > 0)
 }
 
 /// Polls for published lists and swaps each new version in (or refuses it).

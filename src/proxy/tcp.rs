@@ -183,6 +183,7 @@ async fn serve_stream(
         unregister();
         return;
     };
+    let ends = (stream.local_addr().unwrap_or(local.addr), peer);
     let (mut rd, mut wr) = stream.into_split();
     shared.metrics.tcp_connections.inc();
     // Milliseconds since `base` of the last write: a connection we only write to (a
@@ -190,10 +191,17 @@ async fn serve_stream(
     let base = std::time::Instant::now();
     let last_write = Arc::new(AtomicU64::new(0));
     let lw = last_write.clone();
+    let sh = shared.clone();
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
                 break;
+            }
+            // Keep-alive answers (CRLF) are not SIP messages: not mirrored.
+            if let Some(h) = &sh.hep
+                && b.iter().any(|&c| c != b'\r' && c != b'\n')
+            {
+                h.mirror(ends.0, ends.1, Transport::Tcp, &b);
             }
             lw.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
@@ -245,12 +253,16 @@ async fn serve_stream(
                 Ok(Frame::Message { skip, len }) => {
                     buf.advance(skip);
                     let data = buf.split_to(len).freeze();
+                    if let Some(h) = &shared.hep {
+                        h.mirror(peer, ends.0, Transport::Tcp, &data);
+                    }
                     let l = shared.loaded.load();
                     let arrival = udp::Arrival::now();
                     if let Some(d) = udp::handle_one(
                         shared, &l, arrival, via_addr, data, &o, false, &mut msg, &mut edits,
                         &mut out,
                     ) {
+                        udp::mirror_sent(shared, via_addr, &d, &out);
                         udp::send(shared, udps, local, &fwd, d, &out).await;
                     }
                     // Let go of the slice of `buf`, which can then reuse its memory.

@@ -16,7 +16,8 @@ use tokio::net::UdpSocket;
 use super::mmsg::{self, BATCH, RecvBatch};
 use super::stateless::{self, Dest, Handled, Observed, Origin, Step};
 use super::{Loaded, Shared};
-use crate::policy::config::ListenSpec;
+use crate::observability::homer::HepBatch;
+use crate::policy::config::{ListenSpec, Transport};
 use crate::sip::Message;
 use crate::sip::rewrite::EditList;
 
@@ -158,6 +159,15 @@ pub async fn send(
     }
 }
 
+/// Mirrors a message sent over UDP from `from` to Homer (`[hep]`), one at a time (the
+/// UDP receive loop batches its own). Messages that go over TCP are mirrored by their
+/// connection's writer, which knows both ends.
+pub fn mirror_sent(shared: &Shared, from: SocketAddr, d: &Dest, bytes: &[u8]) {
+    if let (Some(h), Dest::Udp(a)) = (&shared.hep, d) {
+        h.mirror(from, *a, Transport::Udp, bytes);
+    }
+}
+
 /// Hands bytes to a TCP connection's writer; never waits.
 pub fn send_tcp(shared: &Shared, id: u64, bytes: &[u8]) {
     let tx = shared.tcp_conns.get(&id).map(|t| t.clone());
@@ -191,6 +201,8 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     // buffer per batch cost two allocations and two frees: the buffer, and the shared
     // header `bytes` adds when a buffer is first split.)
     let mut arena = BytesMut::with_capacity(ARENA);
+    // The copies for Homer (`[hep]`) of what each batch read and sent.
+    let mut hep = HepBatch::new();
     loop {
         if sock.readable().await.is_err() {
             continue;
@@ -231,10 +243,20 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     conn: None,
                 };
                 let data = arena.split_to(d.len()).freeze();
+                if let Some(h) = &shared.hep
+                    && !crate::sip::parse::keepalive(&data)
+                {
+                    hep.push(h, src, local.addr, Transport::Udp, &data);
+                }
                 match handle_one(
                     &shared, &l, arrival, via_addr, data, &o, overloaded, &mut msg, &mut edits, out,
                 ) {
-                    Some(Dest::Udp(a)) => pending.push((a, k)),
+                    Some(Dest::Udp(a)) => {
+                        if let Some(h) = &shared.hep {
+                            hep.push(h, via_addr, a, Transport::Udp, out);
+                        }
+                        pending.push((a, k))
+                    }
                     Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),
                     Some(Dest::TcpTo(a)) => super::tcp::send_to_peer(&shared, &udps, local, a, out),
                     None => {}
@@ -266,6 +288,9 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         done += 1;
                     }
                 }
+            }
+            if let Some(h) = &shared.hep {
+                hep.flush(h);
             }
             batches += 1;
             if batches.is_multiple_of(4) {

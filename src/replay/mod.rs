@@ -6,7 +6,6 @@
 
 pub mod capture;
 pub mod compare;
-pub mod hep;
 pub mod net;
 pub mod pcapout;
 

@@ -302,7 +302,7 @@ impl Decoder {
             return Some(self.ip(b.get(off..)?, ts_ms, depth + 1));
         }
         // HEP, from a capture taken on a Homer server: on whatever port it was sent to.
-        match super::hep::open(b)? {
+        match crate::hep::open(b)? {
             Ok(h) => {
                 self.depth = depth + 1;
                 // Over TCP (or TLS, SCTP) the sender reports whole messages, not stream
@@ -319,11 +319,11 @@ impl Decoder {
                     tcp: None,
                 }))
             }
-            Err(super::hep::Skip::NotSip) => {
+            Err(crate::hep::Skip::NotSip) => {
                 self.stats.hep_not_sip += 1;
                 Some(None)
             }
-            Err(super::hep::Skip::Damaged) => {
+            Err(crate::hep::Skip::Damaged) => {
                 self.stats.hep_damaged += 1;
                 Some(None)
             }

@@ -7,11 +7,15 @@
 //!
 //! Versions 1 and 2 are a fixed header (`hep_hdr`, the addresses, and for version 2 a
 //! time header); version 3 is a list of typed chunks behind the magic `HEP3`.
+//!
+//! Both directions live here: [`open`] for `replay` (captures taken on a Homer server),
+//! [`encode`] for the proxy's own mirror to Homer (`[hep]`), in version 3.
 
 use std::borrow::Cow;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::policy::config::Transport;
 use crate::sip::MAX_MESSAGE;
 
 /// What one HEP packet carries.
@@ -44,6 +48,10 @@ const DST_V6: u16 = 6;
 const SRC_PORT: u16 = 7;
 const DST_PORT: u16 = 8;
 const PROTO_TYPE: u16 = 11;
+const TIME_SEC: u16 = 9;
+const TIME_USEC: u16 = 10;
+const CAPTURE_ID: u16 = 12;
+const AUTH_KEY: u16 = 14;
 const PAYLOAD: u16 = 15;
 const COMPRESSED: u16 = 16;
 /// Protocol type 1 is SIP; 0 (or none) is taken as SIP when the payload looks it.
@@ -140,7 +148,7 @@ fn v12(b: &[u8]) -> Option<Result<Hep<'_>, Skip>> {
     // Version 2's time header: seconds, microseconds, capture id, padded to 12.
     let start = 8 + addr_len + if version == 2 { 12 } else { 0 };
     let payload = b.get(start..)?;
-    if !super::net::looks_like_sip(payload) {
+    if !crate::replay::net::looks_like_sip(payload) {
         return None;
     }
     let (src, dst) = if addr_len == 8 {
@@ -154,6 +162,83 @@ fn v12(b: &[u8]) -> Option<Result<Hep<'_>, Skip>> {
         ip_proto,
         payload: Cow::Borrowed(payload),
     }))
+}
+
+/// One message to mirror.
+pub struct Mirror<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    /// Microseconds since the Unix epoch: when the message was read or sent.
+    pub ts_us: u64,
+    pub capture_id: u32,
+    /// HEP's authentication key chunk, when the collector wants one.
+    pub password: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// What a HEPv3 packet adds to its payload and password at most: the header, twelve
+/// chunk headers, and the fixed chunks' data with IPv6 addresses.
+pub const OVERHEAD: usize = 6 + 12 * 6 + (1 + 1 + 16 + 16 + 2 + 2 + 4 + 4 + 1 + 4);
+
+/// Writes `m` as one HEPv3 packet into `out` (cleared first). `false` when it does not
+/// fit HEP's 16-bit length.
+pub fn encode(m: &Mirror<'_>, out: &mut Vec<u8>) -> bool {
+    if m.payload.len() + m.password.len() + OVERHEAD > u16::MAX as usize {
+        return false;
+    }
+    out.clear();
+    out.extend_from_slice(b"HEP3\0\0");
+    let chunk = |out: &mut Vec<u8>, ty: u16, data: &[u8]| {
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&((6 + data.len()) as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    };
+    // One family for both ends: an IPv4 peer on a dual-stack socket is written mapped.
+    let (src, dst) = match (m.src.ip(), m.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            chunk(out, FAMILY, &[AF_INET]);
+            (s.octets().to_vec(), d.octets().to_vec())
+        }
+        (s, d) => {
+            chunk(out, FAMILY, &[AF_INET6[0]]);
+            let six = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            (six(s), six(d))
+        }
+    };
+    let proto = match m.transport {
+        Transport::Udp => 17,
+        Transport::Tcp => 6,
+    };
+    chunk(out, IP_PROTO, &[proto]);
+    let (st, dt) = if src.len() == 4 {
+        (SRC_V4, DST_V4)
+    } else {
+        (SRC_V6, DST_V6)
+    };
+    chunk(out, st, &src);
+    chunk(out, dt, &dst);
+    chunk(out, SRC_PORT, &m.src.port().to_be_bytes());
+    chunk(out, DST_PORT, &m.dst.port().to_be_bytes());
+    chunk(out, TIME_SEC, &((m.ts_us / 1_000_000) as u32).to_be_bytes());
+    chunk(
+        out,
+        TIME_USEC,
+        &((m.ts_us % 1_000_000) as u32).to_be_bytes(),
+    );
+    chunk(out, PROTO_TYPE, &[PROTO_SIP]);
+    chunk(out, CAPTURE_ID, &m.capture_id.to_be_bytes());
+    if !m.password.is_empty() {
+        chunk(out, AUTH_KEY, m.password);
+    }
+    chunk(out, PAYLOAD, m.payload);
+    let total = out.len() as u16;
+    out[4..6].copy_from_slice(&total.to_be_bytes());
+    true
 }
 
 fn v4(d: &[u8]) -> IpAddr {
@@ -307,6 +392,63 @@ mod tests {
         let mut c = v4_chunks();
         c.push(chunk(COMPRESSED, &z.finish().unwrap()));
         assert_eq!(open(&hep3(&c)).unwrap().unwrap_err(), Skip::Damaged);
+    }
+
+    #[test]
+    fn what_is_encoded_opens_to_the_same_message() {
+        let mut out = vec![1, 2, 3];
+        for (src, dst, transport) in [
+            ("192.0.2.1:5060", "198.51.100.2:5080", Transport::Udp),
+            ("[2001:db8::1]:5061", "[2001:db8::2]:5060", Transport::Tcp),
+            // Mixed families (a dual-stack socket): both written as IPv6.
+            ("192.0.2.1:5060", "[2001:db8::2]:5060", Transport::Udp),
+        ] {
+            let m = Mirror {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                transport,
+                ts_us: 1_764_640_800_123_456,
+                capture_id: 2001,
+                password: b"secret",
+                payload: SIP,
+            };
+            assert!(encode(&m, &mut out));
+            let h = open(&out).expect("HEP").expect("SIP");
+            let plain = |a: SocketAddr| match a.ip() {
+                IpAddr::V6(v) => SocketAddr::new(v.to_canonical(), a.port()),
+                _ => a,
+            };
+            assert_eq!((plain(h.src), plain(h.dst)), (m.src, m.dst));
+            assert_eq!(h.ip_proto, if transport == Transport::Udp { 17 } else { 6 });
+            assert_eq!(&*h.payload, SIP);
+            assert!(out.len() <= SIP.len() + m.password.len() + OVERHEAD);
+            let find = |ty: u16| {
+                let mut off = 6;
+                while off < out.len() {
+                    let len = be16(&out, off + 4).unwrap() as usize;
+                    if be16(&out, off + 2) == Some(ty) {
+                        return out[off + 6..off + len].to_vec();
+                    }
+                    off += len;
+                }
+                panic!("no chunk {ty}");
+            };
+            assert_eq!(find(TIME_SEC), 1_764_640_800u32.to_be_bytes());
+            assert_eq!(find(TIME_USEC), 123_456u32.to_be_bytes());
+            assert_eq!(find(CAPTURE_ID), 2001u32.to_be_bytes());
+            assert_eq!(find(AUTH_KEY), b"secret");
+        }
+        let big = vec![b'a'; u16::MAX as usize];
+        let m = Mirror {
+            src: "192.0.2.1:5060".parse().unwrap(),
+            dst: "192.0.2.2:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            ts_us: 0,
+            capture_id: 0,
+            password: b"",
+            payload: &big,
+        };
+        assert!(!encode(&m, &mut out));
     }
 
     fn v2(version: u8, hdr_len: u8, payload: &[u8]) -> Vec<u8> {

@@ -1,0 +1,118 @@
+//! A trunk's concurrent calls (`max_concurrent_calls`) counted across gateways. An
+//! enterprise line sold as 60 channels and reached through two gateways in
+//! active-active has 60 places, not 30 at each.
+//!
+//! Every `sync_ms` each gateway writes its own count of calls up on each limited trunk
+//! into a hash per trunk (`<prefix>:calls:<trunk>`, field = instance, value = count and
+//! time) and reads the hash back, in one script per trunk and one pipeline for all; the
+//! other gateways' fresh counts are what it then adds to its own when it admits a call
+//! ([`crate::behaviour::live::LiveCalls::set_elsewhere`]). No call waits on Redis. The
+//! time is Redis's own clock, read in the script: gateways whose clocks disagree still
+//! agree on which counts are fresh.
+//!
+//! Overshoot: two gateways can each give the last place within one sync interval, so a
+//! trunk can pass its limit by the calls the others admit in one interval. A gateway that
+//! stops writing (stopped, cut off) is forgotten after [`stale_ms`]; with Redis out of
+//! reach for that long, each gateway counts only its own calls against the whole limit
+//! (fail-open, as the shared rate counters do) until it is back.
+
+use super::{Redis, RedisFailure};
+use crate::behaviour::live::LiveCalls;
+
+/// How old another gateway's count may be and still count: ten sync intervals, and
+/// never less than two seconds (a gateway busy for a moment is not gone).
+pub fn stale_ms(sync_ms: u64) -> u64 {
+    (10 * sync_ms).max(2_000)
+}
+
+/// One sync: publishes this gateway's counts for `trunks` (id, name) and learns the
+/// others'. Returns the calls up elsewhere, summed over the trunks.
+pub async fn sync(
+    redis: &Redis,
+    instance: &str,
+    trunks: &[(u64, String)],
+    live: &LiveCalls,
+    now_ms: u64,
+    stale_ms: u64,
+) -> Result<u32, RedisFailure> {
+    if trunks.is_empty() {
+        live.set_elsewhere([]);
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for (id, name) in trunks {
+        pipe.cmd("EVAL")
+            .arg(PUBLISH)
+            .arg(1)
+            .arg(redis.key(&format!("calls:{name}")))
+            .arg(instance)
+            .arg(live.up_now(*id, now_ms))
+            // A trunk no gateway limits any more disappears on its own.
+            .arg(stale_ms * 3);
+    }
+    let all: Vec<(u64, Vec<(String, String)>)> = redis
+        .run(|mut c| async move { pipe.query_async(&mut c).await })
+        .await?;
+    let mut total = 0u32;
+    let elsewhere: Vec<(u64, u32)> = trunks
+        .iter()
+        .zip(all)
+        .map(|((id, _), (redis_now, fields))| {
+            let n = others(&fields, instance, redis_now, stale_ms);
+            total = total.saturating_add(n);
+            (*id, n)
+        })
+        .collect();
+    live.set_elsewhere(elsewhere);
+    Ok(total)
+}
+
+/// Writes this gateway's count with Redis's time, keeps the hash alive, and returns
+/// that time and the whole hash.
+const PUBLISH: &str = "local t = redis.call('TIME') \
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. now) \
+redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
+return {now, redis.call('HGETALL', KEYS[1])}";
+
+/// The fresh counts of the other instances in one trunk's hash. A value that does not
+/// read (written by something else) counts as nothing.
+fn others(fields: &[(String, String)], instance: &str, now_ms: u64, stale_ms: u64) -> u32 {
+    fields
+        .iter()
+        .filter(|(gw, _)| gw != instance)
+        .filter_map(|(_, v)| {
+            let (n, at) = v.split_once(' ')?;
+            let (n, at) = (n.parse::<u32>().ok()?, at.parse::<u64>().ok()?);
+            (now_ms.saturating_sub(at) <= stale_ms).then_some(n)
+        })
+        .fold(0u32, u32::saturating_add)
+}
+
+/// Forgets the other gateways' calls: Redis has been out of reach too long to trust
+/// what was learnt.
+pub fn forget(live: &LiveCalls) {
+    live.set_elsewhere([]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_others_fresh_counts_add_up() {
+        let f = |gw: &str, v: &str| (gw.to_string(), v.to_string());
+        let fields = [
+            f("gw0", "7 1000"),
+            f("gw1", "2 9000"),
+            f("gw2", "3 10000"),
+            f("gw3", "5 1000"),
+            f("gw4", "x 10000"),
+            f("gw5", "4"),
+        ];
+        // gw0 is us; gw3's count is older than the stale bound; gw4, gw5 do not read.
+        assert_eq!(others(&fields, "gw0", 10_000, 2_000), 5);
+        assert_eq!(stale_ms(50), 2_000);
+        assert_eq!(stale_ms(500), 5_000);
+    }
+}
