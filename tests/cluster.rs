@@ -616,20 +616,23 @@ fn concurrent_calls_are_shared_across_gateways() {
             "sipfence_rule_hits_total{action=\"reject\",rule=\"concurrent-calls\",trunk=\"ic\"}",
         )
     };
+    // `n` calls at once at gateway `g` from sipp on its base + `uac`, held `hold_ms`
+    // once answered, callers numbered from `from`.
+    let place = |g: usize, uac: u16, hold_ms: u32, from: u32, n: u32| {
+        play_at_once(
+            gws[g].dir.path(),
+            bases[g],
+            bases[g] + uac,
+            503,
+            &Tail::Answer(hold_ms),
+            &rows(from, n),
+            10,
+            n,
+        )
+    };
     std::thread::scope(|s| {
         // Two calls held three seconds at gateway 0.
-        let held = s.spawn(|| {
-            play_at_once(
-                gws[0].dir.path(),
-                bases[0],
-                bases[0] + 20,
-                503,
-                &Tail::Answer(3000),
-                &rows(0, 2),
-                10,
-                2,
-            )
-        });
+        let held = s.spawn(|| place(0, 20, 3000, 0, 2));
         wait_for("gateway 0 to hold two calls", 5, || up(&gws[0]) == 2.0);
         wait_for("gateway 1 to learn of them", 2, || {
             elsewhere(&gws[1]) == 2.0
@@ -637,16 +640,7 @@ fn concurrent_calls_are_shared_across_gateways() {
         let hash = redis.cli(&["HGET", "sipfence:calls:ic", "gw0"]);
         assert!(hash.starts_with("2 "), "gw0's entry: {hash}");
         // Two calls at gateway 1 at once: one place is left.
-        play_at_once(
-            gws[1].dir.path(),
-            bases[1],
-            bases[1] + 20,
-            503,
-            &Tail::Answer(300),
-            &rows(10, 2),
-            10,
-            2,
-        );
+        place(1, 20, 300, 10, 2);
         assert_eq!(refused(&gws[1]), 1.0, "the second call at gateway 1");
         held.join().unwrap();
     });
@@ -657,34 +651,14 @@ fn concurrent_calls_are_shared_across_gateways() {
             up(g) == 0.0 && elsewhere(g) == 0.0
         });
     }
-    play_at_once(
-        gws[1].dir.path(),
-        bases[1],
-        bases[1] + 21,
-        503,
-        &Tail::Answer(300),
-        &rows(20, 3),
-        10,
-        3,
-    );
+    place(1, 21, 300, 20, 3);
     assert_eq!(refused(&gws[1]), 1.0, "three calls, three places");
 
     // Redis gone: what was learnt of the other gateway counts for a while, then each
     // gateway counts its own calls against the whole limit (fail-open).
     let mut redis = redis;
     std::thread::scope(|s| {
-        let held = s.spawn(|| {
-            play_at_once(
-                gws[0].dir.path(),
-                bases[0],
-                bases[0] + 22,
-                503,
-                &Tail::Answer(4000),
-                &rows(30, 2),
-                10,
-                2,
-            )
-        });
+        let held = s.spawn(|| place(0, 22, 4000, 30, 2));
         wait_for("gateway 1 to learn of two calls", 5, || {
             elsewhere(&gws[1]) == 2.0
         });
@@ -698,16 +672,7 @@ fn concurrent_calls_are_shared_across_gateways() {
         );
         assert!(gws[1].metric("sipfence_redis_errors_total{op=\"calls\"}") > 0.0);
         assert_eq!(up(&gws[0]), 2.0, "gateway 0's calls are still up");
-        play_at_once(
-            gws[1].dir.path(),
-            bases[1],
-            bases[1] + 22,
-            503,
-            &Tail::Answer(300),
-            &rows(40, 2),
-            10,
-            2,
-        );
+        place(1, 22, 300, 40, 2);
         assert_eq!(
             refused(&gws[1]),
             1.0,
