@@ -196,32 +196,30 @@ pub fn encode(m: &Mirror<'_>, out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(data);
     };
     // One family for both ends: an IPv4 peer on a dual-stack socket is written mapped.
-    let (src, dst) = match (m.src.ip(), m.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            chunk(out, FAMILY, &[AF_INET]);
-            (s.octets().to_vec(), d.octets().to_vec())
-        }
-        (s, d) => {
-            chunk(out, FAMILY, &[AF_INET6[0]]);
-            let six = |a: IpAddr| match a {
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets().to_vec(),
-                IpAddr::V6(a) => a.octets().to_vec(),
-            };
-            (six(s), six(d))
-        }
-    };
+    // Addresses go through fixed arrays: the proxy encodes a copy of every message, and
+    // a copy costs no allocation once its buffer is warm.
     let proto = match m.transport {
         Transport::Udp => 17,
         Transport::Tcp => 6,
     };
-    chunk(out, IP_PROTO, &[proto]);
-    let (st, dt) = if src.len() == 4 {
-        (SRC_V4, DST_V4)
-    } else {
-        (SRC_V6, DST_V6)
-    };
-    chunk(out, st, &src);
-    chunk(out, dt, &dst);
+    match (m.src.ip(), m.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            chunk(out, FAMILY, &[AF_INET]);
+            chunk(out, IP_PROTO, &[proto]);
+            chunk(out, SRC_V4, &s.octets());
+            chunk(out, DST_V4, &d.octets());
+        }
+        (s, d) => {
+            let six = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            };
+            chunk(out, FAMILY, &[AF_INET6[0]]);
+            chunk(out, IP_PROTO, &[proto]);
+            chunk(out, SRC_V6, &six(s));
+            chunk(out, DST_V6, &six(d));
+        }
+    }
     chunk(out, SRC_PORT, &m.src.port().to_be_bytes());
     chunk(out, DST_PORT, &m.dst.port().to_be_bytes());
     chunk(out, TIME_SEC, &((m.ts_us / 1_000_000) as u32).to_be_bytes());

@@ -26,7 +26,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 
 /// One enterprise gateway: trunk `ent` on `base`, core at `uas`, metrics on base + 30.
 fn gateway(i: usize, base: u16, uas: u16, redis: &str, limit: u32, fallback: &str) -> Proxy {
-    let cfg = format!(
+    let policy = format!(
         r#"
 [lists.blacklist]
 entries = ["+8613800000001"]
@@ -43,7 +43,16 @@ next_hop = "udp:127.0.0.1:{uas}"
 max_calls_per_minute = {limit}
 [trunk.whitelist]
 entries = ["+8613912340000..+8613912349999"]
+"#
+    );
+    start_gateway(i, base, redis, &policy)
+}
 
+/// Gateway `i` of the cluster: `policy`, with its metrics on base + 30 and the shared
+/// Redis synced every 50 ms.
+fn start_gateway(i: usize, base: u16, redis: &str, policy: &str) -> Proxy {
+    let cfg = format!(
+        r#"{policy}
 [metrics]
 listen = "127.0.0.1:{metrics}"
 
@@ -574,7 +583,7 @@ fn fail_closed_refuses_while_redis_is_unreachable() {
 /// A gateway in front of an interconnect trunk `ic` of `limit` concurrent calls shared
 /// through Redis (calls end by their BYE, hence `record_route`).
 fn calls_gateway(i: usize, base: u16, uas: u16, redis: &str, limit: u32) -> Proxy {
-    let cfg = format!(
+    let policy = format!(
         r#"
 [[trunk]]
 name = "ic"
@@ -584,18 +593,9 @@ sources = ["127.0.0.0/8"]
 next_hop = "udp:127.0.0.1:{uas}"
 record_route = true
 max_concurrent_calls = {limit}
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[redis]
-url = "{redis}"
-instance = "gw{i}"
-sync_ms = 50
-"#,
-        metrics = base + 30
+"#
     );
-    Proxy::start(&cfg, 1)
+    start_gateway(i, base, redis, &policy)
 }
 
 /// A line of three channels reached through two gateways has three places, not three
