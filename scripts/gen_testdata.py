@@ -27,6 +27,14 @@ It writes, in testdata/pcap/:
                        forged numbers in the ISUP Calling Party Number behind clean SIP
                        headers, a Generic Number to delete, an IAM without calling number,
                        an unreadable IAM
+  sctp.pcap            SIP over SCTP (RFC 4168): associations with INIT/COOKIE handshakes,
+                       SACKs, 100 and 180 bundled in one packet, a retransmitted INVITE
+                       chunk (same TSN), a ~3000-byte INVITE in three DATA fragments, TSNs
+                       wrapping past 2^32, an unknown source, Diameter beside it (not SIP)
+  websocket.pcapng     SIP over WebSocket (RFC 7118), to the enterprise port: the HTTP
+                       upgrade, client frames masked, a frame cut across TCP segments, a
+                       message in a frame and a continuation with a ping between, pong and
+                       close frames, and a connection with permessage-deflate (RFC 7692)
   expected.tsv         one row per initial INVITE (no To-tag) that replay can read:
                        file, call_id, trunk, verdict, code, rule (built-in policy)
 
@@ -831,6 +839,284 @@ def sipi():
     return cap, calls
 
 
+# ---------------------------------------------------------------------------------------
+# SIP over SCTP (RFC 4168) and over WebSocket (RFC 7118)
+# ---------------------------------------------------------------------------------------
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+SCTP_DATA, SCTP_INIT, SCTP_INIT_ACK, SCTP_SACK = 0, 1, 2, 3
+SCTP_SHUTDOWN, SCTP_SHUTDOWN_ACK, SCTP_COOKIE_ECHO, SCTP_COOKIE_ACK = 7, 8, 10, 11
+SCTP_SHUTDOWN_COMPLETE = 14
+
+
+def sctp_chunk(kind, flags, value):
+    c = struct.pack("!BBH", kind, flags, 4 + len(value)) + value
+    return c + b"\0" * ((-len(c)) % 4)
+
+
+def sctp_packet(sport, dport, vtag, chunks):
+    hdr = struct.pack("!HHI", sport, dport, vtag)
+    body = b"".join(chunks)
+    # CRC32c over the packet with a zero checksum, stored as the Linux stack stores it.
+    return hdr + struct.pack("<I", crc32c(hdr + b"\0\0\0\0" + body)) + body
+
+
+class SctpAssoc:
+    """One SCTP association from a client to the proxy, with real verification tags,
+    TSNs and stream sequence numbers; each side's SACK acknowledges what the other sent."""
+
+    def __init__(self, cap, cli, srv, tag_c, tag_s, tsn_c, tsn_s, ppid=0):
+        self.cap, self.cli, self.srv, self.ppid = cap, cli, srv, ppid
+        self.tag = {True: tag_s, False: tag_c}  # the tag a packet carries: the receiver's
+        self.tsn = {True: tsn_c, False: tsn_s}  # next TSN to send, by from_client
+        self.ssn = {True: 0, False: 0}
+        init = struct.pack("!IIHHI", tag_c, 106496, 10, 65535, tsn_c)
+        self.packet(True, [sctp_chunk(SCTP_INIT, 0, init)], vtag=0)
+        cookie = h(tag_c, tag_s, "cookie", n=32).encode()
+        init_ack = struct.pack("!IIHHI", tag_s, 106496, 10, 10, tsn_s)
+        init_ack += struct.pack("!HH", 7, 4 + len(cookie)) + cookie
+        self.packet(False, [sctp_chunk(SCTP_INIT_ACK, 0, init_ack)])
+        self.packet(True, [sctp_chunk(SCTP_COOKIE_ECHO, 0, cookie)])
+        self.packet(False, [sctp_chunk(SCTP_COOKIE_ACK, 0, b"")])
+
+    def packet(self, from_client, chunks, vtag=None):
+        (sa, sp), (da, dp) = (self.cli, self.srv) if from_client else (self.srv, self.cli)
+        v = self.tag[from_client] if vtag is None else vtag
+        seg = sctp_packet(sp, dp, v, chunks)
+        for p in ip_packets(sa, da, 132, seg, self.cap.ids, mtu=65535, df=True):
+            self.cap.frame(p, not from_client)
+
+    def sack(self, from_client):
+        cum = self.tsn[not from_client] - 1
+        return sctp_chunk(SCTP_SACK, 0, struct.pack("!IIHH", cum & 0xFFFFFFFF, 106496, 0, 0))
+
+    def data(self, from_client, payload, flags=3, new_message=True):
+        """One DATA chunk (flags: B=2, E=1, U=4); advances the TSN."""
+        tsn = self.tsn[from_client]
+        self.tsn[from_client] += 1
+        ssn = self.ssn[from_client]
+        if flags & 1 and not flags & 4:
+            self.ssn[from_client] += 1
+        value = struct.pack("!IHHI", tsn, 0, ssn, self.ppid) + payload
+        return sctp_chunk(SCTP_DATA, flags, value)
+
+    def send(self, from_client, *messages, sack=False):
+        chunks = [self.sack(from_client)] if sack else []
+        chunks += [self.data(from_client, m) for m in messages]
+        self.packet(from_client, chunks)
+        return chunks[-1]
+
+    def send_fragmented(self, from_client, message, size):
+        parts = [message[i:i + size] for i in range(0, len(message), size)]
+        for i, part in enumerate(parts):
+            flags = (2 if i == 0 else 0) | (1 if i == len(parts) - 1 else 0)
+            self.packet(from_client, [self.data(from_client, part, flags)])
+
+    def ack(self, from_client):
+        self.packet(from_client, [self.sack(from_client)])
+
+    def close(self):
+        cum = struct.pack("!I", (self.tsn[False] - 1) & 0xFFFFFFFF)
+        self.packet(True, [sctp_chunk(SCTP_SHUTDOWN, 0, cum)])
+        self.packet(False, [sctp_chunk(SCTP_SHUTDOWN_ACK, 0, b"")])
+        self.packet(True, [sctp_chunk(SCTP_SHUTDOWN_COMPLETE, 0, b"")])
+
+
+def sctp():
+    """SIP over SCTP: whole messages, bundled ones, one fragmented, one retransmitted."""
+    def C(name, caller, expect, port, ip=UAC4, **kw):
+        return Call("sctp-%s@%s" % (name, ip), caller, expect, uac=(ip, port),
+                    transport="SCTP", **kw)
+
+    ent = (PROXY4, ENT)
+    a = C("foreign-uk", "+442071234567", E("intl"), 5090)
+    b = C("domestic-mobile", "+8613812345678", E("intl", "reject", 403, "intl-domestic-caller"),
+          5090)
+    c = C("frag-foreign-us", "+12125550123", E("intl"), 5090, big=True)
+    d = C("blacklist", "+8613800000001", E("intl", "reject", 608, "blacklist"), 5090)
+    e = C("ent-whitelisted", "+8613912345678", E("ent-400"), 5092, proxy=ent)
+    f = C("ent-not-whitelisted", "+8613812345678",
+          E("ent-400", "reject", 403, "enterprise-not-whitelisted"), 5092, proxy=ent)
+    g = C("unknown-source", "+442071234567", E("-", "reject", 403, "unknown-source"), 5094,
+          ip=FOREIGN4)
+    cap = Capture(link_ether, 0x9000)
+
+    def rest(assoc, call, skip=1):
+        for from_uac, msg in call.dialog()[skip:]:
+            assoc.send(from_uac, msg, sack=True)
+
+    s1 = SctpAssoc(cap, a.uac, a.proxy, 0x1a2b3c4d, 0x5e6f7081, 1000, 9000)
+    # A: INVITE alone; 100 and 180 bundled in one packet.
+    da = a.dialog()
+    s1.send(True, da[0][1])
+    s1.send(False, da[1][1], da[2][1], sack=True)
+    for from_uac, msg in da[3:]:
+        s1.send(from_uac, msg, sack=True)
+    # B: the INVITE's chunk sent again (same TSN), as a sender whose SACK came late does.
+    inv = s1.send(True, b.invite())
+    s1.packet(True, [inv])
+    s1.ack(False)
+    rest(s1, b)
+    # C: an INVITE of about 3000 bytes in three fragments.
+    s1.send_fragmented(True, c.invite(), 1200)
+    rest(s1, c)
+    # D: INVITE bundled behind a SACK.
+    rest(s1, d, 0)
+    s1.close()
+
+    s2 = SctpAssoc(cap, e.uac, e.proxy, 0x22334455, 0x66778899, 50, 70)
+    rest(s2, e, 0)
+    rest(s2, f, 0)
+    s2.close()
+
+    s3 = SctpAssoc(cap, g.uac, g.proxy, 0x0badcafe, 0x0ddba11, 4294967294, 1)  # TSNs wrap
+    rest(s3, g, 0)
+    s3.close()
+
+    # Diameter beside it on the same host (payload protocol 46): not SIP, never a call.
+    dia = SctpAssoc(cap, (UAC4, 3868), (PROXY4, 3868), 0x0d1a0001, 0x0d1a0002, 1, 1, ppid=46)
+    dia.send(True, struct.pack("!I", 0x01000014) + struct.pack("!IIII", 0x80000101, 0, 1, 1))
+    dia.close()
+    return cap, [a, b, c, d, e, f, g]
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_frame(opcode, payload, mask=None, fin=True, rsv1=False):
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    m = 0x80 if mask else 0
+    if n < 126:
+        hdr = struct.pack("!BB", b0, m | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", b0, m | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", b0, m | 127, n)
+    if mask:
+        payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        hdr += mask
+    return hdr + payload
+
+
+class WsConn:
+    """SIP over WebSocket on one TCP connection: the HTTP upgrade, then one SIP message
+    per WebSocket message, the client's frames masked (RFC 6455 5.3), permessage-deflate
+    when asked for (RFC 7692, context kept from message to message)."""
+
+    def __init__(self, tcp, name, deflate=False):
+        import base64
+        import zlib
+        self.tcp, self.name, self.deflate, self.n = tcp, name, deflate, 0
+        key = base64.b64encode(hashlib.sha1(name.encode()).digest()[:16]).decode()
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+        req = ("GET /sip HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+               "Origin: https://webphone.example\r\nSec-WebSocket-Protocol: sip\r\n"
+               "%sSec-WebSocket-Version: 13\r\n\r\n") % (hostport(*tcp.srv), key, ext)
+        ans = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+               "Sec-WebSocket-Protocol: sip\r\n%s\r\n") % (accept, ext)
+        tcp.send(True, req.encode())
+        tcp.send(False, ans.encode())
+        self.z = {k: zlib.compressobj(9, zlib.DEFLATED, -15) for k in (True, False)}
+
+    def frames(self, from_client, msg, split=None, ping_between=False):
+        """The frames of one message: `split` cuts it into a first frame and a
+        continuation, with a ping between them when asked."""
+        mask = None
+        if from_client:
+            self.n += 1
+            mask = hashlib.sha1(("%s/%d" % (self.name, self.n)).encode()).digest()[:4]
+        rsv1 = False
+        if self.deflate:
+            z = self.z[from_client]
+            msg = z.compress(msg) + z.flush(__import__("zlib").Z_SYNC_FLUSH)
+            assert msg.endswith(b"\0\0\xff\xff")
+            msg, rsv1 = msg[:-4], True
+        if split is None:
+            return ws_frame(0x1, msg, mask, rsv1=rsv1)
+        out = ws_frame(0x1, msg[:split], mask, fin=False, rsv1=rsv1)
+        if ping_between:
+            out += ws_frame(0x9, b"", mask)
+        return out + ws_frame(0x0, msg[split:], mask)
+
+    def send(self, from_client, msg, **kw):
+        return self.tcp.send(from_client, self.frames(from_client, msg, **kw))
+
+
+def websocket():
+    """SIP over WebSocket, as a WebRTC gateway receives it from browsers. Both connections
+    go to the enterprise trunk's port, 5062: on 5060, SIP's registered port, tshark reads
+    the HTTP upgrade as SIP and finds no call (replay tells them apart by content)."""
+    def C(name, caller, expect, port, **kw):
+        return Call("ws-%s@%s" % (name, UAC4), caller, expect, uac=(UAC4, port),
+                    proxy=(PROXY4, ENT), transport="WS", **kw)
+
+    a = C("ent-whitelisted", "+8613912345678", E("ent-400"), 40200)
+    b = C("ent-not-whitelisted", "+8613812345678",
+          E("ent-400", "reject", 403, "enterprise-not-whitelisted"), 40200)
+    c = C("blacklist", "+8613800000001", E("ent-400", "reject", 608, "blacklist"), 40200)
+    d = C("ent-whitelisted-segment", "+861055551234", E("ent-400"), 40202)
+    e = C("numbering-plan", "+8615412345678", E("ent-400", "reject", 403, "numbering-plan"),
+          40202)
+    f = C("ent-whitelisted-400", "+864008001234", E("ent-400"), 40202)
+    cap = Capture(link_ether, 0xA000)
+
+    def rest(ws, call, skip=1):
+        for from_uac, msg in call.dialog()[skip:]:
+            ws.send(from_uac, msg)
+
+    t1 = TcpConn(cap, a.uac, a.proxy, 1_300_000_000, 3_300_000_000)
+    w1 = WsConn(t1, "ws1")
+    # A: the INVITE's frame cut across two TCP segments; 100 and 180 in one segment.
+    fr = w1.frames(True, a.invite())
+    t1.send(True, fr[:300])
+    t1.ack(False)
+    t1.send(True, fr[300:])
+    da = a.dialog()
+    t1.send(False, w1.frames(False, da[1][1]) + w1.frames(False, da[2][1]))
+    for from_uac, msg in da[3:]:
+        w1.send(from_uac, msg)
+    # B: the INVITE in a first frame and a continuation, a ping between them; the pong.
+    w1.send(True, b.invite(), split=200, ping_between=True)
+    t1.send(False, ws_frame(0xA, b""))
+    rest(w1, b)
+    rest(w1, c, 0)
+    # Close handshake, then the TCP close.
+    t1.send(True, ws_frame(0x8, struct.pack("!H", 1000), b"\x01\x02\x03\x04"))
+    t1.send(False, ws_frame(0x8, struct.pack("!H", 1000)))
+    t1.close()
+
+    # permessage-deflate: later messages refer back to earlier ones.
+    t2 = TcpConn(cap, d.uac, d.proxy, 1_400_000_000, 3_400_000_000)
+    w2 = WsConn(t2, "ws2", deflate=True)
+    for call in (d, e, f):
+        rest(w2, call, 0)
+    t2.close()
+    return cap, [a, b, c, d, e, f]
+
+
 def write(name, data):
     path = os.path.join(OUT_DIR, name)
     tmp = path + ".tmp"
@@ -1125,6 +1411,8 @@ def main():
         ("truncated.pcap", truncated,
          lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets, cut_last=True)),
         ("sipi.pcap", sipi, lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets)),
+        ("sctp.pcap", sctp, lambda c: pcap_bytes(LINKTYPE_ETHERNET, c.packets)),
+        ("websocket.pcapng", websocket, lambda c: pcapng_bytes(LINKTYPE_ETHERNET, c.packets)),
     ]
     seen = set()
     for name, gen, fmt in outputs:

@@ -53,8 +53,9 @@ enum Cmd {
         /// Write the packets of allowed calls to this pcap.
         #[arg(long)]
         write_allowed: Option<PathBuf>,
-        /// pcap, pcapng or gzipped captures (plain SIP, SIP in tunnels, or HEP from a
-        /// Homer server); `-` reads one from standard input as it comes
+        /// pcap, pcapng or gzipped captures (SIP over UDP, TCP, SCTP or WebSocket, bare or
+        /// in tunnels, or HEP from a Homer server); `-` reads one from standard input as
+        /// it comes
         /// (`tcpdump -U -w - | sipfence replay -`).
         #[arg(required = true)]
         captures: Vec<PathBuf>,

@@ -1053,3 +1053,71 @@ fn hep_captures_replay_like_the_messages_they_carry() {
         "HEPv2: verdicts per caller"
     );
 }
+
+/// SIP over SCTP (RFC 4168) and over WebSocket (RFC 7118): the captures' calls are in
+/// expected.tsv and their message counts in counts.tsv (tshark's); here what the
+/// transports themselves did. A retransmitted DATA chunk is the transport's copy, not a
+/// second INVITE; a fragmented one is one message; a WebSocket capture that starts
+/// after the HTTP upgrade still gives its calls.
+#[test]
+fn sctp_and_websocket_captures_replay() {
+    let run = |file: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["replay", "--json"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let last = text.lines().last().unwrap().to_string();
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+        v["summary"]["network"].clone()
+    };
+    let n = run(&root().join("testdata/pcap/sctp.pcap"));
+    assert_eq!(n["sctp_messages"], 33, "{n}");
+    assert_eq!(n["sctp_reassembled"], 1, "{n}");
+    assert_eq!(n["sctp_retransmitted"], 1, "{n}");
+    assert_eq!(n["sctp_damaged"], 0, "{n}");
+    let (recs, _, _) = replay(&root().join("testdata/pcap/sctp.pcap"));
+    let invites = recs
+        .iter()
+        .filter(|r| r.call_id == "sctp-domestic-mobile@127.0.0.1" && r.kind == "call")
+        .count();
+    assert_eq!(invites, 1, "the retransmitted chunk is not a second call");
+
+    let ws = root().join("testdata/pcap/websocket.pcapng");
+    let n = run(&ws);
+    assert_eq!(n["websocket_messages"], 30, "{n}");
+    assert_eq!(n["tcp_desync"], 0, "{n}");
+    // The first connection without its handshake and upgrade (packets 1-5).
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("ws-midstream.pcap");
+    let mut wr = sipfence::replay::pcapout::PcapWriter::create(&cut).unwrap();
+    let mut seq = 0;
+    sipfence::replay::capture::read(&ws, |p| {
+        seq += 1;
+        if seq > 5 {
+            wr.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len)
+                .unwrap();
+        }
+    })
+    .unwrap();
+    wr.finish().unwrap();
+    let key = |r: &Record| {
+        format!(
+            "{} {} {} {:?} {:?}",
+            r.kind, r.call_id, r.verdict, r.rule, r.trunk
+        )
+    };
+    let (all, s_all, _) = replay(&ws);
+    let (mid, s_mid, _) = replay(&cut);
+    assert_eq!(s_mid.sip_messages, s_all.sip_messages);
+    assert_eq!(
+        mid.iter().map(key).collect::<Vec<_>>(),
+        all.iter().map(key).collect::<Vec<_>>()
+    );
+}

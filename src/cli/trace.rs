@@ -436,11 +436,14 @@ fn write_rejected(
             let Some(seg) = decoder.decode(p.linktype, p.data, p.ts_ms) else {
                 return;
             };
-            let Some(start) = net::find_sip_start(&seg.payload) else {
+            // The files hold what the proxy wrote: IP/UDP packets, one request each.
+            let net::Payload::Datagram(d) = &seg.payload else {
                 return;
             };
-            let Ok(msg) =
-                crate::sip::Message::parse(bytes::Bytes::from(seg.payload[start..].to_vec()))
+            let Some(start) = net::find_sip_start(d) else {
+                return;
+            };
+            let Ok(msg) = crate::sip::Message::parse(bytes::Bytes::from(d[start..].to_vec()))
             else {
                 return;
             };

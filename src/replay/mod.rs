@@ -8,6 +8,8 @@ pub mod capture;
 pub mod compare;
 pub mod net;
 pub mod pcapout;
+pub mod sctp;
+pub mod websocket;
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -151,15 +153,16 @@ impl<'p> Replayer<'p> {
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
         };
-        let messages: Vec<Vec<u8>> = match seg.transport {
-            crate::policy::config::Transport::Udp => match net::find_sip_start(&seg.payload) {
-                Some(start) => vec![seg.payload[start..].to_vec()],
+        let messages: Vec<Vec<u8>> = match seg.payload {
+            net::Payload::Datagram(d) => match net::find_sip_start(&d) {
+                Some(start) => vec![d[start..].to_vec()],
                 None => vec![],
             },
-            crate::policy::config::Transport::Tcp if seg.tcp.is_none() => {
-                net::whole_messages(&seg.payload)
+            net::Payload::Stream(bytes, meta) => {
+                self.flows
+                    .feed(seg.src, seg.dst, &bytes, meta, &mut self.decoder.stats)
             }
-            crate::policy::config::Transport::Tcp => self.flows.feed(&seg, &mut self.decoder.stats),
+            net::Payload::Messages(m) => m,
         };
         for m in messages {
             o.sip = true;
@@ -347,7 +350,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let s = &r.summary;
     let n = r.net_stats();
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
         println!(
             "{}",
             serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
@@ -375,6 +378,15 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 "  HEP: not SIP {} (RTCP, logs, keep-alives)  damaged {}",
                 n.hep_not_sip, n.hep_damaged
             );
+        }
+        if n.sctp_messages + n.sctp_retransmitted + n.sctp_damaged > 0 {
+            println!(
+                "  SCTP: SIP messages {} (from fragments {})  retransmitted chunks {}  damaged packets {}",
+                n.sctp_messages, n.sctp_reassembled, n.sctp_retransmitted, n.sctp_damaged
+            );
+        }
+        if n.websocket_messages > 0 {
+            println!("  WebSocket: SIP messages {}", n.websocket_messages);
         }
         for (v, n) in &s.by_verdict {
             println!("  verdict {v:<8} {n}");

@@ -1,13 +1,14 @@
 //! Just enough of the network stack to find SIP in a capture: link layers (Ethernet
 //! with VLAN tags, Linux cooked v1/v2, raw IP, BSD loopback), IPv4 and IPv6 with
-//! fragment reassembly, UDP, and TCP streams reassembled in order and cut into SIP
-//! messages by Content-Length; HEP from a Homer capture server is opened as a tunnel
-//! (`hep`). Every table is bounded: a capture of any size replays
-//! in bounded memory.
+//! fragment reassembly, UDP, TCP streams reassembled in order and cut into SIP
+//! messages by Content-Length or WebSocket frames (`websocket`), and SCTP user
+//! messages (`sctp`); HEP from a Homer capture server is opened as a tunnel (`hep`).
+//! Every table is bounded: a capture of any size replays in bounded memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::websocket;
 use crate::policy::config::Transport;
 use crate::sip::parse::Frame;
 use crate::sip::{MAX_MESSAGE, frame_stream, lex};
@@ -26,9 +27,22 @@ const MAX_DEPTH: u8 = 4;
 pub struct Segment {
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// The listen type a trunk would name for it. SCTP and WebSocket are judged as the
+    /// policy's TCP addresses: the proxy listens on UDP and TCP only, and both are
+    /// reliable, connection-oriented transports like TCP.
     pub transport: Transport,
-    pub payload: Vec<u8>,
-    pub tcp: Option<TcpMeta>,
+    pub payload: Payload,
+}
+
+/// What a segment carries, by how SIP messages are cut out of it.
+#[derive(Debug)]
+pub enum Payload {
+    /// A UDP datagram: one message, perhaps after junk.
+    Datagram(Vec<u8>),
+    /// A TCP segment, for the stream reassembler ([`TcpFlows`]).
+    Stream(Vec<u8>, TcpMeta),
+    /// Whole messages: SCTP user messages (RFC 4168), or what a HEP sender read from TCP.
+    Messages(Vec<Vec<u8>>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +66,15 @@ pub struct NetStats {
     pub hep_not_sip: u64,
     /// HEP packets cut short or inconsistent.
     pub hep_damaged: u64,
+    /// SIP messages found in SCTP DATA chunks, of which rebuilt from fragments.
+    pub sctp_messages: u64,
+    pub sctp_reassembled: u64,
+    /// DATA chunks seen again (the sender's retransmissions), dropped.
+    pub sctp_retransmitted: u64,
+    /// SCTP packets whose chunks overran them.
+    pub sctp_damaged: u64,
+    /// SIP messages found in WebSocket connections.
+    pub websocket_messages: u64,
 }
 
 type FragKey = (IpAddr, IpAddr, u32, u8);
@@ -66,6 +89,7 @@ struct FragBuf {
 #[derive(Default)]
 pub struct Decoder {
     frags: HashMap<FragKey, FragBuf>,
+    sctp: super::sctp::Associations,
     pub stats: NetStats,
     /// How deep inside tunnels the last segment was found.
     depth: u8,
@@ -307,16 +331,18 @@ impl Decoder {
                 self.depth = depth + 1;
                 // Over TCP (or TLS, SCTP) the sender reports whole messages, not stream
                 // segments: no sequence numbers to follow, the payload is cut as it is.
-                let transport = match h.ip_proto {
-                    17 => Transport::Udp,
-                    _ => Transport::Tcp,
+                let (transport, payload) = match h.ip_proto {
+                    17 => (Transport::Udp, Payload::Datagram(h.payload.into_owned())),
+                    _ => (
+                        Transport::Tcp,
+                        Payload::Messages(whole_messages(&h.payload)),
+                    ),
                 };
                 Some(Some(Segment {
                     src: h.src,
                     dst: h.dst,
                     transport,
-                    payload: h.payload.into_owned(),
-                    tcp: None,
+                    payload,
                 }))
             }
             Err(crate::hep::Skip::NotSip) => {
@@ -411,8 +437,7 @@ impl Decoder {
                     src: SocketAddr::new(src, sp),
                     dst: SocketAddr::new(dst, dp),
                     transport: Transport::Udp,
-                    payload: payload.to_vec(),
-                    tcp: None,
+                    payload: Payload::Datagram(payload.to_vec()),
                 })
             }
             6 => {
@@ -425,18 +450,29 @@ impl Decoder {
                     src: SocketAddr::new(src, sp),
                     dst: SocketAddr::new(dst, dp),
                     transport: Transport::Tcp,
-                    payload: b.get(hl.max(20)..)?.to_vec(),
-                    tcp: Some(TcpMeta {
-                        seq,
-                        syn: flags & 0x02 != 0,
-                        fin_or_rst: flags & 0x05 != 0,
-                    }),
+                    payload: Payload::Stream(
+                        b.get(hl.max(20)..)?.to_vec(),
+                        TcpMeta {
+                            seq,
+                            syn: flags & 0x02 != 0,
+                            fin_or_rst: flags & 0x05 != 0,
+                        },
+                    ),
                 })
             }
             // IPv4 or IPv6 in IP (RFC 2003, 4213), and GRE.
             4 => self.ethertype(0x0800, b, ts_ms, depth + 1),
             41 => self.ethertype(0x86dd, b, ts_ms, depth + 1),
             47 => self.gre(b, ts_ms, depth + 1),
+            132 => {
+                let (sp, dp, messages) = self.sctp.packet(b, &mut self.stats)?;
+                Some(Segment {
+                    src: SocketAddr::new(src, sp),
+                    dst: SocketAddr::new(dst, dp),
+                    transport: Transport::Tcp,
+                    payload: Payload::Messages(messages),
+                })
+            }
             _ => None,
         }
     }
@@ -547,26 +583,44 @@ pub fn whole_messages(mut b: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// What a TCP stream turned out to carry.
+#[derive(Default)]
+enum Mode {
+    #[default]
+    Unknown,
+    Sip,
+    WebSocket(Box<websocket::Frames>),
+    Other,
+}
+
 #[derive(Default)]
 struct Flow {
     next_seq: Option<u32>,
     buf: Vec<u8>,
     ooo: BTreeMap<u32, Vec<u8>>,
     ooo_bytes: usize,
-    is_sip: Option<bool>,
+    mode: Mode,
 }
 
-/// TCP streams, reassembled per direction and cut into SIP messages.
+/// TCP streams, reassembled per direction and cut into SIP messages: SIP framed by
+/// Content-Length, or SIP over WebSocket.
 #[derive(Default)]
 pub struct TcpFlows {
     flows: HashMap<(SocketAddr, SocketAddr), Flow>,
 }
 
 impl TcpFlows {
-    /// Feeds one segment; returns the complete SIP messages it finishes.
-    pub fn feed(&mut self, s: &Segment, stats: &mut NetStats) -> Vec<Vec<u8>> {
-        let Some(t) = s.tcp else { return vec![] };
-        let key = (s.src, s.dst);
+    /// Feeds one segment of the stream from `src` to `dst`; returns the complete SIP
+    /// messages it finishes.
+    pub fn feed(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        t: TcpMeta,
+        stats: &mut NetStats,
+    ) -> Vec<Vec<u8>> {
+        let key = (src, dst);
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
             // Forget the flows: a capture with more concurrent flows than this is not
             // going to be followed completely anyway, and memory stays bounded.
@@ -580,22 +634,22 @@ impl TcpFlows {
             };
         }
         let mut out = vec![];
-        if !s.payload.is_empty() {
+        if !payload.is_empty() {
             let next = *f.next_seq.get_or_insert(t.seq);
             let ahead = t.seq.wrapping_sub(next) as i32;
             if ahead == 0 {
-                f.buf.extend_from_slice(&s.payload);
-                f.next_seq = Some(next.wrapping_add(s.payload.len() as u32));
+                f.buf.extend_from_slice(payload);
+                f.next_seq = Some(next.wrapping_add(payload.len() as u32));
             } else if ahead < 0 {
                 // Retransmission or overlap: keep only what is new.
                 let skip = (-ahead) as usize;
-                if skip < s.payload.len() {
-                    f.buf.extend_from_slice(&s.payload[skip..]);
-                    f.next_seq = Some(next.wrapping_add((s.payload.len() - skip) as u32));
+                if skip < payload.len() {
+                    f.buf.extend_from_slice(&payload[skip..]);
+                    f.next_seq = Some(next.wrapping_add((payload.len() - skip) as u32));
                 }
             } else {
-                f.ooo_bytes += s.payload.len();
-                f.ooo.insert(t.seq, s.payload.clone());
+                f.ooo_bytes += payload.len();
+                f.ooo.insert(t.seq, payload.to_vec());
                 if f.ooo_bytes > MAX_OUT_OF_ORDER {
                     // A gap that will not fill: jump over it.
                     stats.tcp_gaps += 1;
@@ -617,40 +671,80 @@ impl TcpFlows {
                 f.buf.extend_from_slice(&d[skip..]);
                 f.next_seq = Some(n.wrapping_add((d.len() - skip) as u32));
             }
-            if f.is_sip.is_none() && f.buf.iter().any(|&c| c != b'\r' && c != b'\n') {
-                f.is_sip = Some(looks_like_sip(&f.buf));
+            if matches!(f.mode, Mode::Unknown) {
+                f.mode = classify(&mut f.buf);
             }
-            if f.is_sip == Some(true) {
-                loop {
-                    match frame_stream(&f.buf) {
-                        Ok(Frame::Message { skip, len }) => {
-                            out.push(f.buf[skip..skip + len].to_vec());
-                            f.buf.drain(..skip + len);
-                        }
-                        Ok(Frame::Ping(n)) => {
-                            f.buf.drain(..n);
-                        }
-                        Ok(Frame::Incomplete) => break,
-                        Err(_) => {
-                            stats.tcp_desync += 1;
-                            // Resynchronise on the next thing that looks like a start line.
-                            match find_sip_start(&f.buf[1..]) {
-                                Some(p) => {
-                                    f.buf.drain(..p + 1);
-                                }
-                                None => f.buf.clear(),
-                            }
-                        }
+            match &mut f.mode {
+                Mode::Sip => sip_frames(&mut f.buf, stats, &mut out),
+                Mode::WebSocket(ws) => match ws.feed(&mut f.buf) {
+                    Ok(m) => {
+                        stats.websocket_messages += m.len() as u64;
+                        out = m;
                     }
-                }
-            } else if f.is_sip == Some(false) {
-                f.buf.clear();
+                    Err(websocket::Broken) => {
+                        stats.tcp_desync += 1;
+                        f.mode = Mode::Other;
+                        f.buf.clear();
+                    }
+                },
+                Mode::Other => f.buf.clear(),
+                Mode::Unknown => {}
             }
         }
         if t.fin_or_rst {
             self.flows.remove(&key);
         }
         out
+    }
+}
+
+/// What a stream carries, from its first bytes (an upgrade's bytes are consumed).
+fn classify(buf: &mut Vec<u8>) -> Mode {
+    // CRLF keep-alives before the first message say nothing.
+    if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
+        return Mode::Unknown;
+    }
+    if looks_like_sip(buf) {
+        return Mode::Sip;
+    }
+    match websocket::start(buf) {
+        websocket::Start::Upgrade(n) => {
+            buf.drain(..n);
+            Mode::WebSocket(Box::default())
+        }
+        websocket::Start::Frames => Mode::WebSocket(Box::default()),
+        // A start line cut by the segment: wait for its end.
+        websocket::Start::Wait => Mode::Unknown,
+        websocket::Start::No if memchr::memchr(b'\n', buf).is_none() && buf.len() < 2048 => {
+            Mode::Unknown
+        }
+        websocket::Start::No => Mode::Other,
+    }
+}
+
+/// Cuts the SIP messages at the front of a stream's buffer by Content-Length.
+fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
+    loop {
+        match frame_stream(buf) {
+            Ok(Frame::Message { skip, len }) => {
+                out.push(buf[skip..skip + len].to_vec());
+                buf.drain(..skip + len);
+            }
+            Ok(Frame::Ping(n)) => {
+                buf.drain(..n);
+            }
+            Ok(Frame::Incomplete) => break,
+            Err(_) => {
+                stats.tcp_desync += 1;
+                // Resynchronise on the next thing that looks like a start line.
+                match find_sip_start(&buf[1..]) {
+                    Some(p) => {
+                        buf.drain(..p + 1);
+                    }
+                    None => buf.clear(),
+                }
+            }
+        }
     }
 }
 
@@ -710,7 +804,7 @@ mod tests {
         u.extend_from_slice(body);
         let s = d.decode(101, &ipv4(17, &u), 0).expect("plain UDP");
         assert_eq!(s.dst.port(), 4789);
-        assert!(s.payload.starts_with(b"OPTIONS"));
+        assert!(matches!(&s.payload, Payload::Datagram(p) if p.starts_with(b"OPTIONS")));
         assert_eq!(d.stats.decapsulated, 0);
         // GRE version 1 (PPTP) is not opened.
         let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0];

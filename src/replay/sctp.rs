@@ -1,0 +1,254 @@
+//! SIP over SCTP (RFC 4168) in captures. SCTP carries each SIP message as one user
+//! message: a DATA chunk with both the Beginning and End flags, or a run of fragments
+//! with consecutive TSNs from the one flagged B to the one flagged E (RFC 9260 6.9).
+//! Several chunks may share a packet (bundling), and a chunk the peer did not
+//! acknowledge in time comes again with its TSN unchanged: that copy is the
+//! transport's, not a second SIP message, and is dropped here as the receiving stack
+//! drops it. SIP is told by content, whatever the ports and payload protocol
+//! identifier (senders put 0 or nothing agreed there), so Diameter or SIGTRAN beside
+//! it stay out. Every table is bounded, as the rest of replay's.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use super::net::{NetStats, find_sip_start};
+use crate::sip::MAX_MESSAGE;
+
+/// Directions of associations followed at once.
+const MAX_DIRECTIONS: usize = 65_536;
+/// TSNs remembered per direction to recognise a retransmitted chunk.
+const SEEN_TSNS: usize = 4096;
+
+/// One direction of one association: its source and destination ports and the
+/// verification tag the receiver chose, which a new association changes.
+type Key = (u16, u16, u32);
+
+#[derive(Default)]
+struct Direction {
+    seen: HashSet<u32>,
+    order: VecDeque<u32>,
+    /// Fragments waiting for the rest of their message, by TSN: (begins, ends, data).
+    fragments: BTreeMap<u32, (bool, bool, Vec<u8>)>,
+    fragment_bytes: usize,
+}
+
+impl Direction {
+    /// Whether the chunk is new (and remember it).
+    fn first_time(&mut self, tsn: u32) -> bool {
+        if !self.seen.insert(tsn) {
+            return false;
+        }
+        self.order.push_back(tsn);
+        if self.order.len() > SEEN_TSNS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+
+    /// Files one fragment; the whole message when it was the last one missing.
+    fn fragment(&mut self, tsn: u32, begins: bool, ends: bool, data: &[u8]) -> Option<Vec<u8>> {
+        if self.fragment_bytes + data.len() > MAX_MESSAGE + 1024 {
+            // A message larger than any SIP message, or fragments whose rest was never
+            // captured: start again rather than grow.
+            self.fragments.clear();
+            self.fragment_bytes = 0;
+        }
+        self.fragment_bytes += data.len();
+        self.fragments.insert(tsn, (begins, ends, data.to_vec()));
+        // Back to the fragment that begins the message, then on to the one ending it,
+        // every TSN between present.
+        let mut first = tsn;
+        while !self.fragments.get(&first)?.0 {
+            first = first.wrapping_sub(1);
+            if first == tsn {
+                return None;
+            }
+        }
+        let mut last = tsn;
+        while !self.fragments.get(&last)?.1 {
+            last = last.wrapping_add(1);
+            if last == first {
+                return None;
+            }
+        }
+        let mut whole = vec![];
+        let mut t = first;
+        loop {
+            if let Some((_, _, d)) = self.fragments.remove(&t) {
+                self.fragment_bytes -= d.len();
+                whole.extend_from_slice(&d);
+            }
+            if t == last {
+                break;
+            }
+            t = t.wrapping_add(1);
+        }
+        Some(whole)
+    }
+}
+
+/// The SCTP associations of a capture.
+#[derive(Default)]
+pub struct Associations {
+    directions: HashMap<Key, Direction>,
+}
+
+fn be16(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
+}
+fn be32(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+
+impl Associations {
+    /// One SCTP packet: its ports and the SIP messages it completes (none for a packet
+    /// of control chunks, a fragment, a retransmission or another protocol's data).
+    /// `None` when the common header does not fit.
+    pub fn packet(&mut self, b: &[u8], stats: &mut NetStats) -> Option<(u16, u16, Vec<Vec<u8>>)> {
+        let sport = be16(b, 0)?;
+        let dport = be16(b, 2)?;
+        let key = (sport, dport, be32(b, 4)?);
+        let mut out = vec![];
+        let mut off = 12;
+        while off + 4 <= b.len() {
+            let kind = b[off];
+            let flags = b[off + 1];
+            let len = be16(b, off + 2)? as usize;
+            if len < 4 || off + len > b.len() {
+                stats.sctp_damaged += 1;
+                break;
+            }
+            let chunk = &b[off..off + len];
+            off += (len + 3) & !3;
+            // DATA (0): TSN, stream, stream sequence, payload protocol, then the data.
+            // I-DATA (64, RFC 8260) interleaves fragments of several messages by
+            // message and fragment numbers; it is read when a chunk holds a whole
+            // message, which is how SIP's short messages travel.
+            let (tsn, data) = match kind {
+                0 if len >= 16 => (be32(chunk, 4)?, &chunk[16..]),
+                64 if len >= 20 => (be32(chunk, 4)?, &chunk[20..]),
+                _ => continue,
+            };
+            if self.directions.len() >= MAX_DIRECTIONS && !self.directions.contains_key(&key) {
+                self.directions.clear();
+            }
+            let dir = self.directions.entry(key).or_default();
+            if !dir.first_time(tsn) {
+                stats.sctp_retransmitted += 1;
+                continue;
+            }
+            let (begins, ends) = (flags & 0x02 != 0, flags & 0x01 != 0);
+            let message = match (begins && ends, kind) {
+                (true, _) => data.to_vec(),
+                (false, 0) => match dir.fragment(tsn, begins, ends, data) {
+                    Some(m) => {
+                        stats.sctp_reassembled += 1;
+                        m
+                    }
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if let Some(start) = find_sip_start(&message) {
+                stats.sctp_messages += 1;
+                out.push(message[start..].to_vec());
+            }
+        }
+        Some((sport, dport, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(flags: u8, tsn: u32, payload: &[u8]) -> Vec<u8> {
+        let mut c = vec![0, flags];
+        c.extend_from_slice(&((16 + payload.len()) as u16).to_be_bytes());
+        c.extend_from_slice(&tsn.to_be_bytes());
+        c.extend_from_slice(&[0, 1, 0, 7, 0, 0, 0, 0]);
+        c.extend_from_slice(payload);
+        while c.len() % 4 != 0 {
+            c.push(0);
+        }
+        c
+    }
+
+    fn packet(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let mut p = vec![0x13, 0xc4, 0x13, 0xc4, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0];
+        for c in chunks {
+            p.extend_from_slice(c);
+        }
+        p
+    }
+
+    const A: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: 1\r\n\r\n";
+    const B: &[u8] = b"SIP/2.0 200 OK\r\nCall-ID: 1\r\n\r\n";
+
+    #[test]
+    fn bundled_fragmented_and_retransmitted_chunks() {
+        let mut a = Associations::default();
+        let mut st = NetStats::default();
+        // Two whole messages bundled, with a SACK (3) in front.
+        let sack = vec![3, 0, 0, 16, 0, 0, 0, 9, 0, 0, 0x10, 0, 0, 0, 0, 0];
+        let (sp, dp, m) = a
+            .packet(&packet(&[sack, data(3, 10, A), data(3, 11, B)]), &mut st)
+            .unwrap();
+        assert_eq!((sp, dp), (5060, 5060));
+        assert_eq!(m, vec![A.to_vec(), B.to_vec()]);
+        // The second comes again (same TSN): the transport's copy, dropped.
+        let (_, _, m) = a.packet(&packet(&[data(3, 11, B)]), &mut st).unwrap();
+        assert!(m.is_empty());
+        assert_eq!(st.sctp_retransmitted, 1);
+        // One message in three fragments, the middle one last and the end one
+        // retransmitted.
+        let (x, rest) = A.split_at(10);
+        let (y, z) = rest.split_at(10);
+        assert!(
+            a.packet(&packet(&[data(2, 12, x)]), &mut st)
+                .unwrap()
+                .2
+                .is_empty()
+        );
+        assert!(
+            a.packet(&packet(&[data(1, 14, z)]), &mut st)
+                .unwrap()
+                .2
+                .is_empty()
+        );
+        assert!(
+            a.packet(&packet(&[data(1, 14, z)]), &mut st)
+                .unwrap()
+                .2
+                .is_empty()
+        );
+        let (_, _, m) = a.packet(&packet(&[data(0, 13, y)]), &mut st).unwrap();
+        assert_eq!(m, vec![A.to_vec()]);
+        assert_eq!((st.sctp_reassembled, st.sctp_retransmitted), (1, 2));
+        assert_eq!(st.sctp_messages, 3);
+        // Not SIP (a Diameter-like binary), and a chunk overrunning the packet.
+        let (_, _, m) = a
+            .packet(&packet(&[data(3, 15, &[1, 0, 0, 20])]), &mut st)
+            .unwrap();
+        assert!(m.is_empty());
+        let mut cut = packet(&[data(3, 16, A)]);
+        cut.truncate(30);
+        assert!(a.packet(&cut, &mut st).unwrap().2.is_empty());
+        assert_eq!(st.sctp_damaged, 1);
+        assert!(a.packet(&[0x13, 0xc4, 0x13], &mut st).is_none());
+    }
+
+    #[test]
+    fn fragments_never_grow_past_a_message() {
+        let mut a = Associations::default();
+        let mut st = NetStats::default();
+        // Beginnings without ends, forever: memory stays bounded.
+        for tsn in 0..200u32 {
+            a.packet(&packet(&[data(2, tsn * 2, &[b'x'; 1200])]), &mut st);
+        }
+        let d = a.directions.values().next().unwrap();
+        assert!(d.fragment_bytes <= MAX_MESSAGE + 1024);
+        assert_eq!(st.sctp_messages, 0);
+    }
+}
