@@ -89,10 +89,39 @@ fn others(fields: &[(String, String)], instance: &str, now_ms: u64, stale_ms: u6
         .fold(0u32, u32::saturating_add)
 }
 
-/// Forgets the other gateways' calls: Redis has been out of reach too long to trust
-/// what was learnt.
-pub fn forget(live: &LiveCalls) {
-    live.set_elsewhere([]);
+/// Syncs every `every` until the process ends. `trunks` names the limited trunks (id,
+/// name) at each beat, so that a reload adding or removing a limit is followed;
+/// `on_error` counts a failed sync. With Redis out of reach longer than [`stale_ms`],
+/// the others' calls are forgotten: each gateway then counts its own against the whole
+/// limit (fail-open) until Redis is back.
+pub async fn run(
+    redis: &Redis,
+    instance: &str,
+    live: &LiveCalls,
+    every: std::time::Duration,
+    trunks: impl Fn() -> Vec<(u64, String)>,
+    on_error: impl Fn(),
+) {
+    let stale = stale_ms(every.as_millis() as u64);
+    let mut last_ok = crate::cli::now_ms();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let trunks = trunks();
+        let now = crate::cli::now_ms();
+        match sync(redis, instance, &trunks, live, now, stale).await {
+            Ok(_) => last_ok = now,
+            Err(e) => {
+                on_error();
+                let counting_others = trunks.iter().any(|(id, _)| live.elsewhere(*id) > 0);
+                if now.saturating_sub(last_ok) > stale && counting_others {
+                    tracing::warn!(error = %e, "redis unreachable: concurrent calls counted at this gateway only until it is back");
+                    live.set_elsewhere([]);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,35 @@ pub const METRIC_NAMES: &[&str] = &[
 
 pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 
+/// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
+/// every reason the proxy gives, created at start so that dashboards and `increase()`
+/// see a zero before the first drop rather than no series at all.
+pub const DROP_REASONS: [&str; 19] = [
+    // Not SIP enough to answer, or the policy says say nothing.
+    "malformed",
+    "policy",
+    "bad-ack",
+    "no-trunk",
+    "no-next-hop",
+    // Responses that cannot be routed back.
+    "response-no-via",
+    "response-no-next-via",
+    "response-not-ours",
+    "response-unresolvable",
+    // In-dialog requests from the core with nowhere to go.
+    "core-no-target",
+    "core-unresolvable",
+    // Sending.
+    "too-large-for-udp",
+    "send-failed",
+    "no-udp-forwarder",
+    "tcp-connect-failed",
+    "tcp-gone",
+    "tcp-backlog",
+    "tcp-limit",
+    "tcp-idle",
+];
+
 /// The codes the protocol checks answer (a decision's `refusal`): broken fields, an
 /// unsupported Proxy-Require, a loop, no hops left.
 pub const REFUSAL_CODES: [u16; 4] = [400, 420, 482, 483];
@@ -325,7 +354,7 @@ impl Metrics {
         }
         let hep_packets = cv(
             "sipfence_hep_packets_total",
-            "Messages mirrored to Homer ([hep]), by outcome (sent, queue-full, send-failed, too-large)",
+            "Messages mirrored to Homer ([hep]), by outcome (sent, socket-full, send-failed, too-large)",
             &["outcome"],
         );
         for o in crate::observability::homer::OUTCOMES {
@@ -346,14 +375,7 @@ impl Metrics {
             }
             keepalives.with_label_values(&[t]);
         }
-        // The drop reasons an operator watches first; others appear when they happen.
-        for r in [
-            "malformed",
-            "response-not-ours",
-            "tcp-limit",
-            "tcp-idle",
-            "send-failed",
-        ] {
+        for r in DROP_REASONS {
             dropped.with_label_values(&[r]);
         }
         Metrics {
@@ -619,5 +641,44 @@ impl Bound {
 
     pub fn overload(&self, trunk: Option<usize>) {
         self.overload[self.slot(trunk)].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every reason the code drops for is one [`super::DROP_REASONS`] creates at start (a
+    /// reason missing there would have no series until its first drop), and every reason
+    /// listed is given somewhere.
+    #[test]
+    fn every_drop_reason_is_created_at_start() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, found);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for pat in ["Dropped(\"", "dropped(\""] {
+                        for (i, _) in text.match_indices(pat) {
+                            let rest = &text[i + pat.len()..];
+                            found.push(rest[..rest.find('"').unwrap()].to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = vec![];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        walk(&src, &mut found);
+        assert!(found.len() >= 15, "{found:?}");
+        for r in &found {
+            assert!(
+                super::DROP_REASONS.contains(&r.as_str()),
+                "reason {r:?} is not in DROP_REASONS"
+            );
+        }
+        for r in super::DROP_REASONS {
+            assert!(found.iter().any(|f| f == r), "{r} is never given");
+        }
     }
 }

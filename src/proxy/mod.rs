@@ -527,19 +527,11 @@ fn start_cluster(shared: &Arc<Shared>) {
 }
 
 /// Publishes this gateway's calls up on every trunk with `max_concurrent_calls` and
-/// learns the other gateways' (see [`crate::cluster::calls`]). The trunks are read from
-/// the running policy at each beat, so a reload that adds or removes a limit is followed.
+/// learns the other gateways' (see [`crate::cluster::calls`]).
 async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
-    use crate::cluster::calls;
     let Some(c) = &shared.cluster else { return };
-    let stale = calls::stale_ms(every.as_millis() as u64);
-    let live = shared.behaviour.live();
-    let mut last_ok = crate::cli::now_ms();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let trunks: Vec<(u64, String)> = shared
+    let limited = || {
+        shared
             .loaded
             .load()
             .policy
@@ -547,27 +539,11 @@ async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
             .iter()
             .filter(|t| t.max_concurrent.is_some())
             .map(|t| (t.id, t.name.clone()))
-            .collect();
-        let now = crate::cli::now_ms();
-        match calls::sync(&c.redis, &c.instance, &trunks, live, now, stale).await {
-            Ok(_) => last_ok = now,
-            Err(e) => {
-                shared.metrics.redis_error("calls");
-                if now.saturating_sub(last_ok) > stale && live_elsewhere_known(live, &trunks) {
-                    tracing::warn!(error = %e, "redis unreachable: concurrent calls counted at this gateway only until it is back");
-                    calls::forget(live);
-                }
-            }
-        }
-    }
-}
-
-/// Whether some other gateway's calls are still being counted on `trunks`.
-fn live_elsewhere_known(
-    live: &crate::behaviour::live::LiveCalls,
-    trunks: &[(u64, String)],
-) -> bool {
-    trunks.iter().any(|(id, _)| live.elsewhere(*id) > 0)
+            .collect()
+    };
+    let live = shared.behaviour.live();
+    let on_error = || shared.metrics.redis_error("calls");
+    crate::cluster::calls::run(&c.redis, &c.instance, live, every, limited, on_error).await
 }
 
 /// Polls for published lists and swaps each new version in (or refuses it).

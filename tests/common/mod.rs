@@ -188,7 +188,9 @@ impl Proxy {
         (code, body)
     }
 
-    /// Value of one metric sample (exact label set as printed), 0 when absent.
+    /// Value of one metric sample (exact label set as printed). A sample that is not
+    /// there fails the test: every closed label set is created at start, so a missing
+    /// series is a misspelt name or label, and asserting 0 on it would always pass.
     pub fn metric(&self, sample: &str) -> f64 {
         let (_, body) = self.http("GET", "/metrics");
         body.lines()
@@ -197,7 +199,7 @@ impl Proxy {
                     .and_then(|r| r.strip_prefix(' '))
                     .and_then(|v| v.trim().parse().ok())
             })
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics"))
     }
 }
 
