@@ -8,15 +8,19 @@
 //! identifier (senders put 0 or nothing agreed there), so Diameter or SIGTRAN beside
 //! it stay out. Every table is bounded, as the rest of replay's.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use super::net::{NetStats, find_sip_start};
 use crate::sip::MAX_MESSAGE;
 
 /// Directions of associations followed at once.
 const MAX_DIRECTIONS: usize = 65_536;
-/// TSNs remembered per direction to recognise a retransmitted chunk.
-const SEEN_TSNS: usize = 4096;
+/// TSNs below the highest one seen that are remembered, to recognise a retransmitted
+/// chunk. A sender has at most a receive window of data outstanding (some hundred SIP
+/// messages), so its retransmissions fall well inside.
+const WINDOW: u32 = 1024;
+/// Fragment bytes held over all associations.
+const MAX_FRAGMENT_BYTES: usize = 16 << 20;
 
 /// One direction of one association: its source and destination ports and the
 /// verification tag the receiver chose, which a new association changes.
@@ -24,26 +28,57 @@ type Key = (u16, u16, u32);
 
 #[derive(Default)]
 struct Direction {
-    seen: HashSet<u32>,
-    order: VecDeque<u32>,
+    highest: Option<u32>,
+    /// Bit `i`: TSN `highest - i` was seen (an anti-replay window, as IPsec keeps).
+    seen: [u64; (WINDOW / 64) as usize],
     /// Fragments waiting for the rest of their message, by TSN: (begins, ends, data).
     fragments: BTreeMap<u32, (bool, bool, Vec<u8>)>,
     fragment_bytes: usize,
 }
 
 impl Direction {
-    /// Whether the chunk is new (and remember it).
+    /// Whether the chunk is new (and remember it). A TSN older than the window is taken
+    /// for a retransmission.
     fn first_time(&mut self, tsn: u32) -> bool {
-        if !self.seen.insert(tsn) {
+        let Some(high) = self.highest else {
+            self.highest = Some(tsn);
+            self.seen[0] = 1;
+            return true;
+        };
+        let ahead = tsn.wrapping_sub(high) as i32;
+        if ahead > 0 {
+            self.shift(ahead as u32);
+            self.highest = Some(tsn);
+            self.seen[0] |= 1;
+            return true;
+        }
+        let back = ahead.unsigned_abs();
+        if back >= WINDOW {
             return false;
         }
-        self.order.push_back(tsn);
-        if self.order.len() > SEEN_TSNS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
+        let (word, bit) = ((back / 64) as usize, back % 64);
+        let new = self.seen[word] & (1 << bit) == 0;
+        self.seen[word] |= 1 << bit;
+        new
+    }
+
+    /// Moves the window up by `n` TSNs.
+    fn shift(&mut self, n: u32) {
+        if n >= WINDOW {
+            self.seen = Default::default();
+            return;
         }
-        true
+        let (words, bits) = ((n / 64) as usize, n % 64);
+        for i in (0..self.seen.len()).rev() {
+            let mut v = 0;
+            if i >= words {
+                v = self.seen[i - words] << bits;
+                if bits > 0 && i > words {
+                    v |= self.seen[i - words - 1] >> (64 - bits);
+                }
+            }
+            self.seen[i] = v;
+        }
     }
 
     /// Files one fragment; the whole message when it was the last one missing.
@@ -92,6 +127,8 @@ impl Direction {
 #[derive(Default)]
 pub struct Associations {
     directions: HashMap<Key, Direction>,
+    /// The directions' fragment bytes, summed.
+    fragment_bytes: usize,
 }
 
 fn be16(b: &[u8], i: usize) -> Option<u16> {
@@ -132,6 +169,15 @@ impl Associations {
             };
             if self.directions.len() >= MAX_DIRECTIONS && !self.directions.contains_key(&key) {
                 self.directions.clear();
+                self.fragment_bytes = 0;
+            }
+            if self.fragment_bytes > MAX_FRAGMENT_BYTES {
+                // Fragments of many associations whose ends never came: start again.
+                for d in self.directions.values_mut() {
+                    d.fragments.clear();
+                    d.fragment_bytes = 0;
+                }
+                self.fragment_bytes = 0;
             }
             let dir = self.directions.entry(key).or_default();
             if !dir.first_time(tsn) {
@@ -139,16 +185,17 @@ impl Associations {
                 continue;
             }
             let (begins, ends) = (flags & 0x02 != 0, flags & 0x01 != 0);
-            let message = match (begins && ends, kind) {
-                (true, _) => data.to_vec(),
-                (false, 0) => match dir.fragment(tsn, begins, ends, data) {
-                    Some(m) => {
-                        stats.sctp_reassembled += 1;
-                        m
-                    }
-                    None => continue,
-                },
-                _ => continue,
+            let message = if begins && ends {
+                data.to_vec()
+            } else if kind == 0 {
+                let before = dir.fragment_bytes;
+                let whole = dir.fragment(tsn, begins, ends, data);
+                self.fragment_bytes = self.fragment_bytes + dir.fragment_bytes - before;
+                let Some(m) = whole else { continue };
+                stats.sctp_reassembled += 1;
+                m
+            } else {
+                continue; // a fragment of an I-DATA message: not followed
             };
             if let Some(start) = find_sip_start(&message) {
                 stats.sctp_messages += 1;
@@ -237,6 +284,32 @@ mod tests {
         assert!(a.packet(&cut, &mut st).unwrap().2.is_empty());
         assert_eq!(st.sctp_damaged, 1);
         assert!(a.packet(&[0x13, 0xc4, 0x13], &mut st).is_none());
+    }
+
+    #[test]
+    fn the_window_remembers_recent_tsns_across_wrapping() {
+        let mut d = Direction::default();
+        let start = u32::MAX - 100;
+        for i in 0..300u32 {
+            assert!(d.first_time(start.wrapping_add(i * 2)), "{i}");
+        }
+        // Every one seen is seen; the gaps between them are new, once.
+        for i in 0..300u32 {
+            assert!(!d.first_time(start.wrapping_add(i * 2)), "{i} again");
+        }
+        for i in 0..299u32 {
+            assert!(d.first_time(start.wrapping_add(i * 2 + 1)), "{i} gap");
+            assert!(
+                !d.first_time(start.wrapping_add(i * 2 + 1)),
+                "{i} gap again"
+            );
+        }
+        // A jump past the window forgets everything below it; older ones read as seen.
+        let far = start.wrapping_add(10_000);
+        assert!(d.first_time(far));
+        assert!(d.first_time(far - 1));
+        assert!(!d.first_time(far - WINDOW));
+        assert!(!d.first_time(start));
     }
 
     #[test]
