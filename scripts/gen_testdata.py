@@ -1147,8 +1147,9 @@ def tshark_count(rel):
 
 # Captures recorded from real senders by other scripts, counted here too:
 # scripts/gen_hep_capture.sh (Kamailio's siptrace; tshark has no HEP dissector, so the
-# plain copy recorded beside the HEP one is what it counts).
-RECORDED = ["hep3-plain.pcap"]
+# plain copy recorded beside the HEP one is what it counts), scripts/gen_ws_capture.sh
+# (Kamailio's websocket module).
+RECORDED = ["hep3-plain.pcap", "websocket-kamailio.pcap"]
 
 
 def write_counts(names):

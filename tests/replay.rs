@@ -1121,3 +1121,57 @@ fn sctp_and_websocket_captures_replay() {
         all.iter().map(key).collect::<Vec<_>>()
     );
 }
+
+/// SIP over WebSocket as a real server speaks it: Kamailio's websocket module relaying
+/// six calls to the enterprise trunk's port (recorded by scripts/gen_ws_capture.sh).
+/// Every message of every call is read (tshark's count is in counts.tsv) and each call
+/// gets the verdict its caller earns on `ent-400`.
+#[test]
+fn websocket_capture_from_kamailio() {
+    let file = root().join("testdata/pcap/websocket-kamailio.pcap");
+    let (recs, s, end) = replay(&file);
+    assert_eq!(end, End::Complete);
+    assert_eq!((s.sip_messages, s.parse_errors, s.calls), (36, 0, 6));
+    let got: Vec<(String, String, Option<u16>, String)> = recs
+        .iter()
+        .filter(|r| r.kind == "call")
+        .map(|r| {
+            (
+                r.call_id.clone(),
+                r.verdict.to_string(),
+                r.code,
+                r.rule.unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("ent-whitelisted", "allow", None, ""),
+        (
+            "ent-not-whitelisted",
+            "reject",
+            Some(403),
+            "enterprise-not-whitelisted",
+        ),
+        ("blacklist", "reject", Some(608), "blacklist"),
+        ("ent-whitelisted-segment", "allow", None, ""),
+        ("numbering-plan", "reject", Some(403), "numbering-plan"),
+        ("ent-whitelisted-400", "allow", None, ""),
+    ];
+    let want: Vec<(String, String, Option<u16>, String)> = want
+        .iter()
+        .map(|(n, v, c, r)| {
+            (
+                format!("wsk-{n}@127.0.0.1"),
+                v.to_string(),
+                *c,
+                r.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        recs.iter()
+            .filter(|r| r.kind == "call")
+            .all(|r| r.trunk.as_deref() == Some("ent-400"))
+    );
+}
