@@ -13,7 +13,11 @@
 #   hep3-plain.pcap  the same messages as they travelled: what Kamailio received on
 #                    :5060 and :5062 (TCP and UDP), which is what it mirrors
 # then a second run with hep_version 2 writes hep2.pcap (no plain copy: its Call-IDs
-# differ, its calls and their verdicts are the same).
+# differ, its calls and their verdicts are the same), and a third sends HEPv3 over TCP
+# (`;transport=tcp`, as heplify and captagent can) to a collector that only reads:
+# hep3-tcp.pcap, HEP packets in a TCP stream.
+#
+#     bash scripts/gen_hep_capture.sh tcp    # the third only
 # tests/replay.rs holds the HEP captures to the plain one: same messages, same verdicts.
 # Needs kamailio (with siptrace), sipp and tshark; installs them with apt when missing.
 set -euo pipefail
@@ -34,8 +38,10 @@ for p in 5060 5062 5080 9060; do
 done
 WORK=$(mktemp -d)
 pids=()
+collector=
 cleanup() {
   pkill -f "sipp -sn uas -i 127.0.0.1 -p 5080" 2>/dev/null || true
+  [ -z "$collector" ] || kill "$collector" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -44,7 +50,7 @@ trap cleanup EXIT
 
 MODS=$(dirname "$(find /usr/lib -name siptrace.so -path '*kamailio*' | head -1)")
 
-run() { # $1 HEP version, $2 HEP capture, $3 plain capture or ""
+run() { # $1 HEP version, $2 HEP capture, $3 plain capture or "", $4 udp or tcp
   cat >"$WORK/kamailio.cfg" <<EOF
 #!KAMAILIO
 debug=1
@@ -61,7 +67,7 @@ rev_dns=no
 mpath="$MODS"
 loadmodule "pv.so"
 loadmodule "siptrace.so"
-modparam("siptrace", "duplicate_uri", "sip:127.0.0.1:9060")
+modparam("siptrace", "duplicate_uri", "sip:127.0.0.1:9060;transport=$4")
 modparam("siptrace", "hep_mode_on", 1)
 modparam("siptrace", "hep_version", $1)
 modparam("siptrace", "hep_capture_id", 2001)
@@ -77,7 +83,23 @@ onreply_route {
   sip_trace();
 }
 EOF
-  tshark -q -n -i lo -f "udp dst port 9060" -F pcap -w "$WORK/hep.pcap" 2>"$WORK/tshark-hep.log" &
+  if [ "$4" = tcp ]; then
+    # The collector: accepts and reads, as heplify-server does, and never answers.
+    python3 -c '
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9060)); s.listen(8)
+def drain(c):
+    while c.recv(65536):
+        pass
+while True:
+    threading.Thread(target=drain, args=(s.accept()[0],), daemon=True).start()
+' &
+    collector=$!
+    tshark -q -n -i lo -f "tcp port 9060" -F pcap -w "$WORK/hep.pcap" 2>"$WORK/tshark-hep.log" &
+  else
+    tshark -q -n -i lo -f "udp dst port 9060" -F pcap -w "$WORK/hep.pcap" 2>"$WORK/tshark-hep.log" &
+  fi
   pids+=($!)
   if [ -n "$3" ]; then
     tshark -q -n -i lo -f "dst port 5060 or dst port 5062" \
@@ -108,6 +130,8 @@ EOF
   pkill -f "sipp -sn uas -i 127.0.0.1 -p 5080" || true
   kill "$kam"
   wait "$kam" 2>/dev/null || true
+  # A background job ignores SIGINT: the collector is stopped with SIGTERM.
+  [ -z "${collector:-}" ] || { kill "$collector" 2>/dev/null || true; collector=; }
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pids=()
@@ -116,5 +140,8 @@ EOF
   echo "wrote $OUT/$2 ${3:+and $OUT/$3}"
 }
 
-run 3 hep3.pcap hep3-plain.pcap
-run 2 hep2.pcap ""
+if [ "${1:-}" != tcp ]; then
+  run 3 hep3.pcap hep3-plain.pcap udp
+  run 2 hep2.pcap "" udp
+fi
+run 3 hep3-tcp.pcap "" tcp

@@ -1052,6 +1052,34 @@ fn hep_captures_replay_like_the_messages_they_carry() {
         per_caller(&plain),
         "HEPv2: verdicts per caller"
     );
+
+    // HEPv3 over TCP: one connection to the collector, the packets in its stream.
+    let mut r = Replayer::new(&policy, None);
+    let mut vt = vec![];
+    r.file(
+        &dir.join("hep3-tcp.pcap"),
+        &mut Outputs::default(),
+        &mut |rec| vt.push(rec),
+    )
+    .expect("capture opens");
+    let (st, net) = (r.summary.clone(), r.net_stats());
+    assert_eq!(
+        st.sip_messages, ps.sip_messages,
+        "HEP over TCP: SIP messages"
+    );
+    assert_eq!(st.parse_errors, 0);
+    assert_eq!(
+        net.decapsulated, ps.sip_messages,
+        "one HEP packet per message"
+    );
+    assert_eq!(net.hep_damaged + net.hep_not_sip + net.tcp_desync, 0);
+    assert_eq!(
+        per_caller(&vt),
+        per_caller(&plain),
+        "HEP over TCP: verdicts per caller"
+    );
+    // The records name the callers' own addresses, not the collector connection's.
+    assert!(vt.iter().all(|r| !r.source.ends_with(":9060")));
 }
 
 /// SIP over SCTP (RFC 4168) and over WebSocket (RFC 7118): the captures' calls are in

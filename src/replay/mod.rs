@@ -153,90 +153,98 @@ impl<'p> Replayer<'p> {
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
         };
-        let messages: Vec<Vec<u8>> = match seg.payload {
-            net::Payload::Datagram(d) => match net::find_sip_start(&d) {
-                Some(start) => vec![d[start..].to_vec()],
-                None => vec![],
-            },
+        // A TCP segment gives what it completes: messages of the stream, or the messages
+        // HEP packets in it carry (each with its own addresses).
+        let segments = match seg.payload {
             net::Payload::Stream(bytes, meta) => {
                 self.flows
                     .feed(seg.src, seg.dst, &bytes, meta, &mut self.decoder.stats)
             }
-            net::Payload::Messages(m) => m,
+            payload => vec![net::Segment { payload, ..seg }],
         };
-        for m in messages {
-            o.sip = true;
-            self.summary.sip_messages += 1;
-            let msg = match Message::parse(Bytes::from(m)) {
-                Ok(m) => m,
-                Err(_) => {
-                    self.summary.parse_errors += 1;
+        for seg in segments {
+            let messages: Vec<Vec<u8>> = match seg.payload {
+                net::Payload::Datagram(d) => match net::find_sip_start(&d) {
+                    Some(start) => vec![d[start..].to_vec()],
+                    None => vec![],
+                },
+                net::Payload::Messages(m) => m,
+                net::Payload::Stream(..) => vec![],
+            };
+            for m in messages {
+                o.sip = true;
+                self.summary.sip_messages += 1;
+                let msg = match Message::parse(Bytes::from(m)) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.summary.parse_errors += 1;
+                        continue;
+                    }
+                };
+                let local = ListenSpec {
+                    transport: seg.transport,
+                    addr: seg.dst,
+                };
+                let call_id = behaviour::call_key(&msg);
+                // Its output, or the core's side of the call (which the proxy relays
+                // without judging): no verdict, but they tell how calls went.
+                if self.policy.own_address(Some(seg.transport), seg.src)
+                    || self.policy.is_next_hop(&seg.src)
+                {
+                    self.learn(&msg, p.ts_ms);
+                    o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
                     continue;
                 }
-            };
-            let local = ListenSpec {
-                transport: seg.transport,
-                addr: seg.dst,
-            };
-            let call_id = behaviour::call_key(&msg);
-            // Its output, or the core's side of the call (which the proxy relays
-            // without judging): no verdict, but they tell how calls went.
-            if self.policy.own_address(Some(seg.transport), seg.src)
-                || self.policy.is_next_hop(&seg.src)
-            {
-                self.learn(&msg, p.ts_ms);
-                o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
-                continue;
-            }
-            let ctx = Context {
-                source: seg.src,
-                local: Some(local),
-                trunk: self.trunk,
-                now_ms: p.ts_ms,
-                rates: &self.rates,
-                behaviour: &self.behaviour,
-            };
-            let d = judge(self.policy, &msg, &ctx);
-            // The proxy feeds the tracker with what it relays; a capture holds what was
-            // relayed, so every message that is not a new call goes in, at capture time.
-            if d.kind != Kind::Call && !d.is_reject() {
-                self.learn(&msg, p.ts_ms);
-            }
-            // Later messages of a call follow its INVITE's verdict when the capture is
-            // split; without split outputs nothing needs remembering.
-            let blocked = match d.kind {
-                Kind::Call | Kind::OtherRequest => {
-                    if self.verdicts.len() >= MAX_CALLS_TRACKED {
-                        self.verdicts.clear();
+                let ctx = Context {
+                    source: seg.src,
+                    local: Some(local),
+                    trunk: self.trunk,
+                    now_ms: p.ts_ms,
+                    rates: &self.rates,
+                    behaviour: &self.behaviour,
+                };
+                let d = judge(self.policy, &msg, &ctx);
+                // The proxy feeds the tracker with what it relays; a capture holds what was
+                // relayed, so every message that is not a new call goes in, at capture time.
+                if d.kind != Kind::Call && !d.is_reject() {
+                    self.learn(&msg, p.ts_ms);
+                }
+                // Later messages of a call follow its INVITE's verdict when the capture is
+                // split; without split outputs nothing needs remembering.
+                let blocked = match d.kind {
+                    Kind::Call | Kind::OtherRequest => {
+                        if self.verdicts.len() >= MAX_CALLS_TRACKED {
+                            self.verdicts.clear();
+                        }
+                        let rej = d.is_reject();
+                        if out_wanted && (d.kind == Kind::Call || rej) {
+                            self.verdicts.insert(call_id, rej);
+                        }
+                        if d.kind == Kind::Call {
+                            self.summary.calls += 1;
+                            *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
+                            if let Some(r) = d.rule {
+                                *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
+                            } else if d.refusal.is_some() {
+                                *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
+                            }
+                        }
+                        if d.kind == Kind::Call || rej {
+                            on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
+                        }
+                        rej
                     }
-                    let rej = d.is_reject();
-                    if out_wanted && (d.kind == Kind::Call || rej) {
-                        self.verdicts.insert(call_id, rej);
-                    }
-                    if d.kind == Kind::Call {
-                        self.summary.calls += 1;
-                        *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
-                        if let Some(r) = d.rule {
-                            *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
-                        } else if d.refusal.is_some() {
-                            *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
+                    Kind::InDialog | Kind::Response => {
+                        if d.is_reject() {
+                            on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
+                            true
+                        } else {
+                            self.verdicts.get(&call_id).copied().unwrap_or(false)
                         }
                     }
-                    if d.kind == Kind::Call || rej {
-                        on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
-                    }
-                    rej
-                }
-                Kind::InDialog | Kind::Response => {
-                    if d.is_reject() {
-                        on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
-                        true
-                    } else {
-                        self.verdicts.get(&call_id).copied().unwrap_or(false)
-                    }
-                }
-            };
-            o.blocked |= blocked;
+                };
+                o.blocked |= blocked;
+            }
         }
         o
     }

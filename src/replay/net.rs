@@ -329,21 +329,7 @@ impl Decoder {
         match crate::hep::open(b)? {
             Ok(h) => {
                 self.depth = depth + 1;
-                // Over TCP (or TLS, SCTP) the sender reports whole messages, not stream
-                // segments: no sequence numbers to follow, the payload is cut as it is.
-                let (transport, payload) = match h.ip_proto {
-                    17 => (Transport::Udp, Payload::Datagram(h.payload.into_owned())),
-                    _ => (
-                        Transport::Tcp,
-                        Payload::Messages(whole_messages(&h.payload)),
-                    ),
-                };
-                Some(Some(Segment {
-                    src: h.src,
-                    dst: h.dst,
-                    transport,
-                    payload,
-                }))
+                Some(Some(hep_segment(h)))
             }
             Err(crate::hep::Skip::NotSip) => {
                 self.stats.hep_not_sip += 1;
@@ -531,6 +517,25 @@ impl Decoder {
     }
 }
 
+/// The message a HEP packet carries, with the addresses it travelled between. Over TCP
+/// (or TLS, SCTP) the sender reports whole messages, not stream segments: no sequence
+/// numbers to follow, the payload is cut as it is.
+fn hep_segment(h: crate::hep::Hep<'_>) -> Segment {
+    let (transport, payload) = match h.ip_proto {
+        17 => (Transport::Udp, Payload::Datagram(h.payload.into_owned())),
+        _ => (
+            Transport::Tcp,
+            Payload::Messages(whole_messages(&h.payload)),
+        ),
+    };
+    Segment {
+        src: h.src,
+        dst: h.dst,
+        transport,
+        payload,
+    }
+}
+
 /// Whether bytes start like a SIP message: a status line, or a request line ending in
 /// SIP/2.0. Used to find SIP on any port.
 pub fn looks_like_sip(b: &[u8]) -> bool {
@@ -590,6 +595,8 @@ enum Mode {
     Unknown,
     Sip,
     WebSocket(Box<websocket::Frames>),
+    /// HEPv3 packets, as heplify or captagent send them to a Homer server over TCP.
+    Hep,
     Other,
 }
 
@@ -603,7 +610,8 @@ struct Flow {
 }
 
 /// TCP streams, reassembled per direction and cut into SIP messages: SIP framed by
-/// Content-Length, or SIP over WebSocket.
+/// Content-Length, SIP over WebSocket, or HEP packets (each with the addresses of the
+/// message it carries).
 #[derive(Default)]
 pub struct TcpFlows {
     flows: HashMap<(SocketAddr, SocketAddr), Flow>,
@@ -611,7 +619,7 @@ pub struct TcpFlows {
 
 impl TcpFlows {
     /// Feeds one segment of the stream from `src` to `dst`; returns the complete SIP
-    /// messages it finishes.
+    /// messages it finishes, as segments of whole messages.
     pub fn feed(
         &mut self,
         src: SocketAddr,
@@ -619,7 +627,7 @@ impl TcpFlows {
         payload: &[u8],
         t: TcpMeta,
         stats: &mut NetStats,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<Segment> {
         let key = (src, dst);
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
             // Forget the flows: a capture with more concurrent flows than this is not
@@ -634,6 +642,7 @@ impl TcpFlows {
             };
         }
         let mut out = vec![];
+        let mut segments = vec![];
         if !payload.is_empty() {
             let next = *f.next_seq.get_or_insert(t.seq);
             let ahead = t.seq.wrapping_sub(next) as i32;
@@ -687,6 +696,7 @@ impl TcpFlows {
                         f.buf.clear();
                     }
                 },
+                Mode::Hep => hep_packets(&mut f.buf, stats, &mut segments),
                 Mode::Other => f.buf.clear(),
                 Mode::Unknown => {}
             }
@@ -694,8 +704,52 @@ impl TcpFlows {
         if t.fin_or_rst {
             self.flows.remove(&key);
         }
-        out
+        if !out.is_empty() {
+            segments.push(Segment {
+                src,
+                dst,
+                transport: Transport::Tcp,
+                payload: Payload::Messages(out),
+            });
+        }
+        segments
     }
+}
+
+/// Opens the complete HEP packets at the front of a stream's buffer (removing them).
+/// Where the stream stops reading as HEP (a gap the capture missed), it picks up again
+/// at the next packet's "HEP3".
+fn hep_packets(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Segment>) {
+    let mut used = 0;
+    while buf.len() - used >= 6 {
+        let b = &buf[used..];
+        let len = be16(b, 4).unwrap_or(0) as usize;
+        if !b.starts_with(b"HEP3") || len < 6 {
+            stats.tcp_desync += 1;
+            match memchr::memmem::find(&b[1..], b"HEP3") {
+                Some(p) => {
+                    used += 1 + p;
+                    continue;
+                }
+                None => {
+                    // Keep a tail that may be the start of the next "HEP3".
+                    used = buf.len() - 3;
+                    break;
+                }
+            }
+        }
+        let Some(packet) = b.get(..len) else { break };
+        match crate::hep::open(packet) {
+            Some(Ok(h)) => {
+                stats.decapsulated += 1;
+                out.push(hep_segment(h));
+            }
+            Some(Err(crate::hep::Skip::NotSip)) => stats.hep_not_sip += 1,
+            Some(Err(crate::hep::Skip::Damaged)) | None => stats.hep_damaged += 1,
+        }
+        used += len;
+    }
+    buf.drain(..used);
 }
 
 /// What a stream carries, from its first bytes (an upgrade's bytes are consumed).
@@ -704,22 +758,43 @@ fn classify(buf: &mut Vec<u8>) -> Mode {
     if buf.iter().all(|&c| c == b'\r' || c == b'\n') {
         return Mode::Unknown;
     }
+    if buf.starts_with(b"HEP3") {
+        return Mode::Hep;
+    }
+    if buf.len() < 4 && b"HEP3".starts_with(buf) {
+        return Mode::Unknown;
+    }
     if looks_like_sip(buf) {
         return Mode::Sip;
     }
-    match websocket::start(buf) {
+    let ws = websocket::start(buf);
+    match ws {
         websocket::Start::Upgrade(n) => {
             buf.drain(..n);
-            Mode::WebSocket(Box::default())
+            return Mode::WebSocket(Box::default());
         }
-        websocket::Start::Frames => Mode::WebSocket(Box::default()),
+        websocket::Start::Frames => return Mode::WebSocket(Box::default()),
+        websocket::Start::Wait | websocket::Start::No => {}
+    }
+    // A HEP connection lives for days: a capture mostly starts inside it.
+    if let Some(p) = memchr::memmem::find(buf, b"HEP3")
+        && hep_starts(&buf[p..])
+    {
+        buf.drain(..p);
+        return Mode::Hep;
+    }
+    match ws {
         // A start line cut by the segment: wait for its end.
         websocket::Start::Wait => Mode::Unknown,
-        websocket::Start::No if memchr::memchr(b'\n', buf).is_none() && buf.len() < 2048 => {
-            Mode::Unknown
-        }
-        websocket::Start::No => Mode::Other,
+        _ if memchr::memchr(b'\n', buf).is_none() && buf.len() < 2048 => Mode::Unknown,
+        _ => Mode::Other,
     }
+}
+
+/// Whether a HEPv3 packet starts `b` (whole and readable, or cut by the segment's end).
+fn hep_starts(b: &[u8]) -> bool {
+    let len = be16(b, 4).unwrap_or(0) as usize;
+    len >= 6 && b.get(..len).is_none_or(|p| crate::hep::open(p).is_some())
 }
 
 /// Cuts the SIP messages at the front of a stream's buffer by Content-Length.
@@ -810,5 +885,59 @@ mod tests {
         let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0];
         g.extend_from_slice(&sip_udp());
         assert!(d.decode(101, &ipv4(47, &g), 0).is_none());
+    }
+
+    fn hep(n: u16) -> Vec<u8> {
+        let body = format!("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: {n}\r\nContent-Length: 0\r\n\r\n");
+        let mut out = vec![];
+        let m = crate::hep::Mirror {
+            src: SocketAddr::from(([10, 0, 0, 1], 5060)),
+            dst: SocketAddr::from(([10, 0, 0, 2], 5000 + n)),
+            transport: Transport::Udp,
+            ts_us: 0,
+            capture_id: 1,
+            password: b"",
+            payload: body.as_bytes(),
+        };
+        assert!(crate::hep::encode(&m, &mut out));
+        out
+    }
+
+    /// HEP over TCP, as captagent keeps one connection open for days: a capture that
+    /// starts inside a packet, packets cut across segments, bytes that are not HEP.
+    #[test]
+    fn hep_in_a_tcp_stream_is_followed_from_wherever_the_capture_starts() {
+        let mut stream = hep(1)[10..].to_vec(); // the capture began inside packet 1
+        stream.extend(hep(2));
+        let three = hep(3);
+        stream.extend(&three[..20]);
+        let mut rest = three[20..].to_vec();
+        rest.extend(b"\x00\x01garbage"); // a gap the capture missed...
+        rest.extend(hep(4)); // ...then HEP again
+        let mut flows = TcpFlows::default();
+        let mut st = NetStats::default();
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 9, 1], 40000)),
+            SocketAddr::from(([10, 0, 9, 2], 9060)),
+        );
+        let meta = |seq| TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+        };
+        let mut got = vec![];
+        for (seq, part) in [(1000u32, &stream), (1000 + stream.len() as u32, &rest)] {
+            for s in flows.feed(a, b, part, meta(seq), &mut st) {
+                assert_eq!(
+                    s.src,
+                    SocketAddr::from(([10, 0, 0, 1], 5060)),
+                    "the message's own addresses"
+                );
+                got.push(s.dst.port());
+            }
+        }
+        assert_eq!(got, vec![5002, 5003, 5004]);
+        assert_eq!(st.decapsulated, 3);
+        assert_eq!(st.tcp_desync, 1);
     }
 }
