@@ -17,13 +17,26 @@ fn root() -> PathBuf {
 }
 
 fn replay(path: &std::path::Path) -> (Vec<Record>, sipfence::replay::Summary, End) {
+    let (recs, s, end, _) = replay_net(path);
+    (recs, s, end)
+}
+
+/// [`replay`], with what the network layer counted.
+fn replay_net(
+    path: &std::path::Path,
+) -> (
+    Vec<Record>,
+    sipfence::replay::Summary,
+    End,
+    sipfence::replay::net::NetStats,
+) {
     let p = Policy::builtin().unwrap();
     let mut r = Replayer::new(&p, None);
     let mut recs = vec![];
     let end = r
         .file(path, &mut Outputs::default(), &mut |rec| recs.push(rec))
         .expect("capture opens");
-    (recs, r.summary.clone(), end)
+    (recs, r.summary.clone(), end, r.net_stats())
 }
 
 #[test]
@@ -1015,16 +1028,7 @@ fn hep_captures_replay_like_the_messages_they_carry() {
     assert!(ps.by_verdict.get("allow").is_some_and(|&n| n > 0));
     assert!(ps.by_verdict.get("reject").is_some_and(|&n| n > 0));
 
-    let policy = Policy::builtin().unwrap();
-    let mut r = Replayer::new(&policy, None);
-    let mut v3 = vec![];
-    r.file(
-        &dir.join("hep3.pcap"),
-        &mut Outputs::default(),
-        &mut |rec| v3.push(rec),
-    )
-    .expect("capture opens");
-    let (s3, net) = (r.summary.clone(), r.net_stats());
+    let (v3, s3, _, net) = replay_net(&dir.join("hep3.pcap"));
     assert_eq!(s3.sip_messages, ps.sip_messages, "HEPv3: SIP messages");
     assert_eq!(s3.parse_errors, 0);
     assert_eq!(
@@ -1054,15 +1058,7 @@ fn hep_captures_replay_like_the_messages_they_carry() {
     );
 
     // HEPv3 over TCP: one connection to the collector, the packets in its stream.
-    let mut r = Replayer::new(&policy, None);
-    let mut vt = vec![];
-    r.file(
-        &dir.join("hep3-tcp.pcap"),
-        &mut Outputs::default(),
-        &mut |rec| vt.push(rec),
-    )
-    .expect("capture opens");
-    let (st, net) = (r.summary.clone(), r.net_stats());
+    let (vt, st, _, net) = replay_net(&dir.join("hep3-tcp.pcap"));
     assert_eq!(
         st.sip_messages, ps.sip_messages,
         "HEP over TCP: SIP messages"
