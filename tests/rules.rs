@@ -231,11 +231,16 @@ fn numbering_plan() {
     // Foreign callers: a country code no one has been given breaks the plan too (the
     // asserted identity is what is judged when there is one); codes in service pass,
     // satellite and international networks among them.
+    // So does a number its own country's plan has no room for: NANP is ten digits with
+    // an area code [2-9][0-8]x, +7 ten digits (the built-in plan's `foreign` lines).
     for spare in [
         "+999123456789",
         "+2801234567",
         "+85112345678",
         "+0123456789",
+        "+1415555012",
+        "+10155550123",
+        "+7916123456",
     ] {
         blocks(&p, &invite(spare, ""), "intl", 403, "numbering-plan");
         let pai = format!("P-Asserted-Identity: <sip:{spare}@10.0.0.9>\r\n");
@@ -252,6 +257,8 @@ fn numbering_plan() {
         "+88216123456",
         "+8501912345678",
         "+97142345678",
+        "+14155550123",
+        "+79161234567",
     ] {
         passes(&p, &invite(real, ""), "intl");
     }

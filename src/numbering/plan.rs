@@ -144,7 +144,14 @@ pub struct Plan {
     /// one-digit codes, 10-109 the two-digit ones, 110-1109 the three-digit ones. Empty
     /// when the plan lists none: then any foreign number of a possible length passes.
     countries: Vec<u64>,
+    /// Another country's own plan, where the file gives one (`foreign` lines): its code,
+    /// then the prefixes of its national numbers with their lengths. A number of such a
+    /// code must match one of them; other codes are held to E.164's lengths only.
+    foreign: Vec<(Vec<u8>, Vec<ForeignRule>)>,
 }
+
+/// A prefix of another country's national numbers and the lengths (bit n: n digits).
+type ForeignRule = (Vec<u8>, u64);
 
 /// The bit of a country code of 1-3 digits in [`Plan::countries`].
 fn country_bit(cc: &[u8]) -> usize {
@@ -263,6 +270,7 @@ impl Plan {
                 rule: NO_RULE,
             }],
             countries: vec![],
+            foreign: vec![],
         };
         for (idx, raw) in text.lines().enumerate() {
             let ln = idx + 1;
@@ -284,6 +292,11 @@ impl Plan {
             }
             if f[0] == "countries" {
                 plan.add_countries(&f[1..])
+                    .map_err(|e| LoadError::at(file, ln, e))?;
+                continue;
+            }
+            if f[0] == "foreign" {
+                plan.add_foreign(&f[1..])
                     .map_err(|e| LoadError::at(file, ln, e))?;
                 continue;
             }
@@ -359,7 +372,64 @@ impl Plan {
                 "the plan's own country code is not among its 'countries'",
             ));
         }
+        if let Some((cc, _)) = plan.foreign.iter().find(|(cc, _)| {
+            *cc == plan.country || !plan.countries.is_empty() && !plan.country_in_service(cc)
+        }) {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "'foreign {}' names the plan's own country or one not among its 'countries'",
+                    String::from_utf8_lossy(cc)
+                ),
+            ));
+        }
         Ok(plan)
+    }
+
+    /// `foreign <code> <prefix> <lengths>`: national numbers of country `code` start
+    /// with `prefix` (digits and bracket classes) and have one of `lengths` digits.
+    fn add_foreign(&mut self, f: &[&str]) -> Result<(), String> {
+        let [code, prefix, lengths] = f else {
+            return Err("expected 'foreign <country code> <prefix> <lengths>'".into());
+        };
+        let cc = code.as_bytes();
+        if cc.is_empty() || cc.len() > 3 || !cc.iter().all(u8::is_ascii_digit) || cc[0] == b'0' {
+            return Err(format!(
+                "'{code}' is not a country code (1-3 digits, not 0...)"
+            ));
+        }
+        let lengths = parse_lengths(lengths)?;
+        if lengths >> 15 != 0 {
+            return Err(format!(
+                "'{}': no national number is longer than 14 digits",
+                f[2]
+            ));
+        }
+        let rules = match self.foreign.iter_mut().find(|(c, _)| c == cc) {
+            Some((_, r)) => r,
+            None => {
+                self.foreign.push((cc.to_vec(), vec![]));
+                let last = self.foreign.len() - 1;
+                &mut self.foreign[last].1
+            }
+        };
+        for p in expand(prefix)? {
+            rules.push((p.into_bytes(), lengths));
+        }
+        Ok(())
+    }
+
+    /// Whether a foreign number (digits after '+') fits its country's plan, where the
+    /// file gives one.
+    fn foreign_plan_fits(&self, d: &[u8]) -> bool {
+        let Some((cc, rules)) = self.foreign.iter().find(|(cc, _)| d.starts_with(cc)) else {
+            return true;
+        };
+        let nsn = &d[cc.len()..];
+        let len_bit = 1u64.checked_shl(nsn.len() as u32).unwrap_or(0);
+        rules
+            .iter()
+            .any(|(p, l)| l & len_bit != 0 && nsn.starts_with(p))
     }
 
     /// `countries` codes: E.164 country codes are a prefix code (no code starts another),
@@ -435,7 +505,10 @@ impl Plan {
         match d.strip_prefix(self.country.as_slice()) {
             Some(nsn) => self.classify_nsn(nsn),
             // E.164 allows at most 15 digits; fewer than 7 is no subscriber number.
-            None if (7..=15).contains(&d.len()) && self.foreign_code_known(d) => {
+            None if (7..=15).contains(&d.len())
+                && self.foreign_code_known(d)
+                && self.foreign_plan_fits(d) =>
+            {
                 Classification::FOREIGN
             }
             None => Classification::INVALID,
@@ -567,6 +640,54 @@ mod tests {
         }
         let e = Plan::parse("country 86\ncountries 1 44\n", "c.plan").unwrap_err();
         assert!(e.reason.contains("own country code"), "{e}");
+    }
+
+    #[test]
+    fn foreign_plans_hold_their_numbers_to_their_lengths() {
+        let p = Plan::parse(
+            "country 86\ncountries 1 44 86\nforeign 1 [2-9][0-8] 10\nmobile 13 11\n",
+            "f.plan",
+        )
+        .unwrap();
+        let class = |n: &str| {
+            p.classify(&crate::numbering::normalise(n.as_bytes(), b"86", None).unwrap())
+                .class
+        };
+        assert_eq!(class("+14155550123"), Class::Foreign);
+        assert_eq!(class("+12125550123"), Class::Foreign);
+        // Too short, too long, an area code starting 0 or 1, or with 9 second.
+        for n in [
+            "+1415555012",
+            "+141555501234",
+            "+10155550123",
+            "+11385550123",
+            "+19995550123",
+        ] {
+            assert_eq!(class(n), Class::Invalid, "{n}");
+        }
+        // A country without a plan line: E.164's lengths only.
+        assert_eq!(class("+4420712345"), Class::Foreign);
+        for (text, why) in [
+            ("country 86\nforeign 1 [2-9]\n", "expected 'foreign"),
+            ("country 86\nforeign 01 [2-9] 10\n", "not a country code"),
+            ("country 86\nforeign 1 [2-9] 10-17\n", "longer than 14"),
+            ("country 86\nforeign 1 2x 10\n", ""),
+        ] {
+            let e = Plan::parse(text, "f.plan").unwrap_err();
+            assert_eq!(
+                (e.file.as_str(), e.line),
+                ("f.plan", Some(2)),
+                "{text:?}: {e}"
+            );
+            assert!(e.reason.contains(why), "{text:?}: {e}");
+        }
+        for text in [
+            "country 86\ncountries 1 86\nforeign 44 [1-9] 10\n",
+            "country 86\nforeign 86 1 11\n",
+        ] {
+            let e = Plan::parse(text, "f.plan").unwrap_err();
+            assert!(e.reason.contains("'foreign"), "{text:?}: {e}");
+        }
     }
 
     #[test]
