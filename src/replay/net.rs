@@ -685,17 +685,16 @@ impl TcpFlows {
             }
             match &mut f.mode {
                 Mode::Sip => sip_frames(&mut f.buf, stats, &mut out),
-                Mode::WebSocket(ws) => match ws.feed(&mut f.buf) {
-                    Ok(m) => {
-                        stats.websocket_messages += m.len() as u64;
-                        out = m;
-                    }
-                    Err(websocket::Broken) => {
+                Mode::WebSocket(ws) => {
+                    let before = out.len();
+                    let read = ws.feed(&mut f.buf, &mut out);
+                    stats.websocket_messages += (out.len() - before) as u64;
+                    if read.is_err() {
                         stats.tcp_desync += 1;
                         f.mode = Mode::Other;
                         f.buf.clear();
                     }
-                },
+                }
                 Mode::Hep => hep_packets(&mut f.buf, stats, &mut segments),
                 Mode::Other => f.buf.clear(),
                 Mode::Unknown => {}

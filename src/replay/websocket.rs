@@ -170,10 +170,9 @@ pub struct Frames {
 }
 
 impl Frames {
-    /// Reads the complete frames at the front of `buf` (removing them) and returns the
-    /// SIP messages they finish.
-    pub fn feed(&mut self, buf: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, Broken> {
-        let mut out = vec![];
+    /// Reads the complete frames at the front of `buf` (removing them) and adds the SIP
+    /// messages they finish to `out`; those found before a broken frame are kept.
+    pub fn feed(&mut self, buf: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) -> Result<(), Broken> {
         let mut used = 0;
         while let Some(h) = Header::read(&buf[used..])? {
             let Some(p) = buf.get(used + h.size..used + h.size + h.len) else {
@@ -211,7 +210,7 @@ impl Frames {
             }
         }
         buf.drain(..used);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -310,9 +309,13 @@ mod tests {
         buf.extend(frame(true, false, 9, b"", KEY));
         let second = frame(true, false, 0, b, KEY);
         buf.extend_from_slice(&second[..7]);
-        assert!(f.feed(&mut buf).unwrap().is_empty());
+        let feed = |f: &mut Frames, buf: &mut Vec<u8>| {
+            let mut out = vec![];
+            f.feed(buf, &mut out).map(|_| out)
+        };
+        assert!(feed(&mut f, &mut buf).unwrap().is_empty());
         buf.extend_from_slice(&second[7..]);
-        assert_eq!(f.feed(&mut buf).unwrap(), vec![INVITE.to_vec()]);
+        assert_eq!(feed(&mut f, &mut buf).unwrap(), vec![INVITE.to_vec()]);
         assert!(buf.is_empty());
         // Two compressed messages, the second referring back to the first's window.
         let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
@@ -327,16 +330,23 @@ mod tests {
         let mut buf = frame(true, true, 1, &cut(&one), None);
         buf.extend(frame(true, true, 2, &cut(&two), None));
         assert!(cut(&two).len() < OK.len() / 2, "the second refers back");
-        assert_eq!(g.feed(&mut buf).unwrap(), vec![OK.to_vec(), OK.to_vec()]);
+        assert_eq!(
+            feed(&mut g, &mut buf).unwrap(),
+            vec![OK.to_vec(), OK.to_vec()]
+        );
         // Not SIP: skipped. Continuation with no message begun: broken.
         let mut buf = frame(true, false, 1, b"{\"keepalive\": 1}", None);
-        assert!(g.feed(&mut buf).unwrap().is_empty());
-        let mut buf = frame(true, false, 0, b"x", None);
-        assert!(g.feed(&mut buf).is_err());
+        assert!(feed(&mut g, &mut buf).unwrap().is_empty());
+        // Broken after a message: the message is kept, the stream given up.
+        let mut buf = frame(true, false, 1, OK, None);
+        buf.extend(frame(true, false, 0, b"x", None));
+        let mut out = vec![];
+        assert!(g.feed(&mut buf, &mut out).is_err());
+        assert_eq!(out, vec![OK.to_vec()]);
         // A length beyond any message, or a 64-bit length that no usize holds.
         let mut buf = vec![0x81, 127, 0xff, 0, 0, 0, 0, 0, 0, 0];
-        assert!(Frames::default().feed(&mut buf).is_err());
-        let big = frame(true, false, 1, &[b'a'; 70_000], None);
-        assert!(Frames::default().feed(&mut big.clone()).is_err());
+        assert!(feed(&mut Frames::default(), &mut buf).is_err());
+        let mut big = frame(true, false, 1, &[b'a'; 70_000], None);
+        assert!(feed(&mut Frames::default(), &mut big).is_err());
     }
 }
