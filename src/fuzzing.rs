@@ -274,6 +274,54 @@ pub fn pcap(data: &[u8]) {
     let _ = r.stream(data, "fuzz", &mut Outputs::default(), &mut |_| {});
 }
 
+/// The transports replay follows beyond UDP, fed straight rather than through a capture
+/// file (where a mutated byte mostly breaks the file's framing first). A first byte
+/// with the top bit set: SCTP packets, each behind a two-byte length; otherwise one TCP
+/// stream in segments of `1 + first % 61` bytes, told apart as replay tells it (SIP,
+/// WebSocket after an upgrade or from a frame, HEP packets). Whatever comes out is a
+/// message no longer than a SIP message can be, and nothing panics or loops.
+pub fn transports(data: &[u8]) {
+    use crate::replay::net::{NetStats, Payload, TcpFlows, TcpMeta};
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mut stats = NetStats::default();
+    let fits = |m: &[u8]| assert!(m.len() <= crate::sip::MAX_MESSAGE + 1024, "{}", m.len());
+    if first & 0x80 != 0 {
+        let mut a = crate::replay::sctp::Associations::default();
+        while let [h, l, tail @ ..] = rest {
+            let len = (u16::from_be_bytes([*h, *l]) as usize).min(tail.len());
+            let (packet, next) = tail.split_at(len);
+            if let Some((_, _, messages)) = a.packet(packet, &mut stats) {
+                messages.iter().for_each(|m| fits(m));
+            }
+            rest = next;
+        }
+        return;
+    }
+    let mut flows = TcpFlows::default();
+    let (src, dst) = (
+        std::net::SocketAddr::from(([10, 0, 0, 1], 40000)),
+        std::net::SocketAddr::from(([10, 0, 0, 2], 5060)),
+    );
+    let mut seq = 1u32;
+    for segment in rest.chunks(1 + first as usize % 61) {
+        let meta = TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+        };
+        for s in flows.feed(src, dst, segment, meta, &mut stats) {
+            match &s.payload {
+                Payload::Messages(m) => m.iter().for_each(|m| fits(m)),
+                Payload::Datagram(d) => fits(d),
+                Payload::Stream(..) => panic!("a stream gives messages, not segments"),
+            }
+        }
+        seq = seq.wrapping_add(segment.len() as u32);
+    }
+}
+
 /// An international trunk on which every rule only watches, except the Generic Number
 /// deletion: whatever the IAM says, the call goes on and the deletion path runs.
 fn sipi_policy() -> &'static Policy {
@@ -393,11 +441,12 @@ pub fn sipi(data: &[u8]) {
 /// A fuzz check: arbitrary bytes in, a panic only on a defect.
 pub type Check = fn(&[u8]);
 
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("sip_parse", sip_parse),
     ("decide", decide_and_apply),
     ("rewrite", rewrite),
     ("config", config),
     ("pcap", pcap),
     ("sipi", sipi),
+    ("transports", transports),
 ];
