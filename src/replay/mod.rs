@@ -162,8 +162,9 @@ impl<'p> Replayer<'p> {
             }
             payload => vec![net::Segment { payload, ..seg }],
         };
-        for seg in segments {
-            let messages: Vec<Vec<u8>> = match seg.payload {
+        for mut seg in segments {
+            let payload = std::mem::replace(&mut seg.payload, net::Payload::Messages(vec![]));
+            let messages: Vec<Vec<u8>> = match payload {
                 net::Payload::Datagram(d) => match net::find_sip_start(&d) {
                     Some(start) => vec![d[start..].to_vec()],
                     None => vec![],
@@ -172,81 +173,94 @@ impl<'p> Replayer<'p> {
                 net::Payload::Stream(..) => vec![],
             };
             for m in messages {
-                o.sip = true;
-                self.summary.sip_messages += 1;
-                let msg = match Message::parse(Bytes::from(m)) {
-                    Ok(m) => m,
-                    Err(_) => {
-                        self.summary.parse_errors += 1;
-                        continue;
-                    }
-                };
-                let local = ListenSpec {
-                    transport: seg.transport,
-                    addr: seg.dst,
-                };
-                let call_id = behaviour::call_key(&msg);
-                // Its output, or the core's side of the call (which the proxy relays
-                // without judging): no verdict, but they tell how calls went.
-                if self.policy.own_address(Some(seg.transport), seg.src)
-                    || self.policy.is_next_hop(&seg.src)
-                {
-                    self.learn(&msg, p.ts_ms);
-                    o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
-                    continue;
-                }
-                let ctx = Context {
-                    source: seg.src,
-                    local: Some(local),
-                    trunk: self.trunk,
-                    now_ms: p.ts_ms,
-                    rates: &self.rates,
-                    behaviour: &self.behaviour,
-                };
-                let d = judge(self.policy, &msg, &ctx);
-                // The proxy feeds the tracker with what it relays; a capture holds what was
-                // relayed, so every message that is not a new call goes in, at capture time.
-                if d.kind != Kind::Call && !d.is_reject() {
-                    self.learn(&msg, p.ts_ms);
-                }
-                // Later messages of a call follow its INVITE's verdict when the capture is
-                // split; without split outputs nothing needs remembering.
-                let blocked = match d.kind {
-                    Kind::Call | Kind::OtherRequest => {
-                        if self.verdicts.len() >= MAX_CALLS_TRACKED {
-                            self.verdicts.clear();
-                        }
-                        let rej = d.is_reject();
-                        if out_wanted && (d.kind == Kind::Call || rej) {
-                            self.verdicts.insert(call_id, rej);
-                        }
-                        if d.kind == Kind::Call {
-                            self.summary.calls += 1;
-                            *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
-                            if let Some(r) = d.rule {
-                                *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
-                            } else if d.refusal.is_some() {
-                                *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
-                            }
-                        }
-                        if d.kind == Kind::Call || rej {
-                            on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
-                        }
-                        rej
-                    }
-                    Kind::InDialog | Kind::Response => {
-                        if d.is_reject() {
-                            on_record(Record::new(self.policy, &msg, &d, seg.src, p.ts_ms));
-                            true
-                        } else {
-                            self.verdicts.get(&call_id).copied().unwrap_or(false)
-                        }
-                    }
-                };
-                o.blocked |= blocked;
+                self.message(m, &seg, p.ts_ms, out_wanted, on_record, &mut o);
             }
         }
         o
+    }
+
+    /// Judges one SIP message of the capture as the proxy would have judged it, received
+    /// from the segment's source at its destination.
+    fn message(
+        &mut self,
+        m: Vec<u8>,
+        seg: &net::Segment,
+        ts_ms: u64,
+        out_wanted: bool,
+        on_record: &mut dyn FnMut(Record),
+        o: &mut PacketOutcome,
+    ) {
+        let (src, dst, transport) = (seg.src, seg.dst, seg.transport);
+        o.sip = true;
+        self.summary.sip_messages += 1;
+        let msg = match Message::parse(Bytes::from(m)) {
+            Ok(m) => m,
+            Err(_) => {
+                self.summary.parse_errors += 1;
+                return;
+            }
+        };
+        let local = ListenSpec {
+            transport,
+            addr: dst,
+        };
+        let call_id = behaviour::call_key(&msg);
+        // Its output, or the core's side of the call (which the proxy relays
+        // without judging): no verdict, but they tell how calls went.
+        if self.policy.own_address(Some(transport), src) || self.policy.is_next_hop(&src) {
+            self.learn(&msg, ts_ms);
+            o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
+            return;
+        }
+        let ctx = Context {
+            source: src,
+            local: Some(local),
+            trunk: self.trunk,
+            now_ms: ts_ms,
+            rates: &self.rates,
+            behaviour: &self.behaviour,
+        };
+        let d = judge(self.policy, &msg, &ctx);
+        // The proxy feeds the tracker with what it relays; a capture holds what was
+        // relayed, so every message that is not a new call goes in, at capture time.
+        if d.kind != Kind::Call && !d.is_reject() {
+            self.learn(&msg, ts_ms);
+        }
+        // Later messages of a call follow its INVITE's verdict when the capture is
+        // split; without split outputs nothing needs remembering.
+        let blocked = match d.kind {
+            Kind::Call | Kind::OtherRequest => {
+                if self.verdicts.len() >= MAX_CALLS_TRACKED {
+                    self.verdicts.clear();
+                }
+                let rej = d.is_reject();
+                if out_wanted && (d.kind == Kind::Call || rej) {
+                    self.verdicts.insert(call_id, rej);
+                }
+                if d.kind == Kind::Call {
+                    self.summary.calls += 1;
+                    *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
+                    if let Some(r) = d.rule {
+                        *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
+                    } else if d.refusal.is_some() {
+                        *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
+                    }
+                }
+                if d.kind == Kind::Call || rej {
+                    on_record(Record::new(self.policy, &msg, &d, src, ts_ms));
+                }
+                rej
+            }
+            Kind::InDialog | Kind::Response => {
+                if d.is_reject() {
+                    on_record(Record::new(self.policy, &msg, &d, src, ts_ms));
+                    true
+                } else {
+                    self.verdicts.get(&call_id).copied().unwrap_or(false)
+                }
+            }
+        };
+        o.blocked |= blocked;
     }
 }
 
