@@ -95,10 +95,10 @@ pub struct Decoder {
     depth: u8,
 }
 
-fn be16(b: &[u8], i: usize) -> Option<u16> {
+pub(super) fn be16(b: &[u8], i: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
 }
-fn be32(b: &[u8], i: usize) -> Option<u32> {
+pub(super) fn be32(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_be_bytes([
         *b.get(i)?,
         *b.get(i + 1)?,
@@ -326,20 +326,11 @@ impl Decoder {
             return Some(self.ip(b.get(off..)?, ts_ms, depth + 1));
         }
         // HEP, from a capture taken on a Homer server: on whatever port it was sent to.
-        match crate::hep::open(b)? {
-            Ok(h) => {
-                self.depth = depth + 1;
-                Some(Some(hep_segment(h)))
-            }
-            Err(crate::hep::Skip::NotSip) => {
-                self.stats.hep_not_sip += 1;
-                Some(None)
-            }
-            Err(crate::hep::Skip::Damaged) => {
-                self.stats.hep_damaged += 1;
-                Some(None)
-            }
+        let opened = crate::hep::open(b)?;
+        if opened.is_ok() {
+            self.depth = depth + 1;
         }
+        Some(hep_segment(opened, &mut self.stats))
     }
 
     fn ipv4(&mut self, b: &[u8], ts_ms: u64, depth: u8) -> Option<Segment> {
@@ -517,10 +508,25 @@ impl Decoder {
     }
 }
 
-/// The message a HEP packet carries, with the addresses it travelled between. Over TCP
-/// (or TLS, SCTP) the sender reports whole messages, not stream segments: no sequence
-/// numbers to follow, the payload is cut as it is.
-fn hep_segment(h: crate::hep::Hep<'_>) -> Segment {
+/// The message a HEP packet carries, with the addresses it travelled between; `None`
+/// (counted) for HEP that carries no SIP or is damaged. Over TCP (or TLS, SCTP) the
+/// sender reports whole messages, not stream segments: no sequence numbers to follow,
+/// the payload is cut as it is.
+fn hep_segment(
+    opened: Result<crate::hep::Hep<'_>, crate::hep::Skip>,
+    stats: &mut NetStats,
+) -> Option<Segment> {
+    let h = match opened {
+        Ok(h) => h,
+        Err(crate::hep::Skip::NotSip) => {
+            stats.hep_not_sip += 1;
+            return None;
+        }
+        Err(crate::hep::Skip::Damaged) => {
+            stats.hep_damaged += 1;
+            return None;
+        }
+    };
     let (transport, payload) = match h.ip_proto {
         17 => (Transport::Udp, Payload::Datagram(h.payload.into_owned())),
         _ => (
@@ -528,12 +534,12 @@ fn hep_segment(h: crate::hep::Hep<'_>) -> Segment {
             Payload::Messages(whole_messages(&h.payload)),
         ),
     };
-    Segment {
+    Some(Segment {
         src: h.src,
         dst: h.dst,
         transport,
         payload,
-    }
+    })
 }
 
 /// Whether bytes start like a SIP message: a status line, or a request line ending in
@@ -738,13 +744,11 @@ fn hep_packets(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Segment>) 
             }
         }
         let Some(packet) = b.get(..len) else { break };
-        match crate::hep::open(packet) {
-            Some(Ok(h)) => {
-                stats.decapsulated += 1;
-                out.push(hep_segment(h));
-            }
-            Some(Err(crate::hep::Skip::NotSip)) => stats.hep_not_sip += 1,
-            Some(Err(crate::hep::Skip::Damaged)) | None => stats.hep_damaged += 1,
+        // A packet that starts "HEP3" and does not open is damaged HEP.
+        let opened = crate::hep::open(packet).unwrap_or(Err(crate::hep::Skip::Damaged));
+        if let Some(seg) = hep_segment(opened, stats) {
+            stats.decapsulated += 1;
+            out.push(seg);
         }
         used += len;
     }

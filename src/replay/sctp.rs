@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::net::{NetStats, find_sip_start};
+use super::net::{NetStats, be16, be32, find_sip_start};
 use crate::sip::MAX_MESSAGE;
 
 /// Directions of associations followed at once.
@@ -129,13 +129,6 @@ pub struct Associations {
     directions: HashMap<Key, Direction>,
     /// The directions' fragment bytes, summed.
     fragment_bytes: usize,
-}
-
-fn be16(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
-}
-fn be32(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
 
 impl Associations {
