@@ -150,8 +150,26 @@ pub struct Plan {
     foreign: Vec<(Vec<u8>, Vec<ForeignRule>)>,
 }
 
-/// A prefix of another country's national numbers and the lengths (bit n: n digits).
-type ForeignRule = (Vec<u8>, u64);
+/// One `foreign` line: the digits its prefix allows at each position (bit d: digit d)
+/// and the lengths (bit n: n digits). A prefix of digits and classes stands for every
+/// combination of its positions' digits, so the masks hold it exactly, and a number is
+/// checked in one step per position rather than against every expansion.
+#[derive(Debug, Clone, PartialEq)]
+struct ForeignRule {
+    digits: Vec<u16>,
+    lengths: u64,
+}
+
+/// A country code as a plan line writes it: 1-3 digits, not starting with 0.
+fn country_code(c: &str) -> Result<&[u8], String> {
+    let b = c.as_bytes();
+    if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_digit) || b[0] == b'0' {
+        return Err(format!(
+            "'{c}' is not a country code (1-3 digits, not 0...)"
+        ));
+    }
+    Ok(b)
+}
 
 /// The bit of a country code of 1-3 digits in [`Plan::countries`].
 fn country_bit(cc: &[u8]) -> usize {
@@ -392,12 +410,7 @@ impl Plan {
         let [code, prefix, lengths] = f else {
             return Err("expected 'foreign <country code> <prefix> <lengths>'".into());
         };
-        let cc = code.as_bytes();
-        if cc.is_empty() || cc.len() > 3 || !cc.iter().all(u8::is_ascii_digit) || cc[0] == b'0' {
-            return Err(format!(
-                "'{code}' is not a country code (1-3 digits, not 0...)"
-            ));
-        }
+        let cc = country_code(code)?;
         let lengths = parse_lengths(lengths)?;
         if lengths >> 15 != 0 {
             return Err(format!(
@@ -413,9 +426,14 @@ impl Plan {
                 &mut self.foreign[last].1
             }
         };
-        for p in expand(prefix)? {
-            rules.push((p.into_bytes(), lengths));
+        let expanded = expand(prefix)?;
+        let mut digits = vec![0u16; expanded.iter().map(String::len).max().unwrap_or(0)];
+        for p in &expanded {
+            for (m, c) in digits.iter_mut().zip(p.bytes()) {
+                *m |= 1 << (c - b'0');
+            }
         }
+        rules.push(ForeignRule { digits, lengths });
         Ok(())
     }
 
@@ -427,9 +445,14 @@ impl Plan {
         };
         let nsn = &d[cc.len()..];
         let len_bit = 1u64.checked_shl(nsn.len() as u32).unwrap_or(0);
-        rules
-            .iter()
-            .any(|(p, l)| l & len_bit != 0 && nsn.starts_with(p))
+        rules.iter().any(|r| {
+            r.lengths & len_bit != 0
+                && nsn.len() >= r.digits.len()
+                && r.digits
+                    .iter()
+                    .zip(nsn)
+                    .all(|(m, &c)| (c as char).to_digit(10).is_some_and(|d| m & (1 << d) != 0))
+        })
     }
 
     /// `countries` codes: E.164 country codes are a prefix code (no code starts another),
@@ -443,12 +466,7 @@ impl Plan {
             self.countries = vec![0; 1110usize.div_ceil(64)];
         }
         for c in codes {
-            let b = c.as_bytes();
-            if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_digit) || b[0] == b'0' {
-                return Err(format!(
-                    "'{c}' is not a country code (1-3 digits, not 0...)"
-                ));
-            }
+            let b = country_code(c)?;
             if let Some(k) = (1..=b.len()).find(|&k| self.country_in_service(&b[..k])) {
                 return Err(format!("country code {c} clashes with {}", &c[..k]));
             }
