@@ -30,7 +30,9 @@ It writes, in testdata/pcap/:
   sctp.pcap            SIP over SCTP (RFC 4168): associations with INIT/COOKIE handshakes,
                        SACKs, 100 and 180 bundled in one packet, a retransmitted INVITE
                        chunk (same TSN), a ~3000-byte INVITE in three DATA fragments, TSNs
-                       wrapping past 2^32, an unknown source, Diameter beside it (not SIP)
+                       wrapping past 2^32, an unknown source, Diameter beside it (not SIP),
+                       and an association using I-DATA (RFC 8260) whose two INVITEs'
+                       fragments interleave on two streams
   websocket.pcapng     SIP over WebSocket (RFC 7118), to the enterprise port: the HTTP
                        upgrade, client frames masked, a frame cut across TCP segments, a
                        message in a frame and a continuation with a ping between, pong and
@@ -865,7 +867,7 @@ def crc32c(data):
 
 SCTP_DATA, SCTP_INIT, SCTP_INIT_ACK, SCTP_SACK = 0, 1, 2, 3
 SCTP_SHUTDOWN, SCTP_SHUTDOWN_ACK, SCTP_COOKIE_ECHO, SCTP_COOKIE_ACK = 7, 8, 10, 11
-SCTP_SHUTDOWN_COMPLETE = 14
+SCTP_SHUTDOWN_COMPLETE, SCTP_IDATA = 14, 64
 
 
 def sctp_chunk(kind, flags, value):
@@ -884,15 +886,20 @@ class SctpAssoc:
     """One SCTP association from a client to the proxy, with real verification tags,
     TSNs and stream sequence numbers; each side's SACK acknowledges what the other sent."""
 
-    def __init__(self, cap, cli, srv, tag_c, tag_s, tsn_c, tsn_s, ppid=0):
+    def __init__(self, cap, cli, srv, tag_c, tag_s, tsn_c, tsn_s, ppid=0, idata=False):
         self.cap, self.cli, self.srv, self.ppid = cap, cli, srv, ppid
         self.tag = {True: tag_s, False: tag_c}  # the tag a packet carries: the receiver's
         self.tsn = {True: tsn_c, False: tsn_s}  # next TSN to send, by from_client
         self.ssn = {True: 0, False: 0}
-        init = struct.pack("!IIHHI", tag_c, 106496, 10, 65535, tsn_c)
+        # I-DATA (RFC 8260): both ends list chunk type 64 as a supported extension
+        # (parameter 0x8008, padded to four bytes), and messages carry identifiers.
+        self.idata = idata
+        self.mid = {True: {}, False: {}}  # next message identifier, by stream
+        ext = struct.pack("!HHB", 0x8008, 5, SCTP_IDATA) + b"\0\0\0" if idata else b""
+        init = struct.pack("!IIHHI", tag_c, 106496, 10, 65535, tsn_c) + ext
         self.packet(True, [sctp_chunk(SCTP_INIT, 0, init)], vtag=0)
         cookie = h(tag_c, tag_s, "cookie", n=32).encode()
-        init_ack = struct.pack("!IIHHI", tag_s, 106496, 10, 10, tsn_s)
+        init_ack = struct.pack("!IIHHI", tag_s, 106496, 10, 10, tsn_s) + ext
         init_ack += struct.pack("!HH", 7, 4 + len(cookie)) + cookie
         self.packet(False, [sctp_chunk(SCTP_INIT_ACK, 0, init_ack)])
         self.packet(True, [sctp_chunk(SCTP_COOKIE_ECHO, 0, cookie)])
@@ -911,6 +918,8 @@ class SctpAssoc:
 
     def data(self, from_client, payload, flags=3, new_message=True):
         """One DATA chunk (flags: B=2, E=1, U=4); advances the TSN."""
+        if self.idata:
+            return self.message_chunks(from_client, 0, payload, len(payload))[0]
         tsn = self.tsn[from_client]
         self.tsn[from_client] += 1
         ssn = self.ssn[from_client]
@@ -930,6 +939,22 @@ class SctpAssoc:
         for i, part in enumerate(parts):
             flags = (2 if i == 0 else 0) | (1 if i == len(parts) - 1 else 0)
             self.packet(from_client, [self.data(from_client, part, flags)])
+
+    def message_chunks(self, from_client, stream, message, size):
+        """One message as I-DATA chunks of at most `size` bytes: the first carries the
+        payload protocol, the others their fragment number."""
+        mids = self.mid[from_client]
+        mid = mids.get(stream, 0)
+        mids[stream] = mid + 1
+        parts = [message[i:i + size] for i in range(0, len(message), size)]
+        chunks = []
+        for fsn, part in enumerate(parts):
+            flags = (2 if fsn == 0 else 0) | (1 if fsn == len(parts) - 1 else 0)
+            tsn = self.tsn[from_client]
+            self.tsn[from_client] += 1
+            value = struct.pack("!IHHII", tsn, stream, 0, mid, self.ppid if fsn == 0 else fsn)
+            chunks.append(sctp_chunk(SCTP_IDATA, flags, value + part))
+        return chunks
 
     def ack(self, from_client):
         self.packet(from_client, [self.sack(from_client)])
@@ -958,6 +983,9 @@ def sctp():
           E("ent-400", "reject", 403, "enterprise-not-whitelisted"), 5092, proxy=ent)
     g = C("unknown-source", "+442071234567", E("-", "reject", 403, "unknown-source"), 5094,
           ip=FOREIGN4)
+    i = C("idata-foreign-fr", "+33142685300", E("intl"), 5096, big=True)
+    j = C("idata-domestic-fixed", "+861012345678",
+          E("intl", "reject", 403, "intl-domestic-caller"), 5096)
     cap = Capture(link_ether, 0x9000)
 
     def rest(assoc, call, skip=1):
@@ -992,11 +1020,28 @@ def sctp():
     rest(s3, g, 0)
     s3.close()
 
+    # I-DATA: I's big INVITE on stream 1 in 1200-byte fragments and J's on stream 2 in
+    # 600-byte ones, interleaved as RFC 8260's scheduler sends them (one of each per
+    # packet, TSNs in that order, J's ending first); then both dialogs' other messages
+    # whole, one chunk each.
+    s4 = SctpAssoc(cap, i.uac, i.proxy, 0x1da7a001, 0x1da7a002, 777, 888, idata=True)
+    ci = s4.message_chunks(True, 1, i.invite(), 1200)
+    cj = s4.message_chunks(True, 2, j.invite(), 600)
+    assert len(ci) == 3 and len(cj) == 2, (len(ci), len(cj))
+    s4.packet(True, [ci[0], cj[0]])
+    s4.packet(True, [cj[1]])
+    s4.packet(True, [ci[1]])
+    s4.packet(True, [ci[2]])
+    s4.ack(False)
+    for call in (i, j):
+        rest(s4, call)
+    s4.close()
+
     # Diameter beside it on the same host (payload protocol 46): not SIP, never a call.
     dia = SctpAssoc(cap, (UAC4, 3868), (PROXY4, 3868), 0x0d1a0001, 0x0d1a0002, 1, 1, ppid=46)
     dia.send(True, struct.pack("!I", 0x01000014) + struct.pack("!IIII", 0x80000101, 0, 1, 1))
     dia.close()
-    return cap, [a, b, c, d, e, f, g]
+    return cap, [a, b, c, d, e, f, g, i, j]
 
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -4,7 +4,8 @@
 //! Several chunks may share a packet (bundling), and a chunk the peer did not
 //! acknowledge in time comes again with its TSN unchanged: that copy is the
 //! transport's, not a second SIP message, and is dropped here as the receiving stack
-//! drops it. SIP is told by content, whatever the ports and payload protocol
+//! drops it. I-DATA (RFC 8260) numbers a message and its fragments instead, so that
+//! fragments of messages on several streams may interleave; both are put back. SIP is told by content, whatever the ports and payload protocol
 //! identifier (senders put 0 or nothing agreed there), so Diameter or SIGTRAN beside
 //! it stay out. Every table is bounded, as the rest of replay's.
 
@@ -33,7 +34,18 @@ struct Direction {
     seen: [u64; (WINDOW / 64) as usize],
     /// Fragments waiting for the rest of their message, by TSN: (begins, ends, data).
     fragments: BTreeMap<u32, (bool, bool, Vec<u8>)>,
+    /// I-DATA fragments waiting, by message: (stream, unordered, message identifier).
+    messages: HashMap<(u16, bool, u32), Partial>,
+    /// Bytes held in `fragments` and `messages`.
     fragment_bytes: usize,
+}
+
+/// An I-DATA message in the making: its fragments by fragment sequence number (the
+/// first is 0), and the number of the last once the fragment flagged E came.
+#[derive(Default)]
+struct Partial {
+    parts: BTreeMap<u32, Vec<u8>>,
+    last: Option<u32>,
 }
 
 impl Direction {
@@ -81,15 +93,21 @@ impl Direction {
         }
     }
 
-    /// Files one fragment; the whole message when it was the last one missing.
-    fn fragment(&mut self, tsn: u32, begins: bool, ends: bool, data: &[u8]) -> Option<Vec<u8>> {
-        if self.fragment_bytes + data.len() > MAX_MESSAGE + 1024 {
-            // A message larger than any SIP message, or fragments whose rest was never
-            // captured: start again rather than grow.
+    /// Makes room for `len` more fragment bytes: held past the size of any SIP message,
+    /// they are of a message too large or of fragments whose rest was never captured,
+    /// so start again rather than grow.
+    fn hold(&mut self, len: usize) {
+        if self.fragment_bytes + len > MAX_MESSAGE + 1024 {
             self.fragments.clear();
+            self.messages.clear();
             self.fragment_bytes = 0;
         }
-        self.fragment_bytes += data.len();
+        self.fragment_bytes += len;
+    }
+
+    /// Files one fragment; the whole message when it was the last one missing.
+    fn fragment(&mut self, tsn: u32, begins: bool, ends: bool, data: &[u8]) -> Option<Vec<u8>> {
+        self.hold(data.len());
         self.fragments.insert(tsn, (begins, ends, data.to_vec()));
         // Back to the fragment that begins the message, then on to the one ending it,
         // every TSN between present.
@@ -118,6 +136,40 @@ impl Direction {
                 break;
             }
             t = t.wrapping_add(1);
+        }
+        Some(whole)
+    }
+
+    /// Files one I-DATA fragment (`fsn` is 0 for the one that begins the message); the
+    /// whole message when it was the last one missing.
+    fn message_fragment(
+        &mut self,
+        id: (u16, bool, u32),
+        fsn: u32,
+        ends: bool,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.hold(data.len());
+        let p = self.messages.entry(id).or_default();
+        if ends {
+            p.last = Some(fsn);
+        }
+        // The same fragment number twice (under new TSNs: a broken sender) keeps the newer.
+        if let Some(old) = p.parts.insert(fsn, data.to_vec()) {
+            self.fragment_bytes -= old.len();
+        }
+        let last = p.last?;
+        // Fragment numbers run 0..=last, so the message is whole when that many are in
+        // (a number past `last` would be the sender's error and keeps it waiting).
+        if p.parts.len() as u64 != u64::from(last) + 1 || p.parts.keys().next_back() != Some(&last)
+        {
+            return None;
+        }
+        let p = self.messages.remove(&id)?;
+        let mut whole = Vec::new();
+        for d in p.parts.into_values() {
+            self.fragment_bytes -= d.len();
+            whole.extend_from_slice(&d);
         }
         Some(whole)
     }
@@ -152,9 +204,9 @@ impl Associations {
             let chunk = &b[off..off + len];
             off += (len + 3) & !3;
             // DATA (0): TSN, stream, stream sequence, payload protocol, then the data.
-            // I-DATA (64, RFC 8260) interleaves fragments of several messages by
-            // message and fragment numbers; it is read when a chunk holds a whole
-            // message, which is how SIP's short messages travel.
+            // I-DATA (64, RFC 8260): TSN, stream, reserved, message identifier, then the
+            // payload protocol in the first fragment and the fragment's number in the
+            // others, then the data.
             let (tsn, data) = match kind {
                 0 if len >= 16 => (be32(chunk, 4)?, &chunk[16..]),
                 64 if len >= 20 => (be32(chunk, 4)?, &chunk[20..]),
@@ -168,6 +220,7 @@ impl Associations {
                 // Fragments of many associations whose ends never came: start again.
                 for d in self.directions.values_mut() {
                     d.fragments.clear();
+                    d.messages.clear();
                     d.fragment_bytes = 0;
                 }
                 self.fragment_bytes = 0;
@@ -188,7 +241,14 @@ impl Associations {
                 stats.sctp_reassembled += 1;
                 m
             } else {
-                continue; // a fragment of an I-DATA message: not followed
+                let id = (be16(chunk, 8)?, flags & 0x04 != 0, be32(chunk, 12)?);
+                let fsn = if begins { 0 } else { be32(chunk, 16)? };
+                let before = dir.fragment_bytes;
+                let whole = dir.message_fragment(id, fsn, ends, data);
+                self.fragment_bytes = self.fragment_bytes + dir.fragment_bytes - before;
+                let Some(m) = whole else { continue };
+                stats.sctp_reassembled += 1;
+                m
             };
             if let Some(start) = find_sip_start(&message) {
                 stats.sctp_messages += 1;
@@ -208,6 +268,23 @@ mod tests {
         c.extend_from_slice(&((16 + payload.len()) as u16).to_be_bytes());
         c.extend_from_slice(&tsn.to_be_bytes());
         c.extend_from_slice(&[0, 1, 0, 7, 0, 0, 0, 0]);
+        c.extend_from_slice(payload);
+        while c.len() % 4 != 0 {
+            c.push(0);
+        }
+        c
+    }
+
+    /// An I-DATA chunk: `word` is the payload protocol in a first fragment and the
+    /// fragment number in the others.
+    fn idata(flags: u8, tsn: u32, stream: u16, mid: u32, word: u32, payload: &[u8]) -> Vec<u8> {
+        let mut c = vec![64, flags];
+        c.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        c.extend_from_slice(&tsn.to_be_bytes());
+        c.extend_from_slice(&stream.to_be_bytes());
+        c.extend_from_slice(&[0, 0]);
+        c.extend_from_slice(&mid.to_be_bytes());
+        c.extend_from_slice(&word.to_be_bytes());
         c.extend_from_slice(payload);
         while c.len() % 4 != 0 {
             c.push(0);
@@ -280,6 +357,52 @@ mod tests {
     }
 
     #[test]
+    fn idata_fragments_of_messages_on_two_streams_interleave() {
+        let mut a = Associations::default();
+        let mut st = NetStats::default();
+        let (a1, rest) = A.split_at(9);
+        let (a2, a3) = rest.split_at(12);
+        let (b1, b2) = B.split_at(7);
+        // A on stream 1 (message 5) in three fragments, B unordered on stream 2 (also
+        // message 5: another stream, another message) in two, interleaved, and out of
+        // order in TSN as well; A's last fragment sent again under its TSN.
+        let chunks = [
+            idata(2, 100, 1, 5, 0, a1),
+            idata(4 | 2, 101, 2, 5, 0, b1),
+            idata(1, 103, 1, 5, 2, a3),
+        ];
+        assert!(a.packet(&packet(&chunks), &mut st).unwrap().2.is_empty());
+        assert!(
+            a.packet(&packet(&[idata(1, 103, 1, 5, 2, a3)]), &mut st)
+                .unwrap()
+                .2
+                .is_empty()
+        );
+        let (_, _, m) = a
+            .packet(&packet(&[idata(4 | 1, 104, 2, 5, 1, b2)]), &mut st)
+            .unwrap();
+        assert_eq!(m, vec![B.to_vec()]);
+        let (_, _, m) = a
+            .packet(&packet(&[idata(0, 102, 1, 5, 1, a2)]), &mut st)
+            .unwrap();
+        assert_eq!(m, vec![A.to_vec()]);
+        // A whole message in one chunk, bundled after a fragment that waits.
+        let (_, _, m) = a
+            .packet(
+                &packet(&[idata(2, 105, 1, 6, 0, a1), idata(3, 106, 3, 1, 0, B)]),
+                &mut st,
+            )
+            .unwrap();
+        assert_eq!(m, vec![B.to_vec()]);
+        assert_eq!(
+            (st.sctp_messages, st.sctp_reassembled, st.sctp_retransmitted),
+            (3, 2, 1)
+        );
+        let d = a.directions.values().next().unwrap();
+        assert_eq!((d.messages.len(), d.fragment_bytes), (1, a1.len()));
+    }
+
+    #[test]
     fn the_window_remembers_recent_tsns_across_wrapping() {
         let mut d = Direction::default();
         let start = u32::MAX - 100;
@@ -315,6 +438,16 @@ mod tests {
         }
         let d = a.directions.values().next().unwrap();
         assert!(d.fragment_bytes <= MAX_MESSAGE + 1024);
+        // The same with I-DATA: first fragments of ever new messages.
+        for mid in 0..200u32 {
+            a.packet(
+                &packet(&[idata(2, 1000 + mid, 1, mid, 0, &[b'x'; 1200])]),
+                &mut st,
+            );
+        }
+        let d = a.directions.values().next().unwrap();
+        assert!(d.fragment_bytes <= MAX_MESSAGE + 1024);
+        assert!(d.messages.len() < 100);
         assert_eq!(st.sctp_messages, 0);
     }
 }
