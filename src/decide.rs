@@ -501,6 +501,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &mut d.identity);
+    if d.identity.excess_asserted {
+        // Not a caller rule's matter: the request breaks RFC 3325 9.1, and judging two
+        // of its asserted identities would let a third through to the core.
+        let r = Refusal {
+            code: 400,
+            why: "Too Many P-Asserted-Identity Values",
+        };
+        d.outcome = Outcome::Reject { code: r.code };
+        d.refusal = Some(r);
+        return;
+    }
 
     // Rules run in RuleId::ORDER; each block below is one rule.
     macro_rules! rule {
@@ -519,7 +530,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         d.identity.withheld_without_identity()
     );
     d.blank = d.identity.blank_reason();
-    rule!(RuleId::BlankCaller, d.blank.is_some());
+    rule!(
+        RuleId::BlankCaller,
+        d.blank.is_some_and(|r| !r.breaks_plan())
+    );
 
     // The numbers judged: the SIP one (asserted, else presented) and the ISUP Calling
     // Party Number of a SIP-I call. A number rule matches when either number does.
@@ -579,15 +593,37 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         generic.map(|n| judged(n, On::Presented)),
         preferred.map(|n| judged(n, On::Presented)),
     ];
-    let Some(primary) = nums.iter().flatten().next().copied() else {
-        return;
-    };
-    d.caller = Some(primary.n);
-    d.class = Some(primary.class);
+    let primary = nums.iter().flatten().next().copied();
+    if let Some(p) = primary {
+        d.caller = Some(p.n);
+        d.class = Some(p.class);
+    }
     if let Some(n) = isup_caller {
         d.isup_caller = Some(n);
         d.isup_class = Some(policy.plan.classify(&n));
     }
+    // Digits that no plan holds (more than E.164 and any national plan allow, or `00`
+    // alone) are a number that breaks the plan. The caller's own, a second asserted
+    // one, and on enterprise trunks a presented one, which is judged there like the
+    // numbers below.
+    let unholdable = |p: Option<identity::Party>| {
+        p.is_some_and(|p| p.number.is_err_and(NotANumber::breaks_plan))
+    };
+    let caller_unholdable =
+        d.blank.is_some_and(NotANumber::breaks_plan) || unholdable(d.identity.asserted2);
+    let presented_unholdable = role == Role::Enterprise
+        && [d.identity.from, d.identity.preferred, d.identity.rpid]
+            .into_iter()
+            .any(unholdable);
+    if caller_unholdable || presented_unholdable {
+        if !caller_unholdable {
+            d.presented_hits.insert(RuleId::NumberingPlan);
+        }
+        rule!(RuleId::NumberingPlan, true);
+    }
+    let Some(primary) = primary else {
+        return;
+    };
 
     // A number rule: fires when `cond` holds for one of the judged numbers, noting
     // whether it was the ISUP one.

@@ -304,22 +304,40 @@ pub fn transports(data: &[u8]) {
         std::net::SocketAddr::from(([10, 0, 0, 1], 40000)),
         std::net::SocketAddr::from(([10, 0, 0, 2], 5060)),
     );
-    let mut seq = 1u32;
-    for segment in rest.chunks(1 + first as usize % 61) {
-        let meta = TcpMeta {
-            seq,
-            syn: false,
-            fin_or_rst: false,
-        };
-        for s in flows.feed(src, dst, segment, meta, &mut stats) {
+    let check = |segments: Vec<crate::replay::net::Segment>| {
+        for s in segments {
             match &s.payload {
                 Payload::Messages(m) => m.iter().for_each(|m| fits(m)),
                 Payload::Datagram(d) => fits(d),
                 Payload::Stream(..) => panic!("a stream gives messages, not segments"),
             }
         }
+    };
+    // Bit 6 of the first byte: every seventh segment is sent late (after the next one)
+    // and every eleventh is lost, so the holes and their expiry are exercised too.
+    let holes = first & 0x40 != 0;
+    let mut seq = 1u32;
+    let mut late: Option<(u32, &[u8])> = None;
+    for (i, segment) in rest.chunks(1 + first as usize % 61).enumerate() {
+        let ts_ms = i as u64 * 1_000;
+        let meta = |seq| TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+            ts_ms,
+        };
+        if holes && i % 11 == 10 {
+        } else if holes && i % 7 == 6 {
+            late = Some((seq, segment));
+        } else {
+            check(flows.feed(src, dst, segment, meta(seq), &mut stats));
+            if let Some((s, l)) = late.take() {
+                check(flows.feed(src, dst, l, meta(s), &mut stats));
+            }
+        }
         seq = seq.wrapping_add(segment.len() as u32);
     }
+    check(flows.finish(&mut stats));
 }
 
 /// An international trunk on which every rule only watches, except the Generic Number

@@ -74,6 +74,9 @@ pub struct CallerIdentity {
     /// caller-name services like From's, so a presented number too. Of several, one
     /// that shows another number than the asserted one.
     pub asserted_display: Option<Number>,
+    /// More P-Asserted-Identity values than RFC 3325 9.1 allows (one sip or sips and
+    /// one tel): a third would reach the core unjudged, so the request is refused.
+    pub excess_asserted: bool,
     /// Privacy: id / user / header, or Remote-Party-ID privacy=full/uri.
     pub withheld: bool,
     /// The ISUP of a SIP-I call.
@@ -213,7 +216,10 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                     });
                     id.display_number = display.and_then(Result::ok);
                     id.from_presents = match p.number {
-                        Ok(_) | Err(NotANumber::NonNumeric | NotANumber::TooLong) => true,
+                        Ok(_)
+                        | Err(
+                            NotANumber::NonNumeric | NotANumber::TooLong | NotANumber::Incomplete,
+                        ) => true,
                         Err(NotANumber::Empty | NotANumber::Withheld) => display.is_some_and(|r| {
                             !matches!(r, Err(NotANumber::Empty | NotANumber::Withheld))
                         }),
@@ -240,6 +246,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                         id.asserted_display = Some(n);
                     }
                     if id.asserted2.is_some() {
+                        id.excess_asserted = true;
                         return;
                     }
                     match id.asserted {
@@ -252,6 +259,12 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                         }
                     }
                 });
+            }
+            // A field after the two values: a third (an empty field says nothing).
+            HeaderName::PAssertedIdentity => {
+                if !crate::sip::lex::trim(h.value().of(b)).is_empty() {
+                    id.excess_asserted = true;
+                }
             }
             HeaderName::PPreferredIdentity if id.preferred.is_none() => {
                 let _ = addr::parse_list(b, h.value(), |na| {
@@ -387,7 +400,9 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
     let (body, part_content_length, required, iam) = match isup::sipi::find(msg) {
         Ok(None) => return None,
         Ok(Some(s)) => (s.body, s.part_content_length, s.required, s.iam),
-        Err(_) => (msg.body_span(), None, true, Err(IsupError::Truncated(0))),
+        Err(isup::sipi::SipIError::Multipart(e)) => {
+            (msg.body_span(), None, true, Err(IsupError::Multipart(e)))
+        }
     };
     let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, r));
     let (calling, generic) = match iam {

@@ -2,7 +2,7 @@
 //! (generic-number rewrite, labels, verstat) to apply to the forwarded request.
 
 use crate::decide::{Decision, Outcome, Refusal, transaction_key, unsupported_tags};
-use crate::identity::Source;
+use crate::identity::{Party, Source};
 use crate::isup;
 use crate::numbering::Bare;
 use crate::policy::auth::AuthCheck;
@@ -123,6 +123,8 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         for h in msg.all(HeaderName::RemotePartyId) {
             if Some(h.value()) != asserted_line {
                 edits.remove(h.line());
+            } else if let Some(a) = d.identity.asserted {
+                keep_only_asserted(b, h.value(), &a, edits);
             }
         }
         // A P-Asserted-Identity display name showing another number goes; the
@@ -171,6 +173,35 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         }
     }
     edits.len() - before
+}
+
+/// The field that holds the asserted Remote-Party-ID may list other values beside it
+/// (`<sip:+44...>;screen=yes, <sip:+86...>;screen=no`): they go, the asserted value
+/// stays as written. Two cuts around it, so that an edit inside it (the '+' of
+/// `bare_numbers`) stays apart from them.
+fn keep_only_asserted(b: &[u8], value: Span, asserted: &Party, edits: &mut EditList) {
+    let (mut first, mut kept, mut last) = (None, None, None);
+    let _ = addr::parse_list(b, value, |na| {
+        first.get_or_insert(na.whole);
+        last = Some(na.whole);
+        let holds = if asserted.user.is_empty() {
+            kept.is_none()
+        } else {
+            na.whole.start <= asserted.user.start && asserted.user.end <= na.whole.end
+        };
+        if holds {
+            kept = Some(na.whole);
+        }
+    });
+    let (Some(first), Some(kept), Some(last)) = (first, kept, last) else {
+        return;
+    };
+    if first.start < kept.start {
+        edits.remove(Span::new(first.start as usize, kept.start as usize));
+    }
+    if kept.end < last.end {
+        edits.remove(Span::new(kept.end as usize, last.end as usize));
+    }
 }
 
 /// What the generic-number rewrite did to From.

@@ -10,6 +10,7 @@ use sipfence::record::Record;
 use sipfence::replay::capture::End;
 use sipfence::replay::{Outputs, Replayer};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -1200,4 +1201,48 @@ fn websocket_capture_from_kamailio() {
             .filter(|r| r.kind == "call")
             .all(|r| r.trunk.as_deref() == Some("ent-400"))
     );
+}
+
+/// An INVITE sent again over UDP (RFC 3261 timer A) is its call's retransmission: one
+/// call, one record, the retransmissions counted apart. The same INVITE after its
+/// transaction's lifetime, or another CSeq, is a new call.
+#[test]
+fn udp_retransmissions_are_not_new_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("retrans.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    let (src, dst): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+    );
+    let invite = |cseq: u32| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-r{cseq}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: retrans-1\r\nCSeq: {cseq} INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // At 0, 0.5, 1.5 and 3.5 s (timer A doubling), then CSeq 2, then CSeq 1 again
+    // after 40 s (past the 32 s a client retransmits for).
+    for (t, cseq) in [
+        (0, 1),
+        (500, 1),
+        (1500, 1),
+        (3500, 1),
+        (4000, 2),
+        (44_000, 1),
+    ] {
+        let pkt = sipfence::replay::pcapout::udp_packet(src, dst, invite(cseq).as_bytes());
+        w.write(
+            sipfence::replay::pcapout::LINKTYPE_RAW,
+            1_795_000_000 + t / 1000,
+            (t % 1000) as u32 * 1000,
+            &pkt,
+            pkt.len() as u32,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let (recs, s, _) = replay(&path);
+    assert_eq!((s.calls, s.retransmissions), (3, 3), "{s:?}");
+    assert_eq!(recs.len(), 3);
+    assert!(recs.iter().all(|r| r.verdict == "allow"), "{recs:?}");
 }

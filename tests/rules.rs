@@ -991,6 +991,136 @@ fn a_second_asserted_identity_is_judged_too() {
     );
 }
 
+/// RFC 3325 9.1 allows at most two P-Asserted-Identity values: a third is refused
+/// (400) rather than let through unjudged, in separate fields or in one list; two, and
+/// an empty field beside them, pass as before.
+#[test]
+fn a_third_asserted_identity_is_refused() {
+    let p = policy("");
+    let m = |pai: &str| with_from("<sip:+442071234567@10.9.9.9>", pai);
+    for (pai, trunks) in [
+        (
+            "P-Asserted-Identity: <sip:+442071234567@x>\r\nP-Asserted-Identity: <tel:+442071234567>\r\nP-Asserted-Identity: <tel:+8613812345678>\r\n",
+            &["intl", "ic"][..],
+        ),
+        (
+            "P-Asserted-Identity: <sip:+442071234567@x>, <tel:+442071234567>, <tel:+86110>\r\n",
+            &["intl", "ic"][..],
+        ),
+        (
+            "P-Asserted-Identity: <sip:gw@x>\r\nP-Asserted-Identity: <tel:+442071234567>, <tel:+8613812345678>\r\n",
+            &["intl"][..],
+        ),
+    ] {
+        for trunk in trunks {
+            let d = judge(&p, &m(pai), trunk);
+            assert_eq!(d.outcome, Outcome::Reject { code: 400 }, "{trunk} {pai}");
+            assert_eq!(
+                d.refusal.map(|r| r.why),
+                Some("Too Many P-Asserted-Identity Values")
+            );
+            assert_eq!(d.rule, None);
+        }
+    }
+    let ent = with_from(
+        "<sip:+8613912340001@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+8613912340001@x>\r\nP-Asserted-Identity: <tel:+8613912340001>\r\nP-Asserted-Identity: <tel:+8613812345678>\r\n",
+    );
+    assert_eq!(
+        judge(&p, &ent, "ent").outcome,
+        Outcome::Reject { code: 400 }
+    );
+    // Two values, and an empty field: judged as ever.
+    for pai in [
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\nP-Asserted-Identity: <tel:+442071234567>\r\n",
+        "P-Asserted-Identity: <sip:+442071234567@x>, <tel:+442071234567>\r\nP-Asserted-Identity: \r\n",
+    ] {
+        assert_eq!(passes(&p, &m(pai), "intl").rule, None, "{pai}");
+    }
+}
+
+/// A Remote-Party-ID list whose screened value is the asserted identity and whose
+/// other value is not: the other value goes, the asserted one stays, in either order.
+#[test]
+fn remote_party_id_list_keeps_only_the_asserted_value() {
+    let p = policy("");
+    let asserted = "<sip:+442071234567@gw>;party=calling;screen=yes";
+    let other = "<sip:+8613812345678@gw>;party=calling;screen=no";
+    for rpid in [
+        format!("{asserted}, {other}"),
+        format!("{other} ,{asserted}"),
+        format!("{other}, {asserted}, {other}"),
+    ] {
+        let m = with_from(
+            "<sip:+442071234567@10.9.9.9>",
+            &format!("Remote-Party-ID: {rpid}\r\n"),
+        );
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{rpid}");
+        let out = forwarded(&p, &m, &d);
+        let kept: Vec<&[u8]> = out
+            .all(HeaderName::RemotePartyId)
+            .map(|h| out.slice(h.value()))
+            .collect();
+        assert_eq!(kept, vec![asserted.as_bytes()], "{rpid}");
+    }
+}
+
+/// Digits no plan can hold (more than 18 of them, or `00` alone) break the numbering
+/// plan (403): they are not a blank caller (433, "your caller hid"). On an enterprise
+/// trunk a presented number of that kind is judged as well.
+#[test]
+fn digits_beyond_any_plan_break_the_plan() {
+    let p = policy("");
+    for from in [
+        "<sip:+8613812345678000000@10.9.9.9;user=phone>",
+        "<sip:13812345678000000000@10.9.9.9;user=phone>",
+        "<sip:00@10.9.9.9;user=phone>",
+    ] {
+        let m = with_from(from, "");
+        for trunk in ["intl", "ic", "ent"] {
+            blocks(&p, &m, trunk, 403, "numbering-plan");
+        }
+    }
+    // Enterprise: a contracted PAI behind an over-long From or P-Preferred-Identity.
+    for extra in [
+        ("<sip:13812345678000000@pbx;user=phone>", ""),
+        (
+            "<sip:+8613912340001@pbx>",
+            "P-Preferred-Identity: <sip:+8613812345678000000@pbx>\r\n",
+        ),
+    ] {
+        let m = with_from(
+            extra.0,
+            &format!(
+                "P-Asserted-Identity: <sip:+8613912340001@pbx>\r\n{}",
+                extra.1
+            ),
+        );
+        let d = judge(&p, &m, "ent");
+        assert_eq!(rejected(&d), Some((403, "numbering-plan")), "{extra:?}");
+        assert!(d.presented_hits.contains(RuleId::NumberingPlan));
+        assert_eq!(
+            d.caller.map(|n| n.e164()).as_deref(),
+            Some("+8613912340001")
+        );
+    }
+    // The same From on the international trunk is a generic number: rewritten away.
+    let m = with_from(
+        "<sip:13812345678000000@gw;user=phone>",
+        "P-Asserted-Identity: <sip:+442071234567@gw>\r\n",
+    );
+    assert_eq!(passes(&p, &m, "intl").rule, Some(RuleId::GenericNumber));
+    // Words stay blank callers.
+    blocks(
+        &p,
+        &with_from("<sip:anonymous@10.9.9.9>", ""),
+        "intl",
+        433,
+        "blank-caller",
+    );
+}
+
 #[test]
 fn label_mvno_with_verstat() {
     let p = policy("");

@@ -197,6 +197,8 @@ pub enum IsupError {
     /// ANSI ISUP (SIP-T `version=ansi88/ansi92`, Bellcore `gr-317`), whose IAM is laid
     /// out otherwise: read as ITU-T it would give wrong numbers, so it is not read.
     Ansi,
+    /// A multipart body that cannot be split into its parts: it may hide an IAM.
+    Multipart(crate::sip::multipart::MultipartError),
 }
 
 impl IsupError {
@@ -204,6 +206,7 @@ impl IsupError {
         match self {
             IsupError::Truncated(o) | IsupError::BadPointer(o) | IsupError::BadNumber(o) => o,
             IsupError::NotIam(_) | IsupError::Ansi => 0,
+            IsupError::Multipart(e) => e.offset(),
         }
     }
 }
@@ -216,6 +219,7 @@ impl std::fmt::Display for IsupError {
             IsupError::BadPointer(o) => write!(f, "ISUP pointer at octet {o} is out of range"),
             IsupError::BadNumber(o) => write!(f, "ISUP number parameter at octet {o} is too short"),
             IsupError::Ansi => write!(f, "ANSI ISUP (SIP-T) is not decoded, only ITU-T (SIP-I)"),
+            IsupError::Multipart(e) => write!(f, "the multipart body cannot be split: {e}"),
         }
     }
 }

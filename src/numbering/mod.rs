@@ -99,6 +99,8 @@ pub enum NotANumber {
     NonNumeric,
     /// More digits than any plan allows.
     TooLong,
+    /// An international prefix with no number after it (`00`).
+    Incomplete,
 }
 
 impl NotANumber {
@@ -108,7 +110,14 @@ impl NotANumber {
             NotANumber::Withheld => "withheld",
             NotANumber::NonNumeric => "non-numeric",
             NotANumber::TooLong => "too-long",
+            NotANumber::Incomplete => "incomplete",
         }
+    }
+    /// Digits, but none that a plan could hold: a caller that breaks the numbering plan
+    /// (rule `numbering-plan`, 403) rather than a blank one (`blank-caller`, 433, which
+    /// tells the other network its caller hid).
+    pub fn breaks_plan(self) -> bool {
+        matches!(self, NotANumber::TooLong | NotANumber::Incomplete)
     }
 }
 
@@ -308,6 +317,9 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
         d = &d[5..];
     }
     let intl: &[u8] = if let Some(rest) = d.strip_prefix(b"00") {
+        if rest.is_empty() {
+            return Err(NotANumber::Incomplete);
+        }
         rest
     } else if let Some(rest) = d.strip_prefix(b"0") {
         concat(home_cc, rest, out)?
@@ -419,6 +431,9 @@ mod tests {
         assert_eq!(n("+"), Err(NotANumber::NonNumeric));
         assert_eq!(n("138+12"), Err(NotANumber::NonNumeric));
         assert_eq!(n("1234567890123456789012"), Err(NotANumber::TooLong));
+        assert_eq!(n("00"), Err(NotANumber::Incomplete));
+        assert_eq!(n("00-"), Err(NotANumber::Incomplete));
+        assert_eq!(n("000"), Ok("+0".to_string()));
         // Escapes and full-width forms of what is not a number stay not numbers.
         assert_eq!(n("%41lice"), Err(NotANumber::NonNumeric));
         assert_eq!(n("138%2"), Err(NotANumber::NonNumeric));

@@ -230,6 +230,9 @@ impl NumberSetBuilder {
 
     /// Reads a list file's text, reporting the first bad line as `file:line: reason`.
     pub fn add_text(&mut self, text: &str, file: &str) -> Result<(), LoadError> {
+        // A byte-order mark, which Windows editors put in front of UTF-8 text, is no
+        // part of the first entry.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, line) in text.lines().enumerate() {
             self.add_line(line)
                 .map_err(|e| LoadError::at(file, i + 1, e))?;

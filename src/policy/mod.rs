@@ -535,6 +535,23 @@ impl Policy {
                 Some(l) => Some(load_list(l, &format!("trunk {} whitelist", t.name))?),
                 None => None,
             };
+            for (key, v) in [
+                ("max_calls_per_minute", t.max_calls_per_minute),
+                (
+                    "max_calls_per_minute_per_caller",
+                    t.max_calls_per_minute_per_caller,
+                ),
+            ] {
+                if v == Some(0) {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': {key} = 0 would refuse every call (leave it out for no limit)",
+                            t.name
+                        ),
+                    ));
+                }
+            }
             match t.max_concurrent_calls {
                 Some(0) => {
                     return Err(LoadError::file(

@@ -6,6 +6,22 @@
 //! The policy sits behind an `ArcSwap`: a reload builds the new one aside and swaps
 //! it in whole; a message in flight finishes with the policy it started with.
 
+/// `println!` and `eprintln!` that do not panic when nobody reads any more (a closed
+/// pipe, a terminal gone): the proxy ignores SIGPIPE, so such a write fails with EPIPE,
+/// and a message about the proxy is not worth its crash.
+macro_rules! print_out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! print_err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod mmsg;
 pub mod stateless;
 pub mod tcp;
@@ -235,8 +251,13 @@ pub struct RunArgs {
 fn init_logging(p: &Policy) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(p.log.level.clone()));
+    // Colours for a person at a terminal only: a file or the journal would keep the
+    // escape codes as text (NO_COLOR, https://no-color.org, turns them off anyway).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = if p.log.json {
         b.json().try_init()
@@ -250,7 +271,7 @@ pub fn run(args: RunArgs) -> i32 {
     let policy = match crate::cli::load_policy(args.config.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("sipfence: config refused: {e}");
+            print_err!("sipfence: config refused: {e}");
             return 1;
         }
     };
@@ -264,14 +285,14 @@ pub fn run(args: RunArgs) -> i32 {
     let records = match records::start(&policy.records, metrics.clone()) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sipfence: records directory '{}': {e}", policy.records.dir);
+            print_err!("sipfence: records directory '{}': {e}", policy.records.dir);
             return 1;
         }
     };
     let hep = match HepMirror::start(&policy.hep, &metrics) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("sipfence: [hep]: {e}");
+            print_err!("sipfence: [hep]: {e}");
             return 1;
         }
     };
@@ -287,7 +308,7 @@ pub fn run(args: RunArgs) -> i32 {
         });
     let listens = policy.listen_addrs();
     if listens.is_empty() {
-        eprintln!("sipfence: no trunk has a listen address; nothing to do");
+        print_err!("sipfence: no trunk has a listen address; nothing to do");
         return 1;
     }
     for l in &listens {
@@ -295,7 +316,7 @@ pub fn run(args: RunArgs) -> i32 {
         if l.addr.port() != 0
             && let Err(e) = probe_free(l)
         {
-            eprintln!("sipfence: cannot listen on {l}: {e} (another sipfence or SIP server?)");
+            print_err!("sipfence: cannot listen on {l}: {e} (another sipfence or SIP server?)");
             return 1;
         }
     }
@@ -310,7 +331,7 @@ pub fn run(args: RunArgs) -> i32 {
         let redis = match Redis::open(&r.url, &r.prefix, r.timeout_ms) {
             Ok(x) => Arc::new(x),
             Err(e) => {
-                eprintln!("sipfence: [redis]: {e}");
+                print_err!("sipfence: [redis]: {e}");
                 return 1;
             }
         };
@@ -368,7 +389,7 @@ pub fn run(args: RunArgs) -> i32 {
             match s {
                 Ok(s) => socks.push((*l, s)),
                 Err(e) => {
-                    eprintln!("sipfence: cannot listen on {l}: {e}");
+                    print_err!("sipfence: cannot listen on {l}: {e}");
                     return 1;
                 }
             }
@@ -386,7 +407,7 @@ pub fn run(args: RunArgs) -> i32 {
         match t {
             Ok(t) => threads.push(t),
             Err(e) => {
-                eprintln!("sipfence: cannot start worker: {e}");
+                print_err!("sipfence: cannot start worker: {e}");
                 return 1;
             }
         }
@@ -399,7 +420,7 @@ pub fn run(args: RunArgs) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sipfence: runtime: {e}");
+            print_err!("sipfence: runtime: {e}");
             return 1;
         }
     };
@@ -472,7 +493,7 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
 fn start_cluster(shared: &Arc<Shared>) {
     let Some(c) = &shared.cluster else { return };
     let conf = shared.loaded.load().policy.redis.clone();
-    println!(
+    print_out!(
         "sipfence: shared state on {} as gateway '{}' (counters every {} ms{}{})",
         conf.url,
         c.instance,
@@ -577,7 +598,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         match applied {
             Ok(Ok(summary)) => {
                 tracing::info!("{summary}");
-                println!("sipfence: {summary}");
+                print_out!("sipfence: {summary}");
             }
             Ok(Err(e)) => {
                 refused = Some(v);
@@ -587,7 +608,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                     .with_label_values(&["refused"])
                     .set(v as i64);
                 tracing::error!(error = %e, version = v, "published lists refused; the running lists stay");
-                println!("sipfence: published lists v{v} refused: {e}");
+                print_out!("sipfence: published lists v{v} refused: {e}");
             }
             Err(_) => {}
         }
@@ -638,14 +659,14 @@ async fn control(
                 .filter(|t| t.listen.contains(ls))
                 .map(|t| t.name.as_str())
                 .collect();
-            println!(
+            print_out!(
                 "sipfence: listening on {ls} (trunks: {})",
                 trunks.join(", ")
             );
         }
         for t in &l.policy.trunks {
             if let Some(n) = t.next_hop {
-                println!(
+                print_out!(
                     "sipfence: trunk {} ({}) forwards to {n}",
                     t.name,
                     t.role.as_str()
@@ -656,16 +677,16 @@ async fn control(
     if !metrics_listen.is_empty() {
         match http::bind(&metrics_listen).await {
             Ok((l, a)) => {
-                println!("sipfence: metrics on http://{a}/metrics");
+                print_out!("sipfence: metrics on http://{a}/metrics");
                 tokio::spawn(http::run(l, st.clone()));
             }
             Err(e) => {
-                eprintln!("sipfence: cannot serve metrics on {metrics_listen}: {e}");
+                print_err!("sipfence: cannot serve metrics on {metrics_listen}: {e}");
                 return 1;
             }
         }
     }
-    println!(
+    print_out!(
         "sipfence: {workers} worker(s), policy v1 from {}",
         shared.loaded.load().policy.source
     );
@@ -675,7 +696,7 @@ async fn control(
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        eprintln!("sipfence: cannot install signal handlers");
+        print_err!("sipfence: cannot install signal handlers");
         return 1;
     };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
@@ -706,6 +727,6 @@ async fn control(
         }
     }
     tracing::info!("shutting down");
-    println!("sipfence: stopped");
+    print_out!("sipfence: stopped");
     0
 }

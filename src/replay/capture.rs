@@ -145,11 +145,20 @@ fn read_capture<R: std::io::Read + Send>(
     src: R,
     mut f: impl FnMut(&Packet<'_>),
 ) -> Result<End, String> {
-    let mut reader = create_reader(1 << 20, src).map_err(|e| match e {
-        PcapError::HeaderNotRecognized => "not a pcap or pcapng file".to_string(),
-        PcapError::Eof => "empty file".to_string(),
-        e => format!("cannot read capture header: {e:?}"),
-    })?;
+    let mut reader = match create_reader(1 << 20, src) {
+        Ok(r) => r,
+        // A file cut inside its own header (a capture that was still being written,
+        // a copy interrupted) is damaged like one cut later: nothing before it to replay.
+        Err(PcapError::Incomplete(_)) => {
+            return Ok(End::Damaged {
+                offset: 0,
+                reason: "capture cut short inside its file header".to_string(),
+            });
+        }
+        Err(PcapError::HeaderNotRecognized) => return Err("not a pcap or pcapng file".into()),
+        Err(PcapError::Eof) => return Err("empty file".into()),
+        Err(e) => return Err(format!("cannot read capture header: {e}")),
+    };
     let mut legacy_link = 1i32;
     let mut legacy_nanos = false;
     let mut ifaces: Vec<Iface> = vec![];

@@ -20,7 +20,7 @@ use crate::behaviour::{self, local::LocalTracker};
 use crate::decide::{Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
-use crate::policy::rate::LocalRateCounter;
+use crate::policy::rate::{LocalRateCounter, TRANSACTION_MS};
 use crate::record::Record;
 use crate::sip::Message;
 use crate::time::rfc3339;
@@ -38,6 +38,9 @@ pub struct Summary {
     pub sip_messages: u64,
     pub parse_errors: u64,
     pub calls: u64,
+    /// INVITEs sent again within their transaction's lifetime (RFC 3261 17.1.1.2: the
+    /// UDP client's timer A): judged again, as the proxy judges them, but not new calls.
+    pub retransmissions: u64,
     pub by_verdict: BTreeMap<&'static str, u64>,
     pub by_rule: BTreeMap<&'static str, u64>,
     /// Call outcomes the behaviour rules learnt from (answered, ring-once...).
@@ -55,6 +58,10 @@ pub struct Replayer<'p> {
     flows: TcpFlows,
     /// Call-ID hash -> rejected, kept only when the capture is being split.
     verdicts: HashMap<u64, bool, ahash::RandomState>,
+    /// INVITE transaction -> when it was last seen, to tell its retransmissions.
+    invites: HashMap<u64, u64, ahash::RandomState>,
+    /// Capture time of the last packet.
+    last_ts_ms: u64,
     pub summary: Summary,
 }
 
@@ -80,6 +87,8 @@ impl<'p> Replayer<'p> {
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
+            invites: HashMap::with_hasher(ahash::RandomState::new()),
+            last_ts_ms: 0,
             summary: Summary::default(),
         }
     }
@@ -134,6 +143,10 @@ impl<'p> Replayer<'p> {
                 );
             }
         })?;
+        // The capture's end: messages still waiting behind a TCP hole are read now.
+        let segments = self.flows.finish(&mut self.decoder.stats);
+        let mut o = PacketOutcome::default();
+        self.messages(segments, self.last_ts_ms, want_split, on_record, &mut o);
         if let End::Damaged { offset, reason } = &end {
             self.summary.damaged.push(format!(
                 "{name}: {reason} at byte {offset}; the {} packets before it were replayed",
@@ -150,6 +163,7 @@ impl<'p> Replayer<'p> {
         on_record: &mut dyn FnMut(Record),
     ) -> PacketOutcome {
         let mut o = PacketOutcome::default();
+        self.last_ts_ms = p.ts_ms;
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
         };
@@ -162,6 +176,19 @@ impl<'p> Replayer<'p> {
             }
             payload => vec![net::Segment { payload, ..seg }],
         };
+        self.messages(segments, p.ts_ms, out_wanted, on_record, &mut o);
+        o
+    }
+
+    /// Judges the messages of the segments a packet gave.
+    fn messages(
+        &mut self,
+        segments: Vec<net::Segment>,
+        ts_ms: u64,
+        out_wanted: bool,
+        on_record: &mut dyn FnMut(Record),
+        o: &mut PacketOutcome,
+    ) {
         for mut seg in segments {
             let payload = std::mem::replace(&mut seg.payload, net::Payload::Messages(vec![]));
             let messages: Vec<Vec<u8>> = match payload {
@@ -173,10 +200,9 @@ impl<'p> Replayer<'p> {
                 net::Payload::Stream(..) => vec![],
             };
             for m in messages {
-                self.message(m, &seg, p.ts_ms, out_wanted, on_record, &mut o);
+                self.message(m, &seg, ts_ms, out_wanted, on_record, o);
             }
         }
-        o
     }
 
     /// Judges one SIP message of the capture as the proxy would have judged it, received
@@ -237,7 +263,12 @@ impl<'p> Replayer<'p> {
                 if out_wanted && (d.kind == Kind::Call || rej) {
                     self.verdicts.insert(call_id, rej);
                 }
-                if d.kind == Kind::Call {
+                // A retransmitted INVITE gets its original's verdict and goes where its
+                // original went when the capture is split, but is no new call.
+                let again = d.kind == Kind::Call && self.retransmitted(&msg, &d, ts_ms);
+                if again {
+                    self.summary.retransmissions += 1;
+                } else if d.kind == Kind::Call {
                     self.summary.calls += 1;
                     *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
                     if let Some(r) = d.rule {
@@ -246,7 +277,7 @@ impl<'p> Replayer<'p> {
                         *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
                     }
                 }
-                if d.kind == Kind::Call || rej {
+                if !again && (d.kind == Kind::Call || rej) {
                     on_record(Record::new(self.policy, &msg, &d, src, ts_ms));
                 }
                 rej
@@ -265,6 +296,16 @@ impl<'p> Replayer<'p> {
 }
 
 impl Replayer<'_> {
+    /// Whether this INVITE repeats one seen within its transaction's lifetime.
+    fn retransmitted(&mut self, msg: &Message, d: &crate::decide::Decision, ts_ms: u64) -> bool {
+        if self.invites.len() >= MAX_CALLS_TRACKED {
+            self.invites.clear();
+        }
+        let key = crate::decide::transaction_key(d.trunk.unwrap_or(usize::MAX), msg);
+        let before = self.invites.insert(key, ts_ms);
+        before.is_some_and(|t| ts_ms.saturating_sub(t) <= TRANSACTION_MS)
+    }
+
     /// A later message of a call, for the behaviour features.
     fn learn(&mut self, msg: &Message, ts_ms: u64) {
         if self.policy.tracks_calls
@@ -375,13 +416,13 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
         );
     } else {
         println!();
         println!(
-            "packets {}  SIP messages {}  unparsable {}  calls {}",
-            s.packets, s.sip_messages, s.parse_errors, s.calls
+            "packets {}  SIP messages {}  unparsable {}  calls {}  retransmitted INVITEs {}",
+            s.packets, s.sip_messages, s.parse_errors, s.calls, s.retransmissions
         );
         // What the network layer could not follow: the first place to look when a
         // capture shows fewer calls than expected.

@@ -19,6 +19,10 @@ const FRAGMENT_TIMEOUT_MS: u64 = 30_000;
 /// TCP flows followed at once; bytes buffered per flow beyond the next message.
 const MAX_FLOWS: usize = 65_536;
 const MAX_OUT_OF_ORDER: usize = 256 * 1024;
+/// Capture time segments wait behind a hole before it is given up: longer than TCP's
+/// retransmission timeouts take to fill a real one (RFC 6298: one second at first,
+/// doubling), short enough that a quiet trunk's calls are not held back for long.
+const GAP_WAIT_MS: u64 = 5_000;
 /// Tunnels and label stacks opened inside one another, at most.
 const MAX_DEPTH: u8 = 4;
 
@@ -50,6 +54,8 @@ pub struct TcpMeta {
     pub seq: u32,
     pub syn: bool,
     pub fin_or_rst: bool,
+    /// Capture time of the segment.
+    pub ts_ms: u64,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -433,6 +439,7 @@ impl Decoder {
                             seq,
                             syn: flags & 0x02 != 0,
                             fin_or_rst: flags & 0x05 != 0,
+                            ts_ms,
                         },
                     ),
                 })
@@ -612,7 +619,70 @@ struct Flow {
     buf: Vec<u8>,
     ooo: BTreeMap<u32, Vec<u8>>,
     ooo_bytes: usize,
+    /// Capture time since when segments have waited behind a hole.
+    ooo_since: u64,
     mode: Mode,
+}
+
+impl Flow {
+    /// Gives a hole up: the stream goes on at the first segment after it, and the
+    /// message it cut is lost (the reader picks up at the next start line).
+    fn jump_gap(&mut self, stats: &mut NetStats) {
+        let Some(next) = self.next_seq else { return };
+        // The nearest after the hole in sequence space (which wraps), not the lowest key.
+        let Some(&first) = self.ooo.keys().min_by_key(|&&k| k.wrapping_sub(next)) else {
+            return;
+        };
+        stats.tcp_gaps += 1;
+        self.buf.clear();
+        self.next_seq = Some(first);
+    }
+
+    /// Moves the queued segments that are now in order onto the buffer.
+    fn pull_in_order(&mut self) {
+        while let Some(n) = self.next_seq {
+            let Some((&seq, _)) = self.ooo.iter().find(|(seq, d)| {
+                let a = seq.wrapping_sub(n) as i32;
+                a <= 0 && (-(a as i64)) < d.len() as i64
+            }) else {
+                break;
+            };
+            let d = self.ooo.remove(&seq).unwrap_or_default();
+            self.ooo_bytes -= d.len();
+            let skip = n.wrapping_sub(seq) as usize;
+            self.buf.extend_from_slice(&d[skip..]);
+            self.next_seq = Some(n.wrapping_add((d.len() - skip) as u32));
+        }
+        // Segments queued in between but not pulled lie behind another hole, which is
+        // waited for from now. (Queued segments the stream has passed are dropped.)
+        if let Some(n) = self.next_seq {
+            self.ooo.retain(|&seq, _| (seq.wrapping_sub(n) as i32) > 0);
+            self.ooo_bytes = self.ooo.values().map(Vec::len).sum();
+        }
+    }
+
+    /// Reads what the buffer holds as the stream's kind.
+    fn read(&mut self, stats: &mut NetStats, out: &mut Vec<Vec<u8>>, segments: &mut Vec<Segment>) {
+        if matches!(self.mode, Mode::Unknown) {
+            self.mode = classify(&mut self.buf);
+        }
+        match &mut self.mode {
+            Mode::Sip => sip_frames(&mut self.buf, stats, out),
+            Mode::WebSocket(ws) => {
+                let before = out.len();
+                let read = ws.feed(&mut self.buf, out);
+                stats.websocket_messages += (out.len() - before) as u64;
+                if read.is_err() {
+                    stats.tcp_desync += 1;
+                    self.mode = Mode::Other;
+                    self.buf.clear();
+                }
+            }
+            Mode::Hep => hep_packets(&mut self.buf, stats, segments),
+            Mode::Other => self.buf.clear(),
+            Mode::Unknown => {}
+        }
+    }
 }
 
 /// TCP streams, reassembled per direction and cut into SIP messages: SIP framed by
@@ -624,6 +694,30 @@ pub struct TcpFlows {
 }
 
 impl TcpFlows {
+    /// The end of the capture: what still waits behind a hole is read (the holes are
+    /// counted as gaps), so that no call is lost silently for want of a later segment.
+    pub fn finish(&mut self, stats: &mut NetStats) -> Vec<Segment> {
+        let mut segments = vec![];
+        for (&(src, dst), f) in self.flows.iter_mut() {
+            if f.ooo.is_empty() {
+                continue;
+            }
+            let mut out = vec![];
+            f.jump_gap(stats);
+            f.pull_in_order();
+            f.read(stats, &mut out, &mut segments);
+            if !out.is_empty() {
+                segments.push(Segment {
+                    src,
+                    dst,
+                    transport: Transport::Tcp,
+                    payload: Payload::Messages(out),
+                });
+            }
+        }
+        segments
+    }
+
     /// Feeds one segment of the stream from `src` to `dst`; returns the complete SIP
     /// messages it finishes, as segments of whole messages.
     pub fn feed(
@@ -663,50 +757,32 @@ impl TcpFlows {
                     f.next_seq = Some(next.wrapping_add((payload.len() - skip) as u32));
                 }
             } else {
+                if f.ooo.is_empty() {
+                    f.ooo_since = t.ts_ms;
+                }
                 f.ooo_bytes += payload.len();
                 f.ooo.insert(t.seq, payload.to_vec());
-                if f.ooo_bytes > MAX_OUT_OF_ORDER {
-                    // A gap that will not fill: jump over it.
-                    stats.tcp_gaps += 1;
-                    f.buf.clear();
-                    f.next_seq = f.ooo.keys().next().copied();
-                }
             }
-            // Pull in queued segments that are now in order.
-            while let Some(n) = f.next_seq {
-                let Some((&seq, _)) = f.ooo.iter().find(|(seq, d)| {
-                    let a = seq.wrapping_sub(n) as i32;
-                    a <= 0 && (-(a as i64)) < d.len() as i64
-                }) else {
-                    break;
-                };
-                let d = f.ooo.remove(&seq).unwrap_or_default();
-                f.ooo_bytes -= d.len();
-                let skip = n.wrapping_sub(seq) as usize;
-                f.buf.extend_from_slice(&d[skip..]);
-                f.next_seq = Some(n.wrapping_add((d.len() - skip) as u32));
+            // A hole that will not fill: the sender would have sent it again within a
+            // few retransmission timeouts, so it is the capture's (a mirror port that
+            // dropped it, a capture started mid-way); or more waits behind it than any
+            // message holds.
+            let stale = t.ts_ms.saturating_sub(f.ooo_since) > GAP_WAIT_MS;
+            if !f.ooo.is_empty() && (f.ooo_bytes > MAX_OUT_OF_ORDER || stale) {
+                f.jump_gap(stats);
             }
-            if matches!(f.mode, Mode::Unknown) {
-                f.mode = classify(&mut f.buf);
+            let waiting = f.ooo.len();
+            f.pull_in_order();
+            if f.ooo.len() < waiting {
+                f.ooo_since = t.ts_ms;
             }
-            match &mut f.mode {
-                Mode::Sip => sip_frames(&mut f.buf, stats, &mut out),
-                Mode::WebSocket(ws) => {
-                    let before = out.len();
-                    let read = ws.feed(&mut f.buf, &mut out);
-                    stats.websocket_messages += (out.len() - before) as u64;
-                    if read.is_err() {
-                        stats.tcp_desync += 1;
-                        f.mode = Mode::Other;
-                        f.buf.clear();
-                    }
-                }
-                Mode::Hep => hep_packets(&mut f.buf, stats, &mut segments),
-                Mode::Other => f.buf.clear(),
-                Mode::Unknown => {}
-            }
+            f.read(stats, &mut out, &mut segments);
         }
         if t.fin_or_rst {
+            // What waits behind a hole is read before the flow is forgotten.
+            f.jump_gap(stats);
+            f.pull_in_order();
+            f.read(stats, &mut out, &mut segments);
             self.flows.remove(&key);
         }
         if !out.is_empty() {
@@ -786,13 +862,24 @@ fn classify(buf: &mut Vec<u8>) -> Mode {
         buf.drain(..p);
         return Mode::Hep;
     }
+    // A capture that starts inside a SIP connection (or after a hole) starts inside a
+    // message: SIP from the next start line on.
+    if let Some(p) = find_sip_start(buf) {
+        buf.drain(..p);
+        return Mode::Sip;
+    }
     match ws {
-        // A start line cut by the segment: wait for its end.
+        // A start line cut by the segment: wait for its end, as long as the rest of a
+        // message might come before one.
         websocket::Start::Wait => Mode::Unknown,
-        _ if memchr::memchr(b'\n', buf).is_none() && buf.len() < 2048 => Mode::Unknown,
+        _ if buf.len() < UNKNOWN_WAIT_BYTES => Mode::Unknown,
         _ => Mode::Other,
     }
 }
+
+/// Bytes a stream of no known kind is held while waiting for a start line: about the
+/// rest of a large SIP message cut by the capture's start.
+const UNKNOWN_WAIT_BYTES: usize = 8192;
 
 /// Whether a HEPv3 packet starts `b` (whole and readable, or cut by the segment's end).
 fn hep_starts(b: &[u8]) -> bool {
@@ -927,6 +1014,7 @@ mod tests {
             seq,
             syn: false,
             fin_or_rst: false,
+            ts_ms: 0,
         };
         let mut got = vec![];
         for (seq, part) in [(1000u32, &stream), (1000 + stream.len() as u32, &rest)] {
@@ -942,5 +1030,125 @@ mod tests {
         assert_eq!(got, vec![5002, 5003, 5004]);
         assert_eq!(st.decapsulated, 3);
         assert_eq!(st.tcp_desync, 1);
+    }
+
+    /// Call-IDs of the messages in segments.
+    fn call_ids(segments: Vec<Segment>) -> Vec<String> {
+        let mut ids = vec![];
+        for s in segments {
+            if let Payload::Messages(m) = s.payload {
+                for m in m {
+                    let t = String::from_utf8_lossy(&m).into_owned();
+                    let id = t
+                        .split("Call-ID: ")
+                        .nth(1)
+                        .unwrap_or("")
+                        .split("\r\n")
+                        .next();
+                    ids.push(id.unwrap_or("").to_string());
+                }
+            }
+        }
+        ids
+    }
+
+    fn options(id: &str) -> Vec<u8> {
+        format!("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: {id}\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes()
+    }
+
+    /// A hole the capture never fills (a mirror that dropped a segment) is given up
+    /// after GAP_WAIT_MS of capture time, or at the capture's end, and what waited
+    /// behind it is read from the next start line; a hole filled in time loses nothing.
+    #[test]
+    fn holes_are_waited_for_then_given_up() {
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 0, 1], 40000)),
+            SocketAddr::from(([10, 0, 0, 2], 5060)),
+        );
+        let meta = |seq, ts_ms| TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+            ts_ms,
+        };
+        let (m1, m2, m3) = (options("one"), options("two"), options("three"));
+        let mut stream = m1.clone();
+        stream.extend_from_slice(&m2);
+        stream.extend_from_slice(&m3);
+        let (x, rest) = stream.split_at(20);
+        let (hole, y) = rest.split_at(10); // inside the first message
+        let y_seq = 1000 + 30;
+        // Filled in time (one second later): all three.
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        assert!(f.feed(a, b, x, meta(1000, 0), &mut st).is_empty());
+        assert!(f.feed(a, b, y, meta(y_seq, 10), &mut st).is_empty());
+        let got = call_ids(f.feed(a, b, hole, meta(1020, 1_000), &mut st));
+        assert_eq!(got, ["one", "two", "three"]);
+        assert_eq!(st.tcp_gaps, 0);
+        // Never filled: the next segment after GAP_WAIT_MS gives the rest up to it.
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        let m4 = options("four");
+        let m4_seq = y_seq + y.len() as u32;
+        let got = call_ids(f.feed(a, b, &m4, meta(m4_seq, 10 + GAP_WAIT_MS + 1), &mut st));
+        assert_eq!(got, ["two", "three", "four"]);
+        assert_eq!(st.tcp_gaps, 1);
+        // Never filled and nothing after it: the capture's end gives it up.
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        assert_eq!(call_ids(f.finish(&mut st)), ["two", "three"]);
+        assert_eq!(st.tcp_gaps, 1);
+        assert!(f.finish(&mut st).is_empty(), "given once");
+        // So does the connection's end (FIN).
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        let fin = TcpMeta {
+            fin_or_rst: true,
+            ..meta(y_seq + y.len() as u32, 20)
+        };
+        assert_eq!(call_ids(f.feed(a, b, &[], fin, &mut st)), ["two", "three"]);
+    }
+
+    /// A capture that starts inside a connection, inside a message: read from the next
+    /// start line, also when that line comes in a later segment.
+    #[test]
+    fn a_stream_picked_up_inside_a_message() {
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 0, 1], 40001)),
+            SocketAddr::from(([10, 0, 0, 2], 5060)),
+        );
+        let meta = |seq| TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+            ts_ms: 0,
+        };
+        let m = options("whole");
+        let mut tail = b"ntact: <sip:x@y>\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let cut = tail.len() + 7; // the next start line cut after "OPTIONS"
+        tail.extend_from_slice(&m);
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        assert!(f.feed(a, b, &tail[..cut], meta(5000), &mut st).is_empty());
+        let got = call_ids(f.feed(a, b, &tail[cut..], meta(5000 + cut as u32), &mut st));
+        assert_eq!(got, ["whole"]);
+        // Not SIP at all: given up once more than a message's rest has come.
+        let mut f = TcpFlows::default();
+        let mut seq = 1;
+        for _ in 0..10 {
+            let junk = [0x17u8; 1400];
+            assert!(f.feed(a, b, &junk, meta(seq), &mut st).is_empty());
+            seq += 1400;
+        }
+        let flow = f.flows.values().next().unwrap();
+        assert!(matches!(flow.mode, Mode::Other) && flow.buf.is_empty());
     }
 }

@@ -37,6 +37,36 @@ pub enum MultipartError {
     TooManyParts(usize),
 }
 
+impl MultipartError {
+    /// Where in the message it broke (0 for a missing boundary parameter).
+    pub fn offset(self) -> usize {
+        match self {
+            MultipartError::NoBoundary => 0,
+            MultipartError::NoDelimiter(o)
+            | MultipartError::Unterminated(o)
+            | MultipartError::TooManyParts(o) => o,
+        }
+    }
+}
+
+impl std::fmt::Display for MultipartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MultipartError::NoBoundary => write!(f, "its Content-Type has no boundary"),
+            MultipartError::NoDelimiter(o) => {
+                write!(f, "no delimiter of its boundary (from byte {o})")
+            }
+            MultipartError::Unterminated(o) => write!(
+                f,
+                "a part's headers or the closing delimiter never end (at byte {o})"
+            ),
+            MultipartError::TooManyParts(o) => {
+                write!(f, "more than {MAX_PARTS} parts (at byte {o})")
+            }
+        }
+    }
+}
+
 /// The boundary parameter of a multipart Content-Type value, unquoted.
 pub fn boundary(content_type: &[u8]) -> Option<&[u8]> {
     // RFC 2046: 1 to 70 characters.
