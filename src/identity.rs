@@ -261,10 +261,8 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                 });
             }
             // A field after the two values: a third (an empty field says nothing).
-            HeaderName::PAssertedIdentity => {
-                if !crate::sip::lex::trim(h.value().of(b)).is_empty() {
-                    id.excess_asserted = true;
-                }
+            HeaderName::PAssertedIdentity if !crate::sip::lex::trim(h.value().of(b)).is_empty() => {
+                id.excess_asserted = true;
             }
             HeaderName::PPreferredIdentity if id.preferred.is_none() => {
                 let _ = addr::parse_list(b, h.value(), |na| {

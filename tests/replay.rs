@@ -1234,7 +1234,7 @@ fn udp_retransmissions_are_not_new_calls() {
         w.write(
             sipfence::replay::pcapout::LINKTYPE_RAW,
             1_795_000_000 + t / 1000,
-            (t % 1000) as u32 * 1000,
+            (t % 1000) * 1000,
             &pkt,
             pkt.len() as u32,
         )
