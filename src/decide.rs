@@ -501,6 +501,15 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &mut d.identity);
+    // Digits among words in a display name count as a shown number only when they are
+    // one the plan knows (a service number, a mobile...): "Room 1203" shows none.
+    if d.identity.display_embedded
+        && d.identity
+            .display_number
+            .is_some_and(|n| policy.plan.classify(&n).class == Class::Invalid)
+    {
+        d.identity.display_number = None;
+    }
     if d.identity.excess_asserted {
         // Not a caller rule's matter: the request breaks RFC 3325 9.1, and judging two
         // of its asserted identities would let a third through to the core.

@@ -88,6 +88,8 @@ pub struct CallerIdentity {
     /// From's display name when it reads as a number: many phones show the display
     /// name, so a number there is presented as much as one in the URI.
     pub display_number: Option<Number>,
+    /// `display_number` was read among words in the display name, not as all of it.
+    pub display_embedded: bool,
 }
 
 /// What the ISUP of a SIP-I call says about the caller.
@@ -215,6 +217,14 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                         }
                     });
                     id.display_number = display.and_then(Result::ok);
+                    // A number among words ("Bank of China 95588") is shown as much.
+                    if display == Some(Err(NotANumber::NonNumeric))
+                        && let Some(d) = na.display
+                    {
+                        id.display_number = crate::numbering::embedded_number(unquote(d.of(b)))
+                            .and_then(|t| normalise(t, r.home_cc, None).ok());
+                        id.display_embedded = id.display_number.is_some();
+                    }
                     id.from_presents = match p.number {
                         Ok(_)
                         | Err(

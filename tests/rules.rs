@@ -1121,6 +1121,50 @@ fn digits_beyond_any_plan_break_the_plan() {
     );
 }
 
+/// A number among words in From's display name ("Bank of China 95588", the forged-bank
+/// pattern) is shown to the callee as much as a display name that is only a number:
+/// deleted at the international gateway, judged on an enterprise trunk. Digits that are
+/// no number of the plan ("Room 1203") show none.
+#[test]
+fn a_number_among_words_in_the_display_name() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@x>\r\n";
+    for display in [
+        "\"Bank of China 95588\"",
+        "\"中国银行95588\"",
+        "\"95588 中国银行\"",
+        "\"Tel:13812345678\"",
+        "\"客服 ９５５８８\"",
+    ] {
+        let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), pai);
+        assert_eq!(
+            rewritten_from(&p, &m),
+            b"<sip:+442071234567@10.9.9.9>;tag=ft1".to_vec(),
+            "{display}"
+        );
+    }
+    for display in [
+        "\"Room 1203\"",
+        "\"John Smith\"",
+        "\"UK desk +44 20 7123 4567\"",
+    ] {
+        let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), pai);
+        assert_eq!(passes(&p, &m, "intl").rule, None, "{display}");
+    }
+    let ent = |display: &str| {
+        with_from(
+            &format!("{display} <sip:+8613912340001@10.9.9.9>"),
+            "P-Asserted-Identity: <sip:+8613912340001@x>\r\n",
+        )
+    };
+    let d = judge(&p, &ent("\"Hotline 95588\""), "ent");
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    for display in ["\"Room 1203\"", "\"Sales 400-800-1234\"", "\"Front desk\""] {
+        assert_eq!(passes(&p, &ent(display), "ent").rule, None, "{display}");
+    }
+}
+
 #[test]
 fn label_mvno_with_verstat() {
     let p = policy("");

@@ -155,6 +155,45 @@ fn unit(b: &[u8]) -> (u8, usize) {
     }
 }
 
+/// The number written inside a text, as a display name shows one beside words (`"Bank
+/// of China 95588"`, `"中国银行９５５８８"`, `"Tel: +86 138-1234-5678"`): the longest run of
+/// digits with the separators numbers are written with and a leading '+', holding at
+/// least three digits. `None` when the text holds no such run.
+pub fn embedded_number(text: &[u8]) -> Option<&[u8]> {
+    // (start, end after the last digit, digits) of the run being read and of the best.
+    let mut best: Option<(usize, usize, usize)> = None;
+    let mut run: Option<(usize, usize, usize)> = None;
+    let close = |run: &mut Option<(usize, usize, usize)>,
+                 best: &mut Option<(usize, usize, usize)>| {
+        if let Some(r) = run.take()
+            && r.2 >= 3
+            && best.is_none_or(|b| r.2 > b.2)
+        {
+            *best = Some(r);
+        }
+    };
+    let mut i = 0;
+    while i < text.len() {
+        let (c, len) = unit(&text[i..]);
+        match c {
+            b'0'..=b'9' => {
+                let r = run.get_or_insert((i, i, 0));
+                r.1 = i + len;
+                r.2 += 1;
+            }
+            b'+' => {
+                close(&mut run, &mut best);
+                run = Some((i, i, 0));
+            }
+            b'-' | b'.' | b'(' | b')' | b' ' if run.is_some() => {}
+            _ => close(&mut run, &mut best),
+        }
+        i += len;
+    }
+    close(&mut run, &mut best);
+    best.map(|(s, e, _)| &text[s..e])
+}
+
 /// How a peer writes a number that has no `+`, `00` or trunk `0` in front (a trunk's
 /// `bare_numbers`): in the home plan (`13812345678`, `110`), or as E.164 without its
 /// plus (`14155550123`), as many international carriers send them.
@@ -432,6 +471,23 @@ mod tests {
         assert_eq!(n("138+12"), Err(NotANumber::NonNumeric));
         assert_eq!(n("1234567890123456789012"), Err(NotANumber::TooLong));
         assert_eq!(n("00"), Err(NotANumber::Incomplete));
+        // Numbers inside words, as display names show them.
+        let e = |t: &str| {
+            embedded_number(t.as_bytes()).map(|d| String::from_utf8_lossy(d).into_owned())
+        };
+        assert_eq!(e("Bank of China 95588").as_deref(), Some("95588"));
+        assert_eq!(e("中国银行９５５８８").as_deref(), Some("９５５８８"));
+        assert_eq!(
+            e("Tel: +86 138-1234-5678 (mobile)").as_deref(),
+            Some("+86 138-1234-5678")
+        );
+        assert_eq!(e("Room 12, desk 4").as_deref(), None);
+        assert_eq!(e("Alice").as_deref(), None);
+        assert_eq!(
+            e("ext 101 or (0755) 8888-1234").as_deref(),
+            Some("0755) 8888-1234")
+        );
+        assert_eq!(n("0755) 8888-1234"), Ok("+8675588881234".to_string()));
         assert_eq!(n("00-"), Err(NotANumber::Incomplete));
         assert_eq!(n("000"), Ok("+0".to_string()));
         // Escapes and full-width forms of what is not a number stay not numbers.
