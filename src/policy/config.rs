@@ -308,6 +308,14 @@ impl SourceSpec {
         })
     }
 
+    /// Whether every address `other` admits, this admits too.
+    pub fn covers(&self, other: &SourceSpec) -> bool {
+        self.net.is_ipv4() == other.net.is_ipv4()
+            && self.prefix <= other.prefix
+            && self.port.is_none_or(|p| other.port == Some(p))
+            && self.matches(&SocketAddr::new(other.net, self.port.unwrap_or(0)))
+    }
+
     pub fn matches(&self, a: &SocketAddr) -> bool {
         if self.port.is_some_and(|p| p != a.port()) {
             return false;

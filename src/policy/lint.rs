@@ -17,10 +17,32 @@ fn refuses(t: &Trunk, r: RuleId) -> bool {
     t.runs(r) && matches!(t.action(r).kind, ActionKind::Reject | ActionKind::Drop)
 }
 
+/// Whether trunk `a` takes every message trunk `b` would (a message belongs to the first
+/// trunk whose sources and listen addresses both match it).
+fn shadows(a: &Trunk, b: &Trunk) -> bool {
+    let sources = a.sources.is_empty()
+        || (!b.sources.is_empty()
+            && b.sources
+                .iter()
+                .all(|s| a.sources.iter().any(|x| x.covers(s))));
+    let listen = a.listen.is_empty()
+        || (!b.listen.is_empty() && b.listen.iter().all(|l| a.listen.contains(l)));
+    sources && listen
+}
+
 /// One line per trunk and reason: `trunk ent-bank whitelist: 2 entries refused first by
-/// blacklist: +8613800000001, +8613800000002`.
+/// blacklist: +8613800000001, +8613800000002`; and a trunk that an earlier one leaves
+/// nothing to.
 pub fn warnings(p: &Policy) -> Vec<String> {
     let mut out = vec![];
+    for (i, b) in p.trunks.iter().enumerate() {
+        if let Some(a) = p.trunks[..i].iter().find(|a| shadows(a, b)) {
+            out.push(format!(
+                "trunk {} can never match: trunk {}, earlier in the file, takes every message from its sources on its listen addresses",
+                b.name, a.name
+            ));
+        }
+    }
     for t in &p.trunks {
         let Some(w) = &t.whitelist else { continue };
         // (rule, why, entries)
@@ -115,6 +137,67 @@ entries = [{whitelist}]
 "#
         );
         Policy::from_str(&text, "t.toml", std::path::Path::new(".")).expect("test policy")
+    }
+
+    #[test]
+    fn a_trunk_behind_one_that_takes_its_messages() {
+        let text = |first: &str, second: &str| {
+            format!(
+                "[[trunk]]\nname = \"a\"\nrole = \"international\"\n{first}\n[[trunk]]\nname = \"b\"\nrole = \"interconnect\"\n{second}\n"
+            )
+        };
+        let warned = |first: &str, second: &str| {
+            let p = Policy::from_str(&text(first, second), "t.toml", std::path::Path::new("."))
+                .expect("test policy");
+            warnings(&p)
+                .iter()
+                .any(|w| w.starts_with("trunk b can never match: trunk a"))
+        };
+        let l = "listen = [\"udp:127.0.0.1:5060\"]";
+        for (first, second) in [
+            (
+                format!("{l}\nsources = [\"127.0.0.0/8\"]"),
+                format!("{l}\nsources = [\"127.0.0.0/8\"]"),
+            ),
+            (
+                format!("{l}\nsources = [\"10.0.0.0/8\"]"),
+                format!("{l}\nsources = [\"10.1.2.3\", \"10.9.0.0/16\"]"),
+            ),
+            (
+                "sources = [\"10.0.0.0/8\"]".to_string(),
+                format!("{l}\nsources = [\"10.1.2.3:5070\"]"),
+            ),
+            (
+                format!("{l}\nsources = []"),
+                format!("{l}\nsources = [\"192.0.2.1\"]"),
+            ),
+        ] {
+            assert!(warned(&first, &second), "{first} / {second}");
+        }
+        for (first, second) in [
+            (
+                format!("{l}\nsources = [\"10.0.0.0/8\"]"),
+                format!("{l}\nsources = [\"10.0.0.0/8\", \"192.0.2.1\"]"),
+            ),
+            (
+                format!("{l}\nsources = [\"10.0.0.0/8\"]"),
+                "sources = [\"10.1.2.3\"]".to_string(),
+            ),
+            (
+                format!("{l}\nsources = [\"10.0.0.0/8\"]"),
+                format!("listen = [\"udp:127.0.0.1:5062\"]\nsources = [\"10.1.2.3\"]"),
+            ),
+            (
+                format!("{l}\nsources = [\"10.1.2.3:5070\"]"),
+                format!("{l}\nsources = [\"10.1.2.3\"]"),
+            ),
+            (
+                format!("{l}\nsources = [\"10.1.0.0/16\"]"),
+                format!("{l}\nsources = [\"10.0.0.0/8\"]"),
+            ),
+        ] {
+            assert!(!warned(&first, &second), "{first} / {second}");
+        }
     }
 
     #[test]
