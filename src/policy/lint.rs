@@ -185,7 +185,7 @@ entries = [{whitelist}]
             ),
             (
                 format!("{l}\nsources = [\"10.0.0.0/8\"]"),
-                format!("listen = [\"udp:127.0.0.1:5062\"]\nsources = [\"10.1.2.3\"]"),
+                "listen = [\"udp:127.0.0.1:5062\"]\nsources = [\"10.1.2.3\"]".to_string(),
             ),
             (
                 format!("{l}\nsources = [\"10.1.2.3:5070\"]"),
