@@ -1571,7 +1571,50 @@ fn config_errors_name_file_and_line() {
     );
     assert!(e.contains(&format!("bad.toml:{}:", lines + 4)), "{e}");
     let e = bad("[lists.own_segments]\nentries = [\"alice\"]");
-    assert!(e.contains("bad.toml") && e.contains("alice"), "{e}");
+    assert!(
+        e.starts_with(&format!("bad.toml:{}:", lines + 2)) && e.contains("alice"),
+        "{e}"
+    );
+    // Reasons found once the file parsed name the line they are about too: the
+    // second trunk of a name, a key of a trunk, a section's key, a list's entries.
+    let e = bad("[[trunk]]\nname = \"intl\"\nrole = \"international\"");
+    assert!(
+        e.starts_with(&format!("bad.toml:{}:", lines + 1)) && e.contains("defined twice"),
+        "{e}"
+    );
+    let e = bad(
+        "[[trunk]]\nname = \"z\"\nrole = \"enterprise\"\nsources = [\"10.0.0.9\"]\nmax_calls_per_minute = 0\n[trunk.whitelist]\nentries = [\"13912345678\"]",
+    );
+    assert!(
+        e.starts_with(&format!("bad.toml:{}:", lines + 5)) && e.contains("= 0 would refuse"),
+        "{e}"
+    );
+    let e = bad(
+        "[[trunk]]\nname = \"z\"\nrole = \"enterprise\"\nsources = [\"10.0.0.9\"]\n[trunk.whitelist]\nentries = [\"139\", \"bob\"]",
+    );
+    assert!(
+        e.starts_with(&format!("bad.toml:{}:", lines + 6)) && e.contains("bob"),
+        "{e}"
+    );
+    let e = Policy::from_str(
+        "[general]\nlabel_header = \"X Bad: y\"\n",
+        "bad.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("bad.toml:2:"), "{e}");
+    let e = Policy::from_str(
+        "[general]\n\nplan = \"builtin:us\"\n",
+        "bad.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("bad.toml:3:") && e.contains("builtin:cn"),
+        "{e}"
+    );
     // List files: their own name and line.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -359,6 +359,90 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> LoadError {
     }
 }
 
+/// The line of a policy text that a reason found after parsing is about: within the
+/// `[[trunk]]` block of the trunk it names (the last of that name, since a name defined
+/// twice is about the second), or the `[section]` or `[lists.name]` it names, the first
+/// key it names (an `entry` of a list is in its `entries`); else the trunk's first line.
+fn locate(text: &str, reason: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let key_of = |l: &str| -> Option<String> {
+        let (k, _) = l.split_once('=')?;
+        let k = k.trim();
+        (!k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+            .then(|| k.to_string())
+    };
+    // Each table: (header, first line, end), the trunk blocks with their subtables.
+    let mut tables: Vec<(String, usize, usize)> = vec![];
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim();
+        let sub = t.starts_with("[trunk.") || t.starts_with("[[trunk.");
+        if t.starts_with('[') && !sub {
+            if let Some(last) = tables.last_mut() {
+                last.2 = i;
+            }
+            tables.push((
+                t.trim_matches(|c| c == '[' || c == ']').to_string(),
+                i,
+                lines.len(),
+            ));
+        }
+    }
+    let name_of = |(_, s, e): &(String, usize, usize)| {
+        lines[*s..*e].iter().find_map(|l| {
+            (key_of(l).as_deref() == Some("name"))
+                .then(|| {
+                    l.split_once('=')
+                        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+                })
+                .flatten()
+        })
+    };
+    let trunk = tables.iter().rev().find(|t| {
+        t.0 == "trunk"
+            && name_of(t).is_some_and(|n| {
+                [
+                    format!("trunk '{n}'"),
+                    format!("trunk {n}:"),
+                    format!("trunk {n} "),
+                    format!("trunk name '{n}'"),
+                ]
+                .iter()
+                .any(|p| reason.contains(p.as_str()))
+            })
+    });
+    let words: Vec<&str> = reason
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter(|w| w.len() >= 3)
+        .collect();
+    // A section the reason names (`general.label_header`, `blacklist entry 2`).
+    let section = words.iter().find_map(|w| {
+        let head = w.split('.').next().unwrap_or(w);
+        tables
+            .iter()
+            .find(|t| t.0 != "trunk" && (t.0 == head || t.0 == format!("lists.{head}")))
+    });
+    let (s, e) = trunk.or(section).map_or((0, lines.len()), |t| (t.1, t.2));
+    let find = |range: std::ops::Range<usize>, key: &str| {
+        range
+            .into_iter()
+            .find(|&i| key_of(lines[i]).as_deref() == Some(key))
+            .map(|i| i + 1)
+    };
+    let keys = || words.iter().map(|w| w.rsplit('.').next().unwrap_or(w));
+    // A key it names in its table; then anywhere (a trunk's subtable may stand after
+    // other tables); then the list `entries` an `entry` is in.
+    keys()
+        .find_map(|k| find(s..e, k))
+        .or_else(|| keys().find_map(|k| find(0..lines.len(), k)))
+        .or_else(|| {
+            keys()
+                .any(|k| k == "entry")
+                .then(|| find(s..e, "entries"))
+                .flatten()
+        })
+        .or_else(|| trunk.or(section).map(|t| t.1 + 1))
+}
+
 fn resolve_actions(
     base: &[Action],
     over: &std::collections::BTreeMap<RuleId, RuleConf>,
@@ -452,9 +536,28 @@ impl Policy {
     }
 
     pub fn from_str(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
+        Policy::build(text, file, dir).map_err(|mut e| {
+            // A reason found once the file parsed (a trunk defined twice, a bad entry)
+            // has no line of its own: the one it names is looked up in the text.
+            if e.line.is_none() && e.file == file {
+                e.line = locate(text, &e.reason);
+            }
+            e
+        })
+    }
+
+    fn build(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
         let cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         let plan = if cfg.general.plan == "builtin:cn" {
             Plan::builtin()
+        } else if cfg.general.plan.starts_with("builtin:") {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "plan = \"{}\": the built-in plan is builtin:cn (other plans are plan files)",
+                    cfg.general.plan
+                ),
+            ));
         } else {
             let p = dir.join(&cfg.general.plan);
             let pn = p.display().to_string();
