@@ -194,6 +194,18 @@ pub fn embedded_number(text: &[u8]) -> Option<&[u8]> {
     best.map(|(s, e, _)| &text[s..e])
 }
 
+/// `t` with its escapes decoded, when it fits `out` (the privacy words are short).
+fn unescaped<'o>(t: &[u8], out: &'o mut [u8; 16]) -> Option<&'o [u8]> {
+    let (mut i, mut n) = (0, 0);
+    while i < t.len() {
+        let (c, len) = unit(&t[i..]);
+        *out.get_mut(n)? = c;
+        n += 1;
+        i += len;
+    }
+    Some(&out[..n])
+}
+
 /// How a peer writes a number that has no `+`, `00` or trunk `0` in front (a trunk's
 /// `bare_numbers`): in the home plan (`13812345678`, `110`), or as E.164 without its
 /// plus (`14155550123`), as many international carriers send them.
@@ -293,7 +305,12 @@ pub fn normalise_as(
             b'+' if n == 0 && !plus => plus = true,
             _ => {
                 let t = super::sip::lex::trim(raw);
-                if WITHHELD.iter().any(|w| t.eq_ignore_ascii_case(w)) {
+                let withheld = |t: &[u8]| WITHHELD.iter().any(|w| t.eq_ignore_ascii_case(w));
+                // Escaped letters name the same user (RFC 3261 19.1.4: `%61nonymous`).
+                let mut plain = [0u8; 16];
+                if withheld(t)
+                    || (t.contains(&b'%') && unescaped(t, &mut plain).is_some_and(withheld))
+                {
                     return Err(NotANumber::Withheld);
                 }
                 return Err(NotANumber::NonNumeric);
@@ -471,6 +488,9 @@ mod tests {
         assert_eq!(n("138+12"), Err(NotANumber::NonNumeric));
         assert_eq!(n("1234567890123456789012"), Err(NotANumber::TooLong));
         assert_eq!(n("00"), Err(NotANumber::Incomplete));
+        assert_eq!(n("%61nonymous"), Err(NotANumber::Withheld));
+        assert_eq!(n("%55NKNOWN"), Err(NotANumber::Withheld));
+        assert_eq!(n("%61lice"), Err(NotANumber::NonNumeric));
         // Numbers inside words, as display names show them.
         let e = |t: &str| {
             embedded_number(t.as_bytes()).map(|d| String::from_utf8_lossy(d).into_owned())
