@@ -638,6 +638,18 @@ impl Flow {
         self.next_seq = Some(first);
     }
 
+    /// Gives the hole up (if there is one) and reads what waited behind it.
+    fn give_up_hole(
+        &mut self,
+        stats: &mut NetStats,
+        out: &mut Vec<Vec<u8>>,
+        segments: &mut Vec<Segment>,
+    ) {
+        self.jump_gap(stats);
+        self.pull_in_order();
+        self.read(stats, out, segments);
+    }
+
     /// Moves the queued segments that are now in order onto the buffer.
     fn pull_in_order(&mut self) {
         while let Some(n) = self.next_seq {
@@ -703,17 +715,8 @@ impl TcpFlows {
                 continue;
             }
             let mut out = vec![];
-            f.jump_gap(stats);
-            f.pull_in_order();
-            f.read(stats, &mut out, &mut segments);
-            if !out.is_empty() {
-                segments.push(Segment {
-                    src,
-                    dst,
-                    transport: Transport::Tcp,
-                    payload: Payload::Messages(out),
-                });
-            }
+            f.give_up_hole(stats, &mut out, &mut segments);
+            push_messages(&mut segments, src, dst, out);
         }
         segments
     }
@@ -780,20 +783,23 @@ impl TcpFlows {
         }
         if t.fin_or_rst {
             // What waits behind a hole is read before the flow is forgotten.
-            f.jump_gap(stats);
-            f.pull_in_order();
-            f.read(stats, &mut out, &mut segments);
+            f.give_up_hole(stats, &mut out, &mut segments);
             self.flows.remove(&key);
         }
-        if !out.is_empty() {
-            segments.push(Segment {
-                src,
-                dst,
-                transport: Transport::Tcp,
-                payload: Payload::Messages(out),
-            });
-        }
+        push_messages(&mut segments, src, dst, out);
         segments
+    }
+}
+
+/// The messages a stream from `src` to `dst` gave, as one segment (none for none).
+fn push_messages(segments: &mut Vec<Segment>, src: SocketAddr, dst: SocketAddr, out: Vec<Vec<u8>>) {
+    if !out.is_empty() {
+        segments.push(Segment {
+            src,
+            dst,
+            transport: Transport::Tcp,
+            payload: Payload::Messages(out),
+        });
     }
 }
 
