@@ -58,8 +58,12 @@ pub struct Replayer<'p> {
     flows: TcpFlows,
     /// Call-ID hash -> rejected, kept only when the capture is being split.
     verdicts: HashMap<u64, bool, ahash::RandomState>,
-    /// INVITE transaction -> when it was last seen, to tell its retransmissions.
-    invites: HashMap<u64, u64, ahash::RandomState>,
+    /// INVITE transaction -> when it was last seen, to tell its retransmissions: the
+    /// transactions of this span of TRANSACTION_MS of capture time and of the one
+    /// before, so that memory follows the call rate, not the capture's length.
+    invites: [HashMap<u64, u64, ahash::RandomState>; 2],
+    /// The span `invites[0]` holds.
+    invites_span: u64,
     /// Capture time of the last packet.
     last_ts_ms: u64,
     pub summary: Summary,
@@ -87,7 +91,8 @@ impl<'p> Replayer<'p> {
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
-            invites: HashMap::with_hasher(ahash::RandomState::new()),
+            invites: Default::default(),
+            invites_span: 0,
             last_ts_ms: 0,
             summary: Summary::default(),
         }
@@ -298,12 +303,25 @@ impl<'p> Replayer<'p> {
 impl Replayer<'_> {
     /// Whether this INVITE repeats one seen within its transaction's lifetime.
     fn retransmitted(&mut self, msg: &Message, d: &crate::decide::Decision, ts_ms: u64) -> bool {
-        if self.invites.len() >= MAX_CALLS_TRACKED {
-            self.invites.clear();
+        let span = ts_ms / TRANSACTION_MS;
+        if span != self.invites_span {
+            let [now, before] = &mut self.invites;
+            if span == self.invites_span + 1 {
+                std::mem::swap(now, before);
+            } else {
+                before.clear();
+            }
+            now.clear();
+            self.invites_span = span;
+        }
+        if self.invites[0].len() >= MAX_CALLS_TRACKED {
+            self.invites[0].clear();
         }
         let key = crate::decide::transaction_key(d.trunk.unwrap_or(usize::MAX), msg);
-        let before = self.invites.insert(key, ts_ms);
-        before.is_some_and(|t| ts_ms.saturating_sub(t) <= TRANSACTION_MS)
+        let seen = self.invites[0]
+            .insert(key, ts_ms)
+            .or_else(|| self.invites[1].get(&key).copied());
+        seen.is_some_and(|t| ts_ms.saturating_sub(t) <= TRANSACTION_MS)
     }
 
     /// A later message of a call, for the behaviour features.
