@@ -523,7 +523,7 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
             60.0,
             "fail-open: every call went through"
         );
-        assert!(g.metric("sipfence_shared_counter_fallbacks_total") > 0.0);
+        assert!(g.metric("sipfence_shared_rate_fallbacks_total") > 0.0);
         assert!(g.metric("sipfence_redis_errors_total{op=\"counters\"}") > 0.0);
     }
     wait_for("redis up again everywhere", 10, || {

@@ -46,7 +46,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_behaviour_evictions_total",
     "sipfence_redis_up",
     "sipfence_redis_errors_total",
-    "sipfence_shared_counter_fallbacks_total",
+    "sipfence_shared_rate_fallbacks_total",
     "sipfence_list_version",
     "sipfence_redis_records_total",
     "sipfence_hep_packets_total",
@@ -247,7 +247,7 @@ impl Metrics {
         must(registry.register(Box::new(loaded_at.clone())));
         let restart_pending = must(IntGauge::new(
             "sipfence_restart_pending",
-            "Settings the loaded policy changed that the process reads at start only (listen addresses, workers, rate_keys, [metrics], [records], [log], [behaviour] sizes, [redis]): how many differ until a restart",
+            "Settings the loaded policy changed that the process reads at start only (listen addresses, workers, rate_keys, [metrics], [records], [log], [behaviour] sizes, [redis], [hep]): how many differ until a restart",
         ));
         must(registry.register(Box::new(restart_pending.clone())));
         let list_entries = must(IntGaugeVec::new(
@@ -329,7 +329,7 @@ impl Metrics {
             redis_errors.with_label_values(&[op]);
         }
         let shared_fallbacks = must(IntCounter::new(
-            "sipfence_shared_counter_fallbacks_total",
+            "sipfence_shared_rate_fallbacks_total",
             "Rate-counter hits counted locally only because Redis was out of reach",
         ));
         must(registry.register(Box::new(shared_fallbacks.clone())));

@@ -241,14 +241,14 @@ fn handle_parsed(
         out.clear();
         verdict::add_edits(st.policy, msg, &d, edits);
         add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
-        match d.kind {
-            Kind::Call if trunk.record_route => record_route(st, msg, o, transport, edits),
-            // Our Route entries (from our Record-Route) end here; the core is the next hop.
-            Kind::InDialog => {
-                strip_own_routes(st, msg, edits);
-            }
-            _ => {}
+        if d.kind == Kind::Call && trunk.record_route {
+            record_route(st, msg, o, transport, edits);
         }
+        // Route values naming us end here (RFC 3261 16.4): our Record-Route's on
+        // in-dialog requests, and on initial ones a peer that has us as its outbound
+        // proxy; the core is the next hop. Left in, a loose-routing core would send the
+        // request back to us.
+        strip_own_routes(st, msg, edits);
         edits.apply(msg.buf(), msg.len(), out);
     };
     build(next.transport, edits, out);
@@ -920,5 +920,32 @@ record_route = true
             out.contains("\r\nRoute: <sip:198.51.100.7;lr>\r\n"),
             "{out}"
         );
+
+        // An initial INVITE from a peer that has us as its outbound proxy: our value
+        // goes, in a list or a field of its own; another's stays.
+        for (route, kept) in [
+            ("Route: <sip:192.0.2.10:5060;lr>\r\n", None),
+            (
+                "Route: <sip:192.0.2.10:5060;lr>, <sip:10.0.0.9;lr>\r\n",
+                Some("Route: <sip:10.0.0.9;lr>\r\n"),
+            ),
+            (
+                "Route: <sip:192.0.2.10:5060;lr>\r\nRoute: <sip:10.0.0.9;lr>\r\n",
+                Some("Route: <sip:10.0.0.9;lr>\r\n"),
+            ),
+        ] {
+            let invite = invite.replace("Record-Route: <sip:198.51.100.7;lr>\r\n", route);
+            let (h, out) = run(&p, "198.51.100.7:5060", &invite);
+            assert_eq!(
+                h,
+                Handled::Forward(Dest::Udp("10.0.0.5:5060".parse().unwrap()))
+            );
+            let routes: Vec<&str> = out
+                .split("\r\n")
+                .filter(|l| l.starts_with("Route:"))
+                .collect();
+            let want: Vec<&str> = kept.map(|k| k.trim_end()).into_iter().collect();
+            assert_eq!(routes, want, "{out}");
+        }
     }
 }

@@ -155,6 +155,7 @@ pub fn phrase(code: u16) -> &'static str {
         429 => "Too Many Requests",
         433 => "Anonymity Disallowed",
         480 => "Temporarily Unavailable",
+        482 => "Loop Detected",
         483 => "Too Many Hops",
         486 => "Busy Here",
         488 => "Not Acceptable Here",
