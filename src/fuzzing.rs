@@ -151,7 +151,7 @@ pub fn decide_and_apply(data: &[u8]) {
     let d = crate::decide::judge(policy, &m, &ctx);
     crate::behaviour::observe(&m, tracker, ctx.now_ms);
     let mut out = Vec::new();
-    if crate::verdict::write_reject(policy, &m, &d, &mut out) {
+    if crate::verdict::write_reject(policy, &m, &d, Some(ctx.source), &mut out) {
         let r = Message::parse(Bytes::from(out))
             .unwrap_or_else(|e| panic!("our rejection does not parse: {e}"));
         assert!(r.status().is_some());

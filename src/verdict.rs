@@ -13,12 +13,19 @@ use crate::sip::uri::{self, Scheme};
 use crate::sip::{HeaderName, Message, Span, addr};
 
 /// Writes the response for a rejected request; false when the decision is not a rejection.
-pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<u8>) -> bool {
+/// `source` is where the request came from, for the answer's top Via (RFC 3581).
+pub fn write_reject(
+    policy: &Policy,
+    msg: &Message,
+    d: &Decision,
+    source: Option<std::net::SocketAddr>,
+    out: &mut Vec<u8>,
+) -> bool {
     let Outcome::Reject { code } = d.outcome else {
         return false;
     };
     if let Some(r) = d.refusal {
-        write_refusal(policy, msg, r, out);
+        write_refusal(policy, msg, r, source, out);
         return true;
     }
     let reason = d
@@ -43,6 +50,7 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
         reason_text: reason,
         retry_after: None,
         server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
+        source,
         fields: &challenge,
     };
     response::write_response(msg, code, response::phrase(code), &extra, out);
@@ -51,7 +59,13 @@ pub fn write_reject(policy: &Policy, msg: &Message, d: &Decision, out: &mut Vec<
 
 /// Writes the answer to a request the protocol checks refused: its Reason says why,
 /// and an unsupported Proxy-Require is answered with the tags (RFC 3261 20.40).
-pub fn write_refusal(policy: &Policy, msg: &Message, r: Refusal, out: &mut Vec<u8>) {
+pub fn write_refusal(
+    policy: &Policy,
+    msg: &Message,
+    r: Refusal,
+    source: Option<std::net::SocketAddr>,
+    out: &mut Vec<u8>,
+) {
     let mut tags = Vec::new();
     if r.code == 420 {
         for (i, t) in unsupported_tags(msg, &policy.proxy.proxy_require_accepted).enumerate() {
@@ -64,6 +78,7 @@ pub fn write_refusal(policy: &Policy, msg: &Message, r: Refusal, out: &mut Vec<u
         reason_text: Some(r.why),
         retry_after: None,
         server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
+        source,
         fields: &tags,
     };
     response::write_response(msg, r.code, response::phrase(r.code), &extra, out);

@@ -296,7 +296,7 @@ fn drop_refuses_without_an_answer() {
     assert!(d.is_reject());
     assert_eq!(d.verdict_str(), "drop");
     let mut out = vec![];
-    assert!(!verdict::write_reject(&p, &m, &d, &mut out));
+    assert!(!verdict::write_reject(&p, &m, &d, None, &mut out));
     assert!(out.is_empty());
     // Not blacklisted: the next rule answers as configured.
     blocks(
@@ -1228,7 +1228,7 @@ fn rejection_response_is_complete() {
     let m = invite("+8613812345678", "");
     let d = judge(&p, &m, "intl");
     let mut out = vec![];
-    assert!(verdict::write_reject(&p, &m, &d, &mut out));
+    assert!(verdict::write_reject(&p, &m, &d, None, &mut out));
     let r = Message::parse(Bytes::from(out)).unwrap();
     assert_eq!(r.status(), Some(403));
     assert_eq!(r.call_id(), m.call_id());
@@ -1452,7 +1452,7 @@ fn concurrent_calls_per_trunk() {
     let d = at(&c, 20);
     assert_eq!(rejected(&d), Some((503, "concurrent-calls")), "{d:?}");
     let mut out = vec![];
-    assert!(verdict::write_reject(&p, &c, &d, &mut out));
+    assert!(verdict::write_reject(&p, &c, &d, None, &mut out));
     assert!(
         out.starts_with(b"SIP/2.0 503 "),
         "{}",
@@ -1707,7 +1707,7 @@ fn trunk_auth() {
         let d = judge_at(&p, m, "ent", at, &NoCounting);
         assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{d:?}");
         let mut out = vec![];
-        assert!(verdict::write_reject(&p, m, &d, &mut out));
+        assert!(verdict::write_reject(&p, m, &d, None, &mut out));
         let r = String::from_utf8(out).unwrap();
         assert!(
             r.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"),
@@ -1754,7 +1754,7 @@ fn trunk_auth() {
     let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
     assert_eq!(rejected(&d), Some((403, "trunk-auth")));
     let mut out = vec![];
-    verdict::write_reject(&p, &m, &d, &mut out);
+    verdict::write_reject(&p, &m, &d, None, &mut out);
     assert!(!String::from_utf8_lossy(&out).contains("Proxy-Authenticate"));
     // The right answer, ten minutes on: stale, challenged again.
     let m = invite("13912345678", &creds(&nonce, "s3cret"));
@@ -1830,7 +1830,7 @@ fn trunk_auth_answers_are_good_for_one_call() {
     assert_eq!(auth(&replay, t + 5_000), replayed);
     let d = judge_at(&p, &replay, "ent", t + 5_000, &rates);
     let mut out = vec![];
-    assert!(verdict::write_reject(&p, &replay, &d, &mut out));
+    assert!(verdict::write_reject(&p, &replay, &d, None, &mut out));
     let r = String::from_utf8_lossy(&out);
     assert!(
         r.starts_with("SIP/2.0 407 ") && r.contains("stale=true"),
@@ -1930,7 +1930,7 @@ fn trunk_auth_locks_out_a_guesser() {
         (Some((403, "trunk-auth")), Some("locked"))
     );
     let mut out = vec![];
-    verdict::write_reject(&p, &right, &d, &mut out);
+    verdict::write_reject(&p, &right, &d, None, &mut out);
     let r = String::from_utf8_lossy(&out);
     assert!(
         r.starts_with("SIP/2.0 403 ") && !r.contains("Proxy-Authenticate"),
@@ -2017,7 +2017,7 @@ fn protocol_checks_come_before_the_rules() {
     // replay never do that (their checks come first).
     assert_eq!(rejected(&decide(&p, &two_from, &ctx("intl", None))), None);
     let mut out = vec![];
-    assert!(verdict::write_reject(&p, &two_from, &d, &mut out));
+    assert!(verdict::write_reject(&p, &two_from, &d, None, &mut out));
     let r = String::from_utf8(out).unwrap();
     assert!(
         r.starts_with("SIP/2.0 400 Bad Request\r\n") && r.contains("text=\"Multiple From\""),

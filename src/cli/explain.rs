@@ -100,7 +100,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let rec = Record::new(policy, &msg, &d, source, now);
         let mut out = Vec::new();
         let dropped = d.outcome == crate::decide::Outcome::Drop;
-        if a.show_output && !dropped && !verdict::write_reject(policy, &msg, &d, &mut out) {
+        if a.show_output
+            && !dropped
+            && !verdict::write_reject(policy, &msg, &d, Some(source), &mut out)
+        {
             let mut edits = EditList::new();
             verdict::add_edits(policy, &msg, &d, &mut edits);
             edits.apply(msg.buf(), msg.len(), &mut out);

@@ -104,7 +104,11 @@ fn dest_for_response(o: &Origin, top: Option<&Via>) -> Dest {
 }
 
 fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Vec<u8>) -> Handled {
-    response::write_response(msg, code, response::phrase(code), extra, out);
+    let extra = Extra {
+        source: Some(o.source),
+        ..*extra
+    };
+    response::write_response(msg, code, response::phrase(code), &extra, out);
     Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), code)
 }
 
@@ -201,6 +205,7 @@ fn handle_parsed(
             reason_text: Some("Overloaded"),
             retry_after: Some(st.policy.proxy.retry_after),
             server,
+            source: Some(o.source),
             ..Extra::default()
         };
         response::write_response(msg, 503, response::phrase(503), &extra, out);
@@ -208,7 +213,7 @@ fn handle_parsed(
     }
     let d = decide(st.policy, msg, &ctx);
     observe(Observed::Decision(msg, &d));
-    if verdict::write_reject(st.policy, msg, &d, out) {
+    if verdict::write_reject(st.policy, msg, &d, Some(o.source), out) {
         return Handled::Respond(
             dest_for_response(o, top.as_ref()),
             match d.outcome {
@@ -228,6 +233,7 @@ fn handle_parsed(
             server,
             // Tell keep-alive senders what we are willing to carry.
             fields: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n",
+            source: Some(o.source),
             ..Extra::default()
         };
         response::write_response(msg, 200, "OK", &extra, out);
@@ -283,7 +289,7 @@ fn refuse(
     } else if ack {
         return Handled::Dropped("bad-ack");
     }
-    verdict::write_refusal(st.policy, msg, r, out);
+    verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
     Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), r.code)
 }
 
@@ -419,7 +425,10 @@ fn add_proxy_edits(
                 push_num(out, o.source.port() as u64);
             });
         }
-        if v.received.is_none() && host_ip(msg.slice(v.host)) != Some(o.source.ip()) {
+        // RFC 3581 4: with `rport`, `received` even when it is the sent-by address.
+        if v.received.is_none()
+            && (v.rport.is_some() || host_ip(msg.slice(v.host)) != Some(o.source.ip()))
+        {
             edits.insert_with(v.whole.end as usize, |out| {
                 out.extend_from_slice(b";received=");
                 response::push_ip(out, o.source.ip());

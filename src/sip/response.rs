@@ -33,6 +33,10 @@ pub struct Extra<'a> {
     pub server: Option<&'a str>,
     /// Further whole header lines, each ending in CRLF (Allow, Unsupported...).
     pub fields: &'a [u8],
+    /// Where the request came from: the top Via of the answer then says so (RFC 3581:
+    /// `rport` gets the source port, `received` the source address, so that a caller
+    /// behind NAT learns both from our own answers too).
+    pub source: Option<std::net::SocketAddr>,
 }
 
 /// Writes a complete response to `req` into `out`.
@@ -55,6 +59,10 @@ pub fn write_response(
     let first = |h: &super::Header| req.first(h.name).is_some_and(|f| std::ptr::eq(f, h));
     for h in req.headers() {
         match h.name {
+            HeaderName::Via if first(h) => match (extra.source, req.top_via()) {
+                (Some(src), Some(v)) => push_top_via(out, b, h.value(), &v, src),
+                _ => push_field(out, "Via", h.value().of(b)),
+            },
             HeaderName::Via => push_field(out, "Via", h.value().of(b)),
             HeaderName::From | HeaderName::CallId | HeaderName::CSeq if first(h) => {
                 push_field(out, h.name.as_str(), h.value().of(b));
@@ -90,6 +98,41 @@ pub fn write_response(
     }
     out.extend_from_slice(extra.fields);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// The first Via field with its top value told where the request came from: `rport`
+/// given the source port when it has no value, `received` the source address when the
+/// value has none and either `rport` asks for it (RFC 3581 4: even when it is the
+/// sent-by address) or the sent-by address is another (RFC 3261 18.2.2).
+fn push_top_via(
+    out: &mut Vec<u8>,
+    b: &[u8],
+    field: super::Span,
+    v: &super::via::Via,
+    src: std::net::SocketAddr,
+) {
+    let (start, end) = (field.start as usize, field.end as usize);
+    let mut at = start;
+    out.extend_from_slice(b"Via: ");
+    if let (Some(None), Some(e)) = (v.rport, v.rport_end) {
+        let e = (e as usize).clamp(start, end);
+        out.extend_from_slice(&b[at..e]);
+        out.push(b'=');
+        push_num(out, u64::from(src.port()));
+        at = e;
+    }
+    let sent_by = std::str::from_utf8(v.host.of(b))
+        .ok()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+    let whole_end = (v.whole.end as usize).clamp(at, end);
+    out.extend_from_slice(&b[at..whole_end]);
+    if v.received.is_none() && (v.rport.is_some() || sent_by != Some(src.ip())) {
+        out.extend_from_slice(b";received=");
+        push_ip(out, src.ip());
+    }
+    out.extend_from_slice(&b[whole_end..end]);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -266,5 +309,74 @@ mod tests {
             &mut again,
         );
         assert_eq!(out, again);
+    }
+
+    /// RFC 3581 4: the answer's top Via says where the request came from: `rport` gets
+    /// the source port, `received` the address (even when it is sent-by's, with
+    /// `rport`); without `rport`, `received` only when sent-by differs (RFC 3261
+    /// 18.2.2). Other values and fields stay as written.
+    #[test]
+    fn our_answers_fill_rport_and_received() {
+        let answer = |via: &str, src: &str| {
+            let req = Message::parse(Bytes::from(format!(
+                "OPTIONS sip:10.0.0.1 SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK0\r\nFrom: <sip:a@10.0.0.2>;tag=abc\r\nTo: <sip:10.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )))
+            .unwrap();
+            let mut out = vec![];
+            let extra = Extra {
+                source: Some(src.parse().unwrap()),
+                ..Extra::default()
+            };
+            write_response(&req, 200, "OK", &extra, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let vias: Vec<String> = text
+                .split("\r\n")
+                .filter(|l| l.starts_with("Via: "))
+                .map(|l| l[5..].to_string())
+                .collect();
+            assert_eq!(vias[1], "SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK0");
+            vias[0].clone()
+        };
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;rport;branch=z9hG4bK1",
+                "10.0.0.2:5070"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5070;rport=5070;branch=z9hG4bK1;received=10.0.0.2"
+        );
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 192.168.1.9:5060;branch=z9hG4bK1;rport",
+                "203.0.113.5:40123"
+            ),
+            "SIP/2.0/UDP 192.168.1.9:5060;branch=z9hG4bK1;rport=40123;received=203.0.113.5"
+        );
+        assert_eq!(
+            answer("SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1", "10.0.0.2:5070"),
+            "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1"
+        );
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP pbx.example:5070;branch=z9hG4bK1",
+                "10.0.0.2:5070"
+            ),
+            "SIP/2.0/UDP pbx.example:5070;branch=z9hG4bK1;received=10.0.0.2"
+        );
+        // A field of two values: the first is told, the second stays.
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;rport;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.4;branch=z9hG4bK2",
+                "10.0.0.2:5070"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5070;rport=5070;branch=z9hG4bK1;received=10.0.0.2, SIP/2.0/UDP 10.0.0.4;branch=z9hG4bK2"
+        );
+        // Already told (a received of its own): left as it is.
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;received=10.0.0.9;rport=1",
+                "10.0.0.2:5070"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5070;received=10.0.0.9;rport=1"
+        );
     }
 }
