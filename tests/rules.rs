@@ -1605,6 +1605,17 @@ fn config_errors_name_file_and_line() {
     .to_string();
     assert!(e.starts_with("bad.toml:2:"), "{e}");
     let e = Policy::from_str(
+        "[general]\n[metrics]\nlisten = \"localhost\"\n",
+        "bad.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("bad.toml:3:") && e.contains("not host:port"),
+        "{e}"
+    );
+    let e = Policy::from_str(
         "[general]\n\nplan = \"builtin:us\"\n",
         "bad.toml",
         Path::new("."),

@@ -577,6 +577,18 @@ impl Policy {
             }
             Ok(b.build())
         };
+        // The metrics address is bound only by `run`: a typo must fail `check` too.
+        let m = &cfg.metrics.listen;
+        if !m.is_empty()
+            && !m
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(LoadError::file(
+                file,
+                format!("metrics.listen '{m}' is not host:port (e.g. 127.0.0.1:9090)"),
+            ));
+        }
         let label_header = cfg.general.label_header.trim().to_string();
         if label_header.is_empty() || !label_header.bytes().all(crate::sip::lex::is_token) {
             return Err(LoadError::file(
