@@ -121,13 +121,9 @@ fn push_top_via(
         push_num(out, u64::from(src.port()));
         at = e;
     }
-    let sent_by = std::str::from_utf8(v.host.of(b))
-        .ok()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-        .and_then(|h| h.parse::<std::net::IpAddr>().ok());
     let whole_end = (v.whole.end as usize).clamp(at, end);
     out.extend_from_slice(&b[at..whole_end]);
-    if v.received.is_none() && (v.rport.is_some() || sent_by != Some(src.ip())) {
+    if v.needs_received(b, src.ip()) {
         out.extend_from_slice(b";received=");
         push_ip(out, src.ip());
     }

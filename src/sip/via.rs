@@ -171,9 +171,89 @@ pub fn parse_first(b: &[u8], v: Span) -> Option<Via> {
         .map(|(via, _)| via)
 }
 
+impl Via {
+    /// Whether a hop that got this Via from `source` must add `received`: it has none,
+    /// and either asks with `rport` (RFC 3581 4: even when it is the sent-by address) or
+    /// names another sent-by address (RFC 3261 18.2.2).
+    pub fn needs_received(&self, b: &[u8], source: std::net::IpAddr) -> bool {
+        self.received.is_none()
+            && (self.rport.is_some() || host_ip(self.host.of(b)) != Some(source))
+    }
+}
+
+/// An IP literal host (`192.0.2.1`, `[2001:db8::1]` or bare IPv6); `None` for a name.
+pub fn host_ip(h: &[u8]) -> Option<std::net::IpAddr> {
+    if let Some(v4) = ipv4(h) {
+        return Some(std::net::IpAddr::V4(v4));
+    }
+    let h = h
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(h);
+    std::str::from_utf8(h).ok()?.parse().ok()
+}
+
+/// Dotted-quad IPv4, exactly what `Ipv4Addr::from_str` accepts (no leading zeros, each
+/// octet at most 255), without its general parser: every Via of every relayed message
+/// is compared with our address (about 1,000 instructions per call set-up).
+pub fn ipv4(h: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let (mut oct, mut k, mut val, mut digits) = ([0u8; 4], 0usize, 0u32, 0u32);
+    for &c in h {
+        match c {
+            b'0'..=b'9' => {
+                if digits > 0 && val == 0 {
+                    return None; // leading zero
+                }
+                val = val * 10 + (c - b'0') as u32;
+                digits += 1;
+                if val > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && k < 3 => {
+                oct[k] = val as u8;
+                k += 1;
+                val = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || k != 3 {
+        return None;
+    }
+    oct[3] = val as u8;
+    Some(oct.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_text_as_std_reads_it() {
+        for t in [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.",
+            ".1.2.3",
+            "a.b.c.d",
+            "",
+            "10.0.0.1 ",
+            "203.0.113.10",
+            "1.2.3.04",
+            "1234.1.1.1",
+            "0.1.2.3",
+        ] {
+            assert_eq!(ipv4(t.as_bytes()), t.parse().ok(), "{t:?}");
+        }
+    }
 
     fn all(s: &str) -> Result<Vec<Via>, ViaError> {
         let mut out = vec![];
