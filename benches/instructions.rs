@@ -69,14 +69,14 @@ fn main() {
                 decide(&bpolicy, &msg, &ctx).is_reject() as usize + msg.len()
             }
             "proxy" => counted(
-                &setup.step(&policy),
+                &setup.step_at(&policy, i),
                 &setup.set_up,
                 &mut msg,
                 &mut out,
                 &mut edits,
             ),
             "call" => counted(
-                &setup.step(&policy),
+                &setup.step_at(&policy, i),
                 &setup.call,
                 &mut msg,
                 &mut out,
@@ -128,15 +128,23 @@ struct ProxySetup {
     set_up: Vec<(Bytes, Origin)>,
     /// Every datagram of an allowed and of a refused call, in order, with its sender.
     call: Vec<(Bytes, Origin)>,
+    rates: sipfence::policy::rate::LocalRateCounter,
 }
 
 impl ProxySetup {
-    fn step<'a>(&self, policy: &'a Policy) -> Step<'a> {
+    fn step<'a>(&'a self, policy: &'a Policy) -> Step<'a> {
+        self.step_at(policy, 0)
+    }
+
+    /// The step of iteration `i`: with the proxy's own counters (the transaction
+    /// memory every INVITE goes through), each iteration past the last one's 32 s, so
+    /// that each INVITE is a new call as in the load run, not a retransmission.
+    fn step_at<'a>(&'a self, policy: &'a Policy, i: usize) -> Step<'a> {
         Step {
             policy,
-            rates: &sipfence::policy::rate::NoCounting,
+            rates: &self.rates,
             behaviour: &sipfence::behaviour::NoTracking,
-            now_ms: common::context().now_ms,
+            now_ms: common::context().now_ms + i as u64 * 40_000,
             via_addr: ([127, 0, 0, 1], 5060).into(),
             overloaded: false,
         }
@@ -187,6 +195,7 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
         ok: Bytes::new(),
         set_up: Vec::new(),
         call: Vec::new(),
+        rates: sipfence::policy::rate::LocalRateCounter::new(1 << 20),
     };
     let (h, out) = step_once(&s.step(policy), &common::invite(), &s.uac);
     assert!(

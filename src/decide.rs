@@ -113,6 +113,10 @@ pub struct Decision {
     pub auth_at_ms: u64,
     /// Refused by the protocol checks before any rule ran (no rule is named).
     pub refusal: Option<Refusal>,
+    /// An initial INVITE that repeats one seen within its transaction's lifetime (a
+    /// UDP retransmission): judged and answered again like its original, but not a
+    /// new call for the counters and the records.
+    pub retransmission: bool,
 }
 
 impl Decision {
@@ -142,6 +146,7 @@ impl Decision {
             auth: None,
             auth_at_ms: 0,
             refusal: None,
+            retransmission: false,
         }
     }
 
@@ -163,6 +168,7 @@ impl Decision {
             Outcome::Reject { code: r.code }
         };
         d.refusal = Some(r);
+        d.retransmission = d.kind == Kind::Call && repeated(msg, ctx, trunk);
         d
     }
     pub fn is_reject(&self) -> bool {
@@ -230,6 +236,22 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
     }
 }
 
+/// Whether an initial INVITE repeats one seen within [`TRANSACTION_MS`] of its first
+/// sighting (its client's Timer B), and remembers it if not.
+fn repeated(msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
+    // No memory (explain on its own, the benches): no hashing either.
+    ctx.rates.recent().is_some()
+        && !ctx.rates.first_sight(
+            transaction_key(trunk.unwrap_or(usize::MAX), msg) ^ SEEN_TXN,
+            ctx.now_ms,
+            TRANSACTION_MS,
+        )
+}
+
+/// Keeps the memory of INVITEs seen apart from the rate rules' memory of the same
+/// transactions.
+const SEEN_TXN: u64 = 0x7365_656e_5f74_786e;
+
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
 fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     let t = (trunk as u64).to_le_bytes();
@@ -241,7 +263,10 @@ fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
 
 /// An INVITE transaction as its retransmissions repeat it (RFC 3261 17.2.3: the top
 /// Via's branch), with what makes it this call (Call-ID, CSeq, From tag, Request-URI):
-/// a request that reuses a branch for another call is another transaction.
+/// a request that reuses a branch for another call is another transaction. Kept in the
+/// process only (retransmissions come back to the same gateway), so it takes the
+/// word-at-a-time hash of our branches rather than the counters' shared FNV-1a: every
+/// INVITE goes through it.
 pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
     let b = msg.buf();
     let branch = msg
@@ -250,7 +275,7 @@ pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
         .map_or(&b""[..], |s| s.of(b));
     let cseq = msg.cseq().map_or(0, |(n, _)| n).to_le_bytes();
     let ruri = msg.request_uri().map_or(&b""[..], |s| s.of(b));
-    crate::sip::lex::fnv1a(&[
+    crate::sip::lex::tag_hash(&[
         b"txn",
         &(trunk as u64).to_le_bytes(),
         branch,
@@ -385,6 +410,7 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     };
     let kind = kind_of(msg, method);
     let mut d = Decision::new(kind, trunk);
+    d.retransmission = kind == Kind::Call && repeated(msg, ctx, trunk);
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.
         if kind != Kind::InDialog || method != Method::Ack {

@@ -792,6 +792,23 @@ fn retransmissions_ack_absorption_and_max_forwards() {
         r.starts_with("SIP/2.0 200 OK") && r.contains("Allow:"),
         "{r}"
     );
+    // Each call counted once: the refused one and the allowed one were each sent
+    // twice; the retransmissions are counted apart, and add no rule hit.
+    let m = |s: &str| proxy.metric(s);
+    assert_eq!(
+        m("sipfence_invite_retransmissions_total{trunk=\"intl\"}"),
+        2.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}"),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl\"}"
+        ),
+        1.0
+    );
     drop(proxy);
 }
 

@@ -676,6 +676,73 @@ fn enterprise_rates() {
     assert_eq!(r(&other, 4), Some((403, "enterprise-rate-caller")));
 }
 
+/// Any initial INVITE repeated within its transaction's 32 s is flagged a
+/// retransmission, whatever the trunk's rules (the proxy then counts and records it
+/// once): judged again all the same, refusals included; another CSeq, another
+/// Request-URI or the same INVITE after 32 s is a new call. `explain` on one file
+/// twice says so.
+#[test]
+fn retransmitted_invites_are_flagged_on_every_trunk() {
+    let p = policy("");
+    let rates = LocalRateCounter::new(1000);
+    let at = |m: &Message, trunk: &str, t: u64| judge_at(&p, m, trunk, MON_10H + t, &rates);
+    let allowed = invite("+442071234567", "");
+    let refused = invite("+8613812345678", "");
+    for (m, trunk, code) in [(&allowed, "intl", None), (&refused, "intl", Some(403))] {
+        let d = at(m, trunk, 0);
+        assert!(!d.retransmission, "{trunk}");
+        assert_eq!(rejected(&d).map(|r| r.0), code);
+        for t in [500, 1_500, 31_000] {
+            let d = at(m, trunk, t);
+            assert!(d.retransmission, "{t}");
+            assert_eq!(rejected(&d).map(|r| r.0), code, "judged again");
+        }
+        assert!(!at(m, trunk, 32_000).retransmission, "Timer B is over");
+    }
+    // The same INVITE on another trunk is another transaction.
+    assert!(!at(&allowed, "ic", 40_000).retransmission);
+    let text = String::from_utf8(allowed.bytes().to_vec()).unwrap();
+    for other in [
+        text.replace("CSeq: 1 INVITE", "CSeq: 2 INVITE"),
+        text.replace("INVITE sip:", "INVITE sip:9"),
+    ] {
+        let m = Message::parse(Bytes::from(other)).unwrap();
+        assert!(!at(&m, "intl", 40_100).retransmission);
+    }
+    // Without a memory (the benches), nothing is flagged.
+    let d = decide(
+        &p,
+        &allowed,
+        &Context {
+            source: src("intl"),
+            local: None,
+            trunk: None,
+            now_ms: MON_10H,
+            rates: &sipfence::policy::rate::NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
+        },
+    );
+    assert!(!d.retransmission);
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.sip");
+    std::fs::write(&f, &refused.buf()[..refused.len()]).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["explain", "--json"])
+        .arg(&f)
+        .arg(&f)
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].get("retransmission").is_none(), "{:?}", lines[0]);
+    assert_eq!(lines[1]["retransmission"], true);
+    assert_eq!(lines[0]["verdict"], lines[1]["verdict"]);
+}
+
 #[test]
 fn generic_number_rewritten_to_asserted() {
     let p = policy("");

@@ -114,6 +114,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             if let Some(n) = note {
                 v["note"] = serde_json::Value::String(n.into());
             }
+            if d.retransmission {
+                v["retransmission"] = serde_json::Value::Bool(true);
+            }
             if a.show_output && dropped {
                 // Nothing leaves: no answer, no forwarded request.
                 v["output"] = serde_json::Value::Null;
@@ -125,6 +128,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             println!("{}:", f.display());
             if let Some(n) = note {
                 println!("  note     {n}");
+            }
+            if d.retransmission {
+                println!(
+                    "  note     repeats an INVITE given earlier in this run: a retransmission, judged again but not counted again"
+                );
             }
             println!(
                 "  verdict  {}{}",

@@ -20,6 +20,7 @@ use crate::sip::ErrorKind;
 pub const METRIC_NAMES: &[&str] = &[
     "sipfence_messages_total",
     "sipfence_calls_total",
+    "sipfence_invite_retransmissions_total",
     "sipfence_rule_hits_total",
     "sipfence_auth_total",
     "sipfence_isup_rule_hits_total",
@@ -100,6 +101,7 @@ pub struct Metrics {
     pub keepalives: IntCounterVec,
     pub dropped: IntCounterVec,
     pub overload: IntCounterVec,
+    pub retransmissions: IntCounterVec,
     pub refusals: IntCounterVec,
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
@@ -141,6 +143,7 @@ pub struct Bound {
     /// SIP-I calls: [IAM decoded, IAM unreadable].
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
+    retransmissions: Vec<IntCounter>,
     /// Requests refused by the protocol checks, by [`REFUSAL_CODES`].
     refusals: Vec<[IntCounter; REFUSAL_CODES.len()]>,
     latency: Vec<Histogram>,
@@ -217,6 +220,11 @@ impl Metrics {
         let overload = cv(
             "sipfence_overload_rejections_total",
             "INVITEs answered 503 because the proxy was saturated",
+            &["trunk"],
+        );
+        let retransmissions = cv(
+            "sipfence_invite_retransmissions_total",
+            "Initial INVITEs that repeat one seen within 32 s (UDP retransmissions): judged and answered again, but not counted in sipfence_calls_total, rule hits or records",
             &["trunk"],
         );
         let refusals = cv(
@@ -391,6 +399,7 @@ impl Metrics {
             keepalives,
             dropped,
             overload,
+            retransmissions,
             refusals,
             decision_seconds,
             reloads,
@@ -450,6 +459,7 @@ impl Metrics {
             exempted: vec![],
             sipi: vec![],
             overload: vec![],
+            retransmissions: vec![],
             refusals: vec![],
             latency: vec![],
             events: vec![],
@@ -499,6 +509,8 @@ impl Metrics {
                 ["decoded", "unreadable"].map(|k| self.sipi_calls.with_label_values(&[n, k])),
             );
             b.overload.push(self.overload.with_label_values(&[n]));
+            b.retransmissions
+                .push(self.retransmissions.with_label_values(&[n]));
             b.refusals.push(REFUSAL_CODES.map(|c| {
                 self.refusals
                     .with_label_values(&[*n, c.to_string().as_str()])
@@ -593,6 +605,12 @@ impl Bound {
     /// Counts one decision: the verdict of a call, and every rule hit.
     pub fn count(&self, d: &Decision, seconds: f64) {
         let s = self.slot(d.trunk);
+        if d.retransmission {
+            // Its original was counted: the same call, rule hits and all.
+            self.retransmissions[s].inc();
+            self.latency[s].observe(seconds);
+            return;
+        }
         if d.kind == Kind::Call {
             let v = match d.verdict_str() {
                 "allow" => 0,

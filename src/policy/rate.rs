@@ -36,6 +36,15 @@ pub trait RateCounter: Send + Sync {
         }
     }
 
+    /// Whether `key` (an INVITE transaction) is seen for the first time within `ttl_ms`
+    /// of its first sighting, and remembers it if so: false for its retransmissions.
+    /// Without a memory, or when the memory is full, every sighting is the first (a
+    /// retransmission then counts as a call again: the safe side).
+    fn first_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        self.recent()
+            .is_none_or(|r| r.first_sight(key, now_ms, ttl_ms))
+    }
+
     /// A one-time token (a digest answer): the first `owner` (the INVITE transaction
     /// that used it) keeps it for `ttl_ms`. True for that owner while it may still
     /// retransmit ([`TRANSACTION_MS`]), so that its retransmissions pass again; false
@@ -127,6 +136,38 @@ impl Remembered {
         }
     }
 
+    /// True when `key` is not held (or has expired), and then holds it for `ttl_ms`
+    /// from now; false while it is held. Not refreshed by later sightings: a
+    /// transaction's lifetime runs from its first request. One entry lock.
+    pub fn insert_new(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        let fresh = (now_ms + ttl_ms, 1, now_ms);
+        if let Some(mut e) = self.map.get_mut(&key) {
+            if e.0 > now_ms {
+                return false;
+            }
+            *e = fresh;
+            return true;
+        }
+        if self.room(now_ms) {
+            // Two workers racing on one new key: the entry lock picks one first.
+            let mut new = false;
+            self.map
+                .entry(key)
+                .and_modify(|e| {
+                    if e.0 <= now_ms {
+                        *e = fresh;
+                        new = true;
+                    }
+                })
+                .or_insert_with(|| {
+                    new = true;
+                    fresh
+                });
+            return new;
+        }
+        true
+    }
+
     /// The first `owner` of `key` keeps it until it expires (`ttl_ms`): true for that
     /// owner within `again_ms` of its first claim, false for any other, and for the
     /// owner later on. One entry lock: two workers racing for a key see one winner.
@@ -173,10 +214,13 @@ impl Remembered {
     }
 }
 
-/// The two tables every rate counter keeps in the process (see [`Remembered`]).
+/// The tables every rate counter keeps in the process (see [`Remembered`]).
 pub struct Recent {
     txns: Remembered,
     answers: Remembered,
+    /// Every INVITE transaction seen lately, rate rules or not: its retransmissions
+    /// are not new calls.
+    seen: Remembered,
 }
 
 impl Recent {
@@ -184,7 +228,11 @@ impl Recent {
         Recent {
             txns: Remembered::new(capacity),
             answers: Remembered::new(capacity),
+            seen: Remembered::new(capacity),
         }
+    }
+    pub fn first_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        self.seen.insert_new(key, now_ms, ttl_ms)
     }
     pub fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
         self.txns.get(key, now_ms).map(|v| v != 0)
@@ -199,6 +247,7 @@ impl Recent {
     pub fn sweep(&self, now_ms: u64) {
         self.txns.sweep(now_ms);
         self.answers.sweep(now_ms);
+        self.seen.sweep(now_ms);
     }
 }
 
@@ -333,6 +382,24 @@ impl RateCounter for LocalRateCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_sightings_run_from_the_first_and_stay_bounded() {
+        let t = Recent::new(2);
+        assert!(t.first_sight(1, 0, 32_000));
+        // Retransmissions within the lifetime, however many: not first, and they do
+        // not stretch it.
+        for at in [500, 1_500, 3_500, 31_999] {
+            assert!(!t.first_sight(1, at, 32_000), "{at}");
+        }
+        assert!(t.first_sight(1, 32_000, 32_000), "its lifetime is over");
+        assert!(t.first_sight(2, 32_000, 32_000));
+        // Full, nothing expired: every sighting of a third is a first (counted again).
+        assert!(t.first_sight(3, 33_000, 32_000) && t.first_sight(3, 33_100, 32_000));
+        // Once the others expire, a sweep makes room.
+        assert!(t.first_sight(3, 70_000, 32_000) && !t.first_sight(3, 70_100, 32_000));
+        assert!(NoCounting.first_sight(3, 70_100, 32_000));
+    }
 
     #[test]
     fn transactions_are_remembered_bounded_and_forgotten() {

@@ -222,6 +222,10 @@ impl Shared {
         seconds: f64,
     ) {
         l.bound.count(d, seconds);
+        if d.retransmission {
+            // Its original's record (and raw request) stands for the call.
+            return;
+        }
         let stream = self.cluster.as_ref().and_then(|c| c.stream.get());
         if (stream.is_some() || self.records.is_some()) && (d.kind == Kind::Call || d.is_reject()) {
             // One record for both writers.

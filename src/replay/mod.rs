@@ -20,7 +20,7 @@ use crate::behaviour::{self, local::LocalTracker};
 use crate::decide::{Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
-use crate::policy::rate::{LocalRateCounter, TRANSACTION_MS};
+use crate::policy::rate::LocalRateCounter;
 use crate::record::Record;
 use crate::sip::Message;
 use crate::time::rfc3339;
@@ -58,12 +58,9 @@ pub struct Replayer<'p> {
     flows: TcpFlows,
     /// Call-ID hash -> rejected, kept only when the capture is being split.
     verdicts: HashMap<u64, bool, ahash::RandomState>,
-    /// INVITE transaction -> when it was last seen, to tell its retransmissions: the
-    /// transactions of this span of TRANSACTION_MS of capture time and of the one
-    /// before, so that memory follows the call rate, not the capture's length.
-    invites: [HashMap<u64, u64, ahash::RandomState>; 2],
-    /// The span `invites[0]` holds.
-    invites_span: u64,
+    /// Capture time of the last housekeeping of the counters (every 10 s, as the
+    /// proxy's tick).
+    housekept_ms: u64,
     /// Capture time of the last packet.
     last_ts_ms: u64,
     pub summary: Summary,
@@ -91,8 +88,7 @@ impl<'p> Replayer<'p> {
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
-            invites: Default::default(),
-            invites_span: 0,
+            housekept_ms: 0,
             last_ts_ms: 0,
             summary: Summary::default(),
         }
@@ -169,6 +165,11 @@ impl<'p> Replayer<'p> {
     ) -> PacketOutcome {
         let mut o = PacketOutcome::default();
         self.last_ts_ms = p.ts_ms;
+        if p.ts_ms.abs_diff(self.housekept_ms) >= 10_000 {
+            use crate::policy::rate::RateCounter;
+            self.rates.housekeep(p.ts_ms);
+            self.housekept_ms = p.ts_ms;
+        }
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
         };
@@ -270,7 +271,7 @@ impl<'p> Replayer<'p> {
                 }
                 // A retransmitted INVITE gets its original's verdict and goes where its
                 // original went when the capture is split, but is no new call.
-                let again = d.kind == Kind::Call && self.retransmitted(&msg, &d, ts_ms);
+                let again = d.retransmission;
                 if again {
                     self.summary.retransmissions += 1;
                 } else if d.kind == Kind::Call {
@@ -301,29 +302,6 @@ impl<'p> Replayer<'p> {
 }
 
 impl Replayer<'_> {
-    /// Whether this INVITE repeats one seen within its transaction's lifetime.
-    fn retransmitted(&mut self, msg: &Message, d: &crate::decide::Decision, ts_ms: u64) -> bool {
-        let span = ts_ms / TRANSACTION_MS;
-        if span != self.invites_span {
-            let [now, before] = &mut self.invites;
-            if span == self.invites_span + 1 {
-                std::mem::swap(now, before);
-            } else {
-                before.clear();
-            }
-            now.clear();
-            self.invites_span = span;
-        }
-        if self.invites[0].len() >= MAX_CALLS_TRACKED {
-            self.invites[0].clear();
-        }
-        let key = crate::decide::transaction_key(d.trunk.unwrap_or(usize::MAX), msg);
-        let seen = self.invites[0]
-            .insert(key, ts_ms)
-            .or_else(|| self.invites[1].get(&key).copied());
-        seen.is_some_and(|t| ts_ms.saturating_sub(t) <= TRANSACTION_MS)
-    }
-
     /// A later message of a call, for the behaviour features.
     fn learn(&mut self, msg: &Message, ts_ms: u64) {
         if self.policy.tracks_calls
