@@ -433,7 +433,9 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         // forged source address) cannot lock a trunk out.
         if a.max_failures > 0 && !matches!(c, AuthCheck::Missing) {
             let key = auth_failure_key(ti, ctx.source.ip());
-            let failures = if c == AuthCheck::Invalid {
+            // An answer for another Request-URI is no slip of a password, but a held-back
+            // or captured answer tried elsewhere: it counts as a failure too.
+            let failures = if matches!(c, AuthCheck::Invalid | AuthCheck::UriMismatch) {
                 ctx.rates.hit(key, ctx.now_ms, 60_000)
             } else {
                 ctx.rates.peek(key, ctx.now_ms, 60_000)
@@ -458,10 +460,12 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         if c.refuses() && fire(policy, &mut d, RuleId::TrunkAuth) {
             // A challenge is the configured answer (407); credentials that do not
             // verify are refused, not challenged again for another guess.
-            if matches!(c, AuthCheck::Invalid | AuthCheck::Locked)
-                && let Outcome::Reject { code } = &mut d.outcome
-            {
-                *code = 403;
+            if let Outcome::Reject { code } = &mut d.outcome {
+                match c {
+                    AuthCheck::Invalid | AuthCheck::Locked => *code = 403,
+                    AuthCheck::UriMismatch => *code = 400,
+                    _ => {}
+                }
             }
             return d;
         }

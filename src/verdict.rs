@@ -28,10 +28,17 @@ pub fn write_reject(
         write_refusal(policy, msg, r, source, out);
         return true;
     }
+    // Credentials that fail are sipfence's own answer (403 or 400 whatever the rule's
+    // code), so they say why rather than repeat the challenge's text.
+    let failed = match d.auth.filter(|_| d.rule == Some(RuleId::TrunkAuth)) {
+        Some(AuthCheck::Invalid | AuthCheck::Locked) => Some("Trunk authentication failed"),
+        Some(AuthCheck::UriMismatch) => Some("Digest uri is not the Request-URI"),
+        _ => None,
+    };
     let reason = d
         .rule
         .filter(|_| policy.reason_header)
-        .map(|r| &*policy.action(d.trunk, r).reason);
+        .map(|r| failed.unwrap_or(&policy.action(d.trunk, r).reason));
     // A trunk's call without good credentials: the challenge to answer (RFC 3261 22.3).
     let mut challenge = Vec::new();
     if let (Some(RuleId::TrunkAuth), Some(c), Some(t)) = (d.rule, d.auth, d.trunk)

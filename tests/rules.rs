@@ -1833,7 +1833,32 @@ fn trunk_auth() {
     assert_eq!(rejected(&d), Some((403, "trunk-auth")));
     let mut out = vec![];
     verdict::write_reject(&p, &m, &d, None, &mut out);
-    assert!(!String::from_utf8_lossy(&out).contains("Proxy-Authenticate"));
+    let r = String::from_utf8_lossy(&out);
+    assert!(!r.contains("Proxy-Authenticate"), "{r}");
+    assert!(r.contains("text=\"Trunk authentication failed\""), "{r}");
+    // The right answer for another Request-URI (a held-back answer spent on another
+    // callee): 400, RFC 7616 3.4.6, and the digest's uri does not reach the core.
+    let elsewhere = |to: &str| {
+        let t = String::from_utf8_lossy(invite("13912345678", &creds(&nonce, "s3cret")).buf())
+            .replacen("INVITE sip:4008001234@10.0.0.100 ", to, 1);
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    let m = elsewhere("INVITE sip:+882345678901@10.0.0.100 ");
+    let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
+    assert_eq!(rejected(&d), Some((400, "trunk-auth")));
+    assert_eq!(d.auth.map(|a| a.as_str()), Some("uri-mismatch"));
+    let mut out = vec![];
+    verdict::write_reject(&p, &m, &d, None, &mut out);
+    let r = String::from_utf8_lossy(&out);
+    assert!(
+        r.starts_with("SIP/2.0 400 Bad Request\r\n")
+            && r.contains("text=\"Digest uri is not the Request-URI\""),
+        "{r}"
+    );
+    // The same URI written in another case is the same URI.
+    let m = elsewhere("INVITE SIP:4008001234@10.0.0.100 ");
+    let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
+    assert_eq!(d.auth.map(|a| a.as_str()), Some("ok"));
     // The right answer, ten minutes on: stale, challenged again.
     let m = invite("13912345678", &creds(&nonce, "s3cret"));
     let (fresh, stale) = challenge(&m, MON_10H + 600_000);
@@ -1920,6 +1945,9 @@ fn trunk_auth_answers_are_good_for_one_call() {
     let next = invite("13912345678", &creds(Some(("00000002", "c0ffee"))));
     assert_eq!(auth(&as_call(&next, 3), t + 41_000), ok);
     assert_eq!(auth(&as_call(&next, 4), t + 42_000), replayed);
+    // A count once used is spent, whatever new client nonce comes with it.
+    let recount = invite("13912345678", &creds(Some(("00000002", "5eed"))));
+    assert_eq!(auth(&as_call(&recount, 9), t + 42_500), replayed);
     // Without qop there is no count: a nonce answers one call.
     let bare = invite("13912345678", &creds(None));
     assert_eq!(auth(&as_call(&bare, 5), t + 43_000), ok);

@@ -72,6 +72,10 @@ pub enum AuthCheck {
     /// `stale=true`: a real client answers the fresh nonce without asking its user, a
     /// replayer cannot.
     Replayed,
+    /// A right answer for another request: its digest `uri` is not this request's
+    /// Request-URI (RFC 7616 3.4.6, RFC 3261 22.4). An answer held back or captured
+    /// would otherwise reach any callee. Refused with 400, as RFC 7616 says.
+    UriMismatch,
 }
 
 impl AuthCheck {
@@ -91,8 +95,15 @@ impl AuthCheck {
         matches!(self, AuthCheck::Stale | AuthCheck::Replayed)
     }
     /// The results' names, by [`AuthCheck::index`] (metric labels and records).
-    pub const NAMES: [&'static str; 6] =
-        ["ok", "missing", "stale", "invalid", "locked", "replayed"];
+    pub const NAMES: [&'static str; 7] = [
+        "ok",
+        "missing",
+        "stale",
+        "invalid",
+        "locked",
+        "replayed",
+        "uri-mismatch",
+    ];
 
     pub fn index(self) -> usize {
         match self {
@@ -102,6 +113,7 @@ impl AuthCheck {
             AuthCheck::Invalid => 3,
             AuthCheck::Locked => 4,
             AuthCheck::Replayed => 5,
+            AuthCheck::UriMismatch => 6,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -351,6 +363,12 @@ impl TrunkAuth {
             if !self.answers(&c, method) {
                 return AuthCheck::Invalid;
             }
+            // Compared as written, case aside: RFC 3261 22.4 has the client copy the
+            // Request-URI, and a proxy between may not change it on a trunk's call.
+            let ruri = msg.request_uri().map_or(&b""[..], |u| u.of(b));
+            if !c.uri.eq_ignore_ascii_case(ruri) {
+                return AuthCheck::UriMismatch;
+            }
             let now = now_ms / 1000;
             // A nonce from the future beyond clock skew between gateways is not ours.
             if issued > now + 30 {
@@ -365,16 +383,17 @@ impl TrunkAuth {
         AuthCheck::Missing
     }
 
-    /// What makes the answer in field `field` one use of its nonce: the nonce, the
-    /// nonce count and the client nonce (RFC 7616 3.4: a client that reuses a nonce
-    /// counts up `nc`), or the nonce alone when the answer has no qop (then each call
-    /// needs a nonce of its own). `None` when the field holds no answer.
+    /// What makes the answer in field `field` one use of its nonce: the nonce and the
+    /// nonce count (RFC 7616 3.4: a client that reuses a nonce counts up `nc`, so a
+    /// count seen once is not good again, whatever client nonce comes with it), or the
+    /// nonce alone when the answer has no qop (then each call needs a nonce of its
+    /// own). `None` when the field holds no answer.
     pub fn answer_key(&self, msg: &Message, field: u16, trunk: usize) -> Option<u64> {
         let f = msg.headers().get(field as usize)?;
         let c = parse_digest(f.value().of(msg.buf()))?;
         let t = (trunk as u64).to_le_bytes();
         Some(match c.qop {
-            Some(_) => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce, c.nc, c.cnonce]),
+            Some(_) => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce, c.nc]),
             None => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce]),
         })
     }
