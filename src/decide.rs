@@ -750,12 +750,19 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             Some(_) => ctx.rates.peek(key, ctx.now_ms, 60_000),
         };
         if before != Some(true) {
+            // The trunk's limit counts the calls it lets through: a caller over its
+            // own limit spends none of the trunk's, so one runaway dialler cannot lock
+            // the enterprise's other callers out. A caller's limit counts its every
+            // attempt, so that hammering on keeps it refused. (Two workers may both see
+            // room for the last call: an overshoot of at most one per worker.)
+            let trunk_key = rate_key(ti, None);
             rule!(
                 RuleId::EnterpriseRateTrunk,
-                trunk
-                    .max_per_minute
-                    .is_some_and(|max| count(rate_key(ti, None)) > max
-                        || closed(RuleId::EnterpriseRateTrunk))
+                trunk.max_per_minute.is_some_and(|max| ctx
+                    .rates
+                    .peek(trunk_key, ctx.now_ms, 60_000)
+                    >= max
+                    || closed(RuleId::EnterpriseRateTrunk))
             );
             rule!(
                 RuleId::EnterpriseRateCaller,
@@ -764,6 +771,9 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                     .is_some_and(|max| count(rate_key(ti, Some(&primary.n))) > max
                         || closed(RuleId::EnterpriseRateCaller))
             );
+            if trunk.max_per_minute.is_some() {
+                ctx.rates.hit(trunk_key, ctx.now_ms, 60_000);
+            }
             if let Some(k) = txn {
                 ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, true);
             }

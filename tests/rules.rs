@@ -654,9 +654,14 @@ fn enterprise_rates() {
     assert_eq!(r(&a3, 1100), Some((403, "enterprise-rate-caller")));
     assert_eq!(r(&call(b, 1), 1200), None);
     assert_eq!(r(&call(c, 1), 1300), None);
-    // Six calls so far on the trunk (A's refused third counted, no retransmission):
-    // over 5 per minute.
-    assert_eq!(r(&call(c, 2), 1400), Some((403, "enterprise-rate-trunk")));
+    // The trunk's limit counts the calls it let through (A's refused third and the
+    // retransmissions are not among them): this is the fifth, within 5 per minute.
+    assert_eq!(r(&call(c, 2), 1400), None);
+    // A sixth, from a caller well within its own limit: over the trunk's.
+    let d = "13912340004";
+    assert_eq!(r(&call(d, 1), 1500), Some((403, "enterprise-rate-trunk")));
+    // Refused by the trunk's limit, it spent none of it: still refused.
+    assert_eq!(r(&call(d, 2), 1600), Some((403, "enterprise-rate-trunk")));
     // Two minutes later the window is empty again, and a retransmission long after its
     // transaction ended (RFC 3261 Timer B, 32 s) is a call again.
     assert_eq!(r(&a3, 120_000), None);
