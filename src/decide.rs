@@ -467,6 +467,13 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
                     _ => {}
                 }
             }
+            // No caller rule runs, but the record names the caller, so that tracing a
+            // number finds its challenged and refused attempts too.
+            identity::extract_into(msg, policy.reading(d.trunk), &mut d.identity);
+            if let Some(n) = d.identity.effective_number() {
+                d.caller = Some(n);
+                d.class = Some(policy.plan.classify(&n));
+            }
             return d;
         }
     }

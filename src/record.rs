@@ -119,15 +119,22 @@ impl BehaviourRecord {
         }
     }
 
-    /// One line for people: `attempts=12 callees=11 answered=0 (asr 0%) ...`.
+    /// One line for people: `attempts=12 callees=11 answered=0/9 (asr 0%) ...`
+    /// (answered over the attempts with an outcome).
     pub fn summary(&self) -> String {
         let f = &self.features;
         let mut s = format!(
-            "attempts={} callees={} answered={} (asr {}%) ring-once={} sequential={} short={}",
+            "attempts={} callees={} answered={}/{} (asr {}) ring-once={} sequential={} short={}",
             f.attempts,
             f.callees,
             f.answered,
-            self.asr_percent,
+            f.settled,
+            // None of its calls has an outcome yet: no ratio to show.
+            if f.settled == 0 {
+                "-".to_string()
+            } else {
+                format!("{}%", self.asr_percent)
+            },
             f.ring_once,
             f.sequential,
             f.short_calls

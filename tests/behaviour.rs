@@ -316,6 +316,38 @@ fn low_asr_caught_once_enough_attempts_and_spared_when_answered() {
     // The configured code is used.
     let d = net.invite("+447700900007", "+8613912345678", "asr-x", 61_000);
     assert_eq!(d.outcome, Outcome::Reject { code: 603 });
+    // A caller with many calls ringing at once (a call centre's campaign): 24 calls
+    // within 24 s, the first four settled (two answered, two busy), the rest still
+    // ringing. Answered over attempts would be 2 of 25 (8 %, under 10 %); answered over
+    // the calls with an outcome is 2 of 4: not low.
+    for i in 0..24u64 {
+        let call = format!("ring-{i}");
+        let d = net.invite(
+            "+447700900009",
+            &scattered(i as usize % 8),
+            &call,
+            100_000 + i * 1000,
+        );
+        assert_eq!(d.outcome, Outcome::Forward, "{i}");
+        net.response(180, &call, 100_000 + i * 1000 + 100);
+        if i < 4 {
+            net.response(
+                if i < 2 { 200 } else { 486 },
+                &call,
+                100_000 + i * 1000 + 500,
+            );
+        }
+    }
+    let d = net.invite("+447700900009", &scattered(3), "ring-24", 124_500);
+    let f = d.features.expect("features");
+    assert_eq!((f.attempts, f.answered, f.settled), (25, 2, 4));
+    assert!(!d.hits.contains(RuleId::BehaviourLowAsr), "{f:?}");
+    // Once they fail, the ratio is low: 2 of 24.
+    for i in 4..24u64 {
+        net.response(487, &format!("ring-{i}"), 125_000 + i);
+    }
+    let d = net.invite("+447700900009", &scattered(4), "ring-25", 126_000);
+    assert!(d.hits.contains(RuleId::BehaviourLowAsr), "{:?}", d.features);
     // Same volume, one call in five answered (20 %): above 10 %.
     let hit = run(
         &net,
@@ -747,7 +779,7 @@ fn explain_shows_the_features_over_a_sequence_of_messages() {
     };
     let text = run(false);
     assert!(
-        text.contains("behaviour attempts=1 callees=1 answered=0 (asr 0%) ring-once=0"),
+        text.contains("behaviour attempts=1 callees=1 answered=0/0 (asr -) ring-once=0"),
         "{text}"
     );
     let last = text.rsplit("9-invite.sip:").next().unwrap();

@@ -1813,6 +1813,9 @@ fn trunk_auth() {
 
     let (nonce, stale) = challenge(&invite("13912345678", ""), MON_10H);
     assert!(!stale);
+    // The challenged call's record names its caller (no caller rule ran).
+    let d = judge_at(&p, &invite("13912345678", ""), "ent", MON_10H, &NoCounting);
+    assert_eq!(d.caller.map(|n| n.e164()), Some("+8613912345678".into()));
     // Answered: judged by the other rules, credentials taken off, another realm's kept.
     let other = "Proxy-Authorization: Digest username=\"x\", realm=\"core\", nonce=\"n\", uri=\"sip:a@b\", response=\"0\"\r\n";
     let m = invite(

@@ -81,6 +81,7 @@ struct CallerSlot {
     callees: [u128; 2],
     attempts: Pair,
     answered: Pair,
+    settled: Pair,
     ring_once: Pair,
     sequential: Pair,
     short_calls: Pair,
@@ -98,6 +99,7 @@ impl CallerSlot {
             for p in [
                 &mut self.attempts,
                 &mut self.answered,
+                &mut self.settled,
                 &mut self.ring_once,
                 &mut self.sequential,
                 &mut self.short_calls,
@@ -128,6 +130,7 @@ impl CallerSlot {
             attempts,
             callees: est.min(total).min(attempts.max(1)).max(1),
             answered: self.answered.weighted(left),
+            settled: self.settled.weighted(left),
             ring_once: self.ring_once.weighted(left),
             sequential: self.sequential.weighted(left),
             short_calls: self.short_calls.weighted(left),
@@ -459,10 +462,17 @@ impl BehaviourTracker for LocalTracker {
         self.with_caller(t, caller, now_ms, None, |s| {
             s.roll(now_ms);
             match seen {
-                Seen::Answered => s.answered.add(),
-                Seen::RingOnce => s.ring_once.add(),
+                Seen::Answered => {
+                    s.answered.add();
+                    s.settled.add();
+                }
+                Seen::RingOnce => {
+                    s.ring_once.add();
+                    s.settled.add();
+                }
+                Seen::Cancelled | Seen::Failed => s.settled.add(),
                 Seen::ShortCall => s.short_calls.add(),
-                Seen::Cancelled | Seen::Failed | Seen::Ended => {}
+                Seen::Ended => {}
             }
         });
         Some((trunk, seen))
@@ -560,10 +570,17 @@ mod tests {
         assert_eq!(t.on_event(99, Event::Answered, 1), None);
         let f = t.on_call(&start(1, 15, 9, 50_000));
         assert_eq!(
-            (f.attempts, f.answered, f.ring_once, f.short_calls),
-            (5, 2, 1, 1)
+            (
+                f.attempts,
+                f.answered,
+                f.settled,
+                f.ring_once,
+                f.short_calls
+            ),
+            (5, 2, 4, 1, 1)
         );
-        assert_eq!(f.asr_percent(), 40);
+        // Two of the four calls with an outcome; the fifth, being judged, is none yet.
+        assert_eq!(f.asr_percent(), 50);
     }
 
     #[test]

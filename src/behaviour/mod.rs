@@ -53,6 +53,10 @@ pub struct Features {
     /// 7% at 30, 10% at 100; never more than the attempts).
     pub callees: u32,
     pub answered: u32,
+    /// Attempts whose outcome is known (answered, failed, cancelled): the ASR's
+    /// denominator, so that calls still ringing, and this one, are not counted as
+    /// unanswered.
+    pub settled: u32,
     pub ring_once: u32,
     /// Attempts whose callee followed the previous callee by +1..+[`SEQ_STEP`].
     pub sequential: u32,
@@ -65,10 +69,12 @@ pub struct Features {
 }
 
 impl Features {
-    /// Answer-seizure ratio in percent (answered attempts over attempts).
+    /// Answer-seizure ratio in percent: answered attempts over the attempts whose
+    /// outcome is known (a dialler with many calls ringing at once is not judged low
+    /// for them); 100 while none is.
     pub fn asr_percent(&self) -> u32 {
-        (self.answered.min(self.attempts) * 100)
-            .checked_div(self.attempts)
+        (self.answered.min(self.settled) * 100)
+            .checked_div(self.settled)
             .unwrap_or(100)
     }
 }
