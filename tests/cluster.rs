@@ -258,6 +258,12 @@ fn contracted_frequency_holds_across_three_gateways_and_records_meet_in_one_stre
         rows[0].starts_with("gw1 ") && rows[0].contains("+8613912340105"),
         "{one}"
     );
+    // Another prefix is another cluster's stream: nothing; the gateways' own, named
+    // explicitly, finds the same records.
+    let elsewhere = trace(&["--json", "--prefix", "othercluster"]);
+    assert!(elsewhere.trim().is_empty(), "{elsewhere}");
+    let named = trace(&["--json", "--prefix", "sipfence", "--verdict", "allow"]);
+    assert_eq!(named.lines().count() as f64, allowed, "{named}");
     // A window that ends before the calls holds none of them.
     let none = trace(&["--until", "2020-01-01T00:00:00Z"]);
     assert_eq!(none.lines().count(), 1, "{none}");

@@ -1668,6 +1668,25 @@ fn config_errors_name_file_and_line() {
         e.starts_with(&format!("bad.toml:{}:", lines + 6)) && e.contains("bob"),
         "{e}"
     );
+    // [proxy] zeros that would break the proxy rather than turn something off.
+    for key in [
+        "overload_ms",
+        "tcp_idle_secs",
+        "max_tcp_connections",
+        "rate_keys",
+    ] {
+        let e = Policy::from_str(
+            &format!("[general]\n\n[proxy]\nworkers = 1\n{key} = 0\n"),
+            "bad.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("bad.toml:5:") && e.contains(&format!("{key} = 0 would")),
+            "{e}"
+        );
+    }
     let e = Policy::from_str(
         "[general]\nlabel_header = \"X Bad: y\"\n",
         "bad.toml",

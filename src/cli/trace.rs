@@ -53,6 +53,10 @@ pub struct Args {
     /// this one's files (URL, or the policy's `[redis] url` when none is given).
     #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "dir")]
     pub redis: Option<String>,
+    /// The gateways' `[redis] prefix`, when it is not the policy's (or the default
+    /// `sipfence` without a policy).
+    #[arg(long, requires = "redis")]
+    pub prefix: Option<String>,
     /// Also write the raw requests of the matching rejected calls (kept with
     /// `[records] pcap_rejected`) to this pcap: the signaling as evidence.
     #[arg(long, conflicts_with = "redis")]
@@ -382,12 +386,18 @@ fn from_files(dir: &Path, out: &mut Printer<'_>) -> Result<String, String> {
 
 /// The stream every gateway writes its records to (`[redis] records_stream`), read
 /// over the window only (entry IDs are times).
-fn from_stream(policy: &Policy, url: &str, out: &mut Printer<'_>) -> Result<String, String> {
+fn from_stream(
+    policy: &Policy,
+    url: &str,
+    prefix: Option<&str>,
+    out: &mut Printer<'_>,
+) -> Result<String, String> {
     let conf = &policy.redis;
     if conf.records_stream.is_empty() {
         return Err("the policy's [redis] records_stream is empty: no shared records".into());
     }
-    let redis = crate::cluster::Redis::open(url, &conf.prefix, conf.timeout_ms.max(5_000))?;
+    let prefix = prefix.unwrap_or(&conf.prefix);
+    let redis = crate::cluster::Redis::open(url, prefix, conf.timeout_ms.max(5_000))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -498,7 +508,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 return 2;
             }
             out.header();
-            from_stream(policy, url, &mut out)
+            from_stream(policy, url, a.prefix.as_deref(), &mut out)
         }
         None => {
             let dir = match (&a.dir, policy.records.dir.as_str()) {

@@ -724,6 +724,33 @@ impl Policy {
                 actions: resolve_actions(&global, &t.rules, file)?,
             });
         }
+        // Zeros that would not mean "off" but break the proxy: refused with what they do.
+        for (key, zero, why) in [
+            (
+                "overload_ms",
+                cfg.proxy.overload_ms == 0,
+                "would answer 503 to nearly every INVITE of any burst (the default is 250)",
+            ),
+            (
+                "tcp_idle_secs",
+                cfg.proxy.tcp_idle_secs == 0,
+                "would close every TCP connection as soon as it is idle (the default is 120)",
+            ),
+            (
+                "max_tcp_connections",
+                cfg.proxy.max_tcp_connections == 0,
+                "would refuse every TCP connection (leave tcp: out of the listen addresses for none)",
+            ),
+            (
+                "rate_keys",
+                cfg.proxy.rate_keys == 0,
+                "would leave no memory for rate counts and recent transactions (the default is 1000000)",
+            ),
+        ] {
+            if zero {
+                return Err(LoadError::file(file, format!("[proxy] {key} = 0 {why}")));
+            }
+        }
         Ok(Policy {
             blacklist: load_list(&cfg.lists.blacklist, "blacklist")?,
             protected: load_list(&cfg.lists.protected, "protected")?,
