@@ -796,3 +796,31 @@ fn explain_shows_the_features_over_a_sequence_of_messages() {
     assert_eq!(v["behaviour"]["ring_once"], 2);
     assert_eq!(v["behaviour"]["watched"][0], "behaviour-ring-once");
 }
+
+/// `check` shows which behaviour rules can fire and on what: a rule whose threshold is
+/// not set never fires and is left out.
+#[test]
+fn check_names_the_behaviour_thresholds_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.0/8\"]\n[trunk.behaviour]\nwindow_secs = 120\nattempts = 40\nmin_asr_percent = 15\nasr_min_attempts = 25\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("behaviour-attempts=label[attempts>=40/120s]")
+            && out.contains("behaviour-low-asr=label[asr<15% once 25 attempts/120s]"),
+        "{out}"
+    );
+    for off in ["callees", "sequential", "ring-once", "short-calls"] {
+        assert!(!out.contains(&format!("behaviour-{off}")), "{out}");
+    }
+}

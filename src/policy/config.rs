@@ -585,6 +585,33 @@ pub struct BehaviourConf {
     pub rate_limit_per_minute: u32,
 }
 
+impl BehaviourConf {
+    /// What makes behaviour rule `r` fire, for people (`check`); `None` when its
+    /// threshold is not set, so that the rule never fires.
+    pub fn describe(&self, r: super::RuleId) -> Option<String> {
+        use super::RuleId::*;
+        let w = self.window_secs;
+        Some(match r {
+            BehaviourAttempts => format!("attempts>={}/{w}s", self.attempts?),
+            BehaviourCallees => format!("callees>={}/{w}s", self.distinct_callees?),
+            BehaviourSequential => format!("sequential>={}/{w}s", self.sequential_callees?),
+            BehaviourLowAsr => format!(
+                "asr<{}% once {} attempts/{w}s",
+                self.min_asr_percent?, self.asr_min_attempts
+            ),
+            BehaviourRingOnce => format!(
+                "ring-once>={} (cancelled within {}s of ringing)/{w}s",
+                self.ring_once?, self.ring_once_secs
+            ),
+            BehaviourShortCalls => format!(
+                "short>={} (ended within {}s of the answer)/{w}s",
+                self.short_calls?, self.short_call_secs
+            ),
+            _ => return None,
+        })
+    }
+}
+
 impl Default for BehaviourConf {
     fn default() -> Self {
         BehaviourConf {

@@ -965,15 +965,23 @@ impl Policy {
                     crate::numbering::INTERNATIONAL_MIN_DIGITS - 1
                 );
             }
+            // A behaviour rule without its threshold never fires: left out, and the
+            // others say what makes them fire.
+            let threshold = |r: RuleId| t.behaviour.and_then(|b| b.describe(r));
             let rules: Vec<String> = RuleId::ORDER
                 .iter()
                 .filter(|r| t.runs(**r) && t.action(**r).kind != ActionKind::Off)
+                .filter(|r| !r.is_behaviour() || threshold(**r).is_some())
                 .map(|r| {
                     let a = t.action(*r);
-                    match a.kind {
+                    let rule = match a.kind {
                         ActionKind::Reject => format!("{}={}", r.as_str(), a.code),
                         ActionKind::RateLimit => format!("{}=rate-limit/{}", r.as_str(), a.code),
                         k => format!("{}={:?}", r.as_str(), k).to_lowercase(),
+                    };
+                    match threshold(*r) {
+                        Some(th) => format!("{rule}[{th}]"),
+                        None => rule,
                     }
                 })
                 .collect();
