@@ -140,11 +140,13 @@ async fn outbound(
             tracing::warn!(%addr, error = %why, "cannot connect to next hop");
             drop(tx);
             let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
-            while let Ok(Some(_)) = tokio::time::timeout_at(until, rx.recv()).await {
+            while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {
                 shared.metrics.dropped("tcp-connect-failed");
+                unreachable(&shared, &udps, local, addr, b).await;
             }
-            while rx.try_recv().is_ok() {
+            while let Ok(b) = rx.try_recv() {
                 shared.metrics.dropped("tcp-connect-failed");
+                unreachable(&shared, &udps, local, addr, b).await;
             }
         }
     }
@@ -153,6 +155,68 @@ async fn outbound(
     // Whatever was queued after the last look has nowhere to go.
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");
+    }
+}
+
+/// A request that could not be sent to the next hop `addr`: an initial INVITE is
+/// answered 503 (with Retry-After) as if the next hop had answered, which is what RFC
+/// 3261 16.9 has a proxy do on a transport error, so that the caller's side tries
+/// another route at once instead of retransmitting into nothing until Timer B. The 503
+/// goes back the way the next hop's answers go (our Via taken off), counted and
+/// mirrored like one. Anything else is only dropped (its sender retransmits or gives up).
+async fn unreachable(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    local: ListenSpec,
+    addr: SocketAddr,
+    request: Bytes,
+) {
+    let Ok(req) = crate::sip::Message::parse(request) else {
+        return;
+    };
+    if req.method() != Some(crate::sip::Method::Invite) || req.to_tag().is_some() {
+        return;
+    }
+    let l = shared.loaded.load();
+    let server = (!l.policy.server.is_empty()).then_some(l.policy.server.as_str());
+    let extra = crate::sip::response::Extra {
+        reason_text: Some("Next hop unreachable"),
+        retry_after: Some(l.policy.proxy.retry_after),
+        server,
+        ..Default::default()
+    };
+    let mut answer = Vec::new();
+    crate::sip::response::write_response(&req, 503, "Service Unavailable", &extra, &mut answer);
+    let Some((fwd, via_addr)) = udp::forwarder(udps, &local) else {
+        return;
+    };
+    let o = Origin {
+        source: addr,
+        local: ListenSpec {
+            transport: Transport::Tcp,
+            addr: local.addr,
+        },
+        conn: None,
+    };
+    let (mut msg, mut edits, mut out) = (
+        crate::sip::Message::empty(),
+        EditList::new(),
+        Vec::with_capacity(answer.len()),
+    );
+    if let Some(d) = udp::handle_one(
+        shared,
+        &l,
+        udp::Arrival::now(),
+        via_addr,
+        Bytes::from(answer),
+        &o,
+        false,
+        &mut msg,
+        &mut edits,
+        &mut out,
+    ) {
+        udp::mirror_sent(shared, via_addr, &d, &out);
+        udp::send(shared, udps, local, &fwd, d, &out).await;
     }
 }
 
