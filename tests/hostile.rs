@@ -7,7 +7,7 @@ mod common;
 
 use common::{Proxy, Uac, port_block, sipp_available, sipp_uas, uac_scenario};
 use std::io::Write;
-use std::net::{TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 fn config(base: u16) -> String {
@@ -454,4 +454,93 @@ fn keepalives_are_counted_apart_and_ponged_over_tcp() {
         String::from_utf8_lossy(&got)
     );
     assert_eq!(m("sipfence_keepalives_total{transport=\"tcp\"}"), 1.0);
+}
+
+/// Addresses no trunk claims share an eighth of the TCP connections: past that they
+/// are closed at once and counted, while a trunk's peer still connects and is
+/// answered; a stranger that leaves gives its place back.
+#[test]
+fn unclaimed_addresses_cannot_take_every_tcp_connection() {
+    use std::io::Read;
+    let base = port_block();
+    let cfg = format!(
+        r#"
+[[trunk]]
+name = "intl"
+role = "international"
+listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}"]
+sources = ["127.0.0.2/32"]
+next_hop = "udp:127.0.0.3:{uas}"
+[proxy]
+max_tcp_connections = 16
+[metrics]
+listen = "127.0.0.1:{m}"
+"#,
+        uas = base + 10,
+        m = base + 30
+    );
+    // (The next hop is on 127.0.0.3: an address of the core may connect freely.)
+    let proxy = Proxy::start(&cfg, 1);
+    let connections = |n: f64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while proxy.metric("sipfence_tcp_connections") != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {n} connections"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Closed at once: the read sees the end (or a reset), not a timeout.
+    let closed = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // Two places for strangers (16 / 8).
+    let mut strangers: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", base)).unwrap())
+        .collect();
+    connections(2.0);
+    let mut third = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    assert!(closed(&mut third), "a third stranger is closed at once");
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-unclaimed-limit\"}"),
+        1.0
+    );
+    // The trunk's peer, from its own address, connects and is answered.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], base)).into())
+        .unwrap();
+    let mut peer: TcpStream = sock.into();
+    let me = peer.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-tcp-o1\r\nFrom: <sip:ping@127.0.0.2>;tag=o1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tcp-o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    peer.write_all(options.as_bytes()).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 2048];
+    let n = peer.read(&mut b).unwrap();
+    assert!(b[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+    // One stranger leaves: the next one is let in (and stays, silent).
+    drop(strangers.pop());
+    connections(2.0);
+    let mut next = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    next.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let e = next.read(&mut b).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
 }

@@ -58,7 +58,7 @@ pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 19] = [
+pub const DROP_REASONS: [&str; 20] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -81,6 +81,7 @@ pub const DROP_REASONS: [&str; 19] = [
     "tcp-gone",
     "tcp-backlog",
     "tcp-limit",
+    "tcp-unclaimed-limit",
     "tcp-idle",
 ];
 

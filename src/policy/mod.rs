@@ -882,6 +882,17 @@ impl Policy {
 
     /// The trunk a message belongs to: the first (in file order) whose sources and
     /// listen addresses match.
+    /// Whether a TCP connection from `peer` on `local` may carry anything this policy
+    /// takes: a trunk's call, or the core's in-dialog requests (from a next hop's
+    /// address, any port: the core connects from an ephemeral one).
+    pub fn claims_connection(&self, peer: &SocketAddr, local: &ListenSpec) -> bool {
+        self.match_trunk(peer, Some(local)).is_some()
+            || self
+                .trunks
+                .iter()
+                .any(|t| t.next_hop.is_some_and(|n| n.addr.ip() == peer.ip()))
+    }
+
     pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {
         self.trunks.iter().position(|t| t.matches(source, local))
     }

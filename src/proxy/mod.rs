@@ -97,6 +97,8 @@ pub struct Shared {
     /// Our outgoing TCP connections, by the next hop they lead to (ids into `tcp_conns`).
     pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
     pub next_conn: AtomicU64,
+    /// Accepted TCP connections from addresses no trunk claims and no next hop has.
+    pub unclaimed_tcp: std::sync::atomic::AtomicUsize,
     pub config_path: Option<PathBuf>,
     /// The settings this process took at start: a reload that changes them is applied
     /// only by a restart, and says so.
@@ -372,6 +374,7 @@ pub fn run(args: RunArgs) -> i32 {
         tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
         tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
+        unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         config_path: args.config.clone(),
         start_only,
         started: Instant::now(),

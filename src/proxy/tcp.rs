@@ -47,20 +47,52 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, local: ListenSpec, listener:
                 continue;
             }
         };
-        let max = shared.loaded.load().policy.proxy.max_tcp_connections as i64;
-        if shared.metrics.tcp_connections.get() >= max {
+        let (max, claimed) = {
+            let l = shared.loaded.load();
+            let tcp = ListenSpec {
+                transport: Transport::Tcp,
+                addr: local.addr,
+            };
+            (
+                l.policy.proxy.max_tcp_connections,
+                l.policy.claims_connection(&peer, &tcp),
+            )
+        };
+        if shared.metrics.tcp_connections.get() >= max as i64 {
             shared.metrics.dropped("tcp-limit");
             drop(stream);
             continue;
         }
+        // Addresses no trunk claims share an eighth of the connections: a flood of
+        // them (each answered unknown-source, or holding a socket open and silent)
+        // cannot take the places the trunks' PBXs and peers need.
+        let unclaimed = if claimed {
+            None
+        } else {
+            let cap = (max / 8).max(1);
+            if shared.unclaimed_tcp.fetch_add(1, Ordering::Relaxed) >= cap {
+                shared.unclaimed_tcp.fetch_sub(1, Ordering::Relaxed);
+                shared.metrics.dropped("tcp-unclaimed-limit");
+                drop(stream);
+                continue;
+            }
+            Some(Unclaimed(shared.clone()))
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            shared.clone(),
-            udps.clone(),
-            local,
-            stream,
-            peer,
-        ));
+        let (shared, udps) = (shared.clone(), udps.clone());
+        tokio::spawn(async move {
+            connection(shared, udps, local, stream, peer).await;
+            drop(unclaimed);
+        });
+    }
+}
+
+/// One place among the unclaimed connections, given back when the connection ends.
+struct Unclaimed(Arc<Shared>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        self.0.unclaimed_tcp.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
