@@ -237,20 +237,23 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
 }
 
 /// Whether an initial INVITE repeats one seen within [`TRANSACTION_MS`] of its first
-/// sighting (its client's Timer B), and remembers it if not.
+/// sighting (its client's Timer B), and remembers it if not. A retransmission is the
+/// same request (RFC 3261 17.1.1.2), byte for byte: keyed on the whole message, so
+/// that an INVITE reusing a branch, Call-ID and tags with another caller is a call of
+/// its own, counted and recorded, not hidden as a retransmission.
 fn repeated(msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
     // No memory (explain on its own, the benches): no hashing either.
-    ctx.rates.recent().is_some()
-        && !ctx.rates.first_sight(
-            transaction_key(trunk.unwrap_or(usize::MAX), msg) ^ SEEN_TXN,
-            ctx.now_ms,
-            TRANSACTION_MS,
-        )
+    if ctx.rates.recent().is_none() {
+        return false;
+    }
+    let b = msg.buf();
+    let key = crate::sip::lex::tag_hash(&[
+        b"seen",
+        &(trunk.unwrap_or(usize::MAX) as u64).to_le_bytes(),
+        &b[..msg.len().min(b.len())],
+    ]);
+    !ctx.rates.first_sight(key, ctx.now_ms, TRANSACTION_MS)
 }
-
-/// Keeps the memory of INVITEs seen apart from the rate rules' memory of the same
-/// transactions.
-const SEEN_TXN: u64 = 0x7365_656e_5f74_786e;
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
 fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {

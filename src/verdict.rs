@@ -32,7 +32,7 @@ pub fn write_reject(
     // code), so they say why rather than repeat the challenge's text.
     let failed = match d.auth.filter(|_| d.rule == Some(RuleId::TrunkAuth)) {
         Some(AuthCheck::Invalid | AuthCheck::Locked) => Some("Trunk authentication failed"),
-        Some(AuthCheck::UriMismatch) => Some("Digest uri is not the Request-URI"),
+        Some(AuthCheck::UriMismatch) => Some("Digest answer made for another callee"),
         _ => None,
     };
     let reason = d

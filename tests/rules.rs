@@ -681,11 +681,11 @@ fn enterprise_rates() {
     assert_eq!(r(&other, 4), Some((403, "enterprise-rate-caller")));
 }
 
-/// Any initial INVITE repeated within its transaction's 32 s is flagged a
-/// retransmission, whatever the trunk's rules (the proxy then counts and records it
-/// once): judged again all the same, refusals included; another CSeq, another
-/// Request-URI or the same INVITE after 32 s is a new call. `explain` on one file
-/// twice says so.
+/// Any initial INVITE repeated byte for byte within its transaction's 32 s is flagged
+/// a retransmission, whatever the trunk's rules (the proxy then counts and records it
+/// once): judged again all the same, refusals included; another CSeq, Request-URI or
+/// caller, or the same INVITE after 32 s, is a new call. `explain` on one file twice
+/// says so.
 #[test]
 fn retransmitted_invites_are_flagged_on_every_trunk() {
     let p = policy("");
@@ -707,9 +707,12 @@ fn retransmitted_invites_are_flagged_on_every_trunk() {
     // The same INVITE on another trunk is another transaction.
     assert!(!at(&allowed, "ic", 40_000).retransmission);
     let text = String::from_utf8(allowed.bytes().to_vec()).unwrap();
+    // Another CSeq, another Request-URI; and the same branch, Call-ID and tags with
+    // another caller: a call of its own (counted and recorded), not a retransmission.
     for other in [
         text.replace("CSeq: 1 INVITE", "CSeq: 2 INVITE"),
         text.replace("INVITE sip:", "INVITE sip:9"),
+        text.replace("+442071234567", "+442079999999"),
     ] {
         let m = Message::parse(Bytes::from(other)).unwrap();
         assert!(!at(&m, "intl", 40_100).retransmission);
@@ -1879,11 +1882,11 @@ fn trunk_auth() {
     let r = String::from_utf8_lossy(&out);
     assert!(
         r.starts_with("SIP/2.0 400 Bad Request\r\n")
-            && r.contains("text=\"Digest uri is not the Request-URI\""),
+            && r.contains("text=\"Digest answer made for another callee\""),
         "{r}"
     );
-    // The same URI written in another case is the same URI.
-    let m = elsewhere("INVITE SIP:4008001234@10.0.0.100 ");
+    // The same callee through another host (a proxy before sipfence) is the same.
+    let m = elsewhere("INVITE sip:4008001234@192.0.2.1 ");
     let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);
     assert_eq!(d.auth.map(|a| a.as_str()), Some("ok"));
     // The right answer, ten minutes on: stale, challenged again.

@@ -72,9 +72,9 @@ pub enum AuthCheck {
     /// `stale=true`: a real client answers the fresh nonce without asking its user, a
     /// replayer cannot.
     Replayed,
-    /// A right answer for another request: its digest `uri` is not this request's
-    /// Request-URI (RFC 7616 3.4.6, RFC 3261 22.4). An answer held back or captured
-    /// would otherwise reach any callee. Refused with 400, as RFC 7616 says.
+    /// A right answer made for another callee: its digest `uri` names another user
+    /// than this request's Request-URI (RFC 7616 3.4.6). An answer held back or
+    /// captured would otherwise reach any number. Refused with 400, as RFC 7616 says.
     UriMismatch,
 }
 
@@ -202,6 +202,31 @@ pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
             k
         }
     }
+}
+
+/// Whether a digest answer's `uri` was made for this Request-URI's callee. RFC 7616
+/// 3.4.6 has the server check the uri against the request; SIP clients differ in what
+/// they write there (the Request-URI, or only its host and port, as sipp does), and a
+/// proxy before sipfence may change the host. What matters for a trunk is the number
+/// called: a uri that names a user must name the Request-URI's (its number, without
+/// parameters); one that names none fits any. A uri that does not parse must be the
+/// Request-URI as written, case aside.
+fn same_callee(digest_uri: &[u8], ruri: &[u8]) -> bool {
+    use crate::sip::uri;
+    let whole = |b: &[u8]| crate::sip::Span::new(0, b.len());
+    let Ok(d) = uri::parse(digest_uri, whole(digest_uri)) else {
+        return digest_uri.eq_ignore_ascii_case(ruri);
+    };
+    let Some(du) = d.user else {
+        return true;
+    };
+    fn number(b: &[u8], u: crate::sip::Span) -> &[u8] {
+        uri::user_number(b, u).of(b)
+    }
+    uri::parse(ruri, whole(ruri))
+        .ok()
+        .and_then(|r| r.user)
+        .is_some_and(|ru| number(digest_uri, du) == number(ruri, ru))
 }
 
 impl TrunkAuth {
@@ -363,10 +388,8 @@ impl TrunkAuth {
             if !self.answers(&c, method) {
                 return AuthCheck::Invalid;
             }
-            // Compared as written, case aside: RFC 3261 22.4 has the client copy the
-            // Request-URI, and a proxy between may not change it on a trunk's call.
             let ruri = msg.request_uri().map_or(&b""[..], |u| u.of(b));
-            if !c.uri.eq_ignore_ascii_case(ruri) {
+            if !same_callee(c.uri, ruri) {
                 return AuthCheck::UriMismatch;
             }
             let now = now_ms / 1000;
@@ -460,6 +483,37 @@ impl TrunkAuth {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_answer_fits_the_callee_it_was_made_for() {
+        for (digest, ruri, fits) in [
+            (
+                "sip:4008001234@10.0.0.100",
+                "sip:4008001234@10.0.0.100",
+                true,
+            ),
+            // sipp writes only the host and port: no callee named.
+            ("sip:10.0.0.100:5060", "sip:4008001234@10.0.0.100", true),
+            // A proxy before sipfence changed the host.
+            (
+                "sip:4008001234@core.example",
+                "sip:4008001234@10.0.0.100",
+                true,
+            ),
+            ("sip:4008001234;npdi@h", "sip:4008001234@h;user=phone", true),
+            ("tel:+8613800001111", "sip:+8613800001111@h", true),
+            // Made for another number.
+            ("sip:+8613800001111@h", "sip:+8613900009999@h", false),
+            ("sip:4008001234@h", "sip:h", false),
+            ("not a uri", "sip:4008001234@h", false),
+        ] {
+            assert_eq!(
+                same_callee(digest.as_bytes(), ruri.as_bytes()),
+                fits,
+                "{digest} for {ruri}"
+            );
+        }
+    }
+
     use super::*;
     use bytes::Bytes;
 
