@@ -751,6 +751,17 @@ fn retransmissions_ack_absorption_and_max_forwards() {
         recv(&uas).is_none(),
         "the ACK to our own rejection must not be forwarded"
     );
+    // Nor one with a branch of its own (against RFC 3261 17.1.1.3, as some clients
+    // send it): our To-tag alone tells it.
+    c.send(
+        ack.replace("branch=z9hG4bK-rtx-1;", "branch=z9hG4bK-rtx-1-ack;")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        recv(&uas).is_none(),
+        "the ACK to our own rejection, on another branch, must not be forwarded"
+    );
     // An allowed INVITE reaches the next hop with our Via on top and rport filled in.
     let ok = invite("ok-1", "+442071234567", "z9hG4bK-ok-1", port);
     c.send(ok.as_bytes()).unwrap();

@@ -4,14 +4,15 @@
 use super::{HeaderName, Message, lex};
 
 /// A To-tag that is the same for every retransmission of a request, so that the
-/// answers to them are identical (RFC 3261 17.2.1) without keeping any state.
+/// answers to them are identical (RFC 3261 17.2.1) without keeping any state. Made of
+/// what the ACK to a non-2xx answer repeats (Call-ID, From tag, CSeq number; RFC 3261
+/// 17.1.1.3), not of the branch: the ACK is told as ours by this tag alone, and some
+/// clients (sipp's scenarios among them) give that ACK a branch of its own. Another
+/// transaction of the call (the INVITE sent again with credentials, CSeq + 1) gets
+/// another tag.
 pub fn stable_tag(msg: &Message) -> [u8; 16] {
-    let branch = msg
-        .top_via()
-        .and_then(|v| v.branch)
-        .map(|s| msg.slice(s))
-        .unwrap_or(b"");
-    let h = lex::tag_hash(&[msg.call_id(), msg.from_tag().unwrap_or(b""), branch]);
+    let cseq = msg.cseq().map_or(0, |(n, _)| n).to_le_bytes();
+    let h = lex::tag_hash(&[msg.call_id(), msg.from_tag().unwrap_or(b""), &cseq]);
     hex16(h)
 }
 
