@@ -438,6 +438,18 @@ fn keepalives_are_counted_apart_and_ponged_over_tcp() {
         m("sipfence_messages_total{kind=\"request\",transport=\"udp\"}"),
         1.0
     );
+    // Garbage is no SIP message: a parse error, not a request.
+    u.send_to(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ("127.0.0.1", base))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while m("sipfence_dropped_total{reason=\"malformed\"}") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "garbage not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        m("sipfence_messages_total{kind=\"request\",transport=\"udp\"}"),
+        1.0
+    );
 
     let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
     t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

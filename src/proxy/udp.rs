@@ -83,7 +83,7 @@ pub fn handle_one(
         shared.metrics.keepalive(transport);
         return None;
     }
-    shared.count_message(o.local.transport, data.starts_with(b"SIP/"));
+    let response = data.starts_with(b"SIP/");
     let now = arrival.now_ms;
     let step = Step {
         policy: &l.policy,
@@ -106,7 +106,12 @@ pub fn handle_one(
         ),
         Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
     };
-    match stateless::handle(&step, data, msg, o, out, edits, &mut observe) {
+    let handled = stateless::handle(&step, data, msg, o, out, edits, &mut observe);
+    // SIP messages only: what does not parse is counted in parse_errors_total.
+    if handled.is_ok() {
+        shared.count_message(o.local.transport, response);
+    }
+    match handled {
         Ok(Handled::Forward(d)) | Ok(Handled::Respond(d, _)) => Some(d),
         Ok(Handled::Shed(d)) => {
             let t = l.policy.match_trunk(&o.source, Some(&o.local));
