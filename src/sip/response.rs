@@ -58,13 +58,29 @@ pub fn write_response(
     // single-value fields, the first, even when a malformed request repeats them (the
     // 400 for it must not repeat them too).
     let first = |h: &super::Header| req.first(h.name).is_some_and(|f| std::ptr::eq(f, h));
+    // A request with nearly as many Via fields as a message may hold fields would get an
+    // answer with more (ours added) than any parser with the same bound reads, ours
+    // included: its Vias then go in one row, comma-separated (RFC 3261 7.3.1), the
+    // values and their order unchanged (8.2.6.2).
+    let join = req.count(HeaderName::Via) + 12 > super::parse::MAX_HEADERS;
     for h in req.headers() {
         match h.name {
-            HeaderName::Via if first(h) => match (extra.source, req.top_via()) {
-                (Some(src), Some(v)) => push_top_via(out, b, h.value(), &v, src),
-                _ => push_field(out, "Via", h.value().of(b)),
-            },
-            HeaderName::Via => push_field(out, "Via", h.value().of(b)),
+            HeaderName::Via if first(h) => {
+                match (extra.source, req.top_via()) {
+                    (Some(src), Some(v)) => push_top_via(out, b, h.value(), &v, src),
+                    _ => push_field(out, "Via", h.value().of(b)),
+                }
+                if join {
+                    out.truncate(out.len() - 2);
+                    for v in req.all(HeaderName::Via).skip(1) {
+                        out.extend_from_slice(b", ");
+                        out.extend_from_slice(v.value().of(b));
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            HeaderName::Via if !join => push_field(out, "Via", h.value().of(b)),
+            HeaderName::Via => {}
             HeaderName::From | HeaderName::CallId | HeaderName::CSeq if first(h) => {
                 push_field(out, h.name.as_str(), h.value().of(b));
             }
@@ -312,6 +328,39 @@ mod tests {
     /// the source port, `received` the address (even when it is sent-by's, with
     /// `rport`); without `rport`, `received` only when sent-by differs (RFC 3261
     /// 18.2.2). Other values and fields stay as written.
+    /// A request with 60 Via fields (it parses: 64 fields at most) gets an answer that
+    /// parses too: its Vias in one row, every value, in order.
+    #[test]
+    fn many_vias_are_answered_in_one_row() {
+        let mut t = String::from("OPTIONS sip:x@h SIP/2.0\r\n");
+        for i in 0..60 {
+            t.push_str(&format!("Via: SIP/2.0/UDP h{i};branch=z9hG4bK{i}\r\n"));
+        }
+        t.push_str(
+            "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        );
+        let req = Message::parse(Bytes::from(t)).unwrap();
+        let mut out = Vec::new();
+        let extra = Extra {
+            reason_text: Some("x"),
+            retry_after: Some(5),
+            server: Some("s"),
+            ..Extra::default()
+        };
+        write_response(&req, 503, "Service Unavailable", &extra, &mut out);
+        let r = Message::parse(Bytes::from(out)).expect("our answer parses");
+        let vias: Vec<&[u8]> = r.all(HeaderName::Via).map(|h| r.slice(h.value())).collect();
+        assert_eq!(vias.len(), 1);
+        let values: Vec<String> = String::from_utf8_lossy(vias[0])
+            .split(", ")
+            .map(str::to_string)
+            .collect();
+        let want: Vec<String> = (0..60)
+            .map(|i| format!("SIP/2.0/UDP h{i};branch=z9hG4bK{i}"))
+            .collect();
+        assert_eq!(values, want);
+    }
+
     #[test]
     fn our_answers_fill_rport_and_received() {
         let answer = |via: &str, src: &str| {
