@@ -1246,3 +1246,58 @@ fn udp_retransmissions_are_not_new_calls() {
     assert_eq!(recs.len(), 3);
     assert!(recs.iter().all(|r| r.verdict == "allow"), "{recs:?}");
 }
+
+/// A trunk listening on a wildcard address (`udp:0.0.0.0:5060`, as production policies
+/// do) takes a capture's messages to any host's port 5060, as the live socket does; a
+/// capture where both ends use 5060 is judged, not taken for sipfence's own output. The
+/// same capture through a policy naming the addresses gives the same calls.
+#[test]
+fn a_wildcard_listen_address_takes_the_capture_hosts_traffic() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let cap = shared.join("corpus/pcap/zeek-wireshark.pcap");
+    let run = |listen: &str| {
+        let p = Policy::from_str(
+            &format!(
+                "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nlisten = [{listen}]\nsources = [\"0.0.0.0/0\", \"::/0\"]\n"
+            ),
+            "p.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let mut r = Replayer::new(&p, None);
+        let mut recs = vec![];
+        r.file(&cap, &mut Outputs::default(), &mut |rec| recs.push(rec))
+            .expect("capture opens");
+        (recs.len(), r.summary.calls, r.summary.retransmissions)
+    };
+    let wildcard = run("\"udp:0.0.0.0:5060\", \"tcp:0.0.0.0:5060\"");
+    assert!(wildcard.1 > 0, "{wildcard:?}");
+    // Every address the capture's INVITEs were sent to, named.
+    let mut dsts = std::collections::BTreeSet::new();
+    let text = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            cap.to_str().unwrap(),
+            "-Y",
+            "sip.Method == \"INVITE\"",
+            "-T",
+            "fields",
+            "-e",
+            "ip.dst",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for ip in text.lines().filter(|l| !l.is_empty()) {
+        dsts.insert(format!("\"udp:{ip}:5060\""));
+    }
+    if dsts.is_empty() {
+        eprintln!("note: tshark missing; named-address comparison skipped");
+        return;
+    }
+    let named = run(&dsts.into_iter().collect::<Vec<_>>().join(", "));
+    assert_eq!(wildcard, named);
+    eprintln!("records, calls, retransmissions: {wildcard:?}");
+}

@@ -380,6 +380,16 @@ pub struct ListenSpec {
 }
 
 impl ListenSpec {
+    /// Whether a message that arrived at `local` is one this listen address takes: the
+    /// same transport and port, and the same IP unless this one is a wildcard
+    /// (`0.0.0.0`, `[::]`). The proxy's own sockets give their listen address as it is
+    /// written; a capture gives the host's real address.
+    pub fn covers(&self, local: &ListenSpec) -> bool {
+        self.transport == local.transport
+            && self.addr.port() == local.addr.port()
+            && (self.addr.ip() == local.addr.ip() || self.addr.ip().is_unspecified())
+    }
+
     pub fn parse(s: &str) -> Result<ListenSpec, String> {
         let (t, a) = s
             .split_once(':')

@@ -286,7 +286,7 @@ impl Trunk {
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
         let local_ok = match local {
-            Some(l) => self.listen.is_empty() || self.listen.contains(l),
+            Some(l) => self.listen.is_empty() || self.listen.iter().any(|x| x.covers(l)),
             None => true,
         };
         src_ok && local_ok
@@ -848,6 +848,26 @@ impl Policy {
                 && l.addr.port() == a.port()
                 && (l.addr.ip() == a.ip() || l.addr.ip().is_unspecified())
         })
+    }
+
+    /// A message of a capture sent from `src` to `dst` is sipfence's own output (a
+    /// forwarded request, a relayed answer), not traffic to judge. A listen address
+    /// that names its IP tells it by the source alone. A wildcard one (`0.0.0.0:5060`)
+    /// fits every host's port 5060, both ends of a peer-to-peer capture where both use
+    /// 5060 among them: the message is sipfence's only when it does not go to such an
+    /// address too.
+    pub fn sent_by_us(
+        &self,
+        transport: config::Transport,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> bool {
+        let explicit =
+            self.trunks.iter().flat_map(|t| &t.listen).any(|l| {
+                l.transport == transport && l.addr == src && !l.addr.ip().is_unspecified()
+            });
+        explicit
+            || (self.own_address(Some(transport), src) && !self.own_address(Some(transport), dst))
     }
 
     /// The address is a trunk's next hop (the core side): its requests are in-dialog

@@ -239,7 +239,7 @@ impl<'p> Replayer<'p> {
         let call_id = behaviour::call_key(&msg);
         // Its output, or the core's side of the call (which the proxy relays
         // without judging): no verdict, but they tell how calls went.
-        if self.policy.own_address(Some(transport), src) || self.policy.is_next_hop(&src) {
+        if self.policy.sent_by_us(transport, src, dst) || self.policy.is_next_hop(&src) {
             self.learn(&msg, ts_ms);
             o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
             return;
