@@ -652,3 +652,91 @@ fn explain_shows_the_isup_numbers() {
     assert_eq!(v["isup"]["rules"][0], "intl-domestic-caller");
     assert_eq!(v["caller"], "+442071234567");
 }
+
+/// An INVITE whose body is `body` of type `ct` (a hand-built multipart).
+fn with_body(ct: &str, body: &[u8]) -> Message {
+    let mut s = format!(
+        "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-nest\r\nFrom: <sip:+442071234567@10.9.9.9;user=phone>;tag=ft1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: nest-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <tel:+442071234567>\r\nMIME-Version: 1.0\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    s.extend_from_slice(body);
+    Message::parse(Bytes::from(s)).expect("INVITE parses")
+}
+
+/// One multipart body of these parts (content type, bytes) under `boundary`.
+fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (ct, body) in parts {
+        b.extend_from_slice(format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    b
+}
+
+/// The next hop may read any ISUP part of the body: an IAM in a multipart part inside
+/// the multipart body is judged like one at the top; two ISUP parts (a clean one first,
+/// a forged one after it) are unreadable, refused as a mismatch rather than judged on
+/// the first; nesting past three levels is refused alike.
+#[test]
+fn every_isup_part_counts_at_any_depth() {
+    let p = policy("");
+    const ISUP: &str = "application/ISUP;version=itu-t92+";
+    let clean = iam(NumberSpec::international("442071234567"));
+    let forged = iam(NumberSpec::national("13812345678"));
+    let sdp = SDP.as_bytes().to_vec();
+    // Nested: SDP beside a multipart/mixed holding the forged IAM.
+    let inner = multipart("in1", &[(ISUP, forged.clone())]);
+    let outer = multipart(
+        "out1",
+        &[
+            ("application/sdp", sdp.clone()),
+            ("multipart/mixed;boundary=in1", inner),
+        ],
+    );
+    let m = with_body("multipart/mixed;boundary=out1", &outer);
+    blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    // The clean IAM nested, nothing else: judged and let through.
+    let inner = multipart("in2", &[(ISUP, clean.clone())]);
+    let outer = multipart(
+        "out2",
+        &[
+            ("application/sdp", sdp.clone()),
+            ("multipart/mixed;boundary=in2", inner),
+        ],
+    );
+    let d = passes(
+        &p,
+        &with_body("multipart/mixed;boundary=out2", &outer),
+        "intl",
+    );
+    assert!(d.identity.isup.is_some_and(|i| i.iam.is_ok()), "{d:?}");
+    // Two ISUP parts.
+    let two = multipart(
+        "two",
+        &[
+            ("application/sdp", sdp.clone()),
+            (ISUP, clean.clone()),
+            (ISUP, forged),
+        ],
+    );
+    let d = judge(&p, &with_body("multipart/mixed;boundary=two", &two), "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    assert!(matches!(
+        d.identity.isup.map(|i| i.iam),
+        Some(Err(sipfence::isup::IsupError::SeveralParts))
+    ));
+    // Four levels.
+    let mut body = multipart("l4", &[(ISUP, clean)]);
+    for (i, b) in ["l3", "l2", "l1"].iter().enumerate() {
+        let inner_b = ["l4", "l3", "l2"][i];
+        body = multipart(
+            b,
+            &[(&format!("multipart/mixed;boundary={inner_b}") as &str, body)],
+        );
+    }
+    let d = judge(&p, &with_body("multipart/mixed;boundary=l1", &body), "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+}

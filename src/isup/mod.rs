@@ -199,13 +199,16 @@ pub enum IsupError {
     Ansi,
     /// A multipart body that cannot be split into its parts: it may hide an IAM.
     Multipart(crate::sip::multipart::MultipartError),
+    /// More than one ISUP part (at any depth): which one the next hop reads is not
+    /// known, so none is trusted.
+    SeveralParts,
 }
 
 impl IsupError {
     pub fn offset(self) -> usize {
         match self {
             IsupError::Truncated(o) | IsupError::BadPointer(o) | IsupError::BadNumber(o) => o,
-            IsupError::NotIam(_) | IsupError::Ansi => 0,
+            IsupError::NotIam(_) | IsupError::Ansi | IsupError::SeveralParts => 0,
             IsupError::Multipart(e) => e.offset(),
         }
     }
@@ -220,6 +223,10 @@ impl std::fmt::Display for IsupError {
             IsupError::BadNumber(o) => write!(f, "ISUP number parameter at octet {o} is too short"),
             IsupError::Ansi => write!(f, "ANSI ISUP (SIP-T) is not decoded, only ITU-T (SIP-I)"),
             IsupError::Multipart(e) => write!(f, "the multipart body cannot be split: {e}"),
+            IsupError::SeveralParts => write!(
+                f,
+                "more than one ISUP part: which one the next hop reads is not known"
+            ),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Finding the ISUP in a SIP message: the whole body when its type is `application/ISUP`,
-//! else the first `application/ISUP` part of a `multipart/*` body.
+//! else the `application/ISUP` part of a `multipart/*` body, multipart parts inside it
+//! opened too (up to [`multipart::MAX_DEPTH`] levels). More than one ISUP part is an
+//! unreadable IAM: which one the next hop reads is not known.
 
 use super::{Iam, IsupError, decode_iam};
 use crate::sip::lex;
@@ -34,16 +36,19 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
         let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
         (msg.body_span(), None, disp, ct)
     } else if multipart::is_multipart(ct) {
-        let boundary =
-            multipart::boundary(ct).ok_or(SipIError::Multipart(MultipartError::NoBoundary))?;
-        let (parts, n) =
-            multipart::parts(b, msg.body_span(), boundary).map_err(SipIError::Multipart)?;
-        let Some(p) = parts[..n]
-            .iter()
-            .find(|p| p.content_type.is_some_and(|t| is_isup(t.of(b))))
-        else {
+        let mut found = Found::default();
+        collect(b, msg.body_span(), ct, 1, &mut found)?;
+        let Some(p) = found.first else {
             return Ok(None);
         };
+        if found.count > 1 {
+            return Ok(Some(SipI {
+                body: p.body,
+                part_content_length: p.content_length,
+                required: true,
+                iam: Err(IsupError::SeveralParts),
+            }));
+        }
         (
             p.body,
             p.content_length,
@@ -66,6 +71,43 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
             decode_iam(body.of(b))
         },
     }))
+}
+
+/// The ISUP parts of a multipart body, multipart parts opened in turn.
+#[derive(Default)]
+struct Found {
+    first: Option<multipart::Part>,
+    count: usize,
+}
+
+/// Looks for ISUP parts in the multipart `body` of type `ct`, `depth` levels down: an
+/// IAM in a second ISUP part, or inside a multipart part, is as much the next hop's to
+/// read as one in the first.
+fn collect(
+    b: &[u8],
+    body: Span,
+    ct: &[u8],
+    depth: usize,
+    found: &mut Found,
+) -> Result<(), SipIError> {
+    let boundary =
+        multipart::boundary(ct).ok_or(SipIError::Multipart(MultipartError::NoBoundary))?;
+    let (parts, n) = multipart::parts(b, body, boundary).map_err(SipIError::Multipart)?;
+    for p in &parts[..n] {
+        let t = p.content_type.map_or(&[][..], |t| t.of(b));
+        if is_isup(t) {
+            found.count += 1;
+            found.first.get_or_insert(*p);
+        } else if multipart::is_multipart(t) {
+            if depth >= multipart::MAX_DEPTH {
+                return Err(SipIError::Multipart(MultipartError::TooDeep(
+                    p.body.start as usize,
+                )));
+            }
+            collect(b, p.body, t, depth + 1, found)?;
+        }
+    }
+    Ok(())
 }
 
 /// The `version` parameter names ANSI ISUP (SIP-T `ansi88`/`ansi92`, Bellcore's

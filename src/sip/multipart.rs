@@ -35,7 +35,13 @@ pub enum MultipartError {
     Unterminated(usize),
     /// More than [`MAX_PARTS`].
     TooManyParts(usize),
+    /// A multipart part inside a multipart part, deeper than [`MAX_DEPTH`].
+    TooDeep(usize),
 }
+
+/// How deep multipart bodies are opened inside one another (a SIP-I body is one level;
+/// a `multipart/mixed` inside one, two).
+pub const MAX_DEPTH: usize = 3;
 
 impl MultipartError {
     /// Where in the message it broke (0 for a missing boundary parameter).
@@ -44,7 +50,8 @@ impl MultipartError {
             MultipartError::NoBoundary => 0,
             MultipartError::NoDelimiter(o)
             | MultipartError::Unterminated(o)
-            | MultipartError::TooManyParts(o) => o,
+            | MultipartError::TooManyParts(o)
+            | MultipartError::TooDeep(o) => o,
         }
     }
 }
@@ -62,6 +69,12 @@ impl std::fmt::Display for MultipartError {
             ),
             MultipartError::TooManyParts(o) => {
                 write!(f, "more than {MAX_PARTS} parts (at byte {o})")
+            }
+            MultipartError::TooDeep(o) => {
+                write!(
+                    f,
+                    "multipart nested more than {MAX_DEPTH} deep (at byte {o})"
+                )
             }
         }
     }
