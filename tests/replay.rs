@@ -348,6 +348,24 @@ fn explain_points_a_capture_to_replay() {
     let gz = dir.path().join("rules-udp.pcap.gz");
     std::fs::write(&gz, e.finish().unwrap()).unwrap();
     let sip = root().join("testdata/sip/invite-pai-sdp.sip");
+    // Given a policy, the hint names it: the command can be pasted as it is.
+    let cfg = root().join("deploy/sipfence.toml");
+    let cap = root().join("testdata/pcap/rules-udp.pcap");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["explain", "--config"])
+        .arg(&cfg)
+        .arg(&cap)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "sipfence replay --config {} {}",
+            cfg.display(),
+            cap.display()
+        )),
+        "{text}"
+    );
     for capture in [
         root().join("testdata/pcap/rules-udp.pcap"),
         root().join("testdata/pcap/rules-tcp.pcapng"),

@@ -390,6 +390,34 @@ fn generic_number_deleted_from_the_iam() {
     // The rewritten call is clean: judged again, nothing to delete.
     let d2 = passes(&p, &out, "intl");
     assert!(!d2.rewrite_from, "{d2:?}");
+    // `explain --output` prints that request byte for byte (the IAM's octets above
+    // 0x7f included), and `--json` gives its bytes in hex beside the text.
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, msgf) = (dir.path().join("p.toml"), dir.path().join("m.sip"));
+    std::fs::write(&cfg, POLICY).unwrap();
+    std::fs::write(&msgf, &m.buf()[..m.len()]).unwrap();
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        c.args(["explain", "--trunk", "intl", "--output", "--config"])
+            .arg(&cfg);
+        if json {
+            c.arg("--json");
+        }
+        c.arg(&msgf).output().unwrap().stdout
+    };
+    let text = run(false);
+    let at = text
+        .windows(8)
+        .position(|w| w == b"output:\n")
+        .expect("an output section");
+    let printed = &text[at + 8..text.len() - 1];
+    assert_eq!(printed, &out.buf()[..out.len()]);
+    let v: serde_json::Value = serde_json::from_slice(&run(true)).unwrap();
+    let hex: String = out.buf()[..out.len()]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v["output_hex"], hex.as_str());
 }
 
 #[test]

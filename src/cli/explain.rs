@@ -53,8 +53,14 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         };
         let now = a.at_ms.unwrap_or_else(super::now_ms);
         if crate::replay::capture::looks_like_capture(&bytes) {
+            // The same policy, so that the command can be pasted as it is.
+            let config = if policy.source.starts_with("builtin:") {
+                String::new()
+            } else {
+                format!("--config {} ", policy.source)
+            };
             let hint = format!(
-                "a packet capture, not a SIP message: sipfence replay {}",
+                "a packet capture, not a SIP message: sipfence replay {config}{}",
                 f.display()
             );
             if a.json {
@@ -122,6 +128,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 v["output"] = serde_json::Value::Null;
             } else if a.show_output {
                 v["output"] = serde_json::Value::String(String::from_utf8_lossy(&out).into_owned());
+                // A binary body (an IAM) has bytes no JSON string holds: the message
+                // byte for byte, in hex, beside the text.
+                if std::str::from_utf8(&out).is_err() {
+                    let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+                    v["output_hex"] = serde_json::Value::String(hex);
+                }
             }
             println!("{v}");
         } else {
@@ -221,7 +233,13 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             if a.show_output && dropped {
                 println!("  output:  none (dropped: no answer, nothing forwarded)");
             } else if a.show_output {
-                println!("  output:\n{}", String::from_utf8_lossy(&out));
+                // Byte for byte (a binary IAM included), so that it can be saved and
+                // sent again, its Content-Length true.
+                println!("  output:");
+                use std::io::Write;
+                let mut so = std::io::stdout().lock();
+                let _ = so.write_all(&out);
+                let _ = so.write_all(b"\n");
             }
         }
     }
