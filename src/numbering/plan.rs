@@ -290,6 +290,8 @@ impl Plan {
             countries: vec![],
             foreign: vec![],
         };
+        // A byte-order mark (Windows editors) is no part of the first rule, as in lists.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (idx, raw) in text.lines().enumerate() {
             let ln = idx + 1;
             let line = raw.split('#').next().unwrap_or("").trim();
@@ -298,14 +300,22 @@ impl Plan {
             }
             let f: Vec<&str> = line.split_whitespace().collect();
             if f[0] == "country" {
-                if f.len() != 2
-                    || !f[1].bytes().all(|c| c.is_ascii_digit())
-                    || f[1].is_empty()
-                    || f[1].len() > 3
-                {
+                if f.len() != 2 {
                     return Err(LoadError::at(file, ln, "expected 'country <1-3 digits>'"));
                 }
-                plan.country = f[1].as_bytes().to_vec();
+                let cc = country_code(f[1]).map_err(|e| LoadError::at(file, ln, e))?;
+                // A second one would silently move every number to another country.
+                if !plan.country.is_empty() {
+                    return Err(LoadError::at(
+                        file,
+                        ln,
+                        format!(
+                            "a second 'country' line (the plan is +{} already)",
+                            String::from_utf8_lossy(&plan.country)
+                        ),
+                    ));
+                }
+                plan.country = cc.to_vec();
                 continue;
             }
             if f[0] == "countries" {
@@ -589,6 +599,16 @@ mod tests {
         assert!(e.reason.contains("already defined"), "{e}");
         assert!(Plan::parse("country 86\nmobile 13 0\n", "p").is_err());
         assert!(Plan::parse("# nothing\n", "p").is_err());
+        // A second country line, and a code no country has, are refused on their line.
+        let e = Plan::parse("country 86\nmobile 13 11\ncountry 44\n", "p.plan").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.reason.contains("second 'country'"), "{e}");
+        let e = Plan::parse("country 0\nmobile 13 11\n", "p.plan").unwrap_err();
+        assert_eq!(e.line, Some(1));
+        assert!(e.reason.contains("not a country code"), "{e}");
+        // A byte-order mark before the first rule is skipped.
+        let p = Plan::parse("\u{feff}country 86\nmobile 13 11\n", "p.plan").unwrap();
+        assert_eq!(p.country(), b"86");
     }
 
     #[test]
