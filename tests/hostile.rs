@@ -368,6 +368,13 @@ fn broken_requests_are_refused_counted_and_silent_to_strangers() {
         r.starts_with("SIP/2.0 420 ") && r.contains("Unsupported: x-magic\r\n"),
         "{r}"
     );
+    // An unparsable one from it gets a 400 like every answer of ours: a To-tag and
+    // Server (the top Via is filled in as for the others: `rfc5118.rs`, `response.rs`).
+    let r = send("127.0.0.2", 7, "Content-Length: many\r\n", 70).expect("an answer");
+    assert!(r.starts_with("SIP/2.0 400 "), "{r}");
+    let to = r.lines().find(|l| l.starts_with("To:")).unwrap_or_default();
+    assert!(to.contains(";tag="), "{r}");
+    assert!(r.contains("\r\nServer: "), "{r}");
     // A good call from it goes on to the next hop (no answer from a stateless proxy).
     assert_eq!(send("127.0.0.2", 4, "", 70), None);
     // A stranger gets nothing, broken or unparsable.

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use sipfence::proxy::stateless::bad_request_for;
 use sipfence::sip::error::ErrorKind;
-use sipfence::sip::{Message, Span, uri};
+use sipfence::sip::{HeaderName, Message, Span, uri};
 
 fn read(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,13 +66,29 @@ fn the_unbracketed_reference_is_answered_400() {
     let raw = read("ipv6-bad");
     let mut out = vec![];
     let src = "[2001:db8::9:1]:5060".parse().expect("address");
-    let dest = bad_request_for(&raw, src, None, "Bad Request-URI", &mut out);
+    let dest = bad_request_for(
+        &raw,
+        src,
+        None,
+        "Bad Request-URI",
+        Some("sipfence"),
+        &mut out,
+    );
     assert!(dest.is_some(), "no answer");
+    let again = {
+        let mut o = vec![];
+        bad_request_for(&raw, src, None, "Bad Request-URI", Some("sipfence"), &mut o);
+        o
+    };
+    assert_eq!(out, again, "a retransmission gets the same answer");
     let r = Message::parse(Bytes::from(out)).expect("the 400 parses");
     assert_eq!(r.status(), Some(400));
     let via = r.top_via().expect("Via copied");
     assert_eq!(text(&r, via.host), "[2001:db8::9:1]");
     assert_eq!(r.call_id(), b"SSG9559905523997077@hlau_4100");
+    // As every answer of ours: a To-tag (RFC 3261 8.2.6.2) and Server.
+    assert!(r.to_tag().is_some_and(|t| t.len() == 16), "no To-tag");
+    assert_eq!(r.value(HeaderName::Server), Some(&b"sipfence"[..]));
 }
 
 #[test]

@@ -593,6 +593,7 @@ pub fn bad_request_for(
     source: SocketAddr,
     conn: Option<u64>,
     why: &str,
+    server: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Option<Dest> {
     out.clear();
@@ -637,8 +638,39 @@ pub fn bad_request_for(
     }
     let (rport, port) = via_port?;
     out.extend_from_slice(b"SIP/2.0 400 Bad Request\r\n");
-    for l in vias.iter().chain(keep.iter()) {
+    // As every answer of ours (RFC 3261 8.2.6.2, RFC 3581 4): the top Via told where the
+    // request came from, a To-tag the same for its retransmissions, Server.
+    for (i, l) in vias.iter().enumerate() {
+        let colon = l.iter().position(|&c| c == b':').unwrap_or(0);
+        let v = lex::trim(&l[colon + 1..]);
+        match via::parse_first(v, Span::new(0, v.len())).filter(|_| i == 0) {
+            Some(top) => response::push_top_via(out, v, Span::new(0, v.len()), &top, source),
+            None => {
+                out.extend_from_slice(l);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    let value = |name: HeaderName| {
+        keep.iter().find_map(|l| {
+            let colon = l.iter().position(|&c| c == b':')?;
+            (HeaderName::parse(lex::trim(&l[..colon])) == name).then(|| lex::trim(&l[colon + 1..]))
+        })
+    };
+    let tag = hex16(lex::tag_hash(&[
+        value(HeaderName::CallId).unwrap_or_default(),
+        value(HeaderName::From).unwrap_or_default(),
+        value(HeaderName::CSeq).unwrap_or_default(),
+    ]));
+    for l in &keep {
         out.extend_from_slice(l);
+        let colon = l.iter().position(|&c| c == b':').unwrap_or(0);
+        if HeaderName::parse(lex::trim(&l[..colon])) == HeaderName::To
+            && memchr::memmem::find(&l[colon..].to_ascii_lowercase(), b";tag=").is_none()
+        {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(&tag);
+        }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Reason: SIP;cause=400;text=\"");
@@ -646,7 +678,13 @@ pub fn bad_request_for(
         why.bytes()
             .filter(|&c| c != b'"' && c != b'\\' && c >= b' '),
     );
-    out.extend_from_slice(b"\"\r\nContent-Length: 0\r\n\r\n");
+    out.extend_from_slice(b"\"\r\n");
+    if let Some(s) = server {
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(match conn {
         Some(c) => Dest::Tcp(c),
         None => Dest::Udp(SocketAddr::new(

@@ -368,13 +368,16 @@ async fn serve_stream(
                     // The stream cannot be resynchronised after a framing error.
                     shared.metrics.parse_error("tcp", e.kind);
                     let data = buf.split().freeze();
-                    let silent = shared.loaded.load().policy.silent_to(&peer, Some(&o.local));
+                    let l = shared.loaded.load();
+                    let silent = l.policy.silent_to(&peer, Some(&o.local));
+                    let server = (!l.policy.server.is_empty()).then_some(l.policy.server.as_str());
                     if !silent
                         && let Some(Dest::Tcp(_)) = super::stateless::bad_request_for(
                             &data,
                             peer,
                             Some(id),
                             &e.to_string(),
+                            server,
                             &mut out,
                         )
                     {

@@ -127,7 +127,8 @@ pub fn handle_one(
             shared.metrics.parse_error(transport, e.kind);
             tracing::debug!(source = %o.source, error = %e, "malformed message");
             let d = if e.answerable() && !l.policy.silent_to(&o.source, Some(&o.local)) {
-                stateless::bad_request_for(&raw, o.source, o.conn, &e.to_string(), out)
+                let server = (!l.policy.server.is_empty()).then_some(l.policy.server.as_str());
+                stateless::bad_request_for(&raw, o.source, o.conn, &e.to_string(), server, out)
             } else {
                 None
             };

@@ -121,7 +121,7 @@ pub fn write_response(
 /// given the source port when it has no value, `received` the source address when the
 /// value has none and either `rport` asks for it (RFC 3581 4: even when it is the
 /// sent-by address) or the sent-by address is another (RFC 3261 18.2.2).
-fn push_top_via(
+pub fn push_top_via(
     out: &mut Vec<u8>,
     b: &[u8],
     field: super::Span,
