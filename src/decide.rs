@@ -574,15 +574,22 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     }
 
     let isup = d.identity.isup;
-    rule!(
-        RuleId::WithheldCaller,
-        d.identity.withheld_without_identity()
-    );
+    // Rules 3 and 4 made to match by the IAM alone (the SIP headers name a caller) say
+    // so, as the number rules do: the record and the ISUP rule hits point at the IAM.
+    let trunk_i = d.trunk;
+    let on = |r: RuleId| applies(role, r) && policy.action(trunk_i, r).kind != ActionKind::Off;
+    let withheld = d.identity.withheld_without_identity();
+    if withheld && !d.identity.withheld && on(RuleId::WithheldCaller) {
+        d.isup_hits.insert(RuleId::WithheldCaller);
+    }
+    rule!(RuleId::WithheldCaller, withheld);
     d.blank = d.identity.blank_reason();
-    rule!(
-        RuleId::BlankCaller,
-        d.blank.is_some_and(|r| !r.breaks_plan())
-    );
+    let sip_named = d.identity.effective().is_some_and(|p| p.number.is_ok());
+    let blank = d.blank.is_some_and(|r| !r.breaks_plan());
+    if blank && sip_named && on(RuleId::BlankCaller) {
+        d.isup_hits.insert(RuleId::BlankCaller);
+    }
+    rule!(RuleId::BlankCaller, blank);
 
     // The numbers judged: the SIP one (asserted, else presented) and the ISUP Calling
     // Party Number of a SIP-I call. A number rule matches when either number does.

@@ -221,15 +221,33 @@ fn enterprise_whitelist_in_isup() {
 #[test]
 fn blank_and_withheld_isup_caller() {
     let p = policy("");
-    // No Calling Party Number at all in the IAM.
-    let m = sipi("+442071234567", &IamBuilder::new("861012345678").build());
-    blocks_on_isup(&p, &m, "intl", 433, RuleId::BlankCaller);
-    // Address not available.
-    let m = sipi(
-        "+442071234567",
-        &iam(NumberSpec::international("1").not_available()),
+    // No Calling Party Number at all in the IAM; address not available: blank by the
+    // IAM alone (SIP asserts a number), and said to be.
+    for m in [
+        sipi("+442071234567", &IamBuilder::new("861012345678").build()),
+        sipi(
+            "+442071234567",
+            &iam(NumberSpec::international("1").not_available()),
+        ),
+    ] {
+        blocks_on_isup(&p, &m, "intl", 433, RuleId::BlankCaller);
+        let d = judge(&p, &m, "intl");
+        assert!(d.isup_hits.contains(RuleId::BlankCaller), "{d:?}");
+        let r = sipfence::record::Record::new(&p, &m, &d, "10.0.0.1:5060".parse().unwrap(), 0);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["isup"]["rules"],
+            serde_json::json!(["blank-caller"]),
+            "{v}"
+        );
+    }
+    // A blank SIP caller is the SIP headers' doing, not the IAM's.
+    let m = sipi("", &IamBuilder::new("861012345678").build());
+    let d = judge(&p, &m, "intl");
+    assert!(
+        d.is_reject() && !d.isup_hits.contains(RuleId::BlankCaller),
+        "{d:?}"
     );
-    blocks_on_isup(&p, &m, "intl", 433, RuleId::BlankCaller);
     // Presentation restricted without digits, and no SIP identity either.
     let mut restricted = NumberSpec::international("").restricted();
     restricted.digits.clear();
