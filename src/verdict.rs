@@ -33,6 +33,16 @@ pub fn write_reject(
     let failed = match d.auth.filter(|_| d.rule == Some(RuleId::TrunkAuth)) {
         Some(AuthCheck::Invalid | AuthCheck::Locked) => Some("Trunk authentication failed"),
         Some(AuthCheck::UriMismatch) => Some("Digest answer made for another callee"),
+        // `isup-mismatch` refuses an IAM that says another caller and one that cannot
+        // be read: the peer's NOC is told which it was (unless the operator wrote the
+        // rule's own reason).
+        _ if d.rule == Some(RuleId::IsupMismatch)
+            && d.identity.isup.is_some_and(|i| i.iam.is_err())
+            && *policy.action(d.trunk, RuleId::IsupMismatch).reason
+                == *RuleId::IsupMismatch.default_reason() =>
+        {
+            Some("ISUP IAM unreadable")
+        }
         _ => None,
     };
     let reason = d

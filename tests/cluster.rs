@@ -507,6 +507,19 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         !out.status.success() && err.contains("blacklist.txt:2"),
         "{err}"
     );
+    // ... and, given the gateways' policy, a whitelist of a trunk they do not have
+    // (which every gateway would refuse whole)...
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["lists", "publish", "--redis", &redis.url(), "--config"])
+        .arg(gws[0].dir.path().join("sipfence.toml"))
+        .arg(format!("whitelist:nosuch={}", list.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("no trunk 'nosuch' with a whitelist"),
+        "{err}"
+    );
     // ... and a bad set written to Redis by other means is refused by every gateway,
     // which keeps v1.
     assert_eq!(redis.cli(&["INCR", "sipfence:lists:seq"]).trim(), "2");

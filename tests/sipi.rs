@@ -294,6 +294,11 @@ fn unreadable_isup_is_a_mismatch() {
     let d = judge(&p, &m, "intl");
     assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
     assert!(d.identity.isup.unwrap().iam.is_err());
+    // Its answer says the IAM could not be read, not that it names another caller.
+    let mut out = vec![];
+    assert!(sipfence::verdict::write_reject(&p, &m, &d, None, &mut out));
+    let r = String::from_utf8_lossy(&out);
+    assert!(r.contains("text=\"ISUP IAM unreadable\""), "{r}");
     // A multipart body that cannot be split may hide an IAM: the same answer.
     let s = "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-mp\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: mp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=zz\r\nContent-Length: 9\r\n\r\n--zz\r\nabc";
     let m = Message::parse(Bytes::from(s)).unwrap();

@@ -44,6 +44,21 @@ pub fn publish(a: &PublishArgs) -> i32 {
             );
             return 2;
         }
+        // Every gateway would refuse the whole version for it: refused here, before
+        // anything is published, as the gateways judge it (given their policy).
+        if let Some(t) = name.strip_prefix("whitelist:")
+            && !policy.source.starts_with("builtin:")
+            && !policy
+                .trunks
+                .iter()
+                .any(|x| x.name == t && x.whitelist.is_some())
+        {
+            eprintln!(
+                "sipfence: '{name}': no trunk '{t}' with a whitelist in {} (the gateways would refuse this version)",
+                policy.source
+            );
+            return 2;
+        }
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {

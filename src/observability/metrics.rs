@@ -185,7 +185,7 @@ impl Metrics {
         );
         let auth = cv(
             "sipfence_auth_total",
-            "Digest checks of calls on trunks with [trunk.auth], by trunk and result (ok, missing, stale, invalid, locked, replayed)",
+            "Digest checks of calls on trunks with [trunk.auth], by trunk and result (ok, missing, stale, invalid, locked, replayed, uri-mismatch)",
             &["trunk", "result"],
         );
         let isup_rule_hits = cv(

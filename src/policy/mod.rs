@@ -126,6 +126,11 @@ impl RuleId {
         }
     }
 
+    /// The Reason text a rule answers with unless the policy gives its own.
+    pub fn default_reason(self) -> &'static str {
+        self.default_action().2
+    }
+
     /// Built-in action, code and reason text of each rule.
     fn default_action(self) -> (ActionKind, u16, &'static str, &'static str) {
         use ActionKind::*;
