@@ -849,9 +849,10 @@ impl Policy {
     /// What a capture shows coming from one is the proxy's own output.
     pub fn own_address(&self, transport: Option<config::Transport>, a: SocketAddr) -> bool {
         self.trunks.iter().flat_map(|t| &t.listen).any(|l| {
-            transport.is_none_or(|t| l.transport == t)
-                && l.addr.port() == a.port()
-                && (l.addr.ip() == a.ip() || l.addr.ip().is_unspecified())
+            l.covers(&ListenSpec {
+                transport: transport.unwrap_or(l.transport),
+                addr: a,
+            })
         })
     }
 

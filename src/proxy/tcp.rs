@@ -49,13 +49,9 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, local: ListenSpec, listener:
         };
         let (max, claimed) = {
             let l = shared.loaded.load();
-            let tcp = ListenSpec {
-                transport: Transport::Tcp,
-                addr: local.addr,
-            };
             (
                 l.policy.proxy.max_tcp_connections,
-                l.policy.claims_connection(&peer, &tcp),
+                l.policy.claims_connection(&peer, &local),
             )
         };
         if shared.metrics.tcp_connections.get() >= max as i64 {
