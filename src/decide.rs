@@ -562,10 +562,12 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         return;
     }
 
+    // Whether rule `r` is evaluated on this trunk at all: its role's, and not off.
+    let runs = |r: RuleId| applies(role, r) && policy.action(Some(ti), r).kind != ActionKind::Off;
     // Rules run in RuleId::ORDER; each block below is one rule.
     macro_rules! rule {
         ($r:expr, $cond:expr) => {
-            if applies(role, $r) && policy.action(d.trunk, $r).kind != ActionKind::Off && $cond {
+            if runs($r) && $cond {
                 if fire(policy, d, $r) {
                     return;
                 }
@@ -576,17 +578,15 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let isup = d.identity.isup;
     // Rules 3 and 4 made to match by the IAM alone (the SIP headers name a caller) say
     // so, as the number rules do: the record and the ISUP rule hits point at the IAM.
-    let trunk_i = d.trunk;
-    let on = |r: RuleId| applies(role, r) && policy.action(trunk_i, r).kind != ActionKind::Off;
     let withheld = d.identity.withheld_without_identity();
-    if withheld && !d.identity.withheld && on(RuleId::WithheldCaller) {
+    if withheld && !d.identity.withheld && runs(RuleId::WithheldCaller) {
         d.isup_hits.insert(RuleId::WithheldCaller);
     }
     rule!(RuleId::WithheldCaller, withheld);
     d.blank = d.identity.blank_reason();
     let sip_named = d.identity.effective().is_some_and(|p| p.number.is_ok());
     let blank = d.blank.is_some_and(|r| !r.breaks_plan());
-    if blank && sip_named && on(RuleId::BlankCaller) {
+    if blank && sip_named && runs(RuleId::BlankCaller) {
         d.isup_hits.insert(RuleId::BlankCaller);
     }
     rule!(RuleId::BlankCaller, blank);
@@ -685,7 +685,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     // whether it was the ISUP one.
     macro_rules! rule_n {
         ($r:expr, |$j:ident| $cond:expr) => {
-            if applies(role, $r) && policy.action(d.trunk, $r).kind != ActionKind::Off {
+            if runs($r) {
                 if let Some(hit) = nums.iter().flatten().find(|$j| $cond) {
                     match hit.on {
                         On::Sip => {}
@@ -710,8 +710,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .iter()
             .flatten()
             .any(|j| j.listed.is_some() && exempt(&j.n))
-        && applies(role, RuleId::Blacklist)
-        && policy.action(d.trunk, RuleId::Blacklist).kind != ActionKind::Off;
+        && runs(RuleId::Blacklist);
     if any_exempt {
         d.exempted.insert(RuleId::Blacklist);
     }
