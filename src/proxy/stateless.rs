@@ -611,8 +611,11 @@ pub fn bad_request_for(
         return None;
     }
     let mut vias = vec![];
+    // (name, whole line, value) of From, To, Call-ID and CSeq.
     let mut keep = vec![];
-    let mut via_port = None;
+    // The first Via value that parses, read once: where the answer goes, and the top
+    // Via it fills in.
+    let mut top = None;
     for l in lines {
         let Some(colon) = l.iter().position(|&c| c == b':') else {
             continue;
@@ -621,53 +624,47 @@ pub fn bad_request_for(
         if !n.iter().all(|&c| lex::is_token(c)) {
             continue;
         }
+        let v = lex::trim(&l[colon + 1..]);
         match HeaderName::parse(n) {
             HeaderName::Via => {
-                if via_port.is_none() {
-                    let v = lex::trim(&l[colon + 1..]);
-                    via_port = via::parse_first(v, Span::new(0, v.len()))
-                        .map(|x| (x.rport.is_some(), x.port));
+                if top.is_none() {
+                    top = via::parse_first(v, Span::new(0, v.len())).map(|x| (vias.len(), v, x));
                 }
                 vias.push(l);
             }
-            HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq => {
-                keep.push(l)
+            name @ (HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq) => {
+                keep.push((name, l, v))
             }
             _ => {}
         }
     }
-    let (rport, port) = via_port?;
+    let (top_at, top_value, top_via) = top?;
+    let (rport, port) = (top_via.rport.is_some(), top_via.port);
     out.extend_from_slice(b"SIP/2.0 400 Bad Request\r\n");
     // As every answer of ours (RFC 3261 8.2.6.2, RFC 3581 4): the top Via told where the
     // request came from, a To-tag the same for its retransmissions, Server.
     for (i, l) in vias.iter().enumerate() {
-        let colon = l.iter().position(|&c| c == b':').unwrap_or(0);
-        let v = lex::trim(&l[colon + 1..]);
-        match via::parse_first(v, Span::new(0, v.len())).filter(|_| i == 0) {
-            Some(top) => response::push_top_via(out, v, Span::new(0, v.len()), &top, source),
-            None => {
-                out.extend_from_slice(l);
-                out.extend_from_slice(b"\r\n");
-            }
+        if i == 0 && top_at == 0 {
+            let whole = Span::new(0, top_value.len());
+            response::push_top_via(out, top_value, whole, &top_via, source);
+        } else {
+            out.extend_from_slice(l);
+            out.extend_from_slice(b"\r\n");
         }
     }
     let value = |name: HeaderName| {
-        keep.iter().find_map(|l| {
-            let colon = l.iter().position(|&c| c == b':')?;
-            (HeaderName::parse(lex::trim(&l[..colon])) == name).then(|| lex::trim(&l[colon + 1..]))
-        })
+        keep.iter()
+            .find_map(|&(n, _, v)| (n == name).then_some(v))
+            .unwrap_or_default()
     };
     let tag = hex16(lex::tag_hash(&[
-        value(HeaderName::CallId).unwrap_or_default(),
-        value(HeaderName::From).unwrap_or_default(),
-        value(HeaderName::CSeq).unwrap_or_default(),
+        value(HeaderName::CallId),
+        value(HeaderName::From),
+        value(HeaderName::CSeq),
     ]));
-    for l in &keep {
+    for &(name, l, v) in &keep {
         out.extend_from_slice(l);
-        let colon = l.iter().position(|&c| c == b':').unwrap_or(0);
-        if HeaderName::parse(lex::trim(&l[..colon])) == HeaderName::To
-            && memchr::memmem::find(&l[colon..].to_ascii_lowercase(), b";tag=").is_none()
-        {
+        if name == HeaderName::To && !v.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag=")) {
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(&tag);
         }
