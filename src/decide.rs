@@ -429,7 +429,7 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         && let Some(a) = policy.trunks[ti].auth.as_ref()
         && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
     {
-        let mut c = a.check(msg, ctx.now_ms, policy.plan.country());
+        let mut c = a.check(msg, ctx.now_ms, policy.reading(d.trunk));
         // Wrong answers are counted per source address; past the limit its answers,
         // right or wrong, are refused alike, so that guessing on learns nothing. Only
         // answers to a nonce of ours count: a sender that never saw our challenge (a

@@ -15,6 +15,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use super::config::AuthConf;
+use crate::numbering::Reading;
 use crate::sip::auth::{Credentials, parse_digest};
 use crate::sip::{HeaderName, Message};
 
@@ -212,7 +213,7 @@ pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
 /// parameters, in any form the one normaliser reads as the same number: `+86139...` and
 /// `139...`); one that names none fits any. A uri that does not parse must be the
 /// Request-URI as written, case aside.
-fn same_callee(digest_uri: &[u8], ruri: &[u8], home_cc: &[u8]) -> bool {
+fn same_callee(digest_uri: &[u8], ruri: &[u8], reading: Reading<'_>) -> bool {
     use crate::sip::uri;
     let whole = |b: &[u8]| crate::sip::Span::new(0, b.len());
     let Ok(d) = uri::parse(digest_uri, whole(digest_uri)) else {
@@ -231,7 +232,7 @@ fn same_callee(digest_uri: &[u8], ruri: &[u8], home_cc: &[u8]) -> bool {
     if dn == rn {
         return true;
     }
-    let e164 = |n: &[u8]| crate::numbering::normalise(n, home_cc, None).ok();
+    let e164 = |n: &[u8]| crate::numbering::normalise_as(n, reading, None).ok();
     e164(dn).is_some_and(|d| Some(d) == e164(rn))
 }
 
@@ -374,7 +375,8 @@ impl TrunkAuth {
 
     /// Checks the credentials of a call (its method and the credentials' `uri` enter
     /// the answer, RFC 2617 3.2.2.3).
-    pub fn check(&self, msg: &Message, now_ms: u64, home_cc: &[u8]) -> AuthCheck {
+    /// `reading`: how the trunk reads its numbers, for the callee named in the answer.
+    pub fn check(&self, msg: &Message, now_ms: u64, reading: Reading<'_>) -> AuthCheck {
         let b = msg.buf();
         let method = msg.method_bytes().unwrap_or_default();
         for (i, f) in msg.headers().iter().enumerate() {
@@ -395,7 +397,7 @@ impl TrunkAuth {
                 return AuthCheck::Invalid;
             }
             let ruri = msg.request_uri().map_or(&b""[..], |u| u.of(b));
-            if !same_callee(c.uri, ruri, home_cc) {
+            if !same_callee(c.uri, ruri, reading) {
                 return AuthCheck::UriMismatch;
             }
             let now = now_ms / 1000;
@@ -516,7 +518,7 @@ mod tests {
             ("not a uri", "sip:4008001234@h", false),
         ] {
             assert_eq!(
-                same_callee(digest.as_bytes(), ruri.as_bytes(), b"86"),
+                same_callee(digest.as_bytes(), ruri.as_bytes(), Reading::national(b"86")),
                 fits,
                 "{digest} for {ruri}"
             );
@@ -603,37 +605,63 @@ mod tests {
         for (algo, qop) in [("MD5", true), ("MD5", false), ("SHA-256", true)] {
             let m = invite(&answer("pbx1", "s3cret", &nonce, algo, qop));
             assert!(
-                matches!(a.check(&m, t0 + 5_000, b"86"), AuthCheck::Ok { field: 6 }),
+                matches!(
+                    a.check(&m, t0 + 5_000, Reading::national(b"86")),
+                    AuthCheck::Ok { field: 6 }
+                ),
                 "{algo} {qop}"
             );
             // After nonce_secs: the same answer is stale.
-            assert_eq!(a.check(&m, t0 + 301_000, b"86"), AuthCheck::Stale, "{algo}");
+            assert_eq!(
+                a.check(&m, t0 + 301_000, Reading::national(b"86")),
+                AuthCheck::Stale,
+                "{algo}"
+            );
         }
         // A user configured by HA1 (written in capitals) answers MD5 like the others.
         let ha1 = hex(&Md5::digest("pbx3:sipfence:pw3")).to_ascii_uppercase();
         let a3 = auth(&[&format!("pbx3:md5:{ha1}")]);
         let nonce3 = a3.nonce(t0, 1);
         let m = invite(&answer("pbx3", "pw3", &nonce3, "MD5", true));
-        assert!(matches!(a3.check(&m, t0, b"86"), AuthCheck::Ok { .. }));
+        assert!(matches!(
+            a3.check(&m, t0, Reading::national(b"86")),
+            AuthCheck::Ok { .. }
+        ));
         // Wrong password, unknown user, SHA-256 for an HA1-only user: invalid.
         for pa in [
             answer("pbx1", "wrong", &nonce, "MD5", true),
             answer("nobody", "s3cret", &nonce, "MD5", true),
             answer("pbx2", "x", &nonce, "SHA-256", true),
         ] {
-            assert_eq!(a.check(&invite(&pa), t0, b"86"), AuthCheck::Invalid, "{pa}");
+            assert_eq!(
+                a.check(&invite(&pa), t0, Reading::national(b"86")),
+                AuthCheck::Invalid,
+                "{pa}"
+            );
         }
         // No credentials, another realm's, a nonce we never gave or from the future.
-        assert_eq!(a.check(&invite(""), t0, b"86"), AuthCheck::Missing);
+        assert_eq!(
+            a.check(&invite(""), t0, Reading::national(b"86")),
+            AuthCheck::Missing
+        );
         let other = answer("pbx1", "s3cret", &nonce, "MD5", true)
             .replace("realm=\"sipfence\"", "realm=\"core\"");
-        assert_eq!(a.check(&invite(&other), t0, b"86"), AuthCheck::Missing);
+        assert_eq!(
+            a.check(&invite(&other), t0, Reading::national(b"86")),
+            AuthCheck::Missing
+        );
         let forged = format!("{}{}", &nonce[..16], "0".repeat(32));
         let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
-        assert_eq!(a.check(&m, t0, b"86"), AuthCheck::Missing);
+        assert_eq!(
+            a.check(&m, t0, Reading::national(b"86")),
+            AuthCheck::Missing
+        );
         let later = a.nonce(t0 + 120_000, 2);
         let m = invite(&answer("pbx1", "s3cret", &later, "MD5", true));
-        assert_eq!(a.check(&m, t0, b"86"), AuthCheck::Missing);
+        assert_eq!(
+            a.check(&m, t0, Reading::national(b"86")),
+            AuthCheck::Missing
+        );
         // Another key (another gateway without the shared secret): not our nonce.
         let b = TrunkAuth::new(
             &AuthConf {
@@ -647,7 +675,10 @@ mod tests {
         )
         .unwrap();
         let m = invite(&answer("pbx1", "s3cret", &nonce, "MD5", true));
-        assert_eq!(b.check(&m, t0, b"86"), AuthCheck::Missing);
+        assert_eq!(
+            b.check(&m, t0, Reading::national(b"86")),
+            AuthCheck::Missing
+        );
     }
 
     #[test]
@@ -660,17 +691,26 @@ mod tests {
         assert_eq!(n1.len(), 64);
         for n in [&n1, &n2] {
             let m = invite(&answer("pbx1", "s3cret", n, "MD5", true));
-            assert_eq!(a.check(&m, t0 + 1000, b"86"), AuthCheck::Ok { field: 6 });
+            assert_eq!(
+                a.check(&m, t0 + 1000, Reading::national(b"86")),
+                AuthCheck::Ok { field: 6 }
+            );
         }
         // The salt is under the MAC: another salt with the same MAC is not ours.
         let forged = format!("{}{:016x}{}", &n1[..16], 9, &n1[32..]);
         let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
-        assert_eq!(a.check(&m, t0 + 1000, b"86"), AuthCheck::Missing);
+        assert_eq!(
+            a.check(&m, t0 + 1000, Reading::national(b"86")),
+            AuthCheck::Missing
+        );
         // A nonce without salt, as an earlier version gave it: still good.
         let ts = format!("{:016x}", t0 / 1000);
         let legacy = ts.clone() + a.nonce_mac(ts.as_bytes(), b"").as_str();
         let m = invite(&answer("pbx1", "s3cret", &legacy, "MD5", true));
-        assert_eq!(a.check(&m, t0 + 1000, b"86"), AuthCheck::Ok { field: 6 });
+        assert_eq!(
+            a.check(&m, t0 + 1000, Reading::national(b"86")),
+            AuthCheck::Ok { field: 6 }
+        );
     }
 
     #[test]
