@@ -48,10 +48,7 @@ pub fn publish(a: &PublishArgs) -> i32 {
         // anything is published, as the gateways judge it (given their policy).
         if let Some(t) = name.strip_prefix("whitelist:")
             && !policy.source.starts_with("builtin:")
-            && !policy
-                .trunks
-                .iter()
-                .any(|x| x.name == t && x.whitelist.is_some())
+            && policy.whitelist_of(name).is_none()
         {
             eprintln!(
                 "sipfence: '{name}': no trunk '{t}' with a whitelist in {} (the gateways would refuse this version)",

@@ -807,26 +807,21 @@ impl Policy {
                 "roamers" => &mut p.roamers,
                 "own_segments" => &mut p.own_segments,
                 "exempt" => &mut p.exempt,
-                other => {
-                    let trunk = other
-                        .strip_prefix("whitelist:")
-                        .and_then(|t| p.trunks.iter_mut().find(|x| x.name == t));
-                    match trunk {
-                        Some(t) if t.whitelist.is_some() => {
-                            t.whitelist = Some(set);
-                            continue;
-                        }
-                        _ => {
-                            return Err(LoadError::file(
-                                &file,
-                                format!(
-                                    "no such list here ({}, or whitelist:<trunk> of a trunk with a whitelist)",
-                                    LIST_NAMES.join(", ")
-                                ),
-                            ));
-                        }
+                other => match p.whitelist_of(other) {
+                    Some(t) => {
+                        p.trunks[t].whitelist = Some(set);
+                        continue;
                     }
-                }
+                    None => {
+                        return Err(LoadError::file(
+                            &file,
+                            format!(
+                                "no such list here ({}, or whitelist:<trunk> of a trunk with a whitelist)",
+                                LIST_NAMES.join(", ")
+                            ),
+                        ));
+                    }
+                },
             };
             *slot = set;
         }
@@ -908,6 +903,15 @@ impl Policy {
 
     /// The trunk a message belongs to: the first (in file order) whose sources and
     /// listen addresses match.
+    /// The trunk whose whitelist a published list named `whitelist:<trunk>` replaces: a
+    /// trunk of that name that has a whitelist.
+    pub fn whitelist_of(&self, list: &str) -> Option<usize> {
+        let name = list.strip_prefix("whitelist:")?;
+        self.trunks
+            .iter()
+            .position(|t| t.name == name && t.whitelist.is_some())
+    }
+
     /// Whether a TCP connection from `peer` on `local` may carry anything this policy
     /// takes: a trunk's call, or the core's in-dialog requests (from a next hop's
     /// address, any port: the core connects from an ephemeral one).
