@@ -171,6 +171,25 @@ fn step_once(
 }
 
 /// A message's To value, tag included.
+/// `response` with its To tag replaced by `tag`.
+fn retag(response: &[u8], tag: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(response);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive("\r\n") {
+        match (line.starts_with("To:"), line.find(";tag=")) {
+            (true, Some(at)) => {
+                let rest = &line[at + 5..];
+                let end = rest.find([';', '\r']).unwrap_or(rest.len());
+                out.push_str(&line[..at + 5]);
+                out.push_str(tag);
+                out.push_str(&rest[end..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out.into_bytes()
+}
+
 fn to_value(m: &Message) -> String {
     m.first(sipfence::sip::HeaderName::To)
         .map(|h| String::from_utf8_lossy(h.value().of(m.buf())).into_owned())
@@ -206,7 +225,9 @@ fn proxy_setup(policy: &Policy) -> ProxySetup {
     let answer = |code: u16, phrase: &str| {
         let mut r = Vec::new();
         write_response(&fwd, code, phrase, &Extra::default(), &mut r);
-        Bytes::from(r)
+        // A UAS picks its own To tag (RFC 3261 8.2.6.2); the one our writer gives is the
+        // tag sipfence puts on its own answers, whose ACK it absorbs.
+        Bytes::from(retag(&r, "as6f0c1e27"))
     };
     s.ringing = answer(180, "Ringing");
     s.ok = answer(200, "OK");

@@ -13,6 +13,10 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked -- --test-threads 4 2>&1 | tee /tmp/sipfence-test.log
+echo "== instruction bench workloads, one iteration each (its set-up checks must hold)"
+for w in parse decide sipi behaviour proxy call rsip; do
+  WHAT=$w N=2 cargo test -q --locked --bench instructions
+done
 if [ -x scripts/fuzz.sh ] && [ "${SIPFENCE_SKIP_FUZZ:-0}" != 1 ]; then
   echo "== fuzz smoke"
   bash scripts/fuzz.sh smoke
