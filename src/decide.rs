@@ -37,7 +37,8 @@ pub struct Context<'a> {
 /// Which kind of message this was for the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// An initial INVITE: the caller rules ran.
+    /// An initial INVITE, or an INVITE that names a dialog this gateway did not see
+    /// established ([`Decision::unknown_dialog`]): the caller rules ran.
     Call,
     /// A request inside a dialog (To-tag) or CANCEL/ACK: forwarded without the caller rules.
     InDialog,
@@ -117,6 +118,10 @@ pub struct Decision {
     /// UDP retransmission): judged and answered again like its original, but not a
     /// new call for the counters and the records.
     pub retransmission: bool,
+    /// An INVITE with a To-tag whose dialog this gateway did not see answered (an
+    /// invented To-tag, or a call set up before a restart or through another gateway):
+    /// judged as a call, so that a To-tag cannot carry a call past the rules.
+    pub unknown_dialog: bool,
 }
 
 impl Decision {
@@ -147,6 +152,7 @@ impl Decision {
             auth_at_ms: 0,
             refusal: None,
             retransmission: false,
+            unknown_dialog: false,
         }
     }
 
@@ -253,6 +259,36 @@ fn repeated(msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
         &b[..msg.len().min(b.len())],
     ]);
     !ctx.rates.first_sight(key, ctx.now_ms, TRANSACTION_MS)
+}
+
+/// Key of a dialog in the rate counter's memory: its Call-ID, the same whichever side
+/// sends. The tags would add nothing: a Call-ID is as hard to guess as a tag, and whoever
+/// holds a dialog of their own knows its tags as well as its Call-ID. (Keyed on a tag,
+/// every answer relayed would need its From or To parsed: 900 instructions a call.)
+pub fn dialog_key(call_id: &[u8]) -> u64 {
+    crate::sip::lex::tag_hash(&[b"dialog", call_id])
+}
+
+fn dialog_known(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
+    rates.knows_dialog(dialog_key(msg.call_id()), now_ms)
+}
+
+/// What a message carried on (forwarded or relayed, either way) tells of dialogs: a
+/// 2xx to an INVITE establishes one (or, to a re-INVITE, refreshes it), a BYE ends
+/// it. The proxy calls this for every message it passes on, replay and `explain` for
+/// every message not refused, so that all three know the same dialogs.
+pub fn track_dialog(msg: &Message, rates: &dyn RateCounter, now_ms: u64) {
+    match msg.method() {
+        Some(Method::Bye) => rates.forget_dialog(dialog_key(msg.call_id())),
+        Some(_) => {}
+        None => {
+            if msg.status().is_some_and(|c| (200..300).contains(&c))
+                && msg.cseq().is_some_and(|(_, m)| m == b"INVITE")
+            {
+                rates.note_dialog(dialog_key(msg.call_id()), now_ms);
+            }
+        }
+    }
 }
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
@@ -411,8 +447,18 @@ pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
         None => return Decision::new(Kind::Response, trunk),
         Some(m) => m,
     };
-    let kind = kind_of(msg, method);
+    let mut kind = kind_of(msg, method);
+    // An INVITE inside a dialog is a re-INVITE only when the dialog is one we carried;
+    // otherwise a To-tag would be all it takes to skip every rule.
+    let unknown_dialog = kind == Kind::InDialog
+        && method == Method::Invite
+        && trunk.is_some_and(|t| !policy.trunks[t].trust_in_dialog_invites)
+        && !dialog_known(msg, ctx.rates, ctx.now_ms);
+    if unknown_dialog {
+        kind = Kind::Call;
+    }
     let mut d = Decision::new(kind, trunk);
+    d.unknown_dialog = unknown_dialog;
     d.retransmission = kind == Kind::Call && repeated(msg, ctx, trunk);
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.

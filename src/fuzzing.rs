@@ -150,6 +150,14 @@ pub fn decide_and_apply(data: &[u8]) {
     };
     let d = crate::decide::judge(policy, &m, &ctx);
     crate::behaviour::observe(&m, tracker, ctx.now_ms);
+    // What the message says of dialogs, read from a response as the proxy reads one it
+    // relays (Via only, From on demand), so that later inputs meet known dialogs too.
+    if !d.is_reject() {
+        crate::decide::track_dialog(&m, rates, ctx.now_ms);
+        if let Ok(r) = Message::parse_for_relay(m.bytes().clone()) {
+            crate::decide::track_dialog(&r, rates, ctx.now_ms);
+        }
+    }
     let mut out = Vec::new();
     if crate::verdict::write_reject(policy, &m, &d, Some(ctx.source), &mut out) {
         let r = Message::parse(Bytes::from(out))

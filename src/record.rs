@@ -60,6 +60,10 @@ pub struct Record {
     /// Hops", ...); `code` says the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<&'static str>,
+    /// An INVITE with a To-tag whose dialog this gateway did not see answered, judged
+    /// as a call: "unknown".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dialog: Option<&'static str>,
     /// The caller's behaviour features at this call, on trunks with behaviour rules:
     /// the values that made a behaviour rule fire, or that it stayed under.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -256,6 +260,7 @@ impl Record {
             isup: isup_record(d),
             auth: d.auth.map(|a| a.as_str()),
             refused: d.refusal.map(|r| r.why),
+            dialog: d.unknown_dialog.then_some("unknown"),
             behaviour: d.features.map(BehaviourRecord::new),
         }
     }

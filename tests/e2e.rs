@@ -1151,6 +1151,60 @@ listen = "127.0.0.1:{metrics}"
     assert!(proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}") >= 6.0);
 }
 
+/// An initial INVITE dressed as a re-INVITE (a To-tag of the caller's invention) is
+/// judged as the call it is: a domestic caller on the international gateway gets the
+/// same 403 at sipp as without the tag, and is counted as an unknown dialog. (The
+/// re-INVITE of a dialog answered through the proxy passes unjudged: see
+/// `carrier_call_with_prack_update_reinvite_and_info`.)
+#[test]
+fn an_invented_to_tag_carries_no_call_past_the_rules() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, ""), 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let plain = std::fs::read_to_string(uac_scenario(&dir, 403)).unwrap();
+    let to = "To: <sip:4008001234@[remote_ip]:[remote_port]>\n";
+    let spoof = plain.replacen(
+        to,
+        "To: <sip:4008001234@[remote_ip]:[remote_port]>;tag=invented-[call_number]\n",
+        1,
+    );
+    assert_ne!(spoof, plain, "the INVITE's To line is in the scenario");
+    let sc = dir.join("invented-to-tag-uac.xml");
+    std::fs::write(&sc, spoof).unwrap();
+    let csv = dir.join("invented.csv");
+    std::fs::write(
+        &csv,
+        "SEQUENTIAL\n+8613812345678@;X-No-PAI: 1;X-No-Privacy: 1;\n+8613812345679@;P-Asserted-Identity: <sip:+8613812345679@10.20.30.40>;X-No-Privacy: 1;\n",
+    )
+    .unwrap();
+    let (code, out) = Uac {
+        dir: &dir,
+        scenario: &sc,
+        csv: &csv,
+        port: base,
+        uac_port: base + 20,
+        transport: "u1",
+        calls: 2,
+        rate: 20,
+    }
+    .run();
+    assert_eq!(code, 0, "both refused 403 at sipp: exit {code}\n{out}");
+    assert_eq!(
+        proxy.metric("sipfence_unknown_dialog_invites_total{trunk=\"intl\"}"),
+        2.0
+    );
+    assert_eq!(
+        proxy.metric(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl\"}"
+        ),
+        2.0
+    );
+}
+
 /// A carrier's call the whole way through the proxy (`record_route`): INVITE with 100rel
 /// and session timers, a reliable 183 and its PRACK (RFC 3262), 200, ACK, a
 /// session-refresh UPDATE, a re-INVITE putting the call on hold and its ACK, an INFO from

@@ -1319,3 +1319,77 @@ fn a_wildcard_listen_address_takes_the_capture_hosts_traffic() {
     assert_eq!(wildcard, named);
     eprintln!("records, calls, retransmissions: {wildcard:?}");
 }
+
+/// Replay knows the dialogs the capture shows answered, as the proxy does: a re-INVITE
+/// within a call answered in the capture passes unjudged, while an INVITE whose To-tag
+/// names no dialog the capture answered is judged as a call (and a domestic caller on
+/// the international gateway refused), the same in the live proxy.
+#[test]
+fn an_invite_naming_an_unanswered_dialog_is_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialogs.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    let (peer, us, core): (SocketAddr, SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+        "127.0.0.1:5080".parse().unwrap(),
+    );
+    let req = |first: &str, cid: &str, from: &str, to_tag: &str, cseq: &str| {
+        let to = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        let n = cseq.split(' ').next().unwrap_or("1");
+        format!(
+            "{first} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{cid}-{n}\r\nFrom: <sip:{from}@127.0.0.1>;tag=caller\r\nTo: <sip:+861012345678@127.0.0.1>{to}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // The core's answer, as it comes back to sipfence (our Via on top).
+    let ok = |cid: &str| {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf0123456789abcdef\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{cid}-1\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=caller\r\nTo: <sip:+861012345678@127.0.0.1>;tag=callee\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let first = "INVITE sip:+861012345678@127.0.0.1";
+    let messages = [
+        // A foreign caller's call, answered; its session refresh shows only a +86 From
+        // (the generic number the call was let through with).
+        (peer, us, req(first, "d1", "+442071234567", "", "1 INVITE")),
+        (core, us, ok("d1")),
+        (
+            peer,
+            us,
+            req(first, "d1", "+8613812345678", "callee", "2 INVITE"),
+        ),
+        // The same +86 caller with an invented To-tag and no answered dialog.
+        (
+            peer,
+            us,
+            req(first, "d2", "+8613812345678", "made-up", "1 INVITE"),
+        ),
+    ];
+    for (t, (src, dst, m)) in messages.iter().enumerate() {
+        let pkt = sipfence::replay::pcapout::udp_packet(*src, *dst, m.as_bytes());
+        w.write(
+            sipfence::replay::pcapout::LINKTYPE_RAW,
+            1_795_000_000 + t as u32,
+            0,
+            &pkt,
+            pkt.len() as u32,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let (recs, s, _) = replay(&path);
+    assert_eq!(s.calls, 2, "the first INVITE and the invented one: {s:?}");
+    let by_call: Vec<(&str, &str, Option<&str>)> = recs
+        .iter()
+        .map(|r| (r.call_id.as_str(), r.verdict, r.dialog))
+        .collect();
+    assert_eq!(
+        by_call,
+        [("d1", "allow", None), ("d2", "reject", Some("unknown"))],
+        "{recs:?}"
+    );
+}

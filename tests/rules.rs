@@ -2195,3 +2195,132 @@ fn protocol_checks_come_before_the_rules() {
         Outcome::Reject { code: 400 }
     );
 }
+
+/// An INVITE inside dialog `call_id` (a To-tag), from `from_user` on its side `ftag`.
+fn in_dialog_invite(call_id: &str, from_user: &str, ftag: &str, ttag: &str) -> Message {
+    let s = format!(
+        "INVITE sip:4008001234@10.9.9.8 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-re{ttag}\r\nFrom: <sip:{from_user}@10.9.9.9>;tag={ftag}\r\nTo: <sip:4008001234@10.0.0.100>;tag={ttag}\r\nCall-ID: {call_id}\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    Message::parse(Bytes::from(s)).unwrap()
+}
+
+/// A final answer to the INVITE (`method`) of dialog `call_id` whose caller's tag is
+/// `ftag`, or a BYE within it.
+fn dialog_message(first_line: &str, call_id: &str, ftag: &str, ttag: &str, cseq: &str) -> Message {
+    let s = format!(
+        "{first_line}\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-dm{ttag}\r\nFrom: <sip:a@10.9.9.9>;tag={ftag}\r\nTo: <sip:4008001234@10.0.0.100>;tag={ttag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    // Parsed as the proxy parses what it relays (a response's Via only).
+    Message::parse_for_relay(Bytes::from(s)).unwrap()
+}
+
+#[test]
+fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
+    use sipfence::decide::track_dialog;
+    use sipfence::policy::rate::DIALOG_MS;
+    let p = policy("");
+    let rates = LocalRateCounter::new(1000);
+    let at = |m: &Message, t: u64| judge_at(&p, m, "intl", MON_10H + t, &rates);
+    // An invented To-tag carries no call past the rules: a domestic caller on the
+    // international gateway is refused as without it, a foreign one passes, both judged.
+    let spoof = in_dialog_invite("c-1", "+8613812345678", "ft1", "made-up");
+    let d = at(&spoof, 0);
+    assert_eq!((d.kind, d.unknown_dialog), (Kind::Call, true));
+    assert_eq!(rejected(&d), Some((403, "intl-domestic-caller")), "{d:?}");
+    assert_eq!(
+        sipfence::record::Record::new(&p, &spoof, &d, src("intl"), MON_10H).dialog,
+        Some("unknown")
+    );
+    let foreign = in_dialog_invite("c-1", "+442071234567", "ft1", "made-up");
+    let d = at(&foreign, 0);
+    assert_eq!(
+        (d.kind, d.unknown_dialog, rejected(&d)),
+        (Kind::Call, true, None)
+    );
+
+    // The dialog answered through us: its re-INVITEs are in-dialog, not judged again
+    // (a session refresh without P-Asserted-Identity shows only the From, which on the
+    // international gateway may be the +86 generic number the answer let through).
+    track_dialog(
+        &dialog_message("SIP/2.0 200 OK", "c-2", "ft2", "uas2", "1 INVITE"),
+        &rates,
+        MON_10H,
+    );
+    let refresh = in_dialog_invite("c-2", "+8613812345678", "ft2", "uas2");
+    let d = at(&refresh, 60_000);
+    assert_eq!(
+        (d.kind, d.unknown_dialog, rejected(&d)),
+        (Kind::InDialog, false, None)
+    );
+    // Another Call-ID is not that dialog.
+    let d = at(
+        &in_dialog_invite("c-2x", "+8613812345678", "ft2", "uas2"),
+        60_000,
+    );
+    assert_eq!((d.kind, rejected(&d).map(|r| r.0)), (Kind::Call, Some(403)));
+    // A call from the core side towards the trunk: the peer's re-INVITE carries the
+    // core caller's tag as its To-tag.
+    track_dialog(
+        &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "1 INVITE"),
+        &rates,
+        MON_10H,
+    );
+    let back = in_dialog_invite("c-3", "+8613812345678", "peer1", "core7");
+    assert_eq!(at(&back, 60_000).kind, Kind::InDialog);
+    // A provisional or failed answer sets up no dialog, nor a 200 to another method.
+    for (line, cseq) in [
+        ("SIP/2.0 180 Ringing", "1 INVITE"),
+        ("SIP/2.0 486 Busy Here", "1 INVITE"),
+        ("SIP/2.0 200 OK", "1 OPTIONS"),
+    ] {
+        track_dialog(
+            &dialog_message(line, "c-4", "ft4", "uas4", cseq),
+            &rates,
+            MON_10H,
+        );
+    }
+    let d = at(
+        &in_dialog_invite("c-4", "+8613812345678", "ft4", "uas4"),
+        60_000,
+    );
+    assert!(d.unknown_dialog && rejected(&d).is_some());
+    // A BYE (either side's) ends the dialog: an INVITE after it is judged again.
+    track_dialog(
+        &dialog_message("BYE sip:a@10.9.9.9 SIP/2.0", "c-2", "uas2", "ft2", "7 BYE"),
+        &rates,
+        MON_10H + 90_000,
+    );
+    assert!(at(&refresh, 100_000).unknown_dialog);
+    // A dialog is kept DIALOG_MS after its last 2xx: a 2xx to a re-INVITE refreshes it.
+    track_dialog(
+        &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "2 INVITE"),
+        &rates,
+        MON_10H + DIALOG_MS - 1,
+    );
+    assert_eq!(at(&back, DIALOG_MS + 60_000).kind, Kind::InDialog);
+    assert!(
+        at(&back, 2 * DIALOG_MS).unknown_dialog,
+        "forgotten in the end"
+    );
+    // Other in-dialog requests set up no call: they pass as before.
+    let bye = dialog_message("BYE sip:a@10.9.9.8 SIP/2.0", "c-9", "x", "y", "3 BYE");
+    assert_eq!(at(&bye, 0).kind, Kind::InDialog);
+    // Without a memory (the benches) no dialog is known: judged.
+    assert!(judge(&p, &refresh, "intl").unknown_dialog);
+
+    // A trunk may trust its peer's To-tags.
+    let trusting = Policy::from_str(
+        &POLICY.replace(
+            "role = \"international\"\n",
+            "role = \"international\"\ntrust_in_dialog_invites = true\n",
+        ),
+        "test.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let d = judge(&trusting, &spoof, "intl");
+    assert_eq!(
+        (d.kind, d.unknown_dialog, rejected(&d)),
+        (Kind::InDialog, false, None)
+    );
+}

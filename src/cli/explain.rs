@@ -100,6 +100,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             behaviour: &tracker,
         };
         let d = judge(policy, &msg, &ctx);
+        if !d.is_reject() {
+            crate::decide::track_dialog(&msg, &rates, now);
+        }
         if d.kind != crate::decide::Kind::Call && !d.is_reject() {
             crate::behaviour::observe(&msg, &tracker, now);
         }
@@ -140,6 +143,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             println!("{}:", f.display());
             if let Some(n) = note {
                 println!("  note     {n}");
+            }
+            if d.unknown_dialog {
+                println!(
+                    "  note     an INVITE with a To-tag, but no dialog answered earlier in this run: judged as a new call"
+                );
             }
             if d.retransmission {
                 println!(

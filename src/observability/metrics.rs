@@ -21,6 +21,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_messages_total",
     "sipfence_calls_total",
     "sipfence_invite_retransmissions_total",
+    "sipfence_unknown_dialog_invites_total",
     "sipfence_rule_hits_total",
     "sipfence_auth_total",
     "sipfence_isup_rule_hits_total",
@@ -103,6 +104,7 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     pub overload: IntCounterVec,
     pub retransmissions: IntCounterVec,
+    pub unknown_dialogs: IntCounterVec,
     pub refusals: IntCounterVec,
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
@@ -145,6 +147,7 @@ pub struct Bound {
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
     retransmissions: Vec<IntCounter>,
+    unknown_dialogs: Vec<IntCounter>,
     /// Requests refused by the protocol checks, by [`REFUSAL_CODES`].
     refusals: Vec<[IntCounter; REFUSAL_CODES.len()]>,
     latency: Vec<Histogram>,
@@ -226,6 +229,11 @@ impl Metrics {
         let retransmissions = cv(
             "sipfence_invite_retransmissions_total",
             "Initial INVITEs that repeat one seen within 32 s (UDP retransmissions): judged and answered again, but not counted in sipfence_calls_total, rule hits or records",
+            &["trunk"],
+        );
+        let unknown_dialogs = cv(
+            "sipfence_unknown_dialog_invites_total",
+            "INVITEs with a To-tag whose dialog this gateway did not see answered (an invented To-tag, or a call set up before a restart or through another gateway): judged as calls, and counted in sipfence_calls_total too",
             &["trunk"],
         );
         let refusals = cv(
@@ -401,6 +409,7 @@ impl Metrics {
             dropped,
             overload,
             retransmissions,
+            unknown_dialogs,
             refusals,
             decision_seconds,
             reloads,
@@ -461,6 +470,7 @@ impl Metrics {
             sipi: vec![],
             overload: vec![],
             retransmissions: vec![],
+            unknown_dialogs: vec![],
             refusals: vec![],
             latency: vec![],
             events: vec![],
@@ -512,6 +522,8 @@ impl Metrics {
             b.overload.push(self.overload.with_label_values(&[n]));
             b.retransmissions
                 .push(self.retransmissions.with_label_values(&[n]));
+            b.unknown_dialogs
+                .push(self.unknown_dialogs.with_label_values(&[n]));
             b.refusals.push(REFUSAL_CODES.map(|c| {
                 self.refusals
                     .with_label_values(&[*n, c.to_string().as_str()])
@@ -611,6 +623,9 @@ impl Bound {
             self.retransmissions[s].inc();
             self.latency[s].observe(seconds);
             return;
+        }
+        if d.unknown_dialog {
+            self.unknown_dialogs[s].inc();
         }
         if d.kind == Kind::Call {
             let v = match d.verdict_str() {

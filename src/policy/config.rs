@@ -539,6 +539,11 @@ pub struct TrunkConf {
     /// in-dialog requests) pass through sipfence: the short-call feature needs them.
     #[serde(default)]
     pub record_route: bool,
+    /// Let an INVITE with a To-tag through without the caller rules even when its
+    /// dialog was not seen answered here (the default judges it as a call: a To-tag
+    /// anyone can invent must not carry a call past the rules).
+    #[serde(default)]
+    pub trust_in_dialog_invites: bool,
     /// Digest authentication of the trunk's calls; absent: the source address is enough.
     pub auth: Option<AuthConf>,
     /// How the peer writes numbers with no `+`, `00` or `0` in front: `national` (the

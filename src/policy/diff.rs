@@ -251,6 +251,12 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
             opt(n.max_concurrent)
         ));
     }
+    if o.trust_in_dialog_invites != n.trust_in_dialog_invites {
+        say(format!(
+            "trust_in_dialog_invites {} -> {}",
+            o.trust_in_dialog_invites, n.trust_in_dialog_invites
+        ));
+    }
     if o.behaviour != n.behaviour {
         say("behaviour thresholds".into());
     }

@@ -268,6 +268,9 @@ pub struct Trunk {
     pub max_concurrent: Option<u32>,
     pub behaviour: Option<config::BehaviourConf>,
     pub record_route: bool,
+    /// `trust_in_dialog_invites`: an INVITE with a To-tag passes unjudged even when its
+    /// dialog is not one this gateway saw answered.
+    pub trust_in_dialog_invites: bool,
     /// Digest authentication of the trunk's calls (`[trunk.auth]`).
     pub auth: Option<auth::TrunkAuth>,
     /// How the peer writes bare numbers (`bare_numbers`).
@@ -718,6 +721,7 @@ impl Policy {
                     None => None,
                 },
                 record_route: t.record_route,
+                trust_in_dialog_invites: t.trust_in_dialog_invites,
                 auth: match (&t.auth, auth_key) {
                     (Some(a), Some(key)) => Some(
                         auth::TrunkAuth::new(a, &t.name, key)

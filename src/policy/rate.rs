@@ -55,6 +55,29 @@ pub trait RateCounter: Send + Sync {
             .is_none_or(|r| r.claim(key, owner, now_ms, ttl_ms))
     }
 
+    /// Remembers an established dialog (`key`: [`crate::decide::dialog_key`]) for
+    /// [`DIALOG_MS`] from now: its re-INVITEs are in-dialog requests, not new calls.
+    fn note_dialog(&self, key: u64, now_ms: u64) {
+        if let Some(r) = self.recent() {
+            r.dialogs.put(key, 1, now_ms, DIALOG_MS);
+        }
+    }
+
+    /// Forgets a dialog that ended.
+    fn forget_dialog(&self, key: u64) {
+        if let Some(r) = self.recent() {
+            r.dialogs.remove(key);
+        }
+    }
+
+    /// Whether a dialog was seen established and has not ended or expired. Without a
+    /// memory, or when the memory was full, none is known: its re-INVITEs are judged as
+    /// calls (the safe side).
+    fn knows_dialog(&self, key: u64, now_ms: u64) -> bool {
+        self.recent()
+            .is_some_and(|r| r.dialogs.get(key, now_ms).is_some())
+    }
+
     /// The counts are local only because the shared store cannot be reached: rules
     /// configured to fail closed then match.
     fn degraded(&self) -> bool {
@@ -95,6 +118,12 @@ struct Window {
 /// How long an INVITE transaction is remembered: RFC 3261's Timer B (64 x T1), after
 /// which its client gives up retransmitting.
 pub const TRANSACTION_MS: u64 = 32_000;
+
+/// How long an established dialog is remembered after its last 2xx to an INVITE (its
+/// answer, or the answer to a re-INVITE or session refresh): longer than any session
+/// timer's interval (RFC 4028 suggests 30 minutes), so that a call whose BYE passes
+/// elsewhere is forgotten in the end.
+pub const DIALOG_MS: u64 = 6 * 3_600_000;
 
 /// Short-lived facts about single requests, kept for a while and bounded: the INVITE
 /// transactions seen lately and whether they passed the rate rules, and which
@@ -200,6 +229,10 @@ impl Remembered {
         self.map.len() < self.capacity
     }
 
+    pub fn remove(&self, key: u64) {
+        self.map.remove(&key);
+    }
+
     pub fn sweep(&self, now_ms: u64) {
         self.map.retain(|_, e| e.0 > now_ms);
         self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
@@ -221,6 +254,9 @@ pub struct Recent {
     /// Every INVITE transaction seen lately, rate rules or not: its retransmissions
     /// are not new calls.
     seen: Remembered,
+    /// Dialogs seen established (a 2xx to an INVITE carried) and not yet ended (BYE):
+    /// an INVITE within one of them is no new call.
+    dialogs: Remembered,
 }
 
 impl Recent {
@@ -229,6 +265,7 @@ impl Recent {
             txns: Remembered::new(capacity),
             answers: Remembered::new(capacity),
             seen: Remembered::new(capacity),
+            dialogs: Remembered::new(capacity),
         }
     }
     pub fn first_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
@@ -248,6 +285,7 @@ impl Recent {
         self.txns.sweep(now_ms);
         self.answers.sweep(now_ms);
         self.seen.sweep(now_ms);
+        self.dialogs.sweep(now_ms);
     }
 }
 

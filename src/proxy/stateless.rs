@@ -141,13 +141,16 @@ pub fn handle(
     msg.parse_for_relay_into(data)?;
     let msg = &*msg;
     let h = handle_parsed(st, msg, o, out, edits, observe);
-    // Only what actually goes on counts towards a caller's behaviour: a response that
-    // is not ours, or a request we refuse, says nothing about a call we carry.
-    if st.policy.tracks_calls
-        && matches!(h, Handled::Forward(_))
-        && let Some((trunk, seen)) = behaviour::observe(msg, st.behaviour, st.now_ms)
-    {
-        observe(Observed::Behaviour(trunk, seen));
+    // Only what actually goes on counts towards a caller's behaviour and the dialogs we
+    // know: a response that is not ours, or a request we refuse, says nothing about a
+    // call we carry.
+    if matches!(h, Handled::Forward(_)) {
+        crate::decide::track_dialog(msg, st.rates, st.now_ms);
+        if st.policy.tracks_calls
+            && let Some((trunk, seen)) = behaviour::observe(msg, st.behaviour, st.now_ms)
+        {
+            observe(Observed::Behaviour(trunk, seen));
+        }
     }
     Ok(h)
 }
@@ -248,7 +251,9 @@ fn handle_parsed(
         out.clear();
         verdict::add_edits(st.policy, msg, &d, edits);
         add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
-        if d.kind == Kind::Call && trunk.record_route {
+        // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
+        // judged for want of a known dialog gets none added.
+        if d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route {
             record_route(st, msg, o, transport, edits);
         }
         // Route values naming us end here (RFC 3261 16.4): our Record-Route's on

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::behaviour::{self, local::LocalTracker};
-use crate::decide::{Context, Kind, judge};
+use crate::decide::{self, Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
 use crate::policy::rate::LocalRateCounter;
@@ -240,6 +240,7 @@ impl<'p> Replayer<'p> {
         // Its output, or the core's side of the call (which the proxy relays
         // without judging): no verdict, but they tell how calls went.
         if self.policy.sent_by_us(transport, src, dst) || self.policy.is_next_hop(&src) {
+            decide::track_dialog(&msg, &self.rates, ts_ms);
             self.learn(&msg, ts_ms);
             o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
             return;
@@ -253,6 +254,9 @@ impl<'p> Replayer<'p> {
             behaviour: &self.behaviour,
         };
         let d = judge(self.policy, &msg, &ctx);
+        if !d.is_reject() {
+            decide::track_dialog(&msg, &self.rates, ts_ms);
+        }
         // The proxy feeds the tracker with what it relays; a capture holds what was
         // relayed, so every message that is not a new call goes in, at capture time.
         if d.kind != Kind::Call && !d.is_reject() {
