@@ -77,6 +77,17 @@ fn every_written_form_is_the_same_number() {
         // The built-in intl trunk refuses a domestic number arriving from abroad.
         assert_eq!(code, 1, "{f}");
     }
+    // A tel URI's phone-context is a global number, separators and all (RFC 3966 3):
+    // the same number as without them, and a foreign context keeps a mobile's digits
+    // foreign.
+    for (f, want) in [
+        ("tel:5555-0100;phone-context=+86-10", "+861055550100"),
+        ("tel:5555-0100;phone-context=+(86)10", "+861055550100"),
+        ("tel:555-0123;phone-context=+1-415", "+14155550123"),
+        ("tel:13912345678;phone-context=+4-4", "+4413912345678"),
+    ] {
+        assert_eq!(number(&[], f).1["number"], want, "{f}");
+    }
     // And one the plan refuses (026 is unassigned) is refused by the plan's rule.
     let (code, v) = number(&[], "02612345678");
     assert_eq!(v["class"], "invalid");

@@ -331,9 +331,25 @@ pub fn normalise_as(
     } else if let Some(ctx) = phone_context.and_then(|c| c.strip_prefix(b"+")) {
         // Local number in a global context (RFC 3966 5.1.5): context digits first; a
         // trunk 0 in front of the local number belongs to dialling, not to the number.
-        if ctx.is_empty() || !ctx.iter().all(u8::is_ascii_digit) {
-            return national(d, home_cc, &mut out);
+        // The context is a global number, visual separators and all (`+86-10`, section
+        // 3); a '+' context that is not one says nowhere the number can be placed, and
+        // reading it in the home plan would let `+4-4`-style spellings pass for domestic.
+        let mut cbuf = [0u8; 16];
+        let mut cn = 0;
+        for &c in ctx {
+            match c {
+                b'0'..=b'9' if cn < cbuf.len() => {
+                    cbuf[cn] = c;
+                    cn += 1;
+                }
+                b'-' | b'.' | b'(' | b')' => {}
+                _ => return Err(NotANumber::NonNumeric),
+            }
         }
+        if cn == 0 {
+            return Err(NotANumber::NonNumeric);
+        }
+        let ctx = &cbuf[..cn];
         let local = if ctx == home_cc {
             d.strip_prefix(b"0").unwrap_or(d)
         } else {
@@ -476,6 +492,17 @@ mod tests {
         assert_eq!(p("12345678", "+8610").unwrap(), "+861012345678");
         assert_eq!(p("13812345678", "example.com").unwrap(), "+8613812345678");
         assert_eq!(p("5550123", "+1415").unwrap(), "+14155550123");
+        // The context is a global number: visual separators may be written in it.
+        for c in ["+86-10", "+86.10", "+(86)10", "+86-(10)"] {
+            assert_eq!(p("5555-0100", c).unwrap(), "+861055550100", "{c}");
+        }
+        assert_eq!(p("555-0123", "+1-415").unwrap(), "+14155550123");
+        // A mobile's digits in a foreign context are not a domestic mobile.
+        assert_eq!(p("13912345678", "+4-4").unwrap(), "+4413912345678");
+        // A '+' context that is no number places the number nowhere.
+        for c in ["+", "+-", "+86x", "+44;x"] {
+            assert_eq!(p("13912345678", c), Err(NotANumber::NonNumeric), "{c}");
+        }
     }
 
     #[test]
