@@ -704,6 +704,66 @@ fn rewritten_and_labelled_calls_arrive_edited() {
     );
 }
 
+/// A wildcard listen address names no host: the forwarded INVITE's Via and
+/// Record-Route give the address the host sends from towards the next hop (here
+/// 127.0.0.1), or `[proxy] advertise`; never 0.0.0.0 or [::], which a core elsewhere
+/// would take for itself. An IPv4 caller on a dual-stack `[::]` socket is written in
+/// `received` as IPv4 (RFC 3261 25.1), not as ::ffff:127.0.0.1.
+#[test]
+fn wildcard_listeners_name_a_real_address() {
+    for (listen, extra, named) in [
+        ("0.0.0.0", "", "127.0.0.1"),
+        ("[::]", "", "127.0.0.1"),
+        (
+            "0.0.0.0",
+            "[proxy]\nadvertise = \"192.0.2.44\"\n",
+            "192.0.2.44",
+        ),
+    ] {
+        let base = port_block();
+        let conf = config(base, extra).replace(
+            &format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]"),
+            &format!("listen = [\"udp:{listen}:{base}\"]\nrecord_route = true"),
+        );
+        assert!(conf.contains(&format!("udp:{listen}:{base}")));
+        let proxy = Proxy::start(&conf, 1);
+        let said = proxy.stdout.lock().unwrap().join("\n");
+        assert!(
+            said.contains(&format!("Via and Record-Route name {named}")),
+            "{said}"
+        );
+        let uas = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+        uas.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = c.local_addr().unwrap().port();
+        c.send_to(
+            invite("wild-1", "+442071234567", "z9hG4bK-wild-1", port).as_bytes(),
+            ("127.0.0.1", base),
+        )
+        .unwrap();
+        let fwd = recv(&uas).expect("forwarded INVITE");
+        let line = |name: &str| {
+            fwd.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line("Via:").starts_with(&format!("Via: SIP/2.0/UDP {named}:{base};branch=")),
+            "{listen}: {fwd}"
+        );
+        assert!(
+            line("Record-Route:").starts_with(&format!("Record-Route: <sip:{named}:{base};lr>")),
+            "{listen}: {fwd}"
+        );
+        let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
+        assert!(
+            vias[1].ends_with(&format!(";rport={port};received=127.0.0.1")),
+            "{listen}: {fwd}"
+        );
+    }
+}
+
 fn invite(call: &str, from: &str, branch: &str, port: u16) -> String {
     format!(
         "INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nFrom: <sip:{from}@127.0.0.1>;tag=f{call}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n"

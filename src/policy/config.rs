@@ -668,6 +668,10 @@ pub struct ProxyConf {
     /// requires any other of proxies is answered 420 Bad Extension). sipfence implements
     /// none itself; list the ones the core handles.
     pub proxy_require_accepted: Vec<String>,
+    /// The address sipfence gives in its Via and Record-Route for a socket bound to a
+    /// wildcard address (`0.0.0.0`, `[::]`), which names no host. Unset: the address
+    /// the host routes from towards the next hop, found at start.
+    pub advertise: Option<std::net::IpAddr>,
 }
 
 impl Default for ProxyConf {
@@ -681,6 +685,7 @@ impl Default for ProxyConf {
             rate_keys: 1_000_000,
             udp_mtu: 0,
             proxy_require_accepted: Vec::new(),
+            advertise: None,
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct StartOnly {
     pub listen: Vec<ListenSpec>,
     pub workers: usize,
     pub rate_keys: usize,
+    pub advertise: Option<std::net::IpAddr>,
     pub metrics: MetricsConf,
     pub records: RecordsConf,
     pub log: LogConf,
@@ -51,6 +52,7 @@ impl StartOnly {
             listen,
             workers: p.proxy.workers,
             rate_keys: p.proxy.rate_keys,
+            advertise: p.proxy.advertise,
             metrics: p.metrics.clone(),
             records: p.records.clone(),
             log: p.log.clone(),
@@ -91,6 +93,16 @@ impl StartOnly {
             out.push(format!(
                 "[proxy] rate_keys {} -> {}",
                 self.rate_keys, new.rate_keys
+            ));
+        }
+        if self.advertise != new.advertise {
+            let s = |a: Option<std::net::IpAddr>| {
+                a.map_or("(found at start)".into(), |a| a.to_string())
+            };
+            out.push(format!(
+                "[proxy] advertise {} -> {}",
+                s(self.advertise),
+                s(new.advertise)
             ));
         }
         if self.metrics != new.metrics {

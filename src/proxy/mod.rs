@@ -108,7 +108,46 @@ pub struct Shared {
     pub msg_counters: [[prometheus::IntCounter; 2]; 2],
 }
 
+/// The address to give in our Via and Record-Route for a socket bound to `bound`. A
+/// wildcard address names no host (a core elsewhere would answer itself): it is replaced
+/// by `[proxy] advertise`, else by the address this host sends from towards a next hop
+/// (of a trunk on that socket first), as the routing table says; no packet is sent.
+pub fn advertised(policy: &Policy, bound: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let on_socket = |t: &&crate::policy::Trunk| {
+        t.listen
+            .iter()
+            .any(|l| l.addr.port() == bound.port() && l.addr.ip().is_unspecified())
+    };
+    let hops = policy
+        .trunks
+        .iter()
+        .filter(on_socket)
+        .chain(policy.trunks.iter())
+        .filter_map(|t| t.next_hop);
+    let ip = policy.proxy.advertise.or_else(|| {
+        hops.map(|h| h.addr).find_map(|dest| {
+            let any: SocketAddr = if dest.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let s = std::net::UdpSocket::bind(any).ok()?;
+            s.connect(dest).ok()?;
+            Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+        })
+    });
+    ip.map_or(bound, |ip| SocketAddr::new(ip, bound.port()))
+}
+
 impl Shared {
+    /// [`advertised`] under the running policy.
+    pub fn advertised(&self, bound: SocketAddr) -> SocketAddr {
+        advertised(&self.loaded.load().policy, bound)
+    }
+
     pub fn count_message(&self, t: Transport, response: bool) {
         self.msg_counters[(t == Transport::Tcp) as usize][response as usize].inc();
     }
@@ -471,7 +510,7 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
             match s {
                 Sock::Udp(u) => match tokio::net::UdpSocket::from_std(u) {
                     Ok(u) => {
-                        let a = u.local_addr().unwrap_or(l.addr);
+                        let a = shared.advertised(u.local_addr().unwrap_or(l.addr));
                         udps.push((l, Arc::new(u), a))
                     }
                     Err(e) => tracing::error!(error = %e, "udp socket"),
@@ -666,8 +705,19 @@ async fn control(
                 .filter(|t| t.listen.contains(ls))
                 .map(|t| t.name.as_str())
                 .collect();
+            // What a wildcard address is given as, so that the operator sees it.
+            let named = if ls.addr.ip().is_unspecified() {
+                let a = advertised(&l.policy, ls.addr);
+                if a.ip().is_unspecified() {
+                    "; no address found to give in Via: set [proxy] advertise".to_string()
+                } else {
+                    format!("; Via and Record-Route name {}", a.ip())
+                }
+            } else {
+                String::new()
+            };
             print_out!(
-                "sipfence: listening on {ls} (trunks: {})",
+                "sipfence: listening on {ls} (trunks: {}{named})",
                 trunks.join(", ")
             );
         }

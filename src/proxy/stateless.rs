@@ -387,10 +387,12 @@ fn add_proxy_edits(
             });
         }
         // RFC 3581 4: with `rport`, `received` even when it is the sent-by address.
-        if v.needs_received(msg.buf(), o.source.ip()) {
+        // IPv4 written as IPv4 when a dual-stack socket shows it mapped (RFC 3261 25.1).
+        let ip = o.source.ip().to_canonical();
+        if v.needs_received(msg.buf(), ip) {
             edits.insert_with(v.whole.end as usize, |out| {
                 out.extend_from_slice(b";received=");
-                response::push_ip(out, o.source.ip());
+                response::push_ip(out, ip);
             });
         }
     }

@@ -140,9 +140,12 @@ pub fn push_top_via(
     }
     let whole_end = (v.whole.end as usize).clamp(at, end);
     out.extend_from_slice(&b[at..whole_end]);
-    if v.needs_received(b, src.ip()) {
+    // An IPv4 caller on a dual-stack socket shows as ::ffff:a.b.c.d; `received` takes
+    // the IPv4 address (RFC 3261 25.1).
+    let ip = src.ip().to_canonical();
+    if v.needs_received(b, ip) {
         out.extend_from_slice(b";received=");
-        push_ip(out, src.ip());
+        push_ip(out, ip);
     }
     out.extend_from_slice(&b[whole_end..end]);
     out.extend_from_slice(b"\r\n");
@@ -399,6 +402,22 @@ mod tests {
         );
         assert_eq!(
             answer("SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1", "10.0.0.2:5070"),
+            "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1"
+        );
+        // An IPv4 caller seen through a dual-stack socket: IPv4 in `received`, and none
+        // needed when it is the sent-by address.
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;rport;branch=z9hG4bK1",
+                "[::ffff:10.0.0.2]:5070"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5070;rport=5070;branch=z9hG4bK1;received=10.0.0.2"
+        );
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1",
+                "[::ffff:10.0.0.2]:5070"
+            ),
             "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1"
         );
         assert_eq!(
