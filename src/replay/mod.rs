@@ -61,6 +61,8 @@ pub struct Replayer<'p> {
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
     /// proxy's tick).
     housekept_ms: u64,
+    /// Capture time TCP holes were last looked at.
+    holes_checked_ms: u64,
     /// Capture time of the last packet.
     last_ts_ms: u64,
     pub summary: Summary,
@@ -89,6 +91,7 @@ impl<'p> Replayer<'p> {
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
             housekept_ms: 0,
+            holes_checked_ms: 0,
             last_ts_ms: 0,
             summary: Summary::default(),
         }
@@ -170,6 +173,19 @@ impl<'p> Replayer<'p> {
             self.rates.housekeep(p.ts_ms);
             self.housekept_ms = p.ts_ms;
         }
+        if p.ts_ms.saturating_sub(self.holes_checked_ms) >= 1_000 {
+            // Holes given up by the capture's clock: what waited behind them is judged
+            // now, at its own times (not the packet's: it is not in the split outputs).
+            let segments = self.flows.expire(p.ts_ms, &mut self.decoder.stats);
+            self.messages(
+                segments,
+                p.ts_ms,
+                out_wanted,
+                on_record,
+                &mut PacketOutcome::default(),
+            );
+            self.holes_checked_ms = p.ts_ms;
+        }
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
         };
@@ -205,8 +221,9 @@ impl<'p> Replayer<'p> {
                 net::Payload::Messages(m) => m,
                 net::Payload::Stream(..) => vec![],
             };
+            let ts = seg.at_ms.unwrap_or(ts_ms);
             for m in messages {
-                self.message(m, &seg, ts_ms, out_wanted, on_record, o);
+                self.message(m, &seg, ts, out_wanted, on_record, o);
             }
         }
     }

@@ -36,6 +36,9 @@ pub struct Segment {
     /// reliable, connection-oriented transports like TCP.
     pub transport: Transport,
     pub payload: Payload,
+    /// The capture time its messages count from, when not the packet's own: messages
+    /// of a TCP stream read after a hole was filled or given up.
+    pub at_ms: Option<u64>,
 }
 
 /// What a segment carries, by how SIP messages are cut out of it.
@@ -421,6 +424,7 @@ impl Decoder {
                     dst: SocketAddr::new(dst, dp),
                     transport: Transport::Udp,
                     payload: Payload::Datagram(payload.to_vec()),
+                    at_ms: None,
                 })
             }
             6 => {
@@ -442,6 +446,7 @@ impl Decoder {
                             ts_ms,
                         },
                     ),
+                    at_ms: None,
                 })
             }
             // IPv4 or IPv6 in IP (RFC 2003, 4213), and GRE.
@@ -455,6 +460,7 @@ impl Decoder {
                     dst: SocketAddr::new(dst, dp),
                     transport: Transport::Tcp,
                     payload: Payload::Messages(messages),
+                    at_ms: None,
                 })
             }
             _ => None,
@@ -546,6 +552,7 @@ fn hep_segment(
         dst: h.dst,
         transport,
         payload,
+        at_ms: None,
     })
 }
 
@@ -617,12 +624,16 @@ enum Mode {
 struct Flow {
     next_seq: Option<u32>,
     buf: Vec<u8>,
-    ooo: BTreeMap<u32, Vec<u8>>,
+    /// Segments ahead of a hole, by sequence number, with their capture time.
+    ooo: BTreeMap<u32, (Vec<u8>, u64)>,
     ooo_bytes: usize,
     /// Capture time since when segments have waited behind a hole.
     ooo_since: u64,
     mode: Mode,
 }
+
+/// Messages a stream gave, each with the capture time it counts from.
+type Timed = Vec<(Vec<u8>, u64)>;
 
 impl Flow {
     /// Gives a hole up: the stream goes on at the first segment after it, and the
@@ -638,52 +649,64 @@ impl Flow {
         self.next_seq = Some(first);
     }
 
-    /// Gives the hole up (if there is one) and reads what waited behind it.
-    fn give_up_hole(
-        &mut self,
-        stats: &mut NetStats,
-        out: &mut Vec<Vec<u8>>,
-        segments: &mut Vec<Segment>,
-    ) {
+    /// Gives the hole up (if there is one) and reads what waited behind it, each
+    /// message at the capture time of the segment that completed it: the receiver had
+    /// those then, only the capture missed the hole.
+    fn give_up_hole(&mut self, stats: &mut NetStats, out: &mut Timed, segments: &mut Vec<Segment>) {
         self.jump_gap(stats);
-        self.pull_in_order();
-        self.read(stats, out, segments);
+        self.pull_in_order(None, stats, out, segments);
     }
 
-    /// Moves the queued segments that are now in order onto the buffer.
-    fn pull_in_order(&mut self) {
+    /// Moves the queued segments that are now in order onto the buffer, reading after
+    /// each. `filled_at`: the capture time of the segment that filled the hole, when
+    /// one did (what waited behind it reaches the receiver then); `None` when the hole
+    /// was given up (each segment counts from its own time).
+    fn pull_in_order(
+        &mut self,
+        filled_at: Option<u64>,
+        stats: &mut NetStats,
+        out: &mut Timed,
+        segments: &mut Vec<Segment>,
+    ) {
         while let Some(n) = self.next_seq {
-            let Some((&seq, _)) = self.ooo.iter().find(|(seq, d)| {
+            let Some((&seq, _)) = self.ooo.iter().find(|(seq, (d, _))| {
                 let a = seq.wrapping_sub(n) as i32;
                 a <= 0 && (-(a as i64)) < d.len() as i64
             }) else {
                 break;
             };
-            let d = self.ooo.remove(&seq).unwrap_or_default();
+            let (d, ts) = self.ooo.remove(&seq).unwrap_or_default();
             self.ooo_bytes -= d.len();
             let skip = n.wrapping_sub(seq) as usize;
             self.buf.extend_from_slice(&d[skip..]);
             self.next_seq = Some(n.wrapping_add((d.len() - skip) as u32));
+            self.read(stats, out, segments, filled_at.unwrap_or(ts));
         }
         // Segments queued in between but not pulled lie behind another hole, which is
         // waited for from now. (Queued segments the stream has passed are dropped.)
         if let Some(n) = self.next_seq {
             self.ooo.retain(|&seq, _| (seq.wrapping_sub(n) as i32) > 0);
-            self.ooo_bytes = self.ooo.values().map(Vec::len).sum();
+            self.ooo_bytes = self.ooo.values().map(|(d, _)| d.len()).sum();
         }
     }
 
-    /// Reads what the buffer holds as the stream's kind.
-    fn read(&mut self, stats: &mut NetStats, out: &mut Vec<Vec<u8>>, segments: &mut Vec<Segment>) {
+    /// Reads what the buffer holds as the stream's kind; messages count from `ts`.
+    fn read(
+        &mut self,
+        stats: &mut NetStats,
+        out: &mut Timed,
+        segments: &mut Vec<Segment>,
+        ts: u64,
+    ) {
         if matches!(self.mode, Mode::Unknown) {
             self.mode = classify(&mut self.buf);
         }
+        let mut messages = vec![];
         match &mut self.mode {
-            Mode::Sip => sip_frames(&mut self.buf, stats, out),
+            Mode::Sip => sip_frames(&mut self.buf, stats, &mut messages),
             Mode::WebSocket(ws) => {
-                let before = out.len();
-                let read = ws.feed(&mut self.buf, out);
-                stats.websocket_messages += (out.len() - before) as u64;
+                let read = ws.feed(&mut self.buf, &mut messages);
+                stats.websocket_messages += messages.len() as u64;
                 if read.is_err() {
                     stats.tcp_desync += 1;
                     self.mode = Mode::Other;
@@ -694,6 +717,7 @@ impl Flow {
             Mode::Other => self.buf.clear(),
             Mode::Unknown => {}
         }
+        out.extend(messages.into_iter().map(|m| (m, ts)));
     }
 }
 
@@ -709,13 +733,31 @@ impl TcpFlows {
     /// The end of the capture: what still waits behind a hole is read (the holes are
     /// counted as gaps), so that no call is lost silently for want of a later segment.
     pub fn finish(&mut self, stats: &mut NetStats) -> Vec<Segment> {
+        self.give_up_holes(stats, None)
+    }
+
+    /// Holes waited for longer than a sender would take to fill them, by the capture's
+    /// clock `now_ms` (any flow's packets move it): given up, and what waited behind
+    /// them read, without waiting for the next segment of the same flow, which on a
+    /// quiet trunk may come minutes later.
+    pub fn expire(&mut self, now_ms: u64, stats: &mut NetStats) -> Vec<Segment> {
+        self.give_up_holes(stats, Some(now_ms))
+    }
+
+    /// Gives up every hole (`now_ms` None), or those waited for too long by `now_ms`.
+    fn give_up_holes(&mut self, stats: &mut NetStats, now_ms: Option<u64>) -> Vec<Segment> {
         let mut segments = vec![];
         for (&(src, dst), f) in self.flows.iter_mut() {
-            if f.ooo.is_empty() {
+            let stale = now_ms.is_none_or(|n| n.saturating_sub(f.ooo_since) > GAP_WAIT_MS);
+            if f.ooo.is_empty() || !stale {
                 continue;
             }
             let mut out = vec![];
             f.give_up_hole(stats, &mut out, &mut segments);
+            // What is still queued lies behind another hole, waited for from now.
+            if let Some(n) = now_ms {
+                f.ooo_since = n;
+            }
             push_messages(&mut segments, src, dst, out);
         }
         segments
@@ -752,19 +794,21 @@ impl TcpFlows {
             if ahead == 0 {
                 f.buf.extend_from_slice(payload);
                 f.next_seq = Some(next.wrapping_add(payload.len() as u32));
+                f.read(stats, &mut out, &mut segments, t.ts_ms);
             } else if ahead < 0 {
                 // Retransmission or overlap: keep only what is new.
                 let skip = (-ahead) as usize;
                 if skip < payload.len() {
                     f.buf.extend_from_slice(&payload[skip..]);
                     f.next_seq = Some(next.wrapping_add((payload.len() - skip) as u32));
+                    f.read(stats, &mut out, &mut segments, t.ts_ms);
                 }
             } else {
                 if f.ooo.is_empty() {
                     f.ooo_since = t.ts_ms;
                 }
                 f.ooo_bytes += payload.len();
-                f.ooo.insert(t.seq, payload.to_vec());
+                f.ooo.insert(t.seq, (payload.to_vec(), t.ts_ms));
             }
             // A hole that will not fill: the sender would have sent it again within a
             // few retransmission timeouts, so it is the capture's (a mirror port that
@@ -772,14 +816,13 @@ impl TcpFlows {
             // message holds.
             let stale = t.ts_ms.saturating_sub(f.ooo_since) > GAP_WAIT_MS;
             if !f.ooo.is_empty() && (f.ooo_bytes > MAX_OUT_OF_ORDER || stale) {
-                f.jump_gap(stats);
+                f.give_up_hole(stats, &mut out, &mut segments);
             }
             let waiting = f.ooo.len();
-            f.pull_in_order();
+            f.pull_in_order(Some(t.ts_ms), stats, &mut out, &mut segments);
             if f.ooo.len() < waiting {
                 f.ooo_since = t.ts_ms;
             }
-            f.read(stats, &mut out, &mut segments);
         }
         if t.fin_or_rst {
             // What waits behind a hole is read before the flow is forgotten.
@@ -791,15 +834,35 @@ impl TcpFlows {
     }
 }
 
-/// The messages a stream from `src` to `dst` gave, as one segment (none for none).
-fn push_messages(segments: &mut Vec<Segment>, src: SocketAddr, dst: SocketAddr, out: Vec<Vec<u8>>) {
-    if !out.is_empty() {
-        segments.push(Segment {
-            src,
-            dst,
-            transport: Transport::Tcp,
-            payload: Payload::Messages(out),
-        });
+/// The messages a stream from `src` to `dst` gave, as segments: one per run of
+/// messages with the same capture time.
+fn push_messages(segments: &mut Vec<Segment>, src: SocketAddr, dst: SocketAddr, out: Timed) {
+    let mut run: Vec<Vec<u8>> = vec![];
+    let mut run_ts = None;
+    for (m, ts) in out {
+        if run_ts.is_some_and(|t| t != ts) {
+            segments.push(stream_segment(src, dst, std::mem::take(&mut run), run_ts));
+        }
+        run_ts = Some(ts);
+        run.push(m);
+    }
+    if !run.is_empty() {
+        segments.push(stream_segment(src, dst, run, run_ts));
+    }
+}
+
+fn stream_segment(
+    src: SocketAddr,
+    dst: SocketAddr,
+    m: Vec<Vec<u8>>,
+    at_ms: Option<u64>,
+) -> Segment {
+    Segment {
+        src,
+        dst,
+        transport: Transport::Tcp,
+        payload: Payload::Messages(m),
+        at_ms,
     }
 }
 
@@ -1121,6 +1184,76 @@ mod tests {
             ..meta(y_seq + y.len() as u32, 20)
         };
         assert_eq!(call_ids(f.feed(a, b, &[], fin, &mut st)), ["two", "three"]);
+    }
+
+    /// What waited behind a hole counts from its own capture time, not from the packet
+    /// that made the hole be given up (minutes later on a quiet trunk: hour and rate
+    /// rules would judge it then); a hole filled counts from when it was filled; and
+    /// the capture's clock gives a hole up without a later segment of the same flow.
+    #[test]
+    fn messages_behind_a_hole_keep_their_own_time() {
+        let (a, b) = (
+            SocketAddr::from(([10, 0, 0, 1], 40000)),
+            SocketAddr::from(([10, 0, 0, 2], 5060)),
+        );
+        let meta = |seq, ts_ms| TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+            ts_ms,
+        };
+        let timed = |segments: Vec<Segment>| -> Vec<(String, Option<u64>)> {
+            segments
+                .into_iter()
+                .flat_map(|s| {
+                    let at = s.at_ms;
+                    call_ids(vec![s]).into_iter().map(move |id| (id, at))
+                })
+                .collect()
+        };
+        let (m1, m2) = (options("one"), options("two"));
+        let (x, rest) = m1.split_at(20);
+        let (hole, tail) = rest.split_at(10);
+        let (tail_seq, m2_seq) = (1030, 1000 + m1.len() as u32);
+        // The next segment, ten minutes on, gives the hole up: "two" keeps its time.
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, tail, meta(tail_seq, 10), &mut st);
+        f.feed(a, b, &m2, meta(m2_seq, 500), &mut st);
+        let m3 = options("three");
+        let got = timed(f.feed(a, b, &m3, meta(m2_seq + m2.len() as u32, 600_000), &mut st));
+        assert_eq!(
+            got,
+            [
+                ("two".to_string(), Some(500)),
+                ("three".to_string(), Some(600_000))
+            ]
+        );
+        // The capture's clock (another flow's packets) gives it up after GAP_WAIT_MS.
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, tail, meta(tail_seq, 10), &mut st);
+        f.feed(a, b, &m2, meta(m2_seq, 500), &mut st);
+        assert!(f.expire(GAP_WAIT_MS, &mut st).is_empty(), "not yet");
+        let got = timed(f.expire(GAP_WAIT_MS + 20, &mut st));
+        assert_eq!(got, [("two".to_string(), Some(500))]);
+        assert_eq!(st.tcp_gaps, 1);
+        // Filled at 1 s: both messages reach the receiver then.
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, tail, meta(tail_seq, 10), &mut st);
+        f.feed(a, b, &m2, meta(m2_seq, 500), &mut st);
+        let got = timed(f.feed(a, b, hole, meta(1020, 1_000), &mut st));
+        assert_eq!(
+            got,
+            [
+                ("one".to_string(), Some(1_000)),
+                ("two".to_string(), Some(1_000))
+            ]
+        );
     }
 
     /// A capture that starts inside a connection, inside a message: read from the next
