@@ -42,6 +42,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_tcp_connections",
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
+    "sipfence_rejected_pcap_dropped_total",
     "sipfence_rate_keys",
     "sipfence_behaviour_events_total",
     "sipfence_behaviour_table_entries",
@@ -118,6 +119,7 @@ pub struct Metrics {
     pub tcp_connections: IntGauge,
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
+    pub rejected_pcap_dropped: IntCounter,
     pub rate_keys: IntGauge,
     pub behaviour_events: IntCounterVec,
     /// Entries held by the behaviour tables: callers, watched callers, calls.
@@ -300,9 +302,14 @@ impl Metrics {
         must(registry.register(Box::new(records_written.clone())));
         let records_dropped = must(IntCounter::new(
             "sipfence_records_dropped_total",
-            "Signaling records dropped because the writer was behind",
+            "Signaling records not written: the writer was behind, or the disk refused them (full, read-only; logged once per episode)",
         ));
         must(registry.register(Box::new(records_dropped.clone())));
+        let rejected_pcap_dropped = must(IntCounter::new(
+            "sipfence_rejected_pcap_dropped_total",
+            "Rejected requests not written to the pcap of rejected calls ([records] pcap_rejected): the writer was behind, or the disk refused them",
+        ));
+        must(registry.register(Box::new(rejected_pcap_dropped.clone())));
         let rate_keys = must(IntGauge::new(
             "sipfence_rate_keys",
             "Keys held by the rate counters",
@@ -421,6 +428,7 @@ impl Metrics {
             tcp_connections,
             records_written,
             records_dropped,
+            rejected_pcap_dropped,
             rate_keys,
             behaviour_events,
             behaviour_entries,

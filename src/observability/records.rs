@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,9 +62,10 @@ impl RecordSink {
     fn push(&self, i: Item) {
         match self.tx.try_send(i) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.records_dropped.inc()
-            }
+            Err(TrySendError::Full(i)) | Err(TrySendError::Disconnected(i)) => match i {
+                Item::Record(_) => self.metrics.records_dropped.inc(),
+                Item::Raw { .. } => self.metrics.rejected_pcap_dropped.inc(),
+            },
         }
     }
 }
@@ -83,10 +84,13 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
         rotate_secs: conf.rotate_secs.max(1),
         retention_secs: conf.retention_secs,
         file: None,
+        file_len: 0,
+        pending: Vec::with_capacity(64 * 1024),
+        pending_n: 0,
         pcap: None,
         want_pcap: conf.pcap_rejected,
         opened_at: 0,
-        written: 0,
+        failing: false,
         metrics: metrics.clone(),
     };
     std::thread::Builder::new()
@@ -104,11 +108,21 @@ struct Writer {
     rotate_bytes: u64,
     rotate_secs: u64,
     retention_secs: u64,
-    file: Option<BufWriter<File>>,
-    pcap: Option<PcapWriter>,
+    file: Option<File>,
+    /// Bytes of whole lines in `file`: a write that fails part-way is cut back to this,
+    /// so that a full disk leaves no half line for `trace` to trip on.
+    file_len: u64,
+    /// The lines of the batch being written, and how many records they are: a record
+    /// counts as written once the disk has taken its line, not before.
+    pending: Vec<u8>,
+    pending_n: u64,
+    /// The pcap of rejected calls, and its path (removed if it ends up empty).
+    pcap: Option<(PcapWriter, PathBuf)>,
     want_pcap: bool,
     opened_at: u64,
-    written: u64,
+    /// Writes are failing (a full or read-only disk): said once, and once more when
+    /// they succeed again.
+    failing: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -125,16 +139,11 @@ impl Writer {
             match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(i) => {
                     self.item(i);
-                    // Drain what is queued before flushing once.
+                    // Drain what is queued before writing once.
                     while let Ok(i) = rx.try_recv() {
                         self.item(i);
                     }
-                    if let Some(f) = self.file.as_mut() {
-                        let _ = f.flush();
-                    }
-                    if let Some(p) = self.pcap.as_mut() {
-                        let _ = p.flush();
-                    }
+                    self.flush();
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let now = now_secs();
@@ -146,12 +155,8 @@ impl Writer {
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        if let Some(f) = self.file.as_mut() {
-            let _ = f.flush();
-        }
-        if let Some(p) = self.pcap.take() {
-            let _ = p.finish();
-        }
+        self.flush();
+        self.close_pcap();
     }
 
     fn item(&mut self, i: Item) {
@@ -166,7 +171,10 @@ impl Writer {
                 if self.file.is_none() {
                     self.rotate(now_secs());
                 }
-                let Some(p) = self.pcap.as_mut() else { return };
+                let Some((p, _)) = self.pcap.as_mut() else {
+                    self.metrics.rejected_pcap_dropped.inc();
+                    return;
+                };
                 let pkt = udp_packet(src, dst, &bytes);
                 let ok = p.write(
                     LINKTYPE_RAW,
@@ -175,8 +183,9 @@ impl Writer {
                     &pkt,
                     pkt.len() as u32,
                 );
-                if ok.is_err() {
-                    self.metrics.records_dropped.inc();
+                if let Err(e) = ok {
+                    self.metrics.rejected_pcap_dropped.inc();
+                    self.failed(&e);
                 }
             }
         }
@@ -185,34 +194,78 @@ impl Writer {
     fn write(&mut self, r: &Record) {
         let now = now_secs();
         if self.file.is_none()
-            || self.written >= self.rotate_bytes
+            || self.file_len + self.pending.len() as u64 >= self.rotate_bytes
             || now.saturating_sub(self.opened_at) >= self.rotate_secs
         {
             self.rotate(now);
         }
-        let Some(f) = self.file.as_mut() else {
+        if self.file.is_none() {
             self.metrics.records_dropped.inc();
             return;
-        };
-        let Ok(mut line) = serde_json::to_vec(r) else {
+        }
+        if serde_json::to_writer(&mut self.pending, r).is_ok() {
+            self.pending.push(b'\n');
+            self.pending_n += 1;
+        }
+    }
+
+    /// Writes the batch's lines in one go: counted written when the disk took them all,
+    /// dropped (and the file cut back to its last whole line) when it did not.
+    fn flush(&mut self) {
+        if let Some((p, _)) = self.pcap.as_mut()
+            && let Err(e) = p.flush()
+        {
+            self.failed(&e);
+        }
+        if self.pending.is_empty() {
             return;
+        }
+        let n = std::mem::take(&mut self.pending_n);
+        let result = match self.file.as_mut() {
+            Some(f) => f.write_all(&self.pending).inspect_err(|_| {
+                let _ = f.set_len(self.file_len);
+            }),
+            None => Err(std::io::Error::other("no record file open")),
         };
-        line.push(b'\n');
-        if f.write_all(&line).is_ok() {
-            self.written += line.len() as u64;
-            self.metrics.records_written.inc();
-        } else {
-            self.metrics.records_dropped.inc();
+        match result {
+            Ok(()) => {
+                self.file_len += self.pending.len() as u64;
+                self.metrics.records_written.inc_by(n);
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(dir = %self.dir.display(), "signaling records are written again");
+                }
+            }
+            Err(e) => {
+                self.metrics.records_dropped.inc_by(n);
+                self.failed(&e);
+            }
+        }
+        self.pending.clear();
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write signaling records: they are dropped and counted (sipfence_records_dropped_total) until writes succeed again");
+        }
+    }
+
+    /// Ends the pcap of rejected calls; one that never took a packet (or whose header the
+    /// disk refused) is removed rather than left empty or unreadable.
+    fn close_pcap(&mut self) {
+        if let Some((p, path)) = self.pcap.take() {
+            let had = p.written > 0;
+            if p.finish().is_err() || !had {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 
     fn rotate(&mut self, now: u64) {
-        if let Some(mut f) = self.file.take() {
-            let _ = f.flush();
-        }
-        if let Some(p) = self.pcap.take() {
-            let _ = p.finish();
-        }
+        self.flush();
+        self.file = None;
+        self.close_pcap();
         // Unique name even when rotating twice in one second.
         let mut name = self.dir.join(format!("records-{now}.jsonl"));
         let mut n = 1;
@@ -222,9 +275,9 @@ impl Writer {
         }
         match OpenOptions::new().create(true).append(true).open(&name) {
             Ok(f) => {
-                self.file = Some(BufWriter::new(f));
+                self.file = Some(f);
                 self.opened_at = now;
-                self.written = 0;
+                self.file_len = 0;
             }
             Err(e) => {
                 tracing::warn!(file = %name.display(), error = %e, "cannot open signaling record file")
@@ -237,8 +290,9 @@ impl Writer {
                 .unwrap_or("records")
                 .replace("records-", "rejected-")
                 .replace(".jsonl", ".pcap");
-            match PcapWriter::create(&self.dir.join(stem)) {
-                Ok(p) => self.pcap = Some(p),
+            let path = self.dir.join(stem);
+            match PcapWriter::create(&path) {
+                Ok(p) => self.pcap = Some((p, path)),
                 Err(e) => tracing::warn!(error = %e, "cannot open the pcap of rejected calls"),
             }
         }
@@ -312,5 +366,78 @@ pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
         if now.saturating_sub(ts) > retention_secs {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Context, decide};
+    use crate::policy::Policy;
+    use crate::policy::rate::NoCounting;
+
+    fn record(p: &Policy, i: u32) -> Record {
+        let m = crate::sip::Message::parse(Bytes::from(format!(
+            "INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{i}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag={i}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: full-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .expect("parses");
+        let src = "127.0.0.1:5070".parse().expect("address");
+        let ctx = Context {
+            source: src,
+            local: None,
+            trunk: Some(0),
+            now_ms: 1_000,
+            rates: &NoCounting,
+            behaviour: &crate::behaviour::NoTracking,
+        };
+        Record::new(p, &m, &decide(p, &m, &ctx), src, 1_000)
+    }
+
+    /// A disk that refuses writes (here /dev/full, which answers every write with
+    /// ENOSPC as a full disk does): the batch's records count as dropped, not written,
+    /// and the writer says so once; once writes succeed they count as written again.
+    #[test]
+    fn records_the_disk_refuses_are_dropped_not_written() {
+        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
+            eprintln!("skipped: no /dev/full here");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let metrics = Arc::new(Metrics::new());
+        let mut w = Writer {
+            dir: dir.path().to_path_buf(),
+            rotate_bytes: 1 << 30,
+            rotate_secs: 1 << 30,
+            retention_secs: 0,
+            file: Some(full),
+            file_len: 0,
+            pending: Vec::new(),
+            pending_n: 0,
+            pcap: None,
+            want_pcap: false,
+            opened_at: now_secs(),
+            failing: false,
+            metrics: metrics.clone(),
+        };
+        let p = Policy::builtin().expect("built-in policy");
+        for i in 0..3 {
+            w.item(Item::Record(Box::new(record(&p, i))));
+        }
+        w.flush();
+        assert_eq!(metrics.records_written.get(), 0);
+        assert_eq!(metrics.records_dropped.get(), 3);
+        assert!(w.failing);
+        // A disk with room again (the next file): written, and no longer failing.
+        w.rotate(now_secs());
+        w.item(Item::Record(Box::new(record(&p, 9))));
+        w.flush();
+        assert_eq!(metrics.records_written.get(), 1);
+        assert_eq!(metrics.records_dropped.get(), 3);
+        assert!(!w.failing);
+        let files = record_files(dir.path()).expect("listed");
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(&files[0].1).expect("read");
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.ends_with('\n') && text.contains("full-9"));
     }
 }
