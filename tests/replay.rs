@@ -1393,3 +1393,138 @@ fn an_invite_naming_an_unanswered_dialog_is_judged() {
         "{recs:?}"
     );
 }
+
+/// One pcapng block (little-endian section): type, length, body padded to four bytes.
+fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = body.to_vec();
+    b.resize(b.len().next_multiple_of(4), 0);
+    let len = (12 + b.len()) as u32;
+    let mut out = kind.to_le_bytes().to_vec();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&b);
+    out.extend_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// A pcapng file: a section header, one interface of `linktype` with `if_tsresol`
+/// `tsresol`, then `blocks`.
+fn pcapng(linktype: u16, tsresol: u8, blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    let mut idb = linktype.to_le_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0]);
+    idb.extend_from_slice(&262_144u32.to_le_bytes());
+    // if_tsresol (9), one byte, padded; then the end of options.
+    idb.extend_from_slice(&[9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0]);
+    let mut f = ng_block(0x0a0d_0d0a, &shb);
+    f.extend(ng_block(1, &idb));
+    for b in blocks {
+        f.extend_from_slice(b);
+    }
+    f
+}
+
+/// An Enhanced Packet Block (type 6), or the deprecated Packet Block (type 2).
+fn ng_packet(kind: u32, if_id: u32, ticks: u64, data: &[u8]) -> Vec<u8> {
+    let mut b = if kind == 2 {
+        let mut b = (if_id as u16).to_le_bytes().to_vec();
+        b.extend_from_slice(&[0, 0]);
+        b
+    } else {
+        if_id.to_le_bytes().to_vec()
+    };
+    b.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
+    b.extend_from_slice(&(ticks as u32).to_le_bytes());
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(data);
+    ng_block(kind, &b)
+}
+
+/// Capture forms seen in the field that a first reader misses: a VLAN tag inside a
+/// Linux cooked capture (`tcpdump -i any` on a host with VLAN interfaces), pcapng
+/// timestamps in powers of two, the deprecated Packet Block, a packet block naming an
+/// interface its section never described (damaged, exit 2, as Wireshark says), and
+/// packets cut by the snaplen (said in the summary).
+#[test]
+fn capture_forms_beyond_the_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let invite = b"INVITE sip:+861012345678@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK-forms\r\nFrom: <sip:+442071234567@192.0.2.1>;tag=a\r\nTo: <sip:+861012345678@192.0.2.2>\r\nCall-ID: forms-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let ip = ipv4(17, &udp(5070, 5060, invite));
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // SLL v1: packet type, ARPHRD, address length and address, then protocol 0x8100,
+    // the tag (VLAN 100) and the inner ethertype.
+    let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x81, 0x00];
+    sll.extend_from_slice(&[0x00, 0x64, 0x08, 0x00]);
+    sll.extend_from_slice(&ip);
+    let path = dir.path().join("sll-vlan.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    w.write(113, 1_764_547_201, 0, &sll, sll.len() as u32)
+        .unwrap();
+    w.finish().unwrap();
+    let (recs, s, end, net) = replay_net(&path);
+    assert_eq!((s.calls, net.non_ip, &end), (1, 0, &End::Complete), "{s:?}");
+    assert_eq!(recs[0].call_id, "forms-1");
+
+    // if_tsresol 0x94: ticks of 2^-20 s.
+    let at = 1_764_547_201u64;
+    let f = pcapng(
+        1,
+        0x94,
+        &[ng_packet(6, 0, at << 20, &ethernet(0x0800, &ip))],
+    );
+    let (recs, s, _) = replay(&write("pow2.pcapng", &f));
+    assert_eq!(s.calls, 1);
+    assert_eq!(recs[0].ts_ms, at * 1000, "{recs:?}");
+    // Microseconds (6) and nanoseconds (9), as before.
+    for (r, ticks) in [
+        (6u8, at * 1_000_000 + 500_000),
+        (9, at * 1_000_000_000 + 500_000_000),
+    ] {
+        let f = pcapng(1, r, &[ng_packet(6, 0, ticks, &ethernet(0x0800, &ip))]);
+        let (recs, _, _) = replay(&write("dec.pcapng", &f));
+        assert_eq!(recs[0].ts_ms, at * 1000 + 500, "tsresol {r}");
+    }
+
+    // The deprecated Packet Block (type 2).
+    let f = pcapng(
+        1,
+        6,
+        &[ng_packet(2, 0, at * 1_000_000, &ethernet(0x0800, &ip))],
+    );
+    let (recs, s, end) = replay(&write("pb.pcapng", &f));
+    assert_eq!((s.calls, end), (1, End::Complete));
+    assert_eq!(recs[0].ts_ms, at * 1000);
+
+    // A packet of interface 5 in a section that describes one: damaged there; what
+    // came before it was replayed.
+    let f = pcapng(
+        1,
+        6,
+        &[
+            ng_packet(6, 0, at * 1_000_000, &ethernet(0x0800, &ip)),
+            ng_packet(6, 5, at * 1_000_000, &ethernet(0x0800, &ip)),
+        ],
+    );
+    let (_, s, end) = replay(&write("bad-if.pcapng", &f));
+    assert_eq!(s.calls, 1);
+    match end {
+        End::Damaged { reason, .. } => assert!(reason.contains("interface 5"), "{reason}"),
+        End::Complete => panic!("an undescribed interface must be reported"),
+    }
+
+    // A snaplen of 100 bytes: the INVITE is cut, and the summary says why.
+    let framed = ethernet(0x0800, &ip);
+    let path = dir.path().join("snaplen.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    w.write(1, at as u32, 0, &framed[..100], framed.len() as u32)
+        .unwrap();
+    w.finish().unwrap();
+    let (_, s, _, net) = replay_net(&path);
+    assert_eq!((s.calls, net.snaplen_cut), (0, 1), "{s:?}");
+}

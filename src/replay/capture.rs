@@ -35,6 +35,43 @@ struct Iface {
     offset: u64,
 }
 
+/// Units per second of an interface's timestamps (`if_tsresol`): a power of ten, or of
+/// two when the top bit is set; microseconds when absent or out of range.
+fn ts_resolution(r: u8) -> u64 {
+    let e = u32::from(r & 0x7f);
+    match (r & 0x80 != 0, e) {
+        (true, 0..=63) => 1u64 << e,
+        (false, 0..=19) => 10u64.pow(e),
+        _ => 1_000_000,
+    }
+}
+
+/// A packet of a pcapng interface, its timestamp decoded (RFC 9739 4.6: `if_tsoffset`
+/// seconds plus ticks of `1 / resolution`).
+fn ng_packet<'a>(i: &Iface, hi: u32, lo: u32, data: &'a [u8], orig_len: u32) -> Packet<'a> {
+    let ticks = (u64::from(hi) << 32) | u64::from(lo);
+    let res = i.resolution.max(1);
+    let sec = i.offset.saturating_add(ticks / res);
+    let usec = (u128::from(ticks % res) * 1_000_000 / u128::from(res)) as u32;
+    Packet {
+        ts_ms: sec.saturating_mul(1000) + u64::from(usec / 1000),
+        ts_sec: sec as u32,
+        ts_usec: usec,
+        linktype: i.linktype,
+        data,
+        orig_len,
+    }
+}
+
+/// A packet block naming an interface its section never described: the file is
+/// damaged there (as Wireshark says too), not a packet to skip without a word.
+fn no_interface(offset: usize, id: u32, declared: usize) -> End {
+    End::Damaged {
+        offset,
+        reason: format!("packet block names interface {id}, but its section describes {declared}"),
+    }
+}
+
 /// Calls `f` for every packet of the file. Returns how the file ended, or an error
 /// when it is not a capture at all.
 pub fn read(path: &Path, f: impl FnMut(&Packet<'_>)) -> Result<End, String> {
@@ -162,8 +199,11 @@ fn read_capture<R: std::io::Read + Send>(
     let mut legacy_link = 1i32;
     let mut legacy_nanos = false;
     let mut ifaces: Vec<Iface> = vec![];
+    let mut big_endian = false;
     let mut grown = 1usize << 20;
     loop {
+        // Where this block starts, for a damage report (the block borrows the reader).
+        let at = reader.consumed();
         match reader.next() {
             Ok((offset, block)) => {
                 match block {
@@ -186,39 +226,82 @@ fn read_capture<R: std::io::Read + Send>(
                             orig_len: b.origlen,
                         });
                     }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => ifaces.clear(),
+                    PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                        ifaces.clear();
+                        big_endian = shb.big_endian();
+                    }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => ifaces.push(Iface {
                         linktype: idb.linktype.0,
-                        resolution: idb.ts_resolution().unwrap_or(1_000_000),
+                        resolution: ts_resolution(idb.if_tsresol),
                         offset: idb.ts_offset().max(0) as u64,
                     }),
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        if let Some(i) = ifaces.get(epb.if_id as usize) {
-                            let (sec, frac) = epb.decode_ts(i.offset, i.resolution);
-                            let usec = (frac as u64 * 1_000_000 / i.resolution.max(1)) as u32;
-                            let len = (epb.caplen as usize).min(epb.data.len());
-                            f(&Packet {
-                                ts_ms: sec as u64 * 1000 + usec as u64 / 1000,
-                                ts_sec: sec,
-                                ts_usec: usec,
-                                linktype: i.linktype,
-                                data: &epb.data[..len],
-                                orig_len: epb.origlen,
+                        let Some(i) = ifaces.get(epb.if_id as usize) else {
+                            return Ok(no_interface(at, epb.if_id, ifaces.len()));
+                        };
+                        let len = (epb.caplen as usize).min(epb.data.len());
+                        f(&ng_packet(
+                            i,
+                            epb.ts_high,
+                            epb.ts_low,
+                            &epb.data[..len],
+                            epb.origlen,
+                        ));
+                    }
+                    // The Packet Block pcapng deprecated (type 2) that old writers still
+                    // produce: interface, drops, timestamp, lengths, data, as in an EPB.
+                    PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == 2 => {
+                        let d = ub.data;
+                        let (u16_at, u32_at) = (
+                            |k: usize| {
+                                d.get(k..k + 2).map(|b| {
+                                    let b = [b[0], b[1]];
+                                    if big_endian {
+                                        u16::from_be_bytes(b)
+                                    } else {
+                                        u16::from_le_bytes(b)
+                                    }
+                                })
+                            },
+                            |k: usize| {
+                                d.get(k..k + 4).map(|b| {
+                                    let b = [b[0], b[1], b[2], b[3]];
+                                    if big_endian {
+                                        u32::from_be_bytes(b)
+                                    } else {
+                                        u32::from_le_bytes(b)
+                                    }
+                                })
+                            },
+                        );
+                        let (Some(if_id), Some(hi), Some(lo), Some(caplen), Some(origlen)) =
+                            (u16_at(0), u32_at(4), u32_at(8), u32_at(12), u32_at(16))
+                        else {
+                            return Ok(End::Damaged {
+                                offset: at,
+                                reason: "packet block shorter than its header".into(),
                             });
-                        }
+                        };
+                        let Some(i) = ifaces.get(if_id as usize) else {
+                            return Ok(no_interface(at, if_id as u32, ifaces.len()));
+                        };
+                        let body = &d[20.min(d.len())..];
+                        let len = (caplen as usize).min(body.len());
+                        f(&ng_packet(i, hi, lo, &body[..len], origlen));
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                        if let Some(i) = ifaces.first() {
-                            let len = (spb.origlen as usize).min(spb.data.len());
-                            f(&Packet {
-                                ts_ms: 0,
-                                ts_sec: 0,
-                                ts_usec: 0,
-                                linktype: i.linktype,
-                                data: &spb.data[..len],
-                                orig_len: spb.origlen,
-                            });
-                        }
+                        let Some(i) = ifaces.first() else {
+                            return Ok(no_interface(at, 0, 0));
+                        };
+                        let len = (spb.origlen as usize).min(spb.data.len());
+                        f(&Packet {
+                            ts_ms: 0,
+                            ts_sec: 0,
+                            ts_usec: 0,
+                            linktype: i.linktype,
+                            data: &spb.data[..len],
+                            orig_len: spb.origlen,
+                        });
                     }
                     _ => {}
                 }

@@ -186,6 +186,9 @@ impl<'p> Replayer<'p> {
             );
             self.holes_checked_ms = p.ts_ms;
         }
+        if p.data.len() < p.orig_len as usize {
+            self.decoder.stats.snaplen_cut += 1;
+        }
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             return o;
         };
@@ -430,7 +433,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let s = &r.summary;
     let n = r.net_stats();
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync});
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "snaplen_cut": n.snaplen_cut});
         println!(
             "{}",
             serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
@@ -453,6 +456,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             n.tcp_gaps,
             n.tcp_desync
         );
+        if n.snaplen_cut > 0 {
+            println!(
+                "  cut by the capture's snaplen: {} packets (what they carried past it is lost; capture with -s 0)",
+                n.snaplen_cut
+            );
+        }
         if n.hep_not_sip + n.hep_damaged > 0 {
             println!(
                 "  HEP: not SIP {} (RTCP, logs, keep-alives)  damaged {}",

@@ -64,6 +64,9 @@ pub struct TcpMeta {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct NetStats {
     pub non_ip: u64,
+    /// Packets the capture kept only the start of (its snaplen): what they carried past
+    /// that is lost, and a message in them may not parse.
+    pub snaplen_cut: u64,
     pub fragments: u64,
     pub reassembled: u64,
     pub fragments_expired: u64,
@@ -209,6 +212,10 @@ impl Decoder {
             0x0800 => self.ipv4(b, ts_ms, depth),
             0x86dd => self.ipv6(b, ts_ms, depth),
             0x8847 | 0x8848 => self.mpls(b, ts_ms, depth + 1),
+            // A VLAN tag after a header that is not Ethernet's: libpcap puts it back into
+            // Linux cooked (SLL, SLL2) frames as protocol 0x8100 + TCI, which is what
+            // `tcpdump -i any` writes on a host with VLAN interfaces.
+            0x8100 | 0x88a8 | 0x9100 => self.ethertype(be16(b, 2)?, b.get(4..)?, ts_ms, depth + 1),
             // PPPoE session: version/type, code, session, length, then PPP.
             0x8864 => self.ppp(b.get(6..)?, ts_ms, depth + 1),
             _ => {
