@@ -34,7 +34,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let m = Metrics::new();
     // The built-in policy, with the optional features whose series exist only where
     // they are configured (digest authentication and a concurrent-call limit on its
-    // last trunk, an exempt list).
+    // last trunk, an exempt list, Redis).
     let text = format!(
         "{}\n[trunk.auth]\nusers = [\"pbx:pw\"]\n[lists.exempt]\nentries = [\"+8613800000001\"]\n",
         sipfence::policy::BUILTIN_CONFIG.replace(
@@ -45,6 +45,9 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let p = Policy::from_str(&text, "builtin+auth", std::path::Path::new(".")).unwrap();
     assert!(p.trunks.last().unwrap().auth.is_some());
     let _bound = m.bind(&p);
+    // The Redis gauges are exported only with `[redis]`.
+    assert!(!m.render().contains("sipfence_redis_up"));
+    m.redis_configured();
     let exposition = m.render();
     for name in METRIC_NAMES {
         assert!(

@@ -290,6 +290,15 @@ listen = ""
     assert!(text.contains("enterprise-rate-caller"), "{text}");
     let (_, got, text, _) = trace(&["--caller", "+8613912345678", "--verdict", "reject"]);
     assert_eq!(got, ids(&["eq-10"]), "{text}");
+    // A URI as a header carries it, as `number` reads one.
+    for uri in [
+        "tel:139-1234-5678;phone-context=+86",
+        "sip:+8613912345678@gw.example.net;user=phone",
+    ] {
+        let (code, got, text, _) = trace(&["--caller", uri]);
+        assert_eq!(code, Some(0), "{uri}: {text}");
+        assert_eq!(got, ids(&["eq-10", "eq-8", "eq-9"]), "{uri}: {text}");
+    }
     let (_, got, text, _) = trace(&["--rule", "enterprise-rate-caller"]);
     assert_eq!(got, ids(&["eq-10"]), "{text}");
     // A segment: the judged caller, or a From beside another asserted number (eq-5).

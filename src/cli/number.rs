@@ -56,7 +56,12 @@ const SOURCE: &str = "192.0.2.1:5060";
 /// What the filter reads from the text given: a number in any written form, or a
 /// sip/sips/tel URI as a header would carry it (`tel:010-12345678;phone-context=+86`).
 fn read_number(policy: &Policy, input: &str) -> Result<Number, NotANumber> {
-    let cc = policy.plan.country();
+    read_number_as(policy.plan.country(), input)
+}
+
+/// [`read_number`] in the plan of country code `cc`: also what `trace` reads a number
+/// to look for from.
+pub(crate) fn read_number_as(cc: &[u8], input: &str) -> Result<Number, NotANumber> {
     let t = input.trim();
     match as_uri(t) {
         Some(u) => uri_number(u.as_bytes(), Span::new(0, u.len()), Reading::national(cc)).1,

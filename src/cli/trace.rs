@@ -81,7 +81,8 @@ impl NumberQuery {
             Some(p) => (p, true),
             None => (typed.as_str(), false),
         };
-        let n = normalise(digits.as_bytes(), home_cc, None)
+        // A number, or a sip/sips/tel URI as a header carries it: read as `number` does.
+        let n = super::number::read_number_as(home_cc, digits)
             .map_err(|e| format!("number '{q}': not a number ({})", e.as_str()))?;
         Ok(if segment {
             NumberQuery::Segment(n.e164())

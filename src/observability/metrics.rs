@@ -166,6 +166,16 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 }
 
 impl Metrics {
+    /// The gauges that only mean something with `[redis]`, exported from now on.
+    pub fn redis_configured(&self) {
+        let _ = self.registry.register(Box::new(self.redis_up.clone()));
+        let _ = self
+            .registry
+            .register(Box::new(self.shared_fallbacks.clone()));
+    }
+}
+
+impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let cv = |name: &str, help: &str, labels: &[&str]| {
@@ -339,11 +349,12 @@ impl Metrics {
         for t in ["callers", "watched", "calls"] {
             behaviour_entries.with_label_values(&[t]);
         }
+        // Exported only with `[redis]` ([`Metrics::redis_configured`]): a 0 on a gateway
+        // that has no Redis would read as "Redis down" on the dashboard.
         let redis_up = must(IntGauge::new(
             "sipfence_redis_up",
             "1 while the last call to the shared Redis succeeded",
         ));
-        must(registry.register(Box::new(redis_up.clone())));
         let redis_errors = cv(
             "sipfence_redis_errors_total",
             "Failed or timed-out Redis calls, by what they were for",
@@ -356,7 +367,7 @@ impl Metrics {
             "sipfence_shared_rate_fallbacks_total",
             "Rate-counter hits counted locally only because Redis was out of reach",
         ));
-        must(registry.register(Box::new(shared_fallbacks.clone())));
+
         let list_version = must(IntGaugeVec::new(
             Opts::new(
                 "sipfence_list_version",

@@ -538,6 +538,7 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
 /// list follower and the record stream.
 fn start_cluster(shared: &Arc<Shared>) {
     let Some(c) = &shared.cluster else { return };
+    shared.metrics.redis_configured();
     let conf = shared.loaded.load().policy.redis.clone();
     print_out!(
         "sipfence: shared state on {} as gateway '{}' (counters every {} ms{}{})",
