@@ -1528,3 +1528,156 @@ fn capture_forms_beyond_the_corpus() {
     let (_, s, _, net) = replay_net(&path);
     assert_eq!((s.calls, net.snaplen_cut), (0, 1), "{s:?}");
 }
+
+/// IPv4 from 127.0.0.1 to 127.0.0.1 (the built-in policy's international trunk), with
+/// fragment fields.
+fn ipv4_lo(proto: u8, id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn tcp_lo(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = sport.to_be_bytes().to_vec();
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    ipv4_lo(6, 0, 0x4000, &t)
+}
+
+/// The split outputs hold every packet that carried a message, so that they replay
+/// (and open in Wireshark) as calls again: all the fragments of a fragmented datagram,
+/// all the segments of a message split over TCP segments, a segment carrying a blocked
+/// and an allowed message in both files; and with a `.pcapng` name, packets of every
+/// link type of a multi-interface capture.
+#[test]
+fn split_outputs_keep_every_packet_of_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let invite = |id: &str, caller: &str| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{id}\r\nFrom: <sip:{caller}@127.0.0.1>;tag=a\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let (blocked, allowed) = (
+        invite("b1", "+8613812345678"),
+        invite("a1", "+442071234567"),
+    );
+    let split = |name: &str, packets: &[(i32, Vec<u8>)]| {
+        let input = dir.path().join(format!("{name}.pcapng"));
+        let mut w = sipfence::replay::pcapout::PcapWriter::create(&input).unwrap();
+        for (t, (link, p)) in packets.iter().enumerate() {
+            w.write(*link, 1_795_000_000 + t as u32, 0, p, p.len() as u32)
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let (b, a) = (
+            dir.path().join(format!("{name}-blocked.pcapng")),
+            dir.path().join(format!("{name}-allowed.pcapng")),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["replay", "--write-blocked", b.to_str().unwrap()])
+            .args([
+                "--write-allowed",
+                a.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let calls = |p: &Path| {
+            let (recs, _, _) = replay(p);
+            let mut v: Vec<(String, &'static str)> = recs
+                .into_iter()
+                .filter(|r| r.kind == "call")
+                .map(|r| (r.call_id, r.verdict))
+                .collect();
+            v.sort();
+            v
+        };
+        (calls(&b), calls(&a))
+    };
+    let want = |v: &[(&str, &'static str)]| {
+        v.iter()
+            .map(|(c, v)| (c.to_string(), *v))
+            .collect::<Vec<_>>()
+    };
+
+    // Each INVITE in three IPv4 fragments (offsets in 8-byte units), interleaved.
+    let mut packets = vec![];
+    for (k, m) in [&blocked, &allowed].into_iter().enumerate() {
+        let mut u = 5090u16.to_be_bytes().to_vec();
+        u.extend_from_slice(&5060u16.to_be_bytes());
+        u.extend_from_slice(&((8 + m.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(m);
+        let cuts = [0, 96, 192, u.len()];
+        for i in 0..3 {
+            let more = if i < 2 { 0x2000 } else { 0 };
+            let f = ipv4_lo(
+                17,
+                7 + k as u16,
+                more | (cuts[i] / 8) as u16,
+                &u[cuts[i]..cuts[i + 1]],
+            );
+            packets.push((101, f));
+        }
+    }
+    packets.swap(2, 3);
+    let (b, a) = split("fragments", &packets);
+    assert_eq!(b, want(&[("b1", "reject")]));
+    assert_eq!(a, want(&[("a1", "allow")]));
+
+    // Over TCP: the blocked INVITE in three segments, the third also carrying the
+    // allowed INVITE's first half, then its second half.
+    let mut stream = blocked.clone();
+    stream.extend_from_slice(&allowed);
+    let cuts = [0, 100, 200, blocked.len() + 80, stream.len()];
+    let mut packets = vec![(101, tcp_lo(40000, 5060, 999, 0x02, &[]))];
+    for i in 0..4 {
+        packets.push((
+            101,
+            tcp_lo(
+                40000,
+                5060,
+                1000 + cuts[i] as u32,
+                0x18,
+                &stream[cuts[i]..cuts[i + 1]],
+            ),
+        ));
+    }
+    let (b, a) = split("tcp", &packets);
+    assert_eq!(b, want(&[("b1", "reject")]));
+    assert_eq!(a, want(&[("a1", "allow")]));
+
+    // Two interfaces of two link types: raw IP and Ethernet.
+    let udp_of = |m: &[u8]| {
+        let mut u = 5090u16.to_be_bytes().to_vec();
+        u.extend_from_slice(&5060u16.to_be_bytes());
+        u.extend_from_slice(&((8 + m.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(m);
+        ipv4_lo(17, 0, 0x4000, &u)
+    };
+    let packets = [
+        (101, udp_of(&invite("b2", "+8613812345679"))),
+        (
+            1,
+            ethernet(0x0800, &udp_of(&invite("b3", "+8613812345670"))),
+        ),
+        (1, ethernet(0x0800, &udp_of(&invite("a2", "+12125550123")))),
+    ];
+    let (b, a) = split("links", &packets);
+    assert_eq!(b, want(&[("b2", "reject"), ("b3", "reject")]));
+    assert_eq!(a, want(&[("a2", "allow")]));
+}

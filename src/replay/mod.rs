@@ -35,6 +35,9 @@ const MAX_CALLS_TRACKED: usize = 1_000_000;
 #[derive(Default, Debug, Clone)]
 pub struct Summary {
     pub packets: u64,
+    /// Split outputs: packets of messages never completed (a stream cut off, a datagram
+    /// missing fragments), which neither file took.
+    pub split_unplaced: u64,
     pub sip_messages: u64,
     pub parse_errors: u64,
     pub calls: u64,
@@ -65,6 +68,12 @@ pub struct Replayer<'p> {
     holes_checked_ms: u64,
     /// Capture time of the last packet.
     last_ts_ms: u64,
+    /// Split outputs: the packets of each stream or fragmented datagram since its last
+    /// complete message ([`net::unit_key`]), and what is ready to be written (the
+    /// packet, to blocked, to allowed).
+    held: HashMap<u64, Vec<HeldPacket>, ahash::RandomState>,
+    held_bytes: usize,
+    ready: Vec<(HeldPacket, bool, bool)>,
     pub summary: Summary,
 }
 
@@ -73,7 +82,25 @@ pub struct Replayer<'p> {
 struct PacketOutcome {
     sip: bool,
     blocked: bool,
+    /// A message it carried (or completed) was let through: a packet can carry both.
+    allowed: bool,
+    /// Kept with the other packets of its stream or datagram, which go to the split
+    /// outputs together once the messages they carry are judged.
+    held: bool,
 }
+
+/// A packet kept for the split outputs until the messages it carries are judged.
+struct HeldPacket {
+    linktype: i32,
+    ts_sec: u32,
+    ts_usec: u32,
+    data: Vec<u8>,
+    orig_len: u32,
+}
+
+/// Bytes of packets held for the split outputs, at most: past it, the oldest streams'
+/// packets are let go (counted).
+const MAX_HELD_BYTES: usize = 64 << 20;
 
 impl<'p> Replayer<'p> {
     /// What the link, IP and TCP layers met (frames not IP, tunnels, fragments, gaps).
@@ -93,6 +120,9 @@ impl<'p> Replayer<'p> {
             housekept_ms: 0,
             holes_checked_ms: 0,
             last_ts_ms: 0,
+            held: HashMap::with_hasher(ahash::RandomState::new()),
+            held_bytes: 0,
+            ready: vec![],
             summary: Summary::default(),
         }
     }
@@ -126,15 +156,18 @@ impl<'p> Replayer<'p> {
         let end = capture::read_from(src, |p| {
             self.summary.packets += 1;
             let o = self.packet(p, want_split, on_record);
-            if o.sip {
-                let w = if o.blocked {
-                    out.blocked.as_mut()
-                } else {
-                    out.allowed.as_mut()
+            if o.sip && !o.held {
+                let h = HeldPacket {
+                    linktype: p.linktype,
+                    ts_sec: p.ts_sec,
+                    ts_usec: p.ts_usec,
+                    data: vec![],
+                    orig_len: p.orig_len,
                 };
-                if let Some(w) = w {
-                    let _ = w.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len);
-                }
+                write_split(out, &h, p.data, o.blocked, o.allowed || !o.blocked);
+            }
+            for (h, blocked, allowed) in self.ready.drain(..) {
+                write_split(out, &h, &h.data, blocked, allowed);
             }
             if self.summary.packets.is_multiple_of(65_536) && last_note.elapsed().as_secs() >= 2 {
                 last_note = Instant::now();
@@ -149,8 +182,14 @@ impl<'p> Replayer<'p> {
         })?;
         // The capture's end: messages still waiting behind a TCP hole are read now.
         let segments = self.flows.finish(&mut self.decoder.stats);
-        let mut o = PacketOutcome::default();
-        self.messages(segments, self.last_ts_ms, want_split, on_record, &mut o);
+        self.messages_apart(segments, self.last_ts_ms, want_split, on_record);
+        for (h, blocked, allowed) in self.ready.drain(..) {
+            write_split(out, &h, &h.data, blocked, allowed);
+        }
+        // Packets of messages never completed go nowhere: said in the summary.
+        self.summary.split_unplaced += self.held.values().map(|v| v.len() as u64).sum::<u64>();
+        self.held.clear();
+        self.held_bytes = 0;
         if let End::Damaged { offset, reason } = &end {
             self.summary.damaged.push(format!(
                 "{name}: {reason} at byte {offset}; the {} packets before it were replayed",
@@ -177,21 +216,33 @@ impl<'p> Replayer<'p> {
             // Holes given up by the capture's clock: what waited behind them is judged
             // now, at its own times (not the packet's: it is not in the split outputs).
             let segments = self.flows.expire(p.ts_ms, &mut self.decoder.stats);
-            self.messages(
-                segments,
-                p.ts_ms,
-                out_wanted,
-                on_record,
-                &mut PacketOutcome::default(),
-            );
+            self.messages_apart(segments, p.ts_ms, out_wanted, on_record);
             self.holes_checked_ms = p.ts_ms;
         }
         if p.data.len() < p.orig_len as usize {
             self.decoder.stats.snaplen_cut += 1;
         }
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
+            // A fragment of a datagram not yet whole: kept with its other fragments.
+            if out_wanted && let Some(u) = self.decoder.fragment_of {
+                self.hold(u, p);
+                o.held = true;
+            }
             return o;
         };
+        // The stream or fragmented datagram this packet is one of, if any: its packets
+        // go to the split outputs together, with the messages they carry.
+        let (src, dst) = (seg.src, seg.dst);
+        let stream = matches!(seg.payload, net::Payload::Stream(..));
+        let unit = if stream {
+            Some(net::unit_key(1, &(src, dst)))
+        } else {
+            self.decoder.fragment_of
+        };
+        if out_wanted && let Some(u) = unit {
+            self.hold(u, p);
+            o.held = true;
+        }
         // A TCP segment gives what it completes: messages of the stream, or the messages
         // HEP packets in it carry (each with its own addresses).
         let segments = match seg.payload {
@@ -202,7 +253,88 @@ impl<'p> Replayer<'p> {
             payload => vec![net::Segment { payload, ..seg }],
         };
         self.messages(segments, p.ts_ms, out_wanted, on_record, &mut o);
+        if let (true, Some(u)) = (out_wanted, unit) {
+            if o.sip {
+                self.release(u, o.blocked, o.allowed || !o.blocked);
+            }
+            // A whole datagram is done with; a stream may hold the start of a message.
+            let holds = if stream {
+                self.flows.holds(src, dst)
+            } else {
+                Some(false)
+            };
+            match holds {
+                // The packet may also carry the start of the stream's next message.
+                Some(true) if o.sip => self.hold(u, p),
+                Some(true) => {}
+                // Nothing waits: what is held carried no SIP (keep-alives, another
+                // protocol's datagram or stream).
+                Some(false) => self.discard(u),
+                // The stream ended (FIN, RST) with a message unfinished: nowhere to go.
+                None => self.drop_unit(u),
+            }
+        }
         o
+    }
+
+    /// Keeps a copy of packet `p` with the others of its stream or datagram `u`.
+    fn hold(&mut self, u: u64, p: &Packet<'_>) {
+        if self.held_bytes + p.data.len() > MAX_HELD_BYTES {
+            // Streams that never complete a message must not grow memory: let go.
+            self.summary.split_unplaced += self.held.values().map(|v| v.len() as u64).sum::<u64>();
+            self.held.clear();
+            self.held_bytes = 0;
+        }
+        self.held_bytes += p.data.len();
+        self.held.entry(u).or_default().push(HeldPacket {
+            linktype: p.linktype,
+            ts_sec: p.ts_sec,
+            ts_usec: p.ts_usec,
+            data: p.data.to_vec(),
+            orig_len: p.orig_len,
+        });
+    }
+
+    /// The packets held for `u` go to the split outputs as the messages they carried
+    /// were judged.
+    fn release(&mut self, u: u64, blocked: bool, allowed: bool) {
+        if let Some(v) = self.held.remove(&u) {
+            self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
+            self.ready
+                .extend(v.into_iter().map(|h| (h, blocked, allowed)));
+        }
+    }
+
+    fn discard(&mut self, u: u64) {
+        if let Some(v) = self.held.remove(&u) {
+            self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
+        }
+    }
+
+    fn drop_unit(&mut self, u: u64) {
+        if let Some(v) = self.held.remove(&u) {
+            self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
+            self.summary.split_unplaced += v.len() as u64;
+        }
+    }
+
+    /// Judges messages that no packet of their own brought (read from a stream after a
+    /// hole was given up): the packets held for their stream go where they went.
+    fn messages_apart(
+        &mut self,
+        segments: Vec<net::Segment>,
+        ts_ms: u64,
+        out_wanted: bool,
+        on_record: &mut dyn FnMut(Record),
+    ) {
+        for seg in segments {
+            let u = net::unit_key(1, &(seg.src, seg.dst));
+            let mut o = PacketOutcome::default();
+            self.messages(vec![seg], ts_ms, out_wanted, on_record, &mut o);
+            if out_wanted && o.sip {
+                self.release(u, o.blocked, o.allowed || !o.blocked);
+            }
+        }
     }
 
     /// Judges the messages of the segments a packet gave.
@@ -262,7 +394,9 @@ impl<'p> Replayer<'p> {
         if self.policy.sent_by_us(transport, src, dst) || self.policy.is_next_hop(&src) {
             decide::track_dialog(&msg, &self.rates, ts_ms);
             self.learn(&msg, ts_ms);
-            o.blocked |= self.verdicts.get(&call_id).copied().unwrap_or(false);
+            let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
+            o.blocked |= blocked;
+            o.allowed |= !blocked;
             return;
         }
         let ctx = Context {
@@ -322,6 +456,19 @@ impl<'p> Replayer<'p> {
             }
         };
         o.blocked |= blocked;
+        o.allowed |= !blocked;
+    }
+}
+
+/// Writes a packet to the split outputs its messages went to (`data`: its bytes).
+fn write_split(out: &mut Outputs, h: &HeldPacket, data: &[u8], blocked: bool, allowed: bool) {
+    for (want, w) in [
+        (blocked, out.blocked.as_mut()),
+        (allowed, out.allowed.as_mut()),
+    ] {
+        if want && let Some(w) = w {
+            let _ = w.write(h.linktype, h.ts_sec, h.ts_usec, data, h.orig_len);
+        }
     }
 }
 
@@ -421,14 +568,30 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             }
         }
     }
-    for w in [outs.blocked.take(), outs.allowed.take()]
-        .into_iter()
-        .flatten()
-    {
+    for (w, path) in [
+        (outs.blocked.take(), &a.write_blocked),
+        (outs.allowed.take(), &a.write_allowed),
+    ] {
+        let (Some(w), Some(path)) = (w, path) else {
+            continue;
+        };
+        if w.skipped > 0 {
+            eprintln!(
+                "sipfence: {}: {} packets of another link type than its first were not written (a pcap holds one: name the file .pcapng to keep them all)",
+                path.display(),
+                w.skipped
+            );
+        }
         if let Err(e) = w.finish() {
             eprintln!("sipfence: writing capture: {e}");
             status = 1;
         }
+    }
+    if r.summary.split_unplaced > 0 {
+        eprintln!(
+            "sipfence: {} packets carried parts of messages never completed (a stream cut off, a datagram missing fragments): in neither split output",
+            r.summary.split_unplaced
+        );
     }
     let s = &r.summary;
     let n = r.net_stats();

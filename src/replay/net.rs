@@ -26,6 +26,14 @@ const GAP_WAIT_MS: u64 = 5_000;
 /// Tunnels and label stacks opened inside one another, at most.
 const MAX_DEPTH: u8 = 4;
 
+/// What a packet is one of several packets of (a fragmented datagram, `tag` 0; a TCP
+/// stream, 1), so that the packets that carried a message can be told together.
+pub fn unit_key<T: std::hash::Hash>(tag: u8, v: &T) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one((tag, v))
+}
+
 /// A transport payload with its addresses.
 #[derive(Debug)]
 pub struct Segment {
@@ -105,6 +113,8 @@ pub struct Decoder {
     pub stats: NetStats,
     /// How deep inside tunnels the last segment was found.
     depth: u8,
+    /// The fragmented datagram the last packet was a fragment of ([`unit_key`]).
+    pub fragment_of: Option<u64>,
 }
 
 pub(super) fn be16(b: &[u8], i: usize) -> Option<u16> {
@@ -128,6 +138,7 @@ impl Decoder {
     /// the segment keeps the inner addresses, which are the SIP endpoints'.
     pub fn decode(&mut self, linktype: i32, frame: &[u8], ts_ms: u64) -> Option<Segment> {
         self.depth = 0;
+        self.fragment_of = None;
         let seg = self.link(linktype, frame, ts_ms);
         if seg.is_some() && self.depth > 0 {
             self.stats.decapsulated += 1;
@@ -483,6 +494,7 @@ impl Decoder {
         ts_ms: u64,
     ) -> Option<Vec<u8>> {
         self.stats.fragments += 1;
+        self.fragment_of = Some(unit_key(0, &key));
         if self.frags.len() >= MAX_FRAGMENTED {
             let before = self.frags.len();
             self.frags
@@ -737,6 +749,14 @@ pub struct TcpFlows {
 }
 
 impl TcpFlows {
+    /// Whether the stream from `src` to `dst` is followed and holds bytes of a message
+    /// not yet complete (`None`: not followed, or ended).
+    pub fn holds(&self, src: SocketAddr, dst: SocketAddr) -> Option<bool> {
+        self.flows
+            .get(&(src, dst))
+            .map(|f| !f.buf.is_empty() || !f.ooo.is_empty())
+    }
+
     /// The end of the capture: what still waits behind a hole is read (the holes are
     /// counted as gaps), so that no call is lost silently for want of a later segment.
     pub fn finish(&mut self, stats: &mut NetStats) -> Vec<Segment> {

@@ -1,4 +1,6 @@
-//! Writing packets to a classic pcap file (what Wireshark opens everywhere).
+//! Writing packets to a capture file Wireshark opens everywhere: classic pcap, or
+//! pcapng when the file's name ends in `.pcapng` (which holds packets of several link
+//! types: one interface each).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -6,23 +8,41 @@ use std::path::Path;
 
 pub struct PcapWriter {
     out: BufWriter<File>,
-    linktype: Option<i32>,
+    /// pcap: the file's one link type, from its first packet. pcapng: the link type of
+    /// each interface described so far (the index is the interface id).
+    linktypes: Vec<i32>,
+    ng: bool,
     pub written: u64,
+    /// Packets not written: of another link type than a classic pcap's first.
     pub skipped: u64,
 }
 
 impl PcapWriter {
     pub fn create(path: &Path) -> std::io::Result<PcapWriter> {
-        Ok(PcapWriter {
+        let ng = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
+        let mut w = PcapWriter {
             out: BufWriter::new(File::create(path)?),
-            linktype: None,
+            linktypes: vec![],
+            ng,
             written: 0,
             skipped: 0,
-        })
+        };
+        if ng {
+            // Section header: byte-order magic, version 1.0, section length unknown.
+            let mut b = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+            b.extend_from_slice(&[1, 0, 0, 0]);
+            b.extend_from_slice(&(-1i64).to_le_bytes());
+            w.block(0x0a0d_0d0a, &b)?;
+        }
+        Ok(w)
     }
 
-    /// Writes one packet; the file takes the link type of the first packet, and
-    /// packets of another link type are skipped (a classic pcap has only one).
+    /// Writes one packet. A classic pcap takes the link type of its first packet, and
+    /// packets of another are skipped (counted in `skipped`: a pcap holds one); a
+    /// pcapng describes an interface for each link type it meets.
     pub fn write(
         &mut self,
         linktype: i32,
@@ -31,9 +51,35 @@ impl PcapWriter {
         data: &[u8],
         orig_len: u32,
     ) -> std::io::Result<()> {
-        match self.linktype {
+        let orig_len = orig_len.max(data.len() as u32);
+        if self.ng {
+            let id = match self.linktypes.iter().position(|&l| l == linktype) {
+                Some(i) => i,
+                None => {
+                    // Interface: link type, reserved, snaplen; no options (microseconds).
+                    let mut b = (linktype as u16).to_le_bytes().to_vec();
+                    b.extend_from_slice(&[0, 0]);
+                    b.extend_from_slice(&262_144u32.to_le_bytes());
+                    self.block(1, &b)?;
+                    self.linktypes.push(linktype);
+                    self.linktypes.len() - 1
+                }
+            };
+            let ticks = u64::from(ts_sec) * 1_000_000 + u64::from(ts_usec);
+            let mut b = Vec::with_capacity(20 + data.len());
+            b.extend_from_slice(&(id as u32).to_le_bytes());
+            b.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
+            b.extend_from_slice(&(ticks as u32).to_le_bytes());
+            b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            b.extend_from_slice(&orig_len.to_le_bytes());
+            b.extend_from_slice(data);
+            self.block(6, &b)?;
+            self.written += 1;
+            return Ok(());
+        }
+        match self.linktypes.first() {
             None => self.header(linktype)?,
-            Some(l) if l != linktype => {
+            Some(&l) if l != linktype => {
                 self.skipped += 1;
                 return Ok(());
             }
@@ -42,15 +88,25 @@ impl PcapWriter {
         self.out.write_all(&ts_sec.to_le_bytes())?;
         self.out.write_all(&ts_usec.to_le_bytes())?;
         self.out.write_all(&(data.len() as u32).to_le_bytes())?;
-        self.out
-            .write_all(&orig_len.max(data.len() as u32).to_le_bytes())?;
+        self.out.write_all(&orig_len.to_le_bytes())?;
         self.out.write_all(data)?;
         self.written += 1;
         Ok(())
     }
 
+    /// One pcapng block: type, total length, the body padded to four bytes, length.
+    fn block(&mut self, kind: u32, body: &[u8]) -> std::io::Result<()> {
+        let pad = body.len().next_multiple_of(4) - body.len();
+        let len = (12 + body.len() + pad) as u32;
+        self.out.write_all(&kind.to_le_bytes())?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(body)?;
+        self.out.write_all(&[0u8; 3][..pad])?;
+        self.out.write_all(&len.to_le_bytes())
+    }
+
     fn header(&mut self, linktype: i32) -> std::io::Result<()> {
-        self.linktype = Some(linktype);
+        self.linktypes.push(linktype);
         self.out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
         self.out.write_all(&2u16.to_le_bytes())?;
         self.out.write_all(&4u16.to_le_bytes())?;
@@ -65,7 +121,7 @@ impl PcapWriter {
     }
 
     pub fn finish(mut self) -> std::io::Result<()> {
-        if self.linktype.is_none() {
+        if !self.ng && self.linktypes.is_empty() {
             // No packet: still a valid, empty capture.
             self.header(1)?;
         }
