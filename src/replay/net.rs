@@ -1148,6 +1148,24 @@ mod tests {
         ids
     }
 
+    /// The two ends of the test streams.
+    fn ends() -> (SocketAddr, SocketAddr) {
+        (
+            SocketAddr::from(([10, 0, 0, 1], 40000)),
+            SocketAddr::from(([10, 0, 0, 2], 5060)),
+        )
+    }
+
+    /// A data segment at `seq`, captured at `ts_ms`.
+    fn meta(seq: u32, ts_ms: u64) -> TcpMeta {
+        TcpMeta {
+            seq,
+            syn: false,
+            fin_or_rst: false,
+            ts_ms,
+        }
+    }
+
     fn options(id: &str) -> Vec<u8> {
         format!("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: {id}\r\nContent-Length: 0\r\n\r\n")
             .into_bytes()
@@ -1158,16 +1176,7 @@ mod tests {
     /// behind it is read from the next start line; a hole filled in time loses nothing.
     #[test]
     fn holes_are_waited_for_then_given_up() {
-        let (a, b) = (
-            SocketAddr::from(([10, 0, 0, 1], 40000)),
-            SocketAddr::from(([10, 0, 0, 2], 5060)),
-        );
-        let meta = |seq, ts_ms| TcpMeta {
-            seq,
-            syn: false,
-            fin_or_rst: false,
-            ts_ms,
-        };
+        let (a, b) = ends();
         let (m1, m2, m3) = (options("one"), options("two"), options("three"));
         let mut stream = m1.clone();
         stream.extend_from_slice(&m2);
@@ -1219,16 +1228,7 @@ mod tests {
     /// the capture's clock gives a hole up without a later segment of the same flow.
     #[test]
     fn messages_behind_a_hole_keep_their_own_time() {
-        let (a, b) = (
-            SocketAddr::from(([10, 0, 0, 1], 40000)),
-            SocketAddr::from(([10, 0, 0, 2], 5060)),
-        );
-        let meta = |seq, ts_ms| TcpMeta {
-            seq,
-            syn: false,
-            fin_or_rst: false,
-            ts_ms,
-        };
+        let (a, b) = ends();
         let timed = |segments: Vec<Segment>| -> Vec<(String, Option<u64>)> {
             segments
                 .into_iter()
