@@ -16,7 +16,7 @@ use crate::numbering::{Class, Classification, NotANumber, Number};
 use crate::policy::auth::AuthCheck;
 use crate::policy::config::{ActionKind, BehaviourConf, ListenSpec, Role};
 use crate::policy::lists::ListMatch;
-use crate::policy::rate::{RateCounter, TRANSACTION_MS};
+use crate::policy::rate::{DIALOG_MS, RateCounter, TRANSACTION_MS};
 use crate::policy::{Policy, RuleId, RuleSet, applies};
 use crate::sip::{HeaderName, Message, Method};
 
@@ -273,19 +273,35 @@ fn dialog_known(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
     rates.knows_dialog(dialog_key(msg.call_id()), now_ms)
 }
 
+/// A call the core offered towards a trunk (its initial INVITE passed): the peer's 2xx
+/// to it may set up a dialog.
+fn offer_key(call_id: &[u8]) -> u64 {
+    crate::sip::lex::tag_hash(&[b"offer", call_id])
+}
+
 /// What a message carried on (forwarded or relayed, either way) tells of dialogs: a
 /// 2xx to an INVITE establishes one (or, to a re-INVITE, refreshes it), a BYE ends
-/// it. The proxy calls this for every message it passes on, replay and `explain` for
-/// every message not refused, so that all three know the same dialogs.
-pub fn track_dialog(msg: &Message, rates: &dyn RateCounter, now_ms: u64) {
+/// it. `from_core`: it came from the core's side (a next hop's address). A 2xx counts
+/// when the core sent it, or when a trunk peer answers a call the core offered it: a
+/// 2xx a trunk makes up (with a branch shaped like ours, which carries no secret) must
+/// not make a Call-ID known, or its INVITEs would pass unjudged. The proxy calls this
+/// for every message it passes on, replay and `explain` for every message not
+/// refused, so that all three know the same dialogs.
+pub fn track_dialog(msg: &Message, from_core: bool, rates: &dyn RateCounter, now_ms: u64) {
     match msg.method() {
         Some(Method::Bye) => rates.forget_dialog(dialog_key(msg.call_id())),
+        Some(Method::Invite) if from_core && msg.to_tag().is_none() => rates.note_dialog(
+            offer_key(msg.call_id()),
+            now_ms,
+            crate::behaviour::live::RING_MS,
+        ),
         Some(_) => {}
         None => {
             if msg.status().is_some_and(|c| (200..300).contains(&c))
                 && msg.cseq().is_some_and(|(_, m)| m == b"INVITE")
+                && (from_core || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
             {
-                rates.note_dialog(dialog_key(msg.call_id()), now_ms);
+                rates.note_dialog(dialog_key(msg.call_id()), now_ms, DIALOG_MS);
             }
         }
     }

@@ -2238,11 +2238,13 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         (Kind::Call, true, None)
     );
 
-    // The dialog answered through us: its re-INVITEs are in-dialog, not judged again
-    // (a session refresh without P-Asserted-Identity shows only the From, which on the
-    // international gateway may be the +86 generic number the answer let through).
+    // The dialog the core answered through us: its re-INVITEs are in-dialog, not
+    // judged again (a session refresh without P-Asserted-Identity shows only the From,
+    // which on the international gateway may be the +86 generic number the answer let
+    // through).
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", "c-2", "ft2", "uas2", "1 INVITE"),
+        true,
         &rates,
         MON_10H,
     );
@@ -2258,14 +2260,30 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         60_000,
     );
     assert_eq!((d.kind, rejected(&d).map(|r| r.0)), (Kind::Call, Some(403)));
-    // A call from the core side towards the trunk: the peer's re-INVITE carries the
-    // core caller's tag as its To-tag.
+    // A 2xx a trunk peer makes up (nothing the core offered it) sets up nothing: else
+    // a peer could answer itself and then call past the rules.
+    let made_up = "c-3";
     track_dialog(
-        &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "1 INVITE"),
+        &dialog_message("SIP/2.0 200 OK", made_up, "core7", "peer1", "1 INVITE"),
+        false,
         &rates,
         MON_10H,
     );
-    let back = in_dialog_invite("c-3", "+8613812345678", "peer1", "core7");
+    let back = in_dialog_invite(made_up, "+8613812345678", "peer1", "core7");
+    assert!(at(&back, 60_000).unknown_dialog);
+    // A call the core offered the trunk, answered by the peer: the peer's re-INVITE
+    // carries the core caller's tag as its To-tag, and is in-dialog.
+    let offer = Message::parse(Bytes::from(format!(
+        "INVITE sip:+8613812345678@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-core\r\nFrom: <sip:4008001234@10.0.0.100>;tag=core7\r\nTo: <sip:+8613812345678@10.0.0.1>\r\nCall-ID: {made_up}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )))
+    .unwrap();
+    track_dialog(&offer, true, &rates, MON_10H);
+    track_dialog(
+        &dialog_message("SIP/2.0 200 OK", made_up, "core7", "peer1", "1 INVITE"),
+        false,
+        &rates,
+        MON_10H + 1_000,
+    );
     assert_eq!(at(&back, 60_000).kind, Kind::InDialog);
     // A provisional or failed answer sets up no dialog, nor a 200 to another method.
     for (line, cseq) in [
@@ -2275,6 +2293,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     ] {
         track_dialog(
             &dialog_message(line, "c-4", "ft4", "uas4", cseq),
+            true,
             &rates,
             MON_10H,
         );
@@ -2287,6 +2306,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     // A BYE (either side's) ends the dialog: an INVITE after it is judged again.
     track_dialog(
         &dialog_message("BYE sip:a@10.9.9.9 SIP/2.0", "c-2", "uas2", "ft2", "7 BYE"),
+        true,
         &rates,
         MON_10H + 90_000,
     );
@@ -2294,6 +2314,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     // A dialog is kept DIALOG_MS after its last 2xx: a 2xx to a re-INVITE refreshes it.
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "2 INVITE"),
+        true,
         &rates,
         MON_10H + DIALOG_MS - 1,
     );
@@ -2323,4 +2344,29 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         (d.kind, d.unknown_dialog, rejected(&d)),
         (Kind::InDialog, false, None)
     );
+}
+
+/// Whose answers set up dialogs: the core (a next hop), from its own port or another;
+/// never a trunk peer, even one on the core's host.
+#[test]
+fn the_core_side_is_told_by_the_next_hops() {
+    let p = Policy::from_str(
+        &POLICY.replace(
+            "sources = [\"10.0.0.1\"]\n",
+            "sources = [\"10.0.0.1\", \"10.0.0.50:5070\"]\nnext_hop = \"udp:10.0.0.50:5060\"\n",
+        ),
+        "test.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let side = |a: &str| p.from_core_side(&a.parse().unwrap());
+    assert!(side("10.0.0.50:5060"), "the next hop itself");
+    assert!(side("10.0.0.50:40123"), "the core's host, another port");
+    assert!(
+        side("[::ffff:10.0.0.50]:40123"),
+        "seen on a dual-stack socket"
+    );
+    assert!(!side("10.0.0.50:5070"), "a trunk peer on the core's host");
+    assert!(!side("10.0.0.1:5060"), "a trunk peer");
+    assert!(!side("192.0.2.77:5060"), "a stranger");
 }

@@ -883,6 +883,19 @@ impl Policy {
             .any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
     }
 
+    /// Whether a message from `source` comes from the core's side, whose answers set up
+    /// dialogs ([`crate::decide::track_dialog`]): a next hop's address, or its host on
+    /// another port (a core answers from other sockets too) when no trunk claims it.
+    pub fn from_core_side(&self, source: &SocketAddr) -> bool {
+        let ip = source.ip().to_canonical();
+        self.is_next_hop(source)
+            || (self
+                .trunks
+                .iter()
+                .any(|t| t.next_hop.is_some_and(|n| n.addr.ip() == ip))
+                && self.match_trunk(source, None).is_none())
+    }
+
     /// Nothing is answered to this address: no trunk claims it, it is no next hop, and
     /// `unknown-source` drops. What a parse error or a protocol check would answer is
     /// not sent either: a scanner that sends broken SIP learns no more than one that

@@ -56,10 +56,11 @@ pub trait RateCounter: Send + Sync {
     }
 
     /// Remembers an established dialog (`key`: [`crate::decide::dialog_key`]) for
-    /// [`DIALOG_MS`] from now: its re-INVITEs are in-dialog requests, not new calls.
-    fn note_dialog(&self, key: u64, now_ms: u64) {
+    /// `ttl_ms` from now ([`DIALOG_MS`]): its re-INVITEs are in-dialog requests, not
+    /// new calls. (Also a call the core offered a trunk, for as long as it may ring.)
+    fn note_dialog(&self, key: u64, now_ms: u64, ttl_ms: u64) {
         if let Some(r) = self.recent() {
-            r.dialogs.put(key, 1, now_ms, DIALOG_MS);
+            r.dialogs.put(key, 1, now_ms, ttl_ms);
         }
     }
 

@@ -391,8 +391,16 @@ impl<'p> Replayer<'p> {
         let call_id = behaviour::call_key(&msg);
         // Its output, or the core's side of the call (which the proxy relays
         // without judging): no verdict, but they tell how calls went.
-        if self.policy.sent_by_us(transport, src, dst) || self.policy.is_next_hop(&src) {
-            decide::track_dialog(&msg, &self.rates, ts_ms);
+        let ours = self.policy.sent_by_us(transport, src, dst);
+        if ours || self.policy.is_next_hop(&src) {
+            // What we relayed towards a trunk came from the core; what we sent the core
+            // came from a trunk, as the proxy received it.
+            let from_core = if ours {
+                !self.policy.from_core_side(&dst)
+            } else {
+                true
+            };
+            decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
             self.learn(&msg, ts_ms);
             let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
             o.blocked |= blocked;
@@ -409,7 +417,8 @@ impl<'p> Replayer<'p> {
         };
         let d = judge(self.policy, &msg, &ctx);
         if !d.is_reject() {
-            decide::track_dialog(&msg, &self.rates, ts_ms);
+            let from_core = self.policy.from_core_side(&src);
+            decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
         }
         // The proxy feeds the tracker with what it relays; a capture holds what was
         // relayed, so every message that is not a new call goes in, at capture time.
