@@ -761,6 +761,16 @@ fn wildcard_listeners_name_a_real_address() {
             vias[1].ends_with(&format!(";rport={port};received=127.0.0.1")),
             "{listen}: {fwd}"
         );
+        // The core's in-dialog request reaches the caller: on the dual-stack socket too,
+        // where the core's IPv4 address shows as ::ffff:127.0.0.1.
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let bye = format!(
+            "BYE sip:caller@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{uas_port};branch=z9hG4bK-core-bye\r\nMax-Forwards: 70\r\nFrom: <sip:4008001234@127.0.0.1>;tag=core\r\nTo: <sip:+442071234567@127.0.0.1>;tag=fwild-1\r\nCall-ID: wild-1\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+            uas_port = base + 10
+        );
+        uas.send_to(bye.as_bytes(), ("127.0.0.1", base)).unwrap();
+        let got = recv(&c).unwrap_or_default();
+        assert!(got.starts_with("BYE sip:caller@"), "{listen}: {got}");
     }
 }
 

@@ -878,22 +878,28 @@ impl Policy {
     /// The address is a trunk's next hop (the core side): its requests are in-dialog
     /// traffic back towards the trunks, not calls to judge.
     pub fn is_next_hop(&self, source: &SocketAddr) -> bool {
-        self.trunks
-            .iter()
-            .any(|t| t.next_hop.is_some_and(|n| n.addr == *source))
+        // An IPv4 core seen through a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = source.ip().to_canonical();
+        self.trunks.iter().any(|t| {
+            t.next_hop
+                .is_some_and(|n| n.addr.ip() == ip && n.addr.port() == source.port())
+        })
     }
 
     /// Whether a message from `source` comes from the core's side, whose answers set up
     /// dialogs ([`crate::decide::track_dialog`]): a next hop's address, or its host on
     /// another port (a core answers from other sockets too) when no trunk claims it.
     pub fn from_core_side(&self, source: &SocketAddr) -> bool {
-        let ip = source.ip().to_canonical();
         self.is_next_hop(source)
-            || (self
-                .trunks
-                .iter()
-                .any(|t| t.next_hop.is_some_and(|n| n.addr.ip() == ip))
-                && self.match_trunk(source, None).is_none())
+            || (self.is_next_hop_host(source.ip()) && self.match_trunk(source, None).is_none())
+    }
+
+    /// A next hop's host, on any port.
+    fn is_next_hop_host(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trunks
+            .iter()
+            .any(|t| t.next_hop.is_some_and(|n| n.addr.ip() == ip))
     }
 
     /// Nothing is answered to this address: no trunk claims it, it is no next hop, and
@@ -933,11 +939,7 @@ impl Policy {
     /// takes: a trunk's call, or the core's in-dialog requests (from a next hop's
     /// address, any port: the core connects from an ephemeral one).
     pub fn claims_connection(&self, peer: &SocketAddr, local: &ListenSpec) -> bool {
-        self.match_trunk(peer, Some(local)).is_some()
-            || self
-                .trunks
-                .iter()
-                .any(|t| t.next_hop.is_some_and(|n| n.addr.ip() == peer.ip()))
+        self.match_trunk(peer, Some(local)).is_some() || self.is_next_hop_host(peer.ip())
     }
 
     pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {
