@@ -1596,16 +1596,17 @@ fn split_outputs_keep_every_packet_of_a_message() {
             String::from_utf8_lossy(&out.stderr)
         );
         let calls = |p: &Path| {
-            let (recs, _, _) = replay(p);
+            let (recs, s, _) = replay(p);
             let mut v: Vec<(String, &'static str)> = recs
                 .into_iter()
                 .filter(|r| r.kind == "call")
                 .map(|r| (r.call_id, r.verdict))
                 .collect();
             v.sort();
-            v
+            (v, s.packets)
         };
-        (calls(&b), calls(&a))
+        let ((b, nb), (a, na)) = (calls(&b), calls(&a));
+        (b, a, nb, na)
     };
     let want = |v: &[(&str, &'static str)]| {
         v.iter()
@@ -1634,7 +1635,8 @@ fn split_outputs_keep_every_packet_of_a_message() {
         }
     }
     packets.swap(2, 3);
-    let (b, a) = split("fragments", &packets);
+    let (b, a, nb, na) = split("fragments", &packets);
+    assert_eq!((nb, na), (3, 3));
     assert_eq!(b, want(&[("b1", "reject")]));
     assert_eq!(a, want(&[("a1", "allow")]));
 
@@ -1656,9 +1658,31 @@ fn split_outputs_keep_every_packet_of_a_message() {
             ),
         ));
     }
-    let (b, a) = split("tcp", &packets);
+    let (b, a, nb, na) = split("tcp", &packets);
     assert_eq!(b, want(&[("b1", "reject")]));
     assert_eq!(a, want(&[("a1", "allow")]));
+    // The handshake is not copied; the segment both messages share is in each file.
+    assert_eq!((nb, na), (3, 2));
+    // A segment with a whole allowed INVITE and the start of a blocked one, then one
+    // with the rest and another allowed INVITE: the first segment once in each file.
+    let a3 = invite("a3", "+12125550199");
+    let mut stream = allowed.clone();
+    stream.extend_from_slice(&blocked);
+    stream.extend_from_slice(&a3);
+    let cut = allowed.len() + 50;
+    let packets = [
+        (101, tcp_lo(40001, 5060, 2000, 0x18, &stream[..cut])),
+        (
+            101,
+            tcp_lo(40001, 5060, 2000 + cut as u32, 0x18, &stream[cut..]),
+        ),
+    ];
+    let (b, a, nb, na) = split("shared", &packets);
+    // Each segment carries parts of blocked and allowed messages: both files hold both
+    // (as they must, for the blocked call to replay whole), each segment once.
+    let all = want(&[("a1", "allow"), ("a3", "allow"), ("b1", "reject")]);
+    assert_eq!((b, a), (all.clone(), all));
+    assert_eq!((nb, na), (2, 2), "no segment twice in a file");
 
     // Two interfaces of two link types: raw IP and Ethernet.
     let udp_of = |m: &[u8]| {
@@ -1677,7 +1701,7 @@ fn split_outputs_keep_every_packet_of_a_message() {
         ),
         (1, ethernet(0x0800, &udp_of(&invite("a2", "+12125550123")))),
     ];
-    let (b, a) = split("links", &packets);
+    let (b, a, _, _) = split("links", &packets);
     assert_eq!(b, want(&[("b2", "reject"), ("b3", "reject")]));
     assert_eq!(a, want(&[("a2", "allow")]));
 }

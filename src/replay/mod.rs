@@ -96,6 +96,10 @@ struct HeldPacket {
     ts_usec: u32,
     data: Vec<u8>,
     orig_len: u32,
+    /// Already written to the blocked / allowed file (with an earlier message it
+    /// carried the end of): not written there twice.
+    in_blocked: bool,
+    in_allowed: bool,
 }
 
 /// Bytes of packets held for the split outputs, at most: past it, the oldest streams'
@@ -163,6 +167,8 @@ impl<'p> Replayer<'p> {
                     ts_usec: p.ts_usec,
                     data: vec![],
                     orig_len: p.orig_len,
+                    in_blocked: false,
+                    in_allowed: false,
                 };
                 write_split(out, &h, p.data, o.blocked, o.allowed || !o.blocked);
             }
@@ -225,7 +231,7 @@ impl<'p> Replayer<'p> {
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             // A fragment of a datagram not yet whole: kept with its other fragments.
             if out_wanted && let Some(u) = self.decoder.fragment_of {
-                self.hold(u, p);
+                self.hold(u, p, (false, false));
                 o.held = true;
             }
             return o;
@@ -240,7 +246,7 @@ impl<'p> Replayer<'p> {
             self.decoder.fragment_of
         };
         if out_wanted && let Some(u) = unit {
-            self.hold(u, p);
+            self.hold(u, p, (false, false));
             o.held = true;
         }
         // A TCP segment gives what it completes: messages of the stream, or the messages
@@ -265,7 +271,7 @@ impl<'p> Replayer<'p> {
             };
             match holds {
                 // The packet may also carry the start of the stream's next message.
-                Some(true) if o.sip => self.hold(u, p),
+                Some(true) if o.sip => self.hold(u, p, (o.blocked, o.allowed || !o.blocked)),
                 Some(true) => {}
                 // Nothing waits: what is held carried no SIP (keep-alives, another
                 // protocol's datagram or stream).
@@ -277,8 +283,9 @@ impl<'p> Replayer<'p> {
         o
     }
 
-    /// Keeps a copy of packet `p` with the others of its stream or datagram `u`.
-    fn hold(&mut self, u: u64, p: &Packet<'_>) {
+    /// Keeps a copy of packet `p` with the others of its stream or datagram `u`;
+    /// `written`: the files (blocked, allowed) it is already in.
+    fn hold(&mut self, u: u64, p: &Packet<'_>, written: (bool, bool)) {
         if self.held_bytes + p.data.len() > MAX_HELD_BYTES {
             // Streams that never complete a message must not grow memory: let go.
             self.summary.split_unplaced += self.held.values().map(|v| v.len() as u64).sum::<u64>();
@@ -292,6 +299,8 @@ impl<'p> Replayer<'p> {
             ts_usec: p.ts_usec,
             data: p.data.to_vec(),
             orig_len: p.orig_len,
+            in_blocked: written.0,
+            in_allowed: written.1,
         });
     }
 
@@ -300,8 +309,10 @@ impl<'p> Replayer<'p> {
     fn release(&mut self, u: u64, blocked: bool, allowed: bool) {
         if let Some(v) = self.held.remove(&u) {
             self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
-            self.ready
-                .extend(v.into_iter().map(|h| (h, blocked, allowed)));
+            self.ready.extend(v.into_iter().map(|h| {
+                let (b, a) = (blocked && !h.in_blocked, allowed && !h.in_allowed);
+                (h, b, a)
+            }));
         }
     }
 
