@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::observability::metrics::Metrics;
 use crate::policy::config::RecordsConf;
 use crate::record::Record;
-use crate::replay::pcapout::{LINKTYPE_RAW, PcapWriter, udp_packet};
+use crate::replay::pcapout::{LINKTYPE_RAW, file_header, push_record, udp_packet};
 
 /// What goes to the writer thread.
 pub enum Item {
@@ -84,13 +84,10 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
         rotate_secs: conf.rotate_secs.max(1),
         retention_secs: conf.retention_secs,
         file: None,
-        file_len: 0,
-        pending: Vec::with_capacity(64 * 1024),
-        pending_n: 0,
         pcap: None,
         want_pcap: conf.pcap_rejected,
         opened_at: 0,
-        failing: false,
+        failing: None,
         metrics: metrics.clone(),
     };
     std::thread::Builder::new()
@@ -103,28 +100,78 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
     }))
 }
 
+/// A file written a batch at a time: what was added since the last write goes in one
+/// `write`, and counts as written once the disk took all of it. A write the disk
+/// refuses part-way (full, read-only) is cut back to the file's last whole batch, so
+/// that a full disk leaves no half JSON line nor half pcap record behind.
+struct Batched {
+    file: File,
+    path: PathBuf,
+    /// Bytes the disk took, all of them whole entries.
+    len: u64,
+    pending: Vec<u8>,
+    /// Entries in `pending` (records, packets).
+    pending_n: u64,
+}
+
+impl Batched {
+    fn open(path: PathBuf) -> std::io::Result<Batched> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Batched {
+            file,
+            path,
+            len: 0,
+            pending: Vec::with_capacity(64 * 1024),
+            pending_n: 0,
+        })
+    }
+
+    fn size(&self) -> u64 {
+        self.len + self.pending.len() as u64
+    }
+
+    /// Writes what is pending: `Ok(n)` entries written, or `Err((n, e))` entries lost.
+    fn write(&mut self) -> Result<u64, (u64, std::io::Error)> {
+        let n = std::mem::take(&mut self.pending_n);
+        if self.pending.is_empty() {
+            return Ok(n);
+        }
+        let r = self.file.write_all(&self.pending);
+        let taken = self.pending.len() as u64;
+        self.pending.clear();
+        match r {
+            Ok(()) => {
+                self.len += taken;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.len);
+                Err((n, e))
+            }
+        }
+    }
+}
+
 struct Writer {
     dir: PathBuf,
     rotate_bytes: u64,
     rotate_secs: u64,
     retention_secs: u64,
-    file: Option<File>,
-    /// Bytes of whole lines in `file`: a write that fails part-way is cut back to this,
-    /// so that a full disk leaves no half line for `trace` to trip on.
-    file_len: u64,
-    /// The lines of the batch being written, and how many records they are: a record
-    /// counts as written once the disk has taken its line, not before.
-    pending: Vec<u8>,
-    pending_n: u64,
-    /// The pcap of rejected calls, and its path (removed if it ends up empty).
-    pcap: Option<(PcapWriter, PathBuf)>,
+    /// The JSON lines of the records.
+    file: Option<Batched>,
+    /// The pcap of rejected calls (removed at rotation if it took no packet).
+    pcap: Option<Batched>,
     want_pcap: bool,
     opened_at: u64,
-    /// Writes are failing (a full or read-only disk): said once, and once more when
-    /// they succeed again.
-    failing: bool,
+    /// Since when writes fail (a full or read-only disk), and when they last did: said
+    /// once, and once more when they have gone through for a while ([`RECOVERED`]),
+    /// not at each batch that happens to fit while the disk is nearly full.
+    failing: Option<(Instant, Instant)>,
     metrics: Arc<Metrics>,
 }
+
+/// Writes that succeed for this long after the last failure end a failure episode.
+const RECOVERED: Duration = Duration::from_secs(10);
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -171,94 +218,81 @@ impl Writer {
                 if self.file.is_none() {
                     self.rotate(now_secs());
                 }
-                let Some((p, _)) = self.pcap.as_mut() else {
+                let Some(p) = self.pcap.as_mut() else {
                     self.metrics.rejected_pcap_dropped.inc();
                     return;
                 };
-                let pkt = udp_packet(src, dst, &bytes);
-                let ok = p.write(
-                    LINKTYPE_RAW,
-                    (ts_ms / 1000) as u32,
-                    (ts_ms % 1000 * 1000) as u32,
-                    &pkt,
-                    pkt.len() as u32,
-                );
-                if let Err(e) = ok {
-                    self.metrics.rejected_pcap_dropped.inc();
-                    self.failed(&e);
+                // The file header goes with the first packet of a file still empty.
+                if p.size() == 0 {
+                    p.pending.extend_from_slice(&file_header(LINKTYPE_RAW));
                 }
+                let pkt = udp_packet(src, dst, &bytes);
+                let (sec, usec) = ((ts_ms / 1000) as u32, (ts_ms % 1000 * 1000) as u32);
+                push_record(&mut p.pending, sec, usec, &pkt, pkt.len() as u32);
+                p.pending_n += 1;
             }
         }
     }
 
     fn write(&mut self, r: &Record) {
         let now = now_secs();
-        if self.file.is_none()
-            || self.file_len + self.pending.len() as u64 >= self.rotate_bytes
+        if self
+            .file
+            .as_ref()
+            .is_none_or(|f| f.size() >= self.rotate_bytes)
             || now.saturating_sub(self.opened_at) >= self.rotate_secs
         {
             self.rotate(now);
         }
-        if self.file.is_none() {
+        let Some(f) = self.file.as_mut() else {
             self.metrics.records_dropped.inc();
             return;
-        }
-        if serde_json::to_writer(&mut self.pending, r).is_ok() {
-            self.pending.push(b'\n');
-            self.pending_n += 1;
-        }
-    }
-
-    /// Writes the batch's lines in one go: counted written when the disk took them all,
-    /// dropped (and the file cut back to its last whole line) when it did not.
-    fn flush(&mut self) {
-        if let Some((p, _)) = self.pcap.as_mut()
-            && let Err(e) = p.flush()
-        {
-            self.failed(&e);
-        }
-        if self.pending.is_empty() {
-            return;
-        }
-        let n = std::mem::take(&mut self.pending_n);
-        let result = match self.file.as_mut() {
-            Some(f) => f.write_all(&self.pending).inspect_err(|_| {
-                let _ = f.set_len(self.file_len);
-            }),
-            None => Err(std::io::Error::other("no record file open")),
         };
-        match result {
-            Ok(()) => {
-                self.file_len += self.pending.len() as u64;
-                self.metrics.records_written.inc_by(n);
-                if self.failing {
-                    self.failing = false;
-                    tracing::info!(dir = %self.dir.display(), "signaling records are written again");
-                }
-            }
-            Err(e) => {
+        if serde_json::to_writer(&mut f.pending, r).is_ok() {
+            f.pending.push(b'\n');
+            f.pending_n += 1;
+        }
+    }
+
+    /// Writes the batch of records and of rejected packets, each in one go.
+    fn flush(&mut self) {
+        let records = self.file.as_mut().map(Batched::write);
+        let packets = self.pcap.as_mut().map(Batched::write);
+        let mut error = None;
+        match records {
+            Some(Ok(n)) => self.metrics.records_written.inc_by(n),
+            Some(Err((n, e))) => {
                 self.metrics.records_dropped.inc_by(n);
-                self.failed(&e);
+                error = Some(e);
             }
+            None => {}
         }
-        self.pending.clear();
+        if let Some(Err((n, e))) = packets {
+            self.metrics.rejected_pcap_dropped.inc_by(n);
+            error = error.or(Some(e));
+        }
+        let now = Instant::now();
+        match (error, self.failing) {
+            (Some(e), None) => {
+                self.failing = Some((now, now));
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write signaling records: they are dropped and counted (sipfence_records_dropped_total) until writes succeed again");
+            }
+            (Some(_), Some((since, _))) => self.failing = Some((since, now)),
+            (None, Some((since, last))) if now.duration_since(last) >= RECOVERED => {
+                self.failing = None;
+                tracing::info!(dir = %self.dir.display(), failing_for_secs = last.duration_since(since).as_secs(), "signaling records are written again");
+            }
+            _ => {}
+        }
     }
 
-    fn failed(&mut self, e: &std::io::Error) {
-        if !self.failing {
-            self.failing = true;
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write signaling records: they are dropped and counted (sipfence_records_dropped_total) until writes succeed again");
-        }
-    }
-
-    /// Ends the pcap of rejected calls; one that never took a packet (or whose header the
-    /// disk refused) is removed rather than left empty or unreadable.
+    /// Ends the pcap of rejected calls; one that never took a packet is removed rather
+    /// than left empty.
     fn close_pcap(&mut self) {
-        if let Some((p, path)) = self.pcap.take() {
-            let had = p.written > 0;
-            if p.finish().is_err() || !had {
-                let _ = std::fs::remove_file(&path);
-            }
+        if let Some(p) = self.pcap.take()
+            && p.len == 0
+        {
+            let _ = std::fs::remove_file(&p.path);
         }
     }
 
@@ -273,11 +307,10 @@ impl Writer {
             name = self.dir.join(format!("records-{now}-{n}.jsonl"));
             n += 1;
         }
-        match OpenOptions::new().create(true).append(true).open(&name) {
+        match Batched::open(name.clone()) {
             Ok(f) => {
                 self.file = Some(f);
                 self.opened_at = now;
-                self.file_len = 0;
             }
             Err(e) => {
                 tracing::warn!(file = %name.display(), error = %e, "cannot open signaling record file")
@@ -290,9 +323,8 @@ impl Writer {
                 .unwrap_or("records")
                 .replace("records-", "rejected-")
                 .replace(".jsonl", ".pcap");
-            let path = self.dir.join(stem);
-            match PcapWriter::create(&path) {
-                Ok(p) => self.pcap = Some((p, path)),
+            match Batched::open(self.dir.join(stem)) {
+                Ok(p) => self.pcap = Some(p),
                 Err(e) => tracing::warn!(error = %e, "cannot open the pcap of rejected calls"),
             }
         }
@@ -409,14 +441,17 @@ mod tests {
             rotate_bytes: 1 << 30,
             rotate_secs: 1 << 30,
             retention_secs: 0,
-            file: Some(full),
-            file_len: 0,
-            pending: Vec::new(),
-            pending_n: 0,
+            file: Some(Batched {
+                file: full,
+                path: "/dev/full".into(),
+                len: 0,
+                pending: Vec::new(),
+                pending_n: 0,
+            }),
             pcap: None,
             want_pcap: false,
             opened_at: now_secs(),
-            failing: false,
+            failing: None,
             metrics: metrics.clone(),
         };
         let p = Policy::builtin().expect("built-in policy");
@@ -426,18 +461,50 @@ mod tests {
         w.flush();
         assert_eq!(metrics.records_written.get(), 0);
         assert_eq!(metrics.records_dropped.get(), 3);
-        assert!(w.failing);
-        // A disk with room again (the next file): written, and no longer failing.
+        assert!(w.failing.is_some());
+        // A disk with room again (the next file): written. (The episode ends once
+        // writes have gone through for a while, not at the first one.)
         w.rotate(now_secs());
         w.item(Item::Record(Box::new(record(&p, 9))));
         w.flush();
         assert_eq!(metrics.records_written.get(), 1);
         assert_eq!(metrics.records_dropped.get(), 3);
-        assert!(!w.failing);
+        assert!(w.failing.is_some(), "not over at the first write that fits");
         let files = record_files(dir.path()).expect("listed");
         assert_eq!(files.len(), 1);
         let text = std::fs::read_to_string(&files[0].1).expect("read");
         assert_eq!(text.lines().count(), 1);
         assert!(text.ends_with('\n') && text.contains("full-9"));
+
+        // The pcap of rejected calls alike: a refused batch is counted and leaves
+        // nothing; the next file holds whole records only, and opens.
+        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
+            return;
+        };
+        w.pcap = Some(Batched {
+            file: full,
+            path: "/dev/full".into(),
+            len: 0,
+            pending: Vec::new(),
+            pending_n: 0,
+        });
+        let raw = |n: u8| Item::Raw {
+            ts_ms: 1_795_000_000_000 + u64::from(n),
+            src: "192.0.2.1:5060".parse().expect("address"),
+            dst: "192.0.2.2:5060".parse().expect("address"),
+            bytes: Bytes::from(vec![b'x'; 300]),
+        };
+        w.item(raw(1));
+        w.item(raw(2));
+        w.flush();
+        assert_eq!(metrics.rejected_pcap_dropped.get(), 2);
+        let path = dir.path().join("rejected-test.pcap");
+        w.pcap = Some(Batched::open(path.clone()).expect("opens"));
+        w.item(raw(3));
+        w.flush();
+        w.close_pcap();
+        let mut packets = 0;
+        let end = crate::replay::capture::read(&path, |_| packets += 1).expect("a capture");
+        assert_eq!((packets, end), (1, crate::replay::capture::End::Complete));
     }
 }

@@ -85,11 +85,9 @@ impl PcapWriter {
             }
             Some(_) => {}
         }
-        self.out.write_all(&ts_sec.to_le_bytes())?;
-        self.out.write_all(&ts_usec.to_le_bytes())?;
-        self.out.write_all(&(data.len() as u32).to_le_bytes())?;
-        self.out.write_all(&orig_len.to_le_bytes())?;
-        self.out.write_all(data)?;
+        let mut rec = Vec::with_capacity(16 + data.len());
+        push_record(&mut rec, ts_sec, ts_usec, data, orig_len);
+        self.out.write_all(&rec)?;
         self.written += 1;
         Ok(())
     }
@@ -107,13 +105,7 @@ impl PcapWriter {
 
     fn header(&mut self, linktype: i32) -> std::io::Result<()> {
         self.linktypes.push(linktype);
-        self.out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-        self.out.write_all(&2u16.to_le_bytes())?;
-        self.out.write_all(&4u16.to_le_bytes())?;
-        self.out.write_all(&0i32.to_le_bytes())?;
-        self.out.write_all(&0u32.to_le_bytes())?;
-        self.out.write_all(&262_144u32.to_le_bytes())?;
-        self.out.write_all(&(linktype as u32).to_le_bytes())
+        self.out.write_all(&file_header(linktype))
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -127,6 +119,27 @@ impl PcapWriter {
         }
         self.out.flush()
     }
+}
+
+/// A classic pcap's file header (microseconds, little-endian).
+pub fn file_header(linktype: i32) -> [u8; 24] {
+    let mut h = [0u8; 24];
+    h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h[4..6].copy_from_slice(&2u16.to_le_bytes());
+    h[6..8].copy_from_slice(&4u16.to_le_bytes());
+    h[16..20].copy_from_slice(&262_144u32.to_le_bytes());
+    h[20..24].copy_from_slice(&(linktype as u32).to_le_bytes());
+    h
+}
+
+/// One packet record of a classic pcap, appended to `out` whole (a record is written in
+/// one piece, so that a failing disk never leaves half of one mid-file).
+pub fn push_record(out: &mut Vec<u8>, ts_sec: u32, ts_usec: u32, data: &[u8], orig_len: u32) {
+    out.extend_from_slice(&ts_sec.to_le_bytes());
+    out.extend_from_slice(&ts_usec.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
 }
 
 /// LINKTYPE_RAW: packets start with the IP header.
