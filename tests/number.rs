@@ -85,6 +85,12 @@ fn every_written_form_is_the_same_number() {
         ("tel:5555-0100;phone-context=+(86)10", "+861055550100"),
         ("tel:555-0123;phone-context=+1-415", "+14155550123"),
         ("tel:13912345678;phone-context=+4-4", "+4413912345678"),
+        // Copied from a header, angle brackets and display name and all.
+        (
+            "<sip:+8613912345678@192.0.2.7;user=phone>",
+            "+8613912345678",
+        ),
+        ("\"Alice\" <tel:+86-10-5555-0100>", "+861055550100"),
     ] {
         assert_eq!(number(&[], f).1["number"], want, "{f}");
     }

@@ -104,6 +104,11 @@ fn identity_uri(input: &str, number: Option<&Number>) -> String {
 
 /// The text itself when it is a sip, sips or tel URI a header can carry as it stands.
 fn as_uri(t: &str) -> Option<&str> {
+    // As a header's name-addr writes it: `<sip:...>`, perhaps after a display name.
+    let t = match (t.find('<'), t.rfind('>')) {
+        (Some(a), Some(b)) if a < b && t[b + 1..].trim().is_empty() => &t[a + 1..b],
+        _ => t,
+    };
     (["sip:", "sips:", "tel:"]
         .iter()
         .any(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)))
