@@ -1705,3 +1705,34 @@ fn split_outputs_keep_every_packet_of_a_message() {
     assert_eq!(b, want(&[("b2", "reject"), ("b3", "reject")]));
     assert_eq!(a, want(&[("a2", "allow")]));
 }
+
+/// Requests sipfence relays from the core to a trunk peer over a TCP connection it
+/// opened leave from an ephemeral port, no listen address: replay still tells them as
+/// its own output by the Via on top (ours, naming this host, sent from it) and judges
+/// nothing, as the live proxy judged nothing; a request that merely claims our Via, from
+/// another host, is judged.
+#[test]
+fn our_relayed_requests_over_tcp_are_not_judged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let reinvite = |via_host: &str| {
+        format!(
+            "INVITE sip:peer@127.0.0.2:5090;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP {via_host}:5060;branch=z9hG4bKsf0123456789abcdef\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-core-1\r\nFrom: <sip:4008001234@127.0.0.1>;tag=core\r\nTo: <sip:+8613812345678@127.0.0.2>;tag=peer\r\nCall-ID: relayed-1\r\nCSeq: 5 INVITE\r\nMax-Forwards: 69\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let path = dir.path().join("relayed.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    // Ours: from 127.0.0.1:60090 (a connection sipfence opened), our Via naming 127.0.0.1.
+    let ours = tcp_lo(60090, 5090, 1, 0x18, &reinvite("127.0.0.1"));
+    w.write(101, 1_795_000_000, 0, &ours, ours.len() as u32)
+        .unwrap();
+    // The same bytes from another host on that connection's ports: not ours.
+    let mut forged = ours.clone();
+    forged[15] = 9; // source 127.0.0.9
+    w.write(101, 1_795_000_001, 0, &forged, forged.len() as u32)
+        .unwrap();
+    w.finish().unwrap();
+    let (recs, _, _) = replay(&path);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].source, "127.0.0.9:60090");
+}

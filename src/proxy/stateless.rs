@@ -340,6 +340,24 @@ fn is_our_host(msg: &Message, v: &Option<Via>, ours: SocketAddr) -> bool {
     })
 }
 
+/// A request this proxy sent (what a capture shows of its output): our Via on top, with
+/// our branch, naming one of our addresses, and sent from that host. Replay tells its
+/// own output by this where the source address alone cannot: requests sipfence sends
+/// over a TCP connection it opened leave from an ephemeral port, no listen address.
+/// (A request that merely claims our Via comes from another host, and is judged.)
+pub fn sent_by_proxy(policy: &Policy, msg: &Message, src: SocketAddr) -> bool {
+    let top = msg.top_via();
+    msg.is_request()
+        && top.as_ref().is_some_and(|v| {
+            v.branch
+                .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX))
+                && host_ip(msg.slice(v.host)).is_some_and(|ip| {
+                    ip == src.ip().to_canonical()
+                        && policy.own_address(None, SocketAddr::new(ip, v.port.unwrap_or(5060)))
+                })
+        })
+}
+
 /// OPTIONS addressed to the proxy itself (no user part in the Request-URI).
 fn is_for_us(msg: &Message) -> bool {
     msg.request_uri()

@@ -402,7 +402,8 @@ impl<'p> Replayer<'p> {
         let call_id = behaviour::call_key(&msg);
         // Its output, or the core's side of the call (which the proxy relays
         // without judging): no verdict, but they tell how calls went.
-        let ours = self.policy.sent_by_us(transport, src, dst);
+        let ours = self.policy.sent_by_us(transport, src, dst)
+            || crate::proxy::stateless::sent_by_proxy(self.policy, &msg, src);
         if ours || self.policy.is_next_hop(&src) {
             // What we relayed towards a trunk came from the core; what we sent the core
             // came from a trunk, as the proxy received it.
