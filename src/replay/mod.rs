@@ -275,9 +275,9 @@ impl<'p> Replayer<'p> {
                 Some(true) => {}
                 // Nothing waits: what is held carried no SIP (keep-alives, another
                 // protocol's datagram or stream).
-                Some(false) => self.discard(u),
+                Some(false) => self.let_go(u, false),
                 // The stream ended (FIN, RST) with a message unfinished: nowhere to go.
-                None => self.drop_unit(u),
+                None => self.let_go(u, true),
             }
         }
         o
@@ -316,16 +316,14 @@ impl<'p> Replayer<'p> {
         }
     }
 
-    fn discard(&mut self, u: u64) {
+    /// Lets the packets held for `u` go unwritten; `unplaced`: they carried part of a
+    /// message never completed (counted), rather than nothing SIP at all.
+    fn let_go(&mut self, u: u64, unplaced: bool) {
         if let Some(v) = self.held.remove(&u) {
             self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
-        }
-    }
-
-    fn drop_unit(&mut self, u: u64) {
-        if let Some(v) = self.held.remove(&u) {
-            self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
-            self.summary.split_unplaced += v.len() as u64;
+            if unplaced {
+                self.summary.split_unplaced += v.len() as u64;
+            }
         }
     }
 
