@@ -456,6 +456,34 @@ pub fn judge(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
 
 /// Decides on one message.
 pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
+    let d = decide_message(policy, msg, ctx);
+    // The ACK to our refusal of an INVITE that carried a To-tag repeats the peer's tag,
+    // not ours: it is told by its transaction instead ([`ack_to_our_refusal`]).
+    if d.unknown_dialog && matches!(d.outcome, Outcome::Reject { .. }) {
+        ctx.rates
+            .note_dialog(refusal_key(msg), ctx.now_ms, TRANSACTION_MS);
+    }
+    d
+}
+
+/// An INVITE transaction refused here, as its ACK names it (RFC 3261 17.1.1.3: the ACK
+/// to a non-2xx answer has the INVITE's branch and Call-ID).
+fn refusal_key(msg: &Message) -> u64 {
+    let b = msg.buf();
+    let branch = msg
+        .top_via()
+        .and_then(|v| v.branch)
+        .map_or(&b""[..], |s| s.of(b));
+    crate::sip::lex::tag_hash(&[b"refused", msg.call_id(), branch])
+}
+
+/// An ACK to an answer sipfence gave itself to an INVITE with a To-tag (a dialog it did
+/// not know, refused): it ends here, as the ACK to any of its own refusals does.
+pub fn ack_to_our_refusal(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
+    msg.method() == Some(Method::Ack) && rates.knows_dialog(refusal_key(msg), now_ms)
+}
+
+fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     let trunk = ctx
         .trunk
         .or_else(|| policy.match_trunk(&ctx.source, ctx.local.as_ref()));

@@ -832,6 +832,26 @@ fn retransmissions_ack_absorption_and_max_forwards() {
         recv(&uas).is_none(),
         "the ACK to our own rejection, on another branch, must not be forwarded"
     );
+    // An INVITE with a To-tag of its own (no dialog we know) refused: its ACK repeats
+    // that tag, not ours, and ends at the proxy all the same.
+    let tagged = invite("rtx-2", "+8613812345678", "z9hG4bK-rtx-2", port).replace(
+        "To: <sip:4008001234@127.0.0.1>",
+        "To: <sip:4008001234@127.0.0.1>;tag=peer-made",
+    );
+    c.send(tagged.as_bytes()).unwrap();
+    let r = recv(&c).expect("403");
+    assert!(
+        r.starts_with("SIP/2.0 403 ") && r.contains(";tag=peer-made"),
+        "{r}"
+    );
+    let ack2 = ack
+        .replace("rtx-1", "rtx-2")
+        .replace(&format!("tag={tag}"), "tag=peer-made");
+    c.send(ack2.as_bytes()).unwrap();
+    assert!(
+        recv(&uas).is_none(),
+        "the ACK to our refusal of a To-tagged INVITE must not be forwarded"
+    );
     // An allowed INVITE reaches the next hop with our Via on top and rport filled in.
     let ok = invite("ok-1", "+442071234567", "z9hG4bK-ok-1", port);
     c.send(ok.as_bytes()).unwrap();
@@ -887,7 +907,8 @@ fn retransmissions_ack_absorption_and_max_forwards() {
         "{r}"
     );
     // Each call counted once: the refused one and the allowed one were each sent
-    // twice; the retransmissions are counted apart, and add no rule hit.
+    // twice; the retransmissions are counted apart, and add no rule hit. (The second
+    // hit is the To-tagged INVITE's.)
     let m = |s: &str| proxy.metric(s);
     assert_eq!(
         m("sipfence_invite_retransmissions_total{trunk=\"intl\"}"),
@@ -901,7 +922,7 @@ fn retransmissions_ack_absorption_and_max_forwards() {
         m(
             "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl\"}"
         ),
-        1.0
+        2.0
     );
     drop(proxy);
 }

@@ -2231,6 +2231,29 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         sipfence::record::Record::new(&p, &spoof, &d, src("intl"), MON_10H).dialog,
         Some("unknown")
     );
+    // Its ACK (same branch and Call-ID, RFC 3261 17.1.1.3) ends at sipfence: it carries
+    // the peer's To-tag, not one of ours, so it is told by the transaction.
+    let ack = |branch: &str| {
+        Message::parse(Bytes::from(format!(
+            "ACK sip:4008001234@10.9.9.8 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch={branch}\r\nFrom: <sip:+8613812345678@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=made-up\r\nCall-ID: c-1\r\nCSeq: 2 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    use sipfence::decide::ack_to_our_refusal;
+    assert!(ack_to_our_refusal(
+        &ack("z9hG4bK-remade-up"),
+        &rates,
+        MON_10H + 100
+    ));
+    assert!(!ack_to_our_refusal(
+        &ack("z9hG4bK-other"),
+        &rates,
+        MON_10H + 100
+    ));
+    assert!(
+        !ack_to_our_refusal(&ack("z9hG4bK-remade-up"), &rates, MON_10H + 40_000),
+        "the transaction is over"
+    );
     let foreign = in_dialog_invite("c-1", "+442071234567", "ft1", "made-up");
     let d = at(&foreign, 0);
     assert_eq!(

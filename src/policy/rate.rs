@@ -57,7 +57,8 @@ pub trait RateCounter: Send + Sync {
 
     /// Remembers an established dialog (`key`: [`crate::decide::dialog_key`]) for
     /// `ttl_ms` from now ([`DIALOG_MS`]): its re-INVITEs are in-dialog requests, not
-    /// new calls. (Also a call the core offered a trunk, for as long as it may ring.)
+    /// new calls. (Also a call the core offered a trunk, for as long as it may ring, and
+    /// an INVITE with a To-tag refused here, until its ACK.)
     fn note_dialog(&self, key: u64, now_ms: u64, ttl_ms: u64) {
         if let Some(r) = self.recent() {
             r.dialogs.put(key, 1, now_ms, ttl_ms);

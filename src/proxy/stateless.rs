@@ -190,10 +190,13 @@ fn handle_parsed(
     }
 
     // Our To-tags are sixteen hex digits: any other length is not ours, without hashing.
+    // An INVITE that came with a To-tag and was refused here keeps its own tag: its ACK
+    // is told by the transaction.
     if method == Method::Ack
-        && msg
+        && (msg
             .to_tag()
             .is_some_and(|t| t.len() == 16 && t == &stable_tag(msg)[..])
+            || crate::decide::ack_to_our_refusal(msg, st.rates, st.now_ms))
     {
         return Handled::Absorbed;
     }
