@@ -73,7 +73,7 @@ pub struct Replayer<'p> {
     /// packet, to blocked, to allowed).
     held: HashMap<u64, Vec<HeldPacket>, ahash::RandomState>,
     held_bytes: usize,
-    ready: Vec<(HeldPacket, bool, bool)>,
+    ready: Vec<(HeldPacket, (bool, bool))>,
     pub summary: Summary,
 }
 
@@ -89,6 +89,14 @@ struct PacketOutcome {
     held: bool,
 }
 
+impl PacketOutcome {
+    /// The split outputs its packet goes to: (blocked, allowed). A SIP packet none of
+    /// whose messages was judged blocked (an unparsable one, say) goes with the allowed.
+    fn files(&self) -> (bool, bool) {
+        (self.blocked, self.allowed || !self.blocked)
+    }
+}
+
 /// A packet kept for the split outputs until the messages it carries are judged.
 struct HeldPacket {
     linktype: i32,
@@ -100,6 +108,19 @@ struct HeldPacket {
     /// carried the end of): not written there twice.
     in_blocked: bool,
     in_allowed: bool,
+}
+
+impl HeldPacket {
+    fn packet(&self) -> Packet<'_> {
+        Packet {
+            ts_ms: u64::from(self.ts_sec) * 1000 + u64::from(self.ts_usec / 1000),
+            ts_sec: self.ts_sec,
+            ts_usec: self.ts_usec,
+            linktype: self.linktype,
+            data: &self.data,
+            orig_len: self.orig_len,
+        }
+    }
 }
 
 /// Bytes of packets held for the split outputs, at most: past it, the oldest streams'
@@ -161,19 +182,10 @@ impl<'p> Replayer<'p> {
             self.summary.packets += 1;
             let o = self.packet(p, want_split, on_record);
             if o.sip && !o.held {
-                let h = HeldPacket {
-                    linktype: p.linktype,
-                    ts_sec: p.ts_sec,
-                    ts_usec: p.ts_usec,
-                    data: vec![],
-                    orig_len: p.orig_len,
-                    in_blocked: false,
-                    in_allowed: false,
-                };
-                write_split(out, &h, p.data, o.blocked, o.allowed || !o.blocked);
+                write_split(out, p, o.files());
             }
-            for (h, blocked, allowed) in self.ready.drain(..) {
-                write_split(out, &h, &h.data, blocked, allowed);
+            for (h, files) in self.ready.drain(..) {
+                write_split(out, &h.packet(), files);
             }
             if self.summary.packets.is_multiple_of(65_536) && last_note.elapsed().as_secs() >= 2 {
                 last_note = Instant::now();
@@ -189,13 +201,11 @@ impl<'p> Replayer<'p> {
         // The capture's end: messages still waiting behind a TCP hole are read now.
         let segments = self.flows.finish(&mut self.decoder.stats);
         self.messages_apart(segments, self.last_ts_ms, want_split, on_record);
-        for (h, blocked, allowed) in self.ready.drain(..) {
-            write_split(out, &h, &h.data, blocked, allowed);
+        for (h, files) in self.ready.drain(..) {
+            write_split(out, &h.packet(), files);
         }
         // Packets of messages never completed go nowhere: said in the summary.
-        self.summary.split_unplaced += self.held.values().map(|v| v.len() as u64).sum::<u64>();
-        self.held.clear();
-        self.held_bytes = 0;
+        self.let_go_all();
         if let End::Damaged { offset, reason } = &end {
             self.summary.damaged.push(format!(
                 "{name}: {reason} at byte {offset}; the {} packets before it were replayed",
@@ -240,12 +250,12 @@ impl<'p> Replayer<'p> {
         // go to the split outputs together, with the messages they carry.
         let (src, dst) = (seg.src, seg.dst);
         let stream = matches!(seg.payload, net::Payload::Stream(..));
-        let unit = if stream {
-            Some(net::unit_key(1, &(src, dst)))
-        } else {
-            self.decoder.fragment_of
+        let unit = match (out_wanted, stream) {
+            (false, _) => None,
+            (true, true) => Some(net::unit_key(1, &(src, dst))),
+            (true, false) => self.decoder.fragment_of,
         };
-        if out_wanted && let Some(u) = unit {
+        if let Some(u) = unit {
             self.hold(u, p, (false, false));
             o.held = true;
         }
@@ -259,9 +269,9 @@ impl<'p> Replayer<'p> {
             payload => vec![net::Segment { payload, ..seg }],
         };
         self.messages(segments, p.ts_ms, out_wanted, on_record, &mut o);
-        if let (true, Some(u)) = (out_wanted, unit) {
+        if let Some(u) = unit {
             if o.sip {
-                self.release(u, o.blocked, o.allowed || !o.blocked);
+                self.release(u, o.files());
             }
             // A whole datagram is done with; a stream may hold the start of a message.
             let holds = if stream {
@@ -271,7 +281,7 @@ impl<'p> Replayer<'p> {
             };
             match holds {
                 // The packet may also carry the start of the stream's next message.
-                Some(true) if o.sip => self.hold(u, p, (o.blocked, o.allowed || !o.blocked)),
+                Some(true) if o.sip => self.hold(u, p, o.files()),
                 Some(true) => {}
                 // Nothing waits: what is held carried no SIP (keep-alives, another
                 // protocol's datagram or stream).
@@ -288,9 +298,7 @@ impl<'p> Replayer<'p> {
     fn hold(&mut self, u: u64, p: &Packet<'_>, written: (bool, bool)) {
         if self.held_bytes + p.data.len() > MAX_HELD_BYTES {
             // Streams that never complete a message must not grow memory: let go.
-            self.summary.split_unplaced += self.held.values().map(|v| v.len() as u64).sum::<u64>();
-            self.held.clear();
-            self.held_bytes = 0;
+            self.let_go_all();
         }
         self.held_bytes += p.data.len();
         self.held.entry(u).or_default().push(HeldPacket {
@@ -306,14 +314,21 @@ impl<'p> Replayer<'p> {
 
     /// The packets held for `u` go to the split outputs as the messages they carried
     /// were judged.
-    fn release(&mut self, u: u64, blocked: bool, allowed: bool) {
+    fn release(&mut self, u: u64, (blocked, allowed): (bool, bool)) {
         if let Some(v) = self.held.remove(&u) {
             self.held_bytes -= v.iter().map(|h| h.data.len()).sum::<usize>();
             self.ready.extend(v.into_iter().map(|h| {
-                let (b, a) = (blocked && !h.in_blocked, allowed && !h.in_allowed);
-                (h, b, a)
+                let files = (blocked && !h.in_blocked, allowed && !h.in_allowed);
+                (h, files)
             }));
         }
+    }
+
+    /// Lets every held packet go, counted: parts of messages never completed.
+    fn let_go_all(&mut self) {
+        self.summary.split_unplaced += self.held.values().map(|v| v.len() as u64).sum::<u64>();
+        self.held.clear();
+        self.held_bytes = 0;
     }
 
     /// Lets the packets held for `u` go unwritten; `unplaced`: they carried part of a
@@ -341,7 +356,7 @@ impl<'p> Replayer<'p> {
             let mut o = PacketOutcome::default();
             self.messages(vec![seg], ts_ms, out_wanted, on_record, &mut o);
             if out_wanted && o.sip {
-                self.release(u, o.blocked, o.allowed || !o.blocked);
+                self.release(u, o.files());
             }
         }
     }
@@ -479,14 +494,14 @@ impl<'p> Replayer<'p> {
     }
 }
 
-/// Writes a packet to the split outputs its messages went to (`data`: its bytes).
-fn write_split(out: &mut Outputs, h: &HeldPacket, data: &[u8], blocked: bool, allowed: bool) {
+/// Writes a packet to the split outputs its messages went to: (blocked, allowed).
+fn write_split(out: &mut Outputs, p: &Packet<'_>, (blocked, allowed): (bool, bool)) {
     for (want, w) in [
         (blocked, out.blocked.as_mut()),
         (allowed, out.allowed.as_mut()),
     ] {
         if want && let Some(w) = w {
-            let _ = w.write(h.linktype, h.ts_sec, h.ts_usec, data, h.orig_len);
+            let _ = w.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len);
         }
     }
 }
