@@ -281,16 +281,22 @@ fn offer_key(call_id: &[u8]) -> u64 {
 
 /// What a message carried on (forwarded or relayed, either way) tells of dialogs: a
 /// 2xx to an INVITE establishes one (or, to a re-INVITE, refreshes it), a BYE ends
-/// it. `from_core`: it came from the core's side (a next hop's address). A 2xx counts
+/// it. `from_core`: whether it came from the core's side (a next hop's address), asked
+/// only of the messages that need it (an initial INVITE, a 2xx to one). A 2xx counts
 /// when the core sent it, or when a trunk peer answers a call the core offered it: a
 /// 2xx a trunk makes up (with a branch shaped like ours, which carries no secret) must
 /// not make a Call-ID known, or its INVITEs would pass unjudged. The proxy calls this
 /// for every message it passes on, replay and `explain` for every message not
 /// refused, so that all three know the same dialogs.
-pub fn track_dialog(msg: &Message, from_core: bool, rates: &dyn RateCounter, now_ms: u64) {
+pub fn track_dialog(
+    msg: &Message,
+    from_core: impl Fn() -> bool,
+    rates: &dyn RateCounter,
+    now_ms: u64,
+) {
     match msg.method() {
         Some(Method::Bye) => rates.forget_dialog(dialog_key(msg.call_id())),
-        Some(Method::Invite) if from_core && msg.to_tag().is_none() => rates.note_dialog(
+        Some(Method::Invite) if msg.to_tag().is_none() && from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
             now_ms,
             crate::behaviour::live::RING_MS,
@@ -299,7 +305,7 @@ pub fn track_dialog(msg: &Message, from_core: bool, rates: &dyn RateCounter, now
         None => {
             if msg.status().is_some_and(|c| (200..300).contains(&c))
                 && msg.cseq().is_some_and(|(_, m)| m == b"INVITE")
-                && (from_core || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
+                && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
             {
                 rates.note_dialog(dialog_key(msg.call_id()), now_ms, DIALOG_MS);
             }

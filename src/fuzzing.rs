@@ -153,9 +153,9 @@ pub fn decide_and_apply(data: &[u8]) {
     // What the message says of dialogs, read from a response as the proxy reads one it
     // relays (Via only, From on demand), so that later inputs meet known dialogs too.
     if !d.is_reject() {
-        crate::decide::track_dialog(&m, sel & 8 != 0, rates, ctx.now_ms);
+        crate::decide::track_dialog(&m, || sel & 8 != 0, rates, ctx.now_ms);
         if let Ok(r) = Message::parse_for_relay(m.bytes().clone()) {
-            crate::decide::track_dialog(&r, sel & 8 != 0, rates, ctx.now_ms);
+            crate::decide::track_dialog(&r, || sel & 8 != 0, rates, ctx.now_ms);
         }
     }
     let mut out = Vec::new();

@@ -2267,7 +2267,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     // through).
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", "c-2", "ft2", "uas2", "1 INVITE"),
-        true,
+        || true,
         &rates,
         MON_10H,
     );
@@ -2288,7 +2288,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     let made_up = "c-3";
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", made_up, "core7", "peer1", "1 INVITE"),
-        false,
+        || false,
         &rates,
         MON_10H,
     );
@@ -2300,10 +2300,10 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         "INVITE sip:+8613812345678@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-core\r\nFrom: <sip:4008001234@10.0.0.100>;tag=core7\r\nTo: <sip:+8613812345678@10.0.0.1>\r\nCall-ID: {made_up}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )))
     .unwrap();
-    track_dialog(&offer, true, &rates, MON_10H);
+    track_dialog(&offer, || true, &rates, MON_10H);
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", made_up, "core7", "peer1", "1 INVITE"),
-        false,
+        || false,
         &rates,
         MON_10H + 1_000,
     );
@@ -2316,7 +2316,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     ] {
         track_dialog(
             &dialog_message(line, "c-4", "ft4", "uas4", cseq),
-            true,
+            || true,
             &rates,
             MON_10H,
         );
@@ -2329,7 +2329,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     // A BYE (either side's) ends the dialog: an INVITE after it is judged again.
     track_dialog(
         &dialog_message("BYE sip:a@10.9.9.9 SIP/2.0", "c-2", "uas2", "ft2", "7 BYE"),
-        true,
+        || true,
         &rates,
         MON_10H + 90_000,
     );
@@ -2337,7 +2337,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     // A dialog is kept DIALOG_MS after its last 2xx: a 2xx to a re-INVITE refreshes it.
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "2 INVITE"),
-        true,
+        || true,
         &rates,
         MON_10H + DIALOG_MS - 1,
     );

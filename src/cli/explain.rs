@@ -101,7 +101,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         };
         let d = judge(policy, &msg, &ctx);
         if !d.is_reject() {
-            let from_core = policy.from_core_side(&source);
+            let from_core = || policy.from_core_side(&source);
             crate::decide::track_dialog(&msg, from_core, &rates, now);
         }
         if d.kind != crate::decide::Kind::Call && !d.is_reject() {

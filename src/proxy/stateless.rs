@@ -145,7 +145,7 @@ pub fn handle(
     // know: a response that is not ours, or a request we refuse, says nothing about a
     // call we carry.
     if matches!(h, Handled::Forward(_)) {
-        let from_core = st.policy.from_core_side(&o.source);
+        let from_core = || st.policy.from_core_side(&o.source);
         crate::decide::track_dialog(msg, from_core, st.rates, st.now_ms);
         if st.policy.tracks_calls
             && let Some((trunk, seen)) = behaviour::observe(msg, st.behaviour, st.now_ms)

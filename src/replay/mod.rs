@@ -420,11 +420,7 @@ impl<'p> Replayer<'p> {
         if ours || self.policy.is_next_hop(&src) {
             // What we relayed towards a trunk came from the core; what we sent the core
             // came from a trunk, as the proxy received it.
-            let from_core = if ours {
-                !self.policy.from_core_side(&dst)
-            } else {
-                true
-            };
+            let from_core = || !ours || !self.policy.from_core_side(&dst);
             decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
             self.learn(&msg, ts_ms);
             let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
@@ -442,7 +438,7 @@ impl<'p> Replayer<'p> {
         };
         let d = judge(self.policy, &msg, &ctx);
         if !d.is_reject() {
-            let from_core = self.policy.from_core_side(&src);
+            let from_core = || self.policy.from_core_side(&src);
             decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
         }
         // The proxy feeds the tracker with what it relays; a capture holds what was
