@@ -430,7 +430,7 @@ mod tests {
     /// and the writer says so once; once writes succeed they count as written again.
     #[test]
     fn records_the_disk_refuses_are_dropped_not_written() {
-        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
+        let Ok(full) = Batched::open("/dev/full".into()) else {
             eprintln!("skipped: no /dev/full here");
             return;
         };
@@ -441,13 +441,7 @@ mod tests {
             rotate_bytes: 1 << 30,
             rotate_secs: 1 << 30,
             retention_secs: 0,
-            file: Some(Batched {
-                file: full,
-                path: "/dev/full".into(),
-                len: 0,
-                pending: Vec::new(),
-                pending_n: 0,
-            }),
+            file: Some(full),
             pcap: None,
             want_pcap: false,
             opened_at: now_secs(),
@@ -478,16 +472,7 @@ mod tests {
 
         // The pcap of rejected calls alike: a refused batch is counted and leaves
         // nothing; the next file holds whole records only, and opens.
-        let Ok(full) = OpenOptions::new().append(true).open("/dev/full") else {
-            return;
-        };
-        w.pcap = Some(Batched {
-            file: full,
-            path: "/dev/full".into(),
-            len: 0,
-            pending: Vec::new(),
-            pending_n: 0,
-        });
+        w.pcap = Some(Batched::open("/dev/full".into()).expect("opened above"));
         let raw = |n: u8| Item::Raw {
             ts_ms: 1_795_000_000_000 + u64::from(n),
             src: "192.0.2.1:5060".parse().expect("address"),
