@@ -63,6 +63,17 @@ fn ng_packet<'a>(i: &Iface, hi: u32, lo: u32, data: &'a [u8], orig_len: u32) -> 
     }
 }
 
+/// The `n`-byte unsigned field at `k` of a block of a section in that byte order.
+fn uint(d: &[u8], k: usize, n: usize, big_endian: bool) -> Option<u32> {
+    let b = d.get(k..k.checked_add(n)?)?;
+    let fold = |v: u32, &x: &u8| (v << 8) | u32::from(x);
+    Some(if big_endian {
+        b.iter().fold(0, fold)
+    } else {
+        b.iter().rev().fold(0, fold)
+    })
+}
+
 /// A packet block naming an interface its section never described: the file is
 /// damaged there (as Wireshark says too), not a packet to skip without a word.
 fn no_interface(offset: usize, id: u32, declared: usize) -> End {
@@ -252,38 +263,21 @@ fn read_capture<R: std::io::Read + Send>(
                     // produce: interface, drops, timestamp, lengths, data, as in an EPB.
                     PcapBlockOwned::NG(Block::Unknown(ub)) if ub.block_type == 2 => {
                         let d = ub.data;
-                        let (u16_at, u32_at) = (
-                            |k: usize| {
-                                d.get(k..k + 2).map(|b| {
-                                    let b = [b[0], b[1]];
-                                    if big_endian {
-                                        u16::from_be_bytes(b)
-                                    } else {
-                                        u16::from_le_bytes(b)
-                                    }
-                                })
-                            },
-                            |k: usize| {
-                                d.get(k..k + 4).map(|b| {
-                                    let b = [b[0], b[1], b[2], b[3]];
-                                    if big_endian {
-                                        u32::from_be_bytes(b)
-                                    } else {
-                                        u32::from_le_bytes(b)
-                                    }
-                                })
-                            },
-                        );
-                        let (Some(if_id), Some(hi), Some(lo), Some(caplen), Some(origlen)) =
-                            (u16_at(0), u32_at(4), u32_at(8), u32_at(12), u32_at(16))
-                        else {
+                        let field = |k: usize, n: usize| uint(d, k, n, big_endian);
+                        let (Some(if_id), Some(hi), Some(lo), Some(caplen), Some(origlen)) = (
+                            field(0, 2),
+                            field(4, 4),
+                            field(8, 4),
+                            field(12, 4),
+                            field(16, 4),
+                        ) else {
                             return Ok(End::Damaged {
                                 offset: at,
                                 reason: "packet block shorter than its header".into(),
                             });
                         };
                         let Some(i) = ifaces.get(if_id as usize) else {
-                            return Ok(no_interface(at, if_id as u32, ifaces.len()));
+                            return Ok(no_interface(at, if_id, ifaces.len()));
                         };
                         let body = &d[20.min(d.len())..];
                         let len = (caplen as usize).min(body.len());
