@@ -568,7 +568,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
             }
             // No caller rule runs, but the record names the caller, so that tracing a
             // number finds its challenged and refused attempts too.
-            identity::extract_into(msg, policy.reading(d.trunk), &mut d.identity);
+            identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
             if let Some(n) = d.identity.effective_number() {
                 d.caller = Some(n);
                 d.class = Some(policy.plan.classify(&n));
@@ -636,22 +636,29 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let Some(ti) = d.trunk else { return };
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
-    identity::extract_into(msg, policy.reading(d.trunk), &mut d.identity);
-    // Digits among words in a display name count as a shown number only when they are
-    // one the plan knows (a service number, a mobile...): "Room 1203" shows none.
-    if d.identity.display_embedded
-        && d.identity
-            .display_number
-            .is_some_and(|n| policy.plan.classify(&n).class == Class::Invalid)
-    {
-        d.identity.display_number = None;
-    }
+    identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
     if d.identity.excess_asserted {
         // Not a caller rule's matter: the request breaks RFC 3325 9.1, and judging two
         // of its asserted identities would let a third through to the core.
         let r = Refusal {
             code: 400,
             why: "Too Many P-Asserted-Identity Values",
+        };
+        d.outcome = Outcome::Reject { code: r.code };
+        d.refusal = Some(r);
+        return;
+    }
+    if let Some(h) = d.identity.unreadable {
+        // Not judged without it: the core, or the callee's equipment, may read a number
+        // in the field that the filter cannot (a lenient parser skips an empty list
+        // element, a stray byte, blanks inside the brackets).
+        let r = Refusal {
+            code: 400,
+            why: match h {
+                HeaderName::PAssertedIdentity => "Bad P-Asserted-Identity",
+                HeaderName::PPreferredIdentity => "Bad P-Preferred-Identity",
+                _ => "Bad Remote-Party-ID",
+            },
         };
         d.outcome = Outcome::Reject { code: r.code };
         d.refusal = Some(r);
@@ -764,8 +771,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let caller_unholdable =
         d.blank.is_some_and(NotANumber::breaks_plan) || unholdable(d.identity.asserted2);
     let presented_unholdable = role == Role::Enterprise
-        && [d.identity.from, d.identity.preferred, d.identity.rpid]
-            .into_iter()
+        && std::iter::once(d.identity.from)
+            .chain(d.identity.presented_parties().map(Some))
             .any(unholdable);
     if caller_unholdable || presented_unholdable {
         if !caller_unholdable {

@@ -11,7 +11,9 @@
 //! forged number inside the body is judged like one in a header.
 
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
-use crate::numbering::{Bare, NotANumber, Number, Reading, normalise, normalise_as};
+use crate::numbering::{
+    Bare, Class, NotANumber, Number, Plan, Reading, embedded_numbers, normalise, normalise_as,
+};
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
 use crate::sip::{HeaderName, Message, Span};
@@ -47,6 +49,10 @@ pub struct Party {
     /// Read as E.164 written without its '+' (a trunk's `bare_numbers =
     /// "international"`): the forwarded request gets the '+' written in.
     pub plus_missing: bool,
+    /// The `phone-context` value (`+852`) the number was read in, when it is a global
+    /// one: the local digits alone (`95588`) are not the number, and equipment that
+    /// drops the context (ISUP interworking does) would show them as a domestic one.
+    pub context: Option<Span>,
 }
 
 impl Party {
@@ -67,9 +73,21 @@ pub struct CallerIdentity {
     /// P-Preferred-Identity: the identity the caller would like; a trusted proxy may
     /// turn it into a P-Asserted-Identity, so one from outside is a presented number.
     pub preferred: Option<Party>,
+    /// The first later P-Preferred-Identity value that names another number than
+    /// `preferred` (RFC 3325 allows a sip and a tel one). With the first, it holds
+    /// every value that is not the caller's whenever one is: if the first is the
+    /// caller's, this one is not.
+    pub preferred2: Option<Party>,
     /// A Remote-Party-ID that is not the asserted identity (unscreened, or beside a
     /// P-Asserted-Identity): a presented number to legacy equipment that reads it.
     pub rpid: Option<Party>,
+    /// The first later such Remote-Party-ID value naming another number than `rpid`
+    /// (as `preferred2`).
+    pub rpid2: Option<Party>,
+    /// An identity field (P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID)
+    /// that does not parse: the core or the callee's equipment may read a number in it
+    /// that the filter cannot, so the request is refused rather than judged without it.
+    pub unreadable: Option<HeaderName>,
     /// A P-Asserted-Identity display name that reads as a number: shown by phones and
     /// caller-name services like From's, so a presented number too. Of several, one
     /// that shows another number than the asserted one.
@@ -171,30 +189,35 @@ impl CallerIdentity {
     pub fn presented_differs(&self) -> bool {
         self.from_differs() || self.other_presented().is_some()
     }
-    /// The number of a P-Preferred-Identity, else of an unasserted Remote-Party-ID, when
-    /// it is not the caller's.
-    pub fn other_presented(&self) -> Option<Number> {
-        let caller = self.effective_number();
-        [self.preferred, self.rpid]
+    /// The P-Preferred-Identity and unasserted Remote-Party-ID values kept.
+    pub fn presented_parties(&self) -> impl Iterator<Item = Party> + use<> {
+        [self.preferred, self.preferred2, self.rpid, self.rpid2]
             .into_iter()
             .flatten()
+    }
+    /// The number of a P-Preferred-Identity, else of an unasserted Remote-Party-ID, else
+    /// of a P-Asserted-Identity display name, when it is not the caller's.
+    pub fn other_presented(&self) -> Option<Number> {
+        let caller = self.effective_number();
+        self.presented_parties()
             .filter_map(|p| p.number())
             .chain(self.asserted_display)
             .find(|n| Some(*n) != caller)
     }
 }
 
-/// Extracts the caller identity of a request. Malformed identity headers are treated
-/// as absent (the parse step already validated From).
-pub fn extract(msg: &Message, r: Reading<'_>) -> CallerIdentity {
+/// Extracts the caller identity of a request, reading numbers shown in display names
+/// against `plan`. An identity field that does not parse is noted in
+/// [`CallerIdentity::unreadable`] (the parse step already validated From).
+pub fn extract(msg: &Message, r: Reading<'_>, plan: &Plan) -> CallerIdentity {
     let mut id = CallerIdentity::default();
-    extract_into(msg, r, &mut id);
+    extract_into(msg, r, plan, &mut id);
     id
 }
 
 /// [`extract`] into `id` (reset first): the decision fills its own copy in place rather
 /// than moving a few hundred bytes of identity into it.
-pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
+pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerIdentity) {
     let b = msg.buf();
     *id = CallerIdentity::default();
     for h in msg.headers() {
@@ -204,27 +227,26 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                     && let Some(na) = msg.from_addr()
                 {
                     let p = party(b, Source::From, h.value(), na, r);
+                    let text = na.display.map(|d| unquote(d.of(b)));
+                    // Usually the display name is the URI's number as written (and gets
+                    // the same '+' written in when the URI does).
+                    let as_user = text.is_some_and(|t| !t.is_empty() && t == p.user.of(b));
                     // The display name read as a number, once: empty or a privacy word
                     // shows nothing.
-                    let display = na.display.map(|d| {
-                        let d = unquote(d.of(b));
-                        // Usually the display name is the URI's number as written (and
-                        // gets the same '+' written in when the URI does).
-                        if !d.is_empty() && d == p.user.of(b) {
+                    let display = text.map(|t| {
+                        if as_user {
                             p.number
                         } else {
-                            normalise(d, r.home_cc, None)
+                            normalise(t, r.home_cc, None)
                         }
                     });
-                    id.display_number = display.and_then(Result::ok);
-                    // A number among words ("Bank of China 95588") is shown as much.
-                    if display == Some(Err(NotANumber::NonNumeric))
-                        && let Some(d) = na.display
-                    {
-                        id.display_number = crate::numbering::embedded_number(unquote(d.of(b)))
-                            .and_then(|t| normalise(t, r.home_cc, None).ok());
-                        id.display_embedded = id.display_number.is_some();
-                    }
+                    let shown = match text {
+                        _ if as_user => p.number.ok().map(|n| (n, false)),
+                        Some(t) => shown_number(t, r.home_cc, plan, p.number.ok()),
+                        None => None,
+                    };
+                    id.display_number = shown.map(|(n, _)| n);
+                    id.display_embedded = shown.is_some_and(|(_, embedded)| embedded);
                     id.from_presents = match p.number {
                         Ok(_)
                         | Err(
@@ -244,43 +266,50 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                     id.asserted2 = Some(p);
                     continue;
                 }
-                let _ = addr::parse_list(b, h.value(), |na| {
+                let read = addr::parse_list(b, h.value(), |na| {
+                    if id.asserted2.is_some() {
+                        id.excess_asserted = true;
+                        return;
+                    }
+                    let p = read_party(
+                        b,
+                        Source::PAssertedIdentity,
+                        h.value(),
+                        na.uri,
+                        r,
+                        id.asserted,
+                    );
                     // The first number-like display name, unless it only shows the
                     // asserted number itself: then a later one showing another number
                     // (on the second value of a sip + tel pair) takes its place.
-                    if let Some(n) = na.display.and_then(|d| display_number(b, d, r.home_cc))
+                    // A display name that is the URI's number as written is that number.
+                    if let Some(n) = na
+                        .display
+                        .filter(|d| unquote(d.of(b)) != p.user.of(b))
+                        .and_then(|d| display_number(b, d, r.home_cc, plan, p.number.ok()))
                         && id
                             .asserted_display
                             .is_none_or(|shown| Some(shown) == id.asserted.and_then(|a| a.number()))
                     {
                         id.asserted_display = Some(n);
                     }
-                    if id.asserted2.is_some() {
-                        id.excess_asserted = true;
-                        return;
-                    }
                     match id.asserted {
-                        None => {
-                            id.asserted =
-                                Some(party(b, Source::PAssertedIdentity, h.value(), &na, r))
-                        }
-                        Some(first) => {
-                            id.asserted2 = Some(second_party(b, h.value(), &na, r, &first))
-                        }
+                        None => id.asserted = Some(p),
+                        Some(_) => id.asserted2 = Some(p),
                     }
                 });
+                note_unreadable(b, h, read, &mut id.unreadable);
             }
             // A field after the two values: a third (an empty field says nothing).
             HeaderName::PAssertedIdentity if !crate::sip::lex::trim(h.value().of(b)).is_empty() => {
                 id.excess_asserted = true;
             }
-            HeaderName::PPreferredIdentity if id.preferred.is_none() => {
-                let _ = addr::parse_list(b, h.value(), |na| {
-                    if id.preferred.is_none() {
-                        id.preferred =
-                            Some(party(b, Source::PPreferredIdentity, h.value(), &na, r));
-                    }
+            HeaderName::PPreferredIdentity => {
+                let read = addr::parse_list(b, h.value(), |na| {
+                    let p = party(b, Source::PPreferredIdentity, h.value(), &na, r);
+                    keep_presented(&mut id.preferred, &mut id.preferred2, p);
                 });
+                note_unreadable(b, h, read, &mut id.unreadable);
             }
             HeaderName::Privacy => {
                 for v in h.value().of(b).split(|&c| c == b';' || c == b',') {
@@ -299,10 +328,10 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
     // Remote-Party-ID is the asserted identity only when no PAI is present (legacy
     // peers send one or the other) and it is screened; otherwise it is a presented one.
     for h in msg.all(HeaderName::RemotePartyId) {
-        let _ = addr::parse_list(b, h.value(), |na| {
+        let read = addr::parse_list(b, h.value(), |na| {
             let param = |n: &[u8]| addr::header_param(b, na.params, n);
             let party_calling = param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
-            if !party_calling || (id.asserted.is_some() && id.rpid.is_some()) {
+            if !party_calling {
                 return;
             }
             if param(b"privacy")
@@ -316,10 +345,11 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
                 && param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
             {
                 id.asserted = Some(p);
-            } else if id.rpid.is_none() {
-                id.rpid = Some(p);
+            } else {
+                keep_presented(&mut id.rpid, &mut id.rpid2, p);
             }
         });
+        note_unreadable(b, h, read, &mut id.unreadable);
     }
     id.isup = isup_identity(msg, r);
     // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).
@@ -332,11 +362,93 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, id: &mut CallerIdentity) {
     }
 }
 
-/// The number a display name shows, if it reads as one. A display name is text for a
-/// person to read, so it is read in the home plan whatever the trunk's `bare_numbers`:
-/// a callee shown "13812345678" sees a domestic mobile.
-pub fn display_number(b: &[u8], display: Span, home_cc: &[u8]) -> Option<Number> {
-    normalise(unquote(display.of(b)), home_cc, None).ok()
+/// A presented value kept: the first, and the first after it that names another
+/// number (or fails to name one otherwise).
+fn keep_presented(first: &mut Option<Party>, second: &mut Option<Party>, p: Party) {
+    match first {
+        None => *first = Some(p),
+        Some(f) if second.is_none() && f.number != p.number => *second = Some(p),
+        Some(_) => {}
+    }
+}
+
+/// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
+/// senders leave one when they have no identity to give).
+fn note_unreadable(
+    b: &[u8],
+    h: &crate::sip::Header,
+    read: Result<(), addr::AddrError>,
+    unreadable: &mut Option<HeaderName>,
+) {
+    if read.is_err() && !crate::sip::lex::trim(h.value().of(b)).is_empty() {
+        unreadable.get_or_insert(h.name);
+    }
+}
+
+/// The number a display name shows, if it shows one ([`shown_number`] of its text).
+pub fn display_number(
+    b: &[u8],
+    display: Span,
+    home_cc: &[u8],
+    plan: &Plan,
+    avoid: Option<Number>,
+) -> Option<Number> {
+    shown_number(unquote(display.of(b)), home_cc, plan, avoid).map(|(n, _)| n)
+}
+
+/// The number a text for a person to read shows (a display name), and whether it was
+/// found among other characters rather than as all of the text. It is read in the home
+/// plan whatever the trunk's `bare_numbers`: a callee shown "13812345678" sees a
+/// domestic mobile.
+///
+/// All of the text, when it is a number the plan holds. Else the best of the pieces
+/// [`embedded_numbers`] finds that the plan holds ("Room 1203" shows none): one other
+/// than `avoid` (the URI's own number) first, so that a second number beside the
+/// caller's is judged, then the longest, then the first. Else all of the text when it
+/// reads as digits at all (the rules judge what the plan makes of them).
+pub fn shown_number(
+    text: &[u8],
+    home_cc: &[u8],
+    plan: &Plan,
+    avoid: Option<Number>,
+) -> Option<(Number, bool)> {
+    let whole = normalise(text, home_cc, None);
+    let known = |n: &Number| plan.classify(n).class != Class::Invalid;
+    match whole {
+        Ok(n) if known(&n) => return Some((n, false)),
+        Err(NotANumber::Empty | NotANumber::Withheld) => return None,
+        _ => {}
+    }
+    // The pieces the plan holds (a bounded few: most digit runs are none).
+    let mut known_pieces = [(0usize, 0usize, None::<Number>); 32];
+    let mut n = 0;
+    embedded_numbers(text, |piece| {
+        if n < known_pieces.len()
+            && let Ok(num) = normalise(&text[piece.clone()], home_cc, None)
+            && known(&num)
+        {
+            known_pieces[n] = (piece.start, piece.end, Some(num));
+            n += 1;
+        }
+    });
+    let pieces = &known_pieces[..n];
+    // A piece inside a longer one the plan holds is part of that number, not one of its
+    // own ("20 7123 4567" in "+44 20 7123 4567").
+    let inside = |&(s, e, _): &(usize, usize, Option<Number>)| {
+        pieces
+            .iter()
+            .any(|&(s2, e2, _)| s2 <= s && e <= e2 && (s2, e2) != (s, e))
+    };
+    let mut best: Option<((bool, usize), Number)> = None;
+    for piece in pieces.iter().filter(|p| !inside(p)) {
+        let Some(num) = piece.2 else { continue };
+        let rank = (Some(num) != avoid, num.len());
+        if best.is_none_or(|(r, _)| rank > r) {
+            best = Some((rank, num));
+        }
+    }
+    best.map(|(_, n)| (n, true))
+        .or_else(|| whole.ok().map(|n| (n, false)))
 }
 
 /// A display name's text: quotes off, blanks trimmed.
@@ -362,6 +474,7 @@ fn same_tel(b: &[u8], value: Span, first: &Party) -> Option<Party> {
         user: Span::new(start, start + inner.len()),
         number: first.number,
         plus_missing: false,
+        context: None,
     })
 }
 
@@ -369,38 +482,6 @@ fn same_tel(b: &[u8], value: Span, first: &Party) -> Option<Party> {
 /// same number, whatever the plan, so its normalisation can be reused.
 fn written_as_first(b: &[u8], written: &[u8], first: &Party) -> bool {
     written.first() == Some(&b'+') && written == first.user.of(b)
-}
-
-/// The second asserted identity. The usual sip + tel pair writes one global number
-/// twice: then it is the first one's number, without normalising it again (that was a
-/// quarter of the identity's cost).
-fn second_party(b: &[u8], value: Span, na: &NameAddr, r: Reading<'_>, first: &Party) -> Party {
-    let (user, (number, plus_missing)) = match uri::parse_chars_checked(b, na.uri) {
-        Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => match u.user {
-            Some(user) => {
-                let num = uri::user_number(b, user);
-                let written = num.of(b);
-                if written_as_first(b, written, first) {
-                    (num, (first.number, false))
-                } else {
-                    let ctx = uri::phone_context(b, &u).map(|s| s.of(b));
-                    (num, read(written, r, ctx))
-                }
-            }
-            None => (
-                Span::new(na.uri.start as usize, na.uri.start as usize),
-                (Err(NotANumber::Empty), false),
-            ),
-        },
-        _ => return party(b, Source::PAssertedIdentity, value, na, r),
-    };
-    Party {
-        source: Source::PAssertedIdentity,
-        value,
-        user,
-        number,
-        plus_missing,
-    }
 }
 
 /// The ISUP identity of a SIP-I message; `None` for a plain SIP one.
@@ -461,43 +542,54 @@ pub fn isup_number(n: &IsupNumber, r: Reading<'_>) -> Result<Number, NotANumber>
 /// Number of one name-addr: the user part of a sip/sips URI (its telephone-subscriber
 /// parameters removed) or the number of a tel URI, with phone-context honoured.
 pub fn party(b: &[u8], source: Source, value: Span, na: &NameAddr, r: Reading<'_>) -> Party {
-    let (user, (number, plus_missing)) = read_uri(b, na.uri, r);
-    Party {
+    read_party(b, source, value, na.uri, r, None)
+}
+
+/// [`party`] of a value that may follow a `first` one. The usual sip + tel pair writes
+/// one global number twice: then it is the first one's number, without normalising it
+/// again (that was a quarter of the identity's cost).
+fn read_party(
+    b: &[u8],
+    source: Source,
+    value: Span,
+    uri_span: Span,
+    r: Reading<'_>,
+    first: Option<Party>,
+) -> Party {
+    let mut p = Party {
         source,
         value,
-        user,
-        number,
-        plus_missing,
+        user: Span::new(uri_span.start as usize, uri_span.start as usize),
+        number: Err(NotANumber::NonNumeric),
+        plus_missing: false,
+        context: None,
+    };
+    let Ok(u) = uri::parse_chars_checked(b, uri_span) else {
+        return p;
+    };
+    if !matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
+        return p;
     }
+    let Some(user) = u.user else {
+        p.number = Err(NotANumber::Empty);
+        return p;
+    };
+    p.user = uri::user_number(b, user);
+    let written = p.user.of(b);
+    if let Some(first) = first.filter(|f| written_as_first(b, written, f)) {
+        p.number = first.number;
+        return p;
+    }
+    let ctx = uri::phone_context(b, &u);
+    (p.number, p.plus_missing) = read(written, r, ctx.map(|s| s.of(b)));
+    p.context = ctx.filter(|c| c.of(b).starts_with(b"+") && !written.starts_with(b"+"));
+    p
 }
 
 /// `uri_span` comes from a name-addr parse or a parsed Request-URI (both check its characters).
 pub fn uri_number(b: &[u8], uri_span: Span, r: Reading<'_>) -> (Span, Result<Number, NotANumber>) {
-    let (user, (number, _)) = read_uri(b, uri_span, r);
-    (user, number)
-}
-
-/// [`uri_number`], and whether the number was read as E.164 without its '+'.
-fn read_uri(
-    b: &[u8],
-    uri_span: Span,
-    r: Reading<'_>,
-) -> (Span, (Result<Number, NotANumber>, bool)) {
-    let empty = Span::new(uri_span.start as usize, uri_span.start as usize);
-    let Ok(u) = uri::parse_chars_checked(b, uri_span) else {
-        return (empty, (Err(NotANumber::NonNumeric), false));
-    };
-    match u.scheme {
-        Scheme::Sip | Scheme::Sips | Scheme::Tel => {
-            let Some(user) = u.user else {
-                return (empty, (Err(NotANumber::Empty), false));
-            };
-            let num = uri::user_number(b, user);
-            let ctx = uri::phone_context(b, &u).map(|s| s.of(b));
-            (num, read(num.of(b), r, ctx))
-        }
-        Scheme::Other => (empty, (Err(NotANumber::NonNumeric), false)),
-    }
+    let p = read_party(b, Source::From, uri_span, uri_span, r, None);
+    (p.user, p.number)
 }
 
 /// A user part's number, and whether it was read as E.164 written without its '+'
@@ -519,6 +611,10 @@ mod tests {
 
     const CN: Reading<'static> = Reading::national(b"86");
     use bytes::Bytes;
+
+    fn extract(m: &Message, r: Reading<'_>) -> CallerIdentity {
+        super::extract(m, r, &Plan::builtin())
+    }
 
     fn invite(extra: &str, from: &str) -> Message {
         let s = format!(

@@ -6,6 +6,7 @@ use crate::identity::{Party, Source};
 use crate::isup;
 use crate::numbering::Bare;
 use crate::policy::auth::AuthCheck;
+use crate::policy::config::Role;
 use crate::policy::{Policy, RuleId};
 use crate::sip::response::{self, Extra};
 use crate::sip::rewrite::EditList;
@@ -164,11 +165,17 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         if d.identity.asserted_display.is_some() {
             let caller = d.identity.effective_number();
             let cc = policy.plan.country();
+            let r = policy.reading(d.trunk);
             for h in msg.all(HeaderName::PAssertedIdentity) {
                 let _ = addr::parse_list(b, h.value(), |na| {
+                    // Read as the identity read it: against the value's own number.
+                    let (user, own) = crate::identity::uri_number(b, na.uri, r);
                     if na
                         .display
-                        .and_then(|s| crate::identity::display_number(b, s, cc))
+                        .filter(|&s| crate::identity::unquote(s.of(b)) != user.of(b))
+                        .and_then(|s| {
+                            crate::identity::display_number(b, s, cc, &policy.plan, own.ok())
+                        })
                         .is_some_and(|n| Some(n) != caller)
                     {
                         remove_display(b, &na, edits);
@@ -180,7 +187,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             delete_isup_generic(msg, i, edits);
         }
     }
-    plus_bare_numbers(policy, msg, d, from_edit, edits);
+    write_global_forms(policy, msg, d, from_edit, edits);
     if !d.labels.is_empty() {
         let at = msg.head_end();
         edits.insert_with(at, |out| {
@@ -246,56 +253,114 @@ enum FromEdit {
     Replaced,
 }
 
-/// On a trunk whose peer writes E.164 without its '+' (`bare_numbers =
-/// "international"`), the identities judged as international numbers go on with the
-/// '+' written in: the core must show what the filter judged, and a foreign
-/// `13812345678` read in the home plan would be a domestic mobile. From's display
-/// name, when it is the URI's number as written, gets the '+' too (a phone shows it).
-/// Identities the generic-number rewrite replaces or removes (`from_edit` says what it
-/// did to From) are left to it.
-fn plus_bare_numbers(
+/// The identities go on in the form the filter judged them in, so that the core and
+/// the callee's equipment cannot read them as another number:
+/// - on a trunk whose peer writes E.164 without its '+' (`bare_numbers =
+///   "international"`), the numbers read as international get the '+' written in: a
+///   foreign `13812345678` read in the home plan would be a domestic mobile;
+/// - at international and interconnect gateways, a local number in a foreign
+///   `phone-context` (`tel:95588;phone-context=+852`) is written as the global number
+///   (`tel:+85295588`): ISUP interworking drops the context, and the callee would be
+///   shown 95588, a domestic bank's number.
+///
+/// A display name that repeats its URI's number as written gets the same change (a
+/// phone shows it). Identities the generic-number rewrite replaces or removes
+/// (`from_edit` says what it did to From) are left to it.
+fn write_global_forms(
     policy: &Policy,
     msg: &Message,
     d: &Decision,
     from_edit: FromEdit,
     edits: &mut EditList,
 ) {
-    if policy.reading(d.trunk).bare != Bare::International {
+    let role = d.trunk.and_then(|t| policy.trunks.get(t)).map(|t| t.role);
+    let gateway = matches!(role, Some(Role::International | Role::Interconnect));
+    let id = &d.identity;
+    if !gateway && policy.reading(d.trunk).bare != Bare::International {
         return;
     }
-    let id = &d.identity;
-    if let Some(f) = id
-        .from
-        .filter(|f| f.plus_missing && from_edit == FromEdit::Untouched)
-        && let Some(na) = msg.from_addr()
-        && let Some(dn) = na.display
-    {
-        let b = msg.buf();
-        let raw = dn.of(b);
-        let text = crate::identity::unquote(raw);
-        if !text.is_empty() && text == f.user.of(b) {
-            // The number starts after the quote and blanks `unquote` took off (a user
-            // part starts with neither).
-            let lead = raw
-                .iter()
-                .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
-                .count();
-            edits.insert(dn.start as usize + lead, b"+");
-        }
-    }
+    let b = msg.buf();
     let presented_removed = d.rewrite_from;
     let parties = [
         id.from.filter(|_| from_edit != FromEdit::Replaced),
         id.asserted,
         id.asserted2,
-        id.preferred.filter(|_| !presented_removed),
-        id.rpid.filter(|_| !presented_removed),
-    ];
-    for p in parties.into_iter().flatten() {
-        if p.plus_missing && !p.user.is_empty() {
-            edits.insert(p.user.start as usize, b"+");
+    ]
+    .into_iter()
+    .flatten()
+    .chain(id.presented_parties().filter(|_| !presented_removed));
+    for p in parties {
+        if p.user.is_empty() {
+            continue;
+        }
+        let global = match (p.context, p.number) {
+            (Some(ctx), Ok(n)) if gateway && !policy.plan.is_domestic(&n) => {
+                context_param(b, ctx).map(|param| (param, n))
+            }
+            _ => None,
+        };
+        if !p.plus_missing && global.is_none() {
+            continue;
+        }
+        let display = if p.source == Source::From {
+            msg.from_addr()
+                .filter(|_| from_edit == FromEdit::Untouched)
+                .and_then(|na| na.display)
+        } else {
+            display_of(b, &p)
+        };
+        // The display name's text, when it is the URI's number as written.
+        let display = display.and_then(|dn| {
+            let raw = dn.of(b);
+            let text = crate::identity::unquote(raw);
+            // The number starts after the quote and blanks `unquote` took off.
+            let lead = raw
+                .iter()
+                .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
+                .count();
+            let start = dn.start as usize + lead;
+            (!text.is_empty() && text == p.user.of(b)).then(|| Span::new(start, start + text.len()))
+        });
+        match global {
+            Some((param, n)) => {
+                let plus = |out: &mut Vec<u8>| {
+                    out.push(b'+');
+                    out.extend_from_slice(n.digits());
+                };
+                edits.replace_with(p.user, plus);
+                edits.remove(param);
+                if let Some(t) = display {
+                    edits.replace_with(t, plus);
+                }
+            }
+            None => {
+                edits.insert(p.user.start as usize, b"+");
+                if let Some(t) = display {
+                    edits.insert(t.start as usize, b"+");
+                }
+            }
         }
     }
+}
+
+/// The `;phone-context=...` parameter whose value is `value`, leading ';' included.
+fn context_param(b: &[u8], value: Span) -> Option<Span> {
+    const NAME: &[u8] = b"phone-context=";
+    let start = (value.start as usize).checked_sub(NAME.len() + 1)?;
+    let name = b.get(start + 1..value.start as usize)?;
+    (b[start] == b';' && name.eq_ignore_ascii_case(NAME))
+        .then(|| Span::new(start, value.end as usize))
+}
+
+/// The display name of the value of `p`'s field that holds its URI.
+fn display_of(b: &[u8], p: &Party) -> Option<Span> {
+    let mut display = None;
+    let _ = addr::parse_list(b, p.value, |na| {
+        if na.whole.start <= p.user.start && p.user.end <= na.whole.end {
+            display = na.display;
+        }
+    });
+    display
 }
 
 /// Removes every Generic Number (additional calling party number) from the IAM, in the

@@ -1422,10 +1422,19 @@ fn bare_numbers_from_an_international_peer() {
         let m = with_from(&format!("<sip:{from}@10.9.9.9;user=phone>"), "");
         blocks(&p, &m, "intl-bare", code, rule);
     }
-    // A '+' number and a tel URI with a phone-context need no '+' written in.
-    for (from, e164) in [
-        ("<sip:+14155550123@10.9.9.9;user=phone>", "+14155550123"),
-        ("<tel:5550123;phone-context=+1415>", "+14155550123"),
+    // A '+' number needs no '+' written in; a local number in its context goes on as
+    // the global number (as on every international trunk).
+    for (from, e164, out_from) in [
+        (
+            "<sip:+14155550123@10.9.9.9;user=phone>",
+            "+14155550123",
+            "<sip:+14155550123@10.9.9.9;user=phone>;tag=ft1",
+        ),
+        (
+            "<tel:5550123;phone-context=+1415>",
+            "+14155550123",
+            "<tel:+14155550123>;tag=ft1",
+        ),
     ] {
         let m = with_from(from, "");
         let d = passes(&p, &m, "intl-bare");
@@ -1433,7 +1442,7 @@ fn bare_numbers_from_an_international_peer() {
         let out = forwarded(&p, &m, &d);
         assert_eq!(
             out.value(HeaderName::From),
-            m.value(HeaderName::From),
+            Some(out_from.as_bytes()),
             "{from}"
         );
     }
@@ -2392,4 +2401,380 @@ fn the_core_side_is_told_by_the_next_hops() {
     assert!(!side("10.0.0.50:5070"), "a trunk peer on the core's host");
     assert!(!side("10.0.0.1:5060"), "a trunk peer");
     assert!(!side("192.0.2.77:5060"), "a stranger");
+}
+
+/// RFC 3325 allows a sip and a tel P-Preferred-Identity, and Remote-Party-ID is a list:
+/// every value is judged and deleted, not only the first. A first value that is the
+/// caller's own number must not hide a second that is not.
+#[test]
+fn every_preferred_and_legacy_value_is_judged() {
+    let p = policy("");
+    let from = "<sip:+442071234567@gw.example>";
+    let pai = "P-Asserted-Identity: <sip:+442071234567@gw.example>\r\n";
+    let own = "<sip:+442071234567@gw.example>";
+    let rpid_own = "<sip:+442071234567@gw>;party=calling;screen=no";
+    let rpid_86 = "<tel:+8613812345678>;party=calling;screen=no";
+    for extra in [
+        format!("P-Preferred-Identity: {own}, <tel:+8613812345678>\r\n"),
+        format!("P-Preferred-Identity: {own}\r\nP-Preferred-Identity: <tel:+8613812345678>\r\n"),
+        format!(
+            "P-Preferred-Identity: {own}, <tel:+442071234567>\r\nP-Preferred-Identity: <tel:+8613812345678>\r\n"
+        ),
+        format!("Remote-Party-ID: {rpid_own}\r\nRemote-Party-ID: {rpid_86}\r\n"),
+        format!("Remote-Party-ID: {rpid_own}, {rpid_own}, {rpid_86}\r\n"),
+    ] {
+        for trunk in ["intl", "ic"] {
+            let m = with_from(from, &format!("{pai}{extra}"));
+            let d = passes(&p, &m, trunk);
+            assert_eq!(d.rule, Some(RuleId::GenericNumber), "{trunk} {extra}");
+            let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+            assert!(!out.contains("8613812345678"), "{trunk} {extra} -> {out}");
+            assert!(!out.contains("P-Preferred-Identity"), "{out}");
+            assert!(!out.contains("Remote-Party-ID"), "{out}");
+            assert!(out.contains(pai), "{out}");
+        }
+    }
+    // Every value the caller's own: nothing to delete.
+    for extra in [
+        format!("P-Preferred-Identity: {own}, <tel:+442071234567>\r\n"),
+        format!("Remote-Party-ID: {rpid_own}\r\nRemote-Party-ID: {rpid_own}\r\n"),
+    ] {
+        let m = with_from(from, &format!("{pai}{extra}"));
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, None, "{extra}");
+        assert!(
+            String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).contains(&extra),
+            "{extra}"
+        );
+    }
+    // Enterprise: a contracted number first, another network's mobile second.
+    let ent = |extra: &str| {
+        with_from(
+            "<sip:+8613912340001@10.9.9.9>",
+            &format!("P-Asserted-Identity: <sip:+8613912340001@x>\r\n{extra}"),
+        )
+    };
+    for extra in [
+        "P-Preferred-Identity: <sip:+8613912340001@x>, <tel:+8613712345678>\r\n",
+        "Remote-Party-ID: <sip:+8613912340001@x>;screen=no\r\nRemote-Party-ID: <sip:+8613712345678@x>;screen=no\r\n",
+    ] {
+        let d = judge(&p, &ent(extra), "ent");
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{extra}"
+        );
+        assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    }
+    let d = passes(
+        &p,
+        &ent("P-Preferred-Identity: <sip:+8613912340001@x>, <tel:+8613912340002>\r\n"),
+        "ent",
+    );
+    assert_eq!(d.rule, None);
+}
+
+/// An identity field that does not parse is refused (400), on every trunk: a lenient
+/// element behind the filter (Wireshark's dissector reads most of these) would find the
+/// number the filter could not judge. An empty field says nothing and passes.
+#[test]
+fn an_unreadable_identity_field_is_refused() {
+    let p = policy("");
+    let from = "<sip:+442071234567@gw.example>";
+    let pai = "P-Asserted-Identity: <sip:+442071234567@gw.example>\r\n";
+    for (field, why) in [
+        ("P-Asserted-Identity", "Bad P-Asserted-Identity"),
+        ("P-Preferred-Identity", "Bad P-Preferred-Identity"),
+        ("Remote-Party-ID", "Bad Remote-Party-ID"),
+    ] {
+        for value in [
+            ", <tel:+8613812345678>",
+            "<sip:+442071234567@gw.example>,, <tel:+8613812345678>",
+            "< tel:+8613812345678 >",
+            "<tel:+8613812345678",
+            "<tel:+8613812345678>\u{1}",
+            "<tel:+442071234567> <tel:+8613812345678>",
+            "<tel:+442071234567>;<tel:+8613812345678>",
+        ] {
+            // A P-Asserted-Identity field is the only one; the others sit beside one.
+            let extra = if field == "P-Asserted-Identity" {
+                format!("{field}: {value}\r\n")
+            } else {
+                format!("{pai}{field}: {value}\r\n")
+            };
+            for trunk in ["intl", "ic", "ent"] {
+                let d = judge(&p, &with_from(from, &extra), trunk);
+                assert_eq!(
+                    d.outcome,
+                    Outcome::Reject { code: 400 },
+                    "{trunk} {extra:?}"
+                );
+                assert_eq!(d.refusal.map(|r| r.why), Some(why), "{extra:?}");
+            }
+        }
+        // The refusal says why, in the response the peer gets.
+        let m = with_from(from, &format!("{field}: ,<tel:+8613812345678>\r\n"));
+        let d = judge(&p, &m, "intl");
+        let mut out = vec![];
+        assert!(verdict::write_reject(&p, &m, &d, None, &mut out));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("SIP/2.0 400 "), "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+    // What RFC 3325 senders write passes as before.
+    for extra in [
+        "P-Asserted-Identity: \r\n".to_string(),
+        format!("{pai}P-Asserted-Identity: \r\n"),
+        "P-Asserted-Identity: <sip:+442071234567@gw.example>, <tel:+442071234567>\r\n".into(),
+        format!("{pai}P-Preferred-Identity: \"Bob\" <sip:+442071234567@gw.example>\r\n"),
+        format!(
+            "{pai}Remote-Party-ID: \"Bob\" <sip:+442071234567@gw>;party=calling;screen=no;privacy=off\r\n"
+        ),
+    ] {
+        assert_eq!(
+            passes(&p, &with_from(from, &extra), "intl").rule,
+            None,
+            "{extra}"
+        );
+    }
+}
+
+/// A display name shows a number through what a screen does not show (zero-width and
+/// bidi characters, soft hyphens, the byte order mark) and across what it shows as a
+/// gap (Unicode spaces, TAB, dashes, middle dots); two numbers side by side, or a number
+/// and a stray digit, still show the number.
+#[test]
+fn display_names_show_numbers_through_unicode_and_beside_others() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@x>\r\n";
+    for display in [
+        "138\u{200b}1234\u{200c}5678",
+        "138\u{200d}12345678\u{2060}",
+        "\u{feff}138\u{ad}1234\u{200e}5678\u{200f}",
+        "138\u{a0}1234\u{a0}5678",
+        "138\u{202f}1234\u{2009}5678",
+        "138\u{2002}1234\t5678",
+        "138\u{2010}1234\u{2011}5678",
+        "138\u{2013}1234\u{2212}5678",
+        "138\u{b7}1234\u{b7}5678",
+        "13812345678 13812345678",
+        "13812345678 2nd",
+        "+442071234567 13812345678",
+        "报警110 1号",
+    ] {
+        let m = with_from(&format!("\"{display}\" <sip:+442071234567@10.9.9.9>"), pai);
+        assert_eq!(
+            rewritten_from(&p, &m),
+            b"<sip:+442071234567@10.9.9.9>;tag=ft1".to_vec(),
+            "{display:?}"
+        );
+    }
+    // A Latin-1 no-break space byte, as some PBXs write, separates too.
+    let raw = b"INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-nb\r\nFrom: \"138\xa01234\xa05678\" <sip:+442071234567@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: nb\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <sip:+442071234567@x>\r\nContent-Length: 0\r\n\r\n";
+    let m = Message::parse(Bytes::from_static(raw)).unwrap();
+    assert_eq!(
+        rewritten_from(&p, &m),
+        b"<sip:+442071234567@10.9.9.9>;tag=ft1".to_vec()
+    );
+    // The caller's own number, however written, and names: nothing to delete.
+    for display in [
+        "+44\u{a0}20\u{a0}7123\u{a0}4567",
+        "+44 20 7123 4567 ext 2",
+        "Room 1203",
+        "Flat 3, 12 High St",
+    ] {
+        let m = with_from(&format!("\"{display}\" <sip:+442071234567@10.9.9.9>"), pai);
+        assert_eq!(passes(&p, &m, "intl").rule, None, "{display:?}");
+    }
+    // Enterprise: a contracted number beside another network's mobile is refused; two
+    // contracted numbers, or one written with Unicode gaps, pass.
+    let ent = |display: &str| {
+        with_from(
+            &format!("\"{display}\" <sip:+8613912340001@10.9.9.9>"),
+            "P-Asserted-Identity: <sip:+8613912340001@x>\r\n",
+        )
+    };
+    for display in [
+        "13912340001 13712345678",
+        "137\u{200b}1234\u{200b}5678",
+        "Sales 13912340001, 13712345678",
+    ] {
+        let d = judge(&p, &ent(display), "ent");
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{display:?}"
+        );
+        assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+    }
+    for display in [
+        "13912340001 13912340002",
+        "139\u{a0}1234\u{a0}0001",
+        "Desk 13912340001 ext 2",
+    ] {
+        assert_eq!(passes(&p, &ent(display), "ent").rule, None, "{display:?}");
+    }
+}
+
+/// A P-Asserted-Identity display name reads numbers among words as From's does.
+#[test]
+fn an_asserted_display_name_reads_numbers_among_words() {
+    let p = policy("");
+    for pai in [
+        "\"x, <tel:+8613812345678>\" <sip:+442071234567@gw.example>",
+        "\"Police 110\" <sip:+442071234567@gw.example>",
+        "\"13812345678 2nd\" <sip:+442071234567@gw.example>",
+    ] {
+        let m = with_from(
+            "<sip:+442071234567@gw.example>",
+            &format!("P-Asserted-Identity: {pai}\r\n"),
+        );
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{pai}");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::PAssertedIdentity),
+            Some(&b"<sip:+442071234567@gw.example>"[..]),
+            "{pai}"
+        );
+    }
+    let m = with_from(
+        "<sip:+442071234567@gw.example>",
+        "P-Asserted-Identity: \"London office\" <sip:+442071234567@gw.example>\r\n",
+    );
+    assert_eq!(passes(&p, &m, "intl").rule, None);
+}
+
+/// A local number in a foreign phone-context is that country's number: at the
+/// international and interconnect gateways it goes on in global form, so that
+/// equipment that drops the context (ISUP interworking) cannot show the local digits
+/// as a domestic number.
+#[test]
+fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
+    let p = policy("");
+    for (from, want) in [
+        ("<tel:95588;phone-context=+852>", "<tel:+85295588>;tag=ft1"),
+        (
+            "\"95588\" <tel:95588;phone-context=+852>",
+            "\"+85295588\" <tel:+85295588>;tag=ft1",
+        ),
+        (
+            "<tel:13812345678;phone-context=+44>",
+            "<tel:+4413812345678>;tag=ft1",
+        ),
+        (
+            "<sip:13812345678;phone-context=+44@gw.example;user=phone>",
+            "<sip:+4413812345678@gw.example;user=phone>",
+        ),
+        (
+            "<tel:95588;isub=12;Phone-Context=+852>",
+            "<tel:+85295588;isub=12>;tag=ft1",
+        ),
+    ] {
+        for trunk in ["intl", "ic"] {
+            let m = with_from(from, "");
+            let d = passes(&p, &m, trunk);
+            let out = forwarded(&p, &m, &d);
+            let got = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).into_owned();
+            assert!(got.starts_with(want), "{trunk} {from} -> {got}");
+        }
+    }
+    // The asserted identity too.
+    let m = with_from(
+        "<tel:+85221234567>",
+        "P-Asserted-Identity: <tel:95588;phone-context=+852>\r\n",
+    );
+    let d = passes(&p, &m, "intl");
+    let out = forwarded(&p, &m, &d);
+    // (Labelled service-shape, with the verstat after the number.)
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity),
+        Some(&b"<tel:+85295588;verstat=TN-Validation-Failed>"[..])
+    );
+    // A domestic context, a global number, and enterprise trunks: as written.
+    for (from, trunk) in [
+        ("<tel:13812345678;phone-context=+86>", "ic"),
+        ("<tel:+85295588>", "intl"),
+        ("<tel:6543;phone-context=example.com>", "ic"),
+    ] {
+        let m = with_from(from, "");
+        let d = judge(&p, &m, trunk);
+        if rejected(&d).is_none() {
+            let out = forwarded(&p, &m, &d);
+            let got = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).into_owned();
+            assert!(got.starts_with(from), "{trunk} {from} -> {got}");
+        }
+    }
+    let m = with_from(
+        "<tel:+8613912340001>",
+        "P-Asserted-Identity: <tel:3912340001;phone-context=+861>\r\n",
+    );
+    let d = judge(&p, &m, "ent");
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity),
+        Some(&b"<tel:3912340001;phone-context=+861>"[..])
+    );
+}
+
+/// On a `bare_numbers = "international"` trunk a Remote-Party-ID display name that
+/// repeats its URI's number gets the '+' as the URI does (a phone shows it).
+#[test]
+fn bare_numbers_in_remote_party_id_display_names_get_their_plus() {
+    let p = policy(
+        "[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"10.0.0.4\"]\nbare_numbers = \"international\"",
+    );
+    let m = with_from(
+        "\"13812345678\" <sip:13812345678@10.9.9.9;user=phone>",
+        "Remote-Party-ID: \"13812345678\" <sip:13812345678@10.9.9.9;user=phone>;party=calling;screen=yes\r\n",
+    );
+    let d = passes(&p, &m, "intl-bare");
+    assert_eq!(
+        d.caller.map(|n| n.to_string()).as_deref(),
+        Some("+13812345678")
+    );
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::RemotePartyId),
+        Some(
+            &b"\"+13812345678\" <sip:+13812345678@10.9.9.9;user=phone>;party=calling;screen=yes"[..]
+        )
+    );
+    assert!(
+        out.value(HeaderName::From)
+            .unwrap()
+            .starts_with(b"\"+13812345678\" <sip:+13812345678@")
+    );
+}
+
+/// A message may carry up to 254 header fields: a 200 OK that crossed 70 proxies (one
+/// Record-Route each) is a call answered, and an INVITE with 100 fields is judged; 255
+/// is a flood, refused.
+#[test]
+fn many_header_fields_are_read() {
+    let mut ok = String::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK2\r\n",
+    );
+    for i in 0..70 {
+        ok.push_str(&format!("Record-Route: <sip:p{i}.example;lr>\r\n"));
+    }
+    ok.push_str("From: <sip:+8613912340001@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n");
+    let m =
+        Message::parse_for_relay(Bytes::from(ok.clone())).expect("a 200 OK with 70 Record-Routes");
+    assert_eq!(m.all(HeaderName::RecordRoute).count(), 70);
+    let p = policy("");
+    let mut extra = String::new();
+    for i in 0..100 {
+        extra.push_str(&format!("X-Hop-{i}: {i}\r\n"));
+    }
+    let m = with_from("<sip:+442071234567@gw.example>", &extra);
+    assert_eq!(passes(&p, &m, "intl").rule, None);
+    for i in 100..260 {
+        extra.push_str(&format!("X-Hop-{i}: {i}\r\n"));
+    }
+    let s = format!(
+        "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n{extra}\r\n"
+    );
+    let e = Message::parse(Bytes::from(s)).unwrap_err();
+    assert_eq!(e.kind, sipfence::sip::ErrorKind::TooManyHeaders);
 }

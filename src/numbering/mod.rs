@@ -131,18 +131,38 @@ const WITHHELD: [&[u8]; 7] = [
     b"anonymous.invalid",
 ];
 
+/// A character that shows nothing: zero-width space and joiners, the word joiner and
+/// invisible operators, the byte order mark, the soft hyphen, bidirectional marks. A
+/// phone shows `138<U+200B>1234<U+2060>5678` as 13812345678, so a number reads through
+/// them.
+const INVISIBLE: u8 = 0xFE;
+/// Any other character outside ASCII (a whole UTF-8 sequence, or a byte that starts
+/// none): never part of a number.
+const OTHER: u8 = 0xFF;
+
 /// The next character of a caller string as the callee would read it, and the bytes it
 /// took: a URI escape (`%2B`, `%31`) is its character (RFC 3261 19.1.4: escaped and
-/// unescaped unreserved characters are the same URI), and the full-width digits, plus,
-/// hyphen, brackets and dot of CJK input methods, and the ideographic space, are their
-/// ASCII forms: a phone shows "＋８６１３８…" in a display name as a domestic number.
+/// unescaped unreserved characters are the same URI), and what a screen shows as a
+/// digit, a space, a dash or a dot is that ASCII character: the full-width forms of CJK
+/// input methods, the Unicode spaces (no-break, thin, ideographic...; a Latin-1
+/// no-break space byte too) and TAB, the Unicode dashes and minus, the middle dots, and
+/// the digits of the mathematical alphabets and of the Arabic, Devanagari and Thai
+/// scripts. Invisible characters are [`INVISIBLE`]; Chinese numerals are words
+/// (一 is also "a", "one", "whole") and stay [`OTHER`].
 fn unit(b: &[u8]) -> (u8, usize) {
     let hex = |c: u8| (c as char).to_digit(16);
     match *b {
+        // An escaped octet is that octet, and one outside ASCII alone is no character.
         [b'%', h, l, ..] => match (hex(h), hex(l)) {
-            (Some(h), Some(l)) => ((h * 16 + l) as u8, 3),
+            (Some(h), Some(l)) => match (h * 16 + l) as u8 {
+                c if c.is_ascii() => (c, 3),
+                _ => (OTHER, 3),
+            },
             _ => (b'%', 1),
         },
+        [b'\t', ..] => (b' ', 1),
+        [c, ..] if c.is_ascii() => (c, 1),
+        // Full-width digits, plus, hyphen, brackets, dot; the ideographic space.
         [0xef, 0xbc, c @ 0x90..=0x99, ..] => (c - 0x90 + b'0', 3),
         [0xef, 0xbc, 0x8b, ..] => (b'+', 3),
         [0xef, 0xbc, 0x8d, ..] => (b'-', 3),
@@ -150,48 +170,125 @@ fn unit(b: &[u8]) -> (u8, usize) {
         [0xef, 0xbc, 0x89, ..] => (b')', 3),
         [0xef, 0xbc, 0x8e, ..] => (b'.', 3),
         [0xe3, 0x80, 0x80, ..] => (b' ', 3),
-        [c, ..] => (c, 1),
+        // Spaces: no-break, en quad to hair space, narrow no-break, medium mathematical.
+        [0xc2, 0xa0, ..] => (b' ', 2),
+        [0xe2, 0x80, 0x80..=0x8a, ..] | [0xe2, 0x80, 0xaf, ..] | [0xe2, 0x81, 0x9f, ..] => {
+            (b' ', 3)
+        }
+        // Dashes (hyphen to horizontal bar), minus, small hyphen-minus.
+        [0xe2, 0x80, 0x90..=0x95, ..] | [0xe2, 0x88, 0x92, ..] | [0xef, 0xb9, 0xa3, ..] => {
+            (b'-', 3)
+        }
+        // Middle dot, hyphenation point, katakana middle dots.
+        [0xc2, 0xb7, ..] => (b'.', 2),
+        [0xe2, 0x80, 0xa7, ..] | [0xe3, 0x83, 0xbb, ..] | [0xef, 0xbd, 0xa5, ..] => (b'.', 3),
+        // Soft hyphen; zero-width space, joiners, LRM, RLM; bidi embeddings and
+        // isolates; word joiner and invisible operators; byte order mark.
+        [0xc2, 0xad, ..] => (INVISIBLE, 2),
+        [0xe2, 0x80, 0x8b..=0x8f | 0xaa..=0xae, ..]
+        | [0xe2, 0x81, 0xa0..=0xa4 | 0xa6..=0xa9, ..]
+        | [0xef, 0xbb, 0xbf, ..] => (INVISIBLE, 3),
+        // Arabic-Indic, extended Arabic-Indic, Devanagari and Thai digits.
+        [0xd9, c @ 0xa0..=0xa9, ..] => (c - 0xa0 + b'0', 2),
+        [0xdb, c @ 0xb0..=0xb9, ..] => (c - 0xb0 + b'0', 2),
+        [0xe0, 0xa5, c @ 0xa6..=0xaf, ..] => (c - 0xa6 + b'0', 3),
+        [0xe0, 0xb9, c @ 0x90..=0x99, ..] => (c - 0x90 + b'0', 3),
+        // Mathematical bold, double-struck, sans-serif and monospace digits
+        // (U+1D7CE to U+1D7FF), which look like ASCII ones.
+        [0xf0, 0x9d, 0x9f, c @ 0x8e..=0xbf, ..] => ((c - 0x8e) % 10 + b'0', 4),
+        // A Latin-1 no-break space: a lone 0xA0 byte, not inside a UTF-8 sequence.
+        [0xa0, ..] => (b' ', 1),
+        [lead, ..] => (OTHER, utf8_len(b, lead)),
         [] => (0, 1),
     }
 }
 
-/// The number written inside a text, as a display name shows one beside words (`"Bank
-/// of China 95588"`, `"中国银行９５５８８"`, `"Tel: +86 138-1234-5678"`): the longest run of
-/// digits with the separators numbers are written with and a leading '+', holding at
-/// least three digits. `None` when the text holds no such run.
-pub fn embedded_number(text: &[u8]) -> Option<&[u8]> {
-    // (start, end after the last digit, digits) of the run being read and of the best.
-    let mut best: Option<(usize, usize, usize)> = None;
-    let mut run: Option<(usize, usize, usize)> = None;
-    let close = |run: &mut Option<(usize, usize, usize)>,
-                 best: &mut Option<(usize, usize, usize)>| {
-        if let Some(r) = run.take()
-            && r.2 >= 3
-            && best.is_none_or(|b| r.2 > b.2)
-        {
-            *best = Some(r);
-        }
+/// Length of the UTF-8 sequence `lead` starts in `b`: 1 when it starts none (a
+/// continuation byte, or a sequence cut short), so that every byte is read once.
+fn utf8_len(b: &[u8], lead: u8) -> usize {
+    let n = match lead {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return 1,
     };
+    if b.len() >= n && b[1..n].iter().all(|&c| c & 0xc0 == 0x80) {
+        n
+    } else {
+        1
+    }
+}
+
+/// Most digits a number written among words may hold: an IP dial prefix, `00`, a
+/// country code and a 700 number.
+const EMBEDDED_MAX_DIGITS: usize = 24;
+/// Most pieces of one text [`embedded_numbers`] offers: a display name a phone shows
+/// holds a handful, and a flood of digit groups must cost no more than this.
+pub const EMBEDDED_MAX_CANDIDATES: usize = 256;
+
+/// The numbers a text may show among words, as a display name does (`"Bank of China
+/// 95588"`, `"中国银行９５５８８"`, `"Tel: +86 138-1234-5678"`): every run of digit groups
+/// joined by the separators numbers are written with (and a leading '+'), and every
+/// part of such a run made of whole groups, holding 3 to [`EMBEDDED_MAX_DIGITS`]
+/// digits. Two numbers side by side (`"13812345678 13912345678"`), or a number and a
+/// stray digit (`"报警110 1号"`), are then offered apart as well as together: which one
+/// the text shows is for the caller of this to judge against a plan. `each` gets the
+/// pieces as written, in text order of their ends, at most
+/// [`EMBEDDED_MAX_CANDIDATES`] of them, as ranges of `text`.
+pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>)) {
+    // The run's groups, as (start, end after the last digit, digits); a number holds at
+    // most EMBEDDED_MAX_DIGITS of them, so the last that many are all a piece can span.
+    let mut groups = [(0usize, 0usize, 0usize); EMBEDDED_MAX_DIGITS];
+    let mut in_run = 0usize;
+    let mut run_open = false;
+    let mut plus_at: Option<usize> = None;
+    let mut group: Option<(usize, usize, usize)> = None;
+    let mut budget = EMBEDDED_MAX_CANDIDATES;
+    // Closes the group being read and offers every piece that ends with it.
+    let mut close_group =
+        |group: &mut Option<(usize, usize, usize)>, in_run: &mut usize, budget: &mut usize| {
+            let Some(g) = group.take() else { return };
+            groups[*in_run % EMBEDDED_MAX_DIGITS] = g;
+            *in_run += 1;
+            let mut digits = 0;
+            for k in 0..(*in_run).min(EMBEDDED_MAX_DIGITS) {
+                let (start, _, n) = groups[(*in_run - 1 - k) % EMBEDDED_MAX_DIGITS];
+                digits += n;
+                if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
+                    break;
+                }
+                if digits >= 3 {
+                    each(start..g.1);
+                    *budget -= 1;
+                }
+            }
+        };
     let mut i = 0;
-    while i < text.len() {
+    while i < text.len() && budget > 0 {
         let (c, len) = unit(&text[i..]);
         match c {
             b'0'..=b'9' => {
-                let r = run.get_or_insert((i, i, 0));
-                r.1 = i + len;
-                r.2 += 1;
+                let g = group.get_or_insert_with(|| (plus_at.take().unwrap_or(i), i, 0));
+                g.1 = i + len;
+                g.2 += 1;
+                run_open = true;
             }
-            b'+' => {
-                close(&mut run, &mut best);
-                run = Some((i, i, 0));
+            INVISIBLE => {}
+            b'-' | b'.' | b'(' | b')' | b' ' if run_open => {
+                close_group(&mut group, &mut in_run, &mut budget);
+                // A '+' belongs to the run's first group only.
+                plus_at = None;
             }
-            b'-' | b'.' | b'(' | b')' | b' ' if run.is_some() => {}
-            _ => close(&mut run, &mut best),
+            _ => {
+                close_group(&mut group, &mut in_run, &mut budget);
+                in_run = 0;
+                run_open = c == b'+';
+                plus_at = run_open.then_some(i);
+            }
         }
         i += len;
     }
-    close(&mut run, &mut best);
-    best.map(|(s, e, _)| &text[s..e])
+    close_group(&mut group, &mut in_run, &mut budget);
 }
 
 /// `t` with its escapes decoded, when it fits `out` (the privacy words are short).
@@ -301,7 +398,7 @@ pub fn normalise_as(
                 buf[n] = c;
                 n += 1;
             }
-            b'-' | b'.' | b'(' | b')' | b' ' => {}
+            b'-' | b'.' | b'(' | b')' | b' ' | INVISIBLE => {}
             b'+' if n == 0 && !plus => plus = true,
             _ => {
                 let t = super::sip::lex::trim(raw);
@@ -518,22 +615,70 @@ mod tests {
         assert_eq!(n("%61nonymous"), Err(NotANumber::Withheld));
         assert_eq!(n("%55NKNOWN"), Err(NotANumber::Withheld));
         assert_eq!(n("%61lice"), Err(NotANumber::NonNumeric));
-        // Numbers inside words, as display names show them.
+        // Numbers inside words, as display names show them: every piece, in order.
         let e = |t: &str| {
-            embedded_number(t.as_bytes()).map(|d| String::from_utf8_lossy(d).into_owned())
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), |r| v.push(t[r].to_string()));
+            v
         };
-        assert_eq!(e("Bank of China 95588").as_deref(), Some("95588"));
-        assert_eq!(e("中国银行９５５８８").as_deref(), Some("９５５８８"));
+        assert_eq!(e("Bank of China 95588"), ["95588"]);
+        assert_eq!(e("中国银行９５５８８"), ["９５５８８"]);
         assert_eq!(
-            e("Tel: +86 138-1234-5678 (mobile)").as_deref(),
-            Some("+86 138-1234-5678")
+            e("Tel: +86 138-1234-5678 (mobile)"),
+            [
+                "138",
+                "+86 138",
+                "1234",
+                "138-1234",
+                "+86 138-1234",
+                "5678",
+                "1234-5678",
+                "138-1234-5678",
+                "+86 138-1234-5678"
+            ]
         );
-        assert_eq!(e("Room 12, desk 4").as_deref(), None);
-        assert_eq!(e("Alice").as_deref(), None);
+        assert!(e("Room 12, desk 4").is_empty());
+        assert!(e("Alice").is_empty());
+        assert!(e("ext 101 or (0755) 8888-1234").contains(&"0755) 8888-1234".to_string()));
+        // Two numbers side by side are offered apart and together; a stray digit
+        // beside a number does not hide it.
         assert_eq!(
-            e("ext 101 or (0755) 8888-1234").as_deref(),
-            Some("0755) 8888-1234")
+            e("13812345678 13912345678"),
+            ["13812345678", "13912345678", "13812345678 13912345678"]
         );
+        assert_eq!(e("报警110 1号"), ["110", "110 1"]);
+        // A flood of groups costs a bounded number of pieces.
+        let flood = "1 ".repeat(50_000);
+        assert_eq!(e(&flood).len(), EMBEDDED_MAX_CANDIDATES);
+        // What a screen shows as spaces, dashes and dots separates; what it does not
+        // show at all is read through.
+        for t in [
+            "138\u{200b}1234\u{2060}5678",
+            "\u{feff}138\u{00ad}12345678\u{200e}",
+            "138\u{a0}1234\u{202f}5678",
+            "138\u{2009}1234\u{2002}5678",
+            "138\t1234\u{2010}5678",
+            "138\u{2011}1234\u{2013}5678",
+            "138\u{2212}1234\u{b7}5678",
+            "𝟏𝟑𝟖𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖",
+            "١٣٨١٢٣٤٥٦٧٨",
+        ] {
+            assert_eq!(n(t), Ok("+8613812345678".to_string()), "{t:?}");
+            let mobile = Ok("+8613812345678".to_string());
+            assert!(
+                e(&format!("call {t} now")).iter().any(|p| n(p) == mobile),
+                "{t:?}"
+            );
+        }
+        // A Latin-1 no-break space byte separates too; other bytes outside ASCII, or
+        // escaped, are no part of a number.
+        assert_eq!(
+            normalise(b"138\xa012345678", b"86", None).map(|n| n.e164()),
+            Ok("+8613812345678".to_string())
+        );
+        assert_eq!(n("138%A012345678"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138%FE12345678"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138一2345678"), Err(NotANumber::NonNumeric));
         assert_eq!(n("0755) 8888-1234"), Ok("+8675588881234".to_string()));
         assert_eq!(n("00-"), Err(NotANumber::Incomplete));
         assert_eq!(n("000"), Ok("+0".to_string()));

@@ -119,8 +119,8 @@ pub enum StartLine {
 }
 
 /// One header field as it stands in the message. 12 bytes: a message keeps up to
-/// [`MAX_HEADERS`] of them inline and is built and moved for every datagram, so the
-/// table's size is paid on each one. Offsets fit in u16 because a message is at most
+/// [`MAX_HEADERS`] of them inline (3 KB), and the proxy's workers parse into one
+/// message each rather than build and move a table per datagram. Offsets fit in u16 because a message is at most
 /// [`MAX_MESSAGE`] (65,535) bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Header {

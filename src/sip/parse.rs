@@ -16,8 +16,11 @@ use super::lex::{self, is_token, is_wsp, skip_lws};
 use super::{Header, Message, Method, Span, StartLine, addr, uri, via};
 
 /// Header fields kept per message; more is refused (a header flood is an attack, not a
-/// call; real INVITEs carry 15-40).
-pub const MAX_HEADERS: usize = 64;
+/// call). Real INVITEs carry 15-40, but a response that crossed many proxies carries one
+/// Record-Route and one Via per hop, and a 200 OK refused here is a call answered that
+/// the caller never hears: so the bound is what the one-byte index of first fields
+/// holds, not what a call usually needs.
+pub const MAX_HEADERS: usize = 254;
 /// Largest message accepted: a UDP datagram's worth (RFC 3261 18.1.1 moves larger
 /// requests to TCP; the same bound keeps a TCP peer from growing our buffers forever).
 pub const MAX_MESSAGE: usize = 65_535;
