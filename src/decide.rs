@@ -615,6 +615,26 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
 /// rules' memory of the same transactions.
 const CONCURRENCY_TXN: u64 = 0x6c69_7665_6361_6c6c;
 
+/// Refuses a request whose identity fields cannot be judged, which no caller rule is
+/// the matter of (kept out of line: nearly no call takes this path).
+#[cold]
+fn refuse_identity(d: &mut Decision) {
+    let why = match d.identity.unreadable {
+        // The request breaks RFC 3325 9.1, and judging two of its asserted identities
+        // would let a third through to the core.
+        _ if d.identity.excess_asserted => "Too Many P-Asserted-Identity Values",
+        // Not judged without it: the core, or the callee's equipment, may read a number
+        // in the field that the filter cannot (a lenient parser skips an empty list
+        // element, a stray byte, blanks inside the brackets).
+        Some(HeaderName::PAssertedIdentity) => "Bad P-Asserted-Identity",
+        Some(HeaderName::PPreferredIdentity) => "Bad P-Preferred-Identity",
+        _ => "Bad Remote-Party-ID",
+    };
+    let r = Refusal { code: 400, why };
+    d.outcome = Outcome::Reject { code: r.code };
+    d.refusal = Some(r);
+}
+
 /// The caller rules alone for an initial INVITE on trunk `trunk`, as if the trunk had
 /// proven who it is (`sipfence number` asks what a number would meet on each trunk;
 /// a trunk's digest challenge says nothing about the number). Everything else is
@@ -637,32 +657,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
-    if d.identity.excess_asserted {
-        // Not a caller rule's matter: the request breaks RFC 3325 9.1, and judging two
-        // of its asserted identities would let a third through to the core.
-        let r = Refusal {
-            code: 400,
-            why: "Too Many P-Asserted-Identity Values",
-        };
-        d.outcome = Outcome::Reject { code: r.code };
-        d.refusal = Some(r);
-        return;
-    }
-    if let Some(h) = d.identity.unreadable {
-        // Not judged without it: the core, or the callee's equipment, may read a number
-        // in the field that the filter cannot (a lenient parser skips an empty list
-        // element, a stray byte, blanks inside the brackets).
-        let r = Refusal {
-            code: 400,
-            why: match h {
-                HeaderName::PAssertedIdentity => "Bad P-Asserted-Identity",
-                HeaderName::PPreferredIdentity => "Bad P-Preferred-Identity",
-                _ => "Bad Remote-Party-ID",
-            },
-        };
-        d.outcome = Outcome::Reject { code: r.code };
-        d.refusal = Some(r);
-        return;
+    if d.identity.excess_asserted || d.identity.unreadable.is_some() {
+        return refuse_identity(d);
     }
 
     // Whether rule `r` is evaluated on this trunk at all: its role's, and not off.

@@ -4,7 +4,6 @@
 use crate::decide::{Decision, Outcome, Refusal, transaction_key, unsupported_tags};
 use crate::identity::{Party, Source};
 use crate::isup;
-use crate::numbering::Bare;
 use crate::policy::auth::AuthCheck;
 use crate::policy::config::Role;
 use crate::policy::{Policy, RuleId};
@@ -273,12 +272,25 @@ fn write_global_forms(
     from_edit: FromEdit,
     edits: &mut EditList,
 ) {
-    let role = d.trunk.and_then(|t| policy.trunks.get(t)).map(|t| t.role);
-    let gateway = matches!(role, Some(Role::International | Role::Interconnect));
     let id = &d.identity;
-    if !gateway && policy.reading(d.trunk).bare != Bare::International {
+    // Nearly every call: nothing read without its '+' or in a context.
+    let odd = |p: &Option<Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
+    if ![
+        &id.from,
+        &id.asserted,
+        &id.asserted2,
+        &id.preferred,
+        &id.preferred2,
+        &id.rpid,
+        &id.rpid2,
+    ]
+    .into_iter()
+    .any(odd)
+    {
         return;
     }
+    let role = d.trunk.and_then(|t| policy.trunks.get(t)).map(|t| t.role);
+    let gateway = matches!(role, Some(Role::International | Role::Interconnect));
     let b = msg.buf();
     let presented_removed = d.rewrite_from;
     let parties = [
@@ -290,37 +302,44 @@ fn write_global_forms(
     .flatten()
     .chain(id.presented_parties().filter(|_| !presented_removed));
     for p in parties {
-        if p.user.is_empty() {
+        if p.user.is_empty() || !(p.plus_missing || p.in_context && gateway) {
             continue;
         }
-        let global = match (p.context, p.number) {
-            (Some(ctx), Ok(n)) if gateway && !policy.plan.is_domestic(&n) => {
-                context_param(b, ctx).map(|param| (param, n))
+        // The field's value that holds the URI (From's was parsed already).
+        let na = if p.source == Source::From {
+            msg.from_addr().copied()
+        } else {
+            value_of(b, &p)
+        };
+        let global = match (p.in_context, p.number, na) {
+            (true, Ok(n), Some(na)) if gateway && !policy.plan.is_domestic(&n) => {
+                uri::parse(b, na.uri)
+                    .ok()
+                    .and_then(|u| uri::phone_context(b, &u))
+                    .and_then(|ctx| context_param(b, ctx))
+                    .map(|param| (param, n))
             }
             _ => None,
         };
         if !p.plus_missing && global.is_none() {
             continue;
         }
-        let display = if p.source == Source::From {
-            msg.from_addr()
-                .filter(|_| from_edit == FromEdit::Untouched)
-                .and_then(|na| na.display)
-        } else {
-            display_of(b, &p)
-        };
-        // The display name's text, when it is the URI's number as written.
-        let display = display.and_then(|dn| {
-            let raw = dn.of(b);
-            let text = crate::identity::unquote(raw);
-            // The number starts after the quote and blanks `unquote` took off.
-            let lead = raw
-                .iter()
-                .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
-                .count();
-            let start = dn.start as usize + lead;
-            (!text.is_empty() && text == p.user.of(b)).then(|| Span::new(start, start + text.len()))
-        });
+        let display = na
+            .filter(|_| p.source != Source::From || from_edit == FromEdit::Untouched)
+            .and_then(|na| na.display)
+            // The display name's text, when it is the URI's number as written.
+            .and_then(|dn| {
+                let raw = dn.of(b);
+                let text = crate::identity::unquote(raw);
+                // The number starts after the quote and blanks `unquote` took off.
+                let lead = raw
+                    .iter()
+                    .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
+                    .count();
+                let start = dn.start as usize + lead;
+                (!text.is_empty() && text == p.user.of(b))
+                    .then(|| Span::new(start, start + text.len()))
+            });
         match global {
             Some((param, n)) => {
                 let plus = |out: &mut Vec<u8>| {
@@ -352,15 +371,15 @@ fn context_param(b: &[u8], value: Span) -> Option<Span> {
         .then(|| Span::new(start, value.end as usize))
 }
 
-/// The display name of the value of `p`'s field that holds its URI.
-fn display_of(b: &[u8], p: &Party) -> Option<Span> {
-    let mut display = None;
+/// The value of `p`'s field that holds its URI.
+fn value_of(b: &[u8], p: &Party) -> Option<addr::NameAddr> {
+    let mut value = None;
     let _ = addr::parse_list(b, p.value, |na| {
         if na.whole.start <= p.user.start && p.user.end <= na.whole.end {
-            display = na.display;
+            value = Some(na);
         }
     });
-    display
+    value
 }
 
 /// Removes every Generic Number (additional calling party number) from the IAM, in the
