@@ -241,6 +241,7 @@ pub fn rewrite(data: &[u8]) {
                         | HeaderName::From
                         | HeaderName::PPreferredIdentity
                         | HeaderName::PAssertedIdentity
+                        | HeaderName::RemotePartyId
                         | HeaderName::Other
                 )
             })
