@@ -767,9 +767,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let caller_unholdable =
         d.blank.is_some_and(NotANumber::breaks_plan) || unholdable(d.identity.asserted2);
     let presented_unholdable = role == Role::Enterprise
-        && std::iter::once(d.identity.from)
-            .chain(d.identity.presented_parties().map(Some))
-            .any(unholdable);
+        && (d.identity.display_unholdable
+            || std::iter::once(d.identity.from)
+                .chain(d.identity.presented_parties().map(Some))
+                .any(unholdable));
     if caller_unholdable || presented_unholdable {
         if !caller_unholdable {
             d.presented_hits.insert(RuleId::NumberingPlan);

@@ -12,7 +12,8 @@
 
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{
-    Bare, Class, NotANumber, Number, Plan, Reading, embedded_numbers, normalise, normalise_as,
+    Bare, Class, NotANumber, Number, Plan, Reading, as_displayed, embedded_numbers, normalise,
+    normalise_as, normalise_piece,
 };
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
@@ -88,10 +89,23 @@ pub struct CallerIdentity {
     /// that does not parse: the core or the callee's equipment may read a number in it
     /// that the filter cannot, so the request is refused rather than judged without it.
     pub unreadable: Option<HeaderName>,
-    /// A P-Asserted-Identity display name that reads as a number: shown by phones and
-    /// caller-name services like From's, so a presented number too. Of several, one
-    /// that shows another number than the asserted one.
-    pub asserted_display: Option<Number>,
+    /// A number an identity header shows beside its URI's number: a display name of a
+    /// P-Asserted-Identity, P-Preferred-Identity or Remote-Party-ID value (phones and
+    /// caller-name services show them as they show From's), or the digits of a user
+    /// part that is no number (`<sip:95588,1@x>`, `<sip:95588p1@x>`) in From, a
+    /// P-Preferred-Identity or an unasserted Remote-Party-ID. A presented number.
+    pub header_shown: Option<Number>,
+    /// The first later such number other than `header_shown`: with it, every number
+    /// shown that is not the caller's is kept whenever one is.
+    pub header_shown2: Option<Number>,
+    /// A P-Preferred-Identity or unasserted Remote-Party-ID value presents a name or
+    /// digits that are no number (`<sip:gw@carrier.example>`): presented, if not a
+    /// number, and deleted at the gateways like From presenting a name.
+    pub presents_name: bool,
+    /// From's display name is digits that no plan holds (more than any number has:
+    /// `"1391234000113812345678"`, two numbers run together): not the caller's number,
+    /// and on an enterprise trunk a presented number that breaks the plan.
+    pub display_unholdable: bool,
     /// More P-Asserted-Identity values than RFC 3325 9.1 allows (one sip or sips and
     /// one tel): a third would reach the core unjudged, so the request is refused.
     pub excess_asserted: bool,
@@ -179,15 +193,16 @@ impl CallerIdentity {
         let Some(f) = self.from else { return false };
         let asserted = self.asserted.and_then(|a| a.number());
         let user = asserted.is_some() && self.from_presents && f.number() != asserted;
-        user || self
-            .display_number
-            .is_some_and(|n| Some(n) != asserted.or(f.number()))
+        user || self.display_unholdable
+            || self
+                .display_number
+                .is_some_and(|n| Some(n) != asserted.or(f.number()))
     }
     /// A "generic number" to delete: From differs ([`Self::from_differs`]), or a
     /// P-Preferred-Identity or an unasserted Remote-Party-ID names another number than
     /// the caller's.
     pub fn presented_differs(&self) -> bool {
-        self.from_differs() || self.other_presented().is_some()
+        self.from_differs() || self.presents_name || self.other_presented().is_some()
     }
     /// The P-Preferred-Identity and unasserted Remote-Party-ID values kept.
     pub fn presented_parties(&self) -> impl Iterator<Item = Party> + use<> {
@@ -196,7 +211,8 @@ impl CallerIdentity {
             .flatten()
     }
     /// The number of a P-Preferred-Identity, else of an unasserted Remote-Party-ID, else
-    /// of a P-Asserted-Identity display name, when it is not the caller's.
+    /// one an identity header shows beside its URI's ([`Self::header_shown`]), when it
+    /// is not the caller's.
     pub fn other_presented(&self) -> Option<Number> {
         let caller = self.effective_number();
         // A loop over references: this runs for every call, and the iterator chain over
@@ -208,7 +224,10 @@ impl CallerIdentity {
                 return Some(*n);
             }
         }
-        self.asserted_display.filter(|n| Some(*n) != caller)
+        [self.header_shown, self.header_shown2]
+            .into_iter()
+            .flatten()
+            .find(|n| Some(*n) != caller)
     }
 }
 
@@ -253,6 +272,11 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     };
                     id.display_number = shown.map(|(n, _)| n);
                     id.display_embedded = shown.is_some_and(|(_, embedded)| embedded);
+                    id.display_unholdable = shown.is_none()
+                        && display.is_some_and(|r| r.is_err_and(NotANumber::breaks_plan));
+                    if let Some(n) = user_shows(b, &p, plan, r) {
+                        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+                    }
                     id.from_presents = match p.number {
                         Ok(_)
                         | Err(
@@ -272,7 +296,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     id.asserted2 = Some(p);
                     continue;
                 }
-                let read = addr::parse_list(b, h.value(), |na| {
+                let read = addr::parse_list_skip_empty(b, h.value(), |na| {
                     if id.asserted2.is_some() {
                         id.excess_asserted = true;
                         return;
@@ -285,19 +309,8 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                         r,
                         id.asserted,
                     );
-                    // The first number-like display name, unless it only shows the
-                    // asserted number itself: then a later one showing another number
-                    // (on the second value of a sip + tel pair) takes its place.
-                    // A display name that is the URI's number as written is that number.
-                    if let Some(n) = na
-                        .display
-                        .filter(|d| unquote(d.of(b)) != p.user.of(b))
-                        .and_then(|d| display_number(b, d, r.home_cc, plan, p.number.ok()))
-                        && id
-                            .asserted_display
-                            .is_none_or(|shown| Some(shown) == id.asserted.and_then(|a| a.number()))
-                    {
-                        id.asserted_display = Some(n);
+                    if let Some(n) = shown_beside(b, &na, &p, plan, r) {
+                        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
                     }
                     match id.asserted {
                         None => id.asserted = Some(p),
@@ -311,9 +324,9 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                 id.excess_asserted = true;
             }
             HeaderName::PPreferredIdentity => {
-                let read = addr::parse_list(b, h.value(), |na| {
+                let read = addr::parse_list_skip_empty(b, h.value(), |na| {
                     let p = party(b, Source::PPreferredIdentity, h.value(), &na, r);
-                    keep_presented(&mut id.preferred, &mut id.preferred2, p);
+                    presented(id, b, &na, p, plan, r);
                 });
                 note_unreadable(b, h, read, &mut id.unreadable);
             }
@@ -334,7 +347,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
     // Remote-Party-ID is the asserted identity only when no PAI is present (legacy
     // peers send one or the other) and it is screened; otherwise it is a presented one.
     for h in msg.all(HeaderName::RemotePartyId) {
-        let read = addr::parse_list(b, h.value(), |na| {
+        let read = addr::parse_list_skip_empty(b, h.value(), |na| {
             let param = |n: &[u8]| addr::header_param(b, na.params, n);
             let party_calling = param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
             if !party_calling {
@@ -350,9 +363,12 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
             if id.asserted.is_none()
                 && param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
             {
+                if let Some(n) = shown_beside(b, &na, &p, plan, r) {
+                    keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+                }
                 id.asserted = Some(p);
             } else {
-                keep_presented(&mut id.rpid, &mut id.rpid2, p);
+                presented(id, b, &na, p, plan, r);
             }
         });
         note_unreadable(b, h, read, &mut id.unreadable);
@@ -376,6 +392,61 @@ fn keep_presented(first: &mut Option<Party>, second: &mut Option<Party>, p: Part
         Some(f) if second.is_none() && f.number != p.number => *second = Some(p),
         Some(_) => {}
     }
+}
+
+/// A shown number kept, as [`keep_presented`] keeps values.
+fn keep_shown(first: &mut Option<Number>, second: &mut Option<Number>, n: Number) {
+    match first {
+        None => *first = Some(n),
+        Some(f) if second.is_none() && *f != n => *second = Some(n),
+        Some(_) => {}
+    }
+}
+
+/// A P-Preferred-Identity or unasserted Remote-Party-ID value: a presented identity,
+/// with what its display name or a user part that is no number shows.
+fn presented(
+    id: &mut CallerIdentity,
+    b: &[u8],
+    na: &NameAddr,
+    p: Party,
+    plan: &Plan,
+    r: Reading<'_>,
+) {
+    if let Some(n) = shown_beside(b, na, &p, plan, r) {
+        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+    }
+    if let Some(n) = user_shows(b, &p, plan, r) {
+        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+    }
+    if matches!(
+        p.number,
+        Err(NotANumber::NonNumeric | NotANumber::TooLong | NotANumber::Incomplete)
+    ) {
+        id.presents_name = true;
+    }
+    let (first, second) = match p.source {
+        Source::PPreferredIdentity => (&mut id.preferred, &mut id.preferred2),
+        _ => (&mut id.rpid, &mut id.rpid2),
+    };
+    keep_presented(first, second, p);
+}
+
+/// The number a value's display name shows beside its URI's, if any. One that is the
+/// URI's number as written is that number.
+fn shown_beside(b: &[u8], na: &NameAddr, p: &Party, plan: &Plan, r: Reading<'_>) -> Option<Number> {
+    na.display
+        .filter(|d| unquote(d.of(b)) != p.user.of(b))
+        .and_then(|d| display_number(b, d, r.home_cc, plan, p.number.ok()))
+}
+
+/// The number shown by a user part that is no number but holds one among other
+/// characters (`95588,1`, `95588p1`, `tel-13812345678`).
+fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>) -> Option<Number> {
+    if p.number != Err(NotANumber::NonNumeric) || p.user.is_empty() {
+        return None;
+    }
+    shown_number(p.user.of(b), r.home_cc, plan, None).map(|(n, _)| n)
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
@@ -418,6 +489,8 @@ pub fn shown_number(
     plan: &Plan,
     avoid: Option<Number>,
 ) -> Option<(Number, bool)> {
+    let mut buf = [0u8; 512];
+    let text = as_displayed(text, &mut buf);
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
     match whole {
@@ -425,35 +498,44 @@ pub fn shown_number(
         Err(NotANumber::Empty | NotANumber::Withheld) => return None,
         _ => {}
     }
-    // The pieces the plan holds (a bounded few: most digit runs are none).
-    let mut known_pieces = [(0usize, 0usize, None::<Number>); 32];
+    // The pieces the plan holds (a bounded few: most digit runs are none). Past the
+    // table, the first that is not `avoid` is kept aside, so that a text stuffed with
+    // copies of the caller's number cannot push another number out of sight.
+    let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut n = 0;
+    let mut overflow_other = None;
     embedded_numbers(text, |piece| {
-        if n < known_pieces.len()
-            && let Ok(num) = normalise(&text[piece.clone()], home_cc, None)
+        if let Ok(num) = normalise_piece(&text[piece.clone()], home_cc)
             && known(&num)
         {
-            known_pieces[n] = (piece.start, piece.end, Some(num));
-            n += 1;
+            if n < known_pieces.len() {
+                known_pieces[n] = (piece.start, piece.end, num);
+                n += 1;
+            } else if Some(num) != avoid {
+                overflow_other.get_or_insert(num);
+            }
         }
     });
     let pieces = &known_pieces[..n];
     // A piece inside a longer one the plan holds is part of that number, not one of its
     // own ("20 7123 4567" in "+44 20 7123 4567").
-    let inside = |&(s, e, _): &(usize, usize, Option<Number>)| {
+    let inside = |&(s, e, _): &(usize, usize, Number)| {
         pieces
             .iter()
             .any(|&(s2, e2, _)| s2 <= s && e <= e2 && (s2, e2) != (s, e))
     };
     let mut best: Option<((bool, usize), Number)> = None;
-    for piece in pieces.iter().filter(|p| !inside(p)) {
-        let Some(num) = piece.2 else { continue };
+    for &(_, _, num) in pieces.iter().filter(|p| !inside(p)) {
         let rank = (Some(num) != avoid, num.len());
         if best.is_none_or(|(r, _)| rank > r) {
             best = Some((rank, num));
         }
     }
-    best.map(|(_, n)| (n, true))
+    best.filter(|&((other, _), _)| other)
+        .map(|(_, n)| n)
+        .or(overflow_other)
+        .or(best.map(|(_, n)| n))
+        .map(|n| (n, true))
         .or_else(|| whole.ok().map(|n| (n, false)))
 }
 
@@ -570,7 +652,7 @@ fn read_party(
         plus_missing: false,
         in_context: false,
     };
-    let Ok(u) = uri::parse_chars_checked(b, uri_span) else {
+    let Ok(u) = uri::parse_user_anyway(b, uri_span) else {
         return p;
     };
     if !matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {

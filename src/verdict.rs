@@ -159,14 +159,20 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
                 keep_only_asserted(b, h.value(), &a, edits);
             }
         }
-        // A P-Asserted-Identity display name showing another number goes; the
-        // asserted URI stays.
-        if d.identity.asserted_display.is_some() {
+        // A P-Asserted-Identity display name showing another number goes, and so does
+        // the asserted Remote-Party-ID's; their URIs stay.
+        if d.identity.header_shown.is_some() {
             let caller = d.identity.effective_number();
             let cc = policy.plan.country();
             let r = policy.reading(d.trunk);
-            for h in msg.all(HeaderName::PAssertedIdentity) {
-                let _ = addr::parse_list(b, h.value(), |na| {
+            let fields = msg
+                .all(HeaderName::PAssertedIdentity)
+                .chain(msg.all(HeaderName::RemotePartyId))
+                .filter(|h| {
+                    h.name == HeaderName::PAssertedIdentity || Some(h.value()) == asserted_line
+                });
+            for h in fields {
+                let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
                     // Read as the identity read it: against the value's own number.
                     let (user, own) = crate::identity::uri_number(b, na.uri, r);
                     if na
@@ -219,7 +225,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
 /// `bare_numbers`) stays apart from them.
 fn keep_only_asserted(b: &[u8], value: Span, asserted: &Party, edits: &mut EditList) {
     let (mut first, mut kept, mut last) = (None, None, None);
-    let _ = addr::parse_list(b, value, |na| {
+    let _ = addr::parse_list_skip_empty(b, value, |na| {
         first.get_or_insert(na.whole);
         last = Some(na.whole);
         let holds = if asserted.user.is_empty() {
@@ -313,7 +319,7 @@ fn write_global_forms(
         };
         let global = match (p.in_context, p.number, na) {
             (true, Ok(n), Some(na)) if gateway && !policy.plan.is_domestic(&n) => {
-                uri::parse(b, na.uri)
+                uri::parse_user_anyway(b, na.uri)
                     .ok()
                     .and_then(|u| uri::phone_context(b, &u))
                     .and_then(|ctx| context_param(b, ctx))
@@ -374,7 +380,7 @@ fn context_param(b: &[u8], value: Span) -> Option<Span> {
 /// The value of `p`'s field that holds its URI.
 fn value_of(b: &[u8], p: &Party) -> Option<addr::NameAddr> {
     let mut value = None;
-    let _ = addr::parse_list(b, p.value, |na| {
+    let _ = addr::parse_list_skip_empty(b, p.value, |na| {
         if na.whole.start <= p.user.start && p.user.end <= na.whole.end {
             value = Some(na);
         }
@@ -461,7 +467,9 @@ fn rewrite_from(
     asserted: &crate::numbering::Number,
     edits: &mut EditList,
 ) {
-    let Ok(u) = uri::parse(b, na.uri) else { return };
+    let Ok(u) = uri::parse_user_anyway(b, na.uri) else {
+        return;
+    };
     let plus = |out: &mut Vec<u8>| {
         out.push(b'+');
         out.extend_from_slice(asserted.digits());

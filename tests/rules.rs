@@ -2488,8 +2488,6 @@ fn an_unreadable_identity_field_is_refused() {
         ("Remote-Party-ID", "Bad Remote-Party-ID"),
     ] {
         for value in [
-            ", <tel:+8613812345678>",
-            "<sip:+442071234567@gw.example>,, <tel:+8613812345678>",
             "< tel:+8613812345678 >",
             "<tel:+8613812345678",
             "<tel:+8613812345678>\u{1}",
@@ -2513,7 +2511,7 @@ fn an_unreadable_identity_field_is_refused() {
             }
         }
         // The refusal says why, in the response the peer gets.
-        let m = with_from(from, &format!("{field}: ,<tel:+8613812345678>\r\n"));
+        let m = with_from(from, &format!("{field}: <tel:+8613812345678\r\n"));
         let d = judge(&p, &m, "intl");
         let mut out = vec![];
         assert!(verdict::write_reject(&p, &m, &d, None, &mut out));
@@ -2521,8 +2519,28 @@ fn an_unreadable_identity_field_is_refused() {
         assert!(text.starts_with("SIP/2.0 400 "), "{text}");
         assert!(text.contains(why), "{text}");
     }
+    // Empty list elements are passed over, as lenient stacks do, and every value
+    // around them judged.
+    let d = judge(
+        &p,
+        &with_from(from, "P-Asserted-Identity: , <tel:+8613812345678>\r\n"),
+        "intl",
+    );
+    assert_eq!(rejected(&d), Some((403, "intl-domestic-caller")));
+    for value in [
+        ", <tel:+8613812345678>",
+        "<sip:+442071234567@gw.example>,, <tel:+8613812345678>",
+        "<sip:+442071234567@gw.example>, <tel:+8613812345678>,",
+    ] {
+        let m = with_from(from, &format!("{pai}P-Preferred-Identity: {value}\r\n"));
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{value}");
+        let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+        assert!(!out.contains("8613812345678"), "{out}");
+    }
     // What RFC 3325 senders write passes as before.
     for extra in [
+        format!("{pai}P-Preferred-Identity: <sip:+442071234567@gw.example>,\r\n"),
         "P-Asserted-Identity: \r\n".to_string(),
         format!("{pai}P-Asserted-Identity: \r\n"),
         "P-Asserted-Identity: <sip:+442071234567@gw.example>, <tel:+442071234567>\r\n".into(),
@@ -2607,6 +2625,12 @@ fn display_names_show_numbers_through_unicode_and_beside_others() {
         );
         assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
     }
+    // Copies of the contracted number do not push another number out of sight.
+    let stuffed = format!("{}13712345678", "13912340001 ".repeat(9));
+    assert_eq!(
+        rejected(&judge(&p, &ent(&stuffed), "ent")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
     for display in [
         "13912340001 13912340002",
         "139\u{a0}1234\u{a0}0001",
@@ -2614,6 +2638,10 @@ fn display_names_show_numbers_through_unicode_and_beside_others() {
     ] {
         assert_eq!(passes(&p, &ent(display), "ent").rule, None, "{display:?}");
     }
+    assert_eq!(
+        passes(&p, &ent(&"13912340001 ".repeat(40)), "ent").rule,
+        None
+    );
 }
 
 /// A P-Asserted-Identity display name reads numbers among words as From's does.
@@ -2777,4 +2805,231 @@ fn many_header_fields_are_read() {
     );
     let e = Message::parse(Bytes::from(s)).unwrap_err();
     assert_eq!(e.kind, sipfence::sip::ErrorKind::TooManyHeaders);
+}
+
+/// A URI whose host breaks the grammar (`sbc_01.carrier.example`, `gw:`, no host) still
+/// shows its number: it is read, judged and rewritten as any other, not taken for a
+/// caller without a number.
+#[test]
+fn a_number_behind_an_odd_host_is_read() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    for (from, want) in [
+        (
+            "<sip:+8613812345678@gw_1>",
+            "<sip:+442071234567@gw_1>;tag=ft1",
+        ),
+        (
+            "<sip:+8613812345678@gw.example:>",
+            "<sip:+442071234567@gw.example:>;tag=ft1",
+        ),
+        (
+            "<sip:110@gw_1;user=phone>",
+            "<sip:+442071234567@gw_1;user=phone>;tag=ft1",
+        ),
+    ] {
+        let m = with_from(from, pai);
+        assert_eq!(
+            String::from_utf8_lossy(&rewritten_from(&p, &m)),
+            want,
+            "{from}"
+        );
+    }
+    for extra in [
+        "P-Preferred-Identity: <sip:110@gw_1>\r\n",
+        "Remote-Party-ID: <sip:110@gw.example:>;party=calling\r\n",
+    ] {
+        let m = with_from("<sip:+442071234567@uk.example>", &format!("{pai}{extra}"));
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{extra}");
+        let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+        assert!(!out.contains("sip:110@"), "{out}");
+    }
+    let ent = with_from(
+        "<sip:+8613912340001@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+8613912340001@x>\r\nP-Preferred-Identity: <sip:13712345678@pbx_1>\r\n",
+    );
+    assert_eq!(
+        rejected(&judge(&p, &ent, "ent")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+    // A foreign caller behind an SBC whose name has an underscore is a caller.
+    let m = with_from("<sip:+442071234567@sbc_01.carrier.example>", "");
+    assert_eq!(passes(&p, &m, "intl").rule, None);
+    let m = with_from(
+        "<sip:+442071234567@sbc_01.carrier.example>",
+        "P-Asserted-Identity: <sip:+442071234567@sbc_01.carrier.example>\r\n",
+    );
+    assert_eq!(passes(&p, &m, "intl").rule, None);
+}
+
+/// Every identity header's display name is read, the asserted Remote-Party-ID's and
+/// P-Preferred-Identity's too; and a P-Preferred-Identity or unasserted
+/// Remote-Party-ID that presents a name, or digits that are no number, goes at the
+/// gateways as From presenting one does.
+#[test]
+fn every_identity_display_name_and_odd_user_part_is_read() {
+    let p = policy(
+        "[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"10.0.0.4\"]\nbare_numbers = \"international\"",
+    );
+    let from = "<sip:+442071234567@uk.example>";
+    // The asserted Remote-Party-ID's display name: removed, the value kept.
+    let m = with_from(
+        from,
+        "Remote-Party-ID: \"110\" <sip:+442071234567@uk.example>;party=calling;screen=yes\r\n",
+    );
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    assert_eq!(
+        forwarded(&p, &m, &d).value(HeaderName::RemotePartyId),
+        Some(&b"<sip:+442071234567@uk.example>;party=calling;screen=yes"[..])
+    );
+    for extra in [
+        "P-Preferred-Identity: \"95588\" <sip:gw@carrier.example>\r\n",
+        "P-Preferred-Identity: \"中国银行95588\" <sip:gw@x>\r\n",
+        "P-Preferred-Identity: \"110\" <sip:+442071234567@uk.example>\r\n",
+        "P-Preferred-Identity: <sip:gw@carrier.example>\r\n",
+        "P-Preferred-Identity: <sip:95588,1@x>\r\n",
+        "Remote-Party-ID: <sip:95588p1@x;user=phone>;party=calling;screen=no\r\n",
+    ] {
+        let m = with_from(
+            from,
+            &format!("P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n{extra}"),
+        );
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{extra}");
+        let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+        assert!(
+            !out.contains("P-Preferred-Identity") && !out.contains("Remote-Party-ID"),
+            "{out}"
+        );
+    }
+    // Enterprise: what the asserted Remote-Party-ID's display name or a From user part
+    // that is no number shows must be contracted too.
+    for (from, extra) in [
+        (
+            "<sip:+8613912340001@10.9.9.9>",
+            "Remote-Party-ID: \"13712345678\" <sip:+8613912340001@x>;party=calling;screen=yes\r\n",
+        ),
+        (
+            "<sip:13712345678,1@10.9.9.9>",
+            "P-Asserted-Identity: <sip:+8613912340001@x>\r\n",
+        ),
+    ] {
+        let d = judge(&p, &with_from(from, extra), "ent");
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{from} {extra}"
+        );
+    }
+    assert_eq!(
+        passes(
+            &p,
+            &with_from(
+                "<sip:+8613912340001@10.9.9.9>",
+                "Remote-Party-ID: \"13912340001\" <sip:+8613912340001@x>;party=calling;screen=yes\r\n"
+            ),
+            "ent"
+        )
+        .rule,
+        None
+    );
+    // A peer writing bare numbers: a display name writing them otherwise than the URI
+    // is read in the home plan, a domestic mobile, and goes.
+    let m = with_from(
+        "<sip:13812345678@10.9.9.9;user=phone>",
+        "Remote-Party-ID: \"138-1234-5678\" <sip:13812345678@10.9.9.9;user=phone>;party=calling;screen=yes\r\n",
+    );
+    let d = passes(&p, &m, "intl-bare");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::RemotePartyId),
+        Some(&b"<sip:+13812345678@10.9.9.9;user=phone>;party=calling;screen=yes"[..])
+    );
+}
+
+/// Numbers hidden in display names with quoted-pairs, a right-to-left override, other
+/// scripts' digits and digit forms, marks and invisible characters, other separators,
+/// Latin-1 bytes and control characters are read; long runs of digits before one do not
+/// hide it; two numbers run together are digits no plan holds.
+#[test]
+fn display_names_hide_no_number() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    for display in [
+        "9\\5\\5\\8\\8",
+        "Bank \u{202e}88559\u{202c}",
+        "9\u{34f}5588",
+        "9\u{fe0f}\u{20e3}5588",
+        "95\u{e0041}588",
+        "9\u{180e}5588",
+        "৯৫৫৮৮",
+        "໙໕໕໘໘",
+        "၉၅၅၈၈",
+        "⁹⁵⁵⁸⁸",
+        "⑨⑤⑤⑧⑧",
+        "🯹🯵🯵🯸🯸",
+        "9\u{301}5588",
+        "138\u{1680}1234\u{1680}5678",
+        "138\u{2022}1234\u{2022}5678",
+        "138/1234/5678",
+        "138_1234_5678",
+        "9\u{1}5588",
+        "1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 95588",
+    ] {
+        let m = with_from(
+            &format!("\"{display}\" {}", "<sip:+442071234567@uk.example>"),
+            pai,
+        );
+        assert_eq!(
+            rewritten_from(&p, &m),
+            b"<sip:+442071234567@uk.example>;tag=ft1".to_vec(),
+            "{display:?}"
+        );
+    }
+    // Latin-1 soft hyphen and middle dot bytes.
+    for raw in [&b"9\xad5588"[..], &b"138\xb71234\xb75678"[..]] {
+        let mut s = b"INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-l1\r\nFrom: \"".to_vec();
+        s.extend_from_slice(raw);
+        s.extend_from_slice(b"\" <sip:+442071234567@uk.example>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: l1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <sip:+442071234567@uk.example>\r\nContent-Length: 0\r\n\r\n");
+        let m = Message::parse(Bytes::from(s)).unwrap();
+        assert_eq!(
+            rewritten_from(&p, &m),
+            b"<sip:+442071234567@uk.example>;tag=ft1".to_vec()
+        );
+    }
+    // The caller's own number with the bracketed trunk prefix is the caller's.
+    for display in ["+44 (0)20 7123 4567", "Acme 24/7", "Flat 3, 12 High St"] {
+        let m = with_from(
+            &format!("\"{display}\" <sip:+442071234567@uk.example>"),
+            pai,
+        );
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, None, "{display:?}");
+    }
+    // Enterprise: two numbers run together are digits no plan holds.
+    for display in ["1391234000113712345678", "13912340001\u{200b}13712345678"] {
+        let m = with_from(
+            &format!("\"{display}\" <sip:+8613912340001@10.9.9.9>"),
+            "P-Asserted-Identity: <sip:+8613912340001@x>\r\n",
+        );
+        let d = judge(&p, &m, "ent");
+        assert_eq!(rejected(&d), Some((403, "numbering-plan")), "{display:?}");
+        assert!(d.presented_hits.contains(RuleId::NumberingPlan));
+    }
+}
+
+/// Two phone-contexts name two places: the number is read without one, in the home
+/// plan, and judged there.
+#[test]
+fn two_phone_contexts_are_none() {
+    let p = policy("");
+    for from in [
+        "<tel:95588;phone-context=+852;phone-context=+86>",
+        "<tel:95588;phone-context=+86;phone-context=+852>",
+    ] {
+        blocks(&p, &with_from(from, ""), "intl", 403, "intl-forged-service");
+    }
 }

@@ -4,10 +4,12 @@
 //! This is the only place that turns a user part or tel URI into a number; list files,
 //! the policy and the CLI all go through [`normalise`].
 
+mod glyph;
 pub mod plan;
 
 use std::fmt;
 
+use glyph::{INVISIBLE, unit};
 pub use plan::{Class, Classification, Flags, Plan};
 
 /// Longest number kept: 18 digits still fit the list key (see [`Number::key`]) and
@@ -15,8 +17,9 @@ pub use plan::{Class, Classification, Flags, Plan};
 pub const MAX_DIGITS: usize = 18;
 
 /// A normalised number: international digits without the '+' (e.g. `8613812345678`).
-/// Fixed-size and `Copy`, so the hot path never allocates for it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// Fixed-size and `Copy`, so the hot path never allocates for it. The default is the
+/// empty number (a placeholder: [`Number::from_digits`] makes none).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Number {
     digits: [u8; MAX_DIGITS],
     len: u8,
@@ -131,100 +134,16 @@ const WITHHELD: [&[u8]; 7] = [
     b"anonymous.invalid",
 ];
 
-/// A character that shows nothing: zero-width space and joiners, the word joiner and
-/// invisible operators, the byte order mark, the soft hyphen, bidirectional marks. A
-/// phone shows `138<U+200B>1234<U+2060>5678` as 13812345678, so a number reads through
-/// them.
-const INVISIBLE: u8 = 0xFE;
-/// Any other character outside ASCII (a whole UTF-8 sequence, or a byte that starts
-/// none): never part of a number.
-const OTHER: u8 = 0xFF;
-
-/// The next character of a caller string as the callee would read it, and the bytes it
-/// took: a URI escape (`%2B`, `%31`) is its character (RFC 3261 19.1.4: escaped and
-/// unescaped unreserved characters are the same URI), and what a screen shows as a
-/// digit, a space, a dash or a dot is that ASCII character: the full-width forms of CJK
-/// input methods, the Unicode spaces (no-break, thin, ideographic...; a Latin-1
-/// no-break space byte too) and TAB, the Unicode dashes and minus, the middle dots, and
-/// the digits of the mathematical alphabets and of the Arabic, Devanagari and Thai
-/// scripts. Invisible characters are [`INVISIBLE`]; Chinese numerals are words
-/// (一 is also "a", "one", "whole") and stay [`OTHER`].
-fn unit(b: &[u8]) -> (u8, usize) {
-    let hex = |c: u8| (c as char).to_digit(16);
-    match *b {
-        // An escaped octet is that octet, and one outside ASCII alone is no character.
-        [b'%', h, l, ..] => match (hex(h), hex(l)) {
-            (Some(h), Some(l)) => match (h * 16 + l) as u8 {
-                c if c.is_ascii() => (c, 3),
-                _ => (OTHER, 3),
-            },
-            _ => (b'%', 1),
-        },
-        [b'\t', ..] => (b' ', 1),
-        [c, ..] if c.is_ascii() => (c, 1),
-        // Full-width digits, plus, hyphen, brackets, dot; the ideographic space.
-        [0xef, 0xbc, c @ 0x90..=0x99, ..] => (c - 0x90 + b'0', 3),
-        [0xef, 0xbc, 0x8b, ..] => (b'+', 3),
-        [0xef, 0xbc, 0x8d, ..] => (b'-', 3),
-        [0xef, 0xbc, 0x88, ..] => (b'(', 3),
-        [0xef, 0xbc, 0x89, ..] => (b')', 3),
-        [0xef, 0xbc, 0x8e, ..] => (b'.', 3),
-        [0xe3, 0x80, 0x80, ..] => (b' ', 3),
-        // Spaces: no-break, en quad to hair space, narrow no-break, medium mathematical.
-        [0xc2, 0xa0, ..] => (b' ', 2),
-        [0xe2, 0x80, 0x80..=0x8a, ..] | [0xe2, 0x80, 0xaf, ..] | [0xe2, 0x81, 0x9f, ..] => {
-            (b' ', 3)
-        }
-        // Dashes (hyphen to horizontal bar), minus, small hyphen-minus.
-        [0xe2, 0x80, 0x90..=0x95, ..] | [0xe2, 0x88, 0x92, ..] | [0xef, 0xb9, 0xa3, ..] => {
-            (b'-', 3)
-        }
-        // Middle dot, hyphenation point, katakana middle dots.
-        [0xc2, 0xb7, ..] => (b'.', 2),
-        [0xe2, 0x80, 0xa7, ..] | [0xe3, 0x83, 0xbb, ..] | [0xef, 0xbd, 0xa5, ..] => (b'.', 3),
-        // Soft hyphen; zero-width space, joiners, LRM, RLM; bidi embeddings and
-        // isolates; word joiner and invisible operators; byte order mark.
-        [0xc2, 0xad, ..] => (INVISIBLE, 2),
-        [0xe2, 0x80, 0x8b..=0x8f | 0xaa..=0xae, ..]
-        | [0xe2, 0x81, 0xa0..=0xa4 | 0xa6..=0xa9, ..]
-        | [0xef, 0xbb, 0xbf, ..] => (INVISIBLE, 3),
-        // Arabic-Indic, extended Arabic-Indic, Devanagari and Thai digits.
-        [0xd9, c @ 0xa0..=0xa9, ..] => (c - 0xa0 + b'0', 2),
-        [0xdb, c @ 0xb0..=0xb9, ..] => (c - 0xb0 + b'0', 2),
-        [0xe0, 0xa5, c @ 0xa6..=0xaf, ..] => (c - 0xa6 + b'0', 3),
-        [0xe0, 0xb9, c @ 0x90..=0x99, ..] => (c - 0x90 + b'0', 3),
-        // Mathematical bold, double-struck, sans-serif and monospace digits
-        // (U+1D7CE to U+1D7FF), which look like ASCII ones.
-        [0xf0, 0x9d, 0x9f, c @ 0x8e..=0xbf, ..] => ((c - 0x8e) % 10 + b'0', 4),
-        // A Latin-1 no-break space: a lone 0xA0 byte, not inside a UTF-8 sequence.
-        [0xa0, ..] => (b' ', 1),
-        [lead, ..] => (OTHER, utf8_len(b, lead)),
-        [] => (0, 1),
-    }
-}
-
-/// Length of the UTF-8 sequence `lead` starts in `b`: 1 when it starts none (a
-/// continuation byte, or a sequence cut short), so that every byte is read once.
-fn utf8_len(b: &[u8], lead: u8) -> usize {
-    let n = match lead {
-        0xc2..=0xdf => 2,
-        0xe0..=0xef => 3,
-        0xf0..=0xf4 => 4,
-        _ => return 1,
-    };
-    if b.len() >= n && b[1..n].iter().all(|&c| c & 0xc0 == 0x80) {
-        n
-    } else {
-        1
-    }
-}
-
 /// Most digits a number written among words may hold: an IP dial prefix, `00`, a
 /// country code and a 700 number.
 const EMBEDDED_MAX_DIGITS: usize = 24;
 /// Most pieces of one text [`embedded_numbers`] offers: a display name a phone shows
-/// holds a handful, and a flood of digit groups must cost no more than this.
-pub const EMBEDDED_MAX_CANDIDATES: usize = 256;
+/// holds a handful, and a flood of digit groups must cost no more than this (more than
+/// [`EMBEDDED_MAX_VISIBLE`] characters make).
+pub const EMBEDDED_MAX_CANDIDATES: usize = 2048;
+/// Characters of a text read for numbers, not counting those that draw nothing: more
+/// than any phone shows of a caller's name.
+pub const EMBEDDED_MAX_VISIBLE: usize = 128;
 
 /// The numbers a text may show among words, as a display name does (`"Bank of China
 /// 95588"`, `"中国银行９５５８８"`, `"Tel: +86 138-1234-5678"`): every run of digit groups
@@ -244,6 +163,7 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
     let mut plus_at: Option<usize> = None;
     let mut group: Option<(usize, usize, usize)> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
+    let mut visible = 0;
     // Closes the group being read and offers every piece that ends with it.
     let mut close_group =
         |group: &mut Option<(usize, usize, usize)>, in_run: &mut usize, budget: &mut usize| {
@@ -264,8 +184,9 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
             }
         };
     let mut i = 0;
-    while i < text.len() && budget > 0 {
+    while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (c, len) = unit(&text[i..]);
+        visible += usize::from(c != INVISIBLE);
         match c {
             b'0'..=b'9' => {
                 let g = group.get_or_insert_with(|| (plus_at.take().unwrap_or(i), i, 0));
@@ -274,7 +195,7 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
                 run_open = true;
             }
             INVISIBLE => {}
-            b'-' | b'.' | b'(' | b')' | b' ' if run_open => {
+            b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run_open => {
                 close_group(&mut group, &mut in_run, &mut budget);
                 // A '+' belongs to the run's first group only.
                 plus_at = None;
@@ -289,6 +210,46 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
         i += len;
     }
     close_group(&mut group, &mut in_run, &mut budget);
+}
+
+/// `text` as a screen shows it: a right-to-left override (U+202E) draws what follows
+/// it, up to its end (U+202C, U+2069) or the text's, backwards, so `"Bank <RLO>88559"`
+/// shows `Bank 95588`. Such text is copied into `buf` with those runs reversed (at most
+/// `buf`'s length of it); any other is returned as it is.
+pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
+    const RLO: &[u8] = "\u{202e}".as_bytes();
+    const ENDS: [&[u8]; 2] = ["\u{202c}".as_bytes(), "\u{2069}".as_bytes()];
+    if !text.windows(3).any(|w| w == RLO) {
+        return text;
+    }
+    let text = &text[..text.len().min(buf.len())];
+    let mut out = 0;
+    let mut i = 0;
+    while i < text.len() {
+        if !text[i..].starts_with(RLO) {
+            buf[out] = text[i];
+            out += 1;
+            i += 1;
+            continue;
+        }
+        i += RLO.len();
+        let end = (i..text.len())
+            .find(|&j| ENDS.iter().any(|e| text[j..].starts_with(e)))
+            .unwrap_or(text.len());
+        // The run's characters, last first (each one's bytes in order).
+        let mut j = end;
+        while j > i {
+            let mut k = j - 1;
+            while k > i && text[k] & 0xc0 == 0x80 {
+                k -= 1;
+            }
+            buf[out..out + (j - k)].copy_from_slice(&text[k..j]);
+            out += j - k;
+            j = k;
+        }
+        i = end;
+    }
+    &buf[..out]
 }
 
 /// `t` with its escapes decoded, when it fits `out` (the privacy words are short).
@@ -377,6 +338,22 @@ pub fn normalise_as(
     reading: Reading<'_>,
     phone_context: Option<&[u8]>,
 ) -> Result<Number, NotANumber> {
+    read_number(raw, reading, phone_context, false)
+}
+
+/// [`normalise`] of a piece of text [`embedded_numbers`] offers: its digits, whatever
+/// the separators it offers them with (`/`, `,`, `_` and `~` too, which a user part
+/// may not write a number with).
+pub fn normalise_piece(piece: &[u8], home_cc: &[u8]) -> Result<Number, NotANumber> {
+    read_number(piece, Reading::national(home_cc), None, true)
+}
+
+fn read_number(
+    raw: &[u8],
+    reading: Reading<'_>,
+    phone_context: Option<&[u8]>,
+    text: bool,
+) -> Result<Number, NotANumber> {
     let home_cc = reading.home_cc;
     // The form asserted identities almost always take ("+8613812345678"): already
     // international, nothing to strip (a '+' number ignores any phone-context below too).
@@ -398,7 +375,16 @@ pub fn normalise_as(
                 buf[n] = c;
                 n += 1;
             }
+            // `+44 (0)20 7123 4567`: the national trunk prefix shown in brackets (ITU-T
+            // E.123) after a country code is no digit of the number.
+            b'(' if plus && n > 0 && i < raw.len() => {
+                let (zero, l0) = unit(&raw[i..]);
+                if zero == b'0' && i + l0 < raw.len() && unit(&raw[i + l0..]).0 == b')' {
+                    i += l0 + unit(&raw[i + l0..]).1;
+                }
+            }
             b'-' | b'.' | b'(' | b')' | b' ' | INVISIBLE => {}
+            b',' | b'/' | b'_' | b'~' if text => {}
             b'+' if n == 0 && !plus => plus = true,
             _ => {
                 let t = super::sip::lex::trim(raw);
@@ -647,9 +633,46 @@ mod tests {
             ["13812345678", "13912345678", "13812345678 13912345678"]
         );
         assert_eq!(e("报警110 1号"), ["110", "110 1"]);
-        // A flood of groups costs a bounded number of pieces.
+        // A flood of groups costs a bounded number of pieces: the text is read as far
+        // as a phone shows it.
         let flood = "1 ".repeat(50_000);
-        assert_eq!(e(&flood).len(), EMBEDDED_MAX_CANDIDATES);
+        assert!(e(&flood).len() < EMBEDDED_MAX_CANDIDATES);
+        let after = |n: usize| format!("{}95588", "1 ".repeat(n));
+        assert!(e(&after(40)).contains(&"95588".to_string()));
+        assert!(!e(&after(80)).contains(&"95588".to_string()));
+        // Invisible characters do not count against it.
+        let hidden = format!("{}95588", "\u{200b}".repeat(500));
+        assert_eq!(e(&hidden), ["95588"]);
+        // What the text offers is read with the separators it wrote.
+        assert_eq!(
+            e("95588,1 / 13812345678_2"),
+            [
+                "95588",
+                "95588,1",
+                "13812345678",
+                "1 / 13812345678",
+                "95588,1 / 13812345678",
+                "13812345678_2",
+                "1 / 13812345678_2",
+                "95588,1 / 13812345678_2"
+            ]
+        );
+        assert_eq!(
+            normalise_piece("138/1234_5678".as_bytes(), b"86").map(|n| n.e164()),
+            Ok("+8613812345678".to_string())
+        );
+        assert_eq!(n("138/1234_5678"), Err(NotANumber::NonNumeric));
+        // A right-to-left override shows its run backwards.
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            as_displayed("Bank \u{202e}88559\u{202c} ok".as_bytes(), &mut buf),
+            "Bank 95588\u{202c} ok".as_bytes()
+        );
+        assert_eq!(as_displayed(b"plain", &mut buf), b"plain");
+        // The bracketed trunk prefix after a country code (E.123) is not dialled.
+        assert_eq!(n("+44 (0)20 7123 4567"), Ok("+442071234567".to_string()));
+        assert_eq!(n("+86 (0)10 5555 0100"), Ok("+861055550100".to_string()));
+        assert_eq!(n("+86 (010) 5555 0100"), Ok("+8601055550100".to_string()));
         // What a screen shows as spaces, dashes and dots separates; what it does not
         // show at all is read through.
         for t in [

@@ -164,6 +164,34 @@ pub fn parse_list(b: &[u8], v: Span, mut f: impl FnMut(NameAddr)) -> Result<(), 
     }
 }
 
+/// [`parse_list`] that passes over empty elements (`, <a>`, `<a>,, <b>`, `<a>,`):
+/// RFC 3261's grammar has none, but lenient stacks write them and read the values
+/// around them, so the identity headers are read the same way: every value is judged.
+pub fn parse_list_skip_empty(
+    b: &[u8],
+    v: Span,
+    mut f: impl FnMut(NameAddr),
+) -> Result<(), AddrError> {
+    let end = v.end as usize;
+    let mut i = v.start as usize;
+    loop {
+        let j = skip_lws(&b[..end], i);
+        if j >= end {
+            return Ok(());
+        }
+        if b[j] == b',' {
+            i = j + 1;
+            continue;
+        }
+        let (na, next) = parse_one(b, j, end)?;
+        f(na);
+        if next >= end {
+            return Ok(());
+        }
+        i = next + 1;
+    }
+}
+
 /// Exactly one value (From, To).
 pub fn parse_single(b: &[u8], v: Span) -> Result<NameAddr, AddrError> {
     let end = v.end as usize;

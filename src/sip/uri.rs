@@ -194,20 +194,54 @@ pub fn user_number(b: &[u8], user: Span) -> Span {
     }
 }
 
-/// `phone-context` of a tel URI or of a telephone-subscriber user part.
+/// `phone-context` of a tel URI or of a telephone-subscriber user part. Two of them say
+/// two places: which one the next element reads is not known, so the number has none
+/// (and is read where a number without one is: the home plan, on the safe side).
 pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
-    match u.scheme {
-        Scheme::Tel => param(b, u.params, b"phone-context"),
+    let params = match u.scheme {
+        Scheme::Tel => u.params,
         _ => {
             let user = u.user?;
             let semi = user.of(b).iter().position(|&c| c == b';')?;
-            param(
-                b,
-                Span::new(user.start as usize + semi + 1, user.end as usize),
-                b"phone-context",
-            )
+            Span::new(user.start as usize + semi + 1, user.end as usize)
         }
+    };
+    let ctx = param(b, params, b"phone-context")?;
+    let after = Span::new(ctx.end as usize, params.end as usize);
+    param(b, after, b"phone-context").is_none().then_some(ctx)
+}
+
+/// [`parse_chars_checked`], or, for a sip or sips URI whose host or port breaks the
+/// grammar (`sbc_01.carrier.example`, `gw:`, no host at all), its user part and
+/// parameters all the same: the number in it reaches the callee whatever the host, so
+/// an identity reads it rather than take the URI for one without a number.
+pub fn parse_user_anyway(b: &[u8], s: Span) -> Result<Uri, BadUri> {
+    let strict = parse_chars_checked(b, s);
+    if strict.is_ok() {
+        return strict;
     }
+    let (start, end) = (s.start as usize, s.end as usize);
+    let colon = find(b, start, end, b':').ok_or(BadUri)?;
+    let scheme = match &b[start..colon] {
+        x if x.eq_ignore_ascii_case(b"sip") => Scheme::Sip,
+        x if x.eq_ignore_ascii_case(b"sips") => Scheme::Sips,
+        _ => return strict,
+    };
+    let rest = colon + 1;
+    let at = find(b, rest, end, b'@').ok_or(BadUri)?;
+    let q = find(b, at, end, b'?');
+    let params_end = q.unwrap_or(end);
+    let semi = find(b, at, params_end, b';');
+    Ok(Uri {
+        scheme,
+        user: Some(Span::new(rest, find(b, rest, at, b':').unwrap_or(at))),
+        host: Span::new(at + 1, semi.unwrap_or(params_end)),
+        port: None,
+        params: semi.map_or(Span::new(params_end, params_end), |s| {
+            Span::new(s + 1, params_end)
+        }),
+        headers: q.map(|q| Span::new(q + 1, end)),
+    })
 }
 
 /// Whether a header value starts like a URI (scheme followed by ':').
