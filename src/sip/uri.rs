@@ -197,6 +197,7 @@ pub fn user_number(b: &[u8], user: Span) -> Span {
 /// `phone-context` of a tel URI or of a telephone-subscriber user part. Two of them say
 /// two places: which one the next element reads is not known, so the number has none
 /// (and is read where a number without one is: the home plan, on the safe side).
+#[inline]
 pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
     let params = match u.scheme {
         Scheme::Tel => u.params,
@@ -215,17 +216,19 @@ pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
 /// grammar (`sbc_01.carrier.example`, `gw:`, no host at all), its user part and
 /// parameters all the same: the number in it reaches the callee whatever the host, so
 /// an identity reads it rather than take the URI for one without a number.
+#[inline]
 pub fn parse_user_anyway(b: &[u8], s: Span) -> Result<Uri, BadUri> {
-    let strict = parse_chars_checked(b, s);
-    if strict.is_ok() {
-        return strict;
-    }
+    parse_chars_checked(b, s).or_else(|_| user_anyway(b, s))
+}
+
+#[cold]
+fn user_anyway(b: &[u8], s: Span) -> Result<Uri, BadUri> {
     let (start, end) = (s.start as usize, s.end as usize);
     let colon = find(b, start, end, b':').ok_or(BadUri)?;
     let scheme = match &b[start..colon] {
         x if x.eq_ignore_ascii_case(b"sip") => Scheme::Sip,
         x if x.eq_ignore_ascii_case(b"sips") => Scheme::Sips,
-        _ => return strict,
+        _ => return Err(BadUri),
     };
     let rest = colon + 1;
     let at = find(b, rest, end, b'@').ok_or(BadUri)?;
