@@ -13,7 +13,7 @@
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{
     Bare, Class, NotANumber, Number, Plan, Reading, as_displayed, embedded_numbers, normalise,
-    normalise_as, normalise_piece,
+    normalise_as,
 };
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
@@ -504,8 +504,8 @@ pub fn shown_number(
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut n = 0;
     let mut overflow_other = None;
-    embedded_numbers(text, |piece| {
-        if let Ok(num) = normalise_piece(&text[piece.clone()], home_cc)
+    embedded_numbers(text, |piece, digits| {
+        if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
         {
             if n < known_pieces.len() {

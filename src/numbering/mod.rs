@@ -142,8 +142,10 @@ const EMBEDDED_MAX_DIGITS: usize = 24;
 /// [`EMBEDDED_MAX_VISIBLE`] characters make).
 pub const EMBEDDED_MAX_CANDIDATES: usize = 2048;
 /// Characters of a text read for numbers, not counting those that draw nothing: more
-/// than any phone shows of a caller's name.
-pub const EMBEDDED_MAX_VISIBLE: usize = 128;
+/// than a phone shows of a caller's name (an incoming-call screen shows 20 to 30). The
+/// bound keeps a display name of digit soup to about 430 pieces (some 260k
+/// instructions, against 40k for a whole call).
+pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 
 /// The numbers a text may show among words, as a display name does (`"Bank of China
 /// 95588"`, `"中国银行９５５８８"`, `"Tel: +86 138-1234-5678"`): every run of digit groups
@@ -154,62 +156,142 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 128;
 /// the text shows is for the caller of this to judge against a plan. `each` gets the
 /// pieces as written, in text order of their ends, at most
 /// [`EMBEDDED_MAX_CANDIDATES`] of them, as ranges of `text`.
-pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>)) {
-    // The run's groups, as (start, end after the last digit, digits); a number holds at
-    // most EMBEDDED_MAX_DIGITS of them, so the last that many are all a piece can span.
-    let mut groups = [(0usize, 0usize, 0usize); EMBEDDED_MAX_DIGITS];
-    let mut in_run = 0usize;
-    let mut run_open = false;
-    let mut plus_at: Option<usize> = None;
-    let mut group: Option<(usize, usize, usize)> = None;
+pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>, &[u8])) {
+    let mut run = Run::default();
+    let mut group: Option<Group> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
     let mut visible = 0;
-    // Closes the group being read and offers every piece that ends with it.
-    let mut close_group =
-        |group: &mut Option<(usize, usize, usize)>, in_run: &mut usize, budget: &mut usize| {
-            let Some(g) = group.take() else { return };
-            groups[*in_run % EMBEDDED_MAX_DIGITS] = g;
-            *in_run += 1;
-            let mut digits = 0;
-            for k in 0..(*in_run).min(EMBEDDED_MAX_DIGITS) {
-                let (start, _, n) = groups[(*in_run - 1 - k) % EMBEDDED_MAX_DIGITS];
-                digits += n;
-                if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
-                    break;
-                }
-                if digits >= 3 {
-                    each(start..g.1);
-                    *budget -= 1;
-                }
-            }
-        };
+    // The last character drawn before the group being read, and whether the run
+    // started with a '+'.
+    let mut before = 0u8;
+    let mut plus_at: Option<usize> = None;
     let mut i = 0;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (c, len) = unit(&text[i..]);
-        visible += usize::from(c != INVISIBLE);
+        if c == INVISIBLE {
+            i += len;
+            continue;
+        }
+        visible += 1;
         match c {
             b'0'..=b'9' => {
-                let g = group.get_or_insert_with(|| (plus_at.take().unwrap_or(i), i, 0));
-                g.1 = i + len;
-                g.2 += 1;
-                run_open = true;
+                let g = group.get_or_insert_with(|| Group {
+                    plus: plus_at.is_some(),
+                    start: plus_at.take().unwrap_or(i),
+                    after_paren: before == b'(',
+                    ..Group::default()
+                });
+                g.end = i + len;
+                g.push(c);
+                run.open = true;
             }
-            INVISIBLE => {}
-            b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run_open => {
-                close_group(&mut group, &mut in_run, &mut budget);
-                // A '+' belongs to the run's first group only.
+            b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
+                if let Some(g) = group.take() {
+                    run.close(g, c == b')', &mut budget, &mut each);
+                }
                 plus_at = None;
             }
             _ => {
-                close_group(&mut group, &mut in_run, &mut budget);
-                in_run = 0;
-                run_open = c == b'+';
-                plus_at = run_open.then_some(i);
+                if let Some(g) = group.take() {
+                    run.close(g, false, &mut budget, &mut each);
+                }
+                run = Run::default();
+                run.open = c == b'+';
+                plus_at = run.open.then_some(i);
             }
         }
+        before = c;
         i += len;
     }
-    close_group(&mut group, &mut in_run, &mut budget);
+    if let Some(g) = group.take() {
+        run.close(g, false, &mut budget, &mut each);
+    }
+}
+
+/// One group of digits in a run, as written (its digits, at most a piece's worth).
+#[derive(Clone, Copy, Default)]
+struct Group {
+    start: usize,
+    end: usize,
+    digits: [u8; EMBEDDED_MAX_DIGITS],
+    n: usize,
+    /// The run's first group, after a '+'.
+    plus: bool,
+    after_paren: bool,
+    /// `(0)` after a '+' country code: the trunk prefix E.123 shows, dialled nowhere.
+    trunk_zero: bool,
+}
+
+impl Group {
+    fn push(&mut self, d: u8) {
+        if let Some(slot) = self.digits.get_mut(self.n) {
+            *slot = d;
+        }
+        self.n += 1;
+    }
+    /// The digits it adds to a piece that spans it.
+    fn digits(&self) -> &[u8] {
+        if self.trunk_zero {
+            &[]
+        } else {
+            &self.digits[..self.n.min(EMBEDDED_MAX_DIGITS)]
+        }
+    }
+}
+
+/// The groups of the run being read: the last EMBEDDED_MAX_DIGITS of them are all a
+/// piece can span, since each holds a digit.
+#[derive(Default)]
+struct Run {
+    groups: [Group; EMBEDDED_MAX_DIGITS],
+    len: usize,
+    open: bool,
+}
+
+impl Run {
+    /// Adds `g` (closed by a ')' or not) and offers every piece that ends with it.
+    fn close(
+        &mut self,
+        mut g: Group,
+        paren_closed: bool,
+        budget: &mut usize,
+        each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
+    ) {
+        let prev_plus = self.len == 1 && self.groups[0].plus;
+        g.trunk_zero = prev_plus && g.after_paren && paren_closed && g.digits() == b"0";
+        self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
+        self.len += 1;
+        // The pieces ending here, shortest first: each takes the group before the last
+        // one's digits in front of them, so they are written back to front, once.
+        let mut buf = [0u8; EMBEDDED_MAX_DIGITS + 1];
+        let mut pos = buf.len();
+        let mut digits = 0;
+        for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
+            let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
+            digits += head.n;
+            if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
+                break;
+            }
+            let d = head.digits();
+            for (to, from) in buf[pos - d.len()..pos].iter_mut().zip(d) {
+                *to = *from;
+            }
+            pos -= d.len();
+            if digits < 3 || head.trunk_zero {
+                continue;
+            }
+            // At most EMBEDDED_MAX_DIGITS digits are written: a byte is left for the '+'
+            // of the run's first group, which has no group before it.
+            let piece = if head.plus {
+                buf[pos - 1] = b'+';
+                &buf[pos - 1..]
+            } else {
+                &buf[pos..]
+            };
+            each(head.start..g.end, piece);
+            *budget -= 1;
+        }
+    }
 }
 
 /// `text` as a screen shows it: a right-to-left override (U+202E) draws what follows
@@ -338,21 +420,13 @@ pub fn normalise_as(
     reading: Reading<'_>,
     phone_context: Option<&[u8]>,
 ) -> Result<Number, NotANumber> {
-    read_number(raw, reading, phone_context, false)
-}
-
-/// [`normalise`] of a piece of text [`embedded_numbers`] offers: its digits, whatever
-/// the separators it offers them with (`/`, `,`, `_` and `~` too, which a user part
-/// may not write a number with).
-pub fn normalise_piece(piece: &[u8], home_cc: &[u8]) -> Result<Number, NotANumber> {
-    read_number(piece, Reading::national(home_cc), None, true)
+    read_number(raw, reading, phone_context)
 }
 
 fn read_number(
     raw: &[u8],
     reading: Reading<'_>,
     phone_context: Option<&[u8]>,
-    text: bool,
 ) -> Result<Number, NotANumber> {
     let home_cc = reading.home_cc;
     // The form asserted identities almost always take ("+8613812345678"): already
@@ -364,6 +438,12 @@ fn read_number(
     let mut n = 0usize;
     let mut plus = false;
     let mut i = 0;
+    // Bare digits (a national number, a piece of a display name): nothing to take out.
+    if !raw.is_empty() && raw.len() <= buf.len() && raw.iter().all(u8::is_ascii_digit) {
+        buf[..raw.len()].copy_from_slice(raw);
+        n = raw.len();
+        i = raw.len();
+    }
     while i < raw.len() {
         let (c, len) = unit(&raw[i..]);
         i += len;
@@ -384,7 +464,6 @@ fn read_number(
                 }
             }
             b'-' | b'.' | b'(' | b')' | b' ' | INVISIBLE => {}
-            b',' | b'/' | b'_' | b'~' if text => {}
             b'+' if n == 0 && !plus => plus = true,
             _ => {
                 let t = super::sip::lex::trim(raw);
@@ -604,7 +683,7 @@ mod tests {
         // Numbers inside words, as display names show them: every piece, in order.
         let e = |t: &str| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), |r| v.push(t[r].to_string()));
+            embedded_numbers(t.as_bytes(), |r, _| v.push(t[r].to_string()));
             v
         };
         assert_eq!(e("Bank of China 95588"), ["95588"]);
@@ -638,8 +717,8 @@ mod tests {
         let flood = "1 ".repeat(50_000);
         assert!(e(&flood).len() < EMBEDDED_MAX_CANDIDATES);
         let after = |n: usize| format!("{}95588", "1 ".repeat(n));
-        assert!(e(&after(40)).contains(&"95588".to_string()));
-        assert!(!e(&after(80)).contains(&"95588".to_string()));
+        assert!(e(&after(25)).contains(&"95588".to_string()));
+        assert!(!e(&after(40)).contains(&"95588".to_string()));
         // Invisible characters do not count against it.
         let hidden = format!("{}95588", "\u{200b}".repeat(500));
         assert_eq!(e(&hidden), ["95588"]);
@@ -657,11 +736,21 @@ mod tests {
                 "95588,1 / 13812345678_2"
             ]
         );
-        assert_eq!(
-            normalise_piece("138/1234_5678".as_bytes(), b"86").map(|n| n.e164()),
-            Ok("+8613812345678".to_string())
-        );
+        // Each piece comes with its digits, whatever it was written with; a bracketed
+        // trunk prefix after a country code (E.123) is none of them.
+        let digits = |t: &str| {
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), |_, d| {
+                v.push(String::from_utf8_lossy(d).into_owned())
+            });
+            v
+        };
+        assert!(digits("x 138/1234_5678").contains(&"13812345678".to_string()));
         assert_eq!(n("138/1234_5678"), Err(NotANumber::NonNumeric));
+        let uk = digits("Tel +44 (0)20 7123 4567");
+        assert!(uk.contains(&"+442071234567".to_string()), "{uk:?}");
+        assert!(!uk.iter().any(|d| d.starts_with("020")), "{uk:?}");
+        assert!(digits("ext (0)20 7123 4567").contains(&"02071234567".to_string()));
         // A right-to-left override shows its run backwards.
         let mut buf = [0u8; 512];
         assert_eq!(
