@@ -13,7 +13,7 @@
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{
     Bare, Class, NotANumber, Number, Plan, Reading, as_displayed, embedded_numbers, normalise,
-    normalise_as,
+    normalise_as, rtl_words,
 };
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
@@ -99,8 +99,9 @@ pub struct CallerIdentity {
     /// shown that is not the caller's is kept whenever one is.
     pub header_shown2: Option<Number>,
     /// A P-Preferred-Identity or unasserted Remote-Party-ID value presents a name or
-    /// digits that are no number (`<sip:gw@carrier.example>`): presented, if not a
-    /// number, and deleted at the gateways like From presenting a name.
+    /// digits that are no number (`<sip:gw@carrier.example>`), or a Remote-Party-ID
+    /// names the called party: presented, if not a number, and deleted at the gateways
+    /// like From presenting a name.
     pub presents_name: bool,
     /// From's display name is digits that no plan holds (more than any number has:
     /// `"1391234000113812345678"`, two numbers run together): not the caller's number,
@@ -349,8 +350,11 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
     for h in msg.all(HeaderName::RemotePartyId) {
         let read = addr::parse_list_skip_empty(b, h.value(), |na| {
             let param = |n: &[u8]| addr::header_param(b, na.params, n);
-            let party_calling = param(b"party").is_none_or(|v| v.eq_ignore_ascii_case(b"calling"));
-            if !party_calling {
+            // Anything but `party=called` (quoted or not) names the caller: equipment that
+            // reads Remote-Party-ID takes the first one whatever it says. A called-party
+            // value in a request is no caller, but has no place beyond the gateway.
+            if param(b"party").is_some_and(|v| unquote(v).eq_ignore_ascii_case(b"called")) {
+                id.presents_name = true;
                 return;
             }
             if param(b"privacy")
@@ -481,8 +485,8 @@ pub fn display_number(
 /// All of the text, when it is a number the plan holds. Else the best of the pieces
 /// [`embedded_numbers`] finds that the plan holds ("Room 1203" shows none): one other
 /// than `avoid` (the URI's own number) first, so that a second number beside the
-/// caller's is judged, then the longest, then the first. Else all of the text when it
-/// reads as digits at all (the rules judge what the plan makes of them).
+/// caller's is judged, then the longest, then the first. Digits the plan does not hold
+/// show no number (a date, a reference).
 pub fn shown_number(
     text: &[u8],
     home_cc: &[u8],
@@ -491,10 +495,35 @@ pub fn shown_number(
 ) -> Option<(Number, bool)> {
     let mut buf = [0u8; 512];
     let text = as_displayed(text, &mut buf);
+    let logical = read_shown(text, home_cc, plan, avoid);
+    let other = |r: &Option<(Number, bool)>| r.is_some_and(|(n, _)| Some(n) != avoid);
+    if other(&logical) {
+        return logical;
+    }
+    // In a right-to-left paragraph the words stand in the other order on the screen.
+    let mut rbuf = [0u8; 512];
+    match rtl_words(text, &mut rbuf) {
+        Some(visual) => {
+            let visual = read_shown(visual, home_cc, plan, avoid);
+            if other(&visual) { visual } else { logical }
+        }
+        None => logical,
+    }
+}
+
+/// [`shown_number`] of a text in the order it is drawn.
+fn read_shown(
+    text: &[u8],
+    home_cc: &[u8],
+    plan: &Plan,
+    avoid: Option<Number>,
+) -> Option<(Number, bool)> {
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
     match whole {
-        Ok(n) if known(&n) => return Some((n, false)),
+        // A subscriber's number; a short one (`110`, and `1.10`, a price) is left to
+        // the pieces, which tell a short code from digits that merely add up to one.
+        Ok(n) if n.len() >= 9 && known(&n) => return Some((n, false)),
         Err(NotANumber::Empty | NotANumber::Withheld) => return None,
         _ => {}
     }
@@ -531,12 +560,12 @@ pub fn shown_number(
             best = Some((rank, num));
         }
     }
+    // Digits the plan does not hold (a date, an order number) show no number.
     best.filter(|&((other, _), _)| other)
         .map(|(_, n)| n)
         .or(overflow_other)
         .or(best.map(|(_, n)| n))
         .map(|n| (n, true))
-        .or_else(|| whole.ok().map(|n| (n, false)))
 }
 
 /// A display name's text: quotes off, blanks trimmed.

@@ -3033,3 +3033,100 @@ fn two_phone_contexts_are_none() {
         blocks(&p, &with_from(from, ""), "intl", 403, "intl-forged-service");
     }
 }
+
+/// QA pass 9: right-to-left paragraphs, Remote-Party-ID's `party` written otherwise,
+/// marks and fillers of every script, bidi controls in bulk, GBK bytes: none hides a
+/// number; dates, prices and versions show none.
+#[test]
+fn display_names_as_drawn_and_not_misread() {
+    let p = policy("");
+    let uk = "<sip:+442071234567@uk.example>";
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    for display in [
+        "\u{200f}588 95 中国银行".to_string(),
+        "בנק 588 95".to_string(),
+        "9\u{302a}5588".to_string(),
+        "9\u{64b}5588".to_string(),
+        "95\u{80}588".to_string(),
+        "a\u{115f}\u{115f}\u{115f}95588".to_string(),
+        format!("a{}95588", "\u{115f}".repeat(200)),
+        format!("{}95588", "\u{202e}\u{202c}".repeat(90)),
+        format!("{}88559", "\u{202e}".repeat(180)),
+        "Bank 95 588".to_string(),
+        "Police 1 1 0".to_string(),
+    ] {
+        let m = with_from(&format!("\"{display}\" {uk}"), pai);
+        assert_eq!(
+            rewritten_from(&p, &m),
+            b"<sip:+442071234567@uk.example>;tag=ft1".to_vec(),
+            "{display:?}"
+        );
+    }
+    // GBK full-width digits.
+    let mut s = b"INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-g1\r\nFrom: \"\xa3\xb9\xa3\xb5\xa3\xb5\xa3\xb8\xa3\xb8\" <sip:+442071234567@uk.example>;tag=ft1\r\n".to_vec();
+    s.extend_from_slice(b"To: <sip:4008001234@10.0.0.100>\r\nCall-ID: g1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <sip:+442071234567@uk.example>\r\nContent-Length: 0\r\n\r\n");
+    let m = Message::parse(Bytes::from(s)).unwrap();
+    assert_eq!(
+        rewritten_from(&p, &m),
+        b"<sip:+442071234567@uk.example>;tag=ft1".to_vec()
+    );
+    // Remote-Party-ID: `party="calling"`, an unknown party, no value: the caller; a
+    // called party goes at the gateway.
+    for rpid in [
+        "\"110\" <sip:110@uk.example>;party=\"calling\";screen=no",
+        "\"110\" <sip:110@uk.example>;party=x;screen=no",
+        "<sip:110@uk.example>;party",
+        "<sip:110@uk.example>;party=called",
+    ] {
+        let m = with_from(uk, &format!("{pai}Remote-Party-ID: {rpid}\r\n"));
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{rpid}");
+        let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+        assert!(!out.contains("Remote-Party-ID"), "{out}");
+    }
+    let ent = |from: &str, extra: &str| {
+        judge(
+            &p,
+            &with_from(
+                &format!("{from} <sip:+8613912340001@pbx.example>"),
+                &format!("P-Asserted-Identity: <sip:+8613912340001@pbx.example>\r\n{extra}"),
+            ),
+            "ent",
+        )
+    };
+    assert_eq!(
+        rejected(&ent(
+            "",
+            "Remote-Party-ID: <sip:95588@pbx.example>;party=\"calling\";screen=no\r\n"
+        )),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+    // A called party is no caller on an enterprise trunk.
+    assert_eq!(
+        rejected(&ent(
+            "",
+            "Remote-Party-ID: <sip:+8675512345678@core>;party=called\r\n"
+        )),
+        None
+    );
+    // Dates, prices, versions and codes in an enterprise caller's name show no number.
+    for display in [
+        "HK$95,588",
+        "CNY 95,588",
+        "Invoice 2024-01-10",
+        "2024.10.01",
+        "Sale 1/10",
+        "1.10",
+        "Room 1-10",
+        "Meeting 12/3/15",
+        "v1.2.3.4.5",
+        "Model 12-345",
+        "Q1 2024",
+    ] {
+        let d = ent(&format!("\"{display}\""), "");
+        assert_eq!(rejected(&d), None, "{display:?}: {d:?}");
+    }
+    // The caller's own number after `00` and a bracketed trunk prefix.
+    let m = with_from(&format!("\"0044 (0)20 7123 4567\" {uk}"), pai);
+    assert_eq!(passes(&p, &m, "intl").rule, None);
+}

@@ -165,6 +165,8 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
     // started with a '+'.
     let mut before = 0u8;
     let mut plus_at: Option<usize> = None;
+    // Only white space between the last group and the next.
+    let mut gap_spaced = true;
     let mut i = 0;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (c, len) = unit(&text[i..]);
@@ -179,6 +181,7 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
                     plus: plus_at.is_some(),
                     start: plus_at.take().unwrap_or(i),
                     after_paren: before == b'(',
+                    spaced: gap_spaced,
                     ..Group::default()
                 });
                 g.end = i + len;
@@ -188,7 +191,9 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(g) = group.take() {
                     run.close(g, c == b')', &mut budget, &mut each);
+                    gap_spaced = true;
                 }
+                gap_spaced &= c == b' ';
                 plus_at = None;
             }
             _ => {
@@ -218,7 +223,10 @@ struct Group {
     /// The run's first group, after a '+'.
     plus: bool,
     after_paren: bool,
-    /// `(0)` after a '+' country code: the trunk prefix E.123 shows, dialled nowhere.
+    /// Joined to the group before it by white space only.
+    spaced: bool,
+    /// `(0)` after a '+' or `00` country code: the trunk prefix E.123 shows, dialled
+    /// nowhere.
     trunk_zero: bool,
 }
 
@@ -257,8 +265,9 @@ impl Run {
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
     ) {
-        let prev_plus = self.len == 1 && self.groups[0].plus;
-        g.trunk_zero = prev_plus && g.after_paren && paren_closed && g.digits() == b"0";
+        let country =
+            self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
+        g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
         self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
         self.len += 1;
         // The pieces ending here, shortest first: each takes the group before the last
@@ -266,8 +275,15 @@ impl Run {
         let mut buf = [0u8; EMBEDDED_MAX_DIGITS + 1];
         let mut pos = buf.len();
         let mut digits = 0;
+        // Whether the groups after the head are joined by white space alone, and all
+        // hold one digit.
+        let (mut spaced, mut single) = (true, true);
         for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
+            if k > 0 {
+                spaced &= self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS].spaced;
+            }
             let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
+            single &= head.n == 1;
             digits += head.n;
             if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
                 break;
@@ -277,7 +293,12 @@ impl Run {
                 *to = *from;
             }
             pos -= d.len();
-            if digits < 3 || head.trunk_zero {
+            // Several groups make a subscriber's number (7 digits and more), or a short
+            // one written with spaces ("95 588", "1 1 0"); not a date, a price or a
+            // version ("2024-01-10", "95,588", "1/10", "v1.2.3"), nor a short code after
+            // a stray digit ("Q1 2024").
+            let short_ok = spaced && (single || head.n >= 2);
+            if digits < 3 || head.trunk_zero || (k > 0 && digits < 7 && !short_ok) {
                 continue;
             }
             // At most EMBEDDED_MAX_DIGITS digits are written: a byte is left for the '+'
@@ -304,34 +325,87 @@ pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
     if !text.windows(3).any(|w| w == RLO) {
         return text;
     }
-    let text = &text[..text.len().min(buf.len())];
+    // The override characters themselves draw nothing and are not copied, so that any
+    // number of them cannot push a number out of `buf`.
+    let bidi = |t: &[u8]| t.starts_with(RLO) || ENDS.iter().any(|e| t.starts_with(e));
     let mut out = 0;
+    let mut push = |bytes: &[u8], out: &mut usize| {
+        let n = bytes.len().min(buf.len() - *out);
+        buf[*out..*out + n].copy_from_slice(&bytes[..n]);
+        *out += n;
+    };
     let mut i = 0;
-    while i < text.len() {
+    while i < text.len() && out < 512 {
         if !text[i..].starts_with(RLO) {
-            buf[out] = text[i];
-            out += 1;
-            i += 1;
+            if bidi(&text[i..]) {
+                i += 3;
+            } else {
+                push(&text[i..i + 1], &mut out);
+                i += 1;
+            }
             continue;
         }
         i += RLO.len();
         let end = (i..text.len())
             .find(|&j| ENDS.iter().any(|e| text[j..].starts_with(e)))
             .unwrap_or(text.len());
-        // The run's characters, last first (each one's bytes in order).
+        // The run's characters, last first (each one's bytes in order), its own
+        // override characters left out.
         let mut j = end;
-        while j > i {
+        while j > i && out < 512 {
             let mut k = j - 1;
             while k > i && text[k] & 0xc0 == 0x80 {
                 k -= 1;
             }
-            buf[out..out + (j - k)].copy_from_slice(&text[k..j]);
-            out += j - k;
+            if !bidi(&text[k..j]) {
+                push(&text[k..j], &mut out);
+            }
             j = k;
         }
         i = end;
     }
     &buf[..out]
+}
+
+/// `text` with its space-separated words in the other order, when it is a right-to-left
+/// paragraph (its first strong character is Hebrew, Arabic or another right-to-left
+/// script, or a right-to-left mark): the Unicode bidirectional algorithm lays such a
+/// paragraph out from the right, each run of digits or of left-to-right letters kept in
+/// its own order, so `"<RLM>588 95 中国银行"` shows `中国银行 95 588`. (Digits joined by
+/// `-`, `.`, `/` or `,` stay one run, as the algorithm keeps them.) `None` for a
+/// left-to-right text.
+pub fn rtl_words<'a>(text: &[u8], buf: &'a mut [u8; 512]) -> Option<&'a [u8]> {
+    let strong_rtl = text
+        .utf8_chunks()
+        .flat_map(|c| c.valid().chars())
+        .find_map(|c| {
+            let cp = c as u32;
+            if matches!(cp, 0x200f | 0x061c | 0x0590..=0x08ff | 0xfb1d..=0xfdff | 0xfe70..=0xfefe)
+                || (0x10800..=0x10fff).contains(&cp)
+                || (0x1e800..=0x1efff).contains(&cp)
+            {
+                Some(true)
+            } else if cp == 0x200e || c.is_alphabetic() {
+                Some(false)
+            } else {
+                None
+            }
+        });
+    if strong_rtl != Some(true) {
+        return None;
+    }
+    let text = &text[..text.len().min(buf.len())];
+    let mut out = 0;
+    for (k, word) in text.rsplit(|&c| c == b' ' || c == b'\t').enumerate() {
+        if k > 0 && out < buf.len() {
+            buf[out] = b' ';
+            out += 1;
+        }
+        let n = word.len().min(buf.len() - out);
+        buf[out..out + n].copy_from_slice(&word[..n]);
+        out += n;
+    }
+    Some(&buf[..out])
 }
 
 /// `t` with its escapes decoded, when it fits `out` (the privacy words are short).
@@ -457,7 +531,7 @@ fn read_number(
             }
             // `+44 (0)20 7123 4567`: the national trunk prefix shown in brackets (ITU-T
             // E.123) after a country code is no digit of the number.
-            b'(' if plus && n > 0 && i < raw.len() => {
+            b'(' if (plus && n > 0 || n > 2 && buf.starts_with(b"00")) && i < raw.len() => {
                 let (zero, l0) = unit(&raw[i..]);
                 if zero == b'0' && i + l0 < raw.len() && unit(&raw[i + l0..]).0 == b')' {
                     i += l0 + unit(&raw[i + l0..]).1;
@@ -727,7 +801,6 @@ mod tests {
             e("95588,1 / 13812345678_2"),
             [
                 "95588",
-                "95588,1",
                 "13812345678",
                 "1 / 13812345678",
                 "95588,1 / 13812345678",
@@ -755,9 +828,20 @@ mod tests {
         let mut buf = [0u8; 512];
         assert_eq!(
             as_displayed("Bank \u{202e}88559\u{202c} ok".as_bytes(), &mut buf),
-            "Bank 95588\u{202c} ok".as_bytes()
+            "Bank 95588 ok".as_bytes()
         );
         assert_eq!(as_displayed(b"plain", &mut buf), b"plain");
+        // A right-to-left paragraph lays its words out from the right.
+        let mut rbuf = [0u8; 512];
+        assert_eq!(
+            rtl_words("\u{200f}588 95 中国银行".as_bytes(), &mut rbuf),
+            Some("中国银行 95 \u{200f}588".as_bytes())
+        );
+        assert_eq!(rtl_words("Bank 95 588".as_bytes(), &mut rbuf), None);
+        assert_eq!(
+            rtl_words("588 95 בנק".as_bytes(), &mut rbuf).map(<[u8]>::len),
+            Some(13)
+        );
         // The bracketed trunk prefix after a country code (E.123) is not dialled.
         assert_eq!(n("+44 (0)20 7123 4567"), Ok("+442071234567".to_string()));
         assert_eq!(n("+86 (0)10 5555 0100"), Ok("+861055550100".to_string()));
