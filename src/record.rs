@@ -43,6 +43,12 @@ pub struct Record {
     /// Remote-Party-ID, the IAM's Generic Number), which is judged too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from_rules: Vec<&'static str>,
+    /// A number presented beside the caller's that is not the caller's, in E.164: the
+    /// one judged on an enterprise trunk, else the one a display name or another
+    /// identity header shows (what `generic-number` deletes), so that a decision on a
+    /// number read out of a name can be seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presented: Option<String>,
     /// A second asserted identity naming another number (E.164), judged too, and the
     /// rules it made match.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +261,16 @@ impl Record {
             hits: d.hits.iter().map(|r| r.as_str()).collect(),
             exempted: d.exempted.iter().map(|r| r.as_str()).collect(),
             from_rules: d.presented_hits.iter().map(|r| r.as_str()).collect(),
+            presented: d
+                .presented
+                .or_else(|| {
+                    let id = &d.identity;
+                    let caller = id.effective_number();
+                    id.display_number
+                        .filter(|n| Some(*n) != caller)
+                        .or_else(|| id.other_presented())
+                })
+                .map(|n| n.e164()),
             asserted2: d.asserted2.map(|n| n.e164()),
             asserted2_rules: d.asserted2_hits.iter().map(|r| r.as_str()).collect(),
             isup: isup_record(d),

@@ -354,6 +354,26 @@ fn explain_output_of_a_drop_and_a_second_asserted_identity() {
     let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
     assert_eq!(v["asserted2"], "+8613812345678");
     assert_eq!(v["asserted2_rules"][0], "intl-domestic-caller");
+    // The number read out of a display name is shown, so that a rewrite or refusal on
+    // it can be understood; a name that shows none shows nothing.
+    let m = with_from(
+        "\"Bank of China 95 588\" <sip:+442071234567@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\n",
+    );
+    let text = run(&m, false);
+    assert!(
+        text.contains("presented +8695588 (beside the caller"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
+    assert_eq!(v["presented"], "+8695588");
+    assert_eq!(v["rule"], "generic-number");
+    let m = with_from(
+        "\"Invoice 2024-01-10\" <sip:+442071234567@10.9.9.9>",
+        "P-Asserted-Identity: <sip:+442071234567@x>\r\n",
+    );
+    let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
+    assert!(v["presented"].is_null(), "{v}");
 }
 
 #[test]

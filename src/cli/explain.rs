@@ -201,6 +201,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             if let Some(a) = rec.auth {
                 println!("  auth     {a} (digest credentials for the trunk's realm)");
             }
+            if let Some(n) = &rec.presented {
+                println!(
+                    "  presented {n} (beside the caller: From, a display name, P-Preferred-Identity, Remote-Party-ID)"
+                );
+            }
             if !rec.from_rules.is_empty() {
                 println!(
                     "  matched on a presented number (From, P-Preferred-Identity, Remote-Party-ID or the IAM's Generic Number): {}",
