@@ -728,6 +728,26 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     } else {
         (None, None, None, None)
     };
+    // Every other number the display names show: each must be contracted as well.
+    let mut more = [None; 4];
+    if role == Role::Enterprise {
+        let judged_already = [
+            sip_caller,
+            isup_caller,
+            presented,
+            shown,
+            generic,
+            preferred,
+        ];
+        for (slot, n) in more.iter_mut().zip(
+            d.identity
+                .shown_all
+                .iter()
+                .filter(|n| !judged_already.contains(&Some(*n))),
+        ) {
+            *slot = Some(n);
+        }
+    }
     d.presented = presented.or(shown).or(generic).or(preferred);
     // RFC 3325's sip + tel pair names one caller; a pair that names two is judged on
     // both, on every trunk: the core may show either (many prefer the tel one), and a
@@ -747,6 +767,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         shown.map(|n| judged(n, On::Presented)),
         generic.map(|n| judged(n, On::Presented)),
         preferred.map(|n| judged(n, On::Presented)),
+        more[0].map(|n| judged(n, On::Presented)),
+        more[1].map(|n| judged(n, On::Presented)),
+        more[2].map(|n| judged(n, On::Presented)),
+        more[3].map(|n| judged(n, On::Presented)),
     ];
     let primary = nums.iter().flatten().next().copied();
     if let Some(p) = primary {
@@ -790,7 +814,11 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                     match hit.on {
                         On::Sip => {}
                         On::Isup => d.isup_hits.insert($r),
-                        On::Presented => d.presented_hits.insert($r),
+                        On::Presented => {
+                            d.presented_hits.insert($r);
+                            // The record shows the presented number that matched.
+                            d.presented = Some(hit.n);
+                        }
                         On::Asserted2 => d.asserted2_hits.insert($r),
                     }
                     if fire(policy, d, $r) {

@@ -98,6 +98,10 @@ pub struct CallerIdentity {
     /// The first later such number other than `header_shown`: with it, every number
     /// shown that is not the caller's is kept whenever one is.
     pub header_shown2: Option<Number>,
+    /// Every number the display names and odd user parts show (From's included), up to
+    /// four: an enterprise trunk judges each, so that a second contracted number in a
+    /// name cannot cover a third number beside it.
+    pub shown_all: Shown,
     /// A P-Preferred-Identity or unasserted Remote-Party-ID value presents a name or
     /// digits that are no number (`<sip:gw@carrier.example>`), or a Remote-Party-ID
     /// names the called party: presented, if not a number, and deleted at the gateways
@@ -123,6 +127,22 @@ pub struct CallerIdentity {
     pub display_number: Option<Number>,
     /// `display_number` was read among words in the display name, not as all of it.
     pub display_embedded: bool,
+}
+
+/// Distinct numbers shown in display names and user parts, at most four (more is no
+/// display name a phone shows).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shown([Option<Number>; 4]);
+
+impl Shown {
+    fn note(&mut self, n: Number) {
+        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none_or(|s| s == n)) {
+            *slot = Some(n);
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = Number> + '_ {
+        self.0.iter().flatten().copied()
+    }
 }
 
 /// What the ISUP of a SIP-I call says about the caller.
@@ -268,14 +288,16 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     });
                     let shown = match text {
                         _ if as_user => p.number.ok().map(|n| (n, false)),
-                        Some(t) => shown_number(t, r.home_cc, plan, p.number.ok()),
+                        Some(t) => {
+                            shown_number_into(t, r.home_cc, plan, p.number.ok(), &mut id.shown_all)
+                        }
                         None => None,
                     };
                     id.display_number = shown.map(|(n, _)| n);
                     id.display_embedded = shown.is_some_and(|(_, embedded)| embedded);
                     id.display_unholdable = shown.is_none()
                         && display.is_some_and(|r| r.is_err_and(NotANumber::breaks_plan));
-                    if let Some(n) = user_shows(b, &p, plan, r) {
+                    if let Some(n) = user_shows(b, &p, plan, r, &mut id.shown_all) {
                         keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
                     }
                     id.from_presents = match p.number {
@@ -310,7 +332,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                         r,
                         id.asserted,
                     );
-                    if let Some(n) = shown_beside(b, &na, &p, plan, r) {
+                    if let Some(n) = shown_beside(b, &na, &p, plan, r, &mut id.shown_all) {
                         keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
                     }
                     match id.asserted {
@@ -367,7 +389,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
             if id.asserted.is_none()
                 && param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
             {
-                if let Some(n) = shown_beside(b, &na, &p, plan, r) {
+                if let Some(n) = shown_beside(b, &na, &p, plan, r, &mut id.shown_all) {
                     keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
                 }
                 id.asserted = Some(p);
@@ -417,10 +439,10 @@ fn presented(
     plan: &Plan,
     r: Reading<'_>,
 ) {
-    if let Some(n) = shown_beside(b, na, &p, plan, r) {
+    if let Some(n) = shown_beside(b, na, &p, plan, r, &mut id.shown_all) {
         keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
     }
-    if let Some(n) = user_shows(b, &p, plan, r) {
+    if let Some(n) = user_shows(b, &p, plan, r, &mut id.shown_all) {
         keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
     }
     if matches!(
@@ -438,19 +460,25 @@ fn presented(
 
 /// The number a value's display name shows beside its URI's, if any. One that is the
 /// URI's number as written is that number.
-fn shown_beside(b: &[u8], na: &NameAddr, p: &Party, plan: &Plan, r: Reading<'_>) -> Option<Number> {
-    na.display
-        .filter(|d| unquote(d.of(b)) != p.user.of(b))
-        .and_then(|d| display_number(b, d, r.home_cc, plan, p.number.ok()))
+fn shown_beside(
+    b: &[u8],
+    na: &NameAddr,
+    p: &Party,
+    plan: &Plan,
+    r: Reading<'_>,
+    all: &mut Shown,
+) -> Option<Number> {
+    let d = na.display.filter(|d| unquote(d.of(b)) != p.user.of(b))?;
+    shown_number_into(unquote(d.of(b)), r.home_cc, plan, p.number.ok(), all).map(|(n, _)| n)
 }
 
 /// The number shown by a user part that is no number but holds one among other
 /// characters (`95588,1`, `95588p1`, `tel-13812345678`).
-fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>) -> Option<Number> {
+fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown) -> Option<Number> {
     if p.number != Err(NotANumber::NonNumeric) || p.user.is_empty() {
         return None;
     }
-    shown_number(p.user.of(b), r.home_cc, plan, None).map(|(n, _)| n)
+    shown_number_into(p.user.of(b), r.home_cc, plan, None, all).map(|(n, _)| n)
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
@@ -493,9 +521,20 @@ pub fn shown_number(
     plan: &Plan,
     avoid: Option<Number>,
 ) -> Option<(Number, bool)> {
+    shown_number_into(text, home_cc, plan, avoid, &mut Shown::default())
+}
+
+/// [`shown_number`], noting in `all` every number the text shows (not only the best).
+pub fn shown_number_into(
+    text: &[u8],
+    home_cc: &[u8],
+    plan: &Plan,
+    avoid: Option<Number>,
+    all: &mut Shown,
+) -> Option<(Number, bool)> {
     let mut buf = [0u8; 512];
     let text = as_displayed(text, &mut buf);
-    let logical = read_shown(text, home_cc, plan, avoid);
+    let logical = read_shown(text, home_cc, plan, avoid, all);
     let other = |r: &Option<(Number, bool)>| r.is_some_and(|(n, _)| Some(n) != avoid);
     if other(&logical) {
         return logical;
@@ -504,7 +543,7 @@ pub fn shown_number(
     let mut rbuf = [0u8; 512];
     match rtl_words(text, &mut rbuf) {
         Some(visual) => {
-            let visual = read_shown(visual, home_cc, plan, avoid);
+            let visual = read_shown(visual, home_cc, plan, avoid, all);
             if other(&visual) { visual } else { logical }
         }
         None => logical,
@@ -517,13 +556,17 @@ fn read_shown(
     home_cc: &[u8],
     plan: &Plan,
     avoid: Option<Number>,
+    all: &mut Shown,
 ) -> Option<(Number, bool)> {
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
     match whole {
         // A subscriber's number; a short one (`110`, and `1.10`, a price) is left to
         // the pieces, which tell a short code from digits that merely add up to one.
-        Ok(n) if n.len() >= 9 && known(&n) => return Some((n, false)),
+        Ok(n) if n.len() >= 9 && known(&n) => {
+            all.note(n);
+            return Some((n, false));
+        }
         Err(NotANumber::Empty | NotANumber::Withheld) => return None,
         _ => {}
     }
@@ -542,6 +585,7 @@ fn read_shown(
                 n += 1;
             } else if Some(num) != avoid {
                 overflow_other.get_or_insert(num);
+                all.note(num);
             }
         }
     });
@@ -555,6 +599,7 @@ fn read_shown(
     };
     let mut best: Option<((bool, usize), Number)> = None;
     for &(_, _, num) in pieces.iter().filter(|p| !inside(p)) {
+        all.note(num);
         let rank = (Some(num) != avoid, num.len());
         if best.is_none_or(|(r, _)| rank > r) {
             best = Some((rank, num));
@@ -687,7 +732,13 @@ fn read_party(
     if !matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
         return p;
     }
-    let Some(user) = u.user else {
+    // `sip:95588`, no user part and digits for a host: equipment that shows a caller's
+    // URI (Asterisk's RPID and PAI readers among them) shows those digits.
+    let digit_host = || {
+        let h = u.host.of(b);
+        (h.len() >= 3 && h.iter().all(u8::is_ascii_digit)).then_some(u.host)
+    };
+    let Some(user) = u.user.or_else(digit_host) else {
         p.number = Err(NotANumber::Empty);
         return p;
     };

@@ -478,6 +478,10 @@ fn rewrite_from(
     match (u.scheme, u.user) {
         (Scheme::Sip | Scheme::Sips | Scheme::Tel, Some(user)) => {
             edits.replace_with(uri::user_number(b, user), plus);
+            // A global number has no context (RFC 3966 5.1.5).
+            if let Some(param) = uri::phone_context(b, &u).and_then(|c| context_param(b, c)) {
+                edits.remove(param);
+            }
         }
         (Scheme::Sip | Scheme::Sips, None) => {
             // sip:host → sip:+number@host

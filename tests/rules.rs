@@ -3150,3 +3150,89 @@ fn display_names_as_drawn_and_not_misread() {
     let m = with_from(&format!("\"0044 (0)20 7123 4567\" {uk}"), pai);
     assert_eq!(passes(&p, &m, "intl").rule, None);
 }
+
+/// QA pass 10: every number a display name shows is judged on an enterprise trunk (a
+/// second contracted number cannot cover a third), `sip:95588` shows 95588, a date
+/// written with spaces shows no number, the record names the presented number that
+/// matched, adjacent override runs draw as one, and a rewritten From loses its context.
+#[test]
+fn every_shown_number_is_judged_and_shown() {
+    let p = policy("");
+    let w = "<sip:+8613912340001@pbx.example>";
+    let ent = |from: &str, extra: &str| {
+        judge(
+            &p,
+            &with_from(from, &format!("P-Asserted-Identity: {w}\r\n{extra}")),
+            "ent",
+        )
+    };
+    for display in [
+        "13912340002 95588",
+        "13912340002 13712345678",
+        "4008001234转95588",
+    ] {
+        let d = ent(&format!("\"{display}\" {w}"), "");
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{display}"
+        );
+        assert!(
+            ["+8695588", "+8613712345678"].contains(&d.presented.unwrap().e164().as_str()),
+            "{d:?}"
+        );
+    }
+    assert_eq!(
+        rejected(&ent(&format!("\"13912340002 4008001234\" {w}"), "")),
+        None
+    );
+    // The presented number that matched is the one recorded.
+    let d = ent("\"95588\" <sip:+8613912340002@pbx.example>", "");
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    assert_eq!(d.presented.map(|n| n.e164()).as_deref(), Some("+8695588"));
+    // Digits for a host and no user part.
+    let uk = "<sip:+442071234567@uk.example>";
+    let pai = format!("P-Asserted-Identity: {uk}\r\n");
+    let m = with_from(
+        uk,
+        &format!("{pai}P-Preferred-Identity: <sip:13812345678>\r\n"),
+    );
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    assert!(!String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).contains("13812345678"));
+    let m = with_from("<sip:95588>", &pai);
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    assert_eq!(
+        rejected(&ent("<sip:13712345678>", "")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+    // A From of an address only is still no number.
+    blocks(
+        &p,
+        &with_from("<sip:10.9.9.9>", ""),
+        "intl",
+        433,
+        "blank-caller",
+    );
+    // Dates with spaces.
+    for display in ["Invoice 2024 01 10", "10 01 2024"] {
+        assert_eq!(
+            rejected(&ent(&format!("\"{display}\" {w}"), "")),
+            None,
+            "{display}"
+        );
+    }
+    // Override runs one after another.
+    let m = with_from(&format!("\"\u{202e}88\u{202c}\u{202e}559\" {uk}"), &pai);
+    assert_eq!(
+        rewritten_from(&p, &m),
+        b"<sip:+442071234567@uk.example>;tag=ft1".to_vec()
+    );
+    // The generic-number rewrite of a tel From in a context writes a global number.
+    let m = with_from("<tel:95588;phone-context=+86>", &pai);
+    assert_eq!(
+        String::from_utf8_lossy(&rewritten_from(&p, &m)),
+        "<tel:+442071234567>;tag=ft1"
+    );
+}

@@ -301,6 +301,10 @@ impl Run {
             if digits < 3 || head.trunk_zero || (k > 0 && digits < 7 && !short_ok) {
                 continue;
             }
+            // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
+            if digits < 7 && !head.plus && buf[pos] == b'0' {
+                continue;
+            }
             // At most EMBEDDED_MAX_DIGITS digits are written: a byte is left for the '+'
             // of the run's first group, which has no group before it.
             let piece = if head.plus {
@@ -321,13 +325,40 @@ impl Run {
 /// `buf`'s length of it); any other is returned as it is.
 pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
     const RLO: &[u8] = "\u{202e}".as_bytes();
-    const ENDS: [&[u8]; 2] = ["\u{202c}".as_bytes(), "\u{2069}".as_bytes()];
     if !text.windows(3).any(|w| w == RLO) {
         return text;
     }
-    // The override characters themselves draw nothing and are not copied, so that any
-    // number of them cannot push a number out of `buf`.
-    let bidi = |t: &[u8]| t.starts_with(RLO) || ENDS.iter().any(|e| t.starts_with(e));
+    // The explicit bidi controls (embeddings, overrides, isolates and their ends) draw
+    // nothing and are not copied, so that any number of them cannot push a number out
+    // of `buf`.
+    let control = |t: &[u8]| -> Option<u8> {
+        match *t {
+            [0xe2, 0x80, c @ 0xaa..=0xae, ..] | [0xe2, 0x81, c @ 0xa6..=0xa9, ..] => Some(c),
+            _ => None,
+        }
+    };
+    const PDF: u8 = 0xac;
+    const PDI: u8 = 0xa9;
+    // Where the override starting at `from` ends: at its own PDF (embeddings and
+    // overrides opened inside it close first), at a PDI closing an isolate opened
+    // inside it, or at the end. A PDI that closes nothing opened inside it is ignored,
+    // as the algorithm ignores one with no isolate to close.
+    let run_end = |from: usize| {
+        let (mut depth, mut isolates) = (0usize, 0usize);
+        let mut j = from;
+        while j < text.len() {
+            match control(&text[j..]) {
+                Some(PDF) if depth == 0 => return j,
+                Some(PDF) => depth -= 1,
+                Some(PDI) if isolates > 0 => isolates -= 1,
+                Some(0xa6..=0xa8) => isolates += 1,
+                Some(0xaa..=0xae) => depth += 1,
+                _ => {}
+            }
+            j += 1;
+        }
+        text.len()
+    };
     let mut out = 0;
     let mut push = |bytes: &[u8], out: &mut usize| {
         let n = bytes.len().min(buf.len() - *out);
@@ -337,7 +368,7 @@ pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
     let mut i = 0;
     while i < text.len() && out < 512 {
         if !text[i..].starts_with(RLO) {
-            if bidi(&text[i..]) {
+            if control(&text[i..]).is_some() {
                 i += 3;
             } else {
                 push(&text[i..i + 1], &mut out);
@@ -345,19 +376,30 @@ pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
             }
             continue;
         }
-        i += RLO.len();
-        let end = (i..text.len())
-            .find(|&j| ENDS.iter().any(|e| text[j..].starts_with(e)))
-            .unwrap_or(text.len());
-        // The run's characters, last first (each one's bytes in order), its own
-        // override characters left out.
+        // Overrides that follow one another with only controls between draw as one
+        // run (`<RLO>88<PDF><RLO>559` is 95588).
+        let start = i + RLO.len();
+        let mut end = run_end(start);
+        loop {
+            let mut k = end;
+            while k < text.len() && control(&text[k..]).is_some() && !text[k..].starts_with(RLO) {
+                k += 3;
+            }
+            if end < text.len() && text[k..].starts_with(RLO) {
+                end = run_end(k + RLO.len());
+            } else {
+                break;
+            }
+        }
+        // The run's characters, last first (each one's bytes in order), its controls
+        // left out.
         let mut j = end;
-        while j > i && out < 512 {
+        while j > start && out < 512 {
             let mut k = j - 1;
-            while k > i && text[k] & 0xc0 == 0x80 {
+            while k > start && text[k] & 0xc0 == 0x80 {
                 k -= 1;
             }
-            if !bidi(&text[k..j]) {
+            if control(&text[k..j]).is_none() {
                 push(&text[k..j], &mut out);
             }
             j = k;
@@ -831,6 +873,13 @@ mod tests {
             "Bank 95588 ok".as_bytes()
         );
         assert_eq!(as_displayed(b"plain", &mut buf), b"plain");
+        for t in [
+            "\u{202e}88\u{202c}\u{202e}559",
+            "\u{202e}885\u{202d}\u{202c}59",
+            "\u{202e}885\u{2069}59",
+        ] {
+            assert_eq!(as_displayed(t.as_bytes(), &mut buf), b"95588", "{t:?}");
+        }
         // A right-to-left paragraph lays its words out from the right.
         let mut rbuf = [0u8; 512];
         assert_eq!(
