@@ -3223,6 +3223,25 @@ fn every_shown_number_is_judged_and_shown() {
             "{display}"
         );
     }
+    // A right-to-left character in a left-to-right name governs the numbers after it;
+    // after left-to-right letters digits keep their order.
+    for display in [
+        "中国银行\u{200f}588 95",
+        "Bank \u{200f}5678 1234 138",
+        "Call بنك 588 95",
+        "\u{200f}5678•1234•138",
+    ] {
+        let m = with_from(&format!("\"{display}\" {uk}"), &pai);
+        assert_eq!(
+            rewritten_from(&p, &m),
+            b"<sip:+442071234567@uk.example>;tag=ft1".to_vec(),
+            "{display:?}"
+        );
+    }
+    assert_eq!(
+        rejected(&ent(&format!("\"\u{200f}中国银行 588 95\" {w}"), "")),
+        None
+    );
     // Override runs one after another.
     let m = with_from(&format!("\"\u{202e}88\u{202c}\u{202e}559\" {uk}"), &pai);
     assert_eq!(

@@ -409,45 +409,128 @@ pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
     &buf[..out]
 }
 
-/// `text` with its space-separated words in the other order, when it is a right-to-left
-/// paragraph (its first strong character is Hebrew, Arabic or another right-to-left
-/// script, or a right-to-left mark): the Unicode bidirectional algorithm lays such a
-/// paragraph out from the right, each run of digits or of left-to-right letters kept in
-/// its own order, so `"<RLM>588 95 中国银行"` shows `中国银行 95 588`. (Digits joined by
-/// `-`, `.`, `/` or `,` stay one run, as the algorithm keeps them.) `None` for a
-/// left-to-right text.
+/// `text` with its numbers laid out as the Unicode bidirectional algorithm draws them
+/// where a right-to-left character governs them: a run of numbers whose nearest strong
+/// character before it is right-to-left (Hebrew, Arabic, a right-to-left mark; or none,
+/// in a paragraph whose first strong character is one) is drawn from the right, each
+/// number in its own order, so `"中国银行<RLM>588 95"` and `"<RLM>588 95 中国银行"` show
+/// `95 588`, while digits after a left-to-right letter keep their order (`"<RLM>中国银行
+/// 588 95"` shows `588 95`). Numbers are the digits joined by `+ - . , / :`; white space
+/// and other separators (`•`, `·`) between them are neutral. `None` when no run is
+/// governed so. At most `buf`'s length of the text is read.
 pub fn rtl_words<'a>(text: &[u8], buf: &'a mut [u8; 512]) -> Option<&'a [u8]> {
-    let strong_rtl = text
-        .utf8_chunks()
-        .flat_map(|c| c.valid().chars())
-        .find_map(|c| {
-            let cp = c as u32;
-            if matches!(cp, 0x200f | 0x061c | 0x0590..=0x08ff | 0xfb1d..=0xfdff | 0xfe70..=0xfefe)
-                || (0x10800..=0x10fff).contains(&cp)
-                || (0x1e800..=0x1efff).contains(&cp)
-            {
-                Some(true)
-            } else if cp == 0x200e || c.is_alphabetic() {
-                Some(false)
-            } else {
-                None
-            }
-        });
-    if strong_rtl != Some(true) {
-        return None;
-    }
     let text = &text[..text.len().min(buf.len())];
-    let mut out = 0;
-    for (k, word) in text.rsplit(|&c| c == b' ' || c == b'\t').enumerate() {
-        if k > 0 && out < buf.len() {
-            buf[out] = b' ';
-            out += 1;
+    // The character at `i`, and its length (1 for a byte that is no UTF-8).
+    let char_at = |i: usize| -> (Option<char>, usize) {
+        let n = match text[i] {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 1,
+        };
+        match text.get(i..i + n).and_then(|s| std::str::from_utf8(s).ok()) {
+            Some(s) => (s.chars().next(), n),
+            None => (None, 1),
         }
-        let n = word.len().min(buf.len() - out);
-        buf[out..out + n].copy_from_slice(&word[..n]);
-        out += n;
+    };
+    // Some(true) for a strong right-to-left character, Some(false) for a strong
+    // left-to-right one, None for digits, white space, punctuation and the rest.
+    let strong = |c: char| -> Option<bool> {
+        let cp = c as u32;
+        if matches!(cp, 0x200f | 0x061c | 0x0590..=0x08ff | 0xfb1d..=0xfdff | 0xfe70..=0xfefe)
+            || (0x10800..=0x10fff).contains(&cp)
+            || (0x1e800..=0x1efff).contains(&cp)
+        {
+            Some(true)
+        } else if cp == 0x200e || c.is_alphabetic() {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    let digit = |c: char| c.is_ascii_digit() || (c.is_numeric() && !c.is_alphabetic());
+    let joiner = |c: char| matches!(c, '+' | '-' | '.' | ',' | '/' | ':');
+    let neutral = |c: char| c.is_whitespace() || matches!(c, '\u{2022}' | '\u{b7}');
+    let mut rtl = {
+        let mut i = 0;
+        let mut first = None;
+        while i < text.len() && first.is_none() {
+            let (c, n) = char_at(i);
+            first = c.and_then(strong);
+            i += n;
+        }
+        first == Some(true)
+    };
+    let mut out = 0;
+    let mut changed = false;
+    let mut i = 0;
+    while i < text.len() {
+        let (c, n) = char_at(i);
+        let Some(c) = c else {
+            buf[out] = text[i];
+            out += 1;
+            i += 1;
+            continue;
+        };
+        if !(rtl && digit(c)) {
+            if let Some(s) = strong(c) {
+                rtl = s;
+            }
+            buf[out..out + n].copy_from_slice(&text[i..i + n]);
+            out += n;
+            i += n;
+            continue;
+        }
+        // A run of numbers under a right-to-left character: its numbers (digits and
+        // joiners) and the neutrals between them, up to the next strong character or
+        // anything else.
+        let start = i;
+        let mut end = i;
+        let mut j = i;
+        while j < text.len() {
+            let (c, n) = char_at(j);
+            match c {
+                Some(c) if digit(c) => end = j + n,
+                Some(c) if joiner(c) || neutral(c) => {}
+                _ => break,
+            }
+            j += n;
+        }
+        // Its numbers, last first, with single spaces between.
+        let run = &text[start..end];
+        let mut numbers = [(0usize, 0usize); 64];
+        let mut count = 0;
+        let mut k = 0;
+        while k < run.len() && count < numbers.len() {
+            let (c, n) = char_at(start + k);
+            if c.is_some_and(neutral) {
+                k += n;
+                continue;
+            }
+            let from = k;
+            while k < run.len() {
+                let (c, n) = char_at(start + k);
+                if c.is_some_and(neutral) {
+                    break;
+                }
+                k += n;
+            }
+            numbers[count] = (from, k);
+            count += 1;
+        }
+        for (m, &(from, to)) in numbers[..count].iter().rev().enumerate() {
+            if m > 0 {
+                buf[out] = b' ';
+                out += 1;
+            }
+            buf[out..out + (to - from)].copy_from_slice(&run[from..to]);
+            out += to - from;
+        }
+        changed |= count > 1;
+        // What follows the run (the neutrals after its last digit) goes on as written.
+        i = end;
     }
-    Some(&buf[..out])
+    changed.then_some(&buf[..out])
 }
 
 /// `t` with its escapes decoded, when it fits `out` (the privacy words are short).
@@ -880,17 +963,26 @@ mod tests {
         ] {
             assert_eq!(as_displayed(t.as_bytes(), &mut buf), b"95588", "{t:?}");
         }
-        // A right-to-left paragraph lays its words out from the right.
+        // Numbers governed by a right-to-left character are drawn from the right.
         let mut rbuf = [0u8; 512];
+        let rtl = |t: &str, rbuf: &mut [u8; 512]| {
+            rtl_words(t.as_bytes(), rbuf).map(|v| String::from_utf8_lossy(v).into_owned())
+        };
         assert_eq!(
-            rtl_words("\u{200f}588 95 中国银行".as_bytes(), &mut rbuf),
-            Some("中国银行 95 \u{200f}588".as_bytes())
+            rtl("\u{200f}588 95 中国银行", &mut rbuf).as_deref(),
+            Some("\u{200f}95 588 中国银行")
         );
-        assert_eq!(rtl_words("Bank 95 588".as_bytes(), &mut rbuf), None);
         assert_eq!(
-            rtl_words("588 95 בנק".as_bytes(), &mut rbuf).map(<[u8]>::len),
-            Some(13)
+            rtl("中国银行\u{200f}588 95", &mut rbuf).as_deref(),
+            Some("中国银行\u{200f}95 588")
         );
+        assert_eq!(
+            rtl("\u{200f}5678•1234•138", &mut rbuf).as_deref(),
+            Some("\u{200f}138 1234 5678")
+        );
+        assert_eq!(rtl("\u{200f}中国银行 588 95", &mut rbuf), None);
+        assert_eq!(rtl("Bank 95 588", &mut rbuf), None);
+        assert_eq!(rtl("בנק 588 95", &mut rbuf).as_deref(), Some("בנק 95 588"));
         // The bracketed trunk prefix after a country code (E.123) is not dialled.
         assert_eq!(n("+44 (0)20 7123 4567"), Ok("+442071234567".to_string()));
         assert_eq!(n("+86 (0)10 5555 0100"), Ok("+861055550100".to_string()));
