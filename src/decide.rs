@@ -757,21 +757,30 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         .asserted2
         .and_then(|p| p.number())
         .filter(|n| sip_caller.is_some() && Some(*n) != sip_caller && Some(*n) != isup_caller);
-    let nums = [
-        sip_caller.map(|n| judged(n, On::Sip)),
-        d.asserted2.map(|n| judged(n, On::Asserted2)),
+    // The judged numbers, packed: nearly every call has one, and each number rule
+    // looks through them.
+    let candidates = [
+        sip_caller.map(|n| (n, On::Sip)),
+        d.asserted2.map(|n| (n, On::Asserted2)),
         isup_caller
             .filter(|n| Some(*n) != sip_caller)
-            .map(|n| judged(n, On::Isup)),
-        presented.map(|n| judged(n, On::Presented)),
-        shown.map(|n| judged(n, On::Presented)),
-        generic.map(|n| judged(n, On::Presented)),
-        preferred.map(|n| judged(n, On::Presented)),
-        more[0].map(|n| judged(n, On::Presented)),
-        more[1].map(|n| judged(n, On::Presented)),
-        more[2].map(|n| judged(n, On::Presented)),
-        more[3].map(|n| judged(n, On::Presented)),
+            .map(|n| (n, On::Isup)),
+        presented.map(|n| (n, On::Presented)),
+        shown.map(|n| (n, On::Presented)),
+        generic.map(|n| (n, On::Presented)),
+        preferred.map(|n| (n, On::Presented)),
+        more[0].map(|n| (n, On::Presented)),
+        more[1].map(|n| (n, On::Presented)),
+        more[2].map(|n| (n, On::Presented)),
+        more[3].map(|n| (n, On::Presented)),
     ];
+    let mut packed: [Option<Judged>; 11] = [None; 11];
+    let mut count = 0;
+    for (n, on) in candidates.into_iter().flatten() {
+        packed[count] = Some(judged(n, on));
+        count += 1;
+    }
+    let nums = &packed[..count];
     let primary = nums.iter().flatten().next().copied();
     if let Some(p) = primary {
         d.caller = Some(p.n);
