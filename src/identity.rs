@@ -539,7 +539,7 @@ pub fn shown_number_into(
     if other(&logical) {
         return logical;
     }
-    // In a right-to-left paragraph the words stand in the other order on the screen.
+    // Numbers a right-to-left character governs stand in the other order on screen.
     let mut rbuf = [0u8; 512];
     match rtl_words(text, &mut rbuf) {
         Some(visual) => {
