@@ -93,11 +93,10 @@ pub struct CallerIdentity {
     /// P-Asserted-Identity, P-Preferred-Identity or Remote-Party-ID value (phones and
     /// caller-name services show them as they show From's), or the digits of a user
     /// part that is no number (`<sip:95588,1@x>`, `<sip:95588p1@x>`) in From, a
-    /// P-Preferred-Identity or an unasserted Remote-Party-ID. A presented number.
-    pub header_shown: Option<Number>,
-    /// The first later such number other than `header_shown`: with it, every number
-    /// shown that is not the caller's is kept whenever one is.
-    pub header_shown2: Option<Number>,
+    /// P-Preferred-Identity or an unasserted Remote-Party-ID. Presented numbers: the
+    /// first four distinct, so that one that is not the caller's is kept whenever one
+    /// is shown.
+    pub header_shown: Shown,
     /// Every number the display names and odd user parts show (From's included), up to
     /// four: an enterprise trunk judges each, so that a second contracted number in a
     /// name cannot cover a third number beside it.
@@ -125,8 +124,6 @@ pub struct CallerIdentity {
     /// From's display name when it reads as a number: many phones show the display
     /// name, so a number there is presented as much as one in the URI.
     pub display_number: Option<Number>,
-    /// `display_number` was read among words in the display name, not as all of it.
-    pub display_embedded: bool,
 }
 
 /// Distinct numbers shown in display names and user parts, at most four (more is no
@@ -135,6 +132,7 @@ pub struct CallerIdentity {
 pub struct Shown([Option<Number>; 4]);
 
 impl Shown {
+    /// Keeps `n` unless it is kept already or four others are.
     fn note(&mut self, n: Number) {
         if let Some(slot) = self.0.iter_mut().find(|s| s.is_none_or(|s| s == n)) {
             *slot = Some(n);
@@ -142,6 +140,9 @@ impl Shown {
     }
     pub fn iter(&self) -> impl Iterator<Item = Number> + '_ {
         self.0.iter().flatten().copied()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0[0].is_none()
     }
 }
 
@@ -245,10 +246,7 @@ impl CallerIdentity {
                 return Some(*n);
             }
         }
-        [self.header_shown, self.header_shown2]
-            .into_iter()
-            .flatten()
-            .find(|n| Some(*n) != caller)
+        self.header_shown.iter().find(|n| Some(*n) != caller)
     }
 }
 
@@ -286,19 +284,17 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                             normalise(t, r.home_cc, None)
                         }
                     });
-                    let shown = match text {
-                        _ if as_user => p.number.ok().map(|n| (n, false)),
+                    id.display_number = match text {
+                        _ if as_user => p.number.ok(),
                         Some(t) => {
                             shown_number_into(t, r.home_cc, plan, p.number.ok(), &mut id.shown_all)
                         }
                         None => None,
                     };
-                    id.display_number = shown.map(|(n, _)| n);
-                    id.display_embedded = shown.is_some_and(|(_, embedded)| embedded);
-                    id.display_unholdable = shown.is_none()
+                    id.display_unholdable = id.display_number.is_none()
                         && display.is_some_and(|r| r.is_err_and(NotANumber::breaks_plan));
                     if let Some(n) = user_shows(b, &p, plan, r, &mut id.shown_all) {
-                        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+                        id.header_shown.note(n);
                     }
                     id.from_presents = match p.number {
                         Ok(_)
@@ -333,7 +329,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                         id.asserted,
                     );
                     if let Some(n) = shown_beside(b, &na, &p, plan, r, &mut id.shown_all) {
-                        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+                        id.header_shown.note(n);
                     }
                     match id.asserted {
                         None => id.asserted = Some(p),
@@ -390,7 +386,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                 && param(b"screen").is_some_and(|v| v.eq_ignore_ascii_case(b"yes"))
             {
                 if let Some(n) = shown_beside(b, &na, &p, plan, r, &mut id.shown_all) {
-                    keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+                    id.header_shown.note(n);
                 }
                 id.asserted = Some(p);
             } else {
@@ -420,15 +416,6 @@ fn keep_presented(first: &mut Option<Party>, second: &mut Option<Party>, p: Part
     }
 }
 
-/// A shown number kept, as [`keep_presented`] keeps values.
-fn keep_shown(first: &mut Option<Number>, second: &mut Option<Number>, n: Number) {
-    match first {
-        None => *first = Some(n),
-        Some(f) if second.is_none() && *f != n => *second = Some(n),
-        Some(_) => {}
-    }
-}
-
 /// A P-Preferred-Identity or unasserted Remote-Party-ID value: a presented identity,
 /// with what its display name or a user part that is no number shows.
 fn presented(
@@ -440,10 +427,10 @@ fn presented(
     r: Reading<'_>,
 ) {
     if let Some(n) = shown_beside(b, na, &p, plan, r, &mut id.shown_all) {
-        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+        id.header_shown.note(n);
     }
     if let Some(n) = user_shows(b, &p, plan, r, &mut id.shown_all) {
-        keep_shown(&mut id.header_shown, &mut id.header_shown2, n);
+        id.header_shown.note(n);
     }
     if matches!(
         p.number,
@@ -468,8 +455,11 @@ fn shown_beside(
     r: Reading<'_>,
     all: &mut Shown,
 ) -> Option<Number> {
-    let d = na.display.filter(|d| unquote(d.of(b)) != p.user.of(b))?;
-    shown_number_into(unquote(d.of(b)), r.home_cc, plan, p.number.ok(), all).map(|(n, _)| n)
+    let text = na.display.map(|d| unquote(d.of(b)))?;
+    if text == p.user.of(b) {
+        return None;
+    }
+    shown_number_into(text, r.home_cc, plan, p.number.ok(), all)
 }
 
 /// The number shown by a user part that is no number but holds one among other
@@ -478,7 +468,7 @@ fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown)
     if p.number != Err(NotANumber::NonNumeric) || p.user.is_empty() {
         return None;
     }
-    shown_number_into(p.user.of(b), r.home_cc, plan, None, all).map(|(n, _)| n)
+    shown_number_into(p.user.of(b), r.home_cc, plan, None, all)
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
@@ -502,11 +492,10 @@ pub fn display_number(
     plan: &Plan,
     avoid: Option<Number>,
 ) -> Option<Number> {
-    shown_number(unquote(display.of(b)), home_cc, plan, avoid).map(|(n, _)| n)
+    shown_number(unquote(display.of(b)), home_cc, plan, avoid)
 }
 
-/// The number a text for a person to read shows (a display name), and whether it was
-/// found among other characters rather than as all of the text. It is read in the home
+/// The number a text for a person to read shows (a display name). It is read in the home
 /// plan whatever the trunk's `bare_numbers`: a callee shown "13812345678" sees a
 /// domestic mobile.
 ///
@@ -520,7 +509,7 @@ pub fn shown_number(
     home_cc: &[u8],
     plan: &Plan,
     avoid: Option<Number>,
-) -> Option<(Number, bool)> {
+) -> Option<Number> {
     shown_number_into(text, home_cc, plan, avoid, &mut Shown::default())
 }
 
@@ -531,11 +520,11 @@ pub fn shown_number_into(
     plan: &Plan,
     avoid: Option<Number>,
     all: &mut Shown,
-) -> Option<(Number, bool)> {
+) -> Option<Number> {
     let mut buf = [0u8; 512];
     let text = as_displayed(text, &mut buf);
     let logical = read_shown(text, home_cc, plan, avoid, all);
-    let other = |r: &Option<(Number, bool)>| r.is_some_and(|(n, _)| Some(n) != avoid);
+    let other = |r: &Option<Number>| r.is_some_and(|n| Some(n) != avoid);
     if other(&logical) {
         return logical;
     }
@@ -557,7 +546,7 @@ fn read_shown(
     plan: &Plan,
     avoid: Option<Number>,
     all: &mut Shown,
-) -> Option<(Number, bool)> {
+) -> Option<Number> {
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
     match whole {
@@ -565,7 +554,7 @@ fn read_shown(
         // the pieces, which tell a short code from digits that merely add up to one.
         Ok(n) if n.len() >= 9 && known(&n) => {
             all.note(n);
-            return Some((n, false));
+            return Some(n);
         }
         Err(NotANumber::Empty | NotANumber::Withheld) => return None,
         _ => {}
@@ -610,7 +599,6 @@ fn read_shown(
         .map(|(_, n)| n)
         .or(overflow_other)
         .or(best.map(|(_, n)| n))
-        .map(|n| (n, true))
 }
 
 /// A display name's text: quotes off, blanks trimmed.

@@ -161,7 +161,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         }
         // A P-Asserted-Identity display name showing another number goes, and so does
         // the asserted Remote-Party-ID's; their URIs stay.
-        if d.identity.header_shown.is_some() {
+        if !d.identity.header_shown.is_empty() {
             let caller = d.identity.effective_number();
             let cc = policy.plan.country();
             let r = policy.reading(d.trunk);
