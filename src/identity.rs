@@ -13,7 +13,7 @@
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{
     Bare, Class, NotANumber, Number, Plan, Reading, as_displayed, embedded_numbers, normalise,
-    normalise_as, rtl_words,
+    normalise_as, rtl_numbers,
 };
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
@@ -530,7 +530,7 @@ pub fn shown_number_into(
     }
     // Numbers a right-to-left character governs stand in the other order on screen.
     let mut rbuf = [0u8; 512];
-    match rtl_words(text, &mut rbuf) {
+    match rtl_numbers(text, &mut rbuf) {
         Some(visual) => {
             let visual = read_shown(visual, home_cc, plan, avoid, all);
             if other(&visual) { visual } else { logical }

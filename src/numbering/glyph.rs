@@ -39,7 +39,7 @@ pub(super) fn unit(b: &[u8]) -> (u8, usize) {
         },
         [b'\\', c, ..] if c.is_ascii() => (ascii(c), 2),
         [c, ..] if c.is_ascii() => (ascii(c), 1),
-        [lead, ..] => match decode(b, lead) {
+        [lead, ..] => match decode(b) {
             Some((c, n)) => (glyph(c), n),
             None => legacy(b, lead),
         },
@@ -79,9 +79,11 @@ fn ascii(c: u8) -> u8 {
     }
 }
 
-/// The character a UTF-8 sequence starting with `lead` encodes, and its length.
-fn decode(b: &[u8], lead: u8) -> Option<(char, usize)> {
-    let n = match lead {
+/// The character at the start of `b`, and its length; `None` for a byte that starts no
+/// UTF-8 sequence (or starts one cut short).
+pub(super) fn decode(b: &[u8]) -> Option<(char, usize)> {
+    let n = match *b.first()? {
+        0..=0x7f => 1,
         0xc2..=0xdf => 2,
         0xe0..=0xef => 3,
         0xf0..=0xf4 => 4,

@@ -153,9 +153,12 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 /// part of such a run made of whole groups, holding 3 to [`EMBEDDED_MAX_DIGITS`]
 /// digits. Two numbers side by side (`"13812345678 13912345678"`), or a number and a
 /// stray digit (`"报警110 1号"`), are then offered apart as well as together: which one
-/// the text shows is for the caller of this to judge against a plan. `each` gets the
-/// pieces as written, in text order of their ends, at most
-/// [`EMBEDDED_MAX_CANDIDATES`] of them, as ranges of `text`.
+/// the text shows is for the caller of this to judge against a plan. A part of several
+/// groups holds 7 digits or more, or is a short code written with spaces (`"95 588"`),
+/// and no short code starts with a trunk 0: dates, prices and versions are no numbers.
+/// `each` gets each piece's range in `text` and its digits (with the leading '+', and
+/// without a bracketed `(0)` trunk prefix after a country code), in text order of
+/// their ends, at most [`EMBEDDED_MAX_CANDIDATES`] of them.
 pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>, &[u8])) {
     let mut run = Run::default();
     let mut group: Option<Group> = None;
@@ -418,21 +421,10 @@ pub fn as_displayed<'a>(text: &'a [u8], buf: &'a mut [u8; 512]) -> &'a [u8] {
 /// 588 95"` shows `588 95`). Numbers are the digits joined by `+ - . , / :`; white space
 /// and other separators (`•`, `·`) between them are neutral. `None` when no run is
 /// governed so. At most `buf`'s length of the text is read.
-pub fn rtl_words<'a>(text: &[u8], buf: &'a mut [u8; 512]) -> Option<&'a [u8]> {
+pub fn rtl_numbers<'a>(text: &[u8], buf: &'a mut [u8; 512]) -> Option<&'a [u8]> {
     let text = &text[..text.len().min(buf.len())];
     // The character at `i`, and its length (1 for a byte that is no UTF-8).
-    let char_at = |i: usize| -> (Option<char>, usize) {
-        let n = match text[i] {
-            0xc2..=0xdf => 2,
-            0xe0..=0xef => 3,
-            0xf0..=0xf4 => 4,
-            _ => 1,
-        };
-        match text.get(i..i + n).and_then(|s| std::str::from_utf8(s).ok()) {
-            Some(s) => (s.chars().next(), n),
-            None => (None, 1),
-        }
-    };
+    let char_at = |i: usize| glyph::decode(&text[i..]).map_or((None, 1), |(c, n)| (Some(c), n));
     // Some(true) for a strong right-to-left character, Some(false) for a strong
     // left-to-right one, None for digits, white space, punctuation and the rest.
     let strong = |c: char| -> Option<bool> {
@@ -966,7 +958,7 @@ mod tests {
         // Numbers governed by a right-to-left character are drawn from the right.
         let mut rbuf = [0u8; 512];
         let rtl = |t: &str, rbuf: &mut [u8; 512]| {
-            rtl_words(t.as_bytes(), rbuf).map(|v| String::from_utf8_lossy(v).into_owned())
+            rtl_numbers(t.as_bytes(), rbuf).map(|v| String::from_utf8_lossy(v).into_owned())
         };
         assert_eq!(
             rtl("\u{200f}588 95 中国银行", &mut rbuf).as_deref(),
