@@ -151,44 +151,38 @@ fn parse_params(b: &[u8], i: usize) -> Result<(Span, usize), AddrError> {
 }
 
 /// Parses a comma-separated list of values, calling `f` for each.
-pub fn parse_list(b: &[u8], v: Span, mut f: impl FnMut(NameAddr)) -> Result<(), AddrError> {
+pub fn parse_list(b: &[u8], v: Span, f: impl FnMut(NameAddr)) -> Result<(), AddrError> {
+    list(b, v, false, f)
+}
+
+/// [`parse_list`] that passes over empty elements (`, <a>`, `<a>,, <b>`, `<a>,`):
+/// RFC 3261's grammar has none, but lenient stacks write them and read the values
+/// around them, so the identity headers are read the same way: every value is judged.
+pub fn parse_list_skip_empty(b: &[u8], v: Span, f: impl FnMut(NameAddr)) -> Result<(), AddrError> {
+    list(b, v, true, f)
+}
+
+#[inline]
+fn list(b: &[u8], v: Span, skip_empty: bool, mut f: impl FnMut(NameAddr)) -> Result<(), AddrError> {
     let end = v.end as usize;
     let mut i = v.start as usize;
     loop {
+        if skip_empty {
+            i = skip_lws(&b[..end], i);
+            if i >= end {
+                return Ok(());
+            }
+            if b[i] == b',' {
+                i += 1;
+                continue;
+            }
+        }
         let (na, next) = parse_one(b, i, end)?;
         f(na);
         if next >= end {
             return Ok(());
         }
         i = next + 1; // skip ','
-    }
-}
-
-/// [`parse_list`] that passes over empty elements (`, <a>`, `<a>,, <b>`, `<a>,`):
-/// RFC 3261's grammar has none, but lenient stacks write them and read the values
-/// around them, so the identity headers are read the same way: every value is judged.
-pub fn parse_list_skip_empty(
-    b: &[u8],
-    v: Span,
-    mut f: impl FnMut(NameAddr),
-) -> Result<(), AddrError> {
-    let end = v.end as usize;
-    let mut i = v.start as usize;
-    loop {
-        let j = skip_lws(&b[..end], i);
-        if j >= end {
-            return Ok(());
-        }
-        if b[j] == b',' {
-            i = j + 1;
-            continue;
-        }
-        let (na, next) = parse_one(b, j, end)?;
-        f(na);
-        if next >= end {
-            return Ok(());
-        }
-        i = next + 1;
     }
 }
 

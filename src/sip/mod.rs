@@ -120,8 +120,8 @@ pub enum StartLine {
 
 /// One header field as it stands in the message. 12 bytes: a message keeps up to
 /// [`MAX_HEADERS`] of them inline (3 KB), and the proxy's workers parse into one
-/// message each rather than build and move a table per datagram. Offsets fit in u16 because a message is at most
-/// [`MAX_MESSAGE`] (65,535) bytes.
+/// message each rather than build and move a table per datagram. Offsets fit in u16
+/// because a message is at most [`MAX_MESSAGE`] (65,535) bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Header {
     value_start: u16,
