@@ -109,7 +109,15 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
         let f = format!("{frac:0<3}");
         num(&f[..3])?
     };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    // The month's own length (February 30th is no day a call was made on).
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&mo) || !(1..=month_days).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return Err(bad());
     }
     let days = days_from_civil(y, mo, d);
@@ -120,6 +128,17 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_past_the_months_end_are_refused() {
+        assert!(parse_time("2026-02-30T10:00:00+08:00").is_err());
+        assert!(parse_time("2026-04-31T10:00:00Z").is_err());
+        assert!(parse_time("2026-02-29T10:00:00Z").is_err());
+        assert!(parse_time("2028-02-29T10:00:00Z").is_ok());
+        assert!(parse_time("2000-02-29T10:00:00Z").is_ok());
+        assert!(parse_time("2100-02-29T10:00:00Z").is_err());
+        assert!(parse_time("2026-12-31T23:59:59Z").is_ok());
+    }
 
     #[test]
     fn written_and_read_back() {

@@ -1,7 +1,7 @@
 //! Turning a [`Decision`] into bytes: the rejection response, or the header edits
 //! (generic-number rewrite, labels, verstat) to apply to the forwarded request.
 
-use crate::decide::{Decision, Outcome, Refusal, transaction_key, unsupported_tags};
+use crate::decide::{Decision, Kind, Outcome, Refusal, transaction_key, unsupported_tags};
 use crate::identity::{Party, Source};
 use crate::isup;
 use crate::policy::auth::AuthCheck;
@@ -114,6 +114,9 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     {
         edits.remove(h.line());
     }
+    if d.kind == Kind::Call {
+        remove_planted_verdicts(policy, msg, edits);
+    }
     let mut from_edit = FromEdit::Untouched;
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
@@ -206,17 +209,82 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             }
             out.extend_from_slice(b"\r\n");
         });
-        if let (Some(v), Some(p)) = (&policy.verstat, d.identity.asserted)
-            && p.source == Source::PAssertedIdentity
-            && !p.user.is_empty()
-        {
-            let mut piece = Vec::with_capacity(v.len() + 9);
-            piece.extend_from_slice(b";verstat=");
-            piece.extend_from_slice(v.as_bytes());
-            edits.insert(p.user.end as usize, &piece);
+        // On every asserted value: the tel URI of a sip + tel pair is the one many
+        // cores show.
+        if let Some(v) = &policy.verstat {
+            for p in [d.identity.asserted, d.identity.asserted2]
+                .into_iter()
+                .flatten()
+            {
+                if p.source == Source::PAssertedIdentity && !p.user.is_empty() {
+                    edits.insert_with(p.user.end as usize, |out| {
+                        out.extend_from_slice(b";verstat=");
+                        out.extend_from_slice(v.as_bytes());
+                    });
+                }
+            }
         }
     }
     edits.len() - before
+}
+
+/// What only sipfence may say of a call goes if a peer wrote it: a field named as our
+/// label header (a peer's `X-Sipfence-Label: verified` would read as our verdict, and
+/// the first of two label fields is the one many cores read), and `verstat` (RFC 8224:
+/// the terminating network's verification result) in From and P-Asserted-Identity, so
+/// that a labelled call never carries a peer's `TN-Validation-Passed` beside ours, nor
+/// an unlabelled one a verdict nobody here gave.
+fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList) {
+    let b = msg.buf();
+    let label = policy.label_header.as_bytes();
+    for h in msg.headers() {
+        if h.name == HeaderName::Other && h.name_span().of(b).eq_ignore_ascii_case(label) {
+            edits.remove(h.line());
+        }
+    }
+    if let Some(na) = msg.from_addr() {
+        remove_verstat(
+            b,
+            Span::new(na.uri.start as usize, na.whole.end as usize),
+            edits,
+        );
+    }
+    for h in msg.all(HeaderName::PAssertedIdentity) {
+        let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
+            remove_verstat(
+                b,
+                Span::new(na.uri.start as usize, na.whole.end as usize),
+                edits,
+            );
+        });
+    }
+}
+
+/// Removes every `;verstat=...` in a URI and the header parameters after it (in a sip
+/// URI's user part, among its or a tel URI's parameters, or as a header parameter of a
+/// value written without brackets: a next hop may read any of them).
+fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
+    let text = span.of(b);
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b';', &text[i..]) {
+        let at = i + k;
+        let name = &text[at + 1..];
+        let n = name
+            .iter()
+            .position(|&c| !c.is_ascii_alphanumeric() && c != b'-')
+            .unwrap_or(name.len());
+        i = at + 1;
+        if !name[..n].eq_ignore_ascii_case(b"verstat") {
+            continue;
+        }
+        let end = text[at + 1..]
+            .iter()
+            .position(|&c| matches!(c, b';' | b'@' | b'>' | b'?' | b',') || c.is_ascii_whitespace())
+            .map_or(text.len(), |e| at + 1 + e);
+        let s = span.start as usize;
+        edits.remove(Span::new(s + at, s + end));
+        i = end;
+    }
 }
 
 /// The field that holds the asserted Remote-Party-ID may list other values beside it

@@ -651,6 +651,45 @@ fn behaviour_hits(r: &sipfence::record::Record) -> Vec<&'static str> {
         .collect()
 }
 
+/// A capture of the live proxy (tshark on lo, QA pass 11): one call answered, two
+/// refused by sipfence itself (503, `concurrent-calls`), a fourth. sipfence's own
+/// answers are no outcome of a call (the proxy never relays them to its tracker), so
+/// replay, like the live proxy, lets the fourth call through instead of counting two
+/// failed calls against the caller's answer ratio.
+#[test]
+fn sipfences_own_answers_are_no_call_outcome() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcap/behaviour");
+    let p = Policy::load(&dir.join("own-answers.toml")).unwrap();
+    let mut r = sipfence::replay::Replayer::new(&p, None);
+    let mut recs = vec![];
+    r.file(
+        &dir.join("own-answers.pcap"),
+        &mut sipfence::replay::Outputs::default(),
+        &mut |rec| recs.push(rec),
+    )
+    .expect("capture opens");
+    let verdicts: Vec<(&str, Option<&str>)> = recs
+        .iter()
+        .filter(|r| r.kind == "call")
+        .map(|r| (r.verdict, r.rule))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("allow", None),
+            ("reject", Some("concurrent-calls")),
+            ("reject", Some("concurrent-calls")),
+            ("allow", None),
+        ]
+    );
+    assert_eq!(
+        r.summary.behaviour.get("failed"),
+        None,
+        "{:?}",
+        r.summary.behaviour
+    );
+}
+
 /// Each generated pattern capture (scripts/gen_behaviour.py) trips its rule on its
 /// pattern caller, first and on the later calls (the features and the watch list), and
 /// on no one else in the capture; the record carries the features that made it fire.

@@ -1164,6 +1164,22 @@ fn large_requests_switch_to_tcp_or_get_513() {
     let r = read_head(&mut t);
     assert!(r.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{r}");
     assert!(r.contains("Call-ID: too-big\r\n"), "{r}");
+    // Past the largest message any transport carries (Content-Length says so before
+    // the body has come): 513 as well, not 400, and the connection ends (a stream that
+    // cannot be framed cannot go on).
+    for (call, pad) in [("too-big-2", 65_600), ("too-big-3", 70_000)] {
+        let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+        let port = t.local_addr().unwrap().port();
+        let huge = padded(call, port, pad).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        assert!(huge.len() > 65_535);
+        let _ = t.write_all(huge.as_bytes());
+        let r = read_head(&mut t);
+        assert!(
+            r.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+            "{call}: {r}"
+        );
+        assert!(r.contains(&format!("Call-ID: {call}\r\n")), "{r}");
+    }
     drop(proxy);
 }
 

@@ -139,6 +139,18 @@ fn enterprise_contract_whitelist_hours_and_own_segments() {
             );
         }
     }
+    // The bank's number behind another's in the display name: judged as `explain` and
+    // the proxy judge it (a number the callee is shown must be contracted too).
+    let ent = [&at[..], &["--trunk", "ent-bank"]].concat();
+    let (code, v) = number(&ent, "\"95588\" <sip:+864008001234@x>");
+    assert_eq!(code, 1, "{v}");
+    // (95588 is no number of this network's segments: refused before the whitelist.)
+    assert_eq!(
+        verdicts(&v)[0].3.as_deref(),
+        Some("enterprise-foreign-network")
+    );
+    let (code, v) = number(&ent, "\"Bank\" <sip:+864008001234@x>");
+    assert_eq!(code, 0, "{v}");
     // An agent's line inside the DID range (national form), and one just outside it.
     let (code, _) = number(
         &[&at[..], &["--trunk", "ent-bank"]].concat(),

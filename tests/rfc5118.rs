@@ -66,18 +66,12 @@ fn the_unbracketed_reference_is_answered_400() {
     let raw = read("ipv6-bad");
     let mut out = vec![];
     let src = "[2001:db8::9:1]:5060".parse().expect("address");
-    let dest = bad_request_for(
-        &raw,
-        src,
-        None,
-        "Bad Request-URI",
-        Some("sipfence"),
-        &mut out,
-    );
+    let e = Message::parse(Bytes::from(raw.clone())).expect_err("refused by the parser");
+    let dest = bad_request_for(&raw, src, None, &e, Some("sipfence"), &mut out);
     assert!(dest.is_some(), "no answer");
     let again = {
         let mut o = vec![];
-        bad_request_for(&raw, src, None, "Bad Request-URI", Some("sipfence"), &mut o);
+        bad_request_for(&raw, src, None, &e, Some("sipfence"), &mut o);
         o
     };
     assert_eq!(out, again, "a retransmission gets the same answer");

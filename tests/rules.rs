@@ -1285,6 +1285,81 @@ fn label_mvno_with_verstat() {
     assert_eq!(d.verdict_str(), "allow");
 }
 
+/// Only sipfence labels and gives a verification result: a peer's own label field and
+/// `verstat` go, on labelled calls (ours alone is left) and on unlabelled ones.
+#[test]
+fn a_peers_label_and_verstat_are_not_passed_on() {
+    let p = policy("[rules.label-international]\naction = \"label\"\nlabel = \"international\"");
+    let planted = "x-sipfence-label: verified\r\nP-Asserted-Identity: <tel:+442071234567;verstat=TN-Validation-Passed>\r\n";
+    let m = with_from(
+        "<sip:+442071234567;VERSTAT=TN-Validation-Passed@x;user=phone>",
+        planted,
+    );
+    let d = passes(&p, &m, "intl");
+    assert!(d.labels.contains(RuleId::LabelInternational));
+    let out = forwarded(&p, &m, &d);
+    let text = String::from_utf8_lossy(out.buf()).to_string();
+    assert!(
+        text.contains("X-Sipfence-Label: international\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("verified"), "{text}");
+    assert_eq!(text.matches("verstat").count(), 1, "{text}");
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity),
+        Some(&b"<tel:+442071234567;verstat=TN-Validation-Failed>"[..])
+    );
+    assert!(
+        out.value(HeaderName::From)
+            .unwrap()
+            .starts_with(b"<sip:+442071234567@x;user=phone>")
+    );
+
+    // An unlabelled call keeps no verdict of a peer's either, whatever the trunk; the
+    // rest of the identity stays as written.
+    for trunk in ["ic", "ent"] {
+        let m = with_from(
+            "<sip:+8613912340001@x>",
+            "P-Asserted-Identity: <sip:+8613912340001;verstat=TN-Validation-Passed@x;user=phone>, tel:+8613912340001;verstat=TN-Validation-Passed\r\nX-Sipfence-Label: verified\r\n",
+        );
+        let d = passes(&p, &m, trunk);
+        assert!(d.labels.is_empty(), "{trunk}: {d:?}");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::PAssertedIdentity),
+            Some(&b"<sip:+8613912340001@x;user=phone>, tel:+8613912340001"[..]),
+            "{trunk}"
+        );
+        assert!(out.first(HeaderName::Other).is_none(), "{trunk}");
+    }
+
+    // Both values of a sip + tel pair carry our verstat on a labelled call.
+    let m = with_from(
+        "<sip:+8617012345678@x>",
+        "P-Asserted-Identity: <sip:+8617012345678@x;user=phone>\r\nP-Asserted-Identity: <tel:+8617012345678>\r\n",
+    );
+    let d = passes(&p, &m, "ic");
+    assert_eq!(d.rule, Some(RuleId::LabelMvno));
+    let out = forwarded(&p, &m, &d);
+    let pai: Vec<_> = out
+        .all(HeaderName::PAssertedIdentity)
+        .map(|h| out.slice(h.value()).to_vec())
+        .collect();
+    assert_eq!(
+        pai,
+        [
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@x;user=phone>".to_vec(),
+            b"<tel:+8617012345678;verstat=TN-Validation-Failed>".to_vec()
+        ]
+    );
+
+    // In-dialog requests are the dialog's business: left as they come.
+    let m = Message::parse(Bytes::from_static(b"BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-b\r\nFrom: <sip:+8613912340001@x>;tag=a\r\nTo: <sip:4008001234@10.0.0.100>;tag=b\r\nCall-ID: c-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nX-Sipfence-Label: mvno\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    let d = judge(&p, &m, "ic");
+    assert_eq!(d.kind, Kind::InDialog);
+    assert!(forwarded(&p, &m, &d).first(HeaderName::Other).is_some());
+}
+
 #[test]
 fn label_service_shape_and_international() {
     let p = policy("[rules.label-international]\naction = \"label\"");
@@ -1298,6 +1373,33 @@ fn label_service_shape_and_international() {
     );
     let d = passes(&p, &invite("+442071234567", ""), "intl");
     assert!(!d.labels.contains(RuleId::LabelServiceShape));
+}
+
+/// A rule set to label without a label of its own says its name, never an empty value.
+#[test]
+fn a_labelling_rule_without_a_label_says_its_name() {
+    let p =
+        policy("[rules.blacklist]\naction = \"label\"\n[rules.numbering-plan]\naction = \"label\"");
+    let m = invite("+8613800000001", "");
+    let d = passes(&p, &m, "ic");
+    let out = forwarded(&p, &m, &d);
+    assert!(
+        String::from_utf8_lossy(out.buf()).contains("X-Sipfence-Label: blacklist\r\n"),
+        "{d:?}"
+    );
+    let m = invite("+8617012345", "");
+    let d = passes(&p, &m, "ic");
+    let out = forwarded(&p, &m, &d);
+    let text = String::from_utf8_lossy(out.buf()).to_string();
+    let label = text
+        .lines()
+        .find(|l| l.starts_with("X-Sipfence-Label:"))
+        .unwrap_or_default();
+    assert!(
+        label.starts_with("X-Sipfence-Label: numbering-plan"),
+        "{text}"
+    );
+    assert!(!label.contains(",,") && !label.ends_with(','), "{label}");
 }
 
 #[test]
@@ -1727,6 +1829,57 @@ fn config_errors_name_file_and_line() {
     .unwrap_err()
     .to_string();
     assert!(e.starts_with("bad.toml:2:"), "{e}");
+    // A log level tracing would read as a target filter, which silences every line.
+    for level in ["warning", "verbose", "info,sipfence=loud"] {
+        let e = Policy::from_str(
+            &format!("[general]\n[log]\nlevel = \"{level}\"\n"),
+            "bad.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("bad.toml") && e.contains("names no level"),
+            "{e}"
+        );
+    }
+    for level in ["warn", "ERROR", "info,sipfence::proxy=debug", "off"] {
+        let p = Policy::from_str(
+            &format!("[general]\n[log]\nlevel = \"{level}\"\n"),
+            "ok.toml",
+            Path::new("."),
+        );
+        assert!(p.is_ok(), "{level}: {:?}", p.err());
+    }
+    // A relative records directory is the policy file's, as list files are.
+    let p = Policy::from_str(
+        "[records]\ndir = \"records\"\n",
+        "p.toml",
+        Path::new("/etc/sipfence"),
+    )
+    .unwrap();
+    assert_eq!(p.records.dir, "/etc/sipfence/records");
+    let p = Policy::from_str(
+        "[records]\ndir = \"/var/lib/r\"\n",
+        "p.toml",
+        Path::new("/etc/sipfence"),
+    )
+    .unwrap();
+    assert_eq!(p.records.dir, "/var/lib/r");
+    // No day at all, and labels that are no token.
+    let e = bad(
+        "[[trunk]]\nname = \"d\"\nrole = \"enterprise\"\ndays = []\n[trunk.whitelist]\nentries = [\"139\"]",
+    );
+    assert!(
+        e.starts_with(&format!("bad.toml:{}:", lines + 4)) && e.contains("days: empty"),
+        "{e}"
+    );
+    for label in ["", "a,b", "two words"] {
+        let e = bad(&format!(
+            "[rules.blacklist]\naction = \"label\"\nlabel = \"{label}\""
+        ));
+        assert!(e.contains("must be a token"), "{label:?}: {e}");
+    }
     let e = Policy::from_str(
         "[general]\n[metrics]\nlisten = \"localhost\"\n",
         "bad.toml",

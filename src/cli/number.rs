@@ -102,6 +102,17 @@ fn identity_uri(input: &str, number: Option<&Number>) -> String {
     }
 }
 
+/// The display name before a `<uri>` given as a header writes it (`"95588" <sip:...>`),
+/// with the blank after it, or nothing: the test call carries it as given, since the
+/// rules read display names too.
+fn display_name(input: &str) -> &str {
+    let t = input.trim();
+    match (t.find('<'), as_uri(t)) {
+        (Some(a), Some(_)) if a > 0 && !t[..a].contains(['\r', '\n']) => &t[..a],
+        _ => "",
+    }
+}
+
 /// The text itself when it is a sip, sips or tel URI a header can carry as it stands.
 fn as_uri(t: &str) -> Option<&str> {
     // As a header's name-addr writes it: `<sip:...>`, perhaps after a display name.
@@ -116,17 +127,18 @@ fn as_uri(t: &str) -> Option<&str> {
     .then_some(t)
 }
 
-/// An initial INVITE from `caller` to `callee` (URIs), as a peer gateway sends one.
+/// An initial INVITE from `caller` (a name-addr) to `callee` (a URI), as a peer gateway
+/// sends one.
 fn test_call(caller: &str, callee_uri: &str, n: usize) -> Result<Message, String> {
     let text = format!(
         "INVITE {callee_uri} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {SOURCE};branch=z9hG4bK-sipfence-number-{n}\r\n\
          Max-Forwards: 70\r\n\
-         From: <{caller}>;tag=number-{n}\r\n\
+         From: {caller};tag=number-{n}\r\n\
          To: <{callee_uri}>\r\n\
          Call-ID: sipfence-number-{n}@192.0.2.1\r\n\
          CSeq: 1 INVITE\r\n\
-         P-Asserted-Identity: <{caller}>\r\n\
+         P-Asserted-Identity: {caller}\r\n\
          Contact: <sip:{SOURCE}>\r\n\
          Content-Length: 0\r\n\r\n"
     );
@@ -206,7 +218,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 }
             }
         }
-        let caller = identity_uri(input, number.as_ref().ok());
+        let caller = format!(
+            "{}<{}>",
+            display_name(input),
+            identity_uri(input, number.as_ref().ok())
+        );
         let msg = match test_call(&caller, &callee, i) {
             Ok(m) => m,
             Err(e) => {

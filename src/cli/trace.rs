@@ -82,8 +82,13 @@ impl NumberQuery {
             None => (typed.as_str(), false),
         };
         // A number, or a sip/sips/tel URI as a header carries it: read as `number` does.
-        let n = super::number::read_number_as(home_cc, digits)
-            .map_err(|e| format!("number '{q}': not a number ({})", e.as_str()))?;
+        // A segment is read as a list's segment is (`86170*` in international form).
+        let n = if segment && digits.bytes().all(|c| c.is_ascii_digit()) {
+            crate::numbering::normalise_prefix(digits.as_bytes(), home_cc)
+        } else {
+            super::number::read_number_as(home_cc, digits)
+        }
+        .map_err(|e| format!("number '{q}': not a number ({})", e.as_str()))?;
         Ok(if segment {
             NumberQuery::Segment(n.e164())
         } else {
@@ -100,6 +105,7 @@ impl NumberQuery {
 }
 
 /// What a record must show to be printed.
+#[derive(Default)]
 struct Filter {
     caller: Option<NumberQuery>,
     callee: Option<NumberQuery>,
@@ -158,10 +164,12 @@ impl Filter {
         }
         if let Some(q) = &self.caller {
             // Every number the call presented or asserted as its caller: the one judged,
-            // From, the asserted identities, the IAM's calling and generic numbers.
+            // From, the number presented beside them (a display name's, P-Preferred-
+            // Identity's), the asserted identities, the IAM's calling and generic numbers.
             let mut shown = [
                 &r["caller"],
                 &r["from"],
+                &r["presented"],
                 &r["asserted"],
                 &r["asserted2"],
                 &r["isup"]["calling"],
@@ -577,5 +585,26 @@ mod tests {
         assert!(seg.matches("+8617012345678"));
         assert!(!seg.matches("+8613812345678"));
         assert!(NumberQuery::parse("anonymous", cc).is_err());
+        // A segment in the international form without '+', as a list writes one.
+        let seg = NumberQuery::parse("86170*", cc).unwrap();
+        assert_eq!(seg, NumberQuery::Segment("+86170".into()));
+    }
+
+    /// A call is found by every number it showed as its caller, the one a display name
+    /// presented included (what the callee saw, and what a complaint quotes).
+    #[test]
+    fn a_call_is_found_by_the_number_it_presented() {
+        let f = |q: &str| Filter {
+            caller: Some(NumberQuery::parse(q, b"86").unwrap()),
+            home_cc: b"86".to_vec(),
+            ..Filter::default()
+        };
+        let r = serde_json::json!({
+            "ts_ms": 1, "caller": "+864008001234", "from": "4008001234",
+            "presented": "+8695588", "verdict": "allow"
+        });
+        assert!(f("95588").keeps(&r));
+        assert!(f("4008001234").keeps(&r));
+        assert!(!f("95599").keeps(&r));
     }
 }

@@ -602,6 +602,20 @@ pub fn normalise(
     normalise_as(raw, Reading::national(home_cc), phone_context)
 }
 
+/// The start of a number: a list's segment (`+86170*`, `0755 8888*`) or a search for
+/// one. A whole number tells `8613812345678` (international, no '+') from a national
+/// one by its length; a segment has none, so bare digits that begin with the home
+/// country code are read as that form: no national number starts so (China's area codes
+/// hold no 86x), and `86170999*` read nationally would be +8686170999, which no caller
+/// is in. Anything else reads as [`normalise`] reads it.
+pub fn normalise_prefix(raw: &[u8], home_cc: &[u8]) -> Result<Number, NotANumber> {
+    let t = crate::sip::lex::trim(raw);
+    if !home_cc.is_empty() && t.starts_with(home_cc) && t.iter().all(u8::is_ascii_digit) {
+        return Number::from_digits(t).ok_or(NotANumber::TooLong);
+    }
+    normalise(t, home_cc, None)
+}
+
 /// [`normalise`] for a peer whose bare numbers may be international
 /// ([`Bare::International`]): digits with no `+`, `00` or `0` in front, of
 /// [`INTERNATIONAL_MIN_DIGITS`] to [`INTERNATIONAL_MAX_DIGITS`], are E.164 without the

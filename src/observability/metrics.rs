@@ -60,10 +60,12 @@ pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 20] = [
+pub const DROP_REASONS: [&str; 22] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
+    // An unknown source's request or response, with `unknown-source = drop`.
+    "unknown-source",
     "bad-ack",
     "no-trunk",
     "no-next-hop",
@@ -72,6 +74,7 @@ pub const DROP_REASONS: [&str; 20] = [
     "response-no-next-via",
     "response-not-ours",
     "response-unresolvable",
+    "response-unknown-destination",
     // In-dialog requests from the core with nowhere to go.
     "core-no-target",
     "core-unresolvable",

@@ -505,6 +505,13 @@ impl<'de> Deserialize<'de> for Days {
                 })?;
             mask |= 1 << i;
         }
+        // No day at all would refuse every call of the trunk: a slip, not a contract
+        // (leave `days` out for every day; stop a trunk by removing it).
+        if mask == 0 {
+            return Err(de::Error::custom(
+                "days: empty (no day allowed would refuse every call; leave days out for all seven)",
+            ));
+        }
         Ok(Days(mask))
     }
 }

@@ -20,7 +20,7 @@
 //!   stored as the smallest set of segments that covers it.
 
 use crate::load_error::LoadError;
-use crate::numbering::{Number, key_of, normalise};
+use crate::numbering::{Number, key_of, normalise, normalise_prefix};
 
 #[derive(Debug, Clone, Default)]
 pub struct NumberSet {
@@ -177,7 +177,8 @@ impl NumberSetBuilder {
                 .map_err(|e| format!("'{s}' is not a number ({})", e.as_str()))
         };
         if let Some(p) = entry.strip_suffix('*') {
-            let n = num(p)?;
+            let n = normalise_prefix(p.as_bytes(), &self.cc)
+                .map_err(|e| format!("'{p}' is not a number ({})", e.as_str()))?;
             self.add_prefix(n.digits());
         } else if let Some((a, z)) = entry.split_once("..") {
             let (a, z) = (num(a)?, num(z)?);
@@ -357,13 +358,17 @@ mod tests {
 
     #[test]
     fn exact_forms_and_segments() {
-        let s = set("13812345678\n+86170*  # MVNO\n0755 8888 *\n\n# c\n");
+        let s = set("13812345678\n+86170*  # MVNO\n0755 8888 *\n\n# c\n86171999*\n0086172*\n");
         assert_eq!(s.lookup(&n("+8613812345678")), Some(ListMatch::Exact));
         assert_eq!(s.lookup(&n("013812345678")), Some(ListMatch::Exact));
         assert_eq!(s.lookup(&n("13812345679")), None);
         assert_eq!(s.lookup(&n("17001234567")), Some(ListMatch::Segment(5)));
         assert!(s.contains(&n("075588881234")));
         assert!(!s.contains(&n("075588871234")));
+        // A segment in the international form without '+' (and with 00).
+        assert!(s.contains(&n("+8617199991234")));
+        assert!(!s.contains(&n("+8617198991234")));
+        assert!(s.contains(&n("+8617212345678")));
     }
 
     #[test]

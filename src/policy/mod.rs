@@ -478,7 +478,23 @@ fn resolve_actions(
             a.reason = reason.as_str().into();
         }
         if let Some(l) = &c.label {
-            a.label = l.as_str().into();
+            // Labels are joined with ',' into one header value: a token each.
+            let l = l.trim();
+            if l.is_empty() || !l.bytes().all(crate::sip::lex::is_token) {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "rule {}: label '{l}' must be a token (letters, digits, -.!%*_+`'~), not empty",
+                        r.as_str()
+                    ),
+                ));
+            }
+            a.label = l.into();
+        }
+        // A rule labelling without a label of its own says its name: the callee's
+        // network is told which rule it was, not an empty value.
+        if a.kind == ActionKind::Label && a.label.is_empty() {
+            a.label = r.as_str().into();
         }
         if let Some(f) = c.fallback {
             if !matches!(
@@ -500,6 +516,24 @@ fn resolve_actions(
         }
     }
     Ok(out)
+}
+
+/// `[log] level`: a tracing filter whose every directive names a level (`info`,
+/// `sipfence=debug`, `warn,sipfence::proxy=trace`). A directive without one is a target
+/// filter to tracing, so a typo (`warning`, `verbose`) would silence every log line,
+/// the refused-reload errors operators grep for among them.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let lvl = d.rsplit_once('=').map_or(d, |(_, l)| l).trim();
+        if !LEVELS.iter().any(|l| lvl.eq_ignore_ascii_case(l)) {
+            return Err(format!(
+                "log.level '{level}': '{d}' names no level (one of {}, or target=level)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_behaviour(
@@ -555,7 +589,7 @@ impl Policy {
     }
 
     fn build(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         let plan = if cfg.general.plan == "builtin:cn" {
             Plan::builtin()
         } else if cfg.general.plan.starts_with("builtin:") {
@@ -611,6 +645,12 @@ impl Policy {
                 file,
                 format!("general.verstat '{v}' must be a token"),
             ));
+        }
+        check_log_level(&cfg.log.level).map_err(|why| LoadError::file(file, why))?;
+        // Relative like the list files: the records must not move with the directory
+        // the gateway was started from (systemd starts it in /).
+        if !cfg.records.dir.is_empty() && Path::new(&cfg.records.dir).is_relative() {
+            cfg.records.dir = dir.join(&cfg.records.dir).to_string_lossy().into_owned();
         }
         let defaults: Vec<Action> = RuleId::ORDER
             .iter()
@@ -892,6 +932,25 @@ impl Policy {
     pub fn from_core_side(&self, source: &SocketAddr) -> bool {
         self.is_next_hop(source)
             || (self.is_next_hop_host(source.ip()) && self.match_trunk(source, None).is_none())
+    }
+
+    /// Whether a relayed response may be sent to `ip`: a host some request we forward
+    /// could have come from. That is a trunk's source (any port: a response goes to the
+    /// Via's port, not always the one the request left from) or a next hop's host; and
+    /// any host when requests from unknown sources are forwarded (`unknown-source` set
+    /// to monitor or off).
+    pub fn answers_to(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        !matches!(
+            self.action(None, RuleId::UnknownSource).kind,
+            config::ActionKind::Reject | config::ActionKind::Drop
+        ) || self.is_next_hop_host(ip)
+            || self.trunks.iter().any(|t| {
+                t.sources.is_empty()
+                    || t.sources
+                        .iter()
+                        .any(|s| s.matches(&SocketAddr::new(ip, s.port.unwrap_or(0))))
+            })
     }
 
     /// A next hop's host, on any port.

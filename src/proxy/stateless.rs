@@ -165,7 +165,13 @@ fn handle_parsed(
     observe: &mut dyn FnMut(Observed<'_>),
 ) -> Handled {
     if !msg.is_request() {
-        return relay_response(msg, out, edits);
+        // Responses from where nothing is accepted are not carried either: with
+        // `unknown-source = drop` the gateway relays nothing for an address no trunk
+        // claims.
+        if st.policy.silent_to(&o.source, Some(&o.local)) && !st.policy.from_core_side(&o.source) {
+            return Handled::Dropped("unknown-source");
+        }
+        return relay_response(st.policy, msg, out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
     let core_side = st.policy.is_next_hop(&o.source);
@@ -361,11 +367,15 @@ pub fn sent_by_proxy(policy: &Policy, msg: &Message, src: SocketAddr) -> bool {
         })
 }
 
-/// OPTIONS addressed to the proxy itself (no user part in the Request-URI).
+/// OPTIONS addressed to the proxy itself: a sip or sips URI without a user part. Other
+/// schemes (`tel:`, RFC 4475's `nobodyKnowsThisScheme:`) name no host of ours: they go
+/// to the next hop like any request (RFC 4475 3.3.2: a proxy may forward them).
 fn is_for_us(msg: &Message) -> bool {
     msg.request_uri()
         .and_then(|u| uri::parse(msg.buf(), u).ok())
-        .is_some_and(|u| u.user.is_none())
+        .is_some_and(|u| {
+            u.user.is_none() && matches!(u.scheme, uri::Scheme::Sip | uri::Scheme::Sips)
+        })
 }
 
 /// Our Via, received/rport on the previous one, Max-Forwards minus one.
@@ -446,7 +456,16 @@ fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
     hex16(h)
 }
 
-fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Handled {
+/// RFC 3261 16.11: a response goes where the Via below ours says. That Via is whatever
+/// the responder wrote, so it is only followed to an address a request we forwarded
+/// could have come from ([`Policy::answers_to`]): a forged response (our branch prefix
+/// is public) must not make the gateway send datagrams to hosts behind it.
+fn relay_response(
+    policy: &Policy,
+    msg: &Message,
+    out: &mut Vec<u8>,
+    edits: &mut EditList,
+) -> Handled {
     let b = msg.buf();
     // Both via-parms were validated and kept by the parser.
     let (Some(h), Some(ours)) = (msg.first(HeaderName::Via), msg.top_via()) else {
@@ -476,6 +495,9 @@ fn relay_response(msg: &Message, out: &mut Vec<u8>, edits: &mut EditList) -> Han
                 // A stateless proxy does no DNS on the response path.
                 return Handled::Dropped("response-unresolvable");
             };
+            if !policy.answers_to(ip) {
+                return Handled::Dropped("response-unknown-destination");
+            }
             let port = below.rport.flatten().or(below.port).unwrap_or(5060);
             Dest::Udp(SocketAddr::new(ip, port))
         }
@@ -615,13 +637,14 @@ fn forward_from_core(
     })
 }
 
-/// A 400 for a request the parser refused, when enough of it is readable to answer
-/// (start line, Via, Call-ID...): built from a lenient re-read of the header lines.
+/// The answer (400, or 513 for a message over the size bound: RFC 3261 21.5.14) to a
+/// request the parser refused, when enough of it is readable to answer (start line,
+/// Via, Call-ID...): built from a lenient re-read of the header lines.
 pub fn bad_request_for(
     data: &[u8],
     source: SocketAddr,
     conn: Option<u64>,
-    why: &str,
+    e: &crate::sip::ParseError,
     server: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Option<Dest> {
@@ -669,7 +692,19 @@ pub fn bad_request_for(
     }
     let (top_at, top_value, top_via) = top?;
     let (rport, port) = (top_via.rport.is_some(), top_via.port);
-    out.extend_from_slice(b"SIP/2.0 400 Bad Request\r\n");
+    let (code, why): (u16, String) = if e.kind == crate::sip::ErrorKind::TooLarge {
+        (
+            513,
+            format!("Message larger than {} bytes", crate::sip::MAX_MESSAGE),
+        )
+    } else {
+        (400, e.to_string())
+    };
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_num(out, code as u64);
+    out.push(b' ');
+    out.extend_from_slice(response::phrase(code).as_bytes());
+    out.extend_from_slice(b"\r\n");
     // As every answer of ours (RFC 3261 8.2.6.2, RFC 3581 4): the top Via told where the
     // request came from, a To-tag the same for its retransmissions, Server.
     for (i, l) in vias.iter().enumerate() {
@@ -699,7 +734,9 @@ pub fn bad_request_for(
         }
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Reason: SIP;cause=400;text=\"");
+    out.extend_from_slice(b"Reason: SIP;cause=");
+    push_num(out, code as u64);
+    out.extend_from_slice(b";text=\"");
     out.extend(
         why.bytes()
             .filter(|&c| c != b'"' && c != b'\\' && c >= b' '),
@@ -749,6 +786,90 @@ record_route = true
             via_addr: "10.0.0.1:5060".parse().unwrap(),
             overloaded: false,
         }
+    }
+
+    /// OPTIONS to the proxy (a sip URI with no user) is answered; one to a URI of
+    /// another scheme is no keep-alive of ours and goes on like any request.
+    #[test]
+    fn options_to_other_schemes_go_on() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let options = |ruri: &str| {
+            format!(
+                "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-o\r\nFrom: <sip:a@198.51.100.7>;tag=1\r\nTo: <{ruri}>\r\nCall-ID: opt\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let (h, out) = run(&p, "198.51.100.7:5060", &options("sip:192.0.2.10:5060"));
+        assert!(matches!(h, Handled::Respond(_, 200)), "{out}");
+        for ruri in [
+            "nobodyKnowsThisScheme:totallyopaquecontent",
+            "soap.beep://192.0.2.103:3002",
+            "tel:+8613812345678",
+        ] {
+            let (h, out) = run(&p, "198.51.100.7:5060", &options(ruri));
+            assert!(matches!(h, Handled::Forward(_)), "{ruri}: {out}");
+            assert!(
+                out.starts_with(&format!("OPTIONS {ruri} SIP/2.0\r\n")),
+                "{out}"
+            );
+        }
+    }
+
+    /// A response is relayed only to a host a forwarded request could have come from,
+    /// and, with `unknown-source = drop`, only from a host the gateway accepts anything
+    /// from: our branch prefix alone does not make a datagram ours to send on.
+    #[test]
+    fn forged_responses_go_nowhere() {
+        let answer = |below: &str| {
+            format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsf0123456789abcdef\r\nVia: SIP/2.0/UDP {below};branch=z9hG4bK-x\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: forged\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        // From the core, to the trunk's peer: relayed.
+        let (h, _) = run(&p, "10.0.0.5:5060", &answer("198.51.100.7:5060"));
+        assert!(
+            matches!(h, Handled::Forward(Dest::Udp(a)) if a == "198.51.100.7:5060".parse().unwrap())
+        );
+        // To a host behind the gateway that never sent us anything: dropped, even with
+        // `received` pointing there, or from the trunk's own peer.
+        for (from, below) in [
+            ("10.0.0.5:5060", "10.20.30.40:5060"),
+            ("10.0.0.5:5060", "198.51.100.7:5060;received=10.20.30.40"),
+            ("198.51.100.9:5060", "10.20.30.40:5060"),
+        ] {
+            let (h, out) = run(&p, from, &answer(below));
+            assert!(
+                matches!(h, Handled::Dropped("response-unknown-destination")),
+                "{below}"
+            );
+            assert!(out.is_empty());
+        }
+        // A core's answer to its own request (in-dialog, towards the core): relayed.
+        let (h, _) = run(&p, "198.51.100.7:5060", &answer("10.0.0.5:5060"));
+        assert!(matches!(h, Handled::Forward(_)));
+        // From an address no trunk claims, with `unknown-source = drop`: not carried at
+        // all; with the default reject it is carried to a known peer.
+        let (h, _) = run(&p, "203.0.113.9:5060", &answer("198.51.100.7:5060"));
+        assert!(matches!(h, Handled::Forward(_)));
+        let drop = Policy::from_str(
+            &format!("{POLICY}\n[rules.unknown-source]\naction = \"drop\"\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let (h, _) = run(&drop, "203.0.113.9:5060", &answer("198.51.100.7:5060"));
+        assert!(matches!(h, Handled::Dropped("unknown-source")));
+        let (h, _) = run(&drop, "10.0.0.5:5060", &answer("198.51.100.7:5060"));
+        assert!(matches!(h, Handled::Forward(_)));
+        // With unknown sources forwarded (monitor), any requester may be answered.
+        let open = Policy::from_str(
+            &format!("{POLICY}\n[rules.unknown-source]\naction = \"monitor\"\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let (h, _) = run(&open, "10.0.0.5:5060", &answer("10.20.30.40:5060"));
+        assert!(matches!(h, Handled::Forward(_)));
     }
 
     fn run(p: &Policy, from: &str, text: &str) -> (Handled, String) {

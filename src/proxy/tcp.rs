@@ -372,7 +372,7 @@ async fn serve_stream(
                             &data,
                             peer,
                             Some(id),
-                            &e.to_string(),
+                            &e,
                             server,
                             &mut out,
                         )

@@ -128,7 +128,7 @@ pub fn handle_one(
             tracing::debug!(source = %o.source, error = %e, "malformed message");
             let d = if e.answerable() && !l.policy.silent_to(&o.source, Some(&o.local)) {
                 let server = (!l.policy.server.is_empty()).then_some(l.policy.server.as_str());
-                stateless::bad_request_for(&raw, o.source, o.conn, &e.to_string(), server, out)
+                stateless::bad_request_for(&raw, o.source, o.conn, &e, server, out)
             } else {
                 None
             };

@@ -422,7 +422,18 @@ impl<'p> Replayer<'p> {
             // came from a trunk, as the proxy received it.
             let from_core = || !ours || !self.policy.from_core_side(&dst);
             decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
-            self.learn(&msg, ts_ms);
+            // sipfence's own answers (503 from `concurrent-calls`, a behaviour rule's
+            // 608...) are no outcome of a call: the proxy never relays them, so they
+            // never reach its tracker. They carry the To-tag sipfence makes of the
+            // request, which a response repeats.
+            let own_answer = ours
+                && msg.status().is_some()
+                && msg
+                    .to_tag()
+                    .is_some_and(|t| t == &crate::sip::response::stable_tag(&msg)[..]);
+            if !own_answer {
+                self.learn(&msg, ts_ms);
+            }
             let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
             o.blocked |= blocked;
             o.allowed |= !blocked;
