@@ -249,14 +249,10 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
             edits,
         );
     }
+    // The whole field, every value of it, without parsing it again: a `;verstat` in a
+    // quoted display name would go too, which harms no one.
     for h in msg.all(HeaderName::PAssertedIdentity) {
-        let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
-            remove_verstat(
-                b,
-                Span::new(na.uri.start as usize, na.whole.end as usize),
-                edits,
-            );
-        });
+        remove_verstat(b, h.value(), edits);
     }
 }
 
@@ -265,24 +261,29 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
 /// value written without brackets: a next hop may read any of them).
 fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
     let text = span.of(b);
+    // Found by its first letter: identities hold few, and nearly never the name.
     let mut i = 0;
-    while let Some(k) = memchr::memchr(b';', &text[i..]) {
+    while let Some(k) = memchr::memchr2(b'v', b'V', &text[i..]) {
         let at = i + k;
-        let name = &text[at + 1..];
-        let n = name
-            .iter()
-            .position(|&c| !c.is_ascii_alphanumeric() && c != b'-')
-            .unwrap_or(name.len());
         i = at + 1;
-        if !name[..n].eq_ignore_ascii_case(b"verstat") {
+        let name_end = at + 7;
+        if at == 0
+            || text[at - 1] != b';'
+            || !text
+                .get(at..name_end)
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"verstat"))
+            || text
+                .get(name_end)
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-')
+        {
             continue;
         }
-        let end = text[at + 1..]
+        let end = text[name_end..]
             .iter()
             .position(|&c| matches!(c, b';' | b'@' | b'>' | b'?' | b',') || c.is_ascii_whitespace())
-            .map_or(text.len(), |e| at + 1 + e);
+            .map_or(text.len(), |e| name_end + e);
         let s = span.start as usize;
-        edits.remove(Span::new(s + at, s + end));
+        edits.remove(Span::new(s + at - 1, s + end));
         i = end;
     }
 }
