@@ -397,7 +397,7 @@ pub struct Refusal {
 impl Refusal {
     /// The fields every element relies on (RFC 3261 16.3 step 1; RFC 4475 3.3.8 and
     /// 3.3.9): exactly one To, From, Call-ID and CSeq, a Via, at most one Max-Forwards
-    /// and Content-Length. Two From fields would let the filter judge one caller and
+    /// Content-Length and Content-Type. Two From fields would let the filter judge one caller and
     /// the callee see the other.
     pub fn syntax(msg: &Message) -> Option<Refusal> {
         msg.check_request()
@@ -739,10 +739,12 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             generic,
             preferred,
         ];
+        // A second Generic Number first: the IAM's numbers are what an ISUP callee sees.
+        let generic2 = isup.and_then(|i| i.generic2).and_then(Result::ok);
         for (slot, n) in more.iter_mut().zip(
-            d.identity
-                .shown_all
-                .iter()
+            generic2
+                .into_iter()
+                .chain(d.identity.shown_all.iter())
                 .filter(|n| !judged_already.contains(&Some(*n))),
         ) {
             *slot = Some(n);

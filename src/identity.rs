@@ -161,6 +161,8 @@ pub struct IsupIdentity {
     pub calling: Option<Result<Number, NotANumber>>,
     /// Generic Number (additional calling party number), normalised.
     pub generic: Option<Result<Number, NotANumber>>,
+    /// The first Generic Number naming another number ([`Iam::generic2`]), normalised.
+    pub generic2: Option<Result<Number, NotANumber>>,
 }
 
 impl IsupIdentity {
@@ -644,9 +646,9 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
         }
     };
     let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, r));
-    let (calling, generic) = match iam {
-        Ok(i) => (num(i.calling), num(i.generic)),
-        Err(_) => (None, None),
+    let (calling, generic, generic2) = match iam {
+        Ok(i) => (num(i.calling), num(i.generic), num(i.generic2)),
+        Err(_) => (None, None, None),
     };
     Some(IsupIdentity {
         body,
@@ -655,6 +657,7 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
         iam,
         calling,
         generic,
+        generic2,
     })
 }
 

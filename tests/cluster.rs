@@ -548,6 +548,33 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     gws[0].signal("HUP");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(answer(bases[0], caller), Some(608));
+
+    // Redis loses its data: the next publication is numbered v1 again, and is still
+    // taken by gateways running the old v1 (it is told by its content too), and by the
+    // ones that refused v2.
+    redis.cli(&["FLUSHALL"]);
+    std::fs::write(
+        &list,
+        "+8613800000098
+",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["lists", "publish", "--redis", &redis.url()])
+        .arg(format!("blacklist={}", list.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("published lists v1"),
+        "{text}"
+    );
+    wait_for("the new v1 on every gateway", 10, || {
+        bases.iter().all(|&b| answer(b, caller) == Some(403))
+    });
+    for &b in &bases {
+        assert_eq!(answer(b, "+8613800000098"), Some(608), "the new v1's entry");
+    }
 }
 
 #[test]

@@ -310,6 +310,130 @@ fn unreadable_isup_is_a_mismatch() {
     assert!(d.identity.isup.is_none());
 }
 
+/// A repeated Calling Party Number (Q.763 allows one) is no IAM to trust: a clean one
+/// first must not cover a forged one after it, whichever the next hop reads. Generic
+/// Numbers may repeat: on an enterprise trunk a second distinct one is judged too, and
+/// an IAM with a third distinct one is not read.
+#[test]
+fn repeated_isup_numbers_cannot_hide_one() {
+    let p = policy("");
+    let twice = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("442071234567"))
+        .calling(NumberSpec::international("8613812345678"))
+        .build();
+    let d = judge(&p, &sipi("+442071234567", &twice), "intl");
+    assert_eq!(d.outcome, Outcome::Reject { code: 403 }, "{d:?}");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    let err = d.identity.isup.unwrap().iam.unwrap_err().to_string();
+    assert!(err.contains("second ISUP Calling Party Number"), "{err}");
+    // On an enterprise trunk: a whitelisted Generic Number, then 95588.
+    let generics = |gs: &[&str]| {
+        let mut b =
+            IamBuilder::new("861012345678").calling(NumberSpec::international("8613912340001"));
+        for g in gs {
+            b = b.generic(NumberSpec::international(g));
+        }
+        b.build()
+    };
+    let m = sipi("+8613912340001", &generics(&["8613912340002", "8695588"]));
+    let d = judge(&p, &m, "ent");
+    assert_eq!(d.outcome, Outcome::Reject { code: 403 }, "{d:?}");
+    assert!(
+        d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted),
+        "{d:?}"
+    );
+    // Two contracted ones, and the same one twice, pass.
+    passes(
+        &p,
+        &sipi(
+            "+8613912340001",
+            &generics(&["8613912340002", "8613912340003"]),
+        ),
+        "ent",
+    );
+    passes(
+        &p,
+        &sipi(
+            "+8613912340001",
+            &generics(&["8613912340002", "8613912340002", "8613912340002"]),
+        ),
+        "ent",
+    );
+    // Three distinct ones: not read, refused as an unreadable IAM.
+    let m = sipi(
+        "+8613912340001",
+        &generics(&["8613912340002", "8613912340003", "8613912340004"]),
+    );
+    let d = judge(&p, &m, "ent");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    // At the gateways every Generic Number goes, the second one as well.
+    let pl = policy("");
+    let m = sipi(
+        "+442071234567",
+        &IamBuilder::new("861012345678")
+            .calling(NumberSpec::international("442071234567"))
+            .generic(NumberSpec::international("442071234568"))
+            .generic(NumberSpec::international("8613812345678"))
+            .build(),
+    );
+    let d = passes(&pl, &m, "intl");
+    assert!(d.rewrite_from, "{d:?}");
+    let out = forwarded(&pl, &m, &d);
+    let iam = sipfence::isup::decode_iam(&isup_of(&out)).unwrap();
+    assert_eq!(iam.generic_count, 0);
+}
+
+/// Two Content-Type fields (single-valued, RFC 3261 20.15): the filter could read an SDP
+/// body where the next hop reads a multipart with an IAM in it. Refused 400, in either
+/// order and with the compact form.
+#[test]
+fn two_content_types_are_refused() {
+    let p = policy("");
+    let isup = iam(NumberSpec::international("8613812345678"));
+    let (ct, body) = sipi_body(SDP, &isup, "b2");
+    for (first, second) in [
+        (
+            "Content-Type: application/sdp".to_string(),
+            format!("Content-Type: {ct}"),
+        ),
+        (
+            "c: application/sdp".to_string(),
+            format!("Content-Type: {ct}"),
+        ),
+        (
+            format!("Content-Type: {ct}"),
+            "c: application/sdp".to_string(),
+        ),
+    ] {
+        let mut raw = format!(
+            "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-ct\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: ct-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{first}\r\n{second}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        // What the proxy, replay and explain run: the protocol checks, then the rules.
+        let d = sipfence::decide::judge(
+            &p,
+            &m,
+            &Context {
+                source: "10.0.0.1:5060".parse().unwrap(),
+                local: None,
+                trunk: None,
+                now_ms: 1_795_998_600_000,
+                rates: &NoCounting,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        );
+        assert_eq!(
+            d.outcome,
+            Outcome::Reject { code: 400 },
+            "{first} / {second}: {d:?}"
+        );
+        assert_eq!(d.refusal.map(|r| r.why), Some("Multiple Content-Type"));
+    }
+}
+
 /// The ISUP variant is named by the part's `version` (RFC 3204): ITU-T and the national
 /// variants built on it are read; ANSI's IAM (SIP-T) is laid out otherwise, and is
 /// refused as unreadable rather than misread.

@@ -4,6 +4,10 @@
 //! text) and points `<prefix>:lists:current` at it, so an instance never sees half a
 //! publication. Older sets beyond the last three are deleted.
 //!
+//! `current` holds `<version>:<tag>`, the tag a digest of the set's content: a Redis
+//! that lost its data numbers the next publication v1 again, and the tag is what tells
+//! the gateways still running an older v1 that this one is another set.
+//!
 //! Each instance polls `current` every `list_poll_ms`; a new version is fetched, built
 //! with the same list loader as files (errors name `redis:lists/v<N>/<name>:<line>`)
 //! and swapped in whole, or refused: the instance logs why, shows the refused version
@@ -13,6 +17,39 @@ use super::{Redis, RedisFailure};
 
 /// A published list set: (name, list-file text) pairs, and its version.
 pub type ListSet = Vec<(String, String)>;
+
+/// What `current` names: a version and the digest of its content (0 when a publisher
+/// wrote the version alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub version: u64,
+    pub tag: u64,
+}
+
+impl Published {
+    /// `7:0123456789abcdef`, or `7` as a bare version.
+    pub fn parse(s: &str) -> Option<Published> {
+        let (v, tag) = match s.trim().split_once(':') {
+            Some((v, t)) => (v, u64::from_str_radix(t, 16).ok()?),
+            None => (s.trim(), 0),
+        };
+        Some(Published {
+            version: v.parse().ok()?,
+            tag,
+        })
+    }
+}
+
+/// The digest of a set: its names and texts, in name order.
+fn tag_of(lists: &[(String, String)]) -> u64 {
+    let mut sorted: Vec<&(String, String)> = lists.iter().collect();
+    sorted.sort();
+    let parts: Vec<&[u8]> = sorted
+        .iter()
+        .flat_map(|(n, t)| [n.as_bytes(), t.as_bytes()])
+        .collect();
+    crate::sip::lex::tag_hash(&parts)
+}
 
 /// Set names a publication may carry.
 pub fn valid_name(name: &str) -> bool {
@@ -36,7 +73,11 @@ pub async fn publish(redis: &Redis, lists: &[(String, String)]) -> Result<u64, R
     for (name, text) in lists {
         pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
     }
-    pipe.cmd("SET").arg(&current).arg(version).ignore();
+    let tag = tag_of(lists);
+    pipe.cmd("SET")
+        .arg(&current)
+        .arg(format!("{version}:{tag:016x}"))
+        .ignore();
     redis
         .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
         .await?;
@@ -58,12 +99,13 @@ pub fn apply(
     policy.with_lists(&format!("redis:lists/v{version}"), lists)
 }
 
-/// The version `current` points at, if any was published.
-pub async fn current(redis: &Redis) -> Result<Option<u64>, RedisFailure> {
+/// The publication `current` points at, if any (a value that reads as none is none).
+pub async fn current(redis: &Redis) -> Result<Option<Published>, RedisFailure> {
     let k = redis.key("lists:current");
-    redis
+    let v: Option<String> = redis
         .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
-        .await
+        .await?;
+    Ok(v.as_deref().and_then(Published::parse))
 }
 
 /// The lists of one version (name, text), sorted by name.
@@ -74,4 +116,32 @@ pub async fn fetch(redis: &Redis, version: u64) -> Result<Vec<(String, String)>,
         .await?;
     v.sort();
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publications_are_told_by_version_and_content() {
+        assert_eq!(
+            Published::parse("3"),
+            Some(Published { version: 3, tag: 0 })
+        );
+        assert_eq!(
+            Published::parse("3:00000000000000ff"),
+            Some(Published {
+                version: 3,
+                tag: 255
+            })
+        );
+        assert_eq!(Published::parse("x"), None);
+        assert_eq!(Published::parse("3:zz"), None);
+        let a = vec![("blacklist".to_string(), "+8613800000001\n".to_string())];
+        let b = vec![("blacklist".to_string(), "+8613800000002\n".to_string())];
+        assert_ne!(tag_of(&a), tag_of(&b));
+        let ab = vec![a[0].clone(), ("exempt".to_string(), String::new())];
+        let ba = vec![ab[1].clone(), ab[0].clone()];
+        assert_eq!(tag_of(&ab), tag_of(&ba));
+    }
 }

@@ -159,6 +159,10 @@ pub struct Iam {
     pub calling: Option<IsupNumber>,
     /// The first Generic Number that is an additional calling party number.
     pub generic: Option<IsupNumber>,
+    /// The first such Generic Number naming another number than the first: a contracted
+    /// number first must not cover another after it. (An IAM with a third distinct one
+    /// is not read: [`IsupError::TooManyGeneric`].)
+    pub generic2: Option<IsupNumber>,
     pub original_called: Option<IsupNumber>,
     pub redirecting: Option<IsupNumber>,
     /// Start of the optional part (its first parameter's code), when there is one.
@@ -202,12 +206,22 @@ pub enum IsupError {
     /// More than one ISUP part (at any depth): which one the next hop reads is not
     /// known, so none is trusted.
     SeveralParts,
+    /// A second Calling Party Number (at this octet): Q.763 allows one, and which one
+    /// the next hop reads is not known.
+    RepeatedCalling(usize),
+    /// A third distinct Generic Number (additional calling party number), at this octet:
+    /// more numbers than are judged.
+    TooManyGeneric(usize),
 }
 
 impl IsupError {
     pub fn offset(self) -> usize {
         match self {
-            IsupError::Truncated(o) | IsupError::BadPointer(o) | IsupError::BadNumber(o) => o,
+            IsupError::Truncated(o)
+            | IsupError::BadPointer(o)
+            | IsupError::BadNumber(o)
+            | IsupError::RepeatedCalling(o)
+            | IsupError::TooManyGeneric(o) => o,
             IsupError::NotIam(_) | IsupError::Ansi | IsupError::SeveralParts => 0,
             IsupError::Multipart(e) => e.offset(),
         }
@@ -226,6 +240,14 @@ impl std::fmt::Display for IsupError {
             IsupError::SeveralParts => write!(
                 f,
                 "more than one ISUP part: which one the next hop reads is not known"
+            ),
+            IsupError::RepeatedCalling(o) => write!(
+                f,
+                "a second ISUP Calling Party Number at octet {o}: which one the next hop reads is not known"
+            ),
+            IsupError::TooManyGeneric(o) => write!(
+                f,
+                "a third distinct ISUP Generic Number at octet {o}: more than are judged"
             ),
         }
     }
@@ -290,6 +312,7 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
         called,
         calling: None,
         generic: None,
+        generic2: None,
         original_called: None,
         redirecting: None,
         optional_at: None,
@@ -311,13 +334,25 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
         let contents = &b[i + 2..i + len];
         iam.optional_count += 1;
         match c {
-            code::CALLING_PARTY_NUMBER if iam.calling.is_none() => {
+            code::CALLING_PARTY_NUMBER => {
+                if iam.calling.is_some() {
+                    return Err(IsupError::RepeatedCalling(i));
+                }
                 iam.calling = Some(number(c, i, len, contents)?);
             }
             code::GENERIC_NUMBER if contents.first() == Some(&QUALIFIER_ADDITIONAL_CALLING) => {
                 iam.generic_count += 1;
+                let n = number(c, i, len, contents)?;
+                let same = |o: Option<IsupNumber>| {
+                    o.is_some_and(|o| o.digits() == n.digits() && o.nature == n.nature)
+                };
                 if iam.generic.is_none() {
-                    iam.generic = Some(number(c, i, len, contents)?);
+                    iam.generic = Some(n);
+                } else if same(iam.generic) || same(iam.generic2) {
+                } else if iam.generic2.is_none() {
+                    iam.generic2 = Some(n);
+                } else {
+                    return Err(IsupError::TooManyGeneric(i));
                 }
             }
             code::ORIGINAL_CALLED_NUMBER if iam.original_called.is_none() => {

@@ -111,17 +111,21 @@ fn collect(
 }
 
 /// The `version` parameter names ANSI ISUP (SIP-T `ansi88`/`ansi92`, Bellcore's
-/// `gr-317`). Every SIP-I call asks, so the usual `version=itu-t92+` is let go by the
-/// first letter of its value, before any parameter is parsed.
+/// `gr-317`), or `base` does (RFC 3204: the variant a national one is built on,
+/// `version=nxv3;base=ansi92`). Every SIP-I call asks, so the usual `version=itu-t92+`
+/// is let go by the first letter of its value, before any parameter is parsed.
 fn ansi_variant(content_type: &[u8]) -> bool {
     let mut rest = content_type;
     while let Some(eq) = lex::find_byte(rest, b'=') {
         rest = &rest[eq + 1..];
         let first = rest.iter().find(|&&c| c != b' ' && c != b'"').copied();
         if matches!(first, Some(b'a' | b'A' | b'g' | b'G')) {
-            return multipart::param(content_type, b"version").is_some_and(|v| {
-                lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-")
-            });
+            let ansi = |name: &[u8]| {
+                multipart::param(content_type, name).is_some_and(|v| {
+                    lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-")
+                })
+            };
+            return ansi(b"version") || ansi(b"base");
         }
     }
     false
@@ -139,7 +143,27 @@ fn is_isup(content_type: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_isup;
+    use super::{ansi_variant, is_isup};
+
+    #[test]
+    fn ansi_named_by_version_or_base() {
+        for ct in [
+            "application/isup;version=ansi92",
+            "application/ISUP; version=\"GR-317\"",
+            "application/isup;version=nxv3;base=ansi92",
+            "application/isup;base=ansi88;version=nxv3",
+        ] {
+            assert!(ansi_variant(ct.as_bytes()), "{ct}");
+        }
+        for ct in [
+            "application/isup;version=itu-t92+",
+            "application/isup;version=nxv3;base=etsi121",
+            "application/isup;version=chn;base=itu-t92+",
+            "application/isup",
+        ] {
+            assert!(!ansi_variant(ct.as_bytes()), "{ct}");
+        }
+    }
 
     #[test]
     fn the_isup_media_type_in_every_form_and_nothing_else() {

@@ -167,10 +167,20 @@ fn action_changes(old: &[Action], new: &[Action], runs: impl Fn(RuleId) -> bool)
                 return None;
             }
             let (a, b) = (action_text(o), action_text(n));
+            let fallback = |x: &Action| if x.fail_closed { "closed" } else { "open" };
             Some(if a != b {
                 format!("rule {} {a} -> {b}", r.as_str())
+            } else if o.fail_closed != n.fail_closed {
+                format!(
+                    "rule {} fallback {} -> {}",
+                    r.as_str(),
+                    fallback(o),
+                    fallback(n)
+                )
+            } else if o.label != n.label {
+                format!("rule {} label '{}' -> '{}'", r.as_str(), o.label, n.label)
             } else {
-                format!("rule {} reason or label", r.as_str())
+                format!("rule {} reason", r.as_str())
             })
         })
         .collect()
@@ -486,6 +496,23 @@ users = ["pbx:secret"]
             ]
         );
         assert!(c.restart.is_empty());
+        // The same action with another fallback or label says which.
+        let c = diff(&format!(
+            "{BASE}[rules.enterprise-rate-trunk]\nfallback = \"closed\"\n[rules.label-mvno]\nlabel = \"resale\"\n"
+        ));
+        assert!(
+            c.applied.contains(
+                &"trunk ent: rule enterprise-rate-trunk fallback open -> closed".to_string()
+            ),
+            "{:?}",
+            c.applied
+        );
+        assert!(
+            c.applied
+                .contains(&"trunk ent: rule label-mvno label 'mvno' -> 'resale'".to_string()),
+            "{:?}",
+            c.applied
+        );
     }
 
     #[test]

@@ -84,7 +84,12 @@ pub struct Shared {
     pub cluster: Option<Cluster>,
     /// The published list set running on top of the policy's files (version, lists):
     /// re-applied after a reload, which re-reads the files.
-    pub lists: std::sync::Mutex<Option<(u64, crate::cluster::lists::ListSet)>>,
+    pub lists: std::sync::Mutex<
+        Option<(
+            crate::cluster::lists::Published,
+            crate::cluster::lists::ListSet,
+        )>,
+    >,
     /// Sized once at start from `[behaviour]`, allocated when behaviour rules run: a
     /// reload keeps the tables and what they learnt (new sizes take a restart).
     pub behaviour: LocalTracker,
@@ -158,7 +163,7 @@ impl Shared {
             // Lists published through Redis stay in force over the files' ones.
             let set = self.lists.lock().ok().and_then(|g| g.clone());
             match set {
-                Some((v, lists)) => crate::cluster::lists::apply(&p, v, &lists),
+                Some((v, lists)) => crate::cluster::lists::apply(&p, v.version, &lists),
                 None => Ok(p),
             }
         });
@@ -208,6 +213,11 @@ impl Shared {
 
     /// The published list version running, if any.
     pub fn lists_version(&self) -> Option<u64> {
+        self.lists_running().map(|p| p.version)
+    }
+
+    /// The publication whose lists are in force, if any.
+    pub fn lists_running(&self) -> Option<crate::cluster::lists::Published> {
         self.lists.lock().ok().and_then(|g| g.as_ref().map(|x| x.0))
     }
 
@@ -226,9 +236,10 @@ impl Shared {
     /// Swaps in a published list set on top of the running policy.
     pub fn apply_lists(
         &self,
-        version: u64,
+        published: crate::cluster::lists::Published,
         lists: crate::cluster::lists::ListSet,
     ) -> Result<String, String> {
+        let version = published.version;
         let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
             .map_err(|e| e.to_string())?;
         for c in diff::applied(&self.loaded.load().policy, &p) {
@@ -237,7 +248,7 @@ impl Shared {
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
         let policy_version = self.install(p);
         if let Ok(mut g) = self.lists.lock() {
-            *g = Some((version, lists));
+            *g = Some((published, lists));
         }
         self.metrics
             .list_version
@@ -622,9 +633,11 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let running = shared.lists_version();
-        let v = match crate::cluster::lists::current(&c.redis).await {
-            Ok(Some(v)) if Some(v) != running && Some(v) != refused => v,
+        // Told by version and content: after Redis lost its data, a new v1 is not the
+        // v1 running here.
+        let running = shared.lists_running();
+        let p = match crate::cluster::lists::current(&c.redis).await {
+            Ok(Some(p)) if Some(p) != running && Some(p) != refused => p,
             Ok(_) => continue,
             Err(e) => {
                 shared.metrics.redis_error("lists");
@@ -632,6 +645,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                 continue;
             }
         };
+        let v = p.version;
         let lists = match crate::cluster::lists::fetch(&c.redis, v).await {
             Ok(l) => l,
             Err(e) => {
@@ -641,14 +655,14 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             }
         };
         let s = shared.clone();
-        let applied = tokio::task::spawn_blocking(move || s.apply_lists(v, lists)).await;
+        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists)).await;
         match applied {
             Ok(Ok(summary)) => {
                 tracing::info!("{summary}");
                 print_out!("sipfence: {summary}");
             }
             Ok(Err(e)) => {
-                refused = Some(v);
+                refused = Some(p);
                 shared
                     .metrics
                     .list_version

@@ -416,8 +416,8 @@ impl Message {
     /// parses but fails here gets a 400 rather than being dropped (RFC 4475 3.3.1, 3.3.8, 3.3.9).
     pub fn check_request(&self) -> Result<(), &'static str> {
         // One pass over the fields, counting the ones that matter.
-        let (mut to, mut from, mut call_id, mut cseq, mut via, mut mf, mut cl) =
-            (0u32, 0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
+        let (mut to, mut from, mut call_id, mut cseq, mut via, mut mf, mut cl, mut ct) =
+            (0u32, 0u32, 0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
         for h in self.headers() {
             match h.name {
                 HeaderName::To => to += 1,
@@ -427,6 +427,7 @@ impl Message {
                 HeaderName::Via => via += 1,
                 HeaderName::MaxForwards => mf += 1,
                 HeaderName::ContentLength => cl += 1,
+                HeaderName::ContentType => ct += 1,
                 _ => {}
             }
         }
@@ -453,6 +454,11 @@ impl Message {
         }
         if cl > 1 {
             return Err("Multiple Content-Length");
+        }
+        // Single-valued (RFC 3261 20.15): the filter would read the body as one type (SDP)
+        // and the next hop as another (a multipart with the ISUP IAM in it).
+        if ct > 1 {
+            return Err("Multiple Content-Type");
         }
         Ok(())
     }
