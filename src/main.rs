@@ -81,6 +81,10 @@ enum Cmd {
         /// Judge as arriving from this address (the trunk is matched as live).
         #[arg(long)]
         source: Option<SocketAddr>,
+        /// With --source: the listen address it arrived at (`udp:127.0.0.1:5062`), which
+        /// tells apart trunks that share sources, as the proxy and replay do.
+        #[arg(long, requires = "source")]
+        to: Option<String>,
         /// Time of the call (hour and day rules): Unix seconds or RFC 3339
         /// (`2026-11-30T10:00:00+08:00`); default now.
         #[arg(long)]
@@ -208,6 +212,7 @@ fn main() {
             config,
             trunk,
             source,
+            to,
             at,
             json,
             output,
@@ -225,6 +230,7 @@ fn main() {
                 &cli::explain::Args {
                     trunk,
                     source,
+                    to,
                     at_ms,
                     json,
                     show_output: output,

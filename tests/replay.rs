@@ -118,6 +118,41 @@ fn verdicts_match_expected() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// Captures QA made of what operators hand over (testdata/pcap/qa, scapy-built by the
+/// QA pass, counted with tshark): what replay reads and what it says it could not.
+#[test]
+fn captures_of_odd_transport_cases_are_read_or_reported() {
+    let dir = root().join("testdata/pcap/qa");
+    let p = Policy::load(&dir.join("policy.toml")).unwrap();
+    let run = |name: &str| {
+        let mut r = Replayer::new(&p, None);
+        let mut recs = vec![];
+        r.file(&dir.join(name), &mut Outputs::default(), &mut |rec| {
+            recs.push(rec)
+        })
+        .expect("capture opens");
+        (recs, r.summary.clone(), r.net_stats())
+    };
+    // A folded Content-Length on TCP frames the message (tshark: 2 INVITEs).
+    let (recs, s, _) = run("folded-cl-then-normal.pcap");
+    assert_eq!((s.sip_messages, s.parse_errors, s.calls), (2, 0, 2));
+    assert_eq!(recs.len(), 2);
+    // An INVITE over 65,535 bytes on TCP is counted as unparsable, not lost (tshark: 3).
+    let (_, s, _) = run("tcp-66k-invite.pcap");
+    assert_eq!((s.sip_messages, s.parse_errors), (3, 1));
+    // A datagram whose last fragment never came: expired, said so.
+    let (_, _, n) = run("invite-missing-last-fragment.pcap");
+    assert_eq!((n.fragments, n.reassembled, n.fragments_expired), (3, 0, 1));
+    // Overlapping fragments that disagree: dropped as the kernel drops them.
+    let (recs, _, n) = run("overlap-first-bad.pcap");
+    assert!(recs.is_empty());
+    assert_eq!(n.fragments_conflicting, 1);
+    // A link type replay does not read is named.
+    let (_, s, n) = run("badlink.pcap");
+    assert_eq!(s.sip_messages, 0);
+    assert_eq!((n.unsupported_link, n.unsupported_linktype), (48, 999));
+}
+
 #[test]
 fn truncated_capture_keeps_what_was_read() {
     let (recs, s, end) = replay(&root().join("testdata/pcap/truncated.pcap"));
@@ -249,6 +284,36 @@ fn replay_judges_a_capture_piped_in_as_it_comes() {
 /// Ctrl-C on `tcpdump ... | sipfence replay -` interrupts both ends of the pipe: the
 /// replay keeps reading until the capture tool has closed it, then prints its summary
 /// (nothing judged is lost); a second Ctrl-C quits at once.
+/// A pipe may hand over the capture's file header in pieces (ssh, nc, pv): every
+/// message is still read, for pcap and pcapng alike.
+#[test]
+fn a_file_header_that_arrives_in_pieces_is_waited_for() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    for name in ["rules-udp.pcap", "rules-tcp.pcapng"] {
+        let path = root().join("testdata/pcap").join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let want = replay_json(&path);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["replay", "--json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for piece in [&bytes[..2], &bytes[2..9], &bytes[9..17]] {
+            stdin.write_all(piece).unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        stdin.write_all(&bytes[17..]).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{name}");
+    }
+}
+
 #[test]
 fn ctrl_c_on_a_live_replay_waits_for_the_capture_to_end() {
     use std::io::{Read, Write};

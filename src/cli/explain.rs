@@ -18,6 +18,8 @@ use crate::verdict;
 pub struct Args {
     pub trunk: Option<String>,
     pub source: Option<SocketAddr>,
+    /// The listen address the messages arrived at (`udp:ADDR:PORT`).
+    pub to: Option<String>,
     pub at_ms: Option<u64>,
     pub json: bool,
     pub show_output: bool,
@@ -37,6 +39,36 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let source = a
         .source
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5070)));
+    let local = match a
+        .to
+        .as_deref()
+        .map(crate::policy::config::ListenSpec::parse)
+    {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            eprintln!("sipfence: --to {e}");
+            return 2;
+        }
+    };
+    // Trunks that share sources are told apart by the address the message came to:
+    // without it the first in the file is taken, which the live proxy might not take.
+    if trunk.is_none() && a.source.is_some() {
+        let matching: Vec<&str> = policy
+            .trunks
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| policy.trunk_matches(i, &source, local.as_ref()))
+            .map(|(_, t)| t.name.as_str())
+            .collect();
+        if matching.len() > 1 {
+            eprintln!(
+                "sipfence: {source} is a source of several trunks ({}): judged on {}, the first; give --to (the listen address it came to) or --trunk",
+                matching.join(", "),
+                matching[0]
+            );
+        }
+    }
     let rates = LocalRateCounter::new(100_000);
     // Several messages given in one run build up behaviour the way a call sequence
     // would: INVITEs count as attempts, responses, CANCELs and BYEs as their outcomes.
@@ -93,7 +125,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         };
         let ctx = Context {
             source,
-            local: None,
+            local,
             trunk,
             now_ms: now,
             rates: &rates,

@@ -1005,6 +1005,11 @@ impl Policy {
         self.trunks.iter().position(|t| t.matches(source, local))
     }
 
+    /// Whether trunk `i` claims a message from `source` (at `local`, when known).
+    pub fn trunk_matches(&self, i: usize, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
+        self.trunks.get(i).is_some_and(|t| t.matches(source, local))
+    }
+
     pub fn trunk_by_name(&self, name: &str) -> Option<usize> {
         self.trunks.iter().position(|t| t.name == name)
     }

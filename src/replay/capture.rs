@@ -189,10 +189,44 @@ impl<R: std::io::Read> std::io::Read for Lenient<R> {
     }
 }
 
+/// The capture's file header, read whole before the reader sees it: a pipe (a live
+/// capture through ssh or nc) may hand over its first bytes in pieces, and the reader
+/// takes the header from its first read. A pcap header is 24 octets; a pcapng file
+/// starts with a Section Header Block whose length it gives (bounded here).
+fn header_prefix<R: std::io::Read>(src: &mut R) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    let fill = |buf: &mut Vec<u8>, src: &mut R, want: usize| {
+        let mut chunk = [0u8; 512];
+        while buf.len() < want {
+            match src.read(&mut chunk[..(want - buf.len()).min(512)]) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    };
+    fill(&mut buf, src, 12);
+    let want = if buf.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) && buf.len() >= 12 {
+        let len = if buf[8..12] == [0x4d, 0x3c, 0x2b, 0x1a] {
+            u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]])
+        } else {
+            u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]])
+        };
+        (len as usize).clamp(28, 1 << 16)
+    } else {
+        24
+    };
+    fill(&mut buf, src, want);
+    buf
+}
+
 fn read_capture<R: std::io::Read + Send>(
-    src: R,
+    mut src: R,
     mut f: impl FnMut(&Packet<'_>),
 ) -> Result<End, String> {
+    let head = header_prefix(&mut src);
+    let src = std::io::Read::chain(std::io::Cursor::new(head), src);
     let mut reader = match create_reader(1 << 20, src) {
         Ok(r) => r,
         // A file cut inside its own header (a capture that was still being written,
@@ -326,11 +360,19 @@ fn read_capture<R: std::io::Read + Send>(
             Err(PcapError::UnexpectedEof) => {
                 return Ok(End::Damaged {
                     offset: reader.consumed(),
-                    reason: "file ends inside a packet record (truncated capture)".into(),
+                    reason: "a packet record runs past the end of the file (a truncated capture, or a damaged record length)".into(),
                 });
             }
             Err(e) => {
-                let reason = format!("damaged block: {e:?}").chars().take(120).collect();
+                let reason = match e {
+                    // The parser's own error carries the bytes it stopped at: no use
+                    // to a reader of the summary.
+                    PcapError::NomError(_, k) | PcapError::OwnedNomError(_, k) => format!(
+                        "damaged block: its header or length does not hold together ({})",
+                        k.description()
+                    ),
+                    e => format!("damaged block: {e:?}").chars().take(120).collect(),
+                };
                 return Ok(End::Damaged {
                     offset: reader.consumed(),
                     reason,

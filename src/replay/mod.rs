@@ -129,8 +129,12 @@ const MAX_HELD_BYTES: usize = 64 << 20;
 
 impl<'p> Replayer<'p> {
     /// What the link, IP and TCP layers met (frames not IP, tunnels, fragments, gaps).
+    /// What the network layer counted; datagrams still waiting for fragments count as
+    /// expired (the capture will not bring the rest).
     pub fn net_stats(&self) -> net::NetStats {
-        self.decoder.stats
+        let mut s = self.decoder.stats;
+        s.fragments_expired += self.decoder.incomplete_fragments() as u64;
+        s
     }
 
     pub fn new(policy: &'p Policy, trunk: Option<usize>) -> Replayer<'p> {
@@ -178,7 +182,19 @@ impl<'p> Replayer<'p> {
         let started = Instant::now();
         let mut last_note = Instant::now();
         let want_split = out.blocked.is_some() || out.allowed.is_some();
+        // Files are one capture read in the order given (a rotated capture's pieces),
+        // not merged by time: one that starts before the last ended was taken elsewhere
+        // at the same time, and its calls meet the other file's out of order.
+        let mut before = (self.summary.packets > 0).then_some(self.last_ts_ms);
         let end = capture::read_from(src, |p| {
+            if let Some(prev) = before.take()
+                && p.ts_ms + 1_000 < prev
+            {
+                eprintln!(
+                    "sipfence: {name} starts {:.1} s before the previous capture ends: files are read one after the other, not merged by time (merge captures taken at the same time first: mergecap -w all.pcapng A B)",
+                    (prev - p.ts_ms) as f64 / 1000.0
+                );
+            }
             self.summary.packets += 1;
             let o = self.packet(p, want_split, on_record);
             if o.sip && !o.held {
@@ -637,7 +653,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let s = &r.summary;
     let n = r.net_stats();
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "snaplen_cut": n.snaplen_cut});
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_conflicting": n.fragments_conflicting, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
             serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
@@ -660,6 +676,18 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             n.tcp_gaps,
             n.tcp_desync
         );
+        if n.fragments_conflicting > 0 {
+            println!(
+                "  fragmented datagrams dropped, their overlapping fragments disagreeing (as the kernel drops them): {}",
+                n.fragments_conflicting
+            );
+        }
+        if n.unsupported_link > 0 {
+            println!(
+                "  link type {} is not read (see the README's Replay section for those that are): {} packets",
+                n.unsupported_linktype, n.unsupported_link
+            );
+        }
         if n.snaplen_cut > 0 {
             println!(
                 "  cut by the capture's snaplen: {} packets (what they carried past it is lost; capture with -s 0)",

@@ -72,12 +72,18 @@ pub struct TcpMeta {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct NetStats {
     pub non_ip: u64,
+    /// Packets of a link type replay does not read (counted in `non_ip` too), and the
+    /// first such type: a capture of them shows no SIP for that reason alone.
+    pub unsupported_link: u64,
+    pub unsupported_linktype: i32,
     /// Packets the capture kept only the start of (its snaplen): what they carried past
     /// that is lost, and a message in them may not parse.
     pub snaplen_cut: u64,
     pub fragments: u64,
     pub reassembled: u64,
     pub fragments_expired: u64,
+    /// Datagrams whose overlapping fragments disagree: dropped, as the kernel drops them.
+    pub fragments_conflicting: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
     /// Segments found inside a tunnel or label stack (HEP included).
@@ -136,6 +142,11 @@ impl Decoder {
     /// types I-III from switch SPAN sessions), VXLAN and Geneve from cloud mirrors, and
     /// GTP-U from the mobile core (VoLTE signalling on S1-U/Gn). Those are opened, and
     /// the segment keeps the inner addresses, which are the SIP endpoints'.
+    /// Datagrams whose fragments have not all come (at the end of a capture: never).
+    pub fn incomplete_fragments(&self) -> usize {
+        self.frags.len()
+    }
+
     pub fn decode(&mut self, linktype: i32, frame: &[u8], ts_ms: u64) -> Option<Segment> {
         self.depth = 0;
         self.fragment_of = None;
@@ -173,6 +184,10 @@ impl Decoder {
             }
             _ => {
                 self.stats.non_ip += 1;
+                if self.stats.unsupported_link == 0 {
+                    self.stats.unsupported_linktype = linktype;
+                }
+                self.stats.unsupported_link += 1;
                 None
             }
         }
@@ -504,6 +519,16 @@ impl Decoder {
             }
             self.stats.fragments_expired += (before - self.frags.len()) as u64;
         }
+        // The same key long after its first fragment: a new datagram reusing the IP ID
+        // (the old one never completed: expired, as the kernel would have let it go).
+        if self
+            .frags
+            .get(&key)
+            .is_some_and(|f| ts_ms.saturating_sub(f.first_ms) >= FRAGMENT_TIMEOUT_MS)
+        {
+            self.frags.remove(&key);
+            self.stats.fragments_expired += 1;
+        }
         let f = self.frags.entry(key).or_insert_with(|| FragBuf {
             parts: vec![],
             total: None,
@@ -530,9 +555,20 @@ impl Decoder {
             return None;
         }
         let mut whole = vec![0u8; total];
+        // Parts in offset order: what one covers that an earlier one did too must say
+        // the same, else the datagram has no single reading (the kernel drops such a
+        // datagram, RFC 5722 for IPv6; so does replay).
+        let mut filled = 0;
         for (o, d) in &f.parts {
             let e = (o + d.len()).min(total);
+            let shared = filled.min(e).saturating_sub(*o);
+            if whole[*o..*o + shared] != d[..shared] {
+                self.frags.remove(&key);
+                self.stats.fragments_conflicting += 1;
+                return None;
+            }
             whole[*o..e].copy_from_slice(&d[..e - o]);
+            filled = filled.max(e);
         }
         self.frags.remove(&key);
         self.stats.reassembled += 1;
@@ -746,15 +782,20 @@ impl Flow {
 #[derive(Default)]
 pub struct TcpFlows {
     flows: HashMap<(SocketAddr, SocketAddr), Flow>,
+    /// The stream the last FIN or RST ended, and whether it left a message unfinished.
+    closed: Option<((SocketAddr, SocketAddr), bool)>,
 }
 
 impl TcpFlows {
     /// Whether the stream from `src` to `dst` is followed and holds bytes of a message
     /// not yet complete (`None`: not followed, or ended).
     pub fn holds(&self, src: SocketAddr, dst: SocketAddr) -> Option<bool> {
-        self.flows
-            .get(&(src, dst))
-            .map(|f| !f.buf.is_empty() || !f.ooo.is_empty())
+        match self.flows.get(&(src, dst)) {
+            Some(f) => Some(!f.buf.is_empty() || !f.ooo.is_empty()),
+            // Ended cleanly by the packet just fed (a bare FIN): nothing was lost.
+            None if self.closed == Some(((src, dst), false)) => Some(false),
+            None => None,
+        }
     }
 
     /// The end of the capture: what still waits behind a hole is read (the holes are
@@ -854,7 +895,9 @@ impl TcpFlows {
         if t.fin_or_rst {
             // What waits behind a hole is read before the flow is forgotten.
             f.give_up_hole(stats, &mut out, &mut segments);
+            let unfinished = !f.buf.is_empty() || !f.ooo.is_empty();
             self.flows.remove(&key);
+            self.closed = Some((key, unfinished));
         }
         push_messages(&mut segments, src, dst, out);
         segments
@@ -984,6 +1027,13 @@ fn hep_starts(b: &[u8]) -> bool {
 }
 
 /// Cuts the SIP messages at the front of a stream's buffer by Content-Length.
+/// Where a message starts in a stream buffer: past the blank lines before it.
+fn message_start(buf: &[u8]) -> usize {
+    buf.iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(buf.len())
+}
+
 fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
     loop {
         match frame_stream(buf) {
@@ -995,6 +1045,18 @@ fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
                 buf.drain(..n);
             }
             Ok(Frame::Incomplete) => break,
+            // A message larger than SIP allows: the proxy answers it 513 and ends the
+            // connection. Handed on as it starts (no more than a message's bound), so
+            // that it is counted as unparsable rather than lost in a resync.
+            Err(e)
+                if e.kind == crate::sip::ErrorKind::TooLarge
+                    && looks_like_sip(&buf[message_start(buf)..]) =>
+            {
+                let start = message_start(buf);
+                let end = buf.len().min(start + crate::sip::MAX_MESSAGE + 1);
+                out.push(buf[start..end].to_vec());
+                buf.clear();
+            }
             Err(_) => {
                 stats.tcp_desync += 1;
                 // Resynchronise on the next thing that looks like a start line.

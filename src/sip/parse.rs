@@ -550,11 +550,15 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
     let mut cl: Option<u32> = None;
     let mut i = 0;
     while i < head_end {
-        let nl = memchr::memchr(b'\n', &s[i..head_end]).map_or(head_end, |p| i + p + 1);
-        let line = &s[i..nl];
-        let ne = lex::token_end(line, 0);
-        if ne > 0 && HeaderName::parse(&line[..ne]) == HeaderName::ContentLength {
-            let rest = &line[ne..];
+        let mut nl = memchr::memchr(b'\n', &s[i..head_end]).map_or(head_end, |p| i + p + 1);
+        let ne = lex::token_end(&s[i..nl], 0);
+        if ne > 0 && HeaderName::parse(&s[i..i + ne]) == HeaderName::ContentLength {
+            // A folded value goes on in the lines that start with a blank (RFC 3261
+            // 7.3.1): `Content-Length:\r\n 85` is 85, as the message parser reads it.
+            while nl < head_end && matches!(s[nl], b' ' | b'\t') {
+                nl = memchr::memchr(b'\n', &s[nl..head_end]).map_or(head_end, |p| nl + p + 1);
+            }
+            let rest = &s[i + ne..nl];
             if let Some(colon) = rest.iter().position(|&c| c == b':') {
                 let v = lex::trim(&rest[colon + 1..]);
                 cl = Some(
@@ -579,6 +583,32 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream frames a message by its Content-Length as the parser reads it: a folded
+    /// value included (RFC 3261 7.3.1), and the message it frames parses.
+    #[test]
+    fn stream_framing_reads_a_folded_content_length() {
+        let head = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK-1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: f\r\nCSeq: 1 INVITE\r\n";
+        for cl in [
+            "Content-Length:\r\n 4",
+            "Content-Length: \r\n\t 4 \r\n ",
+            "l:\r\n  4",
+            "Content-Length: 4",
+        ] {
+            let m = format!("{head}{cl}\r\n\r\nv=0\nOPTIONS");
+            let Ok(Frame::Message { skip: 0, len }) = frame_stream(m.as_bytes()) else {
+                panic!("{cl:?}: {:?}", frame_stream(m.as_bytes()));
+            };
+            assert!(m[..len].ends_with("v=0\n"), "{cl:?}");
+            let parsed =
+                crate::sip::Message::parse(bytes::Bytes::copy_from_slice(&m.as_bytes()[..len]));
+            assert!(parsed.is_ok_and(|p| p.body() == b"v=0\n"), "{cl:?}");
+        }
+        for cl in ["Content-Length: 1 2", "Content-Length:\r\n x"] {
+            let m = format!("{head}{cl}\r\n\r\nv=0\n");
+            assert!(frame_stream(m.as_bytes()).is_err(), "{cl:?}");
+        }
+    }
 
     /// The vector path of `field_name` ends the name where the byte-by-byte token scan
     /// does and recognises the same name, for every known name and for each of them
