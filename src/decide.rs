@@ -935,13 +935,13 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         }
     }
 
-    // The IAM cannot be read (it may hide a number), or its calling number is not the
-    // one SIP asserts.
+    // The IAM cannot be read (it may hide a number; on an enterprise trunk, one that
+    // presents more numbers than are judged counts so), or its calling number is not
+    // the one SIP asserts.
     rule!(
         RuleId::IsupMismatch,
-        isup.is_some_and(
-            |i| i.iam.is_err() || matches!((isup_caller, sip_caller), (Some(a), Some(b)) if a != b)
-        )
+        isup.is_some_and(|i| i.unreadable_on(role)
+            || matches!((isup_caller, sip_caller), (Some(a), Some(b)) if a != b))
     );
     if let Some(b) = &trunk.behaviour
         && judge_behaviour(policy, msg, ctx, d, b, ti, &primary.n, exempt(&primary.n))

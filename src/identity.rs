@@ -166,6 +166,15 @@ pub struct IsupIdentity {
 }
 
 impl IsupIdentity {
+    /// The IAM could not be read, or (on an enterprise trunk, where every presented
+    /// number is judged) it presents more Generic Numbers than are judged.
+    pub fn unreadable_on(&self, role: crate::policy::config::Role) -> bool {
+        match &self.iam {
+            Err(_) => true,
+            Ok(m) => m.generic_unjudged && role == crate::policy::config::Role::Enterprise,
+        }
+    }
+
     /// Generic Numbers that the deletion rule removes.
     pub fn generic_count(&self) -> usize {
         self.iam.map_or(0, |i| i.generic_count as usize)

@@ -37,7 +37,13 @@ pub fn write_reject(
         // be read: the peer's NOC is told which it was (unless the operator wrote the
         // rule's own reason).
         _ if d.rule == Some(RuleId::IsupMismatch)
-            && d.identity.isup.is_some_and(|i| i.iam.is_err())
+            && d.identity.isup.is_some_and(|i| {
+                i.unreadable_on(
+                    d.trunk
+                        .and_then(|t| policy.trunks.get(t))
+                        .map_or(Role::International, |t| t.role),
+                )
+            })
             && *policy.action(d.trunk, RuleId::IsupMismatch).reason
                 == *RuleId::IsupMismatch.default_reason() =>
         {
@@ -261,21 +267,27 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
 /// value written without brackets: a next hop may read any of them).
 fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
     let text = span.of(b);
-    // Found by its first letter: identities hold few, and nearly never the name.
+    let name_char = |c: u8| c.is_ascii_alphanumeric() || b"-%._!~*'".contains(&c);
+    // Found by its first letter, or an escape (`%76erstat` is the same name, RFC 3261
+    // 19.1.4): identities hold few of either.
     let mut i = 0;
-    while let Some(k) = memchr::memchr2(b'v', b'V', &text[i..]) {
-        let at = i + k;
-        i = at + 1;
-        let name_end = at + 7;
-        if at == 0
-            || text[at - 1] != b';'
-            || !text
-                .get(at..name_end)
-                .is_some_and(|n| n.eq_ignore_ascii_case(b"verstat"))
-            || text
-                .get(name_end)
-                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-')
-        {
+    while let Some(k) = memchr::memchr3(b'v', b'V', b'%', &text[i..]) {
+        let hit = i + k;
+        i = hit + 1;
+        // The parameter name the byte is in, back to its ';'.
+        let mut p = hit;
+        while p > 0 && name_char(text[p - 1]) {
+            p -= 1;
+        }
+        if p == 0 || text[p - 1] != b';' {
+            continue;
+        }
+        let name_end = text[p..]
+            .iter()
+            .position(|&c| !name_char(c))
+            .map_or(text.len(), |e| p + e);
+        i = i.max(name_end);
+        if !unescaped_is(&text[p..name_end], b"verstat") {
             continue;
         }
         let end = text[name_end..]
@@ -283,9 +295,37 @@ fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
             .position(|&c| matches!(c, b';' | b'@' | b'>' | b'?' | b',') || c.is_ascii_whitespace())
             .map_or(text.len(), |e| name_end + e);
         let s = span.start as usize;
-        edits.remove(Span::new(s + at - 1, s + end));
+        edits.remove(Span::new(s + p - 1, s + end));
         i = end;
     }
+}
+
+/// Whether `escaped`, its `%XX` escapes decoded, is `name` in any case.
+fn unescaped_is(escaped: &[u8], name: &[u8]) -> bool {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut k = 0;
+    let mut i = 0;
+    while i < escaped.len() {
+        let c = match escaped[i] {
+            b'%' => match (
+                escaped.get(i + 1).and_then(|&c| hex(c)),
+                escaped.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (Some(h), Some(l)) => {
+                    i += 2;
+                    h << 4 | l
+                }
+                _ => return false,
+            },
+            c => c,
+        };
+        i += 1;
+        if name.get(k).is_none_or(|n| !n.eq_ignore_ascii_case(&c)) {
+            return false;
+        }
+        k += 1;
+    }
+    k == name.len()
 }
 
 /// The field that holds the asserted Remote-Party-ID may list other values beside it

@@ -151,6 +151,13 @@ fn enterprise_contract_whitelist_hours_and_own_segments() {
     );
     let (code, v) = number(&ent, "\"Bank\" <sip:+864008001234@x>");
     assert_eq!(code, 0, "{v}");
+    // A field's value as copied from a trace, its header parameters included.
+    let (code, v) = number(&ent, "<sip:+864008001234@x>;tag=1");
+    assert_eq!(
+        (code, v["number"].as_str()),
+        (0, Some("+864008001234")),
+        "{v}"
+    );
     // An agent's line inside the DID range (national form), and one just outside it.
     let (code, _) = number(
         &[&at[..], &["--trunk", "ent-bank"]].concat(),

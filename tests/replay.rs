@@ -290,10 +290,19 @@ fn replay_judges_a_capture_piped_in_as_it_comes() {
 fn a_file_header_that_arrives_in_pieces_is_waited_for() {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    for name in ["rules-udp.pcap", "rules-tcp.pcapng"] {
+    for (name, gz) in [
+        ("rules-udp.pcap", false),
+        ("rules-tcp.pcapng", false),
+        ("rules-udp.pcap", true),
+    ] {
         let path = root().join("testdata/pcap").join(name);
-        let bytes = std::fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
         let want = replay_json(&path);
+        if gz {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&bytes).unwrap();
+            bytes = e.finish().unwrap();
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
             .args(["replay", "--json", "-"])
             .stdin(Stdio::piped())
@@ -301,7 +310,7 @@ fn a_file_header_that_arrives_in_pieces_is_waited_for() {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        for piece in [&bytes[..2], &bytes[2..9], &bytes[9..17]] {
+        for piece in [&bytes[..1], &bytes[1..9], &bytes[9..17]] {
             stdin.write_all(piece).unwrap();
             stdin.flush().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(150));

@@ -1290,7 +1290,8 @@ fn label_mvno_with_verstat() {
 #[test]
 fn a_peers_label_and_verstat_are_not_passed_on() {
     let p = policy("[rules.label-international]\naction = \"label\"\nlabel = \"international\"");
-    let planted = "x-sipfence-label: verified\r\nP-Asserted-Identity: <tel:+442071234567;verstat=TN-Validation-Passed>\r\n";
+    // (Escaped names are the same name, RFC 3261 19.1.4.)
+    let planted = "x-sipfence-label: verified\r\nP-Asserted-Identity: <tel:+442071234567;verstat=TN-Validation-Passed>\r\nP-Asserted-Identity: <sip:+442071234567;%76erstat=TN-Validation-Passed;v%45rstat=x@x;user=phone>\r\n";
     let m = with_from(
         "<sip:+442071234567;VERSTAT=TN-Validation-Passed@x;user=phone>",
         planted,
@@ -1304,7 +1305,16 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
         "{text}"
     );
     assert!(!text.contains("verified"), "{text}");
-    assert_eq!(text.matches("verstat").count(), 1, "{text}");
+    // Ours, on both asserted values; none of the peer's.
+    assert_eq!(
+        text.matches("verstat=TN-Validation-Failed").count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        !text.contains("Passed") && !text.contains("rstat=x"),
+        "{text}"
+    );
     assert_eq!(
         out.value(HeaderName::PAssertedIdentity),
         Some(&b"<tel:+442071234567;verstat=TN-Validation-Failed>"[..])
@@ -1829,8 +1839,25 @@ fn config_errors_name_file_and_line() {
     .unwrap_err()
     .to_string();
     assert!(e.starts_with("bad.toml:2:"), "{e}");
+    for name in ["From", "content-length", "v", "P-Asserted-Identity"] {
+        let e = Policy::from_str(
+            &format!("[general]\nlabel_header = \"{name}\"\n"),
+            "bad.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a SIP header of its own"), "{name}: {e}");
+    }
     // A log level tracing would read as a target filter, which silences every line.
-    for level in ["warning", "verbose", "info,sipfence=loud"] {
+    for level in [
+        "warning",
+        "verbose",
+        "info,sipfence=loud",
+        "",
+        "=info",
+        "info,=debug",
+    ] {
         let e = Policy::from_str(
             &format!("[general]\n[log]\nlevel = \"{level}\"\n"),
             "bad.toml",
@@ -1839,8 +1866,8 @@ fn config_errors_name_file_and_line() {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("bad.toml") && e.contains("names no level"),
-            "{e}"
+            e.contains("bad.toml") && (e.contains("names no level") || e.contains("empty")),
+            "{level:?}: {e}"
         );
     }
     for level in ["warn", "ERROR", "info,sipfence::proxy=debug", "off"] {

@@ -359,13 +359,24 @@ fn repeated_isup_numbers_cannot_hide_one() {
         ),
         "ent",
     );
-    // Three distinct ones: not read, refused as an unreadable IAM.
-    let m = sipi(
-        "+8613912340001",
-        &generics(&["8613912340002", "8613912340003", "8613912340004"]),
-    );
+    // Three distinct ones: more than are judged, refused as an unreadable IAM on an
+    // enterprise trunk; at a gateway all of them are deleted (rule 22).
+    let three = generics(&["8613912340002", "8613912340003", "8613912340004"]);
+    let m = sipi("+8613912340001", &three);
     let d = judge(&p, &m, "ent");
     assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    let mut out = vec![];
+    assert!(sipfence::verdict::write_reject(&p, &m, &d, None, &mut out));
+    assert!(String::from_utf8_lossy(&out).contains("ISUP IAM unreadable"));
+    let d = passes(&p, &sipi("+8613912340001", &three), "ic");
+    assert!(d.rewrite_from, "{d:?}");
+    let gone = forwarded(&p, &sipi("+8613912340001", &three), &d);
+    assert_eq!(
+        sipfence::isup::decode_iam(&isup_of(&gone))
+            .unwrap()
+            .generic_count,
+        0
+    );
     // At the gateways every Generic Number goes, the second one as well.
     let pl = policy("");
     let m = sipi(
@@ -431,6 +442,26 @@ fn two_content_types_are_refused() {
             "{first} / {second}: {d:?}"
         );
         assert_eq!(d.refusal.map(|r| r.why), Some("Multiple Content-Type"));
+    }
+    // Inside a part, likewise: an ISUP part that also says `application/sdp` hides its
+    // IAM from a reader that keeps the last field. Unreadable, refused.
+    for (a, b) in [
+        ("application/ISUP;version=itu-t92+", "application/sdp"),
+        ("application/sdp", "application/ISUP;version=itu-t92+"),
+    ] {
+        let mut body = format!("--b3\r\nContent-Type: application/sdp\r\n\r\n{SDP}\r\n--b3\r\nContent-Type: {a}\r\nContent-Type: {b}\r\nContent-Disposition: signal;handling=required\r\n\r\n").into_bytes();
+        body.extend_from_slice(&isup);
+        body.extend_from_slice(b"\r\n--b3--\r\n");
+        let mut raw = format!(
+            "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-ct2\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: ct-2\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=b3\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        let d = judge(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{a} / {b}: {d:?}");
+        assert_eq!(d.outcome, Outcome::Reject { code: 403 });
     }
 }
 

@@ -116,8 +116,16 @@ fn display_name(input: &str) -> &str {
 /// The text itself when it is a sip, sips or tel URI a header can carry as it stands.
 fn as_uri(t: &str) -> Option<&str> {
     // As a header's name-addr writes it: `<sip:...>`, perhaps after a display name.
+    // Header parameters after it (`;tag=...`) belong to the field, not the URI.
     let t = match (t.find('<'), t.rfind('>')) {
-        (Some(a), Some(b)) if a < b && t[b + 1..].trim().is_empty() => &t[a + 1..b],
+        (Some(a), Some(b))
+            if a < b && {
+                let after = t[b + 1..].trim();
+                after.is_empty() || after.starts_with(';')
+            } =>
+        {
+            &t[a + 1..b]
+        }
         _ => t,
     };
     (["sip:", "sips:", "tel:"]

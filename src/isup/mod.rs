@@ -160,9 +160,11 @@ pub struct Iam {
     /// The first Generic Number that is an additional calling party number.
     pub generic: Option<IsupNumber>,
     /// The first such Generic Number naming another number than the first: a contracted
-    /// number first must not cover another after it. (An IAM with a third distinct one
-    /// is not read: [`IsupError::TooManyGeneric`].)
+    /// number first must not cover another after it.
     pub generic2: Option<IsupNumber>,
+    /// A third distinct one: more presented numbers than are judged (an enterprise
+    /// trunk refuses the IAM; the gateways delete them all anyway).
+    pub generic_unjudged: bool,
     pub original_called: Option<IsupNumber>,
     pub redirecting: Option<IsupNumber>,
     /// Start of the optional part (its first parameter's code), when there is one.
@@ -209,9 +211,6 @@ pub enum IsupError {
     /// A second Calling Party Number (at this octet): Q.763 allows one, and which one
     /// the next hop reads is not known.
     RepeatedCalling(usize),
-    /// A third distinct Generic Number (additional calling party number), at this octet:
-    /// more numbers than are judged.
-    TooManyGeneric(usize),
 }
 
 impl IsupError {
@@ -220,8 +219,7 @@ impl IsupError {
             IsupError::Truncated(o)
             | IsupError::BadPointer(o)
             | IsupError::BadNumber(o)
-            | IsupError::RepeatedCalling(o)
-            | IsupError::TooManyGeneric(o) => o,
+            | IsupError::RepeatedCalling(o) => o,
             IsupError::NotIam(_) | IsupError::Ansi | IsupError::SeveralParts => 0,
             IsupError::Multipart(e) => e.offset(),
         }
@@ -244,10 +242,6 @@ impl std::fmt::Display for IsupError {
             IsupError::RepeatedCalling(o) => write!(
                 f,
                 "a second ISUP Calling Party Number at octet {o}: which one the next hop reads is not known"
-            ),
-            IsupError::TooManyGeneric(o) => write!(
-                f,
-                "a third distinct ISUP Generic Number at octet {o}: more than are judged"
             ),
         }
     }
@@ -313,6 +307,7 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
         calling: None,
         generic: None,
         generic2: None,
+        generic_unjudged: false,
         original_called: None,
         redirecting: None,
         optional_at: None,
@@ -352,7 +347,7 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
                 } else if iam.generic2.is_none() {
                     iam.generic2 = Some(n);
                 } else {
-                    return Err(IsupError::TooManyGeneric(i));
+                    iam.generic_unjudged = true;
                 }
             }
             code::ORIGINAL_CALLED_NUMBER if iam.original_called.is_none() => {

@@ -610,8 +610,21 @@ pub fn normalise(
 /// is in. Anything else reads as [`normalise`] reads it.
 pub fn normalise_prefix(raw: &[u8], home_cc: &[u8]) -> Result<Number, NotANumber> {
     let t = crate::sip::lex::trim(raw);
-    if !home_cc.is_empty() && t.starts_with(home_cc) && t.iter().all(u8::is_ascii_digit) {
-        return Number::from_digits(t).ok_or(NotANumber::TooLong);
+    // Digits and visual separators only (`86 170 999`, `(86)170-999`).
+    let mut d = [0u8; 40];
+    let mut n = 0;
+    for &c in t {
+        match c {
+            b'0'..=b'9' if n < d.len() => {
+                d[n] = c;
+                n += 1;
+            }
+            b' ' | b'-' | b'.' | b'(' | b')' | b'\t' => {}
+            _ => return normalise(t, home_cc, None),
+        }
+    }
+    if !home_cc.is_empty() && d[..n].starts_with(home_cc) {
+        return Number::from_digits(&d[..n]).ok_or(NotANumber::TooLong);
     }
     normalise(t, home_cc, None)
 }

@@ -168,20 +168,21 @@ fn action_changes(old: &[Action], new: &[Action], runs: impl Fn(RuleId) -> bool)
             }
             let (a, b) = (action_text(o), action_text(n));
             let fallback = |x: &Action| if x.fail_closed { "closed" } else { "open" };
-            Some(if a != b {
-                format!("rule {} {a} -> {b}", r.as_str())
-            } else if o.fail_closed != n.fail_closed {
-                format!(
-                    "rule {} fallback {} -> {}",
-                    r.as_str(),
-                    fallback(o),
-                    fallback(n)
-                )
-            } else if o.label != n.label {
-                format!("rule {} label '{}' -> '{}'", r.as_str(), o.label, n.label)
-            } else {
-                format!("rule {} reason", r.as_str())
-            })
+            // Every part that changed, in one line per rule.
+            let mut parts = vec![];
+            if a != b {
+                parts.push(format!("{a} -> {b}"));
+            }
+            if o.fail_closed != n.fail_closed {
+                parts.push(format!("fallback {} -> {}", fallback(o), fallback(n)));
+            }
+            if o.label != n.label {
+                parts.push(format!("label '{}' -> '{}'", o.label, n.label));
+            }
+            if o.reason != n.reason || parts.is_empty() {
+                parts.push("reason".to_string());
+            }
+            Some(format!("rule {} {}", r.as_str(), parts.join(", ")))
         })
         .collect()
 }
@@ -506,6 +507,18 @@ users = ["pbx:secret"]
             ),
             "{:?}",
             c.applied
+        );
+        // Both parts of one rule's change are named.
+        let c2 = diff(&format!(
+            "{BASE}[rules.enterprise-rate-trunk]\nfallback = \"closed\"\ncode = 486\n"
+        ));
+        assert!(
+            c2.applied.contains(
+                &"trunk ent: rule enterprise-rate-trunk reject 403 -> reject 486, fallback open -> closed"
+                    .to_string()
+            ),
+            "{:?}",
+            c2.applied
         );
         assert!(
             c.applied

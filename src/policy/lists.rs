@@ -358,7 +358,9 @@ mod tests {
 
     #[test]
     fn exact_forms_and_segments() {
-        let s = set("13812345678\n+86170*  # MVNO\n0755 8888 *\n\n# c\n86171999*\n0086172*\n");
+        let s = set(
+            "13812345678\n+86170*  # MVNO\n0755 8888 *\n\n# c\n86171999*\n0086172*\n86 173-99 *\n(86)174 0*\n",
+        );
         assert_eq!(s.lookup(&n("+8613812345678")), Some(ListMatch::Exact));
         assert_eq!(s.lookup(&n("013812345678")), Some(ListMatch::Exact));
         assert_eq!(s.lookup(&n("13812345679")), None);
@@ -369,6 +371,8 @@ mod tests {
         assert!(s.contains(&n("+8617199991234")));
         assert!(!s.contains(&n("+8617198991234")));
         assert!(s.contains(&n("+8617212345678")));
+        assert!(s.contains(&n("+8617399123456")));
+        assert!(s.contains(&n("+8617400123456")));
     }
 
     #[test]

@@ -524,9 +524,14 @@ fn resolve_actions(
 /// the refused-reload errors operators grep for among them.
 fn check_log_level(level: &str) -> Result<(), String> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if level.trim().is_empty() {
+        return Err("log.level is empty (info is the usual one)".to_string());
+    }
     for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let lvl = d.rsplit_once('=').map_or(d, |(_, l)| l).trim();
-        if !LEVELS.iter().any(|l| lvl.eq_ignore_ascii_case(l)) {
+        let (target, lvl) = d
+            .rsplit_once('=')
+            .map_or(("x", d), |(t, l)| (t.trim(), l.trim()));
+        if target.is_empty() || !LEVELS.iter().any(|l| lvl.eq_ignore_ascii_case(l)) {
             return Err(format!(
                 "log.level '{level}': '{d}' names no level (one of {}, or target=level)",
                 LEVELS.join(", ")
@@ -636,6 +641,16 @@ impl Policy {
             return Err(LoadError::file(
                 file,
                 format!("general.label_header '{label_header}' is not a header name"),
+            ));
+        }
+        // A field SIP already has (From, Via, Content-Length...) would be a second one,
+        // which the next hop refuses, or be removed from every call as a peer's label.
+        if crate::sip::HeaderName::parse(label_header.as_bytes()) != crate::sip::HeaderName::Other {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "general.label_header '{label_header}' is a SIP header of its own: name a header of sipfence's (X-Sipfence-Label)"
+                ),
             ));
         }
         if let Some(v) = &cfg.general.verstat

@@ -4,7 +4,6 @@
 use pcap_parser::pcapng::Block;
 use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
 use std::fs::File;
-use std::io::BufRead;
 use std::path::Path;
 
 /// One captured packet.
@@ -135,11 +134,23 @@ pub fn read_from<R: std::io::Read + Send>(
     src: R,
     f: impl FnMut(&Packet<'_>),
 ) -> Result<End, String> {
-    let mut src = std::io::BufReader::new(src);
-    let gzip = src
-        .fill_buf()
-        .map_err(|e| format!("cannot read: {e}"))?
-        .starts_with(&GZIP_MAGIC);
+    // The magic's two bytes read whole: a pipe may give them one at a time.
+    let mut src = src;
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < magic.len() {
+        match src.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
+    }
+    let gzip = magic[..got] == GZIP_MAGIC;
+    let src = std::io::BufReader::new(std::io::Read::chain(
+        std::io::Cursor::new(magic[..got].to_vec()),
+        src,
+    ));
     if !gzip {
         return read_capture(src, f);
     }

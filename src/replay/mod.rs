@@ -678,7 +678,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         );
         if n.fragments_conflicting > 0 {
             println!(
-                "  fragmented datagrams dropped, their overlapping fragments disagreeing (as the kernel drops them): {}",
+                "  fragmented datagrams dropped, their overlapping fragments disagreeing (no one reading of them): {}",
                 n.fragments_conflicting
             );
         }

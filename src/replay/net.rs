@@ -82,7 +82,7 @@ pub struct NetStats {
     pub fragments: u64,
     pub reassembled: u64,
     pub fragments_expired: u64,
-    /// Datagrams whose overlapping fragments disagree: dropped, as the kernel drops them.
+    /// Datagrams whose overlapping fragments disagree: dropped (no one reading of them).
     pub fragments_conflicting: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
@@ -556,8 +556,8 @@ impl Decoder {
         }
         let mut whole = vec![0u8; total];
         // Parts in offset order: what one covers that an earlier one did too must say
-        // the same, else the datagram has no single reading (the kernel drops such a
-        // datagram, RFC 5722 for IPv6; so does replay).
+        // the same, else the datagram has no single reading and is dropped (RFC 5722
+        // drops any overlap for IPv6; kernels differ on which IPv4 copy they keep).
         let mut filled = 0;
         for (o, d) in &f.parts {
             let e = (o + d.len()).min(total);
@@ -1055,6 +1055,9 @@ fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
                 let start = message_start(buf);
                 let end = buf.len().min(start + crate::sip::MAX_MESSAGE + 1);
                 out.push(buf[start..end].to_vec());
+                // What is buffered is the rest of it (its header lines may look like
+                // start lines to a resync): gone. A message right behind it in the same
+                // segments goes too; the proxy would have closed the connection.
                 buf.clear();
             }
             Err(_) => {

@@ -37,6 +37,9 @@ pub enum MultipartError {
     TooManyParts(usize),
     /// A multipart part inside a multipart part, deeper than [`MAX_DEPTH`].
     TooDeep(usize),
+    /// A part with a second Content-Type or Content-Length (at this offset): which one
+    /// the next hop reads is not known (an ISUP part that reads as SDP here).
+    RepeatedField(usize),
 }
 
 /// How deep multipart bodies are opened inside one another (a SIP-I body is one level;
@@ -51,7 +54,8 @@ impl MultipartError {
             MultipartError::NoDelimiter(o)
             | MultipartError::Unterminated(o)
             | MultipartError::TooManyParts(o)
-            | MultipartError::TooDeep(o) => o,
+            | MultipartError::TooDeep(o)
+            | MultipartError::RepeatedField(o) => o,
         }
     }
 }
@@ -69,6 +73,12 @@ impl std::fmt::Display for MultipartError {
             ),
             MultipartError::TooManyParts(o) => {
                 write!(f, "more than {MAX_PARTS} parts (at byte {o})")
+            }
+            MultipartError::RepeatedField(o) => {
+                write!(
+                    f,
+                    "a part with a second Content-Type or Content-Length (at byte {o})"
+                )
             }
             MultipartError::TooDeep(o) => {
                 write!(
@@ -180,14 +190,20 @@ pub fn parts(
             let v = lex::trim(&line[colon + 1..]);
             let off = vs + (v.as_ptr() as usize - line[colon + 1..].as_ptr() as usize);
             let span = Span::new(start + off, start + off + v.len());
+            let once = |slot: &mut Option<Span>| {
+                if slot.replace(span).is_some() {
+                    return Err(MultipartError::RepeatedField(start + line_start));
+                }
+                Ok(())
+            };
             if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c") {
-                part.content_type = Some(span);
+                once(&mut part.content_type)?;
             } else if name.eq_ignore_ascii_case(b"content-disposition") {
                 part.disposition = Some(span);
             } else if name.eq_ignore_ascii_case(b"content-length")
                 || name.eq_ignore_ascii_case(b"l")
             {
-                part.content_length = Some(span);
+                once(&mut part.content_length)?;
             }
         }
         let (body_end, next) =
