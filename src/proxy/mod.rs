@@ -180,9 +180,6 @@ impl Shared {
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
-                self.metrics
-                    .loaded_at
-                    .set(crate::cli::now_ms() as i64 / 1000);
                 tracing::info!("{summary}");
                 let mut text = format!("{summary}\n{}", said(&changes));
                 for w in warnings {
@@ -223,6 +220,11 @@ impl Shared {
 
     /// Swaps a new policy in whole, with its metric handles; returns its version.
     fn install(&self, policy: Policy) -> u64 {
+        // A reload or a published list set: either changes what is refused, and the
+        // dashboard's "Policy loaded" marks both.
+        self.metrics
+            .loaded_at
+            .set(crate::cli::now_ms() as i64 / 1000);
         let bound = self.metrics.bind(&policy);
         let version = self.loaded.load().version + 1;
         self.loaded.store(Arc::new(Loaded {
