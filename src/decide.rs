@@ -183,6 +183,16 @@ impl Decision {
     /// A short word for the verdict: allow, reject, rewrite, label.
     pub fn verdict_str(&self) -> &'static str {
         match self.outcome {
+            // A digest challenge (407 asking for credentials, RFC 3261 22.3) is the first
+            // leg of every authenticated call, not a block: counted apart, so that an
+            // authenticating trunk does not read as half blocked. Failed credentials are
+            // refusals.
+            Outcome::Reject { .. }
+                if self.rule == Some(RuleId::TrunkAuth)
+                    && self.auth.is_some_and(|a| a.challenges()) =>
+            {
+                "challenge"
+            }
             Outcome::Reject { .. } => "reject",
             Outcome::Drop => "drop",
             Outcome::Forward if self.rewrite_from => "rewrite",

@@ -1470,6 +1470,15 @@ fn digest_authenticated_trunk() {
         m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),
         1.0
     );
+    // The challenges are counted apart from the refusals (wrong passwords).
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"challenge\"}"),
+        4.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"reject\"}"),
+        2.0
+    );
     for (result, n) in [
         ("ok", 1.0),
         ("missing", 4.0),

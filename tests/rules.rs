@@ -2020,6 +2020,8 @@ fn trunk_auth() {
     let challenge = |m: &Message, at: u64| {
         let d = judge_at(&p, m, "ent", at, &NoCounting);
         assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{d:?}");
+        // A challenge is no block: its own verdict in the metrics and records.
+        assert_eq!(d.verdict_str(), "challenge");
         let mut out = vec![];
         assert!(verdict::write_reject(&p, m, &d, None, &mut out));
         let r = String::from_utf8(out).unwrap();

@@ -15,7 +15,7 @@ use crate::replay::capture::GZIP_MAGIC;
 use crate::time::parse_time;
 
 /// What a record's `verdict` says.
-const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
+const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "label", "drop"];
 
 #[derive(clap::Args)]
 pub struct Args {

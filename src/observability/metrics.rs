@@ -55,7 +55,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_hep_packets_total",
 ];
 
-pub const VERDICTS: [&str; 5] = ["allow", "reject", "rewrite", "label", "drop"];
+pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "label", "drop"];
 
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
@@ -142,7 +142,7 @@ pub struct Metrics {
 
 /// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
 pub struct Bound {
-    calls: Vec<[IntCounter; 5]>,
+    calls: Vec<[IntCounter; 6]>,
     hits: Vec<Vec<Option<IntCounter>>>,
     /// Rule matches made by the ISUP calling number, same layout as `hits`.
     isup_hits: Vec<Vec<Option<IntCounter>>>,
@@ -650,13 +650,11 @@ impl Bound {
             self.unknown_dialogs[s].inc();
         }
         if d.kind == Kind::Call {
-            let v = match d.verdict_str() {
-                "allow" => 0,
-                "reject" => 1,
-                "rewrite" => 2,
-                "label" => 3,
-                _ => 4,
-            };
+            // Index into VERDICTS.
+            let v = VERDICTS
+                .iter()
+                .position(|&v| v == d.verdict_str())
+                .unwrap_or(VERDICTS.len() - 1);
             self.calls[s][v].inc();
             self.latency[s].observe(seconds);
         }
