@@ -55,11 +55,8 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     // without it the first in the file is taken, which the live proxy might not take.
     if trunk.is_none() && a.source.is_some() {
         let matching: Vec<&str> = policy
-            .trunks
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| policy.trunk_matches(i, &source, local.as_ref()))
-            .map(|(_, t)| t.name.as_str())
+            .matching_trunks(&source, local.as_ref())
+            .map(|i| policy.trunks[i].name.as_str())
             .collect();
         if matching.len() > 1 {
             eprintln!(

@@ -343,11 +343,11 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
                 };
                 if iam.generic.is_none() {
                     iam.generic = Some(n);
-                } else if same(iam.generic) || same(iam.generic2) {
-                } else if iam.generic2.is_none() {
-                    iam.generic2 = Some(n);
-                } else {
-                    iam.generic_unjudged = true;
+                } else if !same(iam.generic) && !same(iam.generic2) {
+                    match iam.generic2 {
+                        None => iam.generic2 = Some(n),
+                        Some(_) => iam.generic_unjudged = true,
+                    }
                 }
             }
             code::ORIGINAL_CALLED_NUMBER if iam.original_called.is_none() => {

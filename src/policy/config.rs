@@ -313,14 +313,16 @@ impl SourceSpec {
         self.net.is_ipv4() == other.net.is_ipv4()
             && self.prefix <= other.prefix
             && self.port.is_none_or(|p| other.port == Some(p))
-            && self.matches(&SocketAddr::new(other.net, self.port.unwrap_or(0)))
+            && self.covers_ip(other.net)
     }
 
     pub fn matches(&self, a: &SocketAddr) -> bool {
-        if self.port.is_some_and(|p| p != a.port()) {
-            return false;
-        }
-        match (self.net, a.ip()) {
+        self.port.is_none_or(|p| p == a.port()) && self.covers_ip(a.ip())
+    }
+
+    /// Whether the address is in this network, whatever the port.
+    pub fn covers_ip(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(ip)) => {
                 let mask = if self.prefix == 0 {
                     0

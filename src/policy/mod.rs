@@ -528,10 +528,12 @@ fn check_log_level(level: &str) -> Result<(), String> {
         return Err("log.level is empty (info is the usual one)".to_string());
     }
     for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let (target, lvl) = d
-            .rsplit_once('=')
-            .map_or(("x", d), |(t, l)| (t.trim(), l.trim()));
-        if target.is_empty() || !LEVELS.iter().any(|l| lvl.eq_ignore_ascii_case(l)) {
+        // `LEVEL`, or `TARGET=LEVEL` with a target.
+        let (target, lvl) = match d.rsplit_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, d),
+        };
+        if target == Some("") || !LEVELS.iter().any(|l| lvl.eq_ignore_ascii_case(l)) {
             return Err(format!(
                 "log.level '{level}': '{d}' names no level (one of {}, or target=level)",
                 LEVELS.join(", ")
@@ -960,12 +962,10 @@ impl Policy {
             self.action(None, RuleId::UnknownSource).kind,
             config::ActionKind::Reject | config::ActionKind::Drop
         ) || self.is_next_hop_host(ip)
-            || self.trunks.iter().any(|t| {
-                t.sources.is_empty()
-                    || t.sources
-                        .iter()
-                        .any(|s| s.matches(&SocketAddr::new(ip, s.port.unwrap_or(0))))
-            })
+            || self
+                .trunks
+                .iter()
+                .any(|t| t.sources.is_empty() || t.sources.iter().any(|s| s.covers_ip(ip)))
     }
 
     /// A next hop's host, on any port.
@@ -1017,12 +1017,21 @@ impl Policy {
     }
 
     pub fn match_trunk(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> Option<usize> {
-        self.trunks.iter().position(|t| t.matches(source, local))
+        self.matching_trunks(source, local).next()
     }
 
-    /// Whether trunk `i` claims a message from `source` (at `local`, when known).
-    pub fn trunk_matches(&self, i: usize, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
-        self.trunks.get(i).is_some_and(|t| t.matches(source, local))
+    /// Every trunk that claims a message from `source` (at `local`, when known), in
+    /// file order: the first is the one it belongs to.
+    pub fn matching_trunks<'a>(
+        &'a self,
+        source: &'a SocketAddr,
+        local: Option<&'a ListenSpec>,
+    ) -> impl Iterator<Item = usize> + 'a {
+        self.trunks
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.matches(source, local))
+            .map(|(i, _)| i)
     }
 
     pub fn trunk_by_name(&self, name: &str) -> Option<usize> {

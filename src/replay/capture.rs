@@ -136,21 +136,10 @@ pub fn read_from<R: std::io::Read + Send>(
 ) -> Result<End, String> {
     // The magic's two bytes read whole: a pipe may give them one at a time.
     let mut src = src;
-    let mut magic = [0u8; 2];
-    let mut got = 0;
-    while got < magic.len() {
-        match src.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("cannot read: {e}")),
-        }
-    }
-    let gzip = magic[..got] == GZIP_MAGIC;
-    let src = std::io::BufReader::new(std::io::Read::chain(
-        std::io::Cursor::new(magic[..got].to_vec()),
-        src,
-    ));
+    let mut magic = Vec::with_capacity(GZIP_MAGIC.len());
+    fill_to(&mut src, &mut magic, GZIP_MAGIC.len()).map_err(|e| format!("cannot read: {e}"))?;
+    let gzip = magic == GZIP_MAGIC;
+    let src = std::io::BufReader::new(std::io::Read::chain(std::io::Cursor::new(magic), src));
     if !gzip {
         return read_capture(src, f);
     }
@@ -206,16 +195,9 @@ impl<R: std::io::Read> std::io::Read for Lenient<R> {
 /// starts with a Section Header Block whose length it gives (bounded here).
 fn header_prefix<R: std::io::Read>(src: &mut R) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
+    // A read error ends the header where it is: the capture reader reports it.
     let fill = |buf: &mut Vec<u8>, src: &mut R, want: usize| {
-        let mut chunk = [0u8; 512];
-        while buf.len() < want {
-            match src.read(&mut chunk[..(want - buf.len()).min(512)]) {
-                Ok(0) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+        let _ = fill_to(src, buf, want);
     };
     fill(&mut buf, src, 12);
     let want = if buf.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) && buf.len() >= 12 {
@@ -230,6 +212,22 @@ fn header_prefix<R: std::io::Read>(src: &mut R) -> Vec<u8> {
     };
     fill(&mut buf, src, want);
     buf
+}
+
+/// Reads from `src` until `buf` holds `want` bytes or the source ends: a pipe hands
+/// over what it has, a few bytes at a time if it must.
+fn fill_to<R: std::io::Read>(src: &mut R, buf: &mut Vec<u8>, want: usize) -> std::io::Result<()> {
+    let mut chunk = [0u8; 512];
+    while buf.len() < want {
+        let n = (want - buf.len()).min(chunk.len());
+        match src.read(&mut chunk[..n]) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn read_capture<R: std::io::Read + Send>(
