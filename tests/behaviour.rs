@@ -506,6 +506,8 @@ rate_limit_per_minute = 3
     let net = Net::new(&format!(
         "{text}[trunk.rules.behaviour-attempts]\naction = \"rate-limit\"\n"
     ));
+    let metrics = sipfence::observability::metrics::Metrics::new();
+    let bound = metrics.bind(&net.p);
     let (mut passed, mut refused) = (0, 0);
     for i in 0..40 {
         let d = net.invite(
@@ -514,6 +516,7 @@ rate_limit_per_minute = 3
             &format!("r{i}"),
             i as u64 * 1000,
         );
+        bound.count(&d, 0.0);
         match d.outcome {
             Outcome::Forward if i >= 9 => {
                 assert!(d.labels.contains(RuleId::BehaviourAttempts));
@@ -529,6 +532,21 @@ rate_limit_per_minute = 3
         }
     }
     assert_eq!((passed, refused), (3, 28));
+    // The rule's hits say what it did: the refusals are where a refusals panel looks.
+    let text = metrics.render();
+    let hits = |action: &str| {
+        let series = format!(
+            "sipfence_rule_hits_total{{action=\"{action}\",rule=\"behaviour-attempts\",trunk=\"intl\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(hits("label"), "3");
+    assert_eq!(hits("reject"), "28");
+    assert!(!text.contains("action=\"rate-limit\""), "{text}");
 }
 
 #[test]

@@ -79,6 +79,57 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     )
     .unwrap();
     assert!(d["panels"].as_array().is_some_and(|p| p.len() >= 10));
+
+    // What a reader at 3 a.m. relies on without checking: the Trunk selector filters
+    // every query of a metric that has a trunk, and a per-second axis shows rates only
+    // (a gauge drawn as req/s reads as traffic).
+    let with_trunk: BTreeSet<String> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("trunk=\""))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(n, |n, suf| n.strip_suffix(suf).unwrap_or(n))
+                .to_string()
+        })
+        .collect();
+    assert!(with_trunk.contains("sipfence_auth_total"), "{with_trunk:?}");
+    let mut panels: Vec<&serde_json::Value> = vec![];
+    let mut stack: Vec<&serde_json::Value> = d["panels"].as_array().unwrap().iter().collect();
+    while let Some(p) = stack.pop() {
+        panels.push(p);
+        if let Some(inner) = p["panels"].as_array() {
+            stack.extend(inner);
+        }
+    }
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or("?");
+        let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+        let overridden: Vec<&str> = p["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["matcher"]["id"] == "byFrameRefID")
+            .filter_map(|o| o["matcher"]["options"].as_str())
+            .collect();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or("");
+            for m in used_metrics(expr) {
+                if with_trunk.contains(&m) {
+                    assert!(
+                        expr.contains("trunk=~\"$trunk\"") || expr.contains("trunk=\"none\""),
+                        "panel {title:?}: {m} without the Trunk selector in {expr}"
+                    );
+                }
+            }
+            let rate = expr.contains("rate(") || expr.contains("increase(");
+            let reference = t["refId"].as_str().unwrap_or("");
+            if unit == "reqps" && !overridden.contains(&reference) {
+                assert!(rate, "panel {title:?} shows {expr} as req/s");
+            }
+        }
+    }
 }
 
 #[test]

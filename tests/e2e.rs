@@ -1461,10 +1461,14 @@ fn digest_authenticated_trunk() {
     );
     let m = |s: &str| proxy.metric(s);
     // Challenges: one for each of the three authenticating calls and the plain one;
-    // refusals: the two wrong passwords.
+    // refusals: the two wrong passwords. The rule's hits say which it was.
+    assert_eq!(
+        m("sipfence_rule_hits_total{action=\"challenge\",rule=\"trunk-auth\",trunk=\"ent\"}"),
+        4.0
+    );
     assert_eq!(
         m("sipfence_rule_hits_total{action=\"reject\",rule=\"trunk-auth\",trunk=\"ent\"}"),
-        6.0
+        2.0
     );
     assert_eq!(
         m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),

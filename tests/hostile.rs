@@ -186,6 +186,9 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
             "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ov{i}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=ov{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: overload-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )
     };
+    let (code, body) = proxy.http("GET", "/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("ready policy=v1"), "{body}");
     // Freeze the proxy, queue a backlog in its socket, let it go: it finds full batches
     // back to back for longer than 1 ms.
     proxy.signal("STOP");
@@ -206,6 +209,12 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
     }
     assert!(shed > 0, "no 503 under a backlog (judged {judged})");
     assert!(judged > 0, "nothing judged at all");
+    // A load balancer reading /readyz sends calls elsewhere while this one sheds.
+    let (code, body) = proxy.http("GET", "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: shedding load"), "{body}");
+    // Liveness is another question: the process is well.
+    assert_eq!(proxy.http("GET", "/healthz").0, 200);
     // Every 503 we read was counted (some answers may not fit our socket buffer).
     assert!(proxy.metric("sipfence_overload_rejections_total{trunk=\"intl\"}") >= shed as f64);
     // Drained: a new INVITE is judged again (+86 on an international trunk: 403).
@@ -219,6 +228,12 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
+    // Ready again once it has shed nothing for ten seconds.
+    let t = std::time::Instant::now();
+    while proxy.http("GET", "/readyz").0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(15), "never ready again");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// One international trunk at `base` whose only source is 127.0.0.2, with

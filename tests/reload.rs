@@ -90,6 +90,9 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
             assert_eq!(code, 200, "{body}");
         }
     }
+    // The reload endpoint takes POST only, and says so.
+    let (code, body) = proxy.http("GET", "/reload");
+    assert_eq!((code, body.as_str()), (405, "/reload takes POST\n"));
     // A broken policy: refused with its file and line; the running one stays.
     std::fs::write(
         &cfg_path,

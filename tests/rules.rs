@@ -1907,6 +1907,24 @@ fn config_errors_name_file_and_line() {
         ));
         assert!(e.contains("must be a token"), "{label:?}: {e}");
     }
+    // The line is the rule's own, even when a word of its name is a key elsewhere
+    // (`plan` of numbering-plan), policy-wide and in a trunk.
+    let e = Policy::from_str(
+        "[general]\nplan = \"builtin:cn\"\n\n[rules.numbering-plan]\naction = \"label\"\nlabel = \"\"\n",
+        "bad.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("bad.toml:6:"), "{e}");
+    let e = Policy::from_str(
+        "[general]\nplan = \"builtin:cn\"\n[[trunk]]\nname = \"i\"\nrole = \"international\"\n[trunk.rules.numbering-plan]\naction = \"label\"\nlabel = \"a b\"\n",
+        "bad.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("bad.toml:8:"), "{e}");
     let e = Policy::from_str(
         "[general]\n[metrics]\nlisten = \"localhost\"\n",
         "bad.toml",

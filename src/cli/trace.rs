@@ -83,7 +83,11 @@ impl NumberQuery {
         };
         // A number, or a sip/sips/tel URI as a header carries it: read as `number` does.
         // A segment is read as a list's segment is (`86170*` in international form).
-        let n = if segment && digits.bytes().all(|c| c.is_ascii_digit()) {
+        let n = if segment
+            && digits
+                .bytes()
+                .all(|c| c.is_ascii_digit() || b"-.()".contains(&c))
+        {
             crate::numbering::normalise_prefix(digits.as_bytes(), home_cc)
         } else {
             super::number::read_number_as(home_cc, digits)
@@ -588,6 +592,15 @@ mod tests {
         // A segment in the international form without '+', as a list writes one.
         let seg = NumberQuery::parse("86170*", cc).unwrap();
         assert_eq!(seg, NumberQuery::Segment("+86170".into()));
+        // With separators, as lists accept them.
+        for q in ["86-170*", "(86)170*", "86 170*", "86.170-9*"] {
+            let seg = NumberQuery::parse(q, cc).unwrap();
+            assert!(
+                seg == NumberQuery::Segment("+86170".into())
+                    || seg == NumberQuery::Segment("+861709".into()),
+                "{q}: {seg:?}"
+            );
+        }
     }
 
     /// A call is found by every number it showed as its caller, the one a display name

@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoint (hyper): `/metrics` for Prometheus, `/healthz` (alive),
-//! `/readyz` (a policy is loaded and listeners are up), `POST /reload` (same as SIGHUP).
+//! `/readyz` (listening and not shedding calls), `POST /reload` (same as SIGHUP).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -10,7 +10,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
 use crate::observability::metrics::Metrics;
@@ -18,7 +17,8 @@ use crate::observability::metrics::Metrics;
 /// What the endpoint needs from the process.
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
-    pub ready: AtomicBool,
+    /// Whether to take traffic: the reason not to, if any.
+    pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// Triggers a reload; returns the outcome text.
     pub reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
     pub version: Box<dyn Fn() -> String + Send + Sync>,
@@ -53,21 +53,18 @@ async fn serve(
             "text/plain",
             format!("ok {}\n", (st.version)()),
         ),
-        (&Method::GET, "/readyz") => {
-            if st.ready.load(Ordering::Relaxed) {
-                reply(
-                    StatusCode::OK,
-                    "text/plain",
-                    format!("ready {}\n", (st.version)()),
-                )
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "starting\n".into(),
-                )
-            }
-        }
+        (&Method::GET, "/readyz") => match (st.ready)() {
+            Ok(()) => reply(
+                StatusCode::OK,
+                "text/plain",
+                format!("ready {}\n", (st.version)()),
+            ),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::POST, "/reload") => {
             let st2 = st.clone();
             // Loading millions of list entries must not stall the metrics runtime.
@@ -84,6 +81,20 @@ async fn serve(
                     "reload task failed\n".into(),
                 ),
             }
+        }
+        // A known path asked with the wrong method: say which method it takes.
+        (_, path @ ("/metrics" | "/healthz" | "/readyz" | "/reload")) => {
+            let allow = if path == "/reload" { "POST" } else { "GET" };
+            let mut r = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                format!("{path} takes {allow}\n"),
+            );
+            r.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allow),
+            );
+            r
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     };

@@ -143,7 +143,13 @@ pub struct Metrics {
 /// Counter handles for one policy's trunks, indexed by trunk (last slot: no trunk).
 pub struct Bound {
     calls: Vec<[IntCounter; 6]>,
-    hits: Vec<Vec<Option<IntCounter>>>,
+    /// Rule matches by trunk and rule: the series of what the rule usually does, and of
+    /// the other thing it may do (a rate-limit rule over its limit refuses, trunk-auth
+    /// challenges or refuses).
+    hits: Vec<Vec<Option<RuleHits>>>,
+    /// For the rare action no handle was made for (a refusal that became a drop).
+    rule_hits: IntCounterVec,
+    names: Vec<String>,
     /// Rule matches made by the ISUP calling number, same layout as `hits`.
     isup_hits: Vec<Vec<Option<IntCounter>>>,
     /// Matches the exempt list overrode, same layout (only with an exempt list).
@@ -160,6 +166,12 @@ pub struct Bound {
     events: Vec<[IntCounter; 6]>,
     /// Digest checks by [`AuthCheck::index`], on trunks with auth.
     auth: Vec<Option<[IntCounter; AuthCheck::NAMES.len()]>>,
+}
+
+/// One rule's match counters on one trunk.
+struct RuleHits {
+    usual: (&'static str, IntCounter),
+    other: Option<(&'static str, IntCounter)>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -266,8 +278,12 @@ impl Metrics {
                 "sipfence_decision_seconds",
                 "Time to parse and decide on an initial INVITE, from its receive batch leaving the kernel (UDP; the wait behind earlier datagrams of the batch included) or from its framing (TCP)",
             )
+            // Microseconds when all is well, up to a quarter second so that a stall
+            // (a blocked worker, a swapped-out host) is measured, not clipped at the top
+            // bucket.
             .buckets(vec![
-                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3,
+                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2,
+                2.5e-2, 5e-2, 0.1, 0.25,
             ]),
             &["trunk"],
         ));
@@ -487,6 +503,8 @@ impl Metrics {
         let mut b = Bound {
             calls: vec![],
             hits: vec![],
+            rule_hits: self.rule_hits.clone(),
+            names: names.iter().map(|n| n.to_string()).collect(),
             isup_hits: vec![],
             exempted: vec![],
             sipi: vec![],
@@ -508,13 +526,30 @@ impl Metrics {
                     // Only series that can move: rules of this trunk's role, switched on;
                     // for unknown sources, only unknown-source.
                     let relevant = match trunk {
-                        Some(t) => t.runs(*r),
+                        Some(t) => t.runs(*r) && *r != RuleId::UnknownSource,
                         None => *r == RuleId::UnknownSource,
                     };
                     let a = p.action(trunk.map(|_| i), *r);
-                    (relevant && a.kind != ActionKind::Off).then(|| {
-                        self.rule_hits
-                            .with_label_values(&[n, r.as_str(), a.kind.as_str()])
+                    let series = |action: &'static str| {
+                        (
+                            action,
+                            self.rule_hits.with_label_values(&[n, r.as_str(), action]),
+                        )
+                    };
+                    (relevant && a.kind != ActionKind::Off).then(|| match a.kind {
+                        ActionKind::RateLimit => RuleHits {
+                            usual: series("label"),
+                            other: Some(series("reject")),
+                        },
+                        // Every authenticated call is challenged first.
+                        ActionKind::Reject if *r == RuleId::TrunkAuth => RuleHits {
+                            usual: series("challenge"),
+                            other: Some(series("reject")),
+                        },
+                        k => RuleHits {
+                            usual: series(k.as_str()),
+                            other: None,
+                        },
                     })
                 })
                 .collect::<Vec<_>>();
@@ -523,6 +558,7 @@ impl Metrics {
                 .zip(RuleId::ORDER)
                 .map(|(h, r)| {
                     h.as_ref()
+                        .filter(|_| r.judges_number())
                         .map(|_| self.isup_rule_hits.with_label_values(&[n, r.as_str()]))
                 })
                 .collect();
@@ -664,8 +700,25 @@ impl Bound {
             self.refusals[s][i].inc();
         }
         for r in d.hits.iter() {
-            if let Some(c) = &self.hits[s][r.index()] {
-                c.inc();
+            let Some(h) = &self.hits[s][r.index()] else {
+                continue;
+            };
+            // The `action` label says what the rule did to this call, not what it was
+            // set to: a refusals panel (`action=~"reject|drop"`) then sees a rate-limit
+            // rule's refusals but not its labelled passes, and no digest challenge.
+            let action = if d.rule == Some(r) && d.is_reject() {
+                d.verdict_str()
+            } else {
+                h.usual.0
+            };
+            match &h.other {
+                _ if action == h.usual.0 => h.usual.1.inc(),
+                Some((o, c)) if action == *o => c.inc(),
+                // A refusal that became a silent drop: rare, worth no handle.
+                _ => self
+                    .rule_hits
+                    .with_label_values(&[self.names[s].as_str(), r.as_str(), action])
+                    .inc(),
             }
         }
         for r in d.exempted.iter() {
@@ -700,6 +753,45 @@ impl Bound {
 
 #[cfg(test)]
 mod tests {
+    /// Only series that can move are made at start: no unknown-source hits on a named
+    /// trunk (an unknown source has no trunk), no ISUP matches of rules that judge no
+    /// number.
+    #[test]
+    fn no_series_that_cannot_move() {
+        let text = "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\nmax_concurrent_calls = 5\nrecord_route = true\n";
+        let p = crate::policy::Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+        let m = super::Metrics::new();
+        let _b = m.bind(&p);
+        let out = m.render();
+        assert!(
+            out.contains("rule_hits_total{action=\"drop\",rule=\"unknown-source\",trunk=\"none\"}")
+                || out.contains(
+                    "rule_hits_total{action=\"reject\",rule=\"unknown-source\",trunk=\"none\"}"
+                ),
+            "{out}"
+        );
+        assert!(
+            !out.contains("rule=\"unknown-source\",trunk=\"ic\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("sipfence_isup_rule_hits_total{rule=\"blacklist\",trunk=\"ic\"}"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "sipfence_rule_hits_total{action=\"reject\",rule=\"concurrent-calls\",trunk=\"ic\"}"
+            ),
+            "{out}"
+        );
+        for r in ["concurrent-calls", "unknown-source"] {
+            assert!(
+                !out.contains(&format!("sipfence_isup_rule_hits_total{{rule=\"{r}\"")),
+                "{out}"
+            );
+        }
+    }
+
     /// Every reason the code drops for is one [`super::DROP_REASONS`] creates at start (a
     /// reason missing there would have no series until its first drop), and every reason
     /// listed is given somewhere.

@@ -235,6 +235,26 @@ impl RuleId {
     pub fn is_behaviour(self) -> bool {
         Self::BEHAVIOUR.contains(&self)
     }
+    /// Rules that judge a calling number, and so may be matched by an ISUP one. The
+    /// trunk's own rules (source, credentials, hours, trunk rate, concurrent calls) and
+    /// the behaviour rules (keyed on the caller decided, whatever carried it) are not.
+    pub fn judges_number(self) -> bool {
+        matches!(
+            self,
+            RuleId::WithheldCaller
+                | RuleId::BlankCaller
+                | RuleId::NumberingPlan
+                | RuleId::NoVoiceNumber
+                | RuleId::Blacklist
+                | RuleId::IntlForgedService
+                | RuleId::IntlDomesticCaller
+                | RuleId::EnterpriseForeignNetwork
+                | RuleId::EnterpriseNotWhitelisted
+                | RuleId::LabelMvno
+                | RuleId::LabelServiceShape
+                | RuleId::LabelInternational
+        )
+    }
 }
 
 /// What a rule does when it matches, resolved from defaults, `[rules]` and `[trunk.rules]`.
@@ -429,7 +449,29 @@ fn locate(text: &str, reason: &str) -> Option<usize> {
             .iter()
             .find(|t| t.0 != "trunk" && (t.0 == head || t.0 == format!("lists.{head}")))
     });
-    let (s, e) = trunk.or(section).map_or((0, lines.len()), |t| (t.1, t.2));
+    let (mut s, mut e) = trunk.or(section).map_or((0, lines.len()), |t| (t.1, t.2));
+    // A rule it names (`rule numbering-plan: ...`): that rule's table, in the trunk or
+    // policy-wide. Its name's words (`plan`) are not keys to look for elsewhere.
+    let rule = reason
+        .split("rule ")
+        .nth(1)
+        .and_then(|r| {
+            r.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .next()
+        })
+        .filter(|r| !r.is_empty());
+    if let Some(r) = rule {
+        let header = |h: &str| {
+            let h = h.trim();
+            h == format!("[trunk.rules.{r}]") || h == format!("[rules.{r}]")
+        };
+        if let Some(j) = (s..e).find(|&i| header(lines[i])) {
+            let end = (j + 1..e)
+                .find(|&i| lines[i].trim_start().starts_with('['))
+                .unwrap_or(e);
+            (s, e) = (j, end);
+        }
+    }
     let find = |range: std::ops::Range<usize>, key: &str| {
         range
             .into_iter()

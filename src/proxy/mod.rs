@@ -111,7 +111,12 @@ pub struct Shared {
     pub started: Instant,
     /// sipfence_messages_total handles: [udp, tcp] x [request, response].
     pub msg_counters: [[prometheus::IntCounter; 2]; 2],
+    /// When an INVITE was last shed for overload (ms since the epoch, 0: never).
+    pub shed_at_ms: AtomicU64,
 }
+
+/// How long after the last INVITE shed for overload `/readyz` says not ready.
+const SHEDDING_MS: u64 = 10_000;
 
 /// The address to give in our Via and Record-Route for a socket bound to `bound`. A
 /// wildcard address names no host (a core elsewhere would answer itself): it is replaced
@@ -374,7 +379,18 @@ pub fn run(args: RunArgs) -> i32 {
         if l.addr.port() != 0
             && let Err(e) = probe_free(l)
         {
-            print_err!("sipfence: cannot listen on {l}: {e} (another sipfence or SIP server?)");
+            // The likely cause, in the operator's words.
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => " (another sipfence or SIP server?)",
+                std::io::ErrorKind::AddrNotAvailable => {
+                    " (no interface of this host has that address: check `ip addr`)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    " (a port below 1024 needs CAP_NET_BIND_SERVICE)"
+                }
+                _ => "",
+            };
+            print_err!("sipfence: cannot listen on {l}: {e}{hint}");
             return 1;
         }
     }
@@ -430,6 +446,7 @@ pub fn run(args: RunArgs) -> i32 {
         config_path: args.config.clone(),
         start_only,
         started: Instant::now(),
+        shed_at_ms: AtomicU64::new(0),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
             ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))
         }),
@@ -688,7 +705,24 @@ async fn control(
     use tokio::signal::unix::{SignalKind, signal};
     let st = Arc::new(HttpState {
         metrics: shared.metrics.clone(),
-        ready: std::sync::atomic::AtomicBool::new(true),
+        ready: {
+            let s = shared.clone();
+            // Listening (the server starts after the sockets are bound) and not
+            // shedding: a load balancer that reads this sends new calls elsewhere while
+            // this gateway answers them 503, and back once it has kept up for a while.
+            Box::new(move || {
+                let shed = s.shed_at_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let ago = crate::cli::now_ms().saturating_sub(shed);
+                if shed != 0 && ago < SHEDDING_MS {
+                    Err(format!(
+                        "shedding load: INVITEs answered 503 {:.1} s ago",
+                        ago as f64 / 1000.0
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+        },
         reload: {
             let s = shared.clone();
             Box::new(move || s.reload())

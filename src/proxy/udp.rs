@@ -116,6 +116,9 @@ pub fn handle_one(
         Ok(Handled::Shed(d)) => {
             let t = l.policy.match_trunk(&o.source, Some(&o.local));
             l.bound.overload(t);
+            shared
+                .shed_at_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
             Some(d)
         }
         Ok(Handled::Absorbed) => None,
