@@ -302,20 +302,16 @@ fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
 
 /// Whether `escaped`, its `%XX` escapes decoded, is `name` in any case.
 fn unescaped_is(escaped: &[u8], name: &[u8]) -> bool {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut k = 0;
     let mut i = 0;
     while i < escaped.len() {
         let c = match escaped[i] {
-            b'%' => match (
-                escaped.get(i + 1).and_then(|&c| hex(c)),
-                escaped.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                (Some(h), Some(l)) => {
+            b'%' => match crate::sip::lex::escaped_octet(&escaped[i..]) {
+                Some(c) => {
                     i += 2;
-                    h << 4 | l
+                    c
                 }
-                _ => return false,
+                None => return false,
             },
             c => c,
         };

@@ -27,15 +27,12 @@ pub(super) const OTHER: u8 = 0xFF;
 /// dot, soft hyphen). Chinese numerals are words (一 is also "a" and "whole") and stay
 /// [`OTHER`].
 pub(super) fn unit(b: &[u8]) -> (u8, usize) {
-    let hex = |c: u8| (c as char).to_digit(16);
     match *b {
         // An escaped octet is that octet, and one outside ASCII alone is no character.
-        [b'%', h, l, ..] => match (hex(h), hex(l)) {
-            (Some(h), Some(l)) => match (h * 16 + l) as u8 {
-                c if c.is_ascii() => (ascii(c), 3),
-                _ => (OTHER, 3),
-            },
-            _ => (b'%', 1),
+        [b'%', ..] => match crate::sip::lex::escaped_octet(b) {
+            Some(c) if c.is_ascii() => (ascii(c), 3),
+            Some(_) => (OTHER, 3),
+            None => (b'%', 1),
         },
         [b'\\', c, ..] if c.is_ascii() => (ascii(c), 2),
         [c, ..] if c.is_ascii() => (ascii(c), 1),

@@ -406,6 +406,18 @@ pub fn trim(v: &[u8]) -> &[u8] {
     &v[s..e]
 }
 
+/// The octet a URI escape (`%2B`) at the start of `b` stands for (RFC 3986 2.1: hex
+/// digits in either case); `None` if `b` starts with no complete escape. The one
+/// percent-decoder: parameter names and the number reader both unescape with it.
+#[inline]
+pub fn escaped_octet(b: &[u8]) -> Option<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    match *b {
+        [b'%', h, l, ..] => Some(hex(h)? << 4 | hex(l)?),
+        _ => None,
+    }
+}
+
 /// Decimal digits to u32; `None` for empty input, a non-digit or overflow.
 pub fn parse_u32(v: &[u8]) -> Option<u32> {
     if v.is_empty() {
@@ -476,6 +488,16 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_decode_or_are_not_escapes() {
+        assert_eq!(escaped_octet(b"%2B"), Some(b'+'));
+        assert_eq!(escaped_octet(b"%2b1"), Some(b'+'));
+        assert_eq!(escaped_octet(b"%e4%b8"), Some(0xe4));
+        for not in [&b"%2"[..], b"%", b"%G0", b"2B", b"", b"%-1"] {
+            assert_eq!(escaped_octet(not), None, "{not:?}");
+        }
+    }
 
     #[test]
     fn tag_hash_separates_parts_and_spreads() {
