@@ -264,10 +264,19 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
 
 /// Removes every `;verstat=...` in a URI and the header parameters after it (in a sip
 /// URI's user part, among its or a tel URI's parameters, or as a header parameter of a
-/// value written without brackets: a next hop may read any of them).
+/// value written without brackets: a next hop may read any of them). A header
+/// parameter may have white space, folds included, around its `;` and `=` (RFC 3261
+/// 25.1: `SEMI = SWS ";" SWS`, `EQUAL = SWS "=" SWS`) and a quoted value: all of it goes.
 fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
     let text = span.of(b);
     let name_char = |c: u8| c.is_ascii_alphanumeric() || b"-%._!~*'".contains(&c);
+    let lws = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let skip_lws = |mut j: usize| {
+        while j < text.len() && lws(text[j]) {
+            j += 1;
+        }
+        j
+    };
     // Found by its first letter, or an escape (`%76erstat` is the same name, RFC 3261
     // 19.1.4): identities hold few of either.
     let mut i = 0;
@@ -279,7 +288,11 @@ fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
         while p > 0 && name_char(text[p - 1]) {
             p -= 1;
         }
-        if p == 0 || text[p - 1] != b';' {
+        let mut semi = p;
+        while semi > 0 && lws(text[semi - 1]) {
+            semi -= 1;
+        }
+        if semi == 0 || text[semi - 1] != b';' {
             continue;
         }
         let name_end = text[p..]
@@ -290,12 +303,29 @@ fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
         if !unescaped_is(&text[p..name_end], b"verstat") {
             continue;
         }
-        let end = text[name_end..]
-            .iter()
-            .position(|&c| matches!(c, b';' | b'@' | b'>' | b'?' | b',') || c.is_ascii_whitespace())
-            .map_or(text.len(), |e| name_end + e);
+        let eq = skip_lws(name_end);
+        let end = if text.get(eq) == Some(&b'=') {
+            let v = skip_lws(eq + 1);
+            match text.get(v) {
+                Some(b'"') => crate::sip::lex::quoted_end(text, v).unwrap_or(text.len()),
+                _ => text[v..]
+                    .iter()
+                    .position(|&c| {
+                        matches!(c, b';' | b'@' | b'>' | b'?' | b',') || c.is_ascii_whitespace()
+                    })
+                    .map_or(text.len(), |e| v + e),
+            }
+        } else {
+            // A bare `;verstat`: the name alone.
+            name_end
+        };
+        // The white space before the ';' is the parameter's too (SEMI).
+        let mut start = semi - 1;
+        while start > 0 && lws(text[start - 1]) {
+            start -= 1;
+        }
         let s = span.start as usize;
-        edits.remove(Span::new(s + p - 1, s + end));
+        edits.remove(Span::new(s + start, s + end));
         i = end;
     }
 }

@@ -1363,6 +1363,45 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
         ]
     );
 
+    // A header parameter may have white space and folds around its ';' and '=', and a
+    // quoted value: the same parameter, removed whole, and the field stays well formed.
+    for planted in [
+        "; verstat=TN-Validation-Passed",
+        ";\tverstat=TN-Validation-Passed",
+        ";\r\n verstat=TN-Validation-Passed",
+        ";verstat= TN-Validation-Passed",
+        ";verstat =TN-Validation-Passed",
+        " ; verstat = TN-Validation-Passed",
+        ";verstat=\"TN-Validation-Passed\"",
+        ";verstat=\"TN Validation Passed\"",
+        ";verstat",
+    ] {
+        for (trunk, n) in [
+            ("intl", "+442071234567"),
+            ("ic", "+8613912340001"),
+            ("ent", "+8613912340001"),
+        ] {
+            let m = with_from(
+                &format!("<sip:{n}@x>{planted}"),
+                &format!("P-Asserted-Identity: <sip:{n}@x;user=phone>{planted}\r\n"),
+            );
+            let d = passes(&p, &m, trunk);
+            let out = forwarded(&p, &m, &d);
+            let text = String::from_utf8_lossy(out.buf()).to_string();
+            assert!(
+                !text.contains("Passed") && !text.contains(";verstat\r"),
+                "{trunk} {planted:?}:\n{text}"
+            );
+            let pai = out.value(HeaderName::PAssertedIdentity).unwrap_or_default();
+            assert!(
+                pai.ends_with(b";user=phone>"),
+                "{trunk} {planted:?}:\n{text}"
+            );
+            let from = out.value(HeaderName::From).unwrap_or_default();
+            assert!(from.ends_with(b">;tag=ft1"), "{trunk} {planted:?}:\n{text}");
+        }
+    }
+
     // In-dialog requests are the dialog's business: left as they come.
     let m = Message::parse(Bytes::from_static(b"BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-b\r\nFrom: <sip:+8613912340001@x>;tag=a\r\nTo: <sip:4008001234@10.0.0.100>;tag=b\r\nCall-ID: c-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nX-Sipfence-Label: mvno\r\nContent-Length: 0\r\n\r\n")).unwrap();
     let d = judge(&p, &m, "ic");

@@ -946,3 +946,58 @@ fn every_isup_part_counts_at_any_depth() {
     let d = judge(&p, &with_body("multipart/mixed;boundary=l1", &body), "intl");
     assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
 }
+
+/// What a lenient MIME reader makes of a part or its type is what the filter reads: a
+/// folded part header, white space around the type's slash; and what two readers may
+/// read differently is refused (two `boundary` parameters, two `version`s).
+#[test]
+fn part_headers_are_read_as_mime_reads_them() {
+    let p = policy("");
+    let forged = iam(NumberSpec::national("13812345678"));
+    let sdp = SDP.as_bytes().to_vec();
+    let body = |part_head: &str| {
+        let mut b = b"--b1\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
+        b.extend_from_slice(&sdp);
+        b.extend_from_slice(format!("\r\n--b1\r\n{part_head}\r\n\r\n").as_bytes());
+        b.extend_from_slice(&forged);
+        b.extend_from_slice(b"\r\n--b1--\r\n");
+        b
+    };
+    for head in [
+        "Content-Type:\r\n application/ISUP;version=itu-t92+",
+        "Content-Type:\r\n\tapplication/ISUP;version=itu-t92+",
+        "Content-Type: application/ISUP;\r\n version=itu-t92+",
+        "Content-Type: application / ISUP;version=itu-t92+",
+        "Content-Type: application/\r\n ISUP",
+        "Content-Disposition: signal;\r\n handling=required\r\nContent-Type: application/ISUP",
+    ] {
+        let m = with_body("multipart/mixed;boundary=b1", &body(head));
+        blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    }
+    // The top-level type alike.
+    let m = with_body(
+        "multipart / mixed;boundary=b1",
+        &body("Content-Type: application/ISUP"),
+    );
+    blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    // A fold makes no second field of a folded one: a single Content-Type.
+    let m = with_body(
+        "multipart/mixed;boundary=b1",
+        &body(
+            "Content-Type: application/ISUP;\r\n version=itu-t92+\r\nContent-Disposition: signal",
+        ),
+    );
+    blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    // Two boundaries: the body splits one way here and maybe another at the next hop.
+    for ct in [
+        "multipart/mixed;boundary=b2;boundary=b1",
+        "multipart/mixed;boundary=b1;BOUNDARY=\"b2\"",
+    ] {
+        let d = judge(
+            &p,
+            &with_body(ct, &body("Content-Type: application/ISUP")),
+            "intl",
+        );
+        assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{ct}: {d:?}");
+    }
+}

@@ -90,8 +90,7 @@ fn collect(
     depth: usize,
     found: &mut Found,
 ) -> Result<(), SipIError> {
-    let boundary =
-        multipart::boundary(ct).ok_or(SipIError::Multipart(MultipartError::NoBoundary))?;
+    let boundary = multipart::boundary(ct).map_err(SipIError::Multipart)?;
     let (parts, n) = multipart::parts(b, body, boundary).map_err(SipIError::Multipart)?;
     for p in &parts[..n] {
         let t = p.content_type.map_or(&[][..], |t| t.of(b));
@@ -120,10 +119,10 @@ fn ansi_variant(content_type: &[u8]) -> bool {
         rest = &rest[eq + 1..];
         let first = rest.iter().find(|&&c| c != b' ' && c != b'"').copied();
         if matches!(first, Some(b'a' | b'A' | b'g' | b'G')) {
+            // Any of them, if one is given twice: the next hop may read either.
             let ansi = |name: &[u8]| {
-                multipart::param(content_type, name).is_some_and(|v| {
-                    lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-")
-                })
+                multipart::params(content_type, name)
+                    .any(|v| lex::starts_with_ci(v, b"ansi") || lex::starts_with_ci(v, b"gr-"))
             };
             return ansi(b"version") || ansi(b"base");
         }
@@ -136,9 +135,16 @@ fn is_isup(content_type: &[u8]) -> bool {
     // prefix compared here: refused before any search for parameters.
     const ISUP: &[u8] = b"application/isup";
     let ct = lex::trim(content_type);
-    ct.get(..ISUP.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(ISUP))
-        && multipart::media_type(ct).len() == ISUP.len()
+    match ct.get(..ISUP.len()) {
+        Some(p) if p.eq_ignore_ascii_case(ISUP) => multipart::media_type(ct).len() == ISUP.len(),
+        // `application / ISUP`: still ISUP to a lenient next hop. `application/sdp`,
+        // every INVITE's, is let go by the byte after the slash.
+        _ if lex::starts_with_ci(ct, b"application") => match &ct[b"application".len()..] {
+            [b'/', c, ..] if !c.is_ascii_whitespace() => false,
+            _ => multipart::is_type(ct, b"application", Some(b"isup")),
+        },
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +158,8 @@ mod tests {
             "application/ISUP; version=\"GR-317\"",
             "application/isup;version=nxv3;base=ansi92",
             "application/isup;base=ansi88;version=nxv3",
+            "application/isup;version=itu-t92+;version=ansi92",
+            "application/isup;base=itu-t92+;base=ansi92",
         ] {
             assert!(ansi_variant(ct.as_bytes()), "{ct}");
         }
@@ -173,6 +181,8 @@ mod tests {
             "application/isup ; version=chn",
             "application/isup\t;base=itu-t92+",
             " application/isup",
+            "application / ISUP;version=itu-t92+",
+            "application/\r\n isup",
         ] {
             assert!(is_isup(ct.as_bytes()), "{ct:?}");
         }

@@ -29,6 +29,8 @@ pub struct Part {
 pub enum MultipartError {
     /// No `boundary` parameter on the Content-Type.
     NoBoundary,
+    /// Two `boundary` parameters on the Content-Type.
+    TwoBoundaries,
     /// The first delimiter is missing.
     NoDelimiter(usize),
     /// A part whose header section never ends, or a delimiter never closed.
@@ -50,7 +52,7 @@ impl MultipartError {
     /// Where in the message it broke (0 for a missing boundary parameter).
     pub fn offset(self) -> usize {
         match self {
-            MultipartError::NoBoundary => 0,
+            MultipartError::NoBoundary | MultipartError::TwoBoundaries => 0,
             MultipartError::NoDelimiter(o)
             | MultipartError::Unterminated(o)
             | MultipartError::TooManyParts(o)
@@ -64,6 +66,9 @@ impl std::fmt::Display for MultipartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MultipartError::NoBoundary => write!(f, "its Content-Type has no boundary"),
+            MultipartError::TwoBoundaries => {
+                write!(f, "its Content-Type has two boundary parameters")
+            }
             MultipartError::NoDelimiter(o) => {
                 write!(f, "no delimiter of its boundary (from byte {o})")
             }
@@ -91,33 +96,58 @@ impl std::fmt::Display for MultipartError {
 }
 
 /// The boundary parameter of a multipart Content-Type value, unquoted.
-pub fn boundary(content_type: &[u8]) -> Option<&[u8]> {
+pub fn boundary(content_type: &[u8]) -> Result<&[u8], MultipartError> {
+    let mut all = params(content_type, b"boundary");
+    let b = all.next().ok_or(MultipartError::NoBoundary)?;
+    // Two: which one the next hop splits by is not known (the first here, the last
+    // elsewhere), and each may give other parts.
+    if all.next().is_some() {
+        return Err(MultipartError::TwoBoundaries);
+    }
     // RFC 2046: 1 to 70 characters.
-    param(content_type, b"boundary").filter(|v| !v.is_empty() && v.len() <= 70)
+    Some(b)
+        .filter(|v| !v.is_empty() && v.len() <= 70)
+        .ok_or(MultipartError::NoBoundary)
 }
 
-/// A parameter of a Content-Type value, unquoted.
+/// A parameter of a Content-Type value, unquoted: the first of that name.
 pub fn param<'a>(content_type: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let semi = lex::find_byte(content_type, b';')?;
-    for p in content_type[semi + 1..].split(|&c| c == b';') {
-        let Some(eq) = lex::find_byte(p, b'=') else {
-            continue;
-        };
-        if lex::trim(&p[..eq]).eq_ignore_ascii_case(name) {
+    params(content_type, name).next()
+}
+
+/// Every parameter of that name of a Content-Type value, unquoted, in order.
+pub fn params<'a, 'n>(
+    content_type: &'a [u8],
+    name: &'n [u8],
+) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    let rest = lex::find_byte(content_type, b';').map_or(&[][..], |s| &content_type[s + 1..]);
+    rest.split(|&c| c == b';').filter_map(move |p| {
+        let eq = lex::find_byte(p, b'=')?;
+        lex::trim(&p[..eq]).eq_ignore_ascii_case(name).then(|| {
             let v = lex::trim(&p[eq + 1..]);
-            return Some(
-                v.strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .unwrap_or(v),
-            );
-        }
-    }
-    None
+            v.strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v)
+        })
+    })
 }
 
 /// `Content-Type` value is a multipart type.
 pub fn is_multipart(content_type: &[u8]) -> bool {
-    lex::starts_with_ci(lex::trim(content_type), b"multipart/")
+    let ct = lex::trim(content_type);
+    lex::starts_with_ci(ct, b"multipart/") || is_type(ct, b"multipart", None)
+}
+
+/// Whether the media type of `content_type` is `top`/`sub` (any subtype without
+/// `sub`), with white space or folds around the `/` as a lenient MIME reader takes them
+/// (RFC 822 structured fields): the slow path, for what the plain comparisons miss.
+pub fn is_type(content_type: &[u8], top: &[u8], sub: Option<&[u8]>) -> bool {
+    let mt = media_type(content_type);
+    let Some(slash) = lex::find_byte(mt, b'/') else {
+        return false;
+    };
+    lex::trim(&mt[..slash]).eq_ignore_ascii_case(top)
+        && sub.is_none_or(|s| lex::trim(&mt[slash + 1..]).eq_ignore_ascii_case(s))
 }
 
 /// Media type of a Content-Type value without its parameters, trimmed.
@@ -168,9 +198,20 @@ pub fn parts(
         // Part headers up to the empty line (an empty header section is allowed).
         let mut part = Part::default();
         loop {
-            let line_end = lex::find_byte(&s[i..], b'\n')
+            let mut line_end = lex::find_byte(&s[i..], b'\n')
                 .map(|p| i + p)
                 .ok_or(MultipartError::Unterminated(start + i))?;
+            // A field folded onto the next lines (RFC 5322 2.2.3, as MIME part headers
+            // may be) is one field: its value spans the fold, which every reader of it
+            // (trim, parameters) takes as white space. A non-empty line only: an empty
+            // one ends the headers.
+            while line_end > i + usize::from(s[line_end - 1] == b'\r')
+                && matches!(s.get(line_end + 1), Some(b' ' | b'\t'))
+            {
+                line_end = lex::find_byte(&s[line_end + 1..], b'\n')
+                    .map(|p| line_end + 1 + p)
+                    .ok_or(MultipartError::Unterminated(start + i))?;
+            }
             let content_end = if line_end > i && s[line_end - 1] == b'\r' {
                 line_end - 1
             } else {
@@ -258,13 +299,34 @@ mod tests {
 
     #[test]
     fn boundary_param() {
-        assert_eq!(boundary(b"multipart/mixed;boundary=abc"), Some(&b"abc"[..]));
+        assert_eq!(boundary(b"multipart/mixed;boundary=abc"), Ok(&b"abc"[..]));
         assert_eq!(
             boundary(b"multipart/mixed ; charset=x; Boundary = \"a b:c\""),
-            Some(&b"a b:c"[..])
+            Ok(&b"a b:c"[..])
         );
-        assert_eq!(boundary(b"multipart/mixed"), None);
-        assert_eq!(boundary(b"multipart/mixed;boundary="), None);
+        assert_eq!(
+            boundary(b"multipart/mixed"),
+            Err(MultipartError::NoBoundary)
+        );
+        assert_eq!(
+            boundary(b"multipart/mixed;boundary="),
+            Err(MultipartError::NoBoundary)
+        );
+        assert_eq!(
+            boundary(b"multipart/mixed;boundary=b2; BOUNDARY=\"b1\""),
+            Err(MultipartError::TwoBoundaries)
+        );
+        assert!(is_multipart(b"multipart / mixed;boundary=x"));
+        assert!(is_type(
+            b"application /\r\n ISUP;version=itu-t92+",
+            b"application",
+            Some(b"isup")
+        ));
+        assert!(!is_type(
+            b"application/isupx",
+            b"application",
+            Some(b"isup")
+        ));
         assert_eq!(
             media_type(b" application/ISUP ;version=itu-t92+"),
             b"application/ISUP"
