@@ -875,26 +875,30 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         && !policy.roamers.contains(&j.n));
 
     if role == Role::Enterprise {
-        rule_n!(RuleId::EnterpriseForeignNetwork, |j| !policy
-            .own_segments
-            .is_empty()
-            && !policy.own_segments.contains(&j.n));
+        // A number of another country is never one this network assigned; within the
+        // country, `own_segments` says which are.
+        rule_n!(RuleId::EnterpriseForeignNetwork, |j| !j.domestic
+            || (!policy.own_segments.is_empty()
+                && !policy.own_segments.contains(&j.n)));
         rule_n!(RuleId::EnterpriseNotWhitelisted, |j| !trunk
             .whitelist
             .as_ref()
             .is_some_and(|w| w.contains(&j.n)));
+        // `days` without `hours`: every hour of those days.
         rule!(
             RuleId::EnterpriseHours,
-            trunk.hours.is_some_and(|h| {
+            (trunk.hours.is_some() || trunk.days.is_some()) && {
                 let (minute, weekday) = local_time(ctx.now_ms, trunk.utc_offset_min);
-                let in_hours = if h.from_min < h.to_min {
-                    minute >= h.from_min && minute < h.to_min
-                } else {
-                    minute >= h.from_min || minute < h.to_min
-                };
+                let in_hours = trunk.hours.is_none_or(|h| {
+                    if h.from_min < h.to_min {
+                        minute >= h.from_min && minute < h.to_min
+                    } else {
+                        minute >= h.from_min || minute < h.to_min
+                    }
+                });
                 let day_ok = trunk.days.is_none_or(|days| days.0 & (1 << weekday) != 0);
                 !(in_hours && day_ok)
-            })
+            }
         );
         // Shared counters out of reach: a fail-closed rate rule matches (it still counts,
         // so the count is right when the store is back).

@@ -553,7 +553,7 @@ rate_limit_per_minute = 3
 fn config_errors_are_refused_with_the_reason() {
     let bad = |extra: &str, want: &str| {
         let text = format!(
-            "[[trunk]]\nname = \"t\"\nrole = \"international\"\n[trunk.behaviour]\n{extra}"
+            "[[trunk]]\nname = \"t\"\nrole = \"international\"\nsources = [\"10.0.0.1\"]\n[trunk.behaviour]\n{extra}"
         );
         let e = Policy::from_str(&text, "bad.toml", Path::new("."))
             .err()
@@ -563,7 +563,7 @@ fn config_errors_are_refused_with_the_reason() {
     };
     bad("window_secs = 0", "window_secs");
     bad("min_asr_percent = 150", "min_asr_percent");
-    bad("attempts = -1", "bad.toml:5");
+    bad("attempts = -1", "bad.toml:6");
     bad("atempts = 5", "atempts");
     let e = Policy::from_str(
         "[rules.blacklist]\naction = \"rate-limit\"\n",

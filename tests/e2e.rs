@@ -257,7 +257,8 @@ fn udp_calls_allowed_and_blocked_by_each_rule() {
             ("+8617099999123@", "X-No-PAI: 1", "X-No-Privacy: 1"),
         ],
     );
-    // enterprise-not-whitelisted: 403
+    // enterprise-not-whitelisted, and enterprise-foreign-network for another country's
+    // number: 403
     calls(
         &dir,
         ent,
@@ -325,7 +326,13 @@ fn udp_calls_allowed_and_blocked_by_each_rule() {
         m(
             "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-not-whitelisted\",trunk=\"ent\"}"
         ),
-        2.0
+        1.0
+    );
+    assert_eq!(
+        m(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-foreign-network\",trunk=\"ent\"}"
+        ),
+        1.0
     );
     assert_eq!(
         m("sipfence_rule_hits_total{action=\"label\",rule=\"label-mvno\",trunk=\"ic\"}"),

@@ -174,3 +174,58 @@ fn reload_says_what_it_changed_and_what_takes_a_restart() {
     assert!(!body.contains("needs a restart"), "{body}");
     assert_eq!(proxy.metric("sipfence_restart_pending"), 0.0);
 }
+
+/// A reload asked for while sipfence starts (lists still loading) waits for the start
+/// to finish and is then done; it does not end the process, as SIGHUP's default action
+/// would (systemd would not restart a service that SIGHUP ended).
+#[test]
+fn a_reload_during_start_is_done_after_it() {
+    let base = port_block();
+    let dir = tempfile::tempdir().unwrap();
+    // A list long enough that loading it takes a while.
+    let mut list = String::with_capacity(300_000 * 16);
+    for i in 0..300_000u32 {
+        list.push_str(&format!("+86139{i:08}\n"));
+    }
+    std::fs::write(dir.path().join("bl.txt"), list).unwrap();
+    let cfg = config(base, "\"+8613800000001\"").replace(
+        "[lists.blacklist]\nentries = [\"+8613800000001\"]",
+        "[lists.blacklist]\nfiles = [\"bl.txt\"]",
+    );
+    assert!(cfg.contains("files = [\"bl.txt\"]"), "{cfg}");
+    let proxy = Proxy::start_in(dir, &cfg, 1, &|pid| {
+        // Once the process holds SIGHUP back (its first step; the exec before it is
+        // no part of sipfence), while it loads the list.
+        let held = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("SigBlk:"))
+                        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                })
+                .is_some_and(|m| m & 1 != 0)
+        };
+        let t = std::time::Instant::now();
+        while !held() {
+            assert!(t.elapsed() < Duration::from_secs(10), "SIGHUP never held");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..3 {
+            let _ = std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    // Alive, serving, and the held-back reload done once it could be.
+    let t = std::time::Instant::now();
+    while proxy.metric("sipfence_policy_reloads_total{result=\"ok\"}") < 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no reload after the start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ask(base, "+8613900000007", "after-start").starts_with("SIP/2.0 608"));
+}

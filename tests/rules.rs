@@ -570,12 +570,14 @@ fn enterprise_not_whitelisted() {
         403,
         "enterprise-not-whitelisted",
     );
+    // Another country's number was never assigned by this network: refused as such,
+    // before the whitelist is read.
     blocks(
         &p,
         &invite("+442071234567", ""),
         "ent",
         403,
-        "enterprise-not-whitelisted",
+        "enterprise-foreign-network",
     );
     passes(&p, &invite("+8613912345678", ""), "ent");
     passes(&p, &invite("8613812345678", ""), "ent");
@@ -589,15 +591,15 @@ fn enterprise_presented_number_judged_too() {
     let p = policy("");
     let pai = "P-Asserted-Identity: <sip:4008001234@10.9.9.9>\r\n";
     // A whitelisted PAI behind a bank's service number, or another subscriber's.
-    for from in ["95588", "+8613812345679", "+442071234567"] {
+    for (from, rule) in [
+        ("95588", RuleId::EnterpriseNotWhitelisted),
+        ("+8613812345679", RuleId::EnterpriseNotWhitelisted),
+        ("+442071234567", RuleId::EnterpriseForeignNetwork),
+    ] {
         let m = invite(from, pai);
         let d = judge(&p, &m, "ent");
-        assert_eq!(
-            rejected(&d),
-            Some((403, "enterprise-not-whitelisted")),
-            "{from}: {d:?}"
-        );
-        assert!(d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted));
+        assert_eq!(rejected(&d), Some((403, rule.as_str())), "{from}: {d:?}");
+        assert!(d.presented_hits.contains(rule));
         assert!(d.presented.is_some());
         // The asserted number is still the caller of record.
         assert_eq!(d.caller.map(|n| n.e164()).as_deref(), Some("+864008001234"));
@@ -643,6 +645,34 @@ fn enterprise_hours_and_days() {
         rejected(&at(MON_10H - 24 * 3_600_000)),
         Some((403, "enterprise-hours"))
     ); // Sunday
+
+    // Days without hours: every hour of those days, none of the others.
+    let p = Policy::from_str(
+        &POLICY.replace("hours = \"09:00-18:00\"\n", "").replace(
+            "days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]",
+            "days = [\"mon\"]",
+        ),
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert!(p.trunks[2].hours.is_none());
+    let at = |ms| judge_at(&p, &m, "ent", ms, &NoCounting);
+    for h in [-10i64, 0, 8, 13] {
+        // Monday 00:00 to 23:59, Beijing time.
+        assert_eq!(
+            rejected(&at((MON_10H as i64 + h * 3_600_000) as u64)),
+            None,
+            "{h}"
+        );
+    }
+    for h in [-11i64, 14, 24, 24 * 6] {
+        assert_eq!(
+            rejected(&at((MON_10H as i64 + h * 3_600_000) as u64)),
+            Some((403, "enterprise-hours")),
+            "{h}"
+        );
+    }
 }
 
 /// Per caller and per trunk limits; a UDP retransmission of an INVITE (same branch,
@@ -1816,6 +1846,50 @@ fn config_errors_name_file_and_line() {
         e.starts_with(&format!("bad.toml:{}:", lines + 2)) && e.contains("not a 4xx-6xx"),
         "{e}"
     );
+    // A trunk says who may use it: no sources (left out or empty) is refused, an open
+    // trunk is written as one, and `check` names it.
+    // (At its name when it has no sources line, else at that line.)
+    for (sources, at) in [("", 2), ("sources = []\n", 4)] {
+        let e = bad(&format!(
+            "[[trunk]]\nname = \"open\"\nrole = \"enterprise\"\n{sources}[trunk.whitelist]\nentries = [\"+864008001234\"]"
+        ));
+        assert!(
+            e.starts_with(&format!("bad.toml:{}:", lines + at))
+                && e.contains("trunk 'open' has no sources"),
+            "{e}"
+        );
+    }
+    let p = policy(
+        "[[trunk]]\nname = \"open\"\nrole = \"interconnect\"\nsources = [\"0.0.0.0/0\", \"::/0\"]",
+    );
+    assert!(
+        sipfence::policy::lint::warnings(&p)
+            .iter()
+            .any(|w| w.starts_with("trunk open takes calls from every address")),
+        "{:?}",
+        sipfence::policy::lint::warnings(&p)
+    );
+    // A network with a port.
+    let p = policy(
+        "[[trunk]]\nname = \"np\"\nrole = \"interconnect\"\nsources = [\"10.1.0.0/16:5061\", \"[2001:db8::/32]:5062\"]",
+    );
+    let t = p.trunks.last().unwrap();
+    let shown: Vec<String> = t.sources.iter().map(|s| s.to_string()).collect();
+    assert_eq!(shown, ["10.1.0.0/16:5061", "[2001:db8::/32]:5062"]);
+    assert!(t.sources[0].matches(&"10.1.9.9:5061".parse().unwrap()));
+    assert!(!t.sources[0].matches(&"10.1.9.9:5060".parse().unwrap()));
+    assert!(t.sources[1].matches(&"[2001:db8::7]:5062".parse().unwrap()));
+    for wrong in [
+        "10.1.0.0/16:0",
+        "10.1.0.0/16:x",
+        "[2001:db8::/32]x",
+        "10.1.0.0/33",
+    ] {
+        let e = bad(&format!(
+            "[[trunk]]\nname = \"w\"\nrole = \"interconnect\"\nsources = [\"{wrong}\"]"
+        ));
+        assert!(e.contains(wrong), "{wrong}: {e}");
+    }
     let e = bad("[[trunk]]\nname = \"x\"\nrole = \"international\"\nsources = [\"10.0.0.300\"]");
     assert!(
         e.contains(&format!("bad.toml:{}:", lines + 4)) && e.contains("10.0.0.300"),
@@ -1957,13 +2031,13 @@ fn config_errors_name_file_and_line() {
     .to_string();
     assert!(e.starts_with("bad.toml:6:"), "{e}");
     let e = Policy::from_str(
-        "[general]\nplan = \"builtin:cn\"\n[[trunk]]\nname = \"i\"\nrole = \"international\"\n[trunk.rules.numbering-plan]\naction = \"label\"\nlabel = \"a b\"\n",
+        "[general]\nplan = \"builtin:cn\"\n[[trunk]]\nname = \"i\"\nrole = \"international\"\nsources = [\"0.0.0.0/0\"]\n[trunk.rules.numbering-plan]\naction = \"label\"\nlabel = \"a b\"\n",
         "bad.toml",
         Path::new("."),
     )
     .unwrap_err()
     .to_string();
-    assert!(e.starts_with("bad.toml:8:"), "{e}");
+    assert!(e.starts_with("bad.toml:9:"), "{e}");
     let e = Policy::from_str(
         "[general]\n[metrics]\nlisten = \"localhost\"\n",
         "bad.toml",

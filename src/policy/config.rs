@@ -266,10 +266,10 @@ pub struct SourceSpec {
 /// As written in a policy: `10.1.2.0/24`, `127.0.0.1/32:5070`.
 impl std::fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)?;
-        match self.port {
-            Some(p) => write!(f, ":{p}"),
-            None => Ok(()),
+        match (self.net, self.port) {
+            (IpAddr::V6(n), Some(p)) => write!(f, "[{n}/{}]:{p}", self.prefix),
+            (n, Some(p)) => write!(f, "{n}/{}:{p}", self.prefix),
+            (n, None) => write!(f, "{n}/{}", self.prefix),
         }
     }
 }
@@ -285,27 +285,52 @@ impl SourceSpec {
                 port: Some(sa.port()),
             });
         }
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (s, None),
+        // A network with a port: `10.1.0.0/16:5061`, `[2001:db8::/32]:5061`.
+        let (net_text, port) = match s.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((inner, rest)) => match rest.strip_prefix(':') {
+                Some(p) => (inner, Some(p)),
+                None if rest.is_empty() => (inner, None),
+                None => return Err(format!("'{s}': after ']' only ':port' may follow")),
+            },
+            None => match s.split_once('/') {
+                Some((_, len)) if len.contains(':') && !s.contains("::") => {
+                    let (n, p) = s.rsplit_once(':').unwrap_or((s, ""));
+                    (n, Some(p))
+                }
+                _ => (s, None),
+            },
         };
-        let net: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("'{s}' is not an IP address, network or address:port"))?;
+        let port = match port {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("bad port in '{s}'"))?,
+            ),
+            None => None,
+        };
+        let (ip, prefix) = match net_text.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (net_text, None),
+        };
+        let net: IpAddr = ip.parse().map_err(|_| {
+            format!("'{s}' is not an IP address, network or address:port (network:port as 10.1.0.0/16:5061 or [2001:db8::/32]:5061)")
+        })?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
                 .parse::<u8>()
                 .ok()
                 .filter(|&p| p <= max)
-                .ok_or_else(|| format!("bad prefix length in '{s}'"))?,
+                .ok_or_else(|| format!("bad prefix length in '{s}' (0 to {max})"))?,
             None => max,
         };
-        Ok(SourceSpec {
-            net,
-            prefix,
-            port: None,
-        })
+        Ok(SourceSpec { net, prefix, port })
+    }
+
+    /// Every address (`0.0.0.0/0`, `::/0`).
+    pub fn is_everyone(&self) -> bool {
+        self.prefix == 0
     }
 
     /// Whether every address `other` admits, this admits too.

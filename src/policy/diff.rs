@@ -192,12 +192,18 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 fn hours_text(t: &Trunk) -> String {
+    let days = match t.days {
+        Some(d) => format!(" {}", d.names().join(",")),
+        None => String::new(),
+    };
     match t.hours {
-        None => "any time".into(),
+        None if t.days.is_none() => "any time".into(),
+        // Every hour of the days named.
+        None => format!("all day{days}"),
         Some(h) => {
             let off = t.utc_offset_min;
             format!(
-                "{:02}:{:02}-{:02}:{:02} UTC{}{:02}:{:02}{}",
+                "{:02}:{:02}-{:02}:{:02} UTC{}{:02}:{:02}{days}",
                 h.from_min / 60,
                 h.from_min % 60,
                 h.to_min / 60,
@@ -205,10 +211,6 @@ fn hours_text(t: &Trunk) -> String {
                 if off < 0 { '-' } else { '+' },
                 off.abs() / 60,
                 off.abs() % 60,
-                match t.days {
-                    Some(d) => format!(" {}", d.names().join(",")),
-                    None => String::new(),
-                }
             )
         }
     }

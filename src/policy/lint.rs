@@ -35,6 +35,29 @@ fn shadows(a: &Trunk, b: &Trunk) -> bool {
 /// nothing to.
 pub fn warnings(p: &Policy) -> Vec<String> {
     let mut out = vec![];
+    if p.own_segments.is_empty()
+        && p.trunks
+            .iter()
+            .any(|t| refuses(t, RuleId::EnterpriseForeignNetwork))
+    {
+        out.push(
+            "no [lists.own_segments]: enterprise trunks refuse other countries' numbers, but cannot tell this network's domestic numbers from another carrier's"
+                .to_string(),
+        );
+    }
+    for t in &p.trunks {
+        if let Some(all) = t.sources.iter().find(|s| s.is_everyone()) {
+            out.push(format!(
+                "trunk {} takes calls from every address (sources {all}){}",
+                t.name,
+                if t.auth.is_some() {
+                    ": its digest credentials are all that identify it"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     for (i, b) in p.trunks.iter().enumerate() {
         if let Some(a) = p.trunks[..i].iter().find(|a| shadows(a, b)) {
             out.push(format!(
@@ -49,17 +72,39 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         let mut found: Vec<(RuleId, &str, Vec<String>)> = vec![];
         let mut note = |r: RuleId, why: &'static str, e: String| match found
             .iter_mut()
-            .find(|(x, _, _)| *x == r)
+            .find(|(x, w, _)| *x == r && *w == why)
         {
             Some((_, _, v)) => v.push(e),
             None => found.push((r, why, vec![e])),
         };
+        let mut odd: Vec<String> = vec![];
         for (n, segment) in w.entries() {
             let shown = if segment {
                 format!("{n}*")
             } else {
                 n.to_string()
             };
+            // A segment of a handful of digits is a whole region or carrier, no
+            // enterprise's numbers: `0*` (every domestic number), `+86139*`.
+            if segment && n.as_str().len() < 7 {
+                odd.push(format!(
+                    "trunk {} whitelist: {shown} lets a whole country, region or carrier through",
+                    t.name
+                ));
+            }
+            // Emergency, government and operator numbers are never an enterprise's
+            // caller (95/96 service numbers are: the voice private lines).
+            if !segment
+                && matches!(
+                    p.plan.classify(&n).class,
+                    Class::Emergency | Class::Government | Class::Operator
+                )
+            {
+                odd.push(format!(
+                    "trunk {} whitelist: {shown} is an emergency, government or operator number, no enterprise's",
+                    t.name
+                ));
+            }
             if !segment {
                 let c = p.plan.classify(&n);
                 if c.class == Class::Invalid && refuses(t, RuleId::NumberingPlan) {
@@ -83,17 +128,23 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 note(RuleId::Blacklist, "on the blacklist", shown);
                 continue;
             }
-            if !p.own_segments.is_empty()
-                && p.own_segments.lookup(&n).is_none()
-                && refuses(t, RuleId::EnterpriseForeignNetwork)
-            {
-                note(
-                    RuleId::EnterpriseForeignNetwork,
-                    "not (wholly) in own_segments",
-                    shown,
-                );
+            if refuses(t, RuleId::EnterpriseForeignNetwork) {
+                if !p.plan.is_domestic(&n) {
+                    note(
+                        RuleId::EnterpriseForeignNetwork,
+                        "of another country",
+                        shown,
+                    );
+                } else if !p.own_segments.is_empty() && p.own_segments.lookup(&n).is_none() {
+                    note(
+                        RuleId::EnterpriseForeignNetwork,
+                        "not (wholly) in own_segments",
+                        shown,
+                    );
+                }
             }
         }
+        out.extend(odd);
         // In the order the rules run.
         found.sort_by_key(|(r, _, _)| r.index());
         for (r, why, v) in found {
@@ -168,7 +219,7 @@ entries = [{whitelist}]
                 format!("{l}\nsources = [\"10.1.2.3:5070\"]"),
             ),
             (
-                format!("{l}\nsources = []"),
+                format!("{l}\nsources = [\"0.0.0.0/0\"]"),
                 format!("{l}\nsources = [\"192.0.2.1\"]"),
             ),
         ] {
@@ -200,6 +251,49 @@ entries = [{whitelist}]
         }
     }
 
+    /// Entries no enterprise can own: another country's number, a segment as wide as a
+    /// carrier or the country, an emergency, government or operator number; and a policy
+    /// whose enterprise trunks cannot tell this network's numbers from others'.
+    #[test]
+    fn entries_no_enterprise_owns_are_named() {
+        let p = policy(
+            "",
+            r#""+864008001234", "+14155550123", "+86138*", "0*", "110", "12315", "10086", "95588", "+8613812340000..+8613812349999""#,
+        );
+        let w = warnings(&p);
+        for want in [
+            "trunk ent whitelist: +86138* lets a whole country, region or carrier through",
+            "trunk ent whitelist: +86* lets a whole country, region or carrier through",
+            "trunk ent whitelist: +86110 is an emergency, government or operator number, no enterprise's",
+            "trunk ent whitelist: +8612315 is an emergency, government or operator number, no enterprise's",
+            "trunk ent whitelist: +8610086 is an emergency, government or operator number, no enterprise's",
+            "trunk ent whitelist: 1 entry of another country, refused first by enterprise-foreign-network: +14155550123",
+        ] {
+            assert!(w.iter().any(|l| l == want), "{want}\nnot in {w:#?}");
+        }
+        // A bank's 95xxx line is an enterprise's own; a range of ten thousand is a block.
+        assert!(
+            !w.iter()
+                .filter(|l| l.contains("emergency") || l.contains("whole"))
+                .any(|l| l.contains("95588") || l.contains("+86138123")),
+            "{w:#?}"
+        );
+        assert!(!w.iter().any(|l| l.starts_with("no [lists.own_segments]")));
+        let bare = Policy::from_str(
+            "[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nsources = [\"10.0.1.0/24\"]\n[trunk.whitelist]\nentries = [\"+864008001234\"]\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .expect("test policy");
+        assert!(
+            warnings(&bare)
+                .iter()
+                .any(|l| l.starts_with("no [lists.own_segments]")),
+            "{:?}",
+            warnings(&bare)
+        );
+    }
+
     #[test]
     fn a_clean_whitelist_says_nothing() {
         let p = policy("", r#""+864008001234", "+8613812340000..+8613812349999""#);
@@ -217,6 +311,7 @@ entries = [{whitelist}]
         assert_eq!(
             w,
             [
+                "trunk ent whitelist: +86170* lets a whole country, region or carrier through",
                 "trunk ent whitelist: 1 entry not a valid number in the plan, refused first by numbering-plan: +861380000",
                 "trunk ent whitelist: 1 entry a data-only or IoT number, refused first by no-voice-number: +8614512345678",
                 "trunk ent whitelist: 2 entries on the blacklist, refused first by blacklist: +8613800000001, +86170999991*",

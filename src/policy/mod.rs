@@ -481,9 +481,20 @@ fn locate(text: &str, reason: &str) -> Option<usize> {
     let keys = || words.iter().map(|w| w.rsplit('.').next().unwrap_or(w));
     // A key it names in its table; then anywhere (a trunk's subtable may stand after
     // other tables); then the list `entries` an `entry` is in.
+    // Anywhere, for a trunk, stops at the next trunk: another trunk's `sources` is not
+    // the line of a trunk that has none.
+    let anywhere = match trunk {
+        Some(t) => {
+            let next = (t.1 + 1..lines.len())
+                .find(|&i| lines[i].trim() == "[[trunk]]")
+                .unwrap_or(lines.len());
+            t.1..next
+        }
+        None => 0..lines.len(),
+    };
     keys()
         .find_map(|k| find(s..e, k))
-        .or_else(|| keys().find_map(|k| find(0..lines.len(), k)))
+        .or_else(|| keys().find_map(|k| find(anywhere.clone(), k)))
         .or_else(|| {
             keys()
                 .any(|k| k == "entry")
@@ -794,6 +805,18 @@ impl Policy {
                     ));
                 }
                 _ => {}
+            }
+            // Who may use the trunk is said, never implied: a block copied without its
+            // sources line must not open the trunk to every address. An open trunk is
+            // written as one (`0.0.0.0/0`), and `check` says so.
+            if t.sources.is_empty() && t.auth.is_none() {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "trunk '{}' has no sources: name its peers' addresses (sources = [\"10.1.2.0/24\"]), or give it [trunk.auth]; sources = [\"0.0.0.0/0\", \"::/0\"] opens it to every address",
+                        t.name
+                    ),
+                ));
             }
             if t.role == Role::Enterprise && whitelist.is_none() {
                 return Err(LoadError::file(

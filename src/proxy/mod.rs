@@ -23,6 +23,7 @@ macro_rules! print_err {
 }
 
 pub mod mmsg;
+mod signals;
 pub mod stateless;
 pub mod tcp;
 pub mod udp;
@@ -331,6 +332,7 @@ fn init_logging(p: &Policy) {
 
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
 pub fn run(args: RunArgs) -> i32 {
+    signals::hold_sighup();
     let policy = match crate::cli::load_policy(args.config.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -807,6 +809,8 @@ async fn control(
         print_err!("sipfence: cannot install signal handlers");
         return 1;
     };
+    // The handler is in place: a reload asked for while starting is done now.
+    signals::release_sighup();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         tokio::select! {

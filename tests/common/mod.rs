@@ -98,6 +98,17 @@ impl Proxy {
     /// Starts the proxy and waits until it reports its workers (listeners are bound by then).
     pub fn start(config: &str, workers: usize) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config, workers, &|_| {})
+    }
+
+    /// [`Proxy::start`] in `dir` (files the config names may be there), calling `hook`
+    /// with the process id as soon as it runs, before it is ready.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        workers: usize,
+        hook: &dyn Fn(u32),
+    ) -> Proxy {
         let path = dir.path().join("sipfence.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
@@ -112,6 +123,7 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start sipfence");
+        hook(child.id());
         let out = child.stdout.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
