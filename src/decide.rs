@@ -326,10 +326,13 @@ pub fn track_dialog(
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
 fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     let t = (trunk as u64).to_le_bytes();
-    match caller {
-        Some(n) => crate::sip::lex::fnv1a(&[b"caller", &t, n.digits()]),
-        None => crate::sip::lex::fnv1a(&[b"trunk", &t]),
-    }
+    crate::policy::rate::keyed_for(
+        trunk,
+        match caller {
+            Some(n) => crate::sip::lex::fnv1a(&[b"caller", &t, n.digits()]),
+            None => crate::sip::lex::fnv1a(&[b"trunk", &t]),
+        },
+    )
 }
 
 /// An INVITE transaction as its retransmissions repeat it (RFC 3261 17.2.3: the top
@@ -360,10 +363,13 @@ pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
 /// The counter key of a source address's wrong digest answers on a trunk.
 fn auth_failure_key(trunk: usize, ip: std::net::IpAddr) -> u64 {
     let t = (trunk as u64).to_le_bytes();
-    match ip {
-        std::net::IpAddr::V4(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
-        std::net::IpAddr::V6(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
-    }
+    crate::policy::rate::keyed_for(
+        trunk,
+        match ip {
+            std::net::IpAddr::V4(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
+            std::net::IpAddr::V6(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
+        },
+    )
 }
 
 /// Local minute of the day and weekday (Monday = 0) for a UTC offset.
@@ -909,7 +915,14 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         // transaction is remembered as refused until the rules let it through, so
         // sending a call twice gains nothing.
         let limited = trunk.max_per_minute.is_some() || trunk.max_per_minute_per_caller.is_some();
-        let txn = limited.then(|| transaction_key(ti, msg));
+        // With the caller judged: an INVITE that copies an allowed call's transaction
+        // for another caller is no retransmission of it, and inherits nothing.
+        let txn = limited.then(|| {
+            crate::sip::lex::tag_hash(&[
+                &transaction_key(ti, msg).to_le_bytes(),
+                primary.n.digits(),
+            ])
+        });
         let before = txn.and_then(|k| ctx.rates.recall(k, ctx.now_ms));
         if let (None, Some(k)) = (before, txn) {
             ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, false);
@@ -1046,7 +1059,10 @@ fn judge_behaviour(
         let a = policy.action(d.trunk, r);
         if a.kind == ActionKind::RateLimit {
             // Each rate-limited rule counts in its own key: two of them do not share.
-            let rk = key ^ (r.index() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let rk = crate::policy::rate::keyed_for(
+                ti,
+                key ^ (r.index() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             if ctx.rates.hit(rk, ctx.now_ms, 60_000) > b.rate_limit_per_minute {
                 reject(d, r, a.code);
                 rejected = true;

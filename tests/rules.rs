@@ -729,6 +729,22 @@ fn enterprise_rates() {
         .replace("INVITE sip:4008001234@", "INVITE sip:4008009999@");
     let other = Message::parse(Bytes::from(other)).unwrap();
     assert_eq!(r(&other, 4), Some((403, "enterprise-rate-caller")));
+    // An allowed call's transaction copied for a caller over its limit (b, with its
+    // two calls spent) is that caller's call, not the allowed one's retransmission.
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let b1 = call(b, 1);
+    assert_eq!(r(&b1, 10), None);
+    assert_eq!(r(&call(b, 2), 11), None);
+    assert_eq!(r(&call(b, 3), 12), Some((403, "enterprise-rate-caller")));
+    let allowed = call(c, 1);
+    assert_eq!(r(&allowed, 13), None);
+    let copied = String::from_utf8(allowed.bytes().to_vec())
+        .unwrap()
+        .replace(&format!("\"{c}\" <sip:{c}@"), &format!("\"{b}\" <sip:{b}@"));
+    assert!(copied.contains(&format!("<sip:{b}@")), "{copied}");
+    let copied = Message::parse(Bytes::from(copied)).unwrap();
+    assert_eq!(r(&copied, 14), Some((403, "enterprise-rate-caller")));
 }
 
 /// Any initial INVITE repeated byte for byte within its transaction's 32 s is flagged

@@ -83,11 +83,8 @@ impl NumberQuery {
         };
         // A number, or a sip/sips/tel URI as a header carries it: read as `number` does.
         // A segment is read as a list's segment is (`86170*` in international form).
-        let n = if segment
-            && digits
-                .bytes()
-                .all(|c| c.is_ascii_digit() || b"-.()".contains(&c))
-        {
+        // (A segment is never a URI: whatever is not one is read as a list reads it.)
+        let n = if segment && !digits.contains(':') {
             crate::numbering::normalise_prefix(digits.as_bytes(), home_cc)
         } else {
             super::number::read_number_as(home_cc, digits)
@@ -593,7 +590,14 @@ mod tests {
         let seg = NumberQuery::parse("86170*", cc).unwrap();
         assert_eq!(seg, NumberQuery::Segment("+86170".into()));
         // With separators, as lists accept them.
-        for q in ["86-170*", "(86)170*", "86 170*", "86.170-9*"] {
+        for q in [
+            "86-170*",
+            "(86)170*",
+            "86 170*",
+            "86.170-9*",
+            "８６１７０*",
+            "86\u{2010}170*",
+        ] {
             let seg = NumberQuery::parse(q, cc).unwrap();
             assert!(
                 seg == NumberQuery::Segment("+86170".into())

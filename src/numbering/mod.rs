@@ -610,16 +610,20 @@ pub fn normalise(
 /// is in. Anything else reads as [`normalise`] reads it.
 pub fn normalise_prefix(raw: &[u8], home_cc: &[u8]) -> Result<Number, NotANumber> {
     let t = crate::sip::lex::trim(raw);
-    // Digits and visual separators only (`86 170 999`, `(86)170-999`).
+    // Digits and visual separators only (`86 170 999`, `(86)170-999`), read as a screen
+    // shows them: full-width digits, Unicode dashes and dots are the same segment.
     let mut d = [0u8; 40];
     let mut n = 0;
-    for &c in t {
+    let mut i = 0;
+    while i < t.len() {
+        let (c, len) = unit(&t[i..]);
+        i += len;
         match c {
             b'0'..=b'9' if n < d.len() => {
                 d[n] = c;
                 n += 1;
             }
-            b' ' | b'-' | b'.' | b'(' | b')' | b'\t' => {}
+            b' ' | b'-' | b'.' | b'(' | b')' | b'\t' | INVISIBLE => {}
             _ => return normalise(t, home_cc, None),
         }
     }

@@ -373,6 +373,20 @@ mod tests {
         assert!(s.contains(&n("+8617212345678")));
         assert!(s.contains(&n("+8617399123456")));
         assert!(s.contains(&n("+8617400123456")));
+        // As a screen shows them: full-width digits, Unicode hyphens, dashes and dots.
+        let s = set(
+            "８６１７０９９９*\n86\u{2010}171999*\n86\u{2013}172999*\n86\u{00b7}173999*\n８６ １７４９９９*\n",
+        );
+        for x in [
+            "+8617099912345",
+            "+8617199912345",
+            "+8617299912345",
+            "+8617399912345",
+            "+8617499912345",
+        ] {
+            assert!(s.contains(&n(x)), "{x}");
+        }
+        assert!(!s.contains(&n("+868617099912345")));
     }
 
     #[test]

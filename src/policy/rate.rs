@@ -291,16 +291,26 @@ impl Recent {
     }
 }
 
+/// A counter key for `trunk`: the hash in the low 48 bits, the trunk in the top 16. A
+/// full table gives each trunk's newcomers an overflow counter of their own, so that one
+/// tenant's flood of invented callers cannot make another tenant's callers look over
+/// their limit (nor lock its digest answers out).
+pub fn keyed_for(trunk: usize, hash: u64) -> u64 {
+    (hash & ((1 << 48) - 1)) | ((trunk as u64 & 0xFFFF) << 48)
+}
+
 /// In-process sliding-window counters (two fixed windows, weighted: the usual
 /// approximation, within one window's worth of error at the boundary, never under).
 ///
 /// Memory is bounded: at most `capacity` keys. When full, keys idle for two windows are
-/// swept; if it is still full, new keys share one overflow counter, which makes a flood
-/// of invented callers count against each other rather than grow the table.
+/// swept; if it is still full, new keys share an overflow counter per trunk (the key's
+/// top 16 bits, [`keyed_for`]), which makes a flood of invented callers count against
+/// each other rather than grow the table or reach another trunk's callers.
 pub struct LocalRateCounter {
     map: DashMap<u64, Window, ahash::RandomState>,
     capacity: usize,
-    overflow: DashMap<u64, Window, ahash::RandomState>,
+    /// By (window length, trunk): bounded by the windows the rules use and 65,536.
+    overflow: DashMap<(u64, u16), Window, ahash::RandomState>,
     last_sweep_ms: AtomicU64,
     overflowed: AtomicU64,
     recent: Recent,
@@ -401,8 +411,10 @@ impl RateCounter for LocalRateCounter {
             }
             if self.map.len() >= self.capacity {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
-                // One overflow counter per window length: all newcomers share it.
-                let mut w = self.overflow.entry(window_ms).or_insert(Window {
+                // One overflow counter per window length and trunk: all that trunk's
+                // newcomers share it.
+                let group = (key >> 48) as u16;
+                let mut w = self.overflow.entry((window_ms, group)).or_insert(Window {
                     start_ms: now_ms,
                     cur: 0,
                     prev: 0,
@@ -544,5 +556,21 @@ mod tests {
         c.hit(1_000_000, 200_000, 60_000);
         assert!(c.len() <= 1000);
         assert_eq!(c.hit(1_000_001, 200_001, 60_000), 1);
+    }
+
+    /// One trunk's flood fills the table: its newcomers count against each other, and
+    /// another trunk's newcomers start from nothing.
+    #[test]
+    fn a_full_table_keeps_trunks_apart() {
+        let c = LocalRateCounter::new(100);
+        for k in 0..10_000u64 {
+            c.hit(keyed_for(0, k), 1_000, 60_000);
+        }
+        assert!(c.len() <= 100);
+        assert!(c.hit(keyed_for(0, 99_999), 1_001, 60_000) > 9_000);
+        assert_eq!(c.hit(keyed_for(1, 99_999), 1_001, 60_000), 1);
+        assert_eq!(c.hit(keyed_for(1, 99_998), 1_002, 60_000), 2);
+        assert_eq!(keyed_for(3, u64::MAX) >> 48, 3);
+        assert_eq!(keyed_for(3, u64::MAX) & 0xFFFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF);
     }
 }
