@@ -83,7 +83,7 @@ enum Cmd {
         source: Option<SocketAddr>,
         /// With --source: the listen address it arrived at (`udp:127.0.0.1:5062`), which
         /// tells apart trunks that share sources, as the proxy and replay do.
-        #[arg(long, requires = "source")]
+        #[arg(long, requires = "source", conflicts_with = "trunk")]
         to: Option<String>,
         /// Time of the call (hour and day rules): Unix seconds or RFC 3339
         /// (`2026-11-30T10:00:00+08:00`); default now.

@@ -222,16 +222,50 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
                 .into_iter()
                 .flatten()
             {
-                if p.source == Source::PAssertedIdentity && !p.user.is_empty() {
+                if p.source == Source::PAssertedIdentity
+                    && !p.user.is_empty()
+                    && let Some(user_phone_at) = telephone_subscriber(msg.buf(), &p)
+                {
                     edits.insert_with(p.user.end as usize, |out| {
                         out.extend_from_slice(b";verstat=");
                         out.extend_from_slice(v.as_bytes());
                     });
+                    if let Some(at) = user_phone_at {
+                        edits.insert(at, b";user=phone");
+                    }
                 }
             }
         }
     }
     edits.len() - before
+}
+
+/// Whether `verstat` may go after the number of `p` (RFC 8224: a tel URI, or a sip URI
+/// whose user part is a telephone-subscriber), and where `;user=phone` must be added
+/// first: a global number in a bracketed sip URI without it becomes one, else a
+/// parameter in its user part would make the user `+8613...;verstat=...`, no number at
+/// all to a core that does not read it so. `None`: nowhere (a local number, or an
+/// unbracketed sip URI whose parameters would be the header's).
+fn telephone_subscriber(b: &[u8], p: &Party) -> Option<Option<usize>> {
+    let mut found = None;
+    let _ = addr::parse_list(b, p.value, |na| {
+        if na.uri.start <= p.user.start && p.user.end <= na.uri.end {
+            found = Some(na);
+        }
+    });
+    let na = found?;
+    let u = uri::parse(b, na.uri).ok()?;
+    match u.scheme {
+        Scheme::Tel => Some(None),
+        _ if uri::is_user_phone(b, &u) => Some(None),
+        _ if na.bracketed
+            && p.user.of(b).first() == Some(&b'+')
+            && p.user.of(b)[1..].iter().all(u8::is_ascii_digit) =>
+        {
+            Some(Some(na.uri.end as usize))
+        }
+        _ => None,
+    }
 }
 
 /// What only sipfence may say of a call goes if a peer wrote it: a field named as our

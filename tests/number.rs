@@ -446,3 +446,39 @@ fn usage_errors_are_refused_with_the_reason() {
     assert!(out.contains("blacklist (segment +8617099999*)"), "{out}");
     assert!(out.contains("reject 608 blacklist"), "{out}");
 }
+
+/// `explain --source` on trunks that share sources (the built-in policy's two trunks
+/// both take 127.0.0.0/8) says which it took and how to choose; `--to` chooses as the
+/// proxy does; `--to` beside `--trunk` is refused rather than ignored.
+#[test]
+fn explain_tells_trunks_that_share_sources_apart() {
+    let msg = "testdata/sip/invite-pai-sdp.sip";
+    let (code, out, err) = sipfence(&["explain", "--source", "127.0.0.1:5070", msg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("is a source of several trunks (intl, ent-400)"),
+        "{err}"
+    );
+    assert!(err.contains("give --to"), "{err}");
+    let (code, out, err) = sipfence(&[
+        "explain",
+        "--source",
+        "127.0.0.1:5070",
+        "--to",
+        "udp:127.0.0.1:5062",
+        msg,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("several trunks"), "{err}");
+    assert!(out.contains("ent-400"), "{out}");
+    let (code, _, err) = sipfence(&[
+        "explain",
+        "--trunk",
+        "intl",
+        "--to",
+        "udp:127.0.0.1:5062",
+        msg,
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("--to") && err.contains("--trunk"), "{err}");
+}

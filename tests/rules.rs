@@ -1448,6 +1448,34 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
         }
     }
 
+    // verstat goes only where RFC 8224 puts it, after a telephone-subscriber: a global
+    // number in a bracketed sip URI gets user=phone with it; a local number, or an
+    // unbracketed URI whose parameters would be the header's, gets none.
+    for (pai, want) in [
+        (
+            "<sip:+8617012345678@x>",
+            "<sip:+8617012345678;verstat=TN-Validation-Failed@x;user=phone>",
+        ),
+        (
+            "<sips:+8617012345678@x:5061;transport=tcp>",
+            "<sips:+8617012345678;verstat=TN-Validation-Failed@x:5061;transport=tcp;user=phone>",
+        ),
+        ("sip:+8617012345678@x", "sip:+8617012345678@x"),
+        ("<sip:17012345678@x>", "<sip:17012345678@x>"),
+    ] {
+        let m = with_from(
+            "<sip:+8617012345678@x>",
+            &format!("P-Asserted-Identity: {pai}\r\n"),
+        );
+        let d = passes(&p, &m, "ic");
+        assert_eq!(d.rule, Some(RuleId::LabelMvno), "{pai}");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            String::from_utf8_lossy(out.value(HeaderName::PAssertedIdentity).unwrap_or_default()),
+            want
+        );
+    }
+
     // In-dialog requests are the dialog's business: left as they come.
     let m = Message::parse(Bytes::from_static(b"BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-b\r\nFrom: <sip:+8613912340001@x>;tag=a\r\nTo: <sip:4008001234@10.0.0.100>;tag=b\r\nCall-ID: c-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nX-Sipfence-Label: mvno\r\nContent-Length: 0\r\n\r\n")).unwrap();
     let d = judge(&p, &m, "ic");
@@ -1968,7 +1996,22 @@ fn config_errors_name_file_and_line() {
     .unwrap_err()
     .to_string();
     assert!(e.starts_with("bad.toml:2:"), "{e}");
-    for name in ["From", "content-length", "v", "P-Asserted-Identity"] {
+    for name in [
+        "From",
+        "content-length",
+        "v",
+        "P-Asserted-Identity",
+        "e",
+        "Content-Encoding",
+        "Allow",
+        "MIME-Version",
+        "identity",
+        "y",
+        "Diversion",
+        "History-Info",
+        "P-Charging-Vector",
+        "j",
+    ] {
         let e = Policy::from_str(
             &format!("[general]\nlabel_header = \"{name}\"\n"),
             "bad.toml",
@@ -1978,6 +2021,20 @@ fn config_errors_name_file_and_line() {
         .to_string();
         assert!(e.contains("a SIP header of its own"), "{name}: {e}");
     }
+    // A Server value with a line break would write header lines into every answer.
+    for server in ["sf\\r\\nContact: <sip:evil@6.6.6.6>", "sf\\n", "a\\u0000b"] {
+        let e = Policy::from_str(
+            &format!("[general]\nserver = \"{server}\"\n"),
+            "bad.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("bad.toml:2:") && e.contains("control characters"),
+            "{server}: {e}"
+        );
+    }
     // A log level tracing would read as a target filter, which silences every line.
     for level in [
         "warning",
@@ -1986,6 +2043,8 @@ fn config_errors_name_file_and_line() {
         "",
         "=info",
         "info,=debug",
+        "info=info",
+        "info,my target=debug",
     ] {
         let e = Policy::from_str(
             &format!("[general]\n[log]\nlevel = \"{level}\"\n"),
@@ -1999,13 +2058,26 @@ fn config_errors_name_file_and_line() {
             "{level:?}: {e}"
         );
     }
-    for level in ["warn", "ERROR", "info,sipfence::proxy=debug", "off"] {
+    // Written as the logger reads it: white space around the parts does not silence it.
+    for (level, read) in [
+        ("warn", "warn"),
+        ("ERROR", "error"),
+        ("info,sipfence::proxy=debug", "info,sipfence::proxy=debug"),
+        ("off", "off"),
+        (" info", "info"),
+        ("info ", "info"),
+        ("info, sipfence=debug", "info,sipfence=debug"),
+        (
+            "info , sipfence::proxy = DEBUG,",
+            "info,sipfence::proxy=debug",
+        ),
+    ] {
         let p = Policy::from_str(
             &format!("[general]\n[log]\nlevel = \"{level}\"\n"),
             "ok.toml",
             Path::new("."),
         );
-        assert!(p.is_ok(), "{level}: {:?}", p.err());
+        assert_eq!(p.map(|p| p.log.level).as_deref(), Ok(read), "{level:?}");
     }
     // A relative records directory is the policy file's, as list files are.
     let p = Policy::from_str(

@@ -59,11 +59,19 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             .map(|i| policy.trunks[i].name.as_str())
             .collect();
         if matching.len() > 1 {
-            eprintln!(
-                "sipfence: {source} is a source of several trunks ({}): judged on {}, the first; give --to (the listen address it came to) or --trunk",
-                matching.join(", "),
-                matching[0]
-            );
+            match &local {
+                None => eprintln!(
+                    "sipfence: {source} is a source of several trunks ({}): judged on {}, the first; give --to (the listen address it came to) or --trunk",
+                    matching.join(", "),
+                    matching[0]
+                ),
+                // The proxy takes the first too: the policy has trunks it never reaches.
+                Some(l) => eprintln!(
+                    "sipfence: {source} arriving at {l} matches several trunks ({}): judged on {}, the first, as the proxy does",
+                    matching.join(", "),
+                    matching[0]
+                ),
+            }
         }
     }
     let rates = LocalRateCounter::new(100_000);

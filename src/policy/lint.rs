@@ -68,6 +68,12 @@ pub fn warnings(p: &Policy) -> Vec<String> {
     }
     for t in &p.trunks {
         let Some(w) = &t.whitelist else { continue };
+        if w.is_empty() && refuses(t, RuleId::EnterpriseNotWhitelisted) {
+            out.push(format!(
+                "trunk {} whitelist is empty: every call on it is refused (a list file cut short?)",
+                t.name
+            ));
+        }
         // (rule, why, entries)
         let mut found: Vec<(RuleId, &str, Vec<String>)> = vec![];
         let mut note = |r: RuleId, why: &'static str, e: String| match found
@@ -279,6 +285,14 @@ entries = [{whitelist}]
             "{w:#?}"
         );
         assert!(!w.iter().any(|l| l.starts_with("no [lists.own_segments]")));
+        let empty = policy("", "");
+        assert!(
+            warnings(&empty)
+                .iter()
+                .any(|l| l.starts_with("trunk ent whitelist is empty")),
+            "{:?}",
+            warnings(&empty)
+        );
         let bare = Policy::from_str(
             "[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nsources = [\"10.0.1.0/24\"]\n[trunk.whitelist]\nentries = [\"+864008001234\"]\n",
             "t.toml",

@@ -164,6 +164,21 @@ impl NumberSetBuilder {
 
     /// Adds one list line (comment and blanks allowed); the error is the reason only.
     pub fn add_line(&mut self, line: &str) -> Result<(), String> {
+        // A control character is no part of a number a person wrote: a file cut or
+        // corrupted in copying, a binary file, or old Mac line ends (CR alone), which
+        // would run every line into one.
+        if let Some(c) = line
+            .trim_end_matches('\r')
+            .bytes()
+            .find(|&c| (c < 0x20 && c != b'\t') || c == 0x7f)
+        {
+            return Err(if c == b'\r' {
+                "line ends with CR alone (old Mac text): save the file with LF or CRLF line ends"
+                    .to_string()
+            } else {
+                format!("control character 0x{c:02x} in the line: a corrupted or binary file?")
+            });
+        }
         let entry = line_entry(line);
         if entry.is_empty() {
             return Ok(());
@@ -387,6 +402,25 @@ mod tests {
             assert!(s.contains(&n(x)), "{x}");
         }
         assert!(!s.contains(&n("+868617099912345")));
+    }
+
+    #[test]
+    fn control_characters_are_refused_with_the_line() {
+        for (text, want) in [
+            (
+                "13812345678\n+8613812345679\0\n",
+                "t:2: control character 0x00",
+            ),
+            ("13812345678\r13812345679\r", "t:1: line ends with CR alone"),
+            ("13812345678\n\u{7f}\n", "t:2: control character 0x7f"),
+        ] {
+            let mut b = NumberSetBuilder::new(b"86");
+            let e = b.add_text(text, "t").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+        // CRLF and tabs are fine.
+        let s = set("13812345678\r\n\t+8613812345679\t# x\r\n");
+        assert!(s.contains(&n("+8613812345679")));
     }
 
     #[test]

@@ -575,25 +575,37 @@ fn resolve_actions(
 /// `sipfence=debug`, `warn,sipfence::proxy=trace`). A directive without one is a target
 /// filter to tracing, so a typo (`warning`, `verbose`) would silence every log line,
 /// the refused-reload errors operators grep for among them.
-fn check_log_level(level: &str) -> Result<(), String> {
+/// The `[log] level` as the logger should get it: each directive names a level
+/// (`LEVEL` or `TARGET=LEVEL`, a target that is no level name), written without the
+/// white space the filter would not forgive (`" info"` silenced every line, and
+/// `"info, sipfence=debug"` lost its second part).
+fn check_log_level(level: &str) -> Result<String, String> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     if level.trim().is_empty() {
         return Err("log.level is empty (info is the usual one)".to_string());
     }
+    let is_level = |l: &str| LEVELS.iter().any(|x| l.eq_ignore_ascii_case(x));
+    let mut clean = vec![];
     for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        // `LEVEL`, or `TARGET=LEVEL` with a target.
         let (target, lvl) = match d.rsplit_once('=') {
             Some((t, l)) => (Some(t.trim()), l.trim()),
             None => (None, d),
         };
-        if target == Some("") || !LEVELS.iter().any(|l| lvl.eq_ignore_ascii_case(l)) {
+        let bad_target = target.is_some_and(|t| {
+            t.is_empty() || is_level(t) || t.contains(|c: char| c.is_whitespace())
+        });
+        if bad_target || !is_level(lvl) {
             return Err(format!(
-                "log.level '{level}': '{d}' names no level (one of {}, or target=level)",
+                "log.level '{level}': '{d}' names no level (one of {}, or target=level with a module path as target)",
                 LEVELS.join(", ")
             ));
         }
+        clean.push(match target {
+            Some(t) => format!("{t}={}", lvl.to_ascii_lowercase()),
+            None => lvl.to_ascii_lowercase(),
+        });
     }
-    Ok(())
+    Ok(clean.join(","))
 }
 
 fn check_behaviour(
@@ -700,7 +712,7 @@ impl Policy {
         }
         // A field SIP already has (From, Via, Content-Length...) would be a second one,
         // which the next hop refuses, or be removed from every call as a peer's label.
-        if crate::sip::HeaderName::parse(label_header.as_bytes()) != crate::sip::HeaderName::Other {
+        if crate::sip::header::is_sip_field(label_header.as_bytes()) {
             return Err(LoadError::file(
                 file,
                 format!(
@@ -716,7 +728,17 @@ impl Policy {
                 format!("general.verstat '{v}' must be a token"),
             ));
         }
-        check_log_level(&cfg.log.level).map_err(|why| LoadError::file(file, why))?;
+        // Written into every response: text without control characters (RFC 3261
+        // 20.35), or it would add header lines of its own.
+        if cfg.general.server.chars().any(char::is_control) {
+            return Err(LoadError::file(
+                file,
+                "general.server must be text without control characters (no line breaks)"
+                    .to_string(),
+            ));
+        }
+        cfg.log.level =
+            check_log_level(&cfg.log.level).map_err(|why| LoadError::file(file, why))?;
         // Relative like the list files: the records must not move with the directory
         // the gateway was started from (systemd starts it in /).
         if !cfg.records.dir.is_empty() && Path::new(&cfg.records.dir).is_relative() {
