@@ -326,13 +326,13 @@ pub fn track_dialog(
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
 fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
     let t = (trunk as u64).to_le_bytes();
-    crate::policy::rate::keyed_for(
-        trunk,
-        match caller {
-            Some(n) => crate::sip::lex::fnv1a(&[b"caller", &t, n.digits()]),
-            None => crate::sip::lex::fnv1a(&[b"trunk", &t]),
-        },
-    )
+    match caller {
+        Some(n) => crate::policy::rate::keyed_for(
+            trunk,
+            crate::sip::lex::fnv1a(&[b"caller", &t, n.digits()]),
+        ),
+        None => crate::policy::rate::trunk_key(trunk),
+    }
 }
 
 /// An INVITE transaction as its retransmissions repeat it (RFC 3261 17.2.3: the top

@@ -236,6 +236,41 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
     }
 }
 
+/// Overload does not make a stranger's INVITE worth an answer: with `unknown-source =
+/// drop`, a backlog of them is dropped as always (no 503 to reflect at anyone), and the
+/// gateway stays ready (no stranger can take it out of a load balancer's pool).
+#[test]
+fn strangers_get_no_503_under_overload() {
+    let base = port_block();
+    let cfg = one_source_config(base, "drop") + "[proxy]\noverload_ms = 1\n";
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    proxy.signal("STOP");
+    for i in 0..3000 {
+        let m = format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-st{i}\r\nFrom: <sip:+442071234567@{me}>;tag=st{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: stranger-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = sock.send_to(m.as_bytes(), ("127.0.0.1", base));
+    }
+    proxy.signal("CONT");
+    let mut buf = [0u8; 4096];
+    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+        panic!(
+            "a stranger was answered: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    assert!(proxy.metric("sipfence_dropped_total{reason=\"policy\"}") > 100.0);
+    assert_eq!(
+        proxy.metric("sipfence_overload_rejections_total{trunk=\"none\"}"),
+        0.0
+    );
+    assert_eq!(proxy.http("GET", "/readyz").0, 200);
+}
+
 /// One international trunk at `base` whose only source is 127.0.0.2, with
 /// `unknown-source` set to `action` (127.0.0.1 is then a stranger).
 fn one_source_config(base: u16, action: &str) -> String {

@@ -93,6 +93,11 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
     // The reload endpoint takes POST only, and says so.
     let (code, body) = proxy.http("GET", "/reload");
     assert_eq!((code, body.as_str()), (405, "/reload takes POST\n"));
+    // Probes: HEAD is GET without the body, OPTIONS says what a path takes.
+    assert_eq!(proxy.http("HEAD", "/readyz"), (200, String::new()));
+    assert_eq!(proxy.http("HEAD", "/healthz").0, 200);
+    assert_eq!(proxy.http("OPTIONS", "/readyz").0, 204);
+    assert_eq!(proxy.http("OPTIONS", "/reload").0, 204);
     // A broken policy: refused with its file and line; the running one stays.
     std::fs::write(
         &cfg_path,

@@ -1913,6 +1913,17 @@ fn config_errors_name_file_and_line() {
         "{:?}",
         sipfence::policy::lint::warnings(&p)
     );
+    // Halves of the address space are as open.
+    let p = policy(
+        "[[trunk]]\nname = \"open\"\nrole = \"interconnect\"\nsources = [\"0.0.0.0/1\", \"128.0.0.0/1\"]",
+    );
+    assert!(
+        sipfence::policy::lint::warnings(&p)
+            .iter()
+            .any(|w| w.starts_with("trunk open takes calls from every address, or most")),
+        "{:?}",
+        sipfence::policy::lint::warnings(&p)
+    );
     // A network with a port.
     let p = policy(
         "[[trunk]]\nname = \"np\"\nrole = \"interconnect\"\nsources = [\"10.1.0.0/16:5061\", \"[2001:db8::/32]:5062\"]",

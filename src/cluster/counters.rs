@@ -85,16 +85,13 @@ pub struct SharedRateCounter {
     degraded: AtomicBool,
     /// Calls counted while degraded (counted locally only).
     pub fallback_hits: AtomicU64,
-    /// Keys that found the table full and shared one overflow key.
+    /// Events of new keys the full table could not keep.
     pub overflowed: AtomicU64,
     recent: Recent,
     /// A key this gateway had not counted: its first call was judged on this
     /// gateway's count alone, so the sync goes now rather than at the next tick.
     fresh: tokio::sync::Notify,
 }
-
-/// Key that newcomers share when the table is full (as the local counter does).
-const OVERFLOW_KEY: u64 = u64::MAX;
 
 /// Keys with nothing to send whose totals one sync reads back, at most (two `GET`s
 /// each): at 100 ms syncs, at most ~20,000 reads a second per gateway.
@@ -298,13 +295,14 @@ impl RateCounter for SharedRateCounter {
         if let Some(mut s) = self.map.get_mut(&key) {
             return Self::count(&mut s, now_ms, window_ms, bucket);
         }
-        // Only a new key pays for the size check (DashMap::len visits every shard).
-        let key = if self.map.len() >= self.capacity {
+        // Only a new key pays for the size check (DashMap::len visits every shard). As
+        // the local counter: a new caller the full table cannot keep counts as its own
+        // first (a shared overflow key refused every tenant's new callers for one
+        // tenant's flood); a trunk's own key is always kept.
+        if self.map.len() >= self.capacity && key & ((1 << 48) - 1) != 0 {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
-            OVERFLOW_KEY
-        } else {
-            key
-        };
+            return 1;
+        }
         let mut s = self.map.entry(key).or_insert_with(|| {
             self.fresh.notify_one();
             Slot {
@@ -339,6 +337,9 @@ impl RateCounter for SharedRateCounter {
     fn keys(&self) -> usize {
         self.map.len()
     }
+    fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -367,14 +368,21 @@ mod tests {
         assert_eq!(c.fallback_hits.load(Ordering::Relaxed), 7);
     }
 
+    /// A full table keeps no new caller (each counts as its own first: no tenant's
+    /// flood refuses another's callers) but always a trunk's own key.
     #[test]
-    fn a_full_table_shares_one_overflow_key() {
+    fn a_full_table_keeps_no_newcomer_but_trunk_keys() {
+        use crate::policy::rate::{keyed_for, trunk_key};
         let c = SharedRateCounter::new(2);
-        c.hit(1, 0, 60_000);
-        c.hit(2, 0, 60_000);
-        assert_eq!(c.hit(3, 0, 60_000), 1);
-        assert_eq!(c.hit(4, 0, 60_000), 2);
-        assert_eq!(c.overflowed.load(Ordering::Relaxed), 2);
+        c.hit(keyed_for(0, 1), 0, 60_000);
+        c.hit(keyed_for(0, 2), 0, 60_000);
+        assert_eq!(c.hit(keyed_for(1, 3), 0, 60_000), 1);
+        assert_eq!(c.hit(keyed_for(1, 3), 0, 60_000), 1);
+        assert_eq!(c.hit(keyed_for(1, 4), 0, 60_000), 1);
+        assert_eq!(c.overflowed(), 3);
+        assert_eq!(c.hit(trunk_key(1), 0, 60_000), 1);
+        assert_eq!(c.hit(trunk_key(1), 0, 60_000), 2);
+        assert_eq!(c.keys(), 3);
         c.housekeep(1_000_000);
         assert_eq!(c.keys(), 0);
     }

@@ -39,7 +39,13 @@ async fn serve(
     st: Arc<HttpState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let r = match (req.method(), req.uri().path()) {
+    // HEAD is GET without the body (RFC 9110 9.3.2; hyper leaves the body out), which
+    // load-balancer probes send; OPTIONS says what a path takes.
+    let method = match req.method() {
+        &Method::HEAD => &Method::GET,
+        m => m,
+    };
+    let r = match (method, req.uri().path()) {
         (&Method::GET, "/metrics") => {
             (st.refresh)();
             reply(
@@ -83,13 +89,24 @@ async fn serve(
             }
         }
         // A known path asked with the wrong method: say which method it takes.
-        (_, path @ ("/metrics" | "/healthz" | "/readyz" | "/reload")) => {
-            let allow = if path == "/reload" { "POST" } else { "GET" };
-            let mut r = reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                format!("{path} takes {allow}\n"),
-            );
+        (m, path @ ("/metrics" | "/healthz" | "/readyz" | "/reload")) => {
+            let allow = if path == "/reload" {
+                "POST, OPTIONS"
+            } else {
+                "GET, HEAD, OPTIONS"
+            };
+            let mut r = if m == Method::OPTIONS {
+                reply(StatusCode::NO_CONTENT, "text/plain", String::new())
+            } else {
+                reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    format!(
+                        "{path} takes {}\n",
+                        &allow[..allow.find(',').unwrap_or(allow.len())]
+                    ),
+                )
+            };
             r.headers_mut().insert(
                 hyper::header::ALLOW,
                 hyper::header::HeaderValue::from_static(allow),

@@ -44,6 +44,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_records_dropped_total",
     "sipfence_rejected_pcap_dropped_total",
     "sipfence_rate_keys",
+    "sipfence_rate_overflows_total",
     "sipfence_behaviour_events_total",
     "sipfence_behaviour_table_entries",
     "sipfence_behaviour_evictions_total",
@@ -124,6 +125,8 @@ pub struct Metrics {
     pub records_dropped: IntCounter,
     pub rejected_pcap_dropped: IntCounter,
     pub rate_keys: IntGauge,
+    /// Counter events of new keys the full table could not keep (their limits lapse).
+    pub rate_overflows: IntCounter,
     pub behaviour_events: IntCounterVec,
     /// Entries held by the behaviour tables: callers, watched callers, calls.
     pub behaviour_entries: IntGaugeVec,
@@ -344,6 +347,11 @@ impl Metrics {
             "Keys held by the rate counters",
         ));
         must(registry.register(Box::new(rate_keys.clone())));
+        let rate_overflows = must(IntCounter::new(
+            "sipfence_rate_overflows_total",
+            "Counts of new callers (or sources) the full rate table could not keep: their per-caller limits lapse until keys free up ([proxy] rate_keys)",
+        ));
+        must(registry.register(Box::new(rate_overflows.clone())));
         let behaviour_events = cv(
             "sipfence_behaviour_events_total",
             "Call outcomes the behaviour rules learn from, by trunk and event",
@@ -460,6 +468,7 @@ impl Metrics {
             records_dropped,
             rejected_pcap_dropped,
             rate_keys,
+            rate_overflows,
             behaviour_events,
             behaviour_entries,
             behaviour_evictions,

@@ -46,9 +46,13 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         );
     }
     for t in &p.trunks {
-        if let Some(all) = t.sources.iter().find(|s| s.is_everyone()) {
+        // `/0`, or halves and quarters of the address space that add up to most of it.
+        let wide = |s: &&crate::policy::config::SourceSpec| {
+            s.prefix < if s.net.is_ipv4() { 8 } else { 16 }
+        };
+        if let Some(all) = t.sources.iter().find(wide) {
             out.push(format!(
-                "trunk {} takes calls from every address (sources {all}){}",
+                "trunk {} takes calls from every address, or most (sources {all}){}",
                 t.name,
                 if t.auth.is_some() {
                     ": its digest credentials are all that identify it"
@@ -98,16 +102,18 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     t.name
                 ));
             }
-            // Emergency, government and operator numbers are never an enterprise's
-            // caller (95/96 service numbers are: the voice private lines).
+            // Emergency, government and operator numbers, and the protected list's, are
+            // never an enterprise's caller (95/96 service numbers are: the voice
+            // private lines; 96110 is the police's anti-fraud line).
             if !segment
-                && matches!(
+                && (matches!(
                     p.plan.classify(&n).class,
                     Class::Emergency | Class::Government | Class::Operator
-                )
+                ) || p.protected.lookup(&n).is_some()
+                    || n.as_str().ends_with("96110"))
             {
                 odd.push(format!(
-                    "trunk {} whitelist: {shown} is an emergency, government or operator number, no enterprise's",
+                    "trunk {} whitelist: {shown} is an emergency, government, operator or protected number, no enterprise's",
                     t.name
                 ));
             }
@@ -264,15 +270,16 @@ entries = [{whitelist}]
     fn entries_no_enterprise_owns_are_named() {
         let p = policy(
             "",
-            r#""+864008001234", "+14155550123", "+86138*", "0*", "110", "12315", "10086", "95588", "+8613812340000..+8613812349999""#,
+            r#""+864008001234", "+14155550123", "+86138*", "0*", "110", "12315", "10086", "96110", "95588", "+8613812340000..+8613812349999""#,
         );
         let w = warnings(&p);
         for want in [
             "trunk ent whitelist: +86138* lets a whole country, region or carrier through",
             "trunk ent whitelist: +86* lets a whole country, region or carrier through",
-            "trunk ent whitelist: +86110 is an emergency, government or operator number, no enterprise's",
-            "trunk ent whitelist: +8612315 is an emergency, government or operator number, no enterprise's",
-            "trunk ent whitelist: +8610086 is an emergency, government or operator number, no enterprise's",
+            "trunk ent whitelist: +86110 is an emergency, government, operator or protected number, no enterprise's",
+            "trunk ent whitelist: +8612315 is an emergency, government, operator or protected number, no enterprise's",
+            "trunk ent whitelist: +8610086 is an emergency, government, operator or protected number, no enterprise's",
+            "trunk ent whitelist: +8696110 is an emergency, government, operator or protected number, no enterprise's",
             "trunk ent whitelist: 1 entry of another country, refused first by enterprise-foreign-network: +14155550123",
         ] {
             assert!(w.iter().any(|l| l == want), "{want}\nnot in {w:#?}");

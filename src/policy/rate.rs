@@ -93,6 +93,11 @@ pub trait RateCounter: Send + Sync {
     fn keys(&self) -> usize {
         0
     }
+
+    /// Events of new keys a full table could not keep, since start.
+    fn overflowed(&self) -> u64 {
+        0
+    }
 }
 
 /// A counter that never counts: for `explain` on a single message, and for policies
@@ -291,26 +296,36 @@ impl Recent {
     }
 }
 
-/// A counter key for `trunk`: the hash in the low 48 bits, the trunk in the top 16. A
-/// full table gives each trunk's newcomers an overflow counter of their own, so that one
-/// tenant's flood of invented callers cannot make another tenant's callers look over
-/// their limit (nor lock its digest answers out).
+const LOW48: u64 = (1 << 48) - 1;
+
+/// A counter key for `trunk`: the hash in the low 48 bits (never all zero), the trunk in
+/// the top 16.
 pub fn keyed_for(trunk: usize, hash: u64) -> u64 {
-    (hash & ((1 << 48) - 1)) | ((trunk as u64 & 0xFFFF) << 48)
+    let h = match hash & LOW48 {
+        0 => 1,
+        h => h,
+    };
+    h | ((trunk as u64 & 0xFFFF) << 48)
+}
+
+/// The key of a trunk's own counter (its calls a minute): always kept, whatever the
+/// table holds, so that no flood of callers can lift a trunk's limit.
+pub fn trunk_key(trunk: usize) -> u64 {
+    (trunk as u64 & 0xFFFF) << 48
 }
 
 /// In-process sliding-window counters (two fixed windows, weighted: the usual
 /// approximation, within one window's worth of error at the boundary, never under).
 ///
 /// Memory is bounded: at most `capacity` keys. When full, keys idle for two windows are
-/// swept; if it is still full, new keys share an overflow counter per trunk (the key's
-/// top 16 bits, [`keyed_for`]), which makes a flood of invented callers count against
-/// each other rather than grow the table or reach another trunk's callers.
+/// swept; if it is still full, a new key is not kept: its event counts as the first of
+/// its window (the limits of callers not yet known lapse while memory is exhausted,
+/// counted in `overflowed`), except a trunk's own key ([`trunk_key`]), which is always
+/// kept. A shared overflow counter was tried: one tenant's flood of invented callers
+/// then refused every other tenant's new callers as over their limit.
 pub struct LocalRateCounter {
     map: DashMap<u64, Window, ahash::RandomState>,
     capacity: usize,
-    /// By (window length, trunk): bounded by the windows the rules use and 65,536.
-    overflow: DashMap<(u64, u16), Window, ahash::RandomState>,
     last_sweep_ms: AtomicU64,
     overflowed: AtomicU64,
     recent: Recent,
@@ -322,7 +337,6 @@ impl LocalRateCounter {
             // Grows as keys come: most policies count few callers.
             map: DashMap::with_hasher(ahash::RandomState::new()),
             capacity: capacity.max(1),
-            overflow: DashMap::with_hasher(ahash::RandomState::new()),
             last_sweep_ms: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             recent: Recent::new(capacity),
@@ -400,6 +414,9 @@ impl RateCounter for LocalRateCounter {
     fn keys(&self) -> usize {
         self.len()
     }
+    fn overflowed(&self) -> u64 {
+        LocalRateCounter::overflowed(self)
+    }
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         if let Some(mut w) = self.map.get_mut(&key) {
             return Self::bump(&mut w, now_ms, window_ms);
@@ -409,17 +426,9 @@ impl RateCounter for LocalRateCounter {
             if now_ms.saturating_sub(last) >= window_ms.max(1) {
                 self.sweep(now_ms, 2 * window_ms);
             }
-            if self.map.len() >= self.capacity {
+            if self.map.len() >= self.capacity && key & LOW48 != 0 {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
-                // One overflow counter per window length and trunk: all that trunk's
-                // newcomers share it.
-                let group = (key >> 48) as u16;
-                let mut w = self.overflow.entry((window_ms, group)).or_insert(Window {
-                    start_ms: now_ms,
-                    cur: 0,
-                    prev: 0,
-                });
-                return Self::bump(&mut w, now_ms, window_ms);
+                return 1;
             }
         }
         let mut w = self.map.entry(key).or_insert(Window {
@@ -558,19 +567,27 @@ mod tests {
         assert_eq!(c.hit(1_000_001, 200_001, 60_000), 1);
     }
 
-    /// One trunk's flood fills the table: its newcomers count against each other, and
-    /// another trunk's newcomers start from nothing.
+    /// One trunk's flood fills the table: no other trunk's new caller is refused for
+    /// it (each counts as its own first), callers already known keep their counts, and
+    /// every trunk's own counter is kept whatever the table holds.
     #[test]
     fn a_full_table_keeps_trunks_apart() {
         let c = LocalRateCounter::new(100);
+        c.hit(keyed_for(1, 7), 500, 60_000);
         for k in 0..10_000u64 {
-            c.hit(keyed_for(0, k), 1_000, 60_000);
+            c.hit(keyed_for(0, k + 1_000), 1_000, 60_000);
         }
         assert!(c.len() <= 100);
-        assert!(c.hit(keyed_for(0, 99_999), 1_001, 60_000) > 9_000);
-        assert_eq!(c.hit(keyed_for(1, 99_999), 1_001, 60_000), 1);
-        assert_eq!(c.hit(keyed_for(1, 99_998), 1_002, 60_000), 2);
+        for k in 0..5 {
+            assert_eq!(c.hit(keyed_for(1, 99_990 + k), 1_001, 60_000), 1);
+        }
+        assert_eq!(c.hit(keyed_for(1, 7), 1_002, 60_000), 2);
+        for i in 1..=3 {
+            assert_eq!(c.hit(trunk_key(2), 1_003, 60_000), i);
+        }
+        assert!(c.len() <= 101);
         assert_eq!(keyed_for(3, u64::MAX) >> 48, 3);
-        assert_eq!(keyed_for(3, u64::MAX) & 0xFFFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF);
+        assert_eq!(keyed_for(3, u64::MAX) & LOW48, LOW48);
+        assert_ne!(keyed_for(3, 1 << 48), trunk_key(3));
     }
 }
