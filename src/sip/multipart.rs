@@ -135,7 +135,9 @@ pub fn params<'a, 'n>(
 /// `Content-Type` value is a multipart type.
 pub fn is_multipart(content_type: &[u8]) -> bool {
     let ct = lex::trim(content_type);
-    lex::starts_with_ci(ct, b"multipart/") || is_type(ct, b"multipart", None)
+    // `multipart /mixed` only when the word is there: every INVITE's SDP asks.
+    lex::starts_with_ci(ct, b"multipart")
+        && (ct.get(9) == Some(&b'/') || is_type(ct, b"multipart", None))
 }
 
 /// Whether the media type of `content_type` is `top`/`sub` (any subtype without
