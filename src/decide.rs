@@ -363,7 +363,7 @@ pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
 /// The counter key of a source address's wrong digest answers on a trunk.
 fn auth_failure_key(trunk: usize, ip: std::net::IpAddr) -> u64 {
     let t = (trunk as u64).to_le_bytes();
-    crate::policy::rate::keyed_for(
+    crate::policy::rate::keyed_closed(
         trunk,
         match ip {
             std::net::IpAddr::V4(a) => crate::sip::lex::fnv1a(&[b"auth-fail", &t, &a.octets()]),
@@ -1059,11 +1059,26 @@ fn judge_behaviour(
         let a = policy.action(d.trunk, r);
         if a.kind == ActionKind::RateLimit {
             // Each rate-limited rule counts in its own key: two of them do not share.
-            let rk = crate::policy::rate::keyed_for(
+            let rk = crate::policy::rate::keyed_closed(
                 ti,
                 key ^ (r.index() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            if ctx.rates.hit(rk, ctx.now_ms, 60_000) > b.rate_limit_per_minute {
+            // A retransmission of an INVITE is the same call: it keeps the verdict its
+            // original had, uncounted (as for the enterprise rate rules).
+            let txn = crate::sip::lex::tag_hash(&[
+                b"behaviour-rate",
+                &transaction_key(ti, msg).to_le_bytes(),
+                &rk.to_le_bytes(),
+            ]);
+            let over = match ctx.rates.recall(txn, ctx.now_ms) {
+                Some(passed) => !passed,
+                None => {
+                    let over = ctx.rates.hit(rk, ctx.now_ms, 60_000) > b.rate_limit_per_minute;
+                    ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, !over);
+                    over
+                }
+            };
+            if over {
                 reject(d, r, a.code);
                 rejected = true;
                 break;

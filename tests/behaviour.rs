@@ -532,6 +532,12 @@ rate_limit_per_minute = 3
         }
     }
     assert_eq!((passed, refused), (3, 28));
+    // A retransmission of a call it let through is that call: through again, uncounted;
+    // one of a refused call is refused again.
+    let d = net.invite("+447700900017", &scattered(11), "r11", 39_500);
+    assert_eq!(d.outcome, Outcome::Forward, "{d:?}");
+    let d = net.invite("+447700900017", &scattered(12), "r12", 39_600);
+    assert!(matches!(d.outcome, Outcome::Reject { code: 608 }), "{d:?}");
     // The rule's hits say what it did: the refusals are where a refusals panel looks.
     let text = metrics.render();
     let hits = |action: &str| {

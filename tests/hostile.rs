@@ -213,6 +213,8 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
     let (code, body) = proxy.http("GET", "/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with("not ready: shedding load"), "{body}");
+    assert_eq!(proxy.http("HEAD", "/readyz").0, 503);
+    assert_eq!(proxy.http("OPTIONS", "/readyz").0, 503);
     // Liveness is another question: the process is well.
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
     // Every 503 we read was counted (some answers may not fit our socket buffer).

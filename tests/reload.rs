@@ -92,7 +92,10 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
     }
     // The reload endpoint takes POST only, and says so.
     let (code, body) = proxy.http("GET", "/reload");
-    assert_eq!((code, body.as_str()), (405, "/reload takes POST\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (405, "/reload takes POST, OPTIONS\n")
+    );
     // Probes: HEAD is GET without the body, OPTIONS says what a path takes.
     assert_eq!(proxy.http("HEAD", "/readyz"), (200, String::new()));
     assert_eq!(proxy.http("HEAD", "/healthz").0, 200);

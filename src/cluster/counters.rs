@@ -298,11 +298,26 @@ impl RateCounter for SharedRateCounter {
         // Only a new key pays for the size check (DashMap::len visits every shard). As
         // the local counter: a new caller the full table cannot keep counts as its own
         // first (a shared overflow key refused every tenant's new callers for one
-        // tenant's flood); a trunk's own key is always kept.
-        if self.map.len() >= self.capacity && key & ((1 << 48) - 1) != 0 {
-            self.overflowed.fetch_add(1, Ordering::Relaxed);
-            return 1;
-        }
+        // tenant's flood), unless its limit must hold (a lockout, a suspect): then it
+        // shares its trunk's overflow key. A trunk's own key is always kept.
+        let key = if self.map.len() >= self.capacity {
+            match crate::policy::rate::when_full(key) {
+                Some(k) if k == key => key,
+                Some(overflow) => {
+                    self.overflowed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(mut s) = self.map.get_mut(&overflow) {
+                        return Self::count(&mut s, now_ms, window_ms, bucket);
+                    }
+                    overflow
+                }
+                None => {
+                    self.overflowed.fetch_add(1, Ordering::Relaxed);
+                    return 1;
+                }
+            }
+        } else {
+            key
+        };
         let mut s = self.map.entry(key).or_insert_with(|| {
             self.fresh.notify_one();
             Slot {
@@ -372,7 +387,7 @@ mod tests {
     /// flood refuses another's callers) but always a trunk's own key.
     #[test]
     fn a_full_table_keeps_no_newcomer_but_trunk_keys() {
-        use crate::policy::rate::{keyed_for, trunk_key};
+        use crate::policy::rate::{keyed_closed, keyed_for, trunk_key};
         let c = SharedRateCounter::new(2);
         c.hit(keyed_for(0, 1), 0, 60_000);
         c.hit(keyed_for(0, 2), 0, 60_000);
@@ -383,6 +398,9 @@ mod tests {
         assert_eq!(c.hit(trunk_key(1), 0, 60_000), 1);
         assert_eq!(c.hit(trunk_key(1), 0, 60_000), 2);
         assert_eq!(c.keys(), 3);
+        assert_eq!(c.hit(keyed_closed(1, 5), 0, 60_000), 1);
+        assert_eq!(c.hit(keyed_closed(1, 6), 0, 60_000), 2);
+        assert_eq!(c.keys(), 4);
         c.housekeep(1_000_000);
         assert_eq!(c.keys(), 0);
     }

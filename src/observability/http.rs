@@ -96,15 +96,18 @@ async fn serve(
                 "GET, HEAD, OPTIONS"
             };
             let mut r = if m == Method::OPTIONS {
-                reply(StatusCode::NO_CONTENT, "text/plain", String::new())
+                // A probe that sends OPTIONS (HAProxy's default) learns readiness too.
+                let code = if path == "/readyz" && (st.ready)().is_err() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::NO_CONTENT
+                };
+                reply(code, "text/plain", String::new())
             } else {
                 reply(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "text/plain",
-                    format!(
-                        "{path} takes {}\n",
-                        &allow[..allow.find(',').unwrap_or(allow.len())]
-                    ),
+                    format!("{path} takes {allow}\n"),
                 )
             };
             r.headers_mut().insert(

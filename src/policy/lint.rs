@@ -50,10 +50,17 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         let wide = |s: &&crate::policy::config::SourceSpec| {
             s.prefix < if s.net.is_ipv4() { 8 } else { 16 }
         };
-        if let Some(all) = t.sources.iter().find(wide) {
+        let all: Vec<String> = t
+            .sources
+            .iter()
+            .filter(wide)
+            .map(|s| s.to_string())
+            .collect();
+        if !all.is_empty() {
             out.push(format!(
-                "trunk {} takes calls from every address, or most (sources {all}){}",
+                "trunk {} takes calls from every address, or most (sources {}){}",
                 t.name,
+                all.join(", "),
                 if t.auth.is_some() {
                     ": its digest credentials are all that identify it"
                 } else {

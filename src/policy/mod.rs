@@ -1173,7 +1173,11 @@ impl Policy {
                 t.name,
                 t.role.as_str(),
                 joined(&t.listen),
-                joined(&t.sources),
+                if t.sources.is_empty() {
+                    "any address, digest-authenticated".to_string()
+                } else {
+                    joined(&t.sources)
+                },
                 t.next_hop
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),

@@ -297,21 +297,46 @@ impl Recent {
 }
 
 const LOW48: u64 = (1 << 48) - 1;
+/// Set in the keys of counters that must hold when the table is full.
+const CLOSED: u64 = 1 << 47;
 
-/// A counter key for `trunk`: the hash in the low 48 bits (never all zero), the trunk in
-/// the top 16.
+/// A counter key for `trunk`: the hash in the low 47 bits (never all zero), the trunk
+/// in the top 16. When the table is full, a new key of this kind is not kept: its
+/// limit lapses (a caller's calls a minute: its own first call, so that one tenant's
+/// flood refuses no other tenant's callers).
 pub fn keyed_for(trunk: usize, hash: u64) -> u64 {
-    let h = match hash & LOW48 {
+    let h = match hash & LOW48 & !CLOSED {
         0 => 1,
         h => h,
     };
     h | ((trunk as u64 & 0xFFFF) << 48)
 }
 
+/// A counter key whose limit must hold even when the table is full (a source's wrong
+/// digest answers, a flagged caller's rate limit): new keys of a full table share one
+/// overflow counter of their trunk's, the safe side for a lockout or a suspect.
+pub fn keyed_closed(trunk: usize, hash: u64) -> u64 {
+    keyed_for(trunk, hash) | CLOSED
+}
+
 /// The key of a trunk's own counter (its calls a minute): always kept, whatever the
 /// table holds, so that no flood of callers can lift a trunk's limit.
 pub fn trunk_key(trunk: usize) -> u64 {
     (trunk as u64 & 0xFFFF) << 48
+}
+
+/// Where a new key goes when the table is full: itself (a trunk's key, or the overflow
+/// key of a trunk), the trunk's overflow key (a key that must hold), or nowhere (its
+/// limit lapses: `None`).
+pub fn when_full(key: u64) -> Option<u64> {
+    let overflow = (key & !LOW48) | CLOSED;
+    if key & LOW48 == 0 || key == overflow {
+        Some(key)
+    } else if key & CLOSED != 0 {
+        Some(overflow)
+    } else {
+        None
+    }
 }
 
 /// In-process sliding-window counters (two fixed windows, weighted: the usual
@@ -426,9 +451,23 @@ impl RateCounter for LocalRateCounter {
             if now_ms.saturating_sub(last) >= window_ms.max(1) {
                 self.sweep(now_ms, 2 * window_ms);
             }
-            if self.map.len() >= self.capacity && key & LOW48 != 0 {
-                self.overflowed.fetch_add(1, Ordering::Relaxed);
-                return 1;
+            if self.map.len() >= self.capacity {
+                match when_full(key) {
+                    Some(k) if k == key => {}
+                    Some(overflow) => {
+                        self.overflowed.fetch_add(1, Ordering::Relaxed);
+                        let mut w = self.map.entry(overflow).or_insert(Window {
+                            start_ms: now_ms - now_ms % window_ms.max(1),
+                            cur: 0,
+                            prev: 0,
+                        });
+                        return Self::bump(&mut w, now_ms, window_ms);
+                    }
+                    None => {
+                        self.overflowed.fetch_add(1, Ordering::Relaxed);
+                        return 1;
+                    }
+                }
             }
         }
         let mut w = self.map.entry(key).or_insert(Window {
@@ -586,8 +625,17 @@ mod tests {
             assert_eq!(c.hit(trunk_key(2), 1_003, 60_000), i);
         }
         assert!(c.len() <= 101);
+        // A key that must hold shares its trunk's overflow counter instead.
+        for i in 1..=4 {
+            assert_eq!(c.hit(keyed_closed(1, 50_000 + i), 1_004, 60_000), i as u32);
+        }
+        assert_eq!(c.hit(keyed_closed(3, 1), 1_005, 60_000), 1);
+        assert!(c.len() <= 103);
         assert_eq!(keyed_for(3, u64::MAX) >> 48, 3);
-        assert_eq!(keyed_for(3, u64::MAX) & LOW48, LOW48);
+        assert_eq!(keyed_for(3, u64::MAX) & LOW48, LOW48 & !CLOSED);
         assert_ne!(keyed_for(3, 1 << 48), trunk_key(3));
+        assert_eq!(when_full(trunk_key(3)), Some(trunk_key(3)));
+        assert_eq!(when_full(keyed_for(3, 9)), None);
+        assert_eq!(when_full(keyed_closed(3, 9)), Some(trunk_key(3) | CLOSED));
     }
 }
