@@ -305,9 +305,6 @@ impl RateCounter for SharedRateCounter {
                 Some(k) if k == key => key,
                 Some(overflow) => {
                     self.overflowed.fetch_add(1, Ordering::Relaxed);
-                    if let Some(mut s) = self.map.get_mut(&overflow) {
-                        return Self::count(&mut s, now_ms, window_ms, bucket);
-                    }
                     overflow
                 }
                 None => {

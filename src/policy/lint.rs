@@ -109,23 +109,23 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     t.name
                 ));
             }
+            let class = (!segment).then(|| p.plan.classify(&n));
             // Emergency, government and operator numbers, and the protected list's, are
             // never an enterprise's caller (95/96 service numbers are: the voice
             // private lines; 96110 is the police's anti-fraud line).
-            if !segment
-                && (matches!(
-                    p.plan.classify(&n).class,
+            if class.is_some_and(|c| {
+                matches!(
+                    c.class,
                     Class::Emergency | Class::Government | Class::Operator
                 ) || p.protected.lookup(&n).is_some()
-                    || n.as_str().ends_with("96110"))
-            {
+                    || n.as_str().ends_with("96110")
+            }) {
                 odd.push(format!(
                     "trunk {} whitelist: {shown} is an emergency, government, operator or protected number, no enterprise's",
                     t.name
                 ));
             }
-            if !segment {
-                let c = p.plan.classify(&n);
+            if let Some(c) = class {
                 if c.class == Class::Invalid && refuses(t, RuleId::NumberingPlan) {
                     note(
                         RuleId::NumberingPlan,

@@ -1069,8 +1069,13 @@ impl Policy {
     /// sends good SIP.
     pub fn silent_to(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         self.action(None, RuleId::UnknownSource).kind == config::ActionKind::Drop
-            && self.match_trunk(source, local).is_none()
-            && !self.is_next_hop(source)
+            && !self.knows(source, local)
+    }
+
+    /// Whether a trunk claims `source` (arriving at `local`) or it is a next hop: no
+    /// stranger.
+    pub fn knows(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
+        self.match_trunk(source, local).is_some() || self.is_next_hop(source)
     }
 
     /// How numbers from `trunk` are read: the plan's country, and the trunk's

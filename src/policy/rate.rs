@@ -442,7 +442,7 @@ impl RateCounter for LocalRateCounter {
     fn overflowed(&self) -> u64 {
         LocalRateCounter::overflowed(self)
     }
-    fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
+    fn hit(&self, mut key: u64, now_ms: u64, window_ms: u64) -> u32 {
         if let Some(mut w) = self.map.get_mut(&key) {
             return Self::bump(&mut w, now_ms, window_ms);
         }
@@ -456,12 +456,7 @@ impl RateCounter for LocalRateCounter {
                     Some(k) if k == key => {}
                     Some(overflow) => {
                         self.overflowed.fetch_add(1, Ordering::Relaxed);
-                        let mut w = self.map.entry(overflow).or_insert(Window {
-                            start_ms: now_ms - now_ms % window_ms.max(1),
-                            cur: 0,
-                            prev: 0,
-                        });
-                        return Self::bump(&mut w, now_ms, window_ms);
+                        key = overflow;
                     }
                     None => {
                         self.overflowed.fetch_add(1, Ordering::Relaxed);

@@ -216,11 +216,7 @@ fn handle_parsed(
     // A stranger's INVITE is never shed: the unknown-source rule, the first and
     // cheapest, answers it as always (silence, with `drop`), so that an overload gives a
     // scanner no answer to reflect and no stranger can turn the gateway not ready.
-    if st.overloaded
-        && kind_hint
-        && (st.policy.match_trunk(&o.source, Some(&o.local)).is_some()
-            || st.policy.is_next_hop(&o.source))
-    {
+    if st.overloaded && kind_hint && st.policy.knows(&o.source, Some(&o.local)) {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
         let extra = Extra {
             reason_text: Some("Overloaded"),
