@@ -161,8 +161,11 @@ pub struct IsupIdentity {
     pub calling: Option<Result<Number, NotANumber>>,
     /// Generic Number (additional calling party number), normalised.
     pub generic: Option<Result<Number, NotANumber>>,
-    /// The first Generic Number naming another number ([`Iam::generic2`]), normalised.
+    /// The first Generic Number naming another number than `generic` once normalised.
     pub generic2: Option<Result<Number, NotANumber>>,
+    /// A third number among the Generic Numbers, once normalised: more presented
+    /// numbers than are judged.
+    pub generic_unjudged: bool,
 }
 
 impl IsupIdentity {
@@ -171,7 +174,7 @@ impl IsupIdentity {
     pub fn unreadable_on(&self, role: crate::policy::config::Role) -> bool {
         match &self.iam {
             Err(_) => true,
-            Ok(m) => m.generic_unjudged && role == crate::policy::config::Role::Enterprise,
+            Ok(_) => self.generic_unjudged && role == crate::policy::config::Role::Enterprise,
         }
     }
 
@@ -655,9 +658,26 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
         }
     };
     let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, r));
-    let (calling, generic, generic2) = match iam {
-        Ok(i) => (num(i.calling), num(i.generic), num(i.generic2)),
-        Err(_) => (None, None, None),
+    let (calling, generic, generic2, generic_unjudged) = match iam {
+        Ok(i) => {
+            // Numbers, not spellings: `13912340002` national and `8613912340002`
+            // international are one presented number.
+            let generic = num(i.generic);
+            let mut generic2 = None;
+            let mut unjudged = i.generic_overflow;
+            for n in i.generic_more.iter().flatten() {
+                let n = Some(isup_number(n, r));
+                if n == generic || n == generic2 {
+                    continue;
+                }
+                match generic2 {
+                    None => generic2 = n,
+                    Some(_) => unjudged = true,
+                }
+            }
+            (num(i.calling), generic, generic2, unjudged)
+        }
+        Err(_) => (None, None, None, false),
     };
     Some(IsupIdentity {
         body,
@@ -667,6 +687,7 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
         calling,
         generic,
         generic2,
+        generic_unjudged,
     })
 }
 

@@ -1934,6 +1934,44 @@ fn config_errors_name_file_and_line() {
     assert!(t.sources[0].matches(&"10.1.9.9:5061".parse().unwrap()));
     assert!(!t.sources[0].matches(&"10.1.9.9:5060".parse().unwrap()));
     assert!(t.sources[1].matches(&"[2001:db8::7]:5062".parse().unwrap()));
+    // An IPv4 address or network written IPv4-mapped is that IPv4 one, whichever way
+    // the peer's address reaches the policy (plain, or mapped by a dual-stack socket);
+    // it had matched only a mapped peer.
+    let p = policy(
+        "[[trunk]]\nname = \"mapped\"\nrole = \"interconnect\"\nsources = [\"::ffff:10.1.2.3\", \"[::ffff:10.2.0.0/112]:5061\"]",
+    );
+    let t = p.trunks.last().unwrap();
+    let shown: Vec<String> = t.sources.iter().map(|s| s.to_string()).collect();
+    assert_eq!(shown, ["10.1.2.3/32", "10.2.0.0/16:5061"]);
+    for (peer, taken) in [
+        ("10.1.2.3:5060", true),
+        ("[::ffff:10.1.2.3]:5060", true),
+        ("10.1.2.4:5060", false),
+        ("10.2.9.9:5061", true),
+        ("[::ffff:10.2.9.9]:5061", true),
+        ("10.2.9.9:5060", false),
+        ("10.3.0.1:5061", false),
+    ] {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        assert_eq!(t.sources.iter().any(|s| s.matches(&peer)), taken, "{peer}");
+    }
+    // Host bits set in a network admit the whole network: check says so.
+    let p = policy(
+        "[[trunk]]\nname = \"hb\"\nrole = \"interconnect\"\nsources = [\"10.1.2.3/24\", \"10.9.9.0/24\", \"10.8.8.8\", \"2001:db8::1/64\"]",
+    );
+    let w = sipfence::policy::lint::warnings(&p);
+    for want in [
+        "trunk hb source 10.1.2.3/24 has host bits set: it admits all of 10.1.2.0/24 (write 10.1.2.3 for that address alone)",
+        "trunk hb source 2001:db8::1/64 has host bits set: it admits all of 2001:db8::/64 (write 2001:db8::1 for that address alone)",
+    ] {
+        assert!(w.iter().any(|l| l == want), "{want}\nnot in {w:#?}");
+    }
+    assert_eq!(
+        w.iter().filter(|l| l.contains("host bits")).count(),
+        2,
+        "{w:#?}"
+    );
+    assert!(p.trunks.last().unwrap().sources[0].matches(&"10.1.2.200:5060".parse().unwrap()));
     for wrong in [
         "10.1.0.0/16:0",
         "10.1.0.0/16:x",

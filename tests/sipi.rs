@@ -359,6 +359,37 @@ fn repeated_isup_numbers_cannot_hide_one() {
         ),
         "ent",
     );
+    // The same contracted numbers, each written both internationally and nationally:
+    // two numbers, both judged, not four (they had been refused as too many).
+    let both_ways = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("8613912340001"))
+        .generic(NumberSpec::international("8613912340002"))
+        .generic(NumberSpec::national("13912340002"))
+        .generic(NumberSpec::national("13912340003"))
+        .generic(NumberSpec::international("8613912340003"))
+        .build();
+    passes(&p, &sipi("+8613912340001", &both_ways), "ent");
+    // ... and an uncontracted one behind them is judged, whichever way it is written.
+    for last in [
+        NumberSpec::international("8695588"),
+        NumberSpec::national("95588"),
+    ] {
+        let m = sipi(
+            "+8613912340001",
+            &IamBuilder::new("861012345678")
+                .calling(NumberSpec::international("8613912340001"))
+                .generic(NumberSpec::international("8613912340002"))
+                .generic(NumberSpec::national("13912340002"))
+                .generic(last)
+                .build(),
+        );
+        let d = judge(&p, &m, "ent");
+        assert_eq!(d.outcome, Outcome::Reject { code: 403 }, "{d:?}");
+        assert!(
+            d.presented_hits.contains(RuleId::EnterpriseNotWhitelisted),
+            "{d:?}"
+        );
+    }
     // Three distinct ones: more than are judged, refused as an unreadable IAM on an
     // enterprise trunk; at a gateway all of them are deleted (rule 22).
     let three = generics(&["8613912340002", "8613912340003", "8613912340004"]);

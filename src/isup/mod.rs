@@ -159,12 +159,15 @@ pub struct Iam {
     pub calling: Option<IsupNumber>,
     /// The first Generic Number that is an additional calling party number.
     pub generic: Option<IsupNumber>,
-    /// The first such Generic Number naming another number than the first: a contracted
-    /// number first must not cover another after it.
-    pub generic2: Option<IsupNumber>,
-    /// A third distinct one: more presented numbers than are judged (an enterprise
-    /// trunk refuses the IAM; the gateways delete them all anyway).
-    pub generic_unjudged: bool,
+    /// Further such Generic Numbers, each written differently (digits or nature) from
+    /// the first and from each other: a contracted number first must not cover another
+    /// after it. The same number written nationally and internationally is two here;
+    /// only the normaliser ([`crate::identity::isup_identity`]) tells it is one.
+    pub generic_more: [Option<IsupNumber>; 3],
+    /// More differently written ones than `generic_more` holds: more presented numbers
+    /// than are judged (an enterprise trunk refuses the IAM; the gateways delete them
+    /// all anyway).
+    pub generic_overflow: bool,
     pub original_called: Option<IsupNumber>,
     pub redirecting: Option<IsupNumber>,
     /// Start of the optional part (its first parameter's code), when there is one.
@@ -306,8 +309,8 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
         called,
         calling: None,
         generic: None,
-        generic2: None,
-        generic_unjudged: false,
+        generic_more: [None; 3],
+        generic_overflow: false,
         original_called: None,
         redirecting: None,
         optional_at: None,
@@ -343,10 +346,10 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
                 };
                 if iam.generic.is_none() {
                     iam.generic = Some(n);
-                } else if !same(iam.generic) && !same(iam.generic2) {
-                    match iam.generic2 {
-                        None => iam.generic2 = Some(n),
-                        Some(_) => iam.generic_unjudged = true,
+                } else if !same(iam.generic) && !iam.generic_more.iter().any(|o| same(*o)) {
+                    match iam.generic_more.iter_mut().find(|o| o.is_none()) {
+                        Some(slot) => *slot = Some(n),
+                        None => iam.generic_overflow = true,
                     }
                 }
             }

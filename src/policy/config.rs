@@ -279,11 +279,7 @@ impl SourceSpec {
         let s = s.trim();
         if let Ok(sa) = s.parse::<SocketAddr>() {
             let prefix = if sa.is_ipv4() { 32 } else { 128 };
-            return Ok(SourceSpec {
-                net: sa.ip(),
-                prefix,
-                port: Some(sa.port()),
-            });
+            return Ok(SourceSpec::new(sa.ip(), prefix, Some(sa.port())));
         }
         // A network with a port: `10.1.0.0/16:5061`, `[2001:db8::/32]:5061`.
         let (net_text, port) = match s.strip_prefix('[').and_then(|r| r.split_once(']')) {
@@ -325,7 +321,39 @@ impl SourceSpec {
                 .ok_or_else(|| format!("bad prefix length in '{s}' (0 to {max})"))?,
             None => max,
         };
-        Ok(SourceSpec { net, prefix, port })
+        Ok(SourceSpec::new(net, prefix, port))
+    }
+
+    /// An IPv4 network written IPv4-mapped (`::ffff:10.1.2.3`, `::ffff:10.1.0.0/112`) is
+    /// that IPv4 network: a peer is matched by its canonical address (a dual-stack
+    /// socket reports an IPv4 peer mapped, and the proxy unmaps it), so the mapped form
+    /// as written would match nobody.
+    fn new(net: IpAddr, prefix: u8, port: Option<u16>) -> SourceSpec {
+        match net {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => SourceSpec {
+                    net: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                    port,
+                },
+                None => SourceSpec { net, prefix, port },
+            },
+            _ => SourceSpec { net, prefix, port },
+        }
+    }
+
+    /// The network as a mask reads it: `10.1.2.0` for `10.1.2.3/24`.
+    pub fn network(&self) -> IpAddr {
+        match self.net {
+            IpAddr::V4(n) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                IpAddr::V4((u32::from(n) & mask).into())
+            }
+            IpAddr::V6(n) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                IpAddr::V6((u128::from(n) & mask).into())
+            }
+        }
     }
 
     /// Every address (`0.0.0.0/0`, `::/0`).

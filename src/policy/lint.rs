@@ -46,6 +46,16 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         );
     }
     for t in &p.trunks {
+        // `10.1.2.3/24` admits the whole /24: most likely one address was meant.
+        for s in t.sources.iter().filter(|s| s.network() != s.net) {
+            out.push(format!(
+                "trunk {} source {s} has host bits set: it admits all of {}/{} (write {} for that address alone)",
+                t.name,
+                s.network(),
+                s.prefix,
+                s.net
+            ));
+        }
         // `/0`, or halves and quarters of the address space that add up to most of it.
         let wide = |s: &&crate::policy::config::SourceSpec| {
             s.prefix < if s.net.is_ipv4() { 8 } else { 16 }
@@ -118,7 +128,9 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     c.class,
                     Class::Emergency | Class::Government | Class::Operator
                 ) || p.protected.lookup(&n).is_some()
-                    || n.as_str().ends_with("96110")
+                    // The number itself, not one that merely ends in its digits
+                    // (+8613812396110 is somebody's mobile).
+                    || n.as_str() == "8696110"
             }) {
                 odd.push(format!(
                     "trunk {} whitelist: {shown} is an emergency, government, operator or protected number, no enterprise's",
@@ -277,7 +289,7 @@ entries = [{whitelist}]
     fn entries_no_enterprise_owns_are_named() {
         let p = policy(
             "",
-            r#""+864008001234", "+14155550123", "+86138*", "0*", "110", "12315", "10086", "96110", "95588", "+8613812340000..+8613812349999""#,
+            r#""+864008001234", "+14155550123", "+86138*", "0*", "110", "12315", "10086", "96110", "95588", "+8613812396110", "+8613812340000..+8613812349999""#,
         );
         let w = warnings(&p);
         for want in [
@@ -296,6 +308,12 @@ entries = [{whitelist}]
             !w.iter()
                 .filter(|l| l.contains("emergency") || l.contains("whole"))
                 .any(|l| l.contains("95588") || l.contains("+86138123")),
+            "{w:#?}"
+        );
+        // A mobile number that merely ends in 96110's digits is somebody's own.
+        assert!(
+            !w.iter()
+                .any(|l| l.contains("emergency") && l.contains("+8613812396110")),
             "{w:#?}"
         );
         assert!(!w.iter().any(|l| l.starts_with("no [lists.own_segments]")));
