@@ -1001,6 +1001,11 @@ fn part_headers_are_read_as_mime_reads_them() {
         "Content-Type: application / ISUP;version=itu-t92+",
         "Content-Type: application/\r\n ISUP",
         "Content-Disposition: signal;\r\n handling=required\r\nContent-Type: application/ISUP",
+        // RFC 822 comments, which a lenient reader skips.
+        "Content-Type: application/ISUP (SIP-I);version=itu-t92+",
+        "Content-Type: application/ISUP(x)",
+        "Content-Type: (IAM) application/ISUP",
+        "Content-Type: application(x)/ISUP",
     ] {
         let m = with_body("multipart/mixed;boundary=b1", &body(head));
         blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
@@ -1011,6 +1016,17 @@ fn part_headers_are_read_as_mime_reads_them() {
         &body("Content-Type: application/ISUP"),
     );
     blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    let m = with_body(
+        "(SIP-I) multipart/mixed (two parts);boundary=b1",
+        &body("Content-Type: application/ISUP"),
+    );
+    blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+    // A comment that names ISUP makes no ISUP part: the SDP-typed part is not read.
+    let m = with_body(
+        "multipart/mixed;boundary=b1",
+        &body("Content-Type: application/sdp (not ISUP)"),
+    );
+    passes(&p, &m, "intl");
     // A fold makes no second field of a folded one: a single Content-Type.
     let m = with_body(
         "multipart/mixed;boundary=b1",

@@ -136,13 +136,19 @@ fn is_isup(content_type: &[u8]) -> bool {
     const ISUP: &[u8] = b"application/isup";
     let ct = lex::trim(content_type);
     match ct.get(..ISUP.len()) {
-        Some(p) if p.eq_ignore_ascii_case(ISUP) => multipart::media_type(ct).len() == ISUP.len(),
+        Some(p) if p.eq_ignore_ascii_case(ISUP) => {
+            multipart::media_type(ct).len() == ISUP.len()
+                // `application/ISUP (SIP-I)`: a comment after it.
+                || multipart::is_type(ct, b"application", Some(b"isup"))
+        }
         // `application / ISUP`: still ISUP to a lenient next hop. `application/sdp`,
         // every INVITE's, is let go by the byte after the slash.
         _ if lex::starts_with_ci(ct, b"application") => match &ct[b"application".len()..] {
-            [b'/', c, ..] if !c.is_ascii_whitespace() => false,
+            [b'/', c, ..] if !c.is_ascii_whitespace() && *c != b'(' => false,
             _ => multipart::is_type(ct, b"application", Some(b"isup")),
         },
+        // A comment first: `(SIP-I) application/isup`.
+        _ if ct.first() == Some(&b'(') => multipart::is_type(ct, b"application", Some(b"isup")),
         _ => false,
     }
 }

@@ -136,15 +136,53 @@ pub fn params<'a, 'n>(
 pub fn is_multipart(content_type: &[u8]) -> bool {
     let ct = lex::trim(content_type);
     // `multipart /mixed` only when the word is there: every INVITE's SDP asks.
-    lex::starts_with_ci(ct, b"multipart")
-        && (ct.get(9) == Some(&b'/') || is_type(ct, b"multipart", None))
+    (lex::starts_with_ci(ct, b"multipart")
+        && (ct.get(9) == Some(&b'/') || is_type(ct, b"multipart", None)))
+        || (ct.first() == Some(&b'(') && is_type(ct, b"multipart", None))
 }
 
 /// Whether the media type of `content_type` is `top`/`sub` (any subtype without
-/// `sub`), with white space or folds around the `/` as a lenient MIME reader takes them
-/// (RFC 822 structured fields): the slow path, for what the plain comparisons miss.
+/// `sub`), as a lenient MIME reader takes it (RFC 822 structured fields): white space
+/// or folds around the `/`, comments anywhere (`application/ISUP (SIP-I)`,
+/// `(x)multipart/mixed`). The slow path, for what the plain comparisons miss: a next
+/// hop that reads such a type must not find an IAM the filter never judged.
 pub fn is_type(content_type: &[u8], top: &[u8], sub: Option<&[u8]>) -> bool {
-    let mt = media_type(content_type);
+    // The media type with each comment and run of white space read as one space; a
+    // real type is a short token pair, so a small buffer holds any.
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    let (mut depth, mut escaped, mut space) = (0u32, false, false);
+    for &c in content_type {
+        if depth > 0 {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b';' => break,
+            b'(' => (depth, space) = (1, true),
+            c if c.is_ascii_whitespace() => space = true,
+            c => {
+                let sep = space && n > 0;
+                if n + usize::from(sep) >= buf.len() {
+                    return false;
+                }
+                if sep {
+                    buf[n] = b' ';
+                    n += 1;
+                }
+                buf[n] = c;
+                n += 1;
+                space = false;
+            }
+        }
+    }
+    let mt = &buf[..n];
     let Some(slash) = lex::find_byte(mt, b'/') else {
         return false;
     };
@@ -329,6 +367,37 @@ mod tests {
             b"application",
             Some(b"isup")
         ));
+        // RFC 822 comments, nested, escaped, with a ';' inside, anywhere between tokens.
+        for ct in [
+            "application/ISUP (SIP-I)",
+            "application/isup(x);version=itu-t92+",
+            "(the IAM) application/isup",
+            "application (a (nested \\) one)) / isup ; base=itu-t92+",
+            "application/isup (a;b)",
+        ] {
+            assert!(
+                is_type(ct.as_bytes(), b"application", Some(b"isup")),
+                "{ct}"
+            );
+        }
+        for ct in [
+            "application/sdp (isup)",
+            "application/i(x)sup",
+            "(application/isup) application/sdp",
+            "application/isup\u{0}x",
+        ] {
+            assert!(
+                !is_type(ct.as_bytes(), b"application", Some(b"isup")),
+                "{ct}"
+            );
+        }
+        assert!(!is_type(
+            &[b"application/".as_slice(), &[b' '; 100], b"is", &[b'x'; 80]].concat(),
+            b"application",
+            Some(b"isup")
+        ));
+        assert!(is_multipart(b"(c) multipart/mixed;boundary=x"));
+        assert!(is_multipart(b"multipart(c)/mixed;boundary=x"));
         assert_eq!(
             media_type(b" application/ISUP ;version=itu-t92+"),
             b"application/ISUP"
