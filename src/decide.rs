@@ -505,6 +505,23 @@ pub fn ack_to_our_refusal(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -
     msg.method() == Some(Method::Ack) && rates.knows_dialog(refusal_key(msg), now_ms)
 }
 
+/// An INVITE with a To-tag that is judged as a call: it is a re-INVITE only when the
+/// dialog is one this gateway carried (or its trunk trusts in-dialog INVITEs);
+/// otherwise a To-tag would be all it takes to skip every rule. The proxy asks too, to
+/// shed such INVITEs under overload as it sheds initial ones.
+pub fn invite_of_unknown_dialog(
+    policy: &Policy,
+    msg: &Message,
+    trunk: Option<usize>,
+    rates: &dyn RateCounter,
+    now_ms: u64,
+) -> bool {
+    msg.method() == Some(Method::Invite)
+        && msg.to_tag().is_some()
+        && trunk.is_some_and(|t| !policy.trunks[t].trust_in_dialog_invites)
+        && !dialog_known(msg, rates, now_ms)
+}
+
 fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     let trunk = ctx
         .trunk
@@ -514,12 +531,8 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         Some(m) => m,
     };
     let mut kind = kind_of(msg, method);
-    // An INVITE inside a dialog is a re-INVITE only when the dialog is one we carried;
-    // otherwise a To-tag would be all it takes to skip every rule.
     let unknown_dialog = kind == Kind::InDialog
-        && method == Method::Invite
-        && trunk.is_some_and(|t| !policy.trunks[t].trust_in_dialog_invites)
-        && !dialog_known(msg, ctx.rates, ctx.now_ms);
+        && invite_of_unknown_dialog(policy, msg, trunk, ctx.rates, ctx.now_ms);
     if unknown_dialog {
         kind = Kind::Call;
     }

@@ -238,6 +238,43 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
     }
 }
 
+/// An INVITE whose To-tag names a dialog this gateway never carried is judged as a call,
+/// and so is shed under overload like any new call: invented To-tags are no way past
+/// the shedding. A BYE of such a dialog is in-dialog traffic: never shed.
+#[test]
+fn invented_to_tags_are_shed_too() {
+    let base = port_block();
+    let cfg = config(base).replace("[proxy]\n", "[proxy]\noverload_ms = 1\nretry_after = 7\n");
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    let message = |method: &str, i: usize| {
+        format!(
+            "{method} sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-tt{method}{i}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=tt{i}\r\nTo: <sip:+861012345678@127.0.0.1>;tag=invented{i}\r\nCall-ID: totag-{i}\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for method in ["INVITE", "BYE"] {
+        proxy.signal("STOP");
+        for i in 0..4000 {
+            let _ = sock.send_to(message(method, i).as_bytes(), ("127.0.0.1", base));
+        }
+        proxy.signal("CONT");
+        let mut shed = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if buf[..n].starts_with(b"SIP/2.0 503") {
+                shed += 1;
+            }
+        }
+        match method {
+            "INVITE" => assert!(shed > 0, "no INVITE with an invented To-tag was shed"),
+            _ => assert_eq!(shed, 0, "in-dialog {method}s were shed"),
+        }
+    }
+}
+
 /// Overload does not make a stranger's INVITE worth an answer: with `unknown-source =
 /// drop`, a backlog of them is dropped as always (no 503 to reflect at anyone), and the
 /// gateway stays ready (no stranger can take it out of a load balancer's pool).

@@ -212,11 +212,24 @@ fn handle_parsed(
     }
 
     let ctx = st.context(o);
-    let kind_hint = method == Method::Invite && msg.to_tag().is_none();
-    // A stranger's INVITE is never shed: the unknown-source rule, the first and
-    // cheapest, answers it as always (silence, with `drop`), so that an overload gives a
-    // scanner no answer to reflect and no stranger can turn the gateway not ready.
-    if st.overloaded && kind_hint && st.policy.knows(&o.source, Some(&o.local)) {
+    // What the caller rules would judge: an initial INVITE, or one whose To-tag names a
+    // dialog this gateway never carried (else invented To-tags would be a way past the
+    // shedding, each judged in full). A stranger's INVITE is never shed: the
+    // unknown-source rule, the first and cheapest, answers it as always (silence, with
+    // `drop`), so that an overload gives a scanner no answer to reflect and no stranger
+    // can turn the gateway not ready.
+    if st.overloaded
+        && method == Method::Invite
+        && st.policy.knows(&o.source, Some(&o.local))
+        && (msg.to_tag().is_none()
+            || crate::decide::invite_of_unknown_dialog(
+                st.policy,
+                msg,
+                st.policy.match_trunk(&o.source, Some(&o.local)),
+                st.rates,
+                st.now_ms,
+            ))
+    {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
         let extra = Extra {
             reason_text: Some("Overloaded"),
