@@ -1955,6 +1955,15 @@ fn config_errors_name_file_and_line() {
         let peer: std::net::SocketAddr = peer.parse().unwrap();
         assert_eq!(t.sources.iter().any(|s| s.matches(&peer)), taken, "{peer}");
     }
+    // A next hop or listen address written so is the IPv4 one as well.
+    let p = policy(
+        "[[trunk]]\nname = \"mapped\"\nrole = \"interconnect\"\nsources = [\"10.1.2.3\"]\nlisten = [\"udp:[::ffff:127.0.0.1]:5070\"]\nnext_hop = \"udp:[::ffff:10.9.9.9]:5060\"",
+    );
+    let t = p.trunks.last().unwrap();
+    assert_eq!(t.listen[0].to_string(), "udp:127.0.0.1:5070");
+    assert_eq!(t.next_hop.unwrap().to_string(), "udp:10.9.9.9:5060");
+    assert!(p.is_next_hop(&"10.9.9.9:5060".parse().unwrap()));
+    assert!(p.is_next_hop(&"[::ffff:10.9.9.9]:5060".parse().unwrap()));
     // Host bits set in a network admit the whole network: check says so.
     let p = policy(
         "[[trunk]]\nname = \"hb\"\nrole = \"interconnect\"\nsources = [\"10.1.2.3/24\", \"10.9.9.0/24\", \"10.8.8.8\", \"2001:db8::1/64\"]",

@@ -454,9 +454,13 @@ impl ListenSpec {
             "tcp" => Transport::Tcp,
             _ => return Err(format!("'{s}': transport must be udp or tcp")),
         };
-        let addr = a
+        let addr: SocketAddr = a
             .parse()
             .map_err(|_| format!("'{s}': '{a}' is not an address:port"))?;
+        // `[::ffff:10.1.2.3]:5060` is the IPv4 address: sent to, bound and compared as
+        // such (an IPv4 socket cannot send to the mapped form, and peers are matched by
+        // their canonical address).
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         Ok(ListenSpec { transport, addr })
     }
 }
