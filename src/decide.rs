@@ -324,8 +324,10 @@ pub fn track_dialog(
 }
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
-fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
-    let t = (trunk as u64).to_le_bytes();
+/// `trunk` is the trunk's [`crate::policy::Trunk::id`] (its name's), not its place in
+/// the file, so that counts survive a reload that adds or reorders trunks.
+fn rate_key(trunk: u64, caller: Option<&Number>) -> u64 {
+    let t = trunk.to_le_bytes();
     match caller {
         Some(n) => crate::policy::rate::keyed_for(
             trunk,
@@ -341,7 +343,7 @@ fn rate_key(trunk: usize, caller: Option<&Number>) -> u64 {
 /// process only (retransmissions come back to the same gateway), so it takes the
 /// word-at-a-time hash of our branches rather than the counters' shared FNV-1a: every
 /// INVITE goes through it.
-pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
+pub fn transaction_key(trunk: u64, msg: &Message) -> u64 {
     let b = msg.buf();
     let branch = msg
         .top_via()
@@ -351,7 +353,7 @@ pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
     let ruri = msg.request_uri().map_or(&b""[..], |s| s.of(b));
     crate::sip::lex::tag_hash(&[
         b"txn",
-        &(trunk as u64).to_le_bytes(),
+        &trunk.to_le_bytes(),
         branch,
         msg.call_id(),
         &cseq,
@@ -361,8 +363,8 @@ pub fn transaction_key(trunk: usize, msg: &Message) -> u64 {
 }
 
 /// The counter key of a source address's wrong digest answers on a trunk.
-fn auth_failure_key(trunk: usize, ip: std::net::IpAddr) -> u64 {
-    let t = (trunk as u64).to_le_bytes();
+fn auth_failure_key(trunk: u64, ip: std::net::IpAddr) -> u64 {
+    let t = trunk.to_le_bytes();
     crate::policy::rate::keyed_closed(
         trunk,
         match ip {
@@ -560,7 +562,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // answers to a nonce of ours count: a sender that never saw our challenge (a
         // forged source address) cannot lock a trunk out.
         if a.max_failures > 0 && !matches!(c, AuthCheck::Missing) {
-            let key = auth_failure_key(ti, ctx.source.ip());
+            let key = auth_failure_key(policy.trunks[ti].id, ctx.source.ip());
             // An answer for another Request-URI is no slip of a password, but a held-back
             // or captured answer tried elsewhere: it counts as a failure too.
             let failures = if matches!(c, AuthCheck::Invalid | AuthCheck::UriMismatch) {
@@ -576,10 +578,13 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // (its retransmissions carry the same answer), any other request with it is a
         // replay.
         if let AuthCheck::Ok { field } = c
-            && let Some(key) = a.answer_key(msg, field, ti)
-            && !ctx
-                .rates
-                .claim(key, transaction_key(ti, msg), ctx.now_ms, a.answer_ttl_ms())
+            && let Some(key) = a.answer_key(msg, field, policy.trunks[ti].id)
+            && !ctx.rates.claim(
+                key,
+                transaction_key(policy.trunks[ti].id, msg),
+                ctx.now_ms,
+                a.answer_ttl_ms(),
+            )
         {
             c = AuthCheck::Replayed;
         }
@@ -626,7 +631,7 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // A retransmission of an INVITE refused here is refused again, even if a place
     // has freed meanwhile: its caller has (or will have) the 503, and would not answer
     // the core's 200.
-    let txn = transaction_key(ti, msg) ^ CONCURRENCY_TXN;
+    let txn = transaction_key(policy.trunks[ti].id, msg) ^ CONCURRENCY_TXN;
     let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
         || !ctx.behaviour.admit(
             policy.trunks[ti].id,
@@ -932,7 +937,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         // for another caller is no retransmission of it, and inherits nothing.
         let txn = limited.then(|| {
             crate::sip::lex::tag_hash(&[
-                &transaction_key(ti, msg).to_le_bytes(),
+                &transaction_key(trunk.id, msg).to_le_bytes(),
                 primary.n.digits(),
             ])
         });
@@ -950,7 +955,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             // the enterprise's other callers out. A caller's limit counts its every
             // attempt, so that hammering on keeps it refused. (Two workers may both see
             // room for the last call: an overshoot of at most one per worker.)
-            let trunk_key = rate_key(ti, None);
+            let trunk_key = rate_key(trunk.id, None);
             rule!(
                 RuleId::EnterpriseRateTrunk,
                 trunk.max_per_minute.is_some_and(|max| ctx
@@ -963,7 +968,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                 RuleId::EnterpriseRateCaller,
                 trunk
                     .max_per_minute_per_caller
-                    .is_some_and(|max| count(rate_key(ti, Some(&primary.n))) > max
+                    .is_some_and(|max| count(rate_key(trunk.id, Some(&primary.n))) > max
                         || closed(RuleId::EnterpriseRateCaller))
             );
             if trunk.max_per_minute.is_some() {
@@ -1019,7 +1024,8 @@ fn judge_behaviour(
     if !RuleId::BEHAVIOUR.into_iter().any(on) {
         return false;
     }
-    let key = rate_key(ti, Some(caller));
+    let tid = policy.trunks[ti].id;
+    let key = rate_key(tid, Some(caller));
     let buf = msg.buf();
     let callee = msg
         .request_uri()
@@ -1073,14 +1079,14 @@ fn judge_behaviour(
         if a.kind == ActionKind::RateLimit {
             // Each rate-limited rule counts in its own key: two of them do not share.
             let rk = crate::policy::rate::keyed_closed(
-                ti,
+                tid,
                 key ^ (r.index() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
             // A retransmission of an INVITE is the same call: it keeps the verdict its
             // original had, uncounted (as for the enterprise rate rules).
             let txn = crate::sip::lex::tag_hash(&[
                 b"behaviour-rate",
-                &transaction_key(ti, msg).to_le_bytes(),
+                &transaction_key(tid, msg).to_le_bytes(),
                 &rk.to_le_bytes(),
             ]);
             let over = match ctx.rates.recall(txn, ctx.now_ms) {

@@ -64,7 +64,7 @@ pub fn write_reject(
         // Each challenge its own nonce, the same for a retransmission.
         a.challenge(
             d.auth_at_ms,
-            transaction_key(t, msg),
+            transaction_key(policy.trunks[t].id, msg),
             c.stale(),
             &mut challenge,
         );

@@ -747,6 +747,67 @@ fn enterprise_rates() {
     assert_eq!(r(&copied, 14), Some((403, "enterprise-rate-caller")));
 }
 
+/// Counts belong to the trunk, by its name: a reload that puts a new trunk first keeps
+/// each trunk's callers and calls counted (they had moved with the trunks' places, so
+/// a contract of 5 calls a minute let 10 through), and the new trunk starts afresh.
+#[test]
+fn rate_counts_stay_with_their_trunk_across_a_reload() {
+    let before = policy("");
+    let after = Policy::from_str(
+        &format!(
+            "[[trunk]]\nname = \"ent-new\"\nrole = \"enterprise\"\nsources = [\"10.0.0.3\"]\nlisten = [\"udp:127.0.0.1:5099\"]\nmax_calls_per_minute_per_caller = 1\n[trunk.whitelist]\nentries = [\"+8613912340000..+8613912349999\"]\n{POLICY}"
+        ),
+        "test.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(after.trunks[0].name, "ent-new");
+    let rates = LocalRateCounter::new(1000);
+    let call = |from: &str, k: u32| {
+        let text = String::from_utf8(invite(from, "").bytes().to_vec())
+            .unwrap()
+            .replace(&format!("call-{from}"), &format!("call-{from}-{k}"))
+            .replace(&format!("z9hG4bK-{from}"), &format!("z9hG4bK-{from}-{k}"));
+        Message::parse(Bytes::from(text)).unwrap()
+    };
+    let on = |p: &Policy, trunk: &str, m: &Message, t: u64| {
+        let ti = p.trunks.iter().position(|x| x.name == trunk);
+        rejected(&decide(
+            p,
+            m,
+            &Context {
+                source: src("ent"),
+                local: None,
+                trunk: ti,
+                now_ms: MON_10H + t,
+                rates: &rates,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        ))
+    };
+    let (a, b, c, d) = ("13912340001", "13912340002", "13912340003", "13912340004");
+    assert_eq!(on(&before, "ent", &call(a, 1), 0), None);
+    assert_eq!(on(&before, "ent", &call(a, 2), 1), None);
+    assert_eq!(on(&before, "ent", &call(b, 1), 2), None);
+    // Reloaded: the caller's two calls and the trunk's three are still counted.
+    assert_eq!(
+        on(&after, "ent", &call(a, 3), 3),
+        Some((403, "enterprise-rate-caller"))
+    );
+    assert_eq!(on(&after, "ent", &call(b, 2), 4), None);
+    assert_eq!(on(&after, "ent", &call(c, 1), 5), None);
+    assert_eq!(
+        on(&after, "ent", &call(d, 1), 6),
+        Some((403, "enterprise-rate-trunk"))
+    );
+    // The new trunk counts its own.
+    assert_eq!(on(&after, "ent-new", &call(a, 4), 7), None);
+    assert_eq!(
+        on(&after, "ent-new", &call(a, 5), 8),
+        Some((403, "enterprise-rate-caller"))
+    );
+}
+
 /// Any initial INVITE repeated byte for byte within its transaction's 32 s is flagged
 /// a retransmission, whatever the trunk's rules (the proxy then counts and records it
 /// once): judged again all the same, refusals included; another CSeq, Request-URI or
@@ -1955,6 +2016,22 @@ fn config_errors_name_file_and_line() {
         let peer: std::net::SocketAddr = peer.parse().unwrap();
         assert_eq!(t.sources.iter().any(|s| s.matches(&peer)), taken, "{peer}");
     }
+    // An IPv6 network that contains the mapped range (`::/64`) holds no IPv4 peer, as
+    // a dual-stack socket reports it or otherwise: it had taken in every IPv4 caller.
+    let p = policy(
+        "[[trunk]]\nname = \"v6\"\nrole = \"interconnect\"\nsources = [\"::/64\", \"::ffff:0:0/95\"]",
+    );
+    let t = p.trunks.last().unwrap();
+    for peer in ["[::ffff:127.0.0.2]:5060", "127.0.0.2:5060"] {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        assert!(!t.sources.iter().any(|s| s.matches(&peer)), "{peer}");
+        assert_ne!(
+            p.match_trunk(&peer, None)
+                .map(|i| p.trunks[i].name.as_str()),
+            Some("v6")
+        );
+    }
+    assert!(t.sources[0].matches(&"[::1]:5060".parse().unwrap()));
     // A next hop or listen address written so is the IPv4 one as well.
     let p = policy(
         "[[trunk]]\nname = \"mapped\"\nrole = \"interconnect\"\nsources = [\"10.1.2.3\"]\nlisten = [\"udp:[::ffff:127.0.0.1]:5070\"]\nnext_hop = \"udp:[::ffff:10.9.9.9]:5060\"",
@@ -2587,6 +2664,41 @@ fn trunk_auth_locks_out_a_guesser() {
     let right2 = invite("13912345678", &creds_for(&later, "s3cret"));
     let d = from("10.0.0.3", &right2, t + 125_000);
     assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")), "{d:?}");
+    // A full rate table (another trunk's flood of callers) does not lift the lock: the
+    // failures of a source it cannot keep go to the trunk's overflow counter, and the
+    // right answer reads that counter.
+    let full = LocalRateCounter::new(4);
+    for k in 0..10u64 {
+        full.hit(
+            sipfence::policy::rate::keyed_for(p.trunks[0].id, k),
+            t,
+            60_000,
+        );
+    }
+    let in_full = |m: &Message, at: u64| {
+        decide(
+            &p,
+            m,
+            &Context {
+                source: "10.0.0.3:5060".parse().unwrap(),
+                local: None,
+                trunk: None,
+                now_ms: at,
+                rates: &full,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        )
+    };
+    for i in 0..3 {
+        assert_eq!(auth(&in_full(&wrong, t + i)), Some("invalid"));
+    }
+    assert_eq!(auth(&in_full(&wrong, t + 3)), Some("locked"));
+    let d = in_full(&right, t + 10);
+    assert_eq!(
+        (rejected(&d), auth(&d)),
+        (Some((403, "trunk-auth")), Some("locked")),
+        "{d:?}"
+    );
     // max_failures_per_minute = 0: never locked.
     let p0 = Policy::from_str(
         &text.replace("max_failures_per_minute = 3", "max_failures_per_minute = 0"),

@@ -329,10 +329,19 @@ impl RateCounter for SharedRateCounter {
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         // What this gateway counted and the totals it last learnt: a key it never
         // counted reads 0 until it counts one (only counted keys are synced).
-        self.map.get(&key).map_or(0, |s| {
-            let mut s = *s;
-            s.roll(now_ms / window_ms.max(1));
-            s.estimate(now_ms)
+        let read = |key: u64| {
+            self.map.get(&key).map(|s| {
+                let mut s = *s;
+                s.roll(now_ms / window_ms.max(1));
+                s.estimate(now_ms)
+            })
+        };
+        // A key that must hold reads its trunk's overflow counter while the table is
+        // full, as the local counter does.
+        read(key).unwrap_or_else(|| {
+            crate::policy::rate::read_when_absent(key, || self.map.len() >= self.capacity)
+                .and_then(read)
+                .unwrap_or(0)
         })
     }
 
@@ -385,19 +394,24 @@ mod tests {
     #[test]
     fn a_full_table_keeps_no_newcomer_but_trunk_keys() {
         use crate::policy::rate::{keyed_closed, keyed_for, trunk_key};
+        let (t0, t1) = (0x1111_0000_0000_0000u64, 0x2222_0000_0000_0000u64);
         let c = SharedRateCounter::new(2);
-        c.hit(keyed_for(0, 1), 0, 60_000);
-        c.hit(keyed_for(0, 2), 0, 60_000);
-        assert_eq!(c.hit(keyed_for(1, 3), 0, 60_000), 1);
-        assert_eq!(c.hit(keyed_for(1, 3), 0, 60_000), 1);
-        assert_eq!(c.hit(keyed_for(1, 4), 0, 60_000), 1);
+        c.hit(keyed_for(t0, 1), 0, 60_000);
+        c.hit(keyed_for(t0, 2), 0, 60_000);
+        assert_eq!(c.hit(keyed_for(t1, 3), 0, 60_000), 1);
+        assert_eq!(c.hit(keyed_for(t1, 3), 0, 60_000), 1);
+        assert_eq!(c.hit(keyed_for(t1, 4), 0, 60_000), 1);
         assert_eq!(c.overflowed(), 3);
-        assert_eq!(c.hit(trunk_key(1), 0, 60_000), 1);
-        assert_eq!(c.hit(trunk_key(1), 0, 60_000), 2);
+        assert_eq!(c.hit(trunk_key(t1), 0, 60_000), 1);
+        assert_eq!(c.hit(trunk_key(t1), 0, 60_000), 2);
         assert_eq!(c.keys(), 3);
-        assert_eq!(c.hit(keyed_closed(1, 5), 0, 60_000), 1);
-        assert_eq!(c.hit(keyed_closed(1, 6), 0, 60_000), 2);
+        assert_eq!(c.hit(keyed_closed(t1, 5), 0, 60_000), 1);
+        assert_eq!(c.hit(keyed_closed(t1, 6), 0, 60_000), 2);
         assert_eq!(c.keys(), 4);
+        // A look at a key that must hold reads the overflow counter it would go to.
+        assert_eq!(c.peek(keyed_closed(t1, 7), 0, 60_000), 2);
+        assert_eq!(c.peek(keyed_closed(t0, 7), 0, 60_000), 0);
+        assert_eq!(c.peek(keyed_for(t1, 7), 0, 60_000), 0);
         c.housekeep(1_000_000);
         assert_eq!(c.keys(), 0);
     }

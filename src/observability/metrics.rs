@@ -349,7 +349,7 @@ impl Metrics {
         must(registry.register(Box::new(rate_keys.clone())));
         let rate_overflows = must(IntCounter::new(
             "sipfence_rate_overflows_total",
-            "Counts of new callers (or sources) the full rate table could not keep: their per-caller limits lapse until keys free up ([proxy] rate_keys)",
+            "Calls of keys the full rate table could not keep ([proxy] rate_keys): per-caller limits lapse, lockout and rate-limit counts go to their trunk's overflow counter, until keys free up",
         ));
         must(registry.register(Box::new(rate_overflows.clone())));
         let behaviour_events = cv(

@@ -419,10 +419,11 @@ impl TrunkAuth {
     /// count seen once is not good again, whatever client nonce comes with it), or the
     /// nonce alone when the answer has no qop (then each call needs a nonce of its
     /// own). `None` when the field holds no answer.
-    pub fn answer_key(&self, msg: &Message, field: u16, trunk: usize) -> Option<u64> {
+    /// `trunk` is the trunk's [`crate::policy::Trunk::id`].
+    pub fn answer_key(&self, msg: &Message, field: u16, trunk: u64) -> Option<u64> {
         let f = msg.headers().get(field as usize)?;
         let c = parse_digest(f.value().of(msg.buf()))?;
-        let t = (trunk as u64).to_le_bytes();
+        let t = trunk.to_le_bytes();
         Some(match c.qop {
             Some(_) => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce, c.nc]),
             None => crate::sip::lex::fnv1a(&[b"auth-answer", &t, c.nonce]),

@@ -373,9 +373,12 @@ impl SourceSpec {
         self.port.is_none_or(|p| p == a.port()) && self.covers_ip(a.ip())
     }
 
-    /// Whether the address is in this network, whatever the port.
+    /// Whether the address is in this network, whatever the port. An IPv4 peer that a
+    /// dual-stack socket reports mapped (`::ffff:10.1.2.3`) is the IPv4 peer: only IPv4
+    /// networks hold it (an IPv6 network such as `::/64` contains the mapped range, and
+    /// would otherwise take in every IPv4 caller).
     pub fn covers_ip(&self, ip: IpAddr) -> bool {
-        match (self.net, ip) {
+        match (self.net, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(ip)) => {
                 let mask = if self.prefix == 0 {
                     0
@@ -392,14 +395,6 @@ impl SourceSpec {
                 };
                 u128::from(n) & mask == u128::from(ip) & mask
             }
-            (IpAddr::V4(n), IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some_and(|v4| {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix as u32)
-                };
-                u32::from(n) & mask == u32::from(v4) & mask
-            }),
             _ => false,
         }
     }

@@ -229,8 +229,10 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
         ));
     }
     if o.listen != n.listen {
+        // Which of the sockets bound at start the trunk takes calls on changes now; a
+        // socket not yet bound is the restart's (said among the start-only settings).
         say(format!(
-            "listen [{}] -> [{}]",
+            "listen [{}] -> [{}] (the trunk's share of the bound sockets)",
             joined(&o.listen),
             joined(&n.listen)
         ));
@@ -561,7 +563,7 @@ users = ["pbx:secret"]
         assert_eq!(
             c.applied,
             [
-                "trunk intl: listen [udp:127.0.0.1:5060] -> [udp:127.0.0.1:5060, tcp:127.0.0.1:5060]",
+                "trunk intl: listen [udp:127.0.0.1:5060] -> [udp:127.0.0.1:5060, tcp:127.0.0.1:5060] (the trunk's share of the bound sockets)",
                 "[proxy] overload_ms '250' -> '500'",
             ]
         );

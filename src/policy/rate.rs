@@ -296,47 +296,58 @@ impl Recent {
     }
 }
 
-const LOW48: u64 = (1 << 48) - 1;
+/// The top 16 bits of a key: its trunk, as 16 bits of the hash of the trunk's name
+/// ([`crate::policy::Trunk::id`]), not its place in the file: a reload that adds or
+/// reorders trunks leaves each trunk its counts, and gateways sharing counters
+/// through Redis count a trunk of one name together.
+const TAG: u64 = !0 << 48;
 /// Set in the keys of counters that must hold when the table is full.
 const CLOSED: u64 = 1 << 47;
+/// Set in a trunk's own key and its overflow key: always kept.
+const TRUNK: u64 = 1 << 46;
+const HASH: u64 = TRUNK - 1;
 
-/// A counter key for `trunk`: the hash in the low 47 bits (never all zero), the trunk
-/// in the top 16. When the table is full, a new key of this kind is not kept: its
-/// limit lapses (a caller's calls a minute: its own first call, so that one tenant's
-/// flood refuses no other tenant's callers).
-pub fn keyed_for(trunk: usize, hash: u64) -> u64 {
-    let h = match hash & LOW48 & !CLOSED {
-        0 => 1,
-        h => h,
-    };
-    h | ((trunk as u64 & 0xFFFF) << 48)
+/// A counter key of trunk `trunk` (its [`crate::policy::Trunk::id`]): the hash in the
+/// low 46 bits. When the table is full, a new key of this kind is not kept: its limit
+/// lapses (a caller's calls a minute: its own first call, so that one tenant's flood
+/// refuses no other tenant's callers).
+pub fn keyed_for(trunk: u64, hash: u64) -> u64 {
+    (trunk & TAG) | (hash & HASH)
 }
 
 /// A counter key whose limit must hold even when the table is full (a source's wrong
 /// digest answers, a flagged caller's rate limit): new keys of a full table share one
 /// overflow counter of their trunk's, the safe side for a lockout or a suspect.
-pub fn keyed_closed(trunk: usize, hash: u64) -> u64 {
+pub fn keyed_closed(trunk: u64, hash: u64) -> u64 {
     keyed_for(trunk, hash) | CLOSED
 }
 
 /// The key of a trunk's own counter (its calls a minute): always kept, whatever the
-/// table holds, so that no flood of callers can lift a trunk's limit.
-pub fn trunk_key(trunk: usize) -> u64 {
-    (trunk as u64 & 0xFFFF) << 48
+/// table holds, so that no flood of callers can lift a trunk's limit. Two trunks whose
+/// names share a tag still have keys of their own (the rest of the name's hash).
+pub fn trunk_key(trunk: u64) -> u64 {
+    (trunk & TAG) | TRUNK | (trunk & HASH)
 }
 
 /// Where a new key goes when the table is full: itself (a trunk's key, or the overflow
 /// key of a trunk), the trunk's overflow key (a key that must hold), or nowhere (its
 /// limit lapses: `None`).
 pub fn when_full(key: u64) -> Option<u64> {
-    let overflow = (key & !LOW48) | CLOSED;
-    if key & LOW48 == 0 || key == overflow {
+    if key & TRUNK != 0 {
         Some(key)
     } else if key & CLOSED != 0 {
-        Some(overflow)
+        Some((key & TAG) | CLOSED | TRUNK)
     } else {
         None
     }
+}
+
+/// Where a look at a key the table does not hold reads instead: a key that must hold
+/// reads its trunk's overflow counter while the table is full (where its events went,
+/// so that a locked-out source's right password is refused too); `None`: it reads 0.
+/// `full` is asked only for such a key (it costs a visit of every shard).
+pub fn read_when_absent(key: u64, full: impl FnOnce() -> bool) -> Option<u64> {
+    when_full(key).filter(|&o| o != key && full())
 }
 
 /// In-process sliding-window counters (two fixed windows, weighted: the usual
@@ -425,10 +436,17 @@ impl RateCounter for LocalRateCounter {
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         // A copy is rolled: looking must not move the stored windows (nor take the
         // shard's write lock).
-        self.map.get(&key).map_or(0, |w| {
-            let mut w = *w;
-            Self::roll(&mut w, now_ms, window_ms);
-            Self::estimate(&w, now_ms, window_ms)
+        let read = |key: u64| {
+            self.map.get(&key).map(|w| {
+                let mut w = *w;
+                Self::roll(&mut w, now_ms, window_ms);
+                Self::estimate(&w, now_ms, window_ms)
+            })
+        };
+        read(key).unwrap_or_else(|| {
+            read_when_absent(key, || self.map.len() >= self.capacity)
+                .and_then(read)
+                .unwrap_or(0)
         })
     }
     fn housekeep(&self, now_ms: u64) {
@@ -606,31 +624,59 @@ mod tests {
     /// every trunk's own counter is kept whatever the table holds.
     #[test]
     fn a_full_table_keeps_trunks_apart() {
+        // Trunk ids as the policy makes them: a name's hash, all 64 bits.
+        let id = |n: u64| crate::sip::lex::fnv1a(&[&n.to_le_bytes()]);
         let c = LocalRateCounter::new(100);
-        c.hit(keyed_for(1, 7), 500, 60_000);
+        c.hit(keyed_for(id(1), 7), 500, 60_000);
         for k in 0..10_000u64 {
-            c.hit(keyed_for(0, k + 1_000), 1_000, 60_000);
+            c.hit(keyed_for(id(0), k + 1_000), 1_000, 60_000);
         }
         assert!(c.len() <= 100);
         for k in 0..5 {
-            assert_eq!(c.hit(keyed_for(1, 99_990 + k), 1_001, 60_000), 1);
+            assert_eq!(c.hit(keyed_for(id(1), 99_990 + k), 1_001, 60_000), 1);
         }
-        assert_eq!(c.hit(keyed_for(1, 7), 1_002, 60_000), 2);
+        assert_eq!(c.hit(keyed_for(id(1), 7), 1_002, 60_000), 2);
         for i in 1..=3 {
-            assert_eq!(c.hit(trunk_key(2), 1_003, 60_000), i);
+            assert_eq!(c.hit(trunk_key(id(2)), 1_003, 60_000), i);
         }
         assert!(c.len() <= 101);
-        // A key that must hold shares its trunk's overflow counter instead.
+        // A key that must hold shares its trunk's overflow counter instead, and a look
+        // at one the table does not hold reads that counter (a locked-out source's
+        // right password is refused too).
         for i in 1..=4 {
-            assert_eq!(c.hit(keyed_closed(1, 50_000 + i), 1_004, 60_000), i as u32);
+            assert_eq!(
+                c.hit(keyed_closed(id(1), 50_000 + i), 1_004, 60_000),
+                i as u32
+            );
         }
-        assert_eq!(c.hit(keyed_closed(3, 1), 1_005, 60_000), 1);
+        assert_eq!(c.peek(keyed_closed(id(1), 50_001), 1_004, 60_000), 4);
+        assert_eq!(c.peek(keyed_closed(id(1), 77_777), 1_004, 60_000), 4);
+        assert_eq!(c.peek(keyed_closed(id(3), 77_777), 1_004, 60_000), 0);
+        assert_eq!(c.peek(keyed_for(id(1), 77_777), 1_004, 60_000), 0);
+        assert_eq!(c.hit(keyed_closed(id(3), 1), 1_005, 60_000), 1);
         assert!(c.len() <= 103);
-        assert_eq!(keyed_for(3, u64::MAX) >> 48, 3);
-        assert_eq!(keyed_for(3, u64::MAX) & LOW48, LOW48 & !CLOSED);
-        assert_ne!(keyed_for(3, 1 << 48), trunk_key(3));
-        assert_eq!(when_full(trunk_key(3)), Some(trunk_key(3)));
-        assert_eq!(when_full(keyed_for(3, 9)), None);
-        assert_eq!(when_full(keyed_closed(3, 9)), Some(trunk_key(3) | CLOSED));
+        // Once the table has room again, an absent key reads 0.
+        c.housekeep(1_000_000);
+        assert_eq!(c.peek(keyed_closed(id(1), 77_777), 1_000_000, 60_000), 0);
+    }
+
+    /// A key names its trunk by the trunk's name (its id), not its place in the file;
+    /// two trunks whose ids share the top 16 bits still have counters of their own.
+    #[test]
+    fn keys_name_their_trunk() {
+        let (a, b) = (0xABCD_0000_0000_0001u64, 0xABCD_0000_0000_0002u64);
+        assert_ne!(trunk_key(a), trunk_key(b));
+        assert_eq!(keyed_for(a, 9) >> 48, 0xABCD);
+        assert_eq!(keyed_for(a, u64::MAX) & !TAG, HASH);
+        for k in [keyed_for(a, u64::MAX), keyed_for(a, 0), keyed_closed(a, 0)] {
+            assert_ne!(k, trunk_key(a));
+            assert_ne!(Some(k), when_full(keyed_closed(a, 1)));
+        }
+        assert_eq!(when_full(trunk_key(a)), Some(trunk_key(a)));
+        assert_eq!(when_full(keyed_for(a, 9)), None);
+        assert_eq!(when_full(keyed_closed(a, 9)), when_full(keyed_closed(b, 7)));
+        let overflow = when_full(keyed_closed(a, 9)).unwrap();
+        assert_eq!(when_full(overflow), Some(overflow));
+        assert_ne!(overflow, trunk_key(a));
     }
 }
