@@ -1038,7 +1038,7 @@ fn judge_behaviour(
     let f = ctx.behaviour.on_call(&CallStart {
         caller: key,
         call: behaviour::call_key(msg),
-        trunk: ti as u16,
+        trunk: policy.trunks[ti].tag(),
         callee_hash,
         callee_seq,
         now_ms: ctx.now_ms,

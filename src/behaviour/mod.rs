@@ -29,6 +29,7 @@ pub struct CallStart {
     pub caller: u64,
     /// Key of the call (hash of its Call-ID), to attach its later messages.
     pub call: u64,
+    /// The trunk's [`crate::policy::Trunk::tag`].
     pub trunk: u16,
     /// Hash of the callee, for the distinct-callee count.
     pub callee_hash: u64,
@@ -142,7 +143,7 @@ pub trait BehaviourTracker: Send + Sync {
     fn on_call(&self, c: &CallStart) -> Features;
     /// Puts a caller on the watch list for `rules` until `until_ms`.
     fn watch(&self, caller: u64, rules: RuleSet, until_ms: u64);
-    /// A later message of call `call`. Returns the trunk of the call and what the
+    /// A later message of call `call`. Returns the trunk of the call (its tag) and what the
     /// event amounted to, when the call is known (`None` for the events that change
     /// nothing, such as a second 180).
     fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)>;

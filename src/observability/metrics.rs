@@ -153,6 +153,8 @@ pub struct Bound {
     /// For the rare action no handle was made for (a refusal that became a drop).
     rule_hits: IntCounterVec,
     names: Vec<String>,
+    /// Each trunk's [`crate::policy::Trunk::tag`], by place.
+    tags: Vec<u16>,
     /// Rule matches made by the ISUP calling number, same layout as `hits`.
     isup_hits: Vec<Vec<Option<IntCounter>>>,
     /// Matches the exempt list overrode, same layout (only with an exempt list).
@@ -514,6 +516,7 @@ impl Metrics {
             hits: vec![],
             rule_hits: self.rule_hits.clone(),
             names: names.iter().map(|n| n.to_string()).collect(),
+            tags: p.trunks.iter().map(|t| t.tag()).collect(),
             isup_hits: vec![],
             exempted: vec![],
             sipi: vec![],
@@ -748,11 +751,14 @@ impl Bound {
         }
     }
 
-    /// A call outcome the behaviour tracker attributed to a call of `trunk`.
-    pub fn behaviour_event(&self, trunk: u16, e: crate::behaviour::Seen) {
-        // A call decided under the previous policy may name a trunk that no longer
-        // exists: `slot` counts it under "none" rather than lose it.
-        self.events[self.slot(Some(trunk as usize))][e.index()].inc();
+    /// A call outcome the behaviour tracker attributed to a call of the trunk tagged
+    /// `tag` ([`crate::policy::Trunk::tag`]).
+    pub fn behaviour_event(&self, tag: u16, e: crate::behaviour::Seen) {
+        // By the trunk's name, not its place: a reload that reorders trunks leaves the
+        // calls up counted on theirs. A call decided under the previous policy may name
+        // a trunk that no longer exists: counted under "none" rather than lost.
+        let t = self.tags.iter().position(|&t| t == tag);
+        self.events[self.slot(t)][e.index()].inc();
     }
 
     pub fn overload(&self, trunk: Option<usize>) {
@@ -834,6 +840,33 @@ mod tests {
         }
         for r in super::DROP_REASONS {
             assert!(found.iter().any(|f| f == r), "{r} is never given");
+        }
+    }
+    /// A call's outcome is counted on its trunk by name: a reload that puts a trunk
+    /// ahead of it while the call is up does not move its events to another trunk.
+    #[test]
+    fn behaviour_events_follow_the_trunk_name() {
+        let trunk = |n: &str, ip: &str| {
+            format!("[[trunk]]\nname = \"{n}\"\nrole = \"interconnect\"\nsources = [\"{ip}\"]\n")
+        };
+        let load = |text: String| {
+            crate::policy::Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap()
+        };
+        let before = load(trunk("a", "10.0.0.1") + &trunk("b", "10.0.0.2"));
+        let after =
+            load(trunk("new", "10.0.0.3") + &trunk("b", "10.0.0.2") + &trunk("a", "10.0.0.1"));
+        let m = super::Metrics::new();
+        // The tracker noted the call's trunk under the policy it was decided by.
+        let tag = before.trunks[0].tag();
+        let _old = m.bind(&before);
+        let b = m.bind(&after);
+        b.behaviour_event(tag, crate::behaviour::Seen::Answered);
+        b.behaviour_event(0xFFFF ^ tag, crate::behaviour::Seen::Answered);
+        let out = m.render();
+        for (t, n) in [("a", 1), ("b", 0), ("new", 0), ("none", 1)] {
+            let line =
+                format!("sipfence_behaviour_events_total{{event=\"answered\",trunk=\"{t}\"}} {n}");
+            assert!(out.contains(&line), "{line}\n{out}");
         }
     }
 }

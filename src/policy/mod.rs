@@ -299,6 +299,12 @@ pub struct Trunk {
 }
 
 impl Trunk {
+    /// Sixteen bits of [`Trunk::id`]: how the behaviour tracker's calls name their trunk
+    /// (small, and unlike a place in the file it survives a reload that reorders).
+    pub fn tag(&self) -> u16 {
+        (self.id >> 48) as u16
+    }
+
     #[inline]
     pub fn action(&self, r: RuleId) -> &Action {
         &self.actions[r.index()]

@@ -117,7 +117,8 @@ fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Ve
 pub enum Observed<'a> {
     /// A decision on a request.
     Decision(&'a Message, &'a Decision),
-    /// A relayed message that told the behaviour tracker how a call went (trunk, event).
+    /// A relayed message that told the behaviour tracker how a call went (the trunk's
+    /// [`crate::policy::Trunk::tag`], event).
     Behaviour(u16, Seen),
 }
 
