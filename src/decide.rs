@@ -174,7 +174,7 @@ impl Decision {
             Outcome::Reject { code: r.code }
         };
         d.refusal = Some(r);
-        d.retransmission = d.kind == Kind::Call && repeated(msg, ctx, trunk);
+        d.retransmission = d.kind == Kind::Call && repeated(policy, msg, ctx, trunk);
         d
     }
     pub fn is_reject(&self) -> bool {
@@ -257,17 +257,16 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
 /// same request (RFC 3261 17.1.1.2), byte for byte: keyed on the whole message, so
 /// that an INVITE reusing a branch, Call-ID and tags with another caller is a call of
 /// its own, counted and recorded, not hidden as a retransmission.
-fn repeated(msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
+fn repeated(policy: &Policy, msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
     // No memory (explain on its own, the benches): no hashing either.
     if ctx.rates.recent().is_none() {
         return false;
     }
     let b = msg.buf();
-    let key = crate::sip::lex::tag_hash(&[
-        b"seen",
-        &(trunk.unwrap_or(usize::MAX) as u64).to_le_bytes(),
-        &b[..msg.len().min(b.len())],
-    ]);
+    // The trunk by name: a retransmission across a reload that reorders trunks is still
+    // one.
+    let t = trunk.map_or(u64::MAX, |t| policy.trunks[t].id);
+    let key = crate::sip::lex::tag_hash(&[b"seen", &t.to_le_bytes(), &b[..msg.len().min(b.len())]]);
     !ctx.rates.first_sight(key, ctx.now_ms, TRANSACTION_MS)
 }
 
@@ -540,7 +539,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     }
     let mut d = Decision::new(kind, trunk);
     d.unknown_dialog = unknown_dialog;
-    d.retransmission = kind == Kind::Call && repeated(msg, ctx, trunk);
+    d.retransmission = kind == Kind::Call && repeated(policy, msg, ctx, trunk);
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.
         if kind != Kind::InDialog || method != Method::Ack {
