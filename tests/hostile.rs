@@ -275,6 +275,53 @@ fn invented_to_tags_are_shed_too() {
     }
 }
 
+/// A flood of invented callers fills the rate table: a scrape says so at once (not at
+/// the next housekeeping tick, ten seconds on), and the table keeps to its bound.
+#[test]
+fn a_full_rate_table_shows_at_the_next_scrape() {
+    let base = port_block();
+    let cfg = format!(
+        r#"
+[[trunk]]
+name = "ent"
+role = "enterprise"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+max_calls_per_minute_per_caller = 5
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999"]
+[proxy]
+rate_keys = 20
+[metrics]
+listen = "127.0.0.1:{m}"
+"#,
+        uas = base + 10,
+        m = base + 30
+    );
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    assert_eq!(proxy.metric("sipfence_rate_overflows_total"), 0.0);
+    for i in 0..100 {
+        let m = format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-rk{i}\r\nFrom: <sip:+861391234{i:04}@127.0.0.1>;tag=rk{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: rate-keys-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(m.as_bytes(), ("127.0.0.1", base)).unwrap();
+    }
+    let t = std::time::Instant::now();
+    while proxy.metric("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}") < 100.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the calls were not all judged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Twenty callers kept, eighty not: each of those calls counted.
+    assert_eq!(proxy.metric("sipfence_rate_overflows_total"), 80.0);
+    assert_eq!(proxy.metric("sipfence_rate_keys"), 20.0);
+}
+
 /// Overload does not make a stranger's INVITE worth an answer: with `unknown-source =
 /// drop`, a backlog of them is dropped as always (no 503 to reflect at anyone), and the
 /// gateway stays ready (no stranger can take it out of a load balancer's pool).

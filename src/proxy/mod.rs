@@ -745,7 +745,13 @@ async fn control(
         },
         refresh: {
             let s = shared.clone();
-            Box::new(move || s.metrics.calls_up(&s.loaded.load().policy, &s.behaviour))
+            Box::new(move || {
+                s.metrics.calls_up(&s.loaded.load().policy, &s.behaviour);
+                // As of the scrape, not the last tick: a flood that fills the table shows
+                // at once.
+                s.metrics.rate_keys.set(s.rates.keys() as i64);
+                Metrics::catch_up(&s.metrics.rate_overflows, s.rates.overflowed());
+            })
         },
     });
     {
