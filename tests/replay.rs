@@ -137,9 +137,12 @@ fn captures_of_odd_transport_cases_are_read_or_reported() {
     let (recs, s, _) = run("folded-cl-then-normal.pcap");
     assert_eq!((s.sip_messages, s.parse_errors, s.calls), (2, 0, 2));
     assert_eq!(recs.len(), 2);
-    // An INVITE over 65,535 bytes on TCP is counted as unparsable, not lost (tshark: 3).
+    // An INVITE over 65,535 bytes on TCP is counted as unparsable, not lost (tshark
+    // sees 3 messages). The proxy ends the connection there (513), so the INVITE the
+    // client sends after it on that connection is never read, and replay reads it no
+    // more than the proxy would.
     let (_, s, _) = run("tcp-66k-invite.pcap");
-    assert_eq!((s.sip_messages, s.parse_errors), (3, 1));
+    assert_eq!((s.sip_messages, s.parse_errors), (2, 1));
     // A datagram whose last fragment never came: expired, said so.
     let (_, _, n) = run("invite-missing-last-fragment.pcap");
     assert_eq!((n.fragments, n.reassembled, n.fragments_expired), (3, 0, 1));
@@ -1601,6 +1604,67 @@ fn capture_forms_beyond_the_corpus() {
     w.finish().unwrap();
     let (_, s, _, net) = replay_net(&path);
     assert_eq!((s.calls, net.snaplen_cut), (0, 1), "{s:?}");
+
+    // A pcap whose link-type field carries more than the link type in its top bits: an
+    // FCS length, valid (0x04000000) or not, ends no capture (libpcap and tshark read
+    // the link type from the low 16 bits).
+    let pcap = |field: u32, frame: &[u8]| {
+        let mut b = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&65_535u32.to_le_bytes());
+        b.extend_from_slice(&field.to_le_bytes());
+        for v in [at as u32, 0, frame.len() as u32, frame.len() as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(frame);
+        b
+    };
+    let mut with_fcs = ethernet(0x0800, &ip);
+    with_fcs.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    for field in [0x2400_0001u32, 0x2800_0001, 0x0000_0001] {
+        let (recs, s, end) = replay(&write("fcs.pcap", &pcap(field, &with_fcs)));
+        assert_eq!((s.calls, &end), (1, &End::Complete), "{field:#x}: {s:?}");
+        assert_eq!(recs[0].call_id, "forms-1");
+    }
+
+    // A Simple Packet Block has no time of its own: it is given the time of the packet
+    // before it, not 1970's. (A second INVITE, another call.)
+    let invite2 = String::from_utf8_lossy(invite).replace("forms-1", "forms-2");
+    let ip2 = ipv4(17, &udp(5070, 5060, invite2.as_bytes()));
+    let frame2 = ethernet(0x0800, &ip2);
+    let mut spb = (frame2.len() as u32).to_le_bytes().to_vec();
+    spb.extend_from_slice(&frame2);
+    let f = pcapng(
+        1,
+        6,
+        &[
+            ng_packet(6, 0, at * 1_000_000, &ethernet(0x0800, &ip)),
+            ng_block(3, &spb),
+        ],
+    );
+    let (recs, s, end) = replay(&write("spb.pcapng", &f));
+    assert_eq!((s.calls, end), (2, End::Complete));
+    assert_eq!(recs[1].call_id, "forms-2");
+    assert_eq!(recs[1].ts_ms, at * 1000, "{recs:?}");
+
+    // A pcapng file cut inside its section header block is a damaged capture, as a
+    // pcap cut inside its header is (exit status 2), not "not a capture".
+    let f = pcapng(
+        1,
+        6,
+        &[ng_packet(6, 0, at * 1_000_000, &ethernet(0x0800, &ip))],
+    );
+    for cut in [12, 20, 27] {
+        let (_, s, end) = replay(&write("cut.pcapng", &f[..cut]));
+        assert_eq!(s.calls, 0);
+        match end {
+            End::Damaged { offset, reason } => {
+                assert_eq!(offset, 0);
+                assert!(reason.contains("cut short"), "{reason}");
+            }
+            End::Complete => panic!("a pcapng cut at {cut} must be reported damaged"),
+        }
+    }
 }
 
 /// IPv4 from 127.0.0.1 to 127.0.0.1 (the built-in policy's international trunk), with

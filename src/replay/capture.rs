@@ -110,6 +110,15 @@ pub fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == STDIN
 }
 
+/// A capture's name in messages: its path, or "standard input".
+pub fn display_name(path: &Path) -> String {
+    if is_stdin(path) {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
 /// The first two bytes of a gzip stream (RFC 1952).
 pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -193,7 +202,8 @@ impl<R: std::io::Read> std::io::Read for Lenient<R> {
 /// capture through ssh or nc) may hand over its first bytes in pieces, and the reader
 /// takes the header from its first read. A pcap header is 24 octets; a pcapng file
 /// starts with a Section Header Block whose length it gives (bounded here).
-fn header_prefix<R: std::io::Read>(src: &mut R) -> Vec<u8> {
+/// Also whether the source held the whole header.
+fn header_prefix<R: std::io::Read>(src: &mut R) -> (Vec<u8>, bool) {
     let mut buf = Vec::with_capacity(64);
     // A read error ends the header where it is: the capture reader reports it.
     let fill = |buf: &mut Vec<u8>, src: &mut R, want: usize| {
@@ -211,7 +221,8 @@ fn header_prefix<R: std::io::Read>(src: &mut R) -> Vec<u8> {
         24
     };
     fill(&mut buf, src, want);
-    buf
+    let whole = buf.len() >= want;
+    (buf, whole)
 }
 
 /// Reads from `src` until `buf` holds `want` bytes or the source ends: a pipe hands
@@ -234,7 +245,17 @@ fn read_capture<R: std::io::Read + Send>(
     mut src: R,
     mut f: impl FnMut(&Packet<'_>),
 ) -> Result<End, String> {
-    let head = header_prefix(&mut src);
+    // The time of the packet before: what a Simple Packet Block, which has none of its
+    // own, is given (not 1970).
+    let last = std::cell::Cell::new((0u64, 0u32, 0u32));
+    let mut f = |p: &Packet<'_>| {
+        last.set((p.ts_ms, p.ts_sec, p.ts_usec));
+        f(p)
+    };
+    let (head, whole) = header_prefix(&mut src);
+    // A pcapng file cut inside its Section Header Block is a damaged capture (as a pcap
+    // cut inside its header is), not some other kind of file.
+    let cut_pcapng = !whole && head.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]);
     let src = std::io::Read::chain(std::io::Cursor::new(head), src);
     let mut reader = match create_reader(1 << 20, src) {
         Ok(r) => r,
@@ -246,11 +267,18 @@ fn read_capture<R: std::io::Read + Send>(
                 reason: "capture cut short inside its file header".to_string(),
             });
         }
+        Err(_) if cut_pcapng => {
+            return Ok(End::Damaged {
+                offset: 0,
+                reason: "capture cut short inside its pcapng section header".to_string(),
+            });
+        }
         Err(PcapError::HeaderNotRecognized) => return Err("not a pcap or pcapng file".into()),
         Err(PcapError::Eof) => return Err("empty file".into()),
         Err(e) => return Err(format!("cannot read capture header: {e}")),
     };
     let mut legacy_link = 1i32;
+    let mut legacy_fcs = 0usize;
     let mut legacy_nanos = false;
     let mut ifaces: Vec<Iface> = vec![];
     let mut big_endian = false;
@@ -262,7 +290,17 @@ fn read_capture<R: std::io::Read + Send>(
             Ok((offset, block)) => {
                 match block {
                     PcapBlockOwned::LegacyHeader(h) => {
-                        legacy_link = h.network.0;
+                        // The field's low 16 bits are the link type; the top ones may
+                        // say how long a frame check sequence ends each packet
+                        // (draft-ietf-opsawg-pcap: FCS length in 16-bit words in bits
+                        // 28-31, valid when 0x04000000 is set), other bits are ignored.
+                        let field = h.network.0 as u32;
+                        legacy_link = (field & 0xffff) as i32;
+                        legacy_fcs = if field & 0x0400_0000 != 0 {
+                            (field >> 28) as usize * 2
+                        } else {
+                            0
+                        };
                         legacy_nanos = h.is_nanosecond_precision();
                     }
                     PcapBlockOwned::Legacy(b) => {
@@ -271,12 +309,19 @@ fn read_capture<R: std::io::Read + Send>(
                         } else {
                             b.ts_usec
                         };
+                        // The FCS is there only when the packet was captured whole.
+                        let data = match b.data.len() {
+                            n if legacy_fcs > 0 && n as u64 == b.origlen as u64 => {
+                                &b.data[..n.saturating_sub(legacy_fcs)]
+                            }
+                            _ => b.data,
+                        };
                         f(&Packet {
                             ts_ms: b.ts_sec as u64 * 1000 + usec as u64 / 1000,
                             ts_sec: b.ts_sec,
                             ts_usec: usec,
                             linktype: legacy_link,
-                            data: b.data,
+                            data,
                             orig_len: b.origlen,
                         });
                     }
@@ -331,10 +376,11 @@ fn read_capture<R: std::io::Read + Send>(
                             return Ok(no_interface(at, 0, 0));
                         };
                         let len = (spb.origlen as usize).min(spb.data.len());
+                        let (ts_ms, ts_sec, ts_usec) = last.get();
                         f(&Packet {
-                            ts_ms: 0,
-                            ts_sec: 0,
-                            ts_usec: 0,
+                            ts_ms,
+                            ts_sec,
+                            ts_usec,
                             linktype: i.linktype,
                             data: &spb.data[..len],
                             orig_len: spb.origlen,

@@ -15,7 +15,10 @@ use crate::sip::{MAX_MESSAGE, frame_stream, lex};
 
 /// Pending fragmented datagrams kept at once, and how long (capture time) they wait.
 const MAX_FRAGMENTED: usize = 4096;
+/// How long fragments wait for the rest, as Linux waits (`ipfrag_time` 30 s for IPv4,
+/// `ip6frag_time` 60 s for IPv6): what the proxy's host would still reassemble.
 const FRAGMENT_TIMEOUT_MS: u64 = 30_000;
+const FRAGMENT_TIMEOUT_V6_MS: u64 = 60_000;
 /// TCP flows followed at once; bytes buffered per flow beyond the next message.
 const MAX_FLOWS: usize = 65_536;
 const MAX_OUT_OF_ORDER: usize = 256 * 1024;
@@ -86,6 +89,10 @@ pub struct NetStats {
     pub fragments_conflicting: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
+    /// SIP messages over TCP that cannot be framed (no Content-Length, or a bad one):
+    /// the proxy answers them 400 and ends the connection, and so does the replay's
+    /// reading (the rest of that stream is not read).
+    pub tcp_unframed: u64,
     /// Segments found inside a tunnel or label stack (HEP included).
     pub decapsulated: u64,
     /// HEP packets that carried something else (RTCP reports, logs, keep-alives).
@@ -426,7 +433,10 @@ impl Decoder {
                     let more = fo & 1 != 0;
                     let payload = b.get(off + 8..end)?;
                     let whole = self.fragment((src, dst, id, nh), offset, more, payload, ts_ms)?;
-                    return self.transport(src, dst, nh, &whole, ts_ms, depth);
+                    // What follows the Fragment header may be more extension headers
+                    // (destination options, RFC 8200 4.1) before the transport.
+                    let (proto, at) = after_extension_headers(&whole, nh)?;
+                    return self.transport(src, dst, proto, whole.get(at..)?, ts_ms, depth);
                 }
                 _ => return self.transport(src, dst, next, b.get(off..end)?, ts_ms, depth),
             }
@@ -482,6 +492,18 @@ impl Decoder {
                     at_ms: None,
                 })
             }
+            // IPsec AH (RFC 4302) authenticates without hiding: the transport follows
+            // it. Its length counts 32-bit words, less two. (ESP is encrypted: nothing
+            // to read.)
+            // One AH: a second would be no datagram anyone sends (and a chain of them
+            // must not recurse without end).
+            51 => {
+                let len = (*b.get(1)? as usize + 2) * 4;
+                match *b.first()? {
+                    51 => None,
+                    next => self.transport(src, dst, next, b.get(len..)?, ts_ms, depth),
+                }
+            }
             // IPv4 or IPv6 in IP (RFC 2003, 4213), and GRE.
             4 => self.ethertype(0x0800, b, ts_ms, depth + 1),
             41 => self.ethertype(0x86dd, b, ts_ms, depth + 1),
@@ -510,10 +532,14 @@ impl Decoder {
     ) -> Option<Vec<u8>> {
         self.stats.fragments += 1;
         self.fragment_of = Some(unit_key(0, &key));
+        let timeout = |k: &FragKey| match k.0 {
+            IpAddr::V4(_) => FRAGMENT_TIMEOUT_MS,
+            IpAddr::V6(_) => FRAGMENT_TIMEOUT_V6_MS,
+        };
         if self.frags.len() >= MAX_FRAGMENTED {
             let before = self.frags.len();
             self.frags
-                .retain(|_, f| ts_ms.saturating_sub(f.first_ms) < FRAGMENT_TIMEOUT_MS);
+                .retain(|k, f| ts_ms.saturating_sub(f.first_ms) < timeout(k));
             if self.frags.len() >= MAX_FRAGMENTED {
                 self.frags.clear();
             }
@@ -524,7 +550,7 @@ impl Decoder {
         if self
             .frags
             .get(&key)
-            .is_some_and(|f| ts_ms.saturating_sub(f.first_ms) >= FRAGMENT_TIMEOUT_MS)
+            .is_some_and(|f| ts_ms.saturating_sub(f.first_ms) >= timeout(&key))
         {
             self.frags.remove(&key);
             self.stats.fragments_expired += 1;
@@ -574,6 +600,24 @@ impl Decoder {
         self.stats.reassembled += 1;
         Some(whole)
     }
+}
+
+/// The transport protocol and where it starts, past the IPv6 extension headers that
+/// may lead a reassembled datagram (hop-by-hop, routing and destination options).
+fn after_extension_headers(b: &[u8], mut next: u8) -> Option<(u8, usize)> {
+    let mut off = 0;
+    // A datagram holds a bounded few; a loop of them is no datagram.
+    for _ in 0..16 {
+        match next {
+            0 | 43 | 60 => {
+                let nh = *b.get(off)?;
+                off += (*b.get(off + 1)? as usize + 1) * 8;
+                next = nh;
+            }
+            _ => return Some((next, off)),
+        }
+    }
+    None
 }
 
 /// The message a HEP packet carries, with the addresses it travelled between; `None`
@@ -758,7 +802,11 @@ impl Flow {
         }
         let mut messages = vec![];
         match &mut self.mode {
-            Mode::Sip => sip_frames(&mut self.buf, stats, &mut messages),
+            Mode::Sip => {
+                if sip_frames(&mut self.buf, stats, &mut messages) {
+                    self.mode = Mode::Other;
+                }
+            }
             Mode::WebSocket(ws) => {
                 let read = ws.feed(&mut self.buf, &mut messages);
                 stats.websocket_messages += messages.len() as u64;
@@ -1034,7 +1082,8 @@ fn message_start(buf: &[u8]) -> usize {
         .unwrap_or(buf.len())
 }
 
-fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
+/// Returns true when the stream ends here, as the proxy would end its connection.
+fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) -> bool {
     loop {
         match frame_stream(buf) {
             Ok(Frame::Message { skip, len }) => {
@@ -1044,7 +1093,7 @@ fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
             Ok(Frame::Ping(n)) => {
                 buf.drain(..n);
             }
-            Ok(Frame::Incomplete) => break,
+            Ok(Frame::Incomplete) => return false,
             // A message larger than SIP allows: the proxy answers it 513 and ends the
             // connection. Handed on as it starts (no more than a message's bound), so
             // that it is counted as unparsable rather than lost in a resync.
@@ -1057,8 +1106,17 @@ fn sip_frames(buf: &mut Vec<u8>, stats: &mut NetStats, out: &mut Vec<Vec<u8>>) {
                 out.push(buf[start..end].to_vec());
                 // What is buffered is the rest of it (its header lines may look like
                 // start lines to a resync): gone. A message right behind it in the same
-                // segments goes too; the proxy would have closed the connection.
+                // segments goes too; the proxy closes the connection.
                 buf.clear();
+                return true;
+            }
+            // A message that starts where the stream is in step and cannot be framed
+            // (no Content-Length, or one that is no number): the proxy answers it 400
+            // and ends the connection; what the client sends after it is never read.
+            Err(_) if looks_like_sip(&buf[message_start(buf)..]) => {
+                stats.tcp_unframed += 1;
+                buf.clear();
+                return true;
             }
             Err(_) => {
                 stats.tcp_desync += 1;
@@ -1086,13 +1144,98 @@ mod tests {
         p
     }
 
-    fn sip_udp() -> Vec<u8> {
+    fn udp_sip() -> Vec<u8> {
         let body = b"OPTIONS sip:a@b SIP/2.0\r\n\r\n";
         let mut u = vec![0x13, 0xc4, 0x13, 0xc4];
         u.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
         u.extend_from_slice(&[0, 0]);
         u.extend_from_slice(body);
-        ipv4(17, &u)
+        u
+    }
+
+    fn sip_udp() -> Vec<u8> {
+        ipv4(17, &udp_sip())
+    }
+
+    /// ::1 to ::2.
+    fn ipv6(next: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        for last in [1, 2] {
+            p.extend_from_slice(&[0; 15]);
+            p.push(last);
+        }
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn is_options(s: &Segment) -> bool {
+        matches!(&s.payload, Payload::Datagram(p) if p.starts_with(b"OPTIONS"))
+    }
+
+    /// A destination-options header may follow the Fragment header (RFC 8200 4.1): the
+    /// datagram is read past it once reassembled. IPv6 fragments wait 60 s, as the
+    /// kernel's do (IPv4's 30 s).
+    #[test]
+    fn ipv6_headers_after_the_fragment_header_are_read_past() {
+        let mut inner = vec![17, 0, 1, 4, 0, 0, 0, 0];
+        inner.extend_from_slice(&udp_sip());
+        let frag = |offset: usize, more: bool, data: &[u8]| {
+            let mut f = vec![60, 0];
+            f.extend_from_slice(&(((offset / 8) as u16) << 3 | more as u16).to_be_bytes());
+            f.extend_from_slice(&7u32.to_be_bytes());
+            f.extend_from_slice(data);
+            ipv6(44, &f)
+        };
+        let mut d = Decoder::default();
+        assert!(d.decode(101, &frag(16, false, &inner[16..]), 0).is_none());
+        let s = d
+            .decode(101, &frag(0, true, &inner[..16]), 45_000)
+            .expect("reassembled past its destination options");
+        assert_eq!(s.dst, "[::2]:5060".parse().unwrap());
+        assert!(is_options(&s));
+        // Past 60 s the first fragment is gone.
+        assert!(
+            d.decode(101, &frag(16, false, &inner[16..]), 100_000)
+                .is_none()
+        );
+        assert!(
+            d.decode(101, &frag(0, true, &inner[..16]), 161_000)
+                .is_none()
+        );
+        // IPv4 waits 30 s.
+        let v4 = |offset: usize, more: bool, data: &[u8]| {
+            let mut p = ipv4(17, data);
+            p[4..6].copy_from_slice(&9u16.to_be_bytes());
+            p[6..8].copy_from_slice(
+                &(((offset / 8) as u16) | if more { 0x2000 } else { 0 }).to_be_bytes(),
+            );
+            p
+        };
+        let udp = udp_sip();
+        assert!(d.decode(101, &v4(16, false, &udp[16..]), 200_000).is_none());
+        assert!(d.decode(101, &v4(0, true, &udp[..16]), 245_000).is_none());
+    }
+
+    /// IPsec AH authenticates without hiding: the transport behind it is read, over
+    /// IPv4 and IPv6; a chain of AH headers is not followed.
+    #[test]
+    fn ah_is_read_past() {
+        let mut ah = vec![17, 4, 0, 0];
+        ah.extend_from_slice(&[0; 20]);
+        ah.extend_from_slice(&udp_sip());
+        let mut d = Decoder::default();
+        assert!(is_options(
+            &d.decode(101, &ipv4(51, &ah), 0).expect("AH over IPv4")
+        ));
+        assert!(is_options(
+            &d.decode(101, &ipv6(51, &ah), 0).expect("AH over IPv6")
+        ));
+        let mut twice = vec![51, 4, 0, 0];
+        twice.extend_from_slice(&[0; 20]);
+        twice.extend_from_slice(&ah);
+        assert!(d.decode(101, &ipv4(51, &twice), 0).is_none());
     }
 
     #[test]
@@ -1234,6 +1377,32 @@ mod tests {
     fn options(id: &str) -> Vec<u8> {
         format!("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: {id}\r\nContent-Length: 0\r\n\r\n")
             .into_bytes()
+    }
+
+    /// A message over TCP with no Content-Length, where the stream is in step: the proxy
+    /// answers it 400 and ends the connection, so nothing after it on that stream is
+    /// read; a new connection (SYN) is read again.
+    #[test]
+    fn an_unframed_message_ends_its_stream() {
+        let (a, b) = ends();
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        let no_cl = b"INVITE sip:a@b SIP/2.0\r\nCall-ID: no-cl\r\n\r\n".to_vec();
+        let mut seq = 1;
+        let mut ids = vec![];
+        for data in [options("first"), no_cl, options("after")] {
+            ids.extend(call_ids(f.feed(a, b, &data, meta(seq, 0), &mut st)));
+            seq += data.len() as u32;
+        }
+        assert_eq!(ids, ["first"]);
+        assert_eq!((st.tcp_unframed, st.tcp_desync), (1, 0));
+        let syn = TcpMeta {
+            syn: true,
+            ..meta(1000, 1)
+        };
+        f.feed(a, b, &[], syn, &mut st);
+        let again = call_ids(f.feed(a, b, &options("new"), meta(1001, 2), &mut st));
+        assert_eq!(again, ["new"]);
     }
 
     /// A hole the capture never fills (a mirror that dropped a segment) is given up
