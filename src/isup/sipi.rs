@@ -117,8 +117,12 @@ fn ansi_variant(content_type: &[u8]) -> bool {
     let mut rest = content_type;
     while let Some(eq) = lex::find_byte(rest, b'=') {
         rest = &rest[eq + 1..];
-        let first = rest.iter().find(|&&c| c != b' ' && c != b'"').copied();
-        if matches!(first, Some(b'a' | b'A' | b'g' | b'G')) {
+        let first = rest
+            .iter()
+            .find(|&&c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'"'))
+            .copied();
+        // `(` : a comment first (`version=(c)ansi92`), which a lenient reader skips.
+        if matches!(first, Some(b'a' | b'A' | b'g' | b'G' | b'(')) {
             // Any of them, if one is given twice: the next hop may read either.
             let ansi = |name: &[u8]| {
                 multipart::params(content_type, name)
@@ -164,6 +168,8 @@ mod tests {
             "application/ISUP; version=\"GR-317\"",
             "application/isup;version=nxv3;base=ansi92",
             "application/isup;base=ansi88;version=nxv3",
+            "application/isup;version=(SIP-T) ansi92",
+            "application/isup;version=\t(c)gr-317",
             "application/isup;version=itu-t92+;version=ansi92",
             "application/isup;base=itu-t92+;base=ansi92",
         ] {

@@ -124,12 +124,42 @@ pub fn params<'a, 'n>(
     rest.split(|&c| c == b';').filter_map(move |p| {
         let eq = lex::find_byte(p, b'=')?;
         lex::trim(&p[..eq]).eq_ignore_ascii_case(name).then(|| {
-            let v = lex::trim(&p[eq + 1..]);
+            let v = without_comments(&p[eq + 1..]);
             v.strip_prefix(b"\"")
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(v)
         })
     })
+}
+
+/// A parameter value without the RFC 822 comments around it (`(c)ansi92`, `b1 (x)`),
+/// as a lenient MIME reader takes it. A token holds no `(`: one after the value starts
+/// a comment; in a quoted value it is the value's.
+fn without_comments(v: &[u8]) -> &[u8] {
+    let mut v = lex::trim(v);
+    while v.first() == Some(&b'(') {
+        let (mut depth, mut escaped) = (0u32, false);
+        let end = v.iter().position(|&c| {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+            depth == 0
+        });
+        v = match end {
+            Some(e) => lex::trim(&v[e + 1..]),
+            None => return &[],
+        };
+    }
+    if v.first() != Some(&b'"')
+        && let Some(c) = lex::find_byte(v, b'(')
+    {
+        v = lex::trim(&v[..c]);
+    }
+    v
 }
 
 /// `Content-Type` value is a multipart type.
@@ -397,6 +427,23 @@ mod tests {
             Some(b"isup")
         ));
         assert!(is_multipart(b"(c) multipart/mixed;boundary=x"));
+        // Comments around a parameter's value are no part of it.
+        for (ct, want) in [
+            ("multipart/mixed;boundary=(c)b1", "b1"),
+            ("multipart/mixed;boundary= b1 (x)", "b1"),
+            ("multipart/mixed;boundary=(a (b) \\) c) \"b1\"", "b1"),
+            ("multipart/mixed;boundary=\"b(1)\"", "b(1)"),
+        ] {
+            assert_eq!(
+                param(ct.as_bytes(), b"boundary"),
+                Some(want.as_bytes()),
+                "{ct}"
+            );
+        }
+        assert_eq!(
+            param(b"multipart/mixed;boundary=(open", b"boundary"),
+            Some(&b""[..])
+        );
         assert!(is_multipart(b"multipart(c)/mixed;boundary=x"));
         assert_eq!(
             media_type(b" application/ISUP ;version=itu-t92+"),
