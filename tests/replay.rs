@@ -1622,9 +1622,11 @@ fn capture_forms_beyond_the_corpus() {
     let mut with_fcs = ethernet(0x0800, &ip);
     with_fcs.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
     for field in [0x2400_0001u32, 0x2800_0001, 0x0000_0001] {
-        let (recs, s, end) = replay(&write("fcs.pcap", &pcap(field, &with_fcs)));
+        let (recs, s, end, net) = replay_net(&write("fcs.pcap", &pcap(field, &with_fcs)));
         assert_eq!((s.calls, &end), (1, &End::Complete), "{field:#x}: {s:?}");
         assert_eq!(recs[0].call_id, "forms-1");
+        // The FCS cut off is no snaplen's cut.
+        assert_eq!(net.snaplen_cut, 0, "{field:#x}");
     }
 
     // A Simple Packet Block has no time of its own: it is given the time of the packet

@@ -114,6 +114,23 @@ fn collect(
 /// `version=nxv3;base=ansi92`). Every SIP-I call asks, so the usual `version=itu-t92+`
 /// is let go by the first letter of its value, before any parameter is parsed.
 fn ansi_variant(content_type: &[u8]) -> bool {
+    // RFC 2231's encoded or continued values (`version*=''ansi92`,
+    // `version*0=ans;version*1=i92`): no SIP-I peer writes them, and a lenient reader
+    // joins them into what this one would not see. Taken as ANSI: unreadable, refused.
+    if lex::find_byte(content_type, b'*').is_some() {
+        let encoded = |name: &[u8]| {
+            content_type.split(|&c| c == b';').skip(1).any(|p| {
+                let n = p.split(|&c| c == b'=').next().unwrap_or_default();
+                let n = multipart::without_comments(n);
+                n.len() > name.len()
+                    && n[..name.len()].eq_ignore_ascii_case(name)
+                    && n[name.len()] == b'*'
+            })
+        };
+        if encoded(b"version") || encoded(b"base") {
+            return true;
+        }
+    }
     let mut rest = content_type;
     while let Some(eq) = lex::find_byte(rest, b'=') {
         rest = &rest[eq + 1..];
@@ -169,6 +186,10 @@ mod tests {
             "application/isup;version=nxv3;base=ansi92",
             "application/isup;base=ansi88;version=nxv3",
             "application/isup;version=(SIP-T) ansi92",
+            "application/isup; (c) version=ansi92",
+            "application/isup;version*=''ansi92",
+            "application/isup;version*0=ans;version*1=i92",
+            "application/isup;BASE*=us-ascii'en'ansi92",
             "application/isup;version=\t(c)gr-317",
             "application/isup;version=itu-t92+;version=ansi92",
             "application/isup;base=itu-t92+;base=ansi92",

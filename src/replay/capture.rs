@@ -310,11 +310,12 @@ fn read_capture<R: std::io::Read + Send>(
                             b.ts_usec
                         };
                         // The FCS is there only when the packet was captured whole.
-                        let data = match b.data.len() {
+                        let (data, orig_len) = match b.data.len() {
                             n if legacy_fcs > 0 && n as u64 == b.origlen as u64 => {
-                                &b.data[..n.saturating_sub(legacy_fcs)]
+                                let n = n.saturating_sub(legacy_fcs);
+                                (&b.data[..n], n as u32)
                             }
-                            _ => b.data,
+                            _ => (b.data, b.origlen),
                         };
                         f(&Packet {
                             ts_ms: b.ts_sec as u64 * 1000 + usec as u64 / 1000,
@@ -322,7 +323,7 @@ fn read_capture<R: std::io::Read + Send>(
                             ts_usec: usec,
                             linktype: legacy_link,
                             data,
-                            orig_len: b.origlen,
+                            orig_len,
                         });
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(shb)) => {

@@ -495,14 +495,9 @@ impl Decoder {
             // IPsec AH (RFC 4302) authenticates without hiding: the transport follows
             // it. Its length counts 32-bit words, less two. (ESP is encrypted: nothing
             // to read.)
-            // One AH: a second would be no datagram anyone sends (and a chain of them
-            // must not recurse without end).
             51 => {
-                let len = (*b.get(1)? as usize + 2) * 4;
-                match *b.first()? {
-                    51 => None,
-                    next => self.transport(src, dst, next, b.get(len..)?, ts_ms, depth),
-                }
+                let (next, at) = after_extension_headers(b, 51)?;
+                self.transport(src, dst, next, b.get(at..)?, ts_ms, depth)
             }
             // IPv4 or IPv6 in IP (RFC 2003, 4213), and GRE.
             4 => self.ethertype(0x0800, b, ts_ms, depth + 1),
@@ -602,16 +597,24 @@ impl Decoder {
     }
 }
 
-/// The transport protocol and where it starts, past the IPv6 extension headers that
-/// may lead a reassembled datagram (hop-by-hop, routing and destination options).
+/// The transport protocol and where it starts in `b`, whose first header is `next`:
+/// past the IPv6 extension headers (hop-by-hop, routing, destination options) that may
+/// lead a reassembled datagram or follow an AH, and past IPsec AH (RFC 4302), which
+/// hides nothing; its length counts 32-bit words, less two. (ESP is encrypted: nothing
+/// to read.)
 fn after_extension_headers(b: &[u8], mut next: u8) -> Option<(u8, usize)> {
     let mut off = 0;
-    // A datagram holds a bounded few; a loop of them is no datagram.
+    // A datagram holds a bounded few; a longer chain is no datagram.
     for _ in 0..16 {
         match next {
             0 | 43 | 60 => {
                 let nh = *b.get(off)?;
                 off += (*b.get(off + 1)? as usize + 1) * 8;
+                next = nh;
+            }
+            51 => {
+                let nh = *b.get(off)?;
+                off += (*b.get(off + 1)? as usize + 2) * 4;
                 next = nh;
             }
             _ => return Some((next, off)),
@@ -1219,7 +1222,8 @@ mod tests {
     }
 
     /// IPsec AH authenticates without hiding: the transport behind it is read, over
-    /// IPv4 and IPv6; a chain of AH headers is not followed.
+    /// IPv4 and IPv6, past other extension headers too; a chain longer than any
+    /// datagram's is not followed.
     #[test]
     fn ah_is_read_past() {
         let mut ah = vec![17, 4, 0, 0];
@@ -1232,10 +1236,31 @@ mod tests {
         assert!(is_options(
             &d.decode(101, &ipv6(51, &ah), 0).expect("AH over IPv6")
         ));
+        // AH then destination options (IPv6), and two AHs: read past as well.
+        let mut ah_opts = vec![60, 4, 0, 0];
+        ah_opts.extend_from_slice(&[0; 20]);
+        ah_opts.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        ah_opts.extend_from_slice(&udp_sip());
+        assert!(is_options(
+            &d.decode(101, &ipv6(51, &ah_opts), 0).expect("AH, options")
+        ));
         let mut twice = vec![51, 4, 0, 0];
         twice.extend_from_slice(&[0; 20]);
         twice.extend_from_slice(&ah);
-        assert!(d.decode(101, &ipv4(51, &twice), 0).is_none());
+        assert!(is_options(
+            &d.decode(101, &ipv4(51, &twice), 0).expect("AH, AH")
+        ));
+        // A chain longer than any datagram's is not followed.
+        let mut long = udp_sip();
+        let mut next = 17;
+        for _ in 0..20 {
+            let mut h = vec![next, 4, 0, 0];
+            h.extend_from_slice(&[0; 20]);
+            h.extend_from_slice(&long);
+            long = h;
+            next = 51;
+        }
+        assert!(d.decode(101, &ipv4(51, &long), 0).is_none());
     }
 
     #[test]

@@ -123,19 +123,21 @@ pub fn params<'a, 'n>(
     let rest = lex::find_byte(content_type, b';').map_or(&[][..], |s| &content_type[s + 1..]);
     rest.split(|&c| c == b';').filter_map(move |p| {
         let eq = lex::find_byte(p, b'=')?;
-        lex::trim(&p[..eq]).eq_ignore_ascii_case(name).then(|| {
-            let v = without_comments(&p[eq + 1..]);
-            v.strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(v)
-        })
+        without_comments(&p[..eq])
+            .eq_ignore_ascii_case(name)
+            .then(|| {
+                let v = without_comments(&p[eq + 1..]);
+                v.strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(v)
+            })
     })
 }
 
 /// A parameter value without the RFC 822 comments around it (`(c)ansi92`, `b1 (x)`),
 /// as a lenient MIME reader takes it. A token holds no `(`: one after the value starts
 /// a comment; in a quoted value it is the value's.
-fn without_comments(v: &[u8]) -> &[u8] {
+pub fn without_comments(v: &[u8]) -> &[u8] {
     let mut v = lex::trim(v);
     while v.first() == Some(&b'(') {
         let (mut depth, mut escaped) = (0u32, false);
