@@ -186,6 +186,8 @@ mod tests {
             "application/isup;version=nxv3;base=ansi92",
             "application/isup;base=ansi88;version=nxv3",
             "application/isup;version=(SIP-T) ansi92",
+            "application/isup;version=\"ansi92\" (c)",
+            "application/isup;base=(c)\"ansi92\"(d)",
             "application/isup; (c) version=ansi92",
             "application/isup;version*=''ansi92",
             "application/isup;version*0=ans;version*1=i92",

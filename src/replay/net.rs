@@ -418,12 +418,18 @@ impl Decoder {
         let mut off = 40;
         loop {
             match next {
-                // Hop-by-hop, routing, destination options: skip.
+                // Hop-by-hop, routing, destination options: skip; AH too (which may
+                // come before a Fragment header).
                 0 | 43 | 60 => {
                     let nh = *b.get(off)?;
                     let len = (*b.get(off + 1)? as usize + 1) * 8;
                     next = nh;
                     off += len;
+                }
+                51 => {
+                    let nh = *b.get(off)?;
+                    off += (*b.get(off + 1)? as usize + 2) * 4;
+                    next = nh;
                 }
                 44 => {
                     let nh = *b.get(off)?;
@@ -1197,6 +1203,25 @@ mod tests {
             .decode(101, &frag(0, true, &inner[..16]), 45_000)
             .expect("reassembled past its destination options");
         assert_eq!(s.dst, "[::2]:5060".parse().unwrap());
+        assert!(is_options(&s));
+        // AH may come before the Fragment header (RFC 4302 3.1.2: after hop-by-hop and
+        // routing, with the fragment header or after it).
+        let ah_frag = |offset: usize, more: bool, data: &[u8]| {
+            let mut f = vec![44, 4, 0, 0];
+            f.extend_from_slice(&[0; 20]);
+            f.extend_from_slice(&[60, 0]);
+            f.extend_from_slice(&(((offset / 8) as u16) << 3 | more as u16).to_be_bytes());
+            f.extend_from_slice(&8u32.to_be_bytes());
+            f.extend_from_slice(data);
+            ipv6(51, &f)
+        };
+        assert!(
+            d.decode(101, &ah_frag(16, false, &inner[16..]), 46_000)
+                .is_none()
+        );
+        let s = d
+            .decode(101, &ah_frag(0, true, &inner[..16]), 46_001)
+            .expect("reassembled behind AH");
         assert!(is_options(&s));
         // Past 60 s the first fragment is gone.
         assert!(

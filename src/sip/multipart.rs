@@ -140,28 +140,55 @@ pub fn params<'a, 'n>(
 pub fn without_comments(v: &[u8]) -> &[u8] {
     let mut v = lex::trim(v);
     while v.first() == Some(&b'(') {
-        let (mut depth, mut escaped) = (0u32, false);
-        let end = v.iter().position(|&c| {
+        v = match comment_end(v) {
+            Some(e) => lex::trim(&v[e..]),
+            None => return &[],
+        };
+    }
+    // A quoted value ends at its closing quote (a `\"` inside is the value's); a
+    // token at the first `(`, which no token holds. What follows is a comment.
+    let end = if v.first() == Some(&b'"') {
+        let mut escaped = false;
+        v.iter()
+            .enumerate()
+            .skip(1)
+            .find(|&(_, &c)| match c {
+                _ if escaped => {
+                    escaped = false;
+                    false
+                }
+                b'\\' => {
+                    escaped = true;
+                    false
+                }
+                c => c == b'"',
+            })
+            .map(|(q, _)| q + 1)
+    } else {
+        lex::find_byte(v, b'(')
+    };
+    match end {
+        Some(e) => lex::trim(&v[..e]),
+        None => v,
+    }
+}
+
+/// Where the RFC 822 comment that opens `v` (at its `(`) ends: the index past its `)`,
+/// nested comments and quoted pairs included; `None` when it never closes.
+fn comment_end(v: &[u8]) -> Option<usize> {
+    let (mut depth, mut escaped) = (0u32, false);
+    v.iter()
+        .position(|&c| {
             match c {
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
                 b'(' => depth += 1,
-                b')' => depth -= 1,
+                b')' => depth = depth.saturating_sub(1),
                 _ => {}
             }
             depth == 0
-        });
-        v = match end {
-            Some(e) => lex::trim(&v[e + 1..]),
-            None => return &[],
-        };
-    }
-    if v.first() != Some(&b'"')
-        && let Some(c) = lex::find_byte(v, b'(')
-    {
-        v = lex::trim(&v[..c]);
-    }
-    v
+        })
+        .map(|e| e + 1)
 }
 
 /// `Content-Type` value is a multipart type.
@@ -183,21 +210,17 @@ pub fn is_type(content_type: &[u8], top: &[u8], sub: Option<&[u8]>) -> bool {
     // real type is a short token pair, so a small buffer holds any.
     let mut buf = [0u8; 64];
     let mut n = 0;
-    let (mut depth, mut escaped, mut space) = (0u32, false, false);
-    for &c in content_type {
-        if depth > 0 {
-            match c {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'(' => depth += 1,
-                b')' => depth -= 1,
-                _ => {}
-            }
-            continue;
-        }
+    let mut space = false;
+    let mut i = 0;
+    while let Some(&c) = content_type.get(i) {
+        i += 1;
         match c {
             b';' => break,
-            b'(' => (depth, space) = (1, true),
+            // An unclosed comment runs to the end.
+            b'(' => match comment_end(&content_type[i - 1..]) {
+                Some(e) => (i, space) = (i - 1 + e, true),
+                None => break,
+            },
             c if c.is_ascii_whitespace() => space = true,
             c => {
                 let sep = space && n > 0;
@@ -435,6 +458,8 @@ mod tests {
             ("multipart/mixed;boundary= b1 (x)", "b1"),
             ("multipart/mixed;boundary=(a (b) \\) c) \"b1\"", "b1"),
             ("multipart/mixed;boundary=\"b(1)\"", "b(1)"),
+            ("multipart/mixed;boundary=\"b1\" (c)", "b1"),
+            ("multipart/mixed;boundary=(c)\"b1\"(d)", "b1"),
         ] {
             assert_eq!(
                 param(ct.as_bytes(), b"boundary"),
