@@ -555,13 +555,14 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         && let Some(a) = policy.trunks[ti].auth.as_ref()
         && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
     {
+        let tid = policy.trunks[ti].id;
         let mut c = a.check(msg, ctx.now_ms, policy.reading(d.trunk));
         // Wrong answers are counted per source address; past the limit its answers,
         // right or wrong, are refused alike, so that guessing on learns nothing. Only
         // answers to a nonce of ours count: a sender that never saw our challenge (a
         // forged source address) cannot lock a trunk out.
         if a.max_failures > 0 && !matches!(c, AuthCheck::Missing) {
-            let key = auth_failure_key(policy.trunks[ti].id, ctx.source.ip());
+            let key = auth_failure_key(tid, ctx.source.ip());
             // An answer for another Request-URI is no slip of a password, but a held-back
             // or captured answer tried elsewhere: it counts as a failure too.
             let failures = if matches!(c, AuthCheck::Invalid | AuthCheck::UriMismatch) {
@@ -577,10 +578,10 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // (its retransmissions carry the same answer), any other request with it is a
         // replay.
         if let AuthCheck::Ok { field } = c
-            && let Some(key) = a.answer_key(msg, field, policy.trunks[ti].id)
+            && let Some(key) = a.answer_key(msg, field, tid)
             && !ctx.rates.claim(
                 key,
-                transaction_key(policy.trunks[ti].id, msg),
+                transaction_key(tid, msg),
                 ctx.now_ms,
                 a.answer_ttl_ms(),
             )
@@ -630,14 +631,12 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // A retransmission of an INVITE refused here is refused again, even if a place
     // has freed meanwhile: its caller has (or will have) the 503, and would not answer
     // the core's 200.
-    let txn = transaction_key(policy.trunks[ti].id, msg) ^ CONCURRENCY_TXN;
+    let tid = policy.trunks[ti].id;
+    let txn = transaction_key(tid, msg) ^ CONCURRENCY_TXN;
     let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
-        || !ctx.behaviour.admit(
-            policy.trunks[ti].id,
-            behaviour::call_key(msg),
-            limit,
-            ctx.now_ms,
-        );
+        || !ctx
+            .behaviour
+            .admit(tid, behaviour::call_key(msg), limit, ctx.now_ms);
     if full {
         ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, false);
         fire(policy, d, RuleId::ConcurrentCalls);

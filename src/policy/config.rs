@@ -344,16 +344,7 @@ impl SourceSpec {
 
     /// The network as a mask reads it: `10.1.2.0` for `10.1.2.3/24`.
     pub fn network(&self) -> IpAddr {
-        match self.net {
-            IpAddr::V4(n) => {
-                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
-                IpAddr::V4((u32::from(n) & mask).into())
-            }
-            IpAddr::V6(n) => {
-                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
-                IpAddr::V6((u128::from(n) & mask).into())
-            }
-        }
+        masked(self.net, self.prefix)
     }
 
     /// Every address (`0.0.0.0/0`, `::/0`).
@@ -378,24 +369,21 @@ impl SourceSpec {
     /// networks hold it (an IPv6 network such as `::/64` contains the mapped range, and
     /// would otherwise take in every IPv4 caller).
     pub fn covers_ip(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix as u32)
-                };
-                u32::from(n) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix as u32)
-                };
-                u128::from(n) & mask == u128::from(ip) & mask
-            }
-            _ => false,
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.net.is_ipv4() && masked(ip, self.prefix) == self.network()
+    }
+}
+
+/// `ip` with all but its first `prefix` bits cleared.
+fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(n) => {
+            let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+            IpAddr::V4((u32::from(n) & mask).into())
+        }
+        IpAddr::V6(n) => {
+            let mask = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
+            IpAddr::V6((u128::from(n) & mask).into())
         }
     }
 }

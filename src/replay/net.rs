@@ -420,17 +420,7 @@ impl Decoder {
             match next {
                 // Hop-by-hop, routing, destination options: skip; AH too (which may
                 // come before a Fragment header).
-                0 | 43 | 60 => {
-                    let nh = *b.get(off)?;
-                    let len = (*b.get(off + 1)? as usize + 1) * 8;
-                    next = nh;
-                    off += len;
-                }
-                51 => {
-                    let nh = *b.get(off)?;
-                    off += (*b.get(off + 1)? as usize + 2) * 4;
-                    next = nh;
-                }
+                n if SKIPPED.contains(&n) => (next, off) = skip_header(b, off, next)?,
                 44 => {
                     let nh = *b.get(off)?;
                     let fo = be16(b, off + 2)?;
@@ -603,28 +593,35 @@ impl Decoder {
     }
 }
 
+/// Headers read past to the transport: IPv6 hop-by-hop, routing and destination
+/// options, and IPsec AH (RFC 4302), which hides nothing. (ESP is encrypted: nothing to
+/// read.)
+const SKIPPED: [u8; 4] = [0, 43, 60, 51];
+
+/// The header after the [`SKIPPED`] header `next` at `b[off]`, and where it starts. An
+/// IPv6 extension header's length counts 8-octet units past the first; AH's counts
+/// 32-bit words, less two.
+fn skip_header(b: &[u8], off: usize, next: u8) -> Option<(u8, usize)> {
+    let after = *b.get(off)?;
+    let len = *b.get(off + 1)? as usize;
+    let len = if next == 51 {
+        (len + 2) * 4
+    } else {
+        (len + 1) * 8
+    };
+    Some((after, off + len))
+}
+
 /// The transport protocol and where it starts in `b`, whose first header is `next`:
-/// past the IPv6 extension headers (hop-by-hop, routing, destination options) that may
-/// lead a reassembled datagram or follow an AH, and past IPsec AH (RFC 4302), which
-/// hides nothing; its length counts 32-bit words, less two. (ESP is encrypted: nothing
-/// to read.)
+/// past the [`SKIPPED`] headers that may lead a reassembled datagram or follow an AH.
 fn after_extension_headers(b: &[u8], mut next: u8) -> Option<(u8, usize)> {
     let mut off = 0;
     // A datagram holds a bounded few; a longer chain is no datagram.
     for _ in 0..16 {
-        match next {
-            0 | 43 | 60 => {
-                let nh = *b.get(off)?;
-                off += (*b.get(off + 1)? as usize + 1) * 8;
-                next = nh;
-            }
-            51 => {
-                let nh = *b.get(off)?;
-                off += (*b.get(off + 1)? as usize + 2) * 4;
-                next = nh;
-            }
-            _ => return Some((next, off)),
+        if !SKIPPED.contains(&next) {
+            return Some((next, off));
         }
+        (next, off) = skip_header(b, off, next)?;
     }
     None
 }
