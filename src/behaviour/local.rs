@@ -19,6 +19,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use super::live::LiveCalls;
 use super::{BehaviourTracker, CallStart, Event, Features, SEQ_STEP, Seen};
 use crate::policy::RuleSet;
+use crate::policy::TrunkTag;
 
 /// Slots per set.
 pub const WAYS: usize = 8;
@@ -166,7 +167,7 @@ struct CallSlot {
     answer_ms: u64,
     ring_once_ms: u32,
     short_call_ms: u32,
-    trunk: u16,
+    trunk: TrunkTag,
     ended: bool,
 }
 
@@ -416,7 +417,7 @@ impl BehaviourTracker for LocalTracker {
         self.live.elsewhere(trunk)
     }
 
-    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)> {
+    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)> {
         self.live.on_event(nonzero(call), ev, now_ms);
         // No tables yet: no call known.
         let t = self.tables.get()?;

@@ -18,7 +18,7 @@ pub mod local;
 
 use serde::Serialize;
 
-use crate::policy::RuleSet;
+use crate::policy::{RuleSet, TrunkTag};
 use crate::sip::{Message, Method};
 
 /// What the core tells the tracker about a new call attempt.
@@ -30,7 +30,7 @@ pub struct CallStart {
     /// Key of the call (hash of its Call-ID), to attach its later messages.
     pub call: u64,
     /// The trunk's [`crate::policy::Trunk::tag`].
-    pub trunk: u16,
+    pub trunk: TrunkTag,
     /// Hash of the callee, for the distinct-callee count.
     pub callee_hash: u64,
     /// The callee as a number key ([`crate::numbering::Number::key`]): consecutive
@@ -146,7 +146,7 @@ pub trait BehaviourTracker: Send + Sync {
     /// A later message of call `call`. Returns the trunk of the call (its tag) and what the
     /// event amounted to, when the call is known (`None` for the events that change
     /// nothing, such as a second 180).
-    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(u16, Seen)>;
+    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)>;
     /// Admits call `call` on trunk `trunk` ([`crate::policy::Trunk::id`]), which limits
     /// its concurrent calls to `limit`:
     /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps
@@ -178,7 +178,7 @@ impl BehaviourTracker for NoTracking {
         }
     }
     fn watch(&self, _caller: u64, _rules: RuleSet, _until_ms: u64) {}
-    fn on_event(&self, _call: u64, _ev: Event, _now_ms: u64) -> Option<(u16, Seen)> {
+    fn on_event(&self, _call: u64, _ev: Event, _now_ms: u64) -> Option<(TrunkTag, Seen)> {
         None
     }
 }
@@ -213,7 +213,7 @@ pub fn event_of(msg: &Message) -> Option<Event> {
 
 /// Feeds one relayed (or replayed) message to the tracker. The shell calls this for
 /// every message it passes that is not a new call; new calls are counted by `decide`.
-pub fn observe(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) -> Option<(u16, Seen)> {
+pub fn observe(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) -> Option<(TrunkTag, Seen)> {
     let ev = event_of(msg)?;
     t.on_event(call_key(msg), ev, now_ms)
 }

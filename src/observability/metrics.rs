@@ -154,7 +154,7 @@ pub struct Bound {
     rule_hits: IntCounterVec,
     names: Vec<String>,
     /// Each trunk's [`crate::policy::Trunk::tag`], by place.
-    tags: Vec<u16>,
+    tags: Vec<crate::policy::TrunkTag>,
     /// Rule matches made by the ISUP calling number, same layout as `hits`.
     isup_hits: Vec<Vec<Option<IntCounter>>>,
     /// Matches the exempt list overrode, same layout (only with an exempt list).
@@ -753,7 +753,7 @@ impl Bound {
 
     /// A call outcome the behaviour tracker attributed to a call of the trunk tagged
     /// `tag` ([`crate::policy::Trunk::tag`]).
-    pub fn behaviour_event(&self, tag: u16, e: crate::behaviour::Seen) {
+    pub fn behaviour_event(&self, tag: crate::policy::TrunkTag, e: crate::behaviour::Seen) {
         // By the trunk's name, not its place: a reload that reorders trunks leaves the
         // calls up counted on theirs. A call decided under the previous policy may name
         // a trunk that no longer exists: counted under "none" rather than lost.
@@ -861,9 +861,46 @@ mod tests {
         let _old = m.bind(&before);
         let b = m.bind(&after);
         b.behaviour_event(tag, crate::behaviour::Seen::Answered);
-        b.behaviour_event(0xFFFF ^ tag, crate::behaviour::Seen::Answered);
+        b.behaviour_event(0xFFFF_FFFF ^ tag, crate::behaviour::Seen::Answered);
         let out = m.render();
         for (t, n) in [("a", 1), ("b", 0), ("new", 0), ("none", 1)] {
+            let line =
+                format!("sipfence_behaviour_events_total{{event=\"answered\",trunk=\"{t}\"}} {n}");
+            assert!(out.contains(&line), "{line}\n{out}");
+        }
+    }
+
+    /// Trunks whose names hash alike in the top sixteen bits (even odds among 300
+    /// trunks) keep their call outcomes apart.
+    #[test]
+    fn behaviour_events_of_trunks_alike_in_sixteen_bits_stay_apart() {
+        let id = |n: &str| crate::sip::lex::fnv1a(&[n.as_bytes()]);
+        let mut seen = std::collections::HashMap::new();
+        let (x, y) = (0..100_000)
+            .map(|i| format!("pbx-{i}"))
+            .find_map(|n| {
+                let top = id(&n) >> 48;
+                match seen.get(&top) {
+                    Some(m) => Some((String::clone(m), n)),
+                    None => {
+                        seen.insert(top, n);
+                        None
+                    }
+                }
+            })
+            .expect("two names alike in sixteen bits");
+        let text = format!(
+            "[[trunk]]\nname = \"{x}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\n\
+             [[trunk]]\nname = \"{y}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.2\"]\n"
+        );
+        let p =
+            crate::policy::Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap();
+        assert_ne!(p.trunks[0].tag(), p.trunks[1].tag());
+        let m = super::Metrics::new();
+        let b = m.bind(&p);
+        b.behaviour_event(p.trunks[1].tag(), crate::behaviour::Seen::Answered);
+        let out = m.render();
+        for (t, n) in [(&x, 0), (&y, 1)] {
             let line =
                 format!("sipfence_behaviour_events_total{{event=\"answered\",trunk=\"{t}\"}} {n}");
             assert!(out.contains(&line), "{line}\n{out}");

@@ -87,6 +87,19 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             ));
         }
     }
+    // 24 bits of a name's hash tag its counters: two trunks of 500 share one with odds
+    // of 0.7%, and then share the overflow counter of a full rate table.
+    for (i, b) in p.trunks.iter().enumerate() {
+        if let Some(a) = p.trunks[..i]
+            .iter()
+            .find(|a| crate::policy::rate::same_tag(a.id, b.id))
+        {
+            out.push(format!(
+                "trunks {} and {} share a counter tag (their names hash alike): while the rate table is full, their new sources' digest failures and their flagged callers are counted together; renaming either one parts them",
+                a.name, b.name
+            ));
+        }
+    }
     for t in &p.trunks {
         let Some(w) = &t.whitelist else { continue };
         if w.is_empty() && refuses(t, RuleId::EnterpriseNotWhitelisted) {
@@ -338,6 +351,35 @@ entries = [{whitelist}]
             "{:?}",
             warnings(&bare)
         );
+    }
+
+    /// Names that hash alike in the counters' 24-bit tag are named; others are not.
+    #[test]
+    fn trunks_sharing_a_counter_tag_are_named() {
+        let id = |n: &str| crate::sip::lex::fnv1a(&[n.as_bytes()]);
+        let mut seen = std::collections::HashMap::new();
+        let (x, y) = (0..20_000_000)
+            .map(|i| format!("t{i}"))
+            .find_map(|n| seen.insert(id(&n) >> 40, n.clone()).map(|m| (m, n)))
+            .expect("two names alike in 24 bits");
+        let trunks = |names: &[&str]| {
+            let text: String = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    format!("[[trunk]]\nname = \"{n}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.{}\"]\n", i + 1)
+                })
+                .collect();
+            warnings(&Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap())
+        };
+        let w = trunks(&[&x, "other", &y]);
+        assert!(
+            w.iter()
+                .any(|l| l.starts_with(&format!("trunks {x} and {y} share a counter tag"))),
+            "{w:?}"
+        );
+        let w = trunks(&[&x, "other"]);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub enum Observed<'a> {
     Decision(&'a Message, &'a Decision),
     /// A relayed message that told the behaviour tracker how a call went (the trunk's
     /// [`crate::policy::Trunk::tag`], event).
-    Behaviour(u16, Seen),
+    Behaviour(crate::policy::TrunkTag, Seen),
 }
 
 /// Handles one message. `observe` is called with every decision on a request and every
