@@ -17,6 +17,7 @@ struct Cli {
 enum Cmd {
     /// Run the inline proxy (built-in example policy on 127.0.0.1 when no --config).
     Run {
+        /// Policy file (TOML); the built-in example policy on 127.0.0.1 when omitted.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Worker threads (one receive loop each); default: config, else one per core.
@@ -35,6 +36,7 @@ enum Cmd {
     },
     /// Replay pcap/pcapng captures through a policy: the verdict every call would get.
     Replay {
+        /// Policy file (TOML); the built-in example policy when omitted.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Judge every packet as arriving on this trunk (default: match by address).
@@ -73,6 +75,7 @@ enum Cmd {
     },
     /// Show the verdict on SIP messages stored in files, and why.
     Explain {
+        /// Policy file (TOML); the built-in example policy when omitted.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Judge as arriving on this trunk.

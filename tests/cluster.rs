@@ -536,6 +536,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     });
     for (g, &b) in gws.iter().zip(&bases) {
         assert_eq!(g.metric("sipfence_list_version{state=\"running\"}"), 1.0);
+        assert_eq!(g.metric("sipfence_list_refused"), 1.0);
         assert_eq!(answer(b, caller), Some(608), "v1 still in force");
         let out = g.stdout.lock().unwrap().join("\n");
         assert!(
@@ -574,6 +575,10 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     });
     for &b in &bases {
         assert_eq!(answer(b, "+8613800000098"), Some(608), "the new v1's entry");
+    }
+    // Taken: the refusal is over.
+    for g in &gws {
+        assert_eq!(g.metric("sipfence_list_refused"), 0.0);
     }
 }
 

@@ -3826,3 +3826,176 @@ fn every_shown_number_is_judged_and_shown() {
         "<tel:+442071234567>;tag=ft1"
     );
 }
+
+/// Settings that `check` used to pass and that would never work (QA 22): each refused
+/// with the line it stands on; the same settings where they do work still load.
+#[test]
+fn settings_that_would_never_work_are_refused_at_their_line() {
+    let refused = |text: &str, line: usize, why: &str| {
+        let e = Policy::from_str(text, "p.toml", Path::new("."))
+            .err()
+            .unwrap_or_else(|| panic!("loaded: {text}"))
+            .to_string();
+        assert!(
+            e.starts_with(&format!("p.toml:{line}: ")) && e.contains(why),
+            "want line {line} and '{why}': {e}\n{text}"
+        );
+    };
+    let loads = |text: &str| {
+        if let Err(e) = Policy::from_str(text, "p.toml", Path::new(".")) {
+            panic!("{e}\n{text}");
+        }
+    };
+    let ic = "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\nnext_hop = \"udp:10.0.0.5:5060\"\n";
+    let ent = "[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nsources = [\"10.0.0.2\"]\n[trunk.whitelist]\nentries = [\"+864008001234\"]\n";
+
+    // `rewrite` exists for the generic number only: elsewhere it let the call through
+    // with an empty label.
+    refused(
+        "[lists.blacklist]\nentries = [\"+8613800000001\"]\n[rules.blacklist]\naction = \"rewrite\"\n",
+        4,
+        "action rewrite applies to generic-number only",
+    );
+    loads("[rules.generic-number]\naction = \"rewrite\"\n[rules.blacklist]\naction = \"label\"\n");
+
+    // An enterprise contract's terms on another role were read and never enforced.
+    for (key, value) in [
+        ("hours", "\"08:00-18:00\""),
+        ("days", "[\"mon\"]"),
+        ("utc_offset", "\"+08:00\""),
+        ("max_calls_per_minute", "5"),
+        ("max_calls_per_minute_per_caller", "2"),
+    ] {
+        refused(
+            &format!("{ic}{key} = {value}\n"),
+            6,
+            &format!(
+                "{key} is an enterprise contract's term, never enforced on an interconnect trunk"
+            ),
+        );
+        loads(&ent.replace(
+            "[trunk.whitelist]",
+            &format!("{key} = {value}\n[trunk.whitelist]"),
+        ));
+    }
+    refused(
+        &format!("{ic}[trunk.whitelist]\nentries = [\"+8613800000001\"]\n"),
+        6,
+        "whitelist is an enterprise contract's term",
+    );
+    // Rules that never run on the trunk.
+    refused(
+        &format!("{ic}[trunk.rules.enterprise-hours]\ncode = 480\n"),
+        6,
+        "rule enterprise-hours never runs on a trunk of role interconnect",
+    );
+    refused(
+        &format!("{ic}[trunk.rules.behaviour-attempts]\naction = \"reject\"\n"),
+        6,
+        "rule behaviour-attempts never runs without [trunk.behaviour]",
+    );
+    refused(
+        &format!("{ic}[trunk.rules.trunk-auth]\ncode = 403\n"),
+        6,
+        "rule trunk-auth never runs without [trunk.auth]",
+    );
+    loads(&format!("{ic}[trunk.rules.blacklist]\ncode = 603\n"));
+    loads(&format!(
+        "{ent}[trunk.rules.enterprise-hours]\ncode = 480\n"
+    ));
+
+    // Metrics name unknown sources' calls trunk="none".
+    refused(
+        &ic.replace("\"ic\"", "\"none\""),
+        2,
+        "trunk name 'none' is reserved",
+    );
+
+    // Zeros and sizes no deployment means.
+    refused(
+        "[redis]\nurl = \"http://127.0.0.1:6379\"\n",
+        2,
+        "[redis] url: 'http://127.0.0.1:6379' does not parse",
+    );
+    loads("[redis]\nurl = \"redis://127.0.0.1:6379/2\"\n");
+    refused("[redis]\nsync_ms = 0\n", 2, "[redis] sync_ms = 0");
+    refused("[redis]\ntimeout_ms = 0\n", 2, "[redis] timeout_ms = 0");
+    refused("[redis]\nlist_poll_ms = 0\n", 2, "[redis] list_poll_ms = 0");
+    refused(
+        "[records]\ndir = \"r\"\nretention_secs = 0\n",
+        3,
+        "[records] retention_secs = 0",
+    );
+    refused(
+        "[records]\nrotate_bytes = 0\n",
+        2,
+        "[records] rotate_bytes = 0",
+    );
+    refused(
+        "[proxy]\nudp_mtu = 10\n",
+        2,
+        "udp_mtu = 10 is no datagram size",
+    );
+    refused(
+        "[proxy]\nudp_mtu = 70000\n",
+        2,
+        "udp_mtu = 70000 is no datagram size",
+    );
+    loads("[proxy]\nudp_mtu = 1300\n");
+    loads("[proxy]\nudp_mtu = 0\n");
+    refused("[proxy]\nworkers = 100000\n", 2, "workers = 100000");
+    refused(
+        "[proxy]\nproxy_require_accepted = [\"a b\"]\n",
+        2,
+        "'a b' is not an option tag",
+    );
+    refused(
+        &format!("{ic}[trunk.behaviour]\nattempts = 0\n"),
+        7,
+        "attempts = 0 would flag every call",
+    );
+    refused(
+        &format!("[behaviour]\ncalls = 0\n{ic}[trunk.behaviour]\nattempts = 30\n"),
+        2,
+        "[behaviour] calls = 0",
+    );
+    loads(&format!("[behaviour]\ncalls = 0\n{ic}"));
+    // The metrics port on a SIP TCP listen address: `run` failed at start.
+    refused(
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:5062\"\n{}",
+            ic.replace("next_hop", "listen = [\"tcp:0.0.0.0:5062\"]\nnext_hop")
+        ),
+        2,
+        "takes the port of the SIP listen address tcp:0.0.0.0:5062",
+    );
+    loads(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:5062\"\n{}",
+        ic.replace("next_hop", "listen = [\"udp:0.0.0.0:5062\"]\nnext_hop")
+    ));
+    // Digest users' errors stand on the users line.
+    let auth = |users: &str| format!("{ent}[trunk.auth]\nrealm = \"ent\"\nusers = [{users}]\n");
+    refused(
+        &auth("\"a:x\", \"a:y\""),
+        9,
+        "auth users entry 2: user name 'a'",
+    );
+    refused(
+        &auth("\"a:md5:12\""),
+        9,
+        "auth users entry 1: user 'a': md5: needs 32 hex digits",
+    );
+    // A list file that cannot be read says where the policy names it.
+    let e = Policy::from_str(
+        "[general]\n[lists.blacklist]\nfiles = [\"no/such/list.txt\"]\n",
+        "p.toml",
+        Path::new("."),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("no/such/list.txt: cannot read") && e.contains("(named at p.toml:3)"),
+        "{e}"
+    );
+}

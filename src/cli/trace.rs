@@ -43,7 +43,7 @@ pub struct Args {
     pub until: Option<String>,
     #[arg(long)]
     pub trunk: Option<String>,
-    /// allow, reject, rewrite, label or drop; or a response code (403).
+    /// allow, reject, challenge, rewrite, label or drop; or a response code (403).
     #[arg(long)]
     pub verdict: Option<String>,
     /// A rule that fired, matched (monitor-only included) or was exempted.

@@ -49,6 +49,13 @@ impl std::fmt::Display for RedisFailure {
     }
 }
 
+/// Whether `run` could open this URL: `check` refuses what the restart would.
+pub fn check_url(url: &str) -> Result<(), String> {
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("'{url}' does not parse: {e} (redis://host:port[/db])"))
+}
+
 impl Redis {
     pub fn open(url: &str, prefix: &str, timeout_ms: u64) -> Result<Redis, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis url '{url}': {e}"))?;

@@ -52,6 +52,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_redis_errors_total",
     "sipfence_shared_rate_fallbacks_total",
     "sipfence_list_version",
+    "sipfence_list_refused",
     "sipfence_redis_records_total",
     "sipfence_hep_packets_total",
 ];
@@ -138,6 +139,9 @@ pub struct Metrics {
     pub shared_fallbacks: IntCounter,
     /// Published list version running, and the last one refused.
     pub list_version: IntGaugeVec,
+    /// 1 while the newest published list set is refused: a version number cannot say
+    /// so, since a Redis that lost its data numbers sets from v1 again.
+    pub list_refused: IntGauge,
     pub redis_records: IntCounterVec,
     /// The mirror to Homer (`[hep]`), by outcome.
     pub hep_packets: IntCounterVec,
@@ -408,6 +412,11 @@ impl Metrics {
         for st in ["running", "refused"] {
             list_version.with_label_values(&[st]);
         }
+        let list_refused = must(IntGauge::new(
+            "sipfence_list_refused",
+            "1 while the newest list set published through Redis is refused (the running one stays), else 0",
+        ));
+        must(registry.register(Box::new(list_refused.clone())));
         let redis_records = cv(
             "sipfence_redis_records_total",
             "Signaling records sent to the Redis stream, by result",
@@ -478,6 +487,7 @@ impl Metrics {
             redis_errors,
             shared_fallbacks,
             list_version,
+            list_refused,
             redis_records,
             hep_packets,
         }

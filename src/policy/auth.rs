@@ -274,7 +274,8 @@ impl TrunkAuth {
                 || users.iter().any(|x| x.name == name.as_bytes())
             {
                 return Err(format!(
-                    "trunk {trunk}: auth user name '{name}' is empty, quoted or repeated"
+                    "trunk {trunk}: auth users entry {}: user name '{name}' is empty, quoted or repeated",
+                    i + 1
                 ));
             }
             let user = match rest.strip_prefix("md5:") {
@@ -287,7 +288,8 @@ impl TrunkAuth {
                 }
                 Some(_) => {
                     return Err(format!(
-                        "trunk {trunk}: auth user '{name}': md5: needs 32 hex digits"
+                        "trunk {trunk}: auth users entry {}: user '{name}': md5: needs 32 hex digits",
+                        i + 1
                     ));
                 }
                 None => {

@@ -46,6 +46,12 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         );
     }
     for t in &p.trunks {
+        if t.next_hop.is_none() {
+            out.push(format!(
+                "trunk {} has no next_hop: run drops the calls it allows (dropped_total reason no-next-hop)",
+                t.name
+            ));
+        }
         // `10.1.2.3/24` admits the whole /24: most likely one address was meant.
         for s in t.sources.iter().filter(|s| s.network() != s.net) {
             out.push(format!(
@@ -227,6 +233,7 @@ entries = ["+86138*", "+86170*", "+864008*", "+86145*"]
 name = "ent"
 role = "enterprise"
 sources = ["10.0.1.0/24"]
+next_hop = "udp:10.0.0.5:5060"
 [trunk.whitelist]
 entries = [{whitelist}]
 "#
@@ -367,7 +374,7 @@ entries = [{whitelist}]
                 .iter()
                 .enumerate()
                 .map(|(i, n)| {
-                    format!("[[trunk]]\nname = \"{n}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.{}\"]\n", i + 1)
+                    format!("[[trunk]]\nname = \"{n}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.{}\"]\nnext_hop = \"udp:10.0.0.5:5060\"\n", i + 1)
                 })
                 .collect();
             warnings(&Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap())
@@ -380,6 +387,26 @@ entries = [{whitelist}]
         );
         let w = trunks(&[&x, "other"]);
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    /// A trunk with nowhere to send what it allows is named; one with a next hop not.
+    #[test]
+    fn a_trunk_without_next_hop_is_named() {
+        let text = "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\n";
+        let p = Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+        assert_eq!(
+            warnings(&p),
+            [
+                "trunk ic has no next_hop: run drops the calls it allows (dropped_total reason no-next-hop)"
+            ]
+        );
+        let p = Policy::from_str(
+            &format!("{text}next_hop = \"udp:10.0.0.5:5060\"\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
     }
 
     #[test]

@@ -471,22 +471,34 @@ fn locate(text: &str, reason: &str) -> Option<usize> {
                 .next()
         })
         .filter(|r| !r.is_empty());
+    // Looked for in the trunk, or the whole file: a section the reason's words name
+    // (`blacklist`) is not where `[rules.blacklist]` stands.
+    let mut rule_at = None;
     if let Some(r) = rule {
         let header = |h: &str| {
             let h = h.trim();
             h == format!("[trunk.rules.{r}]") || h == format!("[rules.{r}]")
         };
-        if let Some(j) = (s..e).find(|&i| header(lines[i])) {
-            let end = (j + 1..e)
+        let (rs, re) = trunk.map_or((0, lines.len()), |t| (t.1, t.2));
+        if let Some(j) = (rs..re).find(|&i| header(lines[i])) {
+            let end = (j + 1..re)
                 .find(|&i| lines[i].trim_start().starts_with('['))
-                .unwrap_or(e);
+                .unwrap_or(re);
             (s, e) = (j, end);
+            rule_at = Some(j + 1);
         }
     }
     let find = |range: std::ops::Range<usize>, key: &str| {
         range
             .into_iter()
             .find(|&i| key_of(lines[i]).as_deref() == Some(key))
+            .map(|i| i + 1)
+    };
+    // A trunk's subtable the reason names (`[trunk.whitelist]`), when it names no key.
+    let table = |range: std::ops::Range<usize>, name: &str| {
+        range
+            .into_iter()
+            .find(|&i| lines[i].trim() == format!("[trunk.{name}]"))
             .map(|i| i + 1)
     };
     let keys = || words.iter().map(|w| w.rsplit('.').next().unwrap_or(w));
@@ -505,6 +517,9 @@ fn locate(text: &str, reason: &str) -> Option<usize> {
     };
     keys()
         .find_map(|k| find(s..e, k))
+        // The rule's own table, when none of its keys is named: the words of the rule's
+        // name (`enterprise-hours`) are no keys to look for elsewhere.
+        .or(rule_at)
         .or_else(|| keys().find_map(|k| find(anywhere.clone(), k)))
         .or_else(|| {
             keys()
@@ -512,7 +527,21 @@ fn locate(text: &str, reason: &str) -> Option<usize> {
                 .then(|| find(s..e, "entries"))
                 .flatten()
         })
+        .or_else(|| keys().find_map(|k| table(anywhere.clone(), k)))
         .or_else(|| trunk.or(section).map(|t| t.1 + 1))
+}
+
+/// A file the policy names that cannot be read: the error says where the policy names
+/// it, so that a typo in the path is found where it was made.
+fn named_at(mut e: LoadError, text: &str, file: &str, path: &str) -> LoadError {
+    if e.line.is_none()
+        && let Some(i) = text
+            .lines()
+            .position(|l| l.contains(&format!("\"{path}\"")) || l.contains(&format!("'{path}'")))
+    {
+        e.reason = format!("{} (named at {file}:{})", e.reason, i + 1);
+    }
+    e
 }
 
 fn resolve_actions(
@@ -527,6 +556,18 @@ fn resolve_actions(
                 file,
                 format!(
                     "rule {}: rate-limit applies to behaviour rules only",
+                    r.as_str()
+                ),
+            ));
+        }
+        // Only the generic number has a rewrite (the presented number replaced by the
+        // asserted one). Elsewhere "rewrite" had meant an unnamed label: a blacklisted
+        // call went through marked with an empty value, while `check` said ok.
+        if c.action == Some(ActionKind::Rewrite) && *r != RuleId::GenericNumber {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "rule {}: action rewrite applies to generic-number only (label lets a call through marked)",
                     r.as_str()
                 ),
             ));
@@ -639,6 +680,31 @@ fn check_behaviour(
     if b.ring_once_secs > 3600 || b.short_call_secs > 86_400 {
         return bad("ring_once_secs must be at most 3600 and short_call_secs at most 86400");
     }
+    // A threshold of 0 is reached by every call: the rule would flag all of them.
+    for (key, v) in [
+        ("attempts", b.attempts),
+        ("distinct_callees", b.distinct_callees),
+        ("sequential_callees", b.sequential_callees),
+        ("ring_once", b.ring_once),
+        ("short_calls", b.short_calls),
+    ] {
+        if v == Some(0) {
+            return bad(&format!(
+                "{key} = 0 would flag every call (leave it out to turn the rule off)"
+            ));
+        }
+    }
+    if b.ring_once.is_some() && b.ring_once_secs == 0 {
+        return bad("ring_once_secs = 0: no cancelled call would ever count as ring-once");
+    }
+    if b.short_calls.is_some() && b.short_call_secs == 0 {
+        return bad("short_call_secs = 0: no answered call would ever count as short");
+    }
+    if b.rate_limit_per_minute == 0 {
+        return bad(
+            "rate_limit_per_minute = 0 would refuse every call of a rate-limited caller (reject does that, and says so)",
+        );
+    }
     Ok(b)
 }
 
@@ -686,15 +752,22 @@ impl Policy {
         } else {
             let p = dir.join(&cfg.general.plan);
             let pn = p.display().to_string();
-            let t = std::fs::read_to_string(&p)
-                .map_err(|e| LoadError::file(&pn, format!("cannot read: {e}")))?;
+            let t = std::fs::read_to_string(&p).map_err(|e| {
+                named_at(
+                    LoadError::file(&pn, format!("cannot read: {e}")),
+                    text,
+                    file,
+                    &cfg.general.plan,
+                )
+            })?;
             Plan::parse(&t, &pn)?
         };
         let cc = plan.country().to_vec();
         let load_list = |l: &ListConf, what: &str| -> Result<NumberSet, LoadError> {
             let mut b = NumberSetBuilder::new(&cc);
             for f in &l.files {
-                b.add_file(&dir.join(f))?;
+                b.add_file(&dir.join(f))
+                    .map_err(|e| named_at(e, text, file, f))?;
             }
             for (i, e) in l.entries.iter().enumerate() {
                 b.add_entry(e)
@@ -713,6 +786,28 @@ impl Policy {
                 file,
                 format!("metrics.listen '{m}' is not host:port (e.g. 127.0.0.1:9090)"),
             ));
+        }
+        // Both are TCP: the one bound second would fail at start, after `check` said ok.
+        if let Ok(ma) = m.parse::<std::net::SocketAddr>() {
+            let clash = |a: &std::net::SocketAddr| {
+                a.port() == ma.port()
+                    && (a.ip() == ma.ip() || a.ip().is_unspecified() || ma.ip().is_unspecified())
+            };
+            if let Some(l) = cfg
+                .trunks
+                .iter()
+                .flat_map(|t| t.listen.iter())
+                .find(|l| l.transport != config::Transport::Udp && clash(&l.addr))
+            {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "metrics.listen '{m}' takes the port of the SIP listen address {}:{}",
+                        l.transport.as_str(),
+                        l.addr
+                    ),
+                ));
+            }
         }
         let label_header = cfg.general.label_header.trim().to_string();
         if label_header.is_empty() || !label_header.bytes().all(crate::sip::lex::is_token) {
@@ -791,6 +886,14 @@ impl Policy {
                     ),
                 ));
             }
+            // Metrics name calls from no trunk's sources `trunk="none"`: a trunk of that
+            // name would be mixed into the unknown-source panels and alerts.
+            if t.name == "none" {
+                return Err(LoadError::file(
+                    file,
+                    "trunk name 'none' is reserved: metrics name calls of unknown sources so",
+                ));
+            }
             if trunks.iter().any(|x: &Trunk| x.name == t.name) {
                 return Err(LoadError::file(
                     file,
@@ -851,6 +954,54 @@ impl Policy {
                     ),
                 ));
             }
+            // The contract's terms bind enterprise trunks only: on another role they
+            // would be read and never enforced, and `check` would have said ok.
+            if t.role != Role::Enterprise {
+                let set = [
+                    ("whitelist", t.whitelist.is_some()),
+                    ("hours", t.hours.is_some()),
+                    ("days", t.days.is_some()),
+                    ("utc_offset", t.utc_offset.is_some()),
+                    ("max_calls_per_minute", t.max_calls_per_minute.is_some()),
+                    (
+                        "max_calls_per_minute_per_caller",
+                        t.max_calls_per_minute_per_caller.is_some(),
+                    ),
+                ];
+                if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': {key} is an enterprise contract's term, never enforced on an {} trunk",
+                            t.name,
+                            t.role.as_str()
+                        ),
+                    ));
+                }
+            }
+            for r in t.rules.keys() {
+                let never = if !applies(t.role, *r) {
+                    Some(format!("on a trunk of role {}", t.role.as_str()))
+                } else if r.is_behaviour() && t.behaviour.is_none() {
+                    Some("without [trunk.behaviour]".to_string())
+                } else if *r == RuleId::TrunkAuth && t.auth.is_none() {
+                    Some("without [trunk.auth]".to_string())
+                } else if *r == RuleId::ConcurrentCalls && t.max_concurrent_calls.is_none() {
+                    Some("without max_concurrent_calls".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = never {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': rule {} never runs {why}: its settings here would never be used",
+                            t.name,
+                            r.as_str()
+                        ),
+                    ));
+                }
+            }
             if t.role == Role::Enterprise && whitelist.is_none() {
                 return Err(LoadError::file(
                     file,
@@ -888,31 +1039,108 @@ impl Policy {
                 actions: resolve_actions(&global, &t.rules, file)?,
             });
         }
-        // Zeros that would not mean "off" but break the proxy: refused with what they do.
+        // Zeros that would not mean "off" but break something: refused with what they do.
         for (key, zero, why) in [
             (
-                "overload_ms",
+                "[proxy] overload_ms",
                 cfg.proxy.overload_ms == 0,
                 "would answer 503 to nearly every INVITE of any burst (the default is 250)",
             ),
             (
-                "tcp_idle_secs",
+                "[proxy] tcp_idle_secs",
                 cfg.proxy.tcp_idle_secs == 0,
                 "would close every TCP connection as soon as it is idle (the default is 120)",
             ),
             (
-                "max_tcp_connections",
+                "[proxy] max_tcp_connections",
                 cfg.proxy.max_tcp_connections == 0,
                 "would refuse every TCP connection (leave tcp: out of the listen addresses for none)",
             ),
             (
-                "rate_keys",
+                "[proxy] rate_keys",
                 cfg.proxy.rate_keys == 0,
                 "would leave no memory for rate counts and recent transactions (the default is 1000000)",
             ),
+            (
+                "[redis] sync_ms",
+                cfg.redis.sync_ms == 0,
+                "would sync the counters in a busy loop (the default is 100)",
+            ),
+            (
+                "[redis] timeout_ms",
+                cfg.redis.timeout_ms == 0,
+                "would fail every Redis call (the default is 200)",
+            ),
+            (
+                "[redis] list_poll_ms",
+                cfg.redis.list_poll_ms == 0,
+                "would poll for lists in a busy loop (the default is 1000)",
+            ),
+            (
+                "[records] rotate_bytes",
+                cfg.records.rotate_bytes == 0,
+                "would start a new file for every record",
+            ),
+            (
+                "[records] rotate_secs",
+                cfg.records.rotate_secs == 0,
+                "would start a new file every second",
+            ),
+            (
+                "[records] retention_secs",
+                cfg.records.retention_secs == 0,
+                "would delete every record file as soon as it is closed (leave dir unset for no records)",
+            ),
         ] {
             if zero {
-                return Err(LoadError::file(file, format!("[proxy] {key} = 0 {why}")));
+                return Err(LoadError::file(file, format!("{key} = 0 {why}")));
+            }
+        }
+        // Values no deployment means: a typo's extra digit, or a size no datagram has.
+        if cfg.proxy.udp_mtu != 0 && !(576..=65_507).contains(&cfg.proxy.udp_mtu) {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[proxy] udp_mtu = {} is no datagram size: 576..=65507 (RFC 3261 18.1.1 says 1300 where the path MTU is unknown), or 0 for always UDP",
+                    cfg.proxy.udp_mtu
+                ),
+            ));
+        }
+        if cfg.proxy.workers > 1024 {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[proxy] workers = {} is more receive loops than any host has cores (0 = one per core)",
+                    cfg.proxy.workers
+                ),
+            ));
+        }
+        // Compared with Proxy-Require's option tags, which are tokens (RFC 3261 25.1).
+        if let Some(t) = cfg
+            .proxy
+            .proxy_require_accepted
+            .iter()
+            .find(|t| t.is_empty() || !t.bytes().all(crate::sip::lex::is_token))
+        {
+            return Err(LoadError::file(
+                file,
+                format!("[proxy] proxy_require_accepted: '{t}' is not an option tag (a token)"),
+            ));
+        }
+        // `run` opens it; a URL only `run` refuses would pass `check` and fail the restart.
+        if !cfg.redis.url.is_empty() {
+            crate::cluster::check_url(&cfg.redis.url)
+                .map_err(|e| LoadError::file(file, format!("[redis] url: {e}")))?;
+        }
+        for (key, n) in [
+            ("callers", cfg.behaviour.callers),
+            ("calls", cfg.behaviour.calls),
+        ] {
+            if n == 0 && cfg.trunks.iter().any(|t| t.behaviour.is_some()) {
+                return Err(LoadError::file(
+                    file,
+                    format!("[behaviour] {key} = 0 leaves the behaviour rules no table to keep"),
+                ));
             }
         }
         Ok(Policy {

@@ -262,6 +262,7 @@ impl Shared {
             .list_version
             .with_label_values(&["running"])
             .set(version as i64);
+        self.metrics.list_refused.set(0);
         Ok(format!(
             "published lists v{version} running ({}), policy v{policy_version}",
             names.join(", ")
@@ -689,6 +690,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                     .list_version
                     .with_label_values(&["refused"])
                     .set(v as i64);
+                shared.metrics.list_refused.set(1);
                 tracing::error!(error = %e, version = v, "published lists refused; the running lists stay");
                 print_out!("sipfence: published lists v{v} refused: {e}");
             }
