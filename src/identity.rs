@@ -106,6 +106,10 @@ pub struct CallerIdentity {
     /// names the called party: presented, if not a number, and deleted at the gateways
     /// like From presenting a name.
     pub presents_name: bool,
+    /// A Remote-Party-ID names the called party (`party=called`): no caller, but
+    /// equipment that reads the field whatever `party` says would show its number as
+    /// one, so it goes wherever the request is forwarded.
+    pub called_party: bool,
     /// From's display name is digits that no plan holds (more than any number has:
     /// `"1391234000113812345678"`, two numbers run together): not the caller's number,
     /// and on an enterprise trunk a presented number that breaks the plan.
@@ -385,8 +389,9 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
             // Anything but `party=called` (quoted or not) names the caller: equipment that
             // reads Remote-Party-ID takes the first one whatever it says. A called-party
             // value in a request is no caller, but has no place beyond the gateway.
-            if param(b"party").is_some_and(|v| unquote(v).eq_ignore_ascii_case(b"called")) {
+            if is_called_party(b, &na) {
                 id.presents_name = true;
+                id.called_party = true;
                 return;
             }
             if param(b"privacy")
@@ -616,6 +621,13 @@ fn read_shown(
 }
 
 /// A display name's text: quotes off, blanks trimmed.
+/// Whether a Remote-Party-ID value names the called party (`party=called`, quoted or
+/// not): anything else names the caller.
+pub fn is_called_party(b: &[u8], na: &NameAddr) -> bool {
+    addr::header_param(b, na.params, b"party")
+        .is_some_and(|v| unquote(v).eq_ignore_ascii_case(b"called"))
+}
+
 pub fn unquote(d: &[u8]) -> &[u8] {
     let d = d
         .strip_prefix(b"\"")

@@ -108,6 +108,29 @@ pub fn write_refusal(
 }
 
 /// Adds the edits a forwarded call needs to `edits`. Returns how many were added.
+/// Removes the Remote-Party-ID fields that name the called party (one of their
+/// values, unless the field also holds the asserted identity).
+fn remove_called_party(msg: &Message, d: &Decision, edits: &mut EditList) {
+    let b = msg.buf();
+    let asserted_line = d
+        .identity
+        .asserted
+        .filter(|p| p.source == Source::RemotePartyId)
+        .map(|p| p.value);
+    for h in msg.all(HeaderName::RemotePartyId) {
+        if Some(h.value()) == asserted_line {
+            continue;
+        }
+        let mut called = false;
+        let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
+            called |= crate::identity::is_called_party(b, &na);
+        });
+        if called {
+            edits.remove(h.line());
+        }
+    }
+}
+
 pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditList) -> usize {
     let before = edits.len();
     if d.is_reject() {
@@ -122,6 +145,14 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     }
     if d.kind == Kind::Call {
         remove_planted_verdicts(policy, msg, edits);
+        // Where the generic-number rule has not taken every presented Remote-Party-ID
+        // (an enterprise trunk, or the rule off), a called-party one still goes: it is
+        // no caller to judge (it names the callee, whom no whitelist holds), and
+        // equipment that reads the field whatever `party` says would show its number
+        // as the caller's.
+        if d.identity.called_party && !d.rewrite_from {
+            remove_called_party(msg, d, edits);
+        }
     }
     let mut from_edit = FromEdit::Untouched;
     if d.rewrite_from {

@@ -3692,14 +3692,32 @@ fn display_names_as_drawn_and_not_misread() {
         )),
         Some((403, "enterprise-not-whitelisted"))
     );
-    // A called party is no caller on an enterprise trunk.
-    assert_eq!(
-        rejected(&ent(
-            "",
-            "Remote-Party-ID: <sip:+8675512345678@core>;party=called\r\n"
-        )),
-        None
-    );
+    // A called party is no caller on an enterprise trunk (it names the callee, whom no
+    // whitelist holds), but it goes: equipment that reads Remote-Party-ID whatever
+    // `party` says would show its number as the caller's. A calling one stays.
+    let with_rpid = |rpid: &str| {
+        with_from(
+            "<sip:+8613912340001@pbx.example>",
+            &format!(
+                "P-Asserted-Identity: <sip:+8613912340001@pbx.example>\r\nRemote-Party-ID: {rpid}\r\n"
+            ),
+        )
+    };
+    for (rpid, kept) in [
+        ("<sip:+8675512345678@core>;party=called", false),
+        ("<sip:+442071234567@core>;party=\"called\";screen=no", false),
+        (
+            "<sip:+8613912340001@pbx.example>;party=calling;screen=no",
+            true,
+        ),
+    ] {
+        let m = with_rpid(rpid);
+        let d = judge(&p, &m, "ent");
+        assert_eq!(rejected(&d), None, "{rpid}");
+        let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+        assert_eq!(out.contains("Remote-Party-ID"), kept, "{rpid}\n{out}");
+        assert!(out.contains("P-Asserted-Identity: <sip:+8613912340001@pbx.example>"));
+    }
     // Dates, prices, versions and codes in an enterprise caller's name show no number.
     for display in [
         "HK$95,588",
