@@ -237,3 +237,50 @@ fn a_reload_during_start_is_done_after_it() {
     }
     assert!(ask(base, "+8613900000007", "after-start").starts_with("SIP/2.0 608"));
 }
+
+/// Under systemd (`Type=notify`) the gateway says READY=1 once it serves, its policy
+/// version after a reload, and STOPPING=1 at SIGTERM, on the socket systemd names.
+#[test]
+fn the_service_manager_hears_ready_reload_and_stop() {
+    use std::os::unix::net::UnixDatagram;
+    let base = port_block();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let cfg_path = dir.path().join("sipfence.toml");
+    std::fs::write(&cfg_path, config(base, "\"+8613800000001\"")).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["run", "--config", cfg_path.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = common::Proc(child);
+    let pid = proc.0.id().to_string();
+    let mut b = [0u8; 512];
+    let next = |b: &mut [u8]| {
+        let n = sock.recv(b).expect("a notification");
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    let ready = next(&mut b);
+    assert!(
+        ready.starts_with("READY=1\n") && ready.contains("policy v1"),
+        "{ready}"
+    );
+    // Ready means serving: the first call gets its verdict at once.
+    assert!(ask(base, "+8613800000001", "ready").starts_with("SIP/2.0 608"));
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    let status = next(&mut b);
+    assert_eq!(status, "STATUS=serving, policy v2");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert_eq!(next(&mut b), "STOPPING=1");
+    let exit = proc.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

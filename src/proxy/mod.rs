@@ -23,6 +23,7 @@ macro_rules! print_err {
 }
 
 pub mod mmsg;
+mod notify;
 mod signals;
 pub mod stateless;
 pub mod tcp;
@@ -186,6 +187,7 @@ impl Shared {
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
                 self.metrics.reloads.with_label_values(&["ok"]).inc();
+                notify::notify(&format!("STATUS=serving, policy v{version}"));
                 tracing::info!("{summary}");
                 let mut text = format!("{summary}\n{}", said(&changes));
                 for w in warnings {
@@ -819,6 +821,10 @@ async fn control(
     };
     // The handler is in place: a reload asked for while starting is done now.
     signals::release_sighup();
+    notify::notify(&format!(
+        "READY=1\nSTATUS=serving, policy v{}",
+        shared.loaded.load().version
+    ));
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         tokio::select! {
@@ -848,6 +854,7 @@ async fn control(
         }
     }
     tracing::info!("shutting down");
+    notify::notify("STOPPING=1");
     print_out!("sipfence: stopped");
     0
 }
