@@ -304,9 +304,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     });
                     id.display_number = match text {
                         _ if as_user => p.number.ok(),
-                        Some(t) => {
-                            shown_number_into(t, r.home_cc, plan, p.number.ok(), &mut id.shown_all)
-                        }
+                        Some(t) => shown_number_into(t, r, plan, p.number.ok(), &mut id.shown_all),
                         None => None,
                     };
                     id.display_unholdable = id.display_number.is_none()
@@ -478,7 +476,7 @@ fn shown_beside(
     if text == p.user.of(b) {
         return None;
     }
-    shown_number_into(text, r.home_cc, plan, p.number.ok(), all)
+    shown_number_into(text, r, plan, p.number.ok(), all)
 }
 
 /// The number shown by a user part that is no number but holds one among other
@@ -487,7 +485,7 @@ fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown)
     if p.number != Err(NotANumber::NonNumeric) || p.user.is_empty() {
         return None;
     }
-    shown_number_into(p.user.of(b), r.home_cc, plan, None, all)
+    shown_number_into(p.user.of(b), r, plan, None, all)
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
@@ -507,11 +505,11 @@ fn note_unreadable(
 pub fn display_number(
     b: &[u8],
     display: Span,
-    home_cc: &[u8],
+    r: Reading<'_>,
     plan: &Plan,
     avoid: Option<Number>,
 ) -> Option<Number> {
-    shown_number(unquote(display.of(b)), home_cc, plan, avoid)
+    shown_number(unquote(display.of(b)), r, plan, avoid)
 }
 
 /// The number a text for a person to read shows (a display name). It is read in the home
@@ -525,24 +523,24 @@ pub fn display_number(
 /// show no number (a date, a reference).
 pub fn shown_number(
     text: &[u8],
-    home_cc: &[u8],
+    r: Reading<'_>,
     plan: &Plan,
     avoid: Option<Number>,
 ) -> Option<Number> {
-    shown_number_into(text, home_cc, plan, avoid, &mut Shown::default())
+    shown_number_into(text, r, plan, avoid, &mut Shown::default())
 }
 
 /// [`shown_number`], noting in `all` every number the text shows (not only the best).
 pub fn shown_number_into(
     text: &[u8],
-    home_cc: &[u8],
+    r: Reading<'_>,
     plan: &Plan,
     avoid: Option<Number>,
     all: &mut Shown,
 ) -> Option<Number> {
     let mut buf = [0u8; 512];
     let text = as_displayed(text, &mut buf);
-    let logical = read_shown(text, home_cc, plan, avoid, all);
+    let logical = read_shown(text, r, plan, avoid, all);
     let other = |r: &Option<Number>| r.is_some_and(|n| Some(n) != avoid);
     if other(&logical) {
         return logical;
@@ -551,7 +549,7 @@ pub fn shown_number_into(
     let mut rbuf = [0u8; 512];
     match rtl_numbers(text, &mut rbuf) {
         Some(visual) => {
-            let visual = read_shown(visual, home_cc, plan, avoid, all);
+            let visual = read_shown(visual, r, plan, avoid, all);
             if other(&visual) { visual } else { logical }
         }
         None => logical,
@@ -561,11 +559,12 @@ pub fn shown_number_into(
 /// [`shown_number`] of a text in the order it is drawn.
 fn read_shown(
     text: &[u8],
-    home_cc: &[u8],
+    r: Reading<'_>,
     plan: &Plan,
     avoid: Option<Number>,
     all: &mut Shown,
 ) -> Option<Number> {
+    let home_cc = r.home_cc;
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
     match whole {
@@ -584,7 +583,7 @@ fn read_shown(
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut n = 0;
     let mut overflow_other = None;
-    embedded_numbers(text, |piece, digits| {
+    embedded_numbers(text, r.short, |piece, digits| {
         if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
         {

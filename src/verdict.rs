@@ -203,7 +203,6 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         // the asserted Remote-Party-ID's; their URIs stay.
         if !d.identity.header_shown.is_empty() {
             let caller = d.identity.effective_number();
-            let cc = policy.plan.country();
             let r = policy.reading(d.trunk);
             let fields = msg
                 .all(HeaderName::PAssertedIdentity)
@@ -219,7 +218,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
                         .display
                         .filter(|&s| crate::identity::unquote(s.of(b)) != user.of(b))
                         .and_then(|s| {
-                            crate::identity::display_number(b, s, cc, &policy.plan, own.ok())
+                            crate::identity::display_number(b, s, r, &policy.plan, own.ok())
                         })
                         .is_some_and(|n| Some(n) != caller)
                     {

@@ -4017,3 +4017,72 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "{e}"
     );
 }
+
+/// At the gateways a short code a display name writes with any separator (`"95-588"`,
+/// `"1-1-0"`, `"(95)588"`) is the presented number a callee reads, and goes with the
+/// generic number; what shows no short code (a date, a name) is left as it is. On an
+/// enterprise trunk, where a presented number is judged and a misreading refuses the
+/// call, only short codes written with spaces are read (dates and prices are written
+/// with the other separators).
+#[test]
+fn gateways_read_short_codes_written_with_any_separator() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    for (display, shown) in [
+        ("95-588", "+8695588"),
+        ("ICBC 95-588", "+8695588"),
+        ("9-5-5-8-8", "+8695588"),
+        ("95.588", "+8695588"),
+        ("(95)588", "+8695588"),
+        ("1-1-0", "+86110"),
+    ] {
+        let m = with_from(
+            &format!("\"{display}\" <sip:+442071234567@uk.example>"),
+            pai,
+        );
+        for trunk in ["intl", "ic"] {
+            let d = passes(&p, &m, trunk);
+            assert_eq!(d.rule, Some(RuleId::GenericNumber), "{display} on {trunk}");
+            assert_eq!(
+                d.identity.display_number.map(|n| n.e164()).as_deref(),
+                Some(shown),
+                "{display} on {trunk}"
+            );
+            let from = forwarded(&p, &m, &d)
+                .value(HeaderName::From)
+                .unwrap()
+                .to_vec();
+            assert_eq!(
+                from,
+                b"<sip:+442071234567@uk.example>;tag=ft1".to_vec(),
+                "{display} on {trunk}"
+            );
+        }
+    }
+    for display in ["Invoice 2024-01-10", "London Office", "Sale 1-2"] {
+        let m = with_from(
+            &format!("\"{display}\" <sip:+442071234567@uk.example>"),
+            pai,
+        );
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, None, "{display}: {d:?}");
+        assert!(d.identity.display_number.is_none(), "{display}: {d:?}");
+    }
+    // The same separators on an enterprise trunk show no number: its contracted
+    // caller with "95-588" in the name is not refused for a number it does not show.
+    let ent = |display: &str| {
+        judge(
+            &p,
+            &with_from(
+                &format!("\"{display}\" <sip:+8613912340001@pbx.example>"),
+                "P-Asserted-Identity: <sip:+8613912340001@pbx.example>\r\n",
+            ),
+            "ent",
+        )
+    };
+    assert_eq!(rejected(&ent("Order 95-588")), None);
+    assert_eq!(
+        rejected(&ent("95 588")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+}

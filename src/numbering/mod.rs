@@ -159,7 +159,11 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 /// `each` gets each piece's range in `text` and its digits (with the leading '+', and
 /// without a bracketed `(0)` trunk prefix after a country code), in text order of
 /// their ends, at most [`EMBEDDED_MAX_CANDIDATES`] of them.
-pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>, &[u8])) {
+pub fn embedded_numbers(
+    text: &[u8],
+    short: ShortCodes,
+    mut each: impl FnMut(std::ops::Range<usize>, &[u8]),
+) {
     let mut run = Run::default();
     let mut group: Option<Group> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
@@ -196,7 +200,7 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
                     run.close(g, c == b')', &mut budget, &mut each);
                     gap_spaced = true;
                 }
-                gap_spaced &= c == b' ';
+                gap_spaced &= c == b' ' || short == ShortCodes::AnySeparator;
                 plus_at = None;
             }
             _ => {
@@ -214,6 +218,19 @@ pub fn embedded_numbers(text: &[u8], mut each: impl FnMut(std::ops::Range<usize>
     if let Some(g) = group.take() {
         run.close(g, false, &mut budget, &mut each);
     }
+}
+
+/// Which short codes of several digit groups a display name shows
+/// ([`embedded_numbers`]): where a misreading refuses a call (an enterprise trunk judges
+/// every number shown), only those written with spaces (`"95 588"`), since dates,
+/// prices and versions are written with the other separators; where it costs a display
+/// name (the gateways delete presented numbers), those written with any separator as
+/// well (`"95-588"`, `"1-1-0"`, `"(95)588"`), which a callee reads as the bank's or the
+/// police's number all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortCodes {
+    SpacedOnly,
+    AnySeparator,
 }
 
 /// One group of digits in a run, as written (its digits, at most a piece's worth).
@@ -572,6 +589,8 @@ pub struct Reading<'a> {
     /// Country code of the plan ("86").
     pub home_cc: &'a [u8],
     pub bare: Bare,
+    /// Short codes in display names ([`ShortCodes`]): by the trunk's role.
+    pub short: ShortCodes,
 }
 
 impl<'a> Reading<'a> {
@@ -580,6 +599,7 @@ impl<'a> Reading<'a> {
         Reading {
             home_cc,
             bare: Bare::National,
+            short: ShortCodes::SpacedOnly,
         }
     }
 }
@@ -843,6 +863,7 @@ mod tests {
             let r = Reading {
                 home_cc: b"86",
                 bare: Bare::International,
+                short: ShortCodes::SpacedOnly,
             };
             normalise_as(s.as_bytes(), r, c.map(str::as_bytes)).map(|n| n.e164())
         };
@@ -905,7 +926,9 @@ mod tests {
         // Numbers inside words, as display names show them: every piece, in order.
         let e = |t: &str| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), |r, _| v.push(t[r].to_string()));
+            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _| {
+                v.push(t[r].to_string())
+            });
             v
         };
         assert_eq!(e("Bank of China 95588"), ["95588"]);
@@ -961,7 +984,7 @@ mod tests {
         // trunk prefix after a country code (E.123) is none of them.
         let digits = |t: &str| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), |_, d| {
+            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |_, d| {
                 v.push(String::from_utf8_lossy(d).into_owned())
             });
             v

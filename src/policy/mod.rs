@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::load_error::LoadError;
-use crate::numbering::{Bare, Plan, Reading};
+use crate::numbering::{Bare, Plan, Reading, ShortCodes};
 use config::{ActionKind, Config, Days, Hours, ListConf, ListenSpec, Role, RuleConf, SourceSpec};
 use lists::{NumberSet, NumberSetBuilder};
 
@@ -1321,11 +1321,14 @@ impl Policy {
     /// `bare_numbers` (the home plan when no trunk is known).
     #[inline]
     pub fn reading(&self, trunk: Option<usize>) -> Reading<'_> {
+        let t = trunk.and_then(|t| self.trunks.get(t));
         Reading {
             home_cc: self.plan.country(),
-            bare: trunk
-                .and_then(|t| self.trunks.get(t))
-                .map_or(Bare::National, |t| t.bare),
+            bare: t.map_or(Bare::National, |t| t.bare),
+            short: match t {
+                Some(t) if t.role != Role::Enterprise => ShortCodes::AnySeparator,
+                _ => ShortCodes::SpacedOnly,
+            },
         }
     }
 
