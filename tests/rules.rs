@@ -3859,6 +3859,7 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
             "want line {line} and '{why}': {e}\n{text}"
         );
     };
+    let policy_of = |text: &str| Policy::from_str(text, "p.toml", Path::new(".")).unwrap();
     let loads = |text: &str| {
         if let Err(e) = Policy::from_str(text, "p.toml", Path::new(".")) {
             panic!("{e}\n{text}");
@@ -4003,6 +4004,99 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         9,
         "auth users entry 1: user 'a': md5: needs 32 hex digits",
     );
+    // QA 23: more of the same.
+    refused(
+        &format!("[behaviour]\ncallers = 99999999999\n{ic}[trunk.behaviour]\nattempts = 5\n"),
+        2,
+        "[behaviour] callers = 99999999999: at most 16777216",
+    );
+    for hop in [
+        "udp:127.0.0.1:0",
+        "udp:0.0.0.0:5060",
+        "udp:[::]:5060",
+        "udp:224.0.0.1:5060",
+        "udp:255.255.255.255:5060",
+    ] {
+        refused(
+            &ic.replace("udp:10.0.0.5:5060", hop),
+            5,
+            "is no host to send calls to",
+        );
+    }
+    let looped = ic.replace(
+        "next_hop = \"udp:10.0.0.5:5060\"",
+        "listen = [\"udp:0.0.0.0:5070\"]\nnext_hop = \"udp:127.0.0.1:5070\"",
+    );
+    refused(
+        &looped,
+        6,
+        "is sipfence's own listen address udp:0.0.0.0:5070",
+    );
+    loads(&looped.replace("udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"));
+    refused(
+        &ic.replace("next_hop", "listen = [\"udp:127.0.0.1:0\"]\nnext_hop"),
+        5,
+        "listen udp:127.0.0.1:0 has port 0",
+    );
+    // A name in single quotes is found as well as one in double quotes.
+    refused(
+        &format!(
+            "{}[trunk.whitelist]\nentries = [\"+8613800000001\"]\n",
+            ic.replace("\"ic\"", "'ic'")
+        ),
+        6,
+        "whitelist is an enterprise contract's term",
+    );
+    refused(
+        &format!("{ic}[trunk.rules.unknown-source]\naction = \"drop\"\n"),
+        6,
+        "rule unknown-source never runs on a trunk",
+    );
+    // A behaviour rule set up before its threshold is a template's: warned of.
+    let early = policy_of(&format!(
+        "{ic}[trunk.behaviour]\nattempts = 5\n[trunk.rules.behaviour-callees]\naction = \"reject\"\n"
+    ));
+    assert!(
+        sipfence::policy::lint::warnings(&early).iter().any(|w| w
+            == "trunk ic: rule behaviour-callees has settings but never runs: its threshold in [trunk.behaviour] is not set"),
+        "{:?}",
+        sipfence::policy::lint::warnings(&early)
+    );
+    loads(&format!(
+        "{ic}[trunk.behaviour]\ndistinct_callees = 5\n[trunk.rules.behaviour-callees]\naction = \"reject\"\n"
+    ));
+    for metrics in ["localhost:5062", "[::ffff:127.0.0.1]:5062"] {
+        refused(
+            &format!(
+                "[metrics]\nlisten = \"{metrics}\"\n{}",
+                ic.replace("next_hop", "listen = [\"tcp:127.0.0.1:5062\"]\nnext_hop")
+            ),
+            2,
+            "takes the port of the SIP listen address",
+        );
+    }
+    refused(
+        &auth("\"a:\""),
+        9,
+        "auth users entry 1: user 'a' has an empty password",
+    );
+    refused(
+        "[rules.blacklist]\nreason = \"a\\\"b\\r\\nX-Injected: yes\"\n",
+        2,
+        "reason must be text without quotes",
+    );
+    {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("recs"), "a file").unwrap();
+        let e = Policy::from_str("[records]\ndir = \"recs\"\n", "p.toml", dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:2: ") && e.contains("is a file, not a directory"),
+            "{e}"
+        );
+    }
     // A list file that cannot be read says where the policy names it.
     let e = Policy::from_str(
         "[general]\n[lists.blacklist]\nfiles = [\"no/such/list.txt\"]\n",

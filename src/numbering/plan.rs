@@ -394,17 +394,29 @@ impl Plan {
         if plan.country.is_empty() {
             return Err(LoadError::file(file, "no 'country <code>' line"));
         }
+        // Found once every line is read: said at the line that makes it so.
+        let line_of = |first: &str, second: Option<&[u8]>| {
+            text.lines()
+                .position(|l| {
+                    let mut w = l.split_whitespace();
+                    w.next() == Some(first)
+                        && second.is_none_or(|s| w.next().map(str::as_bytes) == Some(s))
+                })
+                .map_or(0, |i| i + 1)
+        };
         if !plan.countries.is_empty() && !plan.country_in_service(&plan.country) {
-            return Err(LoadError::file(
+            return Err(LoadError::at(
                 file,
+                line_of("countries", None),
                 "the plan's own country code is not among its 'countries'",
             ));
         }
         if let Some((cc, _)) = plan.foreign.iter().find(|(cc, _)| {
             *cc == plan.country || !plan.countries.is_empty() && !plan.country_in_service(cc)
         }) {
-            return Err(LoadError::file(
+            return Err(LoadError::at(
                 file,
+                line_of("foreign", Some(&cc[..])),
                 format!(
                     "'foreign {}' names the plan's own country or one not among its 'countries'",
                     String::from_utf8_lossy(cc)
@@ -678,6 +690,8 @@ mod tests {
         }
         let e = Plan::parse("country 86\ncountries 1 44\n", "c.plan").unwrap_err();
         assert!(e.reason.contains("own country code"), "{e}");
+        // Found once the file is read, and still said at its line.
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]
@@ -725,6 +739,7 @@ mod tests {
         ] {
             let e = Plan::parse(text, "f.plan").unwrap_err();
             assert!(e.reason.contains("'foreign"), "{text:?}: {e}");
+            assert_eq!(e.line, Some(text.lines().count()), "{text:?}: {e}");
         }
     }
 

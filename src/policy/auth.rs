@@ -278,6 +278,14 @@ impl TrunkAuth {
                     i + 1
                 ));
             }
+            // An unexpanded template (`pbx1:${PW}` left as `pbx1:`) would let anyone in
+            // who knows the name.
+            if rest.is_empty() {
+                return Err(format!(
+                    "trunk {trunk}: auth users entry {}: user '{name}' has an empty password",
+                    i + 1
+                ));
+            }
             let user = match rest.strip_prefix("md5:") {
                 Some(ha1) if ha1.len() == 32 && ha1.bytes().all(|c| c.is_ascii_hexdigit()) => {
                     User {

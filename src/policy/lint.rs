@@ -45,7 +45,39 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 .to_string(),
         );
     }
+    if p.records.dir.is_empty() && p.records.pcap_rejected {
+        out.push(
+            "[records] pcap_rejected without dir: no records and no capture are written"
+                .to_string(),
+        );
+    }
+    // Without shared counters a rate rule counts alone and never falls back.
+    if p.redis.url.is_empty()
+        && p.trunks.iter().any(|t| {
+            [RuleId::EnterpriseRateTrunk, RuleId::EnterpriseRateCaller]
+                .iter()
+                .any(|&r| t.runs(r) && t.action(r).fail_closed)
+        })
+    {
+        out.push(
+            "fallback = \"closed\" has no effect without [redis]: it says what a rate rule does when the shared counters are out of reach"
+                .to_string(),
+        );
+    }
     for t in &p.trunks {
+        // A behaviour rule's action set for this trunk, its threshold not (yet) set:
+        // a template's, or a threshold forgotten.
+        if let Some(b) = &t.behaviour {
+            for r in RuleId::ORDER.iter().filter(|r| r.is_behaviour()) {
+                if b.describe(*r).is_none() && t.action(*r) != &p.default_actions[r.index()] {
+                    out.push(format!(
+                        "trunk {}: rule {} has settings but never runs: its threshold in [trunk.behaviour] is not set",
+                        t.name,
+                        r.as_str()
+                    ));
+                }
+            }
+        }
         if t.next_hop.is_none() {
             out.push(format!(
                 "trunk {} has no next_hop: run drops the calls it allows (dropped_total reason no-next-hop)",
@@ -407,6 +439,31 @@ entries = [{whitelist}]
         )
         .unwrap();
         assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
+    }
+
+    /// Settings that do nothing without another are named.
+    #[test]
+    fn settings_that_need_another_are_named() {
+        let w = |text: &str| {
+            warnings(&Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap())
+        };
+        let ent = "[lists.own_segments]\nentries = [\"+86400*\"]\n[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nsources = [\"10.0.0.1\"]\nnext_hop = \"udp:10.0.0.5:5060\"\nmax_calls_per_minute = 5\n[trunk.whitelist]\nentries = [\"+864008001234\"]\n";
+        assert_eq!(
+            w("[records]\npcap_rejected = true\n"),
+            ["[records] pcap_rejected without dir: no records and no capture are written"]
+        );
+        assert!(w("[records]\ndir = \"/tmp/r\"\npcap_rejected = true\n").is_empty());
+        let closed = format!("[rules.enterprise-rate-trunk]\nfallback = \"closed\"\n{ent}");
+        assert!(
+            w(&closed)
+                .iter()
+                .any(|l| l.starts_with("fallback = \"closed\" has no effect without [redis]")),
+            "{:?}",
+            w(&closed)
+        );
+        let shared = format!("[redis]\nurl = \"redis://127.0.0.1:6379\"\n{closed}");
+        assert!(w(&shared).is_empty(), "{:?}", w(&shared));
+        assert!(w(ent).is_empty());
     }
 
     #[test]

@@ -431,7 +431,7 @@ fn locate(text: &str, reason: &str) -> Option<usize> {
             (key_of(l).as_deref() == Some("name"))
                 .then(|| {
                     l.split_once('=')
-                        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+                        .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string())
                 })
                 .flatten()
         })
@@ -544,6 +544,9 @@ fn named_at(mut e: LoadError, text: &str, file: &str, path: &str) -> LoadError {
     e
 }
 
+/// Largest behaviour table (`[behaviour] callers` or `calls`): 16M callers take 1.7 GiB.
+const MAX_BEHAVIOUR_SLOTS: usize = 1 << 24;
+
 fn resolve_actions(
     base: &[Action],
     over: &std::collections::BTreeMap<RuleId, RuleConf>,
@@ -580,6 +583,20 @@ fn resolve_actions(
             a.code = code.0;
         }
         if let Some(reason) = &c.reason {
+            // Written as the Reason header's quoted text (RFC 3326): a quote or a line
+            // break would end it early or add header lines.
+            if reason
+                .chars()
+                .any(|ch| ch.is_control() || ch == '"' || ch == '\\')
+            {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "rule {}: reason must be text without quotes, backslashes or control characters (it is sent as the Reason header's text)",
+                        r.as_str()
+                    ),
+                ));
+            }
             a.reason = reason.as_str().into();
         }
         if let Some(l) = &c.label {
@@ -788,7 +805,14 @@ impl Policy {
             ));
         }
         // Both are TCP: the one bound second would fail at start, after `check` said ok.
-        if let Ok(ma) = m.parse::<std::net::SocketAddr>() {
+        let metrics_addr = m.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            // `localhost` is the loopback address, as the bind will resolve it.
+            m.strip_prefix("localhost:")
+                .and_then(|p| p.parse::<u16>().ok())
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+        });
+        if let Some(ma) = metrics_addr {
+            let ma = std::net::SocketAddr::new(ma.ip().to_canonical(), ma.port());
             let clash = |a: &std::net::SocketAddr| {
                 a.port() == ma.port()
                     && (a.ip() == ma.ip() || a.ip().is_unspecified() || ma.ip().is_unspecified())
@@ -849,6 +873,20 @@ impl Policy {
         // the gateway was started from (systemd starts it in /).
         if !cfg.records.dir.is_empty() && Path::new(&cfg.records.dir).is_relative() {
             cfg.records.dir = dir.join(&cfg.records.dir).to_string_lossy().into_owned();
+        }
+        // `run` creates it; one that stands as a file could never be.
+        if !cfg.records.dir.is_empty()
+            && Path::new(&cfg.records.dir)
+                .metadata()
+                .is_ok_and(|m| !m.is_dir())
+        {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[records] dir '{}' is a file, not a directory",
+                    cfg.records.dir
+                ),
+            ));
         }
         let defaults: Vec<Action> = RuleId::ORDER
             .iter()
@@ -982,6 +1020,12 @@ impl Policy {
             for r in t.rules.keys() {
                 let never = if !applies(t.role, *r) {
                     Some(format!("on a trunk of role {}", t.role.as_str()))
+                } else if *r == RuleId::UnknownSource {
+                    // A message some trunk takes has a known source by definition.
+                    Some(
+                        "on a trunk: it judges messages no trunk takes (set it under [rules])"
+                            .to_string(),
+                    )
                 } else if r.is_behaviour() && t.behaviour.is_none() {
                     Some("without [trunk.behaviour]".to_string())
                 } else if *r == RuleId::TrunkAuth && t.auth.is_none() {
@@ -998,6 +1042,44 @@ impl Policy {
                             "trunk '{}': rule {} never runs {why}: its settings here would never be used",
                             t.name,
                             r.as_str()
+                        ),
+                    ));
+                }
+            }
+            // Each worker would bind a port of its own: no peer could be pointed at it.
+            if let Some(l) = t.listen.iter().find(|l| l.addr.port() == 0) {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "trunk '{}': listen {l} has port 0: each worker would bind a port of its own, which no peer can be given",
+                        t.name
+                    ),
+                ));
+            }
+            if let Some(n) = t.next_hop {
+                let ip = n.addr.ip();
+                let broadcast = matches!(ip, std::net::IpAddr::V4(a) if a.is_broadcast());
+                if n.addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': next_hop {n} is no host to send calls to (port 0, or a wildcard, multicast or broadcast address)",
+                            t.name
+                        ),
+                    ));
+                }
+                // Forwarded to sipfence itself: every call would come back as a loop.
+                let own = cfg.trunks.iter().flat_map(|x| x.listen.iter()).find(|l| {
+                    l.transport == n.transport
+                        && l.addr.port() == n.addr.port()
+                        && (l.addr.ip() == ip || l.addr.ip().is_unspecified() && ip.is_loopback())
+                });
+                if let Some(l) = own {
+                    return Err(LoadError::file(
+                        file,
+                        format!(
+                            "trunk '{}': next_hop {n} is sipfence's own listen address {l}: every call would loop back",
+                            t.name
                         ),
                     ));
                 }
@@ -1136,6 +1218,15 @@ impl Policy {
             ("callers", cfg.behaviour.callers),
             ("calls", cfg.behaviour.calls),
         ] {
+            // Allocated whole at start: a typo's extra digits would abort the start.
+            if n > MAX_BEHAVIOUR_SLOTS {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "[behaviour] {key} = {n}: at most {MAX_BEHAVIOUR_SLOTS} (the table is allocated whole at start, about 106 B a caller and 57 B a call)"
+                    ),
+                ));
+            }
             if n == 0 && cfg.trunks.iter().any(|t| t.behaviour.is_some()) {
                 return Err(LoadError::file(
                     file,
