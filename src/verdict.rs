@@ -666,14 +666,25 @@ fn rewrite_from(
     asserted: &crate::numbering::Number,
     edits: &mut EditList,
 ) {
-    let Ok(u) = uri::parse_user_anyway(b, na.uri) else {
-        return;
-    };
     let plus = |out: &mut Vec<u8>| {
         out.push(b'+');
         out.extend_from_slice(asserted.digits());
     };
+    // A URI whose user part cannot be edited (no user and a host that breaks the
+    // grammar, `<sip:+8613812345678>`, `<sip:sbc_01.x>`; another scheme, `h323:`,
+    // `im:`) is replaced whole by the asserted number: equipment that shows such a
+    // host, or reads any scheme's user, would otherwise show what the rule deletes.
+    let whole = |edits: &mut EditList| {
+        edits.replace_with(na.uri, |out| {
+            out.extend_from_slice(b"tel:");
+            plus(out);
+        })
+    };
     remove_display(b, na, edits);
+    let Ok(u) = uri::parse_user_anyway(b, na.uri) else {
+        whole(edits);
+        return;
+    };
     match (u.scheme, u.user) {
         (Scheme::Sip | Scheme::Sips | Scheme::Tel, Some(user)) => {
             edits.replace_with(uri::user_number(b, user), plus);
@@ -689,6 +700,6 @@ fn rewrite_from(
                 out.push(b'@');
             });
         }
-        _ => {}
+        _ => whole(edits),
     }
 }

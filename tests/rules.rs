@@ -4129,6 +4129,17 @@ fn gateways_read_short_codes_written_with_any_separator() {
         ("95.588", "+8695588"),
         ("(95)588", "+8695588"),
         ("1-1-0", "+86110"),
+        // QA 24: any mark between digits, numbers drawn two digits to a glyph, and
+        // padding a phone trims.
+        ("[138]12345678", "+8613812345678"),
+        ("中国银行【95】588", "+8695588"),
+        ("138:1234:5678", "+8613812345678"),
+        ("1。1。0", "+86110"),
+        ("⑪⓪", "+86110"),
+        ("⑫345", "+8612345"),
+        ("96⑪0", "+8696110"),
+        (&format!("{}110", "\\ ".repeat(64)), "+86110"),
+        (&format!("{}110", "\u{3000}".repeat(62)), "+86110"),
     ] {
         let m = with_from(
             &format!("\"{display}\" <sip:+442071234567@uk.example>"),
@@ -4175,8 +4186,47 @@ fn gateways_read_short_codes_written_with_any_separator() {
         )
     };
     assert_eq!(rejected(&ent("Order 95-588")), None);
+    // A price is no number (QA 24), on the enterprise trunk that would refuse it.
+    for price in ["ACME ¥1,110", "Total ¥1,120.00", "$2,110", "￥ 95 588"] {
+        assert_eq!(rejected(&ent(price)), None, "{price}");
+    }
+    assert_eq!(
+        rejected(&ent("Suite 1,110")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
     assert_eq!(
         rejected(&ent("95 588")),
         Some((403, "enterprise-not-whitelisted"))
+    );
+}
+
+/// A From the generic-number rule rewrites whose URI has no user part to edit (a host
+/// that breaks the grammar) or another scheme is replaced whole by the asserted number
+/// (QA 24: the verdict said rewrite, and the From went on as it came).
+#[test]
+fn a_from_with_no_user_to_edit_is_replaced_whole() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    for from in [
+        "\"+86 138 1234 5678\" <sip:+8613812345678>",
+        "\"95588\" <sip:sbc_01.carrier.example>",
+        "<h323:95588@uk.example>",
+        "<im:13812345678@uk.example>",
+    ] {
+        let m = with_from(from, pai);
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{from}");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::From).unwrap(),
+            b"<tel:+442071234567>;tag=ft1",
+            "{from}"
+        );
+    }
+    // A From with a user part keeps its URI, the user rewritten.
+    let m = with_from("\"95588\" <sip:+8695588@uk.example>", pai);
+    assert_eq!(
+        rewritten_from(&p, &m),
+        b"<sip:+442071234567@uk.example>;tag=ft1".to_vec()
     );
 }

@@ -17,6 +17,16 @@ pub(super) const INVISIBLE: u8 = 0xFE;
 /// Any other character outside ASCII (a whole UTF-8 sequence, or a byte that starts
 /// none): never part of a number.
 pub(super) const OTHER: u8 = 0xFF;
+/// Punctuation outside ASCII that no number is written with but that a number can be
+/// written across (brackets, quotes, CJK full stops and brackets: `"【95】588"`): a
+/// separator where short codes written with any separator are read (the gateways),
+/// else like [`OTHER`].
+pub(super) const PUNCT: u8 = 0xFD;
+/// A currency sign outside ASCII (`¥`, `￥`, `€`, `£`): digits after one are a price.
+pub(super) const CURRENCY: u8 = 0xFC;
+/// One character that draws a number of two digits (`⑪`, `⑽`, `⒒`, `㉑`): this
+/// plus the number, 10 to 50.
+pub(super) const TWO_DIGITS: u8 = 0x80;
 
 /// The next character of `b` as the callee would read it, and the bytes it took.
 ///
@@ -95,6 +105,9 @@ fn glyph(c: char) -> u8 {
     if let Some(d) = digit_value(cp) {
         return b'0' + d;
     }
+    if let Some(v) = two_digit_value(cp) {
+        return TWO_DIGITS + v;
+    }
     if c.is_whitespace() || cp == 0x2800 {
         // White space, and the braille blank that draws as a gap.
         return b' ';
@@ -113,8 +126,42 @@ fn glyph(c: char) -> u8 {
         0x301c | 0x3030 => b'~',
         // The full-width forms of ASCII (CJK input methods): `＋８６`, `（０１０）`.
         0xff01..=0xff5e => (cp - 0xfee0) as u8,
+        // Marks drawn like a dash, a full stop or a comma: the katakana long vowel
+        // mark, the ideographic full stop, Arabic decimal and thousands separators.
+        0x30fc | 0xff70 => b'-',
+        0x3002 | 0xff61 | 0x066b => b'.',
+        0x066c => b',',
+        0x00a2..=0x00a5 | 0x20a0..=0x20c0 | 0xffe0 | 0xffe1 | 0xffe5 | 0xffe6 => CURRENCY,
+        // Latin-1, general and supplemental punctuation, CJK symbols and brackets,
+        // vertical and small forms, half-width brackets.
+        0x00a1..=0x00bf
+        | 0x2016..=0x205e
+        | 0x2329
+        | 0x232a
+        | 0x27e6..=0x27ef
+        | 0x2983..=0x2998
+        | 0x2e00..=0x2e7f
+        | 0x3003..=0x303f
+        | 0xfe10..=0xfe6f
+        | 0xff5f..=0xff63 => PUNCT,
         _ => OTHER,
     }
+}
+
+/// The number of a character that draws two digits: circled, parenthesised, full-stop,
+/// negative circled and double circled numbers 10 to 20, and circled 21 to 50.
+fn two_digit_value(cp: u32) -> Option<u8> {
+    let v = match cp {
+        0x2469..=0x2473 => cp - 0x2469 + 10,
+        0x247d..=0x2487 => cp - 0x247d + 10,
+        0x2491..=0x249b => cp - 0x2491 + 10,
+        0x24eb..=0x24f4 => cp - 0x24eb + 11,
+        0x24fe | 0x277f | 0x2789 | 0x2793 => 10,
+        0x3251..=0x325f => cp - 0x3251 + 21,
+        0x32b1..=0x32bf => cp - 0x32b1 + 36,
+        _ => return None,
+    };
+    Some(v as u8)
 }
 
 /// The digit a character draws, from Unicode's decimal digits and digit forms.

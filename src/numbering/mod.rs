@@ -174,16 +174,26 @@ pub fn embedded_numbers(
     let mut plus_at: Option<usize> = None;
     // Only white space between the last group and the next.
     let mut gap_spaced = true;
+    // A currency sign, then white space only, since.
+    let mut after_currency = false;
     let mut i = 0;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (c, len) = unit(&text[i..]);
-        if c == INVISIBLE {
+        // White space before anything drawn (escaped, or Unicode's) is padding a phone
+        // trims: it must not push a number past the reading bound.
+        if c == INVISIBLE || c == b' ' && visible == 0 {
             i += len;
             continue;
         }
         visible += 1;
+        let any = short == ShortCodes::AnySeparator;
         match c {
-            b'0'..=b'9' => {
+            b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => {
+                // Digits right after a currency sign are a price (`"¥1,110"`): where a
+                // number shown is judged, none of its run is offered.
+                if !run.open {
+                    run.price = after_currency && !any;
+                }
                 let g = group.get_or_insert_with(|| Group {
                     plus: plus_at.is_some(),
                     start: plus_at.take().unwrap_or(i),
@@ -192,7 +202,13 @@ pub fn embedded_numbers(
                     ..Group::default()
                 });
                 g.end = i + len;
-                g.push(c);
+                if c >= glyph::TWO_DIGITS {
+                    let v = c - glyph::TWO_DIGITS;
+                    g.push(b'0' + v / 10);
+                    g.push(b'0' + v % 10);
+                } else {
+                    g.push(c);
+                }
                 run.open = true;
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
@@ -200,7 +216,16 @@ pub fn embedded_numbers(
                     run.close(g, c == b')', &mut budget, &mut each);
                     gap_spaced = true;
                 }
-                gap_spaced &= c == b' ' || short == ShortCodes::AnySeparator;
+                gap_spaced &= c == b' ' || any;
+                plus_at = None;
+            }
+            // At the gateways any mark between digits is a separator (`"[95]588"`,
+            // `"95|588"`, `"1。1。0"`): a callee reads the digits across it.
+            _ if any && run.open && (c == glyph::PUNCT || c.is_ascii_punctuation()) => {
+                if let Some(g) = group.take() {
+                    run.close(g, c == b')', &mut budget, &mut each);
+                    gap_spaced = true;
+                }
                 plus_at = None;
             }
             _ => {
@@ -212,6 +237,7 @@ pub fn embedded_numbers(
                 plus_at = run.open.then_some(i);
             }
         }
+        after_currency = c == b'$' || c == glyph::CURRENCY || c == b' ' && after_currency;
         before = c;
         i += len;
     }
@@ -274,6 +300,8 @@ struct Run {
     groups: [Group; EMBEDDED_MAX_DIGITS],
     len: usize,
     open: bool,
+    /// A price: no piece of it is offered.
+    price: bool,
 }
 
 impl Run {
@@ -285,6 +313,9 @@ impl Run {
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
     ) {
+        if self.price {
+            return;
+        }
         let country =
             self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
@@ -810,6 +841,51 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
 
 #[cfg(test)]
 mod tests {
+    /// Where a misreading costs only a display name (the gateways), digits are read
+    /// across any mark; where it refuses a call (enterprise), only across the ones
+    /// numbers are written with, and never in a price.
+    #[test]
+    fn short_codes_by_where_they_are_read() {
+        let pieces = |t: &str, short: ShortCodes| {
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), short, |_, d| {
+                v.push(String::from_utf8_lossy(d).into_owned())
+            });
+            v
+        };
+        use ShortCodes::{AnySeparator, SpacedOnly};
+        for (text, digits) in [
+            ("[95]588", "95588"),
+            ("【95】588", "95588"),
+            ("95|588", "95588"),
+            ("1。1。0", "110"),
+            ("95-588", "95588"),
+            ("⑪⓪", "110"),
+            ("㉑3", "213"),
+        ] {
+            assert!(
+                pieces(text, AnySeparator).contains(&digits.to_string()),
+                "{text}"
+            );
+        }
+        for text in ["[95]588", "95|588", "95-588", "2024-01-10"] {
+            assert!(
+                !pieces(text, SpacedOnly).contains(&"95588".to_string()),
+                "{text}"
+            );
+        }
+        // Two-digit glyphs are digits everywhere: ⑪⓪ is 110 on any trunk.
+        assert!(pieces("⑪⓪", SpacedOnly).contains(&"110".to_string()));
+        // A price shows no number where numbers are judged; a number after a word does.
+        assert!(pieces("¥1,110", SpacedOnly).is_empty());
+        assert!(pieces("$ 95 588", SpacedOnly).is_empty());
+        assert!(pieces("Bank 95 588", SpacedOnly).contains(&"95588".to_string()));
+        assert!(pieces("¥1,110", AnySeparator).contains(&"110".to_string()));
+        // Padding before the text does not count against the reading bound.
+        let padded = format!("{}110", "\\ ".repeat(100));
+        assert!(pieces(&padded, SpacedOnly).contains(&"110".to_string()));
+    }
+
     use super::*;
 
     fn n(s: &str) -> Result<String, NotANumber> {
