@@ -61,8 +61,9 @@ sed "s#@DATA@#$DATA#g" deploy/bench/kamailio-contract.toml.in > "$OUT/sipfence.t
 # Behaviour thresholds on every trunk (a table right after each trunk's next_hop line).
 sed '/^next_hop = /a [trunk.behaviour]\nattempts = 60\ndistinct_callees = 30\nsequential_callees = 10\nmin_asr_percent = 10\nasr_min_attempts = 20\nring_once = 3\nshort_calls = 5' \
   "$OUT/sipfence.toml" > "$OUT/sipfence-behaviour.toml"
-sed '/^next_hop = /a max_calls_per_minute = 100000000\nmax_calls_per_minute_per_caller = 1000000' \
-  "$OUT/sipfence.toml" > "$OUT/sipfence-counted.toml"
+# The contract's limits on the enterprise trunk only (`check` refuses them elsewhere).
+sed '/^name = "ent"/,/^next_hop = /{/^next_hop = /a max_calls_per_minute = 100000000\nmax_calls_per_minute_per_caller = 1000000
+}' "$OUT/sipfence.toml" > "$OUT/sipfence-counted.toml"
 cp "$OUT/sipfence-counted.toml" "$OUT/sipfence-redis.toml"
 printf '\n[redis]\nurl = "redis://127.0.0.1:6390"\ninstance = "load"\nrecords_stream = ""\n' >> "$OUT/sipfence-redis.toml"
 # The same with every record also sent to the Redis stream.
