@@ -4097,6 +4097,26 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
             "{e}"
         );
     }
+    // `check` shows the contract's terms as read, and Redis without its password.
+    let summary = policy_of(&format!(
+        "[redis]\nurl = \"redis://:s3cret@10.0.0.9:6379/2\"\n{}",
+        ent.replace(
+            "[trunk.whitelist]",
+            "hours = \"09:00-18:00\"\ndays = [\"mon\", \"fri\"]\nutc_offset = \"+05:30\"\nmax_calls_per_minute = 5\n[trunk.whitelist]"
+        )
+    ))
+    .summary();
+    assert!(
+        summary.contains(
+            "    contract: hours 09:00-18:00 (UTC+05:30), days mon fri, 5 calls a minute\n"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("  redis: redis://***@10.0.0.9:6379/2 (keys sipfence:*, lists followed)"),
+        "{summary}"
+    );
+    assert!(!summary.contains("s3cret"), "{summary}");
     // A list file that cannot be read says where the policy names it.
     let e = Policy::from_str(
         "[general]\n[lists.blacklist]\nfiles = [\"no/such/list.txt\"]\n",

@@ -1504,6 +1504,26 @@ impl Policy {
                 l.heap_bytes() / 1024
             );
         }
+        if !self.redis.url.is_empty() {
+            let _ = writeln!(
+                s,
+                "  redis: {} (keys {}:*, lists {})",
+                // A password in the URL is not for the screen or the logs.
+                match self.redis.url.split_once("://") {
+                    Some((scheme, rest)) if rest.contains('@') => format!(
+                        "{scheme}://***@{}",
+                        rest.rsplit_once('@').map_or("", |(_, h)| h)
+                    ),
+                    _ => self.redis.url.clone(),
+                },
+                self.redis.prefix,
+                if self.redis.lists {
+                    "followed"
+                } else {
+                    "not followed"
+                }
+            );
+        }
         for t in &self.trunks {
             let _ = writeln!(
                 s,
@@ -1527,6 +1547,32 @@ impl Policy {
                     w.exact_len(),
                     w.segment_len()
                 );
+            }
+            // The contract's terms as read, so that an operator can check them here.
+            let mut terms = vec![];
+            if let Some(h) = t.hours {
+                let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+                let off = t.utc_offset_min;
+                terms.push(format!(
+                    "hours {}-{} (UTC{}{:02}:{:02})",
+                    hm(h.from_min),
+                    hm(h.to_min),
+                    if off < 0 { '-' } else { '+' },
+                    off.unsigned_abs() / 60,
+                    off.unsigned_abs() % 60
+                ));
+            }
+            if let Some(d) = t.days {
+                terms.push(format!("days {}", d.names().join(" ")));
+            }
+            if let Some(n) = t.max_per_minute {
+                terms.push(format!("{n} calls a minute"));
+            }
+            if let Some(n) = t.max_per_minute_per_caller {
+                terms.push(format!("{n} a minute per caller"));
+            }
+            if !terms.is_empty() {
+                let _ = writeln!(s, "    contract: {}", terms.join(", "));
             }
             if let Some(a) = &t.auth {
                 let _ = writeln!(s, "    auth: {}", a.summary());
