@@ -304,7 +304,9 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     });
                     id.display_number = match text {
                         _ if as_user => p.number.ok(),
-                        Some(t) => shown_number_into(t, r, plan, p.number.ok(), &mut id.shown_all),
+                        Some(t) => {
+                            shown_number_into(t, true, r, plan, p.number.ok(), &mut id.shown_all)
+                        }
                         None => None,
                     };
                     id.display_unholdable = id.display_number.is_none()
@@ -476,7 +478,7 @@ fn shown_beside(
     if text == p.user.of(b) {
         return None;
     }
-    shown_number_into(text, r, plan, p.number.ok(), all)
+    shown_number_into(text, true, r, plan, p.number.ok(), all)
 }
 
 /// The number shown by a user part that is no number but holds one among other
@@ -485,7 +487,7 @@ fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown)
     if p.number != Err(NotANumber::NonNumeric) || p.user.is_empty() {
         return None;
     }
-    shown_number_into(p.user.of(b), r, plan, None, all)
+    shown_number_into(p.user.of(b), false, r, plan, None, all)
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
@@ -527,17 +529,30 @@ pub fn shown_number(
     plan: &Plan,
     avoid: Option<Number>,
 ) -> Option<Number> {
-    shown_number_into(text, r, plan, avoid, &mut Shown::default())
+    shown_number_into(text, true, r, plan, avoid, &mut Shown::default())
 }
 
 /// [`shown_number`], noting in `all` every number the text shows (not only the best).
 pub fn shown_number_into(
     text: &[u8],
+    display: bool,
     r: Reading<'_>,
     plan: &Plan,
     avoid: Option<Number>,
     all: &mut Shown,
 ) -> Option<Number> {
+    // A display name is no URI: its '%' is drawn as one (`"%110"` shows 110), not an
+    // escape. Read as a mark numbers are not written with ('#' is read so).
+    let mut plain = [0u8; 512];
+    let text = if display && text.contains(&b'%') {
+        let n = text.len().min(plain.len());
+        for (to, &c) in plain.iter_mut().zip(&text[..n]) {
+            *to = if c == b'%' { b'#' } else { c };
+        }
+        &plain[..n]
+    } else {
+        text
+    };
     let mut buf = [0u8; 512];
     let text = as_displayed(text, &mut buf);
     let logical = read_shown(text, r, plan, avoid, all);

@@ -681,10 +681,19 @@ fn rewrite_from(
         })
     };
     remove_display(b, na, edits);
-    let Ok(u) = uri::parse_user_anyway(b, na.uri) else {
+    // Edited in place only when the URI is sound and its user is all it shows: no
+    // password after the user (`sip:user:pass@host`), a host (`sip:110@`).
+    let Ok(u) = uri::parse_chars_checked(b, na.uri) else {
         whole(edits);
         return;
     };
+    let password = u
+        .user
+        .is_some_and(|user| b.get(user.end as usize) == Some(&b':'));
+    if password || u.host.is_empty() && u.scheme != Scheme::Tel {
+        whole(edits);
+        return;
+    }
     match (u.scheme, u.user) {
         (Scheme::Sip | Scheme::Sips | Scheme::Tel, Some(user)) => {
             edits.replace_with(uri::user_number(b, user), plus);
@@ -693,13 +702,8 @@ fn rewrite_from(
                 edits.remove(param);
             }
         }
-        (Scheme::Sip | Scheme::Sips, None) => {
-            // sip:host → sip:+number@host
-            edits.insert_with(u.host.start as usize, |out| {
-                plus(out);
-                out.push(b'@');
-            });
-        }
+        // No user (`sip:13812345678`, `sip:95588;user=phone`): some equipment shows
+        // the host as the caller, so none of it stays.
         _ => whole(edits),
     }
 }

@@ -3405,19 +3405,14 @@ fn many_header_fields_are_read() {
 fn a_number_behind_an_odd_host_is_read() {
     let p = policy("");
     let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    // Rewritten whole (QA 25): a URI that breaks the grammar is not sent on edited.
     for (from, want) in [
-        (
-            "<sip:+8613812345678@gw_1>",
-            "<sip:+442071234567@gw_1>;tag=ft1",
-        ),
+        ("<sip:+8613812345678@gw_1>", "<tel:+442071234567>;tag=ft1"),
         (
             "<sip:+8613812345678@gw.example:>",
-            "<sip:+442071234567@gw.example:>;tag=ft1",
+            "<tel:+442071234567>;tag=ft1",
         ),
-        (
-            "<sip:110@gw_1;user=phone>",
-            "<sip:+442071234567@gw_1;user=phone>;tag=ft1",
-        ),
+        ("<sip:110@gw_1;user=phone>", "<tel:+442071234567>;tag=ft1"),
     ] {
         let m = with_from(from, pai);
         assert_eq!(
@@ -4160,6 +4155,14 @@ fn gateways_read_short_codes_written_with_any_separator() {
         ("96⑪0", "+8696110"),
         (&format!("{}110", "\\ ".repeat(64)), "+86110"),
         (&format!("{}110", "\u{3000}".repeat(62)), "+86110"),
+        // QA 25: symbols between digits, a '%' drawn as itself, an escaped
+        // full-width digit, escaped padding.
+        ("138★1234★5678", "+8613812345678"),
+        ("1♥1♥0", "+86110"),
+        ("%110", "+86110"),
+        ("95%588", "+8695588"),
+        ("9\\５588", "+8695588"),
+        (&format!("{}110", "\\\u{3000}".repeat(70)), "+86110"),
     ] {
         let m = with_from(
             &format!("\"{display}\" <sip:+442071234567@uk.example>"),
@@ -4214,6 +4217,32 @@ fn gateways_read_short_codes_written_with_any_separator() {
         rejected(&ent("Suite 1,110")),
         Some((403, "enterprise-not-whitelisted"))
     );
+    // QA 25: a price hides no number beside it or longer than a price; a number
+    // written across marks or after '%' is read; ordinary names with marks are not.
+    for shown in [
+        "ACME ¥1,110 13698765432",
+        "$13698765432",
+        "¥ 136 9876 5432",
+        "%13698765432",
+        "[136]98765432",
+        "136|9876|5432",
+        "136【9876】5432",
+    ] {
+        assert_eq!(
+            rejected(&ent(shown)),
+            Some((403, "enterprise-not-whitelisted")),
+            "{shown}"
+        );
+    }
+    for name in [
+        "Open 9:00-18:00",
+        "ACME [Shenzhen] Co.",
+        "客服中心【总部】",
+        "Q1|2024|Report",
+        "★ACME★",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
+    }
     assert_eq!(
         rejected(&ent("95 588")),
         Some((403, "enterprise-not-whitelisted"))
@@ -4232,6 +4261,13 @@ fn a_from_with_no_user_to_edit_is_replaced_whole() {
         "\"95588\" <sip:sbc_01.carrier.example>",
         "<h323:95588@uk.example>",
         "<im:13812345678@uk.example>",
+        // QA 25: a host only (shown as the caller by some equipment), no host, a
+        // password beside the user, a broken IPv6 reference.
+        "<sip:13812345678>",
+        "<sip:95588;user=phone>",
+        "<sip:110@>",
+        "<sip:user:pass@95588>",
+        "<sip:95588@[::1>",
     ] {
         let m = with_from(from, pai);
         let d = passes(&p, &m, "intl");

@@ -45,6 +45,11 @@ pub(super) fn unit(b: &[u8]) -> (u8, usize) {
             None => (b'%', 1),
         },
         [b'\\', c, ..] if c.is_ascii() => (ascii(c), 2),
+        // A quoted-pair of a character outside ASCII (`\５`) is that character.
+        [b'\\', c, ..] if c >= 0x80 => {
+            let (g, n) = unit(&b[1..]);
+            (g, n + 1)
+        }
         [c, ..] if c.is_ascii() => (ascii(c), 1),
         [lead, ..] => match decode(b) {
             Some((c, n)) => (glyph(c), n),
@@ -144,7 +149,10 @@ fn glyph(c: char) -> u8 {
         | 0x3003..=0x303f
         | 0xfe10..=0xfe6f
         | 0xff5f..=0xff63 => PUNCT,
-        _ => OTHER,
+        // Letters and numerals of any script are words; every other symbol (arrows,
+        // shapes, stars, emoji, box drawing) draws between digits like punctuation.
+        _ if c.is_alphanumeric() => OTHER,
+        _ => PUNCT,
     }
 }
 
@@ -663,7 +671,10 @@ mod tests {
                 b'9', INVISIBLE, INVISIBLE, INVISIBLE, INVISIBLE, INVISIBLE, b'5'
             ]
         );
-        assert_eq!(read("\u{600}"), [OTHER]);
+        // A sign that is no letter (the Arabic number sign) draws like punctuation.
+        assert_eq!(read("\u{600}"), [PUNCT]);
+        assert_eq!(read("★\u{1f600}ab"), [PUNCT, PUNCT, b'a', b'b']);
+        assert_eq!(read("中"), [OTHER]);
         assert_eq!(read("\u{2022}\u{ff0f}\u{301c}"), b"./~");
         assert_eq!(read("\\5\u{1}\u{7f}"), [b'5', INVISIBLE, INVISIBLE]);
         assert_eq!(read("一十"), [OTHER, OTHER]);

@@ -176,6 +176,8 @@ pub fn embedded_numbers(
     let mut gap_spaced = true;
     // A currency sign, then white space only, since.
     let mut after_currency = false;
+    // A mark numbers are not written with between the last group and the next.
+    let mut gap_marked = false;
     let mut i = 0;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (c, len) = unit(&text[i..]);
@@ -199,6 +201,7 @@ pub fn embedded_numbers(
                     start: plus_at.take().unwrap_or(i),
                     after_paren: before == b'(',
                     spaced: gap_spaced,
+                    marked: gap_marked,
                     ..Group::default()
                 });
                 g.end = i + len;
@@ -215,17 +218,25 @@ pub fn embedded_numbers(
                 if let Some(g) = group.take() {
                     run.close(g, c == b')', &mut budget, &mut each);
                     gap_spaced = true;
+                    gap_marked = false;
                 }
                 gap_spaced &= c == b' ' || any;
                 plus_at = None;
             }
-            // At the gateways any mark between digits is a separator (`"[95]588"`,
-            // `"95|588"`, `"1。1。0"`): a callee reads the digits across it.
-            _ if any && run.open && (c == glyph::PUNCT || c.is_ascii_punctuation()) => {
+            // Any other mark between digits (`"[95]588"`, `"95|588"`, `"1。1。0"`,
+            // `"138★1234★5678"`): a callee reads the digits across it. A '+' starts a
+            // number of its own.
+            _ if run.open
+                && c != b'+'
+                && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
+            {
                 if let Some(g) = group.take() {
                     run.close(g, c == b')', &mut budget, &mut each);
                     gap_spaced = true;
+                    gap_marked = false;
                 }
+                gap_spaced &= any;
+                gap_marked |= !any;
                 plus_at = None;
             }
             _ => {
@@ -271,6 +282,9 @@ struct Group {
     after_paren: bool,
     /// Joined to the group before it by white space only.
     spaced: bool,
+    /// Joined to the group before it across a mark numbers are not written with
+    /// (`|`, `:`, brackets), where only spaced short codes are read.
+    marked: bool,
     /// `(0)` after a '+' or `00` country code: the trunk prefix E.123 shows, dialled
     /// nowhere.
     trunk_zero: bool,
@@ -313,9 +327,6 @@ impl Run {
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
     ) {
-        if self.price {
-            return;
-        }
         let country =
             self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
@@ -328,10 +339,12 @@ impl Run {
         let mut digits = 0;
         // Whether the groups after the head are joined by white space alone, and all
         // hold one digit.
-        let (mut spaced, mut single) = (true, true);
+        let (mut spaced, mut single, mut marked) = (true, true, false);
         for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
             if k > 0 {
-                spaced &= self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS].spaced;
+                let joined = &self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS];
+                spaced &= joined.spaced;
+                marked |= joined.marked;
             }
             let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
             single &= head.n == 1;
@@ -350,6 +363,12 @@ impl Run {
             // a stray digit ("Q1 2024").
             let short_ok = spaced && (single || head.n >= 2);
             if digits < 3 || head.trunk_zero || (k > 0 && digits < 7 && !short_ok) {
+                continue;
+            }
+            // A price (digits after a currency sign) shows no short number, and digits
+            // joined across other marks (`"138|1234|5678"`) where only spaced short
+            // codes are read make a number with an area code or more.
+            if self.price && digits < 7 || marked && digits < 10 {
                 continue;
             }
             // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
