@@ -199,7 +199,7 @@ pub fn embedded_numbers(
                 let g = group.get_or_insert_with(|| Group {
                     plus: plus_at.is_some(),
                     start: plus_at.take().unwrap_or(i),
-                    after_paren: before == b'(',
+                    after_paren: before == b'(' || before == b'[',
                     spaced: gap_spaced,
                     marked: gap_marked,
                     ..Group::default()
@@ -231,7 +231,7 @@ pub fn embedded_numbers(
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
-                    run.close(g, c == b')', &mut budget, &mut each);
+                    run.close(g, c == b']', &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
                 }
