@@ -4188,7 +4188,10 @@ fn gateways_read_short_codes_written_with_any_separator() {
         }
     }
     // E.123's trunk prefix in square brackets is dialled nowhere, as in round ones.
-    let m = with_from("\"+44 [0]20 7123 4567\" <sip:+442071234567@uk.example>", pai);
+    let m = with_from(
+        "\"+44 [0]20 7123 4567\" <sip:+442071234567@uk.example>",
+        pai,
+    );
     assert_eq!(passes(&p, &m, "intl").rule, None);
     for display in ["Invoice 2024-01-10", "London Office", "Sale 1-2"] {
         let m = with_from(
