@@ -4163,6 +4163,11 @@ fn gateways_read_short_codes_written_with_any_separator() {
         ("95%588", "+8695588"),
         ("9\\５588", "+8695588"),
         (&format!("{}110", "\\\u{3000}".repeat(70)), "+86110"),
+        // QA 26: numbers inside a right-to-left embedding or isolate are drawn in
+        // its order.
+        ("\u{202b}588 95\u{202c}", "+8695588"),
+        ("ACME \u{2067}588 95\u{2069}", "+8695588"),
+        ("\u{202b}5678 1234 138\u{202c}", "+8613812345678"),
     ] {
         let m = with_from(
             &format!("\"{display}\" <sip:+442071234567@uk.example>"),
@@ -4240,7 +4245,18 @@ fn gateways_read_short_codes_written_with_any_separator() {
             "{shown}"
         );
     }
+    assert_eq!(
+        rejected(&ent("\u{202b}5432 9876 136\u{202c}")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
     for name in [
+        // QA 26: dates and times of day, alone, together and in ranges.
+        "ACME 2024-01-10 09:00",
+        "ACME 10/01/2024 09:00",
+        "ACME 10.01.2024 09:00",
+        "ACME 10/01 09:00-18:00",
+        "ACME 2024.01.10-2024.02.10",
+        "ACME 24-01-10 09:30",
         "Open 9:00-18:00",
         "ACME [Shenzhen] Co.",
         "客服中心【总部】",

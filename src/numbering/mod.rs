@@ -164,7 +164,10 @@ pub fn embedded_numbers(
     short: ShortCodes,
     mut each: impl FnMut(std::ops::Range<usize>, &[u8]),
 ) {
-    let mut run = Run::default();
+    let mut run = Run {
+        dates: short == ShortCodes::SpacedOnly,
+        ..Run::default()
+    };
     let mut group: Option<Group> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
     let mut visible = 0;
@@ -178,6 +181,8 @@ pub fn embedded_numbers(
     let mut after_currency = false;
     // A mark numbers are not written with between the last group and the next.
     let mut gap_marked = false;
+    // The last mark between the last group and the next (0: none).
+    let mut gap_sep = 0u8;
     let mut i = 0;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (c, len) = unit(&text[i..]);
@@ -202,6 +207,7 @@ pub fn embedded_numbers(
                     after_paren: before == b'(' || before == b'[',
                     spaced: gap_spaced,
                     marked: gap_marked,
+                    sep: gap_sep,
                     ..Group::default()
                 });
                 g.end = i + len;
@@ -219,6 +225,10 @@ pub fn embedded_numbers(
                     run.close(g, c == b')', &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
+                    gap_sep = 0;
+                }
+                if c != b' ' {
+                    gap_sep = c;
                 }
                 gap_spaced &= c == b' ' || any;
                 plus_at = None;
@@ -235,6 +245,7 @@ pub fn embedded_numbers(
                     gap_spaced = true;
                     gap_marked = false;
                 }
+                gap_sep = c;
                 gap_spaced &= any;
                 gap_marked |= !any;
                 plus_at = None;
@@ -243,7 +254,10 @@ pub fn embedded_numbers(
                 if let Some(g) = group.take() {
                     run.close(g, false, &mut budget, &mut each);
                 }
-                run = Run::default();
+                run = Run {
+                    dates: !any,
+                    ..Run::default()
+                };
                 run.open = c == b'+';
                 plus_at = run.open.then_some(i);
             }
@@ -288,9 +302,19 @@ struct Group {
     /// `(0)` after a '+' or `00` country code: the trunk prefix E.123 shows, dialled
     /// nowhere.
     trunk_zero: bool,
+    /// The last mark between the group before it and this one (0: white space only).
+    sep: u8,
+    /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
+    calendar: bool,
 }
 
 impl Group {
+    /// Its value, for a group of a few digits.
+    fn value(&self) -> u32 {
+        self.digits[..self.n.min(4)]
+            .iter()
+            .fold(0, |v, &d| v * 10 + u32::from(d - b'0'))
+    }
     fn push(&mut self, d: u8) {
         if let Some(slot) = self.digits.get_mut(self.n) {
             *slot = d;
@@ -316,9 +340,41 @@ struct Run {
     open: bool,
     /// A price: no piece of it is offered.
     price: bool,
+    /// Dates and times of day show no number (where a number shown is judged).
+    dates: bool,
 }
 
 impl Run {
+    /// Flags the last groups when they make a date (`2024-01-10`, `10/01/2024`,
+    /// `24.01.10`, `10/01`) or a time of day (`09:00`): business names show them, and
+    /// read as digits they make fixed-line numbers (`"2024-01-10 09:00"`, Guangzhou).
+    fn note_calendar(&mut self) {
+        let at = |k: usize| (self.len - 1 - k) % EMBEDDED_MAX_DIGITS;
+        let (c, b) = (
+            self.groups[at(0)],
+            self.len.checked_sub(2).map(|_| self.groups[at(1)]),
+        );
+        let Some(b) = b else { return };
+        let day_or_month = |g: &Group| g.n <= 2 && (1..=31).contains(&g.value());
+        let time = c.sep == b':' && b.n <= 2 && b.value() <= 24 && c.n == 2 && c.value() <= 59;
+        let day_and_month = c.sep == b'/' && day_or_month(&b) && day_or_month(&c);
+        let mut flag = if time || day_and_month { 2 } else { 0 };
+        if self.len >= 3 {
+            let a = self.groups[at(2)];
+            let year = |g: &Group| g.n == 4 && (1900..=2099).contains(&g.value()) || g.n == 2;
+            if matches!(c.sep, b'-' | b'/' | b'.')
+                && b.sep == c.sep
+                && (year(&a) && day_or_month(&b) && day_or_month(&c)
+                    || day_or_month(&a) && day_or_month(&b) && year(&c))
+            {
+                flag = 3;
+            }
+        }
+        for k in 0..flag {
+            self.groups[at(k)].calendar = true;
+        }
+    }
+
     /// Adds `g` (closed by a ')' or not) and offers every piece that ends with it.
     fn close(
         &mut self,
@@ -332,6 +388,9 @@ impl Run {
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
         self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
         self.len += 1;
+        if self.dates {
+            self.note_calendar();
+        }
         // The pieces ending here, shortest first: each takes the group before the last
         // one's digits in front of them, so they are written back to front, once.
         let mut buf = [0u8; EMBEDDED_MAX_DIGITS + 1];
@@ -339,7 +398,7 @@ impl Run {
         let mut digits = 0;
         // Whether the groups after the head are joined by white space alone, and all
         // hold one digit.
-        let (mut spaced, mut single, mut marked) = (true, true, false);
+        let (mut spaced, mut single, mut marked, mut calendar) = (true, true, false, false);
         for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
             if k > 0 {
                 let joined = &self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS];
@@ -348,6 +407,7 @@ impl Run {
             }
             let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
             single &= head.n == 1;
+            calendar |= head.calendar;
             digits += head.n;
             if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
                 break;
@@ -368,7 +428,7 @@ impl Run {
             // A price (digits after a currency sign) shows no short number, and digits
             // joined across other marks (`"138|1234|5678"`) where only spaced short
             // codes are read make a number with an area code or more.
-            if self.price && digits < 7 || marked && digits < 10 {
+            if self.price && digits < 7 || marked && digits < 10 || calendar {
                 continue;
             }
             // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
@@ -496,12 +556,16 @@ pub fn rtl_numbers<'a>(text: &[u8], buf: &'a mut [u8; 512]) -> Option<&'a [u8]> 
     // left-to-right one, None for digits, white space, punctuation and the rest.
     let strong = |c: char| -> Option<bool> {
         let cp = c as u32;
-        if matches!(cp, 0x200f | 0x061c | 0x0590..=0x08ff | 0xfb1d..=0xfdff | 0xfe70..=0xfefe)
-            || (0x10800..=0x10fff).contains(&cp)
+        // RLE and RLI open a right-to-left embedding or isolate: numbers inside are laid
+        // out in its order as after a right-to-left letter; LRE and LRI the other way.
+        if matches!(
+            cp,
+            0x200f | 0x061c | 0x202b | 0x2067 | 0x0590..=0x08ff | 0xfb1d..=0xfdff | 0xfe70..=0xfefe
+        ) || (0x10800..=0x10fff).contains(&cp)
             || (0x1e800..=0x1efff).contains(&cp)
         {
             Some(true)
-        } else if cp == 0x200e || c.is_alphabetic() {
+        } else if matches!(cp, 0x200e | 0x202a | 0x2066) || c.is_alphabetic() {
             Some(false)
         } else {
             None
