@@ -45,6 +45,16 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 .to_string(),
         );
     }
+    // Sections whose settings do nothing without their address.
+    if p.redis.url.is_empty() && p.redis != crate::policy::config::RedisConf::default() {
+        out.push(
+            "[redis] settings without url: Redis is not used (counters, lists and records stay local)"
+                .to_string(),
+        );
+    }
+    if p.hep.server.is_none() && p.hep != crate::policy::config::HepConf::default() {
+        out.push("[hep] settings without server: nothing is mirrored".to_string());
+    }
     if p.records.dir.is_empty() && p.records.pcap_rejected {
         out.push(
             "[records] pcap_rejected without dir: no records and no capture are written"
@@ -68,6 +78,32 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         // A behaviour rule's action set for this trunk, its threshold not (yet) set:
         // a template's, or a threshold forgotten.
         if let Some(b) = &t.behaviour {
+            // A rule's second setting without its threshold.
+            let d = crate::policy::config::BehaviourConf::default();
+            for (key, set, threshold) in [
+                (
+                    "asr_min_attempts",
+                    b.asr_min_attempts != d.asr_min_attempts,
+                    b.min_asr_percent.is_some(),
+                ),
+                (
+                    "ring_once_secs",
+                    b.ring_once_secs != d.ring_once_secs,
+                    b.ring_once.is_some(),
+                ),
+                (
+                    "short_call_secs",
+                    b.short_call_secs != d.short_call_secs,
+                    b.short_calls.is_some(),
+                ),
+            ] {
+                if set && !threshold {
+                    out.push(format!(
+                        "trunk {}: behaviour {key} is set but its rule's threshold is not: it does nothing",
+                        t.name
+                    ));
+                }
+            }
             for r in RuleId::ORDER.iter().filter(|r| r.is_behaviour()) {
                 if b.describe(*r).is_none() && t.action(*r) != &p.default_actions[r.index()] {
                     out.push(format!(
@@ -463,6 +499,27 @@ entries = [{whitelist}]
         );
         let shared = format!("[redis]\nurl = \"redis://127.0.0.1:6379\"\n{closed}");
         assert!(w(&shared).is_empty(), "{:?}", w(&shared));
+        assert_eq!(
+            w(&format!("[redis]\ninstance = \"gw1\"\n{ent}")),
+            [
+                "[redis] settings without url: Redis is not used (counters, lists and records stay local)"
+            ]
+        );
+        assert_eq!(
+            w(&format!("[hep]\ncapture_id = 7\n{ent}")),
+            ["[hep] settings without server: nothing is mirrored"]
+        );
+        let asr = ent.replace(
+            "[trunk.whitelist]",
+            "[trunk.behaviour]\nattempts = 30\nasr_min_attempts = 5\n[trunk.whitelist]",
+        );
+        assert_eq!(
+            w(&asr),
+            [
+                "trunk ent: behaviour asr_min_attempts is set but its rule's threshold is not: it does nothing"
+            ]
+        );
+        assert!(w(&asr.replace("attempts = 30", "min_asr_percent = 10")).is_empty());
         assert!(w(ent).is_empty());
     }
 
