@@ -244,6 +244,13 @@ impl CallerIdentity {
     pub fn presented_differs(&self) -> bool {
         self.from_differs() || self.presents_name || self.other_presented().is_some()
     }
+    /// The value of the Remote-Party-ID field that is the asserted identity, if one is:
+    /// the field a rewrite keeps.
+    pub fn asserted_rpid(&self) -> Option<Span> {
+        self.asserted
+            .filter(|p| p.source == Source::RemotePartyId)
+            .map(|p| p.value)
+    }
     /// The P-Preferred-Identity and unasserted Remote-Party-ID values kept.
     pub fn presented_parties(&self) -> impl Iterator<Item = Party> + use<> {
         [self.preferred, self.preferred2, self.rpid, self.rpid2]
@@ -634,7 +641,6 @@ fn read_shown(
         .or(best.map(|(_, n)| n))
 }
 
-/// A display name's text: quotes off, blanks trimmed.
 /// Whether a Remote-Party-ID value names the called party (`party=called`, quoted or
 /// not): anything else names the caller.
 pub fn is_called_party(b: &[u8], na: &NameAddr) -> bool {
@@ -642,6 +648,7 @@ pub fn is_called_party(b: &[u8], na: &NameAddr) -> bool {
         .is_some_and(|v| unquote(v).eq_ignore_ascii_case(b"called"))
 }
 
+/// A display name's text: quotes off, blanks trimmed.
 pub fn unquote(d: &[u8]) -> &[u8] {
     let d = d
         .strip_prefix(b"\"")

@@ -107,16 +107,11 @@ pub fn write_refusal(
     response::write_response(msg, r.code, response::phrase(r.code), &extra, out);
 }
 
-/// Adds the edits a forwarded call needs to `edits`. Returns how many were added.
 /// Removes the Remote-Party-ID fields that name the called party (one of their
 /// values, unless the field also holds the asserted identity).
 fn remove_called_party(msg: &Message, d: &Decision, edits: &mut EditList) {
     let b = msg.buf();
-    let asserted_line = d
-        .identity
-        .asserted
-        .filter(|p| p.source == Source::RemotePartyId)
-        .map(|p| p.value);
+    let asserted_line = d.identity.asserted_rpid();
     for h in msg.all(HeaderName::RemotePartyId) {
         if Some(h.value()) == asserted_line {
             continue;
@@ -131,6 +126,7 @@ fn remove_called_party(msg: &Message, d: &Decision, edits: &mut EditList) {
     }
 }
 
+/// Adds the edits a forwarded call needs to `edits`. Returns how many were added.
 pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditList) -> usize {
     let before = edits.len();
     if d.is_reject() {
@@ -187,11 +183,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
         for h in msg.all(HeaderName::PPreferredIdentity) {
             edits.remove(h.line());
         }
-        let asserted_line = d
-            .identity
-            .asserted
-            .filter(|p| p.source == Source::RemotePartyId)
-            .map(|p| p.value);
+        let asserted_line = d.identity.asserted_rpid();
         for h in msg.all(HeaderName::RemotePartyId) {
             if Some(h.value()) != asserted_line {
                 edits.remove(h.line());
@@ -670,40 +662,32 @@ fn rewrite_from(
         out.push(b'+');
         out.extend_from_slice(asserted.digits());
     };
-    // A URI whose user part cannot be edited (no user and a host that breaks the
-    // grammar, `<sip:+8613812345678>`, `<sip:sbc_01.x>`; another scheme, `h323:`,
-    // `im:`) is replaced whole by the asserted number: equipment that shows such a
-    // host, or reads any scheme's user, would otherwise show what the rule deletes.
-    let whole = |edits: &mut EditList| {
-        edits.replace_with(na.uri, |out| {
-            out.extend_from_slice(b"tel:");
-            plus(out);
-        })
-    };
     remove_display(b, na, edits);
-    // Edited in place only when the URI is sound and its user is all it shows: no
-    // password after the user (`sip:user:pass@host`), a host (`sip:110@`).
-    let Ok(u) = uri::parse_chars_checked(b, na.uri) else {
-        whole(edits);
-        return;
-    };
-    let password = u
-        .user
-        .is_some_and(|user| b.get(user.end as usize) == Some(&b':'));
-    if password || u.host.is_empty() && u.scheme != Scheme::Tel {
-        whole(edits);
-        return;
-    }
-    match (u.scheme, u.user) {
-        (Scheme::Sip | Scheme::Sips | Scheme::Tel, Some(user)) => {
+    // Edited in place only when the URI is sound and its user is all it shows: a sip,
+    // sips or tel user, no password after it (`sip:user:pass@host`), a host
+    // (`sip:110@`).
+    let in_place = uri::parse_chars_checked(b, na.uri).ok().and_then(|u| {
+        let user = u.user?;
+        let password = b.get(user.end as usize) == Some(&b':');
+        let host = !u.host.is_empty() || u.scheme == Scheme::Tel;
+        let scheme = matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel);
+        (scheme && host && !password).then_some((u, user))
+    });
+    match in_place {
+        Some((u, user)) => {
             edits.replace_with(uri::user_number(b, user), plus);
             // A global number has no context (RFC 3966 5.1.5).
             if let Some(param) = uri::phone_context(b, &u).and_then(|c| context_param(b, c)) {
                 edits.remove(param);
             }
         }
-        // No user (`sip:13812345678`, `sip:95588;user=phone`): some equipment shows
-        // the host as the caller, so none of it stays.
-        _ => whole(edits),
+        // Anything else is replaced whole by the asserted number: equipment that shows
+        // a URI's host when it has no user (`sip:13812345678`), reads a broken one
+        // (`sip:+86...@gw_1`) or any scheme's user (`h323:`, `im:`) would otherwise
+        // show what the rule deletes.
+        None => edits.replace_with(na.uri, |out| {
+            out.extend_from_slice(b"tel:");
+            plus(out);
+        }),
     }
 }

@@ -51,14 +51,29 @@ impl std::fmt::Display for RedisFailure {
 
 /// Whether `run` could open this URL: `check` refuses what the restart would.
 pub fn check_url(url: &str) -> Result<(), String> {
-    redis::Client::open(url)
-        .map(drop)
-        .map_err(|e| format!("'{url}' does not parse: {e} (redis://host:port[/db])"))
+    redis::Client::open(url).map(drop).map_err(|e| {
+        format!(
+            "'{}' does not parse: {e} (redis://host:port[/db])",
+            url_for_people(url)
+        )
+    })
+}
+
+/// A Redis URL as printed and logged: a password in it is not for the screen.
+pub fn url_for_people(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if rest.contains('@') => format!(
+            "{scheme}://***@{}",
+            rest.rsplit_once('@').map_or("", |(_, h)| h)
+        ),
+        _ => url.to_string(),
+    }
 }
 
 impl Redis {
     pub fn open(url: &str, prefix: &str, timeout_ms: u64) -> Result<Redis, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url '{url}': {e}"))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("redis url '{}': {e}", url_for_people(url)))?;
         Ok(Redis {
             client,
             conn: Mutex::new(None),

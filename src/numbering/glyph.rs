@@ -17,10 +17,10 @@ pub(super) const INVISIBLE: u8 = 0xFE;
 /// Any other character outside ASCII (a whole UTF-8 sequence, or a byte that starts
 /// none): never part of a number.
 pub(super) const OTHER: u8 = 0xFF;
-/// Punctuation outside ASCII that no number is written with but that a number can be
-/// written across (brackets, quotes, CJK full stops and brackets: `"【95】588"`): a
-/// separator where short codes written with any separator are read (the gateways),
-/// else like [`OTHER`].
+/// Punctuation and symbols outside ASCII that no number is written with but that a
+/// number can be written across (brackets, quotes, CJK full stops, stars, arrows:
+/// `"【95】588"`): a separator where short codes written with any separator are read
+/// (the gateways); elsewhere a mark that joins digits into long numbers only.
 pub(super) const PUNCT: u8 = 0xFD;
 /// A currency sign outside ASCII (`¥`, `￥`, `€`, `£`): digits after one are a price.
 pub(super) const CURRENCY: u8 = 0xFC;

@@ -164,10 +164,13 @@ pub fn embedded_numbers(
     short: ShortCodes,
     mut each: impl FnMut(std::ops::Range<usize>, &[u8]),
 ) {
-    let mut run = Run {
-        dates: short == ShortCodes::SpacedOnly,
+    let any = short == ShortCodes::AnySeparator;
+    // Where only spaced short codes are read, dates and times are known as such.
+    let fresh = || Run {
+        dates: !any,
         ..Run::default()
     };
+    let mut run = fresh();
     let mut group: Option<Group> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
     let mut visible = 0;
@@ -193,11 +196,10 @@ pub fn embedded_numbers(
             continue;
         }
         visible += 1;
-        let any = short == ShortCodes::AnySeparator;
         match c {
             b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => {
                 // Digits right after a currency sign are a price (`"¥1,110"`): where a
-                // number shown is judged, none of its run is offered.
+                // number shown is judged, no short number of its run is offered.
                 if !run.open {
                     run.price = after_currency && !any;
                 }
@@ -254,10 +256,7 @@ pub fn embedded_numbers(
                 if let Some(g) = group.take() {
                     run.close(g, false, &mut budget, &mut each);
                 }
-                run = Run {
-                    dates: !any,
-                    ..Run::default()
-                };
+                run = fresh();
                 run.open = c == b'+';
                 plus_at = run.open.then_some(i);
             }
@@ -338,7 +337,7 @@ struct Run {
     groups: [Group; EMBEDDED_MAX_DIGITS],
     len: usize,
     open: bool,
-    /// A price: no piece of it is offered.
+    /// A price: no piece of it shorter than a subscriber's number is offered.
     price: bool,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,

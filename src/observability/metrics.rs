@@ -884,21 +884,7 @@ mod tests {
     /// trunks) keep their call outcomes apart.
     #[test]
     fn behaviour_events_of_trunks_alike_in_sixteen_bits_stay_apart() {
-        let id = |n: &str| crate::sip::lex::fnv1a(&[n.as_bytes()]);
-        let mut seen = std::collections::HashMap::new();
-        let (x, y) = (0..100_000)
-            .map(|i| format!("pbx-{i}"))
-            .find_map(|n| {
-                let top = id(&n) >> 48;
-                match seen.get(&top) {
-                    Some(m) => Some((String::clone(m), n)),
-                    None => {
-                        seen.insert(top, n);
-                        None
-                    }
-                }
-            })
-            .expect("two names alike in sixteen bits");
+        let (x, y) = crate::policy::rate::names_alike_in_top_bits("pbx-", 16);
         let text = format!(
             "[[trunk]]\nname = \"{x}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\n\
              [[trunk]]\nname = \"{y}\"\nrole = \"interconnect\"\nsources = [\"10.0.0.2\"]\n"

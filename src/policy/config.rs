@@ -468,6 +468,14 @@ pub struct Hours {
     pub to_min: u16,
 }
 
+/// As written in a policy: `08:00-21:00`.
+impl std::fmt::Display for Hours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, b) = (self.from_min, self.to_min);
+        write!(f, "{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60)
+    }
+}
+
 fn hhmm(s: &str) -> Option<u16> {
     let (h, m) = s.trim().split_once(':')?;
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);

@@ -200,19 +200,7 @@ fn hours_text(t: &Trunk) -> String {
         None if t.days.is_none() => "any time".into(),
         // Every hour of the days named.
         None => format!("all day{days}"),
-        Some(h) => {
-            let off = t.utc_offset_min;
-            format!(
-                "{:02}:{:02}-{:02}:{:02} UTC{}{:02}:{:02}{days}",
-                h.from_min / 60,
-                h.from_min % 60,
-                h.to_min / 60,
-                h.to_min % 60,
-                if off < 0 { '-' } else { '+' },
-                off.abs() / 60,
-                off.abs() % 60,
-            )
-        }
+        Some(h) => format!("{h} {}{days}", t.utc_offset_text()),
     }
 }
 

@@ -75,8 +75,6 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         );
     }
     for t in &p.trunks {
-        // A behaviour rule's action set for this trunk, its threshold not (yet) set:
-        // a template's, or a threshold forgotten.
         if let Some(b) = &t.behaviour {
             // A rule's second setting without its threshold.
             let d = crate::policy::config::BehaviourConf::default();
@@ -104,6 +102,8 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     ));
                 }
             }
+            // A behaviour rule's action set for this trunk, its threshold not (yet)
+            // set: a template's, or a threshold forgotten.
             for r in RuleId::ORDER.iter().filter(|r| r.is_behaviour()) {
                 if b.describe(*r).is_none() && t.action(*r) != &p.default_actions[r.index()] {
                     out.push(format!(
@@ -431,12 +431,7 @@ entries = [{whitelist}]
     /// Names that hash alike in the counters' 24-bit tag are named; others are not.
     #[test]
     fn trunks_sharing_a_counter_tag_are_named() {
-        let id = |n: &str| crate::sip::lex::fnv1a(&[n.as_bytes()]);
-        let mut seen = std::collections::HashMap::new();
-        let (x, y) = (0..20_000_000)
-            .map(|i| format!("t{i}"))
-            .find_map(|n| seen.insert(id(&n) >> 40, n.clone()).map(|m| (m, n)))
-            .expect("two names alike in 24 bits");
+        let (x, y) = crate::policy::rate::names_alike_in_top_bits("t", 24);
         let trunks = |names: &[&str]| {
             let text: String = names
                 .iter()

@@ -298,6 +298,19 @@ pub struct Trunk {
     pub actions: Vec<Action>,
 }
 
+/// Why a rule can never match on a trunk ([`Trunk::never_runs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeverRuns {
+    /// Another role's rule.
+    Role,
+    /// A behaviour rule without `[trunk.behaviour]`.
+    NoBehaviour,
+    /// `trunk-auth` without `[trunk.auth]`.
+    NoAuth,
+    /// `concurrent-calls` without `max_concurrent_calls`.
+    NoConcurrentLimit,
+}
+
 /// A trunk's short name in the behaviour tracker's call slots: [`Trunk::tag`].
 pub type TrunkTag = u32;
 
@@ -317,10 +330,31 @@ impl Trunk {
     /// The rule can match on this trunk: its role has it, a behaviour rule needs the
     /// trunk's behaviour thresholds, and trunk-auth its `[trunk.auth]`.
     pub fn runs(&self, r: RuleId) -> bool {
-        applies(self.role, r)
-            && (!r.is_behaviour() || self.behaviour.is_some())
-            && (r != RuleId::TrunkAuth || self.auth.is_some())
-            && (r != RuleId::ConcurrentCalls || self.max_concurrent.is_some())
+        self.never_runs(r).is_none()
+    }
+    /// The offset its hours are read in: `UTC+08:00`.
+    pub fn utc_offset_text(&self) -> String {
+        let off = self.utc_offset_min;
+        format!(
+            "UTC{}{:02}:{:02}",
+            if off < 0 { '-' } else { '+' },
+            off.unsigned_abs() / 60,
+            off.unsigned_abs() % 60
+        )
+    }
+    /// Why the rule can never match on this trunk, if it cannot ([`Trunk::runs`]).
+    pub fn never_runs(&self, r: RuleId) -> Option<NeverRuns> {
+        if !applies(self.role, r) {
+            Some(NeverRuns::Role)
+        } else if r.is_behaviour() && self.behaviour.is_none() {
+            Some(NeverRuns::NoBehaviour)
+        } else if r == RuleId::TrunkAuth && self.auth.is_none() {
+            Some(NeverRuns::NoAuth)
+        } else if r == RuleId::ConcurrentCalls && self.max_concurrent.is_none() {
+            Some(NeverRuns::NoConcurrentLimit)
+        } else {
+            None
+        }
     }
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
@@ -1017,35 +1051,6 @@ impl Policy {
                     ));
                 }
             }
-            for r in t.rules.keys() {
-                let never = if !applies(t.role, *r) {
-                    Some(format!("on a trunk of role {}", t.role.as_str()))
-                } else if *r == RuleId::UnknownSource {
-                    // A message some trunk takes has a known source by definition.
-                    Some(
-                        "on a trunk: it judges messages no trunk takes (set it under [rules])"
-                            .to_string(),
-                    )
-                } else if r.is_behaviour() && t.behaviour.is_none() {
-                    Some("without [trunk.behaviour]".to_string())
-                } else if *r == RuleId::TrunkAuth && t.auth.is_none() {
-                    Some("without [trunk.auth]".to_string())
-                } else if *r == RuleId::ConcurrentCalls && t.max_concurrent_calls.is_none() {
-                    Some("without max_concurrent_calls".to_string())
-                } else {
-                    None
-                };
-                if let Some(why) = never {
-                    return Err(LoadError::file(
-                        file,
-                        format!(
-                            "trunk '{}': rule {} never runs {why}: its settings here would never be used",
-                            t.name,
-                            r.as_str()
-                        ),
-                    ));
-                }
-            }
             // Each worker would bind a port of its own: no peer could be pointed at it.
             if let Some(l) = t.listen.iter().find(|l| l.addr.port() == 0) {
                 return Err(LoadError::file(
@@ -1090,7 +1095,7 @@ impl Policy {
                     format!("enterprise trunk '{}' needs a whitelist", t.name),
                 ));
             }
-            trunks.push(Trunk {
+            let trunk = Trunk {
                 name: t.name.clone(),
                 id: crate::sip::lex::fnv1a(&[t.name.as_bytes()]),
                 role: t.role,
@@ -1119,7 +1124,35 @@ impl Policy {
                 },
                 bare: t.bare_numbers,
                 actions: resolve_actions(&global, &t.rules, file)?,
-            });
+            };
+            // Settings of a rule that never runs on the trunk would never be used.
+            for r in t.rules.keys() {
+                let why = match (*r, trunk.never_runs(*r)) {
+                    // A message some trunk takes has a known source by definition.
+                    (RuleId::UnknownSource, _) => {
+                        "on a trunk: it judges messages no trunk takes (set it under [rules])"
+                            .to_string()
+                    }
+                    (_, Some(NeverRuns::Role)) => {
+                        format!("on a trunk of role {}", t.role.as_str())
+                    }
+                    (_, Some(NeverRuns::NoBehaviour)) => "without [trunk.behaviour]".into(),
+                    (_, Some(NeverRuns::NoAuth)) => "without [trunk.auth]".into(),
+                    (_, Some(NeverRuns::NoConcurrentLimit)) => {
+                        "without max_concurrent_calls".into()
+                    }
+                    (_, None) => continue,
+                };
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "trunk '{}': rule {} never runs {why}: its settings here would never be used",
+                        t.name,
+                        r.as_str()
+                    ),
+                ));
+            }
+            trunks.push(trunk);
         }
         // Zeros that would not mean "off" but break something: refused with what they do.
         for (key, zero, why) in [
@@ -1508,14 +1541,7 @@ impl Policy {
             let _ = writeln!(
                 s,
                 "  redis: {} (keys {}:*, lists {})",
-                // A password in the URL is not for the screen or the logs.
-                match self.redis.url.split_once("://") {
-                    Some((scheme, rest)) if rest.contains('@') => format!(
-                        "{scheme}://***@{}",
-                        rest.rsplit_once('@').map_or("", |(_, h)| h)
-                    ),
-                    _ => self.redis.url.clone(),
-                },
+                crate::cluster::url_for_people(&self.redis.url),
                 self.redis.prefix,
                 if self.redis.lists {
                     "followed"
@@ -1551,16 +1577,7 @@ impl Policy {
             // The contract's terms as read, so that an operator can check them here.
             let mut terms = vec![];
             if let Some(h) = t.hours {
-                let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
-                let off = t.utc_offset_min;
-                terms.push(format!(
-                    "hours {}-{} (UTC{}{:02}:{:02})",
-                    hm(h.from_min),
-                    hm(h.to_min),
-                    if off < 0 { '-' } else { '+' },
-                    off.unsigned_abs() / 60,
-                    off.unsigned_abs() % 60
-                ));
+                terms.push(format!("hours {h} ({})", t.utc_offset_text()));
             }
             if let Some(d) = t.days {
                 terms.push(format!("days {}", d.names().join(" ")));

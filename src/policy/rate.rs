@@ -311,6 +311,21 @@ const CLOSED: u64 = 1 << 39;
 const TRUNK: u64 = 1 << 38;
 const HASH: u64 = TRUNK - 1;
 
+/// Two trunk names (`{prefix}N`) whose ids ([`crate::policy::Trunk::id`]) agree in
+/// their top `bits`: for tests of what trunks alike in a tag keep apart.
+#[cfg(test)]
+pub(crate) fn names_alike_in_top_bits(prefix: &str, bits: u32) -> (String, String) {
+    let id = |n: &str| crate::sip::lex::fnv1a(&[n.as_bytes()]);
+    let mut seen = std::collections::HashMap::new();
+    (0..20_000_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find_map(|n| {
+            seen.insert(id(&n) >> (64 - bits), n.clone())
+                .map(|m| (m, n))
+        })
+        .expect("two names alike")
+}
+
 /// Whether two trunks (their ids) share a tag, and so the overflow counter of a full
 /// table.
 pub fn same_tag(a: u64, b: u64) -> bool {
