@@ -3958,6 +3958,35 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
     loads("[proxy]\nudp_mtu = 1300\n");
     loads("[proxy]\nudp_mtu = 0\n");
     refused("[proxy]\nworkers = 100000\n", 2, "workers = 100000");
+    // Session 27: a stream trimmed to nothing, an overload answer that feeds the
+    // overload or asks for an hour's wait, a Redis wait longer than a call set-up, a
+    // nonce good for more than a day.
+    refused(
+        "[redis]\nrecords_maxlen = 0\n",
+        2,
+        "[redis] records_maxlen = 0",
+    );
+    refused("[proxy]\nretry_after = 0\n", 2, "[proxy] retry_after = 0");
+    refused(
+        "[proxy]\nretry_after = 7200\n",
+        2,
+        "[proxy] retry_after = 7200 is over 3600",
+    );
+    loads("[proxy]\nretry_after = 30\n");
+    refused(
+        "[redis]\ntimeout_ms = 120000\n",
+        2,
+        "[redis] timeout_ms = 120000 is over 60000",
+    );
+    loads("[redis]\ntimeout_ms = 5000\n");
+    refused(
+        &format!("{ent}[trunk.auth]\nusers = [\"pbx:pw\"]\nnonce_secs = 604800\n"),
+        9,
+        "auth nonce_secs = 604800 is over a day",
+    );
+    loads(&format!(
+        "{ent}[trunk.auth]\nusers = [\"pbx:pw\"]\nnonce_secs = 3600\n"
+    ));
     refused(
         "[proxy]\nproxy_require_accepted = [\"a b\"]\n",
         2,
@@ -4224,10 +4253,37 @@ fn gateways_read_short_codes_written_with_any_separator() {
     for price in ["ACME ¥1,110", "Total ¥1,120.00", "$2,110", "￥ 95 588"] {
         assert_eq!(rejected(&ent(price)), None, "{price}");
     }
-    assert_eq!(
-        rejected(&ent("Suite 1,110")),
-        Some((403, "enterprise-not-whitelisted"))
-    );
+    // Session 27: an amount, a place or a reference shows no short number, wherever
+    // its unit or currency stands, and a number beside one is still judged.
+    for name in [
+        "ACME 1,110元",
+        "ACME 120 RMB",
+        "Price 110 yuan",
+        "v2.10.110",
+        "PBX 10.0.0.110",
+        "人民路120号",
+        "Room 110",
+        "Order #110",
+        "No. 120",
+        "第110分店",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
+    }
+    for shown in [
+        "ACME 110",
+        "Tel: 110",
+        "客服95588",
+        "Suite 1,110 95588",
+        "ACME ¥12 95588",
+        "Room 110 Tel 95588",
+        "95588,1",
+    ] {
+        assert_eq!(
+            rejected(&ent(shown)),
+            Some((403, "enterprise-not-whitelisted")),
+            "{shown}"
+        );
+    }
     // QA 25: a price hides no number beside it or longer than a price; a number
     // written across marks or after '%' is read; ordinary names with marks are not.
     for shown in [

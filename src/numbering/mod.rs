@@ -152,7 +152,7 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 /// joined by the separators numbers are written with (and a leading '+'), and every
 /// part of such a run made of whole groups, holding 3 to [`EMBEDDED_MAX_DIGITS`]
 /// digits. Two numbers side by side (`"13812345678 13912345678"`), or a number and a
-/// stray digit (`"报警110 1号"`), are then offered apart as well as together: which one
+/// stray digit (`"报警110 1"`), are then offered apart as well as together: which one
 /// the text shows is for the caller of this to judge against a plan. A part of several
 /// groups holds 7 digits or more, or is a short code written with spaces (`"95 588"`),
 /// and no short code starts with a trunk 0: dates, prices and versions are no numbers.
@@ -184,6 +184,8 @@ pub fn embedded_numbers(
     let mut after_currency = false;
     // A mark numbers are not written with between the last group and the next.
     let mut gap_marked = false;
+    // Some white space between the last group and the next.
+    let mut gap_blank = false;
     // The last mark between the last group and the next (0: none).
     let mut gap_sep = 0u8;
     let mut i = 0;
@@ -198,16 +200,18 @@ pub fn embedded_numbers(
         visible += 1;
         match c {
             b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => {
-                // Digits right after a currency sign are a price (`"¥1,110"`): where a
-                // number shown is judged, no short number of its run is offered.
-                if !run.open {
-                    run.price = after_currency && !any;
+                // Digits right after a currency sign are a price (`"¥1,110"`), and after
+                // an ordinal word a place or a reference (`"Room 110"`): where a number
+                // shown is judged, no short number of that word is offered.
+                if !any && !run.open {
+                    run.price = after_currency || quantity_before(&text[..i]);
                 }
                 let g = group.get_or_insert_with(|| Group {
                     plus: plus_at.is_some(),
                     start: plus_at.take().unwrap_or(i),
                     after_paren: before == b'(' || before == b'[',
                     spaced: gap_spaced,
+                    blank: gap_blank && run.open,
                     marked: gap_marked,
                     sep: gap_sep,
                     ..Group::default()
@@ -224,11 +228,14 @@ pub fn embedded_numbers(
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(g) = group.take() {
-                    run.close(g, c == b')', &mut budget, &mut each);
+                    let unit = !any && amount_goes_on(&g, c, &text[i..]);
+                    run.close(g, c == b')', unit, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
+                    gap_blank = false;
                     gap_sep = 0;
                 }
+                gap_blank |= c == b' ';
                 if c != b' ' {
                     gap_sep = c;
                 }
@@ -243,9 +250,11 @@ pub fn embedded_numbers(
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
-                    run.close(g, c == b']', &mut budget, &mut each);
+                    let unit = !any && quantity_after(&text[i..], true);
+                    run.close(g, c == b']', unit, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
+                    gap_blank = false;
                 }
                 gap_sep = c;
                 gap_spaced &= any;
@@ -254,9 +263,11 @@ pub fn embedded_numbers(
             }
             _ => {
                 if let Some(g) = group.take() {
-                    run.close(g, false, &mut budget, &mut each);
+                    let unit = !any && quantity_after(&text[i..], true);
+                    run.close(g, false, unit, &mut budget, &mut each);
                 }
                 run = fresh();
+                gap_blank = false;
                 run.open = c == b'+';
                 plus_at = run.open.then_some(i);
             }
@@ -266,8 +277,106 @@ pub fn embedded_numbers(
         i += len;
     }
     if let Some(g) = group.take() {
-        run.close(g, false, &mut budget, &mut each);
+        run.close(g, false, false, &mut budget, &mut each);
     }
+}
+
+/// Whether the digit group `g`, ended by the separator `c` with `rest` (from `c` on)
+/// after it, is part of an amount or a quantity rather than a number: the whole of a
+/// decimal, a version or an address (`"2.10.110"`, `"10.0.0.110"`), a thousands group
+/// follows (`"110,000"`), or a unit or a currency does (`"120 RMB"`).
+fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> bool {
+    let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
+    match c {
+        b'.' => digit_at(1),
+        b',' => g.n <= 3 && (1..4).all(digit_at) && !digit_at(4),
+        b' ' => quantity_after(rest, false),
+        _ => false,
+    }
+}
+
+/// Words after digits that make them a quantity, an amount or a place: a price
+/// (`"1,110元"`, `"120 RMB"`), a house or room number (`"人民路120号"`), a count or a
+/// date (`"110次"`, `"2024年"`). Chinese ones are read glued (Chinese writes no space).
+const UNITS_AFTER_CJK: &[&str] = &[
+    "元", "块", "圆", "角", "号", "室", "楼", "层", "栋", "幢", "座", "单元", "弄", "期", "个",
+    "件", "次", "天", "年", "月", "日", "岁", "米", "折", "％", "‰",
+];
+const UNITS_AFTER: &[&str] = &[
+    "rmb", "cny", "yuan", "usd", "hkd", "eur", "gbp", "jpy", "dollar", "dollars", "euro", "euros",
+    "pcs", "kg", "km", "min", "mins", "sec", "secs", "hrs", "hours", "days",
+];
+/// Words before digits that make them a place, a reference or an amount (`"Room
+/// 110"`, `"No. 120"`, `"第110"`, `"RMB 110"`).
+const ORDINALS_BEFORE_CJK: &[&str] = &["第", "№", "编号", "单号", "工号", "分机", "房间", "订单"];
+const ORDINALS_BEFORE: &[&str] = &[
+    "no", "nr", "room", "rm", "suite", "unit", "apt", "flat", "floor", "fl", "level", "order",
+    "ref", "inv", "invoice", "ticket", "case", "ext", "box", "gate", "bldg", "block", "lot",
+    "item", "model", "ver", "version", "rmb", "cny", "usd", "hkd", "eur", "gbp", "jpy",
+];
+
+/// Whether `rest` (from the character after a number's digits on) starts with a unit or
+/// a currency ([`UNITS_AFTER`]), past white space; `glued`: no white space came between
+/// (English ordinals, `"110th"`, are read only so).
+fn quantity_after(rest: &[u8], glued: bool) -> bool {
+    let mut rest = rest;
+    while let Some(r) = rest
+        .strip_prefix(b" ")
+        .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
+    {
+        rest = r;
+    }
+    let (c, _) = glyph::unit(rest);
+    if c == b'$' || c == glyph::CURRENCY {
+        return true;
+    }
+    if UNITS_AFTER_CJK
+        .iter()
+        .any(|u| rest.starts_with(u.as_bytes()))
+    {
+        return true;
+    }
+    let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let word = &rest[..word];
+    let is = |w: &&str| word.eq_ignore_ascii_case(w.as_bytes());
+    UNITS_AFTER.iter().any(is) || glued && ["st", "nd", "rd", "th"].iter().any(is)
+}
+
+/// Whether `head` (the text before a run of digits) ends with an ordinal word or a
+/// currency ([`ORDINALS_BEFORE`]), past white space and a '.', ':' or '#' after it.
+fn quantity_before(head: &[u8]) -> bool {
+    fn trim(mut h: &[u8]) -> &[u8] {
+        while let Some(r) = h
+            .strip_suffix(b" ")
+            .or_else(|| h.strip_suffix("\u{3000}".as_bytes()))
+        {
+            h = r;
+        }
+        h
+    }
+    let mut head = trim(head);
+    if ORDINALS_BEFORE_CJK
+        .iter()
+        .any(|w| head.ends_with(w.as_bytes()))
+    {
+        return true;
+    }
+    if let Some(h) = head
+        .strip_suffix(b".")
+        .or_else(|| head.strip_suffix(b":"))
+        .or_else(|| head.strip_suffix(b"#"))
+    {
+        head = trim(h);
+    }
+    let word = head
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    let word = &head[head.len() - word..];
+    ORDINALS_BEFORE
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// Which short codes of several digit groups a display name shows
@@ -295,6 +404,8 @@ struct Group {
     after_paren: bool,
     /// Joined to the group before it by white space only.
     spaced: bool,
+    /// White space (and maybe marks) between it and the group before it: a new word.
+    blank: bool,
     /// Joined to the group before it across a mark numbers are not written with
     /// (`|`, `:`, brackets), where only spaced short codes are read.
     marked: bool,
@@ -374,14 +485,23 @@ impl Run {
         }
     }
 
-    /// Adds `g` (closed by a ')' or not) and offers every piece that ends with it.
+    /// Adds `g` (closed by a ')' or not; a unit or a currency after it or not) and offers
+    /// every piece that ends with it.
     fn close(
         &mut self,
         mut g: Group,
         paren_closed: bool,
+        unit_after: bool,
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
     ) {
+        // A new word ends a price, but for a thousands group written with a space
+        // (`"¥ 95 588"`): `"¥12 95588"` shows the bank's number.
+        if g.blank {
+            let last = self.groups[(self.len + EMBEDDED_MAX_DIGITS - 1) % EMBEDDED_MAX_DIGITS];
+            self.price &= g.n == 3 && last.n <= 3;
+        }
+        self.price |= unit_after;
         let country =
             self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
@@ -1114,7 +1234,52 @@ mod tests {
             e("13812345678 13912345678"),
             ["13812345678", "13912345678", "13812345678 13912345678"]
         );
-        assert_eq!(e("报警110 1号"), ["110", "110 1"]);
+        assert_eq!(e("报警110 1"), ["110", "110 1"]);
+        // Digits with a unit, a currency or an ordinal word around them, or inside a
+        // decimal, a version or an amount, are no number where one shown is judged.
+        assert_eq!(e("报警110 1号"), ["110"]);
+        for t in [
+            "ACME 1,110元",
+            "120 RMB",
+            "110,000",
+            "v2.10.110",
+            "PBX 10.0.0.110",
+            "110.5",
+            "人民路120号",
+            "Room 110",
+            "No. 120",
+            "Order #110",
+            "第110",
+            "RMB 110",
+            "110th Street",
+            "¥ 95 588",
+        ] {
+            let short = |p: &String| p.chars().filter(char::is_ascii_digit).count() < 7;
+            assert!(!e(t).iter().any(short), "{t}: {:?}", e(t));
+        }
+        // A word after them is read afresh; a dial string's pause is no decimal.
+        for (t, shown) in [
+            ("¥12 95588", "95588"),
+            ("Suite 110, 95588", "95588"),
+            ("1.5 95588", "95588"),
+            ("95588,1", "95588"),
+            ("Tel: 110", "110"),
+            ("Casino 110", "110"),
+            ("110 yuanbao", "110"),
+        ] {
+            assert!(e(t).contains(&shown.to_string()), "{t}: {:?}", e(t));
+        }
+        // At the gateways (where a misreading costs a display name) all are read.
+        let any = |t: &str| {
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), ShortCodes::AnySeparator, |r, _| {
+                v.push(t[r].to_string())
+            });
+            v
+        };
+        for (t, shown) in [("Room 110", "110"), ("120 RMB", "120"), ("1,110元", "110")] {
+            assert!(any(t).contains(&shown.to_string()), "{t}: {:?}", any(t));
+        }
         // A flood of groups costs a bounded number of pieces: the text is read as far
         // as a phone shows it.
         let flood = "1 ".repeat(50_000);

@@ -260,6 +260,14 @@ impl TrunkAuth {
         if conf.nonce_secs == 0 {
             return Err(format!("trunk {trunk}: auth nonce_secs must be above 0"));
         }
+        // A day is longer than any call set-up needs: past it a captured answer could be
+        // replayed for that long (RFC 7616 5.4 leaves the lifetime to the server).
+        if conf.nonce_secs > 86_400 {
+            return Err(format!(
+                "trunk {trunk}: auth nonce_secs = {} is over a day: a captured answer could be replayed that long (the default is 300)",
+                conf.nonce_secs
+            ));
+        }
         let mut users: Vec<User> = Vec::with_capacity(conf.users.len());
         for (i, u) in conf.users.iter().enumerate() {
             // The entry itself is not echoed: it may be a bare password.

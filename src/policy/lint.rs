@@ -34,7 +34,7 @@ fn shadows(a: &Trunk, b: &Trunk) -> bool {
 /// blacklist: +8613800000001, +8613800000002`; and a trunk that an earlier one leaves
 /// nothing to.
 pub fn warnings(p: &Policy) -> Vec<String> {
-    let mut out = vec![];
+    let mut out = p.notes.clone();
     if p.own_segments.is_empty()
         && p.trunks
             .iter()
@@ -516,6 +516,28 @@ entries = [{whitelist}]
         );
         assert!(w(&asr.replace("attempts = 30", "min_asr_percent = 10")).is_empty());
         assert!(w(ent).is_empty());
+        // An answer's code or reason beside an action that sends none; one inherited
+        // from [rules] under a trunk trying the rule (`monitor`) is no note.
+        let tried = format!(
+            "[rules.blacklist]\nreason = \"Listed\"\n{ent}[trunk.rules.blacklist]\naction = \"monitor\"\n"
+        );
+        assert!(w(&tried).is_empty(), "{:?}", w(&tried));
+        assert_eq!(
+            w(&format!(
+                "{ent}[trunk.rules.blacklist]\naction = \"label\"\ncode = 604\n"
+            )),
+            [
+                "trunk ent: rule blacklist sets code but its action label sends no answer: unused until the action is reject"
+            ]
+        );
+        assert_eq!(
+            w(&format!(
+                "[rules.label-mvno]\nreason = \"MVNO\"\ncode = 403\n{ent}"
+            )),
+            [
+                "[rules] rule label-mvno sets code and reason but its action label sends no answer: unused until the action is reject"
+            ]
+        );
     }
 
     #[test]

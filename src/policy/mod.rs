@@ -405,6 +405,9 @@ pub struct Policy {
     pub hep: config::HepConf,
     /// Where it was loaded from (for reloads and messages).
     pub source: String,
+    /// What loading found that does nothing but is no error ([`lint::warnings`] starts
+    /// with them).
+    pub notes: Vec<String>,
 }
 
 /// Items as a policy writes them, comma-separated (summaries and reload reports).
@@ -581,13 +584,35 @@ fn named_at(mut e: LoadError, text: &str, file: &str, path: &str) -> LoadError {
 /// Largest behaviour table (`[behaviour] callers` or `calls`): 16M callers take 1.7 GiB.
 const MAX_BEHAVIOUR_SLOTS: usize = 1 << 24;
 
+/// The actions `base` with the settings of `over` (rule tables, `where_` they are:
+/// `[rules.X]` or a trunk's) on top; settings that do nothing go to `notes`.
 fn resolve_actions(
     base: &[Action],
     over: &std::collections::BTreeMap<RuleId, RuleConf>,
     file: &str,
+    where_: &str,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<Action>, LoadError> {
     let mut out = base.to_vec();
     for (r, c) in over {
+        // A code or a reason set beside an action that answers nothing: kept for a rule
+        // being tried (`monitor` now, `reject` once trusted), so a note, not an error.
+        // One inherited from `[rules]` under a trunk's `monitor` is that case exactly.
+        let kind = c.action.unwrap_or(out[r.index()].kind);
+        if !matches!(kind, ActionKind::Reject | ActionKind::RateLimit) {
+            let set: Vec<&str> = [("code", c.code.is_some()), ("reason", c.reason.is_some())]
+                .into_iter()
+                .filter_map(|(k, s)| s.then_some(k))
+                .collect();
+            if !set.is_empty() {
+                notes.push(format!(
+                    "{where_}rule {} sets {} but its action {} sends no answer: unused until the action is reject",
+                    r.as_str(),
+                    set.join(" and "),
+                    kind.as_str()
+                ));
+            }
+        }
         if c.action == Some(ActionKind::RateLimit) && !r.is_behaviour() {
             return Err(LoadError::file(
                 file,
@@ -935,7 +960,8 @@ impl Policy {
                 }
             })
             .collect();
-        let global = resolve_actions(&defaults, &cfg.rules, file)?;
+        let mut notes = vec![];
+        let global = resolve_actions(&defaults, &cfg.rules, file, "[rules] ", &mut notes)?;
         // One nonce key per load, shared by every trunk and worker.
         let auth_key = cfg
             .trunks
@@ -1123,7 +1149,13 @@ impl Policy {
                     _ => None,
                 },
                 bare: t.bare_numbers,
-                actions: resolve_actions(&global, &t.rules, file)?,
+                actions: resolve_actions(
+                    &global,
+                    &t.rules,
+                    file,
+                    &format!("trunk {}: ", t.name),
+                    &mut notes,
+                )?,
             };
             // Settings of a rule that never runs on the trunk would never be used.
             for r in t.rules.keys() {
@@ -1192,6 +1224,16 @@ impl Policy {
                 "would poll for lists in a busy loop (the default is 1000)",
             ),
             (
+                "[redis] records_maxlen",
+                cfg.redis.records_maxlen == 0,
+                "would trim the record stream to nothing (records_stream = \"\" for no stream)",
+            ),
+            (
+                "[proxy] retry_after",
+                cfg.proxy.retry_after == 0,
+                "would tell every caller refused for overload to retry at once, feeding the overload (the default is 5)",
+            ),
+            (
                 "[records] rotate_bytes",
                 cfg.records.rotate_bytes == 0,
                 "would start a new file for every record",
@@ -1220,6 +1262,28 @@ impl Policy {
                     cfg.proxy.udp_mtu
                 ),
             ));
+        }
+        // Waits longer than a call set-up: every caller would hang up first.
+        for (key, v, max, why) in [
+            (
+                "[proxy] retry_after",
+                u64::from(cfg.proxy.retry_after),
+                3_600,
+                "seconds: an hour's wait for every caller refused for overload (the default is 5)",
+            ),
+            (
+                "[redis] timeout_ms",
+                cfg.redis.timeout_ms,
+                60_000,
+                "ms: a Redis that stops answering would hold the shared counters' sync that long before the fallback (the default is 200)",
+            ),
+        ] {
+            if v > max {
+                return Err(LoadError::file(
+                    file,
+                    format!("{key} = {v} is over {max} {why}"),
+                ));
+            }
         }
         if cfg.proxy.workers > 1024 {
             return Err(LoadError::file(
@@ -1292,6 +1356,7 @@ impl Policy {
             log: cfg.log,
             hep: cfg.hep,
             source: file.to_string(),
+            notes,
         })
     }
 
