@@ -155,8 +155,8 @@ impl Shown {
 pub struct IsupIdentity {
     /// The ISUP octets in the message buffer.
     pub body: Span,
-    /// The part's own Content-Length value, when it has one.
-    pub part_content_length: Option<Span>,
+    /// The Content-Length values of the ISUP part and the parts around it.
+    pub part_content_lengths: isup::sipi::PartLengths,
     pub required: bool,
     /// The decoded IAM, or why the body could not be read (a multipart body that cannot
     /// be split counts as unreadable ISUP: it may hide one).
@@ -167,8 +167,8 @@ pub struct IsupIdentity {
     pub generic: Option<Result<Number, NotANumber>>,
     /// The first Generic Number naming another number than `generic` once normalised.
     pub generic2: Option<Result<Number, NotANumber>>,
-    /// A third number among the Generic Numbers, once normalised: more presented
-    /// numbers than are judged.
+    /// A third number among the Generic Numbers, once normalised, or one with signals
+    /// that are no digits: presented numbers that are not judged.
     pub generic_unjudged: bool,
 }
 
@@ -683,12 +683,15 @@ fn written_as_first(b: &[u8], written: &[u8], first: &Party) -> bool {
 
 /// The ISUP identity of a SIP-I message; `None` for a plain SIP one.
 pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
-    let (body, part_content_length, required, iam) = match isup::sipi::find(msg) {
+    let (body, part_content_lengths, required, iam) = match isup::sipi::find(msg) {
         Ok(None) => return None,
-        Ok(Some(s)) => (s.body, s.part_content_length, s.required, s.iam),
-        Err(isup::sipi::SipIError::Multipart(e)) => {
-            (msg.body_span(), None, true, Err(IsupError::Multipart(e)))
-        }
+        Ok(Some(s)) => (s.body, s.part_content_lengths, s.required, s.iam),
+        Err(isup::sipi::SipIError::Multipart(e)) => (
+            msg.body_span(),
+            Default::default(),
+            true,
+            Err(IsupError::Multipart(e)),
+        ),
     };
     let num = |n: Option<IsupNumber>| n.map(|n| isup_number(&n, r));
     let (calling, generic, generic2, generic_unjudged) = match iam {
@@ -697,7 +700,14 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
             // international are one presented number.
             let generic = num(i.generic);
             let mut generic2 = None;
-            let mut unjudged = i.generic_overflow;
+            // One that holds signals no digit is (after the end of pulsing too) shows a
+            // number only some decoders read: not judged, so on an enterprise trunk,
+            // where every presented number must be, the IAM is refused as unreadable.
+            let mut unjudged = i.generic_overflow
+                || std::iter::once(&i.generic)
+                    .chain(&i.generic_more)
+                    .flatten()
+                    .any(|n| n.odd_signals);
             for n in i.generic_more.iter().flatten() {
                 let n = Some(isup_number(n, r));
                 if n == generic || n == generic2 {
@@ -714,7 +724,7 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
     };
     Some(IsupIdentity {
         body,
-        part_content_length,
+        part_content_lengths,
         required,
         iam,
         calling,
@@ -725,7 +735,11 @@ pub fn isup_identity(msg: &Message, r: Reading<'_>) -> Option<IsupIdentity> {
 }
 
 /// An ISUP number in E.164, through the one normaliser: international numbers get their
-/// '+', national (significant) numbers the home country code, others are read as dialled.
+/// '+', national (significant) numbers the home country code, others (subscriber,
+/// unknown, spare natures) are read as dialled in the home plan, as the core that gets
+/// the IAM reads them: the trunk's `bare_numbers` says how its peer writes SIP URIs, and
+/// an IAM says what it means by its nature of address (a `13812345678` of unknown
+/// nature read as E.164 would be judged foreign and reach the callee domestic).
 pub fn isup_number(n: &IsupNumber, r: Reading<'_>) -> Result<Number, NotANumber> {
     if n.odd_signals {
         return Err(NotANumber::NonNumeric);
@@ -751,7 +765,14 @@ pub fn isup_number(n: &IsupNumber, r: Reading<'_>) -> Result<Number, NotANumber>
             buf[1..1 + cc.len()].copy_from_slice(cc);
             normalise_as(d, r, Some(&buf[..1 + cc.len()]))
         }
-        _ => normalise_as(d, r, None),
+        _ => normalise_as(
+            d,
+            Reading {
+                bare: Bare::National,
+                ..r
+            },
+            None,
+        ),
     }
 }
 

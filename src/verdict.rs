@@ -611,7 +611,7 @@ fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: 
             });
         }
     };
-    if let Some(v) = i.part_content_length {
+    for v in i.part_content_lengths.into_iter().flatten() {
         fix_length(edits, v);
     }
     if let Some(h) = msg.first(HeaderName::ContentLength) {

@@ -77,7 +77,8 @@ fn judge(p: &Policy, m: &Message, trunk: &str) -> Decision {
     let ip = match trunk {
         "intl" => "10.0.0.1",
         "ic" => "10.0.0.2",
-        _ => "10.0.0.3",
+        "ent" => "10.0.0.3",
+        ip => ip,
     };
     decide(
         p,
@@ -1047,4 +1048,209 @@ fn part_headers_are_read_as_mime_reads_them() {
         );
         assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{ct}: {d:?}");
     }
+}
+
+/// QA 27: ISUP the next hop reads otherwise than these bytes is refused as unreadable
+/// (`isup-mismatch`): under a transfer encoding that changes bytes (base64 decoders skip
+/// what is not of their alphabet, so a clean IAM can carry an encoded forged one), or
+/// behind a CR that ends a part's header line for some readers. Identity encodings pass.
+#[test]
+fn isup_another_reader_reads_otherwise_is_refused() {
+    let p = policy("");
+    let clean = iam(NumberSpec::international("442071234567"));
+    let sdp = SDP.as_bytes().to_vec();
+    let body = |part_head: &str| {
+        let mut b = b"--b1\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
+        b.extend_from_slice(&sdp);
+        b.extend_from_slice(format!("\r\n--b1\r\n{part_head}\r\n\r\n").as_bytes());
+        b.extend_from_slice(&clean);
+        b.extend_from_slice(b"\r\n--b1--\r\n");
+        b
+    };
+    let unreadable = |m: &Message, what: &str| {
+        let d = judge(&p, m, "intl");
+        assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{what}: {d:?}");
+        assert!(
+            d.identity.isup.is_some_and(|i| i.iam.is_err()),
+            "{what}: {d:?}"
+        );
+    };
+    for cte in ["base64", "Quoted-Printable", "x-uuencode", "(c) base64"] {
+        let head = format!("Content-Type: application/ISUP\r\nContent-Transfer-Encoding: {cte}");
+        unreadable(&with_body("multipart/mixed;boundary=b1", &body(&head)), cte);
+        // A second one that changes bytes behind an identity one.
+        let head = format!(
+            "Content-Type: application/ISUP\r\nContent-Transfer-Encoding: binary\r\nContent-Transfer-Encoding: {cte}"
+        );
+        unreadable(&with_body("multipart/mixed;boundary=b1", &body(&head)), cte);
+    }
+    for cte in ["binary", "8bit", "7BIT", "binary (raw)"] {
+        let head = format!("Content-Type: application/ISUP\r\nContent-Transfer-Encoding: {cte}");
+        passes(
+            &p,
+            &with_body("multipart/mixed;boundary=b1", &body(&head)),
+            "intl",
+        );
+    }
+    // A transfer-encoded SDP part is no ISUP.
+    let mut b = b"--b1\r\nContent-Type: application/sdp\r\nContent-Transfer-Encoding: base64\r\n\r\ndj0w\r\n--b1\r\nContent-Type: application/ISUP\r\n\r\n".to_vec();
+    b.extend_from_slice(&clean);
+    b.extend_from_slice(b"\r\n--b1--\r\n");
+    passes(&p, &with_body("multipart/mixed;boundary=b1", &b), "intl");
+    // The whole body transfer-encoded.
+    let top = |cte: &str| {
+        let mut s = format!(
+            "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-cte\r\nFrom: <sip:+442071234567@10.9.9.9;user=phone>;tag=ft1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: cte-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <tel:+442071234567>\r\nContent-Type: application/ISUP;version=itu-t92+\r\nContent-Transfer-Encoding: {cte}\r\nContent-Length: {}\r\n\r\n",
+            clean.len()
+        )
+        .into_bytes();
+        s.extend_from_slice(&clean);
+        Message::parse(Bytes::from(s)).expect("INVITE parses")
+    };
+    unreadable(&top("base64"), "top-level base64");
+    passes(&p, &top("binary"), "intl");
+    // A CR that ends no line in a part's header.
+    unreadable(
+        &with_body(
+            "multipart/mixed;boundary=b1",
+            &body("Content-Type: text/plain\rContent-Type: application/ISUP"),
+        ),
+        "bare CR",
+    );
+}
+
+/// QA 27: a Generic Number's deletion inside a multipart part nested in the body fixes
+/// the Content-Length of every part around it, not only its own and the message's.
+#[test]
+fn generic_number_deletion_fixes_every_enclosing_length() {
+    let p = policy("");
+    let with_generic = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("442071234567"))
+        .generic(NumberSpec::national("95588"))
+        .build();
+    let mut inner = b"--in\r\nContent-Type: application/ISUP;version=itu-t92+\r\n".to_vec();
+    inner.extend_from_slice(format!("Content-Length: {}\r\n\r\n", with_generic.len()).as_bytes());
+    inner.extend_from_slice(&with_generic);
+    inner.extend_from_slice(b"\r\n--in--");
+    let mut body = b"--out\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
+    body.extend_from_slice(SDP.as_bytes());
+    body.extend_from_slice(
+        format!(
+            "\r\n--out\r\nContent-Type: multipart/mixed;boundary=in\r\nContent-Length: {}\r\n\r\n",
+            inner.len()
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&inner);
+    body.extend_from_slice(b"\r\n--out--\r\n");
+    let m = with_body("multipart/mixed;boundary=out", &body);
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber), "{d:?}");
+    let out = forwarded(&p, &m, &d);
+    let text = String::from_utf8_lossy(out.body()).into_owned();
+    let without = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("442071234567"))
+        .build();
+    let removed = with_generic.len() - without.len();
+    assert!(
+        text.contains(&format!("Content-Length: {}\r\n", inner.len() - removed)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Content-Length: {}\r\n", without.len())),
+        "{text}"
+    );
+    assert_eq!(isup_of(&out), without);
+}
+
+/// QA 27: every Generic Number that may be shown as the caller counts, whatever its
+/// qualifier (only those Q.763 gives another party do not): judged on an enterprise
+/// trunk, deleted at the gateways. Digits after the end of pulsing hide nothing; an
+/// IAM with octets no parameter holds is unreadable; an ISUP number of unknown nature
+/// is read in the home plan, as the core reads it, whatever `bare_numbers` says.
+#[test]
+fn isup_numbers_read_as_the_core_reads_them() {
+    let p = policy("");
+    let ent_caller = NumberSpec::international("8613912340001");
+    for q in [0x02u8, 0x03, 0x80] {
+        // Enterprise: a non-contracted number behind the qualifier is refused.
+        let b = IamBuilder::new("861012345678")
+            .calling(ent_caller.clone())
+            .generic_with(q, NumberSpec::national("13812345678"))
+            .build();
+        let m = sipi("+8613912340001", &b);
+        let d = judge(&p, &m, "ent");
+        assert_eq!(
+            d.outcome,
+            Outcome::Reject { code: 403 },
+            "qualifier {q:#x}: {d:?}"
+        );
+        // Gateways: deleted.
+        let b = IamBuilder::new("861012345678")
+            .calling(NumberSpec::international("442071234567"))
+            .generic_with(q, NumberSpec::national("95588"))
+            .build();
+        let m = sipi("+442071234567", &b);
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{q:#x}: {d:?}");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            isup_of(&out),
+            IamBuilder::new("861012345678")
+                .calling(NumberSpec::international("442071234567"))
+                .build()
+        );
+    }
+    // An additional called number (qualifier 1) names the callee: kept, not judged.
+    let b = IamBuilder::new("861012345678")
+        .calling(ent_caller.clone())
+        .generic_with(0x01, NumberSpec::national("13812345678"))
+        .build();
+    passes(&p, &sipi("+8613912340001", &b), "ent");
+    // Octets after the end of the optional parameters.
+    let mut b = iam(NumberSpec::international("442071234567"));
+    b.extend_from_slice(&[0xc0, 0x06, 0x06, 0x83, 0x10, 0x59, 0x85, 0x08]);
+    let d = judge(&p, &sipi("+442071234567", &b), "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    // A Generic Number hiding digits after ST, on an enterprise trunk.
+    let mut b = IamBuilder::new("861012345678")
+        .calling(ent_caller)
+        .generic(NumberSpec::national("13912340002"))
+        .build();
+    let at = b
+        .windows(3)
+        .position(|w| {
+            w[0] == isup::code::GENERIC_NUMBER && w[2] == isup::QUALIFIER_ADDITIONAL_CALLING
+        })
+        .unwrap();
+    // "13912340002" is 11 digits: its last octet holds '2' and a filler; ST and '9' go
+    // there instead, with the odd indicator cleared and one more octet of digits.
+    let len = b[at + 1] as usize;
+    let last = at + 2 + len - 1;
+    b[last] = 0xf2;
+    b.insert(last + 1, 0x59);
+    b[at + 1] += 1;
+    b[at + 3] &= 0x7f;
+    let d = judge(&p, &sipi("+8613912340001", &b), "ent");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    assert!(
+        d.identity
+            .isup
+            .is_some_and(|i| i.iam.is_ok() && i.generic_unjudged),
+        "{d:?}"
+    );
+    // Unknown nature on a trunk that reads bare SIP numbers as E.164: the core reads
+    // 13812345678 as a domestic mobile, and so does the filter.
+    let bare = Policy::from_str(
+        &format!(
+            "{POLICY}\n[[trunk]]\nname = \"intl-bare\"\nrole = \"international\"\nsources = [\"10.0.0.4\"]\nbare_numbers = \"international\"\n"
+        ),
+        "test.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let b = iam(NumberSpec::national("13812345678").with_nature(Nature::Unknown));
+    let m = sipi("13812345678", &b);
+    let d = judge(&bare, &m, "10.0.0.4");
+    assert_eq!(d.rule, Some(RuleId::IntlDomesticCaller), "{d:?}");
 }

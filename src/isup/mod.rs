@@ -29,6 +29,17 @@ pub mod code {
 /// number", a second, user-provided calling number: the generic number the rules delete.
 pub const QUALIFIER_ADDITIONAL_CALLING: u8 = 0x06;
 
+/// Whether a Generic Number of qualifier `q` may be shown as the caller: every one but
+/// those Q.763 3.26 gives to another party (additional called number 1, redirecting
+/// terminating 4, additional connected 5, additional original called, redirecting and
+/// redirection numbers 7-9). The supplementary user-provided calling numbers (2, 3),
+/// the national-use range (0x80-0xFE), which a national variant may use for a calling
+/// number, and spare values count as presented numbers: judged on enterprise trunks,
+/// deleted at the gateways.
+pub fn presents_caller(q: u8) -> bool {
+    !matches!(q, 1 | 4 | 5 | 7 | 8 | 9)
+}
+
 /// Octets of the mandatory fixed part of an IAM after the type code: nature of
 /// connection (1), forward call indicators (2), calling party's category (1),
 /// transmission medium requirement (1).
@@ -185,9 +196,8 @@ impl Iam {
         optional_params(isup, self.optional_at)
             .map_while(Result::ok)
             .filter_map(|(c, at, len)| {
-                (c == code::GENERIC_NUMBER
-                    && isup.get(at + 2) == Some(&QUALIFIER_ADDITIONAL_CALLING))
-                .then_some((at, len))
+                (c == code::GENERIC_NUMBER && isup.get(at + 2).is_some_and(|&q| presents_caller(q)))
+                    .then_some((at, len))
             })
     }
 }
@@ -214,6 +224,10 @@ pub enum IsupError {
     /// A second Calling Party Number (at this octet): Q.763 allows one, and which one
     /// the next hop reads is not known.
     RepeatedCalling(usize),
+    /// Octets no parameter holds (from this octet): after the end of the optional
+    /// parameters, or skipped by a pointer. A decoder that reads on, or parameter by
+    /// parameter, finds what this one did not judge.
+    Unaccounted(usize),
 }
 
 impl IsupError {
@@ -222,7 +236,8 @@ impl IsupError {
             IsupError::Truncated(o)
             | IsupError::BadPointer(o)
             | IsupError::BadNumber(o)
-            | IsupError::RepeatedCalling(o) => o,
+            | IsupError::RepeatedCalling(o)
+            | IsupError::Unaccounted(o) => o,
             IsupError::NotIam(_) | IsupError::Ansi | IsupError::SeveralParts => 0,
             IsupError::Multipart(e) => e.offset(),
         }
@@ -245,6 +260,10 @@ impl std::fmt::Display for IsupError {
             IsupError::RepeatedCalling(o) => write!(
                 f,
                 "a second ISUP Calling Party Number at octet {o}: which one the next hop reads is not known"
+            ),
+            IsupError::Unaccounted(o) => write!(
+                f,
+                "ISUP octets from {o} belong to no parameter: another decoder may read a number there"
             ),
         }
     }
@@ -286,11 +305,16 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
     if b.len() < OPT_PTR + 1 {
         return Err(IsupError::Truncated(b.len()));
     }
-    // Pointers count from the pointer octet itself (Q.763 1.7); the called number's may
-    // not point back into the pointers.
+    // Pointers count from the pointer octet itself (Q.763 1.7). The called number, the
+    // one mandatory variable parameter, starts right after the two pointers, and the
+    // optional part right after it: octets a pointer skips are read by nobody here,
+    // and by a decoder that walks the parameters in turn.
     let cp = b[CALLED_PTR] as usize;
     if cp < 2 {
         return Err(IsupError::BadPointer(CALLED_PTR));
+    }
+    if cp > 2 {
+        return Err(IsupError::Unaccounted(OPT_PTR + 1));
     }
     let called_at = CALLED_PTR + cp;
     let cl = *b.get(called_at).ok_or(IsupError::BadPointer(CALLED_PTR))? as usize;
@@ -319,11 +343,17 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
         len: called_end,
     };
     if op == 0 {
+        if called_end < b.len() {
+            return Err(IsupError::Unaccounted(called_end));
+        }
         return Ok(iam);
     }
     let start = OPT_PTR + op;
     if start < called_end || start >= b.len() {
         return Err(IsupError::BadPointer(OPT_PTR));
+    }
+    if start > called_end {
+        return Err(IsupError::Unaccounted(called_end));
     }
     iam.optional_at = Some(start);
     let mut end = start;
@@ -338,7 +368,8 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
                 }
                 iam.calling = Some(number(c, i, len, contents)?);
             }
-            code::GENERIC_NUMBER if contents.first() == Some(&QUALIFIER_ADDITIONAL_CALLING) => {
+            // An empty one has no qualifier to say whose it is: unreadable.
+            code::GENERIC_NUMBER if contents.first().is_none_or(|&q| presents_caller(q)) => {
                 iam.generic_count += 1;
                 let n = number(c, i, len, contents)?;
                 let same = |o: Option<IsupNumber>| {
@@ -365,6 +396,9 @@ pub fn decode_iam(b: &[u8]) -> Result<Iam, IsupError> {
     }
     // The walk stopped at the END octet.
     iam.len = end + 1;
+    if iam.len < b.len() {
+        return Err(IsupError::Unaccounted(iam.len));
+    }
     Ok(iam)
 }
 
@@ -403,12 +437,26 @@ fn number(code: u8, at: usize, len: usize, c: &[u8]) -> Result<IsupNumber, IsupE
     };
     let signals = &c[2..];
     let count = (signals.len() * 2).saturating_sub(odd as usize);
-    for k in 0..count {
+    let signal = |k: usize| {
         // First signal in the low nibble (Q.763 3.9 f).
         let o = signals[k / 2];
-        let s = if k % 2 == 0 { o & 0x0f } else { o >> 4 };
+        if k.is_multiple_of(2) {
+            o & 0x0f
+        } else {
+            o >> 4
+        }
+    };
+    for k in 0..count {
+        let s = signal(k);
         if s == 0x0f {
-            break; // ST: end of pulsing
+            // ST, end of pulsing: the last signal. Digits after it are hidden from a
+            // decoder that stops there and shown by one that reads on; a filler 0 in
+            // the last nibble (a miscounted odd indicator) is all that may follow.
+            let rest = count - k - 1;
+            if rest > 1 || rest == 1 && (k % 2 == 1 || signal(k + 1) != 0) {
+                n.odd_signals = true;
+            }
+            break;
         }
         if n.n_digits as usize == MAX_DIGITS {
             n.odd_signals = true;
@@ -483,6 +531,115 @@ mod tests {
         let iam = decode_iam(&b2).unwrap();
         assert!(iam.called.odd_signals);
         assert_eq!(iam.called.digits(), b"B");
+    }
+
+    /// QA 27: octets outside every parameter (after END, after the called number of an
+    /// IAM without optional part, skipped by a pointer) make the IAM unreadable: another
+    /// decoder may read a number there.
+    #[test]
+    fn octets_no_parameter_holds_are_refused() {
+        let clean = IamBuilder::new("8613812345678")
+            .calling(NumberSpec::international("442071234567"))
+            .build();
+        assert!(decode_iam(&clean).is_ok());
+        // A Generic Number after the END octet.
+        let mut after_end = clean.clone();
+        after_end.extend_from_slice(&[0xc0, 0x06, 0x06, 0x83, 0x10, 0x59, 0x85, 0x08]);
+        assert_eq!(
+            decode_iam(&after_end).unwrap_err(),
+            IsupError::Unaccounted(clean.len())
+        );
+        // After the called number of an IAM without optional part.
+        let bare = IamBuilder::new("8613812345678").build();
+        let mut tail = bare.clone();
+        tail.push(0x0a);
+        assert_eq!(
+            decode_iam(&tail).unwrap_err(),
+            IsupError::Unaccounted(bare.len())
+        );
+        // The optional-part pointer skipping a Calling Party Number.
+        let called_end = OPT_PTR + 1 + 1 + bare[OPT_PTR + 1] as usize;
+        let hidden = [
+            0x0a, 0x09, 0x84, 0x13, 0x68, 0x31, 0x18, 0x32, 0x54, 0x76, 0x08,
+        ];
+        let mut gap = clean.clone();
+        gap.splice(called_end..called_end, hidden);
+        gap[OPT_PTR] += hidden.len() as u8;
+        assert_eq!(
+            decode_iam(&gap).unwrap_err(),
+            IsupError::Unaccounted(called_end)
+        );
+        // The called-number pointer skipping octets.
+        let mut skip = clean.clone();
+        skip.insert(OPT_PTR + 1, 0x99);
+        skip[CALLED_PTR] += 1;
+        skip[OPT_PTR] += 1;
+        assert_eq!(
+            decode_iam(&skip).unwrap_err(),
+            IsupError::Unaccounted(OPT_PTR + 1)
+        );
+        // An empty Generic Number has no qualifier to say whose it is.
+        let empty_generic = IamBuilder::new("8613812345678")
+            .unknown(code::GENERIC_NUMBER, &[])
+            .build();
+        assert!(matches!(
+            decode_iam(&empty_generic),
+            Err(IsupError::BadNumber(_))
+        ));
+    }
+
+    /// Every Generic Number but those Q.763 gives another party is a presented caller
+    /// (QA 27: qualifier 3 went unjudged and undeleted).
+    #[test]
+    fn generic_numbers_that_present_a_caller() {
+        for q in [0x02u8, 0x03, 0x06, 0x00, 0x0b, 0x80, 0xfe] {
+            let b = IamBuilder::new("8613812345678")
+                .generic_with(q, NumberSpec::national("95588"))
+                .build();
+            let iam = decode_iam(&b).unwrap();
+            assert_eq!(iam.generic.map(|g| g.qualifier), Some(Some(q)), "{q:#x}");
+            assert_eq!(iam.generic_numbers(&b).count(), 1, "{q:#x}");
+        }
+        for q in [0x01u8, 0x04, 0x05, 0x07, 0x08, 0x09] {
+            let b = IamBuilder::new("8613812345678")
+                .generic_with(q, NumberSpec::national("95588"))
+                .build();
+            let iam = decode_iam(&b).unwrap();
+            assert!(iam.generic.is_none(), "{q:#x}");
+            assert_eq!(iam.generic_numbers(&b).count(), 0, "{q:#x}");
+        }
+    }
+
+    /// Digits after the end-of-pulsing signal are no digits of the number (a decoder
+    /// that reads on would show them): flagged; a filler 0 after it is not.
+    #[test]
+    fn digits_after_end_of_pulsing() {
+        let with_signals = |octets: &[u8], odd: bool| {
+            let mut b = IamBuilder::new("12").build();
+            let at = b[CALLED_PTR] as usize + CALLED_PTR;
+            let len = b[at] as usize;
+            b.splice(at + 3..at + 1 + len, octets.iter().copied());
+            b[at] = 2 + octets.len() as u8;
+            b[at + 1] = if odd {
+                b[at + 1] | 0x80
+            } else {
+                b[at + 1] & 0x7f
+            };
+            decode_iam(&b).unwrap().called
+        };
+        // "12" ST: clean, odd count.
+        let n = with_signals(&[0x21, 0x0f], true);
+        assert_eq!((n.digits(), n.odd_signals), (&b"12"[..], false));
+        // "12" ST then a filler 0 (even indicator): clean.
+        let n = with_signals(&[0x21, 0x0f], false);
+        assert_eq!((n.digits(), n.odd_signals), (&b"12"[..], false));
+        // "12" ST "0110": the digits after ST are flagged.
+        let n = with_signals(&[0x21, 0x1f, 0x01], false);
+        assert_eq!(n.digits(), b"12");
+        assert!(n.odd_signals);
+        // "1" ST "1": flagged.
+        let n = with_signals(&[0xf1, 0x01], true);
+        assert!(n.odd_signals);
     }
 
     #[test]

@@ -13,12 +13,16 @@ use crate::sip::{HeaderName, Message, Span};
 pub struct SipI {
     /// The ISUP octets in the message buffer.
     pub body: Span,
-    /// The part's own Content-Length value, when it has one (a rewrite must follow it).
-    pub part_content_length: Option<Span>,
+    /// The Content-Length values of the part and of the multipart parts around it,
+    /// where they have one: a rewrite must follow each.
+    pub part_content_lengths: PartLengths,
     /// `handling=required` (the default for `signal`): the next hop must understand it.
     pub required: bool,
     pub iam: Result<Iam, IsupError>,
 }
+
+/// Content-Length values of an ISUP part and the parts it is nested in.
+pub type PartLengths = [Option<Span>; multipart::MAX_DEPTH];
 
 /// Why a message that declares ISUP has none we can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,26 +36,52 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
         return Ok(None);
     };
     let b = msg.buf();
+    // ISUP or parts under a transfer encoding that changes bytes: a next hop that
+    // decodes it reads another IAM than these bytes (RFC 2045 6; base64 decoders skip
+    // what is not of their alphabet, so "clean" bytes can carry an encoded IAM).
+    let encoded = || {
+        msg.all(HeaderName::Other)
+            .filter(|h| {
+                h.name_span()
+                    .of(b)
+                    .eq_ignore_ascii_case(b"content-transfer-encoding")
+            })
+            .find(|h| !multipart::identity_encoding(h.value().of(b)))
+            .map(|h| SipIError::Multipart(MultipartError::Encoded(h.line().start as usize)))
+    };
     let (body, part_cl, disposition, isup_ct) = if is_isup(ct) {
+        if let Some(e) = encoded() {
+            return Err(e);
+        }
         let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
-        (msg.body_span(), None, disp, ct)
+        (msg.body_span(), [None; multipart::MAX_DEPTH], disp, ct)
     } else if multipart::is_multipart(ct) {
+        if let Some(e) = encoded() {
+            return Err(e);
+        }
         let mut found = Found::default();
-        collect(b, msg.body_span(), ct, 1, &mut found)?;
-        let Some(p) = found.first else {
+        collect(
+            b,
+            msg.body_span(),
+            ct,
+            1,
+            [None; multipart::MAX_DEPTH],
+            &mut found,
+        )?;
+        let Some((p, lengths)) = found.first else {
             return Ok(None);
         };
         if found.count > 1 {
             return Ok(Some(SipI {
                 body: p.body,
-                part_content_length: p.content_length,
+                part_content_lengths: lengths,
                 required: true,
                 iam: Err(IsupError::SeveralParts),
             }));
         }
         (
             p.body,
-            p.content_length,
+            lengths,
             p.disposition,
             p.content_type.map_or(&[][..], |t| t.of(b)),
         )
@@ -63,7 +93,7 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
     let ansi = ansi_variant(isup_ct);
     Ok(Some(SipI {
         body,
-        part_content_length: part_cl,
+        part_content_lengths: part_cl,
         required: disposition.is_none_or(|d| multipart::handling_required(d.of(b))),
         iam: if ansi {
             Err(IsupError::Ansi)
@@ -76,7 +106,8 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
 /// The ISUP parts of a multipart body, multipart parts opened in turn.
 #[derive(Default)]
 struct Found {
-    first: Option<multipart::Part>,
+    /// The first ISUP part, and its Content-Length with those of the parts around it.
+    first: Option<(multipart::Part, PartLengths)>,
     count: usize,
 }
 
@@ -88,22 +119,34 @@ fn collect(
     body: Span,
     ct: &[u8],
     depth: usize,
+    mut lengths: PartLengths,
     found: &mut Found,
 ) -> Result<(), SipIError> {
     let boundary = multipart::boundary(ct).map_err(SipIError::Multipart)?;
     let (parts, n) = multipart::parts(b, body, boundary).map_err(SipIError::Multipart)?;
     for p in &parts[..n] {
         let t = p.content_type.map_or(&[][..], |t| t.of(b));
-        if is_isup(t) {
+        let (isup, nested) = (is_isup(t), multipart::is_multipart(t));
+        if let Some(cte) = p
+            .transfer_encoding
+            .filter(|e| (isup || nested) && !multipart::identity_encoding(e.of(b)))
+        {
+            return Err(SipIError::Multipart(MultipartError::Encoded(
+                cte.start as usize,
+            )));
+        }
+        // This part's length is the innermost so far (depth counts from 1).
+        lengths[depth - 1] = p.content_length;
+        if isup {
             found.count += 1;
-            found.first.get_or_insert(*p);
-        } else if multipart::is_multipart(t) {
+            found.first.get_or_insert((*p, lengths));
+        } else if nested {
             if depth >= multipart::MAX_DEPTH {
                 return Err(SipIError::Multipart(MultipartError::TooDeep(
                     p.body.start as usize,
                 )));
             }
-            collect(b, p.body, t, depth + 1, found)?;
+            collect(b, p.body, t, depth + 1, lengths, found)?;
         }
     }
     Ok(())

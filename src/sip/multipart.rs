@@ -20,6 +20,8 @@ pub struct Part {
     pub disposition: Option<Span>,
     /// Value of a Content-Length inside the part (rare, but must follow a rewrite).
     pub content_length: Option<Span>,
+    /// Value of its Content-Transfer-Encoding (RFC 2045 6).
+    pub transfer_encoding: Option<Span>,
     /// The part's content, between its header section and the next delimiter.
     pub body: Span,
 }
@@ -42,6 +44,13 @@ pub enum MultipartError {
     /// A part with a second Content-Type or Content-Length (at this offset): which one
     /// the next hop reads is not known (an ISUP part that reads as SDP here).
     RepeatedField(usize),
+    /// A part's header section with a CR that ends no line (at this offset): a reader
+    /// that ends lines there sees other fields (`Content-Type: text/plain<CR>...`).
+    BareCr(usize),
+    /// ISUP or parts under a transfer encoding that changes bytes (base64,
+    /// quoted-printable; the field at this offset): a reader that decodes it finds
+    /// another content than the bytes read here.
+    Encoded(usize),
 }
 
 /// How deep multipart bodies are opened inside one another (a SIP-I body is one level;
@@ -57,7 +66,9 @@ impl MultipartError {
             | MultipartError::Unterminated(o)
             | MultipartError::TooManyParts(o)
             | MultipartError::TooDeep(o)
-            | MultipartError::RepeatedField(o) => o,
+            | MultipartError::RepeatedField(o)
+            | MultipartError::Encoded(o)
+            | MultipartError::BareCr(o) => o,
         }
     }
 }
@@ -91,8 +102,25 @@ impl std::fmt::Display for MultipartError {
                     "multipart nested more than {MAX_DEPTH} deep (at byte {o})"
                 )
             }
+            MultipartError::BareCr(o) => write!(
+                f,
+                "a part's header with a CR that ends no line (at byte {o})"
+            ),
+            MultipartError::Encoded(o) => write!(
+                f,
+                "ISUP or parts under a Content-Transfer-Encoding that changes bytes (at byte {o}): decoded they read otherwise"
+            ),
         }
     }
+}
+
+/// Whether a Content-Transfer-Encoding value leaves the bytes as they are (RFC 2045
+/// 6.1: `7bit`, `8bit`, `binary`, in any case, with comments around).
+pub fn identity_encoding(value: &[u8]) -> bool {
+    let v = lex::trim(without_comments(value));
+    [&b"7bit"[..], b"8bit", b"binary"]
+        .iter()
+        .any(|e| v.eq_ignore_ascii_case(e))
 }
 
 /// The boundary parameter of a multipart Content-Type value, unquoted.
@@ -314,6 +342,9 @@ pub fn parts(
             };
             let line = &s[i..content_end];
             let line_start = i;
+            if let Some(at) = lex::bare_cr(line) {
+                return Err(MultipartError::BareCr(start + i + at));
+            }
             i = line_end + 1;
             if line.is_empty() {
                 break;
@@ -340,6 +371,15 @@ pub fn parts(
                 || name.eq_ignore_ascii_case(b"l")
             {
                 once(&mut part.content_length)?;
+            } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+                // A second one: either may be decoded; the first that changes bytes
+                // is what counts, so a changing one is never hidden behind another.
+                if part
+                    .transfer_encoding
+                    .is_none_or(|t| identity_encoding(t.of(b)))
+                {
+                    part.transfer_encoding = Some(span);
+                }
             }
         }
         let (body_end, next) =

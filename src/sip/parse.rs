@@ -264,6 +264,14 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
         pos = next;
     }
 
+    // A request's header section with a CR that ends no line: refused (400), since a
+    // next hop that ends lines there reads fields this parse did not.
+    if matches!(start, StartLine::Request { .. })
+        && let Some(at) = lex::bare_cr(&b[i..head_end as usize])
+    {
+        return Err(ParseError::new(ErrorKind::BadHeaderLine, i + at));
+    }
+
     // Body: Content-Length decides; without one, a datagram's remainder is the body.
     let mut body_end = b.len();
     let fields = &headers[..n_headers];
@@ -647,6 +655,23 @@ mod tests {
             }
         }
         assert_eq!(n, 256);
+    }
+
+    /// A CR that ends no line in a request's header section (QA 27): some readers end
+    /// the line there and read a field this parse would not. Refused with its offset;
+    /// responses, relayed as they are, and CRs inside CRLF (folds included) are not.
+    #[test]
+    fn a_bare_cr_in_a_request_head_is_refused() {
+        let head = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: f\r\nCSeq: 1 INVITE\r\n";
+        let msg = |extra: &str| Bytes::from(format!("{head}{extra}Content-Length: 0\r\n\r\n"));
+        let e = Message::parse(msg("X-Note: a\rP-Asserted-Identity: <sip:110@x>\r\n")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadHeaderLine);
+        assert_eq!(e.offset as usize, head.len() + "X-Note: a".len());
+        assert!(Message::parse(msg("X-Note: a\r\n b\r\n")).is_ok());
+        assert!(Message::parse(msg("X-Note: a\n")).is_ok());
+        // A CR in the body is the body's.
+        let body = Bytes::from(format!("{head}Content-Length: 3\r\n\r\na\rb"));
+        assert!(Message::parse(body).is_ok());
     }
 
     #[test]
