@@ -542,6 +542,30 @@ fn explain_reads_messages_as_people_save_them() {
         got["file"] = want["file"].clone();
         assert_eq!(got, want);
     }
+    // A SIP-I call saved without its CRs (QA 27): the text lost them, the IAM's binary
+    // octets did not (0x0A is the Calling Party Number's code, not a line end).
+    let iam = sipfence::isup::encode::IamBuilder::new("861012345678")
+        .calling(sipfence::isup::encode::NumberSpec::international(
+            "442071234567",
+        ))
+        .build();
+    assert!(iam.contains(&b'\n') && !iam.contains(&b'\r'));
+    let sipi = sipfence::isup::encode::to_sipi(original.as_bytes(), &iam, "b1").unwrap();
+    let mut lf_sipi = Vec::new();
+    for (k, &c) in sipi.iter().enumerate() {
+        if !(c == b'\r' && sipi.get(k + 1) == Some(&b'\n')) {
+            lf_sipi.push(c);
+        }
+    }
+    for (name, bytes, note) in [("sipi.sip", &sipi, false), ("sipi-lf.sip", &lf_sipi, true)] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, bytes).unwrap();
+        let (code, out) = explain(&f, None, false);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("verdict  allow"), "{out}");
+        assert!(out.contains("isup     calling=+442071234567"), "{out}");
+        assert_eq!(out.contains("lines end in LF alone"), note, "{out}");
+    }
     // Really broken: the place is named, in the file's own lines.
     let bad = dir.path().join("bad.sip");
     std::fs::write(&bad, original.replace("CSeq: 1 INVITE", "CSeq: one INVITE")).unwrap();

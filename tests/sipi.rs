@@ -1109,6 +1109,41 @@ fn isup_another_reader_reads_otherwise_is_refused() {
     };
     unreadable(&top("base64"), "top-level base64");
     passes(&p, &top("binary"), "intl");
+    // A Content-Type that is no media type, at the top or on a part, and a body
+    // without one that looks like an IAM or like parts: the next hop may guess ISUP.
+    for ct in [
+        "application/ISUP\0",
+        "application/ISUP, application/sdp",
+        "\"application/ISUP\"",
+        "application",
+    ] {
+        unreadable(&with_body(ct, &clean), ct);
+        let head = format!("Content-Type: {ct}");
+        unreadable(
+            &with_body("multipart/mixed;boundary=b1", &body(&head)),
+            &head,
+        );
+    }
+    let untyped = |b: &[u8]| {
+        let mut s = format!(
+            "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-nct\r\nFrom: <sip:+442071234567@10.9.9.9;user=phone>;tag=ft1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: nct-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <tel:+442071234567>\r\nContent-Length: {}\r\n\r\n",
+            b.len()
+        )
+        .into_bytes();
+        s.extend_from_slice(b);
+        Message::parse(Bytes::from(s)).expect("INVITE parses")
+    };
+    unreadable(&untyped(&clean), "an untyped IAM");
+    unreadable(
+        &untyped(&body("Content-Type: application/ISUP")),
+        "untyped parts",
+    );
+    passes(&p, &untyped(SDP.as_bytes()), "intl");
+    passes(
+        &p,
+        &with_body("Application/SDP ; charset=utf-8", SDP.as_bytes()),
+        "intl",
+    );
     // A CR that ends no line in a part's header.
     unreadable(
         &with_body(

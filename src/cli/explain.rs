@@ -327,7 +327,21 @@ fn parse_as_saved(bytes: Vec<u8>) -> Result<(Message, Option<&'static str>), (Pa
     }
     let head = with_crlf(&raw[..head_len]);
     let body = blank.map_or(&raw[raw.len()..], |p| &raw[p + 2..]);
-    for body in [body.to_vec(), with_crlf(body)] {
+    // A SIP-I body's text (delimiters, part headers, SDP) lost its CRs, its ISUP part's
+    // binary octets did not: 0x0A there is an octet of the IAM, not a line end.
+    let boundary = head.split(|&c| c == b'\n').find_map(|line| {
+        let colon = line.iter().position(|&c| c == b':')?;
+        let name = crate::sip::lex::trim(&line[..colon]);
+        (name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c"))
+            .then(|| crate::sip::multipart::boundary(&line[colon + 1..]).ok())
+            .flatten()
+            .map(<[u8]>::to_vec)
+    });
+    let mut bodies = vec![body.to_vec(), with_crlf(body)];
+    if let Some(bd) = boundary {
+        bodies.insert(1, with_crlf_but_isup(body, &bd));
+    }
+    for body in bodies {
         let mut b = head.clone();
         b.extend_from_slice(b"\r\n");
         b.extend_from_slice(&body);
@@ -336,6 +350,45 @@ fn parse_as_saved(bytes: Vec<u8>) -> Result<(Message, Option<&'static str>), (Pa
         }
     }
     Err((e, raw))
+}
+
+/// [`with_crlf`] for a multipart body under `boundary`, but for the contents of its
+/// `application/ISUP` parts, which are binary and kept as they are.
+fn with_crlf_but_isup(body: &[u8], boundary: &[u8]) -> Vec<u8> {
+    let delim = [&b"\n--"[..], boundary].concat();
+    let mut out = Vec::with_capacity(body.len() + body.len() / 16);
+    // Each piece: a delimiter line's rest, then a part's headers and its content.
+    let mut rest = body;
+    let mut first = true;
+    loop {
+        let (piece, next) = match memchr::memmem::find(rest, &delim) {
+            Some(p) => (&rest[..p], Some(&rest[p + 1..])),
+            None => (rest, None),
+        };
+        if first {
+            // The preamble, up to the first delimiter (which may open the body).
+            out.extend_from_slice(&with_crlf(piece));
+            first = false;
+        } else {
+            // The delimiter line, the part's headers, the blank line: text.
+            let head_end = memchr::memmem::find(piece, b"\n\n").map_or(piece.len(), |p| p + 2);
+            let (head, content) = piece.split_at(head_end);
+            out.extend_from_slice(&with_crlf(head));
+            let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+            if text.contains("application/isup") {
+                out.extend_from_slice(content);
+            } else {
+                out.extend_from_slice(&with_crlf(content));
+            }
+        }
+        match next {
+            Some(n) => {
+                out.extend_from_slice(b"\r\n");
+                rest = n;
+            }
+            None => return out,
+        }
+    }
 }
 
 fn with_crlf(b: &[u8]) -> Vec<u8> {

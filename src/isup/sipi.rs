@@ -32,8 +32,18 @@ pub enum SipIError {
 
 /// The ISUP of `msg`, if it carries any. `Ok(None)`: not SIP-I.
 pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
+    // A body the next hop must guess the type of (RFC 3261 20.15: a body has a
+    // Content-Type) may be read as ISUP there when it looks like an IAM or like parts.
+    // Anything else (an SDP a broken client sent untyped) is no SIP-I call.
     let Some(ct) = msg.value(HeaderName::ContentType) else {
-        return Ok(None);
+        let body = lex::trim(msg.body());
+        return if body.first() == Some(&super::IAM) || body.starts_with(b"--") {
+            Err(SipIError::Multipart(MultipartError::BadContentType(
+                msg.body_span().start as usize,
+            )))
+        } else {
+            Ok(None)
+        };
     };
     let b = msg.buf();
     // ISUP or parts under a transfer encoding that changes bytes: a next hop that
@@ -85,8 +95,15 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
             p.disposition,
             p.content_type.map_or(&[][..], |t| t.of(b)),
         )
-    } else {
+    } else if multipart::plain_media_type(ct) {
         return Ok(None);
+    } else {
+        let at = msg
+            .first(HeaderName::ContentType)
+            .map_or(0, |h| h.value().start);
+        return Err(SipIError::Multipart(MultipartError::BadContentType(
+            at as usize,
+        )));
     };
     // RFC 3204's version parameter names the ISUP variant; ITU-T's and the national
     // variants built on it (China's among them) share the IAM's layout, ANSI's does not.
@@ -137,6 +154,15 @@ fn collect(
         }
         // This part's length is the innermost so far (depth counts from 1).
         lengths[depth - 1] = p.content_length;
+        if !isup
+            && !nested
+            && p.content_type
+                .is_some_and(|_| !multipart::plain_media_type(t))
+        {
+            return Err(SipIError::Multipart(MultipartError::BadContentType(
+                p.content_type.map_or(0, |c| c.start as usize),
+            )));
+        }
         if isup {
             found.count += 1;
             found.first.get_or_insert((*p, lengths));

@@ -44,6 +44,10 @@ pub enum MultipartError {
     /// A part with a second Content-Type or Content-Length (at this offset): which one
     /// the next hop reads is not known (an ISUP part that reads as SDP here).
     RepeatedField(usize),
+    /// A Content-Type (of the message or of a part, at this offset) that is no media
+    /// type (a control character, a list, a quoted type), or a body without one: which
+    /// type the next hop reads, ISUP maybe, is not known.
+    BadContentType(usize),
     /// A part's header section with a CR that ends no line (at this offset): a reader
     /// that ends lines there sees other fields (`Content-Type: text/plain<CR>...`).
     BareCr(usize),
@@ -68,7 +72,8 @@ impl MultipartError {
             | MultipartError::TooDeep(o)
             | MultipartError::RepeatedField(o)
             | MultipartError::Encoded(o)
-            | MultipartError::BareCr(o) => o,
+            | MultipartError::BareCr(o)
+            | MultipartError::BadContentType(o) => o,
         }
     }
 }
@@ -102,6 +107,10 @@ impl std::fmt::Display for MultipartError {
                     "multipart nested more than {MAX_DEPTH} deep (at byte {o})"
                 )
             }
+            MultipartError::BadContentType(o) => write!(
+                f,
+                "a Content-Type that is no media type, or a body without one (at byte {o}): the next hop may read it as ISUP"
+            ),
             MultipartError::BareCr(o) => write!(
                 f,
                 "a part's header with a CR that ends no line (at byte {o})"
@@ -112,6 +121,32 @@ impl std::fmt::Display for MultipartError {
             ),
         }
     }
+}
+
+/// Whether a Content-Type value is a media type as RFC 3261 20.15 writes it (`type "/"
+/// subtype *(";" parameter)`, comments allowed as MIME readers skip them): no control
+/// character, no list, no quoted type. `application/sdp`, every INVITE's, is let go
+/// first.
+pub fn plain_media_type(ct: &[u8]) -> bool {
+    let ct = lex::trim(ct);
+    if ct.eq_ignore_ascii_case(b"application/sdp") {
+        return true;
+    }
+    if ct
+        .iter()
+        .any(|&c| c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n') || c == 0x7f)
+    {
+        return false;
+    }
+    let mt = media_type(ct);
+    let Some(slash) = lex::find_byte(mt, b'/') else {
+        return false;
+    };
+    let token = |t: &[u8]| {
+        let t = lex::trim(without_comments(t));
+        !t.is_empty() && t.iter().all(|&c| lex::is_token(c))
+    };
+    token(&mt[..slash]) && token(&mt[slash + 1..])
 }
 
 /// Whether a Content-Transfer-Encoding value leaves the bytes as they are (RFC 2045
