@@ -604,14 +604,20 @@ fn delete_isup_generic(msg: &Message, i: &crate::identity::IsupIdentity, edits: 
         edits.remove(Span::new(base + iam.len - 1, base + iam.len));
         removed += 1;
     }
-    let fix_length = |edits: &mut EditList, v: Span| {
-        if let Some(n) = crate::sip::lex::parse_u32(v.of(b)) {
-            edits.replace_with(v, |out| {
-                response::push_num(out, (n as usize).saturating_sub(removed) as u64)
-            });
+    // Innermost first: each length counts what the lengths inside it lost too, the
+    // octets removed and the digits a shorter Content-Length inside lost ("101" to
+    // "93"), or the next hop frames the body (and, on TCP, the next message) wrong.
+    let mut shrink = removed;
+    let mut fix_length = |edits: &mut EditList, v: Span| {
+        let written = v.of(b);
+        if let Some(n) = crate::sip::lex::parse_u32(written) {
+            let mut new = Vec::with_capacity(written.len());
+            response::push_num(&mut new, (n as usize).saturating_sub(shrink) as u64);
+            shrink += written.len().saturating_sub(new.len());
+            edits.replace(v, &new);
         }
     };
-    for v in i.part_content_lengths.into_iter().flatten() {
+    for v in i.part_content_lengths.into_iter().rev().flatten() {
         fix_length(edits, v);
     }
     if let Some(h) = msg.first(HeaderName::ContentLength) {

@@ -557,7 +557,32 @@ fn explain_reads_messages_as_people_save_them() {
             lf_sipi.push(c);
         }
     }
-    for (name, bytes, note) in [("sipi.sip", &sipi, false), ("sipi-lf.sip", &lf_sipi, true)] {
+    // The ISUP part first (QA 28): its octets are kept there too.
+    let text = String::from_utf8_lossy(&sipi).into_owned();
+    let (head, _) = text.split_once("\r\n\r\n").unwrap();
+    let mut first = Vec::new();
+    first.extend_from_slice(b"--b1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\r\n");
+    first.extend_from_slice(&iam);
+    first.extend_from_slice(b"\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--b1--\r\n");
+    let head = head
+        .lines()
+        .filter(|l| !l.starts_with("Content-Length"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let mut isup_first = format!("{head}\r\nContent-Length: {}\r\n\r\n", first.len()).into_bytes();
+    isup_first.extend_from_slice(&first);
+    let mut lf_isup_first = Vec::new();
+    for (k, &c) in isup_first.iter().enumerate() {
+        if !(c == b'\r' && isup_first.get(k + 1) == Some(&b'\n')) {
+            lf_isup_first.push(c);
+        }
+    }
+    for (name, bytes, note) in [
+        ("sipi.sip", &sipi, false),
+        ("sipi-lf.sip", &lf_sipi, true),
+        ("sipi-first.sip", &isup_first, false),
+        ("sipi-first-lf.sip", &lf_isup_first, true),
+    ] {
         let f = dir.path().join(name);
         std::fs::write(&f, bytes).unwrap();
         let (code, out) = explain(&f, None, false);

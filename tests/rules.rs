@@ -4264,8 +4264,10 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "人民路120号",
         "Room 110",
         "Order #110",
-        "No. 120",
+        "Office 120",
         "第110分店",
+        "110人民币",
+        "120周年庆",
     ] {
         assert_eq!(rejected(&ent(name)), None, "{name}");
     }
@@ -4277,6 +4279,14 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "ACME ¥12 95588",
         "Room 110 Tel 95588",
         "95588,1",
+        // QA 28.
+        "中国银行 No.1/95588",
+        "Room 110/95588",
+        "中国银行 95588                              RMB",
+        "中国银行客服 Tel No. 95588",
+        "Ext 95588",
+        "中国银行 95588个人业务",
+        "110号码",
     ] {
         assert_eq!(
             rejected(&ent(shown)),

@@ -1109,6 +1109,21 @@ fn isup_another_reader_reads_otherwise_is_refused() {
     };
     unreadable(&top("base64"), "top-level base64");
     passes(&p, &top("binary"), "intl");
+    // SIP's own Content-Encoding (QA 28: a gzip header's extra field held a clean
+    // multipart, the compressed data a forged one); `identity` changes nothing.
+    for (ce, refused) in [
+        ("Content-Encoding: gzip", true),
+        ("e: identity, gzip", true),
+        ("Content-Encoding: (c) deflate", true),
+        ("Content-Encoding: identity", false),
+    ] {
+        let m = top(&format!("binary\r\n{ce}"));
+        if refused {
+            unreadable(&m, ce);
+        } else {
+            passes(&p, &m, "intl");
+        }
+    }
     // A Content-Type that is no media type, at the top or on a part, and a body
     // without one that looks like an IAM or like parts: the next hop may guess ISUP.
     for ct in [
@@ -1159,10 +1174,14 @@ fn isup_another_reader_reads_otherwise_is_refused() {
 #[test]
 fn generic_number_deletion_fixes_every_enclosing_length() {
     let p = policy("");
+    // 102 octets with the Generic Number, 94 without: the part's Content-Length loses
+    // a digit, which every length around it must count too (QA 28).
     let with_generic = IamBuilder::new("861012345678")
         .calling(NumberSpec::international("442071234567"))
         .generic(NumberSpec::national("95588"))
+        .unknown(0xfd, &[7; 64])
         .build();
+    assert_eq!(with_generic.len(), 102);
     let mut inner = b"--in\r\nContent-Type: application/ISUP;version=itu-t92+\r\n".to_vec();
     inner.extend_from_slice(format!("Content-Length: {}\r\n\r\n", with_generic.len()).as_bytes());
     inner.extend_from_slice(&with_generic);
@@ -1185,12 +1204,19 @@ fn generic_number_deletion_fixes_every_enclosing_length() {
     let text = String::from_utf8_lossy(out.body()).into_owned();
     let without = IamBuilder::new("861012345678")
         .calling(NumberSpec::international("442071234567"))
+        .unknown(0xfd, &[7; 64])
         .build();
     let removed = with_generic.len() - without.len();
     assert!(
-        text.contains(&format!("Content-Length: {}\r\n", inner.len() - removed)),
+        text.contains(&format!(
+            "Content-Length: {}\r\n",
+            inner.len() - removed - 1
+        )),
         "{text}"
     );
+    // The message's length counts every byte that went: the next hop frames it whole.
+    assert_eq!(out.len(), out.buf().len());
+    assert_eq!(out.body().len(), m.body().len() - removed - 1);
     assert!(
         text.contains(&format!("Content-Length: {}\r\n", without.len())),
         "{text}"

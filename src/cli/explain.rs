@@ -329,14 +329,7 @@ fn parse_as_saved(bytes: Vec<u8>) -> Result<(Message, Option<&'static str>), (Pa
     let body = blank.map_or(&raw[raw.len()..], |p| &raw[p + 2..]);
     // A SIP-I body's text (delimiters, part headers, SDP) lost its CRs, its ISUP part's
     // binary octets did not: 0x0A there is an octet of the IAM, not a line end.
-    let boundary = head.split(|&c| c == b'\n').find_map(|line| {
-        let colon = line.iter().position(|&c| c == b':')?;
-        let name = crate::sip::lex::trim(&line[..colon]);
-        (name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c"))
-            .then(|| crate::sip::multipart::boundary(&line[colon + 1..]).ok())
-            .flatten()
-            .map(<[u8]>::to_vec)
-    });
+    let boundary = boundary_in(&head);
     let mut bodies = vec![body.to_vec(), with_crlf(body)];
     if let Some(bd) = boundary {
         bodies.insert(1, with_crlf_but_isup(body, &bd));
@@ -352,13 +345,28 @@ fn parse_as_saved(bytes: Vec<u8>) -> Result<(Message, Option<&'static str>), (Pa
     Err((e, raw))
 }
 
+/// The boundary of the multipart Content-Type among these header lines, if any.
+fn boundary_in(head: &[u8]) -> Option<Vec<u8>> {
+    head.split(|&c| c == b'\n').find_map(|line| {
+        let colon = line.iter().position(|&c| c == b':')?;
+        let name = crate::sip::lex::trim(&line[..colon]);
+        (name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c"))
+            .then(|| crate::sip::multipart::boundary(&line[colon + 1..]).ok())
+            .flatten()
+            .map(<[u8]>::to_vec)
+    })
+}
+
 /// [`with_crlf`] for a multipart body under `boundary`, but for the contents of its
-/// `application/ISUP` parts, which are binary and kept as they are.
+/// `application/ISUP` parts, which are binary and kept as they are, wherever they stand
+/// (first, last, in a multipart part inside).
 fn with_crlf_but_isup(body: &[u8], boundary: &[u8]) -> Vec<u8> {
+    // Searched with a line end in front, so that a delimiter opening the body is found
+    // like the others; the CRLF it becomes is taken off at the end.
+    let ext = [&b"\n"[..], body].concat();
     let delim = [&b"\n--"[..], boundary].concat();
     let mut out = Vec::with_capacity(body.len() + body.len() / 16);
-    // Each piece: a delimiter line's rest, then a part's headers and its content.
-    let mut rest = body;
+    let mut rest = &ext[..];
     let mut first = true;
     loop {
         let (piece, next) = match memchr::memmem::find(rest, &delim) {
@@ -366,7 +374,7 @@ fn with_crlf_but_isup(body: &[u8], boundary: &[u8]) -> Vec<u8> {
             None => (rest, None),
         };
         if first {
-            // The preamble, up to the first delimiter (which may open the body).
+            // The preamble, up to the first delimiter.
             out.extend_from_slice(&with_crlf(piece));
             first = false;
         } else {
@@ -377,6 +385,8 @@ fn with_crlf_but_isup(body: &[u8], boundary: &[u8]) -> Vec<u8> {
             let text = String::from_utf8_lossy(head).to_ascii_lowercase();
             if text.contains("application/isup") {
                 out.extend_from_slice(content);
+            } else if let Some(inner) = boundary_in(head).filter(|_| !content.is_empty()) {
+                out.extend_from_slice(&with_crlf_but_isup(content, &inner));
             } else {
                 out.extend_from_slice(&with_crlf(content));
             }
@@ -386,9 +396,10 @@ fn with_crlf_but_isup(body: &[u8], boundary: &[u8]) -> Vec<u8> {
                 out.extend_from_slice(b"\r\n");
                 rest = n;
             }
-            None => return out,
+            None => break,
         }
     }
+    out.split_off(2.min(out.len()))
 }
 
 fn with_crlf(b: &[u8]) -> Vec<u8> {

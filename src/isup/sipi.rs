@@ -49,14 +49,26 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
     // ISUP or parts under a transfer encoding that changes bytes: a next hop that
     // decodes it reads another IAM than these bytes (RFC 2045 6; base64 decoders skip
     // what is not of their alphabet, so "clean" bytes can carry an encoded IAM).
+    // The same for SIP's own Content-Encoding (RFC 3261 20.12, compact `e`: gzip): the
+    // type names the body decoded, and a gzip stream's header can carry a clean
+    // multipart while the compressed data holds a forged IAM.
+    let changes_bytes = |h: &&crate::sip::Header| {
+        let (name, value) = (h.name_span().of(b), h.value().of(b));
+        if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+            !multipart::identity_encoding(value)
+        } else if name.eq_ignore_ascii_case(b"content-encoding") || name.eq_ignore_ascii_case(b"e")
+        {
+            !multipart::without_comments(value)
+                .split(|&c| c == b',')
+                .map(lex::trim)
+                .all(|e| e.is_empty() || e.eq_ignore_ascii_case(b"identity"))
+        } else {
+            false
+        }
+    };
     let encoded = || {
         msg.all(HeaderName::Other)
-            .filter(|h| {
-                h.name_span()
-                    .of(b)
-                    .eq_ignore_ascii_case(b"content-transfer-encoding")
-            })
-            .find(|h| !multipart::identity_encoding(h.value().of(b)))
+            .find(changes_bytes)
             .map(|h| SipIError::Multipart(MultipartError::Encoded(h.line().start as usize)))
     };
     let (body, part_cl, disposition, isup_ct) = if is_isup(ct) {

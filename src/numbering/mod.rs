@@ -202,9 +202,10 @@ pub fn embedded_numbers(
             b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => {
                 // Digits right after a currency sign are a price (`"¥1,110"`), and after
                 // an ordinal word a place or a reference (`"Room 110"`): where a number
-                // shown is judged, no short number of that word is offered.
+                // shown is judged, no short number of that amount is offered.
                 if !any && !run.open {
-                    run.price = after_currency || quantity_before(&text[..i]);
+                    run.price = after_currency;
+                    run.quantity = quantity_before(&text[..i]);
                 }
                 let g = group.get_or_insert_with(|| Group {
                     plus: plus_at.is_some(),
@@ -228,7 +229,11 @@ pub fn embedded_numbers(
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(g) = group.take() {
-                    let unit = !any && amount_goes_on(&g, c, &text[i..]);
+                    let unit = if any {
+                        Amount::None
+                    } else {
+                        amount_goes_on(&g, c, &text[i..])
+                    };
                     run.close(g, c == b')', unit, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
@@ -250,7 +255,11 @@ pub fn embedded_numbers(
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
-                    let unit = !any && quantity_after(&text[i..], true);
+                    let unit = if any {
+                        Amount::None
+                    } else {
+                        quantity_after(&text[i..], true)
+                    };
                     run.close(g, c == b']', unit, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
@@ -263,7 +272,11 @@ pub fn embedded_numbers(
             }
             _ => {
                 if let Some(g) = group.take() {
-                    let unit = !any && quantity_after(&text[i..], true);
+                    let unit = if any {
+                        Amount::None
+                    } else {
+                        quantity_after(&text[i..], true)
+                    };
                     run.close(g, false, unit, &mut budget, &mut each);
                 }
                 run = fresh();
@@ -277,21 +290,34 @@ pub fn embedded_numbers(
         i += len;
     }
     if let Some(g) = group.take() {
-        run.close(g, false, false, &mut budget, &mut each);
+        run.close(g, false, Amount::None, &mut budget, &mut each);
     }
 }
 
-/// Whether the digit group `g`, ended by the separator `c` with `rest` (from `c` on)
-/// after it, is part of an amount or a quantity rather than a number: the whole of a
-/// decimal, a version or an address (`"2.10.110"`, `"10.0.0.110"`), a thousands group
-/// follows (`"110,000"`), or a unit or a currency does (`"120 RMB"`).
-fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> bool {
+/// What the text around a digit group makes of it, where a number shown is judged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Amount {
+    None,
+    /// A count, a place or a reference (a unit or a place word after it, an ordinal
+    /// word before it): no piece under 5 digits is a number. Service numbers of five
+    /// digits (`95588个人业务`, `Room 95588`) are still read: rooms and counts are short.
+    Quantity,
+    /// A price or an amount (a currency sign, a decimal, a thousands group): no piece
+    /// under a subscriber's 7 digits is a number.
+    Price,
+}
+
+/// What the digit group `g`, ended by the separator `c` with `rest` (from `c` on)
+/// after it, is part of: a decimal, a version or an address (`"2.10.110"`,
+/// `"10.0.0.110"`) or a thousands amount (`"110,000"`), a price; a unit after it
+/// (`"120 RMB"`), a quantity.
+fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> Amount {
     let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
     match c {
-        b'.' => digit_at(1),
-        b',' => g.n <= 3 && (1..4).all(digit_at) && !digit_at(4),
+        b'.' if digit_at(1) => Amount::Price,
+        b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
         b' ' => quantity_after(rest, false),
-        _ => false,
+        _ => Amount::None,
     }
 }
 
@@ -299,47 +325,113 @@ fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> bool {
 /// (`"1,110元"`, `"120 RMB"`), a house or room number (`"人民路120号"`), a count or a
 /// date (`"110次"`, `"2024年"`). Chinese ones are read glued (Chinese writes no space).
 const UNITS_AFTER_CJK: &[&str] = &[
-    "元", "块", "圆", "角", "号", "室", "楼", "层", "栋", "幢", "座", "单元", "弄", "期", "个",
-    "件", "次", "天", "年", "月", "日", "岁", "米", "折", "％", "‰",
+    "元",
+    "块",
+    "圆",
+    "角",
+    "毛",
+    "人民币",
+    "美元",
+    "港币",
+    "港元",
+    "欧元",
+    "日元",
+    "英镑",
+    "号",
+    "室",
+    "楼",
+    "层",
+    "栋",
+    "幢",
+    "座",
+    "单元",
+    "弄",
+    "期",
+    "路",
+    "国道",
+    "周年",
+    "个",
+    "件",
+    "次",
+    "天",
+    "年",
+    "月",
+    "日",
+    "岁",
+    "米",
+    "公里",
+    "公斤",
+    "千克",
+    "斤",
+    "分钟",
+    "小时",
+    "度",
+    "℃",
+    "万",
+    "亿",
+    "台",
+    "套",
+    "张",
+    "瓶",
+    "盒",
+    "箱",
+    "条",
+    "只",
+    "份",
+    "位",
+    "人",
+    "名",
+    "家",
+    "集",
+    "届",
+    "折",
+    "％",
+    "‰",
 ];
+/// Words that start with a unit but say something else (`"110号码"`, the number 110).
+const NOT_UNITS_AFTER_CJK: &[&str] = &["号码", "人工", "个人", "元旦"];
 const UNITS_AFTER: &[&str] = &[
     "rmb", "cny", "yuan", "usd", "hkd", "eur", "gbp", "jpy", "dollar", "dollars", "euro", "euros",
     "pcs", "kg", "km", "min", "mins", "sec", "secs", "hrs", "hours", "days",
 ];
 /// Words before digits that make them a place, a reference or an amount (`"Room
-/// 110"`, `"No. 120"`, `"第110"`, `"RMB 110"`).
-const ORDINALS_BEFORE_CJK: &[&str] = &["第", "№", "编号", "单号", "工号", "分机", "房间", "订单"];
+/// 110"`, `"第110"`, `"RMB 110"`). Not `No.`, `Ext` or `分机`: `"Tel No. 95588"` and
+/// `"Ext 95588"` show a number.
+const ORDINALS_BEFORE_CJK: &[&str] = &["第", "编号", "单号", "工号", "房间", "订单"];
 const ORDINALS_BEFORE: &[&str] = &[
-    "no", "nr", "room", "rm", "suite", "unit", "apt", "flat", "floor", "fl", "level", "order",
-    "ref", "inv", "invoice", "ticket", "case", "ext", "box", "gate", "bldg", "block", "lot",
-    "item", "model", "ver", "version", "rmb", "cny", "usd", "hkd", "eur", "gbp", "jpy",
+    "room", "rm", "suite", "unit", "apt", "flat", "floor", "fl", "level", "order", "ref", "inv",
+    "invoice", "ticket", "case", "box", "gate", "bldg", "block", "lot", "item", "model", "ver",
+    "version", "office", "shop", "store", "hall", "booth", "desk", "door", "ward", "bed", "seat",
+    "table", "route", "bus", "platform", "pier", "dock", "bay", "stand", "rmb", "cny", "usd",
+    "hkd", "eur", "gbp", "jpy",
 ];
 
 /// Whether `rest` (from the character after a number's digits on) starts with a unit or
 /// a currency ([`UNITS_AFTER`]), past white space; `glued`: no white space came between
 /// (English ordinals, `"110th"`, are read only so).
-fn quantity_after(rest: &[u8], glued: bool) -> bool {
-    let mut rest = rest;
-    while let Some(r) = rest
+fn quantity_after(rest: &[u8], glued: bool) -> Amount {
+    // One space at most: a unit a run of spaces pushes off the screen is no unit the
+    // callee sees (`"95588<30 spaces>RMB"`).
+    let rest = rest
         .strip_prefix(b" ")
         .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
-    {
-        rest = r;
-    }
+        .unwrap_or(rest);
     let (c, _) = glyph::unit(rest);
     if c == b'$' || c == glyph::CURRENCY {
-        return true;
+        return Amount::Price;
     }
-    if UNITS_AFTER_CJK
-        .iter()
-        .any(|u| rest.starts_with(u.as_bytes()))
-    {
-        return true;
+    let starts = |w: &&str| rest.starts_with(w.as_bytes());
+    if UNITS_AFTER_CJK.iter().any(starts) && !NOT_UNITS_AFTER_CJK.iter().any(starts) {
+        return Amount::Quantity;
     }
     let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
     let word = &rest[..word];
     let is = |w: &&str| word.eq_ignore_ascii_case(w.as_bytes());
-    UNITS_AFTER.iter().any(is) || glued && ["st", "nd", "rd", "th"].iter().any(is)
+    if UNITS_AFTER.iter().any(is) || glued && ["st", "nd", "rd", "th"].iter().any(is) {
+        Amount::Quantity
+    } else {
+        Amount::None
+    }
 }
 
 /// Whether `head` (the text before a run of digits) ends with an ordinal word or a
@@ -450,6 +542,8 @@ struct Run {
     open: bool,
     /// A price: no piece of it shorter than a subscriber's number is offered.
     price: bool,
+    /// A count, a place or a reference: no piece under 5 digits is offered.
+    quantity: bool,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,
 }
@@ -491,17 +585,24 @@ impl Run {
         &mut self,
         mut g: Group,
         paren_closed: bool,
-        unit_after: bool,
+        unit_after: Amount,
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
     ) {
-        // A new word ends a price, but for a thousands group written with a space
-        // (`"¥ 95 588"`): `"¥12 95588"` shows the bank's number.
-        if g.blank {
+        // An amount goes on across the marks amounts are written with (`"¥1,110.00"`,
+        // `"v2.10.110"`) and, for a price, a thousands group written with a space
+        // (`"¥ 95 588"`); anything else joins another word (`"¥12 95588"`, `"Room
+        // 110/95588"`, `"No.1-95588"` show the bank's number).
+        if self.len > 0 && (g.blank || !matches!(g.sep, b',' | b'.')) {
             let last = self.groups[(self.len + EMBEDDED_MAX_DIGITS - 1) % EMBEDDED_MAX_DIGITS];
-            self.price &= g.n == 3 && last.n <= 3;
+            self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3;
+            self.quantity = false;
         }
-        self.price |= unit_after;
+        match unit_after {
+            Amount::Price => self.price = true,
+            Amount::Quantity => self.quantity = true,
+            Amount::None => {}
+        }
         let country =
             self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
@@ -547,7 +648,11 @@ impl Run {
             // A price (digits after a currency sign) shows no short number, and digits
             // joined across other marks (`"138|1234|5678"`) where only spaced short
             // codes are read make a number with an area code or more.
-            if self.price && digits < 7 || marked && digits < 10 || calendar {
+            if self.price && digits < 7
+                || self.quantity && digits < 5
+                || marked && digits < 10
+                || calendar
+            {
                 continue;
             }
             // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
@@ -1247,8 +1352,10 @@ mod tests {
             "110.5",
             "人民路120号",
             "Room 110",
-            "No. 120",
+            "Office 120",
             "Order #110",
+            "110人民币",
+            "120周年庆",
             "第110",
             "RMB 110",
             "110th Street",
@@ -1266,6 +1373,17 @@ mod tests {
             ("Tel: 110", "110"),
             ("Casino 110", "110"),
             ("110 yuanbao", "110"),
+            // QA 28: an amount ends at a mark it is not written with, a unit pushed off
+            // by spaces is none, a unit starting another word is none, and `No.` and
+            // `Ext` introduce numbers.
+            ("Room 110/95588", "95588"),
+            ("No.1-95588", "95588"),
+            ("95588    RMB", "95588"),
+            ("95588个人业务", "95588"),
+            ("110号码", "110"),
+            ("Tel No. 95588", "95588"),
+            ("Ext 95588", "95588"),
+            ("Room 95588", "95588"),
         ] {
             assert!(e(t).contains(&shown.to_string()), "{t}: {:?}", e(t));
         }

@@ -538,6 +538,11 @@ entries = [{whitelist}]
                 "[rules] rule label-mvno sets code and reason but its action label sends no answer: unused until the action is reject"
             ]
         );
+        // QA 28: a trunk that makes the rule reject uses the code set under [rules].
+        let used = format!(
+            "[rules.blacklist]\naction = \"label\"\ncode = 609\n{ent}[trunk.rules.blacklist]\naction = \"reject\"\n"
+        );
+        assert!(w(&used).is_empty(), "{:?}", w(&used));
     }
 
     #[test]

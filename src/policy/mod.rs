@@ -591,7 +591,7 @@ fn resolve_actions(
     over: &std::collections::BTreeMap<RuleId, RuleConf>,
     file: &str,
     where_: &str,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<(RuleId, String)>,
 ) -> Result<Vec<Action>, LoadError> {
     let mut out = base.to_vec();
     for (r, c) in over {
@@ -605,11 +605,14 @@ fn resolve_actions(
                 .filter_map(|(k, s)| s.then_some(k))
                 .collect();
             if !set.is_empty() {
-                notes.push(format!(
-                    "{where_}rule {} sets {} but its action {} sends no answer: unused until the action is reject",
-                    r.as_str(),
-                    set.join(" and "),
-                    kind.as_str()
+                notes.push((
+                    *r,
+                    format!(
+                        "{where_}rule {} sets {} but its action {} sends no answer: unused until the action is reject",
+                        r.as_str(),
+                        set.join(" and "),
+                        kind.as_str()
+                    ),
                 ));
             }
         }
@@ -960,8 +963,9 @@ impl Policy {
                 }
             })
             .collect();
+        let mut global_notes = vec![];
+        let global = resolve_actions(&defaults, &cfg.rules, file, "[rules] ", &mut global_notes)?;
         let mut notes = vec![];
-        let global = resolve_actions(&defaults, &cfg.rules, file, "[rules] ", &mut notes)?;
         // One nonce key per load, shared by every trunk and worker.
         let auth_key = cfg
             .trunks
@@ -1331,6 +1335,21 @@ impl Policy {
                 ));
             }
         }
+        // A code set under [rules] beside a quiet action is used wherever a trunk
+        // makes the rule reject (`action = "reject"` in its own table).
+        let notes: Vec<String> = global_notes
+            .into_iter()
+            .filter(|(r, _)| {
+                !trunks.iter().any(|t| {
+                    matches!(
+                        t.actions[r.index()].kind,
+                        ActionKind::Reject | ActionKind::RateLimit
+                    )
+                })
+            })
+            .chain(notes)
+            .map(|(_, n)| n)
+            .collect();
         Ok(Policy {
             blacklist: load_list(&cfg.lists.blacklist, "blacklist")?,
             protected: load_list(&cfg.lists.protected, "protected")?,
