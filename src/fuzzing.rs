@@ -386,7 +386,16 @@ pub fn sipi(data: &[u8]) {
             assert!(p.body.end as usize <= data.len() && p.body.start <= p.body.end);
         }
     }
-    let (ct, body) = sipi_body("v=0\r\n", data, "sipfence-fuzz-b");
+    let (ct, mut body) = sipi_body("v=0\r\n", data, "sipfence-fuzz-b");
+    // Every other input gives its part a Content-Length of its own: a deletion must fix
+    // it and count the digits it loses in the message's (QA 28: "101" became "93").
+    if data.len() % 2 == 1 {
+        let mark = b"handling=required\r\n";
+        if let Some(p) = memchr::memmem::find(&body, mark) {
+            let line = format!("Content-Length: {}\r\n", data.len());
+            body.splice(p + mark.len()..p + mark.len(), line.into_bytes());
+        }
+    }
     let mut raw = format!(
         "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKfz\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=f\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: fz\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <tel:+442071234567>\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
         body.len()
