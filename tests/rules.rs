@@ -3973,6 +3973,12 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "[proxy] retry_after = 7200 is over 3600",
     );
     loads("[proxy]\nretry_after = 30\n");
+    // Dotted keys are found at their line too (QA 28).
+    refused(
+        "# policy\nproxy.retry_after = 0\nredis.timeout_ms = 200\n",
+        2,
+        "[proxy] retry_after = 0",
+    );
     refused(
         "[redis]\ntimeout_ms = 120000\n",
         2,

@@ -441,9 +441,12 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> LoadError {
 /// key it names (an `entry` of a list is in its `entries`); else the trunk's first line.
 fn locate(text: &str, reason: &str) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
+    // A key as written, or the last part of a dotted one (`proxy.retry_after = 0` at
+    // the top level is `[proxy] retry_after`).
     let key_of = |l: &str| -> Option<String> {
         let (k, _) = l.split_once('=')?;
         let k = k.trim();
+        let k = k.rsplit('.').next().unwrap_or(k).trim();
         (!k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
             .then(|| k.to_string())
     };
