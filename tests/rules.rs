@@ -4293,6 +4293,11 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "Ext 95588",
         "中国银行 95588个人业务",
         "110号码",
+        // QA 29: a single digit first.
+        "中国银行 9 5588",
+        "报警 1 10",
+        "1 2315",
+        "9 55 88",
     ] {
         assert_eq!(
             rejected(&ent(shown)),

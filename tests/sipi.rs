@@ -1159,6 +1159,19 @@ fn isup_another_reader_reads_otherwise_is_refused() {
         &with_body("Application/SDP ; charset=utf-8", SDP.as_bytes()),
         "intl",
     );
+    // SIP's Content-Encoding written on a part around the ISUP (QA 29).
+    let mut inner = b"--in\r\nContent-Type: application/ISUP\r\n\r\n".to_vec();
+    inner.extend_from_slice(&clean);
+    inner.extend_from_slice(b"\r\n--in--");
+    for ce in ["Content-Encoding: gzip", "e: deflate"] {
+        let mut b = format!(
+            "--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--b1\r\nContent-Type: multipart/mixed;boundary=in\r\n{ce}\r\n\r\n"
+        )
+        .into_bytes();
+        b.extend_from_slice(&inner);
+        b.extend_from_slice(b"\r\n--b1--\r\n");
+        unreadable(&with_body("multipart/mixed;boundary=b1", &b), ce);
+    }
     // A CR that ends no line in a part's header.
     unreadable(
         &with_body(

@@ -211,6 +211,7 @@ pub fn embedded_numbers(
                     plus: plus_at.is_some(),
                     start: plus_at.take().unwrap_or(i),
                     after_paren: before == b'(' || before == b'[',
+                    lettered: before.is_ascii_alphabetic(),
                     spaced: gap_spaced,
                     blank: gap_blank && run.open,
                     marked: gap_marked,
@@ -494,6 +495,8 @@ struct Group {
     /// The run's first group, after a '+'.
     plus: bool,
     after_paren: bool,
+    /// Right after a Latin letter (`"Q1"`, `"v2"`): a label's digit, not a number's.
+    lettered: bool,
     /// Joined to the group before it by white space only.
     spaced: bool,
     /// White space (and maybe marks) between it and the group before it: a new word.
@@ -641,7 +644,9 @@ impl Run {
             // one written with spaces ("95 588", "1 1 0"); not a date, a price or a
             // version ("2024-01-10", "95,588", "1/10", "v1.2.3"), nor a short code after
             // a stray digit ("Q1 2024").
-            let short_ok = spaced && (single || head.n >= 2);
+            // A single digit first is a number's (`"9 5588"`, `"1 10"`: QA 29) unless a
+            // Latin letter holds it (`"Q1 2024"`).
+            let short_ok = spaced && (single || head.n >= 2 || !head.lettered);
             if digits < 3 || head.trunk_zero || (k > 0 && digits < 7 && !short_ok) {
                 continue;
             }
@@ -1384,6 +1389,9 @@ mod tests {
             ("Tel No. 95588", "95588"),
             ("Ext 95588", "95588"),
             ("Room 95588", "95588"),
+            // QA 29: a short code whose first group is one digit.
+            ("中国银行 9 5588", "9 5588"),
+            ("报警 1 10", "1 10"),
         ] {
             assert!(e(t).contains(&shown.to_string()), "{t}: {:?}", e(t));
         }

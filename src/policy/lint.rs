@@ -543,6 +543,11 @@ entries = [{whitelist}]
             "[rules.blacklist]\naction = \"label\"\ncode = 609\n{ent}[trunk.rules.blacklist]\naction = \"reject\"\n"
         );
         assert!(w(&used).is_empty(), "{:?}", w(&used));
+        // QA 29: unless every trunk that rejects sets its own code and reason.
+        let unused = format!(
+            "[rules.blacklist]\naction = \"label\"\ncode = 609\n{ent}[trunk.rules.blacklist]\naction = \"reject\"\ncode = 603\nreason = \"Other\"\n"
+        );
+        assert_eq!(w(&unused).len(), 1, "{:?}", w(&unused));
     }
 
     #[test]

@@ -1343,11 +1343,11 @@ impl Policy {
         let notes: Vec<String> = global_notes
             .into_iter()
             .filter(|(r, _)| {
+                let g = &global[r.index()];
                 !trunks.iter().any(|t| {
-                    matches!(
-                        t.actions[r.index()].kind,
-                        ActionKind::Reject | ActionKind::RateLimit
-                    )
+                    let a = &t.actions[r.index()];
+                    matches!(a.kind, ActionKind::Reject | ActionKind::RateLimit)
+                        && (a.code == g.code || a.reason == g.reason)
                 })
             })
             .chain(notes)

@@ -406,6 +406,16 @@ pub fn parts(
                 || name.eq_ignore_ascii_case(b"l")
             {
                 once(&mut part.content_length)?;
+            } else if name.eq_ignore_ascii_case(b"content-encoding")
+                || name.eq_ignore_ascii_case(b"e")
+            {
+                // SIP's body encoding written on a part (QA 29): no MIME reader should
+                // decode it there, but one that does reads other parts. Anything but
+                // `identity` counts as an encoding that changes bytes.
+                let v = lex::trim(without_comments(span.of(b)));
+                if !v.is_empty() && !v.eq_ignore_ascii_case(b"identity") {
+                    part.transfer_encoding = Some(span);
+                }
             } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
                 // A second one: either may be decoded; the first that changes bytes
                 // is what counts, so a changing one is never hidden behind another.
