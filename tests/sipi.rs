@@ -1153,6 +1153,9 @@ fn isup_another_reader_reads_otherwise_is_refused() {
         &untyped(&body("Content-Type: application/ISUP")),
         "untyped parts",
     );
+    let mut preamble = b"This is a MIME message.\r\n".to_vec();
+    preamble.extend_from_slice(&body("Content-Type: application/ISUP"));
+    unreadable(&untyped(&preamble), "untyped parts after a preamble");
     passes(&p, &untyped(SDP.as_bytes()), "intl");
     passes(
         &p,

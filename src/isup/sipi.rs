@@ -33,11 +33,13 @@ pub enum SipIError {
 /// The ISUP of `msg`, if it carries any. `Ok(None)`: not SIP-I.
 pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
     // A body the next hop must guess the type of (RFC 3261 20.15: a body has a
-    // Content-Type) may be read as ISUP there when it looks like an IAM or like parts.
+    // Content-Type) may be read as ISUP there when it looks like an IAM or holds parts.
     // Anything else (an SDP a broken client sent untyped) is no SIP-I call.
     let Some(ct) = msg.value(HeaderName::ContentType) else {
+        // Parts: a delimiter line anywhere (a preamble may come first: QA 28).
         let body = lex::trim(msg.body());
-        return if body.first() == Some(&super::IAM) || body.starts_with(b"--") {
+        let parts = body.starts_with(b"--") || memchr::memmem::find(body, b"\n--").is_some();
+        return if body.first() == Some(&super::IAM) || parts {
             Err(SipIError::Multipart(MultipartError::BadContentType(
                 msg.body_span().start as usize,
             )))
