@@ -979,6 +979,17 @@ fn every_isup_part_counts_at_any_depth() {
     assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
 }
 
+/// A `multipart/mixed;boundary=b1` body: an SDP part, then `iam` under the part
+/// headers `part_head`.
+fn sdp_and_isup(part_head: &str, iam: &[u8]) -> Vec<u8> {
+    let mut b = b"--b1\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
+    b.extend_from_slice(SDP.as_bytes());
+    b.extend_from_slice(format!("\r\n--b1\r\n{part_head}\r\n\r\n").as_bytes());
+    b.extend_from_slice(iam);
+    b.extend_from_slice(b"\r\n--b1--\r\n");
+    b
+}
+
 /// What a lenient MIME reader makes of a part or its type is what the filter reads: a
 /// folded part header, white space around the type's slash; and what two readers may
 /// read differently is refused (two `boundary` parameters, two `version`s).
@@ -986,15 +997,7 @@ fn every_isup_part_counts_at_any_depth() {
 fn part_headers_are_read_as_mime_reads_them() {
     let p = policy("");
     let forged = iam(NumberSpec::national("13812345678"));
-    let sdp = SDP.as_bytes().to_vec();
-    let body = |part_head: &str| {
-        let mut b = b"--b1\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
-        b.extend_from_slice(&sdp);
-        b.extend_from_slice(format!("\r\n--b1\r\n{part_head}\r\n\r\n").as_bytes());
-        b.extend_from_slice(&forged);
-        b.extend_from_slice(b"\r\n--b1--\r\n");
-        b
-    };
+    let body = |part_head: &str| sdp_and_isup(part_head, &forged);
     for head in [
         "Content-Type:\r\n application/ISUP;version=itu-t92+",
         "Content-Type:\r\n\tapplication/ISUP;version=itu-t92+",
@@ -1058,15 +1061,7 @@ fn part_headers_are_read_as_mime_reads_them() {
 fn isup_another_reader_reads_otherwise_is_refused() {
     let p = policy("");
     let clean = iam(NumberSpec::international("442071234567"));
-    let sdp = SDP.as_bytes().to_vec();
-    let body = |part_head: &str| {
-        let mut b = b"--b1\r\nContent-Type: application/sdp\r\n\r\n".to_vec();
-        b.extend_from_slice(&sdp);
-        b.extend_from_slice(format!("\r\n--b1\r\n{part_head}\r\n\r\n").as_bytes());
-        b.extend_from_slice(&clean);
-        b.extend_from_slice(b"\r\n--b1--\r\n");
-        b
-    };
+    let body = |part_head: &str| sdp_and_isup(part_head, &clean);
     let unreadable = |m: &Message, what: &str| {
         let d = judge(&p, m, "intl");
         assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{what}: {d:?}");

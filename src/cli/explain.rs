@@ -345,16 +345,21 @@ fn parse_as_saved(bytes: Vec<u8>) -> Result<(Message, Option<&'static str>), (Pa
     Err((e, raw))
 }
 
-/// The boundary of the multipart Content-Type among these header lines, if any.
-fn boundary_in(head: &[u8]) -> Option<Vec<u8>> {
+/// The Content-Type value among these header lines, if any.
+fn content_type_in(head: &[u8]) -> Option<&[u8]> {
     head.split(|&c| c == b'\n').find_map(|line| {
         let colon = line.iter().position(|&c| c == b':')?;
         let name = crate::sip::lex::trim(&line[..colon]);
         (name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c"))
-            .then(|| crate::sip::multipart::boundary(&line[colon + 1..]).ok())
-            .flatten()
-            .map(<[u8]>::to_vec)
+            .then(|| &line[colon + 1..])
     })
+}
+
+/// The boundary of the multipart Content-Type among these header lines, if any.
+fn boundary_in(head: &[u8]) -> Option<Vec<u8>> {
+    content_type_in(head)
+        .and_then(|ct| crate::sip::multipart::boundary(ct).ok())
+        .map(<[u8]>::to_vec)
 }
 
 /// [`with_crlf`] for a multipart body under `boundary`, but for the contents of its
@@ -382,8 +387,8 @@ fn with_crlf_but_isup(body: &[u8], boundary: &[u8]) -> Vec<u8> {
             let head_end = memchr::memmem::find(piece, b"\n\n").map_or(piece.len(), |p| p + 2);
             let (head, content) = piece.split_at(head_end);
             out.extend_from_slice(&with_crlf(head));
-            let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-            if text.contains("application/isup") {
+            // ISUP as the filter reads the type, so the octets it judges are kept.
+            if content_type_in(head).is_some_and(crate::isup::sipi::is_isup) {
                 out.extend_from_slice(content);
             } else if let Some(inner) = boundary_in(head).filter(|_| !content.is_empty()) {
                 out.extend_from_slice(&with_crlf_but_isup(content, &inner));

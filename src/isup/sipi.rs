@@ -54,23 +54,9 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
     // The same for SIP's own Content-Encoding (RFC 3261 20.12, compact `e`: gzip): the
     // type names the body decoded, and a gzip stream's header can carry a clean
     // multipart while the compressed data holds a forged IAM.
-    let changes_bytes = |h: &&crate::sip::Header| {
-        let (name, value) = (h.name_span().of(b), h.value().of(b));
-        if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
-            !multipart::identity_encoding(value)
-        } else if name.eq_ignore_ascii_case(b"content-encoding") || name.eq_ignore_ascii_case(b"e")
-        {
-            !multipart::without_comments(value)
-                .split(|&c| c == b',')
-                .map(lex::trim)
-                .all(|e| e.is_empty() || e.eq_ignore_ascii_case(b"identity"))
-        } else {
-            false
-        }
-    };
     let encoded = || {
         msg.all(HeaderName::Other)
-            .find(changes_bytes)
+            .find(|h| multipart::encoding_changes_bytes(h.name_span().of(b), h.value().of(b)))
             .map(|h| SipIError::Multipart(MultipartError::Encoded(h.line().start as usize)))
     };
     let (body, part_cl, disposition, isup_ct) = if is_isup(ct) {
@@ -158,10 +144,7 @@ fn collect(
     for p in &parts[..n] {
         let t = p.content_type.map_or(&[][..], |t| t.of(b));
         let (isup, nested) = (is_isup(t), multipart::is_multipart(t));
-        if let Some(cte) = p
-            .transfer_encoding
-            .filter(|e| (isup || nested) && !multipart::identity_encoding(e.of(b)))
-        {
+        if let Some(cte) = p.encoding.filter(|_| isup || nested) {
             return Err(SipIError::Multipart(MultipartError::Encoded(
                 cte.start as usize,
             )));
@@ -234,7 +217,8 @@ fn ansi_variant(content_type: &[u8]) -> bool {
     false
 }
 
-fn is_isup(content_type: &[u8]) -> bool {
+/// Whether a Content-Type value names ISUP, however a lenient reader would take it.
+pub fn is_isup(content_type: &[u8]) -> bool {
     // Every INVITE asks; nearly all say "application/sdp", which is shorter than the
     // prefix compared here: refused before any search for parameters.
     const ISUP: &[u8] = b"application/isup";

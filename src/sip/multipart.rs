@@ -20,8 +20,9 @@ pub struct Part {
     pub disposition: Option<Span>,
     /// Value of a Content-Length inside the part (rare, but must follow a rewrite).
     pub content_length: Option<Span>,
-    /// Value of its Content-Transfer-Encoding (RFC 2045 6).
-    pub transfer_encoding: Option<Span>,
+    /// Value of its first Content-Transfer-Encoding or Content-Encoding that changes
+    /// bytes ([`encoding_changes_bytes`]).
+    pub encoding: Option<Span>,
     /// The part's content, between its header section and the next delimiter.
     pub body: Span,
 }
@@ -149,13 +150,23 @@ pub fn plain_media_type(ct: &[u8]) -> bool {
     token(&mt[..slash]) && token(&mt[slash + 1..])
 }
 
-/// Whether a Content-Transfer-Encoding value leaves the bytes as they are (RFC 2045
-/// 6.1: `7bit`, `8bit`, `binary`, in any case, with comments around).
-pub fn identity_encoding(value: &[u8]) -> bool {
+/// Whether the field `name: value` (of a message or a part) is an encoding a reader
+/// decodes into other bytes: a Content-Transfer-Encoding other than `7bit`, `8bit`,
+/// `binary` (RFC 2045 6.1), or a Content-Encoding (compact `e`) that lists anything
+/// but `identity` (RFC 3261 20.12). Any case, comments around.
+pub fn encoding_changes_bytes(name: &[u8], value: &[u8]) -> bool {
     let v = lex::trim(without_comments(value));
-    [&b"7bit"[..], b"8bit", b"binary"]
-        .iter()
-        .any(|e| v.eq_ignore_ascii_case(e))
+    if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+        ![&b"7bit"[..], b"8bit", b"binary"]
+            .iter()
+            .any(|e| v.eq_ignore_ascii_case(e))
+    } else if name.eq_ignore_ascii_case(b"content-encoding") || name.eq_ignore_ascii_case(b"e") {
+        !v.split(|&c| c == b',')
+            .map(lex::trim)
+            .all(|e| e.is_empty() || e.eq_ignore_ascii_case(b"identity"))
+    } else {
+        false
+    }
 }
 
 /// The boundary parameter of a multipart Content-Type value, unquoted.
@@ -406,25 +417,12 @@ pub fn parts(
                 || name.eq_ignore_ascii_case(b"l")
             {
                 once(&mut part.content_length)?;
-            } else if name.eq_ignore_ascii_case(b"content-encoding")
-                || name.eq_ignore_ascii_case(b"e")
-            {
-                // SIP's body encoding written on a part (QA 29): no MIME reader should
-                // decode it there, but one that does reads other parts. Anything but
-                // `identity` counts as an encoding that changes bytes.
-                let v = lex::trim(without_comments(span.of(b)));
-                if !v.is_empty() && !v.eq_ignore_ascii_case(b"identity") {
-                    part.transfer_encoding = Some(span);
-                }
-            } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
-                // A second one: either may be decoded; the first that changes bytes
-                // is what counts, so a changing one is never hidden behind another.
-                if part
-                    .transfer_encoding
-                    .is_none_or(|t| identity_encoding(t.of(b)))
-                {
-                    part.transfer_encoding = Some(span);
-                }
+            } else if part.encoding.is_none() && encoding_changes_bytes(name, span.of(b)) {
+                // Of several, either may be decoded: the first that changes bytes
+                // counts, so none hides behind an identity one. SIP's Content-Encoding
+                // written on a part (QA 29) too: a reader that decodes it there reads
+                // other parts.
+                part.encoding = Some(span);
             }
         }
         let (body_end, next) =
