@@ -427,6 +427,12 @@ impl Refusal {
     /// (420; ACK and CANCEL carry no requirements, 8.2.2.3).
     pub fn forwarding(policy: &Policy, msg: &Message) -> Option<Refusal> {
         let method = msg.method()?;
+        // An OPTIONS to the gateway itself is answered, not forwarded: a UAS does not
+        // count hops nor read Proxy-Require, and carriers probe each hop with
+        // `Max-Forwards: 0` (RFC 3261 16.3 step 3; QA 30).
+        if method == Method::Options && addressed_to_proxy(msg) {
+            return None;
+        }
         if method != Method::Ack && msg.max_forwards() == Some(0) {
             return Some(Refusal {
                 code: 483,
@@ -445,6 +451,18 @@ impl Refusal {
         }
         None
     }
+}
+
+/// A request addressed to the proxy itself: a sip or sips URI without a user part.
+/// Other schemes (`tel:`, RFC 4475's `nobodyKnowsThisScheme:`) name no host of ours:
+/// they go to the next hop like any request (RFC 4475 3.3.2: a proxy may forward them).
+pub fn addressed_to_proxy(msg: &Message) -> bool {
+    use crate::sip::uri;
+    msg.request_uri()
+        .and_then(|u| uri::parse(msg.buf(), u).ok())
+        .is_some_and(|u| {
+            u.user.is_none() && matches!(u.scheme, uri::Scheme::Sip | uri::Scheme::Sips)
+        })
 }
 
 /// The Proxy-Require option tags of a request not in `accepted` (RFC 3261 20.29).

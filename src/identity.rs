@@ -549,12 +549,16 @@ pub fn shown_number_into(
     all: &mut Shown,
 ) -> Option<Number> {
     // A display name is no URI: its '%' is drawn as one (`"%110"` shows 110), not an
-    // escape. Read as a mark numbers are not written with ('#' is read so).
+    // escape. One that would read as an escape is read as a mark numbers are not
+    // written with ('#' is read so); any other stays a percent sign (`"110% Service"`).
     let mut plain = [0u8; 512];
     let text = if display && text.contains(&b'%') {
         let n = text.len().min(plain.len());
-        for (to, &c) in plain.iter_mut().zip(&text[..n]) {
-            *to = if c == b'%' { b'#' } else { c };
+        plain[..n].copy_from_slice(&text[..n]);
+        for k in 0..n {
+            if text[k] == b'%' && crate::sip::lex::escaped_octet(&text[k..n]).is_some() {
+                plain[k] = b'#';
+            }
         }
         &plain[..n]
     } else {

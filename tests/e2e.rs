@@ -1152,6 +1152,38 @@ fn large_requests_switch_to_tcp_or_get_513() {
     assert!(head.starts_with("INVITE "), "{head}");
     assert!(head.contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:"), "{head}");
     assert!(head.contains("Call-ID: mtu-big\r\n"), "{head}");
+    // QA 30: one that came without a Content-Length (a datagram needs none) goes on
+    // the shared connection with one, so that the call after it is framed as sent.
+    let body = "v=0\r\n".repeat(300);
+    let bare = padded("mtu-bare", port, 10).replace("Content-Length: 0\r\n\r\n", "\r\n") + &body;
+    c.send(bare.as_bytes()).unwrap();
+    c.send(padded("mtu-next", port, 1400).as_bytes()).unwrap();
+    let mut stream = head.into_bytes();
+    let mut b = [0u8; 8192];
+    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut calls = vec![];
+    while calls.len() < 3 {
+        match sipfence::sip::frame_stream(&stream) {
+            Ok(sipfence::sip::parse::Frame::Message { skip, len }) => {
+                let m = String::from_utf8_lossy(&stream[skip..skip + len]).into_owned();
+                stream.drain(..skip + len);
+                calls.push(m);
+            }
+            Ok(_) => {
+                let n = conn.read(&mut b).expect("the rest of the stream");
+                assert!(n > 0, "connection closed after {calls:?}");
+                stream.extend_from_slice(&b[..n]);
+            }
+            Err(e) => panic!("the core cannot frame the stream: {e} after {calls:?}"),
+        }
+    }
+    assert!(calls[1].contains("Call-ID: mtu-bare\r\n"), "{}", calls[1]);
+    assert!(
+        calls[1].ends_with(&format!("Content-Length: {}\r\n\r\n{body}", body.len())),
+        "{}",
+        calls[1]
+    );
+    assert!(calls[2].contains("Call-ID: mtu-next\r\n"), "{}", calls[2]);
     drop(proxy);
 
     // Without udp_mtu: a request that with our Via no longer fits a datagram, over TCP

@@ -616,6 +616,69 @@ fn keepalives_are_counted_apart_and_ponged_over_tcp() {
     assert_eq!(m("sipfence_keepalives_total{transport=\"tcp\"}"), 1.0);
 }
 
+/// QA 30, over real sockets: a message with two Content-Length fields on a stream is
+/// answered 400 at once, without waiting for the longer body, and the connection is
+/// closed (the stream cannot be read on); a hop probe (`Max-Forwards: 0`) to the
+/// gateway itself is answered 200, not 483.
+#[test]
+fn two_lengths_close_a_stream_and_hop_probes_are_answered() {
+    use std::io::Read;
+    let base = port_block();
+    let proxy = Proxy::start(&config(base), 1);
+    let m = |s: &str| proxy.metric(s);
+    for lengths in [
+        "Content-Length: 0\r\nl: 5",
+        "Content-Length: 5\r\nContent-Length: 0",
+    ] {
+        let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let port = t.local_addr().unwrap().port();
+        t.write_all(
+            format!(
+                "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-cl2\r\nFrom: <sip:ping@127.0.0.1>;tag=cl2\r\nTo: <sip:127.0.0.1>\r\nCall-ID: cl2\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n{lengths}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            match t.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("{lengths:?}: no answer and no close: {e} ({got:?})"),
+            }
+        }
+        assert!(
+            got.starts_with(b"SIP/2.0 400 "),
+            "{lengths:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(
+        m("sipfence_parse_errors_total{kind=\"bad_content_length\",transport=\"tcp\"}"),
+        2.0
+    );
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = u.local_addr().unwrap().port();
+    u.send_to(
+        format!(
+            "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-mf0;rport\r\nFrom: <sip:ping@127.0.0.1>;tag=mf0\r\nTo: <sip:127.0.0.1>\r\nCall-ID: mf0\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 0\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        ("127.0.0.1", base),
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = u.recv_from(&mut buf).expect("hop probe answered");
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
 /// Addresses no trunk claims share an eighth of the TCP connections: past that they
 /// are closed at once and counted, while a trunk's peer still connects and is
 /// answered; a stranger that leaves gives its place back.

@@ -4298,12 +4298,59 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "报警 1 10",
         "1 2315",
         "9 55 88",
+        // QA 31: a text that names the police or an emergency service reads the short
+        // code whatever unit it is glued to; a decimal hides no five-digit code; a
+        // house number hides none either.
+        "110人民警察",
+        "110人民公安",
+        "110天网",
+        "110个警察",
+        "110万警察",
+        "110号报警中心",
+        "110室报警",
+        "110栋公安",
+        "120家急救",
+        "120人急救",
+        "Police 110 pcs",
+        "110 Emergency St",
+        "中国银行 95588.1",
+        "95588.00",
+        "12315.5",
+        "95588 Main St",
+        "Ext 9 5588",
     ] {
         assert_eq!(
             rejected(&ent(shown)),
             Some((403, "enterprise-not-whitelisted")),
             "{shown}"
         );
+    }
+    // QA 31: ordinary names with house numbers, pages, areas, units, percentages.
+    for name in [
+        "ACME 120 Broadway",
+        "120 Main Street",
+        "ACME 120 Main St.",
+        "110 5th Ave",
+        "Level 3 120 Collins St",
+        "Page 1 2024",
+        "Chapter 1 10",
+        "120平米",
+        "120㎡",
+        "B座110",
+        "120 minutes",
+        "110 people",
+        "120 items",
+        "120 sqm",
+        "120ml",
+        "120mm",
+        "120GB",
+        "120Hz",
+        "110V",
+        "120°C",
+        "110% Service",
+        "110％",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
     }
     // QA 25: a price hides no number beside it or longer than a price; a number
     // written across marks or after '%' is read; ordinary names with marks are not.

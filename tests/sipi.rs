@@ -979,6 +979,79 @@ fn every_isup_part_counts_at_any_depth() {
     assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
 }
 
+/// QA 31: a nested body whose first delimiter has text glued before it (`" --in"`)
+/// held no part here, so its forged IAM went on unjudged to a next hop that finds the
+/// delimiter anyway. The delimiter where none stands makes the IAM unreadable, at any
+/// level, in front of a part, inside one or after the close; the same body written
+/// right is judged.
+#[test]
+fn a_delimiter_where_none_stands_is_unreadable() {
+    let p = policy("");
+    const ISUP: &str = "application/ISUP;version=itu-t92+";
+    let sdp = SDP.as_bytes().to_vec();
+    for forged in [
+        iam(NumberSpec::national("13812345678")),
+        iam(NumberSpec::international("442071234567")),
+    ] {
+        let inner = multipart("in", &[(ISUP, forged.clone())]);
+        for glued in [" ", "\t", "x", "preamble text "] {
+            let outer = multipart(
+                "out",
+                &[
+                    ("application/sdp", sdp.clone()),
+                    (
+                        "multipart/mixed;boundary=in",
+                        [glued.as_bytes(), &inner].concat(),
+                    ),
+                ],
+            );
+            let d = judge(
+                &p,
+                &with_body("multipart/mixed;boundary=out", &outer),
+                "intl",
+            );
+            assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{glued:?}: {d:?}");
+            // The same at the top.
+            let top = [
+                glued.as_bytes(),
+                &multipart(
+                    "out",
+                    &[("application/sdp", sdp.clone()), (ISUP, forged.clone())],
+                ),
+            ]
+            .concat();
+            let d = judge(&p, &with_body("multipart/mixed;boundary=out", &top), "intl");
+            assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{glued:?}: {d:?}");
+        }
+        // A part after the close, where a reader that reads on finds it.
+        let mut late = multipart("out", &[("application/sdp", sdp.clone())]);
+        late.extend_from_slice(&multipart("out", &[(ISUP, forged.clone())]));
+        let d = judge(
+            &p,
+            &with_body("multipart/mixed;boundary=out", &late),
+            "intl",
+        );
+        assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    }
+    // Written right, nested: the clean IAM passes.
+    let inner = multipart(
+        "in",
+        &[(ISUP, iam(NumberSpec::international("442071234567")))],
+    );
+    let outer = multipart(
+        "out",
+        &[
+            ("application/sdp", sdp),
+            ("multipart/mixed;boundary=in", inner),
+        ],
+    );
+    passes(
+        &p,
+        &with_body("multipart/mixed;boundary=out", &outer),
+        "intl",
+    );
+}
+
 /// A `multipart/mixed;boundary=b1` body: an SDP part, then `iam` under the part
 /// headers `part_head`.
 fn sdp_and_isup(part_head: &str, iam: &[u8]) -> Vec<u8> {

@@ -172,6 +172,11 @@ pub fn embedded_numbers(
     };
     let mut run = fresh();
     let mut group: Option<Group> = None;
+    // Whether amounts, units, ordinals and addresses hide short codes: only where a
+    // number shown is judged, and not in a text that names the police or an emergency
+    // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
+    // code as that service's whatever word it is glued to. Read at the first digit.
+    let mut amounts: Option<bool> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
     let mut visible = 0;
     // The last character drawn before the group being read, and whether the run
@@ -203,7 +208,8 @@ pub fn embedded_numbers(
                 // Digits right after a currency sign are a price (`"¥1,110"`), and after
                 // an ordinal word a place or a reference (`"Room 110"`): where a number
                 // shown is judged, no short number of that amount is offered.
-                if !any && !run.open {
+                let amounts = *amounts.get_or_insert_with(|| !any && !names_an_emergency(text));
+                if amounts && !run.open {
                     run.price = after_currency;
                     run.quantity = quantity_before(&text[..i]);
                 }
@@ -230,10 +236,10 @@ pub fn embedded_numbers(
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(g) = group.take() {
-                    let unit = if any {
-                        Amount::None
-                    } else {
+                    let unit = if amounts == Some(true) {
                         amount_goes_on(&g, c, &text[i..])
+                    } else {
+                        Amount::None
                     };
                     run.close(g, c == b')', unit, &mut budget, &mut each);
                     gap_spaced = true;
@@ -256,10 +262,10 @@ pub fn embedded_numbers(
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
-                    let unit = if any {
-                        Amount::None
-                    } else {
+                    let unit = if amounts == Some(true) {
                         quantity_after(&text[i..], true)
+                    } else {
+                        Amount::None
                     };
                     run.close(g, c == b']', unit, &mut budget, &mut each);
                     gap_spaced = true;
@@ -273,10 +279,10 @@ pub fn embedded_numbers(
             }
             _ => {
                 if let Some(g) = group.take() {
-                    let unit = if any {
-                        Amount::None
-                    } else {
+                    let unit = if amounts == Some(true) {
                         quantity_after(&text[i..], true)
+                    } else {
+                        Amount::None
                     };
                     run.close(g, false, unit, &mut budget, &mut each);
                 }
@@ -309,13 +315,14 @@ enum Amount {
 }
 
 /// What the digit group `g`, ended by the separator `c` with `rest` (from `c` on)
-/// after it, is part of: a decimal, a version or an address (`"2.10.110"`,
-/// `"10.0.0.110"`) or a thousands amount (`"110,000"`), a price; a unit after it
-/// (`"120 RMB"`), a quantity.
+/// after it, is part of: a thousands amount (`"110,000"`), a price; a decimal, a
+/// version or an address (`"110.5"`, `"2.10.110"`, `"10.0.0.110"`), or a unit after it
+/// (`"120 RMB"`), a quantity. Not a price, for a decimal: `"95588.1"` shows the bank's
+/// number and an extension (QA 31).
 fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> Amount {
     let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
     match c {
-        b'.' if digit_at(1) => Amount::Price,
+        b'.' if digit_at(1) => Amount::Quantity,
         b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
         b' ' => quantity_after(rest, false),
         _ => Amount::None,
@@ -388,23 +395,99 @@ const UNITS_AFTER_CJK: &[&str] = &[
     "折",
     "％",
     "‰",
+    "平米",
+    "平方",
+    "㎡",
+    "亩",
+    "吨",
+    "克",
+    "升",
+    "厘米",
+    "毫米",
+    "寸",
+    "秒",
+    "分",
+    "周",
+    "页",
+    "章",
+    "°",
 ];
-/// Words that start with a unit but say something else (`"110号码"`, the number 110).
-const NOT_UNITS_AFTER_CJK: &[&str] = &["号码", "人工", "个人", "元旦"];
+/// Words that start with a unit but say something else (`"110号码"`, the number 110;
+/// `"110人民警察"`, the people's police).
+const NOT_UNITS_AFTER_CJK: &[&str] = &[
+    "号码", "人工", "个人", "元旦", "人民", "天网", "分机", "分局", "路况",
+];
 const UNITS_AFTER: &[&str] = &[
     "rmb", "cny", "yuan", "usd", "hkd", "eur", "gbp", "jpy", "dollar", "dollars", "euro", "euros",
-    "pcs", "kg", "km", "min", "mins", "sec", "secs", "hrs", "hours", "days",
+    "pcs", "kg", "km", "min", "mins", "minute", "minutes", "sec", "secs", "hr", "hrs", "hour",
+    "hours", "day", "days", "week", "weeks", "month", "months", "year", "years", "yrs", "people",
+    "persons", "items", "stores", "shops", "units", "rooms", "seats", "sqm", "sqft", "m2", "ml",
+    "mm", "cm", "gb", "mb", "tb", "hz", "khz", "mhz", "ghz", "v", "kv", "w", "kw", "mah",
 ];
+/// The last word of an English street name (`"120 Main St"`, `"110 5th Ave"`): the
+/// digits before the name are a house number.
+const STREET_WORDS: &[&str] = &[
+    "street",
+    "st",
+    "avenue",
+    "ave",
+    "av",
+    "road",
+    "rd",
+    "boulevard",
+    "blvd",
+    "lane",
+    "ln",
+    "drive",
+    "dr",
+    "way",
+    "place",
+    "pl",
+    "court",
+    "ct",
+    "square",
+    "sq",
+    "parkway",
+    "pkwy",
+    "highway",
+    "hwy",
+    "terrace",
+    "plaza",
+    "crescent",
+    "circle",
+];
+/// Street names of one word.
+const STREETS: &[&str] = &["broadway"];
+/// Words that name the police, a court or an emergency service: a text that holds one
+/// reads a short code as that service's, whatever amount or unit is around it.
+const EMERGENCY_WORDS_CJK: &[&str] = &[
+    "警", "公安", "急救", "救护", "消防", "火警", "救援", "法院", "检察", "紧急", "报案",
+];
+const EMERGENCY_WORDS: &[&str] = &["police", "emergency", "ambulance", "rescue"];
+
+/// Whether `text` names the police or an emergency service ([`EMERGENCY_WORDS`]).
+fn names_an_emergency(text: &[u8]) -> bool {
+    EMERGENCY_WORDS_CJK
+        .iter()
+        .any(|w| memchr::memmem::find(text, w.as_bytes()).is_some())
+        || EMERGENCY_WORDS.iter().any(|w| {
+            text.windows(w.len())
+                .any(|t| t.eq_ignore_ascii_case(w.as_bytes()))
+        })
+}
 /// Words before digits that make them a place, a reference or an amount (`"Room
 /// 110"`, `"第110"`, `"RMB 110"`). Not `No.`, `Ext` or `分机`: `"Tel No. 95588"` and
 /// `"Ext 95588"` show a number.
-const ORDINALS_BEFORE_CJK: &[&str] = &["第", "编号", "单号", "工号", "房间", "订单"];
+const ORDINALS_BEFORE_CJK: &[&str] = &[
+    "第", "编号", "单号", "工号", "房间", "订单", "座", "栋", "幢", "楼", "区", "单元", "层", "室",
+];
 const ORDINALS_BEFORE: &[&str] = &[
-    "room", "rm", "suite", "unit", "apt", "flat", "floor", "fl", "level", "order", "ref", "inv",
-    "invoice", "ticket", "case", "box", "gate", "bldg", "block", "lot", "item", "model", "ver",
-    "version", "office", "shop", "store", "hall", "booth", "desk", "door", "ward", "bed", "seat",
-    "table", "route", "bus", "platform", "pier", "dock", "bay", "stand", "rmb", "cny", "usd",
-    "hkd", "eur", "gbp", "jpy",
+    "page", "pg", "chapter", "ch", "vol", "volume", "part", "pt", "step", "phase", "stage",
+    "section", "room", "rm", "suite", "unit", "apt", "flat", "floor", "fl", "level", "order",
+    "ref", "inv", "invoice", "ticket", "case", "box", "gate", "bldg", "block", "lot", "item",
+    "model", "ver", "version", "office", "shop", "store", "hall", "booth", "desk", "door", "ward",
+    "bed", "seat", "table", "route", "bus", "platform", "pier", "dock", "bay", "stand", "rmb",
+    "cny", "usd", "hkd", "eur", "gbp", "jpy",
 ];
 
 /// Whether `rest` (from the character after a number's digits on) starts with a unit or
@@ -421,8 +504,17 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     if c == b'$' || c == glyph::CURRENCY {
         return Amount::Price;
     }
-    let starts = |w: &&str| rest.starts_with(w.as_bytes());
-    if UNITS_AFTER_CJK.iter().any(starts) && !NOT_UNITS_AFTER_CJK.iter().any(starts) {
+    if c == b'%' || !glued && street_after(rest) {
+        return Amount::Quantity;
+    }
+    // The longest word read wins: `"人民币"` is a currency, `"人民警察"` no unit.
+    let longest = |list: &[&str]| {
+        list.iter()
+            .filter(|w| rest.starts_with(w.as_bytes()))
+            .map(|w| w.len())
+            .max()
+    };
+    if longest(UNITS_AFTER_CJK) > longest(NOT_UNITS_AFTER_CJK) {
         return Amount::Quantity;
     }
     let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
@@ -433,6 +525,39 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     } else {
         Amount::None
     }
+}
+
+/// Whether `rest` (after a house number and its space) names a street: a one-word
+/// street, or up to three words of a name (`"5th"` among them) ending with a street
+/// word ([`STREET_WORDS`], maybe with a '.').
+fn street_after(rest: &[u8]) -> bool {
+    let mut words = rest.split(|&c| c == b' ');
+    let is = |list: &[&str], w: &[u8]| {
+        let w = w.strip_suffix(b".").unwrap_or(w);
+        list.iter().any(|s| w.eq_ignore_ascii_case(s.as_bytes()))
+    };
+    let Some(first) = words.next() else {
+        return false;
+    };
+    if is(STREETS, first) {
+        return true;
+    }
+    let name = |w: &[u8]| {
+        let letters = w.iter().skip_while(|c| c.is_ascii_digit()).count();
+        !w.is_empty() && letters > 0 && w[w.len() - letters..].iter().all(u8::is_ascii_alphabetic)
+    };
+    if !name(first) || is(STREET_WORDS, first) {
+        return false;
+    }
+    for w in words.take(3) {
+        if is(STREET_WORDS, w) {
+            return true;
+        }
+        if !name(w) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Whether `head` (the text before a run of digits) ends with an ordinal word or a
@@ -511,6 +636,9 @@ struct Group {
     sep: u8,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
+    /// Part of a quantity or a place ([`Amount::Quantity`]) when it was read: no short
+    /// code starts with it (`"Page 1 2024"`, `"Chapter 1 10"`).
+    quantity: bool,
 }
 
 impl Group {
@@ -609,6 +737,7 @@ impl Run {
         let country =
             self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
+        g.quantity = self.quantity;
         self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
         self.len += 1;
         if self.dates {
@@ -655,6 +784,7 @@ impl Run {
             // codes are read make a number with an area code or more.
             if self.price && digits < 7
                 || self.quantity && digits < 5
+                || k > 0 && head.quantity && digits < 7
                 || marked && digits < 10
                 || calendar
             {
@@ -1347,7 +1477,9 @@ mod tests {
         assert_eq!(e("报警110 1"), ["110", "110 1"]);
         // Digits with a unit, a currency or an ordinal word around them, or inside a
         // decimal, a version or an amount, are no number where one shown is judged.
-        assert_eq!(e("报警110 1号"), ["110"]);
+        assert_eq!(e("客服110 1号"), ["110"]);
+        // Not where the police are named: the short code is theirs.
+        assert_eq!(e("报警110 1号"), ["110", "110 1"]);
         for t in [
             "ACME 1,110元",
             "120 RMB",
@@ -1365,10 +1497,22 @@ mod tests {
             "RMB 110",
             "110th Street",
             "¥ 95 588",
+            // QA 31.
+            "120 Broadway",
+            "ACME 120 Main St",
+            "110 5th Ave",
+            "120平米",
+            "B座110",
+            "120 minutes",
+            "120ml",
+            "110%",
         ] {
             let short = |p: &String| p.chars().filter(char::is_ascii_digit).count() < 7;
             assert!(!e(t).iter().any(short), "{t}: {:?}", e(t));
         }
+        // An ordinal's digit starts no short code (the year alone is no number).
+        assert_eq!(e("Page 1 2024"), ["2024"]);
+        assert!(e("Chapter 1 10").is_empty());
         // A word after them is read afresh; a dial string's pause is no decimal.
         for (t, shown) in [
             ("¥12 95588", "95588"),
@@ -1392,6 +1536,15 @@ mod tests {
             // QA 29: a short code whose first group is one digit.
             ("中国银行 9 5588", "9 5588"),
             ("报警 1 10", "1 10"),
+            // QA 31: a decimal is no price, the police are named, a street word
+            // without a street name is none.
+            ("95588.1", "95588"),
+            ("110人民警察", "110"),
+            ("110个警察", "110"),
+            ("Police 110 pcs", "110"),
+            ("110 St", "110"),
+            ("110 Main", "110"),
+            ("Call 110 now", "110"),
         ] {
             assert!(e(t).contains(&shown.to_string()), "{t}: {:?}", e(t));
         }

@@ -259,7 +259,10 @@ fn handle_parsed(
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
         return Handled::Dropped("no-trunk");
     };
-    if method == Method::Options && d.kind == Kind::OtherRequest && is_for_us(msg) {
+    if method == Method::Options
+        && d.kind == Kind::OtherRequest
+        && crate::decide::addressed_to_proxy(msg)
+    {
         let extra = Extra {
             server,
             // Tell keep-alive senders what we are willing to carry.
@@ -289,6 +292,9 @@ fn handle_parsed(
         // request back to us.
         strip_own_routes(st, msg, edits);
         edits.apply(msg.buf(), msg.len(), out);
+        if transport == Transport::Tcp {
+            framed_for_stream(msg, out);
+        }
     };
     build(next.transport, edits, out);
     match next.transport {
@@ -384,17 +390,6 @@ pub fn sent_by_proxy(policy: &Policy, msg: &Message, src: SocketAddr) -> bool {
         })
 }
 
-/// OPTIONS addressed to the proxy itself: a sip or sips URI without a user part. Other
-/// schemes (`tel:`, RFC 4475's `nobodyKnowsThisScheme:`) name no host of ours: they go
-/// to the next hop like any request (RFC 4475 3.3.2: a proxy may forward them).
-fn is_for_us(msg: &Message) -> bool {
-    msg.request_uri()
-        .and_then(|u| uri::parse(msg.buf(), u).ok())
-        .is_some_and(|u| {
-            u.user.is_none() && matches!(u.scheme, uri::Scheme::Sip | uri::Scheme::Sips)
-        })
-}
-
 /// Our Via, received/rport on the previous one, Max-Forwards minus one.
 fn add_proxy_edits(
     st: &Step<'_>,
@@ -422,10 +417,13 @@ fn add_proxy_edits(
             push_num(out, c);
         }
         out.extend_from_slice(b"\r\n");
-        if mf.is_none() {
-            out.extend_from_slice(b"Max-Forwards: 70\r\n");
-        }
     });
+    if mf.is_none() {
+        // Last, not beside our Via: the Via rows stay together (QA 30).
+        edits.insert_with(msg.head_end(), |out| {
+            out.extend_from_slice(b"Max-Forwards: 70\r\n")
+        });
+    }
     if let Some(v) = top {
         // `rport` is often the last parameter: fill it before appending `received`,
         // both edits being at the same offset then (EditList keeps insertion order).
@@ -521,11 +519,36 @@ fn relay_response(
     };
     edits.remove(remove);
     edits.apply(b, msg.len(), out);
+    if matches!(dest, Dest::Tcp(_)) {
+        framed_for_stream(msg, out);
+    }
     // Only a response that came over TCP can be too large to go back over UDP.
     if matches!(dest, Dest::Udp(_)) && out.len() > MAX_UDP_PAYLOAD {
         return Handled::Dropped("too-large-for-udp");
     }
     Handled::Forward(dest)
+}
+
+/// RFC 3261 18.3 and 20.14: on a stream every message carries Content-Length. One that
+/// came over UDP without it (legal there: the datagram ends it) gets one, counting the
+/// body as it leaves, when it goes on over TCP. Else the receiver cannot tell where it
+/// ends, and one caller could desynchronise the next-hop connection every call shares.
+fn framed_for_stream(msg: &Message, out: &mut Vec<u8>) {
+    if msg.first(HeaderName::ContentLength).is_some() {
+        return;
+    }
+    // The empty line that ends the header section, as the message wrote its line ends
+    // (the parser reads LF alone as well).
+    let crlf = memchr::memmem::find(out, b"\n\r\n").map(|p| (p + 1, 2));
+    let lf = memchr::memmem::find(out, b"\n\n").map(|p| (p + 1, 1));
+    let Some((at, blank)) = [crlf, lf].into_iter().flatten().min() else {
+        return;
+    };
+    let mut field = Vec::with_capacity(24);
+    field.extend_from_slice(b"Content-Length: ");
+    push_num(&mut field, (out.len() - at - blank) as u64);
+    field.extend_from_slice(b"\r\n");
+    out.splice(at..at, field);
 }
 
 fn first_header(msg: &Message) -> usize {
@@ -643,6 +666,7 @@ fn forward_from_core(
     add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
     edits.apply(b, msg.len(), out);
     if tcp {
+        framed_for_stream(msg, out);
         return Handled::Forward(Dest::TcpTo(dest));
     }
     udp_or_tcp(st, msg, o, None, dest, out, |out| {
@@ -651,6 +675,7 @@ fn forward_from_core(
         strip_own_routes(st, msg, edits);
         add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, edits);
         edits.apply(b, msg.len(), out);
+        framed_for_stream(msg, out);
     })
 }
 
@@ -817,6 +842,29 @@ record_route = true
         };
         let (h, out) = run(&p, "198.51.100.7:5060", &options("sip:192.0.2.10:5060"));
         assert!(matches!(h, Handled::Respond(_, 200)), "{out}");
+        // A hop probe (`Max-Forwards: 0`) and an unknown Proxy-Require are a proxy's
+        // business, not a UAS's: answered 200 too (QA 30). Forwarded OPTIONS still
+        // count hops.
+        let probe = |ruri: &str, extra: &str| {
+            options(ruri).replace(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 0\r\n{extra}"),
+            )
+        };
+        for extra in ["", "Proxy-Require: foo\r\n"] {
+            let (h, out) = run(
+                &p,
+                "198.51.100.7:5060",
+                &probe("sip:192.0.2.10:5060", extra),
+            );
+            assert!(matches!(h, Handled::Respond(_, 200)), "{out}");
+        }
+        let (h, out) = run(
+            &p,
+            "198.51.100.7:5060",
+            &probe("sip:+8613912345678@192.0.2.10", ""),
+        );
+        assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
         for ruri in [
             "nobodyKnowsThisScheme:totallyopaquecontent",
             "soap.beep://192.0.2.103:3002",
@@ -964,6 +1012,42 @@ record_route = true
         );
         assert!(!out.contains("Route: <sip:10.0.0.1:5060;lr>"), "{out}");
 
+        // QA 30: a datagram needs no Content-Length, a stream does (RFC 3261 18.3). One
+        // that came without, switched to TCP, leaves with the length of the body it
+        // forwards, with CRLF or LF line ends; one under the MTU stays as it came.
+        let framed = |m: &str| {
+            let Ok(crate::sip::parse::Frame::Message { skip: 0, len }) =
+                crate::sip::frame_stream(m.as_bytes())
+            else {
+                panic!("not framed: {m}");
+            };
+            assert_eq!(len, m.len(), "{m}");
+            let parsed = Message::parse(Bytes::from(m.to_string())).unwrap();
+            assert_eq!(parsed.max_forwards(), Some(69), "{m}");
+            parsed.body().len()
+        };
+        for (head, nl) in [
+            (invite.to_string(), "\r\n"),
+            (invite.replace("\r\n", "\n"), "\n"),
+        ] {
+            let bare =
+                |n: usize| format!("{head}Content-Type: text/plain{nl}{nl}{}", "y".repeat(n));
+            let (h, out) = run(&p, "198.51.100.7:5060", &bare(1400));
+            assert_eq!(h, Handled::Forward(Dest::TcpTo(next)));
+            assert_eq!(framed(&out), 1400);
+            assert!(
+                out.contains(&format!("Content-Length: 1400\r\n{nl}")),
+                "{out}"
+            );
+            let (h, out) = run(&p, "198.51.100.7:5060", &bare(100));
+            assert_eq!(h, Handled::Forward(Dest::Udp(next)));
+            assert!(!out.contains("Content-Length"), "{out}");
+        }
+        let bare_bye = format!("{bye}\r\n{}", "z".repeat(1500));
+        let (h, out) = run(&p, "10.0.0.5:5060", &bare_bye);
+        assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{h:?}");
+        assert_eq!(framed(&out), 1500);
+
         // No udp_mtu: UDP up to the largest datagram, 513 beyond it.
         let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
         let (h, _) = run(&p, "198.51.100.7:5060", &with_body(invite, 60_000));
@@ -982,6 +1066,40 @@ record_route = true
     /// RFC 3261 16.3 step 5: a request that requires of proxies an extension sipfence
     /// does not accept gets 420 with the tags in Unsupported; accepted tags pass; ACK
     /// and CANCEL carry no requirements.
+    /// A request without Max-Forwards is forwarded with 70, after its own fields, so
+    /// that the Via rows stay together (QA 30).
+    #[test]
+    fn a_missing_max_forwards_is_added_last() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-mf\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: mf-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run(&p, "198.51.100.7:5060", invite);
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        assert!(
+            out.ends_with("Content-Length: 0\r\nMax-Forwards: 70\r\n\r\n"),
+            "{out}"
+        );
+        let vias: Vec<usize> = out.match_indices("\r\nVia: ").map(|(i, _)| i).collect();
+        assert_eq!(vias.len(), 2, "{out}");
+        assert!(!out[vias[0]..vias[1]].contains("Max-Forwards"), "{out}");
+    }
+
+    /// A response from the core to a caller that came over TCP goes back on its
+    /// connection (`sfc` in our Via) with a Content-Length, which a datagram need not
+    /// carry (QA 30).
+    #[test]
+    fn responses_to_a_connection_are_framed() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsf0123456789abcdef;sfc=7\r\nVia: SIP/2.0/TCP 198.51.100.7:5060;branch=z9hG4bK-t\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=b\r\nCall-ID: t-1\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n";
+        let (h, out) = run(&p, "10.0.0.5:5060", ok);
+        assert_eq!(h, Handled::Forward(Dest::Tcp(7)));
+        assert!(out.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"), "{out}");
+        assert!(!out.contains("sfc=7"), "{out}");
+        // With a length, as it came.
+        let with = ok.replace("\r\n\r\nv=0", "\r\nContent-Length: 5\r\n\r\nv=0");
+        let (_, out) = run(&p, "10.0.0.5:5060", &with);
+        assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+    }
+
     #[test]
     fn proxy_require_unknown_gets_420() {
         let req = |method: &str, pr: &str| {

@@ -56,6 +56,11 @@ pub enum MultipartError {
     /// quoted-printable; the field at this offset): a reader that decodes it finds
     /// another content than the bytes read here.
     Encoded(usize),
+    /// The boundary's delimiter (at this offset) where no delimiter stands: glued to
+    /// other text, in a part's content, or after the closing delimiter. A reader that
+    /// looks for it anywhere, or reads past the close, finds parts not read here (QA
+    /// 31: an ISUP part behind `" --inner"`).
+    StrayDelimiter(usize),
 }
 
 /// How deep multipart bodies are opened inside one another (a SIP-I body is one level;
@@ -74,6 +79,7 @@ impl MultipartError {
             | MultipartError::RepeatedField(o)
             | MultipartError::Encoded(o)
             | MultipartError::BareCr(o)
+            | MultipartError::StrayDelimiter(o)
             | MultipartError::BadContentType(o) => o,
         }
     }
@@ -115,6 +121,10 @@ impl std::fmt::Display for MultipartError {
             MultipartError::BareCr(o) => write!(
                 f,
                 "a part's header with a CR that ends no line (at byte {o})"
+            ),
+            MultipartError::StrayDelimiter(o) => write!(
+                f,
+                "its boundary's delimiter where no delimiter stands (at byte {o}): a reader that finds it anywhere reads other parts"
             ),
             MultipartError::Encoded(o) => write!(
                 f,
@@ -348,9 +358,15 @@ pub fn parts(
             .ok_or(MultipartError::NoDelimiter(start))?
     };
     let mut i = first + delim.len();
+    // Where the delimiters read stand: the body must hold the string nowhere else.
+    let mut read = [usize::MAX; MAX_PARTS + 1];
+    read[0] = first;
     loop {
         // After a delimiter: "--" closes; else transport padding, then the line end.
         if s[i..].starts_with(b"--") {
+            if let Some(at) = memchr::memmem::find_iter(s, delim).find(|at| !read.contains(at)) {
+                return Err(MultipartError::StrayDelimiter(start + at));
+            }
             return Ok((out, n));
         }
         while i < s.len() && lex::is_wsp(s[i]) {
@@ -430,6 +446,7 @@ pub fn parts(
         part.body = Span::new(start + i, start + body_end);
         out[n] = part;
         n += 1;
+        read[n] = next;
         i = next + delim.len();
     }
 }
@@ -603,6 +620,24 @@ mod tests {
             split(&many, "B"),
             Err(MultipartError::TooManyParts(_))
         ));
+        // The delimiter where none stands (QA 31): glued before the first, inside a
+        // part, after the close; a reader that looks for it anywhere reads other parts.
+        let isup = "Content-Type: application/ISUP\r\n\r\n\x01\r\n";
+        for (body, at) in [
+            (format!(" --B\r\n{isup}--B--\r\n"), 1),
+            (format!("preamble --B\r\n{isup}--B--"), 9),
+            (format!("--B\r\n\r\nv=0 --B\r\n{isup}--B--"), 11),
+            (format!("--B\r\n\r\nv=0\r\n--B--\r\n--B\r\n{isup}--B--"), 19),
+        ] {
+            assert_eq!(
+                split(body.as_bytes(), "B"),
+                Err(MultipartError::StrayDelimiter(at)),
+                "{body:?}"
+            );
+        }
+        // Dashes, and a preamble and an epilogue without the delimiter, are fine.
+        let ok = "x\r\n--B\r\n\r\n-- B --\r\n--B--\r\nend --\r\n";
+        assert_eq!(split(ok.as_bytes(), "B").map(|p| p.len()), Ok(1));
         // Every truncation is an error or fewer parts, never a panic.
         let good = b"--B\r\nContent-Type: a/b\r\n\r\nxyz\r\n--B--\r\n";
         for n in 0..good.len() {

@@ -568,6 +568,16 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
             }
             let rest = &s[i + ne..nl];
             if let Some(colon) = rest.iter().position(|&c| c == b':') {
+                // Two lengths frame nothing: whichever one the next reader takes, the
+                // stream is read apart from what was judged. Refused at once, not
+                // after waiting for the longer body (the connection then closes).
+                if cl.is_some() {
+                    return Err(ParseError {
+                        kind: ErrorKind::BadContentLength,
+                        offset: (skip + i) as u32,
+                        header: Some(HeaderName::ContentLength),
+                    });
+                }
                 let v = lex::trim(&rest[colon + 1..]);
                 cl = Some(
                     lex::parse_u32(v)
@@ -615,6 +625,21 @@ mod tests {
         for cl in ["Content-Length: 1 2", "Content-Length:\r\n x"] {
             let m = format!("{head}{cl}\r\n\r\nv=0\n");
             assert!(frame_stream(m.as_bytes()).is_err(), "{cl:?}");
+        }
+        // Two lengths (QA 30): refused as soon as the header section is in, whether
+        // the body of the longer one has come or not, and whichever comes first.
+        for cls in [
+            "Content-Length: 0\r\nl: 5",
+            "Content-Length: 5\r\nContent-Length: 0",
+            "l: 4\r\nContent-Length: 4",
+        ] {
+            let m = format!("{head}{cls}\r\n\r\n");
+            let e = frame_stream(m.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadContentLength, "{cls:?}");
+            assert!(
+                frame_stream(format!("{m}v=0\nx").as_bytes()).is_err(),
+                "{cls:?}"
+            );
         }
     }
 
