@@ -350,10 +350,12 @@ pub fn parts(
     dash[..2].copy_from_slice(b"--");
     dash[2..2 + boundary.len()].copy_from_slice(boundary);
     let delim = &dash[..2 + boundary.len()];
+    // One searcher for every look: the delimiters, then every occurrence.
+    let finder = memchr::memmem::Finder::new(delim);
     let first = if s.starts_with(delim) {
         0
     } else {
-        find_delimiter(s, 0, delim)
+        find_delimiter(s, 0, &finder)
             .map(|(_, at)| at)
             .ok_or(MultipartError::NoDelimiter(start))?
     };
@@ -364,7 +366,7 @@ pub fn parts(
     loop {
         // After a delimiter: "--" closes; else transport padding, then the line end.
         if s[i..].starts_with(b"--") {
-            if let Some(at) = memchr::memmem::find_iter(s, delim).find(|at| !read.contains(at)) {
+            if let Some(at) = finder.find_iter(s).find(|at| !read.contains(at)) {
                 return Err(MultipartError::StrayDelimiter(start + at));
             }
             return Ok((out, n));
@@ -442,7 +444,7 @@ pub fn parts(
             }
         }
         let (body_end, next) =
-            find_delimiter(s, i, delim).ok_or(MultipartError::Unterminated(start + i))?;
+            find_delimiter(s, i, &finder).ok_or(MultipartError::Unterminated(start + i))?;
         part.body = Span::new(start + i, start + body_end);
         out[n] = part;
         n += 1;
@@ -453,9 +455,13 @@ pub fn parts(
 
 /// The next delimiter at or after `from` that starts a line: returns (end of the
 /// preceding part, i.e. where its CRLF starts, and the position of "--boundary").
-fn find_delimiter(s: &[u8], from: usize, delim: &[u8]) -> Option<(usize, usize)> {
+fn find_delimiter(
+    s: &[u8],
+    from: usize,
+    delim: &memchr::memmem::Finder<'_>,
+) -> Option<(usize, usize)> {
     let mut k = from;
-    while let Some(p) = memchr::memmem::find(&s[k..], delim) {
+    while let Some(p) = delim.find(&s[k..]) {
         let at = k + p;
         if at >= 1 && s[at - 1] == b'\n' {
             let end = if at >= 2 && s[at - 2] == b'\r' {
