@@ -4318,6 +4318,12 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "12315.5",
         "95588 Main St",
         "Ext 9 5588",
+        // QA 33: the emergency words as read, traditional and English ones.
+        "110个公\u{200b}安",
+        "110个Ｐｏｌｉｃｅ",
+        "110个派出所",
+        "120家急診",
+        "110 Broadway Cops",
     ] {
         assert_eq!(
             rejected(&ent(shown)),

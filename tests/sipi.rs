@@ -1033,6 +1033,34 @@ fn a_delimiter_where_none_stands_is_unreadable() {
         );
         assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
     }
+    // QA 33: a delimiter line in another case, where a reader comparing without case
+    // finds a forged part; a boundary with white space unquoted, which a reader ends at
+    // the space.
+    let forged = iam(NumberSpec::national("13812345678"));
+    let clean = iam(NumberSpec::international("442071234567"));
+    let mut cased = b"--abc\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--ABC\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\r\n".to_vec();
+    cased.extend_from_slice(&forged);
+    cased.extend_from_slice(b"\r\n");
+    cased.extend_from_slice(&multipart("abc", &[(ISUP, clean.clone())]));
+    let d = judge(
+        &p,
+        &with_body("multipart/mixed;boundary=abc", &cased),
+        "intl",
+    );
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    let spaced = multipart("a b", &[("application/sdp", sdp.clone()), (ISUP, clean)]);
+    let d = judge(
+        &p,
+        &with_body("multipart/mixed;boundary=a b", &spaced),
+        "intl",
+    );
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    passes(
+        &p,
+        &with_body("multipart/mixed;boundary=\"a b\"", &spaced),
+        "intl",
+    );
+
     // Written right, nested: the clean IAM passes.
     let inner = multipart(
         "in",

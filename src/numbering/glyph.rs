@@ -173,6 +173,74 @@ fn two_digit_value(cp: u32) -> Option<u8> {
 }
 
 /// The digit a character draws, from Unicode's decimal digits and digit forms.
+/// The letters of `text` as a reader takes its words, for matching words (not
+/// numbers): what draws nothing, white space and marks are left out (`"公<ZWSP>安"`,
+/// `"公 安"` and `"P.o.l.i.c.e"` read as the word), full-width Latin is ASCII, Latin is
+/// lower case, and the Cyrillic and Greek letters drawn like Latin ones are those
+/// (`"Pоlice"` with a Cyrillic о). Digits are kept: they end words. At most `out`'s
+/// length is written.
+pub(super) fn letters<'a>(text: &[u8], out: &'a mut [u8; 256]) -> &'a [u8] {
+    let mut n = 0;
+    let mut push = |bytes: &[u8]| {
+        if n + bytes.len() <= out.len() {
+            out[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        }
+    };
+    let mut i = 0;
+    while i < text.len() {
+        let (c, len) = match decode(&text[i..]) {
+            Some(c) => c,
+            None => {
+                i += 1;
+                continue;
+            }
+        };
+        i += len;
+        let cp = c as u32;
+        let c = match cp {
+            0xff01..=0xff5e => char::from((cp - 0xfee0) as u8),
+            _ => c,
+        };
+        if c.is_ascii_alphanumeric() {
+            push(&[c.to_ascii_lowercase() as u8]);
+        } else if let Some(l) = latin_look_alike(c) {
+            push(&[l]);
+        } else if c.is_alphanumeric() && !in_ranges(cp, &INVISIBLES) {
+            let mut b = [0u8; 4];
+            push(c.encode_utf8(&mut b).as_bytes());
+        }
+    }
+    &out[..n]
+}
+
+/// The Latin letter a Cyrillic or Greek one is drawn like, in lower case.
+fn latin_look_alike(c: char) -> Option<u8> {
+    Some(match c {
+        'а' | 'А' | 'α' | 'Α' => b'a',
+        'В' | 'Β' => b'b',
+        'с' | 'С' => b'c',
+        'ԁ' => b'd',
+        'е' | 'Е' | 'ε' | 'Ε' => b'e',
+        'Н' | 'н' | 'Η' => b'h',
+        'і' | 'І' | 'ι' | 'Ι' | 'ӏ' => b'i',
+        'ј' | 'Ј' => b'j',
+        'к' | 'К' | 'κ' | 'Κ' => b'k',
+        'М' | 'м' | 'Μ' => b'm',
+        'Ν' => b'n',
+        'о' | 'О' | 'ο' | 'Ο' | 'σ' => b'o',
+        'р' | 'Р' | 'ρ' | 'Ρ' => b'p',
+        'ѕ' | 'Ѕ' => b's',
+        'т' | 'Т' | 'τ' | 'Τ' => b't',
+        'υ' => b'u',
+        'ν' => b'v',
+        'х' | 'Х' | 'χ' | 'Χ' => b'x',
+        'у' | 'У' | 'Υ' => b'y',
+        'Ζ' => b'z',
+        _ => return None,
+    })
+}
+
 fn digit_value(cp: u32) -> Option<u8> {
     let i = DIGITS.partition_point(|&(start, _, _)| start <= cp);
     let &(start, end, first) = DIGITS.get(i.checked_sub(1)?)?;

@@ -459,22 +459,134 @@ const STREET_WORDS: &[&str] = &[
 /// Street names of one word.
 const STREETS: &[&str] = &["broadway"];
 /// Words that name the police, a court or an emergency service: a text that holds one
-/// reads a short code as that service's, whatever amount or unit is around it.
+/// reads a short code as that service's, whatever amount or unit is around it. Matched
+/// in the text's letters as read ([`glyph::letters`]: no invisible characters, spaces,
+/// marks, width or look-alike letters between), simplified and traditional. Single
+/// characters where every word they start is one (`急`: 急救, 急诊, 紧急, 应急; `救`:
+/// 救护, 救援, 救火).
 const EMERGENCY_WORDS_CJK: &[&str] = &[
-    "警", "公安", "急救", "救护", "消防", "火警", "救援", "法院", "检察", "紧急", "报案",
+    "警",
+    "急",
+    "救",
+    "公安",
+    "派出所",
+    "反诈",
+    "反詐",
+    "诈骗",
+    "詐騙",
+    "国安",
+    "國安",
+    "治安",
+    "刑侦",
+    "刑偵",
+    "消防",
+    "火警",
+    "火灾",
+    "火災",
+    "灭火",
+    "滅火",
+    "法院",
+    "法庭",
+    "法官",
+    "最高法",
+    "中院",
+    "检察",
+    "檢察",
+    "最高检",
+    "最高檢",
+    "司法",
+    "报案",
+    "報案",
+    "医院",
+    "醫院",
+    "事故",
+    "安全局",
+    "政法",
+    "纪委",
+    "紀委",
+    "监委",
+    "監委",
+    "卫健",
+    "衛健",
+    "巡逻",
+    "巡邏",
 ];
-const EMERGENCY_WORDS: &[&str] = &["police", "emergency", "ambulance", "rescue"];
+/// English ones, in the letters as read (`"fire dept"` is `firedept`).
+const EMERGENCY_WORDS: &[&str] = &[
+    "police",
+    "polizei",
+    "emergency",
+    "ambulance",
+    "paramedic",
+    "rescue",
+    "hospital",
+    "sheriff",
+    "firefight",
+    "firebrigade",
+    "firedep",
+    "firestation",
+    "publicsecurity",
+    "prosecut",
+    "procurat",
+    "antifraud",
+    "interpol",
+    "nypd",
+    "lapd",
+];
+/// Short English ones, matched as whole words (`"cop"` is no `"copy"`'s).
+const EMERGENCY_WORDS_WHOLE: &[&str] = &[
+    "cop", "cops", "ems", "psb", "swat", "fbi", "court", "courts", "judge", "fire", "justice",
+];
 
-/// Whether `text` names the police or an emergency service ([`EMERGENCY_WORDS`]).
+/// Whether `text` names the police, a court or an emergency service
+/// ([`EMERGENCY_WORDS_CJK`]).
 fn names_an_emergency(text: &[u8]) -> bool {
-    EMERGENCY_WORDS_CJK
+    let mut buf = [0u8; 256];
+    let letters = glyph::letters(text, &mut buf);
+    if EMERGENCY_WORDS_CJK
         .iter()
-        .any(|w| memchr::memmem::find(text, w.as_bytes()).is_some())
-        || EMERGENCY_WORDS.iter().any(|w| {
-            text.windows(w.len())
-                .any(|t| t.eq_ignore_ascii_case(w.as_bytes()))
-        })
+        .chain(EMERGENCY_WORDS)
+        .any(|w| memchr::memmem::find(letters, w.as_bytes()).is_some())
+    {
+        return true;
+    }
+    // Whole words: runs of ASCII letters in the text, marks and white space between
+    // (an invisible character inside a word is passed over).
+    let mut word = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    loop {
+        let (c, len) = if i < text.len() {
+            glyph::unit(&text[i..])
+        } else {
+            (0, 1)
+        };
+        i += len;
+        if c == glyph::INVISIBLE {
+            continue;
+        }
+        if c.is_ascii_alphabetic() {
+            if n < word.len() {
+                word[n] = c.to_ascii_lowercase();
+            }
+            n += 1;
+            continue;
+        }
+        if n > 0
+            && n <= word.len()
+            && EMERGENCY_WORDS_WHOLE
+                .iter()
+                .any(|w| w.as_bytes() == &word[..n])
+        {
+            return true;
+        }
+        n = 0;
+        if i > text.len() {
+            return false;
+        }
+    }
 }
+
 /// Words before digits that make them a place, a reference or an amount (`"Room
 /// 110"`, `"第110"`, `"RMB 110"`). Not `No.`, `Ext` or `分机`: `"Tel No. 95588"` and
 /// `"Ext 95588"` show a number.
@@ -1506,6 +1618,9 @@ mod tests {
             "120 minutes",
             "120ml",
             "110%",
+            // Words that hold an emergency word's letters are none (`"copy"`, `"Firestone"`).
+            "Copy Room 110",
+            "Firestone 120 Main St",
         ] {
             let short = |p: &String| p.chars().filter(char::is_ascii_digit).count() < 7;
             assert!(!e(t).iter().any(short), "{t}: {:?}", e(t));
@@ -1541,6 +1656,26 @@ mod tests {
             ("95588.1", "95588"),
             ("110人民警察", "110"),
             ("110个警察", "110"),
+            // QA 33: the words as the callee reads them (through invisible characters,
+            // spaces, width and look-alike letters), traditional ones, and more of them.
+            ("110个公\u{200b}安", "110"),
+            ("110个公 安", "110"),
+            ("110个Pol\u{200b}ice", "110"),
+            ("110个Ｐｏｌｉｃｅ", "110"),
+            ("110个P\u{43e}lice", "110"),
+            ("110个P.o.l.i.c.e", "110"),
+            ("110个報案", "110"),
+            ("120家急診", "120"),
+            ("120个救護車", "120"),
+            ("110个派出所", "110"),
+            ("110 Broadway 派出所", "110"),
+            ("110个国家反诈中心", "110"),
+            ("110个法庭", "110"),
+            ("110 Broadway Cops", "110"),
+            ("110 pcs fire dept", "110"),
+            ("120 pcs EMS", "120"),
+            ("122个交通事故", "122"),
+            ("110个国家安全局", "110"),
             ("Police 110 pcs", "110"),
             ("110 St", "110"),
             ("110 Main", "110"),

@@ -32,8 +32,8 @@ pub struct Part {
 pub enum MultipartError {
     /// No `boundary` parameter on the Content-Type.
     NoBoundary,
-    /// Two `boundary` parameters on the Content-Type.
-    TwoBoundaries,
+    /// Two `boundary` parameters on the Content-Type, or one with white space unquoted.
+    AmbiguousBoundary,
     /// The first delimiter is missing.
     NoDelimiter(usize),
     /// A part whose header section never ends, or a delimiter never closed.
@@ -71,7 +71,7 @@ impl MultipartError {
     /// Where in the message it broke (0 for a missing boundary parameter).
     pub fn offset(self) -> usize {
         match self {
-            MultipartError::NoBoundary | MultipartError::TwoBoundaries => 0,
+            MultipartError::NoBoundary | MultipartError::AmbiguousBoundary => 0,
             MultipartError::NoDelimiter(o)
             | MultipartError::Unterminated(o)
             | MultipartError::TooManyParts(o)
@@ -89,9 +89,10 @@ impl std::fmt::Display for MultipartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MultipartError::NoBoundary => write!(f, "its Content-Type has no boundary"),
-            MultipartError::TwoBoundaries => {
-                write!(f, "its Content-Type has two boundary parameters")
-            }
+            MultipartError::AmbiguousBoundary => write!(
+                f,
+                "its Content-Type has two boundary parameters, or one with white space unquoted: readers split it by different delimiters"
+            ),
             MultipartError::NoDelimiter(o) => {
                 write!(f, "no delimiter of its boundary (from byte {o})")
             }
@@ -186,7 +187,14 @@ pub fn boundary(content_type: &[u8]) -> Result<&[u8], MultipartError> {
     // Two: which one the next hop splits by is not known (the first here, the last
     // elsewhere), and each may give other parts.
     if all.next().is_some() {
-        return Err(MultipartError::TwoBoundaries);
+        return Err(MultipartError::AmbiguousBoundary);
+    }
+    // White space unquoted (`boundary=a b`): a reader that ends the token there splits
+    // by `--a` (QA 33). Quoted, it is the boundary's.
+    let at = b.as_ptr() as usize - content_type.as_ptr() as usize;
+    let quoted = at > 0 && content_type[at - 1] == b'"';
+    if !quoted && b.iter().any(|&c| lex::is_wsp(c)) {
+        return Err(MultipartError::AmbiguousBoundary);
     }
     // RFC 2046: 1 to 70 characters.
     Some(b)
@@ -366,7 +374,15 @@ pub fn parts(
     loop {
         // After a delimiter: "--" closes; else transport padding, then the line end.
         if s[i..].starts_with(b"--") {
-            if let Some(at) = finder.find_iter(s).find(|at| !read.contains(at)) {
+            // In any case: a reader that compares boundaries without case (QA 33)
+            // finds `--ABC` a delimiter of `abc`.
+            let stray = memchr::memchr_iter(b'-', s).find(|&at| {
+                s.get(at + 1) == Some(&b'-')
+                    && s.get(at + 2..at + 2 + boundary.len())
+                        .is_some_and(|b| b.eq_ignore_ascii_case(boundary))
+                    && !read.contains(&at)
+            });
+            if let Some(at) = stray {
                 return Err(MultipartError::StrayDelimiter(start + at));
             }
             return Ok((out, n));
@@ -515,7 +531,17 @@ mod tests {
         );
         assert_eq!(
             boundary(b"multipart/mixed;boundary=b2; BOUNDARY=\"b1\""),
-            Err(MultipartError::TwoBoundaries)
+            Err(MultipartError::AmbiguousBoundary)
+        );
+        // White space in a boundary: its own when quoted; unquoted, a reader may end
+        // the token there (QA 33).
+        assert_eq!(
+            boundary(b"multipart/mixed;boundary=a b"),
+            Err(MultipartError::AmbiguousBoundary)
+        );
+        assert_eq!(
+            boundary(b"multipart/mixed;boundary=\"a b\""),
+            Ok(&b"a b"[..])
         );
         assert!(is_multipart(b"multipart / mixed;boundary=x"));
         assert!(is_type(
@@ -634,6 +660,8 @@ mod tests {
             (format!("preamble --B\r\n{isup}--B--"), 9),
             (format!("--B\r\n\r\nv=0 --B\r\n{isup}--B--"), 11),
             (format!("--B\r\n\r\nv=0\r\n--B--\r\n--B\r\n{isup}--B--"), 19),
+            // In another case (QA 33), at a line start.
+            (format!("--B\r\n\r\nv=0\r\n--b\r\n{isup}--B--"), 12),
         ] {
             assert_eq!(
                 split(body.as_bytes(), "B"),
