@@ -429,9 +429,13 @@ impl Refusal {
         let method = msg.method()?;
         // An OPTIONS to the gateway itself is answered, not forwarded: a UAS does not
         // count hops nor read Proxy-Require, and carriers probe each hop with
-        // `Max-Forwards: 0` (RFC 3261 16.3 step 3; QA 30).
+        // `Max-Forwards: 0` (RFC 3261 16.3 step 3; QA 30). It reads Require, and
+        // implements no extension (RFC 3261 8.2.2.3; QA 32).
         if method == Method::Options && addressed_to_proxy(msg) {
-            return None;
+            return unsupported_tags(msg, &[]).next().map(|_| Refusal {
+                code: 420,
+                why: "Bad Extension",
+            });
         }
         if method != Method::Ack && msg.max_forwards() == Some(0) {
             return Some(Refusal {
@@ -465,12 +469,19 @@ pub fn addressed_to_proxy(msg: &Message) -> bool {
         })
 }
 
-/// The Proxy-Require option tags of a request not in `accepted` (RFC 3261 20.29).
+/// The option tags a request requires that are not in `accepted`: of Proxy-Require
+/// (RFC 3261 20.29), or of Require in an OPTIONS sipfence answers itself (a UAS that
+/// implements no extension, RFC 3261 8.2.2.3).
 pub fn unsupported_tags<'m>(
     msg: &'m Message,
     accepted: &'m [String],
 ) -> impl Iterator<Item = &'m [u8]> + 'm {
-    msg.all(HeaderName::ProxyRequire).flat_map(move |h| {
+    let (name, accepted) = if msg.method() == Some(Method::Options) && addressed_to_proxy(msg) {
+        (HeaderName::Require, &[][..])
+    } else {
+        (HeaderName::ProxyRequire, accepted)
+    };
+    msg.all(name).flat_map(move |h| {
         msg.slice(h.value())
             .split(|&c| c == b',')
             .map(crate::sip::lex::trim)

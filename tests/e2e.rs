@@ -496,6 +496,11 @@ fn tcp_next_hop_unreachable() {
         proxy.metric("sipfence_dropped_total{reason=\"tcp-connect-failed\"}"),
         1.0
     );
+    // The 503 is ours: no message came over TCP (QA 32).
+    assert_eq!(
+        proxy.metric("sipfence_messages_total{kind=\"response\",transport=\"tcp\"}"),
+        0.0
+    );
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 0.0);
 }

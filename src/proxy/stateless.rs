@@ -865,6 +865,14 @@ record_route = true
             &probe("sip:+8613912345678@192.0.2.10", ""),
         );
         assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
+        // A Require it answers itself: sipfence implements no extension (QA 32).
+        let (h, out) = run(
+            &p,
+            "198.51.100.7:5060",
+            &probe("sip:192.0.2.10:5060", "Require: foo, 100rel\r\n"),
+        );
+        assert!(matches!(h, Handled::Respond(_, 420)), "{out}");
+        assert!(out.contains("\r\nUnsupported: foo, 100rel\r\n"), "{out}");
         for ruri in [
             "nobodyKnowsThisScheme:totallyopaquecontent",
             "soap.beep://192.0.2.103:3002",

@@ -190,8 +190,10 @@ async fn outbound(
 /// answered 503 (with Retry-After) as if the next hop had answered, which is what RFC
 /// 3261 16.9 has a proxy do on a transport error, so that the caller's side tries
 /// another route at once instead of retransmitting into nothing until Timer B. The 503
-/// goes back the way the next hop's answers go (our Via taken off), counted and
-/// mirrored like one. Anything else is only dropped (its sender retransmits or gives up).
+/// goes back the way the next hop's answers go (our Via taken off) and is mirrored like
+/// one, but not counted as a message received: none came (QA 32; the loss is counted as
+/// `tcp-connect-failed`). Anything else is only dropped (its sender retransmits or
+/// gives up).
 async fn unreachable(
     shared: &Arc<Shared>,
     udps: &Udps,
@@ -231,20 +233,30 @@ async fn unreachable(
         EditList::new(),
         Vec::with_capacity(answer.len()),
     );
-    if let Some(d) = udp::handle_one(
-        shared,
-        &l,
-        udp::Arrival::now(),
+    let step = super::stateless::Step {
+        policy: &l.policy,
+        rates: &*shared.rates,
+        behaviour: &shared.behaviour,
+        now_ms: crate::cli::now_ms(),
         via_addr,
+        overloaded: false,
+    };
+    let relayed = super::stateless::handle(
+        &step,
         Bytes::from(answer),
-        &o,
-        false,
         &mut msg,
-        &mut edits,
+        &o,
         &mut out,
-    ) {
-        udp::mirror_sent(shared, via_addr, &d, &out);
-        udp::send(shared, udps, local, &fwd, d, &out).await;
+        &mut edits,
+        &mut |_| {},
+    );
+    match relayed {
+        Ok(super::stateless::Handled::Forward(d)) => {
+            udp::mirror_sent(shared, via_addr, &d, &out);
+            udp::send(shared, udps, local, &fwd, d, &out).await;
+        }
+        Ok(super::stateless::Handled::Dropped(reason)) => shared.metrics.dropped(reason),
+        _ => {}
     }
 }
 
