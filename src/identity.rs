@@ -12,8 +12,8 @@
 
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{
-    Bare, Class, NotANumber, Number, Plan, Reading, as_displayed, embedded_numbers, normalise,
-    normalise_as, rtl_numbers,
+    Bare, Class, NotANumber, Number, Plan, Reading, Worded, as_displayed, embedded_numbers,
+    normalise, normalise_as, rtl_numbers,
 };
 use crate::sip::addr::{self, NameAddr};
 use crate::sip::uri::{self, Scheme};
@@ -609,9 +609,12 @@ fn read_shown(
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut n = 0;
     let mut overflow_other = None;
-    embedded_numbers(text, r.short, |piece, digits| {
+    embedded_numbers(text, r.short, |piece, digits, worded| {
+        // A count, a room or a house number is no number, unless it is an emergency
+        // one: words can be added around any ([`Worded`]).
         if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
+            && (worded == Worded::No || plan.classify(&num).class == Class::Emergency)
         {
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);

@@ -162,7 +162,7 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 pub fn embedded_numbers(
     text: &[u8],
     short: ShortCodes,
-    mut each: impl FnMut(std::ops::Range<usize>, &[u8]),
+    mut each: impl FnMut(std::ops::Range<usize>, &[u8], Worded),
 ) {
     let any = short == ShortCodes::AnySeparator;
     // Where only spaced short codes are read, dates and times are known as such.
@@ -301,16 +301,31 @@ pub fn embedded_numbers(
     }
 }
 
+/// Whether words around a piece make it a count, a place or a reference ([`Amount::Quantity`]):
+/// such a piece is offered marked, and the reader keeps it only if it is an emergency
+/// number. Words can be added to any text, so no word hides 110, 119, 120 or 122
+/// (`"110个公安"`, `"Room 110指挥中心"`: QA 33, QA 34); marks and digits can only write
+/// an amount.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Worded {
+    No,
+    Yes,
+}
+
 /// What the text around a digit group makes of it, where a number shown is judged.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Amount {
     None,
     /// A count, a place or a reference (a unit or a place word after it, an ordinal
-    /// word before it): no piece under 5 digits is a number. Service numbers of five
-    /// digits (`95588个人业务`, `Room 95588`) are still read: rooms and counts are short.
+    /// word before it, a street name after a house number): no piece under 5 digits is
+    /// a number but an emergency one ([`Worded`]). Service numbers of five digits
+    /// (`95588个人业务`, `Room 95588`) are still read: rooms and counts are short.
     Quantity,
-    /// A price or an amount (a currency sign, a decimal, a thousands group): no piece
-    /// under a subscriber's 7 digits is a number.
+    /// A decimal, a version, an address, a percentage or a temperature (`"110.5"`,
+    /// `"10.0.0.110"`, `"110%"`, `"120℃"`): no piece under 5 digits is a number.
+    Decimal,
+    /// A price or an amount (a currency sign, a thousands group): no piece under a
+    /// subscriber's 7 digits is a number.
     Price,
 }
 
@@ -322,7 +337,7 @@ enum Amount {
 fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> Amount {
     let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
     match c {
-        b'.' if digit_at(1) => Amount::Quantity,
+        b'.' if digit_at(1) => Amount::Decimal,
         b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
         b' ' => quantity_after(rest, false),
         _ => Amount::None,
@@ -393,11 +408,8 @@ const UNITS_AFTER_CJK: &[&str] = &[
     "集",
     "届",
     "折",
-    "％",
-    "‰",
     "平米",
     "平方",
-    "㎡",
     "亩",
     "吨",
     "克",
@@ -410,8 +422,9 @@ const UNITS_AFTER_CJK: &[&str] = &[
     "周",
     "页",
     "章",
-    "°",
 ];
+/// Signs after digits that make them a measure: no word, so they hide any short code.
+const SIGNS_AFTER: &[&str] = &["‰", "°", "℃", "℉", "㎡"];
 /// Words that start with a unit but say something else (`"110号码"`, the number 110;
 /// `"110人民警察"`, the people's police).
 const NOT_UNITS_AFTER_CJK: &[&str] = &[
@@ -616,7 +629,11 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     if c == b'$' || c == glyph::CURRENCY {
         return Amount::Price;
     }
-    if c == b'%' || !glued && street_after(rest) {
+    // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`).
+    if c == b'%' || SIGNS_AFTER.iter().any(|w| rest.starts_with(w.as_bytes())) {
+        return Amount::Decimal;
+    }
+    if !glued && street_after(rest) {
         return Amount::Quantity;
     }
     // The longest word read wins: `"人民币"` is a currency, `"人民警察"` no unit.
@@ -785,8 +802,10 @@ struct Run {
     open: bool,
     /// A price: no piece of it shorter than a subscriber's number is offered.
     price: bool,
-    /// A count, a place or a reference: no piece under 5 digits is offered.
+    /// A count, a place or a reference: pieces under 5 digits are offered marked.
     quantity: bool,
+    /// A decimal, a version, an address, a measure: no piece under 5 digits is offered.
+    decimal: bool,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,
 }
@@ -830,7 +849,7 @@ impl Run {
         paren_closed: bool,
         unit_after: Amount,
         budget: &mut usize,
-        each: &mut impl FnMut(std::ops::Range<usize>, &[u8]),
+        each: &mut impl FnMut(std::ops::Range<usize>, &[u8], Worded),
     ) {
         // An amount goes on across the marks amounts are written with (`"¥1,110.00"`,
         // `"v2.10.110"`) and, for a price, a thousands group written with a space
@@ -840,10 +859,12 @@ impl Run {
             let last = self.groups[(self.len + EMBEDDED_MAX_DIGITS - 1) % EMBEDDED_MAX_DIGITS];
             self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3;
             self.quantity = false;
+            self.decimal = false;
         }
         match unit_after {
             Amount::Price => self.price = true,
             Amount::Quantity => self.quantity = true,
+            Amount::Decimal => self.decimal = true,
             Amount::None => {}
         }
         let country =
@@ -895,13 +916,17 @@ impl Run {
             // joined across other marks (`"138|1234|5678"`) where only spaced short
             // codes are read make a number with an area code or more.
             if self.price && digits < 7
-                || self.quantity && digits < 5
-                || k > 0 && head.quantity && digits < 7
+                || self.decimal && digits < 5
                 || marked && digits < 10
                 || calendar
             {
                 continue;
             }
+            let worded = if self.quantity && digits < 5 || k > 0 && head.quantity && digits < 7 {
+                Worded::Yes
+            } else {
+                Worded::No
+            };
             // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
             if digits < 7 && !head.plus && buf[pos] == b'0' {
                 continue;
@@ -914,7 +939,7 @@ impl Run {
             } else {
                 &buf[pos..]
             };
-            each(head.start..g.end, piece);
+            each(head.start..g.end, piece, worded);
             *budget -= 1;
         }
     }
@@ -1402,8 +1427,10 @@ mod tests {
     fn short_codes_by_where_they_are_read() {
         let pieces = |t: &str, short: ShortCodes| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), short, |_, d| {
-                v.push(String::from_utf8_lossy(d).into_owned())
+            embedded_numbers(t.as_bytes(), short, |_, d, w| {
+                if w == Worded::No {
+                    v.push(String::from_utf8_lossy(d).into_owned())
+                }
             });
             v
         };
@@ -1556,8 +1583,10 @@ mod tests {
         // Numbers inside words, as display names show them: every piece, in order.
         let e = |t: &str| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _| {
-                v.push(t[r].to_string())
+            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _, w| {
+                if w == Worded::No {
+                    v.push(t[r].to_string())
+                }
             });
             v
         };
@@ -1625,6 +1654,37 @@ mod tests {
             let short = |p: &String| p.chars().filter(char::is_ascii_digit).count() < 7;
             assert!(!e(t).iter().any(short), "{t}: {:?}", e(t));
         }
+        // Words mark what they make a count or a place (the reader keeps such a piece
+        // only if it is an emergency number); marks, signs and currencies hide it.
+        let worded = |t: &str| {
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _, w| {
+                v.push((t[r].to_string(), w))
+            });
+            v
+        };
+        for (t, piece) in [
+            ("Room 110", "110"),
+            ("110个", "110"),
+            ("120 Broadway", "120"),
+            ("110 pcs", "110"),
+        ] {
+            assert!(
+                worded(t).contains(&(piece.to_string(), Worded::Yes)),
+                "{t}: {:?}",
+                worded(t)
+            );
+        }
+        for t in ["¥110", "1,110元", "110.5", "110%", "120℃", "10.0.0.110"] {
+            assert!(
+                worded(t)
+                    .iter()
+                    .all(|(p, _)| p.chars().filter(char::is_ascii_digit).count() > 4),
+                "{t}: {:?}",
+                worded(t)
+            );
+        }
+        assert_eq!(worded("Call 110"), [("110".to_string(), Worded::No)]);
         // An ordinal's digit starts no short code (the year alone is no number).
         assert_eq!(e("Page 1 2024"), ["2024"]);
         assert!(e("Chapter 1 10").is_empty());
@@ -1686,7 +1746,7 @@ mod tests {
         // At the gateways (where a misreading costs a display name) all are read.
         let any = |t: &str| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), ShortCodes::AnySeparator, |r, _| {
+            embedded_numbers(t.as_bytes(), ShortCodes::AnySeparator, |r, _, _| {
                 v.push(t[r].to_string())
             });
             v
@@ -1721,8 +1781,10 @@ mod tests {
         // trunk prefix after a country code (E.123) is none of them.
         let digits = |t: &str| {
             let mut v = vec![];
-            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |_, d| {
-                v.push(String::from_utf8_lossy(d).into_owned())
+            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |_, d, w| {
+                if w == Worded::No {
+                    v.push(String::from_utf8_lossy(d).into_owned())
+                }
             });
             v
         };
