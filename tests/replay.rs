@@ -1925,3 +1925,86 @@ fn our_relayed_requests_over_tcp_are_not_judged_again() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].source, "127.0.0.9:60090");
 }
+
+/// QA 35: an out-of-order TCP segment sent again with other bytes (another caller) is
+/// read as a Linux receiver reads it, the copy queued first, and counted; the verdict
+/// follows that copy either way round. A packet with IPv4 total length 0 (captured
+/// before segmentation offload cut it up) is read to the end of its frame.
+#[test]
+fn tcp_overlaps_read_as_the_receiver_and_tso_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let invite = |caller: &str| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5090;branch=z9hG4bK-ov\r\nCall-ID: ov\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nTo: <sip:+861012345678@127.0.0.1>\r\nFrom: <sip:{caller}@127.0.0.1>;tag=a\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    // Blacklisted in the built-in policy, and an own roamer it lets in.
+    let (bad, good) = (invite("+8613800000001"), invite("+8613900000000"));
+    let cut = bad.len() - 60;
+    assert_eq!(bad[..cut], good[..cut]);
+    let write = |name: &str, packets: &[Vec<u8>]| {
+        let path = dir.path().join(name);
+        let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+        for (t, p) in packets.iter().enumerate() {
+            w.write(101, 1_795_000_000 + t as u32, 0, p, p.len() as u32)
+                .unwrap();
+        }
+        w.finish().unwrap();
+        path
+    };
+    for (first, second, verdict) in [(&bad, &good, "reject"), (&good, &bad, "allow")] {
+        let packets = [
+            tcp_lo(5090, 5060, 1000, 0x02, b""),
+            tcp_lo(5090, 5060, 1001 + cut as u32, 0x18, &first[cut..]),
+            tcp_lo(5090, 5060, 1001 + cut as u32, 0x18, &second[cut..]),
+            tcp_lo(5090, 5060, 1001, 0x18, &first[..cut]),
+        ];
+        let path = write("overlap.pcap", &packets);
+        let (recs, _, _, net) = replay_net(&path);
+        let calls: Vec<_> = recs.iter().filter(|r| r.kind == "call").collect();
+        assert_eq!(calls.len(), 1, "{recs:?}");
+        assert_eq!(calls[0].verdict, verdict, "{:?}", calls[0]);
+        assert_eq!(net.tcp_overlaps_conflicting, 1);
+    }
+    // The same bytes again are no conflict.
+    let packets = [
+        tcp_lo(5090, 5060, 1000, 0x02, b""),
+        tcp_lo(5090, 5060, 1001 + cut as u32, 0x18, &bad[cut..]),
+        tcp_lo(5090, 5060, 1001 + cut as u32, 0x18, &bad[cut..]),
+        tcp_lo(5090, 5060, 1001, 0x18, &bad[..cut]),
+    ];
+    let (recs, _, _, net) = replay_net(&write("same.pcap", &packets));
+    assert_eq!(recs.iter().filter(|r| r.kind == "call").count(), 1);
+    assert_eq!(net.tcp_overlaps_conflicting, 0);
+
+    // TSO: total length 0, over UDP and TCP.
+    let tso = |mut p: Vec<u8>| {
+        p[2] = 0;
+        p[3] = 0;
+        p
+    };
+    let mut u = 5090u16.to_be_bytes().to_vec();
+    u.extend_from_slice(&5060u16.to_be_bytes());
+    u.extend_from_slice(&((8 + bad.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(&bad);
+    let packets = [
+        tso(ipv4_lo(17, 1, 0x4000, &u)),
+        tcp_lo(5091, 5060, 5000, 0x02, b""),
+        tso(tcp_lo(
+            5091,
+            5060,
+            5001,
+            0x18,
+            &[&good[..], &good[..]].concat(),
+        )),
+    ];
+    let (recs, s, _, _) = replay_net(&write("tso.pcap", &packets));
+    assert_eq!(s.sip_messages, 3, "{recs:?}");
+    let verdicts: Vec<_> = recs.iter().map(|r| r.verdict).collect();
+    assert!(
+        verdicts.contains(&"reject") && verdicts.contains(&"allow"),
+        "{verdicts:?}"
+    );
+}

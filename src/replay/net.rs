@@ -89,6 +89,9 @@ pub struct NetStats {
     pub fragments_conflicting: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
+    /// Out-of-order TCP segments sent again with other bytes (QA 35): the copy queued
+    /// first is kept, as Linux's receiver keeps it, and the proxy behind it reads it.
+    pub tcp_overlaps_conflicting: u64,
     /// SIP messages over TCP that cannot be framed (no Content-Length, or a bad one):
     /// the proxy answers them 400 and ends the connection, and so does the replay's
     /// reading (the rest of that stream is not read).
@@ -387,7 +390,13 @@ impl Decoder {
             return None;
         }
         let ihl = ((b[0] & 0x0f) as usize) * 4;
-        let total = (be16(b, 2)? as usize).min(b.len());
+        // Total length 0: a segmentation-offload (TSO) or BIG TCP packet captured on the
+        // sending host before the card cut it up; it ends with the frame, as tcpdump
+        // and Wireshark read it (QA 35).
+        let total = match be16(b, 2)? as usize {
+            0 => b.len(),
+            t => t.min(b.len()),
+        };
         if ihl < 20 || total < ihl {
             return None;
         }
@@ -795,6 +804,41 @@ impl Flow {
         }
     }
 
+    /// Queues a segment that came ahead of a hole, as Linux's receiver does
+    /// (`tcp_data_queue_ofo`): one whose bytes are all queued already is dropped, one
+    /// that starts where a queued one starts and covers it replaces it; the bytes
+    /// queued first win where segments overlap otherwise. Copies that disagree are
+    /// counted: a sender that sends them wants two readers to differ.
+    fn queue(&mut self, seq: u32, payload: &[u8], ts: u64, stats: &mut NetStats) {
+        let end = |s: u32, d: &[u8]| s.wrapping_add(d.len() as u32);
+        let before = |a: u32, b: u32| (a.wrapping_sub(b) as i32) < 0;
+        let mut replace = false;
+        for (&s1, (d1, _)) in &self.ooo {
+            if before(seq, s1) || !before(seq, end(s1, d1)) {
+                continue;
+            }
+            // Queued `d1` holds the new segment's first byte: compare what both hold.
+            let off = seq.wrapping_sub(s1) as usize;
+            let n = (d1.len() - off).min(payload.len());
+            if d1[off..off + n] != payload[..n] {
+                stats.tcp_overlaps_conflicting += 1;
+            }
+            if !before(end(s1, d1), end(seq, payload)) {
+                return;
+            }
+            replace |= s1 == seq;
+        }
+        if replace {
+            if let Some((old, _)) = self.ooo.remove(&seq) {
+                self.ooo_bytes -= old.len();
+            }
+        } else if self.ooo.contains_key(&seq) {
+            return;
+        }
+        self.ooo_bytes += payload.len();
+        self.ooo.insert(seq, (payload.to_vec(), ts));
+    }
+
     /// Reads what the buffer holds as the stream's kind; messages count from `ts`.
     fn read(
         &mut self,
@@ -929,8 +973,7 @@ impl TcpFlows {
                 if f.ooo.is_empty() {
                     f.ooo_since = t.ts_ms;
                 }
-                f.ooo_bytes += payload.len();
-                f.ooo.insert(t.seq, (payload.to_vec(), t.ts_ms));
+                f.queue(t.seq, payload, t.ts_ms, stats);
             }
             // A hole that will not fill: the sender would have sent it again within a
             // few retransmission timeouts, so it is the capture's (a mirror port that
