@@ -376,12 +376,16 @@ pub fn parts(
         if s[i..].starts_with(b"--") {
             // In any case: a reader that compares boundaries without case (QA 33)
             // finds `--ABC` a delimiter of `abc`.
-            let stray = memchr::memchr_iter(b'-', s).find(|&at| {
-                s.get(at + 1) == Some(&b'-')
-                    && s.get(at + 2..at + 2 + boundary.len())
-                        .is_some_and(|b| b.eq_ignore_ascii_case(boundary))
-                    && !read.contains(&at)
-            });
+            // Every "--" is a candidate; the search steps two bytes, so a run of
+            // dashes is looked at from its odd positions too.
+            let stray = memchr::memmem::find_iter(s, b"--")
+                .flat_map(|p| [p, p + 1])
+                .find(|&at| {
+                    s.get(at..at + 2) == Some(b"--")
+                        && s.get(at + 2..at + 2 + boundary.len())
+                            .is_some_and(|b| b.eq_ignore_ascii_case(boundary))
+                        && !read.contains(&at)
+                });
             if let Some(at) = stray {
                 return Err(MultipartError::StrayDelimiter(start + at));
             }
