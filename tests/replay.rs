@@ -1967,6 +1967,18 @@ fn tcp_overlaps_read_as_the_receiver_and_tso_packets() {
         assert_eq!(calls[0].verdict, verdict, "{:?}", calls[0]);
         assert_eq!(net.tcp_overlaps_conflicting, 1);
     }
+    // QA 36: the tail carrying FIN ahead of the head: the stream ends after the hole
+    // fills, with the call read (a Linux receiver reads it so).
+    let packets = [
+        tcp_lo(5090, 5060, 1000, 0x02, b""),
+        tcp_lo(5090, 5060, 1001 + cut as u32, 0x19, &bad[cut..]),
+        tcp_lo(5090, 5060, 1001, 0x18, &bad[..cut]),
+    ];
+    let (recs, _, _, net) = replay_net(&write("fin.pcap", &packets));
+    let calls: Vec<_> = recs.iter().filter(|r| r.kind == "call").collect();
+    assert_eq!(calls.len(), 1, "{recs:?}");
+    assert_eq!(calls[0].verdict, "reject");
+    assert_eq!(net.tcp_gaps, 0);
     // The same bytes again are no conflict.
     let packets = [
         tcp_lo(5090, 5060, 1000, 0x02, b""),

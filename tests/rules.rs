@@ -4348,16 +4348,23 @@ fn gateways_read_short_codes_written_with_any_separator() {
     }
     // QA 31: ordinary names with pages (no short code starts with an ordinal's digit:
     // `12024` is a government number), measures, percentages.
-    for name in [
-        "Page 1 2024",
-        "Page 1 2315",
-        "120㎡",
-        "120°C",
-        "120℃",
-        "110% Service",
-        "110％",
-    ] {
+    for name in ["Page 1 2024", "Page 1 2315", "ACME 1,110元", "110.5%"] {
         assert_eq!(rejected(&ent(name)), None, "{name}");
+    }
+    // QA 36: a sign beside an emergency number hides it no more than a word does.
+    for shown in [
+        "¥110 经侦",
+        "110% 𝐏𝐨𝐥𝐢𝐜𝐞",
+        "120℃ 诊所",
+        "$110 Полиция",
+        "110% Service",
+        "120㎎",
+    ] {
+        assert_eq!(
+            rejected(&ent(shown)),
+            Some((403, "enterprise-not-whitelisted")),
+            "{shown}"
+        );
     }
     // QA 25: a price hides no number beside it or longer than a price; a number
     // written across marks or after '%' is read; ordinary names with marks are not.

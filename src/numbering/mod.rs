@@ -211,6 +211,7 @@ pub fn embedded_numbers(
                 let amounts = *amounts.get_or_insert_with(|| !any && !names_an_emergency(text));
                 if amounts && !run.open {
                     run.price = after_currency;
+                    run.signed = after_currency;
                     run.quantity = quantity_before(&text[..i]);
                 }
                 let g = group.get_or_insert_with(|| Group {
@@ -327,6 +328,11 @@ enum Amount {
     /// A price or an amount (a currency sign, a thousands group): no piece under a
     /// subscriber's 7 digits is a number.
     Price,
+    /// A sign after the digits (`%`, `℃`, `㎡`, a currency): with a currency sign before
+    /// them, what a sign makes of a lone group hides no emergency number ([`Worded`]):
+    /// signs, like words, can be added to any name (`"¥110 经侦"`, `"110% 𝐏𝐨𝐥𝐢𝐜𝐞"`:
+    /// QA 36).
+    Sign,
 }
 
 /// What the digit group `g`, ended by the separator `c` with `rest` (from `c` on)
@@ -423,8 +429,10 @@ const UNITS_AFTER_CJK: &[&str] = &[
     "页",
     "章",
 ];
-/// Signs after digits that make them a measure: no word, so they hide any short code.
-const SIGNS_AFTER: &[&str] = &["‰", "°", "℃", "℉", "㎡"];
+/// Signs after digits that make them a measure or a share ([`Amount::Sign`]).
+const SIGNS_AFTER: &[&str] = &[
+    "‰", "‱", "°", "℃", "℉", "㎡", "㎎", "㎏", "㎜", "㎝", "㎞", "㏄", "﹪", "٪",
+];
 /// Words that start with a unit but say something else (`"110号码"`, the number 110;
 /// `"110人民警察"`, the people's police).
 const NOT_UNITS_AFTER_CJK: &[&str] = &[
@@ -626,12 +634,13 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
         .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
         .unwrap_or(rest);
     let (c, _) = glyph::unit(rest);
-    if c == b'$' || c == glyph::CURRENCY {
-        return Amount::Price;
-    }
-    // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`).
-    if c == b'%' || SIGNS_AFTER.iter().any(|w| rest.starts_with(w.as_bytes())) {
-        return Amount::Decimal;
+    // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`, `"110$"`).
+    if c == b'$'
+        || c == glyph::CURRENCY
+        || c == b'%'
+        || SIGNS_AFTER.iter().any(|w| rest.starts_with(w.as_bytes()))
+    {
+        return Amount::Sign;
     }
     if !glued && street_after(rest) {
         return Amount::Quantity;
@@ -804,8 +813,10 @@ struct Run {
     price: bool,
     /// A count, a place or a reference: pieces under 5 digits are offered marked.
     quantity: bool,
-    /// A decimal, a version, an address, a measure: no piece under 5 digits is offered.
+    /// A decimal, a version, an address: no piece under 5 digits is offered.
     decimal: bool,
+    /// A currency sign before it, or a sign after its group ([`Amount::Sign`]).
+    signed: bool,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,
 }
@@ -860,11 +871,13 @@ impl Run {
             self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3;
             self.quantity = false;
             self.decimal = false;
+            self.signed = false;
         }
         match unit_after {
             Amount::Price => self.price = true,
             Amount::Quantity => self.quantity = true,
             Amount::Decimal => self.decimal = true,
+            Amount::Sign => self.signed = true,
             Amount::None => {}
         }
         let country =
@@ -915,14 +928,16 @@ impl Run {
             // A price (digits after a currency sign) shows no short number, and digits
             // joined across other marks (`"138|1234|5678"`) where only spaced short
             // codes are read make a number with an area code or more.
-            if self.price && digits < 7
-                || self.decimal && digits < 5
-                || marked && digits < 10
-                || calendar
-            {
+            // A lone group with a sign: counted like words (kept if an emergency number).
+            let lone_signed = self.len == 1 && self.signed;
+            let by_marks = self.price && digits < 7 || (self.decimal || self.signed) && digits < 5;
+            if by_marks && !lone_signed || marked && digits < 10 || calendar {
                 continue;
             }
-            let worded = if self.quantity && digits < 5 || k > 0 && head.quantity && digits < 7 {
+            let worded = if self.quantity && digits < 5
+                || k > 0 && head.quantity && digits < 7
+                || by_marks && lone_signed
+            {
                 Worded::Yes
             } else {
                 Worded::No
@@ -1675,7 +1690,15 @@ mod tests {
                 worded(t)
             );
         }
-        for t in ["¥110", "1,110元", "110.5", "110%", "120℃", "10.0.0.110"] {
+        // A sign beside a lone group counts like a word (QA 36: `"¥110 经侦"`).
+        for (t, piece) in [("¥110", "110"), ("110%", "110"), ("120℃", "120")] {
+            assert!(
+                worded(t).contains(&(piece.to_string(), Worded::Yes)),
+                "{t}: {:?}",
+                worded(t)
+            );
+        }
+        for t in ["1,110元", "110.5", "10.0.0.110", "¥1,110"] {
             assert!(
                 worded(t)
                     .iter()

@@ -743,6 +743,9 @@ struct Flow {
     ooo_bytes: usize,
     /// Capture time since when segments have waited behind a hole.
     ooo_since: u64,
+    /// A FIN or RST came ahead of a hole: the stream ends once the hole fills (or is
+    /// given up), as the receiver ends it, not before the data in front of it.
+    closing: bool,
     mode: Mode,
 }
 
@@ -989,7 +992,11 @@ impl TcpFlows {
                 f.ooo_since = t.ts_ms;
             }
         }
-        if t.fin_or_rst {
+        // A FIN that came ahead of a hole waits for it (QA 36: the receiver reads the
+        // data in front of it, and so does the proxy behind it).
+        if t.fin_or_rst && !f.ooo.is_empty() {
+            f.closing = true;
+        } else if t.fin_or_rst || f.closing && f.ooo.is_empty() {
             // What waits behind a hole is read before the flow is forgotten.
             f.give_up_hole(stats, &mut out, &mut segments);
             let unfinished = !f.buf.is_empty() || !f.ooo.is_empty();
@@ -1534,16 +1541,26 @@ mod tests {
         assert_eq!(call_ids(f.finish(&mut st)), ["two", "three"]);
         assert_eq!(st.tcp_gaps, 1);
         assert!(f.finish(&mut st).is_empty(), "given once");
-        // So does the connection's end (FIN).
-        let mut f = TcpFlows::default();
-        let mut st = NetStats::default();
-        f.feed(a, b, x, meta(1000, 0), &mut st);
-        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        // A FIN ahead of the hole waits for it, as the receiver's does (QA 36): filled,
+        // all three; never filled, the capture's end gives it up.
         let fin = TcpMeta {
             fin_or_rst: true,
             ..meta(y_seq + y.len() as u32, 20)
         };
-        assert_eq!(call_ids(f.feed(a, b, &[], fin, &mut st)), ["two", "three"]);
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        assert!(f.feed(a, b, &[], fin, &mut st).is_empty());
+        let got = call_ids(f.feed(a, b, hole, meta(1020, 30), &mut st));
+        assert_eq!(got, ["one", "two", "three"]);
+        assert_eq!(st.tcp_gaps, 0);
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        f.feed(a, b, x, meta(1000, 0), &mut st);
+        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        assert!(f.feed(a, b, &[], fin, &mut st).is_empty());
+        assert_eq!(call_ids(f.finish(&mut st)), ["two", "three"]);
     }
 
     /// What waited behind a hole counts from its own capture time, not from the packet
