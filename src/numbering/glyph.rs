@@ -172,7 +172,6 @@ fn two_digit_value(cp: u32) -> Option<u8> {
     Some(v as u8)
 }
 
-/// The digit a character draws, from Unicode's decimal digits and digit forms.
 /// The letters of `text` as a reader takes its words, for matching words (not
 /// numbers): what draws nothing, white space and marks are left out (`"公<ZWSP>安"`,
 /// `"公 安"` and `"P.o.l.i.c.e"` read as the word), full-width Latin is ASCII, Latin is
@@ -241,6 +240,7 @@ fn latin_look_alike(c: char) -> Option<u8> {
     })
 }
 
+/// The digit a character draws, from Unicode's decimal digits and digit forms.
 fn digit_value(cp: u32) -> Option<u8> {
     let i = DIGITS.partition_point(|&(start, _, _)| start <= cp);
     let &(start, end, first) = DIGITS.get(i.checked_sub(1)?)?;

@@ -302,11 +302,12 @@ pub fn embedded_numbers(
     }
 }
 
-/// Whether words around a piece make it a count, a place or a reference ([`Amount::Quantity`]):
-/// such a piece is offered marked, and the reader keeps it only if it is an emergency
-/// number. Words can be added to any text, so no word hides 110, 119, 120 or 122
-/// (`"110个公安"`, `"Room 110指挥中心"`: QA 33, QA 34); marks and digits can only write
-/// an amount.
+/// Whether words or a sign around a piece make it a count, a place, a reference or a
+/// measure ([`Amount::Quantity`], [`Amount::Sign`]): such a piece is offered marked,
+/// and the reader keeps it only if it is an emergency number. Words and signs can be
+/// added to any text, so none hides 110, 119, 120 or 122 (`"110个公安"`, `"Room
+/// 110指挥中心"`, `"¥110 经侦"`: QA 33, 34, 36); being one group of a larger amount
+/// (`"1,110"`, `"10.0.0.110"`) does.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Worded {
     No,
@@ -322,8 +323,8 @@ enum Amount {
     /// a number but an emergency one ([`Worded`]). Service numbers of five digits
     /// (`95588个人业务`, `Room 95588`) are still read: rooms and counts are short.
     Quantity,
-    /// A decimal, a version, an address, a percentage or a temperature (`"110.5"`,
-    /// `"10.0.0.110"`, `"110%"`, `"120℃"`): no piece under 5 digits is a number.
+    /// A decimal, a version or an address (`"110.5"`, `"10.0.0.110"`): no piece under 5
+    /// digits is a number.
     Decimal,
     /// A price or an amount (a currency sign, a thousands group): no piece under a
     /// subscriber's 7 digits is a number.

@@ -142,6 +142,10 @@ pub fn handle(
     msg.parse_for_relay_into(data)?;
     let msg = &*msg;
     let h = handle_parsed(st, msg, o, out, edits, observe);
+    // Whatever goes on over a stream, by whichever path, is framed for it.
+    if let Handled::Forward(Dest::Tcp(_) | Dest::TcpTo(_)) = h {
+        framed_for_stream(msg, out);
+    }
     // Only what actually goes on counts towards a caller's behaviour and the dialogs we
     // know: a response that is not ours, or a request we refuse, says nothing about a
     // call we carry.
@@ -292,9 +296,6 @@ fn handle_parsed(
         // request back to us.
         strip_own_routes(st, msg, edits);
         edits.apply(msg.buf(), msg.len(), out);
-        if transport == Transport::Tcp {
-            framed_for_stream(msg, out);
-        }
     };
     build(next.transport, edits, out);
     match next.transport {
@@ -519,9 +520,6 @@ fn relay_response(
     };
     edits.remove(remove);
     edits.apply(b, msg.len(), out);
-    if matches!(dest, Dest::Tcp(_)) {
-        framed_for_stream(msg, out);
-    }
     // Only a response that came over TCP can be too large to go back over UDP.
     if matches!(dest, Dest::Udp(_)) && out.len() > MAX_UDP_PAYLOAD {
         return Handled::Dropped("too-large-for-udp");
@@ -531,7 +529,8 @@ fn relay_response(
 
 /// RFC 3261 18.3 and 20.14: on a stream every message carries Content-Length. One that
 /// came over UDP without it (legal there: the datagram ends it) gets one, counting the
-/// body as it leaves, when it goes on over TCP. Else the receiver cannot tell where it
+/// body as it leaves (`out`), when it goes on over TCP (a TCP next hop, the `udp_mtu`
+/// switch, a caller's connection). Else the receiver cannot tell where it
 /// ends, and one caller could desynchronise the next-hop connection every call shares.
 fn framed_for_stream(msg: &Message, out: &mut Vec<u8>) {
     if msg.first(HeaderName::ContentLength).is_some() {
@@ -666,7 +665,6 @@ fn forward_from_core(
     add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
     edits.apply(b, msg.len(), out);
     if tcp {
-        framed_for_stream(msg, out);
         return Handled::Forward(Dest::TcpTo(dest));
     }
     udp_or_tcp(st, msg, o, None, dest, out, |out| {
@@ -675,7 +673,6 @@ fn forward_from_core(
         strip_own_routes(st, msg, edits);
         add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, edits);
         edits.apply(b, msg.len(), out);
-        framed_for_stream(msg, out);
     })
 }
 

@@ -233,14 +233,7 @@ async fn unreachable(
         EditList::new(),
         Vec::with_capacity(answer.len()),
     );
-    let step = super::stateless::Step {
-        policy: &l.policy,
-        rates: &*shared.rates,
-        behaviour: &shared.behaviour,
-        now_ms: crate::cli::now_ms(),
-        via_addr,
-        overloaded: false,
-    };
+    let step = udp::step(shared, &l, crate::cli::now_ms(), via_addr, false);
     let relayed = super::stateless::handle(
         &step,
         Bytes::from(answer),

@@ -62,6 +62,24 @@ impl Arrival {
     }
 }
 
+/// The stateless step a worker takes with the policy `l` loaded, at `now_ms`.
+pub fn step<'a>(
+    shared: &'a Shared,
+    l: &'a Loaded,
+    now_ms: u64,
+    via_addr: SocketAddr,
+    overloaded: bool,
+) -> Step<'a> {
+    Step {
+        policy: &l.policy,
+        rates: &*shared.rates,
+        behaviour: &shared.behaviour,
+        now_ms,
+        via_addr,
+        overloaded,
+    }
+}
+
 /// Runs one message through the stateless step: counts it, observes the decision, and
 /// leaves what must be sent in `out`. Returns where it goes, if anywhere. `l` is the
 /// policy loaded when the batch began: a reload takes effect from the next batch.
@@ -85,14 +103,7 @@ pub fn handle_one(
     }
     let response = data.starts_with(b"SIP/");
     let now = arrival.now_ms;
-    let step = Step {
-        policy: &l.policy,
-        rates: &*shared.rates,
-        behaviour: &shared.behaviour,
-        now_ms: now,
-        via_addr,
-        overloaded,
-    };
+    let step = step(shared, l, now, via_addr, overloaded);
     let raw = data.clone();
     let mut observe = |ob: Observed<'_>| match ob {
         Observed::Decision(m, d) => shared.observe(

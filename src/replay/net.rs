@@ -815,7 +815,6 @@ impl Flow {
     fn queue(&mut self, seq: u32, payload: &[u8], ts: u64, stats: &mut NetStats) {
         let end = |s: u32, d: &[u8]| s.wrapping_add(d.len() as u32);
         let before = |a: u32, b: u32| (a.wrapping_sub(b) as i32) < 0;
-        let mut replace = false;
         for (&s1, (d1, _)) in &self.ooo {
             if before(seq, s1) || !before(seq, end(s1, d1)) {
                 continue;
@@ -829,17 +828,12 @@ impl Flow {
             if !before(end(s1, d1), end(seq, payload)) {
                 return;
             }
-            replace |= s1 == seq;
         }
-        if replace {
-            if let Some((old, _)) = self.ooo.remove(&seq) {
-                self.ooo_bytes -= old.len();
-            }
-        } else if self.ooo.contains_key(&seq) {
-            return;
-        }
+        // Past the loop, a queued segment at `seq` is one this covers: replaced.
         self.ooo_bytes += payload.len();
-        self.ooo.insert(seq, (payload.to_vec(), ts));
+        if let Some((old, _)) = self.ooo.insert(seq, (payload.to_vec(), ts)) {
+            self.ooo_bytes -= old.len();
+        }
     }
 
     /// Reads what the buffer holds as the stream's kind; messages count from `ts`.
@@ -1516,28 +1510,27 @@ mod tests {
         let (hole, y) = rest.split_at(10); // inside the first message
         let y_seq = 1000 + 30;
         // Filled in time (one second later): all three.
-        let mut f = TcpFlows::default();
-        let mut st = NetStats::default();
-        assert!(f.feed(a, b, x, meta(1000, 0), &mut st).is_empty());
-        assert!(f.feed(a, b, y, meta(y_seq, 10), &mut st).is_empty());
+        // The stream's start, then what follows a hole of 10 bytes: nothing read yet.
+        let behind_a_hole = || {
+            let mut f = TcpFlows::default();
+            let mut st = NetStats::default();
+            assert!(f.feed(a, b, x, meta(1000, 0), &mut st).is_empty());
+            assert!(f.feed(a, b, y, meta(y_seq, 10), &mut st).is_empty());
+            (f, st)
+        };
+        let (mut f, mut st) = behind_a_hole();
         let got = call_ids(f.feed(a, b, hole, meta(1020, 1_000), &mut st));
         assert_eq!(got, ["one", "two", "three"]);
         assert_eq!(st.tcp_gaps, 0);
         // Never filled: the next segment after GAP_WAIT_MS gives the rest up to it.
-        let mut f = TcpFlows::default();
-        let mut st = NetStats::default();
-        f.feed(a, b, x, meta(1000, 0), &mut st);
-        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        let (mut f, mut st) = behind_a_hole();
         let m4 = options("four");
         let m4_seq = y_seq + y.len() as u32;
         let got = call_ids(f.feed(a, b, &m4, meta(m4_seq, 10 + GAP_WAIT_MS + 1), &mut st));
         assert_eq!(got, ["two", "three", "four"]);
         assert_eq!(st.tcp_gaps, 1);
         // Never filled and nothing after it: the capture's end gives it up.
-        let mut f = TcpFlows::default();
-        let mut st = NetStats::default();
-        f.feed(a, b, x, meta(1000, 0), &mut st);
-        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        let (mut f, mut st) = behind_a_hole();
         assert_eq!(call_ids(f.finish(&mut st)), ["two", "three"]);
         assert_eq!(st.tcp_gaps, 1);
         assert!(f.finish(&mut st).is_empty(), "given once");
@@ -1547,18 +1540,12 @@ mod tests {
             fin_or_rst: true,
             ..meta(y_seq + y.len() as u32, 20)
         };
-        let mut f = TcpFlows::default();
-        let mut st = NetStats::default();
-        f.feed(a, b, x, meta(1000, 0), &mut st);
-        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        let (mut f, mut st) = behind_a_hole();
         assert!(f.feed(a, b, &[], fin, &mut st).is_empty());
         let got = call_ids(f.feed(a, b, hole, meta(1020, 30), &mut st));
         assert_eq!(got, ["one", "two", "three"]);
         assert_eq!(st.tcp_gaps, 0);
-        let mut f = TcpFlows::default();
-        let mut st = NetStats::default();
-        f.feed(a, b, x, meta(1000, 0), &mut st);
-        f.feed(a, b, y, meta(y_seq, 10), &mut st);
+        let (mut f, mut st) = behind_a_hole();
         assert!(f.feed(a, b, &[], fin, &mut st).is_empty());
         assert_eq!(call_ids(f.finish(&mut st)), ["two", "three"]);
     }

@@ -358,7 +358,7 @@ pub fn parts(
     dash[..2].copy_from_slice(b"--");
     dash[2..2 + boundary.len()].copy_from_slice(boundary);
     let delim = &dash[..2 + boundary.len()];
-    // One searcher for every look: the delimiters, then every occurrence.
+    // One searcher for every delimiter looked for.
     let finder = memchr::memmem::Finder::new(delim);
     let first = if s.starts_with(delim) {
         0
@@ -375,9 +375,9 @@ pub fn parts(
         // After a delimiter: "--" closes; else transport padding, then the line end.
         if s[i..].starts_with(b"--") {
             // In any case: a reader that compares boundaries without case (QA 33)
-            // finds `--ABC` a delimiter of `abc`.
-            // Every "--" is a candidate; the search steps two bytes, so a run of
-            // dashes is looked at from its odd positions too.
+            // finds `--ABC` a delimiter of `abc`. Every "--" is a candidate; the search
+            // steps two bytes, so a run of dashes is looked at from its odd positions
+            // too.
             let stray = memchr::memmem::find_iter(s, b"--")
                 .flat_map(|p| [p, p + 1])
                 .find(|&at| {
