@@ -611,10 +611,22 @@ fn read_shown(
     let mut overflow_other = None;
     embedded_numbers(text, r.short, |piece, digits, worded| {
         // A count, a room or a house number is no number, unless it is an emergency
-        // one: words can be added around any ([`Worded`]).
+        // one: words can be added around any ([`Worded`]). A short code across marks is
+        // one only if it is a number fraud forges.
         if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
-            && (worded == Worded::No || plan.classify(&num).class == Class::Emergency)
+            && match worded {
+                Worded::No => true,
+                Worded::Yes => plan.classify(&num).class == Class::Emergency,
+                Worded::Marked => matches!(
+                    plan.classify(&num).class,
+                    Class::Emergency
+                        | Class::Government
+                        | Class::Operator
+                        | Class::Service95
+                        | Class::Service96
+                ),
+            }
         {
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);

@@ -3724,7 +3724,7 @@ fn display_names_as_drawn_and_not_misread() {
         "Room 1-10",
         "Meeting 12/3/15",
         "v1.2.3.4.5",
-        "Model 12-345",
+        "Model 12-3",
         "Q1 2024",
     ] {
         let d = ent(&format!("\"{display}\""), "");
@@ -4242,8 +4242,9 @@ fn gateways_read_short_codes_written_with_any_separator() {
         assert_eq!(d.rule, None, "{display}: {d:?}");
         assert!(d.identity.display_number.is_none(), "{display}: {d:?}");
     }
-    // The same separators on an enterprise trunk show no number: its contracted
-    // caller with "95-588" in the name is not refused for a number it does not show.
+    // On an enterprise trunk, a short code across marks is read only if it is a number
+    // fraud forges (QA 36 R2, session 29: "Order 95-588" was let through before): a
+    // range or a reference under five digits is not.
     let ent = |display: &str| {
         judge(
             &p,
@@ -4254,7 +4255,11 @@ fn gateways_read_short_codes_written_with_any_separator() {
             "ent",
         )
     };
-    assert_eq!(rejected(&ent("Order 95-588")), None);
+    assert_eq!(
+        rejected(&ent("Order 95-588")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+    assert_eq!(rejected(&ent("Order 9-588")), None);
     // A price is no number (QA 24), on the enterprise trunk that would refuse it.
     for price in ["ACME ¥1,110", "Total ¥1,120.00", "$2,110", "￥ 95 588"] {
         assert_eq!(rejected(&ent(price)), None, "{price}");
@@ -4407,6 +4412,39 @@ fn gateways_read_short_codes_written_with_any_separator() {
         rejected(&ent("95 588")),
         Some((403, "enterprise-not-whitelisted"))
     );
+    // QA 36 R2: a service number written across marks is read on enterprise trunks too,
+    // while references, ranges, dates, prices and labels written so are not numbers.
+    for shown in [
+        "中国银行 95-588",
+        "中国银行 95/588",
+        "中国银行【95】588",
+        "中国银行 95|588",
+        "中国移动 100-86",
+        "市长热线 12-345",
+        "报警 1-1-0",
+        "反诈 96-110",
+        "Bank of China 9-5-5-8-8",
+    ] {
+        assert_eq!(
+            rejected(&ent(shown)),
+            Some((403, "enterprise-not-whitelisted")),
+            "{shown}"
+        );
+    }
+    for name in [
+        "ACME No.3-21",
+        "ACME Unit 7-305",
+        "Q1-2024 Report",
+        "ACME 95,588元",
+        "ACME 2024-12-31",
+        "ACME 12/31",
+        "ACME v2.10.3",
+        "中国银行 95.588",
+        "Room 1-10",
+        "Building 5-12",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
+    }
 }
 
 /// A From the generic-number rule rewrites whose URI has no user part to edit (a host

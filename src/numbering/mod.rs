@@ -154,8 +154,9 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 /// digits. Two numbers side by side (`"13812345678 13912345678"`), or a number and a
 /// stray digit (`"报警110 1"`), are then offered apart as well as together: which one
 /// the text shows is for the caller of this to judge against a plan. A part of several
-/// groups holds 7 digits or more, or is a short code written with spaces (`"95 588"`),
-/// and no short code starts with a trunk 0: dates, prices and versions are no numbers.
+/// groups holds 7 digits or more, or is a short code written with spaces (`"95 588"`)
+/// (or across other marks, offered [`Worded::Marked`]), and no short code starts with
+/// a trunk 0: dates, prices and versions are no numbers.
 /// `each` gets each piece's range in `text` and its digits (with the leading '+', and
 /// without a bracketed `(0)` trunk prefix after a country code), in text order of
 /// their ends, at most [`EMBEDDED_MAX_CANDIDATES`] of them.
@@ -308,10 +309,17 @@ pub fn embedded_numbers(
 /// added to any text, so none hides 110, 119, 120 or 122 (`"110个公安"`, `"Room
 /// 110指挥中心"`, `"¥110 经侦"`: QA 33, 34, 36); being one group of a larger amount
 /// (`"1,110"`, `"10.0.0.110"`) does.
+///
+/// `Marked`: a short code written across marks where only spaced ones are read (`"中国银行
+/// 95-588"`, `"【95】588"`, `"100.86"`): the reader keeps it only if it is a number fraud
+/// forges (an emergency, government, operator or 95/96 service number): a business name's
+/// reference or range (`"No.3-21"`) is none of those, while a forged bank's number is
+/// written so to slip past a reader of plain digits (QA 36 R2).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Worded {
     No,
     Yes,
+    Marked,
 }
 
 /// What the text around a digit group makes of it, where a number shown is judged.
@@ -738,8 +746,9 @@ fn quantity_before(head: &[u8]) -> bool {
 
 /// Which short codes of several digit groups a display name shows
 /// ([`embedded_numbers`]): where a misreading refuses a call (an enterprise trunk judges
-/// every number shown), only those written with spaces (`"95 588"`), since dates,
-/// prices and versions are written with the other separators; where it costs a display
+/// every number shown), those written with spaces (`"95 588"`), since dates, prices and
+/// versions are written with the other separators, and across other marks only the
+/// numbers fraud forges ([`Worded::Marked`]); where it costs a display
 /// name (the gateways delete presented numbers), those written with any separator as
 /// well (`"95-588"`, `"1-1-0"`, `"(95)588"`), which a callee reads as the bank's or the
 /// police's number all the same.
@@ -923,7 +932,22 @@ impl Run {
             // A single digit first is a number's (`"9 5588"`, `"1 10"`: QA 29) unless a
             // Latin letter holds it (`"Q1 2024"`).
             let short_ok = spaced && (single || head.n >= 2 || !head.lettered);
-            if digits < 3 || head.trunk_zero || (k > 0 && digits < 7 && !short_ok) {
+            // Where only spaced short codes are read, one written across other marks is
+            // still offered, for the reader to keep if it is a service number
+            // ([`Worded::Marked`]); never one a Latin letter holds (`"Q1-2024"`), an
+            // amount's (`"95,588元"`, `"v2.10.110"`), nor a reference's or a range's
+            // under five digits (`"Room 1-10"`).
+            let across_marks = k > 0 && digits < 7 && !short_ok;
+            if digits < 3
+                || head.trunk_zero
+                || across_marks
+                    && (!self.dates
+                        || head.n == 1 && head.lettered
+                        || self.price
+                        || self.decimal
+                        || self.signed
+                        || (self.quantity || head.quantity) && digits < 5)
+            {
                 continue;
             }
             // A price (digits after a currency sign) shows no short number, and digits
@@ -932,10 +956,12 @@ impl Run {
             // A lone group with a sign: counted like words (kept if an emergency number).
             let lone_signed = self.len == 1 && self.signed;
             let by_marks = self.price && digits < 7 || (self.decimal || self.signed) && digits < 5;
-            if by_marks && !lone_signed || marked && digits < 10 || calendar {
+            if by_marks && !lone_signed || marked && digits < 10 && !across_marks || calendar {
                 continue;
             }
-            let worded = if self.quantity && digits < 5
+            let worded = if across_marks {
+                Worded::Marked
+            } else if self.quantity && digits < 5
                 || k > 0 && head.quantity && digits < 7
                 || by_marks && lone_signed
             {
@@ -1470,6 +1496,41 @@ mod tests {
                 !pieces(text, SpacedOnly).contains(&"95588".to_string()),
                 "{text}"
             );
+        }
+        // There, a short code across marks is offered for the reader to judge as a
+        // service number ([`Worded::Marked`]); not in a date, a price or a label.
+        let marked = |t: &str| {
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), SpacedOnly, |_, d, w| {
+                if w == Worded::Marked {
+                    v.push(String::from_utf8_lossy(d).into_owned())
+                }
+            });
+            v
+        };
+        for text in [
+            "[95]588",
+            "95|588",
+            "95-588",
+            "9-5-5-8-8",
+            "【95】588",
+            "Room 95-588",
+        ] {
+            assert!(marked(text).contains(&"95588".to_string()), "{text}");
+        }
+        // A date is known as one at its last group (a first piece of it holds no
+        // service number).
+        assert!(!marked("95-01-10").contains(&"950110".to_string()));
+        for text in [
+            "Q1-2024",
+            "¥95,588",
+            "95,588",
+            "10/12",
+            "95.588",
+            "v2.10.110",
+            "Room 1-10",
+        ] {
+            assert!(marked(text).is_empty(), "{text}: {:?}", marked(text));
         }
         // Two-digit glyphs are digits everywhere: ⑪⓪ is 110 on any trunk.
         assert!(pieces("⑪⓪", SpacedOnly).contains(&"110".to_string()));
