@@ -122,6 +122,11 @@ pub struct Decision {
     /// invented To-tag, or a call set up before a restart or through another gateway):
     /// judged as a call, so that a To-tag cannot carry a call past the rules.
     pub unknown_dialog: bool,
+    /// The trunk's rate rules were judged while the shared counters were out of reach
+    /// (Redis down): on this gateway's count alone (`Open`), or with a rule configured
+    /// `fallback = "closed"` matching whatever the count (`Closed`). What tells an
+    /// outage's refusals from a real breach in the record and the metrics.
+    pub rate_fallback: Option<crate::policy::config::Fallback>,
 }
 
 impl Decision {
@@ -153,6 +158,7 @@ impl Decision {
             refusal: None,
             retransmission: false,
             unknown_dialog: false,
+            rate_fallback: None,
         }
     }
 
@@ -976,6 +982,23 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             None => ctx.rates.hit(key, ctx.now_ms, 60_000),
             Some(_) => ctx.rates.peek(key, ctx.now_ms, 60_000),
         };
+        if before != Some(true) && ctx.rates.degraded() {
+            let closes = |r: RuleId, limit: Option<u32>| {
+                runs(r) && limit.is_some() && trunk.action(r).fail_closed
+            };
+            d.rate_fallback = Some(
+                if closes(RuleId::EnterpriseRateTrunk, trunk.max_per_minute)
+                    || closes(
+                        RuleId::EnterpriseRateCaller,
+                        trunk.max_per_minute_per_caller,
+                    )
+                {
+                    crate::policy::config::Fallback::Closed
+                } else {
+                    crate::policy::config::Fallback::Open
+                },
+            );
+        }
         if before != Some(true) {
             // The trunk's limit counts the calls it lets through: a caller over its
             // own limit spends none of the trunk's, so one runaway dialler cannot lock

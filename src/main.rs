@@ -115,6 +115,9 @@ enum ListsCmd {
         /// Redis URL (overrides the policy's).
         #[arg(long)]
         redis: Option<String>,
+        /// The gateways' [redis] prefix (overrides the policy's; default "sipfence").
+        #[arg(long)]
+        prefix: Option<String>,
         /// NAME=FILE: blacklist, protected, roamers, own_segments, exempt or whitelist:<trunk>.
         #[arg(required = true)]
         lists: Vec<String>,
@@ -169,11 +172,13 @@ fn main() {
                 ListsCmd::Publish {
                     config,
                     redis,
+                    prefix,
                     lists,
                 },
         } => cli::lists::publish(&cli::lists::PublishArgs {
             config,
             redis,
+            prefix,
             lists,
         }),
         Cmd::Replay {

@@ -70,6 +70,10 @@ pub struct Record {
     /// as a call: "unknown".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dialog: Option<&'static str>,
+    /// The rate rules were judged with Redis out of reach: "open" (this gateway's count
+    /// alone) or "closed" (a rule set to fail closed matched, whatever the count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_fallback: Option<&'static str>,
     /// The caller's behaviour features at this call, on trunks with behaviour rules:
     /// the values that made a behaviour rule fire, or that it stayed under.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,6 +281,10 @@ impl Record {
             auth: d.auth.map(|a| a.as_str()),
             refused: d.refusal.map(|r| r.why),
             dialog: d.unknown_dialog.then_some("unknown"),
+            rate_fallback: d.rate_fallback.map(|f| match f {
+                crate::policy::config::Fallback::Open => "open",
+                crate::policy::config::Fallback::Closed => "closed",
+            }),
             behaviour: d.features.map(BehaviourRecord::new),
         }
     }

@@ -482,8 +482,40 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("published lists v1"),
+        out.status.success()
+            && text.contains("published lists v1")
+            && text.contains("(prefix sipfence)"),
         "{text}"
+    );
+    // QA 37: with neither the policy nor a prefix, the default prefix is said to be one.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("publishing under the default prefix"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Under another prefix, no gateway here sees it (they read `sipfence:`).
+    let other = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args([
+            "lists",
+            "publish",
+            "--redis",
+            &redis.url(),
+            "--prefix",
+            "qa37",
+        ])
+        .arg(format!("blacklist={}", list.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        other.status.success() && text.contains("v1") && text.contains("(prefix qa37)"),
+        "{text}"
+    );
+    assert!(redis.cli(&["GET", "qa37:lists:current"]).starts_with("1:"));
+    assert!(
+        !String::from_utf8_lossy(&other.stderr).contains("default prefix"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
     );
     let took = wait_for("v1 on every gateway", 10, || {
         gws.iter()
@@ -620,7 +652,9 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
             60.0,
             "fail-open: every call went through"
         );
-        assert!(g.metric("sipfence_shared_rate_fallbacks_total") > 0.0);
+        // One per call judged while Redis was away (not one per counter).
+        let fell_back = g.metric("sipfence_shared_rate_fallbacks_total{fallback=\"open\"}");
+        assert!(fell_back > 0.0 && fell_back <= 60.0, "{fell_back}");
         assert!(g.metric("sipfence_redis_errors_total{op=\"counters\"}") > 0.0);
     }
     wait_for("redis up again everywhere", 10, || {
@@ -662,7 +696,31 @@ fn fail_closed_refuses_while_redis_is_unreachable() {
     let nowhere = format!("redis://127.0.0.1:{}", base + 36);
     let closed = gateway(0, base, base + 10, &nowhere, 10_000, "closed");
     let b2 = port_block();
-    let open = gateway(1, b2, b2 + 10, &nowhere, 10_000, "open");
+    // Fail-open, with a limit per caller as well: two counters, one call.
+    let records = tempfile::tempdir().unwrap();
+    let open = start_gateway(
+        1,
+        b2,
+        &nowhere,
+        &format!(
+            r#"
+[[trunk]]
+name = "ent"
+role = "enterprise"
+listen = ["udp:127.0.0.1:{b2}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+max_calls_per_minute = 10000
+max_calls_per_minute_per_caller = 100
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999"]
+[records]
+dir = "{rec}"
+"#,
+            uas = b2 + 10,
+            rec = records.path().display()
+        ),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(answer(base, "+8613912340001"), Some(403));
     assert_eq!(
@@ -671,10 +729,31 @@ fn fail_closed_refuses_while_redis_is_unreachable() {
         ),
         1.0
     );
+    // QA 37: the refusal says it came of the outage, not of a breach.
+    assert_eq!(
+        closed.metric("sipfence_shared_rate_fallbacks_total{fallback=\"closed\"}"),
+        1.0
+    );
     // Fail-open: the call goes on to the core (which is not there: no answer).
     assert_eq!(answer(b2, "+8613912340001"), None);
     assert_eq!(calls(&open, "allow"), 1.0);
     assert_eq!(open.metric("sipfence_redis_up"), 0.0);
+    assert_eq!(
+        open.metric("sipfence_shared_rate_fallbacks_total{fallback=\"open\"}"),
+        1.0
+    );
+    // And the call's record says it was judged on this gateway's count alone.
+    let mut text = String::new();
+    wait_for("the call's record", 5, || {
+        text = std::fs::read_dir(records.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        !text.is_empty()
+    });
+    assert!(text.contains("\"rate_fallback\":\"open\""), "{text}");
 }
 
 /// A gateway in front of an interconnect trunk `ic` of `limit` concurrent calls shared

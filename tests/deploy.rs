@@ -164,6 +164,67 @@ fn promtool_accepts_rules_and_config() {
     }
 }
 
+/// The shipped alert unit tests (`deploy/prometheus/alerts_test.yml`: each alert made
+/// true must fire, made almost true must not) run on `alerts.yml` as shipped, its
+/// annotations (text for people, templates the test would have to repeat) left out,
+/// as `scripts/check_alerts.sh` does for an operator.
+#[test]
+fn shipped_alerts_fire_for_what_they_describe() {
+    let root = common::project_dir();
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("promtool missing: scripts/deps.sh installs the prometheus package");
+        }
+        eprintln!("skipped: promtool not installed");
+        return;
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut kept = String::new();
+    let mut annotations: Option<usize> = None;
+    for line in rules.lines() {
+        if let Some(at) = annotations {
+            if line.trim().is_empty() || indent(line) > at {
+                continue;
+            }
+            annotations = None;
+        }
+        if line.trim() == "annotations:" {
+            annotations = Some(indent(line));
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    assert!(!kept.contains("runbook:"), "annotations left in:\n{kept}");
+    assert_eq!(
+        kept.matches("- alert:").count(),
+        rules.matches("- alert:").count()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alerts_exprs_only.yml"), kept).unwrap();
+    std::fs::copy(
+        root.join("deploy/prometheus/alerts_test.yml"),
+        dir.path().join("alerts_test.yml"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+}
+
 #[test]
 fn example_policies_load() {
     let root = common::project_dir();

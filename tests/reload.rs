@@ -284,3 +284,46 @@ fn the_service_manager_hears_ready_reload_and_stop() {
     let exit = proc.0.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// QA 37: with `[log] json = true` the lines the proxy prints about itself (where it
+/// listens, its workers, a reload) are JSON objects shaped as its log events, so a
+/// shipper reading the journal meets one format.
+#[test]
+fn json_logs_make_the_start_lines_json_too() {
+    let base = port_block();
+    let proxy = Proxy::start(
+        &format!(
+            r#"
+[log]
+json = true
+[[trunk]]
+name = "ent"
+role = "enterprise"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999"]
+[metrics]
+listen = ""
+"#,
+            uas = base + 10
+        ),
+        1,
+    );
+    let lines = proxy.stdout.lock().unwrap().clone();
+    assert!(lines.len() >= 2, "{lines:?}");
+    let mut listening = false;
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert_eq!(v["level"], "INFO", "{l}");
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{l}"
+        );
+        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        listening |= message.starts_with("sipfence: listening on udp:127.0.0.1:");
+    }
+    assert!(listening, "{lines:?}");
+}

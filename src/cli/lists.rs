@@ -11,6 +11,8 @@ pub struct PublishArgs {
     pub config: Option<PathBuf>,
     /// Overrides the policy's `[redis] url`.
     pub redis: Option<String>,
+    /// Overrides the policy's `[redis] prefix`.
+    pub prefix: Option<String>,
     /// `NAME=FILE` pairs.
     pub lists: Vec<String>,
 }
@@ -75,7 +77,15 @@ pub fn publish(a: &PublishArgs) -> i32 {
         eprintln!("sipfence: nothing to publish: give NAME=FILE pairs");
         return 2;
     }
-    let redis = match Redis::open(&url, &conf.prefix, conf.timeout_ms.max(2000)) {
+    // Gateways read only their own prefix: one published elsewhere is never seen, so
+    // the prefix is named in the answer, and a default one said to be the default.
+    let prefix = a.prefix.as_deref().unwrap_or(&conf.prefix);
+    if a.prefix.is_none() && a.config.is_none() {
+        eprintln!(
+            "sipfence: no --config or --prefix: publishing under the default prefix \"{prefix}\" (gateways with another [redis] prefix will not see it)"
+        );
+    }
+    let redis = match Redis::open(&url, prefix, conf.timeout_ms.max(2000)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sipfence: {e}");
@@ -100,7 +110,10 @@ pub fn publish(a: &PublishArgs) -> i32 {
                 .iter()
                 .map(|(n, _, c)| format!("{n} ({c} entries)"))
                 .collect();
-            println!("published lists v{v} to {url}: {}", names.join(", "));
+            println!(
+                "published lists v{v} to {url} (prefix {prefix}): {}",
+                names.join(", ")
+            );
             0
         }
         Err(e) => {

@@ -83,8 +83,6 @@ pub struct SharedRateCounter {
     map: DashMap<u64, Slot, ahash::RandomState>,
     capacity: usize,
     degraded: AtomicBool,
-    /// Calls counted while degraded (counted locally only).
-    pub fallback_hits: AtomicU64,
     /// Events of new keys the full table could not keep.
     pub overflowed: AtomicU64,
     recent: Recent,
@@ -104,7 +102,6 @@ impl SharedRateCounter {
             capacity: capacity.max(1),
             // Degraded until the first sync: nothing is known of the others yet.
             degraded: AtomicBool::new(true),
-            fallback_hits: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             recent: Recent::new(capacity),
             fresh: tokio::sync::Notify::new(),
@@ -268,7 +265,7 @@ impl SharedRateCounter {
                 Err(e) => {
                     self.degraded.store(true, Ordering::Relaxed);
                     if state != Reach::Down {
-                        tracing::warn!(error = %e, "redis unreachable: rate counters count locally until it is back");
+                        tracing::warn!(error = %e, "redis unreachable until it is back: rate rules judge this gateway's count alone, and those set to fallback = \"closed\" refuse every call they judge");
                     }
                     state = Reach::Down;
                     on_result(Err(&e));
@@ -289,9 +286,6 @@ impl RateCounter for SharedRateCounter {
     fn hit(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
         let window_ms = window_ms.max(1);
         let bucket = now_ms / window_ms;
-        if self.degraded.load(Ordering::Relaxed) {
-            self.fallback_hits.fetch_add(1, Ordering::Relaxed);
-        }
         if let Some(mut s) = self.map.get_mut(&key) {
             return Self::count(&mut s, now_ms, window_ms, bucket);
         }
@@ -386,7 +380,6 @@ mod tests {
         assert_eq!(c.peek(7, t + 90_000, 60_000), 21 / 2);
         // Half-way through the next window: 21 / 2 of the previous one, plus this call.
         assert_eq!(c.hit(7, t + 90_000, 60_000), 1 + 21 / 2);
-        assert_eq!(c.fallback_hits.load(Ordering::Relaxed), 7);
     }
 
     /// A full table keeps no new caller (each counts as its own first: no tenant's

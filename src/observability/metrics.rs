@@ -135,8 +135,9 @@ pub struct Metrics {
     /// 1 while the last Redis call succeeded (always 0 without `[redis]`).
     pub redis_up: IntGauge,
     pub redis_errors: IntCounterVec,
-    /// Rate-counter hits decided on local counts only, because Redis was out of reach.
-    pub shared_fallbacks: IntCounter,
+    /// Calls whose rate rules were judged with Redis out of reach, by fallback (open:
+    /// this gateway's count alone; closed: a rule set to fail closed matched).
+    pub shared_fallbacks: IntCounterVec,
     /// Published list version running, and the last one refused.
     pub list_version: IntGaugeVec,
     /// 1 while the newest published list set is refused: a version number cannot say
@@ -175,6 +176,8 @@ pub struct Bound {
     events: Vec<[IntCounter; 6]>,
     /// Digest checks by [`AuthCheck::index`], on trunks with auth.
     auth: Vec<Option<[IntCounter; AuthCheck::NAMES.len()]>>,
+    /// Calls judged with the shared counters out of reach: [open, closed].
+    fallbacks: [IntCounter; 2],
 }
 
 /// One rule's match counters on one trunk.
@@ -396,10 +399,17 @@ impl Metrics {
         for op in ["counters", "calls", "lists", "records"] {
             redis_errors.with_label_values(&[op]);
         }
-        let shared_fallbacks = must(IntCounter::new(
-            "sipfence_shared_rate_fallbacks_total",
-            "Rate-counter hits counted locally only because Redis was out of reach",
+        // Registered with `[redis]` only (`redis_configured`).
+        let shared_fallbacks = must(IntCounterVec::new(
+            Opts::new(
+                "sipfence_shared_rate_fallbacks_total",
+                "Calls whose rate rules were judged with Redis out of reach: on this gateway's count alone (open), or with a rule set to fail closed matching (closed)",
+            ),
+            &["fallback"],
         ));
+        for f in ["open", "closed"] {
+            shared_fallbacks.with_label_values(&[f]);
+        }
 
         let list_version = must(IntGaugeVec::new(
             Opts::new(
@@ -537,6 +547,7 @@ impl Metrics {
             latency: vec![],
             events: vec![],
             auth: vec![],
+            fallbacks: ["open", "closed"].map(|f| self.shared_fallbacks.with_label_values(&[f])),
         };
         for (i, n) in names.iter().enumerate() {
             b.calls
@@ -706,6 +717,9 @@ impl Bound {
         }
         if d.unknown_dialog {
             self.unknown_dialogs[s].inc();
+        }
+        if let Some(f) = d.rate_fallback {
+            self.fallbacks[(f == crate::policy::config::Fallback::Closed) as usize].inc();
         }
         if d.kind == Kind::Call {
             // Index into VERDICTS.

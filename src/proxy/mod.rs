@@ -8,18 +8,41 @@
 
 /// `println!` and `eprintln!` that do not panic when nobody reads any more (a closed
 /// pipe, a terminal gone): the proxy ignores SIGPIPE, so such a write fails with EPIPE,
-/// and a message about the proxy is not worth its crash.
+/// and a message about the proxy is not worth its crash. With `[log] json = true` the
+/// line is a JSON object shaped as the log's events are ([`banner_line`]), so that a
+/// shipper reading the journal (stdout and stderr together) meets one format.
 macro_rules! print_out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        let _ = writeln!(std::io::stdout(), "{}", banner_line(format!($($t)*), "INFO"));
     }};
 }
 macro_rules! print_err {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
+        let _ = writeln!(std::io::stderr(), "{}", banner_line(format!($($t)*), "ERROR"));
     }};
+}
+
+/// Set once logging is set up with `[log] json = true`.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One line the proxy prints about itself: as it is, or, with JSON logs, as the log's
+/// events are (`timestamp`, `level`, `fields.message`, `target`).
+fn banner_line(text: String, level: &str) -> String {
+    if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        return text;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    serde_json::json!({
+        "timestamp": crate::time::rfc3339(now),
+        "level": level,
+        "fields": { "message": text },
+        "target": "sipfence::proxy",
+    })
+    .to_string()
 }
 
 pub mod mmsg;
@@ -327,6 +350,7 @@ fn init_logging(p: &Policy) {
         .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = if p.log.json {
+        JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
         b.json().try_init()
     } else {
         b.try_init()
@@ -588,24 +612,15 @@ fn start_cluster(shared: &Arc<Shared>) {
         }
     );
     let m = shared.metrics.clone();
-    let counters = c.counters.clone();
     tokio::spawn(c.counters.clone().run(
         c.redis.clone(),
         std::time::Duration::from_millis(conf.sync_ms.max(10)),
-        move |r| {
-            match r {
-                Ok(_) => m.redis_up.set(1),
-                Err(_) => {
-                    m.redis_up.set(0);
-                    m.redis_error("counters");
-                }
+        move |r| match r {
+            Ok(_) => m.redis_up.set(1),
+            Err(_) => {
+                m.redis_up.set(0);
+                m.redis_error("counters");
             }
-            Metrics::catch_up(
-                &m.shared_fallbacks,
-                counters
-                    .fallback_hits
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
         },
     ));
     tokio::spawn(share_calls(
