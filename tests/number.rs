@@ -85,6 +85,20 @@ fn every_written_form_is_the_same_number() {
         ("tel:5555-0100;phone-context=+(86)10", "+861055550100"),
         ("tel:555-0123;phone-context=+1-415", "+14155550123"),
         ("tel:13912345678;phone-context=+4-4", "+4413912345678"),
+        // Session 29: a context of digits alone is the prefix a gateway dials and shows
+        // in front of the local number (an area code with its trunk 0); a domain
+        // context says nothing of the digits.
+        ("tel:12345678;phone-context=010", "+861012345678"),
+        (
+            "sip:5555-0100;phone-context=0-10@gw.example;user=phone",
+            "+861055550100",
+        ),
+        ("tel:5588;phone-context=9", "+8695588"),
+        ("tel:+8613912345678;phone-context=010", "+8613912345678"),
+        (
+            "tel:13912345678;phone-context=ims.mnc000.mcc460.3gppnetwork.org",
+            "+8613912345678",
+        ),
         // Copied from a header, angle brackets and display name and all.
         (
             "<sip:+8613912345678@192.0.2.7;user=phone>",

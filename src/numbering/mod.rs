@@ -1380,7 +1380,32 @@ fn read_number(
             NotANumber::Empty
         });
     }
-    let d = &buf[..n];
+    // A context of digits alone (`phone-context=010`: no '+', so no global number, and
+    // no domain either, RFC 3966 5.1.5) is the prefix gateways put in front of the
+    // local number when they pass it on (`12345678;phone-context=010` is dialled and
+    // shown as 010 12345678): read so, as written digits.
+    let mut joined = [0u8; 40];
+    let d = match phone_context {
+        Some(ctx)
+            if !plus
+                && ctx.first().is_some_and(u8::is_ascii_digit)
+                && ctx
+                    .iter()
+                    .all(|&c| c.is_ascii_digit() || matches!(c, b'-' | b'.' | b'(' | b')')) =>
+        {
+            let mut k = 0;
+            for &c in ctx.iter().filter(|c| c.is_ascii_digit()).chain(&buf[..n]) {
+                if k == joined.len() {
+                    return Err(NotANumber::TooLong);
+                }
+                joined[k] = c;
+                k += 1;
+            }
+            &joined[..k]
+        }
+        _ => &buf[..n],
+    };
+    let n = d.len();
     let mut out = [0u8; 40];
     let intl: &[u8] = if plus {
         d
