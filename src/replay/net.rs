@@ -746,6 +746,9 @@ struct Flow {
     /// A FIN or RST came ahead of a hole: the stream ends once the hole fills (or is
     /// given up), as the receiver ends it, not before the data in front of it.
     closing: bool,
+    /// The initial sequence number of the SYN that opened the flow: a SYN sent again
+    /// (its SYN-ACK lost) opens nothing new.
+    isn: Option<u32>,
     mode: Mode,
 }
 
@@ -943,17 +946,21 @@ impl TcpFlows {
             self.flows.clear();
         }
         let f = self.flows.entry(key).or_default();
-        if t.syn {
+        if t.syn && f.isn != Some(t.seq) {
             *f = Flow {
                 next_seq: Some(t.seq.wrapping_add(1)),
+                isn: Some(t.seq),
                 ..Flow::default()
             };
         }
+        // Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence
+        // number; a SYN sent again carries the same data, read once.
+        let seq = if t.syn { t.seq.wrapping_add(1) } else { t.seq };
         let mut out = vec![];
         let mut segments = vec![];
         if !payload.is_empty() {
-            let next = *f.next_seq.get_or_insert(t.seq);
-            let ahead = t.seq.wrapping_sub(next) as i32;
+            let next = *f.next_seq.get_or_insert(seq);
+            let ahead = seq.wrapping_sub(next) as i32;
             if ahead == 0 {
                 f.buf.extend_from_slice(payload);
                 f.next_seq = Some(next.wrapping_add(payload.len() as u32));
@@ -970,7 +977,7 @@ impl TcpFlows {
                 if f.ooo.is_empty() {
                     f.ooo_since = t.ts_ms;
                 }
-                f.queue(t.seq, payload, t.ts_ms, stats);
+                f.queue(seq, payload, t.ts_ms, stats);
             }
             // A hole that will not fill: the sender would have sent it again within a
             // few retransmission timeouts, so it is the capture's (a mirror port that
@@ -1494,6 +1501,41 @@ mod tests {
         f.feed(a, b, &[], syn, &mut st);
         let again = call_ids(f.feed(a, b, &options("new"), meta(1001, 2), &mut st));
         assert_eq!(again, ["new"]);
+    }
+
+    /// Data on a SYN (TCP Fast Open) is the stream's first bytes, after the SYN's own
+    /// sequence number; the SYN sent again (its SYN-ACK lost) neither repeats the data
+    /// nor restarts the stream.
+    #[test]
+    fn data_on_a_syn_is_read_once() {
+        let (a, b) = ends();
+        let mut f = TcpFlows::default();
+        let mut st = NetStats::default();
+        let first = options("tfo");
+        let syn = TcpMeta {
+            syn: true,
+            ..meta(5000, 0)
+        };
+        assert_eq!(call_ids(f.feed(a, b, &first, syn, &mut st)), ["tfo"]);
+        assert_eq!(
+            call_ids(f.feed(a, b, &first, syn, &mut st)),
+            Vec::<String>::new()
+        );
+        let next = 5001 + first.len() as u32;
+        assert_eq!(
+            call_ids(f.feed(a, b, &options("after"), meta(next, 1), &mut st)),
+            ["after"]
+        );
+        assert_eq!((st.tcp_gaps, st.tcp_desync), (0, 0));
+        // A new connection (another ISN) is a new stream.
+        let syn2 = TcpMeta {
+            syn: true,
+            ..meta(90_000, 2)
+        };
+        assert_eq!(
+            call_ids(f.feed(a, b, &options("new"), syn2, &mut st)),
+            ["new"]
+        );
     }
 
     /// A hole the capture never fills (a mirror that dropped a segment) is given up
