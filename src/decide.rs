@@ -1142,7 +1142,10 @@ fn judge_behaviour(
             let over = match ctx.rates.recall(txn, ctx.now_ms) {
                 Some(passed) => !passed,
                 None => {
-                    let over = ctx.rates.hit(rk, ctx.now_ms, 60_000) > b.rate_limit_per_minute;
+                    // Only the calls let through use the allowance up.
+                    let over = !ctx
+                        .rates
+                        .admit(rk, ctx.now_ms, 60_000, b.rate_limit_per_minute);
                     ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, !over);
                     over
                 }

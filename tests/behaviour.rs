@@ -556,6 +556,50 @@ rate_limit_per_minute = 3
 }
 
 #[test]
+fn a_rate_limited_caller_keeps_its_allowance_every_minute() {
+    // One call every 2 s for five minutes: tripped at the 3rd, then 2 calls a minute
+    // through, labelled, in every minute (refused attempts do not use the allowance
+    // up), the rest 608. Once it stops for the watch, it is let alone.
+    let net = Net::new(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+sources = ["10.0.0.1"]
+[trunk.behaviour]
+window_secs = 60
+watch_secs = 1800
+attempts = 3
+rate_limit_per_minute = 2
+[trunk.rules.behaviour-attempts]
+action = "rate-limit"
+"#,
+    );
+    let mut through = [0u32; 5];
+    let mut refused = 0;
+    for i in 0..150u64 {
+        let at = i * 2_000;
+        let d = net.invite(
+            "+447700900018",
+            &scattered(i as usize),
+            &format!("p{i}"),
+            at,
+        );
+        match d.outcome {
+            Outcome::Forward => {
+                assert!(i < 2 || d.labels.contains(RuleId::BehaviourAttempts), "{i}");
+                through[(at / 60_000) as usize] += 1;
+            }
+            Outcome::Reject { code: 608 } => refused += 1,
+            o => panic!("{i}: {o:?}"),
+        }
+    }
+    // The first minute: 2 before the threshold, then its allowance of 2.
+    assert_eq!(through, [4, 2, 2, 2, 2]);
+    assert_eq!(refused, 150 - 12);
+}
+
+#[test]
 fn config_errors_are_refused_with_the_reason() {
     let bad = |extra: &str, want: &str| {
         let text = format!(

@@ -15,6 +15,21 @@ pub trait RateCounter: Send + Sync {
     /// recording one (a rule that counts failures and judges every attempt).
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
 
+    /// An allowance: records one event for `key` if the window of `window_ms` ending
+    /// now holds fewer than `limit`, and returns whether it did. Refused attempts do
+    /// not use the allowance up, so that a caller who keeps trying still gets `limit`
+    /// a window (counting every attempt, as `hit` does, refuses a persistent caller
+    /// for good). The look and the count are two steps: two calls of one key at the
+    /// same instant on two workers may both pass (one over the limit, at most per
+    /// worker).
+    fn admit(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
+        if self.peek(key, now_ms, window_ms) >= limit {
+            return false;
+        }
+        self.hit(key, now_ms, window_ms);
+        true
+    }
+
     /// The in-process memory of recent requests behind `recall`, `remember` and
     /// `claim` (the same for local and shared counts); `None`: no memory.
     fn recent(&self) -> Option<&Recent> {
@@ -445,6 +460,15 @@ impl LocalRateCounter {
         }
     }
 
+    /// Whether the weighted count is under `limit`, exactly: the rounded-up estimate
+    /// (never under, as a limit wants) would keep an allowance one short a window.
+    fn below(w: &Window, now_ms: u64, window_ms: u64, limit: u32) -> bool {
+        let window_ms = window_ms.max(1) as u128;
+        let into = (now_ms.saturating_sub(w.start_ms) as u128).min(window_ms);
+        (w.cur as u128) * window_ms + (w.prev as u128) * (window_ms - into)
+            < (limit as u128) * window_ms
+    }
+
     fn estimate(w: &Window, now_ms: u64, window_ms: u64) -> u32 {
         let window_ms = window_ms.max(1);
         let into = now_ms.saturating_sub(w.start_ms).min(window_ms);
@@ -473,6 +497,32 @@ impl RateCounter for LocalRateCounter {
                 .and_then(read)
                 .unwrap_or(0)
         })
+    }
+    fn admit(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
+        // A known key is looked at and counted under its shard's lock.
+        if let Some(mut w) = self.map.get_mut(&key) {
+            Self::roll(&mut w, now_ms, window_ms);
+            let open = Self::below(&w, now_ms, window_ms, limit);
+            if open {
+                w.cur = w.cur.saturating_add(1);
+            }
+            return open;
+        }
+        // A new key holds nothing, unless the full table sends it to its trunk's
+        // overflow counter: that one is judged.
+        let open = read_when_absent(key, || self.map.len() >= self.capacity)
+            .and_then(|o| {
+                self.map.get(&o).map(|w| {
+                    let mut w = *w;
+                    Self::roll(&mut w, now_ms, window_ms);
+                    Self::below(&w, now_ms, window_ms, limit)
+                })
+            })
+            .unwrap_or(limit > 0);
+        if open {
+            self.hit(key, now_ms, window_ms);
+        }
+        open
     }
     fn housekeep(&self, now_ms: u64) {
         // Every window the rules use is at most a minute.
@@ -605,6 +655,39 @@ mod tests {
         assert!(c.hit(7, 120_600, 60_000) >= 4);
         assert_eq!(c.peek(8, 60_000, 60_000), 0);
         assert_eq!(NoCounting.peek(7, 60_000, 60_000), 0);
+    }
+
+    #[test]
+    fn an_allowance_is_not_used_up_by_refused_attempts() {
+        // A caller trying every 2 s for five minutes, allowed 3 a minute: every minute
+        // lets 3 through, the first and every one after (counting the refused
+        // attempts too left it none after the first minute).
+        for (c, label) in [
+            (&LocalRateCounter::new(100) as &dyn RateCounter, "local"),
+            (&NoCounting, "none"),
+        ] {
+            let mut per_minute = [0u32; 5];
+            for i in 0..150u64 {
+                let at = 1_000 + i * 2_000;
+                if c.admit(9, at, 60_000, 3) {
+                    per_minute[((at - 1_000) / 60_000) as usize] += 1;
+                }
+            }
+            let want = if label == "none" { [30; 5] } else { [3; 5] };
+            assert_eq!(per_minute, want, "{label}");
+        }
+        let c = LocalRateCounter::new(100);
+        assert!(
+            !c.admit(5, 0, 60_000, 0),
+            "a limit of none lets none through"
+        );
+        // A full table: a new key that must hold is judged by its trunk's overflow
+        // counter, which the earlier overflowed keys filled.
+        let c = LocalRateCounter::new(1);
+        c.hit(1, 0, 60_000);
+        let (a, b) = (keyed_closed(7 << 56, 2), keyed_closed(7 << 56, 3));
+        assert!(c.admit(a, 10, 60_000, 1));
+        assert!(!c.admit(b, 20, 60_000, 1), "the overflow counter holds one");
     }
 
     #[test]
