@@ -146,6 +146,7 @@ impl ProxySetup {
             behaviour: &sipfence::behaviour::NoTracking,
             now_ms: common::context().now_ms + i as u64 * 40_000,
             via_addr: ([127, 0, 0, 1], 5060).into(),
+            via_other: None,
             overloaded: false,
         }
     }

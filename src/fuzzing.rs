@@ -186,6 +186,7 @@ pub fn rewrite(data: &[u8]) {
         behaviour: &crate::behaviour::NoTracking,
         now_ms: 0,
         via_addr: ([127, 0, 0, 1], 5060).into(),
+        via_other: None,
         overloaded: false,
     };
     let o = Origin {

@@ -1302,6 +1302,130 @@ listen = "127.0.0.1:{metrics}"
     assert!(proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}") >= 6.0);
 }
 
+/// A dual-stack gateway (QA 38): IPv6 callers reach an IPv4 core and IPv4 callers an
+/// IPv6 core. The INVITE leaves by the listener of the core's family, our Via names
+/// it, and the Record-Route is doubled (RFC 5658: the core's side first); the answers
+/// go back by the caller's family, and ACK and BYE follow the route. With no listener of
+/// the core's family the caller gets 503 at once (and `check` warns), not silence.
+#[test]
+fn a_dual_stack_gateway_forwards_across_ip_families() {
+    if !sipp_available() {
+        return;
+    }
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this host has no IPv6 loopback (::1)");
+        return;
+    }
+    for (caller, core) in [("::1", "127.0.0.1"), ("127.0.0.1", "::1")] {
+        let base = port_block();
+        let host = |ip: &str| match ip.contains(':') {
+            true => format!("[{ip}]"),
+            false => ip.to_string(),
+        };
+        let conf = format!(
+            r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}", "udp:[::1]:{base}", "tcp:[::1]:{base}"]
+sources = ["127.0.0.0/8", "::1/128"]
+next_hop = "udp:{hop}:{uas}"
+record_route = true
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+            hop = host(core),
+            uas = base + 10,
+            metrics = base + 30,
+        );
+        let proxy = Proxy::start(&conf, 1);
+        let dir = proxy.dir.path().to_path_buf();
+        let re = |ip: &str| regex_escape(&host(ip));
+        let via = format!("Via: SIP/2\\.0/UDP {}:{base};branch=z9hG4bKsf", re(core));
+        let rr = format!(
+            "Record-Route: <sip:{}:{base};lr>, <sip:{}:{base};lr>",
+            re(core),
+            re(caller)
+        );
+        let sc = uas_check_scenario(&dir, "xfam", &[&via, &rr, "Max-Forwards: 69"], &[]);
+        let core_ip: &'static str = if core == "::1" { "::1" } else { "127.0.0.1" };
+        let uas = checking_uas_at(core_ip, &dir, base + 10, &sc, 1);
+        calls_at(
+            caller,
+            &dir,
+            base,
+            base + 20,
+            "u1",
+            200,
+            &[("+8613912345680@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+        );
+        let (code, out) = uas.join().unwrap();
+        assert_eq!(code, 0, "{caller} to {core}: UAS checks failed:\n{out}");
+        assert!(
+            proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"udp\"}") >= 3.0,
+            "INVITE, ACK and BYE through the proxy"
+        );
+        assert_eq!(
+            proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}"),
+            0.0
+        );
+    }
+
+    // Only IPv6 listeners, an IPv4 core: the call is answered 503, counted and warned of.
+    let base = port_block();
+    let conf = format!(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:[::1]:{base}"]
+sources = ["::1/128"]
+next_hop = "udp:127.0.0.1:{uas}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        uas = base + 10,
+        metrics = base + 30,
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["check", "--config"])
+        .arg(dir.join("sipfence.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains("next_hop 127.0.0.1:") && said.contains("no UDP listen address is"),
+        "{said}"
+    );
+    calls_at(
+        "::1",
+        &dir,
+        base,
+        base + 20,
+        "u1",
+        503,
+        &[("+8613912345680@", "X-No-PAI: 1", "X-No-Privacy: 1")],
+    );
+    assert!(proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}") >= 1.0);
+}
+
+/// A literal for a sipp regular expression.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '\\' | '|' | '^' | '$' => {
+                vec!['\\', c]
+            }
+            c => vec![c],
+        })
+        .collect()
+}
+
 /// An initial INVITE dressed as a re-INVITE (a To-tag of the caller's invention) is
 /// judged as the call it is: a domestic caller on the international gateway gets the
 /// same 403 at sipp as without the tag, and is counted as an unknown dialog. (The

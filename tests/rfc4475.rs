@@ -99,6 +99,7 @@ fn bext01_proxy_answers_420_listing_proxy_require() {
         behaviour: &sipfence::behaviour::NoTracking,
         now_ms: 0,
         via_addr: "10.0.0.1:5060".parse().unwrap(),
+        via_other: None,
         overloaded: false,
     };
     let o = Origin {

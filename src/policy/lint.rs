@@ -120,6 +120,28 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 t.name
             ));
         }
+        // A datagram leaves by a UDP socket of its destination's IP family (any trunk's:
+        // IPv6 callers reach an IPv4 core through the gateway's IPv4 listener); with
+        // none, the calls are answered 503.
+        if let Some(h) = t.next_hop
+            && h.transport == crate::policy::config::Transport::Udp
+        {
+            let v4 = h.addr.ip().to_canonical().is_ipv4();
+            let udp = p
+                .listen_addrs()
+                .into_iter()
+                .filter(|l| l.transport == crate::policy::config::Transport::Udp);
+            let reaches = udp.clone().any(|l| l.addr.is_ipv4() == v4)
+                || (v4 && udp.clone().any(|l| l.addr.ip().is_unspecified()));
+            if !reaches && udp.count() > 0 {
+                out.push(format!(
+                    "trunk {} next_hop {} is {}, and no UDP listen address is: its calls cannot be sent and are answered 503 (add a UDP listen address of that family)",
+                    t.name,
+                    h.addr,
+                    if v4 { "IPv4" } else { "IPv6" }
+                ));
+            }
+        }
         // `10.1.2.3/24` admits the whole /24: most likely one address was meant.
         for s in t.sources.iter().filter(|s| s.network() != s.net) {
             out.push(format!(
@@ -470,6 +492,41 @@ entries = [{whitelist}]
         )
         .unwrap();
         assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
+    }
+
+    /// A UDP next hop of an IP family no UDP listener has is named; one that a
+    /// listener of its family (any trunk's) or a dual-stack wildcard reaches is not.
+    #[test]
+    fn a_next_hop_no_socket_can_reach_is_named() {
+        let lint = |listen: &str, hop: &str| {
+            let text = format!(
+                "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"::1/128\", \"127.0.0.1\"]\nlisten = [{listen}]\nnext_hop = \"{hop}\"\n"
+            );
+            let p = Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap();
+            warnings(&p)
+        };
+        assert_eq!(
+            lint("\"udp:[::1]:5060\"", "udp:127.0.0.1:5070"),
+            [
+                "trunk ic next_hop 127.0.0.1:5070 is IPv4, and no UDP listen address is: its calls cannot be sent and are answered 503 (add a UDP listen address of that family)"
+            ]
+        );
+        assert_eq!(lint("\"udp:127.0.0.1:5060\"", "udp:[::1]:5070").len(), 1);
+        for (listen, hop) in [
+            (
+                "\"udp:[::1]:5060\", \"udp:127.0.0.1:5060\"",
+                "udp:127.0.0.1:5070",
+            ),
+            ("\"udp:[::]:5060\"", "udp:127.0.0.1:5070"),
+            ("\"udp:[::1]:5060\"", "tcp:127.0.0.1:5070"),
+            ("\"udp:[::1]:5060\"", "udp:[::1]:5070"),
+        ] {
+            assert!(
+                lint(listen, hop).is_empty(),
+                "{listen} {hop}: {:?}",
+                lint(listen, hop)
+            );
+        }
     }
 
     /// Settings that do nothing without another are named.

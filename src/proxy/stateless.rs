@@ -72,11 +72,29 @@ pub struct Step<'a> {
     pub now_ms: u64,
     /// Address of the UDP socket that forwards (goes into our Via).
     pub via_addr: SocketAddr,
+    /// The address of the worker's socket of the other IP family, if it has one: a
+    /// request that goes to an address of that family leaves by it, and our Via and
+    /// Record-Route name it (a dual-stack gateway between an IPv6 trunk and an IPv4
+    /// core).
+    pub via_other: Option<SocketAddr>,
     /// New INVITEs are answered 503 (the proxy is saturated).
     pub overloaded: bool,
 }
 
 impl<'a> Step<'a> {
+    /// The address a request sent to `dest` leaves from: the one of its IP family.
+    pub fn via_to(&self, dest: SocketAddr) -> SocketAddr {
+        match self.via_other {
+            Some(o) if o.is_ipv4() == dest.ip().to_canonical().is_ipv4() => o,
+            _ => self.via_addr,
+        }
+    }
+
+    /// One of the addresses our Via names.
+    fn is_via(&self, a: SocketAddr) -> bool {
+        a == self.via_addr || Some(a) == self.via_other
+    }
+
     /// What the decision core is told of a request from `o`.
     fn context(&self, o: &Origin) -> Context<'a> {
         Context {
@@ -184,9 +202,10 @@ fn handle_parsed(
         return refuse(st, msg, o, r, core_side, out, observe);
     }
     let top = msg.top_via();
-    if top.and_then(|v| v.branch).is_some_and(|b| {
-        msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(msg, &top, st.via_addr)
-    }) {
+    if top
+        .and_then(|v| v.branch)
+        .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX) && is_our_host(msg, &top, st))
+    {
         let r = Refusal {
             code: 482,
             why: "Loop Detected",
@@ -284,11 +303,11 @@ fn handle_parsed(
         edits.clear();
         out.clear();
         verdict::add_edits(st.policy, msg, &d, edits);
-        add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
+        add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, next.addr, edits);
         // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
         // judged for want of a known dialog gets none added.
         if d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route {
-            record_route(st, msg, o, transport, edits);
+            record_route(st, msg, o, transport, next.addr, edits);
         }
         // Route values naming us end here (RFC 3261 16.4): our Record-Route's on
         // in-dialog requests, and on initial ones a peer that has us as its outbound
@@ -367,9 +386,10 @@ fn udp_or_tcp(
     }
 }
 
-fn is_our_host(msg: &Message, v: &Option<Via>, ours: SocketAddr) -> bool {
+fn is_our_host(msg: &Message, v: &Option<Via>, st: &Step<'_>) -> bool {
     v.as_ref().is_some_and(|v| {
-        host_ip(msg.slice(v.host)) == Some(ours.ip()) && v.port.unwrap_or(5060) == ours.port()
+        host_ip(msg.slice(v.host))
+            .is_some_and(|ip| st.is_via(SocketAddr::new(ip, v.port.unwrap_or(5060))))
     })
 }
 
@@ -391,7 +411,9 @@ pub fn sent_by_proxy(policy: &Policy, msg: &Message, src: SocketAddr) -> bool {
         })
 }
 
-/// Our Via, received/rport on the previous one, Max-Forwards minus one.
+/// Our Via (naming the address the request leaves from towards `dest`),
+/// received/rport on the previous one, Max-Forwards minus one.
+#[allow(clippy::too_many_arguments)]
 fn add_proxy_edits(
     st: &Step<'_>,
     msg: &Message,
@@ -399,6 +421,7 @@ fn add_proxy_edits(
     top: Option<&Via>,
     mf: Option<u32>,
     transport: Transport,
+    dest: SocketAddr,
     edits: &mut EditList,
 ) {
     let branch = branch_for(msg, top);
@@ -408,7 +431,7 @@ fn add_proxy_edits(
             Transport::Tcp => b"Via: SIP/2.0/TCP ",
         });
         // Written in place: no temporary String per forwarded message.
-        response::push_sent_by(out, st.via_addr);
+        response::push_sent_by(out, st.via_to(dest));
         out.extend_from_slice(b";branch=");
         out.extend_from_slice(BRANCH_PREFIX);
         out.extend_from_slice(&branch);
@@ -567,13 +590,22 @@ fn push_rr(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
 }
 
 /// Record-Route for a call (RFC 3261 16.6 step 4), doubled (RFC 5658) when the side
-/// the call came in on and the side it leaves by differ in address or transport: the
-/// core reaches us at the first entry, the trunk peer at the second.
-fn record_route(st: &Step<'_>, msg: &Message, o: &Origin, out_t: Transport, edits: &mut EditList) {
-    let core = st.via_addr;
-    // A wildcard listener has no address to give: the forwarding one serves both sides.
+/// the call came in on and the side it leaves by (towards `dest`) differ in address,
+/// IP family or transport: the core reaches us at the first entry, the trunk peer at
+/// the second.
+fn record_route(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    out_t: Transport,
+    dest: SocketAddr,
+    edits: &mut EditList,
+) {
+    let core = st.via_to(dest);
+    // A wildcard listener has no address to give: the forwarding one serves both sides
+    // (of the caller's family: the core's may be the other).
     let peer = if o.local.addr.ip().is_unspecified() {
-        core
+        st.via_to(o.source)
     } else {
         o.local.addr
     };
@@ -598,7 +630,7 @@ fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
         return false;
     };
     let a = SocketAddr::new(ip, u.port.unwrap_or(5060));
-    a == st.via_addr || st.policy.own_address(None, a)
+    st.is_via(a) || st.policy.own_address(None, a)
 }
 
 /// Removes the Route values at the top that name this proxy (RFC 3261 16.4; two of
@@ -662,7 +694,7 @@ fn forward_from_core(
     let tcp =
         uri::param(b, t.params, b"transport").is_some_and(|v| v.of(b).eq_ignore_ascii_case(b"tcp"));
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
-    add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, edits);
+    add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
     edits.apply(b, msg.len(), out);
     if tcp {
         return Handled::Forward(Dest::TcpTo(dest));
@@ -671,7 +703,7 @@ fn forward_from_core(
         edits.clear();
         out.clear();
         strip_own_routes(st, msg, edits);
-        add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, edits);
+        add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, dest, edits);
         edits.apply(b, msg.len(), out);
     })
 }
@@ -823,6 +855,7 @@ record_route = true
             behaviour: &NoTracking,
             now_ms: 0,
             via_addr: "10.0.0.1:5060".parse().unwrap(),
+            via_other: None,
             overloaded: false,
         }
     }

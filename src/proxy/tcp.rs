@@ -124,6 +124,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 pub fn send_to_peer(
     shared: &Arc<Shared>,
     udps: &Udps,
+    from: usize,
     local: ListenSpec,
     addr: SocketAddr,
     bytes: &[u8],
@@ -133,6 +134,7 @@ pub fn send_to_peer(
         tokio::spawn(outbound(
             shared.clone(),
             udps.clone(),
+            from,
             local,
             addr,
             id,
@@ -144,9 +146,11 @@ pub fn send_to_peer(
     udp::send_tcp(shared, id, bytes);
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn outbound(
     shared: Arc<Shared>,
     udps: Udps,
+    from: usize,
     local: ListenSpec,
     addr: SocketAddr,
     id: u64,
@@ -170,11 +174,11 @@ async fn outbound(
             let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
             while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {
                 shared.metrics.dropped("tcp-connect-failed");
-                unreachable(&shared, &udps, local, addr, b).await;
+                unreachable(&shared, &udps, from, local, addr, b);
             }
             while let Ok(b) = rx.try_recv() {
                 shared.metrics.dropped("tcp-connect-failed");
-                unreachable(&shared, &udps, local, addr, b).await;
+                unreachable(&shared, &udps, from, local, addr, b);
             }
         }
     }
@@ -192,11 +196,13 @@ async fn outbound(
 /// another route at once instead of retransmitting into nothing until Timer B. The 503
 /// goes back the way the next hop's answers go (our Via taken off) and is mirrored like
 /// one, but not counted as a message received: none came (QA 32; the loss is counted as
-/// `tcp-connect-failed`). Anything else is only dropped (its sender retransmits or
+/// `tcp-connect-failed`, or `send-failed` for a UDP next hop of an IP family the
+/// gateway has no socket of). Anything else is only dropped (its sender retransmits or
 /// gives up).
-async fn unreachable(
+pub fn unreachable(
     shared: &Arc<Shared>,
     udps: &Udps,
+    from: usize,
     local: ListenSpec,
     addr: SocketAddr,
     request: Bytes,
@@ -217,9 +223,6 @@ async fn unreachable(
     };
     let mut answer = Vec::new();
     crate::sip::response::write_response(&req, 503, "Service Unavailable", &extra, &mut answer);
-    let Some((fwd, via_addr)) = udp::forwarder(udps, &local) else {
-        return;
-    };
     let o = Origin {
         source: addr,
         local: ListenSpec {
@@ -233,7 +236,13 @@ async fn unreachable(
         EditList::new(),
         Vec::with_capacity(answer.len()),
     );
-    let step = udp::step(shared, &l, crate::cli::now_ms(), via_addr, false);
+    let step = udp::step(
+        shared,
+        &l,
+        crate::cli::now_ms(),
+        udp::vias(udps, from),
+        false,
+    );
     let relayed = super::stateless::handle(
         &step,
         Bytes::from(answer),
@@ -245,8 +254,7 @@ async fn unreachable(
     );
     match relayed {
         Ok(super::stateless::Handled::Forward(d)) => {
-            udp::mirror_sent(shared, via_addr, &d, &out);
-            udp::send(shared, udps, local, &fwd, d, &out).await;
+            udp::send_now(shared, udps, from, local, d, &out)
         }
         Ok(super::stateless::Handled::Dropped(reason)) => shared.metrics.dropped(reason),
         _ => {}
@@ -275,11 +283,12 @@ async fn serve_stream(
         shared.tcp_conns.remove(&id);
     };
     // Without a UDP socket nothing can be forwarded: refused before it is counted.
-    let Some((fwd, via_addr)) = udp::forwarder(udps, &local) else {
+    let Some(from) = udp::forwarder(udps, &local) else {
         shared.metrics.dropped("no-udp-forwarder");
         unregister();
         return;
     };
+    let vias = udp::vias(udps, from);
     let ends = (stream.local_addr().unwrap_or(local.addr), peer);
     let (mut rd, mut wr) = stream.into_split();
     shared.metrics.tcp_connections.inc();
@@ -356,11 +365,9 @@ async fn serve_stream(
                     let l = shared.loaded.load();
                     let arrival = udp::Arrival::now();
                     if let Some(d) = udp::handle_one(
-                        shared, &l, arrival, via_addr, data, &o, false, &mut msg, &mut edits,
-                        &mut out,
+                        shared, &l, arrival, vias, data, &o, false, &mut msg, &mut edits, &mut out,
                     ) {
-                        udp::mirror_sent(shared, via_addr, &d, &out);
-                        udp::send(shared, udps, local, &fwd, d, &out).await;
+                        udp::send(shared, udps, from, local, d, &out).await;
                     }
                     // Let go of the slice of `buf`, which can then reuse its memory.
                     msg.clear();

@@ -36,12 +36,87 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// A worker's UDP sockets: the listener they serve, the socket, its bound address.
 pub type Udps = Arc<Vec<(ListenSpec, Arc<UdpSocket>, SocketAddr)>>;
 
-/// The socket that forwards for a listener: the UDP one on the same address, else the first.
-pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+/// The socket that forwards for a listener (its index in `udps`): the UDP one on the
+/// same address, else the first.
+pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<usize> {
     udps.iter()
-        .find(|(l, _, _)| l.addr == local.addr)
-        .or_else(|| udps.first())
-        .map(|(_, s, a)| (s.clone(), *a))
+        .position(|(l, _, _)| l.addr == local.addr)
+        .or_else(|| (!udps.is_empty()).then_some(0))
+}
+
+/// The socket (index in `udps`) that sends a datagram to `dest` for the socket `from`,
+/// and the address to give the kernel: `from` itself when it is of `dest`'s IP family,
+/// else the worker's socket of that family (on `from`'s port first), else a dual-stack
+/// wildcard (`[::]`) with an IPv4 address written as IPv4-mapped. `None`: this worker
+/// has no socket that can reach that family.
+pub fn sender(udps: &Udps, from: usize, dest: SocketAddr) -> Option<(usize, SocketAddr)> {
+    let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
+    let family = |i: usize| udps[i].0.addr.is_ipv4();
+    if udps
+        .get(from)
+        .is_some_and(|_| family(from) == dest.is_ipv4())
+    {
+        return Some((from, dest));
+    }
+    let port = udps.get(from).map(|u| u.0.addr.port());
+    let same = |i: &usize| family(*i) == dest.is_ipv4();
+    if let Some(j) = (0..udps.len())
+        .filter(same)
+        .min_by_key(|&i| Some(udps[i].0.addr.port()) != port)
+    {
+        return Some((j, dest));
+    }
+    // Only an IPv6 socket is left: one bound to `[::]` also carries IPv4 (Linux's
+    // default, net.ipv6.bindv6only = 0).
+    let SocketAddr::V4(v4) = dest else {
+        return None;
+    };
+    let wild = (0..udps.len())
+        .filter(|&i| udps[i].0.addr.ip().is_unspecified())
+        .min_by_key(|&i| i != from)?;
+    Some((
+        wild,
+        SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+    ))
+}
+
+/// The addresses our Via names for requests the socket `from` forwards: its own, and
+/// that of the worker's socket of the other IP family, if any (see [`Step::via_other`]).
+pub fn vias(udps: &Udps, from: usize) -> (SocketAddr, Option<SocketAddr>) {
+    let here = udps
+        .get(from)
+        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |u| u.2);
+    let probe = if here.is_ipv4() {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    };
+    let other = sender(udps, from, probe)
+        .map(|(j, _)| udps[j].2)
+        .filter(|a| a.is_ipv4() == probe.is_ipv4());
+    (here, other)
+}
+
+/// A datagram this worker cannot send (no socket of its family, or the send failed):
+/// counted, and logged at most once every ten seconds (a flood of them must not flood
+/// the log).
+pub fn send_failed(shared: &Shared, dest: SocketAddr, why: &dyn std::fmt::Display) {
+    shared.metrics.dropped("send-failed");
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = crate::cli::now_ms();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!(%dest, error = %why, "cannot send (counted in sipfence_dropped_total{{reason=\"send-failed\"}}; this line at most every 10 s)");
+    }
 }
 
 /// When a batch of messages came in, read once for all of them: the wall clock the
@@ -62,12 +137,13 @@ impl Arrival {
     }
 }
 
-/// The stateless step a worker takes with the policy `l` loaded, at `now_ms`.
+/// The stateless step a worker takes with the policy `l` loaded, at `now_ms`, with
+/// `vias` from [`vias`].
 pub fn step<'a>(
     shared: &'a Shared,
     l: &'a Loaded,
     now_ms: u64,
-    via_addr: SocketAddr,
+    vias: (SocketAddr, Option<SocketAddr>),
     overloaded: bool,
 ) -> Step<'a> {
     Step {
@@ -75,7 +151,8 @@ pub fn step<'a>(
         rates: &*shared.rates,
         behaviour: &shared.behaviour,
         now_ms,
-        via_addr,
+        via_addr: vias.0,
+        via_other: vias.1,
         overloaded,
     }
 }
@@ -88,7 +165,7 @@ pub fn handle_one(
     shared: &Shared,
     l: &Loaded,
     arrival: Arrival,
-    via_addr: SocketAddr,
+    vias: (SocketAddr, Option<SocketAddr>),
     data: Bytes,
     o: &Origin,
     overloaded: bool,
@@ -103,7 +180,7 @@ pub fn handle_one(
     }
     let response = data.starts_with(b"SIP/");
     let now = arrival.now_ms;
-    let step = step(shared, l, now, via_addr, overloaded);
+    let step = step(shared, l, now, vias, overloaded);
     let raw = data.clone();
     let mut observe = |ob: Observed<'_>| match ob {
         Observed::Decision(m, d) => shared.observe(
@@ -154,37 +231,97 @@ pub fn handle_one(
     }
 }
 
-/// Sends one message (the TCP path, and anything not batched). `udps` and `local` serve
-/// a connection to a next hop that has to be opened.
+/// Sends one message (the TCP path, and anything not batched) for the socket `from`
+/// (a datagram leaves by the socket of its destination's family, see [`sender`]).
+/// `udps` and `local` serve a connection to a next hop that has to be opened.
 pub async fn send(
     shared: &Arc<Shared>,
     udps: &Udps,
+    from: usize,
     local: ListenSpec,
-    sock: &UdpSocket,
     dest: Dest,
     bytes: &[u8],
 ) {
     match dest {
-        Dest::Udp(addr) => match sock.try_send_to(bytes, addr) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if sock.send_to(bytes, addr).await.is_err() {
-                    shared.metrics.dropped("send-failed");
+        Dest::Udp(addr) => {
+            let Some((j, to)) = sender(udps, from, addr) else {
+                return no_socket(shared, udps, from, local, addr, bytes);
+            };
+            let sock = &udps[j].1;
+            mirror_sent(shared, udps[j].2, to, bytes);
+            match sock.try_send_to(bytes, to) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = sock.send_to(bytes, to).await {
+                        send_failed(shared, addr, &e);
+                    }
                 }
+                Err(e) => send_failed(shared, addr, &e),
             }
-            Err(_) => shared.metrics.dropped("send-failed"),
-        },
+        }
         Dest::Tcp(id) => send_tcp(shared, id, bytes),
-        Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, local, addr, bytes),
+        Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
     }
 }
 
-/// Mirrors a message sent over UDP from `from` to Homer (`[hep]`), one at a time (the
+/// Sends at once, never waiting (an answer made up on a failure path): a datagram that
+/// would block is dropped and counted.
+pub fn send_now(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    from: usize,
+    local: ListenSpec,
+    dest: Dest,
+    bytes: &[u8],
+) {
+    match dest {
+        Dest::Udp(addr) => match sender(udps, from, addr) {
+            Some((j, to)) => {
+                mirror_sent(shared, udps[j].2, to, bytes);
+                if let Err(e) = udps[j].1.try_send_to(bytes, to) {
+                    send_failed(shared, addr, &e);
+                }
+            }
+            None => send_failed(shared, addr, &"no socket of its IP family"),
+        },
+        Dest::Tcp(id) => send_tcp(shared, id, bytes),
+        Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
+    }
+}
+
+/// A datagram for an address of an IP family this worker has no socket of (an IPv4 core
+/// with only IPv6 listeners): counted and logged, and an initial INVITE is answered 503
+/// as for a next hop that cannot be reached, so that its caller tries another route
+/// instead of retransmitting into nothing (`check` warns of such a trunk).
+fn no_socket(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    from: usize,
+    local: ListenSpec,
+    addr: SocketAddr,
+    bytes: &[u8],
+) {
+    send_failed(
+        shared,
+        addr,
+        &"no UDP listener of its IP family to send from",
+    );
+    super::tcp::unreachable(
+        shared,
+        udps,
+        from,
+        local,
+        addr,
+        Bytes::copy_from_slice(bytes),
+    );
+}
+
+/// Mirrors a datagram sent from `from` to `to` to Homer (`[hep]`), one at a time (the
 /// UDP receive loop batches its own). Messages that go over TCP are mirrored by their
 /// connection's writer, which knows both ends.
-pub fn mirror_sent(shared: &Shared, from: SocketAddr, d: &Dest, bytes: &[u8]) {
-    if let (Some(h), Dest::Udp(a)) = (&shared.hep, d) {
-        h.mirror(from, *a, Transport::Udp, bytes);
+pub fn mirror_sent(shared: &Shared, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+    if let Some(h) = &shared.hep {
+        h.mirror(from, to, Transport::Udp, bytes);
     }
 }
 
@@ -208,12 +345,14 @@ const ARENA: usize = 64 * 1024;
 /// Receive loop of one UDP socket.
 pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let (local, sock, via_addr) = (udps[i].0, udps[i].1.clone(), udps[i].2);
+    let vias = vias(&udps, i);
     let fd = sock.as_raw_fd();
     let mut rb = RecvBatch::new();
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
     let mut edits = EditList::new();
     let mut msg = Message::empty();
     let mut pending: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
+    let mut across: Vec<(SocketAddr, usize)> = Vec::new();
     // The batches' datagrams are copied into this one buffer and handed out as slices of
     // it. Once every slice of a batch is dropped (the usual case: a stateless step keeps
     // nothing), `reserve` takes the same memory back, so a batch costs no allocation; a
@@ -255,6 +394,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 arena.extend_from_slice(rb.get(k).0);
             }
             pending.clear();
+            across.clear();
             for (k, out) in outs.iter_mut().enumerate().take(n) {
                 let (d, src) = rb.get(k);
                 let o = Origin {
@@ -269,16 +409,25 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     hep.push(h, src, local.addr, Transport::Udp, &data);
                 }
                 match handle_one(
-                    &shared, &l, arrival, via_addr, data, &o, overloaded, &mut msg, &mut edits, out,
+                    &shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits, out,
                 ) {
-                    Some(Dest::Udp(a)) => {
-                        if let Some(h) = &shared.hep {
-                            hep.push(h, via_addr, a, Transport::Udp, out);
+                    Some(Dest::Udp(a)) => match sender(&udps, i, a) {
+                        // The usual case: out by this socket, in the batch.
+                        Some((j, to)) if j == i => {
+                            if let Some(h) = &shared.hep {
+                                hep.push(h, via_addr, to, Transport::Udp, out);
+                            }
+                            pending.push((to, k))
                         }
-                        pending.push((a, k))
-                    }
+                        // Across IP families: by the worker's socket of the other,
+                        // once the batch is out.
+                        Some(_) => across.push((a, k)),
+                        None => no_socket(&shared, &udps, i, local, a, out),
+                    },
                     Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),
-                    Some(Dest::TcpTo(a)) => super::tcp::send_to_peer(&shared, &udps, local, a, out),
+                    Some(Dest::TcpTo(a)) => {
+                        super::tcp::send_to_peer(&shared, &udps, i, local, a, out)
+                    }
                     None => {}
                 }
             }
@@ -302,12 +451,15 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                             break;
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
                         // That one datagram cannot go (no route, refused...): skip it.
-                        shared.metrics.dropped("send-failed");
+                        send_failed(&shared, pending[done].0, &e);
                         done += 1;
                     }
                 }
+            }
+            for &(a, k) in &across {
+                send(&shared, &udps, i, local, Dest::Udp(a), &outs[k]).await;
             }
             if let Some(h) = &shared.hep {
                 hep.flush(h);
