@@ -1316,8 +1316,19 @@ fn a_dual_stack_gateway_forwards_across_ip_families() {
         eprintln!("skipped: this host has no IPv6 loopback (::1)");
         return;
     }
-    for (caller, core) in [("::1", "127.0.0.1"), ("127.0.0.1", "::1")] {
+    // Listeners on both loopbacks, or one `[::]` wildcard (which carries IPv4 too: its
+    // address towards each side is the one the routing table gives for it).
+    let cases = [false, true]
+        .into_iter()
+        .flat_map(|wild| [("::1", "127.0.0.1", wild), ("127.0.0.1", "::1", wild)]);
+    for (caller, core, wild) in cases {
         let base = port_block();
+        let listen = match wild {
+            false => format!(
+                r#""udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}", "udp:[::1]:{base}", "tcp:[::1]:{base}""#
+            ),
+            true => format!(r#""udp:[::]:{base}", "tcp:[::]:{base}""#),
+        };
         let host = |ip: &str| match ip.contains(':') {
             true => format!("[{ip}]"),
             false => ip.to_string(),
@@ -1327,7 +1338,7 @@ fn a_dual_stack_gateway_forwards_across_ip_families() {
 [[trunk]]
 name = "ic"
 role = "interconnect"
-listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}", "udp:[::1]:{base}", "tcp:[::1]:{base}"]
+listen = [{listen}]
 sources = ["127.0.0.0/8", "::1/128"]
 next_hop = "udp:{hop}:{uas}"
 record_route = true
@@ -1361,7 +1372,10 @@ listen = "127.0.0.1:{metrics}"
             &[("+8613912345680@", "X-No-PAI: 1", "X-No-Privacy: 1")],
         );
         let (code, out) = uas.join().unwrap();
-        assert_eq!(code, 0, "{caller} to {core}: UAS checks failed:\n{out}");
+        assert_eq!(
+            code, 0,
+            "{caller} to {core} (wildcard: {wild}): UAS checks failed:\n{out}"
+        );
         assert!(
             proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"udp\"}") >= 3.0,
             "INVITE, ACK and BYE through the proxy"

@@ -54,7 +54,7 @@ pub mod udp;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -146,35 +146,99 @@ const SHEDDING_MS: u64 = 10_000;
 /// The address to give in our Via and Record-Route for a socket bound to `bound`. A
 /// wildcard address names no host (a core elsewhere would answer itself): it is replaced
 /// by `[proxy] advertise`, else by the address this host sends from towards a next hop
-/// (of a trunk on that socket first), as the routing table says; no packet is sent.
+/// (of a trunk on that socket first), else towards a trunk's source network, as the
+/// routing table says; no packet is sent.
 pub fn advertised(policy: &Policy, bound: SocketAddr) -> SocketAddr {
     if !bound.ip().is_unspecified() {
         return bound;
     }
-    let on_socket = |t: &&crate::policy::Trunk| {
+    let v6 = bound.is_ipv6();
+    let ip = policy
+        .proxy
+        .advertise
+        .filter(|a| v6 || a.is_ipv4())
+        .or_else(|| {
+            towards(policy, bound)
+                .filter(|d| v6 || d.to_canonical().is_ipv4())
+                .find_map(route_from)
+        });
+    ip.map_or(bound, |ip| SocketAddr::new(ip, bound.port()))
+}
+
+/// For a socket bound to `[::]`, which carries IPv4 as well (Linux's default,
+/// net.ipv6.bindv6only = 0): the address to give to peers of the IP family that
+/// [`advertised`] is not of, found the same way (`[proxy] advertise` of that family, a
+/// next hop, a trunk's source network). `None` for any other socket, or when nothing of
+/// that family is routed.
+pub fn advertised_also(policy: &Policy, bound: SocketAddr) -> Option<SocketAddr> {
+    if !(bound.is_ipv6() && bound.ip().is_unspecified()) {
+        return None;
+    }
+    let first = advertised(policy, bound);
+    if first.ip().is_unspecified() {
+        return None;
+    }
+    let v4 = !first.is_ipv4();
+    let ip = policy
+        .proxy
+        .advertise
+        .filter(|a| a.is_ipv4() == v4)
+        .or_else(|| routed(policy, bound, v4))?;
+    Some(SocketAddr::new(ip, bound.port()))
+}
+
+/// Where this host's traffic for the socket `bound` goes, in the order [`advertised`]
+/// asks the routing table about: next hops of the trunks on that socket, then of all
+/// trunks, then the trunks' source networks (their first host) in the same order.
+fn towards(policy: &Policy, bound: SocketAddr) -> impl Iterator<Item = IpAddr> + '_ {
+    let on_socket = move |t: &&crate::policy::Trunk| {
         t.listen
             .iter()
             .any(|l| l.addr.port() == bound.port() && l.addr.ip().is_unspecified())
     };
-    let hops = policy
-        .trunks
-        .iter()
-        .filter(on_socket)
-        .chain(policy.trunks.iter())
-        .filter_map(|t| t.next_hop);
-    let ip = policy.proxy.advertise.or_else(|| {
-        hops.map(|h| h.addr).find_map(|dest| {
-            let any: SocketAddr = if dest.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let s = std::net::UdpSocket::bind(any).ok()?;
-            s.connect(dest).ok()?;
-            Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
-        })
+    let trunks = || {
+        policy
+            .trunks
+            .iter()
+            .filter(on_socket)
+            .chain(policy.trunks.iter())
+    };
+    let hops = trunks().filter_map(|t| t.next_hop).map(|h| h.addr.ip());
+    let nets = trunks().flat_map(|t| t.sources.iter()).filter_map(|s| {
+        let host = match s.net {
+            IpAddr::V4(n) if s.prefix < 32 => {
+                IpAddr::from(u32::from(n).checked_add(1)?.to_be_bytes())
+            }
+            IpAddr::V6(n) if s.prefix < 128 => {
+                IpAddr::from(u128::from(n).checked_add(1)?.to_be_bytes())
+            }
+            n => n,
+        };
+        (s.prefix > 0).then_some(host)
     });
-    ip.map_or(bound, |ip| SocketAddr::new(ip, bound.port()))
+    hops.chain(nets)
+}
+
+/// The first address of IP family `v4` that the routing table sends from towards one of
+/// [`towards`].
+fn routed(policy: &Policy, bound: SocketAddr, v4: bool) -> Option<IpAddr> {
+    towards(policy, bound)
+        .filter(|d| d.to_canonical().is_ipv4() == v4)
+        .find_map(route_from)
+}
+
+/// The source address the routing table chooses towards `dest` (a connected UDP socket
+/// that sends nothing).
+fn route_from(dest: IpAddr) -> Option<IpAddr> {
+    let dest = dest.to_canonical();
+    let any: SocketAddr = if dest.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(SocketAddr::new(dest, 5060)).ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 impl Shared {
@@ -563,14 +627,16 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
         }
     };
     rt.block_on(async move {
-        let mut udps: Vec<(ListenSpec, Arc<tokio::net::UdpSocket>, SocketAddr)> = Vec::new();
+        let mut udps: udp::UdpVec = Vec::new();
         let mut tcps = Vec::new();
         for (l, s) in socks {
             match s {
                 Sock::Udp(u) => match tokio::net::UdpSocket::from_std(u) {
                     Ok(u) => {
-                        let a = shared.advertised(u.local_addr().unwrap_or(l.addr));
-                        udps.push((l, Arc::new(u), a))
+                        let bound = u.local_addr().unwrap_or(l.addr);
+                        let p = &shared.loaded.load().policy;
+                        let (a, also) = (advertised(p, bound), advertised_also(p, bound));
+                        udps.push((l, Arc::new(u), a, also))
                     }
                     Err(e) => tracing::error!(error = %e, "udp socket"),
                 },
@@ -786,10 +852,17 @@ async fn control(
             // What a wildcard address is given as, so that the operator sees it.
             let named = if ls.addr.ip().is_unspecified() {
                 let a = advertised(&l.policy, ls.addr);
+                let also = advertised_also(&l.policy, ls.addr).map_or(String::new(), |b| {
+                    format!(
+                        " (and {} to IPv{} peers)",
+                        b.ip(),
+                        if b.is_ipv4() { 4 } else { 6 }
+                    )
+                });
                 if a.ip().is_unspecified() {
                     "; no address found to give in Via: set [proxy] advertise".to_string()
                 } else {
-                    format!("; Via and Record-Route name {}", a.ip())
+                    format!("; Via and Record-Route name {}{also}", a.ip())
                 }
             } else {
                 String::new()

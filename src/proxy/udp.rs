@@ -33,30 +33,45 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// A worker's UDP sockets: the listener they serve, the socket, its bound address.
-pub type Udps = Arc<Vec<(ListenSpec, Arc<UdpSocket>, SocketAddr)>>;
+/// A worker's UDP sockets: the listener each serves, the socket, the address our Via
+/// names for it ([`super::advertised`]) and, for a `[::]` wildcard (which carries IPv4
+/// too), the one it names to peers of the other IP family ([`super::advertised_also`]).
+pub type UdpVec = Vec<(ListenSpec, Arc<UdpSocket>, SocketAddr, Option<SocketAddr>)>;
+pub type Udps = Arc<UdpVec>;
 
 /// The socket that forwards for a listener (its index in `udps`): the UDP one on the
 /// same address, else the first.
 pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<usize> {
     udps.iter()
-        .position(|(l, _, _)| l.addr == local.addr)
+        .position(|u| u.0.addr == local.addr)
         .or_else(|| (!udps.is_empty()).then_some(0))
 }
 
 /// The socket (index in `udps`) that sends a datagram to `dest` for the socket `from`,
-/// and the address to give the kernel: `from` itself when it is of `dest`'s IP family,
-/// else the worker's socket of that family (on `from`'s port first), else a dual-stack
-/// wildcard (`[::]`) with an IPv4 address written as IPv4-mapped. `None`: this worker
-/// has no socket that can reach that family.
+/// and the address to give the kernel: `from` itself when it is of `dest`'s IP family
+/// (a `[::]` wildcard is of both: an IPv4 address is written IPv4-mapped), else the
+/// worker's socket of that family (on `from`'s port first), else another dual-stack
+/// wildcard. `None`: this worker has no socket that can reach that family.
 pub fn sender(udps: &Udps, from: usize, dest: SocketAddr) -> Option<(usize, SocketAddr)> {
     let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
     let family = |i: usize| udps[i].0.addr.is_ipv4();
-    if udps
-        .get(from)
-        .is_some_and(|_| family(from) == dest.is_ipv4())
-    {
-        return Some((from, dest));
+    // Only a socket bound to `[::]` also carries IPv4 (Linux's default,
+    // net.ipv6.bindv6only = 0).
+    let dual = |i: usize| {
+        let a = udps[i].0.addr;
+        a.is_ipv6() && a.ip().is_unspecified()
+    };
+    let mapped = |d: SocketAddr| match d {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        d => d,
+    };
+    if udps.get(from).is_some() {
+        if family(from) == dest.is_ipv4() {
+            return Some((from, dest));
+        }
+        if dest.is_ipv4() && dual(from) {
+            return Some((from, mapped(dest)));
+        }
     }
     let port = udps.get(from).map(|u| u.0.addr.port());
     let same = |i: &usize| family(*i) == dest.is_ipv4();
@@ -66,22 +81,26 @@ pub fn sender(udps: &Udps, from: usize, dest: SocketAddr) -> Option<(usize, Sock
     {
         return Some((j, dest));
     }
-    // Only an IPv6 socket is left: one bound to `[::]` also carries IPv4 (Linux's
-    // default, net.ipv6.bindv6only = 0).
-    let SocketAddr::V4(v4) = dest else {
+    if !dest.is_ipv4() {
         return None;
-    };
-    let wild = (0..udps.len())
-        .filter(|&i| udps[i].0.addr.ip().is_unspecified())
-        .min_by_key(|&i| i != from)?;
-    Some((
-        wild,
-        SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
-    ))
+    }
+    let wild = (0..udps.len()).find(|&i| dual(i))?;
+    Some((wild, mapped(dest)))
+}
+
+/// The address our Via names for a datagram the socket `j` sends to a peer of IP family
+/// `v4`.
+pub fn named(udps: &Udps, j: usize, v4: bool) -> Option<SocketAddr> {
+    let u = udps.get(j)?;
+    [Some(u.2), u.3]
+        .into_iter()
+        .flatten()
+        .find(|a| a.is_ipv4() == v4)
 }
 
 /// The addresses our Via names for requests the socket `from` forwards: its own, and
-/// that of the worker's socket of the other IP family, if any (see [`Step::via_other`]).
+/// the one it or the worker's socket of the other IP family gives to peers of that
+/// family, if any (see [`Step::via_other`]).
 pub fn vias(udps: &Udps, from: usize) -> (SocketAddr, Option<SocketAddr>) {
     let here = udps
         .get(from)
@@ -91,9 +110,7 @@ pub fn vias(udps: &Udps, from: usize) -> (SocketAddr, Option<SocketAddr>) {
     } else {
         SocketAddr::from(([127, 0, 0, 1], 0))
     };
-    let other = sender(udps, from, probe)
-        .map(|(j, _)| udps[j].2)
-        .filter(|a| a.is_ipv4() == probe.is_ipv4());
+    let other = sender(udps, from, probe).and_then(|(j, _)| named(udps, j, probe.is_ipv4()));
     (here, other)
 }
 
@@ -248,7 +265,7 @@ pub async fn send(
                 return no_socket(shared, udps, from, local, addr, bytes);
             };
             let sock = &udps[j].1;
-            mirror_sent(shared, udps[j].2, to, bytes);
+            mirror_sent(shared, udps, j, addr, bytes);
             match sock.try_send_to(bytes, to) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -277,7 +294,7 @@ pub fn send_now(
     match dest {
         Dest::Udp(addr) => match sender(udps, from, addr) {
             Some((j, to)) => {
-                mirror_sent(shared, udps[j].2, to, bytes);
+                mirror_sent(shared, udps, j, addr, bytes);
                 if let Err(e) = udps[j].1.try_send_to(bytes, to) {
                     send_failed(shared, addr, &e);
                 }
@@ -319,10 +336,21 @@ fn no_socket(
 /// Mirrors a datagram sent from `from` to `to` to Homer (`[hep]`), one at a time (the
 /// UDP receive loop batches its own). Messages that go over TCP are mirrored by their
 /// connection's writer, which knows both ends.
-pub fn mirror_sent(shared: &Shared, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+pub fn mirror_sent(shared: &Shared, udps: &Udps, j: usize, to: SocketAddr, bytes: &[u8]) {
     if let Some(h) = &shared.hep {
+        let (from, to) = sent_as(udps, j, to);
         h.mirror(from, to, Transport::Udp, bytes);
     }
+}
+
+/// A datagram the socket `j` sends to `to`, as a capture would show it: from the address
+/// our Via names to peers of `to`'s family, to `to` (not IPv4-mapped).
+fn sent_as(udps: &Udps, j: usize, to: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let to = SocketAddr::new(to.ip().to_canonical(), to.port());
+    let from = named(udps, j, to.is_ipv4())
+        .or_else(|| udps.get(j).map(|u| u.2))
+        .unwrap_or(to);
+    (from, to)
 }
 
 /// Hands bytes to a TCP connection's writer; never waits.
@@ -344,7 +372,7 @@ const ARENA: usize = 64 * 1024;
 
 /// Receive loop of one UDP socket.
 pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
-    let (local, sock, via_addr) = (udps[i].0, udps[i].1.clone(), udps[i].2);
+    let (local, sock) = (udps[i].0, udps[i].1.clone());
     let vias = vias(&udps, i);
     let fd = sock.as_raw_fd();
     let mut rb = RecvBatch::new();
@@ -415,7 +443,8 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         // The usual case: out by this socket, in the batch.
                         Some((j, to)) if j == i => {
                             if let Some(h) = &shared.hep {
-                                hep.push(h, via_addr, to, Transport::Udp, out);
+                                let (from, to) = sent_as(&udps, i, to);
+                                hep.push(h, from, to, Transport::Udp, out);
                             }
                             pending.push((to, k))
                         }
