@@ -523,6 +523,18 @@ fn checking_uas_at(
     sc: &Path,
     n: usize,
 ) -> std::thread::JoinHandle<(i32, String)> {
+    checking_uas_over(ip, dir, port, sc, n, "u1")
+}
+
+/// [`checking_uas_at`] over `transport` (u1 / t1).
+fn checking_uas_over(
+    ip: &'static str,
+    dir: &Path,
+    port: u16,
+    sc: &Path,
+    n: usize,
+    transport: &'static str,
+) -> std::thread::JoinHandle<(i32, String)> {
     let (dir, sc) = (dir.to_path_buf(), sc.to_path_buf());
     let h = std::thread::spawn(move || {
         let p = port.to_string();
@@ -537,6 +549,8 @@ fn checking_uas_at(
                 &p,
                 "-m",
                 &n,
+                "-t",
+                transport,
                 "-nostdin",
                 "-trace_err",
                 "-timeout",
@@ -1426,6 +1440,66 @@ listen = "127.0.0.1:{metrics}"
         &[("+8613912345680@", "X-No-PAI: 1", "X-No-Privacy: 1")],
     );
     assert!(proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}") >= 1.0);
+}
+
+/// A gateway with TCP listeners only opens no UDP socket of its own: towards a TCP next
+/// hop its calls go through (the Via names the TCP listener); towards a UDP one `check`
+/// and the start-up warn, and each call is answered 503 on the caller's connection,
+/// counted as send-failed (QA 39: it was dropped and the connection closed, silently).
+#[test]
+fn a_gateway_with_tcp_listeners_only() {
+    if !sipp_available() {
+        return;
+    }
+    for hop in ["tcp", "udp"] {
+        let base = port_block();
+        let conf = format!(
+            r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["tcp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "{hop}:127.0.0.1:{uas}"
+record_route = true
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+            uas = base + 10,
+            metrics = base + 30,
+        );
+        let proxy = Proxy::start(&conf, 1);
+        let dir = proxy.dir.path().to_path_buf();
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["check", "--config"])
+            .arg(dir.join("sipfence.toml"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout).to_string()
+            + &String::from_utf8_lossy(&check.stderr);
+        let call = [("+8613912345680@", "X-No-PAI: 1", "X-No-Privacy: 1")];
+        if hop == "tcp" {
+            assert!(!said.contains("cannot be sent"), "{said}");
+            let via = format!("Via: SIP/2\\.0/TCP 127\\.0\\.0\\.1:{base};branch=z9hG4bKsf");
+            let sc = uas_check_scenario(&dir, "tcponly", &[&via], &[]);
+            let uas = checking_uas_over("127.0.0.1", &dir, base + 10, &sc, 1, "t1");
+            calls_at("127.0.0.1", &dir, base, base + 20, "t1", 200, &call);
+            let (code, out) = uas.join().unwrap();
+            assert_eq!(code, 0, "UAS checks failed:\n{out}");
+            assert_eq!(
+                proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}"),
+                0.0
+            );
+        } else {
+            assert!(
+                said.contains("is UDP, and no listen address is: its calls cannot be sent"),
+                "{said}"
+            );
+            calls_at("127.0.0.1", &dir, base, base + 20, "t1", 503, &call);
+            assert!(proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}") >= 1.0);
+        }
+    }
 }
 
 /// A literal for a sipp regular expression.

@@ -62,7 +62,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 22] = [
+pub const DROP_REASONS: [&str; 21] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -83,7 +83,6 @@ pub const DROP_REASONS: [&str; 22] = [
     // Sending.
     "too-large-for-udp",
     "send-failed",
-    "no-udp-forwarder",
     "tcp-connect-failed",
     "tcp-gone",
     "tcp-backlog",

@@ -140,6 +140,13 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     h.addr,
                     if v4 { "IPv4" } else { "IPv6" }
                 ));
+            } else if !reaches {
+                // Like Kamailio and OpenSIPS, no socket is opened that the operator did
+                // not list: a datagram leaves by a UDP listener or not at all.
+                out.push(format!(
+                    "trunk {} next_hop {h} is UDP, and no listen address is: its calls cannot be sent and are answered 503 (add a UDP listen address, or make the next hop tcp:)",
+                    t.name
+                ));
             }
         }
         // `10.1.2.3/24` admits the whole /24: most likely one address was meant.
@@ -512,6 +519,12 @@ entries = [{whitelist}]
             ]
         );
         assert_eq!(lint("\"udp:127.0.0.1:5060\"", "udp:[::1]:5070").len(), 1);
+        assert_eq!(
+            lint("\"tcp:127.0.0.1:5060\"", "udp:127.0.0.1:5070"),
+            [
+                "trunk ic next_hop udp:127.0.0.1:5070 is UDP, and no listen address is: its calls cannot be sent and are answered 503 (add a UDP listen address, or make the next hop tcp:)"
+            ]
+        );
         for (listen, hop) in [
             (
                 "\"udp:[::1]:5060\", \"udp:127.0.0.1:5060\"",
@@ -520,6 +533,7 @@ entries = [{whitelist}]
             ("\"udp:[::]:5060\"", "udp:127.0.0.1:5070"),
             ("\"udp:[::1]:5060\"", "tcp:127.0.0.1:5070"),
             ("\"udp:[::1]:5060\"", "udp:[::1]:5070"),
+            ("\"tcp:127.0.0.1:5060\"", "tcp:127.0.0.1:5070"),
         ] {
             assert!(
                 lint(listen, hop).is_empty(),

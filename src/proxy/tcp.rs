@@ -240,7 +240,7 @@ pub fn unreachable(
         shared,
         &l,
         crate::cli::now_ms(),
-        udp::vias(udps, from),
+        udp::vias(udps, from, shared.advertised(local.addr)),
         false,
     );
     let relayed = super::stateless::handle(
@@ -282,13 +282,11 @@ async fn serve_stream(
         }
         shared.tcp_conns.remove(&id);
     };
-    // Without a UDP socket nothing can be forwarded: refused before it is counted.
-    let Some(from) = udp::forwarder(udps, &local) else {
-        shared.metrics.dropped("no-udp-forwarder");
-        unregister();
-        return;
-    };
-    let vias = udp::vias(udps, from);
+    // A worker without a UDP socket (only TCP listeners) forwards over TCP alone: a
+    // datagram it would send is answered 503 like one of an IP family it has no socket
+    // of (`from` then names none).
+    let from = udp::forwarder(udps, &local).unwrap_or(usize::MAX);
+    let vias = udp::vias(udps, from, shared.advertised(local.addr));
     let ends = (stream.local_addr().unwrap_or(local.addr), peer);
     let (mut rd, mut wr) = stream.into_split();
     shared.metrics.tcp_connections.inc();

@@ -100,11 +100,10 @@ pub fn named(udps: &Udps, j: usize, v4: bool) -> Option<SocketAddr> {
 
 /// The addresses our Via names for requests the socket `from` forwards: its own, and
 /// the one it or the worker's socket of the other IP family gives to peers of that
-/// family, if any (see [`Step::via_other`]).
-pub fn vias(udps: &Udps, from: usize) -> (SocketAddr, Option<SocketAddr>) {
-    let here = udps
-        .get(from)
-        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |u| u.2);
+/// family, if any (see [`Step::via_other`]). `alone`: what our Via names when `from`
+/// is no socket (a worker with TCP listeners only).
+pub fn vias(udps: &Udps, from: usize, alone: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
+    let here = udps.get(from).map_or(alone, |u| u.2);
     let probe = if here.is_ipv4() {
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
     } else {
@@ -321,7 +320,7 @@ fn no_socket(
     send_failed(
         shared,
         addr,
-        &"no UDP listener of its IP family to send from",
+        &"no UDP listener (of its IP family) to send from",
     );
     super::tcp::unreachable(
         shared,
@@ -373,7 +372,7 @@ const ARENA: usize = 64 * 1024;
 /// Receive loop of one UDP socket.
 pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let (local, sock) = (udps[i].0, udps[i].1.clone());
-    let vias = vias(&udps, i);
+    let vias = vias(&udps, i, local.addr);
     let fd = sock.as_raw_fd();
     let mut rb = RecvBatch::new();
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(2048)).collect();
