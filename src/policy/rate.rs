@@ -390,8 +390,11 @@ pub fn read_when_absent(key: u64, full: impl FnOnce() -> bool) -> Option<u64> {
     when_full(key).filter(|&o| o != key && full())
 }
 
-/// In-process sliding-window counters (two fixed windows, weighted: the usual
-/// approximation, within one window's worth of error at the boundary, never under).
+/// In-process sliding-window counters (two fixed windows, the previous weighted by how
+/// much of it is still inside the sliding one: the usual approximation). It reads the
+/// previous window's events as spread evenly: events bunched at its end are undercounted,
+/// at its start overcounted, by at most that window's count (so an allowance can pass
+/// nearly twice its limit within one window across a boundary; QA 39).
 ///
 /// Memory is bounded: at most `capacity` keys. When full, keys idle for two windows are
 /// swept; if it is still full, a new key is not kept: its event counts as the first of
@@ -702,7 +705,9 @@ mod tests {
     }
 
     #[test]
-    fn sliding_carry_never_undercounts() {
+    /// The previous window is read as spread evenly over it (README, Windows): what of
+    /// it counts shrinks as the sliding window moves on.
+    fn sliding_carry_weights_the_previous_window() {
         let c = LocalRateCounter::new(10);
         for _ in 0..10 {
             c.hit(1, 59_000, 60_000);
