@@ -62,7 +62,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 21] = [
+pub const DROP_REASONS: [&str; 22] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -77,6 +77,8 @@ pub const DROP_REASONS: [&str; 21] = [
     "response-not-ours",
     "response-unresolvable",
     "response-unknown-destination",
+    // An ACK with Max-Forwards 0 (RFC 3261 16.3 step 3: not forwarded, not answered).
+    "no-hops-left",
     // In-dialog requests from the core with nowhere to go.
     "core-no-target",
     "core-unresolvable",

@@ -231,6 +231,10 @@ fn handle_parsed(
         return Handled::Absorbed;
     }
     let mf = msg.max_forwards();
+    // No hops left: not forwarded (RFC 3261 16.3 step 3), and an ACK gets no 483.
+    if method == Method::Ack && mf == Some(0) {
+        return Handled::Dropped("no-hops-left");
+    }
     if let Some(r) = Refusal::forwarding(st.policy, msg) {
         return refuse(st, msg, o, r, false, out, observe);
     }
@@ -678,6 +682,9 @@ fn forward_from_core(
     let b = msg.buf();
     let mf = msg.max_forwards();
     if mf == Some(0) {
+        if msg.method() == Some(Method::Ack) {
+            return Handled::Dropped("no-hops-left");
+        }
         let extra = Extra::default();
         return respond(msg, o, 483, &extra, out);
     }
@@ -895,6 +902,24 @@ record_route = true
             &probe("sip:+8613912345678@192.0.2.10", ""),
         );
         assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
+        // An ACK with no hops left cannot be answered: dropped, from a trunk and from
+        // the core alike (QA 39: it was forwarded with Max-Forwards 0); with hops left
+        // it goes on.
+        let ack = |mf: u8| {
+            format!(
+                "ACK sip:+8613912345678@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-a\r\nFrom: <sip:a@198.51.100.7>;tag=1\r\nTo: <sip:b@192.0.2.10>;tag=2\r\nCall-ID: ack\r\nCSeq: 1 ACK\r\nMax-Forwards: {mf}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for from in ["198.51.100.7:5060", "10.0.0.5:5060"] {
+            let (h, out) = run(&p, from, &ack(0));
+            assert!(
+                matches!(h, Handled::Dropped("no-hops-left")),
+                "{from}: {out}"
+            );
+            let (h, out) = run(&p, from, &ack(1));
+            assert!(matches!(h, Handled::Forward(_)), "{from}: {out}");
+            assert!(out.contains("\r\nMax-Forwards: 0\r\n"), "{out}");
+        }
         // A Require it answers itself: sipfence implements no extension (QA 32).
         let (h, out) = run(
             &p,
