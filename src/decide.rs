@@ -174,7 +174,16 @@ impl Decision {
         // Only a request no trunk claims can be silenced (and only then is the address
         // looked up again).
         let silent = trunk.is_none() && policy.silent_to(&ctx.source, ctx.local.as_ref());
-        d.outcome = if method == Some(Method::Ack) || silent {
+        if silent {
+            // What every request from such an address gets: the unknown-source drop,
+            // whatever its SIP (no protocol refusal is counted or recorded; QA 39).
+            if method != Some(Method::Ack) {
+                fire(policy, &mut d, RuleId::UnknownSource);
+            }
+            d.outcome = Outcome::Drop;
+            return d;
+        }
+        d.outcome = if method == Some(Method::Ack) {
             Outcome::Drop
         } else {
             Outcome::Reject { code: r.code }

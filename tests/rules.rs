@@ -2788,8 +2788,15 @@ fn protocol_checks_come_before_the_rules() {
         Path::new("."),
     )
     .unwrap();
-    let d = judge(&dropping, &two_from, &ctx("stranger", None));
-    assert_eq!(d.outcome, Outcome::Drop);
+    // As the unknown-source drop, not as a protocol refusal (QA 39: it was counted in
+    // sipfence_protocol_refusals_total although nothing was answered).
+    for m in [&two_from, &no_hops] {
+        let d = judge(&dropping, m, &ctx("stranger", None));
+        assert_eq!(
+            (d.outcome, d.rule, d.refusal),
+            (Outcome::Drop, Some(RuleId::UnknownSource), None)
+        );
+    }
     assert_eq!(
         judge(&dropping, &two_from, &ctx("stranger", Some(0))).outcome,
         Outcome::Reject { code: 400 }
