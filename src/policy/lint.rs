@@ -140,7 +140,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     h.addr,
                     if v4 { "IPv4" } else { "IPv6" }
                 ));
-            } else if !reaches {
+            } else if !reaches && !p.listen_addrs().is_empty() {
                 // Like Kamailio and OpenSIPS, no socket is opened that the operator did
                 // not list: a datagram leaves by a UDP listener or not at all.
                 out.push(format!(
