@@ -521,7 +521,9 @@ fn broken_requests_are_refused_counted_and_silent_to_strangers() {
         ("intl", 400, 1.0),
         ("intl", 483, 1.0),
         ("intl", 420, 1.0),
-        ("none", 400, 1.0),
+        // The stranger's is the unknown-source drop, not a refusal: nothing was
+        // answered (QA 39).
+        ("none", 400, 0.0),
     ] {
         let sample =
             format!("sipfence_protocol_refusals_total{{code=\"{code}\",trunk=\"{trunk}\"}}");
