@@ -4274,9 +4274,18 @@ fn gateways_read_short_codes_written_with_any_separator() {
     // Session 27: an amount written with marks or a currency shows no short number
     // (a price, a thousands amount, a decimal, a version, an address), and a number
     // beside one is still judged.
-    for name in ["ACME 1,110元", "v2.10.110", "PBX 10.0.0.110", "110.5"] {
+    for name in [
+        "ACME 1,110元",
+        "v2.10.110",
+        "PBX 10.0.0.110",
+        "110.5",
+        "110,00元",
+    ] {
         assert_eq!(rejected(&ent(name)), None, "{name}");
     }
+    // A decimal comma hides no piece of five digits or more: a service number before
+    // it is still read (as before a decimal point, `"95588.1"`).
+    assert!(rejected(&ent("中国银行 95588,00")).is_some());
     // Session 28 (QA 33, QA 34): words (a unit, an ordinal, a street name) hide no
     // emergency number, since words can be added to any name (`"Room 110指挥中心"`,
     // `"110个经侦"`); what they hide is a count's or a room's digits the plan holds

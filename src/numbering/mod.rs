@@ -354,6 +354,9 @@ fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> Amount {
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
         b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
+        // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): two digits
+        // and no more, which no thousands group is.
+        b',' if (1..3).all(digit_at) && !digit_at(3) => Amount::Decimal,
         b' ' => quantity_after(rest, false),
         _ => Amount::None,
     }
@@ -1730,6 +1733,8 @@ mod tests {
             "v2.10.110",
             "PBX 10.0.0.110",
             "110.5",
+            "110,00元",
+            "EUR 120,50",
             "人民路120号",
             "Room 110",
             "Office 120",
@@ -1785,7 +1790,7 @@ mod tests {
                 worded(t)
             );
         }
-        for t in ["1,110元", "110.5", "10.0.0.110", "¥1,110"] {
+        for t in ["1,110元", "110.5", "110,00元", "10.0.0.110", "¥1,110"] {
             assert!(
                 worded(t)
                     .iter()
