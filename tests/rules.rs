@@ -4283,6 +4283,26 @@ fn gateways_read_short_codes_written_with_any_separator() {
     ] {
         assert_eq!(rejected(&ent(name)), None, "{name}");
     }
+    // Letters drawn like digits, in a word of digits and such letters only, are read
+    // as the callee reads them (QA 36 R3); a word with other letters keeps them.
+    for name in [
+        "公安 11O",
+        "1l0报警",
+        "11〇",
+        "China Mobile 1OO86",
+        "Ｉ１０",
+    ] {
+        assert!(rejected(&ent(name)).is_some(), "{name}");
+    }
+    for name in [
+        "O2O 商城",
+        "H2O Studio",
+        "Win10 Store",
+        "IO Systems",
+        "Studio 1O",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
+    }
     // A decimal comma hides no piece of five digits or more: a service number before
     // it is still read (as before a decimal point, `"95588.1"`).
     assert!(rejected(&ent("中国银行 95588,00")).is_some());

@@ -213,6 +213,104 @@ pub(super) fn letters<'a>(text: &[u8], out: &'a mut [u8; 256]) -> &'a [u8] {
     &out[..n]
 }
 
+/// What a letter drawn like a digit would be read as, beside digits: `O`, `o`, `〇` and
+/// their Cyrillic, Greek and full-width twins as 0; `l`, `I` and theirs as 1 (the
+/// confusables of Unicode's UTS #39 for those digits).
+fn digit_look_alike(c: char) -> Option<u8> {
+    match c {
+        'O' | 'o' | '〇' | 'О' | 'о' | 'Ο' | 'ο' | 'Ｏ' | 'ｏ' => Some(0),
+        'l' | 'I' | 'І' | 'ӏ' | 'Ι' | 'ｌ' | 'Ｉ' => Some(1),
+        _ => None,
+    }
+}
+
+/// A letter of an alphabet (Latin, Cyrillic, Greek, full-width Latin...): not an
+/// ideograph, kana or hangul, which are words of their own beside digits.
+fn alphabetic_letter(c: char) -> bool {
+    let cp = c as u32;
+    c.is_alphabetic()
+        && !matches!(cp, 0x2e80..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff | 0x20000..)
+}
+
+/// `text` with the letters drawn like digits read as those digits, where they stand in
+/// a word made of digits and such letters only (`"11O"`, `"1l0"`, `"1O086"`, `"11〇"`,
+/// QA 36 R3): a callee reads `110` there. A word with any other letter (`"H2O"`,
+/// `"Win10"`, `"110kV"`) keeps its letters, and so does one without a digit (`"IO"`).
+/// Each letter becomes a digit of its own byte length (ASCII, Arabic-Indic, full-width),
+/// so that every offset into the text still holds. `None` (no copy) when there is none.
+pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
+    #[derive(PartialEq)]
+    enum K {
+        Digit,
+        Look(u8),
+        Letter,
+        Gap,
+    }
+    let kind = |b: &[u8]| -> (K, usize) {
+        match *b {
+            [c, ..] if c.is_ascii_digit() => (K::Digit, 1),
+            [c, ..] if c.is_ascii() => match digit_look_alike(c as char) {
+                Some(d) => (K::Look(d), 1),
+                None if c.is_ascii_alphabetic() => (K::Letter, 1),
+                None => (K::Gap, 1),
+            },
+            _ => match decode(b) {
+                Some((c, n)) => match (digit_look_alike(c), digit_value(c as u32)) {
+                    (Some(d), _) => (K::Look(d), n),
+                    (None, Some(_)) => (K::Digit, n),
+                    _ if alphabetic_letter(c) => (K::Letter, n),
+                    _ => (K::Gap, n),
+                },
+                None => (K::Gap, 1),
+            },
+        }
+    };
+    // Cheap refusal first: most texts hold no such letter beside a digit.
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < text.len() {
+        let (k, n) = kind(&text[i..]);
+        if k == K::Gap {
+            i += n;
+            continue;
+        }
+        let start = i;
+        let (mut digits, mut looks, mut letters) = (0, 0, 0);
+        while i < text.len() {
+            let (k, n) = kind(&text[i..]);
+            match k {
+                K::Gap => break,
+                K::Digit => digits += 1,
+                K::Look(_) => looks += 1,
+                K::Letter => letters += 1,
+            }
+            i += n;
+        }
+        if digits == 0 || looks == 0 || letters > 0 {
+            continue;
+        }
+        let o = out.get_or_insert_with(|| text.to_vec());
+        let mut j = start;
+        while j < i {
+            let (k, n) = kind(&text[j..]);
+            if let K::Look(d) = k {
+                let mut buf = [0u8; 4];
+                let digit = match n {
+                    1 => char::from(b'0' + d),
+                    2 => char::from_u32(0x660 + d as u32).unwrap_or('0'),
+                    _ => char::from_u32(0xff10 + d as u32).unwrap_or('0'),
+                };
+                let enc = digit.encode_utf8(&mut buf).as_bytes();
+                if enc.len() == n {
+                    o[j..j + n].copy_from_slice(enc);
+                }
+            }
+            j += n;
+        }
+    }
+    out
+}
+
 /// The Latin letter a Cyrillic or Greek one is drawn like, in lower case.
 fn latin_look_alike(c: char) -> Option<u8> {
     Some(match c {

@@ -165,6 +165,9 @@ pub fn embedded_numbers(
     short: ShortCodes,
     mut each: impl FnMut(std::ops::Range<usize>, &[u8], Worded),
 ) {
+    // Letters drawn like digits among digits are read as the callee reads them.
+    let folded = glyph::with_look_alike_digits(text);
+    let text = folded.as_deref().unwrap_or(text);
     let any = short == ShortCodes::AnySeparator;
     // Where only spaced short codes are read, dates and times are known as such.
     let fresh = || Run {
@@ -1800,6 +1803,38 @@ mod tests {
             );
         }
         assert_eq!(worded("Call 110"), [("110".to_string(), Worded::No)]);
+        // Letters drawn like digits among digits are read as digits (QA 36 R3), in
+        // every byte length (so that ranges into the text still hold).
+        let digits = |t: &str| {
+            let mut v = vec![];
+            embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, d, _| {
+                v.push((t[r].to_string(), String::from_utf8_lossy(d).into_owned()))
+            });
+            v
+        };
+        for (t, shown, read) in [
+            ("11O", "11O", "110"),
+            ("报警1l0", "1l0", "110"),
+            ("11〇", "11〇", "110"),
+            ("1О086", "1О086", "10086"),
+            ("Ｉ１Ｏ", "Ｉ１Ｏ", "110"),
+        ] {
+            assert!(
+                digits(t).contains(&(shown.to_string(), read.to_string())),
+                "{t}: {:?}",
+                digits(t)
+            );
+        }
+        for t in ["H2O", "Win10", "IO", "110kV"] {
+            assert!(
+                digits(t)
+                    .iter()
+                    .all(|(_, d)| !d.contains("10") || t == "110kV"),
+                "{t}: {:?}",
+                digits(t)
+            );
+        }
+        assert_eq!(digits("110kV"), [("110".to_string(), "110".to_string())]);
         // An ordinal's digit starts no short code (the year alone is no number).
         assert_eq!(e("Page 1 2024"), ["2024"]);
         assert!(e("Chapter 1 10").is_empty());
