@@ -1127,18 +1127,6 @@ fn sipi_calls_arrive_with_the_generic_number_deleted() {
 fn large_requests_switch_to_tcp_or_get_513() {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    let read_head = |s: &mut TcpStream| {
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut got = Vec::new();
-        let mut b = [0u8; 4096];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut b) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&b[..n]),
-            }
-        }
-        String::from_utf8_lossy(&got).into_owned()
-    };
     let padded = |call: &str, port: u16, pad: usize| {
         invite(call, "+442071234567", &format!("z9hG4bK-{call}"), port).replacen(
             "Max-Forwards: 70\r\n",
@@ -1451,15 +1439,27 @@ fn a_gateway_with_tcp_listeners_only() {
     if !sipp_available() {
         return;
     }
-    for hop in ["tcp", "udp"] {
+    let v6 = UdpSocket::bind("[::1]:0").is_ok();
+    // (listen, next hop transport, caller): an IPv6 caller through a `[::]` TCP
+    // listener to an IPv4 core gets a Record-Route entry of each family (QA 40).
+    let mut cases = vec![
+        ("127.0.0.1", "tcp", "127.0.0.1"),
+        ("127.0.0.1", "udp", "127.0.0.1"),
+    ];
+    if v6 {
+        cases.push(("[::]", "tcp", "::1"));
+    } else {
+        eprintln!("skipped the IPv6 case: this host has no IPv6 loopback (::1)");
+    }
+    for (listen, hop, caller) in cases {
         let base = port_block();
         let conf = format!(
             r#"
 [[trunk]]
 name = "ic"
 role = "interconnect"
-listen = ["tcp:127.0.0.1:{base}"]
-sources = ["127.0.0.0/8"]
+listen = ["tcp:{listen}:{base}"]
+sources = ["127.0.0.0/8", "::1/128"]
 next_hop = "{hop}:127.0.0.1:{uas}"
 record_route = true
 
@@ -1482,11 +1482,18 @@ listen = "127.0.0.1:{metrics}"
         if hop == "tcp" {
             assert!(!said.contains("cannot be sent"), "{said}");
             let via = format!("Via: SIP/2\\.0/TCP 127\\.0\\.0\\.1:{base};branch=z9hG4bKsf");
-            let sc = uas_check_scenario(&dir, "tcponly", &[&via], &[]);
+            let rr = match caller {
+                "::1" => format!(
+                    "Record-Route: <sip:127\\.0\\.0\\.1:{base};lr;transport=tcp>, <sip:\\[::1\\]:{base};lr;transport=tcp>"
+                ),
+                _ => format!("Record-Route: <sip:127\\.0\\.0\\.1:{base};lr;transport=tcp>\\r"),
+            };
+            let sc = uas_check_scenario(&dir, "tcponly", &[&via, &rr], &[]);
             let uas = checking_uas_over("127.0.0.1", &dir, base + 10, &sc, 1, "t1");
-            calls_at("127.0.0.1", &dir, base, base + 20, "t1", 200, &call);
+            let target = if caller == "::1" { "::1" } else { "127.0.0.1" };
+            calls_at(target, &dir, base, base + 20, "t1", 200, &call);
             let (code, out) = uas.join().unwrap();
-            assert_eq!(code, 0, "UAS checks failed:\n{out}");
+            assert_eq!(code, 0, "{listen} from {caller}: UAS checks failed:\n{out}");
             assert_eq!(
                 proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}"),
                 0.0
@@ -1498,8 +1505,37 @@ listen = "127.0.0.1:{metrics}"
             );
             calls_at("127.0.0.1", &dir, base, base + 20, "t1", 503, &call);
             assert!(proxy.metric("sipfence_dropped_total{reason=\"send-failed\"}") >= 1.0);
+            // Every request that cannot go on gets its 503 on the same connection: an
+            // INVITE with a To-tag (judged as a call) and a BYE as well (QA 40).
+            use std::io::Write;
+            let mut t = std::net::TcpStream::connect(("127.0.0.1", base)).unwrap();
+            let port = t.local_addr().unwrap().port();
+            for (method, to_tag) in [("INVITE", ";tag=made-up"), ("BYE", ";tag=b")] {
+                let req = format!(
+                    "{method} sip:+8613912345680@127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-{method}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=a\r\nTo: <sip:+8613912345680@127.0.0.1>{to_tag}\r\nCall-ID: tcponly-{method}\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1:{port};transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+                );
+                t.write_all(req.as_bytes()).unwrap();
+                let r = read_head(&mut t);
+                assert!(r.starts_with("SIP/2.0 503 "), "{method}: {r}");
+                assert!(r.contains(&format!("CSeq: 2 {method}\r\n")), "{r}");
+            }
         }
     }
+}
+
+/// What a TCP stream brings up to the end of one message's header (3 s at most).
+fn read_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// A literal for a sipp regular expression.

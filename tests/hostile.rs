@@ -349,7 +349,7 @@ fn strangers_get_no_503_under_overload() {
             String::from_utf8_lossy(&buf[..n])
         );
     }
-    assert!(proxy.metric("sipfence_dropped_total{reason=\"policy\"}") > 100.0);
+    assert!(proxy.metric("sipfence_dropped_total{reason=\"unknown-source\"}") > 100.0);
     assert_eq!(
         proxy.metric("sipfence_overload_rejections_total{trunk=\"none\"}"),
         0.0
@@ -461,7 +461,7 @@ fn unknown_sources_can_be_dropped_silently() {
         1.0
     );
     assert_eq!(
-        proxy.metric("sipfence_dropped_total{reason=\"policy\"}"),
+        proxy.metric("sipfence_dropped_total{reason=\"unknown-source\"}"),
         2.0
     );
     assert_eq!(

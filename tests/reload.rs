@@ -167,7 +167,12 @@ fn reload_says_what_it_changed_and_what_takes_a_restart() {
         )),
         "{body}"
     );
-    assert_eq!(proxy.metric("sipfence_restart_pending"), 1.0);
+    // The trunk's new listen address is not bound: it keeps the running one until then.
+    assert!(
+        body.contains("trunk intl: listen [") && body.contains("waits for the restart"),
+        "{body}"
+    );
+    assert_eq!(proxy.metric("sipfence_restart_pending"), 2.0);
     // What a reload can apply, it did.
     assert!(ask(base, "+442071111111", "c1").starts_with("SIP/2.0 608 "));
 
@@ -180,6 +185,71 @@ fn reload_says_what_it_changed_and_what_takes_a_restart() {
     let (code, body) = proxy.http("POST", "/reload");
     assert_eq!(code, 200, "{body}");
     assert!(!body.contains("needs a restart"), "{body}");
+    assert_eq!(proxy.metric("sipfence_restart_pending"), 0.0);
+}
+
+/// A trunk moved to a listen address no socket is bound to keeps taking its calls where
+/// they come now until the restart (QA 40: its peer was answered "Unknown source" at
+/// once), and the reload says so; put back, nothing is pending.
+#[test]
+fn a_trunk_moved_to_an_unbound_address_keeps_its_calls() {
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "\"+442079999999\""), 1);
+    let cfg_path = proxy.dir.path().join("sipfence.toml");
+    assert!(ask(base, "+442079999999", "m0").starts_with("SIP/2.0 608 "));
+    let moved = config(base, "\"+442079999999\"").replace(
+        &format!("listen = [\"udp:127.0.0.1:{base}\"]"),
+        &format!("listen = [\"udp:127.0.0.1:{}\"]", base + 1),
+    );
+    std::fs::write(&cfg_path, moved).unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("waits for the restart"), "{body}");
+    assert!(
+        !body.contains("applied: trunk intl: listen"),
+        "not applied: {body}"
+    );
+    // Still the trunk's call: refused by the blacklist, not as an unknown source.
+    assert!(ask(base, "+442079999999", "m1").starts_with("SIP/2.0 608 "));
+    std::fs::write(&cfg_path, config(base, "\"+442079999999\"")).unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(proxy.metric("sipfence_restart_pending"), 0.0);
+}
+
+/// A `[::]` listener's Via and Record-Route addresses are found at start: a reload whose
+/// next hop is of another IP family says they wait for the restart (QA 40: they
+/// silently stayed those of the old family).
+#[test]
+fn a_reload_that_would_rename_a_wildcard_listener_says_so() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this host has no IPv6 loopback (::1)");
+        return;
+    }
+    let base = port_block();
+    let v4 = config(base, "\"+442079999999\"").replace(
+        &format!("listen = [\"udp:127.0.0.1:{base}\"]"),
+        &format!("listen = [\"udp:[::]:{base}\"]"),
+    );
+    let proxy = Proxy::start(&v4, 1);
+    let cfg_path = proxy.dir.path().join("sipfence.toml");
+    let v6 = v4.replace(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!("next_hop = \"udp:[::1]:{}\"", base + 10),
+    );
+    std::fs::write(&cfg_path, v6).unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(&format!(
+            "needs a restart (read at start only): listen [::]:{base}: Via and Record-Route name 127.0.0.1 until the restart"
+        )),
+        "{body}"
+    );
+    assert!(proxy.metric("sipfence_restart_pending") >= 1.0);
+    std::fs::write(&cfg_path, v4).unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
     assert_eq!(proxy.metric("sipfence_restart_pending"), 0.0);
 }
 

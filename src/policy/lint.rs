@@ -45,6 +45,23 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 .to_string(),
         );
     }
+    // `advertise` stands in for the address a wildcard socket lacks, and only there.
+    if let Some(a) = p.proxy.advertise {
+        let wild: Vec<_> = p
+            .listen_addrs()
+            .into_iter()
+            .filter(|l| l.addr.ip().is_unspecified())
+            .collect();
+        if wild.is_empty() {
+            out.push(format!(
+                "[proxy] advertise {a} is given only on wildcard listen addresses (0.0.0.0, [::]), and there are none: it changes nothing (each explicit address names itself)"
+            ));
+        } else if a.is_ipv6() && wild.iter().all(|l| l.addr.is_ipv4()) {
+            out.push(format!(
+                "[proxy] advertise {a} is IPv6, and the wildcard listen addresses are 0.0.0.0 (IPv4 only): it changes nothing"
+            ));
+        }
+    }
     // Sections whose settings do nothing without their address.
     if p.redis.url.is_empty() && p.redis != crate::policy::config::RedisConf::default() {
         out.push(
@@ -539,6 +556,36 @@ entries = [{whitelist}]
                 lint(listen, hop).is_empty(),
                 "{listen} {hop}: {:?}",
                 lint(listen, hop)
+            );
+        }
+    }
+
+    /// `[proxy] advertise` where no wildcard socket can use it is named; where one can,
+    /// it is not.
+    #[test]
+    fn an_advertise_nothing_uses_is_named() {
+        let w = |listen: &str, adv: &str| {
+            let text = format!(
+                "[proxy]\nadvertise = \"{adv}\"\n[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\nlisten = [{listen}]\nnext_hop = \"udp:10.0.0.5:5060\"\n"
+            );
+            warnings(&Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap())
+        };
+        assert_eq!(
+            w("\"udp:127.0.0.1:5060\"", "192.0.2.10"),
+            [
+                "[proxy] advertise 192.0.2.10 is given only on wildcard listen addresses (0.0.0.0, [::]), and there are none: it changes nothing (each explicit address names itself)"
+            ]
+        );
+        assert_eq!(w("\"udp:0.0.0.0:5060\"", "2001:db8::5").len(), 1);
+        for (listen, adv) in [
+            ("\"udp:0.0.0.0:5060\"", "192.0.2.10"),
+            ("\"udp:[::]:5060\"", "2001:db8::5"),
+            ("\"udp:[::]:5060\"", "192.0.2.10"),
+        ] {
+            assert!(
+                w(listen, adv).is_empty(),
+                "{listen} {adv}: {:?}",
+                w(listen, adv)
             );
         }
     }

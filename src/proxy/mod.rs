@@ -133,6 +133,10 @@ pub struct Shared {
     /// The settings this process took at start: a reload that changes them is applied
     /// only by a restart, and says so.
     pub start_only: StartOnly,
+    /// For each wildcard listen address, what our Via and Record-Route name there
+    /// ([`advertised`], [`advertised_also`]), found at start: a reload that would find
+    /// others says they wait for the restart.
+    pub named: Vec<(SocketAddr, SocketAddr, Option<SocketAddr>)>,
     pub started: Instant,
     /// sipfence_messages_total handles: [udp, tcp] x [request, response].
     pub msg_counters: [[prometheus::IntCounter; 2]; 2],
@@ -262,14 +266,23 @@ impl Shared {
             }
         });
         match loaded {
-            Ok(p) => {
+            Ok(mut p) => {
+                // What the file says of the sockets, before a trunk that moved to an
+                // address not bound keeps its running ones.
+                let written = StartOnly::of(&p);
+                let mut kept = diff::keep_bound_listens(
+                    &self.loaded.load().policy,
+                    &self.start_only.listen,
+                    &mut p,
+                );
+                kept.extend(self.renamed(&p));
                 let summary = format!(
                     "loaded from {}: {} trunk(s), blacklist {} entries",
                     p.source,
                     p.trunks.len(),
                     p.blacklist.len()
                 );
-                let changes = self.changes(&p);
+                let changes = self.changes(&p, &written, kept);
                 let warnings = lint::warnings(&p);
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
@@ -294,10 +307,35 @@ impl Shared {
     /// What `new` changes against the running policy. Changes to settings read at
     /// start only are counted against the process's own start, not the last reload
     /// (`sipfence_restart_pending`), so that reverting them clears the gauge.
-    fn changes(&self, new: &Policy) -> diff::Changes {
+    /// The wildcard listen addresses whose Via and Record-Route address `new` would
+    /// find otherwise than at start (a next hop or sources of another IP family: QA 40):
+    /// the sockets keep theirs until the restart, and this says so.
+    fn renamed(&self, new: &Policy) -> Vec<String> {
+        let both = |a: SocketAddr, b: Option<SocketAddr>| match b {
+            Some(b) => format!("{} and {}", a.ip(), b.ip()),
+            None => a.ip().to_string(),
+        };
+        self.named
+            .iter()
+            .filter_map(|&(bound, a, b)| {
+                let (na, nb) = (advertised(new, bound), advertised_also(new, bound));
+                ((na, nb) != (a, b)).then(|| {
+                    format!(
+                        "listen {bound}: Via and Record-Route name {} until the restart ({} under this policy)",
+                        both(a, b),
+                        both(na, nb)
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `written`: the start-only settings as the new file has them; `kept`: what
+    /// [`diff::keep_bound_listens`] kept of the running policy.
+    fn changes(&self, new: &Policy, written: &StartOnly, kept: Vec<String>) -> diff::Changes {
         let c = diff::Changes {
             applied: diff::applied(&self.loaded.load().policy, new),
-            restart: self.start_only.changes(&StartOnly::of(new)),
+            restart: [self.start_only.changes(written), kept].concat(),
         };
         self.metrics.restart_pending.set(c.restart.len() as i64);
         c
@@ -512,6 +550,18 @@ pub fn run(args: RunArgs) -> i32 {
         (counters, Some(c))
     };
     let start_only = StartOnly::of(&policy);
+    let mut wild: Vec<SocketAddr> = start_only
+        .listen
+        .iter()
+        .map(|l| l.addr)
+        .filter(|a| a.ip().is_unspecified())
+        .collect();
+    wild.sort();
+    wild.dedup();
+    let named = wild
+        .into_iter()
+        .map(|a| (a, advertised(&policy, a), advertised_also(&policy, a)))
+        .collect();
     let shared = Arc::new(Shared {
         rates,
         cluster,
@@ -538,6 +588,7 @@ pub fn run(args: RunArgs) -> i32 {
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         config_path: args.config.clone(),
         start_only,
+        named,
         started: Instant::now(),
         shed_at_ms: AtomicU64::new(0),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 
 use crate::behaviour::{self, BehaviourTracker, Seen};
 use crate::decide::{Context, Decision, Kind, Outcome, Refusal, decide};
-use crate::policy::Policy;
 use crate::policy::config::{ListenSpec, Transport};
 use crate::policy::rate::RateCounter;
+use crate::policy::{Policy, RuleId};
 use crate::sip::response::{self, Extra, hex16, push_num, stable_tag};
 use crate::sip::rewrite::EditList;
 use crate::sip::uri;
@@ -233,7 +233,14 @@ fn handle_parsed(
     let mf = msg.max_forwards();
     // No hops left: not forwarded (RFC 3261 16.3 step 3), and an ACK gets no 483.
     if method == Method::Ack && mf == Some(0) {
-        return Handled::Dropped("no-hops-left");
+        // A stranger's is the unknown-source drop, whatever its fields (QA 40).
+        let stranger = st.policy.match_trunk(&o.source, Some(&o.local)).is_none()
+            && st.policy.silent_to(&o.source, Some(&o.local));
+        return Handled::Dropped(if stranger {
+            "unknown-source"
+        } else {
+            "no-hops-left"
+        });
     }
     if let Some(r) = Refusal::forwarding(st.policy, msg) {
         return refuse(st, msg, o, r, false, out, observe);
@@ -281,7 +288,13 @@ fn handle_parsed(
         );
     }
     if d.outcome == Outcome::Drop {
-        return Handled::Dropped("policy");
+        // One reason for all a stranger sends under `unknown-source = drop`, well-formed
+        // or not (QA 40).
+        return Handled::Dropped(if d.rule == Some(RuleId::UnknownSource) {
+            "unknown-source"
+        } else {
+            "policy"
+        });
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
         return Handled::Dropped("no-trunk");

@@ -190,15 +190,14 @@ async fn outbound(
     }
 }
 
-/// A request that could not be sent to the next hop `addr`: an initial INVITE is
-/// answered 503 (with Retry-After) as if the next hop had answered, which is what RFC
-/// 3261 16.9 has a proxy do on a transport error, so that the caller's side tries
-/// another route at once instead of retransmitting into nothing until Timer B. The 503
+/// A request that could not be sent to the next hop `addr`: it is answered 503 (with
+/// Retry-After) as if the next hop had answered, which is what RFC 3261 16.9 has a
+/// proxy do on a transport error, so that the caller's side tries another route at once
+/// instead of retransmitting into nothing until Timer B or F (an ACK is never answered). The 503
 /// goes back the way the next hop's answers go (our Via taken off) and is mirrored like
 /// one, but not counted as a message received: none came (QA 32; the loss is counted as
 /// `tcp-connect-failed`, or `send-failed` for a UDP next hop of an IP family the
-/// gateway has no socket of). Anything else is only dropped (its sender retransmits or
-/// gives up).
+/// gateway has no socket of).
 pub fn unreachable(
     shared: &Arc<Shared>,
     udps: &Udps,
@@ -210,7 +209,10 @@ pub fn unreachable(
     let Ok(req) = crate::sip::Message::parse(request) else {
         return;
     };
-    if req.method() != Some(crate::sip::Method::Invite) || req.to_tag().is_some() {
+    // Any request but an ACK (which is never answered): a re-INVITE, an INVITE with an
+    // invented To-tag (judged as a call) and a BYE end at once as well, rather than be
+    // retransmitted into nothing (QA 40).
+    if req.method().is_none_or(|m| m == crate::sip::Method::Ack) {
         return;
     }
     let l = shared.loaded.load();
@@ -240,7 +242,7 @@ pub fn unreachable(
         shared,
         &l,
         crate::cli::now_ms(),
-        udp::vias(udps, from, shared.advertised(local.addr)),
+        vias(shared, udps, from, local),
         false,
     );
     let relayed = super::stateless::handle(
@@ -259,6 +261,37 @@ pub fn unreachable(
         Ok(super::stateless::Handled::Dropped(reason)) => shared.metrics.dropped(reason),
         _ => {}
     }
+}
+
+/// The addresses our Via names for requests a connection on `local` forwards: those of
+/// the worker's UDP sockets ([`udp::vias`]); where none is of the other IP family, the
+/// address a TCP listener gives peers of that family (a `[::]` one's other address, or
+/// a listener of that family, on `local`'s port first), so that a gateway with TCP
+/// listeners only records a route of each side's family too (QA 40).
+fn vias(
+    shared: &Shared,
+    udps: &Udps,
+    from: usize,
+    local: ListenSpec,
+) -> (SocketAddr, Option<SocketAddr>) {
+    let (here, other) = udp::vias(udps, from, shared.advertised(local.addr));
+    if other.is_some() {
+        return (here, other);
+    }
+    let l = shared.loaded.load();
+    let p = &l.policy;
+    let v4 = !here.is_ipv4();
+    let other = super::advertised_also(p, local.addr)
+        .filter(|a| a.is_ipv4() == v4)
+        .or_else(|| {
+            p.listen_addrs()
+                .into_iter()
+                .filter(|t| t.transport == Transport::Tcp)
+                .map(|t| super::advertised(p, t.addr))
+                .filter(|a| a.is_ipv4() == v4 && !a.ip().is_unspecified())
+                .min_by_key(|a| a.port() != local.addr.port())
+        });
+    (here, other)
 }
 
 /// Reads and writes one connection, accepted or opened (`outbound`), until it closes,
@@ -286,7 +319,7 @@ async fn serve_stream(
     // datagram it would send is answered 503 like one of an IP family it has no socket
     // of (`from` then names none).
     let from = udp::forwarder(udps, &local).unwrap_or(usize::MAX);
-    let vias = udp::vias(udps, from, shared.advertised(local.addr));
+    let vias = vias(shared, udps, from, local);
     let ends = (stream.local_addr().unwrap_or(local.addr), peer);
     let (mut rd, mut wr) = stream.into_split();
     shared.metrics.tcp_connections.inc();
