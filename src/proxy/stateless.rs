@@ -236,11 +236,11 @@ fn handle_parsed(
         // A stranger's is the unknown-source drop, whatever its fields (QA 40).
         let stranger = st.policy.match_trunk(&o.source, Some(&o.local)).is_none()
             && st.policy.silent_to(&o.source, Some(&o.local));
-        return Handled::Dropped(if stranger {
-            "unknown-source"
+        return if stranger {
+            Handled::Dropped("unknown-source")
         } else {
-            "no-hops-left"
-        });
+            Handled::Dropped("no-hops-left")
+        };
     }
     if let Some(r) = Refusal::forwarding(st.policy, msg) {
         return refuse(st, msg, o, r, false, out, observe);
@@ -290,11 +290,11 @@ fn handle_parsed(
     if d.outcome == Outcome::Drop {
         // One reason for all a stranger sends under `unknown-source = drop`, well-formed
         // or not (QA 40).
-        return Handled::Dropped(if d.rule == Some(RuleId::UnknownSource) {
-            "unknown-source"
+        return if d.rule == Some(RuleId::UnknownSource) {
+            Handled::Dropped("unknown-source")
         } else {
-            "policy"
-        });
+            Handled::Dropped("policy")
+        };
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
         return Handled::Dropped("no-trunk");
