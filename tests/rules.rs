@@ -4303,6 +4303,43 @@ fn gateways_read_short_codes_written_with_any_separator() {
     ] {
         assert_eq!(rejected(&ent(name)), None, "{name}");
     }
+    // QA 41: through characters that draw nothing, escapes, and more look-alikes
+    // (Cyrillic palochka, slashed and circled O, mathematical letters); a capital I or O
+    // that starts a code before a digit is a letter prefix.
+    for name in [
+        "公安 11\u{200b}O",
+        "公安 11\u{ad}O",
+        "l\u{2060}10",
+        "1Ӏ0",
+        "11Ø",
+        "11○",
+        "𝟏𝟏𝐎",
+        "𝐈𝟏𝟎",
+        "1\\l0",
+    ] {
+        assert!(rejected(&ent(name)).is_some(), "{name:?}");
+    }
+    for name in [
+        "Gate I19",
+        "Hall I20",
+        "Building I10",
+        "O2 Shop",
+        "I2O Kitchen",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
+    }
+    // An escaped letter in a URI is that letter (RFC 3261 19.1.4): `11%4F` is `11O`.
+    for from in [
+        "<sip:11%4F@pbx.example>",
+        "<sip:11%6f@pbx.example>",
+        "<sip:11O@pbx.example>",
+    ] {
+        let m = with_from(
+            from,
+            "P-Asserted-Identity: <sip:+8613912340001@pbx.example>\r\n",
+        );
+        assert!(rejected(&judge(&p, &m, "ent")).is_some(), "{from}");
+    }
     // A decimal comma hides no piece of five digits or more: a service number before
     // it is still read (as before a decimal point, `"95588.1"`).
     assert!(rejected(&ent("中国银行 95588,00")).is_some());

@@ -58,7 +58,10 @@ pub fn check(config: Option<PathBuf>, against: Option<PathBuf>) -> i32 {
                 return 1;
             }
         };
-        let c = crate::policy::diff::changes(&o, &p);
+        let mut c = crate::policy::diff::changes(&o, &p);
+        // The routing table's answer on this host, as a reload here would find it.
+        c.restart
+            .extend(crate::proxy::renamed(&crate::proxy::wildcard_names(&o), &p));
         println!("changes against {}:", old.display());
         if c.is_empty() {
             println!("  none");

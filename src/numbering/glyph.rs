@@ -213,13 +213,27 @@ pub(super) fn letters<'a>(text: &[u8], out: &'a mut [u8; 256]) -> &'a [u8] {
     &out[..n]
 }
 
-/// What a letter drawn like a digit would be read as, beside digits: `O`, `o`, `〇` and
-/// their Cyrillic, Greek and full-width twins as 0; `l`, `I` and theirs as 1 (the
-/// confusables of Unicode's UTS #39 for those digits).
+/// What a letter or sign drawn like a digit would be read as, beside digits: `O`, `o`,
+/// `〇`, `Ø`, `○` and their Cyrillic, Greek, Armenian, Coptic, Lisu, small-capital,
+/// circled, full-width and mathematical twins as 0; `l`, `I` and theirs (the
+/// palochka, Roman numeral one, `ℓ`, the dental click) as 1: the confusables of
+/// Unicode's UTS #39 for those digits.
 fn digit_look_alike(c: char) -> Option<u8> {
+    let cp = c as u32;
+    // Mathematical alphanumerics: thirteen styles of A-Z a-z, 52 code points each.
+    if (0x1d400..0x1d6a4).contains(&cp) {
+        return match (cp - 0x1d400) % 52 {
+            14 | 40 => Some(0),
+            8 | 37 => Some(1),
+            _ => None,
+        };
+    }
     match c {
-        'O' | 'o' | '〇' | 'О' | 'о' | 'Ο' | 'ο' | 'Ｏ' | 'ｏ' => Some(0),
-        'l' | 'I' | 'І' | 'ӏ' | 'Ι' | 'ｌ' | 'Ｉ' => Some(1),
+        'O' | 'o' | '〇' | 'О' | 'о' | 'Ο' | 'ο' | 'Ｏ' | 'ｏ' | 'Ø' | 'ø' | '○' | '◯' | 'Ⓞ'
+        | 'ⓞ' | 'ᴏ' | 'օ' | 'ⲟ' | 'Ⲟ' | 'ꓳ' => Some(0),
+        'l' | 'I' | 'І' | 'Ӏ' | 'ӏ' | 'Ι' | 'ｌ' | 'Ｉ' | 'Ⅰ' | 'ⅼ' | 'ℓ' | 'ǀ' => {
+            Some(1)
+        }
         _ => None,
     }
 }
@@ -234,57 +248,92 @@ fn alphabetic_letter(c: char) -> bool {
 
 /// `text` with the letters drawn like digits read as those digits, where they stand in
 /// a word made of digits and such letters only (`"11O"`, `"1l0"`, `"1O086"`, `"11〇"`,
-/// QA 36 R3): a callee reads `110` there. A word with any other letter (`"H2O"`,
-/// `"Win10"`, `"110kV"`) keeps its letters, and so does one without a digit (`"IO"`).
-/// Each letter becomes a digit of its own byte length (ASCII, Arabic-Indic, full-width),
-/// so that every offset into the text still holds. `None` (no copy) when there is none.
+/// QA 36 R3): a callee reads `110` there. Characters that draw nothing are passed over
+/// inside the word (`"11<ZWSP>O"`), and a URI escape or a quoted-pair is the character
+/// it stands for (`"11%4F"`: QA 41). A word with any other letter (`"H2O"`, `"Win10"`,
+/// `"110kV"`) keeps its letters, and so does one without a digit (`"IO"`); so does a
+/// capital `I` or `O` that starts a word before a digit, a letter prefix as codes are
+/// written (`"Gate I19"`, `"O2"`: QA 41). Each letter becomes a digit of its own byte
+/// length (ASCII, Arabic-Indic, full-width, mathematical), so that every offset into
+/// the text still holds. `None` (no copy) when there is no such word.
 pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
-    #[derive(PartialEq)]
+    #[derive(Clone, Copy, PartialEq)]
     enum K {
         Digit,
         Look(u8),
         Letter,
+        /// Draws nothing: part of the word it stands in.
+        Unseen,
         Gap,
     }
-    let kind = |b: &[u8]| -> (K, usize) {
-        match *b {
-            [c, ..] if c.is_ascii_digit() => (K::Digit, 1),
-            [c, ..] if c.is_ascii() => match digit_look_alike(c as char) {
-                Some(d) => (K::Look(d), 1),
-                None if c.is_ascii_alphabetic() => (K::Letter, 1),
-                None => (K::Gap, 1),
+    // The character at the start of `b` (an escape read as what it stands for), its
+    // kind, and its length in `b`.
+    let kind = |b: &[u8]| -> (K, usize, char) {
+        let (c, n) = match *b {
+            [b'%', ..] => match crate::sip::lex::escaped_octet(b) {
+                Some(o) if o.is_ascii() => (o as char, 3),
+                _ => return (K::Gap, 1, '%'),
             },
+            [b'\\', c, ..] if c.is_ascii() => (c as char, 2),
+            [c, ..] if c.is_ascii() => (c as char, 1),
             _ => match decode(b) {
-                Some((c, n)) => match (digit_look_alike(c), digit_value(c as u32)) {
-                    (Some(d), _) => (K::Look(d), n),
-                    (None, Some(_)) => (K::Digit, n),
-                    _ if alphabetic_letter(c) => (K::Letter, n),
-                    _ => (K::Gap, n),
-                },
-                None => (K::Gap, 1),
+                Some(x) => x,
+                None => return (K::Gap, 1, '\u{fffd}'),
             },
-        }
+        };
+        let cp = c as u32;
+        let k = if c.is_ascii_digit() || (!c.is_ascii() && digit_value(cp).is_some()) {
+            K::Digit
+        } else if let Some(d) = digit_look_alike(c) {
+            K::Look(d)
+        } else if (c.is_ascii() && ascii(c as u8) == INVISIBLE)
+            || (!c.is_ascii() && in_ranges(cp, &INVISIBLES))
+        {
+            K::Unseen
+        } else if alphabetic_letter(c) {
+            K::Letter
+        } else {
+            K::Gap
+        };
+        (k, n, c)
     };
-    // Cheap refusal first: most texts hold no such letter beside a digit.
     let mut out: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < text.len() {
-        let (k, n) = kind(&text[i..]);
-        if k == K::Gap {
+        let (k, n, _) = kind(&text[i..]);
+        if matches!(k, K::Gap | K::Unseen) {
             i += n;
             continue;
         }
         let start = i;
         let (mut digits, mut looks, mut letters) = (0, 0, 0);
+        // A capital I or O first, then a digit: a letter prefix, as a code is written.
+        let mut prefix = None;
+        let mut first = true;
         while i < text.len() {
-            let (k, n) = kind(&text[i..]);
+            let (k, n, c) = kind(&text[i..]);
             match k {
                 K::Gap => break,
+                K::Unseen => {}
                 K::Digit => digits += 1,
-                K::Look(_) => looks += 1,
+                K::Look(_) => {
+                    if first && matches!(c, 'I' | 'O') {
+                        let (next, _, _) = kind(&text[i + n..]);
+                        if next == K::Digit {
+                            prefix = Some(i);
+                        }
+                    }
+                    looks += 1;
+                }
                 K::Letter => letters += 1,
             }
+            if k != K::Unseen {
+                first = false;
+            }
             i += n;
+        }
+        if prefix.is_some() {
+            looks -= 1;
         }
         if digits == 0 || looks == 0 || letters > 0 {
             continue;
@@ -292,16 +341,20 @@ pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
         let o = out.get_or_insert_with(|| text.to_vec());
         let mut j = start;
         while j < i {
-            let (k, n) = kind(&text[j..]);
-            if let K::Look(d) = k {
-                let mut buf = [0u8; 4];
+            let (k, n, _) = kind(&text[j..]);
+            if let K::Look(d) = k
+                && prefix != Some(j)
+            {
                 let digit = match n {
-                    1 => char::from(b'0' + d),
-                    2 => char::from_u32(0x660 + d as u32).unwrap_or('0'),
-                    _ => char::from_u32(0xff10 + d as u32).unwrap_or('0'),
+                    1 => Some(char::from(b'0' + d)),
+                    2 => char::from_u32(0x660 + d as u32),
+                    3 => char::from_u32(0xff10 + d as u32),
+                    _ => char::from_u32(0x1d7ce + d as u32),
                 };
-                let enc = digit.encode_utf8(&mut buf).as_bytes();
-                if enc.len() == n {
+                let mut buf = [0u8; 4];
+                if let Some(enc) = digit.map(|c| c.encode_utf8(&mut buf).as_bytes())
+                    && enc.len() == n
+                {
                     o[j..j + n].copy_from_slice(enc);
                 }
             }

@@ -310,7 +310,8 @@ pub fn changes(old: &Policy, new: &Policy) -> Changes {
             && old
                 .trunks
                 .iter()
-                .any(|o| o.name == t.name && o.listen != t.listen)
+                .find(|o| o.name == t.name)
+                .is_none_or(|o| o.listen != t.listen)
     };
     if !new.trunks.iter().any(waits) {
         return Changes {
@@ -339,6 +340,19 @@ pub fn keep_bound_listens(running: &Policy, bound: &[ListenSpec], new: &mut Poli
             continue;
         }
         let Some(o) = running.trunks.iter().find(|o| o.name == t.name) else {
+            // A new trunk takes its calls on the bound sockets it names at once, and on
+            // the others from the restart on (QA 41).
+            let unbound: Vec<ListenSpec> = t
+                .listen
+                .iter()
+                .filter(|l| !bound.contains(l))
+                .copied()
+                .collect();
+            said.push(format!(
+                "trunk {}: listen [{}] takes calls from the restart on (not bound)",
+                t.name,
+                joined(&unbound)
+            ));
             continue;
         };
         if o.listen != t.listen {
@@ -642,9 +656,13 @@ users = ["pbx:secret"]
         );
         let bound = StartOnly::of(&old).listen;
         let said = keep_bound_listens(&old, &bound, &mut new);
-        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(said.len(), 2, "{said:?}");
         assert_eq!(new.trunks[0].listen, old.trunks[0].listen);
         assert_eq!(new.trunks[1].listen, old.trunks[1].listen);
         assert_eq!(new.trunks[2].listen[0].to_string(), "udp:[::1]:5070");
+        assert_eq!(
+            said[1],
+            "trunk ic: listen [udp:[::1]:5070] takes calls from the restart on (not bound)"
+        );
     }
 }

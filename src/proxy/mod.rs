@@ -245,6 +245,49 @@ fn route_from(dest: IpAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
+/// For each wildcard listen address of `policy`, what our Via and Record-Route name
+/// there ([`advertised`], [`advertised_also`]).
+pub fn wildcard_names(policy: &Policy) -> Vec<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+    let mut wild: Vec<SocketAddr> = policy
+        .listen_addrs()
+        .iter()
+        .map(|l| l.addr)
+        .filter(|a| a.ip().is_unspecified())
+        .collect();
+    wild.sort();
+    wild.dedup();
+    wild.into_iter()
+        .map(|a| (a, advertised(policy, a), advertised_also(policy, a)))
+        .collect()
+}
+
+/// The wildcard listen addresses whose Via and Record-Route address `new` would find
+/// otherwise than `named` ([`wildcard_names`] of the running process: a next hop or
+/// sources of another IP family, QA 40): the sockets keep theirs until the restart, and
+/// this says so, a line each (the reload's and `check --against`'s).
+pub fn renamed(
+    named: &[(SocketAddr, SocketAddr, Option<SocketAddr>)],
+    new: &Policy,
+) -> Vec<String> {
+    let both = |a: SocketAddr, b: Option<SocketAddr>| match b {
+        Some(b) => format!("{} and {}", a.ip(), b.ip()),
+        None => a.ip().to_string(),
+    };
+    named
+        .iter()
+        .filter_map(|&(bound, a, b)| {
+            let (na, nb) = (advertised(new, bound), advertised_also(new, bound));
+            ((na, nb) != (a, b)).then(|| {
+                format!(
+                    "listen {bound}: Via and Record-Route name {} until the restart ({} under this policy)",
+                    both(a, b),
+                    both(na, nb)
+                )
+            })
+        })
+        .collect()
+}
+
 impl Shared {
     /// [`advertised`] under the running policy.
     pub fn advertised(&self, bound: SocketAddr) -> SocketAddr {
@@ -307,27 +350,9 @@ impl Shared {
     /// What `new` changes against the running policy. Changes to settings read at
     /// start only are counted against the process's own start, not the last reload
     /// (`sipfence_restart_pending`), so that reverting them clears the gauge.
-    /// The wildcard listen addresses whose Via and Record-Route address `new` would
-    /// find otherwise than at start (a next hop or sources of another IP family: QA 40):
-    /// the sockets keep theirs until the restart, and this says so.
+    /// [`renamed`] against the addresses found at start.
     fn renamed(&self, new: &Policy) -> Vec<String> {
-        let both = |a: SocketAddr, b: Option<SocketAddr>| match b {
-            Some(b) => format!("{} and {}", a.ip(), b.ip()),
-            None => a.ip().to_string(),
-        };
-        self.named
-            .iter()
-            .filter_map(|&(bound, a, b)| {
-                let (na, nb) = (advertised(new, bound), advertised_also(new, bound));
-                ((na, nb) != (a, b)).then(|| {
-                    format!(
-                        "listen {bound}: Via and Record-Route name {} until the restart ({} under this policy)",
-                        both(a, b),
-                        both(na, nb)
-                    )
-                })
-            })
-            .collect()
+        renamed(&self.named, new)
     }
 
     /// `written`: the start-only settings as the new file has them; `kept`: what
@@ -550,18 +575,7 @@ pub fn run(args: RunArgs) -> i32 {
         (counters, Some(c))
     };
     let start_only = StartOnly::of(&policy);
-    let mut wild: Vec<SocketAddr> = start_only
-        .listen
-        .iter()
-        .map(|l| l.addr)
-        .filter(|a| a.ip().is_unspecified())
-        .collect();
-    wild.sort();
-    wild.dedup();
-    let named = wild
-        .into_iter()
-        .map(|a| (a, advertised(&policy, a), advertised_also(&policy, a)))
-        .collect();
+    let named = wildcard_names(&policy);
     let shared = Arc::new(Shared {
         rates,
         cluster,

@@ -297,7 +297,12 @@ fn handle_parsed(
         };
     }
     let Some(trunk) = d.trunk.map(|t| &st.policy.trunks[t]) else {
-        return Handled::Dropped("no-trunk");
+        // An ACK from a stranger (no rule judges ACKs): its drop, under `drop`.
+        return if st.policy.silent_to(&o.source, Some(&o.local)) {
+            Handled::Dropped("unknown-source")
+        } else {
+            Handled::Dropped("no-trunk")
+        };
     };
     if method == Method::Options
         && d.kind == Kind::OtherRequest
@@ -360,7 +365,14 @@ fn refuse(
         let d = Decision::refused(st.policy, msg, &ctx, r);
         observe(Observed::Decision(msg, &d));
         if d.outcome == Outcome::Drop {
-            return Handled::Dropped(if ack { "bad-ack" } else { "unknown-source" });
+            // A stranger's, broken ACK or not, is the unknown-source drop (QA 41).
+            return if d.trunk.is_none() && st.policy.silent_to(&o.source, Some(&o.local)) {
+                Handled::Dropped("unknown-source")
+            } else if ack {
+                Handled::Dropped("bad-ack")
+            } else {
+                Handled::Dropped("unknown-source")
+            };
         }
     } else if ack {
         return Handled::Dropped("bad-ack");
@@ -1034,6 +1046,35 @@ record_route = true
         )
         .unwrap();
         (h, String::from_utf8(out).unwrap())
+    }
+
+    /// Under `unknown-source = drop`, every ACK from a stranger is that drop, well-formed
+    /// or broken, with hops left or none (QA 41: `no-trunk`, `bad-ack`); a trunk's
+    /// broken ACK stays `bad-ack`.
+    #[test]
+    fn a_strangers_acks_are_the_unknown_source_drop() {
+        let p = Policy::from_str(
+            &format!("{POLICY}[rules.unknown-source]\naction = \"drop\"\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let ack = |extra: &str, call_id: &str| {
+            format!(
+                "ACK sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK-a\r\nFrom: <sip:a@203.0.113.9>;tag=1\r\nTo: <sip:b@192.0.2.10>;tag=2\r\n{call_id}CSeq: 1 ACK\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let good = "Call-ID: a1\r\n";
+        for (m, why) in [
+            (ack("Max-Forwards: 70\r\n", good), "well-formed"),
+            (ack("Max-Forwards: 0\r\n", good), "no hops"),
+            (ack("Max-Forwards: 70\r\n", ""), "no Call-ID"),
+        ] {
+            let (h, _) = run(&p, "203.0.113.9:5060", &m);
+            assert!(matches!(h, Handled::Dropped("unknown-source")), "{why}");
+        }
+        let (h, _) = run(&p, "198.51.100.7:5060", &ack("Max-Forwards: 70\r\n", ""));
+        assert!(matches!(h, Handled::Dropped("bad-ack")));
     }
 
     fn with_body(head: &str, body_len: usize) -> String {
