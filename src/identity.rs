@@ -12,7 +12,7 @@
 
 use crate::isup::{self, Iam, IsupError, IsupNumber, Nature, Presentation};
 use crate::numbering::{
-    Bare, Class, NotANumber, Number, Plan, Reading, Worded, as_displayed, embedded_numbers,
+    Bare, Class, NotANumber, Number, Plan, Reading, Worded, as_displayed, embedded_numbers_in,
     normalise, normalise_as, rtl_numbers,
 };
 use crate::sip::addr::{self, NameAddr};
@@ -526,7 +526,7 @@ pub fn display_number(
 /// domestic mobile.
 ///
 /// All of the text, when it is a number the plan holds. Else the best of the pieces
-/// [`embedded_numbers`] finds that the plan holds ("Room 1203" shows none): one other
+/// [`crate::numbering::embedded_numbers`] finds that the plan holds ("Room 1203" shows none): one other
 /// than `avoid` (the URI's own number) first, so that a second number beside the
 /// caller's is judged, then the longest, then the first. Digits the plan does not hold
 /// show no number (a date, a reference).
@@ -566,7 +566,7 @@ pub fn shown_number_into(
     };
     let mut buf = [0u8; 512];
     let text = as_displayed(text, &mut buf);
-    let logical = read_shown(text, r, plan, avoid, all);
+    let logical = read_shown(text, display, r, plan, avoid, all);
     let other = |r: &Option<Number>| r.is_some_and(|n| Some(n) != avoid);
     if other(&logical) {
         return logical;
@@ -575,7 +575,7 @@ pub fn shown_number_into(
     let mut rbuf = [0u8; 512];
     match rtl_numbers(text, &mut rbuf) {
         Some(visual) => {
-            let visual = read_shown(visual, r, plan, avoid, all);
+            let visual = read_shown(visual, display, r, plan, avoid, all);
             if other(&visual) { visual } else { logical }
         }
         None => logical,
@@ -585,6 +585,7 @@ pub fn shown_number_into(
 /// [`shown_number`] of a text in the order it is drawn.
 fn read_shown(
     text: &[u8],
+    display: bool,
     r: Reading<'_>,
     plan: &Plan,
     avoid: Option<Number>,
@@ -609,7 +610,7 @@ fn read_shown(
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut n = 0;
     let mut overflow_other = None;
-    embedded_numbers(text, r.short, |piece, digits, worded| {
+    embedded_numbers_in(text, r.short, display, |piece, digits, worded| {
         // A count, a room or a house number is no number, unless it is an emergency
         // one: words can be added around any ([`Worded`]). A short code across marks is
         // one only if it is a number fraud forges.

@@ -41,7 +41,11 @@ pub(super) fn unit(b: &[u8]) -> (u8, usize) {
         // An escaped octet is that octet, and one outside ASCII alone is no character.
         [b'%', ..] => match crate::sip::lex::escaped_octet(b) {
             Some(c) if c.is_ascii() => (ascii(c), 3),
-            Some(_) => (OTHER, 3),
+            // A character escaped octet by octet (`%E3%80%87`) is that character (QA 42).
+            Some(_) => match escaped_char(b) {
+                Some((c, n)) => (glyph(c), n),
+                None => (OTHER, 3),
+            },
             None => (b'%', 1),
         },
         [b'\\', c, ..] if c.is_ascii() => (ascii(c), 2),
@@ -79,6 +83,25 @@ fn legacy(b: &[u8], lead: u8) -> (u8, usize) {
         (0xb3, _) => (b'3', 1),
         _ => (OTHER, 1),
     }
+}
+
+/// The character `b` starts with as URI escapes (`%4F`, or `%E3%80%87` octet by octet),
+/// and the bytes they take; `None` when they are no escaped UTF-8 character.
+fn escaped_char(b: &[u8]) -> Option<(char, usize)> {
+    let first = crate::sip::lex::escaped_octet(b)?;
+    let len = match first {
+        0..=0x7f => return Some((first as char, 3)),
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return None,
+    };
+    let mut octets = [0u8; 4];
+    for (k, o) in octets.iter_mut().enumerate().take(len) {
+        *o = crate::sip::lex::escaped_octet(b.get(3 * k..)?)?;
+    }
+    let c = std::str::from_utf8(&octets[..len]).ok()?.chars().next()?;
+    Some((c, 3 * len))
 }
 
 /// An ASCII character as shown: TAB is a gap, other control characters draw nothing.
@@ -251,11 +274,13 @@ fn alphabetic_letter(c: char) -> bool {
 /// QA 36 R3): a callee reads `110` there. Characters that draw nothing are passed over
 /// inside the word (`"11<ZWSP>O"`), and a URI escape or a quoted-pair is the character
 /// it stands for (`"11%4F"`: QA 41). A word with any other letter (`"H2O"`, `"Win10"`,
-/// `"110kV"`) keeps its letters, and so does one without a digit (`"IO"`); so does a
-/// capital `I` or `O` that starts a word before a digit, a letter prefix as codes are
-/// written (`"Gate I19"`, `"O2"`: QA 41). Each letter becomes a digit of its own byte
-/// length (ASCII, Arabic-Indic, full-width, mathematical), so that every offset into
-/// the text still holds. `None` (no copy) when there is no such word.
+/// `"110kV"`) keeps its letters, and so does one without a digit (`"IO"`). A capital
+/// `I` before digits is read too (`"I10"`): a code written so (`"Gate I19"`) is refused
+/// with it, since a letter-prefix exception let `"公安 I1O"` and `"I0086"` through
+/// (QA 42). Each letter becomes a digit of its own byte length (ASCII, Arabic-Indic,
+/// full-width, mathematical; an escaped one an escaped digit and escaped characters
+/// that draw nothing), so that every offset into the text still holds. `None` (no copy)
+/// when there is no such word.
 pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
     #[derive(Clone, Copy, PartialEq)]
     enum K {
@@ -266,19 +291,19 @@ pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
         Unseen,
         Gap,
     }
-    // The character at the start of `b` (an escape read as what it stands for), its
-    // kind, and its length in `b`.
-    let kind = |b: &[u8]| -> (K, usize, char) {
+    // The kind of the character at the start of `b` (an escape read as what it stands
+    // for), and its length in `b`.
+    let kind = |b: &[u8]| -> (K, usize) {
         let (c, n) = match *b {
-            [b'%', ..] => match crate::sip::lex::escaped_octet(b) {
-                Some(o) if o.is_ascii() => (o as char, 3),
-                _ => return (K::Gap, 1, '%'),
+            [b'%', ..] => match escaped_char(b) {
+                Some(x) => x,
+                None => return (K::Gap, 1),
             },
             [b'\\', c, ..] if c.is_ascii() => (c as char, 2),
             [c, ..] if c.is_ascii() => (c as char, 1),
             _ => match decode(b) {
                 Some(x) => x,
-                None => return (K::Gap, 1, '\u{fffd}'),
+                None => return (K::Gap, 1),
             },
         };
         let cp = c as u32;
@@ -295,45 +320,28 @@ pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
         } else {
             K::Gap
         };
-        (k, n, c)
+        (k, n)
     };
     let mut out: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < text.len() {
-        let (k, n, _) = kind(&text[i..]);
+        let (k, n) = kind(&text[i..]);
         if matches!(k, K::Gap | K::Unseen) {
             i += n;
             continue;
         }
         let start = i;
         let (mut digits, mut looks, mut letters) = (0, 0, 0);
-        // A capital I or O first, then a digit: a letter prefix, as a code is written.
-        let mut prefix = None;
-        let mut first = true;
         while i < text.len() {
-            let (k, n, c) = kind(&text[i..]);
+            let (k, n) = kind(&text[i..]);
             match k {
                 K::Gap => break,
                 K::Unseen => {}
                 K::Digit => digits += 1,
-                K::Look(_) => {
-                    if first && matches!(c, 'I' | 'O') {
-                        let (next, _, _) = kind(&text[i + n..]);
-                        if next == K::Digit {
-                            prefix = Some(i);
-                        }
-                    }
-                    looks += 1;
-                }
+                K::Look(_) => looks += 1,
                 K::Letter => letters += 1,
             }
-            if k != K::Unseen {
-                first = false;
-            }
             i += n;
-        }
-        if prefix.is_some() {
-            looks -= 1;
         }
         if digits == 0 || looks == 0 || letters > 0 {
             continue;
@@ -341,10 +349,21 @@ pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
         let o = out.get_or_insert_with(|| text.to_vec());
         let mut j = start;
         while j < i {
-            let (k, n, _) = kind(&text[j..]);
-            if let K::Look(d) = k
-                && prefix != Some(j)
-            {
+            let (k, n) = kind(&text[j..]);
+            if let K::Look(d) = k {
+                if text[j] == b'%' {
+                    // An escaped letter: an escaped digit, and escaped controls (which
+                    // draw nothing) for the rest of its octets.
+                    let mut esc = format!("%3{d}");
+                    while esc.len() < n {
+                        esc.push_str("%01");
+                    }
+                    if esc.len() == n {
+                        o[j..j + n].copy_from_slice(esc.as_bytes());
+                    }
+                    j += n;
+                    continue;
+                }
                 let digit = match n {
                     1 => Some(char::from(b'0' + d)),
                     2 => char::from_u32(0x660 + d as u32),

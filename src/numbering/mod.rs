@@ -163,6 +163,18 @@ pub const EMBEDDED_MAX_VISIBLE: usize = 64;
 pub fn embedded_numbers(
     text: &[u8],
     short: ShortCodes,
+    each: impl FnMut(std::ops::Range<usize>, &[u8], Worded),
+) {
+    embedded_numbers_in(text, short, true, each)
+}
+
+/// [`embedded_numbers`] of a display name (`display`), or of a URI's user part, a dial
+/// string, where a comma is a pause and no decimal comma (QA 42: `<sip:110,00@x>`
+/// dials 110).
+pub fn embedded_numbers_in(
+    text: &[u8],
+    short: ShortCodes,
+    display: bool,
     mut each: impl FnMut(std::ops::Range<usize>, &[u8], Worded),
 ) {
     // Letters drawn like digits among digits are read as the callee reads them.
@@ -242,7 +254,7 @@ pub fn embedded_numbers(
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(g) = group.take() {
                     let unit = if amounts == Some(true) {
-                        amount_goes_on(&g, c, &text[i..])
+                        amount_goes_on(&g, c, &text[i..], display)
                     } else {
                         Amount::None
                     };
@@ -352,14 +364,14 @@ enum Amount {
 /// version or an address (`"110.5"`, `"2.10.110"`, `"10.0.0.110"`), or a unit after it
 /// (`"120 RMB"`), a quantity. Not a price, for a decimal: `"95588.1"` shows the bank's
 /// number and an extension (QA 31).
-fn amount_goes_on(g: &Group, c: u8, rest: &[u8]) -> Amount {
+fn amount_goes_on(g: &Group, c: u8, rest: &[u8], display: bool) -> Amount {
     let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
         b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
         // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): two digits
         // and no more, which no thousands group is.
-        b',' if (1..3).all(digit_at) && !digit_at(3) => Amount::Decimal,
+        b',' if display && (1..3).all(digit_at) && !digit_at(3) => Amount::Decimal,
         b' ' => quantity_after(rest, false),
         _ => Amount::None,
     }
