@@ -306,14 +306,17 @@ pub(super) fn with_look_alike_digits(text: &[u8]) -> Option<Vec<u8>> {
                 None => return (K::Gap, 1),
             },
         };
-        let cp = c as u32;
-        let k = if c.is_ascii_digit() || (!c.is_ascii() && digit_value(cp).is_some()) {
+        // As the number reader draws it ([`unit`]): a digit, or nothing at all.
+        let drawn = if c.is_ascii() {
+            ascii(c as u8)
+        } else {
+            glyph(c)
+        };
+        let k = if drawn.is_ascii_digit() {
             K::Digit
         } else if let Some(d) = digit_look_alike(c) {
             K::Look(d)
-        } else if (c.is_ascii() && ascii(c as u8) == INVISIBLE)
-            || (!c.is_ascii() && in_ranges(cp, &INVISIBLES))
-        {
+        } else if drawn == INVISIBLE {
             K::Unseen
         } else if alphabetic_letter(c) {
             K::Letter

@@ -134,8 +134,8 @@ pub struct Shared {
     /// only by a restart, and says so.
     pub start_only: StartOnly,
     /// For each wildcard listen address, what our Via and Record-Route name there
-    /// ([`advertised`], [`advertised_also`]), found at start: a reload that would find
-    /// others says they wait for the restart.
+    /// ([`advertised_both`]), found at start: the sockets keep these until the restart,
+    /// and a reload that would find others says so.
     pub named: Vec<(SocketAddr, SocketAddr, Option<SocketAddr>)>,
     pub started: Instant,
     /// sipfence_messages_total handles: [udp, tcp] x [request, response].
@@ -169,17 +169,18 @@ pub fn advertised(policy: &Policy, bound: SocketAddr) -> SocketAddr {
     ip.map_or(bound, |ip| SocketAddr::new(ip, bound.port()))
 }
 
-/// For a socket bound to `[::]`, which carries IPv4 as well (Linux's default,
-/// net.ipv6.bindv6only = 0): the address to give to peers of the IP family that
-/// [`advertised`] is not of, found the same way (`[proxy] advertise` of that family, a
-/// next hop, a trunk's source network). `None` for any other socket, or when nothing of
-/// that family is routed.
-pub fn advertised_also(policy: &Policy, bound: SocketAddr) -> Option<SocketAddr> {
-    if !(bound.is_ipv6() && bound.ip().is_unspecified()) {
-        return None;
-    }
+/// [`advertised`], and for a socket bound to `[::]`, which carries IPv4 as well
+/// (Linux's default, net.ipv6.bindv6only = 0), the address to give to peers of the IP
+/// family the first is not of, found the same way (`[proxy] advertise` of that family,
+/// a next hop, a trunk's source network): `None` for any other socket, or when nothing
+/// of that family is routed.
+pub fn advertised_both(policy: &Policy, bound: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
     let first = advertised(policy, bound);
-    if first.ip().is_unspecified() {
+    (first, advertised_other(policy, bound, first))
+}
+
+fn advertised_other(policy: &Policy, bound: SocketAddr, first: SocketAddr) -> Option<SocketAddr> {
+    if !(bound.is_ipv6() && bound.ip().is_unspecified()) || first.ip().is_unspecified() {
         return None;
     }
     let v4 = !first.is_ipv4();
@@ -246,7 +247,7 @@ fn route_from(dest: IpAddr) -> Option<IpAddr> {
 }
 
 /// For each wildcard listen address of `policy`, what our Via and Record-Route name
-/// there ([`advertised`], [`advertised_also`]).
+/// there ([`advertised_both`]).
 pub fn wildcard_names(policy: &Policy) -> Vec<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let mut wild: Vec<SocketAddr> = policy
         .listen_addrs()
@@ -257,7 +258,10 @@ pub fn wildcard_names(policy: &Policy) -> Vec<(SocketAddr, SocketAddr, Option<So
     wild.sort();
     wild.dedup();
     wild.into_iter()
-        .map(|a| (a, advertised(policy, a), advertised_also(policy, a)))
+        .map(|a| {
+            let (first, other) = advertised_both(policy, a);
+            (a, first, other)
+        })
         .collect()
 }
 
@@ -276,7 +280,7 @@ pub fn renamed(
     named
         .iter()
         .filter_map(|&(bound, a, b)| {
-            let (na, nb) = (advertised(new, bound), advertised_also(new, bound));
+            let (na, nb) = advertised_both(new, bound);
             ((na, nb) != (a, b)).then(|| {
                 format!(
                     "listen {bound}: Via and Record-Route name {} until the restart ({} under this policy)",
@@ -289,9 +293,14 @@ pub fn renamed(
 }
 
 impl Shared {
-    /// [`advertised`] under the running policy.
-    pub fn advertised(&self, bound: SocketAddr) -> SocketAddr {
-        advertised(&self.loaded.load().policy, bound)
+    /// What our Via and Record-Route name for a listen address: for a wildcard, the
+    /// addresses found at start ([`Shared::named`]; no routing-table lookup on the way
+    /// of a message or a connection), else the address itself.
+    pub fn names_at(&self, listen: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
+        self.named
+            .iter()
+            .find(|n| n.0 == listen)
+            .map_or((listen, None), |n| (n.1, n.2))
     }
 
     pub fn count_message(&self, t: Transport, response: bool) {
@@ -698,10 +707,11 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
             match s {
                 Sock::Udp(u) => match tokio::net::UdpSocket::from_std(u) {
                     Ok(u) => {
-                        let bound = u.local_addr().unwrap_or(l.addr);
-                        let p = &shared.loaded.load().policy;
-                        let (a, also) = (advertised(p, bound), advertised_also(p, bound));
-                        udps.push((l, Arc::new(u), a, also))
+                        // The bound port, should the listen address say 0 (any).
+                        let port = u.local_addr().map_or(l.addr.port(), |b| b.port());
+                        let on = |a: SocketAddr| SocketAddr::new(a.ip(), port);
+                        let (a, also) = shared.names_at(l.addr);
+                        udps.push((l, Arc::new(u), on(a), also.map(on)))
                     }
                     Err(e) => tracing::error!(error = %e, "udp socket"),
                 },
@@ -916,8 +926,8 @@ async fn control(
                 .collect();
             // What a wildcard address is given as, so that the operator sees it.
             let named = if ls.addr.ip().is_unspecified() {
-                let a = advertised(&l.policy, ls.addr);
-                let also = advertised_also(&l.policy, ls.addr).map_or(String::new(), |b| {
+                let (a, also) = shared.names_at(ls.addr);
+                let also = also.map_or(String::new(), |b| {
                     format!(
                         " (and {} to IPv{} peers)",
                         b.ip(),

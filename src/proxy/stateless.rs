@@ -234,9 +234,7 @@ fn handle_parsed(
     // No hops left: not forwarded (RFC 3261 16.3 step 3), and an ACK gets no 483.
     if method == Method::Ack && mf == Some(0) {
         // A stranger's is the unknown-source drop, whatever its fields (QA 40).
-        let stranger = st.policy.match_trunk(&o.source, Some(&o.local)).is_none()
-            && st.policy.silent_to(&o.source, Some(&o.local));
-        return if stranger {
+        return if st.policy.silent_to(&o.source, Some(&o.local)) {
             Handled::Dropped("unknown-source")
         } else {
             Handled::Dropped("no-hops-left")
@@ -365,10 +363,9 @@ fn refuse(
         let d = Decision::refused(st.policy, msg, &ctx, r);
         observe(Observed::Decision(msg, &d));
         if d.outcome == Outcome::Drop {
-            // A stranger's, broken ACK or not, is the unknown-source drop (QA 41).
-            return if d.trunk.is_none() && st.policy.silent_to(&o.source, Some(&o.local)) {
-                Handled::Dropped("unknown-source")
-            } else if ack {
+            // A stranger's, broken ACK or not, is the unknown-source drop (QA 41); a drop
+            // that is no ACK is always a stranger's.
+            return if ack && !st.policy.silent_to(&o.source, Some(&o.local)) {
                 Handled::Dropped("bad-ack")
             } else {
                 Handled::Dropped("unknown-source")

@@ -266,31 +266,32 @@ pub fn unreachable(
 /// The addresses our Via names for requests a connection on `local` forwards: those of
 /// the worker's UDP sockets ([`udp::vias`]); where none is of the other IP family, the
 /// address a TCP listener gives peers of that family (a `[::]` one's other address, or
-/// a listener of that family, on `local`'s port first), so that a gateway with TCP
-/// listeners only records a route of each side's family too (QA 40).
+/// a bound listener of that family, on `local`'s port first), so that a gateway with
+/// TCP listeners only records a route of each side's family too (QA 40). The addresses
+/// are those found at start ([`Shared::names_at`]): no routing-table lookup per
+/// connection.
 fn vias(
     shared: &Shared,
     udps: &Udps,
     from: usize,
     local: ListenSpec,
 ) -> (SocketAddr, Option<SocketAddr>) {
-    let (here, other) = udp::vias(udps, from, shared.advertised(local.addr));
+    let (first, also) = shared.names_at(local.addr);
+    let (here, other) = udp::vias(udps, from, first);
     if other.is_some() {
         return (here, other);
     }
-    let l = shared.loaded.load();
-    let p = &l.policy;
     let v4 = !here.is_ipv4();
-    let other = super::advertised_also(p, local.addr)
-        .filter(|a| a.is_ipv4() == v4)
-        .or_else(|| {
-            p.listen_addrs()
-                .into_iter()
-                .filter(|t| t.transport == Transport::Tcp)
-                .map(|t| super::advertised(p, t.addr))
-                .filter(|a| a.is_ipv4() == v4 && !a.ip().is_unspecified())
-                .min_by_key(|a| a.port() != local.addr.port())
-        });
+    let other = also.filter(|a| a.is_ipv4() == v4).or_else(|| {
+        shared
+            .start_only
+            .listen
+            .iter()
+            .filter(|t| t.transport == Transport::Tcp)
+            .map(|t| shared.names_at(t.addr).0)
+            .filter(|a| a.is_ipv4() == v4 && !a.ip().is_unspecified())
+            .min_by_key(|a| a.port() != local.addr.port())
+    });
     (here, other)
 }
 

@@ -34,8 +34,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 /// A worker's UDP sockets: the listener each serves, the socket, the address our Via
-/// names for it ([`super::advertised`]) and, for a `[::]` wildcard (which carries IPv4
-/// too), the one it names to peers of the other IP family ([`super::advertised_also`]).
+/// names for it and, for a `[::]` wildcard (which carries IPv4 too), the one it names
+/// to peers of the other IP family ([`super::advertised_both`]).
 pub type UdpVec = Vec<(ListenSpec, Arc<UdpSocket>, SocketAddr, Option<SocketAddr>)>;
 pub type Udps = Arc<UdpVec>;
 
