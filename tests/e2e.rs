@@ -1407,13 +1407,7 @@ listen = "127.0.0.1:{metrics}"
     );
     let proxy = Proxy::start(&conf, 1);
     let dir = proxy.dir.path().to_path_buf();
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["check", "--config"])
-        .arg(dir.join("sipfence.toml"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout).to_string()
-        + &String::from_utf8_lossy(&check.stderr);
+    let said = proxy.check(None);
     assert!(
         said.contains("next_hop 127.0.0.1:") && said.contains("no UDP listen address is"),
         "{said}"
@@ -1471,13 +1465,7 @@ listen = "127.0.0.1:{metrics}"
         );
         let proxy = Proxy::start(&conf, 1);
         let dir = proxy.dir.path().to_path_buf();
-        let check = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["check", "--config"])
-            .arg(dir.join("sipfence.toml"))
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&check.stdout).to_string()
-            + &String::from_utf8_lossy(&check.stderr);
+        let said = proxy.check(None);
         let call = [("+8613912345680@", "X-No-PAI: 1", "X-No-Privacy: 1")];
         if hop == "tcp" {
             assert!(!said.contains("cannot be sent"), "{said}");

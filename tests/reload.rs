@@ -250,14 +250,7 @@ fn a_reload_that_would_rename_a_wildcard_listener_says_so() {
     // `check --against` says the same (QA 41).
     let old_path = proxy.dir.path().join("old.toml");
     std::fs::write(&old_path, &v4).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["check", "--config"])
-        .arg(&cfg_path)
-        .arg("--against")
-        .arg(&old_path)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = proxy.check(Some(&old_path));
     assert!(
         said.contains(&format!(
             "needs a restart (read at start only): listen [::]:{base}: Via and Record-Route name 127.0.0.1 until the restart"

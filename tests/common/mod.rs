@@ -200,6 +200,19 @@ impl Proxy {
         (code, body)
     }
 
+    /// What `sipfence check` prints (stdout, then stderr) of this proxy's policy file,
+    /// compared `--against` another when given.
+    pub fn check(&self, against: Option<&Path>) -> String {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"));
+        cmd.args(["check", "--config"])
+            .arg(self.dir.path().join("sipfence.toml"));
+        if let Some(a) = against {
+            cmd.arg("--against").arg(a);
+        }
+        let out = cmd.output().expect("sipfence check runs");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+
     /// Value of one metric sample (exact label set as printed). A sample that is not
     /// there fails the test: every closed label set is created at start, so a missing
     /// series is a misspelt name or label, and asserting 0 on it would always pass.
