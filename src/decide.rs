@@ -189,7 +189,7 @@ impl Decision {
             Outcome::Reject { code: r.code }
         };
         d.refusal = Some(r);
-        d.retransmission = d.kind == Kind::Call && repeated(policy, msg, ctx, trunk);
+        d.retransmission = d.kind == Kind::Call && repeated(policy, msg, ctx, trunk).is_some();
         d
     }
     pub fn is_reject(&self) -> bool {
@@ -267,22 +267,25 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
     }
 }
 
-/// Whether an initial INVITE repeats one seen within [`TRANSACTION_MS`] of its first
-/// sighting (its client's Timer B), and remembers it if not. A retransmission is the
+/// When the initial INVITE this one repeats was first seen, within [`TRANSACTION_MS`]
+/// of that (its client's Timer B); `None`, and remembered, if it repeats none. A retransmission is the
 /// same request (RFC 3261 17.1.1.2), byte for byte: keyed on the whole message, so
 /// that an INVITE reusing a branch, Call-ID and tags with another caller is a call of
 /// its own, counted and recorded, not hidden as a retransmission.
-fn repeated(policy: &Policy, msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
+fn repeated(
+    policy: &Policy,
+    msg: &Message,
+    ctx: &Context<'_>,
+    trunk: Option<usize>,
+) -> Option<u64> {
     // No memory (explain on its own, the benches): no hashing either.
-    if ctx.rates.recent().is_none() {
-        return false;
-    }
+    ctx.rates.recent()?;
     let b = msg.buf();
     // The trunk by name: a retransmission across a reload that reorders trunks is still
     // one.
     let t = trunk.map_or(u64::MAX, |t| policy.trunks[t].id);
     let key = crate::sip::lex::tag_hash(&[b"seen", &t.to_le_bytes(), &b[..msg.len().min(b.len())]]);
-    !ctx.rates.first_sight(key, ctx.now_ms, TRANSACTION_MS)
+    ctx.rates.earlier_sight(key, ctx.now_ms, TRANSACTION_MS)
 }
 
 /// Key of a dialog in the rate counter's memory: its Call-ID, the same whichever side
@@ -583,11 +586,19 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     }
     let mut d = Decision::new(kind, trunk);
     d.unknown_dialog = unknown_dialog;
-    d.retransmission = kind == Kind::Call && repeated(policy, msg, ctx, trunk);
+    let first_seen = if kind == Kind::Call {
+        repeated(policy, msg, ctx, trunk)
+    } else {
+        None
+    };
+    d.retransmission = first_seen.is_some();
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.
         if kind != Kind::InDialog || method != Method::Ack {
             fire(policy, &mut d, RuleId::UnknownSource);
+        }
+        if kind == Kind::Call {
+            name_caller(policy, msg, &mut d);
         }
         return d;
     }
@@ -633,7 +644,10 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
             c = AuthCheck::Replayed;
         }
         d.auth = Some(c);
-        d.auth_at_ms = ctx.now_ms;
+        // A retransmission is challenged as the INVITE it repeats was: the same nonce,
+        // whose issue time is in it (QA 43: a second boundary between the two changed
+        // the answer).
+        d.auth_at_ms = first_seen.unwrap_or(ctx.now_ms);
         if c.refuses() && fire(policy, &mut d, RuleId::TrunkAuth) {
             // A challenge is the configured answer (407); credentials that do not
             // verify are refused, not challenged again for another guess.
@@ -644,19 +658,25 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
                     _ => {}
                 }
             }
-            // No caller rule runs, but the record names the caller, so that tracing a
-            // number finds its challenged and refused attempts too.
-            identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
-            if let Some(n) = d.identity.effective_number() {
-                d.caller = Some(n);
-                d.class = Some(policy.plan.classify(&n));
-            }
+            name_caller(policy, msg, &mut d);
             return d;
         }
     }
     judge_caller(policy, msg, ctx, &mut d);
     admit(policy, msg, ctx, &mut d);
     d
+}
+
+/// A call refused before any caller rule runs (a stranger's, a trunk's that failed
+/// authentication) still names its caller in the decision, so that tracing a number
+/// finds those attempts too (QA 43: a stranger's record had the callee, not the caller).
+#[cold]
+fn name_caller(policy: &Policy, msg: &Message, d: &mut Decision) {
+    identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
+    if let Some(n) = d.identity.effective_number() {
+        d.caller = Some(n);
+        d.class = Some(policy.plan.classify(&n));
+    }
 }
 
 /// The trunk's concurrent-call limit (`concurrent-calls`), after every other rule: a
@@ -1023,12 +1043,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                     >= max
                     || closed(RuleId::EnterpriseRateTrunk))
             );
+            // A call counts against the number the callee is shown as much as against
+            // the asserted one: a PBX rotating its asserted number behind one number in
+            // From is that number calling (QA 43). Both are counted, then judged.
+            let shown = d.presented;
             rule!(
                 RuleId::EnterpriseRateCaller,
-                trunk
-                    .max_per_minute_per_caller
-                    .is_some_and(|max| count(rate_key(trunk.id, Some(&primary.n))) > max
-                        || closed(RuleId::EnterpriseRateCaller))
+                trunk.max_per_minute_per_caller.is_some_and(|max| {
+                    let asserted = count(rate_key(trunk.id, Some(&primary.n)));
+                    let shown = shown.map_or(0, |n| count(rate_key(trunk.id, Some(&n))));
+                    asserted.max(shown) > max
+                }) || closed(RuleId::EnterpriseRateCaller)
             );
             if trunk.max_per_minute.is_some() {
                 ctx.rates.hit(trunk_key, ctx.now_ms, 60_000);

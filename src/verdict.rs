@@ -223,7 +223,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             delete_isup_generic(msg, i, edits);
         }
     }
-    write_global_forms(policy, msg, d, from_edit, edits);
+    let global = write_global_forms(policy, msg, d, from_edit, edits);
     if !d.labels.is_empty() {
         let at = msg.head_end();
         edits.insert_with(at, |out| {
@@ -246,7 +246,8 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             {
                 if p.source == Source::PAssertedIdentity
                     && !p.user.is_empty()
-                    && let Some(user_phone_at) = telephone_subscriber(msg.buf(), &p)
+                    && let Some(user_phone_at) =
+                        telephone_subscriber(msg.buf(), &p, global.contains(&p.user.start))
                 {
                     edits.insert_with(p.user.end as usize, |out| {
                         out.extend_from_slice(b";verstat=");
@@ -267,8 +268,10 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
 /// first: a global number in a bracketed sip URI without it becomes one, else a
 /// parameter in its user part would make the user `+8613...;verstat=...`, no number at
 /// all to a core that does not read it so. `None`: nowhere (a local number, or an
-/// unbracketed sip URI whose parameters would be the header's).
-fn telephone_subscriber(b: &[u8], p: &Party) -> Option<Option<usize>> {
+/// unbracketed sip URI whose parameters would be the header's). `global`: the user part
+/// goes on in global form (`+` written in by [`write_global_forms`]: QA 43, a peer's
+/// `<sip:442071234567@c>` on a `bare_numbers = "international"` trunk lost its verstat).
+fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<Option<usize>> {
     let mut found = None;
     let _ = addr::parse_list(b, p.value, |na| {
         if na.uri.start <= p.user.start && p.user.end <= na.uri.end {
@@ -281,8 +284,9 @@ fn telephone_subscriber(b: &[u8], p: &Party) -> Option<Option<usize>> {
         Scheme::Tel => Some(None),
         _ if uri::is_user_phone(b, &u) => Some(None),
         _ if na.bracketed
-            && p.user.of(b).first() == Some(&b'+')
-            && p.user.of(b)[1..].iter().all(u8::is_ascii_digit) =>
+            && (global
+                || p.user.of(b).first() == Some(&b'+')
+                    && p.user.of(b)[1..].iter().all(u8::is_ascii_digit)) =>
         {
             Some(Some(na.uri.end as usize))
         }
@@ -293,7 +297,7 @@ fn telephone_subscriber(b: &[u8], p: &Party) -> Option<Option<usize>> {
 /// What only sipfence may say of a call goes if a peer wrote it: a field named as our
 /// label header (a peer's `X-Sipfence-Label: verified` would read as our verdict, and
 /// the first of two label fields is the one many cores read), and `verstat` (RFC 8224:
-/// the terminating network's verification result) in From and P-Asserted-Identity, so
+/// the terminating network's verification result) in From and the identity fields, so
 /// that a labelled call never carries a peer's `TN-Validation-Passed` beside ours, nor
 /// an unlabelled one a verdict nobody here gave.
 fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList) {
@@ -314,6 +318,16 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
     // The whole field, every value of it, without parsing it again: a `;verstat` in a
     // quoted display name would go too, which harms no one.
     for h in msg.all(HeaderName::PAssertedIdentity) {
+        remove_verstat(b, h.value(), edits);
+    }
+    // Legacy equipment reads the caller from Remote-Party-ID, some from
+    // P-Preferred-Identity: a peer's verdict there is as good as planted (QA 43). Where
+    // the generic-number rule removes such a field whole, that removal starts first and
+    // this one is skipped.
+    for h in msg
+        .all(HeaderName::RemotePartyId)
+        .chain(msg.all(HeaderName::PPreferredIdentity))
+    {
         remove_verstat(b, h.value(), edits);
     }
 }
@@ -461,14 +475,16 @@ enum FromEdit {
 ///
 /// A display name that repeats its URI's number as written gets the same change (a
 /// phone shows it). Identities the generic-number rewrite replaces or removes
-/// (`from_edit` says what it did to From) are left to it.
+/// (`from_edit` says what it did to From) are left to it. Returns where the user parts
+/// written in global form start (`u32::MAX`: none).
 fn write_global_forms(
     policy: &Policy,
     msg: &Message,
     d: &Decision,
     from_edit: FromEdit,
     edits: &mut EditList,
-) {
+) -> [u32; 7] {
+    let mut written = [u32::MAX; 7];
     let id = &d.identity;
     // Nearly every call: nothing read without its '+' or in a context.
     let odd = |p: &Option<Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
@@ -484,7 +500,7 @@ fn write_global_forms(
     .into_iter()
     .any(odd)
     {
-        return;
+        return written;
     }
     let role = d.trunk.and_then(|t| policy.trunks.get(t)).map(|t| t.role);
     let gateway = matches!(role, Some(Role::International | Role::Interconnect));
@@ -498,7 +514,7 @@ fn write_global_forms(
     .into_iter()
     .flatten()
     .chain(id.presented_parties().filter(|_| !presented_removed));
-    for p in parties {
+    for (k, p) in parties.enumerate() {
         if p.user.is_empty() || !(p.plus_missing || p.in_context && gateway) {
             continue;
         }
@@ -556,7 +572,11 @@ fn write_global_forms(
                 }
             }
         }
+        if let Some(w) = written.get_mut(k) {
+            *w = p.user.start;
+        }
     }
+    written
 }
 
 /// The `;phone-context=...` parameter whose value is `value`, leading ';' included.

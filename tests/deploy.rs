@@ -320,7 +320,15 @@ fn check_warns_of_whitelist_entries_no_call_can_use() {
     .unwrap();
     let wl = dir.path().join("lists/whitelist-bank.txt");
     let text = std::fs::read_to_string(&wl).unwrap();
-    std::fs::write(&wl, format!("{text}+8613800000001\n+8613912345678\n")).unwrap();
+    assert!(text.ends_with('\n'));
+    let n = text.lines().count();
+    // The other network's number written nationally, and a line cut short: each warning
+    // names the line that wrote the entry, whatever form it was written in (QA 43).
+    std::fs::write(
+        &wl,
+        format!("{text}+8613800000001\n013912345678\n+8613912 # cut short\n"),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
         .args(["check", "--config"])
         .arg(dir.path().join("gw.toml"))
@@ -328,13 +336,24 @@ fn check_warns_of_whitelist_entries_no_call_can_use() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    let at = |k: usize| format!("({}:{})", wl.display(), n + k);
     for line in [
-        "warning: trunk ent-bank whitelist: 1 entry on the blacklist, refused first by blacklist: +8613800000001",
-        "warning: trunk ent-bank whitelist: 1 entry not (wholly) in own_segments, refused first by enterprise-foreign-network: +8613912345678",
+        format!(
+            "warning: trunk ent-bank whitelist: 1 entry not a valid number in the plan, refused first by numbering-plan: +8613912 {}",
+            at(3)
+        ),
+        format!(
+            "warning: trunk ent-bank whitelist: 1 entry on the blacklist, refused first by blacklist: +8613800000001 {}",
+            at(1)
+        ),
+        format!(
+            "warning: trunk ent-bank whitelist: 1 entry not (wholly) in own_segments, refused first by enterprise-foreign-network: +8613912345678 {}",
+            at(2)
+        ),
     ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
     }
-    assert_eq!(stdout.matches("warning:").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("warning:").count(), 3, "{stdout}");
     assert!(stdout.ends_with("ok\n"), "{stdout}");
 }
 

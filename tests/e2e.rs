@@ -730,6 +730,61 @@ fn rewritten_and_labelled_calls_arrive_edited() {
     );
 }
 
+/// A trunk on a port's wildcard address, earlier in the file, takes what comes to a
+/// specific address of that port too (first match wins, as the README says): the
+/// start-up line names both trunks there, `check` warns that the later one can never
+/// match, and a call to the specific socket is judged on the first trunk's rules (QA 43:
+/// the start-up line named the later trunk alone, and `check` said nothing).
+#[test]
+fn a_wildcard_trunk_first_takes_the_specific_socket_too() {
+    let base = port_block();
+    let conf = config(base, "")
+        .replace(
+            &format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]"),
+            &format!("listen = [\"udp:0.0.0.0:{base}\"]"),
+        )
+        .replace(
+            &format!("listen = [\"udp:127.0.0.1:{}\"]", base + 4),
+            &format!("listen = [\"udp:127.0.0.1:{base}\"]"),
+        );
+    assert!(conf.contains(&format!("udp:0.0.0.0:{base}")), "{conf}");
+    let proxy = Proxy::start(&conf, 1);
+    let said = proxy.stdout.lock().unwrap().join("\n");
+    assert!(
+        said.contains(&format!(
+            "listening on udp:127.0.0.1:{base} (trunks: intl, ic)"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("listening on udp:0.0.0.0:{base} (trunks: intl;")),
+        "{said}"
+    );
+    let checked = proxy.check(None);
+    assert!(
+        checked.contains("trunk ic can never match: trunk intl, earlier in the file"),
+        "{checked}"
+    );
+    // A domestic caller: the interconnect trunk would let it through, the international
+    // one (first) refuses it.
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = c.local_addr().unwrap().port();
+    c.send_to(
+        invite("wild-first-1", "+8613812345678", "z9hG4bK-wf-1", port).as_bytes(),
+        ("127.0.0.1", base),
+    )
+    .unwrap();
+    let answer = recv(&c).expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    assert_eq!(
+        proxy.metric(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"intl-domestic-caller\",trunk=\"intl\"}"
+        ),
+        1.0
+    );
+}
+
 /// A wildcard listen address names no host: the forwarded INVITE's Via and
 /// Record-Route give the address the host sends from towards the next hop (here
 /// 127.0.0.1), or `[proxy] advertise`; never 0.0.0.0 or [::], which a core elsewhere

@@ -341,6 +341,15 @@ listen = ""
     let (code, _, _, err) = trace(&["--since", "ten this morning"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("expected Unix seconds"), "{err}");
+    // So would a window that ends before it starts.
+    let (code, _, _, err) = trace(&[
+        "--since",
+        &beijing(last_ms),
+        "--until",
+        &beijing(first_ms - 1_000),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is later than --until"), "{err}");
     // A misspelt rule or verdict would find nothing and look like an answer: refused.
     let (code, _, _, err) = trace(&["--rule", "enterprise-rate"]);
     assert_eq!(code, Some(2));

@@ -163,6 +163,15 @@ fn unknown_source() {
         "unknown-source",
     );
     passes(&p, &invite("+442071234567", ""), "intl");
+    // Refused before any caller rule, the call still names its caller for the record,
+    // so that tracing the number finds it (QA 43).
+    let d = judge(&p, &invite("+442071234567", ""), "nowhere");
+    assert_eq!(
+        d.caller.map(|n| n.to_string()).as_deref(),
+        Some("+442071234567"),
+        "{d:?}"
+    );
+    assert!(d.class.is_some(), "{d:?}");
     // Also OPTIONS from nowhere; but in-dialog ACKs are not answered.
     let opt = Message::parse(Bytes::from_static(b"OPTIONS sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap();
     assert_eq!(
@@ -745,6 +754,31 @@ fn enterprise_rates() {
     assert!(copied.contains(&format!("<sip:{b}@")), "{copied}");
     let copied = Message::parse(Bytes::from(copied)).unwrap();
     assert_eq!(r(&copied, 14), Some((403, "enterprise-rate-caller")));
+
+    // One number shown in From while the asserted number rotates over the contract:
+    // the shown number's calls are counted too, and its third in the minute is refused
+    // (QA 43: every call passed).
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let shown = |pai: &str, k: u32| {
+        let m = with_from(
+            "<sip:+8613912340009@10.9.9.9>",
+            &format!("P-Asserted-Identity: <sip:+{pai}@10.9.9.9>\r\n"),
+        );
+        let text = String::from_utf8(m.bytes().to_vec())
+            .unwrap()
+            .replace("call-wf", &format!("call-wf-{k}"))
+            .replace("z9hG4bK-wf", &format!("z9hG4bK-wf-{k}"));
+        Message::parse(Bytes::from(text)).unwrap()
+    };
+    assert_eq!(r(&shown("8613912340001", 1), 20), None);
+    assert_eq!(r(&shown("8613912340002", 2), 21), None);
+    assert_eq!(
+        r(&shown("8613912340003", 3), 22),
+        Some((403, "enterprise-rate-caller"))
+    );
+    // Each asserted number is within its own limit: only the shown one is over.
+    assert_eq!(r(&call("13912340003", 1), 23), None);
 }
 
 /// Counts belong to the trunk, by its name: a reload that puts a new trunk first keeps
@@ -1450,6 +1484,30 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
         assert!(out.first(HeaderName::Other).is_none(), "{trunk}");
     }
 
+    // Nor in Remote-Party-ID, which legacy equipment reads the caller from (QA 43):
+    // the field goes on, the peer's verdict does not.
+    for (trunk, n) in [
+        ("intl", "+442071234567"),
+        ("ic", "+8613912340001"),
+        ("ent", "+8613912340001"),
+    ] {
+        let m = with_from(
+            &format!("<sip:{n}@x>"),
+            &format!(
+                "P-Asserted-Identity: <sip:{n}@x;user=phone>\r\nRemote-Party-ID: <sip:{n};verstat=TN-Validation-Passed@x;user=phone>;party=calling;screen=yes;verstat=TN-Validation-Passed\r\n"
+            ),
+        );
+        let d = passes(&p, &m, trunk);
+        let out = forwarded(&p, &m, &d);
+        let text = String::from_utf8_lossy(out.buf()).to_string();
+        assert!(!text.contains("Passed"), "{trunk}:\n{text}");
+        assert_eq!(
+            out.value(HeaderName::RemotePartyId),
+            Some(format!("<sip:{n}@x;user=phone>;party=calling;screen=yes").as_bytes()),
+            "{trunk}:\n{text}"
+        );
+    }
+
     // Both values of a sip + tel pair carry our verstat on a labelled call.
     let m = with_from(
         "<sip:+8617012345678@x>",
@@ -1677,6 +1735,26 @@ fn bare_numbers_from_an_international_peer() {
     );
     // The same digits on the default trunk: a national number the plan refuses.
     blocks(&p, &m, "intl", 403, "numbering-plan");
+    // A labelled call's asserted pair gets its '+' and the verstat on both values, the
+    // sip one with user=phone (QA 43: the sip value lost its verstat).
+    let m = with_from(
+        "<sip:85295588@10.9.9.9>",
+        "P-Asserted-Identity: <sip:85295588@10.9.9.9>\r\nP-Asserted-Identity: <tel:85295588>\r\n",
+    );
+    let d = passes(&p, &m, "intl-bare");
+    assert!(!d.labels.is_empty(), "{d:?}");
+    let out = forwarded(&p, &m, &d);
+    let pais: Vec<String> = out
+        .all(HeaderName::PAssertedIdentity)
+        .map(|h| String::from_utf8_lossy(h.value().of(out.buf())).to_string())
+        .collect();
+    assert_eq!(
+        pais,
+        [
+            "<sip:+85295588;verstat=TN-Validation-Failed@10.9.9.9;user=phone>",
+            "<tel:+85295588;verstat=TN-Validation-Failed>"
+        ]
+    );
     // Digits that read as a domestic mobile in the home plan are a foreign number here,
     // and go on as one, so that the core cannot show them as a domestic mobile.
     let m = with_from("<sip:13812345678@10.9.9.9;user=phone>", "");
@@ -2400,6 +2478,28 @@ fn trunk_auth() {
 
     let (nonce, stale) = challenge(&invite("13912345678", ""), MON_10H);
     assert!(!stale);
+    // A retransmission gets the same 407 byte for byte, though a second has turned
+    // between the two (the nonce carries its issue time: QA 43); a new INVITE from the
+    // same caller gets a nonce of its own.
+    let rates = LocalRateCounter::new(1000);
+    let answer = |m: &Message, at: u64| {
+        let d = judge_at(&p, m, "ent", at, &rates);
+        let mut out = vec![];
+        assert!(verdict::write_reject(&p, m, &d, None, &mut out));
+        (String::from_utf8(out).unwrap(), d.retransmission)
+    };
+    let m = invite("13912345678", "");
+    let (first, again) = answer(&m, MON_10H + 700);
+    assert!(first.starts_with("SIP/2.0 407 ") && !again, "{first}");
+    let (second, again) = answer(&m, MON_10H + 1_200);
+    assert!(again);
+    assert_eq!(first, second);
+    let (third, _) = answer(&m, MON_10H + 4_700);
+    assert_eq!(first, third);
+    let other = invite("13912345678", "X-Attempt: 2\r\n");
+    let (fresh, again) = answer(&other, MON_10H + 1_200);
+    assert!(!again && fresh.starts_with("SIP/2.0 407 "), "{fresh}");
+    assert_ne!(first, fresh);
     // The challenged call's record names its caller (no caller rule ran).
     let d = judge_at(&p, &invite("13912345678", ""), "ent", MON_10H, &NoCounting);
     assert_eq!(d.caller.map(|n| n.e164()), Some("+8613912345678".into()));
@@ -3316,6 +3416,18 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
     assert_eq!(
         out.value(HeaderName::PAssertedIdentity),
         Some(&b"<tel:+85295588;verstat=TN-Validation-Failed>"[..])
+    );
+    // A sip URI written in global form gets the verstat too, as one that came in it
+    // would (QA 43: it went on without).
+    let m = with_from(
+        "<tel:+85221234567>",
+        "P-Asserted-Identity: <sip:95588;phone-context=+852@x>\r\n",
+    );
+    let d = passes(&p, &m, "intl");
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::PAssertedIdentity),
+        Some(&b"<sip:+85295588;verstat=TN-Validation-Failed@x;user=phone>"[..])
     );
     // A domestic context, a global number, and enterprise trunks: as written.
     for (from, trunk) in [

@@ -243,6 +243,16 @@ fn build(policy: &Policy, a: &Args) -> Result<Filter, String> {
         rule: a.rule.clone(),
         home_cc: home_cc.clone(),
     };
+    // An empty window matches nothing, which would look like an answer too (QA 43).
+    if let (Some(s), Some(u)) = (f.since_ms, f.until_ms)
+        && s > u
+    {
+        return Err(format!(
+            "--since {} is later than --until {}: no time is in between",
+            a.since.as_deref().unwrap_or_default(),
+            a.until.as_deref().unwrap_or_default()
+        ));
+    }
     // A misspelt rule or verdict would match nothing and look like an answer.
     if let Some(r) = &a.rule
         && !RuleId::ORDER.iter().any(|k| k.as_str() == r)

@@ -6,9 +6,10 @@
 //! provisioning engineer learns it from `sipfence check` (and the log at start and
 //! reload) instead of from the customer.
 
-use super::config::ActionKind;
+use super::config::{ActionKind, ListenSpec, SourceSpec};
 use super::{Policy, RuleId, Trunk};
 use crate::numbering::plan::Class;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// At most this many entries are named per trunk and reason; the rest are counted.
 const NAMED: usize = 5;
@@ -17,17 +18,102 @@ fn refuses(t: &Trunk, r: RuleId) -> bool {
     t.runs(r) && matches!(t.action(r).kind, ActionKind::Reject | ActionKind::Drop)
 }
 
-/// Whether trunk `a` takes every message trunk `b` would (a message belongs to the first
-/// trunk whose sources and listen addresses both match it).
-fn shadows(a: &Trunk, b: &Trunk) -> bool {
-    let sources = a.sources.is_empty()
-        || (!b.sources.is_empty()
-            && b.sources
-                .iter()
-                .all(|s| a.sources.iter().any(|x| x.covers(s))));
-    let listen = a.listen.is_empty()
-        || (!b.listen.is_empty() && b.listen.iter().all(|l| a.listen.contains(l)));
-    sources && listen
+/// The earlier trunks (`before`) that together take every message trunk `b` would (a
+/// message belongs to the first trunk whose sources and listen addresses both match
+/// it): for each of `b`'s listen addresses, the sources of the earlier trunks that take
+/// messages there (a wildcard listener of that port does, QA 43) cover each of `b`'s
+/// sources, one network or several side by side (`10.0.0.0/24` and `10.0.1.0/24` cover
+/// `10.0.0.0/23`). Empty: `b` can match.
+fn shadowing<'a>(before: &'a [Trunk], b: &Trunk) -> Vec<&'a str> {
+    let everyone = [
+        SourceSpec {
+            net: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            prefix: 0,
+            port: None,
+        },
+        SourceSpec {
+            net: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            prefix: 0,
+            port: None,
+        },
+    ];
+    let sources = if b.sources.is_empty() {
+        &everyone[..]
+    } else {
+        &b.sources[..]
+    };
+    // No listen address: any socket, which only another trunk without one matches
+    // wherever `b` would.
+    let listens: Vec<Option<&ListenSpec>> = if b.listen.is_empty() {
+        vec![None]
+    } else {
+        b.listen.iter().map(Some).collect()
+    };
+    let mut used = vec![false; before.len()];
+    for l in listens {
+        let here = |a: &Trunk| l.map_or(a.listen.is_empty(), |l| a.takes_at(l));
+        for s in sources {
+            // The earlier networks of the source's family that admit its port.
+            let mut ranges: Vec<(u128, u128, usize)> = Vec::new();
+            for (k, a) in before.iter().enumerate().filter(|(_, a)| here(a)) {
+                let nets = if a.sources.is_empty() {
+                    &everyone[..]
+                } else {
+                    &a.sources[..]
+                };
+                for x in nets {
+                    if x.net.is_ipv4() == s.net.is_ipv4()
+                        && x.port.is_none_or(|p| s.port == Some(p))
+                    {
+                        let (lo, hi) = span(x);
+                        ranges.push((lo, hi, k));
+                    }
+                }
+            }
+            ranges.sort_unstable();
+            let (lo, hi) = span(s);
+            let mut at = lo;
+            let mut covered = false;
+            for (rlo, rhi, k) in ranges {
+                if rhi < at {
+                    continue;
+                }
+                if rlo > at {
+                    break;
+                }
+                used[k] = true;
+                if rhi >= hi {
+                    covered = true;
+                    break;
+                }
+                at = rhi + 1;
+            }
+            if !covered {
+                return Vec::new();
+            }
+        }
+    }
+    before
+        .iter()
+        .zip(used)
+        .filter(|(_, u)| *u)
+        .map(|(a, _)| a.name.as_str())
+        .collect()
+}
+
+/// The first and last address of a source network, as numbers of its family.
+fn span(s: &SourceSpec) -> (u128, u128) {
+    let (n, bits) = match s.network() {
+        IpAddr::V4(a) => (u32::from(a) as u128, 32u32),
+        IpAddr::V6(a) => (u128::from(a), 128u32),
+    };
+    let host = bits - u32::from(s.prefix).min(bits);
+    let mask = if host == 0 {
+        0
+    } else {
+        u128::MAX >> (128 - host)
+    };
+    (n, n | mask)
 }
 
 /// One line per trunk and reason: `trunk ent-bank whitelist: 2 entries refused first by
@@ -200,11 +286,17 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         }
     }
     for (i, b) in p.trunks.iter().enumerate() {
-        if let Some(a) = p.trunks[..i].iter().find(|a| shadows(a, b)) {
-            out.push(format!(
-                "trunk {} can never match: trunk {}, earlier in the file, takes every message from its sources on its listen addresses",
-                b.name, a.name
-            ));
+        match shadowing(&p.trunks[..i], b)[..] {
+            [] => {}
+            [a] => out.push(format!(
+                "trunk {} can never match: trunk {a}, earlier in the file, takes every message from its sources on its listen addresses",
+                b.name
+            )),
+            ref several => out.push(format!(
+                "trunk {} can never match: trunks {}, earlier in the file, take every message from its sources on its listen addresses between them",
+                b.name,
+                several.join(", ")
+            )),
         }
     }
     // 24 bits of a name's hash tag its counters: two trunks of 500 share one with odds
@@ -239,10 +331,14 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         };
         let mut odd: Vec<String> = vec![];
         for (n, segment) in w.entries() {
+            // The entry, and the line of the list file that wrote it.
+            let at = w
+                .origin_of(&n, segment)
+                .map_or(String::new(), |o| format!(" ({o})"));
             let shown = if segment {
-                format!("{n}*")
+                format!("{n}*{at}")
             } else {
-                n.to_string()
+                format!("{n}{at}")
             };
             // A segment of a handful of digits is a whole region or carrier, no
             // enterprise's numbers: `0*` (every domestic number), `+86139*`.
@@ -387,6 +483,21 @@ entries = [{whitelist}]
                 format!("{l}\nsources = [\"0.0.0.0/0\"]"),
                 format!("{l}\nsources = [\"192.0.2.1\"]"),
             ),
+            // A wildcard listener of the port takes what comes to the specific socket
+            // (QA 43).
+            (
+                "listen = [\"udp:0.0.0.0:5060\"]\nsources = [\"127.0.0.0/8\"]".to_string(),
+                format!("{l}\nsources = [\"127.0.0.1\"]"),
+            ),
+            // Networks side by side cover the one they make up (QA 43).
+            (
+                format!("{l}\nsources = [\"10.0.0.0/24\", \"10.0.1.0/24\"]"),
+                format!("{l}\nsources = [\"10.0.0.0/23\"]"),
+            ),
+            (
+                format!("{l}\nsources = [\"10.0.1.0/24\", \"10.0.0.0/25\", \"10.0.0.128/25\"]"),
+                format!("{l}\nsources = [\"10.0.0.0/23\", \"10.0.1.7:5070\"]"),
+            ),
         ] {
             assert!(warned(&first, &second), "{first} / {second}");
         }
@@ -411,9 +522,37 @@ entries = [{whitelist}]
                 format!("{l}\nsources = [\"10.1.0.0/16\"]"),
                 format!("{l}\nsources = [\"10.0.0.0/8\"]"),
             ),
+            // A specific listener does not take what comes to the wildcard socket.
+            (
+                format!("{l}\nsources = [\"127.0.0.0/8\"]"),
+                "listen = [\"udp:0.0.0.0:5060\"]\nsources = [\"127.0.0.1\"]".to_string(),
+            ),
+            // A gap between the networks: 10.0.1.0/25 is left.
+            (
+                format!("{l}\nsources = [\"10.0.0.0/24\", \"10.0.1.128/25\"]"),
+                format!("{l}\nsources = [\"10.0.0.0/23\"]"),
+            ),
+            // A network of the other family, or of a port, covers nothing of it.
+            (
+                format!("{l}\nsources = [\"10.0.0.0/24\", \"10.0.1.0/24:5070\", \"::/0\"]"),
+                format!("{l}\nsources = [\"10.0.0.0/23\"]"),
+            ),
         ] {
             assert!(!warned(&first, &second), "{first} / {second}");
         }
+        // Two earlier trunks between them, each named.
+        let p = Policy::from_str(
+            "[[trunk]]\nname = \"a\"\nrole = \"international\"\nsources = [\"10.0.0.0/24\"]\n[[trunk]]\nname = \"c\"\nrole = \"international\"\nsources = [\"10.0.1.0/24\", \"192.0.2.0/24\"]\n[[trunk]]\nname = \"b\"\nrole = \"interconnect\"\nsources = [\"10.0.0.0/23\"]\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .expect("test policy");
+        let w = warnings(&p);
+        assert!(
+            w.iter().any(|w| w
+                == "trunk b can never match: trunks a, c, earlier in the file, take every message from its sources on its listen addresses between them"),
+            "{w:?}"
+        );
     }
 
     /// Entries no enterprise can own: another country's number, a segment as wide as a

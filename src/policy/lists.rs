@@ -28,6 +28,19 @@ pub struct NumberSet {
     prefixes: Sorted,
     /// Bit n set: some segment has n digits.
     prefix_lens: u32,
+    /// Where each entry was written, for lists built [`NumberSetBuilder::with_origins`].
+    origins: Option<Box<Origins>>,
+}
+
+/// The file and line of each entry of a list, so that `check` can point at the line of
+/// an entry it warns about (QA 43: a whitelist line cut short was named only by the
+/// number it normalises to). Kept for whitelists, which are small; never for the
+/// blacklist's millions.
+#[derive(Debug, Clone, Default)]
+struct Origins {
+    files: Vec<String>,
+    /// (key, segment, file index, line), sorted.
+    at: Vec<(u64, bool, u32, u32)>,
 }
 
 /// Keys per block of the fence index: 32 keys are 256 bytes, four cache lines.
@@ -152,6 +165,7 @@ pub struct NumberSetBuilder {
     prefixes: Vec<u64>,
     prefix_lens: u32,
     cc: Vec<u8>,
+    origins: Option<Origins>,
 }
 
 impl NumberSetBuilder {
@@ -160,6 +174,13 @@ impl NumberSetBuilder {
             cc: home_cc.to_vec(),
             ..NumberSetBuilder::default()
         }
+    }
+
+    /// Keeps the file and line of every entry read from list text
+    /// ([`NumberSet::origin_of`]).
+    pub fn with_origins(mut self) -> NumberSetBuilder {
+        self.origins = Some(Origins::default());
+        self
     }
 
     /// Adds one list line (comment and blanks allowed); the error is the reason only.
@@ -192,8 +213,10 @@ impl NumberSetBuilder {
                 .map_err(|e| format!("'{s}' is not a number ({})", e.as_str()))
         };
         if let Some(p) = entry.strip_suffix('*') {
+            // The entry as written, star included: `+86139**` is named so, not as the
+            // `+86139*` left once one star is taken off (QA 43).
             let n = normalise_prefix(p.as_bytes(), &self.cc)
-                .map_err(|e| format!("'{p}' is not a number ({})", e.as_str()))?;
+                .map_err(|e| format!("'{entry}' is not a number segment ({})", e.as_str()))?;
             self.add_prefix(n.digits());
         } else if let Some((a, z)) = entry.split_once("..") {
             let (a, z) = (num(a)?, num(z)?);
@@ -241,6 +264,10 @@ impl NumberSetBuilder {
             exact: Sorted::from_unsorted(self.exact),
             prefixes: Sorted::from_unsorted(self.prefixes),
             prefix_lens: self.prefix_lens,
+            origins: self.origins.map(|mut o| {
+                o.at.sort_unstable();
+                Box::new(o)
+            }),
         }
     }
 
@@ -249,9 +276,19 @@ impl NumberSetBuilder {
         // A byte-order mark, which Windows editors put in front of UTF-8 text, is no
         // part of the first entry.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let f = self.origins.as_mut().map(|o| {
+            o.files.push(file.to_string());
+            o.files.len() as u32 - 1
+        });
         for (i, line) in text.lines().enumerate() {
+            let (e0, p0) = (self.exact.len(), self.prefixes.len());
             self.add_line(line)
                 .map_err(|e| LoadError::at(file, i + 1, e))?;
+            if let (Some(o), Some(f)) = (self.origins.as_mut(), f) {
+                let line = i as u32 + 1;
+                o.at.extend(self.exact[e0..].iter().map(|&k| (k, false, f, line)));
+                o.at.extend(self.prefixes[p0..].iter().map(|&k| (k, true, f, line)));
+            }
         }
         Ok(())
     }
@@ -274,6 +311,17 @@ impl NumberSetBuilder {
 }
 
 impl NumberSet {
+    /// `file:line` of the first line that wrote the entry `n` (a segment's leading
+    /// digits when `segment`), for a list built [`NumberSetBuilder::with_origins`] from
+    /// list text; `None` for any other (an entry written in the policy itself).
+    pub fn origin_of(&self, n: &Number, segment: bool) -> Option<String> {
+        let o = self.origins.as_ref()?;
+        let key = key_of(n.digits());
+        let i =
+            o.at.partition_point(|&(k, s, _, _)| (k, s) < (key, segment));
+        let &(k, s, f, line) = o.at.get(i)?;
+        ((k, s) == (key, segment)).then(|| format!("{}:{line}", o.files[f as usize]))
+    }
     /// Every entry: the number, or the segment's leading digits, and whether it is a
     /// segment. In key order; for reports, not for the call path.
     pub fn entries(&self) -> impl Iterator<Item = (Number, bool)> + '_ {
@@ -473,5 +521,12 @@ mod tests {
         );
         let e = b.add_text("138..13900000000\n", "bl.txt").unwrap_err();
         assert_eq!(e.line, Some(1));
+        // A segment is named as written, every star kept.
+        let e = b.add_text("+86139**\n", "bl.txt").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("bl.txt:1: '+86139**' is not a number segment ("),
+            "{e}"
+        );
     }
 }

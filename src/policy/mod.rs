@@ -358,11 +358,13 @@ impl Trunk {
     }
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
-        let local_ok = match local {
-            Some(l) => self.listen.is_empty() || self.listen.iter().any(|x| x.covers(l)),
-            None => true,
-        };
-        src_ok && local_ok
+        src_ok && local.is_none_or(|l| self.takes_at(l))
+    }
+    /// Whether messages that come to the socket `local` may be this trunk's: it listens
+    /// there, or on the wildcard address of that port (which takes what comes to the
+    /// specific socket too, when it is earlier in the file), or names no listen address.
+    pub fn takes_at(&self, local: &ListenSpec) -> bool {
+        self.listen.is_empty() || self.listen.iter().any(|x| x.covers(local))
     }
 }
 
@@ -846,7 +848,11 @@ impl Policy {
         };
         let cc = plan.country().to_vec();
         let load_list = |l: &ListConf, what: &str| -> Result<NumberSet, LoadError> {
+            // A whitelist's entries keep their lines, for `check`'s warnings.
             let mut b = NumberSetBuilder::new(&cc);
+            if what.ends_with(" whitelist") {
+                b = b.with_origins();
+            }
             for f in &l.files {
                 b.add_file(&dir.join(f))
                     .map_err(|e| named_at(e, text, file, f))?;
@@ -1397,6 +1403,9 @@ impl Policy {
         for (name, text) in lists {
             let file = format!("{origin}/{name}");
             let mut b = NumberSetBuilder::new(&cc);
+            if name.starts_with("whitelist:") {
+                b = b.with_origins();
+            }
             b.add_text(text, &file)?;
             let set = b.build();
             let slot = match name.as_str() {

@@ -51,13 +51,12 @@ pub trait RateCounter: Send + Sync {
         }
     }
 
-    /// Whether `key` (an INVITE transaction) is seen for the first time within `ttl_ms`
-    /// of its first sighting, and remembers it if so: false for its retransmissions.
-    /// Without a memory, or when the memory is full, every sighting is the first (a
-    /// retransmission then counts as a call again: the safe side).
-    fn first_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
-        self.recent()
-            .is_none_or(|r| r.first_sight(key, now_ms, ttl_ms))
+    /// When `key` (an INVITE transaction) was first seen, if that was earlier and within
+    /// `ttl_ms`: `Some` for its retransmissions; `None` for a first sighting, which is
+    /// remembered. Without a memory, or when the memory is full, every sighting is the
+    /// first (a retransmission then counts as a call again: the safe side).
+    fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
+        self.recent()?.earlier_sight(key, now_ms, ttl_ms)
     }
 
     /// A one-time token (a digest answer): the first `owner` (the INVITE transaction
@@ -187,36 +186,34 @@ impl Remembered {
         }
     }
 
-    /// True when `key` is not held (or has expired), and then holds it for `ttl_ms`
-    /// from now; false while it is held. Not refreshed by later sightings: a
-    /// transaction's lifetime runs from its first request. One entry lock.
-    pub fn insert_new(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
+    /// `None` when `key` is not held (or has expired), and then holds it for `ttl_ms`
+    /// from now; while it is held, when it was first kept. Not refreshed by later
+    /// sightings: a transaction's lifetime runs from its first request. One entry lock.
+    pub fn insert_new(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         let fresh = (now_ms + ttl_ms, 1, now_ms);
         if let Some(mut e) = self.map.get_mut(&key) {
             if e.0 > now_ms {
-                return false;
+                return Some(e.2);
             }
             *e = fresh;
-            return true;
+            return None;
         }
         if self.room(now_ms) {
             // Two workers racing on one new key: the entry lock picks one first.
-            let mut new = false;
+            let mut held = None;
             self.map
                 .entry(key)
                 .and_modify(|e| {
                     if e.0 <= now_ms {
                         *e = fresh;
-                        new = true;
+                    } else {
+                        held = Some(e.2);
                     }
                 })
-                .or_insert_with(|| {
-                    new = true;
-                    fresh
-                });
-            return new;
+                .or_insert(fresh);
+            return held;
         }
-        true
+        None
     }
 
     /// The first `owner` of `key` keeps it until it expires (`ttl_ms`): true for that
@@ -290,7 +287,7 @@ impl Recent {
             dialogs: Remembered::new(capacity),
         }
     }
-    pub fn first_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> bool {
+    pub fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         self.seen.insert_new(key, now_ms, ttl_ms)
     }
     pub fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
@@ -577,19 +574,26 @@ mod tests {
     #[test]
     fn first_sightings_run_from_the_first_and_stay_bounded() {
         let t = Recent::new(2);
-        assert!(t.first_sight(1, 0, 32_000));
-        // Retransmissions within the lifetime, however many: not first, and they do
-        // not stretch it.
+        assert_eq!(t.earlier_sight(1, 0, 32_000), None);
+        // Retransmissions within the lifetime, however many: seen at 0, and they do not
+        // stretch it.
         for at in [500, 1_500, 3_500, 31_999] {
-            assert!(!t.first_sight(1, at, 32_000), "{at}");
+            assert_eq!(t.earlier_sight(1, at, 32_000), Some(0), "{at}");
         }
-        assert!(t.first_sight(1, 32_000, 32_000), "its lifetime is over");
-        assert!(t.first_sight(2, 32_000, 32_000));
+        assert_eq!(
+            t.earlier_sight(1, 32_000, 32_000),
+            None,
+            "its lifetime is over"
+        );
+        assert_eq!(t.earlier_sight(1, 32_100, 32_000), Some(32_000));
+        assert_eq!(t.earlier_sight(2, 32_000, 32_000), None);
         // Full, nothing expired: every sighting of a third is a first (counted again).
-        assert!(t.first_sight(3, 33_000, 32_000) && t.first_sight(3, 33_100, 32_000));
+        assert_eq!(t.earlier_sight(3, 33_000, 32_000), None);
+        assert_eq!(t.earlier_sight(3, 33_100, 32_000), None);
         // Once the others expire, a sweep makes room.
-        assert!(t.first_sight(3, 70_000, 32_000) && !t.first_sight(3, 70_100, 32_000));
-        assert!(NoCounting.first_sight(3, 70_100, 32_000));
+        assert_eq!(t.earlier_sight(3, 70_000, 32_000), None);
+        assert_eq!(t.earlier_sight(3, 70_100, 32_000), Some(70_000));
+        assert_eq!(NoCounting.earlier_sight(3, 70_100, 32_000), None);
     }
 
     #[test]

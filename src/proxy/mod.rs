@@ -921,7 +921,7 @@ async fn control(
                 .policy
                 .trunks
                 .iter()
-                .filter(|t| t.listen.contains(ls))
+                .filter(|t| t.takes_at(ls))
                 .map(|t| t.name.as_str())
                 .collect();
             // What a wildcard address is given as, so that the operator sees it.
