@@ -1129,6 +1129,7 @@ fn judge_behaviour(
         window_ms: b.window_secs as u64 * 1000,
         ring_once_ms: b.ring_once_secs.saturating_mul(1000),
         short_call_ms: b.short_call_secs.saturating_mul(1000),
+        repeat: d.retransmission,
     });
     d.features = Some(f);
     let reached = |t: Option<u32>, v: u32| t.is_some_and(|t| v >= t);

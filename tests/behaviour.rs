@@ -254,6 +254,32 @@ fn attempts_catches_a_flood_from_one_number_and_spares_a_busy_line() {
     assert_eq!(hit, None);
 }
 
+/// A UDP INVITE sent again within its transaction (Timer A: a stateless proxy sends no
+/// 100 Trying, so a core slower than 500 ms draws a retransmission of every call) is the
+/// same attempt: 50 calls, each sent twice, stay under an attempts limit of 60 (QA 44:
+/// each copy counted, the 31st call was refused).
+#[test]
+fn retransmitted_invites_are_one_attempt() {
+    let net = Net::new(POLICY);
+    for i in 0..50u64 {
+        let m = parse(invite(
+            "+447700900003",
+            &format!("+8613912340{:03}", i % 4 * 100),
+            &format!("rt-{i}"),
+        ));
+        let first = net.msg(&m, i * 1_000);
+        assert_eq!(rejected_by(&first), None, "call {i}");
+        let again = net.msg(&m, i * 1_000 + 500);
+        assert!(again.retransmission, "call {i}");
+        assert_eq!(rejected_by(&again), None, "call {i}, sent again");
+        assert_eq!(
+            again.features.map(|f| f.attempts),
+            first.features.map(|f| f.attempts),
+            "call {i}"
+        );
+    }
+}
+
 #[test]
 fn distinct_callees_catches_a_sweep_and_spares_a_repeat_caller() {
     let net = Net::new(POLICY);

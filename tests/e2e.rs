@@ -1265,6 +1265,19 @@ fn large_requests_switch_to_tcp_or_get_513() {
     let r = read_head(&mut t);
     assert!(r.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{r}");
     assert!(r.contains("Call-ID: too-big\r\n"), "{r}");
+    // Counted as what its caller got, not as an allowed call (QA 44).
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"reject\"}"),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}"),
+        0.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_protocol_refusals_total{code=\"513\",trunk=\"intl\"}"),
+        1.0
+    );
     // Past the largest message any transport carries (Content-Length says so before
     // the body has come): 513 as well, not 400, and the connection ends (a stream that
     // cannot be framed cannot go on).

@@ -163,6 +163,8 @@ fn hostile_traffic_does_not_stop_service() {
     assert!(
         m("sipfence_parse_errors_total{kind=\"bad_header_value\",transport=\"tcp\"}")
             + m("sipfence_parse_errors_total{kind=\"bad_start_line\",transport=\"tcp\"}")
+            + m("sipfence_parse_errors_total{kind=\"no_content_length\",transport=\"tcp\"}")
+            + m("sipfence_parse_errors_total{kind=\"bad_header_line\",transport=\"tcp\"}")
             >= 1.0
     );
     let (code, _) = proxy.http("GET", "/healthz");
@@ -661,6 +663,28 @@ fn two_lengths_close_a_stream_and_hop_probes_are_answered() {
         m("sipfence_parse_errors_total{kind=\"bad_content_length\",transport=\"tcp\"}"),
         2.0
     );
+    // None at all: a stream cannot be framed either, and the answer says it is missing
+    // (QA 44: it named a bad value of a field that was not there).
+    let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = t.local_addr().unwrap().port();
+    t.write_all(
+        format!(
+            "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-cl0\r\nFrom: <sip:ping@127.0.0.1>;tag=cl0\r\nTo: <sip:127.0.0.1>\r\nCall-ID: cl0\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = t.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("SIP/2.0 400 "), "{got}");
+    assert!(got.contains("no_content_length"), "{got}");
+    assert!(!got.contains("bad_header_value"), "{got}");
+    assert_eq!(
+        m("sipfence_parse_errors_total{kind=\"no_content_length\",transport=\"tcp\"}"),
+        1.0
+    );
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let port = u.local_addr().unwrap().port();
@@ -767,5 +791,117 @@ listen = "127.0.0.1:{m}"
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         ),
         "{e}"
+    );
+}
+
+/// The metrics server holds a bounded number of connections, and closes one that sends
+/// no request: a flood of idle connections to it takes neither the process's file
+/// descriptors nor, once they are dropped, Prometheus's scrape (QA 44: no cap, no
+/// timeout; at the descriptor limit the control thread spun on `accept`).
+#[test]
+fn idle_connections_to_the_metrics_server_are_bounded_and_closed() {
+    use std::io::Read;
+    let proxy = Proxy::start(&config(port_block()), 1);
+    let addr = proxy.metrics.trim_start_matches("http://").to_string();
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(&addr).expect("connects"))
+        .collect();
+    // Past the cap: closed at once.
+    let mut over = TcpStream::connect(&addr).expect("connects");
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 16];
+    assert_eq!(over.read(&mut b).ok(), Some(0), "closed at once");
+    // The idle ones are closed after the header timeout (10 s), and the endpoint
+    // answers again.
+    let started = std::time::Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(s.read(&mut b).ok(), Some(0), "closed by the server");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let (code, body) = proxy.http("GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("sipfence_calls_total"), "{body}");
+}
+
+/// A peer that sends a burst of requests on one TCP connection gets every answer, as
+/// fast as it reads them (QA 44: 660 of 1,000 keep-alive OPTIONS answers were dropped,
+/// `tcp-backlog`, the reader having answered them all before the writer ran once).
+#[test]
+fn a_burst_on_one_tcp_connection_gets_every_answer() {
+    use std::io::Read;
+    let base = port_block();
+    let proxy = Proxy::start(&config(base), 1);
+    let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    let port = t.local_addr().unwrap().port();
+    let mut reader = t.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let counting = std::thread::spawn(move || {
+        let (mut text, mut b) = (Vec::new(), [0u8; 65536]);
+        let mut answers = 0;
+        while answers < 1000 {
+            match reader.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&b[..n]),
+            }
+            answers = text
+                .windows(15)
+                .filter(|w| w == b"SIP/2.0 200 OK\r")
+                .count();
+        }
+        answers
+    });
+    let burst: String = (0..1000)
+        .map(|n| format!(
+            "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-burst{n}\r\nFrom: <sip:ping@127.0.0.1>;tag=b{n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: burst{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .collect();
+    t.write_all(burst.as_bytes()).unwrap();
+    assert_eq!(counting.join().unwrap(), 1000);
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-backlog\"}"),
+        0.0
+    );
+}
+
+/// A message trickled a byte at a time never becomes whole: the connection is closed
+/// `tcp_idle_secs` (here 2 s) after its first byte, though bytes keep coming (QA 44:
+/// slowloris held its connection, and a place under `max_tcp_connections`, for ever).
+#[test]
+fn a_message_trickled_byte_by_byte_is_cut_off() {
+    use std::io::Read;
+    let base = port_block();
+    let proxy = Proxy::start(&config(base), 1);
+    let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    t.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for c in INVITE.bytes().take(60) {
+        if t.write_all(&[c]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 64];
+        if let Ok(0) = t.read(&mut b) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-slow-message\"}"),
+        1.0
     );
 }

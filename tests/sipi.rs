@@ -1228,7 +1228,11 @@ fn isup_another_reader_reads_otherwise_is_refused() {
         "\"application/ISUP\"",
         "application",
     ] {
-        unreadable(&with_body(ct, &clean), ct);
+        // A NUL in a field of the SIP head is refused before anything is read (400: QA
+        // 44); in a part's head, it is the multipart reader's.
+        if !ct.contains('\0') {
+            unreadable(&with_body(ct, &clean), ct);
+        }
         let head = format!("Content-Type: {ct}");
         unreadable(
             &with_body("multipart/mixed;boundary=b1", &body(&head)),

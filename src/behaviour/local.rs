@@ -353,6 +353,14 @@ impl LocalTracker {
 impl BehaviourTracker for LocalTracker {
     fn on_call(&self, c: &CallStart) -> Features {
         let t = self.tables();
+        if c.repeat {
+            return self
+                .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
+                    let left = s.roll(c.now_ms);
+                    s.features(left, c.now_ms)
+                })
+                .unwrap_or_default();
+        }
         let call = nonzero(c.call);
         {
             let mut set = t.call_set(call);
@@ -496,6 +504,7 @@ mod tests {
             window_ms: 60_000,
             ring_once_ms: 5_000,
             short_call_ms: 10_000,
+            repeat: false,
         }
     }
 

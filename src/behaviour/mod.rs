@@ -42,6 +42,12 @@ pub struct CallStart {
     pub ring_once_ms: u32,
     /// A BYE this soon after the 200 is a short call.
     pub short_call_ms: u32,
+    /// A retransmission of an INVITE already counted (the same request within its
+    /// transaction): its caller's features are read, nothing is counted again (QA 44: a
+    /// stateless proxy sends no 100 Trying, so every UDP call set-up slower than 500 ms
+    /// is retransmitted, and counted twice a caller reached its attempts limit at half
+    /// of it).
+    pub repeat: bool,
 }
 
 /// A caller's sliding-window features at one call attempt (that attempt included).

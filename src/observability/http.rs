@@ -7,9 +7,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::observability::metrics::Metrics;
@@ -121,18 +122,42 @@ async fn serve(
     Ok(r)
 }
 
+/// Connections served at once: Prometheus, a Grafana agent, a probe and an operator's
+/// curl need a handful; past this a new one is closed at once, so that a flood of idle
+/// connections cannot take every file descriptor of the process (QA 44).
+const MAX_CONNECTIONS: usize = 64;
+
+/// A request's header section must arrive within this (and a kept-alive connection
+/// send its next one): a connection held open and silent is closed.
+const HEADER_READ: Duration = Duration::from_secs(10);
+
 /// Serves until the task is dropped.
 pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // No descriptor left (EMFILE) and the like: the listener stays readable,
+                // so retrying at once would spin the thread that also runs the control
+                // loop (QA 44: 100% CPU and /metrics unanswered until peers went away).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
             continue;
         };
         let st = st.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| serve(st.clone(), req));
             let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            drop(slot);
         });
     }
 }

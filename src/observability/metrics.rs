@@ -62,7 +62,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 22] = [
+pub const DROP_REASONS: [&str; 23] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -91,11 +91,13 @@ pub const DROP_REASONS: [&str; 22] = [
     "tcp-limit",
     "tcp-unclaimed-limit",
     "tcp-idle",
+    "tcp-slow-message",
 ];
 
 /// The codes the protocol checks answer (a decision's `refusal`): broken fields, an
-/// unsupported Proxy-Require, a loop, no hops left.
-pub const REFUSAL_CODES: [u16; 4] = [400, 420, 482, 483];
+/// unsupported Proxy-Require, a loop, no hops left; and a request too large for UDP to
+/// the next hop.
+pub const REFUSAL_CODES: [u16; 5] = [400, 420, 482, 483, 513];
 
 pub struct Metrics {
     pub registry: Registry,

@@ -31,6 +31,9 @@ pub enum Item {
         dst: SocketAddr,
         bytes: Bytes,
     },
+    /// Write everything queued before it and end the pcap of rejected calls, then say
+    /// so: the last thing before the process exits.
+    Finish(std::sync::mpsc::SyncSender<()>),
 }
 
 #[derive(Clone)]
@@ -45,6 +48,15 @@ impl RecordSink {
     /// Hands a record to the writer; never blocks.
     pub fn send(&self, r: Record) {
         self.push(Item::Record(Box::new(r)));
+    }
+
+    /// At shutdown: waits (up to `wait`) until the writer has written every record
+    /// queued so far and ended the pcap of rejected calls (one that took no packet is
+    /// removed: QA 44 found an empty one left after a run with only allowed calls, the
+    /// process gone before its writer thread ended it). True when it did.
+    pub fn finish(&self, wait: Duration) -> bool {
+        let (ack, done) = sync_channel(1);
+        self.tx.send(Item::Finish(ack)).is_ok() && done.recv_timeout(wait).is_ok()
     }
 
     /// Hands a rejected request's bytes to the writer (when `pcap_rejected`); never blocks.
@@ -65,6 +77,7 @@ impl RecordSink {
             Err(TrySendError::Full(i)) | Err(TrySendError::Disconnected(i)) => match i {
                 Item::Record(_) => self.metrics.records_dropped.inc(),
                 Item::Raw { .. } => self.metrics.rejected_pcap_dropped.inc(),
+                Item::Finish(_) => {}
             },
         }
     }
@@ -88,6 +101,7 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
         want_pcap: conf.pcap_rejected,
         opened_at: 0,
         failing: None,
+        reopen_at: None,
         metrics: metrics.clone(),
     };
     std::thread::Builder::new()
@@ -167,8 +181,16 @@ struct Writer {
     /// once, and once more when they have gone through for a while ([`RECOVERED`]),
     /// not at each batch that happens to fit while the disk is nearly full.
     failing: Option<(Instant, Instant)>,
+    /// After a file could not be opened (a directory made read-only, no file descriptor
+    /// left), none is tried again before this: the records meanwhile are dropped and
+    /// counted, and the failure said once like a write's (QA 44: every record tried a
+    /// new file and logged two lines, 2.4 GB of log an hour at 2,000 calls/s).
+    reopen_at: Option<Instant>,
     metrics: Arc<Metrics>,
 }
+
+/// How long after a file could not be opened the next one is tried.
+const REOPEN: Duration = Duration::from_secs(1);
 
 /// Writes that succeed for this long after the last failure end a failure episode.
 const RECOVERED: Duration = Duration::from_secs(10);
@@ -215,7 +237,7 @@ impl Writer {
                 dst,
                 bytes,
             } => {
-                if self.file.is_none() {
+                if self.file.is_none() && self.may_open() {
                     self.rotate(now_secs());
                 }
                 let Some(p) = self.pcap.as_mut() else {
@@ -231,16 +253,22 @@ impl Writer {
                 push_record(&mut p.pending, sec, usec, &pkt, pkt.len() as u32);
                 p.pending_n += 1;
             }
+            Item::Finish(ack) => {
+                self.flush();
+                self.close_pcap();
+                let _ = ack.send(());
+            }
         }
     }
 
     fn write(&mut self, r: &Record) {
         let now = now_secs();
-        if self
+        if (self
             .file
             .as_ref()
             .is_none_or(|f| f.size() >= self.rotate_bytes)
-            || now.saturating_sub(self.opened_at) >= self.rotate_secs
+            || now.saturating_sub(self.opened_at) >= self.rotate_secs)
+            && self.may_open()
         {
             self.rotate(now);
         }
@@ -271,6 +299,20 @@ impl Writer {
             self.metrics.rejected_pcap_dropped.inc_by(n);
             error = error.or(Some(e));
         }
+        // No file to write (one could not be opened): no news of the disk either way.
+        if error.is_some() || self.file.is_some() {
+            self.health(error.map(|e| e.to_string()));
+        }
+    }
+
+    /// Whether a new file may be tried now ([`REOPEN`] after one could not be opened).
+    fn may_open(&self) -> bool {
+        self.reopen_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Notes whether the last writes (or file opening) failed: the first failure of an
+    /// episode and the end of one are logged, nothing in between.
+    fn health(&mut self, error: Option<String>) {
         let now = Instant::now();
         match (error, self.failing) {
             (Some(e), None) => {
@@ -313,9 +355,12 @@ impl Writer {
                 self.opened_at = now;
             }
             Err(e) => {
-                tracing::warn!(file = %name.display(), error = %e, "cannot open signaling record file")
+                self.reopen_at = Some(Instant::now() + REOPEN);
+                self.health(Some(format!("cannot open {}: {e}", name.display())));
+                return;
             }
         }
+        self.reopen_at = None;
         if self.want_pcap {
             let stem = name
                 .file_name()
@@ -323,9 +368,10 @@ impl Writer {
                 .unwrap_or("records")
                 .replace("records-", "rejected-")
                 .replace(".jsonl", ".pcap");
-            match Batched::open(self.dir.join(stem)) {
+            let path = self.dir.join(stem);
+            match Batched::open(path.clone()) {
                 Ok(p) => self.pcap = Some(p),
-                Err(e) => tracing::warn!(error = %e, "cannot open the pcap of rejected calls"),
+                Err(e) => self.health(Some(format!("cannot open {}: {e}", path.display()))),
             }
         }
         expire(&self.dir, now, self.retention_secs);
@@ -446,6 +492,7 @@ mod tests {
             want_pcap: false,
             opened_at: now_secs(),
             failing: None,
+            reopen_at: None,
             metrics: metrics.clone(),
         };
         let p = Policy::builtin().expect("built-in policy");
@@ -491,5 +538,66 @@ mod tests {
         let mut packets = 0;
         let end = crate::replay::capture::read(&path, |_| packets += 1).expect("a capture");
         assert_eq!((packets, end), (1, crate::replay::capture::End::Complete));
+    }
+
+    /// A directory where no file can be opened (read-only, or no descriptor left; here
+    /// a path under a plain file): the records are dropped and counted, the failure is
+    /// one episode, and no new file is tried per record (QA 44: each tried one and was
+    /// logged twice). Finishing with only allowed calls leaves no empty pcap behind.
+    #[test]
+    fn a_directory_that_refuses_files_drops_and_counts_without_retrying_each_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").expect("a file");
+        let metrics = Arc::new(Metrics::new());
+        let mut w = Writer {
+            dir: plain.join("records"),
+            rotate_bytes: 1 << 30,
+            rotate_secs: 1 << 30,
+            retention_secs: 0,
+            file: None,
+            pcap: None,
+            want_pcap: true,
+            opened_at: 0,
+            failing: None,
+            reopen_at: None,
+            metrics: metrics.clone(),
+        };
+        let p = Policy::builtin().expect("built-in policy");
+        w.item(Item::Record(Box::new(record(&p, 0))));
+        let retry = w.reopen_at.expect("a retry time set");
+        let episode = w.failing.expect("failing");
+        for i in 1..500 {
+            w.item(Item::Record(Box::new(record(&p, i))));
+        }
+        w.flush();
+        assert_eq!(
+            w.reopen_at,
+            Some(retry),
+            "no new file tried before the retry time"
+        );
+        assert_eq!(w.failing.map(|f| f.0), Some(episode.0), "one episode");
+        assert_eq!(metrics.records_dropped.get(), 500);
+        assert_eq!(metrics.records_written.get(), 0);
+
+        // The same writer on a directory that takes files, at shutdown with only allowed
+        // calls written: the records are there, the empty pcap is not.
+        w.dir = dir.path().to_path_buf();
+        w.reopen_at = None;
+        w.item(Item::Record(Box::new(record(&p, 700))));
+        let (ack, done) = sync_channel(1);
+        w.item(Item::Finish(ack));
+        assert!(done.try_recv().is_ok());
+        assert_eq!(metrics.records_written.get(), 1);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("listed")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("records-")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with("rejected-")),
+            "{names:?}"
+        );
     }
 }

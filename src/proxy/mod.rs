@@ -493,6 +493,49 @@ fn init_logging(p: &Policy) {
     };
 }
 
+/// Raises the process's soft limit of open files to its hard limit, as servers do (a
+/// shell's or an old init's default of 1024 is under `max_tcp_connections` of many
+/// gateways: QA 44 ran out of descriptors at 1,100 connections), and warns when even
+/// that leaves no room for the connections allowed, the sockets, the record files and
+/// the metrics server.
+fn open_files(max_tcp: usize) {
+    #[cfg(unix)]
+    {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write the struct passed, nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+            return;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                tracing::debug!(
+                    from = l.rlim_cur,
+                    to = l.rlim_max,
+                    "open files limit raised"
+                );
+                l = raised;
+            }
+        }
+        // Listeners, worker sockets, record files, the metrics server's connections.
+        let need = max_tcp.saturating_add(256) as libc::rlim_t;
+        if l.rlim_cur != libc::RLIM_INFINITY && l.rlim_cur < need {
+            tracing::warn!(
+                limit = l.rlim_cur,
+                max_tcp_connections = max_tcp,
+                "the open files limit leaves no room for max_tcp_connections: raise it (systemd LimitNOFILE=, ulimit -n) or lower max_tcp_connections"
+            );
+        }
+    }
+}
+
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
 pub fn run(args: RunArgs) -> i32 {
     signals::hold_sighup();
@@ -507,6 +550,7 @@ pub fn run(args: RunArgs) -> i32 {
     for w in lint::warnings(&policy) {
         tracing::warn!("{w}");
     }
+    open_files(policy.proxy.max_tcp_connections);
     let metrics = Arc::new(Metrics::new());
     let bound = metrics.bind(&policy);
     metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);
@@ -1018,6 +1062,12 @@ async fn control(
     }
     tracing::info!("shutting down");
     notify::notify("STOPPING=1");
+    // Every decision made is kept: the records queued are written before the exit.
+    if let Some(r) = &shared.records
+        && !r.finish(std::time::Duration::from_secs(5))
+    {
+        tracing::warn!("signaling records still queued at exit were not all written");
+    }
     print_out!("sipfence: stopped");
     0
 }

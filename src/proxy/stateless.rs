@@ -274,11 +274,44 @@ fn handle_parsed(
         response::write_response(msg, 503, response::phrase(503), &extra, out);
         return Handled::Shed(dest_for_response(o, top.as_ref()));
     }
-    let d = decide(st.policy, msg, &ctx);
+    let mut d = decide(st.policy, msg, &ctx);
+    let handled = carry_out(
+        st,
+        msg,
+        o,
+        &mut d,
+        server,
+        top.as_ref(),
+        mf,
+        method,
+        out,
+        edits,
+    );
+    // Reported once the answer is known: a call the next hop's transport cannot take
+    // (513) is recorded and counted as what its caller got, not as allowed (QA 44).
     observe(Observed::Decision(msg, &d));
-    if verdict::write_reject(st.policy, msg, &d, Some(o.source), out) {
+    handled
+}
+
+/// What the decision `d` makes of the request: its answer, or the request forwarded. A
+/// forward that cannot be made as decided (too large for UDP to the next hop) turns `d`
+/// into the refusal its caller is sent.
+#[allow(clippy::too_many_arguments)]
+fn carry_out(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    d: &mut Decision,
+    server: Option<&str>,
+    top: Option<&Via>,
+    mf: Option<u32>,
+    method: Method,
+    out: &mut Vec<u8>,
+    edits: &mut EditList,
+) -> Handled {
+    if verdict::write_reject(st.policy, msg, d, Some(o.source), out) {
         return Handled::Respond(
-            dest_for_response(o, top.as_ref()),
+            dest_for_response(o, top),
             match d.outcome {
                 Outcome::Reject { code } => code,
                 Outcome::Forward | Outcome::Drop => 0,
@@ -314,7 +347,7 @@ fn handle_parsed(
             ..Extra::default()
         };
         response::write_response(msg, 200, "OK", &extra, out);
-        return Handled::Respond(dest_for_response(o, top.as_ref()), 200);
+        return Handled::Respond(dest_for_response(o, top), 200);
     }
     let Some(next) = trunk.next_hop else {
         return Handled::Dropped("no-next-hop");
@@ -322,8 +355,8 @@ fn handle_parsed(
     let build = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
         edits.clear();
         out.clear();
-        verdict::add_edits(st.policy, msg, &d, edits);
-        add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, next.addr, edits);
+        verdict::add_edits(st.policy, msg, d, edits);
+        add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
         // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
         // judged for want of a known dialog gets none added.
         if d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route {
@@ -337,12 +370,20 @@ fn handle_parsed(
         edits.apply(msg.buf(), msg.len(), out);
     };
     build(next.transport, edits, out);
-    match next.transport {
+    let handled = match next.transport {
         Transport::Tcp => Handled::Forward(Dest::TcpTo(next.addr)),
         Transport::Udp => udp_or_tcp(st, msg, o, server, next.addr, out, |out| {
             build(Transport::Tcp, edits, out)
         }),
+    };
+    if let Handled::Respond(_, code) = handled {
+        d.outcome = Outcome::Reject { code };
+        d.refusal = Some(Refusal {
+            code,
+            why: "Too large for UDP to the next hop",
+        });
     }
+    handled
 }
 
 /// Answers a request the protocol checks refused, and reports the decision (counted

@@ -358,9 +358,19 @@ async fn serve_stream(
         },
         conn: Some(id),
     };
+    // When the bytes of a message not yet whole began to arrive: a message must be
+    // whole within `idle` of its first byte, so that a peer trickling a byte now and
+    // then (slowloris) cannot hold a connection, and a place under
+    // `max_tcp_connections`, for ever (QA 44; Kamailio's `tcp_msg_read_timeout`).
+    let mut partial_since: Option<std::time::Instant> = None;
     'conn: loop {
-        match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+        let wait = partial_since.map_or(idle, |t| idle.saturating_sub(t.elapsed()));
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
             Err(_) => {
+                if partial_since.is_some_and(|t| t.elapsed() >= idle) {
+                    shared.metrics.dropped("tcp-slow-message");
+                    break;
+                }
                 let since_write = (base.elapsed().as_millis() as u64)
                     .saturating_sub(last_write.load(Ordering::Relaxed));
                 if since_write < idle.as_millis() as u64 {
@@ -381,6 +391,12 @@ async fn serve_stream(
                             .parse_error("tcp", crate::sip::ErrorKind::TooLarge);
                         break 'conn;
                     }
+                    // Keep-alive CRLFs are framed whole: what waits here is a message.
+                    if buf.is_empty() {
+                        partial_since = None;
+                    } else if partial_since.is_none() {
+                        partial_since = Some(std::time::Instant::now());
+                    }
                     break;
                 }
                 Ok(Frame::Ping(n)) => {
@@ -389,6 +405,7 @@ async fn serve_stream(
                     let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                 }
                 Ok(Frame::Message { skip, len }) => {
+                    partial_since = None;
                     buf.advance(skip);
                     let data = buf.split_to(len).freeze();
                     if let Some(h) = &shared.hep {

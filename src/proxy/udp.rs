@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use super::mmsg::{self, BATCH, RecvBatch};
 use super::stateless::{self, Dest, Handled, Observed, Origin, Step};
@@ -275,8 +276,38 @@ pub async fn send(
                 Err(e) => send_failed(shared, addr, &e),
             }
         }
-        Dest::Tcp(id) => send_tcp(shared, id, bytes),
+        Dest::Tcp(id) => send_tcp_waiting(shared, id, bytes).await,
         Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
+    }
+}
+
+/// How long a connection's reader waits for room in a connection's writer queue before
+/// the message is dropped (and counted).
+const TCP_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// [`send_tcp`] from a connection's reader: with the writer's queue full it waits (up to
+/// [`TCP_QUEUE_WAIT`]), reading nothing more meanwhile, rather than dropping the answer.
+/// A peer that sends a burst of requests on one connection then gets every answer, at
+/// the pace it reads them (QA 44: 660 of 1,000 answers to a burst of OPTIONS were
+/// dropped, the reader having answered them all before the writer ran once). A peer
+/// that reads nothing still gets its answers dropped, after the wait, not the gateway
+/// held.
+async fn send_tcp_waiting(shared: &Shared, id: u64, bytes: &[u8]) {
+    let Some(tx) = shared.tcp_conns.get(&id).map(|t| t.clone()) else {
+        shared.metrics.dropped("tcp-gone");
+        return;
+    };
+    match tx.try_send(Bytes::copy_from_slice(bytes)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(b)) => {
+            if !matches!(
+                tokio::time::timeout(TCP_QUEUE_WAIT, tx.send(b)).await,
+                Ok(Ok(()))
+            ) {
+                shared.metrics.dropped("tcp-backlog");
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => shared.metrics.dropped("tcp-backlog"),
     }
 }
 

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     /// A known header whose value breaks its grammar.
     BadHeaderValue,
     BadContentLength,
+    /// No Content-Length on a stream, where it is what frames the message (RFC 3261
+    /// 18.3): named as missing, not as a bad value of a field that is not there (QA 44).
+    NoContentLength,
     /// Content-Length announces more body than the message carries.
     BodyTruncated,
     CSeqMismatch,
@@ -26,7 +29,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Truncated,
         ErrorKind::BadStartLine,
         ErrorKind::BadVersion,
@@ -36,6 +39,7 @@ impl ErrorKind {
         ErrorKind::BadHeaderLine,
         ErrorKind::BadHeaderValue,
         ErrorKind::BadContentLength,
+        ErrorKind::NoContentLength,
         ErrorKind::BodyTruncated,
         ErrorKind::CSeqMismatch,
         ErrorKind::TooManyHeaders,
@@ -53,6 +57,7 @@ impl ErrorKind {
             ErrorKind::BadHeaderLine => "bad_header_line",
             ErrorKind::BadHeaderValue => "bad_header_value",
             ErrorKind::BadContentLength => "bad_content_length",
+            ErrorKind::NoContentLength => "no_content_length",
             ErrorKind::BodyTruncated => "body_truncated",
             ErrorKind::CSeqMismatch => "cseq_mismatch",
             ErrorKind::TooManyHeaders => "too_many_headers",

@@ -266,10 +266,17 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
 
     // A request's header section with a CR that ends no line: refused (400), since a
     // next hop that ends lines there reads fields this parse did not.
-    if matches!(start, StartLine::Request { .. })
-        && let Some(at) = lex::bare_cr(&b[i..head_end as usize])
-    {
-        return Err(ParseError::new(ErrorKind::BadHeaderLine, i + at));
+    // So is a NUL but in a quoted-pair (`\<NUL>`, which RFC 3261 25.1 allows in quoted
+    // strings and RFC 4475 3.1.1.3 calls valid): no field may hold one otherwise, and it
+    // ends the text for a next hop that reads C strings, which then reads other fields
+    // than this parse (QA 44).
+    if matches!(start, StartLine::Request { .. }) {
+        let head = &b[i..head_end as usize];
+        if let Some(at) = lex::bare_cr(head)
+            .or_else(|| memchr::memchr_iter(0, head).find(|&k| k == 0 || head[k - 1] != b'\\'))
+        {
+            return Err(ParseError::new(ErrorKind::BadHeaderLine, i + at));
+        }
     }
 
     // Body: Content-Length decides; without one, a datagram's remainder is the body.
@@ -587,7 +594,7 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
         }
         i = nl;
     }
-    let cl = cl.ok_or_else(|| ParseError::header(HeaderName::ContentLength, skip))? as usize;
+    let cl = cl.ok_or_else(|| ParseError::new(ErrorKind::NoContentLength, skip))? as usize;
     let len = head_end + cl;
     if len > MAX_MESSAGE {
         return Err(ParseError::new(ErrorKind::TooLarge, skip));
@@ -693,6 +700,12 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::BadHeaderLine);
         assert_eq!(e.offset as usize, head.len() + "X-Note: a".len());
         assert!(Message::parse(msg("X-Note: a\r\n b\r\n")).is_ok());
+        // A NUL in any field alike (QA 44), an unknown one included; as a quoted-pair
+        // it is text (RFC 4475 3.1.1.3).
+        let e = Message::parse(msg("X-Note: a\0b\r\n")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadHeaderLine);
+        assert_eq!(e.offset as usize, head.len() + "X-Note: a".len());
+        assert!(Message::parse(msg("X-Note: \"a\\\0b\"\r\n")).is_ok());
         assert!(Message::parse(msg("X-Note: a\n")).is_ok());
         // A CR in the body is the body's.
         let body = Bytes::from(format!("{head}Content-Length: 3\r\n\r\na\rb"));
