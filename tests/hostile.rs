@@ -905,3 +905,44 @@ fn a_message_trickled_byte_by_byte_is_cut_off() {
         1.0
     );
 }
+
+/// Workers accepting at once cannot pass `max_tcp_connections` between them: a place is
+/// taken at `accept` (QA 44: 272 connections open at a cap of 256).
+#[test]
+fn parallel_connects_stay_within_the_connection_cap() {
+    let base = port_block();
+    let cfg = config(base).replace("max_tcp_connections = 300", "max_tcp_connections = 16");
+    assert!(cfg.contains("max_tcp_connections = 16"));
+    let proxy = Proxy::start(&cfg, 2);
+    let held: Vec<TcpStream> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..8)
+                        .filter_map(|_| TcpStream::connect(("127.0.0.1", base)).ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(held.len(), 64);
+    // Every connection is accepted or refused by now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_tcp_connections")
+        + proxy.metric("sipfence_dropped_total{reason=\"tcp-limit\"}")
+        < 64.0
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 16.0);
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-limit\"}"),
+        48.0
+    );
+    drop(held);
+}

@@ -129,6 +129,10 @@ pub struct Shared {
     pub next_conn: AtomicU64,
     /// Accepted TCP connections from addresses no trunk claims and no next hop has.
     pub unclaimed_tcp: std::sync::atomic::AtomicUsize,
+    /// Accepted TCP connections open, each place taken at `accept` (before the
+    /// connection's task runs), so that workers accepting at once cannot pass
+    /// `max_tcp_connections` between them (QA 44: 272 open at a cap of 256).
+    pub accepted_tcp: std::sync::atomic::AtomicUsize,
     pub config_path: Option<PathBuf>,
     /// The settings this process took at start: a reload that changes them is applied
     /// only by a restart, and says so.
@@ -653,6 +657,7 @@ pub fn run(args: RunArgs) -> i32 {
         tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
+        accepted_tcp: std::sync::atomic::AtomicUsize::new(0),
         config_path: args.config.clone(),
         start_only,
         named,

@@ -13,7 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,41 +54,54 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, local: ListenSpec, listener:
                 l.policy.claims_connection(&peer, &local),
             )
         };
-        if shared.metrics.tcp_connections.get() >= max as i64 {
+        let Some(place) = Place::take(&shared, |s| &s.accepted_tcp, max) else {
             shared.metrics.dropped("tcp-limit");
             drop(stream);
             continue;
-        }
+        };
         // Addresses no trunk claims share an eighth of the connections: a flood of
         // them (each answered unknown-source, or holding a socket open and silent)
         // cannot take the places the trunks' PBXs and peers need.
         let unclaimed = if claimed {
             None
         } else {
-            let cap = (max / 8).max(1);
-            if shared.unclaimed_tcp.fetch_add(1, Ordering::Relaxed) >= cap {
-                shared.unclaimed_tcp.fetch_sub(1, Ordering::Relaxed);
-                shared.metrics.dropped("tcp-unclaimed-limit");
-                drop(stream);
-                continue;
+            match Place::take(&shared, |s| &s.unclaimed_tcp, (max / 8).max(1)) {
+                Some(p) => Some(p),
+                None => {
+                    shared.metrics.dropped("tcp-unclaimed-limit");
+                    drop(stream);
+                    continue;
+                }
             }
-            Some(Unclaimed(shared.clone()))
         };
         let _ = stream.set_nodelay(true);
         let (shared, udps) = (shared.clone(), udps.clone());
         tokio::spawn(async move {
             connection(shared, udps, local, stream, peer).await;
             drop(unclaimed);
+            drop(place);
         });
     }
 }
 
-/// One place among the unclaimed connections, given back when the connection ends.
-struct Unclaimed(Arc<Shared>);
+/// One place among at most `cap` counted by an atomic of [`Shared`], taken with one
+/// atomic step (no check-then-count race between workers) and given back when the
+/// connection ends.
+struct Place(Arc<Shared>, fn(&Shared) -> &AtomicUsize);
 
-impl Drop for Unclaimed {
+impl Place {
+    fn take(shared: &Arc<Shared>, count: fn(&Shared) -> &AtomicUsize, cap: usize) -> Option<Place> {
+        if count(shared).fetch_add(1, Ordering::Relaxed) >= cap {
+            count(shared).fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Place(shared.clone(), count))
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.0.unclaimed_tcp.fetch_sub(1, Ordering::Relaxed);
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
