@@ -371,16 +371,30 @@ impl<'a> NewLines<'a> {
 /// one field here and two at such a next hop. Sixteen bytes a step, branch-free (the
 /// header section of every request is searched); the position is found only then.
 pub fn bare_cr(b: &[u8]) -> Option<usize> {
-    if !may_hold_bare_cr(b) {
-        return None;
-    }
-    (0..b.len()).find(|&i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    line_hazard::<false>(b)
 }
 
-/// Whether `b` may hold a CR no LF follows (no false negatives): sixteen bytes a step,
-/// each compared with the byte after it.
+/// [`bare_cr`], or the first NUL that is no quoted-pair (`\<NUL>`, which RFC 3261 25.1
+/// allows in a quoted string): no field may hold one otherwise, and it ends the text
+/// for a reader of C strings. The same pass over the bytes as the CR search.
+pub fn bare_cr_or_nul(b: &[u8]) -> Option<usize> {
+    line_hazard::<true>(b)
+}
+
+fn line_hazard<const NUL: bool>(b: &[u8]) -> Option<usize> {
+    if !may_hold_hazard::<NUL>(b) {
+        return None;
+    }
+    (0..b.len()).find(|&i| {
+        b[i] == b'\r' && b.get(i + 1) != Some(&b'\n')
+            || NUL && b[i] == 0 && (i == 0 || b[i - 1] != b'\\')
+    })
+}
+
+/// Whether `b` may hold a CR no LF follows, or with `NUL` a NUL (no false negatives):
+/// sixteen bytes a step, each compared with the byte after it.
 #[inline]
-fn may_hold_bare_cr(b: &[u8]) -> bool {
+fn may_hold_hazard<const NUL: bool>(b: &[u8]) -> bool {
     let Some((&last, _)) = b.split_last() else {
         return false;
     };
@@ -403,6 +417,9 @@ fn may_hold_bare_cr(b: &[u8]) -> bool {
                 // CR here and no LF after it.
                 let bad = _mm_andnot_si128(_mm_cmpeq_epi8(y, lf), _mm_cmpeq_epi8(x, cr));
                 seen = _mm_or_si128(seen, bad);
+                if NUL {
+                    seen = _mm_or_si128(seen, _mm_cmpeq_epi8(x, _mm_setzero_si128()));
+                }
                 i += 16;
             }
             if _mm_movemask_epi8(seen) != 0 {
@@ -415,6 +432,7 @@ fn may_hold_bare_cr(b: &[u8]) -> bool {
         .zip(b[i..].iter().skip(1))
         .any(|(&x, &y)| x == b'\r' && y != b'\n')
         || last == b'\r'
+        || NUL && b[i..].contains(&0)
 }
 
 /// Position after a token starting at `i` (== `i` when there is none).
@@ -558,6 +576,26 @@ mod tests {
             }
             let crlf: Vec<u8> = b"ab\r\n".iter().copied().cycle().take(len).collect();
             assert_eq!(bare_cr(&crlf), naive(&crlf), "{len}");
+        }
+        // With NULs: found wherever one stands, but after a backslash; a CR first wins.
+        let naive_nul = |b: &[u8]| {
+            (0..b.len()).find(|&i| {
+                b[i] == b'\r' && b.get(i + 1) != Some(&b'\n')
+                    || b[i] == 0 && (i == 0 || b[i - 1] != b'\\')
+            })
+        };
+        for len in 0..48 {
+            for at in 0..len {
+                for before in [b'a', b'\\'] {
+                    let mut b = vec![b'a'; len];
+                    b[at] = 0;
+                    if at > 0 {
+                        b[at - 1] = before;
+                    }
+                    assert_eq!(bare_cr_or_nul(&b), naive_nul(&b), "{len} {at} {before}");
+                    assert_eq!(bare_cr(&b), None, "{len} {at}");
+                }
+            }
         }
     }
 

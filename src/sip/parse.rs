@@ -270,13 +270,10 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
     // strings and RFC 4475 3.1.1.3 calls valid): no field may hold one otherwise, and it
     // ends the text for a next hop that reads C strings, which then reads other fields
     // than this parse (QA 44).
-    if matches!(start, StartLine::Request { .. }) {
-        let head = &b[i..head_end as usize];
-        if let Some(at) = lex::bare_cr(head)
-            .or_else(|| memchr::memchr_iter(0, head).find(|&k| k == 0 || head[k - 1] != b'\\'))
-        {
-            return Err(ParseError::new(ErrorKind::BadHeaderLine, i + at));
-        }
+    if matches!(start, StartLine::Request { .. })
+        && let Some(at) = lex::bare_cr_or_nul(&b[i..head_end as usize])
+    {
+        return Err(ParseError::new(ErrorKind::BadHeaderLine, i + at));
     }
 
     // Body: Content-Length decides; without one, a datagram's remainder is the body.
