@@ -1043,16 +1043,23 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                     >= max
                     || closed(RuleId::EnterpriseRateTrunk))
             );
-            // A call counts against the number the callee is shown as much as against
-            // the asserted one: a PBX rotating its asserted number behind one number in
-            // From is that number calling (QA 43). Both are counted, then judged.
-            let shown = d.presented;
+            // A call counts against every number it shows the callee as much as against
+            // the asserted one: a PBX rotating its asserted number (and From) behind one
+            // shown number, in From, a display name or a Generic Number, is that number
+            // calling (QA 43, QA 45). Each is counted, then judged.
+            let shown_all = [presented, shown, generic, preferred]
+                .into_iter()
+                .chain(more)
+                .flatten()
+                .filter(|n| *n != primary.n);
             rule!(
                 RuleId::EnterpriseRateCaller,
                 trunk.max_per_minute_per_caller.is_some_and(|max| {
                     let asserted = count(rate_key(trunk.id, Some(&primary.n)));
-                    let shown = shown.map_or(0, |n| count(rate_key(trunk.id, Some(&n))));
-                    asserted.max(shown) > max
+                    let most = shown_all
+                        .map(|n| count(rate_key(trunk.id, Some(&n))))
+                        .fold(asserted, u32::max);
+                    most > max
                 }) || closed(RuleId::EnterpriseRateCaller)
             );
             if trunk.max_per_minute.is_some() {

@@ -779,6 +779,29 @@ fn enterprise_rates() {
     );
     // Each asserted number is within its own limit: only the shown one is over.
     assert_eq!(r(&call("13912340003", 1), 23), None);
+
+    // A fixed number in the display name behind a From and an asserted number that
+    // both rotate: the display name's number is counted too (QA 45: only From's was).
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let fixed_display = |k: u32| {
+        let n = format!("86139123400{:02}", 10 + k);
+        let m = with_from(
+            &format!("\"+8613912340099\" <sip:+{n}@10.9.9.9>"),
+            &format!("P-Asserted-Identity: <sip:+{n}@10.9.9.9>\r\n"),
+        );
+        let text = String::from_utf8(m.bytes().to_vec())
+            .unwrap()
+            .replace("call-wf", &format!("call-fd-{k}"))
+            .replace("z9hG4bK-wf", &format!("z9hG4bK-fd-{k}"));
+        Message::parse(Bytes::from(text)).unwrap()
+    };
+    assert_eq!(r(&fixed_display(1), 30), None);
+    assert_eq!(r(&fixed_display(2), 31), None);
+    assert_eq!(
+        r(&fixed_display(3), 32),
+        Some((403, "enterprise-rate-caller"))
+    );
 }
 
 /// Counts belong to the trunk, by its name: a reload that puts a new trunk first keeps

@@ -419,13 +419,17 @@ pub struct ListenSpec {
 
 impl ListenSpec {
     /// Whether a message that arrived at `local` is one this listen address takes: the
-    /// same transport and port, and the same IP unless this one is a wildcard
-    /// (`0.0.0.0`, `[::]`). The proxy's own sockets give their listen address as it is
-    /// written; a capture gives the host's real address.
+    /// same transport and port, and the same IP unless this one is a wildcard of its
+    /// family: `[::]` (dual-stack) takes both families, `0.0.0.0` IPv4 only, which is
+    /// all such a socket receives (QA 45: it took an IPv6 call to another trunk's
+    /// `[::1]`). The proxy's own sockets give their listen address as it is written; a
+    /// capture gives the host's real address.
     pub fn covers(&self, local: &ListenSpec) -> bool {
         self.transport == local.transport
             && self.addr.port() == local.addr.port()
-            && (self.addr.ip() == local.addr.ip() || self.addr.ip().is_unspecified())
+            && (self.addr.ip() == local.addr.ip()
+                || self.addr.ip().is_unspecified()
+                    && (self.addr.is_ipv6() || local.addr.ip().to_canonical().is_ipv4()))
     }
 
     pub fn parse(s: &str) -> Result<ListenSpec, String> {

@@ -489,6 +489,11 @@ entries = [{whitelist}]
                 "listen = [\"udp:0.0.0.0:5060\"]\nsources = [\"127.0.0.0/8\"]".to_string(),
                 format!("{l}\nsources = [\"127.0.0.1\"]"),
             ),
+            // A dual-stack wildcard takes IPv4 too.
+            (
+                "listen = [\"udp:[::]:5060\"]\nsources = [\"127.0.0.0/8\"]".to_string(),
+                format!("{l}\nsources = [\"127.0.0.1\"]"),
+            ),
             // Networks side by side cover the one they make up (QA 43).
             (
                 format!("{l}\nsources = [\"10.0.0.0/24\", \"10.0.1.0/24\"]"),
@@ -526,6 +531,11 @@ entries = [{whitelist}]
             (
                 format!("{l}\nsources = [\"127.0.0.0/8\"]"),
                 "listen = [\"udp:0.0.0.0:5060\"]\nsources = [\"127.0.0.1\"]".to_string(),
+            ),
+            // An IPv4 wildcard socket receives no IPv6 (QA 45).
+            (
+                "listen = [\"udp:0.0.0.0:5060\"]\nsources = [\"::/0\", \"0.0.0.0/0\"]".to_string(),
+                "listen = [\"udp:[::1]:5060\"]\nsources = [\"::1\"]".to_string(),
             ),
             // A gap between the networks: 10.0.1.0/25 is left.
             (

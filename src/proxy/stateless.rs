@@ -378,6 +378,9 @@ fn carry_out(
     };
     if let Handled::Respond(_, code) = handled {
         d.outcome = Outcome::Reject { code };
+        // No rule of the policy refused it (a label rule that let it through is still
+        // counted as a match, with its own action: QA 45).
+        d.rule = None;
         d.refusal = Some(Refusal {
             code,
             why: "Too large for UDP to the next hop",
@@ -1216,6 +1219,33 @@ record_route = true
             "{out}"
         );
         assert!(out.contains("Call-ID: big-1\r\n"));
+        // Reported as what its caller got (QA 44, 45): a refusal of no policy rule.
+        let o = Origin {
+            source: "198.51.100.7:5060".parse().unwrap(),
+            local: ListenSpec {
+                transport: Transport::Udp,
+                addr: "192.0.2.10:5060".parse().unwrap(),
+            },
+            conn: None,
+        };
+        let mut seen = None;
+        let (mut out, mut edits) = (Vec::new(), EditList::new());
+        let h = handle(
+            &step(&p),
+            Bytes::from(big),
+            &mut Message::empty(),
+            &o,
+            &mut out,
+            &mut edits,
+            &mut |ob| {
+                if let Observed::Decision(_, d) = ob {
+                    seen = Some((d.verdict_str(), d.rule, d.refusal.map(|r| r.code)));
+                }
+            },
+        )
+        .unwrap();
+        assert!(matches!(h, Handled::Respond(_, 513)), "{h:?}");
+        assert_eq!(seen, Some(("reject", None, Some(513))));
     }
 
     /// RFC 3261 16.3 step 5: a request that requires of proxies an extension sipfence

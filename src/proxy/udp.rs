@@ -276,7 +276,9 @@ pub async fn send(
                 Err(e) => send_failed(shared, addr, &e),
             }
         }
-        Dest::Tcp(id) => send_tcp_waiting(shared, id, bytes).await,
+        Dest::Tcp(id) => {
+            send_tcp_waiting(shared, id, bytes, TCP_QUEUE_WAIT).await;
+        }
         Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
     }
 }
@@ -285,30 +287,40 @@ pub async fn send(
 /// the message is dropped (and counted).
 const TCP_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// [`send_tcp`] from a connection's reader: with the writer's queue full it waits (up to
-/// [`TCP_QUEUE_WAIT`]), reading nothing more meanwhile, rather than dropping the answer.
-/// A peer that sends a burst of requests on one connection then gets every answer, at
+/// How long a UDP worker waits, once its batch is out, for room in a TCP connection's
+/// queue: short, since the worker serves every peer of its socket meanwhile, and once
+/// per connection per batch (a connection that stays full loses the rest of the batch's
+/// messages at once).
+const TCP_QUEUE_WAIT_UDP: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// [`send_tcp`] that waits (up to `wait`) for room in the writer's queue rather than
+/// dropping the message. From a connection's reader, it reads nothing more meanwhile:
+/// a peer that sends a burst of requests on one connection then gets every answer, at
 /// the pace it reads them (QA 44: 660 of 1,000 answers to a burst of OPTIONS were
 /// dropped, the reader having answered them all before the writer ran once). A peer
 /// that reads nothing still gets its answers dropped, after the wait, not the gateway
-/// held.
-async fn send_tcp_waiting(shared: &Shared, id: u64, bytes: &[u8]) {
+/// held. False when it was dropped.
+async fn send_tcp_waiting(
+    shared: &Shared,
+    id: u64,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> bool {
+    if try_send_tcp(shared, id, bytes) {
+        return true;
+    }
     let Some(tx) = shared.tcp_conns.get(&id).map(|t| t.clone()) else {
         shared.metrics.dropped("tcp-gone");
-        return;
+        return false;
     };
-    match tx.try_send(Bytes::copy_from_slice(bytes)) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(b)) => {
-            if !matches!(
-                tokio::time::timeout(TCP_QUEUE_WAIT, tx.send(b)).await,
-                Ok(Ok(()))
-            ) {
-                shared.metrics.dropped("tcp-backlog");
-            }
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => shared.metrics.dropped("tcp-backlog"),
+    let sent = matches!(
+        tokio::time::timeout(wait, tx.send(Bytes::copy_from_slice(bytes))).await,
+        Ok(Ok(()))
+    );
+    if !sent {
+        shared.metrics.dropped("tcp-backlog");
     }
+    sent
 }
 
 /// Sends at once, never waiting (an answer made up on a failure path): a datagram that
@@ -385,14 +397,25 @@ fn sent_as(udps: &Udps, j: usize, to: SocketAddr) -> (SocketAddr, SocketAddr) {
 
 /// Hands bytes to a TCP connection's writer; never waits.
 pub fn send_tcp(shared: &Shared, id: u64, bytes: &[u8]) {
-    let tx = shared.tcp_conns.get(&id).map(|t| t.clone());
-    match tx {
-        Some(tx) => {
-            if tx.try_send(Bytes::copy_from_slice(bytes)).is_err() {
-                shared.metrics.dropped("tcp-backlog");
-            }
+    if !try_send_tcp(shared, id, bytes) {
+        shared.metrics.dropped("tcp-backlog");
+    }
+}
+
+/// Hands bytes to a TCP connection's writer if its queue has room: false when it is
+/// full (nothing counted yet); a connection gone or closed is counted here.
+fn try_send_tcp(shared: &Shared, id: u64, bytes: &[u8]) -> bool {
+    let Some(tx) = shared.tcp_conns.get(&id).map(|t| t.clone()) else {
+        shared.metrics.dropped("tcp-gone");
+        return true;
+    };
+    match tx.try_send(Bytes::copy_from_slice(bytes)) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => false,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            shared.metrics.dropped("tcp-backlog");
+            true
         }
-        None => shared.metrics.dropped("tcp-gone"),
     }
 }
 
@@ -411,6 +434,11 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let mut msg = Message::empty();
     let mut pending: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
     let mut across: Vec<(SocketAddr, usize)> = Vec::new();
+    // Messages for TCP connections whose queue was full: sent once the batch is out,
+    // waiting a little for room (QA 45: the core's answers to a burst of INVITEs on one
+    // connection, relayed by this worker faster than the connection's writer ran).
+    let mut to_tcp: Vec<(u64, usize)> = Vec::new();
+    let mut full: Vec<u64> = Vec::new();
     // The batches' datagrams are copied into this one buffer and handed out as slices of
     // it. Once every slice of a batch is dropped (the usual case: a stateless step keeps
     // nothing), `reserve` takes the same memory back, so a batch costs no allocation; a
@@ -453,6 +481,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
             }
             pending.clear();
             across.clear();
+            to_tcp.clear();
             for (k, out) in outs.iter_mut().enumerate().take(n) {
                 let (d, src) = rb.get(k);
                 let o = Origin {
@@ -483,7 +512,12 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         Some(_) => across.push((a, k)),
                         None => no_socket(&shared, &udps, i, local, a, out),
                     },
-                    Some(Dest::Tcp(id)) => send_tcp(&shared, id, out),
+                    Some(Dest::Tcp(id)) => {
+                        let queued = try_send_tcp(&shared, id, out);
+                        if !queued {
+                            to_tcp.push((id, k));
+                        }
+                    }
                     Some(Dest::TcpTo(a)) => {
                         super::tcp::send_to_peer(&shared, &udps, i, local, a, out)
                     }
@@ -519,6 +553,14 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
             }
             for &(a, k) in &across {
                 send(&shared, &udps, i, local, Dest::Udp(a), &outs[k]).await;
+            }
+            full.clear();
+            for &(id, k) in &to_tcp {
+                if full.contains(&id) {
+                    shared.metrics.dropped("tcp-backlog");
+                } else if !send_tcp_waiting(&shared, id, &outs[k], TCP_QUEUE_WAIT_UDP).await {
+                    full.push(id);
+                }
             }
             if let Some(h) = &shared.hep {
                 hep.flush(h);

@@ -374,8 +374,8 @@ pub fn bare_cr(b: &[u8]) -> Option<usize> {
     line_hazard::<false>(b)
 }
 
-/// [`bare_cr`], or the first NUL that is no quoted-pair (`\<NUL>`, which RFC 3261 25.1
-/// allows in a quoted string): no field may hold one otherwise, and it ends the text
+/// [`bare_cr`], or the first NUL that is no quoted-pair in a quoted string (`"a\<NUL>"`,
+/// which RFC 3261 25.1 allows): no field may hold one otherwise, and it ends the text
 /// for a reader of C strings. The same pass over the bytes as the CR search.
 pub fn bare_cr_or_nul(b: &[u8]) -> Option<usize> {
     line_hazard::<true>(b)
@@ -386,9 +386,34 @@ fn line_hazard<const NUL: bool>(b: &[u8]) -> Option<usize> {
         return None;
     }
     (0..b.len()).find(|&i| {
-        b[i] == b'\r' && b.get(i + 1) != Some(&b'\n')
-            || NUL && b[i] == 0 && (i == 0 || b[i - 1] != b'\\')
+        b[i] == b'\r' && b.get(i + 1) != Some(&b'\n') || NUL && b[i] == 0 && !quoted_pair_at(b, i)
     })
+}
+
+/// Whether `b[i]` is the second character of a quoted-pair inside a quoted string of
+/// its line (QA 45: a backslash alone, outside quotes or itself escaped, made any NUL
+/// pass).
+fn quoted_pair_at(b: &[u8], i: usize) -> bool {
+    let start = b[..i]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |p| p + 1);
+    let (mut j, mut quoted) = (start, false);
+    while j < i {
+        match b[j] {
+            b'\\' if quoted => {
+                if j + 1 == i {
+                    return true;
+                }
+                j += 2;
+                continue;
+            }
+            b'"' => quoted = !quoted,
+            _ => {}
+        }
+        j += 1;
+    }
+    false
 }
 
 /// Whether `b` may hold a CR no LF follows, or with `NUL` a NUL (no false negatives):
@@ -577,25 +602,36 @@ mod tests {
             let crlf: Vec<u8> = b"ab\r\n".iter().copied().cycle().take(len).collect();
             assert_eq!(bare_cr(&crlf), naive(&crlf), "{len}");
         }
-        // With NULs: found wherever one stands, but after a backslash; a CR first wins.
-        let naive_nul = |b: &[u8]| {
-            (0..b.len()).find(|&i| {
-                b[i] == b'\r' && b.get(i + 1) != Some(&b'\n')
-                    || b[i] == 0 && (i == 0 || b[i - 1] != b'\\')
-            })
-        };
+        // With NULs: found wherever one stands (the vector pass and the tail alike),
+        // but as a quoted-pair in a quoted string.
         for len in 0..48 {
             for at in 0..len {
-                for before in [b'a', b'\\'] {
-                    let mut b = vec![b'a'; len];
-                    b[at] = 0;
-                    if at > 0 {
-                        b[at - 1] = before;
-                    }
-                    assert_eq!(bare_cr_or_nul(&b), naive_nul(&b), "{len} {at} {before}");
-                    assert_eq!(bare_cr(&b), None, "{len} {at}");
+                let mut b = vec![b'a'; len];
+                b[at] = 0;
+                assert_eq!(bare_cr_or_nul(&b), Some(at), "{len} {at}");
+                assert_eq!(bare_cr(&b), None, "{len} {at}");
+                if at >= 2 {
+                    b[..at - 1].fill(b'"');
+                    b[at - 1] = b'\\';
+                    // An odd count of quotes before the backslash leaves one open.
+                    let want = if (at - 1) % 2 == 1 { None } else { Some(at) };
+                    assert_eq!(bare_cr_or_nul(&b), want, "{len} {at}");
                 }
             }
+        }
+        for (text, want) in [
+            (&b"X: \"a\\\0b\"\r\n"[..], None),
+            (b"X: a\\\0b\r\n", Some(5)),
+            (b"X: \"a\\\\\0b\"\r\n", Some(7)),
+            (b"X: \"a\"\\\0\r\n", Some(7)),
+            (b"Y: \"\r\nX: a\\\0\r\n", Some(11)),
+        ] {
+            assert_eq!(
+                bare_cr_or_nul(text),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 
