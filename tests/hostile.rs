@@ -833,30 +833,11 @@ fn idle_connections_to_the_metrics_server_are_bounded_and_closed() {
 /// `tcp-backlog`, the reader having answered them all before the writer ran once).
 #[test]
 fn a_burst_on_one_tcp_connection_gets_every_answer() {
-    use std::io::Read;
     let base = port_block();
     let proxy = Proxy::start(&config(base), 1);
     let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
     let port = t.local_addr().unwrap().port();
-    let mut reader = t.try_clone().unwrap();
-    reader
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let counting = std::thread::spawn(move || {
-        let (mut text, mut b) = (Vec::new(), [0u8; 65536]);
-        let mut answers = 0;
-        while answers < 1000 {
-            match reader.read(&mut b) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => text.extend_from_slice(&b[..n]),
-            }
-            answers = text
-                .windows(15)
-                .filter(|w| w == b"SIP/2.0 200 OK\r")
-                .count();
-        }
-        answers
-    });
+    let counting = count_answers(&t, b"SIP/2.0 200 OK\r", 1000);
     let burst: String = (0..1000)
         .map(|n| format!(
             "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-burst{n}\r\nFrom: <sip:ping@127.0.0.1>;tag=b{n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: burst{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
@@ -953,7 +934,6 @@ fn parallel_connects_stay_within_the_connection_cap() {
 /// arrived, `tcp-backlog` +654).
 #[test]
 fn a_burst_of_calls_on_one_tcp_connection_gets_every_answer_from_the_core() {
-    use std::io::Read;
     let base = port_block();
     let proxy = Proxy::start(&config(base), 1);
     // The core: every INVITE answered 486 at once, its Vias copied (RFC 3261 8.2.6).
@@ -984,25 +964,7 @@ fn a_burst_of_calls_on_one_tcp_connection_gets_every_answer_from_the_core() {
     });
     let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
     let port = t.local_addr().unwrap().port();
-    let mut reader = t.try_clone().unwrap();
-    reader
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let counting = std::thread::spawn(move || {
-        let (mut text, mut b) = (Vec::new(), [0u8; 65536]);
-        let mut answers = 0;
-        while answers < 1000 {
-            match reader.read(&mut b) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => text.extend_from_slice(&b[..n]),
-            }
-            answers = text
-                .windows(22)
-                .filter(|w| w == b"SIP/2.0 486 Busy Here\r")
-                .count();
-        }
-        answers
-    });
+    let counting = count_answers(&t, b"SIP/2.0 486 Busy Here\r", 1000);
     let burst: String = (0..1000)
         .map(|n| {
             INVITE
@@ -1026,4 +988,31 @@ fn a_burst_of_calls_on_one_tcp_connection_gets_every_answer_from_the_core() {
         proxy.metric("sipfence_dropped_total{reason=\"tcp-backlog\"}"),
         0.0
     );
+}
+
+/// Reads the connection `t` on a thread of its own (the peer reading as it sends) until
+/// `want` answers starting with `status` have come, or 10 s pass without a byte; the
+/// thread's result is the count.
+fn count_answers(
+    t: &TcpStream,
+    status: &'static [u8],
+    want: usize,
+) -> std::thread::JoinHandle<usize> {
+    use std::io::Read;
+    let mut reader = t.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let (mut text, mut b) = (Vec::new(), [0u8; 65536]);
+        let mut answers = 0;
+        while answers < want {
+            match reader.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&b[..n]),
+            }
+            answers = text.windows(status.len()).filter(|w| w == &status).count();
+        }
+        answers
+    })
 }
