@@ -283,12 +283,20 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<Option<usiz
     match u.scheme {
         Scheme::Tel => Some(None),
         _ if uri::is_user_phone(b, &u) => Some(None),
+        // A URI that says its user is no telephone number (`user=ip`, or any other
+        // value) gets no verstat, rather than a second `user` parameter (QA 45).
+        _ if uri::param(b, u.params, b"user").is_some() => None,
         _ if na.bracketed
             && (global
                 || p.user.of(b).first() == Some(&b'+')
                     && p.user.of(b)[1..].iter().all(u8::is_ascii_digit)) =>
         {
-            Some(Some(na.uri.end as usize))
+            // Among the URI's parameters: before its `?headers`, if any (QA 45: it went
+            // after them, inside a header's value).
+            let end = u
+                .headers
+                .map_or(na.uri.end as usize, |h| h.start as usize - 1);
+            Some(Some(end))
         }
         _ => None,
     }

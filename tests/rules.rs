@@ -1604,6 +1604,16 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
         ),
         ("sip:+8617012345678@x", "sip:+8617012345678@x"),
         ("<sip:17012345678@x>", "<sip:17012345678@x>"),
+        // user=phone among the parameters, before the URI's headers (QA 45).
+        (
+            "<sip:+8617012345678@x;transport=udp?X-A=1>",
+            "<sip:+8617012345678;verstat=TN-Validation-Failed@x;transport=udp;user=phone?X-A=1>",
+        ),
+        // A user that says it is no telephone number: no second `user`, no verstat.
+        (
+            "<sip:+8617012345678@x;user=ip>",
+            "<sip:+8617012345678@x;user=ip>",
+        ),
     ] {
         let m = with_from(
             "<sip:+8617012345678@x>",
