@@ -847,10 +847,10 @@ impl Policy {
             Plan::parse(&t, &pn)?
         };
         let cc = plan.country().to_vec();
-        let load_list = |l: &ListConf, what: &str| -> Result<NumberSet, LoadError> {
-            // A whitelist's entries keep their lines, for `check`'s warnings.
+        // `origins`: the entries keep their lines, for `check`'s warnings (whitelists).
+        let load_list = |l: &ListConf, what: &str, origins: bool| -> Result<NumberSet, LoadError> {
             let mut b = NumberSetBuilder::new(&cc);
-            if what.ends_with(" whitelist") {
+            if origins {
                 b = b.with_origins();
             }
             for f in &l.files {
@@ -1012,7 +1012,7 @@ impl Policy {
                 ));
             }
             let whitelist = match &t.whitelist {
-                Some(l) => Some(load_list(l, &format!("trunk {} whitelist", t.name))?),
+                Some(l) => Some(load_list(l, &format!("trunk {} whitelist", t.name), true)?),
                 None => None,
             };
             for (key, v) in [
@@ -1360,11 +1360,11 @@ impl Policy {
             .map(|(_, n)| n)
             .collect();
         Ok(Policy {
-            blacklist: load_list(&cfg.lists.blacklist, "blacklist")?,
-            protected: load_list(&cfg.lists.protected, "protected")?,
-            roamers: load_list(&cfg.lists.roamers, "roamers")?,
-            own_segments: load_list(&cfg.lists.own_segments, "own_segments")?,
-            exempt: load_list(&cfg.lists.exempt, "exempt")?,
+            blacklist: load_list(&cfg.lists.blacklist, "blacklist", false)?,
+            protected: load_list(&cfg.lists.protected, "protected", false)?,
+            roamers: load_list(&cfg.lists.roamers, "roamers", false)?,
+            own_segments: load_list(&cfg.lists.own_segments, "own_segments", false)?,
+            exempt: load_list(&cfg.lists.exempt, "exempt", false)?,
             plan,
             label_header,
             verstat: cfg.general.verstat,

@@ -331,7 +331,7 @@ impl Shared {
                     &self.start_only.listen,
                     &mut p,
                 );
-                kept.extend(self.renamed(&p));
+                kept.extend(renamed(&self.named, &p));
                 let summary = format!(
                     "loaded from {}: {} trunk(s), blacklist {} entries",
                     p.source,
@@ -363,13 +363,9 @@ impl Shared {
     /// What `new` changes against the running policy. Changes to settings read at
     /// start only are counted against the process's own start, not the last reload
     /// (`sipfence_restart_pending`), so that reverting them clears the gauge.
-    /// [`renamed`] against the addresses found at start.
-    fn renamed(&self, new: &Policy) -> Vec<String> {
-        renamed(&self.named, new)
-    }
-
     /// `written`: the start-only settings as the new file has them; `kept`: what
-    /// [`diff::keep_bound_listens`] kept of the running policy.
+    /// [`diff::keep_bound_listens`] kept of the running policy, and the wildcard
+    /// addresses [`renamed`] until the restart.
     fn changes(&self, new: &Policy, written: &StartOnly, kept: Vec<String>) -> diff::Changes {
         let c = diff::Changes {
             applied: diff::applied(&self.loaded.load().policy, new),

@@ -299,24 +299,18 @@ const TCP_QUEUE_WAIT_UDP: std::time::Duration = std::time::Duration::from_millis
 /// the pace it reads them (QA 44: 660 of 1,000 answers to a burst of OPTIONS were
 /// dropped, the reader having answered them all before the writer ran once). A peer
 /// that reads nothing still gets its answers dropped, after the wait, not the gateway
-/// held. False when it was dropped.
-async fn send_tcp_waiting(
-    shared: &Shared,
-    id: u64,
-    bytes: &[u8],
-    wait: std::time::Duration,
-) -> bool {
-    if try_send_tcp(shared, id, bytes) {
-        return true;
+/// held.
+async fn send_tcp_waiting(shared: &Shared, id: u64, bytes: &[u8], wait: std::time::Duration) {
+    if let Err(full) = try_send_tcp(shared, id, bytes) {
+        wait_for_room(shared, full, wait).await;
     }
-    let Some(tx) = shared.tcp_conns.get(&id).map(|t| t.clone()) else {
-        shared.metrics.dropped("tcp-gone");
-        return false;
-    };
-    let sent = matches!(
-        tokio::time::timeout(wait, tx.send(Bytes::copy_from_slice(bytes))).await,
-        Ok(Ok(()))
-    );
+}
+
+/// A message for a full writer queue ([`try_send_tcp`]) sent once there is room, within
+/// `wait`: false (dropped and counted) when there is none by then.
+async fn wait_for_room(shared: &Shared, full: Full, wait: std::time::Duration) -> bool {
+    let (tx, b) = full;
+    let sent = matches!(tokio::time::timeout(wait, tx.send(b)).await, Ok(Ok(())));
     if !sent {
         shared.metrics.dropped("tcp-backlog");
     }
@@ -397,24 +391,28 @@ fn sent_as(udps: &Udps, j: usize, to: SocketAddr) -> (SocketAddr, SocketAddr) {
 
 /// Hands bytes to a TCP connection's writer; never waits.
 pub fn send_tcp(shared: &Shared, id: u64, bytes: &[u8]) {
-    if !try_send_tcp(shared, id, bytes) {
+    if try_send_tcp(shared, id, bytes).is_err() {
         shared.metrics.dropped("tcp-backlog");
     }
 }
 
-/// Hands bytes to a TCP connection's writer if its queue has room: false when it is
-/// full (nothing counted yet); a connection gone or closed is counted here.
-fn try_send_tcp(shared: &Shared, id: u64, bytes: &[u8]) -> bool {
+/// A connection's writer queue found full, and the message that did not fit.
+type Full = (mpsc::Sender<Bytes>, Bytes);
+
+/// Hands bytes to a TCP connection's writer if its queue has room. A full queue gives
+/// the queue and the message back (nothing counted yet: the caller waits for room or
+/// drops it); a connection gone or closed is counted here.
+fn try_send_tcp(shared: &Shared, id: u64, bytes: &[u8]) -> Result<(), Full> {
     let Some(tx) = shared.tcp_conns.get(&id).map(|t| t.clone()) else {
         shared.metrics.dropped("tcp-gone");
-        return true;
+        return Ok(());
     };
     match tx.try_send(Bytes::copy_from_slice(bytes)) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => false,
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(b)) => Err((tx, b)),
         Err(mpsc::error::TrySendError::Closed(_)) => {
             shared.metrics.dropped("tcp-backlog");
-            true
+            Ok(())
         }
     }
 }
@@ -437,7 +435,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     // Messages for TCP connections whose queue was full: sent once the batch is out,
     // waiting a little for room (QA 45: the core's answers to a burst of INVITEs on one
     // connection, relayed by this worker faster than the connection's writer ran).
-    let mut to_tcp: Vec<(u64, usize)> = Vec::new();
+    let mut to_tcp: Vec<(u64, Full)> = Vec::new();
     let mut full: Vec<u64> = Vec::new();
     // The batches' datagrams are copied into this one buffer and handed out as slices of
     // it. Once every slice of a batch is dropped (the usual case: a stateless step keeps
@@ -481,7 +479,6 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
             }
             pending.clear();
             across.clear();
-            to_tcp.clear();
             for (k, out) in outs.iter_mut().enumerate().take(n) {
                 let (d, src) = rb.get(k);
                 let o = Origin {
@@ -513,9 +510,8 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         None => no_socket(&shared, &udps, i, local, a, out),
                     },
                     Some(Dest::Tcp(id)) => {
-                        let queued = try_send_tcp(&shared, id, out);
-                        if !queued {
-                            to_tcp.push((id, k));
+                        if let Err(full) = try_send_tcp(&shared, id, out) {
+                            to_tcp.push((id, full));
                         }
                     }
                     Some(Dest::TcpTo(a)) => {
@@ -555,10 +551,10 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 send(&shared, &udps, i, local, Dest::Udp(a), &outs[k]).await;
             }
             full.clear();
-            for &(id, k) in &to_tcp {
+            for (id, f) in to_tcp.drain(..) {
                 if full.contains(&id) {
                     shared.metrics.dropped("tcp-backlog");
-                } else if !send_tcp_waiting(&shared, id, &outs[k], TCP_QUEUE_WAIT_UDP).await {
+                } else if !wait_for_room(&shared, f, TCP_QUEUE_WAIT_UDP).await {
                     full.push(id);
                 }
             }
