@@ -421,7 +421,13 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
         });
         note_unreadable(b, h, read, &mut id.unreadable);
     }
-    id.isup = isup_identity(msg, r);
+    // Assigned in each branch: an `if` whose value is assigned once was built aside and
+    // copied in whole (the reading is several hundred bytes), SDP calls included.
+    if isup::sipi::sdp_only(msg) {
+        id.isup = None;
+    } else {
+        id.isup = isup_identity(msg, r);
+    }
     // Prefer an asserted value that holds a number (e.g. the tel one of a sip+tel pair).
     if let (Some(a), Some(a2)) = (id.asserted, id.asserted2)
         && a.number.is_err()

@@ -32,6 +32,9 @@ pub enum SipIError {
 
 /// The ISUP of `msg`, if it carries any. `Ok(None)`: not SIP-I.
 pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
+    if sdp_only(msg) {
+        return Ok(None);
+    }
     // A body the next hop must guess the type of (RFC 3261 20.15: a body has a
     // Content-Type) may be read as ISUP there when it looks like an IAM or holds parts.
     // Anything else (an SDP a broken client sent untyped) is no SIP-I call.
@@ -118,6 +121,15 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
             decode_iam(body.of(b))
         },
     }))
+}
+
+/// A body typed `application/sdp`, as written by nearly every gateway: no SIP-I call,
+/// told by one comparison of the field's bytes. The identity reader asks before it
+/// reads the body, so that an SDP call does not copy an empty ISUP reading into place
+/// (the general path costs ~450 instructions per INVITE, a thirtieth of a decision).
+#[inline]
+pub fn sdp_only(msg: &Message) -> bool {
+    msg.value(HeaderName::ContentType) == Some(&b"application/sdp"[..])
 }
 
 /// The ISUP parts of a multipart body, multipart parts opened in turn.
