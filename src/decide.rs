@@ -905,6 +905,13 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     if caller_unholdable || presented_unholdable {
         if !caller_unholdable {
             d.presented_hits.insert(RuleId::NumberingPlan);
+        } else if sip_named
+            && d.blank.is_some_and(NotANumber::breaks_plan)
+            && runs(RuleId::NumberingPlan)
+        {
+            // Digits no plan holds in the IAM, the SIP headers naming a number: the
+            // IAM's (QA 46: the record and the ISUP rule hits missed it), as for rule 4.
+            d.isup_hits.insert(RuleId::NumberingPlan);
         }
         rule!(RuleId::NumberingPlan, true);
     }

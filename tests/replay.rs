@@ -149,7 +149,7 @@ fn captures_of_odd_transport_cases_are_read_or_reported() {
     // Overlapping fragments that disagree: dropped as the kernel drops them.
     let (recs, _, n) = run("overlap-first-bad.pcap");
     assert!(recs.is_empty());
-    assert_eq!(n.fragments_conflicting, 1);
+    assert_eq!(n.fragments_overlapping, 1);
     // A link type replay does not read is named.
     let (_, s, n) = run("badlink.pcap");
     assert_eq!(s.sip_messages, 0);
@@ -163,6 +163,26 @@ fn truncated_capture_keeps_what_was_read() {
     assert_eq!(s.sip_messages, 10);
     assert_eq!(recs.iter().filter(|r| r.kind == "call").count(), 2);
     assert_eq!(s.damaged.len(), 1);
+    // After another file, the damage counts this file's packets (QA 46: the files'
+    // together).
+    let p = Policy::builtin().unwrap();
+    let mut r = Replayer::new(&p, None);
+    for f in ["rules-udp.pcap", "truncated.pcap"] {
+        let _ = r
+            .file(
+                &root().join("testdata/pcap").join(f),
+                &mut Outputs::default(),
+                &mut |_| {},
+            )
+            .expect("capture opens");
+    }
+    let said = format!("the {} packets of this file before it", s.packets);
+    assert!(r.summary.packets > s.packets);
+    assert!(
+        r.summary.damaged[0].contains(&said),
+        "{:?}",
+        r.summary.damaged
+    );
     // Through the binary: the table is printed, the damage said on stderr, exit status 2.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
         .args([

@@ -175,6 +175,29 @@ fn blacklist_and_numbering_plan_in_isup() {
         &iam(NumberSpec::international("86139123456789")),
     );
     blocks_on_isup(&p, &m, "ic", 403, RuleId::NumberingPlan);
+    // More digits than any plan holds (QA 46: refused, but neither the decision nor
+    // the record said the IAM's number was the one; the SIP one is foreign and fine).
+    for digits in ["4420712345671234567890123456789", "8613912345678901234"] {
+        let m = sipi("+442071234567", &iam(NumberSpec::international(digits)));
+        blocks_on_isup(&p, &m, "intl", 403, RuleId::NumberingPlan);
+        let d = judge(&p, &m, "intl");
+        assert!(d.isup_hits.contains(RuleId::NumberingPlan), "{d:?}");
+        let r = sipfence::record::Record::new(&p, &m, &d, "10.0.0.1:5060".parse().unwrap(), 0);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["isup"]["rules"],
+            serde_json::json!(["numbering-plan"]),
+            "{v}"
+        );
+    }
+    // Too long in SIP, fine in the IAM: the SIP number's, not the IAM's.
+    let m = sipi(
+        "+86139123456789012345",
+        &iam(NumberSpec::international("8613912345678")),
+    );
+    let d = judge(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::NumberingPlan), "{d:?}");
+    assert!(!d.isup_hits.contains(RuleId::NumberingPlan), "{d:?}");
     let m = sipi(
         "+8613912345678",
         &iam(NumberSpec::international("8613912345678")),
@@ -303,7 +326,33 @@ fn unreadable_isup_is_a_mismatch() {
     // A multipart body that cannot be split may hide an IAM: the same answer.
     let s = "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-mp\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: mp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=zz\r\nContent-Length: 9\r\n\r\n--zz\r\nabc";
     let m = Message::parse(Bytes::from(s)).unwrap();
-    assert_eq!(judge(&p, &m, "intl").rule, Some(RuleId::IsupMismatch));
+    let d = judge(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch));
+    let err = d.identity.isup.unwrap().iam.unwrap_err().to_string();
+    assert!(
+        err.starts_with("the multipart body cannot be split"),
+        "{err}"
+    );
+    // A whole-body IAM under gzip, or a body with no type, is no multipart body, and is
+    // not said to be (QA 46).
+    let ok = iam(NumberSpec::international("442071234567"));
+    for (head, at) in [
+        (
+            "Content-Type: application/ISUP;version=itu-t92+\r\nContent-Encoding: gzip\r\n",
+            "Content-Encoding",
+        ),
+        ("", "without one"),
+    ] {
+        let mut s = format!("INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-mp\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: mp-2\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{head}Content-Length: {}\r\n\r\n", ok.len()).into_bytes();
+        s.extend_from_slice(&ok);
+        let d = judge(&p, &Message::parse(Bytes::from(s)).unwrap(), "intl");
+        assert_eq!(d.rule, Some(RuleId::IsupMismatch));
+        let err = d.identity.isup.unwrap().iam.unwrap_err().to_string();
+        assert!(
+            err.starts_with("the body cannot be read as the next hop reads it") && err.contains(at),
+            "{err}"
+        );
+    }
     // A plain SDP call is not SIP-I.
     let s = "INVITE sip:+861012345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-sdp\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=1\r\nTo: <sip:+861012345678@10.0.0.100>\r\nCall-ID: sdp-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n";
     let m = Message::parse(Bytes::from(s)).unwrap();
@@ -984,6 +1033,45 @@ fn every_isup_part_counts_at_any_depth() {
 /// delimiter anyway. The delimiter where none stands makes the IAM unreadable, at any
 /// level, in front of a part, inside one or after the close; the same body written
 /// right is judged.
+/// A boundary of dashes only (RFC 2046 allows `-` in a boundary) matches inside its
+/// own delimiters: those are no stray delimiter (QA 46: every such body was refused,
+/// SIP-I or not). One anywhere else still is.
+#[test]
+fn a_boundary_of_dashes_is_read() {
+    let p = policy("");
+    const ISUP: &str = "application/ISUP;version=itu-t92+";
+    let sdp = SDP.as_bytes().to_vec();
+    let own = iam(NumberSpec::international("442071234567"));
+    for boundary in ["-", "--", "---", "-=-"] {
+        let ct = format!("multipart/mixed;boundary=\"{boundary}\"");
+        let body = multipart(
+            boundary,
+            &[("application/sdp", sdp.clone()), (ISUP, own.clone())],
+        );
+        let d = passes(&p, &with_body(&ct, &body), "intl");
+        assert!(d.isup_hits.is_empty(), "{boundary}: {d:?}");
+        let body = multipart(
+            boundary,
+            &[
+                ("application/sdp", sdp.clone()),
+                ("text/plain", b"hello".to_vec()),
+            ],
+        );
+        passes(&p, &with_body(&ct, &body), "intl");
+        // A delimiter inside the SDP part, where a reader splits and finds the IAM.
+        let mut hidden = sdp.clone();
+        hidden
+            .extend_from_slice(format!("--{boundary}\r\nContent-Type: {ISUP}\r\n\r\n").as_bytes());
+        hidden.extend(iam(NumberSpec::national("13812345678")));
+        let body = multipart(
+            boundary,
+            &[("application/sdp", hidden), (ISUP, own.clone())],
+        );
+        let d = judge(&p, &with_body(&ct, &body), "intl");
+        assert!(d.is_reject(), "{boundary}: {d:?}");
+    }
+}
+
 #[test]
 fn a_delimiter_where_none_stands_is_unreadable() {
     let p = policy("");

@@ -252,6 +252,11 @@ impl std::fmt::Display for IsupError {
             IsupError::BadPointer(o) => write!(f, "ISUP pointer at octet {o} is out of range"),
             IsupError::BadNumber(o) => write!(f, "ISUP number parameter at octet {o} is too short"),
             IsupError::Ansi => write!(f, "ANSI ISUP (SIP-T) is not decoded, only ITU-T (SIP-I)"),
+            // A whole-body ISUP or untyped body is no multipart (QA 46: said to be).
+            IsupError::Multipart(
+                e @ (crate::sip::multipart::MultipartError::BadContentType(_)
+                | crate::sip::multipart::MultipartError::Encoded(_)),
+            ) => write!(f, "the body cannot be read as the next hop reads it: {e}"),
             IsupError::Multipart(e) => write!(f, "the multipart body cannot be split: {e}"),
             IsupError::SeveralParts => write!(
                 f,

@@ -182,6 +182,7 @@ impl<'p> Replayer<'p> {
         // not merged by time: one that starts before the last ended was taken elsewhere
         // at the same time, and its calls meet the other file's out of order.
         let mut before = (self.summary.packets > 0).then_some(self.last_ts_ms);
+        let packets_before = self.summary.packets;
         let end = capture::read_from(src, |p| {
             if let Some(prev) = before.take()
                 && p.ts_ms + 1_000 < prev
@@ -220,8 +221,8 @@ impl<'p> Replayer<'p> {
         self.let_go_all();
         if let End::Damaged { offset, reason } = &end {
             self.summary.damaged.push(format!(
-                "{name}: {reason} at byte {offset}; the {} packets before it were replayed",
-                self.summary.packets
+                "{name}: {reason} at byte {offset}; the {} packets of this file before it were replayed",
+                self.summary.packets - packets_before
             ));
         }
         Ok(end)
@@ -649,7 +650,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let s = &r.summary;
     let n = r.net_stats();
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_conflicting": n.fragments_conflicting, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
             serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
@@ -684,10 +685,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 n.tcp_overlaps_conflicting
             );
         }
-        if n.fragments_conflicting > 0 {
+        if n.fragments_overlapping > 0 {
             println!(
-                "  fragmented datagrams dropped, their overlapping fragments disagreeing (no one reading of them): {}",
-                n.fragments_conflicting
+                "  fragmented datagrams dropped for overlapping fragments (as Linux drops them: the proxy's host never has them): {}",
+                n.fragments_overlapping
             );
         }
         if n.unsupported_link > 0 {

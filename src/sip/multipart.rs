@@ -129,7 +129,7 @@ impl std::fmt::Display for MultipartError {
             ),
             MultipartError::Encoded(o) => write!(
                 f,
-                "ISUP or parts under a Content-Transfer-Encoding that changes bytes (at byte {o}): decoded they read otherwise"
+                "ISUP or parts under an encoding that changes bytes (Content-Transfer-Encoding or Content-Encoding, at byte {o}): decoded they read otherwise"
             ),
         }
     }
@@ -377,14 +377,20 @@ pub fn parts(
             // In any case: a reader that compares boundaries without case (QA 33)
             // finds `--ABC` a delimiter of `abc`. Every "--" is a candidate; the search
             // steps two bytes, so a run of dashes is looked at from its odd positions
-            // too.
+            // too. One that overlaps a delimiter read (with the closing "--") is that
+            // delimiter: a boundary of dashes (`--`, RFC 2046 allows it) matches inside
+            // its own delimiters (QA 46).
+            let in_read = |at: usize| {
+                read.iter()
+                    .any(|&r| r != usize::MAX && at < r + delim.len() + 2 && r < at + delim.len())
+            };
             let stray = memchr::memmem::find_iter(s, b"--")
                 .flat_map(|p| [p, p + 1])
                 .find(|&at| {
                     s.get(at..at + 2) == Some(b"--")
                         && s.get(at + 2..at + 2 + boundary.len())
                             .is_some_and(|b| b.eq_ignore_ascii_case(boundary))
-                        && !read.contains(&at)
+                        && !in_read(at)
                 });
             if let Some(at) = stray {
                 return Err(MultipartError::StrayDelimiter(start + at));
