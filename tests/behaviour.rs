@@ -77,7 +77,12 @@ impl Net {
         }
     }
 
+    /// One message, from the caller's side or (`from_core`) the core's.
     fn msg(&self, m: &Message, t: u64) -> Decision {
+        self.msg_from(m, t, !m.is_request())
+    }
+
+    fn msg_from(&self, m: &Message, t: u64, from_core: bool) -> Decision {
         let ctx = Context {
             source: self.source.parse().unwrap(),
             local: None,
@@ -88,7 +93,7 @@ impl Net {
         };
         let d = decide(&self.p, m, &ctx);
         if d.kind != sipfence::decide::Kind::Call {
-            behaviour::observe(m, &self.tracker, T0 + t);
+            behaviour::observe(m, from_core, &self.tracker, T0 + t);
         }
         d
     }
@@ -105,8 +110,10 @@ impl Net {
         self.msg(&parse(in_dialog("CANCEL", call, false)), t);
     }
 
+    /// The caller's BYE and the core's 200 to it, which ends the call.
     fn bye(&self, call: &str, t: u64) {
         self.msg(&parse(in_dialog("BYE", call, true)), t);
+        self.msg(&parse(response(200, call, "BYE")), t + 20);
     }
 
     /// Several calls, their messages played in time order: `calls` holds (caller,
@@ -384,6 +391,67 @@ fn low_asr_caught_once_enough_attempts_and_spared_when_answered() {
         |i| if i % 5 == 0 { TALK } else { Outcome_::Busy },
     );
     assert_eq!(hit, None);
+}
+
+/// Only the core's side says how a call went (QA 47): an all-busy caller that sends
+/// its own 200 after each INVITE (relayed back to it, with sipfence's Via on top) is
+/// still refused for its low answer ratio, and calls that share one Call-ID with new
+/// From tags are each counted, as the core's dialogs are.
+#[test]
+fn a_callers_own_answers_and_a_shared_call_id_hide_nothing() {
+    let net = Net::new(POLICY);
+    let mut hit = None;
+    for i in 0..25u64 {
+        let call = format!("fake-{i}");
+        let t = i * 2_400;
+        let d = net.invite("+447700900051", &scattered(i as usize % 8), &call, t);
+        if rejected_by(&d).is_some() {
+            hit = Some((i, rejected_by(&d)));
+            break;
+        }
+        net.msg_from(&parse(response(200, &call, "INVITE")), t + 50, false);
+        net.response(486, &call, t + 200);
+    }
+    assert_eq!(hit, Some((19, Some(RuleId::BehaviourLowAsr))));
+    // Ring-once with one Call-ID for every call: each call's CANCEL counts.
+    let tagged = |m: String, i: u64| m.replace(";tag=f-shared", &format!(";tag=f-shared-{i}"));
+    let mut hit = None;
+    for i in 0..6u64 {
+        let t = 200_000 + i * 10_000;
+        let inv = tagged(invite("+447700900052", &scattered(i as usize), "shared"), i);
+        let d = net.msg(&parse(inv), t);
+        if rejected_by(&d).is_some() {
+            hit = Some((i, rejected_by(&d)));
+            break;
+        }
+        net.msg(
+            &parse(tagged(response(180, "shared", "INVITE"), i)),
+            t + 100,
+        );
+        net.msg(
+            &parse(tagged(in_dialog("CANCEL", "shared", false), i)),
+            t + 1_100,
+        );
+        net.msg(
+            &parse(tagged(response(487, "shared", "INVITE"), i)),
+            t + 1_150,
+        );
+    }
+    assert_eq!(hit, Some((3, Some(RuleId::BehaviourRingOnce))));
+    // As the proxy parses what it relays: a response's From is read for its tag only
+    // when the response is an outcome.
+    let d = net.invite("+447700900053", &scattered(1), "relayed", 400_000);
+    assert_eq!(d.outcome, Outcome::Forward);
+    let relayed = |m: String| Message::parse_for_relay(bytes::Bytes::from(m)).unwrap();
+    let seen = |m: String| behaviour::observe(&relayed(m), true, &net.tracker, T0 + 400_500);
+    assert_eq!(
+        seen(response(200, "relayed", "INVITE")).map(|s| s.1),
+        Some(behaviour::Seen::Answered)
+    );
+    assert_eq!(
+        seen(response(200, "relayed", "BYE")).map(|s| s.1),
+        Some(behaviour::Seen::ShortCall)
+    );
 }
 
 #[test]
@@ -711,14 +779,29 @@ fn events_of_unknown_calls_and_other_methods_change_nothing() {
         in_dialog("BYE", "nope", true),
         in_dialog("INFO", "nope", true),
     ] {
-        assert_eq!(behaviour::observe(&parse(m), &t, T0), None);
+        assert_eq!(behaviour::observe(&parse(m), true, &t, T0), None);
     }
     assert_eq!(t.stats(T0).calls, 0);
+    let ev = |m: String, from_core| behaviour::event_of(&parse(m), from_core);
     assert_eq!(
-        behaviour::event_of(&parse(response(183, "x", "INVITE"))),
+        ev(response(183, "x", "INVITE"), true),
         Some(behaviour::Event::Ringing)
     );
-    assert_eq!(behaviour::event_of(&parse(response(200, "x", "BYE"))), None);
+    // Only the core's word counts (QA 47): a response from the caller's side is no
+    // outcome, nor is a CANCEL from the core's side. A call ends with the core's BYE or
+    // its 2xx to the caller's, not with the caller's BYE alone.
+    assert_eq!(ev(response(200, "x", "INVITE"), false), None);
+    assert_eq!(ev(in_dialog("CANCEL", "x", false), true), None);
+    assert_eq!(ev(in_dialog("BYE", "x", true), false), None);
+    assert_eq!(
+        ev(in_dialog("BYE", "x", true), true),
+        Some(behaviour::Event::Bye)
+    );
+    assert_eq!(
+        ev(response(200, "x", "BYE"), true),
+        Some(behaviour::Event::Bye)
+    );
+    assert_eq!(ev(response(481, "x", "BYE"), true), None);
     let _: &dyn BehaviourTracker = &t;
 }
 

@@ -693,8 +693,17 @@ fn fail_closed_refuses_while_redis_is_unreachable() {
     }
     let base = port_block();
     // Nothing listens on this port: the shared counters never sync.
-    let nowhere = format!("redis://127.0.0.1:{}", base + 36);
+    let nowhere = format!("redis://:s3cretpw@127.0.0.1:{}", base + 36);
     let closed = gateway(0, base, base + 10, &nowhere, 10_000, "closed");
+    // The start-up line names the store, not its password (QA 47).
+    let out = closed.stdout.lock().unwrap().join("\n");
+    assert!(
+        out.contains(&format!(
+            "shared state on redis://***@127.0.0.1:{}",
+            base + 36
+        )) && !out.contains("s3cretpw"),
+        "{out}"
+    );
     let b2 = port_block();
     // Fail-open, with a limit per caller as well: two counters, one call.
     let records = tempfile::tempdir().unwrap();
@@ -754,6 +763,50 @@ dir = "{rec}"
         !text.is_empty()
     });
     assert!(text.contains("\"rate_fallback\":\"open\""), "{text}");
+}
+
+/// A counter key of another type in Redis (someone else's, or a mistake) is that key's
+/// matter: the others keep syncing, Redis is not called down, and with fallback
+/// "closed" other callers are not refused (QA 47: every caller was, until the key's
+/// window passed). The refusal is counted as an error on the counters.
+#[test]
+fn a_counter_key_of_another_type_fails_only_itself() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let redis = RedisServer::start(base + 35);
+    let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "closed");
+    wait_for("the first sync", 5, || {
+        gw.metric("sipfence_redis_up") == 1.0
+    });
+    // No core listens: a call let through gets no answer, a refused one its 403.
+    assert_eq!(answer(base, "+8613912340001"), None);
+    wait_for("the counts in redis", 5, || !rate_keys(&redis).is_empty());
+    for k in rate_keys(&redis) {
+        redis.cli(&["DEL", &k]);
+        redis.cli(&["RPUSH", &k, "not-a-count"]);
+    }
+    wait_for("the refusal counted", 5, || {
+        gw.metric("sipfence_redis_errors_total{op=\"counters\"}") > 0.0
+    });
+    assert_eq!(gw.metric("sipfence_redis_up"), 1.0);
+    assert_eq!(answer(base, "+8613912340002"), None, "let through");
+    assert_eq!(
+        gw.metric("sipfence_shared_rate_fallbacks_total{fallback=\"closed\"}"),
+        0.0
+    );
+    assert_eq!(calls(&gw, "allow"), 2.0);
+    // The record stream's key of another type: records dropped, and said to be, as
+    // an error on the records (QA 47: the error counter never moved).
+    redis.cli(&["DEL", "sipfence:records"]);
+    redis.cli(&["SET", "sipfence:records", "not-a-stream"]);
+    assert_eq!(answer(base, "+8613912340003"), None);
+    wait_for("the records error", 5, || {
+        gw.metric("sipfence_redis_errors_total{op=\"records\"}") > 0.0
+    });
+    assert!(gw.metric("sipfence_redis_records_total{result=\"dropped\"}") > 0.0);
 }
 
 /// A gateway in front of an interconnect trunk `ic` of `limit` concurrent calls shared

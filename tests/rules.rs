@@ -1908,12 +1908,47 @@ fn later(user: &str, what: &str) -> Message {
             "1 CANCEL",
         ),
         "BYE" => ("BYE sip:4008001234@10.0.0.100 SIP/2.0".to_string(), "2 BYE"),
+        "BYE-200" => ("SIP/2.0 200 OK".to_string(), "2 BYE"),
+        "BYE-481" => ("SIP/2.0 481 No Such Call".to_string(), "2 BYE"),
         code => (format!("SIP/2.0 {code} Whatever"), "1 INVITE"),
     };
     let s = format!(
         "{start}\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{user}\r\nFrom: <sip:{user}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt1\r\nCall-ID: call-{user}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
     Message::parse(Bytes::from(s)).unwrap()
+}
+
+/// Calls that share a Call-ID but not the caller's From tag are different calls, as
+/// they are different dialogs to the core (QA 47: ten answered calls with one Call-ID
+/// held one place of six).
+#[test]
+fn one_call_id_with_new_from_tags_takes_a_place_each() {
+    let p = policy(
+        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2",
+    );
+    let rates = LocalRateCounter::new(1000);
+    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
+    let ctx = Context {
+        source: src("intl-cap"),
+        local: None,
+        trunk: None,
+        now_ms: MON_10H,
+        rates: &rates,
+        behaviour: &calls,
+    };
+    let call = |tag: &str, n: u32| {
+        let s = format!(
+            "INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{tag}\r\nFrom: <sip:+44207123456{n}@10.9.9.9>;tag={tag}\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: one-call-id\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(s)).unwrap()
+    };
+    assert_eq!(rejected(&decide(&p, &call("a", 1), &ctx)), None);
+    assert_eq!(rejected(&decide(&p, &call("b", 2), &ctx)), None);
+    let d = decide(&p, &call("c", 3), &ctx);
+    assert_eq!(rejected(&d), Some((503, "concurrent-calls")), "{d:?}");
+    // The same From tag again is the same call (a retransmission).
+    assert_eq!(rejected(&decide(&p, &call("a", 1), &ctx)), None);
+    assert_eq!(calls.calls_up(p.trunks[3].id), 2);
 }
 
 /// `max_concurrent_calls`: a full trunk answers 503 until one of its calls ends (a final
@@ -1940,8 +1975,9 @@ fn concurrent_calls_per_trunk() {
             },
         )
     };
+    // Responses come from the core's side, requests from the caller's.
     let seen = |m: &Message, now: u64| {
-        sipfence::behaviour::observe(m, &calls, MON_10H + now);
+        sipfence::behaviour::observe(m, !m.is_request(), &calls, MON_10H + now);
     };
     let a = invite("+442071234561", "");
     let b = invite("+442071234562", "");
@@ -1975,9 +2011,19 @@ fn concurrent_calls_per_trunk() {
     seen(&later("+442071234562", "200"), 100);
     let h = invite("+442071234567", "");
     assert_eq!(rejected(&at(&h, 110)), Some((503, "concurrent-calls")));
+    // The caller's BYE ends the call once the core takes it (QA 47: a BYE the core
+    // answered 481 freed the place too).
     seen(&later("+442071234562", "BYE"), 120);
+    seen(&later("+442071234562", "BYE-481"), 121);
+    assert_eq!(rejected(&at(&h, 122)), Some((503, "concurrent-calls")));
+    seen(&later("+442071234562", "BYE-200"), 123);
     let i = invite("+442071234568", "");
     assert_eq!(rejected(&at(&i, 130)), None);
+    // A caller's own final response (relayed, with sipfence's Via on top) ends
+    // nothing: only the core's side says how a call went.
+    sipfence::behaviour::observe(&later("+442071234568", "486"), false, &calls, MON_10H + 131);
+    let j = invite("+442071234570", "");
+    assert_eq!(rejected(&at(&j, 132)), Some((503, "concurrent-calls")));
     // A call refused by another rule takes no place; other trunks have no limit.
     assert_eq!(
         rejected(&at(&invite("+8613812345678", ""), 140)).map(|r| r.1),

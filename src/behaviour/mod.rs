@@ -189,24 +189,48 @@ impl BehaviourTracker for NoTracking {
     }
 }
 
-/// Key of a call: its Call-ID.
+/// Key of a call, from its INVITE: the Call-ID and the caller's From tag (RFC 3261
+/// 12: the caller's half of the dialog's identity). The Call-ID alone let one caller
+/// give every call the same Call-ID and new From tags, new dialogs to the core but one
+/// call here: one place under a concurrent-call limit, one outcome for the behaviour
+/// rules (QA 47).
 pub fn call_key(msg: &Message) -> u64 {
-    crate::sip::lex::fnv1a(&[msg.call_id()])
+    crate::sip::lex::fnv1a(&[msg.call_id(), msg.from_tag().unwrap_or_default()])
 }
 
-/// The event a message is for the behaviour features, if any: responses to an INVITE,
-/// CANCEL and BYE. Cheap enough for every relayed message (no header is re-parsed).
-pub fn event_of(msg: &Message) -> Option<Event> {
+/// [`call_key`] of the call a later message belongs to: a request from the core's side
+/// (its BYE) carries the caller's tag in To.
+fn key_of(msg: &Message, from_core: bool) -> u64 {
+    let caller_tag = if msg.is_request() && from_core {
+        msg.to_tag()
+    } else {
+        msg.from_tag_read()
+    };
+    crate::sip::lex::fnv1a(&[msg.call_id(), caller_tag.unwrap_or_default()])
+}
+
+/// The event a message is for the behaviour features, if any: the core's responses to
+/// an INVITE, the caller's CANCEL, and the end of an answered call: the core's BYE or
+/// its 2xx to the caller's (QA 47: a BYE the core refused, 481 for a dialog it does not
+/// have, freed a concurrent-call place). Cheap enough for every relayed message (no
+/// header is re-parsed).
+pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
     match msg.method() {
-        Some(Method::Cancel) => Some(Event::Cancel),
-        Some(Method::Bye) => Some(Event::Bye),
+        Some(Method::Cancel) if !from_core => Some(Event::Cancel),
+        Some(Method::Bye) if from_core => Some(Event::Bye),
         Some(_) => None,
+        // A response from the caller's side tells nothing of how the core took a call.
+        None if !from_core => None,
         None => {
             let (_, m) = msg.cseq()?;
+            let status = msg.status()?;
+            if m == b"BYE" {
+                return (200..=299).contains(&status).then_some(Event::Bye);
+            }
             if m != b"INVITE" {
                 return None;
             }
-            match msg.status()? {
+            match status {
                 180 | 183 => Some(Event::Ringing),
                 200..=299 => Some(Event::Answered),
                 487 => Some(Event::Cancelled),
@@ -219,7 +243,15 @@ pub fn event_of(msg: &Message) -> Option<Event> {
 
 /// Feeds one relayed (or replayed) message to the tracker. The shell calls this for
 /// every message it passes that is not a new call; new calls are counted by `decide`.
-pub fn observe(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) -> Option<(TrunkTag, Seen)> {
-    let ev = event_of(msg)?;
-    t.on_event(call_key(msg), ev, now_ms)
+/// `from_core`: the message came from the core's side, whose word on a call is the
+/// only one taken (QA 47: a caller's own forged 200 made every call of an all-busy
+/// caller "answered").
+pub fn observe(
+    msg: &Message,
+    from_core: bool,
+    t: &dyn BehaviourTracker,
+    now_ms: u64,
+) -> Option<(TrunkTag, Seen)> {
+    let ev = event_of(msg, from_core)?;
+    t.on_event(key_of(msg, from_core), ev, now_ms)
 }

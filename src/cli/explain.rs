@@ -142,7 +142,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             crate::decide::track_dialog(&msg, from_core, &rates, now);
         }
         if d.kind != crate::decide::Kind::Call && !d.is_reject() {
-            crate::behaviour::observe(&msg, &tracker, now);
+            // One source for the whole sequence: its responses are read as the core's
+            // answers to its calls, what a sequence of files means.
+            let from_core = !msg.is_request() || policy.from_core_side(&source);
+            crate::behaviour::observe(&msg, from_core, &tracker, now);
         }
         let rec = Record::new(policy, &msg, &d, source, now);
         let mut out = Vec::new();

@@ -111,13 +111,17 @@ pub fn publish(a: &PublishArgs) -> i32 {
                 .map(|(n, _, c)| format!("{n} ({c} entries)"))
                 .collect();
             println!(
-                "published lists v{v} to {url} (prefix {prefix}): {}",
+                "published lists v{v} to {} (prefix {prefix}): {}",
+                crate::cluster::url_for_people(&url),
                 names.join(", ")
             );
             0
         }
         Err(e) => {
-            eprintln!("sipfence: cannot publish to {url}: {e}");
+            eprintln!(
+                "sipfence: cannot publish to {}: {e}",
+                crate::cluster::url_for_people(&url)
+            );
             1
         }
     }

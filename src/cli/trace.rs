@@ -441,7 +441,10 @@ fn from_stream(
             out.line(Some(gw), record.as_bytes(), &|| format!("{key} entry {k}"));
         },
     ))?;
-    Ok(format!("in {n} stream entries of {key} at {url}"))
+    Ok(format!(
+        "in {n} stream entries of {key} at {}",
+        crate::cluster::url_for_people(url)
+    ))
 }
 
 /// Copies the packets of the matching calls out of the `rejected-*.pcap` files whose

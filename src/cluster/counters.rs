@@ -124,7 +124,12 @@ impl SharedRateCounter {
     /// the last sync go (a key nobody here counts needs no fresh total: it is refreshed
     /// by the next sync after its next call, within the overshoot bound). On failure
     /// nothing is lost: the unsent counts stay pending for the next attempt.
-    pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<usize, RedisFailure> {
+    ///
+    /// A key Redis refuses (someone else's key of another type there: WRONGTYPE) is
+    /// that key's matter alone: its counts stay pending, its callers are judged on this
+    /// gateway's count, and the sync goes on for every other key (QA 47: one such key
+    /// failed the whole sync, and with `fallback = "closed"` refused every caller).
+    pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<Synced, RedisFailure> {
         // (key, window, bucket, sent now, sent prev)
         let mut batch: Vec<(u64, u64, u64, u32, u32)> = Vec::new();
         // Keys to read back only: (last read, key, window, bucket).
@@ -151,9 +156,10 @@ impl SharedRateCounter {
                 .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
                 .await?;
             self.degraded.store(false, Ordering::Relaxed);
-            return Ok(0);
+            return Ok(Synced::default());
         }
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for &(key, w, b, p0, p1) in &batch {
             let ttl = 3 * w;
             let k0 = Self::redis_key(&redis.prefix, key, w, b);
@@ -174,19 +180,43 @@ impl SharedRateCounter {
                 .arg(Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1)));
         }
         // INCRBY answers a number, GET a number or nil (nobody counted that window).
-        let totals: Vec<Option<i64>> = redis
+        let totals: Vec<redis::RedisResult<Option<i64>>> = redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
+        let mut out = Synced {
+            keys: batch.len() + stale.len(),
+            ..Synced::default()
+        };
+        let mut refused = |key: u64, w: u64, b: u64, e: &redis::RedisError| {
+            out.refused += 1;
+            if out.first_refused.is_none() {
+                out.first_refused = Some(format!(
+                    "{}: {e}",
+                    Self::redis_key(&redis.prefix, key, w, b)
+                ));
+            }
+        };
         let clamp = |t: Option<i64>| t.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
         let mut at = 0;
-        for &(key, _, b, p0, p1) in &batch {
-            let Some(&t0) = totals.get(at) else { break };
-            let t1 = if p1 > 0 {
-                totals.get(at + 1).copied()
-            } else {
-                None
-            };
+        for &(key, w, b, p0, p1) in &batch {
+            let Some(t0) = totals.get(at) else { break };
+            let t1 = if p1 > 0 { totals.get(at + 1) } else { None };
             at += 1 + (p1 > 0) as usize;
+            let t0 = match t0 {
+                Ok(t) => *t,
+                Err(e) => {
+                    refused(key, w, b, e);
+                    continue;
+                }
+            };
+            let (t1, p1) = match t1 {
+                Some(Err(e)) => {
+                    refused(key, w, b.saturating_sub(1), e);
+                    (None, 0)
+                }
+                Some(Ok(t)) => (Some(*t), p1),
+                None => (None, p1),
+            };
             if let Some(mut s) = self.map.get_mut(&key) {
                 s.synced_ms = now_ms;
                 if s.bucket == b {
@@ -203,11 +233,18 @@ impl SharedRateCounter {
                 }
             }
         }
-        for &(_, key, _, b) in &stale {
-            let (Some(&t0), Some(&t1)) = (totals.get(at), totals.get(at + 1)) else {
+        for &(_, key, w, b) in &stale {
+            let (Some(t0), Some(t1)) = (totals.get(at), totals.get(at + 1)) else {
                 break;
             };
             at += 2;
+            let (t0, t1) = match (t0, t1) {
+                (Ok(t0), Ok(t1)) => (*t0, *t1),
+                (Err(e), _) | (_, Err(e)) => {
+                    refused(key, w, b, e);
+                    continue;
+                }
+            };
             if let Some(mut s) = self.map.get_mut(&key) {
                 // Calls counted meanwhile went to `pending`, which the totals do not
                 // hold yet: only the totals are replaced.
@@ -218,7 +255,7 @@ impl SharedRateCounter {
             }
         }
         self.degraded.store(false, Ordering::Relaxed);
-        Ok(batch.len() + stale.len())
+        Ok(out)
     }
 
     /// Syncs every `every` until the process ends; marks the counter degraded while
@@ -227,7 +264,7 @@ impl SharedRateCounter {
         self: Arc<Self>,
         redis: Arc<Redis>,
         every: Duration,
-        on_result: impl Fn(Result<usize, &RedisFailure>),
+        on_result: impl Fn(Result<&Synced, &RedisFailure>),
     ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,6 +278,8 @@ impl SharedRateCounter {
             Down,
         }
         let mut state = Reach::Unknown;
+        // Keys Redis refuses: one line when it starts, one when it is over.
+        let mut refusing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -260,7 +299,17 @@ impl SharedRateCounter {
                         Reach::Up => {}
                     }
                     state = Reach::Up;
-                    on_result(Ok(n));
+                    if n.refused > 0 && !refusing {
+                        tracing::warn!(
+                            keys = n.refused,
+                            first = n.first_refused.as_deref().unwrap_or(""),
+                            "redis refuses some rate counter keys (a key of another type where sipfence keeps a count?): the callers they count are judged on this gateway's count alone until it accepts them"
+                        );
+                    } else if n.refused == 0 && refusing {
+                        tracing::info!("redis accepts every rate counter key again");
+                    }
+                    refusing = n.refused > 0;
+                    on_result(Ok(&n));
                 }
                 Err(e) => {
                     self.degraded.store(true, Ordering::Relaxed);
@@ -274,6 +323,16 @@ impl SharedRateCounter {
             tokio::time::sleep(gap).await;
         }
     }
+}
+
+/// What one sync did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// Keys sent or read back.
+    pub keys: usize,
+    /// Commands Redis refused, and the first of them (its key and the error).
+    pub refused: usize,
+    pub first_refused: Option<String>,
 }
 
 impl RateCounter for SharedRateCounter {

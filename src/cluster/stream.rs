@@ -20,6 +20,8 @@ const BATCH: usize = 512;
 pub struct StreamStats {
     pub written: AtomicU64,
     pub dropped: AtomicU64,
+    /// Writes Redis refused or that never reached it (each drops its batch).
+    pub errors: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -55,6 +57,9 @@ async fn write(
     stats: Arc<StreamStats>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Records lost are evidence lost: one warning when writes start failing, one line
+    // when they succeed again (QA 47: only a debug line and a counter said so).
+    let mut failing = false;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         for r in &batch {
@@ -75,9 +80,19 @@ async fn write(
             .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await
         {
-            Ok(()) => stats.written.fetch_add(n, Ordering::Relaxed),
+            Ok(()) => {
+                if failing {
+                    tracing::info!(stream = %key, "records reach the redis stream again");
+                    failing = false;
+                }
+                stats.written.fetch_add(n, Ordering::Relaxed)
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "records to redis dropped");
+                if !failing {
+                    tracing::warn!(stream = %key, error = %e, "records to the redis stream are dropped until it takes them again (the records files keep them); counted in sipfence_redis_records_total{{result=\"dropped\"}}");
+                    failing = true;
+                }
+                stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats.dropped.fetch_add(n, Ordering::Relaxed)
             }
         };

@@ -787,7 +787,7 @@ fn start_cluster(shared: &Arc<Shared>) {
     let conf = shared.loaded.load().policy.redis.clone();
     print_out!(
         "sipfence: shared state on {} as gateway '{}' (counters every {} ms{}{})",
-        conf.url,
+        crate::cluster::url_for_people(&conf.url),
         c.instance,
         conf.sync_ms,
         if conf.lists { ", published lists" } else { "" },
@@ -802,7 +802,13 @@ fn start_cluster(shared: &Arc<Shared>) {
         c.redis.clone(),
         std::time::Duration::from_millis(conf.sync_ms.max(10)),
         move |r| match r {
-            Ok(_) => m.redis_up.set(1),
+            Ok(s) => {
+                m.redis_up.set(1);
+                // A key Redis refuses is an error on that key, not Redis down.
+                for _ in 0..s.refused {
+                    m.redis_error("counters");
+                }
+            }
             Err(_) => {
                 m.redis_up.set(0);
                 m.redis_error("counters");
@@ -1057,6 +1063,10 @@ async fn control(
                             n.load(std::sync::atomic::Ordering::Relaxed),
                         );
                     }
+                    Metrics::catch_up(
+                        &shared.metrics.redis_errors.with_label_values(&["records"]),
+                        st.stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    );
                 }
             }
         }

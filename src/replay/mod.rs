@@ -445,7 +445,7 @@ impl<'p> Replayer<'p> {
                     .to_tag()
                     .is_some_and(|t| t == &crate::sip::response::stable_tag(&msg)[..]);
             if !own_answer {
-                self.learn(&msg, ts_ms);
+                self.learn(&msg, from_core(), ts_ms);
             }
             let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
             o.blocked |= blocked;
@@ -468,7 +468,7 @@ impl<'p> Replayer<'p> {
         // The proxy feeds the tracker with what it relays; a capture holds what was
         // relayed, so every message that is not a new call goes in, at capture time.
         if d.kind != Kind::Call && !d.is_reject() {
-            self.learn(&msg, ts_ms);
+            self.learn(&msg, self.policy.from_core_side(&src), ts_ms);
         }
         // Later messages of a call follow its INVITE's verdict when the capture is
         // split; without split outputs nothing needs remembering.
@@ -528,9 +528,9 @@ fn write_split(out: &mut Outputs, p: &Packet<'_>, (blocked, allowed): (bool, boo
 
 impl Replayer<'_> {
     /// A later message of a call, for the behaviour features.
-    fn learn(&mut self, msg: &Message, ts_ms: u64) {
+    fn learn(&mut self, msg: &Message, from_core: bool, ts_ms: u64) {
         if self.policy.tracks_calls
-            && let Some((_, seen)) = behaviour::observe(msg, &self.behaviour, ts_ms)
+            && let Some((_, seen)) = behaviour::observe(msg, from_core, &self.behaviour, ts_ms)
         {
             *self.summary.behaviour.entry(seen.as_str()).or_default() += 1;
         }
