@@ -184,6 +184,11 @@ fn isup_record(d: &Decision) -> Option<IsupRecord> {
          norm: Option<Result<crate::numbering::Number, crate::numbering::NotANumber>>| {
             match (n, norm) {
                 (_, Some(Ok(num))) => Some(num.e164()),
+                // More signals than are kept: the record says so rather than show a
+                // shorter number than the IAM's (QA 46).
+                (Some(n), _) if n.digits().len() == crate::isup::MAX_DIGITS && n.odd_signals => {
+                    Some(format!("{}…", n.digits_str()))
+                }
                 (Some(n), _) => Some(n.digits_str().to_string()),
                 _ => None,
             }

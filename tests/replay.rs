@@ -1664,6 +1664,21 @@ fn capture_forms_beyond_the_corpus() {
         End::Complete => panic!("an undescribed interface must be reported"),
     }
 
+    // A section of major version 2 (there is none; libpcap refuses it): damage, not a
+    // guess at its layout (QA 46).
+    let mut f = pcapng(
+        1,
+        6,
+        &[ng_packet(6, 0, at * 1_000_000, &ethernet(0x0800, &ip))],
+    );
+    f[12] = 2;
+    let (_, s, end) = replay(&write("v2.pcapng", &f));
+    assert_eq!(s.calls, 0);
+    match end {
+        End::Damaged { reason, .. } => assert!(reason.contains("version 2.0"), "{reason}"),
+        End::Complete => panic!("a pcapng 2.x section must be reported"),
+    }
+
     // A snaplen of 100 bytes: the INVITE is cut, and the summary says why.
     let framed = ethernet(0x0800, &ip);
     let path = dir.path().join("snaplen.pcap");

@@ -190,6 +190,14 @@ fn blacklist_and_numbering_plan_in_isup() {
             "{v}"
         );
     }
+    // More digits than an IAM number holds here (32): the record shows that it goes on.
+    let long = "442071234567123456789012345678901";
+    let m = sipi("+442071234567", &iam(NumberSpec::international(long)));
+    let d = judge(&p, &m, "intl");
+    assert!(d.is_reject(), "{d:?}");
+    let r = sipfence::record::Record::new(&p, &m, &d, "10.0.0.1:5060".parse().unwrap(), 0);
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["isup"]["calling"], format!("{}…", &long[..32]), "{v}");
     // Too long in SIP, fine in the IAM: the SIP number's, not the IAM's.
     let m = sipi(
         "+86139123456789012345",

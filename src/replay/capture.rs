@@ -327,6 +327,17 @@ fn read_capture<R: std::io::Read + Send>(
                         });
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                        // A major version other than 1 may lay its blocks out otherwise
+                        // (libpcap refuses it too): not read as if it were 1 (QA 46).
+                        if shb.major_version != 1 {
+                            return Ok(End::Damaged {
+                                offset: at,
+                                reason: format!(
+                                    "pcapng section of version {}.{}, which replay does not read (1.x only)",
+                                    shb.major_version, shb.minor_version
+                                ),
+                            });
+                        }
                         ifaces.clear();
                         big_endian = shb.big_endian();
                     }
