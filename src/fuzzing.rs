@@ -149,7 +149,7 @@ pub fn decide_and_apply(data: &[u8]) {
         behaviour: tracker,
     };
     let d = crate::decide::judge(policy, &m, &ctx);
-    crate::behaviour::observe(&m, policy.from_core_side(&ctx.source), tracker, ctx.now_ms);
+    crate::behaviour::observe(&m, policy.speaks_for_core(&ctx.source), tracker, ctx.now_ms);
     // What the message says of dialogs, read from a response as the proxy reads one it
     // relays (Via only, From on demand), so that later inputs meet known dialogs too.
     if !d.is_reject() {

@@ -452,6 +452,30 @@ fn a_callers_own_answers_and_a_shared_call_id_hide_nothing() {
         seen(response(200, "relayed", "BYE")).map(|s| s.1),
         Some(behaviour::Seen::ShortCall)
     );
+    // A core that challenges (407), and the caller's retry with the same Call-ID and
+    // From tag: one attempt, answered (QA 48: two attempts, the answer lost).
+    for i in 0..5u64 {
+        let call = format!("auth-{i}");
+        let t = 500_000 + i * 3_000;
+        let d = net.invite("+447700900054", &scattered(i as usize), &call, t);
+        assert_eq!(d.outcome, Outcome::Forward);
+        net.response(407, &call, t + 50);
+        let retry = invite("+447700900054", &scattered(i as usize), &call)
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace(
+                &format!("branch=z9hG4bK-{call}"),
+                &format!("branch=z9hG4bK-{call}-2"),
+            );
+        let d = net.msg(&parse(retry), t + 100);
+        assert_eq!(d.outcome, Outcome::Forward, "{i}");
+        let f = d.features.expect("features");
+        assert_eq!(
+            (f.attempts, f.answered),
+            (i as u32 + 1, i as u32),
+            "{i}: {f:?}"
+        );
+        net.response(200, &call, t + 500);
+    }
 }
 
 #[test]

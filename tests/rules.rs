@@ -2024,6 +2024,10 @@ fn concurrent_calls_per_trunk() {
     sipfence::behaviour::observe(&later("+442071234568", "486"), false, &calls, MON_10H + 131);
     let j = invite("+442071234570", "");
     assert_eq!(rejected(&at(&j, 132)), Some((503, "concurrent-calls")));
+    // Whose word counts: any address no trunk claims (a core that answers from a
+    // floating or second address, QA 48); not a trunk's own address.
+    assert!(p.speaks_for_core(&"198.51.100.77:5060".parse().unwrap()));
+    assert!(!p.speaks_for_core(&src("intl-cap")));
     // A call refused by another rule takes no place; other trunks have no limit.
     assert_eq!(
         rejected(&at(&invite("+8613812345678", ""), 140)).map(|r| r.1),

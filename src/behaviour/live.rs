@@ -121,7 +121,7 @@ impl LiveCalls {
                 l.answered = true;
                 l.deadline_ms = now_ms + ANSWERED_MS;
             }
-            Event::Cancelled | Event::Failed if !l.answered => t.end(call),
+            Event::Cancelled | Event::Failed | Event::Challenged if !l.answered => t.end(call),
             Event::Bye => t.end(call),
             _ => {}
         }

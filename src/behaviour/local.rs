@@ -364,9 +364,31 @@ impl BehaviourTracker for LocalTracker {
         let call = nonzero(c.call);
         {
             let mut set = t.call_set(call);
-            // A retransmitted INVITE or a second branch of the same call is one call.
-            if let Some(i) = set.find(call) {
+            // A retransmitted INVITE or a second branch of the same call is one call, and
+            // so is the retry after a 401/407 while the call has no outcome: counted once.
+            // One whose call has an outcome starts a new call in its slot.
+            let open = set.find(call).filter(|&i| {
+                let s = &set.slots[i];
+                s.answer_ms == 0 && !s.ended
+            });
+            if let Some(i) = open {
                 set.slots[i].caller = c.caller;
+                drop(set);
+                return self
+                    .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
+                        let left = s.roll(c.now_ms);
+                        s.features(left, c.now_ms)
+                    })
+                    .unwrap_or_default();
+            } else if let Some(i) = set.find(call) {
+                set.slots[i] = CallSlot {
+                    caller: c.caller,
+                    invite_ms: c.now_ms,
+                    ring_once_ms: c.ring_once_ms,
+                    short_call_ms: c.short_call_ms,
+                    trunk: c.trunk,
+                    ..CallSlot::default()
+                };
             } else {
                 let i = set.find(0).unwrap_or_else(|| {
                     self.call_evictions.fetch_add(1, Ordering::Relaxed);

@@ -103,6 +103,11 @@ pub enum Event {
     Cancelled,
     /// Another final failure to the INVITE (busy, not found, rejected...).
     Failed,
+    /// 401/407: the core asks for credentials. No outcome: the caller's retry (same
+    /// Call-ID and From tag) is the same call (QA 48: the retry counted as a second
+    /// attempt and its answer was lost). A concurrent-call place is given back until
+    /// the retry takes one.
+    Challenged,
     Bye,
 }
 
@@ -234,6 +239,7 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
                 180 | 183 => Some(Event::Ringing),
                 200..=299 => Some(Event::Answered),
                 487 => Some(Event::Cancelled),
+                401 | 407 => Some(Event::Challenged),
                 300..=699 => Some(Event::Failed),
                 _ => None,
             }

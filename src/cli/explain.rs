@@ -144,7 +144,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         if d.kind != crate::decide::Kind::Call && !d.is_reject() {
             // One source for the whole sequence: its responses are read as the core's
             // answers to its calls, what a sequence of files means.
-            let from_core = !msg.is_request() || policy.from_core_side(&source);
+            let from_core = !msg.is_request() || policy.speaks_for_core(&source);
             crate::behaviour::observe(&msg, from_core, &tracker, now);
         }
         let rec = Record::new(policy, &msg, &d, source, now);

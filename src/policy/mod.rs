@@ -1497,6 +1497,14 @@ impl Policy {
             || (self.is_next_hop_host(source.ip()) && self.match_trunk(source, None).is_none())
     }
 
+    /// Whether a message from `source` speaks for the core on how a call went (the
+    /// behaviour rules' outcomes, concurrent-call ends): the core's side as above, or
+    /// any address no trunk claims (a core answering from a floating or second address,
+    /// QA 48). What a trunk's own address sends (a caller's forged 200, QA 47) does not.
+    pub fn speaks_for_core(&self, source: &SocketAddr) -> bool {
+        self.from_core_side(source) || self.match_trunk(source, None).is_none()
+    }
+
     /// Whether a relayed response may be sent to `ip`: a host some request we forward
     /// could have come from. That is a trunk's source (any port: a response goes to the
     /// Via's port, not always the one the request left from) or a next hop's host; and

@@ -171,8 +171,12 @@ pub fn handle(
         let from_core = || st.policy.from_core_side(&o.source);
         crate::decide::track_dialog(msg, from_core, st.rates, st.now_ms);
         if st.policy.tracks_calls
-            && let Some((trunk, seen)) =
-                behaviour::observe(msg, from_core(), st.behaviour, st.now_ms)
+            && let Some((trunk, seen)) = behaviour::observe(
+                msg,
+                st.policy.speaks_for_core(&o.source),
+                st.behaviour,
+                st.now_ms,
+            )
         {
             observe(Observed::Behaviour(trunk, seen));
         }

@@ -468,7 +468,7 @@ impl<'p> Replayer<'p> {
         // The proxy feeds the tracker with what it relays; a capture holds what was
         // relayed, so every message that is not a new call goes in, at capture time.
         if d.kind != Kind::Call && !d.is_reject() {
-            self.learn(&msg, self.policy.from_core_side(&src), ts_ms);
+            self.learn(&msg, self.policy.speaks_for_core(&src), ts_ms);
         }
         // Later messages of a call follow its INVITE's verdict when the capture is
         // split; without split outputs nothing needs remembering.

@@ -633,7 +633,17 @@ impl Decoder {
             return None;
         }
         if self.frag_bytes + data.len() > MAX_FRAGMENT_BYTES {
-            // Full: the fragment is let go, as Linux lets go of what comes past its
+            // Full: datagrams past their time go first (QA 48: with fewer than
+            // MAX_FRAGMENTED held, nothing ever swept them and every later fragment
+            // was refused).
+            let before = self.frags.len();
+            self.frags
+                .retain(|k, f| ts_ms.saturating_sub(f.first_ms) < timeout(k));
+            self.stats.fragments_expired += (before - self.frags.len()) as u64;
+            self.frag_bytes = self.frags.values().map(|f| f.held).sum();
+        }
+        if self.frag_bytes + data.len() > MAX_FRAGMENT_BYTES {
+            // Still full: the fragment is let go, as Linux lets go of what comes past its
             // fragment memory; its datagram, if any came before, expires incomplete.
             if !self.frags.contains_key(&key) {
                 self.stats.fragments_expired += 1;
@@ -1471,6 +1481,15 @@ mod tests {
         let held: usize = dec.frags.values().map(|f| f.held).sum();
         assert_eq!(held, dec.frag_bytes);
         assert!(dec.stats.fragments_expired > 0);
+        // Later, past the fragments' time: they are swept, and a new datagram is whole.
+        let d = long_udp_sip(96);
+        let later = 31_000;
+        assert!(
+            dec.decode(101, &v4_frag(9999, 0, true, &d[..48]), later)
+                .is_none()
+        );
+        let s = dec.decode(101, &v4_frag(9999, 48, false, &d[48..]), later);
+        assert!(s.is_some_and(|s| is_options(&s)), "swept and reassembled");
     }
 
     /// An IPv6 packet with payload length 0 (BIG TCP on the sending host, a jumbogram)
