@@ -696,6 +696,14 @@ fn fail_closed_refuses_while_redis_is_unreachable() {
     let nowhere = format!("redis://:s3cretpw@127.0.0.1:{}", base + 36);
     let closed = gateway(0, base, base + 10, &nowhere, 10_000, "closed");
     // The start-up line names the store, not its password (QA 47).
+    wait_for("the shared-state line", 5, || {
+        closed
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("shared state on"))
+    });
     let out = closed.stdout.lock().unwrap().join("\n");
     assert!(
         out.contains(&format!(

@@ -369,10 +369,9 @@ impl BehaviourTracker for LocalTracker {
             // One whose call has an outcome starts a new call in its slot.
             let open = set.find(call).filter(|&i| {
                 let s = &set.slots[i];
-                s.answer_ms == 0 && !s.ended
+                s.answer_ms == 0 && !s.ended && s.caller == c.caller
             });
-            if let Some(i) = open {
-                set.slots[i].caller = c.caller;
+            if open.is_some() {
                 drop(set);
                 return self
                     .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
