@@ -116,6 +116,24 @@ class Call:
             hs.append("Contact: <sip:%s@%s:%d>" % (self.caller, UAC[0], UAC[1]))
         return g.Call.message("%s %s SIP/2.0" % (method, ruri), hs, body)
 
+    def core_hdrs(self, cseq):
+        # A request from the core's side: its own tag in From, the caller's in To
+        # (RFC 3261 12.2.1.1), its Via the proxy's.
+        return [
+            "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s" % (PROXY + (g.h(self.cid, "core-bye"),)),
+            "From: <sip:%s@%s;user=phone>;tag=%s" % (self.callee, PROXY[0], self.ttag),
+            "To: <sip:%s@%s;user=phone>;tag=%s" % (self.caller, UAC[0], self.ftag),
+            "Call-ID: " + self.cid,
+            "CSeq: " + cseq,
+        ]
+
+    def core_bye(self):
+        ruri = "sip:%s@%s:%d" % (self.caller, UAC[0], UAC[1])
+        return g.Call.message("BYE %s SIP/2.0" % ruri, self.core_hdrs("1 BYE") + ["Max-Forwards: 70"])
+
+    def core_bye_ok(self):
+        return g.Call.message("SIP/2.0 200 OK", self.core_hdrs("1 BYE"))
+
     def resp(self, code, via="invite", cseq="1 INVITE"):
         return g.Call.message("SIP/2.0 %d %s" % (code, REASONS[code]),
                               self.hdrs(via, code != 100, cseq))
@@ -142,8 +160,8 @@ class Call:
                 up(end, self.req("BYE", "bye", True, "2 BYE"))
                 down(end + 30, self.resp(200, "bye", "2 BYE"))
             else:
-                down(end, self.req("BYE", "bye", True, "1 BYE"))
-                up(end + 30, self.resp(200, "bye", "1 BYE"))
+                down(end, self.core_bye())
+                up(end + 30, self.core_bye_ok())
         elif kind == "fail":
             _, after, code = outcome
             if after > 1000:
