@@ -73,6 +73,21 @@ fn with_from(from: &str, extra: &str) -> Message {
     Message::parse(Bytes::from(s)).unwrap()
 }
 
+/// `m` as another call: its Call-ID `call-{id}` and branch `z9hG4bK-{id}` renamed to
+/// `new_id`'s.
+fn renamed(m: &Message, id: &str, new_id: &str) -> Message {
+    let text = String::from_utf8(m.bytes().to_vec())
+        .unwrap()
+        .replace(&format!("call-{id}"), &format!("call-{new_id}"))
+        .replace(&format!("z9hG4bK-{id}"), &format!("z9hG4bK-{new_id}"));
+    Message::parse(Bytes::from(text)).unwrap()
+}
+
+/// A [`with_from`] call of its own: its Call-ID and branch named `id`.
+fn with_from_call(from: &str, extra: &str, id: &str) -> Message {
+    renamed(&with_from(from, extra), "wf", id)
+}
+
 /// The From an international trunk forwards after the generic-number rewrite (which
 /// must have fired).
 fn rewritten_from(p: &Policy, m: &Message) -> Vec<u8> {
@@ -692,14 +707,7 @@ fn enterprise_rates() {
     let p = policy("");
     let rates = LocalRateCounter::new(1000);
     // Call k of a caller: a new Call-ID and branch each time.
-    let call = |from: &str, k: u32| {
-        let m = invite(from, "");
-        let text = String::from_utf8(m.bytes().to_vec())
-            .unwrap()
-            .replace(&format!("call-{from}"), &format!("call-{from}-{k}"))
-            .replace(&format!("z9hG4bK-{from}"), &format!("z9hG4bK-{from}-{k}"));
-        Message::parse(Bytes::from(text)).unwrap()
-    };
+    let call = |from: &str, k: u32| renamed(&invite(from, ""), from, &format!("{from}-{k}"));
     let (a, b, c) = ("13912340001", "13912340002", "13912340003");
     let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
     assert_eq!(r(&call(a, 1), 0), None);
@@ -761,15 +769,11 @@ fn enterprise_rates() {
     let rates = LocalRateCounter::new(1000);
     let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
     let shown = |pai: &str, k: u32| {
-        let m = with_from(
+        with_from_call(
             "<sip:+8613912340009@10.9.9.9>",
             &format!("P-Asserted-Identity: <sip:+{pai}@10.9.9.9>\r\n"),
-        );
-        let text = String::from_utf8(m.bytes().to_vec())
-            .unwrap()
-            .replace("call-wf", &format!("call-wf-{k}"))
-            .replace("z9hG4bK-wf", &format!("z9hG4bK-wf-{k}"));
-        Message::parse(Bytes::from(text)).unwrap()
+            &format!("wf-{k}"),
+        )
     };
     assert_eq!(r(&shown("8613912340001", 1), 20), None);
     assert_eq!(r(&shown("8613912340002", 2), 21), None);
@@ -786,15 +790,11 @@ fn enterprise_rates() {
     let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
     let fixed_display = |k: u32| {
         let n = format!("86139123400{:02}", 10 + k);
-        let m = with_from(
+        with_from_call(
             &format!("\"+8613912340099\" <sip:+{n}@10.9.9.9>"),
             &format!("P-Asserted-Identity: <sip:+{n}@10.9.9.9>\r\n"),
-        );
-        let text = String::from_utf8(m.bytes().to_vec())
-            .unwrap()
-            .replace("call-wf", &format!("call-fd-{k}"))
-            .replace("z9hG4bK-wf", &format!("z9hG4bK-fd-{k}"));
-        Message::parse(Bytes::from(text)).unwrap()
+            &format!("fd-{k}"),
+        )
     };
     assert_eq!(r(&fixed_display(1), 30), None);
     assert_eq!(r(&fixed_display(2), 31), None);
@@ -820,13 +820,7 @@ fn rate_counts_stay_with_their_trunk_across_a_reload() {
     .unwrap();
     assert_eq!(after.trunks[0].name, "ent-new");
     let rates = LocalRateCounter::new(1000);
-    let call = |from: &str, k: u32| {
-        let text = String::from_utf8(invite(from, "").bytes().to_vec())
-            .unwrap()
-            .replace(&format!("call-{from}"), &format!("call-{from}-{k}"))
-            .replace(&format!("z9hG4bK-{from}"), &format!("z9hG4bK-{from}-{k}"));
-        Message::parse(Bytes::from(text)).unwrap()
-    };
+    let call = |from: &str, k: u32| renamed(&invite(from, ""), from, &format!("{from}-{k}"));
     let on = |p: &Policy, trunk: &str, m: &Message, t: u64| {
         let ti = p.trunks.iter().position(|x| x.name == trunk);
         rejected(&decide(

@@ -350,45 +350,22 @@ impl LocalTracker {
     }
 }
 
-impl BehaviourTracker for LocalTracker {
-    fn on_call(&self, c: &CallStart) -> Features {
-        let t = self.tables();
-        if c.repeat {
-            return self
-                .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
-                    let left = s.roll(c.now_ms);
-                    s.features(left, c.now_ms)
-                })
-                .unwrap_or_default();
-        }
+impl LocalTracker {
+    /// Puts call `c` in its slot. False when the call is one already open: a second
+    /// branch of it, or the caller's retry after a 401/407 while it has no outcome. A
+    /// call whose key has an outcome starts a new call in that slot.
+    fn start_call(&self, t: &Tables, c: &CallStart) -> bool {
         let call = nonzero(c.call);
-        {
-            let mut set = t.call_set(call);
-            // A retransmitted INVITE or a second branch of the same call is one call, and
-            // so is the retry after a 401/407 while the call has no outcome: counted once.
-            // One whose call has an outcome starts a new call in its slot.
-            let open = set.find(call).filter(|&i| {
+        let mut set = t.call_set(call);
+        let i = match set.find(call) {
+            Some(i) => {
                 let s = &set.slots[i];
-                s.answer_ms == 0 && !s.ended && s.caller == c.caller
-            });
-            if open.is_some() {
-                drop(set);
-                return self
-                    .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
-                        let left = s.roll(c.now_ms);
-                        s.features(left, c.now_ms)
-                    })
-                    .unwrap_or_default();
-            } else if let Some(i) = set.find(call) {
-                set.slots[i] = CallSlot {
-                    caller: c.caller,
-                    invite_ms: c.now_ms,
-                    ring_once_ms: c.ring_once_ms,
-                    short_call_ms: c.short_call_ms,
-                    trunk: c.trunk,
-                    ..CallSlot::default()
-                };
-            } else {
+                if s.answer_ms == 0 && !s.ended && s.caller == c.caller {
+                    return false;
+                }
+                i
+            }
+            None => {
                 let i = set.find(0).unwrap_or_else(|| {
                     self.call_evictions.fetch_add(1, Ordering::Relaxed);
                     (0..WAYS)
@@ -396,15 +373,32 @@ impl BehaviourTracker for LocalTracker {
                         .unwrap_or(0)
                 });
                 set.keys[i] = call;
-                set.slots[i] = CallSlot {
-                    caller: c.caller,
-                    invite_ms: c.now_ms,
-                    ring_once_ms: c.ring_once_ms,
-                    short_call_ms: c.short_call_ms,
-                    trunk: c.trunk,
-                    ..CallSlot::default()
-                };
+                i
             }
+        };
+        set.slots[i] = CallSlot {
+            caller: c.caller,
+            invite_ms: c.now_ms,
+            ring_once_ms: c.ring_once_ms,
+            short_call_ms: c.short_call_ms,
+            trunk: c.trunk,
+            ..CallSlot::default()
+        };
+        true
+    }
+}
+
+impl BehaviourTracker for LocalTracker {
+    fn on_call(&self, c: &CallStart) -> Features {
+        let t = self.tables();
+        // A retransmitted INVITE, or a call already open: its features, counted once.
+        if c.repeat || !self.start_call(t, c) {
+            return self
+                .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
+                    let left = s.roll(c.now_ms);
+                    s.features(left, c.now_ms)
+                })
+                .unwrap_or_default();
         }
         self.with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
             s.window_ms = c.window_ms.max(1);

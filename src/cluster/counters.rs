@@ -183,10 +183,7 @@ impl SharedRateCounter {
         let totals: Vec<redis::RedisResult<Option<i64>>> = redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
-        let mut out = Synced {
-            keys: batch.len() + stale.len(),
-            ..Synced::default()
-        };
+        let mut out = Synced::default();
         let mut refused = |key: u64, w: u64, b: u64, e: &redis::RedisError| {
             out.refused += 1;
             if out.first_refused.is_none() {
@@ -328,8 +325,6 @@ impl SharedRateCounter {
 /// What one sync did.
 #[derive(Debug, Default)]
 pub struct Synced {
-    /// Keys sent or read back.
-    pub keys: usize,
     /// Commands Redis refused, and the first of them (its key and the error).
     pub refused: usize,
     pub first_refused: Option<String>,

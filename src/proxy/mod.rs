@@ -805,9 +805,9 @@ fn start_cluster(shared: &Arc<Shared>) {
             Ok(s) => {
                 m.redis_up.set(1);
                 // A key Redis refuses is an error on that key, not Redis down.
-                for _ in 0..s.refused {
-                    m.redis_error("counters");
-                }
+                m.redis_errors
+                    .with_label_values(&["counters"])
+                    .inc_by(s.refused as u64);
             }
             Err(_) => {
                 m.redis_up.set(0);

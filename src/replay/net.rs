@@ -181,6 +181,13 @@ impl FragBuf {
     }
 }
 
+fn fragment_timeout(k: &FragKey) -> u64 {
+    match k.0 {
+        IpAddr::V4(_) => FRAGMENT_TIMEOUT_MS,
+        IpAddr::V6(_) => FRAGMENT_TIMEOUT_V6_MS,
+    }
+}
+
 /// Fragment bytes held at once, all datagrams together: Linux holds 4 MB
 /// (`ipfrag_high_thresh`) and takes no new datagram beyond it; a replay of a mirror
 /// port may see many hosts' fragments, hence more here.
@@ -611,26 +618,20 @@ impl Decoder {
     ) -> Option<Vec<u8>> {
         self.stats.fragments += 1;
         self.fragment_of = Some(unit_key(0, &key));
-        let timeout = |k: &FragKey| match k.0 {
-            IpAddr::V4(_) => FRAGMENT_TIMEOUT_MS,
-            IpAddr::V6(_) => FRAGMENT_TIMEOUT_V6_MS,
-        };
         if self.frags.len() >= MAX_FRAGMENTED {
-            let before = self.frags.len();
-            self.frags
-                .retain(|k, f| ts_ms.saturating_sub(f.first_ms) < timeout(k));
+            self.expire_fragments(ts_ms);
             if self.frags.len() >= MAX_FRAGMENTED {
+                self.stats.fragments_expired += self.frags.len() as u64;
                 self.frags.clear();
+                self.frag_bytes = 0;
             }
-            self.stats.fragments_expired += (before - self.frags.len()) as u64;
-            self.frag_bytes = self.frags.values().map(|f| f.held).sum();
         }
         // The same key long after its first fragment: a new datagram reusing the IP ID
         // (the old one never completed: expired, as the kernel would have let it go).
         if self
             .frags
             .get(&key)
-            .is_some_and(|f| ts_ms.saturating_sub(f.first_ms) >= timeout(&key))
+            .is_some_and(|f| ts_ms.saturating_sub(f.first_ms) >= fragment_timeout(&key))
         {
             self.drop_datagram(&key);
             self.stats.fragments_expired += 1;
@@ -643,11 +644,7 @@ impl Decoder {
             // Full: datagrams past their time go first (QA 48: with fewer than
             // MAX_FRAGMENTED held, nothing ever swept them and every later fragment
             // was refused).
-            let before = self.frags.len();
-            self.frags
-                .retain(|k, f| ts_ms.saturating_sub(f.first_ms) < timeout(k));
-            self.stats.fragments_expired += (before - self.frags.len()) as u64;
-            self.frag_bytes = self.frags.values().map(|f| f.held).sum();
+            self.expire_fragments(ts_ms);
         }
         if self.frag_bytes + data.len() > MAX_FRAGMENT_BYTES {
             // Still full: the fragment is let go, as Linux lets go of what comes past its
@@ -700,6 +697,15 @@ impl Decoder {
             whole.extend_from_slice(&r);
         }
         Some(whole)
+    }
+
+    /// Lets go of the datagrams past their time at `ts_ms`, counted as expired.
+    fn expire_fragments(&mut self, ts_ms: u64) {
+        let before = self.frags.len();
+        self.frags
+            .retain(|k, f| ts_ms.saturating_sub(f.first_ms) < fragment_timeout(k));
+        self.stats.fragments_expired += (before - self.frags.len()) as u64;
+        self.frag_bytes = self.frags.values().map(|f| f.held).sum();
     }
 
     fn drop_datagram(&mut self, key: &FragKey) {
@@ -1030,7 +1036,7 @@ impl Flow {
 #[derive(Default)]
 pub struct TcpFlows {
     flows: HashMap<(SocketAddr, SocketAddr), Flow>,
-    /// The bytes waiting behind holes, all flows together.
+    /// The bytes the flows hold ([`Flow::held`]), all together.
     queued: usize,
     /// The stream the last FIN or RST ended, and whether it left a message unfinished.
     closed: Option<((SocketAddr, SocketAddr), bool)>,

@@ -393,11 +393,11 @@ impl Message {
     /// [`Message::from_tag`], read from the field when the parse left From aside (a
     /// response parsed for relaying, [`Message::parse_for_relay`]).
     pub fn from_tag_read(&self) -> Option<&[u8]> {
-        if self.from.is_some() {
-            return self.from_tag();
-        }
-        let na = addr::parse_single(self.buf(), self.first(HeaderName::From)?.value()).ok()?;
-        addr::header_param(self.buf(), na.params, b"tag").filter(|t| !t.is_empty())
+        let from = match self.from {
+            Some(f) => f,
+            None => addr::parse_single(self.buf(), self.first(HeaderName::From)?.value()).ok()?,
+        };
+        addr::header_param(self.buf(), from.params, b"tag").filter(|t| !t.is_empty())
     }
     /// The From value, parsed.
     pub fn from_addr(&self) -> Option<&addr::NameAddr> {
