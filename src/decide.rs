@@ -697,10 +697,13 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // the core's 200.
     let tid = policy.trunks[ti].id;
     let txn = transaction_key(tid, msg) ^ CONCURRENCY_TXN;
+    // A retransmission of one admitted holds its place already (once answered, under
+    // its dialog, where its key would not find it).
     let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
-        || !ctx
-            .behaviour
-            .admit(tid, behaviour::call_key(msg), limit, ctx.now_ms);
+        || (!d.retransmission
+            && !ctx
+                .behaviour
+                .admit(tid, behaviour::call_key(msg), limit, ctx.now_ms));
     if full {
         ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, false);
         fire(policy, d, RuleId::ConcurrentCalls);
@@ -1136,6 +1139,7 @@ fn judge_behaviour(
     let f = ctx.behaviour.on_call(&CallStart {
         caller: key,
         call: behaviour::call_key(msg),
+        retry: behaviour::retry_key(msg),
         trunk: policy.trunks[ti].tag(),
         callee_hash,
         callee_seq,

@@ -193,8 +193,11 @@ fn in_dialog(method: &str, call: &str, to_tag: bool) -> String {
     } else {
         String::new()
     };
+    // A CANCEL repeats its INVITE's CSeq number (RFC 3261 9.1): it names that
+    // transaction.
+    let cseq = if method == "CANCEL" { 1 } else { 2 };
     format!(
-        "{method} sip:b@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{method}-{call}\r\nFrom: <sip:a@10.0.0.1>;tag=f-{call}\r\nTo: <sip:b@10.0.0.100>{tag}\r\nCall-ID: {call}\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        "{method} sip:b@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{method}-{call}\r\nFrom: <sip:a@10.0.0.1>;tag=f-{call}\r\nTo: <sip:b@10.0.0.100>{tag}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
@@ -474,7 +477,11 @@ fn a_callers_own_answers_and_a_shared_call_id_hide_nothing() {
             (i as u32 + 1, i as u32),
             "{i}: {f:?}"
         );
-        net.response(200, &call, t + 500);
+        net.msg_from(
+            &parse(response(200, &call, "INVITE").replace("CSeq: 1", "CSeq: 2")),
+            t + 500,
+            true,
+        );
     }
 }
 

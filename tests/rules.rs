@@ -1943,6 +1943,41 @@ fn one_call_id_with_new_from_tags_takes_a_place_each() {
     // The same From tag again is the same call (a retransmission).
     assert_eq!(rejected(&decide(&p, &call("a", 1), &ctx)), None);
     assert_eq!(calls.calls_up(p.trunks[3].id), 2);
+    // The same Call-ID and From tag with a new CSeq while call a is up: a new
+    // transaction, a second dialog to a permissive core, a place of its own (QA 48).
+    let again = |cseq: u32| {
+        let text = String::from_utf8(call("a", 1).bytes().to_vec())
+            .unwrap()
+            .replace("CSeq: 1 ", &format!("CSeq: {cseq} "))
+            .replace("branch=z9hG4bK-a", &format!("branch=z9hG4bK-a{cseq}"));
+        Message::parse(Bytes::from(text)).unwrap()
+    };
+    let d = decide(&p, &again(2), &ctx);
+    assert_eq!(rejected(&d), Some((503, "concurrent-calls")), "{d:?}");
+    // The core's word on the calls: From and To as the caller sent them, or swapped in
+    // the core's own request.
+    let core = |start: &str, from: &str, to: &str, cseq: &str| {
+        let s = format!(
+            "{start}\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-x\r\nFrom: <sip:x@10.9.9.9>;tag={from}\r\nTo: <sip:4008001234@10.0.0.100>;tag={to}\r\nCall-ID: one-call-id\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse(Bytes::from(s)).unwrap();
+        sipfence::behaviour::observe(&m, true, &calls, MON_10H);
+    };
+    // Call b is busy: a's second INVITE (CSeq 3) takes the place.
+    core("SIP/2.0 486 Busy", "b", "tb", "1 INVITE");
+    assert_eq!(rejected(&decide(&p, &again(3), &ctx)), None);
+    assert_eq!(calls.calls_up(p.trunks[3].id), 2);
+    // Both answered, two dialogs; the core's BYE of the first ends that one alone.
+    core("SIP/2.0 200 OK", "a", "t1", "1 INVITE");
+    core("SIP/2.0 200 OK", "a", "t3", "3 INVITE");
+    core("BYE sip:x@10.9.9.9 SIP/2.0", "t1", "a", "7 BYE");
+    assert_eq!(calls.calls_up(p.trunks[3].id), 1);
+    let d = decide(&p, &again(4), &ctx);
+    assert_eq!(rejected(&d), None, "{d:?}");
+    assert_eq!(
+        rejected(&decide(&p, &again(5), &ctx)),
+        Some((503, "concurrent-calls"))
+    );
 }
 
 /// `max_concurrent_calls`: a full trunk answers 503 until one of its calls ends (a final

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::Event;
+use super::{CallRef, Event};
 
 /// An unanswered call counts this long after its INVITE or last 18x.
 pub const RING_MS: u64 = 200_000;
@@ -109,9 +109,11 @@ impl LiveCalls {
     }
 
     /// A later message of a call. A CANCEL does not end the call (the callee may have
-    /// answered meanwhile): the 487 that answers the INVITE does.
-    pub fn on_event(&self, call: u64, ev: Event, now_ms: u64) {
+    /// answered meanwhile): the 487 that answers the INVITE does. An answered call is
+    /// kept under its dialog, which its BYE names.
+    pub fn on_event(&self, r: CallRef, ev: Event, now_ms: u64) {
         let mut t = self.lock();
+        let call = r.call;
         let Some(l) = t.calls.get_mut(&call) else {
             return;
         };
@@ -120,6 +122,18 @@ impl LiveCalls {
             Event::Answered if !l.answered => {
                 l.answered = true;
                 l.deadline_ms = now_ms + ANSWERED_MS;
+                let live = *l;
+                if r.dialog != 0 && r.dialog != call {
+                    if t.calls.contains_key(&r.dialog) {
+                        // The dialog is up already: this was a copy of its INVITE the
+                        // proxy no longer knew for one (its memory of transactions is
+                        // bounded), and takes no second place.
+                        t.end(call);
+                    } else {
+                        t.calls.remove(&call);
+                        t.calls.insert(r.dialog, live);
+                    }
+                }
             }
             Event::Cancelled | Event::Failed | Event::Challenged if !l.answered => t.end(call),
             Event::Bye => t.end(call),
@@ -171,20 +185,28 @@ mod tests {
         assert_eq!((l.up(0), l.up(1)), (2, 1));
         // Busy (a final failure) ends call 1; a CANCEL alone does not end call 2, its
         // 487 does.
-        l.on_event(1, Event::Failed, 20);
+        l.on_event(CallRef::call(1), Event::Failed, 20);
         assert!(l.admit(0, 4, 2, 30));
-        l.on_event(2, Event::Cancel, 40);
+        l.on_event(CallRef::call(2), Event::Cancel, 40);
         assert!(!l.admit(0, 5, 2, 40));
-        l.on_event(2, Event::Cancelled, 50);
+        l.on_event(CallRef::call(2), Event::Cancelled, 50);
         assert!(l.admit(0, 5, 2, 60));
-        // Answered calls end with their BYE, not with a late failure.
-        l.on_event(4, Event::Answered, 70);
-        l.on_event(4, Event::Failed, 80);
+        // Answered calls end with their BYE, not with a late failure; the BYE names
+        // the dialog the answer set up.
+        let answer = CallRef {
+            call: 4,
+            dialog: 40,
+            retry: 0,
+        };
+        l.on_event(answer, Event::Answered, 70);
+        l.on_event(CallRef::call(4), Event::Failed, 80);
+        l.on_event(CallRef::call(40), Event::Failed, 80);
+        l.on_event(CallRef::call(4), Event::Bye, 90);
         assert!(!l.admit(0, 6, 2, 90));
-        l.on_event(4, Event::Bye, 100);
+        l.on_event(CallRef::call(40), Event::Bye, 100);
         assert!(l.admit(0, 6, 2, 110));
         // Events of calls never admitted change nothing.
-        l.on_event(99, Event::Bye, 120);
+        l.on_event(CallRef::call(99), Event::Bye, 120);
         assert_eq!(l.up(0), 2);
     }
 
@@ -193,10 +215,10 @@ mod tests {
         let l = LiveCalls::new();
         assert!(l.admit(0, 1, 1, 0));
         // Ringing pushes the deadline back; an answer gives the call hours.
-        l.on_event(1, Event::Ringing, RING_MS - 1);
+        l.on_event(CallRef::call(1), Event::Ringing, RING_MS - 1);
         assert!(!l.admit(0, 2, 1, RING_MS + 10));
         assert!(l.admit(0, 2, 1, 2 * RING_MS));
-        l.on_event(2, Event::Answered, 2 * RING_MS);
+        l.on_event(CallRef::call(2), Event::Answered, 2 * RING_MS);
         assert!(!l.admit(0, 3, 1, 2 * RING_MS + ANSWERED_MS - 1));
         assert!(l.admit(0, 3, 1, 2 * RING_MS + ANSWERED_MS));
         assert_eq!(l.up(0), 1);

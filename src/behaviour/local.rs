@@ -9,7 +9,7 @@
 //!   for two windows), a caller seen once (what a flood of invented numbers looks like:
 //!   they evict each other, not the history of real repeat callers), the least recently
 //!   active; a caller on the watch list goes last.
-//! - Calls: `calls` slots of [`CallSlot`] (Call-ID key, caller, times of the INVITE,
+//! - Calls: `calls` slots of [`CallSlot`] (call key, caller, times of the INVITE,
 //!   first 18x and answer), set-associative the same way; the oldest call of a set is
 //!   overwritten, and a later message of an overwritten call is simply not counted.
 
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::live::LiveCalls;
-use super::{BehaviourTracker, CallStart, Event, Features, SEQ_STEP, Seen};
+use super::{BehaviourTracker, CallRef, CallStart, Event, Features, SEQ_STEP, Seen};
 use crate::policy::RuleSet;
 use crate::policy::TrunkTag;
 
@@ -352,39 +352,62 @@ impl LocalTracker {
 
 impl LocalTracker {
     /// Puts call `c` in its slot. False when the call is one already open: a second
-    /// branch of it, or the caller's retry after a 401/407 while it has no outcome. A
-    /// call whose key has an outcome starts a new call in that slot.
+    /// branch of it (the same transaction), or the caller's retry after a 401/407 (under
+    /// [`CallStart::retry`] since the challenge). A call whose key has an outcome starts
+    /// a new call in that slot.
     fn start_call(&self, t: &Tables, c: &CallStart) -> bool {
         let call = nonzero(c.call);
-        let mut set = t.call_set(call);
-        let i = match set.find(call) {
-            Some(i) => {
-                let s = &set.slots[i];
-                if s.answer_ms == 0 && !s.ended && s.caller == c.caller {
-                    return false;
-                }
-                i
+        let open = |s: &CallSlot| s.answer_ms == 0 && !s.ended && s.caller == c.caller;
+        {
+            let set = t.call_set(call);
+            if set.find(call).is_some_and(|i| open(&set.slots[i])) {
+                return false;
             }
-            None => {
-                let i = set.find(0).unwrap_or_else(|| {
-                    self.call_evictions.fetch_add(1, Ordering::Relaxed);
-                    (0..WAYS)
-                        .min_by_key(|&i| set.slots[i].invite_ms)
-                        .unwrap_or(0)
-                });
-                set.keys[i] = call;
-                i
-            }
-        };
-        set.slots[i] = CallSlot {
-            caller: c.caller,
-            invite_ms: c.now_ms,
-            ring_once_ms: c.ring_once_ms,
-            short_call_ms: c.short_call_ms,
-            trunk: c.trunk,
-            ..CallSlot::default()
-        };
+        }
+        if let Some(s) = self.take_call(t, nonzero(c.retry), open) {
+            self.put_call(t, call, s);
+            return false;
+        }
+        self.put_call(
+            t,
+            call,
+            CallSlot {
+                caller: c.caller,
+                invite_ms: c.now_ms,
+                ring_once_ms: c.ring_once_ms,
+                short_call_ms: c.short_call_ms,
+                trunk: c.trunk,
+                ..CallSlot::default()
+            },
+        );
         true
+    }
+
+    /// Writes `slot` under `key`: over the call of that key, else in a free slot of its
+    /// set, else over the set's oldest call.
+    fn put_call(&self, t: &Tables, key: u64, slot: CallSlot) {
+        let mut set = t.call_set(key);
+        let i = set.find(key).or_else(|| set.find(0)).unwrap_or_else(|| {
+            self.call_evictions.fetch_add(1, Ordering::Relaxed);
+            (0..WAYS)
+                .min_by_key(|&i| set.slots[i].invite_ms)
+                .unwrap_or(0)
+        });
+        set.keys[i] = key;
+        set.slots[i] = slot;
+    }
+
+    /// Takes the call under `key` out of the table when `keep` holds for it.
+    fn take_call(
+        &self,
+        t: &Tables,
+        key: u64,
+        keep: impl Fn(&CallSlot) -> bool,
+    ) -> Option<CallSlot> {
+        let mut set = t.call_set(key);
+        let i = set.find(key).filter(|&i| keep(&set.slots[i]))?;
+        set.keys[i] = 0;
+        Some(set.slots[i])
     }
 }
 
@@ -440,11 +463,21 @@ impl BehaviourTracker for LocalTracker {
         self.live.elsewhere(trunk)
     }
 
-    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)> {
-        self.live.on_event(nonzero(call), ev, now_ms);
+    fn on_event(&self, r: CallRef, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)> {
+        self.live.on_event(
+            CallRef {
+                call: nonzero(r.call),
+                ..r
+            },
+            ev,
+            now_ms,
+        );
         // No tables yet: no call known.
         let t = self.tables.get()?;
-        let call = nonzero(call);
+        let call = nonzero(r.call);
+        // Where the call goes on being found: under its dialog once answered, under its
+        // retry key once challenged.
+        let mut move_to = None;
         let (caller, trunk, seen) = {
             let mut set = t.call_set(call);
             let i = set.find(call)?;
@@ -458,7 +491,12 @@ impl BehaviourTracker for LocalTracker {
                 }
                 Event::Answered if s.answer_ms == 0 && !s.ended => {
                     s.answer_ms = now_ms.max(1);
+                    move_to = Some(r.dialog);
                     Some(Seen::Answered)
+                }
+                Event::Challenged if s.answer_ms == 0 && !s.ended => {
+                    move_to = Some(r.retry);
+                    None
                 }
                 Event::Cancel | Event::Cancelled if !s.ended && s.answer_ms == 0 => {
                     s.ended = true;
@@ -480,8 +518,14 @@ impl BehaviourTracker for LocalTracker {
                     Some(if short { Seen::ShortCall } else { Seen::Ended })
                 }
                 _ => None,
-            }?;
-            (s.caller, s.trunk, seen)
+            };
+            let slot = *s;
+            if let Some(to) = move_to.filter(|&k| k != 0 && k != call) {
+                set.keys[i] = 0;
+                drop(set);
+                self.put_call(t, nonzero(to), slot);
+            }
+            (slot.caller, slot.trunk, seen?)
         };
         self.with_caller(t, caller, now_ms, None, |s| {
             s.roll(now_ms);
@@ -508,10 +552,14 @@ mod tests {
     use super::*;
     use crate::policy::RuleId;
 
+    /// Tests key a call's retry apart from its transaction by this.
+    const RETRY: u64 = 1 << 40;
+
     fn start(caller: u64, call: u64, callee: u64, now_ms: u64) -> CallStart {
         CallStart {
             caller,
             call,
+            retry: call ^ RETRY,
             trunk: 3,
             callee_hash: crate::sip::lex::fnv1a(&[&callee.to_le_bytes()]),
             callee_seq: Some(callee),
@@ -567,32 +615,35 @@ mod tests {
         t.on_call(&start(1, 13, 7, 0));
         t.on_call(&start(1, 14, 8, 0));
         // 11: rings, cancelled 2 s later (ring-once); the 487 after it is the same end.
-        assert_eq!(t.on_event(11, Event::Ringing, 1_000), None);
+        assert_eq!(t.on_event(CallRef::call(11), Event::Ringing, 1_000), None);
         assert_eq!(
-            t.on_event(11, Event::Cancelled, 3_000),
+            t.on_event(CallRef::call(11), Event::Cancelled, 3_000),
             Some((3, Seen::RingOnce))
         );
-        assert_eq!(t.on_event(11, Event::Cancelled, 3_010), None);
+        assert_eq!(t.on_event(CallRef::call(11), Event::Cancelled, 3_010), None);
         // 12: rings, cancelled after 20 s: an ordinary unanswered call.
-        t.on_event(12, Event::Ringing, 1_000);
+        t.on_event(CallRef::call(12), Event::Ringing, 1_000);
         assert_eq!(
-            t.on_event(12, Event::Cancelled, 21_000),
+            t.on_event(CallRef::call(12), Event::Cancelled, 21_000),
             Some((3, Seen::Cancelled))
         );
         // 13: answered, hung up after 3 s; 14: answered, long call.
         assert_eq!(
-            t.on_event(13, Event::Answered, 2_000),
+            t.on_event(CallRef::call(13), Event::Answered, 2_000),
             Some((3, Seen::Answered))
         );
-        assert_eq!(t.on_event(13, Event::Answered, 2_100), None);
+        assert_eq!(t.on_event(CallRef::call(13), Event::Answered, 2_100), None);
         assert_eq!(
-            t.on_event(13, Event::Bye, 5_000),
+            t.on_event(CallRef::call(13), Event::Bye, 5_000),
             Some((3, Seen::ShortCall))
         );
-        t.on_event(14, Event::Answered, 2_000);
-        assert_eq!(t.on_event(14, Event::Bye, 50_000), Some((3, Seen::Ended)));
+        t.on_event(CallRef::call(14), Event::Answered, 2_000);
+        assert_eq!(
+            t.on_event(CallRef::call(14), Event::Bye, 50_000),
+            Some((3, Seen::Ended))
+        );
         // Unknown call: nothing.
-        assert_eq!(t.on_event(99, Event::Answered, 1), None);
+        assert_eq!(t.on_event(CallRef::call(99), Event::Answered, 1), None);
         let f = t.on_call(&start(1, 15, 9, 50_000));
         assert_eq!(
             (
@@ -657,5 +708,92 @@ mod tests {
             .filter(|c| t.on_call(&start(c * 7919, 9, 5, 3_000)).attempts == 6)
             .count();
         assert!(kept >= 60, "{kept} of 63 kept");
+    }
+
+    #[test]
+    fn two_invites_of_one_call_id_and_tag_are_two_calls() {
+        // QA 48: the same Call-ID and From tag with a new CSeq while the first call is
+        // up: two dialogs to a permissive core, two calls here.
+        let t = LocalTracker::new(1024, 1024);
+        let mut first = start(5, 101, 7, 0);
+        let mut second = start(5, 102, 8, 10);
+        first.retry = 77;
+        second.retry = 77;
+        assert_eq!(t.on_call(&first).attempts, 1);
+        assert_eq!(t.on_call(&second).attempts, 2);
+        let answer = |call, dialog| CallRef {
+            call,
+            dialog,
+            retry: 77,
+        };
+        assert_eq!(
+            t.on_event(answer(101, 1001), Event::Answered, 1_000),
+            Some((3, Seen::Answered))
+        );
+        assert_eq!(
+            t.on_event(answer(102, 1002), Event::Answered, 1_000),
+            Some((3, Seen::Answered))
+        );
+        // Each BYE names its dialog; the INVITE's key no longer finds an answered call.
+        assert_eq!(t.on_event(CallRef::call(101), Event::Bye, 30_000), None);
+        assert_eq!(
+            t.on_event(CallRef::call(1001), Event::Bye, 30_000),
+            Some((3, Seen::Ended))
+        );
+        assert_eq!(
+            t.on_event(CallRef::call(1002), Event::Bye, 2_000),
+            Some((3, Seen::ShortCall))
+        );
+        let f = t.on_call(&start(5, 103, 9, 40_000));
+        assert_eq!((f.attempts, f.answered, f.short_calls), (3, 2, 1));
+    }
+
+    #[test]
+    fn a_retry_after_a_challenge_is_the_same_call() {
+        let t = LocalTracker::new(1024, 1024);
+        let mut first = start(6, 201, 7, 0);
+        first.retry = 88;
+        t.on_call(&first);
+        let challenge = CallRef {
+            call: 201,
+            dialog: 0,
+            retry: 88,
+        };
+        assert_eq!(t.on_event(challenge, Event::Challenged, 100), None);
+        // The retry: a new CSeq, the same Call-ID and tag.
+        let mut retry = start(6, 202, 7, 200);
+        retry.retry = 88;
+        assert_eq!(t.on_call(&retry).attempts, 1);
+        let answer = CallRef {
+            call: 202,
+            dialog: 2002,
+            retry: 88,
+        };
+        assert_eq!(
+            t.on_event(answer, Event::Answered, 1_000),
+            Some((3, Seen::Answered))
+        );
+        // Answered, the call waits under its dialog: another INVITE of the same Call-ID
+        // and tag is a new call, not this one's retry.
+        let mut again = start(6, 203, 7, 2_000);
+        again.retry = 88;
+        let f = t.on_call(&again);
+        assert_eq!((f.attempts, f.answered, f.settled), (2, 1, 1));
+        // Another caller's INVITE under a challenged call's key starts its own call.
+        t.on_event(
+            CallRef {
+                call: 203,
+                dialog: 0,
+                retry: 88,
+            },
+            Event::Challenged,
+            2_100,
+        );
+        let mut stranger = start(9, 204, 7, 2_200);
+        stranger.retry = 88;
+        assert_eq!(t.on_call(&stranger).attempts, 1);
+        let mut retry = start(6, 205, 7, 2_300);
+        retry.retry = 88;
+        assert_eq!(t.on_call(&retry).attempts, 2);
     }
 }

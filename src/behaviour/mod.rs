@@ -27,8 +27,10 @@ pub struct CallStart {
     /// Key of the caller within its trunk (the same number on two trunks is two
     /// callers: the thresholds are per trunk).
     pub caller: u64,
-    /// Key of the call (hash of its Call-ID), to attach its later messages.
+    /// Key of the call ([`call_key`]), to attach its later messages.
     pub call: u64,
+    /// [`retry_key`]: a call the core challenged waits under it for this retry.
+    pub retry: u64,
     /// The trunk's [`crate::policy::Trunk::tag`].
     pub trunk: TrunkTag,
     /// Hash of the callee, for the distinct-callee count.
@@ -157,7 +159,7 @@ pub trait BehaviourTracker: Send + Sync {
     /// A later message of call `call`. Returns the trunk of the call (its tag) and what the
     /// event amounted to, when the call is known (`None` for the events that change
     /// nothing, such as a second 180).
-    fn on_event(&self, call: u64, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)>;
+    fn on_event(&self, call: CallRef, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)>;
     /// Admits call `call` on trunk `trunk` ([`crate::policy::Trunk::id`]), which limits
     /// its concurrent calls to `limit`:
     /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps
@@ -189,29 +191,96 @@ impl BehaviourTracker for NoTracking {
         }
     }
     fn watch(&self, _caller: u64, _rules: RuleSet, _until_ms: u64) {}
-    fn on_event(&self, _call: u64, _ev: Event, _now_ms: u64) -> Option<(TrunkTag, Seen)> {
+    fn on_event(&self, _call: CallRef, _ev: Event, _now_ms: u64) -> Option<(TrunkTag, Seen)> {
         None
     }
 }
 
-/// Key of a call, from its INVITE: the Call-ID and the caller's From tag (RFC 3261
-/// 12: the caller's half of the dialog's identity). The Call-ID alone let one caller
-/// give every call the same Call-ID and new From tags, new dialogs to the core but one
-/// call here: one place under a concurrent-call limit, one outcome for the behaviour
-/// rules (QA 47).
+/// Key of a call, from its INVITE: the Call-ID, the caller's From tag and the CSeq
+/// number, the INVITE transaction (RFC 3261 17.2.3 less the branch, which a retry
+/// changes). The Call-ID alone let one caller give every call the same Call-ID and new
+/// From tags, new dialogs to the core but one call here (QA 47); Call-ID and From tag
+/// still let two INVITEs with a new CSeq, which a permissive core takes as two dialogs,
+/// hold one place under a concurrent-call limit and give one outcome (QA 48). The
+/// responses to the INVITE and its CANCEL carry the same three; an answered call is then
+/// found by its dialog ([`CallRef::dialog`]), as its BYE carries another CSeq.
 pub fn call_key(msg: &Message) -> u64 {
-    crate::sip::lex::fnv1a(&[msg.call_id(), msg.from_tag().unwrap_or_default()])
+    let n = msg.cseq().map_or(0, |(n, _)| n);
+    txn_key(msg.call_id(), msg.from_tag_read().unwrap_or_default(), n)
 }
 
-/// [`call_key`] of the call a later message belongs to: a request from the core's side
-/// (its BYE) carries the caller's tag in To.
-fn key_of(msg: &Message, from_core: bool) -> u64 {
-    let caller_tag = if msg.is_request() && from_core {
-        msg.to_tag()
+/// Key of the caller's retry of a call the core challenged (401/407): the same Call-ID
+/// and From tag with a higher CSeq (RFC 3261 22.2), the same call.
+pub fn retry_key(msg: &Message) -> u64 {
+    retry_of(msg.call_id(), msg.from_tag_read().unwrap_or_default())
+}
+
+fn retry_of(call_id: &[u8], caller_tag: &[u8]) -> u64 {
+    crate::sip::lex::fnv1a(&[b"r", call_id, caller_tag])
+}
+
+fn txn_key(call_id: &[u8], caller_tag: &[u8], cseq: u32) -> u64 {
+    crate::sip::lex::fnv1a(&[b"i", call_id, caller_tag, &cseq.to_le_bytes()])
+}
+
+fn dialog_key(call_id: &[u8], caller_tag: &[u8], callee_tag: &[u8]) -> u64 {
+    crate::sip::lex::fnv1a(&[b"d", call_id, caller_tag, callee_tag])
+}
+
+/// Which call a later message is about, for [`BehaviourTracker::on_event`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallRef {
+    /// The call as last keyed: its INVITE transaction ([`call_key`]) for the answers to
+    /// the INVITE and the CANCEL, its dialog for a BYE and the answer to it.
+    pub call: u64,
+    /// The dialog a 2xx to the INVITE sets up (Call-ID and both tags): the call is found
+    /// by it from then on. 0 otherwise.
+    pub dialog: u64,
+    /// [`retry_key`], under which a challenged call waits for the caller's retry.
+    pub retry: u64,
+}
+
+impl CallRef {
+    /// The INVITE transaction `call` alone (tests, and shells that key calls themselves).
+    pub fn call(call: u64) -> CallRef {
+        CallRef {
+            call,
+            ..CallRef::default()
+        }
+    }
+}
+
+/// The [`CallRef`] of a later message of a call, the event it is given. The dialog's
+/// tags are the caller's and the callee's whichever side sends: the core's BYE carries
+/// the callee's tag in From, the caller's in To (RFC 3261 12.2.1.1).
+fn call_ref(msg: &Message, from_core: bool, ev: Event) -> CallRef {
+    let id = msg.call_id();
+    let from = msg.from_tag_read().unwrap_or_default();
+    if ev == Event::Bye {
+        let to = msg.to_tag_read().unwrap_or_default();
+        let (caller, callee) = if msg.is_request() && from_core {
+            (to, from)
+        } else {
+            (from, to)
+        };
+        let d = dialog_key(id, caller, callee);
+        return CallRef {
+            call: d,
+            dialog: d,
+            retry: 0,
+        };
+    }
+    let n = msg.cseq().map_or(0, |(n, _)| n);
+    let dialog = if ev == Event::Answered {
+        dialog_key(id, from, msg.to_tag_read().unwrap_or_default())
     } else {
-        msg.from_tag_read()
+        0
     };
-    crate::sip::lex::fnv1a(&[msg.call_id(), caller_tag.unwrap_or_default()])
+    CallRef {
+        call: txn_key(id, from, n),
+        dialog,
+        retry: retry_of(id, from),
+    }
 }
 
 /// The event a message is for the behaviour features, if any: the core's responses to
@@ -259,5 +328,5 @@ pub fn observe(
     now_ms: u64,
 ) -> Option<(TrunkTag, Seen)> {
     let ev = event_of(msg, from_core)?;
-    t.on_event(key_of(msg, from_core), ev, now_ms)
+    t.on_event(call_ref(msg, from_core, ev), ev, now_ms)
 }

@@ -399,6 +399,14 @@ impl Message {
         };
         addr::header_param(self.buf(), from.params, b"tag").filter(|t| !t.is_empty())
     }
+    /// [`Message::to_tag`], read from the field when the parse left To aside.
+    pub fn to_tag_read(&self) -> Option<&[u8]> {
+        let to = match self.to {
+            Some(t) => t,
+            None => addr::parse_single(self.buf(), self.first(HeaderName::To)?.value()).ok()?,
+        };
+        addr::header_param(self.buf(), to.params, b"tag").filter(|t| !t.is_empty())
+    }
     /// The From value, parsed.
     pub fn from_addr(&self) -> Option<&addr::NameAddr> {
         self.from.as_ref()
