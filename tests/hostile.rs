@@ -360,7 +360,8 @@ fn strangers_get_no_503_under_overload() {
 }
 
 /// One international trunk at `base` whose only source is 127.0.0.2, with
-/// `unknown-source` set to `action` (127.0.0.1 is then a stranger).
+/// `unknown-source` set to `action`: 127.0.0.1 is a stranger (the core is at
+/// 127.0.0.3, not 127.0.0.1 on another port, which would be the core's).
 fn one_source_config(base: u16, action: &str) -> String {
     format!(
         r#"
@@ -369,7 +370,7 @@ name = "intl"
 role = "international"
 listen = ["udp:127.0.0.1:{base}"]
 sources = ["127.0.0.2/32"]
-next_hop = "udp:127.0.0.1:{uas}"
+next_hop = "udp:127.0.0.3:{uas}"
 [rules.unknown-source]
 action = "{action}"
 [metrics]

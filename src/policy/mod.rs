@@ -1539,10 +1539,10 @@ impl Policy {
             && !self.knows(source, local)
     }
 
-    /// Whether a trunk claims `source` (arriving at `local`) or it is a next hop: no
-    /// stranger.
+    /// Whether a trunk claims `source` (arriving at `local`) or it is the core's side
+    /// ([`Policy::from_core_side`]): no stranger.
     pub fn knows(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
-        self.match_trunk(source, local).is_some() || self.is_next_hop(source)
+        self.match_trunk(source, local).is_some() || self.from_core_side(source)
     }
 
     /// How numbers from `trunk` are read: the plan's country, and the trunk's

@@ -202,7 +202,10 @@ fn handle_parsed(
         return relay_response(st.policy, msg, out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
-    let core_side = st.policy.is_next_hop(&o.source);
+    // The core is its next hop's address, or that host on another port when no trunk
+    // claims it: a core sends its in-dialog requests from other sockets too (another
+    // worker's, a TCP connection of its own), and those are no stranger's calls.
+    let core_side = st.policy.from_core_side(&o.source);
     if let Some(r) = Refusal::syntax(msg) {
         return refuse(st, msg, o, r, core_side, out, observe);
     }
@@ -1368,6 +1371,16 @@ record_route = true
             out.contains("\r\nRoute: <sip:198.51.100.7;lr>\r\n"),
             "{out}"
         );
+        // The same from another port of the core's host (another socket of the core, a
+        // TCP connection it opened): the core's too, not a stranger's call.
+        let (h, _) = run(&p, "10.0.0.5:41234", bye);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
+        );
+        // Another host is a stranger.
+        let (h, _) = run(&p, "10.0.0.6:5060", bye);
+        assert!(!matches!(h, Handled::Forward(_)), "{h:?}");
 
         // An initial INVITE from a peer that has us as its outbound proxy: our value
         // goes, in a list or a field of its own; another's stays.
