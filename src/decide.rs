@@ -722,6 +722,9 @@ fn refuse_identity(d: &mut Decision) {
         // The request breaks RFC 3325 9.1, and judging two of its asserted identities
         // would let a third through to the core.
         _ if d.identity.excess_asserted => "Too Many P-Asserted-Identity Values",
+        // More numbers presented than are judged (on an enterprise trunk, where every
+        // one must be contracted): one would reach the callee unjudged.
+        None if d.identity.shown_all.overflow => "Too Many Presented Numbers",
         // Not judged without it: the core, or the callee's equipment, may read a number
         // in the field that the filter cannot (a lenient parser skips an empty list
         // element, a stray byte, blanks inside the brackets).
@@ -756,7 +759,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
-    if d.identity.excess_asserted || d.identity.unreadable.is_some() {
+    if d.identity.excess_asserted
+        || d.identity.unreadable.is_some()
+        || (role == Role::Enterprise && d.identity.shown_all.overflow)
+    {
         return refuse_identity(d);
     }
 
@@ -828,7 +834,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         (None, None, None, None)
     };
     // Every other number the display names show: each must be contracted as well.
-    let mut more = [None; 4];
+    // A second Generic Number and the four shown_all keeps: room for all five.
+    let mut more = [None; 5];
     if role == Role::Enterprise {
         let judged_already = [
             sip_caller,
@@ -874,8 +881,9 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         more[1].map(|n| (n, On::Presented)),
         more[2].map(|n| (n, On::Presented)),
         more[3].map(|n| (n, On::Presented)),
+        more[4].map(|n| (n, On::Presented)),
     ];
-    let mut packed: [Option<Judged>; 11] = [None; 11];
+    let mut packed: [Option<Judged>; 12] = [None; 12];
     let mut count = 0;
     for (n, on) in candidates.into_iter().flatten() {
         packed[count] = Some(judged(n, on));
@@ -902,6 +910,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         d.blank.is_some_and(NotANumber::breaks_plan) || unholdable(d.identity.asserted2);
     let presented_unholdable = role == Role::Enterprise
         && (d.identity.display_unholdable
+            || d.identity.dial_unholdable
             || std::iter::once(d.identity.from)
                 .chain(d.identity.presented_parties().map(Some))
                 .any(unholdable));

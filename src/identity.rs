@@ -97,9 +97,11 @@ pub struct CallerIdentity {
     /// first four distinct, so that one that is not the caller's is kept whenever one
     /// is shown.
     pub header_shown: Shown,
-    /// Every number the display names and odd user parts show (From's included), up to
-    /// four: an enterprise trunk judges each, so that a second contracted number in a
-    /// name cannot cover a third number beside it.
+    /// Every number the display names and odd user parts show (From's included), and
+    /// every P-Preferred-Identity and unasserted Remote-Party-ID number, up to four: an
+    /// enterprise trunk judges each, so that a second contracted number in a name
+    /// cannot cover a third number beside it, nor two presented values a third (QA 50:
+    /// only the first two distinct were judged).
     pub shown_all: Shown,
     /// A P-Preferred-Identity or unasserted Remote-Party-ID value presents a name or
     /// digits that are no number (`<sip:gw@carrier.example>`), or a Remote-Party-ID
@@ -114,6 +116,13 @@ pub struct CallerIdentity {
     /// `"1391234000113812345678"`, two numbers run together): not the caller's number,
     /// and on an enterprise trunk a presented number that breaks the plan.
     pub display_unholdable: bool,
+    /// A user part of From, a P-Preferred-Identity or an unasserted Remote-Party-ID is
+    /// a dial string (digits among `*`, `#`, `+` and visual separators) that holds no
+    /// number the plan has (`<sip:*8001@pbx>`, `<sip:*6713812345678@pbx>`): on an
+    /// enterprise trunk a presented number that breaks the plan, as `<sip:8001@pbx>` is
+    /// (QA 50: the marks hid the digits from every rule, and a next hop that drops
+    /// them sends the digits on).
+    pub dial_unholdable: bool,
     /// More P-Asserted-Identity values than RFC 3325 9.1 allows (one sip or sips and
     /// one tel): a third would reach the core unjudged, so the request is refused.
     pub excess_asserted: bool,
@@ -131,22 +140,28 @@ pub struct CallerIdentity {
 }
 
 /// Distinct numbers shown in display names and user parts, at most four (more is no
-/// display name a phone shows).
+/// display name a phone shows), and whether another one did not fit.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Shown([Option<Number>; 4]);
+pub struct Shown {
+    nums: [Option<Number>; 4],
+    /// A fifth distinct number was shown: one that is not kept, so not judged (an
+    /// enterprise trunk, where every presented number is, refuses the request).
+    pub overflow: bool,
+}
 
 impl Shown {
-    /// Keeps `n` unless it is kept already or four others are.
+    /// Keeps `n` unless it is kept already or four others are (then notes the overflow).
     fn note(&mut self, n: Number) {
-        if let Some(slot) = self.0.iter_mut().find(|s| s.is_none_or(|s| s == n)) {
-            *slot = Some(n);
+        match self.nums.iter_mut().find(|s| s.is_none_or(|s| s == n)) {
+            Some(slot) => *slot = Some(n),
+            None => self.overflow = true,
         }
     }
     pub fn iter(&self) -> impl Iterator<Item = Number> + '_ {
-        self.0.iter().flatten().copied()
+        self.nums.iter().flatten().copied()
     }
     pub fn is_empty(&self) -> bool {
-        self.0[0].is_none()
+        self.nums[0].is_none()
     }
 }
 
@@ -318,8 +333,9 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     };
                     id.display_unholdable = id.display_number.is_none()
                         && display.is_some_and(|r| r.is_err_and(NotANumber::breaks_plan));
-                    if let Some(n) = user_shows(b, &p, plan, r, &mut id.shown_all) {
-                        id.header_shown.note(n);
+                    match user_shows(b, &p, plan, r, &mut id.shown_all) {
+                        Some(n) => id.header_shown.note(n),
+                        None => id.dial_unholdable |= dial_string(b, &p),
                     }
                     id.from_presents = match p.number {
                         Ok(_)
@@ -461,8 +477,12 @@ fn presented(
     if let Some(n) = shown_beside(b, na, &p, plan, r, &mut id.shown_all) {
         id.header_shown.note(n);
     }
-    if let Some(n) = user_shows(b, &p, plan, r, &mut id.shown_all) {
-        id.header_shown.note(n);
+    match user_shows(b, &p, plan, r, &mut id.shown_all) {
+        Some(n) => id.header_shown.note(n),
+        None => id.dial_unholdable |= dial_string(b, &p),
+    }
+    if let Ok(n) = p.number {
+        id.shown_all.note(n);
     }
     if matches!(
         p.number,
@@ -501,6 +521,30 @@ fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown)
         return None;
     }
     shown_number_into(p.user.of(b), false, r, plan, None, all)
+}
+
+/// Whether a party's user part that is no number is a dial string: digits, with `*`,
+/// `#`, `+` and visual separators (`-`, `.`, `(`, `)`), %-escaped or not, and nothing
+/// else. A name (`pbx-gw`) is none.
+fn dial_string(b: &[u8], p: &Party) -> bool {
+    if p.number != Err(NotANumber::NonNumeric) {
+        return false;
+    }
+    let user = p.user.of(b);
+    let (mut digits, mut i) = (false, 0);
+    while i < user.len() {
+        let (c, len) = match crate::sip::lex::escaped_octet(&user[i..]) {
+            Some(c) => (c, 3),
+            None => (user[i], 1),
+        };
+        if c.is_ascii_digit() {
+            digits = true;
+        } else if !b"*#+-.()".contains(&c) {
+            return false;
+        }
+        i += len;
+    }
+    digits
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325

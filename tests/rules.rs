@@ -3282,6 +3282,49 @@ fn every_preferred_and_legacy_value_is_judged() {
         "ent",
     );
     assert_eq!(d.rule, None);
+    // Two presented values that are not the caller's, or one of each field: the third
+    // number is judged too (QA 50: only the first two distinct were).
+    for (extra, want) in [
+        (
+            "P-Preferred-Identity: <sip:+8613912340002@x>, <tel:+8613800000001>\r\n",
+            (608, "blacklist"),
+        ),
+        (
+            "Remote-Party-ID: <sip:+8613912340002@x>;screen=no, <sip:+8613712345678@x>;screen=no\r\n",
+            (403, "enterprise-not-whitelisted"),
+        ),
+        (
+            "P-Preferred-Identity: <sip:+8613912340003@x>\r\nRemote-Party-ID: <tel:+8613800000001>;screen=no\r\n",
+            (608, "blacklist"),
+        ),
+        (
+            "P-Preferred-Identity: <tel:+8613912340003>, <sip:+8695588@x>\r\n",
+            (403, "enterprise-not-whitelisted"),
+        ),
+    ] {
+        let d = judge(&p, &ent(extra), "ent");
+        assert_eq!(rejected(&d), Some(want), "{extra}");
+        assert!(!d.presented_hits.is_empty(), "{extra}");
+    }
+    // Contracted numbers all: passes, however many fields show them.
+    let d = passes(
+        &p,
+        &ent(
+            "P-Preferred-Identity: <sip:+8613912340002@x>, <tel:+8613912340003>\r\nRemote-Party-ID: <tel:+8613912340004>;screen=no\r\n",
+        ),
+        "ent",
+    );
+    assert_eq!(d.rule, None);
+    // More distinct numbers than are judged: refused, as one would go unjudged.
+    let d = judge(
+        &p,
+        &ent(
+            "P-Preferred-Identity: <sip:+8613912340002@x>, <tel:+8613912340003>\r\nRemote-Party-ID: <tel:+8613912340004>;screen=no, <tel:+8613912340005>;screen=no, <tel:+8613912340006>;screen=no\r\n",
+        ),
+        "ent",
+    );
+    assert_eq!(rejected(&d).map(|r| r.0), Some(400), "{d:?}");
+    assert_eq!(d.refusal.map(|r| r.why), Some("Too Many Presented Numbers"));
 }
 
 /// An identity field that does not parse is refused (400), on every trunk: a lenient
@@ -4795,4 +4838,48 @@ fn a_from_with_no_user_to_edit_is_replaced_whole() {
         rewritten_from(&p, &m),
         b"<sip:+442071234567@uk.example>;tag=ft1".to_vec()
     );
+}
+
+/// Enterprise trunks: a dial string in a user part whose marks hide its digits
+/// (`*8001`, `*6713812345678`) breaks the plan as `8001` does; a currency sign before
+/// a service number in a user part or beside a word in a display name hides nothing
+/// (QA 50). Their look-alikes that are a contracted number or no number pass.
+#[test]
+fn marks_and_currency_signs_hide_no_presented_number() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+8613912340001@x>\r\n";
+    for from in [
+        "<sip:8001@pbx>",
+        "<sip:*8001@pbx>",
+        "<sip:#8001@pbx>",
+        "<sip:%2A8001@pbx>",
+        "<sip:*6713812345678@pbx>",
+        "<sip:*67110@pbx>",
+    ] {
+        let d = judge(&p, &with_from(from, pai), "ent");
+        assert_eq!(rejected(&d), Some((403, "numbering-plan")), "{from}: {d:?}");
+        assert!(d.presented_hits.contains(RuleId::NumberingPlan), "{from}");
+    }
+    for from in [
+        "<sip:$95588@pbx>",
+        "<sip:%2495588@pbx>",
+        "<sip:%C2%A595588@pbx>",
+        "<sip:$10086@pbx>",
+        "\"客服 $95588\" <sip:+8613912340001@pbx>",
+        "\"客服 ¥95588\" <sip:+8613912340001@pbx>",
+    ] {
+        let d = judge(&p, &with_from(from, pai), "ent");
+        assert!(rejected(&d).is_some(), "{from}: {d:?}");
+        assert!(!d.presented_hits.is_empty(), "{from}: {d:?}");
+    }
+    // A contracted number behind the marks, a name, a price: nothing refused.
+    for from in [
+        "<sip:*13912340002@pbx>",
+        "<sip:pbx-gw@pbx>",
+        "\"特价 ¥1,280\" <sip:+8613912340001@pbx>",
+        "\"会员 ¥128\" <sip:+8613912340001@pbx>",
+    ] {
+        let d = passes(&p, &with_from(from, pai), "ent");
+        assert_eq!(d.rule, None, "{from}");
+    }
 }

@@ -65,7 +65,7 @@ pub fn publish(a: &PublishArgs) -> i32 {
                 return 1;
             }
         };
-        let mut b = NumberSetBuilder::new(policy.plan.country());
+        let mut b = NumberSetBuilder::for_plan(&policy.plan);
         if let Err(e) = b.add_text(&text, file) {
             eprintln!("sipfence: refused, nothing published: {e}");
             return 1;

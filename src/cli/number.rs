@@ -160,6 +160,12 @@ fn list_hit(set: &NumberSet, n: &Number) -> Option<String> {
             "segment +{}*",
             n.as_str().get(..l as usize).unwrap_or(n.as_str())
         ),
+        // The block of the range, one `x` a digit: its numbers' length shows.
+        ListMatch::Range(l) => format!(
+            "range +{}{}",
+            n.as_str().get(..l as usize).unwrap_or(n.as_str()),
+            "x".repeat(n.len().saturating_sub(l as usize))
+        ),
     })
 }
 

@@ -226,8 +226,9 @@ pub fn embedded_numbers_in(
                 // shown is judged, no short number of that amount is offered.
                 let amounts = *amounts.get_or_insert_with(|| !any && !names_an_emergency(text));
                 if amounts && !run.open {
-                    run.price = after_currency;
-                    run.signed = after_currency;
+                    // A dial string has no prices: `<sip:$95588@x>` dials 95588 (QA 50).
+                    run.price = after_currency && display;
+                    run.signed = after_currency && display;
                     run.quantity = quantity_before(&text[..i]);
                 }
                 let g = group.get_or_insert_with(|| Group {
@@ -977,7 +978,10 @@ impl Run {
             if by_marks && !lone_signed || marked && digits < 10 && !across_marks || calendar {
                 continue;
             }
-            let worded = if across_marks {
+            // A lone group of five digits or more with a sign (`"客服 $95588"`) counts as
+            // a short code across marks does: kept if it is a number fraud forges (QA 50:
+            // a currency sign hid the bank's number beside "customer service").
+            let worded = if across_marks || by_marks && lone_signed && digits >= 5 {
                 Worded::Marked
             } else if self.quantity && digits < 5
                 || k > 0 && head.quantity && digits < 7

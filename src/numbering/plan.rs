@@ -555,6 +555,16 @@ impl Plan {
         }
     }
 
+    /// Whether some national significant number of the plan begins with digit `d`. No
+    /// Chinese one begins with 0 (the trunk prefix, dialled nationally only): a list
+    /// entry written `+86 0755 ...` is a mistake that would match nothing.
+    pub fn nsn_may_begin_with(&self, d: u8) -> bool {
+        self.nodes
+            .first()
+            .and_then(|root| root.child.get(d.wrapping_sub(b'0') as usize))
+            .is_some_and(|&c| c != NO_RULE)
+    }
+
     /// Classifies a national significant number (no country code, no trunk prefix).
     pub fn classify_nsn(&self, nsn: &[u8]) -> Classification {
         let mut path = [NO_RULE; 24];

@@ -7,7 +7,9 @@
 //! reload) instead of from the customer.
 
 use super::config::{ActionKind, ListenSpec, SourceSpec};
+use super::lists::EntryKind;
 use super::{Policy, RuleId, Trunk};
+use crate::numbering::Number;
 use crate::numbering::plan::Class;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -330,19 +332,35 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             None => found.push((r, why, vec![e])),
         };
         let mut odd: Vec<String> = vec![];
-        for (n, segment) in w.entries() {
+        for (lead, kind) in w.entries() {
+            let segment = kind != EntryKind::Exact;
             // The entry, and the line of the list file that wrote it.
             let at = w
-                .origin_of(&n, segment)
+                .origin_of(&lead, segment)
                 .map_or(String::new(), |o| format!(" ({o})"));
-            let shown = if segment {
-                format!("{n}*{at}")
-            } else {
-                format!("{n}{at}")
+            let shown = match kind {
+                EntryKind::Exact => format!("{lead}{at}"),
+                EntryKind::Segment => format!("{lead}*{at}"),
+                // One `x` a digit: the range's numbers have that length.
+                EntryKind::Range(len) => format!(
+                    "{lead}{}{at}",
+                    "x".repeat((len as usize).saturating_sub(lead.len()))
+                ),
+            };
+            // A range's block is judged by its first number, which has the block's length
+            // (as the lists it is held against may be ranges too); a segment by its
+            // leading digits.
+            let n = match kind {
+                EntryKind::Range(len) => {
+                    let mut d = lead.digits().to_vec();
+                    d.resize(len as usize, b'0');
+                    Number::from_digits(&d).unwrap_or(lead)
+                }
+                _ => lead,
             };
             // A segment of a handful of digits is a whole region or carrier, no
             // enterprise's numbers: `0*` (every domestic number), `+86139*`.
-            if segment && n.as_str().len() < 7 {
+            if segment && lead.as_str().len() < 7 {
                 odd.push(format!(
                     "trunk {} whitelist: {shown} lets a whole country, region or carrier through",
                     t.name

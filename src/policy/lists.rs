@@ -28,6 +28,14 @@ pub struct NumberSet {
     prefixes: Sorted,
     /// Bit n set: some segment has n digits.
     prefix_lens: u32,
+    /// The blocks of ranges that are no single number: a segment bound to the length of
+    /// the range's numbers ([`range_key`]). A range is numbers of one length; held as
+    /// plain segments, `+867541234500..+867541234599` also took in the 8-digit
+    /// subscribers under `7541234 5xx` (QA 50: area codes with 7- and 8-digit numbers,
+    /// 95/96 numbers of 5 and 6 digits).
+    ranged: Sorted,
+    /// Bit n set: some block of `ranged` has n leading digits.
+    ranged_lens: u32,
     /// Where each entry was written, for lists built [`NumberSetBuilder::with_origins`].
     origins: Option<Box<Origins>>,
 }
@@ -149,6 +157,27 @@ pub enum ListMatch {
     Exact,
     /// Matched a segment of this many digits.
     Segment(u8),
+    /// Matched part of a range `FROM..TO`: the range's numbers share this many leading
+    /// digits, and have the number's length.
+    Range(u8),
+}
+
+/// What a list entry is, as [`NumberSet::entries`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A number.
+    Exact,
+    /// Every number under these leading digits.
+    Segment,
+    /// A range's block: the numbers of this many digits under these leading ones.
+    Range(u8),
+}
+
+/// Key of a range's block: its leading digits ([`key_of`], under 2^59 for the 17 at
+/// most that a block of a number of [`crate::numbering::MAX_DIGITS`] has) and the
+/// length of its numbers.
+fn range_key(lead: &[u8], len: usize) -> u64 {
+    key_of(lead) * 32 + len as u64
 }
 
 /// The entry a list file's line holds: the text before any `#` comment, trimmed (empty
@@ -164,7 +193,12 @@ pub struct NumberSetBuilder {
     exact: Vec<u64>,
     prefixes: Vec<u64>,
     prefix_lens: u32,
+    ranged: Vec<u64>,
+    ranged_lens: u32,
     cc: Vec<u8>,
+    /// The plan's national numbers never begin with 0: an entry that has one after the
+    /// country code is refused ([`NumberSetBuilder::for_plan`]).
+    no_zero_nsn: bool,
     origins: Option<Origins>,
 }
 
@@ -173,6 +207,17 @@ impl NumberSetBuilder {
         NumberSetBuilder {
             cc: home_cc.to_vec(),
             ..NumberSetBuilder::default()
+        }
+    }
+
+    /// A builder for lists judged against `plan`: its country code, and entries whose
+    /// national number begins with a digit none of the plan's does after the country
+    /// code refused (QA 50: `+86-0755-8888-1234`, as business cards write it, loaded as
+    /// a number no call has, and the blacklist entry blocked nothing).
+    pub fn for_plan(plan: &crate::numbering::plan::Plan) -> NumberSetBuilder {
+        NumberSetBuilder {
+            no_zero_nsn: !plan.nsn_may_begin_with(b'0'),
+            ..NumberSetBuilder::new(plan.country())
         }
     }
 
@@ -208,15 +253,31 @@ impl NumberSetBuilder {
     }
 
     pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+        let cc = self.cc.as_slice();
+        let trunk_zero = |d: &[u8]| -> Result<(), String> {
+            match d.strip_prefix(cc) {
+                Some([b'0', rest @ ..]) if self.no_zero_nsn => Err(format!(
+                    "'{entry}': the 0 after country code {} is the trunk prefix, dialled only within the country: write +{}{} or 0{}",
+                    String::from_utf8_lossy(cc),
+                    String::from_utf8_lossy(cc),
+                    String::from_utf8_lossy(rest),
+                    String::from_utf8_lossy(rest)
+                )),
+                _ => Ok(()),
+            }
+        };
         let num = |s: &str| -> Result<Number, String> {
-            normalise(s.trim().as_bytes(), &self.cc, None)
-                .map_err(|e| format!("'{s}' is not a number ({})", e.as_str()))
+            let n = normalise(s.trim().as_bytes(), cc, None)
+                .map_err(|e| format!("'{s}' is not a number ({})", e.as_str()))?;
+            trunk_zero(n.digits())?;
+            Ok(n)
         };
         if let Some(p) = entry.strip_suffix('*') {
             // The entry as written, star included: `+86139**` is named so, not as the
             // `+86139*` left once one star is taken off (QA 43).
-            let n = normalise_prefix(p.as_bytes(), &self.cc)
+            let n = normalise_prefix(p.as_bytes(), cc)
                 .map_err(|e| format!("'{entry}' is not a number segment ({})", e.as_str()))?;
+            trunk_zero(n.digits())?;
             self.add_prefix(n.digits());
         } else if let Some((a, z)) = entry.split_once("..") {
             let (a, z) = (num(a)?, num(z)?);
@@ -237,7 +298,8 @@ impl NumberSetBuilder {
         self.prefix_lens |= 1 << d.len();
     }
 
-    /// Covers [a, z] (same length) with the fewest prefixes, like a CIDR split.
+    /// Covers [a, z] (same length) with the fewest blocks, like a CIDR split: a block of
+    /// one number is that number, a larger one its leading digits bound to the length.
     fn add_range(&mut self, a: &[u8], z: &[u8]) {
         let n = a.len();
         let lo: u128 = a.iter().fold(0, |v, &c| v * 10 + (c - b'0') as u128);
@@ -254,7 +316,13 @@ impl NumberSetBuilder {
                 k += 1;
             }
             let digits = format!("{:0width$}", cur, width = n);
-            self.add_prefix(&digits.as_bytes()[..n - k as usize]);
+            let lead = &digits.as_bytes()[..n - k as usize];
+            if k == 0 {
+                self.exact.push(key_of(lead));
+            } else {
+                self.ranged.push(range_key(lead, n));
+                self.ranged_lens |= 1 << lead.len();
+            }
             cur += 10u128.pow(k);
         }
     }
@@ -264,6 +332,8 @@ impl NumberSetBuilder {
             exact: Sorted::from_unsorted(self.exact),
             prefixes: Sorted::from_unsorted(self.prefixes),
             prefix_lens: self.prefix_lens,
+            ranged: Sorted::from_unsorted(self.ranged),
+            ranged_lens: self.ranged_lens,
             origins: self.origins.map(|mut o| {
                 o.at.sort_unstable();
                 Box::new(o)
@@ -281,13 +351,15 @@ impl NumberSetBuilder {
             o.files.len() as u32 - 1
         });
         for (i, line) in text.lines().enumerate() {
-            let (e0, p0) = (self.exact.len(), self.prefixes.len());
+            let (e0, p0, r0) = (self.exact.len(), self.prefixes.len(), self.ranged.len());
             self.add_line(line)
                 .map_err(|e| LoadError::at(file, i + 1, e))?;
             if let (Some(o), Some(f)) = (self.origins.as_mut(), f) {
                 let line = i as u32 + 1;
                 o.at.extend(self.exact[e0..].iter().map(|&k| (k, false, f, line)));
                 o.at.extend(self.prefixes[p0..].iter().map(|&k| (k, true, f, line)));
+                // A range's block is named by its leading digits, as `entries` gives it.
+                o.at.extend(self.ranged[r0..].iter().map(|&k| (k / 32, true, f, line)));
             }
         }
         Ok(())
@@ -322,9 +394,9 @@ impl NumberSet {
         let &(k, s, f, line) = o.at.get(i)?;
         ((k, s) == (key, segment)).then(|| format!("{}:{line}", o.files[f as usize]))
     }
-    /// Every entry: the number, or the segment's leading digits, and whether it is a
-    /// segment. In key order; for reports, not for the call path.
-    pub fn entries(&self) -> impl Iterator<Item = (Number, bool)> + '_ {
+    /// Every entry: the number, or the leading digits of a segment or a range's block,
+    /// and which it is. In key order; for reports, not for the call path.
+    pub fn entries(&self) -> impl Iterator<Item = (Number, EntryKind)> + '_ {
         // A key is a leading 1 and the digits (see `key_of`): the digits are its decimal
         // form without that 1.
         let decode = |k: u64| {
@@ -335,13 +407,17 @@ impl NumberSet {
             .exact
             .keys
             .iter()
-            .filter_map(move |&k| decode(k).map(|n| (n, false)));
+            .filter_map(move |&k| decode(k).map(|n| (n, EntryKind::Exact)));
         let segs = self
             .prefixes
             .keys
             .iter()
-            .filter_map(move |&k| decode(k).map(|n| (n, true)));
-        exact.chain(segs)
+            .filter_map(move |&k| decode(k).map(|n| (n, EntryKind::Segment)));
+        let ranged =
+            self.ranged.keys.iter().filter_map(move |&k| {
+                decode(k / 32).map(|n| (n, EntryKind::Range((k % 32) as u8)))
+            });
+        exact.chain(segs).chain(ranged)
     }
 
     /// Entries (numbers and segments) in `self` and not in `old`, and in `old` and not
@@ -361,11 +437,12 @@ impl NumberSet {
         }
         let (a1, r1) = walk(&self.exact.keys, &old.exact.keys);
         let (a2, r2) = walk(&self.prefixes.keys, &old.prefixes.keys);
-        (a1 + a2, r1 + r2)
+        let (a3, r3) = walk(&self.ranged.keys, &old.ranged.keys);
+        (a1 + a2 + a3, r1 + r2 + r3)
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len() + self.prefixes.len()
+        self.exact.len() + self.segment_len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -373,12 +450,13 @@ impl NumberSet {
     pub fn exact_len(&self) -> usize {
         self.exact.len()
     }
+    /// Segments, and the blocks of ranges.
     pub fn segment_len(&self) -> usize {
-        self.prefixes.len()
+        self.prefixes.len() + self.ranged.len()
     }
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.exact.heap_bytes() + self.prefixes.heap_bytes()
+        self.exact.heap_bytes() + self.prefixes.heap_bytes() + self.ranged.heap_bytes()
     }
 
     #[inline]
@@ -395,6 +473,17 @@ impl NumberSet {
             }
             if self.prefixes.contains(n.prefix_key(l)) {
                 return Some(ListMatch::Segment(l as u8));
+            }
+        }
+        let mut lens = self.ranged_lens;
+        while lens != 0 {
+            let l = lens.trailing_zeros() as usize;
+            lens &= lens - 1;
+            if l >= n.len() {
+                break;
+            }
+            if self.ranged.contains(range_key(&n.digits()[..l], n.len())) {
+                return Some(ListMatch::Range(l as u8));
             }
         }
         None
@@ -472,16 +561,29 @@ mod tests {
     }
 
     #[test]
-    fn ranges_become_segments() {
+    fn ranges_become_blocks_of_their_length() {
         let s = set("13800000000..13800019999\n13900000005..13900000012\n");
         assert!(s.contains(&n("13800000000")));
         assert!(s.contains(&n("13800019999")));
         assert!(!s.contains(&n("13800020000")));
-        assert_eq!(s.segment_len(), 2 + 8);
+        // Two blocks of 10,000; 5..9 and 10..12 under 1390000000 are single numbers,
+        // but 10..12 is no whole block: all eight are numbers.
+        assert_eq!((s.segment_len(), s.exact_len()), (2, 8));
+        assert_eq!(s.lookup(&n("13800012345")), Some(ListMatch::Range(9)));
         assert!(s.contains(&n("13900000005")));
         assert!(s.contains(&n("13900000012")));
         assert!(!s.contains(&n("13900000004")));
         assert!(!s.contains(&n("13900000013")));
+        // QA 50: a range holds numbers of its own length only. Shantou (0754) has 7- and
+        // 8-digit subscribers; 95 numbers 5 and 6 digits.
+        let s = set("+867541234500..+867541234599\n+8695580..+8695589\n");
+        assert!(s.contains(&n("07541234550")));
+        assert!(!s.contains(&n("075412345500")));
+        assert!(s.contains(&n("+8695585")));
+        assert!(!s.contains(&n("+86955850")));
+        // A segment is any length, as written.
+        let s = set("+86754123455*\n");
+        assert!(s.contains(&n("07541234550")) && s.contains(&n("075412345500")));
     }
 
     #[test]
@@ -528,5 +630,52 @@ mod tests {
                 .starts_with("bl.txt:1: '+86139**' is not a number segment ("),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_trunk_zero_after_the_country_code_is_refused_with_the_fix() {
+        let plan = crate::numbering::plan::Plan::builtin();
+        assert!(!plan.nsn_may_begin_with(b'0') && plan.nsn_may_begin_with(b'1'));
+        // QA 50: each of these loaded as a number no call has.
+        for bad in [
+            "+86-0755-8888-1234",
+            "+86 0755 6666*",
+            "0086 010 6666 0000",
+            "860755123*",
+            "+86013800000001",
+            "+8607541234500..+8607541234599",
+        ] {
+            let mut b = NumberSetBuilder::for_plan(&plan);
+            let e = b
+                .add_text(&format!("# list\n{bad}\n"), "bl.txt")
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.starts_with("bl.txt:2: ") && text.contains("is the trunk prefix"),
+                "{bad}: {text}"
+            );
+        }
+        let e = NumberSetBuilder::for_plan(&plan)
+            .add_entry("+86-0755-8888-1234")
+            .unwrap_err();
+        assert!(e.ends_with("write +8675588881234 or 075588881234"), "{e}");
+        // The forms that say the same number rightly load, and match it.
+        let mut b = NumberSetBuilder::for_plan(&plan);
+        b.add_text(
+            "+86 (0)755 8888 1234\n0755 6666*\n+86 10 6666 0000\n",
+            "bl.txt",
+        )
+        .unwrap();
+        let set = b.build();
+        for n in ["+8675588881234", "+8675566661111", "+861066660000"] {
+            assert!(
+                set.lookup(&normalise(n.as_bytes(), b"86", None).unwrap())
+                    .is_some(),
+                "{n}"
+            );
+        }
+        // A plan whose national numbers may begin with 0 (Italy's) keeps them.
+        let mut b = NumberSetBuilder::new(b"39");
+        b.add_entry("+39 06 1234 5678").unwrap();
     }
 }

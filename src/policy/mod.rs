@@ -846,10 +846,9 @@ impl Policy {
             })?;
             Plan::parse(&t, &pn)?
         };
-        let cc = plan.country().to_vec();
         // `origins`: the entries keep their lines, for `check`'s warnings (whitelists).
         let load_list = |l: &ListConf, what: &str, origins: bool| -> Result<NumberSet, LoadError> {
-            let mut b = NumberSetBuilder::new(&cc);
+            let mut b = NumberSetBuilder::for_plan(&plan);
             if origins {
                 b = b.with_origins();
             }
@@ -1398,11 +1397,10 @@ impl Policy {
         origin: &str,
         lists: &[(String, String)],
     ) -> Result<Policy, LoadError> {
-        let cc = self.plan.country().to_vec();
         let mut p = self.clone();
         for (name, text) in lists {
             let file = format!("{origin}/{name}");
-            let mut b = NumberSetBuilder::new(&cc);
+            let mut b = NumberSetBuilder::for_plan(&self.plan);
             if name.starts_with("whitelist:") {
                 b = b.with_origins();
             }
