@@ -188,6 +188,7 @@ pub fn rewrite(data: &[u8]) {
         via_addr: ([127, 0, 0, 1], 5060).into(),
         via_other: None,
         overloaded: false,
+        next_hops: &crate::proxy::stateless::NoNextHops,
     };
     let o = Origin {
         source: ([127, 0, 0, 1], 5070).into(),

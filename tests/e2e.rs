@@ -503,6 +503,91 @@ fn tcp_next_hop_unreachable() {
     );
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 0.0);
+    // Within the second after a failed attempt, a call is answered 503 at once, and its
+    // decision and record say so (QA 49: it was queued, answered later, and counted as
+    // allowed).
+    let again = invite.replace("tcp-down", "tcp-down-2");
+    sock.send_to(again.as_bytes(), ("127.0.0.1", base)).unwrap();
+    let n = sock.recv(&mut b).expect("an answer");
+    let r = String::from_utf8_lossy(&b[..n]).into_owned();
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("text=\"Next hop unreachable\""),
+        "{r}"
+    );
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"reject\"}"),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-connect-failed\"}"),
+        1.0,
+        "the second was never queued"
+    );
+}
+
+/// A TCP next hop that accepts and then stops reading: once the connection's queue is
+/// full, every request is answered 503 with Retry-After (QA 49: 30,000 INVITEs vanished,
+/// counted as allowed), and the calls refused so are counted as refused.
+#[test]
+fn a_tcp_next_hop_that_stops_reading_gets_503s() {
+    let base = port_block();
+    // A core that takes the connection and reads nothing, with a small receive buffer
+    // so that the proxy's queue fills soon.
+    let core = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    core.set_reuse_address(true).unwrap();
+    core.set_recv_buffer_size(4096).unwrap();
+    let at: std::net::SocketAddr = format!("127.0.0.1:{}", base + 10).parse().unwrap();
+    core.bind(&at.into()).unwrap();
+    core.listen(8).unwrap();
+    let core: std::net::TcpListener = core.into();
+    let held = std::thread::spawn(move || core.accept().map(|(s, _)| s));
+    let cfg = config(base, "").replacen(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10),
+        1,
+    );
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let body = "v=0\r\n".repeat(150);
+    let mut refused = 0;
+    let mut b = [0u8; 4096];
+    for round in 0..40 {
+        for i in 0..100 {
+            let invite = format!(
+                "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-st{round}-{i}\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: stuck-{round}-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            sock.send_to(invite.as_bytes(), ("127.0.0.1", base))
+                .unwrap();
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while let Ok(n) = sock.recv(&mut b) {
+            let r = String::from_utf8_lossy(&b[..n]);
+            assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+            assert!(
+                r.contains("Retry-After: ") && r.contains("Next hop unreachable"),
+                "{r}"
+            );
+            refused += 1;
+        }
+        if refused > 100 {
+            break;
+        }
+    }
+    assert!(refused > 100, "only {refused} INVITEs answered 503");
+    // Each one the step refused is counted as refused; at most the few that raced it
+    // (answered from the connection's queue) as allowed too.
+    let rejected = proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"reject\"}");
+    let raced = proxy.metric("sipfence_dropped_total{reason=\"tcp-backlog\"}");
+    assert!(
+        rejected > 0.0 && rejected + raced >= refused as f64,
+        "{rejected} + {raced} < {refused}"
+    );
+    assert_eq!(proxy.http("GET", "/healthz").0, 200);
+    drop(held);
 }
 
 /// A checking UAS for `n` calls, in a thread; join it for (exit code, output).

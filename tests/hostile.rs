@@ -240,6 +240,70 @@ fn backlog_gets_503_with_retry_after_then_recovers() {
     }
 }
 
+/// Overload over TCP: a peer whose INVITEs queue on its connection faster than the
+/// worker handles them gets 503s with Retry-After, counted, as a UDP peer does (QA 49:
+/// every INVITE of a TCP flood was judged in full, its answer seconds late, and neither
+/// the counter nor readiness moved). Answers come back on the connection, in order.
+#[test]
+fn a_tcp_backlog_gets_503_with_retry_after() {
+    use std::io::Read;
+    let base = port_block();
+    let cfg = config(base).replace("[proxy]\n", "[proxy]\noverload_ms = 1\nretry_after = 7\n");
+    let proxy = Proxy::start(&cfg, 1);
+    let mut conn = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    let me = conn.local_addr().unwrap();
+    let invite = move |i: usize| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-tov{i}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=tov{i}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: tcp-overload-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // The first is judged, and sets up the connection.
+    conn.write_all(invite(0).as_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"SIP/2.0 403"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Frozen, the proxy lets a backlog of INVITEs queue on the connection.
+    proxy.signal("STOP");
+    let mut writer = conn.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let all: String = (1..4000).map(invite).collect();
+        writer.write_all(all.as_bytes())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.signal("CONT");
+    flood.join().unwrap().unwrap();
+    let mut text = String::new();
+    conn.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let shed = text.matches("SIP/2.0 503 ").count();
+    let judged = text.matches("SIP/2.0 403 ").count();
+    assert!(shed > 0, "no 503 under a TCP backlog (judged {judged})");
+    assert_eq!(shed, text.matches("Retry-After: 7\r\n").count());
+    // Every INVITE answered, one way or the other.
+    assert_eq!(shed + judged, 3999);
+    assert_eq!(
+        proxy.metric("sipfence_overload_rejections_total{trunk=\"intl\"}"),
+        shed as f64
+    );
+    assert_eq!(proxy.http("GET", "/readyz").0, 503);
+}
+
 /// An INVITE whose To-tag names a dialog this gateway never carried is judged as a call,
 /// and so is shed under overload like any new call: invented To-tags are no way past
 /// the shedding. A BYE of such a dialog is in-dialog traffic: never shed.
@@ -872,6 +936,32 @@ fn a_message_trickled_byte_by_byte_is_cut_off() {
     assert_eq!(
         proxy.metric("sipfence_dropped_total{reason=\"tcp-slow-message\"}"),
         1.0
+    );
+    // A peer that closes with half a message sent: the message is lost, and counted
+    // (QA 49); one that closes after whole messages and a keep-alive, not.
+    for (sent, lost) in [
+        (&INVITE[..120], 1.0),
+        ("OPTIONS sip:127.0.0.1 SIP/2.0\r\n", 2.0),
+    ] {
+        let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+        t.write_all(sent.as_bytes()).unwrap();
+        drop(t);
+        let closed = std::time::Instant::now();
+        while proxy.metric("sipfence_dropped_total{reason=\"tcp-closed-mid-message\"}") < lost {
+            assert!(
+                closed.elapsed() < Duration::from_secs(3),
+                "{sent:?} not counted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();
+    t.write_all(b"\r\n\r\n").unwrap();
+    drop(t);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-closed-mid-message\"}"),
+        2.0
     );
 }
 

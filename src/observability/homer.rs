@@ -47,6 +47,10 @@ impl HepMirror {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let sock = UdpSocket::bind(any)?;
+        // Connected, so that the ICMP of a collector that is down comes back as an error
+        // of a later send (counted `send-failed`): an unconnected socket never hears of
+        // it, and every copy counted as sent (QA 49).
+        sock.connect(server.0)?;
         sock.set_nonblocking(true)?;
         // Bursts wait here rather than being dropped while the kernel sends.
         let _ = socket2::SockRef::from(&sock).set_send_buffer_size(4 << 20);
@@ -84,7 +88,15 @@ impl HepMirror {
             password: &self.password,
             payload,
         };
-        let ok = encode(&m, out);
+        // A datagram holds 65,507 bytes over IPv4, 65,527 over IPv6: a copy past that
+        // could never be sent (QA 49: it failed in the kernel, and took the rest of its
+        // batch with it).
+        let max = if self.server.is_ipv4() {
+            65_507
+        } else {
+            65_527
+        };
+        let ok = encode(&m, out) && out.len() <= max;
         if !ok {
             self.too_large.inc();
         }
@@ -99,19 +111,28 @@ impl HepMirror {
         }
     }
 
+    /// Sends `count` copies. `sendmmsg` stops at the first that fails: that one is
+    /// counted and the rest sent on; a full socket buffer drops what is left (no call
+    /// waits for Homer).
     fn send<'a>(&self, count: usize, item: impl Fn(usize) -> &'a [u8]) {
         let fd = self.sock.as_raw_fd();
-        match mmsg::send_batch(fd, count, |j| (self.server, item(j))) {
-            Ok(n) => {
-                self.sent.inc_by(n as u64);
-                self.socket_full.inc_by((count - n) as u64);
+        let mut done = 0;
+        while done < count {
+            match mmsg::send_batch(fd, count - done, |j| (self.server, item(done + j))) {
+                Ok(n) if n > 0 => {
+                    self.sent.inc_by(n as u64);
+                    done += n;
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // No route, or the ICMP of a collector that is down: that copy is lost.
+                Err(_) => {
+                    self.failed.inc();
+                    done += 1;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.socket_full.inc_by(count as u64)
-            }
-            // No route, or ICMP from a collector that is down: this batch is lost.
-            Err(_) => self.failed.inc_by(count as u64),
         }
+        self.socket_full.inc_by((count - done) as u64);
     }
 }
 
@@ -155,5 +176,71 @@ impl HepBatch {
             h.send(self.n, |j| bufs[j].as_slice());
             self.n = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirror_to(server: SocketAddr) -> (HepMirror, Metrics) {
+        let metrics = Metrics::new();
+        let conf = HepConf {
+            server: Some(crate::policy::config::HepServer(server)),
+            capture_id: 7,
+            password: String::new(),
+        };
+        let h = HepMirror::start(&conf, &metrics).unwrap().unwrap();
+        (h, metrics)
+    }
+
+    fn counts(h: &HepMirror) -> [u64; 4] {
+        [
+            h.sent.get(),
+            h.socket_full.get(),
+            h.failed.get(),
+            h.too_large.get(),
+        ]
+    }
+
+    /// A copy too big for one datagram is counted too large and sent by none; the
+    /// copies around it in its batch go (QA 49: the kernel refused it, and the rest of
+    /// the batch was counted as a full socket).
+    #[test]
+    fn a_copy_too_big_for_a_datagram_is_too_large_and_alone() {
+        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (h, _m) = mirror_to(collector.local_addr().unwrap());
+        let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let small = b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec();
+        let big = vec![b'x'; 65_450];
+        let mut batch = HepBatch::new();
+        for p in [&small, &big, &small] {
+            batch.push(&h, a, a, Transport::Udp, p);
+        }
+        batch.flush(&h);
+        assert_eq!(counts(&h), [2, 0, 0, 1]);
+        // Over the TCP paths too.
+        h.mirror(a, a, Transport::Tcp, &big);
+        assert_eq!(counts(&h), [2, 0, 0, 2]);
+        collector.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(collector.recv(&mut buf).is_ok() && collector.recv(&mut buf).is_ok());
+    }
+
+    /// A collector that is down says so (ICMP port unreachable, seen on a connected
+    /// socket): its copies are counted as failed, not sent (QA 49).
+    #[test]
+    fn a_collector_that_is_down_counts_as_failed() {
+        let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let (h, _m) = mirror_to(addr);
+        let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        for _ in 0..20 {
+            h.mirror(a, a, Transport::Udp, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let [sent, _, failed, _] = counts(&h);
+        assert!(failed >= 5, "sent {sent}, failed {failed}");
     }
 }

@@ -62,7 +62,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 23] = [
+pub const DROP_REASONS: [&str; 24] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -92,6 +92,7 @@ pub const DROP_REASONS: [&str; 23] = [
     "tcp-unclaimed-limit",
     "tcp-idle",
     "tcp-slow-message",
+    "tcp-closed-mid-message",
 ];
 
 /// The codes the protocol checks answer (a decision's `refusal`): broken fields, an

@@ -126,6 +126,9 @@ pub struct Shared {
     pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
     /// Our outgoing TCP connections, by the next hop they lead to (ids into `tcp_conns`).
     pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
+    /// Next hops whose last connection attempt failed, while requests for them are
+    /// answered 503 rather than tried again ([`tcp::RETRY_AFTER_FAILURE`]).
+    pub tcp_down: DashMap<std::net::SocketAddr, (), ahash::RandomState>,
     pub next_conn: AtomicU64,
     /// Accepted TCP connections from addresses no trunk claims and no next hop has.
     pub unclaimed_tcp: std::sync::atomic::AtomicUsize,
@@ -651,6 +654,7 @@ pub fn run(args: RunArgs) -> i32 {
         hep,
         tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
         tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
+        tcp_down: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         accepted_tcp: std::sync::atomic::AtomicUsize::new(0),
@@ -1081,4 +1085,17 @@ async fn control(
     }
     print_out!("sipfence: stopped");
     0
+}
+
+impl stateless::NextHops for Shared {
+    fn refuses(&self, to: std::net::SocketAddr) -> bool {
+        if self.tcp_down.contains_key(&to) {
+            return true;
+        }
+        // Guards dropped before the next map is read.
+        let Some(id) = self.tcp_peers.get(&to).map(|v| *v) else {
+            return false;
+        };
+        self.tcp_conns.get(&id).is_some_and(|tx| tx.capacity() == 0)
+    }
 }

@@ -64,6 +64,23 @@ pub enum Handled {
     Dropped(&'static str),
 }
 
+/// What the shell knows of its TCP connections towards next hops, so that the step
+/// answers a request one cannot take at once, and the decision says what its caller got.
+pub trait NextHops: Sync {
+    /// A request for `to` would not go now: the connection's last attempt failed, or its
+    /// queue is full (a next hop that has stopped reading).
+    fn refuses(&self, to: SocketAddr) -> bool;
+}
+
+/// No connections (replay, explain, benches): every request can go.
+pub struct NoNextHops;
+
+impl NextHops for NoNextHops {
+    fn refuses(&self, _to: SocketAddr) -> bool {
+        false
+    }
+}
+
 /// Everything a step needs besides the message.
 pub struct Step<'a> {
     pub policy: &'a Policy,
@@ -79,6 +96,7 @@ pub struct Step<'a> {
     pub via_other: Option<SocketAddr>,
     /// New INVITEs are answered 503 (the proxy is saturated).
     pub overloaded: bool,
+    pub next_hops: &'a dyn NextHops,
 }
 
 impl<'a> Step<'a> {
@@ -384,6 +402,7 @@ fn carry_out(
             build(Transport::Tcp, edits, out)
         }),
     };
+    let handled = unless_refused(st, msg, o, method, server, handled, out);
     if let Handled::Respond(_, code) = handled {
         d.outcome = Outcome::Reject { code };
         // No rule of the policy refused it (a label rule that let it through is still
@@ -391,10 +410,45 @@ fn carry_out(
         d.rule = None;
         d.refusal = Some(Refusal {
             code,
-            why: "Too large for UDP to the next hop",
+            why: if code == 513 {
+                "Too large for UDP to the next hop"
+            } else {
+                NEXT_HOP_UNREACHABLE
+            },
         });
     }
     handled
+}
+
+const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
+
+/// A request for a TCP connection that cannot take it now ([`NextHops::refuses`]) is
+/// answered 503 with Retry-After, as a transport error (RFC 3261 16.9), so that its
+/// caller tries another route at once (QA 49: a next hop that stopped reading made
+/// requests vanish, counted as allowed). An ACK is never answered: it goes, and is
+/// dropped (and counted) if it cannot.
+fn unless_refused(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    method: Method,
+    server: Option<&str>,
+    handled: Handled,
+    out: &mut Vec<u8>,
+) -> Handled {
+    match handled {
+        Handled::Forward(Dest::TcpTo(to)) if method != Method::Ack && st.next_hops.refuses(to) => {
+            out.clear();
+            let extra = Extra {
+                reason_text: Some(NEXT_HOP_UNREACHABLE),
+                retry_after: Some(st.policy.proxy.retry_after),
+                server,
+                ..Extra::default()
+            };
+            respond(msg, o, 503, &extra, out)
+        }
+        h => h,
+    }
 }
 
 /// Answers a request the protocol checks refused, and reports the decision (counted
@@ -777,16 +831,19 @@ fn forward_from_core(
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
     add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
     edits.apply(b, msg.len(), out);
-    if tcp {
-        return Handled::Forward(Dest::TcpTo(dest));
-    }
-    udp_or_tcp(st, msg, o, None, dest, out, |out| {
-        edits.clear();
-        out.clear();
-        strip_own_routes(st, msg, edits);
-        add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, dest, edits);
-        edits.apply(b, msg.len(), out);
-    })
+    let method = msg.method().unwrap_or(Method::Other);
+    let handled = if tcp {
+        Handled::Forward(Dest::TcpTo(dest))
+    } else {
+        udp_or_tcp(st, msg, o, None, dest, out, |out| {
+            edits.clear();
+            out.clear();
+            strip_own_routes(st, msg, edits);
+            add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, dest, edits);
+            edits.apply(b, msg.len(), out);
+        })
+    };
+    unless_refused(st, msg, o, method, None, handled, out)
 }
 
 /// The answer (400, or 513 for a message over the size bound: RFC 3261 21.5.14) to a
@@ -938,6 +995,7 @@ record_route = true
             via_addr: "10.0.0.1:5060".parse().unwrap(),
             via_other: None,
             overloaded: false,
+            next_hops: &NoNextHops,
         }
     }
 

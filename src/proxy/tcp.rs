@@ -130,7 +130,7 @@ const QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// After a failed attempt, messages for that next hop are dropped (and counted) for
 /// this long instead of each one trying again: a dead core is not hammered.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Sends to a next hop over TCP: over the open connection to it, or over a new one
 /// (queued while it connects). Never waits.
@@ -156,7 +156,24 @@ pub fn send_to_peer(
         ));
         id
     });
-    udp::send_tcp(shared, id, bytes);
+    // A request that cannot be queued is answered 503 as one that finds the connection
+    // down (the step answers most at once: [`super::stateless::NextHops`]; this is the
+    // one that raced it), never lost in silence (QA 49).
+    let tx = shared.tcp_conns.get(&id).map(|t| t.clone());
+    let refused = match tx.map(|tx| tx.try_send(Bytes::copy_from_slice(bytes))) {
+        Some(Ok(())) => return,
+        None => "tcp-gone",
+        Some(Err(_)) => "tcp-backlog",
+    };
+    shared.metrics.dropped(refused);
+    unreachable(
+        shared,
+        udps,
+        from,
+        local,
+        addr,
+        Bytes::copy_from_slice(bytes),
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -184,6 +201,7 @@ async fn outbound(
             };
             tracing::warn!(%addr, error = %why, "cannot connect to next hop");
             drop(tx);
+            shared.tcp_down.insert(addr, ());
             let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
             while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {
                 shared.metrics.dropped("tcp-connect-failed");
@@ -197,9 +215,18 @@ async fn outbound(
     }
     shared.tcp_peers.remove_if(&addr, |_, v| *v == id);
     shared.tcp_conns.remove(&id);
+    shared.tcp_down.remove(&addr);
     // Whatever was queued after the last look has nowhere to go.
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");
+    }
+}
+
+/// A connection that ends with part of a message read: the message is lost, and
+/// counted (QA 49: nothing said so). Keep-alive CRLFs are no message.
+fn closed_mid_message(shared: &Shared, buf: &[u8]) {
+    if buf.iter().any(|&c| c != b'\r' && c != b'\n') {
+        shared.metrics.dropped("tcp-closed-mid-message");
     }
 }
 
@@ -376,9 +403,39 @@ async fn serve_stream(
     // then (slowloris) cannot hold a connection, and a place under
     // `max_tcp_connections`, for ever (QA 44; Kamailio's `tcp_msg_read_timeout`).
     let mut partial_since: Option<std::time::Instant> = None;
+    // A busy period, as a UDP socket's: from a read that found bytes waiting until one
+    // finds the socket empty. One longer than `overload_ms` means the peer sends faster
+    // than this worker handles, and its bytes queue in the kernel: new INVITEs are then
+    // answered 503 cheaply until it drains (QA 49: over TCP every INVITE was judged in
+    // full, answers came seconds late, and the overload counter and readiness never
+    // moved).
+    let mut busy_since: Option<std::time::Instant> = None;
     'conn: loop {
+        // Bytes already waiting are read without a wake-up, and keep the period going.
+        let waiting = match rd.try_read_buf(&mut buf) {
+            Ok(0) => {
+                closed_mid_message(shared, &buf);
+                break;
+            }
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(_) => break,
+        };
+        if waiting {
+            busy_since.get_or_insert_with(std::time::Instant::now);
+            // A read that never waits takes no turn from tokio's budget: take one, so
+            // that a peer that keeps sending cannot starve the worker's other sockets.
+            tokio::task::coop::consume_budget().await;
+        } else {
+            busy_since = None;
+        }
         let wait = partial_since.map_or(idle, |t| idle.saturating_sub(t.elapsed()));
-        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+        let read = if waiting {
+            Ok(Ok(1))
+        } else {
+            tokio::time::timeout(wait, rd.read_buf(&mut buf)).await
+        };
+        match read {
             Err(_) => {
                 if partial_since.is_some_and(|t| t.elapsed() >= idle) {
                     shared.metrics.dropped("tcp-slow-message");
@@ -392,7 +449,10 @@ async fn serve_stream(
                 shared.metrics.dropped("tcp-idle");
                 break;
             }
-            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_mid_message(shared, &buf);
+                break;
+            }
             Ok(Ok(_)) => {}
         }
         loop {
@@ -426,8 +486,12 @@ async fn serve_stream(
                     }
                     let l = shared.loaded.load();
                     let arrival = udp::Arrival::now();
+                    let overload_after = Duration::from_millis(l.policy.proxy.overload_ms.max(1));
+                    let overloaded =
+                        busy_since.is_some_and(|t| arrival.at.duration_since(t) > overload_after);
                     if let Some(d) = udp::handle_one(
-                        shared, &l, arrival, vias, data, &o, false, &mut msg, &mut edits, &mut out,
+                        shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits,
+                        &mut out,
                     ) {
                         udp::send(shared, udps, from, local, d, &out).await;
                     }

@@ -171,6 +171,7 @@ pub fn step<'a>(
         via_addr: vias.0,
         via_other: vias.1,
         overloaded,
+        next_hops: shared,
     }
 }
 
@@ -490,7 +491,12 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 if let Some(h) = &shared.hep
                     && !crate::sip::parse::keepalive(&data)
                 {
-                    hep.push(h, src, local.addr, Transport::Udp, &data);
+                    // As the peer sent it: to the address our Via names to its family
+                    // (a wildcard listener's own is `0.0.0.0`, which Homer would show as
+                    // a host of its own).
+                    let from = SocketAddr::new(src.ip().to_canonical(), src.port());
+                    let to = named(&udps, i, from.is_ipv4()).unwrap_or(local.addr);
+                    hep.push(h, from, to, Transport::Udp, &data);
                 }
                 match handle_one(
                     &shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits, out,
