@@ -117,8 +117,8 @@ pub struct CallerIdentity {
     /// and on an enterprise trunk a presented number that breaks the plan.
     pub display_unholdable: bool,
     /// A user part of From, a P-Preferred-Identity or an unasserted Remote-Party-ID is
-    /// a dial string (digits among `*`, `#`, `+` and visual separators) that holds no
-    /// number the plan has (`<sip:*8001@pbx>`, `<sip:*6713812345678@pbx>`): on an
+    /// a dial string (digits among `*`, `#`, `+`, pauses, visual separators and blanks)
+    /// that holds no number the plan has (`<sip:*8001@pbx>`, `<sip:*6713812345678@pbx>`): on an
     /// enterprise trunk a presented number that breaks the plan, as `<sip:8001@pbx>` is
     /// (QA 50: the marks hid the digits from every rule, and a next hop that drops
     /// them sends the digits on).
@@ -523,28 +523,10 @@ fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown)
     shown_number_into(p.user.of(b), false, r, plan, None, all)
 }
 
-/// Whether a party's user part that is no number is a dial string: digits, with `*`,
-/// `#`, `+` and visual separators (`-`, `.`, `(`, `)`), %-escaped or not, and nothing
-/// else. A name (`pbx-gw`) is none.
+/// Whether a party's user part that is no number is a dial string
+/// ([`crate::numbering::is_dial_string`]): `*8001`, `8001,1`, `*8001%20`. A name is none.
 fn dial_string(b: &[u8], p: &Party) -> bool {
-    if p.number != Err(NotANumber::NonNumeric) {
-        return false;
-    }
-    let user = p.user.of(b);
-    let (mut digits, mut i) = (false, 0);
-    while i < user.len() {
-        let (c, len) = match crate::sip::lex::escaped_octet(&user[i..]) {
-            Some(c) => (c, 3),
-            None => (user[i], 1),
-        };
-        if c.is_ascii_digit() {
-            digits = true;
-        } else if !b"*#+-.()".contains(&c) {
-            return false;
-        }
-        i += len;
-    }
-    digits
+    p.number == Err(NotANumber::NonNumeric) && crate::numbering::is_dial_string(p.user.of(b))
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325

@@ -4855,6 +4855,19 @@ fn marks_and_currency_signs_hide_no_presented_number() {
         "<sip:%2A8001@pbx>",
         "<sip:*6713812345678@pbx>",
         "<sip:*67110@pbx>",
+        // Blanks, controls and what draws nothing among the marks (QA 51), and the
+        // pauses of a dial string.
+        "<sip:*8001%20@pbx>",
+        "<sip:%20*8001@pbx>",
+        "<sip:*%208001@pbx>",
+        "<sip:*8001%09@pbx>",
+        "<sip:*8001%00@pbx>",
+        "<sip:*8001%E2%80%8B@pbx>",
+        "<sip:8001,1@pbx>",
+        "<sip:*8001,1@pbx>",
+        "<sip:8001p1@pbx>",
+        "<sip:8001w1@pbx>",
+        "<sip:95,588@pbx>",
     ] {
         let d = judge(&p, &with_from(from, pai), "ent");
         assert_eq!(rejected(&d), Some((403, "numbering-plan")), "{from}: {d:?}");

@@ -168,6 +168,37 @@ pub fn embedded_numbers(
     embedded_numbers_in(text, short, true, each)
 }
 
+/// Whether a URI user part is a dial string with digits: digits (of any script), the
+/// marks of a dial string (`*`, `#`, `+`, the pauses `,` `p` `w`, visual separators `-`
+/// `.` `(` `)`), white space and what draws nothing, escaped or not, and nothing else.
+/// A name (`pbx-gw`, `alice`) is none.
+pub fn is_dial_string(user: &[u8]) -> bool {
+    let (mut digits, mut i) = (false, 0);
+    while i < user.len() {
+        let (c, len) = glyph::unit(&user[i..]);
+        match c {
+            b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => digits = true,
+            b'*'
+            | b'#'
+            | b'+'
+            | b','
+            | b'p'
+            | b'P'
+            | b'w'
+            | b'W'
+            | b'-'
+            | b'.'
+            | b'('
+            | b')'
+            | b' '
+            | glyph::INVISIBLE => {}
+            _ => return false,
+        }
+        i += len.max(1);
+    }
+    digits
+}
+
 /// [`embedded_numbers`] of a display name (`display`), or of a URI's user part, a dial
 /// string, where a comma is a pause and no decimal comma (QA 42: `<sip:110,00@x>`
 /// dials 110).

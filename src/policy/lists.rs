@@ -256,13 +256,17 @@ impl NumberSetBuilder {
         let cc = self.cc.as_slice();
         let trunk_zero = |d: &[u8]| -> Result<(), String> {
             match d.strip_prefix(cc) {
-                Some([b'0', rest @ ..]) if self.no_zero_nsn => Err(format!(
-                    "'{entry}': the 0 after country code {} is the trunk prefix, dialled only within the country: write +{}{} or 0{}",
-                    String::from_utf8_lossy(cc),
-                    String::from_utf8_lossy(cc),
-                    String::from_utf8_lossy(rest),
-                    String::from_utf8_lossy(rest)
-                )),
+                Some([b'0', rest @ ..]) if self.no_zero_nsn => {
+                    // `+86 00 755 ...` too: every trunk 0 off in the fix offered.
+                    let rest = &rest[rest.iter().take_while(|&&c| c == b'0').count()..];
+                    Err(format!(
+                        "'{entry}': the 0 after country code {} is the trunk prefix, dialled only within the country: write +{}{} or 0{}",
+                        String::from_utf8_lossy(cc),
+                        String::from_utf8_lossy(cc),
+                        String::from_utf8_lossy(rest),
+                        String::from_utf8_lossy(rest)
+                    ))
+                }
                 _ => Ok(()),
             }
         };
@@ -657,6 +661,10 @@ mod tests {
         }
         let e = NumberSetBuilder::for_plan(&plan)
             .add_entry("+86-0755-8888-1234")
+            .unwrap_err();
+        assert!(e.ends_with("write +8675588881234 or 075588881234"), "{e}");
+        let e = NumberSetBuilder::for_plan(&plan)
+            .add_entry("+86 00 755 8888 1234")
             .unwrap_err();
         assert!(e.ends_with("write +8675588881234 or 075588881234"), "{e}");
         // The forms that say the same number rightly load, and match it.

@@ -220,10 +220,7 @@ fn handle_parsed(
         return relay_response(st.policy, msg, out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
-    // The core is its next hop's address, or that host on another port when no trunk
-    // claims it: a core sends its in-dialog requests from other sockets too (another
-    // worker's, a TCP connection of its own), and those are no stranger's calls.
-    let core_side = st.policy.from_core_side(&o.source);
+    let core_side = sent_by_core(st.policy, msg, o.source);
     if let Some(r) = Refusal::syntax(msg) {
         return refuse(st, msg, o, r, core_side, out, observe);
     }
@@ -523,6 +520,17 @@ fn is_our_host(msg: &Message, v: &Option<Via>, st: &Step<'_>) -> bool {
         host_ip(msg.slice(v.host))
             .is_some_and(|ip| st.is_via(SocketAddr::new(ip, v.port.unwrap_or(5060))))
     })
+}
+
+/// A message the core sent, relayed as the core's (requests unjudged): anything from
+/// the next hop's address; from that host on another port no trunk claims, its
+/// responses and in-dialog requests (To-tag), which a core sends from other sockets too
+/// (another worker's, a TCP connection of its own). An initial request from there is
+/// judged as a stranger's (QA 51: relayed unjudged, it made the gateway a relay for any
+/// process on the core's host).
+pub fn sent_by_core(policy: &Policy, msg: &Message, source: SocketAddr) -> bool {
+    policy.is_next_hop(&source)
+        || (policy.from_core_side(&source) && (!msg.is_request() || msg.to_tag().is_some()))
 }
 
 /// A request this proxy sent (what a capture shows of its output): our Via on top, with
@@ -1436,9 +1444,15 @@ record_route = true
             h,
             Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
         );
-        // Another host is a stranger.
+        // Another host is a stranger; so is an initial request from the core's host on
+        // another port (a process there is no core's dialog).
         let (h, _) = run(&p, "10.0.0.6:5060", bye);
         assert!(!matches!(h, Handled::Forward(_)), "{h:?}");
+        let initial = bye.replace(";tag=a\r\n", "\r\n").replace("BYE", "INVITE");
+        let (h, _) = run(&p, "10.0.0.5:41234", &initial);
+        assert!(!matches!(h, Handled::Forward(_)), "{h:?}");
+        let (h, _) = run(&p, "10.0.0.5:5060", &initial);
+        assert!(matches!(h, Handled::Forward(_)), "{h:?}");
 
         // An initial INVITE from a peer that has us as its outbound proxy: our value
         // goes, in a list or a field of its own; another's stays.

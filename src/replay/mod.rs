@@ -430,7 +430,7 @@ impl<'p> Replayer<'p> {
         // without judging): no verdict, but they tell how calls went.
         let ours = self.policy.sent_by_us(transport, src, dst)
             || crate::proxy::stateless::sent_by_proxy(self.policy, &msg, src);
-        if ours || self.policy.from_core_side(&src) {
+        if ours || crate::proxy::stateless::sent_by_core(self.policy, &msg, src) {
             // What we relayed towards a trunk came from the core; what we sent the core
             // came from a trunk, as the proxy received it.
             let from_core = || !ours || !self.policy.from_core_side(&dst);
