@@ -611,7 +611,12 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
     {
         let tid = policy.trunks[ti].id;
-        let mut c = a.check(msg, ctx.now_ms, policy.reading(d.trunk));
+        let mut c = a.check(
+            msg,
+            ctx.now_ms,
+            policy.reading(d.trunk),
+            Some(ctx.source.ip()),
+        );
         // Wrong answers are counted per source address; past the limit its answers,
         // right or wrong, are refused alike, so that guessing on learns nothing. Only
         // answers to a nonce of ours count: a sender that never saw our challenge (a
@@ -697,13 +702,14 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // the core's 200.
     let tid = policy.trunks[ti].id;
     let txn = transaction_key(tid, msg) ^ CONCURRENCY_TXN;
-    // A retransmission of one admitted holds its place already (once answered, under
-    // its dialog, where its key would not find it).
+    // A retransmission of a call still ringing finds its place; of one answered (its
+    // place under the dialog now), it takes another, which the core's answer gives back
+    // when it names the dialog already up, and keeps when it sets up a new one (a core
+    // that takes the copy of an ended call's INVITE as a new call: QA 52).
     let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
-        || (!d.retransmission
-            && !ctx
-                .behaviour
-                .admit(tid, behaviour::call_key(msg), limit, ctx.now_ms));
+        || !ctx
+            .behaviour
+            .admit(tid, behaviour::call_key(msg), limit, ctx.now_ms);
     if full {
         ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, false);
         fire(policy, d, RuleId::ConcurrentCalls);
@@ -1065,21 +1071,52 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             // A call counts against every number it shows the callee as much as against
             // the asserted one: a PBX rotating its asserted number (and From) behind one
             // shown number, in From, a display name or a Generic Number, is that number
-            // calling (QA 43, QA 45). Each is counted, then judged.
-            let shown_all = [presented, shown, generic, preferred]
+            // calling (QA 43, QA 45); so is the second asserted one, and the IAM's (QA
+            // 52: a sip PAI rotating beside a fixed tel one, which the core may show,
+            // never reached the limit). Each is counted, then judged.
+            // Each number once (a From showing the second asserted number is one
+            // caller, counted once a call), the caller's and the IAM's before the shown.
+            let mut numbers: [Option<(Number, bool)>; 12] = [None; 12];
+            for (slot, (n, shown)) in numbers.iter_mut().zip(
+                [
+                    (Some(primary.n), false),
+                    (d.asserted2, false),
+                    (isup_caller, false),
+                ]
                 .into_iter()
-                .chain(more)
+                .chain(
+                    [presented, shown, generic, preferred]
+                        .into_iter()
+                        .chain(more)
+                        .map(|n| (n, true)),
+                )
+                .filter_map(|(n, shown)| n.map(|n| (n, shown))),
+            ) {
+                *slot = Some((n, shown));
+            }
+            let distinct = |i: usize| {
+                numbers[i].filter(|(n, _)| !numbers[..i].iter().flatten().any(|(m, _)| m == n))
+            };
+            let over = runs(RuleId::EnterpriseRateCaller)
+                .then_some(trunk.max_per_minute_per_caller)
                 .flatten()
-                .filter(|n| *n != primary.n);
+                .map(|max| {
+                    let (mut caller, mut shown) = (false, false);
+                    for (n, is_shown) in (0..numbers.len()).filter_map(distinct) {
+                        if count(rate_key(trunk.id, Some(&n))) > max {
+                            *(if is_shown { &mut shown } else { &mut caller }) = true;
+                        }
+                    }
+                    (caller, shown)
+                });
+            // Over on a shown number alone: the record says the presented number matched,
+            // not the caller it names, which may have called once (QA 52).
+            if let Some((false, true)) = over {
+                d.presented_hits.insert(RuleId::EnterpriseRateCaller);
+            }
             rule!(
                 RuleId::EnterpriseRateCaller,
-                trunk.max_per_minute_per_caller.is_some_and(|max| {
-                    let asserted = count(rate_key(trunk.id, Some(&primary.n)));
-                    let most = shown_all
-                        .map(|n| count(rate_key(trunk.id, Some(&n))))
-                        .fold(asserted, u32::max);
-                    most > max
-                }) || closed(RuleId::EnterpriseRateCaller)
+                over.is_some_and(|(a, s)| a || s) || closed(RuleId::EnterpriseRateCaller)
             );
             if trunk.max_per_minute.is_some() {
                 ctx.rates.hit(trunk_key, ctx.now_ms, 60_000);

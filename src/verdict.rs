@@ -65,6 +65,7 @@ pub fn write_reject(
         a.challenge(
             d.auth_at_ms,
             transaction_key(policy.trunks[t].id, msg),
+            source.map(|s| s.ip()),
             c.stale(),
             &mut challenge,
         );

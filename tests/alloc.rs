@@ -79,7 +79,11 @@ fn allocations_authenticated() -> usize {
     let policy = Policy::from_str(&text, "auth", std::path::Path::new(".")).unwrap();
     let ent = policy.trunks.len() - 1;
     let now_ms = 1_795_998_600_000;
-    let nonce = policy.trunks[ent].auth.as_ref().unwrap().nonce(now_ms, 1);
+    let nonce = policy.trunks[ent].auth.as_ref().unwrap().nonce(
+        now_ms,
+        1,
+        Some("127.0.0.1".parse().unwrap()),
+    );
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let ha1 = hex(&Md5::digest(b"pbx:r:pw"));
     let ha2 = hex(&Md5::digest(b"INVITE:sip:4008001234@127.0.0.1"));

@@ -783,6 +783,48 @@ fn enterprise_rates() {
     );
     // Each asserted number is within its own limit: only the shown one is over.
     assert_eq!(r(&call("13912340003", 1), 23), None);
+    // The record says the shown number matched, not the caller it names (QA 52).
+    let d = judge_at(&p, &shown("8613912340004", 4), "ent", MON_10H + 24, &rates);
+    assert_eq!(d.rule, Some(RuleId::EnterpriseRateCaller));
+    assert!(
+        d.presented_hits.contains(RuleId::EnterpriseRateCaller),
+        "{d:?}"
+    );
+
+    // A sip P-Asserted-Identity that rotates beside a fixed tel one (the core may show
+    // either): the tel number's calls are counted, its third refused (QA 52); one call
+    // showing the same number twice counts it once.
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let pair = |sip: &str, k: u32| {
+        with_from_call(
+            &format!("<sip:+{sip}@10.9.9.9>"),
+            &format!(
+                "P-Asserted-Identity: <sip:+{sip}@10.9.9.9>\r\nP-Asserted-Identity: <tel:+8613912340088>\r\n"
+            ),
+            &format!("pr-{k}"),
+        )
+    };
+    assert_eq!(r(&pair("8613912340021", 1), 40), None);
+    assert_eq!(r(&pair("8613912340022", 2), 41), None);
+    assert_eq!(
+        r(&pair("8613912340023", 3), 42),
+        Some((403, "enterprise-rate-caller"))
+    );
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let twice = |k: u32| {
+        with_from_call(
+            "<sip:+8613912340088@10.9.9.9>",
+            &format!(
+                "P-Asserted-Identity: <sip:+86139123400{}@10.9.9.9>\r\nP-Asserted-Identity: <tel:+8613912340088>\r\n",
+                30 + k
+            ),
+            &format!("tw-{k}"),
+        )
+    };
+    assert_eq!(r(&twice(1), 50), None);
+    assert_eq!(r(&twice(2), 51), None);
 
     // A fixed number in the display name behind a From and an asserted number that
     // both rotate: the display name's number is counted too (QA 45: only From's was).
@@ -1942,7 +1984,7 @@ fn one_call_id_with_new_from_tags_takes_a_place_each() {
     assert_eq!(rejected(&d), Some((503, "concurrent-calls")), "{d:?}");
     // The same From tag again is the same call (a retransmission).
     assert_eq!(rejected(&decide(&p, &call("a", 1), &ctx)), None);
-    assert_eq!(calls.calls_up(p.trunks[3].id), 2);
+    assert_eq!(calls.calls_up(p.trunks[3].id, MON_10H), 2);
     // The same Call-ID and From tag with a new CSeq while call a is up: a new
     // transaction, a second dialog to a permissive core, a place of its own (QA 48).
     let again = |cseq: u32| {
@@ -1966,12 +2008,12 @@ fn one_call_id_with_new_from_tags_takes_a_place_each() {
     // Call b is busy: a's second INVITE (CSeq 3) takes the place.
     core("SIP/2.0 486 Busy", "b", "tb", "1 INVITE");
     assert_eq!(rejected(&decide(&p, &again(3), &ctx)), None);
-    assert_eq!(calls.calls_up(p.trunks[3].id), 2);
+    assert_eq!(calls.calls_up(p.trunks[3].id, MON_10H), 2);
     // Both answered, two dialogs; the core's BYE of the first ends that one alone.
     core("SIP/2.0 200 OK", "a", "t1", "1 INVITE");
     core("SIP/2.0 200 OK", "a", "t3", "3 INVITE");
     core("BYE sip:x@10.9.9.9 SIP/2.0", "t1", "a", "7 BYE");
-    assert_eq!(calls.calls_up(p.trunks[3].id), 1);
+    assert_eq!(calls.calls_up(p.trunks[3].id, MON_10H), 1);
     let d = decide(&p, &again(4), &ctx);
     assert_eq!(rejected(&d), None, "{d:?}");
     assert_eq!(
@@ -2062,7 +2104,7 @@ fn concurrent_calls_per_trunk() {
         rejected(&at(&invite("+8613812345678", ""), 140)).map(|r| r.1),
         Some("intl-domestic-caller")
     );
-    assert_eq!(calls.calls_up(p.trunks[3].id), 2);
+    assert_eq!(calls.calls_up(p.trunks[3].id, MON_10H), 2);
     // A reload that moves the trunk first: its calls up still count on it.
     let cap = "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2\n";
     let moved = Policy::from_str(
@@ -2567,7 +2609,8 @@ fn trunk_auth() {
         // A challenge is no block: its own verdict in the metrics and records.
         assert_eq!(d.verdict_str(), "challenge");
         let mut out = vec![];
-        assert!(verdict::write_reject(&p, m, &d, None, &mut out));
+        // The nonce is given to the address that asked.
+        assert!(verdict::write_reject(&p, m, &d, Some(src("ent")), &mut out));
         let r = String::from_utf8(out).unwrap();
         assert!(
             r.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"),
@@ -2597,7 +2640,7 @@ fn trunk_auth() {
     let answer = |m: &Message, at: u64| {
         let d = judge_at(&p, m, "ent", at, &rates);
         let mut out = vec![];
-        assert!(verdict::write_reject(&p, m, &d, None, &mut out));
+        assert!(verdict::write_reject(&p, m, &d, Some(src("ent")), &mut out));
         (String::from_utf8(out).unwrap(), d.retransmission)
     };
     let m = invite("13912345678", "");
@@ -2711,7 +2754,11 @@ fn trunk_auth_answers_are_good_for_one_call() {
             )
     );
     let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
-    let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H, 1);
+    let nonce = p.trunks[2]
+        .auth
+        .as_ref()
+        .unwrap()
+        .nonce(MON_10H, 1, Some(src("ent").ip()));
     let creds = |qop: Option<(&str, &str)>| digest_answer(&nonce, "s3cret", qop);
     // The same INVITE as another call: its own Call-ID and branch.
     let as_call = |m: &Message, n: u32| {
@@ -2797,7 +2844,15 @@ fn trunk_auth_locks_out_a_guesser() {
     );
     assert!(!text.contains("max_calls_per_minute") && text.contains("auth_secret"));
     let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
-    let nonce = p.trunks[2].auth.as_ref().unwrap().nonce(MON_10H, 1);
+    // Each nonce is given to one address, and answers it from there only.
+    let nonce_for = |ip: &str, at: u64, salt: u64| {
+        p.trunks[2]
+            .auth
+            .as_ref()
+            .unwrap()
+            .nonce(at, salt, Some(ip.parse().unwrap()))
+    };
+    let nonce = nonce_for("10.0.0.3", MON_10H, 1);
     let creds_for = |nonce: &str, pass: &str| digest_answer(nonce, pass, None);
     let creds = |pass: &str| creds_for(&nonce, pass);
     let rates = LocalRateCounter::new(1000);
@@ -2856,7 +2911,27 @@ fn trunk_auth_locks_out_a_guesser() {
         (Some((407, "trunk-auth")), Some("missing"))
     );
     // Another address of the same trunk is not locked.
-    let d = from("10.0.0.4", &right, t + 50);
+    let right4 = invite(
+        "13912345678",
+        &creds_for(&nonce_for("10.0.0.4", MON_10H, 1), "s3cret"),
+    );
+    let d = from("10.0.0.4", &right4, t + 50);
+    assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")));
+    // A nonce answered from another address than it was given to is no answer to our
+    // challenge: challenged again, never counted (QA 52: nonces fetched from one
+    // address and wrong answers forged from the PBX's locked the PBX out).
+    let elsewhere = invite(
+        "13912345678",
+        &creds_for(&nonce_for("10.0.0.9", MON_10H, 1), "guess"),
+    );
+    for i in 0..10 {
+        let d = from("10.0.0.4", &elsewhere, t + 51 + i);
+        assert_eq!(
+            (rejected(&d), auth(&d)),
+            (Some((407, "trunk-auth")), Some("missing"))
+        );
+    }
+    let d = from("10.0.0.4", &right4, t + 70);
     assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")));
     // A forged answer (a nonce we never gave) is a challenge, and never counts: a
     // sender that cannot see our challenges cannot lock an address.
@@ -2868,11 +2943,15 @@ fn trunk_auth_locks_out_a_guesser() {
         let d = from("10.0.0.5", &forged, t + 60 + i);
         assert_eq!(auth(&d), Some("missing"));
     }
-    let d = from("10.0.0.5", &right, t + 100);
+    let right5 = invite(
+        "13912345678",
+        &creds_for(&nonce_for("10.0.0.5", MON_10H, 1), "s3cret"),
+    );
+    let d = from("10.0.0.5", &right5, t + 100);
     assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")));
     // Two minutes on, the failures have aged out. (A new call, with a new nonce: an
     // answer is good for one call.)
-    let later = p.trunks[2].auth.as_ref().unwrap().nonce(t + 120_000, 2);
+    let later = nonce_for("10.0.0.3", t + 120_000, 2);
     let right2 = invite("13912345678", &creds_for(&later, "s3cret"));
     let d = from("10.0.0.3", &right2, t + 125_000);
     assert_eq!((rejected(&d), auth(&d)), (None, Some("ok")), "{d:?}");
@@ -4895,4 +4974,56 @@ fn marks_and_currency_signs_hide_no_presented_number() {
         let d = passes(&p, &with_from(from, pai), "ent");
         assert_eq!(d.rule, None, "{from}");
     }
+}
+
+/// A copy of an answered call's INVITE (a retransmission after the 200, or the same
+/// bytes sent again once the call ended) takes a place until the core says what it
+/// was: the dialog already up gives it back, a new dialog keeps it (QA 52: a core that
+/// took such a copy as a new call had it ride past `max_concurrent_calls`).
+#[test]
+fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
+    let p = policy(
+        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2",
+    );
+    let rates = LocalRateCounter::new(1000);
+    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
+    let ctx = |now: u64| Context {
+        source: src("intl-cap"),
+        local: None,
+        trunk: None,
+        now_ms: MON_10H + now,
+        rates: &rates,
+        behaviour: &calls,
+    };
+    let up = || calls.calls_up(p.trunks[3].id, MON_10H);
+    let x = invite("+442071234561", "");
+    let answer = |to_tag: &str| {
+        let s = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-+442071234561\r\nFrom: <sip:+442071234561@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: call-+442071234561\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse(Bytes::from(s)).unwrap();
+        sipfence::behaviour::observe(&m, true, &calls, MON_10H);
+    };
+    assert_eq!(rejected(&decide(&p, &x, &ctx(0))), None);
+    answer("t1");
+    assert_eq!(up(), 1);
+    // The copy: a place until the core answers; the dialog up already gives it back.
+    let d = decide(&p, &x, &ctx(100));
+    assert!(d.retransmission && rejected(&d).is_none(), "{d:?}");
+    assert_eq!(up(), 2);
+    answer("t1");
+    assert_eq!(up(), 1);
+    // A core that makes a new dialog of it: a second call, holding its place.
+    assert_eq!(rejected(&decide(&p, &x, &ctx(200))), None);
+    answer("t2");
+    assert_eq!(up(), 2);
+    let y = invite("+442071234562", "");
+    assert_eq!(
+        rejected(&decide(&p, &y, &ctx(300))),
+        Some((503, "concurrent-calls"))
+    );
+    // Calls whose end went unseen leave the gauge once past their deadline (four hours
+    // after an answer), without waiting for the trunk's next call (QA 52).
+    let later = MON_10H + 5 * 3_600_000;
+    assert_eq!(calls.calls_up(p.trunks[3].id, later), 0);
 }

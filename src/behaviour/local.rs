@@ -455,8 +455,8 @@ impl BehaviourTracker for LocalTracker {
         self.live.admit(trunk, nonzero(call), limit, now_ms)
     }
 
-    fn calls_up(&self, trunk: u64) -> u32 {
-        self.live.up(trunk)
+    fn calls_up(&self, trunk: u64, now_ms: u64) -> u32 {
+        self.live.up_now(trunk, now_ms)
     }
 
     fn calls_elsewhere(&self, trunk: u64) -> u32 {

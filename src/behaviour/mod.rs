@@ -167,8 +167,10 @@ pub trait BehaviourTracker: Send + Sync {
     fn admit(&self, _trunk: u64, _call: u64, _limit: u32, _now_ms: u64) -> bool {
         true
     }
-    /// Calls up on `trunk` ([`crate::policy::Trunk::id`]; a gauge).
-    fn calls_up(&self, _trunk: u64) -> u32 {
+    /// Calls up on `trunk` ([`crate::policy::Trunk::id`]; a gauge) at `now_ms`: calls
+    /// past their deadline no longer counted (QA 52: the gauge showed them until the
+    /// trunk's next call).
+    fn calls_up(&self, _trunk: u64, _now_ms: u64) -> u32 {
         0
     }
     /// Calls up on `trunk` at the other gateways sharing its limit (a gauge).

@@ -638,7 +638,7 @@ impl Metrics {
         // A trunk that no longer limits its calls leaves the gauge.
         self.concurrent_calls.reset();
         self.concurrent_calls_elsewhere.reset();
-        self.calls_up(p, &crate::behaviour::NoTracking);
+        self.calls_up(p, &crate::behaviour::NoTracking, 0);
         for (name, l) in p.named_lists() {
             self.list_entries
                 .with_label_values(&[name])
@@ -657,12 +657,12 @@ impl Metrics {
     }
 
     /// Sets the calls-up gauge of every trunk that limits its concurrent calls.
-    pub fn calls_up(&self, p: &Policy, t: &dyn crate::behaviour::BehaviourTracker) {
+    pub fn calls_up(&self, p: &Policy, t: &dyn crate::behaviour::BehaviourTracker, now_ms: u64) {
         for trunk in &p.trunks {
             if trunk.max_concurrent.is_some() {
                 self.concurrent_calls
                     .with_label_values(&[trunk.name.as_str()])
-                    .set(t.calls_up(trunk.id) as i64);
+                    .set(t.calls_up(trunk.id, now_ms) as i64);
                 self.concurrent_calls_elsewhere
                     .with_label_values(&[trunk.name.as_str()])
                     .set(t.calls_elsewhere(trunk.id) as i64);

@@ -10,6 +10,8 @@
 //!
 //! Pure like the rest of the decision: the time comes in, nothing is read.
 
+use std::net::IpAddr;
+
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -347,7 +349,7 @@ impl TrunkAuth {
         )
     }
 
-    fn nonce_mac(&self, ts_hex: &[u8], salt_hex: &[u8]) -> Hex {
+    fn nonce_mac(&self, ts_hex: &[u8], salt_hex: &[u8], to: Option<IpAddr>) -> Hex {
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
         match Hmac::<Sha256>::new_from_slice(&self.key) {
             Ok(mut m) => {
@@ -356,6 +358,14 @@ impl TrunkAuth {
                 if !salt_hex.is_empty() {
                     m.update(salt_hex);
                     m.update(b":");
+                }
+                // The address the nonce was given to: an answer to it from another is
+                // no answer to our challenge (QA 52: nonces fetched from one address,
+                // wrong answers forged from the PBX's, locked the PBX out).
+                match to.map(|ip| ip.to_canonical()) {
+                    Some(IpAddr::V4(a)) => m.update(&a.octets()),
+                    Some(IpAddr::V6(a)) => m.update(&a.octets()),
+                    None => {}
                 }
                 m.update(self.realm.as_bytes());
                 Hex::new(&m.finalize().into_bytes()[..16])
@@ -369,23 +379,24 @@ impl TrunkAuth {
     /// a retransmission is challenged alike), so that calls challenged within the same
     /// second do not share one and their answers, each good for one call, differ even
     /// from clients that answer without qop or with a fixed cnonce.
-    pub fn nonce(&self, now_ms: u64, salt: u64) -> String {
+    /// `to`: the address it is given to, bound into the MAC.
+    pub fn nonce(&self, now_ms: u64, salt: u64, to: Option<IpAddr>) -> String {
         let ts = format!("{:016x}", now_ms / 1000);
         let salt = format!("{salt:016x}");
-        let mac = self.nonce_mac(ts.as_bytes(), salt.as_bytes());
+        let mac = self.nonce_mac(ts.as_bytes(), salt.as_bytes(), to);
         ts + &salt + mac.as_str()
     }
 
     /// The issue time of a nonce this policy gave, in seconds; `None` for any other.
     /// The 48 digits of a nonce without salt (given by a gateway of an earlier version
     /// with the same `auth_secret`) still verify.
-    fn nonce_time(&self, nonce: &[u8]) -> Option<u64> {
+    fn nonce_time(&self, nonce: &[u8], from: Option<IpAddr>) -> Option<u64> {
         let (ts, salt, mac) = match nonce.len() {
             64 => (&nonce[..16], &nonce[16..32], &nonce[32..]),
             48 => (&nonce[..16], &b""[..], &nonce[16..]),
             _ => return None,
         };
-        if !same(mac, self.nonce_mac(ts, salt).as_bytes()) {
+        if !same(mac, self.nonce_mac(ts, salt, from).as_bytes()) {
             return None;
         }
         u64::from_str_radix(std::str::from_utf8(ts).ok()?, 16).ok()
@@ -394,7 +405,14 @@ impl TrunkAuth {
     /// Checks the credentials of a call (its method and the credentials' `uri` enter
     /// the answer, RFC 2617 3.2.2.3).
     /// `reading`: how the trunk reads its numbers, for the callee named in the answer.
-    pub fn check(&self, msg: &Message, now_ms: u64, reading: Reading<'_>) -> AuthCheck {
+    /// `from`: the address the answer came from, which the nonce must have been given to.
+    pub fn check(
+        &self,
+        msg: &Message,
+        now_ms: u64,
+        reading: Reading<'_>,
+        from: Option<IpAddr>,
+    ) -> AuthCheck {
         let b = msg.buf();
         let method = msg.method_bytes().unwrap_or_default();
         for (i, f) in msg.headers().iter().enumerate() {
@@ -408,7 +426,7 @@ impl TrunkAuth {
             if c.realm != self.realm.as_bytes() {
                 continue;
             }
-            let Some(issued) = self.nonce_time(c.nonce) else {
+            let Some(issued) = self.nonce_time(c.nonce, from) else {
                 return AuthCheck::Missing;
             };
             if !self.answers(&c, method) {
@@ -489,8 +507,15 @@ impl TrunkAuth {
     /// The `Proxy-Authenticate` field of a 407 for `now_ms` (with its CRLF). MD5 first,
     /// the algorithm every SIP device answers; SHA-256 beside it (RFC 8760) when every
     /// user's password is known.
-    pub fn challenge(&self, now_ms: u64, salt: u64, stale: bool, out: &mut Vec<u8>) {
-        let nonce = self.nonce(now_ms, salt);
+    pub fn challenge(
+        &self,
+        now_ms: u64,
+        salt: u64,
+        to: Option<IpAddr>,
+        stale: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let nonce = self.nonce(now_ms, salt, to);
         let stale = if stale { ", stale=true" } else { "" };
         let mut one = |algo: &str| {
             out.extend_from_slice(
@@ -546,6 +571,9 @@ mod tests {
 
     use super::*;
     use bytes::Bytes;
+
+    /// The PBX's address, which its nonces are given to.
+    const PBX: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 100, 1, 5)));
 
     /// Hex as a client would write it, independently of [`Hex`].
     fn hex(b: &[u8]) -> String {
@@ -620,19 +648,19 @@ mod tests {
     fn good_stale_missing_and_invalid_credentials() {
         let a = auth(&["pbx1:s3cret", "pbx2:md5:0123456789abcdef0123456789abcdef"]);
         let t0 = 1_796_000_000_000u64;
-        let nonce = a.nonce(t0, 1);
+        let nonce = a.nonce(t0, 1, PBX);
         for (algo, qop) in [("MD5", true), ("MD5", false), ("SHA-256", true)] {
             let m = invite(&answer("pbx1", "s3cret", &nonce, algo, qop));
             assert!(
                 matches!(
-                    a.check(&m, t0 + 5_000, Reading::national(b"86")),
+                    a.check(&m, t0 + 5_000, Reading::national(b"86"), PBX),
                     AuthCheck::Ok { field: 6 }
                 ),
                 "{algo} {qop}"
             );
             // After nonce_secs: the same answer is stale.
             assert_eq!(
-                a.check(&m, t0 + 301_000, Reading::national(b"86")),
+                a.check(&m, t0 + 301_000, Reading::national(b"86"), PBX),
                 AuthCheck::Stale,
                 "{algo}"
             );
@@ -640,10 +668,10 @@ mod tests {
         // A user configured by HA1 (written in capitals) answers MD5 like the others.
         let ha1 = hex(&Md5::digest("pbx3:sipfence:pw3")).to_ascii_uppercase();
         let a3 = auth(&[&format!("pbx3:md5:{ha1}")]);
-        let nonce3 = a3.nonce(t0, 1);
+        let nonce3 = a3.nonce(t0, 1, PBX);
         let m = invite(&answer("pbx3", "pw3", &nonce3, "MD5", true));
         assert!(matches!(
-            a3.check(&m, t0, Reading::national(b"86")),
+            a3.check(&m, t0, Reading::national(b"86"), PBX),
             AuthCheck::Ok { .. }
         ));
         // Wrong password, unknown user, SHA-256 for an HA1-only user: invalid.
@@ -653,32 +681,32 @@ mod tests {
             answer("pbx2", "x", &nonce, "SHA-256", true),
         ] {
             assert_eq!(
-                a.check(&invite(&pa), t0, Reading::national(b"86")),
+                a.check(&invite(&pa), t0, Reading::national(b"86"), PBX),
                 AuthCheck::Invalid,
                 "{pa}"
             );
         }
         // No credentials, another realm's, a nonce we never gave or from the future.
         assert_eq!(
-            a.check(&invite(""), t0, Reading::national(b"86")),
+            a.check(&invite(""), t0, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
         let other = answer("pbx1", "s3cret", &nonce, "MD5", true)
             .replace("realm=\"sipfence\"", "realm=\"core\"");
         assert_eq!(
-            a.check(&invite(&other), t0, Reading::national(b"86")),
+            a.check(&invite(&other), t0, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
         let forged = format!("{}{}", &nonce[..16], "0".repeat(32));
         let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
         assert_eq!(
-            a.check(&m, t0, Reading::national(b"86")),
+            a.check(&m, t0, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
-        let later = a.nonce(t0 + 120_000, 2);
+        let later = a.nonce(t0 + 120_000, 2, PBX);
         let m = invite(&answer("pbx1", "s3cret", &later, "MD5", true));
         assert_eq!(
-            a.check(&m, t0, Reading::national(b"86")),
+            a.check(&m, t0, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
         // Another key (another gateway without the shared secret): not our nonce.
@@ -695,7 +723,7 @@ mod tests {
         .unwrap();
         let m = invite(&answer("pbx1", "s3cret", &nonce, "MD5", true));
         assert_eq!(
-            b.check(&m, t0, Reading::national(b"86")),
+            b.check(&m, t0, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
     }
@@ -704,14 +732,18 @@ mod tests {
     fn every_challenge_has_its_own_nonce() {
         let a = auth(&["pbx1:s3cret"]);
         let t0 = 1_796_000_000_000;
-        let (n1, n2) = (a.nonce(t0, 1), a.nonce(t0 + 10, 2));
+        let (n1, n2) = (a.nonce(t0, 1, PBX), a.nonce(t0 + 10, 2, PBX));
         assert_ne!(n1, n2, "same second, other request");
-        assert_eq!(a.nonce(t0, 1), n1, "a retransmission is challenged alike");
+        assert_eq!(
+            a.nonce(t0, 1, PBX),
+            n1,
+            "a retransmission is challenged alike"
+        );
         assert_eq!(n1.len(), 64);
         for n in [&n1, &n2] {
             let m = invite(&answer("pbx1", "s3cret", n, "MD5", true));
             assert_eq!(
-                a.check(&m, t0 + 1000, Reading::national(b"86")),
+                a.check(&m, t0 + 1000, Reading::national(b"86"), PBX),
                 AuthCheck::Ok { field: 6 }
             );
         }
@@ -719,15 +751,15 @@ mod tests {
         let forged = format!("{}{:016x}{}", &n1[..16], 9, &n1[32..]);
         let m = invite(&answer("pbx1", "s3cret", &forged, "MD5", true));
         assert_eq!(
-            a.check(&m, t0 + 1000, Reading::national(b"86")),
+            a.check(&m, t0 + 1000, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
         // A nonce without salt, as an earlier version gave it: still good.
         let ts = format!("{:016x}", t0 / 1000);
-        let legacy = ts.clone() + a.nonce_mac(ts.as_bytes(), b"").as_str();
+        let legacy = ts.clone() + a.nonce_mac(ts.as_bytes(), b"", PBX).as_str();
         let m = invite(&answer("pbx1", "s3cret", &legacy, "MD5", true));
         assert_eq!(
-            a.check(&m, t0 + 1000, Reading::national(b"86")),
+            a.check(&m, t0 + 1000, Reading::national(b"86"), PBX),
             AuthCheck::Ok { field: 6 }
         );
     }
@@ -736,7 +768,7 @@ mod tests {
     fn the_challenge_names_realm_nonce_and_algorithms() {
         let a = auth(&["pbx1:s3cret"]);
         let mut out = vec![];
-        a.challenge(1_796_000_000_000, 7, true, &mut out);
+        a.challenge(1_796_000_000_000, 7, PBX, true, &mut out);
         let s = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 2, "{s}");
@@ -752,10 +784,10 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert_eq!(a.nonce_time(c.nonce), Some(1_796_000_000));
+        assert_eq!(a.nonce_time(c.nonce, PBX), Some(1_796_000_000));
         // An HA1-only user cannot answer SHA-256: offered MD5 alone.
         let mut out = vec![];
-        auth(&["pbx2:md5:0123456789abcdef0123456789abcdef"]).challenge(0, 7, false, &mut out);
+        auth(&["pbx2:md5:0123456789abcdef0123456789abcdef"]).challenge(0, 7, PBX, false, &mut out);
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
     }
 

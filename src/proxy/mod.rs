@@ -961,7 +961,8 @@ async fn control(
         refresh: {
             let s = shared.clone();
             Box::new(move || {
-                s.metrics.calls_up(&s.loaded.load().policy, &s.behaviour);
+                s.metrics
+                    .calls_up(&s.loaded.load().policy, &s.behaviour, crate::cli::now_ms());
                 // As of the scrape, not the last tick: a flood that fills the table shows
                 // at once.
                 s.metrics.rate_keys.set(s.rates.keys() as i64);
