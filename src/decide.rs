@@ -285,7 +285,30 @@ fn repeated(
     // one.
     let t = trunk.map_or(u64::MAX, |t| policy.trunks[t].id);
     let key = crate::sip::lex::tag_hash(&[b"seen", &t.to_le_bytes(), &b[..msg.len().min(b.len())]]);
-    ctx.rates.earlier_sight(key, ctx.now_ms, TRANSACTION_MS)
+    let first = ctx.rates.earlier_sight(key, ctx.now_ms, TRANSACTION_MS)?;
+    (!answered_already(msg, ctx)).then_some(first)
+}
+
+/// Whether the INVITE transaction of `msg` had its final answer ([`track_dialog`]). A
+/// copy sent after it is no retransmission (a UAC retransmits an INVITE only until it
+/// has one): it is judged and counted as the call it is to a core whose transaction
+/// has ended (QA 52: the same bytes sent again once a call had ended passed the
+/// per-caller limit uncounted).
+fn answered_already(msg: &Message, ctx: &Context<'_>) -> bool {
+    let b = msg.buf();
+    let branch = msg
+        .top_via()
+        .and_then(|v| v.branch)
+        .map_or(&b""[..], |s| s.of(b));
+    let cseq = msg.cseq().map_or(0, |(n, _)| n);
+    let key = answered_key(branch, msg.call_id(), cseq);
+    ctx.rates.recall(key, ctx.now_ms).is_some()
+}
+
+/// Key in the rate counters' memory of an INVITE transaction that had its final answer:
+/// the caller's branch, Call-ID and CSeq number.
+fn answered_key(branch: &[u8], call_id: &[u8], cseq: u32) -> u64 {
+    crate::sip::lex::tag_hash(&[b"answered", branch, call_id, &cseq.to_le_bytes()])
 }
 
 /// Key of a dialog in the rate counter's memory: its Call-ID, the same whichever side
@@ -330,11 +353,34 @@ pub fn track_dialog(
         ),
         Some(_) => {}
         None => {
-            if msg.status().is_some_and(|c| (200..300).contains(&c))
-                && msg.cseq().is_some_and(|(_, m)| m == b"INVITE")
+            let Some((cseq, b"INVITE")) = msg.cseq() else {
+                return;
+            };
+            let status = msg.status().unwrap_or(0);
+            if (200..300).contains(&status)
                 && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
             {
                 rates.note_dialog(dialog_key(msg.call_id()), now_ms, DIALOG_MS);
+            }
+            // A final answer ends the INVITE's transaction: a copy of the INVITE sent
+            // after it is a new attempt ([`repeated`]). The caller's branch is the top
+            // Via's, or the second's under ours.
+            if status >= 200 {
+                let b = msg.buf();
+                let via = match msg.top_via() {
+                    Some(v)
+                        if v.branch.is_some_and(|s| {
+                            s.of(b).starts_with(crate::sip::via::BRANCH_PREFIX)
+                        }) =>
+                    {
+                        msg.second_via()
+                    }
+                    v => v,
+                };
+                if let Some(branch) = via.and_then(|v| v.branch) {
+                    let key = answered_key(branch.of(b), msg.call_id(), cseq);
+                    rates.remember(key, now_ms, TRANSACTION_MS, true);
+                }
             }
         }
     }
@@ -1028,7 +1074,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                 primary.n.digits(),
             ])
         });
-        let before = txn.and_then(|k| ctx.rates.recall(k, ctx.now_ms));
+        // A transaction that had its final answer is over: a copy is a new attempt.
+        let before = txn
+            .and_then(|k| ctx.rates.recall(k, ctx.now_ms))
+            .filter(|_| !answered_already(msg, ctx));
         if let (None, Some(k)) = (before, txn) {
             ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, false);
         }

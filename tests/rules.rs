@@ -5027,3 +5027,43 @@ fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
     let later = MON_10H + 5 * 3_600_000;
     assert_eq!(calls.calls_up(p.trunks[3].id, later), 0);
 }
+
+/// An INVITE sent again after its transaction had its final answer is no
+/// retransmission: a UAC retransmits only until it has one, and a core whose
+/// transaction has ended takes the copy as a new call. It is judged and counted (QA 52:
+/// the same bytes sent again once a call had ended passed the per-caller limit).
+#[test]
+fn an_invite_sent_again_after_its_final_answer_is_counted() {
+    let p = policy("");
+    let rates = LocalRateCounter::new(1000);
+    let call = |from: &str, k: u32| renamed(&invite(from, ""), from, &format!("{from}-{k}"));
+    let a = "13912340001";
+    let r = |m: &Message, t: u64| judge_at(&p, m, "ent", MON_10H + t, &rates);
+    // The core's final answer to call k, relayed (our Via on top, the caller's below).
+    let answered = |k: u32, code: u16, t: u64| {
+        let s = format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKsf0123456789abcdef\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{a}-{k}\r\nFrom: <sip:{a}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=core\r\nCall-ID: call-{a}-{k}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse_for_relay(Bytes::from(s)).unwrap();
+        sipfence::decide::track_dialog(&m, || true, &rates, MON_10H + t);
+    };
+    let a1 = call(a, 1);
+    assert_eq!(rejected(&r(&a1, 0)), None);
+    // Retransmitted while the core thinks it over: the same call, uncounted.
+    let d = r(&a1, 500);
+    assert!(d.retransmission && rejected(&d).is_none());
+    answered(1, 486, 1_000);
+    // Sent again after the answer: a call of its own, the caller's second.
+    let d = r(&a1, 6_000);
+    assert!(!d.retransmission && rejected(&d).is_none(), "{d:?}");
+    // And again: the third in the minute, over the limit of two.
+    let d = r(&a1, 7_000);
+    assert_eq!(rejected(&d), Some((403, "enterprise-rate-caller")), "{d:?}");
+    // Another call's answer ends nothing of this one's: its retransmissions stay so.
+    let a2 = call(a, 2);
+    let rates2 = LocalRateCounter::new(1000);
+    let r2 = |m: &Message, t: u64| judge_at(&p, m, "ent", MON_10H + t, &rates2);
+    assert_eq!(rejected(&r2(&a2, 0)), None);
+    answered(1, 200, 100);
+    assert!(r2(&a2, 600).retransmission);
+}

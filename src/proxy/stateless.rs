@@ -24,9 +24,7 @@ use crate::sip::via::{self, Via};
 use crate::sip::{HeaderName, Message, Method, Span, lex};
 use crate::verdict;
 
-/// Prefix of every branch we generate (RFC 3261 magic cookie + "sf"): how we recognise
-/// our own Via on responses.
-pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKsf";
+pub use crate::sip::via::BRANCH_PREFIX;
 
 /// Where a message came from.
 #[derive(Debug, Clone, Copy)]

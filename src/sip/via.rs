@@ -4,6 +4,10 @@
 use super::Span;
 use super::lex::{self, class_end, is_token, quoted_end, skip_lws, token_end};
 
+/// Prefix of every branch sipfence generates (RFC 3261 magic cookie + "sf"): how it
+/// recognises its own Via on responses.
+pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKsf";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via {
     pub transport: Span,
