@@ -2310,6 +2310,14 @@ fn config_errors_name_file_and_line() {
         "[[trunk]]\nname = \"y\"\nrole = \"enterprise\"\nhours = \"9-17\"\n[trunk.whitelist]\nentries=[]",
     );
     assert!(e.contains(&format!("bad.toml:{}:", lines + 4)), "{e}");
+    // A window starts at 00:00, not 24:00 (QA 52: it loaded and was shown as written).
+    let e = bad(
+        "[[trunk]]\nname = \"y\"\nrole = \"enterprise\"\nhours = \"24:00-08:00\"\n[trunk.whitelist]\nentries=[]",
+    );
+    assert!(
+        e.contains(&format!("bad.toml:{}:", lines + 4)) && e.contains("starts at 00:00"),
+        "{e}"
+    );
     let e = bad("[lists.own_segments]\nentries = [\"alice\"]");
     assert!(
         e.starts_with(&format!("bad.toml:{}:", lines + 2)) && e.contains("alice"),

@@ -493,6 +493,11 @@ impl<'de> Deserialize<'de> for Hours {
             .split_once('-')
             .ok_or_else(|| de::Error::custom(format!("hours '{s}': expected HH:MM-HH:MM")))?;
         match (hhmm(a), hhmm(b)) {
+            // 24:00 ends a day; a window that starts then starts at 00:00 (QA 52: it
+            // loaded, worked as 00:00 and was shown as written).
+            (Some(1440), _) => Err(de::Error::custom(format!(
+                "hours '{s}': a window starts at 00:00, not 24:00"
+            ))),
             (Some(from_min), Some(to_min)) if from_min != to_min => Ok(Hours { from_min, to_min }),
             _ => Err(de::Error::custom(format!(
                 "hours '{s}': expected HH:MM-HH:MM with two different times"
@@ -516,12 +521,12 @@ impl<'de> Deserialize<'de> for UtcOffset {
             Some(b'-') => -1,
             _ => {
                 return Err(de::Error::custom(format!(
-                    "utc_offset '{s}': expected +HH:MM or -HH:MM"
+                    "utc_offset '{s}': expected +HH:MM, -HH:MM or Z"
                 )));
             }
         };
         let m = hhmm(&s[1..]).filter(|&m| m <= 14 * 60).ok_or_else(|| {
-            de::Error::custom(format!("utc_offset '{s}': expected +HH:MM or -HH:MM"))
+            de::Error::custom(format!("utc_offset '{s}': expected +HH:MM, -HH:MM or Z"))
         })?;
         Ok(UtcOffset(sign * m as i32))
     }
