@@ -1122,36 +1122,36 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             // shown number, in From, a display name or a Generic Number, is that number
             // calling (QA 43, QA 45); so is the second asserted one, and the IAM's (QA
             // 52: a sip PAI rotating beside a fixed tel one, which the core may show,
-            // never reached the limit). Each is counted, then judged.
-            // Each number once (a From showing the second asserted number is one
-            // caller, counted once a call), the caller's and the IAM's before the shown.
-            let mut numbers: [Option<(Number, bool)>; 12] = [None; 12];
-            for (slot, (n, shown)) in numbers.iter_mut().zip(
-                [
-                    (Some(primary.n), false),
-                    (d.asserted2, false),
-                    (isup_caller, false),
-                ]
-                .into_iter()
-                .chain(
-                    [presented, shown, generic, preferred]
-                        .into_iter()
-                        .chain(more)
-                        .map(|n| (n, true)),
-                )
-                .filter_map(|(n, shown)| n.map(|n| (n, shown))),
-            ) {
-                *slot = Some((n, shown));
+            // never reached the limit). Each distinct number is counted once a call (a
+            // From showing the second asserted number is one caller), the caller's and
+            // the IAM's before the shown ones, then judged.
+            let mut numbers = [(Number::default(), false); 12];
+            let mut kept = 0;
+            for (n, shown) in [
+                (Some(primary.n), false),
+                (d.asserted2, false),
+                (isup_caller, false),
+            ]
+            .into_iter()
+            .chain(
+                [presented, shown, generic, preferred]
+                    .into_iter()
+                    .chain(more)
+                    .map(|n| (n, true)),
+            )
+            .filter_map(|(n, shown)| n.map(|n| (n, shown)))
+            {
+                if kept < numbers.len() && !numbers[..kept].iter().any(|(m, _)| *m == n) {
+                    numbers[kept] = (n, shown);
+                    kept += 1;
+                }
             }
-            let distinct = |i: usize| {
-                numbers[i].filter(|(n, _)| !numbers[..i].iter().flatten().any(|(m, _)| m == n))
-            };
             let over = runs(RuleId::EnterpriseRateCaller)
                 .then_some(trunk.max_per_minute_per_caller)
                 .flatten()
                 .map(|max| {
                     let (mut caller, mut shown) = (false, false);
-                    for (n, is_shown) in (0..numbers.len()).filter_map(distinct) {
+                    for &(n, is_shown) in &numbers[..kept] {
                         if count(rate_key(trunk.id, Some(&n))) > max {
                             *(if is_shown { &mut shown } else { &mut caller }) = true;
                         }

@@ -137,6 +137,15 @@ fn judge(p: &Policy, m: &Message, trunk: &str) -> Decision {
     judge_at(p, m, trunk, MON_10H, &NoCounting)
 }
 
+/// Judges a call on trunk `ent`, `t` ms after [`MON_10H`], against `rates`: refused how,
+/// if at all.
+fn on_ent<'a>(
+    p: &'a Policy,
+    rates: &'a dyn RateCounter,
+) -> impl Fn(&Message, u64) -> Option<(u16, &'static str)> + 'a {
+    move |m, t| rejected(&judge_at(p, m, "ent", MON_10H + t, rates))
+}
+
 fn rejected(d: &Decision) -> Option<(u16, &'static str)> {
     match d.outcome {
         Outcome::Reject { code } => Some((code, d.rule.map(|r| r.as_str()).unwrap_or("?"))),
@@ -709,7 +718,7 @@ fn enterprise_rates() {
     // Call k of a caller: a new Call-ID and branch each time.
     let call = |from: &str, k: u32| renamed(&invite(from, ""), from, &format!("{from}-{k}"));
     let (a, b, c) = ("13912340001", "13912340002", "13912340003");
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let r = on_ent(&p, &rates);
     assert_eq!(r(&call(a, 1), 0), None);
     let a2 = call(a, 2);
     assert_eq!(r(&a2, 1), None);
@@ -734,7 +743,7 @@ fn enterprise_rates() {
     assert_eq!(r(&a3, 120_000), None);
     // Sending the same INVITE twice gains nothing: the first refused, the second too.
     let rates = LocalRateCounter::new(1000);
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let r = on_ent(&p, &rates);
     assert_eq!(r(&call(a, 10), 0), None);
     assert_eq!(r(&call(a, 11), 1), None);
     let twice = call(a, 12);
@@ -749,7 +758,7 @@ fn enterprise_rates() {
     // An allowed call's transaction copied for a caller over its limit (b, with its
     // two calls spent) is that caller's call, not the allowed one's retransmission.
     let rates = LocalRateCounter::new(1000);
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let r = on_ent(&p, &rates);
     let b1 = call(b, 1);
     assert_eq!(r(&b1, 10), None);
     assert_eq!(r(&call(b, 2), 11), None);
@@ -767,7 +776,7 @@ fn enterprise_rates() {
     // the shown number's calls are counted too, and its third in the minute is refused
     // (QA 43: every call passed).
     let rates = LocalRateCounter::new(1000);
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let r = on_ent(&p, &rates);
     let shown = |pai: &str, k: u32| {
         with_from_call(
             "<sip:+8613912340009@10.9.9.9>",
@@ -795,41 +804,34 @@ fn enterprise_rates() {
     // either): the tel number's calls are counted, its third refused (QA 52); one call
     // showing the same number twice counts it once.
     let rates = LocalRateCounter::new(1000);
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
-    let pair = |sip: &str, k: u32| {
+    let r = on_ent(&p, &rates);
+    // Call `k`: From `from`, a sip P-Asserted-Identity `sip` and the fixed tel one.
+    let pair = |from: &str, sip: &str, k: u32| {
         with_from_call(
-            &format!("<sip:+{sip}@10.9.9.9>"),
+            &format!("<sip:+{from}@10.9.9.9>"),
             &format!(
                 "P-Asserted-Identity: <sip:+{sip}@10.9.9.9>\r\nP-Asserted-Identity: <tel:+8613912340088>\r\n"
             ),
             &format!("pr-{k}"),
         )
     };
-    assert_eq!(r(&pair("8613912340021", 1), 40), None);
-    assert_eq!(r(&pair("8613912340022", 2), 41), None);
+    let rotating = |sip: &str, k: u32| pair(sip, sip, k);
+    assert_eq!(r(&rotating("8613912340021", 1), 40), None);
+    assert_eq!(r(&rotating("8613912340022", 2), 41), None);
     assert_eq!(
-        r(&pair("8613912340023", 3), 42),
+        r(&rotating("8613912340023", 3), 42),
         Some((403, "enterprise-rate-caller"))
     );
     let rates = LocalRateCounter::new(1000);
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
-    let twice = |k: u32| {
-        with_from_call(
-            "<sip:+8613912340088@10.9.9.9>",
-            &format!(
-                "P-Asserted-Identity: <sip:+86139123400{}@10.9.9.9>\r\nP-Asserted-Identity: <tel:+8613912340088>\r\n",
-                30 + k
-            ),
-            &format!("tw-{k}"),
-        )
-    };
-    assert_eq!(r(&twice(1), 50), None);
-    assert_eq!(r(&twice(2), 51), None);
+    let r = on_ent(&p, &rates);
+    let twice = |sip: &str, k: u32| pair("8613912340088", sip, k);
+    assert_eq!(r(&twice("8613912340031", 1), 50), None);
+    assert_eq!(r(&twice("8613912340032", 2), 51), None);
 
     // A fixed number in the display name behind a From and an asserted number that
     // both rotate: the display name's number is counted too (QA 45: only From's was).
     let rates = LocalRateCounter::new(1000);
-    let r = |m: &Message, t: u64| rejected(&judge_at(&p, m, "ent", MON_10H + t, &rates));
+    let r = on_ent(&p, &rates);
     let fixed_display = |k: u32| {
         let n = format!("86139123400{:02}", 10 + k);
         with_from_call(

@@ -464,17 +464,10 @@ impl BehaviourTracker for LocalTracker {
     }
 
     fn on_event(&self, r: CallRef, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)> {
-        self.live.on_event(
-            CallRef {
-                call: nonzero(r.call),
-                ..r
-            },
-            ev,
-            now_ms,
-        );
+        let call = nonzero(r.call);
+        self.live.on_event(CallRef { call, ..r }, ev, now_ms);
         // No tables yet: no call known.
         let t = self.tables.get()?;
-        let call = nonzero(r.call);
         // Where the call goes on being found: under its dialog once answered, under its
         // retry key once challenged.
         let mut move_to = None;

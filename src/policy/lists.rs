@@ -180,6 +180,11 @@ fn range_key(lead: &[u8], len: usize) -> u64 {
     key_of(lead) * 32 + len as u64
 }
 
+/// A [`range_key`]'s leading digits' key and length of numbers.
+fn range_parts(k: u64) -> (u64, u8) {
+    (k / 32, (k % 32) as u8)
+}
+
 /// The entry a list file's line holds: the text before any `#` comment, trimmed (empty
 /// for a blank or comment-only line).
 #[inline]
@@ -363,7 +368,11 @@ impl NumberSetBuilder {
                 o.at.extend(self.exact[e0..].iter().map(|&k| (k, false, f, line)));
                 o.at.extend(self.prefixes[p0..].iter().map(|&k| (k, true, f, line)));
                 // A range's block is named by its leading digits, as `entries` gives it.
-                o.at.extend(self.ranged[r0..].iter().map(|&k| (k / 32, true, f, line)));
+                o.at.extend(
+                    self.ranged[r0..]
+                        .iter()
+                        .map(|&k| (range_parts(k).0, true, f, line)),
+                );
             }
         }
         Ok(())
@@ -417,10 +426,10 @@ impl NumberSet {
             .keys
             .iter()
             .filter_map(move |&k| decode(k).map(|n| (n, EntryKind::Segment)));
-        let ranged =
-            self.ranged.keys.iter().filter_map(move |&k| {
-                decode(k / 32).map(|n| (n, EntryKind::Range((k % 32) as u8)))
-            });
+        let ranged = self.ranged.keys.iter().filter_map(move |&k| {
+            let (lead, len) = range_parts(k);
+            decode(lead).map(|n| (n, EntryKind::Range(len)))
+        });
         exact.chain(segs).chain(ranged)
     }
 

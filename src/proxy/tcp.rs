@@ -159,13 +159,12 @@ pub fn send_to_peer(
     // A request that cannot be queued is answered 503 as one that finds the connection
     // down (the step answers most at once: [`super::stateless::NextHops`]; this is the
     // one that raced it), never lost in silence (QA 49).
-    let tx = shared.tcp_conns.get(&id).map(|t| t.clone());
-    let refused = match tx.map(|tx| tx.try_send(Bytes::copy_from_slice(bytes))) {
-        Some(Ok(())) => return,
-        None => "tcp-gone",
-        Some(Err(_)) => "tcp-backlog",
-    };
-    shared.metrics.dropped(refused);
+    match udp::try_send_tcp(shared, id, bytes) {
+        Ok(true) => return,
+        // Gone or closed: counted already.
+        Ok(false) => {}
+        Err(_full) => shared.metrics.dropped("tcp-backlog"),
+    }
     unreachable(
         shared,
         udps,

@@ -400,20 +400,21 @@ pub fn send_tcp(shared: &Shared, id: u64, bytes: &[u8]) {
 /// A connection's writer queue found full, and the message that did not fit.
 type Full = (mpsc::Sender<Bytes>, Bytes);
 
-/// Hands bytes to a TCP connection's writer if its queue has room. A full queue gives
-/// the queue and the message back (nothing counted yet: the caller waits for room or
-/// drops it); a connection gone or closed is counted here.
-fn try_send_tcp(shared: &Shared, id: u64, bytes: &[u8]) -> Result<(), Full> {
+/// Hands bytes to a TCP connection's writer if its queue has room: `Ok(true)` when
+/// queued. A full queue gives the queue and the message back (nothing counted yet: the
+/// caller waits for room or drops it); a connection gone or closed is counted here
+/// (`Ok(false)`).
+pub(super) fn try_send_tcp(shared: &Shared, id: u64, bytes: &[u8]) -> Result<bool, Full> {
     let Some(tx) = shared.tcp_conns.get(&id).map(|t| t.clone()) else {
         shared.metrics.dropped("tcp-gone");
-        return Ok(());
+        return Ok(false);
     };
     match tx.try_send(Bytes::copy_from_slice(bytes)) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(mpsc::error::TrySendError::Full(b)) => Err((tx, b)),
         Err(mpsc::error::TrySendError::Closed(_)) => {
             shared.metrics.dropped("tcp-backlog");
-            Ok(())
+            Ok(false)
         }
     }
 }

@@ -393,19 +393,19 @@ impl Message {
     /// [`Message::from_tag`], read from the field when the parse left From aside (a
     /// response parsed for relaying, [`Message::parse_for_relay`]).
     pub fn from_tag_read(&self) -> Option<&[u8]> {
-        let from = match self.from {
-            Some(f) => f,
-            None => addr::parse_single(self.buf(), self.first(HeaderName::From)?.value()).ok()?,
-        };
-        addr::header_param(self.buf(), from.params, b"tag").filter(|t| !t.is_empty())
+        self.tag_read(self.from, HeaderName::From)
     }
     /// [`Message::to_tag`], read from the field when the parse left To aside.
     pub fn to_tag_read(&self) -> Option<&[u8]> {
-        let to = match self.to {
-            Some(t) => t,
-            None => addr::parse_single(self.buf(), self.first(HeaderName::To)?.value()).ok()?,
+        self.tag_read(self.to, HeaderName::To)
+    }
+    /// The tag of From or To (`name`): of the value parsed, else read from the field.
+    fn tag_read(&self, parsed: Option<addr::NameAddr>, name: HeaderName) -> Option<&[u8]> {
+        let na = match parsed {
+            Some(na) => na,
+            None => addr::parse_single(self.buf(), self.first(name)?.value()).ok()?,
         };
-        addr::header_param(self.buf(), to.params, b"tag").filter(|t| !t.is_empty())
+        addr::header_param(self.buf(), na.params, b"tag").filter(|t| !t.is_empty())
     }
     /// The From value, parsed.
     pub fn from_addr(&self) -> Option<&addr::NameAddr> {
