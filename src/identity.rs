@@ -877,7 +877,7 @@ fn read_party(
     }
     let ctx = uri::phone_context(b, &u);
     (p.number, p.plus_missing) = read(written, r, ctx.map(|s| s.of(b)));
-    p.in_context = ctx.is_some_and(|c| c.of(b).starts_with(b"+")) && !written.starts_with(b"+");
+    p.in_context = ctx.is_some_and(|c| uri::global_context(c.of(b))) && !written.starts_with(b"+");
     p
 }
 

@@ -246,7 +246,9 @@ impl Record {
         Record {
             ts_ms,
             trunk: d.trunk.map(|t| policy.trunks[t].name.clone()),
-            source: source.to_string(),
+            // A peer on a dual-stack listener as its own address, as replay shows it
+            // and as the trunks match it (QA 53: `[::ffff:192.0.2.1]:5060`).
+            source: SocketAddr::new(source.ip().to_canonical(), source.port()).to_string(),
             kind: d.kind.as_str(),
             method: msg
                 .method_bytes()
@@ -291,6 +293,41 @@ impl Record {
                 crate::policy::config::Fallback::Closed => "closed",
             }),
             behaviour: d.features.map(BehaviourRecord::new),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Context, decide};
+    use bytes::Bytes;
+
+    /// A peer on a dual-stack listener is recorded by its IPv4 address, as replay
+    /// records it (QA 53); an IPv6 peer as it is.
+    #[test]
+    fn a_mapped_source_is_recorded_as_ipv4() {
+        let p = Policy::builtin().expect("built-in policy");
+        let m = Message::parse(Bytes::from_static(
+            b"INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=1\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: m-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .expect("parses");
+        for (src, shown) in [
+            ("[::ffff:127.0.0.2]:5070", "127.0.0.2:5070"),
+            ("127.0.0.2:5070", "127.0.0.2:5070"),
+            ("[2001:db8::1]:5070", "[2001:db8::1]:5070"),
+        ] {
+            let src: SocketAddr = src.parse().expect("address");
+            let ctx = Context {
+                source: src,
+                local: None,
+                trunk: None,
+                now_ms: 1_000,
+                rates: &crate::policy::rate::NoCounting,
+                behaviour: &crate::behaviour::NoTracking,
+            };
+            let r = Record::new(&p, &m, &decide(&p, &m, &ctx), src, 1_000);
+            assert_eq!(r.source, shown);
         }
     }
 }

@@ -612,6 +612,37 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     for g in &gws {
         assert_eq!(g.metric("sipfence_list_refused"), 0.0);
     }
+
+    // A set that no longer holds the blacklist gives each gateway back the files' one,
+    // as a gateway started now runs (QA 54: the older set's entries stayed in force on
+    // the gateways that had run it, whatever version they showed).
+    let protected = gws[0].dir.path().join("protected.txt");
+    std::fs::write(&protected, "+861066666110\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["lists", "publish", "--redis", &redis.url()])
+        .arg(format!("protected={}", protected.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("published lists v2"),
+        "{text}"
+    );
+    wait_for("v2 on every gateway", 10, || {
+        gws.iter()
+            .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 2.0)
+    });
+    for (g, &b) in gws.iter().zip(&bases) {
+        assert_eq!(answer(b, "+8613800000098"), Some(403), "v1's entry gone");
+        assert_eq!(
+            answer(b, "+8613800000001"),
+            Some(608),
+            "the file's entry back"
+        );
+        assert_eq!(g.metric("sipfence_list_entries{list=\"blacklist\"}"), 1.0);
+        assert_eq!(g.metric("sipfence_list_entries{list=\"protected\"}"), 1.0);
+        assert!(g.http("GET", "/healthz").1.contains("lists=v2"));
+    }
 }
 
 #[test]

@@ -852,20 +852,48 @@ listen = "127.0.0.1:{m}"
 /// timeout; at the descriptor limit the control thread spun on `accept`).
 #[test]
 fn idle_connections_to_the_metrics_server_are_bounded_and_closed() {
-    use std::io::Read;
+    use std::io::{Read, Write};
     let proxy = Proxy::start(&config(port_block()), 1);
-    let addr = proxy.metrics.trim_start_matches("http://").to_string();
-    let idle: Vec<TcpStream> = (0..64)
-        .map(|_| TcpStream::connect(&addr).expect("connects"))
-        .collect();
-    // Past the cap: closed at once.
-    let mut over = TcpStream::connect(&addr).expect("connects");
-    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut b = [0u8; 16];
-    assert_eq!(over.read(&mut b).ok(), Some(0), "closed at once");
+    let addr: std::net::SocketAddr = proxy.metrics.trim_start_matches("http://").parse().unwrap();
+    // A connection from 127.0.0.`host`.
+    let from = |host: u8| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, host], 0)).into())
+            .unwrap();
+        s.connect(&addr.into()).expect("connects");
+        let s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let closed_at_once = |mut s: TcpStream| {
+        let mut b = [0u8; 16];
+        s.read(&mut b).ok() == Some(0)
+    };
+    // One host: eight places, the ninth connection closed at once...
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| from(1)).collect();
+    assert!(closed_at_once(from(1)), "past one host's places");
+    // ... and the probes and scrapers elsewhere still answered (QA 54: 64 idle
+    // connections from one host had /healthz unanswered).
+    let mut probe = from(2);
+    write!(
+        probe,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = probe.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Many hosts: 256 places in all, then closed at once.
+    for host in 3..34 {
+        idle.extend((0..8).map(|_| from(host)));
+    }
+    assert_eq!(idle.len(), 256);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(closed_at_once(from(40)), "past every place");
     // The idle ones are closed after the header timeout (10 s), and the endpoint
     // answers again.
     let started = std::time::Instant::now();
+    let mut b = [0u8; 16];
     for mut s in idle {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         assert_eq!(s.read(&mut b).ok(), Some(0), "closed by the server");

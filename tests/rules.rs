@@ -2320,6 +2320,22 @@ fn config_errors_name_file_and_line() {
         e.contains(&format!("bad.toml:{}:", lines + 4)) && e.contains("starts at 00:00"),
         "{e}"
     );
+    // Each reason says what is wrong (QA 53: 09:00-24:01 was said to need two
+    // different times).
+    for (hours, why) in [
+        ("09:00-24:01", "'24:01' is no time of day"),
+        ("25:00-08:00", "'25:00' is no time of day"),
+        ("08:00-08:00", "starts and ends at the same time"),
+        ("0800-1800", "'0800' is no time of day"),
+    ] {
+        let e = bad(&format!(
+            "[[trunk]]\nname = \"y\"\nrole = \"enterprise\"\nhours = \"{hours}\"\n[trunk.whitelist]\nentries=[]"
+        ));
+        assert!(
+            e.contains(&format!("bad.toml:{}:", lines + 4)) && e.contains(why),
+            "{hours}: {e}"
+        );
+    }
     let e = bad("[lists.own_segments]\nentries = [\"alice\"]");
     assert!(
         e.starts_with(&format!("bad.toml:{}:", lines + 2)) && e.contains("alice"),
@@ -3639,6 +3655,11 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
         (
             "<tel:95588;isub=12;Phone-Context=+852>",
             "<tel:+85295588;isub=12>;tag=ft1",
+        ),
+        // Escaped, the same context (QA 54: read in the home plan and refused).
+        (
+            "<sip:21234567;phone-context=%2B852@gw.hk.example;user=phone>",
+            "<sip:+85221234567@gw.hk.example;user=phone>",
         ),
     ] {
         for trunk in ["intl", "ic"] {

@@ -1376,6 +1376,13 @@ fn read_number(
     phone_context: Option<&[u8]>,
 ) -> Result<Number, NotANumber> {
     let home_cc = reading.home_cc;
+    // An escaped context (`phone-context=%2B852`) is the same context (RFC 3261 19.1.4;
+    // QA 54: read in the home plan, a Hong Kong caller was refused as a bad +86 number).
+    let mut plain = [0u8; 16];
+    let phone_context = match phone_context {
+        Some(c) if c.contains(&b'%') => Some(unescaped(c, &mut plain).unwrap_or(c)),
+        c => c,
+    };
     // The form asserted identities almost always take ("+8613812345678"): already
     // international, nothing to strip (a '+' number ignores any phone-context below too).
     if let Some(n) = raw.strip_prefix(b"+").and_then(Number::from_digits) {
@@ -1720,6 +1727,12 @@ mod tests {
         for c in ["+", "+-", "+86x", "+44;x"] {
             assert_eq!(p("13912345678", c), Err(NotANumber::NonNumeric), "{c}");
         }
+        // Escaped, the same context (QA 54: `%2B852` was read as no context, in the home
+        // plan).
+        assert_eq!(p("21234567", "%2B852").unwrap(), "+85221234567");
+        assert_eq!(p("12345678", "%2b86%2D10").unwrap(), "+861012345678");
+        assert_eq!(p("12345678", "%30%31%30").unwrap(), "+861012345678");
+        assert_eq!(p("13912345678", "%2B4-4").unwrap(), "+4413912345678");
     }
 
     #[test]

@@ -125,18 +125,57 @@ async fn serve(
 /// Connections served at once: Prometheus, a Grafana agent, a probe and an operator's
 /// curl need a handful; past this a new one is closed at once, so that a flood of idle
 /// connections cannot take every file descriptor of the process (QA 44).
-const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 256;
+
+/// Connections served at once from one address: one host holding idle connections
+/// open cannot take the places of the probes and the scrapers (QA 54: 64 half-sent
+/// requests from one host had `/healthz` unanswered, which restarts a gateway whose
+/// liveness probe it is).
+const PER_SOURCE: usize = 8;
 
 /// A request's header section must arrive within this (and a kept-alive connection
 /// send its next one): a connection held open and silent is closed.
 const HEADER_READ: Duration = Duration::from_secs(10);
 
+/// Connections open per source address; an entry goes with its last connection.
+#[derive(Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerSource {
+    /// A place for one more connection from `ip`, given back when the guard drops.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourcePlace> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_default();
+        if *n >= PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourcePlace(self.clone(), ip))
+    }
+}
+
+struct SourcePlace(Arc<PerSource>, std::net::IpAddr);
+
+impl Drop for SourcePlace {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Serves until the task is dropped.
 pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let sources = Arc::new(PerSource::default());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(_) => {
                 // No descriptor left (EMFILE) and the like: the listener stays readable,
                 // so retrying at once would spin the thread that also runs the control
@@ -144,6 +183,10 @@ pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(place) = sources.take(peer.ip().to_canonical()) else {
+            drop(stream);
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             drop(stream);
@@ -157,7 +200,7 @@ pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
                 .header_read_timeout(HEADER_READ)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
-            drop(slot);
+            drop((slot, place));
         });
     }
 }

@@ -492,17 +492,19 @@ impl<'de> Deserialize<'de> for Hours {
         let (a, b) = s
             .split_once('-')
             .ok_or_else(|| de::Error::custom(format!("hours '{s}': expected HH:MM-HH:MM")))?;
-        match (hhmm(a), hhmm(b)) {
+        let why = match (hhmm(a), hhmm(b)) {
+            (None, _) => format!("'{}' is no time of day (00:00 to 23:59)", a.trim()),
+            (_, None) => format!("'{}' is no time of day (00:00 to 24:00)", b.trim()),
             // 24:00 ends a day; a window that starts then starts at 00:00 (QA 52: it
             // loaded, worked as 00:00 and was shown as written).
-            (Some(1440), _) => Err(de::Error::custom(format!(
-                "hours '{s}': a window starts at 00:00, not 24:00"
-            ))),
-            (Some(from_min), Some(to_min)) if from_min != to_min => Ok(Hours { from_min, to_min }),
-            _ => Err(de::Error::custom(format!(
-                "hours '{s}': expected HH:MM-HH:MM with two different times"
-            ))),
-        }
+            (Some(1440), _) => "a window starts at 00:00, not 24:00".to_string(),
+            (Some(from_min), Some(to_min)) if from_min != to_min => {
+                return Ok(Hours { from_min, to_min });
+            }
+            _ => "the window starts and ends at the same time (the whole day is 00:00-24:00)"
+                .to_string(),
+        };
+        Err(de::Error::custom(format!("hours '{s}': {why}")))
     }
 }
 

@@ -16,6 +16,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// At most this many entries are named per trunk and reason; the rest are counted.
 const NAMED: usize = 5;
 
+/// A segment with fewer digits than this (country code included) takes in a whole
+/// country, region or carrier: `0*` (every domestic number), `+86139*`.
+const WIDE_SEGMENT: usize = 7;
+
+/// The first [`NAMED`] of `v`, and how many more.
+fn named(v: &[String]) -> String {
+    let more = v.len().saturating_sub(NAMED);
+    let mut s = v[..v.len().min(NAMED)].join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
+}
+
 fn refuses(t: &Trunk, r: RuleId) -> bool {
     t.runs(r) && matches!(t.action(r).kind, ActionKind::Reject | ActionKind::Drop)
 }
@@ -314,6 +328,30 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             ));
         }
     }
+    if p.trunks.is_empty() {
+        out.push("no trunks: every message is from an unknown source".to_string());
+    }
+    // A segment of a handful of digits in a policy-wide list is a whole country, region
+    // or carrier: one stray `*` (`+86*`) blacklists every domestic caller, or exempts
+    // every one from the blacklist, or lets every +86 caller in from abroad (QA 54).
+    for (name, list, does) in [
+        ("blacklist", &p.blacklist, "refused"),
+        ("protected", &p.protected, "refused from abroad"),
+        ("roamers", &p.roamers, "let in from abroad"),
+        ("exempt", &p.exempt, "exempt from the blacklist"),
+    ] {
+        let wide: Vec<String> = list
+            .segments()
+            .filter(|lead| lead.as_str().len() < WIDE_SEGMENT)
+            .map(|lead| format!("{lead}*"))
+            .collect();
+        if !wide.is_empty() {
+            out.push(format!(
+                "{name}: {} take(s) in a whole country, region or carrier: every caller under it {does}",
+                named(&wide)
+            ));
+        }
+    }
     for t in &p.trunks {
         let Some(w) = &t.whitelist else { continue };
         if w.is_empty() && refuses(t, RuleId::EnterpriseNotWhitelisted) {
@@ -358,9 +396,8 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 }
                 _ => lead,
             };
-            // A segment of a handful of digits is a whole region or carrier, no
-            // enterprise's numbers: `0*` (every domestic number), `+86139*`.
-            if segment && lead.as_str().len() < 7 {
+            // A whole region or carrier is no enterprise's numbers.
+            if segment && lead.as_str().len() < WIDE_SEGMENT {
                 odd.push(format!(
                     "trunk {} whitelist: {shown} lets a whole country, region or carrier through",
                     t.name
@@ -426,19 +463,13 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         // In the order the rules run.
         found.sort_by_key(|(r, _, _)| r.index());
         for (r, why, v) in found {
-            let more = v.len().saturating_sub(NAMED);
             out.push(format!(
-                "trunk {} whitelist: {} entr{} {why}, refused first by {}: {}{}",
+                "trunk {} whitelist: {} entr{} {why}, refused first by {}: {}",
                 t.name,
                 v.len(),
                 if v.len() == 1 { "y" } else { "ies" },
                 r.as_str(),
-                v[..v.len().min(NAMED)].join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
+                named(&v),
             ));
         }
     }
@@ -840,6 +871,40 @@ entries = [{whitelist}]
         let p = policy("", r#""+864008001234", "+8613812340000..+8613812349999""#);
         assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
         assert!(warnings(&Policy::builtin().unwrap()).is_empty());
+    }
+
+    /// A policy-wide list with a segment of a handful of digits (QA 54: `+86*` in the
+    /// roamers let every +86 caller in from abroad, and `check` said ok); the usual
+    /// segments say nothing.
+    #[test]
+    fn country_wide_segments_in_the_lists_are_named() {
+        let said = |lists: &str| {
+            let text = format!(
+                "{lists}\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"10.0.0.0/24\"]\nnext_hop = \"udp:10.0.0.9:5060\"\n"
+            );
+            let p = Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap();
+            warnings(&p)
+        };
+        let w = said(
+            "[lists.blacklist]\nentries = [\"+86*\", \"+8613800000001\", \"+8617099999*\"]\n[lists.roamers]\nentries = [\"0086*\"]\n[lists.exempt]\nentries = [\"1*\", \"+86139*\", \"+861391234*\"]\n[lists.protected]\nentries = [\"+8695*\", \"+8695588\"]\n",
+        );
+        assert_eq!(
+            w,
+            [
+                "blacklist: +86* take(s) in a whole country, region or carrier: every caller under it refused",
+                "protected: +8695* take(s) in a whole country, region or carrier: every caller under it refused from abroad",
+                "roamers: +86* take(s) in a whole country, region or carrier: every caller under it let in from abroad",
+                "exempt: +861*, +86139* take(s) in a whole country, region or carrier: every caller under it exempt from the blacklist",
+            ]
+        );
+        assert!(
+            said("[lists.blacklist]\nentries = [\"+8617099999*\", \"+8613800000001\"]\n[lists.roamers]\nentries = [\"+8613900000000\"]\n").is_empty()
+        );
+        let none = Policy::from_str("", "t.toml", std::path::Path::new(".")).unwrap();
+        assert_eq!(
+            warnings(&none),
+            ["no trunks: every message is from an unknown source"]
+        );
     }
 
     #[test]

@@ -421,16 +421,20 @@ impl NumberSet {
             .keys
             .iter()
             .filter_map(move |&k| decode(k).map(|n| (n, EntryKind::Exact)));
-        let segs = self
-            .prefixes
-            .keys
-            .iter()
-            .filter_map(move |&k| decode(k).map(|n| (n, EntryKind::Segment)));
+        let segs = self.segments().map(|n| (n, EntryKind::Segment));
         let ranged = self.ranged.keys.iter().filter_map(move |&k| {
             let (lead, len) = range_parts(k);
             decode(lead).map(|n| (n, EntryKind::Range(len)))
         });
         exact.chain(segs).chain(ranged)
+    }
+
+    /// The leading digits of every segment, in key order; for reports.
+    pub fn segments(&self) -> impl Iterator<Item = Number> + '_ {
+        self.prefixes.keys.iter().filter_map(|&k| {
+            // A key is a leading 1 and the digits (see `key_of`).
+            Number::from_digits(&k.to_string().as_bytes()[1..])
+        })
     }
 
     /// Entries (numbers and segments) in `self` and not in `old`, and in `old` and not

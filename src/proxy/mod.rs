@@ -412,16 +412,39 @@ impl Shared {
         lists: crate::cluster::lists::ListSet,
     ) -> Result<String, String> {
         let version = published.version;
-        let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
-            .map_err(|e| e.to_string())?;
-        for c in diff::applied(&self.loaded.load().policy, &p) {
-            tracing::info!(change = %c, version, "published lists apply");
-        }
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
-        let policy_version = self.install(p);
-        if let Ok(mut g) = self.lists.lock() {
-            *g = Some((published, lists));
-        }
+        let Ok(mut running) = self.lists.lock() else {
+            return Err("published lists: lock poisoned".into());
+        };
+        // A list the running set holds and this one does not goes back to the files'
+        // (what a gateway that starts now runs): the files are read again, as a reload
+        // reads them. Applied on top of the running policy, it kept the older set's
+        // entries, and two gateways on one version enforced two lists (QA 54).
+        let dropped = running
+            .as_ref()
+            .is_some_and(|(_, old)| old.iter().any(|(n, _)| !names.contains(n)));
+        let policy_version = if dropped {
+            let previous = running.replace((published, lists));
+            drop(running);
+            match self.reload() {
+                Ok(_) => self.loaded.load().version,
+                Err(e) => {
+                    if let Ok(mut g) = self.lists.lock() {
+                        *g = previous;
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
+                .map_err(|e| e.to_string())?;
+            for c in diff::applied(&self.loaded.load().policy, &p) {
+                tracing::info!(change = %c, version, "published lists apply");
+            }
+            let policy_version = self.install(p);
+            *running = Some((published, lists));
+            policy_version
+        };
         self.metrics
             .list_version
             .with_label_values(&["running"])

@@ -927,7 +927,7 @@ pub fn bad_request_for(
             let whole = Span::new(0, top_value.len());
             response::push_top_via(out, top_value, whole, &top_via, source);
         } else {
-            out.extend_from_slice(l);
+            push_printable(out, l);
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -942,7 +942,7 @@ pub fn bad_request_for(
         value(HeaderName::CSeq),
     ]));
     for &(name, l, v) in &keep {
-        out.extend_from_slice(l);
+        push_printable(out, l);
         if name == HeaderName::To && !v.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag=")) {
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(&tag);
@@ -974,6 +974,20 @@ pub fn bad_request_for(
             },
         )),
     })
+}
+
+/// A field line of a broken request, copied into our answer with every control
+/// character (a NUL, a bare CR: often what broke it) made a space: the caller still
+/// finds its From, To, Call-ID and CSeq, and gets back no byte a reader might end a line
+/// or a string at (QA 54).
+fn push_printable(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend(line.iter().map(|&c| {
+        if (c < b' ' && c != b'\t') || c == 0x7f {
+            b' '
+        } else {
+            c
+        }
+    }));
 }
 
 #[cfg(test)]
@@ -1355,6 +1369,51 @@ record_route = true
         let with = ok.replace("\r\n\r\nv=0", "\r\nContent-Length: 5\r\n\r\nv=0");
         let (_, out) = run(&p, "10.0.0.5:5060", &with);
         assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+    }
+
+    /// A broken request's answer: what the parser refused it for, and its fields copied
+    /// back without the control characters that broke it (QA 54: a NUL came back).
+    #[test]
+    fn broken_requests_are_answered_400_with_printable_fields() {
+        let src: SocketAddr = "198.51.100.7:5070".parse().unwrap();
+        let req = |method: &str, from: &str| {
+            format!(
+                "{method} sip:+861012345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-lc;rport\r\nFrom: {from};tag=a\r\nTo: <sip:+861012345678@192.0.2.10>\r\nCall-ID: lc-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let answer = |text: &str| {
+            let e = crate::sip::Message::parse(Bytes::from(text.to_string())).unwrap_err();
+            let mut out = vec![];
+            let dest = bad_request_for(text.as_bytes(), src, None, &e, None, &mut out);
+            (e, dest, out)
+        };
+        // A known method in another case: refused before any rule, never forwarded.
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let lower = req("invite", "<sip:+8613812345678@198.51.100.7>");
+        let (e, dest, out) = answer(&lower);
+        assert_eq!(e.kind, crate::sip::ErrorKind::BadMethod);
+        assert_eq!(dest, Some(Dest::Udp(src)));
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("SIP/2.0 400 Bad Request\r\n"), "{out}");
+        assert!(out.contains("text=\"bad_method at byte 0\""), "{out}");
+        let (h, _) = run(
+            &p,
+            "198.51.100.7:5070",
+            &req("INVITE", "<sip:+8613812345678@198.51.100.7>"),
+        );
+        assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+        // A NUL in the display name: the From comes back with a space there.
+        let (e, dest, out) = answer(&req("INVITE", "\"a\0b\" <sip:+8613812345678@198.51.100.7>"));
+        assert_eq!(e.kind, crate::sip::ErrorKind::BadHeaderLine);
+        assert_eq!(dest, Some(Dest::Udp(src)));
+        assert!(!out.contains(&0), "{out:?}");
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("SIP/2.0 400 Bad Request\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nFrom: \"a b\" <sip:+8613812345678@198.51.100.7>;tag=a\r\n"),
+            "{out}"
+        );
+        crate::sip::Message::parse(Bytes::from(out)).expect("the 400 parses");
     }
 
     #[test]

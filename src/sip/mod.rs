@@ -102,6 +102,20 @@ impl Method {
             _ => Method::Other,
         }
     }
+
+    /// Whether `m` is one of the known methods spelled in another case ("invite",
+    /// "Bye"). RFC 3261 makes that another, extension, method, but Kamailio, OpenSIPS
+    /// and many B2BUAs compare methods without case: an "invite" a core sets up as a
+    /// call would have passed no caller rule (QA 54), so the parser refuses it.
+    pub fn is_miscased(m: &[u8]) -> bool {
+        let mut up = [0u8; 9];
+        let Some(u) = up.get_mut(..m.len()) else {
+            return false;
+        };
+        u.copy_from_slice(m);
+        u.make_ascii_uppercase();
+        u != m && Method::from_bytes(u) != Method::Other
+    }
 }
 
 /// The first line of a message.

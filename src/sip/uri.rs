@@ -212,6 +212,12 @@ pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
     param(b, after, b"phone-context").is_none().then_some(ctx)
 }
 
+/// Whether a phone-context is a global number's (`+86`, escaped `%2B86`), not a
+/// domain's or dialled digits'.
+pub fn global_context(ctx: &[u8]) -> bool {
+    ctx.starts_with(b"+") || ctx.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(b"%2B"))
+}
+
 /// [`parse_chars_checked`], or, for a sip or sips URI whose host or port breaks the
 /// grammar (`sbc_01.carrier.example`, `gw:`, no host at all), its user part and
 /// parameters all the same: the number in it reaches the callee whatever the host, so
