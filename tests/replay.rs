@@ -2055,3 +2055,192 @@ fn tcp_overlaps_read_as_the_receiver_and_tso_packets() {
         "{verdicts:?}"
     );
 }
+
+/// A capture taken on the gateway holds what sipfence received and what it sent. A
+/// response a trunk's side forged (our Via on top) and sipfence relayed back is no
+/// answer of the core's, in replay as in the proxy (QA 53: replay read the relayed copy
+/// as the core's: a forged 180 made a ring-once call, a forged 200 hid one); and
+/// sipfence's own refusal ends no transaction, so the refused INVITE sent again is a
+/// retransmission, not a new attempt (QA 53: three records and three attempts).
+#[test]
+fn relayed_forgeries_and_own_refusals_replay_as_the_proxy_saw_them() {
+    let policy = Policy::from_str(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.10:5060"]
+sources = ["127.0.0.5"]
+next_hop = "udp:127.0.0.20:5060"
+[trunk.behaviour]
+ring_once = 1
+ring_once_secs = 5
+[trunk.rules.behaviour-ring-once]
+action = "reject"
+code = 608
+"#,
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let (peer, us, core): (SocketAddr, SocketAddr, SocketAddr) = (
+        "127.0.0.5:5090".parse().unwrap(),
+        "127.0.0.10:5060".parse().unwrap(),
+        "127.0.0.20:5060".parse().unwrap(),
+    );
+    let head = |first: &str, caller: &str, cid: &str, cseq: &str, to_tag: &str, ours: bool| {
+        let our_via = if ours {
+            "Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bKsf0123456789abcdef\r\n"
+        } else {
+            ""
+        };
+        let to = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        format!(
+            "{first}\r\n{our_via}Via: SIP/2.0/UDP 127.0.0.5:5090;branch=z9hG4bK-{cid}\r\nFrom: <sip:{caller}@127.0.0.5>;tag=caller\r\nTo: <sip:+861012345678@127.0.0.10>{to}\r\nCall-ID: {cid}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let invite = |caller: &str, cid: &str| {
+        head(
+            "INVITE sip:+861012345678@127.0.0.10 SIP/2.0",
+            caller,
+            cid,
+            "1 INVITE",
+            "",
+            false,
+        )
+    };
+    let cancel = |caller: &str, cid: &str| {
+        head(
+            "CANCEL sip:+861012345678@127.0.0.10 SIP/2.0",
+            caller,
+            cid,
+            "1 CANCEL",
+            "",
+            false,
+        )
+    };
+    // A response to the INVITE, with our Via on top (as sent to sipfence) or not (as
+    // relayed).
+    let answer = |status: &str, caller: &str, cid: &str, ours: bool| {
+        head(
+            &format!("SIP/2.0 {status}"),
+            caller,
+            cid,
+            "1 INVITE",
+            "callee",
+            ours,
+        )
+    };
+    let (a, b) = ("+8613800000001", "+8613800000002");
+    let messages = [
+        // Caller a: the core only says 100; the peer forges a 180, which sipfence relays
+        // back; a cancels at once. No ring-once: a's next call is let through.
+        (peer, us, invite(a, "a1")),
+        (core, us, answer("100 Trying", a, "a1", true)),
+        (peer, us, answer("180 Ringing", a, "a1", true)),
+        (us, peer, answer("180 Ringing", a, "a1", false)),
+        (peer, us, cancel(a, "a1")),
+        (core, us, answer("487 Request Terminated", a, "a1", true)),
+        (us, peer, answer("487 Request Terminated", a, "a1", false)),
+        (peer, us, invite(a, "a2")),
+        // Caller b: the core rings (relayed), the peer forges a 200 (relayed), b
+        // cancels at once: a ring-once call, which refuses b's next one.
+        (peer, us, invite(b, "b1")),
+        (core, us, answer("180 Ringing", b, "b1", true)),
+        (us, peer, answer("180 Ringing", b, "b1", false)),
+        (peer, us, answer("200 OK", b, "b1", true)),
+        (us, peer, answer("200 OK", b, "b1", false)),
+        (peer, us, cancel(b, "b1")),
+        (core, us, answer("487 Request Terminated", b, "b1", true)),
+        (us, peer, answer("487 Request Terminated", b, "b1", false)),
+        (peer, us, invite(b, "b2")),
+    ];
+    let mut at = 0u32;
+    let mut frames: Vec<(u32, Vec<u8>)> = messages
+        .iter()
+        .map(|(src, dst, m)| {
+            at += 100;
+            (
+                at,
+                sipfence::replay::pcapout::udp_packet(*src, *dst, m.as_bytes()),
+            )
+        })
+        .collect();
+    // b2 is refused 608 by sipfence (the answer below, with the To-tag sipfence makes),
+    // which the peer does not hear: it sends the INVITE again 0.5 s and 1.5 s on (timer
+    // A), each answered 608 again.
+    let own = {
+        let p = &policy;
+        let m = sipfence::sip::Message::parse(bytes::Bytes::from(invite(b, "b2"))).unwrap();
+        let ctx = sipfence::decide::Context {
+            source: peer,
+            local: None,
+            trunk: Some(0),
+            now_ms: 0,
+            rates: &sipfence::policy::rate::NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
+        };
+        let d = sipfence::decide::Decision {
+            outcome: sipfence::decide::Outcome::Reject { code: 608 },
+            ..sipfence::decide::decide(p, &m, &ctx)
+        };
+        let mut out = vec![];
+        assert!(sipfence::verdict::write_reject(p, &m, &d, None, &mut out));
+        out
+    };
+    frames.push((
+        at + 1,
+        sipfence::replay::pcapout::udp_packet(us, peer, &own),
+    ));
+    for t in [at + 500, at + 1_500] {
+        let (pkt_in, pkt_out) = (
+            sipfence::replay::pcapout::udp_packet(peer, us, invite(b, "b2").as_bytes()),
+            sipfence::replay::pcapout::udp_packet(us, peer, &own),
+        );
+        frames.push((t, pkt_in));
+        frames.push((t + 1, pkt_out));
+    }
+    frames.sort_by_key(|f| f.0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forged.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    for (t, pkt) in &frames {
+        w.write(
+            sipfence::replay::pcapout::LINKTYPE_RAW,
+            1_795_000_000 + t / 1000,
+            (t % 1000) * 1000,
+            pkt,
+            pkt.len() as u32,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let mut r = Replayer::new(&policy, None);
+    let mut recs = vec![];
+    r.file(&path, &mut Outputs::default(), &mut |rec| recs.push(rec))
+        .expect("capture opens");
+    let got: Vec<(&str, &str, Option<&str>)> = recs
+        .iter()
+        .map(|r| (r.call_id.as_str(), r.verdict, r.rule))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a1", "allow", None),
+            ("a2", "allow", None),
+            ("b1", "allow", None),
+            ("b2", "reject", Some("behaviour-ring-once")),
+        ],
+        "{recs:?}"
+    );
+    assert_eq!(
+        (r.summary.calls, r.summary.retransmissions),
+        (4, 2),
+        "{:?}",
+        r.summary
+    );
+}

@@ -70,6 +70,14 @@ impl<T> Set<T> {
     }
 }
 
+/// The start of the bucket of `window_ms` that `now_ms` falls in. Buckets are on the
+/// clock, as the rate counters' are, not on a caller's first call: then a call long out
+/// of the window cannot move where the buckets of later ones start, and a capture that
+/// begins mid-way counts as the gateway that saw it all did (QA 53).
+fn aligned(now_ms: u64, window_ms: u64) -> u64 {
+    now_ms - now_ms % window_ms
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct CallerSlot {
     /// Start of the current bucket.
@@ -337,10 +345,11 @@ impl LocalTracker {
                     }
                 };
                 set.keys[i] = key;
+                let window_ms = window_ms.max(1);
                 set.slots[i] = CallerSlot {
-                    start_ms: now_ms,
+                    start_ms: aligned(now_ms, window_ms),
                     last_ms: now_ms,
-                    window_ms: window_ms.max(1),
+                    window_ms,
                     ..CallerSlot::default()
                 };
                 i
@@ -424,7 +433,11 @@ impl BehaviourTracker for LocalTracker {
                 .unwrap_or_default();
         }
         self.with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
-            s.window_ms = c.window_ms.max(1);
+            let w = c.window_ms.max(1);
+            if s.window_ms != w {
+                // A reload changed the window: buckets of the new size, on its clock.
+                (s.window_ms, s.start_ms) = (w, aligned(s.start_ms, w));
+            }
             let left = s.roll(c.now_ms);
             s.last_ms = c.now_ms;
             s.attempts.add();
@@ -580,6 +593,36 @@ mod tests {
         // Three windows later nothing is left.
         let f = t.on_call(&start(7, 202, 5, 400_000));
         assert_eq!(f.attempts, 1);
+    }
+
+    /// Buckets are on the clock: a call long out of the window changes nothing, and a
+    /// tracker that saw only the recent calls (a capture that starts mid-way) counts as
+    /// one that saw them all (QA 53: the first call set where the buckets started).
+    #[test]
+    fn windows_are_on_the_clock() {
+        let at = |t: &LocalTracker, call: u64, now_ms: u64| {
+            t.on_call(&CallStart {
+                window_ms: 10_000,
+                ..start(7, call, 5, now_ms)
+            })
+        };
+        let base = 1_796_000_003_700;
+        let (all, late) = (LocalTracker::new(1024, 1024), LocalTracker::new(1024, 1024));
+        at(&all, 1, base);
+        for (i, s) in [26_000, 27_000, 28_000, 29_000, 30_500]
+            .into_iter()
+            .enumerate()
+        {
+            let (a, b) = (
+                at(&all, 10 + i as u64, base + s),
+                at(&late, 10 + i as u64, base + s),
+            );
+            assert_eq!(a.attempts, b.attempts, "call at +{s} ms");
+        }
+        // 30.5 s on from ...03,700 is ...34,200: 4.2 s into the bucket that began at
+        // ...30,000 (four calls, and this one), whose predecessor (one call, at
+        // ...29,700) is 58% inside the window: counted 0.58, rounded down.
+        assert_eq!(at(&late, 20, base + 30_500).attempts, 5);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Replayer<'p> {
     flows: TcpFlows,
     /// Call-ID hash -> rejected, kept only when the capture is being split.
     verdicts: HashMap<u64, bool, ahash::RandomState>,
+    /// Responses a trunk's side sent sipfence ([`relay_key`]): the copy the capture then
+    /// shows sipfence relaying is the trunk's, no answer of the core's.
+    trunk_answers: std::collections::HashSet<u64, ahash::RandomState>,
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
     /// proxy's tick).
     housekept_ms: u64,
@@ -146,6 +149,7 @@ impl<'p> Replayer<'p> {
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
+            trunk_answers: Default::default(),
             housekept_ms: 0,
             holes_checked_ms: 0,
             last_ts_ms: 0,
@@ -431,20 +435,27 @@ impl<'p> Replayer<'p> {
         let ours = self.policy.sent_by_us(transport, src, dst)
             || crate::proxy::stateless::sent_by_proxy(self.policy, &msg, src);
         if ours || crate::proxy::stateless::sent_by_core(self.policy, &msg, src) {
-            // What we relayed towards a trunk came from the core; what we sent the core
-            // came from a trunk, as the proxy received it.
-            let from_core = || !ours || !self.policy.from_core_side(&dst);
-            decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
-            // sipfence's own answers (503 from `concurrent-calls`, a behaviour rule's
-            // 608...) are no outcome of a call: the proxy never relays them, so they
-            // never reach its tracker. They carry the To-tag sipfence makes of the
-            // request, which a response repeats.
+            // What we relayed towards a trunk came from the core, unless the capture
+            // showed a trunk sending it (QA 53: a peer's forged 200, relayed back, was
+            // read as the call answered); what we sent the core came from a trunk, as
+            // the proxy received it.
+            let relayed_trunk_answer = ours
+                && msg.status().is_some()
+                && relay_key(&msg, msg.top_via()).is_some_and(|k| self.trunk_answers.remove(&k));
+            let from_core =
+                || !relayed_trunk_answer && (!ours || !self.policy.from_core_side(&dst));
+            // sipfence's own answers (503 from `concurrent-calls`, a rule's 403, a
+            // behaviour rule's 608...) are no outcome of a call: the proxy never relays
+            // them, so they never reach its tracker, nor end a transaction for it (QA
+            // 53: a retransmission of a refused INVITE counted as a new attempt). They
+            // carry the To-tag sipfence makes of the request, which a response repeats.
             let own_answer = ours
                 && msg.status().is_some()
                 && msg
                     .to_tag()
                     .is_some_and(|t| t == &crate::sip::response::stable_tag(&msg)[..]);
             if !own_answer {
+                decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
                 self.learn(&msg, from_core(), ts_ms);
             }
             let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
@@ -464,6 +475,16 @@ impl<'p> Replayer<'p> {
         if !d.is_reject() {
             let from_core = || self.policy.from_core_side(&src);
             decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
+        }
+        // A response from a trunk's side (the core's were taken above), with our Via on
+        // top and the caller's under it, as it will leave sipfence.
+        if msg.status().is_some()
+            && let Some(k) = relay_key(&msg, msg.second_via())
+        {
+            if self.trunk_answers.len() >= MAX_CALLS_TRACKED {
+                self.trunk_answers.clear();
+            }
+            self.trunk_answers.insert(k);
         }
         // The proxy feeds the tracker with what it relays; a capture holds what was
         // relayed, so every message that is not a new call goes in, at capture time.
@@ -512,6 +533,23 @@ impl<'p> Replayer<'p> {
         o.blocked |= blocked;
         o.allowed |= !blocked;
     }
+}
+
+/// A response as sipfence relays it: its transaction (the caller's branch, `caller_via`:
+/// the top Via once ours is taken off), Call-ID, CSeq, status and To-tag.
+fn relay_key(msg: &Message, caller_via: Option<crate::sip::via::Via>) -> Option<u64> {
+    let b = msg.buf();
+    let branch = caller_via?.branch?.of(b);
+    let (cseq, method) = msg.cseq()?;
+    Some(crate::sip::lex::tag_hash(&[
+        b"relayed",
+        branch,
+        msg.call_id(),
+        &cseq.to_le_bytes(),
+        method,
+        &msg.status()?.to_le_bytes(),
+        msg.to_tag().unwrap_or_default(),
+    ]))
 }
 
 /// Writes a packet to the split outputs its messages went to: (blocked, allowed).
