@@ -362,27 +362,27 @@ fn low_asr_caught_once_enough_attempts_and_spared_when_answered() {
             "+447700900009",
             &scattered(i as usize % 8),
             &call,
-            100_000 + i * 1000,
+            120_000 + i * 1000,
         );
         assert_eq!(d.outcome, Outcome::Forward, "{i}");
-        net.response(180, &call, 100_000 + i * 1000 + 100);
+        net.response(180, &call, 120_000 + i * 1000 + 100);
         if i < 4 {
             net.response(
                 if i < 2 { 200 } else { 486 },
                 &call,
-                100_000 + i * 1000 + 500,
+                120_000 + i * 1000 + 500,
             );
         }
     }
-    let d = net.invite("+447700900009", &scattered(3), "ring-24", 124_500);
+    let d = net.invite("+447700900009", &scattered(3), "ring-24", 144_500);
     let f = d.features.expect("features");
     assert_eq!((f.attempts, f.answered, f.settled), (25, 2, 4));
     assert!(!d.hits.contains(RuleId::BehaviourLowAsr), "{f:?}");
     // Once they fail, the ratio is low: 2 of 24.
     for i in 4..24u64 {
-        net.response(487, &format!("ring-{i}"), 125_000 + i);
+        net.response(487, &format!("ring-{i}"), 145_000 + i);
     }
-    let d = net.invite("+447700900009", &scattered(4), "ring-25", 126_000);
+    let d = net.invite("+447700900009", &scattered(4), "ring-25", 146_000);
     assert!(d.hits.contains(RuleId::BehaviourLowAsr), "{:?}", d.features);
     // Same volume, one call in five answered (20 %): above 10 %.
     let hit = run(

@@ -35,9 +35,11 @@ impl Pair {
     fn add(&mut self) {
         self.cur = self.cur.saturating_add(1);
     }
-    /// `prev` weighted by the share of the previous bucket still inside the window.
+    /// `prev` weighted by the share of the previous bucket still inside the window,
+    /// rounded: just past a bucket's end, two calls a moment ago are two (1.996), not
+    /// one, wherever the clock's buckets happen to fall.
     fn weighted(self, left_permille: u64) -> u32 {
-        self.cur as u32 + (self.prev as u64 * left_permille / 1000) as u32
+        self.cur as u32 + ((self.prev as u64 * left_permille + 500) / 1000) as u32
     }
     fn roll(&mut self, buckets: u64) {
         self.prev = if buckets == 1 { self.cur } else { 0 };
@@ -621,8 +623,8 @@ mod tests {
         }
         // 30.5 s on from ...03,700 is ...34,200: 4.2 s into the bucket that began at
         // ...30,000 (four calls, and this one), whose predecessor (one call, at
-        // ...29,700) is 58% inside the window: counted 0.58, rounded down.
-        assert_eq!(at(&late, 20, base + 30_500).attempts, 5);
+        // ...29,700) is 58% inside the window: counted 0.58, rounded to 1.
+        assert_eq!(at(&late, 20, base + 30_500).attempts, 6);
     }
 
     #[test]

@@ -796,10 +796,15 @@ entries = [{whitelist}]
         };
         let ent = "[lists.own_segments]\nentries = [\"+86400*\"]\n[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nsources = [\"10.0.0.1\"]\nnext_hop = \"udp:10.0.0.5:5060\"\nmax_calls_per_minute = 5\n[trunk.whitelist]\nentries = [\"+864008001234\"]\n";
         assert_eq!(
-            w("[records]\npcap_rejected = true\n"),
+            w(&format!("[records]\npcap_rejected = true\n{ent}")),
             ["[records] pcap_rejected without dir: no records and no capture are written"]
         );
-        assert!(w("[records]\ndir = \"/tmp/r\"\npcap_rejected = true\n").is_empty());
+        assert!(
+            w(&format!(
+                "[records]\ndir = \"/tmp/r\"\npcap_rejected = true\n{ent}"
+            ))
+            .is_empty()
+        );
         let closed = format!("[rules.enterprise-rate-trunk]\nfallback = \"closed\"\n{ent}");
         assert!(
             w(&closed)
