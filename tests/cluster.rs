@@ -643,6 +643,56 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         assert_eq!(g.metric("sipfence_list_entries{list=\"protected\"}"), 1.0);
         assert!(g.http("GET", "/healthz").1.contains("lists=v2"));
     }
+
+    // v3 holds the blacklist again; v4 leaves it out while gateway 0's policy file is
+    // broken on disk: gateway 0 refuses v4 (the file's line) and keeps v3; mended and
+    // reloaded, it takes v4 as the others did (QA 55: a refused set was never tried
+    // again).
+    let publish = |arg: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["lists", "publish", "--redis", &redis.url()])
+            .arg(arg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    publish(format!("blacklist={}", list.display()));
+    wait_for("v3 on every gateway", 10, || {
+        gws.iter()
+            .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 3.0)
+    });
+    let file = gws[0].dir.path().join("sipfence.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{good}\n[[trunk]]\nname = \"broken\n")).unwrap();
+    publish(format!("protected={}", protected.display()));
+    wait_for("v4 refused by gateway 0, taken by the others", 10, || {
+        gws[0].metric("sipfence_list_version{state=\"refused\"}") == 4.0
+            && gws[1..]
+                .iter()
+                .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 4.0)
+    });
+    assert_eq!(answer(bases[0], "+8613800000098"), Some(608), "v3 kept");
+    assert_eq!(answer(bases[1], "+8613800000098"), Some(403), "v4");
+    std::fs::write(&file, good).unwrap();
+    gws[0].signal("HUP");
+    wait_for("v4 on gateway 0 once its file is mended", 10, || {
+        gws[0].metric("sipfence_list_version{state=\"running\"}") == 4.0
+    });
+    assert_eq!(
+        answer(bases[0], "+8613800000098"),
+        Some(403),
+        "v4 on gateway 0"
+    );
+    assert_eq!(gws[0].metric("sipfence_list_refused"), 0.0);
+    // Sets count as no reload of their own; the SIGHUP does.
+    assert_eq!(
+        gws[1].metric("sipfence_policy_reloads_total{result=\"ok\"}"),
+        0.0
+    );
 }
 
 #[test]

@@ -124,6 +124,64 @@ impl CallerSlot {
         1000 - into * 1000 / w
     }
 
+    /// A reload changed the window to `window_ms`: the counts move into the buckets of
+    /// the new size, on its clock, in proportion to the time each old bucket shares
+    /// with each new one (events read as spread evenly, as [`Pair::weighted`] reads
+    /// them). QA 55: kept as they were, a lengthened window took the old current bucket
+    /// for the new previous one, and a caller's calls just before the reload counted
+    /// for less than they were.
+    fn rewindow(&mut self, now_ms: u64, window_ms: u64) {
+        self.roll(now_ms);
+        let old = self.window_ms;
+        let start = aligned(now_ms, window_ms);
+        // The old buckets (the current one up to now), and the new ones.
+        let from = [
+            (self.start_ms, now_ms.max(self.start_ms) + 1),
+            (self.start_ms.saturating_sub(old), self.start_ms),
+        ];
+        let to = [
+            (start, now_ms + 1),
+            (start.saturating_sub(window_ms), start),
+        ];
+        let overlap =
+            |(b, e): (u64, u64), (nb, ne): (u64, u64)| e.min(ne).saturating_sub(b.max(nb));
+        let callees = self.callees;
+        self.callees = [0, 0];
+        for (i, &f) in from.iter().enumerate() {
+            for (j, &t) in to.iter().enumerate() {
+                if overlap(f, t) > 0 {
+                    self.callees[j] |= callees[i];
+                }
+            }
+        }
+        for p in [
+            &mut self.attempts,
+            &mut self.answered,
+            &mut self.settled,
+            &mut self.ring_once,
+            &mut self.sequential,
+            &mut self.short_calls,
+        ] {
+            let was = [p.cur, p.prev];
+            let share = |t| {
+                let n: u64 = from
+                    .iter()
+                    .zip(was)
+                    .map(|(&f, n)| {
+                        let span = (f.1 - f.0).max(1);
+                        (n as u64 * overlap(f, t) + span / 2) / span
+                    })
+                    .sum();
+                n.min(u16::MAX as u64) as u16
+            };
+            *p = Pair {
+                cur: share(to[0]),
+                prev: share(to[1]),
+            };
+        }
+        (self.window_ms, self.start_ms) = (window_ms, start);
+    }
+
     fn features(&self, left: u64, now_ms: u64) -> Features {
         let attempts = self.attempts.weighted(left);
         let bits = self.callees[0] | if left > 0 { self.callees[1] } else { 0 };
@@ -437,8 +495,7 @@ impl BehaviourTracker for LocalTracker {
         self.with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
             let w = c.window_ms.max(1);
             if s.window_ms != w {
-                // A reload changed the window: buckets of the new size, on its clock.
-                (s.window_ms, s.start_ms) = (w, aligned(s.start_ms, w));
+                s.rewindow(c.now_ms, w);
             }
             let left = s.roll(c.now_ms);
             s.last_ms = c.now_ms;
@@ -625,6 +682,30 @@ mod tests {
         // ...30,000 (four calls, and this one), whose predecessor (one call, at
         // ...29,700) is 58% inside the window: counted 0.58, rounded to 1.
         assert_eq!(at(&late, 20, base + 30_500).attempts, 6);
+    }
+
+    /// A reload that changes the window moves the counts into buckets of the new size
+    /// (QA 55: lengthened from 10 s to 60 s, five calls a moment before counted as a
+    /// part of a bucket gone by).
+    #[test]
+    fn a_new_window_keeps_the_calls_it_covers() {
+        let at = |t: &LocalTracker, call: u64, now_ms: u64, window_ms: u64| {
+            t.on_call(&CallStart {
+                window_ms,
+                ..start(7, call, 5, now_ms)
+            })
+        };
+        let t = LocalTracker::new(1024, 1024);
+        let base = 1_796_000_040_000; // on a minute
+        for (i, s) in [1, 2, 3, 4, 5, 11].into_iter().enumerate() {
+            at(&t, 100 + i as u64, base + s * 1000, 10_000);
+        }
+        assert_eq!(at(&t, 10, base + 16_000, 60_000).attempts, 7);
+        assert_eq!(at(&t, 11, base + 18_000, 60_000).attempts, 8);
+        // Shortened again: the 8 calls of the minute's first 25 s are read as spread
+        // over them: 1.6 in the new current bucket (20-25 s), 3.2 in the previous one,
+        // half of which is still inside the window: 2 + 1 + 2.
+        assert_eq!(at(&t, 12, base + 25_000, 10_000).attempts, 5);
     }
 
     #[test]

@@ -69,6 +69,11 @@ impl Number {
     pub fn starts_with(&self, p: &[u8]) -> bool {
         self.digits().starts_with(p)
     }
+    /// The number (or leading digits) a [`Number::key`] holds: its decimal form without
+    /// the leading 1. For reports, not the call path.
+    pub fn from_key(k: u64) -> Option<Number> {
+        Number::from_digits(k.to_string().as_bytes().get(1..)?)
+    }
 }
 
 #[inline]

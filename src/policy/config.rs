@@ -493,6 +493,8 @@ impl<'de> Deserialize<'de> for Hours {
             .split_once('-')
             .ok_or_else(|| de::Error::custom(format!("hours '{s}': expected HH:MM-HH:MM")))?;
         let why = match (hhmm(a), hhmm(b)) {
+            _ if s.contains(',') => "one window only (HH:MM-HH:MM)".to_string(),
+            _ if a.trim().is_empty() => "expected HH:MM-HH:MM".to_string(),
             (None, _) => format!("'{}' is no time of day (00:00 to 23:59)", a.trim()),
             (_, None) => format!("'{}' is no time of day (00:00 to 24:00)", b.trim()),
             // 24:00 ends a day; a window that starts then starts at 00:00 (QA 52: it

@@ -20,6 +20,19 @@ const NAMED: usize = 5;
 /// country, region or carrier: `0*` (every domestic number), `+86139*`.
 const WIDE_SEGMENT: usize = 7;
 
+/// A list entry as a report shows it, with `at` (where it was written) after it.
+fn shown(lead: Number, kind: EntryKind, at: &str) -> String {
+    match kind {
+        EntryKind::Exact => format!("{lead}{at}"),
+        EntryKind::Segment => format!("{lead}*{at}"),
+        // One `x` a digit: the range's numbers have that length.
+        EntryKind::Range(len) => format!(
+            "{lead}{}{at}",
+            "x".repeat((len as usize).saturating_sub(lead.len()))
+        ),
+    }
+}
+
 /// The first [`NAMED`] of `v`, and how many more.
 fn named(v: &[String]) -> String {
     let more = v.len().saturating_sub(NAMED);
@@ -331,9 +344,10 @@ pub fn warnings(p: &Policy) -> Vec<String> {
     if p.trunks.is_empty() {
         out.push("no trunks: every message is from an unknown source".to_string());
     }
-    // A segment of a handful of digits in a policy-wide list is a whole country, region
-    // or carrier: one stray `*` (`+86*`) blacklists every domestic caller, or exempts
-    // every one from the blacklist, or lets every +86 caller in from abroad (QA 54).
+    // A segment or range of a handful of leading digits in a policy-wide list is a whole
+    // country, region or carrier: one stray `*` (`+86*`) blacklists every domestic
+    // caller, or exempts every one from the blacklist, or lets every +86 caller in from
+    // abroad (QA 54, ranges QA 55).
     for (name, list, does) in [
         ("blacklist", &p.blacklist, "refused"),
         ("protected", &p.protected, "refused from abroad"),
@@ -341,14 +355,20 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         ("exempt", &p.exempt, "exempt from the blacklist"),
     ] {
         let wide: Vec<String> = list
-            .segments()
-            .filter(|lead| lead.as_str().len() < WIDE_SEGMENT)
-            .map(|lead| format!("{lead}*"))
+            .blocks()
+            .filter(|(lead, _)| lead.as_str().len() < WIDE_SEGMENT)
+            .map(|(lead, kind)| shown(lead, kind, ""))
             .collect();
         if !wide.is_empty() {
             out.push(format!(
-                "{name}: {} take(s) in a whole country, region or carrier: every caller under it {does}",
-                named(&wide)
+                "{name}: {} {} a whole country, region or carrier: every caller under {} {does}",
+                named(&wide),
+                if wide.len() == 1 {
+                    "takes in"
+                } else {
+                    "take in"
+                },
+                if wide.len() == 1 { "it" } else { "them" },
             ));
         }
     }
@@ -376,15 +396,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             let at = w
                 .origin_of(&lead, segment)
                 .map_or(String::new(), |o| format!(" ({o})"));
-            let shown = match kind {
-                EntryKind::Exact => format!("{lead}{at}"),
-                EntryKind::Segment => format!("{lead}*{at}"),
-                // One `x` a digit: the range's numbers have that length.
-                EntryKind::Range(len) => format!(
-                    "{lead}{}{at}",
-                    "x".repeat((len as usize).saturating_sub(lead.len()))
-                ),
-            };
+            let shown = shown(lead, kind, &at);
             // A range's block is judged by its first number, which has the block's length
             // (as the lists it is held against may be ranges too); a segment by its
             // leading digits.
@@ -896,10 +908,21 @@ entries = [{whitelist}]
         assert_eq!(
             w,
             [
-                "blacklist: +86* take(s) in a whole country, region or carrier: every caller under it refused",
-                "protected: +8695* take(s) in a whole country, region or carrier: every caller under it refused from abroad",
-                "roamers: +86* take(s) in a whole country, region or carrier: every caller under it let in from abroad",
-                "exempt: +861*, +86139* take(s) in a whole country, region or carrier: every caller under it exempt from the blacklist",
+                "blacklist: +86* takes in a whole country, region or carrier: every caller under it refused",
+                "protected: +8695* takes in a whole country, region or carrier: every caller under it refused from abroad",
+                "roamers: +86* takes in a whole country, region or carrier: every caller under it let in from abroad",
+                "exempt: +861*, +86139* take in a whole country, region or carrier: every caller under them exempt from the blacklist",
+            ]
+        );
+        // Ranges alike (QA 55): all of 139, and every mobile, written as ranges.
+        let w = said(
+            "[lists.roamers]\nentries = [\"+8613900000000..+8613999999999\"]\n[lists.blacklist]\nentries = [\"13000000000..19999999999\", \"+8613812345600..+8613812345699\"]\n",
+        );
+        assert_eq!(
+            w,
+            [
+                "blacklist: +8613xxxxxxxxx, +8614xxxxxxxxx, +8615xxxxxxxxx, +8616xxxxxxxxx, +8617xxxxxxxxx and 2 more take in a whole country, region or carrier: every caller under them refused",
+                "roamers: +86139xxxxxxxx takes in a whole country, region or carrier: every caller under it let in from abroad",
             ]
         );
         assert!(

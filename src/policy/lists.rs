@@ -410,31 +410,27 @@ impl NumberSet {
     /// Every entry: the number, or the leading digits of a segment or a range's block,
     /// and which it is. In key order; for reports, not for the call path.
     pub fn entries(&self) -> impl Iterator<Item = (Number, EntryKind)> + '_ {
-        // A key is a leading 1 and the digits (see `key_of`): the digits are its decimal
-        // form without that 1.
-        let decode = |k: u64| {
-            let s = k.to_string();
-            Number::from_digits(&s.as_bytes()[1..])
-        };
         let exact = self
             .exact
             .keys
             .iter()
-            .filter_map(move |&k| decode(k).map(|n| (n, EntryKind::Exact)));
-        let segs = self.segments().map(|n| (n, EntryKind::Segment));
-        let ranged = self.ranged.keys.iter().filter_map(move |&k| {
-            let (lead, len) = range_parts(k);
-            decode(lead).map(|n| (n, EntryKind::Range(len)))
-        });
-        exact.chain(segs).chain(ranged)
+            .filter_map(|&k| Number::from_key(k).map(|n| (n, EntryKind::Exact)));
+        exact.chain(self.blocks())
     }
 
-    /// The leading digits of every segment, in key order; for reports.
-    pub fn segments(&self) -> impl Iterator<Item = Number> + '_ {
-        self.prefixes.keys.iter().filter_map(|&k| {
-            // A key is a leading 1 and the digits (see `key_of`).
-            Number::from_digits(&k.to_string().as_bytes()[1..])
-        })
+    /// The entries that are no single number: segments and ranges' blocks, by their
+    /// leading digits; for reports.
+    pub fn blocks(&self) -> impl Iterator<Item = (Number, EntryKind)> + '_ {
+        let segs = self
+            .prefixes
+            .keys
+            .iter()
+            .filter_map(|&k| Number::from_key(k).map(|n| (n, EntryKind::Segment)));
+        let ranged = self.ranged.keys.iter().filter_map(|&k| {
+            let (lead, len) = range_parts(k);
+            Number::from_key(lead).map(|n| (n, EntryKind::Range(len)))
+        });
+        segs.chain(ranged)
     }
 
     /// Entries (numbers and segments) in `self` and not in `old`, and in `old` and not

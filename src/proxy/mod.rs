@@ -314,8 +314,19 @@ impl Shared {
         self.msg_counters[(t == Transport::Tcp) as usize][response as usize].inc();
     }
 
-    /// Re-reads the policy; on failure the running one stays and the reason is returned.
+    /// Re-reads the policy (SIGHUP, `POST /reload`), counted in
+    /// `sipfence_policy_reloads_total`; on failure the running one stays and the reason
+    /// is returned.
     pub fn reload(&self) -> Result<String, String> {
+        let r = self.reread();
+        let result = if r.is_ok() { "ok" } else { "failed" };
+        self.metrics.reloads.with_label_values(&[result]).inc();
+        r
+    }
+
+    /// [`Shared::reload`] without counting it: a published list set that gives a list
+    /// back to the files reads them too.
+    fn reread(&self) -> Result<String, String> {
         let loaded = crate::cli::load_policy(self.config_path.as_deref()).and_then(|p| {
             // Lists published through Redis stay in force over the files' ones.
             let set = self.lists.lock().ok().and_then(|g| g.clone());
@@ -345,7 +356,6 @@ impl Shared {
                 let warnings = lint::warnings(&p);
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
-                self.metrics.reloads.with_label_values(&["ok"]).inc();
                 notify::notify(&format!("STATUS=serving, policy v{version}"));
                 tracing::info!("{summary}");
                 let mut text = format!("{summary}\n{}", said(&changes));
@@ -356,7 +366,6 @@ impl Shared {
                 Ok(text)
             }
             Err(e) => {
-                self.metrics.reloads.with_label_values(&["failed"]).inc();
                 tracing::error!(error = %e, "reload refused; the running policy stays");
                 Err(format!("reload refused: {e}"))
             }
@@ -426,7 +435,7 @@ impl Shared {
         let policy_version = if dropped {
             let previous = running.replace((published, lists));
             drop(running);
-            match self.reload() {
+            match self.reread() {
                 Ok(_) => self.loaded.load().version,
                 Err(e) => {
                     if let Ok(mut g) = self.lists.lock() {
@@ -886,7 +895,10 @@ async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
 /// Polls for published lists and swaps each new version in (or refuses it).
 async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     let Some(c) = &shared.cluster else { return };
-    let mut refused = None;
+    // The set refused last, and the policy version it was refused on: a reload (the
+    // files it broke on mended) tries it again (QA 55: it never was, and this gateway
+    // kept the older set while the others ran the new one).
+    let mut refused: Option<(crate::cluster::lists::Published, u64)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -895,7 +907,11 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         // v1 running here.
         let running = shared.lists_running();
         let p = match crate::cluster::lists::current(&c.redis).await {
-            Ok(Some(p)) if Some(p) != running && Some(p) != refused => p,
+            Ok(Some(p))
+                if Some(p) != running && refused != Some((p, shared.loaded.load().version)) =>
+            {
+                p
+            }
             Ok(_) => continue,
             Err(e) => {
                 shared.metrics.redis_error("lists");
@@ -920,7 +936,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                 print_out!("sipfence: {summary}");
             }
             Ok(Err(e)) => {
-                refused = Some(p);
+                refused = Some((p, shared.loaded.load().version));
                 shared
                     .metrics
                     .list_version

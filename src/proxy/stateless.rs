@@ -870,9 +870,10 @@ pub fn bad_request_for(
         .split(|&c| c == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next()?;
-    // Only requests are answered, and never an ACK.
+    // Only requests are answered, and never an ACK, in any case (QA 55: a broken `ack`
+    // was answered 400).
     if first.starts_with(b"SIP/")
-        || first.starts_with(b"ACK ")
+        || lex::starts_with_ci(first, b"ACK ")
         || !first.first().is_some_and(|&c| lex::is_token(c))
     {
         return None;
@@ -1402,6 +1403,12 @@ record_route = true
             &req("INVITE", "<sip:+8613812345678@198.51.100.7>"),
         );
         assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+        // An ACK is never answered, whatever its case.
+        let (e, dest, out) = answer(&req("ack", "<sip:+8613812345678@198.51.100.7>"));
+        assert_eq!(
+            (e.kind, dest, out.len()),
+            (crate::sip::ErrorKind::BadMethod, None, 0)
+        );
         // A NUL in the display name: the From comes back with a space there.
         let (e, dest, out) = answer(&req("INVITE", "\"a\0b\" <sip:+8613812345678@198.51.100.7>"));
         assert_eq!(e.kind, crate::sip::ErrorKind::BadHeaderLine);
