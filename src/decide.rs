@@ -189,7 +189,15 @@ impl Decision {
             Outcome::Reject { code: r.code }
         };
         d.refusal = Some(r);
-        d.retransmission = d.kind == Kind::Call && repeated(policy, msg, ctx, trunk).is_some();
+        if d.kind == Kind::Call {
+            d.retransmission = repeated(policy, msg, ctx, trunk).is_some();
+            // Judged by no rule, but its record names the caller as far as it can be
+            // read, so that a trace by number finds it (QA 56: caller, From and the
+            // asserted identity were all null).
+            identity::extract_into(msg, policy.reading(trunk), &policy.plan, &mut d.identity);
+            d.caller = d.identity.effective_number();
+            d.class = d.caller.map(|n| policy.plan.classify(&n));
+        }
         d
     }
     pub fn is_reject(&self) -> bool {

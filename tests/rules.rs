@@ -3085,6 +3085,17 @@ fn protocol_checks_come_before_the_rules() {
     let no_hops = Message::parse(Bytes::from(no_hops)).unwrap();
     let d = judge(&p, &no_hops, &ctx("intl", None));
     assert_eq!(d.outcome, Outcome::Reject { code: 483 });
+    // Judged by no rule, but its record names the caller (QA 56: a trace by number
+    // never found protocol refusals).
+    let r = sipfence::record::Record::new(&p, &no_hops, &d, src("intl"), MON_10H);
+    assert_eq!(
+        (r.caller.as_deref(), r.from.as_deref(), r.class),
+        (
+            Some("+442071234567"),
+            Some("+442071234567"),
+            Some("foreign")
+        )
+    );
     let d = judge(
         &p,
         &invite("+442071234567", "Proxy-Require: x-y\r\n"),
