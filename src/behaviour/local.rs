@@ -100,6 +100,18 @@ struct CallerSlot {
 }
 
 impl CallerSlot {
+    /// Every count kept in buckets.
+    fn pairs(&mut self) -> [&mut Pair; 6] {
+        [
+            &mut self.attempts,
+            &mut self.answered,
+            &mut self.settled,
+            &mut self.ring_once,
+            &mut self.sequential,
+            &mut self.short_calls,
+        ]
+    }
+
     /// Moves the buckets forward to `now`; returns the per-mille of the previous bucket
     /// still inside the window.
     fn roll(&mut self, now_ms: u64) -> u64 {
@@ -107,14 +119,7 @@ impl CallerSlot {
         let elapsed = now_ms.saturating_sub(self.start_ms);
         if elapsed >= w {
             let buckets = elapsed / w;
-            for p in [
-                &mut self.attempts,
-                &mut self.answered,
-                &mut self.settled,
-                &mut self.ring_once,
-                &mut self.sequential,
-                &mut self.short_calls,
-            ] {
+            for p in self.pairs() {
                 p.roll(buckets);
             }
             self.callees = [0, if buckets == 1 { self.callees[0] } else { 0 }];
@@ -154,14 +159,7 @@ impl CallerSlot {
                 }
             }
         }
-        for p in [
-            &mut self.attempts,
-            &mut self.answered,
-            &mut self.settled,
-            &mut self.ring_once,
-            &mut self.sequential,
-            &mut self.short_calls,
-        ] {
+        for p in self.pairs() {
             let was = [p.cur, p.prev];
             let share = |t| {
                 let n: u64 = from
