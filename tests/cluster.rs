@@ -678,7 +678,11 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     assert_eq!(answer(bases[0], "+8613800000098"), Some(608), "v3 kept");
     assert_eq!(answer(bases[1], "+8613800000098"), Some(403), "v4");
     std::fs::write(&file, good).unwrap();
-    gws[0].signal("HUP");
+    let (code, said) = gws[0].http("POST", "/reload");
+    assert!(
+        code == 200 && said.contains("published lists v4, refused here before, are tried again"),
+        "{code} {said}"
+    );
     wait_for("v4 on gateway 0 once its file is mended", 10, || {
         gws[0].metric("sipfence_list_version{state=\"running\"}") == 4.0
     });
@@ -688,7 +692,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         "v4 on gateway 0"
     );
     assert_eq!(gws[0].metric("sipfence_list_refused"), 0.0);
-    // Sets count as no reload of their own; the SIGHUP does.
+    // Sets count as no reload of their own; the POST /reload does.
     assert_eq!(
         gws[1].metric("sipfence_policy_reloads_total{result=\"ok\"}"),
         0.0

@@ -2327,8 +2327,12 @@ fn config_errors_name_file_and_line() {
         ("25:00-08:00", "'25:00' is no time of day"),
         ("08:00-08:00", "starts and ends at the same time"),
         ("0800-1800", "'0800' is no time of day"),
-        ("-1:00-09:00", "expected HH:MM-HH:MM"),
+        ("-1:00-09:00", "no start time"),
         ("09:00-10:00,12:00-13:00", "one window only"),
+        ("09:00-10:00;12:00-13:00", "one window only"),
+        ("09:00-10:00 12:00-13:00", "one window only"),
+        ("+1:00-09:00", "'+1:00' is no time of day"),
+        ("09:00-09:+5", "'09:+5' is no time of day"),
     ] {
         let e = bad(&format!(
             "[[trunk]]\nname = \"y\"\nrole = \"enterprise\"\nhours = \"{hours}\"\n[trunk.whitelist]\nentries=[]"

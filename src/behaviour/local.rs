@@ -130,52 +130,47 @@ impl CallerSlot {
     }
 
     /// A reload changed the window to `window_ms`: the counts move into the buckets of
-    /// the new size, on its clock, in proportion to the time each old bucket shares
-    /// with each new one (events read as spread evenly, as [`Pair::weighted`] reads
-    /// them). QA 55: kept as they were, a lengthened window took the old current bucket
-    /// for the new previous one, and a caller's calls just before the reload counted
-    /// for less than they were.
+    /// the new size, on its clock. An old bucket's events lie between its start and its
+    /// end or the caller's last event, whichever comes first; its count goes to the new
+    /// bucket that the newest of those times falls in, so that no count is read as
+    /// older than it may be. QA 55: kept as they were, a lengthened window took the old
+    /// current bucket for the new previous one; QA 58: spread over the old bucket, a
+    /// window shortened in the middle of an attack let the attacker's last calls out
+    /// of it.
     fn rewindow(&mut self, now_ms: u64, window_ms: u64) {
         self.roll(now_ms);
-        let old = self.window_ms;
+        let (old, last) = (self.window_ms, self.last_ms.min(now_ms));
         let start = aligned(now_ms, window_ms);
-        // The old buckets (the current one up to now), and the new ones.
-        let from = [
-            (self.start_ms, now_ms.max(self.start_ms) + 1),
-            (self.start_ms.saturating_sub(old), self.start_ms),
-        ];
+        // The new bucket (0 current, 1 previous) of the old one beginning at `b`.
+        let place = |b: u64| {
+            let newest = last.min(b + old - 1);
+            if newest >= start {
+                Some(0)
+            } else if newest >= start.saturating_sub(window_ms) {
+                Some(1)
+            } else {
+                None
+            }
+        };
         let to = [
-            (start, now_ms + 1),
-            (start.saturating_sub(window_ms), start),
+            place(self.start_ms),
+            place(self.start_ms.saturating_sub(old)),
         ];
-        let overlap =
-            |(b, e): (u64, u64), (nb, ne): (u64, u64)| e.min(ne).saturating_sub(b.max(nb));
-        let callees = self.callees;
-        self.callees = [0, 0];
-        for (i, &f) in from.iter().enumerate() {
-            for (j, &t) in to.iter().enumerate() {
-                if overlap(f, t) > 0 {
-                    self.callees[j] |= callees[i];
-                }
+        let callees = std::mem::take(&mut self.callees);
+        for (bits, to) in callees.into_iter().zip(to) {
+            if let Some(j) = to {
+                self.callees[j] |= bits;
             }
         }
         for p in self.pairs() {
-            let was = [p.cur, p.prev];
-            let share = |t| {
-                let n: u64 = from
-                    .iter()
-                    .zip(was)
-                    .map(|(&f, n)| {
-                        let span = (f.1 - f.0).max(1);
-                        (n as u64 * overlap(f, t) + span / 2) / span
-                    })
-                    .sum();
-                n.min(u16::MAX as u64) as u16
-            };
-            *p = Pair {
-                cur: share(to[0]),
-                prev: share(to[1]),
-            };
+            let was = std::mem::take(p);
+            for (n, to) in [was.cur, was.prev].into_iter().zip(to) {
+                match to {
+                    Some(0) => p.cur = p.cur.saturating_add(n),
+                    Some(_) => p.prev = p.prev.saturating_add(n),
+                    None => {}
+                }
+            }
         }
         (self.window_ms, self.start_ms) = (window_ms, start);
     }
@@ -592,6 +587,8 @@ impl BehaviourTracker for LocalTracker {
         };
         self.with_caller(t, caller, now_ms, None, |s| {
             s.roll(now_ms);
+            // The caller's last event, calls' outcomes included ([`CallerSlot::rewindow`]).
+            s.last_ms = s.last_ms.max(now_ms);
             match seen {
                 Seen::Answered => {
                     s.answered.add();
@@ -700,10 +697,23 @@ mod tests {
         }
         assert_eq!(at(&t, 10, base + 16_000, 60_000).attempts, 7);
         assert_eq!(at(&t, 11, base + 18_000, 60_000).attempts, 8);
-        // Shortened again: the 8 calls of the minute's first 25 s are read as spread
-        // over them: 1.6 in the new current bucket (20-25 s), 3.2 in the previous one,
-        // half of which is still inside the window: 2 + 1 + 2.
+        // Shortened again at 25 s: the 8 calls of the minute so far, the last at 18 s,
+        // go to the new previous bucket (10-20 s), half of which is still inside the
+        // window: 1 + 8 / 2. Never less than were in the window (3: 16, 18 and 25 s).
         assert_eq!(at(&t, 12, base + 25_000, 10_000).attempts, 5);
+        // Shortened in the middle of a burst (QA 58): five calls at 50-54 s of a
+        // 60-s bucket, then 10 s: all five are in the new window, as they were.
+        let t = LocalTracker::new(1024, 1024);
+        for s in 50..55 {
+            at(&t, 200 + s, base + s * 1000, 60_000);
+        }
+        assert_eq!(at(&t, 300, base + 56_000, 10_000).attempts, 6);
+        // Five calls at the minute's start, shortened at 55 s: none is in the window.
+        let t = LocalTracker::new(1024, 1024);
+        for s in 1..6 {
+            at(&t, 400 + s, base + s * 1000, 60_000);
+        }
+        assert_eq!(at(&t, 500, base + 55_000, 10_000).attempts, 1);
     }
 
     #[test]

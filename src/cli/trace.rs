@@ -561,8 +561,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     match searched {
         Ok(what) => {
             eprintln!(
-                "sipfence: {} records matched {what}{}",
+                "sipfence: {} record{} matched {what}{}",
                 out.matched,
+                if out.matched == 1 { "" } else { "s" },
                 out.unreadable_note()
             );
             if out.matched > 0 { 0 } else { 1 }

@@ -482,6 +482,13 @@ impl std::fmt::Display for Hours {
 
 fn hhmm(s: &str) -> Option<u16> {
     let (h, m) = s.trim().split_once(':')?;
+    // Digits only: `parse` also takes a sign (`+1:00`, `09:+5`: QA 58).
+    let digits = |t: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&t.len()) && t.bytes().all(|c| c.is_ascii_digit())
+    };
+    if !digits(h, 1..=2) || !digits(m, 2..=2) {
+        return None;
+    }
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
     (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
 }
@@ -493,8 +500,10 @@ impl<'de> Deserialize<'de> for Hours {
             .split_once('-')
             .ok_or_else(|| de::Error::custom(format!("hours '{s}': expected HH:MM-HH:MM")))?;
         let why = match (hhmm(a), hhmm(b)) {
-            _ if s.contains(',') => "one window only (HH:MM-HH:MM)".to_string(),
-            _ if a.trim().is_empty() => "expected HH:MM-HH:MM".to_string(),
+            _ if s.contains([',', ';', '/']) || s.trim().contains(' ') && !s.contains(" - ") => {
+                "one window only (HH:MM-HH:MM)".to_string()
+            }
+            _ if a.trim().is_empty() => "no start time (HH:MM-HH:MM)".to_string(),
             (None, _) => format!("'{}' is no time of day (00:00 to 23:59)", a.trim()),
             (_, None) => format!("'{}' is no time of day (00:00 to 24:00)", b.trim()),
             // 24:00 ends a day; a window that starts then starts at 00:00 (QA 52: it

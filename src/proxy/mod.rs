@@ -318,7 +318,21 @@ impl Shared {
     /// `sipfence_policy_reloads_total`; on failure the running one stays and the reason
     /// is returned.
     pub fn reload(&self) -> Result<String, String> {
-        let r = self.reread();
+        let r = self.reread().map(|mut text| {
+            // A set refused here is tried again by the poller, not by this reload (QA
+            // 58: the answer said nothing of the set that then came in force).
+            if self.metrics.list_refused.get() > 0 {
+                let v = self
+                    .metrics
+                    .list_version
+                    .with_label_values(&["refused"])
+                    .get();
+                text.push_str(&format!(
+                    "published lists v{v}, refused here before, are tried again at the next poll\n"
+                ));
+            }
+            text
+        });
         let result = if r.is_ok() { "ok" } else { "failed" };
         self.metrics.reloads.with_label_values(&[result]).inc();
         r
