@@ -366,21 +366,21 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         ("roamers", &p.roamers, "let in from abroad"),
         ("exempt", &p.exempt, "exempt from the blacklist"),
     ] {
-        let wide: Vec<String> = list
+        let found: Vec<String> = list
             .blocks()
             .filter(|(lead, kind)| wide(lead, *kind))
             .map(|(lead, kind)| shown(lead, kind, ""))
             .collect();
-        if !wide.is_empty() {
+        if !found.is_empty() {
             out.push(format!(
                 "{name}: {} {} a whole country, region or carrier: every caller under {} {does}",
-                named(&wide),
-                if wide.len() == 1 {
+                named(&found),
+                if found.len() == 1 {
                     "takes in"
                 } else {
                     "take in"
                 },
-                if wide.len() == 1 { "it" } else { "them" },
+                if found.len() == 1 { "it" } else { "them" },
             ));
         }
     }
