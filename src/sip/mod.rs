@@ -108,6 +108,7 @@ impl Method {
     /// and many B2BUAs compare methods without case: an "invite" a core sets up as a
     /// call would have passed no caller rule (QA 54), so the parser refuses it.
     pub fn is_miscased(m: &[u8]) -> bool {
+        // SUBSCRIBE and REGISTER, the longest known methods, have nine letters.
         let mut up = [0u8; 9];
         let Some(u) = up.get_mut(..m.len()) else {
             return false;
