@@ -578,7 +578,13 @@ impl BehaviourTracker for LocalTracker {
                 _ => None,
             };
             let slot = *s;
-            if let Some(to) = move_to.filter(|&k| k != 0 && k != call) {
+            if slot.ended {
+                // Its outcome is counted: the place is free, and later messages of the
+                // call (a BYE sent again, the 487 after a CANCEL) find nothing to count
+                // (QA 57: ended calls stayed, filled the table and were evicted by age
+                // alongside long calls still up).
+                set.keys[i] = 0;
+            } else if let Some(to) = move_to.filter(|&k| k != 0 && k != call) {
                 set.keys[i] = 0;
                 drop(set);
                 self.put_call(t, nonzero(to), slot);
@@ -784,6 +790,10 @@ mod tests {
         );
         // Two of the four calls with an outcome; the fifth, being judged, is none yet.
         assert_eq!(f.asr_percent(), 50);
+        // Ended calls take no place (QA 57: they stayed until evicted, and the table
+        // filled): the fifth, up, alone; a BYE sent again counts nothing.
+        assert_eq!(t.stats(50_000).calls, 1);
+        assert_eq!(t.on_event(CallRef::call(14), Event::Bye, 50_100), None);
     }
 
     #[test]

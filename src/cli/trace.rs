@@ -141,12 +141,17 @@ impl Filter {
             want.as_ref()
                 .is_none_or(|w| r[field].as_str().is_some_and(|v| v.eq_ignore_ascii_case(w)))
         };
+        // Calls from no trunk's sources: `none`, as the metrics name them (QA 57).
+        let trunk = match self.trunk.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("none") => r["trunk"].is_null(),
+            _ => is("trunk", &self.trunk),
+        };
         // Call-IDs compare exactly (RFC 3261 20.8); names and verdicts in any case.
         if self
             .call_id
             .as_ref()
             .is_some_and(|id| r["call_id"].as_str() != Some(id.as_str()))
-            || !is("trunk", &self.trunk)
+            || !trunk
         {
             return false;
         }
@@ -271,6 +276,7 @@ fn build(policy: &Policy, a: &Args) -> Result<Filter, String> {
     }
     if let Some(t) = &a.trunk
         && policy.trunk_by_name(t).is_none()
+        && !t.eq_ignore_ascii_case("none")
     {
         // Records may be older than the policy: a warning, not a refusal.
         eprintln!("sipfence: note: the policy has no trunk named '{t}'");
@@ -578,6 +584,23 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--trunk none` finds the calls from no trunk's sources, as the metrics name them
+    /// (QA 57: they are recorded with no trunk, and nothing matched); a name finds its
+    /// trunk's, in any case.
+    #[test]
+    fn trunk_none_is_no_trunk() {
+        let rec = |trunk: Value| serde_json::json!({ "ts_ms": 1, "trunk": trunk });
+        let f = |t: &str| Filter {
+            trunk: Some(t.into()),
+            ..Filter::default()
+        };
+        assert!(f("none").keeps(&rec(Value::Null)));
+        assert!(f("NONE").keeps(&rec(Value::Null)));
+        assert!(!f("none").keeps(&rec("intl".into())));
+        assert!(f("Intl").keeps(&rec("intl".into())));
+        assert!(!f("intl").keeps(&rec(Value::Null)));
+    }
 
     #[test]
     fn numbers_are_asked_for_in_any_form() {

@@ -214,18 +214,25 @@ impl Writer {
                     }
                     self.flush();
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    let now = now_secs();
-                    if self.file.is_some() && now.saturating_sub(self.opened_at) >= self.rotate_secs
-                    {
-                        self.rotate(now);
-                    }
-                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => self.idle(now_secs()),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         self.flush();
         self.close_pcap();
+    }
+
+    /// Nothing to write: once the file's time is up, it ends here, and the next record
+    /// opens the next one (QA 57: a quiet gateway kept an empty file every
+    /// `rotate_secs`); old files still expire on time.
+    fn idle(&mut self, now: u64) {
+        if now.saturating_sub(self.opened_at) >= self.rotate_secs {
+            self.flush();
+            self.file = None;
+            self.close_pcap();
+            self.opened_at = now;
+            expire(&self.dir, now, self.retention_secs);
+        }
     }
 
     fn item(&mut self, i: Item) {
@@ -469,6 +476,50 @@ mod tests {
             behaviour: &crate::behaviour::NoTracking,
         };
         Record::new(p, &m, &decide(p, &m, &ctx), src, 1_000)
+    }
+
+    /// A quiet gateway: the file whose time is up ends, and no empty one follows it
+    /// until a record comes (QA 57).
+    #[test]
+    fn quiet_hours_leave_no_empty_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut w = Writer {
+            dir: dir.path().to_path_buf(),
+            rotate_bytes: 1 << 30,
+            rotate_secs: 60,
+            retention_secs: 1 << 30,
+            file: None,
+            pcap: None,
+            want_pcap: true,
+            opened_at: 0,
+            failing: None,
+            reopen_at: None,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let p = Policy::builtin().expect("built-in policy");
+        w.item(Item::Record(Box::new(record(&p, 1))));
+        w.flush();
+        let t = w.opened_at;
+        for quiet in [t + 30, t + 61, t + 200, t + 3_600] {
+            w.idle(quiet);
+        }
+        assert!(w.file.is_none());
+        w.item(Item::Record(Box::new(record(&p, 2))));
+        w.flush();
+        let files = record_files(dir.path()).expect("listed");
+        assert_eq!(files.len(), 2, "{files:?}");
+        for (_, f) in &files {
+            assert_eq!(std::fs::read_to_string(f).expect("read").lines().count(), 1);
+        }
+        // The pcaps of rejected calls that took no packet are gone.
+        let pcaps = std::fs::read_dir(dir.path())
+            .expect("listed")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pcap"))
+            })
+            .count();
+        assert!(pcaps <= 1, "{pcaps}");
     }
 
     /// A disk that refuses writes (here /dev/full, which answers every write with
