@@ -2244,3 +2244,58 @@ code = 608
         r.summary
     );
 }
+
+/// A scanner's OPTIONS from an address no trunk claims, under `unknown-source = drop`:
+/// replay lists each drop, as the proxy records each (QA 57: replay listed none).
+#[test]
+fn a_scanners_dropped_requests_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[rules.unknown-source]\naction = \"drop\"\n[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nlisten = [\"udp:127.0.0.1:5060\"]\nsources = [\"127.0.0.11\"]\nnext_hop = \"udp:127.0.0.1:5080\"\n",
+    )
+    .unwrap();
+    let path = dir.path().join("scan.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    let (scanner, us): (SocketAddr, SocketAddr) = (
+        "127.0.0.98:42382".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+    );
+    for (i, m) in ["OPTIONS", "REGISTER", "INVITE"].iter().enumerate() {
+        let msg = format!(
+            "{m} sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.98:42382;branch=z9hG4bK-scan{i};rport\r\nFrom: \"sipvicious\"<sip:100@1.1.1.1>;tag=s{i}\r\nTo: \"sipvicious\"<sip:100@1.1.1.1>\r\nCall-ID: scan-{i}\r\nCSeq: 1 {m}\r\nMax-Forwards: 70\r\nContact: <sip:100@127.0.0.98:42382>\r\nContent-Length: 0\r\n\r\n"
+        );
+        let pkt = sipfence::replay::pcapout::udp_packet(scanner, us, msg.as_bytes());
+        w.write(
+            sipfence::replay::pcapout::LINKTYPE_RAW,
+            1_795_000_000 + i as u32,
+            0,
+            &pkt,
+            pkt.len() as u32,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let listed: Vec<(String, String, String)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("call_id").is_some())
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            (s("method"), s("verdict"), s("rule"))
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = ["OPTIONS", "REGISTER", "INVITE"]
+        .iter()
+        .map(|m| (m.to_string(), "drop".into(), "unknown-source".into()))
+        .collect();
+    assert_eq!(listed, want, "{text}");
+}

@@ -628,7 +628,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         println!("{}", crate::record::TABLE_HEADER);
     }
     let mut print = |rec: Record| {
-        if rec.kind != "call" && rec.verdict != "reject" {
+        // Calls, and every other request refused: a scanner's OPTIONS dropped as
+        // `unknown-source` too, as the proxy records them (QA 57: drops were left out).
+        if rec.kind != "call" && !matches!(rec.verdict, "reject" | "drop") {
             return;
         }
         if json {
