@@ -229,7 +229,6 @@ struct CallSlot {
     ring_once_ms: u32,
     short_call_ms: u32,
     trunk: TrunkTag,
-    ended: bool,
 }
 
 /// Occupancy figures, for metrics.
@@ -419,7 +418,7 @@ impl LocalTracker {
     /// a new call in that slot.
     fn start_call(&self, t: &Tables, c: &CallStart) -> bool {
         let call = nonzero(c.call);
-        let open = |s: &CallSlot| s.answer_ms == 0 && !s.ended && s.caller == c.caller;
+        let open = |s: &CallSlot| s.answer_ms == 0 && s.caller == c.caller;
         {
             let set = t.call_set(call);
             if set.find(call).is_some_and(|i| open(&set.slots[i])) {
@@ -547,17 +546,16 @@ impl BehaviourTracker for LocalTracker {
                     }
                     None
                 }
-                Event::Answered if s.answer_ms == 0 && !s.ended => {
+                Event::Answered if s.answer_ms == 0 => {
                     s.answer_ms = now_ms.max(1);
                     move_to = Some(r.dialog);
                     Some(Seen::Answered)
                 }
-                Event::Challenged if s.answer_ms == 0 && !s.ended => {
+                Event::Challenged if s.answer_ms == 0 => {
                     move_to = Some(r.retry);
                     None
                 }
-                Event::Cancel | Event::Cancelled if !s.ended && s.answer_ms == 0 => {
-                    s.ended = true;
+                Event::Cancel | Event::Cancelled if s.answer_ms == 0 => {
                     let quick =
                         s.ring_ms != 0 && now_ms.saturating_sub(s.ring_ms) <= s.ring_once_ms as u64;
                     Some(if quick {
@@ -566,19 +564,17 @@ impl BehaviourTracker for LocalTracker {
                         Seen::Cancelled
                     })
                 }
-                Event::Failed if !s.ended && s.answer_ms == 0 => {
-                    s.ended = true;
-                    Some(Seen::Failed)
-                }
-                Event::Bye if !s.ended && s.answer_ms != 0 => {
-                    s.ended = true;
+                Event::Failed if s.answer_ms == 0 => Some(Seen::Failed),
+                Event::Bye if s.answer_ms != 0 => {
                     let short = now_ms.saturating_sub(s.answer_ms) <= s.short_call_ms as u64;
                     Some(if short { Seen::ShortCall } else { Seen::Ended })
                 }
                 _ => None,
             };
             let slot = *s;
-            if slot.ended {
+            // Every outcome but an answer ends the call.
+            let ended = seen.is_some_and(|x| x != Seen::Answered);
+            if ended {
                 // Its outcome is counted: the place is free, and later messages of the
                 // call (a BYE sent again, the 487 after a CANCEL) find nothing to count
                 // (QA 57: ended calls stayed, filled the table and were evicted by age
