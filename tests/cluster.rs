@@ -463,6 +463,14 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     }
     let bases: Vec<u16> = (0..3).map(|_| port_block()).collect();
     let redis = RedisServer::start(bases[0] + 35);
+    // `sipfence lists publish` to this Redis, with these arguments.
+    let publish = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["lists", "publish", "--redis", &redis.url()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let gws: Vec<Proxy> = bases
         .iter()
         .enumerate()
@@ -475,11 +483,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     }
     let list = gws[0].dir.path().join("blacklist.txt");
     std::fs::write(&list, "# new entries\n+8613800000001\n+8613800000099\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["lists", "publish", "--redis", &redis.url()])
-        .arg(format!("blacklist={}", list.display()))
-        .output()
-        .unwrap();
+    let out = publish(&[format!("blacklist={}", list.display())]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success()
@@ -494,18 +498,11 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Under another prefix, no gateway here sees it (they read `sipfence:`).
-    let other = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args([
-            "lists",
-            "publish",
-            "--redis",
-            &redis.url(),
-            "--prefix",
-            "qa37",
-        ])
-        .arg(format!("blacklist={}", list.display()))
-        .output()
-        .unwrap();
+    let other = publish(&[
+        "--prefix".into(),
+        "qa37".into(),
+        format!("blacklist={}", list.display()),
+    ]);
     let text = String::from_utf8_lossy(&other.stdout);
     assert!(
         other.status.success() && text.contains("v1") && text.contains("(prefix qa37)"),
@@ -529,11 +526,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
 
     // The publisher refuses a bad file itself, with file and line...
     std::fs::write(&list, "+8613800000099\nnot a number\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["lists", "publish", "--redis", &redis.url()])
-        .arg(format!("blacklist={}", list.display()))
-        .output()
-        .unwrap();
+    let out = publish(&[format!("blacklist={}", list.display())]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("blacklist.txt:2"),
@@ -541,12 +534,16 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     );
     // ... and, given the gateways' policy, a whitelist of a trunk they do not have
     // (which every gateway would refuse whole)...
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["lists", "publish", "--redis", &redis.url(), "--config"])
-        .arg(gws[0].dir.path().join("sipfence.toml"))
-        .arg(format!("whitelist:nosuch={}", list.display()))
-        .output()
-        .unwrap();
+    let out = publish(&[
+        "--config".into(),
+        gws[0]
+            .dir
+            .path()
+            .join("sipfence.toml")
+            .display()
+            .to_string(),
+        format!("whitelist:nosuch={}", list.display()),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.code() == Some(2) && err.contains("no trunk 'nosuch' with a whitelist"),
@@ -592,11 +589,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
 ",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["lists", "publish", "--redis", &redis.url()])
-        .arg(format!("blacklist={}", list.display()))
-        .output()
-        .unwrap();
+    let out = publish(&[format!("blacklist={}", list.display())]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("published lists v1"),
@@ -618,11 +611,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     // the gateways that had run it, whatever version they showed).
     let protected = gws[0].dir.path().join("protected.txt");
     std::fs::write(&protected, "+861066666110\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args(["lists", "publish", "--redis", &redis.url()])
-        .arg(format!("protected={}", protected.display()))
-        .output()
-        .unwrap();
+    let out = publish(&[format!("protected={}", protected.display())]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("published lists v2"),
@@ -648,19 +637,15 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     // broken on disk: gateway 0 refuses v4 (the file's line) and keeps v3; mended and
     // reloaded, it takes v4 as the others did (QA 55: a refused set was never tried
     // again).
-    let publish = |arg: String| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["lists", "publish", "--redis", &redis.url()])
-            .arg(arg)
-            .output()
-            .unwrap();
+    let published = |arg: String| {
+        let out = publish(&[arg]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    publish(format!("blacklist={}", list.display()));
+    published(format!("blacklist={}", list.display()));
     wait_for("v3 on every gateway", 10, || {
         gws.iter()
             .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 3.0)
@@ -668,7 +653,7 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     let file = gws[0].dir.path().join("sipfence.toml");
     let good = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("{good}\n[[trunk]]\nname = \"broken\n")).unwrap();
-    publish(format!("protected={}", protected.display()));
+    published(format!("protected={}", protected.display()));
     wait_for("v4 refused by gateway 0, taken by the others", 10, || {
         gws[0].metric("sipfence_list_version{state=\"refused\"}") == 4.0
             && gws[1..]

@@ -40,6 +40,24 @@ fn replay_net(
     (recs, r.summary.clone(), end, r.net_stats())
 }
 
+/// Writes a raw-IP capture of UDP datagrams, each `(ms, from, to, payload)`, `ms` after
+/// 1,795,000,000 s, in the order given.
+fn udp_capture(path: &Path, datagrams: &[(u32, SocketAddr, SocketAddr, &[u8])]) {
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(path).unwrap();
+    for &(ms, src, dst, payload) in datagrams {
+        let pkt = sipfence::replay::pcapout::udp_packet(src, dst, payload);
+        w.write(
+            sipfence::replay::pcapout::LINKTYPE_RAW,
+            1_795_000_000 + ms / 1000,
+            (ms % 1000) * 1000,
+            &pkt,
+            pkt.len() as u32,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
 #[test]
 fn message_counts_match_tshark() {
     let tsv = std::fs::read_to_string(root().join("testdata/pcap/counts.tsv")).unwrap();
@@ -1374,7 +1392,6 @@ fn websocket_capture_from_kamailio() {
 fn udp_retransmissions_are_not_new_calls() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("retrans.pcap");
-    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
     let (src, dst): (SocketAddr, SocketAddr) = (
         "127.0.0.1:5090".parse().unwrap(),
         "127.0.0.1:5060".parse().unwrap(),
@@ -1386,25 +1403,22 @@ fn udp_retransmissions_are_not_new_calls() {
     };
     // At 0, 0.5, 1.5 and 3.5 s (timer A doubling), then CSeq 2, then CSeq 1 again
     // after 40 s (past the 32 s a client retransmits for).
-    for (t, cseq) in [
+    let sent: Vec<(u32, String)> = [
         (0, 1),
         (500, 1),
         (1500, 1),
         (3500, 1),
         (4000, 2),
         (44_000, 1),
-    ] {
-        let pkt = sipfence::replay::pcapout::udp_packet(src, dst, invite(cseq).as_bytes());
-        w.write(
-            sipfence::replay::pcapout::LINKTYPE_RAW,
-            1_795_000_000 + t / 1000,
-            (t % 1000) * 1000,
-            &pkt,
-            pkt.len() as u32,
-        )
-        .unwrap();
-    }
-    w.finish().unwrap();
+    ]
+    .into_iter()
+    .map(|(t, cseq)| (t, invite(cseq)))
+    .collect();
+    let datagrams: Vec<_> = sent
+        .iter()
+        .map(|(t, m)| (*t, src, dst, m.as_bytes()))
+        .collect();
+    udp_capture(&path, &datagrams);
     let (recs, s, _) = replay(&path);
     assert_eq!((s.calls, s.retransmissions), (3, 3), "{s:?}");
     assert_eq!(recs.len(), 3);
@@ -1474,7 +1488,6 @@ fn a_wildcard_listen_address_takes_the_capture_hosts_traffic() {
 fn an_invite_naming_an_unanswered_dialog_is_judged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dialogs.pcap");
-    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
     let (peer, us, core): (SocketAddr, SocketAddr, SocketAddr) = (
         "127.0.0.1:5090".parse().unwrap(),
         "127.0.0.1:5060".parse().unwrap(),
@@ -1515,18 +1528,12 @@ fn an_invite_naming_an_unanswered_dialog_is_judged() {
             req(first, "d2", "+8613812345678", "made-up", "1 INVITE"),
         ),
     ];
-    for (t, (src, dst, m)) in messages.iter().enumerate() {
-        let pkt = sipfence::replay::pcapout::udp_packet(*src, *dst, m.as_bytes());
-        w.write(
-            sipfence::replay::pcapout::LINKTYPE_RAW,
-            1_795_000_000 + t as u32,
-            0,
-            &pkt,
-            pkt.len() as u32,
-        )
-        .unwrap();
-    }
-    w.finish().unwrap();
+    let datagrams: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(t, (src, dst, m))| (t as u32 * 1000, *src, *dst, m.as_bytes()))
+        .collect();
+    udp_capture(&path, &datagrams);
     let (recs, s, _) = replay(&path);
     assert_eq!(s.calls, 2, "the first INVITE and the invented one: {s:?}");
     let by_call: Vec<(&str, &str, Option<&str>)> = recs
@@ -2159,16 +2166,11 @@ code = 608
         (us, peer, answer("487 Request Terminated", b, "b1", false)),
         (peer, us, invite(b, "b2")),
     ];
-    let mut at = 0u32;
-    let mut frames: Vec<(u32, Vec<u8>)> = messages
+    let at = 100 * messages.len() as u32;
+    let mut frames: Vec<(u32, SocketAddr, SocketAddr, &[u8])> = messages
         .iter()
-        .map(|(src, dst, m)| {
-            at += 100;
-            (
-                at,
-                sipfence::replay::pcapout::udp_packet(*src, *dst, m.as_bytes()),
-            )
-        })
+        .zip(1..)
+        .map(|((src, dst, m), i)| (100 * i, *src, *dst, m.as_bytes()))
         .collect();
     // b2 is refused 608 by sipfence (the answer below, with the To-tag sipfence makes),
     // which the peer does not hear: it sends the INVITE again 0.5 s and 1.5 s on (timer
@@ -2192,33 +2194,15 @@ code = 608
         assert!(sipfence::verdict::write_reject(p, &m, &d, None, &mut out));
         out
     };
-    frames.push((
-        at + 1,
-        sipfence::replay::pcapout::udp_packet(us, peer, &own),
-    ));
+    let again = invite(b, "b2");
+    frames.push((at + 1, us, peer, &own));
     for t in [at + 500, at + 1_500] {
-        let (pkt_in, pkt_out) = (
-            sipfence::replay::pcapout::udp_packet(peer, us, invite(b, "b2").as_bytes()),
-            sipfence::replay::pcapout::udp_packet(us, peer, &own),
-        );
-        frames.push((t, pkt_in));
-        frames.push((t + 1, pkt_out));
+        frames.push((t, peer, us, again.as_bytes()));
+        frames.push((t + 1, us, peer, &own));
     }
-    frames.sort_by_key(|f| f.0);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("forged.pcap");
-    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
-    for (t, pkt) in &frames {
-        w.write(
-            sipfence::replay::pcapout::LINKTYPE_RAW,
-            1_795_000_000 + t / 1000,
-            (t % 1000) * 1000,
-            pkt,
-            pkt.len() as u32,
-        )
-        .unwrap();
-    }
-    w.finish().unwrap();
+    udp_capture(&path, &frames);
     let mut r = Replayer::new(&policy, None);
     let mut recs = vec![];
     r.file(&path, &mut Outputs::default(), &mut |rec| recs.push(rec))
@@ -2257,26 +2241,23 @@ fn a_scanners_dropped_requests_are_listed() {
     )
     .unwrap();
     let path = dir.path().join("scan.pcap");
-    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
     let (scanner, us): (SocketAddr, SocketAddr) = (
         "127.0.0.98:42382".parse().unwrap(),
         "127.0.0.1:5060".parse().unwrap(),
     );
-    for (i, m) in ["OPTIONS", "REGISTER", "INVITE"].iter().enumerate() {
-        let msg = format!(
+    let scans: Vec<String> = ["OPTIONS", "REGISTER", "INVITE"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!(
             "{m} sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.98:42382;branch=z9hG4bK-scan{i};rport\r\nFrom: \"sipvicious\"<sip:100@1.1.1.1>;tag=s{i}\r\nTo: \"sipvicious\"<sip:100@1.1.1.1>\r\nCall-ID: scan-{i}\r\nCSeq: 1 {m}\r\nMax-Forwards: 70\r\nContact: <sip:100@127.0.0.98:42382>\r\nContent-Length: 0\r\n\r\n"
-        );
-        let pkt = sipfence::replay::pcapout::udp_packet(scanner, us, msg.as_bytes());
-        w.write(
-            sipfence::replay::pcapout::LINKTYPE_RAW,
-            1_795_000_000 + i as u32,
-            0,
-            &pkt,
-            pkt.len() as u32,
-        )
-        .unwrap();
-    }
-    w.finish().unwrap();
+        ))
+        .collect();
+    let datagrams: Vec<_> = scans
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i as u32 * 1000, scanner, us, m.as_bytes()))
+        .collect();
+    udp_capture(&path, &datagrams);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
         .args(["replay", "--json", "--config"])
         .arg(&cfg)

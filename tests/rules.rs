@@ -1956,14 +1956,15 @@ fn later(user: &str, what: &str) -> Message {
     Message::parse(Bytes::from(s)).unwrap()
 }
 
+/// An international trunk of two concurrent calls, whose dialogs pass through sipfence.
+const CAPPED: &str = "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2\n";
+
 /// Calls that share a Call-ID but not the caller's From tag are different calls, as
 /// they are different dialogs to the core (QA 47: ten answered calls with one Call-ID
 /// held one place of six).
 #[test]
 fn one_call_id_with_new_from_tags_takes_a_place_each() {
-    let p = policy(
-        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2",
-    );
+    let p = policy(CAPPED);
     let rates = LocalRateCounter::new(1000);
     let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
     let ctx = Context {
@@ -2029,9 +2030,7 @@ fn one_call_id_with_new_from_tags_takes_a_place_each() {
 /// refused.
 #[test]
 fn concurrent_calls_per_trunk() {
-    let p = policy(
-        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2",
-    );
+    let p = policy(CAPPED);
     let rates = LocalRateCounter::new(1000);
     let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
     let at = |m: &Message, now: u64| {
@@ -2108,7 +2107,7 @@ fn concurrent_calls_per_trunk() {
     );
     assert_eq!(calls.calls_up(p.trunks[3].id, MON_10H), 2);
     // A reload that moves the trunk first: its calls up still count on it.
-    let cap = "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2\n";
+    let cap = CAPPED;
     let moved = Policy::from_str(
         &POLICY.replacen(
             "[[trunk]]\nname = \"intl\"",
@@ -5030,9 +5029,7 @@ fn marks_and_currency_signs_hide_no_presented_number() {
 /// took such a copy as a new call had it ride past `max_concurrent_calls`).
 #[test]
 fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
-    let p = policy(
-        "[[trunk]]\nname = \"intl-cap\"\nrole = \"international\"\nsources = [\"10.0.0.5\"]\nrecord_route = true\nmax_concurrent_calls = 2",
-    );
+    let p = policy(CAPPED);
     let rates = LocalRateCounter::new(1000);
     let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
     let ctx = |now: u64| Context {

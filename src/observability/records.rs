@@ -91,19 +91,7 @@ pub fn start(conf: &RecordsConf, metrics: Arc<Metrics>) -> std::io::Result<Optio
     let dir = PathBuf::from(&conf.dir);
     std::fs::create_dir_all(&dir)?;
     let (tx, rx) = sync_channel(65_536);
-    let w = Writer {
-        dir,
-        rotate_bytes: conf.rotate_bytes.max(4096),
-        rotate_secs: conf.rotate_secs.max(1),
-        retention_secs: conf.retention_secs,
-        file: None,
-        pcap: None,
-        want_pcap: conf.pcap_rejected,
-        opened_at: 0,
-        failing: None,
-        reopen_at: None,
-        metrics: metrics.clone(),
-    };
+    let w = Writer::new(dir, conf, metrics.clone());
     std::thread::Builder::new()
         .name("records".into())
         .spawn(move || w.run(rx))?;
@@ -203,6 +191,23 @@ fn now_secs() -> u64 {
 }
 
 impl Writer {
+    /// A writer into `dir` with no file open yet: the first record opens one.
+    fn new(dir: PathBuf, conf: &RecordsConf, metrics: Arc<Metrics>) -> Writer {
+        Writer {
+            dir,
+            rotate_bytes: conf.rotate_bytes.max(4096),
+            rotate_secs: conf.rotate_secs.max(1),
+            retention_secs: conf.retention_secs,
+            file: None,
+            pcap: None,
+            want_pcap: conf.pcap_rejected,
+            opened_at: 0,
+            failing: None,
+            reopen_at: None,
+            metrics,
+        }
+    }
+
     fn run(mut self, rx: Receiver<Item>) {
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
@@ -478,24 +483,27 @@ mod tests {
         Record::new(p, &m, &decide(p, &m, &ctx), src, 1_000)
     }
 
+    /// Files of 1 GiB at most, rotated after `rotate_secs`, kept `retention_secs`.
+    fn conf(rotate_secs: u64, retention_secs: u64, pcap_rejected: bool) -> RecordsConf {
+        RecordsConf {
+            dir: String::new(),
+            rotate_bytes: 1 << 30,
+            rotate_secs,
+            retention_secs,
+            pcap_rejected,
+        }
+    }
+
     /// A quiet gateway: the file whose time is up ends, and no empty one follows it
     /// until a record comes (QA 57).
     #[test]
     fn quiet_hours_leave_no_empty_files() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut w = Writer {
-            dir: dir.path().to_path_buf(),
-            rotate_bytes: 1 << 30,
-            rotate_secs: 60,
-            retention_secs: 1 << 30,
-            file: None,
-            pcap: None,
-            want_pcap: true,
-            opened_at: 0,
-            failing: None,
-            reopen_at: None,
-            metrics: Arc::new(Metrics::new()),
-        };
+        let mut w = Writer::new(
+            dir.path().to_path_buf(),
+            &conf(60, 1 << 30, true),
+            Arc::new(Metrics::new()),
+        );
         let p = Policy::builtin().expect("built-in policy");
         w.item(Item::Record(Box::new(record(&p, 1))));
         w.flush();
@@ -533,19 +541,12 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let metrics = Arc::new(Metrics::new());
-        let mut w = Writer {
-            dir: dir.path().to_path_buf(),
-            rotate_bytes: 1 << 30,
-            rotate_secs: 1 << 30,
-            retention_secs: 0,
-            file: Some(full),
-            pcap: None,
-            want_pcap: false,
-            opened_at: now_secs(),
-            failing: None,
-            reopen_at: None,
-            metrics: metrics.clone(),
-        };
+        let mut w = Writer::new(
+            dir.path().to_path_buf(),
+            &conf(1 << 30, 0, false),
+            metrics.clone(),
+        );
+        (w.file, w.opened_at) = (Some(full), now_secs());
         let p = Policy::builtin().expect("built-in policy");
         for i in 0..3 {
             w.item(Item::Record(Box::new(record(&p, i))));
@@ -601,19 +602,11 @@ mod tests {
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"").expect("a file");
         let metrics = Arc::new(Metrics::new());
-        let mut w = Writer {
-            dir: plain.join("records"),
-            rotate_bytes: 1 << 30,
-            rotate_secs: 1 << 30,
-            retention_secs: 0,
-            file: None,
-            pcap: None,
-            want_pcap: true,
-            opened_at: 0,
-            failing: None,
-            reopen_at: None,
-            metrics: metrics.clone(),
-        };
+        let mut w = Writer::new(
+            plain.join("records"),
+            &conf(1 << 30, 0, true),
+            metrics.clone(),
+        );
         let p = Policy::builtin().expect("built-in policy");
         w.item(Item::Record(Box::new(record(&p, 0))));
         let retry = w.reopen_at.expect("a retry time set");
