@@ -588,13 +588,13 @@ fn write_global_forms(
     written
 }
 
-/// The `;phone-context=...` parameter whose value is `value`, leading ';' included.
+/// The `;phone-context=...` parameter whose value is `value`, leading ';' included
+/// (its name as [`uri::param`] reads it: escaped or not).
 fn context_param(b: &[u8], value: Span) -> Option<Span> {
-    const NAME: &[u8] = b"phone-context=";
-    let start = (value.start as usize).checked_sub(NAME.len() + 1)?;
-    let name = b.get(start + 1..value.start as usize)?;
-    (b[start] == b';' && name.eq_ignore_ascii_case(NAME))
-        .then(|| Span::new(start, value.end as usize))
+    let eq = (value.start as usize).checked_sub(1)?;
+    let semi = b.get(..eq)?.iter().rposition(|&c| c == b';')?;
+    (b[eq] == b'=' && uri::is_param_name(crate::sip::lex::trim(&b[semi + 1..eq]), b"phone-context"))
+        .then(|| Span::new(semi, value.end as usize))
 }
 
 /// The value of `p`'s field that holds its URI.

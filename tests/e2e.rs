@@ -523,6 +523,73 @@ fn tcp_next_hop_unreachable() {
         1.0,
         "the second was never queued"
     );
+    assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
+    // Seconds later it is still down: still answered at once and recorded as refused,
+    // not queued behind a new attempt and recorded as allowed (the attempts go on in
+    // the background).
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = invite.replace("tcp-down", "tcp-down-3");
+    let sent = std::time::Instant::now();
+    sock.send_to(later.as_bytes(), ("127.0.0.1", base)).unwrap();
+    let n = sock.recv(&mut b).expect("an answer");
+    let r = String::from_utf8_lossy(&b[..n]).into_owned();
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("text=\"Next hop unreachable\""),
+        "{r}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "answered at once"
+    );
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"reject\"}"),
+        2.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-connect-failed\"}"),
+        1.0
+    );
+    // The core comes up: within the next attempt or two, calls reach it again.
+    let core = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
+    let reached = std::thread::spawn(move || {
+        let (mut c, _) = core.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("Call-ID: tcp-down-up") {
+            match std::io::Read::read(&mut c, &mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        (String::from_utf8_lossy(&got).into_owned(), c)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    sock.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    for i in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the core never reached"
+        );
+        // A new call each time: a retransmission would get the refusal again.
+        let up = invite.replace("tcp-down", &format!("tcp-down-up-{i}"));
+        sock.send_to(up.as_bytes(), ("127.0.0.1", base)).unwrap();
+        // A 503 while the next attempt is due; silence once the INVITE went through.
+        match sock.recv(&mut b) {
+            Ok(n) if b[..n].starts_with(b"SIP/2.0 503 ") => {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            Ok(n) => panic!("{}", String::from_utf8_lossy(&b[..n])),
+            Err(_) => break,
+        }
+    }
+    // (The core's end is held open until the connection is counted.)
+    let (got, _open) = reached.join().unwrap();
+    assert!(got.starts_with("INVITE sip:+861012345678@"), "{got}");
+    assert_eq!(proxy.metric("sipfence_next_hops_down"), 0.0);
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
 }
 
 /// A TCP next hop that accepts and then stops reading: once the connection's queue is

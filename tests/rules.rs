@@ -3677,6 +3677,16 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
             "<sip:21234567;phone-context=%2B852@gw.hk.example;user=phone>",
             "<sip:+85221234567@gw.hk.example;user=phone>",
         ),
+        // An escaped name too: the next element reads it as the context (RFC 3261
+        // 19.1.4), and it goes with the rewrite.
+        (
+            "<sip:21234567;phone%2Dcontext=+852@gw.hk.example;user=phone>",
+            "<sip:+85221234567@gw.hk.example;user=phone>",
+        ),
+        (
+            "<tel:95588;Phone%2dContext=%2B852>",
+            "<tel:+85295588>;tag=ft1",
+        ),
     ] {
         for trunk in ["intl", "ic"] {
             let m = with_from(from, "");

@@ -40,6 +40,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_concurrent_calls",
     "sipfence_concurrent_calls_elsewhere",
     "sipfence_tcp_connections",
+    "sipfence_next_hops_down",
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
     "sipfence_rejected_pcap_dropped_total",
@@ -126,6 +127,7 @@ pub struct Metrics {
     /// The same trunks' calls up at the other gateways, as learnt through Redis.
     pub concurrent_calls_elsewhere: IntGaugeVec,
     pub tcp_connections: IntGauge,
+    pub next_hops_down: IntGauge,
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
     pub rejected_pcap_dropped: IntCounter,
@@ -340,6 +342,11 @@ impl Metrics {
             "Open TCP connections",
         ));
         must(registry.register(Box::new(tcp_connections.clone())));
+        let next_hops_down = must(IntGauge::new(
+            "sipfence_next_hops_down",
+            "TCP next hops whose last connection attempt failed: their requests are answered 503 until one succeeds (tried every second)",
+        ));
+        must(registry.register(Box::new(next_hops_down.clone())));
         let records_written = must(IntCounter::new(
             "sipfence_records_written_total",
             "Signaling records written",
@@ -489,6 +496,7 @@ impl Metrics {
             concurrent_calls,
             concurrent_calls_elsewhere,
             tcp_connections,
+            next_hops_down,
             records_written,
             records_dropped,
             rejected_pcap_dropped,

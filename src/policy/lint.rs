@@ -369,7 +369,12 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         let found: Vec<String> = list
             .blocks()
             .filter(|(lead, kind)| wide(lead, *kind))
-            .map(|(lead, kind)| shown(lead, kind, ""))
+            .map(|(lead, kind)| {
+                let at = list
+                    .origin_of(&lead, true)
+                    .map_or(String::new(), |o| format!(" ({o})"));
+                shown(lead, kind, &at)
+            })
             .collect();
         if !found.is_empty() {
             out.push(format!(
@@ -941,6 +946,29 @@ entries = [{whitelist}]
         assert!(
             said("[lists.blacklist]\nentries = [\"+8617099999*\", \"+8613800000001\", \"+86100..+86199\", \"+8613812345600..+8613812345699\"]\n[lists.roamers]\nentries = [\"+8613900000000\"]\n[lists.exempt]\nentries = [\"95500..95599\", \"+86110..+86119\"]\n").is_empty()
         );
+        // From a list file, the entry's line is named, as on whitelists; the numbers'
+        // lines are not kept (millions of them), so nothing else changes.
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("black.txt"),
+            "# national blacklist\n+8613800000001\n+86*\n+8617099999*\n",
+        )
+        .expect("list file");
+        let p = Policy::from_str(
+            "[lists.blacklist]\nfiles = [\"black.txt\"]\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"10.0.0.0/24\"]\nnext_hop = \"udp:10.0.0.9:5060\"\n",
+            "t.toml",
+            dir.path(),
+        )
+        .unwrap();
+        let at = dir.path().join("black.txt").display().to_string();
+        assert_eq!(
+            warnings(&p),
+            [format!(
+                "blacklist: +86* ({at}:3) takes in a whole country, region or carrier: every caller under it refused"
+            )]
+        );
+        let n = crate::numbering::Number::from_digits(b"8613800000001").unwrap();
+        assert_eq!(p.blacklist.origin_of(&n, false), None);
         let none = Policy::from_str("", "t.toml", std::path::Path::new(".")).unwrap();
         assert_eq!(
             warnings(&none),

@@ -42,10 +42,13 @@ pub struct NumberSet {
 
 /// The file and line of each entry of a list, so that `check` can point at the line of
 /// an entry it warns about (QA 43: a whitelist line cut short was named only by the
-/// number it normalises to). Kept for whitelists, which are small; never for the
-/// blacklist's millions.
+/// number it normalises to). Kept for every entry of a whitelist, which is small; for
+/// the policy-wide lists, only for their segments and ranges (the entries `check` can
+/// warn of there: a stray `+86*`), never for the blacklist's millions of numbers.
 #[derive(Debug, Clone, Default)]
 struct Origins {
+    /// Single numbers' lines are kept too.
+    exact: bool,
     files: Vec<String>,
     /// (key, segment, file index, line), sorted.
     at: Vec<(u64, bool, u32, u32)>,
@@ -229,6 +232,17 @@ impl NumberSetBuilder {
     /// Keeps the file and line of every entry read from list text
     /// ([`NumberSet::origin_of`]).
     pub fn with_origins(mut self) -> NumberSetBuilder {
+        self.origins = Some(Origins {
+            exact: true,
+            ..Origins::default()
+        });
+        self
+    }
+
+    /// Keeps the file and line of the segments and ranges only: a list of millions of
+    /// numbers pays for its few thousand segments' lines (24 bytes each), not for its
+    /// numbers'.
+    pub fn with_block_origins(mut self) -> NumberSetBuilder {
         self.origins = Some(Origins::default());
         self
     }
@@ -365,7 +379,9 @@ impl NumberSetBuilder {
                 .map_err(|e| LoadError::at(file, i + 1, e))?;
             if let (Some(o), Some(f)) = (self.origins.as_mut(), f) {
                 let line = i as u32 + 1;
-                o.at.extend(self.exact[e0..].iter().map(|&k| (k, false, f, line)));
+                if o.exact {
+                    o.at.extend(self.exact[e0..].iter().map(|&k| (k, false, f, line)));
+                }
                 o.at.extend(self.prefixes[p0..].iter().map(|&k| (k, true, f, line)));
                 // A range's block is named by its leading digits, as `entries` gives it.
                 o.at.extend(
@@ -469,7 +485,13 @@ impl NumberSet {
     }
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.exact.heap_bytes() + self.prefixes.heap_bytes() + self.ranged.heap_bytes()
+        self.exact.heap_bytes()
+            + self.prefixes.heap_bytes()
+            + self.ranged.heap_bytes()
+            + self.origins.as_ref().map_or(0, |o| {
+                o.at.capacity() * std::mem::size_of::<(u64, bool, u32, u32)>()
+                    + o.files.iter().map(|f| f.capacity()).sum::<usize>()
+            })
     }
 
     #[inline]

@@ -413,6 +413,15 @@ pub struct Policy {
 }
 
 /// Items as a policy writes them, comma-separated (summaries and reload reports).
+/// "1 number", "2 numbers": the summary is read by people.
+pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 fn joined<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()
@@ -846,12 +855,15 @@ impl Policy {
             })?;
             Plan::parse(&t, &pn)?
         };
-        // `origins`: the entries keep their lines, for `check`'s warnings (whitelists).
-        let load_list = |l: &ListConf, what: &str, origins: bool| -> Result<NumberSet, LoadError> {
-            let mut b = NumberSetBuilder::for_plan(&plan);
-            if origins {
-                b = b.with_origins();
-            }
+        // The entries keep their lines for `check`'s warnings: every entry of a
+        // whitelist (`all`), the segments and ranges of the policy-wide lists.
+        let load_list = |l: &ListConf, what: &str, all: bool| -> Result<NumberSet, LoadError> {
+            let b = NumberSetBuilder::for_plan(&plan);
+            let mut b = if all {
+                b.with_origins()
+            } else {
+                b.with_block_origins()
+            };
             for f in &l.files {
                 b.add_file(&dir.join(f))
                     .map_err(|e| named_at(e, text, file, f))?;
@@ -1400,10 +1412,12 @@ impl Policy {
         let mut p = self.clone();
         for (name, text) in lists {
             let file = format!("{origin}/{name}");
-            let mut b = NumberSetBuilder::for_plan(&self.plan);
-            if name.starts_with("whitelist:") {
-                b = b.with_origins();
-            }
+            let b = NumberSetBuilder::for_plan(&self.plan);
+            let mut b = if name.starts_with("whitelist:") {
+                b.with_origins()
+            } else {
+                b.with_block_origins()
+            };
             b.add_text(text, &file)?;
             let set = b.build();
             let slot = match name.as_str() {
@@ -1624,18 +1638,18 @@ impl Policy {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "policy {}: {} trunk(s), plan +{} ({} rules)",
+            "policy {}: {}, plan +{} ({} rules)",
             self.source,
-            self.trunks.len(),
+            counted(self.trunks.len(), "trunk", "trunks"),
             String::from_utf8_lossy(self.plan.country()),
             self.plan.rule_count()
         );
         for (name, l) in self.named_lists() {
             let _ = writeln!(
                 s,
-                "  list {name}: {} numbers, {} segments ({} KiB)",
-                l.exact_len(),
-                l.segment_len(),
+                "  list {name}: {}, {} ({} KiB)",
+                counted(l.exact_len(), "number", "numbers"),
+                counted(l.segment_len(), "segment", "segments"),
                 l.heap_bytes() / 1024
             );
         }
@@ -1671,9 +1685,9 @@ impl Policy {
             if let Some(w) = &t.whitelist {
                 let _ = writeln!(
                     s,
-                    "    whitelist: {} numbers, {} segments",
-                    w.exact_len(),
-                    w.segment_len()
+                    "    whitelist: {}, {}",
+                    counted(w.exact_len(), "number", "numbers"),
+                    counted(w.segment_len(), "segment", "segments")
                 );
             }
             // The contract's terms as read, so that an operator can check them here.

@@ -30,7 +30,7 @@ static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// One line the proxy prints about itself: as it is, or, with JSON logs, as the log's
 /// events are (`timestamp`, `level`, `fields.message`, `target`).
 fn banner_line(text: String, level: &str) -> String {
-    if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+    if !JSON_LOGS.load(Ordering::Relaxed) {
         return text;
     }
     let now = std::time::SystemTime::now()
@@ -57,7 +57,7 @@ use dashmap::DashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
@@ -126,9 +126,11 @@ pub struct Shared {
     pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
     /// Our outgoing TCP connections, by the next hop they lead to (ids into `tcp_conns`).
     pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
-    /// Next hops whose last connection attempt failed, while requests for them are
-    /// answered 503 rather than tried again ([`tcp::RETRY_AFTER_FAILURE`]).
-    pub tcp_down: DashMap<std::net::SocketAddr, (), ahash::RandomState>,
+    /// Next hops whose last connection attempt failed: requests for them are answered
+    /// 503 at once while a task tries again every [`tcp::RETRY_AFTER_FAILURE`]. The
+    /// value is when (ms) a request last wanted one: a next hop nobody wants any more
+    /// is given up ([`tcp::GIVE_UP_AFTER`]).
+    pub tcp_down: DashMap<std::net::SocketAddr, AtomicU64, ahash::RandomState>,
     pub next_conn: AtomicU64,
     /// Accepted TCP connections from addresses no trunk claims and no next hop has.
     pub unclaimed_tcp: std::sync::atomic::AtomicUsize,
@@ -361,10 +363,10 @@ impl Shared {
                 );
                 kept.extend(renamed(&self.named, &p));
                 let summary = format!(
-                    "loaded from {}: {} trunk(s), blacklist {} entries",
+                    "loaded from {}: {}, blacklist {}",
                     p.source,
-                    p.trunks.len(),
-                    p.blacklist.len()
+                    crate::policy::counted(p.trunks.len(), "trunk", "trunks"),
+                    crate::policy::counted(p.blacklist.len(), "entry", "entries")
                 );
                 let changes = self.changes(&p, &written, kept);
                 let warnings = lint::warnings(&p);
@@ -535,7 +537,7 @@ fn init_logging(p: &Policy) {
         .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = if p.log.json {
-        JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+        JSON_LOGS.store(true, Ordering::Relaxed);
         b.json().try_init()
     } else {
         b.try_init()
@@ -981,7 +983,7 @@ async fn control(
             // shedding: a load balancer that reads this sends new calls elsewhere while
             // this gateway answers them 503, and back once it has kept up for a while.
             Box::new(move || {
-                let shed = s.shed_at_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let shed = s.shed_at_ms.load(Ordering::Relaxed);
                 let ago = crate::cli::now_ms().saturating_sub(shed);
                 if shed != 0 && ago < SHEDDING_MS {
                     Err(format!(
@@ -1118,12 +1120,12 @@ async fn control(
                     for (result, n) in [("written", &st.stats.written), ("dropped", &st.stats.dropped)] {
                         Metrics::catch_up(
                             &shared.metrics.redis_records.with_label_values(&[result]),
-                            n.load(std::sync::atomic::Ordering::Relaxed),
+                            n.load(Ordering::Relaxed),
                         );
                     }
                     Metrics::catch_up(
                         &shared.metrics.redis_errors.with_label_values(&["records"]),
-                        st.stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+                        st.stats.errors.load(Ordering::Relaxed),
                     );
                 }
             }
@@ -1143,7 +1145,8 @@ async fn control(
 
 impl stateless::NextHops for Shared {
     fn refuses(&self, to: std::net::SocketAddr) -> bool {
-        if self.tcp_down.contains_key(&to) {
+        if let Some(wanted) = self.tcp_down.get(&to) {
+            wanted.store(crate::cli::now_ms(), Ordering::Relaxed);
             return true;
         }
         // Guards dropped before the next map is read.

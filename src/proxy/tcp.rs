@@ -6,7 +6,9 @@
 //! Towards a next hop configured as `tcp:`, one connection per address is opened on
 //! first use and reused by every worker; responses and in-dialog requests from the core
 //! come back over it and are handled like any other message. A next hop that cannot be
-//! reached costs one attempt per second, not one per message.
+//! reached costs one attempt per second, not one per message: while it is down, the
+//! step answers its requests 503 at once (and counts and records them so), and a task
+//! tries to connect again every second until it can (as an SBC probes a dead route).
 
 use bytes::{Buf, Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -128,9 +130,12 @@ fn register(shared: &Shared) -> (u64, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>
 const QUEUE: usize = 256;
 /// How long a connection attempt to a next hop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// After a failed attempt, messages for that next hop are dropped (and counted) for
-/// this long instead of each one trying again: a dead core is not hammered.
+/// After a failed attempt, the next attempt comes this much later; requests for that
+/// next hop are answered 503 meanwhile: a dead core is not hammered.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// A next hop still down when no request has wanted it for this long is no longer
+/// tried (a reload moved the calls elsewhere); the next request starts afresh.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 
 /// Sends to a next hop over TCP: over the open connection to it, or over a new one
 /// (queued while it connects). Never waits.
@@ -186,35 +191,72 @@ async fn outbound(
     tx: mpsc::Sender<Bytes>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            tracing::debug!(%addr, "connected to next hop");
-            serve_stream(&shared, &udps, local, stream, addr, id, true, tx, rx).await;
-            return;
-        }
-        r => {
-            let why = match r {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".to_string(),
-            };
-            tracing::warn!(%addr, error = %why, "cannot connect to next hop");
-            drop(tx);
-            shared.tcp_down.insert(addr, ());
-            let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
-            while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {
-                shared.metrics.dropped("tcp-connect-failed");
-                unreachable(&shared, &udps, from, local, addr, b);
+    // Requests queued for this connection that cannot go: answered 503 now.
+    let answer = |b: Bytes| {
+        shared.metrics.dropped("tcp-connect-failed");
+        unreachable(&shared, &udps, from, local, addr, b);
+    };
+    let mut failed = 0u64;
+    loop {
+        let why = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                if failed > 0 {
+                    tracing::warn!(%addr, failed, "next hop reachable again");
+                } else {
+                    tracing::debug!(%addr, "connected to next hop");
+                }
+                shared.tcp_down.remove(&addr);
+                shared
+                    .metrics
+                    .next_hops_down
+                    .set(shared.tcp_down.len() as i64);
+                serve_stream(&shared, &udps, local, stream, addr, id, true, tx, rx).await;
+                return;
             }
-            while let Ok(b) = rx.try_recv() {
-                shared.metrics.dropped("tcp-connect-failed");
-                unreachable(&shared, &udps, from, local, addr, b);
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        // One line when it goes down, not one a second while it stays down.
+        if failed == 0 {
+            tracing::warn!(%addr, error = %why, "cannot connect to next hop: its requests are answered 503 until it can be reached (tried every second)");
+        } else {
+            tracing::debug!(%addr, error = %why, failed, "next hop still unreachable");
         }
+        failed += 1;
+        shared
+            .tcp_down
+            .entry(addr)
+            .or_insert_with(|| AtomicU64::new(crate::cli::now_ms()));
+        shared
+            .metrics
+            .next_hops_down
+            .set(shared.tcp_down.len() as i64);
+        // What was queued while connecting, and what raced the mark until the next try.
+        let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
+        while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {
+            answer(b);
+        }
+        let wanted = shared
+            .tcp_down
+            .get(&addr)
+            .map_or(0, |w| w.load(Ordering::Relaxed));
+        if crate::cli::now_ms().saturating_sub(wanted) > GIVE_UP_AFTER.as_millis() as u64 {
+            tracing::info!(%addr, "next hop still unreachable and no longer wanted: not tried again until a request wants it");
+            break;
+        }
+    }
+    drop(tx);
+    while let Ok(b) = rx.try_recv() {
+        answer(b);
     }
     shared.tcp_peers.remove_if(&addr, |_, v| *v == id);
     shared.tcp_conns.remove(&id);
     shared.tcp_down.remove(&addr);
+    shared
+        .metrics
+        .next_hops_down
+        .set(shared.tcp_down.len() as i64);
     // Whatever was queued after the last look has nowhere to go.
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");

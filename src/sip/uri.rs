@@ -171,12 +171,34 @@ pub fn param(b: &[u8], params: Span, name: &[u8]) -> Option<Span> {
             Some(eq) => (&seg[..eq], Span::new(i + eq + 1, seg_end)),
             None => (seg, Span::new(seg_end, seg_end)),
         };
-        if super::lex::trim(n).eq_ignore_ascii_case(name) {
+        if is_param_name(super::lex::trim(n), name) {
             return Some(v);
         }
         i = seg_end + 1;
     }
     None
+}
+
+/// Whether a URI parameter's name `n` is `name`, case aside and escaped characters
+/// read as themselves (RFC 3261 19.1.4: `phone%2Dcontext` is `phone-context`, as the
+/// next element compares it; QA 54 left it unread).
+pub fn is_param_name(n: &[u8], name: &[u8]) -> bool {
+    if !n.contains(&b'%') {
+        return n.eq_ignore_ascii_case(name);
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < n.len() {
+        let (c, len) = match super::lex::escaped_octet(&n[i..]) {
+            Some(c) => (c, 3),
+            None => (n[i], 1),
+        };
+        if !name.get(j).is_some_and(|x| x.eq_ignore_ascii_case(&c)) {
+            return false;
+        }
+        i += len;
+        j += 1;
+    }
+    j == name.len()
 }
 
 /// `user=phone` on a sip URI: the user part is a telephone-subscriber (RFC 3261 19.1.1).
@@ -305,6 +327,25 @@ mod tests {
         assert_eq!(u.scheme, Scheme::Tel);
         assert_eq!(txt(s, u.user.unwrap()), "010-12345678");
         assert_eq!(txt(s, phone_context(s.as_bytes(), &u).unwrap()), "+86");
+        // An escaped name is the same parameter; a name that only begins like it or
+        // escapes into something else is not.
+        for (s, ctx) in [
+            ("tel:010-12345678;phone%2Dcontext=+86", Some("+86")),
+            ("tel:010-12345678;PHONE%2dCONTEXT=%2B86", Some("%2B86")),
+            ("tel:010-12345678;%70hone-context=+86", Some("+86")),
+            ("tel:010-12345678;phone%2Dcontex=+86", None),
+            ("tel:010-12345678;phone%2Dcontextx=+86", None),
+            ("tel:010-12345678;phone%2context=+86", None),
+        ] {
+            let u = p(s).unwrap();
+            assert_eq!(
+                phone_context(s.as_bytes(), &u).map(|c| txt(s, c)),
+                ctx,
+                "{s}"
+            );
+        }
+        assert!(is_param_name(b"us%65r", b"user"));
+        assert!(!is_param_name(b"us%65", b"user"));
         assert_eq!(
             p("soap.beep://192.0.2.103:3002").unwrap().scheme,
             Scheme::Other
