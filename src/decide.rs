@@ -581,6 +581,12 @@ pub fn judge(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
 /// Decides on one message.
 pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     let d = decide_message(policy, msg, ctx);
+    // A call the behaviour tracker took in and a rule then refused never reaches the
+    // core, and its answer is no event: its place is given back now. (A retransmission
+    // took none.)
+    if d.features.is_some() && !d.retransmission && d.outcome != Outcome::Forward {
+        ctx.behaviour.forget(behaviour::call_key(msg));
+    }
     // The ACK to our refusal of an INVITE that carried a To-tag repeats the peer's tag,
     // not ours: it is told by its transaction instead ([`ack_to_our_refusal`]).
     if d.unknown_dialog && matches!(d.outcome, Outcome::Reject { .. }) {

@@ -70,6 +70,20 @@ fn event(proxy: &Proxy, e: &str) -> f64 {
     ))
 }
 
+/// The call table's entries once the behaviour gauges (set every 10 s) count
+/// `callers` callers: read after the calls, not before them.
+fn calls_held(proxy: &Proxy, callers: f64) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while proxy.metric("sipfence_behaviour_table_entries{table=\"callers\"}") != callers {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callers gauge never reached {callers}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    proxy.metric("sipfence_behaviour_table_entries{table=\"calls\"}")
+}
+
 fn uas_scenario(name: &str) -> PathBuf {
     common::project_dir().join("testdata/sipp").join(name)
 }
@@ -100,6 +114,16 @@ fn attempts() {
     play(&dir, base, base + 21, 608, &Tail::Answer(0), &r, 20);
     assert_eq!(refused(&proxy), 5.0);
     assert!(event(&proxy, "answered") >= 14.0);
+    // Every call carried has ended (its BYE passed here) and the refused ones never
+    // began: the call table is empty (QA 59: each refused call held a place until
+    // pushed out).
+    assert_eq!(calls_held(&proxy, 2.0), 0.0);
+    // The proxy's own tables, set at the same tick: every INVITE seen (19 within their
+    // 32 s), no dialog left (each BYE passed here and ended its own), none overflowed.
+    let table = |m: &str, t: &str| proxy.metric(&format!("{m}{{table=\"{t}\"}}"));
+    assert_eq!(table("sipfence_call_state_entries", "invites"), 19.0);
+    assert_eq!(table("sipfence_call_state_entries", "dialogs"), 0.0);
+    assert_eq!(table("sipfence_call_state_overflows_total", "dialogs"), 0.0);
 }
 
 #[test]
@@ -269,7 +293,8 @@ fn ordinary_callers_trip_nothing() {
         .collect();
     assert!(fired.is_empty(), "{fired:?}");
     assert_eq!(event(&proxy, "answered"), 40.0);
-    assert!(proxy.metric("sipfence_behaviour_table_entries{table=\"callers\"}") >= 0.0);
+    // Forty callers known; their calls ended, none held.
+    assert_eq!(calls_held(&proxy, 40.0), 0.0);
 }
 
 /// `max_concurrent_calls = 3`: of ten calls placed at once (held three seconds, three

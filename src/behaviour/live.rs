@@ -108,6 +108,15 @@ impl LiveCalls {
         true
     }
 
+    /// A call that was admitted and then not sent (a later rule or the transport
+    /// refused it) gives its place back.
+    pub fn forget(&self, call: u64) {
+        let mut t = self.lock();
+        if t.calls.get(&call).is_some_and(|l| !l.answered) {
+            t.end(call);
+        }
+    }
+
     /// A later message of a call. A CANCEL does not end the call (the callee may have
     /// answered meanwhile): the 487 that answers the INVITE does. An answered call is
     /// kept under its dialog, which its BYE names.
@@ -208,6 +217,14 @@ mod tests {
         // Events of calls never admitted change nothing.
         l.on_event(CallRef::call(99), Event::Bye, 120);
         assert_eq!(l.up(0), 2);
+        // A call admitted and then not sent gives its place back; an answered one
+        // (under its dialog) is not forgotten so.
+        l.forget(6);
+        assert_eq!(l.up(0), 1);
+        l.on_event(CallRef::call(5), Event::Answered, 130);
+        l.forget(5);
+        l.forget(99);
+        assert_eq!(l.up(0), 1);
     }
 
     #[test]

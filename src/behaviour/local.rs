@@ -527,6 +527,16 @@ impl BehaviourTracker for LocalTracker {
         self.live.elsewhere(trunk)
     }
 
+    fn forget(&self, call: u64) {
+        let call = nonzero(call);
+        self.live.forget(call);
+        let Some(t) = self.tables.get() else { return };
+        let mut set = t.call_set(call);
+        if let Some(i) = set.find(call).filter(|&i| set.slots[i].answer_ms == 0) {
+            set.keys[i] = 0;
+        }
+    }
+
     fn on_event(&self, r: CallRef, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)> {
         let call = nonzero(r.call);
         self.live.on_event(CallRef { call, ..r }, ev, now_ms);
@@ -790,6 +800,15 @@ mod tests {
         // filled): the fifth, up, alone; a BYE sent again counts nothing.
         assert_eq!(t.stats(50_000).calls, 1);
         assert_eq!(t.on_event(CallRef::call(14), Event::Bye, 50_100), None);
+        // A call refused at the gateway gives its place back, counted as an attempt
+        // only (QA 59: refused calls filled the table); one answered is not forgotten.
+        t.forget(15);
+        assert_eq!(t.stats(50_000).calls, 0);
+        let f = t.on_call(&start(1, 16, 9, 50_200));
+        assert_eq!((f.attempts, f.settled), (6, 4));
+        t.on_event(CallRef::call(16), Event::Answered, 51_000);
+        t.forget(16);
+        assert_eq!(t.stats(51_000).calls, 1);
     }
 
     #[test]

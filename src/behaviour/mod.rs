@@ -160,6 +160,12 @@ pub trait BehaviourTracker: Send + Sync {
     /// event amounted to, when the call is known (`None` for the events that change
     /// nothing, such as a second 180).
     fn on_event(&self, call: CallRef, ev: Event, now_ms: u64) -> Option<(TrunkTag, Seen)>;
+    /// Call `call` goes no further than the gateway (refused here, or not sent): the
+    /// places it took are given back, and nothing is counted (its attempt was, by
+    /// [`BehaviourTracker::on_call`]). Without it a refused call, whose answer comes from
+    /// the gateway and is no event, held its place until pushed out (QA 59: a caller
+    /// refused by `behaviour-attempts` filled the call table).
+    fn forget(&self, _call: u64) {}
     /// Admits call `call` on trunk `trunk` ([`crate::policy::Trunk::id`]), which limits
     /// its concurrent calls to `limit`:
     /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps

@@ -46,6 +46,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_rejected_pcap_dropped_total",
     "sipfence_rate_keys",
     "sipfence_rate_overflows_total",
+    "sipfence_call_state_entries",
+    "sipfence_call_state_overflows_total",
     "sipfence_behaviour_events_total",
     "sipfence_behaviour_table_entries",
     "sipfence_behaviour_evictions_total",
@@ -134,6 +136,8 @@ pub struct Metrics {
     pub rate_keys: IntGauge,
     /// Counter events of new keys the full table could not keep (their limits lapse).
     pub rate_overflows: IntCounter,
+    pub call_state_entries: IntGaugeVec,
+    pub call_state_overflows: IntCounterVec,
     pub behaviour_events: IntCounterVec,
     /// Entries held by the behaviour tables: callers, watched callers, calls.
     pub behaviour_entries: IntGaugeVec,
@@ -372,6 +376,23 @@ impl Metrics {
             "Calls of keys the full rate table could not keep ([proxy] rate_keys): per-caller limits lapse, lockout and rate-limit counts go to their trunk's overflow counter, until keys free up",
         ));
         must(registry.register(Box::new(rate_overflows.clone())));
+        let call_state_entries = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_call_state_entries",
+                "Entries of the tables the stateless proxy keeps beside the rate counters, each bounded by [proxy] rate_keys: dialogs (answered calls, 6 h or until BYE), invites (INVITE transactions seen), transactions (verdicts of rate-counted INVITEs), answers (digest answers used)",
+            ),
+            &["table"],
+        ));
+        must(registry.register(Box::new(call_state_entries.clone())));
+        let call_state_overflows = cv(
+            "sipfence_call_state_overflows_total",
+            "New entries a full call-state table could not keep ([proxy] rate_keys): for dialogs, their re-INVITEs are judged as new calls",
+            &["table"],
+        );
+        for t in ["dialogs", "invites", "transactions", "answers"] {
+            call_state_entries.with_label_values(&[t]);
+            call_state_overflows.with_label_values(&[t]);
+        }
         let behaviour_events = cv(
             "sipfence_behaviour_events_total",
             "Call outcomes the behaviour rules learn from, by trunk and event",
@@ -502,6 +523,8 @@ impl Metrics {
             rejected_pcap_dropped,
             rate_keys,
             rate_overflows,
+            call_state_entries,
+            call_state_overflows,
             behaviour_events,
             behaviour_entries,
             behaviour_evictions,
@@ -518,6 +541,20 @@ impl Metrics {
     /// Moves a counter up to a total kept elsewhere (an atomic in the cluster code).
     pub fn catch_up(c: &IntCounter, total: u64) {
         c.inc_by(total.saturating_sub(c.get()));
+    }
+
+    /// Publishes the call-state tables' occupancy and overflows (from the periodic
+    /// tick).
+    pub fn call_state(&self, r: &crate::policy::rate::Recent) {
+        for (t, held, overflowed) in r.tables() {
+            self.call_state_entries
+                .with_label_values(&[t])
+                .set(held as i64);
+            Self::catch_up(
+                &self.call_state_overflows.with_label_values(&[t]),
+                overflowed,
+            );
+        }
     }
 
     /// Publishes the behaviour tables' occupancy (from the periodic tick). Evictions

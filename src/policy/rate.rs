@@ -158,6 +158,8 @@ pub struct Remembered {
     map: DashMap<u64, (u64, u64, u64), ahash::RandomState>,
     capacity: usize,
     last_sweep_ms: AtomicU64,
+    /// New keys not kept because the table was full, since start.
+    overflowed: AtomicU64,
 }
 
 impl Remembered {
@@ -166,6 +168,7 @@ impl Remembered {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             capacity: capacity.max(1),
             last_sweep_ms: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
         }
     }
 
@@ -245,7 +248,11 @@ impl Remembered {
         if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= 1000 {
             self.sweep(now_ms);
         }
-        self.map.len() < self.capacity
+        let room = self.map.len() < self.capacity;
+        if !room {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+        }
+        room
     }
 
     pub fn remove(&self, key: u64) {
@@ -305,6 +312,19 @@ impl Recent {
         self.answers.sweep(now_ms);
         self.seen.sweep(now_ms);
         self.dialogs.sweep(now_ms);
+    }
+
+    /// Each table by the name its metrics give it: entries held, and new keys a full
+    /// table could not keep since start. A full `dialogs` table is the one a call
+    /// notices: the re-INVITEs of dialogs it could not keep are judged as new calls.
+    pub fn tables(&self) -> [(&'static str, usize, u64); 4] {
+        let t = |name, r: &Remembered| (name, r.len(), r.overflowed.load(Ordering::Relaxed));
+        [
+            t("dialogs", &self.dialogs),
+            t("invites", &self.seen),
+            t("transactions", &self.txns),
+            t("answers", &self.answers),
+        ]
     }
 }
 
@@ -606,9 +626,12 @@ mod tests {
         assert_eq!(t.recall(1, 700), Some(true));
         assert_eq!(t.recall(1, 40_000), None, "expired");
         t.remember(2, 1_000, 32_000, true);
-        // Full, nothing expired: a third is not remembered (it will be counted again).
+        // Full, nothing expired: a third is not remembered (it will be counted again),
+        // and the metrics say so.
         t.remember(3, 1_000, 32_000, true);
         assert_eq!((t.txns.len(), t.recall(3, 1_000)), (2, None));
+        assert_eq!(t.tables()[2], ("transactions", 2, 1));
+        assert_eq!(t.tables()[0], ("dialogs", 0, 0));
         // Once the others expire, a sweep makes room.
         t.remember(3, 40_000, 32_000, true);
         assert_eq!((t.txns.len(), t.recall(3, 40_001)), (1, Some(true)));

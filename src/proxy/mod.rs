@@ -1112,6 +1112,9 @@ async fn control(
                 let now = crate::cli::now_ms();
                 shared.rates.housekeep(now);
                 shared.metrics.rate_keys.set(shared.rates.keys() as i64);
+                if let Some(r) = shared.rates.recent() {
+                    shared.metrics.call_state(r);
+                }
                 Metrics::catch_up(&shared.metrics.rate_overflows, shared.rates.overflowed());
                 if shared.loaded.load().policy.behaviour_on {
                     shared.metrics.behaviour_stats(&shared.behaviour.stats(now));

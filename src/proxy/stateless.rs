@@ -399,6 +399,10 @@ fn carry_out(
     };
     let handled = unless_refused(st, msg, o, method, server, handled, out);
     if let Handled::Respond(_, code) = handled {
+        // Not sent: the places the call took (behaviour, concurrent calls) go back.
+        if d.kind == Kind::Call && !d.retransmission {
+            st.behaviour.forget(crate::behaviour::call_key(msg));
+        }
         d.outcome = Outcome::Reject { code };
         // No rule of the policy refused it (a label rule that let it through is still
         // counted as a match, with its own action: QA 45).
