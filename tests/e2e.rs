@@ -467,9 +467,14 @@ fn tcp_next_hop() {
 #[test]
 fn tcp_next_hop_unreachable() {
     let base = port_block();
+    // One call at a time: a call answered 503 for the transport gives its place back
+    // (else the third below would be refused for the limit).
     let cfg = config(base, "").replacen(
         &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
-        &format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10),
+        &format!(
+            "next_hop = \"tcp:127.0.0.1:{}\"\nmax_concurrent_calls = 1\nrecord_route = true",
+            base + 10
+        ),
         1,
     );
     let proxy = Proxy::start(&cfg, 1);

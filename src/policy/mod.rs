@@ -412,7 +412,6 @@ pub struct Policy {
     pub notes: Vec<String>,
 }
 
-/// Items as a policy writes them, comma-separated (summaries and reload reports).
 /// "1 number", "2 numbers": the summary is read by people.
 pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
@@ -422,6 +421,7 @@ pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
     }
 }
 
+/// Items as a policy writes them, comma-separated (summaries and reload reports).
 fn joined<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()

@@ -308,6 +308,12 @@ fn handle_parsed(
         out,
         edits,
     );
+    // A call let through and not sent (no next hop; the transport cannot take it) gives
+    // back the places it took (behaviour, concurrent calls), as one a rule refused
+    // does ([`crate::decide::decide`]).
+    if d.kind == Kind::Call && !d.retransmission && !matches!(handled, Handled::Forward(_)) {
+        st.behaviour.forget(crate::behaviour::call_key(msg));
+    }
     // Reported once the answer is known: a call the next hop's transport cannot take
     // (513) is recorded and counted as what its caller got, not as allowed (QA 44).
     observe(Observed::Decision(msg, &d));
@@ -399,10 +405,6 @@ fn carry_out(
     };
     let handled = unless_refused(st, msg, o, method, server, handled, out);
     if let Handled::Respond(_, code) = handled {
-        // Not sent: the places the call took (behaviour, concurrent calls) go back.
-        if d.kind == Kind::Call && !d.retransmission {
-            st.behaviour.forget(crate::behaviour::call_key(msg));
-        }
         d.outcome = Outcome::Reject { code };
         // No rule of the policy refused it (a label rule that let it through is still
         // counted as a match, with its own action: QA 45).
