@@ -50,7 +50,8 @@ pub struct Party {
     /// Read as E.164 written without its '+' (a trunk's `bare_numbers =
     /// "international"`): the forwarded request gets the '+' written in.
     pub plus_missing: bool,
-    /// Read as a local number in a global `phone-context` (`95588;phone-context=+852`):
+    /// Read as a local number in a `phone-context` that places it (a global number's,
+    /// `95588;phone-context=+852`, or dialled digits', `95588;phone-context=00852`):
     /// the digits alone are not the number, and equipment that drops the context (ISUP
     /// interworking does) would show them as a domestic one.
     pub in_context: bool,
@@ -877,7 +878,7 @@ fn read_party(
     }
     let ctx = uri::phone_context(b, &u);
     (p.number, p.plus_missing) = read(written, r, ctx.map(|s| s.of(b)));
-    p.in_context = ctx.is_some_and(|c| uri::global_context(c.of(b))) && !written.starts_with(b"+");
+    p.in_context = ctx.is_some_and(|c| uri::placing_context(c.of(b))) && !written.starts_with(b"+");
     p
 }
 

@@ -3687,6 +3687,21 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
             "<tel:95588;Phone%2dContext=%2B852>",
             "<tel:+85295588>;tag=ft1",
         ),
+        // A context of dialled digits that leads abroad is that country's number too
+        // (QA 60, QA 61: judged foreign, it went on as written, and a core dropping the
+        // context showed the bank's 95588, the domestic mobile, the hotline 12345).
+        (
+            "\"95588\" <tel:95588;phone-context=00852>",
+            "\"+85295588\" <tel:+85295588>;tag=ft1",
+        ),
+        (
+            "<sip:13812345678;phone-context=004@gw.example;user=phone>",
+            "<sip:+413812345678@gw.example;user=phone>",
+        ),
+        (
+            "<tel:95588;phone%2Dcontext=00-852>",
+            "<tel:+85295588>;tag=ft1",
+        ),
     ] {
         for trunk in ["intl", "ic"] {
             let m = with_from(from, "");
@@ -3708,6 +3723,10 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
             "<sip:95588;phone-context=+852@x>",
             "<sip:+85295588;verstat=TN-Validation-Failed@x;user=phone>",
         ),
+        (
+            "<tel:95588;phone-context=00852>",
+            "<tel:+85295588;verstat=TN-Validation-Failed>",
+        ),
     ] {
         let m = with_from(
             "<tel:+85221234567>",
@@ -3721,9 +3740,12 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
             "{pai}"
         );
     }
-    // A domestic context, a global number, and enterprise trunks: as written.
+    // A domestic context (global or dialled), a global number, and enterprise trunks:
+    // as written.
     for (from, trunk) in [
         ("<tel:13812345678;phone-context=+86>", "ic"),
+        ("<tel:12345678;phone-context=010>", "ic"),
+        ("<tel:12345678;phone-context=010>", "intl"),
         ("<tel:+85295588>", "intl"),
         ("<tel:6543;phone-context=example.com>", "ic"),
     ] {

@@ -1451,13 +1451,8 @@ fn read_number(
     // shown as 010 12345678): read so, as written digits.
     let mut joined = [0u8; 40];
     let d = match phone_context {
-        Some(ctx)
-            if !plus
-                && ctx.first().is_some_and(u8::is_ascii_digit)
-                && ctx
-                    .iter()
-                    .all(|&c| c.is_ascii_digit() || matches!(c, b'-' | b'.' | b'(' | b')')) =>
-        {
+        // (Unescaped above; one too long to be is not read as digits.)
+        Some(ctx) if !plus && !ctx.contains(&b'%') && crate::sip::uri::dialled_context(ctx) => {
             let mut k = 0;
             for &c in ctx.iter().filter(|c| c.is_ascii_digit()).chain(&buf[..n]) {
                 if k == joined.len() {

@@ -240,6 +240,33 @@ pub fn global_context(ctx: &[u8]) -> bool {
     ctx.starts_with(b"+") || ctx.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(b"%2B"))
 }
 
+/// Whether a phone-context is digits alone (`010`, `00852`; visual separators and
+/// escapes allowed, a digit first): not RFC 3966's form, but what equipment that adds
+/// the context as the dialled prefix sends. The number reader puts them in front of
+/// the local number ([`crate::numbering::normalise`]).
+pub fn dialled_context(ctx: &[u8]) -> bool {
+    let mut i = 0;
+    while i < ctx.len() {
+        let (c, len) = match super::lex::escaped_octet(&ctx[i..]) {
+            Some(c) => (c, 3),
+            None => (ctx[i], 1),
+        };
+        let ok = c.is_ascii_digit() || (i > 0 && matches!(c, b'-' | b'.' | b'(' | b')'));
+        if !ok {
+            return false;
+        }
+        i += len;
+    }
+    i > 0
+}
+
+/// Whether a phone-context places its local number somewhere (a global number's or
+/// dialled digits'), so that the number read is not its digits alone; a domain's says
+/// nothing the number reader uses.
+pub fn placing_context(ctx: &[u8]) -> bool {
+    global_context(ctx) || dialled_context(ctx)
+}
+
 /// [`parse_chars_checked`], or, for a sip or sips URI whose host or port breaks the
 /// grammar (`sbc_01.carrier.example`, `gw:`, no host at all), its user part and
 /// parameters all the same: the number in it reaches the callee whatever the host, so
@@ -345,6 +372,21 @@ mod tests {
             );
         }
         assert!(is_param_name(b"us%65r", b"user"));
+        for (ctx, dialled) in [
+            (&b"010"[..], true),
+            (b"00852", true),
+            (b"00-852", true),
+            (b"%30%30852", true),
+            (b"-852", false),
+            (b"+852", false),
+            (b"example.com", false),
+            (b"4a", false),
+            (b"", false),
+        ] {
+            assert_eq!(dialled_context(ctx), dialled, "{ctx:?}");
+        }
+        assert!(placing_context(b"+852") && placing_context(b"%2B852"));
+        assert!(placing_context(b"00852") && !placing_context(b"gw.example"));
         assert!(!is_param_name(b"us%65", b"user"));
         assert_eq!(
             p("soap.beep://192.0.2.103:3002").unwrap().scheme,
