@@ -51,9 +51,10 @@ pub struct Party {
     /// "international"`): the forwarded request gets the '+' written in.
     pub plus_missing: bool,
     /// Read as a local number in a `phone-context` that places it (a global number's,
-    /// `95588;phone-context=+852`, or dialled digits', `95588;phone-context=00852`):
-    /// the digits alone are not the number, and equipment that drops the context (ISUP
-    /// interworking does) would show them as a domestic one.
+    /// `95588;phone-context=+852`, or dialled digits', `95588;phone-context=00852`),
+    /// whose digits alone would be another number: equipment that drops the context
+    /// (ISUP interworking does) would show them (a domestic bank's 95588; `110` for an
+    /// enterprise's `110;phone-context=+8613912340`).
     pub in_context: bool,
 }
 
@@ -878,7 +879,14 @@ fn read_party(
     }
     let ctx = uri::phone_context(b, &u);
     (p.number, p.plus_missing) = read(written, r, ctx.map(|s| s.of(b)));
-    p.in_context = ctx.is_some_and(|c| uri::placing_context(c.of(b))) && !written.starts_with(b"+");
+    // The digits alone, as equipment that drops the context reads them, would be
+    // another number: `95588` for Hong Kong's +85295588, `110` for an enterprise's
+    // +8613912340110 (QA 61). A context that changes nothing (`13812345678;
+    // phone-context=+86`) leaves the identity as written.
+    p.in_context = ctx.is_some_and(|c| uri::placing_context(c.of(b)))
+        && !written.starts_with(b"+")
+        && p.number.is_ok()
+        && p.number != read(written, r, None).0;
     p
 }
 

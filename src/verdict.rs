@@ -224,7 +224,7 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
             delete_isup_generic(msg, i, edits);
         }
     }
-    let global = write_global_forms(policy, msg, d, from_edit, edits);
+    let global = write_global_forms(msg, d, from_edit, edits);
     if !d.labels.is_empty() {
         let at = msg.head_end();
         edits.insert_with(at, |out| {
@@ -477,17 +477,17 @@ enum FromEdit {
 /// - on a trunk whose peer writes E.164 without its '+' (`bare_numbers =
 ///   "international"`), the numbers read as international get the '+' written in: a
 ///   foreign `13812345678` read in the home plan would be a domestic mobile;
-/// - at international and interconnect gateways, a local number in a foreign
-///   `phone-context` (`tel:95588;phone-context=+852`) is written as the global number
-///   (`tel:+85295588`): ISUP interworking drops the context, and the callee would be
-///   shown 95588, a domestic bank's number.
+/// - a local number in a `phone-context` whose digits alone would be another number
+///   (`tel:95588;phone-context=+852`, `tel:110;phone-context=+8613912340`) is written
+///   as the global number (`tel:+85295588`), on every trunk: ISUP interworking drops
+///   the context, and the callee would be shown 95588, a domestic bank's number, or
+///   110 (QA 61: an enterprise's contracted +8613912340110 written so showed 110).
 ///
 /// A display name that repeats its URI's number as written gets the same change (a
 /// phone shows it). Identities the generic-number rewrite replaces or removes
 /// (`from_edit` says what it did to From) are left to it. Returns where the user parts
 /// written in global form start (`u32::MAX`: none).
 fn write_global_forms(
-    policy: &Policy,
     msg: &Message,
     d: &Decision,
     from_edit: FromEdit,
@@ -511,8 +511,6 @@ fn write_global_forms(
     {
         return written;
     }
-    let role = d.trunk.and_then(|t| policy.trunks.get(t)).map(|t| t.role);
-    let gateway = matches!(role, Some(Role::International | Role::Interconnect));
     let b = msg.buf();
     let presented_removed = d.rewrite_from;
     let parties = [
@@ -524,7 +522,7 @@ fn write_global_forms(
     .flatten()
     .chain(id.presented_parties().filter(|_| !presented_removed));
     for (k, p) in parties.enumerate() {
-        if p.user.is_empty() || !(p.plus_missing || p.in_context && gateway) {
+        if p.user.is_empty() || !(p.plus_missing || p.in_context) {
             continue;
         }
         // The field's value that holds the URI (From's was parsed already).
@@ -534,13 +532,11 @@ fn write_global_forms(
             value_of(b, &p)
         };
         let global = match (p.in_context, p.number, na) {
-            (true, Ok(n), Some(na)) if gateway && !policy.plan.is_domestic(&n) => {
-                uri::parse_user_anyway(b, na.uri)
-                    .ok()
-                    .and_then(|u| uri::phone_context(b, &u))
-                    .and_then(|ctx| context_param(b, ctx))
-                    .map(|param| (param, n))
-            }
+            (true, Ok(n), Some(na)) => uri::parse_user_anyway(b, na.uri)
+                .ok()
+                .and_then(|u| uri::phone_context(b, &u))
+                .and_then(|ctx| context_param(b, ctx))
+                .map(|param| (param, n)),
             _ => None,
         };
         if !p.plus_missing && global.is_none() {

@@ -3740,12 +3740,11 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
             "{pai}"
         );
     }
-    // A domestic context (global or dialled), a global number, and enterprise trunks:
-    // as written.
+    // A context that changes nothing (the digits alone are the number), a global
+    // number, a domain context: as written, on any trunk.
     for (from, trunk) in [
         ("<tel:13812345678;phone-context=+86>", "ic"),
-        ("<tel:12345678;phone-context=010>", "ic"),
-        ("<tel:12345678;phone-context=010>", "intl"),
+        ("<tel:13912340001;phone-context=+86>", "ent"),
         ("<tel:+85295588>", "intl"),
         ("<tel:6543;phone-context=example.com>", "ic"),
     ] {
@@ -3757,6 +3756,32 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
             assert!(got.starts_with(from), "{trunk} {from} -> {got}");
         }
     }
+    // A home context whose digits alone are another number: in global form too, on
+    // every trunk (QA 61: an enterprise's contracted +8613912340110 written as `110` in
+    // the context +8613912340 passed the whitelist and showed the callee 110).
+    for (from, trunk, want) in [
+        (
+            "<tel:12345678;phone-context=010>",
+            "ic",
+            "<tel:+861012345678>;tag=ft1",
+        ),
+        (
+            "\"110\" <tel:110;phone-context=+8613912340>",
+            "ent",
+            "\"+8613912340110\" <tel:+8613912340110>;tag=ft1",
+        ),
+        (
+            "<sip:110;phone-context=013912340@pbx.example;user=phone>",
+            "ent",
+            "<sip:+8613912340110@pbx.example;user=phone>",
+        ),
+    ] {
+        let m = with_from(from, "");
+        let d = passes(&p, &m, trunk);
+        let out = forwarded(&p, &m, &d);
+        let got = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).into_owned();
+        assert!(got.starts_with(want), "{trunk} {from} -> {got}");
+    }
     let m = with_from(
         "<tel:+8613912340001>",
         "P-Asserted-Identity: <tel:3912340001;phone-context=+861>\r\n",
@@ -3765,7 +3790,7 @@ fn local_numbers_in_a_foreign_context_go_on_in_global_form() {
     let out = forwarded(&p, &m, &d);
     assert_eq!(
         out.value(HeaderName::PAssertedIdentity),
-        Some(&b"<tel:3912340001;phone-context=+861>"[..])
+        Some(&b"<tel:+8613912340001>"[..])
     );
 }
 
