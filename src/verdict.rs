@@ -100,7 +100,8 @@ pub fn write_refusal(
     }
     let extra = Extra {
         reason_text: Some(r.why),
-        retry_after: None,
+        // A transport refusal (the next hop is down): when to try again.
+        retry_after: (r.code == 503).then_some(policy.proxy.retry_after),
         server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
         source,
         fields: &tags,

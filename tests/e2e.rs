@@ -597,6 +597,128 @@ fn tcp_next_hop_unreachable() {
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
 }
 
+/// While a TCP next hop is down, the calls answered 503 for it are not judged: they
+/// spend nothing of the trunk's contract (QA 60: a short outage, its PBX retrying, used
+/// up an enterprise trunk's calls per minute, and the first calls after it were refused
+/// 403). Only the call queued behind the first attempt was judged (and counts).
+#[test]
+fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
+    let base = port_block();
+    let cfg = config(base, "");
+    let (head, ent) = cfg.split_at(cfg.find("name = \"ent\"").unwrap());
+    let ent = ent.replacen(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!(
+            "next_hop = \"tcp:127.0.0.1:{}\"\nmax_calls_per_minute = 3",
+            base + 10
+        ),
+        1,
+    );
+    let proxy = Proxy::start(&format!("{head}{ent}"), 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = |id: &str| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}\r\nFrom: <sip:+8613912345678@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |id: &str| {
+        sock.send_to(invite(id).as_bytes(), ("127.0.0.1", base + 2))
+            .unwrap();
+        let mut b = [0u8; 4096];
+        let n = sock.recv(&mut b).expect("an answer");
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    // The first waits for the attempt; the next five are answered at once.
+    for i in 0..6 {
+        let r = answer(&format!("down-{i}"));
+        assert!(
+            r.starts_with("SIP/2.0 503 ") && r.contains("Next hop unreachable"),
+            "{r}"
+        );
+        assert!(r.contains("Retry-After: "), "{r}");
+    }
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"ent\",verdict=\"reject\"}"),
+        5.0
+    );
+    // The core comes up: the contract's three calls a minute, less the one judged.
+    let core = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_next_hops_down") != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "never reconnected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reached = std::thread::spawn(move || {
+        let (mut c, _) = core.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut c, &mut chunk) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    for i in 0..2 {
+        let id = format!("up-{i}");
+        sock.send_to(invite(&id).as_bytes(), ("127.0.0.1", base + 2))
+            .unwrap();
+        // Sent on: no answer from sipfence.
+        let mut b = [0u8; 4096];
+        if let Ok(n) = sock.recv(&mut b) {
+            panic!("{id}: {}", String::from_utf8_lossy(&b[..n]));
+        }
+    }
+    let r = answer("up-2");
+    assert!(
+        r.starts_with("SIP/2.0 403 "),
+        "the fourth of the minute: {r}"
+    );
+    let got = reached.join().unwrap();
+    assert!(
+        got.contains("Call-ID: up-0") && got.contains("Call-ID: up-1"),
+        "{got}"
+    );
+}
+
+/// A reload that moves the trunk off a dead TCP next hop ends its probing at once: the
+/// gauge (and its alert) does not go on naming an address no trunk sends to (QA 60:
+/// it stayed at 1 for five minutes).
+#[test]
+fn a_reload_away_from_a_dead_next_hop_clears_it() {
+    let base = port_block();
+    let udp = format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10);
+    let tcp = format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10);
+    let cfg = config(base, "");
+    let proxy = Proxy::start(&cfg.replacen(&udp, &tcp, 1), 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-moved\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: moved\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(invite.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let mut b = [0u8; 4096];
+    let n = sock.recv(&mut b).expect("an answer");
+    assert!(b[..n].starts_with(b"SIP/2.0 503 "));
+    assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
+    std::fs::write(proxy.dir.path().join("sipfence.toml"), &cfg).unwrap();
+    let (code, said) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{said}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_next_hops_down") != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "still down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A TCP next hop that accepts and then stops reading: once the connection's queue is
 /// full, every request is answered 503 with Retry-After (QA 49: 30,000 INVITEs vanished,
 /// counted as allowed), and the calls refused so are counted as refused.

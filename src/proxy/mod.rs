@@ -1147,6 +1147,9 @@ async fn control(
 }
 
 impl stateless::NextHops for Shared {
+    fn some_down(&self) -> bool {
+        self.metrics.next_hops_down.get() > 0
+    }
     fn refuses(&self, to: std::net::SocketAddr) -> bool {
         if let Some(wanted) = self.tcp_down.get(&to) {
             wanted.store(crate::cli::now_ms(), Ordering::Relaxed);

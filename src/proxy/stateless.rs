@@ -68,6 +68,11 @@ pub trait NextHops: Sync {
     /// A request for `to` would not go now: the connection's last attempt failed, or its
     /// queue is full (a next hop that has stopped reading).
     fn refuses(&self, to: SocketAddr) -> bool;
+    /// Whether some next hop is marked down (one atomic read: asked of every INVITE
+    /// before the trunk's next hop is looked up).
+    fn some_down(&self) -> bool {
+        false
+    }
 }
 
 /// No connections (replay, explain, benches): every request can go.
@@ -294,6 +299,27 @@ fn handle_parsed(
         };
         response::write_response(msg, 503, response::phrase(503), &extra, out);
         return Handled::Shed(dest_for_response(o, top.as_ref()));
+    }
+    // A call for a TCP next hop that cannot take it now is not judged: answered 503 at
+    // once as the transport error it is (RFC 3261 16.9), recorded with its caller, and
+    // counted towards no rate, behaviour or call limit (QA 60: a short core outage,
+    // its callers retrying, used up an enterprise trunk's calls per minute).
+    if method == Method::Invite
+        && st.next_hops.some_down()
+        && msg.to_tag().is_none()
+        && let Some(t) = st
+            .policy
+            .match_trunk(&o.source, Some(&o.local))
+            .and_then(|t| st.policy.trunks.get(t))
+        && let Some(next) = t.next_hop
+        && next.transport == Transport::Tcp
+        && st.next_hops.refuses(next.addr)
+    {
+        let r = Refusal {
+            code: 503,
+            why: NEXT_HOP_UNREACHABLE,
+        };
+        return refuse(st, msg, o, r, false, out, observe);
     }
     let mut d = decide(st.policy, msg, &ctx);
     let handled = carry_out(

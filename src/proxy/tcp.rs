@@ -245,6 +245,17 @@ async fn outbound(
             tracing::info!(%addr, "next hop still unreachable and no longer wanted: not tried again until a request wants it");
             break;
         }
+        // A reload that moved the trunks elsewhere ends it at once: the gauge (and its
+        // alert) must not go on naming an address no trunk sends to (QA 60). An
+        // in-dialog target that is no next hop is tried once, as it always was.
+        let named = shared.loaded.load().policy.trunks.iter().any(|t| {
+            t.next_hop
+                .is_some_and(|n| n.transport == Transport::Tcp && n.addr == addr)
+        });
+        if !named {
+            tracing::info!(%addr, "unreachable, and no trunk's next hop: not tried again until a request wants it");
+            break;
+        }
     }
     drop(tx);
     while let Ok(b) = rx.try_recv() {
