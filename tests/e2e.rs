@@ -781,7 +781,26 @@ fn a_tcp_next_hop_that_stops_reading_gets_503s() {
         "{rejected} + {raced} < {refused}"
     );
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
+    // The core resets the connection: the INVITEs queued behind it (256) cannot be
+    // written any more; each is counted and answered 503 (QA 60: they were lost in
+    // silence, the calls recorded as allowed).
+    let held = held.join().unwrap().unwrap();
+    socket2::SockRef::from(&held)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(held);
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut after = 0;
+    while let Ok(n) = sock.recv(&mut b) {
+        let r = String::from_utf8_lossy(&b[..n]);
+        assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+        after += 1;
+        if after == 200 {
+            break;
+        }
+    }
+    assert_eq!(after, 200, "the queued INVITEs went unanswered");
+    assert!(proxy.metric("sipfence_dropped_total{reason=\"tcp-gone\"}") >= 200.0);
 }
 
 /// A checking UAS for `n` calls, in a thread; join it for (exit code, output).

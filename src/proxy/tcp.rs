@@ -422,9 +422,25 @@ async fn serve_stream(
     let last_write = Arc::new(AtomicU64::new(0));
     let lw = last_write.clone();
     let sh = shared.clone();
+    let ud = udps.clone();
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
+                // What can no longer be written is lost: counted, and the requests for
+                // a next hop answered 503 as on a connection that cannot be made (QA 60:
+                // a core that accepts and resets left INVITEs unanswered, uncounted).
+                let lost = |b: Bytes| {
+                    if b.iter().any(|&c| c != b'\r' && c != b'\n') {
+                        sh.metrics.dropped("tcp-gone");
+                        if outbound {
+                            unreachable(&sh, &ud, from, local, peer, b);
+                        }
+                    }
+                };
+                lost(b);
+                while let Ok(b) = rx.try_recv() {
+                    lost(b);
+                }
                 break;
             }
             // Keep-alive answers (CRLF) are not SIP messages: not mirrored.
