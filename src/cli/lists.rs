@@ -108,7 +108,9 @@ pub fn publish(a: &PublishArgs) -> i32 {
         Ok(v) => {
             let names: Vec<String> = set
                 .iter()
-                .map(|(n, _, c)| format!("{n} ({c} entries)"))
+                .map(|(n, _, c)| {
+                    format!("{n} ({})", crate::policy::counted(*c, "entry", "entries"))
+                })
                 .collect();
             println!(
                 "published lists v{v} to {} (prefix {prefix}): {}",

@@ -141,9 +141,9 @@ pub fn list_change(old: &NumberSet, new: &NumberSet) -> Option<String> {
     let (added, removed) = new.difference_counts(old);
     (added + removed > 0).then(|| {
         format!(
-            "+{added} -{removed} ({} -> {} entries)",
+            "+{added} -{removed} ({} -> {})",
             old.len(),
-            new.len()
+            super::counted(new.len(), "entry", "entries")
         )
     })
 }
@@ -238,7 +238,10 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
                 say(format!("whitelist {c}"));
             }
         }
-        (None, Some(b)) => say(format!("whitelist added ({} entries)", b.len())),
+        (None, Some(b)) => say(format!(
+            "whitelist added ({})",
+            super::counted(b.len(), "entry", "entries")
+        )),
         (Some(_), None) => say("whitelist removed".into()),
         (None, None) => {}
     }
@@ -516,6 +519,11 @@ users = ["pbx:secret"]
             r#"["+864008001234", "+864008001235"]"#,
         ));
         assert_eq!(c.applied, ["trunk ent: whitelist +1 -0 (1 -> 2 entries)"]);
+        let c = diff(&BASE.replace(
+            r#"["+8613800000001", "+8617099999*"]"#,
+            r#"["+8617099999*"]"#,
+        ));
+        assert_eq!(c.applied, ["list blacklist +0 -1 (2 -> 1 entry)"]);
     }
 
     #[test]

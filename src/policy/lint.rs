@@ -263,6 +263,23 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 t.name
             ));
         }
+        // Over TCP our Via and Record-Route name the gateway's address for TCP: with no
+        // TCP listener there, a core that answers over a new connection (RFC 3261
+        // 18.2.2, when ours has closed) or sends its in-dialog requests to the
+        // Record-Route finds the port closed (QA 60).
+        if let Some(h) = t.next_hop
+            && h.transport == crate::policy::config::Transport::Tcp
+            && !p.listen_addrs().is_empty()
+            && !p
+                .listen_addrs()
+                .iter()
+                .any(|l| l.transport == crate::policy::config::Transport::Tcp)
+        {
+            out.push(format!(
+                "trunk {} next_hop {h} is TCP, and no listen address is: the core's answers and requests that do not come back over sipfence's own connection find no TCP port (add a tcp: listen address)",
+                t.name
+            ));
+        }
         // A datagram leaves by a UDP socket of its destination's IP family (any trunk's:
         // IPv6 callers reach an IPv4 core through the gateway's IPv4 listener); with
         // none, the calls are answered 503.
@@ -371,7 +388,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             .filter(|(lead, kind)| wide(lead, *kind))
             .map(|(lead, kind)| {
                 let at = list
-                    .origin_of(&lead, true)
+                    .origin_of(&lead, kind)
                     .map_or(String::new(), |o| format!(" ({o})"));
                 shown(lead, kind, &at)
             })
@@ -411,7 +428,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             let segment = kind != EntryKind::Exact;
             // The entry, and the line of the list file that wrote it.
             let at = w
-                .origin_of(&lead, segment)
+                .origin_of(&lead, kind)
                 .map_or(String::new(), |o| format!(" ({o})"));
             let shown = shown(lead, kind, &at);
             // A range's block is judged by its first number, which has the block's length
@@ -764,6 +781,12 @@ entries = [{whitelist}]
         );
         assert_eq!(lint("\"udp:127.0.0.1:5060\"", "udp:[::1]:5070").len(), 1);
         assert_eq!(
+            lint("\"udp:127.0.0.1:5060\"", "tcp:127.0.0.1:5070"),
+            [
+                "trunk ic next_hop tcp:127.0.0.1:5070 is TCP, and no listen address is: the core's answers and requests that do not come back over sipfence's own connection find no TCP port (add a tcp: listen address)"
+            ]
+        );
+        assert_eq!(
             lint("\"tcp:127.0.0.1:5060\"", "udp:127.0.0.1:5070"),
             [
                 "trunk ic next_hop udp:127.0.0.1:5070 is UDP, and no listen address is: its calls cannot be sent and are answered 503 (add a UDP listen address, or make the next hop tcp:)"
@@ -775,7 +798,10 @@ entries = [{whitelist}]
                 "udp:127.0.0.1:5070",
             ),
             ("\"udp:[::]:5060\"", "udp:127.0.0.1:5070"),
-            ("\"udp:[::1]:5060\"", "tcp:127.0.0.1:5070"),
+            (
+                "\"udp:[::1]:5060\", \"tcp:[::1]:5060\"",
+                "tcp:127.0.0.1:5070",
+            ),
             ("\"udp:[::1]:5060\"", "udp:[::1]:5070"),
             ("\"tcp:127.0.0.1:5060\"", "tcp:127.0.0.1:5070"),
         ] {
@@ -951,7 +977,7 @@ entries = [{whitelist}]
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("black.txt"),
-            "# national blacklist\n+8613800000001\n+86*\n+8617099999*\n",
+            "# national blacklist\n+8613800000001\n+86*\n+8617099999*\n+8613900000000..+8613999999999\n+86*\n",
         )
         .expect("list file");
         let p = Policy::from_str(
@@ -964,11 +990,11 @@ entries = [{whitelist}]
         assert_eq!(
             warnings(&p),
             [format!(
-                "blacklist: +86* ({at}:3) takes in a whole country, region or carrier: every caller under it refused"
+                "blacklist: +86* ({at}:3, {at}:6), +86139xxxxxxxx ({at}:5) take in a whole country, region or carrier: every caller under them refused"
             )]
         );
         let n = crate::numbering::Number::from_digits(b"8613800000001").unwrap();
-        assert_eq!(p.blacklist.origin_of(&n, false), None);
+        assert_eq!(p.blacklist.origin_of(&n, EntryKind::Exact), None);
         let none = Policy::from_str("", "t.toml", std::path::Path::new(".")).unwrap();
         assert_eq!(
             warnings(&none),

@@ -50,8 +50,10 @@ struct Origins {
     /// Single numbers' lines are kept too.
     exact: bool,
     files: Vec<String>,
-    /// (key, segment, file index, line), sorted.
-    at: Vec<(u64, bool, u32, u32)>,
+    /// (key, kind, file index, line), sorted; kind 0 a number, 1 a segment, 2 a
+    /// range's block (its key [`range_key`], so that a segment and a range of the same
+    /// leading digits, or two ranges of different lengths, keep their own lines).
+    at: Vec<(u64, u8, u32, u32)>,
 }
 
 /// Keys per block of the fence index: 32 keys are 256 bytes, four cache lines.
@@ -380,15 +382,10 @@ impl NumberSetBuilder {
             if let (Some(o), Some(f)) = (self.origins.as_mut(), f) {
                 let line = i as u32 + 1;
                 if o.exact {
-                    o.at.extend(self.exact[e0..].iter().map(|&k| (k, false, f, line)));
+                    o.at.extend(self.exact[e0..].iter().map(|&k| (k, 0, f, line)));
                 }
-                o.at.extend(self.prefixes[p0..].iter().map(|&k| (k, true, f, line)));
-                // A range's block is named by its leading digits, as `entries` gives it.
-                o.at.extend(
-                    self.ranged[r0..]
-                        .iter()
-                        .map(|&k| (range_parts(k).0, true, f, line)),
-                );
+                o.at.extend(self.prefixes[p0..].iter().map(|&k| (k, 1, f, line)));
+                o.at.extend(self.ranged[r0..].iter().map(|&k| (k, 2, f, line)));
             }
         }
         Ok(())
@@ -412,16 +409,32 @@ impl NumberSetBuilder {
 }
 
 impl NumberSet {
-    /// `file:line` of the first line that wrote the entry `n` (a segment's leading
-    /// digits when `segment`), for a list built [`NumberSetBuilder::with_origins`] from
-    /// list text; `None` for any other (an entry written in the policy itself).
-    pub fn origin_of(&self, n: &Number, segment: bool) -> Option<String> {
+    /// `file:line` of the lines that wrote the entry `n` of `kind` (a segment's or a
+    /// range block's leading digits), the first three and how many more (QA 60: a
+    /// `+86*` on four lines took four rounds of `check` to find), for a list built
+    /// [`NumberSetBuilder::with_origins`] from list text; `None` for any other (an
+    /// entry written in the policy itself).
+    pub fn origin_of(&self, n: &Number, kind: EntryKind) -> Option<String> {
         let o = self.origins.as_ref()?;
-        let key = key_of(n.digits());
-        let i =
-            o.at.partition_point(|&(k, s, _, _)| (k, s) < (key, segment));
-        let &(k, s, f, line) = o.at.get(i)?;
-        ((k, s) == (key, segment)).then(|| format!("{}:{line}", o.files[f as usize]))
+        let (key, k) = match kind {
+            EntryKind::Exact => (key_of(n.digits()), 0),
+            EntryKind::Segment => (key_of(n.digits()), 1),
+            EntryKind::Range(len) => (range_key(n.digits(), len as usize), 2),
+        };
+        let i = o.at.partition_point(|&(a, b, _, _)| (a, b) < (key, k));
+        let lines: Vec<String> = o.at[i..]
+            .iter()
+            .take_while(|&&(a, b, _, _)| (a, b) == (key, k))
+            .map(|&(_, _, f, line)| format!("{}:{line}", o.files[f as usize]))
+            .collect();
+        let more = lines.len().saturating_sub(3);
+        (!lines.is_empty()).then(|| {
+            let mut s = lines[..lines.len().min(3)].join(", ");
+            if more > 0 {
+                s.push_str(&format!(" and {more} more"));
+            }
+            s
+        })
     }
     /// Every entry: the number, or the leading digits of a segment or a range's block,
     /// and which it is. In key order; for reports, not for the call path.
@@ -489,7 +502,7 @@ impl NumberSet {
             + self.prefixes.heap_bytes()
             + self.ranged.heap_bytes()
             + self.origins.as_ref().map_or(0, |o| {
-                o.at.capacity() * std::mem::size_of::<(u64, bool, u32, u32)>()
+                o.at.capacity() * std::mem::size_of::<(u64, u8, u32, u32)>()
                     + o.files.iter().map(|f| f.capacity()).sum::<usize>()
             })
     }

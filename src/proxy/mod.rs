@@ -463,9 +463,21 @@ impl Shared {
         } else {
             let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
                 .map_err(|e| e.to_string())?;
-            for c in diff::applied(&self.loaded.load().policy, &p) {
+            let running_policy = self.loaded.load();
+            for c in diff::applied(&running_policy.policy, &p) {
                 tracing::info!(change = %c, version, "published lists apply");
             }
+            // What `check` would now say that it did not of the running policy: a
+            // published `+86*` is named when it takes effect, not at the next reload
+            // (QA 60).
+            let before = lint::warnings(&running_policy.policy);
+            for w in lint::warnings(&p)
+                .into_iter()
+                .filter(|w| !before.contains(w))
+            {
+                tracing::warn!(version, "published lists: {w}");
+            }
+            drop(running_policy);
             let policy_version = self.install(p);
             *running = Some((published, lists));
             policy_version
