@@ -862,12 +862,11 @@ fn read_party(
         return p;
     }
     // `sip:95588`, no user part and digits for a host: equipment that shows a caller's
-    // URI (Asterisk's RPID and PAI readers among them) shows those digits.
-    let digit_host = || {
-        let h = u.host.of(b);
-        (h.len() >= 3 && h.iter().all(u8::is_ascii_digit)).then_some(u.host)
-    };
-    let Some(user) = u.user.or_else(digit_host) else {
+    // URI (Asterisk's RPID and PAI readers among them) shows those digits, and with
+    // dots among them (`95588.`, the root of a name; `138.1234.5678`, `9.5.5.8.8`) a
+    // person reads the same number (QA 61); an IPv4 address is no number.
+    let digit_host = || Some(u.host).filter(|h| digit_host(h.of(b)));
+    let Some(user) = u.user.filter(|s| !s.is_empty()).or_else(digit_host) else {
         p.number = Err(NotANumber::Empty);
         return p;
     };
@@ -888,6 +887,22 @@ fn read_party(
         && p.number.is_ok()
         && p.number != read(written, r, None).0;
     p
+}
+
+/// Whether a URI's host is a number written as a host: digits, three at least, and
+/// dots between or after them; not an IPv4 address (four groups of at most three
+/// digits, each under 256).
+fn digit_host(h: &[u8]) -> bool {
+    let digits = h.iter().filter(|c| c.is_ascii_digit()).count();
+    if digits < 3 || !h[0].is_ascii_digit() || !h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        return false;
+    }
+    let h = h.strip_suffix(b".").unwrap_or(h);
+    let ipv4 = h.split(|&c| c == b'.').count() == 4
+        && h.split(|&c| c == b'.').all(|g| {
+            (1..=3).contains(&g.len()) && crate::sip::lex::parse_u32(g).is_some_and(|v| v < 256)
+        });
+    !ipv4
 }
 
 /// `uri_span` comes from a name-addr parse or a parsed Request-URI (both check its characters).

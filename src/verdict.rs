@@ -699,7 +699,8 @@ fn rewrite_from(
     // sips or tel user, no password after it (`sip:user:pass@host`), a host
     // (`sip:110@`).
     let in_place = uri::parse_chars_checked(b, na.uri).ok().and_then(|u| {
-        let user = u.user?;
+        // An empty user (`sip:@95588`) leaves the host to be shown.
+        let user = u.user.filter(|s| !s.is_empty())?;
         let password = b.get(user.end as usize) == Some(&b':');
         let host = !u.host.is_empty() || u.scheme == Scheme::Tel;
         let scheme = matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel);

@@ -4242,21 +4242,40 @@ fn every_shown_number_is_judged_and_shown() {
     let d = passes(&p, &m, "intl");
     assert_eq!(d.rule, Some(RuleId::GenericNumber));
     assert!(!String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).contains("13812345678"));
-    let m = with_from("<sip:95588>", &pai);
-    let d = passes(&p, &m, "intl");
-    assert_eq!(d.rule, Some(RuleId::GenericNumber));
-    assert_eq!(
-        rejected(&ent("<sip:13712345678>", "")),
-        Some((403, "enterprise-not-whitelisted"))
-    );
+    // With dots, as a person reads them (QA 61: `95588.`, the root of a name, and
+    // dotted groups went on unread, and equipment that shows the host showed 95588).
+    for host in [
+        "95588",
+        "95588.",
+        "9.5.5.8.8",
+        "95.588",
+        "95588.:5060",
+        "@95588",
+    ] {
+        let m = with_from(&format!("<sip:{host}>"), &pai);
+        let d = passes(&p, &m, "intl");
+        assert_eq!(d.rule, Some(RuleId::GenericNumber), "{host}");
+        let out = forwarded(&p, &m, &d);
+        let from = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).into_owned();
+        assert!(from.starts_with("<tel:+442071234567>"), "{host}: {from}");
+    }
+    for host in ["13712345678", "137.1234.5678", "13712345678."] {
+        assert_eq!(
+            rejected(&ent(&format!("<sip:{host}>"), "")),
+            Some((403, "enterprise-not-whitelisted")),
+            "{host}"
+        );
+    }
     // A From of an address only is still no number.
-    blocks(
-        &p,
-        &with_from("<sip:10.9.9.9>", ""),
-        "intl",
-        433,
-        "blank-caller",
-    );
+    for host in ["10.9.9.9", "10.9.9.9.", "192.168.100.200:5060"] {
+        blocks(
+            &p,
+            &with_from(&format!("<sip:{host}>"), ""),
+            "intl",
+            433,
+            "blank-caller",
+        );
+    }
     // Dates with spaces.
     for display in ["Invoice 2024 01 10", "10 01 2024"] {
         assert_eq!(
