@@ -363,6 +363,12 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                         id.excess_asserted = true;
                         return;
                     }
+                    // RFC 3325 9.1: an asserted identity is a sip, sips or tel URI.
+                    // Another (`h323:95588@gw`) is no identity this network asserts,
+                    // yet equipment that takes the first value shows its number (QA 61).
+                    if !asserted_scheme(na.uri.of(b)) {
+                        id.unreadable.get_or_insert(HeaderName::PAssertedIdentity);
+                    }
                     let p = read_party(
                         b,
                         Source::PAssertedIdentity,
@@ -533,6 +539,14 @@ fn dial_string(b: &[u8], p: &Party) -> bool {
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
 /// senders leave one when they have no identity to give).
+/// Whether a URI is of a scheme an asserted identity may have (sip, sips, tel).
+fn asserted_scheme(uri: &[u8]) -> bool {
+    let scheme = uri.split(|&c| c == b':').next().unwrap_or_default();
+    [&b"sip"[..], b"sips", b"tel"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+}
+
 fn note_unreadable(
     b: &[u8],
     h: &crate::sip::Header,

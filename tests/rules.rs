@@ -3493,6 +3493,33 @@ fn an_unreadable_identity_field_is_refused() {
         assert!(text.starts_with("SIP/2.0 400 "), "{text}");
         assert!(text.contains(why), "{text}");
     }
+    // An asserted identity of another scheme than sip, sips and tel (RFC 3325 9.1),
+    // first or second (QA 61: `h323:95588` went on as the first value); the usual
+    // pair passes.
+    for pai in [
+        "\"95588\" <h323:95588@gw.example>, <sip:+442071234567@x>",
+        "<sip:+442071234567@x>, <fax:+8613812345678>",
+        "<H323:95588@gw.example>",
+    ] {
+        for trunk in ["intl", "ic", "ent"] {
+            let d = judge(
+                &p,
+                &with_from(from, &format!("P-Asserted-Identity: {pai}\r\n")),
+                trunk,
+            );
+            assert_eq!(d.outcome, Outcome::Reject { code: 400 }, "{trunk} {pai}");
+            assert_eq!(d.refusal.map(|r| r.why), Some("Bad P-Asserted-Identity"));
+        }
+    }
+    let d = judge(
+        &p,
+        &with_from(
+            from,
+            "P-Asserted-Identity: <SIP:+442071234567@x>, <Tel:+442071234567>\r\n",
+        ),
+        "intl",
+    );
+    assert_eq!(d.refusal, None);
     // Empty list elements are passed over, as lenient stacks do, and every value
     // around them judged.
     let d = judge(
