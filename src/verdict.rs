@@ -141,6 +141,9 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     {
         edits.remove(h.line());
     }
+    if d.kind == Kind::InDialog && d.trunk.is_some() {
+        remove_later_identities(policy, msg, edits);
+    }
     if d.kind == Kind::Call {
         remove_planted_verdicts(policy, msg, edits);
         // Where the generic-number rule has not taken every presented Remote-Party-ID
@@ -310,7 +313,8 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<Option<usiz
 /// the terminating network's verification result) in From and the identity fields, so
 /// that a labelled call never carries a peer's `TN-Validation-Passed` beside ours, nor
 /// an unlabelled one a verdict nobody here gave.
-fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList) {
+/// The label header's lines, whoever wrote them: only this filter labels a call.
+fn remove_labels(policy: &Policy, msg: &Message, edits: &mut EditList) {
     let b = msg.buf();
     let label = policy.label_header.as_bytes();
     for h in msg.headers() {
@@ -318,6 +322,30 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
             edits.remove(h.line());
         }
     }
+}
+
+/// A request within a dialog from a trunk's side loses its identity fields (and any
+/// label): the caller is judged once, when the call is set up, and a later request may
+/// not name another (QA 61: an UPDATE or re-INVITE asserting 110 or a domestic number
+/// reached the core, which can show it to the callee as a caller-ID update). The
+/// dialog's own From and To stay.
+fn remove_later_identities(policy: &Policy, msg: &Message, edits: &mut EditList) {
+    remove_labels(policy, msg, edits);
+    for h in msg.headers() {
+        if matches!(
+            h.name,
+            HeaderName::PAssertedIdentity
+                | HeaderName::PPreferredIdentity
+                | HeaderName::RemotePartyId
+        ) {
+            edits.remove(h.line());
+        }
+    }
+}
+
+fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList) {
+    let b = msg.buf();
+    remove_labels(policy, msg, edits);
     if let Some(na) = msg.from_addr() {
         remove_verstat(
             b,

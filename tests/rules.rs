@@ -1666,11 +1666,18 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
         );
     }
 
-    // In-dialog requests are the dialog's business: left as they come.
-    let m = Message::parse(Bytes::from_static(b"BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-b\r\nFrom: <sip:+8613912340001@x>;tag=a\r\nTo: <sip:4008001234@10.0.0.100>;tag=b\r\nCall-ID: c-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nX-Sipfence-Label: mvno\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    // In-dialog requests from a trunk carry no label of a peer's either (only this
+    // filter labels a call; [`later_requests_of_a_dialog_name_no_other_caller`]); the
+    // rest of the request stays as it came.
+    let m = Message::parse(Bytes::from_static(b"BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-b\r\nFrom: <sip:+8613912340001@x>;tag=a\r\nTo: <sip:4008001234@10.0.0.100>;tag=b\r\nCall-ID: c-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nX-Sipfence-Label: mvno\r\nX-Other: kept\r\nContent-Length: 0\r\n\r\n")).unwrap();
     let d = judge(&p, &m, "ic");
     assert_eq!(d.kind, Kind::InDialog);
-    assert!(forwarded(&p, &m, &d).first(HeaderName::Other).is_some());
+    let out = forwarded(&p, &m, &d);
+    let text = String::from_utf8_lossy(out.buf());
+    assert!(
+        !text.contains("X-Sipfence-Label") && text.contains("X-Other: kept\r\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -5214,4 +5221,53 @@ fn an_invite_sent_again_after_its_final_answer_is_counted() {
     assert_eq!(rejected(&r2(&a2, 0)), None);
     answered(1, 200, 100);
     assert!(r2(&a2, 600).retransmission);
+}
+
+/// The caller is judged once, when the call is set up: a later request of the dialog
+/// from the trunk's side may not name another (QA 61: an UPDATE or a re-INVITE asserting
+/// 110 or a domestic number reached the core, which can show it to the callee as a
+/// caller-ID update). Its identity fields and any label go; From, To and the rest stay.
+#[test]
+fn later_requests_of_a_dialog_name_no_other_caller() {
+    let p = policy("");
+    for method in ["UPDATE", "INVITE", "BYE", "INFO"] {
+        let s = format!(
+            "{method} sip:core@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-ud\r\nFrom: <sip:+442071234567@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=core1\r\nCall-ID: call-ud\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nP-Asserted-Identity: \"110\" <sip:110@10.9.9.9>\r\nP-Preferred-Identity: <tel:+8613812345678>\r\nRemote-Party-ID: <sip:95588@x>;party=calling\r\nX-Sipfence-Label: clean\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse(Bytes::from(s)).unwrap();
+        for trunk in ["intl", "ic", "ent"] {
+            let d = judge(&p, &m, trunk);
+            if method == "INVITE" {
+                // A re-INVITE of a dialog this gateway never saw is judged as a call.
+                continue;
+            }
+            assert_eq!(d.kind, Kind::InDialog, "{method} {trunk}");
+            assert_eq!(rejected(&d), None);
+            let out = forwarded(&p, &m, &d);
+            for h in [
+                HeaderName::PAssertedIdentity,
+                HeaderName::PPreferredIdentity,
+                HeaderName::RemotePartyId,
+            ] {
+                assert_eq!(out.value(h), None, "{method} {trunk} {h:?}");
+            }
+            let text = String::from_utf8_lossy(out.buf());
+            assert!(!text.contains("X-Sipfence-Label"), "{text}");
+            assert_eq!(
+                out.value(HeaderName::From),
+                Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..])
+            );
+            assert_eq!(out.value(HeaderName::CallId), Some(&b"call-ud"[..]));
+        }
+    }
+    // The initial INVITE keeps its (judged) asserted identity.
+    let m = with_from(
+        "<sip:+442071234567@gw.example>",
+        "P-Asserted-Identity: <sip:+442071234567@gw.example>\r\n",
+    );
+    let d = passes(&p, &m, "intl");
+    assert_eq!(
+        forwarded(&p, &m, &d).value(HeaderName::PAssertedIdentity),
+        Some(&b"<sip:+442071234567@gw.example>"[..])
+    );
 }
