@@ -330,14 +330,18 @@ fn remove_labels(policy: &Policy, msg: &Message, edits: &mut EditList) {
 /// reached the core, which can show it to the callee as a caller-ID update). The
 /// dialog's own From and To stay.
 fn remove_later_identities(policy: &Policy, msg: &Message, edits: &mut EditList) {
-    remove_labels(policy, msg, edits);
+    // One pass: every ACK and BYE of every call comes this way.
+    let b = msg.buf();
+    let label = policy.label_header.as_bytes();
     for h in msg.headers() {
-        if matches!(
-            h.name,
+        let gone = match h.name {
             HeaderName::PAssertedIdentity
-                | HeaderName::PPreferredIdentity
-                | HeaderName::RemotePartyId
-        ) {
+            | HeaderName::PPreferredIdentity
+            | HeaderName::RemotePartyId => true,
+            HeaderName::Other => h.name_span().of(b).eq_ignore_ascii_case(label),
+            _ => false,
+        };
+        if gone {
             edits.remove(h.line());
         }
     }

@@ -322,6 +322,7 @@ fn handle_parsed(
         return refuse(st, msg, o, r, false, out, observe);
     }
     let mut d = decide(st.policy, msg, &ctx);
+    let let_through = d.outcome == Outcome::Forward;
     let handled = carry_out(
         st,
         msg,
@@ -337,7 +338,12 @@ fn handle_parsed(
     // A call let through and not sent (no next hop; the transport cannot take it) gives
     // back the places it took (behaviour, concurrent calls), as one a rule refused
     // does ([`crate::decide::decide`]).
-    if d.kind == Kind::Call && !d.retransmission && !matches!(handled, Handled::Forward(_)) {
+    if let_through
+        && st.policy.tracks_calls
+        && d.kind == Kind::Call
+        && !d.retransmission
+        && !matches!(handled, Handled::Forward(_))
+    {
         st.behaviour.forget(crate::behaviour::call_key(msg));
     }
     // Reported once the answer is known: a call the next hop's transport cannot take

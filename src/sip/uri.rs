@@ -183,8 +183,12 @@ pub fn param(b: &[u8], params: Span, name: &[u8]) -> Option<Span> {
 /// read as themselves (RFC 3261 19.1.4: `phone%2Dcontext` is `phone-context`, as the
 /// next element compares it; QA 54 left it unread).
 pub fn is_param_name(n: &[u8], name: &[u8]) -> bool {
-    if !n.contains(&b'%') {
-        return n.eq_ignore_ascii_case(name);
+    if n.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    // An escape takes three bytes for one character: an escaped name is longer.
+    if n.len() <= name.len() || !n.contains(&b'%') {
+        return false;
     }
     let (mut i, mut j) = (0, 0);
     while i < n.len() {
