@@ -903,18 +903,26 @@ fn read_party(
     p
 }
 
-/// Whether a URI's host is a number written as a host: digits, three at least, and
-/// dots between or after them; not an IPv4 address (four groups of at most three
-/// digits, each under 256).
+/// Whether a URI's host is a number written as a host: digits, three at least, with
+/// the separators a person reads through (`.`, `-`: `95588.`, `.110`, `138-1234-5678`;
+/// QA 61, QA 63); not an IPv4 address (four groups of one to three digits, each under
+/// 256, none with a leading zero: `010.203.040.50` is a Beijing number, as modern
+/// address parsers refuse it).
 fn digit_host(h: &[u8]) -> bool {
     let digits = h.iter().filter(|c| c.is_ascii_digit()).count();
-    if digits < 3 || !h[0].is_ascii_digit() || !h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+    if digits < 3
+        || !h
+            .iter()
+            .all(|&c| c.is_ascii_digit() || c == b'.' || c == b'-')
+    {
         return false;
     }
     let h = h.strip_suffix(b".").unwrap_or(h);
     let ipv4 = h.split(|&c| c == b'.').count() == 4
         && h.split(|&c| c == b'.').all(|g| {
-            (1..=3).contains(&g.len()) && crate::sip::lex::parse_u32(g).is_some_and(|v| v < 256)
+            (1..=3).contains(&g.len())
+                && (g.len() == 1 || g[0] != b'0')
+                && crate::sip::lex::parse_u32(g).is_some_and(|v| v < 256)
         });
     !ipv4
 }

@@ -4285,6 +4285,8 @@ fn every_shown_number_is_judged_and_shown() {
         "95.588",
         "95588.:5060",
         "@95588",
+        ".95588",
+        "9-5-5-8-8",
     ] {
         let m = with_from(&format!("<sip:{host}>"), &pai);
         let d = passes(&p, &m, "intl");
@@ -4293,7 +4295,13 @@ fn every_shown_number_is_judged_and_shown() {
         let from = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).into_owned();
         assert!(from.starts_with("<tel:+442071234567>"), "{host}: {from}");
     }
-    for host in ["13712345678", "137.1234.5678", "13712345678."] {
+    for host in [
+        "13712345678",
+        "137.1234.5678",
+        "13712345678.",
+        "137-1234-5678",
+        "010.203.040.50",
+    ] {
         assert_eq!(
             rejected(&ent(&format!("<sip:{host}>"), "")),
             Some((403, "enterprise-not-whitelisted")),
