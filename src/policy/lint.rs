@@ -267,18 +267,31 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         // TCP listener there, a core that answers over a new connection (RFC 3261
         // 18.2.2, when ours has closed) or sends its in-dialog requests to the
         // Record-Route finds the port closed (QA 60).
+        // The Via names the address the request came to: each UDP address the trunk's
+        // calls come to needs a TCP listener of its own (QA 62: another trunk's did not
+        // help).
         if let Some(h) = t.next_hop
             && h.transport == crate::policy::config::Transport::Tcp
-            && !p.listen_addrs().is_empty()
-            && !p
-                .listen_addrs()
-                .iter()
-                .any(|l| l.transport == crate::policy::config::Transport::Tcp)
         {
-            out.push(format!(
-                "trunk {} next_hop {h} is TCP, and no listen address is: the core's answers and requests that do not come back over sipfence's own connection find no TCP port (add a tcp: listen address)",
-                t.name
-            ));
+            use crate::policy::config::Transport;
+            let all = p.listen_addrs();
+            let arrive = if t.listen.is_empty() { &all } else { &t.listen };
+            let bare: Vec<String> = arrive
+                .iter()
+                .filter(|l| l.transport == Transport::Udp)
+                .filter(|l| {
+                    !all.iter()
+                        .any(|m| m.transport == Transport::Tcp && m.addr == l.addr)
+                })
+                .map(|l| l.addr.to_string())
+                .collect();
+            if !bare.is_empty() {
+                out.push(format!(
+                    "trunk {} next_hop {h} is TCP, and no TCP listen address is at {}: the Via names it, so the core's answers and requests that do not come back over sipfence's own connection find no TCP port (add tcp: listen addresses there)",
+                    t.name,
+                    bare.join(", ")
+                ));
+            }
         }
         // A datagram leaves by a UDP socket of its destination's IP family (any trunk's:
         // IPv6 callers reach an IPv4 core through the gateway's IPv4 listener); with
@@ -780,10 +793,21 @@ entries = [{whitelist}]
             ]
         );
         assert_eq!(lint("\"udp:127.0.0.1:5060\"", "udp:[::1]:5070").len(), 1);
+        // Another trunk's TCP listener is no help: the Via names the address the call
+        // came to (QA 62).
+        let two = Policy::from_str(
+            "[[trunk]]\nname = \"a\"\nrole = \"interconnect\"\nlisten = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\nsources = [\"10.0.0.1\"]\nnext_hop = \"tcp:127.0.0.1:5070\"\n[[trunk]]\nname = \"b\"\nrole = \"interconnect\"\nlisten = [\"udp:127.0.0.1:5062\"]\nsources = [\"10.0.0.2\"]\nnext_hop = \"tcp:127.0.0.1:5071\"\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let w = warnings(&two);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("trunk b next_hop tcp:127.0.0.1:5071 is TCP, and no TCP listen address is at 127.0.0.1:5062"), "{w:?}");
         assert_eq!(
             lint("\"udp:127.0.0.1:5060\"", "tcp:127.0.0.1:5070"),
             [
-                "trunk ic next_hop tcp:127.0.0.1:5070 is TCP, and no listen address is: the core's answers and requests that do not come back over sipfence's own connection find no TCP port (add a tcp: listen address)"
+                "trunk ic next_hop tcp:127.0.0.1:5070 is TCP, and no TCP listen address is at 127.0.0.1:5060: the Via names it, so the core's answers and requests that do not come back over sipfence's own connection find no TCP port (add tcp: listen addresses there)"
             ]
         );
         assert_eq!(
