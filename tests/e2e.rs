@@ -719,6 +719,59 @@ fn a_reload_away_from_a_dead_next_hop_clears_it() {
     }
 }
 
+/// A core that takes each connection and resets it (a balancer with no healthy core
+/// behind it) never says a word: the requests written to it are answered 503 when the
+/// connection goes, and their calls give back their places (QA 62: unanswered, they held
+/// them for the ring deadline, and the trunk refused genuine calls).
+#[test]
+fn a_core_that_accepts_and_resets_gets_its_calls_answered() {
+    let base = port_block();
+    let core = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
+    std::thread::spawn(move || {
+        for c in core.incoming().flatten() {
+            // Read what came (the INVITE), then reset.
+            c.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            let mut chunk = [0u8; 4096];
+            let _ = std::io::Read::read(&mut (&c), &mut chunk);
+            socket2::SockRef::from(&c)
+                .set_linger(Some(Duration::ZERO))
+                .ok();
+        }
+    });
+    let cfg = config(base, "").replacen(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!(
+            "next_hop = \"tcp:127.0.0.1:{}\"\nmax_concurrent_calls = 2\nrecord_route = true",
+            base + 10
+        ),
+        1,
+    );
+    let proxy = Proxy::start(&cfg, 1);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = sock.local_addr().unwrap();
+    for i in 0..4 {
+        let invite = format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-rst{i}\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: reset-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(invite.as_bytes(), ("127.0.0.1", base))
+            .unwrap();
+        let mut b = [0u8; 4096];
+        let n = sock.recv(&mut b).expect("an answer");
+        let r = String::from_utf8_lossy(&b[..n]).into_owned();
+        // Never the call limit: each lost call gave its place back.
+        assert!(
+            r.starts_with("SIP/2.0 503 ") && r.contains("Next hop unreachable"),
+            "{i}: {r}"
+        );
+    }
+    assert!(proxy.metric("sipfence_dropped_total{reason=\"tcp-gone\"}") >= 4.0);
+    assert_eq!(
+        proxy.metric("sipfence_concurrent_calls{trunk=\"intl\"}"),
+        0.0
+    );
+}
+
 /// A TCP next hop that accepts and then stops reading: once the connection's queue is
 /// full, every request is answered 503 with Retry-After (QA 49: 30,000 INVITEs vanished,
 /// counted as allowed), and the calls refused so are counted as refused.

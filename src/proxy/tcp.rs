@@ -421,6 +421,14 @@ async fn serve_stream(
     let base = std::time::Instant::now();
     let last_write = Arc::new(AtomicU64::new(0));
     let lw = last_write.clone();
+    // The requests written on a connection we opened before the core has sent a byte
+    // back: if it closes without one (a balancer that accepts and resets), they were
+    // lost, and are answered as on a connection that cannot be made, which also gives
+    // back the places their calls took (QA 62: unanswered, they held them for minutes).
+    // An ACK expects no answer and is not kept.
+    let heard = Arc::new(std::sync::atomic::AtomicBool::new(!outbound));
+    let unheard: Arc<std::sync::Mutex<Vec<Bytes>>> = Arc::default();
+    let (hw, uw) = (heard.clone(), unheard.clone());
     let sh = shared.clone();
     let ud = udps.clone();
     let writer = tokio::spawn(async move {
@@ -442,6 +450,15 @@ async fn serve_stream(
                     lost(b);
                 }
                 break;
+            }
+            if !hw.load(Ordering::Relaxed)
+                && !b.starts_with(b"SIP/")
+                && !b.starts_with(b"ACK ")
+                && b.iter().any(|&c| c != b'\r' && c != b'\n')
+                && let Ok(mut v) = uw.lock()
+                && v.len() < QUEUE
+            {
+                v.push(b.clone());
             }
             // Keep-alive answers (CRLF) are not SIP messages: not mirrored.
             if let Some(h) = &sh.hep
@@ -485,7 +502,10 @@ async fn serve_stream(
                 closed_mid_message(shared, &buf);
                 break;
             }
-            Ok(_) => true,
+            Ok(_) => {
+                heard.store(true, Ordering::Relaxed);
+                true
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
             Err(_) => break,
         };
@@ -521,7 +541,7 @@ async fn serve_stream(
                 closed_mid_message(shared, &buf);
                 break;
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => heard.store(true, Ordering::Relaxed),
         }
         loop {
             match frame_stream(&buf) {
@@ -595,4 +615,11 @@ async fn serve_stream(
     drop(tx);
     // Let queued answers go out before the socket closes.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if !heard.load(Ordering::Relaxed) {
+        let lost = unheard.lock().map(|mut v| std::mem::take(&mut *v));
+        for b in lost.unwrap_or_default() {
+            shared.metrics.dropped("tcp-gone");
+            unreachable(shared, udps, from, local, peer, b);
+        }
+    }
 }
