@@ -11,6 +11,16 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
 
+/// [`config`] with the international trunk's next hop (the core at `base + 10`) over
+/// TCP, and `terms` (trunk keys) after it.
+fn tcp_core_config(base: u16, terms: &str) -> String {
+    config(base, "").replacen(
+        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
+        &format!("next_hop = \"tcp:127.0.0.1:{}\"\n{terms}", base + 10),
+        1,
+    )
+}
+
 fn config(base: u16, extra: &str) -> String {
     format!(
         r#"
@@ -430,11 +440,7 @@ fn tcp_next_hop() {
         return;
     }
     let base = port_block();
-    let cfg = config(base, "").replacen(
-        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
-        &format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10),
-        1,
-    );
+    let cfg = tcp_core_config(base, "");
     assert!(cfg.contains("next_hop = \"tcp:"));
     let proxy = Proxy::start(&cfg, 2);
     let dir = proxy.dir.path().to_path_buf();
@@ -469,14 +475,7 @@ fn tcp_next_hop_unreachable() {
     let base = port_block();
     // One call at a time: a call answered 503 for the transport gives its place back
     // (else the third below would be refused for the limit).
-    let cfg = config(base, "").replacen(
-        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
-        &format!(
-            "next_hop = \"tcp:127.0.0.1:{}\"\nmax_concurrent_calls = 1\nrecord_route = true",
-            base + 10
-        ),
-        1,
-    );
+    let cfg = tcp_core_config(base, "max_concurrent_calls = 1\nrecord_route = true");
     let proxy = Proxy::start(&cfg, 1);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let invite = format!(
@@ -693,10 +692,7 @@ fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
 #[test]
 fn a_reload_away_from_a_dead_next_hop_clears_it() {
     let base = port_block();
-    let udp = format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10);
-    let tcp = format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10);
-    let cfg = config(base, "");
-    let proxy = Proxy::start(&cfg.replacen(&udp, &tcp, 1), 1);
+    let proxy = Proxy::start(&tcp_core_config(base, ""), 1);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
     let me = sock.local_addr().unwrap();
@@ -709,7 +705,7 @@ fn a_reload_away_from_a_dead_next_hop_clears_it() {
     let n = sock.recv(&mut b).expect("an answer");
     assert!(b[..n].starts_with(b"SIP/2.0 503 "));
     assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
-    std::fs::write(proxy.dir.path().join("sipfence.toml"), &cfg).unwrap();
+    std::fs::write(proxy.dir.path().join("sipfence.toml"), config(base, "")).unwrap();
     let (code, said) = proxy.http("POST", "/reload");
     assert_eq!(code, 200, "{said}");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -738,14 +734,7 @@ fn a_core_that_accepts_and_resets_gets_its_calls_answered() {
                 .ok();
         }
     });
-    let cfg = config(base, "").replacen(
-        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
-        &format!(
-            "next_hop = \"tcp:127.0.0.1:{}\"\nmax_concurrent_calls = 2\nrecord_route = true",
-            base + 10
-        ),
-        1,
-    );
+    let cfg = tcp_core_config(base, "max_concurrent_calls = 2\nrecord_route = true");
     let proxy = Proxy::start(&cfg, 1);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -788,11 +777,7 @@ fn a_tcp_next_hop_that_stops_reading_gets_503s() {
     core.listen(8).unwrap();
     let core: std::net::TcpListener = core.into();
     let held = std::thread::spawn(move || core.accept().map(|(s, _)| s));
-    let cfg = config(base, "").replacen(
-        &format!("next_hop = \"udp:127.0.0.1:{}\"", base + 10),
-        &format!("next_hop = \"tcp:127.0.0.1:{}\"", base + 10),
-        1,
-    );
+    let cfg = tcp_core_config(base, "");
     let proxy = Proxy::start(&cfg, 1);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -192,10 +192,7 @@ async fn outbound(
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     // Requests queued for this connection that cannot go: answered 503 now.
-    let answer = |b: Bytes| {
-        shared.metrics.dropped("tcp-connect-failed");
-        unreachable(&shared, &udps, from, local, addr, b);
-    };
+    let answer = |b: Bytes| lost(&shared, &udps, from, local, addr, b, "tcp-connect-failed");
     let mut failed = 0u64;
     loop {
         let why = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -280,6 +277,21 @@ fn closed_mid_message(shared: &Shared, buf: &[u8]) {
     if buf.iter().any(|&c| c != b'\r' && c != b'\n') {
         shared.metrics.dropped("tcp-closed-mid-message");
     }
+}
+
+/// A message for `addr` that cannot go (or went, and was lost): counted under
+/// `reason`, and answered as [`unreachable`] says.
+fn lost(
+    shared: &Arc<Shared>,
+    udps: &Udps,
+    from: usize,
+    local: ListenSpec,
+    addr: SocketAddr,
+    b: Bytes,
+    reason: &'static str,
+) {
+    shared.metrics.dropped(reason);
+    unreachable(shared, udps, from, local, addr, b);
 }
 
 /// A request that could not be sent to the next hop `addr`: it is answered 503 (with
@@ -437,17 +449,18 @@ async fn serve_stream(
                 // What can no longer be written is lost: counted, and the requests for
                 // a next hop answered 503 as on a connection that cannot be made (QA 60:
                 // a core that accepts and resets left INVITEs unanswered, uncounted).
-                let lost = |b: Bytes| {
-                    if b.iter().any(|&c| c != b'\r' && c != b'\n') {
+                let gone = |b: Bytes| {
+                    if !b.iter().any(|&c| c != b'\r' && c != b'\n') {
+                        // A keep-alive answer: no message.
+                    } else if outbound {
+                        lost(&sh, &ud, from, local, peer, b, "tcp-gone");
+                    } else {
                         sh.metrics.dropped("tcp-gone");
-                        if outbound {
-                            unreachable(&sh, &ud, from, local, peer, b);
-                        }
                     }
                 };
-                lost(b);
+                gone(b);
                 while let Ok(b) = rx.try_recv() {
-                    lost(b);
+                    gone(b);
                 }
                 break;
             }
@@ -616,10 +629,9 @@ async fn serve_stream(
     // Let queued answers go out before the socket closes.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     if !heard.load(Ordering::Relaxed) {
-        let lost = unheard.lock().map(|mut v| std::mem::take(&mut *v));
-        for b in lost.unwrap_or_default() {
-            shared.metrics.dropped("tcp-gone");
-            unreachable(shared, udps, from, local, peer, b);
+        let unanswered = unheard.lock().map(|mut v| std::mem::take(&mut *v));
+        for b in unanswered.unwrap_or_default() {
+            lost(shared, udps, from, local, peer, b, "tcp-gone");
         }
     }
 }
