@@ -192,7 +192,10 @@ async fn outbound(
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     // Requests queued for this connection that cannot go: answered 503 now.
-    let answer = |b: Bytes| lost(&shared, &udps, from, local, addr, b, "tcp-connect-failed");
+    let answer = |b: Bytes| {
+        shared.metrics.dropped("tcp-connect-failed");
+        unreachable(&shared, &udps, from, local, addr, b);
+    };
     let mut failed = 0u64;
     loop {
         let why = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -279,8 +282,8 @@ fn closed_mid_message(shared: &Shared, buf: &[u8]) {
     }
 }
 
-/// A message for `addr` that cannot go (or went, and was lost): counted under
-/// `reason`, and answered as [`unreachable`] says.
+/// A message for the next hop `addr` lost on a connection that broke (or went, and
+/// was never answered): counted, and answered as [`unreachable`] says.
 fn lost(
     shared: &Arc<Shared>,
     udps: &Udps,
@@ -288,9 +291,8 @@ fn lost(
     local: ListenSpec,
     addr: SocketAddr,
     b: Bytes,
-    reason: &'static str,
 ) {
-    shared.metrics.dropped(reason);
+    shared.metrics.dropped("tcp-gone");
     unreachable(shared, udps, from, local, addr, b);
 }
 
@@ -453,7 +455,7 @@ async fn serve_stream(
                     if !b.iter().any(|&c| c != b'\r' && c != b'\n') {
                         // A keep-alive answer: no message.
                     } else if outbound {
-                        lost(&sh, &ud, from, local, peer, b, "tcp-gone");
+                        lost(&sh, &ud, from, local, peer, b);
                     } else {
                         sh.metrics.dropped("tcp-gone");
                     }
@@ -631,7 +633,7 @@ async fn serve_stream(
     if !heard.load(Ordering::Relaxed) {
         let unanswered = unheard.lock().map(|mut v| std::mem::take(&mut *v));
         for b in unanswered.unwrap_or_default() {
-            lost(shared, udps, from, local, peer, b, "tcp-gone");
+            lost(shared, udps, from, local, peer, b);
         }
     }
 }
