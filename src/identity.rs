@@ -537,16 +537,14 @@ fn dial_string(b: &[u8], p: &Party) -> bool {
     p.number == Err(NotANumber::NonNumeric) && crate::numbering::is_dial_string(p.user.of(b))
 }
 
-/// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
-/// senders leave one when they have no identity to give).
 /// Whether a URI is of a scheme an asserted identity may have (sip, sips, tel).
 fn asserted_scheme(uri: &[u8]) -> bool {
-    let scheme = uri.split(|&c| c == b':').next().unwrap_or_default();
-    [&b"sip"[..], b"sips", b"tel"]
-        .iter()
-        .any(|s| scheme.eq_ignore_ascii_case(s))
+    let name = uri.split(|&c| c == b':').next().unwrap_or_default();
+    uri::scheme_named(name) != Scheme::Other
 }
 
+/// Notes an identity field that did not parse. An empty field says nothing (RFC 3325
+/// senders leave one when they have no identity to give).
 fn note_unreadable(
     b: &[u8],
     h: &crate::sip::Header,

@@ -313,15 +313,13 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<Option<usiz
 /// the terminating network's verification result) in From and the identity fields, so
 /// that a labelled call never carries a peer's `TN-Validation-Passed` beside ours, nor
 /// an unlabelled one a verdict nobody here gave.
-/// The label header's lines, whoever wrote them: only this filter labels a call.
-fn remove_labels(policy: &Policy, msg: &Message, edits: &mut EditList) {
-    let b = msg.buf();
-    let label = policy.label_header.as_bytes();
-    for h in msg.headers() {
-        if h.name == HeaderName::Other && h.name_span().of(b).eq_ignore_ascii_case(label) {
-            edits.remove(h.line());
-        }
-    }
+/// Whether `h` is a label header line, whoever wrote it: only this filter labels a
+/// call.
+fn is_label(policy: &Policy, b: &[u8], h: &crate::sip::Header) -> bool {
+    h.name == HeaderName::Other
+        && h.name_span()
+            .of(b)
+            .eq_ignore_ascii_case(policy.label_header.as_bytes())
 }
 
 /// A request within a dialog from a trunk's side loses its identity fields (and any
@@ -332,15 +330,13 @@ fn remove_labels(policy: &Policy, msg: &Message, edits: &mut EditList) {
 fn remove_later_identities(policy: &Policy, msg: &Message, edits: &mut EditList) {
     // One pass: every ACK and BYE of every call comes this way.
     let b = msg.buf();
-    let label = policy.label_header.as_bytes();
     for h in msg.headers() {
-        let gone = match h.name {
+        let gone = matches!(
+            h.name,
             HeaderName::PAssertedIdentity
-            | HeaderName::PPreferredIdentity
-            | HeaderName::RemotePartyId => true,
-            HeaderName::Other => h.name_span().of(b).eq_ignore_ascii_case(label),
-            _ => false,
-        };
+                | HeaderName::PPreferredIdentity
+                | HeaderName::RemotePartyId
+        ) || is_label(policy, b, h);
         if gone {
             edits.remove(h.line());
         }
@@ -349,7 +345,11 @@ fn remove_later_identities(policy: &Policy, msg: &Message, edits: &mut EditList)
 
 fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList) {
     let b = msg.buf();
-    remove_labels(policy, msg, edits);
+    for h in msg.headers() {
+        if is_label(policy, b, h) {
+            edits.remove(h.line());
+        }
+    }
     if let Some(na) = msg.from_addr() {
         remove_verstat(
             b,
@@ -412,7 +412,7 @@ fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
             .position(|&c| !name_char(c))
             .map_or(text.len(), |e| p + e);
         i = i.max(name_end);
-        if !unescaped_is(&text[p..name_end], b"verstat") {
+        if !uri::is_param_name(&text[p..name_end], b"verstat") {
             continue;
         }
         let eq = skip_lws(name_end);
@@ -440,30 +440,6 @@ fn remove_verstat(b: &[u8], span: Span, edits: &mut EditList) {
         edits.remove(Span::new(s + start, s + end));
         i = end;
     }
-}
-
-/// Whether `escaped`, its `%XX` escapes decoded, is `name` in any case.
-fn unescaped_is(escaped: &[u8], name: &[u8]) -> bool {
-    let mut k = 0;
-    let mut i = 0;
-    while i < escaped.len() {
-        let c = match escaped[i] {
-            b'%' => match crate::sip::lex::escaped_octet(&escaped[i..]) {
-                Some(c) => {
-                    i += 2;
-                    c
-                }
-                None => return false,
-            },
-            c => c,
-        };
-        i += 1;
-        if name.get(k).is_none_or(|n| !n.eq_ignore_ascii_case(&c)) {
-            return false;
-        }
-        k += 1;
-    }
-    k == name.len()
 }
 
 /// The field that holds the asserted Remote-Party-ID may list other values beside it

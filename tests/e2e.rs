@@ -11,6 +11,30 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
 
+/// An initial INVITE from `caller` at `me`, its Call-ID and branch named `id`.
+fn invite_from(me: std::net::SocketAddr, caller: &str, id: &str) -> String {
+    format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}\r\nFrom: <sip:{caller}@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Waits until the proxy marks no next hop down, for at most `wait`.
+fn no_next_hop_down_within(proxy: &Proxy, wait: Duration, why: &str) {
+    let deadline = std::time::Instant::now() + wait;
+    while proxy.metric("sipfence_next_hops_down") != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `msg` to the proxy's `port` and reads the datagram that answers it.
+fn answer_to(sock: &UdpSocket, port: u16, msg: &str) -> String {
+    sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let mut b = [0u8; 4096];
+    let n = sock.recv(&mut b).expect("an answer");
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
 /// [`config`] with the international trunk's next hop (the core at `base + 10`) over
 /// TCP, and `terms` (trunk keys) after it.
 fn tcp_core_config(base: u16, terms: &str) -> String {
@@ -510,10 +534,7 @@ fn tcp_next_hop_unreachable() {
     // Within the second after a failed attempt, a call is answered 503 at once, and its
     // decision and record say so (QA 49: it was queued, answered later, and counted as
     // allowed).
-    let again = invite.replace("tcp-down", "tcp-down-2");
-    sock.send_to(again.as_bytes(), ("127.0.0.1", base)).unwrap();
-    let n = sock.recv(&mut b).expect("an answer");
-    let r = String::from_utf8_lossy(&b[..n]).into_owned();
+    let r = answer_to(&sock, base, &invite.replace("tcp-down", "tcp-down-2"));
     assert!(
         r.starts_with("SIP/2.0 503 ") && r.contains("text=\"Next hop unreachable\""),
         "{r}"
@@ -532,11 +553,8 @@ fn tcp_next_hop_unreachable() {
     // not queued behind a new attempt and recorded as allowed (the attempts go on in
     // the background).
     std::thread::sleep(Duration::from_millis(2500));
-    let later = invite.replace("tcp-down", "tcp-down-3");
     let sent = std::time::Instant::now();
-    sock.send_to(later.as_bytes(), ("127.0.0.1", base)).unwrap();
-    let n = sock.recv(&mut b).expect("an answer");
-    let r = String::from_utf8_lossy(&b[..n]).into_owned();
+    let r = answer_to(&sock, base, &invite.replace("tcp-down", "tcp-down-3"));
     assert!(
         r.starts_with("SIP/2.0 503 ") && r.contains("text=\"Next hop unreachable\""),
         "{r}"
@@ -617,18 +635,8 @@ fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
     let me = sock.local_addr().unwrap();
-    let invite = |id: &str| {
-        format!(
-            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}\r\nFrom: <sip:+8613912345678@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    let answer = |id: &str| {
-        sock.send_to(invite(id).as_bytes(), ("127.0.0.1", base + 2))
-            .unwrap();
-        let mut b = [0u8; 4096];
-        let n = sock.recv(&mut b).expect("an answer");
-        String::from_utf8_lossy(&b[..n]).into_owned()
-    };
+    let invite = |id: &str| invite_from(me, "+8613912345678", id);
+    let answer = |id: &str| answer_to(&sock, base + 2, &invite(id));
     // The first waits for the attempt; the next five are answered at once.
     for i in 0..6 {
         let r = answer(&format!("down-{i}"));
@@ -644,11 +652,7 @@ fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
     );
     // The core comes up: the contract's three calls a minute, less the one judged.
     let core = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while proxy.metric("sipfence_next_hops_down") != 0.0 {
-        assert!(std::time::Instant::now() < deadline, "never reconnected");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    no_next_hop_down_within(&proxy, Duration::from_secs(5), "never reconnected");
     let reached = std::thread::spawn(move || {
         let (mut c, _) = core.accept().unwrap();
         c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -696,23 +700,13 @@ fn a_reload_away_from_a_dead_next_hop_clears_it() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
     let me = sock.local_addr().unwrap();
-    let invite = format!(
-        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-moved\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: moved\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    );
-    sock.send_to(invite.as_bytes(), ("127.0.0.1", base))
-        .unwrap();
-    let mut b = [0u8; 4096];
-    let n = sock.recv(&mut b).expect("an answer");
-    assert!(b[..n].starts_with(b"SIP/2.0 503 "));
+    let r = answer_to(&sock, base, &invite_from(me, "+442071234567", "moved"));
+    assert!(r.starts_with("SIP/2.0 503 "), "{r}");
     assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
     std::fs::write(proxy.dir.path().join("sipfence.toml"), config(base, "")).unwrap();
     let (code, said) = proxy.http("POST", "/reload");
     assert_eq!(code, 200, "{said}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while proxy.metric("sipfence_next_hops_down") != 0.0 {
-        assert!(std::time::Instant::now() < deadline, "still down");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    no_next_hop_down_within(&proxy, Duration::from_secs(5), "still down");
 }
 
 /// A core that takes each connection and resets it (a balancer with no healthy core
@@ -740,14 +734,11 @@ fn a_core_that_accepts_and_resets_gets_its_calls_answered() {
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let me = sock.local_addr().unwrap();
     for i in 0..4 {
-        let invite = format!(
-            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-rst{i}\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: reset-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        let r = answer_to(
+            &sock,
+            base,
+            &invite_from(me, "+442071234567", &format!("reset-{i}")),
         );
-        sock.send_to(invite.as_bytes(), ("127.0.0.1", base))
-            .unwrap();
-        let mut b = [0u8; 4096];
-        let n = sock.recv(&mut b).expect("an answer");
-        let r = String::from_utf8_lossy(&b[..n]).into_owned();
         // Never the call limit: each lost call gave its place back.
         assert!(
             r.starts_with("SIP/2.0 503 ") && r.contains("Next hop unreachable"),

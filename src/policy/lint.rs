@@ -7,7 +7,7 @@
 //! reload) instead of from the customer.
 
 use super::config::{ActionKind, ListenSpec, SourceSpec};
-use super::lists::EntryKind;
+use super::lists::{EntryKind, NumberSet};
 use super::{Policy, RuleId, Trunk};
 use crate::numbering::Number;
 use crate::numbering::plan::Class;
@@ -46,12 +46,29 @@ fn shown(lead: Number, kind: EntryKind, at: &str) -> String {
 
 /// The first [`NAMED`] of `v`, and how many more.
 fn named(v: &[String]) -> String {
-    let more = v.len().saturating_sub(NAMED);
-    let mut s = v[..v.len().min(NAMED)].join(", ");
+    first_of(v, NAMED)
+}
+
+/// The first `n` of `v`, and how many more.
+fn first_of(v: &[String], n: usize) -> String {
+    let more = v.len().saturating_sub(n);
+    let mut s = v[..v.len().min(n)].join(", ");
     if more > 0 {
         s.push_str(&format!(" and {more} more"));
     }
     s
+}
+
+/// Where a list entry was written, as a report puts it after the entry: ` (file:line,
+/// ...)`, the first three lines and how many more; empty for an entry of the policy
+/// itself.
+fn written_at(list: &NumberSet, lead: &Number, kind: EntryKind) -> String {
+    let lines = list.origins_of(lead, kind);
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", first_of(&lines, 3))
+    }
 }
 
 fn refuses(t: &Trunk, r: RuleId) -> bool {
@@ -263,11 +280,10 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 t.name
             ));
         }
-        // Over TCP our Via and Record-Route name the gateway's address for TCP: with no
-        // TCP listener there, a core that answers over a new connection (RFC 3261
-        // 18.2.2, when ours has closed) or sends its in-dialog requests to the
-        // Record-Route finds the port closed (QA 60).
-        // The Via names the address the request came to: each UDP address the trunk's
+        // Over TCP our Via and Record-Route name the address the request came to, for
+        // TCP: with no TCP listener there, a core that answers over a new connection
+        // (RFC 3261 18.2.2, when ours has closed) or sends its in-dialog requests to
+        // the Record-Route finds the port closed (QA 60). Each UDP address the trunk's
         // calls come to needs a TCP listener of its own (QA 62: another trunk's did not
         // help).
         if let Some(h) = t.next_hop
@@ -399,12 +415,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         let found: Vec<String> = list
             .blocks()
             .filter(|(lead, kind)| wide(lead, *kind))
-            .map(|(lead, kind)| {
-                let at = list
-                    .origin_of(&lead, kind)
-                    .map_or(String::new(), |o| format!(" ({o})"));
-                shown(lead, kind, &at)
-            })
+            .map(|(lead, kind)| shown(lead, kind, &written_at(list, &lead, kind)))
             .collect();
         if !found.is_empty() {
             out.push(format!(
@@ -440,10 +451,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         for (lead, kind) in w.entries() {
             let segment = kind != EntryKind::Exact;
             // The entry, and the line of the list file that wrote it.
-            let at = w
-                .origin_of(&lead, kind)
-                .map_or(String::new(), |o| format!(" ({o})"));
-            let shown = shown(lead, kind, &at);
+            let shown = shown(lead, kind, &written_at(w, &lead, kind));
             // A range's block is judged by its first number, which has the block's length
             // (as the lists it is held against may be ranges too); a segment by its
             // leading digits.
@@ -1018,7 +1026,7 @@ entries = [{whitelist}]
             )]
         );
         let n = crate::numbering::Number::from_digits(b"8613800000001").unwrap();
-        assert_eq!(p.blacklist.origin_of(&n, EntryKind::Exact), None);
+        assert!(p.blacklist.origins_of(&n, EntryKind::Exact).is_empty());
         let none = Policy::from_str("", "t.toml", std::path::Path::new(".")).unwrap();
         assert_eq!(
             warnings(&none),

@@ -231,21 +231,15 @@ impl NumberSetBuilder {
         }
     }
 
-    /// Keeps the file and line of every entry read from list text
-    /// ([`NumberSet::origin_of`]).
-    pub fn with_origins(mut self) -> NumberSetBuilder {
+    /// Keeps the file and line of the segments and ranges read from list text
+    /// ([`NumberSet::origins_of`]), and of the single numbers too when `numbers`: a
+    /// list of millions of numbers pays for its few thousand segments' lines (24 bytes
+    /// each), not for its numbers'.
+    pub fn with_origins(mut self, numbers: bool) -> NumberSetBuilder {
         self.origins = Some(Origins {
-            exact: true,
+            exact: numbers,
             ..Origins::default()
         });
-        self
-    }
-
-    /// Keeps the file and line of the segments and ranges only: a list of millions of
-    /// numbers pays for its few thousand segments' lines (24 bytes each), not for its
-    /// numbers'.
-    pub fn with_block_origins(mut self) -> NumberSetBuilder {
-        self.origins = Some(Origins::default());
         self
     }
 
@@ -409,32 +403,25 @@ impl NumberSetBuilder {
 }
 
 impl NumberSet {
-    /// `file:line` of the lines that wrote the entry `n` of `kind` (a segment's or a
-    /// range block's leading digits), the first three and how many more (QA 60: a
-    /// `+86*` on four lines took four rounds of `check` to find), for a list built
-    /// [`NumberSetBuilder::with_origins`] from list text; `None` for any other (an
-    /// entry written in the policy itself).
-    pub fn origin_of(&self, n: &Number, kind: EntryKind) -> Option<String> {
-        let o = self.origins.as_ref()?;
+    /// `file:line` of every line that wrote the entry `n` of `kind` (a segment's or a
+    /// range block's leading digits; QA 60: a `+86*` on four lines took four rounds of
+    /// `check` to find), for a list built [`NumberSetBuilder::with_origins`] from list
+    /// text; none for any other (an entry written in the policy itself).
+    pub fn origins_of(&self, n: &Number, kind: EntryKind) -> Vec<String> {
+        let Some(o) = self.origins.as_ref() else {
+            return vec![];
+        };
         let (key, k) = match kind {
             EntryKind::Exact => (key_of(n.digits()), 0),
             EntryKind::Segment => (key_of(n.digits()), 1),
             EntryKind::Range(len) => (range_key(n.digits(), len as usize), 2),
         };
         let i = o.at.partition_point(|&(a, b, _, _)| (a, b) < (key, k));
-        let lines: Vec<String> = o.at[i..]
+        o.at[i..]
             .iter()
             .take_while(|&&(a, b, _, _)| (a, b) == (key, k))
             .map(|&(_, _, f, line)| format!("{}:{line}", o.files[f as usize]))
-            .collect();
-        let more = lines.len().saturating_sub(3);
-        (!lines.is_empty()).then(|| {
-            let mut s = lines[..lines.len().min(3)].join(", ");
-            if more > 0 {
-                s.push_str(&format!(" and {more} more"));
-            }
-            s
-        })
+            .collect()
     }
     /// Every entry: the number, or the leading digits of a segment or a range's block,
     /// and which it is. In key order; for reports, not for the call path.

@@ -858,12 +858,7 @@ impl Policy {
         // The entries keep their lines for `check`'s warnings: every entry of a
         // whitelist (`all`), the segments and ranges of the policy-wide lists.
         let load_list = |l: &ListConf, what: &str, all: bool| -> Result<NumberSet, LoadError> {
-            let b = NumberSetBuilder::for_plan(&plan);
-            let mut b = if all {
-                b.with_origins()
-            } else {
-                b.with_block_origins()
-            };
+            let mut b = NumberSetBuilder::for_plan(&plan).with_origins(all);
             for f in &l.files {
                 b.add_file(&dir.join(f))
                     .map_err(|e| named_at(e, text, file, f))?;
@@ -1412,12 +1407,8 @@ impl Policy {
         let mut p = self.clone();
         for (name, text) in lists {
             let file = format!("{origin}/{name}");
-            let b = NumberSetBuilder::for_plan(&self.plan);
-            let mut b = if name.starts_with("whitelist:") {
-                b.with_origins()
-            } else {
-                b.with_block_origins()
-            };
+            let mut b =
+                NumberSetBuilder::for_plan(&self.plan).with_origins(name.starts_with("whitelist:"));
             b.add_text(text, &file)?;
             let set = b.build();
             let slot = match name.as_str() {

@@ -513,6 +513,21 @@ pub fn escaped_octet(b: &[u8]) -> Option<u8> {
     }
 }
 
+/// The octets `b` stands for, with where each starts: a URI escape (`%2D`) is its
+/// octet, anything else (a `%` that starts no escape too) itself.
+pub fn unescaped(b: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let at = i;
+        let (c, len) = match escaped_octet(b.get(i..)?) {
+            Some(c) => (c, 3),
+            None => (*b.get(i)?, 1),
+        };
+        i += len;
+        Some((at, c))
+    })
+}
+
 /// Decimal digits to u32; `None` for empty input, a non-digit or overflow.
 pub fn parse_u32(v: &[u8]) -> Option<u32> {
     if v.is_empty() {
@@ -643,6 +658,18 @@ mod tests {
         for not in [&b"%2"[..], b"%", b"%G0", b"2B", b"", b"%-1"] {
             assert_eq!(escaped_octet(not), None, "{not:?}");
         }
+        let read: Vec<(usize, u8)> = unescaped(b"a%2Db%%4").collect();
+        assert_eq!(
+            read,
+            [
+                (0, b'a'),
+                (1, b'-'),
+                (4, b'b'),
+                (5, b'%'),
+                (6, b'%'),
+                (7, b'4')
+            ]
+        );
     }
 
     #[test]

@@ -58,15 +58,7 @@ pub fn parse_chars_checked(b: &[u8], s: Span) -> Result<Uri, BadUri> {
     {
         return Err(BadUri);
     }
-    let scheme = if scheme_b.eq_ignore_ascii_case(b"sip") {
-        Scheme::Sip
-    } else if scheme_b.eq_ignore_ascii_case(b"sips") {
-        Scheme::Sips
-    } else if scheme_b.eq_ignore_ascii_case(b"tel") {
-        Scheme::Tel
-    } else {
-        Scheme::Other
-    };
+    let scheme = scheme_named(scheme_b);
     let rest = start + colon + 1;
     match scheme {
         Scheme::Sip | Scheme::Sips => parse_sip(b, rest, end, scheme),
@@ -159,6 +151,19 @@ fn parse_sip(b: &[u8], rest: usize, end: usize, scheme: Scheme) -> Result<Uri, B
     })
 }
 
+/// The scheme a URI's scheme name (before its ':') names, in any case.
+pub fn scheme_named(name: &[u8]) -> Scheme {
+    if name.eq_ignore_ascii_case(b"sip") {
+        Scheme::Sip
+    } else if name.eq_ignore_ascii_case(b"sips") {
+        Scheme::Sips
+    } else if name.eq_ignore_ascii_case(b"tel") {
+        Scheme::Tel
+    } else {
+        Scheme::Other
+    }
+}
+
 /// Value of a `;name=value` parameter in a parameter list (case-insensitive name);
 /// `Some(empty span)` for a parameter without a value.
 pub fn param(b: &[u8], params: Span, name: &[u8]) -> Option<Span> {
@@ -190,19 +195,9 @@ pub fn is_param_name(n: &[u8], name: &[u8]) -> bool {
     if n.len() <= name.len() || !n.contains(&b'%') {
         return false;
     }
-    let (mut i, mut j) = (0, 0);
-    while i < n.len() {
-        let (c, len) = match super::lex::escaped_octet(&n[i..]) {
-            Some(c) => (c, 3),
-            None => (n[i], 1),
-        };
-        if !name.get(j).is_some_and(|x| x.eq_ignore_ascii_case(&c)) {
-            return false;
-        }
-        i += len;
-        j += 1;
-    }
-    j == name.len()
+    super::lex::unescaped(n)
+        .map(|(_, c)| c.to_ascii_lowercase())
+        .eq(name.iter().map(u8::to_ascii_lowercase))
 }
 
 /// `user=phone` on a sip URI: the user part is a telephone-subscriber (RFC 3261 19.1.1).
@@ -249,19 +244,9 @@ pub fn global_context(ctx: &[u8]) -> bool {
 /// the context as the dialled prefix sends. The number reader puts them in front of
 /// the local number ([`crate::numbering::normalise`]).
 pub fn dialled_context(ctx: &[u8]) -> bool {
-    let mut i = 0;
-    while i < ctx.len() {
-        let (c, len) = match super::lex::escaped_octet(&ctx[i..]) {
-            Some(c) => (c, 3),
-            None => (ctx[i], 1),
-        };
-        let ok = c.is_ascii_digit() || (i > 0 && matches!(c, b'-' | b'.' | b'(' | b')'));
-        if !ok {
-            return false;
-        }
-        i += len;
-    }
-    i > 0
+    !ctx.is_empty()
+        && super::lex::unescaped(ctx)
+            .all(|(i, c)| c.is_ascii_digit() || (i > 0 && matches!(c, b'-' | b'.' | b'(' | b')')))
 }
 
 /// Whether a phone-context places its local number somewhere (a global number's or
