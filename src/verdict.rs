@@ -718,9 +718,7 @@ fn rewrite_from(
         Some((u, user)) => {
             edits.replace_with(uri::user_number(b, user), plus);
             // A global number has no context (RFC 3966 5.1.5).
-            if let Some(param) = uri::phone_context(b, &u).and_then(|c| context_param(b, c)) {
-                edits.remove(param);
-            }
+            uri::each_phone_context(b, &u, |param| edits.remove(param));
         }
         // Anything else is replaced whole by the asserted number: equipment that shows
         // a URI's host when it has no user (`sip:13812345678`), reads a broken one

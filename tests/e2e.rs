@@ -499,7 +499,8 @@ fn tcp_next_hop_unreachable() {
     let base = port_block();
     // One call at a time: a call answered 503 for the transport gives its place back
     // (else the third below would be refused for the limit).
-    let cfg = tcp_core_config(base, "max_concurrent_calls = 1\nrecord_route = true");
+    let cfg = tcp_core_config(base, "max_concurrent_calls = 1\nrecord_route = true")
+        + "[records]\ndir = \"records\"\n";
     let proxy = Proxy::start(&cfg, 1);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let invite = format!(
@@ -612,6 +613,37 @@ fn tcp_next_hop_unreachable() {
     assert!(got.starts_with("INVITE sip:+861012345678@"), "{got}");
     assert_eq!(proxy.metric("sipfence_next_hops_down"), 0.0);
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
+    // The record of a call refused for the transport carries the reason, and `trace`
+    // shows it where a rule's name would be (it showed `reject 503 -`).
+    let config = proxy.dir.path().join("sipfence.toml");
+    let mut row = String::new();
+    for _ in 0..30 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["trace", "--config", config.to_str().unwrap()])
+            .args(["--call-id", "tcp-down-3", "--json"])
+            .output()
+            .unwrap();
+        row = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !row.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v: serde_json::Value = serde_json::from_str(row.trim()).expect("one record");
+    assert_eq!(v["refused"], "Next hop unreachable", "{v}");
+    assert_eq!(v["code"], 503, "{v}");
+    assert_eq!(v["caller"], "+442071234567", "{v}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["trace", "--config", config.to_str().unwrap()])
+        .args(["--call-id", "tcp-down-3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.contains("reject 503") && line.ends_with("Next hop unreachable"),
+        "{text}"
+    );
 }
 
 /// While a TCP next hop is down, the calls answered 503 for it are not judged: they
@@ -1458,33 +1490,42 @@ fn sipi_calls_arrive_with_the_generic_number_deleted() {
     };
     run("allowed.bin", 200, base + 20);
     run("forged.bin", 403, base + 21);
-    std::thread::sleep(Duration::from_millis(500));
+    let invites = || {
+        let o = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args([
+                "-Y",
+                "sip.Method == \"INVITE\"",
+                "-T",
+                "fields",
+                "-E",
+                "separator=|",
+                "-e",
+                "isup.calling",
+                "-e",
+                "isup.generic_number",
+                "-e",
+                "isup.original_called_number",
+                "-e",
+                "_ws.malformed",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The capture runs in its own process: on a loaded machine it may write the INVITE
+    // well after the call ended (a fixed half second once stopped it first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while invites().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let _ = std::process::Command::new("kill")
         .args(["-INT", &cap.id().to_string()])
         .status();
     let _ = cap.wait();
-    let o = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-Y",
-            "sip.Method == \"INVITE\"",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "isup.calling",
-            "-e",
-            "isup.generic_number",
-            "-e",
-            "isup.original_called_number",
-            "-e",
-            "_ws.malformed",
-        ])
-        .output()
-        .unwrap();
-    let rows = String::from_utf8_lossy(&o.stdout);
+    let rows = invites();
     let rows: Vec<&str> = rows.lines().collect();
     // Only the allowed call reached the UAS, once, rewritten.
     assert_eq!(

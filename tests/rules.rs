@@ -4357,6 +4357,29 @@ fn every_shown_number_is_judged_and_shown() {
         String::from_utf8_lossy(&rewritten_from(&p, &m)),
         "<tel:+442071234567>;tag=ft1"
     );
+    // However many contexts it was written with, escaped or not, and its other
+    // parameters stay (QA 63: two contexts stayed on the global number).
+    for (from, want) in [
+        (
+            "<tel:95588;phone-context=+86;phone-context=+852>",
+            "<tel:+442071234567>;tag=ft1",
+        ),
+        (
+            "<tel:95588;phone%2Dcontext=+86;isub=1;phone-context=+852>",
+            "<tel:+442071234567;isub=1>;tag=ft1",
+        ),
+        (
+            "<sip:95588;phone-context=+86;phone-context=+852@gw.example;user=phone>",
+            "<sip:+442071234567@gw.example;user=phone>;tag=ft1",
+        ),
+    ] {
+        let m = with_from(from, &pai);
+        assert_eq!(
+            String::from_utf8_lossy(&rewritten_from(&p, &m)),
+            want,
+            "{from}"
+        );
+    }
 }
 
 /// Settings that `check` used to pass and that would never work (QA 22): each refused

@@ -351,7 +351,8 @@ impl Printer<'_> {
             s("trunk"),
             s("verdict").unwrap_or("-"),
             r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
-            s("rule"),
+            // A call refused before any rule (its next hop down) says why instead.
+            s("rule").or(s("refused")),
         );
         match gw {
             Some(g) => println!("{g:<10} {row}"),

@@ -646,7 +646,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     rec.trunk.as_deref(),
                     rec.verdict,
                     rec.code,
-                    rec.rule
+                    rec.rule.or(rec.refused)
                 )
             );
         }

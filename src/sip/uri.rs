@@ -220,17 +220,50 @@ pub fn user_number(b: &[u8], user: Span) -> Span {
 /// (and is read where a number without one is: the home plan, on the safe side).
 #[inline]
 pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
-    let params = match u.scheme {
-        Scheme::Tel => u.params,
-        _ => {
-            let user = u.user?;
-            let semi = user.of(b).iter().position(|&c| c == b';')?;
-            Span::new(user.start as usize + semi + 1, user.end as usize)
-        }
-    };
+    let params = number_params(b, u)?;
     let ctx = param(b, params, b"phone-context")?;
     let after = Span::new(ctx.end as usize, params.end as usize);
     param(b, after, b"phone-context").is_none().then_some(ctx)
+}
+
+/// The parameters that belong to the number: a tel URI's, or those of a sip user part
+/// written as telephone-subscriber.
+fn number_params(b: &[u8], u: &Uri) -> Option<Span> {
+    match u.scheme {
+        Scheme::Tel => Some(u.params),
+        _ => {
+            let user = u.user?;
+            let semi = user.of(b).iter().position(|&c| c == b';')?;
+            Some(Span::new(user.start as usize + semi + 1, user.end as usize))
+        }
+    }
+}
+
+/// Every `phone-context` parameter of the number, each with the ';' before it: a number
+/// rewritten in global form keeps none (RFC 3966 5.1.5), however many were written
+/// (with two, [`phone_context`] reads none; QA 63 saw both stay).
+pub fn each_phone_context(b: &[u8], u: &Uri, mut f: impl FnMut(Span)) {
+    let Some(params) = number_params(b, u) else {
+        return;
+    };
+    let mut i = params.start as usize;
+    let end = params.end as usize;
+    while i < end {
+        let seg_end = find(b, i, end, b';').unwrap_or(end);
+        let seg = &b[i..seg_end];
+        let name = seg
+            .iter()
+            .position(|&c| c == b'=')
+            .map_or(seg, |eq| &seg[..eq]);
+        let semi = i.checked_sub(1).filter(|&s| b[s] == b';');
+        if let (Some(semi), true) = (
+            semi,
+            is_param_name(super::lex::trim(name), b"phone-context"),
+        ) {
+            f(Span::new(semi, seg_end));
+        }
+        i = seg_end + 1;
+    }
 }
 
 /// Whether a phone-context is a global number's (`+86`, escaped `%2B86`), not a
