@@ -991,7 +991,7 @@ fn normal_traffic_trips_no_behaviour_rule() {
 }
 
 /// `sipfence explain` on several files is one sequence: each INVITE shows the caller's
-/// features at that point, a CANCEL after a 180 counts as ring-once, and the rule that
+/// features at that point, a CANCEL after a 180 (and its 487) counts as ring-once, and the rule that
 /// fires is named with its features, in text and in JSON.
 #[test]
 fn explain_shows_the_features_over_a_sequence_of_messages() {
@@ -1019,6 +1019,8 @@ fn explain_shows_the_features_over_a_sequence_of_messages() {
             format!("{i}-c-cancel.sip"),
             in_dialog("CANCEL", &call, false),
         );
+        // The call ends at the INVITE's answer: a CANCEL may cross a 200.
+        add(format!("{i}-d-487.sip"), response(487, &call, "INVITE"));
     }
     add(
         "9-invite.sip".into(),

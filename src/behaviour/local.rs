@@ -229,7 +229,14 @@ struct CallSlot {
     ring_once_ms: u32,
     short_call_ms: u32,
     trunk: TrunkTag,
+    /// When the caller's CANCEL came, in ms after the INVITE plus one (0: none). The call
+    /// ends at the INVITE's final answer, not at the CANCEL: the callee may have
+    /// answered meanwhile, and an answered call is no ring-once one. (Fits the slot's
+    /// padding: the slot stays 48 bytes.)
+    cancel_at: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<CallSlot>() == 48);
 
 /// Occupancy figures, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -565,9 +572,24 @@ impl BehaviourTracker for LocalTracker {
                     move_to = Some(r.retry);
                     None
                 }
-                Event::Cancel | Event::Cancelled if s.answer_ms == 0 => {
-                    let quick =
-                        s.ring_ms != 0 && now_ms.saturating_sub(s.ring_ms) <= s.ring_once_ms as u64;
+                Event::Cancel if s.answer_ms == 0 => {
+                    if s.cancel_at == 0 {
+                        let after = now_ms.saturating_sub(s.invite_ms).min(u32::MAX as u64 - 1);
+                        s.cancel_at = after as u32 + 1;
+                    }
+                    None
+                }
+                // The answer to a cancelled INVITE: 487, or another failure that crossed
+                // the CANCEL. A 487 whose CANCEL went another way ends it as it comes.
+                Event::Cancelled | Event::Failed
+                    if s.answer_ms == 0 && (ev == Event::Cancelled || s.cancel_at != 0) =>
+                {
+                    let given_up = match s.cancel_at {
+                        0 => now_ms,
+                        at => s.invite_ms + at as u64 - 1,
+                    };
+                    let quick = s.ring_ms != 0
+                        && given_up.saturating_sub(s.ring_ms) <= s.ring_once_ms as u64;
                     Some(if quick {
                         Seen::RingOnce
                     } else {
@@ -753,13 +775,16 @@ mod tests {
         t.on_call(&start(1, 12, 6, 0));
         t.on_call(&start(1, 13, 7, 0));
         t.on_call(&start(1, 14, 8, 0));
-        // 11: rings, cancelled 2 s later (ring-once); the 487 after it is the same end.
+        // 11: rings, cancelled 2 s later (ring-once), counted at the 487 (which came
+        // well after: the CANCEL's time counts); a 487 sent again is the same end.
         assert_eq!(t.on_event(CallRef::call(11), Event::Ringing, 1_000), None);
+        assert_eq!(t.on_event(CallRef::call(11), Event::Cancel, 3_000), None);
+        assert_eq!(t.on_event(CallRef::call(11), Event::Cancel, 3_500), None);
         assert_eq!(
-            t.on_event(CallRef::call(11), Event::Cancelled, 3_000),
+            t.on_event(CallRef::call(11), Event::Cancelled, 9_000),
             Some((3, Seen::RingOnce))
         );
-        assert_eq!(t.on_event(CallRef::call(11), Event::Cancelled, 3_010), None);
+        assert_eq!(t.on_event(CallRef::call(11), Event::Cancelled, 9_010), None);
         // 12: rings, cancelled after 20 s: an ordinary unanswered call.
         t.on_event(CallRef::call(12), Event::Ringing, 1_000);
         assert_eq!(
@@ -809,6 +834,46 @@ mod tests {
         t.on_event(CallRef::call(16), Event::Answered, 51_000);
         t.forget(16);
         assert_eq!(t.stats(51_000).calls, 1);
+    }
+
+    /// A CANCEL that crosses the callee's answer: the call is answered, not rung once
+    /// (it was counted ring-once at the CANCEL); a failure that crosses a quick CANCEL
+    /// is one.
+    #[test]
+    fn a_cancel_crossing_the_answer_is_no_ring_once() {
+        let t = LocalTracker::new(1024, 1024);
+        t.on_call(&start(1, 21, 5, 0));
+        t.on_event(CallRef::call(21), Event::Ringing, 500);
+        assert_eq!(t.on_event(CallRef::call(21), Event::Cancel, 1_500), None);
+        assert_eq!(
+            t.on_event(CallRef::call(21), Event::Answered, 1_510),
+            Some((3, Seen::Answered))
+        );
+        assert_eq!(
+            t.on_event(CallRef::call(21), Event::Bye, 9_000),
+            Some((3, Seen::ShortCall))
+        );
+        // 22: rings, cancelled at once, but a 486 crossed the CANCEL.
+        t.on_call(&start(1, 22, 6, 10_000));
+        t.on_event(CallRef::call(22), Event::Ringing, 10_500);
+        t.on_event(CallRef::call(22), Event::Cancel, 11_000);
+        assert_eq!(
+            t.on_event(CallRef::call(22), Event::Failed, 11_020),
+            Some((3, Seen::RingOnce))
+        );
+        // 23: cancelled before it rang: an ordinary cancel.
+        t.on_call(&start(1, 23, 7, 20_000));
+        t.on_event(CallRef::call(23), Event::Cancel, 20_100);
+        assert_eq!(
+            t.on_event(CallRef::call(23), Event::Cancelled, 20_120),
+            Some((3, Seen::Cancelled))
+        );
+        let f = t.on_call(&start(1, 24, 8, 20_200));
+        assert_eq!(
+            (f.answered, f.ring_once, f.settled, f.short_calls),
+            (1, 1, 3, 1)
+        );
+        assert_eq!(t.stats(20_200).calls, 1);
     }
 
     #[test]
