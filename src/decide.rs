@@ -319,16 +319,32 @@ fn answered_key(branch: &[u8], call_id: &[u8], cseq: u32) -> u64 {
     crate::sip::lex::tag_hash(&[b"answered", branch, call_id, &cseq.to_le_bytes()])
 }
 
-/// Key of a dialog in the rate counter's memory: its Call-ID, the same whichever side
-/// sends. The tags would add nothing: a Call-ID is as hard to guess as a tag, and whoever
-/// holds a dialog of their own knows its tags as well as its Call-ID. (Keyed on a tag,
-/// every answer relayed would need its From or To parsed: 900 instructions a call.)
-pub fn dialog_key(call_id: &[u8]) -> u64 {
-    crate::sip::lex::tag_hash(&[b"dialog", call_id])
+/// Key of a dialog in the rate counter's memory: its Call-ID and both tags, the same
+/// whichever side sends (the callee's requests carry the tags the other way round,
+/// RFC 3261 12.2.1.1). The tags tell apart the dialogs of a forked call, which share a
+/// Call-ID: the BYE that ends one leaves the other known (QA 64: keyed on the Call-ID
+/// alone, the surviving dialog's re-INVITEs were judged as new calls). Only 2xx
+/// answers to INVITEs and BYEs have their tags read here.
+pub fn dialog_key(call_id: &[u8], tag_a: &[u8], tag_b: &[u8]) -> u64 {
+    let (lo, hi) = if tag_a <= tag_b {
+        (tag_a, tag_b)
+    } else {
+        (tag_b, tag_a)
+    };
+    crate::sip::lex::tag_hash(&[b"dialog", call_id, lo, hi])
+}
+
+/// The dialog `msg` belongs to, by its From and To tags.
+fn dialog_of(msg: &Message) -> u64 {
+    dialog_key(
+        msg.call_id(),
+        msg.from_tag_read().unwrap_or_default(),
+        msg.to_tag_read().unwrap_or_default(),
+    )
 }
 
 fn dialog_known(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
-    rates.knows_dialog(dialog_key(msg.call_id()), now_ms)
+    rates.knows_dialog(dialog_of(msg), now_ms)
 }
 
 /// A call the core offered towards a trunk (its initial INVITE passed): the peer's 2xx
@@ -353,7 +369,7 @@ pub fn track_dialog(
     now_ms: u64,
 ) {
     match msg.method() {
-        Some(Method::Bye) => rates.forget_dialog(dialog_key(msg.call_id())),
+        Some(Method::Bye) => rates.forget_dialog(dialog_of(msg)),
         Some(Method::Invite) if msg.to_tag().is_none() && from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
             now_ms,
@@ -368,7 +384,12 @@ pub fn track_dialog(
             if (200..300).contains(&status)
                 && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
             {
-                rates.note_dialog(dialog_key(msg.call_id()), now_ms, DIALOG_MS);
+                rates.note_dialog(dialog_of(msg), now_ms, DIALOG_MS);
+            }
+            // The core asks the caller to authenticate: its retry is the same call.
+            if matches!(status, 401 | 407) && from_core() {
+                let key = challenge_key(msg.call_id(), msg.from_tag_read().unwrap_or_default());
+                rates.note_dialog(key, now_ms, TRANSACTION_MS);
             }
             // A final answer ends the INVITE's transaction: a copy of the INVITE sent
             // after it is a new attempt ([`repeated`]). The caller's branch is the top
@@ -392,6 +413,43 @@ pub fn track_dialog(
             }
         }
     }
+}
+
+/// A call the core challenged (401/407 to its INVITE), by its Call-ID and the caller's
+/// tag, which the retry with credentials keeps (RFC 3261 22.2, 8.1.3.5).
+fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
+    crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
+}
+
+/// A call that passed a trunk's rate rules, by its Call-ID, the caller's tag and the
+/// number counted: what a retry after the core's challenge must match to pass again
+/// uncounted.
+fn passed_call_key(trunk: u64, msg: &Message, caller: &Number) -> u64 {
+    crate::sip::lex::tag_hash(&[
+        b"passed",
+        &trunk.to_le_bytes(),
+        msg.call_id(),
+        msg.from_tag().unwrap_or_default(),
+        caller.digits(),
+    ])
+}
+
+/// Whether `msg` retries, with credentials, a call that passed the rate rules and that
+/// the core then challenged: the same call, not another attempt (QA 64: a core that
+/// challenges every call halved an enterprise's contracted frequency). One challenge
+/// lets one retry by: a caller cannot send many INVITEs under one challenged Call-ID.
+fn challenged_retry(msg: &Message, ctx: &Context<'_>, trunk: u64, caller: &Number) -> bool {
+    let challenged = challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default());
+    if !ctx.rates.knows_dialog(challenged, ctx.now_ms)
+        || ctx
+            .rates
+            .recall(passed_call_key(trunk, msg, caller), ctx.now_ms)
+            != Some(true)
+    {
+        return false;
+    }
+    ctx.rates.forget_dialog(challenged);
+    true
 }
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
@@ -1089,11 +1147,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             ])
         });
         // A transaction that had its final answer is over: a copy is a new attempt.
-        let before = txn
+        let mut before = txn
             .and_then(|k| ctx.rates.recall(k, ctx.now_ms))
             .filter(|_| !answered_already(msg, ctx));
         if let (None, Some(k)) = (before, txn) {
-            ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, false);
+            // The retry of a call the core challenged passes as its first INVITE did,
+            // and so do its retransmissions.
+            let retry = challenged_retry(msg, ctx, trunk.id, &primary.n);
+            if retry {
+                before = Some(true);
+            }
+            ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, retry);
         }
         let count = |key: u64| match before {
             None => ctx.rates.hit(key, ctx.now_ms, 60_000),
@@ -1186,6 +1250,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             }
             if let Some(k) = txn {
                 ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, true);
+                let passed = passed_call_key(trunk.id, msg, &primary.n);
+                ctx.rates.remember(passed, ctx.now_ms, TRANSACTION_MS, true);
             }
         }
     }

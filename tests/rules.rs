@@ -708,6 +708,94 @@ fn enterprise_hours_and_days() {
     }
 }
 
+/// A call the core challenges (401/407) and the caller retries with credentials (the
+/// same Call-ID and From tag, CSeq + 1, a new branch: RFC 3261 22.2) is one call for the
+/// rate contract (QA 64: a core that challenged every call halved the contracted
+/// frequency). A retry the core did not ask for, a second retry on one challenge, or
+/// a retry for another caller is counted as the attempt it is.
+#[test]
+fn a_retry_after_the_cores_challenge_is_the_same_call() {
+    use sipfence::decide::track_dialog;
+    let p = policy("");
+    let a = "13912340001";
+    let call = |k: &str| renamed(&invite(a, ""), a, k);
+    let retry = |m: &Message, n: u32, caller: &str| {
+        let t = String::from_utf8(m.bytes().to_vec())
+            .unwrap()
+            .replace("CSeq: 1 INVITE", &format!("CSeq: {n} INVITE"))
+            .replace(";branch=z9hG4bK-", &format!(";branch=z9hG4bK-r{n}-"))
+            .replace(&format!("sip:{a}@"), &format!("sip:{caller}@"))
+            .replace(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nProxy-Authorization: Digest username=\"pbx\", realm=\"core\", nonce=\"n1\", uri=\"sip:4008001234@10.0.0.100\", response=\"0\"\r\n",
+            );
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    let challenge = |m: &Message, rates: &LocalRateCounter, t: u64| {
+        let text = String::from_utf8(m.bytes().to_vec()).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        let resp = format!(
+            "SIP/2.0 407 Proxy Authentication Required\r\n{}\r\n\r\n",
+            head.split_once("\r\n")
+                .unwrap()
+                .1
+                .replace("Content-Length: 4", "Content-Length: 0")
+                .replace(
+                    "To: <sip:4008001234@10.0.0.100>",
+                    "To: <sip:4008001234@10.0.0.100>;tag=core1"
+                )
+        );
+        let resp = Message::parse_for_relay(Bytes::from(resp)).unwrap();
+        track_dialog(&resp, || true, rates, MON_10H + t);
+    };
+    let rates = LocalRateCounter::new(1000);
+    let r = on_ent(&p, &rates);
+    let first = call("ch-1");
+    assert_eq!(r(&first, 0), None);
+    challenge(&first, &rates, 50);
+    let again = retry(&first, 2, a);
+    assert_eq!(r(&again, 100), None);
+    // Its retransmission: the same, uncounted.
+    assert_eq!(r(&again, 600), None);
+    // One call spent of the caller's two a minute: a second passes, a third does not.
+    assert_eq!(r(&call("ch-2"), 700), None);
+    assert_eq!(r(&call("ch-3"), 800), Some((403, "enterprise-rate-caller")));
+
+    // Without the core's challenge a retry is another attempt; one challenge lets
+    // one retry by.
+    let rates = LocalRateCounter::new(1000);
+    let r = on_ent(&p, &rates);
+    let first = call("ch-4");
+    assert_eq!(r(&first, 0), None);
+    assert_eq!(r(&retry(&first, 2, a), 100), None);
+    assert_eq!(r(&call("ch-5"), 200), Some((403, "enterprise-rate-caller")));
+    let rates = LocalRateCounter::new(1000);
+    let r = on_ent(&p, &rates);
+    let first = call("ch-6");
+    assert_eq!(r(&first, 0), None);
+    challenge(&first, &rates, 50);
+    assert_eq!(r(&retry(&first, 2, a), 100), None);
+    assert_eq!(
+        r(&retry(&first, 3, a), 200),
+        None,
+        "counted: the second of two"
+    );
+    assert_eq!(r(&call("ch-7"), 300), Some((403, "enterprise-rate-caller")));
+    // A retry that names another caller is that caller's call: counted for it.
+    let rates = LocalRateCounter::new(1000);
+    let r = on_ent(&p, &rates);
+    let first = call("ch-8");
+    assert_eq!(r(&first, 0), None);
+    challenge(&first, &rates, 50);
+    let b = "13912340002";
+    assert_eq!(r(&retry(&first, 2, b), 100), None);
+    assert_eq!(r(&renamed(&invite(b, ""), b, "ch-9"), 200), None);
+    assert_eq!(
+        r(&renamed(&invite(b, ""), b, "ch-10"), 300),
+        Some((403, "enterprise-rate-caller"))
+    );
+}
+
 /// Per caller and per trunk limits; a UDP retransmission of an INVITE (same branch,
 /// Call-ID, CSeq) is the same call: not counted again, and given the verdict its
 /// original got from these rules.
@@ -3281,6 +3369,33 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         MON_10H + 90_000,
     );
     assert!(at(&refresh, 100_000).unknown_dialog);
+    // A forked call: two dialogs of one Call-ID, told apart by the callee's tags. The
+    // BYE that ends one leaves the other up (QA 64: it forgot both, and the survivor's
+    // session refreshes were judged and counted as new calls); another tag is neither.
+    for uas in ["fork-a", "fork-b"] {
+        track_dialog(
+            &dialog_message("SIP/2.0 200 OK", "c-5", "ft5", uas, "1 INVITE"),
+            || true,
+            &rates,
+            MON_10H,
+        );
+    }
+    track_dialog(
+        &dialog_message(
+            "BYE sip:a@10.9.9.8 SIP/2.0",
+            "c-5",
+            "ft5",
+            "fork-a",
+            "2 BYE",
+        ),
+        || true,
+        &rates,
+        MON_10H + 1_000,
+    );
+    let fork = |uas: &str| in_dialog_invite("c-5", "+8613812345678", "ft5", uas);
+    assert_eq!(at(&fork("fork-b"), 60_000).kind, Kind::InDialog);
+    assert!(at(&fork("fork-a"), 60_000).unknown_dialog);
+    assert!(at(&fork("fork-c"), 60_000).unknown_dialog);
     // A dialog is kept DIALOG_MS after its last 2xx: a 2xx to a re-INVITE refreshes it.
     track_dialog(
         &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "2 INVITE"),
