@@ -238,6 +238,20 @@ struct CallSlot {
 
 const _: () = assert!(std::mem::size_of::<CallSlot>() == 48);
 
+impl CallSlot {
+    /// Past the deadlines the concurrent-call limit keeps ([`super::live`]): a call
+    /// whose end was never seen (its final answer lost, or challenged by the core and
+    /// never retried: QA 64). It is no longer counted as up, and is the first a new
+    /// call overwrites, before calls that are up.
+    fn stale(&self, now_ms: u64) -> bool {
+        if self.answer_ms != 0 {
+            now_ms.saturating_sub(self.answer_ms) > super::live::ANSWERED_MS
+        } else {
+            now_ms.saturating_sub(self.invite_ms.max(self.ring_ms)) > super::live::RING_MS
+        }
+    }
+}
+
 /// Occupancy figures, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -376,7 +390,10 @@ impl LocalTracker {
             }
         }
         for set in t.calls.iter() {
-            s.calls += lock(set).keys.iter().filter(|&&k| k != 0).count();
+            let set = lock(set);
+            s.calls += (set.slots.iter().zip(set.keys))
+                .filter(|(c, k)| *k != 0 && !c.stale(now_ms))
+                .count();
         }
         s
     }
@@ -433,7 +450,7 @@ impl LocalTracker {
             }
         }
         if let Some(s) = self.take_call(t, nonzero(c.retry), open) {
-            self.put_call(t, call, s);
+            self.put_call(t, call, s, c.now_ms);
             return false;
         }
         self.put_call(
@@ -447,18 +464,20 @@ impl LocalTracker {
                 trunk: c.trunk,
                 ..CallSlot::default()
             },
+            c.now_ms,
         );
         true
     }
 
     /// Writes `slot` under `key`: over the call of that key, else in a free slot of its
-    /// set, else over the set's oldest call.
-    fn put_call(&self, t: &Tables, key: u64, slot: CallSlot) {
+    /// set, else over a stale call of the set ([`CallSlot::stale`]), else its oldest.
+    fn put_call(&self, t: &Tables, key: u64, slot: CallSlot, now_ms: u64) {
         let mut set = t.call_set(key);
+        // A stale call goes first, then the oldest.
         let i = set.find(key).or_else(|| set.find(0)).unwrap_or_else(|| {
             self.call_evictions.fetch_add(1, Ordering::Relaxed);
             (0..WAYS)
-                .min_by_key(|&i| set.slots[i].invite_ms)
+                .min_by_key(|&i| (!set.slots[i].stale(now_ms), set.slots[i].invite_ms))
                 .unwrap_or(0)
         });
         set.keys[i] = key;
@@ -615,7 +634,7 @@ impl BehaviourTracker for LocalTracker {
             } else if let Some(to) = move_to.filter(|&k| k != 0 && k != call) {
                 set.keys[i] = 0;
                 drop(set);
-                self.put_call(t, nonzero(to), slot);
+                self.put_call(t, nonzero(to), slot, now_ms);
             }
             (slot.caller, slot.trunk, seen?)
         };
@@ -874,6 +893,52 @@ mod tests {
             (1, 1, 3, 1)
         );
         assert_eq!(t.stats(20_200).calls, 1);
+    }
+
+    /// A call whose end is never seen (challenged by the core and not retried, its
+    /// final answer lost) is not counted as up past the ring deadline, and a new call
+    /// takes its place before that of an answered call still up (QA 64).
+    #[test]
+    fn calls_never_ended_go_stale() {
+        use crate::behaviour::live::{ANSWERED_MS, RING_MS};
+        // One set of WAYS slots: every call competes for it. Answered calls first (the
+        // oldest), then one the core challenges and that is never retried.
+        let t = LocalTracker::new(1024, WAYS);
+        for k in 2..=WAYS as u64 {
+            t.on_call(&start(1, k, 5, k));
+            t.on_event(
+                CallRef {
+                    call: k,
+                    dialog: 100 + k,
+                    retry: 0,
+                },
+                Event::Answered,
+                500,
+            );
+        }
+        t.on_call(&start(1, 1, 5, 1_000));
+        t.on_event(
+            CallRef {
+                call: 1,
+                dialog: 0,
+                retry: RETRY + 1,
+            },
+            Event::Challenged,
+            1_100,
+        );
+        assert_eq!(t.stats(1_000 + RING_MS).calls, WAYS);
+        let now = 1_000 + RING_MS + 10_000;
+        assert_eq!(t.stats(now).calls, WAYS - 1, "past the ring deadline");
+        // A new call overwrites the stale one, not the oldest answered one, whose BYE
+        // still ends it.
+        t.on_call(&start(1, 50, 6, now));
+        assert_eq!(t.stats(now).calls, WAYS);
+        assert_eq!(
+            t.on_event(CallRef::call(102), Event::Bye, now + 1),
+            Some((3, Seen::Ended))
+        );
+        // An answered call whose BYE never came is stale after the answered deadline.
+        assert_eq!(t.stats(500 + ANSWERED_MS + 1).calls, 0);
     }
 
     #[test]
