@@ -2563,3 +2563,109 @@ fn every_message_is_mirrored_to_homer_in_hep() {
     .to_string();
     assert!(e.contains("hep.toml:2:") && e.contains("UDP only"), "{e}");
 }
+
+/// A request from the core to a trunk peer that reached sipfence over TCP goes over the
+/// peer's open connection when it is addressed to that connection's far end (RFC 3261
+/// 18.1.1, RFC 5923; Kamailio and OpenSIPS look connections up by address): a PBX
+/// behind NAT, or one that does not listen on its source port, cannot be connected to,
+/// and the callee could never hang up (QA 64: its BYE was answered 503).
+#[test]
+fn the_cores_requests_reuse_the_trunk_peers_connection() {
+    use std::io::{Read, Write};
+    let base = port_block();
+    let conf = format!(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+record_route = true
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        uas = base + 10,
+        metrics = base + 30,
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut pbx = std::net::TcpStream::connect(("127.0.0.1", base)).unwrap();
+    pbx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = pbx.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-reuse\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: reuse-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:+8613812345678@{me};transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+    );
+    pbx.write_all(invite.as_bytes()).unwrap();
+    let got = recv(&core).expect("the INVITE at the core");
+    let field = |m: &str, name: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .collect()
+    };
+    let routes = field(&got, "Record-Route:");
+    assert!(!routes.is_empty(), "{got}");
+    let vias: Vec<String> = field(&got, "Via:");
+    let mut answer = String::from("SIP/2.0 200 OK\r\n");
+    for v in &vias {
+        answer += &format!("Via: {v}\r\n");
+    }
+    answer += "From: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core1\r\nCall-ID: reuse-1\r\nCSeq: 1 INVITE\r\nContact: <sip:core@127.0.0.1>\r\nContent-Length: 0\r\n\r\n";
+    core.send_to(answer.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut read_until = |pbx: &mut std::net::TcpStream, what: &str, seen: &mut Vec<u8>| {
+        while !String::from_utf8_lossy(seen).contains(what) {
+            match pbx.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(seen).contains(what)
+    };
+    assert!(
+        read_until(&mut pbx, "SIP/2.0 200 OK", &mut seen),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The callee hangs up: its BYE, routed through sipfence, names the PBX's Contact,
+    // the far end of the PBX's own connection, which listens nowhere.
+    let mut bye = format!(
+        "BYE sip:+8613812345678@{me};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-bye1\r\n",
+        base + 10
+    );
+    for r in &routes {
+        bye += &format!("Route: {r}\r\n");
+    }
+    bye += "From: <sip:+861012345678@127.0.0.1>;tag=core1\r\nTo: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nCall-ID: reuse-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    core.send_to(bye.as_bytes(), ("127.0.0.1", base)).unwrap();
+    seen.clear();
+    assert!(
+        read_until(&mut pbx, "BYE sip:", &mut seen),
+        "the BYE on the PBX's connection: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    // Nothing came back to the core instead (a 503 for a next hop unreachable).
+    core.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(recv(&core), None);
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
+    // Once the PBX's connection is gone, a request for that address is tried anew (and
+    // answered 503 when nothing listens there).
+    drop(pbx);
+    std::thread::sleep(Duration::from_millis(300));
+    core.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    core.send_to(
+        bye.replace("bye1", "bye2")
+            .replace("CSeq: 1 BYE", "CSeq: 2 BYE")
+            .as_bytes(),
+        ("127.0.0.1", base),
+    )
+    .unwrap();
+    let r = recv(&core).expect("an answer");
+    assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+}

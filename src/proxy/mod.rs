@@ -124,7 +124,9 @@ pub struct Shared {
     pub hep: Option<HepMirror>,
     /// Writers of open TCP connections, by id (responses find their connection here).
     pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
-    /// Our outgoing TCP connections, by the next hop they lead to (ids into `tcp_conns`).
+    /// Open TCP connections by the far end's address (ids into `tcp_conns`): those we
+    /// opened to a next hop, and those peers opened to us, which requests for their
+    /// address reuse (one per address: the first kept).
     pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
     /// Next hops whose last connection attempt failed: requests for them are answered
     /// 503 at once while a task tries again every [`tcp::RETRY_AFTER_FAILURE`]. The

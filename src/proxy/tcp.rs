@@ -115,6 +115,11 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let (id, tx, rx) = register(&shared);
+    // Requests for the peer's address go over its own connection (RFC 3261 18.1.1,
+    // RFC 5923): a PBX behind NAT, or one not listening on its source port, cannot be
+    // connected to, and the callee's BYE would never reach it (QA 64). A connection we
+    // opened to that address already keeps the place.
+    shared.tcp_peers.entry(peer).or_insert(id);
     serve_stream(&shared, &udps, local, stream, peer, id, false, tx, rx).await;
 }
 
@@ -417,9 +422,7 @@ async fn serve_stream(
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     let unregister = || {
-        if outbound {
-            shared.tcp_peers.remove_if(&peer, |_, v| *v == id);
-        }
+        shared.tcp_peers.remove_if(&peer, |_, v| *v == id);
         shared.tcp_conns.remove(&id);
     };
     // A worker without a UDP socket (only TCP listeners) forwards over TCP alone: a
