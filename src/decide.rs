@@ -377,14 +377,37 @@ pub fn track_dialog(
         ),
         Some(_) => {}
         None => {
-            let Some((cseq, b"INVITE")) = msg.cseq() else {
-                return;
-            };
             let status = msg.status().unwrap_or(0);
+            let cseq = match msg.cseq() {
+                Some((n, b"INVITE")) => n,
+                // The call is over: the From its requests were given goes (either
+                // side's BYE: the caller's tag is in From or To).
+                Some((_, b"BYE")) if (200..300).contains(&status) => {
+                    if let Some(r) = rates.recent() {
+                        for tag in [msg.from_tag_read(), msg.to_tag_read()]
+                            .into_iter()
+                            .flatten()
+                        {
+                            r.forget_from(from_key(msg.call_id(), tag));
+                        }
+                    }
+                    return;
+                }
+                _ => return,
+            };
             if (200..300).contains(&status)
                 && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
             {
                 rates.note_dialog(dialog_of(msg), now_ms, DIALOG_MS);
+                // An answered call's From is kept as long as its dialog is.
+                if let Some(r) = rates.recent()
+                    && let Some(tag) = msg.from_tag_read()
+                {
+                    let key = from_key(msg.call_id(), tag);
+                    if let Some(v) = r.kept_from(key, now_ms) {
+                        r.keep_from(key, v, now_ms, DIALOG_MS);
+                    }
+                }
             }
             // The core asks the caller to authenticate: its retry is the same call.
             if matches!(status, 401 | 407) && from_core() {
@@ -636,9 +659,61 @@ pub fn judge(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     decide(policy, msg, ctx)
 }
 
+/// Key of the From value a call's INVITE was forwarded with: its Call-ID and From tag.
+fn from_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
+    crate::sip::lex::tag_hash(&[b"from", call_id, caller_tag])
+}
+
+/// The From value the INVITE of `msg`'s call was forwarded with, when the edits changed
+/// it and `msg` is a later request of the caller's side (its CANCEL, ACK, BYE, re-INVITE,
+/// UPDATE): it goes on with that From too ([`crate::verdict::add_edits`]). RFC 3261 9.1
+/// wants a CANCEL's From to be its INVITE's, and the callee's side knows the dialog by
+/// the From it was given: a later request must not show it the number or name the
+/// rules took off (QA 65: the forged display name came back in the CANCEL, ACK,
+/// re-INVITE and UPDATE). One table lookup; nothing for calls whose From went on as
+/// written.
+pub fn kept_from(
+    msg: &Message,
+    d: &Decision,
+    rates: &dyn RateCounter,
+    now_ms: u64,
+) -> Option<bytes::Bytes> {
+    if d.kind != Kind::InDialog || d.trunk.is_none() || !msg.is_request() {
+        return None;
+    }
+    rates
+        .recent()?
+        .kept_from(from_key(msg.call_id(), msg.from_tag()?), now_ms)
+}
+
+/// Keeps the From value a forwarded INVITE was given, when the edits change it, for
+/// [`kept_from`]: as long as the call may ring, then (answered) as long as its dialog.
+fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
+    let odd =
+        |p: &Option<crate::identity::Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
+    if d.kind != Kind::Call
+        || d.outcome != Outcome::Forward
+        || !(d.rewrite_from || odd(&d.identity.from))
+    {
+        return;
+    }
+    let (Some(r), Some(tag)) = (ctx.rates.recent(), msg.from_tag()) else {
+        return;
+    };
+    if let Some(v) = crate::verdict::forwarded_from(policy, msg, d) {
+        r.keep_from(
+            from_key(msg.call_id(), tag),
+            bytes::Bytes::from(v),
+            ctx.now_ms,
+            crate::behaviour::live::RING_MS,
+        );
+    }
+}
+
 /// Decides on one message.
 pub fn decide(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
     let d = decide_message(policy, msg, ctx);
+    keep_from(policy, msg, &d, ctx);
     // A call the behaviour tracker took in and a rule then refused never reaches the
     // core, and its answer is no event: its place is given back now. (A retransmission
     // took none.)

@@ -165,7 +165,7 @@ pub fn decide_and_apply(data: &[u8]) {
         assert!(r.status().is_some());
     } else if m.is_request() {
         let mut e = EditList::new();
-        crate::verdict::add_edits(policy, &m, &d, &mut e);
+        crate::verdict::add_edits(policy, &m, &d, None, &mut e);
         e.apply(m.buf(), m.len(), &mut out);
         if let Err(e) = Message::parse(Bytes::from(out)) {
             panic!("forwarded request does not parse: {e}");
@@ -422,7 +422,7 @@ pub fn sipi(data: &[u8]) {
     let d = decide(policy, &m, &ctx);
     assert!(!d.is_reject(), "every rule is monitor-only here: {d:?}");
     let mut edits = EditList::new();
-    crate::verdict::add_edits(policy, &m, &d, &mut edits);
+    crate::verdict::add_edits(policy, &m, &d, None, &mut edits);
     let mut out = Vec::new();
     edits.apply(m.buf(), m.len(), &mut out);
     let fwd = Message::parse(Bytes::from(out))

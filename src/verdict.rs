@@ -128,8 +128,29 @@ fn remove_called_party(msg: &Message, d: &Decision, edits: &mut EditList) {
     }
 }
 
+/// The From value a forwarded INVITE goes on with, when the edits change it: its CANCEL
+/// and the caller's later requests are given it too ([`crate::decide::kept_from`]).
+pub fn forwarded_from(policy: &Policy, msg: &Message, d: &Decision) -> Option<Vec<u8>> {
+    let na = msg.from_addr()?;
+    let mut edits = EditList::new();
+    add_edits(policy, msg, d, None, &mut edits);
+    let mut out = Vec::new();
+    match edits.apply_within(msg.buf(), na.whole, &mut out) {
+        Some(true) => Some(out),
+        _ => None,
+    }
+}
+
 /// Adds the edits a forwarded call needs to `edits`. Returns how many were added.
-pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditList) -> usize {
+/// `kept_from`: for a later request of a call whose INVITE's From was changed, the From
+/// value that INVITE went on with ([`crate::decide::kept_from`]).
+pub fn add_edits(
+    policy: &Policy,
+    msg: &Message,
+    d: &Decision,
+    kept_from: Option<&[u8]>,
+    edits: &mut EditList,
+) -> usize {
     let before = edits.len();
     if d.is_reject() {
         return 0;
@@ -143,6 +164,9 @@ pub fn add_edits(policy: &Policy, msg: &Message, d: &Decision, edits: &mut EditL
     }
     if d.kind == Kind::InDialog && d.trunk.is_some() {
         remove_later_identities(policy, msg, edits);
+        if let (Some(v), Some(na)) = (kept_from, msg.from_addr()) {
+            edits.replace(na.whole, v);
+        }
     }
     if d.kind == Kind::Call {
         remove_planted_verdicts(policy, msg, edits);

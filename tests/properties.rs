@@ -108,7 +108,7 @@ proptest! {
         let d = decide(&policy, &m, &ctx);
         prop_assert!(d.rewrite_from);
         let mut e = EditList::new();
-        sipfence::verdict::add_edits(&policy, &m, &d, &mut e);
+        sipfence::verdict::add_edits(&policy, &m, &d, None, &mut e);
         let mut out = vec![];
         e.apply(m.buf(), m.len(), &mut out);
         let r = Message::parse(Bytes::from(out)).unwrap();

@@ -170,7 +170,7 @@ fn passes(p: &Policy, m: &Message, trunk: &str) -> Decision {
 
 fn forwarded(p: &Policy, m: &Message, d: &Decision) -> Message {
     let mut e = EditList::new();
-    verdict::add_edits(p, m, d, &mut e);
+    verdict::add_edits(p, m, d, None, &mut e);
     let mut out = vec![];
     e.apply(m.buf(), m.len(), &mut out);
     Message::parse(Bytes::from(out)).expect("rewritten message re-parses")
@@ -5416,4 +5416,98 @@ fn later_requests_of_a_dialog_name_no_other_caller() {
         forwarded(&p, &m, &d).value(HeaderName::PAssertedIdentity),
         Some(&b"<sip:+442071234567@gw.example>"[..])
     );
+}
+
+/// The From a rewritten call's INVITE went on with is the From of its CANCEL (RFC 3261
+/// 9.1: a CANCEL's From is its INVITE's) and of every later request of the caller's
+/// side, for as long as the call lasts: the callee's side never sees the number or
+/// name the rules took off (QA 65: the bank's name came back in the CANCEL, ACK,
+/// re-INVITE and UPDATE). The core's own requests, and calls whose From went on as
+/// written, are left alone.
+#[test]
+fn a_rewritten_from_stays_rewritten_for_the_whole_call() {
+    use sipfence::decide::{kept_from, track_dialog};
+    let p = policy("");
+    let rates = LocalRateCounter::new(1000);
+    let froms = |r: &LocalRateCounter| {
+        r.recent()
+            .unwrap()
+            .tables()
+            .into_iter()
+            .find(|t| t.0 == "froms")
+            .unwrap()
+            .1
+    };
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    let inv = with_from("\"中国银行95588\" <sip:+442071234567@uk.example>", pai);
+    let d = judge_at(&p, &inv, "intl", MON_10H, &rates);
+    assert!(d.rewrite_from, "{d:?}");
+    let fwd = forwarded(&p, &inv, &d);
+    let want = fwd.value(HeaderName::From).unwrap().to_vec();
+    assert_eq!(
+        String::from_utf8_lossy(&want),
+        "<sip:+442071234567@uk.example>;tag=ft1"
+    );
+    assert_eq!(froms(&rates), 1);
+    let text = String::from_utf8(inv.bytes().to_vec()).unwrap();
+    let request = |method: &str, to_tag: &str, cseq: &str| {
+        let t = text
+            .replacen("INVITE sip:", &format!("{method} sip:"), 1)
+            .replace("CSeq: 1 INVITE", &format!("CSeq: {cseq}"))
+            .replace(
+                "To: <sip:4008001234@10.0.0.100>",
+                &format!("To: <sip:4008001234@10.0.0.100>{to_tag}"),
+            );
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    // What the core receives of a later message, its From.
+    let from_at_core = |m: &Message, t: u64| {
+        let d = judge_at(&p, m, "intl", MON_10H + t, &rates);
+        assert_eq!(d.kind, Kind::InDialog, "{d:?}");
+        let kept = kept_from(m, &d, &rates, MON_10H + t);
+        let mut e = EditList::new();
+        verdict::add_edits(&p, m, &d, kept.as_deref(), &mut e);
+        let mut out = vec![];
+        e.apply(m.buf(), m.len(), &mut out);
+        let fwd = Message::parse(Bytes::from(out)).expect("re-parses");
+        String::from_utf8_lossy(fwd.value(HeaderName::From).unwrap()).into_owned()
+    };
+    let want = String::from_utf8(want).unwrap();
+    assert_eq!(from_at_core(&request("CANCEL", "", "1 CANCEL"), 500), want);
+    // Answered: kept as long as the dialog, past the ringing time.
+    let ok = Message::parse_for_relay(Bytes::from(format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-wf\r\nFrom: {want}\r\nTo: <sip:4008001234@10.0.0.100>;tag=uas1\r\nCall-ID: call-wf\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )))
+    .unwrap();
+    track_dialog(&ok, || true, &rates, MON_10H + 1_000);
+    let ack = request("ACK", ";tag=uas1", "1 ACK");
+    assert_eq!(from_at_core(&ack, 1_100), want);
+    let update = request("UPDATE", ";tag=uas1", "2 UPDATE");
+    assert_eq!(from_at_core(&update, 600_000), want);
+    // The core's own request (the callee's tags the other way round) is its own.
+    let core_bye = Message::parse(Bytes::from(
+        "BYE sip:a@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-cb\r\nFrom: <sip:4008001234@10.0.0.100>;tag=uas1\r\nTo: \"中国银行95588\" <sip:+442071234567@uk.example>;tag=ft1\r\nCall-ID: call-wf\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        from_at_core(&core_bye, 700_000),
+        "<sip:4008001234@10.0.0.100>;tag=uas1"
+    );
+    // The BYE's 200 ends it: nothing is kept any more.
+    let bye_ok = Message::parse_for_relay(Bytes::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-cb\r\nFrom: <sip:4008001234@10.0.0.100>;tag=uas1\r\nTo: <sip:+442071234567@uk.example>;tag=ft1\r\nCall-ID: call-wf\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    track_dialog(&bye_ok, || false, &rates, MON_10H + 700_100);
+    assert_eq!(froms(&rates), 0);
+    // A call whose From goes on as written keeps nothing.
+    let plain = with_from_call("<sip:+442071234567@uk.example>", pai, "plain");
+    let d = judge_at(&p, &plain, "intl", MON_10H, &rates);
+    assert!(!d.rewrite_from && !d.is_reject(), "{d:?}");
+    assert_eq!(froms(&rates), 0);
+    // Without the answer, kept only as long as the call may ring (200 s).
+    let rates = LocalRateCounter::new(1000);
+    judge_at(&p, &inv, "intl", MON_10H, &rates);
+    let d = judge_at(&p, &ack, "intl", MON_10H + 300_000, &rates);
+    assert_eq!(kept_from(&ack, &d, &rates, MON_10H + 300_000), None);
 }

@@ -608,7 +608,7 @@ fn ansi_isup_is_not_misread() {
 
 fn forwarded(p: &Policy, m: &Message, d: &Decision) -> Message {
     let mut e = EditList::new();
-    verdict::add_edits(p, m, d, &mut e);
+    verdict::add_edits(p, m, d, None, &mut e);
     let mut out = vec![];
     e.apply(m.buf(), m.len(), &mut out);
     Message::parse(Bytes::from(out)).expect("rewritten message re-parses")

@@ -155,7 +155,8 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             && !verdict::write_reject(policy, &msg, &d, Some(source), &mut out)
         {
             let mut edits = EditList::new();
-            verdict::add_edits(policy, &msg, &d, &mut edits);
+            let from = crate::decide::kept_from(&msg, &d, &rates, now);
+            verdict::add_edits(policy, &msg, &d, from.as_deref(), &mut edits);
             edits.apply(msg.buf(), msg.len(), &mut out);
         }
         if a.json {

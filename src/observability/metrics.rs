@@ -379,7 +379,7 @@ impl Metrics {
         let call_state_entries = must(IntGaugeVec::new(
             Opts::new(
                 "sipfence_call_state_entries",
-                "Entries of the tables the stateless proxy keeps beside the rate counters, each bounded by [proxy] rate_keys: dialogs (answered calls, 6 h or until BYE), invites (INVITE transactions seen), transactions (verdicts of rate-counted INVITEs), answers (digest answers used)",
+                "Entries of the tables the stateless proxy keeps beside the rate counters, each bounded by [proxy] rate_keys: dialogs (answered calls, 6 h or until BYE), invites (INVITE transactions seen), transactions (verdicts of rate-counted INVITEs), answers (digest answers used), froms (the From a rewritten call was given, for its CANCEL and later requests; an eighth of rate_keys)",
             ),
             &["table"],
         ));
@@ -389,7 +389,7 @@ impl Metrics {
             "New entries a full call-state table could not keep ([proxy] rate_keys): for dialogs, their re-INVITEs are judged as new calls",
             &["table"],
         );
-        for t in ["dialogs", "invites", "transactions", "answers"] {
+        for t in ["dialogs", "invites", "transactions", "answers", "froms"] {
             call_state_entries.with_label_values(&[t]);
             call_state_overflows.with_label_values(&[t]);
         }

@@ -153,17 +153,17 @@ pub const DIALOG_MS: u64 = 6 * 3_600_000;
 /// retransmissions then count again, an answer can be used again: what happens without
 /// the table). Kept in the process even when the counts are shared: a UDP
 /// retransmission comes back to the same gateway.
-pub struct Remembered {
+pub struct Remembered<V = u64> {
     /// key -> (expiry, value, when it was first kept)
-    map: DashMap<u64, (u64, u64, u64), ahash::RandomState>,
+    map: DashMap<u64, (u64, V, u64), ahash::RandomState>,
     capacity: usize,
     last_sweep_ms: AtomicU64,
     /// New keys not kept because the table was full, since start.
     overflowed: AtomicU64,
 }
 
-impl Remembered {
-    pub fn new(capacity: usize) -> Remembered {
+impl<V: Clone> Remembered<V> {
+    pub fn new(capacity: usize) -> Remembered<V> {
         Remembered {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             capacity: capacity.max(1),
@@ -172,14 +172,14 @@ impl Remembered {
         }
     }
 
-    pub fn get(&self, key: u64, now_ms: u64) -> Option<u64> {
+    pub fn get(&self, key: u64, now_ms: u64) -> Option<V> {
         self.map
             .get(&key)
-            .and_then(|e| (e.0 > now_ms).then_some(e.1))
+            .and_then(|e| (e.0 > now_ms).then(|| e.1.clone()))
     }
 
     /// Keeps `value` for `key` until `now_ms + ttl_ms`, replacing what was there.
-    pub fn put(&self, key: u64, value: u64, now_ms: u64, ttl_ms: u64) {
+    pub fn put(&self, key: u64, value: V, now_ms: u64, ttl_ms: u64) {
         if let Some(mut e) = self.map.get_mut(&key) {
             *e = (now_ms + ttl_ms, value, now_ms);
             return;
@@ -189,6 +189,40 @@ impl Remembered {
         }
     }
 
+    /// Room for one more entry, after a sweep if the table is full.
+    fn room(&self, now_ms: u64) -> bool {
+        if self.map.len() < self.capacity {
+            return true;
+        }
+        if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= 1000 {
+            self.sweep(now_ms);
+        }
+        let room = self.map.len() < self.capacity;
+        if !room {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+        }
+        room
+    }
+
+    pub fn remove(&self, key: u64) {
+        self.map.remove(&key);
+    }
+
+    pub fn sweep(&self, now_ms: u64) {
+        self.map.retain(|_, e| e.0 > now_ms);
+        self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl Remembered<u64> {
     /// `None` when `key` is not held (or has expired), and then holds it for `ttl_ms`
     /// from now; while it is held, when it was first kept. Not refreshed by later
     /// sightings: a transaction's lifetime runs from its first request. One entry lock.
@@ -239,38 +273,6 @@ impl Remembered {
         }
         mine(&e)
     }
-
-    /// Room for one more entry, after a sweep if the table is full.
-    fn room(&self, now_ms: u64) -> bool {
-        if self.map.len() < self.capacity {
-            return true;
-        }
-        if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= 1000 {
-            self.sweep(now_ms);
-        }
-        let room = self.map.len() < self.capacity;
-        if !room {
-            self.overflowed.fetch_add(1, Ordering::Relaxed);
-        }
-        room
-    }
-
-    pub fn remove(&self, key: u64) {
-        self.map.remove(&key);
-    }
-
-    pub fn sweep(&self, now_ms: u64) {
-        self.map.retain(|_, e| e.0 > now_ms);
-        self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 /// The tables every rate counter keeps in the process (see [`Remembered`]).
@@ -283,7 +285,14 @@ pub struct Recent {
     /// Dialogs seen established (a 2xx to an INVITE carried) and not yet ended (BYE):
     /// an INVITE within one of them is no new call.
     dialogs: Remembered,
+    /// The From value a forwarded INVITE was given, by its Call-ID and From tag: the
+    /// CANCEL and the caller's later requests get it too ([`crate::decide::kept_from`]).
+    froms: Remembered<bytes::Bytes>,
 }
+
+/// The longest From value kept for a call's later requests: longer ones are not kept
+/// (and those requests go on with their From as written).
+pub const MAX_KEPT_FROM: usize = 512;
 
 impl Recent {
     pub fn new(capacity: usize) -> Recent {
@@ -292,7 +301,21 @@ impl Recent {
             answers: Remembered::new(capacity),
             seen: Remembered::new(capacity),
             dialogs: Remembered::new(capacity),
+            // Only calls whose From was changed, at most MAX_KEPT_FROM bytes each.
+            froms: Remembered::new((capacity / 8).max(1)),
         }
+    }
+    /// Keeps the From value `value` of a call for `ttl_ms`.
+    pub fn keep_from(&self, key: u64, value: bytes::Bytes, now_ms: u64, ttl_ms: u64) {
+        if value.len() <= MAX_KEPT_FROM {
+            self.froms.put(key, value, now_ms, ttl_ms);
+        }
+    }
+    pub fn kept_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
+        self.froms.get(key, now_ms)
+    }
+    pub fn forget_from(&self, key: u64) {
+        self.froms.remove(key);
     }
     pub fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         self.seen.insert_new(key, now_ms, ttl_ms)
@@ -312,18 +335,24 @@ impl Recent {
         self.answers.sweep(now_ms);
         self.seen.sweep(now_ms);
         self.dialogs.sweep(now_ms);
+        self.froms.sweep(now_ms);
     }
 
     /// Each table by the name its metrics give it: entries held, and new keys a full
     /// table could not keep since start. A full `dialogs` table is the one a call
     /// notices: the re-INVITEs of dialogs it could not keep are judged as new calls.
-    pub fn tables(&self) -> [(&'static str, usize, u64); 4] {
+    pub fn tables(&self) -> [(&'static str, usize, u64); 5] {
         let t = |name, r: &Remembered| (name, r.len(), r.overflowed.load(Ordering::Relaxed));
         [
             t("dialogs", &self.dialogs),
             t("invites", &self.seen),
             t("transactions", &self.txns),
             t("answers", &self.answers),
+            (
+                "froms",
+                self.froms.len(),
+                self.froms.overflowed.load(Ordering::Relaxed),
+            ),
         ]
     }
 }

@@ -414,7 +414,8 @@ fn carry_out(
     let build = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
         edits.clear();
         out.clear();
-        verdict::add_edits(st.policy, msg, d, edits);
+        let from = crate::decide::kept_from(msg, d, st.rates, st.now_ms);
+        verdict::add_edits(st.policy, msg, d, from.as_deref(), edits);
         add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
         // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
         // judged for want of a known dialog gets none added.

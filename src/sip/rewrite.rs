@@ -78,11 +78,65 @@ impl EditList {
         }
         out.extend_from_slice(&src[pos..len]);
     }
+
+    /// Writes the bytes of `within` with the edits inside it applied into `out`, and
+    /// says whether any was; `None` when an edit reaches across its bounds (the span
+    /// alone cannot say what it becomes).
+    pub fn apply_within(&mut self, src: &[u8], within: Span, out: &mut Vec<u8>) -> Option<bool> {
+        self.edits.sort_by_key(|e| (e.at.start, e.at.end));
+        let (start, end) = (within.start as usize, (within.end as usize).min(src.len()));
+        let mut pos = start;
+        let mut edited = false;
+        for e in &self.edits {
+            let (s, en) = (e.at.start as usize, e.at.end as usize);
+            // Wholly before or after (an edit that only touches a bound is outside).
+            if en < start || s > end || (s < start && en == start) || (s == end && en > end) {
+                continue;
+            }
+            if s < start || en > end {
+                return None;
+            }
+            if s < pos {
+                continue;
+            }
+            out.extend_from_slice(&src[pos..s]);
+            out.extend_from_slice(&self.arena[e.data.0 as usize..e.data.1 as usize]);
+            pos = en;
+            edited = true;
+        }
+        out.extend_from_slice(&src[pos..end]);
+        Some(edited)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apply_within_a_span() {
+        let src = b"abcdefghij";
+        let mut e = EditList::new();
+        e.replace(Span::new(3, 5), b"XY");
+        e.insert(4 + 3, b"+");
+        e.remove(Span::new(0, 1));
+        let mut out = Vec::new();
+        assert_eq!(e.apply_within(src, Span::new(2, 8), &mut out), Some(true));
+        assert_eq!(out, b"cXYfg+h");
+        out.clear();
+        assert_eq!(e.apply_within(src, Span::new(8, 10), &mut out), Some(false));
+        assert_eq!(out, b"ij");
+        // Edits that end at the start or start at the end are outside.
+        out.clear();
+        assert_eq!(e.apply_within(src, Span::new(1, 3), &mut out), Some(false));
+        assert_eq!(out, b"bc");
+        out.clear();
+        assert_eq!(e.apply_within(src, Span::new(0, 1), &mut out), Some(true));
+        assert_eq!(out, b"");
+        // An edit across the bounds: the span alone cannot say.
+        out.clear();
+        assert_eq!(e.apply_within(src, Span::new(4, 9), &mut out), None);
+    }
 
     #[test]
     fn apply_in_order() {
