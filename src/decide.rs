@@ -369,7 +369,25 @@ pub fn track_dialog(
     now_ms: u64,
 ) {
     match msg.method() {
-        Some(Method::Bye) => rates.forget_dialog(dialog_of(msg)),
+        Some(Method::Bye) => {
+            rates.forget_dialog(dialog_of(msg));
+            // The call is over: the From its requests were given is kept only while
+            // the BYE may be sent again (the caller's tag is in From or To, whichever
+            // side sends it).
+            if let Some(r) = rates.recent()
+                && r.keeps_froms(now_ms)
+            {
+                for tag in [msg.from_tag_read(), msg.to_tag_read()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let key = from_key(msg.call_id(), tag);
+                    if let Some(v) = r.kept_from(key, now_ms) {
+                        r.keep_from(key, v, now_ms, TRANSACTION_MS);
+                    }
+                }
+            }
+        }
         Some(Method::Invite) if msg.to_tag().is_none() && from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
             now_ms,
@@ -378,22 +396,8 @@ pub fn track_dialog(
         Some(_) => {}
         None => {
             let status = msg.status().unwrap_or(0);
-            let cseq = match msg.cseq() {
-                Some((n, b"INVITE")) => n,
-                // The call is over: the From its requests were given goes (either
-                // side's BYE: the caller's tag is in From or To).
-                Some((_, b"BYE")) if (200..300).contains(&status) => {
-                    if let Some(r) = rates.recent() {
-                        for tag in [msg.from_tag_read(), msg.to_tag_read()]
-                            .into_iter()
-                            .flatten()
-                        {
-                            r.forget_from(from_key(msg.call_id(), tag));
-                        }
-                    }
-                    return;
-                }
-                _ => return,
+            let Some((cseq, b"INVITE")) = msg.cseq() else {
+                return;
             };
             if (200..300).contains(&status)
                 && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
@@ -401,6 +405,7 @@ pub fn track_dialog(
                 rates.note_dialog(dialog_of(msg), now_ms, DIALOG_MS);
                 // An answered call's From is kept as long as its dialog is.
                 if let Some(r) = rates.recent()
+                    && r.keeps_froms(now_ms)
                     && let Some(tag) = msg.from_tag_read()
                 {
                     let key = from_key(msg.call_id(), tag);
@@ -681,9 +686,8 @@ pub fn kept_from(
     if d.kind != Kind::InDialog || d.trunk.is_none() || !msg.is_request() {
         return None;
     }
-    rates
-        .recent()?
-        .kept_from(from_key(msg.call_id(), msg.from_tag()?), now_ms)
+    let r = rates.recent().filter(|r| r.keeps_froms(now_ms))?;
+    r.kept_from(from_key(msg.call_id(), msg.from_tag()?), now_ms)
 }
 
 /// Keeps the From value a forwarded INVITE was given, when the edits change it, for

@@ -5493,13 +5493,16 @@ fn a_rewritten_from_stays_rewritten_for_the_whole_call() {
         from_at_core(&core_bye, 700_000),
         "<sip:4008001234@10.0.0.100>;tag=uas1"
     );
-    // The BYE's 200 ends it: nothing is kept any more.
-    let bye_ok = Message::parse_for_relay(Bytes::from(
-        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-cb\r\nFrom: <sip:4008001234@10.0.0.100>;tag=uas1\r\nTo: <sip:+442071234567@uk.example>;tag=ft1\r\nCall-ID: call-wf\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-    ))
-    .unwrap();
-    track_dialog(&bye_ok, || false, &rates, MON_10H + 700_100);
+    // The BYE ends it: kept while the BYE may be sent again (32 s), then gone.
+    track_dialog(&core_bye, || true, &rates, MON_10H + 700_000);
+    let bye = request("BYE", ";tag=uas1", "3 BYE");
+    assert_eq!(from_at_core(&bye, 710_000), want);
+    rates.housekeep(MON_10H + 740_000);
     assert_eq!(froms(&rates), 0);
+    assert_eq!(
+        from_at_core(&bye, 740_000),
+        "\"中国银行95588\" <sip:+442071234567@uk.example>;tag=ft1"
+    );
     // A call whose From goes on as written keeps nothing.
     let plain = with_from_call("<sip:+442071234567@uk.example>", pai, "plain");
     let d = judge_at(&p, &plain, "intl", MON_10H, &rates);

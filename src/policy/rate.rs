@@ -288,6 +288,9 @@ pub struct Recent {
     /// The From value a forwarded INVITE was given, by its Call-ID and From tag: the
     /// CANCEL and the caller's later requests get it too ([`crate::decide::kept_from`]).
     froms: Remembered<bytes::Bytes>,
+    /// When a From was last kept or its time extended (ms, 0: never): with none for
+    /// longer than an entry lives, the table is empty and no later request looks.
+    from_kept_ms: AtomicU64,
 }
 
 /// The longest From value kept for a call's later requests: longer ones are not kept
@@ -303,19 +306,28 @@ impl Recent {
             dialogs: Remembered::new(capacity),
             // Only calls whose From was changed, at most MAX_KEPT_FROM bytes each.
             froms: Remembered::new((capacity / 8).max(1)),
+            from_kept_ms: AtomicU64::new(0),
         }
     }
-    /// Keeps the From value `value` of a call for `ttl_ms`.
+    /// Keeps the From value `value` of a call for `ttl_ms` (at most [`DIALOG_MS`]).
     pub fn keep_from(&self, key: u64, value: bytes::Bytes, now_ms: u64, ttl_ms: u64) {
         if value.len() <= MAX_KEPT_FROM {
-            self.froms.put(key, value, now_ms, ttl_ms);
+            self.froms.put(key, value, now_ms, ttl_ms.min(DIALOG_MS));
+            self.from_kept_ms
+                .fetch_max(now_ms.max(1), Ordering::Relaxed);
         }
     }
-    pub fn kept_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
-        self.froms.get(key, now_ms)
+    /// Whether any From may be kept at `now_ms`: most gateways rewrite no From, and
+    /// their calls' later requests then cost no lookup.
+    pub fn keeps_froms(&self, now_ms: u64) -> bool {
+        let last = self.from_kept_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms.saturating_sub(last) <= DIALOG_MS
     }
-    pub fn forget_from(&self, key: u64) {
-        self.froms.remove(key);
+    pub fn kept_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
+        if !self.keeps_froms(now_ms) {
+            return None;
+        }
+        self.froms.get(key, now_ms)
     }
     pub fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         self.seen.insert_new(key, now_ms, ttl_ms)

@@ -416,11 +416,11 @@ impl Message {
     }
     /// The tag of From or To (`name`): of the value parsed, else read from the field.
     fn tag_read(&self, parsed: Option<addr::NameAddr>, name: HeaderName) -> Option<&[u8]> {
-        let na = match parsed {
-            Some(na) => na,
-            None => addr::parse_single(self.buf(), self.first(name)?.value()).ok()?,
+        let params = match parsed {
+            Some(na) => na.params,
+            None => addr::params_unparsed(self.buf(), self.first(name)?.value()),
         };
-        addr::header_param(self.buf(), na.params, b"tag").filter(|t| !t.is_empty())
+        addr::header_param(self.buf(), params, b"tag").filter(|t| !t.is_empty())
     }
     /// The From value, parsed.
     pub fn from_addr(&self) -> Option<&addr::NameAddr> {
