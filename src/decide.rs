@@ -414,8 +414,9 @@ pub fn track_dialog(
                     }
                 }
             }
-            // The core asks the caller to authenticate: its retry is the same call.
-            if matches!(status, 401 | 407) && from_core() {
+            // The core asks the caller to retry the call otherwise: its retry is the
+            // same call.
+            if retry_asked(status) && from_core() {
                 let key = challenge_key(msg.call_id(), msg.from_tag_read().unwrap_or_default());
                 rates.note_dialog(key, now_ms, TRANSACTION_MS);
             }
@@ -443,8 +444,18 @@ pub fn track_dialog(
     }
 }
 
-/// A call the core challenged (401/407 to its INVITE), by its Call-ID and the caller's
-/// tag, which the retry with credentials keeps (RFC 3261 22.2, 8.1.3.5).
+/// Final answers to an INVITE that ask the caller to send it again, changed, with the
+/// same Call-ID and From tag and the next CSeq: credentials (401, 407: RFC 3261 22.2),
+/// a body or URI it can take (413, 415, 416), an extension (420, 421), a longer session
+/// interval (422, RFC 4028 6), a security agreement (494, RFC 3329). The retry is the
+/// same call: it passes the rate rules uncounted ([`challenged_retry`]) and the
+/// behaviour features count one attempt (QA 67: a core's 422 halved a contract).
+pub fn retry_asked(status: u16) -> bool {
+    matches!(status, 401 | 407 | 413 | 415 | 416 | 420 | 421 | 422 | 494)
+}
+
+/// A call the core asked to retry ([`retry_asked`]), by its Call-ID and the caller's
+/// tag, which the retry keeps (RFC 3261 8.1.3.5).
 fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
@@ -462,10 +473,11 @@ fn passed_call_key(trunk: u64, msg: &Message, caller: &Number) -> u64 {
     ])
 }
 
-/// Whether `msg` retries, with credentials, a call that passed the rate rules and that
-/// the core then challenged: the same call, not another attempt (QA 64: a core that
-/// challenges every call halved an enterprise's contracted frequency). One challenge
-/// lets one retry by: a caller cannot send many INVITEs under one challenged Call-ID.
+/// Whether `msg` retries a call that passed the rate rules and that the core then asked
+/// to retry (a challenge, a 422...: [`retry_asked`]): the same call, not another
+/// attempt (QA 64: a core that challenges every call halved an enterprise's contracted
+/// frequency). One answer lets one retry by: a caller cannot send many INVITEs under
+/// one Call-ID the core answered so.
 fn challenged_retry(msg: &Message, ctx: &Context<'_>, trunk: u64, caller: &Number) -> bool {
     let challenged = challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default());
     if !ctx.rates.knows_dialog(challenged, ctx.now_ms)

@@ -833,6 +833,19 @@ fn events_of_unknown_calls_and_other_methods_change_nothing() {
         Some(behaviour::Event::Bye)
     );
     assert_eq!(ev(response(481, "x", "BYE"), true), None);
+    // Answers that ask for the call again (credentials, a longer session interval) are
+    // no outcome: the retry is the same call (QA 67: a 422 counted as a failed call).
+    for code in [401, 407, 422, 420] {
+        assert_eq!(
+            ev(response(code, "x", "INVITE"), true),
+            Some(behaviour::Event::Challenged),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        ev(response(486, "x", "INVITE"), true),
+        Some(behaviour::Event::Failed)
+    );
     let _: &dyn BehaviourTracker = &t;
 }
 

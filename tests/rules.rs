@@ -731,11 +731,11 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
             );
         Message::parse(Bytes::from(t)).unwrap()
     };
-    let challenge = |m: &Message, rates: &LocalRateCounter, t: u64| {
+    let answer = |code: &str, m: &Message, rates: &LocalRateCounter, t: u64| {
         let text = String::from_utf8(m.bytes().to_vec()).unwrap();
         let head = text.split("\r\n\r\n").next().unwrap();
         let resp = format!(
-            "SIP/2.0 407 Proxy Authentication Required\r\n{}\r\n\r\n",
+            "SIP/2.0 {code}\r\n{}\r\n\r\n",
             head.split_once("\r\n")
                 .unwrap()
                 .1
@@ -747,6 +747,9 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
         );
         let resp = Message::parse_for_relay(Bytes::from(resp)).unwrap();
         track_dialog(&resp, || true, rates, MON_10H + t);
+    };
+    let challenge = |m: &Message, rates: &LocalRateCounter, t: u64| {
+        answer("407 Proxy Authentication Required", m, rates, t)
     };
     let rates = LocalRateCounter::new(1000);
     let r = on_ent(&p, &rates);
@@ -760,6 +763,22 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
     // One call spent of the caller's two a minute: a second passes, a third does not.
     assert_eq!(r(&call("ch-2"), 700), None);
     assert_eq!(r(&call("ch-3"), 800), Some((403, "enterprise-rate-caller")));
+
+    // A longer session interval asked for (422, RFC 4028): the same (QA 67); a busy
+    // callee asks for nothing, and a new INVITE after it is a new attempt.
+    let rates = LocalRateCounter::new(1000);
+    let r = on_ent(&p, &rates);
+    let first = call("ch-11");
+    assert_eq!(r(&first, 0), None);
+    answer("422 Session Interval Too Small", &first, &rates, 50);
+    assert_eq!(r(&retry(&first, 2, a), 100), None);
+    let busy = call("ch-12");
+    assert_eq!(r(&busy, 200), None);
+    answer("486 Busy Here", &busy, &rates, 250);
+    assert_eq!(
+        r(&retry(&busy, 2, a), 300),
+        Some((403, "enterprise-rate-caller"))
+    );
 
     // Without the core's challenge a retry is another attempt; one challenge lets
     // one retry by.

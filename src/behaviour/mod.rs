@@ -105,9 +105,10 @@ pub enum Event {
     Cancelled,
     /// Another final failure to the INVITE (busy, not found, rejected...).
     Failed,
-    /// 401/407: the core asks for credentials. No outcome: the caller's retry (same
-    /// Call-ID and From tag) is the same call (QA 48: the retry counted as a second
-    /// attempt and its answer was lost). A concurrent-call place is given back until
+    /// 401/407, 422 and the other answers that ask for a retry
+    /// ([`crate::decide::retry_asked`]). No outcome: the caller's retry (same Call-ID
+    /// and From tag) is the same call (QA 48: the retry counted as a second attempt and
+    /// its answer was lost; QA 67: so did a 422's). A concurrent-call place is given back until
     /// the retry takes one.
     Challenged,
     Bye,
@@ -316,7 +317,9 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
                 180 | 183 => Some(Event::Ringing),
                 200..=299 => Some(Event::Answered),
                 487 => Some(Event::Cancelled),
-                401 | 407 => Some(Event::Challenged),
+                // The caller retries the same call (credentials, a longer session
+                // interval...): no outcome yet.
+                s if crate::decide::retry_asked(s) => Some(Event::Challenged),
                 300..=699 => Some(Event::Failed),
                 _ => None,
             }
