@@ -114,12 +114,21 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
         body.contains("sipfence.toml:") && body.contains("internationl"),
         "{body}"
     );
+    // An empty file (one being written, or cut): no trunk, every call would be refused
+    // as from nowhere; refused too (QA 67: it reloaded "ok").
+    std::fs::write(&cfg_path, "").unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("sipfence.toml: no trunk (an empty or cut file?)"),
+        "{body}"
+    );
     let (code, out) = load.join().unwrap();
     assert_eq!(code, 0, "calls lost during reloads:\n{out}");
     assert!(proxy.metric("sipfence_policy_reloads_total{result=\"ok\"}") >= 10.0);
     assert_eq!(
         proxy.metric("sipfence_policy_reloads_total{result=\"failed\"}"),
-        1.0
+        2.0
     );
     // The last good policy (blacklisting +442079990009) is the one running.
     assert!(ask(base, "+442079990009", "r1").starts_with("SIP/2.0 608 "));

@@ -353,6 +353,17 @@ impl Shared {
                 None => Ok(p),
             }
         });
+        // A policy without a trunk would refuse every call as from an unknown source:
+        // a file emptied or cut while being written is refused, not put in force (QA
+        // 67: an empty file reloaded "ok" and took the gateway down). A start refuses
+        // it too (no trunk has a listen address).
+        let loaded = loaded.and_then(|p| match p.trunks.is_empty() {
+            true => Err(crate::load_error::LoadError::file(
+                p.source.clone(),
+                "no trunk (an empty or cut file?): every call would be refused",
+            )),
+            false => Ok(p),
+        });
         match loaded {
             Ok(mut p) => {
                 // What the file says of the sockets, before a trunk that moved to an
