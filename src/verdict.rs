@@ -162,8 +162,15 @@ pub fn add_edits(
     {
         edits.remove(h.line());
     }
-    if d.kind == Kind::InDialog && d.trunk.is_some() {
+    if let (Kind::InDialog, Some(t)) = (d.kind, d.trunk) {
         remove_later_identities(policy, msg, edits);
+        if let Some(a) = &policy.trunks[t].auth {
+            for h in msg.all(HeaderName::ProxyAuthorization) {
+                if a.is_ours(h.value().of(b)) {
+                    edits.remove(h.line());
+                }
+            }
+        }
         if let (Some(v), Some(na)) = (kept_from, msg.from_addr()) {
             edits.replace(na.whole, v);
         }

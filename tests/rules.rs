@@ -2818,6 +2818,26 @@ fn trunk_auth() {
         .collect();
     assert_eq!(left.len(), 1);
     assert!(left[0].windows(12).any(|w| w == b"realm=\"core\""));
+    // A later request of the call that carries them again (a UA that resends its
+    // credentials, as pjsip does) loses ours too, keeps the core's (QA 67).
+    let bye = String::from_utf8(m.bytes().to_vec())
+        .unwrap()
+        .replacen("INVITE sip:", "BYE sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+        .replace(
+            "To: <sip:4008001234@10.0.0.100>",
+            "To: <sip:4008001234@10.0.0.100>;tag=core1",
+        );
+    let bye = Message::parse(Bytes::from(bye)).unwrap();
+    let d = judge_at(&p, &bye, "ent", MON_10H + 20_000, &NoCounting);
+    assert_eq!(d.kind, Kind::InDialog);
+    let out = forwarded(&p, &bye, &d);
+    let left: Vec<&[u8]> = out
+        .all(HeaderName::ProxyAuthorization)
+        .map(|h| out.slice(h.value()))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].windows(12).any(|w| w == b"realm=\"core\""));
     // Authenticated is not whitelisted: a caller off the contract is still refused.
     let m = invite("13812345679", &creds(&nonce, "s3cret"));
     let d = judge_at(&p, &m, "ent", MON_10H + 10_000, &NoCounting);

@@ -239,6 +239,14 @@ fn same_callee(digest_uri: &[u8], ruri: &[u8], reading: Reading<'_>) -> bool {
 }
 
 impl TrunkAuth {
+    /// Whether a Proxy-Authorization value answers this trunk's realm: credentials for
+    /// us, which go no further than sipfence (RFC 3261 22.3), in the call's INVITE or in
+    /// a later request that carries them again (QA 67: pjsip sends them on in-dialog
+    /// requests, and they reached the core).
+    pub fn is_ours(&self, value: &[u8]) -> bool {
+        parse_digest(value).is_some_and(|c| c.realm == self.realm.as_bytes())
+    }
+
     /// The same realm, users, passwords and limits. The nonce key is left out: without
     /// a configured secret every load draws a new one, which is no change of the
     /// trunk's contract.
