@@ -16,7 +16,7 @@ use crate::numbering::{Class, Classification, NotANumber, Number};
 use crate::policy::auth::AuthCheck;
 use crate::policy::config::{ActionKind, BehaviourConf, ListenSpec, Role};
 use crate::policy::lists::ListMatch;
-use crate::policy::rate::{DIALOG_MS, RateCounter, TRANSACTION_MS};
+use crate::policy::rate::{DIALOG_MS, FromEvent, RateCounter, TRANSACTION_MS};
 use crate::policy::{Policy, RuleId, RuleSet, applies};
 use crate::sip::{HeaderName, Message, Method};
 
@@ -370,23 +370,21 @@ pub fn track_dialog(
 ) {
     match msg.method() {
         Some(Method::Bye) => {
-            rates.forget_dialog(dialog_of(msg));
-            // The call is over: the From its requests were given is kept only while
-            // the BYE may be sent again (the caller's tag is in From or To, whichever
-            // side sends it).
+            let dialog = dialog_of(msg);
+            // One dialog of the call is over (the caller's tag is in From or To,
+            // whichever side sends the BYE; a copy of the BYE ends nothing more).
             if let Some(r) = rates.recent()
                 && r.keeps_froms(now_ms)
+                && rates.knows_dialog(dialog, now_ms)
             {
                 for tag in [msg.from_tag_read(), msg.to_tag_read()]
                     .into_iter()
                     .flatten()
                 {
-                    let key = from_key(msg.call_id(), tag);
-                    if let Some(v) = r.kept_from(key, now_ms) {
-                        r.keep_from(key, v, now_ms, TRANSACTION_MS);
-                    }
+                    r.from_event(from_key(msg.call_id(), tag), FromEvent::DialogEnded, now_ms);
                 }
             }
+            rates.forget_dialog(dialog);
         }
         Some(Method::Invite) if msg.to_tag().is_none() && from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
@@ -399,20 +397,31 @@ pub fn track_dialog(
             let Some((cseq, b"INVITE")) = msg.cseq() else {
                 return;
             };
+            // The From a call's requests are given lives with the call.
+            let froms = rates
+                .recent()
+                .filter(|r| r.keeps_froms(now_ms) && status > 100)
+                .and_then(|r| Some((r, from_key(msg.call_id(), msg.from_tag_read()?))));
             if (200..300).contains(&status)
                 && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
             {
-                rates.note_dialog(dialog_of(msg), now_ms, DIALOG_MS);
-                // An answered call's From is kept as long as its dialog is.
-                if let Some(r) = rates.recent()
-                    && r.keeps_froms(now_ms)
-                    && let Some(tag) = msg.from_tag_read()
-                {
-                    let key = from_key(msg.call_id(), tag);
-                    if let Some(v) = r.kept_from(key, now_ms) {
-                        r.keep_from(key, v, now_ms, DIALOG_MS);
-                    }
+                let dialog = dialog_of(msg);
+                if let Some((r, key)) = froms {
+                    let new_dialog = !rates.knows_dialog(dialog, now_ms);
+                    r.from_event(key, FromEvent::Answered { new_dialog }, now_ms);
                 }
+                rates.note_dialog(dialog, now_ms, DIALOG_MS);
+            } else if let Some((r, key)) = froms
+                && !(200..300).contains(&status)
+                && from_core()
+            {
+                // Only the core's word ends a call: a peer's own failure must not cut
+                // short the From its later requests are given.
+                let ev = match status {
+                    101..=199 => FromEvent::Ringing,
+                    _ => FromEvent::Failed,
+                };
+                r.from_event(key, ev, now_ms);
             }
             // The core asks the caller to retry the call otherwise: its retry is the
             // same call.
@@ -721,7 +730,6 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
             from_key(msg.call_id(), tag),
             bytes::Bytes::from(v),
             ctx.now_ms,
-            crate::behaviour::live::RING_MS,
         );
     }
 }

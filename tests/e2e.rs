@@ -2668,4 +2668,37 @@ listen = "127.0.0.1:{metrics}"
     .unwrap();
     let r = recv(&core).expect("an answer");
     assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+    // A PBX that connects from an address just found unreachable is used at once, not
+    // after the next attempt a second later (QA 66).
+    let q = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let to_q = |n: u32| {
+        bye.replace(&me.to_string(), &q.to_string())
+            .replace("bye1", &format!("byeq{n}"))
+            .replace("CSeq: 1 BYE", &format!("CSeq: {} BYE", 10 + n))
+    };
+    core.send_to(to_q(1).as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let r = recv(&core).expect("an answer");
+    assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_reuse_address(true).unwrap();
+    sock.bind(&q.into()).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], base)).into())
+        .unwrap();
+    let mut pbx2: std::net::TcpStream = sock.into();
+    pbx2.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // A keep-alive, and a moment for the proxy to take the connection in.
+    pbx2.write_all(b"\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    core.send_to(to_q(2).as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let mut seen = Vec::new();
+    assert!(
+        read_until(&mut pbx2, "BYE sip:", &mut seen),
+        "the BYE on the new connection: {}",
+        String::from_utf8_lossy(&seen)
+    );
 }

@@ -3215,6 +3215,27 @@ fn protocol_checks_come_before_the_rules() {
         r.starts_with("SIP/2.0 400 Bad Request\r\n") && r.contains("text=\"Multiple From\""),
         "{r}"
     );
+    // Two tags in From or To: which one names the dialog depends on who reads it (the
+    // first here, the last in Kamailio): refused, in a call or within one (QA 66: a
+    // To with a known tag and another passed unjudged). One tag in each passes.
+    let text = String::from_utf8(invite("+442071234567", "").bytes().to_vec()).unwrap();
+    for (from, to, why) in [
+        (";tag=ft1;tag=zz", "", Some("Multiple From tags")),
+        (";tag=ft1", ";tag=real;TAG=x", Some("Multiple To tags")),
+        (";tag=ft1", ";tag=real", None),
+        (";tag=ft1;x=\";tag=2\"", "", None),
+    ] {
+        let m = text.replace(";tag=ft1", from).replace(
+            "To: <sip:4008001234@10.0.0.100>",
+            &format!("To: <sip:4008001234@10.0.0.100>{to}"),
+        );
+        let m = Message::parse(Bytes::from(m)).unwrap();
+        let d = judge(&p, &m, &ctx("intl", None));
+        assert_eq!(d.refusal.map(|r| r.why), why, "{from} {to}");
+        if why.is_some() {
+            assert_eq!(d.outcome, Outcome::Reject { code: 400 });
+        }
+    }
     let no_hops = invite("+442071234567", "").bytes().to_vec();
     let no_hops = String::from_utf8(no_hops)
         .unwrap()
@@ -5547,9 +5568,48 @@ fn a_rewritten_from_stays_rewritten_for_the_whole_call() {
     let d = judge_at(&p, &plain, "intl", MON_10H, &rates);
     assert!(!d.rewrite_from && !d.is_reject(), "{d:?}");
     assert_eq!(froms(&rates), 0);
-    // Without the answer, kept only as long as the call may ring (200 s).
+    // Without the answer, kept only as long as the call may ring (200 s) ...
     let rates = LocalRateCounter::new(1000);
     judge_at(&p, &inv, "intl", MON_10H, &rates);
     let d = judge_at(&p, &ack, "intl", MON_10H + 300_000, &rates);
     assert_eq!(kept_from(&ack, &d, &rates, MON_10H + 300_000), None);
+    // ... from its last 180/183 (QA 66: a call that rang 215 s lost it); a failure
+    // ends it 32 s later, but only the core's.
+    let answer = |code: &str, to_tag: &str, at: u64, core: bool, rates: &LocalRateCounter| {
+        let m = Message::parse_for_relay(Bytes::from(format!(
+            "SIP/2.0 {code}\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-wf\r\nFrom: {want}\r\nTo: <sip:4008001234@10.0.0.100>{to_tag}\r\nCall-ID: call-wf\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap();
+        track_dialog(&m, || core, rates, MON_10H + at);
+    };
+    let cancel = request("CANCEL", "", "1 CANCEL");
+    let rates = LocalRateCounter::new(1000);
+    let from_then = |m: &Message, t: u64, rates: &LocalRateCounter| {
+        let d = judge_at(&p, m, "intl", MON_10H + t, rates);
+        kept_from(m, &d, rates, MON_10H + t).map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    judge_at(&p, &inv, "intl", MON_10H, &rates);
+    answer("180 Ringing", ";tag=uas1", 150_000, true, &rates);
+    answer("183 Session Progress", ";tag=uas1", 300_000, true, &rates);
+    assert_eq!(from_then(&cancel, 450_000, &rates), Some(want.clone()));
+    answer("486 Busy Here", ";tag=uas1", 460_000, false, &rates);
+    assert_eq!(from_then(&cancel, 495_000, &rates), Some(want.clone()));
+    answer("487 Request Terminated", ";tag=uas1", 460_000, true, &rates);
+    assert_eq!(from_then(&ack, 480_000, &rates), Some(want.clone()));
+    assert_eq!(from_then(&ack, 495_000, &rates), None);
+    // A forked call: two dialogs; the BYE of one leaves the other its From (QA 66).
+    let rates = LocalRateCounter::new(1000);
+    judge_at(&p, &inv, "intl", MON_10H, &rates);
+    answer("200 OK", ";tag=fork-a", 1_000, true, &rates);
+    answer("200 OK", ";tag=fork-b", 1_010, true, &rates);
+    answer("200 OK", ";tag=fork-b", 1_500, true, &rates);
+    let bye_a = request("BYE", ";tag=fork-a", "2 BYE");
+    track_dialog(&bye_a, || false, &rates, MON_10H + 2_000);
+    track_dialog(&bye_a, || false, &rates, MON_10H + 2_500);
+    let update_b = request("UPDATE", ";tag=fork-b", "3 UPDATE");
+    assert_eq!(from_then(&update_b, 3_600_000, &rates), Some(want.clone()));
+    let bye_b = request("BYE", ";tag=fork-b", "4 BYE");
+    track_dialog(&bye_b, || false, &rates, MON_10H + 3_700_000);
+    assert_eq!(from_then(&bye_b, 3_710_000, &rates), Some(want.clone()));
+    assert_eq!(from_then(&bye_b, 3_740_000, &rates), None);
 }

@@ -287,11 +287,27 @@ pub struct Recent {
     dialogs: Remembered,
     /// The From value a forwarded INVITE was given, by its Call-ID and From tag: the
     /// CANCEL and the caller's later requests get it too ([`crate::decide::kept_from`]).
-    froms: Remembered<bytes::Bytes>,
+    froms: Remembered<(u16, bytes::Bytes)>,
     /// When a From was last kept or its time extended (ms, 0: never): with none for
     /// longer than an entry lives, the table is empty and no later request looks.
     from_kept_ms: AtomicU64,
 }
+
+/// What happened to a call whose From is kept ([`Recent::from_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromEvent {
+    /// A 180/183 to its INVITE.
+    Ringing,
+    /// A 2xx to its INVITE; `new_dialog`: one not known before (not a copy).
+    Answered { new_dialog: bool },
+    /// A final failure to its INVITE.
+    Failed,
+    /// The BYE of one of its dialogs.
+    DialogEnded,
+}
+
+/// How long a call may ring (its INVITE's Timer C, restarted by each 18x).
+const RING_MS: u64 = crate::behaviour::live::RING_MS;
 
 /// The longest From value kept for a call's later requests: longer ones are not kept
 /// (and those requests go on with their From as written).
@@ -309,13 +325,44 @@ impl Recent {
             from_kept_ms: AtomicU64::new(0),
         }
     }
-    /// Keeps the From value `value` of a call for `ttl_ms` (at most [`DIALOG_MS`]).
-    pub fn keep_from(&self, key: u64, value: bytes::Bytes, now_ms: u64, ttl_ms: u64) {
+    /// Keeps the From value `value` of a call, for as long as it may ring.
+    pub fn keep_from(&self, key: u64, value: bytes::Bytes, now_ms: u64) {
         if value.len() <= MAX_KEPT_FROM {
-            self.froms.put(key, value, now_ms, ttl_ms.min(DIALOG_MS));
+            self.froms.put(key, (0, value), now_ms, RING_MS);
             self.from_kept_ms
                 .fetch_max(now_ms.max(1), Ordering::Relaxed);
         }
+    }
+    /// What happened to the call whose From is kept under `key`: it is kept while the
+    /// call rings (each 18x starts the time again, as RFC 3261's Timer C), while any of
+    /// its dialogs is up (a forked call has several: the BYE of one leaves the others
+    /// theirs), then only while a last request may be sent again.
+    pub fn from_event(&self, key: u64, ev: FromEvent, now_ms: u64) {
+        let Some((dialogs, v)) = self.kept_from_entry(key, now_ms) else {
+            return;
+        };
+        let (dialogs, ttl) = match ev {
+            FromEvent::Ringing if dialogs == 0 => (0, RING_MS),
+            FromEvent::Ringing => return,
+            FromEvent::Answered { new_dialog } => {
+                (dialogs.saturating_add(new_dialog as u16), DIALOG_MS)
+            }
+            FromEvent::Failed if dialogs == 0 => (0, TRANSACTION_MS),
+            FromEvent::Failed => return,
+            FromEvent::DialogEnded => match dialogs.saturating_sub(1) {
+                0 => (0, TRANSACTION_MS),
+                n => (n, DIALOG_MS),
+            },
+        };
+        self.froms.put(key, (dialogs, v), now_ms, ttl);
+        self.from_kept_ms
+            .fetch_max(now_ms.max(1), Ordering::Relaxed);
+    }
+    fn kept_from_entry(&self, key: u64, now_ms: u64) -> Option<(u16, bytes::Bytes)> {
+        if !self.keeps_froms(now_ms) {
+            return None;
+        }
+        self.froms.get(key, now_ms)
     }
     /// Whether any From may be kept at `now_ms`: most gateways rewrite no From, and
     /// their calls' later requests then cost no lookup.
@@ -324,10 +371,7 @@ impl Recent {
         last != 0 && now_ms.saturating_sub(last) <= DIALOG_MS
     }
     pub fn kept_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
-        if !self.keeps_froms(now_ms) {
-            return None;
-        }
-        self.froms.get(key, now_ms)
+        self.kept_from_entry(key, now_ms).map(|(_, v)| v)
     }
     pub fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         self.seen.insert_new(key, now_ms, ttl_ms)

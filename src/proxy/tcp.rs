@@ -119,7 +119,18 @@ async fn connection(
     // RFC 5923): a PBX behind NAT, or one not listening on its source port, cannot be
     // connected to, and the callee's BYE would never reach it (QA 64). A connection we
     // opened to that address already keeps the place.
-    shared.tcp_peers.entry(peer).or_insert(id);
+    // A peer that connects from an address we could not connect to is up again: its
+    // own connection takes the place at once (QA 66: requests for it were answered 503
+    // until the next attempt, a second later).
+    if shared.tcp_down.remove(&peer).is_some() {
+        shared.tcp_peers.insert(peer, id);
+        shared
+            .metrics
+            .next_hops_down
+            .set(shared.tcp_down.len() as i64);
+    } else {
+        shared.tcp_peers.entry(peer).or_insert(id);
+    }
     serve_stream(&shared, &udps, local, stream, peer, id, false, tx, rx).await;
 }
 

@@ -225,6 +225,29 @@ pub fn params_unparsed(b: &[u8], v: Span) -> Span {
     at(s.len())
 }
 
+/// Whether the header parameter `name` is given more than once: which one an element
+/// reads differs (first here, last in Kamailio's parser), so such a tag is refused.
+pub fn param_repeated(b: &[u8], params: Span, name: &[u8]) -> bool {
+    let p = params.of(b);
+    let (mut i, mut seen) = (0, false);
+    while i < p.len() {
+        let seg_end = find_unquoted(p, i, b';');
+        let seg = &p[i..seg_end];
+        let n = seg
+            .iter()
+            .position(|&c| c == b'=')
+            .map_or(seg, |eq| &seg[..eq]);
+        if super::lex::trim(n).eq_ignore_ascii_case(name) {
+            if seen {
+                return true;
+            }
+            seen = true;
+        }
+        i = seg_end + 1;
+    }
+    false
+}
+
 /// Value of a header parameter (case-insensitive name), with surrounding LWS trimmed.
 /// `Some(b"")` when present without a value.
 pub fn header_param<'a>(b: &'a [u8], params: Span, name: &[u8]) -> Option<&'a [u8]> {

@@ -475,6 +475,21 @@ impl Message {
                 _ => return Err(multiple),
             }
         }
+        // Two tags name two dialogs: which one the next element takes is not known (the
+        // last, in Kamailio), and the filter would judge, or know, the other (QA 66).
+        let b = self.buf();
+        if self
+            .from
+            .is_some_and(|na| addr::param_repeated(b, na.params, b"tag"))
+        {
+            return Err("Multiple From tags");
+        }
+        if self
+            .to
+            .is_some_and(|na| addr::param_repeated(b, na.params, b"tag"))
+        {
+            return Err("Multiple To tags");
+        }
         if self.request_uri().is_some_and(|u| u.is_empty()) && self.to_tag().is_none() {
             return Err("Missing Request-URI");
         }
