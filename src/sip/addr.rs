@@ -229,6 +229,10 @@ pub fn params_unparsed(b: &[u8], v: Span) -> Span {
 /// reads differs (first here, last in Kamailio's parser), so such a tag is refused.
 pub fn param_repeated(b: &[u8], params: Span, name: &[u8]) -> bool {
     let p = params.of(b);
+    // Nearly always one parameter (the tag): nothing to look at.
+    if memchr::memchr(b';', p).is_none() {
+        return false;
+    }
     let (mut i, mut seen) = (0, false);
     while i < p.len() {
         let seg_end = find_unquoted(p, i, b';');
