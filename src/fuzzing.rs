@@ -164,8 +164,11 @@ pub fn decide_and_apply(data: &[u8]) {
             .unwrap_or_else(|e| panic!("our rejection does not parse: {e}"));
         assert!(r.status().is_some());
     } else if m.is_request() {
+        // A later request of a call whose From was changed gets that From: whatever
+        // the earlier inputs kept, the request still parses with it.
+        let from = crate::decide::kept_from(&m, &d, rates, ctx.now_ms);
         let mut e = EditList::new();
-        crate::verdict::add_edits(policy, &m, &d, None, &mut e);
+        crate::verdict::add_edits(policy, &m, &d, from.as_deref(), &mut e);
         e.apply(m.buf(), m.len(), &mut out);
         if let Err(e) = Message::parse(Bytes::from(out)) {
             panic!("forwarded request does not parse: {e}");
