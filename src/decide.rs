@@ -427,7 +427,7 @@ pub fn track_dialog(
             // same call.
             if retry_asked(status) && from_core() {
                 let key = challenge_key(msg.call_id(), msg.from_tag_read().unwrap_or_default());
-                rates.note_dialog(key, now_ms, TRANSACTION_MS);
+                rates.remember(key, now_ms, TRANSACTION_MS, true);
             }
             // A final answer ends the INVITE's transaction: a copy of the INVITE sent
             // after it is a new attempt ([`repeated`]). The caller's branch is the top
@@ -489,15 +489,13 @@ fn passed_call_key(trunk: u64, msg: &Message, caller: &Number) -> u64 {
 /// one Call-ID the core answered so.
 fn challenged_retry(msg: &Message, ctx: &Context<'_>, trunk: u64, caller: &Number) -> bool {
     let challenged = challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default());
-    if !ctx.rates.knows_dialog(challenged, ctx.now_ms)
-        || ctx
-            .rates
-            .recall(passed_call_key(trunk, msg, caller), ctx.now_ms)
-            != Some(true)
-    {
+    let asked = |key: u64| ctx.rates.recall(key, ctx.now_ms) == Some(true);
+    if !asked(challenged) || !asked(passed_call_key(trunk, msg, caller)) {
         return false;
     }
-    ctx.rates.forget_dialog(challenged);
+    // Spent: the next retry needs an answer of its own.
+    ctx.rates
+        .remember(challenged, ctx.now_ms, TRANSACTION_MS, false);
     true
 }
 
