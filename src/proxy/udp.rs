@@ -89,6 +89,33 @@ pub fn sender(udps: &Udps, from: usize, dest: SocketAddr) -> Option<(usize, Sock
     Some((wild, mapped(dest)))
 }
 
+/// The socket a datagram that crosses IP families (an IPv6 core's answer for an IPv4
+/// trunk peer) is handed to: one the trunk that claims its destination listens on, the
+/// address its peer sent the call to (RFC 3581 4; QA 67: it left by another trunk's
+/// socket, which a peer's firewall or NAT drops), else `from`, whose choice
+/// [`sender`] makes.
+fn across_from(
+    udps: &Udps,
+    policy: &crate::policy::Policy,
+    from: usize,
+    dest: SocketAddr,
+) -> usize {
+    let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
+    policy
+        .match_trunk(&dest, None)
+        .and_then(|t| {
+            let listen = &policy.trunks[t].listen;
+            udps.iter().position(|u| {
+                listen
+                    .iter()
+                    .any(|l| l.transport == Transport::Udp && l.addr == u.0.addr)
+                    && (u.0.addr.is_ipv4() == dest.is_ipv4()
+                        || (u.0.addr.is_ipv6() && u.0.addr.ip().is_unspecified()))
+            })
+        })
+        .unwrap_or(from)
+}
+
 /// The address our Via names for a datagram the socket `j` sends to a peer of IP family
 /// `v4`.
 pub fn named(udps: &Udps, j: usize, v4: bool) -> Option<SocketAddr> {
@@ -433,7 +460,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
     let mut edits = EditList::new();
     let mut msg = Message::empty();
     let mut pending: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
-    let mut across: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut across: Vec<(SocketAddr, usize, usize)> = Vec::new();
     // Messages for TCP connections whose queue was full: sent once the batch is out,
     // waiting a little for room (QA 45: the core's answers to a burst of INVITEs on one
     // connection, relayed by this worker faster than the connection's writer ran).
@@ -513,7 +540,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         }
                         // Across IP families: by the worker's socket of the other,
                         // once the batch is out.
-                        Some(_) => across.push((a, k)),
+                        Some(_) => across.push((a, k, across_from(&udps, &l.policy, i, a))),
                         None => no_socket(&shared, &udps, i, local, a, out),
                     },
                     Some(Dest::Tcp(id)) => {
@@ -554,8 +581,8 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     }
                 }
             }
-            for &(a, k) in &across {
-                send(&shared, &udps, i, local, Dest::Udp(a), &outs[k]).await;
+            for &(a, k, j) in &across {
+                send(&shared, &udps, j, local, Dest::Udp(a), &outs[k]).await;
             }
             full.clear();
             for (id, f) in to_tcp.drain(..) {
