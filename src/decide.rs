@@ -712,23 +712,25 @@ pub fn kept_from(
 /// Keeps the From value a forwarded INVITE was given, when the edits change it, for
 /// [`kept_from`]: as long as the call may ring, then (answered) as long as its dialog.
 fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
-    let odd =
-        |p: &Option<crate::identity::Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
-    if d.kind != Kind::Call
-        || d.outcome != Outcome::Forward
-        || !(d.rewrite_from || odd(&d.identity.from))
-    {
+    if d.kind != Kind::Call || d.outcome != Outcome::Forward {
         return;
     }
     let (Some(r), Some(tag)) = (ctx.rates.recent(), msg.from_tag()) else {
         return;
     };
-    if let Some(v) = crate::verdict::forwarded_from(policy, msg, d) {
-        r.keep_from(
-            from_key(msg.call_id(), tag),
-            bytes::Bytes::from(v),
-            ctx.now_ms,
-        );
+    let odd =
+        |p: &Option<crate::identity::Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
+    let changed = (d.rewrite_from || odd(&d.identity.from))
+        .then(|| crate::verdict::forwarded_from(policy, msg, d))
+        .flatten();
+    let key = from_key(msg.call_id(), tag);
+    match changed {
+        Some(v) => r.keep_from(key, bytes::Bytes::from(v), ctx.now_ms),
+        // An INVITE of the same Call-ID and From tag that goes on as written (the retry
+        // the core asked for, with another From) is what its CANCEL must repeat: the
+        // From kept for the one before goes (QA 68).
+        None if r.keeps_froms(ctx.now_ms) => r.forget_from(key),
+        None => {}
     }
 }
 

@@ -5597,6 +5597,34 @@ fn a_rewritten_from_stays_rewritten_for_the_whole_call() {
     answer("487 Request Terminated", ";tag=uas1", 460_000, true, &rates);
     assert_eq!(from_then(&ack, 480_000, &rates), Some(want.clone()));
     assert_eq!(from_then(&ack, 495_000, &rates), None);
+    // The retry the core asked for (same Call-ID and From tag) with a From that goes on
+    // as written: its CANCEL repeats that From, not the one kept for the first (QA 68).
+    let rates = LocalRateCounter::new(1000);
+    judge_at(&p, &inv, "intl", MON_10H, &rates);
+    assert_eq!(from_then(&cancel, 100, &rates), Some(want.clone()));
+    answer(
+        "422 Session Interval Too Small",
+        ";tag=uas1",
+        200,
+        true,
+        &rates,
+    );
+    let retry = Message::parse(Bytes::from(
+        text.replace("\"中国银行95588\" <sip:", "<sip:")
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace("branch=z9hG4bK-wf", "branch=z9hG4bK-wf2"),
+    ))
+    .unwrap();
+    let d = judge_at(&p, &retry, "intl", MON_10H + 300, &rates);
+    assert!(!d.rewrite_from && !d.is_reject(), "{d:?}");
+    let cancel2 = Message::parse(Bytes::from(
+        String::from_utf8(retry.bytes().to_vec())
+            .unwrap()
+            .replacen("INVITE sip:", "CANCEL sip:", 1)
+            .replace("CSeq: 2 INVITE", "CSeq: 2 CANCEL"),
+    ))
+    .unwrap();
+    assert_eq!(from_then(&cancel2, 400, &rates), None);
     // A forked call: two dialogs; the BYE of one leaves the other its From (QA 66).
     let rates = LocalRateCounter::new(1000);
     judge_at(&p, &inv, "intl", MON_10H, &rates);

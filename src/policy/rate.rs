@@ -370,6 +370,9 @@ impl Recent {
         let last = self.from_kept_ms.load(Ordering::Relaxed);
         last != 0 && now_ms.saturating_sub(last) <= DIALOG_MS
     }
+    pub fn forget_from(&self, key: u64) {
+        self.froms.remove(key);
+    }
     pub fn kept_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
         self.kept_from_entry(key, now_ms).map(|(_, v)| v)
     }
