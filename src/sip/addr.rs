@@ -199,8 +199,9 @@ pub fn parse_single(b: &[u8], v: Span) -> Result<NameAddr, AddrError> {
 /// The header parameters of one From or To value, found without parsing the address:
 /// after the '>' of a bracketed URI (a quoted display name skipped), else after the
 /// first ';' of an addr-spec (whose parameters are all the header's, RFC 3261 20.10).
-/// For a tag of a field the relay parse left aside: a quarter of a full parse. A value
-/// the full parse would refuse gives what it gives (a tag only keys our own tables).
+/// For a tag of a field the relay parse left aside, cheaper than parsing the address. A
+/// value the full parse would refuse gives what it gives (a tag only keys our own
+/// tables).
 pub fn params_unparsed(b: &[u8], v: Span) -> Span {
     let s = v.of(b);
     let at = |i: usize| Span::new(v.start as usize + i, v.end as usize);
