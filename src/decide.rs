@@ -710,7 +710,8 @@ pub fn kept_from(
 }
 
 /// Keeps the From value a forwarded INVITE was given, when the edits change it, for
-/// [`kept_from`]: as long as the call may ring, then (answered) as long as its dialog.
+/// [`kept_from`] (how long: [`crate::policy::rate::Recent::from_event`]); one that goes
+/// on as written drops what an earlier INVITE of its Call-ID and From tag kept.
 fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
     if d.kind != Kind::Call || d.outcome != Outcome::Forward {
         return;
