@@ -2705,18 +2705,21 @@ listen = "127.0.0.1:{metrics}"
 
 /// A call that crosses IP families on a gateway with several IPv4 listen addresses: the
 /// IPv6 core's answer reaches the IPv4 trunk peer from the address the peer sent its
-/// INVITE to (RFC 3581 4), not from another trunk's socket (QA 67: a peer's firewall or
-/// NAT drops those).
+/// INVITE to (RFC 3581 4), not from another trunk's socket (QA 67, and QA 69 with a
+/// `[::]` wildcard: a peer's firewall or NAT drops those).
 #[test]
 fn answers_across_ip_families_leave_from_the_trunks_own_address() {
     if UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("skipped: this host has no IPv6 loopback (::1)");
         return;
     }
-    let base = port_block();
-    let peer_port = base + 20;
-    let conf = format!(
-        r#"
+    // The IPv6 side on its own address, then on a `[::]` wildcard of another trunk,
+    // which can send to IPv4 peers too (QA 69: the answer left by it).
+    for v6_listen in ["[::1]", "[::]"] {
+        let base = port_block();
+        let peer_port = base + 20;
+        let conf = format!(
+            r#"
 [[trunk]]
 name = "a"
 role = "interconnect"
@@ -2727,7 +2730,7 @@ next_hop = "udp:127.0.0.1:{core4}"
 [[trunk]]
 name = "v6"
 role = "interconnect"
-listen = ["udp:[::1]:{v6}"]
+listen = ["udp:{v6_listen}:{v6}"]
 sources = ["::1/128"]
 next_hop = "udp:[::1]:{core6}"
 
@@ -2741,36 +2744,37 @@ next_hop = "udp:[::1]:{core6}"
 [metrics]
 listen = "127.0.0.1:{metrics}"
 "#,
-        other = base + 21,
-        core4 = base + 10,
-        v6 = base + 8,
-        core6 = base + 11,
-        b = base + 6,
-        metrics = base + 30,
-    );
-    let _proxy = Proxy::start(&conf, 1);
-    let core = UdpSocket::bind(("::1", base + 11)).unwrap();
-    core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let peer = UdpSocket::bind(("127.0.0.1", peer_port)).unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let inv = invite("xfam-1", "+8613812345678", "z9hG4bK-xfam1", peer_port);
-    peer.send_to(inv.as_bytes(), ("127.0.0.1", base + 6))
-        .unwrap();
-    let mut b = [0u8; 65536];
-    let (n, from) = core.recv_from(&mut b).expect("the INVITE at the IPv6 core");
-    let got = String::from_utf8_lossy(&b[..n]).into_owned();
-    let vias: Vec<&str> = got.lines().filter(|l| l.starts_with("Via:")).collect();
-    let mut answer = String::from("SIP/2.0 200 OK\r\n");
-    for v in &vias {
-        answer += &format!("{v}\r\n");
+            other = base + 21,
+            core4 = base + 10,
+            v6 = base + 8,
+            core6 = base + 11,
+            b = base + 6,
+            metrics = base + 30,
+        );
+        let _proxy = Proxy::start(&conf, 1);
+        let core = UdpSocket::bind(("::1", base + 11)).unwrap();
+        core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let peer = UdpSocket::bind(("127.0.0.1", peer_port)).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let inv = invite("xfam-1", "+8613812345678", "z9hG4bK-xfam1", peer_port);
+        peer.send_to(inv.as_bytes(), ("127.0.0.1", base + 6))
+            .unwrap();
+        let mut b = [0u8; 65536];
+        let (n, from) = core.recv_from(&mut b).expect("the INVITE at the IPv6 core");
+        let got = String::from_utf8_lossy(&b[..n]).into_owned();
+        let vias: Vec<&str> = got.lines().filter(|l| l.starts_with("Via:")).collect();
+        let mut answer = String::from("SIP/2.0 200 OK\r\n");
+        for v in &vias {
+            answer += &format!("{v}\r\n");
+        }
+        answer += "From: <sip:+8613812345678@127.0.0.1>;tag=fxfam-1\r\nTo: <sip:4008001234@127.0.0.1>;tag=core\r\nCall-ID: xfam-1\r\nCSeq: 1 INVITE\r\nContact: <sip:core@[::1]>\r\nContent-Length: 0\r\n\r\n";
+        core.send_to(answer.as_bytes(), from).unwrap();
+        let (n, src) = peer.recv_from(&mut b).expect("the answer at the peer");
+        assert!(b[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+        assert_eq!(
+            src,
+            std::net::SocketAddr::from(([127, 0, 0, 1], base + 6)),
+            "{v6_listen}: from the address the INVITE went to"
+        );
     }
-    answer += "From: <sip:+8613812345678@127.0.0.1>;tag=fxfam-1\r\nTo: <sip:4008001234@127.0.0.1>;tag=core\r\nCall-ID: xfam-1\r\nCSeq: 1 INVITE\r\nContact: <sip:core@[::1]>\r\nContent-Length: 0\r\n\r\n";
-    core.send_to(answer.as_bytes(), from).unwrap();
-    let (n, src) = peer.recv_from(&mut b).expect("the answer at the peer");
-    assert!(b[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
-    assert_eq!(
-        src,
-        std::net::SocketAddr::from(([127, 0, 0, 1], base + 6)),
-        "from the address the INVITE went to"
-    );
 }

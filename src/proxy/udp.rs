@@ -116,6 +116,13 @@ fn across_from(
         .unwrap_or(from)
 }
 
+/// Whether the socket `i` is a `[::]` wildcard and `dest` an IPv4 peer: it can send
+/// there, but it may not be the peer's trunk's address.
+fn wildcard_to_v4(udps: &Udps, i: usize, dest: SocketAddr) -> bool {
+    let a = udps[i].0.addr;
+    a.is_ipv6() && a.ip().is_unspecified() && dest.ip().to_canonical().is_ipv4()
+}
+
 /// The address our Via names for a datagram the socket `j` sends to a peer of IP family
 /// `v4`.
 pub fn named(udps: &Udps, j: usize, v4: bool) -> Option<SocketAddr> {
@@ -530,8 +537,15 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     &shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits, out,
                 ) {
                     Some(Dest::Udp(a)) => match sender(&udps, i, a) {
-                        // The usual case: out by this socket, in the batch.
-                        Some((j, to)) if j == i => {
+                        // The usual case: out by this socket, in the batch. A `[::]`
+                        // socket sending to an IPv4 peer is the usual case only when the
+                        // peer's trunk has no IPv4 address of its own (QA 69: another
+                        // trunk's wildcard answered it).
+                        Some((j, to))
+                            if j == i
+                                && (!wildcard_to_v4(&udps, i, a)
+                                    || across_from(&udps, &l.policy, i, a) == i) =>
+                        {
                             if let Some(h) = &shared.hep {
                                 let (from, to) = sent_as(&udps, i, to);
                                 hep.push(h, from, to, Transport::Udp, out);
