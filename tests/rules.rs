@@ -4547,6 +4547,11 @@ fn every_shown_number_is_judged_and_shown() {
             "<sip:95588;phone-context=+86;phone-context=+852@gw.example;user=phone>",
             "<sip:+442071234567@gw.example;user=phone>;tag=ft1",
         ),
+        // One after the host too, where no number's context belongs (QA 66).
+        (
+            "<sip:95588;phone-context=+86@gw.example;user=phone;phone-context=+86>",
+            "<sip:+442071234567@gw.example;user=phone>;tag=ft1",
+        ),
     ] {
         let m = with_from(from, &pai);
         assert_eq!(

@@ -243,9 +243,15 @@ fn number_params(b: &[u8], u: &Uri) -> Option<Span> {
 /// rewritten in global form keeps none (RFC 3966 5.1.5), however many were written
 /// (with two, [`phone_context`] reads none; QA 63 saw both stay).
 pub fn each_phone_context(b: &[u8], u: &Uri, mut f: impl FnMut(Span)) {
-    let Some(params) = number_params(b, u) else {
-        return;
-    };
+    // A sip URI's own parameters after the host too: no number has a context there,
+    // but a reader that takes it as the user's would show the number in it (QA 66).
+    let uri_params = (u.scheme != Scheme::Tel).then_some(u.params);
+    for params in [number_params(b, u), uri_params].into_iter().flatten() {
+        each_context_in(b, params, &mut f);
+    }
+}
+
+fn each_context_in(b: &[u8], params: Span, f: &mut impl FnMut(Span)) {
     let mut i = params.start as usize;
     let end = params.end as usize;
     while i < end {
