@@ -122,12 +122,8 @@ async fn connection(
     // A peer that connects from an address we could not connect to is up again: its
     // own connection takes the place at once (QA 66: requests for it were answered 503
     // until the next attempt, a second later).
-    if shared.tcp_down.remove(&peer).is_some() {
+    if reachable(&shared, peer) {
         shared.tcp_peers.insert(peer, id);
-        shared
-            .metrics
-            .next_hops_down
-            .set(shared.tcp_down.len() as i64);
     } else {
         shared.tcp_peers.entry(peer).or_insert(id);
     }
@@ -140,6 +136,17 @@ fn register(shared: &Shared) -> (u64, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
     shared.tcp_conns.insert(id, tx.clone());
     (id, tx, rx)
+}
+
+/// `addr` is no longer marked down (reached, or given up), and the gauge says so.
+/// Whether it was.
+fn reachable(shared: &Shared, addr: SocketAddr) -> bool {
+    let was = shared.tcp_down.remove(&addr).is_some();
+    shared
+        .metrics
+        .next_hops_down
+        .set(shared.tcp_down.len() as i64);
+    was
 }
 
 /// Messages queued per connection before new ones are dropped (and counted).
@@ -222,11 +229,7 @@ async fn outbound(
                 } else {
                     tracing::debug!(%addr, "connected to next hop");
                 }
-                shared.tcp_down.remove(&addr);
-                shared
-                    .metrics
-                    .next_hops_down
-                    .set(shared.tcp_down.len() as i64);
+                reachable(&shared, addr);
                 serve_stream(&shared, &udps, local, stream, addr, id, true, tx, rx).await;
                 return;
             }
@@ -279,11 +282,7 @@ async fn outbound(
     }
     shared.tcp_peers.remove_if(&addr, |_, v| *v == id);
     shared.tcp_conns.remove(&id);
-    shared.tcp_down.remove(&addr);
-    shared
-        .metrics
-        .next_hops_down
-        .set(shared.tcp_down.len() as i64);
+    reachable(&shared, addr);
     // Whatever was queued after the last look has nowhere to go.
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");

@@ -89,38 +89,41 @@ pub fn sender(udps: &Udps, from: usize, dest: SocketAddr) -> Option<(usize, Sock
     Some((wild, mapped(dest)))
 }
 
-/// The socket a datagram that crosses IP families (an IPv6 core's answer for an IPv4
-/// trunk peer) is handed to: one the trunk that claims its destination listens on, the
-/// address its peer sent the call to (RFC 3581 4; QA 67: it left by another trunk's
-/// socket, which a peer's firewall or NAT drops), else `from`, whose choice
-/// [`sender`] makes.
-fn across_from(
+/// The socket (index in `udps`) a datagram for `dest` received on the socket `from`
+/// leaves by, and the address to give the kernel: [`sender`]'s choice, except that a
+/// datagram crossing IP families, or a `[::]` socket's to an IPv4 peer, leaves by a UDP
+/// listen address of the trunk that claims the peer when it has one: the address its
+/// peer sent the call to (RFC 3581 4; QA 67, QA 69: it left by another trunk's socket,
+/// which a peer's firewall or NAT drops). Another socket's datagram is sent by
+/// [`send`], which gives the kernel its address.
+fn leaves_by(
     udps: &Udps,
     policy: &crate::policy::Policy,
     from: usize,
     dest: SocketAddr,
-) -> usize {
+) -> Option<(usize, SocketAddr)> {
+    let (j, to) = sender(udps, from, dest)?;
+    let a = udps[from].0.addr;
+    let wildcard_to_v4 =
+        a.is_ipv6() && a.ip().is_unspecified() && dest.ip().to_canonical().is_ipv4();
+    if j == from && !wildcard_to_v4 {
+        return Some((j, to));
+    }
     let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
-    policy
-        .match_trunk(&dest, None)
-        .and_then(|t| {
-            let listen = &policy.trunks[t].listen;
-            udps.iter().position(|u| {
-                listen
-                    .iter()
-                    .any(|l| l.transport == Transport::Udp && l.addr == u.0.addr)
-                    && (u.0.addr.is_ipv4() == dest.is_ipv4()
-                        || (u.0.addr.is_ipv6() && u.0.addr.ip().is_unspecified()))
-            })
+    let own = policy.match_trunk(&dest, None).and_then(|t| {
+        let listen = &policy.trunks[t].listen;
+        udps.iter().position(|u| {
+            listen
+                .iter()
+                .any(|l| l.transport == Transport::Udp && l.addr == u.0.addr)
+                && (u.0.addr.is_ipv4() == dest.is_ipv4()
+                    || (u.0.addr.is_ipv6() && u.0.addr.ip().is_unspecified()))
         })
-        .unwrap_or(from)
-}
-
-/// Whether the socket `i` is a `[::]` wildcard and `dest` an IPv4 peer: it can send
-/// there, but it may not be the peer's trunk's address.
-fn wildcard_to_v4(udps: &Udps, i: usize, dest: SocketAddr) -> bool {
-    let a = udps[i].0.addr;
-    a.is_ipv6() && a.ip().is_unspecified() && dest.ip().to_canonical().is_ipv4()
+    });
+    match own {
+        Some(own) if own != j => Some((own, dest)),
+        _ => Some((j, to)),
+    }
 }
 
 /// The address our Via names for a datagram the socket `j` sends to a peer of IP family
@@ -536,25 +539,18 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 match handle_one(
                     &shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits, out,
                 ) {
-                    Some(Dest::Udp(a)) => match sender(&udps, i, a) {
-                        // The usual case: out by this socket, in the batch. A `[::]`
-                        // socket sending to an IPv4 peer is the usual case only when the
-                        // peer's trunk has no IPv4 address of its own (QA 69: another
-                        // trunk's wildcard answered it).
-                        Some((j, to))
-                            if j == i
-                                && (!wildcard_to_v4(&udps, i, a)
-                                    || across_from(&udps, &l.policy, i, a) == i) =>
-                        {
+                    Some(Dest::Udp(a)) => match leaves_by(&udps, &l.policy, i, a) {
+                        // The usual case: out by this socket, in the batch.
+                        Some((j, to)) if j == i => {
                             if let Some(h) = &shared.hep {
                                 let (from, to) = sent_as(&udps, i, to);
                                 hep.push(h, from, to, Transport::Udp, out);
                             }
                             pending.push((to, k))
                         }
-                        // Across IP families: by the worker's socket of the other,
-                        // once the batch is out.
-                        Some(_) => across.push((a, k, across_from(&udps, &l.policy, i, a))),
+                        // By another socket (of the other IP family, or the peer's
+                        // trunk's own), once the batch is out.
+                        Some((j, _)) => across.push((a, k, j)),
                         None => no_socket(&shared, &udps, i, local, a, out),
                     },
                     Some(Dest::Tcp(id)) => {
