@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo bench --bench instructions --no-run --locked 2>/dev/null
-BIN=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
+BIN=${BIN:-$(ls -t target/release/deps/instructions-* | grep -v "\.d$" | head -1)}
 count() {
   WHAT=$1 N=$2 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" 2>&1 \
     | awk '/Collected/ {print $4}'

@@ -122,11 +122,45 @@ pub struct Decision {
     /// invented To-tag, or a call set up before a restart or through another gateway):
     /// judged as a call, so that a To-tag cannot carry a call past the rules.
     pub unknown_dialog: bool,
+    /// The retry of a call the core asked to send again (credentials after its 401 or
+    /// 407, a longer session interval after 422...: [`retry_asked`]): the same call, so
+    /// not counted again in the calls metrics when it goes on (QA 71).
+    pub core_retry: bool,
     /// The trunk's rate rules were judged while the shared counters were out of reach
     /// (Redis down): on this gateway's count alone (`Open`), or with a rule configured
     /// `fallback = "closed"` matching whatever the count (`Closed`). What tells an
     /// outage's refusals from a real breach in the record and the metrics.
     pub rate_fallback: Option<crate::policy::config::Fallback>,
+    /// Counts that wait for the verdict: a trunk's contracted calls and a rate-limited
+    /// caller's allowance are spent by the calls let through, not by one a later rule
+    /// refuses (QA 70: the 503s of a full trunk used its calls a minute up).
+    spend: Spend,
+}
+
+/// The rate keys (one-minute windows) a call spends if it goes on: the trunk's, and
+/// one per rate-limited behaviour rule.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spend {
+    keys: [u64; 1 + RuleId::BEHAVIOUR.len()],
+    len: u8,
+}
+
+impl Spend {
+    fn add(&mut self, key: u64) {
+        if let Some(k) = self.keys.get_mut(self.len as usize) {
+            *k = key;
+            self.len += 1;
+        }
+    }
+
+    /// Counts them once the call goes on.
+    fn settle(&self, outcome: Outcome, rates: &dyn RateCounter, now_ms: u64) {
+        if outcome == Outcome::Forward {
+            for &k in &self.keys[..self.len as usize] {
+                rates.hit(k, now_ms, 60_000);
+            }
+        }
+    }
 }
 
 impl Decision {
@@ -158,7 +192,9 @@ impl Decision {
             refusal: None,
             retransmission: false,
             unknown_dialog: false,
+            core_retry: false,
             rate_fallback: None,
+            spend: Spend::default(),
         }
     }
 
@@ -482,21 +518,42 @@ fn passed_call_key(trunk: u64, msg: &Message, caller: &Number) -> u64 {
     ])
 }
 
-/// Whether `msg` retries a call that passed the rate rules and that the core then asked
-/// to retry (a challenge, a 422...: [`retry_asked`]): the same call, not another
-/// attempt (QA 64: a core that challenges every call halved an enterprise's contracted
-/// frequency). One answer lets one retry by: a caller cannot send many INVITEs under
-/// one Call-ID the core answered so.
-fn challenged_retry(msg: &Message, ctx: &Context<'_>, trunk: u64, caller: &Number) -> bool {
+/// Whether the INVITE `msg` is the retry of a call the core asked to send again (a
+/// challenge, a 422...: [`retry_asked`]): the same call, not another attempt. One
+/// answer lets one retry by: a caller cannot send many INVITEs under one Call-ID the
+/// core answered so.
+fn core_asked_retry(msg: &Message, ctx: &Context<'_>) -> bool {
+    // The retry has the next CSeq (RFC 3261 8.1.3.5): a call's first INVITE, nearly
+    // always CSeq 1, is not looked up.
+    if msg.cseq().is_none_or(|(n, _)| n < 2) {
+        return false;
+    }
     let challenged = challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default());
-    let asked = |key: u64| ctx.rates.recall(key, ctx.now_ms) == Some(true);
-    if !asked(challenged) || !asked(passed_call_key(trunk, msg, caller)) {
+    if ctx.rates.recall(challenged, ctx.now_ms) != Some(true) {
         return false;
     }
     // Spent: the next retry needs an answer of its own.
     ctx.rates
         .remember(challenged, ctx.now_ms, TRANSACTION_MS, false);
     true
+}
+
+/// Whether the retry of a call the core asked for ([`Decision::core_retry`]) passes the
+/// rate rules uncounted: it must be the call that passed them, with the same number
+/// (QA 64: a core that challenges every call halved an enterprise's contracted
+/// frequency).
+fn challenged_retry(
+    msg: &Message,
+    d: &Decision,
+    ctx: &Context<'_>,
+    trunk: u64,
+    caller: &Number,
+) -> bool {
+    d.core_retry
+        && ctx
+            .rates
+            .recall(passed_call_key(trunk, msg, caller), ctx.now_ms)
+            == Some(true)
 }
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
@@ -810,6 +867,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         None
     };
     d.retransmission = first_seen.is_some();
+    d.core_retry = kind == Kind::Call && !d.retransmission && core_asked_retry(msg, ctx);
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.
         if kind != Kind::InDialog || method != Method::Ack {
@@ -887,6 +945,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     }
     judge_caller(policy, msg, ctx, &mut d);
     admit(policy, msg, ctx, &mut d);
+    d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
     d
 }
 
@@ -1189,11 +1248,14 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .flatten()
             .any(|j| j.listed.is_some() && exempt(&j.n))
         && runs(RuleId::Blacklist);
-    if any_exempt {
-        d.exempted.insert(RuleId::Blacklist);
-    }
     let listed = |j: &Judged| j.listed.filter(|_| !(any_exempt && exempt(&j.n)));
     d.blacklist_match = nums.iter().flatten().find_map(listed);
+    // Exempted only when the exemption let the call past the rule: another of its
+    // numbers listed and not exempt is refused all the same (QA 70: the record said
+    // the caller was exempt).
+    if any_exempt && d.blacklist_match.is_none() {
+        d.exempted.insert(RuleId::Blacklist);
+    }
     rule_n!(RuleId::Blacklist, |j| listed(j).is_some());
 
     rule_n!(RuleId::IntlForgedService, |j| policy
@@ -1253,7 +1315,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         if let (None, Some(k)) = (before, txn) {
             // The retry of a call the core challenged passes as its first INVITE did,
             // and so do its retransmissions.
-            let retry = challenged_retry(msg, ctx, trunk.id, &primary.n);
+            let retry = challenged_retry(msg, d, ctx, trunk.id, &primary.n);
             if retry {
                 before = Some(true);
             }
@@ -1346,7 +1408,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                 over.is_some_and(|(a, s)| a || s) || closed(RuleId::EnterpriseRateCaller)
             );
             if trunk.max_per_minute.is_some() {
-                ctx.rates.hit(trunk_key, ctx.now_ms, 60_000);
+                d.spend.add(trunk_key);
             }
             if let Some(k) = txn {
                 ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, true);
@@ -1470,10 +1532,14 @@ fn judge_behaviour(
             let over = match ctx.rates.recall(txn, ctx.now_ms) {
                 Some(passed) => !passed,
                 None => {
-                    // Only the calls let through use the allowance up.
+                    // Only the calls let through use the allowance up: this one when
+                    // no later rule refuses it.
                     let over = !ctx
                         .rates
-                        .admit(rk, ctx.now_ms, 60_000, b.rate_limit_per_minute);
+                        .allows(rk, ctx.now_ms, 60_000, b.rate_limit_per_minute);
+                    if !over {
+                        d.spend.add(rk);
+                    }
                     ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, !over);
                     over
                 }

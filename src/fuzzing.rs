@@ -363,7 +363,11 @@ fn sipi_policy() -> &'static Policy {
             "[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"127.0.0.0/8\"]\n",
         );
         for r in crate::policy::RuleId::ORDER {
-            if r != crate::policy::RuleId::GenericNumber {
+            // (A stranger's request is refused whatever: its rule cannot watch.)
+            if !matches!(
+                r,
+                crate::policy::RuleId::GenericNumber | crate::policy::RuleId::UnknownSource
+            ) {
                 text.push_str(&format!("[rules.{}]\naction = \"monitor\"\n", r.as_str()));
             }
         }

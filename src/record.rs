@@ -70,6 +70,10 @@ pub struct Record {
     /// as a call: "unknown".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dialog: Option<&'static str>,
+    /// The retry of a call the core asked to send again (its 401/407, 422, ...):
+    /// "core-asked". The same call as the record before it with this Call-ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<&'static str>,
     /// The rate rules were judged with Redis out of reach: "open" (this gateway's count
     /// alone) or "closed" (a rule set to fail closed matched, whatever the count).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -288,6 +292,7 @@ impl Record {
             auth: d.auth.map(|a| a.as_str()),
             refused: d.refusal.map(|r| r.why),
             dialog: d.unknown_dialog.then_some("unknown"),
+            retry: d.core_retry.then_some("core-asked"),
             rate_fallback: d.rate_fallback.map(|f| match f {
                 crate::policy::config::Fallback::Open => "open",
                 crate::policy::config::Fallback::Closed => "closed",

@@ -99,7 +99,8 @@ pub fn write_refusal(
         tags.extend_from_slice(b"\r\n");
     }
     let extra = Extra {
-        reason_text: Some(r.why),
+        // What was wrong, unless the operator keeps Reason off every answer.
+        reason_text: Some(r.why).filter(|_| policy.reason_header),
         // A transport refusal (the next hop is down): when to try again.
         retry_after: (r.code == 503).then_some(policy.proxy.retry_after),
         server: (!policy.server.is_empty()).then_some(policy.server.as_str()),
@@ -574,8 +575,9 @@ fn write_global_forms(
         let global = match (p.in_context, p.number, na) {
             (true, Ok(n), Some(na)) => uri::parse_user_anyway(b, na.uri)
                 .ok()
-                .and_then(|u| uri::phone_context(b, &u))
-                .and_then(|ctx| context_param(b, ctx))
+                .and_then(|u| uri::phone_context_param(b, &u))
+                .filter(|ctx| ctx.has_value())
+                .and_then(|ctx| ctx.with_semi(b))
                 .map(|param| (param, n)),
             _ => None,
         };
@@ -622,15 +624,6 @@ fn write_global_forms(
         }
     }
     written
-}
-
-/// The `;phone-context=...` parameter whose value is `value`, leading ';' included
-/// (its name as [`uri::param`] reads it: escaped or not).
-fn context_param(b: &[u8], value: Span) -> Option<Span> {
-    let eq = (value.start as usize).checked_sub(1)?;
-    let semi = b.get(..eq)?.iter().rposition(|&c| c == b';')?;
-    (b[eq] == b'=' && uri::is_param_name(crate::sip::lex::trim(&b[semi + 1..eq]), b"phone-context"))
-        .then(|| Span::new(semi, value.end as usize))
 }
 
 /// The value of `p`'s field that holds its URI.

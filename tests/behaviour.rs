@@ -724,6 +724,52 @@ action = "rate-limit"
     assert_eq!(refused, 150 - 12);
 }
 
+/// Only the calls let through spend a rate-limited caller's allowance: one that a
+/// later rule refuses (here the 503 of a trunk whose one channel is busy) leaves it be
+/// (QA 71: refused calls used it up, and the caller's next call was refused 608).
+#[test]
+fn a_call_refused_by_a_later_rule_keeps_the_allowance() {
+    let net = Net::new(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+sources = ["10.0.0.1"]
+record_route = true
+max_concurrent_calls = 1
+[trunk.behaviour]
+window_secs = 60
+attempts = 1
+rate_limit_per_minute = 2
+[trunk.rules.behaviour-attempts]
+action = "rate-limit"
+"#,
+    );
+    let caller = "+447700900019";
+    let outcome = |d: Decision| (d.outcome, d.rule.map(|r| r.as_str()));
+    let d = net.invite(caller, "+8613812340000", "c0", 0);
+    assert_eq!(outcome(d), (Outcome::Forward, Some("behaviour-attempts")));
+    // The line is busy: within the allowance, refused by the trunk's limit.
+    for i in 1..6u64 {
+        let d = net.invite(caller, "+8613812340000", &format!("c{i}"), i * 100);
+        assert_eq!(
+            outcome(d),
+            (Outcome::Reject { code: 503 }, Some("concurrent-calls")),
+            "{i}"
+        );
+    }
+    // The first call fails: the line is free, and the allowance has its second call.
+    net.response(486, "c0", 1_000);
+    let d = net.invite(caller, "+8613812340000", "c6", 1_100);
+    assert_eq!(outcome(d), (Outcome::Forward, Some("behaviour-attempts")));
+    net.response(486, "c6", 1_200);
+    let d = net.invite(caller, "+8613812340000", "c7", 1_300);
+    assert_eq!(
+        outcome(d),
+        (Outcome::Reject { code: 608 }, Some("behaviour-attempts"))
+    );
+}
+
 #[test]
 fn config_errors_are_refused_with_the_reason() {
     let bad = |extra: &str, want: &str| {

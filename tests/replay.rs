@@ -2186,10 +2186,8 @@ code = 608
             rates: &sipfence::policy::rate::NoCounting,
             behaviour: &sipfence::behaviour::NoTracking,
         };
-        let d = sipfence::decide::Decision {
-            outcome: sipfence::decide::Outcome::Reject { code: 608 },
-            ..sipfence::decide::decide(p, &m, &ctx)
-        };
+        let mut d = sipfence::decide::decide(p, &m, &ctx);
+        d.outcome = sipfence::decide::Outcome::Reject { code: 608 };
         let mut out = vec![];
         assert!(sipfence::verdict::write_reject(p, &m, &d, None, &mut out));
         out

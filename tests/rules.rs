@@ -469,6 +469,13 @@ fn exempt_numbers_pass_the_blacklist_only() {
     // An exemption that overrides nothing says nothing.
     let d = passes(&p, &invite("13812345678", ""), "ic");
     assert!(d.exempted.is_empty(), "{d:?}");
+    // Nor one of a presented number beside a listed caller that is refused (QA 70).
+    let both = invite(
+        "13800000001",
+        "P-Asserted-Identity: <tel:+8613912340007>\r\n",
+    );
+    blocks(&p, &both, "ent", 608, "blacklist");
+    assert!(judge(&p, &both, "ent").exempted.is_empty());
     // `explain` says what the exemption let through.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("p.toml");
@@ -813,6 +820,41 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
         r(&renamed(&invite(b, ""), b, "ch-10"), 300),
         Some((403, "enterprise-rate-caller"))
     );
+
+    // On any trunk, limits or none, the calls metrics count the call once, and its
+    // retry's record says what it is (QA 71: a core challenging every call doubled
+    // the calls panel and halved the block ratio).
+    let rates = LocalRateCounter::new(1000);
+    let metrics = sipfence::observability::metrics::Metrics::new();
+    let bound = metrics.bind(&p);
+    let first = renamed(&invite("+442071234567", ""), "+442071234567", "ch-20");
+    let on_intl = |m: &Message, t: u64| {
+        let d = judge_at(&p, m, "intl", MON_10H + t, &rates);
+        bound.count(&d, 0.0);
+        d
+    };
+    assert!(!on_intl(&first, 0).core_retry);
+    challenge(&first, &rates, 50);
+    let retry_intl = |n: u32| {
+        let t = String::from_utf8(first.bytes().to_vec())
+            .unwrap()
+            .replace("CSeq: 1 INVITE", &format!("CSeq: {n} INVITE"))
+            .replace(";branch=z9hG4bK-", &format!(";branch=z9hG4bK-r{n}-"));
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    let d = on_intl(&retry_intl(2), 100);
+    assert!(d.core_retry && d.outcome == Outcome::Forward, "{d:?}");
+    let rec = sipfence::record::Record::new(&p, &retry_intl(2), &d, src("intl"), MON_10H);
+    assert_eq!(rec.retry, Some("core-asked"));
+    // A second retry on one challenge is an attempt of its own: counted.
+    assert!(!on_intl(&retry_intl(3), 200).core_retry);
+    let text = metrics.render();
+    for series in [
+        "sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"} 2",
+        "sipfence_core_retries_total{trunk=\"intl\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} not in\n{text}");
+    }
 }
 
 /// Per caller and per trunk limits; a UDP retransmission of an INVITE (same branch,
@@ -958,6 +1000,53 @@ fn enterprise_rates() {
 /// Counts belong to the trunk, by its name: a reload that puts a new trunk first keeps
 /// each trunk's callers and calls counted (they had moved with the trunks' places, so
 /// a contract of 5 calls a minute let 10 through), and the new trunk starts afresh.
+/// The trunk's contract counts the calls it carries: a call a later rule refuses (the
+/// 503 of a trunk whose channels are all busy) spends none of it (QA 70: a PBX trying
+/// again while the line was full used the minute's calls up, and the call it could
+/// then carry was refused 403).
+#[test]
+fn a_call_refused_after_the_rate_rules_spends_none_of_the_contract() {
+    let text = POLICY.replace(
+        "max_calls_per_minute = 5\n",
+        "max_calls_per_minute = 2\nrecord_route = true\nmax_concurrent_calls = 1\n",
+    );
+    let p = Policy::from_str(&text, "test.toml", Path::new(".")).unwrap();
+    let rates = LocalRateCounter::new(1000);
+    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
+    let at = |m: &Message, t: u64| {
+        rejected(&decide(
+            &p,
+            m,
+            &Context {
+                source: src("ent"),
+                local: None,
+                trunk: None,
+                now_ms: MON_10H + t,
+                rates: &rates,
+                behaviour: &calls,
+            },
+        ))
+    };
+    assert_eq!(at(&invite("13912340001", ""), 0), None);
+    // The line is busy: every other caller gets 503, however many try.
+    // (13912340007 is on the blacklist.)
+    for k in [2, 3, 4, 5, 6, 8] {
+        let busy = invite(&format!("1391234000{k}"), "");
+        assert_eq!(at(&busy, k), Some((503, "concurrent-calls")), "{k}");
+    }
+    // The first call ends: the line carries a second call (a new INVITE: a copy of
+    // the refused one is refused again), the minute's last.
+    sipfence::behaviour::observe(&later("13912340001", "486"), true, &calls, MON_10H + 100);
+    let second = renamed(&invite("13912340002", ""), "13912340002", "13912340002-2");
+    assert_eq!(at(&second, 200), None);
+    sipfence::behaviour::observe(&later("13912340002-2", "486"), true, &calls, MON_10H + 300);
+    // Two calls carried this minute: the contract's third is refused, line free or not.
+    assert_eq!(
+        at(&invite("13912340009", ""), 400),
+        Some((403, "enterprise-rate-trunk"))
+    );
+}
+
 #[test]
 fn rate_counts_stay_with_their_trunk_across_a_reload() {
     let before = policy("");
@@ -1863,6 +1952,33 @@ fn rejection_response_is_complete() {
         r.value(HeaderName::Reason),
         Some(&b"SIP;cause=403;text=\"Domestic calling number on international gateway\""[..])
     );
+    // Without Reason: on the rules' refusals and the protocol checks' alike (QA 70);
+    // a configured code says its own name on the status line.
+    let text = POLICY.replace("[general]\n", "[general]\nreason_header = false\n")
+        + "[rules.intl-domestic-caller]\ncode = 484\n";
+    let p = Policy::from_str(&text, "test.toml", Path::new(".")).unwrap();
+    let two_tags = with_from("<sip:+442071234567@10.9.9.9>;tag=x", "");
+    for (m, first) in [
+        (&m, "SIP/2.0 484 Address Incomplete\r\n"),
+        (&two_tags, "SIP/2.0 400 Bad Request\r\n"),
+    ] {
+        let mut out = vec![];
+        let ctx = Context {
+            source: src("intl"),
+            local: None,
+            trunk: None,
+            now_ms: MON_10H,
+            rates: &NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
+        };
+        // The protocol checks, then the rules, as the proxy judges.
+        let d = sipfence::decide::judge(&p, m, &ctx);
+        assert!(verdict::write_reject(&p, m, &d, None, &mut out));
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with(first), "{text}");
+        let r = Message::parse(Bytes::from(out)).unwrap();
+        assert_eq!(r.value(HeaderName::Reason), None, "{text}");
+    }
 }
 
 #[test]
@@ -2311,6 +2427,44 @@ fn config_errors_name_file_and_line() {
             "{e}"
         );
     }
+    // Without sources, [trunk.auth] alone tells the trunk's callers from anyone: its
+    // rule must refuse (QA 70: `monitor`, the way to roll authentication out, let every
+    // address in). With sources, it may watch while authentication is tried.
+    let authed = |sources: &str, rule: &str| {
+        format!(
+            "[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\n{sources}[trunk.whitelist]\nentries = [\"+864008001234\"]\n[trunk.auth]\nrealm = \"x\"\nusers = [\"pbx1:s3cret\"]\n{rule}"
+        )
+    };
+    for action in ["monitor", "off", "label"] {
+        let on_trunk = format!("[trunk.rules.trunk-auth]\naction = \"{action}\"\n");
+        let everywhere = format!("[rules.trunk-auth]\naction = \"{action}\"\n");
+        for e in [
+            bad(&authed("", &on_trunk)),
+            bad(&(everywhere.clone() + &authed("", ""))),
+        ] {
+            assert!(
+                e.contains("trunk 'pbx' has no sources: [trunk.auth] alone")
+                    && e.contains(&format!("(it is {action}:")),
+                "{e}"
+            );
+        }
+        policy(&authed("sources = [\"10.9.0.1\"]\n", &on_trunk));
+    }
+    policy(&authed("", "[trunk.rules.trunk-auth]\naction = \"drop\"\n"));
+    policy(&authed("", ""));
+    // The challenge is a 407, a failure 403: a code would make every call fail (QA 70).
+    let e = bad("[rules.trunk-auth]\ncode = 401");
+    assert!(e.contains("rule trunk-auth: code cannot be set"), "{e}");
+    // A stranger's request has nowhere to go: it is refused or dropped, never "let
+    // through" to be dropped unanswered while the metrics said allow (QA 70).
+    for action in ["monitor", "off", "label"] {
+        let e = bad(&format!("[rules.unknown-source]\naction = \"{action}\""));
+        assert!(
+            e.contains("rule unknown-source: action must be reject or drop"),
+            "{e}"
+        );
+    }
+    policy("[rules.unknown-source]\naction = \"drop\"");
     let p = policy(
         "[[trunk]]\nname = \"open\"\nrole = \"interconnect\"\nsources = [\"0.0.0.0/0\", \"::/0\"]",
     );
@@ -4631,7 +4785,7 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "rule behaviour-attempts never runs without [trunk.behaviour]",
     );
     refused(
-        &format!("{ic}[trunk.rules.trunk-auth]\ncode = 403\n"),
+        &format!("{ic}[trunk.rules.trunk-auth]\nreason = \"Who are you\"\n"),
         6,
         "rule trunk-auth never runs without [trunk.auth]",
     );
@@ -4832,6 +4986,20 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         9,
         "auth users entry 1: user 'a' has an empty password",
     );
+    // A template never filled in is no secret either (QA 70); a '$' in a password is.
+    refused(
+        &auth("\"a:${PBX1_PASSWORD}\""),
+        9,
+        "user 'a' has the password ${PBX1_PASSWORD}, a template never filled in",
+    );
+    loads(&auth("\"a:$ecret}\""));
+    for secret in ["", "${AUTH_SECRET}"] {
+        refused(
+            &format!("[general]\nauth_secret = \"{secret}\"\n{}", auth("\"a:b\"")),
+            2,
+            "is no secret",
+        );
+    }
     refused(
         "[rules.blacklist]\nreason = \"a\\\"b\\r\\nX-Injected: yes\"\n",
         2,

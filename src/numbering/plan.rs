@@ -294,6 +294,14 @@ impl Plan {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (idx, raw) in text.lines().enumerate() {
             let ln = idx + 1;
+            // Old Mac line ends (CR alone) run every line into one: said as lists say it.
+            if raw.trim_end_matches('\r').contains('\r') {
+                return Err(LoadError::at(
+                    file,
+                    ln,
+                    "line ends with CR alone (old Mac text): save the file with LF or CRLF line ends",
+                ));
+            }
             let line = raw.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
@@ -421,6 +429,14 @@ impl Plan {
                     "'foreign {}' names the plan's own country or one not among its 'countries'",
                     String::from_utf8_lossy(cc)
                 ),
+            ));
+        }
+        // A plan cut short (QA 70: `country 86` alone loaded): every domestic number
+        // would be invalid, and every domestic call refused by numbering-plan.
+        if plan.rules.is_empty() {
+            return Err(LoadError::file(
+                file,
+                "no number rules ('<class> <prefixes> <lengths>' lines): every domestic number would be invalid",
             ));
         }
         Ok(plan)
@@ -621,6 +637,11 @@ mod tests {
         assert!(e.reason.contains("already defined"), "{e}");
         assert!(Plan::parse("country 86\nmobile 13 0\n", "p").is_err());
         assert!(Plan::parse("# nothing\n", "p").is_err());
+        // Cut short (QA 70), or old Mac line ends, which run every line into one.
+        let e = Plan::parse("country 86\n", "p.plan").unwrap_err();
+        assert!(e.reason.contains("no number rules"), "{e}");
+        let e = Plan::parse("country 86\rmobile 13 11\r", "p.plan").unwrap_err();
+        assert!(e.reason.contains("CR alone") && e.line == Some(1), "{e}");
         // A second country line, and a code no country has, are refused on their line.
         let e = Plan::parse("country 86\nmobile 13 11\ncountry 44\n", "p.plan").unwrap_err();
         assert_eq!(e.line, Some(3));

@@ -21,6 +21,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_messages_total",
     "sipfence_calls_total",
     "sipfence_invite_retransmissions_total",
+    "sipfence_core_retries_total",
     "sipfence_unknown_dialog_invites_total",
     "sipfence_rule_hits_total",
     "sipfence_auth_total",
@@ -117,6 +118,7 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     pub overload: IntCounterVec,
     pub retransmissions: IntCounterVec,
+    pub core_retries: IntCounterVec,
     pub unknown_dialogs: IntCounterVec,
     pub refusals: IntCounterVec,
     pub decision_seconds: HistogramVec,
@@ -178,6 +180,7 @@ pub struct Bound {
     sipi: Vec<[IntCounter; 2]>,
     overload: Vec<IntCounter>,
     retransmissions: Vec<IntCounter>,
+    core_retries: Vec<IntCounter>,
     unknown_dialogs: Vec<IntCounter>,
     /// Requests refused by the protocol checks, by [`REFUSAL_CODES`].
     refusals: Vec<[IntCounter; REFUSAL_CODES.len()]>,
@@ -278,6 +281,11 @@ impl Metrics {
         let retransmissions = cv(
             "sipfence_invite_retransmissions_total",
             "Initial INVITEs that repeat one seen within 32 s (UDP retransmissions): judged and answered again, but not counted in sipfence_calls_total, rule hits or records",
+            &["trunk"],
+        );
+        let core_retries = cv(
+            "sipfence_core_retries_total",
+            "INVITEs that retry a call the core asked to send again (credentials after its 401/407, a longer session interval after 422, ...) and went on: the same call, counted once in sipfence_calls_total and the rule hits (a retry refused is counted there as a call)",
             &["trunk"],
         );
         let unknown_dialogs = cv(
@@ -507,6 +515,7 @@ impl Metrics {
             dropped,
             overload,
             retransmissions,
+            core_retries,
             unknown_dialogs,
             refusals,
             decision_seconds,
@@ -591,6 +600,7 @@ impl Metrics {
             sipi: vec![],
             overload: vec![],
             retransmissions: vec![],
+            core_retries: vec![],
             unknown_dialogs: vec![],
             refusals: vec![],
             latency: vec![],
@@ -662,6 +672,8 @@ impl Metrics {
             b.overload.push(self.overload.with_label_values(&[n]));
             b.retransmissions
                 .push(self.retransmissions.with_label_values(&[n]));
+            b.core_retries
+                .push(self.core_retries.with_label_values(&[n]));
             b.unknown_dialogs
                 .push(self.unknown_dialogs.with_label_values(&[n]));
             b.refusals.push(REFUSAL_CODES.map(|c| {
@@ -761,6 +773,13 @@ impl Bound {
         if d.retransmission {
             // Its original was counted: the same call, rule hits and all.
             self.retransmissions[s].inc();
+            self.latency[s].observe(seconds);
+            return;
+        }
+        if d.core_retry && d.outcome == crate::decide::Outcome::Forward {
+            // The call its first INVITE was, counted then: a core that challenges every
+            // call must not double the calls panel and halve the block ratio (QA 71).
+            self.core_retries[s].inc();
             self.latency[s].observe(seconds);
             return;
         }

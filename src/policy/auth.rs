@@ -186,6 +186,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The nonce key for `secret`, or a random one (each policy load) when there is none.
+/// `${NAME}` (a shell or envsubst variable) left as it was written: a secret that is
+/// no secret.
+pub fn unexpanded_template(s: &str) -> bool {
+    s.strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+}
+
 pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
     match secret {
         Some(s) => Sha256::digest(s.as_bytes()).into(),
@@ -297,10 +305,17 @@ impl TrunkAuth {
                 ));
             }
             // An unexpanded template (`pbx1:${PW}` left as `pbx1:`) would let anyone in
-            // who knows the name.
+            // who knows the name; one never expanded at all, anyone who read the
+            // deployment's template (QA 70).
             if rest.is_empty() {
                 return Err(format!(
                     "trunk {trunk}: auth users entry {}: user '{name}' has an empty password",
+                    i + 1
+                ));
+            }
+            if unexpanded_template(rest) {
+                return Err(format!(
+                    "trunk {trunk}: auth users entry {}: user '{name}' has the password {rest}, a template never filled in",
                     i + 1
                 ));
             }

@@ -639,6 +639,29 @@ fn resolve_actions(
                 ),
             ));
         }
+        // A request no trunk takes has no next hop: let through, it would be dropped
+        // unanswered while `explain` and the metrics said it went on (QA 70).
+        if *r == RuleId::UnknownSource
+            && c.action
+                .is_some_and(|k| !matches!(k, ActionKind::Reject | ActionKind::Drop))
+        {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "rule unknown-source: action must be reject or drop (a request no trunk takes has no next hop to go to; {} would drop it unanswered)",
+                    c.action.map_or("", |k| k.as_str())
+                ),
+            ));
+        }
+        // The challenge is a 407 with Proxy-Authenticate (RFC 3261 22.3), wrong
+        // credentials a 403: a 401 or 403 carrying the challenge is one no PBX answers,
+        // and every call of the trunk would fail (QA 70).
+        if *r == RuleId::TrunkAuth && c.code.is_some() {
+            return Err(LoadError::file(
+                file,
+                "rule trunk-auth: code cannot be set (the challenge is 407 with Proxy-Authenticate, wrong credentials and a locked address get 403)",
+            ));
+        }
         // Only the generic number has a rewrite (the presented number replaced by the
         // asserted one). Elsewhere "rewrite" had meant an unnamed label: a blacklisted
         // call went through marked with an empty value, while `check` said ok.
@@ -981,6 +1004,18 @@ impl Policy {
         let mut global_notes = vec![];
         let global = resolve_actions(&defaults, &cfg.rules, file, "[rules] ", &mut global_notes)?;
         let mut notes = vec![];
+        // The key that makes nonces unforgeable: an empty or unfilled one is known to
+        // anyone who read the template (QA 70).
+        if let Some(secret) = cfg.general.auth_secret.as_deref()
+            && (secret.is_empty() || auth::unexpanded_template(secret))
+        {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "auth_secret '{secret}' is no secret (empty, or a template never filled in): set a random string shared by the gateways, or leave it out for a random key per load"
+                ),
+            ));
+        }
         // One nonce key per load, shared by every trunk and worker.
         let auth_key = cfg
             .trunks
@@ -1176,6 +1211,24 @@ impl Policy {
                     &mut notes,
                 )?,
             };
+            // Without sources, the digest is all that tells the trunk's callers from
+            // anyone's: a trunk-auth rule that only watches (the usual way to roll
+            // authentication out) would open the trunk to every address (QA 70).
+            let auth_kind = trunk.action(RuleId::TrunkAuth).kind;
+            if t.sources.is_empty()
+                && trunk.auth.is_some()
+                && !matches!(auth_kind, ActionKind::Reject | ActionKind::Drop)
+            {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "trunk '{}' has no sources: [trunk.auth] alone identifies its callers, so rule trunk-auth must reject (it is {}: every address could use the trunk); name the peers' addresses to try authentication in {} first",
+                        t.name,
+                        auth_kind.as_str(),
+                        auth_kind.as_str()
+                    ),
+                ));
+            }
             // Settings of a rule that never runs on the trunk would never be used.
             for r in t.rules.keys() {
                 let why = match (*r, trunk.never_runs(*r)) {
@@ -1510,15 +1563,10 @@ impl Policy {
 
     /// Whether a relayed response may be sent to `ip`: a host some request we forward
     /// could have come from. That is a trunk's source (any port: a response goes to the
-    /// Via's port, not always the one the request left from) or a next hop's host; and
-    /// any host when requests from unknown sources are forwarded (`unknown-source` set
-    /// to monitor or off).
+    /// Via's port, not always the one the request left from) or a next hop's host.
     pub fn answers_to(&self, ip: std::net::IpAddr) -> bool {
         let ip = ip.to_canonical();
-        !matches!(
-            self.action(None, RuleId::UnknownSource).kind,
-            config::ActionKind::Reject | config::ActionKind::Drop
-        ) || self.is_next_hop_host(ip)
+        self.is_next_hop_host(ip)
             || self
                 .trunks
                 .iter()

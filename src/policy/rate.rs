@@ -15,19 +15,15 @@ pub trait RateCounter: Send + Sync {
     /// recording one (a rule that counts failures and judges every attempt).
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32;
 
-    /// An allowance: records one event for `key` if the window of `window_ms` ending
-    /// now holds fewer than `limit`, and returns whether it did. Refused attempts do
-    /// not use the allowance up, so that a caller who keeps trying still gets `limit`
-    /// a window (counting every attempt, as `hit` does, refuses a persistent caller
-    /// for good). The look and the count are two steps: two calls of one key at the
-    /// same instant on two workers may both pass (one over the limit, at most per
-    /// worker).
-    fn admit(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
-        if self.peek(key, now_ms, window_ms) >= limit {
-            return false;
-        }
-        self.hit(key, now_ms, window_ms);
-        true
+    /// An allowance: whether the window of `window_ms` ending now holds fewer than
+    /// `limit` events for `key`, without recording one. The caller records the event
+    /// (`hit`) only for the attempts it lets through, so that refused attempts do not
+    /// use the allowance up and a caller who keeps trying still gets `limit` a window
+    /// (counting every attempt refuses a persistent caller for good). The look and the
+    /// count are two steps: two calls of one key at the same instant on two workers may
+    /// both pass (one over the limit, at most per worker).
+    fn allows(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
+        self.peek(key, now_ms, window_ms) < limit
     }
 
     /// The in-process memory of recent requests behind `recall`, `remember` and
@@ -606,31 +602,22 @@ impl RateCounter for LocalRateCounter {
                 .unwrap_or(0)
         })
     }
-    fn admit(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
-        // A known key is looked at and counted under its shard's lock.
-        if let Some(mut w) = self.map.get_mut(&key) {
-            Self::roll(&mut w, now_ms, window_ms);
-            let open = Self::below(&w, now_ms, window_ms, limit);
-            if open {
-                w.cur = w.cur.saturating_add(1);
-            }
-            return open;
-        }
-        // A new key holds nothing, unless the full table sends it to its trunk's
-        // overflow counter: that one is judged.
-        let open = read_when_absent(key, || self.map.len() >= self.capacity)
-            .and_then(|o| {
-                self.map.get(&o).map(|w| {
-                    let mut w = *w;
-                    Self::roll(&mut w, now_ms, window_ms);
-                    Self::below(&w, now_ms, window_ms, limit)
-                })
+    fn allows(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
+        // Exactly, not on the rounded-up estimate `peek` gives (see `below`). A new key
+        // holds nothing, unless the full table sends it to its trunk's overflow
+        // counter: that one is judged.
+        let read = |key: u64| {
+            self.map.get(&key).map(|w| {
+                let mut w = *w;
+                Self::roll(&mut w, now_ms, window_ms);
+                Self::below(&w, now_ms, window_ms, limit)
             })
-            .unwrap_or(limit > 0);
-        if open {
-            self.hit(key, now_ms, window_ms);
-        }
-        open
+        };
+        read(key).unwrap_or_else(|| {
+            read_when_absent(key, || self.map.len() >= self.capacity)
+                .and_then(read)
+                .unwrap_or(limit > 0)
+        })
     }
     fn housekeep(&self, now_ms: u64) {
         // Every window the rules use is at most a minute.
@@ -787,7 +774,8 @@ mod tests {
             let mut per_minute = [0u32; 5];
             for i in 0..150u64 {
                 let at = 1_000 + i * 2_000;
-                if c.admit(9, at, 60_000, 3) {
+                if c.allows(9, at, 60_000, 3) {
+                    c.hit(9, at, 60_000);
                     per_minute[((at - 1_000) / 60_000) as usize] += 1;
                 }
             }
@@ -796,7 +784,7 @@ mod tests {
         }
         let c = LocalRateCounter::new(100);
         assert!(
-            !c.admit(5, 0, 60_000, 0),
+            !c.allows(5, 0, 60_000, 0),
             "a limit of none lets none through"
         );
         // A full table: a new key that must hold is judged by its trunk's overflow
@@ -804,8 +792,12 @@ mod tests {
         let c = LocalRateCounter::new(1);
         c.hit(1, 0, 60_000);
         let (a, b) = (keyed_closed(7 << 56, 2), keyed_closed(7 << 56, 3));
-        assert!(c.admit(a, 10, 60_000, 1));
-        assert!(!c.admit(b, 20, 60_000, 1), "the overflow counter holds one");
+        assert!(c.allows(a, 10, 60_000, 1));
+        c.hit(a, 10, 60_000);
+        assert!(
+            !c.allows(b, 20, 60_000, 1),
+            "the overflow counter holds one"
+        );
     }
 
     #[test]

@@ -1181,15 +1181,16 @@ record_route = true
         assert!(matches!(h, Handled::Dropped("unknown-source")));
         let (h, _) = run(&drop, "10.0.0.5:5060", &answer("198.51.100.7:5060"));
         assert!(matches!(h, Handled::Forward(_)));
-        // With unknown sources forwarded (monitor), any requester may be answered.
-        let open = Policy::from_str(
-            &format!("{POLICY}\n[rules.unknown-source]\naction = \"monitor\"\n"),
-            "t.toml",
-            std::path::Path::new("."),
-        )
-        .unwrap();
-        let (h, _) = run(&open, "10.0.0.5:5060", &answer("10.20.30.40:5060"));
-        assert!(matches!(h, Handled::Forward(_)));
+        // No policy lets a stranger's requests on (so that any requester would be
+        // answered): unknown-source rejects or drops.
+        for action in ["monitor", "off", "label"] {
+            let open = Policy::from_str(
+                &format!("{POLICY}\n[rules.unknown-source]\naction = \"{action}\"\n"),
+                "t.toml",
+                std::path::Path::new("."),
+            );
+            assert!(open.is_err(), "{action}");
+        }
     }
 
     fn run(p: &Policy, from: &str, text: &str) -> (Handled, String) {

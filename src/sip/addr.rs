@@ -229,62 +229,22 @@ pub fn params_unparsed(b: &[u8], v: Span) -> Span {
 /// Whether the header parameter `name` is given more than once: which one an element
 /// reads differs (first here, last in Kamailio's parser), so such a tag is refused.
 pub fn param_repeated(b: &[u8], params: Span, name: &[u8]) -> bool {
-    let p = params.of(b);
     // Nearly always one parameter (the tag): nothing to look at.
-    if memchr::memchr(b';', p).is_none() {
+    if memchr::memchr(b';', params.of(b)).is_none() {
         return false;
     }
-    let (mut i, mut seen) = (0, false);
-    while i < p.len() {
-        let seg_end = find_unquoted(p, i, b';');
-        let seg = &p[i..seg_end];
-        let n = seg
-            .iter()
-            .position(|&c| c == b'=')
-            .map_or(seg, |eq| &seg[..eq]);
-        if super::lex::trim(n).eq_ignore_ascii_case(name) {
-            if seen {
-                return true;
-            }
-            seen = true;
-        }
-        i = seg_end + 1;
-    }
-    false
+    lex::params(b, params, true)
+        .filter(|p| lex::trim(p.name.of(b)).eq_ignore_ascii_case(name))
+        .nth(1)
+        .is_some()
 }
 
 /// Value of a header parameter (case-insensitive name), with surrounding LWS trimmed.
 /// `Some(b"")` when present without a value.
 pub fn header_param<'a>(b: &'a [u8], params: Span, name: &[u8]) -> Option<&'a [u8]> {
-    let p = params.of(b);
-    let mut i = 0;
-    while i < p.len() {
-        let seg_end = find_unquoted(p, i, b';');
-        let seg = &p[i..seg_end];
-        let (n, v) = match seg.iter().position(|&c| c == b'=') {
-            Some(eq) => (&seg[..eq], &seg[eq + 1..]),
-            None => (seg, &seg[seg.len()..]),
-        };
-        if super::lex::trim(n).eq_ignore_ascii_case(name) {
-            return Some(super::lex::trim(v));
-        }
-        i = seg_end + 1;
-    }
-    None
-}
-
-fn find_unquoted(p: &[u8], mut i: usize, c: u8) -> usize {
-    while i < p.len() {
-        if p[i] == b'"' {
-            i = quoted_end(p, i).unwrap_or(p.len());
-            continue;
-        }
-        if p[i] == c {
-            return i;
-        }
-        i += 1;
-    }
-    p.len()
+    lex::params(b, params, true)
+        .find(|p| lex::trim(p.name.of(b)).eq_ignore_ascii_case(name))
+        .map(|p| lex::trim(p.value.of(b)))
 }
 
 /// The tag parameter of a From/To value.

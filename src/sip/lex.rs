@@ -258,6 +258,27 @@ pub fn find_byte(h: &[u8], c: u8) -> Option<usize> {
     h[i..].iter().position(|&b| b == c).map(|p| i + p)
 }
 
+/// First `a` or `b` in `h`, as [`find_byte`] finds one.
+#[inline]
+pub fn find_either(h: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (pa, pb) = (LO * a as u64, LO * b as u64);
+    let mut i = 0;
+    while i + 8 <= h.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&h[i..i + 8]);
+        let (x, y) = (u64::from_le_bytes(w) ^ pa, u64::from_le_bytes(w) ^ pb);
+        // Each test is exact for its lowest zero byte, so the lower of the two is.
+        let z = (x.wrapping_sub(LO) & !x | y.wrapping_sub(LO) & !y) & HI;
+        if z != 0 {
+            return Some(i + (z.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    h[i..].iter().position(|&c| c == a || c == b).map(|p| i + p)
+}
+
 /// Bit `i` set where byte `i` of the sixteen is '\n'.
 #[inline(always)]
 fn newline_mask(c: &[u8; 16]) -> u32 {
@@ -501,6 +522,87 @@ pub fn trim(v: &[u8]) -> &[u8] {
     &v[s..e]
 }
 
+/// One `name[=value]` of a ';'-separated parameter list, as spans of the buffer the
+/// list was found in; name and value untrimmed, the value empty when there is no '='.
+#[derive(Clone, Copy, Debug)]
+pub struct Param {
+    pub name: super::Span,
+    pub value: super::Span,
+    /// The whole parameter, name to the end of its value.
+    pub seg: super::Span,
+}
+
+impl Param {
+    /// Whether the parameter has a '=' (its value may still be empty).
+    pub fn has_value(&self) -> bool {
+        self.name.end < self.seg.end
+    }
+
+    /// The parameter with the ';' before it, for an edit that takes it out whole;
+    /// `None` for one that does not follow a ';' (the list's first, given without it).
+    pub fn with_semi(&self, b: &[u8]) -> Option<super::Span> {
+        let semi = (self.seg.start as usize).checked_sub(1)?;
+        (b.get(semi) == Some(&b';')).then(|| super::Span::new(semi, self.seg.end as usize))
+    }
+}
+
+/// The parameters of the ';'-separated list `b[span]`, in order: the one reader of
+/// header parameters (From/To tags) and URI parameters (`user=phone`, phone-context).
+/// With `quoted`, a quoted-string (a header parameter's value may be one) is skipped
+/// whole, so a ';' inside it does not split; a URI has no quoted-strings (RFC 3261
+/// 25.1: '"' is escaped there), and a '"' in one is an ordinary byte.
+pub fn params(b: &[u8], span: super::Span, quoted: bool) -> Params<'_> {
+    let end = (span.end as usize).min(b.len());
+    Params {
+        b,
+        i: (span.start as usize).min(end),
+        end,
+        quoted,
+    }
+}
+
+pub struct Params<'a> {
+    b: &'a [u8],
+    i: usize,
+    end: usize,
+    quoted: bool,
+}
+
+impl Iterator for Params<'_> {
+    type Item = Param;
+
+    #[inline]
+    fn next(&mut self) -> Option<Param> {
+        if self.i >= self.end {
+            return None;
+        }
+        let (b, start, end) = (self.b, self.i, self.end);
+        // Eight bytes a step, a quoted-string skipped whole where one may stand.
+        let mut j = start;
+        let seg_end = loop {
+            let hit = if self.quoted {
+                find_either(&b[j..end], b';', b'"')
+            } else {
+                find_byte(&b[j..end], b';')
+            };
+            match hit.map(|k| j + k) {
+                Some(q) if b[q] == b'"' => j = quoted_end(&b[..end], q).unwrap_or(end),
+                Some(semi) => break semi,
+                None => break end,
+            }
+        };
+        // The name is first and short: its '=' is found in the first step or two.
+        let eq = find_byte(&b[start..seg_end], b'=').map(|k| start + k);
+        self.i = seg_end + 1;
+        let span = super::Span::new;
+        Some(Param {
+            name: span(start, eq.unwrap_or(seg_end)),
+            value: eq.map_or(span(seg_end, seg_end), |e| span(e + 1, seg_end)),
+            seg: span(start, seg_end),
+        })
+    }
+}
+
 /// The octet a URI escape (`%2B`) at the start of `b` stands for (RFC 3986 2.1: hex
 /// digits in either case); `None` if `b` starts with no complete escape. The one
 /// percent-decoder: parameter names and the number reader both unescape with it.
@@ -598,6 +700,64 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_either_finds_the_first_of_the_two() {
+        for len in 0..24 {
+            for (x, y) in [(0, 0), (3, 9), (9, 3), (7, 8), (15, 1)] {
+                let mut h = vec![b'a'; len];
+                if x < len {
+                    h[x] = b';';
+                }
+                if y < len {
+                    h[y] = b'"';
+                }
+                let naive = h.iter().position(|&c| c == b';' || c == b'"');
+                assert_eq!(find_either(&h, b';', b'"'), naive, "{h:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn params_split_where_each_grammar_says() {
+        let b = br#"x;tag=1;note="a;b" ; lr;;tag="#;
+        let list = |quoted| {
+            params(b, crate::sip::Span::new(2, b.len()), quoted)
+                .map(|p| {
+                    let semi = p.with_semi(b).map(|s| s.of(b).to_vec());
+                    (
+                        p.name.of(b).to_vec(),
+                        p.value.of(b).to_vec(),
+                        p.has_value(),
+                        semi,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let header = list(true);
+        let names: Vec<_> = header.iter().map(|p| trim(&p.0).to_vec()).collect();
+        assert_eq!(names, [&b"tag"[..], b"note", b"lr", b"", b"tag"]);
+        assert_eq!(header[1].1, br#""a;b" "#);
+        assert!(!header[2].2 && header[4].2 && header[4].1.is_empty());
+        assert_eq!(header[0].3.as_deref(), Some(&b";tag=1"[..]));
+        // In a URI a '"' is an ordinary byte: the ';' after it splits.
+        let uri = list(false);
+        assert_eq!(uri[1].1, br#""a"#);
+        assert_eq!(uri.len(), 6);
+        // The list's first parameter given without its ';'.
+        let bare = b"tag=1;lr";
+        let first = params(bare, crate::sip::Span::new(0, 8), true)
+            .next()
+            .unwrap();
+        assert_eq!(
+            (first.seg.of(bare), first.with_semi(bare)),
+            (&b"tag=1"[..], None)
+        );
+        // An unterminated quoted value runs to the end; an empty list has none.
+        let open = br#"a="x;y"#;
+        assert_eq!(params(open, crate::sip::Span::new(0, 6), true).count(), 1);
+        assert_eq!(params(open, crate::sip::Span::new(6, 6), true).count(), 0);
+    }
 
     #[test]
     fn bare_cr_found_wherever_it_stands() {

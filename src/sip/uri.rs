@@ -167,21 +167,9 @@ pub fn scheme_named(name: &[u8]) -> Scheme {
 /// Value of a `;name=value` parameter in a parameter list (case-insensitive name);
 /// `Some(empty span)` for a parameter without a value.
 pub fn param(b: &[u8], params: Span, name: &[u8]) -> Option<Span> {
-    let mut i = params.start as usize;
-    let end = params.end as usize;
-    while i < end {
-        let seg_end = find(b, i, end, b';').unwrap_or(end);
-        let seg = &b[i..seg_end];
-        let (n, v) = match seg.iter().position(|&c| c == b'=') {
-            Some(eq) => (&seg[..eq], Span::new(i + eq + 1, seg_end)),
-            None => (seg, Span::new(seg_end, seg_end)),
-        };
-        if is_param_name(super::lex::trim(n), name) {
-            return Some(v);
-        }
-        i = seg_end + 1;
-    }
-    None
+    lex::params(b, params, false)
+        .find(|p| is_param_name(lex::trim(p.name.of(b)), name))
+        .map(|p| p.value)
 }
 
 /// Whether a URI parameter's name `n` is `name`, case aside and escaped characters
@@ -215,15 +203,20 @@ pub fn user_number(b: &[u8], user: Span) -> Span {
     }
 }
 
-/// `phone-context` of a tel URI or of a telephone-subscriber user part. Two of them say
-/// two places: which one the next element reads is not known, so the number has none
-/// (and is read where a number without one is: the home plan, on the safe side).
+/// `phone-context` of a tel URI or of a telephone-subscriber user part: its value.
 #[inline]
 pub fn phone_context(b: &[u8], u: &Uri) -> Option<Span> {
-    let params = number_params(b, u)?;
-    let ctx = param(b, params, b"phone-context")?;
-    let after = Span::new(ctx.end as usize, params.end as usize);
-    param(b, after, b"phone-context").is_none().then_some(ctx)
+    phone_context_param(b, u).map(|p| p.value)
+}
+
+/// The `phone-context` parameter of the number, whole. Two of them say two places:
+/// which one the next element reads is not known, so the number has none (and is read
+/// where a number without one is: the home plan, on the safe side).
+pub fn phone_context_param(b: &[u8], u: &Uri) -> Option<lex::Param> {
+    let mut contexts = lex::params(b, number_params(b, u)?, false)
+        .filter(|p| is_param_name(lex::trim(p.name.of(b)), b"phone-context"));
+    let first = contexts.next()?;
+    contexts.next().is_none().then_some(first)
 }
 
 /// The parameters that belong to the number: a tel URI's, or those of a sip user part
@@ -252,24 +245,10 @@ pub fn each_phone_context(b: &[u8], u: &Uri, mut f: impl FnMut(Span)) {
 }
 
 fn each_context_in(b: &[u8], params: Span, f: &mut impl FnMut(Span)) {
-    let mut i = params.start as usize;
-    let end = params.end as usize;
-    while i < end {
-        let seg_end = find(b, i, end, b';').unwrap_or(end);
-        let seg = &b[i..seg_end];
-        let name = seg
-            .iter()
-            .position(|&c| c == b'=')
-            .map_or(seg, |eq| &seg[..eq]);
-        let semi = i.checked_sub(1).filter(|&s| b[s] == b';');
-        if let (Some(semi), true) = (
-            semi,
-            is_param_name(super::lex::trim(name), b"phone-context"),
-        ) {
-            f(Span::new(semi, seg_end));
-        }
-        i = seg_end + 1;
-    }
+    lex::params(b, params, false)
+        .filter(|p| is_param_name(lex::trim(p.name.of(b)), b"phone-context"))
+        .filter_map(|p| p.with_semi(b))
+        .for_each(f);
 }
 
 /// Whether a phone-context is a global number's (`+86`, escaped `%2B86`), not a
