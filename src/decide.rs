@@ -493,7 +493,7 @@ pub fn track_dialog(
 /// same Call-ID and From tag and the next CSeq: credentials (401, 407: RFC 3261 22.2),
 /// a body or URI it can take (413, 415, 416), an extension (420, 421), a longer session
 /// interval (422, RFC 4028 6), a security agreement (494, RFC 3329). The retry is the
-/// same call: it passes the rate rules uncounted ([`challenged_retry`]) and the
+/// same call: it passes the rate rules uncounted ([`Decision::core_retry`]) and the
 /// behaviour features count one attempt (QA 67: a core's 422 halved a contract).
 pub fn retry_asked(status: u16) -> bool {
     matches!(status, 401 | 407 | 413 | 415 | 416 | 420 | 421 | 422 | 494)
@@ -505,9 +505,9 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
 
-/// A call that passed a trunk's rate rules, by its Call-ID, the caller's tag and the
-/// number counted: what a retry after the core's challenge must match to pass again
-/// uncounted.
+/// A call that went on, by its Call-ID, the caller's tag and the number judged: what a
+/// retry after the core's challenge must match to be the same call (uncounted by the
+/// rate rules and the calls metrics).
 fn passed_call_key(trunk: u64, msg: &Message, caller: &Number) -> u64 {
     crate::sip::lex::tag_hash(&[
         b"passed",
@@ -536,24 +536,6 @@ fn core_asked_retry(msg: &Message, ctx: &Context<'_>) -> bool {
     ctx.rates
         .remember(challenged, ctx.now_ms, TRANSACTION_MS, false);
     true
-}
-
-/// Whether the retry of a call the core asked for ([`Decision::core_retry`]) passes the
-/// rate rules uncounted: it must be the call that passed them, with the same number
-/// (QA 64: a core that challenges every call halved an enterprise's contracted
-/// frequency).
-fn challenged_retry(
-    msg: &Message,
-    d: &Decision,
-    ctx: &Context<'_>,
-    trunk: u64,
-    caller: &Number,
-) -> bool {
-    d.core_retry
-        && ctx
-            .rates
-            .recall(passed_call_key(trunk, msg, caller), ctx.now_ms)
-            == Some(true)
 }
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.
@@ -946,6 +928,15 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     judge_caller(policy, msg, ctx, &mut d);
     admit(policy, msg, ctx, &mut d);
     d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
+    // A call that goes on, by its number: what the core's retry of it must match to be
+    // that call ([`core_asked_retry`]). (A retransmission's original did this.)
+    if d.outcome == Outcome::Forward
+        && !d.retransmission
+        && let (Some(ti), Some(n)) = (d.trunk, d.caller)
+    {
+        let passed = passed_call_key(policy.trunks[ti].id, msg, &n);
+        ctx.rates.remember(passed, ctx.now_ms, TRANSACTION_MS, true);
+    }
     d
 }
 
@@ -1178,6 +1169,15 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         d.caller = Some(p.n);
         d.class = Some(p.class);
     }
+    // The retry the core asked for is the call it retries only with the number that
+    // call went on with: with another it is another caller's attempt (QA 72).
+    if d.core_retry {
+        d.core_retry = primary.is_some_and(|p| {
+            ctx.rates
+                .recall(passed_call_key(trunk.id, msg, &p.n), ctx.now_ms)
+                == Some(true)
+        });
+    }
     if let Some(n) = isup_caller {
         d.isup_caller = Some(n);
         d.isup_class = Some(policy.plan.classify(&n));
@@ -1313,9 +1313,9 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .and_then(|k| ctx.rates.recall(k, ctx.now_ms))
             .filter(|_| !answered_already(msg, ctx));
         if let (None, Some(k)) = (before, txn) {
-            // The retry of a call the core challenged passes as its first INVITE did,
-            // and so do its retransmissions.
-            let retry = challenged_retry(msg, d, ctx, trunk.id, &primary.n);
+            // The retry of a call the core challenged passes as its first INVITE did
+            // (with the same number: see above), and so do its retransmissions.
+            let retry = d.core_retry;
             if retry {
                 before = Some(true);
             }
@@ -1412,8 +1412,6 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             }
             if let Some(k) = txn {
                 ctx.rates.remember(k, ctx.now_ms, TRANSACTION_MS, true);
-                let passed = passed_call_key(trunk.id, msg, &primary.n);
-                ctx.rates.remember(passed, ctx.now_ms, TRANSACTION_MS, true);
             }
         }
     }

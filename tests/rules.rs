@@ -497,7 +497,7 @@ fn exempt_numbers_pass_the_blacklist_only() {
     assert!(text.contains("verdict  allow"), "{text}");
     assert!(
         text.contains(
-            "exempted blacklist (matched, not applied: the caller is on the exempt list)"
+            "exempted blacklist (matched, not applied: a number of the call is on the exempt list)"
         ),
         "{text}"
     );
@@ -848,9 +848,22 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
     assert_eq!(rec.retry, Some("core-asked"));
     // A second retry on one challenge is an attempt of its own: counted.
     assert!(!on_intl(&retry_intl(3), 200).core_retry);
+    // So is a retry that names another caller (QA 72).
+    let other = renamed(&invite("+442071234568", ""), "+442071234568", "ch-21");
+    assert!(!on_intl(&other, 300).core_retry);
+    challenge(&other, &rates, 350);
+    let swapped = Message::parse(Bytes::from(
+        String::from_utf8(other.bytes().to_vec())
+            .unwrap()
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace(";branch=z9hG4bK-", ";branch=z9hG4bK-r2-")
+            .replace("+442071234568", "+442071234569"),
+    ))
+    .unwrap();
+    assert!(!on_intl(&swapped, 400).core_retry);
     let text = metrics.render();
     for series in [
-        "sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"} 2",
+        "sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"} 4",
         "sipfence_core_retries_total{trunk=\"intl\"} 1",
     ] {
         assert!(text.contains(series), "{series} not in\n{text}");
@@ -2450,11 +2463,28 @@ fn config_errors_name_file_and_line() {
         }
         policy(&authed("sources = [\"10.9.0.1\"]\n", &on_trunk));
     }
-    policy(&authed("", "[trunk.rules.trunk-auth]\naction = \"drop\"\n"));
     policy(&authed("", ""));
-    // The challenge is a 407, a failure 403: a code would make every call fail (QA 70).
+    // The challenge is a 407, a failure 403: a code would make every call fail (QA 70),
+    // and so would a drop, which drops the challenge (QA 72); a 401 or 407 on another
+    // rule asks for credentials nothing lets the caller give.
     let e = bad("[rules.trunk-auth]\ncode = 401");
     assert!(e.contains("rule trunk-auth: code cannot be set"), "{e}");
+    let e = bad(&authed(
+        "sources = [\"10.9.0.1\"]\n",
+        "[trunk.rules.trunk-auth]\naction = \"drop\"\n",
+    ));
+    assert!(
+        e.contains("action drop would never send the challenge"),
+        "{e}"
+    );
+    for code in [401, 407] {
+        let e = bad(&format!("[rules.blacklist]\ncode = {code}"));
+        assert!(
+            e.contains(&format!("rule blacklist: code {code} asks for credentials")),
+            "{e}"
+        );
+    }
+    policy("[rules.blacklist]\ncode = 603");
     // A stranger's request has nowhere to go: it is refused or dropped, never "let
     // through" to be dropped unanswered while the metrics said allow (QA 70).
     for action in ["monitor", "off", "label"] {
@@ -4993,7 +5023,8 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "user 'a' has the password ${PBX1_PASSWORD}, a template never filled in",
     );
     loads(&auth("\"a:$ecret}\""));
-    for secret in ["", "${AUTH_SECRET}"] {
+    refused(&auth("\"a:$PBX1_PW\""), 9, "a template never filled in");
+    for secret in ["", " ", "${AUTH_SECRET}", "$AUTH_SECRET"] {
         refused(
             &format!("[general]\nauth_secret = \"{secret}\"\n{}", auth("\"a:b\"")),
             2,

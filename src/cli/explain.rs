@@ -212,7 +212,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             }
             if !rec.exempted.is_empty() {
                 println!(
-                    "  exempted {} (matched, not applied: the caller is on the exempt list)",
+                    "  exempted {} (matched, not applied: a number of the call is on the exempt list)",
                     rec.exempted.join(", ")
                 );
             }

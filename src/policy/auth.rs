@@ -186,12 +186,24 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The nonce key for `secret`, or a random one (each policy load) when there is none.
-/// `${NAME}` (a shell or envsubst variable) left as it was written: a secret that is
-/// no secret.
+/// `${NAME}` or `$NAME` (a shell or envsubst variable; the bare form in capitals, as
+/// environment variables are written) left as it was written: a secret that is no
+/// secret.
 pub fn unexpanded_template(s: &str) -> bool {
-    s.strip_prefix("${")
+    let braced = s
+        .strip_prefix("${")
         .and_then(|r| r.strip_suffix('}'))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+        .is_some_and(|n| {
+            !n.is_empty() && n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        });
+    let bare = s.strip_prefix('$').is_some_and(|n| {
+        n.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == b'_')
+            && n.bytes()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+    });
+    braced || bare
 }
 
 pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {

@@ -391,6 +391,10 @@ pub struct Policy {
     pub verstat: Option<String>,
     pub server: String,
     pub reason_header: bool,
+    /// A trunk authenticates with a nonce key drawn at random for this load (no
+    /// `auth_secret`): nonces another process gave (the live proxy's, in a capture) do
+    /// not verify here.
+    pub auth_key_random: bool,
     /// Actions for requests from no known trunk.
     pub default_actions: Vec<Action>,
     pub proxy: config::ProxyConf,
@@ -660,6 +664,26 @@ fn resolve_actions(
             return Err(LoadError::file(
                 file,
                 "rule trunk-auth: code cannot be set (the challenge is 407 with Proxy-Authenticate, wrong credentials and a locked address get 403)",
+            ));
+        }
+        // Dropping a call without credentials drops the challenge: no PBX could ever
+        // authenticate, and every call of the trunk would vanish (QA 72).
+        if *r == RuleId::TrunkAuth && c.action == Some(ActionKind::Drop) {
+            return Err(LoadError::file(
+                file,
+                "rule trunk-auth: action drop would never send the challenge, so no PBX could authenticate (reject challenges with 407; monitor lets calls on while authentication is tried)",
+            ));
+        }
+        // A 401 or 407 asks for credentials: without the challenge header that only
+        // trunk-auth writes, no UA can answer it (QA 72).
+        if *r != RuleId::TrunkAuth && matches!(c.code.map(|c| c.0), Some(401 | 407)) {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "rule {}: code {} asks for credentials, which only trunk-auth's challenge gives (use 403, 603 or 608)",
+                    r.as_str(),
+                    c.code.map_or(0, |c| c.0)
+                ),
             ));
         }
         // Only the generic number has a rewrite (the presented number replaced by the
@@ -1007,7 +1031,7 @@ impl Policy {
         // The key that makes nonces unforgeable: an empty or unfilled one is known to
         // anyone who read the template (QA 70).
         if let Some(secret) = cfg.general.auth_secret.as_deref()
-            && (secret.is_empty() || auth::unexpanded_template(secret))
+            && (secret.trim().is_empty() || auth::unexpanded_template(secret))
         {
             return Err(LoadError::file(
                 file,
@@ -1215,16 +1239,12 @@ impl Policy {
             // anyone's: a trunk-auth rule that only watches (the usual way to roll
             // authentication out) would open the trunk to every address (QA 70).
             let auth_kind = trunk.action(RuleId::TrunkAuth).kind;
-            if t.sources.is_empty()
-                && trunk.auth.is_some()
-                && !matches!(auth_kind, ActionKind::Reject | ActionKind::Drop)
-            {
+            if t.sources.is_empty() && trunk.auth.is_some() && auth_kind != ActionKind::Reject {
                 return Err(LoadError::file(
                     file,
                     format!(
-                        "trunk '{}' has no sources: [trunk.auth] alone identifies its callers, so rule trunk-auth must reject (it is {}: every address could use the trunk); name the peers' addresses to try authentication in {} first",
+                        "trunk '{}' has no sources: [trunk.auth] alone identifies its callers, so rule trunk-auth must reject (it is {}: every address could use the trunk); to watch authentication before enforcing it, name the peers' addresses",
                         t.name,
-                        auth_kind.as_str(),
                         auth_kind.as_str()
                     ),
                 ));
@@ -1429,6 +1449,8 @@ impl Policy {
             verstat: cfg.general.verstat,
             server: cfg.general.server,
             reason_header: cfg.general.reason_header,
+            auth_key_random: cfg.general.auth_secret.is_none()
+                && cfg.trunks.iter().any(|t| t.auth.is_some()),
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,

@@ -44,6 +44,9 @@ pub struct Summary {
     /// INVITEs sent again within their transaction's lifetime (RFC 3261 17.1.1.2: the
     /// UDP client's timer A): judged again, as the proxy judges them, but not new calls.
     pub retransmissions: u64,
+    /// Retries of calls the core asked to send again (its 401/407, 422...) that went on:
+    /// the same calls, counted once, as the proxy's metrics count them.
+    pub core_retries: u64,
     pub by_verdict: BTreeMap<&'static str, u64>,
     pub by_rule: BTreeMap<&'static str, u64>,
     /// Call outcomes the behaviour rules learnt from (answered, ring-once...).
@@ -507,6 +510,8 @@ impl<'p> Replayer<'p> {
                 let again = d.retransmission;
                 if again {
                     self.summary.retransmissions += 1;
+                } else if d.core_retry && !rej {
+                    self.summary.core_retries += 1;
                 } else if d.kind == Kind::Call {
                     self.summary.calls += 1;
                     *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
@@ -601,6 +606,13 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let Ok(trunk) = trunk_of(policy, a.trunk.as_deref()) else {
         return 2;
     };
+    // Said before any verdict: otherwise every authenticated call of the capture is
+    // challenged again, and the difference looks like the policy's (QA 73).
+    if policy.auth_key_random {
+        eprintln!(
+            "sipfence: warning: the policy authenticates trunks but sets no [general] auth_secret: the capture's nonces (the live proxy's) do not verify here, so its authenticated calls are challenged again; give replay the gateways' auth_secret"
+        );
+    }
     if let Some(baseline) = &a.baseline {
         let Ok(base_trunk) = trunk_of(baseline, a.trunk.as_deref()) else {
             return 2;
@@ -693,13 +705,13 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
         );
     } else {
         println!();
         println!(
-            "packets {}  SIP messages {}  unparsable {}  calls {}  retransmitted INVITEs {}",
-            s.packets, s.sip_messages, s.parse_errors, s.calls, s.retransmissions
+            "packets {}  SIP messages {}  unparsable {}  calls {}  retransmitted INVITEs {}  retries the core asked for {}",
+            s.packets, s.sip_messages, s.parse_errors, s.calls, s.retransmissions, s.core_retries
         );
         // What the network layer could not follow: the first place to look when a
         // capture shows fewer calls than expected.

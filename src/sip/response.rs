@@ -229,10 +229,14 @@ pub fn phrase(code: u16) -> &'static str {
         424 => "Bad Location Information",
         428 => "Use Identity Header",
         429 => "Provide Referrer Identity",
+        430 => "Flow Failed",
         433 => "Anonymity Disallowed",
         436 => "Bad Identity-Info",
         437 => "Unsupported Certificate",
         438 => "Invalid Identity Header",
+        439 => "First Hop Lacks Outbound Support",
+        440 => "Max-Breadth Exceeded",
+        469 => "Bad Info Package",
         470 => "Consent Needed",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
@@ -254,6 +258,7 @@ pub fn phrase(code: u16) -> &'static str {
         504 => "Server Time-out",
         505 => "Version Not Supported",
         513 => "Message Too Large",
+        555 => "Push Notification Service Not Supported",
         580 => "Precondition Failure",
         600 => "Busy Everywhere",
         603 => "Decline",
@@ -318,6 +323,20 @@ mod tests {
                 b"SIP/2.0/UDP 10.0.0.3;branch=z9hG4bK0"
             ]
         );
+    }
+
+    #[test]
+    fn configured_codes_say_their_names() {
+        for (code, name) in [
+            (401, "Unauthorized"),
+            (430, "Flow Failed"),
+            (484, "Address Incomplete"),
+            (555, "Push Notification Service Not Supported"),
+            (608, "Rejected"),
+            (699, "Rejected"),
+        ] {
+            assert_eq!(phrase(code), name);
+        }
     }
 
     #[test]
