@@ -464,6 +464,9 @@ pub fn track_dialog(
             if retry_asked(status) && from_core() {
                 let key = challenge_key(msg.call_id(), msg.from_tag_read().unwrap_or_default());
                 rates.remember(key, now_ms, TRANSACTION_MS, true);
+                if let Some(r) = rates.recent() {
+                    r.note_retry_asked(now_ms);
+                }
             }
             // A final answer ends the INVITE's transaction: a copy of the INVITE sent
             // after it is a new attempt ([`repeated`]). The caller's branch is the top
@@ -929,10 +932,20 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     admit(policy, msg, ctx, &mut d);
     d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
     // A call that goes on, by its number: what the core's retry of it must match to be
-    // that call ([`core_asked_retry`]). (A retransmission's original did this.)
+    // that call ([`core_asked_retry`]). On a trunk with rate rules always (its contract
+    // must count the retry of the first challenged call once too); elsewhere, where
+    // only the metrics tell, while the core asks for retries at all (a call forwarded
+    // before the first such answer is counted twice). (A retransmission's original did
+    // this.)
     if d.outcome == Outcome::Forward
         && !d.retransmission
         && let (Some(ti), Some(n)) = (d.trunk, d.caller)
+        && (policy.trunks[ti].max_per_minute.is_some()
+            || policy.trunks[ti].max_per_minute_per_caller.is_some()
+            || ctx
+                .rates
+                .recent()
+                .is_some_and(|r| r.retries_asked(ctx.now_ms)))
     {
         let passed = passed_call_key(policy.trunks[ti].id, msg, &n);
         ctx.rates.remember(passed, ctx.now_ms, TRANSACTION_MS, true);

@@ -287,6 +287,10 @@ pub struct Recent {
     /// When a From was last kept or its time extended (ms, 0: never): with none for
     /// longer than an entry lives, the table is empty and no later request looks.
     from_kept_ms: AtomicU64,
+    /// When the core last asked a caller to retry a call (401, 407, 422...; ms, 0:
+    /// never): until it has, for an hour, forwarded calls are not remembered for
+    /// their retries to be matched ([`Recent::retries_asked`]).
+    retry_asked_ms: AtomicU64,
 }
 
 /// What happened to a call whose From is kept ([`Recent::from_event`]).
@@ -319,6 +323,7 @@ impl Recent {
             // Only calls whose From was changed, at most MAX_KEPT_FROM bytes each.
             froms: Remembered::new((capacity / 8).max(1)),
             from_kept_ms: AtomicU64::new(0),
+            retry_asked_ms: AtomicU64::new(0),
         }
     }
     /// Keeps the From value `value` of a call, for as long as it may ring.
@@ -362,6 +367,18 @@ impl Recent {
     }
     /// Whether any From may be kept at `now_ms`: most gateways rewrite no From, and
     /// their calls' later requests then cost no lookup.
+    /// The core asked a caller to retry a call.
+    pub fn note_retry_asked(&self, now_ms: u64) {
+        self.retry_asked_ms
+            .fetch_max(now_ms.max(1), Ordering::Relaxed);
+    }
+    /// Whether the core asked for a retry within the last hour: a core that challenges
+    /// or asks for session timers does so for call after call, and most cores never
+    /// do, so that their gateways pay nothing for it.
+    pub fn retries_asked(&self, now_ms: u64) -> bool {
+        let last = self.retry_asked_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms.saturating_sub(last) <= 3_600_000
+    }
     pub fn keeps_froms(&self, now_ms: u64) -> bool {
         let last = self.from_kept_ms.load(Ordering::Relaxed);
         last != 0 && now_ms.saturating_sub(last) <= DIALOG_MS
