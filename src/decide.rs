@@ -852,7 +852,6 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         None
     };
     d.retransmission = first_seen.is_some();
-    d.core_retry = kind == Kind::Call && !d.retransmission && core_asked_retry(msg, ctx);
     if trunk.is_none() {
         // Nothing may enter from an address no trunk claims, call or not.
         if kind != Kind::InDialog || method != Method::Ack {
@@ -928,6 +927,8 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
             return d;
         }
     }
+    // Asked here, confirmed by its number in `judge_caller`.
+    d.core_retry = !d.retransmission && core_asked_retry(msg, ctx);
     judge_caller(policy, msg, ctx, &mut d);
     admit(policy, msg, ctx, &mut d);
     d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
@@ -1046,6 +1047,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
+    // A retry the core asked for, until its number says it is that call (below).
+    let asked = std::mem::take(&mut d.core_retry);
     if d.identity.excess_asserted
         || d.identity.unreadable.is_some()
         || (role == Role::Enterprise && d.identity.shown_all.overflow)
@@ -1184,13 +1187,12 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     }
     // The retry the core asked for is the call it retries only with the number that
     // call went on with: with another it is another caller's attempt (QA 72).
-    if d.core_retry {
-        d.core_retry = primary.is_some_and(|p| {
+    d.core_retry = asked
+        && primary.is_some_and(|p| {
             ctx.rates
                 .recall(passed_call_key(trunk.id, msg, &p.n), ctx.now_ms)
                 == Some(true)
         });
-    }
     if let Some(n) = isup_caller {
         d.isup_caller = Some(n);
         d.isup_class = Some(policy.plan.classify(&n));
