@@ -126,6 +126,8 @@ pub struct Decision {
     /// 407, a longer session interval after 422...: [`retry_asked`]): the same call, so
     /// not counted again in the calls metrics when it goes on (QA 71).
     pub core_retry: bool,
+    /// [`call_print`] of a call to remember for its retry, if it goes on (0: none).
+    print: u64,
     /// The trunk's rate rules were judged while the shared counters were out of reach
     /// (Redis down): on this gateway's count alone (`Open`), or with a rule configured
     /// `fallback = "closed"` matching whatever the count (`Closed`). What tells an
@@ -193,6 +195,7 @@ impl Decision {
             retransmission: false,
             unknown_dialog: false,
             core_retry: false,
+            print: 0,
             rate_fallback: None,
             spend: Spend::default(),
         }
@@ -508,17 +511,27 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
 
-/// A call that went on, by its Call-ID, the caller's tag and the number judged: what a
-/// retry after the core's challenge must match to be the same call (uncounted by the
-/// rate rules and the calls metrics).
-fn passed_call_key(trunk: u64, msg: &Message, caller: &Number) -> u64 {
-    crate::sip::lex::tag_hash(&[
+/// A call as the rules counted it: its Call-ID, the caller's tag, the Request-URI and
+/// every number judged (the asserted, the shown ones, the IAM's). What a retry after
+/// the core's challenge must repeat to be that call, uncounted by the rate rules, the
+/// behaviour features and the calls metrics: a retry that shows another number or
+/// calls another callee is an attempt of its own (QA 74: a shown number over its limit,
+/// or a callee the sequence rules would have seen, passed in the retry).
+fn call_print(trunk: u64, msg: &Message, nums: &[Option<Judged>]) -> u64 {
+    let b = msg.buf();
+    let t = trunk.to_le_bytes();
+    let mut parts: [&[u8]; 17] = [&[]; 17];
+    parts[..5].copy_from_slice(&[
         b"passed",
-        &trunk.to_le_bytes(),
+        &t,
         msg.call_id(),
         msg.from_tag().unwrap_or_default(),
-        caller.digits(),
-    ])
+        msg.request_uri().map_or(&[][..], |u| u.of(b)),
+    ]);
+    for (slot, j) in parts[5..].iter_mut().zip(nums.iter().flatten()) {
+        *slot = j.n.digits();
+    }
+    crate::sip::lex::tag_hash(&parts)
 }
 
 /// Whether the INVITE `msg` is the retry of a call the core asked to send again (a
@@ -932,24 +945,12 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     judge_caller(policy, msg, ctx, &mut d);
     admit(policy, msg, ctx, &mut d);
     d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
-    // A call that goes on, by its number: what the core's retry of it must match to be
-    // that call ([`core_asked_retry`]). On a trunk with rate rules always (its contract
-    // must count the retry of the first challenged call once too); elsewhere, where
-    // only the metrics tell, while the core asks for retries at all (a call forwarded
-    // before the first such answer is counted twice). (A retransmission's original did
+    // A call that goes on, as its rules counted it: what the core's retry of it must
+    // repeat to be that call ([`core_asked_retry`]). (A retransmission's original did
     // this.)
-    if d.outcome == Outcome::Forward
-        && !d.retransmission
-        && let (Some(ti), Some(n)) = (d.trunk, d.caller)
-        && (policy.trunks[ti].max_per_minute.is_some()
-            || policy.trunks[ti].max_per_minute_per_caller.is_some()
-            || ctx
-                .rates
-                .recent()
-                .is_some_and(|r| r.retries_asked(ctx.now_ms)))
-    {
-        let passed = passed_call_key(policy.trunks[ti].id, msg, &n);
-        ctx.rates.remember(passed, ctx.now_ms, TRANSACTION_MS, true);
+    if d.outcome == Outcome::Forward && !d.retransmission && d.print != 0 {
+        ctx.rates
+            .remember(d.print, ctx.now_ms, TRANSACTION_MS, true);
     }
     d
 }
@@ -1185,14 +1186,24 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         d.caller = Some(p.n);
         d.class = Some(p.class);
     }
-    // The retry the core asked for is the call it retries only with the number that
-    // call went on with: with another it is another caller's attempt (QA 72).
-    d.core_retry = asked
-        && primary.is_some_and(|p| {
-            ctx.rates
-                .recall(passed_call_key(trunk.id, msg, &p.n), ctx.now_ms)
-                == Some(true)
-        });
+    // The retry the core asked for is the call it retries only as that call went on:
+    // with another number or callee it is another attempt (QA 72, QA 74). Calls are
+    // remembered for it on trunks whose rules count attempts (rate rules, behaviour)
+    // always, elsewhere (only the metrics tell) while the core asks for retries at all,
+    // so that gateways whose core never does pay nothing: there the first call it
+    // challenges after a quiet hour is counted twice.
+    let remember = trunk.max_per_minute.is_some()
+        || trunk.max_per_minute_per_caller.is_some()
+        || trunk.behaviour.is_some()
+        || ctx
+            .rates
+            .recent()
+            .is_some_and(|r| r.retries_asked(ctx.now_ms));
+    if primary.is_some() && (asked || remember) {
+        let print = call_print(trunk.id, msg, nums);
+        d.core_retry = asked && ctx.rates.recall(print, ctx.now_ms) == Some(true);
+        d.print = if remember { print } else { 0 };
+    }
     if let Some(n) = isup_caller {
         d.isup_caller = Some(n);
         d.isup_class = Some(policy.plan.classify(&n));
@@ -1489,7 +1500,12 @@ fn judge_behaviour(
     let f = ctx.behaviour.on_call(&CallStart {
         caller: key,
         call: behaviour::call_key(msg),
-        retry: behaviour::retry_key(msg),
+        // Only the retry the core asked for, as its call went on, is that call.
+        retry: if d.core_retry {
+            behaviour::retry_key(msg)
+        } else {
+            0
+        },
         trunk: policy.trunks[ti].tag(),
         callee_hash,
         callee_seq,

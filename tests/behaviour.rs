@@ -95,6 +95,11 @@ impl Net {
         if d.kind != sipfence::decide::Kind::Call {
             behaviour::observe(m, from_core, &self.tracker, T0 + t);
         }
+        // What the proxy notes of every answer it relays (a core's challenge: the
+        // caller's retry is the same call).
+        if !m.is_request() {
+            sipfence::decide::track_dialog(m, || from_core, &self.rates, T0 + t);
+        }
         d
     }
 
@@ -483,6 +488,17 @@ fn a_callers_own_answers_and_a_shared_call_id_hide_nothing() {
             true,
         );
     }
+    // A retry that calls another callee is an attempt of its own: the callee rules see
+    // it (QA 74: a dummy first callee hid a sequence of real ones behind retries).
+    let d = net.invite("+447700900055", "+8613812340001", "swap", 600_000);
+    assert_eq!(d.features.map(|f| (f.attempts, f.callees)), Some((1, 1)));
+    net.response(407, "swap", 600_050);
+    let retry = invite("+447700900055", "+8613812340002", "swap")
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace("branch=z9hG4bK-swap", "branch=z9hG4bK-swap-2");
+    let d = net.msg(&parse(retry), 600_100);
+    assert!(!d.core_retry);
+    assert_eq!(d.features.map(|f| (f.attempts, f.callees)), Some((2, 2)));
 }
 
 #[test]

@@ -821,6 +821,30 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
         Some((403, "enterprise-rate-caller"))
     );
 
+    // A retry that keeps the asserted caller but shows another number in From is an
+    // attempt of that number (QA 74: a shown number over its limit passed in retries).
+    let rates = LocalRateCounter::new(1000);
+    let r = on_ent(&p, &rates);
+    let pai = "P-Asserted-Identity: <sip:13912340001@10.9.9.9>\r\n";
+    let first = renamed(&invite(a, pai), a, "ch-30");
+    assert_eq!(r(&first, 0), None);
+    challenge(&first, &rates, 50);
+    let shows_b = String::from_utf8(first.bytes().to_vec())
+        .unwrap()
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace(";branch=z9hG4bK-", ";branch=z9hG4bK-r2-")
+        .replace(
+            "\"13912340001\" <sip:13912340001@",
+            "\"13912340002\" <sip:13912340002@",
+        );
+    let shows_b = Message::parse(Bytes::from(shows_b)).unwrap();
+    let d = judge_at(&p, &shows_b, "ent", MON_10H + 100, &rates);
+    assert!(!d.core_retry && rejected(&d).is_none(), "{d:?}");
+    // 13912340002 shown once: its own second call passes, its third is over.
+    let b2 = |k: &str| renamed(&invite(b, ""), b, k);
+    assert_eq!(r(&b2("ch-31"), 200), None);
+    assert_eq!(r(&b2("ch-32"), 300), Some((403, "enterprise-rate-caller")));
+
     // On any trunk, limits or none, the calls metrics count the call once, and its
     // retry's record says what it is (QA 71: a core challenging every call doubled
     // the calls panel and halved the block ratio).
@@ -4831,6 +4855,12 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "rule trunk-auth never runs without [trunk.auth]",
     );
     loads(&format!("{ic}[trunk.rules.blacklist]\ncode = 603\n"));
+    // Said at the trunk's line, naming the trunk (QA 74).
+    refused(
+        &format!("[rules.blacklist]\ncode = 603\n{ic}[trunk.rules.blacklist]\ncode = 407\n"),
+        9,
+        "trunk ic: rule blacklist: code 407 asks for credentials",
+    );
     loads(&format!(
         "{ent}[trunk.rules.enterprise-hours]\ncode = 480\n"
     ));
@@ -5035,6 +5065,13 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
     );
     loads(&auth("\"a:$ecret}\""));
     refused(&auth("\"a:$PBX1_PW\""), 9, "a template never filled in");
+    refused(
+        &auth("\"a:{{ pbx1_pw }}\""),
+        9,
+        "a template never filled in",
+    );
+    refused(&auth("\"a:%PBX1_PW%\""), 9, "a template never filled in");
+    refused(&auth("\"a: \""), 9, "has an empty password");
     for secret in ["", " ", "${AUTH_SECRET}", "$AUTH_SECRET"] {
         refused(
             &format!("[general]\nauth_secret = \"{secret}\"\n{}", auth("\"a:b\"")),

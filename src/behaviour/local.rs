@@ -449,7 +449,10 @@ impl LocalTracker {
                 return false;
             }
         }
-        if let Some(s) = self.take_call(t, nonzero(c.retry), open) {
+        if let Some(s) = (c.retry != 0)
+            .then(|| self.take_call(t, nonzero(c.retry), open))
+            .flatten()
+        {
             self.put_call(t, call, s, c.now_ms);
             return false;
         }

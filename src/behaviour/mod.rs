@@ -29,7 +29,8 @@ pub struct CallStart {
     pub caller: u64,
     /// Key of the call ([`call_key`]), to attach its later messages.
     pub call: u64,
-    /// [`retry_key`]: a call the core challenged waits under it for this retry.
+    /// [`retry_key`]: a call the core challenged waits under it for this retry. 0: this
+    /// is no retry the core asked for (or not the call it asked about).
     pub retry: u64,
     /// The trunk's [`crate::policy::Trunk::tag`].
     pub trunk: TrunkTag,

@@ -187,9 +187,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// The nonce key for `secret`, or a random one (each policy load) when there is none.
 /// `${NAME}` or `$NAME` (a shell or envsubst variable; the bare form in capitals, as
-/// environment variables are written) left as it was written: a secret that is no
-/// secret.
+/// environment variables are written), `%NAME%` (Windows) or `{{ name }}` (Jinja, Helm,
+/// Go templates) left as it was written: a secret that is no secret.
 pub fn unexpanded_template(s: &str) -> bool {
+    let s = s.trim();
+    let word = |n: &str| !n.is_empty() && n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    let windows = s
+        .strip_prefix('%')
+        .and_then(|r| r.strip_suffix('%'))
+        .is_some_and(word);
+    let moustache = s.starts_with("{{") && s.ends_with("}}") && s.len() >= 4;
+    if windows || moustache {
+        return true;
+    }
     let braced = s
         .strip_prefix("${")
         .and_then(|r| r.strip_suffix('}'))
@@ -319,7 +329,7 @@ impl TrunkAuth {
             // An unexpanded template (`pbx1:${PW}` left as `pbx1:`) would let anyone in
             // who knows the name; one never expanded at all, anyone who read the
             // deployment's template (QA 70).
-            if rest.is_empty() {
+            if rest.trim().is_empty() {
                 return Err(format!(
                     "trunk {trunk}: auth users entry {}: user '{name}' has an empty password",
                     i + 1

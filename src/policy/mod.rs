@@ -652,7 +652,7 @@ fn resolve_actions(
             return Err(LoadError::file(
                 file,
                 format!(
-                    "rule unknown-source: action must be reject or drop (a request no trunk takes has no next hop to go to; {} would drop it unanswered)",
+                    "{where_}rule unknown-source: action must be reject or drop (a request no trunk takes has no next hop to go to; {} would drop it unanswered)",
                     c.action.map_or("", |k| k.as_str())
                 ),
             ));
@@ -663,7 +663,9 @@ fn resolve_actions(
         if *r == RuleId::TrunkAuth && c.code.is_some() {
             return Err(LoadError::file(
                 file,
-                "rule trunk-auth: code cannot be set (the challenge is 407 with Proxy-Authenticate, wrong credentials and a locked address get 403)",
+                format!(
+                    "{where_}rule trunk-auth: code cannot be set (the challenge is 407 with Proxy-Authenticate, wrong credentials and a locked address get 403)"
+                ),
             ));
         }
         // Dropping a call without credentials drops the challenge: no PBX could ever
@@ -671,7 +673,9 @@ fn resolve_actions(
         if *r == RuleId::TrunkAuth && c.action == Some(ActionKind::Drop) {
             return Err(LoadError::file(
                 file,
-                "rule trunk-auth: action drop would never send the challenge, so no PBX could authenticate (reject challenges with 407; monitor lets calls on while authentication is tried)",
+                format!(
+                    "{where_}rule trunk-auth: action drop would never send the challenge, so no PBX could authenticate (reject challenges with 407; monitor lets calls on while authentication is tried)"
+                ),
             ));
         }
         // A 401 or 407 asks for credentials: without the challenge header that only
@@ -680,7 +684,7 @@ fn resolve_actions(
             return Err(LoadError::file(
                 file,
                 format!(
-                    "rule {}: code {} asks for credentials, which only trunk-auth's challenge gives (use 403, 603 or 608)",
+                    "{where_}rule {}: code {} asks for credentials, which only trunk-auth's challenge gives (use 403, 603 or 608)",
                     r.as_str(),
                     c.code.map_or(0, |c| c.0)
                 ),

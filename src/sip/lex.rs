@@ -561,6 +561,7 @@ pub fn params(b: &[u8], span: super::Span, quoted: bool) -> Params<'_> {
     }
 }
 
+/// The iterator [`params`] gives.
 pub struct Params<'a> {
     b: &'a [u8],
     i: usize,
