@@ -511,22 +511,30 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
 
-/// A call as the rules counted it: its Call-ID, the caller's tag, the Request-URI and
-/// every number judged (the asserted, the shown ones, the IAM's). What a retry after
-/// the core's challenge must repeat to be that call, uncounted by the rate rules, the
-/// behaviour features and the calls metrics: a retry that shows another number or
-/// calls another callee is an attempt of its own (QA 74: a shown number over its limit,
-/// or a callee the sequence rules would have seen, passed in the retry).
-fn call_print(trunk: u64, msg: &Message, nums: &[Option<Judged>]) -> u64 {
+/// A call as the rules counted it: its Call-ID, the caller's tag, its From, the callee
+/// (the Request-URI's number as the rules read it, however written; else its user
+/// part) and every number judged (the asserted, the shown ones, the IAM's). What a
+/// retry after the core's challenge must repeat to be that call, uncounted by the rate
+/// rules, the behaviour features and the calls metrics: a retry that shows another
+/// number or calls another callee is an attempt of its own (QA 74: a shown number over
+/// its limit, or a callee the sequence rules would have seen, passed in the retry).
+fn call_print(policy: &Policy, d: &Decision, msg: &Message, nums: &[Option<Judged>]) -> u64 {
     let b = msg.buf();
-    let t = trunk.to_le_bytes();
+    let trunk = d.trunk.map_or(0, |t| policy.trunks[t].id).to_le_bytes();
+    let callee = msg
+        .request_uri()
+        .map(|u| identity::uri_number(b, u, policy.reading(d.trunk)));
     let mut parts: [&[u8]; 17] = [&[]; 17];
     parts[..5].copy_from_slice(&[
         b"passed",
-        &t,
+        &trunk,
         msg.call_id(),
-        msg.from_tag().unwrap_or_default(),
-        msg.request_uri().map_or(&[][..], |u| u.of(b)),
+        msg.value(HeaderName::From).unwrap_or_default(),
+        match &callee {
+            Some((_, Ok(n))) => n.digits(),
+            Some((user, Err(_))) => user.of(b),
+            None => &[],
+        },
     ]);
     for (slot, j) in parts[5..].iter_mut().zip(nums.iter().flatten()) {
         *slot = j.n.digits();
@@ -1200,7 +1208,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .recent()
             .is_some_and(|r| r.retries_asked(ctx.now_ms));
     if primary.is_some() && (asked || remember) {
-        let print = call_print(trunk.id, msg, nums);
+        let print = call_print(policy, d, msg, nums);
         d.core_retry = asked && ctx.rates.recall(print, ctx.now_ms) == Some(true);
         d.print = if remember { print } else { 0 };
     }
@@ -1560,6 +1568,13 @@ fn judge_behaviour(
             ]);
             let over = match ctx.rates.recall(txn, ctx.now_ms) {
                 Some(passed) => !passed,
+                // The retry the core asked for is the call this rule let through: it
+                // passes again, spending nothing (QA 75: a challenging core halved the
+                // allowance and refused calls on their retry).
+                None if d.core_retry => {
+                    ctx.rates.remember(txn, ctx.now_ms, TRANSACTION_MS, true);
+                    false
+                }
                 None => {
                     // Only the calls let through use the allowance up: this one when
                     // no later rule refuses it.

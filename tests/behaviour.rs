@@ -786,6 +786,49 @@ action = "rate-limit"
     );
 }
 
+/// The retry a challenging core asks for is the call the rate-limit let through: it
+/// passes again and spends nothing (QA 75: the allowance was spent twice, and a call
+/// let through was refused on its retry), however the callee is written in it.
+#[test]
+fn a_retry_the_core_asked_for_spends_no_allowance() {
+    let net = Net::new(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+sources = ["10.0.0.1"]
+[trunk.behaviour]
+window_secs = 60
+attempts = 1
+rate_limit_per_minute = 3
+[trunk.rules.behaviour-attempts]
+action = "rate-limit"
+"#,
+    );
+    let caller = "+447700900056";
+    for i in 0..3u64 {
+        let call = format!("rl-{i}");
+        let t = i * 1_000;
+        let d = net.invite(caller, "+8613812340000", &call, t);
+        assert_eq!(d.outcome, Outcome::Forward, "{i}: {d:?}");
+        net.response(407, &call, t + 50);
+        // The retry writes the callee without `user=phone`: the same number.
+        let retry = invite(caller, "+8613812340000", &call)
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace(
+                &format!("branch=z9hG4bK-{call}"),
+                &format!("branch=z9hG4bK-{call}-2"),
+            )
+            .replacen("@10.0.0.100;user=phone SIP/2.0", "@10.0.0.100 SIP/2.0", 1);
+        let d = net.msg(&parse(retry), t + 100);
+        assert!(d.core_retry, "{i}: {d:?}");
+        assert_eq!(d.outcome, Outcome::Forward, "{i}: {d:?}");
+    }
+    // Three calls let through: the allowance is spent.
+    let d = net.invite(caller, "+8613812340000", "rl-3", 5_000);
+    assert_eq!(d.outcome, Outcome::Reject { code: 608 }, "{d:?}");
+}
+
 #[test]
 fn config_errors_are_refused_with_the_reason() {
     let bad = |extra: &str, want: &str| {
