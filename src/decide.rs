@@ -511,7 +511,7 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
 
-/// A call as the rules counted it: its Call-ID, the caller's tag, its From, the callee
+/// A call as the rules counted it: its Call-ID, its From (the caller's tag in it), the callee
 /// (the Request-URI's number as the rules read it, however written; else its user
 /// part) and every number judged (the asserted, the shown ones, the IAM's). What a
 /// retry after the core's challenge must repeat to be that call, uncounted by the rate
@@ -948,7 +948,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
             return d;
         }
     }
-    // Asked here, confirmed by its number in `judge_caller`.
+    // Asked here; `judge_caller` confirms it is the call as it went on ([`call_print`]).
     d.core_retry = !d.retransmission && core_asked_retry(msg, ctx);
     judge_caller(policy, msg, ctx, &mut d);
     admit(policy, msg, ctx, &mut d);
@@ -1056,7 +1056,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
-    // A retry the core asked for, until its number says it is that call (below).
+    // A retry the core asked for, until [`call_print`] says it is that call (below).
     let asked = std::mem::take(&mut d.core_retry);
     if d.identity.excess_asserted
         || d.identity.unreadable.is_some()
@@ -1348,7 +1348,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .filter(|_| !answered_already(msg, ctx));
         if let (None, Some(k)) = (before, txn) {
             // The retry of a call the core challenged passes as its first INVITE did
-            // (with the same number: see above), and so do its retransmissions.
+            // (as it went on: see above), and so do its retransmissions.
             let retry = d.core_retry;
             if retry {
                 before = Some(true);

@@ -203,9 +203,7 @@ pub fn unexpanded_template(s: &str) -> bool {
     let braced = s
         .strip_prefix("${")
         .and_then(|r| r.strip_suffix('}'))
-        .is_some_and(|n| {
-            !n.is_empty() && n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
-        });
+        .is_some_and(word);
     let bare = s.strip_prefix('$').is_some_and(|n| {
         n.bytes()
             .next()

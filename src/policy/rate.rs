@@ -288,8 +288,9 @@ pub struct Recent {
     /// longer than an entry lives, the table is empty and no later request looks.
     from_kept_ms: AtomicU64,
     /// When the core last asked a caller to retry a call (401, 407, 422...; ms, 0:
-    /// never): until it has, for an hour, forwarded calls are not remembered for
-    /// their retries to be matched ([`Recent::retries_asked`]).
+    /// never): on trunks without rate or behaviour rules, forwarded calls are
+    /// remembered for their retries only within an hour of it
+    /// ([`Recent::retries_asked`]).
     retry_asked_ms: AtomicU64,
 }
 
