@@ -511,32 +511,43 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
 
-/// A call as the rules counted it: its Call-ID, its From (the caller's tag in it), the callee
-/// (the Request-URI's number as the rules read it, however written; else its user
-/// part) and every number judged (the asserted, the shown ones, the IAM's). What a
-/// retry after the core's challenge must repeat to be that call, uncounted by the rate
-/// rules, the behaviour features and the calls metrics: a retry that shows another
-/// number or calls another callee is an attempt of its own (QA 74: a shown number over
-/// its limit, or a callee the sequence rules would have seen, passed in the retry).
+/// A call as the rules counted it: its Call-ID, the caller's tag, From's number and
+/// whether From presents another number or a name than the asserted one, the callee,
+/// and every number judged (the asserted, the shown ones, the IAM's); each number as
+/// the rules read it, however written (QA 76: an SBC that rebuilds From on the retry
+/// is the same caller), else its user part. What a retry after the core's challenge
+/// must repeat to be that call, uncounted by the rate rules, the behaviour features
+/// and the calls metrics: a retry that shows another number or calls another callee
+/// is an attempt of its own (QA 74: a shown number over its limit, or a callee the
+/// sequence rules would have seen, passed in the retry).
 fn call_print(policy: &Policy, d: &Decision, msg: &Message, nums: &[Option<Judged>]) -> u64 {
     let b = msg.buf();
     let trunk = d.trunk.map_or(0, |t| policy.trunks[t].id).to_le_bytes();
     let callee = msg
         .request_uri()
         .map(|u| identity::uri_number(b, u, policy.reading(d.trunk)));
-    let mut parts: [&[u8]; 17] = [&[]; 17];
-    parts[..5].copy_from_slice(&[
-        b"passed",
-        &trunk,
-        msg.call_id(),
-        msg.value(HeaderName::From).unwrap_or_default(),
-        match &callee {
+    type Read = Option<(crate::sip::Span, Result<Number, NotANumber>)>;
+    fn read<'a>(b: &'a [u8], n: &'a Read) -> &'a [u8] {
+        match n {
             Some((_, Ok(n))) => n.digits(),
             Some((user, Err(_))) => user.of(b),
             None => &[],
-        },
+        }
+    }
+    let from: Read = d.identity.from.map(|p| (p.user, p.number));
+    let (from, callee) = (read(b, &from), read(b, &callee));
+    let differs = [d.identity.presented_differs() as u8];
+    let mut parts: [&[u8]; 19] = [&[]; 19];
+    parts[..7].copy_from_slice(&[
+        b"passed",
+        &trunk,
+        msg.call_id(),
+        msg.from_tag().unwrap_or_default(),
+        from,
+        &differs,
+        callee,
     ]);
-    for (slot, j) in parts[5..].iter_mut().zip(nums.iter().flatten()) {
+    for (slot, j) in parts[7..].iter_mut().zip(nums.iter().flatten()) {
         *slot = j.n.digits();
     }
     crate::sip::lex::tag_hash(&parts)

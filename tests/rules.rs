@@ -896,10 +896,25 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
     ))
     .unwrap();
     assert!(!on_intl(&swapped, 400).core_retry);
+    // A From rebuilt on the retry (an SBC's: no display name, a port, another case) is
+    // the same From: the same number, presenting nothing else (QA 76).
+    let rebuilt = renamed(&invite("+442071234570", ""), "+442071234570", "ch-22");
+    assert!(!on_intl(&rebuilt, 500).core_retry);
+    challenge(&rebuilt, &rates, 550);
+    let again = String::from_utf8(rebuilt.bytes().to_vec())
+        .unwrap()
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace(";branch=z9hG4bK-", ";branch=z9hG4bK-r2-")
+        .replace(
+            "From: \"+442071234570\" <sip:+442071234570@10.9.9.9>;tag=ft1",
+            "From: <sip:+442071234570@10.9.9.9:5060>;TAG=ft1",
+        );
+    let d = on_intl(&Message::parse(Bytes::from(again)).unwrap(), 600);
+    assert!(d.core_retry, "{d:?}");
     let text = metrics.render();
     for series in [
-        "sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"} 6",
-        "sipfence_core_retries_total{trunk=\"intl\"} 1",
+        "sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"} 7",
+        "sipfence_core_retries_total{trunk=\"intl\"} 2",
     ] {
         assert!(text.contains(series), "{series} not in\n{text}");
     }
