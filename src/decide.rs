@@ -513,7 +513,8 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
 
 /// A call as the rules counted it: its Call-ID, the caller's tag, From's number and
 /// whether From presents another number or a name than the asserted one, the callee,
-/// and every number judged (the asserted, the shown ones, the IAM's); each number as
+/// the numbers a display name, P-Preferred-Identity or Remote-Party-ID shows, and
+/// every number judged (the asserted, the shown ones, the IAM's); each number as
 /// the rules read it, however written (QA 76: an SBC that rebuilds From on the retry
 /// is the same caller), else its user part. What a retry after the core's challenge
 /// must repeat to be that call, uncounted by the rate rules, the behaviour features
@@ -537,8 +538,21 @@ fn call_print(policy: &Policy, d: &Decision, msg: &Message, nums: &[Option<Judge
     let from: Read = d.identity.from.map(|p| (p.user, p.number));
     let (from, callee) = (read(b, &from), read(b, &callee));
     let differs = [d.identity.presented_differs() as u8];
-    let mut parts: [&[u8]; 19] = [&[]; 19];
-    parts[..7].copy_from_slice(&[
+    // Shown on every trunk, judged on enterprise ones only (so not among `nums` on
+    // the others): a retry that swaps them is another attempt too (QA 77).
+    // Only numbers other than the caller's and From's: a display name that repeats
+    // the number, there or not, shows nothing else.
+    let from_number = d.identity.from.and_then(|p| p.number.ok());
+    let other = |n: &Number| Some(*n) != d.caller && Some(*n) != from_number;
+    let (display, preferred) = (
+        d.identity.display_number.filter(other),
+        d.identity.other_presented().filter(other),
+    );
+    fn digits(n: &Option<Number>) -> &[u8] {
+        n.as_ref().map_or(&[], |n| n.digits())
+    }
+    let mut parts: [&[u8]; 21] = [&[]; 21];
+    parts[..9].copy_from_slice(&[
         b"passed",
         &trunk,
         msg.call_id(),
@@ -546,8 +560,10 @@ fn call_print(policy: &Policy, d: &Decision, msg: &Message, nums: &[Option<Judge
         from,
         &differs,
         callee,
+        digits(&display),
+        digits(&preferred),
     ]);
-    for (slot, j) in parts[7..].iter_mut().zip(nums.iter().flatten()) {
+    for (slot, j) in parts[9..].iter_mut().zip(nums.iter().flatten()) {
         *slot = j.n.digits();
     }
     crate::sip::lex::tag_hash(&parts)

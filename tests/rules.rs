@@ -911,6 +911,28 @@ fn a_retry_after_the_cores_challenge_is_the_same_call() {
         );
     let d = on_intl(&Message::parse(Bytes::from(again)).unwrap(), 600);
     assert!(d.core_retry, "{d:?}");
+    // On an interconnect trunk the numbers a display name shows are not judged one by
+    // one, but a retry that shows another is another attempt all the same (QA 77).
+    let pai = "P-Asserted-Identity: <sip:+8613812345678@10.9.9.9>\r\n";
+    let shows = |k: &str, cseq: u32, display: &str| {
+        let m = with_from_call(
+            &format!("\"{display}\" <sip:+8613812345678@10.9.9.9>"),
+            pai,
+            k,
+        );
+        let t = String::from_utf8(m.bytes().to_vec())
+            .unwrap()
+            .replace("CSeq: 1 INVITE", &format!("CSeq: {cseq} INVITE"))
+            .replace(";branch=z9hG4bK-", &format!(";branch=z9hG4bK-r{cseq}-"));
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    for (k, display, same) in [("ch-23", "95588", true), ("ch-24", "95566", false)] {
+        let first = shows(k, 1, "95588");
+        assert!(!judge_at(&p, &first, "ic", MON_10H + 700, &rates).core_retry);
+        challenge(&first, &rates, 750);
+        let d = judge_at(&p, &shows(k, 2, display), "ic", MON_10H + 800, &rates);
+        assert_eq!(d.core_retry, same, "{display}: {d:?}");
+    }
     let text = metrics.render();
     for series in [
         "sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"} 7",
