@@ -511,6 +511,9 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
 }
 
+/// A URI's user part and the number the rules read in it ([`identity::uri_number`]).
+type UriNumber = (crate::sip::Span, Result<Number, NotANumber>);
+
 /// A call as the rules counted it: its Call-ID, the caller's tag, From's number and
 /// whether From presents another number or a name than the asserted one, the callee,
 /// the numbers a display name, P-Preferred-Identity or Remote-Party-ID shows, and
@@ -521,22 +524,24 @@ fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
 /// and the calls metrics: a retry that shows another number or calls another callee
 /// is an attempt of its own (QA 74: a shown number over its limit, or a callee the
 /// sequence rules would have seen, passed in the retry).
-fn call_print(policy: &Policy, d: &Decision, msg: &Message, nums: &[Option<Judged>]) -> u64 {
+fn call_print(
+    policy: &Policy,
+    d: &Decision,
+    msg: &Message,
+    nums: &[Option<Judged>],
+    callee: &Option<UriNumber>,
+) -> u64 {
     let b = msg.buf();
     let trunk = d.trunk.map_or(0, |t| policy.trunks[t].id).to_le_bytes();
-    let callee = msg
-        .request_uri()
-        .map(|u| identity::uri_number(b, u, policy.reading(d.trunk)));
-    type Read = Option<(crate::sip::Span, Result<Number, NotANumber>)>;
-    fn read<'a>(b: &'a [u8], n: &'a Read) -> &'a [u8] {
+    fn read<'a>(b: &'a [u8], n: &'a Option<UriNumber>) -> &'a [u8] {
         match n {
             Some((_, Ok(n))) => n.digits(),
             Some((user, Err(_))) => user.of(b),
             None => &[],
         }
     }
-    let from: Read = d.identity.from.map(|p| (p.user, p.number));
-    let (from, callee) = (read(b, &from), read(b, &callee));
+    let from = d.identity.from.map(|p| (p.user, p.number));
+    let (from, callee) = (read(b, &from), read(b, callee));
     let differs = [d.identity.presented_differs() as u8];
     // Shown on every trunk, judged on enterprise ones only (so not among `nums` on
     // the others): a retry that swaps them is another attempt too (QA 77).
@@ -976,8 +981,8 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         }
     }
     // Asked here; `judge_caller` confirms it is the call as it went on ([`call_print`]).
-    d.core_retry = !d.retransmission && core_asked_retry(msg, ctx);
-    judge_caller(policy, msg, ctx, &mut d);
+    let asked = !d.retransmission && core_asked_retry(msg, ctx);
+    judge_caller(policy, msg, ctx, &mut d, asked);
     admit(policy, msg, ctx, &mut d);
     d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
     // A call that goes on, as its rules counted it: what the core's retry of it must
@@ -1073,18 +1078,18 @@ pub fn judge_caller_rules(
 ) -> Decision {
     let mut d = Decision::new(Kind::Call, Some(trunk));
     if trunk < policy.trunks.len() {
-        judge_caller(policy, msg, ctx, &mut d);
+        judge_caller(policy, msg, ctx, &mut d, false);
     }
     d
 }
 
-fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
+/// `asked`: the INVITE retries a call the core asked to send again ([`core_asked_retry`]),
+/// which [`Decision::core_retry`] says once [`call_print`] shows it is that call.
+fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision, asked: bool) {
     let Some(ti) = d.trunk else { return };
     let trunk = &policy.trunks[ti];
     let role = trunk.role;
     identity::extract_into(msg, policy.reading(d.trunk), &policy.plan, &mut d.identity);
-    // A retry the core asked for, until [`call_print`] says it is that call (below).
-    let asked = std::mem::take(&mut d.core_retry);
     if d.identity.excess_asserted
         || d.identity.unreadable.is_some()
         || (role == Role::Enterprise && d.identity.shown_all.overflow)
@@ -1234,8 +1239,16 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             .rates
             .recent()
             .is_some_and(|r| r.retries_asked(ctx.now_ms));
-    if primary.is_some() && (asked || remember) {
-        let print = call_print(policy, d, msg, nums);
+    let printed = primary.is_some() && (asked || remember);
+    // The callee as the rules read it, once: for the print and the behaviour rules.
+    let callee = (printed || trunk.behaviour.is_some())
+        .then(|| {
+            msg.request_uri()
+                .map(|u| identity::uri_number(msg.buf(), u, policy.reading(d.trunk)))
+        })
+        .flatten();
+    if printed {
+        let print = call_print(policy, d, msg, nums, &callee);
         d.core_retry = asked && ctx.rates.recall(print, ctx.now_ms) == Some(true);
         d.print = if remember { print } else { 0 };
     }
@@ -1486,7 +1499,17 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             || matches!((isup_caller, sip_caller), (Some(a), Some(b)) if a != b))
     );
     if let Some(b) = &trunk.behaviour
-        && judge_behaviour(policy, msg, ctx, d, b, ti, &primary.n, exempt(&primary.n))
+        && judge_behaviour(
+            policy,
+            msg,
+            ctx,
+            d,
+            b,
+            ti,
+            &primary.n,
+            exempt(&primary.n),
+            &callee,
+        )
     {
         return;
     }
@@ -1515,6 +1538,7 @@ fn judge_behaviour(
     ti: usize,
     caller: &Number,
     exempt: bool,
+    callee: &Option<UriNumber>,
 ) -> bool {
     let t = d.trunk;
     let on = |r: RuleId| policy.action(t, r).kind != ActionKind::Off;
@@ -1524,9 +1548,6 @@ fn judge_behaviour(
     let tid = policy.trunks[ti].id;
     let key = rate_key(tid, Some(caller));
     let buf = msg.buf();
-    let callee = msg
-        .request_uri()
-        .map(|u| identity::uri_number(buf, u, policy.reading(d.trunk)));
     let (callee_hash, callee_seq) = match callee {
         Some((_, Ok(n))) => (n.key(), Some(n.key())),
         Some((user, Err(_))) => (crate::sip::lex::fnv1a(&[user.of(buf)]), None),
