@@ -582,6 +582,22 @@ impl LocalRateCounter {
         }
     }
 
+    /// The window `key` is counted in, as it stands at `now_ms`: a copy rolled, since
+    /// looking must not move the stored windows (nor take the shard's write lock). A
+    /// new key has none, unless the full table sends it to its trunk's overflow
+    /// counter: that one's.
+    fn window_now(&self, key: u64, now_ms: u64, window_ms: u64) -> Option<Window> {
+        let read = |key: u64| {
+            self.map.get(&key).map(|w| {
+                let mut w = *w;
+                Self::roll(&mut w, now_ms, window_ms);
+                w
+            })
+        };
+        read(key)
+            .or_else(|| read_when_absent(key, || self.map.len() >= self.capacity).and_then(read))
+    }
+
     /// Whether the weighted count is under `limit`, exactly: the rounded-up estimate
     /// (never under, as a limit wants) would keep an allowance one short a window.
     fn below(w: &Window, now_ms: u64, window_ms: u64, limit: u32) -> bool {
@@ -605,37 +621,13 @@ impl RateCounter for LocalRateCounter {
         Some(&self.recent)
     }
     fn peek(&self, key: u64, now_ms: u64, window_ms: u64) -> u32 {
-        // A copy is rolled: looking must not move the stored windows (nor take the
-        // shard's write lock).
-        let read = |key: u64| {
-            self.map.get(&key).map(|w| {
-                let mut w = *w;
-                Self::roll(&mut w, now_ms, window_ms);
-                Self::estimate(&w, now_ms, window_ms)
-            })
-        };
-        read(key).unwrap_or_else(|| {
-            read_when_absent(key, || self.map.len() >= self.capacity)
-                .and_then(read)
-                .unwrap_or(0)
-        })
+        self.window_now(key, now_ms, window_ms)
+            .map_or(0, |w| Self::estimate(&w, now_ms, window_ms))
     }
     fn allows(&self, key: u64, now_ms: u64, window_ms: u64, limit: u32) -> bool {
-        // Exactly, not on the rounded-up estimate `peek` gives (see `below`). A new key
-        // holds nothing, unless the full table sends it to its trunk's overflow
-        // counter: that one is judged.
-        let read = |key: u64| {
-            self.map.get(&key).map(|w| {
-                let mut w = *w;
-                Self::roll(&mut w, now_ms, window_ms);
-                Self::below(&w, now_ms, window_ms, limit)
-            })
-        };
-        read(key).unwrap_or_else(|| {
-            read_when_absent(key, || self.map.len() >= self.capacity)
-                .and_then(read)
-                .unwrap_or(limit > 0)
-        })
+        // Exactly, not on the rounded-up estimate `peek` gives (see `below`).
+        self.window_now(key, now_ms, window_ms)
+            .map_or(limit > 0, |w| Self::below(&w, now_ms, window_ms, limit))
     }
     fn housekeep(&self, now_ms: u64) {
         // Every window the rules use is at most a minute.

@@ -121,7 +121,9 @@ fn leaves_by(
         })
     });
     match own {
-        Some(own) if own != j => Some((own, dest)),
+        // The trunk's own socket is of the peer's family or a `[::]` one: it sends
+        // to the address `sender` writes for it (IPv4-mapped on a wildcard).
+        Some(own) if own != j => sender(udps, own, dest),
         _ => Some((j, to)),
     }
 }
