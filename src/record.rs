@@ -82,6 +82,10 @@ pub struct Record {
     /// the values that made a behaviour rule fire, or that it stayed under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<BehaviourRecord>,
+    /// The fingerprint of the policy that decided ([`Policy::fingerprint`]: what
+    /// `check` prints and `/healthz` shows), so that a decision traced back months
+    /// later names the config and lists it was made with.
+    pub policy: String,
 }
 
 /// "reject 403", "allow": a verdict as the tables print it.
@@ -298,6 +302,7 @@ impl Record {
                 crate::policy::config::Fallback::Closed => "closed",
             }),
             behaviour: d.features.map(BehaviourRecord::new),
+            policy: policy.fingerprint(),
         }
     }
 }

@@ -99,6 +99,10 @@ fn records_have_the_fields_rotate_and_expire() {
     }
     assert_eq!(r["code"], 403);
     assert_eq!(r["ts_ms"], 1007);
+    // The policy that decided, as `check` names it.
+    let fp = sipfence::policy::Policy::builtin().unwrap().fingerprint();
+    assert_eq!(fp.len(), 16);
+    assert_eq!(r["policy"], fp.as_str());
 }
 
 #[test]
@@ -222,7 +226,7 @@ listen = ""
             .get(id)
             .unwrap_or_else(|| panic!("{id}: no live record"));
         for k in [
-            "trunk", "verdict", "code", "rule", "caller", "class", "hits",
+            "trunk", "verdict", "code", "rule", "caller", "class", "hits", "policy",
         ] {
             assert_eq!(v[k], lv[k], "{id}: {k} differs between replay and live");
         }
@@ -239,6 +243,12 @@ listen = ""
         .collect();
     assert!(!pcaps.is_empty(), "no rejected-*.pcap");
     let policy = sipfence::policy::Policy::load(&dir.path().join("p.toml")).unwrap();
+    // Both ran this policy, and their records say so.
+    assert!(
+        live.values()
+            .all(|v| v["policy"] == policy.fingerprint().as_str()),
+        "{live:?}"
+    );
     let mut r = sipfence::replay::Replayer::new(&policy, None);
     let mut ids = vec![];
     for p in &pcaps {

@@ -141,6 +141,72 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
     assert!(ask(base, "+442071111111", "r4").starts_with("SIP/2.0 608 "));
 }
 
+/// The running policy is named by the fingerprint of its content (config and list
+/// files): what `check` prints, `/healthz` shows and `sipfence_policy_info` names. A
+/// reload that changes a list file changes it, a refused one keeps it, and the same
+/// files again give the same one (it is of the content, not of the load).
+#[test]
+fn the_running_policy_is_named_by_its_fingerprint() {
+    let base = port_block();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bl.txt"), "+442079999999\n").unwrap();
+    let cfg = config(base, "\"+8613800000001\"").replace(
+        "[lists.blacklist]\nentries = [\"+8613800000001\"]",
+        "[lists.blacklist]\nfiles = [\"bl.txt\"]",
+    );
+    assert!(cfg.contains("files = [\"bl.txt\"]"), "{cfg}");
+    let proxy = Proxy::start_in(dir, &cfg, 1, &|_| {});
+    let list = proxy.dir.path().join("bl.txt");
+    let printed = |p: &Proxy| -> String {
+        let out = p.check(None);
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("fingerprint "))
+            .and_then(|r| r.get(..16))
+            .unwrap_or_else(|| panic!("no fingerprint in check's output:\n{out}"))
+            .to_string()
+    };
+    let shown = |p: &Proxy| -> String {
+        let (code, body) = p.http("GET", "/healthz");
+        assert_eq!(code, 200, "{body}");
+        body.split_whitespace()
+            .find_map(|w| w.strip_prefix("fingerprint="))
+            .unwrap_or_else(|| panic!("no fingerprint in /healthz: {body}"))
+            .to_string()
+    };
+    let info = |fp: &str| format!("sipfence_policy_info{{fingerprint=\"{fp}\"}}");
+    let first = printed(&proxy);
+    assert_eq!(shown(&proxy), first);
+    assert_eq!(proxy.metric(&info(&first)), 1.0);
+
+    // The list file changes, the config text does not: another policy.
+    std::fs::write(&list, "+442079999999\n+442071111111\n").unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    let second = printed(&proxy);
+    assert_ne!(second, first);
+    assert_eq!(shown(&proxy), second);
+    assert_eq!(proxy.metric(&info(&second)), 1.0);
+    let (_, metrics) = proxy.http("GET", "/metrics");
+    assert!(
+        !metrics.contains(&first),
+        "the old policy's series is gone:\n{metrics}"
+    );
+
+    // A list that does not load: refused, and the running policy keeps its name.
+    std::fs::write(&list, "+442079999999\nalice\n").unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(shown(&proxy), second);
+    assert_eq!(proxy.metric(&info(&second)), 1.0);
+
+    // The first files again: the first fingerprint.
+    std::fs::write(&list, "+442079999999\n").unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(shown(&proxy), first);
+    assert_eq!(printed(&proxy), first);
+}
+
 /// A reload says what it changed, and what it cannot apply: a new listen address is
 /// read at start only, so the answer says "needs a restart" and
 /// `sipfence_restart_pending` stays up until the setting is back as the process runs it.

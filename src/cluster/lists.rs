@@ -144,4 +144,28 @@ mod tests {
         let ba = vec![ab[1].clone(), ab[0].clone()];
         assert_eq!(tag_of(&ab), tag_of(&ba));
     }
+
+    /// A published set is part of what the running policy is: its fingerprint moves
+    /// with the set's content, and the same set on the same files gives the same one
+    /// on every gateway.
+    #[test]
+    fn a_published_set_changes_the_policy_fingerprint() {
+        let p = crate::policy::Policy::builtin().unwrap();
+        let a = vec![("blacklist".to_string(), "+8613800000001\n".to_string())];
+        let b = vec![("blacklist".to_string(), "+8613800000002\n".to_string())];
+        let pa = apply(&p, 1, &a).unwrap();
+        let pb = apply(&p, 1, &b).unwrap();
+        assert_ne!(pa.fingerprint(), p.fingerprint());
+        assert_ne!(pa.fingerprint(), pb.fingerprint());
+        assert_eq!(
+            apply(&crate::policy::Policy::builtin().unwrap(), 1, &a)
+                .unwrap()
+                .fingerprint(),
+            pa.fingerprint()
+        );
+        assert_eq!(
+            crate::policy::Policy::builtin().unwrap().fingerprint(),
+            p.fingerprint()
+        );
+    }
 }

@@ -36,6 +36,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_decision_seconds",
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
+    "sipfence_policy_info",
     "sipfence_restart_pending",
     "sipfence_list_entries",
     "sipfence_concurrent_calls",
@@ -124,6 +125,9 @@ pub struct Metrics {
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
     pub loaded_at: IntGauge,
+    /// 1 for the running policy's fingerprint: gateways running different policies
+    /// show as two series across the fleet.
+    pub policy_info: IntGaugeVec,
     pub restart_pending: IntGauge,
     pub list_entries: IntGaugeVec,
     /// Calls up per trunk with `max_concurrent_calls` (set when scraped).
@@ -323,6 +327,14 @@ impl Metrics {
             "When the running policy was loaded",
         ));
         must(registry.register(Box::new(loaded_at.clone())));
+        let policy_info = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_policy_info",
+                "1 for the fingerprint of the running policy (config, plan, list files and published lists, as `sipfence check` prints it and records carry it)",
+            ),
+            &["fingerprint"],
+        ));
+        must(registry.register(Box::new(policy_info.clone())));
         let restart_pending = must(IntGauge::new(
             "sipfence_restart_pending",
             "Settings the loaded policy changed that the process reads at start only (listen addresses, workers, rate_keys, [metrics], [records], [log], [behaviour] sizes, [redis], [hep]): how many differ until a restart",
@@ -521,6 +533,7 @@ impl Metrics {
             decision_seconds,
             reloads,
             loaded_at,
+            policy_info,
             restart_pending,
             list_entries,
             concurrent_calls,
@@ -583,6 +596,11 @@ impl Metrics {
 
     /// Resolves the per-trunk handles for a policy (called at load and reload).
     pub fn bind(&self, p: &Policy) -> Bound {
+        // One series: the last policy bound is the one running.
+        self.policy_info.reset();
+        self.policy_info
+            .with_label_values(&[p.fingerprint().as_str()])
+            .set(1);
         let names: Vec<&str> = p
             .trunks
             .iter()

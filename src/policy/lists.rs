@@ -385,10 +385,13 @@ impl NumberSetBuilder {
         Ok(())
     }
 
-    pub fn add_file(&mut self, path: &std::path::Path) -> Result<(), LoadError> {
+    /// Adds a list file's entries; returns the digest of its bytes (the policy's
+    /// fingerprint covers the lists it was built from, not only its own text).
+    pub fn add_file(&mut self, path: &std::path::Path) -> Result<u64, LoadError> {
         let name = path.display().to_string();
         let text =
             std::fs::read(path).map_err(|e| LoadError::file(&name, format!("cannot read: {e}")))?;
+        let digest = crate::sip::lex::tag_hash(&[&text]);
         let text = String::from_utf8(text).map_err(|e| {
             let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
                 .iter()
@@ -398,7 +401,8 @@ impl NumberSetBuilder {
         })?;
         // Reserve once: a 5M-line file should not regrow the vector twenty times.
         self.exact.reserve(text.len() / 12);
-        self.add_text(&text, &name)
+        self.add_text(&text, &name)?;
+        Ok(digest)
     }
 }
 

@@ -409,6 +409,10 @@ pub struct Policy {
     pub records: config::RecordsConf,
     pub log: config::LogConf,
     pub hep: config::HepConf,
+    /// The fingerprint of what it was built from (config text, plan, list files and
+    /// published lists): records and `/healthz` carry it, `check` prints it, so that a
+    /// decision can be traced to the policy that made it and gateways compared.
+    pub digest: u64,
     /// Where it was loaded from (for reloads and messages).
     pub source: String,
     /// What loading found that does nothing but is no error ([`lint::warnings`] starts
@@ -883,7 +887,19 @@ impl Policy {
 
     fn build(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        // The fingerprint of everything the policy is built from, in load order: the
+        // config text, the plan's and every list file's bytes.
+        let digest = std::cell::Cell::new(crate::sip::lex::tag_hash(&[text.as_bytes()]));
+        let add_digest = |d: u64| {
+            digest.set(crate::sip::lex::tag_hash(&[
+                &digest.get().to_le_bytes(),
+                &d.to_le_bytes(),
+            ]))
+        };
         let plan = if cfg.general.plan == "builtin:cn" {
+            add_digest(crate::sip::lex::tag_hash(&[
+                crate::numbering::plan::BUILTIN_CN.as_bytes(),
+            ]));
             Plan::builtin()
         } else if cfg.general.plan.starts_with("builtin:") {
             return Err(LoadError::file(
@@ -904,6 +920,7 @@ impl Policy {
                     &cfg.general.plan,
                 )
             })?;
+            add_digest(crate::sip::lex::tag_hash(&[t.as_bytes()]));
             Plan::parse(&t, &pn)?
         };
         // The entries keep their lines for `check`'s warnings: every entry of a
@@ -911,8 +928,10 @@ impl Policy {
         let load_list = |l: &ListConf, what: &str, all: bool| -> Result<NumberSet, LoadError> {
             let mut b = NumberSetBuilder::for_plan(&plan).with_origins(all);
             for f in &l.files {
-                b.add_file(&dir.join(f))
-                    .map_err(|e| named_at(e, text, file, f))?;
+                add_digest(
+                    b.add_file(&dir.join(f))
+                        .map_err(|e| named_at(e, text, file, f))?,
+                );
             }
             for (i, e) in l.entries.iter().enumerate() {
                 b.add_entry(e)
@@ -1448,6 +1467,7 @@ impl Policy {
             roamers: load_list(&cfg.lists.roamers, "roamers", false)?,
             own_segments: load_list(&cfg.lists.own_segments, "own_segments", false)?,
             exempt: load_list(&cfg.lists.exempt, "exempt", false)?,
+            digest: digest.get(),
             plan,
             label_header,
             verstat: cfg.general.verstat,
@@ -1485,6 +1505,11 @@ impl Policy {
     ) -> Result<Policy, LoadError> {
         let mut p = self.clone();
         for (name, text) in lists {
+            p.digest = crate::sip::lex::tag_hash(&[
+                &p.digest.to_le_bytes(),
+                name.as_bytes(),
+                text.as_bytes(),
+            ]);
             let file = format!("{origin}/{name}");
             let mut b =
                 NumberSetBuilder::for_plan(&self.plan).with_origins(name.starts_with("whitelist:"));
@@ -1515,6 +1540,11 @@ impl Policy {
             *slot = set;
         }
         Ok(p)
+    }
+
+    /// [`Policy::digest`] as records, `check` and `/healthz` show it.
+    pub fn fingerprint(&self) -> String {
+        format!("{:016x}", self.digest)
     }
 
     /// The policy-wide lists by name (as `[lists.<name>]`, metrics and publications name
@@ -1708,6 +1738,11 @@ impl Policy {
             counted(self.trunks.len(), "trunk", "trunks"),
             String::from_utf8_lossy(self.plan.country()),
             self.plan.rule_count()
+        );
+        let _ = writeln!(
+            s,
+            "  fingerprint {} (of the config, plan and list files; records and /healthz carry it)",
+            self.fingerprint()
         );
         for (name, l) in self.named_lists() {
             let _ = writeln!(

@@ -1031,9 +1031,11 @@ async fn control(
                     Some(v) => format!(" lists=v{v}"),
                     None => String::new(),
                 };
+                let loaded = s.loaded.load();
                 format!(
-                    "policy=v{} uptime={}s{lists}",
-                    s.loaded.load().version,
+                    "policy=v{} fingerprint={} uptime={}s{lists}",
+                    loaded.version,
+                    loaded.policy.fingerprint(),
                     s.started.elapsed().as_secs()
                 )
             })
