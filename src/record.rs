@@ -96,6 +96,10 @@ pub fn verdict_text(verdict: &str, code: Option<u16>) -> String {
     }
 }
 
+/// What the rule column of [`table_row`] shows for the retry of a call the core asked
+/// to send again (no rule, and not a second call: QA 78).
+pub const RETRY_SHOWN: &str = "(retry the core asked for)";
+
 /// The column heads of [`table_row`].
 pub const TABLE_HEADER: &str = "time                     call-id                              caller           callee           trunk      verdict  rule";
 

@@ -755,6 +755,58 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     }
 }
 
+/// QA 78 F2: a Redis without persistence that restarts has lost the minute's counts.
+/// Each gateway sends what it had counted of the current windows again (the store's
+/// epoch mark tells it the data is new), so the contract holds across the restart
+/// instead of starting its minute over: 6 calls before, 4 after, then refused.
+#[test]
+fn a_contract_holds_across_a_redis_restarted_empty() {
+    let _turn = one_at_a_time();
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    // The minute is a fixed window judged across its edge by a sliding estimate: keep
+    // the test inside one minute.
+    let into_minute = sipfence::cli::now_ms() % 60_000;
+    if into_minute > 35_000 {
+        std::thread::sleep(Duration::from_millis(60_000 - into_minute + 100));
+    }
+    let (bases, mut redis, gws, _uas) = three_gateways(10);
+    for i in 0..6 {
+        assert_eq!(
+            answer(bases[i % 2], &format!("+861391234060{i}")),
+            Some(200)
+        );
+    }
+    wait_for("the six calls in redis", 10, || shared_total(&redis) >= 6);
+    redis.kill();
+    wait_for("redis down noticed", 10, || {
+        gws.iter().all(|g| g.metric("sipfence_redis_up") == 0.0)
+    });
+    // Back, with nothing in it (no persistence).
+    redis.restart();
+    wait_for("redis up again everywhere", 10, || {
+        gws.iter().all(|g| g.metric("sipfence_redis_up") == 1.0)
+    });
+    // The gateways that counted them send the six again.
+    wait_for("the six calls sent again", 10, || shared_total(&redis) >= 6);
+    assert_eq!(shared_total(&redis), 6, "sent again once, not twice");
+    // Four more, at the gateways that counted before; then the contract is full.
+    for i in 0..4 {
+        assert_eq!(
+            answer(bases[i % 2], &format!("+861391234070{i}")),
+            Some(200),
+            "call {i} after the restart"
+        );
+    }
+    wait_for("the ten calls in redis", 10, || shared_total(&redis) >= 10);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(answer(bases[0], "+8613912340800"), Some(403));
+    assert_eq!(answer(bases[1], "+8613912340801"), Some(403));
+    let allowed: f64 = gws.iter().map(|g| calls(g, "allow")).sum();
+    assert_eq!(allowed, 10.0);
+}
+
 #[test]
 fn fail_closed_refuses_while_redis_is_unreachable() {
     let _turn = one_at_a_time();

@@ -1547,6 +1547,75 @@ fn an_invite_naming_an_unanswered_dialog_is_judged() {
     );
 }
 
+/// The retry of a call the core challenged is one call with that call, in the summary,
+/// the records and the table (QA 78: the table showed two identical calls). The first
+/// call challenged is counted twice on a trunk without rate rules (the core had not
+/// asked for retries lately), the next one once.
+#[test]
+fn a_retry_the_core_asked_for_is_one_call_in_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("challenged.pcap");
+    let (peer, us, core): (SocketAddr, SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+        "127.0.0.1:5080".parse().unwrap(),
+    );
+    let invite = |cid: &str, n: u32| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{cid}-{n}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=caller-{cid}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {cid}\r\nCSeq: {n} INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let challenge = |cid: &str| {
+        format!(
+            "SIP/2.0 407 Proxy Authentication Required\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf0123456789abcdef\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{cid}-1\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=caller-{cid}\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nProxy-Authenticate: Digest realm=\"core\", nonce=\"n1\"\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let messages = [
+        (peer, us, invite("c1", 1)),
+        (core, us, challenge("c1")),
+        (peer, us, invite("c1", 2)),
+        (peer, us, invite("c2", 1)),
+        (core, us, challenge("c2")),
+        (peer, us, invite("c2", 2)),
+    ];
+    let datagrams: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(t, (src, dst, m))| (t as u32 * 100, *src, *dst, m.as_bytes()))
+        .collect();
+    udp_capture(&path, &datagrams);
+    let (recs, s, _) = replay(&path);
+    assert_eq!((s.calls, s.core_retries), (3, 1), "{s:?}");
+    let seen: Vec<(&str, &str, Option<&str>)> = recs
+        .iter()
+        .map(|r| (r.call_id.as_str(), r.verdict, r.retry))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("c1", "allow", None),
+            ("c1", "allow", None),
+            ("c2", "allow", None),
+            ("c2", "allow", Some("core-asked"))
+        ]
+    );
+    // The table says which line is the retry.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .arg("replay")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let c2: Vec<&str> = text.lines().filter(|l| l.contains(" c2 ")).collect();
+    assert_eq!(c2.len(), 2, "{text}");
+    assert!(!c2[0].contains(sipfence::record::RETRY_SHOWN), "{text}");
+    assert!(c2[1].ends_with(sipfence::record::RETRY_SHOWN), "{text}");
+    assert!(
+        text.contains("calls 3  retransmitted INVITEs 0  retries the core asked for 1"),
+        "{text}"
+    );
+}
+
 /// One pcapng block (little-endian section): type, length, body padded to four bytes.
 fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
     let mut b = body.to_vec();

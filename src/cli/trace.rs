@@ -352,7 +352,9 @@ impl Printer<'_> {
             s("verdict").unwrap_or("-"),
             r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
             // A call refused before any rule (its next hop down) says why instead.
-            s("rule").or(s("refused")),
+            s("rule")
+                .or(s("refused"))
+                .or(s("retry").map(|_| crate::record::RETRY_SHOWN)),
         );
         match gw {
             Some(g) => println!("{g:<10} {row}"),

@@ -48,6 +48,10 @@ struct Slot {
     pending: [u32; 2],
     /// Totals Redis returned at the last sync (this instance's sent counts included).
     shared: [u32; 2],
+    /// What this instance sent that Redis took, per window: sent again should Redis
+    /// lose its data (restarted empty, flushed), so that the windows' totals hold what
+    /// every gateway admitted before as well as after.
+    mine: [u32; 2],
     last_ms: u64,
     /// When `shared` was last read from Redis.
     synced_ms: u64,
@@ -61,12 +65,15 @@ impl Slot {
         if bucket == self.bucket + 1 {
             self.pending[1] = self.pending[0];
             self.shared[1] = self.shared[0];
+            self.mine[1] = self.mine[0];
         } else {
             self.pending[1] = 0;
             self.shared[1] = 0;
+            self.mine[1] = 0;
         }
         self.pending[0] = 0;
         self.shared[0] = 0;
+        self.mine[0] = 0;
         self.bucket = bucket;
     }
 
@@ -89,6 +96,12 @@ pub struct SharedRateCounter {
     /// A key this gateway had not counted: its first call was judged on this
     /// gateway's count alone, so the sync goes now rather than at the next tick.
     fresh: tokio::sync::Notify,
+    /// Draws each sync's candidate for the store's epoch mark (a new one each time:
+    /// the instance that set the last mark must not write the same one into an empty
+    /// store), and the mark last read (0: none yet). A mark that changes means Redis
+    /// lost the counts.
+    marks: ahash::RandomState,
+    epoch: std::sync::atomic::AtomicI64,
 }
 
 /// Keys with nothing to send whose totals one sync reads back, at most (two `GET`s
@@ -105,6 +118,8 @@ impl SharedRateCounter {
             overflowed: AtomicU64::new(0),
             recent: Recent::new(capacity),
             fresh: tokio::sync::Notify::new(),
+            marks: ahash::RandomState::new(),
+            epoch: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -118,6 +133,30 @@ impl SharedRateCounter {
 
     fn redis_key(prefix: &str, key: u64, window_ms: u64, bucket: u64) -> String {
         format!("{prefix}:rate:{key:016x}:{window_ms}:{bucket}")
+    }
+
+    /// The store's epoch mark: set (without expiry) by the first instance to sync
+    /// against an empty store, read by every sync. Outside `rate:*`, where the counts
+    /// are.
+    pub fn epoch_key(prefix: &str) -> String {
+        format!("{prefix}:counts-epoch")
+    }
+
+    /// Redis lost the counts: what each window holds of this instance's goes back to
+    /// pending, to be sent again with the next sync (its estimate does not change:
+    /// the totals read back from now on lack exactly that).
+    fn resend_mine(&self) -> usize {
+        let mut keys = 0;
+        for mut e in self.map.iter_mut() {
+            let s = e.value_mut();
+            if s.mine != [0, 0] {
+                keys += 1;
+                s.pending[0] = s.pending[0].saturating_add(s.mine[0]);
+                s.pending[1] = s.pending[1].saturating_add(s.mine[1]);
+                s.mine = [0, 0];
+            }
+        }
+        keys
     }
 
     /// One sync: send what was counted, read the totals back. Only keys counted since
@@ -160,6 +199,13 @@ impl SharedRateCounter {
         }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        // The epoch mark first: set if the store has none (empty: first start, or it
+        // lost its data), then read.
+        let epoch_key = Self::epoch_key(&redis.prefix);
+        // Never 0 ("none yet").
+        let mark = (self.marks.hash_one((now_ms, batch.len(), stale.len())) >> 2) as i64 + 1;
+        pipe.cmd("SET").arg(&epoch_key).arg(mark).arg("NX").ignore();
+        pipe.cmd("GET").arg(&epoch_key);
         for &(key, w, b, p0, p1) in &batch {
             let ttl = 3 * w;
             let k0 = Self::redis_key(&redis.prefix, key, w, b);
@@ -184,6 +230,16 @@ impl SharedRateCounter {
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         let mut out = Synced::default();
+        // Another mark than the one read before: the counts sent before it are gone
+        // (SET NX wrote a new mark into an empty store). Sent again, so that a contract
+        // holds across a Redis restart rather than start its minute over (QA 78 F2).
+        if let Some(Ok(Some(seen))) = totals.first() {
+            let before = self.epoch.swap(*seen, Ordering::Relaxed);
+            if before != 0 && before != *seen {
+                out.resent_keys = self.resend_mine();
+                self.fresh.notify_one();
+            }
+        }
         let mut refused = |key: u64, w: u64, b: u64, e: &redis::RedisError| {
             out.refused += 1;
             if out.first_refused.is_none() {
@@ -194,7 +250,7 @@ impl SharedRateCounter {
             }
         };
         let clamp = |t: Option<i64>| t.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
-        let mut at = 0;
+        let mut at = 1;
         for &(key, w, b, p0, p1) in &batch {
             let Some(t0) = totals.get(at) else { break };
             let t1 = if p1 > 0 { totals.get(at + 1) } else { None };
@@ -219,6 +275,8 @@ impl SharedRateCounter {
                 if s.bucket == b {
                     s.pending[0] = s.pending[0].saturating_sub(p0);
                     s.pending[1] = s.pending[1].saturating_sub(p1);
+                    s.mine[0] = s.mine[0].saturating_add(p0);
+                    s.mine[1] = s.mine[1].saturating_add(p1);
                     s.shared[0] = clamp(t0);
                     if let Some(t1) = t1 {
                         s.shared[1] = clamp(t1);
@@ -226,6 +284,7 @@ impl SharedRateCounter {
                 } else if s.bucket == b + 1 {
                     // The window turned during the sync: what was current is previous.
                     s.pending[1] = s.pending[1].saturating_sub(p0);
+                    s.mine[1] = s.mine[1].saturating_add(p0);
                     s.shared[1] = clamp(t0);
                 }
             }
@@ -296,6 +355,12 @@ impl SharedRateCounter {
                         Reach::Up => {}
                     }
                     state = Reach::Up;
+                    if n.resent_keys > 0 {
+                        tracing::warn!(
+                            keys = n.resent_keys,
+                            "redis lost the shared counts (restarted empty, or flushed): this gateway sends its counts of the current windows again"
+                        );
+                    }
                     if n.refused > 0 && !refusing {
                         tracing::warn!(
                             keys = n.refused,
@@ -328,6 +393,9 @@ pub struct Synced {
     /// Commands Redis refused, and the first of them (its key and the error).
     pub refused: usize,
     pub first_refused: Option<String>,
+    /// Redis lost the counts (its epoch mark changed): keys whose counts this
+    /// instance sends again.
+    pub resent_keys: usize,
 }
 
 impl RateCounter for SharedRateCounter {

@@ -658,7 +658,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     rec.trunk.as_deref(),
                     rec.verdict,
                     rec.code,
-                    rec.rule.or(rec.refused)
+                    rec.rule
+                        .or(rec.refused)
+                        .or(rec.retry.map(|_| crate::record::RETRY_SHOWN))
                 )
             );
         }
