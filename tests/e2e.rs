@@ -822,8 +822,9 @@ fn a_tcp_next_hop_that_stops_reading_gets_503s() {
         while let Ok(n) = sock.recv(&mut b) {
             let r = String::from_utf8_lossy(&b[..n]);
             assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+            // Connected, and slower than the calls: congested, not unreachable (QA 79).
             assert!(
-                r.contains("Retry-After: ") && r.contains("Next hop unreachable"),
+                r.contains("Retry-After: ") && r.contains("text=\"Next hop congested\""),
                 "{r}"
             );
             refused += 1;
@@ -841,6 +842,8 @@ fn a_tcp_next_hop_that_stops_reading_gets_503s() {
         rejected > 0.0 && rejected + raced >= refused as f64,
         "{rejected} + {raced} < {refused}"
     );
+    // Every request a full queue kept back is counted there, the step's refusals too.
+    assert!(raced >= rejected, "{raced} < {rejected}");
     assert_eq!(proxy.http("GET", "/healthz").0, 200);
     // The core resets the connection: the INVITEs queued behind it (256) cannot be
     // written any more; each is counted and answered 503 (QA 60: they were lost in
@@ -2700,6 +2703,94 @@ listen = "127.0.0.1:{metrics}"
         read_until(&mut pbx2, "BYE sip:", &mut seen),
         "the BYE on the new connection: {}",
         String::from_utf8_lossy(&seen)
+    );
+}
+
+/// A response for a caller whose TCP connection has closed goes over a new connection
+/// to the address its Via names (`received` and the sent-by port, RFC 3261 18.2.2), as
+/// Kamailio does: a PBX whose connection broke between its INVITE and the answer (a NAT
+/// rebinding, a load balancer, a reconnect) still gets its 180 and 200 (QA 79: they
+/// were dropped as `tcp-gone`, and the answered call timed out at the caller).
+#[test]
+fn a_response_for_a_closed_tcp_connection_goes_over_a_new_one() {
+    use std::io::{Read, Write};
+    let base = port_block();
+    let conf = format!(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        uas = base + 10,
+        metrics = base + 30,
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // The PBX listens on its sent-by port and sends from another (an ephemeral one).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sent_by = listener.local_addr().unwrap();
+    let mut pbx = std::net::TcpStream::connect(("127.0.0.1", base)).unwrap();
+    let invite = format!(
+        "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {sent_by};branch=z9hG4bK-gone1\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: gone-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:+8613812345678@{sent_by};transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+    );
+    pbx.write_all(invite.as_bytes()).unwrap();
+    let got = recv(&core).expect("the INVITE at the core");
+    // The PBX's connection goes before the core answers.
+    drop(pbx);
+    std::thread::sleep(Duration::from_millis(300));
+    let vias: Vec<&str> = got
+        .lines()
+        .filter_map(|l| l.strip_prefix("Via:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(vias.len(), 2, "{got}");
+    for (code, to_tag) in [("180 Ringing", "core1"), ("200 OK", "core1")] {
+        let mut answer = format!("SIP/2.0 {code}\r\n");
+        for v in &vias {
+            answer += &format!("Via: {v}\r\n");
+        }
+        answer += &format!(
+            "From: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nTo: <sip:+861012345678@127.0.0.1>;tag={to_tag}\r\nCall-ID: gone-1\r\nCSeq: 1 INVITE\r\nContact: <sip:core@127.0.0.1>\r\nContent-Length: 0\r\n\r\n"
+        );
+        core.send_to(answer.as_bytes(), ("127.0.0.1", base))
+            .unwrap();
+    }
+    // sipfence connects to the sent-by port, and both answers come over that one
+    // connection.
+    listener.set_nonblocking(false).unwrap();
+    let (mut back, _) = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(listener.accept());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("sipfence connects to the PBX's sent-by port")
+            .unwrap()
+    };
+    back.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("SIP/2.0 200 OK") {
+        match back.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.starts_with("SIP/2.0 180 Ringing") && text.contains("SIP/2.0 200 OK"),
+        "{text}"
+    );
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-gone\"}"),
+        0.0
     );
 }
 

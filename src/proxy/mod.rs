@@ -1177,15 +1177,29 @@ impl stateless::NextHops for Shared {
     fn some_down(&self) -> bool {
         self.metrics.next_hops_down.get() > 0
     }
-    fn refuses(&self, to: std::net::SocketAddr) -> bool {
+    fn refuses(&self, to: std::net::SocketAddr) -> Option<&'static str> {
         if let Some(wanted) = self.tcp_down.get(&to) {
             wanted.store(crate::cli::now_ms(), Ordering::Relaxed);
-            return true;
+            return Some(stateless::NEXT_HOP_UNREACHABLE);
         }
         // Guards dropped before the next map is read.
-        let Some(id) = self.tcp_peers.get(&to).map(|v| *v) else {
-            return false;
-        };
-        self.tcp_conns.get(&id).is_some_and(|tx| tx.capacity() == 0)
+        let id = self.tcp_peers.get(&to).map(|v| *v)?;
+        if !self.tcp_conns.get(&id).is_some_and(|tx| tx.capacity() == 0) {
+            return None;
+        }
+        // Not sent: counted with the other messages a full queue kept back, and said in
+        // the log at most every 10 s (QA 79: only the records told it, as unreachable).
+        self.metrics.dropped("tcp-backlog");
+        static SAID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = crate::cli::now_ms();
+        let said = SAID.load(Ordering::Relaxed);
+        if now.saturating_sub(said) >= 10_000
+            && SAID
+                .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(addr = %to, "next hop reads slower than the requests come: its connection's queue is full, and new calls for it are answered 503 (Next hop congested)");
+        }
+        Some(stateless::NEXT_HOP_CONGESTED)
     }
 }

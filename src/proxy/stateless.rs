@@ -42,6 +42,12 @@ pub enum Dest {
     Udp(SocketAddr),
     /// Back over the TCP connection with this id.
     Tcp(u64),
+    /// A response relayed back over the TCP connection with this id, or, when that
+    /// connection is gone, over a new one to this address: the Via's `received` and
+    /// sent-by port (RFC 3261 18.2.2), so that a PBX whose connection broke (a NAT
+    /// rebinding, a load balancer, a reconnect between attempts) still gets its 200
+    /// (QA 79: it was dropped as `tcp-gone`).
+    TcpBack(u64, SocketAddr),
     /// Over our TCP connection to this next hop, opened when there is none (RFC 3261
     /// 18.1.1: the connection is reused for every request to that address).
     TcpTo(SocketAddr),
@@ -65,9 +71,11 @@ pub enum Handled {
 /// What the shell knows of its TCP connections towards next hops, so that the step
 /// answers a request one cannot take at once, and the decision says what its caller got.
 pub trait NextHops: Sync {
-    /// A request for `to` would not go now: the connection's last attempt failed, or its
-    /// queue is full (a next hop that has stopped reading).
-    fn refuses(&self, to: SocketAddr) -> bool;
+    /// A request for `to` would not go now, and why (the Reason of the 503 that answers
+    /// it): the connection's last attempt failed ([`NEXT_HOP_UNREACHABLE`]), or its
+    /// queue is full, a next hop that has stopped reading or is slower than the calls
+    /// ([`NEXT_HOP_CONGESTED`]).
+    fn refuses(&self, to: SocketAddr) -> Option<&'static str>;
     /// Whether some next hop is marked down (one atomic read: asked of every INVITE
     /// before the trunk's next hop is looked up).
     fn some_down(&self) -> bool {
@@ -79,8 +87,8 @@ pub trait NextHops: Sync {
 pub struct NoNextHops;
 
 impl NextHops for NoNextHops {
-    fn refuses(&self, _to: SocketAddr) -> bool {
-        false
+    fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+        None
     }
 }
 
@@ -182,7 +190,7 @@ pub fn handle(
     let msg = &*msg;
     let h = handle_parsed(st, msg, o, out, edits, observe);
     // Whatever goes on over a stream, by whichever path, is framed for it.
-    if let Handled::Forward(Dest::Tcp(_) | Dest::TcpTo(_)) = h {
+    if let Handled::Forward(Dest::Tcp(_) | Dest::TcpBack(..) | Dest::TcpTo(_)) = h {
         framed_for_stream(msg, out);
     }
     // Only what actually goes on counts towards a caller's behaviour and the dialogs we
@@ -313,12 +321,9 @@ fn handle_parsed(
             .and_then(|t| st.policy.trunks.get(t))
         && let Some(next) = t.next_hop
         && next.transport == Transport::Tcp
-        && st.next_hops.refuses(next.addr)
+        && let Some(why) = st.next_hops.refuses(next.addr)
     {
-        let r = Refusal {
-            code: 503,
-            why: NEXT_HOP_UNREACHABLE,
-        };
+        let r = Refusal { code: 503, why };
         return refuse(st, msg, o, r, false, out, observe);
     }
     let mut d = decide(st.policy, msg, &ctx);
@@ -436,7 +441,7 @@ fn carry_out(
             build(Transport::Tcp, edits, out)
         }),
     };
-    let handled = unless_refused(st, msg, o, method, server, handled, out);
+    let (handled, refused) = unless_refused(st, msg, o, method, server, handled, out);
     if let Handled::Respond(_, code) = handled {
         d.outcome = Outcome::Reject { code };
         // No rule of the policy refused it (a label rule that let it through is still
@@ -444,17 +449,20 @@ fn carry_out(
         d.rule = None;
         d.refusal = Some(Refusal {
             code,
-            why: if code == 513 {
-                "Too large for UDP to the next hop"
-            } else {
-                NEXT_HOP_UNREACHABLE
+            why: match refused {
+                Some(why) => why,
+                None if code == 513 => "Too large for UDP to the next hop",
+                None => NEXT_HOP_UNREACHABLE,
             },
         });
     }
     handled
 }
 
-const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
+pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
+/// Its connection is up and its queue full (QA 79: such calls were refused as
+/// unreachable while the core was connected, and nothing told the two apart).
+pub const NEXT_HOP_CONGESTED: &str = "Next hop congested";
 
 /// A request for a TCP connection that cannot take it now ([`NextHops::refuses`]) is
 /// answered 503 with Retry-After, as a transport error (RFC 3261 16.9), so that its
@@ -469,20 +477,24 @@ fn unless_refused(
     server: Option<&str>,
     handled: Handled,
     out: &mut Vec<u8>,
-) -> Handled {
-    match handled {
-        Handled::Forward(Dest::TcpTo(to)) if method != Method::Ack && st.next_hops.refuses(to) => {
-            out.clear();
-            let extra = Extra {
-                reason_text: Some(NEXT_HOP_UNREACHABLE),
-                retry_after: Some(st.policy.proxy.retry_after),
-                server,
-                ..Extra::default()
-            };
-            respond(msg, o, 503, &extra, out)
-        }
-        h => h,
+) -> (Handled, Option<&'static str>) {
+    let Handled::Forward(Dest::TcpTo(to)) = handled else {
+        return (handled, None);
+    };
+    if method == Method::Ack {
+        return (handled, None);
     }
+    let Some(why) = st.next_hops.refuses(to) else {
+        return (handled, None);
+    };
+    out.clear();
+    let extra = Extra {
+        reason_text: Some(why),
+        retry_after: Some(st.policy.proxy.retry_after),
+        server,
+        ..Extra::default()
+    };
+    (respond(msg, o, 503, &extra, out), Some(why))
 }
 
 /// Answers a request the protocol checks refused, and reports the decision (counted
@@ -705,7 +717,13 @@ fn relay_response(
         h.line()
     };
     let dest = match conn {
-        Some(c) => Dest::Tcp(c),
+        // Only to an address a request could have come from, as over UDP.
+        Some(c) => match host_ip(below.received.unwrap_or(below.host).of(b))
+            .filter(|ip| policy.answers_to(*ip))
+        {
+            Some(ip) => Dest::TcpBack(c, SocketAddr::new(ip, below.port.unwrap_or(5060))),
+            None => Dest::Tcp(c),
+        },
         None => {
             let Some(ip) = host_ip(below.received.unwrap_or(below.host).of(b)) else {
                 // A stateless proxy does no DNS on the response path.
@@ -888,7 +906,7 @@ fn forward_from_core(
             edits.apply(b, msg.len(), out);
         })
     };
-    unless_refused(st, msg, o, method, None, handled, out)
+    unless_refused(st, msg, o, method, None, handled, out).0
 }
 
 /// The answer (400, or 513 for a message over the size bound: RFC 3261 21.5.14) to a

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::stateless::{Dest, Origin};
+use super::stateless::{Dest, NEXT_HOP_CONGESTED, NEXT_HOP_UNREACHABLE, Origin};
 use super::udp::{self, Udps};
 use crate::policy::config::{ListenSpec, Transport};
 use crate::sip::parse::Frame;
@@ -187,12 +187,15 @@ pub fn send_to_peer(
     // A request that cannot be queued is answered 503 as one that finds the connection
     // down (the step answers most at once: [`super::stateless::NextHops`]; this is the
     // one that raced it), never lost in silence (QA 49).
-    match udp::try_send_tcp(shared, id, bytes) {
+    let why = match udp::try_send_tcp(shared, id, bytes) {
         Ok(true) => return,
         // Gone or closed: counted already.
-        Ok(false) => {}
-        Err(_full) => shared.metrics.dropped("tcp-backlog"),
-    }
+        Ok(false) => NEXT_HOP_UNREACHABLE,
+        Err(_full) => {
+            shared.metrics.dropped("tcp-backlog");
+            NEXT_HOP_CONGESTED
+        }
+    };
     unreachable(
         shared,
         udps,
@@ -200,6 +203,7 @@ pub fn send_to_peer(
         local,
         addr,
         Bytes::copy_from_slice(bytes),
+        why,
     );
 }
 
@@ -217,7 +221,7 @@ async fn outbound(
     // Requests queued for this connection that cannot go: answered 503 now.
     let answer = |b: Bytes| {
         shared.metrics.dropped("tcp-connect-failed");
-        unreachable(&shared, &udps, from, local, addr, b);
+        unreachable(&shared, &udps, from, local, addr, b, NEXT_HOP_UNREACHABLE);
     };
     let mut failed = 0u64;
     loop {
@@ -236,8 +240,19 @@ async fn outbound(
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
+        // A reload that moved the trunks elsewhere ends it at once: the gauge (and its
+        // alert) must not go on naming an address no trunk sends to (QA 60). An
+        // in-dialog target that is no next hop is tried once, as it always was.
+        let named = shared.loaded.load().policy.trunks.iter().any(|t| {
+            t.next_hop
+                .is_some_and(|n| n.transport == Transport::Tcp && n.addr == addr)
+        });
         // One line when it goes down, not one a second while it stays down.
-        if failed == 0 {
+        if failed == 0 && !named {
+            // A peer's own address (its Contact, or the Via of a caller whose
+            // connection closed), not a next hop (QA 79: the line said next hop).
+            tracing::warn!(%addr, error = %why, "cannot connect to a peer's own address (no next hop): the requests for it are answered 503, the responses lost");
+        } else if failed == 0 {
             tracing::warn!(%addr, error = %why, "cannot connect to next hop: its requests are answered 503 until it can be reached (tried every second)");
         } else {
             tracing::debug!(%addr, error = %why, failed, "next hop still unreachable");
@@ -264,15 +279,8 @@ async fn outbound(
             tracing::info!(%addr, "next hop still unreachable and no longer wanted: not tried again until a request wants it");
             break;
         }
-        // A reload that moved the trunks elsewhere ends it at once: the gauge (and its
-        // alert) must not go on naming an address no trunk sends to (QA 60). An
-        // in-dialog target that is no next hop is tried once, as it always was.
-        let named = shared.loaded.load().policy.trunks.iter().any(|t| {
-            t.next_hop
-                .is_some_and(|n| n.transport == Transport::Tcp && n.addr == addr)
-        });
         if !named {
-            tracing::info!(%addr, "unreachable, and no trunk's next hop: not tried again until a request wants it");
+            tracing::debug!(%addr, "unreachable, and no trunk's next hop: not tried again until a request wants it");
             break;
         }
     }
@@ -286,6 +294,17 @@ async fn outbound(
     // Whatever was queued after the last look has nowhere to go.
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");
+    }
+}
+
+/// A stream closed for a message that cannot be framed. The core's connection carries
+/// every call's answers: its loss is said (QA 79: only a parse-error counter moved, and
+/// the answers after it on that connection were lost); a peer's is only counted.
+fn cut_off(outbound: bool, peer: SocketAddr, why: crate::sip::ErrorKind) {
+    if outbound {
+        tracing::warn!(addr = %peer, error = why.as_str(), "the next hop sent a message that cannot be framed (a Content-Length missing or wrong, or too large): its connection is closed, with the answers it would have carried after it; the next request opens another");
+    } else {
+        tracing::debug!(addr = %peer, error = why.as_str(), "a peer's stream closed for a message that cannot be framed");
     }
 }
 
@@ -308,7 +327,7 @@ fn lost(
     b: Bytes,
 ) {
     shared.metrics.dropped("tcp-gone");
-    unreachable(shared, udps, from, local, addr, b);
+    unreachable(shared, udps, from, local, addr, b, NEXT_HOP_UNREACHABLE);
 }
 
 /// A request that could not be sent to the next hop `addr`: it is answered 503 (with
@@ -326,6 +345,7 @@ pub fn unreachable(
     local: ListenSpec,
     addr: SocketAddr,
     request: Bytes,
+    why: &'static str,
 ) {
     let Ok(req) = crate::sip::Message::parse(request) else {
         return;
@@ -339,7 +359,7 @@ pub fn unreachable(
     let l = shared.loaded.load();
     let server = (!l.policy.server.is_empty()).then_some(l.policy.server.as_str());
     let extra = crate::sip::response::Extra {
-        reason_text: Some("Next hop unreachable"),
+        reason_text: Some(why),
         retry_after: Some(l.policy.proxy.retry_after),
         server,
         ..Default::default()
@@ -578,6 +598,7 @@ async fn serve_stream(
                         shared
                             .metrics
                             .parse_error("tcp", crate::sip::ErrorKind::TooLarge);
+                        cut_off(outbound, peer, crate::sip::ErrorKind::TooLarge);
                         break 'conn;
                     }
                     // Keep-alive CRLFs are framed whole: what waits here is a message.
@@ -617,6 +638,7 @@ async fn serve_stream(
                 Err(e) => {
                     // The stream cannot be resynchronised after a framing error.
                     shared.metrics.parse_error("tcp", e.kind);
+                    cut_off(outbound, peer, e.kind);
                     let data = buf.split().freeze();
                     let l = shared.loaded.load();
                     let silent = l.policy.silent_to(&peer, Some(&o.local));

@@ -319,8 +319,20 @@ pub async fn send(
         Dest::Tcp(id) => {
             send_tcp_waiting(shared, id, bytes, TCP_QUEUE_WAIT).await;
         }
+        Dest::TcpBack(id, back) if gone(shared, id) => {
+            super::tcp::send_to_peer(shared, udps, from, local, back, bytes)
+        }
+        Dest::TcpBack(id, _) => {
+            send_tcp_waiting(shared, id, bytes, TCP_QUEUE_WAIT).await;
+        }
         Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
     }
+}
+
+/// The TCP connection `id` is closed: a response for it goes over a new one
+/// ([`Dest::TcpBack`]).
+fn gone(shared: &Shared, id: u64) -> bool {
+    !shared.tcp_conns.contains_key(&id)
 }
 
 /// How long a connection's reader waits for room in a connection's writer queue before
@@ -378,6 +390,10 @@ pub fn send_now(
             None => send_failed(shared, addr, &"no socket of its IP family"),
         },
         Dest::Tcp(id) => send_tcp(shared, id, bytes),
+        Dest::TcpBack(id, back) if gone(shared, id) => {
+            super::tcp::send_to_peer(shared, udps, from, local, back, bytes)
+        }
+        Dest::TcpBack(id, _) => send_tcp(shared, id, bytes),
         Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
     }
 }
@@ -406,6 +422,7 @@ fn no_socket(
         local,
         addr,
         Bytes::copy_from_slice(bytes),
+        super::stateless::NEXT_HOP_UNREACHABLE,
     );
 }
 
@@ -555,7 +572,10 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         Some((j, _)) => across.push((a, k, j)),
                         None => no_socket(&shared, &udps, i, local, a, out),
                     },
-                    Some(Dest::Tcp(id)) => {
+                    Some(Dest::TcpBack(id, back)) if gone(&shared, id) => {
+                        super::tcp::send_to_peer(&shared, &udps, i, local, back, out)
+                    }
+                    Some(Dest::Tcp(id) | Dest::TcpBack(id, _)) => {
                         if let Err(full) = try_send_tcp(&shared, id, out) {
                             to_tcp.push((id, full));
                         }
