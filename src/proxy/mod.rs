@@ -1184,7 +1184,7 @@ impl stateless::NextHops for Shared {
         }
         // Guards dropped before the next map is read.
         let id = self.tcp_peers.get(&to).map(|v| *v)?;
-        if !self.tcp_conns.get(&id).is_some_and(|tx| tx.capacity() == 0) {
+        if self.tcp_conns.get(&id).is_none_or(|tx| tx.capacity() != 0) {
             return None;
         }
         // Not sent: counted with the other messages a full queue kept back, and said in
