@@ -130,7 +130,12 @@ fn answer(port: u16, caller: &str) -> Option<u16> {
     let m = format!(
         "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}\r\nFrom: <sip:{caller}@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
-    s.send_to(m.as_bytes(), ("127.0.0.1", port)).ok()?;
+    final_answer(&s, port, &m)
+}
+
+/// Sends `msg` from `s` to the gateway on `port`; the final status it answers.
+fn final_answer(s: &UdpSocket, port: u16, msg: &str) -> Option<u16> {
+    s.send_to(msg.as_bytes(), ("127.0.0.1", port)).ok()?;
     let mut buf = [0u8; 4096];
     loop {
         let n = s.recv(&mut buf).ok()?;
@@ -753,6 +758,122 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
             "gw{i} refused by the rate rule"
         );
     }
+}
+
+/// A core that challenges every INVITE without credentials (407) and answers the
+/// others 200, each to the address it came from, its Vias copied. Runs until `stop`.
+fn challenging_core(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let core = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 65536];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((n, from)) = core.recv_from(&mut b) else {
+                continue;
+            };
+            let req = String::from_utf8_lossy(&b[..n]).into_owned();
+            if !req.starts_with("INVITE ") {
+                continue;
+            }
+            let keep: String = req
+                .split("\r\n")
+                .filter(|l| {
+                    ["Via:", "From:", "Call-ID:", "CSeq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                })
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            let to = req
+                .split("\r\n")
+                .find(|l| l.starts_with("To:"))
+                .unwrap_or("To: <sip:x@127.0.0.1>");
+            let answer = if req.contains("Proxy-Authorization:") {
+                format!("SIP/2.0 200 OK\r\n{keep}{to};tag=core\r\nContent-Length: 0\r\n\r\n")
+            } else {
+                format!(
+                    "SIP/2.0 407 Proxy Authentication Required\r\n{keep}{to};tag=core\r\nProxy-Authenticate: Digest realm=\"core\", nonce=\"n1\"\r\nContent-Length: 0\r\n\r\n"
+                )
+            };
+            let _ = core.send_to(answer.as_bytes(), from);
+        }
+    })
+}
+
+/// QA 78 F1: a peer that sends the retry of a challenged call to another gateway (a
+/// new transaction: DNS SRV picks again) has it taken there as the same call, since the
+/// gateway that relayed the challenge tells the others at once. A contract of three
+/// calls a minute admits three such calls (it admitted one and a half: each call
+/// counted at both gateways), and the others' records and metrics count each once.
+#[test]
+fn a_retry_sent_to_another_gateway_is_the_same_call() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let into_minute = sipfence::cli::now_ms() % 60_000;
+    if into_minute > 45_000 {
+        std::thread::sleep(Duration::from_millis(60_000 - into_minute + 100));
+    }
+    let bases: Vec<u16> = (0..2).map(|_| port_block()).collect();
+    let redis = RedisServer::start(bases[0] + 35);
+    let core_port = bases[0] + 10;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let core = challenging_core(core_port, stop.clone());
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| gateway(i, b, core_port, &redis.url(), 3, "open"))
+        .collect();
+    // Both subscribed (the first sync proves Redis is there).
+    wait_for("redis up at both", 10, || {
+        gws.iter().all(|g| g.metric("sipfence_redis_up") == 1.0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let final_answer = |port: u16, msg: &str| final_answer(&caller, port, msg);
+    let invite = |k: u32, cseq: u32, auth: &str| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-x{k}-{cseq}\r\nFrom: <sip:+86139123401{k:02}@{me}>;tag=pbx{k}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: cross-{k}\r\nCSeq: {cseq} INVITE\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let auth = "Proxy-Authorization: Digest username=\"pbx\", realm=\"core\", nonce=\"n1\", uri=\"sip:+861012345678@127.0.0.1\", response=\"00\"\r\n";
+    for k in 0..3 {
+        // The first INVITE at one gateway, challenged; the retry, after the time a PBX
+        // takes to answer, at the other.
+        let (first, other) = (bases[(k % 2) as usize], bases[1 - (k % 2) as usize]);
+        assert_eq!(
+            final_answer(first, &invite(k, 1, "")),
+            Some(407),
+            "call {k}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            final_answer(other, &invite(k, 2, auth)),
+            Some(200),
+            "call {k}: its retry at the other gateway"
+        );
+    }
+    // The contract is spent: the fourth call is refused at its first INVITE.
+    wait_for("three calls in redis", 10, || shared_total(&redis) >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(final_answer(bases[1], &invite(3, 1, "")), Some(403));
+    let sum = |name: &str| -> f64 { gws.iter().map(|g| g.metric(name)).sum() };
+    assert_eq!(sum("sipfence_core_retries_total{trunk=\"ent\"}"), 3.0);
+    assert_eq!(calls(&gws[0], "allow") + calls(&gws[1], "allow"), 3.0);
+    assert_eq!(shared_total(&redis), 3, "each call counted once");
+    // A second retry of an answered challenge is a call of its own, wherever it goes.
+    assert_eq!(final_answer(bases[0], &invite(0, 3, auth)), Some(403));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = core.join();
 }
 
 /// QA 78 F2: a Redis without persistence that restarts has lost the minute's counts.

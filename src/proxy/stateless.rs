@@ -1421,8 +1421,17 @@ record_route = true
         let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
         let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsf0123456789abcdef;sfc=7\r\nVia: SIP/2.0/TCP 198.51.100.7:5060;branch=z9hG4bK-t\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=b\r\nCall-ID: t-1\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n";
         let (h, out) = run(&p, "10.0.0.5:5060", ok);
-        assert_eq!(h, Handled::Forward(Dest::Tcp(7)));
+        // Its connection, or, should that have closed, a new one to its Via's address.
+        let back = "198.51.100.7:5060".parse().unwrap();
+        assert_eq!(h, Handled::Forward(Dest::TcpBack(7, back)));
         assert!(out.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"), "{out}");
+        // Only to an address a trunk claims: another goes back on the connection only.
+        let (h, _) = run(
+            &p,
+            "10.0.0.5:5060",
+            &ok.replace("TCP 198.51.100.7", "TCP 203.0.113.99"),
+        );
+        assert_eq!(h, Handled::Forward(Dest::Tcp(7)));
         assert!(!out.contains("sfc=7"), "{out}");
         // With a length, as it came.
         let with = ok.replace("\r\n\r\nv=0", "\r\nContent-Length: 5\r\n\r\nv=0");
