@@ -235,6 +235,17 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         );
     }
     for t in &p.trunks {
+        // Harmless (one socket serves both) but a sign of a typo for another address.
+        for (i, l) in t.listen.iter().enumerate() {
+            if t.listen[..i].contains(l) {
+                out.push(format!(
+                    "trunk {}: listen {}:{} is given twice (one socket serves it; another address meant?)",
+                    t.name,
+                    l.transport.as_str(),
+                    l.addr
+                ));
+            }
+        }
         if let Some(b) = &t.behaviour {
             // A rule's second setting without its threshold.
             let d = crate::policy::config::BehaviourConf::default();
@@ -956,6 +967,24 @@ entries = [{whitelist}]
             "[rules.blacklist]\naction = \"label\"\ncode = 609\n{ent}[trunk.rules.blacklist]\naction = \"reject\"\ncode = 603\nreason = \"Other\"\n"
         );
         assert_eq!(w(&unused).len(), 1, "{:?}", w(&unused));
+    }
+
+    #[test]
+    fn a_listen_address_given_twice_is_named() {
+        let text = "[[trunk]]\nname = \"intl\"\nrole = \"international\"\nlisten = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\", \"udp:127.0.0.1:5060\"]\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:5080\"\n";
+        let w = warnings(&Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap());
+        assert_eq!(
+            w,
+            [
+                "trunk intl: listen udp:127.0.0.1:5060 is given twice (one socket serves it; another address meant?)"
+            ]
+        );
+        // The same address over UDP and TCP is no repeat.
+        let once = text.replace(", \"udp:127.0.0.1:5060\"]", "]");
+        assert!(
+            warnings(&Policy::from_str(&once, "t.toml", std::path::Path::new(".")).unwrap())
+                .is_empty()
+        );
     }
 
     #[test]
