@@ -207,6 +207,72 @@ fn the_running_policy_is_named_by_its_fingerprint() {
     assert_eq!(printed(&proxy), first);
 }
 
+/// The fingerprint is of the policy, not of one gateway's file (QA 80): comments, the
+/// order of keys, listen addresses, `[metrics]`, `[redis] instance` and a list file's
+/// name change nothing; a rule, an entry, a list file's bytes or a next hop do.
+#[test]
+fn gateways_running_one_policy_show_one_fingerprint() {
+    use sipfence::policy::Policy;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bl.txt"), "+442079999999\n").unwrap();
+    std::fs::write(dir.path().join("copy.txt"), "+442079999999\n").unwrap();
+    let gw = |listen: &str, metrics: &str, instance: &str, file: &str| {
+        format!(
+            "[lists.blacklist]\nfiles = [\"{file}\"]\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nlisten = [\"udp:{listen}:5060\"]\nsources = [\"192.0.2.0/24\"]\nnext_hop = \"udp:10.0.0.10:5060\"\n[metrics]\nlisten = \"{metrics}:9090\"\n[redis]\nurl = \"redis://10.0.0.50:6379\"\ninstance = \"{instance}\"\n"
+        )
+    };
+    let fp = |text: &str| {
+        Policy::from_str(text, "gw.toml", dir.path())
+            .unwrap()
+            .fingerprint()
+    };
+    let one = fp(&gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt"));
+    for (what, text) in [
+        (
+            "another gateway",
+            gw("10.2.0.1", "10.2.0.1", "gw-sh-1", "bl.txt"),
+        ),
+        (
+            "a comment and indentation",
+            format!(
+                "# gateway 2\n{}",
+                gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+            )
+            .replace("role =", "  role   ="),
+        ),
+        (
+            "keys in another order",
+            gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+                .replace("role = \"international\"\nlisten", "listen")
+                .replace("next_hop =", "role = \"international\"\nnext_hop ="),
+        ),
+        (
+            "a copy of the list",
+            gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "./copy.txt"),
+        ),
+    ] {
+        assert_eq!(fp(&text), one, "{what}:\n{text}");
+    }
+    std::fs::write(dir.path().join("copy.txt"), "+442079999998\n").unwrap();
+    for (what, text) in [
+        (
+            "another list",
+            gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "copy.txt"),
+        ),
+        (
+            "another next hop",
+            gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt").replace("10.0.0.10", "10.0.0.11"),
+        ),
+        (
+            "an entry more",
+            gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+                .replace("files = [", "entries = [\"+8613800000001\"]\nfiles = ["),
+        ),
+    ] {
+        assert_ne!(fp(&text), one, "{what}:\n{text}");
+    }
+}
+
 /// A reload says what it changed, and what it cannot apply: a new listen address is
 /// read at start only, so the answer says "needs a restart" and
 /// `sipfence_restart_pending` stays up until the setting is back as the process runs it.

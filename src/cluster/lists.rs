@@ -157,6 +157,9 @@ mod tests {
         let pb = apply(&p, 1, &b).unwrap();
         assert_ne!(pa.fingerprint(), p.fingerprint());
         assert_ne!(pa.fingerprint(), pb.fingerprint());
+        // The same set again, on top of the one running (as a gateway applies the next
+        // version): the same policy (QA 80: it changed).
+        assert_eq!(apply(&pb, 2, &a).unwrap().fingerprint(), pa.fingerprint());
         assert_eq!(
             apply(&crate::policy::Policy::builtin().unwrap(), 1, &a)
                 .unwrap()

@@ -413,6 +413,9 @@ pub struct Policy {
     /// published lists): records and `/healthz` carry it, `check` prints it, so that a
     /// decision can be traced to the policy that made it and gateways compared.
     pub digest: u64,
+    /// The fingerprint of what the files alone make (the one a published set is put
+    /// on, whichever set ran before).
+    pub files_digest: u64,
     /// Where it was loaded from (for reloads and messages).
     pub source: String,
     /// What loading found that does nothing but is no error ([`lint::warnings`] starts
@@ -856,6 +859,50 @@ fn check_behaviour(
     Ok(b)
 }
 
+/// What of a policy file makes the policy, for its fingerprint: its settings as parsed,
+/// in a fixed order, without what each gateway sets for itself (listen addresses,
+/// `[metrics]`, `[log]`, `[records]`, `[hep]`, `[redis] instance`, `[proxy] advertise`
+/// and `workers`) and without list file names (their bytes are hashed instead). So
+/// gateways meant to run one policy, each with its own addresses and name, show one
+/// fingerprint, and a comment or a re-indent changes nothing (QA 80: each did).
+fn fingerprinted(text: &str) -> String {
+    fn drop_files(v: &mut toml::Value) {
+        match v {
+            toml::Value::Table(t) => {
+                t.remove("files");
+                t.iter_mut().for_each(|(_, v)| drop_files(v));
+            }
+            toml::Value::Array(a) => a.iter_mut().for_each(drop_files),
+            _ => {}
+        }
+    }
+    let Ok(mut t) = text.parse::<toml::Table>() else {
+        return text.to_string();
+    };
+    for k in ["metrics", "log", "records", "hep"] {
+        t.remove(k);
+    }
+    if let Some(toml::Value::Table(r)) = t.get_mut("redis") {
+        r.remove("instance");
+    }
+    if let Some(toml::Value::Table(p)) = t.get_mut("proxy") {
+        p.remove("advertise");
+        p.remove("workers");
+    }
+    if let Some(toml::Value::Array(trunks)) = t.get_mut("trunk") {
+        for tr in trunks.iter_mut() {
+            if let toml::Value::Table(tr) = tr {
+                tr.remove("listen");
+            }
+        }
+    }
+    let mut v = toml::Value::Table(t);
+    drop_files(&mut v);
+    // A table's keys in order (toml's map sorts them), so that the order the file
+    // wrote them in does not count either.
+    v.to_string()
+}
+
 impl Policy {
     /// The built-in example policy.
     pub fn builtin() -> Result<Policy, LoadError> {
@@ -889,7 +936,8 @@ impl Policy {
         let mut cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         // The fingerprint of everything the policy is built from, in load order: the
         // config text, the plan's and every list file's bytes.
-        let digest = std::cell::Cell::new(crate::sip::lex::tag_hash(&[text.as_bytes()]));
+        let digest =
+            std::cell::Cell::new(crate::sip::lex::tag_hash(&[fingerprinted(text).as_bytes()]));
         let add_digest = |d: u64| {
             digest.set(crate::sip::lex::tag_hash(&[
                 &digest.get().to_le_bytes(),
@@ -1468,6 +1516,7 @@ impl Policy {
             own_segments: load_list(&cfg.lists.own_segments, "own_segments", false)?,
             exempt: load_list(&cfg.lists.exempt, "exempt", false)?,
             digest: digest.get(),
+            files_digest: digest.get(),
             plan,
             label_header,
             verstat: cfg.general.verstat,
@@ -1504,12 +1553,14 @@ impl Policy {
         lists: &[(String, String)],
     ) -> Result<Policy, LoadError> {
         let mut p = self.clone();
+        // The files and this set, in name order: the same set on the same files is the
+        // same policy, whatever set ran before it or in what order it came.
+        let mut named: Vec<&(String, String)> = lists.iter().collect();
+        named.sort();
+        p.digest = named.iter().fold(self.files_digest, |d, (name, text)| {
+            crate::sip::lex::tag_hash(&[&d.to_le_bytes(), name.as_bytes(), text.as_bytes()])
+        });
         for (name, text) in lists {
-            p.digest = crate::sip::lex::tag_hash(&[
-                &p.digest.to_le_bytes(),
-                name.as_bytes(),
-                text.as_bytes(),
-            ]);
             let file = format!("{origin}/{name}");
             let mut b =
                 NumberSetBuilder::for_plan(&self.plan).with_origins(name.starts_with("whitelist:"));
@@ -1741,7 +1792,7 @@ impl Policy {
         );
         let _ = writeln!(
             s,
-            "  fingerprint {} (of the config, plan and list files; records and /healthz carry it)",
+            "  fingerprint {} (of the settings, plan and lists, not of one gateway's addresses or name; records and /healthz carry it)",
             self.fingerprint()
         );
         for (name, l) in self.named_lists() {

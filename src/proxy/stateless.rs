@@ -654,6 +654,13 @@ fn add_proxy_edits(
                 out.extend_from_slice(b";received=");
                 response::push_ip(out, ip);
             });
+        } else if let Some(r) = v.received
+            && host_ip(r.of(msg.buf())) != Some(ip)
+        {
+            // A `received` the sender wrote itself is no word of ours: the source is
+            // (RFC 3261 18.2.1), else the answers would follow it to another trunk's
+            // peer (QA 80: the core's 200 went to another peer's port).
+            edits.replace_with(r, |out| response::push_ip(out, ip));
         }
     }
     if let (Some(n), Some(h)) = (mf, msg.first(HeaderName::MaxForwards)) {
@@ -1396,6 +1403,38 @@ record_route = true
     /// RFC 3261 16.3 step 5: a request that requires of proxies an extension sipfence
     /// does not accept gets 420 with the tags in Unsupported; accepted tags pass; ACK
     /// and CANCEL carry no requirements.
+    /// A `received` the caller wrote in its own Via is replaced by its source address:
+    /// the answers go back where the request came from, not to another trunk's peer
+    /// (QA 80).
+    #[test]
+    fn a_forged_received_is_replaced_by_the_source() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let invite = |via: &str| {
+            format!(
+                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-fr\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: fr-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for (via, forwarded) in [
+            (
+                "198.51.100.7:5060;rport;received=198.51.100.9",
+                "198.51.100.7:5060;rport=5060;received=198.51.100.7;branch",
+            ),
+            (
+                "198.51.100.7:5060;received=10.9.9.9;rport",
+                "198.51.100.7:5060;received=198.51.100.7;rport=5060;branch",
+            ),
+            // Its own address, as it is: kept.
+            (
+                "198.51.100.7:5060;received=198.51.100.7",
+                "198.51.100.7:5060;received=198.51.100.7;branch",
+            ),
+        ] {
+            let (h, out) = run(&p, "198.51.100.7:5060", &invite(via));
+            assert!(matches!(h, Handled::Forward(_)), "{out}");
+            assert!(out.contains(forwarded), "{via}:\n{out}");
+        }
+    }
+
     /// A request without Max-Forwards is forwarded with 70, after its own fields, so
     /// that the Via rows stay together (QA 30).
     #[test]
