@@ -465,13 +465,11 @@ pub fn track_dialog(
             // The core asks the caller to retry the call otherwise: its retry is the
             // same call.
             if retry_asked(status) && from_core() {
-                let (call, tag) = (msg.call_id(), msg.from_tag_read().unwrap_or_default());
-                rates.retry_asked(
-                    challenge_key(call, tag),
-                    print_slot(call, tag),
-                    now_ms,
-                    TRANSACTION_MS,
-                );
+                let key = challenge_key(msg.call_id(), msg.from_tag_read().unwrap_or_default());
+                rates.remember(key, now_ms, TRANSACTION_MS, true);
+                if let Some(r) = rates.recent() {
+                    r.note_retry_asked(now_ms);
+                }
             }
             // A final answer ends the INVITE's transaction: a copy of the INVITE sent
             // after it is a new attempt ([`repeated`]). The caller's branch is the top
@@ -511,13 +509,6 @@ pub fn retry_asked(status: u16) -> bool {
 /// tag, which the retry keeps (RFC 3261 8.1.3.5).
 fn challenge_key(call_id: &[u8], caller_tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"challenged", call_id, caller_tag])
-}
-
-/// Where a call's print ([`call_print`]) is kept, by its Call-ID and the caller's
-/// tag: the retry finds it there, and a gateway that relays the core's challenge can
-/// tell the others what the retry must repeat.
-fn print_slot(call_id: &[u8], caller_tag: &[u8]) -> u64 {
-    crate::sip::lex::tag_hash(&[b"printed", call_id, caller_tag])
 }
 
 /// A URI's user part and the number the rules read in it ([`identity::uri_number`]).
@@ -599,7 +590,7 @@ fn core_asked_retry(msg: &Message, ctx: &Context<'_>) -> bool {
     }
     // Spent: the next retry needs an answer of its own.
     ctx.rates
-        .retry_spent(challenged, ctx.now_ms, TRANSACTION_MS);
+        .remember(challenged, ctx.now_ms, TRANSACTION_MS, false);
     true
 }
 
@@ -998,12 +989,8 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
     // repeat to be that call ([`core_asked_retry`]). (A retransmission's original did
     // this.)
     if d.outcome == Outcome::Forward && !d.retransmission && d.print != 0 {
-        ctx.rates.keep_print(
-            print_slot(msg.call_id(), msg.from_tag().unwrap_or_default()),
-            d.print,
-            ctx.now_ms,
-            TRANSACTION_MS,
-        );
+        ctx.rates
+            .remember(d.print, ctx.now_ms, TRANSACTION_MS, true);
     }
     d
 }
@@ -1262,11 +1249,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         .flatten();
     if printed {
         let print = call_print(policy, d, msg, nums, &callee);
-        d.core_retry = asked
-            && ctx.rates.kept_print(
-                print_slot(msg.call_id(), msg.from_tag().unwrap_or_default()),
-                ctx.now_ms,
-            ) == Some(print | 1);
+        d.core_retry = asked && ctx.rates.recall(print, ctx.now_ms) == Some(true);
         d.print = if remember { print } else { 0 };
     }
     if let Some(n) = isup_caller {

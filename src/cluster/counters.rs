@@ -102,17 +102,7 @@ pub struct SharedRateCounter {
     /// lost the counts.
     marks: ahash::RandomState,
     epoch: std::sync::atomic::AtomicI64,
-    /// Calls the core asked to retry here, to tell the other gateways (challenge key,
-    /// print slot, print), and what wakes the task that does.
-    asked: std::sync::Mutex<Vec<[u64; 3]>>,
-    asked_ready: tokio::sync::Notify,
-    /// This instance among the ones that tell: its own word is not taken back.
-    me: u64,
 }
-
-/// Retries told at once, at most, while the task is behind: beyond, a gateway the
-/// retry goes to counts it as a call (the safe side).
-const ASKED_BACKLOG: usize = 4096;
 
 /// Keys with nothing to send whose totals one sync reads back, at most (two `GET`s
 /// each): at 100 ms syncs, at most ~20,000 reads a second per gateway.
@@ -129,9 +119,6 @@ impl SharedRateCounter {
             recent: Recent::new(capacity),
             fresh: tokio::sync::Notify::new(),
             marks: ahash::RandomState::new(),
-            asked: std::sync::Mutex::new(Vec::new()),
-            asked_ready: tokio::sync::Notify::new(),
-            me: ahash::RandomState::new().hash_one(crate::cli::now_ms()),
             epoch: std::sync::atomic::AtomicI64::new(0),
         }
     }
@@ -327,84 +314,6 @@ impl SharedRateCounter {
         Ok(out)
     }
 
-    /// The channel on which gateways tell each other of the calls the core asked to
-    /// retry.
-    pub fn asked_channel(prefix: &str) -> String {
-        format!("{prefix}:asked")
-    }
-
-    /// Tells the other gateways, as soon as it happens, of each call the core asked
-    /// to retry through this one: its challenge key and what the retry must repeat
-    /// (QA 78: a peer that sends the retry to another gateway, a new transaction, had
-    /// it counted there as a second call, and a contract of 10 admitted 5). One
-    /// `PUBLISH` per call; within a data centre it reaches them in well under the
-    /// time the caller takes to answer the challenge. Lost while Redis is away: the
-    /// retry is then counted as a call where it lands (the safe side).
-    pub async fn tell_asked(self: Arc<Self>, redis: Arc<Redis>) {
-        let channel = Self::asked_channel(&redis.prefix);
-        loop {
-            self.asked_ready.notified().await;
-            let batch = match self.asked.lock() {
-                Ok(mut q) => std::mem::take(&mut *q),
-                Err(_) => continue,
-            };
-            if batch.is_empty() {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            for [c, s, p] in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(format!("{:016x}:{c:016x}:{s:016x}:{p:016x}", self.me))
-                    .ignore();
-            }
-            let _ = redis
-                .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-                .await;
-        }
-    }
-
-    /// Hears what the other gateways tell ([`SharedRateCounter::tell_asked`]) and
-    /// keeps it as if the challenge had passed here: the retry, if it comes here, is
-    /// the same call. Resubscribes after a second when the connection goes.
-    pub async fn hear_asked(self: Arc<Self>, redis: Arc<Redis>) {
-        use futures_util::StreamExt;
-        let channel = Self::asked_channel(&redis.prefix);
-        loop {
-            if let Ok(mut ps) = redis.pubsub().await
-                && ps.subscribe(&channel).await.is_ok()
-            {
-                let mut heard = ps.on_message();
-                while let Some(m) = heard.next().await {
-                    let Ok(text) = m.get_payload::<String>() else {
-                        continue;
-                    };
-                    let mut f = text.split(':').map(|h| u64::from_str_radix(h, 16));
-                    let (Some(Ok(from)), Some(Ok(c)), Some(Ok(s)), Some(Ok(p)), None) =
-                        (f.next(), f.next(), f.next(), f.next(), f.next())
-                    else {
-                        continue;
-                    };
-                    // Its own word: the retry may have come here already and spent it.
-                    if from == self.me {
-                        continue;
-                    }
-                    let now = crate::cli::now_ms();
-                    let ttl = crate::policy::rate::TRANSACTION_MS;
-                    if p == 0 {
-                        // Spent where the retry went.
-                        self.recent.remember(c, now, ttl, false);
-                        continue;
-                    }
-                    self.recent.remember(c, now, ttl, true);
-                    self.recent.remember_value(s, p, now, ttl);
-                    self.recent.note_retry_asked(now);
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
     /// Syncs every `every` until the process ends; marks the counter degraded while
     /// Redis cannot be reached and counts the failures.
     pub async fn run(
@@ -560,33 +469,6 @@ impl RateCounter for SharedRateCounter {
         self.map
             .retain(|_, s| now_ms.saturating_sub(s.last_ms) <= 2 * s.window_ms);
         self.recent.sweep(now_ms);
-    }
-
-    fn retry_asked(&self, challenge: u64, slot: u64, now_ms: u64, ttl_ms: u64) {
-        self.recent.remember(challenge, now_ms, ttl_ms, true);
-        self.recent.note_retry_asked(now_ms);
-        // Only a call whose print was kept can be confirmed elsewhere.
-        let Some(print) = self.recent.recalled_value(slot, now_ms) else {
-            return;
-        };
-        if let Ok(mut q) = self.asked.lock()
-            && q.len() < ASKED_BACKLOG
-        {
-            q.push([challenge, slot, print]);
-            self.asked_ready.notify_one();
-        }
-    }
-
-    fn retry_spent(&self, challenge: u64, now_ms: u64, ttl_ms: u64) {
-        self.recent.remember(challenge, now_ms, ttl_ms, false);
-        // Where a gateway told of it still holds the challenge, a second retry sent
-        // there would pass as the same call too: told it is spent (print 0).
-        if let Ok(mut q) = self.asked.lock()
-            && q.len() < ASKED_BACKLOG
-        {
-            q.push([challenge, 0, 0]);
-            self.asked_ready.notify_one();
-        }
     }
 
     fn keys(&self) -> usize {

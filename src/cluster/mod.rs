@@ -86,15 +86,6 @@ impl Redis {
         format!("{}:{rest}", self.prefix)
     }
 
-    /// A connection of its own for a subscription (a subscribed connection serves
-    /// nothing else), within the timeout.
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisFailure> {
-        tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| RedisFailure::Timeout)?
-            .map_err(RedisFailure::Error)
-    }
-
     /// Runs `f` on a connection within the timeout; a failure drops the connection so
     /// that the next call reconnects (Redis restarted, network healed).
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisFailure>

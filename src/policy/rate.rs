@@ -47,37 +47,6 @@ pub trait RateCounter: Send + Sync {
         }
     }
 
-    /// Keeps `print`, what a call that went on must repeat to be that call on its
-    /// retry, under `slot` (its Call-ID and caller's tag) for `ttl_ms`.
-    fn keep_print(&self, slot: u64, print: u64, now_ms: u64, ttl_ms: u64) {
-        if let Some(r) = self.recent() {
-            r.remember_value(slot, print | 1, now_ms, ttl_ms);
-        }
-    }
-
-    /// The print kept under `slot` ([`RateCounter::keep_print`]), if any.
-    fn kept_print(&self, slot: u64, now_ms: u64) -> Option<u64> {
-        self.recent()?.recalled_value(slot, now_ms)
-    }
-
-    /// The core asked the caller to send the call kept under `slot` again (a challenge,
-    /// a 422...): its retry, under the one-time key `challenge`, is that call. Counters
-    /// shared with other gateways tell them too ([`crate::cluster`]): the retry is a new
-    /// transaction, and a peer may send it to another gateway (QA 78).
-    fn retry_asked(&self, challenge: u64, slot: u64, now_ms: u64, ttl_ms: u64) {
-        let _ = slot;
-        if let Some(r) = self.recent() {
-            r.remember(challenge, now_ms, ttl_ms, true);
-            r.note_retry_asked(now_ms);
-        }
-    }
-
-    /// The retry the core asked for under `challenge` came: one answer lets one retry
-    /// by, here and at the gateways that were told of it.
-    fn retry_spent(&self, challenge: u64, now_ms: u64, ttl_ms: u64) {
-        self.remember(challenge, now_ms, ttl_ms, false);
-    }
-
     /// When `key` (an INVITE transaction) was first seen, if that was earlier and within
     /// `ttl_ms`: `Some` for its retransmissions; `None` for a first sighting, which is
     /// remembered. Without a memory, or when the memory is full, every sighting is the
@@ -429,13 +398,6 @@ impl Recent {
     }
     pub fn remember(&self, key: u64, now_ms: u64, ttl_ms: u64, passed: bool) {
         self.txns.put(key, passed as u64, now_ms, ttl_ms);
-    }
-    /// [`Recent::remember`] of a value (not 0) rather than a yes or no.
-    pub fn remember_value(&self, key: u64, value: u64, now_ms: u64, ttl_ms: u64) {
-        self.txns.put(key, value, now_ms, ttl_ms);
-    }
-    pub fn recalled_value(&self, key: u64, now_ms: u64) -> Option<u64> {
-        self.txns.get(key, now_ms)
     }
     pub fn claim(&self, key: u64, owner: u64, now_ms: u64, ttl_ms: u64) -> bool {
         self.answers

@@ -892,8 +892,6 @@ fn start_cluster(shared: &Arc<Shared>) {
             }
         },
     ));
-    tokio::spawn(c.counters.clone().tell_asked(c.redis.clone()));
-    tokio::spawn(c.counters.clone().hear_asked(c.redis.clone()));
     tokio::spawn(share_calls(
         shared.clone(),
         std::time::Duration::from_millis(conf.sync_ms.max(10)),
