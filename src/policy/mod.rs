@@ -409,9 +409,10 @@ pub struct Policy {
     pub records: config::RecordsConf,
     pub log: config::LogConf,
     pub hep: config::HepConf,
-    /// The fingerprint of what it was built from (config text, plan, list files and
-    /// published lists): records and `/healthz` carry it, `check` prints it, so that a
-    /// decision can be traced to the policy that made it and gateways compared.
+    /// The fingerprint of what it was built from (its settings but one gateway's own:
+    /// [`fingerprinted`]; the plan, list files and published lists): records and
+    /// `/healthz` carry it, `check` prints it, so that a decision can be traced to the
+    /// policy that made it and gateways compared.
     pub digest: u64,
     /// The fingerprint of what the files alone make (the one a published set is put
     /// on, whichever set ran before).
@@ -934,8 +935,8 @@ impl Policy {
 
     fn build(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
-        // The fingerprint of everything the policy is built from, in load order: the
-        // config text, the plan's and every list file's bytes.
+        // The fingerprint of everything the policy is built from, in load order: its
+        // settings ([`fingerprinted`]), the plan's and every list file's bytes.
         let digest =
             std::cell::Cell::new(crate::sip::lex::tag_hash(&[fingerprinted(text).as_bytes()]));
         let add_digest = |d: u64| {
