@@ -1173,6 +1173,17 @@ async fn control(
     0
 }
 
+/// Whether a log line guarded by `last` is due: at most one every ten seconds across
+/// the workers, so that a flood of the same trouble does not flood the log.
+fn say_every_10s(last: &std::sync::atomic::AtomicU64) -> bool {
+    let now = crate::cli::now_ms();
+    let said = last.load(Ordering::Relaxed);
+    now.saturating_sub(said) >= 10_000
+        && last
+            .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 impl stateless::NextHops for Shared {
     fn some_down(&self) -> bool {
         self.metrics.next_hops_down.get() > 0
@@ -1191,13 +1202,7 @@ impl stateless::NextHops for Shared {
         // the log at most every 10 s (QA 79: only the records told it, as unreachable).
         self.metrics.dropped("tcp-backlog");
         static SAID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let now = crate::cli::now_ms();
-        let said = SAID.load(Ordering::Relaxed);
-        if now.saturating_sub(said) >= 10_000
-            && SAID
-                .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if say_every_10s(&SAID) {
             tracing::warn!(addr = %to, "next hop reads slower than the requests come: its connection's queue is full, and new calls for it are answered 503 (Next hop congested)");
         }
         Some(stateless::NEXT_HOP_CONGESTED)

@@ -159,18 +159,7 @@ pub fn vias(udps: &Udps, from: usize, alone: SocketAddr) -> (SocketAddr, Option<
 pub fn send_failed(shared: &Shared, dest: SocketAddr, why: &dyn std::fmt::Display) {
     shared.metrics.dropped("send-failed");
     static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = crate::cli::now_ms();
-    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
-    if now.saturating_sub(last) >= 10_000
-        && LAST
-            .compare_exchange(
-                last,
-                now,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
-    {
+    if super::say_every_10s(&LAST) {
         tracing::warn!(%dest, error = %why, "cannot send (counted in sipfence_dropped_total{{reason=\"send-failed\"}}; this line at most every 10 s)");
     }
 }
