@@ -100,6 +100,16 @@ pub fn verdict_text(verdict: &str, code: Option<u16>) -> String {
 /// to send again (no rule, and not a second call: QA 78).
 pub const RETRY_SHOWN: &str = "(retry the core asked for)";
 
+/// The rule column of [`table_row`]: the rule that fired; for a call refused before
+/// any rule (its next hop down), why; for the core's retry of a call, [`RETRY_SHOWN`].
+pub fn rule_shown<'a>(
+    rule: Option<&'a str>,
+    refused: Option<&'a str>,
+    retry: bool,
+) -> Option<&'a str> {
+    rule.or(refused).or(retry.then_some(RETRY_SHOWN))
+}
+
 /// The column heads of [`table_row`].
 pub const TABLE_HEADER: &str = "time                     call-id                              caller           callee           trunk      verdict  rule";
 

@@ -351,10 +351,7 @@ impl Printer<'_> {
             s("trunk"),
             s("verdict").unwrap_or("-"),
             r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
-            // A call refused before any rule (its next hop down) says why instead.
-            s("rule")
-                .or(s("refused"))
-                .or(s("retry").map(|_| crate::record::RETRY_SHOWN)),
+            crate::record::rule_shown(s("rule"), s("refused"), s("retry").is_some()),
         );
         match gw {
             Some(g) => println!("{g:<10} {row}"),

@@ -658,9 +658,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     rec.trunk.as_deref(),
                     rec.verdict,
                     rec.code,
-                    rec.rule
-                        .or(rec.refused)
-                        .or(rec.retry.map(|_| crate::record::RETRY_SHOWN))
+                    crate::record::rule_shown(rec.rule, rec.refused, rec.retry.is_some())
                 )
             );
         }
