@@ -288,7 +288,7 @@ pub async fn send(
     dest: Dest,
     bytes: &[u8],
 ) {
-    match dest {
+    match now_bound(shared, dest) {
         Dest::Udp(addr) => {
             let Some((j, to)) = sender(udps, from, addr) else {
                 return no_socket(shared, udps, from, local, addr, bytes);
@@ -305,23 +305,21 @@ pub async fn send(
                 Err(e) => send_failed(shared, addr, &e),
             }
         }
-        Dest::Tcp(id) => {
-            send_tcp_waiting(shared, id, bytes, TCP_QUEUE_WAIT).await;
-        }
-        Dest::TcpBack(id, back) if gone(shared, id) => {
-            super::tcp::send_to_peer(shared, udps, from, local, back, bytes)
-        }
-        Dest::TcpBack(id, _) => {
+        Dest::Tcp(id) | Dest::TcpBack(id, _) => {
             send_tcp_waiting(shared, id, bytes, TCP_QUEUE_WAIT).await;
         }
         Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
     }
 }
 
-/// The TCP connection `id` is closed: a response for it goes over a new one
-/// ([`Dest::TcpBack`]).
-fn gone(shared: &Shared, id: u64) -> bool {
-    !shared.tcp_conns.contains_key(&id)
+/// Where a message goes now: a response for a TCP connection that has closed
+/// ([`Dest::TcpBack`]) over a new one to the address its Via names, every other as it
+/// is. Asked by each path that sends, once, before it looks at the destination.
+fn now_bound(shared: &Shared, dest: Dest) -> Dest {
+    match dest {
+        Dest::TcpBack(id, back) if !shared.tcp_conns.contains_key(&id) => Dest::TcpTo(back),
+        d => d,
+    }
 }
 
 /// How long a connection's reader waits for room in a connection's writer queue before
@@ -368,7 +366,7 @@ pub fn send_now(
     dest: Dest,
     bytes: &[u8],
 ) {
-    match dest {
+    match now_bound(shared, dest) {
         Dest::Udp(addr) => match sender(udps, from, addr) {
             Some((j, to)) => {
                 mirror_sent(shared, udps, j, addr, bytes);
@@ -378,11 +376,7 @@ pub fn send_now(
             }
             None => send_failed(shared, addr, &"no socket of its IP family"),
         },
-        Dest::Tcp(id) => send_tcp(shared, id, bytes),
-        Dest::TcpBack(id, back) if gone(shared, id) => {
-            super::tcp::send_to_peer(shared, udps, from, local, back, bytes)
-        }
-        Dest::TcpBack(id, _) => send_tcp(shared, id, bytes),
+        Dest::Tcp(id) | Dest::TcpBack(id, _) => send_tcp(shared, id, bytes),
         Dest::TcpTo(addr) => super::tcp::send_to_peer(shared, udps, from, local, addr, bytes),
     }
 }
@@ -546,7 +540,9 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 }
                 match handle_one(
                     &shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits, out,
-                ) {
+                )
+                .map(|d| now_bound(&shared, d))
+                {
                     Some(Dest::Udp(a)) => match leaves_by(&udps, &l.policy, i, a) {
                         // The usual case: out by this socket, in the batch.
                         Some((j, to)) if j == i => {
@@ -561,9 +557,6 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                         Some((j, _)) => across.push((a, k, j)),
                         None => no_socket(&shared, &udps, i, local, a, out),
                     },
-                    Some(Dest::TcpBack(id, back)) if gone(&shared, id) => {
-                        super::tcp::send_to_peer(&shared, &udps, i, local, back, out)
-                    }
                     Some(Dest::Tcp(id) | Dest::TcpBack(id, _)) => {
                         if let Err(full) = try_send_tcp(&shared, id, out) {
                             to_tcp.push((id, full));
