@@ -2567,16 +2567,10 @@ fn every_message_is_mirrored_to_homer_in_hep() {
     assert!(e.contains("hep.toml:2:") && e.contains("UDP only"), "{e}");
 }
 
-/// A request from the core to a trunk peer that reached sipfence over TCP goes over the
-/// peer's open connection when it is addressed to that connection's far end (RFC 3261
-/// 18.1.1, RFC 5923; Kamailio and OpenSIPS look connections up by address): a PBX
-/// behind NAT, or one that does not listen on its source port, cannot be connected to,
-/// and the callee could never hang up (QA 64: its BYE was answered 503).
-#[test]
-fn the_cores_requests_reuse_the_trunk_peers_connection() {
-    use std::io::{Read, Write};
-    let base = port_block();
-    let conf = format!(
+/// An interconnect trunk listening on UDP and TCP at `base`, its core (UDP) at base + 10,
+/// metrics at base + 30; `extra` goes into the trunk's table.
+fn interconnect_over_tcp(base: u16, extra: &str) -> String {
+    format!(
         r#"
 [[trunk]]
 name = "ic"
@@ -2584,15 +2578,39 @@ role = "interconnect"
 listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}"]
 sources = ["127.0.0.0/8"]
 next_hop = "udp:127.0.0.1:{uas}"
-record_route = true
-
+{extra}
 [metrics]
 listen = "127.0.0.1:{metrics}"
 "#,
         uas = base + 10,
         metrics = base + 30,
-    );
-    let proxy = Proxy::start(&conf, 1);
+    )
+}
+
+/// Reads `stream` into `seen` until it holds `what` (true), or the stream ends or times
+/// out first (false).
+fn read_until(stream: &mut std::net::TcpStream, what: &str, seen: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(what) {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(seen).contains(what)
+}
+
+/// A request from the core to a trunk peer that reached sipfence over TCP goes over the
+/// peer's open connection when it is addressed to that connection's far end (RFC 3261
+/// 18.1.1, RFC 5923; Kamailio and OpenSIPS look connections up by address): a PBX
+/// behind NAT, or one that does not listen on its source port, cannot be connected to,
+/// and the callee could never hang up (QA 64: its BYE was answered 503).
+#[test]
+fn the_cores_requests_reuse_the_trunk_peers_connection() {
+    use std::io::Write;
+    let base = port_block();
+    let proxy = Proxy::start(&interconnect_over_tcp(base, "record_route = true\n"), 1);
     let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
     core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut pbx = std::net::TcpStream::connect(("127.0.0.1", base)).unwrap();
@@ -2620,16 +2638,6 @@ listen = "127.0.0.1:{metrics}"
     core.send_to(answer.as_bytes(), ("127.0.0.1", base))
         .unwrap();
     let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut read_until = |pbx: &mut std::net::TcpStream, what: &str, seen: &mut Vec<u8>| {
-        while !String::from_utf8_lossy(seen).contains(what) {
-            match pbx.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&chunk[..n]),
-            }
-        }
-        String::from_utf8_lossy(seen).contains(what)
-    };
     assert!(
         read_until(&mut pbx, "SIP/2.0 200 OK", &mut seen),
         "{}",
@@ -2713,24 +2721,9 @@ listen = "127.0.0.1:{metrics}"
 /// were dropped as `tcp-gone`, and the answered call timed out at the caller).
 #[test]
 fn a_response_for_a_closed_tcp_connection_goes_over_a_new_one() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let base = port_block();
-    let conf = format!(
-        r#"
-[[trunk]]
-name = "ic"
-role = "interconnect"
-listen = ["udp:127.0.0.1:{base}", "tcp:127.0.0.1:{base}"]
-sources = ["127.0.0.0/8"]
-next_hop = "udp:127.0.0.1:{uas}"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-"#,
-        uas = base + 10,
-        metrics = base + 30,
-    );
-    let proxy = Proxy::start(&conf, 1);
+    let proxy = Proxy::start(&interconnect_over_tcp(base, ""), 1);
     let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
     core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     // The PBX listens on its sent-by port and sends from another (an ephemeral one).
@@ -2751,20 +2744,17 @@ listen = "127.0.0.1:{metrics}"
         .map(str::trim)
         .collect();
     assert_eq!(vias.len(), 2, "{got}");
-    for (code, to_tag) in [("180 Ringing", "core1"), ("200 OK", "core1")] {
+    for code in ["180 Ringing", "200 OK"] {
         let mut answer = format!("SIP/2.0 {code}\r\n");
         for v in &vias {
             answer += &format!("Via: {v}\r\n");
         }
-        answer += &format!(
-            "From: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nTo: <sip:+861012345678@127.0.0.1>;tag={to_tag}\r\nCall-ID: gone-1\r\nCSeq: 1 INVITE\r\nContact: <sip:core@127.0.0.1>\r\nContent-Length: 0\r\n\r\n"
-        );
+        answer += "From: <sip:+8613812345678@127.0.0.1>;tag=pbx1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core1\r\nCall-ID: gone-1\r\nCSeq: 1 INVITE\r\nContact: <sip:core@127.0.0.1>\r\nContent-Length: 0\r\n\r\n";
         core.send_to(answer.as_bytes(), ("127.0.0.1", base))
             .unwrap();
     }
     // sipfence connects to the sent-by port, and both answers come over that one
     // connection.
-    listener.set_nonblocking(false).unwrap();
     let (mut back, _) = {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -2776,13 +2766,7 @@ listen = "127.0.0.1:{metrics}"
     };
     back.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("SIP/2.0 200 OK") {
-        match back.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.extend_from_slice(&chunk[..n]),
-        }
-    }
+    read_until(&mut back, "SIP/2.0 200 OK", &mut seen);
     let text = String::from_utf8_lossy(&seen);
     assert!(
         text.starts_with("SIP/2.0 180 Ringing") && text.contains("SIP/2.0 200 OK"),
