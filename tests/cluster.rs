@@ -88,18 +88,25 @@ fn three_gateways(limit: u32) -> (Vec<u16>, RedisServer, Vec<Proxy>, common::Pro
 /// The shared rate counters' keys in Redis.
 fn rate_keys(redis: &RedisServer) -> Vec<String> {
     redis
-        .cli(&["--scan", "--pattern", "sipfence:rate:*"])
+        .cli(&["--scan", "--pattern", "sipfence:counts:*"])
         .lines()
         .filter(|k| !k.is_empty())
         .map(str::to_string)
         .collect()
 }
 
-/// The sum of every shared rate counter in Redis (all keys, all windows).
+/// The sum of every shared rate counter in Redis (all keys, all windows, every
+/// gateway's count).
 fn shared_total(redis: &RedisServer) -> u64 {
     rate_keys(redis)
         .iter()
-        .map(|k| redis.cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
+        .flat_map(|k| {
+            redis
+                .cli(&["HVALS", k])
+                .lines()
+                .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
         .sum()
 }
 
@@ -161,6 +168,28 @@ fn rows(caller_base: u32, n: u32) -> Vec<(String, String)> {
         .collect()
 }
 
+/// sipp on every gateway at once, `n` calls each at `rate` a second (callers of their
+/// own per gateway); `play` fails the test if any call fails. `meanwhile` runs while
+/// they play.
+fn play_on_each(bases: &[u16], dir: &std::path::Path, n: u32, rate: u32, meanwhile: impl FnOnce()) {
+    std::thread::scope(|s| {
+        for (i, &b) in bases.iter().enumerate() {
+            s.spawn(move || {
+                play(
+                    dir,
+                    b,
+                    b + 20,
+                    403,
+                    &Tail::Answer(0),
+                    &rows(i as u32 * 100, n),
+                    rate,
+                )
+            });
+        }
+        meanwhile();
+    });
+}
+
 #[test]
 fn contracted_frequency_holds_across_three_gateways_and_records_meet_in_one_stream() {
     let _turn = one_at_a_time();
@@ -168,25 +197,9 @@ fn contracted_frequency_holds_across_three_gateways_and_records_meet_in_one_stre
         return;
     }
     let (bases, redis, gws, _uas) = three_gateways(30);
-    let dir = gws[0].dir.path().to_path_buf();
     // 60 attempts in about two seconds, 20 through each gateway, against a contract of
     // 30 a minute for the trunk as a whole.
-    std::thread::scope(|s| {
-        for (i, &b) in bases.iter().enumerate() {
-            let dir = dir.clone();
-            s.spawn(move || {
-                play(
-                    &dir,
-                    b,
-                    b + 20,
-                    403,
-                    &Tail::Answer(0),
-                    &rows(i as u32 * 100, 20),
-                    10,
-                )
-            });
-        }
-    });
+    play_on_each(&bases, gws[0].dir.path(), 20, 10, || {});
     let allowed: f64 = gws.iter().map(|g| calls(g, "allow")).sum();
     let refused: f64 = gws.iter().map(|g| calls(g, "reject")).sum();
     let per: Vec<f64> = gws.iter().map(|g| calls(g, "allow")).collect();
@@ -696,23 +709,8 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
         return;
     }
     let (bases, mut redis, gws, _uas) = three_gateways(10_000);
-    let dir = gws[0].dir.path().to_path_buf();
-    std::thread::scope(|s| {
-        for (i, &b) in bases.iter().enumerate() {
-            let dir = dir.clone();
-            // `play` fails the test if any call fails: none may be lost.
-            s.spawn(move || {
-                play(
-                    &dir,
-                    b,
-                    b + 20,
-                    403,
-                    &Tail::Answer(0),
-                    &rows(i as u32 * 100, 60),
-                    20,
-                )
-            });
-        }
+    // None of the calls may fail: none is lost.
+    play_on_each(&bases, gws[0].dir.path(), 60, 20, || {
         std::thread::sleep(Duration::from_millis(1000));
         redis.kill();
         std::thread::sleep(Duration::from_millis(1000));
@@ -745,7 +743,7 @@ fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     // each of the three then refuses a whitelisted caller it would otherwise let through
     // (once its next sync has read the new total back).
     for k in rate_keys(&redis) {
-        redis.cli(&["INCRBY", &k, "1000000"]);
+        redis.cli(&["HSET", &k, "elsewhere", "1000000"]);
     }
     for (i, &b) in bases.iter().enumerate() {
         wait_for("refusal on the shared total", 10, || {
@@ -894,6 +892,75 @@ fn a_challenge_lets_one_retry_by_uncounted_across_gateways() {
     assert_eq!(final_answer(bases[1], &invite(3, 1, "")), Some(403));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = core.join();
+}
+
+/// QA 80 F1: a Redis paused under load (not gone: its socket still takes the syncs that
+/// time out, and it runs them all when it resumes) ends with the calls counted once.
+/// Each gateway writes its own count of a window, not an increment: a sync that times
+/// out and is applied later, or twice, changes nothing (600 calls were counted 607-631).
+#[test]
+fn a_redis_paused_under_load_counts_every_call_once() {
+    let _turn = one_at_a_time();
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    let (bases, redis, gws, _uas) = three_gateways(10_000);
+    play_on_each(&bases, gws[0].dir.path(), 60, 20, || {
+        std::thread::sleep(Duration::from_millis(800));
+        redis.pause(true);
+        wait_for("the pause noticed", 10, || {
+            gws.iter().all(|g| g.metric("sipfence_redis_up") == 0.0)
+        });
+        // Long enough for several syncs to time out into the paused server's socket.
+        std::thread::sleep(Duration::from_millis(1000));
+        redis.pause(false);
+    });
+    wait_for("redis up again everywhere", 10, || {
+        gws.iter().all(|g| g.metric("sipfence_redis_up") == 1.0)
+    });
+    let allowed: f64 = gws.iter().map(|g| calls(g, "allow")).sum();
+    assert_eq!(allowed, 180.0);
+    wait_for("every call in redis", 10, || shared_total(&redis) >= 180);
+    // A few more syncs: nothing is added twice.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(shared_total(&redis), 180, "each call counted once");
+}
+
+/// Each gateway process writes its own count of a window: one that restarts within the
+/// window starts a count of its own beside the one it wrote before, which still counts
+/// (had it written over it, its calls before the restart would be forgotten).
+#[test]
+fn a_gateway_restarted_within_the_minute_keeps_its_calls_counted() {
+    let _turn = one_at_a_time();
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    let into_minute = sipfence::cli::now_ms() % 60_000;
+    if into_minute > 40_000 {
+        std::thread::sleep(Duration::from_millis(60_000 - into_minute + 100));
+    }
+    let (bases, redis, mut gws, _uas) = three_gateways(10);
+    for i in 0..6 {
+        assert_eq!(answer(bases[0], &format!("+861391234090{i}")), Some(200));
+    }
+    wait_for("the six calls in redis", 10, || shared_total(&redis) >= 6);
+    // Stopped and started again, on the same name and addresses.
+    gws.remove(0);
+    let gw0 = gateway(0, bases[0], bases[0] + 10, &redis.url(), 10, "open");
+    wait_for("the restarted gateway synced", 10, || {
+        gw0.metric("sipfence_redis_up") == 1.0
+    });
+    for i in 0..4 {
+        assert_eq!(
+            answer(bases[0], &format!("+861391234091{i}")),
+            Some(200),
+            "call {i} after the restart"
+        );
+    }
+    wait_for("the ten calls in redis", 10, || shared_total(&redis) >= 10);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(shared_total(&redis), 10);
+    assert_eq!(answer(bases[0], "+8613912340920"), Some(403));
 }
 
 /// QA 78 F2: a Redis without persistence that restarts has lost the minute's counts.

@@ -1,16 +1,28 @@
 //! Rate counters shared by every gateway, without a network round trip per call.
 //!
-//! Each instance counts in memory, exactly as the local counter does, and remembers
-//! what it has not sent yet. Every `sync_ms` one pipeline goes to Redis: for every key
-//! counted lately, `INCRBY` of its unsent count on the key of its fixed window
-//! (`<prefix>:rate:<key>:<window>:<bucket>`, windows aligned on the epoch so that all
-//! instances agree), which returns the total of all instances. A call is judged on the
-//! last total Redis returned plus what this instance counted since.
+//! Each instance counts in memory, exactly as the local counter does. Every `sync_ms`
+//! one pipeline goes to Redis: for every key counted since the last sync, this
+//! instance's own count of the key's fixed window (windows aligned on the epoch so that
+//! all instances agree) is written into the window's hash
+//! (`<prefix>:counts:<key>:<window>:<bucket>`, one field per running gateway process),
+//! and the hash's sum, the total of all instances, comes back, in one script per key.
+//! A call is judged on the last total Redis returned plus what this instance counted
+//! since.
 //!
-//! The same pipeline also reads back (`GET`) the totals of keys this instance counted
-//! within their window but has nothing new for, so that a gateway that was quiet for a
-//! while does not judge its next burst on the total it learnt a minute ago (which would
-//! let it admit everything the others admitted meanwhile a second time). At most
+//! Why a count and not an increment: writing the same count twice changes nothing, so
+//! a sync that timed out and still reaches Redis later (a Redis paused, or slow, takes
+//! the pipeline into its socket and runs it when it resumes), or one sent again because
+//! its answer was lost, cannot count a call twice (QA 80 F1: with `INCRBY`, 600 calls
+//! were counted 607-631 across a one-second pause). The script keeps the larger of the
+//! stored and the written count, so an old sync that arrives after a newer one does not
+//! undo it either. The field is this process's (instance name and a random tag): a
+//! gateway that restarts starts a new field, and what it counted before still counts
+//! until the window ends.
+//!
+//! The same pipeline also reads back the totals of keys this instance counted within
+//! their window but has nothing new for, so that a gateway that was quiet for a while
+//! does not judge its next burst on the total it learnt a minute ago (which would let
+//! it admit everything the others admitted meanwhile a second time). At most
 //! `REFRESH_BUDGET` such keys per sync, the longest unrefreshed first, so that
 //! thousands of per-caller keys cost Redis a bounded read rate.
 //!
@@ -29,7 +41,9 @@
 //! `degraded` and keeps counting locally on top of the last totals it had (fail-open:
 //! each gateway alone against the full limit), or makes rules configured with
 //! `fallback = "closed"` match. It retries every sync interval; the first sync that
-//! succeeds sends everything counted meanwhile, and counting is shared again.
+//! succeeds writes the counts made meanwhile, and counting is shared again. A Redis
+//! that comes back empty (restarted without persistence, flushed) is told by the epoch
+//! mark: every instance then writes its counts of the current windows again.
 
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -44,14 +58,13 @@ struct Slot {
     window_ms: u64,
     /// Index of the current fixed window (now / window).
     bucket: u64,
-    /// Counted here and not yet sent: [current window, previous window].
-    pending: [u32; 2],
-    /// Totals Redis returned at the last sync (this instance's sent counts included).
+    /// This instance's count: [current window, previous window].
+    own: [u32; 2],
+    /// What of `own` Redis holds: the count the last answered sync wrote. Less than
+    /// `own` means there is something to write.
+    sent: [u32; 2],
+    /// Totals Redis returned at the last sync (this instance's `sent` included).
     shared: [u32; 2],
-    /// What this instance sent that Redis took, per window: sent again should Redis
-    /// lose its data (restarted empty, flushed), so that the windows' totals hold what
-    /// every gateway admitted before as well as after.
-    mine: [u32; 2],
     last_ms: u64,
     /// When `shared` was last read from Redis.
     synced_ms: u64,
@@ -63,28 +76,41 @@ impl Slot {
             return;
         }
         if bucket == self.bucket + 1 {
-            self.pending[1] = self.pending[0];
+            self.own[1] = self.own[0];
+            self.sent[1] = self.sent[0];
             self.shared[1] = self.shared[0];
-            self.mine[1] = self.mine[0];
         } else {
-            self.pending[1] = 0;
+            self.own[1] = 0;
+            self.sent[1] = 0;
             self.shared[1] = 0;
-            self.mine[1] = 0;
         }
-        self.pending[0] = 0;
+        self.own[0] = 0;
+        self.sent[0] = 0;
         self.shared[0] = 0;
-        self.mine[0] = 0;
         self.bucket = bucket;
     }
 
     fn estimate(&self, now_ms: u64) -> u32 {
         let w = self.window_ms.max(1);
         let into = now_ms.saturating_sub(self.bucket * w).min(w);
-        let cur = self.shared[0].saturating_add(self.pending[0]);
-        let prev = self.shared[1].saturating_add(self.pending[1]) as u64;
+        let unsent = |i: usize| self.own[i].saturating_sub(self.sent[i]);
+        let cur = self.shared[0].saturating_add(unsent(0));
+        let prev = self.shared[1].saturating_add(unsent(1)) as u64;
         cur.saturating_add((prev * (w - into) / w) as u32)
     }
 }
+
+/// Writes this instance's count of one window into the window's hash, keeping the
+/// larger when the field holds more already (an older sync that reached Redis late),
+/// and returns the hash's sum: every instance's count. A count of 0 only reads.
+const COUNT: &str = "local n = tonumber(ARGV[2])
+if n > 0 and n > (tonumber(redis.call('HGET', KEYS[1], ARGV[1])) or 0) then
+  redis.call('HSET', KEYS[1], ARGV[1], n)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+local t = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do t = t + (tonumber(v) or 0) end
+return t";
 
 pub struct SharedRateCounter {
     map: DashMap<u64, Slot, ahash::RandomState>,
@@ -102,14 +128,35 @@ pub struct SharedRateCounter {
     /// lost the counts.
     marks: ahash::RandomState,
     epoch: std::sync::atomic::AtomicI64,
+    /// This process's field in every window's hash: the instance name, for whoever
+    /// reads the hashes, and a random tag, so that a restarted gateway does not write
+    /// over what it counted before the restart (those calls still count).
+    field: String,
+    /// The [`COUNT`] script's SHA-1, once Redis has told it (every pipeline loads the
+    /// script first, so a Redis that restarted has it again before it is called).
+    script: std::sync::OnceLock<String>,
 }
 
-/// Keys with nothing to send whose totals one sync reads back, at most (two `GET`s
+/// Keys with nothing to send whose totals one sync reads back, at most (two reads
 /// each): at 100 ms syncs, at most ~20,000 reads a second per gateway.
 const REFRESH_BUDGET: usize = 1024;
 
+/// A number in a Redis reply (an integer, or a string of one as `GET` gives); nothing
+/// there counts 0.
+fn number(v: &redis::Value) -> Option<i64> {
+    match v {
+        redis::Value::Int(n) => Some(*n),
+        redis::Value::Nil => Some(0),
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        redis::Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 impl SharedRateCounter {
-    pub fn new(capacity: usize) -> SharedRateCounter {
+    pub fn new(capacity: usize, instance: &str) -> SharedRateCounter {
+        let marks = ahash::RandomState::new();
+        let tag = marks.hash_one((std::process::id(), instance)) as u32;
         SharedRateCounter {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             capacity: capacity.max(1),
@@ -118,59 +165,72 @@ impl SharedRateCounter {
             overflowed: AtomicU64::new(0),
             recent: Recent::new(capacity),
             fresh: tokio::sync::Notify::new(),
-            marks: ahash::RandomState::new(),
+            marks,
             epoch: std::sync::atomic::AtomicI64::new(0),
+            field: format!("{instance}:{tag:08x}"),
+            script: std::sync::OnceLock::new(),
         }
     }
 
     fn count(s: &mut Slot, now_ms: u64, window_ms: u64, bucket: u64) -> u32 {
         s.window_ms = window_ms;
         s.roll(bucket);
-        s.pending[0] = s.pending[0].saturating_add(1);
+        s.own[0] = s.own[0].saturating_add(1);
         s.last_ms = now_ms;
         s.estimate(now_ms)
     }
 
     fn redis_key(prefix: &str, key: u64, window_ms: u64, bucket: u64) -> String {
-        format!("{prefix}:rate:{key:016x}:{window_ms}:{bucket}")
+        format!("{prefix}:counts:{key:016x}:{window_ms}:{bucket}")
     }
 
     /// The store's epoch mark: set (without expiry) by the first instance to sync
-    /// against an empty store, read by every sync. Outside `rate:*`, where the counts
+    /// against an empty store, read by every sync. Outside `counts:*`, where the counts
     /// are.
     pub fn epoch_key(prefix: &str) -> String {
         format!("{prefix}:counts-epoch")
     }
 
-    /// Redis lost the counts: what each window holds of this instance's goes back to
-    /// pending, to be sent again with the next sync (its estimate does not change:
-    /// the totals read back from now on lack exactly that).
-    fn resend_mine(&self) -> usize {
+    /// Redis lost the counts: nothing of this instance's is there any more, so every
+    /// window's count is to be written again (the estimates do not change: the totals
+    /// last read held what was sent, the next ones will not until it is written).
+    fn forget_sent(&self) -> usize {
         let mut keys = 0;
         for mut e in self.map.iter_mut() {
             let s = e.value_mut();
-            if s.mine != [0, 0] {
+            if s.sent != [0, 0] {
                 keys += 1;
-                s.pending[0] = s.pending[0].saturating_add(s.mine[0]);
-                s.pending[1] = s.pending[1].saturating_add(s.mine[1]);
-                s.mine = [0, 0];
+                for i in 0..2 {
+                    s.shared[i] = s.shared[i].saturating_sub(s.sent[i]);
+                    s.sent[i] = 0;
+                }
             }
         }
         keys
     }
 
-    /// One sync: send what was counted, read the totals back. Only keys counted since
-    /// the last sync go (a key nobody here counts needs no fresh total: it is refreshed
-    /// by the next sync after its next call, within the overshoot bound). On failure
-    /// nothing is lost: the unsent counts stay pending for the next attempt.
+    /// Adds one [`COUNT`] call to `pipe`: by its SHA-1 once known, else by its text.
+    fn count_cmd(&self, pipe: &mut redis::Pipeline, key: String, n: u32, ttl_ms: u64) {
+        let cmd = match self.script.get() {
+            Some(sha) => pipe.cmd("EVALSHA").arg(sha),
+            None => pipe.cmd("EVAL").arg(COUNT),
+        };
+        cmd.arg(1).arg(key).arg(&self.field).arg(n).arg(ttl_ms);
+    }
+
+    /// One sync: write what was counted, read the totals back. Only keys counted since
+    /// the last sync are written (a key nobody here counts needs no fresh total: it is
+    /// refreshed by the next sync after its next call, within the overshoot bound). On
+    /// failure nothing is lost: the counts not yet written go with the next attempt.
     ///
     /// A key Redis refuses (someone else's key of another type there: WRONGTYPE) is
-    /// that key's matter alone: its counts stay pending, its callers are judged on this
-    /// gateway's count, and the sync goes on for every other key (QA 47: one such key
-    /// failed the whole sync, and with `fallback = "closed"` refused every caller).
+    /// that key's matter alone: its counts stay unwritten, its callers are judged on
+    /// this gateway's count, and the sync goes on for every other key (QA 47: one such
+    /// key failed the whole sync, and with `fallback = "closed"` refused every caller).
     pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<Synced, RedisFailure> {
-        // (key, window, bucket, sent now, sent prev)
-        let mut batch: Vec<(u64, u64, u64, u32, u32)> = Vec::new();
+        // (key, window, bucket, own count now, own count of the previous window when
+        // Redis does not hold it yet)
+        let mut batch: Vec<(u64, u64, u64, u32, Option<u32>)> = Vec::new();
         // Keys to read back only: (last read, key, window, bucket).
         let mut stale: Vec<(u64, u64, u64, u64)> = Vec::new();
         for mut e in self.map.iter_mut() {
@@ -179,8 +239,9 @@ impl SharedRateCounter {
             // Read the window the next call will be judged in, not the one the last
             // call was.
             s.roll(now_ms / s.window_ms.max(1));
-            if s.pending != [0, 0] {
-                batch.push((key, s.window_ms, s.bucket, s.pending[0], s.pending[1]));
+            if s.own != s.sent {
+                let prev = (s.own[1] != s.sent[1]).then_some(s.own[1]);
+                batch.push((key, s.window_ms, s.bucket, s.own[0], prev));
             } else if now_ms.saturating_sub(s.last_ms) <= s.window_ms {
                 stale.push((s.synced_ms, key, s.window_ms, s.bucket));
             }
@@ -206,41 +267,49 @@ impl SharedRateCounter {
         let mark = (self.marks.hash_one((now_ms, batch.len(), stale.len())) >> 2) as i64 + 1;
         pipe.cmd("SET").arg(&epoch_key).arg(mark).arg("NX").ignore();
         pipe.cmd("GET").arg(&epoch_key);
-        for &(key, w, b, p0, p1) in &batch {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(COUNT);
+        for &(key, w, b, n0, n1) in &batch {
             let ttl = 3 * w;
-            let k0 = Self::redis_key(&redis.prefix, key, w, b);
-            pipe.cmd("INCRBY").arg(&k0).arg(p0);
-            pipe.cmd("PEXPIRE").arg(&k0).arg(ttl).ignore();
-            // The previous window only when something of it is still unsent (a sync
-            // that failed across a window's end): its total is otherwise known.
-            if p1 > 0 {
+            self.count_cmd(
+                &mut pipe,
+                Self::redis_key(&redis.prefix, key, w, b),
+                n0,
+                ttl,
+            );
+            // The previous window only when Redis lacks some of it (a sync that failed
+            // across a window's end): its total is otherwise known.
+            if let Some(n1) = n1 {
                 let k1 = Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1));
-                pipe.cmd("INCRBY").arg(&k1).arg(p1);
-                pipe.cmd("PEXPIRE").arg(&k1).arg(ttl).ignore();
+                self.count_cmd(&mut pipe, k1, n1, ttl);
             }
         }
         for &(_, key, w, b) in &stale {
-            pipe.cmd("GET")
-                .arg(Self::redis_key(&redis.prefix, key, w, b));
-            pipe.cmd("GET")
-                .arg(Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1)));
+            for b in [b, b.saturating_sub(1)] {
+                self.count_cmd(&mut pipe, Self::redis_key(&redis.prefix, key, w, b), 0, 0);
+            }
         }
-        // INCRBY answers a number, GET a number or nil (nobody counted that window).
-        let totals: Vec<redis::RedisResult<Option<i64>>> = redis
+        let answers: Vec<redis::RedisResult<redis::Value>> = redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
+        let mut answers = answers.into_iter();
         let mut out = Synced::default();
-        // Another mark than the one read before: the counts sent before it are gone
-        // (SET NX wrote a new mark into an empty store). Sent again, so that a contract
-        // holds across a Redis restart rather than start its minute over (QA 78 F2).
-        if let Some(Ok(Some(seen))) = totals.first() {
-            let before = self.epoch.swap(*seen, Ordering::Relaxed);
-            if before != 0 && before != *seen {
-                out.resent_keys = self.resend_mine();
+        // Another mark than the one read before: the counts written before it are gone
+        // (SET NX wrote a new mark into an empty store). Written again, so that a
+        // contract holds across a Redis restart rather than start its minute over (QA 78
+        // F2). Before the counts this pipeline wrote are taken: those are there.
+        if let Some(seen) = answers.next().and_then(|v| number(&v.ok()?)) {
+            let before = self.epoch.swap(seen, Ordering::Relaxed);
+            if before != 0 && before != seen {
+                out.resent_keys = self.forget_sent();
                 self.fresh.notify_one();
             }
         }
-        let mut refused = |key: u64, w: u64, b: u64, e: &redis::RedisError| {
+        if let Some(Ok(redis::Value::BulkString(sha))) = answers.next()
+            && let Ok(sha) = String::from_utf8(sha)
+        {
+            let _ = self.script.set(sha);
+        }
+        let mut refused = |key: u64, w: u64, b: u64, e: &str| {
             out.refused += 1;
             if out.first_refused.is_none() {
                 out.first_refused = Some(format!(
@@ -249,64 +318,68 @@ impl SharedRateCounter {
                 ));
             }
         };
-        let clamp = |t: Option<i64>| t.unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
-        let mut at = 1;
-        for &(key, w, b, p0, p1) in &batch {
-            let Some(t0) = totals.get(at) else { break };
-            let t1 = if p1 > 0 { totals.get(at + 1) } else { None };
-            at += 1 + (p1 > 0) as usize;
+        // A total, or why Redis gave none.
+        let mut total = || -> Option<Result<u32, String>> {
+            Some(match answers.next()? {
+                Ok(v) => number(&v)
+                    .map(|t| t.clamp(0, u32::MAX as i64) as u32)
+                    .ok_or_else(|| format!("unexpected answer {v:?}")),
+                Err(e) => Err(e.to_string()),
+            })
+        };
+        for &(key, w, b, n0, n1) in &batch {
+            let Some(t0) = total() else { break };
+            let t1 = match n1 {
+                Some(n1) => match total() {
+                    Some(Ok(t1)) => Some((n1, t1)),
+                    Some(Err(e)) => {
+                        refused(key, w, b.saturating_sub(1), &e);
+                        None
+                    }
+                    None => break,
+                },
+                None => None,
+            };
             let t0 = match t0 {
-                Ok(t) => *t,
+                Ok(t) => t,
                 Err(e) => {
-                    refused(key, w, b, e);
+                    refused(key, w, b, &e);
                     continue;
                 }
-            };
-            let (t1, p1) = match t1 {
-                Some(Err(e)) => {
-                    refused(key, w, b.saturating_sub(1), e);
-                    (None, 0)
-                }
-                Some(Ok(t)) => (Some(*t), p1),
-                None => (None, p1),
             };
             if let Some(mut s) = self.map.get_mut(&key) {
                 s.synced_ms = now_ms;
                 if s.bucket == b {
-                    s.pending[0] = s.pending[0].saturating_sub(p0);
-                    s.pending[1] = s.pending[1].saturating_sub(p1);
-                    s.mine[0] = s.mine[0].saturating_add(p0);
-                    s.mine[1] = s.mine[1].saturating_add(p1);
-                    s.shared[0] = clamp(t0);
-                    if let Some(t1) = t1 {
-                        s.shared[1] = clamp(t1);
+                    s.sent[0] = n0;
+                    s.shared[0] = t0;
+                    if let Some((n1, t1)) = t1 {
+                        s.sent[1] = n1;
+                        s.shared[1] = t1;
                     }
                 } else if s.bucket == b + 1 {
                     // The window turned during the sync: what was current is previous.
-                    s.pending[1] = s.pending[1].saturating_sub(p0);
-                    s.mine[1] = s.mine[1].saturating_add(p0);
-                    s.shared[1] = clamp(t0);
+                    s.sent[1] = n0;
+                    s.shared[1] = t0;
                 }
             }
         }
         for &(_, key, w, b) in &stale {
-            let (Some(t0), Some(t1)) = (totals.get(at), totals.get(at + 1)) else {
+            let (Some(t0), Some(t1)) = (total(), total()) else {
                 break;
             };
-            at += 2;
             let (t0, t1) = match (t0, t1) {
-                (Ok(t0), Ok(t1)) => (*t0, *t1),
+                (Ok(t0), Ok(t1)) => (t0, t1),
                 (Err(e), _) | (_, Err(e)) => {
-                    refused(key, w, b, e);
+                    refused(key, w, b, &e);
                     continue;
                 }
             };
             if let Some(mut s) = self.map.get_mut(&key) {
-                // Calls counted meanwhile went to `pending`, which the totals do not
-                // hold yet: only the totals are replaced.
+                // Calls counted meanwhile are in `own` beyond `sent`, which the totals
+                // do not hold yet: only the totals are replaced.
                 if s.bucket == b {
                     s.synced_ms = now_ms;
-                    s.shared = [clamp(t0), clamp(t1)];
+                    s.shared = [t0, t1];
                 }
             }
         }
@@ -485,7 +558,7 @@ mod tests {
 
     #[test]
     fn counts_locally_until_a_sync_and_slides() {
-        let c = SharedRateCounter::new(16);
+        let c = SharedRateCounter::new(16, "gw");
         assert!(c.degraded());
         // Bucket 10 of one-minute windows.
         let t = 600_000;
@@ -494,7 +567,7 @@ mod tests {
         }
         // What another instance reported, as a sync would store it.
         c.map.get_mut(&7).unwrap().shared = [20, 0];
-        c.map.get_mut(&7).unwrap().pending = [0, 0];
+        c.map.get_mut(&7).unwrap().sent = [5, 0];
         assert_eq!(c.hit(7, t + 10, 60_000), 21);
         // Looking counts nothing, and includes the other instances' share.
         assert_eq!(c.peek(7, t + 20, 60_000), 21);
@@ -516,7 +589,7 @@ mod tests {
             }
             open
         }
-        let c = SharedRateCounter::new(16);
+        let c = SharedRateCounter::new(16, "gw");
         let t = 600_000;
         assert!(admit(&c, 7, t, 60_000, 3));
         assert!(admit(&c, 7, t + 1, 60_000, 3));
@@ -531,7 +604,7 @@ mod tests {
         assert!(!admit(&c, 7, t + 60_000 + 15_000, 60_000, 3));
         assert!(admit(&c, 7, t + 60_000 + 20_001, 60_000, 3));
         // Another gateway let two through this minute (as a sync would store it).
-        let c = SharedRateCounter::new(16);
+        let c = SharedRateCounter::new(16, "gw");
         assert!(admit(&c, 8, t, 60_000, 3));
         c.map.get_mut(&8).unwrap().shared = [2, 0];
         assert!(!admit(&c, 8, t + 1, 60_000, 3));
@@ -543,7 +616,7 @@ mod tests {
     fn a_full_table_keeps_no_newcomer_but_trunk_keys() {
         use crate::policy::rate::{keyed_closed, keyed_for, trunk_key};
         let (t0, t1) = (0x1111_0000_0000_0000u64, 0x2222_0000_0000_0000u64);
-        let c = SharedRateCounter::new(2);
+        let c = SharedRateCounter::new(2, "gw");
         c.hit(keyed_for(t0, 1), 0, 60_000);
         c.hit(keyed_for(t0, 2), 0, 60_000);
         assert_eq!(c.hit(keyed_for(t1, 3), 0, 60_000), 1);

@@ -694,10 +694,11 @@ pub fn run(args: RunArgs) -> i32 {
                 return 1;
             }
         };
-        let counters = Arc::new(SharedRateCounter::new(policy.proxy.rate_keys));
+        let instance = crate::cluster::instance_name(r);
+        let counters = Arc::new(SharedRateCounter::new(policy.proxy.rate_keys, &instance));
         let c = Cluster {
             redis,
-            instance: crate::cluster::instance_name(r),
+            instance,
             counters: counters.clone(),
             stream: std::sync::OnceLock::new(),
         };

@@ -647,6 +647,19 @@ impl RedisServer {
         self.proc = None;
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the server: a Redis paused rather than
+    /// gone, whose socket still takes what is sent to it.
+    #[allow(dead_code)]
+    pub fn pause(&self, paused: bool) {
+        let Some(p) = &self.proc else { return };
+        let sig = if paused { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &p.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} redis-server");
+    }
+
     /// Starts it (again) and waits until it answers.
     pub fn restart(&mut self) {
         let c = Command::new("redis-server")
