@@ -80,8 +80,8 @@ fn behaviour(c: &mut Criterion) {
     g.finish();
 }
 
-/// What `[hep]` adds to each message on the proxy's thread: encoding the README INVITE
-/// as HEPv3 into a fresh buffer (the sender thread's `send` is not in it), beside parse
+/// What `[hep]` adds to each message on the proxy's thread: reading the README INVITE's
+/// Call-ID off its bytes and encoding it as HEPv3 into a fresh buffer (the sender thread's `send` is not in it), beside parse
 /// + decide of the same message.
 fn hep(c: &mut Criterion) {
     use sipfence::hep::{Mirror, OVERHEAD, encode};
@@ -98,6 +98,7 @@ fn hep(c: &mut Criterion) {
                 capture_id: 2001,
                 password: b"",
                 payload: black_box(&raw),
+                correlation: sipfence::sip::call_id_of(black_box(&raw)).unwrap_or_default(),
             };
             let mut out = Vec::with_capacity(raw.len() + OVERHEAD);
             assert!(encode(&m, &mut out));

@@ -26,6 +26,9 @@ pub struct Hep<'a> {
     /// The IP protocol the message travelled over (17 UDP, 6 TCP, 132 SCTP...).
     pub ip_proto: u8,
     pub payload: Cow<'a, [u8]>,
+    /// The correlation chunk (a SIP message's Call-ID, as sipfence and heplify send
+    /// it); empty when there is none.
+    pub correlation: &'a [u8],
 }
 
 /// Why a packet that is HEP gives no SIP message.
@@ -54,6 +57,9 @@ const CAPTURE_ID: u16 = 12;
 const AUTH_KEY: u16 = 14;
 const PAYLOAD: u16 = 15;
 const COMPRESSED: u16 = 16;
+/// What Homer and its tools group the copies of one call by: the Call-ID (as heplify
+/// sends it for SIP), not only the Call-ID they read in the payload.
+const CORRELATION: u16 = 17;
 /// Protocol type 1 is SIP; 0 (or none) is taken as SIP when the payload looks it.
 const PROTO_SIP: u8 = 1;
 
@@ -80,6 +86,7 @@ fn v3(b: &[u8]) -> Result<Hep<'_>, Skip> {
     let (mut family, mut ip_proto, mut kind) = (None, None, None);
     let (mut src_ip, mut dst_ip, mut sport, mut dport) = (None, None, None, None);
     let mut payload: Option<Cow<'_, [u8]>> = None;
+    let mut correlation: &[u8] = &[];
     let mut off = 6;
     while off < b.len() {
         let vendor = be16(b, off).ok_or(Skip::Damaged)?;
@@ -105,6 +112,7 @@ fn v3(b: &[u8]) -> Result<Hep<'_>, Skip> {
             (PROTO_TYPE, 1) => kind = Some(data[0]),
             (PAYLOAD, _) => payload = Some(Cow::Borrowed(data)),
             (COMPRESSED, _) => payload = Some(Cow::Owned(inflate(data)?)),
+            (CORRELATION, _) => correlation = data,
             _ => {}
         }
     }
@@ -125,6 +133,7 @@ fn v3(b: &[u8]) -> Result<Hep<'_>, Skip> {
         dst: SocketAddr::new(dst_ip, dport.ok_or(Skip::Damaged)?),
         ip_proto: ip_proto.unwrap_or(17),
         payload,
+        correlation,
     })
 }
 
@@ -161,6 +170,7 @@ fn v12(b: &[u8]) -> Option<Result<Hep<'_>, Skip>> {
         dst: SocketAddr::new(dst, be16(b, 6)?),
         ip_proto,
         payload: Cow::Borrowed(payload),
+        correlation: &[],
     }))
 }
 
@@ -175,16 +185,18 @@ pub struct Mirror<'a> {
     /// HEP's authentication key chunk, when the collector wants one.
     pub password: &'a [u8],
     pub payload: &'a [u8],
+    /// The correlation chunk: the message's Call-ID (none when empty).
+    pub correlation: &'a [u8],
 }
 
-/// What a HEPv3 packet adds to its payload and password at most: the header, twelve
-/// chunk headers, and the fixed chunks' data with IPv6 addresses.
-pub const OVERHEAD: usize = 6 + 12 * 6 + (1 + 1 + 16 + 16 + 2 + 2 + 4 + 4 + 1 + 4);
+/// What a HEPv3 packet adds to its payload, password and correlation at most: the
+/// header, thirteen chunk headers, and the fixed chunks' data with IPv6 addresses.
+pub const OVERHEAD: usize = 6 + 13 * 6 + (1 + 1 + 16 + 16 + 2 + 2 + 4 + 4 + 1 + 4);
 
 /// Writes `m` as one HEPv3 packet into `out` (cleared first). `false` when it does not
 /// fit HEP's 16-bit length.
 pub fn encode(m: &Mirror<'_>, out: &mut Vec<u8>) -> bool {
-    if m.payload.len() + m.password.len() + OVERHEAD > u16::MAX as usize {
+    if m.payload.len() + m.password.len() + m.correlation.len() + OVERHEAD > u16::MAX as usize {
         return false;
     }
     out.clear();
@@ -232,6 +244,9 @@ pub fn encode(m: &Mirror<'_>, out: &mut Vec<u8>) -> bool {
     chunk(out, CAPTURE_ID, &m.capture_id.to_be_bytes());
     if !m.password.is_empty() {
         chunk(out, AUTH_KEY, m.password);
+    }
+    if !m.correlation.is_empty() {
+        chunk(out, CORRELATION, m.correlation);
     }
     chunk(out, PAYLOAD, m.payload);
     let total = out.len() as u16;
@@ -409,6 +424,7 @@ mod tests {
                 capture_id: 2001,
                 password: b"secret",
                 payload: SIP,
+                correlation: b"a84b4c76e66710",
             };
             assert!(encode(&m, &mut out));
             let h = open(&out).expect("HEP").expect("SIP");
@@ -419,7 +435,8 @@ mod tests {
             assert_eq!((plain(h.src), plain(h.dst)), (m.src, m.dst));
             assert_eq!(h.ip_proto, if transport == Transport::Udp { 17 } else { 6 });
             assert_eq!(&*h.payload, SIP);
-            assert!(out.len() <= SIP.len() + m.password.len() + OVERHEAD);
+            assert_eq!(h.correlation, m.correlation);
+            assert!(out.len() <= SIP.len() + m.password.len() + m.correlation.len() + OVERHEAD);
             let find = |ty: u16| {
                 let mut off = 6;
                 while off < out.len() {
@@ -445,6 +462,7 @@ mod tests {
             capture_id: 0,
             password: b"",
             payload: &big,
+            correlation: b"",
         };
         assert!(!encode(&m, &mut out));
     }

@@ -2466,6 +2466,15 @@ fn every_message_is_mirrored_to_homer_in_hep() {
         let h = sipfence::hep::open(&buf[..n])
             .expect("HEP")
             .expect("a SIP message");
+        // Correlated by the Call-ID, which Homer's tools group a call's copies by.
+        let call_id = h.payload.split(|&c| c == b'\n').find_map(|l| {
+            let l = String::from_utf8_lossy(l);
+            l.strip_prefix("Call-ID:").map(|v| v.trim().to_string())
+        });
+        assert_eq!(
+            Some(String::from_utf8_lossy(h.correlation).into_owned()),
+            call_id
+        );
         got.push((
             h.src,
             h.dst,

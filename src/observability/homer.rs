@@ -87,6 +87,7 @@ impl HepMirror {
             capture_id: self.capture_id,
             password: &self.password,
             payload,
+            correlation: crate::sip::call_id_of(payload).unwrap_or_default(),
         };
         // A datagram holds 65,507 bytes over IPv4, 65,527 over IPv6: a copy past that
         // could never be sent (QA 49: it failed in the kernel, and took the rest of its
@@ -105,7 +106,7 @@ impl HepMirror {
 
     /// Mirrors one message now (the TCP paths, which handle one message at a time).
     pub fn mirror(&self, src: SocketAddr, dst: SocketAddr, transport: Transport, payload: &[u8]) {
-        let mut out = Vec::with_capacity(payload.len() + self.password.len() + OVERHEAD);
+        let mut out = Vec::with_capacity(payload.len() + self.password.len() + OVERHEAD + 64);
         if self.encode(src, dst, transport, payload, &mut out) {
             self.send(1, |_| &out);
         }
@@ -225,6 +226,35 @@ mod tests {
         collector.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 2048];
         assert!(collector.recv(&mut buf).is_ok() && collector.recv(&mut buf).is_ok());
+    }
+
+    /// Each copy carries its message's Call-ID in the correlation chunk, which Homer's
+    /// tools group a call's copies by (QA 82); a message without one carries none.
+    #[test]
+    fn a_copy_is_correlated_by_its_call_id() {
+        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+        collector
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let (h, _m) = mirror_to(collector.local_addr().unwrap());
+        let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut buf = [0u8; 2048];
+        for (msg, corr) in [
+            (
+                &b"BYE sip:x SIP/2.0\r\ni: 7f3a@pbx\r\nl: 0\r\n\r\n"[..],
+                &b"7f3a@pbx"[..],
+            ),
+            (b"not sip at all", b""),
+        ] {
+            h.mirror(a, a, Transport::Udp, msg);
+            let n = collector.recv(&mut buf).unwrap();
+            let got = crate::hep::open(&buf[..n]).unwrap();
+            let corr_seen = match &got {
+                Ok(m) => m.correlation,
+                Err(_) => b"",
+            };
+            assert_eq!(corr_seen, corr);
+        }
     }
 
     /// A collector that is down says so (ICMP port unreachable, seen on a connected

@@ -1708,6 +1708,7 @@ mod tests {
             capture_id: 1,
             password: b"",
             payload: body.as_bytes(),
+            correlation: b"",
         };
         assert!(crate::hep::encode(&m, &mut out));
         out

@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 pub use error::{ErrorKind, ParseError};
 pub use header::HeaderName;
-pub use parse::{MAX_HEADERS, MAX_MESSAGE, frame_stream};
+pub use parse::{MAX_HEADERS, MAX_MESSAGE, call_id_of, frame_stream};
 
 /// Byte range `[start, end)` into the buffer a message was parsed from.
 ///

@@ -541,6 +541,58 @@ pub fn keepalive(d: &[u8]) -> bool {
     }
 }
 
+/// The fields named `name` in a message head (`head` ends at or before its blank
+/// line), each as its offset and trimmed value, folded lines included (RFC 3261
+/// 7.3.1: `Content-Length:\r\n 85` is 85, as the parser reads it). Nothing else of
+/// the head is checked: for bytes no parse has judged yet (a stream being framed) or
+/// will judge (a copy sent to Homer).
+fn head_fields(head: &[u8], name: HeaderName) -> impl Iterator<Item = (usize, &[u8])> {
+    let end = head.len();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < end {
+            let at = i;
+            let mut nl = memchr::memchr(b'\n', &head[i..]).map_or(end, |p| i + p + 1);
+            let ne = lex::token_end(&head[i..nl], 0);
+            let named = ne > 0 && HeaderName::parse(&head[i..i + ne]) == name;
+            if named {
+                while nl < end && matches!(head[nl], b' ' | b'\t') {
+                    nl = memchr::memchr(b'\n', &head[nl..]).map_or(end, |p| nl + p + 1);
+                }
+            }
+            i = nl;
+            let rest = &head[at + ne..nl];
+            if named && let Some(colon) = rest.iter().position(|&c| c == b':') {
+                return Some((at, lex::trim(&rest[colon + 1..])));
+            }
+        }
+        None
+    })
+}
+
+/// The length of a message's head, its blank line included, where the parser ends it:
+/// at the first line that is empty, whichever line end each line has (LF or CRLF:
+/// `\n\n` or `\n\r\n`). `None` while no such line has come. (Looking for `\r\n\r\n`
+/// first let a head that ends in bare LFs run on into a body holding a CRLF pair: the
+/// stream was then framed longer than the message the parser read.)
+fn head_len(s: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', s).find_map(|p| match s.get(p + 1..) {
+        Some([b'\n', ..]) => Some(p + 2),
+        Some([b'\r', b'\n', ..]) => Some(p + 3),
+        _ => None,
+    })
+}
+
+/// The Call-ID of a message, read off its bytes without a parse (the first one, as
+/// written; `None` when there is none).
+pub fn call_id_of(msg: &[u8]) -> Option<&[u8]> {
+    let head = &msg[..head_len(msg).unwrap_or(msg.len())];
+    head_fields(head, HeaderName::CallId)
+        .map(|(_, v)| v)
+        .next()
+        .filter(|v| !v.is_empty())
+}
+
 /// Cuts the next message off a byte stream using Content-Length (RFC 3261 18.3), which
 /// is mandatory on streams; a missing or bad one is an error that closes the connection.
 pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
@@ -555,49 +607,28 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
         return Ok(Frame::Incomplete);
     }
     let s = &b[skip..];
-    let head_end = match memchr::memmem::find(s, b"\r\n\r\n") {
-        Some(p) => p + 4,
-        None => match memchr::memmem::find(s, b"\n\n") {
-            Some(p) => p + 2,
-            None => {
-                if s.len() > MAX_MESSAGE {
-                    return Err(ParseError::new(ErrorKind::TooLarge, skip + MAX_MESSAGE));
-                }
-                return Ok(Frame::Incomplete);
-            }
-        },
+    let Some(head_end) = head_len(s) else {
+        if s.len() > MAX_MESSAGE {
+            return Err(ParseError::new(ErrorKind::TooLarge, skip + MAX_MESSAGE));
+        }
+        return Ok(Frame::Incomplete);
     };
     let mut cl: Option<u32> = None;
-    let mut i = 0;
-    while i < head_end {
-        let mut nl = memchr::memchr(b'\n', &s[i..head_end]).map_or(head_end, |p| i + p + 1);
-        let ne = lex::token_end(&s[i..nl], 0);
-        if ne > 0 && HeaderName::parse(&s[i..i + ne]) == HeaderName::ContentLength {
-            // A folded value goes on in the lines that start with a blank (RFC 3261
-            // 7.3.1): `Content-Length:\r\n 85` is 85, as the message parser reads it.
-            while nl < head_end && matches!(s[nl], b' ' | b'\t') {
-                nl = memchr::memchr(b'\n', &s[nl..head_end]).map_or(head_end, |p| nl + p + 1);
-            }
-            let rest = &s[i + ne..nl];
-            if let Some(colon) = rest.iter().position(|&c| c == b':') {
-                // Two lengths frame nothing: whichever one the next reader takes, the
-                // stream is read apart from what was judged. Refused at once, not
-                // after waiting for the longer body (the connection then closes).
-                if cl.is_some() {
-                    return Err(ParseError {
-                        kind: ErrorKind::BadContentLength,
-                        offset: (skip + i) as u32,
-                        header: Some(HeaderName::ContentLength),
-                    });
-                }
-                let v = lex::trim(&rest[colon + 1..]);
-                cl = Some(
-                    lex::parse_u32(v)
-                        .ok_or_else(|| ParseError::header(HeaderName::ContentLength, skip + i))?,
-                );
-            }
+    for (i, v) in head_fields(&s[..head_end], HeaderName::ContentLength) {
+        // Two lengths frame nothing: whichever one the next reader takes, the stream is
+        // read apart from what was judged. Refused at once, not after waiting for the
+        // longer body (the connection then closes).
+        if cl.is_some() {
+            return Err(ParseError {
+                kind: ErrorKind::BadContentLength,
+                offset: (skip + i) as u32,
+                header: Some(HeaderName::ContentLength),
+            });
         }
-        i = nl;
+        cl = Some(
+            lex::parse_u32(v)
+                .ok_or_else(|| ParseError::header(HeaderName::ContentLength, skip + i))?,
+        );
     }
     let cl = cl.ok_or_else(|| ParseError::new(ErrorKind::NoContentLength, skip))? as usize;
     let len = head_end + cl;
@@ -613,6 +644,68 @@ pub fn frame_stream(b: &[u8]) -> Result<Frame, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head that ends in bare LFs ends there for the framing as for the parser, even
+    /// when its body holds a CRLF pair: the stream is cut where the message ends, and
+    /// the next message starts whole (the framing looked for CRLFCRLF first and took
+    /// the body's for the head's end: the frame ran six bytes into the next message).
+    #[test]
+    fn stream_framing_ends_the_head_where_the_parser_does() {
+        let first = "INVITE sip:a@b SIP/2.0\nVia: SIP/2.0/TCP h;branch=z9hG4bK-1\nFrom: <sip:c@d>;tag=1\nTo: <sip:a@b>\nCall-ID: f\nCSeq: 1 INVITE\nContent-Length: 6\n\nab\r\n\r\n";
+        let second = "OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        for (head_end, body) in [
+            ("\n\n", "ab\r\n\r\n"),
+            ("\n\r\n", "ab\r\n\r\n"),
+            ("\r\n\r\n", "ab\n\nxy"),
+        ] {
+            let m = first.replace("\n\nab\r\n\r\n", &format!("{head_end}{body}"));
+            let stream = format!("{m}{second}");
+            let Ok(Frame::Message { skip: 0, len }) = frame_stream(stream.as_bytes()) else {
+                panic!("{head_end:?}: {:?}", frame_stream(stream.as_bytes()));
+            };
+            assert_eq!(&stream[..len], m, "{head_end:?}");
+            let parsed = crate::sip::Message::parse(bytes::Bytes::copy_from_slice(m.as_bytes()))
+                .unwrap_or_else(|e| panic!("{head_end:?}: {e}"));
+            assert_eq!(
+                (parsed.len(), parsed.body()),
+                (len, body.as_bytes()),
+                "{head_end:?}"
+            );
+            assert!(matches!(
+                frame_stream(&stream.as_bytes()[len..]),
+                Ok(Frame::Message { skip: 0, .. })
+            ));
+        }
+    }
+
+    /// The Call-ID read off bytes no parse has judged (a copy for Homer): any form of
+    /// the name, a folded value, the first of two; none in the body or without one.
+    #[test]
+    fn the_call_id_is_read_off_the_bytes() {
+        let of =
+            |m: &str| call_id_of(m.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned());
+        let head = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-1\r\n";
+        assert_eq!(
+            of(&format!("{head}Call-ID: abc@h \r\n\r\n")).as_deref(),
+            Some("abc@h")
+        );
+        assert_eq!(
+            of(&format!("{head}i:x1\r\nCall-ID: x2\r\n\r\n")).as_deref(),
+            Some("x1")
+        );
+        assert_eq!(
+            of(&format!("{head}CALL-id :\r\n  folded\r\n\r\n")).as_deref(),
+            Some("folded")
+        );
+        assert_eq!(of("SIP/2.0 200 OK\ncall-id: lf\n\n").as_deref(), Some("lf"));
+        assert_eq!(
+            of(&format!("{head}Call-IDs: no\r\n\r\nCall-ID: body")),
+            None
+        );
+        assert_eq!(of(&format!("{head}Call-ID:\r\n\r\n")), None);
+        assert_eq!(of(&format!("{head}Call-ID: cut")).as_deref(), Some("cut"));
+        assert_eq!(of("\u{0}\u{1}garbage"), None);
+    }
 
     /// A stream frames a message by its Content-Length as the parser reads it: a folded
     /// value included (RFC 3261 7.3.1), and the message it frames parses.
