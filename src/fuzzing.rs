@@ -53,9 +53,20 @@ fn policy() -> &'static Policy {
 }
 
 /// The SIP parser and stream framer: no panic; spans stay inside the message; relay
-/// parsing accepts whatever full parsing accepts.
+/// parsing accepts whatever full parsing accepts; a frame the parser reads is the
+/// message it reads, no more and no less (what a stream frames longer eats the start of
+/// the next message).
 pub fn sip_parse(data: &[u8]) {
-    let _ = frame_stream(data);
+    if let Ok(crate::sip::parse::Frame::Message { skip, len }) = frame_stream(data) {
+        let frame = &data[skip..skip + len];
+        if let Ok(m) = Message::parse(Bytes::copy_from_slice(frame)) {
+            assert_eq!(
+                m.len(),
+                len,
+                "the frame is not the message the parser reads"
+            );
+        }
+    }
     let line = data.split(|&c| c == b'\n').next().unwrap_or(data);
     crate::sip::parse::assert_request_line_paths_agree(line.strip_suffix(b"\r").unwrap_or(line));
     let fresh = Message::parse(Bytes::copy_from_slice(data));
