@@ -87,6 +87,11 @@ for r in attempts callees sequential low-asr ring-once short-calls; do
   printf '\n[rules.behaviour-%s]\naction = "monitor"\n' "$r" >> "$OUT/sipfence-behaviour.toml"
 done
 "$ROOT/target/release/sipfence" check --config "$OUT/sipfence-behaviour.toml" | tail -1
+# redis-server's CPU seconds so far (user + system), 0 when it is not running.
+redis_cpu() {
+  redis-cli -p 6390 INFO cpu 2>/dev/null | tr -d '\r' \
+    | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.3f", t + 0}'
+}
 SITTINGS=${SITTINGS:-1}
 for sitting in $(seq 1 "$SITTINGS"); do
 for p in $PROXIES; do
@@ -95,9 +100,15 @@ for p in $PROXIES; do
     sipfence|sipfence-behaviour|sipfence-counted|sipfence-redis|sipfence-redis-stream|sipfence-hep) args=(--proxy-cmd "$ROOT/target/release/sipfence run --config $OUT/$p.toml --workers $WORKERS");;
   esac
   echo "== $p" >&2
+  redis_before=$(redis_cpu)
   bash "$PEER/run.sh" "${args[@]}" "${pcap_args[@]}" --rates "$RATES" --duration "$DURATION" --outdir "$OUT/$p-$sitting" 2>"$OUT/$p-$sitting.log" \
     | sed "s/proxy=cmd/proxy=$p/; s/^RESULT /RESULT sitting=$sitting /; s/^rate=\([0-9]*\) .*PCAPLAT /PCAPLAT sitting=$sitting proxy=$p rate=\1 /" \
     | tee -a "$OUT/results.txt" || true
+  # What the shared counters cost Redis over the whole step (every rate), not counted
+  # in the proxy's CPU.
+  if [[ $p == sipfence-redis* ]]; then
+    echo "REDISCPU sitting=$sitting proxy=$p rates=${RATES// /,} redis_cpu_s=$(python3 -c "print(round($(redis_cpu) - $redis_before, 2))")" | tee -a "$OUT/results.txt"
+  fi
 done
 done
 echo

@@ -963,6 +963,80 @@ fn a_gateway_restarted_within_the_minute_keeps_its_calls_counted() {
     assert_eq!(answer(bases[0], "+8613912340920"), Some(403));
 }
 
+/// QA 83 F1: the minute after a gateway's quiet one is judged on what the others
+/// admitted in it. Gateway 1 counts a call, then stays quiet while gateway 2 admits the
+/// whole contract in the next minute; early in the minute after, gateway 1 lets by what
+/// the sliding estimate leaves (20 x 57/60 = 19 of 20: one call), not a second contract
+/// (it had stopped reading the key a minute after its last call, and let 20 of 20 by).
+/// A gateway that never counted the key reads the minute before too once its first
+/// call there is synced (it read only the current one). The counters are driven on a
+/// clock of the test's own against a real Redis: minutes pass at once.
+#[test]
+fn the_minute_after_a_quiet_one_is_judged_on_what_the_others_admitted() {
+    use sipfence::cluster::{Redis, counters::SharedRateCounter};
+    use sipfence::policy::rate::RateCounter;
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let server = RedisServer::start(base + 35);
+    let redis = Redis::open(&server.url(), "sipfence", 1000).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (w, key, limit) = (60_000u64, 0x5eed_u64, 20u32);
+    let m0 = (sipfence::cli::now_ms() / w + 5) * w;
+    let gws: Vec<SharedRateCounter> = (1..=3)
+        .map(|i| SharedRateCounter::new(1024, &format!("gw{i}")))
+        .collect();
+    let sync = |g: &SharedRateCounter, at: u64| {
+        rt.block_on(g.sync(&redis, at)).expect("sync");
+    };
+    // What a rate rule does with each call: look, and count the call let through.
+    let admit = |g: &SharedRateCounter, at: u64, n: u32| -> u32 {
+        (0..n)
+            .filter(|_| {
+                let open = g.allows(key, at, w, limit);
+                if open {
+                    g.hit(key, at, w);
+                }
+                open
+            })
+            .count() as u32
+    };
+    assert_eq!(admit(&gws[0], m0 + 5_000, 1), 1);
+    sync(&gws[0], m0 + 5_100);
+    // Gateway 1 syncs through the next minute (every sync interval, in truth), with
+    // nothing of its own to send.
+    for at in [m0 + 60_500, m0 + 66_000] {
+        sync(&gws[0], at);
+    }
+    assert_eq!(admit(&gws[1], m0 + 70_000, limit), limit);
+    sync(&gws[1], m0 + 70_100);
+    for at in [m0 + 70_200, m0 + 90_000, m0 + 119_900] {
+        sync(&gws[0], at);
+    }
+    // Three seconds into the minute after.
+    let at = m0 + 123_000;
+    assert_eq!(
+        admit(&gws[0], at, limit),
+        1,
+        "gateway 1 judged the burst alone"
+    );
+    sync(&gws[0], at + 10);
+    // Gateway 3, new to the key: its first call is judged on its own count (the
+    // documented gap of one sync), and once synced, on the minute before as well.
+    assert_eq!(admit(&gws[2], at + 20, 1), 1);
+    sync(&gws[2], at + 30);
+    assert_eq!(
+        admit(&gws[2], at + 40, limit),
+        0,
+        "gateway 3 read the minute before"
+    );
+}
+
 /// QA 78 F2: a Redis without persistence that restarts has lost the minute's counts.
 /// Each gateway sends what it had counted of the current windows again (the store's
 /// epoch mark tells it the data is new), so the contract holds across the restart

@@ -20,11 +20,14 @@
 //! until the window ends.
 //!
 //! The same pipeline also reads back the totals of keys this instance counted within
-//! their window but has nothing new for, so that a gateway that was quiet for a while
-//! does not judge its next burst on the total it learnt a minute ago (which would let
-//! it admit everything the others admitted meanwhile a second time). At most
+//! their last two windows but has nothing new for, so that a gateway that was quiet for
+//! a while does not judge its next burst on the total it learnt a minute ago (which
+//! would let it admit everything the others admitted meanwhile a second time). At most
 //! `REFRESH_BUDGET` such keys per sync, the longest unrefreshed first, so that
-//! thousands of per-caller keys cost Redis a bounded read rate.
+//! thousands of per-caller keys cost Redis a bounded read rate (and each is read every
+//! keys / budget syncs). A window's total is also read again once it has ended, until
+//! every instance has written its count of it: the next window's calls are judged on
+//! it as well, and the first call of a window on a key wakes the sync for that.
 //!
 //! Worst-case overshoot: between two syncs an instance does not see the other
 //! instances' new calls, so with N instances a limit can be passed by at most the calls
@@ -68,6 +71,11 @@ struct Slot {
     last_ms: u64,
     /// When `shared` was last read from Redis.
     synced_ms: u64,
+    /// When the previous window's total was last read: a read made before that window
+    /// had ended, and the others had synced what they counted in it, may lack their
+    /// calls (QA 83 F1: a gateway quiet for a minute judged a burst on the total it
+    /// had read before another admitted the whole contract, and let 20 of 20 by).
+    prev_read_ms: u64,
 }
 
 impl Slot {
@@ -79,15 +87,23 @@ impl Slot {
             self.own[1] = self.own[0];
             self.sent[1] = self.sent[0];
             self.shared[1] = self.shared[0];
+            self.prev_read_ms = self.synced_ms;
         } else {
             self.own[1] = 0;
             self.sent[1] = 0;
             self.shared[1] = 0;
+            self.prev_read_ms = 0;
         }
         self.own[0] = 0;
         self.sent[0] = 0;
         self.shared[0] = 0;
         self.bucket = bucket;
+    }
+
+    /// Whether the previous window's total was read late enough to hold every
+    /// gateway's count of it: `settle_ms` after the window ended.
+    fn prev_settled(&self, settle_ms: u64) -> bool {
+        self.prev_read_ms >= (self.bucket * self.window_ms).saturating_add(settle_ms)
     }
 
     fn estimate(&self, now_ms: u64) -> u32 {
@@ -135,6 +151,9 @@ pub struct SharedRateCounter {
     /// The [`COUNT`] script's SHA-1, once Redis has told it (every pipeline loads the
     /// script first, so a Redis that restarted has it again before it is called).
     script: std::sync::OnceLock<String>,
+    /// How long after a window ends every gateway has written its count of it: two
+    /// sync intervals (set by [`Self::run`]).
+    settle_ms: AtomicU64,
 }
 
 /// Keys with nothing to send whose totals one sync reads back, at most (two reads
@@ -169,6 +188,7 @@ impl SharedRateCounter {
             epoch: std::sync::atomic::AtomicI64::new(0),
             field: format!("{instance}:{tag:08x}"),
             script: std::sync::OnceLock::new(),
+            settle_ms: AtomicU64::new(0),
         }
     }
 
@@ -229,10 +249,11 @@ impl SharedRateCounter {
     /// key failed the whole sync, and with `fallback = "closed"` refused every caller).
     pub async fn sync(&self, redis: &Redis, now_ms: u64) -> Result<Synced, RedisFailure> {
         // (key, window, bucket, own count now, own count of the previous window when
-        // Redis does not hold it yet)
+        // Redis does not hold it yet or its total is not known to be whole)
         let mut batch: Vec<(u64, u64, u64, u32, Option<u32>)> = Vec::new();
         // Keys to read back only: (last read, key, window, bucket).
         let mut stale: Vec<(u64, u64, u64, u64)> = Vec::new();
+        let settle_ms = self.settle_ms.load(Ordering::Relaxed);
         for mut e in self.map.iter_mut() {
             let key = *e.key();
             let s = e.value_mut();
@@ -240,9 +261,13 @@ impl SharedRateCounter {
             // call was.
             s.roll(now_ms / s.window_ms.max(1));
             if s.own != s.sent {
-                let prev = (s.own[1] != s.sent[1]).then_some(s.own[1]);
+                let prev =
+                    (s.own[1] != s.sent[1] || !s.prev_settled(settle_ms)).then_some(s.own[1]);
                 batch.push((key, s.window_ms, s.bucket, s.own[0], prev));
-            } else if now_ms.saturating_sub(s.last_ms) <= s.window_ms {
+            } else if now_ms.saturating_sub(s.last_ms) <= 2 * s.window_ms {
+                // Every key kept (two windows after its last call: its next call is
+                // judged on the previous window too) is read back, the longest unread
+                // first.
                 stale.push((s.synced_ms, key, s.window_ms, s.bucket));
             }
         }
@@ -277,7 +302,8 @@ impl SharedRateCounter {
                 ttl,
             );
             // The previous window only when Redis lacks some of it (a sync that failed
-            // across a window's end): its total is otherwise known.
+            // across a window's end), or its total was last read before every gateway
+            // had written its count of it: it is otherwise known.
             if let Some(n1) = n1 {
                 let k1 = Self::redis_key(&redis.prefix, key, w, b.saturating_sub(1));
                 self.count_cmd(&mut pipe, k1, n1, ttl);
@@ -355,6 +381,7 @@ impl SharedRateCounter {
                     if let Some((n1, t1)) = t1 {
                         s.sent[1] = n1;
                         s.shared[1] = t1;
+                        s.prev_read_ms = now_ms;
                     }
                 } else if s.bucket == b + 1 {
                     // The window turned during the sync: what was current is previous.
@@ -379,6 +406,7 @@ impl SharedRateCounter {
                 // do not hold yet: only the totals are replaced.
                 if s.bucket == b {
                     s.synced_ms = now_ms;
+                    s.prev_read_ms = now_ms;
                     s.shared = [t0, t1];
                 }
             }
@@ -395,6 +423,8 @@ impl SharedRateCounter {
         every: Duration,
         on_result: impl Fn(Result<&Synced, &RedisFailure>),
     ) {
+        self.settle_ms
+            .store(2 * every.as_millis() as u64, Ordering::Relaxed);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Syncs prompted by new keys come at most this often: a flood of invented
@@ -482,7 +512,15 @@ impl RateCounter for SharedRateCounter {
         let window_ms = window_ms.max(1);
         let bucket = now_ms / window_ms;
         if let Some(mut s) = self.map.get_mut(&key) {
-            return Self::count(&mut s, now_ms, window_ms, bucket);
+            let n = Self::count(&mut s, now_ms, window_ms, bucket);
+            // The first call of a window on a key: its judgement leans on the previous
+            // window's total, which no sync has read since that window ended (a whole
+            // window's calls at the other gateways, when this one was quiet): read now,
+            // as for a key new here.
+            if s.prev_read_ms < bucket * window_ms {
+                self.fresh.notify_one();
+            }
+            return n;
         }
         // Only a new key pays for the size check (DashMap::len visits every shard). As
         // the local counter: a new caller the full table cannot keep counts as its own
