@@ -244,6 +244,20 @@ pub fn rewrite(data: &[u8]) {
     let fwd = Message::parse(Bytes::from(out))
         .unwrap_or_else(|e| panic!("forwarded message does not parse: {e}"));
     assert_eq!(fwd.body(), input.body(), "body changed");
+    // Every line of what goes on ends in CRLF, whatever the input's did.
+    assert!(!fwd.bare_lf(), "a line forwarded ends in LF alone");
+    // A field's line as written, its line ends aside (a bare LF goes on as CRLF).
+    let lf = |l: &[u8]| -> Vec<u8> {
+        let mut v = l.to_vec();
+        let mut i = 0;
+        while i + 1 < v.len() {
+            if v[i] == b'\r' && v[i + 1] == b'\n' {
+                v.remove(i);
+            }
+            i += 1;
+        }
+        v
+    };
     let untouched = |m: &Message| -> Vec<Vec<u8>> {
         m.headers()
             .iter()
@@ -261,7 +275,7 @@ pub fn rewrite(data: &[u8]) {
                         | HeaderName::Other
                 )
             })
-            .map(|h| m.slice(h.line()).to_vec())
+            .map(|h| lf(m.slice(h.line())))
             .collect()
     };
     assert_eq!(

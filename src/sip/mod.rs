@@ -206,6 +206,8 @@ pub struct Message {
     first: [u8; HeaderName::COUNT],
     /// Where the header section ends (index of the blank line).
     head_end: u32,
+    /// Some line of the head ends in LF alone.
+    bare_lf: bool,
     body: Span,
     /// From and To as validated at parse time (first field of each), kept so that the
     /// identity and dialog checks do not parse them again.
@@ -252,6 +254,12 @@ impl Message {
         parse::parse_message_into(self, buf, parse::Check::ViaOnly)
     }
 
+    /// Whether a line of the head ends in LF alone rather than CRLF: such a head is
+    /// relayed with CRLFs ([`rewrite::crlf_head`]).
+    pub fn bare_lf(&self) -> bool {
+        self.bare_lf
+    }
+
     /// A message with no bytes and no fields, to parse into.
     pub fn empty() -> Message {
         Message {
@@ -262,6 +270,7 @@ impl Message {
             n_headers: 0,
             first: [0; HeaderName::COUNT],
             head_end: 0,
+            bare_lf: false,
             body: Span::default(),
             from: None,
             to: None,
@@ -283,6 +292,7 @@ impl Message {
             n_headers,
             first,
             head_end,
+            bare_lf,
             body,
             from,
             to,
@@ -294,6 +304,7 @@ impl Message {
         *n_headers = 0;
         *first = [0; HeaderName::COUNT];
         *head_end = 0;
+        *bare_lf = false;
         *body = Span::default();
         *from = None;
         *to = None;

@@ -179,6 +179,9 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
         line_end(b, i).ok_or_else(|| ParseError::new(ErrorKind::Truncated, b.len()))?;
     let sl = &b[i..sl_end];
     let start = parse_start_line(b, i, sl)?;
+    // A line that ends in LF alone (RFC 3261 asks for CRLF): relayed, the head is
+    // written with CRLFs (a next hop may frame a stream on CRLFCRLF alone, QA 83 F2).
+    let mut bare_lf = pos - sl_end == 1;
 
     // Filled in place; `m.first` is all that must start cleared (the table is only
     // read up to `n_headers`).
@@ -200,6 +203,7 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
             Some(b'\n') => {
                 head_end = pos as u32;
                 body_start = pos + 1;
+                bare_lf = true;
                 break;
             }
             Some(b'\r') if b.get(pos + 1) == Some(&b'\n') => {
@@ -214,11 +218,13 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
         let line_start = pos;
         // Logical line: physical lines joined while the next one starts with SP/HT.
         let (mut content_end, mut next) = header_line(&mut lines, b, pos)?;
+        bare_lf |= next - content_end == 1;
         // A fold starts with SP or HT: a next line starting above SP is the next field.
         while next < b.len() && b[next] <= b' ' && is_wsp(b[next]) {
             let (ce, nx) = header_line(&mut lines, b, next)?;
             content_end = ce;
             next = nx;
+            bare_lf |= next - content_end == 1;
         }
         let (name_end, name) = field_name(b, pos);
         if name_end == pos {
@@ -315,6 +321,7 @@ fn fill(m: &mut Message, buf: &Bytes, check: Check) -> Result<(), ParseError> {
     m.start_line = Span::new(i, sl_end);
     m.n_headers = n_headers as u16;
     m.head_end = head_end;
+    m.bare_lf = bare_lf;
     m.body = body;
     m.from = from;
     m.to = to;
@@ -575,7 +582,7 @@ fn head_fields(head: &[u8], name: HeaderName) -> impl Iterator<Item = (usize, &[
 /// `\n\n` or `\n\r\n`). `None` while no such line has come. (Looking for `\r\n\r\n`
 /// first let a head that ends in bare LFs run on into a body holding a CRLF pair: the
 /// stream was then framed longer than the message the parser read.)
-fn head_len(s: &[u8]) -> Option<usize> {
+pub(crate) fn head_len(s: &[u8]) -> Option<usize> {
     memchr::memchr_iter(b'\n', s).find_map(|p| match s.get(p + 1..) {
         Some([b'\n', ..]) => Some(p + 2),
         Some([b'\r', b'\n', ..]) => Some(p + 3),

@@ -109,6 +109,32 @@ impl EditList {
     }
 }
 
+/// Ends every line of the head of the message in `out` with CRLF, as RFC 3261 asks:
+/// for a message whose head had lines ending in LF alone ([`super::Message::bare_lf`]),
+/// which the parser takes, and which a next hop framing a TCP stream on CRLFCRLF alone
+/// would run on into the body with (QA 83 F2: a body holding a CRLF pair then framed
+/// a request there that no rule had judged). The body is left as it is.
+pub fn crlf_head(out: &mut Vec<u8>) {
+    let head = super::parse::head_len(out).unwrap_or(out.len());
+    let bare = memchr::memchr_iter(b'\n', &out[..head])
+        .filter(|&p| p == 0 || out[p - 1] != b'\r')
+        .count();
+    if bare == 0 {
+        return;
+    }
+    let mut fixed = Vec::with_capacity(out.len() + bare);
+    let mut from = 0;
+    for p in memchr::memchr_iter(b'\n', &out[..head]) {
+        if p == 0 || out[p - 1] != b'\r' {
+            fixed.extend_from_slice(&out[from..p]);
+            fixed.push(b'\r');
+            from = p;
+        }
+    }
+    fixed.extend_from_slice(&out[from..]);
+    *out = fixed;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +185,30 @@ mod tests {
         let mut out = vec![];
         e.apply(b"0123456789", 10, &mut out);
         assert_eq!(out, b"0-56789");
+    }
+
+    /// A head in bare LFs (and one that mixes them with CRLFs) is written in CRLFs,
+    /// folds included; its body, blank lines and all, is not touched.
+    #[test]
+    fn a_head_in_bare_lfs_gets_crlfs() {
+        for (head, want) in [
+            (
+                "INVITE sip:a@b SIP/2.0\nVia: x\r\nTo: <sip:a@b>\n ;p=1\n\n",
+                "INVITE sip:a@b SIP/2.0\r\nVia: x\r\nTo: <sip:a@b>\r\n ;p=1\r\n\r\n",
+            ),
+            (
+                "SIP/2.0 200 OK\nCall-ID: c\n\r\n",
+                "SIP/2.0 200 OK\r\nCall-ID: c\r\n\r\n",
+            ),
+            (
+                "SIP/2.0 200 OK\r\nCall-ID: c\r\n\r\n",
+                "SIP/2.0 200 OK\r\nCall-ID: c\r\n\r\n",
+            ),
+        ] {
+            let body = "v=0\n\nx\r\n\r\n";
+            let mut out = format!("{head}{body}").into_bytes();
+            crlf_head(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{want}{body}"));
+        }
     }
 }
