@@ -23,7 +23,7 @@
 //! their last two windows but has nothing new for, so that a gateway that was quiet for
 //! a while does not judge its next burst on the total it learnt a minute ago (which
 //! would let it admit everything the others admitted meanwhile a second time). At most
-//! `REFRESH_BUDGET` such keys per sync, the longest unrefreshed first, so that
+//! `REFRESH_BUDGET` such keys per sync interval, the longest unrefreshed first, so that
 //! thousands of per-caller keys cost Redis a bounded read rate (and each is read every
 //! keys / budget syncs). A window's total is also read again once it has ended, until
 //! every instance has written its count of it: the next window's calls are judged on
@@ -151,9 +151,13 @@ pub struct SharedRateCounter {
     /// The [`COUNT`] script's SHA-1, once Redis has told it (every pipeline loads the
     /// script first, so a Redis that restarted has it again before it is called).
     script: std::sync::OnceLock<String>,
-    /// How long after a window ends every gateway has written its count of it: two
-    /// sync intervals (set by [`Self::run`]).
-    settle_ms: AtomicU64,
+    /// The sync interval (set by [`Self::run`]; 0 until then): a window's total is
+    /// whole two intervals after it ended, and the read-back budget is per interval.
+    every_ms: AtomicU64,
+    /// When the last sync read keys back: syncs woken between ticks (new keys) share
+    /// the interval's budget rather than each spend a whole one (they came up to ten
+    /// times an interval, and Redis spent three times the CPU on reads).
+    refreshed_ms: AtomicU64,
 }
 
 /// Keys with nothing to send whose totals one sync reads back, at most (two reads
@@ -188,7 +192,8 @@ impl SharedRateCounter {
             epoch: std::sync::atomic::AtomicI64::new(0),
             field: format!("{instance}:{tag:08x}"),
             script: std::sync::OnceLock::new(),
-            settle_ms: AtomicU64::new(0),
+            every_ms: AtomicU64::new(0),
+            refreshed_ms: AtomicU64::new(0),
         }
     }
 
@@ -253,7 +258,8 @@ impl SharedRateCounter {
         let mut batch: Vec<(u64, u64, u64, u32, Option<u32>)> = Vec::new();
         // Keys to read back only: (last read, key, window, bucket).
         let mut stale: Vec<(u64, u64, u64, u64)> = Vec::new();
-        let settle_ms = self.settle_ms.load(Ordering::Relaxed);
+        let every_ms = self.every_ms.load(Ordering::Relaxed);
+        let settle_ms = 2 * every_ms;
         for mut e in self.map.iter_mut() {
             let key = *e.key();
             let s = e.value_mut();
@@ -271,9 +277,20 @@ impl SharedRateCounter {
                 stale.push((s.synced_ms, key, s.window_ms, s.bucket));
             }
         }
-        if stale.len() > REFRESH_BUDGET {
-            stale.select_nth_unstable(REFRESH_BUDGET);
-            stale.truncate(REFRESH_BUDGET);
+        // The interval's budget, in proportion to the time since the last read-back.
+        let since = now_ms.saturating_sub(self.refreshed_ms.load(Ordering::Relaxed));
+        let budget = match every_ms {
+            0 => REFRESH_BUDGET,
+            e => (REFRESH_BUDGET as u64 * since / e).min(REFRESH_BUDGET as u64) as usize,
+        };
+        if stale.len() > budget {
+            if budget > 0 {
+                stale.select_nth_unstable(budget);
+            }
+            stale.truncate(budget);
+        }
+        if !stale.is_empty() {
+            self.refreshed_ms.store(now_ms, Ordering::Relaxed);
         }
         if batch.is_empty() && stale.is_empty() {
             // Still prove the store is there, so that a quiet gateway recovers too.
@@ -423,8 +440,8 @@ impl SharedRateCounter {
         every: Duration,
         on_result: impl Fn(Result<&Synced, &RedisFailure>),
     ) {
-        self.settle_ms
-            .store(2 * every.as_millis() as u64, Ordering::Relaxed);
+        self.every_ms
+            .store(every.as_millis() as u64, Ordering::Relaxed);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Syncs prompted by new keys come at most this often: a flood of invented
