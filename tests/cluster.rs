@@ -992,7 +992,7 @@ fn the_minute_after_a_quiet_one_is_judged_on_what_the_others_admitted() {
         .map(|i| SharedRateCounter::new(1024, &format!("gw{i}")))
         .collect();
     let sync = |g: &SharedRateCounter, at: u64| {
-        rt.block_on(g.sync(&redis, at)).expect("sync");
+        rt.block_on(g.sync(&redis, at, true)).expect("sync");
     };
     // What a rate rule does with each call: look, and count the call let through.
     let admit = |g: &SharedRateCounter, at: u64, n: u32| -> u32 {
