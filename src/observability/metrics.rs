@@ -67,7 +67,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 24] = [
+pub const DROP_REASONS: [&str; 25] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -89,6 +89,7 @@ pub const DROP_REASONS: [&str; 24] = [
     "core-unresolvable",
     // Sending.
     "too-large-for-udp",
+    "too-large-for-tcp",
     "send-failed",
     "tcp-connect-failed",
     "tcp-gone",

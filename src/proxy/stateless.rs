@@ -460,6 +460,17 @@ fn carry_out(
 }
 
 pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
+pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
+
+/// Whether a message built for a TCP connection is past the largest one a stream takes
+/// here ([`crate::sip::MAX_MESSAGE`], as at many SIP stacks), with room for the
+/// Content-Length the stream may add. Our Via and Record-Route, and the CRLFs of a head
+/// in bare LFs (up to a third more), can take a message the parser took past it: the
+/// next hop would refuse it and end the connection every call shares (QA 84: a
+/// 50,181-byte INVITE went on at 66,533 bytes, and a call sent just after was lost).
+fn too_large_for_a_stream(out: &[u8]) -> bool {
+    out.len() + b"Content-Length: 65535\r\n".len() > crate::sip::MAX_MESSAGE
+}
 /// Its connection is up and its queue full (QA 79: such calls were refused as
 /// unreachable while the core was connected, and nothing told the two apart).
 pub const NEXT_HOP_CONGESTED: &str = "Next hop congested";
@@ -481,6 +492,21 @@ fn unless_refused(
     let Handled::Forward(Dest::TcpTo(to)) = handled else {
         return (handled, None);
     };
+    if too_large_for_a_stream(out) {
+        if method == Method::Ack {
+            return (Handled::Dropped("too-large-for-tcp"), None);
+        }
+        out.clear();
+        let extra = Extra {
+            reason_text: Some(TOO_LARGE_FOR_NEXT_HOP),
+            server,
+            ..Extra::default()
+        };
+        return (
+            respond(msg, o, 513, &extra, out),
+            Some(TOO_LARGE_FOR_NEXT_HOP),
+        );
+    }
     if method == Method::Ack {
         return (handled, None);
     }
@@ -745,9 +771,16 @@ fn relay_response(
     };
     edits.remove(remove);
     write_edited(edits, msg, out);
-    // Only a response that came over TCP can be too large to go back over UDP.
-    if matches!(dest, Dest::Udp(_)) && out.len() > MAX_UDP_PAYLOAD {
-        return Handled::Dropped("too-large-for-udp");
+    // Only a response that came over TCP can be too large to go back over UDP; any
+    // can grow too large for a stream (see `too_large_for_a_stream`).
+    match dest {
+        Dest::Udp(_) if out.len() > MAX_UDP_PAYLOAD => {
+            return Handled::Dropped("too-large-for-udp");
+        }
+        Dest::Tcp(_) | Dest::TcpTo(_) | Dest::TcpBack(..) if too_large_for_a_stream(out) => {
+            return Handled::Dropped("too-large-for-tcp");
+        }
+        _ => {}
     }
     Handled::Forward(dest)
 }
@@ -1405,6 +1438,37 @@ record_route = true
         .unwrap();
         assert!(matches!(h, Handled::Respond(_, 513)), "{h:?}");
         assert_eq!(seen, Some(("reject", None, Some(513))));
+    }
+
+    /// A request our edits take past the largest message a stream takes (the CRLFs of
+    /// a head in bare LFs, our Via) is answered 513 rather than sent to a TCP next hop,
+    /// which would refuse it and end the connection every call shares (QA 84 G2); an
+    /// ACK is dropped. One that stays under goes on.
+    #[test]
+    fn a_request_grown_past_what_a_stream_takes_gets_513() {
+        let p = Policy::from_str(
+            &POLICY.replace("udp:10.0.0.5:5060", "tcp:10.0.0.5:5060"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let head = |method: &str, lines: usize| {
+            format!(
+                "{method} sip:+8613912345678@192.0.2.10 SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-g2\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\nTo: <sip:+8613912345678@192.0.2.10>\nCall-ID: g2-1\nCSeq: 1 {method}\nMax-Forwards: 70\nSubject: x{}\nContent-Length: 0\n\n",
+                "\n y".repeat(lines)
+            )
+        };
+        // Some 52,800 bytes in bare LFs: some 70,300 in CRLFs.
+        let big = head("INVITE", 17_500);
+        assert!(big.len() < crate::sip::MAX_MESSAGE, "{}", big.len());
+        let (h, out) = run(&p, "198.51.100.7:5060", &big);
+        assert!(matches!(h, Handled::Respond(_, 513)), "{h:?}");
+        assert!(out.contains("Too large for the next hop"), "{out}");
+        let (h, _) = run(&p, "198.51.100.7:5060", &head("ACK", 17_500));
+        assert_eq!(h, Handled::Dropped("too-large-for-tcp"));
+        let (h, out) = run(&p, "198.51.100.7:5060", &head("INVITE", 10_000));
+        assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{h:?}");
+        assert!(out.len() < crate::sip::MAX_MESSAGE, "{}", out.len());
     }
 
     /// RFC 3261 16.3 step 5: a request that requires of proxies an extension sipfence
