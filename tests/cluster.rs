@@ -1037,6 +1037,69 @@ fn the_minute_after_a_quiet_one_is_judged_on_what_the_others_admitted() {
     );
 }
 
+/// QA 84 G3: a gateway whose syncs failed across a minute's turn writes its count of
+/// the minute later; a busy gateway, which reads the minute after it ended until it has
+/// settled (two intervals), reads it again once a second, and stops admitting on a
+/// total short of it (it let 12 calls by in four seconds against a limit of 40).
+#[test]
+fn a_busy_gateway_reads_a_count_written_late() {
+    use sipfence::cluster::{Redis, counters::SharedRateCounter};
+    use sipfence::policy::rate::RateCounter;
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let server = RedisServer::start(base + 35);
+    let redis = Redis::open(&server.url(), "sipfence", 1000).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (w, key, limit) = (60_000u64, 0x1a7e_u64, 40u32);
+    let m0 = (sipfence::cli::now_ms() / w + 5) * w;
+    let (a, b) = (
+        SharedRateCounter::new(1024, "a"),
+        SharedRateCounter::new(1024, "b"),
+    );
+    for g in [&a, &b] {
+        g.pace(Duration::from_millis(100));
+    }
+    let sync = |g: &SharedRateCounter, at: u64| {
+        rt.block_on(g.sync(&redis, at, true)).expect("sync");
+    };
+    let admit = |g: &SharedRateCounter, at: u64| {
+        let open = g.allows(key, at, w, limit);
+        if open {
+            g.hit(key, at, w);
+        }
+        open
+    };
+    for i in 0..13 {
+        assert!(admit(&a, m0 + 56_000 + i));
+    }
+    sync(&a, m0 + 56_100);
+    // B admits 39 with Redis out of its reach (fail-open), and writes them a second
+    // into the next minute.
+    for i in 0..39 {
+        assert!(admit(&b, m0 + 57_000 + i));
+    }
+    // A: a call and a sync every 100 ms from the turn.
+    let mut late = 0;
+    for step in 0..40u64 {
+        let at = m0 + 60_050 + step * 100;
+        if step == 10 {
+            sync(&b, at);
+        }
+        if admit(&a, at) && at > m0 + 62_300 {
+            late += 1;
+        }
+        sync(&a, at + 50);
+    }
+    // From 62.3 s the minute before weighs 52 x 57.7/60 = 50 > 40.
+    assert_eq!(late, 0, "A judged on a total without B's 39");
+}
+
 /// QA 78 F2: a Redis without persistence that restarts has lost the minute's counts.
 /// Each gateway sends what it had counted of the current windows again (the store's
 /// epoch mark tells it the data is new), so the contract holds across the restart
