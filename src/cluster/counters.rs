@@ -37,7 +37,7 @@
 //! approximation's error, as for the local counter). A key an instance has not counted
 //! lately (a caller new to this gateway) has no total here yet: its calls are judged
 //! on this instance's count alone until the sync its first call wakes (at most every
-//! `sync_ms / 10`, instead of at the next tick) has read the total, so the gap in
+//! `sync_ms / 50`, instead of at the next tick) has read the total, so the gap in
 //! which this gateway does not know the others' count is one Redis round trip, not a
 //! sync interval (a burst within it can take the whole limit here). A 60-a-minute contract spread
 //! over three gateways at its limit sees well under one extra call per 100 ms sync.
@@ -496,8 +496,10 @@ impl SharedRateCounter {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Syncs prompted by new keys come at most this often: a flood of invented
-        // callers would otherwise keep Redis and this task busy.
-        let gap = (every / 10).max(Duration::from_millis(2));
+        // callers would otherwise keep Redis and this task busy. Short, because a
+        // new key's calls are judged on this gateway's count alone until then (a
+        // woken sync sends only the keys counted since the last one: cheap).
+        let gap = (every / 50).max(Duration::from_millis(1));
         #[derive(PartialEq)]
         enum Reach {
             Unknown,
