@@ -300,7 +300,7 @@ impl Metrics {
         );
         let refusals = cv(
             "sipfence_protocol_refusals_total",
-            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), by trunk (none: no trunk claims the source) and code",
+            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), or allowed and too large for the next hop (513: for UDP, or grown past 65,535 bytes for TCP), by trunk (none: no trunk claims the source) and code",
             &["trunk", "code"],
         );
         let reloads = cv(

@@ -464,12 +464,16 @@ pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
 
 /// Whether a message built for a TCP connection is past the largest one a stream takes
 /// here ([`crate::sip::MAX_MESSAGE`], as at many SIP stacks), with room for the
-/// Content-Length the stream may add. Our Via and Record-Route, and the CRLFs of a head
+/// Content-Length [`framed_for_stream`] adds when `msg` has none. Our Via and Record-Route, and the CRLFs of a head
 /// in bare LFs (up to a third more), can take a message the parser took past it: the
 /// next hop would refuse it and end the connection every call shares (QA 84: a
 /// 50,181-byte INVITE went on at 66,533 bytes, and a call sent just after was lost).
-fn too_large_for_a_stream(out: &[u8]) -> bool {
-    out.len() + b"Content-Length: 65535\r\n".len() > crate::sip::MAX_MESSAGE
+fn too_large_for_a_stream(msg: &Message, out: &[u8]) -> bool {
+    let framing = match msg.first(HeaderName::ContentLength) {
+        Some(_) => 0,
+        None => b"Content-Length: 65535\r\n".len(),
+    };
+    out.len() + framing > crate::sip::MAX_MESSAGE
 }
 /// Its connection is up and its queue full (QA 79: such calls were refused as
 /// unreachable while the core was connected, and nothing told the two apart).
@@ -492,7 +496,7 @@ fn unless_refused(
     let Handled::Forward(Dest::TcpTo(to)) = handled else {
         return (handled, None);
     };
-    if too_large_for_a_stream(out) {
+    if too_large_for_a_stream(msg, out) {
         if method == Method::Ack {
             return (Handled::Dropped("too-large-for-tcp"), None);
         }
@@ -777,7 +781,7 @@ fn relay_response(
         Dest::Udp(_) if out.len() > MAX_UDP_PAYLOAD => {
             return Handled::Dropped("too-large-for-udp");
         }
-        Dest::Tcp(_) | Dest::TcpTo(_) | Dest::TcpBack(..) if too_large_for_a_stream(out) => {
+        Dest::Tcp(_) | Dest::TcpTo(_) | Dest::TcpBack(..) if too_large_for_a_stream(msg, out) => {
             return Handled::Dropped("too-large-for-tcp");
         }
         _ => {}
@@ -1469,6 +1473,32 @@ record_route = true
         let (h, out) = run(&p, "198.51.100.7:5060", &head("INVITE", 10_000));
         assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{h:?}");
         assert!(out.len() < crate::sip::MAX_MESSAGE, "{}", out.len());
+        // At the bound exactly: with its own Content-Length, what goes on may be 65,535
+        // bytes (QA 85: 23 bytes under it were refused, room kept for a length it had);
+        // without one, the length the stream adds counts.
+        let crlf = |pad: usize, length: bool| {
+            let h = head("INVITE", 0).replace('\n', "\r\n");
+            let h = h.replace("Subject: x", &format!("Subject: x{}", "y".repeat(pad)));
+            if length {
+                h
+            } else {
+                h.replace("Content-Length: 0\r\n", "")
+            }
+        };
+        for length in [true, false] {
+            let (_, small) = run(&p, "198.51.100.7:5060", &crlf(0, length));
+            let grown = small.len() - crlf(0, length).len();
+            let exact = crate::sip::MAX_MESSAGE - grown - crlf(0, length).len();
+            let (h, out) = run(&p, "198.51.100.7:5060", &crlf(exact, length));
+            if length {
+                assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{h:?}");
+                assert_eq!(out.len(), crate::sip::MAX_MESSAGE);
+            } else {
+                assert!(matches!(h, Handled::Respond(_, 513)), "{h:?}");
+            }
+            let (h, _) = run(&p, "198.51.100.7:5060", &crlf(exact + 1, length));
+            assert!(matches!(h, Handled::Respond(_, 513)), "{h:?}");
+        }
     }
 
     /// RFC 3261 16.3 step 5: a request that requires of proxies an extension sipfence
