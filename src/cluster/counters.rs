@@ -39,8 +39,9 @@
 //! on this instance's count alone until the sync its first call wakes (at most every
 //! `sync_ms / 50`, instead of at the next tick) has read the total, so the gap in
 //! which this gateway does not know the others' count is one Redis round trip, not a
-//! sync interval (a burst within it can take the whole limit here). A 60-a-minute contract spread
-//! over three gateways at its limit sees well under one extra call per 100 ms sync.
+//! sync interval (a burst within it can take the whole limit here). A 60-a-minute
+//! contract spread over three gateways at its limit sees well under one extra call per
+//! 100 ms sync.
 //!
 //! Redis slow or down: the sync fails after `timeout_ms`, the counter turns
 //! `degraded` and keeps counting locally on top of the last totals it had (fail-open:
@@ -162,9 +163,10 @@ pub struct SharedRateCounter {
     /// 0.63x the calls per CPU-second of local counters with the walks, 0.77x without).
     /// A tick's sync walks the table and empties this.
     woken: std::sync::Mutex<Vec<u64>>,
-    /// When the last sync read keys back: syncs woken between ticks (new keys) share
-    /// the interval's budget rather than each spend a whole one (they came up to ten
-    /// times an interval, and Redis spent three times the CPU on reads).
+    /// When the last sync read keys back: the budget is per interval, however often
+    /// syncs come (when each sync woken for a new key spent a whole one, up to ten an
+    /// interval, Redis spent three times the CPU on reads; only a tick's sync reads
+    /// back now, and none reads more than the time since the last one earns).
     refreshed_ms: AtomicU64,
 }
 

@@ -798,13 +798,13 @@ fn framed_for_stream(msg: &Message, out: &mut Vec<u8>) {
     if msg.first(HeaderName::ContentLength).is_some() {
         return;
     }
-    // The empty line that ends the header section, as the message wrote its line ends
-    // (the parser reads LF alone as well).
-    let crlf = memchr::memmem::find(out, b"\n\r\n").map(|p| (p + 1, 2));
-    let lf = memchr::memmem::find(out, b"\n\n").map(|p| (p + 1, 1));
-    let Some((at, blank)) = [crlf, lf].into_iter().flatten().min() else {
+    // The empty line that ends the header section, where the parser ends it (a head in
+    // bare LFs has had its CRLFs by now, but the body is left alone).
+    let Some(end) = crate::sip::parse::head_len(out) else {
         return;
     };
+    let blank = if out[..end].ends_with(b"\r\n") { 2 } else { 1 };
+    let at = end - blank;
     let mut field = Vec::with_capacity(24);
     field.extend_from_slice(b"Content-Length: ");
     push_num(&mut field, (out.len() - at - blank) as u64);
