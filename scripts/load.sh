@@ -89,7 +89,7 @@ done
 "$ROOT/target/release/sipfence" check --config "$OUT/sipfence-behaviour.toml" | tail -1
 # redis-server's CPU seconds so far (user + system), 0 when it is not running.
 redis_cpu() {
-  redis-cli -p 6390 INFO cpu 2>/dev/null | tr -d '\r' \
+  { redis-cli -p 6390 INFO cpu 2>/dev/null || true; } | tr -d '\r' \
     | awk -F: '/^used_cpu_(user|sys):/ {t += $2} END {printf "%.3f", t + 0}'
 }
 SITTINGS=${SITTINGS:-1}
