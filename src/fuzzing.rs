@@ -248,15 +248,10 @@ pub fn rewrite(data: &[u8]) {
     assert!(!fwd.bare_lf(), "a line forwarded ends in LF alone");
     // A field's line as written, its line ends aside (a bare LF goes on as CRLF).
     let lf = |l: &[u8]| -> Vec<u8> {
-        let mut v = l.to_vec();
-        let mut i = 0;
-        while i + 1 < v.len() {
-            if v[i] == b'\r' && v[i + 1] == b'\n' {
-                v.remove(i);
-            }
-            i += 1;
-        }
-        v
+        (0..l.len())
+            .filter(|&i| !(l[i] == b'\r' && l.get(i + 1) == Some(&b'\n')))
+            .map(|i| l[i])
+            .collect()
     };
     let untouched = |m: &Message| -> Vec<Vec<u8>> {
         m.headers()

@@ -462,12 +462,17 @@ fn carry_out(
 pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
 pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
 
+/// Its connection is up and its queue full (QA 79: such calls were refused as
+/// unreachable while the core was connected, and nothing told the two apart).
+pub const NEXT_HOP_CONGESTED: &str = "Next hop congested";
+
 /// Whether a message built for a TCP connection is past the largest one a stream takes
 /// here ([`crate::sip::MAX_MESSAGE`], as at many SIP stacks), with room for the
-/// Content-Length [`framed_for_stream`] adds when `msg` has none. Our Via and Record-Route, and the CRLFs of a head
-/// in bare LFs (up to a third more), can take a message the parser took past it: the
-/// next hop would refuse it and end the connection every call shares (QA 84: a
-/// 50,181-byte INVITE went on at 66,533 bytes, and a call sent just after was lost).
+/// Content-Length [`framed_for_stream`] adds when `msg` has none. Our Via and
+/// Record-Route, and the CRLFs of a head in bare LFs (up to a third more), can take a
+/// message the parser took past it: the next hop would refuse it and end the connection
+/// every call shares (QA 84: a 50,181-byte INVITE went on at 66,533 bytes, and a call
+/// sent just after was lost).
 fn too_large_for_a_stream(msg: &Message, out: &[u8]) -> bool {
     let framing = match msg.first(HeaderName::ContentLength) {
         Some(_) => 0,
@@ -475,12 +480,10 @@ fn too_large_for_a_stream(msg: &Message, out: &[u8]) -> bool {
     };
     out.len() + framing > crate::sip::MAX_MESSAGE
 }
-/// Its connection is up and its queue full (QA 79: such calls were refused as
-/// unreachable while the core was connected, and nothing told the two apart).
-pub const NEXT_HOP_CONGESTED: &str = "Next hop congested";
 
-/// A request for a TCP connection that cannot take it now ([`NextHops::refuses`]) is
-/// answered 503 with Retry-After, as a transport error (RFC 3261 16.9), so that its
+/// A request for a TCP connection that it would take past what a stream takes
+/// ([`too_large_for_a_stream`]) is answered 513, an ACK dropped; one for a connection
+/// that cannot take it now ([`NextHops::refuses`]) is answered 503 with Retry-After, as a transport error (RFC 3261 16.9), so that its
 /// caller tries another route at once (QA 49: a next hop that stopped reading made
 /// requests vanish, counted as allowed). An ACK is never answered: it goes, and is
 /// dropped (and counted) if it cannot.
