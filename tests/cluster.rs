@@ -9,6 +9,8 @@ use common::{
     Proxy, RedisServer, Tail, play, play_at_once, port_block, redis_available, sipp_available,
     sipp_uas,
 };
+use sipfence::cluster::{Redis, counters::SharedRateCounter};
+use sipfence::policy::rate::RateCounter;
 use std::net::UdpSocket;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -963,6 +965,51 @@ fn a_gateway_restarted_within_the_minute_keeps_its_calls_counted() {
     assert_eq!(answer(bases[0], "+8613912340920"), Some(403));
 }
 
+/// Shared counters driven on a clock of the test's own against a real Redis: minutes
+/// pass at once. `m0` is the start of a minute a little ahead of the real clock.
+struct Clocked {
+    _server: RedisServer,
+    redis: Redis,
+    rt: tokio::runtime::Runtime,
+    m0: u64,
+}
+
+impl Clocked {
+    fn start() -> Clocked {
+        let server = RedisServer::start(port_block() + 35);
+        let redis = Redis::open(&server.url(), "sipfence", 1000).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let m0 = (sipfence::cli::now_ms() / MINUTE + 5) * MINUTE;
+        Clocked {
+            _server: server,
+            redis,
+            rt,
+            m0,
+        }
+    }
+
+    /// A tick's sync of `g` at `at`.
+    fn sync(&self, g: &SharedRateCounter, at: u64) {
+        self.rt
+            .block_on(g.sync(&self.redis, at, true))
+            .expect("sync");
+    }
+}
+
+const MINUTE: u64 = 60_000;
+
+/// What a rate rule does with a call at `at`: look, and count it when let through.
+fn admit(g: &SharedRateCounter, key: u64, at: u64, limit: u32) -> bool {
+    let open = g.allows(key, at, MINUTE, limit);
+    if open {
+        g.hit(key, at, MINUTE);
+    }
+    open
+}
+
 /// QA 83 F1: the minute after a gateway's quiet one is judged on what the others
 /// admitted in it. Gateway 1 counts a call, then stays quiet while gateway 2 admits the
 /// whole contract in the next minute; early in the minute after, gateway 1 lets by what
@@ -973,38 +1020,19 @@ fn a_gateway_restarted_within_the_minute_keeps_its_calls_counted() {
 /// clock of the test's own against a real Redis: minutes pass at once.
 #[test]
 fn the_minute_after_a_quiet_one_is_judged_on_what_the_others_admitted() {
-    use sipfence::cluster::{Redis, counters::SharedRateCounter};
-    use sipfence::policy::rate::RateCounter;
     let _turn = one_at_a_time();
     if !redis_available() {
         return;
     }
-    let base = port_block();
-    let server = RedisServer::start(base + 35);
-    let redis = Redis::open(&server.url(), "sipfence", 1000).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (w, key, limit) = (60_000u64, 0x5eed_u64, 20u32);
-    let m0 = (sipfence::cli::now_ms() / w + 5) * w;
+    let clock = Clocked::start();
+    let (key, limit) = (0x5eed_u64, 20u32);
+    let m0 = clock.m0;
     let gws: Vec<SharedRateCounter> = (1..=3)
         .map(|i| SharedRateCounter::new(1024, &format!("gw{i}")))
         .collect();
-    let sync = |g: &SharedRateCounter, at: u64| {
-        rt.block_on(g.sync(&redis, at, true)).expect("sync");
-    };
-    // What a rate rule does with each call: look, and count the call let through.
+    let sync = |g: &SharedRateCounter, at: u64| clock.sync(g, at);
     let admit = |g: &SharedRateCounter, at: u64, n: u32| -> u32 {
-        (0..n)
-            .filter(|_| {
-                let open = g.allows(key, at, w, limit);
-                if open {
-                    g.hit(key, at, w);
-                }
-                open
-            })
-            .count() as u32
+        (0..n).filter(|_| admit(g, key, at, limit)).count() as u32
     };
     assert_eq!(admit(&gws[0], m0 + 5_000, 1), 1);
     sync(&gws[0], m0 + 5_100);
@@ -1043,21 +1071,13 @@ fn the_minute_after_a_quiet_one_is_judged_on_what_the_others_admitted() {
 /// total short of it (it let 12 calls by in four seconds against a limit of 40).
 #[test]
 fn a_busy_gateway_reads_a_count_written_late() {
-    use sipfence::cluster::{Redis, counters::SharedRateCounter};
-    use sipfence::policy::rate::RateCounter;
     let _turn = one_at_a_time();
     if !redis_available() {
         return;
     }
-    let base = port_block();
-    let server = RedisServer::start(base + 35);
-    let redis = Redis::open(&server.url(), "sipfence", 1000).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (w, key, limit) = (60_000u64, 0x1a7e_u64, 40u32);
-    let m0 = (sipfence::cli::now_ms() / w + 5) * w;
+    let clock = Clocked::start();
+    let (key, limit) = (0x1a7e_u64, 40u32);
+    let m0 = clock.m0;
     let (a, b) = (
         SharedRateCounter::new(1024, "a"),
         SharedRateCounter::new(1024, "b"),
@@ -1065,16 +1085,8 @@ fn a_busy_gateway_reads_a_count_written_late() {
     for g in [&a, &b] {
         g.pace(Duration::from_millis(100));
     }
-    let sync = |g: &SharedRateCounter, at: u64| {
-        rt.block_on(g.sync(&redis, at, true)).expect("sync");
-    };
-    let admit = |g: &SharedRateCounter, at: u64| {
-        let open = g.allows(key, at, w, limit);
-        if open {
-            g.hit(key, at, w);
-        }
-        open
-    };
+    let sync = |g: &SharedRateCounter, at: u64| clock.sync(g, at);
+    let admit = |g: &SharedRateCounter, at: u64| admit(g, key, at, limit);
     for i in 0..13 {
         assert!(admit(&a, m0 + 56_000 + i));
     }
