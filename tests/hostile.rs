@@ -583,7 +583,32 @@ fn broken_requests_are_refused_counted_and_silent_to_strangers() {
     // A stranger gets nothing, broken or unparsable.
     assert_eq!(send("127.0.0.1", 5, second_from, 70), None);
     assert_eq!(send("127.0.0.1", 6, "Content-Length: many\r\n", 70), None);
+    // The core's BYE with no hops left (a loop between core and gateway) is answered
+    // too, and counted as the core's, not as a trunk's refused call.
+    let core = UdpSocket::bind(("127.0.0.3", 0)).unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let me = core.local_addr().unwrap();
+    let bye = format!(
+        "BYE sip:+442071234567@127.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-cb\r\nFrom: <sip:+861012345678@127.0.0.3>;tag=c\r\nTo: <sip:+442071234567@127.0.0.2>;tag=d\r\nCall-ID: core-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 0\r\nContent-Length: 0\r\n\r\n"
+    );
+    core.send_to(bye.as_bytes(), ("127.0.0.1", base)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = core.recv(&mut buf).expect("the core's BYE answered");
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("SIP/2.0 483 "), "{r}");
+    // The core's keep-alive to the gateway is answered, not relayed to itself (it
+    // came back 482: a core pinging its gateways took this one for down).
+    let ping = format!(
+        "OPTIONS sip:127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-cp\r\nFrom: <sip:core@127.0.0.3>;tag=p\r\nTo: <sip:127.0.0.1:{base}>\r\nCall-ID: core-ping\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    core.send_to(ping.as_bytes(), ("127.0.0.1", base)).unwrap();
+    let n = core.recv(&mut buf).expect("the core's ping answered");
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
     let m = |s: &str| proxy.metric(s);
+    assert_eq!(m("sipfence_core_refusals_total{code=\"483\"}"), 1.0);
+    assert_eq!(m("sipfence_core_refusals_total{code=\"482\"}"), 0.0);
     for (trunk, code, n) in [
         ("intl", 400, 1.0),
         ("intl", 483, 1.0),

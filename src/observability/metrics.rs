@@ -33,6 +33,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_dropped_total",
     "sipfence_overload_rejections_total",
     "sipfence_protocol_refusals_total",
+    "sipfence_core_refusals_total",
     "sipfence_decision_seconds",
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
@@ -106,6 +107,10 @@ pub const DROP_REASONS: [&str; 25] = [
 /// the next hop.
 pub const REFUSAL_CODES: [u16; 5] = [400, 420, 482, 483, 513];
 
+/// The codes sipfence answers the core's own requests with: broken fields, a loop, no
+/// hops left, a trunk peer's TCP connection that cannot take it now, too large for it.
+pub const CORE_REFUSAL_CODES: [u16; 5] = [400, 482, 483, 503, 513];
+
 pub struct Metrics {
     pub registry: Registry,
     pub messages: IntCounterVec,
@@ -123,6 +128,7 @@ pub struct Metrics {
     pub core_retries: IntCounterVec,
     pub unknown_dialogs: IntCounterVec,
     pub refusals: IntCounterVec,
+    pub core_refusals: IntCounterVec,
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
     pub loaded_at: IntGauge,
@@ -302,6 +308,11 @@ impl Metrics {
             "sipfence_protocol_refusals_total",
             "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), or allowed and too large for the next hop (513: for UDP, or grown past 65,535 bytes for TCP), by trunk (none: no trunk claims the source) and code",
             &["trunk", "code"],
+        );
+        let core_refusals = cv(
+            "sipfence_core_refusals_total",
+            "Requests from the core's side (a next hop: its BYEs, re-INVITEs and other in-dialog requests towards a trunk's peer) that sipfence answered itself instead of relaying, by code: 400 broken fields, 482 a loop through sipfence, 483 no hops left, 503 the peer's TCP connection cannot take it now, 513 too large for the peer's transport. No call: no verdict, no record",
+            &["code"],
         );
         let reloads = cv(
             "sipfence_policy_reloads_total",
@@ -514,6 +525,9 @@ impl Metrics {
         for r in DROP_REASONS {
             dropped.with_label_values(&[r]);
         }
+        for c in CORE_REFUSAL_CODES {
+            core_refusals.with_label_values(&[c.to_string().as_str()]);
+        }
         Metrics {
             registry,
             messages,
@@ -531,6 +545,7 @@ impl Metrics {
             core_retries,
             unknown_dialogs,
             refusals,
+            core_refusals,
             decision_seconds,
             reloads,
             loaded_at,
@@ -759,6 +774,14 @@ impl Metrics {
 
     pub fn keepalive(&self, transport: &str) {
         self.keepalives.with_label_values(&[transport]).inc();
+    }
+
+    /// A request of the core's answered here ([`CORE_REFUSAL_CODES`]; the labels of
+    /// the few others it could be are made when first met).
+    pub fn core_refused(&self, code: u16) {
+        self.core_refusals
+            .with_label_values(&[itoa::Buffer::new().format(code)])
+            .inc();
     }
 
     pub fn dropped(&self, reason: &'static str) {

@@ -167,6 +167,10 @@ pub enum Observed<'a> {
     /// A relayed message that told the behaviour tracker how a call went (the trunk's
     /// [`crate::policy::Trunk::tag`], event).
     Behaviour(crate::policy::TrunkTag, Seen),
+    /// A request from the core's side answered here instead of relayed (its code): no
+    /// call and no decision, but a loop or a peer's connection that cannot take the
+    /// core's BYE must show somewhere.
+    CoreRefused(u16),
 }
 
 /// Handles one message. `observe` is called with every decision on a request and every
@@ -189,6 +193,12 @@ pub fn handle(
     msg.parse_for_relay_into(data)?;
     let msg = &*msg;
     let h = handle_parsed(st, msg, o, out, edits, observe);
+    if let Handled::Respond(_, code) = h
+        && code >= 300
+        && sent_by_core(st.policy, msg, o.source)
+    {
+        observe(Observed::CoreRefused(code));
+    }
     // Whatever goes on over a stream, by whichever path, is framed for it.
     if let Handled::Forward(Dest::Tcp(_) | Dest::TcpBack(..) | Dest::TcpTo(_)) = h {
         framed_for_stream(msg, out);
@@ -248,6 +258,11 @@ fn handle_parsed(
     }
     let method = msg.method().unwrap_or(Method::Other);
 
+    // The core's keep-alives, from any of its host's sockets no trunk claims (a core
+    // pings from where its dispatcher sends, not always from its SIP port).
+    if (core_side || st.policy.from_core_side(&o.source)) && core_pings_us(st, msg, o) {
+        return answer_keepalive(msg, o, top.as_ref(), server, out);
+    }
     // Requests from the core side (a next hop): in-dialog traffic towards the trunk.
     if core_side {
         return forward_from_core(st, msg, o, out, edits);
@@ -357,6 +372,52 @@ fn handle_parsed(
     handled
 }
 
+/// The 200 to an OPTIONS addressed to sipfence itself (a peer's or the core's
+/// keep-alive).
+fn answer_keepalive(
+    msg: &Message,
+    o: &Origin,
+    top: Option<&Via>,
+    server: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Handled {
+    let extra = Extra {
+        server,
+        // Tell keep-alive senders what we are willing to carry.
+        fields: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n",
+        source: Some(o.source),
+        ..Extra::default()
+    };
+    response::write_response(msg, 200, "OK", &extra, out);
+    Handled::Respond(dest_for_response(o, top), 200)
+}
+
+/// An OPTIONS of the core's that names sipfence itself (no To-tag, a sip or sips URI):
+/// its host one of our addresses (the one it came to, or a Via address of ours), with
+/// a user or none (`sip:ping@gw`, as some SBCs write it), or a name with no user (the
+/// core's configuration naming the gateway: a name is no next hop the core's requests
+/// could go on to). A core pinging its gateway this way (Kamailio's dispatcher, an
+/// SBC's session-agent ping) was sent sipfence's own 482, the ping relayed to itself,
+/// and took the gateway for down. An OPTIONS naming another address (a trunk peer
+/// pinged through sipfence) goes on as before.
+fn core_pings_us(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
+    if msg.method() != Some(Method::Options) || msg.to_tag().is_some() {
+        return false;
+    }
+    let b = msg.buf();
+    let Some(u) = msg.request_uri().and_then(|u| uri::parse(b, u).ok()) else {
+        return false;
+    };
+    if !matches!(u.scheme, uri::Scheme::Sip | uri::Scheme::Sips) {
+        return false;
+    }
+    let Some(ip) = host_ip(u.host.of(b)) else {
+        return u.user.is_none();
+    };
+    let at = SocketAddr::new(ip, u.port.unwrap_or(5060));
+    st.is_via(at) || (at == o.local.addr && !o.local.addr.ip().is_unspecified())
+}
+
 /// What the decision `d` makes of the request: its answer, or the request forwarded. A
 /// forward that cannot be made as decided (too large for UDP to the next hop) turns `d`
 /// into the refusal its caller is sent.
@@ -403,15 +464,7 @@ fn carry_out(
         && d.kind == Kind::OtherRequest
         && crate::decide::addressed_to_proxy(msg)
     {
-        let extra = Extra {
-            server,
-            // Tell keep-alive senders what we are willing to carry.
-            fields: b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO\r\nAccept: application/sdp\r\n",
-            source: Some(o.source),
-            ..Extra::default()
-        };
-        response::write_response(msg, 200, "OK", &extra, out);
-        return Handled::Respond(dest_for_response(o, top), 200);
+        return answer_keepalive(msg, o, top, server, out);
     }
     let Some(next) = trunk.next_hop else {
         return Handled::Dropped("no-next-hop");
@@ -1268,6 +1321,12 @@ record_route = true
     }
 
     fn run(p: &Policy, from: &str, text: &str) -> (Handled, String) {
+        let (h, out, _) = run_observed(p, from, text);
+        (h, out)
+    }
+
+    /// As [`run`], with the codes of the core's requests answered here.
+    fn run_observed(p: &Policy, from: &str, text: &str) -> (Handled, String, Vec<u16>) {
         let o = Origin {
             source: from.parse().unwrap(),
             local: ListenSpec {
@@ -1276,7 +1335,7 @@ record_route = true
             },
             conn: None,
         };
-        let (mut out, mut edits) = (Vec::new(), EditList::new());
+        let (mut out, mut edits, mut core) = (Vec::new(), EditList::new(), vec![]);
         let h = handle(
             &step(p),
             Bytes::from(text.to_string()),
@@ -1284,10 +1343,89 @@ record_route = true
             &o,
             &mut out,
             &mut edits,
-            &mut |_| {},
+            &mut |ob| {
+                if let Observed::CoreRefused(code) = ob {
+                    core.push(code);
+                }
+            },
         )
         .unwrap();
-        (h, String::from_utf8(out).unwrap())
+        (h, String::from_utf8(out).unwrap(), core)
+    }
+
+    /// The core's requests answered here instead of relayed are reported (N3 of QA 85:
+    /// a loop between core and gateway answered 482/483 showed nowhere); a trunk's
+    /// refusals, the core's requests that go on and the OPTIONS answered 200 are not.
+    #[test]
+    fn the_cores_requests_answered_here_are_reported() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let bye = |via: &str, mf: u8| {
+            format!(
+                "BYE sip:+8613912345678@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/UDP {via}\r\nFrom: <sip:b@192.0.2.10>;tag=2\r\nTo: <sip:a@198.51.100.7>;tag=1\r\nCall-ID: bye\r\nCSeq: 2 BYE\r\nMax-Forwards: {mf}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let core = "10.0.0.5:5060";
+        let (h, out, seen) = run_observed(&p, core, &bye("10.0.0.5:5060;branch=z9hG4bK-b", 0));
+        assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
+        assert_eq!(seen, [483]);
+        let ours = format!(
+            "10.0.0.1:5060;branch={}x",
+            String::from_utf8_lossy(BRANCH_PREFIX)
+        );
+        let (h, out, seen) = run_observed(&p, core, &bye(&ours, 70));
+        assert!(matches!(h, Handled::Respond(_, 482)), "{out}");
+        assert_eq!(seen, [482]);
+        let (h, out, seen) = run_observed(&p, core, &bye("10.0.0.5:5060;branch=z9hG4bK-b", 70));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        assert!(seen.is_empty());
+        // The trunk's own refusal is a decision, not the core's.
+        let trunk = "198.51.100.7:5060";
+        let (h, out, seen) = run_observed(&p, trunk, &bye("198.51.100.7:5060;branch=z9hG4bK-t", 0));
+        assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
+        assert!(seen.is_empty());
+    }
+
+    /// The core's OPTIONS to sipfence itself are answered 200, as a trunk's are: a core
+    /// pinging its gateway (Kamailio's dispatcher, an SBC's session-agent ping) got
+    /// sipfence's own 482, the ping relayed to itself, and took the gateway for down.
+    /// One naming another address goes on.
+    #[test]
+    fn the_cores_pings_are_answered() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let options = |ruri: &str, to_tag: &str, mf: u8| {
+            format!(
+                "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-o\r\nFrom: <sip:core@10.0.0.5>;tag=1\r\nTo: <{ruri}>{to_tag}\r\nCall-ID: opt\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: {mf}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let core = "10.0.0.5:5060";
+        for ruri in [
+            "sip:192.0.2.10:5060",
+            "sip:192.0.2.10",
+            "sip:ping@192.0.2.10:5060",
+            "sip:10.0.0.1",
+            "sips:gw.example.net",
+        ] {
+            for mf in [70, 0] {
+                let (h, out, seen) = run_observed(&p, core, &options(ruri, "", mf));
+                assert!(matches!(h, Handled::Respond(_, 200)), "{ruri}: {out}");
+                assert!(out.contains("\r\nAllow: INVITE, "), "{out}");
+                assert!(seen.is_empty());
+            }
+        }
+        for ruri in [
+            "sip:198.51.100.7:5060",
+            "sip:192.0.2.10:5070",
+            "sip:ping@198.51.100.7",
+        ] {
+            let (h, out, _) = run_observed(&p, core, &options(ruri, "", 70));
+            assert!(matches!(h, Handled::Forward(_)), "{ruri}: {out}");
+        }
+        // From the core's host on another port (its dispatcher's socket) too.
+        let (h, out, _) = run_observed(&p, "10.0.0.5:41234", &options("sip:192.0.2.10", "", 70));
+        assert!(matches!(h, Handled::Respond(_, 200)), "{out}");
+        // In a dialog it is the core's request towards the peer, not a ping of ours.
+        let (h, out, _) = run_observed(&p, core, &options("sip:192.0.2.10", ";tag=9", 70));
+        assert!(!matches!(h, Handled::Respond(_, 200)), "{out}");
     }
 
     /// Under `unknown-source = drop`, every ACK from a stranger is that drop, well-formed

@@ -239,6 +239,7 @@ pub fn handle_one(
             arrival.at.elapsed().as_secs_f64(),
         ),
         Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
+        Observed::CoreRefused(code) => shared.metrics.core_refused(code),
     };
     let handled = stateless::handle(&step, data, msg, o, out, edits, &mut observe);
     // SIP messages only: what does not parse is counted in parse_errors_total.
