@@ -1124,7 +1124,14 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     if blank && sip_named && runs(RuleId::BlankCaller) {
         d.isup_hits.insert(RuleId::BlankCaller);
     }
-    rule!(RuleId::BlankCaller, blank);
+    // A withheld caller's blank From is the withheld-caller rule's matter, not this
+    // one's: with that rule at `monitor` (genuine withheld calls a peer cannot yet
+    // send with an asserted identity) they go on, where both rules matching refused
+    // them anyway (QA 88). With it off, this rule still refuses the blank caller.
+    rule!(
+        RuleId::BlankCaller,
+        blank && !(withheld && runs(RuleId::WithheldCaller))
+    );
 
     // The numbers judged: the SIP one (asserted, else presented) and the ISUP Calling
     // Party Number of a SIP-I call. A number rule matches when either number does.

@@ -217,6 +217,15 @@ impl IsupIdentity {
     pub fn withheld(&self) -> bool {
         matches!(self.calling, Some(Err(NotANumber::Withheld)))
     }
+    /// The Calling Party Number is marked presentation restricted, digits or none: the
+    /// ISUP form of `Privacy: id` (ITU-T Q.1912.5 maps one to the other).
+    pub fn calling_restricted(&self) -> bool {
+        self.iam
+            .as_ref()
+            .ok()
+            .and_then(|i| i.calling.as_ref())
+            .is_some_and(|c| c.presentation == Some(Presentation::Restricted))
+    }
 }
 
 impl CallerIdentity {
@@ -236,6 +245,13 @@ impl CallerIdentity {
             Some(p) => p.number.err(),
         }
         .or_else(|| self.isup.and_then(|i| i.blank_reason()))
+    }
+    /// The caller asked that its number not be shown: SIP privacy (`Privacy: id`,
+    /// Remote-Party-ID `privacy=full`), or an IAM whose Calling Party Number is
+    /// presentation restricted. Nothing sipfence writes may then show the number
+    /// (QA 88: the generic-number rewrite put a restricted ISUP caller in From).
+    pub fn hides_number(&self) -> bool {
+        self.withheld || self.isup.is_some_and(|i| i.calling_restricted())
     }
     /// Withheld (SIP Privacy, or an ISUP calling number restricted without digits) with
     /// no asserted identity behind it: nobody in the network can say who calls.
@@ -425,9 +441,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                 id.called_party = true;
                 return;
             }
-            if param(b"privacy")
-                .is_some_and(|v| v.eq_ignore_ascii_case(b"full") || v.eq_ignore_ascii_case(b"uri"))
-            {
+            if param(b"privacy").is_some_and(rpid_privacy_hides_number) {
                 id.withheld = true;
             }
             let p = party(b, Source::RemotePartyId, h.value(), &na, r);
@@ -712,6 +726,20 @@ fn read_shown(
 pub fn is_called_party(b: &[u8], na: &NameAddr) -> bool {
     addr::header_param(b, na.params, b"party")
         .is_some_and(|v| unquote(v).eq_ignore_ascii_case(b"called"))
+}
+
+/// Whether a Remote-Party-ID `privacy` value asks that the number be hidden: `full` or
+/// `uri`, bare or in a quoted list, with or without the `-network` suffix that says the
+/// network is to hide it (draft-ietf-sip-privacy-04: `privacy="full-network"`,
+/// `privacy="name,uri"`). QA 88: only the bare words were read, so a quoted or
+/// `-network` value let a withheld caller through and the generic-number rewrite show
+/// the number it asked to hide.
+pub fn rpid_privacy_hides_number(v: &[u8]) -> bool {
+    unquote(v).split(|&c| c == b',').any(|e| {
+        let e = crate::sip::lex::trim(e);
+        let word = e.iter().position(|&c| c == b'-').map_or(e, |i| &e[..i]);
+        word.eq_ignore_ascii_case(b"full") || word.eq_ignore_ascii_case(b"uri")
+    })
 }
 
 /// A display name's text: quotes off, blanks trimmed.
@@ -1071,6 +1099,29 @@ mod tests {
         let id = extract(&m, CN);
         assert!(id.asserted.is_none());
         assert!(id.withheld_without_identity());
+        // Quoted, listed or with `-network`, the same request (QA 88); `name` and `off`
+        // hide no number.
+        for v in [
+            "\"full\"",
+            "full-network",
+            "\"uri-network\"",
+            "\"name, uri\"",
+            "URI",
+            "\" full \"",
+        ] {
+            let m = invite(
+                &format!("Remote-Party-ID: <sip:+8613812345678@gw>;screen=no;privacy={v}\r\n"),
+                "<sip:+8613812345678@x>",
+            );
+            assert!(extract(&m, CN).withheld_without_identity(), "{v}");
+        }
+        for v in ["off", "\"name\"", "name-network", "\"off\"", "fuller"] {
+            let m = invite(
+                &format!("Remote-Party-ID: <sip:+8613812345678@gw>;screen=no;privacy={v}\r\n"),
+                "<sip:+8613812345678@x>",
+            );
+            assert!(!extract(&m, CN).withheld_without_identity(), "{v}");
+        }
     }
 
     #[test]

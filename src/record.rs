@@ -279,7 +279,7 @@ impl Record {
             call_id: String::from_utf8_lossy(msg.call_id()).into_owned(),
             from: party_user(b, &d.identity.from),
             asserted: party_user(b, &d.identity.asserted),
-            withheld: d.identity.withheld,
+            withheld: d.identity.hides_number(),
             caller: d.caller.map(|n| n.e164()),
             class: d.class.map(|c| c.class.as_str()),
             caller_flags: flags,

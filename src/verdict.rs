@@ -199,7 +199,7 @@ pub fn add_edits(
                 // putting the asserted number in its place would show the callee whom
                 // the network was told to hide. From becomes anonymous instead; the
                 // asserted identity travels on in P-Asserted-Identity.
-                _ if d.identity.withheld => {
+                _ if d.identity.hides_number() => {
                     anonymise_from(b, na, edits);
                     FromEdit::Replaced
                 }

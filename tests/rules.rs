@@ -225,6 +225,33 @@ fn withheld_caller() {
     );
 }
 
+/// The usual withheld call without an asserted identity (RFC 3323's anonymous From,
+/// `Privacy: id`) is the withheld-caller rule's: at `monitor` it goes on, counted, as
+/// an operator waiting for a peer's fix wants (QA 88: blank-caller refused it anyway);
+/// with withheld-caller off, blank-caller still refuses its blank From.
+#[test]
+fn a_monitored_withheld_caller_is_not_refused_as_blank() {
+    let withheld = with_from(
+        "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+        "Privacy: id\r\n",
+    );
+    blocks(&policy(""), &withheld, "intl", 433, "withheld-caller");
+    let monitored = policy("[rules.withheld-caller]\naction = \"monitor\"");
+    let d = passes(&monitored, &withheld, "intl");
+    assert!(d.hits.contains(RuleId::WithheldCaller), "{d:?}");
+    assert!(!d.hits.contains(RuleId::BlankCaller), "{d:?}");
+    // A blank From with no privacy asked is blank-caller's as ever.
+    blocks(
+        &monitored,
+        &with_from("<sip:anonymous@anonymous.invalid>", ""),
+        "intl",
+        433,
+        "blank-caller",
+    );
+    let off = policy("[rules.withheld-caller]\naction = \"off\"");
+    blocks(&off, &withheld, "intl", 433, "blank-caller");
+}
+
 #[test]
 fn blank_caller() {
     let p = policy("");
@@ -585,6 +612,48 @@ fn intl_domestic_caller() {
     );
     passes(&p, &invite("+8613900000000", ""), "intl"); // an own roamer
     passes(&p, &invite("+12125550123", ""), "intl");
+}
+
+/// In the home country's phone-context a number reads as the home plan reads it (QA
+/// 88: `00…` and IP-dial forms were put behind +86 and refused as no number at all):
+/// a foreign caller a domestic carrier relays passes, a domestic one written so is
+/// still the +86 caller an international trunk refuses.
+#[test]
+fn the_home_context_reads_as_the_home_plan() {
+    let p = policy("");
+    for from in [
+        "<tel:00442071234567;phone-context=+86>",
+        "<sip:00442071234567;phone-context=+86@ims.example;user=phone>",
+        "<tel:17951-00442071234567;phone-context=%2B86>",
+    ] {
+        let d = passes(&p, &with_from(from, ""), "ic");
+        assert_eq!(
+            d.caller.map(|n| n.to_string()).as_deref(),
+            Some("+442071234567"),
+            "{from}"
+        );
+    }
+    let d = passes(
+        &p,
+        &with_from("<tel:1795113812345678;phone-context=+86>", ""),
+        "ic",
+    );
+    assert_eq!(
+        d.caller.map(|n| n.to_string()).as_deref(),
+        Some("+8613812345678")
+    );
+    for from in [
+        "<tel:0086-138-1234-5678;phone-context=+86>",
+        "<tel:1795113812345678;phone-context=+86>",
+    ] {
+        blocks(
+            &p,
+            &with_from(from, ""),
+            "intl",
+            403,
+            "intl-domestic-caller",
+        );
+    }
 }
 
 #[test]

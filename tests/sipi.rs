@@ -294,6 +294,48 @@ fn blank_and_withheld_isup_caller() {
     passes(&p, &m, "intl");
 }
 
+/// An IAM whose Calling Party Number is presentation restricted asks, as `Privacy: id`
+/// does, that the number not be shown: the generic-number rewrite makes From anonymous
+/// instead of writing the asserted number in it (QA 88: the restricted number went into
+/// From); not restricted, From becomes the asserted number as ever.
+#[test]
+fn a_restricted_isup_caller_is_not_written_into_from() {
+    let p = policy("");
+    let presented = |restricted: bool| {
+        let mut n = NumberSpec::national("13812345678");
+        if restricted {
+            n = n.restricted();
+        }
+        let m = sipi(
+            "+8613812345678",
+            &IamBuilder::new("861012345678").calling(n).build(),
+        );
+        let b = m.buf()[..m.len()].to_vec();
+        let at = b
+            .windows(22)
+            .position(|w| w == b"From: <sip:+8613812345")
+            .unwrap();
+        let mut b2 = b.clone();
+        b2[at + 11..at + 11 + 14].copy_from_slice(b"+8613912345678");
+        Message::parse(Bytes::from(b2)).unwrap()
+    };
+    for (restricted, from) in [
+        (true, "\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+        (false, "<sip:+8613812345678@10.9.9.9;user=phone>"),
+    ] {
+        let m = presented(restricted);
+        let d = judge(&p, &m, "ic");
+        assert!(d.rewrite_from, "{d:?}");
+        let out = forwarded(&p, &m, &d);
+        let text = String::from_utf8_lossy(&out.buf()[..out.len()]).into_owned();
+        assert!(
+            text.contains(&format!("\r\nFrom: {from};tag=ft1\r\n")),
+            "{text}"
+        );
+        assert!(!text.contains("+8613912345678"), "{text}");
+    }
+}
+
 #[test]
 fn mismatch_between_isup_and_sip() {
     let p = policy("");

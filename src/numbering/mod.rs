@@ -1491,12 +1491,15 @@ fn read_number(
             return Err(NotANumber::NonNumeric);
         }
         let ctx = &cbuf[..cn];
-        let local = if ctx == home_cc {
-            d.strip_prefix(b"0").unwrap_or(d)
-        } else {
-            d
-        };
-        concat(ctx, local, &mut out)?
+        if ctx == home_cc {
+            // The home country's context says what no context says: the number is
+            // read as the home plan reads it, a trunk 0, an international 00 and an IP
+            // dial prefix included (QA 88: `tel:00442071234567;phone-context=+86`, a
+            // foreign caller a domestic carrier relays, read as +860442071234567 and
+            // refused as no number at all).
+            return national(d, home_cc, &mut out);
+        }
+        concat(ctx, d, &mut out)?
     } else if reading.bare == Bare::International
         && (INTERNATIONAL_MIN_DIGITS..=INTERNATIONAL_MAX_DIGITS).contains(&n)
         && d[0] != b'0'
@@ -1721,6 +1724,27 @@ mod tests {
             assert_eq!(p("5555-0100", c).unwrap(), "+861055550100", "{c}");
         }
         assert_eq!(p("555-0123", "+1-415").unwrap(), "+14155550123");
+        // The home country's context reads as the home plan: an international 00, an IP
+        // dial prefix, the country code written again (QA 88: `00442071234567` was read
+        // as +860442071234567, a foreign caller refused).
+        for (local, e164) in [
+            ("00442071234567", "+442071234567"),
+            ("0086-755-8888-1234", "+8675588881234"),
+            ("1795113812345678", "+8613812345678"),
+            ("17951075588881234", "+8675588881234"),
+            ("8613812345678", "+8613812345678"),
+            ("075588881234", "+8675588881234"),
+            ("88881234", "+8688881234"),
+        ] {
+            assert_eq!(p(local, "+86").unwrap(), e164, "{local}");
+            assert_eq!(p(local, "%2B86").unwrap(), e164, "{local}");
+            assert_eq!(
+                normalise(local.as_bytes(), b"86", None).unwrap().e164(),
+                e164
+            );
+        }
+        // Another country's context places the digits as they are.
+        assert_eq!(p("00442071234567", "+44").unwrap(), "+4400442071234567");
         // A mobile's digits in a foreign context are not a domestic mobile.
         assert_eq!(p("13912345678", "+4-4").unwrap(), "+4413912345678");
         // A '+' context that is no number places the number nowhere.
