@@ -1296,6 +1296,64 @@ fn a_counter_key_of_another_type_fails_only_itself() {
     assert!(gw.metric("sipfence_redis_records_total{result=\"dropped\"}") > 0.0);
 }
 
+/// A Redis that answers but refuses what sharing needs, out of memory under
+/// `noeviction` or turned into a read-only replica, is an outage like no Redis: with
+/// fallback "closed" calls are refused and counted as fallbacks, `sipfence_redis_up`
+/// says 0, also on a gateway with nothing to send; once it takes writes again, calls
+/// go on. QA 87 F1: its errors were taken for one key's, Redis stayed "up", and the
+/// closed rule let every call by.
+#[test]
+fn a_redis_that_refuses_writes_is_an_outage() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let redis = RedisServer::start(base + 35);
+    let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "closed");
+    wait_for("the first sync", 5, || {
+        gw.metric("sipfence_redis_up") == 1.0
+    });
+    // No core listens: a call let through gets no answer, a refused one its 403.
+    assert_eq!(answer(base, "+8613912340001"), None);
+    let fallbacks = || gw.metric("sipfence_shared_rate_fallbacks_total{fallback=\"closed\"}");
+    let mut caller = 1;
+    for (refuse, restore) in [
+        (
+            vec!["CONFIG", "SET", "maxmemory", "1"],
+            vec!["CONFIG", "SET", "maxmemory", "0"],
+        ),
+        (
+            vec!["REPLICAOF", "127.0.0.1", "9"],
+            vec!["REPLICAOF", "NO", "ONE"],
+        ),
+    ] {
+        redis.cli(&refuse);
+        wait_for("redis taken for down", 5, || {
+            gw.metric("sipfence_redis_up") == 0.0
+        });
+        let before = fallbacks();
+        caller += 1;
+        assert_eq!(
+            answer(base, &format!("+86139123400{caller:02}")),
+            Some(403),
+            "{refuse:?}"
+        );
+        assert_eq!(fallbacks(), before + 1.0, "{refuse:?}");
+        redis.cli(&restore);
+        wait_for("redis up again", 5, || {
+            gw.metric("sipfence_redis_up") == 1.0
+        });
+        caller += 1;
+        assert_eq!(
+            answer(base, &format!("+86139123400{caller:02}")),
+            None,
+            "{restore:?}"
+        );
+    }
+    assert_eq!(calls(&gw, "allow"), 3.0);
+}
+
 /// A gateway in front of an interconnect trunk `ic` of `limit` concurrent calls shared
 /// through Redis (calls end by their BYE, hence `record_route`).
 fn calls_gateway(i: usize, base: u16, uas: u16, redis: &str, limit: u32) -> Proxy {

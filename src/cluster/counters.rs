@@ -176,6 +176,13 @@ const REFRESH_BUDGET: usize = 1024;
 
 /// A number in a Redis reply (an integer, or a string of one as `GET` gives); nothing
 /// there counts 0.
+/// Whether an error is one key's matter: a key of another type where a count is kept
+/// (someone else's key; WRONGTYPE, as a script's error reports it too). Any other
+/// refusal is the store's.
+fn refuses_one_key(e: &redis::RedisError) -> bool {
+    e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
+}
+
 fn number(v: &redis::Value) -> Option<i64> {
     match v {
         redis::Value::Int(n) => Some(*n),
@@ -340,22 +347,17 @@ impl SharedRateCounter {
         if !stale.is_empty() {
             self.refreshed_ms.store(now_ms, Ordering::Relaxed);
         }
-        if batch.is_empty() && stale.is_empty() {
-            // Still prove the store is there, so that a quiet gateway recovers too.
-            redis
-                .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-                .await?;
-            self.degraded.store(false, Ordering::Relaxed);
-            return Ok(Synced::default());
-        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         // The epoch mark first: set if the store has none (empty: first start, or it
-        // lost its data), then read.
+        // lost its data), then read. With nothing to count they still go: a write and
+        // the script's loading prove the store takes what sharing needs (a PING did
+        // not: a Redis out of memory answered it, and a quiet gateway took it for up
+        // again between its busy moments, QA 87 F6).
         let epoch_key = Self::epoch_key(&redis.prefix);
         // Never 0 ("none yet").
         let mark = (self.marks.hash_one((now_ms, batch.len(), stale.len())) >> 2) as i64 + 1;
-        pipe.cmd("SET").arg(&epoch_key).arg(mark).arg("NX").ignore();
+        pipe.cmd("SET").arg(&epoch_key).arg(mark).arg("NX");
         pipe.cmd("GET").arg(&epoch_key);
         pipe.cmd("SCRIPT").arg("LOAD").arg(COUNT);
         for &(key, w, b, n0, n1) in &batch {
@@ -382,7 +384,21 @@ impl SharedRateCounter {
         let answers: Vec<redis::RedisResult<redis::Value>> = redis
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
+        // A Redis that answers but refuses what sharing needs (out of memory under
+        // `noeviction`, a read-only replica, a user without write or script rights,
+        // still loading its data) is as good as gone, and judged so: fallbacks apply and
+        // `sipfence_redis_up` says 0 (QA 87 F1: its errors were taken for keys of
+        // another type, one key's matter, and `fallback = "closed"` let every call by).
+        // Nothing is taken as sent: every count goes again with the next sync.
+        if let Some(e) = answers
+            .iter()
+            .find_map(|a| a.as_ref().err().filter(|e| !refuses_one_key(e)))
+        {
+            return Err(RedisFailure::Error(e.clone()));
+        }
         let mut answers = answers.into_iter();
+        // SET NX's answer says nothing the GET does not.
+        answers.next();
         let mut out = Synced::default();
         // Another mark than the one read before: the counts written before it are gone
         // (SET NX wrote a new mark into an empty store). Written again, so that a
@@ -551,7 +567,7 @@ impl SharedRateCounter {
                 Err(e) => {
                     self.degraded.store(true, Ordering::Relaxed);
                     if state != Reach::Down {
-                        tracing::warn!(error = %e, "redis unreachable until it is back: rate rules judge this gateway's count alone, and those set to fallback = \"closed\" refuse every call they judge");
+                        tracing::warn!(error = %e, "redis unreachable, or refusing what sharing needs, until it is back: rate rules judge this gateway's count alone, and those set to fallback = \"closed\" refuse every call they judge");
                     }
                     state = Reach::Down;
                     on_result(Err(&e));
