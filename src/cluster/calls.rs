@@ -3,8 +3,9 @@
 //! active-active has 60 places, not 30 at each.
 //!
 //! Every `sync_ms` each gateway writes its own count of calls up on each limited trunk
-//! into a hash per trunk (`<prefix>:calls:<trunk>`, field = instance, value = count and
-//! time) and reads the hash back, in one script per trunk and one pipeline for all; the
+//! into a hash per trunk (`<prefix>:calls:<trunk>`, field = the process's, instance name
+//! and a random tag as the rate counters' fields, value = count and time) and reads the
+//! hash back, in one script per trunk and one pipeline for all; the
 //! other gateways' fresh counts are what it then adds to its own when it admits a call
 //! ([`crate::behaviour::live::LiveCalls::set_elsewhere`]). No call waits on Redis. The
 //! time is Redis's own clock, read in the script: gateways whose clocks disagree still
@@ -29,7 +30,7 @@ pub fn stale_ms(sync_ms: u64) -> u64 {
 /// others'. Returns the calls up elsewhere, summed over the trunks.
 pub async fn sync(
     redis: &Redis,
-    instance: &str,
+    field: &str,
     trunks: &[(u64, String)],
     live: &LiveCalls,
     now_ms: u64,
@@ -45,7 +46,7 @@ pub async fn sync(
             .arg(PUBLISH)
             .arg(1)
             .arg(redis.key(&format!("calls:{name}")))
-            .arg(instance)
+            .arg(field)
             .arg(live.up_now(*id, now_ms))
             // A trunk no gateway limits any more disappears on its own.
             .arg(stale_ms * 3);
@@ -58,7 +59,7 @@ pub async fn sync(
         .iter()
         .zip(all)
         .map(|((id, _), (redis_now, fields))| {
-            let n = others(&fields, instance, redis_now, stale_ms);
+            let n = others(&fields, field, redis_now, stale_ms);
             total = total.saturating_add(n);
             (*id, n)
         })
@@ -67,20 +68,33 @@ pub async fn sync(
     Ok(total)
 }
 
-/// Writes this gateway's count with Redis's time, keeps the hash alive, and returns
-/// that time and the whole hash.
+/// Writes this gateway's count with Redis's time, keeps the hash alive, takes out the
+/// fields no process has written for the hash's lifetime (each restart of a gateway
+/// starts a field: those of the processes before would pile up), and returns that time
+/// and the whole hash.
 const PUBLISH: &str = "local t = redis.call('TIME') \
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. now) \
 redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
-return {now, redis.call('HGETALL', KEYS[1])}";
+local all = redis.call('HGETALL', KEYS[1]) \
+local kept = {} \
+for i = 1, #all, 2 do \
+  local at = tonumber(string.match(all[i + 1], ' (%d+)$')) \
+  if at and now - at > tonumber(ARGV[3]) then \
+    redis.call('HDEL', KEYS[1], all[i]) \
+  else \
+    kept[#kept + 1] = all[i] \
+    kept[#kept + 1] = all[i + 1] \
+  end \
+end \
+return {now, kept}";
 
 /// The fresh counts of the other instances in one trunk's hash. A value that does not
 /// read (written by something else) counts as nothing.
-fn others(fields: &[(String, String)], instance: &str, now_ms: u64, stale_ms: u64) -> u32 {
+fn others(fields: &[(String, String)], field: &str, now_ms: u64, stale_ms: u64) -> u32 {
     fields
         .iter()
-        .filter(|(gw, _)| gw != instance)
+        .filter(|(gw, _)| gw != field)
         .filter_map(|(_, v)| {
             let (n, at) = v.split_once(' ')?;
             let (n, at) = (n.parse::<u32>().ok()?, at.parse::<u64>().ok()?);
@@ -96,7 +110,7 @@ fn others(fields: &[(String, String)], instance: &str, now_ms: u64, stale_ms: u6
 /// limit (fail-open) until Redis is back.
 pub async fn run(
     redis: &Redis,
-    instance: &str,
+    field: &str,
     live: &LiveCalls,
     every: std::time::Duration,
     trunks: impl Fn() -> Vec<(u64, String)>,
@@ -110,7 +124,7 @@ pub async fn run(
         tick.tick().await;
         let trunks = trunks();
         let now = crate::cli::now_ms();
-        match sync(redis, instance, &trunks, live, now, stale).await {
+        match sync(redis, field, &trunks, live, now, stale).await {
             Ok(_) => last_ok = now,
             Err(e) => {
                 on_error();

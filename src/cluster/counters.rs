@@ -496,6 +496,12 @@ impl SharedRateCounter {
         Ok(out)
     }
 
+    /// This process's field (instance name and random tag), which the concurrent
+    /// calls' hashes use too ([`super::calls`]).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
     /// The sync interval, which [`Self::run`] sets (for a caller that syncs itself).
     pub fn pace(&self, every: Duration) {
         self.every_ms

@@ -931,7 +931,11 @@ async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
     };
     let live = shared.behaviour.live();
     let on_error = || shared.metrics.redis_error("calls");
-    crate::cluster::calls::run(&c.redis, &c.instance, live, every, limited, on_error).await
+    // Per process, as the counters' fields are: two gateways on one host share the
+    // host name, the default instance (QA 87 F3: one field for both, and each took the
+    // other's calls for its own).
+    let field = c.counters.field();
+    crate::cluster::calls::run(&c.redis, field, live, every, limited, on_error).await
 }
 
 /// Polls for published lists and swaps each new version in (or refuses it).
