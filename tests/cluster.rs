@@ -1390,8 +1390,7 @@ fn concurrent_calls_are_shared_across_gateways() {
     let uas_port = bases[0] + 10;
     let gws: Vec<Proxy> = bases
         .iter()
-        .enumerate()
-        .map(|(_, &b)| calls_gateway(0, b, uas_port, &redis.url(), 3))
+        .map(|&b| calls_gateway(0, b, uas_port, &redis.url(), 3))
         .collect();
     let _uas = sipp_uas(uas_port, None, gws[0].dir.path());
     // A field a process before a restart left: taken out, not kept for ever.
