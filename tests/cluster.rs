@@ -1112,6 +1112,48 @@ fn a_busy_gateway_reads_a_count_written_late() {
     assert_eq!(late, 0, "A judged on a total without B's 39");
 }
 
+/// QA 87 F2: a Redis restored from a snapshot taken before a gateway's counts were
+/// written (or a replica promoted before it had them) lost them under an epoch mark
+/// that did not change. The gateway's read-back finds a total short of what it wrote
+/// and sends its count again: another gateway then judges the caller on it (it let 5
+/// more by against a limit of 5; here 3 of a limit of 8 after 5).
+#[test]
+fn counts_a_restored_redis_lost_are_sent_again() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let clock = Clocked::start();
+    let (key, limit) = (0x5a7e_u64, 8u32);
+    let m0 = clock.m0;
+    let (a, b) = (
+        SharedRateCounter::new(1024, "a"),
+        SharedRateCounter::new(1024, "b"),
+    );
+    for g in [&a, &b] {
+        g.pace(Duration::from_millis(100));
+    }
+    let admit = |g: &SharedRateCounter, at: u64| admit(g, key, at, limit);
+    for i in 0..5 {
+        assert!(admit(&a, m0 + 1_000 + i));
+    }
+    clock.sync(&a, m0 + 1_100);
+    // The restore: the window's hash as it was before A's write, the mark kept.
+    for k in clock._server.cli(&["KEYS", "sipfence:counts:*"]).lines() {
+        if !k.ends_with("epoch") {
+            clock._server.cli(&["DEL", k]);
+        }
+    }
+    // A's read-back finds the loss, its next sync writes the 5 again.
+    clock.sync(&a, m0 + 1_300);
+    clock.sync(&a, m0 + 1_400);
+    // B, new to the caller, judges its first call alone, then on the total.
+    assert!(admit(&b, m0 + 1_500));
+    clock.sync(&b, m0 + 1_600);
+    let more = (0..10).filter(|i| admit(&b, m0 + 1_700 + i)).count();
+    assert_eq!(more, 2, "B judged on a total without A's 5");
+}
+
 /// QA 78 F2: a Redis without persistence that restarts has lost the minute's counts.
 /// Each gateway sends what it had counted of the current windows again (the store's
 /// epoch mark tells it the data is new), so the contract holds across the restart

@@ -489,6 +489,18 @@ impl SharedRateCounter {
                     s.synced_ms = now_ms;
                     s.prev_read_ms = now_ms;
                     s.shared = [t0, t1];
+                    // A total short of what this process wrote into it has lost that
+                    // write, under an epoch mark that did not change: a Redis restored
+                    // from a snapshot taken before it, a replica promoted before it had
+                    // it (QA 87 F2: a caller's 5 calls at one gateway forgotten, 5 more
+                    // let by at the other). Sent again with the next sync; judged
+                    // meanwhile on the total plus all this process counted.
+                    for w in 0..2 {
+                        if s.shared[w] < s.sent[w] {
+                            s.sent[w] = 0;
+                            out.lost_keys += 1;
+                        }
+                    }
                 }
             }
         }
@@ -533,6 +545,7 @@ impl SharedRateCounter {
         let mut state = Reach::Unknown;
         // Keys Redis refuses: one line when it starts, one when it is over.
         let mut refusing = false;
+        let mut lost_logged: Option<std::time::Instant> = None;
         loop {
             let every_key = tokio::select! {
                 _ = tick.tick() => true,
@@ -556,6 +569,19 @@ impl SharedRateCounter {
                         tracing::warn!(
                             keys = n.resent_keys,
                             "redis lost the shared counts (restarted empty, or flushed): this gateway sends its counts of the current windows again"
+                        );
+                    }
+                    // One line a minute at most: a restore is found key by key, as
+                    // the read-back reaches each.
+                    if n.lost_keys > 0
+                        && lost_logged.is_none_or(|t: std::time::Instant| {
+                            t.elapsed() >= Duration::from_secs(60)
+                        })
+                    {
+                        lost_logged = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            windows = n.lost_keys,
+                            "redis lost counts this gateway had written (restored from an older snapshot, or a replica promoted before it had them): sent again"
                         );
                     }
                     if n.refused > 0 && !refusing {
@@ -593,6 +619,9 @@ pub struct Synced {
     /// Redis lost the counts (its epoch mark changed): keys whose counts this
     /// instance sends again.
     pub resent_keys: usize,
+    /// Windows read back with a total short of what this process had written into it
+    /// (Redis lost the write without losing its epoch mark): sent again.
+    pub lost_keys: usize,
 }
 
 impl RateCounter for SharedRateCounter {
