@@ -603,6 +603,23 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     // taken by gateways running the old v1 (it is told by its content too), and by the
     // ones that refused v2.
     redis.cli(&["FLUSHALL"]);
+    // Until then each gateway keeps its v1, and says it is gone from Redis (QA 87 F4:
+    // nothing did, while a gateway started now would run its files alone).
+    wait_for("the loss seen everywhere", 10, || {
+        gws.iter()
+            .all(|g| g.metric("sipfence_list_version{state=\"published\"}") == 0.0)
+    });
+    for (g, &b) in gws.iter().zip(&bases) {
+        assert_eq!(g.metric("sipfence_list_version{state=\"running\"}"), 1.0);
+        assert_eq!(answer(b, caller), Some(608), "v1 kept");
+        let out = g.stdout.lock().unwrap().join("\n");
+        assert_eq!(
+            out.matches("published lists v1 running here are gone from redis")
+                .count(),
+            1,
+            "{out}"
+        );
+    }
     std::fs::write(
         &list,
         "+8613800000098

@@ -478,12 +478,12 @@ impl Metrics {
         let list_version = must(IntGaugeVec::new(
             Opts::new(
                 "sipfence_list_version",
-                "Published list version: running, and the last one refused",
+                "Published list version: running here, the newest in Redis as last polled (published; 0: none there), and the last one refused. Running above published: the set running here is gone from Redis, and a gateway started now runs its list files alone",
             ),
             &["state"],
         ));
         must(registry.register(Box::new(list_version.clone())));
-        for st in ["running", "refused"] {
+        for st in ["running", "published", "refused"] {
             list_version.with_label_values(&[st]);
         }
         let list_refused = must(IntGauge::new(

@@ -947,12 +947,41 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     let mut refused: Option<(crate::cluster::lists::Published, u64)> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the running set's loss from Redis was told.
+    let mut gone_told = false;
     loop {
         tick.tick().await;
         // Told by version and content: after Redis lost its data, a new v1 is not the
         // v1 running here.
         let running = shared.lists_running();
-        let p = match crate::cluster::lists::current(&c.redis).await {
+        let current = crate::cluster::lists::current(&c.redis).await;
+        if let Ok(published) = &current {
+            let v = published.map_or(0, |p| p.version);
+            shared
+                .metrics
+                .list_version
+                .with_label_values(&["published"])
+                .set(v as i64);
+            // The set running here is gone from Redis (flushed, restored without it): it
+            // stays, but a gateway started now runs its files alone, and the fleet
+            // splits (QA 87 F4: nothing said so).
+            match (running, published) {
+                (Some(r), None) if !gone_told => {
+                    gone_told = true;
+                    tracing::warn!(
+                        version = r.version,
+                        "the published lists this gateway runs are gone from redis (flushed, or restored without them): kept here, but a gateway started now runs its list files alone; publish them again"
+                    );
+                    print_out!(
+                        "sipfence: published lists v{} running here are gone from redis: kept; a gateway started now runs its list files alone: publish them again",
+                        r.version
+                    );
+                }
+                (_, Some(_)) => gone_told = false,
+                _ => {}
+            }
+        }
+        let p = match current {
             Ok(Some(p))
                 if Some(p) != running && refused != Some((p, shared.loaded.load().version)) =>
             {
