@@ -193,12 +193,6 @@ pub fn handle(
     msg.parse_for_relay_into(data)?;
     let msg = &*msg;
     let h = handle_parsed(st, msg, o, out, edits, observe);
-    if let Handled::Respond(_, code) = h
-        && code >= 300
-        && sent_by_core(st.policy, msg, o.source)
-    {
-        observe(Observed::CoreRefused(code));
-    }
     // Whatever goes on over a stream, by whichever path, is framed for it.
     if let Handled::Forward(Dest::Tcp(_) | Dest::TcpBack(..) | Dest::TcpTo(_)) = h {
         framed_for_stream(msg, out);
@@ -260,12 +254,19 @@ fn handle_parsed(
 
     // The core's keep-alives, from any of its host's sockets no trunk claims (a core
     // pings from where its dispatcher sends, not always from its SIP port).
-    if (core_side || st.policy.from_core_side(&o.source)) && core_pings_us(st, msg, o) {
+    if method == Method::Options
+        && (core_side || st.policy.from_core_side(&o.source))
+        && core_pings_us(st, msg, o)
+    {
         return answer_keepalive(msg, o, top.as_ref(), server, out);
     }
     // Requests from the core side (a next hop): in-dialog traffic towards the trunk.
     if core_side {
-        return forward_from_core(st, msg, o, out, edits);
+        let h = forward_from_core(st, msg, o, out, edits);
+        if let Handled::Respond(_, code) = h {
+            observe(Observed::CoreRefused(code));
+        }
+        return h;
     }
 
     // Our To-tags are sixteen hex digits: any other length is not ours, without hashing.
@@ -611,6 +612,8 @@ fn refuse(
         }
     } else if ack {
         return Handled::Dropped("bad-ack");
+    } else {
+        observe(Observed::CoreRefused(r.code));
     }
     verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
     Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), r.code)
