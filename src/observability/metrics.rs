@@ -107,9 +107,10 @@ pub const DROP_REASONS: [&str; 25] = [
 /// the next hop.
 pub const REFUSAL_CODES: [u16; 5] = [400, 420, 482, 483, 513];
 
-/// The codes sipfence answers the core's own requests with: broken fields, a loop, no
-/// hops left, a trunk peer's TCP connection that cannot take it now, too large for it.
-pub const CORE_REFUSAL_CODES: [u16; 5] = [400, 482, 483, 503, 513];
+/// The codes sipfence answers the core's own requests with: broken fields, an
+/// unsupported Require or Proxy-Require, a loop, no hops left, a trunk peer that cannot
+/// be reached or whose TCP connection cannot take it now, too large for it.
+pub const CORE_REFUSAL_CODES: [u16; 6] = [400, 420, 482, 483, 503, 513];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -311,7 +312,7 @@ impl Metrics {
         );
         let core_refusals = cv(
             "sipfence_core_refusals_total",
-            "Requests from the core's side (a next hop: its BYEs, re-INVITEs and other in-dialog requests towards a trunk's peer) that sipfence answered itself instead of relaying, by code: 400 broken fields, 482 a loop through sipfence, 483 no hops left, 503 the peer's TCP connection cannot take it now, 513 too large for the peer's transport. No call: no verdict, no record",
+            "Requests from the core's side (a next hop: its BYEs, re-INVITEs and other in-dialog requests towards a trunk's peer) that sipfence answered itself instead of relaying, by code: 400 broken fields, 420 an unsupported Require (in an OPTIONS to sipfence) or Proxy-Require, 482 a loop through sipfence or a request routed to sipfence itself, 483 no hops left, 503 the peer cannot be reached or its TCP connection cannot take it now, 513 too large for the peer's transport. No call: no verdict, no record",
             &["code"],
         );
         let reloads = cv(

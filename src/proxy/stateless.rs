@@ -258,10 +258,22 @@ fn handle_parsed(
         && (core_side || st.policy.from_core_side(&o.source))
         && core_pings_us(st, msg, o)
     {
+        // Answered as a UAS answers, as a trunk's are: a Require sipfence does not
+        // implement gets 420 (QA 89 F4: the core's got 200).
+        if crate::decide::addressed_to_proxy(msg)
+            && let Some(r) = Refusal::forwarding(st.policy, msg)
+        {
+            return refuse(st, msg, o, r, true, out, observe);
+        }
         return answer_keepalive(msg, o, top.as_ref(), server, out);
     }
-    // Requests from the core side (a next hop): in-dialog traffic towards the trunk.
+    // Requests from the core side (a next hop): in-dialog traffic towards the trunk,
+    // held to what RFC 3261 16.3 holds every request to (no hops left: 483; a
+    // Proxy-Require not accepted: 420, QA 89 F4).
     if core_side {
+        if let Some(r) = Refusal::forwarding(st.policy, msg) {
+            return refuse(st, msg, o, r, true, out, observe);
+        }
         let h = forward_from_core(st, msg, o, out, edits);
         if let Handled::Respond(_, code) = h {
             observe(Observed::CoreRefused(code));
@@ -415,8 +427,14 @@ fn core_pings_us(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
     let Some(ip) = host_ip(u.host.of(b)) else {
         return u.user.is_none();
     };
-    let at = SocketAddr::new(ip, u.port.unwrap_or(5060));
-    st.is_via(at) || (at == o.local.addr && !o.local.addr.ip().is_unspecified())
+    names_us(st, o, SocketAddr::new(ip, u.port.unwrap_or(5060)))
+}
+
+/// Whether `a` is this proxy: a Via address of ours, or the address the request came
+/// to (IPv4 also when written mapped into IPv6, `[::ffff:192.0.2.10]`).
+fn names_us(st: &Step<'_>, o: &Origin, a: SocketAddr) -> bool {
+    let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+    st.is_via(a) || (a == o.local.addr && !o.local.addr.ip().is_unspecified())
 }
 
 /// What the decision `d` makes of the request: its answer, or the request forwarded. A
@@ -475,12 +493,13 @@ fn carry_out(
         out.clear();
         let from = crate::decide::kept_from(msg, d, st.rates, st.now_ms);
         verdict::add_edits(st.policy, msg, d, from.as_deref(), edits);
-        add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
         // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
-        // judged for want of a known dialog gets none added.
+        // judged for want of a known dialog gets none added. Inserted before our Via,
+        // at the same place: the Via rows stay together (QA 89 F6).
         if d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route {
             record_route(st, msg, o, transport, next.addr, edits);
         }
+        add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
         // Route values naming us end here (RFC 3261 16.4): our Record-Route's on
         // in-dialog requests, and on initial ones a peer that has us as its outbound
         // proxy; the core is the next hop. Left in, a loose-routing core would send the
@@ -999,11 +1018,36 @@ fn forward_from_core(
         return Handled::Dropped("core-unresolvable");
     };
     let dest = SocketAddr::new(ip, t.port.unwrap_or(5060));
+    if names_us(st, o, dest) {
+        // Sent on, it would come back to this proxy as a stranger's request, answered
+        // 482 and counted as a refused call (QA 89 F2): the core has routed it here
+        // with nowhere further to go.
+        if msg.method() == Some(Method::Ack) {
+            return Handled::Dropped("core-no-target");
+        }
+        let extra = Extra {
+            reason_text: Some("Loop Detected"),
+            ..Extra::default()
+        };
+        return respond(msg, o, 482, &extra, out);
+    }
     let top = msg.top_via();
     // `;transport=tcp` on the target asks for TCP (RFC 3261 19.1.1); UDP otherwise.
     let tcp =
         uri::param(b, t.params, b"transport").is_some_and(|v| v.of(b).eq_ignore_ascii_case(b"tcp"));
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+    // A call the core offers a trunk's peer is record-routed as the peer's calls are,
+    // so that the peer's ACK, BYE and re-INVITEs come back through the gateway (QA 89
+    // F1: they went to the core directly, around it).
+    let rr = msg.method() == Some(Method::Invite)
+        && msg.to_tag().is_none()
+        && st
+            .policy
+            .match_trunk(&dest, None)
+            .is_some_and(|t| st.policy.trunks[t].record_route);
+    if rr {
+        record_route(st, msg, o, transport, dest, edits);
+    }
     add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
     write_edited(edits, msg, out);
     let method = msg.method().unwrap_or(Method::Other);
@@ -1014,6 +1058,9 @@ fn forward_from_core(
             edits.clear();
             out.clear();
             strip_own_routes(st, msg, edits);
+            if rr {
+                record_route(st, msg, o, Transport::Tcp, dest, edits);
+            }
             add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, dest, edits);
             write_edited(edits, msg, out);
         })
@@ -1386,6 +1433,80 @@ record_route = true
         let (h, out, seen) = run_observed(&p, trunk, &bye("198.51.100.7:5060;branch=z9hG4bK-t", 0));
         assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
         assert!(seen.is_empty());
+    }
+
+    /// What the core sends towards a trunk's peer: a call it offers the peer is
+    /// record-routed as the peer's calls are (QA 89 F1: the peer's BYE went around the
+    /// gateway), our Record-Route before our Via so that the Vias stay together (F6);
+    /// a request routed to sipfence itself is answered 482, not sent to its own socket
+    /// (F2: it came back as a stranger's refused call); RFC 3261 16.3's checks hold
+    /// for the core's requests too (F4).
+    #[test]
+    fn the_cores_requests_towards_a_peer() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let core = "10.0.0.5:5060";
+        let invite = |ruri: &str, extra: &str| {
+            format!(
+                "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-c1\r\nRoute: <sip:192.0.2.10:5060;lr>\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=c\r\nTo: <{ruri}>\r\nCall-ID: out-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let (h, out, seen) = run_observed(&p, core, &invite("sip:+8613812345678@198.51.100.7", ""));
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
+        );
+        assert!(seen.is_empty());
+        // The peer reaches us where it sends its calls (first), the core where it sent
+        // this one (second).
+        let rr = out
+            .find("\r\nRecord-Route: <sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;")
+            .unwrap_or_else(|| panic!("{out}"));
+        let theirs = out
+            .find("\r\nVia: SIP/2.0/UDP 10.0.0.5:5060")
+            .unwrap_or_default();
+        assert!(rr < theirs, "{out}");
+        assert!(!out.contains("Route: <sip:192.0.2.10"), "{out}");
+        // A peer's call: the same order (the Vias together).
+        let call = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-p1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: in-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (_, out, _) = run_observed(&p, "198.51.100.7:5060", call);
+        assert!(
+            out.contains("\r\nRecord-Route: <sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsf"),
+            "{out}"
+        );
+        let ours = out.find("Via: SIP/2.0/UDP 10.0.0.1").unwrap_or_default();
+        let next = out[ours..].find("\r\n").map_or(0, |e| ours + e + 2);
+        assert!(
+            out[next..].starts_with("Via: SIP/2.0/UDP 198.51.100.7"),
+            "{out}"
+        );
+        // Not a call of a trunk's (an address no trunk claims): no Record-Route.
+        let (h, out, _) = run_observed(&p, core, &invite("sip:+8613812345678@203.0.113.9", ""));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        assert!(!out.contains("Record-Route"), "{out}");
+        // Routed to sipfence itself (its address as the target, mapped IPv4 too).
+        for ruri in [
+            "sip:+8613812345678@192.0.2.10:5060",
+            "sip:+8613812345678@[::ffff:10.0.0.1]",
+        ] {
+            let (h, out, seen) = run_observed(&p, core, &invite(ruri, ""));
+            assert!(matches!(h, Handled::Respond(_, 482)), "{ruri}: {out}");
+            assert_eq!(seen, [482]);
+        }
+        // A Proxy-Require sipfence does not accept, in a request of the core's.
+        let (h, out, seen) = run_observed(
+            &p,
+            core,
+            &invite("sip:+8613812345678@198.51.100.7", "Proxy-Require: foo\r\n"),
+        );
+        assert!(matches!(h, Handled::Respond(_, 420)), "{out}");
+        assert!(out.contains("\r\nUnsupported: foo\r\n"), "{out}");
+        assert_eq!(seen, [420]);
+        // A ping of the core's with a Require: 420, as a UAS answers (a trunk's too).
+        let ping = "OPTIONS sip:192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-o\r\nFrom: <sip:core@10.0.0.5>;tag=1\r\nTo: <sip:192.0.2.10>\r\nCall-ID: opt\r\nCSeq: 1 OPTIONS\r\nRequire: foo, bar\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out, seen) = run_observed(&p, core, ping);
+        assert!(matches!(h, Handled::Respond(_, 420)), "{out}");
+        assert!(out.contains("\r\nUnsupported: foo, bar\r\n"), "{out}");
+        assert_eq!(seen, [420]);
     }
 
     /// The core's OPTIONS to sipfence itself are answered 200, as a trunk's are: a core

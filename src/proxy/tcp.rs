@@ -364,6 +364,11 @@ pub fn unreachable(
         server,
         ..Default::default()
     };
+    // A request for a trunk's peer came from the core's side: its 503 is one of the
+    // core's refusals (QA 89 F5: counted nowhere).
+    if !l.policy.is_next_hop(&addr) {
+        shared.metrics.core_refused(503);
+    }
     let mut answer = Vec::new();
     crate::sip::response::write_response(&req, 503, "Service Unavailable", &extra, &mut answer);
     let o = Origin {
