@@ -2862,3 +2862,68 @@ listen = "127.0.0.1:{metrics}"
         );
     }
 }
+
+/// A call the core offers a trunk's peer through the gateway (QA 89 F1): relayed
+/// unjudged, record-routed as the peer's own calls are on a `record_route` trunk, so
+/// that the peer's BYE comes back through sipfence to the core, over real sockets.
+#[test]
+fn a_call_the_core_offers_a_peer_is_record_routed() {
+    let base = port_block();
+    let (core_port, peer_port) = (base + 10, base + 20);
+    let proxy = Proxy::start(
+        &format!(
+            r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.2/32"]
+next_hop = "udp:127.0.0.3:{core_port}"
+record_route = true
+[metrics]
+listen = "127.0.0.1:{m}"
+"#,
+            m = base + 30
+        ),
+        1,
+    );
+    let bind = |ip: &str, port: u16| {
+        let s = UdpSocket::bind((ip, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    };
+    let (core, peer) = (bind("127.0.0.3", core_port), bind("127.0.0.2", peer_port));
+    let invite = format!(
+        "INVITE sip:+8613812345678@127.0.0.2:{peer_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:{core_port};branch=z9hG4bK-out1\r\nRoute: <sip:127.0.0.1:{base};lr>\r\nFrom: <sip:+8613912345678@127.0.0.3>;tag=c1\r\nTo: <sip:+8613812345678@127.0.0.2>\r\nCall-ID: core-offered-1\r\nCSeq: 1 INVITE\r\nContact: <sip:c@127.0.0.3:{core_port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    core.send_to(invite.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let got = recv(&peer).expect("the INVITE at the peer");
+    let rr = format!("Record-Route: <sip:127.0.0.1:{base};lr>\r\n");
+    assert!(got.contains(&rr), "{got}");
+    assert!(!got.contains("\r\nRoute:"), "{got}");
+    // The peer answers along the Vias, with the route set it was given.
+    let vias: String = got
+        .split("\r\n")
+        .filter(|l| l.starts_with("Via:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{vias}{rr}From: <sip:+8613912345678@127.0.0.3>;tag=c1\r\nTo: <sip:+8613812345678@127.0.0.2>;tag=p1\r\nCall-ID: core-offered-1\r\nCSeq: 1 INVITE\r\nContact: <sip:p@127.0.0.2:{peer_port}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    peer.send_to(ok.as_bytes(), ("127.0.0.1", base)).unwrap();
+    let got = recv(&core).expect("the 200 at the core");
+    assert!(got.starts_with("SIP/2.0 200 "), "{got}");
+    // The peer's BYE follows the route set: through the gateway, to the core.
+    let bye = format!(
+        "BYE sip:c@127.0.0.3:{core_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:{peer_port};branch=z9hG4bK-pbye\r\nRoute: <sip:127.0.0.1:{base};lr>\r\nFrom: <sip:+8613812345678@127.0.0.2>;tag=p1\r\nTo: <sip:+8613912345678@127.0.0.3>;tag=c1\r\nCall-ID: core-offered-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    peer.send_to(bye.as_bytes(), ("127.0.0.1", base)).unwrap();
+    let got = recv(&core).expect("the peer's BYE at the core");
+    assert!(got.starts_with("BYE sip:c@127.0.0.3"), "{got}");
+    // None of it was a call of the trunk's.
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"ic\",verdict=\"allow\"}"),
+        0.0
+    );
+}
