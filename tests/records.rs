@@ -39,8 +39,15 @@ fn record(i: usize) -> sipfence::record::Record {
 #[test]
 fn records_have_the_fields_rotate_and_expire() {
     let dir = tempfile::tempdir().unwrap();
-    // An old file from a past run: older than the retention, it must go.
+    // An old file from a past run, last written long ago: older than the retention,
+    // it must go.
     std::fs::write(dir.path().join("records-1000.jsonl"), "{}\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("records-1000.jsonl"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(2000))
+        .unwrap();
     let conf = RecordsConf {
         dir: dir.path().display().to_string(),
         rotate_bytes: 4096,

@@ -299,20 +299,30 @@ impl Writer {
         let records = self.file.as_mut().map(Batched::write);
         let packets = self.pcap.as_mut().map(Batched::write);
         let mut error = None;
+        // Only a write that took something is news that the disk takes writes again:
+        // an empty batch (the flush at shutdown) said it while the disk was still full
+        // (QA 86 F2).
+        let mut wrote = false;
         match records {
-            Some(Ok(n)) => self.metrics.records_written.inc_by(n),
+            Some(Ok(n)) => {
+                self.metrics.records_written.inc_by(n);
+                wrote = n > 0;
+            }
             Some(Err((n, e))) => {
                 self.metrics.records_dropped.inc_by(n);
                 error = Some(e);
             }
             None => {}
         }
-        if let Some(Err((n, e))) = packets {
-            self.metrics.rejected_pcap_dropped.inc_by(n);
-            error = error.or(Some(e));
+        match packets {
+            Some(Err((n, e))) => {
+                self.metrics.rejected_pcap_dropped.inc_by(n);
+                error = error.or(Some(e));
+            }
+            Some(Ok(n)) => wrote |= n > 0,
+            None => {}
         }
-        // No file to write (one could not be opened): no news of the disk either way.
-        if error.is_some() || self.file.is_some() {
+        if error.is_some() || wrote {
             self.health(error.map(|e| e.to_string()));
         }
     }
@@ -440,7 +450,11 @@ fn files_named(dir: &Path, prefix: &str, ext: &str) -> std::io::Result<Vec<(u64,
     Ok(files.into_iter().map(|((ts, _), p)| (ts, p)).collect())
 }
 
-/// Deletes record files older than the retention period (by the time in their name).
+/// Deletes record files whose newest record is older than the retention period: a
+/// file is kept until `retention_secs` after it was last written (its modification
+/// time; the time in its name when that is later or unreadable). QA 86: deleted by the
+/// time in its name, when it was opened, a file lost its newest records up to one
+/// rotation before the retention a regulator asks for.
 pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -452,8 +466,14 @@ pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
         if n.ends_with(".gz") {
             continue;
         }
-        let Some(ts) = opened_at(n) else { continue };
-        if now.saturating_sub(ts) > retention_secs {
+        let Some(opened) = opened_at(n) else { continue };
+        let written = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        if now.saturating_sub(opened.max(written)) > retention_secs {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -496,6 +516,33 @@ mod tests {
 
     /// A quiet gateway: the file whose time is up ends, and no empty one follows it
     /// until a record comes (QA 57).
+    #[test]
+    fn a_file_is_kept_until_its_newest_record_is_past_retention() {
+        let dir = tempfile::tempdir().expect("dir");
+        let now = std::time::SystemTime::now();
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let ago = |s: u64| now - Duration::from_secs(s);
+        // Both opened 100 s ago; one last written 20 s ago, one 60 s ago.
+        for (name, written) in [("records-{}.jsonl", 20), ("rejected-{}.pcap", 60)] {
+            let path = dir
+                .path()
+                .join(name.replace("{}", &secs(ago(100)).to_string()));
+            let f = std::fs::File::create(&path).expect("file");
+            f.set_modified(ago(written)).expect("mtime");
+        }
+        expire(dir.path(), secs(now), 50);
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("records-"), "{left:?}");
+    }
+
     #[test]
     fn quiet_hours_leave_no_empty_files() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -555,6 +602,14 @@ mod tests {
         assert_eq!(metrics.records_written.get(), 0);
         assert_eq!(metrics.records_dropped.get(), 3);
         assert!(w.failing.is_some());
+        // Long after the failure, a flush with nothing to write (the one at shutdown)
+        // is no news that the disk takes writes again (QA 86 F2: it said so).
+        let long_ago = Instant::now() - Duration::from_secs(30);
+        w.failing = Some((long_ago, long_ago));
+        w.flush();
+        assert!(w.failing.is_some(), "an empty flush ended the episode");
+        let now = Instant::now();
+        w.failing = Some((now, now));
         // A disk with room again (the next file): written. (The episode ends once
         // writes have gone through for a while, not at the first one.)
         w.rotate(now_secs());
