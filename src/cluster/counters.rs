@@ -174,8 +174,6 @@ pub struct SharedRateCounter {
 /// each): at 100 ms syncs, at most ~20,000 reads a second per gateway.
 const REFRESH_BUDGET: usize = 1024;
 
-/// A number in a Redis reply (an integer, or a string of one as `GET` gives); nothing
-/// there counts 0.
 /// Whether an error is one key's matter: a key of another type where a count is kept
 /// (someone else's key; WRONGTYPE, as a script's error reports it too). Any other
 /// refusal is the store's.
@@ -183,6 +181,8 @@ fn refuses_one_key(e: &redis::RedisError) -> bool {
     e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE")
 }
 
+/// A number in a Redis reply (an integer, or a string of one as `GET` gives); nothing
+/// there counts 0.
 fn number(v: &redis::Value) -> Option<i64> {
     match v {
         redis::Value::Int(n) => Some(*n),

@@ -1004,11 +1004,8 @@ fn forward_from_core(
     let b = msg.buf();
     let mf = msg.max_forwards();
     if mf == Some(0) {
-        if msg.method() == Some(Method::Ack) {
-            return Handled::Dropped("no-hops-left");
-        }
-        let extra = Extra::default();
-        return respond(msg, o, 483, &extra, out);
+        // An ACK: any other request with no hops left got its 483 before (16.3 step 3).
+        return Handled::Dropped("no-hops-left");
     }
     let target = strip_own_routes(st, msg, edits).or(msg.request_uri());
     let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else {
