@@ -1008,6 +1008,18 @@ impl Clocked {
         }
     }
 
+    /// Two gateways' counters, syncing every 100 ms.
+    fn two_gateways() -> (SharedRateCounter, SharedRateCounter) {
+        let (a, b) = (
+            SharedRateCounter::new(1024, "a"),
+            SharedRateCounter::new(1024, "b"),
+        );
+        for g in [&a, &b] {
+            g.pace(Duration::from_millis(100));
+        }
+        (a, b)
+    }
+
     /// A tick's sync of `g` at `at`.
     fn sync(&self, g: &SharedRateCounter, at: u64) {
         self.rt
@@ -1095,13 +1107,7 @@ fn a_busy_gateway_reads_a_count_written_late() {
     let clock = Clocked::start();
     let (key, limit) = (0x1a7e_u64, 40u32);
     let m0 = clock.m0;
-    let (a, b) = (
-        SharedRateCounter::new(1024, "a"),
-        SharedRateCounter::new(1024, "b"),
-    );
-    for g in [&a, &b] {
-        g.pace(Duration::from_millis(100));
-    }
+    let (a, b) = Clocked::two_gateways();
     let sync = |g: &SharedRateCounter, at: u64| clock.sync(g, at);
     let admit = |g: &SharedRateCounter, at: u64| admit(g, key, at, limit);
     for i in 0..13 {
@@ -1143,13 +1149,7 @@ fn counts_a_restored_redis_lost_are_sent_again() {
     let clock = Clocked::start();
     let (key, limit) = (0x5a7e_u64, 8u32);
     let m0 = clock.m0;
-    let (a, b) = (
-        SharedRateCounter::new(1024, "a"),
-        SharedRateCounter::new(1024, "b"),
-    );
-    for g in [&a, &b] {
-        g.pace(Duration::from_millis(100));
-    }
+    let (a, b) = Clocked::two_gateways();
     let admit = |g: &SharedRateCounter, at: u64| admit(g, key, at, limit);
     for i in 0..5 {
         assert!(admit(&a, m0 + 1_000 + i));
