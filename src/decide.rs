@@ -1292,6 +1292,19 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         rule!(RuleId::NumberingPlan, true);
     }
     let Some(primary) = primary else {
+        // No number to judge (a withheld caller that rule 3 only watches, or rule 4 off
+        // or watching): the rules that need none still run. An IAM that cannot be read
+        // may hide one; and the generic-number deletion must not leave a forged display
+        // name, P-Preferred-Identity, Remote-Party-ID or Generic Number for the callee
+        // to see (QA 90 N1: "95588" over an anonymous From, withheld, reached the core).
+        rule!(
+            RuleId::IsupMismatch,
+            isup.is_some_and(|i| i.unreadable_on(role))
+        );
+        rule!(
+            RuleId::GenericNumber,
+            d.identity.presented_differs() || isup.is_some_and(|i| i.generic_count() > 0)
+        );
         return;
     };
 

@@ -371,3 +371,61 @@ fn the_readme_policy_reference_parses() {
     let t = &cfg.trunks[0];
     assert!(t.record_route && t.max_concurrent_calls == Some(30) && t.auth.is_some());
 }
+
+/// The shipped international example watches carrier B's withheld calls without an
+/// asserted identity (`withheld-caller = "monitor"`) instead of refusing them. What
+/// such a call presents is still the generic-number rule's: a service number in its
+/// display name, a P-Preferred-Identity, an unscreened Remote-Party-ID, a Generic
+/// Number in its IAM go before the core sees them (QA 90 N1: with no number to judge,
+/// no rule after blank-caller ran, and each reached the core as sent).
+#[test]
+fn the_example_carrier_b_withheld_calls_present_nothing_forged() {
+    let root = common::project_dir();
+    let dir = root.join("testdata/sip/withheld-presenting");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5);
+    for f in &files {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .current_dir(&root)
+            .args([
+                "explain",
+                "--config",
+                "deploy/examples/international-gateway.toml",
+                "--source",
+                "203.0.113.33:5060",
+                "--to",
+                "udp:10.10.0.10:5060",
+                "--output",
+            ])
+            .arg(f)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {text}", f.display());
+        assert!(text.contains("verdict  rewrite"), "{}: {text}", f.display());
+        assert!(
+            text.contains("matched  withheld-caller, generic-number"),
+            "{}: {text}",
+            f.display()
+        );
+        let forwarded = &text[text.find("INVITE sip:").unwrap_or(0)..];
+        assert!(
+            forwarded.contains("\r\nFrom: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="),
+            "{}: {forwarded}",
+            f.display()
+        );
+        for gone in [
+            "95588",
+            "sip:110@",
+            "P-Preferred-Identity",
+            "Remote-Party-ID",
+        ] {
+            assert!(!forwarded.contains(gone), "{}: {forwarded}", f.display());
+        }
+    }
+}

@@ -250,6 +250,32 @@ fn a_monitored_withheld_caller_is_not_refused_as_blank() {
     );
     let off = policy("[rules.withheld-caller]\naction = \"off\"");
     blocks(&off, &withheld, "intl", 433, "blank-caller");
+    // What such a call presents is still the generic-number rule's: a service number
+    // in its display name, a P-Preferred-Identity, go before the core sees them (QA 90
+    // N1: with no number to judge, no rule after rule 4 ran, and both reached it).
+    for (from, extra, gone) in [
+        (
+            "\"95588\" <sip:anonymous@anonymous.invalid>",
+            "Privacy: id\r\n",
+            "95588",
+        ),
+        (
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+            "Privacy: id\r\nP-Preferred-Identity: <sip:110@10.9.9.9>\r\n",
+            "sip:110@",
+        ),
+    ] {
+        let m = with_from(from, extra);
+        let d = passes(&monitored, &m, "intl");
+        assert!(d.hits.contains(RuleId::GenericNumber), "{d:?}");
+        let out = forwarded(&monitored, &m, &d);
+        let text = String::from_utf8_lossy(&out.buf()[..out.len()]).into_owned();
+        assert!(!text.contains(gone), "{text}");
+        assert!(
+            text.contains("\r\nFrom: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="),
+            "{text}"
+        );
+    }
 }
 
 #[test]
