@@ -965,8 +965,11 @@ pub fn uri_number(b: &[u8], uri_span: Span, r: Reading<'_>) -> (Span, Result<Num
 #[inline]
 fn read(written: &[u8], r: Reading<'_>, ctx: Option<&[u8]>) -> (Result<Number, NotANumber>, bool) {
     let number = normalise_as(written, r, ctx);
+    // A domain's context places nothing: read as E.164 there too, the number is one
+    // written without its '+' (QA 90 N2: it went on as written, a domestic mobile's
+    // digits for the core).
     let plus_missing = r.bare == Bare::International
-        && ctx.is_none()
+        && ctx.is_none_or(|c| !uri::placing_context(c))
         && number.is_ok()
         && number != normalise(written, r.home_cc, None);
     (number, plus_missing)

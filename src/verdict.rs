@@ -572,7 +572,10 @@ fn write_global_forms(
         } else {
             value_of(b, &p)
         };
-        let global = match (p.in_context, p.number, na) {
+        // In a context (a placing one, or a domain's beside a number read as E.164
+        // without its '+'): written as the global number, the context gone (RFC 3966
+        // gives a global number none).
+        let global = match (p.in_context || p.plus_missing, p.number, na) {
             (true, Ok(n), Some(na)) => uri::parse_user_anyway(b, na.uri)
                 .ok()
                 .and_then(|u| uri::phone_context_param(b, &u))

@@ -687,6 +687,10 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         gws.iter()
             .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 3.0)
     });
+    let v3 = redis
+        .cli(&["GET", "sipfence:lists:current"])
+        .trim()
+        .to_string();
     let file = gws[0].dir.path().join("sipfence.toml");
     let good = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("{good}\n[[trunk]]\nname = \"broken\n")).unwrap();
@@ -719,6 +723,20 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
         gws[1].metric("sipfence_policy_reloads_total{result=\"ok\"}"),
         0.0
     );
+    // Redis restored from a snapshot taken before v4: every gateway follows it back to
+    // v3, and says so (QA 90 N3: silently).
+    redis.cli(&["SET", "sipfence:lists:current", &v3]);
+    wait_for("v3 again on every gateway", 10, || {
+        gws.iter()
+            .all(|g| g.metric("sipfence_list_version{state=\"running\"}") == 3.0)
+    });
+    for g in &gws {
+        let out = g.stdout.lock().unwrap().join("\n");
+        assert!(
+            out.contains("published lists in redis went back from v4 to v3"),
+            "{out}"
+        );
+    }
 }
 
 #[test]

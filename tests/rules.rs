@@ -2251,6 +2251,32 @@ fn bare_numbers_from_an_international_peer() {
             .starts_with(b"<sip:+13812345678@")
     );
     blocks(&p, &m, "intl", 403, "intl-domestic-caller");
+    // So in a domain's context, which places nothing: written global, the context gone
+    // (QA 90 N2: it went on as written, a domestic mobile's digits for the core).
+    for (from, out_from) in [
+        (
+            "<tel:13812345678;phone-context=ims.mnc000.mcc460.3gppnetwork.org>",
+            "<tel:+13812345678>;tag=ft1",
+        ),
+        (
+            "<sip:13812345678;phone-context=example.cn@10.9.9.9;user=phone>",
+            "<sip:+13812345678@10.9.9.9;user=phone>;tag=ft1",
+        ),
+    ] {
+        let m = with_from(from, "");
+        let d = passes(&p, &m, "intl-bare");
+        assert_eq!(
+            d.caller.map(|n| n.to_string()).as_deref(),
+            Some("+13812345678"),
+            "{from}"
+        );
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            String::from_utf8_lossy(out.value(HeaderName::From).unwrap()),
+            out_from
+        );
+        blocks(&p, &m, "intl", 403, "intl-domestic-caller");
+    }
     // A display name is read as a person reads it, in the home plan: "13812345678"
     // beside a London URI shows a domestic mobile, and the generic-number deletion
     // takes it off; unquoted and equal to the URI's number, it gets the '+'.

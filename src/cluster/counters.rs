@@ -584,16 +584,21 @@ impl SharedRateCounter {
                             "redis lost counts this gateway had written (restored from an older snapshot, or a replica promoted before it had them): sent again"
                         );
                     }
+                    // Over only when a tick's sync, which sends every key with counts
+                    // unwritten (a refused key's stay so), found none refused: a sync
+                    // woken for new keys does not send it (QA 90 N4: the two lines
+                    // alternated while the key stayed of another type).
                     if n.refused > 0 && !refusing {
+                        refusing = true;
                         tracing::warn!(
                             keys = n.refused,
                             first = n.first_refused.as_deref().unwrap_or(""),
                             "redis refuses some rate counter keys (a key of another type where sipfence keeps a count?): the callers they count are judged on this gateway's count alone until it accepts them"
                         );
-                    } else if n.refused == 0 && refusing {
+                    } else if n.refused == 0 && refusing && every_key {
+                        refusing = false;
                         tracing::info!("redis accepts every rate counter key again");
                     }
-                    refusing = n.refused > 0;
                     on_result(Ok(&n));
                 }
                 Err(e) => {

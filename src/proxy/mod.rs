@@ -1003,6 +1003,23 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                 continue;
             }
         };
+        // A version below the one running: not a new publication (a Redis that lost
+        // its data numbers from v1 again, and that is taken as ever) but maybe an older
+        // snapshot restored, which takes the last publication back on every gateway
+        // (QA 90 N3: silently). Followed, as Redis is the source; said.
+        if let Some(r) = running
+            && v < r.version
+        {
+            tracing::warn!(
+                running = r.version,
+                published = v,
+                "the published lists in redis are older than those running here (redis restored from an older snapshot, or flushed and published again): following them; publish again if the newer set should stay"
+            );
+            print_out!(
+                "sipfence: published lists in redis went back from v{} to v{v}: following them; publish again if the newer set should stay",
+                r.version
+            );
+        }
         let s = shared.clone();
         let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists)).await;
         match applied {

@@ -1036,11 +1036,15 @@ fn forward_from_core(
     // A call the core offers a trunk's peer is record-routed as the peer's calls are,
     // so that the peer's ACK, BYE and re-INVITEs come back through the gateway (QA 89
     // F1: they went to the core directly, around it).
+    // The trunk is the one that claims the peer at the address the core sent this to,
+    // when one listens there (two trunks may claim one peer on two ports, QA 90 N5),
+    // else the first that claims the peer.
     let rr = msg.method() == Some(Method::Invite)
         && msg.to_tag().is_none()
         && st
             .policy
-            .match_trunk(&dest, None)
+            .match_trunk(&dest, Some(&o.local))
+            .or_else(|| st.policy.match_trunk(&dest, None))
             .is_some_and(|t| st.policy.trunks[t].record_route);
     if rr {
         record_route(st, msg, o, transport, dest, edits);
@@ -1374,11 +1378,21 @@ record_route = true
 
     /// As [`run`], with the codes of the core's requests answered here.
     fn run_observed(p: &Policy, from: &str, text: &str) -> (Handled, String, Vec<u16>) {
+        run_observed_at(p, from, "192.0.2.10:5060", text)
+    }
+
+    /// As [`run_observed`], the message having come to `to`.
+    fn run_observed_at(
+        p: &Policy,
+        from: &str,
+        to: &str,
+        text: &str,
+    ) -> (Handled, String, Vec<u16>) {
         let o = Origin {
             source: from.parse().unwrap(),
             local: ListenSpec {
                 transport: Transport::Udp,
-                addr: "192.0.2.10:5060".parse().unwrap(),
+                addr: to.parse().unwrap(),
             },
             conn: None,
         };
@@ -1476,6 +1490,37 @@ record_route = true
             out[next..].starts_with("Via: SIP/2.0/UDP 198.51.100.7"),
             "{out}"
         );
+        // Two trunks claiming the peer on two ports: the one the core sent the call
+        // to says (QA 90 N5: the first in the file did).
+        let two = Policy::from_str(
+            &format!(
+                "{}\n[[trunk]]\nname = \"ic2\"\nrole = \"interconnect\"\nlisten = [\"udp:192.0.2.10:5070\"]\nsources = [\"198.51.100.0/24\"]\nnext_hop = \"udp:10.0.0.5:5060\"\nrecord_route = true\n",
+                POLICY.replace("record_route = true", "record_route = false")
+            ),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let two_rr = Policy::from_str(
+            &format!(
+                "{POLICY}\n[[trunk]]\nname = \"ic2\"\nrole = \"interconnect\"\nlisten = [\"udp:192.0.2.10:5070\"]\nsources = [\"198.51.100.0/24\"]\nnext_hop = \"udp:10.0.0.5:5060\"\n"
+            ),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let offer = invite("sip:+8613812345678@198.51.100.7", "")
+            .replace("<sip:192.0.2.10:5060;lr>", "<sip:192.0.2.10:5070;lr>");
+        for (p, to, rr) in [
+            (&two, "192.0.2.10:5070", true),
+            (&two, "192.0.2.10:5060", false),
+            (&two_rr, "192.0.2.10:5070", false),
+            (&two_rr, "192.0.2.10:5060", true),
+        ] {
+            let (h, out, _) = run_observed_at(p, core, to, &offer);
+            assert!(matches!(h, Handled::Forward(_)), "{out}");
+            assert_eq!(out.contains("Record-Route"), rr, "{to}: {out}");
+        }
         // Not a call of a trunk's (an address no trunk claims): no Record-Route.
         let (h, out, _) = run_observed(&p, core, &invite("sip:+8613812345678@203.0.113.9", ""));
         assert!(matches!(h, Handled::Forward(_)), "{out}");
