@@ -1305,6 +1305,9 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
             RuleId::GenericNumber,
             d.identity.presented_differs() || isup.is_some_and(|i| i.generic_count() > 0)
         );
+        // From abroad, whoever it is: an overseas call (no roamer's number to say
+        // otherwise).
+        rule!(RuleId::LabelInternational, true);
         return;
     };
 

@@ -427,5 +427,11 @@ fn the_example_carrier_b_withheld_calls_present_nothing_forged() {
         ] {
             assert!(!forwarded.contains(gone), "{}: {forwarded}", f.display());
         }
+        // And it is labelled as the overseas call it is, like carrier B's others.
+        assert!(
+            forwarded.contains("\r\nX-Sipfence-Label: international\r\n"),
+            "{}: {forwarded}",
+            f.display()
+        );
     }
 }

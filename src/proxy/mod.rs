@@ -969,8 +969,8 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                 (Some(r), None) if !gone_told => {
                     gone_told = true;
                     tracing::warn!(
-                        version = r.version,
-                        "the published lists this gateway runs are gone from redis (flushed, or restored without them): kept here, but a gateway started now runs its list files alone; publish them again"
+                        "published lists v{} running here are gone from redis (flushed, or restored without them): kept here, but a gateway started now runs its list files alone; publish them again",
+                        r.version
                     );
                     print_out!(
                         "sipfence: published lists v{} running here are gone from redis: kept; a gateway started now runs its list files alone: publish them again",
@@ -1011,9 +1011,8 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             && v < r.version
         {
             tracing::warn!(
-                running = r.version,
-                published = v,
-                "the published lists in redis are older than those running here (redis restored from an older snapshot, or flushed and published again): following them; publish again if the newer set should stay"
+                "published lists in redis went back from v{} to v{v} (redis restored from an older snapshot, or flushed and published again): following them; publish again if the newer set should stay",
+                r.version
             );
             print_out!(
                 "sipfence: published lists in redis went back from v{} to v{v}: following them; publish again if the newer set should stay",
