@@ -1329,6 +1329,19 @@ dir = "{rec}"
     assert!(text.contains("\"rate_fallback\":\"open\""), "{text}");
 }
 
+/// Redis and a gateway whose rate rule fails closed, synced, one call let through (no
+/// core listens: a call let through gets no answer, a refused one its 403).
+fn closed_gateway_with_a_call() -> (u16, RedisServer, Proxy) {
+    let base = port_block();
+    let redis = RedisServer::start(base + 35);
+    let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "closed");
+    wait_for("the first sync", 5, || {
+        gw.metric("sipfence_redis_up") == 1.0
+    });
+    assert_eq!(answer(base, "+8613912340001"), None);
+    (base, redis, gw)
+}
+
 /// A counter key of another type in Redis (someone else's, or a mistake) is that key's
 /// matter: the others keep syncing, Redis is not called down, and with fallback
 /// "closed" other callers are not refused (QA 47: every caller was, until the key's
@@ -1339,14 +1352,7 @@ fn a_counter_key_of_another_type_fails_only_itself() {
     if !redis_available() {
         return;
     }
-    let base = port_block();
-    let redis = RedisServer::start(base + 35);
-    let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "closed");
-    wait_for("the first sync", 5, || {
-        gw.metric("sipfence_redis_up") == 1.0
-    });
-    // No core listens: a call let through gets no answer, a refused one its 403.
-    assert_eq!(answer(base, "+8613912340001"), None);
+    let (base, redis, gw) = closed_gateway_with_a_call();
     wait_for("the counts in redis", 5, || !rate_keys(&redis).is_empty());
     for k in rate_keys(&redis) {
         redis.cli(&["DEL", &k]);
@@ -1385,14 +1391,7 @@ fn a_redis_that_refuses_writes_is_an_outage() {
     if !redis_available() {
         return;
     }
-    let base = port_block();
-    let redis = RedisServer::start(base + 35);
-    let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "closed");
-    wait_for("the first sync", 5, || {
-        gw.metric("sipfence_redis_up") == 1.0
-    });
-    // No core listens: a call let through gets no answer, a refused one its 403.
-    assert_eq!(answer(base, "+8613912340001"), None);
+    let (base, redis, gw) = closed_gateway_with_a_call();
     let fallbacks = || gw.metric("sipfence_shared_rate_fallbacks_total{fallback=\"closed\"}");
     let mut caller = 1;
     for (refuse, restore) in [
