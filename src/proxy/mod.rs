@@ -968,14 +968,12 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             match (running, published) {
                 (Some(r), None) if !gone_told => {
                     gone_told = true;
-                    tracing::warn!(
-                        "published lists v{} running here are gone from redis (flushed, or restored without them): kept here, but a gateway started now runs its list files alone; publish them again",
+                    let said = format!(
+                        "published lists v{} running here are gone from redis (flushed, or restored without them): kept; a gateway started now runs its list files alone: publish them again",
                         r.version
                     );
-                    print_out!(
-                        "sipfence: published lists v{} running here are gone from redis: kept; a gateway started now runs its list files alone: publish them again",
-                        r.version
-                    );
+                    tracing::warn!("{said}");
+                    print_out!("sipfence: {said}");
                 }
                 (_, Some(_)) => gone_told = false,
                 _ => {}
@@ -1010,14 +1008,12 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         if let Some(r) = running
             && v < r.version
         {
-            tracing::warn!(
+            let said = format!(
                 "published lists in redis went back from v{} to v{v} (redis restored from an older snapshot, or flushed and published again): following them; publish again if the newer set should stay",
                 r.version
             );
-            print_out!(
-                "sipfence: published lists in redis went back from v{} to v{v}: following them; publish again if the newer set should stay",
-                r.version
-            );
+            tracing::warn!("{said}");
+            print_out!("sipfence: {said}");
         }
         let s = shared.clone();
         let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists)).await;

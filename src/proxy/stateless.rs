@@ -405,7 +405,8 @@ fn answer_keepalive(
     Handled::Respond(dest_for_response(o, top), 200)
 }
 
-/// An OPTIONS of the core's that names sipfence itself (no To-tag, a sip or sips URI):
+/// Whether an OPTIONS of the core's (the caller read the method) names sipfence itself
+/// (no To-tag, a sip or sips URI):
 /// its host one of our addresses (the one it came to, or a Via address of ours), with
 /// a user or none (`sip:ping@gw`, as some SBCs write it), or a name with no user (the
 /// core's configuration naming the gateway: a name is no next hop the core's requests
@@ -414,7 +415,7 @@ fn answer_keepalive(
 /// and took the gateway for down. An OPTIONS naming another address (a trunk peer
 /// pinged through sipfence) goes on as before.
 fn core_pings_us(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
-    if msg.method() != Some(Method::Options) || msg.to_tag().is_some() {
+    if msg.to_tag().is_some() {
         return false;
     }
     let b = msg.buf();
@@ -1002,6 +1003,7 @@ fn forward_from_core(
     edits: &mut EditList,
 ) -> Handled {
     let b = msg.buf();
+    let method = msg.method().unwrap_or(Method::Other);
     let mf = msg.max_forwards();
     if mf == Some(0) {
         // An ACK: any other request with no hops left got its 483 before (16.3 step 3).
@@ -1019,7 +1021,7 @@ fn forward_from_core(
         // Sent on, it would come back to this proxy as a stranger's request, answered
         // 482 and counted as a refused call (QA 89 F2): the core has routed it here
         // with nowhere further to go.
-        if msg.method() == Some(Method::Ack) {
+        if method == Method::Ack {
             return Handled::Dropped("core-no-target");
         }
         let extra = Extra {
@@ -1035,23 +1037,25 @@ fn forward_from_core(
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
     // A call the core offers a trunk's peer is record-routed as the peer's calls are,
     // so that the peer's ACK, BYE and re-INVITEs come back through the gateway (QA 89
-    // F1: they went to the core directly, around it).
-    // The trunk is the one that claims the peer at the address the core sent this to,
-    // when one listens there (two trunks may claim one peer on two ports, QA 90 N5),
-    // else the first that claims the peer.
-    let rr = msg.method() == Some(Method::Invite)
+    // F1: they went to the core directly, around it). The trunk is the one that claims
+    // the peer at the address the core sent this to, when one listens there (two
+    // trunks may claim one peer on two ports, QA 90 N5), else the first that claims it.
+    let rr = method == Method::Invite
         && msg.to_tag().is_none()
         && st
             .policy
             .match_trunk(&dest, Some(&o.local))
             .or_else(|| st.policy.match_trunk(&dest, None))
             .is_some_and(|t| st.policy.trunks[t].record_route);
-    if rr {
-        record_route(st, msg, o, transport, dest, edits);
-    }
-    add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
-    write_edited(edits, msg, out);
-    let method = msg.method().unwrap_or(Method::Other);
+    // What depends on the transport, after our Route entries' removal.
+    let finish = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
+        if rr {
+            record_route(st, msg, o, transport, dest, edits);
+        }
+        add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
+        write_edited(edits, msg, out);
+    };
+    finish(transport, edits, out);
     let handled = if tcp {
         Handled::Forward(Dest::TcpTo(dest))
     } else {
@@ -1059,11 +1063,7 @@ fn forward_from_core(
             edits.clear();
             out.clear();
             strip_own_routes(st, msg, edits);
-            if rr {
-                record_route(st, msg, o, Transport::Tcp, dest, edits);
-            }
-            add_proxy_edits(st, msg, o, top.as_ref(), mf, Transport::Tcp, dest, edits);
-            write_edited(edits, msg, out);
+            finish(Transport::Tcp, edits, out);
         })
     };
     unless_refused(st, msg, o, method, None, handled, out).0
