@@ -367,7 +367,12 @@ fn no_voice_number() {
         403,
         "no-voice-number",
     );
+    // An SMS service port sends messages and places no calls (QA 92: a bank's
+    // notification port let through as a caller).
+    blocks(&p, &invite("106586111", ""), "ic", 403, "no-voice-number");
     passes(&p, &invite("+8614712345678", ""), "ic");
+    // A Beijing number of the 6 range is no port.
+    passes(&p, &invite("+861065123456", ""), "ic");
 }
 
 /// `drop` ends the evaluation like `reject` but writes no answer; the next rules do not
@@ -1808,6 +1813,9 @@ fn a_number_among_words_in_the_display_name() {
         "\"95588 中国银行\"",
         "\"Tel:13812345678\"",
         "\"客服 ９５５８８\"",
+        // Written unquoted, as PBXs do (RFC 3261 wants quotes around UTF-8).
+        "中国银行95588",
+        "客服 ９５５８８",
     ] {
         let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), pai);
         assert_eq!(
@@ -1820,6 +1828,8 @@ fn a_number_among_words_in_the_display_name() {
         "\"Room 1203\"",
         "\"John Smith\"",
         "\"UK desk +44 20 7123 4567\"",
+        "张三",
+        "伦敦 办公室",
     ] {
         let m = with_from(&format!("{display} <sip:+442071234567@10.9.9.9>"), pai);
         assert_eq!(passes(&p, &m, "intl").rule, None, "{display}");

@@ -454,7 +454,9 @@ fn files_named(dir: &Path, prefix: &str, ext: &str) -> std::io::Result<Vec<(u64,
 /// file is kept until `retention_secs` after it was last written (its modification
 /// time; the time in its name when that is later or unreadable). QA 86: deleted by the
 /// time in its name, when it was opened, a file lost its newest records up to one
-/// rotation before the retention a regulator asks for.
+/// rotation before the retention a regulator asks for. A name's time still to come (a
+/// clock that ran ahead when the file was opened, QA 90 N7) does not count: it would keep
+/// the file for as long as the clock was ahead.
 pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -473,7 +475,13 @@ pub fn expire(dir: &Path, now: u64, retention_secs: u64) {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        if now.saturating_sub(opened.max(written)) > retention_secs {
+        let last = match (written, opened <= now) {
+            (0, false) => continue,
+            (0, true) => opened,
+            (w, true) => w.max(opened),
+            (w, false) => w,
+        };
+        if now.saturating_sub(last) > retention_secs {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -525,11 +533,15 @@ mod tests {
                 .map_or(0, |d| d.as_secs())
         };
         let ago = |s: u64| now - Duration::from_secs(s);
-        // Both opened 100 s ago; one last written 20 s ago, one 60 s ago.
-        for (name, written) in [("records-{}.jsonl", 20), ("rejected-{}.pcap", 60)] {
-            let path = dir
-                .path()
-                .join(name.replace("{}", &secs(ago(100)).to_string()));
+        // Both opened 100 s ago; one last written 20 s ago, one 60 s ago; and two
+        // written 60 s ago whose names' times are still to come (a clock that was ahead).
+        for (name, opened, written) in [
+            ("records-{}.jsonl", secs(ago(100)), 20),
+            ("rejected-{}.pcap", secs(ago(100)), 60),
+            ("records-{}.jsonl", secs(now) + 60, 60),
+            ("rejected-{}.pcap", secs(now) + 86_400, 60),
+        ] {
+            let path = dir.path().join(name.replace("{}", &opened.to_string()));
             let f = std::fs::File::create(&path).expect("file");
             f.set_modified(ago(written)).expect("mtime");
         }

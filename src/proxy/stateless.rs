@@ -199,8 +199,14 @@ pub fn handle(
     }
     // Only what actually goes on counts towards a caller's behaviour and the dialogs we
     // know: a response that is not ours, or a request we refuse, says nothing about a
-    // call we carry.
-    if matches!(h, Handled::Forward(_)) {
+    // call we carry. But for the core's BYE answered here (a peer whose Contact names
+    // the gateway has it sent back to us, 482, QA 90 N6): once its BYE is sent the core
+    // holds the call over (RFC 3261 15.1.1), so the call's concurrent place is given
+    // back rather than held to the bound, as a replay of the capture would have it.
+    let core_bye = matches!(h, Handled::Respond(..))
+        && msg.method() == Some(Method::Bye)
+        && st.policy.speaks_for_core(&o.source);
+    if matches!(h, Handled::Forward(_)) || core_bye {
         let from_core = || st.policy.from_core_side(&o.source);
         crate::decide::track_dialog(msg, from_core, st.rates, st.now_ms);
         if st.policy.tracks_calls
@@ -1444,6 +1450,72 @@ record_route = true
         let (h, out, seen) = run_observed(&p, trunk, &bye("198.51.100.7:5060;branch=z9hG4bK-t", 0));
         assert!(matches!(h, Handled::Respond(_, 483)), "{out}");
         assert!(seen.is_empty());
+    }
+
+    /// A peer whose Contact names the gateway gets the core's BYE sent back here,
+    /// answered 482; the core holds the call over all the same, so its concurrent place
+    /// is free again (QA 90 N6: held until the four-hour bound).
+    #[test]
+    fn a_core_bye_answered_here_ends_the_call() {
+        let p = Policy::from_str(
+            &format!("{POLICY}max_concurrent_calls = 1\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let calls = crate::behaviour::local::LocalTracker::new(64, 64);
+        let st = Step {
+            behaviour: &calls,
+            ..step(&p)
+        };
+        let run = |from: &str, text: String| {
+            let o = Origin {
+                source: from.parse().unwrap(),
+                local: ListenSpec {
+                    transport: Transport::Udp,
+                    addr: "192.0.2.10:5060".parse().unwrap(),
+                },
+                conn: None,
+            };
+            let (mut out, mut edits) = (Vec::new(), EditList::new());
+            let h = handle(
+                &st,
+                Bytes::from(text),
+                &mut Message::empty(),
+                &o,
+                &mut out,
+                &mut edits,
+                &mut |_| {},
+            )
+            .unwrap();
+            (h, String::from_utf8(out).unwrap())
+        };
+        let invite = |id: &str| {
+            format!(
+                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613812345678@192.0.2.10:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let peer = "198.51.100.7:5060";
+        let (h, out) = run(peer, invite("n6-1"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        // The core answers (through our Via); the call is up.
+        let vias: String = out
+            .lines()
+            .filter(|l| l.starts_with("Via:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{vias}From: <sip:+8613812345678@198.51.100.7>;tag=an6-1\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core\r\nCall-ID: n6-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (h, out) = run("10.0.0.5:5060", ok);
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let (h, out) = run(peer, invite("n6-2"));
+        assert!(matches!(h, Handled::Respond(_, 503)), "{out}");
+        let bye = "BYE sip:+8613812345678@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-n6b\r\nFrom: <sip:+8613912345678@192.0.2.10>;tag=core\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=an6-1\r\nCall-ID: n6-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run("10.0.0.5:5060", bye.to_string());
+        assert!(matches!(h, Handled::Respond(_, 482)), "{out}");
+        let (h, out) = run(peer, invite("n6-3"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
     }
 
     /// What the core sends towards a trunk's peer: a call it offers the peer is

@@ -47,7 +47,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(NameAddr, usize), Ad
         let mut j = i;
         let mut last_tok_end = i;
         loop {
-            let t = token_end(b, j);
+            let t = display_word_end(b, j);
             if t == j {
                 break;
             }
@@ -95,6 +95,27 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(NameAddr, usize), Ad
         },
         i,
     ))
+}
+
+/// End of one word of an unquoted display name: a token, in which UTF-8 beyond ASCII is
+/// taken too. RFC 3261's grammar allows UTF-8 only inside quotes, but PBXs and softphones
+/// write `张三 <sip:8001@pbx>` unquoted (Kamailio and OpenSIPS take it); refusing their
+/// calls with 400 would cut off a legitimate caller over a byte of presentation. Only
+/// bytes from 0x80 are added, so the characters the grammar keeps out (`,` `"` `@` ...)
+/// still make the value invalid, as RFC 4475's 3.1.2.6 wants.
+fn display_word_end(b: &[u8], i: usize) -> usize {
+    let mut j = i;
+    loop {
+        let t = token_end(b, j);
+        let mut k = t;
+        while k < b.len() && b[k] >= 0x80 {
+            k += 1;
+        }
+        if k == j {
+            return j;
+        }
+        j = k;
+    }
 }
 
 fn bracketed_uri(b: &[u8], lt: usize) -> Result<(Span, usize), AddrError> {
@@ -325,6 +346,22 @@ mod tests {
         assert!(one("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
         assert!(one("alan@jasomi.com").is_err());
         assert!(one("").is_err());
+    }
+
+    #[test]
+    fn unquoted_utf8_display_names_are_read() {
+        let s = "张三 <sip:8001@pbx.example.com>;tag=1";
+        let na = one(s).unwrap();
+        assert_eq!(txt(s, na.display.unwrap()), "张三");
+        assert_eq!(txt(s, na.uri), "sip:8001@pbx.example.com");
+        let s = "中国银行95588 客服 <tel:+442071234567>";
+        assert_eq!(
+            txt(s, one(s).unwrap().display.unwrap()),
+            "中国银行95588 客服"
+        );
+        // Beyond ASCII is taken, not what the grammar keeps out of a token.
+        assert!(one("张三, 李四 <sip:8001@pbx.example.com>").is_err());
+        assert!(one("张三@pbx <sip:8001@pbx.example.com>").is_err());
     }
 
     #[test]
