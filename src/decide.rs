@@ -336,26 +336,26 @@ fn repeated(
     (!answered_already(msg, ctx)).then_some(first)
 }
 
-/// Whether the INVITE transaction of `msg` had its final answer ([`track_dialog`]). A
-/// copy sent after it is no retransmission (a UAC retransmits an INVITE only until it
-/// has one): it is judged and counted as the call it is to a core whose transaction
-/// has ended (QA 52: the same bytes sent again once a call had ended passed the
-/// per-caller limit uncounted).
+/// Whether the caller of `msg` acknowledged its INVITE's final answer ([`track_dialog`]:
+/// its ACK passed). A copy sent after that is no retransmission (a UAC retransmits an
+/// INVITE only until it has its answer): it is judged and counted as the call it is to
+/// a core whose transaction has ended (QA 52: the same bytes sent again once a call had
+/// ended passed the per-caller limit uncounted). Before that, a copy says the answer
+/// never reached the caller (lost between the gateway and the peer, QA 93): the same
+/// call, which the core's transaction takes as the retransmission it is (RFC 3261
+/// 17.2.1, RFC 6026's Accepted state), whatever the answer was. Judged as a new call, it
+/// was counted twice and, at a limit, refused 403 or 503 while the callee had answered.
 fn answered_already(msg: &Message, ctx: &Context<'_>) -> bool {
-    let b = msg.buf();
-    let branch = msg
-        .top_via()
-        .and_then(|v| v.branch)
-        .map_or(&b""[..], |s| s.of(b));
     let cseq = msg.cseq().map_or(0, |(n, _)| n);
-    let key = answered_key(branch, msg.call_id(), cseq);
+    let key = acked_key(msg.call_id(), msg.from_tag().unwrap_or_default(), cseq);
     ctx.rates.recall(key, ctx.now_ms).is_some()
 }
 
-/// Key in the rate counters' memory of an INVITE transaction that had its final answer:
-/// the caller's branch, Call-ID and CSeq number.
-fn answered_key(branch: &[u8], call_id: &[u8], cseq: u32) -> u64 {
-    crate::sip::lex::tag_hash(&[b"answered", branch, call_id, &cseq.to_le_bytes()])
+/// Key in the rate counters' memory of an INVITE transaction whose caller acknowledged
+/// its final answer: Call-ID, the caller's tag and the CSeq number, which the ACK shares
+/// with its INVITE whatever the answer (a 2xx's ACK has a branch of its own).
+fn acked_key(call_id: &[u8], caller_tag: &[u8], cseq: u32) -> u64 {
+    crate::sip::lex::tag_hash(&[b"acked", call_id, caller_tag, &cseq.to_le_bytes()])
 }
 
 /// Key of a dialog in the rate counter's memory: its Call-ID and both tags, the same
@@ -430,10 +430,18 @@ pub fn track_dialog(
             now_ms,
             crate::behaviour::live::RING_MS,
         ),
+        // The caller had its INVITE's final answer: a copy of that INVITE sent from now
+        // on is a new attempt ([`repeated`]).
+        Some(Method::Ack) => {
+            if let Some((cseq, _)) = msg.cseq() {
+                let key = acked_key(msg.call_id(), msg.from_tag().unwrap_or_default(), cseq);
+                rates.remember(key, now_ms, TRANSACTION_MS, true);
+            }
+        }
         Some(_) => {}
         None => {
             let status = msg.status().unwrap_or(0);
-            let Some((cseq, b"INVITE")) = msg.cseq() else {
+            let Some((_, b"INVITE")) = msg.cseq() else {
                 return;
             };
             // The From a call's requests are given lives with the call.
@@ -469,26 +477,6 @@ pub fn track_dialog(
                 rates.remember(key, now_ms, TRANSACTION_MS, true);
                 if let Some(r) = rates.recent() {
                     r.note_retry_asked(now_ms);
-                }
-            }
-            // A final answer ends the INVITE's transaction: a copy of the INVITE sent
-            // after it is a new attempt ([`repeated`]). The caller's branch is the top
-            // Via's, or the second's under ours.
-            if status >= 200 {
-                let b = msg.buf();
-                let via = match msg.top_via() {
-                    Some(v)
-                        if v.branch.is_some_and(|s| {
-                            s.of(b).starts_with(crate::sip::via::BRANCH_PREFIX)
-                        }) =>
-                    {
-                        msg.second_via()
-                    }
-                    v => v,
-                };
-                if let Some(branch) = via.and_then(|v| v.branch) {
-                    let key = answered_key(branch.of(b), msg.call_id(), cseq);
-                    rates.remember(key, now_ms, TRANSACTION_MS, true);
                 }
             }
         }
@@ -1025,11 +1013,17 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // the core's 200.
     let tid = policy.trunks[ti].id;
     let txn = transaction_key(tid, msg) ^ CONCURRENCY_TXN;
-    // A retransmission of a call still ringing finds its place; of one answered (its
-    // place under the dialog now), it takes another, which the core's answer gives back
-    // when it names the dialog already up, and keeps when it sets up a new one (a core
-    // that takes the copy of an ended call's INVITE as a new call: QA 52).
-    let full = ctx.rates.recall(txn, ctx.now_ms) == Some(false)
+    let refused_before = ctx.rates.recall(txn, ctx.now_ms) == Some(false);
+    // Any other retransmission is the call that has its place: still ringing, or
+    // answered (its place under the dialog now) or failed (given back) with an answer
+    // its caller never had (QA 93: the copy took a second place, and at the limit its
+    // caller got 503 for a call the callee had answered). A copy sent after the caller
+    // acknowledged its answer is no retransmission: a new attempt, which takes a place
+    // of its own (QA 52: a core that took it as a new call had it ride past the limit).
+    if d.retransmission && !refused_before {
+        return;
+    }
+    let full = refused_before
         || !ctx
             .behaviour
             .admit(tid, behaviour::call_key(msg), limit, ctx.now_ms);
@@ -1405,7 +1399,8 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
                 primary.n.digits(),
             ])
         });
-        // A transaction that had its final answer is over: a copy is a new attempt.
+        // A transaction whose caller acknowledged its final answer is over: a copy is a
+        // new attempt.
         let mut before = txn
             .and_then(|k| ctx.rates.recall(k, ctx.now_ms))
             .filter(|_| !answered_already(msg, ctx));

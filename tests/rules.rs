@@ -5759,10 +5759,21 @@ fn marks_and_currency_signs_hide_no_presented_number() {
     }
 }
 
-/// A copy of an answered call's INVITE (a retransmission after the 200, or the same
-/// bytes sent again once the call ended) takes a place until the core says what it
-/// was: the dialog already up gives it back, a new dialog keeps it (QA 52: a core that
-/// took such a copy as a new call had it ride past `max_concurrent_calls`).
+/// The caller's ACK of its INVITE's final answer, as the gateway carries it.
+fn ack_of(call_id: &str, rates: &LocalRateCounter, now_ms: u64) {
+    let s = format!(
+        "ACK sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-ack-{call_id}\r\nFrom: <sip:x@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=core\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let m = Message::parse(Bytes::from(s)).unwrap();
+    sipfence::decide::track_dialog(&m, || false, rates, now_ms);
+}
+
+/// A copy of an answered call's INVITE sent before its caller acknowledged the answer
+/// is the answer lost on its way back: the same call, in the place it has, even with
+/// the trunk full (QA 93: it took a second place, and its caller got 503 for a call
+/// the callee had answered). Sent after the ACK, it is a new attempt that takes a place
+/// of its own, and keeps it when the core makes a new dialog of it (QA 52: such a copy
+/// rode past `max_concurrent_calls`).
 #[test]
 fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
     let p = policy(CAPPED);
@@ -5777,28 +5788,36 @@ fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
         behaviour: &calls,
     };
     let up = || calls.calls_up(p.trunks[3].id, MON_10H);
-    let x = invite("+442071234561", "");
-    let answer = |to_tag: &str| {
+    let answer = |caller: &str, code: u16, to_tag: &str| {
         let s = format!(
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-+442071234561\r\nFrom: <sip:+442071234561@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: call-+442071234561\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{caller}\r\nFrom: <sip:{caller}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: call-{caller}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
         let m = Message::parse(Bytes::from(s)).unwrap();
         sipfence::behaviour::observe(&m, true, &calls, MON_10H);
     };
+    let (a, b) = ("+442071234561", "+442071234562");
+    let x = invite(a, "");
     assert_eq!(rejected(&decide(&p, &x, &ctx(0))), None);
-    answer("t1");
-    assert_eq!(up(), 1);
-    // The copy: a place until the core answers; the dialog up already gives it back.
+    answer(a, 200, "t1");
+    assert_eq!(rejected(&decide(&p, &invite(b, ""), &ctx(50))), None);
+    assert_eq!(up(), 2);
+    // The 200 lost before the caller: its INVITE again, the core's 200 again.
     let d = decide(&p, &x, &ctx(100));
     assert!(d.retransmission && rejected(&d).is_none(), "{d:?}");
     assert_eq!(up(), 2);
-    answer("t1");
-    assert_eq!(up(), 1);
-    // A core that makes a new dialog of it: a second call, holding its place.
-    assert_eq!(rejected(&decide(&p, &x, &ctx(200))), None);
-    answer("t2");
+    answer(a, 200, "t1");
     assert_eq!(up(), 2);
-    let y = invite("+442071234562", "");
+    // Acknowledged; the other call ends busy. The same bytes again: a new attempt, in
+    // the place the busy call gave back, kept when the core makes a new dialog of it.
+    ack_of(&format!("call-{a}"), &rates, MON_10H + 150);
+    answer(b, 486, "t3");
+    assert_eq!(up(), 1);
+    let d = decide(&p, &x, &ctx(200));
+    assert!(!d.retransmission && rejected(&d).is_none(), "{d:?}");
+    assert_eq!(up(), 2);
+    answer(a, 200, "t2");
+    assert_eq!(up(), 2);
+    let y = invite("+442071234563", "");
     assert_eq!(
         rejected(&decide(&p, &y, &ctx(300))),
         Some((503, "concurrent-calls"))
@@ -5809,10 +5828,12 @@ fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
     assert_eq!(calls.calls_up(p.trunks[3].id, later), 0);
 }
 
-/// An INVITE sent again after its transaction had its final answer is no
-/// retransmission: a UAC retransmits only until it has one, and a core whose
+/// An INVITE sent again after its caller acknowledged the final answer is no
+/// retransmission: a UAC retransmits only until it has its answer, and a core whose
 /// transaction has ended takes the copy as a new call. It is judged and counted (QA 52:
-/// the same bytes sent again once a call had ended passed the per-caller limit).
+/// the same bytes sent again once a call had ended passed the per-caller limit). Before
+/// the ACK, a copy says the answer was lost on its way back: the same call, uncounted
+/// (QA 93: refused 403 at the per-caller limit for a call the core had answered).
 #[test]
 fn an_invite_sent_again_after_its_final_answer_is_counted() {
     let p = policy("");
@@ -5834,18 +5855,26 @@ fn an_invite_sent_again_after_its_final_answer_is_counted() {
     let d = r(&a1, 500);
     assert!(d.retransmission && rejected(&d).is_none());
     answered(1, 486, 1_000);
-    // Sent again after the answer: a call of its own, the caller's second.
+    // The answer lost on its way back: the caller sends its INVITE again, twice, and
+    // it is still the same call (the caller's limit is two a minute).
+    for t in [1_500, 2_500] {
+        let d = r(&a1, t);
+        assert!(d.retransmission && rejected(&d).is_none(), "{d:?}");
+    }
+    // Sent again after the caller's ACK: a call of its own, the caller's second.
+    ack_of(&format!("call-{a}-1"), &rates, MON_10H + 3_000);
     let d = r(&a1, 6_000);
     assert!(!d.retransmission && rejected(&d).is_none(), "{d:?}");
     // And again: the third in the minute, over the limit of two.
     let d = r(&a1, 7_000);
     assert_eq!(rejected(&d), Some((403, "enterprise-rate-caller")), "{d:?}");
-    // Another call's answer ends nothing of this one's: its retransmissions stay so.
+    // Another call's ACK ends nothing of this one's: its retransmissions stay so.
     let a2 = call(a, 2);
     let rates2 = LocalRateCounter::new(1000);
     let r2 = |m: &Message, t: u64| judge_at(&p, m, "ent", MON_10H + t, &rates2);
     assert_eq!(rejected(&r2(&a2, 0)), None);
     answered(1, 200, 100);
+    ack_of(&format!("call-{a}-1"), &rates2, MON_10H + 200);
     assert!(r2(&a2, 600).retransmission);
 }
 
