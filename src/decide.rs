@@ -431,9 +431,15 @@ pub fn track_dialog(
             crate::behaviour::live::RING_MS,
         ),
         // The caller had its INVITE's final answer: a copy of that INVITE sent from now
-        // on is a new attempt ([`repeated`]).
+        // on is a new attempt ([`repeated`]). Not the ACK of an answer sipfence gave
+        // itself, which the proxy absorbs and never carries (replay and `explain` see it
+        // too, and must read the INVITE's copies as the proxy does).
         Some(Method::Ack) => {
-            if let Some((cseq, _)) = msg.cseq() {
+            let ours = msg
+                .to_tag()
+                .is_some_and(|t| t.len() == 16 && t == &crate::sip::response::stable_tag(msg)[..])
+                || ack_to_our_refusal(msg, rates, now_ms);
+            if !ours && let Some((cseq, _)) = msg.cseq() {
                 let key = acked_key(msg.call_id(), msg.from_tag().unwrap_or_default(), cseq);
                 rates.remember(key, now_ms, TRANSACTION_MS, true);
             }

@@ -5878,6 +5878,35 @@ fn an_invite_sent_again_after_its_final_answer_is_counted() {
     assert!(r2(&a2, 600).retransmission);
 }
 
+/// The ACK of sipfence's own refusal ends no transaction the core had: the proxy
+/// absorbs it, so replay and `explain`, which see it, read the INVITE's copies as the
+/// proxy does (retransmissions of the refused call, not new attempts).
+#[test]
+fn the_ack_of_our_own_refusal_ends_no_transaction() {
+    let p = policy("");
+    let rates = LocalRateCounter::new(1000);
+    let r = |m: &Message, t: u64| judge_at(&p, m, "ent", MON_10H + t, &rates);
+    let m = renamed(&invite("13999999999", ""), "13999999999", "refused-1");
+    let d = r(&m, 0);
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    let tag = String::from_utf8(sipfence::sip::response::stable_tag(&m).to_vec()).unwrap();
+    let ack = format!(
+        "ACK sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-refused-1\r\nFrom: <sip:13999999999@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={tag}\r\nCall-ID: call-refused-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let ack = Message::parse(Bytes::from(ack)).unwrap();
+    sipfence::decide::track_dialog(&ack, || false, &rates, MON_10H + 100);
+    let d = r(&m, 2_000);
+    assert!(d.retransmission, "{d:?}");
+    assert_eq!(rejected(&d), Some((403, "enterprise-not-whitelisted")));
+    // The ACK of the core's answer does end it.
+    let core_ack = String::from_utf8(ack.bytes().to_vec())
+        .unwrap()
+        .replace(&format!("tag={tag}"), "tag=core");
+    let core_ack = Message::parse(Bytes::from(core_ack)).unwrap();
+    sipfence::decide::track_dialog(&core_ack, || false, &rates, MON_10H + 3_000);
+    assert!(!r(&m, 4_000).retransmission);
+}
+
 /// The caller is judged once, when the call is set up: a later request of the dialog
 /// from the trunk's side may not name another (QA 61: an UPDATE or a re-INVITE asserting
 /// 110 or a domestic number reached the core, which can show it to the callee as a
