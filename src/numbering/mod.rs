@@ -1526,7 +1526,10 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
     // national prefix for parsing: 1[12]xxx, 179xx).
     // Mobiles are dialled without the trunk 0, so an IP prefix is also followed directly
     // by an 11-digit mobile number (`17951 13812345678`: 16 digits, no plan has them).
-    if d.len() >= 16
+    // Behind the trunk 0 may come a service number after its area code (`17951 010
+    // 95588`, 13 digits, QA 92): no number of 13 digits or more starts with 11, 12 or
+    // 179 (IoT's start 14, the long toll-free ones 10 and 21).
+    if d.len() >= 13
         && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12"))
         && (d[5] == b'0' || (d.len() == 16 && d[5] == b'1' && (b'3'..=b'9').contains(&d[6])))
     {
@@ -1672,9 +1675,12 @@ mod tests {
         assert_eq!(n("+14155550123").unwrap(), "+14155550123");
         assert_eq!(n("0014155550123").unwrap(), "+14155550123");
         assert_eq!(n("700123456789012").unwrap(), "+86700123456789012");
-        // An IP prefix before a fixed number keeps its trunk 0; 16 digits that are not
-        // an IP prefix and a mobile stay as they are (and the plan refuses them).
-        assert_eq!(n("179510102345678").unwrap(), "+86179510102345678");
+        // An IP prefix goes before a trunk 0 (a fixed number, a service number behind its
+        // area code, or digits the plan then refuses); 16 digits that are not an IP
+        // prefix and a mobile stay as they are (and the plan refuses them).
+        assert_eq!(n("179510102345678").unwrap(), "+86102345678");
+        assert_eq!(n("1795101095588").unwrap(), "+861095588");
+        assert_eq!(n("11808075595555").unwrap(), "+8675595555");
         assert_eq!(n("1795101012345678").unwrap(), "+861012345678");
         assert_eq!(n("1795112012345678").unwrap(), "+861795112012345678");
     }
