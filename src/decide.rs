@@ -347,8 +347,13 @@ fn repeated(
 /// was counted twice and, at a limit, refused 403 or 503 while the callee had answered.
 fn answered_already(msg: &Message, ctx: &Context<'_>) -> bool {
     let cseq = msg.cseq().map_or(0, |(n, _)| n);
-    let key = acked_key(msg.call_id(), msg.from_tag().unwrap_or_default(), cseq);
+    let tag = msg.from_tag().unwrap_or_default();
+    let key = acked_key(msg.call_id(), tag, cseq);
     ctx.rates.recall(key, ctx.now_ms).is_some()
+        || ctx
+            .rates
+            .recall(ended_key(msg.call_id(), tag), ctx.now_ms)
+            .is_some()
 }
 
 /// Key in the rate counters' memory of an INVITE transaction whose caller acknowledged
@@ -356,6 +361,13 @@ fn answered_already(msg: &Message, ctx: &Context<'_>) -> bool {
 /// with its INVITE whatever the answer (a 2xx's ACK has a branch of its own).
 fn acked_key(call_id: &[u8], caller_tag: &[u8], cseq: u32) -> u64 {
     crate::sip::lex::tag_hash(&[b"acked", call_id, caller_tag, &cseq.to_le_bytes()])
+}
+
+/// Key in the rate counters' memory of a call a BYE ended, by Call-ID and either tag:
+/// its caller had the answer whether or not its ACK came this way (QA 94: an ACK sent
+/// around the gateway left the INVITE's copies after the BYE uncounted).
+fn ended_key(call_id: &[u8], tag: &[u8]) -> u64 {
+    crate::sip::lex::tag_hash(&[b"ended", call_id, tag])
 }
 
 /// Key of a dialog in the rate counter's memory: its Call-ID and both tags, the same
@@ -409,6 +421,10 @@ pub fn track_dialog(
 ) {
     match msg.method() {
         Some(Method::Bye) => {
+            // Whichever side sends it, one of its tags is the caller's.
+            for tag in [msg.from_tag(), msg.to_tag()].into_iter().flatten() {
+                rates.remember(ended_key(msg.call_id(), tag), now_ms, TRANSACTION_MS, true);
+            }
             let dialog = dialog_of(msg);
             // One dialog of the call is over (the caller's tag is in From or To,
             // whichever side sends the BYE; a copy of the BYE ends nothing more).
@@ -1019,7 +1035,10 @@ fn admit(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
     // the core's 200.
     let tid = policy.trunks[ti].id;
     let txn = transaction_key(tid, msg) ^ CONCURRENCY_TXN;
-    let refused_before = ctx.rates.recall(txn, ctx.now_ms) == Some(false);
+    // Only a retransmission is the refused call again: a new attempt (a copy after the
+    // caller's ACK) is judged on the places as they are now (QA 94: refused 503 with a
+    // place free, and counted as a call all the same).
+    let refused_before = d.retransmission && ctx.rates.recall(txn, ctx.now_ms) == Some(false);
     // Any other retransmission is the call that has its place: still ringing, or
     // answered (its place under the dialog now) or failed (given back) with an answer
     // its caller never had (QA 93: the copy took a second place, and at the limit its

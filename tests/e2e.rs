@@ -1370,6 +1370,84 @@ fn retransmissions_ack_absorption_and_max_forwards() {
     drop(proxy);
 }
 
+/// A final answer lost between the gateway and the caller: the caller sends its
+/// INVITE again, which is the same call (QA 93: counted again, and refused 403 at the
+/// caller's limit of one a minute while the callee had answered), carried to the core
+/// as the retransmission it is. Once the caller's ACK has passed, the same bytes are a
+/// new attempt, judged and refused at the limit.
+#[test]
+fn a_final_answer_lost_before_the_caller_keeps_its_call() {
+    let base = port_block();
+    let conf = config(base, "").replacen(
+        "\n[trunk.whitelist]",
+        "\nmax_calls_per_minute_per_caller = 1\n[trunk.whitelist]",
+        1,
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let uas = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    uas.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.connect(("127.0.0.1", base + 2)).unwrap();
+    let port = c.local_addr().unwrap().port();
+    let inv = invite("lost-1", "+8613912340001", "z9hG4bK-lost-1", port);
+    c.send(inv.as_bytes()).unwrap();
+    let fwd = recv(&uas).expect("forwarded INVITE");
+    let ok = fwd
+        .replacen(
+            "INVITE sip:4008001234@127.0.0.1 SIP/2.0",
+            "SIP/2.0 200 OK",
+            1,
+        )
+        .replacen(
+            "To: <sip:4008001234@127.0.0.1>",
+            "To: <sip:4008001234@127.0.0.1>;tag=uas1",
+            1,
+        );
+    uas.send_to(ok.as_bytes(), ("127.0.0.1", base + 2)).unwrap();
+    // Relayed, and lost on the way: the caller never reads it, and sends again.
+    let relayed = recv(&c).expect("200 relayed");
+    assert!(relayed.starts_with("SIP/2.0 200 "), "{relayed}");
+    c.send(inv.as_bytes()).unwrap();
+    let again = recv(&uas).expect("the INVITE again, carried to the core");
+    assert!(again.starts_with("INVITE "), "{again}");
+    let m = |s: &str| proxy.metric(s);
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"allow\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"reject\"}"),
+        0.0
+    );
+    assert_eq!(
+        m("sipfence_invite_retransmissions_total{trunk=\"ent\"}"),
+        1.0
+    );
+    // The core's 200 again reaches the caller, which acknowledges it.
+    uas.send_to(ok.as_bytes(), ("127.0.0.1", base + 2)).unwrap();
+    assert!(recv(&c).expect("200 again").starts_with("SIP/2.0 200 "));
+    let ack = format!(
+        "ACK sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-lost-1-ack;rport\r\nFrom: <sip:+8613912340001@127.0.0.1>;tag=flost-1\r\nTo: <sip:4008001234@127.0.0.1>;tag=uas1\r\nCall-ID: lost-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.send(ack.as_bytes()).unwrap();
+    assert!(recv(&uas).expect("ACK carried").starts_with("ACK "));
+    // The same bytes now: a new attempt, the caller's second in the minute.
+    c.send(inv.as_bytes()).unwrap();
+    let r = recv(&c).expect("refused");
+    assert!(r.starts_with("SIP/2.0 403 "), "{r}");
+    assert_eq!(
+        m("sipfence_calls_total{trunk=\"ent\",verdict=\"reject\"}"),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "sipfence_rule_hits_total{action=\"reject\",rule=\"enterprise-rate-caller\",trunk=\"ent\"}"
+        ),
+        1.0
+    );
+}
+
 #[test]
 fn unknown_source_is_rejected() {
     let base = port_block();

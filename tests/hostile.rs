@@ -606,7 +606,35 @@ fn broken_requests_are_refused_counted_and_silent_to_strangers() {
     let n = core.recv(&mut buf).expect("the core's ping answered");
     let r = String::from_utf8_lossy(&buf[..n]);
     assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    // The core's request the parser refuses (a broken From) is the core's refusal too
+    // (QA 95: counted only as a parse error), as is one whose top Via no answer could
+    // come back by.
+    let broken = bye
+        .replace(
+            "From: <sip:+861012345678@127.0.0.3>;tag=c",
+            "From: To: <sip:x@y>;tag=c",
+        )
+        .replace("Max-Forwards: 0", "Max-Forwards: 70");
+    core.send_to(broken.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let n = core.recv(&mut buf).expect("the core's broken BYE answered");
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("SIP/2.0 400 "), "{r}");
+    let bad_via = bye
+        .replace("branch=z9hG4bK-cb", "branch=z9hG4bK-cv;rport=abc")
+        .replace("Max-Forwards: 0", "Max-Forwards: 70");
+    core.send_to(bad_via.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let n = core
+        .recv(&mut buf)
+        .expect("the core's BYE with a bad Via answered");
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        r.starts_with("SIP/2.0 400 ") && r.contains("Bad Via"),
+        "{r}"
+    );
     let m = |s: &str| proxy.metric(s);
+    assert_eq!(m("sipfence_core_refusals_total{code=\"400\"}"), 2.0);
     assert_eq!(m("sipfence_core_refusals_total{code=\"483\"}"), 1.0);
     assert_eq!(m("sipfence_core_refusals_total{code=\"482\"}"), 0.0);
     for (trunk, code, n) in [

@@ -3623,6 +3623,47 @@ fn protocol_checks_come_before_the_rules() {
             assert_eq!(d.outcome, Outcome::Reject { code: 400 });
         }
     }
+    // A top Via answers could not come back by (QA 95: the call was carried, and every
+    // answer dropped as malformed): refused. What a hop fills in, or an address, passes.
+    for (via, why) in [
+        ("10.9.9.9:5060;branch=z9hG4bK-v;rport=abc", Some("Bad Via")),
+        (
+            "10.9.9.9:5060;branch=z9hG4bK-v;rport=70000",
+            Some("Bad Via"),
+        ),
+        (
+            "10.9.9.9:5060;branch=z9hG4bK-v;received=::zz::",
+            Some("Bad Via"),
+        ),
+        (
+            "10.9.9.9:5060;branch=z9hG4bK-v;received=gw.example",
+            Some("Bad Via"),
+        ),
+        ("[]:5060;branch=z9hG4bK-v", Some("Bad Via")),
+        ("[fe80::1%25eth0]:5060;branch=z9hG4bK-v", Some("Bad Via")),
+        ("[1:2:3:4:5:6:7:8:9]:5060;branch=z9hG4bK-v", Some("Bad Via")),
+        ("[10.9.9.9]:5060;branch=z9hG4bK-v", Some("Bad Via")),
+        ("10.9.9.9:5060;branch=z9hG4bK-v;rport", None),
+        ("10.9.9.9:5060;branch=z9hG4bK-v;RPORT ;x=1", None),
+        (
+            "10.9.9.9:5060;branch=z9hG4bK-v;rport=5062;received=10.9.9.8",
+            None,
+        ),
+        (
+            "[2001:db8::9]:5060;branch=z9hG4bK-v;received=2001:db8::8",
+            None,
+        ),
+        ("gw.example.com;branch=z9hG4bK-v", None),
+    ] {
+        let m = text.replace(
+            "Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-+442071234567",
+            &format!("Via: SIP/2.0/UDP {via}"),
+        );
+        assert!(m.contains(via), "{m}");
+        let m = Message::parse(Bytes::from(m)).unwrap();
+        let d = judge(&p, &m, &ctx("intl", None));
+        assert_eq!(d.refusal.map(|r| r.why), why, "{via}");
+    }
     let no_hops = invite("+442071234567", "").bytes().to_vec();
     let no_hops = String::from_utf8(no_hops)
         .unwrap()
@@ -5828,6 +5869,44 @@ fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
     assert_eq!(calls.calls_up(p.trunks[3].id, later), 0);
 }
 
+/// A copy sent after the caller's ACK is a new attempt each time: refused at the limit,
+/// it is judged again on the places as they are when it comes again, not refused for
+/// having been refused (QA 94: 503 with a place free, and counted as a call).
+#[test]
+fn a_new_attempt_refused_at_the_limit_is_judged_again() {
+    let p = policy(CAPPED);
+    let rates = LocalRateCounter::new(1000);
+    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
+    let ctx = |now: u64| Context {
+        source: src("intl-cap"),
+        local: None,
+        trunk: None,
+        now_ms: MON_10H + now,
+        rates: &rates,
+        behaviour: &calls,
+    };
+    let answer = |caller: &str, code: u16| {
+        let s = format!(
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{caller}\r\nFrom: <sip:{caller}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=t{code}\r\nCall-ID: call-{caller}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse(Bytes::from(s)).unwrap();
+        sipfence::behaviour::observe(&m, true, &calls, MON_10H);
+    };
+    let (a, b) = ("+442071234561", "+442071234562");
+    let x = invite(a, "");
+    assert_eq!(rejected(&decide(&p, &x, &ctx(0))), None);
+    answer(a, 200);
+    ack_of(&format!("call-{a}"), &rates, MON_10H + 50);
+    assert_eq!(rejected(&decide(&p, &invite(b, ""), &ctx(60))), None);
+    let d = decide(&p, &x, &ctx(100));
+    assert!(!d.retransmission, "{d:?}");
+    assert_eq!(rejected(&d), Some((503, "concurrent-calls")));
+    // The other call fails: a place is free, and the same bytes take it.
+    answer(b, 486);
+    let d = decide(&p, &x, &ctx(200));
+    assert!(!d.retransmission && rejected(&d).is_none(), "{d:?}");
+}
+
 /// An INVITE sent again after its caller acknowledged the final answer is no
 /// retransmission: a UAC retransmits only until it has its answer, and a core whose
 /// transaction has ended takes the copy as a new call. It is judged and counted (QA 52:
@@ -5868,6 +5947,23 @@ fn an_invite_sent_again_after_its_final_answer_is_counted() {
     // And again: the third in the minute, over the limit of two.
     let d = r(&a1, 7_000);
     assert_eq!(rejected(&d), Some((403, "enterprise-rate-caller")), "{d:?}");
+    // A call whose ACK went around the gateway (or never came) but whose BYE passed:
+    // its caller had the answer, so the same bytes after it are a new attempt (QA 94).
+    let rates3 = LocalRateCounter::new(1000);
+    let r3 = |m: &Message, t: u64| judge_at(&p, m, "ent", MON_10H + t, &rates3);
+    let a3 = call(a, 3);
+    assert_eq!(rejected(&r3(&a3, 0)), None);
+    let bye = format!(
+        "BYE sip:x@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-bye3\r\nFrom: <sip:{a}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=core\r\nCall-ID: call-{a}-3\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let bye = Message::parse(Bytes::from(bye)).unwrap();
+    sipfence::decide::track_dialog(&bye, || false, &rates3, MON_10H + 4_000);
+    let d = r3(&a3, 5_000);
+    assert!(!d.retransmission && rejected(&d).is_none(), "{d:?}");
+    assert_eq!(
+        rejected(&r3(&a3, 6_000)),
+        Some((403, "enterprise-rate-caller"))
+    );
     // Another call's ACK ends nothing of this one's: its retransmissions stay so.
     let a2 = call(a, 2);
     let rates2 = LocalRateCounter::new(1000);

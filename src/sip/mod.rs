@@ -507,6 +507,9 @@ impl Message {
         if via == 0 {
             return Err("Missing Via");
         }
+        if self.top_via().is_some_and(|v| !v.answerable(b)) {
+            return Err("Bad Via");
+        }
         if mf > 1 {
             return Err("Multiple Max-Forwards");
         }

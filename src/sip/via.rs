@@ -176,6 +176,24 @@ pub fn parse_first(b: &[u8], v: Span) -> Option<Via> {
 }
 
 impl Via {
+    /// Whether answers can come back by this Via once a hop has added what it adds
+    /// (`received`, the `rport` value): an IPv6 reference that is an address (RFC 5118:
+    /// no zone ID, eight groups at most; not `[]`), a `received` that is an address
+    /// (RFC 3261 20.42), an `rport` that is empty or a port (RFC 3581). QA 95: a call
+    /// with `rport=abc`, `received=::zz::` or `[]` was carried to the core, and every
+    /// answer to it was dropped as malformed while its caller retransmitted.
+    pub fn answerable(&self, b: &[u8]) -> bool {
+        let host = self.host.of(b);
+        let rport_valued = self.rport == Some(None)
+            && self.rport_end.is_some_and(|e| {
+                let name = &b[..(e as usize).min(b.len())];
+                !(name.len() >= 5 && name[name.len() - 5..].eq_ignore_ascii_case(b"rport"))
+            });
+        (host.first() != Some(&b'[') || host_ip(host).is_some_and(|ip| ip.is_ipv6()))
+            && self.received.is_none_or(|r| host_ip(r.of(b)).is_some())
+            && !rport_valued
+    }
+
     /// Whether a hop that got this Via from `source` must add `received`: it has none,
     /// and either asks with `rport` (RFC 3581 4: even when it is the sent-by address) or
     /// names another sent-by address (RFC 3261 18.2.2).
