@@ -407,7 +407,7 @@ fn offer_key(call_id: &[u8]) -> u64 {
 /// What a message carried on (forwarded or relayed, either way) tells of dialogs: a
 /// 2xx to an INVITE establishes one (or, to a re-INVITE, refreshes it), a BYE ends
 /// it. `from_core`: whether it came from the core's side (a next hop's address), asked
-/// only of the messages that need it (an initial INVITE, a 2xx to one). A 2xx counts
+/// only of the messages that need it (an initial INVITE, a 2xx to one, a BYE). A 2xx counts
 /// when the core sent it, or when a trunk peer answers a call the core offered it: a
 /// 2xx a trunk makes up (with a branch shaped like ours, which carries no secret) must
 /// not make a Call-ID known, or its INVITEs would pass unjudged. The proxy calls this
@@ -421,8 +421,13 @@ pub fn track_dialog(
 ) {
     match msg.method() {
         Some(Method::Bye) => {
-            // Whichever side sends it, one of its tags is the caller's.
-            for tag in [msg.from_tag(), msg.to_tag()].into_iter().flatten() {
+            // The caller's tag: From's when the caller hangs up, To's when the core does.
+            let caller_tag = if from_core() {
+                msg.to_tag()
+            } else {
+                msg.from_tag()
+            };
+            if let Some(tag) = caller_tag {
                 rates.remember(ended_key(msg.call_id(), tag), now_ms, TRANSACTION_MS, true);
             }
             let dialog = dialog_of(msg);

@@ -5964,6 +5964,22 @@ fn an_invite_sent_again_after_its_final_answer_is_counted() {
         rejected(&r3(&a3, 6_000)),
         Some((403, "enterprise-rate-caller"))
     );
+    // The core's BYE names the caller's tag in To: the call is over all the same.
+    let rates4 = LocalRateCounter::new(1000);
+    let r4 = |m: &Message, t: u64| judge_at(&p, m, "ent", MON_10H + t, &rates4);
+    assert_eq!(rejected(&r4(&a3, 0)), None);
+    let core_bye = String::from_utf8(bye.bytes().to_vec())
+        .unwrap()
+        .replace("From: <sip:", "X-From: <sip:")
+        .replace(
+            "To: <sip:4008001234@10.0.0.100>;tag=core",
+            "From: <sip:4008001234@10.0.0.100>;tag=core",
+        )
+        .replace("X-From: ", "To: ");
+    let core_bye = Message::parse(Bytes::from(core_bye)).unwrap();
+    assert_eq!(core_bye.to_tag(), Some(&b"ft1"[..]));
+    sipfence::decide::track_dialog(&core_bye, || true, &rates4, MON_10H + 4_000);
+    assert!(!r4(&a3, 5_000).retransmission);
     // Another call's ACK ends nothing of this one's: its retransmissions stay so.
     let a2 = call(a, 2);
     let rates2 = LocalRateCounter::new(1000);
