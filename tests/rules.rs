@@ -3631,6 +3631,7 @@ fn protocol_checks_come_before_the_rules() {
             "10.9.9.9:5060;branch=z9hG4bK-v;rport=70000",
             Some("Bad Via"),
         ),
+        ("10.9.9.9:5060;branch=z9hG4bK-v;rport=0", Some("Bad Via")),
         (
             "10.9.9.9:5060;branch=z9hG4bK-v;received=::zz::",
             Some("Bad Via"),

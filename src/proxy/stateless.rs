@@ -760,6 +760,16 @@ fn add_proxy_edits(
                 out.push(b'=');
                 push_num(out, o.source.port() as u64);
             });
+        } else if let (Some(Some(port)), Some(end)) = (v.rport, v.rport_end)
+            && port != o.source.port()
+            && let Some(eq) = msg.buf()[..end as usize].iter().rposition(|&c| c == b'=')
+        {
+            // A port the sender wrote itself (RFC 3581 has it send `rport` empty) is no
+            // word of ours either: behind a NAT it is not where answers reach it (QA 96:
+            // `rport=5060` from port 48520, every answer lost), as Kamailio's
+            // `force_rport` has it.
+            let value = Span::new(lex::skip_lws(msg.buf(), eq + 1), end as usize);
+            edits.replace_with(value, |out| push_num(out, o.source.port() as u64));
         }
         // RFC 3581 4: with `rport`, `received` even when it is the sent-by address.
         // IPv4 written as IPv4 when a dual-stack socket shows it mapped (RFC 3261 25.1).
@@ -1907,6 +1917,15 @@ record_route = true
             (
                 "198.51.100.7:5060;received=198.51.100.7",
                 "198.51.100.7:5060;received=198.51.100.7;branch",
+            ),
+            // A port of its own in `rport`: the source port (QA 96), kept when it is.
+            (
+                "198.51.100.7:5060;received=198.51.100.7;rport = 5070",
+                "198.51.100.7:5060;received=198.51.100.7;rport = 5060;branch",
+            ),
+            (
+                "198.51.100.7:5060;RPORT=5060",
+                "198.51.100.7:5060;RPORT=5060;branch=z9hG4bK-fr;received=198.51.100.7",
             ),
         ] {
             let (h, out) = run(&p, "198.51.100.7:5060", &invite(via));

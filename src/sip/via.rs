@@ -179,7 +179,7 @@ impl Via {
     /// Whether answers can come back by this Via once a hop has added what it adds
     /// (`received`, the `rport` value): an IPv6 reference that is an address (RFC 5118:
     /// no zone ID, eight groups at most; not `[]`), a `received` that is an address
-    /// (RFC 3261 20.42), an `rport` that is empty or a port (RFC 3581). QA 95: a call
+    /// (RFC 3261 20.42), an `rport` that is empty or a port, not 0 (RFC 3581). QA 95: a call
     /// with `rport=abc`, `received=::zz::` or `[]` was carried to the core, and every
     /// answer to it was dropped as malformed while its caller retransmitted.
     pub fn answerable(&self, b: &[u8]) -> bool {
@@ -192,6 +192,7 @@ impl Via {
         (host.first() != Some(&b'[') || host_ip(host).is_some_and(|ip| ip.is_ipv6()))
             && self.received.is_none_or(|r| host_ip(r.of(b)).is_some())
             && !rport_valued
+            && self.rport != Some(Some(0))
     }
 
     /// Whether a hop that got this Via from `source` must add `received`: it has none,
