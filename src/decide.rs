@@ -337,7 +337,7 @@ fn repeated(
 }
 
 /// Whether the caller of `msg` acknowledged its INVITE's final answer ([`track_dialog`]:
-/// its ACK passed). A copy sent after that is no retransmission (a UAC retransmits an
+/// its ACK passed, or a BYE of the call did). A copy sent after that is no retransmission (a UAC retransmits an
 /// INVITE only until it has its answer): it is judged and counted as the call it is to
 /// a core whose transaction has ended (QA 52: the same bytes sent again once a call had
 /// ended passed the per-caller limit uncounted). Before that, a copy says the answer
@@ -363,8 +363,8 @@ fn acked_key(call_id: &[u8], caller_tag: &[u8], cseq: u32) -> u64 {
     crate::sip::lex::tag_hash(&[b"acked", call_id, caller_tag, &cseq.to_le_bytes()])
 }
 
-/// Key in the rate counters' memory of a call a BYE ended, by Call-ID and either tag:
-/// its caller had the answer whether or not its ACK came this way (QA 94: an ACK sent
+/// Key in the rate counters' memory of a call a BYE ended, by Call-ID and the caller's
+/// tag: its caller had the answer whether or not its ACK came this way (QA 94: an ACK sent
 /// around the gateway left the INVITE's copies after the BYE uncounted).
 fn ended_key(call_id: &[u8], tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"ended", call_id, tag])

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use sipfence::behaviour::BehaviourTracker;
+use sipfence::behaviour::local::LocalTracker;
 use sipfence::decide::{Context, Decision, Kind, Outcome, decide};
 use sipfence::policy::rate::{LocalRateCounter, NoCounting, RateCounter};
 use sipfence::policy::{Policy, RuleId};
@@ -5810,6 +5811,27 @@ fn ack_of(call_id: &str, rates: &LocalRateCounter, now_ms: u64) {
     sipfence::decide::track_dialog(&m, || false, rates, now_ms);
 }
 
+/// The context of a call on the capped international trunk, `now` ms after Monday 10:00.
+fn capped_at<'a>(rates: &'a LocalRateCounter, calls: &'a LocalTracker, now: u64) -> Context<'a> {
+    Context {
+        source: src("intl-cap"),
+        local: None,
+        trunk: None,
+        now_ms: MON_10H + now,
+        rates,
+        behaviour: calls,
+    }
+}
+
+/// The core's final answer to `caller`'s INVITE (a [`invite`] call), told to the tracker.
+fn core_answers(calls: &LocalTracker, caller: &str, code: u16, to_tag: &str) {
+    let s = format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{caller}\r\nFrom: <sip:{caller}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: call-{caller}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let m = Message::parse(Bytes::from(s)).unwrap();
+    sipfence::behaviour::observe(&m, true, calls, MON_10H);
+}
+
 /// A copy of an answered call's INVITE sent before its caller acknowledged the answer
 /// is the answer lost on its way back: the same call, in the place it has, even with
 /// the trunk full (QA 93: it took a second place, and its caller got 503 for a call
@@ -5820,23 +5842,10 @@ fn ack_of(call_id: &str, rates: &LocalRateCounter, now_ms: u64) {
 fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
     let p = policy(CAPPED);
     let rates = LocalRateCounter::new(1000);
-    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
-    let ctx = |now: u64| Context {
-        source: src("intl-cap"),
-        local: None,
-        trunk: None,
-        now_ms: MON_10H + now,
-        rates: &rates,
-        behaviour: &calls,
-    };
+    let calls = LocalTracker::new(64, 64);
+    let ctx = |now: u64| capped_at(&rates, &calls, now);
     let up = || calls.calls_up(p.trunks[3].id, MON_10H);
-    let answer = |caller: &str, code: u16, to_tag: &str| {
-        let s = format!(
-            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{caller}\r\nFrom: <sip:{caller}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: call-{caller}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        );
-        let m = Message::parse(Bytes::from(s)).unwrap();
-        sipfence::behaviour::observe(&m, true, &calls, MON_10H);
-    };
+    let answer = |caller: &str, code: u16, to_tag: &str| core_answers(&calls, caller, code, to_tag);
     let (a, b) = ("+442071234561", "+442071234562");
     let x = invite(a, "");
     assert_eq!(rejected(&decide(&p, &x, &ctx(0))), None);
@@ -5877,22 +5886,9 @@ fn a_copy_of_an_answered_invite_is_held_to_the_limit() {
 fn a_new_attempt_refused_at_the_limit_is_judged_again() {
     let p = policy(CAPPED);
     let rates = LocalRateCounter::new(1000);
-    let calls = sipfence::behaviour::local::LocalTracker::new(64, 64);
-    let ctx = |now: u64| Context {
-        source: src("intl-cap"),
-        local: None,
-        trunk: None,
-        now_ms: MON_10H + now,
-        rates: &rates,
-        behaviour: &calls,
-    };
-    let answer = |caller: &str, code: u16| {
-        let s = format!(
-            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{caller}\r\nFrom: <sip:{caller}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=t{code}\r\nCall-ID: call-{caller}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        );
-        let m = Message::parse(Bytes::from(s)).unwrap();
-        sipfence::behaviour::observe(&m, true, &calls, MON_10H);
-    };
+    let calls = LocalTracker::new(64, 64);
+    let ctx = |now: u64| capped_at(&rates, &calls, now);
+    let answer = |caller: &str, code: u16| core_answers(&calls, caller, code, &format!("t{code}"));
     let (a, b) = ("+442071234561", "+442071234562");
     let x = invite(a, "");
     assert_eq!(rejected(&decide(&p, &x, &ctx(0))), None);
