@@ -184,14 +184,14 @@ impl Via {
     /// answer to it was dropped as malformed while its caller retransmitted.
     pub fn answerable(&self, b: &[u8]) -> bool {
         let host = self.host.of(b);
-        let rport_valued = self.rport == Some(None)
+        let rport_not_a_port = self.rport == Some(None)
             && self.rport_end.is_some_and(|e| {
                 let name = &b[..(e as usize).min(b.len())];
                 !(name.len() >= 5 && name[name.len() - 5..].eq_ignore_ascii_case(b"rport"))
             });
         (host.first() != Some(&b'[') || host_ip(host).is_some_and(|ip| ip.is_ipv6()))
             && self.received.is_none_or(|r| host_ip(r.of(b)).is_some())
-            && !rport_valued
+            && !rport_not_a_port
             && self.rport != Some(Some(0))
     }
 
