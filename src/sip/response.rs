@@ -120,7 +120,10 @@ pub fn write_response(
 /// The first Via field with its top value told where the request came from: `rport`
 /// given the source port when it has no value, `received` the source address when the
 /// value has none and either `rport` asks for it (RFC 3581 4: even when it is the
-/// sent-by address) or the sent-by address is another (RFC 3261 18.2.2).
+/// sent-by address) or the sent-by address is another (RFC 3261 18.2.2). A `received`
+/// or an `rport` value the sender wrote itself is replaced by the source's, as the
+/// forwarded request has it (QA 97: a NAT'd peer's keep-alive answer told it a port and
+/// address it never had).
 pub fn push_top_via(
     out: &mut Vec<u8>,
     b: &[u8],
@@ -128,26 +131,70 @@ pub fn push_top_via(
     v: &super::via::Via,
     src: std::net::SocketAddr,
 ) {
-    let (start, end) = (field.start as usize, field.end as usize);
-    let mut at = start;
-    out.extend_from_slice(b"Via: ");
-    if let (Some(None), Some(e)) = (v.rport, v.rport_end) {
-        let e = (e as usize).clamp(start, end);
-        out.extend_from_slice(&b[at..e]);
-        out.push(b'=');
-        push_num(out, u64::from(src.port()));
-        at = e;
+    /// What goes where in the value: the source port or address, or a `received` added.
+    #[derive(Clone, Copy)]
+    enum Put {
+        Port,
+        Ip,
+        Received,
     }
-    let whole_end = (v.whole.end as usize).clamp(at, end);
-    out.extend_from_slice(&b[at..whole_end]);
+    let (start, end) = (field.start as usize, field.end as usize);
     // An IPv4 caller on a dual-stack socket shows as ::ffff:a.b.c.d; `received` takes
     // the IPv4 address (RFC 3261 25.1).
     let ip = src.ip().to_canonical();
-    if v.needs_received(b, ip) {
-        out.extend_from_slice(b";received=");
-        push_ip(out, ip);
+    // At most three edits, each a span replaced (empty: an insertion), in order.
+    let mut edits = [(0usize, 0usize, Put::Port); 3];
+    let mut n = 0;
+    if let (Some(rport), Some(e)) = (v.rport, v.rport_end) {
+        let e = (e as usize).clamp(start, end);
+        let named = e >= 5 && b[e - 5..e].eq_ignore_ascii_case(b"rport");
+        if named {
+            edits[n] = (e, e, Put::Port);
+            n += 1;
+        } else if rport != Some(src.port())
+            && let Some(eq) = b[start..e].iter().rposition(|&c| c == b'=')
+        {
+            edits[n] = (lex::skip_lws(b, start + eq + 1).min(e), e, Put::Port);
+            n += 1;
+        }
     }
-    out.extend_from_slice(&b[whole_end..end]);
+    if let Some(r) = v.received
+        && super::via::host_ip(r.of(b)) != Some(ip)
+    {
+        let (rs, re) = (r.start as usize, r.end as usize);
+        if (start..=end).contains(&rs) && (rs..=end).contains(&re) {
+            edits[n] = (rs, re, Put::Ip);
+            n += 1;
+        }
+    }
+    if v.needs_received(b, ip) {
+        let w = (v.whole.end as usize).clamp(start, end);
+        edits[n] = (w, w, Put::Received);
+        n += 1;
+    }
+    let edits = &mut edits[..n];
+    edits.sort_by_key(|&(s, e, _)| (s, e));
+    out.extend_from_slice(b"Via: ");
+    let mut at = start;
+    for &(s, e, put) in edits.iter() {
+        out.extend_from_slice(&b[at..s.max(at)]);
+        match put {
+            // A bare `rport` gets its `=`; a value is replaced in place.
+            Put::Port => {
+                if s == e {
+                    out.push(b'=');
+                }
+                push_num(out, u64::from(src.port()));
+            }
+            Put::Ip => push_ip(out, ip),
+            Put::Received => {
+                out.extend_from_slice(b";received=");
+                push_ip(out, ip);
+            }
+        }
+        at = e.max(at);
+    }
+    out.extend_from_slice(&b[at..end]);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -490,13 +537,36 @@ mod tests {
             ),
             "SIP/2.0/UDP 10.0.0.2:5070;rport=5070;branch=z9hG4bK1;received=10.0.0.2, SIP/2.0/UDP 10.0.0.4;branch=z9hG4bK2"
         );
-        // Already told (a received of its own): left as it is.
+        // Told by the sender itself: the source's address and port instead (QA 97), as
+        // the forwarded request has them; what is already right stays.
         assert_eq!(
             answer(
                 "SIP/2.0/UDP 10.0.0.2:5070;received=10.0.0.9;rport=1",
                 "10.0.0.2:5070"
             ),
-            "SIP/2.0/UDP 10.0.0.2:5070;received=10.0.0.9;rport=1"
+            "SIP/2.0/UDP 10.0.0.2:5070;received=10.0.0.2;rport=5070"
+        );
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 192.168.1.9:5060;branch=z9hG4bK1;RPORT = 5060;x=1",
+                "203.0.113.5:40123"
+            ),
+            "SIP/2.0/UDP 192.168.1.9:5060;branch=z9hG4bK1;RPORT = 40123;x=1;received=203.0.113.5"
+        );
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;rport=5070;received=10.0.0.2;branch=z9hG4bK1",
+                "10.0.0.2:5070"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5070;rport=5070;received=10.0.0.2;branch=z9hG4bK1"
+        );
+        // A value that is no port (its request is refused `Bad Via`): the source port.
+        assert_eq!(
+            answer(
+                "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1;rport=abc",
+                "10.0.0.2:5070"
+            ),
+            "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK1;rport=5070;received=10.0.0.2"
         );
     }
 }
