@@ -456,11 +456,9 @@ pub fn track_dialog(
         // itself, which the proxy absorbs and never carries (replay and `explain` see it
         // too, and must read the INVITE's copies as the proxy does).
         Some(Method::Ack) => {
-            let ours = msg
-                .to_tag()
-                .is_some_and(|t| t.len() == 16 && t == &crate::sip::response::stable_tag(msg)[..])
-                || ack_to_our_refusal(msg, rates, now_ms);
-            if !ours && let Some((cseq, _)) = msg.cseq() {
+            if !ack_to_our_refusal(msg, rates, now_ms)
+                && let Some((cseq, _)) = msg.cseq()
+            {
                 let key = acked_key(msg.call_id(), msg.from_tag().unwrap_or_default(), cseq);
                 rates.remember(key, now_ms, TRANSACTION_MS, true);
             }
@@ -875,10 +873,16 @@ fn refusal_key(msg: &Message) -> u64 {
     crate::sip::lex::tag_hash(&[b"refused", msg.call_id(), branch])
 }
 
-/// An ACK to an answer sipfence gave itself to an INVITE with a To-tag (a dialog it did
-/// not know, refused): it ends here, as the ACK to any of its own refusals does.
+/// An ACK to an answer sipfence gave itself: it ends here. Our To-tags are sixteen hex
+/// digits (any other length is not ours, told without hashing); an INVITE that came with
+/// a To-tag and was refused here keeps its own tag (a dialog it did not know), and its
+/// ACK is told by the transaction.
 pub fn ack_to_our_refusal(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
-    msg.method() == Some(Method::Ack) && rates.knows_dialog(refusal_key(msg), now_ms)
+    msg.method() == Some(Method::Ack)
+        && (msg
+            .to_tag()
+            .is_some_and(|t| t.len() == 16 && t == &crate::sip::response::stable_tag(msg)[..])
+            || rates.knows_dialog(refusal_key(msg), now_ms))
 }
 
 /// An INVITE with a To-tag that is judged as a call: it is a re-INVITE only when the

@@ -16,7 +16,7 @@ use crate::decide::{Context, Decision, Kind, Outcome, Refusal, decide};
 use crate::policy::config::{ListenSpec, Transport};
 use crate::policy::rate::RateCounter;
 use crate::policy::{Policy, RuleId};
-use crate::sip::response::{self, Extra, hex16, push_num, stable_tag};
+use crate::sip::response::{self, Extra, hex16, push_num};
 use crate::sip::rewrite::{EditList, crlf_head};
 use crate::sip::uri;
 use crate::sip::via::host_ip;
@@ -287,15 +287,7 @@ fn handle_parsed(
         return h;
     }
 
-    // Our To-tags are sixteen hex digits: any other length is not ours, without hashing.
-    // An INVITE that came with a To-tag and was refused here keeps its own tag: its ACK
-    // is told by the transaction.
-    if method == Method::Ack
-        && (msg
-            .to_tag()
-            .is_some_and(|t| t.len() == 16 && t == &stable_tag(msg)[..])
-            || crate::decide::ack_to_our_refusal(msg, st.rates, st.now_ms))
-    {
+    if method == Method::Ack && crate::decide::ack_to_our_refusal(msg, st.rates, st.now_ms) {
         return Handled::Absorbed;
     }
     let mf = msg.max_forwards();
@@ -755,21 +747,19 @@ fn add_proxy_edits(
     if let Some(v) = top {
         // `rport` is often the last parameter: fill it before appending `received`,
         // both edits being at the same offset then (EditList keeps insertion order).
-        if let (Some(None), Some(end)) = (v.rport, v.rport_end) {
-            edits.insert_with(end as usize, |out| {
+        match (v.rport, v.rport_value, v.rport_end) {
+            (Some(_), None, Some(end)) => edits.insert_with(end as usize, |out| {
                 out.push(b'=');
                 push_num(out, o.source.port() as u64);
-            });
-        } else if let (Some(Some(port)), Some(end)) = (v.rport, v.rport_end)
-            && port != o.source.port()
-            && let Some(eq) = msg.buf()[..end as usize].iter().rposition(|&c| c == b'=')
-        {
+            }),
             // A port the sender wrote itself (RFC 3581 has it send `rport` empty) is no
             // word of ours either: behind a NAT it is not where answers reach it (QA 96:
             // `rport=5060` from port 48520, every answer lost), as Kamailio's
             // `force_rport` has it.
-            let value = Span::new(lex::skip_lws(msg.buf(), eq + 1), end as usize);
-            edits.replace_with(value, |out| push_num(out, o.source.port() as u64));
+            (Some(port), Some(value), _) if port != Some(o.source.port()) => {
+                edits.replace_with(value, |out| push_num(out, o.source.port() as u64))
+            }
+            _ => {}
         }
         // RFC 3581 4: with `rport`, `received` even when it is the sent-by address.
         // IPv4 written as IPv4 when a dual-stack socket shows it mapped (RFC 3261 25.1).
@@ -1085,6 +1075,16 @@ fn forward_from_core(
     unless_refused(st, msg, o, method, None, handled, out).0
 }
 
+/// The code of the answer to a request the parser refused: 513 for a message over the
+/// size bound (RFC 3261 21.5.14), else 400.
+pub fn bad_request_code(e: &crate::sip::ParseError) -> u16 {
+    if e.kind == crate::sip::ErrorKind::TooLarge {
+        513
+    } else {
+        400
+    }
+}
+
 /// The answer (400, or 513 for a message over the size bound: RFC 3261 21.5.14) to a
 /// request the parser refused, when enough of it is readable to answer (start line,
 /// Via, Call-ID...): built from a lenient re-read of the header lines.
@@ -1141,13 +1141,11 @@ pub fn bad_request_for(
     }
     let (top_at, top_value, top_via) = top?;
     let (rport, port) = (top_via.rport.is_some(), top_via.port);
-    let (code, why): (u16, String) = if e.kind == crate::sip::ErrorKind::TooLarge {
-        (
-            513,
-            format!("Message larger than {} bytes", crate::sip::MAX_MESSAGE),
-        )
+    let code = bad_request_code(e);
+    let why = if code == 513 {
+        format!("Message larger than {} bytes", crate::sip::MAX_MESSAGE)
     } else {
-        (400, e.to_string())
+        e.to_string()
     };
     out.extend_from_slice(b"SIP/2.0 ");
     push_num(out, code as u64);
@@ -1404,6 +1402,11 @@ record_route = true
         to: &str,
         text: &str,
     ) -> (Handled, String, Vec<u16>) {
+        run_on(&step(p), from, to, text)
+    }
+
+    /// As [`run_observed_at`], through the step `st` (another tracker or counter).
+    fn run_on(st: &Step<'_>, from: &str, to: &str, text: &str) -> (Handled, String, Vec<u16>) {
         let o = Origin {
             source: from.parse().unwrap(),
             local: ListenSpec {
@@ -1414,7 +1417,7 @@ record_route = true
         };
         let (mut out, mut edits, mut core) = (Vec::new(), EditList::new(), vec![]);
         let h = handle(
-            &step(p),
+            st,
             Bytes::from(text.to_string()),
             &mut Message::empty(),
             &o,
@@ -1479,26 +1482,8 @@ record_route = true
             ..step(&p)
         };
         let run = |from: &str, text: String| {
-            let o = Origin {
-                source: from.parse().unwrap(),
-                local: ListenSpec {
-                    transport: Transport::Udp,
-                    addr: "192.0.2.10:5060".parse().unwrap(),
-                },
-                conn: None,
-            };
-            let (mut out, mut edits) = (Vec::new(), EditList::new());
-            let h = handle(
-                &st,
-                Bytes::from(text),
-                &mut Message::empty(),
-                &o,
-                &mut out,
-                &mut edits,
-                &mut |_| {},
-            )
-            .unwrap();
-            (h, String::from_utf8(out).unwrap())
+            let (h, out, _) = run_on(&st, from, "192.0.2.10:5060", &text);
+            (h, out)
         };
         let invite = |id: &str| {
             format!(

@@ -276,11 +276,7 @@ pub fn handle_one(
                 // The core's request answered here, as the ones that parse are (QA 95:
                 // its BYE with a broken From got its 400 counted nowhere but the parse
                 // errors).
-                let code = out
-                    .get(8..11)
-                    .and_then(crate::sip::lex::parse_u32)
-                    .map_or(400, |c| c as u16);
-                shared.metrics.core_refused(code);
+                shared.metrics.core_refused(stateless::bad_request_code(&e));
             }
             d
         }

@@ -145,18 +145,20 @@ pub fn push_top_via(
     // At most three edits, each a span replaced (empty: an insertion), in order.
     let mut edits = [(0usize, 0usize, Put::Port); 3];
     let mut n = 0;
-    if let (Some(rport), Some(e)) = (v.rport, v.rport_end) {
-        let e = (e as usize).clamp(start, end);
-        let named = e >= 5 && b[e - 5..e].eq_ignore_ascii_case(b"rport");
-        if named {
+    match (v.rport, v.rport_value, v.rport_end) {
+        (Some(_), None, Some(e)) => {
+            let e = (e as usize).clamp(start, end);
             edits[n] = (e, e, Put::Port);
             n += 1;
-        } else if rport != Some(src.port())
-            && let Some(eq) = b[start..e].iter().rposition(|&c| c == b'=')
-        {
-            edits[n] = (lex::skip_lws(b, start + eq + 1).min(e), e, Put::Port);
-            n += 1;
         }
+        (Some(port), Some(value), _) if port != Some(src.port()) => {
+            let (vs, ve) = (value.start as usize, value.end as usize);
+            if (start..=end).contains(&vs) && (vs..=end).contains(&ve) {
+                edits[n] = (vs, ve, Put::Port);
+                n += 1;
+            }
+        }
+        _ => {}
     }
     if let Some(r) = v.received
         && super::via::host_ip(r.of(b)) != Some(ip)

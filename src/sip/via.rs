@@ -20,6 +20,8 @@ pub struct Via {
     pub rport: Option<Option<u16>>,
     /// End of the `rport` parameter (where `=port` goes when it has no value).
     pub rport_end: Option<u32>,
+    /// The value written after `rport=`, port or not.
+    pub rport_value: Option<Span>,
     /// The whole via-parm, protocol to last parameter.
     pub whole: Span,
 }
@@ -100,6 +102,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
         received: None,
         rport: None,
         rport_end: None,
+        rport_value: None,
         whole: Span::new(start, i),
     };
     let mut pos = i;
@@ -135,6 +138,7 @@ pub fn parse_one(b: &[u8], i: usize, end: usize) -> Result<(Via, usize), ViaErro
             v.received = value;
         } else if nb.eq_ignore_ascii_case(b"rport") {
             v.rport_end = Some(k as u32);
+            v.rport_value = value;
             v.rport = Some(
                 value
                     .and_then(|s| super::lex::parse_u32(s.of(b)))
@@ -184,11 +188,7 @@ impl Via {
     /// answer to it was dropped as malformed while its caller retransmitted.
     pub fn answerable(&self, b: &[u8]) -> bool {
         let host = self.host.of(b);
-        let rport_not_a_port = self.rport == Some(None)
-            && self.rport_end.is_some_and(|e| {
-                let name = &b[..(e as usize).min(b.len())];
-                !(name.len() >= 5 && name[name.len() - 5..].eq_ignore_ascii_case(b"rport"))
-            });
+        let rport_not_a_port = self.rport == Some(None) && self.rport_value.is_some();
         (host.first() != Some(&b'[') || host_ip(host).is_some_and(|ip| ip.is_ipv6()))
             && self.received.is_none_or(|r| host_ip(r.of(b)).is_some())
             && !rport_not_a_port
