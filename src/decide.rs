@@ -1635,10 +1635,15 @@ fn judge_behaviour(
             RuleId::BehaviourAttempts => reached(b.attempts, f.attempts),
             RuleId::BehaviourCallees => reached(b.distinct_callees, f.callees),
             RuleId::BehaviourSequential => reached(b.sequential_callees, f.sequential),
-            RuleId::BehaviourLowAsr => b.min_asr_percent.is_some_and(|min| {
-                f.attempts >= b.asr_min_attempts.max(1) && f.asr_percent() < min
-            }),
-            RuleId::BehaviourRingOnce => reached(b.ring_once, f.ring_once),
+            RuleId::BehaviourLowAsr => b
+                .min_asr_percent
+                .is_some_and(|min| f.settled >= b.asr_min_attempts.max(1) && f.asr_percent() < min),
+            // Distinct callees, and a share: one person hanging up on one number, or a
+            // busy line's few misdials among its answered calls, is no campaign.
+            RuleId::BehaviourRingOnce => {
+                reached(b.ring_once, f.ring_once_callees)
+                    && f.ring_once_percent() >= b.ring_once_percent
+            }
             RuleId::BehaviourShortCalls => reached(b.short_calls, f.short_calls),
             _ => false,
         };

@@ -142,6 +142,7 @@ pub struct BehaviourRecord {
     #[serde(flatten)]
     pub features: Features,
     pub asr_percent: u32,
+    pub ring_once_percent: u32,
     /// Rules the caller is on the watch list for.
     pub watched: Vec<&'static str>,
 }
@@ -151,6 +152,7 @@ impl BehaviourRecord {
         BehaviourRecord {
             features: f,
             asr_percent: f.asr_percent(),
+            ring_once_percent: f.ring_once_percent(),
             watched: f.watched.iter().map(|r| r.as_str()).collect(),
         }
     }
@@ -160,7 +162,7 @@ impl BehaviourRecord {
     pub fn summary(&self) -> String {
         let f = &self.features;
         let mut s = format!(
-            "attempts={} callees={} answered={}/{} (asr {}) ring-once={} sequential={} short={}",
+            "attempts={} callees={} answered={}/{} (asr {}) ring-once={}{} sequential={} short={}",
             f.attempts,
             f.callees,
             f.answered,
@@ -172,6 +174,17 @@ impl BehaviourRecord {
                 format!("{}%", self.asr_percent)
             },
             f.ring_once,
+            // What the ring-once rule weighs besides the count.
+            if f.ring_once == 0 {
+                String::new()
+            } else {
+                format!(
+                    " ({} callees, {}% of {} reached)",
+                    f.ring_once_callees,
+                    f.ring_once_percent(),
+                    f.reached
+                )
+            },
             f.sequential,
             f.short_calls
         );

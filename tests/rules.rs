@@ -5162,6 +5162,14 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "attempts = 0 would flag every call",
     );
     refused(
+        &format!("{ic}[trunk.behaviour]\nring_once = 3\nring_once_percent = 101\n"),
+        8,
+        "ring_once_percent must be 0..=100",
+    );
+    loads(&format!(
+        "{ic}[trunk.behaviour]\nring_once = 3\nring_once_percent = 30\n"
+    ));
+    refused(
         &format!("[behaviour]\ncalls = 0\n{ic}[trunk.behaviour]\nattempts = 30\n"),
         2,
         "[behaviour] calls = 0",

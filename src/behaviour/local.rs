@@ -90,23 +90,59 @@ struct CallerSlot {
     last_callee: u64,
     /// Callee bitmaps of the current and previous bucket (linear counting).
     callees: [u128; 2],
+    /// The same, of the ring-once calls' callees (half the bits: their threshold is
+    /// a few).
+    ring_once_callees: [u64; 2],
     attempts: Pair,
     answered: Pair,
     settled: Pair,
     ring_once: Pair,
+    reached: Pair,
     sequential: Pair,
     short_calls: Pair,
     watched: RuleSet,
 }
 
+/// Moves bitmap buckets on by `buckets` (current, previous).
+fn roll_bits<T: Copy + Default>(b: &mut [T; 2], buckets: u64) {
+    *b = [T::default(), if buckets == 1 { b[0] } else { T::default() }];
+}
+
+/// Puts bitmap buckets where [`CallerSlot::rewindow`] placed their times.
+fn rebucket<T: Copy + Default + std::ops::BitOrAssign>(b: &mut [T; 2], to: [Option<usize>; 2]) {
+    let was = std::mem::take(b);
+    for (bits, to) in was.into_iter().zip(to) {
+        if let Some(j) = to {
+            b[j] |= bits;
+        }
+    }
+}
+
+/// Linear counting: distinct items behind `set` of `m` bits, n = -m ln(zeros/m); all
+/// bits set means "more than we can tell" (the caller bounds it by a count).
+fn linear_count(set: u32, m: u32) -> u32 {
+    let zeros = m - set.min(m);
+    if zeros == 0 {
+        return u32::MAX;
+    }
+    (-(m as f64) * (zeros as f64 / m as f64).ln()).round() as u32
+}
+
+/// The callee's bit in the callee bitmap (the ring-once bitmap takes its upper six).
+#[inline]
+fn callee_bit(callee_hash: u64) -> u8 {
+    (mix(callee_hash) >> 57) as u8
+}
+
 impl CallerSlot {
     /// Every count kept in buckets.
-    fn pairs(&mut self) -> [&mut Pair; 6] {
+    fn pairs(&mut self) -> [&mut Pair; 7] {
         [
             &mut self.attempts,
             &mut self.answered,
             &mut self.settled,
             &mut self.ring_once,
+            &mut self.reached,
             &mut self.sequential,
             &mut self.short_calls,
         ]
@@ -122,7 +158,8 @@ impl CallerSlot {
             for p in self.pairs() {
                 p.roll(buckets);
             }
-            self.callees = [0, if buckets == 1 { self.callees[0] } else { 0 }];
+            roll_bits(&mut self.callees, buckets);
+            roll_bits(&mut self.ring_once_callees, buckets);
             self.start_ms += buckets * w;
         }
         let into = now_ms.saturating_sub(self.start_ms).min(w);
@@ -156,12 +193,8 @@ impl CallerSlot {
             place(self.start_ms),
             place(self.start_ms.saturating_sub(old)),
         ];
-        let callees = std::mem::take(&mut self.callees);
-        for (bits, to) in callees.into_iter().zip(to) {
-            if let Some(j) = to {
-                self.callees[j] |= bits;
-            }
-        }
+        rebucket(&mut self.callees, to);
+        rebucket(&mut self.ring_once_callees, to);
         for p in self.pairs() {
             let was = std::mem::take(p);
             for (n, to) in [was.cur, was.prev].into_iter().zip(to) {
@@ -177,23 +210,26 @@ impl CallerSlot {
 
     fn features(&self, left: u64, now_ms: u64) -> Features {
         let attempts = self.attempts.weighted(left);
-        let bits = self.callees[0] | if left > 0 { self.callees[1] } else { 0 };
-        let zeros = 128 - bits.count_ones();
-        // Linear counting: n = -m ln(zeros/m); all bits set means "more than we can
-        // tell", which the attempts bound.
-        let est = if zeros == 0 {
-            u32::MAX
-        } else {
-            (-128.0 * (zeros as f64 / 128.0).ln()).round() as u32
-        };
-        let total = self.attempts.cur as u32 + self.attempts.prev as u32;
+        // A bucket wholly out of the window adds no bits.
+        let prev = left > 0;
+        let bits = self.callees[0] | if prev { self.callees[1] } else { 0 };
+        let total = |p: Pair| p.cur as u32 + p.prev as u32;
+        let ring_once = self.ring_once.weighted(left);
+        let rung = self.ring_once_callees[0] | if prev { self.ring_once_callees[1] } else { 0 };
         let watching = self.watch_until_ms > now_ms;
         Features {
             attempts,
-            callees: est.min(total).min(attempts.max(1)).max(1),
+            callees: linear_count(bits.count_ones(), 128)
+                .min(total(self.attempts))
+                .min(attempts.max(1))
+                .max(1),
             answered: self.answered.weighted(left),
             settled: self.settled.weighted(left),
-            ring_once: self.ring_once.weighted(left),
+            ring_once,
+            ring_once_callees: linear_count(rung.count_ones(), 64)
+                .min(total(self.ring_once))
+                .min(ring_once),
+            reached: self.reached.weighted(left),
             sequential: self.sequential.weighted(left),
             short_calls: self.short_calls.weighted(left),
             watched: if watching {
@@ -226,14 +262,17 @@ struct CallSlot {
     invite_ms: u64,
     ring_ms: u64,
     answer_ms: u64,
-    ring_once_ms: u32,
     short_call_ms: u32,
     trunk: TrunkTag,
     /// When the caller's CANCEL came, in ms after the INVITE plus one (0: none). The call
     /// ends at the INVITE's final answer, not at the CANCEL: the callee may have
-    /// answered meanwhile, and an answered call is no ring-once one. (Fits the slot's
-    /// padding: the slot stays 48 bytes.)
+    /// answered meanwhile, and an answered call is no ring-once one.
     cancel_at: u32,
+    /// The ring-once time in tenths of a second (configured in seconds, at most an
+    /// hour): with the callee's bit, it keeps the slot at 48 bytes.
+    ring_once_ds: u16,
+    /// [`callee_bit`] of the callee, for the caller's ring-once callees.
+    callee_bit: u8,
 }
 
 const _: () = assert!(std::mem::size_of::<CallSlot>() == 48);
@@ -462,7 +501,8 @@ impl LocalTracker {
             CallSlot {
                 caller: c.caller,
                 invite_ms: c.now_ms,
-                ring_once_ms: c.ring_once_ms,
+                ring_once_ds: (c.ring_once_ms / 100).min(u16::MAX as u32) as u16,
+                callee_bit: callee_bit(c.callee_hash),
                 short_call_ms: c.short_call_ms,
                 trunk: c.trunk,
                 ..CallSlot::default()
@@ -521,9 +561,10 @@ impl BehaviourTracker for LocalTracker {
             let left = s.roll(c.now_ms);
             s.last_ms = c.now_ms;
             s.attempts.add();
-            s.callees[0] |= 1u128 << (mix(c.callee_hash) >> 57);
+            s.callees[0] |= 1u128 << callee_bit(c.callee_hash);
             if let Some(v) = c.callee_seq {
-                if v > s.last_callee && v - s.last_callee <= SEQ_STEP {
+                let step = v.abs_diff(s.last_callee);
+                if s.last_callee != 0 && (1..=SEQ_STEP).contains(&step) {
                     s.sequential.add();
                 }
                 s.last_callee = v;
@@ -574,7 +615,7 @@ impl BehaviourTracker for LocalTracker {
         // Where the call goes on being found: under its dialog once answered, under its
         // retry key once challenged.
         let mut move_to = None;
-        let (caller, trunk, seen) = {
+        let (slot, seen) = {
             let mut set = t.call_set(call);
             let i = set.find(call)?;
             let s = &mut set.slots[i];
@@ -611,7 +652,7 @@ impl BehaviourTracker for LocalTracker {
                         at => s.invite_ms + at as u64 - 1,
                     };
                     let quick = s.ring_ms != 0
-                        && given_up.saturating_sub(s.ring_ms) <= s.ring_once_ms as u64;
+                        && given_up.saturating_sub(s.ring_ms) <= s.ring_once_ds as u64 * 100;
                     Some(if quick {
                         Seen::RingOnce
                     } else {
@@ -639,12 +680,19 @@ impl BehaviourTracker for LocalTracker {
                 drop(set);
                 self.put_call(t, nonzero(to), slot, now_ms);
             }
-            (slot.caller, slot.trunk, seen?)
+            (slot, seen?)
         };
-        self.with_caller(t, caller, now_ms, None, |s| {
+        self.with_caller(t, slot.caller, now_ms, None, |s| {
             s.roll(now_ms);
             // The caller's last event, calls' outcomes included ([`CallerSlot::rewindow`]).
             s.last_ms = s.last_ms.max(now_ms);
+            // An outcome of a call that rang (or was answered): it reached its callee.
+            if matches!(seen, Seen::Answered)
+                || (slot.ring_ms != 0
+                    && matches!(seen, Seen::RingOnce | Seen::Cancelled | Seen::Failed))
+            {
+                s.reached.add();
+            }
             match seen {
                 Seen::Answered => {
                     s.answered.add();
@@ -652,6 +700,7 @@ impl BehaviourTracker for LocalTracker {
                 }
                 Seen::RingOnce => {
                     s.ring_once.add();
+                    s.ring_once_callees[0] |= 1u64 << (slot.callee_bit >> 1);
                     s.settled.add();
                 }
                 Seen::Cancelled | Seen::Failed => s.settled.add(),
@@ -659,7 +708,7 @@ impl BehaviourTracker for LocalTracker {
                 Seen::Ended => {}
             }
         });
-        Some((trunk, seen))
+        Some((slot.trunk, seen))
     }
 }
 
@@ -788,6 +837,54 @@ mod tests {
             g = t.on_call(&start(10, 1000 + i, 42, 1000 + i));
         }
         assert_eq!((g.callees, g.sequential), (1, 0));
+        // Downwards counts as upwards.
+        let mut h = Features::default();
+        for i in 0..12u64 {
+            h = t.on_call(&start(11, 2000 + i, 138_0000_0000 - 3 * i, 1000 + i));
+        }
+        assert_eq!(h.sequential, 11);
+    }
+
+    /// Ring-once calls are counted with their callees and against the calls that rang:
+    /// the rule weighs a campaign's many victims, not one number rung again.
+    #[test]
+    fn ring_once_callees_and_calls_that_reached_a_callee() {
+        let t = LocalTracker::new(1024, 1024);
+        let ring_once = |call: u64, callee: u64, at: u64| {
+            t.on_call(&start(2, call, callee, at));
+            t.on_event(CallRef::call(call), Event::Ringing, at + 100);
+            t.on_event(CallRef::call(call), Event::Cancel, at + 1_100);
+            t.on_event(CallRef::call(call), Event::Cancelled, at + 1_150)
+        };
+        for i in 0..4 {
+            assert_eq!(
+                ring_once(100 + i, 5, i * 3_000).map(|s| s.1),
+                Some(Seen::RingOnce)
+            );
+        }
+        // Failed before ringing: an outcome that reached no one.
+        t.on_call(&start(2, 200, 6, 13_000));
+        t.on_event(CallRef::call(200), Event::Failed, 13_300);
+        let f = t.on_call(&start(2, 201, 6, 14_000));
+        assert_eq!(
+            (f.ring_once, f.ring_once_callees, f.reached, f.settled),
+            (4, 1, 4, 5)
+        );
+        assert_eq!(f.ring_once_percent(), 100);
+        // Three other callees, then two answered calls.
+        for i in 0..3 {
+            ring_once(300 + i, 10 + i, 15_000 + i * 1_000);
+        }
+        for i in 0..2 {
+            t.on_call(&start(2, 400 + i, 20 + i, 20_000));
+            t.on_event(CallRef::call(400 + i), Event::Answered, 21_000);
+        }
+        let f = t.on_call(&start(2, 500, 30, 22_000));
+        assert_eq!((f.ring_once, f.ring_once_callees, f.reached), (7, 4, 9));
+        assert_eq!(f.ring_once_percent(), 77);
+        // Two windows on, nothing is left.
+        let f = t.on_call(&start(2, 501, 30, 130_000));
+        assert_eq!((f.ring_once, f.ring_once_callees, f.reached), (0, 0, 0));
     }
 
     #[test]
@@ -837,9 +934,11 @@ mod tests {
                 f.answered,
                 f.settled,
                 f.ring_once,
-                f.short_calls
+                f.short_calls,
+                f.reached,
+                f.ring_once_callees
             ),
-            (5, 2, 4, 1, 1)
+            (5, 2, 4, 1, 1, 4, 1)
         );
         // Two of the four calls with an outcome; the fifth, being judged, is none yet.
         assert_eq!(f.asr_percent(), 50);

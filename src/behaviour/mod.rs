@@ -67,8 +67,19 @@ pub struct Features {
     /// denominator, so that calls still ringing, and this one, are not counted as
     /// unanswered.
     pub settled: u32,
+    /// Calls cancelled within the ring-once time of their first 18x.
     pub ring_once: u32,
-    /// Attempts whose callee followed the previous callee by +1..+[`SEQ_STEP`].
+    /// Distinct callees of those calls (linear counting over 64 bits, never more than
+    /// the calls): one person hanging up on the same number four times rang one
+    /// callee, a Wangiri campaign rings a new one each time (QA 98).
+    pub ring_once_callees: u32,
+    /// Attempts that reached their callee, with an outcome: rang (180/183) or answered.
+    /// The ring-once calls' share of them tells a campaign (nearly all its calls) from
+    /// a busy line with a few misdials (QA 98: a PBX pilot with three among thirty).
+    pub reached: u32,
+    /// Attempts whose callee lay within [`SEQ_STEP`] of the previous callee, either
+    /// way (a sweep downwards, or a dialler whose two channels swap neighbours, is a
+    /// sweep too: QA 98).
     pub sequential: u32,
     pub short_calls: u32,
     /// Rules this caller is on the watch list for, and until when (Unix ms, 0 = not):
@@ -87,9 +98,18 @@ impl Features {
             .checked_div(self.settled)
             .unwrap_or(100)
     }
+
+    /// Ring-once calls' share of the calls that reached a callee, in percent; 0 while
+    /// none did.
+    pub fn ring_once_percent(&self) -> u32 {
+        (self.ring_once.min(self.reached) * 100)
+            .checked_div(self.reached)
+            .unwrap_or(0)
+    }
 }
 
-/// Largest step between consecutive callees that counts as "dialled in sequence".
+/// Largest step, up or down, between consecutive callees that counts as "dialled in
+/// sequence" (0, the same callee again, does not).
 pub const SEQ_STEP: u64 = 16;
 
 /// What a later message of a call was, once attributed to a known call.

@@ -667,11 +667,16 @@ pub struct BehaviourConf {
     pub sequential_callees: Option<u32>,
     /// behaviour-low-asr: below this answer-seizure ratio (percent) ...
     pub min_asr_percent: Option<u32>,
-    /// ... once the caller made at least this many attempts in the window.
+    /// ... once at least this many of the caller's calls in the window have an outcome
+    /// (QA 98: counted over attempts, a call centre whose failures come back at once
+    /// and whose answers after 20 s of ringing read 0 of 13 at its 20th attempt).
     pub asr_min_attempts: u32,
-    /// behaviour-ring-once: calls cancelled within `ring_once_secs` of ringing.
+    /// behaviour-ring-once: calls cancelled within `ring_once_secs` of ringing, to this
+    /// many distinct callees ...
     pub ring_once: Option<u32>,
     pub ring_once_secs: u32,
+    /// ... making at least this share (percent) of the calls that reached a callee.
+    pub ring_once_percent: u32,
     /// behaviour-short-calls: answered calls ended within `short_call_secs`.
     pub short_calls: Option<u32>,
     pub short_call_secs: u32,
@@ -690,12 +695,12 @@ impl BehaviourConf {
             BehaviourCallees => format!("callees>={}/{w}s", self.distinct_callees?),
             BehaviourSequential => format!("sequential>={}/{w}s", self.sequential_callees?),
             BehaviourLowAsr => format!(
-                "asr<{}% once {} attempts/{w}s",
+                "asr<{}% once {} calls have an outcome/{w}s",
                 self.min_asr_percent?, self.asr_min_attempts
             ),
             BehaviourRingOnce => format!(
-                "ring-once>={} (cancelled within {}s of ringing)/{w}s",
-                self.ring_once?, self.ring_once_secs
+                "ring-once>={} callees and >={}% of calls reaching one (cancelled within {}s of ringing)/{w}s",
+                self.ring_once?, self.ring_once_percent, self.ring_once_secs
             ),
             BehaviourShortCalls => format!(
                 "short>={} (ended within {}s of the answer)/{w}s",
@@ -718,6 +723,7 @@ impl Default for BehaviourConf {
             asr_min_attempts: 20,
             ring_once: None,
             ring_once_secs: 5,
+            ring_once_percent: 50,
             short_calls: None,
             short_call_secs: 10,
             rate_limit_per_minute: 2,

@@ -261,6 +261,11 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     b.ring_once.is_some(),
                 ),
                 (
+                    "ring_once_percent",
+                    b.ring_once_percent != d.ring_once_percent,
+                    b.ring_once.is_some(),
+                ),
+                (
                     "short_call_secs",
                     b.short_call_secs != d.short_call_secs,
                     b.short_calls.is_some(),
@@ -934,6 +939,14 @@ entries = [{whitelist}]
             ]
         );
         assert!(w(&asr.replace("attempts = 30", "min_asr_percent = 10")).is_empty());
+        let share = asr.replace("asr_min_attempts = 5", "ring_once_percent = 30");
+        assert_eq!(
+            w(&share),
+            [
+                "trunk ent: behaviour ring_once_percent is set but its rule's threshold is not: it does nothing"
+            ]
+        );
+        assert!(w(&share.replace("attempts = 30", "ring_once = 3")).is_empty());
         assert!(w(ent).is_empty());
         // An answer's code or reason beside an action that sends none; one inherited
         // from [rules] under a trunk trying the rule (`monitor`) is no note.

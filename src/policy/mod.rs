@@ -829,6 +829,9 @@ fn check_behaviour(
     if b.min_asr_percent.is_some_and(|p| p > 100) {
         return bad("min_asr_percent must be 0..=100");
     }
+    if b.ring_once_percent > 100 {
+        return bad("ring_once_percent must be 0..=100");
+    }
     if b.ring_once_secs > 3600 || b.short_call_secs > 86_400 {
         return bad("ring_once_secs must be at most 3600 and short_call_secs at most 86400");
     }
