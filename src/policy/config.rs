@@ -632,7 +632,7 @@ pub struct TrunkConf {
 }
 
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about
-/// `callers` x 106 B + `calls` x 57 B whatever the traffic, 41 MiB at the defaults,
+/// `callers` x 138 B + `calls` x 57 B whatever the traffic, 49 MiB at the defaults,
 /// allocated only when a trunk runs behaviour rules).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
