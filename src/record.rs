@@ -182,7 +182,7 @@ impl BehaviourRecord {
                     " ({} callees, {}% of {} reached)",
                     f.ring_once_callees,
                     f.ring_once_percent(),
-                    f.reached
+                    f.reached_callees
                 )
             },
             f.sequential,

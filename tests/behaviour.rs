@@ -137,6 +137,10 @@ impl Net {
                     events.push((t + 100 + ring_ms + talk_ms, i, 3));
                 }
                 Outcome_::Busy => events.push((t + 200, i, 4)),
+                Outcome_::Declined { ring_ms } => {
+                    events.push((t + 100, i, 1));
+                    events.push((t + 100 + ring_ms, i, 7));
+                }
                 Outcome_::Cancelled { ring_ms } => {
                     events.push((t + 100, i, 1));
                     events.push((t + 100 + ring_ms, i, 5));
@@ -160,6 +164,7 @@ impl Net {
                 2 => self.response(200, call, t),
                 3 => self.bye(call, t),
                 4 => self.response(486, call, t),
+                7 => self.response(603, call, t),
                 5 => self.cancel(call, t),
                 _ => self.response(487, call, t),
             }
@@ -170,9 +175,18 @@ impl Net {
 
 #[derive(Clone, Copy)]
 enum Outcome_ {
-    Answered { ring_ms: u64, talk_ms: u64 },
+    Answered {
+        ring_ms: u64,
+        talk_ms: u64,
+    },
     Busy,
-    Cancelled { ring_ms: u64 },
+    Cancelled {
+        ring_ms: u64,
+    },
+    /// Rings, then the callee declines (603).
+    Declined {
+        ring_ms: u64,
+    },
 }
 
 const TALK: Outcome_ = Outcome_::Answered {
@@ -348,6 +362,17 @@ fn sequential_callees_caught_and_spaced_callees_spared() {
         |_| Outcome_::Busy,
     );
     assert_eq!(hit, Some((10, RuleId::BehaviourSequential)));
+    // Back and forth between two numbers three apart (two busy family phones): one
+    // step, not one a call (QA 99: labelled at the 14th call).
+    let hit = run(
+        &net,
+        "+447700900069",
+        20,
+        3_000,
+        |i| format!("+86139{:08}", 12_340_000 + 3 * (i % 2)),
+        |_| Outcome_::Busy,
+    );
+    assert_eq!(hit, None);
     // The same callee again and again is no step.
     let hit = run(
         &net,
@@ -593,6 +618,30 @@ fn ring_once_caught_and_patient_callers_spared() {
         }
     });
     assert_eq!(hit, None);
+    // A campaign that calls one accomplice number twice between its victims, rung and
+    // declined (nothing billed): the share is of callees, so the accomplice is one
+    // (QA 99: counted by calls, the share read 33 % and the campaign went on).
+    let hit = run(
+        &net,
+        "+447700900068",
+        30,
+        2_000,
+        |i| {
+            if i % 3 == 0 {
+                scattered(i)
+            } else {
+                "+8613912349999".to_string()
+            }
+        },
+        |i| {
+            if i % 3 == 0 {
+                Outcome_::Cancelled { ring_ms: 1_500 }
+            } else {
+                Outcome_::Declined { ring_ms: 1_000 }
+            }
+        },
+    );
+    assert_eq!(hit.map(|h| h.1), Some(RuleId::BehaviourRingOnce));
     // The same line when most of what rings is given up at once: a campaign.
     let hit = run(&net, "+447700900063", 30, 2_000, scattered, |i| {
         if i % 10 < 6 {

@@ -88,11 +88,14 @@ struct CallerSlot {
     window_ms: u64,
     watch_until_ms: u64,
     last_callee: u64,
+    /// The callee before [`CallerSlot::last_callee`].
+    callee_before: u64,
     /// Callee bitmaps of the current and previous bucket (linear counting).
     callees: [u128; 2],
-    /// The same, of the ring-once calls' callees (half the bits: their threshold is
-    /// a few).
+    /// The same, of the ring-once calls' callees, and of the callees calls reached
+    /// (half the bits: the share is read around a few to a few dozen).
     ring_once_callees: [u64; 2],
+    reached_callees: [u64; 2],
     attempts: Pair,
     answered: Pair,
     settled: Pair,
@@ -160,6 +163,7 @@ impl CallerSlot {
             }
             roll_bits(&mut self.callees, buckets);
             roll_bits(&mut self.ring_once_callees, buckets);
+            roll_bits(&mut self.reached_callees, buckets);
             self.start_ms += buckets * w;
         }
         let into = now_ms.saturating_sub(self.start_ms).min(w);
@@ -195,6 +199,7 @@ impl CallerSlot {
         ];
         rebucket(&mut self.callees, to);
         rebucket(&mut self.ring_once_callees, to);
+        rebucket(&mut self.reached_callees, to);
         for p in self.pairs() {
             let was = std::mem::take(p);
             for (n, to) in [was.cur, was.prev].into_iter().zip(to) {
@@ -215,7 +220,7 @@ impl CallerSlot {
         let bits = self.callees[0] | if prev { self.callees[1] } else { 0 };
         let total = |p: Pair| p.cur as u32 + p.prev as u32;
         let ring_once = self.ring_once.weighted(left);
-        let rung = self.ring_once_callees[0] | if prev { self.ring_once_callees[1] } else { 0 };
+        let union = |b: [u64; 2]| b[0] | if prev { b[1] } else { 0 };
         let watching = self.watch_until_ms > now_ms;
         Features {
             attempts,
@@ -226,10 +231,12 @@ impl CallerSlot {
             answered: self.answered.weighted(left),
             settled: self.settled.weighted(left),
             ring_once,
-            ring_once_callees: linear_count(rung.count_ones(), 64)
+            ring_once_callees: linear_count(union(self.ring_once_callees).count_ones(), 64)
                 .min(total(self.ring_once))
                 .min(ring_once),
-            reached: self.reached.weighted(left),
+            reached_callees: linear_count(union(self.reached_callees).count_ones(), 64)
+                .min(total(self.reached))
+                .min(self.reached.weighted(left)),
             sequential: self.sequential.weighted(left),
             short_calls: self.short_calls.weighted(left),
             watched: if watching {
@@ -564,8 +571,11 @@ impl BehaviourTracker for LocalTracker {
             s.callees[0] |= 1u128 << callee_bit(c.callee_hash);
             if let Some(v) = c.callee_seq {
                 let step = v.abs_diff(s.last_callee);
-                if s.last_callee != 0 && (1..=SEQ_STEP).contains(&step) {
+                if s.last_callee != 0 && v != s.callee_before && (1..=SEQ_STEP).contains(&step) {
                     s.sequential.add();
+                }
+                if v != s.last_callee {
+                    s.callee_before = s.last_callee;
                 }
                 s.last_callee = v;
             }
@@ -692,6 +702,7 @@ impl BehaviourTracker for LocalTracker {
                     && matches!(seen, Seen::RingOnce | Seen::Cancelled | Seen::Failed))
             {
                 s.reached.add();
+                s.reached_callees[0] |= 1u64 << (slot.callee_bit >> 1);
             }
             match seen {
                 Seen::Answered => {
@@ -843,10 +854,17 @@ mod tests {
             h = t.on_call(&start(11, 2000 + i, 138_0000_0000 - 3 * i, 1000 + i));
         }
         assert_eq!(h.sequential, 11);
+        // Back and forth between two numbers a few apart: one step, not one a call.
+        let mut k = Features::default();
+        for i in 0..12u64 {
+            k = t.on_call(&start(12, 3000 + i, 138_0000_0000 + 3 * (i % 2), 1000 + i));
+        }
+        assert_eq!((k.callees, k.sequential), (2, 1));
     }
 
-    /// Ring-once calls are counted with their callees and against the calls that rang:
-    /// the rule weighs a campaign's many victims, not one number rung again.
+    /// Ring-once calls are counted with their callees, against the callees calls
+    /// reached: the rule weighs a campaign's many victims, not one number rung again,
+    /// nor calls to one accomplice between them (QA 99).
     #[test]
     fn ring_once_callees_and_calls_that_reached_a_callee() {
         let t = LocalTracker::new(1024, 1024);
@@ -867,8 +885,13 @@ mod tests {
         t.on_event(CallRef::call(200), Event::Failed, 13_300);
         let f = t.on_call(&start(2, 201, 6, 14_000));
         assert_eq!(
-            (f.ring_once, f.ring_once_callees, f.reached, f.settled),
-            (4, 1, 4, 5)
+            (
+                f.ring_once,
+                f.ring_once_callees,
+                f.reached_callees,
+                f.settled
+            ),
+            (4, 1, 1, 5)
         );
         assert_eq!(f.ring_once_percent(), 100);
         // Three other callees, then two answered calls.
@@ -880,11 +903,27 @@ mod tests {
             t.on_event(CallRef::call(400 + i), Event::Answered, 21_000);
         }
         let f = t.on_call(&start(2, 500, 30, 22_000));
-        assert_eq!((f.ring_once, f.ring_once_callees, f.reached), (7, 4, 9));
-        assert_eq!(f.ring_once_percent(), 77);
+        // Six callees reached: an estimate (two of these six share a bit of the 64).
+        assert_eq!(
+            (f.ring_once, f.ring_once_callees, f.reached_callees),
+            (7, 4, 5)
+        );
+        assert_eq!(f.ring_once_percent(), 80);
+        // Ten calls to one number, rung and declined: one callee more.
+        for i in 0..10 {
+            t.on_call(&start(2, 600 + i, 40, 23_000 + i * 100));
+            t.on_event(CallRef::call(600 + i), Event::Ringing, 23_050 + i * 100);
+            t.on_event(CallRef::call(600 + i), Event::Failed, 23_080 + i * 100);
+        }
+        let f = t.on_call(&start(2, 700, 30, 25_000));
+        assert_eq!((f.ring_once_callees, f.reached_callees), (4, 6));
+        assert_eq!(f.ring_once_percent(), 66);
         // Two windows on, nothing is left.
         let f = t.on_call(&start(2, 501, 30, 130_000));
-        assert_eq!((f.ring_once, f.ring_once_callees, f.reached), (0, 0, 0));
+        assert_eq!(
+            (f.ring_once, f.ring_once_callees, f.reached_callees),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -935,7 +974,7 @@ mod tests {
                 f.settled,
                 f.ring_once,
                 f.short_calls,
-                f.reached,
+                f.reached_callees,
                 f.ring_once_callees
             ),
             (5, 2, 4, 1, 1, 4, 1)

@@ -73,13 +73,18 @@ pub struct Features {
     /// the calls): one person hanging up on the same number four times rang one
     /// callee, a Wangiri campaign rings a new one each time (QA 98).
     pub ring_once_callees: u32,
-    /// Attempts that reached their callee, with an outcome: rang (180/183) or answered.
-    /// The ring-once calls' share of them tells a campaign (nearly all its calls) from
-    /// a busy line with a few misdials (QA 98: a PBX pilot with three among thirty).
-    pub reached: u32,
+    /// Distinct callees that the caller's calls reached, with an outcome: rang
+    /// (180/183) or answered (linear counting over 64 bits, never more than those
+    /// calls). The ring-once callees' share of them tells a campaign (nearly all the
+    /// people it rang) from a busy line with a few misdials (QA 98: a PBX pilot with
+    /// three among thirty). Callees, not calls: a campaign calling one accomplice
+    /// number between its victims, rung and declined at no cost, would dilute a share
+    /// of calls at will (QA 99).
+    pub reached_callees: u32,
     /// Attempts whose callee lay within [`SEQ_STEP`] of the previous callee, either
     /// way (a sweep downwards, or a dialler whose two channels swap neighbours, is a
-    /// sweep too: QA 98).
+    /// sweep too: QA 98), and was not the callee before that (going back and forth
+    /// between two numbers is no sweep: QA 99).
     pub sequential: u32,
     pub short_calls: u32,
     /// Rules this caller is on the watch list for, and until when (Unix ms, 0 = not):
@@ -99,11 +104,10 @@ impl Features {
             .unwrap_or(100)
     }
 
-    /// Ring-once calls' share of the calls that reached a callee, in percent; 0 while
-    /// none did.
+    /// Ring-once callees' share of the callees reached, in percent; 0 while none was.
     pub fn ring_once_percent(&self) -> u32 {
-        (self.ring_once.min(self.reached) * 100)
-            .checked_div(self.reached)
+        (self.ring_once_callees.min(self.reached_callees) * 100)
+            .checked_div(self.reached_callees)
             .unwrap_or(0)
     }
 }

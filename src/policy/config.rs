@@ -632,7 +632,7 @@ pub struct TrunkConf {
 }
 
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about
-/// `callers` x 138 B + `calls` x 57 B whatever the traffic, 49 MiB at the defaults,
+/// `callers` x 154 B + `calls` x 57 B whatever the traffic, 53 MiB at the defaults,
 /// allocated only when a trunk runs behaviour rules).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -675,7 +675,7 @@ pub struct BehaviourConf {
     /// many distinct callees ...
     pub ring_once: Option<u32>,
     pub ring_once_secs: u32,
-    /// ... making at least this share (percent) of the calls that reached a callee.
+    /// ... making at least this share (percent) of the callees its calls reached.
     pub ring_once_percent: u32,
     /// behaviour-short-calls: answered calls ended within `short_call_secs`.
     pub short_calls: Option<u32>,
@@ -699,7 +699,7 @@ impl BehaviourConf {
                 self.min_asr_percent?, self.asr_min_attempts
             ),
             BehaviourRingOnce => format!(
-                "ring-once>={} callees and >={}% of calls reaching one (cancelled within {}s of ringing)/{w}s",
+                "ring-once>={} callees and >={}% of the callees reached (cancelled within {}s of ringing)/{w}s",
                 self.ring_once?, self.ring_once_percent, self.ring_once_secs
             ),
             BehaviourShortCalls => format!(

@@ -1487,7 +1487,7 @@ impl Policy {
                 return Err(LoadError::file(
                     file,
                     format!(
-                        "[behaviour] {key} = {n}: at most {MAX_BEHAVIOUR_SLOTS} (the table is allocated whole at start, about 138 B a caller and 57 B a call)"
+                        "[behaviour] {key} = {n}: at most {MAX_BEHAVIOUR_SLOTS} (the table is allocated whole at start, about 154 B a caller and 57 B a call)"
                     ),
                 ));
             }
