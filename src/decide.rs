@@ -1620,6 +1620,7 @@ fn judge_behaviour(
         now_ms: ctx.now_ms,
         window_ms: b.window_secs as u64 * 1000,
         ring_once_ms: b.ring_once_secs.saturating_mul(1000),
+        settle_ms: b.asr_settle_secs.saturating_mul(1000),
         short_call_ms: b.short_call_secs.saturating_mul(1000),
         repeat: d.retransmission,
     });

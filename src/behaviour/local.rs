@@ -24,6 +24,13 @@ use crate::policy::TrunkTag;
 /// Slots per set.
 pub const WAYS: usize = 8;
 
+/// Failures held back for the settle time ([`super::Features::settled`]) are counted
+/// in slots of this many milliseconds (up to one slot late) ...
+const SETTLE_Q_MS: u64 = 10_000;
+/// ... in a ring of this many slots, which must cover the longest settle time
+/// (`asr_settle_secs` at most 60) plus one slot.
+const PENDING: usize = 8;
+
 /// Two-bucket sliding window of one count.
 #[derive(Debug, Clone, Copy, Default)]
 struct Pair {
@@ -88,8 +95,6 @@ struct CallerSlot {
     window_ms: u64,
     watch_until_ms: u64,
     last_callee: u64,
-    /// The callee before [`CallerSlot::last_callee`].
-    callee_before: u64,
     /// Callee bitmaps of the current and previous bucket (linear counting).
     callees: [u128; 2],
     /// The same, of the ring-once calls' callees, and of the callees calls reached
@@ -104,6 +109,11 @@ struct CallerSlot {
     sequential: Pair,
     short_calls: Pair,
     watched: RuleSet,
+    /// Failures held back, by the [`SETTLE_Q_MS`] slot they count in: the slot
+    /// numbered `n` (since the epoch) at `pending[n % PENDING]`.
+    pending: [u8; PENDING],
+    /// The first slot `pending` may hold.
+    pending_from: u32,
 }
 
 /// Moves bitmap buckets on by `buckets` (current, previous).
@@ -166,8 +176,46 @@ impl CallerSlot {
             roll_bits(&mut self.reached_callees, buckets);
             self.start_ms += buckets * w;
         }
+        self.mature(now_ms);
         let into = now_ms.saturating_sub(self.start_ms).min(w);
         1000 - into * 1000 / w
+    }
+
+    /// Counts the failures held back whose slot has begun by `now_ms`, in the bucket
+    /// that slot's start falls in.
+    fn mature(&mut self, now_ms: u64) {
+        let now = (now_ms / SETTLE_Q_MS) as u32;
+        if self.pending_from > now {
+            return;
+        }
+        let w = self.window_ms.max(1);
+        // Only the PENDING slots from `pending_from` on can hold anything.
+        for n in self.pending_from..=now.min(self.pending_from + PENDING as u32 - 1) {
+            let held = std::mem::take(&mut self.pending[n as usize % PENDING]);
+            let at = n as u64 * SETTLE_Q_MS;
+            if at >= self.start_ms {
+                self.settled.cur = self.settled.cur.saturating_add(held as u16);
+            } else if at + w >= self.start_ms {
+                self.settled.prev = self.settled.prev.saturating_add(held as u16);
+            }
+        }
+        self.pending_from = now + 1;
+    }
+
+    /// A failure (or cancelled call) of a call sent at `invite_ms`: counted in the
+    /// answer ratio now, or `settle_ms` after the INVITE when that is still to come.
+    /// The caller's slot was rolled to `now_ms` first.
+    fn settle(&mut self, invite_ms: u64, settle_ms: u64, now_ms: u64) {
+        let due = invite_ms + settle_ms;
+        if due <= now_ms {
+            self.settled.add();
+            return;
+        }
+        // The first slot that begins at or after `due`, within the ring.
+        let n = (due.div_ceil(SETTLE_Q_MS) as u32)
+            .clamp(self.pending_from, self.pending_from + PENDING as u32 - 1);
+        let c = &mut self.pending[n as usize % PENDING];
+        *c = c.saturating_add(1);
     }
 
     /// A reload changed the window to `window_ms`: the counts move into the buckets of
@@ -280,6 +328,8 @@ struct CallSlot {
     ring_once_ds: u16,
     /// [`callee_bit`] of the callee, for the caller's ring-once callees.
     callee_bit: u8,
+    /// The settle time in seconds ([`super::CallStart::settle_ms`]; at most 60).
+    settle_s: u8,
 }
 
 const _: () = assert!(std::mem::size_of::<CallSlot>() == 48);
@@ -317,6 +367,8 @@ pub struct LocalTracker {
     call_evictions: AtomicU64,
     /// Calls up per trunk, for the concurrent-call limits.
     live: LiveCalls,
+    /// Mixed into callee hashes ([`LocalTracker::keyed`]).
+    key: u64,
 }
 
 struct Tables {
@@ -383,7 +435,17 @@ impl LocalTracker {
             caller_evictions: AtomicU64::new(0),
             call_evictions: AtomicU64::new(0),
             live: LiveCalls::new(),
+            key: 0,
         }
+    }
+
+    /// Hashes callees into the bitmaps under `key` ([`crate::policy::Policy::callee_key`]):
+    /// with a known hash, an attacker can pick victims whose bits coincide, and any
+    /// number of them count as one callee (QA 100). The proxy, replay and `explain` key
+    /// their trackers from the policy, so that a capture gets the live estimates.
+    pub fn keyed(mut self, key: u64) -> LocalTracker {
+        self.key = key;
+        self
     }
 
     /// Allocates the tables now rather than at the first call (the proxy does it at
@@ -509,7 +571,8 @@ impl LocalTracker {
                 caller: c.caller,
                 invite_ms: c.now_ms,
                 ring_once_ds: (c.ring_once_ms / 100).min(u16::MAX as u32) as u16,
-                callee_bit: callee_bit(c.callee_hash),
+                callee_bit: callee_bit(c.callee_hash ^ self.key),
+                settle_s: (c.settle_ms / 1000).min(u8::MAX as u32) as u8,
                 short_call_ms: c.short_call_ms,
                 trunk: c.trunk,
                 ..CallSlot::default()
@@ -568,14 +631,15 @@ impl BehaviourTracker for LocalTracker {
             let left = s.roll(c.now_ms);
             s.last_ms = c.now_ms;
             s.attempts.add();
-            s.callees[0] |= 1u128 << callee_bit(c.callee_hash);
+            let bit = 1u128 << callee_bit(c.callee_hash ^ self.key);
+            // A callee already called in the window is no step of a sweep: going back
+            // and forth between a few numbers close together is not (QA 99, QA 100).
+            let new = (s.callees[0] | s.callees[1]) & bit == 0;
+            s.callees[0] |= bit;
             if let Some(v) = c.callee_seq {
                 let step = v.abs_diff(s.last_callee);
-                if s.last_callee != 0 && v != s.callee_before && (1..=SEQ_STEP).contains(&step) {
+                if s.last_callee != 0 && new && (1..=SEQ_STEP).contains(&step) {
                     s.sequential.add();
-                }
-                if v != s.last_callee {
-                    s.callee_before = s.last_callee;
                 }
                 s.last_callee = v;
             }
@@ -712,9 +776,11 @@ impl BehaviourTracker for LocalTracker {
                 Seen::RingOnce => {
                     s.ring_once.add();
                     s.ring_once_callees[0] |= 1u64 << (slot.callee_bit >> 1);
-                    s.settled.add();
+                    s.settle(slot.invite_ms, slot.settle_s as u64 * 1000, now_ms);
                 }
-                Seen::Cancelled | Seen::Failed => s.settled.add(),
+                Seen::Cancelled | Seen::Failed => {
+                    s.settle(slot.invite_ms, slot.settle_s as u64 * 1000, now_ms)
+                }
                 Seen::ShortCall => s.short_calls.add(),
                 Seen::Ended => {}
             }
@@ -742,6 +808,7 @@ mod tests {
             now_ms,
             window_ms: 60_000,
             ring_once_ms: 5_000,
+            settle_ms: 0,
             short_call_ms: 10_000,
             repeat: false,
         }
@@ -841,7 +908,9 @@ mod tests {
         }
         assert_eq!(f.attempts, 40);
         assert!((33..=40).contains(&f.callees), "{f:?}");
-        assert_eq!(f.sequential, 39);
+        // 39 steps, less the callees whose bit an earlier callee had taken (five of
+        // 40 in 128 bits): those read as called before.
+        assert_eq!(f.sequential, 34);
         // Same callee over and over: one distinct, nothing sequential.
         let mut g = Features::default();
         for i in 0..40u64 {
@@ -853,13 +922,74 @@ mod tests {
         for i in 0..12u64 {
             h = t.on_call(&start(11, 2000 + i, 138_0000_0000 - 3 * i, 1000 + i));
         }
-        assert_eq!(h.sequential, 11);
+        // (11 steps, one callee reading as called before.)
+        assert_eq!(h.sequential, 10);
         // Back and forth between two numbers a few apart: one step, not one a call.
         let mut k = Features::default();
         for i in 0..12u64 {
             k = t.on_call(&start(12, 3000 + i, 138_0000_0000 + 3 * (i % 2), 1000 + i));
         }
         assert_eq!((k.callees, k.sequential), (2, 1));
+    }
+
+    /// Victims picked so that their bits coincide under one key count as one callee
+    /// there, and as themselves under another (QA 100: under the fixed hash anyone with
+    /// the binary could pick them).
+    #[test]
+    fn callees_are_hashed_under_the_trackers_key() {
+        let hash = |callee: u64| crate::sip::lex::fnv1a(&[&callee.to_le_bytes()]);
+        let bit = callee_bit(hash(13_912_345_678));
+        let victims: Vec<u64> = (13_912_345_679..)
+            .filter(|&v| callee_bit(hash(v)) == bit)
+            .take(8)
+            .collect();
+        let count = |t: LocalTracker| {
+            let mut f = Features::default();
+            for (i, &v) in victims.iter().enumerate() {
+                f = t.on_call(&start(5, i as u64 + 1, v, 1000 + i as u64));
+            }
+            f.callees
+        };
+        assert_eq!(count(LocalTracker::new(64, 64)), 1);
+        assert!(count(LocalTracker::new(64, 64).keyed(0x5eed_1234_abcd_0001)) >= 7);
+    }
+
+    /// A failure sooner than the settle time after its INVITE counts in the answer
+    /// ratio at that time, an answer as it comes: a campaign whose failures come back
+    /// at once and whose answers after 20 s is read as it is (QA 98, QA 99).
+    #[test]
+    fn fast_failures_are_held_back_for_the_settle_time() {
+        let t = LocalTracker::new(1024, 1024);
+        let base = 1_796_000_040_000; // on a minute
+        let call = |n: u64, at: u64| {
+            t.on_call(&CallStart {
+                settle_ms: 30_000,
+                ..start(4, n, n, base + at)
+            })
+        };
+        // Two calls busy at once, one answered after 20 s.
+        call(1, 0);
+        t.on_event(CallRef::call(1), Event::Failed, base + 500);
+        call(2, 1_000);
+        t.on_event(CallRef::call(2), Event::Failed, base + 1_500);
+        call(3, 2_000);
+        t.on_event(CallRef::call(3), Event::Answered, base + 22_000);
+        let f = call(4, 25_000);
+        assert_eq!((f.answered, f.settled), (1, 1));
+        // The failures count from 30 s after their INVITEs (in the 10 s slot that
+        // begins then or next).
+        assert_eq!(call(5, 30_000).settled, 2);
+        assert_eq!(call(6, 39_000).settled, 2);
+        assert_eq!(call(10, 40_000).settled, 3);
+        // A failure later than the settle time counts at once.
+        t.on_event(CallRef::call(4), Event::Failed, base + 56_000);
+        assert_eq!(call(7, 57_000).settled, 4);
+        // Held back across a long silence: counted in the bucket its time falls in
+        // (here gone from the window), not now.
+        call(8, 58_000);
+        t.on_event(CallRef::call(8), Event::Failed, base + 58_100);
+        let f = call(9, 400_000);
+        assert_eq!((f.attempts, f.settled), (1, 0));
     }
 
     /// Ring-once calls are counted with their callees, against the callees calls

@@ -43,6 +43,9 @@ pub struct CallStart {
     pub window_ms: u64,
     /// A cancel this soon after the first 18x is a ring-once call.
     pub ring_once_ms: u32,
+    /// A call that fails (or is cancelled) sooner than this after its INVITE counts in
+    /// the answer ratio only this long after the INVITE ([`Features::settled`]).
+    pub settle_ms: u32,
     /// A BYE this soon after the 200 is a short call.
     pub short_call_ms: u32,
     /// A retransmission of an INVITE already counted (the same request within its
@@ -65,7 +68,11 @@ pub struct Features {
     pub answered: u32,
     /// Attempts whose outcome is known (answered, failed, cancelled): the ASR's
     /// denominator, so that calls still ringing, and this one, are not counted as
-    /// unanswered.
+    /// unanswered. A failure counts here no sooner than the settle time after its
+    /// INVITE (`asr_settle_secs`), an answer as it comes: outcomes counted as they came
+    /// read a campaign whose failures come back at once and whose answers after 20 s
+    /// of ringing as all failures at its start (QA 98, QA 99); held back so, they read
+    /// it as it is, and a dialler that is never answered is judged that much later.
     pub settled: u32,
     /// Calls cancelled within the ring-once time of their first 18x.
     pub ring_once: u32,
@@ -83,8 +90,9 @@ pub struct Features {
     pub reached_callees: u32,
     /// Attempts whose callee lay within [`SEQ_STEP`] of the previous callee, either
     /// way (a sweep downwards, or a dialler whose two channels swap neighbours, is a
-    /// sweep too: QA 98), and was not the callee before that (going back and forth
-    /// between two numbers is no sweep: QA 99).
+    /// sweep too: QA 98), and was not called in the window before (going back and
+    /// forth between a few numbers close together is no sweep: QA 99, QA 100; a callee
+    /// sharing a bit of the callee bitmap with an earlier one counts as called).
     pub sequential: u32,
     pub short_calls: u32,
     /// Rules this caller is on the watch list for, and until when (Unix ms, 0 = not):

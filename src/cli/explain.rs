@@ -77,7 +77,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let rates = LocalRateCounter::new(100_000);
     // Several messages given in one run build up behaviour the way a call sequence
     // would: INVITEs count as attempts, responses, CANCELs and BYEs as their outcomes.
-    let tracker = LocalTracker::new(65_536, 65_536);
+    let tracker = LocalTracker::new(65_536, 65_536).keyed(policy.callee_key);
     let mut status = 0;
     for f in &a.files {
         let bytes = match read_input(f) {

@@ -632,7 +632,7 @@ pub struct TrunkConf {
 }
 
 /// Sizes of the behaviour tables (process-wide, fixed at start: memory is about
-/// `callers` x 154 B + `calls` x 57 B whatever the traffic, 53 MiB at the defaults,
+/// `callers` x 170 B + `calls` x 57 B whatever the traffic, 57 MiB at the defaults,
 /// allocated only when a trunk runs behaviour rules).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -671,6 +671,9 @@ pub struct BehaviourConf {
     /// (QA 98: counted over attempts, a call centre whose failures come back at once
     /// and whose answers after 20 s of ringing read 0 of 13 at its 20th attempt).
     pub asr_min_attempts: u32,
+    /// ... counting a call that failed sooner than this after its INVITE only this long
+    /// after it (at most 60; 0: as the failure comes).
+    pub asr_settle_secs: u32,
     /// behaviour-ring-once: calls cancelled within `ring_once_secs` of ringing, to this
     /// many distinct callees ...
     pub ring_once: Option<u32>,
@@ -721,6 +724,7 @@ impl Default for BehaviourConf {
             sequential_callees: None,
             min_asr_percent: None,
             asr_min_attempts: 20,
+            asr_settle_secs: 30,
             ring_once: None,
             ring_once_secs: 5,
             ring_once_percent: 50,

@@ -256,6 +256,11 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                     b.min_asr_percent.is_some(),
                 ),
                 (
+                    "asr_settle_secs",
+                    b.asr_settle_secs != d.asr_settle_secs,
+                    b.min_asr_percent.is_some(),
+                ),
+                (
                     "ring_once_secs",
                     b.ring_once_secs != d.ring_once_secs,
                     b.ring_once.is_some(),

@@ -395,6 +395,11 @@ pub struct Policy {
     /// `auth_secret`): nonces another process gave (the live proxy's, in a capture) do
     /// not verify here.
     pub auth_key_random: bool,
+    /// Key of the behaviour tables' callee hashing ([`crate::behaviour::local::LocalTracker::keyed`]):
+    /// from `auth_secret`, else from the policy's digest. A fixed hash let anyone with
+    /// the binary pick victims that all count as one callee (QA 100); the tracker takes
+    /// the key once, at start, so that a reload does not count a callee twice.
+    pub callee_key: u64,
     /// Actions for requests from no known trunk.
     pub default_actions: Vec<Action>,
     pub proxy: config::ProxyConf,
@@ -828,6 +833,9 @@ fn check_behaviour(
     }
     if b.min_asr_percent.is_some_and(|p| p > 100) {
         return bad("min_asr_percent must be 0..=100");
+    }
+    if b.asr_settle_secs > 60 {
+        return bad("asr_settle_secs must be 0..=60");
     }
     if b.ring_once_percent > 100 {
         return bad("ring_once_percent must be 0..=100");
@@ -1487,7 +1495,7 @@ impl Policy {
                 return Err(LoadError::file(
                     file,
                     format!(
-                        "[behaviour] {key} = {n}: at most {MAX_BEHAVIOUR_SLOTS} (the table is allocated whole at start, about 154 B a caller and 57 B a call)"
+                        "[behaviour] {key} = {n}: at most {MAX_BEHAVIOUR_SLOTS} (the table is allocated whole at start, about 170 B a caller and 57 B a call)"
                     ),
                 ));
             }
@@ -1528,6 +1536,10 @@ impl Policy {
             reason_header: cfg.general.reason_header,
             auth_key_random: cfg.general.auth_secret.is_none()
                 && cfg.trunks.iter().any(|t| t.auth.is_some()),
+            callee_key: match cfg.general.auth_secret.as_deref() {
+                Some(s) => crate::sip::lex::fnv1a(&[b"callee-key", s.as_bytes()]),
+                None => crate::sip::lex::fnv1a(&[b"callee-key", &digest.get().to_le_bytes()]),
+            },
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,

@@ -711,7 +711,8 @@ pub fn run(args: RunArgs) -> i32 {
         cluster,
         lists: std::sync::Mutex::new(None),
         behaviour: {
-            let t = LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls);
+            let t = LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls)
+                .keyed(policy.callee_key);
             // Taken now when it will be used, so that no call waits for it; a reload that
             // switches behaviour rules on allocates at its first call.
             if policy.behaviour_on {

@@ -148,7 +148,8 @@ impl<'p> Replayer<'p> {
             policy,
             trunk,
             rates: LocalRateCounter::new(policy.proxy.rate_keys),
-            behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls),
+            behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls)
+                .keyed(policy.callee_key),
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
