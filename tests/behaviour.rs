@@ -992,6 +992,10 @@ fn config_errors_are_refused_with_the_reason() {
     };
     bad("window_secs = 0", "window_secs");
     bad("min_asr_percent = 150", "min_asr_percent");
+    bad(
+        "asr_settle_secs = 61",
+        "bad.toml:6: trunk t behaviour: asr_settle_secs must be 0..=60",
+    );
     bad("attempts = -1", "bad.toml:6");
     bad("atempts = 5", "atempts");
     let e = Policy::from_str(
@@ -1376,7 +1380,7 @@ fn check_names_the_behaviour_thresholds_in_force() {
     assert!(o.status.success(), "{out}");
     assert!(
         out.contains("behaviour-attempts=label[attempts>=40/120s]")
-            && out.contains("behaviour-low-asr=label[asr<15% once 25 calls have an outcome/120s]"),
+            && out.contains("behaviour-low-asr=label[asr<15% once 25 calls have an outcome (failures counted 30s after their INVITE at the earliest)/120s]"),
         "{out}"
     );
     for off in ["callees", "sequential", "ring-once", "short-calls"] {

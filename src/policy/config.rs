@@ -698,8 +698,8 @@ impl BehaviourConf {
             BehaviourCallees => format!("callees>={}/{w}s", self.distinct_callees?),
             BehaviourSequential => format!("sequential>={}/{w}s", self.sequential_callees?),
             BehaviourLowAsr => format!(
-                "asr<{}% once {} calls have an outcome/{w}s",
-                self.min_asr_percent?, self.asr_min_attempts
+                "asr<{}% once {} calls have an outcome (failures counted {}s after their INVITE at the earliest)/{w}s",
+                self.min_asr_percent?, self.asr_min_attempts, self.asr_settle_secs
             ),
             BehaviourRingOnce => format!(
                 "ring-once>={} callees and >={}% of the callees reached (cancelled within {}s of ringing)/{w}s",

@@ -952,6 +952,13 @@ entries = [{whitelist}]
             ]
         );
         assert!(w(&share.replace("attempts = 30", "ring_once = 3")).is_empty());
+        let settle = asr.replace("asr_min_attempts = 5", "asr_settle_secs = 10");
+        assert_eq!(
+            w(&settle),
+            [
+                "trunk ent: behaviour asr_settle_secs is set but its rule's threshold is not: it does nothing"
+            ]
+        );
         assert!(w(ent).is_empty());
         // An answer's code or reason beside an action that sends none; one inherited
         // from [rules] under a trunk trying the rule (`monitor`) is no note.
