@@ -43,8 +43,8 @@ pub struct CallStart {
     pub window_ms: u64,
     /// A cancel this soon after the first 18x is a ring-once call.
     pub ring_once_ms: u32,
-    /// A call that fails (or is cancelled) sooner than this after its INVITE counts in
-    /// the answer ratio only this long after the INVITE ([`Features::settled`]).
+    /// A call's outcome counts in the answer ratio no sooner than this after its INVITE
+    /// ([`Features::settled`]).
     pub settle_ms: u32,
     /// A BYE this soon after the 200 is a short call.
     pub short_call_ms: u32,
@@ -68,11 +68,12 @@ pub struct Features {
     pub answered: u32,
     /// Attempts whose outcome is known (answered, failed, cancelled): the ASR's
     /// denominator, so that calls still ringing, and this one, are not counted as
-    /// unanswered. A failure counts here no sooner than the settle time after its
-    /// INVITE (`asr_settle_secs`), an answer as it comes: outcomes counted as they came
-    /// read a campaign whose failures come back at once and whose answers after 20 s
-    /// of ringing as all failures at its start (QA 98, QA 99); held back so, they read
-    /// it as it is, and a dialler that is never answered is judged that much later.
+    /// unanswered. An outcome counts here (and an answer in `answered`) no sooner than
+    /// the settle time after its INVITE (`asr_settle_secs`): outcomes counted as they
+    /// came read a campaign whose failures come back at once and whose answers after
+    /// 20 s of ringing as all failures at its start (QA 98, QA 99); held back so, the
+    /// ratio covers the calls old enough to have their outcome, and a dialler that is
+    /// never answered is judged that much later.
     pub settled: u32,
     /// Calls cancelled within the ring-once time of their first 18x.
     pub ring_once: u32,

@@ -671,8 +671,8 @@ pub struct BehaviourConf {
     /// (QA 98: counted over attempts, a call centre whose failures come back at once
     /// and whose answers after 20 s of ringing read 0 of 13 at its 20th attempt).
     pub asr_min_attempts: u32,
-    /// ... counting a call that failed sooner than this after its INVITE only this long
-    /// after it (at most 60; 0: as the failure comes).
+    /// ... counting a call's outcome no sooner than this after its INVITE (at most 60;
+    /// 0: as the outcome comes).
     pub asr_settle_secs: u32,
     /// behaviour-ring-once: calls cancelled within `ring_once_secs` of ringing, to this
     /// many distinct callees ...
@@ -698,7 +698,7 @@ impl BehaviourConf {
             BehaviourCallees => format!("callees>={}/{w}s", self.distinct_callees?),
             BehaviourSequential => format!("sequential>={}/{w}s", self.sequential_callees?),
             BehaviourLowAsr => format!(
-                "asr<{}% once {} calls have an outcome (failures counted {}s after their INVITE at the earliest)/{w}s",
+                "asr<{}% once {} calls have an outcome (counted {}s after their INVITE at the earliest)/{w}s",
                 self.min_asr_percent?, self.asr_min_attempts, self.asr_settle_secs
             ),
             BehaviourRingOnce => format!(

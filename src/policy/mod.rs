@@ -396,9 +396,11 @@ pub struct Policy {
     /// not verify here.
     pub auth_key_random: bool,
     /// Key of the behaviour tables' callee hashing ([`crate::behaviour::local::LocalTracker::keyed`]):
-    /// from `auth_secret`, else from the policy's digest. A fixed hash let anyone with
-    /// the binary pick victims that all count as one callee (QA 100); the tracker takes
-    /// the key once, at start, so that a reload does not count a callee twice.
+    /// from `auth_secret`, else drawn at random for this load. A fixed hash let anyone
+    /// with the binary pick victims that all count as one callee (QA 100), and so did
+    /// one from the policy's digest, which `/healthz`, records and metrics show (QA
+    /// 101). The tracker takes the key once, at start, so that a reload does not count a
+    /// callee twice; replay gets the live estimates when both have the secret.
     pub callee_key: u64,
     /// Actions for requests from no known trunk.
     pub default_actions: Vec<Action>,
@@ -1536,10 +1538,10 @@ impl Policy {
             reason_header: cfg.general.reason_header,
             auth_key_random: cfg.general.auth_secret.is_none()
                 && cfg.trunks.iter().any(|t| t.auth.is_some()),
-            callee_key: match cfg.general.auth_secret.as_deref() {
-                Some(s) => crate::sip::lex::fnv1a(&[b"callee-key", s.as_bytes()]),
-                None => crate::sip::lex::fnv1a(&[b"callee-key", &digest.get().to_le_bytes()]),
-            },
+            callee_key: crate::sip::lex::fnv1a(&[
+                b"callee-key",
+                &auth::nonce_key(cfg.general.auth_secret.as_deref()),
+            ]),
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,
