@@ -1390,3 +1390,34 @@ fn check_names_the_behaviour_thresholds_in_force() {
         assert!(!out.contains(&format!("behaviour-{off}")), "{out}");
     }
 }
+
+/// `replay --baseline` of a policy against itself changes nothing, also without an
+/// `auth_secret`, whose absence draws a callee key per policy load: the two replays
+/// share one (QA 102: 3 runs in 15 reported 31 calls changed).
+#[test]
+fn a_policy_compared_with_itself_changes_nothing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcap/behaviour");
+    let text = std::fs::read_to_string(dir.join("policy.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("p.toml");
+    let secretless: String = text
+        .lines()
+        .filter(|l| !l.starts_with("auth_secret"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(secretless, text);
+    std::fs::write(&p, secretless).unwrap();
+    for _ in 0..3 {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["replay", "--config"])
+            .arg(&p)
+            .arg("--baseline")
+            .arg(&p)
+            .arg(dir.join("callees.pcap"))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let last = out.lines().last().unwrap_or_default();
+        assert!(last.contains("changed 0 "), "{out}");
+    }
+}

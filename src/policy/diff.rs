@@ -41,6 +41,9 @@ pub struct StartOnly {
     pub behaviour: BehaviourTables,
     pub redis: RedisConf,
     pub hep: HepConf,
+    /// The behaviour tables' callee key when `auth_secret` gives it (the tables keep
+    /// the one they were made with: QA 102, a secret changed by reload did nothing).
+    pub callee_key: Option<u64>,
 }
 
 impl StartOnly {
@@ -59,6 +62,7 @@ impl StartOnly {
             behaviour: p.behaviour,
             redis: p.redis.clone(),
             hep: p.hep.clone(),
+            callee_key: (!p.callee_key_random).then_some(p.callee_key),
         }
     }
 
@@ -131,6 +135,9 @@ impl StartOnly {
         }
         if self.hep != new.hep {
             out.push("[hep]".into());
+        }
+        if self.callee_key != new.callee_key {
+            out.push("[general] auth_secret, as the behaviour tables' callee key".into());
         }
         out
     }
@@ -629,6 +636,21 @@ users = ["pbx:secret"]
                 "trunk intl: listen [udp:127.0.0.1:5060, tcp:127.0.0.1:5060] waits for the restart (not all bound): [udp:127.0.0.1:5060] stays in force",
             ]
         );
+        // The behaviour tables keep their callee key: a secret set or changed waits
+        // for the restart (QA 102); none on either side (a random key) is no change.
+        let secret = |s: &str| policy(&format!("[general]\nauth_secret = \"{s}\"\n{BASE}"));
+        let want = ["[general] auth_secret, as the behaviour tables' callee key"];
+        assert_eq!(changes(&policy(BASE), &secret("a1b2c3d4e5")).restart, want);
+        assert_eq!(
+            changes(&secret("a1b2c3d4e5"), &secret("f6e5d4c3b2")).restart,
+            want
+        );
+        assert!(
+            changes(&secret("a1b2c3d4e5"), &secret("a1b2c3d4e5"))
+                .restart
+                .is_empty()
+        );
+        assert!(changes(&policy(BASE), &policy(BASE)).restart.is_empty());
         // Among the sockets bound, a trunk's share changes at once.
         let two = BASE.replacen(
             "listen = [\"udp:127.0.0.1:5060\"]",

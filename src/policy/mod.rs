@@ -402,6 +402,8 @@ pub struct Policy {
     /// 101). The tracker takes the key once, at start, so that a reload does not count a
     /// callee twice; replay gets the live estimates when both have the secret.
     pub callee_key: u64,
+    /// [`Policy::callee_key`] was drawn at random (no `auth_secret`).
+    pub callee_key_random: bool,
     /// Actions for requests from no known trunk.
     pub default_actions: Vec<Action>,
     pub proxy: config::ProxyConf,
@@ -1542,6 +1544,7 @@ impl Policy {
                 b"callee-key",
                 &auth::nonce_key(cfg.general.auth_secret.as_deref()),
             ]),
+            callee_key_random: cfg.general.auth_secret.is_none(),
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,

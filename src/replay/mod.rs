@@ -144,12 +144,17 @@ impl<'p> Replayer<'p> {
     }
 
     pub fn new(policy: &'p Policy, trunk: Option<usize>) -> Replayer<'p> {
+        Replayer::keyed(policy, trunk, policy.callee_key)
+    }
+
+    /// A replayer whose behaviour tables hash callees under `key`.
+    pub fn keyed(policy: &'p Policy, trunk: Option<usize>, key: u64) -> Replayer<'p> {
         Replayer {
             policy,
             trunk,
             rates: LocalRateCounter::new(policy.proxy.rate_keys),
             behaviour: LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls)
-                .keyed(policy.callee_key),
+                .keyed(key),
             decoder: Decoder::default(),
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
@@ -795,9 +800,16 @@ fn run_compare(
     base_trunk: Option<usize>,
     a: &Args,
 ) -> i32 {
+    // Two policies without a secret drew two keys: compared so, the same policy would
+    // differ from itself by its estimates (QA 102). One key for both, then.
+    let base_key = if policy.callee_key_random && baseline.callee_key_random {
+        policy.callee_key
+    } else {
+        baseline.callee_key
+    };
     let (mut new, mut old) = (
         Replayer::new(policy, trunk),
-        Replayer::new(baseline, base_trunk),
+        Replayer::keyed(baseline, base_trunk, base_key),
     );
     let json = a.json;
     let show =
