@@ -185,7 +185,7 @@ impl CallerSlot {
         1000 - into * 1000 / w
     }
 
-    /// Counts the failures held back whose slot has begun by `now_ms`, in the bucket
+    /// Counts the outcomes held back whose slot has begun by `now_ms`, in the bucket
     /// that slot's start falls in.
     fn mature(&mut self, now_ms: u64) {
         let now = (now_ms / SETTLE_Q_MS) as u32;
