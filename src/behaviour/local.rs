@@ -145,10 +145,16 @@ fn linear_count(set: u32, m: u32) -> u32 {
     (-(m as f64) * (zeros as f64 / m as f64).ln()).round() as u32
 }
 
-/// The callee's bit in the callee bitmap (the ring-once bitmap takes its upper six).
+/// The callee's bit in the callee bitmap.
 #[inline]
 fn callee_bit(callee_hash: u64) -> u8 {
     (mix(callee_hash) >> 57) as u8
+}
+
+/// A callee's bit (its [`callee_bit`]) in the half-size bitmaps: its upper six.
+#[inline]
+fn half_bit(bit: u8) -> u64 {
+    1 << (bit >> 1)
 }
 
 impl CallerSlot {
@@ -212,11 +218,11 @@ impl CallerSlot {
         self.pending_from = now + 1;
     }
 
-    /// The outcome of a call sent at `invite_ms` (`answered` or not): counted in the
-    /// answer ratio now, or `settle_ms` after the INVITE when that is still to come.
-    /// The caller's slot was rolled to `now_ms` first.
-    fn settle(&mut self, invite_ms: u64, settle_ms: u64, now_ms: u64, answered: bool) {
-        let due = invite_ms + settle_ms;
+    /// The outcome of `call` (`answered` or not): counted in the answer ratio now, or
+    /// its settle time after its INVITE when that is still to come. The caller's slot
+    /// was rolled to `now_ms` first.
+    fn settle(&mut self, call: &CallSlot, now_ms: u64, answered: bool) {
+        let due = call.invite_ms + call.settle_s as u64 * 1000;
         if due <= now_ms {
             self.settled.add();
             if answered {
@@ -566,7 +572,7 @@ impl LocalTracker {
     /// branch of it (the same transaction), or the caller's retry after a 401/407 (under
     /// [`CallStart::retry`] since the challenge). A call whose key has an outcome starts
     /// a new call in that slot.
-    fn start_call(&self, t: &Tables, c: &CallStart) -> bool {
+    fn start_call(&self, t: &Tables, c: &CallStart, callee_bit: u8) -> bool {
         let call = nonzero(c.call);
         let open = |s: &CallSlot| s.answer_ms == 0 && s.caller == c.caller;
         {
@@ -589,7 +595,7 @@ impl LocalTracker {
                 caller: c.caller,
                 invite_ms: c.now_ms,
                 ring_once_ds: (c.ring_once_ms / 100).min(u16::MAX as u32) as u16,
-                callee_bit: callee_bit(c.callee_hash ^ self.key),
+                callee_bit,
                 settle_s: (c.settle_ms / 1000).min(u8::MAX as u32) as u8,
                 short_call_ms: c.short_call_ms,
                 trunk: c.trunk,
@@ -633,7 +639,10 @@ impl BehaviourTracker for LocalTracker {
     fn on_call(&self, c: &CallStart) -> Features {
         let t = self.tables();
         // A retransmitted INVITE, or a call already open: its features, counted once.
-        if c.repeat || !self.start_call(t, c) {
+        // The callee's bit under this tracker's key, for the caller's bitmaps now and the
+        // call's outcome later.
+        let bit = callee_bit(c.callee_hash ^ self.key);
+        if c.repeat || !self.start_call(t, c, bit) {
             return self
                 .with_caller(t, c.caller, c.now_ms, Some(c.window_ms), |s| {
                     let left = s.roll(c.now_ms);
@@ -649,7 +658,7 @@ impl BehaviourTracker for LocalTracker {
             let left = s.roll(c.now_ms);
             s.last_ms = c.now_ms;
             s.attempts.add();
-            let bit = 1u128 << callee_bit(c.callee_hash ^ self.key);
+            let bit = 1u128 << bit;
             // A callee already called in the window is no step of a sweep: going back
             // and forth between a few numbers close together is not (QA 99, QA 100).
             let new = (s.callees[0] | s.callees[1]) & bit == 0;
@@ -784,20 +793,16 @@ impl BehaviourTracker for LocalTracker {
                     && matches!(seen, Seen::RingOnce | Seen::Cancelled | Seen::Failed))
             {
                 s.reached.add();
-                s.reached_callees[0] |= 1u64 << (slot.callee_bit >> 1);
+                s.reached_callees[0] |= half_bit(slot.callee_bit);
             }
             match seen {
-                Seen::Answered => {
-                    s.settle(slot.invite_ms, slot.settle_s as u64 * 1000, now_ms, true)
-                }
+                Seen::Answered => s.settle(&slot, now_ms, true),
                 Seen::RingOnce => {
                     s.ring_once.add();
-                    s.ring_once_callees[0] |= 1u64 << (slot.callee_bit >> 1);
-                    s.settle(slot.invite_ms, slot.settle_s as u64 * 1000, now_ms, false);
+                    s.ring_once_callees[0] |= half_bit(slot.callee_bit);
+                    s.settle(&slot, now_ms, false);
                 }
-                Seen::Cancelled | Seen::Failed => {
-                    s.settle(slot.invite_ms, slot.settle_s as u64 * 1000, now_ms, false)
-                }
+                Seen::Cancelled | Seen::Failed => s.settle(&slot, now_ms, false),
                 Seen::ShortCall => s.short_calls.add(),
                 Seen::Ended => {}
             }
