@@ -1619,9 +1619,9 @@ fn judge_behaviour(
         callee_seq,
         now_ms: ctx.now_ms,
         window_ms: b.window_secs as u64 * 1000,
-        ring_once_ms: b.ring_once_secs.saturating_mul(1000),
-        settle_ms: b.asr_settle_secs.saturating_mul(1000),
-        short_call_ms: b.short_call_secs.saturating_mul(1000),
+        ring_once_ms: b.ring_once_secs().saturating_mul(1000),
+        settle_ms: b.asr_settle_secs().saturating_mul(1000),
+        short_call_ms: b.short_call_secs().saturating_mul(1000),
         repeat: d.retransmission,
     });
     d.features = Some(f);
@@ -1636,14 +1636,14 @@ fn judge_behaviour(
             RuleId::BehaviourAttempts => reached(b.attempts, f.attempts),
             RuleId::BehaviourCallees => reached(b.distinct_callees, f.callees),
             RuleId::BehaviourSequential => reached(b.sequential_callees, f.sequential),
-            RuleId::BehaviourLowAsr => b
-                .min_asr_percent
-                .is_some_and(|min| f.settled >= b.asr_min_attempts.max(1) && f.asr_percent() < min),
+            RuleId::BehaviourLowAsr => b.min_asr_percent.is_some_and(|min| {
+                f.settled >= b.asr_min_attempts().max(1) && f.asr_percent() < min
+            }),
             // Distinct callees, and a share: one person hanging up on one number, or a
             // busy line's few misdials among its answered calls, is no campaign.
             RuleId::BehaviourRingOnce => {
                 reached(b.ring_once, f.ring_once_callees)
-                    && f.ring_once_percent() >= b.ring_once_percent
+                    && f.ring_once_percent() >= b.ring_once_percent()
             }
             RuleId::BehaviourShortCalls => reached(b.short_calls, f.short_calls),
             _ => false,

@@ -670,24 +670,42 @@ pub struct BehaviourConf {
     /// ... once at least this many of the caller's calls in the window have an outcome
     /// (QA 98: counted over attempts, a call centre whose failures come back at once
     /// and whose answers after 20 s of ringing read 0 of 13 at its 20th attempt).
-    pub asr_min_attempts: u32,
+    pub asr_min_attempts: Option<u32>,
     /// ... counting a call's outcome no sooner than this after its INVITE (at most 60;
     /// 0: as the outcome comes).
-    pub asr_settle_secs: u32,
+    pub asr_settle_secs: Option<u32>,
     /// behaviour-ring-once: calls cancelled within `ring_once_secs` of ringing, to this
     /// many distinct callees ...
     pub ring_once: Option<u32>,
-    pub ring_once_secs: u32,
+    pub ring_once_secs: Option<u32>,
     /// ... making at least this share (percent) of the callees its calls reached.
-    pub ring_once_percent: u32,
+    pub ring_once_percent: Option<u32>,
     /// behaviour-short-calls: answered calls ended within `short_call_secs`.
     pub short_calls: Option<u32>,
-    pub short_call_secs: u32,
+    pub short_call_secs: Option<u32>,
     /// Calls a minute let through for a caller caught by a `rate-limit` rule.
     pub rate_limit_per_minute: u32,
 }
 
 impl BehaviourConf {
+    // A rule's second settings are kept as written (`None`: left out) so that `check`
+    // can warn about one written without its rule's threshold even at its default.
+    pub fn asr_min_attempts(&self) -> u32 {
+        self.asr_min_attempts.unwrap_or(20)
+    }
+    pub fn asr_settle_secs(&self) -> u32 {
+        self.asr_settle_secs.unwrap_or(30)
+    }
+    pub fn ring_once_secs(&self) -> u32 {
+        self.ring_once_secs.unwrap_or(5)
+    }
+    pub fn ring_once_percent(&self) -> u32 {
+        self.ring_once_percent.unwrap_or(50)
+    }
+    pub fn short_call_secs(&self) -> u32 {
+        self.short_call_secs.unwrap_or(10)
+    }
+
     /// What makes behaviour rule `r` fire, for people (`check`); `None` when its
     /// threshold is not set, so that the rule never fires.
     pub fn describe(&self, r: super::RuleId) -> Option<String> {
@@ -699,15 +717,20 @@ impl BehaviourConf {
             BehaviourSequential => format!("sequential>={}/{w}s", self.sequential_callees?),
             BehaviourLowAsr => format!(
                 "asr<{}% once {} calls have an outcome (counted {}s after their INVITE at the earliest)/{w}s",
-                self.min_asr_percent?, self.asr_min_attempts, self.asr_settle_secs
+                self.min_asr_percent?,
+                self.asr_min_attempts(),
+                self.asr_settle_secs()
             ),
             BehaviourRingOnce => format!(
                 "ring-once>={} callees and >={}% of the callees reached (cancelled within {}s of ringing)/{w}s",
-                self.ring_once?, self.ring_once_percent, self.ring_once_secs
+                self.ring_once?,
+                self.ring_once_percent(),
+                self.ring_once_secs()
             ),
             BehaviourShortCalls => format!(
                 "short>={} (ended within {}s of the answer)/{w}s",
-                self.short_calls?, self.short_call_secs
+                self.short_calls?,
+                self.short_call_secs()
             ),
             _ => return None,
         })
@@ -723,13 +746,13 @@ impl Default for BehaviourConf {
             distinct_callees: None,
             sequential_callees: None,
             min_asr_percent: None,
-            asr_min_attempts: 20,
-            asr_settle_secs: 30,
+            asr_min_attempts: None,
+            asr_settle_secs: None,
             ring_once: None,
-            ring_once_secs: 5,
-            ring_once_percent: 50,
+            ring_once_secs: None,
+            ring_once_percent: None,
             short_calls: None,
-            short_call_secs: 10,
+            short_call_secs: None,
             rate_limit_per_minute: 2,
         }
     }

@@ -247,32 +247,32 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             }
         }
         if let Some(b) = &t.behaviour {
-            // A rule's second setting without its threshold.
-            let d = crate::policy::config::BehaviourConf::default();
+            // A rule's second setting written without its threshold (at its default
+            // too: whoever wrote it meant the rule to run).
             for (key, set, threshold) in [
                 (
                     "asr_min_attempts",
-                    b.asr_min_attempts != d.asr_min_attempts,
+                    b.asr_min_attempts.is_some(),
                     b.min_asr_percent.is_some(),
                 ),
                 (
                     "asr_settle_secs",
-                    b.asr_settle_secs != d.asr_settle_secs,
+                    b.asr_settle_secs.is_some(),
                     b.min_asr_percent.is_some(),
                 ),
                 (
                     "ring_once_secs",
-                    b.ring_once_secs != d.ring_once_secs,
+                    b.ring_once_secs.is_some(),
                     b.ring_once.is_some(),
                 ),
                 (
                     "ring_once_percent",
-                    b.ring_once_percent != d.ring_once_percent,
+                    b.ring_once_percent.is_some(),
                     b.ring_once.is_some(),
                 ),
                 (
                     "short_call_secs",
-                    b.short_call_secs != d.short_call_secs,
+                    b.short_call_secs.is_some(),
                     b.short_calls.is_some(),
                 ),
             ] {
@@ -952,6 +952,20 @@ entries = [{whitelist}]
             ]
         );
         assert!(w(&share.replace("attempts = 30", "ring_once = 3")).is_empty());
+        // Written at its default, it is as meant and as useless (QA 99-102).
+        let at_default = asr.replace("asr_min_attempts = 5", "ring_once_percent = 50");
+        assert_eq!(
+            w(&at_default),
+            [
+                "trunk ent: behaviour ring_once_percent is set but its rule's threshold is not: it does nothing"
+            ]
+        );
+        assert_eq!(
+            w(&asr.replace("asr_min_attempts = 5", "short_call_secs = 10")),
+            [
+                "trunk ent: behaviour short_call_secs is set but its rule's threshold is not: it does nothing"
+            ]
+        );
         let settle = asr.replace("asr_min_attempts = 5", "asr_settle_secs = 10");
         assert_eq!(
             w(&settle),

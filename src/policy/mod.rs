@@ -838,13 +838,13 @@ fn check_behaviour(
     if b.min_asr_percent.is_some_and(|p| p > 100) {
         return bad("min_asr_percent must be 0..=100");
     }
-    if b.asr_settle_secs > 60 {
+    if b.asr_settle_secs() > 60 {
         return bad("asr_settle_secs must be 0..=60");
     }
-    if b.ring_once_percent > 100 {
+    if b.ring_once_percent() > 100 {
         return bad("ring_once_percent must be 0..=100");
     }
-    if b.ring_once_secs > 3600 || b.short_call_secs > 86_400 {
+    if b.ring_once_secs() > 3600 || b.short_call_secs() > 86_400 {
         return bad("ring_once_secs must be at most 3600 and short_call_secs at most 86400");
     }
     // A threshold of 0 is reached by every call: the rule would flag all of them.
@@ -861,10 +861,10 @@ fn check_behaviour(
             ));
         }
     }
-    if b.ring_once.is_some() && b.ring_once_secs == 0 {
+    if b.ring_once.is_some() && b.ring_once_secs() == 0 {
         return bad("ring_once_secs = 0: no cancelled call would ever count as ring-once");
     }
-    if b.short_calls.is_some() && b.short_call_secs == 0 {
+    if b.short_calls.is_some() && b.short_call_secs() == 0 {
         return bad("short_call_secs = 0: no answered call would ever count as short");
     }
     if b.rate_limit_per_minute == 0 {
