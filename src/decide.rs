@@ -1141,7 +1141,10 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
     let isup = d.identity.isup;
     // Rules 3 and 4 made to match by the IAM alone (the SIP headers name a caller) say
     // so, as the number rules do: the record and the ISUP rule hits point at the IAM.
-    let withheld = d.identity.withheld_without_identity();
+    // A trunk whose calls must show their number refuses a withheld one whatever the
+    // network asserts (QA 104: a contracted 400 line hiding its number).
+    let withheld = d.identity.withheld_without_identity()
+        || (trunk.refuse_withheld && d.identity.withheld_any());
     if withheld && !d.identity.withheld && runs(RuleId::WithheldCaller) {
         d.isup_hits.insert(RuleId::WithheldCaller);
     }

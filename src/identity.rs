@@ -259,6 +259,14 @@ impl CallerIdentity {
         let withheld = self.withheld || self.isup.is_some_and(|i| i.withheld());
         withheld && self.asserted.and_then(|p| p.number()).is_none()
     }
+    /// The caller asks, in SIP or in its IAM (digits or none), that its number be
+    /// withheld from the callee, asserted identity or not.
+    pub fn withheld_any(&self) -> bool {
+        self.withheld
+            || self
+                .isup
+                .is_some_and(|i| i.withheld() || i.calling_restricted())
+    }
     /// From presents another number (or a name) than the asserted one, or its display
     /// name shows another number than the caller's. An anonymous From presents nothing
     /// and differs from nothing.

@@ -283,15 +283,18 @@ pub fn add_edits(
             {
                 if p.source == Source::PAssertedIdentity
                     && !p.user.is_empty()
-                    && let Some(user_phone_at) =
+                    && let Some(place) =
                         telephone_subscriber(msg.buf(), &p, global.contains(&p.user.start))
                 {
+                    if let Some(at) = place.open {
+                        edits.insert(at, b"<");
+                    }
                     edits.insert_with(p.user.end as usize, |out| {
                         out.extend_from_slice(b";verstat=");
                         out.extend_from_slice(v.as_bytes());
                     });
-                    if let Some(at) = user_phone_at {
-                        edits.insert(at, b";user=phone");
+                    if let Some((at, text)) = place.close {
+                        edits.insert(at, text);
                     }
                 }
             }
@@ -300,15 +303,29 @@ pub fn add_edits(
     edits.len() - before
 }
 
+/// What besides `;verstat=` after the user part a sip URI needs to carry it
+/// ([`telephone_subscriber`]).
+#[derive(Debug, PartialEq)]
+struct VerstatPlace {
+    /// Where to open angle brackets: an unbracketed URI, whose parameters, verstat
+    /// among them, a reader would take for the header's (RFC 3261 20.10).
+    open: Option<usize>,
+    /// What to add where: `;user=phone` (a user part with a parameter reads as a
+    /// telephone-subscriber only with it), and the closing bracket.
+    close: Option<(usize, &'static [u8])>,
+}
+
 /// Whether `verstat` may go after the number of `p` (RFC 8224: a tel URI, or a sip URI
-/// whose user part is a telephone-subscriber), and where `;user=phone` must be added
-/// first: a global number in a bracketed sip URI without it becomes one, else a
-/// parameter in its user part would make the user `+8613...;verstat=...`, no number at
-/// all to a core that does not read it so. `None`: nowhere (a local number, or an
-/// unbracketed sip URI whose parameters would be the header's). `global`: the user part
-/// goes on in global form (`+` written in by [`write_global_forms`]: QA 43, a peer's
-/// `<sip:442071234567@c>` on a `bare_numbers = "international"` trunk lost its verstat).
-fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<Option<usize>> {
+/// whose user part is a telephone-subscriber), and what the URI needs first: a global
+/// number in a sip URI without `user=phone` gets it, else a parameter in its user part
+/// would make the user `+8613...;verstat=...`, no number at all to a core that does not
+/// read it so; an unbracketed sip URI (`sip:+44...@gw;user=phone`, as RFC 3325 9.1
+/// allows) is bracketed, its parameters with it, since a P-Asserted-Identity has no
+/// header parameters (QA 104: it went without verstat). `None`: nowhere (a local
+/// number). `global`: the user part goes on in global form (`+` written in by
+/// [`write_global_forms`]: QA 43, a peer's `<sip:442071234567@c>` on a `bare_numbers =
+/// "international"` trunk lost its verstat).
+fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlace> {
     let mut found = None;
     let _ = addr::parse_list(b, p.value, |na| {
         if na.uri.start <= p.user.start && p.user.end <= na.uri.end {
@@ -317,26 +334,51 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<Option<usiz
     });
     let na = found?;
     let u = uri::parse(b, na.uri).ok()?;
-    match u.scheme {
-        Scheme::Tel => Some(None),
-        _ if uri::is_user_phone(b, &u) => Some(None),
+    let as_is = VerstatPlace {
+        open: None,
+        close: None,
+    };
+    if u.scheme == Scheme::Tel {
+        return Some(as_is);
+    }
+    // Unbracketed, the URI's parameters were read as the header's.
+    let params = if na.bracketed { u.params } else { na.params };
+    let user = uri::param(b, params, b"user");
+    let global_user = global
+        || p.user.of(b).first() == Some(&b'+') && p.user.of(b)[1..].iter().all(u8::is_ascii_digit);
+    match user {
+        Some(v) if v.of(b).eq_ignore_ascii_case(b"phone") => {}
         // A URI that says its user is no telephone number (`user=ip`, or any other
         // value) gets no verstat, rather than a second `user` parameter (QA 45).
-        _ if uri::param(b, u.params, b"user").is_some() => None,
-        _ if na.bracketed
-            && (global
-                || p.user.of(b).first() == Some(&b'+')
-                    && p.user.of(b)[1..].iter().all(u8::is_ascii_digit)) =>
-        {
-            // Among the URI's parameters: before its `?headers`, if any (QA 45: it went
-            // after them, inside a header's value).
-            let end = u
-                .headers
-                .map_or(na.uri.end as usize, |h| h.start as usize - 1);
-            Some(Some(end))
-        }
-        _ => None,
+        Some(_) => return None,
+        None if global_user => {}
+        None => return None,
     }
+    if na.bracketed {
+        if user.is_some() {
+            return Some(as_is);
+        }
+        // Among the URI's parameters: before its `?headers`, if any (QA 45: it went
+        // after them, inside a header's value).
+        let end = u
+            .headers
+            .map_or(na.uri.end as usize, |h| h.start as usize - 1);
+        return Some(VerstatPlace {
+            open: None,
+            close: Some((end, b";user=phone")),
+        });
+    }
+    Some(VerstatPlace {
+        open: Some(na.uri.start as usize),
+        close: Some((
+            na.whole.end as usize,
+            if user.is_some() {
+                b">"
+            } else {
+                b";user=phone>"
+            },
+        )),
+    })
 }
 
 /// What only sipfence may say of a call goes if a peer wrote it: a field named as our

@@ -250,6 +250,22 @@ fn gateways_running_one_policy_show_one_fingerprint() {
             "a copy of the list",
             gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "./copy.txt"),
         ),
+        // Each gateway's own workers and address, in a table of their own or written
+        // empty (QA 103: the table's presence counted).
+        (
+            "its own workers",
+            format!(
+                "{}[proxy]\nworkers = 4\nadvertise = \"203.0.113.5\"\n",
+                gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+            ),
+        ),
+        (
+            "empty tables",
+            format!(
+                "[behaviour]\n[rules]\n[rules.blacklist]\n{}[trunk.rules]\n[proxy]\n",
+                gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+            ),
+        ),
     ] {
         assert_eq!(fp(&text), one, "{what}:\n{text}");
     }
@@ -262,6 +278,18 @@ fn gateways_running_one_policy_show_one_fingerprint() {
         (
             "another next hop",
             gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt").replace("10.0.0.10", "10.0.0.11"),
+        ),
+        (
+            "a proxy setting",
+            format!(
+                "{}[proxy]\nworkers = 4\noverload_ms = 100\n",
+                gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+            ),
+        ),
+        (
+            "behaviour rules on (defaults)",
+            gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
+                .replace("[metrics]", "[trunk.behaviour]\n[metrics]"),
         ),
         (
             "an entry more",

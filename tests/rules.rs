@@ -226,6 +226,74 @@ fn withheld_caller() {
     );
 }
 
+/// An enterprise trunk's calls show the number this network assigned: one withheld
+/// with its contracted number asserted is refused too (QA 104: a 400 line hiding its
+/// number), unless the trunk says `refuse_withheld = false`; elsewhere it is RFC 3325's
+/// private call, and the same call not withheld goes through.
+#[test]
+fn withheld_caller_on_an_enterprise_trunk() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+8613912340001@10.9.9.9>\r\n";
+    let privacy = [
+        format!("Privacy: id\r\n{pai}"),
+        format!("Privacy: user;id\r\n{pai}"),
+        "Remote-Party-ID: <sip:+8613912340001@10.9.9.9>;party=calling;screen=yes;privacy=full\r\n"
+            .to_string(),
+    ];
+    for extra in &privacy {
+        blocks(
+            &p,
+            &invite("anonymous", extra),
+            "ent",
+            433,
+            "withheld-caller",
+        );
+        passes(&p, &invite("anonymous", extra), "ic");
+    }
+    passes(&p, &invite("anonymous", pai), "ent");
+    passes(&p, &invite("+8613912340001", "Privacy: none\r\n"), "ent");
+    let opted_out = Policy::from_str(
+        &POLICY.replace(
+            "name = \"ent\"\n",
+            "name = \"ent\"\nrefuse_withheld = false\n",
+        ),
+        "test.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    for extra in &privacy {
+        passes(&opted_out, &invite("anonymous", extra), "ent");
+    }
+    // Without an asserted number it is refused on every trunk, opted out or not.
+    blocks(
+        &opted_out,
+        &invite("+8613912340001", "Privacy: id\r\n"),
+        "ent",
+        433,
+        "withheld-caller",
+    );
+    // And an international trunk may ask for it too.
+    let intl = Policy::from_str(
+        &POLICY.replace(
+            "name = \"intl\"\n",
+            "name = \"intl\"\nrefuse_withheld = true\n",
+        ),
+        "test.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    blocks(
+        &intl,
+        &invite(
+            "anonymous",
+            "Privacy: id\r\nP-Asserted-Identity: <tel:+442071234567>\r\n",
+        ),
+        "intl",
+        433,
+        "withheld-caller",
+    );
+}
+
 /// The usual withheld call without an asserted identity (RFC 3323's anonymous From,
 /// `Privacy: id`) is the withheld-caller rule's: at `monitor` it goes on, counted, as
 /// an operator waiting for a peer's fix wants (QA 88: blank-caller refused it anyway);
@@ -1874,6 +1942,55 @@ fn label_mvno_with_verstat() {
     assert_eq!(d.verdict_str(), "allow");
 }
 
+/// An unbracketed sip URI (RFC 3325 9.1 allows addr-spec) gets its verstat too, in
+/// angle brackets with the parameters written after it (a P-Asserted-Identity has no
+/// header parameters, so they were the URI's): QA 104, the sip value of a pair went
+/// without it. A peer's own verstat there goes as ever; a local number gets none.
+#[test]
+fn verstat_on_an_unbracketed_sip_identity() {
+    let p = policy("");
+    let cases: [(&str, &[u8]); 5] = [
+        (
+            "sip:+8617012345678@gw.example.com;user=phone",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com;user=phone;verstat=TN-Validation-Passed",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com;user=phone, tel:+8617012345678",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>, tel:+8617012345678;verstat=TN-Validation-Failed",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com;user=ip",
+            b"sip:+8617012345678@gw.example.com;user=ip",
+        ),
+    ];
+    for (pai, want) in cases {
+        let m = invite("+8617012345678", &format!("P-Asserted-Identity: {pai}\r\n"));
+        let d = passes(&p, &m, "ic");
+        assert_eq!(d.rule, Some(RuleId::LabelMvno), "{pai}");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::PAssertedIdentity),
+            Some(want),
+            "{pai}: {}",
+            String::from_utf8_lossy(out.value(HeaderName::PAssertedIdentity).unwrap_or(b""))
+        );
+        // What went on reads as the same caller.
+        assert_eq!(
+            passes(&p, &out, "ic").identity.effective_number(),
+            d.identity.effective_number(),
+            "{pai}"
+        );
+    }
+}
+
 /// Only sipfence labels and gives a verification result: a peer's own label field and
 /// `verstat` go, on labelled calls (ours alone is left) and on unlabelled ones.
 #[test]
@@ -2027,7 +2144,11 @@ fn a_peers_label_and_verstat_are_not_passed_on() {
             "<sips:+8617012345678@x:5061;transport=tcp>",
             "<sips:+8617012345678;verstat=TN-Validation-Failed@x:5061;transport=tcp;user=phone>",
         ),
-        ("sip:+8617012345678@x", "sip:+8617012345678@x"),
+        // Unbracketed: bracketed to carry it ([`verstat_on_an_unbracketed_sip_identity`]).
+        (
+            "sip:+8617012345678@x",
+            "<sip:+8617012345678;verstat=TN-Validation-Failed@x;user=phone>",
+        ),
         ("<sip:17012345678@x>", "<sip:17012345678@x>"),
         // user=phone among the parameters, before the URI's headers (QA 45).
         (

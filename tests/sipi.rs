@@ -336,6 +336,30 @@ fn a_restricted_isup_caller_is_not_written_into_from() {
     }
 }
 
+/// On an enterprise trunk a presentation-restricted Calling Party Number is a withheld
+/// caller whatever SIP asserts (`refuse_withheld`, the enterprise default); shown, the
+/// same contracted number goes through.
+#[test]
+fn a_restricted_isup_caller_is_refused_on_an_enterprise_trunk() {
+    let p = policy("");
+    let call = |restricted: bool| {
+        let mut n = NumberSpec::national("13912340001");
+        if restricted {
+            n = n.restricted();
+        }
+        sipi(
+            "+8613912340001",
+            &IamBuilder::new("861012345678").calling(n).build(),
+        )
+    };
+    let d = judge(&p, &call(true), "ent");
+    assert_eq!(d.outcome, Outcome::Reject { code: 433 }, "{d:?}");
+    assert_eq!(d.rule, Some(RuleId::WithheldCaller), "{d:?}");
+    assert!(d.isup_hits.contains(RuleId::WithheldCaller), "{d:?}");
+    passes(&p, &call(false), "ent");
+    passes(&p, &call(true), "ic");
+}
+
 #[test]
 fn mismatch_between_isup_and_sip() {
     let p = policy("");

@@ -623,6 +623,12 @@ pub struct TrunkConf {
     /// anyone can invent must not carry a call past the rules).
     #[serde(default)]
     pub trust_in_dialog_invites: bool,
+    /// Refuse (rule `withheld-caller`) a caller withheld from the callee even when the
+    /// network asserts its number. Default: on enterprise trunks, whose contract is to
+    /// show a number it assigned (the MIIT rules forbid numbers set to 禁显 there);
+    /// elsewhere a withheld caller with an asserted identity is RFC 3325's ordinary
+    /// private call.
+    pub refuse_withheld: Option<bool>,
     /// Digest authentication of the trunk's calls; absent: the source address is enough.
     pub auth: Option<AuthConf>,
     /// How the peer writes numbers with no `+`, `00` or `0` in front: `national` (the

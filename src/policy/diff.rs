@@ -282,6 +282,12 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
             o.trust_in_dialog_invites, n.trust_in_dialog_invites
         ));
     }
+    if o.refuse_withheld != n.refuse_withheld {
+        say(format!(
+            "refuse_withheld {} -> {}",
+            o.refuse_withheld, n.refuse_withheld
+        ));
+    }
     if o.behaviour != n.behaviour {
         say("behaviour thresholds".into());
     }

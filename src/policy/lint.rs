@@ -206,13 +206,17 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         }
     }
     // Sections whose settings do nothing without their address.
-    if p.redis.url.is_empty() && p.redis != crate::policy::config::RedisConf::default() {
+    if p.redis.url.is_empty()
+        && (p.redis_written || p.redis != crate::policy::config::RedisConf::default())
+    {
         out.push(
             "[redis] settings without url: Redis is not used (counters, lists and records stay local)"
                 .to_string(),
         );
     }
-    if p.hep.server.is_none() && p.hep != crate::policy::config::HepConf::default() {
+    if p.hep.server.is_none()
+        && (p.hep_written || p.hep != crate::policy::config::HepConf::default())
+    {
         out.push("[hep] settings without server: nothing is mirrored".to_string());
     }
     if p.records.dir.is_empty() && p.records.pcap_rejected {
@@ -933,6 +937,14 @@ entries = [{whitelist}]
             w(&format!("[hep]\ncapture_id = 7\n{ent}")),
             ["[hep] settings without server: nothing is mirrored"]
         );
+        // At their defaults too (QA 103); an empty table is no setting.
+        assert_eq!(
+            w(&format!("[redis]\nsync_ms = 100\nlists = true\n{ent}")),
+            [
+                "[redis] settings without url: Redis is not used (counters, lists and records stay local)"
+            ]
+        );
+        assert!(w(&format!("[redis]\n[hep]\n{ent}")).is_empty());
         let asr = ent.replace(
             "[trunk.whitelist]",
             "[trunk.behaviour]\nattempts = 30\nasr_min_attempts = 5\n[trunk.whitelist]",

@@ -139,9 +139,7 @@ impl RuleId {
             // RFC 3261 22.3: a proxy challenges with 407; wrong credentials get 403.
             RuleId::TrunkAuth => (Reject, 407, "Trunk authentication required", ""),
             // RFC 5079: 433 Anonymity Disallowed is the standard answer to a hidden caller.
-            RuleId::WithheldCaller => {
-                (Reject, 433, "Caller withheld without asserted identity", "")
-            }
+            RuleId::WithheldCaller => (Reject, 433, "Caller withheld", ""),
             RuleId::BlankCaller => (Reject, 433, "Blank or anonymous calling number", ""),
             RuleId::NumberingPlan => (Reject, 403, "Calling number breaks the numbering plan", ""),
             RuleId::NoVoiceNumber => (Reject, 403, "Data-only or IoT number cannot call", ""),
@@ -291,6 +289,8 @@ pub struct Trunk {
     /// `trust_in_dialog_invites`: an INVITE with a To-tag passes unjudged even when its
     /// dialog is not one this gateway saw answered.
     pub trust_in_dialog_invites: bool,
+    /// `refuse_withheld`: a withheld caller is refused with an asserted identity too.
+    pub refuse_withheld: bool,
     /// Digest authentication of the trunk's calls (`[trunk.auth]`).
     pub auth: Option<auth::TrunkAuth>,
     /// How the peer writes bare numbers (`bare_numbers`).
@@ -404,6 +404,10 @@ pub struct Policy {
     pub callee_key: u64,
     /// [`Policy::callee_key`] was drawn at random (no `auth_secret`).
     pub callee_key_random: bool,
+    /// `[redis]` and `[hep]` hold settings as written (at their defaults too): `check`
+    /// warns of them without their address.
+    pub redis_written: bool,
+    pub hep_written: bool,
     /// Actions for requests from no known trunk.
     pub default_actions: Vec<Action>,
     pub proxy: config::ProxyConf,
@@ -905,13 +909,30 @@ fn fingerprinted(text: &str) -> String {
         p.remove("advertise");
         p.remove("workers");
     }
+    // A table left empty (a `[proxy]` that held only `workers`), or written empty, says
+    // what its absence says (QA 103: a gateway with `[proxy] workers = 4` showed another
+    // fingerprint than one without). Not `[trunk.behaviour]` or `[trunk.whitelist]`,
+    // whose presence means something.
+    fn drop_empty(t: &mut toml::Table) {
+        t.retain(|_, v| !matches!(v, toml::Value::Table(t) if t.is_empty()));
+    }
+    if let Some(toml::Value::Table(r)) = t.get_mut("rules") {
+        drop_empty(r);
+    }
     if let Some(toml::Value::Array(trunks)) = t.get_mut("trunk") {
         for tr in trunks.iter_mut() {
             if let toml::Value::Table(tr) = tr {
                 tr.remove("listen");
+                if let Some(toml::Value::Table(r)) = tr.get_mut("rules") {
+                    drop_empty(r);
+                }
+                if matches!(tr.get("rules"), Some(toml::Value::Table(r)) if r.is_empty()) {
+                    tr.remove("rules");
+                }
             }
         }
     }
+    drop_empty(&mut t);
     let mut v = toml::Value::Table(t);
     drop_files(&mut v);
     // A table's keys in order (toml's map sorts them), so that the order the file
@@ -950,6 +971,15 @@ impl Policy {
 
     fn build(text: &str, file: &str, dir: &Path) -> Result<Policy, LoadError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        // Whether a section holds any setting as written: parsed, a default written out
+        // cannot be told from one left out.
+        let raw = text.parse::<toml::Table>().ok();
+        let written = |section: &str| {
+            raw.as_ref()
+                .and_then(|t| t.get(section))
+                .and_then(toml::Value::as_table)
+                .is_some_and(|t| !t.is_empty())
+        };
         // The fingerprint of everything the policy is built from, in load order: its
         // settings ([`fingerprinted`]), the plan's and every list file's bytes.
         let digest =
@@ -1306,6 +1336,7 @@ impl Policy {
                 },
                 record_route: t.record_route,
                 trust_in_dialog_invites: t.trust_in_dialog_invites,
+                refuse_withheld: t.refuse_withheld.unwrap_or(t.role == Role::Enterprise),
                 auth: match (&t.auth, auth_key) {
                     (Some(a), Some(key)) => Some(
                         auth::TrunkAuth::new(a, &t.name, key)
@@ -1545,6 +1576,8 @@ impl Policy {
                 &auth::nonce_key(cfg.general.auth_secret.as_deref()),
             ]),
             callee_key_random: cfg.general.auth_secret.is_none(),
+            redis_written: written("redis"),
+            hep_written: written("hep"),
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,
@@ -1884,6 +1917,15 @@ impl Policy {
             }
             if let Some(n) = t.max_concurrent {
                 let _ = writeln!(s, "    concurrent calls: at most {n}");
+            }
+            if t.refuse_withheld
+                && t.runs(RuleId::WithheldCaller)
+                && t.action(RuleId::WithheldCaller).kind != ActionKind::Off
+            {
+                let _ = writeln!(
+                    s,
+                    "    withheld callers: refused, asserted identity or not (refuse_withheld)"
+                );
             }
             if t.bare != Bare::National {
                 let _ = writeln!(
