@@ -817,6 +817,20 @@ pub fn kept_from(
     r.kept_from(from_key(msg.call_id(), msg.from_tag()?), now_ms)
 }
 
+/// For a response to a request of the caller's side of a call whose From was changed
+/// (its From tag is the caller's), the From that call came with: the response goes back
+/// with it. RFC 3261 8.2.6.2 has a response's From equal its request's, and the caller
+/// sent the one the rules took off (QA 104: a strict caller stack may refuse an answer
+/// with another From; Kamailio's `uac_replace_from` restores it likewise). One table
+/// lookup, only while some From is kept.
+pub fn callers_from(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> Option<bytes::Bytes> {
+    if msg.is_request() {
+        return None;
+    }
+    let r = rates.recent().filter(|r| r.keeps_froms(now_ms))?;
+    r.original_from(from_key(msg.call_id(), msg.from_tag_read()?), now_ms)
+}
+
 /// Keeps the From value a forwarded INVITE was given, when the edits change it, for
 /// [`kept_from`] (how long: [`crate::policy::rate::Recent::from_event`]); one that goes
 /// on as written drops what an earlier INVITE of its Call-ID and From tag kept.
@@ -834,7 +848,12 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
         .flatten();
     let key = from_key(msg.call_id(), tag);
     match changed {
-        Some(v) => r.keep_from(key, bytes::Bytes::from(v), ctx.now_ms),
+        Some(v) => r.keep_from(
+            key,
+            bytes::Bytes::from(v),
+            msg.from_addr().map_or(&[][..], |na| na.whole.of(msg.buf())),
+            ctx.now_ms,
+        ),
         // An INVITE of the same Call-ID and From tag that goes on as written (the retry
         // the core asked for, with another From) is what its CANCEL must repeat: the
         // From kept for the one before goes (QA 68).

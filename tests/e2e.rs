@@ -1001,18 +1001,50 @@ fn rewritten_and_labelled_calls_arrive_edited() {
         ],
     );
     let uas = checking_uas(&dir, base + 10, &sc, 1);
-    calls(
-        &dir,
-        base,
-        base + 20,
-        "u1",
-        200,
-        &[(
-            "+8613812345678@",
-            "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>",
-            "P-Preferred-Identity: <sip:+8613812345678@10.9.9.9>",
-        )],
+    let row = (
+        "+8613812345678@",
+        "P-Asserted-Identity: <sip:+442071234567@10.20.30.40>",
+        "P-Preferred-Identity: <sip:+8613812345678@10.9.9.9>",
     );
+    calls(&dir, base, base + 20, "u1", 200, &[row]);
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "UAS checks failed:\n{out}");
+    // Its answers come back to the caller with the From it wrote (RFC 3261 8.2.6.2;
+    // QA 104: they came with the rewritten one).
+    let uas = checking_uas(&dir, base + 10, &sc, 1);
+    let uac = std::fs::read_to_string(uac_scenario(&dir, 200))
+        .unwrap()
+        .replacen(
+            r#"<recv response="200" rtd="true" rrs="true"> </recv>"#,
+            r#"<recv response="200" rtd="true" rrs="true">
+    <action>
+      <ereg regexp="^ *&lt;sip:\+8613812345678@127\.0\.0\.1:[0-9]+&gt;;tag=" search_in="hdr" header="From:" check_it="true" assign_to="chk"/>
+    </action>
+  </recv>"#,
+            1,
+        )
+        .replace("</scenario>", "  <Reference variables=\"chk\"/>\n</scenario>");
+    assert!(uac.contains("check_it"));
+    let uac_sc = dir.join("uac-answers-from.xml");
+    std::fs::write(&uac_sc, uac).unwrap();
+    let csv = dir.join("answers-from.csv");
+    std::fs::write(
+        &csv,
+        format!("SEQUENTIAL\n{};{};{};\n", row.0, row.1, row.2),
+    )
+    .unwrap();
+    let (code, out) = Uac {
+        dir: &dir,
+        scenario: &uac_sc,
+        csv: &csv,
+        port: base,
+        uac_port: base + 25,
+        transport: "u1",
+        calls: 1,
+        rate: 20,
+    }
+    .run();
+    assert_eq!(code, 0, "the caller's From did not come back:\n{out}");
     let (code, out) = uas.join().unwrap();
     assert_eq!(code, 0, "UAS checks failed:\n{out}");
     // Label header and verstat on the asserted identity for an MVNO caller.

@@ -6256,6 +6256,20 @@ fn a_rewritten_from_stays_rewritten_for_the_whole_call() {
     )))
     .unwrap();
     track_dialog(&ok, || true, &rates, MON_10H + 1_000);
+    // Its answer goes back to the caller with the From the caller wrote (RFC 3261
+    // 8.2.6.2; QA 104), the core's requests' answers as they are.
+    assert_eq!(
+        sipfence::decide::callers_from(&ok, &rates, MON_10H + 1_000).as_deref(),
+        Some(&b"\"\xe4\xb8\xad\xe5\x9b\xbd\xe9\x93\xb6\xe8\xa1\x8c95588\" <sip:+442071234567@uk.example>;tag=ft1"[..])
+    );
+    let core_side_answer = Message::parse_for_relay(Bytes::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-cb\r\nFrom: <sip:4008001234@10.0.0.100>;tag=uas1\r\nTo: <sip:+442071234567@uk.example>;tag=ft1\r\nCall-ID: call-wf\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        sipfence::decide::callers_from(&core_side_answer, &rates, MON_10H + 1_000),
+        None
+    );
     let ack = request("ACK", ";tag=uas1", "1 ACK");
     assert_eq!(from_at_core(&ack, 1_100), want);
     let update = request("UPDATE", ";tag=uas1", "2 UPDATE");

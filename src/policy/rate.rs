@@ -282,8 +282,10 @@ pub struct Recent {
     /// an INVITE within one of them is no new call.
     dialogs: Remembered,
     /// The From value a forwarded INVITE was given, by its Call-ID and From tag: the
-    /// CANCEL and the caller's later requests get it too ([`crate::decide::kept_from`]).
-    froms: Remembered<(u16, bytes::Bytes)>,
+    /// CANCEL and the caller's later requests get it too ([`crate::decide::kept_from`]);
+    /// and the one it came with, which the answers to them go back with
+    /// ([`crate::decide::callers_from`]).
+    froms: Remembered<(u16, KeptFrom)>,
     /// When a From was last kept or its time extended (ms, 0: never): with none for
     /// longer than an entry lives, the table is empty and no later request looks.
     from_kept_ms: AtomicU64,
@@ -307,6 +309,14 @@ pub enum FromEvent {
     DialogEnded,
 }
 
+/// A call's From as it went on, and as its caller wrote it (empty when longer than
+/// [`MAX_KEPT_FROM`]: its answers go back as the core sent them).
+#[derive(Debug, Clone)]
+pub struct KeptFrom {
+    pub given: bytes::Bytes,
+    pub original: bytes::Bytes,
+}
+
 /// How long a call may ring (its INVITE's Timer C, restarted by each 18x).
 const RING_MS: u64 = crate::behaviour::live::RING_MS;
 
@@ -327,10 +337,20 @@ impl Recent {
             retry_asked_ms: AtomicU64::new(0),
         }
     }
-    /// Keeps the From value `value` of a call, for as long as it may ring.
-    pub fn keep_from(&self, key: u64, value: bytes::Bytes, now_ms: u64) {
+    /// Keeps the From value `value` of a call, and the one it came with (`original`),
+    /// for as long as it may ring.
+    pub fn keep_from(&self, key: u64, value: bytes::Bytes, original: &[u8], now_ms: u64) {
         if value.len() <= MAX_KEPT_FROM {
-            self.froms.put(key, (0, value), now_ms, RING_MS);
+            let original = if original.len() <= MAX_KEPT_FROM {
+                bytes::Bytes::copy_from_slice(original)
+            } else {
+                bytes::Bytes::new()
+            };
+            let kept = KeptFrom {
+                given: value,
+                original,
+            };
+            self.froms.put(key, (0, kept), now_ms, RING_MS);
             self.from_kept_ms
                 .fetch_max(now_ms.max(1), Ordering::Relaxed);
         }
@@ -360,7 +380,7 @@ impl Recent {
         self.from_kept_ms
             .fetch_max(now_ms.max(1), Ordering::Relaxed);
     }
-    fn kept_from_entry(&self, key: u64, now_ms: u64) -> Option<(u16, bytes::Bytes)> {
+    fn kept_from_entry(&self, key: u64, now_ms: u64) -> Option<(u16, KeptFrom)> {
         if !self.keeps_froms(now_ms) {
             return None;
         }
@@ -388,7 +408,13 @@ impl Recent {
         self.froms.remove(key);
     }
     pub fn kept_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
-        self.kept_from_entry(key, now_ms).map(|(_, v)| v)
+        self.kept_from_entry(key, now_ms).map(|(_, v)| v.given)
+    }
+    /// The From the call kept under `key` came with, when it was kept.
+    pub fn original_from(&self, key: u64, now_ms: u64) -> Option<bytes::Bytes> {
+        self.kept_from_entry(key, now_ms)
+            .map(|(_, v)| v.original)
+            .filter(|v| !v.is_empty())
     }
     pub fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         self.seen.insert_new(key, now_ms, ttl_ms)

@@ -238,7 +238,8 @@ fn handle_parsed(
         if st.policy.silent_to(&o.source, Some(&o.local)) && !st.policy.from_core_side(&o.source) {
             return Handled::Dropped("unknown-source");
         }
-        return relay_response(st.policy, msg, out, edits);
+        let from = crate::decide::callers_from(msg, st.rates, st.now_ms);
+        return relay_response(st.policy, msg, from.as_deref(), out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
     let core_side = sent_by_core(st.policy, msg, o.source);
@@ -810,9 +811,12 @@ fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
 /// the responder wrote, so it is only followed to an address a request we forwarded
 /// could have come from ([`Policy::answers_to`]): a forged response (our branch prefix
 /// is public) must not make the gateway send datagrams to hosts behind it.
+/// `from`: the From the caller wrote, when the rules changed its call's
+/// ([`crate::decide::callers_from`]).
 fn relay_response(
     policy: &Policy,
     msg: &Message,
+    from: Option<&[u8]>,
     out: &mut Vec<u8>,
     edits: &mut EditList,
 ) -> Handled {
@@ -859,6 +863,9 @@ fn relay_response(
         }
     };
     edits.remove(remove);
+    if let (Some(v), Some(h)) = (from, msg.first(HeaderName::From)) {
+        edits.replace(h.value(), v);
+    }
     write_edited(edits, msg, out);
     // Only a response that came over TCP can be too large to go back over UDP; any
     // can grow too large for a stream (see `too_large_for_a_stream`).
