@@ -327,7 +327,7 @@ struct VerstatPlace {
 /// "international"` trunk lost its verstat).
 fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlace> {
     let mut found = None;
-    let _ = addr::parse_list(b, p.value, |na| {
+    let _ = addr::parse_list_skip_empty(b, p.value, |na| {
         if na.uri.start <= p.user.start && p.user.end <= na.uri.end {
             found = Some(na);
         }
@@ -339,7 +339,16 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlac
         close: None,
     };
     if u.scheme == Scheme::Tel {
-        return Some(as_is);
+        // Unbracketed, its parameters, verstat among them, would read as the header's
+        // (RFC 3261 20: a URI with ';' goes in brackets; QA 105).
+        return Some(if na.bracketed {
+            as_is
+        } else {
+            VerstatPlace {
+                open: Some(na.uri.start as usize),
+                close: Some((na.whole.end as usize, b">")),
+            }
+        });
     }
     // Unbracketed, the URI's parameters were read as the header's.
     let params = if na.bracketed { u.params } else { na.params };
@@ -435,6 +444,22 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
     // quoted display name would go too, which harms no one.
     for h in msg.all(HeaderName::PAssertedIdentity) {
         remove_verstat(b, h.value(), edits);
+        // The values were read past empty list elements; a stack reading RFC 3325's
+        // grammar reads none past them (QA 105: Kamailio read no asserted identity
+        // at all), so they go, and a field of empty elements alone with them.
+        let mut cut = [Span::new(0, 0); 4];
+        let mut n = 0;
+        let left = addr::empty_elements(b, h.value(), |sp| {
+            if let Some(c) = cut.get_mut(n) {
+                *c = sp;
+            }
+            n += 1;
+        });
+        match left {
+            Ok(false) => edits.remove(h.line()),
+            Ok(true) if n <= cut.len() => cut[..n].iter().for_each(|sp| edits.remove(*sp)),
+            _ => {}
+        }
     }
     // Legacy equipment reads the caller from Remote-Party-ID, some from
     // P-Preferred-Identity: a peer's verdict there is as good as planted (QA 43). Where

@@ -226,6 +226,39 @@ fn withheld_caller() {
     );
 }
 
+/// A private call's asserted identity written with an empty list element goes on
+/// without it, so that a core reading RFC 3325's grammar reads the identity the rules
+/// let the call through on (QA 105: Kamailio read none, and had an anonymous call).
+#[test]
+fn an_asserted_identity_goes_on_without_empty_list_elements() {
+    let p = policy("");
+    for pai in [
+        ", <tel:+442071234567>",
+        "<tel:+442071234567>,",
+        "<tel:+442071234567>,,",
+    ] {
+        let m = invite(
+            "anonymous",
+            &format!("Privacy: id\r\nP-Asserted-Identity: {pai}\r\n"),
+        );
+        let d = passes(&p, &m, "intl");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            out.value(HeaderName::PAssertedIdentity),
+            Some(&b"<tel:+442071234567>"[..]),
+            "{pai}"
+        );
+    }
+    // With no value at all, no identity is asserted: the withheld caller is refused.
+    blocks(
+        &p,
+        &invite("anonymous", "Privacy: id\r\nP-Asserted-Identity: ,\r\n"),
+        "intl",
+        433,
+        "withheld-caller",
+    );
+}
+
 /// An enterprise trunk's calls show the number this network assigned: one withheld
 /// with its contracted number asserted is refused too (QA 104: a 400 line hiding its
 /// number), unless the trunk says `refuse_withheld = false`; elsewhere it is RFC 3325's
@@ -1949,7 +1982,7 @@ fn label_mvno_with_verstat() {
 #[test]
 fn verstat_on_an_unbracketed_sip_identity() {
     let p = policy("");
-    let cases: [(&str, &[u8]); 5] = [
+    let cases: [(&str, &[u8]); 10] = [
         (
             "sip:+8617012345678@gw.example.com;user=phone",
             b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
@@ -1964,11 +1997,34 @@ fn verstat_on_an_unbracketed_sip_identity() {
         ),
         (
             "sip:+8617012345678@gw.example.com;user=phone, tel:+8617012345678",
-            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>, tel:+8617012345678;verstat=TN-Validation-Failed",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>, <tel:+8617012345678;verstat=TN-Validation-Failed>",
         ),
         (
             "sip:+8617012345678@gw.example.com;user=ip",
             b"sip:+8617012345678@gw.example.com;user=ip",
+        ),
+        // A tel URI too (QA 105): unbracketed, its parameters were the header's.
+        (
+            "tel:+8617012345678",
+            b"<tel:+8617012345678;verstat=TN-Validation-Failed>",
+        ),
+        (
+            "tel:+8617012345678;verstat=TN-Validation-Passed",
+            b"<tel:+8617012345678;verstat=TN-Validation-Failed>",
+        ),
+        // Empty list elements go: a stack reading RFC 3325's grammar reads no value
+        // past one (QA 105: Kamailio read none), and every value gets its verstat.
+        (
+            ", <sip:+8617012345678@gw.example.com;user=phone>",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "<sip:+8617012345678@gw.example.com;user=phone>, , tel:+8617012345678,",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>, <tel:+8617012345678;verstat=TN-Validation-Failed>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com;user=phone,",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
         ),
     ];
     for (pai, want) in cases {
@@ -1982,10 +2038,15 @@ fn verstat_on_an_unbracketed_sip_identity() {
             "{pai}: {}",
             String::from_utf8_lossy(out.value(HeaderName::PAssertedIdentity).unwrap_or(b""))
         );
-        // What went on reads as the same caller.
+        // What went on reads as the same caller, by RFC 3325's grammar too.
         assert_eq!(
             passes(&p, &out, "ic").identity.effective_number(),
             d.identity.effective_number(),
+            "{pai}"
+        );
+        let h = out.first(HeaderName::PAssertedIdentity).unwrap();
+        assert!(
+            sipfence::sip::addr::parse_list(out.buf(), h.value(), |_| {}).is_ok(),
             "{pai}"
         );
     }

@@ -911,13 +911,15 @@ fn fingerprinted(text: &str) -> String {
     }
     // A table left empty (a `[proxy]` that held only `workers`), or written empty, says
     // what its absence says (QA 103: a gateway with `[proxy] workers = 4` showed another
-    // fingerprint than one without). Not `[trunk.behaviour]` or `[trunk.whitelist]`,
-    // whose presence means something.
+    // fingerprint than one without; QA 105: `[lists.roamers]`). Not `[trunk.behaviour]`
+    // or `[trunk.whitelist]`, whose presence means something.
     fn drop_empty(t: &mut toml::Table) {
         t.retain(|_, v| !matches!(v, toml::Value::Table(t) if t.is_empty()));
     }
-    if let Some(toml::Value::Table(r)) = t.get_mut("rules") {
-        drop_empty(r);
+    for section in ["rules", "lists"] {
+        if let Some(toml::Value::Table(r)) = t.get_mut(section) {
+            drop_empty(r);
+        }
     }
     if let Some(toml::Value::Array(trunks)) = t.get_mut("trunk") {
         for tr in trunks.iter_mut() {

@@ -207,6 +207,50 @@ fn list(b: &[u8], v: Span, skip_empty: bool, mut f: impl FnMut(NameAddr)) -> Res
     }
 }
 
+/// The separators a list's empty elements leave (`, <a>`, `<a>,, <b>`, `<a>,`), each as
+/// the span whose removal leaves the list without that element, for a field read with
+/// [`parse_list_skip_empty`] that goes on to a stack reading RFC 3261's grammar, which
+/// has none (QA 105: Kamailio read no P-Asserted-Identity at all). Returns whether
+/// any value is left; an error where a value does not parse.
+pub fn empty_elements(b: &[u8], v: Span, mut f: impl FnMut(Span)) -> Result<bool, AddrError> {
+    let end = v.end as usize;
+    let b = &b[..end];
+    let mut i = v.start as usize;
+    // The comma that ended the last value, if any; where a run of empty elements
+    // started (just after that comma, or at the list's start) and where it ends.
+    let mut after_value: Option<usize> = None;
+    let mut run: Option<(usize, usize)> = None;
+    let mut any = false;
+    loop {
+        let j = skip_lws(b, i);
+        if j >= end {
+            // Trailing: from the comma after the last value (empties with it) to the
+            // end; with no value at all, everything.
+            match (after_value, run) {
+                (Some(c), _) => f(Span::new(c, end)),
+                (None, Some((s, _))) => f(Span::new(s, end)),
+                (None, None) => {}
+            }
+            return Ok(any);
+        }
+        if b[j] == b',' {
+            run = Some((run.map_or(i, |r| r.0), j + 1));
+            i = j + 1;
+            continue;
+        }
+        if let Some((s, e)) = run.take() {
+            f(Span::new(s, e));
+        }
+        let (_, next) = parse_one(b, j, end)?;
+        any = true;
+        if next >= end {
+            return Ok(true);
+        }
+        after_value = Some(next);
+        i = next + 1;
+    }
+}
+
 /// Exactly one value (From, To).
 pub fn parse_single(b: &[u8], v: Span) -> Result<NameAddr, AddrError> {
     let end = v.end as usize;
@@ -283,6 +327,43 @@ mod tests {
     }
     fn txt(s: &str, sp: Span) -> &str {
         &s[sp.start as usize..sp.end as usize]
+    }
+
+    /// A list without its empty elements, and whether a value is left.
+    fn without_empties(s: &str) -> (String, bool) {
+        let mut cut = vec![];
+        let any = empty_elements(s.as_bytes(), Span::new(0, s.len()), |sp| cut.push(sp)).unwrap();
+        let mut out = String::new();
+        let mut at = 0;
+        for sp in cut {
+            assert!(sp.start as usize >= at, "{s}: overlapping removals");
+            out.push_str(&s[at..sp.start as usize]);
+            at = sp.end as usize;
+        }
+        out.push_str(&s[at..]);
+        (out, any)
+    }
+
+    #[test]
+    fn empty_list_elements_are_cut_out() {
+        for (list, want, any) in [
+            ("<sip:a@x>, <tel:+1>", "<sip:a@x>, <tel:+1>", true),
+            (", <sip:a@x>", " <sip:a@x>", true),
+            (" , ,<sip:a@x>", "<sip:a@x>", true),
+            ("<sip:a@x>,, <tel:+1>", "<sip:a@x>, <tel:+1>", true),
+            ("<sip:a@x> , , <tel:+1>", "<sip:a@x> , <tel:+1>", true),
+            ("<sip:a@x>,", "<sip:a@x>", true),
+            ("<sip:a@x>, ,", "<sip:a@x>", true),
+            (
+                "\"a,b\" <sip:a@x>,,sip:b@y",
+                "\"a,b\" <sip:a@x>,sip:b@y",
+                true,
+            ),
+            (",", "", false),
+            (" , , ", "", false),
+        ] {
+            assert_eq!(without_empties(list), (want.to_string(), any), "{list}");
+        }
     }
 
     /// The parameters found without a parse are the parse's, whatever the value holds
