@@ -33,6 +33,10 @@ pub struct StartOnly {
     /// Every address some trunk listens on: the sockets bound at start.
     pub listen: Vec<ListenSpec>,
     pub workers: usize,
+    /// `run --workers N` set the workers: what the file says of them does not count,
+    /// now or at the next start (QA 105: a reload said "workers 0 -> 3" of a process
+    /// running 2, and a restart would have kept 2).
+    pub workers_cli: bool,
     pub rate_keys: usize,
     pub advertise: Option<std::net::IpAddr>,
     pub metrics: MetricsConf,
@@ -54,6 +58,7 @@ impl StartOnly {
         StartOnly {
             listen,
             workers: p.proxy.workers,
+            workers_cli: false,
             rate_keys: p.proxy.rate_keys,
             advertise: p.proxy.advertise,
             metrics: p.metrics.clone(),
@@ -87,7 +92,7 @@ impl StartOnly {
                 [added, removed].concat().join(" ")
             ));
         }
-        if self.workers != new.workers {
+        if !self.workers_cli && self.workers != new.workers {
             out.push(format!(
                 "[proxy] workers {} -> {}",
                 self.workers, new.workers
@@ -657,6 +662,12 @@ users = ["pbx:secret"]
                 .is_empty()
         );
         assert!(changes(&policy(BASE), &policy(BASE)).restart.is_empty());
+        // Workers set on the command line are the running ones whatever the file says.
+        let mut cli = StartOnly::of(&policy(BASE));
+        let file = StartOnly::of(&policy(&format!("{BASE}[proxy]\nworkers = 3\n")));
+        assert_eq!(cli.changes(&file), ["[proxy] workers 0 -> 3"]);
+        cli.workers_cli = true;
+        assert!(cli.changes(&file).is_empty());
         // Among the sockets bound, a trunk's share changes at once.
         let two = BASE.replacen(
             "listen = [\"udp:127.0.0.1:5060\"]",

@@ -704,7 +704,8 @@ pub fn run(args: RunArgs) -> i32 {
         };
         (counters, Some(c))
     };
-    let start_only = StartOnly::of(&policy);
+    let mut start_only = StartOnly::of(&policy);
+    start_only.workers_cli = args.workers.is_some_and(|w| w > 0);
     let named = wildcard_names(&policy);
     let shared = Arc::new(Shared {
         rates,
