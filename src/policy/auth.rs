@@ -29,7 +29,24 @@ pub struct TrunkAuth {
     nonce_secs: u64,
     /// `max_failures_per_minute`: 0 never locks.
     pub max_failures: u32,
+    /// Offered in the challenge, in this order (`algorithms`).
+    algorithms: Vec<Algorithm>,
     key: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
 }
 
 impl std::fmt::Debug for TrunkAuth {
@@ -364,11 +381,43 @@ impl TrunkAuth {
             };
             users.push(user);
         }
+        let mut algorithms = vec![];
+        for a in conf.algorithms.as_deref().unwrap_or(&["MD5".to_string()]) {
+            let algo = if a.eq_ignore_ascii_case("MD5") {
+                Algorithm::Md5
+            } else if a.eq_ignore_ascii_case("SHA-256") {
+                Algorithm::Sha256
+            } else {
+                return Err(format!(
+                    "trunk {trunk}: auth algorithms: '{a}' is none of MD5, SHA-256 (the -sess forms are not offered)"
+                ));
+            };
+            if algorithms.contains(&algo) {
+                return Err(format!(
+                    "trunk {trunk}: auth algorithms: {a} is given twice"
+                ));
+            }
+            // SHA-256 needs H(name:realm:password) in SHA-256: the password itself.
+            if let (Algorithm::Sha256, Some(u)) = (algo, users.iter().find(|u| u.sha256.is_none()))
+            {
+                return Err(format!(
+                    "trunk {trunk}: auth algorithms: SHA-256 needs every user's password, and user '{}' is given as md5:HA1",
+                    String::from_utf8_lossy(&u.name)
+                ));
+            }
+            algorithms.push(algo);
+        }
+        if algorithms.is_empty() {
+            return Err(format!(
+                "trunk {trunk}: auth algorithms is empty: no challenge could be answered"
+            ));
+        }
         Ok(TrunkAuth {
             realm,
             users,
             nonce_secs: conf.nonce_secs,
             max_failures: conf.max_failures_per_minute,
+            algorithms,
             key,
         })
     }
@@ -384,8 +433,10 @@ impl TrunkAuth {
             0 => "never locked".to_string(),
             n => format!("a source locked after {n} wrong answers a minute"),
         };
+        let algorithms: Vec<&str> = self.algorithms.iter().map(|a| a.as_str()).collect();
         format!(
-            "digest, realm \"{}\", users {}, nonces good for {} s, {lock}",
+            "digest {}, realm \"{}\", users {}, nonces good for {} s, {lock}",
+            algorithms.join("/"),
             self.realm,
             names.join(", "),
             self.nonce_secs
@@ -547,9 +598,9 @@ impl TrunkAuth {
         same(c.response, want.as_bytes())
     }
 
-    /// The `Proxy-Authenticate` field of a 407 for `now_ms` (with its CRLF). MD5 first,
-    /// the algorithm every SIP device answers; SHA-256 beside it (RFC 8760) when every
-    /// user's password is known.
+    /// The `Proxy-Authenticate` fields of a 407 for `now_ms` (with their CRLFs), one per
+    /// algorithm offered, in the order `algorithms` gives (RFC 8760: most preferred
+    /// first).
     pub fn challenge(
         &self,
         now_ms: u64,
@@ -569,9 +620,8 @@ impl TrunkAuth {
                 .as_bytes(),
             );
         };
-        one("MD5");
-        if self.users.iter().all(|u| u.sha256.is_some()) {
-            one("SHA-256");
+        for a in &self.algorithms {
+            one(a.as_str());
         }
     }
 }
@@ -629,8 +679,20 @@ mod tests {
             users: users.iter().map(|s| s.to_string()).collect(),
             nonce_secs: 300,
             max_failures_per_minute: 10,
+            algorithms: None,
         };
         TrunkAuth::new(&conf, "ent", nonce_key(Some("test"))).unwrap()
+    }
+
+    fn auth_offering(users: &[&str], algorithms: Option<&[&str]>) -> Result<TrunkAuth, String> {
+        let conf = AuthConf {
+            realm: Some("sipfence".into()),
+            users: users.iter().map(|s| s.to_string()).collect(),
+            nonce_secs: 300,
+            max_failures_per_minute: 10,
+            algorithms: algorithms.map(|a| a.iter().map(|s| s.to_string()).collect()),
+        };
+        TrunkAuth::new(&conf, "ent", nonce_key(Some("test")))
     }
 
     fn invite(pa: &str) -> Message {
@@ -759,6 +821,7 @@ mod tests {
                 users: vec!["pbx1:s3cret".into()],
                 nonce_secs: 300,
                 max_failures_per_minute: 10,
+                algorithms: None,
             },
             "ent",
             nonce_key(Some("other")),
@@ -809,7 +872,7 @@ mod tests {
 
     #[test]
     fn the_challenge_names_realm_nonce_and_algorithms() {
-        let a = auth(&["pbx1:s3cret"]);
+        let a = auth_offering(&["pbx1:s3cret"], Some(&["MD5", "SHA-256"])).unwrap();
         let mut out = vec![];
         a.challenge(1_796_000_000_000, 7, PBX, true, &mut out);
         let s = String::from_utf8(out).unwrap();
@@ -828,10 +891,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.nonce_time(c.nonce, PBX), Some(1_796_000_000));
-        // An HA1-only user cannot answer SHA-256: offered MD5 alone.
-        let mut out = vec![];
-        auth(&["pbx2:md5:0123456789abcdef0123456789abcdef"]).challenge(0, 7, PBX, false, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+        // By default MD5 alone (QA 106: a client that meets a second challenge fails
+        // the call); in the order written, SHA-256 first if asked so.
+        let algos = |a: Option<&[&str]>| {
+            let mut out = vec![];
+            auth_offering(&["pbx1:s3cret"], a)
+                .unwrap()
+                .challenge(0, 7, PBX, false, &mut out);
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    l.split("algorithm=")
+                        .nth(1)
+                        .unwrap()
+                        .split(',')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(algos(None), ["MD5"]);
+        assert_eq!(algos(Some(&["SHA-256", "md5"])), ["SHA-256", "MD5"]);
+        assert_eq!(algos(Some(&["sha-256"])), ["SHA-256"]);
     }
 
     #[test]
@@ -848,8 +931,27 @@ mod tests {
                 users,
                 nonce_secs: 300,
                 max_failures_per_minute: 10,
+                algorithms: None,
             };
             assert!(TrunkAuth::new(&conf, "ent", [0; 32]).is_err(), "{conf:?}");
         }
+        for algorithms in [
+            &[][..],
+            &["SHA-512"][..],
+            &["MD5", "md5"][..],
+            &["MD5-sess"][..],
+        ] {
+            assert!(
+                auth_offering(&["pbx1:s3cret"], Some(algorithms)).is_err(),
+                "{algorithms:?}"
+            );
+        }
+        // SHA-256 for a user whose password is not known (only its MD5 HA1).
+        let e = auth_offering(
+            &["pbx1:s3cret", "pbx2:md5:0123456789abcdef0123456789abcdef"],
+            Some(&["MD5", "SHA-256"]),
+        )
+        .unwrap_err();
+        assert!(e.contains("user 'pbx2' is given as md5:HA1"), "{e}");
     }
 }

@@ -87,6 +87,10 @@ pub struct AuthConf {
     /// sipvicious' svcrack); 0: never.
     #[serde(default = "default_max_failures")]
     pub max_failures_per_minute: u32,
+    /// The digest algorithms offered in a challenge, most preferred first (RFC 8760):
+    /// `MD5`, `SHA-256`. Default MD5 alone: every SIP device answers it, and some fail
+    /// a call outright on a second challenge (QA 106: baresip).
+    pub algorithms: Option<Vec<String>>,
 }
 
 fn default_nonce_secs() -> u64 {
