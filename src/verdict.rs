@@ -447,6 +447,10 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
         // The values were read past empty list elements; a stack reading RFC 3325's
         // grammar reads none past them (QA 105: Kamailio read no asserted identity
         // at all), so they go, and a field of empty elements alone with them.
+        // Without a comma there is no list to have an empty element (most fields).
+        if !h.value().of(b).contains(&b',') {
+            continue;
+        }
         let mut cut = [Span::new(0, 0); 4];
         let mut n = 0;
         let left = addr::empty_elements(b, h.value(), |sp| {
