@@ -117,6 +117,10 @@ fn remove_called_party(msg: &Message, d: &Decision, edits: &mut EditList) {
     let asserted_line = d.identity.asserted_rpid();
     for h in msg.all(HeaderName::RemotePartyId) {
         if Some(h.value()) == asserted_line {
+            // The asserted value stays; a called-party one beside it in the field goes
+            // alone (QA 107: `<sip:110@pbx>;party=called, <...>;party=calling;screen=yes`
+            // went on whole, 110 first, where equipment reads the first value).
+            remove_called_values(b, h.value(), edits);
             continue;
         }
         let mut called = false;
@@ -125,6 +129,36 @@ fn remove_called_party(msg: &Message, d: &Decision, edits: &mut EditList) {
         });
         if called {
             edits.remove(h.line());
+        }
+    }
+}
+
+/// Takes the called-party values out of a Remote-Party-ID field that keeps others: each
+/// with the separator after it, or, the last, with the one before it.
+fn remove_called_values(b: &[u8], v: Span, edits: &mut EditList) {
+    let mut values = [(Span::new(0, 0), false); 4];
+    let mut n = 0;
+    let _ = addr::parse_list_skip_empty(b, v, |na| {
+        if let Some(slot) = values.get_mut(n) {
+            *slot = (na.whole, crate::identity::is_called_party(b, &na));
+        }
+        n += 1;
+    });
+    // A field of more values than an identity field holds is left as it is.
+    if n > values.len() {
+        return;
+    }
+    let values = &values[..n];
+    for (i, &(whole, called)) in values.iter().enumerate() {
+        if !called {
+            continue;
+        }
+        if let Some(&(next, _)) = values.get(i + 1) {
+            edits.remove(Span::new(whole.start as usize, next.start as usize));
+        } else if let Some(&(kept, _)) = values[..i].iter().rev().find(|v| !v.1) {
+            // The last: from the end of the last value kept (any called ones between
+            // go with it; their own removals, inside this one, are skipped).
+            edits.remove(Span::new(kept.end as usize, whole.end as usize));
         }
     }
 }
@@ -444,26 +478,7 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
     // quoted display name would go too, which harms no one.
     for h in msg.all(HeaderName::PAssertedIdentity) {
         remove_verstat(b, h.value(), edits);
-        // The values were read past empty list elements; a stack reading RFC 3325's
-        // grammar reads none past them (QA 105: Kamailio read no asserted identity
-        // at all), so they go, and a field of empty elements alone with them.
-        // Without a comma there is no list to have an empty element (most fields).
-        if !h.value().of(b).contains(&b',') {
-            continue;
-        }
-        let mut cut = [Span::new(0, 0); 4];
-        let mut n = 0;
-        let left = addr::empty_elements(b, h.value(), |sp| {
-            if let Some(c) = cut.get_mut(n) {
-                *c = sp;
-            }
-            n += 1;
-        });
-        match left {
-            Ok(false) => edits.remove(h.line()),
-            Ok(true) if n <= cut.len() => cut[..n].iter().for_each(|sp| edits.remove(*sp)),
-            _ => {}
-        }
+        remove_empty_elements(b, h, edits);
     }
     // Legacy equipment reads the caller from Remote-Party-ID, some from
     // P-Preferred-Identity: a peer's verdict there is as good as planted (QA 43). Where
@@ -474,6 +489,31 @@ fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList)
         .chain(msg.all(HeaderName::PPreferredIdentity))
     {
         remove_verstat(b, h.value(), edits);
+        remove_empty_elements(b, h, edits);
+    }
+}
+
+/// The identity fields' values were read past empty list elements; a stack reading
+/// RFC 3261's grammar reads none past them (QA 105, QA 107: Kamailio read no asserted,
+/// preferred or Remote-Party-ID identity at all), so they go, and a field of empty
+/// elements alone with them.
+fn remove_empty_elements(b: &[u8], h: &crate::sip::Header, edits: &mut EditList) {
+    // Without a comma there is no list to have an empty element (most fields).
+    if !h.value().of(b).contains(&b',') {
+        return;
+    }
+    let mut cut = [Span::new(0, 0); 4];
+    let mut n = 0;
+    let left = addr::empty_elements(b, h.value(), |sp| {
+        if let Some(c) = cut.get_mut(n) {
+            *c = sp;
+        }
+        n += 1;
+    });
+    match left {
+        Ok(false) => edits.remove(h.line()),
+        Ok(true) if n <= cut.len() => cut[..n].iter().for_each(|sp| edits.remove(*sp)),
+        _ => {}
     }
 }
 

@@ -262,7 +262,7 @@ fn gateways_running_one_policy_show_one_fingerprint() {
         (
             "empty tables",
             format!(
-                "[behaviour]\n[rules]\n[rules.blacklist]\n[lists.roamers]\n{}[trunk.rules]\n[proxy]\n",
+                "[behaviour]\n[rules]\n[rules.blacklist]\n[lists.roamers]\n[lists.protected]\nfiles = []\nentries = []\n{}[trunk.rules]\n[proxy]\n",
                 gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
             ),
         ),

@@ -259,6 +259,65 @@ fn an_asserted_identity_goes_on_without_empty_list_elements() {
     );
 }
 
+/// Remote-Party-ID and P-Preferred-Identity go on without empty list elements too, and
+/// a called-party Remote-Party-ID value beside the screened caller in one field goes
+/// alone: the core reads the caller the rules judged (QA 107: Kamailio read none, or
+/// equipment reading the first value read the called 110).
+#[test]
+fn identity_fields_go_on_as_judged() {
+    let p = policy("");
+    let rpid = |m: &Message, trunk: &str| {
+        let d = passes(&p, m, trunk);
+        let out = forwarded(&p, m, &d);
+        out.all(HeaderName::RemotePartyId)
+            .map(|h| String::from_utf8_lossy(out.slice(h.value())).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let calling = "<sip:+8613912340001@x>;party=calling;screen=yes";
+    for (field, want) in [
+        (
+            format!("<sip:110@pbx>;party=called, {calling}"),
+            calling.to_string(),
+        ),
+        (
+            format!("{calling}, <sip:110@pbx>;party=called"),
+            calling.to_string(),
+        ),
+        (
+            format!("\"95588\" <sip:95588@pbx>;party=called,, {calling},"),
+            calling.to_string(),
+        ),
+        (
+            format!("{calling}, <sip:110@pbx>;party=called, <sip:95588@pbx>;party=called"),
+            calling.to_string(),
+        ),
+        (format!("{calling},"), calling.to_string()),
+    ] {
+        let m = invite("anonymous", &format!("Remote-Party-ID: {field}\r\n"));
+        assert_eq!(rpid(&m, "ent"), [want], "{field}");
+    }
+    // A withheld caller from abroad asserted by a screened Remote-Party-ID.
+    let m = invite(
+        "anonymous",
+        "Remote-Party-ID: <sip:+442071234567@gw;user=phone>;party=calling;screen=yes;privacy=full,\r\n",
+    );
+    assert_eq!(
+        rpid(&m, "intl"),
+        ["<sip:+442071234567@gw;user=phone>;party=calling;screen=yes;privacy=full"]
+    );
+    // A preferred identity the enterprise trunk judged, as judged.
+    let m = invite(
+        "+8613912340001",
+        "P-Preferred-Identity: , <sip:+8613912340001@x>\r\n",
+    );
+    let d = passes(&p, &m, "ent");
+    let out = forwarded(&p, &m, &d);
+    assert_eq!(
+        out.value(HeaderName::PPreferredIdentity),
+        Some(&b"<sip:+8613912340001@x>"[..])
+    );
+}
+
 /// An enterprise trunk's calls show the number this network assigned: one withheld
 /// with its contracted number asserted is refused too (QA 104: a 400 line hiding its
 /// number), unless the trunk says `refuse_withheld = false`; elsewhere it is RFC 3325's

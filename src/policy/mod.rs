@@ -916,6 +916,15 @@ fn fingerprinted(text: &str) -> String {
     fn drop_empty(t: &mut toml::Table) {
         t.retain(|_, v| !matches!(v, toml::Value::Table(t) if t.is_empty()));
     }
+    // A list of no files and no entries is no list (QA 107: a template's empty loop
+    // wrote `files = []`).
+    if let Some(toml::Value::Table(lists)) = t.get_mut("lists") {
+        for (_, l) in lists.iter_mut() {
+            if let toml::Value::Table(l) = l {
+                l.retain(|_, v| !matches!(v, toml::Value::Array(a) if a.is_empty()));
+            }
+        }
+    }
     for section in ["rules", "lists"] {
         if let Some(toml::Value::Table(r)) = t.get_mut(section) {
             drop_empty(r);
