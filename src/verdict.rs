@@ -737,6 +737,31 @@ fn write_global_forms(
             *w = p.user.start;
         }
     }
+    // The identity keeps one presented value per number; a field's other values that
+    // show the same number as written (a P-Preferred-Identity's sip + tel pair, the
+    // number again in a second field) get their '+' too, since a core may read any of
+    // them (QA 109: the tel value went on as a domestic mobile's number).
+    for p in id.presented_parties().filter(|_| !presented_removed) {
+        if !p.plus_missing || p.in_context || p.user.is_empty() {
+            continue;
+        }
+        let name = match p.source {
+            Source::PPreferredIdentity => HeaderName::PPreferredIdentity,
+            _ => HeaderName::RemotePartyId,
+        };
+        let number = p.user.of(b);
+        for h in msg.all(name) {
+            let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
+                let Some(user) = uri::parse_user_anyway(b, na.uri).ok().and_then(|u| u.user) else {
+                    return;
+                };
+                let user = uri::user_number(b, user);
+                if user.of(b) == number && !written.contains(&user.start) {
+                    edits.insert(user.start as usize, b"+");
+                }
+            });
+        }
+    }
     written
 }
 

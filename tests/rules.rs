@@ -2468,6 +2468,29 @@ fn bare_numbers_from_an_international_peer() {
     );
     // The same digits on the default trunk: a national number the plan refuses.
     blocks(&p, &m, "intl", 403, "numbering-plan");
+    // Every value of a P-Preferred-Identity the call keeps showing that number gets its
+    // '+', not the first alone (QA 109: the tel value and a second field went on as a
+    // domestic mobile's digits).
+    let m = with_from(
+        "<sip:13812345678@10.9.9.9;user=phone>",
+        &format!(
+            "{}P-Preferred-Identity: <sip:13812345678@10.9.9.9;user=phone>, <tel:13812345678>\r\nP-Preferred-Identity: <sip:13812345678@gw2>\r\n",
+            pai("13812345678")
+        ),
+    );
+    let d = passes(&p, &m, "intl-bare");
+    let out = forwarded(&p, &m, &d);
+    let ppis: Vec<String> = out
+        .all(HeaderName::PPreferredIdentity)
+        .map(|h| String::from_utf8_lossy(h.value().of(out.buf())).to_string())
+        .collect();
+    assert_eq!(
+        ppis,
+        [
+            "<sip:+13812345678@10.9.9.9;user=phone>, <tel:+13812345678>",
+            "<sip:+13812345678@gw2>"
+        ]
+    );
     // A labelled call's asserted pair gets its '+' and the verstat on both values, the
     // sip one with user=phone (QA 43: the sip value lost its verstat).
     let m = with_from(

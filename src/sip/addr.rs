@@ -216,18 +216,18 @@ pub fn empty_elements(b: &[u8], v: Span, mut f: impl FnMut(Span)) -> Result<bool
     let end = v.end as usize;
     let b = &b[..end];
     let mut i = v.start as usize;
-    // The comma that ended the last value, if any; where a run of empty elements
-    // started (just after that comma, or at the list's start) and where it ends.
-    let mut after_value: Option<usize> = None;
+    // Where the last value ended, if any; where a run of empty elements started (just
+    // after that value's comma, or at the list's start) and where it ends.
+    let mut value_end: Option<usize> = None;
     let mut run: Option<(usize, usize)> = None;
     let mut any = false;
     loop {
         let j = skip_lws(b, i);
         if j >= end {
-            // Trailing: from the comma after the last value (empties with it) to the
-            // end; with no value at all, everything.
-            match (after_value, run) {
-                (Some(c), _) => f(Span::new(c, end)),
+            // Trailing: from the end of the last value, white space and folds with it
+            // (QA 109: a fold left a line of blanks); with no value at all, everything.
+            match (value_end, run) {
+                (Some(e), _) => f(Span::new(e, end)),
                 (None, Some((s, _))) => f(Span::new(s, end)),
                 (None, None) => {}
             }
@@ -238,15 +238,19 @@ pub fn empty_elements(b: &[u8], v: Span, mut f: impl FnMut(Span)) -> Result<bool
             i = j + 1;
             continue;
         }
-        if let Some((s, e)) = run.take() {
-            f(Span::new(s, e));
+        match run.take() {
+            // Leading: up to the first value, so that the field does not start with a
+            // fold.
+            Some((s, _)) if value_end.is_none() => f(Span::new(s, j)),
+            Some((s, e)) => f(Span::new(s, e)),
+            None => {}
         }
-        let (_, next) = parse_one(b, j, end)?;
+        let (na, next) = parse_one(b, j, end)?;
         any = true;
         if next >= end {
             return Ok(true);
         }
-        after_value = Some(next);
+        value_end = Some(na.whole.end as usize);
         i = next + 1;
     }
 }
@@ -348,7 +352,14 @@ mod tests {
     fn empty_list_elements_are_cut_out() {
         for (list, want, any) in [
             ("<sip:a@x>, <tel:+1>", "<sip:a@x>, <tel:+1>", true),
-            (", <sip:a@x>", " <sip:a@x>", true),
+            (", <sip:a@x>", "<sip:a@x>", true),
+            (",\r\n ,\r\n <tel:+1>", "<tel:+1>", true),
+            ("<sip:a@x>;p=1\r\n ,\r\n ,", "<sip:a@x>;p=1", true),
+            (
+                "<sip:a@x>,\r\n ,\r\n <tel:+1>",
+                "<sip:a@x>,\r\n <tel:+1>",
+                true,
+            ),
             (" , ,<sip:a@x>", "<sip:a@x>", true),
             ("<sip:a@x>,, <tel:+1>", "<sip:a@x>, <tel:+1>", true),
             ("<sip:a@x> , , <tel:+1>", "<sip:a@x> , <tel:+1>", true),
