@@ -700,20 +700,7 @@ fn write_global_forms(
         }
         let display = na
             .filter(|_| p.source != Source::From || from_edit == FromEdit::Untouched)
-            .and_then(|na| na.display)
-            // The display name's text, when it is the URI's number as written.
-            .and_then(|dn| {
-                let raw = dn.of(b);
-                let text = crate::identity::unquote(raw);
-                // The number starts after the quote and blanks `unquote` took off.
-                let lead = raw
-                    .iter()
-                    .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
-                    .count();
-                let start = dn.start as usize + lead;
-                (!text.is_empty() && text == p.user.of(b))
-                    .then(|| Span::new(start, start + text.len()))
-            });
+            .and_then(|na| display_showing(b, &na, p.user.of(b)));
         match global {
             Some((param, n)) => {
                 let plus = |out: &mut Vec<u8>| {
@@ -741,15 +728,34 @@ fn write_global_forms(
     // show the same number as written (a P-Preferred-Identity's sip + tel pair, the
     // number again in a second field) get their '+' too, since a core may read any of
     // them (QA 109: the tel value went on as a domestic mobile's number).
+    // So do those after a value written with it (QA 110: `<sip:+1381...>, <tel:1381...>`),
+    // on a trunk that reads bare numbers so: some party was read without its '+'.
+    let bare_international = [
+        &id.from,
+        &id.asserted,
+        &id.asserted2,
+        &id.preferred,
+        &id.preferred2,
+        &id.rpid,
+        &id.rpid2,
+    ]
+    .into_iter()
+    .any(|p| p.is_some_and(|p| p.plus_missing));
     for p in id.presented_parties().filter(|_| !presented_removed) {
-        if !p.plus_missing || p.in_context || p.user.is_empty() {
+        let user = p.user.of(b);
+        let number = match user.strip_prefix(b"+") {
+            Some(digits) if bare_international && p.number.is_ok() => digits,
+            Some(_) => continue,
+            None if p.plus_missing => user,
+            None => continue,
+        };
+        if p.in_context || number.is_empty() {
             continue;
         }
         let name = match p.source {
             Source::PPreferredIdentity => HeaderName::PPreferredIdentity,
             _ => HeaderName::RemotePartyId,
         };
-        let number = p.user.of(b);
         for h in msg.all(name) {
             let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
                 let Some(user) = uri::parse_user_anyway(b, na.uri).ok().and_then(|u| u.user) else {
@@ -758,11 +764,30 @@ fn write_global_forms(
                 let user = uri::user_number(b, user);
                 if user.of(b) == number && !written.contains(&user.start) {
                     edits.insert(user.start as usize, b"+");
+                    // A display name showing it as written shows it so (QA 110).
+                    if let Some(t) = display_showing(b, &na, number) {
+                        edits.insert(t.start as usize, b"+");
+                    }
                 }
             });
         }
     }
     written
+}
+
+/// The span of `na`'s display name text when it is `number` as written (the quote and
+/// blanks around it left out): shown beside the URI, it gets the URI's edit.
+fn display_showing(b: &[u8], na: &addr::NameAddr, number: &[u8]) -> Option<Span> {
+    let dn = na.display?;
+    let raw = dn.of(b);
+    let text = crate::identity::unquote(raw);
+    // The number starts after the quote and blanks `unquote` took off.
+    let lead = raw
+        .iter()
+        .take_while(|&&c| matches!(c, b'"' | b' ' | b'\t'))
+        .count();
+    let start = dn.start as usize + lead;
+    (!text.is_empty() && text == number).then(|| Span::new(start, start + text.len()))
 }
 
 /// The value of `p`'s field that holds its URI.

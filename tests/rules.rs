@@ -2491,6 +2491,39 @@ fn bare_numbers_from_an_international_peer() {
             "<sip:+13812345678@gw2>"
         ]
     );
+    // After a value written with its '+', and display names showing the number as
+    // written (QA 110).
+    for (ppi, want) in [
+        (
+            "<sip:+13812345678@gw>, <tel:13812345678>",
+            "<sip:+13812345678@gw>, <tel:+13812345678>",
+        ),
+        (
+            "\"13812345678\" <sip:13812345678@gw>, \"13812345678\" <tel:13812345678>",
+            "\"+13812345678\" <sip:+13812345678@gw>, \"+13812345678\" <tel:+13812345678>",
+        ),
+    ] {
+        let m = with_from(
+            "<sip:13812345678@10.9.9.9;user=phone>",
+            &format!("{}P-Preferred-Identity: {ppi}\r\n", pai("13812345678")),
+        );
+        let d = passes(&p, &m, "intl-bare");
+        let out = forwarded(&p, &m, &d);
+        assert_eq!(
+            String::from_utf8_lossy(out.value(HeaderName::PPreferredIdentity).unwrap()),
+            want,
+            "{ppi}"
+        );
+        // The home-plan trunk leaves them as they are.
+        let d = judge(&p, &m, "intl");
+        if !d.is_reject() {
+            let out = forwarded(&p, &m, &d);
+            assert_eq!(
+                out.value(HeaderName::PPreferredIdentity),
+                Some(ppi.as_bytes())
+            );
+        }
+    }
     // A labelled call's asserted pair gets its '+' and the verstat on both values, the
     // sip one with user=phone (QA 43: the sip value lost its verstat).
     let m = with_from(
