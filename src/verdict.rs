@@ -647,9 +647,8 @@ fn write_global_forms(
 ) -> [u32; 7] {
     let mut written = [u32::MAX; 7];
     let id = &d.identity;
-    // Nearly every call: nothing read without its '+' or in a context.
-    let odd = |p: &Option<Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
-    if ![
+    // Every party read, once for both questions below.
+    let read = [
         &id.from,
         &id.asserted,
         &id.asserted2,
@@ -657,10 +656,10 @@ fn write_global_forms(
         &id.preferred2,
         &id.rpid,
         &id.rpid2,
-    ]
-    .into_iter()
-    .any(odd)
-    {
+    ];
+    // Nearly every call: nothing read without its '+' or in a context.
+    let odd = |p: &Option<Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
+    if !read.into_iter().any(odd) {
         return written;
     }
     let b = msg.buf();
@@ -730,17 +729,7 @@ fn write_global_forms(
     // them (QA 109: the tel value went on as a domestic mobile's number).
     // So do those after a value written with it (QA 110: `<sip:+1381...>, <tel:1381...>`),
     // on a trunk that reads bare numbers so: some party was read without its '+'.
-    let bare_international = [
-        &id.from,
-        &id.asserted,
-        &id.asserted2,
-        &id.preferred,
-        &id.preferred2,
-        &id.rpid,
-        &id.rpid2,
-    ]
-    .into_iter()
-    .any(|p| p.is_some_and(|p| p.plus_missing));
+    let bare_international = read.into_iter().any(|p| p.is_some_and(|p| p.plus_missing));
     for p in id.presented_parties().filter(|_| !presented_removed) {
         let user = p.user.of(b);
         let number = match user.strip_prefix(b"+") {

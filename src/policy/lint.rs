@@ -206,17 +206,14 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         }
     }
     // Sections whose settings do nothing without their address.
-    if p.redis.url.is_empty()
-        && (p.redis_written || p.redis != crate::policy::config::RedisConf::default())
-    {
+    // Any setting other than its default was written, so `*_written` says it all.
+    if p.redis.url.is_empty() && p.redis_written {
         out.push(
             "[redis] settings without url: Redis is not used (counters, lists and records stay local)"
                 .to_string(),
         );
     }
-    if p.hep.server.is_none()
-        && (p.hep_written || p.hep != crate::policy::config::HepConf::default())
-    {
+    if p.hep.server.is_none() && p.hep_written {
         out.push("[hep] settings without server: nothing is mirrored".to_string());
     }
     if p.records.dir.is_empty() && p.records.pcap_rejected {
