@@ -224,7 +224,7 @@ impl IsupIdentity {
             .as_ref()
             .ok()
             .and_then(|i| i.calling.as_ref())
-            .is_some_and(|c| c.presentation == Some(Presentation::Restricted))
+            .is_some_and(|c| c.presentation.is_some_and(Presentation::restricts))
     }
 }
 
@@ -849,7 +849,7 @@ pub fn isup_number(n: &IsupNumber, r: Reading<'_>) -> Result<Number, NotANumber>
     let d = n.digits();
     if d.is_empty() {
         return Err(match n.presentation {
-            Some(Presentation::Restricted) => NotANumber::Withheld,
+            Some(p) if p.restricts() => NotANumber::Withheld,
             _ => NotANumber::Empty,
         });
     }

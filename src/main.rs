@@ -78,7 +78,8 @@ enum Cmd {
         /// Policy file (TOML); the built-in example policy when omitted.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Judge as arriving on this trunk.
+        /// Judge as arriving on this trunk (default: the first of the file), from its
+        /// first source address.
         #[arg(long, conflicts_with = "source")]
         trunk: Option<String>,
         /// Judge as arriving from this address (the trunk is matched as live).

@@ -224,8 +224,12 @@ pub fn add_edits(
     let mut from_edit = FromEdit::Untouched;
     if d.rewrite_from {
         // The rule also fires for a Generic Number in the IAM alone: From is only
-        // touched when it presents a number of its own.
-        if d.identity.from_differs()
+        // touched when it presents a number of its own, or shows the number of a caller
+        // who asked for privacy (QA 112: a restricted IAM's caller stayed in From
+        // unless a display name made From differ).
+        let hidden_shown =
+            d.identity.hides_number() && d.identity.from.is_some_and(|f| f.number.is_ok());
+        if (d.identity.from_differs() || hidden_shown)
             && let Some(na) = msg.from_addr()
         {
             from_edit = match d.identity.asserted.and_then(|p| p.number()) {
@@ -510,9 +514,29 @@ fn remove_empty_elements(b: &[u8], h: &crate::sip::Header, edits: &mut EditList)
         }
         n += 1;
     });
+    // The value's span leaves out the white space around it: a cut at either end takes
+    // the folds there with it, or a line of blanks is left (QA 110). After the colon
+    // one blank stays.
+    let v = h.value();
+    let whole = |sp: Span| {
+        let mut start = sp.start as usize;
+        if start == v.start as usize {
+            while start > 0 && matches!(b[start - 1], b' ' | b'\t' | b'\r' | b'\n') {
+                start -= 1;
+            }
+            if matches!(b.get(start), Some(b' ' | b'\t')) {
+                start += 1;
+            }
+        }
+        let mut end = sp.end as usize;
+        if end == v.end as usize {
+            end = crate::sip::lex::skip_lws(b, end);
+        }
+        Span::new(start.min(sp.start as usize), end)
+    };
     match left {
         Ok(false) => edits.remove(h.line()),
-        Ok(true) if n <= cut.len() => cut[..n].iter().for_each(|sp| edits.remove(*sp)),
+        Ok(true) if n <= cut.len() => cut[..n].iter().for_each(|sp| edits.remove(whole(*sp))),
         _ => {}
     }
 }
@@ -747,12 +771,21 @@ fn write_global_forms(
         };
         for h in msg.all(name) {
             let _ = addr::parse_list_skip_empty(b, h.value(), |na| {
-                let Some(user) = uri::parse_user_anyway(b, na.uri).ok().and_then(|u| u.user) else {
+                let Some(u) = uri::parse_user_anyway(b, na.uri).ok() else {
                     return;
                 };
+                let Some(user) = u.user else { return };
+                // A number placed by its context is another number than the digits.
+                let ctx = uri::phone_context(b, &u);
+                if ctx.is_some_and(|c| uri::placing_context(c.of(b))) {
+                    return;
+                }
                 let user = uri::user_number(b, user);
                 if user.of(b) == number && !written.contains(&user.start) {
                     edits.insert(user.start as usize, b"+");
+                    // A domain's context goes: a global number has none (RFC 3966
+                    // 5.1.5; QA 110 saw `tel:+1381...;phone-context=example.cn`).
+                    uri::each_phone_context(b, &u, |param| edits.remove(param));
                     // A display name showing it as written shows it so (QA 110).
                     if let Some(t) = display_showing(b, &na, number) {
                         edits.insert(t.start as usize, b"+");

@@ -2147,6 +2147,12 @@ fn an_invented_to_tag_carries_no_call_past_the_rules() {
 /// the core side back to the caller, BYE. The far end of each in-dialog request checks
 /// that it carries the proxy's Via (it came through sipfence by the Record-Route set);
 /// the trunk side over UDP, then over TCP with the core on UDP.
+///
+/// Then the same caller behind a NAT: its Via and Contact name an address nothing
+/// listens at (as a PBX writes its private one), its packets come from its real socket.
+/// The INFO reaches it all the same, over UDP and over its TCP connection: the gateway
+/// sends the core's requests where the call came from, by the flow in its Record-Route
+/// (QA 111: they went to the private Contact and were lost).
 #[test]
 fn carrier_call_with_prack_update_reinvite_and_info() {
     if !sipp_available() {
@@ -2160,21 +2166,48 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
     let proxy = Proxy::start(&conf, 1);
     let dir = proxy.dir.path().to_path_buf();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sipp");
-    let uas = checking_uas(&dir, base + 10, &root.join("carrier-uas.xml"), 2);
-    for (t, port) in [("u1", base + 20), ("t1", base + 21)] {
-        let (code, out) = one_call(&dir, &root.join("carrier-uac.xml"), base, port, t, &[]);
-        assert_eq!(code, 0, "caller over {t}: exit {code}\n{out}");
+    let plain = root.join("carrier-uac.xml");
+    let uac = std::fs::read_to_string(&plain).unwrap();
+    let via = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=";
+    let contact = "Contact: <sip:+442071234567@[local_ip]:[local_port];transport=[transport]>";
+    // Our Record-Route carries the flow.
+    let rr = ";lr&gt;\" search_in";
+    assert!(uac.contains(via) && uac.contains(contact) && uac.contains(rr));
+    let natted = uac
+        .replace(
+            rr,
+            ";lr;sf-flow=127\\.0\\.0\\.1~[0-9]+~(udp|tcp)&gt;\" search_in",
+        )
+        .replace(
+            via,
+            "Via: SIP/2.0/[transport] 127.0.0.9:[local_port];rport;branch=",
+        )
+        .replace(
+            contact,
+            "Contact: <sip:+442071234567@127.0.0.9:[local_port];transport=[transport]>",
+        );
+    let natted_sc = dir.join("natted-uac.xml");
+    std::fs::write(&natted_sc, natted).unwrap();
+    let uas = checking_uas(&dir, base + 10, &root.join("carrier-uas.xml"), 4);
+    for (sc, t, port) in [
+        (&plain, "u1", base + 20),
+        (&plain, "t1", base + 21),
+        (&natted_sc, "u1", base + 22),
+        (&natted_sc, "t1", base + 23),
+    ] {
+        let (code, out) = one_call(&dir, sc, base, port, t, &[]);
+        assert_eq!(code, 0, "{sc:?} over {t}: exit {code}\n{out}");
     }
     let (code, out) = uas.join().unwrap();
     assert_eq!(code, 0, "far end:\n{out}");
     // INVITE, PRACK, ACK, UPDATE, re-INVITE, ACK, INFO and BYE of each call.
     let requests = proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"udp\"}")
         + proxy.metric("sipfence_messages_total{kind=\"request\",transport=\"tcp\"}");
-    assert!(requests >= 16.0, "{requests} requests through the proxy");
+    assert!(requests >= 32.0, "{requests} requests through the proxy");
     assert_eq!(
         proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}"),
-        2.0,
-        "two calls judged: re-INVITEs are in-dialog"
+        4.0,
+        "four calls judged: re-INVITEs are in-dialog"
     );
 }
 

@@ -236,6 +236,11 @@ fn an_asserted_identity_goes_on_without_empty_list_elements() {
         ", <tel:+442071234567>",
         "<tel:+442071234567>,",
         "<tel:+442071234567>,,",
+        // Folds at either end go with the element (QA 110: a line of blanks was left).
+        "<tel:+442071234567>,\r\n ",
+        "<tel:+442071234567>\r\n\t,\r\n ,\r\n ",
+        "\r\n ,<tel:+442071234567>",
+        "\r\n ,\r\n <tel:+442071234567>",
     ] {
         let m = invite(
             "anonymous",
@@ -246,7 +251,12 @@ fn an_asserted_identity_goes_on_without_empty_list_elements() {
         assert_eq!(
             out.value(HeaderName::PAssertedIdentity),
             Some(&b"<tel:+442071234567>"[..]),
-            "{pai}"
+            "{pai:?}"
+        );
+        let text = String::from_utf8_lossy(out.buf());
+        assert!(
+            text.contains("\r\nP-Asserted-Identity: <tel:+442071234567>\r\n"),
+            "{pai:?}: {text}"
         );
     }
     // With no value at all, no identity is asserted: the withheld caller is refused.
@@ -2501,6 +2511,17 @@ fn bare_numbers_from_an_international_peer() {
         (
             "\"13812345678\" <sip:13812345678@gw>, \"13812345678\" <tel:13812345678>",
             "\"+13812345678\" <sip:+13812345678@gw>, \"+13812345678\" <tel:+13812345678>",
+        ),
+        // A domain's context goes from every value, not the first alone (QA 110): a
+        // global number has none.
+        (
+            "<tel:13812345678;phone-context=example.cn>, <tel:13812345678;phone-context=example.cn>",
+            "<tel:+13812345678>, <tel:+13812345678>",
+        ),
+        // A value its context places is not the digits as written: left as it is.
+        (
+            "<tel:13812345678>, <tel:3812345678;phone-context=+1>",
+            "<tel:+13812345678>, <tel:3812345678;phone-context=+1>",
         ),
     ] {
         let m = with_from(

@@ -319,20 +319,38 @@ fn a_restricted_isup_caller_is_not_written_into_from() {
         b2[at + 11..at + 11 + 14].copy_from_slice(b"+8613912345678");
         Message::parse(Bytes::from(b2)).unwrap()
     };
-    for (restricted, from) in [
-        (true, "\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
-        (false, "<sip:+8613812345678@10.9.9.9;user=phone>"),
-    ] {
-        let m = presented(restricted);
-        let d = judge(&p, &m, "ic");
-        assert!(d.rewrite_from, "{d:?}");
-        let out = forwarded(&p, &m, &d);
-        let text = String::from_utf8_lossy(&out.buf()[..out.len()]).into_owned();
-        assert!(
-            text.contains(&format!("\r\nFrom: {from};tag=ft1\r\n")),
-            "{text}"
-        );
-        assert!(!text.contains("+8613912345678"), "{text}");
+    // From presenting another number; From showing the asserted number itself, the
+    // rule firing for a Generic Number in the IAM: a restricted caller's number does
+    // not stay in From (QA 112), a shown one does.
+    let with_generic = |restricted: bool| {
+        let mut n = NumberSpec::national("13812345678");
+        if restricted {
+            n = n.restricted();
+        }
+        sipi(
+            "+8613812345678",
+            &IamBuilder::new("861012345678")
+                .calling(n)
+                .generic(NumberSpec::national("95588"))
+                .build(),
+        )
+    };
+    for shape in [&presented as &dyn Fn(bool) -> Message, &with_generic] {
+        for (restricted, from) in [
+            (true, "\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+            (false, "<sip:+8613812345678@10.9.9.9;user=phone>"),
+        ] {
+            let m = shape(restricted);
+            let d = judge(&p, &m, "ic");
+            assert!(d.rewrite_from, "{d:?}");
+            let out = forwarded(&p, &m, &d);
+            let text = String::from_utf8_lossy(&out.buf()[..out.len()]).into_owned();
+            assert!(
+                text.contains(&format!("\r\nFrom: {from};tag=ft1\r\n")),
+                "{restricted} {text}"
+            );
+            assert!(!text.contains("+8613912345678"), "{text}");
+        }
     }
 }
 
@@ -358,6 +376,17 @@ fn a_restricted_isup_caller_is_refused_on_an_enterprise_trunk() {
     assert!(d.isup_hits.contains(RuleId::WithheldCaller), "{d:?}");
     passes(&p, &call(false), "ent");
     passes(&p, &call(true), "ic");
+    // Presentation `11`, "reserved for restriction by the network" (Q.763 3.10 d), is
+    // read as restricted (QA 112: it went past the enterprise trunk).
+    let mut n = NumberSpec::national("13912340001");
+    n.presentation = sipfence::isup::Presentation::Reserved;
+    let m = sipi(
+        "+8613912340001",
+        &IamBuilder::new("861012345678").calling(n).build(),
+    );
+    let d = judge(&p, &m, "ent");
+    assert_eq!(d.rule, Some(RuleId::WithheldCaller), "{d:?}");
+    passes(&p, &m, "ic");
 }
 
 #[test]

@@ -26,6 +26,16 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 }
 
+/// The first host address of a source range (the address itself for a host route).
+fn first_host(net: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match net {
+        IpAddr::V4(v) if prefix < 31 => IpAddr::V4((u32::from(v) | 1).into()),
+        IpAddr::V6(v) if prefix < 127 => IpAddr::V6((u128::from(v) | 1).into()),
+        ip => ip,
+    }
+}
+
 pub fn run(policy: &Policy, a: &Args) -> i32 {
     let trunk = match &a.trunk {
         Some(name) => match super::trunk_arg(policy, name) {
@@ -36,9 +46,16 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         None if a.source.is_none() => (!policy.trunks.is_empty()).then_some(0),
         None => None,
     };
-    let source = a
-        .source
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5070)));
+    // Without --source, an address the trunk claims (its first source: the first host
+    // of a range), so that the record does not pair the trunk with an address the live
+    // proxy would refuse as an unknown source (QA 111); a trunk known by its digest
+    // users alone has none to give.
+    let source = a.source.unwrap_or_else(|| {
+        trunk
+            .and_then(|t| policy.trunks[t].sources.first())
+            .map(|s| SocketAddr::new(first_host(s.net, s.prefix), s.port.unwrap_or(5060)))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5070)))
+    });
     let local = match a
         .to
         .as_deref()

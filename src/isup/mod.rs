@@ -118,6 +118,12 @@ impl Presentation {
             Presentation::Reserved => 3,
         }
     }
+    /// Whether the number may not be shown: restricted, or `11`, "reserved for
+    /// restriction by the network" (Q.763 3.10 d; QA 112: a PBX writing it went past a
+    /// trunk that refuses withheld callers). Read as restricted, the safe side.
+    pub fn restricts(self) -> bool {
+        matches!(self, Presentation::Restricted | Presentation::Reserved)
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Presentation::Allowed => "allowed",

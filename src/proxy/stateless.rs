@@ -239,6 +239,9 @@ fn handle_parsed(
             return Handled::Dropped("unknown-source");
         }
         let from = crate::decide::callers_from(msg, st.rates, st.now_ms);
+        if let Some(flow) = answer_flow(st, msg, o) {
+            flow_into_record_route(st, msg, flow, edits);
+        }
         return relay_response(st.policy, msg, from.as_deref(), out, edits);
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
@@ -497,7 +500,8 @@ fn carry_out(
         // judged for want of a known dialog gets none added. Inserted before our Via,
         // at the same place: the Via rows stay together (QA 89 F6).
         if d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route {
-            record_route(st, msg, o, transport, next.addr, edits);
+            let flow = nat_flow(msg, o);
+            record_route(st, msg, o, transport, next.addr, flow, edits);
         }
         add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
         // Route values naming us end here (RFC 3261 16.4): our Record-Route's on
@@ -924,12 +928,17 @@ fn push_rr(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
 /// the call came in on and the side it leaves by (towards `dest`) differ in address,
 /// IP family or transport: the core reaches us at the first entry, the trunk peer at
 /// the second.
+///
+/// `flow`: where a caller behind a NAT really is ([`nat_flow`]), written in the entry
+/// the core routes by, so that the core's requests of the dialog reach it there.
+#[allow(clippy::too_many_arguments)]
 fn record_route(
     st: &Step<'_>,
     msg: &Message,
     o: &Origin,
     out_t: Transport,
     dest: SocketAddr,
+    flow: Option<(SocketAddr, Transport)>,
     edits: &mut EditList,
 ) {
     let core = st.via_to(dest);
@@ -944,12 +953,158 @@ fn record_route(
     edits.insert_with(first_header(msg), |out| {
         out.extend_from_slice(b"Record-Route: ");
         push_rr(out, core, out_t);
+        if let Some((a, t)) = flow {
+            // Inside the brackets, before '>': a parameter of our URI.
+            out.pop();
+            out.extend_from_slice(FLOW_PARAM);
+            out.push(b'=');
+            push_flow(out, a, t);
+            out.push(b'>');
+        }
         if peer != core || in_t != out_t {
             out.extend_from_slice(b", ");
             push_rr(out, peer, in_t);
         }
         out.extend_from_slice(b"\r\n");
     });
+}
+
+/// The Record-Route parameter that carries a NATed caller's flow: its address as the
+/// gateway saw it and the transport (Kamailio's `add_contact_alias` writes the same
+/// triple into Contact; RFC 5626 5.1 puts a flow token in the edge proxy's
+/// Record-Route, which the core leaves alone and sends back in its Route).
+const FLOW_PARAM: &[u8] = b";sf-flow";
+
+/// Where to reach the sender of a call set-up that came through a NAT: its source
+/// address, when its top Via names another host (a PBX writing its private address),
+/// or, on UDP with `rport`, another port (RFC 3581: it listens where it sent from). The
+/// core's requests of the dialog go to the Contact, the same private address, which
+/// nothing outside the PBX's network reaches (QA 111: the core's BYE, NOTIFY and
+/// re-INVITE never came; a PBX's far-end hang-up left its channel up). `None` when the
+/// Via names the source: the Contact is then trusted as it is.
+fn nat_flow(msg: &Message, o: &Origin) -> Option<(SocketAddr, Transport)> {
+    let v = msg.top_via()?;
+    let b = msg.buf();
+    let src = SocketAddr::new(o.source.ip().to_canonical(), o.source.port());
+    let other_host = host_ip(v.host.of(b)).map(|ip| ip.to_canonical()) != Some(src.ip());
+    let other_port = o.local.transport == Transport::Udp
+        && v.rport.is_some()
+        && v.port.unwrap_or(5060) != src.port();
+    (other_host || other_port).then_some((src, o.local.transport))
+}
+
+/// The same for a call the core offered a trunk's peer: the peer's answer (18x, 2xx)
+/// fixes the core's route set, and its Contact names the private address where a
+/// NATed PBX took the call (QA 111): the core's ACK and BYE would go there. Told by the
+/// Contact: no Via of the peer's comes back in its answer.
+fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, Transport)> {
+    if !matches!(msg.status(), Some(101..=299))
+        || msg.cseq().is_none_or(|(_, m)| m != b"INVITE")
+        || msg.first(HeaderName::RecordRoute).is_none()
+    {
+        return None;
+    }
+    let b = msg.buf();
+    let contact = msg.first(HeaderName::Contact)?;
+    let mut host = None;
+    let _ = crate::sip::addr::parse_list(b, contact.value(), |na| {
+        if host.is_none() {
+            host = Some(
+                uri::parse(b, na.uri)
+                    .ok()
+                    .and_then(|u| host_ip(u.host.of(b))),
+            );
+        }
+    });
+    let src = SocketAddr::new(o.source.ip().to_canonical(), o.source.port());
+    let natted = host?.map(|ip| ip.to_canonical()) != Some(src.ip());
+    let peer = !st.policy.from_core_side(&o.source)
+        && st.policy.match_trunk(&o.source, Some(&o.local)).is_some();
+    (natted && peer).then_some((src, o.local.transport))
+}
+
+/// Writes `flow` into the first of our entries in an answer's Record-Route (RFC 3261
+/// 16.7 step 9 lets a proxy change its own values in a response).
+fn flow_into_record_route(
+    st: &Step<'_>,
+    msg: &Message,
+    flow: (SocketAddr, Transport),
+    edits: &mut EditList,
+) {
+    let b = msg.buf();
+    let mut at = None;
+    for h in msg.all(HeaderName::RecordRoute) {
+        let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+            if at.is_none() && na.bracketed && is_own_uri(st, b, na.uri) {
+                let has = uri::parse(b, na.uri)
+                    .ok()
+                    .and_then(|u| uri::param(b, u.params, &FLOW_PARAM[1..]));
+                at = Some(has.is_none().then_some(na.uri.end as usize));
+            }
+        });
+        if at.is_some() {
+            break;
+        }
+    }
+    if let Some(Some(at)) = at {
+        edits.insert_with(at, |out| {
+            out.extend_from_slice(FLOW_PARAM);
+            out.push(b'=');
+            push_flow(out, flow.0, flow.1);
+        });
+    }
+}
+
+fn push_flow(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
+    response::push_ip(out, a.ip());
+    out.push(b'~');
+    push_num(out, a.port() as u64);
+    out.extend_from_slice(match t {
+        Transport::Udp => b"~udp",
+        Transport::Tcp => b"~tcp",
+    });
+}
+
+/// The flow one of our Route entries at the top carries ([`nat_flow`]), when it names
+/// a trunk's peer: a Route is the core's word, but the value came back through the
+/// peer's hands in the 200's Record-Route, and a forged one must not make the gateway
+/// send into networks no trunk claims.
+fn routed_flow(st: &Step<'_>, msg: &Message) -> Option<(SocketAddr, Transport)> {
+    let b = msg.buf();
+    let mut flow = None;
+    'fields: for r in msg.all(HeaderName::Route) {
+        let mut done = false;
+        let parsed = crate::sip::addr::parse_list(b, r.value(), |na| {
+            if done || flow.is_some() {
+                return;
+            }
+            if !is_own_uri(st, b, na.uri) {
+                done = true;
+                return;
+            }
+            flow = uri::parse(b, na.uri)
+                .ok()
+                .and_then(|u| uri::param(b, u.params, &FLOW_PARAM[1..]))
+                .and_then(|v| parse_flow(v.of(b)));
+        });
+        if parsed.is_err() || done || flow.is_some() {
+            break 'fields;
+        }
+    }
+    flow.filter(|(a, _)| st.policy.match_trunk(a, None).is_some())
+}
+
+/// `ip~port~transport`, as [`push_flow`] writes it.
+fn parse_flow(v: &[u8]) -> Option<(SocketAddr, Transport)> {
+    let mut parts = v.rsplitn(3, |&c| c == b'~');
+    let t = match parts.next()? {
+        b"udp" => Transport::Udp,
+        b"tcp" => Transport::Tcp,
+        _ => return None,
+    };
+    let port = u16::try_from(lex::parse_u32(parts.next()?)?).ok()?;
+    let ip = host_ip(parts.next()?)?;
+    Some((SocketAddr::new(ip, port), t))
 }
 
 /// A URI that names this proxy: its forwarding address or one of its listeners.
@@ -1026,10 +1181,18 @@ fn forward_from_core(
     let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else {
         return Handled::Dropped("core-no-target");
     };
-    let Some(ip) = host_ip(t.host.of(b)) else {
-        return Handled::Dropped("core-unresolvable");
+    // A caller behind a NAT is reached where its call came from, not at the private
+    // address it wrote (the Request-URI, its Contact).
+    let flow = routed_flow(st, msg);
+    let dest = match flow {
+        Some((a, _)) => a,
+        None => {
+            let Some(ip) = host_ip(t.host.of(b)) else {
+                return Handled::Dropped("core-unresolvable");
+            };
+            SocketAddr::new(ip, t.port.unwrap_or(5060))
+        }
     };
-    let dest = SocketAddr::new(ip, t.port.unwrap_or(5060));
     if names_us(st, o, dest) {
         // Sent on, it would come back to this proxy as a stranger's request, answered
         // 482 and counted as a refused call (QA 89 F2): the core has routed it here
@@ -1044,9 +1207,13 @@ fn forward_from_core(
         return respond(msg, o, 482, &extra, out);
     }
     let top = msg.top_via();
-    // `;transport=tcp` on the target asks for TCP (RFC 3261 19.1.1); UDP otherwise.
-    let tcp =
-        uri::param(b, t.params, b"transport").is_some_and(|v| v.of(b).eq_ignore_ascii_case(b"tcp"));
+    // `;transport=tcp` on the target asks for TCP (RFC 3261 19.1.1); UDP otherwise. A
+    // flow is the transport its call came by (on TCP, its connection).
+    let tcp = match flow {
+        Some((_, t)) => t == Transport::Tcp,
+        None => uri::param(b, t.params, b"transport")
+            .is_some_and(|v| v.of(b).eq_ignore_ascii_case(b"tcp")),
+    };
     let transport = if tcp { Transport::Tcp } else { Transport::Udp };
     // A call the core offers a trunk's peer is record-routed as the peer's calls are,
     // so that the peer's ACK, BYE and re-INVITEs come back through the gateway (QA 89
@@ -1063,7 +1230,7 @@ fn forward_from_core(
     // What depends on the transport, after our Route entries' removal.
     let finish = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
         if rr {
-            record_route(st, msg, o, transport, dest, edits);
+            record_route(st, msg, o, transport, dest, None, edits);
         }
         add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
         write_edited(edits, msg, out);
@@ -2099,6 +2266,159 @@ record_route = true
             &req("INVITE", "Proxy-Require: foo, baz\r\n"),
         );
         assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+    }
+
+    /// A caller behind a NAT (its Via and Contact name a private address) is reached
+    /// by the core's requests where its call came from: the flow rides in our
+    /// Record-Route (QA 111: the core's BYE went to the private Contact and was lost).
+    #[test]
+    fn the_core_reaches_a_natted_caller_where_its_call_came_from() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10:5060;rport;branch=z9hG4bK-n1\r\nFrom: <sip:+8613812345678@192.168.1.10>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: nat-1\r\nCSeq: 1 INVITE\r\nContact: <sip:2001@192.168.1.10:5060;ob>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let bye = |route: &str| {
+            format!(
+                "BYE sip:2001@192.168.1.10:5060;ob SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-n2\r\nRoute: {route}\r\nFrom: <sip:+8613912345678@192.0.2.10>;tag=b\r\nTo: <sip:+8613812345678@192.168.1.10>;tag=a\r\nCall-ID: nat-1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let rr_of = |out: &str| {
+            let at = out.find("\r\nRecord-Route: ").expect("record-routed") + 16;
+            let end = at + out[at..].find("\r\n").unwrap();
+            out[at..end].to_string()
+        };
+        // Behind a NAT: from another address than its Via's, or (rport) another port.
+        for (source, flow) in [
+            ("198.51.100.7:40000", "198.51.100.7~40000~udp"),
+            ("192.168.1.10:40001", "192.168.1.10~40001~udp"),
+        ] {
+            // The second: a trunk that admits the private range, the Via's host, from
+            // a port the NAT chose.
+            let p = if source.starts_with("192.168") {
+                Policy::from_str(
+                    &POLICY.replace("198.51.100.0/24", "192.168.1.0/24"),
+                    "t.toml",
+                    std::path::Path::new("."),
+                )
+                .unwrap()
+            } else {
+                Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap()
+            };
+            let (h, out) = run(&p, source, invite);
+            assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+            let rr = rr_of(&out);
+            assert_eq!(
+                rr,
+                format!("<sip:10.0.0.1:5060;lr;sf-flow={flow}>, <sip:192.0.2.10:5060;lr>"),
+                "{out}"
+            );
+            let (h, out) = run(&p, "10.0.0.5:5060", &bye(&rr));
+            let want: SocketAddr = source.parse().unwrap();
+            assert_eq!(h, Handled::Forward(Dest::Udp(want)), "{out}");
+            assert!(!out.contains("sf-flow"), "{out}");
+            assert!(
+                out.starts_with("BYE sip:2001@192.168.1.10:5060;ob "),
+                "{out}"
+            );
+        }
+        // Not behind one: no flow, and the core's BYE goes by its Request-URI.
+        let public = invite.replace("192.168.1.10", "198.51.100.7");
+        let (_, out) = run(&p, "198.51.100.7:5060", &public);
+        let rr = rr_of(&out);
+        assert_eq!(rr, "<sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>");
+        let (h, _) = run(
+            &p,
+            "10.0.0.5:5060",
+            &bye(&rr).replace("192.168.1.10", "198.51.100.7"),
+        );
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
+        );
+        // Without rport a port of its own is where it listens (RFC 3261 18.2.2): no flow.
+        let no_rport = public.replace(";rport", "");
+        let (_, out) = run(&p, "198.51.100.7:40000", &no_rport);
+        assert!(!out.contains("sf-flow"), "{out}");
+        // A flow naming no trunk's peer is none (the value passed through the peer's
+        // hands): the Request-URI is the target.
+        for forged in [
+            "<sip:10.0.0.1:5060;lr;sf-flow=10.20.30.40~5060~udp>",
+            "<sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~99999~udp>",
+            "<sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~5062~sctp>",
+        ] {
+            let (h, _) = run(&p, "10.0.0.5:5060", &bye(forged));
+            assert_eq!(
+                h,
+                Handled::Forward(Dest::Udp("192.168.1.10:5060".parse().unwrap())),
+                "{forged}"
+            );
+        }
+        // Over TCP the flow is the caller's connection.
+        let rr = "<sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~40002~tcp>";
+        let (h, _) = run(&p, "10.0.0.5:5060", &bye(rr));
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::TcpTo("198.51.100.7:40002".parse().unwrap()))
+        );
+    }
+
+    /// A call the core offers a NATed PBX: its answer's Contact names its private
+    /// address, so our entry in the answer's Record-Route gets the flow, and the core's
+    /// ACK and BYE reach the PBX where its answer came from (QA 111).
+    #[test]
+    fn the_core_reaches_a_natted_callee_where_its_answer_came_from() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let offer = "INVITE sip:2001@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-o1\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=c\r\nTo: <sip:2001@198.51.100.7>\r\nCall-ID: nat-2\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613912345678@10.0.0.5>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run(&p, "10.0.0.5:5060", offer);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
+        );
+        let line = |out: &str, name: &str| {
+            let at = out.find(&format!("\r\n{name}: ")).expect(name) + 2;
+            let end = at + out[at..].find("\r\n").unwrap();
+            out[at..end].to_string()
+        };
+        let (via, rr) = (line(&out, "Via"), line(&out, "Record-Route"));
+        let answer = |contact: &str| {
+            format!(
+                "SIP/2.0 200 OK\r\n{via}\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-o1\r\n{rr}\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=c\r\nTo: <sip:2001@198.51.100.7>;tag=p\r\nCall-ID: nat-2\r\nCSeq: 1 INVITE\r\nContact: <{contact}>\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        // The PBX's answer from the NAT's public port, its Contact private.
+        let (h, out) = run(
+            &p,
+            "198.51.100.7:40000",
+            &answer("sip:2001@192.168.1.10:5060"),
+        );
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("10.0.0.5:5060".parse().unwrap()))
+        );
+        let routed = line(&out, "Record-Route");
+        assert!(
+            routed
+                .starts_with("Record-Route: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~40000~udp>"),
+            "{out}"
+        );
+        // The core's ACK, routed by that set (reversed, RFC 3261 12.1.2), to the
+        // private Contact.
+        let set = routed.trim_start_matches("Record-Route: ");
+        let mut set: Vec<&str> = set.split(", ").collect();
+        set.reverse();
+        let ack = format!(
+            "ACK sip:2001@192.168.1.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-o2\r\nRoute: {}\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=c\r\nTo: <sip:2001@198.51.100.7>;tag=p\r\nCall-ID: nat-2\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            set.join(", ")
+        );
+        let (h, _) = run(&p, "10.0.0.5:5060", &ack);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:40000".parse().unwrap()))
+        );
+        // A Contact naming where the answer came from: the Record-Route as it was.
+        let (_, out) = run(&p, "198.51.100.7:5060", &answer("sip:2001@198.51.100.7"));
+        assert_eq!(line(&out, "Record-Route"), rr, "{out}");
+        // The core's own answers are none of this.
+        let (_, out) = run(&p, "10.0.0.5:5060", &answer("sip:2001@192.168.1.10:5060"));
+        assert!(!out.contains("sf-flow"), "{out}");
     }
 
     #[test]
