@@ -55,6 +55,12 @@ pub struct Record {
     pub asserted2: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub asserted2_rules: Vec<&'static str>,
+    /// A forwarded call: who forwarded it, read from the first Diversion value (the
+    /// latest redirection, RFC 5806), else the first History-Info entry (the target
+    /// first called, RFC 7044); in E.164 when it reads as a number, else as written.
+    /// No rule judges it (QA 111: a refused forwarded call read as any refusal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverted: Option<String>,
     /// SIP-I: the numbers of the ISUP IAM, and the rules its calling number made match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isup: Option<IsupRecord>,
@@ -246,6 +252,28 @@ fn text(b: &[u8], s: Span) -> String {
     String::from_utf8_lossy(s.of(b)).into_owned()
 }
 
+/// The party [`Record::diverted`] names: the first value of the first Diversion field,
+/// else of the first History-Info field.
+fn diverted(msg: &Message, policy: &Policy, d: &Decision) -> Option<String> {
+    let b = msg.buf();
+    let named = |n: &[u8]| {
+        msg.headers()
+            .iter()
+            .find(|h| h.name_span().of(b).eq_ignore_ascii_case(n))
+    };
+    let h = named(b"Diversion").or_else(|| named(b"History-Info"))?;
+    let mut first = None;
+    let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+        first.get_or_insert(na.uri);
+    });
+    let (user, num) = uri_number(b, first?, policy.reading(d.trunk));
+    Some(match num {
+        Ok(n) => n.e164(),
+        Err(_) if !user.is_empty() => text(b, user),
+        Err(_) => text(b, first?),
+    })
+}
+
 fn party_user(b: &[u8], p: &Option<Party>) -> Option<String> {
     p.as_ref().map(|p| text(b, p.user))
 }
@@ -319,6 +347,11 @@ impl Record {
                 .map(|n| n.e164()),
             asserted2: d.asserted2.map(|n| n.e164()),
             asserted2_rules: d.asserted2_hits.iter().map(|r| r.as_str()).collect(),
+            diverted: if d.kind == Kind::Call {
+                diverted(msg, policy, d)
+            } else {
+                None
+            },
             isup: isup_record(d),
             auth: d.auth.map(|a| a.as_str()),
             refused: d.refusal.map(|r| r.why),

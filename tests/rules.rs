@@ -616,6 +616,30 @@ fn explain_output_of_a_drop_and_a_second_asserted_identity() {
     let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
     assert_eq!(v["asserted2"], "+8613812345678");
     assert_eq!(v["asserted2_rules"][0], "intl-domestic-caller");
+    assert!(v.get("diverted").is_none(), "{v}");
+    // A forwarded call says who forwarded it, its caller judged as ever (QA 111): the
+    // latest Diversion; else the first History-Info entry.
+    for (extra, by) in [
+        (
+            "Diversion: <sip:+8613912340001@pbx>;reason=unconditional;counter=1, <sip:+8613912340002@pbx>;reason=busy\r\nHistory-Info: <sip:+861012345678@x>;index=1\r\n",
+            "+8613912340001",
+        ),
+        (
+            "History-Info: \"Desk\" <sip:4008001234@pbx?Reason=SIP%3Bcause%3D302>;index=1, <sip:+8613912340001@x;cause=302>;index=1.1\r\n",
+            "+864008001234",
+        ),
+        ("Diversion: <sip:desk@pbx.example>\r\n", "desk"),
+    ] {
+        let m = with_from(
+            "<sip:+8613812345678@10.9.9.9>",
+            &format!("P-Asserted-Identity: <sip:+8613812345678@x>\r\n{extra}"),
+        );
+        let v: serde_json::Value = serde_json::from_str(run(&m, true).trim()).unwrap();
+        assert_eq!(v["diverted"], by, "{extra}");
+        assert_eq!(v["rule"], "intl-domestic-caller", "{v}");
+        let text = run(&m, false);
+        assert!(text.contains(&format!("diverted by {by} ")), "{text}");
+    }
     // The number read out of a display name is shown, so that a rewrite or refusal on
     // it can be understood; a name that shows none shows nothing.
     let m = with_from(

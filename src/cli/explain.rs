@@ -264,6 +264,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     "  presented {n} (beside the caller: From, a display name, P-Preferred-Identity, Remote-Party-ID)"
                 );
             }
+            if let Some(n) = &rec.diverted {
+                println!(
+                    "  diverted by {n} (Diversion / History-Info: a forwarded call; no rule reads them, the caller is judged)"
+                );
+            }
             if !rec.from_rules.is_empty() {
                 println!(
                     "  matched on a presented number (From, P-Preferred-Identity, Remote-Party-ID or the IAM's Generic Number): {}",

@@ -239,8 +239,11 @@ fn handle_parsed(
             return Handled::Dropped("unknown-source");
         }
         let from = crate::decide::callers_from(msg, st.rates, st.now_ms);
-        if let Some(flow) = answer_flow(st, msg, o) {
-            flow_into_record_route(st, msg, flow, edits);
+        if !st.policy.from_core_side(&o.source) {
+            strip_flows(msg, edits);
+            if let Some(flow) = answer_flow(st, msg, o) {
+                flow_into_record_route(st, msg, flow, edits);
+            }
         }
         return relay_response(st.policy, msg, from.as_deref(), out, edits);
     }
@@ -496,6 +499,7 @@ fn carry_out(
         out.clear();
         let from = crate::decide::kept_from(msg, d, st.rates, st.now_ms);
         verdict::add_edits(st.policy, msg, d, from.as_deref(), edits);
+        strip_flows(msg, edits);
         // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
         // judged for want of a known dialog gets none added. Inserted before our Via,
         // at the same place: the Via rows stay together (QA 89 F6).
@@ -990,7 +994,45 @@ fn nat_flow(msg: &Message, o: &Origin) -> Option<(SocketAddr, Transport)> {
     let other_port = o.local.transport == Transport::Udp
         && v.rport.is_some()
         && v.port.unwrap_or(5060) != src.port();
-    (other_host || other_port).then_some((src, o.local.transport))
+    // A Via rewritten by an ALG or written public by hand, the Contact left private
+    // (Kamailio's `nat_uac_test` 1): nothing outside reaches that either.
+    let private_contact = || {
+        contact_addr(msg)
+            .flatten()
+            .is_some_and(|a| private_ip(a.ip()) && a.ip() != src.ip())
+    };
+    (other_host || other_port || private_contact()).then_some((src, o.local.transport))
+}
+
+/// The first Contact's address (`Some(None)`: a host that is no IP literal).
+fn contact_addr(msg: &Message) -> Option<Option<SocketAddr>> {
+    let b = msg.buf();
+    let contact = msg.first(HeaderName::Contact)?;
+    let mut at = None;
+    let _ = crate::sip::addr::parse_list(b, contact.value(), |na| {
+        if at.is_none() {
+            at = Some(uri::parse(b, na.uri).ok().and_then(|u| {
+                let ip = host_ip(u.host.of(b))?.to_canonical();
+                Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
+            }));
+        }
+    });
+    at
+}
+
+/// An address no one outside its own network reaches: RFC 1918, the carriers' shared
+/// space (RFC 6598, 100.64/10), link-local, IPv6 unique-local and link-local.
+fn private_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v) => {
+            let [a, b, ..] = v.octets();
+            v.is_private() || v.is_link_local() || (a == 100 && b & 0xc0 == 64)
+        }
+        std::net::IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            s & 0xfe00 == 0xfc00 || s & 0xffc0 == 0xfe80
+        }
+    }
 }
 
 /// The same for a call the core offered a trunk's peer: the peer's answer (18x, 2xx)
@@ -1004,23 +1046,45 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
     {
         return None;
     }
-    let b = msg.buf();
-    let contact = msg.first(HeaderName::Contact)?;
-    let mut host = None;
-    let _ = crate::sip::addr::parse_list(b, contact.value(), |na| {
-        if host.is_none() {
-            host = Some(
-                uri::parse(b, na.uri)
-                    .ok()
-                    .and_then(|u| host_ip(u.host.of(b))),
-            );
-        }
-    });
     let src = SocketAddr::new(o.source.ip().to_canonical(), o.source.port());
-    let natted = host?.map(|ip| ip.to_canonical()) != Some(src.ip());
+    // On UDP another port is a NAT's mapping too (QA 113: a port-translating NAT, or a
+    // PBX told its public address but not its port): the core sent the call where the
+    // answer comes from, and is answered from there.
+    let natted = match contact_addr(msg)? {
+        None => true,
+        Some(a) if o.local.transport == Transport::Udp => a != src,
+        Some(a) => a.ip() != src.ip(),
+    };
     let peer = !st.policy.from_core_side(&o.source)
         && st.policy.match_trunk(&o.source, Some(&o.local)).is_some();
     (natted && peer).then_some((src, o.local.transport))
+}
+
+/// Takes every `sf-flow` out of the Record-Route of a peer's request or answer: only
+/// sipfence writes one, into the Record-Route it adds (or, for an answer, into its own
+/// entry after this), so one found in what a peer sends is forged or copied from
+/// another call (QA 113: a PBX that wrote another trunk's peer there had the core's
+/// ACK, re-INVITE and BYE of its calls sent to that customer). The same reader as
+/// [`routed_flow`]'s: an escaped name (`sf%2Dflow`) goes too.
+fn strip_flows(msg: &Message, edits: &mut EditList) {
+    let b = msg.buf();
+    let name = &FLOW_PARAM[1..];
+    for h in msg.all(HeaderName::RecordRoute) {
+        let v = h.value().of(b);
+        // Nearly every field: no parameter that could be one.
+        if !v.contains(&b'%') && !v.windows(4).any(|w| w.eq_ignore_ascii_case(b"flow")) {
+            continue;
+        }
+        let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+            let Ok(u) = uri::parse(b, na.uri) else {
+                return;
+            };
+            lex::params(b, u.params, false)
+                .filter(|p| uri::is_param_name(lex::trim(p.name.of(b)), name))
+                .filter_map(|p| p.with_semi(b))
+                .for_each(|sp| edits.remove(sp));
+        });
+    }
 }
 
 /// Writes `flow` into the first of our entries in an answer's Record-Route (RFC 3261
@@ -1035,18 +1099,16 @@ fn flow_into_record_route(
     let mut at = None;
     for h in msg.all(HeaderName::RecordRoute) {
         let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+            // Any flow already in it was taken out ([`strip_flows`]).
             if at.is_none() && na.bracketed && is_own_uri(st, b, na.uri) {
-                let has = uri::parse(b, na.uri)
-                    .ok()
-                    .and_then(|u| uri::param(b, u.params, &FLOW_PARAM[1..]));
-                at = Some(has.is_none().then_some(na.uri.end as usize));
+                at = Some(na.uri.end as usize);
             }
         });
         if at.is_some() {
             break;
         }
     }
-    if let Some(Some(at)) = at {
+    if let Some(at) = at {
         edits.insert_with(at, |out| {
             out.extend_from_slice(FLOW_PARAM);
             out.push(b'=');
@@ -1102,7 +1164,9 @@ fn parse_flow(v: &[u8]) -> Option<(SocketAddr, Transport)> {
         b"tcp" => Transport::Tcp,
         _ => return None,
     };
-    let port = u16::try_from(lex::parse_u32(parts.next()?)?).ok()?;
+    let port = u16::try_from(lex::parse_u32(parts.next()?)?)
+        .ok()
+        .filter(|&p| p != 0)?;
     let ip = host_ip(parts.next()?)?;
     Some((SocketAddr::new(ip, port), t))
 }
@@ -2333,10 +2397,32 @@ record_route = true
             h,
             Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()))
         );
+        // Its Via public (an ALG's, or written by hand), its Contact private: the same.
+        let alg = invite.replace(
+            "Via: SIP/2.0/UDP 192.168.1.10:5060;rport",
+            "Via: SIP/2.0/UDP 198.51.100.7:5060;rport",
+        );
+        let (_, out) = run(&p, "198.51.100.7:5060", &alg);
+        assert!(
+            rr_of(&out).contains(";sf-flow=198.51.100.7~5060~udp>"),
+            "{out}"
+        );
         // Without rport a port of its own is where it listens (RFC 3261 18.2.2): no flow.
         let no_rport = public.replace(";rport", "");
         let (_, out) = run(&p, "198.51.100.7:40000", &no_rport);
         assert!(!out.contains("sf-flow"), "{out}");
+        // A flow in a Record-Route entry the caller wrote itself naming us goes before
+        // the core sees it (QA 113 F1).
+        let forging = public.replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRecord-Route: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>\r\n",
+        );
+        let (_, out) = run(&p, "198.51.100.7:5060", &forging);
+        assert!(!out.contains("sf-flow"), "{out}");
+        assert!(
+            out.contains("\r\nRecord-Route: <sip:10.0.0.1:5060;lr>\r\n"),
+            "{out}"
+        );
         // A flow naming no trunk's peer is none (the value passed through the peer's
         // hands): the Request-URI is the target.
         for forged in [
@@ -2416,6 +2502,55 @@ record_route = true
         // A Contact naming where the answer came from: the Record-Route as it was.
         let (_, out) = run(&p, "198.51.100.7:5060", &answer("sip:2001@198.51.100.7"));
         assert_eq!(line(&out, "Record-Route"), rr, "{out}");
+        // The same host on another port, over UDP: a NAT's mapping (QA 113 F2).
+        let (_, out) = run(&p, "198.51.100.7:40000", &answer("sip:2001@198.51.100.7"));
+        assert!(
+            line(&out, "Record-Route").contains(";sf-flow=198.51.100.7~40000~udp>"),
+            "{out}"
+        );
+        // A flow the peer wrote into our entry (or an entry of its own naming us) is
+        // taken out, and ours written when there is one (QA 113 F1: the core's requests
+        // went to another trunk's peer).
+        let forged = ";sf-flow=198.51.100.99~5060~udp";
+        let ours = rr.find(";lr>").unwrap() + 3;
+        for (source, contact, want) in [
+            ("198.51.100.7:5060", "sip:2001@198.51.100.7", rr.clone()),
+            (
+                "198.51.100.7:40000",
+                "sip:2001@192.168.1.10",
+                format!(
+                    "{};sf-flow=198.51.100.7~40000~udp{}",
+                    &rr[..ours],
+                    &rr[ours..]
+                ),
+            ),
+        ] {
+            for tampered in [
+                format!("{}{forged}{}", &rr[..ours], &rr[ours..]),
+                rr.replacen(";lr>", ";lr;SF%2dFLOW=198.51.100.99~5060~udp>", 1),
+                format!("{rr}, <sip:10.0.0.1:5060;lr{forged}>"),
+            ] {
+                let text = answer(contact).replace(&rr, &tampered);
+                let (_, out) = run(&p, source, &text);
+                let got = line(&out, "Record-Route");
+                let want = if tampered.ends_with(&format!("{forged}>")) {
+                    format!("{want}, <sip:10.0.0.1:5060;lr>")
+                } else {
+                    want.clone()
+                };
+                assert_eq!(got, want, "{tampered}");
+            }
+        }
+        // A malformed flow is none: the Request-URI is the target (QA 113 F3: port 0).
+        let bye = ack.replace("ACK", "BYE").replace(
+            ";sf-flow=198.51.100.7~40000~udp",
+            ";sf-flow=198.51.100.7~0~udp",
+        );
+        let (h, _) = run(&p, "10.0.0.5:5060", &bye);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("192.168.1.10:5060".parse().unwrap()))
+        );
         // The core's own answers are none of this.
         let (_, out) = run(&p, "10.0.0.5:5060", &answer("sip:2001@192.168.1.10:5060"));
         assert!(!out.contains("sf-flow"), "{out}");
