@@ -716,6 +716,19 @@ impl BehaviourConf {
         self.short_call_secs.unwrap_or(10)
     }
 
+    /// The settings as the rules use them: a second setting left out reads as its
+    /// default, so that writing one out at its default changes nothing a reload reports.
+    pub fn effective(&self) -> BehaviourConf {
+        BehaviourConf {
+            asr_min_attempts: Some(self.asr_min_attempts()),
+            asr_settle_secs: Some(self.asr_settle_secs()),
+            ring_once_secs: Some(self.ring_once_secs()),
+            ring_once_percent: Some(self.ring_once_percent()),
+            short_call_secs: Some(self.short_call_secs()),
+            ..*self
+        }
+    }
+
     /// What makes behaviour rule `r` fire, for people (`check`); `None` when its
     /// threshold is not set, so that the rule never fires.
     pub fn describe(&self, r: super::RuleId) -> Option<String> {

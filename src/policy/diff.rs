@@ -293,7 +293,7 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
             o.refuse_withheld, n.refuse_withheld
         ));
     }
-    if o.behaviour != n.behaviour {
+    if o.behaviour.map(|b| b.effective()) != n.behaviour.map(|b| b.effective()) {
         say("behaviour thresholds".into());
     }
     if o.record_route != n.record_route {
@@ -515,6 +515,26 @@ users = ["pbx:secret"]
         let c = diff(BASE);
         assert!(c.is_empty(), "{c:?}");
         assert!(changes(&Policy::builtin().unwrap(), &Policy::builtin().unwrap()).is_empty());
+    }
+
+    /// A behaviour rule's second setting written out at its default is no change; at
+    /// another value it is one.
+    #[test]
+    fn behaviour_settings_at_their_defaults_change_nothing() {
+        let with = |extra: &str| {
+            BASE.replace(
+                "[trunk.whitelist]",
+                &format!("[trunk.behaviour]\nring_once = 5\n{extra}[trunk.whitelist]"),
+            )
+        };
+        let base = policy(&with(""));
+        let c = changes(
+            &base,
+            &policy(&with("ring_once_secs = 5\nshort_call_secs = 10\n")),
+        );
+        assert!(c.is_empty(), "{c:?}");
+        let c = changes(&base, &policy(&with("ring_once_secs = 6\n")));
+        assert_eq!(c.applied, ["trunk ent: behaviour thresholds"], "{c:?}");
     }
 
     #[test]
