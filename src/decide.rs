@@ -445,6 +445,9 @@ pub fn track_dialog(
                 }
             }
             rates.forget_dialog(dialog);
+            // The core's offer is over with its call: its mark goes too (QA 114: each
+            // answered call the core offered kept a place in the table after its BYE).
+            rates.forget_dialog(offer_key(msg.call_id()));
         }
         Some(Method::Invite) if msg.to_tag().is_none() && from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
@@ -474,15 +477,22 @@ pub fn track_dialog(
                 .recent()
                 .filter(|r| r.keeps_froms(now_ms) && status > 100)
                 .and_then(|r| Some((r, from_key(msg.call_id(), msg.from_tag_read()?))));
-            if (200..300).contains(&status)
-                && (from_core() || rates.knows_dialog(offer_key(msg.call_id()), now_ms))
-            {
+            let core = (200..300).contains(&status) && from_core();
+            let offered = (200..300).contains(&status)
+                && !core
+                && rates.knows_dialog(offer_key(msg.call_id()), now_ms);
+            if core || offered {
                 let dialog = dialog_of(msg);
                 if let Some((r, key)) = froms {
                     let new_dialog = !rates.knows_dialog(dialog, now_ms);
                     r.from_event(key, FromEvent::Answered { new_dialog }, now_ms);
                 }
                 rates.note_dialog(dialog, now_ms, DIALOG_MS);
+                // Answered, the offer waits only for the 2xx of other forks (RFC 3261
+                // 13.2.2.4: 64*T1), not the whole ring time.
+                if offered {
+                    rates.note_dialog(offer_key(msg.call_id()), now_ms, 64 * 500);
+                }
             } else if let Some((r, key)) = froms
                 && !(200..300).contains(&status)
                 && from_core()

@@ -57,7 +57,8 @@ pub struct Record {
     pub asserted2_rules: Vec<&'static str>,
     /// A forwarded call: who forwarded it, read from the first Diversion value (the
     /// latest redirection, RFC 5806), else the first History-Info entry (the target
-    /// first called, RFC 7044); in E.164 when it reads as a number, else as written.
+    /// first called, RFC 7044); in E.164 when it reads as a number of the plan, else as
+    /// written.
     /// No rule judges it (QA 111: a refused forwarded call read as any refusal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diverted: Option<String>,
@@ -267,10 +268,12 @@ fn diverted(msg: &Message, policy: &Policy, d: &Decision) -> Option<String> {
         first.get_or_insert(na.uri);
     });
     let (user, num) = uri_number(b, first?, policy.reading(d.trunk));
+    // A number of the plan in E.164; an extension (`8005`), a short code the plan
+    // does not know as a caller, a name as written (QA 114: `+868005` named no one).
     Some(match num {
-        Ok(n) => n.e164(),
-        Err(_) if !user.is_empty() => text(b, user),
-        Err(_) => text(b, first?),
+        Ok(n) if policy.plan.classify(&n).class != crate::numbering::Class::Invalid => n.e164(),
+        _ if !user.is_empty() => text(b, user),
+        _ => text(b, first?),
     })
 }
 

@@ -629,6 +629,11 @@ fn explain_output_of_a_drop_and_a_second_asserted_identity() {
             "+864008001234",
         ),
         ("Diversion: <sip:desk@pbx.example>\r\n", "desk"),
+        // An extension is no number of the plan: as written (QA 114: `+868005`).
+        (
+            "Diversion: <sip:8005@pbx.acme>;reason=unconditional\r\n",
+            "8005",
+        ),
     ] {
         let m = with_from(
             "<sip:+8613812345678@10.9.9.9>",
@@ -4240,6 +4245,40 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         at(&back, 2 * DIALOG_MS).unknown_dialog,
         "forgotten in the end"
     );
+    // A call the core offered, once answered, waits 64*T1 for other forks' 2xx, not
+    // the ring time; its BYE leaves nothing of it in the table (QA 114: the offer's
+    // mark stayed, a place per answered inbound call).
+    let dialogs = || rates.recent().unwrap().tables()[0].1;
+    let offer6 = String::from_utf8(offer.bytes().to_vec())
+        .unwrap()
+        .replace("Call-ID: c-3", "Call-ID: c-6");
+    let offer6 = Message::parse(Bytes::from(offer6)).unwrap();
+    track_dialog(&offer6, || true, &rates, MON_10H);
+    let answer = |uas: &str, t: u64| {
+        track_dialog(
+            &dialog_message("SIP/2.0 200 OK", "c-6", "core7", uas, "1 INVITE"),
+            || false,
+            &rates,
+            MON_10H + t,
+        )
+    };
+    answer("peer1", 1_000);
+    answer("peer2", 30_000);
+    answer("peer3", 70_000);
+    let leg = |uas: &str| in_dialog_invite("c-6", "+8613812345678", uas, "core7");
+    assert_eq!(at(&leg("peer2"), 80_000).kind, Kind::InDialog);
+    assert!(at(&leg("peer3"), 80_000).unknown_dialog);
+    // Held: the two dialogs and the offer.
+    let held = dialogs();
+    for uas in ["peer1", "peer2"] {
+        track_dialog(
+            &dialog_message("BYE sip:a@10.9.9.8 SIP/2.0", "c-6", "core7", uas, "2 BYE"),
+            || true,
+            &rates,
+            MON_10H + 90_000,
+        );
+    }
+    assert_eq!(dialogs(), held - 3);
     // Other in-dialog requests set up no call: they pass as before.
     let bye = dialog_message("BYE sip:a@10.9.9.8 SIP/2.0", "c-9", "x", "y", "3 BYE");
     assert_eq!(at(&bye, 0).kind, Kind::InDialog);

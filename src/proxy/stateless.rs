@@ -2446,6 +2446,38 @@ record_route = true
         );
     }
 
+    /// A flow reads back as written, IPv6 too; anything else is none.
+    #[test]
+    fn flows_read_back_as_written() {
+        for (a, t) in [
+            ("198.51.100.7:40000", Transport::Udp),
+            ("[2001:db8::7]:5060", Transport::Tcp),
+            ("[::1]:65535", Transport::Udp),
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut v = vec![];
+            push_flow(&mut v, a, t);
+            assert_eq!(
+                parse_flow(&v),
+                Some((a, t)),
+                "{}",
+                String::from_utf8_lossy(&v)
+            );
+        }
+        for bad in [
+            "198.51.100.7~0~udp",
+            "198.51.100.7~65536~udp",
+            "198.51.100.7~5060~sctp",
+            "198.51.100.7~5060",
+            "gw.example~5060~udp",
+            "198.51.100.7~~udp",
+            "~5060~udp",
+            "",
+        ] {
+            assert_eq!(parse_flow(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
     /// A call the core offers a NATed PBX: its answer's Contact names its private
     /// address, so our entry in the answer's Record-Route gets the flow, and the core's
     /// ACK and BYE reach the PBX where its answer came from (QA 111).
