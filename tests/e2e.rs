@@ -2209,6 +2209,14 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
         4.0,
         "four calls judged: re-INVITEs are in-dialog"
     );
+    // The natted calls' flows, written once each, followed by each one's INFO.
+    for (event, n) in [("written", 2.0), ("followed", 2.0), ("stripped", 0.0)] {
+        assert_eq!(
+            proxy.metric(&format!("sipfence_nat_flows_total{{event=\"{event}\"}}")),
+            n,
+            "{event}"
+        );
+    }
 }
 
 /// The end of testdata/sipp/auth-uac.xml.in for a call that is answered: ACK, BYE.

@@ -34,6 +34,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_overload_rejections_total",
     "sipfence_protocol_refusals_total",
     "sipfence_core_refusals_total",
+    "sipfence_nat_flows_total",
     "sipfence_decision_seconds",
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
@@ -130,6 +131,7 @@ pub struct Metrics {
     pub unknown_dialogs: IntCounterVec,
     pub refusals: IntCounterVec,
     pub core_refusals: IntCounterVec,
+    pub nat_flows: IntCounterVec,
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
     pub loaded_at: IntGauge,
@@ -314,6 +316,11 @@ impl Metrics {
             "sipfence_core_refusals_total",
             "Requests from the core's side (a next hop: its BYEs, re-INVITEs and other in-dialog requests towards a trunk's peer) that sipfence answered itself instead of relaying, by code: 400 broken fields, 420 an unsupported Require (in an OPTIONS to sipfence) or Proxy-Require, 482 a loop through sipfence or a request routed to sipfence itself, 483 no hops left, 503 the peer cannot be reached or its TCP connection cannot take it now, 513 too large for the peer's transport. No call: no verdict, no record",
             &["code"],
+        );
+        let nat_flows = cv(
+            "sipfence_nat_flows_total",
+            "NAT traversal on record-routed trunks: written (a flow put in sipfence's Record-Route entry for a peer behind a NAT), followed (a request of the core's sent to a peer's flow instead of its Request-URI), stripped (a flow a peer wrote itself, taken out: forged or copied)",
+            &["event"],
         );
         let reloads = cv(
             "sipfence_policy_reloads_total",
@@ -529,6 +536,9 @@ impl Metrics {
         for c in CORE_REFUSAL_CODES {
             core_refusals.with_label_values(&[c.to_string().as_str()]);
         }
+        for e in ["written", "followed", "stripped"] {
+            nat_flows.with_label_values(&[e]);
+        }
         Metrics {
             registry,
             messages,
@@ -547,6 +557,7 @@ impl Metrics {
             unknown_dialogs,
             refusals,
             core_refusals,
+            nat_flows,
             decision_seconds,
             reloads,
             loaded_at,
@@ -783,6 +794,11 @@ impl Metrics {
         self.core_refusals
             .with_label_values(&[itoa::Buffer::new().format(code)])
             .inc();
+    }
+
+    /// A NAT flow written, followed or stripped ([`crate::proxy::stateless::Observed::Flow`]).
+    pub fn nat_flow(&self, event: &'static str) {
+        self.nat_flows.with_label_values(&[event]).inc();
     }
 
     pub fn dropped(&self, reason: &'static str) {

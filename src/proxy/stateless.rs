@@ -171,6 +171,10 @@ pub enum Observed<'a> {
     /// call and no decision, but a loop or a peer's connection that cannot take the
     /// core's BYE must show somewhere.
     CoreRefused(u16),
+    /// NAT traversal (see [`nat_flow`]) in what went on: "written" (a flow put in our
+    /// Record-Route), "followed" (a request of the core's sent to one), "stripped" (a
+    /// peer's own taken out).
+    Flow(&'static str),
 }
 
 /// Handles one message. `observe` is called with every decision on a request and every
@@ -239,13 +243,22 @@ fn handle_parsed(
             return Handled::Dropped("unknown-source");
         }
         let from = crate::decide::callers_from(msg, st.rates, st.now_ms);
+        let (mut stripped, mut written) = (false, false);
         if !st.policy.from_core_side(&o.source) {
-            strip_flows(msg, edits);
+            stripped = strip_flows(msg, Some(edits));
             if let Some(flow) = answer_flow(st, msg, o) {
-                flow_into_record_route(st, msg, flow, edits);
+                written = flow_into_record_route(st, msg, flow, edits);
             }
         }
-        return relay_response(st.policy, msg, from.as_deref(), out, edits);
+        let h = relay_response(st.policy, msg, from.as_deref(), out, edits);
+        if let Handled::Forward(_) = h {
+            for (happened, event) in [(stripped, "stripped"), (written, "written")] {
+                if happened {
+                    observe(Observed::Flow(event));
+                }
+            }
+        }
+        return h;
     }
     let server = (!st.policy.server.is_empty()).then_some(st.policy.server.as_str());
     let core_side = sent_by_core(st.policy, msg, o.source);
@@ -287,7 +300,7 @@ fn handle_parsed(
         if let Some(r) = Refusal::forwarding(st.policy, msg) {
             return refuse(st, msg, o, r, true, out, observe);
         }
-        let h = forward_from_core(st, msg, o, out, edits);
+        let h = forward_from_core(st, msg, o, out, edits, observe);
         if let Handled::Respond(_, code) = h {
             observe(Observed::CoreRefused(code));
         }
@@ -362,6 +375,7 @@ fn handle_parsed(
     let mut d = decide(st.policy, msg, &ctx);
     let let_through = d.outcome == Outcome::Forward;
     let handled = carry_out(
+        observe,
         st,
         msg,
         o,
@@ -448,6 +462,7 @@ fn names_us(st: &Step<'_>, o: &Origin, a: SocketAddr) -> bool {
 /// into the refusal its caller is sent.
 #[allow(clippy::too_many_arguments)]
 fn carry_out(
+    observe: &mut dyn FnMut(Observed<'_>),
     st: &Step<'_>,
     msg: &Message,
     o: &Origin,
@@ -494,17 +509,22 @@ fn carry_out(
     let Some(next) = trunk.next_hop else {
         return Handled::Dropped("no-next-hop");
     };
+    // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
+    // judged for want of a known dialog gets none added.
+    let rr = d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route;
+    let flow = if rr { nat_flow(msg, o) } else { None };
+    let stripped = strip_flows(msg, None);
     let build = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
         edits.clear();
         out.clear();
         let from = crate::decide::kept_from(msg, d, st.rates, st.now_ms);
         verdict::add_edits(st.policy, msg, d, from.as_deref(), edits);
-        strip_flows(msg, edits);
-        // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
-        // judged for want of a known dialog gets none added. Inserted before our Via,
-        // at the same place: the Via rows stay together (QA 89 F6).
-        if d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route {
-            let flow = nat_flow(msg, o);
+        if stripped {
+            strip_flows(msg, Some(edits));
+        }
+        // Inserted before our Via, at the same place: the Via rows stay together (QA 89
+        // F6).
+        if rr {
             record_route(st, msg, o, transport, next.addr, flow, edits);
         }
         add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
@@ -523,6 +543,14 @@ fn carry_out(
         }),
     };
     let (handled, refused) = unless_refused(st, msg, o, method, server, handled, out);
+    if let Handled::Forward(_) = handled {
+        if stripped {
+            observe(Observed::Flow("stripped"));
+        }
+        if flow.is_some() {
+            observe(Observed::Flow("written"));
+        }
+    }
     if let Handled::Respond(_, code) = handled {
         d.outcome = Outcome::Reject { code };
         // No rule of the policy refused it (a label rule that let it through is still
@@ -1066,9 +1094,12 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
 /// another call (QA 113: a PBX that wrote another trunk's peer there had the core's
 /// ACK, re-INVITE and BYE of its calls sent to that customer). The same reader as
 /// [`routed_flow`]'s: an escaped name (`sf%2Dflow`) goes too.
-fn strip_flows(msg: &Message, edits: &mut EditList) {
+///
+/// Without `edits`, only whether there is any.
+fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
     let b = msg.buf();
     let name = &FLOW_PARAM[1..];
+    let mut any = false;
     for h in msg.all(HeaderName::RecordRoute) {
         let v = h.value().of(b);
         // Nearly every field: no parameter that could be one.
@@ -1082,9 +1113,15 @@ fn strip_flows(msg: &Message, edits: &mut EditList) {
             lex::params(b, u.params, false)
                 .filter(|p| uri::is_param_name(lex::trim(p.name.of(b)), name))
                 .filter_map(|p| p.with_semi(b))
-                .for_each(|sp| edits.remove(sp));
+                .for_each(|sp| {
+                    any = true;
+                    if let Some(e) = edits.as_deref_mut() {
+                        e.remove(sp);
+                    }
+                });
         });
     }
+    any
 }
 
 /// Writes `flow` into the first of our entries in an answer's Record-Route (RFC 3261
@@ -1094,7 +1131,7 @@ fn flow_into_record_route(
     msg: &Message,
     flow: (SocketAddr, Transport),
     edits: &mut EditList,
-) {
+) -> bool {
     let b = msg.buf();
     let mut at = None;
     for h in msg.all(HeaderName::RecordRoute) {
@@ -1115,6 +1152,7 @@ fn flow_into_record_route(
             push_flow(out, flow.0, flow.1);
         });
     }
+    at.is_some()
 }
 
 fn push_flow(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
@@ -1233,6 +1271,7 @@ fn forward_from_core(
     o: &Origin,
     out: &mut Vec<u8>,
     edits: &mut EditList,
+    observe: &mut dyn FnMut(Observed<'_>),
 ) -> Handled {
     let b = msg.buf();
     let method = msg.method().unwrap_or(Method::Other);
@@ -1310,7 +1349,11 @@ fn forward_from_core(
             finish(Transport::Tcp, edits, out);
         })
     };
-    unless_refused(st, msg, o, method, None, handled, out).0
+    let handled = unless_refused(st, msg, o, method, None, handled, out).0;
+    if flow.is_some() && matches!(handled, Handled::Forward(_)) {
+        observe(Observed::Flow("followed"));
+    }
+    handled
 }
 
 /// The code of the answer to a request the parser refused: 513 for a message over the
@@ -1669,6 +1712,33 @@ record_route = true
         )
         .unwrap();
         (h, String::from_utf8(out).unwrap(), core)
+    }
+
+    /// The NAT flow events `text` makes, arriving from `from`.
+    fn flow_events(p: &Policy, from: &str, text: &str) -> Vec<&'static str> {
+        let o = Origin {
+            source: from.parse().unwrap(),
+            local: ListenSpec {
+                transport: Transport::Udp,
+                addr: "192.0.2.10:5060".parse().unwrap(),
+            },
+            conn: None,
+        };
+        let (mut out, mut edits, mut events) = (Vec::new(), EditList::new(), vec![]);
+        let _ = handle(
+            &step(p),
+            Bytes::from(text.to_string()),
+            &mut Message::empty(),
+            &o,
+            &mut out,
+            &mut edits,
+            &mut |ob| {
+                if let Observed::Flow(e) = ob {
+                    events.push(e);
+                }
+            },
+        );
+        events
     }
 
     /// The core's requests answered here instead of relayed are reported (N3 of QA 85:
@@ -2419,6 +2489,15 @@ record_route = true
         );
         let (_, out) = run(&p, "198.51.100.7:5060", &forging);
         assert!(!out.contains("sf-flow"), "{out}");
+        // Each shows in the NAT flow counters.
+        assert_eq!(flow_events(&p, "198.51.100.7:5060", &forging), ["stripped"]);
+        assert_eq!(flow_events(&p, "198.51.100.7:40000", invite), ["written"]);
+        assert!(flow_events(&p, "198.51.100.7:5060", &public).is_empty());
+        let flowing = "<sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~40000~udp>";
+        assert_eq!(
+            flow_events(&p, "10.0.0.5:5060", &bye(flowing)),
+            ["followed"]
+        );
         assert!(
             out.contains("\r\nRecord-Route: <sip:10.0.0.1:5060;lr>\r\n"),
             "{out}"
