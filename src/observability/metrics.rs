@@ -69,7 +69,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 25] = [
+pub const DROP_REASONS: [&str; 26] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -89,6 +89,8 @@ pub const DROP_REASONS: [&str; 25] = [
     // In-dialog requests from the core with nowhere to go.
     "core-no-target",
     "core-unresolvable",
+    // An ACK of the core's for a peer whose TCP flow is gone.
+    "flow-failed",
     // Sending.
     "too-large-for-udp",
     "too-large-for-tcp",
@@ -111,7 +113,7 @@ pub const REFUSAL_CODES: [u16; 5] = [400, 420, 482, 483, 513];
 /// The codes sipfence answers the core's own requests with: broken fields, an
 /// unsupported Require or Proxy-Require, a loop, no hops left, a trunk peer that cannot
 /// be reached or whose TCP connection cannot take it now, too large for it.
-pub const CORE_REFUSAL_CODES: [u16; 6] = [400, 420, 482, 483, 503, 513];
+pub const CORE_REFUSAL_CODES: [u16; 7] = [400, 420, 430, 482, 483, 503, 513];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -314,7 +316,7 @@ impl Metrics {
         );
         let core_refusals = cv(
             "sipfence_core_refusals_total",
-            "Requests from the core's side (a next hop: its BYEs, re-INVITEs and other in-dialog requests towards a trunk's peer) that sipfence answered itself instead of relaying, by code: 400 broken fields, 420 an unsupported Require (in an OPTIONS to sipfence) or Proxy-Require, 482 a loop through sipfence or a request routed to sipfence itself, 483 no hops left, 503 the peer cannot be reached or its TCP connection cannot take it now, 513 too large for the peer's transport. No call: no verdict, no record",
+            "Requests from the core's side (a next hop: its BYEs, re-INVITEs and other in-dialog requests towards a trunk's peer) that sipfence answered itself instead of relaying, by code: 400 broken fields, 420 an unsupported Require (in an OPTIONS to sipfence) or Proxy-Require, 430 a NATed peer's TCP flow gone, 482 a loop through sipfence or a request routed to sipfence itself, 483 no hops left, 503 the peer cannot be reached or its TCP connection cannot take it now, 513 too large for the peer's transport. No call: no verdict, no record",
             &["code"],
         );
         let nat_flows = cv(

@@ -1236,6 +1236,17 @@ impl stateless::NextHops for Shared {
     fn some_down(&self) -> bool {
         self.metrics.next_hops_down.get() > 0
     }
+    fn connection(&self, to: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
+        let mapped = match to.ip() {
+            std::net::IpAddr::V4(v4) => {
+                std::net::SocketAddr::new(v4.to_ipv6_mapped().into(), to.port())
+            }
+            std::net::IpAddr::V6(_) => to,
+        };
+        [to, mapped]
+            .into_iter()
+            .find(|a| self.tcp_peers.contains_key(a))
+    }
     fn refuses(&self, to: std::net::SocketAddr) -> Option<&'static str> {
         if let Some(wanted) = self.tcp_down.get(&to) {
             wanted.store(crate::cli::now_ms(), Ordering::Relaxed);

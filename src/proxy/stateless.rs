@@ -76,6 +76,12 @@ pub trait NextHops: Sync {
     /// queue is full, a next hop that has stopped reading or is slower than the calls
     /// ([`NEXT_HOP_CONGESTED`]).
     fn refuses(&self, to: SocketAddr) -> Option<&'static str>;
+    /// The address a TCP connection with `to` is up under (a peer's own, or ours to
+    /// it; an IPv4 peer of a dual-stack listener is kept under its mapped form), if
+    /// one is: a TCP flow is its connection ([`nat_flow`]).
+    fn connection(&self, to: SocketAddr) -> Option<SocketAddr> {
+        Some(to)
+    }
     /// Whether some next hop is marked down (one atomic read: asked of every INVITE
     /// before the trunk's next hop is looked up).
     fn some_down(&self) -> bool {
@@ -137,18 +143,28 @@ impl<'a> Step<'a> {
     }
 }
 
-fn dest_for_response(o: &Origin, top: Option<&Via>) -> Dest {
+fn dest_for_response(b: &[u8], o: &Origin, top: Option<&Via>) -> Dest {
     if let Some(c) = o.conn {
         return Dest::Tcp(c);
     }
     // RFC 3581: with rport, answer the source port; else the sent-by port. Always the
-    // source address (the "received" of RFC 3261 18.2.2).
+    // source address (the "received" of RFC 3261 18.2.2). A sender behind a NAT is
+    // answered at its source port all the same ([`natted_via`]).
     let port = match top {
-        Some(v) if v.rport.is_some() => o.source.port(),
+        Some(v) if v.rport.is_some() || natted_via(b, v, o.source) => o.source.port(),
         Some(v) => v.port.unwrap_or(5060),
         None => o.source.port(),
     };
     Dest::Udp(SocketAddr::new(o.source.ip(), port))
+}
+
+/// A Via whose host is not the packet's source: the sender wrote an address it has
+/// behind a NAT, and its sent-by port is that address's too, which nothing outside
+/// reaches (QA 115: a caller without `rport` behind a port-changing NAT never got its
+/// 100, 180 or 200). Answered at the source port, as Kamailio's `force_rport` in a NAT
+/// route does (its `nat_uac_test` 2).
+fn natted_via(b: &[u8], v: &Via, src: SocketAddr) -> bool {
+    host_ip(v.host.of(b)).map(|ip| ip.to_canonical()) != Some(src.ip().to_canonical())
 }
 
 fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Vec<u8>) -> Handled {
@@ -157,7 +173,10 @@ fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Ve
         ..*extra
     };
     response::write_response(msg, code, response::phrase(code), &extra, out);
-    Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), code)
+    Handled::Respond(
+        dest_for_response(msg.buf(), o, msg.top_via().as_ref()),
+        code,
+    )
 }
 
 /// What a step reports to the shell for metrics and records.
@@ -352,7 +371,7 @@ fn handle_parsed(
             ..Extra::default()
         };
         response::write_response(msg, 503, response::phrase(503), &extra, out);
-        return Handled::Shed(dest_for_response(o, top.as_ref()));
+        return Handled::Shed(dest_for_response(msg.buf(), o, top.as_ref()));
     }
     // A call for a TCP next hop that cannot take it now is not judged: answered 503 at
     // once as the transport error it is (RFC 3261 16.9), recorded with its caller, and
@@ -421,7 +440,7 @@ fn answer_keepalive(
         ..Extra::default()
     };
     response::write_response(msg, 200, "OK", &extra, out);
-    Handled::Respond(dest_for_response(o, top), 200)
+    Handled::Respond(dest_for_response(msg.buf(), o, top), 200)
 }
 
 /// Whether an OPTIONS of the core's (the caller read the method) names sipfence itself
@@ -476,7 +495,7 @@ fn carry_out(
 ) -> Handled {
     if verdict::write_reject(st.policy, msg, d, Some(o.source), out) {
         return Handled::Respond(
-            dest_for_response(o, top),
+            dest_for_response(msg.buf(), o, top),
             match d.outcome {
                 Outcome::Reject { code } => code,
                 Outcome::Forward | Outcome::Drop => 0,
@@ -671,7 +690,10 @@ fn refuse(
         observe(Observed::CoreRefused(r.code));
     }
     verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
-    Handled::Respond(dest_for_response(o, msg.top_via().as_ref()), r.code)
+    Handled::Respond(
+        dest_for_response(msg.buf(), o, msg.top_via().as_ref()),
+        r.code,
+    )
 }
 
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
@@ -795,6 +817,16 @@ fn add_proxy_edits(
             // `force_rport` has it.
             (Some(port), Some(value), _) if port != Some(o.source.port()) => {
                 edits.replace_with(value, |out| push_num(out, o.source.port() as u64))
+            }
+            // No rport from behind a NAT: the answers go to the source port all the
+            // same, so it is written for the Via they are routed back by ([`natted_via`]).
+            (None, _, _)
+                if o.local.transport == Transport::Udp && natted_via(msg.buf(), v, o.source) =>
+            {
+                edits.insert_with(v.whole.end as usize, |out| {
+                    out.extend_from_slice(b";rport=");
+                    push_num(out, o.source.port() as u64);
+                })
             }
             _ => {}
         }
@@ -1018,9 +1050,13 @@ fn nat_flow(msg: &Message, o: &Origin) -> Option<(SocketAddr, Transport)> {
     let v = msg.top_via()?;
     let b = msg.buf();
     let src = SocketAddr::new(o.source.ip().to_canonical(), o.source.port());
-    let other_host = host_ip(v.host.of(b)).map(|ip| ip.to_canonical()) != Some(src.ip());
-    let other_port = o.local.transport == Transport::Udp
-        && v.rport.is_some()
+    let other_host = natted_via(b, &v, src);
+    // On TCP the caller's connection is the flow whenever it does not come from its
+    // sent-by port (nearly always): a PBX behind a NAT that writes its public address
+    // (Asterisk's `external_signaling_address`) is reached by nothing else, as the NAT
+    // forwards no port to it (QA 115). When that connection is gone, the Request-URI
+    // is tried as before ([`forward_from_core`]).
+    let other_port = (o.local.transport == Transport::Tcp || v.rport.is_some())
         && v.port.unwrap_or(5060) != src.port();
     // A Via rewritten by an ALG or written public by hand, the Contact left private
     // (Kamailio's `nat_uac_test` 1): nothing outside reaches that either.
@@ -1078,10 +1114,10 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
     // On UDP another port is a NAT's mapping too (QA 113: a port-translating NAT, or a
     // PBX told its public address but not its port): the core sent the call where the
     // answer comes from, and is answered from there.
+    // On TCP the answer's connection, as for a caller's ([`nat_flow`]).
     let natted = match contact_addr(msg)? {
         None => true,
-        Some(a) if o.local.transport == Transport::Udp => a != src,
-        Some(a) => a.ip() != src.ip(),
+        Some(a) => a != src,
     };
     let peer = !st.policy.from_core_side(&o.source)
         && st.policy.match_trunk(&o.source, Some(&o.local)).is_some();
@@ -1286,7 +1322,24 @@ fn forward_from_core(
     };
     // A caller behind a NAT is reached where its call came from, not at the private
     // address it wrote (the Request-URI, its Contact).
-    let flow = routed_flow(st, msg);
+    let mut flow = routed_flow(st, msg);
+    // A TCP flow is the peer's connection. Gone (the PBX reconnected from another port,
+    // or closed it), the request goes by its Request-URI when that names an address
+    // outside private networks, as before flows; else it is answered RFC 5626 5.3's
+    // 430 Flow Failed, which tells the core this peer's flow and not the gateway failed
+    // (QA 115: a 503 with Retry-After held back everything the core had for the
+    // gateway).
+    if let Some((a, Transport::Tcp)) = flow {
+        if let Some(up) = st.next_hops.connection(a) {
+            flow = Some((up, Transport::Tcp));
+        } else if host_ip(t.host.of(b)).is_some_and(|ip| !private_ip(ip.to_canonical())) {
+            flow = None;
+        } else if method == Method::Ack {
+            return Handled::Dropped("flow-failed");
+        } else {
+            return respond(msg, o, 430, &Extra::default(), out);
+        }
+    }
     let dest = match flow {
         Some((a, _)) => a,
         None => {
@@ -1421,7 +1474,11 @@ pub fn bad_request_for(
         }
     }
     let (top_at, top_value, top_via) = top?;
-    let (rport, port) = (top_via.rport.is_some(), top_via.port);
+    // As [`dest_for_response`]: the source port with rport, or from behind a NAT.
+    let (rport, port) = (
+        top_via.rport.is_some() || natted_via(top_value, &top_via, source),
+        top_via.port,
+    );
     let code = bad_request_code(e);
     let why = if code == 513 {
         format!("Message larger than {} bytes", crate::sip::MAX_MESSAGE)
@@ -2522,6 +2579,132 @@ record_route = true
         assert_eq!(
             h,
             Handled::Forward(Dest::TcpTo("198.51.100.7:40002".parse().unwrap()))
+        );
+    }
+
+    /// Over TCP the caller's connection is its flow, its Via public or not (QA 115: a
+    /// PBX behind a NAT writing its public address got none, and the core's requests
+    /// went to a port the NAT forwards nowhere); the connection gone, the request goes
+    /// by a public Request-URI as before, and else is answered 430 Flow Failed (RFC 5626
+    /// 5.3), not 503. Over UDP a caller without `rport` behind a NAT is answered at its
+    /// source port, as `force_rport` does (QA 115: its 100, 180 and 200 were lost).
+    #[test]
+    fn tcp_flows_and_answers_behind_a_nat() {
+        struct Conns(Vec<SocketAddr>);
+        impl NextHops for Conns {
+            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+                None
+            }
+            fn connection(&self, to: SocketAddr) -> Option<SocketAddr> {
+                self.0.contains(&to).then_some(to)
+            }
+        }
+        let p = Policy::from_str(
+            &POLICY.replace(
+                "listen = [\"udp:192.0.2.10:5060\"]",
+                "listen = [\"udp:192.0.2.10:5060\", \"tcp:192.0.2.10:5060\"]",
+            ),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let conn: SocketAddr = "198.51.100.7:40002".parse().unwrap();
+        let go = |conns: Vec<SocketAddr>, from: &str, t: Transport, text: &str| {
+            let hops = Conns(conns);
+            let st = Step {
+                next_hops: &hops,
+                ..step(&p)
+            };
+            let o = Origin {
+                source: from.parse().unwrap(),
+                local: ListenSpec {
+                    transport: t,
+                    addr: "192.0.2.10:5060".parse().unwrap(),
+                },
+                conn: (t == Transport::Tcp && !from.starts_with("10.0.0.5")).then_some(7),
+            };
+            let (mut out, mut edits) = (Vec::new(), EditList::new());
+            let h = handle(
+                &st,
+                Bytes::from(text.to_string()),
+                &mut Message::empty(),
+                &o,
+                &mut out,
+                &mut edits,
+                &mut |_| {},
+            )
+            .unwrap();
+            (h, String::from_utf8(out).unwrap())
+        };
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.7:5060;branch=z9hG4bK-t1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: nat-t\r\nCSeq: 1 INVITE\r\nContact: <sip:2001@198.51.100.7:5060;transport=tcp>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (_, out) = go(vec![], "198.51.100.7:40002", Transport::Tcp, invite);
+        assert!(out.contains(";lr;sf-flow=198.51.100.7~40002~tcp>"), "{out}");
+        let bye = |method: &str, ruri: &str| {
+            format!(
+                "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-t2\r\nRoute: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~40002~tcp>, <sip:192.0.2.10:5060;lr;transport=tcp>\r\nFrom: <sip:+8613912345678@192.0.2.10>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: nat-t\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let public = "sip:2001@198.51.100.7:5060;transport=tcp";
+        let private = "sip:2001@192.168.1.10:5060;transport=tcp";
+        // Its connection up: over it.
+        let (h, _) = go(
+            vec![conn],
+            "10.0.0.5:5060",
+            Transport::Udp,
+            &bye("BYE", private),
+        );
+        assert_eq!(h, Handled::Forward(Dest::TcpTo(conn)));
+        // Gone: a public Request-URI as before; a private one, 430 (an ACK: dropped).
+        let (h, _) = go(vec![], "10.0.0.5:5060", Transport::Udp, &bye("BYE", public));
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::TcpTo("198.51.100.7:5060".parse().unwrap()))
+        );
+        let (h, out) = go(
+            vec![],
+            "10.0.0.5:5060",
+            Transport::Udp,
+            &bye("BYE", private),
+        );
+        assert!(matches!(h, Handled::Respond(_, 430)), "{h:?}");
+        assert!(out.starts_with("SIP/2.0 430 Flow Failed\r\n"), "{out}");
+        assert!(!out.contains("Retry-After"), "{out}");
+        let (h, _) = go(
+            vec![],
+            "10.0.0.5:5060",
+            Transport::Udp,
+            &bye("ACK", private),
+        );
+        assert_eq!(h, Handled::Dropped("flow-failed"));
+        // UDP, no rport, behind a NAT: the forwarded Via says where answers go, and our
+        // own answers go there.
+        let natted = invite
+            .replace(
+                "SIP/2.0/TCP 198.51.100.7:5060",
+                "SIP/2.0/UDP 192.168.1.10:5060",
+            )
+            .replace("198.51.100.7:5060;transport=tcp", "192.168.1.10:5060");
+        let (_, out) = go(vec![], "198.51.100.7:40000", Transport::Udp, &natted);
+        assert!(
+            out.contains("Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK-t1;rport=40000;received=198.51.100.7\r\n"),
+            "{out}"
+        );
+        let options = "OPTIONS sip:192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK-k1\r\nFrom: <sip:pbx@192.168.1.10>;tag=k\r\nTo: <sip:192.0.2.10:5060>\r\nCall-ID: ka-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, _) = go(vec![], "198.51.100.7:40000", Transport::Udp, options);
+        assert_eq!(
+            h,
+            Handled::Respond(Dest::Udp("198.51.100.7:40000".parse().unwrap()), 200)
+        );
+        // Not behind one: the sent-by port, as RFC 3261 18.2.2 says.
+        let (h, _) = go(
+            vec![],
+            "198.51.100.7:40000",
+            Transport::Udp,
+            &options.replace("192.168.1.10", "198.51.100.7"),
+        );
+        assert_eq!(
+            h,
+            Handled::Respond(Dest::Udp("198.51.100.7:5060".parse().unwrap()), 200)
         );
     }
 
