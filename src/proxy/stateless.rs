@@ -651,11 +651,19 @@ fn unless_refused(
     out.clear();
     let extra = Extra {
         reason_text: Some(why),
-        retry_after: Some(st.policy.proxy.retry_after),
+        retry_after: retry_after_for(st.policy, to),
         server,
         ..Extra::default()
     };
     (respond(msg, o, 503, &extra, out), Some(why))
+}
+
+/// The Retry-After of a 503 for a request `to` could not take: a trunk's caller is told
+/// when to try the core again; the core, whose request for one trunk peer failed, is
+/// told nothing of the kind, or it would hold back everything it has for the gateway
+/// (RFC 3261 21.5.4; QA 116: a NATed PBX's connection gone).
+pub fn retry_after_for(policy: &Policy, to: SocketAddr) -> Option<u32> {
+    policy.is_next_hop(&to).then_some(policy.proxy.retry_after)
 }
 
 /// Answers a request the protocol checks refused, and reports the decision (counted
@@ -2706,6 +2714,38 @@ record_route = true
             h,
             Handled::Respond(Dest::Udp("198.51.100.7:5060".parse().unwrap()), 200)
         );
+    }
+
+    /// A trunk's caller whose request the core's connection cannot take is told when
+    /// to try again; the core, whose request for one peer cannot go, is not, or it
+    /// would hold back everything it has for the gateway (QA 116).
+    #[test]
+    fn retry_after_only_for_the_trunk_side() {
+        struct Down;
+        impl NextHops for Down {
+            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+                Some(NEXT_HOP_UNREACHABLE)
+            }
+        }
+        let p = Policy::from_str(
+            &POLICY.replace("udp:10.0.0.5:5060", "tcp:10.0.0.5:5060"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let st = Step {
+            next_hops: &Down,
+            ..step(&p)
+        };
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-ra1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: ra-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", invite);
+        assert!(matches!(h, Handled::Respond(_, 503)), "{h:?}");
+        assert!(out.contains("\r\nRetry-After: "), "{out}");
+        let bye = "BYE sip:2001@198.51.100.7:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bK-ra2\r\nFrom: <sip:+8613912345678@192.0.2.10>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: ra-2\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out, refused) = run_on(&st, "10.0.0.5:5060", "192.0.2.10:5060", bye);
+        assert!(matches!(h, Handled::Respond(_, 503)), "{h:?}");
+        assert!(!out.contains("Retry-After"), "{out}");
+        assert_eq!(refused, [503]);
     }
 
     /// A flow reads back as written, IPv6 too; anything else is none.

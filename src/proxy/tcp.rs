@@ -360,7 +360,7 @@ pub fn unreachable(
     let server = (!l.policy.server.is_empty()).then_some(l.policy.server.as_str());
     let extra = crate::sip::response::Extra {
         reason_text: Some(why),
-        retry_after: Some(l.policy.proxy.retry_after),
+        retry_after: super::stateless::retry_after_for(&l.policy, addr),
         server,
         ..Default::default()
     };
