@@ -321,7 +321,7 @@ impl Metrics {
         );
         let nat_flows = cv(
             "sipfence_nat_flows_total",
-            "NAT traversal on record-routed trunks: written (a flow put in sipfence's Record-Route entry for a peer behind a NAT), followed (a request of the core's sent to a peer's flow instead of its Request-URI), stripped (a flow a peer wrote itself, taken out: forged or copied)",
+            "NAT traversal on record-routed trunks: written (a flow put in sipfence's Record-Route entry for a peer behind a NAT; on TCP nearly every call of a peer's, whose connection is its flow), followed (a request of the core's sent to a peer's flow instead of its Request-URI), stripped (a flow a peer wrote itself, taken out: forged or copied)",
             &["event"],
         );
         let reloads = cv(
