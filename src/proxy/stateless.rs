@@ -551,7 +551,7 @@ fn carry_out(
         // in-dialog requests, and on initial ones a peer that has us as its outbound
         // proxy; the core is the next hop. Left in, a loose-routing core would send the
         // request back to us.
-        strip_own_routes(st, msg, edits);
+        strip_own_routes(st, msg, edits, |_| {});
         write_edited(edits, msg, out);
     };
     build(next.transport, edits, out);
@@ -1127,8 +1127,8 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
         None => true,
         Some(a) => a != src,
     };
-    let peer = !st.policy.from_core_side(&o.source)
-        && st.policy.match_trunk(&o.source, Some(&o.local)).is_some();
+    // Not from the core's side: its caller asked already.
+    let peer = st.policy.match_trunk(&o.source, Some(&o.local)).is_some();
     (natted && peer).then_some((src, o.local.transport))
 }
 
@@ -1137,7 +1137,7 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
 /// entry after this), so one found in what a peer sends is forged or copied from
 /// another call (QA 113: a PBX that wrote another trunk's peer there had the core's
 /// ACK, re-INVITE and BYE of its calls sent to that customer). The same reader as
-/// [`routed_flow`]'s: an escaped name (`sf%2Dflow`) goes too.
+/// [`flow_of`]'s: an escaped name (`sf%2Dflow`) goes too.
 ///
 /// Without `edits`, only whether there is any.
 fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
@@ -1209,33 +1209,10 @@ fn push_flow(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
     });
 }
 
-/// The flow one of our Route entries at the top carries ([`nat_flow`]), when it names
-/// a trunk's peer: a Route is the core's word, but the value came back through the
-/// peer's hands in the 200's Record-Route, and a forged one must not make the gateway
-/// send into networks no trunk claims.
-fn routed_flow(st: &Step<'_>, msg: &Message) -> Option<(SocketAddr, Transport)> {
-    let b = msg.buf();
-    let mut flow = None;
-    'fields: for r in msg.all(HeaderName::Route) {
-        let mut done = false;
-        let parsed = crate::sip::addr::parse_list(b, r.value(), |na| {
-            if done || flow.is_some() {
-                return;
-            }
-            if !is_own_uri(st, b, na.uri) {
-                done = true;
-                return;
-            }
-            flow = uri::parse(b, na.uri)
-                .ok()
-                .and_then(|u| uri::param(b, u.params, &FLOW_PARAM[1..]))
-                .and_then(|v| parse_flow(v.of(b)));
-        });
-        if parsed.is_err() || done || flow.is_some() {
-            break 'fields;
-        }
-    }
-    flow.filter(|(a, _)| st.policy.match_trunk(a, None).is_some())
+/// The flow one of our Route entries carries ([`nat_flow`]), from its URI.
+fn flow_of(b: &[u8], route: Span) -> Option<(SocketAddr, Transport)> {
+    let u = uri::parse(b, route).ok()?;
+    parse_flow(uri::param(b, u.params, &FLOW_PARAM[1..])?.of(b))
 }
 
 /// `ip~port~transport`, as [`push_flow`] writes it.
@@ -1276,7 +1253,13 @@ fn write_edited(edits: &mut EditList, msg: &Message, out: &mut Vec<u8>) {
 
 /// Removes the Route values at the top that name this proxy (RFC 3261 16.4; two of
 /// them after a double Record-Route) and returns the first that does not, if any.
-fn strip_own_routes(st: &Step<'_>, msg: &Message, edits: &mut EditList) -> Option<Span> {
+/// `own` is shown the URI of each of ours.
+fn strip_own_routes(
+    st: &Step<'_>,
+    msg: &Message,
+    edits: &mut EditList,
+    mut own: impl FnMut(Span),
+) -> Option<Span> {
     let b = msg.buf();
     for r in msg.all(HeaderName::Route) {
         let mut ours = 0;
@@ -1285,6 +1268,7 @@ fn strip_own_routes(st: &Step<'_>, msg: &Message, edits: &mut EditList) -> Optio
             if other.is_none() {
                 if is_own_uri(st, b, na.uri) {
                     ours += 1;
+                    own(na.uri);
                 } else {
                     other = Some(na);
                 }
@@ -1324,13 +1308,23 @@ fn forward_from_core(
         // An ACK: any other request with no hops left got its 483 before (16.3 step 3).
         return Handled::Dropped("no-hops-left");
     }
-    let target = strip_own_routes(st, msg, edits).or(msg.request_uri());
+    // The first flow among our entries, when it names a trunk's peer: a Route is the
+    // core's word, but the value came back through the peer's hands in the 200's
+    // Record-Route, and a forged one must not make the gateway send into networks no
+    // trunk claims.
+    let mut flow = None;
+    let target = strip_own_routes(st, msg, edits, |u| {
+        if flow.is_none() {
+            flow = flow_of(b, u);
+        }
+    })
+    .or(msg.request_uri());
+    let mut flow = flow.filter(|(a, _)| st.policy.match_trunk(a, None).is_some());
     let Some(t) = target.and_then(|t| uri::parse(b, t).ok()) else {
         return Handled::Dropped("core-no-target");
     };
     // A caller behind a NAT is reached where its call came from, not at the private
     // address it wrote (the Request-URI, its Contact).
-    let mut flow = routed_flow(st, msg);
     // A TCP flow is the peer's connection. Gone (the PBX reconnected from another port,
     // or closed it), the request goes by its Request-URI when that names an address
     // outside private networks, as before flows; else it is answered RFC 5626 5.3's
@@ -1406,7 +1400,7 @@ fn forward_from_core(
         udp_or_tcp(st, msg, o, None, dest, out, |out| {
             edits.clear();
             out.clear();
-            strip_own_routes(st, msg, edits);
+            strip_own_routes(st, msg, edits, |_| {});
             finish(Transport::Tcp, edits, out);
         })
     };
@@ -1753,15 +1747,30 @@ record_route = true
 
     /// As [`run_observed_at`], through the step `st` (another tracker or counter).
     fn run_on(st: &Step<'_>, from: &str, to: &str, text: &str) -> (Handled, String, Vec<u16>) {
+        let (h, out, core, _) = run_over(st, from, to, Transport::Udp, text);
+        (h, out, core)
+    }
+
+    /// `text` through the step `st`, from `from` to the listener `to` over `t` (TCP: on
+    /// connection 7): what became of it, what went out, the core's requests answered
+    /// here and the NAT flow events reported.
+    fn run_over(
+        st: &Step<'_>,
+        from: &str,
+        to: &str,
+        t: Transport,
+        text: &str,
+    ) -> (Handled, String, Vec<u16>, Vec<&'static str>) {
         let o = Origin {
             source: from.parse().unwrap(),
             local: ListenSpec {
-                transport: Transport::Udp,
+                transport: t,
                 addr: to.parse().unwrap(),
             },
-            conn: None,
+            conn: (t == Transport::Tcp).then_some(7),
         };
-        let (mut out, mut edits, mut core) = (Vec::new(), EditList::new(), vec![]);
+        let (mut out, mut edits, mut core, mut flows) =
+            (Vec::new(), EditList::new(), vec![], vec![]);
         let h = handle(
             st,
             Bytes::from(text.to_string()),
@@ -1769,41 +1778,19 @@ record_route = true
             &o,
             &mut out,
             &mut edits,
-            &mut |ob| {
-                if let Observed::CoreRefused(code) = ob {
-                    core.push(code);
-                }
+            &mut |ob| match ob {
+                Observed::CoreRefused(code) => core.push(code),
+                Observed::Flow(e) => flows.push(e),
+                _ => {}
             },
         )
         .unwrap();
-        (h, String::from_utf8(out).unwrap(), core)
+        (h, String::from_utf8(out).unwrap(), core, flows)
     }
 
     /// The NAT flow events `text` makes, arriving from `from`.
     fn flow_events(p: &Policy, from: &str, text: &str) -> Vec<&'static str> {
-        let o = Origin {
-            source: from.parse().unwrap(),
-            local: ListenSpec {
-                transport: Transport::Udp,
-                addr: "192.0.2.10:5060".parse().unwrap(),
-            },
-            conn: None,
-        };
-        let (mut out, mut edits, mut events) = (Vec::new(), EditList::new(), vec![]);
-        let _ = handle(
-            &step(p),
-            Bytes::from(text.to_string()),
-            &mut Message::empty(),
-            &o,
-            &mut out,
-            &mut edits,
-            &mut |ob| {
-                if let Observed::Flow(e) = ob {
-                    events.push(e);
-                }
-            },
-        );
-        events
+        run_over(&step(p), from, "192.0.2.10:5060", Transport::Udp, text).3
     }
 
     /// The core's requests answered here instead of relayed are reported (N3 of QA 85:
@@ -2623,26 +2610,8 @@ record_route = true
                 next_hops: &hops,
                 ..step(&p)
             };
-            let o = Origin {
-                source: from.parse().unwrap(),
-                local: ListenSpec {
-                    transport: t,
-                    addr: "192.0.2.10:5060".parse().unwrap(),
-                },
-                conn: (t == Transport::Tcp && !from.starts_with("10.0.0.5")).then_some(7),
-            };
-            let (mut out, mut edits) = (Vec::new(), EditList::new());
-            let h = handle(
-                &st,
-                Bytes::from(text.to_string()),
-                &mut Message::empty(),
-                &o,
-                &mut out,
-                &mut edits,
-                &mut |_| {},
-            )
-            .unwrap();
-            (h, String::from_utf8(out).unwrap())
+            let (h, out, _, _) = run_over(&st, from, "192.0.2.10:5060", t, text);
+            (h, out)
         };
         let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.7:5060;branch=z9hG4bK-t1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: nat-t\r\nCSeq: 1 INVITE\r\nContact: <sip:2001@198.51.100.7:5060;transport=tcp>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
         let (_, out) = go(vec![], "198.51.100.7:40002", Transport::Tcp, invite);
