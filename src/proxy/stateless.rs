@@ -164,7 +164,7 @@ fn dest_for_response(b: &[u8], o: &Origin, top: Option<&Via>) -> Dest {
 /// 100, 180 or 200). Answered at the source port, as Kamailio's `force_rport` in a NAT
 /// route does (its `nat_uac_test` 2).
 fn natted_via(b: &[u8], v: &Via, src: SocketAddr) -> bool {
-    host_ip(v.host.of(b)).map(|ip| ip.to_canonical()) != Some(src.ip().to_canonical())
+    !v.sent_from(b, src.ip())
 }
 
 fn respond(msg: &Message, o: &Origin, code: u16, extra: &Extra<'_>, out: &mut Vec<u8>) -> Handled {

@@ -199,8 +199,15 @@ impl Via {
     /// and either asks with `rport` (RFC 3581 4: even when it is the sent-by address) or
     /// names another sent-by address (RFC 3261 18.2.2).
     pub fn needs_received(&self, b: &[u8], source: std::net::IpAddr) -> bool {
-        self.received.is_none()
-            && (self.rport.is_some() || host_ip(self.host.of(b)) != Some(source))
+        self.received.is_none() && (self.rport.is_some() || !self.sent_from(b, source))
+    }
+
+    /// Whether the sent-by host is `source` itself (an IPv4-mapped IPv6 address is the
+    /// IPv4 one: a dual-stack socket shows IPv4 senders so). A sender whose Via names
+    /// another host wrote an address it has behind a NAT (or a name): RFC 3261 18.2.2's
+    /// `received`, and the answers to its source port (Kamailio's `nat_uac_test` 2).
+    pub fn sent_from(&self, b: &[u8], source: std::net::IpAddr) -> bool {
+        host_ip(self.host.of(b)).map(|ip| ip.to_canonical()) == Some(source.to_canonical())
     }
 }
 
@@ -303,6 +310,31 @@ mod tests {
         assert_eq!(v[0].received.unwrap().of(s.as_bytes()), b"1.2.3.4");
         let s = "SIP/2.0/UDP [2001:db8::9]:5060;branch=z9hG4bKx";
         assert_eq!(all(s).unwrap()[0].port, Some(5060));
+    }
+
+    #[test]
+    fn sent_from_and_received() {
+        let ip = |t: &str| -> std::net::IpAddr { t.parse().unwrap() };
+        let s = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1";
+        let v = all(s).unwrap()[0];
+        let b = s.as_bytes();
+        // A dual-stack socket shows an IPv4 sender mapped: the same host.
+        for src in ["192.0.2.1", "::ffff:192.0.2.1"] {
+            assert!(v.sent_from(b, ip(src)), "{src}");
+            assert!(!v.needs_received(b, ip(src)), "{src}");
+        }
+        for src in ["192.0.2.2", "::ffff:192.0.2.2", "2001:db8::1"] {
+            assert!(!v.sent_from(b, ip(src)), "{src}");
+            assert!(v.needs_received(b, ip(src)), "{src}");
+        }
+        let s = "SIP/2.0/UDP [2001:db8::1];rport;branch=z9hG4bK1";
+        let v = all(s).unwrap()[0];
+        assert!(v.sent_from(s.as_bytes(), ip("2001:db8::1")));
+        // rport asks for received even from the sent-by host (RFC 3581 4).
+        assert!(v.needs_received(s.as_bytes(), ip("2001:db8::1")));
+        let s = "SIP/2.0/UDP pbx.example.com;branch=z9hG4bK1";
+        let v = all(s).unwrap()[0];
+        assert!(!v.sent_from(s.as_bytes(), ip("192.0.2.1")));
     }
 
     #[test]
