@@ -20,7 +20,7 @@ use crate::sip::rewrite::EditList;
 use crate::sip::{HeaderName, Message, frame_stream};
 
 /// The built-in policy, plus on its first trunk (intl, where the fuzz inputs arrive)
-/// Record-Route and behaviour rules with thresholds low enough for a few inputs to
+/// Record-Route (and Path on REGISTERs) and behaviour rules with thresholds low enough for a few inputs to
 /// reach, one of each action, and digest authentication (monitored, so that the calls
 /// go on to the other rules); and a third trunk whose peer writes E.164 without the '+'
 /// (`bare_numbers = "international"`) and carries two calls at once, so that writing
@@ -30,7 +30,7 @@ fn policy() -> &'static Policy {
     P.get_or_init(|| {
         let mut text = crate::policy::BUILTIN_CONFIG.replacen(
             "\n[[trunk]]\nname = \"ent-400\"",
-            "record_route = true\n[trunk.behaviour]\nattempts = 3\ndistinct_callees = 2\nsequential_callees = 1\nmin_asr_percent = 50\nasr_min_attempts = 2\nring_once = 1\nshort_calls = 1\n\
+            "record_route = true\nregister_path = true\n[trunk.behaviour]\nattempts = 3\ndistinct_callees = 2\nsequential_callees = 1\nmin_asr_percent = 50\nasr_min_attempts = 2\nring_once = 1\nshort_calls = 1\n\
              [trunk.rules.behaviour-attempts]\naction = \"rate-limit\"\n\
              [trunk.rules.behaviour-ring-once]\naction = \"reject\"\n\
              [trunk.rules.behaviour-short-calls]\naction = \"monitor\"\n\
@@ -45,6 +45,7 @@ fn policy() -> &'static Policy {
         let p = Policy::from_str(&text, "fuzz-policy", std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("fuzz policy: {e}"));
         assert!(p.trunks[0].behaviour.is_some() && p.trunks[0].record_route);
+        assert!(p.trunks[0].register_path);
         assert_eq!(p.trunks[2].bare, crate::numbering::Bare::International);
         // Digest credentials are read (and the rule counted) on every fuzzed call.
         assert!(p.trunks[0].auth.is_some());
@@ -278,6 +279,27 @@ pub fn rewrite(data: &[u8]) {
         untouched(&input),
         "a field the step does not edit changed"
     );
+    // Only sipfence writes a NAT flow, into the one Record-Route or Path field it puts
+    // first: one the peer wrote anywhere in its Record-Route or Path (an escaped name
+    // too) never goes on, or the core would send the dialog where the peer chose.
+    if fwd.is_request() {
+        let flowing = |h: &crate::sip::Header| {
+            let named = h.name == HeaderName::RecordRoute
+                || fwd.slice(h.name_span()).eq_ignore_ascii_case(b"Path");
+            let v = fwd.slice(h.value()).to_ascii_lowercase();
+            let v = String::from_utf8_lossy(&v).replace("%2d", "-");
+            named && v.contains("sf-flow")
+        };
+        let all = fwd.headers().iter().filter(|h| flowing(h)).count();
+        let ours = fwd.headers().first().is_some_and(|h| {
+            flowing(h)
+                && input
+                    .headers()
+                    .first()
+                    .is_none_or(|i| input.slice(i.line()) != fwd.slice(h.line()))
+        });
+        assert_eq!(all, usize::from(ours), "a peer's sf-flow went on");
+    }
 }
 
 /// The policy, list and plan loaders: refused with a reason, never a panic.

@@ -2219,6 +2219,47 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
     }
 }
 
+/// A PBX behind a NAT that registers to the core through sipfence gets the core's calls
+/// through it (RFC 3327 Path, `register_path`): sipp as the PBX writes an address nothing
+/// reaches in its Via and Contact, sipp as the registrar calls the Contact it registered
+/// by the Path, and the INVITE, ACK and BYE arrive at the PBX over UDP and over its TCP
+/// connection.
+#[test]
+fn a_pbx_registered_through_the_gateway_is_called_by_its_path() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let conf = config(base, "").replacen(
+        "next_hop = \"udp:127.0.0.1:",
+        "record_route = true\nregister_path = true\nnext_hop = \"udp:127.0.0.1:",
+        1,
+    );
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sipp");
+    let core = checking_uas(&dir, base + 10, &root.join("registrar-core.xml"), 2);
+    for (t, port) in [("u1", base + 20), ("t1", base + 21)] {
+        let (code, out) = one_call(&dir, &root.join("register-pbx.xml"), base, port, t, &[]);
+        assert_eq!(code, 0, "PBX over {t}: exit {code}\n{out}");
+    }
+    let (code, out) = core.join().unwrap();
+    assert_eq!(code, 0, "registrar:\n{out}");
+    // Each REGISTER's Path and each 200 of the PBX's got the flow; the core's INVITE,
+    // ACK and BYE followed it. None was a call of the trunk's.
+    for (event, n) in [("written", 4.0), ("followed", 6.0), ("stripped", 0.0)] {
+        assert_eq!(
+            proxy.metric(&format!("sipfence_nat_flows_total{{event=\"{event}\"}}")),
+            n,
+            "{event}"
+        );
+    }
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}"),
+        0.0
+    );
+}
+
 /// The end of testdata/sipp/auth-uac.xml.in for a call that is answered: ACK, BYE.
 const ANSWERED_TAIL: &str = r#"  <recv response="100" optional="true"> </recv>
   <recv response="180" optional="true"> </recv>

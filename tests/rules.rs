@@ -2947,6 +2947,10 @@ fn concurrent_calls_per_trunk() {
     for (extra, why) in [
         ("max_concurrent_calls = 30", "needs record_route = true"),
         (
+            "register_path = true",
+            "register_path needs record_route = true",
+        ),
+        (
             "record_route = true\nmax_concurrent_calls = 0",
             "would refuse every call",
         ),

@@ -622,6 +622,11 @@ pub struct TrunkConf {
     /// in-dialog requests) pass through sipfence: the short-call feature needs them.
     #[serde(default)]
     pub record_route: bool,
+    /// Add `Path` (RFC 3327) to the REGISTERs of this trunk's peers, so that the core's
+    /// calls to a PBX that registers through sipfence come through it (and, behind a
+    /// NAT, reach the PBX where its REGISTER came from); needs `record_route`.
+    #[serde(default)]
+    pub register_path: bool,
     /// Let an INVITE with a To-tag through without the caller rules even when its
     /// dialog was not seen answered here (the default judges it as a call: a To-tag
     /// anyone can invent must not carry a call past the rules).

@@ -302,6 +302,12 @@ fn trunk_changes(o: &Trunk, n: &Trunk, out: &mut Vec<String>) {
             o.record_route, n.record_route
         ));
     }
+    if o.register_path != n.register_path {
+        say(format!(
+            "register_path {} -> {}",
+            o.register_path, n.register_path
+        ));
+    }
     if o.bare != n.bare {
         say(format!(
             "bare_numbers {} -> {}",

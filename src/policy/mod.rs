@@ -286,6 +286,8 @@ pub struct Trunk {
     pub max_concurrent: Option<u32>,
     pub behaviour: Option<config::BehaviourConf>,
     pub record_route: bool,
+    /// `Path` on the peers' REGISTERs ([`config::TrunkConf::register_path`]).
+    pub register_path: bool,
     /// `trust_in_dialog_invites`: an INVITE with a To-tag passes unjudged even when its
     /// dialog is not one this gateway saw answered.
     pub trust_in_dialog_invites: bool,
@@ -1246,6 +1248,15 @@ impl Policy {
                 }
                 _ => {}
             }
+            if t.register_path && !t.record_route {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "trunk '{}': register_path needs record_route = true (without it the calls the core sends by the Path go on around sipfence after their INVITE: the ACK, the BYE and re-INVITEs to the Contact the PBX registered)",
+                        t.name
+                    ),
+                ));
+            }
             // Who may use the trunk is said, never implied: a block copied without its
             // sources line must not open the trunk to every address. An open trunk is
             // written as one (`0.0.0.0/0`), and `check` says so.
@@ -1346,6 +1357,7 @@ impl Policy {
                     None => None,
                 },
                 record_route: t.record_route,
+                register_path: t.register_path,
                 trust_in_dialog_invites: t.trust_in_dialog_invites,
                 refuse_withheld: t.refuse_withheld.unwrap_or(t.role == Role::Enterprise),
                 auth: match (&t.auth, auth_key) {

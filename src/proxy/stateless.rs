@@ -531,7 +531,11 @@ fn carry_out(
     // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
     // judged for want of a known dialog gets none added.
     let rr = d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route;
-    let flow = if rr { nat_flow(msg, o) } else { None };
+    // RFC 3327: a PBX that registers to the core through the gateway leaves it in the
+    // Path, so that the core's calls to it come this way (and, behind a NAT, to where
+    // its REGISTER came from) rather than to the Contact it registered.
+    let path = method == Method::Register && trunk.register_path;
+    let flow = if rr || path { nat_flow(msg, o) } else { None };
     let stripped = strip_flows(msg, None);
     let build = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
         edits.clear();
@@ -545,6 +549,16 @@ fn carry_out(
         // F6).
         if rr {
             record_route(st, msg, o, transport, next.addr, flow, edits);
+        }
+        if path {
+            // On top of any Path the peer wrote: the registrar's Route set for the
+            // PBX is the Path in order (RFC 3327 5.3), nearest the core first.
+            let core = st.via_to(next.addr);
+            edits.insert_with(first_header(msg), |out| {
+                out.extend_from_slice(b"Path: ");
+                push_own_uri(out, core, transport, flow);
+                out.extend_from_slice(b"\r\n");
+            });
         }
         add_proxy_edits(st, msg, o, top, mf, transport, next.addr, edits);
         // Route values naming us end here (RFC 3261 16.4): our Record-Route's on
@@ -1024,21 +1038,33 @@ fn record_route(
     let in_t = o.local.transport;
     edits.insert_with(first_header(msg), |out| {
         out.extend_from_slice(b"Record-Route: ");
-        push_rr(out, core, out_t);
-        if let Some((a, t)) = flow {
-            // Inside the brackets, before '>': a parameter of our URI.
-            out.pop();
-            out.extend_from_slice(FLOW_PARAM);
-            out.push(b'=');
-            push_flow(out, a, t);
-            out.push(b'>');
-        }
+        push_own_uri(out, core, out_t, flow);
         if peer != core || in_t != out_t {
             out.extend_from_slice(b", ");
             push_rr(out, peer, in_t);
         }
         out.extend_from_slice(b"\r\n");
     });
+}
+
+/// Our URI as the core reaches it (`core`, over `t`), with the peer's `flow` when it
+/// has one: the entry of a Record-Route or a Path the core routes the dialog's
+/// requests by.
+fn push_own_uri(
+    out: &mut Vec<u8>,
+    core: SocketAddr,
+    t: Transport,
+    flow: Option<(SocketAddr, Transport)>,
+) {
+    push_rr(out, core, t);
+    if let Some((a, t)) = flow {
+        // Inside the brackets, before '>': a parameter of our URI.
+        out.pop();
+        out.extend_from_slice(FLOW_PARAM);
+        out.push(b'=');
+        push_flow(out, a, t);
+        out.push(b'>');
+    }
 }
 
 /// The Record-Route parameter that carries a NATed caller's flow: its address as the
@@ -1132,10 +1158,10 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
     (natted && peer).then_some((src, o.local.transport))
 }
 
-/// Takes every `sf-flow` out of the Record-Route of a peer's request or answer: only
-/// sipfence writes one, into the Record-Route it adds (or, for an answer, into its own
-/// entry after this), so one found in what a peer sends is forged or copied from
-/// another call (QA 113: a PBX that wrote another trunk's peer there had the core's
+/// Takes every `sf-flow` out of the Record-Route of a peer's request or answer (and the
+/// Path of its REGISTER): only sipfence writes one, into the Record-Route or Path it
+/// adds (or, for an answer, into its own entry after this), so one found in what a peer
+/// sends is forged or copied from another call (QA 113: a PBX that wrote another trunk's peer there had the core's
 /// ACK, re-INVITE and BYE of its calls sent to that customer). The same reader as
 /// [`flow_of`]'s: an escaped name (`sf%2Dflow`) goes too.
 ///
@@ -1144,7 +1170,18 @@ fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
     let b = msg.buf();
     let name = &FLOW_PARAM[1..];
     let mut any = false;
-    for h in msg.all(HeaderName::RecordRoute) {
+    // A Path the peer wrote is stored by the registrar and comes back as the Route of
+    // the core's calls to the PBX: a flow in it is as forged as one in a Record-Route.
+    let paths = msg
+        .method()
+        .is_some_and(|m| m == Method::Register)
+        .then(|| {
+            msg.all(HeaderName::Other)
+                .filter(|h| h.name_span().of(b).eq_ignore_ascii_case(b"Path"))
+        })
+        .into_iter()
+        .flatten();
+    for h in msg.all(HeaderName::RecordRoute).chain(paths) {
         let v = h.value().of(b);
         // Nearly every field: no parameter that could be one.
         if !v.contains(&b'%') && !v.windows(4).any(|w| w.eq_ignore_ascii_case(b"flow")) {
@@ -2452,6 +2489,105 @@ record_route = true
             &req("INVITE", "Proxy-Require: foo, baz\r\n"),
         );
         assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+    }
+
+    /// A PBX that registers to the core through the gateway leaves it in the Path (RFC
+    /// 3327) on a `register_path` trunk, with its flow when it is behind a NAT: the
+    /// core's call to it comes back by that Route and goes to where the REGISTER came
+    /// from, record-routed. A Path the peer wrote loses any flow in it, as a
+    /// Record-Route does.
+    #[test]
+    fn a_registering_pbx_is_called_by_its_path() {
+        let with = |extra: &str| {
+            Policy::from_str(
+                &format!("{POLICY}{extra}"),
+                "t.toml",
+                std::path::Path::new("."),
+            )
+            .unwrap()
+        };
+        let p = with("register_path = true\n");
+        let register = "REGISTER sip:192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10:5060;rport;branch=z9hG4bK-r1\r\nFrom: <sip:2001@192.0.2.10>;tag=r\r\nTo: <sip:2001@192.0.2.10>\r\nCall-ID: reg-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:2001@192.168.1.10:5060>\r\nSupported: path\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let path_of = |out: &str| {
+            let at = out.find("\r\nPath: ").expect("a Path") + 8;
+            let end = at + out[at..].find("\r\n").unwrap();
+            out[at..end].to_string()
+        };
+        let (h, out) = run(&p, "198.51.100.7:40000", register);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("10.0.0.5:5060".parse().unwrap()))
+        );
+        let path = path_of(&out);
+        assert_eq!(
+            path,
+            "<sip:10.0.0.1:5060;lr;sf-flow=198.51.100.7~40000~udp>"
+        );
+        // On top: the first field, ours.
+        assert!(
+            out.contains("REGISTER sip:192.0.2.10 SIP/2.0\r\nPath: "),
+            "{out}"
+        );
+        assert_eq!(flow_events(&p, "198.51.100.7:40000", register), ["written"]);
+        // The core calls the registered Contact by the Path.
+        let invite = format!(
+            "INVITE sip:2001@192.168.1.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-c1\r\nRoute: {path}\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=c\r\nTo: <sip:2001@192.0.2.10>\r\nCall-ID: reg-call\r\nCSeq: 1 INVITE\r\nContact: <sip:core@10.0.0.5>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (h, out) = run(&p, "10.0.0.5:5060", &invite);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::Udp("198.51.100.7:40000".parse().unwrap())),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("INVITE sip:2001@192.168.1.10:5060 SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("sf-flow") && !out.contains("\r\nRoute:"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\r\nRecord-Route: <sip:10.0.0.1:5060;lr>"),
+            "{out}"
+        );
+        assert_eq!(flow_events(&p, "10.0.0.5:5060", &invite), ["followed"]);
+        // Not behind a NAT: our Path with no flow, and the call goes to the Contact.
+        let public = register.replace("192.168.1.10", "198.51.100.7");
+        let (_, out) = run(&p, "198.51.100.7:5060", &public);
+        assert_eq!(path_of(&out), "<sip:10.0.0.1:5060;lr>");
+        // A Path the PBX wrote stays below ours, without the flow it forged (QA 113's
+        // attack by way of the registrar); without `register_path` too, where none of
+        // ours is added.
+        let forging = register.replace(
+            "Supported: path\r\n",
+            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>\r\n",
+        );
+        let plain = with("");
+        for (p, ours) in [(&p, true), (&plain, false)] {
+            let (h, out) = run(p, "198.51.100.7:40000", &forging);
+            assert!(matches!(h, Handled::Forward(_)), "{out}");
+            assert!(!out.contains("198.51.100.99"), "{out}");
+            assert!(
+                out.contains("\r\nPath: <sip:10.0.0.1:5060;lr>\r\n"),
+                "{out}"
+            );
+            assert_eq!(
+                out.contains(";sf-flow=198.51.100.7~40000~udp"),
+                ours,
+                "{out}"
+            );
+            assert_eq!(
+                flow_events(p, "198.51.100.7:40000", &forging),
+                if ours {
+                    vec!["stripped", "written"]
+                } else {
+                    vec!["stripped"]
+                }
+            );
+        }
+        let (_, out) = run(&plain, "198.51.100.7:40000", register);
+        assert!(!out.contains("\r\nPath:"), "{out}");
     }
 
     /// A caller behind a NAT (its Via and Contact name a private address) is reached
