@@ -174,8 +174,15 @@ struct Writer {
     /// counted, and the failure said once like a write's (QA 44: every record tried a
     /// new file and logged two lines, 2.4 GB of log an hour at 2,000 calls/s).
     reopen_at: Option<Instant>,
+    /// When the open file's path was last looked at ([`Writer::follow_path`]), and how
+    /// often it is.
+    looked_at: Instant,
+    look_every: Duration,
     metrics: Arc<Metrics>,
 }
+
+/// How often the open records file's path is checked for being the same file.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// How long after a file could not be opened the next one is tried.
 const REOPEN: Duration = Duration::from_secs(1);
@@ -204,14 +211,41 @@ impl Writer {
             opened_at: 0,
             failing: None,
             reopen_at: None,
+            looked_at: Instant::now(),
+            look_every: LOOK_EVERY,
             metrics,
         }
+    }
+
+    /// A records file removed or moved while open (a clean-up job, an external log
+    /// rotation) would take every record until sipfence's own rotation, up to
+    /// `rotate_secs`, into a file no one can read any more, each counted as written (QA
+    /// 118 F1). Its path is looked at once a second: when it names no file, or another,
+    /// the open file ends (and the pcap of rejected calls with it) and the next record
+    /// opens a new one.
+    fn follow_path(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.looked_at) < self.look_every {
+            return;
+        }
+        self.looked_at = now;
+        let Some(f) = self.file.as_ref() else {
+            return;
+        };
+        if same_file(&f.file, &f.path) {
+            return;
+        }
+        tracing::warn!(file = %f.path.display(), "the signaling records file was removed or moved while being written: a new one is started (sipfence rotates and expires its own files: [records] rotate_secs, rotate_bytes, retention_secs)");
+        self.flush();
+        self.file = None;
+        self.close_pcap();
     }
 
     fn run(mut self, rx: Receiver<Item>) {
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(i) => {
+                    self.follow_path();
                     self.item(i);
                     // Drain what is queued before writing once.
                     while let Ok(i) = rx.try_recv() {
@@ -400,6 +434,17 @@ impl Writer {
     }
 }
 
+/// Whether `path` still names the open `file` (the same device and inode).
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        // Not known to be another file: kept.
+        (Err(_), _) => true,
+        (_, Err(e)) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
 /// The time a record or rejected-call file was opened, from its name
 /// (`records-<secs>[-n].jsonl`, `rejected-<secs>[-n].pcap`; `.gz` when an operator's
 /// log rotation has compressed one); `None` for any other file.
@@ -553,6 +598,44 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 1, "{left:?}");
         assert!(left[0].starts_with("records-"), "{left:?}");
+    }
+
+    /// The file being written removed, then the next one moved away (QA 118 F1): each
+    /// time a new file takes the next records, and none is lost after the check.
+    #[test]
+    fn a_records_file_removed_or_moved_is_followed_by_a_new_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut w = Writer::new(
+            dir.path().to_path_buf(),
+            &conf(3_600, 1 << 30, false),
+            Arc::new(Metrics::new()),
+        );
+        w.look_every = Duration::ZERO;
+        let p = Policy::builtin().expect("built-in policy");
+        let write = |w: &mut Writer, i: u32| {
+            w.follow_path();
+            w.item(Item::Record(Box::new(record(&p, i))));
+            w.flush();
+        };
+        write(&mut w, 1);
+        let first = record_files(dir.path()).expect("listed");
+        assert_eq!(first.len(), 1);
+        std::fs::remove_file(&first[0].1).expect("removed");
+        write(&mut w, 2);
+        let second = record_files(dir.path()).expect("listed");
+        assert_eq!(second.len(), 1, "{second:?}");
+        let moved = dir.path().join("elsewhere.jsonl");
+        std::fs::rename(&second[0].1, &moved).expect("moved");
+        write(&mut w, 3);
+        write(&mut w, 4);
+        let third = record_files(dir.path()).expect("listed");
+        assert_eq!(third.len(), 1, "{third:?}");
+        let lines = |f: &Path| std::fs::read_to_string(f).expect("read").lines().count();
+        assert_eq!(lines(&moved), 1);
+        assert_eq!(lines(&third[0].1), 2);
+        // Untouched, the file goes on.
+        write(&mut w, 5);
+        assert_eq!(lines(&third[0].1), 3);
     }
 
     #[test]
