@@ -141,6 +141,55 @@ fn reload_under_load_loses_no_call_and_bad_policy_is_refused() {
     assert!(ask(base, "+442071111111", "r4").starts_with("SIP/2.0 608 "));
 }
 
+/// A list file cut, or read while a feed writes it, is refused at a reload when the
+/// list would lose more than half its entries (QA 118 F3: a blacklist emptied so
+/// reloaded "ok", and its numbers went through); `POST /reload?force=1` takes it. An
+/// edit that keeps more than half goes in as ever.
+#[test]
+fn a_list_cut_while_being_written_is_refused_until_forced() {
+    let base = port_block();
+    let conf = config(base, "").replace(
+        "[lists.blacklist]\nentries = []",
+        "[lists.blacklist]\nfiles = [\"blacklist.txt\"]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("blacklist.txt");
+    let numbers = |n: usize| -> String { (0..n).map(|i| format!("+44207000{i:04}\n")).collect() };
+    std::fs::write(&list, numbers(1000)).unwrap();
+    let proxy = Proxy::start_in(dir, &conf, 1, &|_| {});
+    assert!(ask(base, "+442070000999", "c1").starts_with("SIP/2.0 608 "));
+    // Cut to nothing, then to 400 of 1000: refused, named, the running list kept.
+    for (kept, shown) in [(0, "1000 -> 0 entries"), (400, "1000 -> 400 entries")] {
+        std::fs::write(&list, numbers(kept)).unwrap();
+        let (code, body) = proxy.http("POST", "/reload");
+        assert_eq!(code, 422, "{body}");
+        assert!(
+            body.contains(&format!("list blacklist {shown} lost more than half"))
+                && body.contains("POST /reload?force=1"),
+            "{body}"
+        );
+        proxy.signal("HUP");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        proxy.metric("sipfence_policy_reloads_total{result=\"failed\"}"),
+        4.0
+    );
+    assert!(ask(base, "+442070000999", "c2").starts_with("SIP/2.0 608 "));
+    // Half and one kept: an edit, taken.
+    std::fs::write(&list, numbers(501)).unwrap();
+    let (code, body) = proxy.http("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(!ask(base, "+442070000999", "c3").starts_with("SIP/2.0 608"));
+    // Forced, the cut list is taken.
+    std::fs::write(&list, numbers(10)).unwrap();
+    assert_eq!(proxy.http("POST", "/reload").0, 422);
+    let (code, body) = proxy.http("POST", "/reload?force=1");
+    assert_eq!(code, 200, "{body}");
+    assert!(!ask(base, "+442070000500", "c4").starts_with("SIP/2.0 608"));
+    assert!(ask(base, "+442070000009", "c5").starts_with("SIP/2.0 608 "));
+}
+
 /// The running policy is named by the fingerprint of its content (config and list
 /// files): what `check` prints, `/healthz` shows and `sipfence_policy_info` names. A
 /// reload that changes a list file changes it, a refused one keeps it, and the same

@@ -21,7 +21,8 @@ pub struct HttpState {
     /// Whether to take traffic: the reason not to, if any.
     pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// Triggers a reload; returns the outcome text.
-    pub reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+    /// `true`: lists that shrank by more than half are taken too (`?force=1`).
+    pub reload: Box<dyn Fn(bool) -> Result<String, String> + Send + Sync>,
     pub version: Box<dyn Fn() -> String + Send + Sync>,
     /// Brings the gauges read from live state up to date before a scrape.
     pub refresh: Box<dyn Fn() + Send + Sync>,
@@ -74,8 +75,12 @@ async fn serve(
         },
         (&Method::POST, "/reload") => {
             let st2 = st.clone();
+            let force = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| matches!(kv, "force" | "force=1" | "force=true" | "force=yes"))
+            });
             // Loading millions of list entries must not stall the metrics runtime.
-            match tokio::task::spawn_blocking(move || (st2.reload)()).await {
+            match tokio::task::spawn_blocking(move || (st2.reload)(force)).await {
                 Ok(Ok(msg)) => reply(StatusCode::OK, "text/plain", format!("{msg}\n")),
                 Ok(Err(msg)) => reply(
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -160,6 +160,43 @@ pub fn list_change(old: &NumberSet, new: &NumberSet) -> Option<String> {
     })
 }
 
+/// A list that had at least this many entries...
+const SHRINK_FLOOR: usize = 100;
+
+/// The lists `new` would cut by more than half (and by at least [`SHRINK_FLOOR`]
+/// entries) against `old`, each said as `list blacklist 995006 -> 0 entries`: what a
+/// list file truncated, or caught while being written, looks like (QA 118 F3: a
+/// blacklist emptied so reloaded "ok", and the filter let its numbers through). A
+/// whitelist is matched by its trunk's name.
+pub fn shrunk_lists(old: &Policy, new: &Policy) -> Vec<String> {
+    let shrunk = |a: &NumberSet, b: &NumberSet| {
+        let (a, b) = (a.len(), b.len());
+        a - b.min(a) >= SHRINK_FLOOR && b < a / 2 + a % 2
+    };
+    let said = |name: String, a: &NumberSet, b: &NumberSet| {
+        format!(
+            "{name} {} -> {}",
+            a.len(),
+            super::counted(b.len(), "entry", "entries")
+        )
+    };
+    let mut out = vec![];
+    for ((name, a), (_, b)) in old.named_lists().into_iter().zip(new.named_lists()) {
+        if shrunk(a, b) {
+            out.push(said(format!("list {name}"), a, b));
+        }
+    }
+    for t in &new.trunks {
+        let old = old.trunks.iter().find(|o| o.name == t.name);
+        if let (Some(a), Some(b)) = (old.and_then(|o| o.whitelist.as_ref()), &t.whitelist)
+            && shrunk(a, b)
+        {
+            out.push(said(format!("trunk {} whitelist", t.name), a, b));
+        }
+    }
+    out
+}
+
 fn action_text(a: &Action) -> String {
     use super::config::ActionKind::*;
     match a.kind {
@@ -541,6 +578,59 @@ users = ["pbx:secret"]
         assert!(c.is_empty(), "{c:?}");
         let c = changes(&base, &policy(&with("ring_once_secs = 6\n")));
         assert_eq!(c.applied, ["trunk ent: behaviour thresholds"], "{c:?}");
+    }
+
+    /// Lists that lose more than half their entries, and at least 100, are named (a
+    /// reload refuses them unless forced); smaller cuts and small lists are edits.
+    #[test]
+    fn lists_cut_by_more_than_half_are_named() {
+        let with = |black: usize, white: usize| {
+            let nums = |p: &str, n: usize| {
+                (0..n)
+                    .map(|i| format!("\"{p}{i:04}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            policy(
+                &BASE
+                    .replace(
+                        "entries = [\"+8613800000001\", \"+8617099999*\"]",
+                        &format!("entries = [{}]", nums("+8613800000", black)),
+                    )
+                    .replace(
+                        "entries = [\"+864008001234\"]",
+                        &format!("entries = [{}]", nums("+8640080", white)),
+                    ),
+            )
+        };
+        let old = with(1000, 300);
+        for (black, white, named) in [
+            (1000, 300, vec![]),
+            (501, 151, vec![]),
+            (500, 150, vec![]),
+            (499, 300, vec!["list blacklist 1000 -> 499 entries"]),
+            (
+                0,
+                0,
+                vec![
+                    "list blacklist 1000 -> 0 entries",
+                    "trunk ent whitelist 300 -> 0 entries",
+                ],
+            ),
+            (2000, 100, vec!["trunk ent whitelist 300 -> 100 entries"]),
+        ] {
+            assert_eq!(
+                shrunk_lists(&old, &with(black, white)),
+                named,
+                "{black} {white}"
+            );
+        }
+        // Under 100 gone: an edit of a small list.
+        assert!(shrunk_lists(&with(150, 99), &with(60, 0)).is_empty());
+        assert_eq!(
+            shrunk_lists(&with(200, 0), &with(0, 0)),
+            ["list blacklist 200 -> 0 entries"]
+        );
     }
 
     #[test]

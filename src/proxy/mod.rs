@@ -322,7 +322,13 @@ impl Shared {
     /// `sipfence_policy_reloads_total`; on failure the running one stays and the reason
     /// is returned.
     pub fn reload(&self) -> Result<String, String> {
-        let r = self.reread().map(|mut text| {
+        self.reload_with(false)
+    }
+
+    /// [`Shared::reload`]; `force` takes lists that shrank by more than half too
+    /// ([`diff::shrunk_lists`], refused otherwise).
+    pub fn reload_with(&self, force: bool) -> Result<String, String> {
+        let r = self.reread(force).map(|mut text| {
             // A set refused here is tried again by the poller, not by this reload (QA
             // 58: the answer said nothing of the set that then came in force).
             if self.metrics.list_refused.get() > 0 {
@@ -344,7 +350,7 @@ impl Shared {
 
     /// [`Shared::reload`] without counting it: a published list set that gives a list
     /// back to the files reads them too.
-    fn reread(&self) -> Result<String, String> {
+    fn reread(&self, force: bool) -> Result<String, String> {
         let loaded = crate::cli::load_policy(self.config_path.as_deref()).and_then(|p| {
             // Lists published through Redis stay in force over the files' ones.
             let set = self.lists.lock().ok().and_then(|g| g.clone());
@@ -363,6 +369,23 @@ impl Shared {
                 "no trunk (an empty or cut file?): every call would be refused",
             )),
             false => Ok(p),
+        });
+        // Lists, likewise: one that lost more than half its entries is far more often
+        // a file cut or caught while a feed wrote it than an edit, and a blacklist so
+        // emptied lets its numbers through with nothing to show (QA 118 F3). Taken on
+        // demand, or at a restart.
+        let loaded = loaded.and_then(|p| {
+            let shrunk = diff::shrunk_lists(&self.loaded.load().policy, &p);
+            if force || shrunk.is_empty() {
+                return Ok(p);
+            }
+            Err(crate::load_error::LoadError::file(
+                p.source.clone(),
+                format!(
+                    "{} lost more than half (a list file cut, or read while being written? write a list whole and rename it into place); to take it as it is: POST /reload?force=1, or restart",
+                    shrunk.join(", ")
+                ),
+            ))
         });
         match loaded {
             Ok(mut p) => {
@@ -464,7 +487,8 @@ impl Shared {
         let policy_version = if dropped {
             let previous = running.replace((published, lists));
             drop(running);
-            match self.reread() {
+            // The publisher's act: a list that goes back to a shorter file's is meant.
+            match self.reread(true) {
                 Ok(_) => self.loaded.load().version,
                 Err(e) => {
                     if let Ok(mut g) = self.lists.lock() {
@@ -1070,7 +1094,7 @@ async fn control(
         },
         reload: {
             let s = shared.clone();
-            Box::new(move || s.reload())
+            Box::new(move |force| s.reload_with(force))
         },
         version: {
             let s = shared.clone();
