@@ -650,6 +650,98 @@ fn tcp_next_hop_unreachable() {
 /// spend nothing of the trunk's contract (QA 60: a short outage, its PBX retrying, used
 /// up an enterprise trunk's calls per minute, and the first calls after it were refused
 /// 403). Only the call queued behind the first attempt was judged (and counts).
+/// A UDP core that stops answering is seen by its OPTIONS probes (`[proxy]
+/// probe_secs`): marked down after three unanswered, its new calls answered 503 with
+/// Retry-After at once (QA 118 F2: they went into the void, recorded as allowed), and
+/// back at its first answer.
+#[test]
+fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let base = port_block();
+    let proxy = Proxy::start(&config(base, "[proxy]\nprobe_secs = 1\n"), 1);
+    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (answering, invites, probes) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = {
+        let (answering, invites, probes, stop) = (
+            answering.clone(),
+            invites.clone(),
+            probes.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = core.recv_from(&mut b) else {
+                    continue;
+                };
+                let m = String::from_utf8_lossy(&b[..n]).into_owned();
+                if m.starts_with("INVITE ") {
+                    invites.fetch_add(1, Ordering::Relaxed);
+                } else if m.starts_with("OPTIONS ") {
+                    assert!(m.contains("\r\nMax-Forwards: 0\r\n"), "{m}");
+                    probes.fetch_add(1, Ordering::Relaxed);
+                    if answering.load(Ordering::Relaxed) {
+                        core.send_to(common::answer_as_uas(&m, "200 OK").as_bytes(), from)
+                            .unwrap();
+                    }
+                }
+            }
+        })
+    };
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let call = |id: &str| {
+        caller
+            .send_to(
+                invite_from(me, "+8613912345678", id).as_bytes(),
+                ("127.0.0.1", base + 4),
+            )
+            .unwrap();
+        let mut b = [0u8; 4096];
+        caller
+            .recv(&mut b)
+            .map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
+            .unwrap_or_default()
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(probes.load(Ordering::Relaxed) >= 2);
+    // Answering: the call goes to the core (which answers nothing to it here).
+    assert_eq!(call("probed-1"), "");
+    assert_eq!(invites.load(Ordering::Relaxed), 1);
+    // Silent: after three probes lost, new calls are refused at once.
+    answering.store(false, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.metric("sipfence_next_hops_down") != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "never marked down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let refused = call("probed-2");
+    assert!(refused.starts_with("SIP/2.0 503 "), "{refused}");
+    assert!(
+        refused.contains("Retry-After: 5\r\n") && refused.contains("Next hop not answering"),
+        "{refused}"
+    );
+    assert_eq!(invites.load(Ordering::Relaxed), 1);
+    // Answering again: back.
+    answering.store(true, Ordering::Relaxed);
+    no_next_hop_down_within(&proxy, Duration::from_secs(5), "never back");
+    assert_eq!(call("probed-3"), "");
+    assert_eq!(invites.load(Ordering::Relaxed), 2);
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 #[test]
 fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
     let base = port_block();

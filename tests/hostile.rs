@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proxy, Uac, port_block, sipp_available, sipp_uas, uac_scenario};
+use common::{Proxy, Uac, answer_as_uas, port_block, sipp_available, sipp_uas, uac_scenario};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -1117,19 +1117,7 @@ fn a_burst_of_calls_on_one_tcp_connection_gets_every_answer_from_the_core() {
                 break;
             };
             let req = String::from_utf8_lossy(&b[..n]).into_owned();
-            let keep: String = req
-                .split("\r\n")
-                .filter(|l| {
-                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
-                        .iter()
-                        .any(|h| l.starts_with(h))
-                })
-                .map(|l| format!("{l}\r\n"))
-                .collect();
-            let _ = core.send_to(
-                format!("SIP/2.0 486 Busy Here\r\n{keep}Content-Length: 0\r\n\r\n").as_bytes(),
-                from,
-            );
+            let _ = core.send_to(answer_as_uas(&req, "486 Busy Here").as_bytes(), from);
         }
     });
     let mut t = TcpStream::connect(("127.0.0.1", base)).unwrap();

@@ -812,6 +812,10 @@ pub struct ProxyConf {
     /// wildcard address (`0.0.0.0`, `[::]`), which names no host. Unset: the address
     /// the host routes from towards the next hop, found at start.
     pub advertise: Option<std::net::IpAddr>,
+    /// Seconds between OPTIONS probes of each UDP next hop (0: none). One that has
+    /// answered a probe and then leaves three unanswered is marked down: new calls for
+    /// it get 503 until it answers again. A TCP next hop is watched by its connection.
+    pub probe_secs: u64,
 }
 
 impl Default for ProxyConf {
@@ -826,6 +830,7 @@ impl Default for ProxyConf {
             udp_mtu: 0,
             proxy_require_accepted: Vec::new(),
             advertise: None,
+            probe_secs: 0,
         }
     }
 }

@@ -513,7 +513,8 @@ pub fn applied(old: &Policy, new: &Policy) -> Vec<String> {
         tcp_idle_secs,
         max_tcp_connections,
         udp_mtu,
-        proxy_require_accepted
+        proxy_require_accepted,
+        probe_secs
     );
     applied
 }

@@ -1487,6 +1487,15 @@ impl Policy {
             }
         }
         // Values no deployment means: a typo's extra digit, or a size no datagram has.
+        if cfg.proxy.probe_secs > 3600 {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[proxy] probe_secs = {} is over an hour: a next hop would be marked down hours after it stopped answering (0 turns probes off)",
+                    cfg.proxy.probe_secs
+                ),
+            ));
+        }
         if cfg.proxy.udp_mtu != 0 && !(576..=65_507).contains(&cfg.proxy.udp_mtu) {
             return Err(LoadError::file(
                 file,

@@ -47,6 +47,7 @@ fn banner_line(text: String, level: &str) -> String {
 
 pub mod mmsg;
 mod notify;
+pub mod probe;
 mod signals;
 pub mod stateless;
 pub mod tcp;
@@ -133,6 +134,8 @@ pub struct Shared {
     /// value is when (ms) a request last wanted one: a next hop nobody wants any more
     /// is given up ([`tcp::GIVE_UP_AFTER`]).
     pub tcp_down: DashMap<std::net::SocketAddr, AtomicU64, ahash::RandomState>,
+    /// The OPTIONS probes of UDP next hops, and those marked down.
+    pub probes: probe::Probes,
     pub next_conn: AtomicU64,
     /// Accepted TCP connections from addresses no trunk claims and no next hop has.
     pub unclaimed_tcp: std::sync::atomic::AtomicUsize,
@@ -758,6 +761,7 @@ pub fn run(args: RunArgs) -> i32 {
         next_conn: AtomicU64::new(1),
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         accepted_tcp: std::sync::atomic::AtomicUsize::new(0),
+        probes: probe::Probes::default(),
         config_path: args.config.clone(),
         start_only,
         named,
@@ -795,7 +799,7 @@ pub fn run(args: RunArgs) -> i32 {
         let stop = stop_rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("sip-{i}"))
-            .spawn(move || worker(shared, socks, stop));
+            .spawn(move || worker(shared, socks, stop, i == 0));
         match t {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -838,7 +842,13 @@ enum Sock {
     Tcp(std::net::TcpListener),
 }
 
-fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::Receiver<bool>) {
+/// One receive loop's runtime; the first (`probes`) also sends the next hops' probes.
+fn worker(
+    shared: Arc<Shared>,
+    socks: Vec<(ListenSpec, Sock)>,
+    mut stop: watch::Receiver<bool>,
+    probes: bool,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -877,6 +887,9 @@ fn worker(shared: Arc<Shared>, socks: Vec<(ListenSpec, Sock)>, mut stop: watch::
         }
         for (l, t) in tcps {
             tasks.spawn(tcp::serve(shared.clone(), udps.clone(), l, t));
+        }
+        if probes && !udps.is_empty() {
+            tasks.spawn(probe::run(shared.clone(), udps.clone()));
         }
         let _ = stop.wait_for(|s| *s).await;
         tasks.abort_all();
@@ -1259,6 +1272,9 @@ fn say_every_10s(last: &std::sync::atomic::AtomicU64) -> bool {
 impl stateless::NextHops for Shared {
     fn some_down(&self) -> bool {
         self.metrics.next_hops_down.get() > 0
+    }
+    fn silent(&self, to: std::net::SocketAddr) -> bool {
+        self.probes.is_down(to)
     }
     fn connection(&self, to: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
         let mapped = match to.ip() {

@@ -87,6 +87,48 @@ pub trait NextHops: Sync {
     fn some_down(&self) -> bool {
         false
     }
+    /// Whether the UDP next hop `to` has stopped answering the OPTIONS probes
+    /// (`[proxy] probe_secs`): new calls for it are answered 503 ([`NEXT_HOP_SILENT`]).
+    fn silent(&self, _to: SocketAddr) -> bool {
+        false
+    }
+}
+
+/// Branch prefix of the OPTIONS probes of UDP next hops ([`probe_request`]); never one
+/// of a relayed request's (theirs go on in hex digits).
+pub const PROBE_BRANCH: &[u8] = b"z9hG4bKsfprobe";
+
+/// The OPTIONS that probes the UDP next hop `to`, sent from `via` (`n`: a sequence
+/// number, so that each probe is a transaction of its own). Max-Forwards 0 asks the
+/// next hop to answer itself rather than send it on (RFC 3261 11, 16.3 step 3): any
+/// answer, a 483 too, says it is there.
+pub fn probe_request(to: SocketAddr, via: SocketAddr, n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"OPTIONS sip:");
+    response::push_sent_by(out, to);
+    out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
+    response::push_sent_by(out, via);
+    out.extend_from_slice(b";branch=");
+    out.extend_from_slice(PROBE_BRANCH);
+    push_num(out, n);
+    out.extend_from_slice(b";rport\r\nMax-Forwards: 0\r\nFrom: <sip:sipfence@");
+    response::push_sent_by(out, via);
+    out.extend_from_slice(b">;tag=sfprobe\r\nTo: <sip:");
+    response::push_sent_by(out, to);
+    out.extend_from_slice(b">\r\nCall-ID: sfprobe-");
+    push_num(out, n);
+    out.extend_from_slice(b"\r\nCSeq: ");
+    push_num(out, n % 1_000_000_000 + 1);
+    out.extend_from_slice(b" OPTIONS\r\nContent-Length: 0\r\n\r\n");
+}
+
+/// A response to one of our probes, from a next hop.
+fn probe_answer(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
+    let b = msg.buf();
+    msg.top_via()
+        .and_then(|v| v.branch)
+        .is_some_and(|br| br.of(b).starts_with(PROBE_BRANCH))
+        && msg.cseq().is_some_and(|(_, m)| m == b"OPTIONS")
+        && st.policy.is_next_hop(&o.source)
 }
 
 /// No connections (replay, explain, benches): every request can go.
@@ -194,6 +236,8 @@ pub enum Observed<'a> {
     /// Record-Route), "followed" (a request of the core's sent to one), "stripped" (a
     /// peer's own taken out).
     Flow(&'static str),
+    /// A next hop answered an OPTIONS probe of ours ([`probe_request`]).
+    ProbeAnswer(SocketAddr),
 }
 
 /// Handles one message. `observe` is called with every decision on a request and every
@@ -255,6 +299,10 @@ fn handle_parsed(
     observe: &mut dyn FnMut(Observed<'_>),
 ) -> Handled {
     if !msg.is_request() {
+        if probe_answer(st, msg, o) {
+            observe(Observed::ProbeAnswer(o.source));
+            return Handled::Absorbed;
+        }
         // Responses from where nothing is accepted are not carried either: with
         // `unknown-source = drop` the gateway relays nothing for an address no trunk
         // claims.
@@ -602,6 +650,9 @@ fn carry_out(
 }
 
 pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
+
+/// A UDP next hop that answers no probe (`[proxy] probe_secs`).
+pub const NEXT_HOP_SILENT: &str = "Next hop not answering";
 pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
 
 /// Its connection is up and its queue full (QA 79: such calls were refused as
@@ -638,8 +689,27 @@ fn unless_refused(
     handled: Handled,
     out: &mut Vec<u8>,
 ) -> (Handled, Option<&'static str>) {
-    let Handled::Forward(Dest::TcpTo(to)) = handled else {
-        return (handled, None);
+    let to = match handled {
+        Handled::Forward(Dest::TcpTo(to)) => to,
+        // A UDP next hop that stopped answering its probes: a new call would wait out
+        // its caller's timer B; it is told at once, and tries another route. The rest
+        // goes on (a datagram costs nothing, and the calls up must end).
+        Handled::Forward(Dest::Udp(to))
+            if method == Method::Invite
+                && msg.to_tag().is_none()
+                && st.next_hops.some_down()
+                && st.next_hops.silent(to) =>
+        {
+            out.clear();
+            let extra = Extra {
+                reason_text: Some(NEXT_HOP_SILENT),
+                retry_after: retry_after_for(st.policy, to),
+                server,
+                ..Extra::default()
+            };
+            return (respond(msg, o, 503, &extra, out), Some(NEXT_HOP_SILENT));
+        }
+        _ => return (handled, None),
     };
     if too_large_for_a_stream(msg, out) {
         if method == Method::Ack {
@@ -2489,6 +2559,95 @@ record_route = true
             &req("INVITE", "Proxy-Require: foo, baz\r\n"),
         );
         assert!(matches!(h, Handled::Forward(_)), "{h:?}");
+    }
+
+    /// The OPTIONS that probes a UDP next hop is a request any SIP stack reads, and its
+    /// answer from the next hop is taken here (reported, not relayed); from anyone else
+    /// it is no answer. A next hop marked silent gets no new call: the caller has 503
+    /// at once, with Retry-After; the calls up go on.
+    #[test]
+    fn probes_of_a_udp_next_hop_and_its_silence() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let (core, via): (SocketAddr, SocketAddr) = (
+            "10.0.0.5:5060".parse().unwrap(),
+            "10.0.0.1:5060".parse().unwrap(),
+        );
+        let mut out = vec![];
+        probe_request(core, via, 7, &mut out);
+        let probe = Message::parse(Bytes::from(out)).expect("a probe parses");
+        assert_eq!(probe.method(), Some(Method::Options));
+        assert_eq!(probe.max_forwards(), Some(0));
+        let answer = |code: u16| {
+            let v = String::from_utf8_lossy(probe.value(HeaderName::Via).unwrap()).to_string();
+            format!(
+                "SIP/2.0 {code} X\r\nVia: {v};received=10.0.0.1\r\nFrom: <sip:sipfence@10.0.0.1:5060>;tag=sfprobe\r\nTo: <sip:10.0.0.5:5060>;tag=c\r\nCall-ID: sfprobe-7\r\nCSeq: 8 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let seen = |from: &str, text: &str| {
+            let st = step(&p);
+            let o = Origin {
+                source: from.parse().unwrap(),
+                local: ListenSpec {
+                    transport: Transport::Udp,
+                    addr: "192.0.2.10:5060".parse().unwrap(),
+                },
+                conn: None,
+            };
+            let mut answered = vec![];
+            let h = handle(
+                &st,
+                Bytes::from(text.to_string()),
+                &mut Message::empty(),
+                &o,
+                &mut vec![],
+                &mut EditList::new(),
+                &mut |ob| {
+                    if let Observed::ProbeAnswer(a) = ob {
+                        answered.push(a);
+                    }
+                },
+            )
+            .unwrap();
+            (h, answered)
+        };
+        for code in [200, 483, 404] {
+            assert_eq!(
+                seen("10.0.0.5:5060", &answer(code)),
+                (Handled::Absorbed, vec![core])
+            );
+        }
+        let (h, answered) = seen("198.51.100.7:5060", &answer(200));
+        assert!(answered.is_empty() && h != Handled::Absorbed, "{h:?}");
+        // Silent: a new call is refused, a BYE goes on.
+        struct Silent;
+        impl NextHops for Silent {
+            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+                None
+            }
+            fn some_down(&self) -> bool {
+                true
+            }
+            fn silent(&self, to: SocketAddr) -> bool {
+                to == "10.0.0.5:5060".parse().unwrap()
+            }
+        }
+        let st = Step {
+            next_hops: &Silent,
+            ..step(&p)
+        };
+        let invite = "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-s1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: silent-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", invite);
+        assert!(matches!(h, Handled::Respond(_, 503)), "{h:?}");
+        assert!(
+            out.contains("Retry-After: 5\r\n") && out.contains("Next hop not answering"),
+            "{out}"
+        );
+        let bye = invite
+            .replace("INVITE sip", "BYE sip")
+            .replace("1 INVITE", "2 BYE")
+            .replace("192.0.2.10>\r\n", "192.0.2.10>;tag=b\r\n");
+        let (h, _, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", &bye);
+        assert_eq!(h, Handled::Forward(Dest::Udp(core)));
     }
 
     /// A PBX that registers to the core through the gateway leaves it in the Path (RFC

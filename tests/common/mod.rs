@@ -698,3 +698,18 @@ impl RedisServer {
             .unwrap_or_default()
     }
 }
+
+/// A UAS's answer to the request `req`: `status` (`200 OK`) with the request's Via,
+/// From, To, Call-ID and CSeq lines, no body.
+pub fn answer_as_uas(req: &str, status: &str) -> String {
+    let head: String = req
+        .split("\r\n")
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                .iter()
+                .any(|h| l.starts_with(h))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    format!("SIP/2.0 {status}\r\n{head}Content-Length: 0\r\n\r\n")
+}

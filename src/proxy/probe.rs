@@ -1,0 +1,221 @@
+//! OPTIONS probes of UDP next hops (`[proxy] probe_secs`), as Kamailio's dispatcher
+//! pings its destinations and an SBC its session agents. A TCP next hop that goes
+//! away fails its connection, and its calls get 503 at once; a UDP one just stops
+//! answering: without probes its calls went on into the void, counted as allowed, each
+//! caller waiting out its own timer (QA 118 F2), and nothing showed it.
+//!
+//! A next hop that has answered a probe and then leaves [`LOST`] in a row unanswered
+//! is marked down (`sipfence_next_hops_down`, a log line): new calls for it are
+//! answered 503 with Retry-After, so that callers try another route, while everything
+//! else still goes (the calls up must end). Any answer, whatever its code, brings it
+//! back. One that never answered a probe (a core that ignores OPTIONS) is never marked
+//! down: its silence says nothing, and refusing its calls would never end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Shared;
+use super::stateless::{Dest, probe_request};
+use super::udp::{self, Udps};
+use crate::observability::metrics::Metrics;
+use crate::policy::config::{ListenSpec, Transport};
+
+/// Probes unanswered in a row that mark a next hop down.
+pub const LOST: u64 = 3;
+
+#[derive(Default)]
+pub struct Probes {
+    hops: Mutex<HashMap<SocketAddr, Hop>>,
+    /// The next hops marked down: what a new call asks (after the gauge says some
+    /// next hop is down, one atomic read).
+    down: dashmap::DashMap<SocketAddr, (), ahash::RandomState>,
+}
+
+struct Hop {
+    /// When the last probe went, and how many since the last answer.
+    sent_ms: u64,
+    unanswered: u64,
+    answered_ever: bool,
+    down: bool,
+    /// Said once: this next hop answers no probe, so it is not watched.
+    said_silent: bool,
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+impl Probes {
+    pub fn is_down(&self, to: SocketAddr) -> bool {
+        !self.down.is_empty() && self.down.contains_key(&canonical(to))
+    }
+
+    /// An answer to a probe, from `from`.
+    pub fn answered(&self, from: SocketAddr, metrics: &Metrics) {
+        let from = canonical(from);
+        let Ok(mut hops) = self.hops.lock() else {
+            return;
+        };
+        let Some(h) = hops.get_mut(&from) else {
+            return;
+        };
+        h.unanswered = 0;
+        h.answered_ever = true;
+        if h.down {
+            h.down = false;
+            self.down.remove(&from);
+            metrics.next_hops_down.dec();
+            tracing::warn!(next_hop = %from, "next hop answers its probes again: new calls go to it");
+        }
+    }
+
+    /// One round at `now_ms` over the UDP next hops of the running policy (`hops`,
+    /// probed every `every_ms`; 0: none): marks down those that left [`LOST`] probes
+    /// unanswered, forgets those no trunk has any more, and returns those due for a
+    /// probe now, each counted as sent.
+    pub fn due(
+        &self,
+        hops: &[SocketAddr],
+        every_ms: u64,
+        now_ms: u64,
+        metrics: &Metrics,
+    ) -> Vec<SocketAddr> {
+        let Ok(mut map) = self.hops.lock() else {
+            return vec![];
+        };
+        let wanted = |a: &SocketAddr| every_ms > 0 && hops.contains(a);
+        map.retain(|a, h| {
+            let keep = wanted(a);
+            if !keep && h.down {
+                self.down.remove(a);
+                metrics.next_hops_down.dec();
+            }
+            keep
+        });
+        let mut due = vec![];
+        for &a in hops.iter().filter(|a| wanted(a)) {
+            let h = map.entry(a).or_insert(Hop {
+                sent_ms: 0,
+                unanswered: 0,
+                answered_ever: false,
+                down: false,
+                said_silent: false,
+            });
+            if now_ms.saturating_sub(h.sent_ms) < every_ms {
+                continue;
+            }
+            if h.unanswered >= LOST {
+                if h.answered_ever && !h.down {
+                    h.down = true;
+                    self.down.insert(a, ());
+                    metrics.next_hops_down.inc();
+                    tracing::warn!(next_hop = %a, probes = h.unanswered, "UDP next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
+                } else if !h.answered_ever && !h.said_silent {
+                    h.said_silent = true;
+                    tracing::warn!(next_hop = %a, "UDP next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
+                }
+            }
+            h.sent_ms = now_ms;
+            h.unanswered += 1;
+            due.push(a);
+        }
+        due
+    }
+}
+
+/// The UDP next hops of the running policy, each with a UDP listen address of its
+/// trunk to probe it from (the first trunk's that names it).
+fn udp_next_hops(shared: &Shared) -> Vec<(SocketAddr, Option<ListenSpec>)> {
+    let l = shared.loaded.load();
+    let mut out: Vec<(SocketAddr, Option<ListenSpec>)> = vec![];
+    for t in &l.policy.trunks {
+        let Some(n) = t.next_hop.filter(|n| n.transport == Transport::Udp) else {
+            continue;
+        };
+        let a = canonical(n.addr);
+        if !out.iter().any(|(o, _)| *o == a) {
+            let from = t.listen.iter().find(|l| l.transport == Transport::Udp);
+            out.push((a, from.copied()));
+        }
+    }
+    out
+}
+
+/// Sends the probes, from one worker's sockets (answers come to whichever worker the
+/// kernel gives them, and are reported through [`Probes::answered`]).
+pub async fn run(shared: Arc<Shared>, udps: Udps) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut n, mut out) = (0u64, Vec::with_capacity(512));
+    loop {
+        tick.tick().await;
+        let every_ms = shared.loaded.load().policy.proxy.probe_secs * 1000;
+        let hops = udp_next_hops(&shared);
+        let addrs: Vec<SocketAddr> = hops.iter().map(|h| h.0).collect();
+        let now = crate::cli::now_ms();
+        for to in shared.probes.due(&addrs, every_ms, now, &shared.metrics) {
+            let local = hops.iter().find(|h| h.0 == to).and_then(|h| h.1);
+            let from = match local {
+                Some(l) => udp::forwarder(&udps, &l),
+                None => (!udps.is_empty()).then_some(0),
+            };
+            let Some(from) = from else { continue };
+            let Some((j, _)) = udp::sender(&udps, from, to) else {
+                continue;
+            };
+            n += 1;
+            out.clear();
+            probe_request(to, udps[j].2, n, &mut out);
+            let local = local.unwrap_or(udps[from].0);
+            udp::send(&shared, &udps, from, local, Dest::Udp(to), &out).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Marked down after [`LOST`] unanswered probes, back at the first answer; one
+    /// that never answered is never down; one no trunk has any more is forgotten.
+    #[test]
+    fn a_next_hop_is_down_after_three_lost_probes_and_up_at_an_answer() {
+        let m = Metrics::new();
+        let p = Probes::default();
+        let (core, mute): (SocketAddr, SocketAddr) = (
+            "10.0.0.5:5060".parse().unwrap(),
+            "10.0.0.6:5060".parse().unwrap(),
+        );
+        let hops = [core, mute];
+        let every = 10_000;
+        let mut t = 1_000_000;
+        assert_eq!(p.due(&hops, every, t, &m), hops);
+        // Not due again before `every`.
+        assert!(p.due(&hops, every, t + 5_000, &m).is_empty());
+        p.answered(core, &m);
+        for _ in 0..LOST {
+            t += every;
+            assert_eq!(p.due(&hops, every, t, &m), hops);
+            assert!(!p.is_down(core) && !p.is_down(mute));
+        }
+        t += every;
+        p.due(&hops, every, t, &m);
+        assert!(p.is_down(core), "three probes lost after an answer");
+        assert!(!p.is_down(mute), "never answered: not watched");
+        assert_eq!(m.next_hops_down.get(), 1);
+        // An IPv4 answer seen on a dual-stack socket is the same next hop.
+        p.answered("[::ffff:10.0.0.5]:5060".parse().unwrap(), &m);
+        assert!(!p.is_down(core));
+        assert_eq!(m.next_hops_down.get(), 0);
+        // Down again, then gone from the policy (or probes turned off): forgotten.
+        for _ in 0..=LOST {
+            t += every;
+            p.due(&hops, every, t, &m);
+        }
+        assert!(p.is_down(core));
+        assert!(p.due(&hops, 0, t + every, &m).is_empty());
+        assert!(!p.is_down(core));
+        assert_eq!(m.next_hops_down.get(), 0);
+    }
+}
