@@ -733,6 +733,12 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
         "{refused}"
     );
     assert_eq!(invites.load(Ordering::Relaxed), 1);
+    // A refusal of the next hop's, not a block of the rules' (the block-spike alert
+    // leaves these out).
+    assert_eq!(
+        proxy.metric("sipfence_protocol_refusals_total{code=\"503\",trunk=\"ic\"}"),
+        1.0
+    );
     // Answering again: back.
     answering.store(true, Ordering::Relaxed);
     no_next_hop_down_within(&proxy, Duration::from_secs(5), "never back");

@@ -1087,6 +1087,44 @@ fn parallel_connects_stay_within_the_connection_cap() {
     drop(held);
 }
 
+/// With an open files limit under `max_tcp_connections`, the connections past what it
+/// leaves room for are refused at once and counted, and the descriptors kept back
+/// serve the metrics server (QA 118 F4: the limit taken by silent connections, new
+/// peers waited in the kernel's queue, uncounted, and `/healthz` timed out).
+#[test]
+fn the_open_files_limit_caps_connections_and_keeps_room_for_the_metrics() {
+    let base = port_block();
+    let proxy = Proxy::start_limited(&config(base), 2, 160);
+    // 160 less a quarter kept back.
+    assert_eq!(proxy.metric("sipfence_tcp_connections_limit"), 120.0);
+    let held: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", base)).ok())
+        .collect();
+    assert_eq!(held.len(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_tcp_connections")
+        + proxy.metric("sipfence_dropped_total{reason=\"tcp-limit\"}")
+        < 200.0
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 120.0);
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-limit\"}"),
+        80.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-accept-failed\"}"),
+        0.0
+    );
+    // The metrics server answers while they are held.
+    let t = std::time::Instant::now();
+    assert_eq!(proxy.http("GET", "/healthz").0, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(held);
+}
+
 /// The core's answers to a burst of calls on one TCP connection all reach the caller:
 /// relayed by the UDP worker faster than the connection's writer runs, they wait a
 /// little for room in its queue instead of being dropped (QA 45: 346 of 1,000 486s

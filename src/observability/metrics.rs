@@ -44,6 +44,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_concurrent_calls",
     "sipfence_concurrent_calls_elsewhere",
     "sipfence_tcp_connections",
+    "sipfence_tcp_connections_limit",
     "sipfence_next_hops_down",
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
@@ -69,7 +70,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "reject", "challenge", "rewrite", "lab
 /// Why a message was dropped without an answer (`sipfence_dropped_total{reason}`):
 /// every reason the proxy gives, created at start so that dashboards and `increase()`
 /// see a zero before the first drop rather than no series at all.
-pub const DROP_REASONS: [&str; 26] = [
+pub const DROP_REASONS: [&str; 27] = [
     // Not SIP enough to answer, or the policy says say nothing.
     "malformed",
     "policy",
@@ -100,15 +101,19 @@ pub const DROP_REASONS: [&str; 26] = [
     "tcp-backlog",
     "tcp-limit",
     "tcp-unclaimed-limit",
+    // A connection the kernel could not hand over (no file descriptor left).
+    "tcp-accept-failed",
     "tcp-idle",
     "tcp-slow-message",
     "tcp-closed-mid-message",
 ];
 
 /// The codes the protocol checks answer (a decision's `refusal`): broken fields, an
-/// unsupported Proxy-Require, a loop, no hops left; and a request too large for UDP to
-/// the next hop.
-pub const REFUSAL_CODES: [u16; 5] = [400, 420, 482, 483, 513];
+/// unsupported Proxy-Require, a loop, no hops left; and a request the next hop cannot
+/// take: too large for UDP to it (513), or it down, not answering its probes or
+/// congested (503: told apart from the rules' blocks, so that an outage of the core
+/// does not read as a block spike, QA 118 F5).
+pub const REFUSAL_CODES: [u16; 6] = [400, 420, 482, 483, 503, 513];
 
 /// The codes sipfence answers the core's own requests with: broken fields, an
 /// unsupported Require or Proxy-Require, a loop, no hops left, a trunk peer that cannot
@@ -147,6 +152,7 @@ pub struct Metrics {
     /// The same trunks' calls up at the other gateways, as learnt through Redis.
     pub concurrent_calls_elsewhere: IntGaugeVec,
     pub tcp_connections: IntGauge,
+    pub tcp_connections_limit: IntGauge,
     pub next_hops_down: IntGauge,
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
@@ -311,7 +317,7 @@ impl Metrics {
         );
         let refusals = cv(
             "sipfence_protocol_refusals_total",
-            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), or allowed and too large for the next hop (513: for UDP, or grown past 65,535 bytes for TCP), by trunk (none: no trunk claims the source) and code",
+            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), or that the next hop cannot take (513: too large for UDP, or grown past 65,535 bytes for TCP; 503: it is down, not answering its probes, or congested), by trunk (none: no trunk claims the source) and code",
             &["trunk", "code"],
         );
         let core_refusals = cv(
@@ -388,9 +394,14 @@ impl Metrics {
             "Open TCP connections",
         ));
         must(registry.register(Box::new(tcp_connections.clone())));
+        let tcp_connections_limit = must(IntGauge::new(
+            "sipfence_tcp_connections_limit",
+            "Accepted TCP connections sipfence keeps open at once: [proxy] max_tcp_connections, or fewer when the open files limit leaves room for fewer",
+        ));
+        must(registry.register(Box::new(tcp_connections_limit.clone())));
         let next_hops_down = must(IntGauge::new(
             "sipfence_next_hops_down",
-            "TCP next hops whose last connection attempt failed: their requests are answered 503 until one succeeds (tried every second)",
+            "Next hops down: TCP ones whose last connection attempt failed (their requests are answered 503 until one succeeds, tried every second), UDP ones that stopped answering their OPTIONS probes (their new calls are answered 503 until one is answered)",
         ));
         must(registry.register(Box::new(next_hops_down.clone())));
         let records_written = must(IntCounter::new(
@@ -569,6 +580,7 @@ impl Metrics {
             concurrent_calls,
             concurrent_calls_elsewhere,
             tcp_connections,
+            tcp_connections_limit,
             next_hops_down,
             records_written,
             records_dropped,

@@ -143,6 +143,8 @@ pub struct Shared {
     /// connection's task runs), so that workers accepting at once cannot pass
     /// `max_tcp_connections` between them (QA 44: 272 open at a cap of 256).
     pub accepted_tcp: std::sync::atomic::AtomicUsize,
+    /// Accepted connections the open files limit leaves room for ([`open_files`]).
+    pub tcp_room: usize,
     pub config_path: Option<PathBuf>,
     /// The settings this process took at start: a reload that changes them is applied
     /// only by a restart, and says so.
@@ -315,6 +317,20 @@ impl Shared {
             .iter()
             .find(|n| n.0 == listen)
             .map_or((listen, None), |n| (n.1, n.2))
+    }
+
+    /// `sipfence_next_hops_down`: TCP addresses whose last connection attempt failed,
+    /// and UDP next hops marked down by their probes.
+    pub fn count_next_hops_down(&self) {
+        let n = self.tcp_down.len() + self.probes.down_count();
+        self.metrics.next_hops_down.set(n as i64);
+    }
+
+    /// Accepted TCP connections kept open at once: `max_tcp_connections`, or the room
+    /// the open files limit leaves when that is less.
+    pub fn tcp_limit(&self) -> usize {
+        let max = self.loaded.load().policy.proxy.max_tcp_connections;
+        max.min(self.tcp_room)
     }
 
     pub fn count_message(&self, t: Transport, response: bool) {
@@ -601,7 +617,13 @@ fn init_logging(p: &Policy) {
 /// gateways: QA 44 ran out of descriptors at 1,100 connections), and warns when even
 /// that leaves no room for the connections allowed, the sockets, the record files and
 /// the metrics server.
-fn open_files(max_tcp: usize) {
+///
+/// Returns how many accepted connections the limit leaves room for (`usize::MAX`: no
+/// limit): past it, a connection is refused at once rather than left to fail at
+/// `accept` and wait in the kernel's queue, and the descriptors left serve the metrics
+/// server, the next hops' connections and the record files (QA 118 F4: with the limit
+/// taken by silent connections, `/healthz` timed out while calls flowed).
+fn open_files(max_tcp: usize) -> usize {
     #[cfg(unix)]
     {
         let mut l = libc::rlimit {
@@ -610,7 +632,7 @@ fn open_files(max_tcp: usize) {
         };
         // SAFETY: getrlimit and setrlimit read and write the struct passed, nothing else.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
-            return;
+            return usize::MAX;
         }
         if l.rlim_cur < l.rlim_max {
             let raised = libc::rlimit {
@@ -627,16 +649,25 @@ fn open_files(max_tcp: usize) {
                 l = raised;
             }
         }
-        // Listeners, worker sockets, record files, the metrics server's connections.
-        let need = max_tcp.saturating_add(256) as libc::rlim_t;
-        if l.rlim_cur != libc::RLIM_INFINITY && l.rlim_cur < need {
+        if l.rlim_cur == libc::RLIM_INFINITY {
+            return usize::MAX;
+        }
+        // Listeners, worker sockets, record files, the metrics server's connections,
+        // the next hops': a quarter of the limit, at most 256.
+        let limit = usize::try_from(l.rlim_cur).unwrap_or(usize::MAX);
+        let room = limit - (limit / 4).min(256);
+        if room < max_tcp {
             tracing::warn!(
-                limit = l.rlim_cur,
+                limit,
                 max_tcp_connections = max_tcp,
-                "the open files limit leaves no room for max_tcp_connections: raise it (systemd LimitNOFILE=, ulimit -n) or lower max_tcp_connections"
+                accepted_at_most = room,
+                "the open files limit leaves room for fewer TCP connections than max_tcp_connections: those past it are refused; raise the limit (systemd LimitNOFILE=, ulimit -n) or lower max_tcp_connections"
             );
         }
+        room
     }
+    #[cfg(not(unix))]
+    usize::MAX
 }
 
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
@@ -653,7 +684,7 @@ pub fn run(args: RunArgs) -> i32 {
     for w in lint::warnings(&policy) {
         tracing::warn!("{w}");
     }
-    open_files(policy.proxy.max_tcp_connections);
+    let tcp_room = open_files(policy.proxy.max_tcp_connections);
     let metrics = Arc::new(Metrics::new());
     let bound = metrics.bind(&policy);
     metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);
@@ -761,6 +792,7 @@ pub fn run(args: RunArgs) -> i32 {
         next_conn: AtomicU64::new(1),
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         accepted_tcp: std::sync::atomic::AtomicUsize::new(0),
+        tcp_room,
         probes: probe::Probes::default(),
         config_path: args.config.clone(),
         start_only,
@@ -773,6 +805,10 @@ pub fn run(args: RunArgs) -> i32 {
         metrics,
     });
 
+    shared
+        .metrics
+        .tcp_connections_limit
+        .set(shared.tcp_limit() as i64);
     // Bind everything before announcing: a port in use is a start-up error, not a log line.
     let mut per_worker = Vec::new();
     for _ in 0..workers {
@@ -1222,6 +1258,7 @@ async fn control(
             _ = int.recv() => break,
             _ = tick.tick() => {
                 let now = crate::cli::now_ms();
+                shared.metrics.tcp_connections_limit.set(shared.tcp_limit() as i64);
                 shared.rates.housekeep(now);
                 shared.metrics.rate_keys.set(shared.rates.keys() as i64);
                 if let Some(r) = shared.rates.recent() {

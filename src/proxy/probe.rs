@@ -19,7 +19,6 @@ use std::time::Duration;
 use super::Shared;
 use super::stateless::{Dest, probe_request};
 use super::udp::{self, Udps};
-use crate::observability::metrics::Metrics;
 use crate::policy::config::{ListenSpec, Transport};
 
 /// Probes unanswered in a row that mark a next hop down.
@@ -52,36 +51,36 @@ impl Probes {
         !self.down.is_empty() && self.down.contains_key(&canonical(to))
     }
 
-    /// An answer to a probe, from `from`.
-    pub fn answered(&self, from: SocketAddr, metrics: &Metrics) {
+    /// How many are marked down.
+    pub fn down_count(&self) -> usize {
+        self.down.len()
+    }
+
+    /// An answer to a probe, from `from`. True when it brought a next hop back.
+    pub fn answered(&self, from: SocketAddr) -> bool {
         let from = canonical(from);
         let Ok(mut hops) = self.hops.lock() else {
-            return;
+            return false;
         };
         let Some(h) = hops.get_mut(&from) else {
-            return;
+            return false;
         };
         h.unanswered = 0;
         h.answered_ever = true;
-        if h.down {
-            h.down = false;
-            self.down.remove(&from);
-            metrics.next_hops_down.dec();
-            tracing::warn!(next_hop = %from, "next hop answers its probes again: new calls go to it");
+        if !h.down {
+            return false;
         }
+        h.down = false;
+        self.down.remove(&from);
+        tracing::warn!(next_hop = %from, "next hop answers its probes again: new calls go to it");
+        true
     }
 
     /// One round at `now_ms` over the UDP next hops of the running policy (`hops`,
     /// probed every `every_ms`; 0: none): marks down those that left [`LOST`] probes
     /// unanswered, forgets those no trunk has any more, and returns those due for a
     /// probe now, each counted as sent.
-    pub fn due(
-        &self,
-        hops: &[SocketAddr],
-        every_ms: u64,
-        now_ms: u64,
-        metrics: &Metrics,
-    ) -> Vec<SocketAddr> {
+    pub fn due(&self, hops: &[SocketAddr], every_ms: u64, now_ms: u64) -> Vec<SocketAddr> {
         let Ok(mut map) = self.hops.lock() else {
             return vec![];
         };
@@ -90,7 +89,6 @@ impl Probes {
             let keep = wanted(a);
             if !keep && h.down {
                 self.down.remove(a);
-                metrics.next_hops_down.dec();
             }
             keep
         });
@@ -110,7 +108,6 @@ impl Probes {
                 if h.answered_ever && !h.down {
                     h.down = true;
                     self.down.insert(a, ());
-                    metrics.next_hops_down.inc();
                     tracing::warn!(next_hop = %a, probes = h.unanswered, "UDP next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
                 } else if !h.answered_ever && !h.said_silent {
                     h.said_silent = true;
@@ -154,7 +151,9 @@ pub async fn run(shared: Arc<Shared>, udps: Udps) {
         let hops = udp_next_hops(&shared);
         let addrs: Vec<SocketAddr> = hops.iter().map(|h| h.0).collect();
         let now = crate::cli::now_ms();
-        for to in shared.probes.due(&addrs, every_ms, now, &shared.metrics) {
+        let due = shared.probes.due(&addrs, every_ms, now);
+        shared.count_next_hops_down();
+        for to in due {
             let local = hops.iter().find(|h| h.0 == to).and_then(|h| h.1);
             let from = match local {
                 Some(l) => udp::forwarder(&udps, &l),
@@ -181,7 +180,6 @@ mod tests {
     /// that never answered is never down; one no trunk has any more is forgotten.
     #[test]
     fn a_next_hop_is_down_after_three_lost_probes_and_up_at_an_answer() {
-        let m = Metrics::new();
         let p = Probes::default();
         let (core, mute): (SocketAddr, SocketAddr) = (
             "10.0.0.5:5060".parse().unwrap(),
@@ -190,32 +188,32 @@ mod tests {
         let hops = [core, mute];
         let every = 10_000;
         let mut t = 1_000_000;
-        assert_eq!(p.due(&hops, every, t, &m), hops);
+        assert_eq!(p.due(&hops, every, t), hops);
         // Not due again before `every`.
-        assert!(p.due(&hops, every, t + 5_000, &m).is_empty());
-        p.answered(core, &m);
+        assert!(p.due(&hops, every, t + 5_000).is_empty());
+        assert!(!p.answered(core));
         for _ in 0..LOST {
             t += every;
-            assert_eq!(p.due(&hops, every, t, &m), hops);
+            assert_eq!(p.due(&hops, every, t), hops);
             assert!(!p.is_down(core) && !p.is_down(mute));
         }
         t += every;
-        p.due(&hops, every, t, &m);
+        p.due(&hops, every, t);
         assert!(p.is_down(core), "three probes lost after an answer");
         assert!(!p.is_down(mute), "never answered: not watched");
-        assert_eq!(m.next_hops_down.get(), 1);
+        assert_eq!(p.down_count(), 1);
         // An IPv4 answer seen on a dual-stack socket is the same next hop.
-        p.answered("[::ffff:10.0.0.5]:5060".parse().unwrap(), &m);
+        assert!(p.answered("[::ffff:10.0.0.5]:5060".parse().unwrap()));
         assert!(!p.is_down(core));
-        assert_eq!(m.next_hops_down.get(), 0);
+        assert_eq!(p.down_count(), 0);
         // Down again, then gone from the policy (or probes turned off): forgotten.
         for _ in 0..=LOST {
             t += every;
-            p.due(&hops, every, t, &m);
+            p.due(&hops, every, t);
         }
         assert!(p.is_down(core));
-        assert!(p.due(&hops, 0, t + every, &m).is_empty());
+        assert!(p.due(&hops, 0, t + every).is_empty());
         assert!(!p.is_down(core));
-        assert_eq!(m.next_hops_down.get(), 0);
+        assert_eq!(p.down_count(), 0);
     }
 }

@@ -39,25 +39,33 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// When a failed `accept`, and a connection refused for the limit, were last logged.
+static ACCEPT_FAILED_SAID: AtomicU64 = AtomicU64::new(0);
+static LIMIT_SAID: AtomicU64 = AtomicU64::new(0);
+static PEER_UNREACHABLE_SAID: AtomicU64 = AtomicU64::new(0);
+
 pub async fn serve(shared: Arc<Shared>, udps: Udps, local: ListenSpec, listener: TcpListener) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
-            Err(_) => {
-                // EMFILE and friends: back off instead of spinning.
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning, and say so (QA 118
+                // F4: nothing showed it while new peers waited in the kernel's queue).
+                shared.metrics.dropped("tcp-accept-failed");
+                if super::say_every_10s(&ACCEPT_FAILED_SAID) {
+                    tracing::warn!(listen = %local, error = %e, "cannot accept TCP connections (open files limit?): they wait in the kernel's queue");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let (max, claimed) = {
-            let l = shared.loaded.load();
-            (
-                l.policy.proxy.max_tcp_connections,
-                l.policy.claims_connection(&peer, &local),
-            )
-        };
+        let max = shared.tcp_limit();
+        let claimed = shared.loaded.load().policy.claims_connection(&peer, &local);
         let Some(place) = Place::take(&shared, |s| &s.accepted_tcp, max) else {
             shared.metrics.dropped("tcp-limit");
+            if super::say_every_10s(&LIMIT_SAID) {
+                tracing::warn!(limit = max, peer = %peer, "TCP connection refused: the accepted connections are at their limit (max_tcp_connections, or the open files limit)");
+            }
             drop(stream);
             continue;
         };
@@ -142,10 +150,7 @@ fn register(shared: &Shared) -> (u64, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>
 /// Whether it was.
 fn reachable(shared: &Shared, addr: SocketAddr) -> bool {
     let was = shared.tcp_down.remove(&addr).is_some();
-    shared
-        .metrics
-        .next_hops_down
-        .set(shared.tcp_down.len() as i64);
+    shared.count_next_hops_down();
     was
 }
 
@@ -251,7 +256,11 @@ async fn outbound(
         if failed == 0 && !named {
             // A peer's own address (its Contact, or the Via of a caller whose
             // connection closed), not a next hop (QA 79: the line said next hop).
-            tracing::warn!(%addr, error = %why, "cannot connect to a peer's own address (no next hop): the requests for it are answered 503, the responses lost");
+            // Tried once per request or response that wants it: at most a line every
+            // 10 s (QA 118 F6: one per retransmission after a restart).
+            if super::say_every_10s(&PEER_UNREACHABLE_SAID) {
+                tracing::warn!(%addr, error = %why, "cannot connect to a peer's own address (no next hop): the requests for it are answered 503, the responses lost (said at most every 10 s)");
+            }
         } else if failed == 0 {
             tracing::warn!(%addr, error = %why, "cannot connect to next hop: its requests are answered 503 until it can be reached (tried every second)");
         } else {
@@ -262,10 +271,7 @@ async fn outbound(
             .tcp_down
             .entry(addr)
             .or_insert_with(|| AtomicU64::new(crate::cli::now_ms()));
-        shared
-            .metrics
-            .next_hops_down
-            .set(shared.tcp_down.len() as i64);
+        shared.count_next_hops_down();
         // What was queued while connecting, and what raced the mark until the next try.
         let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
         while let Ok(Some(b)) = tokio::time::timeout_at(until, rx.recv()).await {

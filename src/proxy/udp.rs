@@ -241,7 +241,11 @@ pub fn handle_one(
         Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
         Observed::CoreRefused(code) => shared.metrics.core_refused(code),
         Observed::Flow(event) => shared.metrics.nat_flow(event),
-        Observed::ProbeAnswer(from) => shared.probes.answered(from, &shared.metrics),
+        Observed::ProbeAnswer(from) => {
+            if shared.probes.answered(from) {
+                shared.count_next_hops_down();
+            }
+        }
     };
     let handled = stateless::handle(&step, data, msg, o, out, edits, &mut observe);
     // SIP messages only: what does not parse is counted in parse_errors_total.

@@ -109,16 +109,48 @@ impl Proxy {
         workers: usize,
         hook: &dyn Fn(u32),
     ) -> Proxy {
+        Self::start_limited_in(dir, config, workers, hook, None)
+    }
+
+    /// [`Proxy::start`] with its open files limit (soft and hard) at `nofile`.
+    pub fn start_limited(config: &str, workers: usize, nofile: u64) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_limited_in(dir, config, workers, &|_| {}, Some(nofile))
+    }
+
+    fn start_limited_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        workers: usize,
+        hook: &dyn Fn(u32),
+        nofile: Option<u64>,
+    ) -> Proxy {
         let path = dir.path().join("sipfence.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args([
-                "run",
-                "--config",
-                path.to_str().unwrap(),
-                "--workers",
-                &workers.to_string(),
-            ])
+        let args = [
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--workers",
+            &workers.to_string(),
+        ];
+        let mut cmd = match nofile {
+            // The shell sets the limit and becomes sipfence (`exec`): the pid is its.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_sipfence"))
+                    .args(args);
+                c
+            }
+            None => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_sipfence"));
+                c.args(args);
+                c
+            }
+        };
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
