@@ -748,6 +748,69 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     core_side.join().unwrap();
 }
 
+/// `[proxy] drain_secs`: after SIGTERM new calls are answered 503 with Retry-After and
+/// `/readyz` says not ready, while the answer to a call already sent on is still
+/// relayed; then it stops, with status 0 (QA 118 F7: it stopped at once).
+#[test]
+fn a_stop_drains_the_calls_under_way() {
+    let base = port_block();
+    let mut proxy = Proxy::start(&config(base, "[proxy]\ndrain_secs = 2\n"), 1);
+    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let send = |id: &str| {
+        caller
+            .send_to(
+                invite_from(me, "+8613912345678", id).as_bytes(),
+                ("127.0.0.1", base + 4),
+            )
+            .unwrap();
+    };
+    let read = |s: &UdpSocket| {
+        let mut b = [0u8; 4096];
+        let (n, from) = s.recv_from(&mut b).expect("a datagram");
+        (String::from_utf8_lossy(&b[..n]).into_owned(), from)
+    };
+    send("drain-1");
+    let (invite, proxy_addr) = read(&core);
+    assert!(invite.starts_with("INVITE "), "{invite}");
+    let started = std::time::Instant::now();
+    proxy.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, body) = proxy.http("GET", "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    // A new call: told to go elsewhere.
+    send("drain-2");
+    let (refused, _) = read(&caller);
+    assert!(
+        refused.starts_with("SIP/2.0 503 ") && refused.contains("Retry-After: "),
+        "{refused}"
+    );
+    // The call under way gets its answer.
+    core.send_to(
+        common::answer_as_uas(&invite, "200 OK").as_bytes(),
+        proxy_addr,
+    )
+    .unwrap();
+    let (ok, _) = read(&caller);
+    assert!(
+        ok.starts_with("SIP/2.0 200 ") && ok.contains("Call-ID: drain-1"),
+        "{ok}"
+    );
+    let exit = proxy.proc.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
 #[test]
 fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
     let base = port_block();

@@ -5500,6 +5500,18 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
     );
     loads("[proxy]\nudp_mtu = 1300\n");
     loads("[proxy]\nudp_mtu = 0\n");
+    refused(
+        "[proxy]\nprobe_secs = 36000\n",
+        2,
+        "probe_secs = 36000 is over an hour",
+    );
+    loads("[proxy]\nprobe_secs = 10\n");
+    refused(
+        "[proxy]\ndrain_secs = 3600\n",
+        2,
+        "drain_secs = 3600 is over 5 minutes",
+    );
+    loads("[proxy]\ndrain_secs = 5\n");
     refused("[proxy]\nworkers = 100000\n", 2, "workers = 100000");
     // Session 27: a stream trimmed to nothing, an overload answer that feeds the
     // overload or asks for an hour's wait, a Redis wait longer than a call set-up, a

@@ -816,6 +816,11 @@ pub struct ProxyConf {
     /// answered a probe and then leaves three unanswered is marked down: new calls for
     /// it get 503 until it answers again. A TCP next hop is watched by its connection.
     pub probe_secs: u64,
+    /// Seconds sipfence goes on after SIGTERM before it stops (0: it stops at once):
+    /// new calls are answered 503 with Retry-After and `/readyz` says not ready, while
+    /// what is under way (answers, ACKs, BYEs) is still relayed. A second SIGTERM or
+    /// SIGINT stops it at once.
+    pub drain_secs: u64,
 }
 
 impl Default for ProxyConf {
@@ -831,6 +836,7 @@ impl Default for ProxyConf {
             proxy_require_accepted: Vec::new(),
             advertise: None,
             probe_secs: 0,
+            drain_secs: 0,
         }
     }
 }

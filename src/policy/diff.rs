@@ -514,7 +514,8 @@ pub fn applied(old: &Policy, new: &Policy) -> Vec<String> {
         max_tcp_connections,
         udp_mtu,
         proxy_require_accepted,
-        probe_secs
+        probe_secs,
+        drain_secs
     );
     applied
 }

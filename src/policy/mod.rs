@@ -1496,6 +1496,15 @@ impl Policy {
                 ),
             ));
         }
+        if cfg.proxy.drain_secs > 300 {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[proxy] drain_secs = {} is over 5 minutes: a stop would hold every new call off for that long (a service manager kills it sooner)",
+                    cfg.proxy.drain_secs
+                ),
+            ));
+        }
         if cfg.proxy.udp_mtu != 0 && !(576..=65_507).contains(&cfg.proxy.udp_mtu) {
             return Err(LoadError::file(
                 file,

@@ -158,6 +158,9 @@ pub struct Shared {
     pub msg_counters: [[prometheus::IntCounter; 2]; 2],
     /// When an INVITE was last shed for overload (ms since the epoch, 0: never).
     pub shed_at_ms: AtomicU64,
+    /// Stopping (`[proxy] drain_secs` after SIGTERM): new calls are shed as under
+    /// overload, the rest relayed.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// How long after the last INVITE shed for overload `/readyz` says not ready.
@@ -799,6 +802,7 @@ pub fn run(args: RunArgs) -> i32 {
         named,
         started: Instant::now(),
         shed_at_ms: AtomicU64::new(0),
+        draining: std::sync::atomic::AtomicBool::new(false),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
             ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))
         }),
@@ -1129,6 +1133,9 @@ async fn control(
             // shedding: a load balancer that reads this sends new calls elsewhere while
             // this gateway answers them 503, and back once it has kept up for a while.
             Box::new(move || {
+                if s.draining.load(Ordering::Relaxed) {
+                    return Err("draining: stopping, new calls are answered 503".into());
+                }
                 let shed = s.shed_at_ms.load(Ordering::Relaxed);
                 let ago = crate::cli::now_ms().saturating_sub(shed);
                 if shed != 0 && ago < SHEDDING_MS {
@@ -1254,7 +1261,10 @@ async fn control(
                 let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || s.reload()).await;
             }
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                drain(&shared, &mut term, &mut int).await;
+                break;
+            }
             _ = int.recv() => break,
             _ = tick.tick() => {
                 let now = crate::cli::now_ms();
@@ -1293,6 +1303,35 @@ async fn control(
     }
     print_out!("sipfence: stopped");
     0
+}
+
+/// After SIGTERM, with `[proxy] drain_secs`: new calls are answered 503 (and
+/// `/readyz` says not ready) for that long, so that callers and load balancers move
+/// them to another gateway, while the calls under way get their answers, ACKs and BYEs
+/// relayed; then, or at a second SIGTERM or SIGINT, the stop goes on (QA 118 F7: it
+/// stopped within milliseconds, mid-transaction).
+async fn drain(
+    shared: &Shared,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    let secs = shared.loaded.load().policy.proxy.drain_secs;
+    if secs == 0 {
+        return;
+    }
+    shared.draining.store(true, Ordering::Relaxed);
+    notify::notify(&format!(
+        "STOPPING=1\nSTATUS=draining: new calls answered 503 for {secs} s"
+    ));
+    tracing::info!(
+        drain_secs = secs,
+        "draining: new calls are answered 503 while the calls under way go on; SIGTERM again stops at once"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// Whether a log line guarded by `last` is due: at most one every ten seconds across
