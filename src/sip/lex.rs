@@ -165,6 +165,7 @@ pub fn class_end<C: Class>(b: &[u8], mut i: usize) -> usize {
 /// when fewer than sixteen bytes are left from `at` (the caller finishes byte by byte).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
+#[inline]
 fn class_mask_ssse3(b: &[u8], mut i: usize, lo: &[u8; 16]) -> Result<usize, usize> {
     use core::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_setr_epi8,
