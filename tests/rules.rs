@@ -5732,6 +5732,17 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "{summary}"
     );
     assert!(!summary.contains("s3cret"), "{summary}");
+    // ... and how the trunk's dialogs go (QA 120: neither Record-Route nor Path showed).
+    assert!(!summary.contains("    dialogs:"), "{summary}");
+    let routed = policy_of(&ent.replace(
+        "[trunk.whitelist]",
+        "record_route = true\nregister_path = true\n[trunk.whitelist]",
+    ))
+    .summary();
+    assert!(
+        routed.contains("    dialogs: record-routed, Path on REGISTERs\n"),
+        "{routed}"
+    );
     // A list file that cannot be read says where the policy names it.
     let e = Policy::from_str(
         "[general]\n[lists.blacklist]\nfiles = [\"no/such/list.txt\"]\n",

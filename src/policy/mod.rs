@@ -1956,6 +1956,18 @@ impl Policy {
             if let Some(a) = &t.auth {
                 let _ = writeln!(s, "    auth: {}", a.summary());
             }
+            // How the dialogs go: through sipfence or around it.
+            let routing: Vec<&str> = [
+                (t.record_route, "record-routed"),
+                (t.register_path, "Path on REGISTERs"),
+                (t.trust_in_dialog_invites, "in-dialog INVITEs trusted"),
+            ]
+            .into_iter()
+            .filter_map(|(on, what)| on.then_some(what))
+            .collect();
+            if !routing.is_empty() {
+                let _ = writeln!(s, "    dialogs: {}", routing.join(", "));
+            }
             if let Some(n) = t.max_concurrent {
                 let _ = writeln!(s, "    concurrent calls: at most {n}");
             }

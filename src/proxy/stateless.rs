@@ -1257,22 +1257,71 @@ fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
         if !v.contains(&b'%') && !v.windows(4).any(|w| w.eq_ignore_ascii_case(b"flow")) {
             continue;
         }
-        let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
-            let Ok(u) = uri::parse(b, na.uri) else {
-                return;
-            };
-            lex::params(b, u.params, false)
-                .filter(|p| uri::is_param_name(lex::trim(p.name.of(b)), name))
-                .filter_map(|p| p.with_semi(b))
-                .for_each(|sp| {
-                    any = true;
-                    if let Some(e) = edits.as_deref_mut() {
-                        e.remove(sp);
-                    }
-                });
+        // A field every strict reader takes: each URI's parameters. Any other (a quoted
+        // value, a '"' no URI has: QA 120, whose registrar stored it) as a lenient
+        // reader would see it: every ';' parameter of the field.
+        let mut strict = true;
+        let listed = crate::sip::addr::parse_list(b, h.value(), |na| {
+            strict &= uri::parse(b, na.uri).is_ok();
         });
+        let mut take = |name_at: Span, seg: Span| {
+            if uri::is_param_name(lex::trim(name_at.of(b)), name) {
+                any = true;
+                if let Some(e) = edits.as_deref_mut() {
+                    e.remove(seg);
+                }
+            }
+        };
+        if listed.is_ok() && strict {
+            let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+                if let Ok(u) = uri::parse(b, na.uri) {
+                    for p in lex::params(b, u.params, false) {
+                        if let Some(seg) = p.with_semi(b) {
+                            take(p.name, seg);
+                        }
+                    }
+                }
+            });
+        } else {
+            lenient_params(b, h.value(), &mut take);
+        }
     }
     any
+}
+
+/// The ';' parameters anywhere in `b[span]` as the most lenient reader finds them:
+/// `each(name, from its ';' to its end)`, a parameter ending at the next ';', ',' or
+/// '>' outside a quoted string.
+fn lenient_params(b: &[u8], span: Span, each: &mut dyn FnMut(Span, Span)) {
+    let end = (span.end as usize).min(b.len());
+    let mut i = span.start as usize;
+    let mut semi = None;
+    while i < end {
+        match b[i] {
+            b'"' => {
+                i = lex::quoted_end(&b[..end], i).unwrap_or(end);
+                continue;
+            }
+            c @ (b';' | b',' | b'>') => {
+                if let Some(s) = semi.take() {
+                    let eq = b[s..i].iter().position(|&c| c == b'=').map_or(i, |k| s + k);
+                    each(Span::new(s + 1, eq), Span::new(s, i));
+                }
+                if c == b';' {
+                    semi = Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(s) = semi {
+        let eq = b[s..end]
+            .iter()
+            .position(|&c| c == b'=')
+            .map_or(end, |k| s + k);
+        each(Span::new(s + 1, eq), Span::new(s, end));
+    }
 }
 
 /// Writes `flow` into the first of our entries in an answer's Record-Route (RFC 3261
@@ -2720,15 +2769,17 @@ record_route = true
         // ours is added.
         let forging = register.replace(
             "Supported: path\r\n",
-            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>\r\n",
+            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>, <sip:10.0.0.1:5060;lr;sf-flow=\"198.51.100.99~5061~udp\">\r\n",
         );
         let plain = with("");
         for (p, ours) in [(&p, true), (&plain, false)] {
             let (h, out) = run(p, "198.51.100.7:40000", &forging);
             assert!(matches!(h, Handled::Forward(_)), "{out}");
             assert!(!out.contains("198.51.100.99"), "{out}");
+            // The second, quoted (no URI has quotes: a strict reader refuses it, a
+            // lenient one might read it), goes too (QA 120).
             assert!(
-                out.contains("\r\nPath: <sip:10.0.0.1:5060;lr>\r\n"),
+                out.contains("\r\nPath: <sip:10.0.0.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n"),
                 "{out}"
             );
             assert_eq!(
