@@ -2760,6 +2760,22 @@ record_route = true
             "{out}"
         );
         assert_eq!(flow_events(&p, "10.0.0.5:5060", &invite), ["followed"]);
+        // Towards a TCP core: reached over TCP, as our Record-Route says.
+        let tcp = Policy::from_str(
+            &format!("{POLICY}register_path = true\n").replace("udp:10.0.0.5", "tcp:10.0.0.5"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let (h, out) = run(&tcp, "198.51.100.7:40000", register);
+        assert_eq!(
+            h,
+            Handled::Forward(Dest::TcpTo("10.0.0.5:5060".parse().unwrap()))
+        );
+        assert_eq!(
+            path_of(&out),
+            "<sip:10.0.0.1:5060;lr;transport=tcp;sf-flow=198.51.100.7~40000~udp>"
+        );
         // Not behind a NAT: our Path with no flow, and the call goes to the Contact.
         let public = register.replace("192.168.1.10", "198.51.100.7");
         let (_, out) = run(&p, "198.51.100.7:5060", &public);
