@@ -148,6 +148,7 @@ impl ProxySetup {
             via_addr: ([127, 0, 0, 1], 5060).into(),
             via_other: None,
             overloaded: false,
+            draining: false,
             next_hops: &sipfence::proxy::stateless::NoNextHops,
         }
     }

@@ -203,6 +203,7 @@ pub fn rewrite(data: &[u8]) {
         via_addr: ([127, 0, 0, 1], 5060).into(),
         via_other: None,
         overloaded: false,
+        draining: false,
         next_hops: &crate::proxy::stateless::NoNextHops,
     };
     let o = Origin {

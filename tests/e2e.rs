@@ -550,6 +550,22 @@ fn tcp_next_hop_unreachable() {
         "the second was never queued"
     );
     assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
+    // The 503s of calls are told from the rules' blocks, and only those of calls: a
+    // PBX's OPTIONS answered 503 the same way is no call (QA 119 N3).
+    let options = invite
+        .replace(
+            "INVITE sip:+861012345678@127.0.0.1",
+            "OPTIONS sip:+861012345678@127.0.0.1",
+        )
+        .replace("1 INVITE", "1 OPTIONS")
+        .replace("tcp-down", "tcp-down-options");
+    let r = answer_to(&sock, base, &options);
+    assert!(r.starts_with("SIP/2.0 503 "), "{r}");
+    assert_eq!(
+        proxy.metric("sipfence_protocol_refusals_total{code=\"503\",trunk=\"intl\"}"),
+        1.0,
+        "the second INVITE only"
+    );
     // Seconds later it is still down: still answered at once and recorded as refused,
     // not queued behind a new attempt and recorded as allowed (the attempts go on in
     // the background).
@@ -788,7 +804,9 @@ fn a_stop_drains_the_calls_under_way() {
     send("drain-2");
     let (refused, _) = read(&caller);
     assert!(
-        refused.starts_with("SIP/2.0 503 ") && refused.contains("Retry-After: "),
+        refused.starts_with("SIP/2.0 503 ")
+            && refused.contains("Retry-After: ")
+            && refused.contains("text=\"Stopping: try another gateway\""),
         "{refused}"
     );
     // The call under way gets its answer.

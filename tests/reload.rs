@@ -158,6 +158,18 @@ fn a_list_cut_while_being_written_is_refused_until_forced() {
     std::fs::write(&list, numbers(1000)).unwrap();
     let proxy = Proxy::start_in(dir, &conf, 1, &|_| {});
     assert!(ask(base, "+442070000999", "c1").starts_with("SIP/2.0 608 "));
+    // `check --against` the running files says the reload would refuse a cut (QA 119
+    // N4: it said ok).
+    let old = tempfile::tempdir().unwrap();
+    std::fs::write(old.path().join("sipfence.toml"), &conf).unwrap();
+    std::fs::write(old.path().join("blacklist.txt"), numbers(1000)).unwrap();
+    std::fs::write(&list, numbers(10)).unwrap();
+    let said = proxy.check(Some(&old.path().join("sipfence.toml")));
+    assert!(
+        said.contains("a reload refuses it: list blacklist 1000 -> 10 entries lost more than half")
+            && !said.contains("\nok\n"),
+        "{said}"
+    );
     // Cut to nothing, then to 400 of 1000: refused, named, the running list kept.
     for (kept, shown) in [(0, "1000 -> 0 entries"), (400, "1000 -> 400 entries")] {
         std::fs::write(&list, numbers(kept)).unwrap();

@@ -101,6 +101,7 @@ fn bext01_proxy_answers_420_listing_proxy_require() {
         via_addr: "10.0.0.1:5060".parse().unwrap(),
         via_other: None,
         overloaded: false,
+        draining: false,
         next_hops: &sipfence::proxy::stateless::NoNextHops,
     };
     let o = Origin {

@@ -72,6 +72,15 @@ pub fn check(config: Option<PathBuf>, against: Option<PathBuf>) -> i32 {
         for r in &c.restart {
             println!("  needs a restart (read at start only): {r}");
         }
+        // What the reload would refuse (QA 119 N4: check said ok to a cut list).
+        let shrunk = crate::policy::diff::shrunk_lists(&o, &p);
+        if !shrunk.is_empty() {
+            println!(
+                "a reload refuses it: {} lost more than half (POST /reload?force=1 takes it, or a restart)",
+                shrunk.join(", ")
+            );
+            return 1;
+        }
     }
     println!("ok");
     0

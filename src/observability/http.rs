@@ -129,8 +129,9 @@ async fn serve(
 
 /// Connections served at once: Prometheus, a Grafana agent, a probe and an operator's
 /// curl need a handful; past this a new one is closed at once, so that a flood of idle
-/// connections cannot take every file descriptor of the process (QA 44).
-const MAX_CONNECTIONS: usize = 256;
+/// connections cannot take every file descriptor of the process (QA 44). Fewer when
+/// the open files limit keeps few back (see [`run`]).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Connections served at once from one address: one host holding idle connections
 /// open cannot take the places of the probes and the scrapers (QA 54: 64 half-sent
@@ -174,9 +175,9 @@ impl Drop for SourcePlace {
     }
 }
 
-/// Serves until the task is dropped.
-pub async fn run(listener: TcpListener, st: Arc<HttpState>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+/// Serves until the task is dropped, at most `max_connections` at once.
+pub async fn run(listener: TcpListener, st: Arc<HttpState>, max_connections: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let sources = Arc::new(PerSource::default());
     loop {
         let (stream, peer) = match listener.accept().await {

@@ -111,8 +111,8 @@ pub const DROP_REASONS: [&str; 27] = [
 /// The codes the protocol checks answer (a decision's `refusal`): broken fields, an
 /// unsupported Proxy-Require, a loop, no hops left; and a request the next hop cannot
 /// take: too large for UDP to it (513), or it down, not answering its probes or
-/// congested (503: told apart from the rules' blocks, so that an outage of the core
-/// does not read as a block spike, QA 118 F5).
+/// congested (503, calls only: told apart from the rules' blocks, so that an outage of
+/// the core does not read as a block spike, QA 118 F5).
 pub const REFUSAL_CODES: [u16; 6] = [400, 420, 482, 483, 503, 513];
 
 /// The codes sipfence answers the core's own requests with: broken fields, an
@@ -317,7 +317,7 @@ impl Metrics {
         );
         let refusals = cv(
             "sipfence_protocol_refusals_total",
-            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), or that the next hop cannot take (513: too large for UDP, or grown past 65,535 bytes for TCP; 503: it is down, not answering its probes, or congested), by trunk (none: no trunk claims the source) and code",
+            "Requests refused before any rule because they break SIP (400 broken or repeated To/From/Call-ID/CSeq/Max-Forwards/Content-Length, 420 unsupported Proxy-Require, 482 loop, 483 no hops left), or that the next hop cannot take (513: too large for UDP, or grown past 65,535 bytes for TCP; 503, calls only: it is down, not answering its probes, or congested), by trunk (none: no trunk claims the source) and code",
             &["trunk", "code"],
         );
         let core_refusals = cv(
@@ -871,7 +871,11 @@ impl Bound {
             self.calls[s][v].inc();
             self.latency[s].observe(seconds);
         }
+        // A next hop's 503 is counted for calls only: it is what the block-spike alert
+        // takes out of the calls refused (QA 119 N3: a PBX's OPTIONS answered 503 hid
+        // real blocks).
         if let Some(r) = d.refusal
+            && (r.code != 503 || d.kind == Kind::Call)
             && let Some(i) = REFUSAL_CODES.iter().position(|&c| c == r.code)
         {
             self.refusals[s][i].inc();

@@ -229,13 +229,15 @@ impl Writer {
             return;
         }
         self.looked_at = now;
-        let Some(f) = self.file.as_ref() else {
+        // The pcap of rejected calls too (QA 119 N1): it goes with its records file.
+        let Some(gone) = [self.file.as_ref(), self.pcap.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|f| !same_file(&f.file, &f.path))
+        else {
             return;
         };
-        if same_file(&f.file, &f.path) {
-            return;
-        }
-        tracing::warn!(file = %f.path.display(), "the signaling records file was removed or moved while being written: a new one is started (sipfence rotates and expires its own files: [records] rotate_secs, rotate_bytes, retention_secs)");
+        tracing::warn!(file = %gone.path.display(), "a signaling records file was removed or moved while being written: new ones are started (sipfence rotates and expires its own files: [records] rotate_secs, rotate_bytes, retention_secs)");
         self.flush();
         self.file = None;
         self.close_pcap();
@@ -405,7 +407,15 @@ impl Writer {
             name = self.dir.join(format!("records-{now}-{n}.jsonl"));
             n += 1;
         }
-        match Batched::open(name.clone()) {
+        // The directory removed while running (QA 119 N2) is made again, as at start.
+        let opened = Batched::open(name.clone()).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.dir)?;
+                Batched::open(name.clone())
+            }
+            _ => Err(e),
+        });
+        match opened {
             Ok(f) => {
                 self.file = Some(f);
                 self.opened_at = now;
@@ -636,6 +646,45 @@ mod tests {
         // Untouched, the file goes on.
         write(&mut w, 5);
         assert_eq!(lines(&third[0].1), 3);
+        // The whole directory removed: made again (QA 119 N2).
+        std::fs::remove_dir_all(dir.path()).expect("removed");
+        write(&mut w, 6);
+        let fourth = record_files(dir.path()).expect("listed");
+        assert_eq!(fourth.len(), 1, "{fourth:?}");
+        assert_eq!(lines(&fourth[0].1), 1);
+    }
+
+    /// The pcap of rejected calls removed while open goes with its records file: both
+    /// start anew (QA 119 N1: packets went into the removed pcap).
+    #[test]
+    fn a_rejected_pcap_removed_is_followed_by_a_new_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut w = Writer::new(
+            dir.path().to_path_buf(),
+            &conf(3_600, 1 << 30, true),
+            Arc::new(Metrics::new()),
+        );
+        w.look_every = Duration::ZERO;
+        let raw = |w: &mut Writer| {
+            w.follow_path();
+            w.item(Item::Raw {
+                ts_ms: 1_000,
+                src: "127.0.0.1:5070".parse().expect("address"),
+                dst: "127.0.0.1:5060".parse().expect("address"),
+                bytes: Bytes::from_static(b"INVITE sip:x SIP/2.0\r\n\r\n"),
+            });
+            w.flush();
+        };
+        raw(&mut w);
+        let pcaps = || rejected_files(dir.path()).expect("listed");
+        assert_eq!(pcaps().len(), 1);
+        std::fs::remove_file(&pcaps()[0].1).expect("removed");
+        raw(&mut w);
+        let now = pcaps();
+        assert_eq!(now.len(), 1, "{now:?}");
+        // A whole pcap: its header and one packet.
+        let len = std::fs::metadata(&now[0].1).expect("there").len();
+        assert!(len > 24, "{len}");
     }
 
     #[test]

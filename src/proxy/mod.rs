@@ -145,6 +145,8 @@ pub struct Shared {
     pub accepted_tcp: std::sync::atomic::AtomicUsize,
     /// Accepted connections the open files limit leaves room for ([`open_files`]).
     pub tcp_room: usize,
+    /// Connections the metrics server serves at once ([`open_files`]).
+    pub http_room: usize,
     pub config_path: Option<PathBuf>,
     /// The settings this process took at start: a reload that changes them is applied
     /// only by a restart, and says so.
@@ -622,11 +624,13 @@ fn init_logging(p: &Policy) {
 /// the metrics server.
 ///
 /// Returns how many accepted connections the limit leaves room for (`usize::MAX`: no
-/// limit): past it, a connection is refused at once rather than left to fail at
-/// `accept` and wait in the kernel's queue, and the descriptors left serve the metrics
-/// server, the next hops' connections and the record files (QA 118 F4: with the limit
-/// taken by silent connections, `/healthz` timed out while calls flowed).
-fn open_files(max_tcp: usize) -> usize {
+/// limit), and how many the metrics server may serve at once: past the first, a
+/// connection is refused at once rather than left to fail at `accept` and wait in the
+/// kernel's queue, and the descriptors left serve the metrics server, the next hops'
+/// connections and the record files (QA 118 F4: with the limit taken by silent
+/// connections, `/healthz` timed out while calls flowed).
+fn open_files(max_tcp: usize) -> (usize, usize) {
+    use crate::observability::http::MAX_CONNECTIONS as HTTP_MAX;
     #[cfg(unix)]
     {
         let mut l = libc::rlimit {
@@ -635,7 +639,7 @@ fn open_files(max_tcp: usize) -> usize {
         };
         // SAFETY: getrlimit and setrlimit read and write the struct passed, nothing else.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
-            return usize::MAX;
+            return (usize::MAX, HTTP_MAX);
         }
         if l.rlim_cur < l.rlim_max {
             let raised = libc::rlimit {
@@ -653,12 +657,18 @@ fn open_files(max_tcp: usize) -> usize {
             }
         }
         if l.rlim_cur == libc::RLIM_INFINITY {
-            return usize::MAX;
+            return (usize::MAX, HTTP_MAX);
         }
         // Listeners, worker sockets, record files, the metrics server's connections,
-        // the next hops': a quarter of the limit, at most 256.
+        // the next hops': a quarter of the limit, at most 256; of that, the metrics
+        // server takes a quarter at most (QA 119 N5: its 256 idle connections took
+        // every descriptor kept back, and /healthz timed out again).
         let limit = usize::try_from(l.rlim_cur).unwrap_or(usize::MAX);
         let room = limit - (limit / 4).min(256);
+        // What the accepted connections leave, of which the metrics server takes a
+        // quarter at most.
+        let spare = limit - room.min(max_tcp);
+        let http = (spare / 4).clamp(8, HTTP_MAX);
         if room < max_tcp {
             tracing::warn!(
                 limit,
@@ -667,10 +677,10 @@ fn open_files(max_tcp: usize) -> usize {
                 "the open files limit leaves room for fewer TCP connections than max_tcp_connections: those past it are refused; raise the limit (systemd LimitNOFILE=, ulimit -n) or lower max_tcp_connections"
             );
         }
-        room
+        (room, http)
     }
     #[cfg(not(unix))]
-    usize::MAX
+    (usize::MAX, HTTP_MAX)
 }
 
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
@@ -687,7 +697,7 @@ pub fn run(args: RunArgs) -> i32 {
     for w in lint::warnings(&policy) {
         tracing::warn!("{w}");
     }
-    let tcp_room = open_files(policy.proxy.max_tcp_connections);
+    let (tcp_room, http_room) = open_files(policy.proxy.max_tcp_connections);
     let metrics = Arc::new(Metrics::new());
     let bound = metrics.bind(&policy);
     metrics.loaded_at.set(crate::cli::now_ms() as i64 / 1000);
@@ -796,6 +806,7 @@ pub fn run(args: RunArgs) -> i32 {
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         accepted_tcp: std::sync::atomic::AtomicUsize::new(0),
         tcp_room,
+        http_room,
         probes: probe::Probes::default(),
         config_path: args.config.clone(),
         start_only,
@@ -1227,7 +1238,7 @@ async fn control(
         match http::bind(&metrics_listen).await {
             Ok((l, a)) => {
                 print_out!("sipfence: metrics on http://{a}/metrics");
-                tokio::spawn(http::run(l, st.clone()));
+                tokio::spawn(http::run(l, st.clone(), shared.http_room));
             }
             Err(e) => {
                 print_err!("sipfence: cannot serve metrics on {metrics_listen}: {e}");

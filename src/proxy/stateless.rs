@@ -155,6 +155,9 @@ pub struct Step<'a> {
     pub via_other: Option<SocketAddr>,
     /// New INVITEs are answered 503 (the proxy is saturated).
     pub overloaded: bool,
+    /// Stopping (`[proxy] drain_secs`): new INVITEs are answered 503 as under
+    /// overload, with a Reason that says why.
+    pub draining: bool,
     pub next_hops: &'a dyn NextHops,
 }
 
@@ -398,7 +401,7 @@ fn handle_parsed(
     // unknown-source rule, the first and cheapest, answers it as always (silence, with
     // `drop`), so that an overload gives a scanner no answer to reflect and no stranger
     // can turn the gateway not ready.
-    if st.overloaded
+    if (st.overloaded || st.draining)
         && method == Method::Invite
         && st.policy.knows(&o.source, Some(&o.local))
         && (msg.to_tag().is_none()
@@ -412,7 +415,11 @@ fn handle_parsed(
     {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
         let extra = Extra {
-            reason_text: Some("Overloaded"),
+            reason_text: Some(if st.draining {
+                "Stopping: try another gateway"
+            } else {
+                "Overloaded"
+            }),
             retry_after: Some(st.policy.proxy.retry_after),
             server,
             source: Some(o.source),
@@ -1743,6 +1750,7 @@ record_route = true
             via_addr: "10.0.0.1:5060".parse().unwrap(),
             via_other: None,
             overloaded: false,
+            draining: false,
             next_hops: &NoNextHops,
         }
     }

@@ -635,9 +635,8 @@ async fn serve_stream(
                     let l = shared.loaded.load();
                     let arrival = udp::Arrival::now();
                     let overload_after = Duration::from_millis(l.policy.proxy.overload_ms.max(1));
-                    let overloaded = busy_since
-                        .is_some_and(|t| arrival.at.duration_since(t) > overload_after)
-                        || shared.draining.load(Ordering::Relaxed);
+                    let overloaded =
+                        busy_since.is_some_and(|t| arrival.at.duration_since(t) > overload_after);
                     if let Some(d) = udp::handle_one(
                         shared, &l, arrival, vias, data, &o, overloaded, &mut msg, &mut edits,
                         &mut out,

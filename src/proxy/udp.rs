@@ -199,6 +199,7 @@ pub fn step<'a>(
         via_addr: vias.0,
         via_other: vias.1,
         overloaded,
+        draining: shared.draining.load(std::sync::atomic::Ordering::Relaxed),
         next_hops: shared,
     }
 }
@@ -525,8 +526,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
             let since = *busy_since.get_or_insert(arrival.at);
             let overload_after =
                 std::time::Duration::from_millis(l.policy.proxy.overload_ms.max(1));
-            let overloaded = arrival.at.duration_since(since) > overload_after
-                || shared.draining.load(std::sync::atomic::Ordering::Relaxed);
+            let overloaded = arrival.at.duration_since(since) > overload_after;
             arena.reserve((0..n).map(|k| rb.get(k).0.len()).sum::<usize>().max(ARENA));
             for k in 0..n {
                 arena.extend_from_slice(rb.get(k).0);
