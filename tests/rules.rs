@@ -5503,13 +5503,13 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
     refused(
         "[proxy]\nprobe_secs = 36000\n",
         2,
-        "probe_secs = 36000 is over an hour",
+        "[proxy] probe_secs = 36000 is over 3600 seconds",
     );
     loads("[proxy]\nprobe_secs = 10\n");
     refused(
         "[proxy]\ndrain_secs = 3600\n",
         2,
-        "drain_secs = 3600 is over 5 minutes",
+        "[proxy] drain_secs = 3600 is over 300 seconds",
     );
     loads("[proxy]\ndrain_secs = 5\n");
     refused("[proxy]\nworkers = 100000\n", 2, "workers = 100000");

@@ -1487,24 +1487,6 @@ impl Policy {
             }
         }
         // Values no deployment means: a typo's extra digit, or a size no datagram has.
-        if cfg.proxy.probe_secs > 3600 {
-            return Err(LoadError::file(
-                file,
-                format!(
-                    "[proxy] probe_secs = {} is over an hour: a next hop would be marked down hours after it stopped answering (0 turns probes off)",
-                    cfg.proxy.probe_secs
-                ),
-            ));
-        }
-        if cfg.proxy.drain_secs > 300 {
-            return Err(LoadError::file(
-                file,
-                format!(
-                    "[proxy] drain_secs = {} is over 5 minutes: a stop would hold every new call off for that long (a service manager kills it sooner)",
-                    cfg.proxy.drain_secs
-                ),
-            ));
-        }
         if cfg.proxy.udp_mtu != 0 && !(576..=65_507).contains(&cfg.proxy.udp_mtu) {
             return Err(LoadError::file(
                 file,
@@ -1521,6 +1503,18 @@ impl Policy {
                 u64::from(cfg.proxy.retry_after),
                 3_600,
                 "seconds: an hour's wait for every caller refused for overload (the default is 5)",
+            ),
+            (
+                "[proxy] probe_secs",
+                cfg.proxy.probe_secs,
+                3_600,
+                "seconds: a next hop would be marked down hours after it stopped answering (0 turns probes off)",
+            ),
+            (
+                "[proxy] drain_secs",
+                cfg.proxy.drain_secs,
+                300,
+                "seconds: a stop would hold every new call off that long (a service manager kills it sooner; 0 stops at once)",
             ),
             (
                 "[redis] timeout_ms",
