@@ -143,16 +143,19 @@ const PER_SOURCE: usize = 8;
 /// send its next one): a connection held open and silent is closed.
 const HEADER_READ: Duration = Duration::from_secs(10);
 
-/// Connections open per source address; an entry goes with its last connection.
-#[derive(Default)]
-struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+/// Connections open per source address, at most `.1` each; an entry goes with its
+/// last connection.
+struct PerSource(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    usize,
+);
 
 impl PerSource {
     /// A place for one more connection from `ip`, given back when the guard drops.
     fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourcePlace> {
         let mut m = self.0.lock().ok()?;
         let n = m.entry(ip).or_default();
-        if *n >= PER_SOURCE {
+        if *n >= self.1 {
             return None;
         }
         *n += 1;
@@ -178,7 +181,11 @@ impl Drop for SourcePlace {
 /// Serves until the task is dropped, at most `max_connections` at once.
 pub async fn run(listener: TcpListener, st: Arc<HttpState>, max_connections: usize) {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let sources = Arc::new(PerSource::default());
+    // One address takes a quarter of the places at most, so that a host holding
+    // connections cannot take all of a small server's (QA 121: with 8 places and 8 per
+    // address, one host had every /healthz closed).
+    let per_source = (max_connections / 4).clamp(1, PER_SOURCE);
+    let sources = Arc::new(PerSource(Default::default(), per_source));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,

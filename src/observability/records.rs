@@ -237,7 +237,7 @@ impl Writer {
         else {
             return;
         };
-        tracing::warn!(file = %gone.path.display(), "a signaling records file was removed or moved while being written: new ones are started (sipfence rotates and expires its own files: [records] rotate_secs, rotate_bytes, retention_secs)");
+        tracing::warn!(file = %gone.path.display(), "a signaling records or rejected-calls file was removed or moved while being written: new ones are started at the next record (sipfence rotates and expires its own files: [records] rotate_secs, rotate_bytes, retention_secs)");
         self.flush();
         self.file = None;
         self.close_pcap();
@@ -255,7 +255,11 @@ impl Writer {
                     }
                     self.flush();
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => self.idle(now_secs()),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // A quiet gateway's removed file is let go too (QA 121).
+                    self.follow_path();
+                    self.idle(now_secs());
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -451,7 +455,11 @@ fn same_file(file: &File, path: &Path) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         // Not known to be another file: kept.
         (Err(_), _) => true,
-        (_, Err(e)) => e.kind() != std::io::ErrorKind::NotFound,
+        // No such file, or its directory replaced by a file (QA 121).
+        (_, Err(e)) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        ),
     }
 }
 
@@ -652,6 +660,15 @@ mod tests {
         let fourth = record_files(dir.path()).expect("listed");
         assert_eq!(fourth.len(), 1, "{fourth:?}");
         assert_eq!(lines(&fourth[0].1), 1);
+        // Replaced by a file: nowhere to write, so dropped and counted, not written
+        // into the removed file (QA 121).
+        std::fs::remove_dir_all(dir.path()).expect("removed");
+        std::fs::write(dir.path(), "x").expect("a file in its place");
+        let written = w.metrics.records_written.get();
+        write(&mut w, 7);
+        assert_eq!(w.metrics.records_written.get(), written);
+        assert_eq!(w.metrics.records_dropped.get(), 1);
+        std::fs::remove_file(dir.path()).expect("removed");
     }
 
     /// The pcap of rejected calls removed while open goes with its records file: both

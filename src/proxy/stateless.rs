@@ -428,10 +428,11 @@ fn handle_parsed(
         response::write_response(msg, 503, response::phrase(503), &extra, out);
         return Handled::Shed(dest_for_response(msg.buf(), o, top.as_ref()));
     }
-    // A call for a TCP next hop that cannot take it now is not judged: answered 503 at
-    // once as the transport error it is (RFC 3261 16.9), recorded with its caller, and
-    // counted towards no rate, behaviour or call limit (QA 60: a short core outage,
-    // its callers retrying, used up an enterprise trunk's calls per minute).
+    // A call for a next hop that cannot take it now (a TCP one down, a UDP one not
+    // answering its probes) is not judged: answered 503 at once as the transport error
+    // it is (RFC 3261 16.9), recorded with its caller, and counted towards no rate,
+    // behaviour or call limit (QA 60: a short core outage, its callers retrying, used
+    // up an enterprise trunk's calls per minute).
     if method == Method::Invite
         && st.next_hops.some_down()
         && msg.to_tag().is_none()
@@ -440,8 +441,10 @@ fn handle_parsed(
             .match_trunk(&o.source, Some(&o.local))
             .and_then(|t| st.policy.trunks.get(t))
         && let Some(next) = t.next_hop
-        && next.transport == Transport::Tcp
-        && let Some(why) = st.next_hops.refuses(next.addr)
+        && let Some(why) = match next.transport {
+            Transport::Tcp => st.next_hops.refuses(next.addr),
+            Transport::Udp => st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT),
+        }
     {
         let r = Refusal { code: 503, why };
         return refuse(st, msg, o, r, false, out, observe);
@@ -1281,8 +1284,13 @@ fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
         };
         if listed.is_ok() && strict {
             let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
-                if let Ok(u) = uri::parse(b, na.uri) {
-                    for p in lex::params(b, u.params, false) {
+                // The URI's parameters, and the field's own after it (an entry written
+                // without brackets gives them there, and a loose reader takes them for
+                // the URI's: QA 121).
+                let uri_params = uri::parse(b, na.uri).map(|u| u.params);
+                let lists = [(uri_params.ok(), false), (Some(na.params), true)];
+                for (span, quoted) in lists {
+                    for p in span.into_iter().flat_map(|sp| lex::params(b, sp, quoted)) {
                         if let Some(seg) = p.with_semi(b) {
                             take(p.name, seg);
                         }
@@ -2793,7 +2801,7 @@ record_route = true
         // ours is added.
         let forging = register.replace(
             "Supported: path\r\n",
-            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>, <sip:10.0.0.1:5060;lr;sf-flow=\"198.51.100.99~5061~udp\">\r\n",
+            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>, <sip:10.0.0.1:5060;lr;sf-flow=\"198.51.100.99~5061~udp\">\r\nPath: sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5062~udp\r\n",
         );
         let plain = with("");
         for (p, ours) in [(&p, true), (&plain, false)] {
@@ -2806,6 +2814,8 @@ record_route = true
                 out.contains("\r\nPath: <sip:10.0.0.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n"),
                 "{out}"
             );
+            // Without brackets, the parameters are the field's: stripped all the same.
+            assert!(out.contains("\r\nPath: sip:10.0.0.1:5060;lr\r\n"), "{out}");
             assert_eq!(
                 out.contains(";sf-flow=198.51.100.7~40000~udp"),
                 ours,
