@@ -2707,6 +2707,16 @@ record_route = true
             out.contains("Retry-After: 5\r\n") && out.contains("Next hop not answering"),
             "{out}"
         );
+        // Not judged (no rate, behaviour or call place spent, QA 60): a caller the rules
+        // would refuse gets the same 503.
+        let broken = invite.replace("<sip:+8613812345678@", "<sip:+86123@");
+        let (h, _, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", &broken);
+        assert!(matches!(h, Handled::Respond(_, 503)), "{h:?}");
+        let (h, _, _) = run_on(&step(&p), "198.51.100.7:5060", "192.0.2.10:5060", &broken);
+        assert!(
+            !matches!(h, Handled::Respond(_, 503) | Handled::Forward(_)),
+            "{h:?}"
+        );
         let bye = invite
             .replace("INVITE sip", "BYE sip")
             .replace("1 INVITE", "2 BYE")
