@@ -225,15 +225,18 @@ impl Writer {
     /// opens a new one.
     fn follow_path(&mut self) {
         let now = Instant::now();
-        if now.duration_since(self.looked_at) < self.look_every {
-            return;
+        // A file removed (no link left) is seen at each batch, by the open file alone
+        // (QA 122: looked at once a second, the batches of that second went into the
+        // removed file); one moved, which keeps what it took, by its path once a second.
+        let look = now.duration_since(self.looked_at) >= self.look_every;
+        if look {
+            self.looked_at = now;
         }
-        self.looked_at = now;
         // The pcap of rejected calls too (QA 119 N1): it goes with its records file.
         let Some(gone) = [self.file.as_ref(), self.pcap.as_ref()]
             .into_iter()
             .flatten()
-            .find(|f| !same_file(&f.file, &f.path))
+            .find(|f| unlinked(&f.file) || (look && !same_file(&f.file, &f.path)))
         else {
             return;
         };
@@ -446,6 +449,12 @@ impl Writer {
         }
         expire(&self.dir, now, self.retention_secs);
     }
+}
+
+/// Whether the open `file` has been removed (no name left in any directory).
+fn unlinked(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
 /// Whether `path` still names the open `file` (the same device and inode).
@@ -669,6 +678,35 @@ mod tests {
         assert_eq!(w.metrics.records_written.get(), written);
         assert_eq!(w.metrics.records_dropped.get(), 1);
         std::fs::remove_file(dir.path()).expect("removed");
+    }
+
+    /// A removed file is seen at the next batch, however seldom the path is looked at
+    /// (QA 122: the batches of the second after it went into the removed file).
+    #[test]
+    fn a_removed_records_file_is_seen_at_the_next_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut w = Writer::new(
+            dir.path().to_path_buf(),
+            &conf(3_600, 1 << 30, false),
+            Arc::new(Metrics::new()),
+        );
+        w.look_every = Duration::from_secs(3_600);
+        let p = Policy::builtin().expect("built-in policy");
+        for i in 0..3 {
+            w.follow_path();
+            w.item(Item::Record(Box::new(record(&p, i))));
+            w.flush();
+            for (_, f) in record_files(dir.path()).expect("listed") {
+                std::fs::remove_file(f).expect("removed");
+            }
+        }
+        w.follow_path();
+        w.item(Item::Record(Box::new(record(&p, 9))));
+        w.flush();
+        let left = record_files(dir.path()).expect("listed");
+        assert_eq!(left.len(), 1, "{left:?}");
+        let text = std::fs::read_to_string(&left[0].1).expect("read");
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     /// The pcap of rejected calls removed while open goes with its records file: both

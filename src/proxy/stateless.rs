@@ -1291,8 +1291,12 @@ fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
                 let lists = [(uri_params.ok(), false), (Some(na.params), true)];
                 for (span, quoted) in lists {
                     for p in span.into_iter().flat_map(|sp| lex::params(b, sp, quoted)) {
-                        if let Some(seg) = p.with_semi(b) {
-                            take(p.name, seg);
+                        // White space may stand after the ';' of a field's parameter
+                        // (RFC 3261 25.1 SEMI), where the list starts past it (QA 122).
+                        let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+                        let at = b[..p.seg.start as usize].iter().rposition(|c| !ws(c));
+                        if let Some(semi) = at.filter(|&k| b[k] == b';') {
+                            take(p.name, Span::new(semi, p.seg.end as usize));
                         }
                     }
                 }
@@ -2811,7 +2815,7 @@ record_route = true
         // ours is added.
         let forging = register.replace(
             "Supported: path\r\n",
-            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>, <sip:10.0.0.1:5060;lr;sf-flow=\"198.51.100.99~5061~udp\">\r\nPath: sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5062~udp\r\n",
+            "Supported: path\r\nPath: <sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5060~udp>, <sip:10.0.0.1:5060;lr;sf-flow=\"198.51.100.99~5061~udp\">\r\nPath: sip:10.0.0.1:5060;lr;sf-flow=198.51.100.99~5062~udp\r\nPath: <sip:10.0.0.1:5060;lr>;x=1 ; \tsf-flow = 198.51.100.99~5063~udp\r\n",
         );
         let plain = with("");
         for (p, ours) in [(&p, true), (&plain, false)] {
@@ -2824,8 +2828,13 @@ record_route = true
                 out.contains("\r\nPath: <sip:10.0.0.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n"),
                 "{out}"
             );
-            // Without brackets, the parameters are the field's: stripped all the same.
+            // Without brackets, the parameters are the field's: stripped all the same, as
+            // one after the brackets with white space around (QA 122).
             assert!(out.contains("\r\nPath: sip:10.0.0.1:5060;lr\r\n"), "{out}");
+            assert!(
+                out.contains("\r\nPath: <sip:10.0.0.1:5060;lr>;x=1 \r\n"),
+                "{out}"
+            );
             assert_eq!(
                 out.contains(";sf-flow=198.51.100.7~40000~udp"),
                 ours,
