@@ -699,27 +699,11 @@ fn unless_refused(
     handled: Handled,
     out: &mut Vec<u8>,
 ) -> (Handled, Option<&'static str>) {
-    let to = match handled {
-        Handled::Forward(Dest::TcpTo(to)) => to,
-        // A UDP next hop that stopped answering its probes: a new call would wait out
-        // its caller's timer B; it is told at once, and tries another route. The rest
-        // goes on (a datagram costs nothing, and the calls up must end).
-        Handled::Forward(Dest::Udp(to))
-            if method == Method::Invite
-                && msg.to_tag().is_none()
-                && st.next_hops.some_down()
-                && st.next_hops.silent(to) =>
-        {
-            out.clear();
-            let extra = Extra {
-                reason_text: Some(NEXT_HOP_SILENT),
-                retry_after: retry_after_for(st.policy, to),
-                server,
-                ..Extra::default()
-            };
-            return (respond(msg, o, 503, &extra, out), Some(NEXT_HOP_SILENT));
-        }
-        _ => return (handled, None),
+    // (A UDP next hop that stopped answering its probes has its new calls refused
+    // before they are judged, in `handle_parsed`; the rest goes on: a datagram costs
+    // nothing, and the calls up must end.)
+    let Handled::Forward(Dest::TcpTo(to)) = handled else {
+        return (handled, None);
     };
     if too_large_for_a_stream(msg, out) {
         if method == Method::Ack {
