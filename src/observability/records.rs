@@ -594,6 +594,18 @@ mod tests {
         }
     }
 
+    /// A writer into `dir` (hour-long files, `pcap` of rejected calls or not) that
+    /// looks at its files' paths every `look`.
+    fn watching(dir: &Path, pcap: bool, look: Duration) -> Writer {
+        let mut w = Writer::new(
+            dir.to_path_buf(),
+            &conf(3_600, 1 << 30, pcap),
+            Arc::new(Metrics::new()),
+        );
+        w.look_every = look;
+        w
+    }
+
     /// A quiet gateway: the file whose time is up ends, and no empty one follows it
     /// until a record comes (QA 57).
     #[test]
@@ -632,12 +644,7 @@ mod tests {
     #[test]
     fn a_records_file_removed_or_moved_is_followed_by_a_new_one() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut w = Writer::new(
-            dir.path().to_path_buf(),
-            &conf(3_600, 1 << 30, false),
-            Arc::new(Metrics::new()),
-        );
-        w.look_every = Duration::ZERO;
+        let mut w = watching(dir.path(), false, Duration::ZERO);
         let p = Policy::builtin().expect("built-in policy");
         let write = |w: &mut Writer, i: u32| {
             w.follow_path();
@@ -685,12 +692,7 @@ mod tests {
     #[test]
     fn a_removed_records_file_is_seen_at_the_next_batch() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut w = Writer::new(
-            dir.path().to_path_buf(),
-            &conf(3_600, 1 << 30, false),
-            Arc::new(Metrics::new()),
-        );
-        w.look_every = Duration::from_secs(3_600);
+        let mut w = watching(dir.path(), false, Duration::from_secs(3_600));
         let p = Policy::builtin().expect("built-in policy");
         for i in 0..3 {
             w.follow_path();
@@ -714,12 +716,7 @@ mod tests {
     #[test]
     fn a_rejected_pcap_removed_is_followed_by_a_new_one() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut w = Writer::new(
-            dir.path().to_path_buf(),
-            &conf(3_600, 1 << 30, true),
-            Arc::new(Metrics::new()),
-        );
-        w.look_every = Duration::ZERO;
+        let mut w = watching(dir.path(), true, Duration::ZERO);
         let raw = |w: &mut Writer| {
             w.follow_path();
             w.item(Item::Raw {
