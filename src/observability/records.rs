@@ -220,23 +220,21 @@ impl Writer {
     /// A records file removed or moved while open (a clean-up job, an external log
     /// rotation) would take every record until sipfence's own rotation, up to
     /// `rotate_secs`, into a file no one can read any more, each counted as written (QA
-    /// 118 F1). Its path is looked at once a second: when it names no file, or another,
-    /// the open file ends (and the pcap of rejected calls with it) and the next record
-    /// opens a new one.
+    /// 118 F1). One removed (no link left) is seen at each batch, by the open file
+    /// alone (QA 122: looked at once a second, the batches of that second went into the
+    /// removed file); one moved, which keeps what it took, by its path every
+    /// `look_every`. Either way the open file ends (and the pcap of rejected calls with
+    /// it: QA 119 N1) and the next record opens a new one.
     fn follow_path(&mut self) {
         let now = Instant::now();
-        // A file removed (no link left) is seen at each batch, by the open file alone
-        // (QA 122: looked at once a second, the batches of that second went into the
-        // removed file); one moved, which keeps what it took, by its path once a second.
         let look = now.duration_since(self.looked_at) >= self.look_every;
         if look {
             self.looked_at = now;
         }
-        // The pcap of rejected calls too (QA 119 N1): it goes with its records file.
         let Some(gone) = [self.file.as_ref(), self.pcap.as_ref()]
             .into_iter()
             .flatten()
-            .find(|f| unlinked(&f.file) || (look && !same_file(&f.file, &f.path)))
+            .find(|f| let_go(&f.file, &f.path, look))
         else {
             return;
         };
@@ -451,21 +449,24 @@ impl Writer {
     }
 }
 
-/// Whether the open `file` has been removed (no name left in any directory).
-fn unlinked(file: &File) -> bool {
+/// Whether the open `file` is to be let go: it has been removed (no name left in any
+/// directory), or, when `look`, `path` no longer names it (the same device and inode).
+fn let_go(file: &File, path: &Path, look: bool) -> bool {
     use std::os::unix::fs::MetadataExt;
-    file.metadata().is_ok_and(|m| m.nlink() == 0)
-}
-
-/// Whether `path` still names the open `file` (the same device and inode).
-fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        // Not known to be another file: kept.
-        (Err(_), _) => true,
+    // Not known to be gone: kept.
+    let Ok(open) = file.metadata() else {
+        return false;
+    };
+    if open.nlink() == 0 {
+        return true;
+    }
+    if !look {
+        return false;
+    }
+    match std::fs::metadata(path) {
+        Ok(named) => (named.dev(), named.ino()) != (open.dev(), open.ino()),
         // No such file, or its directory replaced by a file (QA 121).
-        (_, Err(e)) => !matches!(
+        Err(e) => matches!(
             e.kind(),
             std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
         ),

@@ -151,16 +151,19 @@ impl StartOnly {
 /// `+120 -3 (5000000 -> 5000117 entries)`, or `None` when the entries are the same.
 pub fn list_change(old: &NumberSet, new: &NumberSet) -> Option<String> {
     let (added, removed) = new.difference_counts(old);
-    (added + removed > 0).then(|| {
-        format!(
-            "+{added} -{removed} ({} -> {})",
-            old.len(),
-            super::counted(new.len(), "entry", "entries")
-        )
-    })
+    (added + removed > 0).then(|| format!("+{added} -{removed} ({})", sizes(old, new)))
 }
 
-/// A list that had at least this many entries...
+/// `5000000 -> 5000117 entries`.
+fn sizes(old: &NumberSet, new: &NumberSet) -> String {
+    format!(
+        "{} -> {}",
+        old.len(),
+        super::counted(new.len(), "entry", "entries")
+    )
+}
+
+/// A list cut by fewer entries than this is edited, whatever share of it that is.
 const SHRINK_FLOOR: usize = 100;
 
 /// The lists `new` would cut by more than half (and by at least [`SHRINK_FLOOR`]
@@ -169,17 +172,12 @@ const SHRINK_FLOOR: usize = 100;
 /// blacklist emptied so reloaded "ok", and the filter let its numbers through). A
 /// whitelist is matched by its trunk's name.
 pub fn shrunk_lists(old: &Policy, new: &Policy) -> Vec<String> {
+    // More than half lost: fewer than half kept.
     let shrunk = |a: &NumberSet, b: &NumberSet| {
         let (a, b) = (a.len(), b.len());
-        a - b.min(a) >= SHRINK_FLOOR && b < a / 2 + a % 2
+        a.saturating_sub(b) >= SHRINK_FLOOR && 2 * b < a
     };
-    let said = |name: String, a: &NumberSet, b: &NumberSet| {
-        format!(
-            "{name} {} -> {}",
-            a.len(),
-            super::counted(b.len(), "entry", "entries")
-        )
-    };
+    let said = |name: String, a: &NumberSet, b: &NumberSet| format!("{name} {}", sizes(a, b));
     let mut out = vec![];
     for ((name, a), (_, b)) in old.named_lists().into_iter().zip(new.named_lists()) {
         if shrunk(a, b) {

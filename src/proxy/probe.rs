@@ -37,7 +37,6 @@ struct Hop {
     sent_ms: u64,
     unanswered: u64,
     answered_ever: bool,
-    down: bool,
     /// Said once: this next hop answers no probe, so it is not watched.
     said_silent: bool,
 }
@@ -67,11 +66,9 @@ impl Probes {
         };
         h.unanswered = 0;
         h.answered_ever = true;
-        if !h.down {
+        if self.down.remove(&from).is_none() {
             return false;
         }
-        h.down = false;
-        self.down.remove(&from);
         tracing::warn!(next_hop = %from, "next hop answers its probes again: new calls go to it");
         true
     }
@@ -85,9 +82,9 @@ impl Probes {
             return vec![];
         };
         let wanted = |a: &SocketAddr| every_ms > 0 && hops.contains(a);
-        map.retain(|a, h| {
+        map.retain(|a, _| {
             let keep = wanted(a);
-            if !keep && h.down {
+            if !keep {
                 self.down.remove(a);
             }
             keep
@@ -98,15 +95,13 @@ impl Probes {
                 sent_ms: 0,
                 unanswered: 0,
                 answered_ever: false,
-                down: false,
                 said_silent: false,
             });
             if now_ms.saturating_sub(h.sent_ms) < every_ms {
                 continue;
             }
             if h.unanswered >= LOST {
-                if h.answered_ever && !h.down {
-                    h.down = true;
+                if h.answered_ever && !self.down.contains_key(&a) {
                     self.down.insert(a, ());
                     tracing::warn!(next_hop = %a, probes = h.unanswered, "UDP next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
                 } else if !h.answered_ever && !h.said_silent {

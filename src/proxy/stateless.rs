@@ -1299,8 +1299,9 @@ fn lenient_params(b: &[u8], span: Span, each: &mut dyn FnMut(Span, Span)) {
     let end = (span.end as usize).min(b.len());
     let mut i = span.start as usize;
     let mut semi = None;
-    while i < end {
-        match b[i] {
+    // The end of the span ends the last parameter as a ',' would.
+    while i <= end {
+        match b.get(i).filter(|_| i < end).copied().unwrap_or(b',') {
             b'"' => {
                 i = lex::quoted_end(&b[..end], i).unwrap_or(end);
                 continue;
@@ -1317,13 +1318,6 @@ fn lenient_params(b: &[u8], span: Span, each: &mut dyn FnMut(Span, Span)) {
             _ => {}
         }
         i += 1;
-    }
-    if let Some(s) = semi {
-        let eq = b[s..end]
-            .iter()
-            .position(|&c| c == b'=')
-            .map_or(end, |k| s + k);
-        each(Span::new(s + 1, eq), Span::new(s, end));
     }
 }
 
