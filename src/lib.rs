@@ -24,3 +24,10 @@ pub mod replay;
 pub mod sip;
 pub mod time;
 pub mod verdict;
+
+/// A peer's address as the trunks match it and the records show it: an IPv4 peer of a
+/// dual-stack (`[::]`) socket arrives IPv4-mapped (`[::ffff:192.0.2.1]:5060`) and is its
+/// IPv4 address.
+pub fn canonical(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
+}

@@ -314,7 +314,7 @@ impl Record {
             trunk: d.trunk.map(|t| policy.trunks[t].name.clone()),
             // A peer on a dual-stack listener as its own address, as replay shows it
             // and as the trunks match it (QA 53: `[::ffff:192.0.2.1]:5060`).
-            source: SocketAddr::new(source.ip().to_canonical(), source.port()).to_string(),
+            source: crate::canonical(source).to_string(),
             kind: d.kind.as_str(),
             method: msg
                 .method_bytes()

@@ -451,7 +451,7 @@ impl ListenSpec {
         // `[::ffff:10.1.2.3]:5060` is the IPv4 address: sent to, bound and compared as
         // such (an IPv4 socket cannot send to the mapped form, and peers are matched by
         // their canonical address).
-        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let addr = crate::canonical(addr);
         Ok(ListenSpec { transport, addr })
     }
 }

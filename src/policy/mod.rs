@@ -1066,7 +1066,7 @@ impl Policy {
                 .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
         });
         if let Some(ma) = metrics_addr {
-            let ma = std::net::SocketAddr::new(ma.ip().to_canonical(), ma.port());
+            let ma = crate::canonical(ma);
             let clash = |a: &std::net::SocketAddr| {
                 a.port() == ma.port()
                     && (a.ip() == ma.ip() || a.ip().is_unspecified() || ma.ip().is_unspecified())

@@ -41,13 +41,9 @@ struct Hop {
     said_silent: bool,
 }
 
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
-}
-
 impl Probes {
     pub fn is_down(&self, to: SocketAddr) -> bool {
-        !self.down.is_empty() && self.down.contains_key(&canonical(to))
+        !self.down.is_empty() && self.down.contains_key(&crate::canonical(to))
     }
 
     /// How many are marked down.
@@ -57,7 +53,7 @@ impl Probes {
 
     /// An answer to a probe, from `from`. True when it brought a next hop back.
     pub fn answered(&self, from: SocketAddr) -> bool {
-        let from = canonical(from);
+        let from = crate::canonical(from);
         let Ok(mut hops) = self.hops.lock() else {
             return false;
         };
@@ -126,7 +122,7 @@ fn udp_next_hops(shared: &Shared) -> Vec<(SocketAddr, Option<ListenSpec>)> {
         let Some(n) = t.next_hop.filter(|n| n.transport == Transport::Udp) else {
             continue;
         };
-        let a = canonical(n.addr);
+        let a = crate::canonical(n.addr);
         if !out.iter().any(|(o, _)| *o == a) {
             let from = t.listen.iter().find(|l| l.transport == Transport::Udp);
             out.push((a, from.copied()));

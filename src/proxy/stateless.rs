@@ -530,7 +530,7 @@ fn core_pings_us(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
 /// Whether `a` is this proxy: a Via address of ours, or the address the request came
 /// to (IPv4 also when written mapped into IPv6, `[::ffff:192.0.2.10]`).
 fn names_us(st: &Step<'_>, o: &Origin, a: SocketAddr) -> bool {
-    let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+    let a = crate::canonical(a);
     st.is_via(a) || (a == o.local.addr && !o.local.addr.ip().is_unspecified())
 }
 
@@ -1147,7 +1147,7 @@ const FLOW_PARAM: &[u8] = b";sf-flow";
 fn nat_flow(msg: &Message, o: &Origin) -> Option<(SocketAddr, Transport)> {
     let v = msg.top_via()?;
     let b = msg.buf();
-    let src = SocketAddr::new(o.source.ip().to_canonical(), o.source.port());
+    let src = crate::canonical(o.source);
     let other_host = natted_via(b, &v, src);
     // On TCP the caller's connection is the flow whenever it does not come from its
     // sent-by port (nearly always): a PBX behind a NAT that writes its public address
@@ -1208,7 +1208,7 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
     {
         return None;
     }
-    let src = SocketAddr::new(o.source.ip().to_canonical(), o.source.port());
+    let src = crate::canonical(o.source);
     // On UDP another port is a NAT's mapping too (QA 113: a port-translating NAT, or a
     // PBX told its public address but not its port): the core sent the call where the
     // answer comes from, and is answered from there.

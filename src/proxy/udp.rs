@@ -54,7 +54,7 @@ pub fn forwarder(udps: &Udps, local: &ListenSpec) -> Option<usize> {
 /// worker's socket of that family (on `from`'s port first), else another dual-stack
 /// wildcard. `None`: this worker has no socket that can reach that family.
 pub fn sender(udps: &Udps, from: usize, dest: SocketAddr) -> Option<(usize, SocketAddr)> {
-    let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
+    let dest = crate::canonical(dest);
     let family = |i: usize| udps[i].0.addr.is_ipv4();
     // Only a socket bound to `[::]` also carries IPv4 (Linux's default,
     // net.ipv6.bindv6only = 0).
@@ -109,7 +109,7 @@ fn leaves_by(
     if j == from && !wildcard_to_v4 {
         return Some((j, to));
     }
-    let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
+    let dest = crate::canonical(dest);
     let own = policy.match_trunk(&dest, None).and_then(|t| {
         let listen = &policy.trunks[t].listen;
         udps.iter().position(|u| {
@@ -435,7 +435,7 @@ pub fn mirror_sent(shared: &Shared, udps: &Udps, j: usize, to: SocketAddr, bytes
 /// A datagram the socket `j` sends to `to`, as a capture would show it: from the address
 /// our Via names to peers of `to`'s family, to `to` (not IPv4-mapped).
 fn sent_as(udps: &Udps, j: usize, to: SocketAddr) -> (SocketAddr, SocketAddr) {
-    let to = SocketAddr::new(to.ip().to_canonical(), to.port());
+    let to = crate::canonical(to);
     let from = named(udps, j, to.is_ipv4())
         .or_else(|| udps.get(j).map(|u| u.2))
         .unwrap_or(to);
@@ -547,7 +547,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                     // As the peer sent it: to the address our Via names to its family
                     // (a wildcard listener's own is `0.0.0.0`, which Homer would show as
                     // a host of its own).
-                    let from = SocketAddr::new(src.ip().to_canonical(), src.port());
+                    let from = crate::canonical(src);
                     let to = named(&udps, i, from.is_ipv4()).unwrap_or(local.addr);
                     hep.push(h, from, to, Transport::Udp, &data);
                 }
