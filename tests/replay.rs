@@ -2347,3 +2347,124 @@ fn a_scanners_dropped_requests_are_listed() {
         .collect();
     assert_eq!(listed, want, "{text}");
 }
+
+/// A capture in which sipfence answered calls 503 for its state then (a next hop down,
+/// stopping: its own answers, with the To-tag it makes and the Reason it writes) lists
+/// them apart: a replay judges them by the policy alone, which lets them through (QA
+/// 123: they read as allowed, with nothing said). A retransmission's 503 again is the
+/// same call; the core's own 503, relayed, and sipfence's 503 for a rule are not the
+/// gateway's state. A call that went to no listen address of the policy is counted,
+/// and the command says so.
+#[test]
+fn calls_answered_for_the_gateways_state_are_told_apart() {
+    use sipfence::sip::response::{Extra, write_response};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.pcap");
+    let (peer, us, elsewhere): (SocketAddr, SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+        "127.0.0.30:5060".parse().unwrap(),
+    );
+    let invite = |id: &str| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{id}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let answer = |inv: &str, why: &str, ours: bool| {
+        let req = sipfence::sip::Message::parse(bytes::Bytes::from(inv.to_string())).unwrap();
+        let mut out = vec![];
+        let extra = Extra {
+            reason_text: Some(why),
+            ..Extra::default()
+        };
+        write_response(&req, 503, "Service Unavailable", &extra, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        if ours {
+            s
+        } else {
+            // The core's, relayed: another To-tag than sipfence makes.
+            let tag = s.split("tag=").nth(2).unwrap()[..16].to_string();
+            s.replace(&tag, "core-tag-1")
+        }
+    };
+    let (down, stop, core, rule) = (
+        invite("state-down"),
+        invite("state-stopping"),
+        invite("state-core"),
+        invite("state-rule"),
+    );
+    let msgs: Vec<(u32, SocketAddr, SocketAddr, String)> = vec![
+        (0, peer, us, down.clone()),
+        (1, us, peer, answer(&down, "Next hop not answering", true)),
+        (500, peer, us, down.clone()),
+        (501, us, peer, answer(&down, "Next hop not answering", true)),
+        (1000, peer, us, stop.clone()),
+        (
+            1001,
+            us,
+            peer,
+            answer(&stop, "Stopping: try another gateway", true),
+        ),
+        (2000, peer, us, core.clone()),
+        (
+            2001,
+            us,
+            peer,
+            answer(&core, "Next hop not answering", false),
+        ),
+        (3000, peer, us, rule.clone()),
+        (3001, us, peer, answer(&rule, "concurrent-calls", true)),
+    ];
+    let datagrams: Vec<_> = msgs
+        .iter()
+        .map(|(t, a, b, m)| (*t, *a, *b, m.as_bytes()))
+        .collect();
+    udp_capture(&path, &datagrams);
+    let (recs, s, _) = replay(&path);
+    assert_eq!((s.calls, s.retransmissions), (4, 1), "{s:?}");
+    assert!(recs.iter().all(|r| r.verdict == "allow"), "{recs:?}");
+    assert_eq!(s.gateway_state, 2, "{s:?}");
+    assert_eq!(s.gateway_state_calls, ["state-down", "state-stopping"]);
+    assert_eq!(s.calls_elsewhere, 0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .arg("replay")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("not its policy")
+            && stdout.contains(": 2 calls (state-down, state-stopping)"),
+        "{stdout}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+
+    // The same calls sent to another address than the policy's.
+    let path = dir.path().join("elsewhere.pcap");
+    let datagrams: Vec<_> = msgs
+        .iter()
+        .filter(|(_, a, _, _)| *a == peer)
+        .map(|(t, a, _, m)| (*t, *a, elsewhere, m.as_bytes()))
+        .collect();
+    udp_capture(&path, &datagrams);
+    let (recs, s, _) = replay(&path);
+    assert_eq!((s.calls, s.calls_elsewhere), (4, 4), "{s:?}");
+    assert!(recs.iter().all(|r| r.rule == Some("unknown-source")));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .arg("replay")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: 4 of 4 calls went to no listen address of the policy"),
+        "{stderr}"
+    );
+    // Judged as arriving on a trunk, nothing to warn of.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--trunk", "intl"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("listen address"));
+}

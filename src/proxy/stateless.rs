@@ -415,11 +415,7 @@ fn handle_parsed(
     {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
         let extra = Extra {
-            reason_text: Some(if st.draining {
-                "Stopping: try another gateway"
-            } else {
-                "Overloaded"
-            }),
+            reason_text: Some(if st.draining { STOPPING } else { OVERLOADED }),
             retry_after: Some(st.policy.proxy.retry_after),
             server,
             source: Some(o.source),
@@ -661,6 +657,10 @@ fn carry_out(
 
 pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
 
+/// `[proxy] drain_secs`: new calls after SIGTERM.
+pub const STOPPING: &str = "Stopping: try another gateway";
+pub const OVERLOADED: &str = "Overloaded";
+
 /// A UDP next hop that answers no probe (`[proxy] probe_secs`).
 pub const NEXT_HOP_SILENT: &str = "Next hop not answering";
 pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
@@ -668,6 +668,17 @@ pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
 /// Its connection is up and its queue full (QA 79: such calls were refused as
 /// unreachable while the core was connected, and nothing told the two apart).
 pub const NEXT_HOP_CONGESTED: &str = "Next hop congested";
+
+/// The Reason texts of the 503s that the gateway's state gives a call, not its policy:
+/// a replay, which judges the policy alone, tells a capture's calls answered so apart
+/// (QA 123: they read as allowed offline, with nothing said).
+pub const GATEWAY_STATE: [&str; 5] = [
+    NEXT_HOP_UNREACHABLE,
+    NEXT_HOP_SILENT,
+    NEXT_HOP_CONGESTED,
+    STOPPING,
+    OVERLOADED,
+];
 
 /// Whether a message built for a TCP connection is past the largest one a stream takes
 /// here ([`crate::sip::MAX_MESSAGE`], as at many SIP stacks), with room for the

@@ -21,6 +21,7 @@ use crate::decide::{self, Context, Kind, judge};
 use crate::policy::Policy;
 use crate::policy::config::ListenSpec;
 use crate::policy::rate::LocalRateCounter;
+use crate::proxy::stateless::GATEWAY_STATE;
 use crate::record::Record;
 use crate::sip::Message;
 use crate::time::rfc3339;
@@ -52,7 +53,19 @@ pub struct Summary {
     /// Call outcomes the behaviour rules learnt from (answered, ring-once...).
     pub behaviour: BTreeMap<&'static str, u64>,
     pub damaged: Vec<String>,
+    /// Calls the capture shows sipfence answering 503 for its state then (a next hop
+    /// down or congested, stopping, overloaded: [`GATEWAY_STATE`]), not for its policy:
+    /// a replay judges them by the policy alone. The first Call-IDs, for the operator.
+    pub gateway_state: u64,
+    pub gateway_state_calls: Vec<String>,
+    /// Calls that went to no listen address of the policy: a capture taken at another
+    /// address than the policy names (QA 123: its calls all read as unknown-source,
+    /// and the gateway's own output as calls, with nothing said), or of other hosts.
+    pub calls_elsewhere: u64,
 }
+
+/// Call-IDs listed in the summary of calls answered for the gateway's state.
+const GATEWAY_STATE_SHOWN: usize = 10;
 
 /// The replay engine, reusable by tests: feed it files, collect records.
 pub struct Replayer<'p> {
@@ -67,6 +80,9 @@ pub struct Replayer<'p> {
     /// Responses a trunk's side sent sipfence ([`relay_key`]): the copy the capture then
     /// shows sipfence relaying is the trunk's, no answer of the core's.
     trunk_answers: std::collections::HashSet<u64, ahash::RandomState>,
+    /// Calls counted in [`Summary::gateway_state`] (an INVITE retransmitted gets its
+    /// 503 again).
+    state_answered: std::collections::HashSet<u64, ahash::RandomState>,
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
     /// proxy's tick).
     housekept_ms: u64,
@@ -159,6 +175,7 @@ impl<'p> Replayer<'p> {
             flows: TcpFlows::default(),
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
             trunk_answers: Default::default(),
+            state_answered: Default::default(),
             housekept_ms: 0,
             holes_checked_ms: 0,
             last_ts_ms: 0,
@@ -466,12 +483,25 @@ impl<'p> Replayer<'p> {
             if !own_answer {
                 decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
                 self.learn(&msg, from_core(), ts_ms);
+            } else if msg.status() == Some(503) && for_gateway_state(&msg) {
+                if self.state_answered.len() >= MAX_CALLS_TRACKED {
+                    self.state_answered.clear();
+                }
+                if self.state_answered.insert(call_id) {
+                    let s = &mut self.summary;
+                    s.gateway_state += 1;
+                    if s.gateway_state_calls.len() < GATEWAY_STATE_SHOWN {
+                        s.gateway_state_calls
+                            .push(String::from_utf8_lossy(msg.call_id()).into_owned());
+                    }
+                }
             }
             let blocked = self.verdicts.get(&call_id).copied().unwrap_or(false);
             o.blocked |= blocked;
             o.allowed |= !blocked;
             return;
         }
+        let at_listen = self.policy.own_address(Some(transport), dst);
         let ctx = Context {
             source: src,
             local: Some(local),
@@ -520,6 +550,7 @@ impl<'p> Replayer<'p> {
                     self.summary.core_retries += 1;
                 } else if d.kind == Kind::Call {
                     self.summary.calls += 1;
+                    self.summary.calls_elsewhere += u64::from(!at_listen);
                     *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
                     if let Some(r) = d.rule {
                         *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
@@ -548,6 +579,17 @@ impl<'p> Replayer<'p> {
 
 /// A response as sipfence relays it: its transaction (the caller's branch, `caller_via`:
 /// the top Via once ours is taken off), Call-ID, CSeq, status and To-tag.
+/// A 503 sipfence gave for its state then, not its policy ([`GATEWAY_STATE`]): its
+/// Reason names why (`SIP;cause=503;text="Next hop not answering"`).
+fn for_gateway_state(msg: &Message) -> bool {
+    msg.value(crate::sip::HeaderName::Reason).is_some_and(|v| {
+        GATEWAY_STATE.iter().any(|t| {
+            let quoted = format!("text=\"{t}\"");
+            v.windows(quoted.len()).any(|w| w == quoted.as_bytes())
+        })
+    })
+}
+
 fn relay_key(msg: &Message, caller_via: Option<crate::sip::via::Via>) -> Option<u64> {
     let b = msg.buf();
     let branch = caller_via?.branch?.of(b);
@@ -711,7 +753,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
         );
     } else {
         println!();
@@ -785,9 +827,29 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         for (e, n) in &s.behaviour {
             println!("  call outcome {e:<20} {n}");
         }
+        if s.gateway_state > 0 {
+            let more = if s.gateway_state > s.gateway_state_calls.len() as u64 {
+                ", ..."
+            } else {
+                ""
+            };
+            println!(
+                "  answered 503 live for the gateway's state, not its policy (a next hop down or congested, stopping, overloaded), judged here by the policy alone: {} calls ({}{more})",
+                s.gateway_state,
+                s.gateway_state_calls.join(", ")
+            );
+        }
     }
     for d in &s.damaged {
         eprintln!("sipfence: warning: {d}");
+    }
+    // (A trunk that names no listen address takes what comes anywhere.)
+    let listens = policy.trunks.iter().all(|t| !t.listen.is_empty());
+    if s.calls_elsewhere > 0 && trunk.is_none() && listens {
+        eprintln!(
+            "sipfence: warning: {} of {} calls went to no listen address of the policy: judged as received where they went, no trunk takes them (unknown-source); a capture taken at another address than the policy names also shows what that gateway sent on, judged as calls too. Replay with the policy of the gateway that took the capture (its listen addresses), or --trunk NAME",
+            s.calls_elsewhere, s.calls
+        );
     }
     status
 }
