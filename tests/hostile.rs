@@ -1150,6 +1150,27 @@ fn the_open_files_limit_caps_connections_and_keeps_room_for_the_metrics() {
     assert_eq!(open, 10);
     drop(idle);
     drop(held);
+    // A limit changed on the running process (`prlimit --pid`) is followed within the
+    // 10 s tick: 100 less a quarter.
+    let lower = libc::rlimit {
+        rlim_cur: 100,
+        rlim_max: 100,
+    };
+    // SAFETY: prlimit reads the struct passed; the old limit is not asked for.
+    let set = unsafe {
+        libc::prlimit(
+            proxy.pid() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lower,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while proxy.metric("sipfence_tcp_connections_limit") != 75.0 {
+        assert!(std::time::Instant::now() < deadline, "limit not followed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The core's answers to a burst of calls on one TCP connection all reach the caller:

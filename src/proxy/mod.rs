@@ -143,8 +143,9 @@ pub struct Shared {
     /// connection's task runs), so that workers accepting at once cannot pass
     /// `max_tcp_connections` between them (QA 44: 272 open at a cap of 256).
     pub accepted_tcp: std::sync::atomic::AtomicUsize,
-    /// Accepted connections the open files limit leaves room for ([`open_files`]).
-    pub tcp_room: usize,
+    /// Accepted connections the open files limit leaves room for ([`open_files`]),
+    /// followed every 10 s ([`follow_open_files`]: `prlimit` on the running process).
+    pub tcp_room: std::sync::atomic::AtomicUsize,
     /// Connections the metrics server serves at once ([`open_files`]).
     pub http_room: usize,
     pub config_path: Option<PathBuf>,
@@ -335,7 +336,7 @@ impl Shared {
     /// the open files limit leaves when that is less.
     pub fn tcp_limit(&self) -> usize {
         let max = self.loaded.load().policy.proxy.max_tcp_connections;
-        max.min(self.tcp_room)
+        max.min(self.tcp_room.load(Ordering::Relaxed))
     }
 
     pub fn count_message(&self, t: Transport, response: bool) {
@@ -659,14 +660,11 @@ fn open_files(max_tcp: usize) -> (usize, usize) {
         if l.rlim_cur == libc::RLIM_INFINITY {
             return (usize::MAX, HTTP_MAX);
         }
-        // Listeners, worker sockets, record files, the metrics server's connections,
-        // the next hops': a quarter of the limit, at most 256; of that, the metrics
-        // server takes a quarter at most (QA 119 N5: its 256 idle connections took
-        // every descriptor kept back, and /healthz timed out again).
         let limit = usize::try_from(l.rlim_cur).unwrap_or(usize::MAX);
-        let room = limit - (limit / 4).min(256);
+        let room = tcp_room(limit);
         // What the accepted connections leave, of which the metrics server takes a
-        // quarter at most.
+        // quarter at most (QA 119 N5: its 256 idle connections took every descriptor
+        // kept back, and /healthz timed out again).
         let spare = limit - room.min(max_tcp);
         let http = (spare / 4).clamp(8, HTTP_MAX);
         if room < max_tcp {
@@ -681,6 +679,48 @@ fn open_files(max_tcp: usize) -> (usize, usize) {
     }
     #[cfg(not(unix))]
     (usize::MAX, HTTP_MAX)
+}
+
+/// The accepted connections an open files limit leaves room for: a quarter of it, at
+/// most 256, is kept for the listeners, worker sockets, record files, the metrics
+/// server's connections and the next hops'.
+fn tcp_room(limit: usize) -> usize {
+    limit - (limit / 4).min(256)
+}
+
+/// The open files limit now, `None` for none (or unreadable).
+fn nofile_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct passed, nothing else.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0;
+        (ok && l.rlim_cur != libc::RLIM_INFINITY)
+            .then(|| usize::try_from(l.rlim_cur).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Follows the open files limit changed on the running process (`prlimit --pid`: an
+/// operator who raises it at 3 a.m. should not need a restart for the connections it
+/// makes room for); said when the accepted connections' cap moves. The metrics
+/// server's share stays that of the start.
+fn follow_open_files(shared: &Shared) {
+    let room = nofile_limit().map_or(usize::MAX, tcp_room);
+    let was = shared.tcp_room.swap(room, Ordering::Relaxed);
+    if room != was {
+        let max = shared.loaded.load().policy.proxy.max_tcp_connections;
+        tracing::warn!(
+            limit = nofile_limit().map_or("none".to_string(), |l| l.to_string()),
+            max_tcp_connections = max,
+            accepted_at_most = max.min(room),
+            "the open files limit changed"
+        );
+    }
 }
 
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
@@ -805,7 +845,7 @@ pub fn run(args: RunArgs) -> i32 {
         next_conn: AtomicU64::new(1),
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
         accepted_tcp: std::sync::atomic::AtomicUsize::new(0),
-        tcp_room,
+        tcp_room: std::sync::atomic::AtomicUsize::new(tcp_room),
         http_room,
         probes: probe::Probes::default(),
         config_path: args.config.clone(),
@@ -1279,6 +1319,7 @@ async fn control(
             _ = int.recv() => break,
             _ = tick.tick() => {
                 let now = crate::cli::now_ms();
+                follow_open_files(&shared);
                 shared.metrics.tcp_connections_limit.set(shared.tcp_limit() as i64);
                 shared.rates.housekeep(now);
                 shared.metrics.rate_keys.set(shared.rates.keys() as i64);
