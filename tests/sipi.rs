@@ -1622,3 +1622,69 @@ fn isup_numbers_read_as_the_core_reads_them() {
     let d = judge(&bare, &m, "10.0.0.4");
     assert_eq!(d.rule, Some(RuleId::IntlDomesticCaller), "{d:?}");
 }
+
+/// An IAM under another media type than `application/ISUP` is judged all the same: a
+/// type that names ISUP otherwise (`application/x-isup`, as a next hop may take it) or
+/// bytes that start as an IAM (`application/octet-stream`), as the whole body or a
+/// part (QA 125: a forged domestic caller under `application/x-isup` went on). Its
+/// Generic Number is deleted as from any IAM. An SDP or text part is not read as
+/// ISUP, and an IAM without its end octet is refused as such (QA 125: it was said to
+/// be truncated).
+#[test]
+fn an_iam_under_another_media_type_is_judged() {
+    let p = policy("");
+    let forged = iam(NumberSpec::national("13812345678"));
+    let clean = iam(NumberSpec::international("442071234567"));
+    for ct in [
+        "application/x-isup",
+        "application/X-ISUP;version=itu-t92+",
+        "application/vnd.example.isup",
+        "application/octet-stream",
+        "application/sipi",
+    ] {
+        // The whole body.
+        blocks_on_isup(
+            &p,
+            &with_body(ct, &forged),
+            "intl",
+            403,
+            RuleId::IntlDomesticCaller,
+        );
+        passes(&p, &with_body(ct, &clean), "intl");
+        // A part beside the SDP.
+        let body = multipart(
+            "b1",
+            &[("application/sdp", SDP.into()), (ct, forged.clone())],
+        );
+        let m = with_body("multipart/mixed;boundary=b1", &body);
+        blocks_on_isup(&p, &m, "intl", 403, RuleId::IntlDomesticCaller);
+        let body = multipart(
+            "b1",
+            &[("application/sdp", SDP.into()), (ct, clean.clone())],
+        );
+        let d = passes(&p, &with_body("multipart/mixed;boundary=b1", &body), "intl");
+        assert!(d.identity.isup.is_some_and(|i| i.iam.is_ok()), "{ct}");
+    }
+    // A Generic Number under `application/x-isup` leaves the IAM like any other.
+    let with_generic = IamBuilder::new("861012345678")
+        .calling(NumberSpec::international("442071234567"))
+        .generic(NumberSpec::international("8613812345678"))
+        .build();
+    let m = with_body("application/x-isup", &with_generic);
+    let d = judge(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber), "{d:?}");
+    let out = isup_of(&forwarded(&p, &m, &d));
+    assert!(out.len() < with_generic.len(), "{out:?}");
+    let left = isup::decode_iam(&out).unwrap();
+    assert!(left.generic.is_none() && left.calling.is_some());
+    // Text is never an IAM.
+    let d = passes(&p, &with_body("text/plain", b"\x01 hello"), "intl");
+    assert!(d.identity.isup.is_none());
+    // No end octet: refused, and said so.
+    let mut no_end = clean.clone();
+    assert_eq!(no_end.pop(), Some(0));
+    let d = judge(&p, &with_body("application/ISUP", &no_end), "intl");
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
+    let err = d.identity.isup.unwrap().iam.unwrap_err().to_string();
+    assert!(err.contains("without their end octet"), "{err}");
+}

@@ -238,10 +238,23 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 rec.trunk.as_deref().unwrap_or("(none: unknown source)")
             );
             println!("  kind     {}", rec.kind);
+            // A blank number the IAM gave, beside a SIP identity that has one (QA 125:
+            // `- (non-numeric)` beside `asserted=+44...` read as the SIP number's).
+            let in_iam = rec.caller.is_none()
+                && rec.blank.is_some()
+                && rec
+                    .isup
+                    .as_ref()
+                    .is_some_and(|i| i.rules.contains(&"blank-caller"));
             println!(
-                "  caller   {} ({}{})  from={} asserted={}{}",
+                "  caller   {} ({}{}{})  from={} asserted={}{}",
                 rec.caller.as_deref().unwrap_or("-"),
                 rec.class.or(rec.blank).unwrap_or("-"),
+                if in_iam {
+                    ": the IAM's Calling Party Number"
+                } else {
+                    ""
+                },
                 if rec.caller_flags.is_empty() {
                     String::new()
                 } else {

@@ -234,6 +234,10 @@ pub enum IsupError {
     /// parameters, or skipped by a pointer. A decoder that reads on, or parameter by
     /// parameter, finds what this one did not judge.
     Unaccounted(usize),
+    /// The optional parameters end with the bytes, without their end octet (due at this
+    /// octet): Q.763 1.8 requires it (QA 125: "truncated" said nothing of what to ask
+    /// the peer for).
+    NoEnd(usize),
 }
 
 impl IsupError {
@@ -243,7 +247,8 @@ impl IsupError {
             | IsupError::BadPointer(o)
             | IsupError::BadNumber(o)
             | IsupError::RepeatedCalling(o)
-            | IsupError::Unaccounted(o) => o,
+            | IsupError::Unaccounted(o)
+            | IsupError::NoEnd(o) => o,
             IsupError::NotIam(_) | IsupError::Ansi | IsupError::SeveralParts => 0,
             IsupError::Multipart(e) => e.offset(),
         }
@@ -276,6 +281,10 @@ impl std::fmt::Display for IsupError {
                 f,
                 "ISUP octets from {o} belong to no parameter: another decoder may read a number there"
             ),
+            IsupError::NoEnd(o) => write!(
+                f,
+                "ISUP optional parameters without their end octet (0x00, due at octet {o}): Q.763 requires it"
+            ),
         }
     }
 }
@@ -291,7 +300,8 @@ fn optional_params(
     std::iter::from_fn(move || {
         let i = next.take()?;
         let c = match b.get(i) {
-            None => return Some(Err(IsupError::Truncated(i))),
+            // Right after a whole parameter (or the pointer's start): no end octet.
+            None => return Some(Err(IsupError::NoEnd(i))),
             Some(&code::END_OF_OPTIONAL) => return None,
             Some(&c) => c,
         };

@@ -62,52 +62,53 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
             .find(|h| multipart::encoding_changes_bytes(h.name_span().of(b), h.value().of(b)))
             .map(|h| SipIError::Multipart(MultipartError::Encoded(h.line().start as usize)))
     };
-    let (body, part_cl, disposition, isup_ct) = if is_isup(ct) {
-        if let Some(e) = encoded() {
-            return Err(e);
-        }
-        let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
-        (msg.body_span(), [None; multipart::MAX_DEPTH], disp, ct)
-    } else if multipart::is_multipart(ct) {
-        if let Some(e) = encoded() {
-            return Err(e);
-        }
-        let mut found = Found::default();
-        collect(
-            b,
-            msg.body_span(),
-            ct,
-            1,
-            [None; multipart::MAX_DEPTH],
-            &mut found,
-        )?;
-        let Some((p, lengths)) = found.first else {
+    let (body, part_cl, disposition, isup_ct) =
+        if is_isup(ct) || (multipart::plain_media_type(ct) && taken_for_isup(ct, msg.body())) {
+            if let Some(e) = encoded() {
+                return Err(e);
+            }
+            let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
+            (msg.body_span(), [None; multipart::MAX_DEPTH], disp, ct)
+        } else if multipart::is_multipart(ct) {
+            if let Some(e) = encoded() {
+                return Err(e);
+            }
+            let mut found = Found::default();
+            collect(
+                b,
+                msg.body_span(),
+                ct,
+                1,
+                [None; multipart::MAX_DEPTH],
+                &mut found,
+            )?;
+            let Some((p, lengths)) = found.first else {
+                return Ok(None);
+            };
+            if found.count > 1 {
+                return Ok(Some(SipI {
+                    body: p.body,
+                    part_content_lengths: lengths,
+                    required: true,
+                    iam: Err(IsupError::SeveralParts),
+                }));
+            }
+            (
+                p.body,
+                lengths,
+                p.disposition,
+                p.content_type.map_or(&[][..], |t| t.of(b)),
+            )
+        } else if multipart::plain_media_type(ct) {
             return Ok(None);
+        } else {
+            let at = msg
+                .first(HeaderName::ContentType)
+                .map_or(0, |h| h.value().start);
+            return Err(SipIError::Multipart(MultipartError::BadContentType(
+                at as usize,
+            )));
         };
-        if found.count > 1 {
-            return Ok(Some(SipI {
-                body: p.body,
-                part_content_lengths: lengths,
-                required: true,
-                iam: Err(IsupError::SeveralParts),
-            }));
-        }
-        (
-            p.body,
-            lengths,
-            p.disposition,
-            p.content_type.map_or(&[][..], |t| t.of(b)),
-        )
-    } else if multipart::plain_media_type(ct) {
-        return Ok(None);
-    } else {
-        let at = msg
-            .first(HeaderName::ContentType)
-            .map_or(0, |h| h.value().start);
-        return Err(SipIError::Multipart(MultipartError::BadContentType(
-            at as usize,
-        )));
-    };
     // RFC 3204's version parameter names the ISUP variant; ITU-T's and the national
     // variants built on it (China's among them) share the IAM's layout, ANSI's does not.
     let ansi = ansi_variant(isup_ct);
@@ -155,7 +156,12 @@ fn collect(
     let (parts, n) = multipart::parts(b, body, boundary).map_err(SipIError::Multipart)?;
     for p in &parts[..n] {
         let t = p.content_type.map_or(&[][..], |t| t.of(b));
-        let (isup, nested) = (is_isup(t), multipart::is_multipart(t));
+        let nested = multipart::is_multipart(t);
+        // A part without a type is a lenient reader's to guess.
+        let isup = is_isup(t)
+            || (!nested
+                && (p.content_type.is_none() || multipart::plain_media_type(t))
+                && taken_for_isup(t, p.body.of(b)));
         if let Some(cte) = p.encoding.filter(|_| isup || nested) {
             return Err(SipIError::Multipart(MultipartError::Encoded(
                 cte.start as usize,
@@ -227,6 +233,22 @@ fn ansi_variant(content_type: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// A body (or part) of another media type than `application/ISUP` that a next hop may
+/// take for ISUP all the same, and so is judged as it: a type that names ISUP otherwise
+/// (`application/x-isup`, `application/vnd.x.isup`; not in a comment), or bytes that
+/// start as an IAM does under a type not read otherwise (`application/octet-stream`,
+/// none; SDP and text are read as what they say). QA 125: a forged Calling Party
+/// Number under `application/x-isup` went on unjudged.
+fn taken_for_isup(content_type: &[u8], body: &[u8]) -> bool {
+    let mt = lex::trim(multipart::without_comments(multipart::media_type(
+        content_type,
+    )));
+    let read_otherwise = multipart::is_type(content_type, b"application", Some(b"sdp"))
+        || multipart::is_type(content_type, b"text", None);
+    mt.windows(4).any(|w| w.eq_ignore_ascii_case(b"isup"))
+        || (!read_otherwise && body.first() == Some(&super::IAM))
 }
 
 /// Whether a Content-Type value names ISUP, however a lenient reader would take it.
