@@ -23,12 +23,17 @@ use super::{CallRef, Event};
 pub const RING_MS: u64 = 200_000;
 /// An answered call whose BYE was never seen counts this long after the answer.
 pub const ANSWERED_MS: u64 = 4 * 3_600_000;
+/// An answered call whose caller sent its BYE counts this long after it unless the core
+/// refuses the BYE: a BYE transaction's 32 s (Timer F) and a margin.
+pub const BYE_MS: u64 = 40_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Live {
     trunk: u64,
     answered: bool,
     deadline_ms: u64,
+    /// The deadline the answer gave, for a BYE the core refuses.
+    answered_until_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +108,7 @@ impl LiveCalls {
                 trunk,
                 answered: false,
                 deadline_ms: now_ms + RING_MS,
+                answered_until_ms: 0,
             },
         );
         true
@@ -131,6 +137,7 @@ impl LiveCalls {
             Event::Answered if !l.answered => {
                 l.answered = true;
                 l.deadline_ms = now_ms + ANSWERED_MS;
+                l.answered_until_ms = l.deadline_ms;
                 let live = *l;
                 if r.dialog != 0 && r.dialog != call {
                     if t.calls.contains_key(&r.dialog) {
@@ -146,6 +153,12 @@ impl LiveCalls {
             }
             Event::Cancelled | Event::Failed | Event::Challenged if !l.answered => t.end(call),
             Event::Bye => t.end(call),
+            // Not ended at once: a BYE the core refuses (481, one a caller made up for
+            // a dialog the core does not have) frees nothing (QA 47).
+            Event::ByeSent if l.answered => {
+                l.deadline_ms = l.deadline_ms.min(now_ms + BYE_MS);
+            }
+            Event::ByeRefused if l.answered => l.deadline_ms = l.answered_until_ms,
             _ => {}
         }
     }

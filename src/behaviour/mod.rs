@@ -146,6 +146,14 @@ pub enum Event {
     /// the retry takes one.
     Challenged,
     Bye,
+    /// The caller's BYE, sent on to the core: the caller holds the call over (RFC 3261
+    /// 15.1.1) whatever the core makes of it. Its place is given back unless the core
+    /// refuses the BYE ([`Event::ByeRefused`]) within a transaction's time: a core that
+    /// is down never answers (QA 124: places held for hours after an outage).
+    ByeSent,
+    /// The core's final failure to the caller's BYE (481: no such dialog): the call is
+    /// up as it was.
+    ByeRefused,
 }
 
 /// What the tracker made of an event, for metrics.
@@ -299,7 +307,7 @@ impl CallRef {
 fn call_ref(msg: &Message, from_core: bool, ev: Event) -> CallRef {
     let id = msg.call_id();
     let from = msg.from_tag_read().unwrap_or_default();
-    if ev == Event::Bye {
+    if matches!(ev, Event::Bye | Event::ByeSent | Event::ByeRefused) {
         let to = msg.to_tag_read().unwrap_or_default();
         let (caller, callee) = if msg.is_request() && from_core {
             (to, from)
@@ -335,6 +343,7 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
     match msg.method() {
         Some(Method::Cancel) if !from_core => Some(Event::Cancel),
         Some(Method::Bye) if from_core => Some(Event::Bye),
+        Some(Method::Bye) => Some(Event::ByeSent),
         Some(_) => None,
         // A response from the caller's side tells nothing of how the core took a call.
         None if !from_core => None,
@@ -342,7 +351,11 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
             let (_, m) = msg.cseq()?;
             let status = msg.status()?;
             if m == b"BYE" {
-                return (200..=299).contains(&status).then_some(Event::Bye);
+                return match status {
+                    200..=299 => Some(Event::Bye),
+                    300..=699 => Some(Event::ByeRefused),
+                    _ => None,
+                };
             }
             if m != b"INVITE" {
                 return None;
@@ -358,6 +371,16 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
                 _ => None,
             }
         }
+    }
+}
+
+/// The caller's BYE `msg` could not reach the core (no connection to it), and the
+/// gateway answered it 503 itself: the call ends for its caller all the same (RFC 3261
+/// 15.1.1), so it ends here too, whatever that 503, relayed as the core's answer,
+/// said (QA 124: such a call held its place for the four-hour bound).
+pub fn bye_not_delivered(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) {
+    if msg.method() == Some(Method::Bye) {
+        t.on_event(call_ref(msg, false, Event::Bye), Event::Bye, now_ms);
     }
 }
 

@@ -442,6 +442,10 @@ fn handle_parsed(
             Transport::Udp => st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT),
         }
     {
+        // A retransmission of a call sent before the next hop was marked down ends
+        // here, its caller answered: its concurrent-call place is given back (QA 124:
+        // held to the 200 s bound, it refused calls once the core was back).
+        st.behaviour.forget(behaviour::call_key(msg));
         let r = Refusal { code: 503, why };
         return refuse(st, msg, o, r, false, out, observe);
     }
@@ -2036,6 +2040,120 @@ record_route = true
         assert!(matches!(h, Handled::Respond(_, 482)), "{out}");
         let (h, out) = run(peer, invite("n6-3"));
         assert!(matches!(h, Handled::Forward(_)), "{out}");
+    }
+
+    /// A core outage holds no concurrent-call place for long (QA 124: after a UDP core
+    /// died and came back, the trunk refused calls for a minute, and places stayed held
+    /// with no call up): an INVITE sent before the core was marked down ends at the
+    /// 503 its retransmission gets here; an answered call ends 40 s after its caller's
+    /// BYE when the core never answers it, and stays up when the core refuses the BYE
+    /// (481: QA 47).
+    #[test]
+    fn a_core_outage_holds_no_concurrent_place() {
+        use crate::behaviour::live::BYE_MS;
+        let p = Policy::from_str(
+            &format!("{POLICY}max_concurrent_calls = 1\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let calls = crate::behaviour::local::LocalTracker::new(64, 64);
+        struct Silent;
+        impl NextHops for Silent {
+            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+                None
+            }
+            fn some_down(&self) -> bool {
+                true
+            }
+            fn silent(&self, _to: SocketAddr) -> bool {
+                true
+            }
+        }
+        let t0 = step(&p).now_ms;
+        let run = |at: u64, down: bool, from: &str, text: &str| {
+            let st = Step {
+                behaviour: &calls,
+                now_ms: t0 + at,
+                ..step(&p)
+            };
+            let st = if down {
+                Step {
+                    next_hops: &Silent,
+                    ..st
+                }
+            } else {
+                st
+            };
+            let (h, out, _) = run_on(&st, from, "192.0.2.10:5060", text);
+            (h, out)
+        };
+        let (peer, core) = ("198.51.100.7:5060", "10.0.0.5:5060");
+        let invite = |id: &str| {
+            format!(
+                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613812345678@198.51.100.7:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let vias = |out: &str| -> String {
+            out.lines()
+                .filter(|l| l.starts_with("Via:"))
+                .map(|l| format!("{l}\r\n"))
+                .collect()
+        };
+        let forwarded = |h: &Handled, out: &str| assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let full = |h: &Handled, out: &str| {
+            assert!(
+                matches!(h, Handled::Respond(_, 503)) && out.contains("concurrent"),
+                "{out}"
+            )
+        };
+        // Sent, and lost in a core that died; its retransmission, once the core is
+        // marked down, gets 503 here.
+        let (h, out) = run(0, false, peer, &invite("o1"));
+        forwarded(&h, &out);
+        let (h, out) = run(1_000, false, peer, &invite("o2"));
+        full(&h, &out);
+        let (h, out) = run(30_000, true, peer, &invite("o1"));
+        assert!(
+            matches!(h, Handled::Respond(_, 503)) && out.contains("Next hop not answering"),
+            "{out}"
+        );
+        // The core is back: the place is free.
+        let (h, out) = run(40_000, false, peer, &invite("o3"));
+        forwarded(&h, &out);
+        // Answered; then the caller's BYE, which the core never answers.
+        let answer = |id: &str, out: &str| {
+            format!(
+                "SIP/2.0 200 OK\r\n{}From: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core{id}\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:core@10.0.0.5>\r\nContent-Length: 0\r\n\r\n",
+                vias(out)
+            )
+        };
+        let (h, out) = run(40_100, false, core, &answer("o3", &out));
+        forwarded(&h, &out);
+        let bye = |id: &str| {
+            format!(
+                "BYE sip:core@10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-b{id}\r\nRoute: <sip:192.0.2.10:5060;lr>\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core{id}\r\nCall-ID: {id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let (h, out) = run(50_000, false, peer, &bye("o3"));
+        forwarded(&h, &out);
+        let (h, out) = run(50_000 + BYE_MS - 1, false, peer, &invite("o4"));
+        full(&h, &out);
+        let (h, out) = run(50_000 + BYE_MS, false, peer, &invite("o5"));
+        forwarded(&h, &out);
+        // Answered; the caller's BYE refused by the core (481): the call is up still.
+        let (h, out) = run(100_000, false, core, &answer("o5", &out));
+        forwarded(&h, &out);
+        let (h, out) = run(110_000, false, peer, &bye("o5"));
+        forwarded(&h, &out);
+        let refused = format!(
+            "SIP/2.0 481 Call/Transaction Does Not Exist\r\n{}From: <sip:+8613812345678@198.51.100.7>;tag=ao5\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=coreo5\r\nCall-ID: o5\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            vias(&out)
+        );
+        let (h, out) = run(110_100, false, core, &refused);
+        forwarded(&h, &out);
+        let (h, out) = run(110_000 + BYE_MS + 1, false, peer, &invite("o6"));
+        full(&h, &out);
     }
 
     /// What the core sends towards a trunk's peer: a call it offers the peer is

@@ -413,6 +413,9 @@ pub fn unreachable(
         Ok(super::stateless::Handled::Dropped(reason)) => shared.metrics.dropped(reason),
         _ => {}
     }
+    if l.policy.tracks_calls && l.policy.is_next_hop(&addr) {
+        crate::behaviour::bye_not_delivered(&req, &shared.behaviour, crate::cli::now_ms());
+    }
 }
 
 /// The addresses our Via names for requests a connection on `local` forwards: those of

@@ -484,6 +484,9 @@ impl<'p> Replayer<'p> {
                 decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
                 self.learn(&msg, from_core(), ts_ms);
             } else if msg.status() == Some(503) && for_gateway_state(&msg) {
+                // The call ends here, as the proxy ends it: its concurrent-call place
+                // is given back.
+                behaviour::BehaviourTracker::forget(&self.behaviour, behaviour::call_key(&msg));
                 if self.state_answered.len() >= MAX_CALLS_TRACKED {
                     self.state_answered.clear();
                 }
