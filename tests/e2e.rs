@@ -625,10 +625,60 @@ fn tcp_next_hop_unreachable() {
         }
     }
     // (The core's end is held open until the connection is counted.)
-    let (got, _open) = reached.join().unwrap();
+    let (got, mut open) = reached.join().unwrap();
     assert!(got.starts_with("INVITE sip:+861012345678@"), "{got}");
     assert_eq!(proxy.metric("sipfence_next_hops_down"), 0.0);
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
+    // The core answers the call; then it goes away, and the caller's BYE cannot reach
+    // it: answered 503 here, and the call's place is given back at once (QA 124: the
+    // 503, relayed as the core's answer, kept it for the four-hour bound).
+    let call_id = got
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: "))
+        .unwrap()
+        .to_string();
+    let vias: String = got
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("Via:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{vias}From: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:core@127.0.0.1:{core};transport=tcp>\r\nContent-Length: 0\r\n\r\n",
+        me = sock.local_addr().unwrap(),
+        core = base + 10
+    );
+    std::io::Write::write_all(&mut open, ok.as_bytes()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = sock.recv(&mut b).expect("the 200 relayed");
+    assert!(b[..n].starts_with(b"SIP/2.0 200 "));
+    assert_eq!(
+        proxy.metric("sipfence_concurrent_calls{trunk=\"intl\"}"),
+        1.0
+    );
+    drop(open);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_tcp_connections") != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the core's close unseen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bye = format!(
+        "BYE sip:core@127.0.0.1:{core};transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-tcpdown-bye\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        me = sock.local_addr().unwrap(),
+        core = base + 10
+    );
+    let r = answer_to(&sock, base, &bye);
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("CSeq: 2 BYE"),
+        "{r}"
+    );
+    assert_eq!(
+        proxy.metric("sipfence_concurrent_calls{trunk=\"intl\"}"),
+        0.0
+    );
     // The record of a call refused for the transport carries the reason, and `trace`
     // shows it where a rule's name would be (it showed `reject 503 -`).
     let config = proxy.dir.path().join("sipfence.toml");
