@@ -1677,9 +1677,25 @@ fn an_iam_under_another_media_type_is_judged() {
     assert!(out.len() < with_generic.len(), "{out:?}");
     let left = isup::decode_iam(&out).unwrap();
     assert!(left.generic.is_none() && left.calling.is_some());
-    // Text is never an IAM.
-    let d = passes(&p, &with_body("text/plain", b"\x01 hello"), "intl");
-    assert!(d.identity.isup.is_none());
+    // Text is never an IAM, nor is what another type says it is, nor a type whose name
+    // only holds the letters (QA 126).
+    for (ct, body) in [
+        ("text/plain", &b"\x01 hello"[..]),
+        ("image/png", &forged[..]),
+        ("application/QSIG", &forged[..]),
+        ("application/vnd.isupport+json", b"{\"a\":1}"),
+        ("application/x-isupdate", b"{\"a\":1}"),
+    ] {
+        let d = passes(&p, &with_body(ct, body), "intl");
+        assert!(d.identity.isup.is_none(), "{ct}");
+    }
+    blocks_on_isup(
+        &p,
+        &with_body("application/foo+isup", &forged),
+        "intl",
+        403,
+        RuleId::IntlDomesticCaller,
+    );
     // No end octet: refused, and said so.
     let mut no_end = clean.clone();
     assert_eq!(no_end.pop(), Some(0));

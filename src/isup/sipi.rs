@@ -237,18 +237,25 @@ fn ansi_variant(content_type: &[u8]) -> bool {
 
 /// A body (or part) of another media type than `application/ISUP` that a next hop may
 /// take for ISUP all the same, and so is judged as it: a type that names ISUP otherwise
-/// (`application/x-isup`, `application/vnd.x.isup`; not in a comment), or bytes that
-/// start as an IAM does under a type not read otherwise (`application/octet-stream`,
-/// none; SDP and text are read as what they say). QA 125: a forged Calling Party
-/// Number under `application/x-isup` went on unjudged.
+/// (a subtype with `isup` among its words, `x-isup`, `vnd.example.isup`, `foo+isup`,
+/// or `sipi`/`sip-i`; not in a comment), or bytes that start as an IAM does where no
+/// type says what they are (`application/octet-stream`, a part without a type). Other
+/// types (an image, `application/QSIG`, SDP, text) are read as what they say. QA 125:
+/// a forged Calling Party Number under `application/x-isup` went on unjudged; QA 126:
+/// `vnd.isupport+json` is no ISUP, nor a PNG that happens to start with 0x01.
 fn taken_for_isup(content_type: &[u8], body: &[u8]) -> bool {
     let mt = lex::trim(multipart::without_comments(multipart::media_type(
         content_type,
     )));
-    let read_otherwise = multipart::is_type(content_type, b"application", Some(b"sdp"))
-        || multipart::is_type(content_type, b"text", None);
-    mt.windows(4).any(|w| w.eq_ignore_ascii_case(b"isup"))
-        || (!read_otherwise && body.first() == Some(&super::IAM))
+    let sub = lex::find_byte(mt, b'/').map_or(&[][..], |at| lex::trim(&mt[at + 1..]));
+    let names_isup = sub
+        .split(|&c| matches!(c, b'.' | b'-' | b'+'))
+        .any(|w| w.eq_ignore_ascii_case(b"isup"))
+        || sub.eq_ignore_ascii_case(b"sipi")
+        || sub.eq_ignore_ascii_case(b"sip-i");
+    let untyped =
+        mt.is_empty() || multipart::is_type(content_type, b"application", Some(b"octet-stream"));
+    names_isup || (untyped && body.first() == Some(&super::IAM))
 }
 
 /// Whether a Content-Type value names ISUP, however a lenient reader would take it.
