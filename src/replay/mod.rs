@@ -850,7 +850,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let listens = policy.trunks.iter().all(|t| !t.listen.is_empty());
     if s.calls_elsewhere > 0 && trunk.is_none() && listens {
         eprintln!(
-            "sipfence: warning: {} of {} calls went to no listen address of the policy: judged as received where they went, no trunk takes them (unknown-source); a capture taken at another address than the policy names also shows what that gateway sent on, judged as calls too. Replay with the policy of the gateway that took the capture (its listen addresses), or --trunk NAME",
+            "sipfence: warning: {} of {} calls went to no listen address of the policy: judged as received where they went, no trunk takes them (unknown-source); a capture taken at another address than the policy names also shows what that gateway sent on, judged as calls too. Replay with the policy of the gateway that took the capture (its listen addresses); --trunk NAME judges every call as that trunk's, but does not tell that gateway's own messages from calls",
             s.calls_elsewhere, s.calls
         );
     }
