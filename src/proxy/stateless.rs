@@ -1994,17 +1994,36 @@ record_route = true
         assert!(seen.is_empty());
     }
 
+    /// [`POLICY`] with one call at a time on its trunk.
+    fn capped() -> Policy {
+        Policy::from_str(
+            &format!("{POLICY}max_concurrent_calls = 1\n"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    /// The core (10.0.0.5:5060) stopped answering its probes.
+    struct Silent;
+    impl NextHops for Silent {
+        fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+            None
+        }
+        fn some_down(&self) -> bool {
+            true
+        }
+        fn silent(&self, to: SocketAddr) -> bool {
+            to == "10.0.0.5:5060".parse().unwrap()
+        }
+    }
+
     /// A peer whose Contact names the gateway gets the core's BYE sent back here,
     /// answered 482; the core holds the call over all the same, so its concurrent place
     /// is free again (QA 90 N6: held until the four-hour bound).
     #[test]
     fn a_core_bye_answered_here_ends_the_call() {
-        let p = Policy::from_str(
-            &format!("{POLICY}max_concurrent_calls = 1\n"),
-            "t.toml",
-            std::path::Path::new("."),
-        )
-        .unwrap();
+        let p = capped();
         let calls = crate::behaviour::local::LocalTracker::new(64, 64);
         let st = Step {
             behaviour: &calls,
@@ -2051,25 +2070,8 @@ record_route = true
     #[test]
     fn a_core_outage_holds_no_concurrent_place() {
         use crate::behaviour::live::BYE_MS;
-        let p = Policy::from_str(
-            &format!("{POLICY}max_concurrent_calls = 1\n"),
-            "t.toml",
-            std::path::Path::new("."),
-        )
-        .unwrap();
+        let p = capped();
         let calls = crate::behaviour::local::LocalTracker::new(64, 64);
-        struct Silent;
-        impl NextHops for Silent {
-            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
-                None
-            }
-            fn some_down(&self) -> bool {
-                true
-            }
-            fn silent(&self, _to: SocketAddr) -> bool {
-                true
-            }
-        }
         let t0 = step(&p).now_ms;
         let run = |at: u64, down: bool, from: &str, text: &str| {
             let st = Step {
@@ -2795,18 +2797,6 @@ record_route = true
         let (h, answered) = seen("198.51.100.7:5060", &answer(200));
         assert!(answered.is_empty() && h != Handled::Absorbed, "{h:?}");
         // Silent: a new call is refused, a BYE goes on.
-        struct Silent;
-        impl NextHops for Silent {
-            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
-                None
-            }
-            fn some_down(&self) -> bool {
-                true
-            }
-            fn silent(&self, to: SocketAddr) -> bool {
-                to == "10.0.0.5:5060".parse().unwrap()
-            }
-        }
         let st = Step {
             next_hops: &Silent,
             ..step(&p)
