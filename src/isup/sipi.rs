@@ -62,53 +62,54 @@ pub fn find(msg: &Message) -> Result<Option<SipI>, SipIError> {
             .find(|h| multipart::encoding_changes_bytes(h.name_span().of(b), h.value().of(b)))
             .map(|h| SipIError::Multipart(MultipartError::Encoded(h.line().start as usize)))
     };
-    let (body, part_cl, disposition, isup_ct) =
-        if is_isup(ct) || (multipart::plain_media_type(ct) && taken_for_isup(ct, msg.body())) {
-            if let Some(e) = encoded() {
-                return Err(e);
-            }
-            let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
-            (msg.body_span(), [None; multipart::MAX_DEPTH], disp, ct)
-        } else if multipart::is_multipart(ct) {
-            if let Some(e) = encoded() {
-                return Err(e);
-            }
-            let mut found = Found::default();
-            collect(
-                b,
-                msg.body_span(),
-                ct,
-                1,
-                [None; multipart::MAX_DEPTH],
-                &mut found,
-            )?;
-            let Some((p, lengths)) = found.first else {
-                return Ok(None);
-            };
-            if found.count > 1 {
-                return Ok(Some(SipI {
-                    body: p.body,
-                    part_content_lengths: lengths,
-                    required: true,
-                    iam: Err(IsupError::SeveralParts),
-                }));
-            }
-            (
-                p.body,
-                lengths,
-                p.disposition,
-                p.content_type.map_or(&[][..], |t| t.of(b)),
-            )
-        } else if multipart::plain_media_type(ct) {
+    // Another type's body a next hop may take for ISUP is judged as one too.
+    let whole = is_isup(ct) || (multipart::plain_media_type(ct) && taken_for_isup(ct, msg.body()));
+    let (body, part_cl, disposition, isup_ct) = if whole {
+        if let Some(e) = encoded() {
+            return Err(e);
+        }
+        let disp = msg.first(HeaderName::ContentDisposition).map(|h| h.value());
+        (msg.body_span(), [None; multipart::MAX_DEPTH], disp, ct)
+    } else if multipart::is_multipart(ct) {
+        if let Some(e) = encoded() {
+            return Err(e);
+        }
+        let mut found = Found::default();
+        collect(
+            b,
+            msg.body_span(),
+            ct,
+            1,
+            [None; multipart::MAX_DEPTH],
+            &mut found,
+        )?;
+        let Some((p, lengths)) = found.first else {
             return Ok(None);
-        } else {
-            let at = msg
-                .first(HeaderName::ContentType)
-                .map_or(0, |h| h.value().start);
-            return Err(SipIError::Multipart(MultipartError::BadContentType(
-                at as usize,
-            )));
         };
+        if found.count > 1 {
+            return Ok(Some(SipI {
+                body: p.body,
+                part_content_lengths: lengths,
+                required: true,
+                iam: Err(IsupError::SeveralParts),
+            }));
+        }
+        (
+            p.body,
+            lengths,
+            p.disposition,
+            p.content_type.map_or(&[][..], |t| t.of(b)),
+        )
+    } else if multipart::plain_media_type(ct) {
+        return Ok(None);
+    } else {
+        let at = msg
+            .first(HeaderName::ContentType)
+            .map_or(0, |h| h.value().start);
+        return Err(SipIError::Multipart(MultipartError::BadContentType(
+            at as usize,
+        )));
+    };
     // RFC 3204's version parameter names the ISUP variant; ITU-T's and the national
     // variants built on it (China's among them) share the IAM's layout, ANSI's does not.
     let ansi = ansi_variant(isup_ct);

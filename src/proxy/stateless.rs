@@ -422,6 +422,10 @@ fn handle_parsed(
             ..Extra::default()
         };
         response::write_response(msg, 503, response::phrase(503), &extra, out);
+        // A retransmission of a call let through before ends here, as below.
+        if st.policy.tracks_calls {
+            st.behaviour.forget(behaviour::call_key(msg));
+        }
         return Handled::Shed(dest_for_response(msg.buf(), o, top.as_ref()));
     }
     // A call for a next hop that cannot take it now (a TCP one down, a UDP one not
@@ -445,7 +449,9 @@ fn handle_parsed(
         // A retransmission of a call sent before the next hop was marked down ends
         // here, its caller answered: its concurrent-call place is given back (QA 124:
         // held to the 200 s bound, it refused calls once the core was back).
-        st.behaviour.forget(behaviour::call_key(msg));
+        if st.policy.tracks_calls {
+            st.behaviour.forget(behaviour::call_key(msg));
+        }
         let r = Refusal { code: 503, why };
         return refuse(st, msg, o, r, false, out, observe);
     }
@@ -2156,6 +2162,44 @@ record_route = true
         forwarded(&h, &out);
         let (h, out) = run(110_000 + BYE_MS + 1, false, peer, &invite("o6"));
         full(&h, &out);
+    }
+
+    /// A retransmission of a call let through, answered 503 while the gateway sheds
+    /// load or stops, ends the call: its place is given back, as a replay of the
+    /// capture (which sees that 503) gives it back.
+    #[test]
+    fn a_call_whose_retransmission_is_shed_gives_its_place_back() {
+        let p = capped();
+        let calls = crate::behaviour::local::LocalTracker::new(64, 64);
+        let run = |overloaded: bool, draining: bool, id: &str| {
+            let st = Step {
+                behaviour: &calls,
+                overloaded,
+                draining,
+                ..step(&p)
+            };
+            let invite = format!(
+                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            let (h, out, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", &invite);
+            (h, out)
+        };
+        let (h, out) = run(false, false, "s1");
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let (h, out) = run(true, false, "s1");
+        assert!(
+            matches!(h, Handled::Shed(_)) && out.contains("Overloaded"),
+            "{out}"
+        );
+        let (h, out) = run(false, false, "s2");
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let (h, out) = run(false, true, "s2");
+        assert!(
+            matches!(h, Handled::Shed(_)) && out.contains("Stopping"),
+            "{out}"
+        );
+        let (h, out) = run(false, false, "s3");
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
     }
 
     /// What the core sends towards a trunk's peer: a call it offers the peer is
