@@ -491,40 +491,6 @@ fn tcp_next_hop() {
     );
 }
 
-/// The connection to a TCP core leaves from the address the call came to, as the
-/// datagrams of a UDP core do, not from the host's default source address (QA 126: the
-/// core saw 127.0.0.1 for a gateway listening on 127.0.0.10, and a replay of the
-/// capture judged the gateway's own requests as a stranger's calls).
-#[test]
-fn a_tcp_core_is_reached_from_the_listen_address() {
-    let base = port_block();
-    let cfg = tcp_core_config(base, "").replace(
-        &format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]"),
-        &format!("listen = [\"udp:127.0.0.10:{base}\", \"tcp:127.0.0.10:{base}\"]"),
-    );
-    assert!(cfg.contains("udp:127.0.0.10:"));
-    let core = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
-    let proxy = Proxy::start(&cfg, 1);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let invite = format!(
-        "INVITE sip:+861012345678@127.0.0.10 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-from\r\nFrom: <sip:+442071234567@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.10>\r\nCall-ID: tcp-from\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        me = sock.local_addr().unwrap()
-    );
-    sock.send_to(invite.as_bytes(), ("127.0.0.10", base))
-        .unwrap();
-    let (mut c, peer) = core.accept().unwrap();
-    assert_eq!(peer.ip().to_string(), "127.0.0.10");
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = std::io::Read::read(&mut c, &mut got).unwrap();
-    let got = String::from_utf8_lossy(&got[..n]);
-    assert!(
-        got.starts_with("INVITE ") && got.contains("Via: SIP/2.0/TCP 127.0.0.10:"),
-        "{got}"
-    );
-    drop(proxy);
-}
-
 /// A next hop that refuses TCP: the INVITE is counted as not sent and answered 503
 /// with Retry-After, as if the next hop had (the caller can reroute at once), through
 /// the response path (our Via off, back to the caller's); the proxy lives on.

@@ -2031,10 +2031,18 @@ fn our_relayed_requests_over_tcp_are_not_judged_again() {
     forged[15] = 9; // source 127.0.0.9
     w.write(101, 1_795_000_001, 0, &forged, forged.len() as u32)
         .unwrap();
+    // Ours to the core (the built-in next hop, 127.0.0.1:5080) from another address of
+    // the host, the one the system chose for the connection (QA 127: one connection
+    // per next hop carries every trunk's requests, whichever listener its Via names).
+    let mut to_core = tcp_lo(60091, 5080, 1, 0x18, &reinvite("127.0.0.1"));
+    to_core[15] = 7;
+    w.write(101, 1_795_000_002, 0, &to_core, to_core.len() as u32)
+        .unwrap();
     w.finish().unwrap();
-    let (recs, _, _) = replay(&path);
+    let (recs, s, _) = replay(&path);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].source, "127.0.0.9:60090");
+    assert_eq!(s.calls_elsewhere, 0, "{s:?}");
 }
 
 /// QA 35: an out-of-order TCP segment sent again with other bytes (another caller) is

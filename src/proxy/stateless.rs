@@ -856,18 +856,22 @@ pub fn sent_by_core(policy: &Policy, msg: &Message, source: SocketAddr) -> bool 
 }
 
 /// A request this proxy sent (what a capture shows of its output): our Via on top, with
-/// our branch, naming one of our addresses, and sent from that host. Replay tells its
-/// own output by this where the source address alone cannot: requests sipfence sends
-/// over a TCP connection it opened leave from an ephemeral port, no listen address.
-/// (A request that merely claims our Via comes from another host, and is judged.)
-pub fn sent_by_proxy(policy: &Policy, msg: &Message, src: SocketAddr) -> bool {
+/// our branch, naming one of our addresses, and sent from that host, or sent to a next
+/// hop. Replay tells its own output by this where the source address alone cannot:
+/// requests sipfence sends over a TCP connection it opened leave from an ephemeral
+/// port, no listen address, and from the address the system chooses towards the core,
+/// which may be another of the host's than the listener's its Via names (QA 126, QA
+/// 127: one connection per next hop carries every trunk's requests). (A request that
+/// merely claims our Via comes from another host, and is judged, unless it went to
+/// the core around the gateway.)
+pub fn sent_by_proxy(policy: &Policy, msg: &Message, src: SocketAddr, dst: SocketAddr) -> bool {
     let top = msg.top_via();
     msg.is_request()
         && top.as_ref().is_some_and(|v| {
             v.branch
                 .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX))
                 && host_ip(msg.slice(v.host)).is_some_and(|ip| {
-                    ip == src.ip().to_canonical()
+                    (ip == src.ip().to_canonical() || policy.is_next_hop(&dst))
                         && policy.own_address(None, SocketAddr::new(ip, v.port.unwrap_or(5060)))
                 })
         })

@@ -230,8 +230,7 @@ async fn outbound(
     };
     let mut failed = 0u64;
     loop {
-        let why = match tokio::time::timeout(CONNECT_TIMEOUT, connect_from(local.addr, addr)).await
-        {
+        let why = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 if failed > 0 {
@@ -302,36 +301,6 @@ async fn outbound(
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");
     }
-}
-
-/// Connects to `addr` from the address of the listener `local` (its port chosen by the
-/// system), as the UDP path's datagrams leave from their listening socket: the core
-/// sees the gateway where its Via and Record-Route name it. The host's default source
-/// address may be another (a second address of the host, loopback's 127.0.0.1): a core
-/// that admits the gateway's address would refuse it, and a capture's replay took the
-/// gateway's own requests for calls from a stranger (QA 126). A wildcard listener, or
-/// one of the other IP family or of loopback towards another host, leaves the choice
-/// to the system.
-async fn connect_from(local: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
-    let ip = local.ip().to_canonical();
-    let to = addr.ip().to_canonical();
-    let new = || {
-        if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        }
-    };
-    let sock = new()?;
-    if !ip.is_unspecified()
-        && ip.is_ipv4() == addr.is_ipv4()
-        && ip.is_loopback() == to.is_loopback()
-        && let Err(e) = sock.bind(SocketAddr::new(ip, 0))
-    {
-        tracing::debug!(%ip, %addr, error = %e, "cannot connect from the listen address; from the system's choice");
-        return new()?.connect(addr).await;
-    }
-    sock.connect(addr).await
 }
 
 /// A stream closed for a message that cannot be framed. The core's connection carries

@@ -459,7 +459,7 @@ impl<'p> Replayer<'p> {
         // Its output, or the core's side of the call (which the proxy relays
         // without judging): no verdict, but they tell how calls went.
         let ours = self.policy.sent_by_us(transport, src, dst)
-            || crate::proxy::stateless::sent_by_proxy(self.policy, &msg, src);
+            || crate::proxy::stateless::sent_by_proxy(self.policy, &msg, src, dst);
         if ours || crate::proxy::stateless::sent_by_core(self.policy, &msg, src) {
             // What we relayed towards a trunk came from the core, unless the capture
             // showed a trunk sending it (QA 53: a peer's forged 200, relayed back, was
