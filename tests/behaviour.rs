@@ -1080,9 +1080,9 @@ fn events_of_unknown_calls_and_other_methods_change_nothing() {
     );
     // Only the core's word counts (QA 47): a response from the caller's side is no
     // outcome, nor is a CANCEL from the core's side. A call ends with the core's BYE or
-    // its 2xx to the caller's, not with the caller's BYE alone: that one ends an
-    // answered call's place 40 s on unless the core refuses it (QA 124: a dead core
-    // never answers), which its 481 does.
+    // its 2xx to the caller's, not with the caller's BYE alone: that one marks the call
+    // ended once the core is found down with the BYE unanswered (QA 124: a dead core
+    // never answers), unless the core refuses it (481).
     assert_eq!(ev(response(200, "x", "INVITE"), false), None);
     assert_eq!(ev(in_dialog("CANCEL", "x", false), true), None);
     assert_eq!(

@@ -491,6 +491,98 @@ fn tcp_next_hop() {
     );
 }
 
+/// A caller's BYE that a UDP core leaves unanswered frees its call's place once the
+/// core is found down (its probes), not before: silence alone may be a core dropping
+/// the BYE while the call stays up (QA 127: Kamailio's stock config drops a
+/// `friendly-scanner`'s), a dead core never answers (QA 124: such places were held for
+/// hours, and the trunk refused calls once the core was back).
+#[test]
+fn a_bye_a_dead_core_never_answered_frees_its_place() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let base = port_block();
+    let cfg = config(base, "[proxy]\nprobe_secs = 1\n").replacen(
+        &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
+        &format!(
+            "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = 1\nrecord_route = true\n",
+            base + 4
+        ),
+        1,
+    );
+    assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
+    let proxy = Proxy::start(&cfg, 1);
+    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let answering = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = {
+        let (answering, stop) = (answering.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = core.recv_from(&mut b) else {
+                    continue;
+                };
+                let m = String::from_utf8_lossy(&b[..n]).into_owned();
+                if !answering.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let answer = if m.starts_with("INVITE ") {
+                    common::answer_as_uas(&m, "200 OK").replacen(
+                        "\r\nTo: <sip:+861012345678@127.0.0.1>",
+                        "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
+                        1,
+                    )
+                } else {
+                    common::answer_as_uas(&m, "200 OK")
+                };
+                core.send_to(answer.as_bytes(), from).unwrap();
+            }
+        })
+    };
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = answer_to(
+        &caller,
+        base + 4,
+        &invite_from(me, "+8613912345678", "dead-bye"),
+    );
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    let up = || proxy.metric("sipfence_concurrent_calls{trunk=\"ic\"}");
+    assert_eq!(up(), 1.0);
+    answering.store(false, Ordering::Relaxed);
+    let bye = format!(
+        "BYE sip:core@127.0.0.1:{core} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-dead-bye-2\r\nFrom: <sip:+8613912345678@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\nCall-ID: dead-bye\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        core = base + 10
+    );
+    caller
+        .send_to(bye.as_bytes(), ("127.0.0.1", base + 4))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up(), 1.0, "silence alone frees nothing");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.metric("sipfence_next_hops_down") != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "never marked down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // At the next look (every 10 s) at the next hops down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while up() != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place stayed held"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// A next hop that refuses TCP: the INVITE is counted as not sent and answered 503
 /// with Retry-After, as if the next hop had (the caller can reroute at once), through
 /// the response path (our Via off, back to the caller's); the proxy lives on.

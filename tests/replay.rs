@@ -2476,3 +2476,112 @@ fn calls_answered_for_the_gateways_state_are_told_apart() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("listen address"));
 }
+
+/// A trunk's concurrent-call places in replay end where the proxy's end (QA 127: the
+/// replay of a core outage kept places the gateway had freed, and refused a call the
+/// gateway let through): a call whose caller's BYE the core left unanswered ends once
+/// the capture shows the gateway answering a call `Next hop not answering` (its next
+/// hop down), and one whose BYE the gateway answered `Next hop unreachable` itself
+/// ends at that 503.
+#[test]
+fn concurrent_places_end_in_replay_as_live() {
+    use sipfence::sip::response::{Extra, write_response};
+    let text = std::fs::read_to_string(root().join("deploy/sipfence.toml")).unwrap();
+    let text = text.replacen(
+        "next_hop = \"udp:127.0.0.1:5080\"\n",
+        "next_hop = \"udp:127.0.0.1:5080\"\nmax_concurrent_calls = 1\nrecord_route = true\n",
+        1,
+    );
+    let policy = Policy::from_str(&text, "t.toml", &root().join("deploy")).unwrap();
+    let (peer, us, core): (SocketAddr, SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+        "127.0.0.1:5080".parse().unwrap(),
+    );
+    let invite = |id: &str| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{id}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a{id}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let ok = |id: &str| {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{id}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a{id}\r\nTo: <sip:+861012345678@127.0.0.1>;tag=c{id}\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let bye = |id: &str| {
+        format!(
+            "BYE sip:core@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-b{id}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a{id}\r\nTo: <sip:+861012345678@127.0.0.1>;tag=c{id}\r\nCall-ID: {id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let ours_503 = |req: &str, why: &str| {
+        let m = sipfence::sip::Message::parse(bytes::Bytes::from(req.to_string())).unwrap();
+        let mut out = vec![];
+        let extra = Extra {
+            reason_text: Some(why),
+            ..Extra::default()
+        };
+        write_response(&m, 503, "Service Unavailable", &extra, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let verdicts = |msgs: &[(SocketAddr, SocketAddr, String)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pcap");
+        let datagrams: Vec<_> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b, m))| (i as u32 * 1000, *a, *b, m.as_bytes()))
+            .collect();
+        udp_capture(&path, &datagrams);
+        let mut r = Replayer::new(&policy, None);
+        let mut recs = vec![];
+        r.file(&path, &mut Outputs::default(), &mut |rec| recs.push(rec))
+            .unwrap();
+        recs.iter()
+            .map(|r| (r.call_id.clone(), r.verdict, r.rule))
+            .collect::<Vec<_>>()
+    };
+    // c1 answered, its caller's BYE unanswered; the core is then found down (c2's 503):
+    // c3 takes the place c1 left.
+    let mut msgs = vec![
+        (peer, us, invite("c1")),
+        (us, core, invite("c1")),
+        (core, us, ok("c1")),
+        (us, peer, ok("c1")),
+        (peer, us, bye("c1")),
+        (us, core, bye("c1")),
+        (peer, us, invite("c2")),
+        (us, peer, ours_503(&invite("c2"), "Next hop not answering")),
+        (peer, us, invite("c3")),
+    ];
+    let v = verdicts(&msgs);
+    assert_eq!(
+        v.last().unwrap(),
+        &("c3".to_string(), "allow", None),
+        "{v:?}"
+    );
+    // Without the core found down, silence frees nothing.
+    msgs.remove(7);
+    let v = verdicts(&msgs);
+    assert_eq!(
+        v.last().unwrap(),
+        &("c3".to_string(), "reject", Some("concurrent-calls")),
+        "{v:?}"
+    );
+    // c3 answered; its caller's BYE answered 503 by the gateway (no connection to the
+    // core), relayed with the BYE's own tags: c4 takes the place.
+    let msgs = vec![
+        (peer, us, invite("c3")),
+        (us, core, invite("c3")),
+        (core, us, ok("c3")),
+        (us, peer, ok("c3")),
+        (peer, us, bye("c3")),
+        (us, peer, ours_503(&bye("c3"), "Next hop unreachable")),
+        (peer, us, invite("c4")),
+    ];
+    let v = verdicts(&msgs);
+    assert_eq!(
+        v.last().unwrap(),
+        &("c4".to_string(), "allow", None),
+        "{v:?}"
+    );
+}

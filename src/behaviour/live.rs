@@ -23,17 +23,13 @@ use super::{CallRef, Event};
 pub const RING_MS: u64 = 200_000;
 /// An answered call whose BYE was never seen counts this long after the answer.
 pub const ANSWERED_MS: u64 = 4 * 3_600_000;
-/// An answered call whose caller sent its BYE counts this long after it unless the core
-/// refuses the BYE: a BYE transaction's 32 s (Timer F) and a margin.
-pub const BYE_MS: u64 = 40_000;
-
 #[derive(Debug, Clone, Copy)]
 struct Live {
     trunk: u64,
     answered: bool,
     deadline_ms: u64,
-    /// The deadline the answer gave, for a BYE the core refuses.
-    answered_until_ms: u64,
+    /// Its caller's BYE went to the core and has had no answer.
+    bye_sent: bool,
 }
 
 #[derive(Debug, Default)]
@@ -108,7 +104,7 @@ impl LiveCalls {
                 trunk,
                 answered: false,
                 deadline_ms: now_ms + RING_MS,
-                answered_until_ms: 0,
+                bye_sent: false,
             },
         );
         true
@@ -137,7 +133,6 @@ impl LiveCalls {
             Event::Answered if !l.answered => {
                 l.answered = true;
                 l.deadline_ms = now_ms + ANSWERED_MS;
-                l.answered_until_ms = l.deadline_ms;
                 let live = *l;
                 if r.dialog != 0 && r.dialog != call {
                     if t.calls.contains_key(&r.dialog) {
@@ -153,13 +148,31 @@ impl LiveCalls {
             }
             Event::Cancelled | Event::Failed | Event::Challenged if !l.answered => t.end(call),
             Event::Bye => t.end(call),
-            // Not ended at once: a BYE the core refuses (481, one a caller made up for
-            // a dialog the core does not have) frees nothing (QA 47).
-            Event::ByeSent if l.answered => {
-                l.deadline_ms = l.deadline_ms.min(now_ms + BYE_MS);
-            }
-            Event::ByeRefused if l.answered => l.deadline_ms = l.answered_until_ms,
+            // Not ended by itself: a BYE the core refuses (481, 500: one a caller made to
+            // be refused while the call stays up, QA 47) or drops without a word (QA
+            // 127: Kamailio's stock config drops a `friendly-scanner`'s) frees nothing.
+            // One its core never answered because the core is down does
+            // ([`LiveCalls::next_hop_down`]).
+            Event::ByeSent if l.answered => l.bye_sent = true,
+            Event::ByeRefused if l.answered => l.bye_sent = false,
             _ => {}
+        }
+    }
+
+    /// The next hop of `trunks` is down (marked by its probes, or its TCP connection
+    /// failed): the calls on them whose caller's BYE went to it unanswered have ended
+    /// for their callers (RFC 3261 15.1.1), and give their places back (QA 124: held
+    /// for hours after a core's outage, they refused calls once it was back).
+    pub fn next_hop_down(&self, trunks: &[u64]) {
+        let mut t = self.lock();
+        let ended: Vec<u64> = t
+            .calls
+            .iter()
+            .filter(|(_, l)| l.bye_sent && trunks.contains(&l.trunk))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in ended {
+            t.end(k);
         }
     }
 

@@ -698,6 +698,10 @@ impl BehaviourTracker for LocalTracker {
         self.live.elsewhere(trunk)
     }
 
+    fn next_hop_down(&self, trunks: &[u64]) {
+        self.live.next_hop_down(trunks);
+    }
+
     fn forget(&self, call: u64) {
         let call = nonzero(call);
         self.live.forget(call);

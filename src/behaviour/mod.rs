@@ -147,9 +147,10 @@ pub enum Event {
     Challenged,
     Bye,
     /// The caller's BYE, sent on to the core: the caller holds the call over (RFC 3261
-    /// 15.1.1) whatever the core makes of it. Its place is given back unless the core
-    /// refuses the BYE ([`Event::ByeRefused`]) within a transaction's time: a core that
-    /// is down never answers (QA 124: places held for hours after an outage).
+    /// 15.1.1) whatever the core makes of it. Its place is given back at the core's 2xx
+    /// ([`Event::Bye`]), or when the core is found down with the BYE unanswered
+    /// ([`BehaviourTracker::next_hop_down`]: QA 124, places held for hours after an
+    /// outage), not at a failure ([`Event::ByeRefused`]) nor at silence alone.
     ByeSent,
     /// The core's final failure to the caller's BYE (481: no such dialog): the call is
     /// up as it was.
@@ -209,6 +210,9 @@ pub trait BehaviourTracker: Send + Sync {
     /// the gateway and is no event, held its place until pushed out (QA 59: a caller
     /// refused by `behaviour-attempts` filled the call table).
     fn forget(&self, _call: u64) {}
+    /// The next hop of `trunks` ([`crate::policy::Trunk::id`]) is down: calls on them
+    /// whose caller's BYE it never answered have ended ([`live::LiveCalls::next_hop_down`]).
+    fn next_hop_down(&self, _trunks: &[u64]) {}
     /// Admits call `call` on trunk `trunk` ([`crate::policy::Trunk::id`]), which limits
     /// its concurrent calls to `limit`:
     /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps
@@ -374,12 +378,16 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
     }
 }
 
-/// The caller's BYE `msg` could not reach the core (no connection to it), and the
-/// gateway answered it 503 itself: the call ends for its caller all the same (RFC 3261
-/// 15.1.1), so it ends here too, whatever that 503, relayed as the core's answer,
-/// said (QA 124: such a call held its place for the four-hour bound).
+/// The caller's BYE `msg` (or the answer to it) could not reach the core (no connection
+/// to it), and the gateway answered it 503 itself: the call ends for its caller all the
+/// same (RFC 3261 15.1.1), so it ends here too, whatever that 503, relayed as the
+/// core's answer, said (QA 124: such a call held its place for the four-hour bound).
 pub fn bye_not_delivered(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) {
-    if msg.method() == Some(Method::Bye) {
+    let bye = match msg.method() {
+        Some(m) => m == Method::Bye,
+        None => msg.cseq().is_some_and(|(_, m)| m == b"BYE"),
+    };
+    if bye {
         t.on_event(call_ref(msg, false, Event::Bye), Event::Bye, now_ms);
     }
 }

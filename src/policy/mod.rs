@@ -1730,6 +1730,16 @@ impl Policy {
             || (self.own_address(Some(transport), src) && !self.own_address(Some(transport), dst))
     }
 
+    /// The ids ([`Trunk::id`]) of the trunks whose next hop is `addr`.
+    pub fn trunks_behind(&self, addr: SocketAddr) -> Vec<u64> {
+        let addr = crate::canonical(addr);
+        self.trunks
+            .iter()
+            .filter(|t| t.next_hop.is_some_and(|n| crate::canonical(n.addr) == addr))
+            .map(|t| t.id)
+            .collect()
+    }
+
     /// The address is a trunk's next hop (the core side): its requests are in-dialog
     /// traffic back towards the trunks, not calls to judge.
     pub fn is_next_hop(&self, source: &SocketAddr) -> bool {

@@ -332,6 +332,23 @@ impl Shared {
         self.metrics.next_hops_down.set(n as i64);
     }
 
+    /// Calls whose caller's BYE went unanswered to a next hop now down (its probes, or
+    /// its TCP connection) have ended: their concurrent-call places are given back
+    /// ([`crate::behaviour::live::LiveCalls::next_hop_down`]). Every 10 s.
+    pub fn end_byes_behind_down_hops(&self) {
+        let l = self.loaded.load();
+        if !l.policy.tracks_calls || self.tcp_down.len() + self.probes.down_count() == 0 {
+            return;
+        }
+        let mut down = self.probes.down_addrs();
+        down.extend(self.tcp_down.iter().map(|e| *e.key()));
+        let trunks: Vec<u64> = down
+            .into_iter()
+            .flat_map(|a| l.policy.trunks_behind(a))
+            .collect();
+        crate::behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &trunks);
+    }
+
     /// Accepted TCP connections kept open at once: `max_tcp_connections`, or the room
     /// the open files limit leaves when that is less.
     pub fn tcp_limit(&self) -> usize {
@@ -1320,6 +1337,7 @@ async fn control(
             _ = tick.tick() => {
                 let now = crate::cli::now_ms();
                 follow_open_files(&shared);
+                shared.end_byes_behind_down_hops();
                 shared.metrics.tcp_connections_limit.set(shared.tcp_limit() as i64);
                 shared.rates.housekeep(now);
                 shared.metrics.rate_keys.set(shared.rates.keys() as i64);

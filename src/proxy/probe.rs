@@ -46,6 +46,11 @@ impl Probes {
         !self.down.is_empty() && self.down.contains_key(&crate::canonical(to))
     }
 
+    /// The next hops marked down.
+    pub fn down_addrs(&self) -> Vec<SocketAddr> {
+        self.down.iter().map(|e| *e.key()).collect()
+    }
+
     /// How many are marked down.
     pub fn down_count(&self) -> usize {
         self.down.len()

@@ -2074,12 +2074,12 @@ record_route = true
     /// A core outage holds no concurrent-call place for long (QA 124: after a UDP core
     /// died and came back, the trunk refused calls for a minute, and places stayed held
     /// with no call up): an INVITE sent before the core was marked down ends at the
-    /// 503 its retransmission gets here; an answered call ends 40 s after its caller's
-    /// BYE when the core never answers it, and stays up when the core refuses the BYE
-    /// (481: QA 47).
+    /// 503 its retransmission gets here; an answered call whose caller's BYE the core
+    /// never answered ends when the core is found down, not before (QA 127: a core may
+    /// drop a BYE and keep the call), and one whose BYE the core refused (481: QA 47)
+    /// stays up.
     #[test]
     fn a_core_outage_holds_no_concurrent_place() {
-        use crate::behaviour::live::BYE_MS;
         let p = capped();
         let calls = crate::behaviour::local::LocalTracker::new(64, 64);
         let t0 = step(&p).now_ms;
@@ -2101,6 +2101,7 @@ record_route = true
             (h, out)
         };
         let (peer, core) = ("198.51.100.7:5060", "10.0.0.5:5060");
+        use crate::behaviour::BehaviourTracker;
         let invite = |id: &str| {
             format!(
                 "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613812345678@198.51.100.7:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
@@ -2149,9 +2150,14 @@ record_route = true
         };
         let (h, out) = run(50_000, false, peer, &bye("o3"));
         forwarded(&h, &out);
-        let (h, out) = run(50_000 + BYE_MS - 1, false, peer, &invite("o4"));
+        // Silence alone frees nothing (a core may drop a BYE and keep the call: QA
+        // 127); the core found down does.
+        let (h, out) = run(600_000, false, peer, &invite("o4"));
         full(&h, &out);
-        let (h, out) = run(50_000 + BYE_MS, false, peer, &invite("o5"));
+        let behind = p.trunks_behind(core.parse().unwrap());
+        assert!(!behind.is_empty());
+        calls.next_hop_down(&behind);
+        let (h, out) = run(600_000, false, peer, &invite("o5"));
         forwarded(&h, &out);
         // Answered; the caller's BYE refused by the core (481): the call is up still.
         let (h, out) = run(100_000, false, core, &answer("o5", &out));
@@ -2164,7 +2170,8 @@ record_route = true
         );
         let (h, out) = run(110_100, false, core, &refused);
         forwarded(&h, &out);
-        let (h, out) = run(110_000 + BYE_MS + 1, false, peer, &invite("o6"));
+        calls.next_hop_down(&behind);
+        let (h, out) = run(700_000, false, peer, &invite("o6"));
         full(&h, &out);
     }
 

@@ -480,13 +480,31 @@ impl<'p> Replayer<'p> {
                 && msg
                     .to_tag()
                     .is_some_and(|t| t == &crate::sip::response::stable_tag(&msg)[..]);
+            let for_state = ours && msg.status() == Some(503) && for_gateway_state(&msg);
             if !own_answer {
                 decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
                 self.learn(&msg, from_core(), ts_ms);
-            } else if msg.status() == Some(503) && for_gateway_state(&msg) {
+                // The 503 the gateway gave a BYE it could not send to the core, relayed
+                // as the core's answer: the call ends, as the proxy ends it (QA 127:
+                // replay kept its place, and refused a call let through live).
+                if for_state {
+                    behaviour::bye_not_delivered(&msg, &self.behaviour, ts_ms);
+                }
+            } else if for_state {
                 // The call ends here, as the proxy ends it: its concurrent-call place
-                // is given back.
+                // is given back. A next hop found down ends the calls whose caller's
+                // BYE it left unanswered, as the proxy's look at its down next hops
+                // does (the capture shows the 503s, not the probes).
                 behaviour::BehaviourTracker::forget(&self.behaviour, behaviour::call_key(&msg));
+                if let Some(next) = self
+                    .policy
+                    .match_trunk(&dst, None)
+                    .and_then(|t| self.policy.trunks[t].next_hop)
+                    .filter(|_| !for_gateway_load(&msg))
+                {
+                    let behind = self.policy.trunks_behind(next.addr);
+                    behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &behind);
+                }
                 if self.state_answered.len() >= MAX_CALLS_TRACKED {
                     self.state_answered.clear();
                 }
@@ -585,8 +603,20 @@ impl<'p> Replayer<'p> {
 /// A 503 sipfence gave for its state then, not its policy ([`GATEWAY_STATE`]): its
 /// Reason names why (`SIP;cause=503;text="Next hop not answering"`).
 fn for_gateway_state(msg: &Message) -> bool {
+    reason_is(msg, &GATEWAY_STATE)
+}
+
+/// Of those, the 503s for the gateway's own load (shedding, stopping), not its next
+/// hop's.
+fn for_gateway_load(msg: &Message) -> bool {
+    use crate::proxy::stateless::{OVERLOADED, STOPPING};
+    reason_is(msg, &[OVERLOADED, STOPPING])
+}
+
+/// Whether the message's Reason text is one of `texts`.
+fn reason_is(msg: &Message, texts: &[&str]) -> bool {
     msg.value(crate::sip::HeaderName::Reason).is_some_and(|v| {
-        GATEWAY_STATE.iter().any(|t| {
+        texts.iter().any(|t| {
             let quoted = format!("text=\"{t}\"");
             v.windows(quoted.len()).any(|w| w == quoted.as_bytes())
         })
