@@ -2080,6 +2080,7 @@ record_route = true
     /// stays up.
     #[test]
     fn a_core_outage_holds_no_concurrent_place() {
+        use crate::behaviour::BehaviourTracker;
         let p = capped();
         let calls = crate::behaviour::local::LocalTracker::new(64, 64);
         let t0 = step(&p).now_ms;
@@ -2101,7 +2102,6 @@ record_route = true
             (h, out)
         };
         let (peer, core) = ("198.51.100.7:5060", "10.0.0.5:5060");
-        use crate::behaviour::BehaviourTracker;
         let invite = |id: &str| {
             format!(
                 "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613812345678@198.51.100.7:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
