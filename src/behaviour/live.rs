@@ -28,8 +28,8 @@ struct Live {
     trunk: u64,
     answered: bool,
     deadline_ms: u64,
-    /// Its caller's BYE went to the core and has had no answer.
-    bye_sent: bool,
+    /// When its caller's BYE first went to the core, which has not answered it (0: none).
+    bye_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +104,7 @@ impl LiveCalls {
                 trunk,
                 answered: false,
                 deadline_ms: now_ms + RING_MS,
-                bye_sent: false,
+                bye_ms: 0,
             },
         );
         true
@@ -153,22 +153,25 @@ impl LiveCalls {
             // 127: Kamailio's stock config drops a `friendly-scanner`'s) frees nothing.
             // One its core never answered because the core is down does
             // ([`LiveCalls::next_hop_down`]).
-            Event::ByeSent if l.answered => l.bye_sent = true,
-            Event::ByeRefused if l.answered => l.bye_sent = false,
+            Event::ByeSent if l.answered && l.bye_ms == 0 => l.bye_ms = now_ms.max(1),
+            Event::ByeRefused if l.answered => l.bye_ms = 0,
             _ => {}
         }
     }
 
     /// The next hop of `trunks` is down (marked by its probes, or its TCP connection
-    /// failed): the calls on them whose caller's BYE went to it unanswered have ended
-    /// for their callers (RFC 3261 15.1.1), and give their places back (QA 124: held
-    /// for hours after a core's outage, they refused calls once it was back).
-    pub fn next_hop_down(&self, trunks: &[u64]) {
+    /// failed): the calls on them whose caller's BYE went to it unanswered since
+    /// `since_ms` have ended for their callers (RFC 3261 15.1.1), and give their places
+    /// back (QA 124: held for hours after a core's outage, they refused calls once it
+    /// was back). A BYE left unanswered before that was the live core's silence, not
+    /// the outage's (QA 128: a call whose BYE the core had dropped came free at a later
+    /// outage).
+    pub fn next_hop_down(&self, trunks: &[u64], since_ms: u64) {
         let mut t = self.lock();
         let ended: Vec<u64> = t
             .calls
             .iter()
-            .filter(|(_, l)| l.bye_sent && trunks.contains(&l.trunk))
+            .filter(|(_, l)| l.bye_ms != 0 && l.bye_ms >= since_ms && trunks.contains(&l.trunk))
             .map(|(&k, _)| k)
             .collect();
         for k in ended {

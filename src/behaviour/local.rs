@@ -698,8 +698,8 @@ impl BehaviourTracker for LocalTracker {
         self.live.elsewhere(trunk)
     }
 
-    fn next_hop_down(&self, trunks: &[u64]) {
-        self.live.next_hop_down(trunks);
+    fn next_hop_down(&self, trunks: &[u64], since_ms: u64) {
+        self.live.next_hop_down(trunks, since_ms);
     }
 
     fn forget(&self, call: u64) {

@@ -211,8 +211,9 @@ pub trait BehaviourTracker: Send + Sync {
     /// refused by `behaviour-attempts` filled the call table).
     fn forget(&self, _call: u64) {}
     /// The next hop of `trunks` ([`crate::policy::Trunk::id`]) is down: calls on them
-    /// whose caller's BYE it never answered have ended ([`live::LiveCalls::next_hop_down`]).
-    fn next_hop_down(&self, _trunks: &[u64]) {}
+    /// whose caller's BYE it left unanswered since `since_ms` have ended
+    /// ([`live::LiveCalls::next_hop_down`]).
+    fn next_hop_down(&self, _trunks: &[u64], _since_ms: u64) {}
     /// Admits call `call` on trunk `trunk` ([`crate::policy::Trunk::id`]), which limits
     /// its concurrent calls to `limit`:
     /// false when that many are up ([`live::LiveCalls::admit`]). A tracker that keeps
@@ -382,13 +383,15 @@ pub fn event_of(msg: &Message, from_core: bool) -> Option<Event> {
 /// to it), and the gateway answered it 503 itself: the call ends for its caller all the
 /// same (RFC 3261 15.1.1), so it ends here too, whatever that 503, relayed as the
 /// core's answer, said (QA 124: such a call held its place for the four-hour bound).
-pub fn bye_not_delivered(msg: &Message, t: &dyn BehaviourTracker, now_ms: u64) {
+/// `from_core`: a BYE request of the core's (to a peer that cannot be reached), which
+/// holds the call over as well.
+pub fn bye_not_delivered(msg: &Message, from_core: bool, t: &dyn BehaviourTracker, now_ms: u64) {
     let bye = match msg.method() {
         Some(m) => m == Method::Bye,
         None => msg.cseq().is_some_and(|(_, m)| m == b"BYE"),
     };
     if bye {
-        t.on_event(call_ref(msg, false, Event::Bye), Event::Bye, now_ms);
+        t.on_event(call_ref(msg, from_core, Event::Bye), Event::Bye, now_ms);
     }
 }
 

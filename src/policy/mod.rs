@@ -1730,6 +1730,13 @@ impl Policy {
             || (self.own_address(Some(transport), src) && !self.own_address(Some(transport), dst))
     }
 
+    /// How long before a next hop is found down a caller's BYE left unanswered is taken
+    /// for the outage's (and its call for ended): a BYE transaction (32 s), the probes
+    /// that mark the next hop down (three), and the shell's look every 10 s.
+    pub fn bye_window_ms(&self) -> u64 {
+        32_000 + 3 * self.proxy.probe_secs * 1000 + 10_000
+    }
+
     /// The ids ([`Trunk::id`]) of the trunks whose next hop is `addr`.
     pub fn trunks_behind(&self, addr: SocketAddr) -> Vec<u64> {
         let addr = crate::canonical(addr);

@@ -346,7 +346,8 @@ impl Shared {
             .into_iter()
             .flat_map(|a| l.policy.trunks_behind(a))
             .collect();
-        crate::behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &trunks);
+        let since = crate::cli::now_ms().saturating_sub(l.policy.bye_window_ms());
+        crate::behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &trunks, since);
     }
 
     /// Accepted TCP connections kept open at once: `max_tcp_connections`, or the room

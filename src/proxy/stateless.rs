@@ -747,6 +747,13 @@ fn unless_refused(
     let Some(why) = st.next_hops.refuses(to) else {
         return (handled, None);
     };
+    // A BYE for a TCP next hop marked down ends its call, as one whose connection
+    // failed does ([`crate::proxy::tcp::unreachable`]; QA 128: only the first, which
+    // found the connection failing, gave its place back).
+    if method == Method::Bye && st.policy.tracks_calls {
+        let from_core = st.policy.speaks_for_core(&o.source);
+        behaviour::bye_not_delivered(msg, from_core, st.behaviour, st.now_ms);
+    }
     out.clear();
     let extra = Extra {
         reason_text: Some(why),
@@ -2156,7 +2163,12 @@ record_route = true
         full(&h, &out);
         let behind = p.trunks_behind(core.parse().unwrap());
         assert!(!behind.is_empty());
-        calls.next_hop_down(&behind);
+        // Found down, but the BYE went unanswered before the outage's window: the live
+        // core's silence, not the outage's (QA 128).
+        calls.next_hop_down(&behind, t0 + 50_001);
+        let (h, out) = run(600_000, false, peer, &invite("o4"));
+        full(&h, &out);
+        calls.next_hop_down(&behind, t0 + 50_000);
         let (h, out) = run(600_000, false, peer, &invite("o5"));
         forwarded(&h, &out);
         // Answered; the caller's BYE refused by the core (481): the call is up still.
@@ -2170,9 +2182,83 @@ record_route = true
         );
         let (h, out) = run(110_100, false, core, &refused);
         forwarded(&h, &out);
-        calls.next_hop_down(&behind);
+        calls.next_hop_down(&behind, t0 + 110_000);
         let (h, out) = run(700_000, false, peer, &invite("o6"));
         full(&h, &out);
+    }
+
+    /// A caller's BYE answered 503 here because its TCP next hop is marked down ends its
+    /// call (QA 128: only the first BYE of an outage, the one that found the connection
+    /// failing, gave its place back; the later ones, refused at once, held theirs).
+    #[test]
+    fn a_bye_for_a_tcp_next_hop_down_ends_its_call() {
+        let p = Policy::from_str(
+            &format!("{POLICY}max_concurrent_calls = 1\n")
+                .replace("udp:10.0.0.5:5060", "tcp:10.0.0.5:5060"),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let calls = crate::behaviour::local::LocalTracker::new(64, 64);
+        struct Unreachable;
+        impl NextHops for Unreachable {
+            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+                Some(NEXT_HOP_UNREACHABLE)
+            }
+            fn some_down(&self) -> bool {
+                true
+            }
+            fn silent(&self, _to: SocketAddr) -> bool {
+                false
+            }
+        }
+        let run = |down: bool, from: &str, text: &str| {
+            let st = Step {
+                behaviour: &calls,
+                ..step(&p)
+            };
+            let st = if down {
+                Step {
+                    next_hops: &Unreachable,
+                    ..st
+                }
+            } else {
+                st
+            };
+            let (h, out, _) = run_on(&st, from, "192.0.2.10:5060", text);
+            (h, out)
+        };
+        let peer = "198.51.100.7:5060";
+        let invite = |id: &str| {
+            format!(
+                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let (h, out) = run(false, peer, &invite("t1"));
+        assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{out}");
+        let vias: String = out
+            .lines()
+            .filter(|l| l.starts_with("Via:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{vias}From: <sip:+8613812345678@198.51.100.7>;tag=at1\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core\r\nCall-ID: t1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (h, out) = run(false, "10.0.0.5:5060", &ok);
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let (h, out) = run(false, peer, &invite("t2"));
+        assert!(
+            matches!(h, Handled::Respond(_, 503)) && out.contains("concurrent"),
+            "{out}"
+        );
+        let bye = "BYE sip:core@10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-bt1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=at1\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core\r\nCall-ID: t1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run(true, peer, bye);
+        assert!(
+            matches!(h, Handled::Respond(_, 503)) && out.contains("Next hop unreachable"),
+            "{out}"
+        );
+        let (h, out) = run(false, peer, &invite("t3"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
     }
 
     /// A retransmission of a call let through, answered 503 while the gateway sheds

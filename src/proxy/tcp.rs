@@ -414,7 +414,7 @@ pub fn unreachable(
         _ => {}
     }
     if l.policy.tracks_calls && l.policy.is_next_hop(&addr) {
-        crate::behaviour::bye_not_delivered(&req, &shared.behaviour, crate::cli::now_ms());
+        crate::behaviour::bye_not_delivered(&req, false, &shared.behaviour, crate::cli::now_ms());
     }
 }
 

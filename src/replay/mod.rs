@@ -488,7 +488,7 @@ impl<'p> Replayer<'p> {
                 // as the core's answer: the call ends, as the proxy ends it (QA 127:
                 // replay kept its place, and refused a call let through live).
                 if for_state {
-                    behaviour::bye_not_delivered(&msg, &self.behaviour, ts_ms);
+                    behaviour::bye_not_delivered(&msg, false, &self.behaviour, ts_ms);
                 }
             } else if for_state {
                 // The call ends here, as the proxy ends it: its concurrent-call place
@@ -503,7 +503,8 @@ impl<'p> Replayer<'p> {
                     .filter(|_| !for_gateway_load(&msg))
                 {
                     let behind = self.policy.trunks_behind(next.addr);
-                    behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &behind);
+                    let since = ts_ms.saturating_sub(self.policy.bye_window_ms());
+                    behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &behind, since);
                 }
                 if self.state_answered.len() >= MAX_CALLS_TRACKED {
                     self.state_answered.clear();
