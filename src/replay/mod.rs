@@ -500,7 +500,7 @@ impl<'p> Replayer<'p> {
                     .policy
                     .match_trunk(&dst, None)
                     .and_then(|t| self.policy.trunks[t].next_hop)
-                    .filter(|_| !for_gateway_load(&msg))
+                    .filter(|_| for_next_hop_down(&msg))
                 {
                     let behind = self.policy.trunks_behind(next.addr);
                     let since = ts_ms.saturating_sub(self.policy.bye_window_ms());
@@ -607,11 +607,11 @@ fn for_gateway_state(msg: &Message) -> bool {
     reason_is(msg, &GATEWAY_STATE)
 }
 
-/// Of those, the 503s for the gateway's own load (shedding, stopping), not its next
-/// hop's.
-fn for_gateway_load(msg: &Message) -> bool {
-    use crate::proxy::stateless::{OVERLOADED, STOPPING};
-    reason_is(msg, &[OVERLOADED, STOPPING])
+/// Of those, the 503s for a next hop down (not answering its probes, its connection
+/// failed), as the proxy marks it: not a congested one, nor the gateway's own load.
+fn for_next_hop_down(msg: &Message) -> bool {
+    use crate::proxy::stateless::{NEXT_HOP_SILENT, NEXT_HOP_UNREACHABLE};
+    reason_is(msg, &[NEXT_HOP_SILENT, NEXT_HOP_UNREACHABLE])
 }
 
 /// Whether the message's Reason text is one of `texts`.
