@@ -2567,6 +2567,47 @@ fn concurrent_places_end_in_replay_as_live() {
         &("c3".to_string(), "reject", Some("concurrent-calls")),
         "{v:?}"
     );
+    // The core found down by the gateway's probes alone, no 503 in the capture (QA 129):
+    // answered once, then four sent unanswered (the fourth finds three lost).
+    let probe = |n: u32| {
+        format!(
+            "OPTIONS sip:127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfprobe-{n}\r\nMax-Forwards: 0\r\nFrom: <sip:sipfence@127.0.0.1:5060>;tag=sfprobe\r\nTo: <sip:127.0.0.1:5080>\r\nCall-ID: sfprobe-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let probed = |answered_then_lost: usize| {
+        let mut m = vec![
+            (us, core, probe(1)),
+            (
+                core,
+                us,
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfprobe-1\r\nFrom: <sip:sipfence@127.0.0.1:5060>;tag=sfprobe\r\nTo: <sip:127.0.0.1:5080>;tag=c\r\nCall-ID: sfprobe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                    .to_string(),
+            ),
+            (peer, us, invite("c1")),
+            (us, core, invite("c1")),
+            (core, us, ok("c1")),
+            (us, peer, ok("c1")),
+            (peer, us, bye("c1")),
+            (us, core, bye("c1")),
+        ];
+        for n in 0..answered_then_lost {
+            m.push((us, core, probe(2 + n as u32)));
+        }
+        m.push((peer, us, invite("c3")));
+        m
+    };
+    let v = verdicts(&probed(4));
+    assert_eq!(
+        v.last().unwrap(),
+        &("c3".to_string(), "allow", None),
+        "{v:?}"
+    );
+    let v = verdicts(&probed(3));
+    assert_eq!(
+        v.last().unwrap(),
+        &("c3".to_string(), "reject", Some("concurrent-calls")),
+        "three lost: not yet down: {v:?}"
+    );
     // c3 answered; its caller's BYE answered 503 by the gateway (no connection to the
     // core), relayed with the BYE's own tags: c4 takes the place.
     let msgs = vec![

@@ -123,12 +123,17 @@ pub fn probe_request(to: SocketAddr, via: SocketAddr, n: u64, out: &mut Vec<u8>)
 
 /// A response to one of our probes, from a next hop.
 fn probe_answer(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
+    is_probe(msg) && st.policy.is_next_hop(&o.source)
+}
+
+/// One of our probes of a next hop (`[proxy] probe_secs`), or an answer to one: our
+/// probe branch on top, an OPTIONS transaction.
+pub fn is_probe(msg: &Message) -> bool {
     let b = msg.buf();
     msg.top_via()
         .and_then(|v| v.branch)
         .is_some_and(|br| br.of(b).starts_with(PROBE_BRANCH))
         && msg.cseq().is_some_and(|(_, m)| m == b"OPTIONS")
-        && st.policy.is_next_hop(&o.source)
 }
 
 /// No connections (replay, explain, benches): every request can go.

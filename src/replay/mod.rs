@@ -83,6 +83,9 @@ pub struct Replayer<'p> {
     /// Calls counted in [`Summary::gateway_state`] (an INVITE retransmitted gets its
     /// 503 again).
     state_answered: std::collections::HashSet<u64, ahash::RandomState>,
+    /// The gateway's probes of its UDP next hops as the capture shows them: probes
+    /// unanswered in a row, answered ever, marked down ([`crate::proxy::probe`]'s rule).
+    probes: HashMap<std::net::SocketAddr, (u64, bool, bool), ahash::RandomState>,
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
     /// proxy's tick).
     housekept_ms: u64,
@@ -176,6 +179,7 @@ impl<'p> Replayer<'p> {
             verdicts: HashMap::with_hasher(ahash::RandomState::new()),
             trunk_answers: Default::default(),
             state_answered: Default::default(),
+            probes: Default::default(),
             housekept_ms: 0,
             holes_checked_ms: 0,
             last_ts_ms: 0,
@@ -480,6 +484,9 @@ impl<'p> Replayer<'p> {
                 && msg
                     .to_tag()
                     .is_some_and(|t| t == &crate::sip::response::stable_tag(&msg)[..]);
+            if crate::proxy::stateless::is_probe(&msg) {
+                self.probe_seen(&msg, src, dst, ts_ms);
+            }
             let for_state = ours && msg.status() == Some(503) && for_gateway_state(&msg);
             if !own_answer {
                 decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
@@ -489,6 +496,7 @@ impl<'p> Replayer<'p> {
                 // replay kept its place, and refused a call let through live).
                 if for_state {
                     behaviour::bye_not_delivered(&msg, false, &self.behaviour, ts_ms);
+                    self.found_down(&msg, dst, ts_ms);
                 }
             } else if for_state {
                 // The call ends here, as the proxy ends it: its concurrent-call place
@@ -496,16 +504,7 @@ impl<'p> Replayer<'p> {
                 // BYE it left unanswered, as the proxy's look at its down next hops
                 // does (the capture shows the 503s, not the probes).
                 behaviour::BehaviourTracker::forget(&self.behaviour, behaviour::call_key(&msg));
-                if let Some(next) = self
-                    .policy
-                    .match_trunk(&dst, None)
-                    .and_then(|t| self.policy.trunks[t].next_hop)
-                    .filter(|_| for_next_hop_down(&msg))
-                {
-                    let behind = self.policy.trunks_behind(next.addr);
-                    let since = ts_ms.saturating_sub(self.policy.bye_window_ms());
-                    behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &behind, since);
-                }
+                self.found_down(&msg, dst, ts_ms);
                 if self.state_answered.len() >= MAX_CALLS_TRACKED {
                     self.state_answered.clear();
                 }
@@ -601,6 +600,57 @@ impl<'p> Replayer<'p> {
 
 /// A response as sipfence relays it: its transaction (the caller's branch, `caller_via`:
 /// the top Via once ours is taken off), Call-ID, CSeq, status and To-tag.
+impl Replayer<'_> {
+    /// The gateway's 503 `msg` to `caller` says the next hop of the caller's trunk is
+    /// down (not answering, unreachable): the calls behind it whose caller's BYE it left
+    /// unanswered end, as the proxy's look at its down next hops ends them.
+    fn found_down(&self, msg: &Message, caller: std::net::SocketAddr, ts_ms: u64) {
+        if let Some(next) = self
+            .policy
+            .match_trunk(&caller, None)
+            .and_then(|t| self.policy.trunks[t].next_hop)
+            .filter(|_| for_next_hop_down(msg))
+        {
+            self.ended_behind(next.addr, ts_ms);
+        }
+    }
+
+    /// Ends the calls behind the next hop `next` found down whose caller's BYE it left
+    /// unanswered within the outage's window.
+    fn ended_behind(&self, next: std::net::SocketAddr, ts_ms: u64) {
+        let behind = self.policy.trunks_behind(next);
+        let since = ts_ms.saturating_sub(self.policy.bye_window_ms());
+        behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &behind, since);
+    }
+
+    /// A probe of the gateway's, or its answer: a next hop that answered and then left
+    /// [`crate::proxy::probe::LOST`] in a row unanswered is down from the next one on,
+    /// as the proxy marks it, and the calls whose caller's BYE it left unanswered end
+    /// then and at each probe while it stays down, as the proxy's look every 10 s ends
+    /// them (QA 129: a UDP core's outage whose capture held no 503 of the gateway's
+    /// left their places held in replay, and refused calls let through live).
+    fn probe_seen(
+        &mut self,
+        msg: &Message,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+        ts_ms: u64,
+    ) {
+        if msg.is_request() && self.policy.is_next_hop(&dst) {
+            let h = self.probes.entry(crate::canonical(dst)).or_default();
+            if h.0 >= crate::proxy::probe::LOST && h.1 {
+                h.2 = true;
+            }
+            h.0 += 1;
+            if h.2 {
+                self.ended_behind(dst, ts_ms);
+            }
+        } else if !msg.is_request() && self.policy.is_next_hop(&src) {
+            self.probes.insert(crate::canonical(src), (0, true, false));
+        }
+    }
+}
+
 /// A 503 sipfence gave for its state then, not its policy ([`GATEWAY_STATE`]): its
 /// Reason names why (`SIP;cause=503;text="Next hop not answering"`).
 fn for_gateway_state(msg: &Message) -> bool {
