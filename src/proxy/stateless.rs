@@ -2040,6 +2040,21 @@ record_route = true
         }
     }
 
+    /// A call from the trunk's peer (198.51.100.7), Call-ID and tags named by `id`.
+    fn peer_invite(id: &str) -> String {
+        format!(
+            "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613812345678@198.51.100.7:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The Via lines of a forwarded request, for the answer the core gives it.
+    fn vias_of(out: &str) -> String {
+        out.lines()
+            .filter(|l| l.starts_with("Via:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    }
+
     /// A peer whose Contact names the gateway gets the core's BYE sent back here,
     /// answered 482; the core holds the call over all the same, so its concurrent place
     /// is free again (QA 90 N6: held until the four-hour bound).
@@ -2064,11 +2079,7 @@ record_route = true
         let (h, out) = run(peer, invite("n6-1"));
         assert!(matches!(h, Handled::Forward(_)), "{out}");
         // The core answers (through our Via); the call is up.
-        let vias: String = out
-            .lines()
-            .filter(|l| l.starts_with("Via:"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
+        let vias = vias_of(&out);
         let ok = format!(
             "SIP/2.0 200 OK\r\n{vias}From: <sip:+8613812345678@198.51.100.7>;tag=an6-1\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core\r\nCall-ID: n6-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
@@ -2100,31 +2111,13 @@ record_route = true
             let st = Step {
                 behaviour: &calls,
                 now_ms: t0 + at,
+                next_hops: if down { &Silent } else { &NoNextHops },
                 ..step(&p)
-            };
-            let st = if down {
-                Step {
-                    next_hops: &Silent,
-                    ..st
-                }
-            } else {
-                st
             };
             let (h, out, _) = run_on(&st, from, "192.0.2.10:5060", text);
             (h, out)
         };
         let (peer, core) = ("198.51.100.7:5060", "10.0.0.5:5060");
-        let invite = |id: &str| {
-            format!(
-                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+8613812345678@198.51.100.7:5060>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            )
-        };
-        let vias = |out: &str| -> String {
-            out.lines()
-                .filter(|l| l.starts_with("Via:"))
-                .map(|l| format!("{l}\r\n"))
-                .collect()
-        };
         let forwarded = |h: &Handled, out: &str| assert!(matches!(h, Handled::Forward(_)), "{out}");
         let full = |h: &Handled, out: &str| {
             assert!(
@@ -2134,23 +2127,23 @@ record_route = true
         };
         // Sent, and lost in a core that died; its retransmission, once the core is
         // marked down, gets 503 here.
-        let (h, out) = run(0, false, peer, &invite("o1"));
+        let (h, out) = run(0, false, peer, &peer_invite("o1"));
         forwarded(&h, &out);
-        let (h, out) = run(1_000, false, peer, &invite("o2"));
+        let (h, out) = run(1_000, false, peer, &peer_invite("o2"));
         full(&h, &out);
-        let (h, out) = run(30_000, true, peer, &invite("o1"));
+        let (h, out) = run(30_000, true, peer, &peer_invite("o1"));
         assert!(
             matches!(h, Handled::Respond(_, 503)) && out.contains("Next hop not answering"),
             "{out}"
         );
         // The core is back: the place is free.
-        let (h, out) = run(40_000, false, peer, &invite("o3"));
+        let (h, out) = run(40_000, false, peer, &peer_invite("o3"));
         forwarded(&h, &out);
         // Answered; then the caller's BYE, which the core never answers.
         let answer = |id: &str, out: &str| {
             format!(
                 "SIP/2.0 200 OK\r\n{}From: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core{id}\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:core@10.0.0.5>\r\nContent-Length: 0\r\n\r\n",
-                vias(out)
+                vias_of(out)
             )
         };
         let (h, out) = run(40_100, false, core, &answer("o3", &out));
@@ -2164,17 +2157,17 @@ record_route = true
         forwarded(&h, &out);
         // Silence alone frees nothing (a core may drop a BYE and keep the call: QA
         // 127); the core found down does.
-        let (h, out) = run(600_000, false, peer, &invite("o4"));
+        let (h, out) = run(600_000, false, peer, &peer_invite("o4"));
         full(&h, &out);
         let behind = p.trunks_behind(core.parse().unwrap());
         assert!(!behind.is_empty());
         // Found down, but the BYE went unanswered before the outage's window: the live
         // core's silence, not the outage's (QA 128).
         calls.next_hop_down(&behind, t0 + 50_001);
-        let (h, out) = run(600_000, false, peer, &invite("o4"));
+        let (h, out) = run(600_000, false, peer, &peer_invite("o4"));
         full(&h, &out);
         calls.next_hop_down(&behind, t0 + 50_000);
-        let (h, out) = run(600_000, false, peer, &invite("o5"));
+        let (h, out) = run(600_000, false, peer, &peer_invite("o5"));
         forwarded(&h, &out);
         // Answered; the caller's BYE refused by the core (481): the call is up still.
         let (h, out) = run(100_000, false, core, &answer("o5", &out));
@@ -2183,12 +2176,12 @@ record_route = true
         forwarded(&h, &out);
         let refused = format!(
             "SIP/2.0 481 Call/Transaction Does Not Exist\r\n{}From: <sip:+8613812345678@198.51.100.7>;tag=ao5\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=coreo5\r\nCall-ID: o5\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-            vias(&out)
+            vias_of(&out)
         );
         let (h, out) = run(110_100, false, core, &refused);
         forwarded(&h, &out);
         calls.next_hop_down(&behind, t0 + 110_000);
-        let (h, out) = run(700_000, false, peer, &invite("o6"));
+        let (h, out) = run(700_000, false, peer, &peer_invite("o6"));
         full(&h, &out);
     }
 
@@ -2220,38 +2213,22 @@ record_route = true
         let run = |down: bool, from: &str, text: &str| {
             let st = Step {
                 behaviour: &calls,
+                next_hops: if down { &Unreachable } else { &NoNextHops },
                 ..step(&p)
-            };
-            let st = if down {
-                Step {
-                    next_hops: &Unreachable,
-                    ..st
-                }
-            } else {
-                st
             };
             let (h, out, _) = run_on(&st, from, "192.0.2.10:5060", text);
             (h, out)
         };
         let peer = "198.51.100.7:5060";
-        let invite = |id: &str| {
-            format!(
-                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            )
-        };
-        let (h, out) = run(false, peer, &invite("t1"));
+        let (h, out) = run(false, peer, &peer_invite("t1"));
         assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{out}");
-        let vias: String = out
-            .lines()
-            .filter(|l| l.starts_with("Via:"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
+        let vias = vias_of(&out);
         let ok = format!(
             "SIP/2.0 200 OK\r\n{vias}From: <sip:+8613812345678@198.51.100.7>;tag=at1\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=core\r\nCall-ID: t1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
         let (h, out) = run(false, "10.0.0.5:5060", &ok);
         assert!(matches!(h, Handled::Forward(_)), "{out}");
-        let (h, out) = run(false, peer, &invite("t2"));
+        let (h, out) = run(false, peer, &peer_invite("t2"));
         assert!(
             matches!(h, Handled::Respond(_, 503)) && out.contains("concurrent"),
             "{out}"
@@ -2262,7 +2239,7 @@ record_route = true
             matches!(h, Handled::Respond(_, 503)) && out.contains("Next hop unreachable"),
             "{out}"
         );
-        let (h, out) = run(false, peer, &invite("t3"));
+        let (h, out) = run(false, peer, &peer_invite("t3"));
         assert!(matches!(h, Handled::Forward(_)), "{out}");
     }
 
@@ -2280,10 +2257,12 @@ record_route = true
                 draining,
                 ..step(&p)
             };
-            let invite = format!(
-                "INVITE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{id}\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a{id}\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            let (h, out, _) = run_on(
+                &st,
+                "198.51.100.7:5060",
+                "192.0.2.10:5060",
+                &peer_invite(id),
             );
-            let (h, out, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", &invite);
             (h, out)
         };
         let (h, out) = run(false, false, "s1");
