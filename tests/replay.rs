@@ -2540,19 +2540,25 @@ fn concurrent_places_end_in_replay_as_live() {
             .map(|r| (r.call_id.clone(), r.verdict, r.rule))
             .collect::<Vec<_>>()
     };
+    // A call answered, and its caller's BYE sent on to the core.
+    let answered_then_bye = |id: &str| {
+        vec![
+            (peer, us, invite(id)),
+            (us, core, invite(id)),
+            (core, us, ok(id)),
+            (us, peer, ok(id)),
+            (peer, us, bye(id)),
+        ]
+    };
     // c1 answered, its caller's BYE unanswered; the core is then found down (c2's 503):
     // c3 takes the place c1 left.
-    let mut msgs = vec![
-        (peer, us, invite("c1")),
-        (us, core, invite("c1")),
-        (core, us, ok("c1")),
-        (us, peer, ok("c1")),
-        (peer, us, bye("c1")),
+    let mut msgs = answered_then_bye("c1");
+    msgs.extend([
         (us, core, bye("c1")),
         (peer, us, invite("c2")),
         (us, peer, ours_503(&invite("c2"), "Next hop not answering")),
         (peer, us, invite("c3")),
-    ];
+    ]);
     let v = verdicts(&msgs);
     assert_eq!(
         v.last().unwrap(),
@@ -2583,13 +2589,9 @@ fn concurrent_places_end_in_replay_as_live() {
                 "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfprobe-1\r\nFrom: <sip:sipfence@127.0.0.1:5060>;tag=sfprobe\r\nTo: <sip:127.0.0.1:5080>;tag=c\r\nCall-ID: sfprobe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
                     .to_string(),
             ),
-            (peer, us, invite("c1")),
-            (us, core, invite("c1")),
-            (core, us, ok("c1")),
-            (us, peer, ok("c1")),
-            (peer, us, bye("c1")),
-            (us, core, bye("c1")),
         ];
+        m.extend(answered_then_bye("c1"));
+        m.push((us, core, bye("c1")));
         for n in 0..answered_then_lost {
             m.push((us, core, probe(2 + n as u32)));
         }
@@ -2610,15 +2612,11 @@ fn concurrent_places_end_in_replay_as_live() {
     );
     // c3 answered; its caller's BYE answered 503 by the gateway (no connection to the
     // core), relayed with the BYE's own tags: c4 takes the place.
-    let msgs = vec![
-        (peer, us, invite("c3")),
-        (us, core, invite("c3")),
-        (core, us, ok("c3")),
-        (us, peer, ok("c3")),
-        (peer, us, bye("c3")),
+    let mut msgs = answered_then_bye("c3");
+    msgs.extend([
         (us, peer, ours_503(&bye("c3"), "Next hop unreachable")),
         (peer, us, invite("c4")),
-    ];
+    ]);
     let v = verdicts(&msgs);
     assert_eq!(
         v.last().unwrap(),
