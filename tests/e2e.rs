@@ -18,6 +18,26 @@ fn invite_from(me: std::net::SocketAddr, caller: &str, id: &str) -> String {
     )
 }
 
+/// A UDP core on 127.0.0.1:`port`: every datagram it gets, until `stop`, goes to `on`
+/// (the message, its sender, the core's socket to answer by).
+fn udp_core(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut on: impl FnMut(&str, std::net::SocketAddr, &UdpSocket) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let core = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, from)) = core.recv_from(&mut b) {
+                on(&String::from_utf8_lossy(&b[..n]), from, &core);
+            }
+        }
+    })
+}
+
 /// Waits until the proxy marks no next hop down, for at most `wait`.
 fn no_next_hop_down_within(proxy: &Proxy, wait: Duration, why: &str) {
     let deadline = std::time::Instant::now() + wait;
@@ -511,34 +531,24 @@ fn a_bye_a_dead_core_never_answered_frees_its_place() {
     );
     assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
     let proxy = Proxy::start(&cfg, 1);
-    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
-    core.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
     let answering = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     let core_side = {
-        let (answering, stop) = (answering.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut b = [0u8; 4096];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok((n, from)) = core.recv_from(&mut b) else {
-                    continue;
-                };
-                let m = String::from_utf8_lossy(&b[..n]).into_owned();
-                if !answering.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let answer = if m.starts_with("INVITE ") {
-                    common::answer_as_uas(&m, "200 OK").replacen(
-                        "\r\nTo: <sip:+861012345678@127.0.0.1>",
-                        "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
-                        1,
-                    )
-                } else {
-                    common::answer_as_uas(&m, "200 OK")
-                };
-                core.send_to(answer.as_bytes(), from).unwrap();
+        let answering = answering.clone();
+        udp_core(base + 10, stop.clone(), move |m, from, core| {
+            if !answering.load(Ordering::Relaxed) {
+                return;
             }
+            let answer = if m.starts_with("INVITE ") {
+                common::answer_as_uas(m, "200 OK").replacen(
+                    "\r\nTo: <sip:+861012345678@127.0.0.1>",
+                    "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
+                    1,
+                )
+            } else {
+                common::answer_as_uas(m, "200 OK")
+            };
+            core.send_to(answer.as_bytes(), from).unwrap();
         })
     };
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -818,9 +828,6 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let base = port_block();
     let proxy = Proxy::start(&config(base, "[proxy]\nprobe_secs = 1\n"), 1);
-    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
-    core.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
     let (answering, invites, probes) = (
         Arc::new(AtomicBool::new(true)),
         Arc::new(AtomicUsize::new(0)),
@@ -828,28 +835,16 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let core_side = {
-        let (answering, invites, probes, stop) = (
-            answering.clone(),
-            invites.clone(),
-            probes.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut b = [0u8; 4096];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok((n, from)) = core.recv_from(&mut b) else {
-                    continue;
-                };
-                let m = String::from_utf8_lossy(&b[..n]).into_owned();
-                if m.starts_with("INVITE ") {
-                    invites.fetch_add(1, Ordering::Relaxed);
-                } else if m.starts_with("OPTIONS ") {
-                    assert!(m.contains("\r\nMax-Forwards: 0\r\n"), "{m}");
-                    probes.fetch_add(1, Ordering::Relaxed);
-                    if answering.load(Ordering::Relaxed) {
-                        core.send_to(common::answer_as_uas(&m, "200 OK").as_bytes(), from)
-                            .unwrap();
-                    }
+        let (answering, invites, probes) = (answering.clone(), invites.clone(), probes.clone());
+        udp_core(base + 10, stop.clone(), move |m, from, core| {
+            if m.starts_with("INVITE ") {
+                invites.fetch_add(1, Ordering::Relaxed);
+            } else if m.starts_with("OPTIONS ") {
+                assert!(m.contains("\r\nMax-Forwards: 0\r\n"), "{m}");
+                probes.fetch_add(1, Ordering::Relaxed);
+                if answering.load(Ordering::Relaxed) {
+                    core.send_to(common::answer_as_uas(m, "200 OK").as_bytes(), from)
+                        .unwrap();
                 }
             }
         })
