@@ -901,6 +901,140 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     core_side.join().unwrap();
 }
 
+/// A TCP core that hangs with its connection open (a stopped process: its kernel still
+/// holds the socket) fails no connection; its probes, sent over the connection, find
+/// it: marked down after three unanswered, its new calls answered 503 at once (QA 127
+/// N6: they went into it, recorded as allowed). A new connection (a restarted core)
+/// brings it back even before it answers a probe.
+#[test]
+fn a_tcp_next_hop_that_hangs_with_its_connection_open_gets_no_new_calls() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let base = port_block();
+    let (answering, restart, stop) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (invites, probes, connections) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let core_side = {
+        let (answering, restart, stop) = (answering.clone(), restart.clone(), stop.clone());
+        let (invites, probes, connections) = (invites.clone(), probes.clone(), connections.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                connections.fetch_add(1, Ordering::Relaxed);
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut buf = String::new();
+                let mut b = [0u8; 8192];
+                // One connection at a time, until the core "restarts" (closes it).
+                while !stop.load(Ordering::Relaxed) && !restart.swap(false, Ordering::Relaxed) {
+                    match conn.read(&mut b) {
+                        Ok(0) => break,
+                        Ok(n) => buf.push_str(&String::from_utf8_lossy(&b[..n])),
+                        Err(_) => continue,
+                    }
+                    // Every message here has an empty body.
+                    while let Some(end) = buf.find("\r\n\r\n") {
+                        let m: String = buf.drain(..end + 4).collect();
+                        if m.starts_with("INVITE ") {
+                            invites.fetch_add(1, Ordering::Relaxed);
+                        } else if m.starts_with("OPTIONS ") {
+                            assert!(m.contains("\r\nVia: SIP/2.0/TCP "), "{m}");
+                            probes.fetch_add(1, Ordering::Relaxed);
+                            if answering.load(Ordering::Relaxed) {
+                                let _ =
+                                    conn.write_all(common::answer_as_uas(&m, "200 OK").as_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let proxy = Proxy::start(
+        &(tcp_core_config(base, "") + "[proxy]\nprobe_secs = 1\n"),
+        1,
+    );
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let call = |id: &str| {
+        caller
+            .send_to(
+                invite_from(me, "+442071234567", id).as_bytes(),
+                ("127.0.0.1", base),
+            )
+            .unwrap();
+        let mut b = [0u8; 4096];
+        caller
+            .recv(&mut b)
+            .map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
+            .unwrap_or_default()
+    };
+    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "{why}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Probed over TCP from the start, before any call.
+    wait_for(&|| probes.load(Ordering::Relaxed) >= 2, "no probe over TCP");
+    assert_eq!(call("tcp-probed-1"), "");
+    wait_for(
+        &|| invites.load(Ordering::Relaxed) == 1,
+        "the call never came",
+    );
+    // Hung: the connection stays open, nothing is answered.
+    answering.store(false, Ordering::Relaxed);
+    wait_for(
+        &|| proxy.metric("sipfence_next_hops_down") == 1.0,
+        "never marked down",
+    );
+    let refused = call("tcp-probed-2");
+    assert!(
+        refused.starts_with("SIP/2.0 503 ") && refused.contains("Next hop not answering"),
+        "{refused}"
+    );
+    assert_eq!(invites.load(Ordering::Relaxed), 1);
+    assert_eq!(connections.load(Ordering::Relaxed), 1);
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
+    // Restarted: the old connection closes, a new one is made, and the new process is
+    // not held to the old one's silence (it answers no probe yet).
+    restart.store(true, Ordering::Relaxed);
+    wait_for(
+        &|| connections.load(Ordering::Relaxed) == 2,
+        "never connected anew",
+    );
+    no_next_hop_down_within(
+        &proxy,
+        Duration::from_secs(5),
+        "not back on a new connection",
+    );
+    assert_eq!(call("tcp-probed-3"), "");
+    wait_for(
+        &|| invites.load(Ordering::Relaxed) == 2,
+        "the call after never came",
+    );
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// `[proxy] drain_secs`: after SIGTERM new calls are answered 503 with Retry-After and
 /// `/readyz` says not ready, while the answer to a call already sent on is still
 /// relayed; then it stops, with status 0 (QA 118 F7: it stopped at once).

@@ -812,9 +812,9 @@ pub struct ProxyConf {
     /// wildcard address (`0.0.0.0`, `[::]`), which names no host. Unset: the address
     /// the host routes from towards the next hop, found at start.
     pub advertise: Option<std::net::IpAddr>,
-    /// Seconds between OPTIONS probes of each UDP next hop (0: none). One that has
-    /// answered a probe and then leaves three unanswered is marked down: new calls for
-    /// it get 503 until it answers again. A TCP next hop is watched by its connection.
+    /// Seconds between OPTIONS probes of each next hop, UDP or TCP (0: none). One that
+    /// has answered a probe and then leaves three unanswered is marked down: new calls
+    /// for it get 503 until it answers again (or, TCP, is connected anew).
     pub probe_secs: u64,
     /// Seconds sipfence goes on after SIGTERM before it stops (0: it stops at once):
     /// new calls are answered 503 with Retry-After and `/readyz` says not ready, while

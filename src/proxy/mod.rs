@@ -134,7 +134,7 @@ pub struct Shared {
     /// value is when (ms) a request last wanted one: a next hop nobody wants any more
     /// is given up ([`tcp::GIVE_UP_AFTER`]).
     pub tcp_down: DashMap<std::net::SocketAddr, AtomicU64, ahash::RandomState>,
-    /// The OPTIONS probes of UDP next hops, and those marked down.
+    /// The OPTIONS probes of next hops, and those marked down.
     pub probes: probe::Probes,
     pub next_conn: AtomicU64,
     /// Accepted TCP connections from addresses no trunk claims and no next hop has.
@@ -326,7 +326,7 @@ impl Shared {
     }
 
     /// `sipfence_next_hops_down`: TCP addresses whose last connection attempt failed,
-    /// and UDP next hops marked down by their probes.
+    /// and next hops marked down by their probes.
     pub fn count_next_hops_down(&self) {
         let n = self.tcp_down.len() + self.probes.down_count();
         self.metrics.next_hops_down.set(n as i64);
@@ -997,7 +997,7 @@ fn worker(
         for (l, t) in tcps {
             tasks.spawn(tcp::serve(shared.clone(), udps.clone(), l, t));
         }
-        if probes && !udps.is_empty() {
+        if probes {
             tasks.spawn(probe::run(shared.clone(), udps.clone()));
         }
         let _ = stop.wait_for(|s| *s).await;

@@ -1,15 +1,19 @@
-//! OPTIONS probes of UDP next hops (`[proxy] probe_secs`), as Kamailio's dispatcher
-//! pings its destinations and an SBC its session agents. A TCP next hop that goes
-//! away fails its connection, and its calls get 503 at once; a UDP one just stops
-//! answering: without probes its calls went on into the void, counted as allowed, each
-//! caller waiting out its own timer (QA 118 F2), and nothing showed it.
+//! OPTIONS probes of next hops (`[proxy] probe_secs`), as Kamailio's dispatcher pings
+//! its destinations and an SBC its session agents. A UDP next hop that goes away just
+//! stops answering: without probes its calls went on into the void, counted as
+//! allowed, each caller waiting out its own timer (QA 118 F2), and nothing showed it. A
+//! TCP one that goes away fails its connection, and its calls get 503 at once; but one
+//! that hangs with its connection open (a stopped or wedged process, whose kernel still
+//! holds the socket) fails nothing, and took calls into it as the UDP one did (QA 127
+//! N6): it is probed over its connection.
 //!
 //! A next hop that has answered a probe and then leaves [`LOST`] in a row unanswered
 //! is marked down (`sipfence_next_hops_down`, a log line): new calls for it are
 //! answered 503 with Retry-After, so that callers try another route, while everything
 //! else still goes (the calls up must end). Any answer, whatever its code, brings it
-//! back. One that never answered a probe (a core that ignores OPTIONS) is never marked
-//! down: its silence says nothing, and refusing its calls would never end.
+//! back, and so does a new connection to a TCP one (a restarted core). One that never
+//! answered a probe (a core that ignores OPTIONS) is never marked down: its silence
+//! says nothing, and refusing its calls would never end.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +60,17 @@ impl Probes {
         self.down.len()
     }
 
+    /// A new connection to the TCP next hop `to`: whatever its probes said of the
+    /// last one is forgotten (the process that left them unanswered has gone, or it
+    /// could not have been reached anew). True when it was marked down.
+    pub fn connected(&self, to: SocketAddr) -> bool {
+        let to = crate::canonical(to);
+        if let Ok(mut hops) = self.hops.lock() {
+            hops.remove(&to);
+        }
+        self.down.remove(&to).is_some()
+    }
+
     /// An answer to a probe, from `from`. True when it brought a next hop back.
     pub fn answered(&self, from: SocketAddr) -> bool {
         let from = crate::canonical(from);
@@ -74,7 +89,7 @@ impl Probes {
         true
     }
 
-    /// One round at `now_ms` over the UDP next hops of the running policy (`hops`,
+    /// One round at `now_ms` over the next hops of the running policy to probe (`hops`,
     /// probed every `every_ms`; 0: none): marks down those that left [`LOST`] probes
     /// unanswered, forgets those no trunk has any more, and returns those due for a
     /// probe now, each counted as sent.
@@ -104,10 +119,10 @@ impl Probes {
             if h.unanswered >= LOST {
                 if h.answered_ever && !self.down.contains_key(&a) {
                     self.down.insert(a, ());
-                    tracing::warn!(next_hop = %a, probes = h.unanswered, "UDP next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
+                    tracing::warn!(next_hop = %a, probes = h.unanswered, "next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
                 } else if !h.answered_ever && !h.said_silent {
                     h.said_silent = true;
-                    tracing::warn!(next_hop = %a, "UDP next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
+                    tracing::warn!(next_hop = %a, "next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
                 }
             }
             h.sent_ms = now_ms;
@@ -118,40 +133,91 @@ impl Probes {
     }
 }
 
-/// The UDP next hops of the running policy, each with a UDP listen address of its
-/// trunk to probe it from (the first trunk's that names it).
-fn udp_next_hops(shared: &Shared) -> Vec<(SocketAddr, Option<ListenSpec>)> {
+/// A next hop of the running policy to probe.
+struct NextHop {
+    /// As the policy writes it (the key of its TCP connection) ...
+    addr: SocketAddr,
+    /// ... and as probes know it.
+    key: SocketAddr,
+    transport: Transport,
+    /// A listen address of its trunk to probe it from (the first trunk's that names
+    /// it, of the next hop's transport first).
+    from: Option<ListenSpec>,
+}
+
+/// The next hops of the running policy, each once.
+fn next_hops(shared: &Shared) -> Vec<NextHop> {
     let l = shared.loaded.load();
-    let mut out: Vec<(SocketAddr, Option<ListenSpec>)> = vec![];
+    let mut out: Vec<NextHop> = vec![];
     for t in &l.policy.trunks {
-        let Some(n) = t.next_hop.filter(|n| n.transport == Transport::Udp) else {
+        let Some(n) = t.next_hop else { continue };
+        let key = crate::canonical(n.addr);
+        if out.iter().any(|o| o.key == key) {
             continue;
-        };
-        let a = crate::canonical(n.addr);
-        if !out.iter().any(|(o, _)| *o == a) {
-            let from = t.listen.iter().find(|l| l.transport == Transport::Udp);
-            out.push((a, from.copied()));
         }
+        let from = t
+            .listen
+            .iter()
+            .find(|l| l.transport == n.transport)
+            .or_else(|| match n.transport {
+                Transport::Udp => None,
+                Transport::Tcp => t.listen.first(),
+            });
+        out.push(NextHop {
+            addr: n.addr,
+            key,
+            transport: n.transport,
+            from: from.copied(),
+        });
     }
     out
 }
 
-/// Sends the probes, from one worker's sockets (answers come to whichever worker the
-/// kernel gives them, and are reported through [`Probes::answered`]).
+/// Sends the probes: a UDP one from one worker's sockets (answers come to whichever
+/// worker the kernel gives them), a TCP one over the connection every request for that
+/// next hop takes (opened if none is); each answer is reported through
+/// [`Probes::answered`].
 pub async fn run(shared: Arc<Shared>, udps: Udps) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut n, mut out) = (0u64, Vec::with_capacity(512));
     loop {
         tick.tick().await;
         let every_ms = shared.loaded.load().policy.proxy.probe_secs * 1000;
-        let hops = udp_next_hops(&shared);
-        let addrs: Vec<SocketAddr> = hops.iter().map(|h| h.0).collect();
+        let hops = next_hops(&shared);
+        // A TCP next hop whose connection fails is down by that, and retried every
+        // second: probes wait for a connection, and start afresh on it.
+        let addrs: Vec<SocketAddr> = hops
+            .iter()
+            .filter(|h| h.transport == Transport::Udp || !shared.tcp_down.contains_key(&h.addr))
+            .map(|h| h.key)
+            .collect();
         let now = crate::cli::now_ms();
         let due = shared.probes.due(&addrs, every_ms, now);
         shared.count_next_hops_down();
         for to in due {
-            let local = hops.iter().find(|h| h.0 == to).and_then(|h| h.1);
-            let from = match local {
+            let Some(h) = hops.iter().find(|h| h.key == to) else {
+                continue;
+            };
+            n += 1;
+            out.clear();
+            if h.transport == Transport::Tcp {
+                let Some(local) = h.from.or_else(|| shared.start_only.listen.first().copied())
+                else {
+                    continue;
+                };
+                // A worker without UDP sockets forwards over TCP alone, as a
+                // connection's reader does.
+                let from = udp::forwarder(&udps, &local).unwrap_or(usize::MAX);
+                let (here, other) = super::tcp::vias(&shared, &udps, from, local);
+                let via = match other {
+                    Some(o) if here.is_ipv4() != to.is_ipv4() => o,
+                    _ => here,
+                };
+                probe_request(to, Transport::Tcp, via, n, &mut out);
+                super::tcp::send_to_peer(&shared, &udps, from, local, h.addr, &out);
+                continue;
+            }
+            let from = match h.from {
                 Some(l) => udp::forwarder(&udps, &l),
                 None => (!udps.is_empty()).then_some(0),
             };
@@ -159,10 +225,8 @@ pub async fn run(shared: Arc<Shared>, udps: Udps) {
             let Some((j, _)) = udp::sender(&udps, from, to) else {
                 continue;
             };
-            n += 1;
-            out.clear();
-            probe_request(to, udps[j].2, n, &mut out);
-            let local = local.unwrap_or(udps[from].0);
+            probe_request(to, Transport::Udp, udps[j].2, n, &mut out);
+            let local = h.from.unwrap_or(udps[from].0);
             udp::send(&shared, &udps, from, local, Dest::Udp(to), &out).await;
         }
     }

@@ -87,25 +87,37 @@ pub trait NextHops: Sync {
     fn some_down(&self) -> bool {
         false
     }
-    /// Whether the UDP next hop `to` has stopped answering the OPTIONS probes
-    /// (`[proxy] probe_secs`): new calls for it are answered 503 ([`NEXT_HOP_SILENT`]).
+    /// Whether the next hop `to` has stopped answering the OPTIONS probes (`[proxy]
+    /// probe_secs`): new calls for it are answered 503 ([`NEXT_HOP_SILENT`]).
     fn silent(&self, _to: SocketAddr) -> bool {
         false
     }
 }
 
-/// Branch prefix of the OPTIONS probes of UDP next hops ([`probe_request`]); never one
+/// Branch prefix of the OPTIONS probes of next hops ([`probe_request`]); never one
 /// of a relayed request's (theirs go on in hex digits).
 pub const PROBE_BRANCH: &[u8] = b"z9hG4bKsfprobe";
 
-/// The OPTIONS that probes the UDP next hop `to`, sent from `via` (`n`: a sequence
-/// number, so that each probe is a transaction of its own). Max-Forwards 0 asks the
-/// next hop to answer itself rather than send it on (RFC 3261 11, 16.3 step 3): any
-/// answer, a 483 too, says it is there.
-pub fn probe_request(to: SocketAddr, via: SocketAddr, n: u64, out: &mut Vec<u8>) {
+/// The OPTIONS that probes the next hop `to` over `transport`, sent from `via` (`n`: a
+/// sequence number, so that each probe is a transaction of its own). Max-Forwards 0
+/// asks the next hop to answer itself rather than send it on (RFC 3261 11, 16.3 step
+/// 3): any answer, a 483 too, says it is there.
+pub fn probe_request(
+    to: SocketAddr,
+    transport: Transport,
+    via: SocketAddr,
+    n: u64,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"OPTIONS sip:");
     response::push_sent_by(out, to);
-    out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
+    if transport == Transport::Tcp {
+        out.extend_from_slice(b";transport=tcp");
+    }
+    out.extend_from_slice(match transport {
+        Transport::Udp => b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
+        Transport::Tcp => b" SIP/2.0\r\nVia: SIP/2.0/TCP ",
+    });
     response::push_sent_by(out, via);
     out.extend_from_slice(b";branch=");
     out.extend_from_slice(PROBE_BRANCH);
@@ -447,7 +459,12 @@ fn handle_parsed(
             .and_then(|t| st.policy.trunks.get(t))
         && let Some(next) = t.next_hop
         && let Some(why) = match next.transport {
-            Transport::Tcp => st.next_hops.refuses(next.addr),
+            // A TCP core that hangs with its connection open (stopped, or its
+            // process wedged) fails no connection: only its probes find it (QA 127 N6).
+            Transport::Tcp => st
+                .next_hops
+                .refuses(next.addr)
+                .or_else(|| st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT)),
             Transport::Udp => st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT),
         }
     {
@@ -676,7 +693,7 @@ pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
 pub const STOPPING: &str = "Stopping: try another gateway";
 pub const OVERLOADED: &str = "Overloaded";
 
-/// A UDP next hop that answers no probe (`[proxy] probe_secs`).
+/// A next hop that answers no probe (`[proxy] probe_secs`).
 pub const NEXT_HOP_SILENT: &str = "Next hop not answering";
 pub const TOO_LARGE_FOR_NEXT_HOP: &str = "Too large for the next hop";
 
@@ -725,9 +742,8 @@ fn unless_refused(
     handled: Handled,
     out: &mut Vec<u8>,
 ) -> (Handled, Option<&'static str>) {
-    // (A UDP next hop that stopped answering its probes has its new calls refused
-    // before they are judged, in `handle_parsed`; the rest goes on: a datagram costs
-    // nothing, and the calls up must end.)
+    // (A next hop that stopped answering its probes has its new calls refused before
+    // they are judged, in `handle_parsed`; the rest goes on: the calls up must end.)
     let Handled::Forward(Dest::TcpTo(to)) = handled else {
         return (handled, None);
     };
@@ -2864,19 +2880,19 @@ record_route = true
         assert!(matches!(h, Handled::Forward(_)), "{h:?}");
     }
 
-    /// The OPTIONS that probes a UDP next hop is a request any SIP stack reads, and its
+    /// The OPTIONS that probes a next hop is a request any SIP stack reads, and its
     /// answer from the next hop is taken here (reported, not relayed); from anyone else
     /// it is no answer. A next hop marked silent gets no new call: the caller has 503
     /// at once, with Retry-After; the calls up go on.
     #[test]
-    fn probes_of_a_udp_next_hop_and_its_silence() {
+    fn probes_of_a_next_hop_and_its_silence() {
         let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
         let (core, via): (SocketAddr, SocketAddr) = (
             "10.0.0.5:5060".parse().unwrap(),
             "10.0.0.1:5060".parse().unwrap(),
         );
         let mut out = vec![];
-        probe_request(core, via, 7, &mut out);
+        probe_request(core, Transport::Udp, via, 7, &mut out);
         let probe = Message::parse(Bytes::from(out)).expect("a probe parses");
         assert_eq!(probe.method(), Some(Method::Options));
         assert_eq!(probe.max_forwards(), Some(0));
@@ -2949,6 +2965,30 @@ record_route = true
             .replace("192.0.2.10>\r\n", "192.0.2.10>;tag=b\r\n");
         let (h, _, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", &bye);
         assert_eq!(h, Handled::Forward(Dest::Udp(core)));
+        // A TCP next hop is probed over its connection, and refused the same way when
+        // it hangs with the connection open (QA 127 N6: its calls went on into it).
+        let mut out = vec![];
+        probe_request(core, Transport::Tcp, via, 8, &mut out);
+        let probe = Message::parse(Bytes::from(out)).expect("a TCP probe parses");
+        let text = String::from_utf8_lossy(probe.buf()).to_string();
+        assert!(
+            text.starts_with("OPTIONS sip:10.0.0.5:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKsfprobe8;"),
+            "{text}"
+        );
+        assert!(is_probe(&probe));
+        let tcp = POLICY.replace("udp:10.0.0.5:5060", "tcp:10.0.0.5:5060");
+        let p = Policy::from_str(&tcp, "t.toml", std::path::Path::new(".")).unwrap();
+        let st = Step {
+            next_hops: &Silent,
+            ..step(&p)
+        };
+        let (h, out, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", invite);
+        assert!(matches!(h, Handled::Respond(_, 503)), "{h:?}");
+        assert!(out.contains("Next hop not answering"), "{out}");
+        let (h, _, _) = run_on(&step(&p), "198.51.100.7:5060", "192.0.2.10:5060", invite);
+        assert_eq!(h, Handled::Forward(Dest::TcpTo(core)));
+        let (h, _, _) = run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", &bye);
+        assert_eq!(h, Handled::Forward(Dest::TcpTo(core)));
     }
 
     /// A PBX that registers to the core through the gateway leaves it in the Path (RFC

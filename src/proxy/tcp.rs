@@ -239,6 +239,10 @@ async fn outbound(
                     tracing::debug!(%addr, "connected to next hop");
                 }
                 reachable(&shared, addr);
+                if shared.probes.connected(addr) {
+                    tracing::warn!(%addr, "next hop connected anew: its new calls go to it again (its probes start afresh)");
+                    shared.count_next_hops_down();
+                }
                 serve_stream(&shared, &udps, local, stream, addr, id, true, tx, rx).await;
                 return;
             }
@@ -425,7 +429,7 @@ pub fn unreachable(
 /// TCP listeners only records a route of each side's family too (QA 40). The addresses
 /// are those found at start ([`Shared::names_at`]): no routing-table lookup per
 /// connection.
-fn vias(
+pub(super) fn vias(
     shared: &Shared,
     udps: &Udps,
     from: usize,

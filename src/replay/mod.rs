@@ -83,7 +83,7 @@ pub struct Replayer<'p> {
     /// Calls counted in [`Summary::gateway_state`] (an INVITE retransmitted gets its
     /// 503 again).
     state_answered: std::collections::HashSet<u64, ahash::RandomState>,
-    /// The gateway's probes of its UDP next hops as the capture shows them: probes
+    /// The gateway's probes of its next hops as the capture shows them: probes
     /// unanswered in a row, answered ever, marked down ([`crate::proxy::probe`]'s rule).
     probes: HashMap<std::net::SocketAddr, (u64, bool, bool), ahash::RandomState>,
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
