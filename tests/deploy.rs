@@ -435,3 +435,23 @@ fn the_example_carrier_b_withheld_calls_present_nothing_forged() {
         );
     }
 }
+
+/// The README's metrics reference names every metric sipfence exports, and every reason
+/// `sipfence_dropped_total` gives (QA 131: two reasons a scrape showed were in no row).
+#[test]
+fn the_readme_names_every_metric_and_drop_reason() {
+    let readme = std::fs::read_to_string(common::project_dir().join("README.md")).unwrap();
+    for name in METRIC_NAMES {
+        assert!(readme.contains(name), "README names no {name}");
+    }
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `sipfence_dropped_total` |"))
+        .expect("a row for sipfence_dropped_total");
+    for reason in sipfence::observability::metrics::DROP_REASONS {
+        assert!(
+            row.contains(&format!("`{reason}`")),
+            "README's sipfence_dropped_total row names no reason {reason}"
+        );
+    }
+}
