@@ -139,6 +139,9 @@ pub struct CallerIdentity {
     /// From's display name when it reads as a number: many phones show the display
     /// name, so a number there is presented as much as one in the URI.
     pub display_number: Option<Number>,
+    /// The number From's userinfo password shows (`<sip:+442071234567:110@gw>`), read
+    /// as its display name's is ([`password_shows`]).
+    pub password_number: Option<Number>,
 }
 
 /// Distinct numbers shown in display names and user parts, at most four (more is no
@@ -274,10 +277,10 @@ impl CallerIdentity {
         let Some(f) = self.from else { return false };
         let asserted = self.asserted.and_then(|a| a.number());
         let user = asserted.is_some() && self.from_presents && f.number() != asserted;
+        let other = |n: &Option<Number>| n.is_some_and(|n| Some(n) != asserted.or(f.number()));
         user || self.display_unholdable
-            || self
-                .display_number
-                .is_some_and(|n| Some(n) != asserted.or(f.number()))
+            || other(&self.display_number)
+            || other(&self.password_number)
     }
     /// A "generic number" to delete: From differs ([`Self::from_differs`]), or a
     /// P-Preferred-Identity or an unasserted Remote-Party-ID names another number than
@@ -362,6 +365,10 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     match user_shows(b, &p, plan, r, &mut id.shown_all) {
                         Some(n) => id.header_shown.note(n),
                         None => id.dial_unholdable |= dial_string(b, &p),
+                    }
+                    id.password_number = password_shows(b, &p, plan, r, &mut id.shown_all);
+                    if let Some(n) = id.password_number {
+                        id.header_shown.note(n);
                     }
                     id.from_presents = match p.number {
                         Ok(_)
@@ -511,6 +518,9 @@ fn presented(
         Some(n) => id.header_shown.note(n),
         None => id.dial_unholdable |= dial_string(b, &p),
     }
+    if let Some(n) = password_shows(b, &p, plan, r, &mut id.shown_all) {
+        id.header_shown.note(n);
+    }
     if let Ok(n) = p.number {
         id.shown_all.note(n);
     }
@@ -551,6 +561,25 @@ fn user_shows(b: &[u8], p: &Party, plan: &Plan, r: Reading<'_>, all: &mut Shown)
         return None;
     }
     shown_number_into(p.user.of(b), false, r, plan, None, all)
+}
+
+/// The number shown by the password of a sip URI's userinfo (`<sip:+442071234567:110@gw>`):
+/// RFC 3261 19.1.1 advises against passwords there, and equipment that shows the
+/// userinfo, or splits it at the wrong ':', shows its digits as the caller's (QA 130:
+/// a service number rode to the callee unjudged).
+fn password_shows(
+    b: &[u8],
+    p: &Party,
+    plan: &Plan,
+    r: Reading<'_>,
+    all: &mut Shown,
+) -> Option<Number> {
+    let (start, end) = (p.user.end as usize, (p.value.end as usize).min(b.len()));
+    if p.user.is_empty() || b.get(start) != Some(&b':') {
+        return None;
+    }
+    let at = start + b[start..end].iter().position(|&c| c == b'@')?;
+    shown_number_into(&b[start + 1..at], false, r, plan, None, all)
 }
 
 /// Whether a party's user part that is no number is a dial string

@@ -245,11 +245,18 @@ pub fn add_edits(
                     rewrite_from(b, na, &asserted, edits);
                     FromEdit::Replaced
                 }
-                // No asserted number: only the display name showed another number.
-                None => {
-                    remove_display(b, na, edits);
-                    FromEdit::DisplayRemoved
-                }
+                // No asserted number: only the display name, or the URI's password,
+                // showed another number; the URI's own number stays.
+                None => match d.identity.from.and_then(|f| f.number()) {
+                    Some(own) if d.identity.password_number.is_some_and(|n| n != own) => {
+                        rewrite_from(b, na, &own, edits);
+                        FromEdit::Replaced
+                    }
+                    _ => {
+                        remove_display(b, na, edits);
+                        FromEdit::DisplayRemoved
+                    }
+                },
             };
         }
         // The user's wish for an identity has no place once the network asserted one,

@@ -161,6 +161,7 @@ fn captures_of_odd_transport_cases_are_read_or_reported() {
     // more than the proxy would.
     let (_, s, _) = run("tcp-66k-invite.pcap");
     assert_eq!((s.sip_messages, s.parse_errors), (2, 1));
+    assert_eq!(s.parse_errors_requests, 1, "an INVITE, not a response");
     // A datagram whose last fragment never came: expired, said so.
     let (_, _, n) = run("invite-missing-last-fragment.pcap");
     assert_eq!((n.fragments, n.reassembled, n.fragments_expired), (3, 0, 1));
@@ -1154,6 +1155,16 @@ next_hop = "udp:10.0.0.9:5060"
         ([192, 0, 2, 1], invite(2, "", 0)),
         ([192, 0, 2, 1], invite(3, "", 70)),
         ([10, 0, 0, 9], bye.to_string()),
+        // A request the parser cannot read (a NUL in From), and the 400 the gateway
+        // answered it with, repeating the field: two unparsable messages, one request.
+        (
+            [192, 0, 2, 1],
+            invite(4, "", 70).replace("+442071234567@", "+44207\0@"),
+        ),
+        (
+            [192, 0, 2, 2],
+            "SIP/2.0 400 Bad Request\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-r4\r\nFrom: <sip:+44207\0@192.0.2.1>;tag=f4\r\nTo: <sip:+861012345678@192.0.2.2>;tag=x\r\nCall-ID: replay-4\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".to_string(),
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.pcap");
@@ -1187,6 +1198,10 @@ next_hop = "udp:10.0.0.9:5060"
     );
     assert_eq!(r.summary.calls, 3);
     assert_eq!(r.summary.by_rule.get("(protocol checks)"), Some(&2));
+    assert_eq!(
+        (r.summary.parse_errors, r.summary.parse_errors_requests),
+        (2, 1)
+    );
 }
 
 /// A capture taken on a Homer server holds HEP: every message Kamailio received, mirrored

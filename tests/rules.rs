@@ -4931,6 +4931,47 @@ fn a_number_behind_an_odd_host_is_read() {
     assert_eq!(passes(&p, &m, "intl").rule, None);
 }
 
+/// A number in the password of From's userinfo (`<sip:+442071234567:110@gw>`) is shown
+/// as much as one in its display name (QA 130: the service number went on to the
+/// callee, unjudged): at the international gateway From is rewritten to the asserted
+/// identity, on an enterprise trunk it must be contracted. A password that is no number
+/// changes nothing.
+#[test]
+fn a_number_in_a_uri_password_is_a_presented_number() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    let m = with_from("<sip:+442071234567:110@uk.example>", pai);
+    let d = passes(&p, &m, "intl");
+    assert_eq!(d.rule, Some(RuleId::GenericNumber));
+    let out = String::from_utf8_lossy(forwarded(&p, &m, &d).buf()).into_owned();
+    assert!(!out.contains(":110@"), "{out}");
+    // Without an asserted identity From keeps its own number, without the password.
+    let m = with_from("<sip:+442071234567:110@uk.example>", "");
+    assert_eq!(rewritten_from(&p, &m), b"<tel:+442071234567>;tag=ft1");
+    // Seen in a P-Preferred-Identity too, which goes.
+    let m = with_from(
+        "<sip:+442071234567@uk.example>",
+        &format!("{pai}P-Preferred-Identity: <sip:+442071234567:95588@uk.example>\r\n"),
+    );
+    assert_eq!(passes(&p, &m, "intl").rule, Some(RuleId::GenericNumber));
+    for from in [
+        "<sip:+442071234567:secret@uk.example>",
+        "<sip:+442071234567@uk.example>",
+    ] {
+        assert_eq!(
+            passes(&p, &with_from(from, pai), "intl").rule,
+            None,
+            "{from}"
+        );
+    }
+    let ent = |from: &str| judge(&p, &with_from(from, ""), "ent");
+    assert_eq!(
+        rejected(&ent("<sip:+8613912340001:95588@10.9.9.9>")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+    assert_eq!(rejected(&ent("<sip:+8613912340001:pw@10.9.9.9>")), None);
+}
+
 /// Every identity header's display name is read, the asserted Remote-Party-ID's and
 /// P-Preferred-Identity's too; and a P-Preferred-Identity or unasserted
 /// Remote-Party-ID that presents a name, or digits that are no number, goes at the

@@ -41,6 +41,10 @@ pub struct Summary {
     pub split_unplaced: u64,
     pub sip_messages: u64,
     pub parse_errors: u64,
+    /// Of those, the ones that did not start as a response (QA 130: a peer's malformed
+    /// request and the 400 the gateway answered it with, repeating its bad header, are
+    /// two; the count alone did not say how many requests the capture held).
+    pub parse_errors_requests: u64,
     pub calls: u64,
     /// INVITEs sent again within their transaction's lifetime (RFC 3261 17.1.1.2: the
     /// UDP client's timer A): judged again, as the proxy judges them, but not new calls.
@@ -448,10 +452,12 @@ impl<'p> Replayer<'p> {
         let (src, dst, transport) = (seg.src, seg.dst, seg.transport);
         o.sip = true;
         self.summary.sip_messages += 1;
+        let response = m.starts_with(b"SIP/");
         let msg = match Message::parse(Bytes::from(m)) {
             Ok(m) => m,
             Err(_) => {
                 self.summary.parse_errors += 1;
+                self.summary.parse_errors_requests += u64::from(!response);
                 return;
             }
         };
@@ -837,13 +843,26 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
         );
     } else {
         println!();
         println!(
-            "packets {}  SIP messages {}  unparsable {}  calls {}  retransmitted INVITEs {}  retries the core asked for {}",
-            s.packets, s.sip_messages, s.parse_errors, s.calls, s.retransmissions, s.core_retries
+            "packets {}  SIP messages {}  unparsable {}{}  calls {}  retransmitted INVITEs {}  retries the core asked for {}",
+            s.packets,
+            s.sip_messages,
+            s.parse_errors,
+            match s.parse_errors {
+                0 => String::new(),
+                n => format!(
+                    " ({} requests, {} responses)",
+                    s.parse_errors_requests,
+                    n - s.parse_errors_requests
+                ),
+            },
+            s.calls,
+            s.retransmissions,
+            s.core_retries
         );
         // What the network layer could not follow: the first place to look when a
         // capture shows fewer calls than expected.
