@@ -575,7 +575,8 @@ fn password_shows(
     all: &mut Shown,
 ) -> Option<Number> {
     let (start, end) = (p.user.end as usize, (p.value.end as usize).min(b.len()));
-    if p.user.is_empty() || b.get(start) != Some(&b':') {
+    // An empty user shows the password alone (`<sip::95588@gw>`, QA 133).
+    if b.get(start) != Some(&b':') {
         return None;
     }
     let at = start + b[start..end].iter().position(|&c| c == b'@')?;
@@ -944,6 +945,10 @@ fn read_party(
     // person reads the same number (QA 61); an IPv4 address is no number.
     let digit_host = || Some(u.host).filter(|h| digit_host(h.of(b)));
     let Some(user) = u.user.filter(|s| !s.is_empty()).or_else(digit_host) else {
+        // An empty user still has its place: a password may follow it.
+        if let Some(empty) = u.user {
+            p.user = empty;
+        }
         p.number = Err(NotANumber::Empty);
         return p;
     };

@@ -901,6 +901,139 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     core_side.join().unwrap();
 }
 
+/// Each trunk's requests reach a TCP core from the trunk's own listen address, as they
+/// do over UDP (from the trunk's socket): a core that tells trunks apart by address
+/// (Kamailio's address ACLs) sees each from its own. One connection per next hop and
+/// source, kept: a second call of a trunk takes its trunk's connection (QA 127: the
+/// first trunk to call decided the address of all, when one connection carried them).
+#[test]
+fn each_trunk_reaches_a_tcp_core_from_its_own_address() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let base = port_block();
+    let cfg = format!(
+        r#"
+[[trunk]]
+name = "a"
+role = "international"
+listen = ["udp:127.0.0.1:{a}"]
+sources = ["127.0.0.0/8"]
+next_hop = "tcp:127.0.0.1:{core}"
+
+[[trunk]]
+name = "b"
+role = "international"
+listen = ["udp:127.0.0.2:{b}"]
+sources = ["127.0.0.0/8"]
+next_hop = "tcp:127.0.0.1:{core}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        a = base,
+        b = base + 2,
+        core = base + 10,
+        metrics = base + 30,
+    );
+    // The core: for each connection, its source address and the Call-IDs it carried.
+    let seen: Arc<Mutex<Vec<(std::net::IpAddr, String)>>> = Arc::default();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", base + 10)).unwrap();
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let from = conn.peer_addr().unwrap().ip();
+                    let mut text = String::new();
+                    let mut b = [0u8; 8192];
+                    while let Ok(n) = conn.read(&mut b) {
+                        if n == 0 {
+                            return;
+                        }
+                        text.push_str(&String::from_utf8_lossy(&b[..n]));
+                        while let Some(end) = text.find("\r\n\r\n") {
+                            let m: String = text.drain(..end + 4).collect();
+                            if let Some(id) = m.split("\r\nCall-ID: ").nth(1) {
+                                let id = id.split("\r\n").next().unwrap().to_string();
+                                seen.lock().unwrap().push((from, id));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let proxy = Proxy::start(&cfg, 1);
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = caller.local_addr().unwrap();
+    for (id, to) in [
+        ("via-a-1", ("127.0.0.1", base)),
+        ("via-b-1", ("127.0.0.2", base + 2)),
+        ("via-a-2", ("127.0.0.1", base)),
+        ("via-b-2", ("127.0.0.2", base + 2)),
+    ] {
+        caller
+            .send_to(invite_from(me, "+442071234567", id).as_bytes(), to)
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "{seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut got = seen.lock().unwrap().clone();
+    got.sort_by(|x, y| x.1.cmp(&y.1));
+    let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let b: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    assert_eq!(
+        got,
+        [
+            (a, "via-a-1".to_string()),
+            (a, "via-a-2".to_string()),
+            (b, "via-b-1".to_string()),
+            (b, "via-b-2".to_string()),
+        ]
+    );
+    assert_eq!(proxy.metric("sipfence_tcp_connections"), 2.0);
+}
+
+/// With probes, a TCP core that is down is found before any call needs it (the probe
+/// opens the connection), and the probe that could not go is no request dropped (QA
+/// 133: it was counted as one).
+#[test]
+fn a_tcp_core_down_is_found_by_its_probe_before_a_call() {
+    let base = port_block();
+    let proxy = Proxy::start(
+        &(tcp_core_config(base, "") + "[proxy]\nprobe_secs = 1\n"),
+        1,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_next_hops_down") != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "never found down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0, "counted once");
+    assert_eq!(
+        proxy.metric("sipfence_dropped_total{reason=\"tcp-connect-failed\"}"),
+        0.0
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let r = answer_to(
+        &sock,
+        base,
+        &invite_from(me, "+442071234567", "probed-down"),
+    );
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("Next hop unreachable"),
+        "{r}"
+    );
+}
+
 /// A TCP core that hangs with its connection open (a stopped process: its kernel still
 /// holds the socket) fails no connection; its probes, sent over the connection, find
 /// it: marked down after three unanswered, its new calls answered 503 at once (QA 127
@@ -1015,7 +1148,7 @@ fn a_tcp_next_hop_that_hangs_with_its_connection_open_gets_no_new_calls() {
     assert_eq!(connections.load(Ordering::Relaxed), 1);
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 1.0);
     // Restarted: the old connection closes, a new one is made, and the new process is
-    // not held to the old one's silence (it answers no probe yet).
+    // not held to the old one's silence (it answers no probe yet) ...
     restart.store(true, Ordering::Relaxed);
     wait_for(
         &|| connections.load(Ordering::Relaxed) == 2,
@@ -1030,6 +1163,12 @@ fn a_tcp_next_hop_that_hangs_with_its_connection_open_gets_no_new_calls() {
     wait_for(
         &|| invites.load(Ordering::Relaxed) == 2,
         "the call after never came",
+    );
+    // ... but it answered before: hung after its restart too, it is marked down again
+    // (QA 133: its probes started as a stranger's, never watched).
+    wait_for(
+        &|| proxy.metric("sipfence_next_hops_down") == 1.0,
+        "a core back hung never marked down",
     );
     stop.store(true, Ordering::Relaxed);
     core_side.join().unwrap();

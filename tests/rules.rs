@@ -4969,6 +4969,24 @@ fn a_number_in_a_uri_password_is_a_presented_number() {
         rejected(&ent("<sip:+8613912340001:95588@10.9.9.9>")),
         Some((403, "enterprise-not-whitelisted"))
     );
+    // No user: the password is all the URI shows (QA 133).
+    let behind = |from: &str| {
+        judge(
+            &p,
+            &with_from(
+                from,
+                "P-Asserted-Identity: <sip:+8613912340001@10.9.9.9>\r\n",
+            ),
+            "ent",
+        )
+    };
+    assert_eq!(
+        rejected(&behind("<sip::95588@10.9.9.9>")),
+        Some((403, "enterprise-not-whitelisted"))
+    );
+    assert_eq!(rejected(&behind("<sip::13912340002@10.9.9.9>")), None);
+    let m = with_from("<sip::110@uk.example>", pai);
+    assert_eq!(rewritten_from(&p, &m), b"<tel:+442071234567>;tag=ft1");
     assert_eq!(rejected(&ent("<sip:+8613912340001:pw@10.9.9.9>")), None);
 }
 

@@ -125,10 +125,14 @@ pub struct Shared {
     pub hep: Option<HepMirror>,
     /// Writers of open TCP connections, by id (responses find their connection here).
     pub tcp_conns: DashMap<u64, mpsc::Sender<bytes::Bytes>, ahash::RandomState>,
-    /// Open TCP connections by the far end's address (ids into `tcp_conns`): those we
-    /// opened to a next hop, and those peers opened to us, which requests for their
-    /// address reuse (one per address: the first kept).
+    /// Open TCP connections peers opened to us, by their address (ids into
+    /// `tcp_conns`), which requests for that address reuse (one per address: the first
+    /// kept).
     pub tcp_peers: DashMap<std::net::SocketAddr, u64, ahash::RandomState>,
+    /// Those we opened, to a next hop or a peer's address, by that address and the
+    /// address they leave from (a listener's, or the system's choice: `None`).
+    #[allow(clippy::type_complexity)]
+    pub tcp_out: DashMap<(std::net::SocketAddr, Option<std::net::IpAddr>), u64, ahash::RandomState>,
     /// Next hops whose last connection attempt failed: requests for them are answered
     /// 503 at once while a task tries again every [`tcp::RETRY_AFTER_FAILURE`]. The
     /// value is when (ms) a request last wanted one: a next hop nobody wants any more
@@ -859,6 +863,7 @@ pub fn run(args: RunArgs) -> i32 {
         hep,
         tcp_conns: DashMap::with_hasher(ahash::RandomState::new()),
         tcp_peers: DashMap::with_hasher(ahash::RandomState::new()),
+        tcp_out: DashMap::with_hasher(ahash::RandomState::new()),
         tcp_down: DashMap::with_hasher(ahash::RandomState::new()),
         next_conn: AtomicU64::new(1),
         unclaimed_tcp: std::sync::atomic::AtomicUsize::new(0),
@@ -1430,17 +1435,21 @@ impl stateless::NextHops for Shared {
             }
             std::net::IpAddr::V6(_) => to,
         };
-        [to, mapped]
-            .into_iter()
-            .find(|a| self.tcp_peers.contains_key(a))
+        [to, mapped].into_iter().find(|a| {
+            self.tcp_peers.contains_key(a) || self.tcp_out.iter().any(|e| e.key().0 == *a)
+        })
     }
-    fn refuses(&self, to: std::net::SocketAddr) -> Option<&'static str> {
+    fn refuses(
+        &self,
+        to: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    ) -> Option<&'static str> {
         if let Some(wanted) = self.tcp_down.get(&to) {
             wanted.store(crate::cli::now_ms(), Ordering::Relaxed);
             return Some(stateless::NEXT_HOP_UNREACHABLE);
         }
         // Guards dropped before the next map is read.
-        let id = self.tcp_peers.get(&to).map(|v| *v)?;
+        let id = tcp::connection_for(self, to, local)?;
         if self.tcp_conns.get(&id).is_none_or(|tx| tx.capacity() != 0) {
             return None;
         }

@@ -28,6 +28,11 @@ use crate::policy::config::{ListenSpec, Transport};
 /// Probes unanswered in a row that mark a next hop down.
 pub const LOST: u64 = 3;
 
+/// How much before its time a probe still goes: the rounds come every second, a few
+/// milliseconds early or late, and a probe due at 1.999 s must not wait for the next
+/// (QA 133: with `probe_secs = 2`, a probe every 2 or 3 s).
+const EARLY_MS: u64 = 250;
+
 #[derive(Default)]
 pub struct Probes {
     hops: Mutex<HashMap<SocketAddr, Hop>>,
@@ -60,13 +65,18 @@ impl Probes {
         self.down.len()
     }
 
-    /// A new connection to the TCP next hop `to`: whatever its probes said of the
-    /// last one is forgotten (the process that left them unanswered has gone, or it
-    /// could not have been reached anew). True when it was marked down.
-    pub fn connected(&self, to: SocketAddr) -> bool {
+    /// A new connection to the TCP next hop `to`, or one that failed (down by that,
+    /// and counted so: not twice, QA 133): what its probes left unanswered is
+    /// forgotten (the process that left them has gone, or it could not have been
+    /// reached anew), and its mark with it; that it answered once is kept, so that a
+    /// core that comes back hung is marked down again (QA 133). True when it was
+    /// marked down.
+    pub fn start_afresh(&self, to: SocketAddr) -> bool {
         let to = crate::canonical(to);
-        if let Ok(mut hops) = self.hops.lock() {
-            hops.remove(&to);
+        if let Ok(mut hops) = self.hops.lock()
+            && let Some(h) = hops.get_mut(&to)
+        {
+            h.unanswered = 0;
         }
         self.down.remove(&to).is_some()
     }
@@ -89,11 +99,18 @@ impl Probes {
         true
     }
 
-    /// One round at `now_ms` over the next hops of the running policy to probe (`hops`,
-    /// probed every `every_ms`; 0: none): marks down those that left [`LOST`] probes
-    /// unanswered, forgets those no trunk has any more, and returns those due for a
-    /// probe now, each counted as sent.
-    pub fn due(&self, hops: &[SocketAddr], every_ms: u64, now_ms: u64) -> Vec<SocketAddr> {
+    /// One round at `now_ms` over the next hops of the running policy (`hops`, probed
+    /// every `every_ms`; 0: none), but those `paused` (a TCP one whose connection
+    /// failed, down by that): marks down those that left [`LOST`] probes unanswered,
+    /// forgets those no trunk has any more, and returns those due for a probe now, each
+    /// counted as sent.
+    pub fn due(
+        &self,
+        hops: &[SocketAddr],
+        paused: impl Fn(&SocketAddr) -> bool,
+        every_ms: u64,
+        now_ms: u64,
+    ) -> Vec<SocketAddr> {
         let Ok(mut map) = self.hops.lock() else {
             return vec![];
         };
@@ -113,7 +130,12 @@ impl Probes {
                 answered_ever: false,
                 said_silent: false,
             });
-            if now_ms.saturating_sub(h.sent_ms) < every_ms {
+            if paused(&a) {
+                h.unanswered = 0;
+                self.down.remove(&a);
+                continue;
+            }
+            if now_ms.saturating_sub(h.sent_ms) + EARLY_MS < every_ms {
                 continue;
             }
             if h.unanswered >= LOST {
@@ -186,13 +208,16 @@ pub async fn run(shared: Arc<Shared>, udps: Udps) {
         let hops = next_hops(&shared);
         // A TCP next hop whose connection fails is down by that, and retried every
         // second: probes wait for a connection, and start afresh on it.
-        let addrs: Vec<SocketAddr> = hops
-            .iter()
-            .filter(|h| h.transport == Transport::Udp || !shared.tcp_down.contains_key(&h.addr))
-            .map(|h| h.key)
-            .collect();
+        let addrs: Vec<SocketAddr> = hops.iter().map(|h| h.key).collect();
+        let paused = |a: &SocketAddr| {
+            hops.iter().any(|h| {
+                h.key == *a
+                    && h.transport == Transport::Tcp
+                    && shared.tcp_down.contains_key(&h.addr)
+            })
+        };
         let now = crate::cli::now_ms();
-        let due = shared.probes.due(&addrs, every_ms, now);
+        let due = shared.probes.due(&addrs, paused, every_ms, now);
         shared.count_next_hops_down();
         for to in due {
             let Some(h) = hops.iter().find(|h| h.key == to) else {
@@ -248,17 +273,17 @@ mod tests {
         let hops = [core, mute];
         let every = 10_000;
         let mut t = 1_000_000;
-        assert_eq!(p.due(&hops, every, t), hops);
+        assert_eq!(p.due(&hops, |_| false, every, t), hops);
         // Not due again before `every`.
-        assert!(p.due(&hops, every, t + 5_000).is_empty());
+        assert!(p.due(&hops, |_| false, every, t + 5_000).is_empty());
         assert!(!p.answered(core));
         for _ in 0..LOST {
             t += every;
-            assert_eq!(p.due(&hops, every, t), hops);
+            assert_eq!(p.due(&hops, |_| false, every, t), hops);
             assert!(!p.is_down(core) && !p.is_down(mute));
         }
         t += every;
-        p.due(&hops, every, t);
+        p.due(&hops, |_| false, every, t);
         assert!(p.is_down(core), "three probes lost after an answer");
         assert!(!p.is_down(mute), "never answered: not watched");
         assert_eq!(p.down_count(), 1);
@@ -269,11 +294,46 @@ mod tests {
         // Down again, then gone from the policy (or probes turned off): forgotten.
         for _ in 0..=LOST {
             t += every;
-            p.due(&hops, every, t);
+            p.due(&hops, |_| false, every, t);
         }
         assert!(p.is_down(core));
-        assert!(p.due(&hops, 0, t + every).is_empty());
+        assert!(p.due(&hops, |_| false, 0, t + every).is_empty());
         assert!(!p.is_down(core));
         assert_eq!(p.down_count(), 0);
+    }
+
+    /// A TCP next hop connected anew, or whose connection fails, starts its count
+    /// afresh and loses its mark (down by its connection, it is not counted twice);
+    /// paused while its connection fails; and, having answered once, it is marked down
+    /// again when the new process hangs too (QA 133). A round a few milliseconds early
+    /// still sends the probe due.
+    #[test]
+    fn a_reconnected_next_hop_is_watched_as_before() {
+        let p = Probes::default();
+        let core: SocketAddr = "10.0.0.5:5060".parse().unwrap();
+        let (every, mut t) = (2_000, 1_000_000);
+        assert_eq!(p.due(&[core], |_| false, every, t), [core]);
+        p.answered(core);
+        for _ in 0..=LOST {
+            t += every - 3;
+            assert_eq!(p.due(&[core], |_| false, every, t), [core], "early by 3 ms");
+        }
+        assert!(p.is_down(core));
+        // Its connection fails: paused, not marked down by its probes meanwhile.
+        assert!(p.start_afresh(core));
+        assert!(!p.is_down(core));
+        for _ in 0..=LOST {
+            t += every;
+            assert!(p.due(&[core], |_| true, every, t).is_empty());
+        }
+        assert!(!p.is_down(core));
+        // Connected anew, and hung: down again after three unanswered.
+        assert!(!p.start_afresh(core));
+        for _ in 0..=LOST {
+            t += every;
+            assert!(!p.is_down(core));
+            p.due(&[core], |_| false, every, t);
+        }
+        assert!(p.is_down(core), "answered before the restart: watched");
     }
 }

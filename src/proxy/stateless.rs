@@ -75,7 +75,8 @@ pub trait NextHops: Sync {
     /// it): the connection's last attempt failed ([`NEXT_HOP_UNREACHABLE`]), or its
     /// queue is full, a next hop that has stopped reading or is slower than the calls
     /// ([`NEXT_HOP_CONGESTED`]).
-    fn refuses(&self, to: SocketAddr) -> Option<&'static str>;
+    /// `local`: the listener the request came in on (each has its own connection).
+    fn refuses(&self, to: SocketAddr, local: SocketAddr) -> Option<&'static str>;
     /// The address a TCP connection with `to` is up under (a peer's own, or ours to
     /// it; an IPv4 peer of a dual-stack listener is kept under its mapped form), if
     /// one is: a TCP flow is its connection ([`nat_flow`]).
@@ -152,7 +153,7 @@ pub fn is_probe(msg: &Message) -> bool {
 pub struct NoNextHops;
 
 impl NextHops for NoNextHops {
-    fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+    fn refuses(&self, _to: SocketAddr, _local: SocketAddr) -> Option<&'static str> {
         None
     }
 }
@@ -463,7 +464,7 @@ fn handle_parsed(
             // process wedged) fails no connection: only its probes find it (QA 127 N6).
             Transport::Tcp => st
                 .next_hops
-                .refuses(next.addr)
+                .refuses(next.addr, o.local.addr)
                 .or_else(|| st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT)),
             Transport::Udp => st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT),
         }
@@ -765,7 +766,7 @@ fn unless_refused(
     if method == Method::Ack {
         return (handled, None);
     }
-    let Some(why) = st.next_hops.refuses(to) else {
+    let Some(why) = st.next_hops.refuses(to, o.local.addr) else {
         return (handled, None);
     };
     // A BYE for a TCP next hop marked down ends its call, as one whose connection
@@ -2045,7 +2046,7 @@ record_route = true
     /// The core (10.0.0.5:5060) stopped answering its probes.
     struct Silent;
     impl NextHops for Silent {
-        fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+        fn refuses(&self, _to: SocketAddr, _local: SocketAddr) -> Option<&'static str> {
             None
         }
         fn some_down(&self) -> bool {
@@ -2216,7 +2217,7 @@ record_route = true
         let calls = crate::behaviour::local::LocalTracker::new(64, 64);
         struct Unreachable;
         impl NextHops for Unreachable {
-            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+            fn refuses(&self, _to: SocketAddr, _local: SocketAddr) -> Option<&'static str> {
                 Some(NEXT_HOP_UNREACHABLE)
             }
             fn some_down(&self) -> bool {
@@ -3248,7 +3249,7 @@ record_route = true
     fn tcp_flows_and_answers_behind_a_nat() {
         struct Conns(Vec<SocketAddr>);
         impl NextHops for Conns {
-            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+            fn refuses(&self, _to: SocketAddr, _local: SocketAddr) -> Option<&'static str> {
                 None
             }
             fn connection(&self, to: SocketAddr) -> Option<SocketAddr> {
@@ -3353,7 +3354,7 @@ record_route = true
     fn retry_after_only_for_the_trunk_side() {
         struct Down;
         impl NextHops for Down {
-            fn refuses(&self, _to: SocketAddr) -> Option<&'static str> {
+            fn refuses(&self, _to: SocketAddr, _local: SocketAddr) -> Option<&'static str> {
                 Some(NEXT_HOP_UNREACHABLE)
             }
         }

@@ -3,9 +3,13 @@
 //! idle connections closed, and a cap on connections so a flood of silent sockets
 //! cannot exhaust the process.
 //!
-//! Towards a next hop configured as `tcp:`, one connection per address is opened on
-//! first use and reused by every worker; responses and in-dialog requests from the core
-//! come back over it and are handled like any other message. A next hop that cannot be
+//! Towards a next hop configured as `tcp:`, one connection per address and source is
+//! opened on first use and reused by every worker: it leaves from the address of the
+//! listener the requests came in on, as a UDP request leaves from its listener's
+//! socket, so that a core that tells trunks apart by address sees each trunk's requests
+//! from its own (a wildcard listener's leave from the address the system chooses).
+//! Responses and in-dialog requests from the core come back over it and are handled
+//! like any other message. A next hop that cannot be
 //! reached costs one attempt per second, not one per message: while it is down, the
 //! step answers its requests 503 at once (and counts and records them so), and a task
 //! tries to connect again every second until it can (as an SBC probes a dead route).
@@ -13,12 +17,12 @@
 use bytes::{Buf, Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use super::Shared;
@@ -135,7 +139,63 @@ async fn connection(
     } else {
         shared.tcp_peers.entry(peer).or_insert(id);
     }
-    serve_stream(&shared, &udps, local, stream, peer, id, false, tx, rx).await;
+    serve_stream(
+        &shared,
+        &udps,
+        local,
+        stream,
+        peer,
+        id,
+        Side::Accepted,
+        tx,
+        rx,
+    )
+    .await;
+}
+
+/// Who opened a connection: a peer, or we (to a next hop or a peer's address), from
+/// a given source address or the system's choice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Accepted,
+    Opened(Option<IpAddr>),
+}
+
+/// The address a connection to `to` for requests that came in on the listener `local`
+/// leaves from: the listener's, when it names one of `to`'s IP family; none (the
+/// system's choice) for a wildcard listener.
+pub fn source_for(local: SocketAddr, to: SocketAddr) -> Option<IpAddr> {
+    let ip = crate::canonical(local).ip();
+    (!ip.is_unspecified() && ip.is_ipv4() == crate::canonical(to).is_ipv4()).then_some(ip)
+}
+
+/// The connection a request for `to` that came in on `local` goes over, if one is up
+/// (or being opened): the peer's own connection to us, else ours to it from that
+/// listener's address.
+pub fn connection_for(shared: &Shared, to: SocketAddr, local: SocketAddr) -> Option<u64> {
+    if let Some(id) = shared.tcp_peers.get(&to).map(|v| *v) {
+        return Some(id);
+    }
+    shared.tcp_out.get(&(to, source_for(local, to))).map(|v| *v)
+}
+
+/// Connects to `addr` from `src` (any port), or from the system's choice. A source
+/// that cannot be bound (a listener's address the host no longer has) falls back to
+/// the system's choice, said once per next hop.
+async fn connect_from(addr: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = src else {
+        return TcpStream::connect(addr).await;
+    };
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Err(e) = sock.bind(SocketAddr::new(ip, 0)) {
+        tracing::warn!(%addr, source = %ip, error = %e, "cannot connect from the listener's address: connecting from the address the system chooses");
+        return TcpStream::connect(addr).await;
+    }
+    sock.connect(addr).await
 }
 
 /// A new connection id and its writer queue, registered so that answers find it.
@@ -175,20 +235,25 @@ pub fn send_to_peer(
     addr: SocketAddr,
     bytes: &[u8],
 ) {
-    let id = *shared.tcp_peers.entry(addr).or_insert_with(|| {
-        let (id, tx, rx) = register(shared);
-        tokio::spawn(outbound(
-            shared.clone(),
-            udps.clone(),
-            from,
-            local,
-            addr,
-            id,
-            tx,
-            rx,
-        ));
-        id
-    });
+    // A peer's own connection first (RFC 5923), else ours from this listener's address.
+    let src = source_for(local.addr, addr);
+    let id = match shared.tcp_peers.get(&addr).map(|v| *v) {
+        Some(id) => id,
+        None => *shared.tcp_out.entry((addr, src)).or_insert_with(|| {
+            let (id, tx, rx) = register(shared);
+            tokio::spawn(outbound(
+                shared.clone(),
+                udps.clone(),
+                from,
+                local,
+                (addr, src),
+                id,
+                tx,
+                rx,
+            ));
+            id
+        }),
+    };
     // A request that cannot be queued is answered 503 as one that finds the connection
     // down (the step answers most at once: [`super::stateless::NextHops`]; this is the
     // one that raced it), never lost in silence (QA 49).
@@ -218,19 +283,21 @@ async fn outbound(
     udps: Udps,
     from: usize,
     local: ListenSpec,
-    addr: SocketAddr,
+    (addr, src): (SocketAddr, Option<IpAddr>),
     id: u64,
     tx: mpsc::Sender<Bytes>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     // Requests queued for this connection that cannot go: answered 503 now.
     let answer = |b: Bytes| {
-        shared.metrics.dropped("tcp-connect-failed");
+        if !our_probe(&b) {
+            shared.metrics.dropped("tcp-connect-failed");
+        }
         unreachable(&shared, &udps, from, local, addr, b, NEXT_HOP_UNREACHABLE);
     };
     let mut failed = 0u64;
     loop {
-        let why = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let why = match tokio::time::timeout(CONNECT_TIMEOUT, connect_from(addr, src)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 if failed > 0 {
@@ -239,11 +306,12 @@ async fn outbound(
                     tracing::debug!(%addr, "connected to next hop");
                 }
                 reachable(&shared, addr);
-                if shared.probes.connected(addr) {
+                if shared.probes.start_afresh(addr) {
                     tracing::warn!(%addr, "next hop connected anew: its new calls go to it again (its probes start afresh)");
                     shared.count_next_hops_down();
                 }
-                serve_stream(&shared, &udps, local, stream, addr, id, true, tx, rx).await;
+                let side = Side::Opened(src);
+                serve_stream(&shared, &udps, local, stream, addr, id, side, tx, rx).await;
                 return;
             }
             Ok(Err(e)) => e.to_string(),
@@ -275,6 +343,8 @@ async fn outbound(
             .tcp_down
             .entry(addr)
             .or_insert_with(|| AtomicU64::new(crate::cli::now_ms()));
+        // Down by its connection now, not by its probes as well.
+        shared.probes.start_afresh(addr);
         shared.count_next_hops_down();
         // What was queued while connecting, and what raced the mark until the next try.
         let until = tokio::time::Instant::now() + RETRY_AFTER_FAILURE;
@@ -298,13 +368,20 @@ async fn outbound(
     while let Ok(b) = rx.try_recv() {
         answer(b);
     }
-    shared.tcp_peers.remove_if(&addr, |_, v| *v == id);
+    shared.tcp_out.remove_if(&(addr, src), |_, v| *v == id);
     shared.tcp_conns.remove(&id);
     reachable(&shared, addr);
     // Whatever was queued after the last look has nowhere to go.
     while rx.try_recv().is_ok() {
         shared.metrics.dropped("tcp-gone");
     }
+}
+
+/// One of our OPTIONS probes ([`super::probe`]): not a message a peer sent, so its loss
+/// is no request dropped (QA 133: a probe's failed connection counted as one).
+fn our_probe(b: &[u8]) -> bool {
+    let branch = super::stateless::PROBE_BRANCH;
+    b.starts_with(b"OPTIONS ") && b.windows(branch.len()).any(|w| w == branch)
 }
 
 /// A stream closed for a message that cannot be framed. The core's connection carries
@@ -336,7 +413,9 @@ fn lost(
     addr: SocketAddr,
     b: Bytes,
 ) {
-    shared.metrics.dropped("tcp-gone");
+    if !our_probe(&b) {
+        shared.metrics.dropped("tcp-gone");
+    }
     unreachable(shared, udps, from, local, addr, b, NEXT_HOP_UNREACHABLE);
 }
 
@@ -454,7 +533,7 @@ pub(super) fn vias(
     (here, other)
 }
 
-/// Reads and writes one connection, accepted or opened (`outbound`), until it closes,
+/// Reads and writes one connection, accepted or opened (`side`), until it closes,
 /// idles out (nothing read or written for `tcp_idle_secs`) or breaks framing; then
 /// unregisters it. `tx` is the sender registered under `id`, kept for keep-alive answers.
 #[allow(clippy::too_many_arguments)]
@@ -465,12 +544,16 @@ async fn serve_stream(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
-    outbound: bool,
+    side: Side,
     tx: mpsc::Sender<Bytes>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    let outbound = side != Side::Accepted;
     let unregister = || {
-        shared.tcp_peers.remove_if(&peer, |_, v| *v == id);
+        match side {
+            Side::Accepted => drop(shared.tcp_peers.remove_if(&peer, |_, v| *v == id)),
+            Side::Opened(src) => drop(shared.tcp_out.remove_if(&(peer, src), |_, v| *v == id)),
+        }
         shared.tcp_conns.remove(&id);
     };
     // A worker without a UDP socket (only TCP listeners) forwards over TCP alone: a
