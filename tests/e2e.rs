@@ -593,6 +593,73 @@ fn a_bye_a_dead_core_never_answered_frees_its_place() {
     core_side.join().unwrap();
 }
 
+/// `[proxy] calls_file`: a restart gives away no place of a call that goes on through
+/// it (QA 132: after a gateway's restart its calls were counted nowhere, and the trunk's
+/// cap let in as many again). The call up at the stop holds its place in the next
+/// process, and its BYE there gives it back; the file is gone once read.
+#[test]
+fn calls_up_keep_their_places_across_a_restart() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let base = port_block();
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("calls");
+    let cfg = config(
+        base,
+        &format!("[proxy]\ncalls_file = \"{}\"\n", file.display()),
+    )
+    .replacen(
+        &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
+        &format!(
+            "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = 1\nrecord_route = true\n",
+            base + 4
+        ),
+        1,
+    );
+    assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
+        let answer = common::answer_as_uas(m, "200 OK").replacen(
+            "\r\nTo: <sip:+861012345678@127.0.0.1>\r\n",
+            "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\n",
+            1,
+        );
+        core.send_to(answer.as_bytes(), from).unwrap();
+    });
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let call = |id: &str| answer_to(&caller, base + 4, &invite_from(me, "+8613912345678", id));
+    let mut proxy = Proxy::start(&cfg, 1);
+    let r = call("kept-1");
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    proxy.signal("TERM");
+    assert!(proxy.proc.0.wait().unwrap().success());
+    let written = std::fs::read_to_string(&file).expect("the calls file written at the stop");
+    assert_eq!(written.lines().count(), 2, "{written}");
+    drop(proxy);
+    let proxy = Proxy::start(&cfg, 1);
+    assert!(!file.exists(), "read once, then removed");
+    assert_eq!(proxy.metric("sipfence_concurrent_calls{trunk=\"ic\"}"), 1.0);
+    let r = call("kept-2");
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("concurrent"),
+        "the place is still taken: {r}"
+    );
+    let bye = format!(
+        "BYE sip:core@127.0.0.1:{core} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-kept-1-2\r\nFrom: <sip:+8613912345678@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\nCall-ID: kept-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        core = base + 10
+    );
+    let r = answer_to(&caller, base + 4, &bye);
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    let r = call("kept-3");
+    assert!(r.starts_with("SIP/2.0 200 "), "freed by its BYE: {r}");
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// A next hop that refuses TCP: the INVITE is counted as not sent and answered 503
 /// with Retry-After, as if the next hop had (the caller can reroute at once), through
 /// the response path (our Via off, back to the caller's); the proxy lives on.

@@ -205,11 +205,127 @@ impl LiveCalls {
     pub fn elsewhere(&self, trunk: u64) -> u32 {
         self.lock().elsewhere.get(&trunk).copied().unwrap_or(0)
     }
+
+    /// The calls up at `now_ms`, written for the next process (`[proxy] calls_file`):
+    /// a restart must not give away the places of the calls that go on through it
+    /// (QA 132: after one gateway's restart its calls were counted nowhere, and the
+    /// trunk's cap let twice its calls up). A first line names the form, then one
+    /// line per call: its key, trunk id, answered (0/1), deadline and BYE time (ms);
+    /// call keys and trunk ids are hashes of what the messages and the policy say,
+    /// the same in every process.
+    pub fn save(&self, now_ms: u64) -> (String, usize) {
+        let mut t = self.lock();
+        t.expire(now_ms);
+        let mut out = String::from(CALLS_FORM);
+        out.push('\n');
+        for (k, l) in &t.calls {
+            out.push_str(&format!(
+                "{k} {} {} {} {}\n",
+                l.trunk,
+                u8::from(l.answered),
+                l.deadline_ms,
+                l.bye_ms
+            ));
+        }
+        (out, t.calls.len())
+    }
+
+    /// Takes back the calls [`LiveCalls::save`] wrote, at `now_ms`: those past their
+    /// deadline are dropped, one known already is kept as it is. Nothing is taken from
+    /// a text with a line that is not as written: the line (from 1) and why.
+    pub fn restore(&self, text: &str, now_ms: u64) -> Result<usize, (usize, String)> {
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, first)) if first == CALLS_FORM => {}
+            _ => {
+                return Err((
+                    1,
+                    format!("not a calls file (its first line must be '{CALLS_FORM}')"),
+                ));
+            }
+        }
+        let mut calls = vec![];
+        for (i, line) in lines {
+            let f: Vec<&str> = line.split(' ').collect();
+            let num = |s: &str| s.parse::<u64>().ok();
+            let parsed = match f.as_slice() {
+                [k, trunk, answered, deadline, bye] => (|| {
+                    let answered = match *answered {
+                        "0" => false,
+                        "1" => true,
+                        _ => return None,
+                    };
+                    Some((
+                        num(k)?,
+                        Live {
+                            trunk: num(trunk)?,
+                            answered,
+                            deadline_ms: num(deadline)?,
+                            bye_ms: num(bye)?,
+                        },
+                    ))
+                })(),
+                _ => None,
+            };
+            match parsed {
+                Some(c) => calls.push(c),
+                None => {
+                    return Err((
+                        i + 1,
+                        "expected: call trunk answered(0|1) deadline_ms bye_ms, in digits".into(),
+                    ));
+                }
+            }
+        }
+        let mut t = self.lock();
+        let mut n = 0;
+        for (k, l) in calls {
+            if l.deadline_ms <= now_ms || t.calls.contains_key(&k) {
+                continue;
+            }
+            *t.up.entry(l.trunk).or_default() += 1;
+            t.calls.insert(k, l);
+            n += 1;
+        }
+        Ok(n)
+    }
 }
+
+/// The first line of a calls file ([`LiveCalls::save`]).
+const CALLS_FORM: &str = "sipfence calls up, v1";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What one process saves, the next takes back: each call on its trunk, answered
+    /// or not, with its deadline; a call past its deadline is not; a file with a line
+    /// that is not as written gives nothing, and says which line.
+    #[test]
+    fn calls_up_go_from_one_process_to_the_next() {
+        let l = LiveCalls::new();
+        assert!(l.admit(7, 1, 2, 0));
+        assert!(l.admit(7, 2, 2, 0));
+        assert!(l.admit(9, 3, 1, 0));
+        l.on_event(CallRef::call(1), Event::Answered, 10);
+        let (text, n) = l.save(100);
+        assert_eq!(n, 3);
+        let next = LiveCalls::new();
+        assert_eq!(next.restore(&text, 200), Ok(3));
+        assert_eq!((next.up(7), next.up(9)), (2, 1));
+        assert!(!next.admit(7, 4, 2, 300), "its places are taken");
+        next.on_event(CallRef::call(1), Event::Bye, 400);
+        assert!(next.admit(7, 4, 2, 400));
+        // Past the ringing calls' deadline, only the answered one comes back.
+        let later = LiveCalls::new();
+        assert_eq!(later.restore(&text, RING_MS + 1), Ok(1));
+        let bad = format!("{text}12 7 2 5 0\n");
+        let lines = bad.lines().count();
+        let fresh = LiveCalls::new();
+        assert_eq!(fresh.restore(&bad, 0).map_err(|e| e.0), Err(lines));
+        assert_eq!(fresh.up(7), 0, "nothing taken from a bad file");
+        assert_eq!(fresh.restore("calls\n", 0).map_err(|e| e.0), Err(1));
+    }
 
     #[test]
     fn a_full_trunk_refuses_until_a_call_ends() {

@@ -821,6 +821,10 @@ pub struct ProxyConf {
     /// what is under way (answers, ACKs, BYEs) is still relayed. A second SIGTERM or
     /// SIGINT stops it at once.
     pub drain_secs: u64,
+    /// A file that keeps the calls up (`max_concurrent_calls`) from a stop to the next
+    /// start, so that a restart gives away no place of a call that goes on; relative to
+    /// the config's directory; empty: none (the default).
+    pub calls_file: String,
 }
 
 impl Default for ProxyConf {
@@ -837,6 +841,7 @@ impl Default for ProxyConf {
             advertise: None,
             probe_secs: 0,
             drain_secs: 0,
+            calls_file: String::new(),
         }
     }
 }

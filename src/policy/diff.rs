@@ -513,7 +513,8 @@ pub fn applied(old: &Policy, new: &Policy) -> Vec<String> {
         udp_mtu,
         proxy_require_accepted,
         probe_secs,
-        drain_secs
+        drain_secs,
+        calls_file
     );
     applied
 }

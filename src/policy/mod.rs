@@ -1128,6 +1128,12 @@ impl Policy {
         if !cfg.records.dir.is_empty() && Path::new(&cfg.records.dir).is_relative() {
             cfg.records.dir = dir.join(&cfg.records.dir).to_string_lossy().into_owned();
         }
+        if !cfg.proxy.calls_file.is_empty() && Path::new(&cfg.proxy.calls_file).is_relative() {
+            cfg.proxy.calls_file = dir
+                .join(&cfg.proxy.calls_file)
+                .to_string_lossy()
+                .into_owned();
+        }
         // `run` creates it; one that stands as a file could never be.
         if !cfg.records.dir.is_empty()
             && Path::new(&cfg.records.dir)

@@ -887,6 +887,7 @@ pub fn run(args: RunArgs) -> i32 {
         .metrics
         .tcp_connections_limit
         .set(shared.tcp_limit() as i64);
+    restore_calls(&shared);
     // Bind everything before announcing: a port in use is a start-up error, not a log line.
     let mut per_worker = Vec::new();
     for _ in 0..workers {
@@ -1371,6 +1372,7 @@ async fn control(
     }
     tracing::info!("shutting down");
     notify::notify("STOPPING=1");
+    save_calls(&shared);
     // Every decision made is kept: the records queued are written before the exit.
     if let Some(r) = &shared.records
         && !r.finish(std::time::Duration::from_secs(5))
@@ -1379,6 +1381,63 @@ async fn control(
     }
     print_out!("sipfence: stopped");
     0
+}
+
+/// `[proxy] calls_file`: the calls up that the last stop wrote are counted again, each
+/// to its deadline or its end (QA 132: a restarted gateway counted none of the calls
+/// still up through it, and its trunks' caps let in as many again). The file is
+/// removed once read: after a crash, calls long ended must not come back.
+fn restore_calls(shared: &Shared) {
+    let l = shared.loaded.load();
+    let path = l.policy.proxy.calls_file.as_str();
+    if path.is_empty() {
+        return;
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(file = path, error = %e, "cannot read the calls up at the last stop: they are not counted");
+            return;
+        }
+    };
+    match shared.behaviour.live().restore(&text, crate::cli::now_ms()) {
+        Ok(n) => {
+            tracing::info!(
+                file = path,
+                calls = n,
+                "the calls up at the last stop are counted again"
+            )
+        }
+        Err((line, why)) => {
+            tracing::warn!("{path}:{line}: {why}: the calls up at the last stop are not counted")
+        }
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(file = path, error = %e, "cannot remove the calls file read at start: a later start would count its calls again");
+    }
+}
+
+/// At a stop, the calls up are written to `[proxy] calls_file` for the next start
+/// ([`restore_calls`]): written whole to a file beside it, then renamed over it.
+fn save_calls(shared: &Shared) {
+    let l = shared.loaded.load();
+    let path = l.policy.proxy.calls_file.as_str();
+    if path.is_empty() || !l.policy.tracks_calls {
+        return;
+    }
+    let (text, n) = shared.behaviour.live().save(crate::cli::now_ms());
+    let tmp = format!("{path}.tmp");
+    match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => tracing::info!(
+            file = path,
+            calls = n,
+            "calls up written for the next start"
+        ),
+        Err(e) => {
+            tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts none of them")
+        }
+    }
 }
 
 /// After SIGTERM, with `[proxy] drain_secs`: new calls are answered 503 (and
