@@ -1556,4 +1556,24 @@ fn concurrent_calls_are_shared_across_gateways() {
         );
         held.join().unwrap();
     });
+    // Said once each way (QA 132: the outage was said only by a gateway that was
+    // counting the other's calls then, and the return never).
+    let said = |g: &Proxy, what: &str| {
+        let out = g.stderr.lock().unwrap().join("\n");
+        out.matches(what).count()
+    };
+    for g in &gws {
+        assert_eq!(
+            said(
+                g,
+                "redis unreachable: concurrent calls counted at this gateway only"
+            ),
+            1
+        );
+    }
+    redis.restart();
+    wait_for("the gateways to share again", 10, || {
+        gws.iter()
+            .all(|g| said(g, "redis reachable: concurrent calls are shared again") == 1)
+    });
 }

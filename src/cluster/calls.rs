@@ -118,6 +118,10 @@ pub async fn run(
 ) {
     let stale = stale_ms(every.as_millis() as u64);
     let mut last_ok = crate::cli::now_ms();
+    // Said once when the others' counts are given up, and once when Redis is back
+    // (QA 132: said only when some other gateway had calls up then, and the return
+    // never).
+    let mut alone = false;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -125,12 +129,19 @@ pub async fn run(
         let trunks = trunks();
         let now = crate::cli::now_ms();
         match sync(redis, field, &trunks, live, now, stale).await {
-            Ok(_) => last_ok = now,
+            Ok(_) => {
+                last_ok = now;
+                if std::mem::take(&mut alone) {
+                    tracing::info!("redis reachable: concurrent calls are shared again");
+                }
+            }
             Err(e) => {
                 on_error();
-                let counting_others = trunks.iter().any(|(id, _)| live.elsewhere(*id) > 0);
-                if now.saturating_sub(last_ok) > stale && counting_others {
-                    tracing::warn!(error = %e, "redis unreachable: concurrent calls counted at this gateway only until it is back");
+                if now.saturating_sub(last_ok) > stale && !trunks.is_empty() {
+                    if !alone {
+                        tracing::warn!(error = %e, "redis unreachable: concurrent calls counted at this gateway only until it is back");
+                    }
+                    alone = true;
                     live.set_elsewhere([]);
                 }
             }

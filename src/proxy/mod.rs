@@ -375,7 +375,11 @@ impl Shared {
     /// [`Shared::reload`]; `force` takes lists that shrank by more than half too
     /// ([`diff::shrunk_lists`], refused otherwise).
     pub fn reload_with(&self, force: bool) -> Result<String, String> {
-        let r = self.reread(force).map(|mut text| {
+        let r = self.reread(force).map_err(|e| {
+            tracing::error!(error = %e, "reload refused; the running policy stays");
+            format!("reload refused: {e}")
+        });
+        let r = r.map(|mut text| {
             // A set refused here is tried again by the poller, not by this reload (QA
             // 58: the answer said nothing of the set that then came in force).
             if self.metrics.list_refused.get() > 0 {
@@ -464,10 +468,9 @@ impl Shared {
                 }
                 Ok(text)
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused; the running policy stays");
-                Err(format!("reload refused: {e}"))
-            }
+            // Said by the caller: a reload, or a published list set (QA 132: its refusal
+            // was logged as a reload's, when none was asked for).
+            Err(e) => Err(e.to_string()),
         }
     }
 

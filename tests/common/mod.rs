@@ -92,6 +92,8 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub metrics: String,
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its log (stderr), line by line, as it comes.
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -171,11 +173,16 @@ impl Proxy {
             });
         }
         let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[sipfence] {l}");
-            }
-        });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("[sipfence] {l}");
+                    log.lock().unwrap().push(l);
+                }
+            });
+        }
         let mut proc = Proc(child);
         if rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let st = proc.0.try_wait();
@@ -198,6 +205,7 @@ impl Proxy {
             dir,
             metrics,
             stdout: lines,
+            stderr: log,
         }
     }
 
