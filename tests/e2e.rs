@@ -47,6 +47,23 @@ fn no_next_hop_down_within(proxy: &Proxy, wait: Duration, why: &str) {
     }
 }
 
+/// A caller on a UDP socket of its own: each call sends `caller`'s INVITE (Call-ID
+/// `id`) to the proxy's `port` and gives back the answer, or "" when none comes within
+/// `wait`.
+fn caller_to(port: u16, caller: &'static str, wait: Duration) -> impl Fn(&str) -> String {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let me = sock.local_addr().unwrap();
+    move |id| {
+        sock.send_to(invite_from(me, caller, id).as_bytes(), ("127.0.0.1", port))
+            .unwrap();
+        let mut b = [0u8; 4096];
+        sock.recv(&mut b)
+            .map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// Sends `msg` to the proxy's `port` and reads the datagram that answers it.
 fn answer_to(sock: &UdpSocket, port: u16, msg: &str) -> String {
     sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
@@ -916,24 +933,7 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
             }
         })
     };
-    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-    caller
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let me = caller.local_addr().unwrap();
-    let call = |id: &str| {
-        caller
-            .send_to(
-                invite_from(me, "+8613912345678", id).as_bytes(),
-                ("127.0.0.1", base + 4),
-            )
-            .unwrap();
-        let mut b = [0u8; 4096];
-        caller
-            .recv(&mut b)
-            .map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
-            .unwrap_or_default()
-    };
+    let call = caller_to(base + 4, "+8613912345678", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(2500));
     assert!(probes.load(Ordering::Relaxed) >= 2);
     // Answering: the call goes to the core (which answers nothing to it here).
@@ -1087,14 +1087,7 @@ fn a_tcp_core_down_is_found_by_its_probe_before_a_call() {
         proxy.metric("sipfence_dropped_total{reason=\"tcp-connect-failed\"}"),
         0.0
     );
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let me = sock.local_addr().unwrap();
-    let r = answer_to(
-        &sock,
-        base,
-        &invite_from(me, "+442071234567", "probed-down"),
-    );
+    let r = caller_to(base, "+442071234567", Duration::from_secs(3))("probed-down");
     assert!(
         r.starts_with("SIP/2.0 503 ") && r.contains("Next hop unreachable"),
         "{r}"
@@ -1168,24 +1161,7 @@ fn a_tcp_next_hop_that_hangs_with_its_connection_open_gets_no_new_calls() {
         &(tcp_core_config(base, "") + "[proxy]\nprobe_secs = 1\n"),
         1,
     );
-    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-    caller
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    let me = caller.local_addr().unwrap();
-    let call = |id: &str| {
-        caller
-            .send_to(
-                invite_from(me, "+442071234567", id).as_bytes(),
-                ("127.0.0.1", base),
-            )
-            .unwrap();
-        let mut b = [0u8; 4096];
-        caller
-            .recv(&mut b)
-            .map(|n| String::from_utf8_lossy(&b[..n]).into_owned())
-            .unwrap_or_default()
-    };
+    let call = caller_to(base, "+442071234567", Duration::from_millis(1500));
     let wait_for = |what: &dyn Fn() -> bool, why: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !what() {
