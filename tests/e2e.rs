@@ -898,10 +898,6 @@ fn tcp_next_hop_unreachable() {
     );
 }
 
-/// While a TCP next hop is down, the calls answered 503 for it are not judged: they
-/// spend nothing of the trunk's contract (QA 60: a short outage, its PBX retrying, used
-/// up an enterprise trunk's calls per minute, and the first calls after it were refused
-/// 403). Only the call queued behind the first attempt was judged (and counts).
 /// A UDP core that stops answering is seen by its OPTIONS probes (`[proxy]
 /// probe_secs`): marked down after three unanswered, its new calls answered 503 with
 /// Retry-After at once (QA 118 F2: they went into the void, recorded as allowed), and
@@ -1282,6 +1278,10 @@ fn a_stop_drains_the_calls_under_way() {
     );
 }
 
+/// While a TCP next hop is down, the calls answered 503 for it are not judged: they
+/// spend nothing of the trunk's contract (QA 60: a short outage, its PBX retrying, used
+/// up an enterprise trunk's calls per minute, and the first calls after it were refused
+/// 403). Only the call queued behind the first attempt was judged (and counts).
 #[test]
 fn calls_refused_for_a_dead_tcp_next_hop_spend_no_contract() {
     let base = port_block();
