@@ -579,8 +579,17 @@ fn password_shows(
     if b.get(start) != Some(&b':') {
         return None;
     }
-    let at = start + b[start..end].iter().position(|&c| c == b'@')?;
-    shown_number_into(&b[start + 1..at], false, r, plan, None, all)
+    // Up to the '@' that ends the userinfo; a ':' after a host (a digit host's port,
+    // `<sip:95588:5060>`) reaches the URI's end first and is no password.
+    let stop = start
+        + 1
+        + b[start + 1..end]
+            .iter()
+            .position(|&c| matches!(c, b'@' | b'>' | b';' | b'?' | b' ' | b'\t' | b'\r' | b'\n'))?;
+    if b[stop] != b'@' {
+        return None;
+    }
+    shown_number_into(&b[start + 1..stop], false, r, plan, None, all)
 }
 
 /// Whether a party's user part that is no number is a dial string

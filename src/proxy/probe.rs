@@ -157,7 +157,7 @@ impl Probes {
 
 /// A next hop of the running policy to probe.
 struct NextHop {
-    /// As the policy writes it (the key of its TCP connection) ...
+    /// As the policy writes it (what its TCP connections are kept under) ...
     addr: SocketAddr,
     /// ... and as probes know it.
     key: SocketAddr,

@@ -129,8 +129,9 @@ async fn connection(
     let (id, tx, rx) = register(&shared);
     // Requests for the peer's address go over its own connection (RFC 3261 18.1.1,
     // RFC 5923): a PBX behind NAT, or one not listening on its source port, cannot be
-    // connected to, and the callee's BYE would never reach it (QA 64). A connection we
-    // opened to that address already keeps the place.
+    // connected to, and the callee's BYE would never reach it (QA 64). It is taken
+    // before one we opened to that address (those are kept apart, by source:
+    // `tcp_out`); a second one from the same address leaves the first in place.
     // A peer that connects from an address we could not connect to is up again: its
     // own connection takes the place at once (QA 66: requests for it were answered 503
     // until the next attempt, a second later).
@@ -181,7 +182,8 @@ pub fn connection_for(shared: &Shared, to: SocketAddr, local: SocketAddr) -> Opt
 
 /// Connects to `addr` from `src` (any port), or from the system's choice. A source
 /// that cannot be bound (a listener's address the host no longer has) falls back to
-/// the system's choice, said once per next hop.
+/// the system's choice, with a warning at each such attempt (one per connection made,
+/// one a second while the next hop cannot be reached either).
 async fn connect_from(addr: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
     let Some(ip) = src else {
         return TcpStream::connect(addr).await;
