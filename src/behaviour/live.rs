@@ -230,10 +230,11 @@ impl LiveCalls {
         (out, t.calls.len())
     }
 
-    /// Takes back the calls [`LiveCalls::save`] wrote, at `now_ms`: those past their
-    /// deadline are dropped, one known already is kept as it is. Nothing is taken from
-    /// a text with a line that is not as written: the line (from 1) and why.
-    pub fn restore(&self, text: &str, now_ms: u64) -> Result<usize, (usize, String)> {
+    /// Takes back the calls [`LiveCalls::save`] wrote, at `now_ms`, at most `max` (the
+    /// table stays bounded by the trunks' limits whatever a file holds): those past
+    /// their deadline are dropped, one known already is kept as it is. Nothing is taken
+    /// from a text with a line that is not as written: the line (from 1) and why.
+    pub fn restore(&self, text: &str, now_ms: u64, max: usize) -> Result<usize, (usize, String)> {
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, first)) if first == CALLS_FORM => {}
@@ -280,6 +281,9 @@ impl LiveCalls {
         let mut t = self.lock();
         let mut n = 0;
         for (k, l) in calls {
+            if n >= max {
+                break;
+            }
             if l.deadline_ms <= now_ms || t.calls.contains_key(&k) {
                 continue;
             }
@@ -311,20 +315,21 @@ mod tests {
         let (text, n) = l.save(100);
         assert_eq!(n, 3);
         let next = LiveCalls::new();
-        assert_eq!(next.restore(&text, 200), Ok(3));
+        assert_eq!(next.restore(&text, 200, 10), Ok(3));
         assert_eq!((next.up(7), next.up(9)), (2, 1));
         assert!(!next.admit(7, 4, 2, 300), "its places are taken");
         next.on_event(CallRef::call(1), Event::Bye, 400);
         assert!(next.admit(7, 4, 2, 400));
         // Past the ringing calls' deadline, only the answered one comes back.
         let later = LiveCalls::new();
-        assert_eq!(later.restore(&text, RING_MS + 1), Ok(1));
+        assert_eq!(later.restore(&text, RING_MS + 1, 10), Ok(1));
+        assert_eq!(LiveCalls::new().restore(&text, 200, 2), Ok(2), "bounded");
         let bad = format!("{text}12 7 2 5 0\n");
         let lines = bad.lines().count();
         let fresh = LiveCalls::new();
-        assert_eq!(fresh.restore(&bad, 0).map_err(|e| e.0), Err(lines));
+        assert_eq!(fresh.restore(&bad, 0, 10).map_err(|e| e.0), Err(lines));
         assert_eq!(fresh.up(7), 0, "nothing taken from a bad file");
-        assert_eq!(fresh.restore("calls\n", 0).map_err(|e| e.0), Err(1));
+        assert_eq!(fresh.restore("calls\n", 0, 10).map_err(|e| e.0), Err(1));
     }
 
     #[test]

@@ -1404,7 +1404,18 @@ fn restore_calls(shared: &Shared) {
             return;
         }
     };
-    match shared.behaviour.live().restore(&text, crate::cli::now_ms()) {
+    let max: usize = l
+        .policy
+        .trunks
+        .iter()
+        .filter_map(|t| t.max_concurrent)
+        .map(|n| n as usize)
+        .sum();
+    match shared
+        .behaviour
+        .live()
+        .restore(&text, crate::cli::now_ms(), max)
+    {
         Ok(n) => {
             tracing::info!(
                 file = path,
