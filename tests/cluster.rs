@@ -1577,3 +1577,69 @@ fn concurrent_calls_are_shared_across_gateways() {
             .all(|g| said(g, "redis reachable: concurrent calls are shared again") == 1)
     });
 }
+
+/// `[proxy] calls_file` with Redis: the stop that writes the calls up for the next
+/// start takes this process's count out of the trunk's hash, so the calls count once
+/// (QA 134: the stopped process's field and the new one's both counted them for the
+/// staleness bound, and a call at another gateway was refused with a place free).
+#[test]
+fn a_stop_that_hands_its_calls_over_leaves_the_shared_count() {
+    if !sipp_available() || !redis_available() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let base = port_block();
+    let redis = RedisServer::start(base + 35);
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("calls");
+    let policy = format!(
+        r#"
+[[trunk]]
+name = "ic"
+role = "interconnect"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+record_route = true
+max_concurrent_calls = 3
+
+[proxy]
+calls_file = "{file}"
+"#,
+        uas = base + 10,
+        file = file.display()
+    );
+    let gw = start_gateway(0, base, &redis.url(), &policy);
+    let _uas = sipp_uas(base + 10, None, gw.dir.path());
+    let mut gw = gw;
+    std::thread::scope(|s| {
+        let held = s.spawn(|| {
+            play_at_once(
+                gw.dir.path(),
+                base,
+                base + 20,
+                503,
+                &Tail::Answer(4000),
+                &rows(50, 2),
+                10,
+                2,
+            )
+        });
+        wait_for("two calls up, published", 10, || {
+            redis
+                .cli(&["HVALS", "sipfence:calls:ic"])
+                .trim()
+                .starts_with("2 ")
+        });
+        gw.signal("TERM");
+        assert!(gw.proc.0.wait().unwrap().success());
+        assert_eq!(
+            redis.cli(&["HLEN", "sipfence:calls:ic"]).trim(),
+            "0",
+            "the stopped process's count left"
+        );
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(written.lines().count(), 3, "{written}");
+        let _ = held.join();
+    });
+}

@@ -230,11 +230,20 @@ impl LiveCalls {
         (out, t.calls.len())
     }
 
-    /// Takes back the calls [`LiveCalls::save`] wrote, at `now_ms`, at most `max` (the
-    /// table stays bounded by the trunks' limits whatever a file holds): those past
-    /// their deadline are dropped, one known already is kept as it is. Nothing is taken
-    /// from a text with a line that is not as written: the line (from 1) and why.
-    pub fn restore(&self, text: &str, now_ms: u64, max: usize) -> Result<usize, (usize, String)> {
+    /// Takes back the calls [`LiveCalls::save`] wrote, at `now_ms`, on the `limited`
+    /// trunks (id, limit) only (QA 134: a call of a trunk renamed or removed since was
+    /// said counted and counted nowhere), at most their limits' sum (the table stays
+    /// bounded whatever a file holds): those past their deadline are dropped, one known
+    /// already is kept as it is. Nothing is taken from a text with a line that is not
+    /// as written, nor one no stop could have written (a deadline further than a call
+    /// has, a BYE after now: QA 134, a hand-edited deadline a century on held a place
+    /// for ever): the line (from 1) and why.
+    pub fn restore(
+        &self,
+        text: &str,
+        now_ms: u64,
+        limited: &[(u64, u32)],
+    ) -> Result<usize, (usize, String)> {
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, first)) if first == CALLS_FORM => {}
@@ -269,6 +278,15 @@ impl LiveCalls {
                 _ => None,
             };
             match parsed {
+                Some((_, l))
+                    if l.deadline_ms > now_ms + if l.answered { ANSWERED_MS } else { RING_MS }
+                        || l.bye_ms > now_ms =>
+                {
+                    return Err((
+                        i + 1,
+                        "a deadline further than a call has, or a BYE after now: no stop wrote this".into(),
+                    ));
+                }
                 Some(c) => calls.push(c),
                 None => {
                     return Err((
@@ -278,13 +296,17 @@ impl LiveCalls {
                 }
             }
         }
+        let max: usize = limited.iter().map(|&(_, n)| n as usize).sum();
         let mut t = self.lock();
         let mut n = 0;
         for (k, l) in calls {
             if n >= max {
                 break;
             }
-            if l.deadline_ms <= now_ms || t.calls.contains_key(&k) {
+            if l.deadline_ms <= now_ms
+                || t.calls.contains_key(&k)
+                || !limited.iter().any(|&(id, _)| id == l.trunk)
+            {
                 continue;
             }
             *t.up.entry(l.trunk).or_default() += 1;
@@ -315,21 +337,49 @@ mod tests {
         let (text, n) = l.save(100);
         assert_eq!(n, 3);
         let next = LiveCalls::new();
-        assert_eq!(next.restore(&text, 200, 10), Ok(3));
+        let limited = [(7, 2), (9, 1)];
+        assert_eq!(next.restore(&text, 200, &limited), Ok(3));
         assert_eq!((next.up(7), next.up(9)), (2, 1));
         assert!(!next.admit(7, 4, 2, 300), "its places are taken");
         next.on_event(CallRef::call(1), Event::Bye, 400);
         assert!(next.admit(7, 4, 2, 400));
         // Past the ringing calls' deadline, only the answered one comes back.
         let later = LiveCalls::new();
-        assert_eq!(later.restore(&text, RING_MS + 1, 10), Ok(1));
-        assert_eq!(LiveCalls::new().restore(&text, 200, 2), Ok(2), "bounded");
+        assert_eq!(later.restore(&text, RING_MS + 1, &limited), Ok(1));
+        assert_eq!(
+            LiveCalls::new().restore(&text, 200, &[(7, 1)]),
+            Ok(1),
+            "bounded"
+        );
+        // A trunk no longer limited (renamed, removed) takes none.
+        let only_9 = LiveCalls::new();
+        assert_eq!(only_9.restore(&text, 200, &[(9, 5)]), Ok(1));
+        assert_eq!(only_9.up(7), 0);
         let bad = format!("{text}12 7 2 5 0\n");
         let lines = bad.lines().count();
         let fresh = LiveCalls::new();
-        assert_eq!(fresh.restore(&bad, 0, 10).map_err(|e| e.0), Err(lines));
+        assert_eq!(
+            fresh.restore(&bad, 200, &limited).map_err(|e| e.0),
+            Err(lines)
+        );
         assert_eq!(fresh.up(7), 0, "nothing taken from a bad file");
-        assert_eq!(fresh.restore("calls\n", 0, 10).map_err(|e| e.0), Err(1));
+        assert_eq!(
+            fresh.restore("calls\n", 0, &limited).map_err(|e| e.0),
+            Err(1)
+        );
+        // Deadlines no stop could have written.
+        for line in [
+            format!("5 7 1 {} 0", 200 + ANSWERED_MS + 1),
+            format!("5 7 0 {} 0", 200 + RING_MS + 1),
+            "5 7 1 1000 201".to_string(),
+        ] {
+            let text = format!("{CALLS_FORM}\n{line}\n");
+            assert_eq!(
+                fresh.restore(&text, 200, &limited).map_err(|e| e.0),
+                Err(2),
+                "{line}"
+            );
+        }
     }
 
     #[test]

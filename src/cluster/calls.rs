@@ -68,6 +68,25 @@ pub async fn sync(
     Ok(total)
 }
 
+/// Takes this gateway's counts (`field`) out of the `trunks`' hashes: at a stop whose
+/// calls the next start counts again (`[proxy] calls_file`), they would otherwise count
+/// beside the new process's until stale (QA 134: twice for two seconds).
+pub async fn leave(redis: &Redis, field: &str, trunks: &[String]) -> Result<(), RedisFailure> {
+    if trunks.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for name in trunks {
+        pipe.cmd("HDEL")
+            .arg(redis.key(&format!("calls:{name}")))
+            .arg(field)
+            .ignore();
+    }
+    redis
+        .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        .await
+}
+
 /// Writes this gateway's count with Redis's time, keeps the hash alive, takes out the
 /// fields no process has written for the hash's lifetime (each restart of a gateway
 /// starts a field: those of the processes before would pile up), and returns that time

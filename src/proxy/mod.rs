@@ -168,6 +168,9 @@ pub struct Shared {
     /// Stopping (`[proxy] drain_secs` after SIGTERM): new calls are shed as under
     /// overload, the rest relayed.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The calls up are written for the next start (`[proxy] calls_file`): this
+    /// process no longer publishes them through Redis.
+    pub calls_handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// How long after the last INVITE shed for overload `/readyz` says not ready.
@@ -880,6 +883,7 @@ pub fn run(args: RunArgs) -> i32 {
         started: Instant::now(),
         shed_at_ms: AtomicU64::new(0),
         draining: std::sync::atomic::AtomicBool::new(false),
+        calls_handed_over: std::sync::atomic::AtomicBool::new(false),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
             ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))
         }),
@@ -1076,6 +1080,9 @@ fn start_cluster(shared: &Arc<Shared>) {
 async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
     let Some(c) = &shared.cluster else { return };
     let limited = || {
+        if shared.calls_handed_over.load(Ordering::Relaxed) {
+            return vec![];
+        }
         shared
             .loaded
             .load()
@@ -1375,7 +1382,7 @@ async fn control(
     }
     tracing::info!("shutting down");
     notify::notify("STOPPING=1");
-    save_calls(&shared);
+    save_calls(&shared).await;
     // Every decision made is kept: the records queued are written before the exit.
     if let Some(r) = &shared.records
         && !r.finish(std::time::Duration::from_secs(5))
@@ -1396,6 +1403,11 @@ fn restore_calls(shared: &Shared) {
     if path.is_empty() {
         return;
     }
+    // Said now, not at the stop, when it is too late (QA 134).
+    let tmp = format!("{path}.tmp");
+    if let Err(e) = std::fs::write(&tmp, "").and_then(|()| std::fs::remove_file(&tmp)) {
+        tracing::warn!(file = path, error = %e, "cannot write beside the calls file: the calls up at the stop will not be kept for the next start");
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -1404,17 +1416,16 @@ fn restore_calls(shared: &Shared) {
             return;
         }
     };
-    let max: usize = l
+    let limited: Vec<(u64, u32)> = l
         .policy
         .trunks
         .iter()
-        .filter_map(|t| t.max_concurrent)
-        .map(|n| n as usize)
-        .sum();
+        .filter_map(|t| Some((t.id, t.max_concurrent?)))
+        .collect();
     match shared
         .behaviour
         .live()
-        .restore(&text, crate::cli::now_ms(), max)
+        .restore(&text, crate::cli::now_ms(), &limited)
     {
         Ok(n) => {
             tracing::info!(
@@ -1433,8 +1444,10 @@ fn restore_calls(shared: &Shared) {
 }
 
 /// At a stop, the calls up are written to `[proxy] calls_file` for the next start
-/// ([`restore_calls`]): written whole to a file beside it, then renamed over it.
-fn save_calls(shared: &Shared) {
+/// ([`restore_calls`]): written whole to a file beside it, then renamed over it. With
+/// `[redis]`, this process's counts then leave the trunks' hashes: the next process
+/// publishes the same calls, and both would count for the staleness bound (QA 134).
+async fn save_calls(shared: &Shared) {
     let l = shared.loaded.load();
     let path = l.policy.proxy.calls_file.as_str();
     if path.is_empty() || !l.policy.tracks_calls {
@@ -1442,15 +1455,30 @@ fn save_calls(shared: &Shared) {
     }
     let (text, n) = shared.behaviour.live().save(crate::cli::now_ms());
     let tmp = format!("{path}.tmp");
-    match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => tracing::info!(
-            file = path,
-            calls = n,
-            "calls up written for the next start"
-        ),
-        Err(e) => {
-            tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts none of them")
-        }
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+        tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts none of them");
+        return;
+    }
+    tracing::info!(
+        file = path,
+        calls = n,
+        "calls up written for the next start"
+    );
+    let Some(c) = &shared.cluster else { return };
+    shared.calls_handed_over.store(true, Ordering::Relaxed);
+    let limited: Vec<String> = l
+        .policy
+        .trunks
+        .iter()
+        .filter(|t| t.max_concurrent.is_some())
+        .map(|t| t.name.clone())
+        .collect();
+    let left = crate::cluster::calls::leave(&c.redis, c.counters.field(), &limited);
+    if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(1), left)
+        .await
+        .unwrap_or(Err(crate::cluster::RedisFailure::Timeout))
+    {
+        tracing::warn!(error = %e, "cannot take this gateway's calls out of redis: the other gateways count them twice until they go stale");
     }
 }
 
