@@ -1579,9 +1579,11 @@ fn concurrent_calls_are_shared_across_gateways() {
 }
 
 /// `[proxy] calls_file` with Redis: the stop that writes the calls up for the next
-/// start takes this process's count out of the trunk's hash, so the calls count once
-/// (QA 134: the stopped process's field and the new one's both counted them for the
-/// staleness bound, and a call at another gateway was refused with a place free).
+/// start leaves its count in the trunk's hash dated a restart's time ahead, so the
+/// other gateways go on counting them meanwhile (QA 135: taken out, they counted
+/// nowhere, and a trunk of 3 had 4 up), and the next process takes the same field
+/// over, so they count once (QA 134: a field of its own beside the stopped one's
+/// counted them twice).
 #[test]
 fn a_stop_that_hands_its_calls_over_leaves_the_shared_count() {
     if !sipp_available() || !redis_available() {
@@ -1619,9 +1621,9 @@ calls_file = "{file}"
                 base,
                 base + 20,
                 503,
-                &Tail::Answer(4000),
+                &Tail::Answer(9000),
                 &rows(50, 2),
-                10,
+                20,
                 2,
             )
         });
@@ -1631,15 +1633,46 @@ calls_file = "{file}"
                 .trim()
                 .starts_with("2 ")
         });
+        let field = redis
+            .cli(&["HKEYS", "sipfence:calls:ic"])
+            .trim()
+            .to_string();
         gw.signal("TERM");
         assert!(gw.proc.0.wait().unwrap().success());
-        assert_eq!(
-            redis.cli(&["HLEN", "sipfence:calls:ic"]).trim(),
-            "0",
-            "the stopped process's count left"
-        );
         let written = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(written.lines().count(), 3, "{written}");
+        assert_eq!(written.lines().count(), 4, "{written}");
+        assert!(written.contains(&format!("\nfield {field}\n")), "{written}");
+        // Still counted by the others after the staleness bound (2 s).
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let value = redis.cli(&["HGET", "sipfence:calls:ic", &field]);
+        let (n, at) = value
+            .trim()
+            .split_once(' ')
+            .expect("the count left in place");
+        let redis_now_ms: u64 = {
+            let t = redis.cli(&["TIME"]);
+            let mut it = t.split_whitespace();
+            let s: u64 = it.next().unwrap().parse().unwrap();
+            let us: u64 = it.next().unwrap().parse().unwrap();
+            s * 1000 + us / 1000
+        };
+        assert_eq!(n, "2");
+        assert!(
+            at.parse::<u64>().unwrap() > redis_now_ms + 50_000,
+            "{value}"
+        );
+        // The next process publishes under the same field: one count, not two.
+        let again = start_gateway(0, base, &redis.url(), &policy);
+        wait_for("the next process's count in the same field", 10, || {
+            let all = redis.cli(&["HGETALL", "sipfence:calls:ic"]);
+            let lines: Vec<&str> = all.lines().collect();
+            lines.len() == 2
+                && lines[0] == field
+                && lines[1].split_once(' ').is_some_and(|(n, at)| {
+                    n == "2" && at.parse::<u64>().unwrap() < redis_now_ms + 10_000
+                })
+        });
+        drop(again);
         let _ = held.join();
     });
 }

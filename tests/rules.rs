@@ -5770,6 +5770,14 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
             e.starts_with("p.toml:2: ") && e.contains("is a file, not a directory"),
             "{e}"
         );
+        let e = Policy::from_str("[proxy]\ncalls_file = \".\"\n", "p.toml", dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("p.toml:2: ") && e.contains("is a directory, not a file"),
+            "{e}"
+        );
     }
     // `check` shows the contract's terms as read, and Redis without its password.
     let summary = policy_of(&format!(

@@ -212,12 +212,16 @@ impl LiveCalls {
     /// trunk's cap let twice its calls up). A first line names the form, then one
     /// line per call: its key, trunk id, answered (0/1), deadline and BYE time (ms);
     /// call keys and trunk ids are hashes of what the messages and the policy say,
-    /// the same in every process.
-    pub fn save(&self, now_ms: u64) -> (String, usize) {
+    /// the same in every process. `field`: the name this gateway's count has in Redis,
+    /// which the next process takes over (a line `field NAME` after the first).
+    pub fn save(&self, now_ms: u64, field: Option<&str>) -> (String, usize) {
         let mut t = self.lock();
         t.expire(now_ms);
         let mut out = String::from(CALLS_FORM);
         out.push('\n');
+        if let Some(f) = field {
+            out.push_str(&format!("field {f}\n"));
+        }
         for (k, l) in &t.calls {
             out.push_str(&format!(
                 "{k} {} {} {} {}\n",
@@ -243,8 +247,8 @@ impl LiveCalls {
         text: &str,
         now_ms: u64,
         limited: &[(u64, u32)],
-    ) -> Result<usize, (usize, String)> {
-        let mut lines = text.lines().enumerate();
+    ) -> Result<(usize, Option<String>), (usize, String)> {
+        let mut lines = text.lines().enumerate().peekable();
         match lines.next() {
             Some((_, first)) if first == CALLS_FORM => {}
             _ => {
@@ -254,10 +258,32 @@ impl LiveCalls {
                 ));
             }
         }
+        let mut field = None;
+        if let Some((i, f)) = lines
+            .peek()
+            .and_then(|(i, l)| Some((*i, l.strip_prefix("field ")?)))
+        {
+            if f.is_empty()
+                || f.len() > 200
+                || f.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err((
+                    i + 1,
+                    "a field name must be 1 to 200 characters, no blanks".into(),
+                ));
+            }
+            field = Some(f.to_string());
+            lines.next();
+        }
         let mut calls = vec![];
         for (i, line) in lines {
             let f: Vec<&str> = line.split(' ').collect();
-            let num = |s: &str| s.parse::<u64>().ok();
+            let num = |s: &str| {
+                s.bytes()
+                    .all(|c| c.is_ascii_digit())
+                    .then(|| s.parse::<u64>().ok())
+                    .flatten()
+            };
             let parsed = match f.as_slice() {
                 [k, trunk, answered, deadline, bye] => (|| {
                     let answered = match *answered {
@@ -313,7 +339,7 @@ impl LiveCalls {
             t.calls.insert(k, l);
             n += 1;
         }
-        Ok(n)
+        Ok((n, field))
     }
 }
 
@@ -334,27 +360,46 @@ mod tests {
         assert!(l.admit(7, 2, 2, 0));
         assert!(l.admit(9, 3, 1, 0));
         l.on_event(CallRef::call(1), Event::Answered, 10);
-        let (text, n) = l.save(100);
+        let (text, n) = l.save(100, Some("gw0:cafe"));
         assert_eq!(n, 3);
         let next = LiveCalls::new();
         let limited = [(7, 2), (9, 1)];
-        assert_eq!(next.restore(&text, 200, &limited), Ok(3));
+        assert_eq!(
+            next.restore(&text, 200, &limited),
+            Ok((3, Some("gw0:cafe".to_string())))
+        );
         assert_eq!((next.up(7), next.up(9)), (2, 1));
         assert!(!next.admit(7, 4, 2, 300), "its places are taken");
         next.on_event(CallRef::call(1), Event::Bye, 400);
         assert!(next.admit(7, 4, 2, 400));
+        let taken = |l: &LiveCalls, text: &str, now, limited: &[(u64, u32)]| {
+            l.restore(text, now, limited).map(|(n, _)| n)
+        };
         // Past the ringing calls' deadline, only the answered one comes back.
-        let later = LiveCalls::new();
-        assert_eq!(later.restore(&text, RING_MS + 1, &limited), Ok(1));
         assert_eq!(
-            LiveCalls::new().restore(&text, 200, &[(7, 1)]),
+            taken(&LiveCalls::new(), &text, RING_MS + 1, &limited),
+            Ok(1)
+        );
+        assert_eq!(
+            taken(&LiveCalls::new(), &text, 200, &[(7, 1)]),
             Ok(1),
             "bounded"
         );
         // A trunk no longer limited (renamed, removed) takes none.
         let only_9 = LiveCalls::new();
-        assert_eq!(only_9.restore(&text, 200, &[(9, 5)]), Ok(1));
+        assert_eq!(taken(&only_9, &text, 200, &[(9, 5)]), Ok(1));
         assert_eq!(only_9.up(7), 0);
+        // Without Redis, no field line; digits only (a '+' is none).
+        let (plain, _) = l.save(100, None);
+        assert_eq!(
+            LiveCalls::new().restore(&plain, 200, &limited),
+            Ok((3, None))
+        );
+        let plus = plain.replacen(" 0\n", " +0\n", 1);
+        assert!(
+            LiveCalls::new().restore(&plus, 200, &limited).is_err(),
+            "{plus}"
+        );
         let bad = format!("{text}12 7 2 5 0\n");
         let lines = bad.lines().count();
         let fresh = LiveCalls::new();

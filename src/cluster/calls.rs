@@ -68,24 +68,49 @@ pub async fn sync(
     Ok(total)
 }
 
-/// Takes this gateway's counts (`field`) out of the `trunks`' hashes: at a stop whose
-/// calls the next start counts again (`[proxy] calls_file`), they would otherwise count
-/// beside the new process's until stale (QA 134: twice for two seconds).
-pub async fn leave(redis: &Redis, field: &str, trunks: &[String]) -> Result<(), RedisFailure> {
-    if trunks.is_empty() {
+/// How long a stopping gateway's counts stay fresh for the others when its calls go
+/// to the next process (`[proxy] calls_file`): a restart's time, within which the next
+/// process takes the same field over and writes its count in their place.
+pub const HANDOVER_MS: u64 = 60_000;
+
+/// At a stop whose calls the next start counts again (`[proxy] calls_file`), writes
+/// this gateway's last counts (trunk name, calls up) under `field` dated
+/// [`HANDOVER_MS`] ahead: the others go on counting them while the gateway restarts
+/// (QA 135: taken out, they counted nowhere meanwhile, and a trunk of 3 had 4 up; left
+/// as they were, they went stale after two seconds), and the next process, publishing
+/// under the same field, replaces them (QA 134: a field of its own counted beside
+/// them, twice). A gateway that does not come back is forgotten that much later.
+pub async fn hand_over(
+    redis: &Redis,
+    field: &str,
+    counts: &[(String, u32)],
+) -> Result<(), RedisFailure> {
+    if counts.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for name in trunks {
-        pipe.cmd("HDEL")
+    for (name, n) in counts {
+        pipe.cmd("EVAL")
+            .arg(HAND_OVER)
+            .arg(1)
             .arg(redis.key(&format!("calls:{name}")))
             .arg(field)
+            .arg(*n)
+            .arg(HANDOVER_MS)
             .ignore();
     }
     redis
         .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
         .await
 }
+
+const HAND_OVER: &str = "local t = redis.call('TIME') \
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. (now + tonumber(ARGV[3]))) \
+if redis.call('PTTL', KEYS[1]) < 2 * tonumber(ARGV[3]) then \
+  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3])) \
+end \
+return 1";
 
 /// Writes this gateway's count with Redis's time, keeps the hash alive, takes out the
 /// fields no process has written for the hash's lifetime (each restart of a gateway

@@ -1134,6 +1134,17 @@ impl Policy {
                 .to_string_lossy()
                 .into_owned();
         }
+        // Written at a stop by renaming over it: a directory there never could be (QA 135:
+        // said only at the stop, when the calls were lost to the next start).
+        if Path::new(&cfg.proxy.calls_file).is_dir() {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[proxy] calls_file '{}' is a directory, not a file",
+                    cfg.proxy.calls_file
+                ),
+            ));
+        }
         // `run` creates it; one that stands as a file could never be.
         if !cfg.records.dir.is_empty()
             && Path::new(&cfg.records.dir)

@@ -171,6 +171,10 @@ pub struct Shared {
     /// The calls up are written for the next start (`[proxy] calls_file`): this
     /// process no longer publishes them through Redis.
     pub calls_handed_over: std::sync::atomic::AtomicBool,
+    /// The name the calls up had in Redis before a restart (`[proxy] calls_file`):
+    /// this process publishes its calls under it, so its first count replaces the
+    /// stopped process's rather than counting beside it (QA 134, QA 135).
+    pub calls_field: std::sync::Mutex<Option<String>>,
 }
 
 /// How long after the last INVITE shed for overload `/readyz` says not ready.
@@ -884,6 +888,7 @@ pub fn run(args: RunArgs) -> i32 {
         shed_at_ms: AtomicU64::new(0),
         draining: std::sync::atomic::AtomicBool::new(false),
         calls_handed_over: std::sync::atomic::AtomicBool::new(false),
+        calls_field: std::sync::Mutex::new(None),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
             ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))
         }),
@@ -1098,8 +1103,19 @@ async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
     // Per process, as the counters' fields are: two gateways on one host share the
     // host name, the default instance (QA 87 F3: one field for both, and each took the
     // other's calls for its own).
-    let field = c.counters.field();
-    crate::cluster::calls::run(&c.redis, field, live, every, limited, on_error).await
+    let field = calls_field(&shared, c);
+    crate::cluster::calls::run(&c.redis, &field, live, every, limited, on_error).await
+}
+
+/// The name this gateway's calls up have in Redis: the one a restart took over, else
+/// this process's.
+fn calls_field(shared: &Shared, c: &crate::cluster::Cluster) -> String {
+    shared
+        .calls_field
+        .lock()
+        .ok()
+        .and_then(|f| f.clone())
+        .unwrap_or_else(|| c.counters.field().to_string())
 }
 
 /// Polls for published lists and swaps each new version in (or refuses it).
@@ -1427,12 +1443,15 @@ fn restore_calls(shared: &Shared) {
         .live()
         .restore(&text, crate::cli::now_ms(), &limited)
     {
-        Ok(n) => {
+        Ok((n, field)) => {
             tracing::info!(
                 file = path,
                 calls = n,
                 "the calls up at the last stop are counted again"
-            )
+            );
+            if let (Some(f), Ok(mut g)) = (field, shared.calls_field.lock()) {
+                *g = Some(f);
+            }
         }
         Err((line, why)) => {
             tracing::warn!("{path}:{line}: {why}: the calls up at the last stop are not counted")
@@ -1453,7 +1472,11 @@ async fn save_calls(shared: &Shared) {
     if path.is_empty() || !l.policy.tracks_calls {
         return;
     }
-    let (text, n) = shared.behaviour.live().save(crate::cli::now_ms());
+    let field = shared.cluster.as_ref().map(|c| calls_field(shared, c));
+    let (text, n) = shared
+        .behaviour
+        .live()
+        .save(crate::cli::now_ms(), field.as_deref());
     let tmp = format!("{path}.tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
         tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts none of them");
@@ -1464,21 +1487,25 @@ async fn save_calls(shared: &Shared) {
         calls = n,
         "calls up written for the next start"
     );
-    let Some(c) = &shared.cluster else { return };
+    let (Some(c), Some(field)) = (&shared.cluster, field) else {
+        return;
+    };
     shared.calls_handed_over.store(true, Ordering::Relaxed);
-    let limited: Vec<String> = l
+    let now = crate::cli::now_ms();
+    let live = shared.behaviour.live();
+    let counts: Vec<(String, u32)> = l
         .policy
         .trunks
         .iter()
         .filter(|t| t.max_concurrent.is_some())
-        .map(|t| t.name.clone())
+        .map(|t| (t.name.clone(), live.up_now(t.id, now)))
         .collect();
-    let left = crate::cluster::calls::leave(&c.redis, c.counters.field(), &limited);
-    if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(1), left)
+    let over = crate::cluster::calls::hand_over(&c.redis, &field, &counts);
+    if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(1), over)
         .await
         .unwrap_or(Err(crate::cluster::RedisFailure::Timeout))
     {
-        tracing::warn!(error = %e, "cannot take this gateway's calls out of redis: the other gateways count them twice until they go stale");
+        tracing::warn!(error = %e, "cannot hand this gateway's calls over in redis: the other gateways stop counting them once stale, until this gateway is back");
     }
 }
 
