@@ -1433,7 +1433,12 @@ fn a_redis_that_refuses_writes_is_an_outage() {
 /// A gateway in front of an interconnect trunk `ic` of `limit` concurrent calls shared
 /// through Redis (calls end by their BYE, hence `record_route`).
 fn calls_gateway(i: usize, base: u16, uas: u16, redis: &str, limit: u32) -> Proxy {
-    let policy = format!(
+    start_gateway(i, base, redis, &calls_policy(base, uas, limit))
+}
+
+/// One interconnect trunk `ic` on `base`, to the core at `uas`, with `limit` places.
+fn calls_policy(base: u16, uas: u16, limit: u32) -> String {
+    format!(
         r#"
 [[trunk]]
 name = "ic"
@@ -1444,8 +1449,7 @@ next_hop = "udp:127.0.0.1:{uas}"
 record_route = true
 max_concurrent_calls = {limit}
 "#
-    );
-    start_gateway(i, base, redis, &policy)
+    )
 }
 
 /// A line of three channels reached through two gateways has three places, not three
@@ -1595,21 +1599,9 @@ fn a_stop_that_hands_its_calls_over_leaves_the_shared_count() {
     let state = tempfile::tempdir().unwrap();
     let file = state.path().join("calls");
     let policy = format!(
-        r#"
-[[trunk]]
-name = "ic"
-role = "interconnect"
-listen = ["udp:127.0.0.1:{base}"]
-sources = ["127.0.0.0/8"]
-next_hop = "udp:127.0.0.1:{uas}"
-record_route = true
-max_concurrent_calls = 3
-
-[proxy]
-calls_file = "{file}"
-"#,
-        uas = base + 10,
-        file = file.display()
+        "{}\n[proxy]\ncalls_file = \"{}\"\n",
+        calls_policy(base, base + 10, 3),
+        file.display()
     );
     let gw = start_gateway(0, base, &redis.url(), &policy);
     let _uas = sipp_uas(base + 10, None, gw.dir.path());
