@@ -343,6 +343,20 @@ impl LiveCalls {
     }
 }
 
+/// The name a calls file says the stopped process's count had in Redis (its `field`
+/// line), read apart from its calls: a start that refuses the calls still takes the
+/// name over, so the count the stop left there dated ahead is replaced, not left to
+/// hold places for a minute after the calls ended (QA 136).
+pub fn field_in(text: &str) -> Option<&str> {
+    let mut lines = text.lines();
+    if lines.next() != Some(CALLS_FORM) {
+        return None;
+    }
+    let f = lines.next()?.strip_prefix("field ")?;
+    (!f.is_empty() && f.len() <= 200 && !f.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then_some(f)
+}
+
 /// The first line of a calls file ([`LiveCalls::save`]).
 const CALLS_FORM: &str = "sipfence calls up, v1";
 
@@ -395,6 +409,11 @@ mod tests {
             LiveCalls::new().restore(&plain, 200, &limited),
             Ok((3, None))
         );
+        // The field name of a file whose calls are refused is still read.
+        let broken = format!("{text}x\n");
+        assert!(LiveCalls::new().restore(&broken, 200, &limited).is_err());
+        assert_eq!(field_in(&broken), Some("gw0:cafe"));
+        assert_eq!(field_in(&plain), None);
         let plus = plain.replacen(" 0\n", " +0\n", 1);
         assert!(
             LiveCalls::new().restore(&plus, 200, &limited).is_err(),

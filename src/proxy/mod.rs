@@ -1454,7 +1454,13 @@ fn restore_calls(shared: &Shared) {
             }
         }
         Err((line, why)) => {
-            tracing::warn!("{path}:{line}: {why}: the calls up at the last stop are not counted")
+            tracing::warn!("{path}:{line}: {why}: the calls up at the last stop are not counted");
+            if let (Some(f), Ok(mut g)) = (
+                crate::behaviour::live::field_in(&text),
+                shared.calls_field.lock(),
+            ) {
+                *g = Some(f.to_string());
+            }
         }
     }
     if let Err(e) = std::fs::remove_file(path) {
@@ -1505,7 +1511,7 @@ async fn save_calls(shared: &Shared) {
         .await
         .unwrap_or(Err(crate::cluster::RedisFailure::Timeout))
     {
-        tracing::warn!(error = %e, "cannot hand this gateway's calls over in redis: the other gateways stop counting them once stale, until this gateway is back");
+        tracing::warn!(error = %e, "the hand-over of this gateway's calls in redis is not confirmed: if it did not happen, the other gateways stop counting them once stale, until this gateway is back");
     }
 }
 
