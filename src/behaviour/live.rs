@@ -247,7 +247,7 @@ impl LiveCalls {
         text: &str,
         now_ms: u64,
         limited: &[(u64, u32)],
-    ) -> Result<(usize, Option<String>), (usize, String)> {
+    ) -> Result<usize, (usize, String)> {
         let mut lines = text.lines().enumerate().peekable();
         match lines.next() {
             Some((_, first)) if first == CALLS_FORM => {}
@@ -258,21 +258,14 @@ impl LiveCalls {
                 ));
             }
         }
-        let mut field = None;
-        if let Some((i, f)) = lines
-            .peek()
-            .and_then(|(i, l)| Some((*i, l.strip_prefix("field ")?)))
-        {
-            if f.is_empty()
-                || f.len() > 200
-                || f.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+        // The field line ([`field_in`] reads it).
+        if lines.peek().is_some_and(|(_, l)| l.starts_with("field ")) {
+            if field_in(text).is_none() {
                 return Err((
-                    i + 1,
+                    2,
                     "a field name must be 1 to 200 characters, no blanks".into(),
                 ));
             }
-            field = Some(f.to_string());
             lines.next();
         }
         let mut calls = vec![];
@@ -339,7 +332,7 @@ impl LiveCalls {
             t.calls.insert(k, l);
             n += 1;
         }
-        Ok((n, field))
+        Ok(n)
     }
 }
 
@@ -378,17 +371,14 @@ mod tests {
         assert_eq!(n, 3);
         let next = LiveCalls::new();
         let limited = [(7, 2), (9, 1)];
-        assert_eq!(
-            next.restore(&text, 200, &limited),
-            Ok((3, Some("gw0:cafe".to_string())))
-        );
+        assert_eq!(next.restore(&text, 200, &limited), Ok(3));
+        assert_eq!(field_in(&text), Some("gw0:cafe"));
         assert_eq!((next.up(7), next.up(9)), (2, 1));
         assert!(!next.admit(7, 4, 2, 300), "its places are taken");
         next.on_event(CallRef::call(1), Event::Bye, 400);
         assert!(next.admit(7, 4, 2, 400));
-        let taken = |l: &LiveCalls, text: &str, now, limited: &[(u64, u32)]| {
-            l.restore(text, now, limited).map(|(n, _)| n)
-        };
+        let taken =
+            |l: &LiveCalls, text: &str, now, limited: &[(u64, u32)]| l.restore(text, now, limited);
         // Past the ringing calls' deadline, only the answered one comes back.
         assert_eq!(
             taken(&LiveCalls::new(), &text, RING_MS + 1, &limited),
@@ -405,10 +395,7 @@ mod tests {
         assert_eq!(only_9.up(7), 0);
         // Without Redis, no field line; digits only (a '+' is none).
         let (plain, _) = l.save(100, None);
-        assert_eq!(
-            LiveCalls::new().restore(&plain, 200, &limited),
-            Ok((3, None))
-        );
+        assert_eq!(LiveCalls::new().restore(&plain, 200, &limited), Ok(3));
         // The field name of a file whose calls are refused is still read.
         let broken = format!("{text}x\n");
         assert!(LiveCalls::new().restore(&broken, 200, &limited).is_err());

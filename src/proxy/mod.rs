@@ -1443,25 +1443,21 @@ fn restore_calls(shared: &Shared) {
         .live()
         .restore(&text, crate::cli::now_ms(), &limited)
     {
-        Ok((n, field)) => {
-            tracing::info!(
-                file = path,
-                calls = n,
-                "the calls up at the last stop are counted again"
-            );
-            if let (Some(f), Ok(mut g)) = (field, shared.calls_field.lock()) {
-                *g = Some(f);
-            }
-        }
+        Ok(n) => tracing::info!(
+            file = path,
+            calls = n,
+            "the calls up at the last stop are counted again"
+        ),
         Err((line, why)) => {
-            tracing::warn!("{path}:{line}: {why}: the calls up at the last stop are not counted");
-            if let (Some(f), Ok(mut g)) = (
-                crate::behaviour::live::field_in(&text),
-                shared.calls_field.lock(),
-            ) {
-                *g = Some(f.to_string());
-            }
+            tracing::warn!("{path}:{line}: {why}: the calls up at the last stop are not counted")
         }
+    }
+    // The name is taken over whether or not the calls were (QA 136).
+    if let (Some(f), Ok(mut g)) = (
+        crate::behaviour::live::field_in(&text),
+        shared.calls_field.lock(),
+    ) {
+        *g = Some(f.to_string());
     }
     if let Err(e) = std::fs::remove_file(path) {
         tracing::warn!(file = path, error = %e, "cannot remove the calls file read at start: a later start would count its calls again");
@@ -1470,8 +1466,8 @@ fn restore_calls(shared: &Shared) {
 
 /// At a stop, the calls up are written to `[proxy] calls_file` for the next start
 /// ([`restore_calls`]): written whole to a file beside it, then renamed over it. With
-/// `[redis]`, this process's counts then leave the trunks' hashes: the next process
-/// publishes the same calls, and both would count for the staleness bound (QA 134).
+/// `[redis]`, this process's counts are then handed over to the next process
+/// ([`crate::cluster::calls::hand_over`]).
 async fn save_calls(shared: &Shared) {
     let l = shared.loaded.load();
     let path = l.policy.proxy.calls_file.as_str();

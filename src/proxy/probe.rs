@@ -233,11 +233,8 @@ pub async fn run(shared: Arc<Shared>, udps: Udps) {
                 // A worker without UDP sockets forwards over TCP alone, as a
                 // connection's reader does.
                 let from = udp::forwarder(&udps, &local).unwrap_or(usize::MAX);
-                let (here, other) = super::tcp::vias(&shared, &udps, from, local);
-                let via = match other {
-                    Some(o) if here.is_ipv4() != to.is_ipv4() => o,
-                    _ => here,
-                };
+                let via =
+                    super::stateless::via_for(super::tcp::vias(&shared, &udps, from, local), to);
                 probe_request(to, Transport::Tcp, via, n, &mut out);
                 super::tcp::send_to_peer(&shared, &udps, from, local, h.addr, &out);
                 continue;

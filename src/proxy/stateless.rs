@@ -95,6 +95,15 @@ pub trait NextHops: Sync {
     }
 }
 
+/// Of our Via addresses (one, and another of the other IP family if any), the one a
+/// request sent to `dest` names: the one of `dest`'s IP family.
+pub fn via_for((here, other): (SocketAddr, Option<SocketAddr>), dest: SocketAddr) -> SocketAddr {
+    match other {
+        Some(o) if o.is_ipv4() == dest.ip().to_canonical().is_ipv4() => o,
+        _ => here,
+    }
+}
+
 /// Branch prefix of the OPTIONS probes of next hops ([`probe_request`]); never one
 /// of a relayed request's (theirs go on in hex digits).
 pub const PROBE_BRANCH: &[u8] = b"z9hG4bKsfprobe";
@@ -182,10 +191,7 @@ pub struct Step<'a> {
 impl<'a> Step<'a> {
     /// The address a request sent to `dest` leaves from: the one of its IP family.
     pub fn via_to(&self, dest: SocketAddr) -> SocketAddr {
-        match self.via_other {
-            Some(o) if o.is_ipv4() == dest.ip().to_canonical().is_ipv4() => o,
-            _ => self.via_addr,
-        }
+        via_for((self.via_addr, self.via_other), dest)
     }
 
     /// One of the addresses our Via names.

@@ -171,8 +171,8 @@ pub fn source_for(local: SocketAddr, to: SocketAddr) -> Option<IpAddr> {
 }
 
 /// The connection a request for `to` that came in on `local` goes over, if one is up
-/// (or being opened): the peer's own connection to us, else ours to it from that
-/// listener's address.
+/// (or being opened): the peer's own connection to us first (RFC 5923), else ours to
+/// it from that listener's address.
 pub fn connection_for(shared: &Shared, to: SocketAddr, local: SocketAddr) -> Option<u64> {
     if let Some(id) = shared.tcp_peers.get(&to).map(|v| *v) {
         return Some(id);
@@ -237,9 +237,8 @@ pub fn send_to_peer(
     addr: SocketAddr,
     bytes: &[u8],
 ) {
-    // A peer's own connection first (RFC 5923), else ours from this listener's address.
     let src = source_for(local.addr, addr);
-    let id = match shared.tcp_peers.get(&addr).map(|v| *v) {
+    let id = match connection_for(shared, addr, local.addr) {
         Some(id) => id,
         None => *shared.tcp_out.entry((addr, src)).or_insert_with(|| {
             let (id, tx, rx) = register(shared);
