@@ -775,15 +775,13 @@ impl Metrics {
 
     /// Sets the calls-up gauge of every trunk that limits its concurrent calls.
     pub fn calls_up(&self, p: &Policy, t: &dyn crate::behaviour::BehaviourTracker, now_ms: u64) {
-        for trunk in &p.trunks {
-            if trunk.max_concurrent.is_some() {
-                self.concurrent_calls
-                    .with_label_values(&[trunk.name.as_str()])
-                    .set(t.calls_up(trunk.id, now_ms) as i64);
-                self.concurrent_calls_elsewhere
-                    .with_label_values(&[trunk.name.as_str()])
-                    .set(t.calls_elsewhere(trunk.id) as i64);
-            }
+        for (trunk, _) in p.limited_trunks() {
+            self.concurrent_calls
+                .with_label_values(&[trunk.name.as_str()])
+                .set(t.calls_up(trunk.id, now_ms) as i64);
+            self.concurrent_calls_elsewhere
+                .with_label_values(&[trunk.name.as_str()])
+                .set(t.calls_elsewhere(trunk.id) as i64);
         }
     }
 

@@ -1764,6 +1764,14 @@ impl Policy {
             .collect()
     }
 
+    /// The trunks that limit their concurrent calls, with their limit: the ones whose
+    /// calls up are counted, shared, kept across a restart and shown.
+    pub fn limited_trunks(&self) -> impl Iterator<Item = (&Trunk, u32)> {
+        self.trunks
+            .iter()
+            .filter_map(|t| Some((t, t.max_concurrent?)))
+    }
+
     /// The address is a trunk's next hop (the core side): its requests are in-dialog
     /// traffic back towards the trunks, not calls to judge.
     pub fn is_next_hop(&self, source: &SocketAddr) -> bool {

@@ -1092,10 +1092,8 @@ async fn share_calls(shared: Arc<Shared>, every: std::time::Duration) {
             .loaded
             .load()
             .policy
-            .trunks
-            .iter()
-            .filter(|t| t.max_concurrent.is_some())
-            .map(|t| (t.id, t.name.clone()))
+            .limited_trunks()
+            .map(|(t, _)| (t.id, t.name.clone()))
             .collect()
     };
     let live = shared.behaviour.live();
@@ -1434,9 +1432,8 @@ fn restore_calls(shared: &Shared) {
     };
     let limited: Vec<(u64, u32)> = l
         .policy
-        .trunks
-        .iter()
-        .filter_map(|t| Some((t.id, t.max_concurrent?)))
+        .limited_trunks()
+        .map(|(t, max)| (t.id, max))
         .collect();
     match shared
         .behaviour
@@ -1497,10 +1494,8 @@ async fn save_calls(shared: &Shared) {
     let live = shared.behaviour.live();
     let counts: Vec<(String, u32)> = l
         .policy
-        .trunks
-        .iter()
-        .filter(|t| t.max_concurrent.is_some())
-        .map(|t| (t.name.clone(), live.up_now(t.id, now)))
+        .limited_trunks()
+        .map(|(t, _)| (t.name.clone(), live.up_now(t.id, now)))
         .collect();
     let over = crate::cluster::calls::hand_over(&c.redis, &field, &counts);
     if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(1), over)

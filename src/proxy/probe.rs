@@ -33,6 +33,45 @@ pub const LOST: u64 = 3;
 /// (QA 133: with `probe_secs = 2`, a probe every 2 or 3 s).
 const EARLY_MS: u64 = 250;
 
+/// What one next hop's probes have shown: the rule that marks it down, the same for
+/// the live proxy and for replay reading the gateway's probes in a capture.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Watch {
+    /// Probes sent since the last answer.
+    unanswered: u64,
+    answered_ever: bool,
+}
+
+impl Watch {
+    /// A probe goes.
+    pub fn sent(&mut self) {
+        self.unanswered += 1;
+    }
+
+    /// Any answer to a probe, whatever its code.
+    pub fn answered(&mut self) {
+        self.unanswered = 0;
+        self.answered_ever = true;
+    }
+
+    /// The probes left unanswered are forgotten (a new connection, a failed one): that
+    /// it answered once is kept, so that a core that comes back hung is down again.
+    pub fn afresh(&mut self) {
+        self.unanswered = 0;
+    }
+
+    /// The next hop answered once, then left [`LOST`] in a row unanswered: down.
+    pub fn lost(&self) -> bool {
+        self.answered_ever && self.unanswered >= LOST
+    }
+
+    /// It has answered none of [`LOST`] or more: it may ignore OPTIONS, and its
+    /// silence says nothing.
+    pub fn silent(&self) -> bool {
+        !self.answered_ever && self.unanswered >= LOST
+    }
+}
+
 #[derive(Default)]
 pub struct Probes {
     hops: Mutex<HashMap<SocketAddr, Hop>>,
@@ -42,10 +81,9 @@ pub struct Probes {
 }
 
 struct Hop {
-    /// When the last probe went, and how many since the last answer.
+    /// When the last probe went.
     sent_ms: u64,
-    unanswered: u64,
-    answered_ever: bool,
+    watch: Watch,
     /// Said once: this next hop answers no probe, so it is not watched.
     said_silent: bool,
 }
@@ -76,7 +114,7 @@ impl Probes {
         if let Ok(mut hops) = self.hops.lock()
             && let Some(h) = hops.get_mut(&to)
         {
-            h.unanswered = 0;
+            h.watch.afresh();
         }
         self.down.remove(&to).is_some()
     }
@@ -90,8 +128,7 @@ impl Probes {
         let Some(h) = hops.get_mut(&from) else {
             return false;
         };
-        h.unanswered = 0;
-        h.answered_ever = true;
+        h.watch.answered();
         if self.down.remove(&from).is_none() {
             return false;
         }
@@ -126,29 +163,26 @@ impl Probes {
         for &a in hops.iter().filter(|a| wanted(a)) {
             let h = map.entry(a).or_insert(Hop {
                 sent_ms: 0,
-                unanswered: 0,
-                answered_ever: false,
+                watch: Watch::default(),
                 said_silent: false,
             });
             if paused(&a) {
-                h.unanswered = 0;
+                h.watch.afresh();
                 self.down.remove(&a);
                 continue;
             }
             if now_ms.saturating_sub(h.sent_ms) + EARLY_MS < every_ms {
                 continue;
             }
-            if h.unanswered >= LOST {
-                if h.answered_ever && !self.down.contains_key(&a) {
-                    self.down.insert(a, ());
-                    tracing::warn!(next_hop = %a, probes = h.unanswered, "next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
-                } else if !h.answered_ever && !h.said_silent {
-                    h.said_silent = true;
-                    tracing::warn!(next_hop = %a, "next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
-                }
+            if h.watch.lost() && !self.down.contains_key(&a) {
+                self.down.insert(a, ());
+                tracing::warn!(next_hop = %a, probes = h.watch.unanswered, "next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
+            } else if h.watch.silent() && !h.said_silent {
+                h.said_silent = true;
+                tracing::warn!(next_hop = %a, "next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
             }
             h.sent_ms = now_ms;
-            h.unanswered += 1;
+            h.watch.sent();
             due.push(a);
         }
         due

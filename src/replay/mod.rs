@@ -87,9 +87,9 @@ pub struct Replayer<'p> {
     /// Calls counted in [`Summary::gateway_state`] (an INVITE retransmitted gets its
     /// 503 again).
     state_answered: std::collections::HashSet<u64, ahash::RandomState>,
-    /// The gateway's probes of its next hops as the capture shows them: probes
-    /// unanswered in a row, answered ever, marked down ([`crate::proxy::probe`]'s rule).
-    probes: HashMap<std::net::SocketAddr, (u64, bool, bool), ahash::RandomState>,
+    /// The gateway's probes of its next hops as the capture shows them, and whether
+    /// they mark it down ([`crate::proxy::probe::Watch`]'s rule).
+    probes: HashMap<std::net::SocketAddr, (crate::proxy::probe::Watch, bool), ahash::RandomState>,
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
     /// proxy's tick).
     housekept_ms: u64,
@@ -643,16 +643,16 @@ impl Replayer<'_> {
         ts_ms: u64,
     ) {
         if msg.is_request() && self.policy.is_next_hop(&dst) {
-            let h = self.probes.entry(crate::canonical(dst)).or_default();
-            if h.0 >= crate::proxy::probe::LOST && h.1 {
-                h.2 = true;
-            }
-            h.0 += 1;
-            if h.2 {
+            let (watch, down) = self.probes.entry(crate::canonical(dst)).or_default();
+            *down |= watch.lost();
+            watch.sent();
+            if *down {
                 self.ended_behind(dst, ts_ms);
             }
         } else if !msg.is_request() && self.policy.is_next_hop(&src) {
-            self.probes.insert(crate::canonical(src), (0, true, false));
+            let (watch, down) = self.probes.entry(crate::canonical(src)).or_default();
+            watch.answered();
+            *down = false;
         }
     }
 }
