@@ -677,6 +677,89 @@ fn calls_up_keep_their_places_across_a_restart() {
     core_side.join().unwrap();
 }
 
+/// Two gateways given one calls file (QA 135: each took the other's calls, which then
+/// ended where they were not counted): the second to start is told, neither reads nor
+/// writes the file, and the first's calls are the file's alone.
+#[test]
+fn a_second_gateway_on_one_calls_file_leaves_it_alone() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("calls");
+    let limited = |base: u16| {
+        config(
+            base,
+            &format!("[proxy]\ncalls_file = \"{}\"\n", file.display()),
+        )
+        .replacen(
+            &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
+            &format!(
+                "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = 2\nrecord_route = true\n",
+                base + 4
+            ),
+            1,
+        )
+    };
+    let (a, b) = (port_block(), port_block());
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = udp_core(a + 10, stop.clone(), move |m, from, core| {
+        let answer = common::answer_as_uas(m, "200 OK");
+        core.send_to(answer.as_bytes(), from).unwrap();
+    });
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let first = Proxy::start(&limited(a), 1);
+    let r = answer_to(
+        &caller,
+        a + 4,
+        &invite_from(me, "+8613912345678", "shared-1"),
+    );
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    let second = Proxy::start(&limited(b), 1);
+    let told = |p: &Proxy| {
+        (0..50).any(|_| {
+            let said = p
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("another running sipfence uses this calls file"));
+            if !said {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            said
+        })
+    };
+    assert!(told(&second), "{:?}", second.stderr.lock().unwrap());
+    second.signal("TERM");
+    let mut second = second;
+    assert!(second.proc.0.wait().unwrap().success());
+    assert!(!file.exists(), "the second wrote nothing");
+    first.signal("TERM");
+    let mut first = first;
+    assert!(first.proc.0.wait().unwrap().success());
+    let written = std::fs::read_to_string(&file).expect("the first's calls written");
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert!(
+        !first
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("another running")),
+        "the first held the file"
+    );
+    drop((first, second));
+    // The file is free again: the next gateway to start takes it.
+    let next = Proxy::start(&limited(b), 1);
+    assert_eq!(next.metric("sipfence_concurrent_calls{trunk=\"ic\"}"), 1.0);
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// A next hop that refuses TCP: the INVITE is counted as not sent and answered 503
 /// with Retry-After, as if the next hop had (the caller can reroute at once), through
 /// the response path (our Via off, back to the caller's); the proxy lives on.

@@ -247,7 +247,7 @@ impl LiveCalls {
         text: &str,
         now_ms: u64,
         limited: &[(u64, u32)],
-    ) -> Result<usize, (usize, String)> {
+    ) -> Result<Restored, (usize, String)> {
         let mut lines = text.lines().enumerate().peekable();
         match lines.next() {
             Some((_, first)) if first == CALLS_FORM => {}
@@ -317,22 +317,21 @@ impl LiveCalls {
         }
         let max: usize = limited.iter().map(|&(_, n)| n as usize).sum();
         let mut t = self.lock();
-        let mut n = 0;
+        let mut r = Restored::default();
         for (k, l) in calls {
-            if n >= max {
-                break;
+            if l.deadline_ms <= now_ms {
+                r.ended += 1;
+            } else if !limited.iter().any(|&(id, _)| id == l.trunk) {
+                r.unlimited += 1;
+            } else if r.counted >= max {
+                r.beyond += 1;
+            } else if !t.calls.contains_key(&k) {
+                *t.up.entry(l.trunk).or_default() += 1;
+                t.calls.insert(k, l);
+                r.counted += 1;
             }
-            if l.deadline_ms <= now_ms
-                || t.calls.contains_key(&k)
-                || !limited.iter().any(|&(id, _)| id == l.trunk)
-            {
-                continue;
-            }
-            *t.up.entry(l.trunk).or_default() += 1;
-            t.calls.insert(k, l);
-            n += 1;
         }
-        Ok(n)
+        Ok(r)
     }
 }
 
@@ -353,6 +352,20 @@ pub fn field_in(text: &str) -> Option<&str> {
 /// The first line of a calls file ([`LiveCalls::save`]).
 const CALLS_FORM: &str = "sipfence calls up, v1";
 
+/// What [`LiveCalls::restore`] did with a file's calls: each is in one count, so that
+/// the log accounts for every line (QA 135: the calls left out were not said).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Counted again.
+    pub counted: usize,
+    /// Past their deadline meanwhile.
+    pub ended: usize,
+    /// Of a trunk that no longer limits its calls (renamed, removed, its limit gone).
+    pub unlimited: usize,
+    /// Beyond the limits' sum (no stop writes that many).
+    pub beyond: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,31 +384,38 @@ mod tests {
         assert_eq!(n, 3);
         let next = LiveCalls::new();
         let limited = [(7, 2), (9, 1)];
-        assert_eq!(next.restore(&text, 200, &limited), Ok(3));
+        assert_eq!(next.restore(&text, 200, &limited).map(|r| r.counted), Ok(3));
         assert_eq!(field_in(&text), Some("gw0:cafe"));
         assert_eq!((next.up(7), next.up(9)), (2, 1));
         assert!(!next.admit(7, 4, 2, 300), "its places are taken");
         next.on_event(CallRef::call(1), Event::Bye, 400);
         assert!(next.admit(7, 4, 2, 400));
-        let taken =
-            |l: &LiveCalls, text: &str, now, limited: &[(u64, u32)]| l.restore(text, now, limited);
+        let taken = |l: &LiveCalls, text: &str, now, limited: &[(u64, u32)]| {
+            l.restore(text, now, limited)
+                .map(|r| (r.counted, r.ended, r.unlimited, r.beyond))
+        };
         // Past the ringing calls' deadline, only the answered one comes back.
         assert_eq!(
             taken(&LiveCalls::new(), &text, RING_MS + 1, &limited),
-            Ok(1)
+            Ok((1, 2, 0, 0))
         );
         assert_eq!(
             taken(&LiveCalls::new(), &text, 200, &[(7, 1)]),
-            Ok(1),
+            Ok((1, 0, 1, 1)),
             "bounded"
         );
         // A trunk no longer limited (renamed, removed) takes none.
         let only_9 = LiveCalls::new();
-        assert_eq!(taken(&only_9, &text, 200, &[(9, 5)]), Ok(1));
+        assert_eq!(taken(&only_9, &text, 200, &[(9, 5)]), Ok((1, 0, 2, 0)));
         assert_eq!(only_9.up(7), 0);
         // Without Redis, no field line; digits only (a '+' is none).
         let (plain, _) = l.save(100, None);
-        assert_eq!(LiveCalls::new().restore(&plain, 200, &limited), Ok(3));
+        assert_eq!(
+            LiveCalls::new()
+                .restore(&plain, 200, &limited)
+                .map(|r| r.counted),
+            Ok(3)
+        );
         // The field name of a file whose calls are refused is still read.
         let broken = format!("{text}x\n");
         assert!(LiveCalls::new().restore(&broken, 200, &limited).is_err());

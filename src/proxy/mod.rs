@@ -175,6 +175,8 @@ pub struct Shared {
     /// this process publishes its calls under it, so its first count replaces the
     /// stopped process's rather than counting beside it (QA 134, QA 135).
     pub calls_field: std::sync::Mutex<Option<String>>,
+    /// The calls file this process holds (`[proxy] calls_file`), and its lock.
+    pub calls_lock: std::sync::Mutex<Option<(String, std::fs::File)>>,
 }
 
 /// How long after the last INVITE shed for overload `/readyz` says not ready.
@@ -889,6 +891,7 @@ pub fn run(args: RunArgs) -> i32 {
         draining: std::sync::atomic::AtomicBool::new(false),
         calls_handed_over: std::sync::atomic::AtomicBool::new(false),
         calls_field: std::sync::Mutex::new(None),
+        calls_lock: std::sync::Mutex::new(None),
         msg_counters: [Transport::Udp, Transport::Tcp].map(|t| {
             ["request", "response"].map(|k| metrics.messages.with_label_values(&[t.as_str(), k]))
         }),
@@ -1414,7 +1417,7 @@ async fn control(
 fn restore_calls(shared: &Shared) {
     let l = shared.loaded.load();
     let path = l.policy.proxy.calls_file.as_str();
-    if path.is_empty() {
+    if path.is_empty() || !holds_calls_file(shared, path) {
         return;
     }
     // Said now, not at the stop, when it is too late (QA 134).
@@ -1440,9 +1443,12 @@ fn restore_calls(shared: &Shared) {
         .live()
         .restore(&text, crate::cli::now_ms(), &limited)
     {
-        Ok(n) => tracing::info!(
+        Ok(r) => tracing::info!(
             file = path,
-            calls = n,
+            calls = r.counted,
+            ended_meanwhile = r.ended,
+            trunk_not_limited = r.unlimited,
+            beyond_limits = r.beyond,
             "the calls up at the last stop are counted again"
         ),
         Err((line, why)) => {
@@ -1461,6 +1467,52 @@ fn restore_calls(shared: &Shared) {
     }
 }
 
+/// Whether this process may read and write the calls file `path`: it holds a lock on
+/// `PATH.lock` (taken at the first use of each path, kept while the process lives, let
+/// go by the system when it ends, however it ends). Two gateways given one calls file
+/// took each other's calls, which then ended where they were not counted, held to
+/// their deadline (QA 135): the second is told, and keeps no calls across its
+/// restarts. A lock file that cannot be made is no reason to refuse the file: reading
+/// and writing it say what is wrong.
+fn holds_calls_file(shared: &Shared, path: &str) -> bool {
+    let Ok(mut held) = shared.calls_lock.lock() else {
+        return true;
+    };
+    if held.as_ref().is_some_and(|(p, _)| p == path) {
+        return true;
+    }
+    let lock = format!("{path}.lock");
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(file = lock, error = %e, "cannot make the calls file's lock: another gateway given the same calls file would not be found");
+            return true;
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            *held = Some((path.to_string(), file));
+            true
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::error!(
+                file = path,
+                "another running sipfence uses this calls file: this one neither reads nor writes it, and keeps no calls up across its restart (give each gateway its own calls_file)"
+            );
+            false
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(file = lock, error = %e, "cannot lock the calls file's lock: another gateway given the same calls file would not be found");
+            true
+        }
+    }
+}
+
 /// At a stop, the calls up are written to `[proxy] calls_file` for the next start
 /// ([`restore_calls`]): written whole to a file beside it, then renamed over it. With
 /// `[redis]`, this process's counts are then handed over to the next process
@@ -1468,7 +1520,7 @@ fn restore_calls(shared: &Shared) {
 async fn save_calls(shared: &Shared) {
     let l = shared.loaded.load();
     let path = l.policy.proxy.calls_file.as_str();
-    if path.is_empty() || !l.policy.tracks_calls {
+    if path.is_empty() || !l.policy.tracks_calls || !holds_calls_file(shared, path) {
         return;
     }
     let field = shared.cluster.as_ref().map(|c| calls_field(shared, c));
