@@ -1529,6 +1529,47 @@ fn generic_number_deletion_fixes_every_enclosing_length() {
         "{text}"
     );
     assert_eq!(isup_of(&out), without);
+    // QA 138: a length that is not the part's (the inner one, or the ISUP part's) is a
+    // second reading of where the IAM ends: unreadable. One counting the CRLF before
+    // the next delimiter is the part's too.
+    let at = |n: usize| format!("Content-Length: {n}\r\n");
+    let inner_cl = at(inner.len());
+    let isup_cl = at(with_generic.len());
+    // The IAM's octets are no UTF-8: fields are replaced in the bytes.
+    let replaced = |field: &str, by: &str| {
+        let at = memchr::memmem::find(&body, field.as_bytes()).unwrap();
+        [&body[..at], by.as_bytes(), &body[at + field.len()..]].concat()
+    };
+    for (field, by, readable) in [
+        (&isup_cl, 5usize, false),
+        (&isup_cl, 2, true),
+        (&isup_cl, 1, false),
+        (&inner_cl, 2, true),
+        (&inner_cl, 3, false),
+    ] {
+        let n = |f: &str| {
+            f["Content-Length: ".len()..f.len() - 2]
+                .parse::<usize>()
+                .unwrap()
+        };
+        let changed = replaced(field, &at(n(field) + by));
+        let m = with_body("multipart/mixed;boundary=out", &changed);
+        let d = judge(&p, &m, "intl");
+        if readable {
+            assert_eq!(d.rule, Some(RuleId::GenericNumber), "+{by}: {d:?}");
+        } else {
+            assert_eq!(d.rule, Some(RuleId::IsupMismatch), "+{by}: {d:?}");
+            let err = d.identity.isup.unwrap().iam.unwrap_err().to_string();
+            assert!(err.contains("Content-Length is not its length"), "{err}");
+        }
+    }
+    let short = replaced(&isup_cl, &at(5));
+    let d = judge(
+        &p,
+        &with_body("multipart/mixed;boundary=out", &short),
+        "intl",
+    );
+    assert_eq!(d.rule, Some(RuleId::IsupMismatch), "{d:?}");
 }
 
 /// QA 27: every Generic Number that may be shown as the caller counts, whatever its

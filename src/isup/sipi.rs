@@ -168,8 +168,22 @@ fn collect(
                 cte.start as usize,
             )));
         }
-        // This part's length is the innermost so far (depth counts from 1).
+        // This part's length is the innermost so far (depth counts from 1). One that is
+        // not the part's (QA 138) is a second reading of where the IAM ends; the CRLF
+        // before the next delimiter, which RFC 2046 gives the delimiter, may be counted.
         lengths[depth - 1] = p.content_length;
+        if let Some(cl) = p.content_length.filter(|_| isup || nested) {
+            let len = p.body.len();
+            let crlf = &b[p.body.end as usize..(p.body.end as usize + 2).min(b.len())];
+            let with_eol = len + if crlf == b"\r\n" { 2 } else { 1 };
+            if !lex::parse_u32(cl.of(b))
+                .is_some_and(|n| n as usize == len || n as usize == with_eol)
+            {
+                return Err(SipIError::Multipart(MultipartError::LengthDisagrees(
+                    cl.start as usize,
+                )));
+            }
+        }
         if !isup
             && !nested
             && p.content_type

@@ -1455,13 +1455,42 @@ fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
     st.is_via(a) || st.policy.own_address(None, a)
 }
 
-/// `msg` as it goes on: with `edits` applied, and a head whose lines ended in LF alone
-/// written in CRLFs (a next hop may frame its TCP stream on CRLFCRLF alone).
+/// `msg` as it goes on: with `edits` applied, a folded Content-Length unfolded, and a
+/// head whose lines ended in LF alone written in CRLFs (a next hop may frame its TCP
+/// stream on CRLFCRLF alone).
 fn write_edited(edits: &mut EditList, msg: &Message, out: &mut Vec<u8>) {
+    unfold_content_length(msg, edits);
     edits.apply(msg.buf(), msg.len(), out);
     if msg.bare_lf() {
         crlf_head(out);
     }
+}
+
+/// A Content-Length written over more than one line (`Content-Length:\r\n 107`, legal
+/// by RFC 3261 7.3.1) goes on as `Content-Length: 107`: a next hop that frames its TCP
+/// stream by a quick look for that field does not read a folded one (QA 138: Kamailio
+/// 5.6 refused the message and closed the connection every call of the listener
+/// shares, losing other callers' calls sent at that moment). The value stays where it
+/// is, for the edit that recounts a shortened body.
+fn unfold_content_length(msg: &Message, edits: &mut EditList) {
+    let Some(h) = msg.first(HeaderName::ContentLength) else {
+        return;
+    };
+    let (b, line, value) = (msg.buf(), h.line(), h.value());
+    let end = line.end as usize;
+    let ending = if b[..end].ends_with(b"\r\n") { 2 } else { 1 };
+    let folded = |from: usize, to: usize| b[from..to].iter().any(|&c| c == b'\n' || c == b'\r');
+    let (start, vs, ve) = (
+        line.start as usize,
+        value.start as usize,
+        value.end as usize,
+    );
+    let te = end.saturating_sub(ending).max(ve);
+    if !folded(start, vs) && !folded(ve, te) {
+        return;
+    }
+    edits.replace(Span::new(start, vs), b"Content-Length: ");
+    edits.remove(Span::new(ve, te));
 }
 
 /// Removes the Route values at the top that name this proxy (RFC 3261 16.4; two of
@@ -2568,6 +2597,26 @@ record_route = true
         let (h, out) = run(&p, "10.0.0.5:5060", &bare_bye);
         assert!(matches!(h, Handled::Forward(Dest::TcpTo(_))), "{h:?}");
         assert_eq!(framed(&out), 1500);
+        // QA 138: a folded Content-Length (RFC 3261 7.3.1) goes on unfolded, or a next
+        // hop that frames its stream by a quick look for it refuses it and closes the
+        // connection every call shares; folded before its value or after, with CRLF or
+        // LF line ends, in full or compact form.
+        for (head, nl) in [
+            (invite.to_string(), "\r\n"),
+            (invite.replace("\r\n", "\n"), "\n"),
+        ] {
+            for field in [
+                format!("Content-Length:{nl} 5"),
+                format!("l: 5{nl}\t"),
+                format!("Content-Length:{nl}\t 5 {nl}  "),
+            ] {
+                let m = format!("{head}Content-Type: text/plain{nl}{field}{nl}{nl}hello");
+                let (h, out) = run(&p, "198.51.100.7:5060", &m);
+                assert_eq!(h, Handled::Forward(Dest::Udp(next)), "{m}");
+                assert!(out.contains("\r\nContent-Length: 5\r\n\r\nhello"), "{out}");
+                assert_eq!(framed(&out), 5);
+            }
+        }
 
         // No udp_mtu: UDP up to the largest datagram, 513 beyond it.
         let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();

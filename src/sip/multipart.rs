@@ -61,6 +61,9 @@ pub enum MultipartError {
     /// looks for it anywhere, or reads past the close, finds parts not read here (QA
     /// 31: an ISUP part behind `" --inner"`).
     StrayDelimiter(usize),
+    /// An ISUP part, or a part around one, whose Content-Length (at this offset) is not
+    /// its length: a reader that goes by it reads other octets as the IAM.
+    LengthDisagrees(usize),
 }
 
 /// How deep multipart bodies are opened inside one another (a SIP-I body is one level;
@@ -80,6 +83,7 @@ impl MultipartError {
             | MultipartError::Encoded(o)
             | MultipartError::BareCr(o)
             | MultipartError::StrayDelimiter(o)
+            | MultipartError::LengthDisagrees(o)
             | MultipartError::BadContentType(o) => o,
         }
     }
@@ -130,6 +134,10 @@ impl std::fmt::Display for MultipartError {
             MultipartError::Encoded(o) => write!(
                 f,
                 "ISUP or parts under an encoding that changes bytes (Content-Transfer-Encoding or Content-Encoding, at byte {o}): decoded they read otherwise"
+            ),
+            MultipartError::LengthDisagrees(o) => write!(
+                f,
+                "a part's Content-Length is not its length (at byte {o}): a reader that goes by it reads other octets"
             ),
         }
     }
