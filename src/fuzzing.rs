@@ -269,6 +269,7 @@ pub fn rewrite(data: &[u8]) {
                         | HeaderName::PPreferredIdentity
                         | HeaderName::PAssertedIdentity
                         | HeaderName::RemotePartyId
+                        | HeaderName::ContentLength
                         | HeaderName::Other
                 )
             })
@@ -280,6 +281,16 @@ pub fn rewrite(data: &[u8]) {
         untouched(&input),
         "a field the step does not edit changed"
     );
+    // Content-Length keeps its value; a folded one goes on on one line (QA 138).
+    assert_eq!(
+        fwd.value(HeaderName::ContentLength),
+        input.value(HeaderName::ContentLength)
+    );
+    if let Some(h) = fwd.first(HeaderName::ContentLength) {
+        let line = fwd.slice(h.line());
+        let folds = line.iter().filter(|&&c| c == b'\n').count();
+        assert_eq!(folds, 1, "a folded Content-Length went on");
+    }
     // Only sipfence writes a NAT flow, into the one Record-Route or Path field it puts
     // first: one the peer wrote anywhere in its Record-Route or Path (an escaped name
     // too) never goes on, or the core would send the dialog where the peer chose.
