@@ -1173,6 +1173,69 @@ fn a_tcp_core_down_is_found_by_its_probe_before_a_call() {
     );
 }
 
+/// A core reached by one trunk over TCP and by another over UDP, at one address and
+/// port, is two next hops: its TCP side refusing connections says nothing of its UDP
+/// side, which is probed over UDP and marked down on its own when it stops answering
+/// (QA 139: probed over TCP alone, paused while TCP was down, the UDP trunk's calls
+/// went on into a stopped core).
+#[test]
+fn a_core_reached_over_udp_and_tcp_is_watched_on_each() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let base = port_block();
+    // `intl` reaches the core over TCP (nothing listens there), `ic` over UDP.
+    let proxy = Proxy::start(
+        &(tcp_core_config(base, "") + "[proxy]\nprobe_secs = 1\n"),
+        1,
+    );
+    let (answering, invites, stop) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let core_side = {
+        let (answering, invites) = (answering.clone(), invites.clone());
+        udp_core(base + 10, stop.clone(), move |m, from, core| {
+            if m.starts_with("INVITE ") {
+                invites.fetch_add(1, Ordering::Relaxed);
+            } else if m.starts_with("OPTIONS ") && answering.load(Ordering::Relaxed) {
+                core.send_to(common::answer_as_uas(m, "200 OK").as_bytes(), from)
+                    .unwrap();
+            }
+        })
+    };
+    let over_tcp = caller_to(base, "+442071234567", Duration::from_secs(3));
+    let over_udp = caller_to(base + 4, "+8613912345678", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = over_tcp("both-1");
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("Next hop unreachable"),
+        "{r}"
+    );
+    assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
+    // Its UDP side answers its probes: the UDP trunk's call goes on.
+    assert_eq!(over_udp("both-2"), "");
+    assert_eq!(invites.load(Ordering::Relaxed), 1);
+    // The UDP side stops answering: marked down too, and counted.
+    answering.store(false, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.metric("sipfence_next_hops_down") != 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the UDP side never marked down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = over_udp("both-3");
+    assert!(
+        r.starts_with("SIP/2.0 503 ") && r.contains("Next hop not answering"),
+        "{r}"
+    );
+    assert_eq!(invites.load(Ordering::Relaxed), 1);
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// A TCP core that hangs with its connection open (a stopped process: its kernel still
 /// holds the socket) fails no connection; its probes, sent over the connection, find
 /// it: marked down after three unanswered, its new calls answered 503 at once (QA 127

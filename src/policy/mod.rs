@@ -1754,12 +1754,21 @@ impl Policy {
         32_000 + 3 * self.proxy.probe_secs * 1000 + 10_000
     }
 
-    /// The ids ([`Trunk::id`]) of the trunks whose next hop is `addr`.
-    pub fn trunks_behind(&self, addr: SocketAddr) -> Vec<u64> {
+    /// The ids ([`Trunk::id`]) of the trunks whose next hop is `addr`, reached over
+    /// `transport` (`None`: either).
+    pub fn trunks_behind(
+        &self,
+        addr: SocketAddr,
+        transport: Option<config::Transport>,
+    ) -> Vec<u64> {
         let addr = crate::canonical(addr);
         self.trunks
             .iter()
-            .filter(|t| t.next_hop.is_some_and(|n| crate::canonical(n.addr) == addr))
+            .filter(|t| {
+                t.next_hop.is_some_and(|n| {
+                    crate::canonical(n.addr) == addr && transport.is_none_or(|x| x == n.transport)
+                })
+            })
             .map(|t| t.id)
             .collect()
     }

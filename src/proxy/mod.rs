@@ -353,11 +353,11 @@ impl Shared {
         if !l.policy.tracks_calls || self.tcp_down.len() + self.probes.down_count() == 0 {
             return;
         }
-        let mut down = self.probes.down_addrs();
-        down.extend(self.tcp_down.iter().map(|e| *e.key()));
+        let mut down = self.probes.down_hops();
+        down.extend(self.tcp_down.iter().map(|e| (*e.key(), Transport::Tcp)));
         let trunks: Vec<u64> = down
             .into_iter()
-            .flat_map(|a| l.policy.trunks_behind(a))
+            .flat_map(|(a, t)| l.policy.trunks_behind(a, Some(t)))
             .collect();
         let since = crate::cli::now_ms().saturating_sub(l.policy.bye_window_ms());
         crate::behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &trunks, since);
@@ -1602,8 +1602,8 @@ impl stateless::NextHops for Shared {
     fn some_down(&self) -> bool {
         self.metrics.next_hops_down.get() > 0
     }
-    fn silent(&self, to: std::net::SocketAddr) -> bool {
-        self.probes.is_down(to)
+    fn silent(&self, to: std::net::SocketAddr, transport: Transport) -> bool {
+        self.probes.is_down(to, transport)
     }
     fn connection(&self, to: std::net::SocketAddr) -> Option<std::net::SocketAddr> {
         let mapped = match to.ip() {

@@ -28,6 +28,13 @@ use crate::policy::config::{ListenSpec, Transport};
 /// Probes unanswered in a row that mark a next hop down.
 pub const LOST: u64 = 3;
 
+/// A next hop as probes know it: its address (canonical: an IPv4 one seen through a
+/// dual-stack socket is the same) and the transport trunks reach it by. A core's UDP
+/// and TCP sides are two next hops: one trunk's TCP connection failing says nothing of
+/// another trunk's UDP, and the UDP side must be probed on its own (QA 139: a UDP
+/// trunk's calls went on into a stopped core whose TCP side was down).
+pub type Key = (SocketAddr, Transport);
+
 /// How much before its time a probe still goes: the rounds come every second, a few
 /// milliseconds early or late, and a probe due at 1.999 s must not wait for the next
 /// (QA 133: with `probe_secs = 2`, a probe every 2 or 3 s).
@@ -74,10 +81,10 @@ impl Watch {
 
 #[derive(Default)]
 pub struct Probes {
-    hops: Mutex<HashMap<SocketAddr, Hop>>,
+    hops: Mutex<HashMap<Key, Hop>>,
     /// The next hops marked down: what a new call asks (after the gauge says some
     /// next hop is down, one atomic read).
-    down: dashmap::DashMap<SocketAddr, (), ahash::RandomState>,
+    down: dashmap::DashMap<Key, (), ahash::RandomState>,
 }
 
 struct Hop {
@@ -89,12 +96,12 @@ struct Hop {
 }
 
 impl Probes {
-    pub fn is_down(&self, to: SocketAddr) -> bool {
-        !self.down.is_empty() && self.down.contains_key(&crate::canonical(to))
+    pub fn is_down(&self, to: SocketAddr, transport: Transport) -> bool {
+        !self.down.is_empty() && self.down.contains_key(&(crate::canonical(to), transport))
     }
 
     /// The next hops marked down.
-    pub fn down_addrs(&self) -> Vec<SocketAddr> {
+    pub fn down_hops(&self) -> Vec<Key> {
         self.down.iter().map(|e| *e.key()).collect()
     }
 
@@ -110,7 +117,7 @@ impl Probes {
     /// core that comes back hung is marked down again (QA 133). True when it was
     /// marked down.
     pub fn start_afresh(&self, to: SocketAddr) -> bool {
-        let to = crate::canonical(to);
+        let to = (crate::canonical(to), Transport::Tcp);
         if let Ok(mut hops) = self.hops.lock()
             && let Some(h) = hops.get_mut(&to)
         {
@@ -119,9 +126,10 @@ impl Probes {
         self.down.remove(&to).is_some()
     }
 
-    /// An answer to a probe, from `from`. True when it brought a next hop back.
-    pub fn answered(&self, from: SocketAddr) -> bool {
-        let from = crate::canonical(from);
+    /// An answer to a probe, from `from` over `transport`. True when it brought a next
+    /// hop back.
+    pub fn answered(&self, from: SocketAddr, transport: Transport) -> bool {
+        let from = (crate::canonical(from), transport);
         let Ok(mut hops) = self.hops.lock() else {
             return false;
         };
@@ -132,7 +140,7 @@ impl Probes {
         if self.down.remove(&from).is_none() {
             return false;
         }
-        tracing::warn!(next_hop = %from, "next hop answers its probes again: new calls go to it");
+        tracing::warn!(next_hop = %from.0, transport = from.1.as_str(), "next hop answers its probes again: new calls go to it");
         true
     }
 
@@ -143,15 +151,15 @@ impl Probes {
     /// counted as sent.
     pub fn due(
         &self,
-        hops: &[SocketAddr],
-        paused: impl Fn(&SocketAddr) -> bool,
+        hops: &[Key],
+        paused: impl Fn(&Key) -> bool,
         every_ms: u64,
         now_ms: u64,
-    ) -> Vec<SocketAddr> {
+    ) -> Vec<Key> {
         let Ok(mut map) = self.hops.lock() else {
             return vec![];
         };
-        let wanted = |a: &SocketAddr| every_ms > 0 && hops.contains(a);
+        let wanted = |a: &Key| every_ms > 0 && hops.contains(a);
         map.retain(|a, _| {
             let keep = wanted(a);
             if !keep {
@@ -176,10 +184,10 @@ impl Probes {
             }
             if h.watch.lost() && !self.down.contains_key(&a) {
                 self.down.insert(a, ());
-                tracing::warn!(next_hop = %a, probes = h.watch.unanswered, "next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
+                tracing::warn!(next_hop = %a.0, transport = a.1.as_str(), probes = h.watch.unanswered, "next hop answers no probe: marked down, its new calls are answered 503 until it answers again");
             } else if h.watch.silent() && !h.said_silent {
                 h.said_silent = true;
-                tracing::warn!(next_hop = %a, "next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
+                tracing::warn!(next_hop = %a.0, transport = a.1.as_str(), "next hop has answered none of its OPTIONS probes: it is not watched (it may ignore OPTIONS); probes go on");
             }
             h.sent_ms = now_ms;
             h.watch.sent();
@@ -201,14 +209,17 @@ struct NextHop {
     from: Option<ListenSpec>,
 }
 
-/// The next hops of the running policy, each once.
+/// The next hops of the running policy, each once per transport.
 fn next_hops(shared: &Shared) -> Vec<NextHop> {
     let l = shared.loaded.load();
     let mut out: Vec<NextHop> = vec![];
     for t in &l.policy.trunks {
         let Some(n) = t.next_hop else { continue };
         let key = crate::canonical(n.addr);
-        if out.iter().any(|o| o.key == key) {
+        if out
+            .iter()
+            .any(|o| o.key == key && o.transport == n.transport)
+        {
             continue;
         }
         let from = t
@@ -242,21 +253,22 @@ pub async fn run(shared: Arc<Shared>, udps: Udps) {
         let hops = next_hops(&shared);
         // A TCP next hop whose connection fails is down by that, and retried every
         // second: probes wait for a connection, and start afresh on it.
-        let addrs: Vec<SocketAddr> = hops.iter().map(|h| h.key).collect();
-        let paused = |a: &SocketAddr| {
+        let keys: Vec<Key> = hops.iter().map(|h| (h.key, h.transport)).collect();
+        let paused = |k: &Key| {
             hops.iter().any(|h| {
-                h.key == *a
+                (h.key, h.transport) == *k
                     && h.transport == Transport::Tcp
                     && shared.tcp_down.contains_key(&h.addr)
             })
         };
         let now = crate::cli::now_ms();
-        let due = shared.probes.due(&addrs, paused, every_ms, now);
+        let due = shared.probes.due(&keys, paused, every_ms, now);
         shared.count_next_hops_down();
-        for to in due {
-            let Some(h) = hops.iter().find(|h| h.key == to) else {
+        for k in due {
+            let Some(h) = hops.iter().find(|h| (h.key, h.transport) == k) else {
                 continue;
             };
+            let to = h.key;
             n += 1;
             out.clear();
             if h.transport == Transport::Tcp {
@@ -297,9 +309,9 @@ mod tests {
     #[test]
     fn a_next_hop_is_down_after_three_lost_probes_and_up_at_an_answer() {
         let p = Probes::default();
-        let (core, mute): (SocketAddr, SocketAddr) = (
-            "10.0.0.5:5060".parse().unwrap(),
-            "10.0.0.6:5060".parse().unwrap(),
+        let (core, mute): (Key, Key) = (
+            ("10.0.0.5:5060".parse().unwrap(), Transport::Udp),
+            ("10.0.0.6:5060".parse().unwrap(), Transport::Udp),
         );
         let hops = [core, mute];
         let every = 10_000;
@@ -307,29 +319,32 @@ mod tests {
         assert_eq!(p.due(&hops, |_| false, every, t), hops);
         // Not due again before `every`.
         assert!(p.due(&hops, |_| false, every, t + 5_000).is_empty());
-        assert!(!p.answered(core));
+        assert!(!p.answered(core.0, core.1));
         for _ in 0..LOST {
             t += every;
             assert_eq!(p.due(&hops, |_| false, every, t), hops);
-            assert!(!p.is_down(core) && !p.is_down(mute));
+            assert!(!p.is_down(core.0, core.1) && !p.is_down(mute.0, mute.1));
         }
         t += every;
         p.due(&hops, |_| false, every, t);
-        assert!(p.is_down(core), "three probes lost after an answer");
-        assert!(!p.is_down(mute), "never answered: not watched");
+        assert!(
+            p.is_down(core.0, core.1),
+            "three probes lost after an answer"
+        );
+        assert!(!p.is_down(mute.0, mute.1), "never answered: not watched");
         assert_eq!(p.down_count(), 1);
         // An IPv4 answer seen on a dual-stack socket is the same next hop.
-        assert!(p.answered("[::ffff:10.0.0.5]:5060".parse().unwrap()));
-        assert!(!p.is_down(core));
+        assert!(p.answered("[::ffff:10.0.0.5]:5060".parse().unwrap(), Transport::Udp));
+        assert!(!p.is_down(core.0, core.1));
         assert_eq!(p.down_count(), 0);
         // Down again, then gone from the policy (or probes turned off): forgotten.
         for _ in 0..=LOST {
             t += every;
             p.due(&hops, |_| false, every, t);
         }
-        assert!(p.is_down(core));
+        assert!(p.is_down(core.0, core.1));
         assert!(p.due(&hops, |_| false, 0, t + every).is_empty());
-        assert!(!p.is_down(core));
+        assert!(!p.is_down(core.0, core.1));
         assert_eq!(p.down_count(), 0);
     }
 
@@ -341,30 +356,33 @@ mod tests {
     #[test]
     fn a_reconnected_next_hop_is_watched_as_before() {
         let p = Probes::default();
-        let core: SocketAddr = "10.0.0.5:5060".parse().unwrap();
+        let core: Key = ("10.0.0.5:5060".parse().unwrap(), Transport::Tcp);
         let (every, mut t) = (2_000, 1_000_000);
         assert_eq!(p.due(&[core], |_| false, every, t), [core]);
-        p.answered(core);
+        p.answered(core.0, core.1);
         for _ in 0..=LOST {
             t += every - 3;
             assert_eq!(p.due(&[core], |_| false, every, t), [core], "early by 3 ms");
         }
-        assert!(p.is_down(core));
+        assert!(p.is_down(core.0, core.1));
         // Its connection fails: paused, not marked down by its probes meanwhile.
-        assert!(p.start_afresh(core));
-        assert!(!p.is_down(core));
+        assert!(p.start_afresh(core.0));
+        assert!(!p.is_down(core.0, core.1));
         for _ in 0..=LOST {
             t += every;
             assert!(p.due(&[core], |_| true, every, t).is_empty());
         }
-        assert!(!p.is_down(core));
+        assert!(!p.is_down(core.0, core.1));
         // Connected anew, and hung: down again after three unanswered.
-        assert!(!p.start_afresh(core));
+        assert!(!p.start_afresh(core.0));
         for _ in 0..=LOST {
             t += every;
-            assert!(!p.is_down(core));
+            assert!(!p.is_down(core.0, core.1));
             p.due(&[core], |_| false, every, t);
         }
-        assert!(p.is_down(core), "answered before the restart: watched");
+        assert!(
+            p.is_down(core.0, core.1),
+            "answered before the restart: watched"
+        );
     }
 }

@@ -88,9 +88,10 @@ pub trait NextHops: Sync {
     fn some_down(&self) -> bool {
         false
     }
-    /// Whether the next hop `to` has stopped answering the OPTIONS probes (`[proxy]
-    /// probe_secs`): new calls for it are answered 503 ([`NEXT_HOP_SILENT`]).
-    fn silent(&self, _to: SocketAddr) -> bool {
+    /// Whether the next hop `to`, reached over `transport`, has stopped answering the
+    /// OPTIONS probes (`[proxy] probe_secs`): new calls for it are answered 503
+    /// ([`NEXT_HOP_SILENT`]).
+    fn silent(&self, _to: SocketAddr, _transport: Transport) -> bool {
         false
     }
 }
@@ -468,11 +469,15 @@ fn handle_parsed(
         && let Some(why) = match next.transport {
             // A TCP core that hangs with its connection open (stopped, or its
             // process wedged) fails no connection: only its probes find it (QA 127 N6).
-            Transport::Tcp => st
+            Transport::Tcp => st.next_hops.refuses(next.addr, o.local.addr).or_else(|| {
+                st.next_hops
+                    .silent(next.addr, Transport::Tcp)
+                    .then_some(NEXT_HOP_SILENT)
+            }),
+            Transport::Udp => st
                 .next_hops
-                .refuses(next.addr, o.local.addr)
-                .or_else(|| st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT)),
-            Transport::Udp => st.next_hops.silent(next.addr).then_some(NEXT_HOP_SILENT),
+                .silent(next.addr, Transport::Udp)
+                .then_some(NEXT_HOP_SILENT),
         }
     {
         // A retransmission of a call sent before the next hop was marked down ends
@@ -2087,7 +2092,7 @@ record_route = true
         fn some_down(&self) -> bool {
             true
         }
-        fn silent(&self, to: SocketAddr) -> bool {
+        fn silent(&self, to: SocketAddr, _transport: Transport) -> bool {
             to == "10.0.0.5:5060".parse().unwrap()
         }
     }
@@ -2211,7 +2216,7 @@ record_route = true
         // 127); the core found down does.
         let (h, out) = run(600_000, false, peer, &peer_invite("o4"));
         full(&h, &out);
-        let behind = p.trunks_behind(core.parse().unwrap());
+        let behind = p.trunks_behind(core.parse().unwrap(), None);
         assert!(!behind.is_empty());
         // Found down, but the BYE went unanswered before the outage's window: the live
         // core's silence, not the outage's (QA 128).
@@ -2258,7 +2263,7 @@ record_route = true
             fn some_down(&self) -> bool {
                 true
             }
-            fn silent(&self, _to: SocketAddr) -> bool {
+            fn silent(&self, _to: SocketAddr, _transport: Transport) -> bool {
                 false
             }
         }

@@ -243,7 +243,7 @@ pub fn handle_one(
         Observed::CoreRefused(code) => shared.metrics.core_refused(code),
         Observed::Flow(event) => shared.metrics.nat_flow(event),
         Observed::ProbeAnswer(from) => {
-            if shared.probes.answered(from) {
+            if shared.probes.answered(from, o.local.transport) {
                 shared.count_next_hops_down();
             }
         }

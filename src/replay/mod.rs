@@ -89,7 +89,8 @@ pub struct Replayer<'p> {
     state_answered: std::collections::HashSet<u64, ahash::RandomState>,
     /// The gateway's probes of its next hops as the capture shows them, and whether
     /// they mark it down ([`crate::proxy::probe::Watch`]'s rule).
-    probes: HashMap<std::net::SocketAddr, (crate::proxy::probe::Watch, bool), ahash::RandomState>,
+    probes:
+        HashMap<crate::proxy::probe::Key, (crate::proxy::probe::Watch, bool), ahash::RandomState>,
     /// Capture time of the last housekeeping of the counters (every 10 s, as the
     /// proxy's tick).
     housekept_ms: u64,
@@ -491,7 +492,7 @@ impl<'p> Replayer<'p> {
                     .to_tag()
                     .is_some_and(|t| t == &crate::sip::response::stable_tag(&msg)[..]);
             if crate::proxy::stateless::is_probe(&msg) {
-                self.probe_seen(&msg, src, dst, ts_ms);
+                self.probe_seen(&msg, (src, dst, transport), ts_ms);
             }
             let for_state = ours && msg.status() == Some(503) && for_gateway_state(&msg);
             if !own_answer {
@@ -617,14 +618,14 @@ impl Replayer<'_> {
             .and_then(|t| self.policy.trunks[t].next_hop)
             .filter(|_| for_next_hop_down(msg))
         {
-            self.ended_behind(next.addr, ts_ms);
+            self.ended_behind((next.addr, next.transport), ts_ms);
         }
     }
 
     /// Ends the calls behind the next hop `next` found down whose caller's BYE it left
     /// unanswered within the outage's window.
-    fn ended_behind(&self, next: std::net::SocketAddr, ts_ms: u64) {
-        let behind = self.policy.trunks_behind(next);
+    fn ended_behind(&self, next: crate::proxy::probe::Key, ts_ms: u64) {
+        let behind = self.policy.trunks_behind(next.0, Some(next.1));
         let since = ts_ms.saturating_sub(self.policy.bye_window_ms());
         behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &behind, since);
     }
@@ -638,19 +639,24 @@ impl Replayer<'_> {
     fn probe_seen(
         &mut self,
         msg: &Message,
-        src: std::net::SocketAddr,
-        dst: std::net::SocketAddr,
+        (src, dst, transport): (
+            std::net::SocketAddr,
+            std::net::SocketAddr,
+            crate::policy::config::Transport,
+        ),
         ts_ms: u64,
     ) {
         if msg.is_request() && self.policy.is_next_hop(&dst) {
-            let (watch, down) = self.probes.entry(crate::canonical(dst)).or_default();
+            let key = (crate::canonical(dst), transport);
+            let (watch, down) = self.probes.entry(key).or_default();
             *down |= watch.lost();
             watch.sent();
             if *down {
-                self.ended_behind(dst, ts_ms);
+                self.ended_behind(key, ts_ms);
             }
         } else if !msg.is_request() && self.policy.is_next_hop(&src) {
-            let (watch, down) = self.probes.entry(crate::canonical(src)).or_default();
+            let key = (crate::canonical(src), transport);
+            let (watch, down) = self.probes.entry(key).or_default();
             watch.answered();
             *down = false;
         }
