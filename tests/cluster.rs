@@ -1632,7 +1632,11 @@ fn a_stop_that_hands_its_calls_over_leaves_the_shared_count() {
         gw.signal("TERM");
         assert!(gw.proc.0.wait().unwrap().success());
         let written = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(written.lines().count(), 4, "{written}");
+        assert_eq!(
+            written.lines().count(),
+            5,
+            "form, field, stop time, two calls: {written}"
+        );
         assert!(written.contains(&format!("\nfield {field}\n")), "{written}");
         // Still counted by the others after the staleness bound (2 s).
         std::thread::sleep(std::time::Duration::from_millis(2500));

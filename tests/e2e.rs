@@ -655,7 +655,11 @@ fn calls_up_keep_their_places_across_a_restart() {
     proxy.signal("TERM");
     assert!(proxy.proc.0.wait().unwrap().success());
     let written = std::fs::read_to_string(&file).expect("the calls file written at the stop");
-    assert_eq!(written.lines().count(), 2, "{written}");
+    assert_eq!(
+        written.lines().count(),
+        3,
+        "form, stop time, one call: {written}"
+    );
     drop(proxy);
     let proxy = Proxy::start(&cfg, 1);
     assert!(!file.exists(), "read once, then removed");
@@ -742,7 +746,11 @@ fn a_second_gateway_on_one_calls_file_leaves_it_alone() {
     let mut first = first;
     assert!(first.proc.0.wait().unwrap().success());
     let written = std::fs::read_to_string(&file).expect("the first's calls written");
-    assert_eq!(written.lines().count(), 2, "{written}");
+    assert_eq!(
+        written.lines().count(),
+        3,
+        "form, stop time, one call: {written}"
+    );
     assert!(
         !first
             .stderr

@@ -5778,6 +5778,30 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
             e.starts_with("p.toml:2: ") && e.contains("is a directory, not a file"),
             "{e}"
         );
+        // QA 137: a file that is not a calls file (the policy's own, a list) would be
+        // removed at start and replaced at the stop; a calls file, or an empty one, is
+        // taken.
+        let policy = "[proxy]\ncalls_file = \"p.toml\"\n";
+        std::fs::write(dir.path().join("p.toml"), policy).unwrap();
+        let e = Policy::load(&dir.path().join("p.toml"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("p.toml:2: ") && e.contains("names a file that is not a calls file"),
+            "{e}"
+        );
+        for (text, ok) in [
+            ("", true),
+            ("sipfence calls up, v1\nstopped 5\n", true),
+            ("sipfence calls up, v1", true),
+            ("sipfence calls up, v10\n", false),
+            ("+8613800000001\n", false),
+        ] {
+            std::fs::write(dir.path().join("calls"), text).unwrap();
+            let p = Policy::from_str("[proxy]\ncalls_file = \"calls\"\n", "p.toml", dir.path());
+            assert_eq!(p.is_ok(), ok, "{text:?}");
+        }
     }
     // `check` shows the contract's terms as read, and Redis without its password.
     let summary = policy_of(&format!(

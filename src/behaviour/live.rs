@@ -222,6 +222,7 @@ impl LiveCalls {
         if let Some(f) = field {
             out.push_str(&format!("field {f}\n"));
         }
+        out.push_str(&format!("stopped {now_ms}\n"));
         for (k, l) in &t.calls {
             out.push_str(&format!(
                 "{k} {} {} {} {}\n",
@@ -241,7 +242,9 @@ impl LiveCalls {
     /// already is kept as it is. Nothing is taken from a text with a line that is not
     /// as written, nor one no stop could have written (a deadline further than a call
     /// has, a BYE after now: QA 134, a hand-edited deadline a century on held a place
-    /// for ever): the line (from 1) and why.
+    /// for ever): the line (from 1) and why. A file whose stop was more than
+    /// [`STALE_MS`] ago gives none (QA 137: a gateway stopped for hours came back with
+    /// its channels held by calls whose BYEs it could not have seen).
     pub fn restore(
         &self,
         text: &str,
@@ -268,6 +271,27 @@ impl LiveCalls {
             }
             lines.next();
         }
+        let mut stopped = None;
+        if let Some((i, l)) = lines.peek().copied()
+            && let Some(v) = l.strip_prefix("stopped ")
+        {
+            match v
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| v.parse::<u64>().ok())
+                .flatten()
+            {
+                Some(at) if at <= now_ms + CLOCK_SLACK_MS => stopped = Some(at),
+                _ => {
+                    return Err((
+                        i + 1,
+                        "a stop time after now, or not in digits: no stop wrote this".into(),
+                    ));
+                }
+            }
+            lines.next();
+        }
+        let stale = stopped.is_some_and(|at| now_ms.saturating_sub(at) > STALE_MS);
         let mut calls = vec![];
         for (i, line) in lines {
             let f: Vec<&str> = line.split(' ').collect();
@@ -317,9 +341,14 @@ impl LiveCalls {
         }
         let max: usize = limited.iter().map(|&(_, n)| n as usize).sum();
         let mut t = self.lock();
-        let mut r = Restored::default();
+        let mut r = Restored {
+            age_ms: stopped.map(|at| now_ms.saturating_sub(at)),
+            ..Restored::default()
+        };
         for (k, l) in calls {
-            if l.deadline_ms <= now_ms {
+            if stale {
+                r.stale += 1;
+            } else if l.deadline_ms <= now_ms {
                 r.ended += 1;
             } else if !limited.iter().any(|&(id, _)| id == l.trunk) {
                 r.unlimited += 1;
@@ -352,6 +381,37 @@ pub fn field_in(text: &str) -> Option<&str> {
 /// The first line of a calls file ([`LiveCalls::save`]).
 const CALLS_FORM: &str = "sipfence calls up, v1";
 
+/// A calls file written longer ago than this is stale: its calls are not counted. A
+/// gateway down that long has missed the BYEs of the calls that ended meanwhile (a
+/// caller retries its BYE for 32 s, then gives up), and counting them to their
+/// four-hour deadline would refuse calls for hours; a restart, drain included, takes
+/// less.
+pub const STALE_MS: u64 = 10 * 60_000;
+
+/// How far ahead of this process's clock a stop time may be (a clock stepped back
+/// between the stop and the start).
+const CLOCK_SLACK_MS: u64 = 60_000;
+
+/// Whether `head`, the first bytes of a file, is a calls file's or nothing: a file that
+/// is neither is someone else's, which a start must not remove nor a stop replace (QA
+/// 137: `calls_file` naming the policy's own file removed it, and the next start had no
+/// policy).
+pub fn foreign(head: &[u8]) -> bool {
+    let form = CALLS_FORM.as_bytes();
+    let ours =
+        head.starts_with(form) && matches!(head.get(form.len()), None | Some(b'\n') | Some(b'\r'));
+    !(head.is_empty() || ours)
+}
+
+/// [`foreign`] of the file at `path` (one that cannot be read: no).
+pub fn foreign_file(path: &str) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .is_ok_and(|_| foreign(&head))
+}
+
 /// What [`LiveCalls::restore`] did with a file's calls: each is in one count, so that
 /// the log accounts for every line (QA 135: the calls left out were not said).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +424,17 @@ pub struct Restored {
     pub unlimited: usize,
     /// Beyond the limits' sum (no stop writes that many).
     pub beyond: usize,
+    /// Not counted: the file is older than [`STALE_MS`].
+    pub stale: usize,
+    /// How long ago the stop wrote it (a file without its stop time: unknown).
+    pub age_ms: Option<u64>,
+}
+
+impl Restored {
+    /// Calls of the file not counted.
+    pub fn left_out(&self) -> usize {
+        self.ended + self.unlimited + self.beyond + self.stale
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +509,37 @@ mod tests {
             fresh.restore("calls\n", 0, &limited).map_err(|e| e.0),
             Err(1)
         );
+        // Written longer ago than a restart takes: none counted, each said stale.
+        let (saved, _) = l.save(100, Some("gw0:cafe"));
+        assert!(saved.contains("\nstopped 100\n"), "{saved}");
+        let late = LiveCalls::new();
+        assert_eq!(
+            late.restore(&saved, 100 + STALE_MS + 1, &limited)
+                .map(|r| (r.counted, r.stale, r.age_ms)),
+            Ok((0, 3, Some(STALE_MS + 1)))
+        );
+        assert_eq!(late.up(7), 0);
+        assert_eq!(
+            taken(&LiveCalls::new(), &saved, 100 + STALE_MS, &limited),
+            Ok((1, 2, 0, 0))
+        );
+        // A stop after now is no stop's, beyond a clock's slack.
+        assert_eq!(
+            LiveCalls::new()
+                .restore(&saved, 95, &limited)
+                .map(|r| r.counted),
+            Ok(3)
+        );
+        let future = saved.replace("stopped 100\n", "stopped 90000\n");
+        assert_eq!(
+            LiveCalls::new()
+                .restore(&future, 0, &limited)
+                .map_err(|e| e.0),
+            Err(3)
+        );
+        // Someone else's file is foreign; a calls file or nothing is not.
+        assert!(!foreign(b"") && !foreign(saved.as_bytes()) && !foreign(CALLS_FORM.as_bytes()));
+        assert!(foreign(b"[general]\n") && foreign(b"sipfence calls up, v12\n"));
         // Deadlines no stop could have written.
         for line in [
             format!("5 7 1 {} 0", 200 + ANSWERED_MS + 1),

@@ -1145,6 +1145,19 @@ impl Policy {
                 ),
             ));
         }
+        // Removed at start and replaced at a stop: another file there (the policy's own,
+        // a list: QA 137) would be lost.
+        if !cfg.proxy.calls_file.is_empty()
+            && crate::behaviour::live::foreign_file(&cfg.proxy.calls_file)
+        {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "[proxy] calls_file '{}' names a file that is not a calls file: it would be removed at start and replaced at the stop",
+                    cfg.proxy.calls_file
+                ),
+            ));
+        }
         // `run` creates it; one that stands as a file could never be.
         if !cfg.records.dir.is_empty()
             && Path::new(&cfg.records.dir)

@@ -1433,6 +1433,14 @@ fn restore_calls(shared: &Shared) {
             return;
         }
     };
+    // Checked with the config too; a file put there since is left alone all the same.
+    if crate::behaviour::live::foreign(text.as_bytes()) {
+        tracing::error!(
+            file = path,
+            "[proxy] calls_file names a file that is not a calls file: it is left alone, and the calls up at the stop will not be kept"
+        );
+        return;
+    }
     let limited: Vec<(u64, u32)> = l
         .policy
         .limited_trunks()
@@ -1443,12 +1451,23 @@ fn restore_calls(shared: &Shared) {
         .live()
         .restore(&text, crate::cli::now_ms(), &limited)
     {
-        Ok(r) => tracing::info!(
+        Ok(r) if r.stale > 0 => tracing::warn!(
+            file = path,
+            calls = r.stale,
+            minutes_ago = r.age_ms.unwrap_or(0) / 60_000,
+            "the calls file was written longer ago than a restart takes: its calls are not counted (the BYEs of those that ended meanwhile were never seen)"
+        ),
+        Ok(r) if r.left_out() > 0 => tracing::warn!(
             file = path,
             calls = r.counted,
             ended_meanwhile = r.ended,
             trunk_not_limited = r.unlimited,
             beyond_limits = r.beyond,
+            "the calls up at the last stop are counted again, but not all of them"
+        ),
+        Ok(r) => tracing::info!(
+            file = path,
+            calls = r.counted,
             "the calls up at the last stop are counted again"
         ),
         Err((line, why)) => {
@@ -1528,9 +1547,23 @@ async fn save_calls(shared: &Shared) {
         .behaviour
         .live()
         .save(crate::cli::now_ms(), field.as_deref());
+    if crate::behaviour::live::foreign_file(path) {
+        tracing::error!(
+            file = path,
+            "[proxy] calls_file names a file that is not a calls file: not replaced, and the calls up are not kept for the next start"
+        );
+        return;
+    }
     let tmp = format!("{path}.tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-        tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts none of them");
+        let _ = std::fs::remove_file(&tmp);
+        if std::path::Path::new(path).exists() {
+            // The start could not remove it (QA 137: the next start counted its calls
+            // again, while this said none).
+            tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts the calls of the file the last start left there instead");
+        } else {
+            tracing::warn!(file = path, error = %e, "cannot write the calls up: the next start counts none of them");
+        }
         return;
     }
     tracing::info!(
