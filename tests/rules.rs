@@ -3071,6 +3071,23 @@ fn config_errors_name_file_and_line() {
         "{:?}",
         sipfence::policy::lint::warnings(&p)
     );
+    // QA 139: an IPv6 source whose last group reads like a SIP port is the address it
+    // spells, and said so; one in brackets with its port, or another last group, is not.
+    let said = |sources: &str| {
+        let p = policy(&format!(
+            "[[trunk]]\nname = \"v6\"\nrole = \"interconnect\"\nsources = [{sources}]"
+        ));
+        sipfence::policy::lint::warnings(&p)
+            .into_iter()
+            .filter(|w| w.contains("is read as one IPv6 address"))
+            .collect::<Vec<_>>()
+    };
+    let w = said("\"fd00::100:5060\"");
+    assert!(
+        w.len() == 1 && w[0].contains("fd00::100:5060") && w[0].contains("[ADDRESS]:5060"),
+        "{w:?}"
+    );
+    assert!(said("\"[fd00::100]:5060\", \"fd00::100:1\", \"fd00::5060/64\"").is_empty());
     // A network with a port.
     let p = policy(
         "[[trunk]]\nname = \"np\"\nrole = \"interconnect\"\nsources = [\"10.1.0.0/16:5061\", \"[2001:db8::/32]:5062\"]",

@@ -278,6 +278,17 @@ impl std::fmt::Display for SourceSpec {
     }
 }
 
+/// What an address with a zone id (`fe80::1%eth0`) is told (QA 139: only "not an
+/// address" was said): link-local addresses are tied to one link, and a gateway's
+/// peers and core are reached by global or unique-local ones.
+fn zone_said(s: &str) -> &'static str {
+    if s.contains('%') {
+        ": zone ids (%eth0) are not taken; use a global or unique-local address"
+    } else {
+        ""
+    }
+}
+
 impl SourceSpec {
     pub fn parse(s: &str) -> Result<SourceSpec, String> {
         let s = s.trim();
@@ -314,7 +325,7 @@ impl SourceSpec {
             None => (net_text, None),
         };
         let net: IpAddr = ip.parse().map_err(|_| {
-            format!("'{s}' is not an IP address, network or address:port (network:port as 10.1.0.0/16:5061 or [2001:db8::/32]:5061)")
+            format!("'{s}' is not an IP address, network or address:port (network:port as 10.1.0.0/16:5061 or [2001:db8::/32]:5061){}", zone_said(s))
         })?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -447,7 +458,7 @@ impl ListenSpec {
         };
         let addr: SocketAddr = a
             .parse()
-            .map_err(|_| format!("'{s}': '{a}' is not an address:port"))?;
+            .map_err(|_| format!("'{s}': '{a}' is not an address:port{}", zone_said(a)))?;
         // `[::ffff:10.1.2.3]:5060` is the IPv4 address: sent to, bound and compared as
         // such (an IPv4 socket cannot send to the mapped form, and peers are matched by
         // their canonical address).

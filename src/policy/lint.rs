@@ -236,6 +236,27 @@ pub fn warnings(p: &Policy) -> Vec<String> {
         );
     }
     for t in &p.trunks {
+        // `fd00::100:5060` is an IPv6 address whose last group reads like a SIP port: the
+        // port of an IPv6 source is written `[fd00::100]:5060` (QA 139: taken as the
+        // address, the trunk never matched its peer).
+        let ports: Vec<u16> = [5060, 5061]
+            .into_iter()
+            .chain(t.listen.iter().map(|l| l.addr.port()))
+            .chain(t.next_hop.map(|n| n.addr.port()))
+            .collect();
+        for s in &t.sources {
+            if let (std::net::IpAddr::V6(a), 128, None) = (s.net, s.prefix, s.port) {
+                let last = format!("{:x}", a.segments()[7]);
+                if last.bytes().all(|c| c.is_ascii_digit())
+                    && last.parse::<u16>().is_ok_and(|n| ports.contains(&n))
+                {
+                    out.push(format!(
+                        "trunk '{}': source {a} is read as one IPv6 address, ending in :{last}; if :{last} is a port, write the address in brackets, [ADDRESS]:{last}",
+                        t.name
+                    ));
+                }
+            }
+        }
         // Harmless (one socket serves both) but a sign of a typo for another address.
         for (i, l) in t.listen.iter().enumerate() {
             if t.listen[..i].contains(l) {

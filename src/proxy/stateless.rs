@@ -1722,12 +1722,17 @@ pub fn bad_request_for(
             _ => {}
         }
     }
-    let (top_at, top_value, top_via) = top?;
+    // A request whose every Via is unreadable (an IPv6 address without its brackets,
+    // QA 139) is answered too, where it came from, its Vias as they came: silence left
+    // its sender retransmitting to its timeout.
+    if top.is_none() && vias.is_empty() {
+        return None;
+    }
     // As [`dest_for_response`]: the source port with rport, or from behind a NAT.
-    let (rport, port) = (
-        top_via.rport.is_some() || natted_via(top_value, &top_via, source),
-        top_via.port,
-    );
+    let (rport, port) = match &top {
+        Some((_, v, x)) => (x.rport.is_some() || natted_via(v, x, source), x.port),
+        None => (true, None),
+    };
     let code = bad_request_code(e);
     let why = if code == 513 {
         format!("Message larger than {} bytes", crate::sip::MAX_MESSAGE)
@@ -1742,9 +1747,11 @@ pub fn bad_request_for(
     // As every answer of ours (RFC 3261 8.2.6.2, RFC 3581 4): the top Via told where the
     // request came from, a To-tag the same for its retransmissions, Server.
     for (i, l) in vias.iter().enumerate() {
-        if i == 0 && top_at == 0 {
+        if i == 0
+            && let Some((0, top_value, top_via)) = &top
+        {
             let whole = Span::new(0, top_value.len());
-            response::push_top_via(out, top_value, whole, &top_via, source);
+            response::push_top_via(out, top_value, whole, top_via, source);
         } else {
             push_printable(out, l);
             out.extend_from_slice(b"\r\n");
@@ -2896,6 +2903,20 @@ record_route = true
             "{out}"
         );
         crate::sip::Message::parse(Bytes::from(out)).expect("the 400 parses");
+        // No Via that can be read (QA 139: an IPv6 address without its brackets): the
+        // answer goes where the request came from, its Via as it came.
+        let v6 = req("INVITE", "<sip:+8613812345678@198.51.100.7>").replace(
+            "Via: SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-lc;rport",
+            "Via: SIP/2.0/UDP fd00::100:5070;branch=z9hG4bK-lc",
+        );
+        let (_, dest, out) = answer(&v6);
+        assert_eq!(dest, Some(Dest::Udp(src)));
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("SIP/2.0 400 Bad Request\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nVia: SIP/2.0/UDP fd00::100:5070;branch=z9hG4bK-lc\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
