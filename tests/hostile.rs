@@ -633,8 +633,24 @@ fn broken_requests_are_refused_counted_and_silent_to_strangers() {
         r.starts_with("SIP/2.0 400 ") && r.contains("Bad Via"),
         "{r}"
     );
+    // No Via that can be read at all (QA 139: an IPv6 address without its brackets):
+    // answered where it came from, not left to retransmit to its timeout.
+    let unreadable_via = bye
+        .replace("branch=z9hG4bK-cb", "branch=z9hG4bK-cu")
+        .replacen("Via: SIP/2.0/UDP ", "Via: SIP/2.0/UDP fd00::100:5060;x=", 1)
+        .replace("Max-Forwards: 0", "Max-Forwards: 70");
+    core.send_to(unreadable_via.as_bytes(), ("127.0.0.1", base))
+        .unwrap();
+    let n = core
+        .recv(&mut buf)
+        .expect("the core's BYE with an unreadable Via answered");
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        r.starts_with("SIP/2.0 400 ") && r.contains("Via: SIP/2.0/UDP fd00::100:5060;x="),
+        "{r}"
+    );
     let m = |s: &str| proxy.metric(s);
-    assert_eq!(m("sipfence_core_refusals_total{code=\"400\"}"), 2.0);
+    assert_eq!(m("sipfence_core_refusals_total{code=\"400\"}"), 3.0);
     assert_eq!(m("sipfence_core_refusals_total{code=\"483\"}"), 1.0);
     assert_eq!(m("sipfence_core_refusals_total{code=\"482\"}"), 0.0);
     for (trunk, code, n) in [

@@ -5809,7 +5809,7 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
             "{e}"
         );
         for (text, ok) in [
-            ("", true),
+            ("", false),
             ("sipfence calls up, v1\nstopped 5\n", true),
             ("sipfence calls up, v1", true),
             ("sipfence calls up, v10\n", false),

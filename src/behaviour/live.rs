@@ -245,10 +245,15 @@ impl LiveCalls {
     /// for ever): the line (from 1) and why. A file whose stop was more than
     /// [`STALE_MS`] ago gives none (QA 137: a gateway stopped for hours came back with
     /// its channels held by calls whose BYEs it could not have seen).
+    ///
+    /// `written_ms`: when the file was last written, by its file system, for a file
+    /// without its stop time (one an earlier version wrote: QA 140, its age was not
+    /// seen).
     pub fn restore(
         &self,
         text: &str,
         now_ms: u64,
+        written_ms: Option<u64>,
         limited: &[(u64, u32)],
     ) -> Result<Restored, (usize, String)> {
         let mut lines = text.lines().enumerate().peekable();
@@ -291,6 +296,7 @@ impl LiveCalls {
             }
             lines.next();
         }
+        let stopped = stopped.or(written_ms);
         let stale = stopped.is_some_and(|at| now_ms.saturating_sub(at) > STALE_MS);
         let mut calls = vec![];
         for (i, line) in lines {
@@ -392,15 +398,14 @@ pub const STALE_MS: u64 = 10 * 60_000;
 /// between the stop and the start).
 const CLOCK_SLACK_MS: u64 = 60_000;
 
-/// Whether `head`, the first bytes of a file, is a calls file's or nothing: a file that
-/// is neither is someone else's, which a start must not remove nor a stop replace (QA
-/// 137: `calls_file` naming the policy's own file removed it, and the next start had no
-/// policy).
+/// Whether `head`, the first bytes of a file, is not a calls file's: someone else's,
+/// which a start must not remove nor a stop replace (QA 137: `calls_file` naming the
+/// policy's own file removed it, and the next start had no policy). An empty file is
+/// someone else's too (QA 140: an empty list file was replaced): a stop writes its
+/// file whole, beside it, and renames it into place, so never leaves one empty.
 pub fn foreign(head: &[u8]) -> bool {
     let form = CALLS_FORM.as_bytes();
-    let ours =
-        head.starts_with(form) && matches!(head.get(form.len()), None | Some(b'\n') | Some(b'\r'));
-    !(head.is_empty() || ours)
+    !(head.starts_with(form) && matches!(head.get(form.len()), None | Some(b'\n') | Some(b'\r')))
 }
 
 /// [`foreign`] of the file at `path` (one that cannot be read: no).
@@ -455,14 +460,17 @@ mod tests {
         assert_eq!(n, 3);
         let next = LiveCalls::new();
         let limited = [(7, 2), (9, 1)];
-        assert_eq!(next.restore(&text, 200, &limited).map(|r| r.counted), Ok(3));
+        assert_eq!(
+            next.restore(&text, 200, None, &limited).map(|r| r.counted),
+            Ok(3)
+        );
         assert_eq!(field_in(&text), Some("gw0:cafe"));
         assert_eq!((next.up(7), next.up(9)), (2, 1));
         assert!(!next.admit(7, 4, 2, 300), "its places are taken");
         next.on_event(CallRef::call(1), Event::Bye, 400);
         assert!(next.admit(7, 4, 2, 400));
         let taken = |l: &LiveCalls, text: &str, now, limited: &[(u64, u32)]| {
-            l.restore(text, now, limited)
+            l.restore(text, now, None, limited)
                 .map(|r| (r.counted, r.ended, r.unlimited, r.beyond))
         };
         // Past the ringing calls' deadline, only the answered one comes back.
@@ -483,30 +491,36 @@ mod tests {
         let (plain, _) = l.save(100, None);
         assert_eq!(
             LiveCalls::new()
-                .restore(&plain, 200, &limited)
+                .restore(&plain, 200, None, &limited)
                 .map(|r| r.counted),
             Ok(3)
         );
         // The field name of a file whose calls are refused is still read.
         let broken = format!("{text}x\n");
-        assert!(LiveCalls::new().restore(&broken, 200, &limited).is_err());
+        assert!(
+            LiveCalls::new()
+                .restore(&broken, 200, None, &limited)
+                .is_err()
+        );
         assert_eq!(field_in(&broken), Some("gw0:cafe"));
         assert_eq!(field_in(&plain), None);
         let plus = plain.replacen(" 0\n", " +0\n", 1);
         assert!(
-            LiveCalls::new().restore(&plus, 200, &limited).is_err(),
+            LiveCalls::new()
+                .restore(&plus, 200, None, &limited)
+                .is_err(),
             "{plus}"
         );
         let bad = format!("{text}12 7 2 5 0\n");
         let lines = bad.lines().count();
         let fresh = LiveCalls::new();
         assert_eq!(
-            fresh.restore(&bad, 200, &limited).map_err(|e| e.0),
+            fresh.restore(&bad, 200, None, &limited).map_err(|e| e.0),
             Err(lines)
         );
         assert_eq!(fresh.up(7), 0, "nothing taken from a bad file");
         assert_eq!(
-            fresh.restore("calls\n", 0, &limited).map_err(|e| e.0),
+            fresh.restore("calls\n", 0, None, &limited).map_err(|e| e.0),
             Err(1)
         );
         // Written longer ago than a restart takes: none counted, each said stale.
@@ -514,7 +528,7 @@ mod tests {
         assert!(saved.contains("\nstopped 100\n"), "{saved}");
         let late = LiveCalls::new();
         assert_eq!(
-            late.restore(&saved, 100 + STALE_MS + 1, &limited)
+            late.restore(&saved, 100 + STALE_MS + 1, None, &limited)
                 .map(|r| (r.counted, r.stale, r.age_ms)),
             Ok((0, 3, Some(STALE_MS + 1)))
         );
@@ -526,20 +540,33 @@ mod tests {
         // A stop after now is no stop's, beyond a clock's slack.
         assert_eq!(
             LiveCalls::new()
-                .restore(&saved, 95, &limited)
+                .restore(&saved, 95, None, &limited)
                 .map(|r| r.counted),
             Ok(3)
         );
         let future = saved.replace("stopped 100\n", "stopped 90000\n");
         assert_eq!(
             LiveCalls::new()
-                .restore(&future, 0, &limited)
+                .restore(&future, 0, None, &limited)
                 .map_err(|e| e.0),
             Err(3)
         );
-        // Someone else's file is foreign; a calls file or nothing is not.
-        assert!(!foreign(b"") && !foreign(saved.as_bytes()) && !foreign(CALLS_FORM.as_bytes()));
-        assert!(foreign(b"[general]\n") && foreign(b"sipfence calls up, v12\n"));
+        // A file without its stop time (an earlier version's) is as old as the file
+        // system says it is.
+        let (old, _) = l.save(100, None);
+        let old = old.replace("stopped 100\n", "");
+        let at = |now, written| {
+            LiveCalls::new()
+                .restore(&old, now, written, &limited)
+                .map(|r| (r.counted, r.stale))
+        };
+        assert_eq!(at(200, Some(100)), Ok((3, 0)));
+        assert_eq!(at(200 + STALE_MS, Some(100)), Ok((0, 3)));
+        assert_eq!(at(200, None), Ok((3, 0)));
+        // Someone else's file is foreign, an empty one too (a list file waiting for
+        // entries); a calls file is not.
+        assert!(!foreign(saved.as_bytes()) && !foreign(CALLS_FORM.as_bytes()));
+        assert!(foreign(b"") && foreign(b"[general]\n") && foreign(b"sipfence calls up, v12\n"));
         // Deadlines no stop could have written.
         for line in [
             format!("5 7 1 {} 0", 200 + ANSWERED_MS + 1),
@@ -548,7 +575,7 @@ mod tests {
         ] {
             let text = format!("{CALLS_FORM}\n{line}\n");
             assert_eq!(
-                fresh.restore(&text, 200, &limited).map_err(|e| e.0),
+                fresh.restore(&text, 200, None, &limited).map_err(|e| e.0),
                 Err(2),
                 "{line}"
             );

@@ -1957,6 +1957,13 @@ impl Policy {
                 l.heap_bytes() / 1024
             );
         }
+        if !self.proxy.calls_file.is_empty() {
+            let _ = writeln!(
+                s,
+                "  calls file: {} (the calls up, kept from a stop to the next start)",
+                self.proxy.calls_file
+            );
+        }
         if !self.redis.url.is_empty() {
             let _ = writeln!(
                 s,

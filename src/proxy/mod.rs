@@ -1446,10 +1446,16 @@ fn restore_calls(shared: &Shared) {
         .limited_trunks()
         .map(|(t, max)| (t.id, max))
         .collect();
+    // A file an earlier version wrote holds no stop time: its own date stands in.
+    let written = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
     match shared
         .behaviour
         .live()
-        .restore(&text, crate::cli::now_ms(), &limited)
+        .restore(&text, crate::cli::now_ms(), written, &limited)
     {
         Ok(r) if r.stale > 0 => tracing::warn!(
             file = path,

@@ -91,13 +91,15 @@ impl ParseError {
             header: Some(name),
         }
     }
-    /// Whether the sender can be told (a request whose start line and Via were readable
-    /// gets a 400; anything else is dropped and counted).
+    /// Whether the sender can be told (a request whose start line was readable gets a
+    /// 400, where its top Via says or, when no Via can be read, where it came from: QA
+    /// 139, an IPv6 Via without brackets was left unanswered; anything else is dropped
+    /// and counted).
     pub fn answerable(&self) -> bool {
         !matches!(
             self.kind,
             ErrorKind::Truncated | ErrorKind::BadStartLine | ErrorKind::TooLarge
-        ) && self.header != Some(super::HeaderName::Via)
+        )
     }
 }
 
