@@ -610,6 +610,24 @@ fn a_bye_a_dead_core_never_answered_frees_its_place() {
     core_side.join().unwrap();
 }
 
+/// The test policy with `[proxy] calls_file` and the `ic` trunk limited to `max` calls.
+fn calls_file_config(base: u16, file: &std::path::Path, max: u32) -> String {
+    let cfg = config(
+        base,
+        &format!("[proxy]\ncalls_file = \"{}\"\n", file.display()),
+    )
+    .replacen(
+        &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
+        &format!(
+            "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = {max}\nrecord_route = true\n",
+            base + 4
+        ),
+        1,
+    );
+    assert!(cfg.contains("max_concurrent_calls = "), "{cfg}");
+    cfg
+}
+
 /// `[proxy] calls_file`: a restart gives away no place of a call that goes on through
 /// it (QA 132: after a gateway's restart its calls were counted nowhere, and the trunk's
 /// cap let in as many again). The call up at the stop holds its place in the next
@@ -621,19 +639,7 @@ fn calls_up_keep_their_places_across_a_restart() {
     let base = port_block();
     let state = tempfile::tempdir().unwrap();
     let file = state.path().join("calls");
-    let cfg = config(
-        base,
-        &format!("[proxy]\ncalls_file = \"{}\"\n", file.display()),
-    )
-    .replacen(
-        &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
-        &format!(
-            "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = 1\nrecord_route = true\n",
-            base + 4
-        ),
-        1,
-    );
-    assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
+    let cfg = calls_file_config(base, &file, 1);
     let stop = Arc::new(AtomicBool::new(false));
     let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
         let answer = common::answer_as_uas(m, "200 OK").replacen(
@@ -690,20 +696,7 @@ fn a_second_gateway_on_one_calls_file_leaves_it_alone() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let state = tempfile::tempdir().unwrap();
     let file = state.path().join("calls");
-    let limited = |base: u16| {
-        config(
-            base,
-            &format!("[proxy]\ncalls_file = \"{}\"\n", file.display()),
-        )
-        .replacen(
-            &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
-            &format!(
-                "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = 2\nrecord_route = true\n",
-                base + 4
-            ),
-            1,
-        )
-    };
+    let limited = |base: u16| calls_file_config(base, &file, 2);
     let (a, b) = (port_block(), port_block());
     let stop = Arc::new(AtomicBool::new(false));
     let core_side = udp_core(a + 10, stop.clone(), move |m, from, core| {
