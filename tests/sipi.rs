@@ -780,6 +780,24 @@ fn generic_number_deleted_from_the_iam() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(v["output_hex"], hex.as_str());
+    // A folded Content-Length is printed as the proxy sends it: unfolded, recounted
+    // (QA 141: shown folded, the form a Kamailio core refuses).
+    let raw = &m.buf()[..m.len()];
+    let at = memchr::memmem::find(raw, b"\r\nContent-Length: ").unwrap();
+    let folded = [
+        &raw[..at],
+        b"\r\nContent-Length:\r\n ",
+        &raw[at + b"\r\nContent-Length: ".len()..],
+    ]
+    .concat();
+    std::fs::write(&msgf, &folded).unwrap();
+    let text = run(false);
+    let want = format!("\r\nContent-Length: {}\r\n", out.body().len());
+    assert!(
+        memchr::memmem::find(&text, want.as_bytes()).is_some(),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
 }
 
 #[test]

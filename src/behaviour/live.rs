@@ -296,8 +296,11 @@ impl LiveCalls {
             }
             lines.next();
         }
+        // A file's date after now (a clock stepped back, a copy: QA 141) gives it no
+        // age to trust.
         let stopped = stopped.or(written_ms);
-        let stale = stopped.is_some_and(|at| now_ms.saturating_sub(at) > STALE_MS);
+        let stale = stopped
+            .is_some_and(|at| at > now_ms + CLOCK_SLACK_MS || now_ms.saturating_sub(at) > STALE_MS);
         let mut calls = vec![];
         for (i, line) in lines {
             let f: Vec<&str> = line.split(' ').collect();
@@ -563,6 +566,11 @@ mod tests {
         assert_eq!(at(200, Some(100)), Ok((3, 0)));
         assert_eq!(at(200 + STALE_MS, Some(100)), Ok((0, 3)));
         assert_eq!(at(200, None), Ok((3, 0)));
+        assert_eq!(
+            at(200, Some(200 + CLOCK_SLACK_MS + 1)),
+            Ok((0, 3)),
+            "dated ahead"
+        );
         // Someone else's file is foreign, an empty one too (a list file waiting for
         // entries); a calls file is not.
         assert!(!foreign(saved.as_bytes()) && !foreign(CALLS_FORM.as_bytes()));

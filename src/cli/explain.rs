@@ -174,6 +174,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             let mut edits = EditList::new();
             let from = crate::decide::kept_from(&msg, &d, &rates, now);
             verdict::add_edits(policy, &msg, &d, from.as_deref(), &mut edits);
+            crate::sip::rewrite::unfold_content_length(&msg, &mut edits);
             edits.apply(msg.buf(), msg.len(), &mut out);
         }
         if a.json {

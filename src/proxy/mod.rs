@@ -1461,7 +1461,7 @@ fn restore_calls(shared: &Shared) {
             file = path,
             calls = r.stale,
             minutes_ago = r.age_ms.unwrap_or(0) / 60_000,
-            "the calls file was written longer ago than a restart takes: its calls are not counted (the BYEs of those that ended meanwhile were never seen)"
+            "the calls file was written longer ago than a restart takes (or is dated after now): its calls are not counted (the BYEs of those that ended meanwhile were never seen)"
         ),
         Ok(r) if r.left_out() > 0 => tracing::warn!(
             file = path,

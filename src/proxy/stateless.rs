@@ -1464,38 +1464,11 @@ fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
 /// head whose lines ended in LF alone written in CRLFs (a next hop may frame its TCP
 /// stream on CRLFCRLF alone).
 fn write_edited(edits: &mut EditList, msg: &Message, out: &mut Vec<u8>) {
-    unfold_content_length(msg, edits);
+    crate::sip::rewrite::unfold_content_length(msg, edits);
     edits.apply(msg.buf(), msg.len(), out);
     if msg.bare_lf() {
         crlf_head(out);
     }
-}
-
-/// A Content-Length written over more than one line (`Content-Length:\r\n 107`, legal
-/// by RFC 3261 7.3.1) goes on as `Content-Length: 107`: a next hop that frames its TCP
-/// stream by a quick look for that field does not read a folded one (QA 138: Kamailio
-/// 5.6 refused the message and closed the connection every call of the listener
-/// shares, losing other callers' calls sent at that moment). The value stays where it
-/// is, for the edit that recounts a shortened body.
-fn unfold_content_length(msg: &Message, edits: &mut EditList) {
-    let Some(h) = msg.first(HeaderName::ContentLength) else {
-        return;
-    };
-    let (b, line, value) = (msg.buf(), h.line(), h.value());
-    let end = line.end as usize;
-    let ending = if b[..end].ends_with(b"\r\n") { 2 } else { 1 };
-    let folded = |from: usize, to: usize| b[from..to].iter().any(|&c| c == b'\n' || c == b'\r');
-    let (start, vs, ve) = (
-        line.start as usize,
-        value.start as usize,
-        value.end as usize,
-    );
-    let te = end.saturating_sub(ending).max(ve);
-    if !folded(start, vs) && !folded(ve, te) {
-        return;
-    }
-    edits.replace(Span::new(start, vs), b"Content-Length: ");
-    edits.remove(Span::new(ve, te));
 }
 
 /// Removes the Route values at the top that name this proxy (RFC 3261 16.4; two of

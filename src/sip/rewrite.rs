@@ -135,6 +135,34 @@ pub fn crlf_head(out: &mut Vec<u8>) {
     *out = fixed;
 }
 
+/// A Content-Length written over more than one line (`Content-Length:\r\n 107`, legal
+/// by RFC 3261 7.3.1) goes on as `Content-Length: 107`: a next hop that frames its TCP
+/// stream by a quick look for that field does not read a folded one (QA 138: Kamailio
+/// 5.6 refused the message and closed the connection every call of the listener
+/// shares, losing other callers' calls sent at that moment). The value stays where it
+/// is, for the edit that recounts a shortened body. The proxy's every forward, and
+/// `explain --output`, make it.
+pub fn unfold_content_length(msg: &super::Message, edits: &mut EditList) {
+    let Some(h) = msg.first(super::HeaderName::ContentLength) else {
+        return;
+    };
+    let (b, line, value) = (msg.buf(), h.line(), h.value());
+    let end = line.end as usize;
+    let ending = if b[..end].ends_with(b"\r\n") { 2 } else { 1 };
+    let folded = |from: usize, to: usize| b[from..to].iter().any(|&c| c == b'\n' || c == b'\r');
+    let (start, vs, ve) = (
+        line.start as usize,
+        value.start as usize,
+        value.end as usize,
+    );
+    let te = end.saturating_sub(ending).max(ve);
+    if !folded(start, vs) && !folded(ve, te) {
+        return;
+    }
+    edits.replace(Span::new(start, vs), b"Content-Length: ");
+    edits.remove(Span::new(ve, te));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
