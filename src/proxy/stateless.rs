@@ -1481,6 +1481,9 @@ fn strip_own_routes(
     mut own: impl FnMut(Span),
 ) -> Option<Span> {
     let b = msg.buf();
+    if let Some(target) = strict_routed(st, msg, edits, &mut own) {
+        return Some(target);
+    }
     for r in msg.all(HeaderName::Route) {
         let mut ours = 0;
         let mut other = None;
@@ -1509,6 +1512,77 @@ fn strip_own_routes(
         }
     }
     None
+}
+
+/// RFC 3261 16.4: an in-dialog request whose Request-URI is our Record-Route (no user
+/// part, `lr`, one of our addresses: a strict router before us, RFC 2543's routing,
+/// put it there and the remote target last in Route) goes on with the last Route value
+/// as its Request-URI, that value and our own at the top of Route removed. `Some`
+/// when it was: where the request goes, the first Route value left, else the new
+/// Request-URI. A request to a number at our address (a trunk's usual form) has a
+/// user part and is not touched. QA 120: such a request went on with our address as its
+/// Request-URI.
+fn strict_routed(
+    st: &Step<'_>,
+    msg: &Message,
+    edits: &mut EditList,
+    own: &mut impl FnMut(Span),
+) -> Option<Span> {
+    let b = msg.buf();
+    let ruri = msg.request_uri()?;
+    let u = uri::parse(b, ruri).ok()?;
+    if msg.to_tag().is_none()
+        || u.user.is_some()
+        || uri::param(b, u.params, b"lr").is_none()
+        || !is_own_uri(st, b, ruri)
+    {
+        return None;
+    }
+    let fields: Vec<&crate::sip::Header> = msg.all(HeaderName::Route).collect();
+    let mut values = vec![];
+    for (i, h) in fields.iter().enumerate() {
+        crate::sip::addr::parse_list(b, h.value(), |na| values.push((i, na))).ok()?;
+    }
+    let &(_, last) = values.last()?;
+    if is_own_uri(st, b, last.uri) {
+        return None;
+    }
+    // Our URI there carries the flow of a peer behind a NAT as a Route value would.
+    own(ruri);
+    let mut keep = vec![true; values.len()];
+    keep[values.len() - 1] = false;
+    for (k, (_, na)) in values.iter().enumerate().take(values.len() - 1) {
+        if !is_own_uri(st, b, na.uri) {
+            break;
+        }
+        own(na.uri);
+        keep[k] = false;
+    }
+    edits.replace(ruri, last.uri.of(b));
+    for (i, h) in fields.iter().enumerate() {
+        let mine: Vec<usize> = (0..values.len()).filter(|&k| values[k].0 == i).collect();
+        let kept: Vec<usize> = mine.iter().copied().filter(|&k| keep[k]).collect();
+        if kept.len() == mine.len() {
+            continue;
+        }
+        if kept.is_empty() {
+            edits.remove(h.line());
+            continue;
+        }
+        edits.replace_with(h.value(), |out| {
+            for (n, &k) in kept.iter().enumerate() {
+                if n > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(values[k].1.whole.of(b));
+            }
+        });
+    }
+    Some(
+        keep.iter()
+            .position(|&k| k)
+            .map_or(last.uri, |k| values[k].1.uri),
+    )
 }
 
 /// In-dialog requests from the core towards a trunk peer: drop our Route, go to the
@@ -2825,6 +2899,64 @@ record_route = true
         let with = ok.replace("\r\n\r\nv=0", "\r\nContent-Length: 5\r\n\r\nv=0");
         let (_, out) = run(&p, "10.0.0.5:5060", &with);
         assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+    }
+
+    /// RFC 3261 16.4 (QA 120): a strict router before us put our Record-Route in the
+    /// Request-URI and the remote target last in Route; the request goes on with that
+    /// target as its Request-URI, from either side. A number at our address, or a URI
+    /// without `lr`, is no strict router's, and stays as it came.
+    #[test]
+    fn a_strict_routers_request_gets_its_request_uri_back() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let bye = |ruri: &str, route: &str| {
+            format!(
+                "BYE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-sr\r\n{route}From: <sip:+8613912345678@10.0.0.5>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: sr-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let peer = "sip:+8613812345678@198.51.100.7:5062";
+        let ours = "sip:192.0.2.10:5060;lr";
+        for route in [
+            format!("Route: <{peer}>\r\n"),
+            format!("Route: <sip:10.0.0.1:5060;lr>, <{peer}>\r\n"),
+            format!("Route: <sip:10.0.0.1:5060;lr>\r\nRoute: <{peer}>\r\n"),
+        ] {
+            let (h, out) = run(&p, "10.0.0.5:5060", &bye(ours, &route));
+            let to = "198.51.100.7:5062".parse().unwrap();
+            assert_eq!(h, Handled::Forward(Dest::Udp(to)), "{route}");
+            assert!(out.starts_with(&format!("BYE {peer} SIP/2.0\r\n")), "{out}");
+            assert!(!out.contains("Route:"), "{out}");
+        }
+        // A Route value left after ours: the request goes there.
+        let route = format!("Route: <sip:198.51.100.9;lr>, <{peer}>\r\n");
+        let (h, out) = run(&p, "10.0.0.5:5060", &bye(ours, &route));
+        let to = "198.51.100.9:5060".parse().unwrap();
+        assert_eq!(h, Handled::Forward(Dest::Udp(to)));
+        assert!(
+            out.starts_with(&format!("BYE {peer} SIP/2.0\r\n"))
+                && out.contains("\r\nRoute: <sip:198.51.100.9;lr>\r\n"),
+            "{out}"
+        );
+        // From the peer, to the core.
+        let from_peer = "BYE sip:192.0.2.10:5060;lr SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-sp\r\nRoute: <sip:core@10.0.0.5>\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=b\r\nCall-ID: sp-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (h, out) = run(&p, "198.51.100.7:5060", from_peer);
+        let core = "10.0.0.5:5060".parse().unwrap();
+        assert_eq!(h, Handled::Forward(Dest::Udp(core)));
+        assert!(
+            out.starts_with("BYE sip:core@10.0.0.5 SIP/2.0\r\n") && !out.contains("Route:"),
+            "{out}"
+        );
+        for ruri in [
+            "sip:+8613912345678@192.0.2.10:5060;lr",
+            "sip:192.0.2.10:5060",
+        ] {
+            let (_, out) = run(
+                &p,
+                "198.51.100.7:5060",
+                &from_peer.replace("BYE sip:192.0.2.10:5060;lr ", &format!("BYE {ruri} ")),
+            );
+            assert!(out.starts_with(&format!("BYE {ruri} SIP/2.0\r\n")), "{out}");
+            assert!(out.contains("\r\nRoute: <sip:core@10.0.0.5>\r\n"), "{out}");
+        }
     }
 
     /// A broken request's answer: what the parser refused it for, and its fields copied
