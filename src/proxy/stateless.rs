@@ -1528,14 +1528,12 @@ fn strict_routed(
     edits: &mut EditList,
     own: &mut impl FnMut(Span),
 ) -> Option<Span> {
+    // Asked of every request forwarded: an initial one (no To-tag) goes first.
+    msg.to_tag()?;
     let b = msg.buf();
     let ruri = msg.request_uri()?;
     let u = uri::parse(b, ruri).ok()?;
-    if msg.to_tag().is_none()
-        || u.user.is_some()
-        || uri::param(b, u.params, b"lr").is_none()
-        || !is_own_uri(st, b, ruri)
-    {
+    if u.user.is_some() || uri::param(b, u.params, b"lr").is_none() || !is_own_uri(st, b, ruri) {
         return None;
     }
     let fields: Vec<&crate::sip::Header> = msg.all(HeaderName::Route).collect();
