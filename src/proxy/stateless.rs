@@ -568,10 +568,25 @@ fn core_pings_us(st: &Step<'_>, msg: &Message, o: &Origin) -> bool {
 }
 
 /// Whether `a` is this proxy: a Via address of ours, or the address the request came
-/// to (IPv4 also when written mapped into IPv6, `[::ffff:192.0.2.10]`).
+/// to (IPv4 also when written mapped into IPv6, `[::ffff:192.0.2.10]`), or another of
+/// its addresses ([`listens_at`]).
 fn names_us(st: &Step<'_>, o: &Origin, a: SocketAddr) -> bool {
     let a = crate::canonical(a);
-    st.is_via(a) || (a == o.local.addr && !o.local.addr.ip().is_unspecified())
+    listens_at(st, a) || (a == o.local.addr && !o.local.addr.ip().is_unspecified())
+}
+
+/// A Via address of ours, or a listen address written out (QA 142: the core's request
+/// for a peer whose Contact named the gateway's other address was sent to that socket,
+/// and came back as a stranger's, or as another trunk's call). A wildcard listener
+/// names no host: a peer at its port is not us.
+fn listens_at(st: &Step<'_>, a: SocketAddr) -> bool {
+    st.is_via(a)
+        || st
+            .policy
+            .trunks
+            .iter()
+            .flat_map(|t| &t.listen)
+            .any(|l| l.addr == a && !l.addr.ip().is_unspecified())
 }
 
 /// What the decision `d` makes of the request: its answer, or the request forwarded. A
@@ -1533,7 +1548,19 @@ fn strict_routed(
     let b = msg.buf();
     let ruri = msg.request_uri()?;
     let u = uri::parse(b, ruri).ok()?;
-    if u.user.is_some() || uri::param(b, u.params, b"lr").is_none() || !is_own_uri(st, b, ruri) {
+    // Ours as we write it: a sip URI (a sips one is never the same, RFC 3261 19.1.4, QA
+    // 142) naming an address of ours, not a wildcard listener's port on any host.
+    let ours = host_ip(u.host.of(b)).is_some_and(|ip| {
+        listens_at(
+            st,
+            crate::canonical(SocketAddr::new(ip, u.port.unwrap_or(5060))),
+        )
+    });
+    if u.scheme != uri::Scheme::Sip
+        || u.user.is_some()
+        || uri::param(b, u.params, b"lr").is_none()
+        || !ours
+    {
         return None;
     }
     let fields: Vec<&crate::sip::Header> = msg.all(HeaderName::Route).collect();
@@ -2943,9 +2970,11 @@ record_route = true
             out.starts_with("BYE sip:core@10.0.0.5 SIP/2.0\r\n") && !out.contains("Route:"),
             "{out}"
         );
+        // QA 142: a sips URI is never our sip one (RFC 3261 19.1.4).
         for ruri in [
             "sip:+8613912345678@192.0.2.10:5060;lr",
             "sip:192.0.2.10:5060",
+            "sips:192.0.2.10:5060;lr",
         ] {
             let (_, out) = run(
                 &p,
@@ -2955,6 +2984,32 @@ record_route = true
             assert!(out.starts_with(&format!("BYE {ruri} SIP/2.0\r\n")), "{out}");
             assert!(out.contains("\r\nRoute: <sip:core@10.0.0.5>\r\n"), "{out}");
         }
+    }
+
+    /// QA 142: the core's in-dialog request for another listen address of the gateway's
+    /// (a peer's Contact named it) is a loop, answered 482, not sent to that socket to
+    /// come back as a stranger's request or another trunk's call; a wildcard listener
+    /// names no host, and a peer at its port is not the gateway.
+    #[test]
+    fn the_cores_request_for_another_of_our_addresses_is_a_loop() {
+        let two = format!(
+            "{POLICY}[[trunk]]\nname = \"other\"\nrole = \"interconnect\"\nlisten = [\"udp:192.0.2.11:5070\"]\nsources = [\"203.0.113.0/24\"]\nnext_hop = \"udp:10.0.0.5:5060\"\n"
+        );
+        let p = Policy::from_str(&two, "t.toml", std::path::Path::new(".")).unwrap();
+        let bye = |ruri: &str| {
+            format!(
+                "BYE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-lp\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: lp-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let (h, out) = run(&p, "10.0.0.5:5060", &bye("sip:x@192.0.2.11:5070"));
+        assert!(matches!(h, Handled::Respond(_, 482)), "{h:?} {out}");
+        let (h, _) = run(&p, "10.0.0.5:5060", &bye("sip:x@198.51.100.7:5070"));
+        let peer = "198.51.100.7:5070".parse().unwrap();
+        assert_eq!(h, Handled::Forward(Dest::Udp(peer)));
+        let wild = two.replace("udp:192.0.2.11:5070", "udp:0.0.0.0:5070");
+        let p = Policy::from_str(&wild, "t.toml", std::path::Path::new(".")).unwrap();
+        let (h, _) = run(&p, "10.0.0.5:5060", &bye("sip:x@198.51.100.7:5070"));
+        assert_eq!(h, Handled::Forward(Dest::Udp(peer)));
     }
 
     /// A broken request's answer: what the parser refused it for, and its fields copied
