@@ -1547,6 +1547,10 @@ fn strict_routed(
     msg.to_tag()?;
     let b = msg.buf();
     let ruri = msg.request_uri()?;
+    // Most in-dialog requests go to a Contact with a user part: no URI parsed for them.
+    if memchr::memchr(b'@', ruri.of(b)).is_some() {
+        return None;
+    }
     let u = uri::parse(b, ruri).ok()?;
     // Ours as we write it: a sip URI (a sips one is never the same, RFC 3261 19.1.4, QA
     // 142) naming an address of ours, not a wildcard listener's port on any host.
