@@ -432,7 +432,7 @@ pub struct Restored {
     pub unlimited: usize,
     /// Beyond the limits' sum (no stop writes that many).
     pub beyond: usize,
-    /// Not counted: the file is older than [`STALE_MS`].
+    /// Not counted: the file is older than [`STALE_MS`], or dated after now.
     pub stale: usize,
     /// How long ago the stop wrote it (a file without its stop time: unknown).
     pub age_ms: Option<u64>,
