@@ -575,18 +575,31 @@ fn names_us(st: &Step<'_>, o: &Origin, a: SocketAddr) -> bool {
     listens_at(st, a) || (a == o.local.addr && !o.local.addr.ip().is_unspecified())
 }
 
-/// A Via address of ours, or a listen address written out (QA 142: the core's request
-/// for a peer whose Contact named the gateway's other address was sent to that socket,
-/// and came back as a stranger's, or as another trunk's call). A wildcard listener
-/// names no host: a peer at its port is not us.
+/// A Via address of ours, or a listen address of ours (QA 142: the core's request for
+/// a peer whose Contact named the gateway's other address was sent to that socket, and
+/// came back as a stranger's, or as another trunk's call). A wildcard listener is ours
+/// at its port on the addresses the gateway names itself by (its Via addresses, its
+/// explicit listen addresses, and 0.0.0.0 or `::`, which name no other host), not on
+/// every host: a peer at that port elsewhere is not us (QA 143: after the strict-route
+/// step such a peer's Contact was taken for the gateway's and answered 482; before it,
+/// a Route value naming one was taken off as ours).
 fn listens_at(st: &Step<'_>, a: SocketAddr) -> bool {
+    let a = crate::canonical(a);
+    let listen = || st.policy.trunks.iter().flat_map(|t| &t.listen);
+    let named = |ip: std::net::IpAddr| {
+        ip.is_unspecified()
+            || ip == st.via_addr.ip()
+            || st.via_other.is_some_and(|v| v.ip() == ip)
+            || listen().any(|l| l.addr.ip() == ip)
+    };
     st.is_via(a)
-        || st
-            .policy
-            .trunks
-            .iter()
-            .flat_map(|t| &t.listen)
-            .any(|l| l.addr == a && !l.addr.ip().is_unspecified())
+        || listen().any(|l| {
+            if l.addr.ip().is_unspecified() {
+                l.addr.port() == a.port() && (l.addr.is_ipv6() || a.is_ipv4()) && named(a.ip())
+            } else {
+                l.addr == a
+            }
+        })
 }
 
 /// What the decision `d` makes of the request: its answer, or the request forwarded. A
@@ -1471,8 +1484,7 @@ fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
     let Some(ip) = host_ip(u.host.of(b)) else {
         return false;
     };
-    let a = SocketAddr::new(ip, u.port.unwrap_or(5060));
-    st.is_via(a) || st.policy.own_address(None, a)
+    listens_at(st, SocketAddr::new(ip, u.port.unwrap_or(5060)))
 }
 
 /// `msg` as it goes on: with `edits` applied, a folded Content-Length unfolded, and a
@@ -3014,6 +3026,27 @@ record_route = true
         let p = Policy::from_str(&wild, "t.toml", std::path::Path::new(".")).unwrap();
         let (h, _) = run(&p, "10.0.0.5:5060", &bye("sip:x@198.51.100.7:5070"));
         assert_eq!(h, Handled::Forward(Dest::Udp(peer)));
+        // The wildcard listener is ours at the addresses we name ourselves by (QA 143).
+        for ours in [
+            "sip:x@10.0.0.1:5070",
+            "sip:x@192.0.2.10:5070",
+            "sip:x@0.0.0.0:5070",
+        ] {
+            let (h, out) = run(&p, "10.0.0.5:5060", &bye(ours));
+            assert!(matches!(h, Handled::Respond(_, 482)), "{ours}: {h:?} {out}");
+        }
+        // A strict router's request for the peer at the wildcard port: stepped and
+        // sent there, not taken for ours (QA 143: 482).
+        let strict = bye("sip:192.0.2.10:5060;lr").replace(
+            "\r\nFrom: ",
+            "\r\nRoute: <sip:+8613812345678@198.51.100.7:5070>\r\nFrom: ",
+        );
+        let (h, out) = run(&p, "10.0.0.5:5060", &strict);
+        assert_eq!(h, Handled::Forward(Dest::Udp(peer)), "{out}");
+        assert!(
+            out.starts_with("BYE sip:+8613812345678@198.51.100.7:5070 SIP/2.0\r\n"),
+            "{out}"
+        );
     }
 
     /// A broken request's answer: what the parser refused it for, and its fields copied
