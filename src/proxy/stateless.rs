@@ -578,17 +578,21 @@ fn names_us(st: &Step<'_>, o: &Origin, a: SocketAddr) -> bool {
 /// A Via address of ours, or a listen address of ours (QA 142: the core's request for
 /// a peer whose Contact named the gateway's other address was sent to that socket, and
 /// came back as a stranger's, or as another trunk's call). A wildcard listener is ours
-/// at its port on the addresses the gateway names itself by (its Via addresses, its
-/// explicit listen addresses, and 0.0.0.0 or `::`, which name no other host), not on
+/// at its port on the addresses the gateway names itself by (its Via addresses and its
+/// explicit listen addresses; 0.0.0.0 and `::` are this host at any port), not on
 /// every host: a peer at that port elsewhere is not us (QA 143: after the strict-route
 /// step such a peer's Contact was taken for the gateway's and answered 482; before it,
 /// a Route value naming one was taken off as ours).
 fn listens_at(st: &Step<'_>, a: SocketAddr) -> bool {
     let a = crate::canonical(a);
+    // Sent to, 0.0.0.0 and `::` are this host (QA 144: a request for
+    // `sip:x@0.0.0.0:5060` came back to the gateway's own socket).
+    if a.ip().is_unspecified() {
+        return true;
+    }
     let listen = || st.policy.trunks.iter().flat_map(|t| &t.listen);
     let named = |ip: std::net::IpAddr| {
-        ip.is_unspecified()
-            || ip == st.via_addr.ip()
+        ip == st.via_addr.ip()
             || st.via_other.is_some_and(|v| v.ip() == ip)
             || listen().any(|l| l.addr.ip() == ip)
     };
@@ -3017,8 +3021,14 @@ record_route = true
                 "BYE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-lp\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=b\r\nTo: <sip:+8613812345678@198.51.100.7>;tag=a\r\nCall-ID: lp-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             )
         };
-        let (h, out) = run(&p, "10.0.0.5:5060", &bye("sip:x@192.0.2.11:5070"));
-        assert!(matches!(h, Handled::Respond(_, 482)), "{h:?} {out}");
+        for ours in [
+            "sip:x@192.0.2.11:5070",
+            "sip:x@0.0.0.0:5060",
+            "sip:x@[::]:5070",
+        ] {
+            let (h, out) = run(&p, "10.0.0.5:5060", &bye(ours));
+            assert!(matches!(h, Handled::Respond(_, 482)), "{ours}: {h:?} {out}");
+        }
         let (h, _) = run(&p, "10.0.0.5:5060", &bye("sip:x@198.51.100.7:5070"));
         let peer = "198.51.100.7:5070".parse().unwrap();
         assert_eq!(h, Handled::Forward(Dest::Udp(peer)));
