@@ -280,12 +280,7 @@ impl LiveCalls {
         if let Some((i, l)) = lines.peek().copied()
             && let Some(v) = l.strip_prefix("stopped ")
         {
-            match v
-                .bytes()
-                .all(|c| c.is_ascii_digit())
-                .then(|| v.parse::<u64>().ok())
-                .flatten()
-            {
+            match digits(v) {
                 Some(at) if at <= now_ms + CLOCK_SLACK_MS => stopped = Some(at),
                 _ => {
                     return Err((
@@ -304,12 +299,6 @@ impl LiveCalls {
         let mut calls = vec![];
         for (i, line) in lines {
             let f: Vec<&str> = line.split(' ').collect();
-            let num = |s: &str| {
-                s.bytes()
-                    .all(|c| c.is_ascii_digit())
-                    .then(|| s.parse::<u64>().ok())
-                    .flatten()
-            };
             let parsed = match f.as_slice() {
                 [k, trunk, answered, deadline, bye] => (|| {
                     let answered = match *answered {
@@ -318,12 +307,12 @@ impl LiveCalls {
                         _ => return None,
                     };
                     Some((
-                        num(k)?,
+                        digits(k)?,
                         Live {
-                            trunk: num(trunk)?,
+                            trunk: digits(trunk)?,
                             answered,
-                            deadline_ms: num(deadline)?,
-                            bye_ms: num(bye)?,
+                            deadline_ms: digits(deadline)?,
+                            bye_ms: digits(bye)?,
                         },
                     ))
                 })(),
@@ -385,6 +374,14 @@ pub fn field_in(text: &str) -> Option<&str> {
     let f = lines.next()?.strip_prefix("field ")?;
     (!f.is_empty() && f.len() <= 200 && !f.chars().any(|c| c.is_whitespace() || c.is_control()))
         .then_some(f)
+}
+
+/// A number of a calls file: digits only (`parse` would take a `+`).
+fn digits(s: &str) -> Option<u64> {
+    s.bytes()
+        .all(|c| c.is_ascii_digit())
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 /// The first line of a calls file ([`LiveCalls::save`]).

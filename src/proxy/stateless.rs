@@ -1482,13 +1482,13 @@ fn parse_flow(v: &[u8]) -> Option<(SocketAddr, Transport)> {
 
 /// A URI that names this proxy: its forwarding address or one of its listeners.
 fn is_own_uri(st: &Step<'_>, b: &[u8], u: Span) -> bool {
-    let Ok(u) = uri::parse(b, u) else {
-        return false;
-    };
-    let Some(ip) = host_ip(u.host.of(b)) else {
-        return false;
-    };
-    listens_at(st, SocketAddr::new(ip, u.port.unwrap_or(5060)))
+    uri::parse(b, u).is_ok_and(|u| own_host(st, b, &u))
+}
+
+/// The host and port of a parsed URI are this proxy's ([`listens_at`]).
+fn own_host(st: &Step<'_>, b: &[u8], u: &uri::Uri) -> bool {
+    host_ip(u.host.of(b))
+        .is_some_and(|ip| listens_at(st, SocketAddr::new(ip, u.port.unwrap_or(5060))))
 }
 
 /// `msg` as it goes on: with `edits` applied, a folded Content-Length unfolded, and a
@@ -1570,16 +1570,10 @@ fn strict_routed(
     let u = uri::parse(b, ruri).ok()?;
     // Ours as we write it: a sip URI (a sips one is never the same, RFC 3261 19.1.4, QA
     // 142) naming an address of ours, not a wildcard listener's port on any host.
-    let ours = host_ip(u.host.of(b)).is_some_and(|ip| {
-        listens_at(
-            st,
-            crate::canonical(SocketAddr::new(ip, u.port.unwrap_or(5060))),
-        )
-    });
     if u.scheme != uri::Scheme::Sip
         || u.user.is_some()
         || uri::param(b, u.params, b"lr").is_none()
-        || !ours
+        || !own_host(st, b, &u)
     {
         return None;
     }
