@@ -1506,7 +1506,7 @@ fn holds_calls_file(shared: &Shared, path: &str) -> bool {
     if held.as_ref().is_some_and(|(p, _)| p == path) {
         return true;
     }
-    let lock = format!("{path}.lock");
+    let lock = lock_name(path);
     let file = match std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -1535,6 +1535,33 @@ fn holds_calls_file(shared: &Shared, path: &str) -> bool {
             tracing::warn!(file = lock, error = %e, "cannot lock the calls file's lock: another gateway given the same calls file would not be found");
             true
         }
+    }
+}
+
+/// `PATH.lock`, of `path` as the system resolves it: two gateways given one calls file
+/// by different names (a symbolic link to it, even while the file is away between a
+/// start and a stop, or to its directory, `..`) take the same lock (QA 140). A name
+/// that cannot be resolved (its directory missing) is taken as written: reading and
+/// writing the file say what is wrong.
+fn lock_name(path: &str) -> String {
+    let mut p = std::path::PathBuf::from(path);
+    // Links followed by hand: `canonicalize` refuses one whose file is not there.
+    for _ in 0..40 {
+        let Ok(to) = std::fs::read_link(&p) else {
+            break;
+        };
+        p = match p.parent() {
+            Some(dir) if to.is_relative() => dir.join(to),
+            _ => to,
+        };
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), p.file_name()) {
+        (Ok(d), Some(name)) => format!("{}.lock", d.join(name).display()),
+        _ => format!("{path}.lock"),
     }
 }
 
