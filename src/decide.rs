@@ -118,6 +118,12 @@ pub struct Decision {
     /// UDP retransmission): judged and answered again like its original, but not a
     /// new call for the counters and the records.
     pub retransmission: bool,
+    /// A retransmission (above) answered otherwise than the INVITE it repeats: 503, its
+    /// next hop found down since that one was sent on. Recorded, as what its caller got
+    /// last, and counted as that refusal, but not as another call (QA 145: the calls
+    /// sent into a core that died were traced as allowed while their callers had the
+    /// gateway's 503).
+    pub answered_otherwise: bool,
     /// An INVITE with a To-tag whose dialog this gateway did not see answered (an
     /// invented To-tag, or a call set up before a restart or through another gateway):
     /// judged as a call, so that a To-tag cannot carry a call past the rules.
@@ -195,6 +201,7 @@ impl Decision {
             retransmission: false,
             unknown_dialog: false,
             core_retry: false,
+            answered_otherwise: false,
             print: 0,
             rate_fallback: None,
             spend: Spend::default(),

@@ -78,7 +78,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dialog: Option<&'static str>,
     /// The retry of a call the core asked to send again (its 401/407, 422, ...):
-    /// "core-asked". The same call as the record before it with this Call-ID.
+    /// "core-asked"; a retransmission of the caller's answered otherwise than the INVITE
+    /// it repeats (503, its next hop found down since): "retransmission". The same call
+    /// as the record before it with this Call-ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<&'static str>,
     /// The rate rules were judged with Redis out of reach: "open" (this gateway's count
@@ -359,7 +361,11 @@ impl Record {
             auth: d.auth.map(|a| a.as_str()),
             refused: d.refusal.map(|r| r.why),
             dialog: d.unknown_dialog.then_some("unknown"),
-            retry: d.core_retry.then_some("core-asked"),
+            retry: if d.answered_otherwise {
+                Some("retransmission")
+            } else {
+                d.core_retry.then_some("core-asked")
+            },
             rate_fallback: d.rate_fallback.map(|f| match f {
                 crate::policy::config::Fallback::Open => "open",
                 crate::policy::config::Fallback::Closed => "closed",

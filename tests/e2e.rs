@@ -990,13 +990,21 @@ fn tcp_next_hop_unreachable() {
 /// A UDP core that stops answering is seen by its OPTIONS probes (`[proxy]
 /// probe_secs`): marked down after three unanswered, its new calls answered 503 with
 /// Retry-After at once (QA 118 F2: they went into the void, recorded as allowed), and
-/// back at its first answer.
+/// back at its first answer. A call sent on before, whose caller retransmits into the
+/// outage, gets the 503 too, and a second record says so (QA 145: its one record said
+/// allowed).
 #[test]
 fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let base = port_block();
-    let proxy = Proxy::start(&config(base, "[proxy]\nprobe_secs = 1\n"), 1);
+    let proxy = Proxy::start(
+        &config(
+            base,
+            "[proxy]\nprobe_secs = 1\n[records]\ndir = \"records\"\n",
+        ),
+        1,
+    );
     let (answering, invites, probes) = (
         Arc::new(AtomicBool::new(true)),
         Arc::new(AtomicUsize::new(0)),
@@ -1044,6 +1052,51 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
         proxy.metric("sipfence_protocol_refusals_total{code=\"503\",trunk=\"ic\"}"),
         1.0
     );
+    // The first call's caller retransmits into the outage: the 503 too, counted as a
+    // refusal but not as another call; its retransmissions after that add nothing.
+    for _ in 0..2 {
+        let again = call("probed-1");
+        assert!(
+            again.starts_with("SIP/2.0 503 ") && again.contains("Next hop not answering"),
+            "{again}"
+        );
+    }
+    assert_eq!(invites.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        proxy.metric("sipfence_protocol_refusals_total{code=\"503\",trunk=\"ic\"}"),
+        2.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_invite_retransmissions_total{trunk=\"ic\"}"),
+        2.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"ic\",verdict=\"allow\"}"),
+        1.0
+    );
+    let config = proxy.dir.path().join("sipfence.toml");
+    let mut rows = vec![];
+    for _ in 0..30 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["trace", "--config", config.to_str().unwrap()])
+            .args(["--call-id", "probed-1", "--json"])
+            .output()
+            .unwrap();
+        rows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a record"))
+            .collect();
+        if rows.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["verdict"], "allow", "{rows:?}");
+    assert_eq!(rows[1]["verdict"], "reject", "{rows:?}");
+    assert_eq!(rows[1]["code"], 503, "{rows:?}");
+    assert_eq!(rows[1]["refused"], "Next hop not answering", "{rows:?}");
+    assert_eq!(rows[1]["retry"], "retransmission", "{rows:?}");
     // Answering again: back.
     answering.store(true, Ordering::Relaxed);
     no_next_hop_down_within(&proxy, Duration::from_secs(5), "never back");

@@ -1236,7 +1236,34 @@ fn hep_captures_replay_like_the_messages_they_carry() {
     );
     // Every packet was HEP, each opened as a tunnel.
     assert_eq!(net.decapsulated, s3.packets);
+    assert_eq!(net.hep_sip, s3.sip_messages);
     assert_eq!(net.hep_damaged + net.hep_not_sip, 0);
+    // The messages as they travelled and their HEP copies in one capture (taken on the
+    // mirroring host, its HEP port not left out: QA 146) are read twice: said.
+    let both = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .arg("replay")
+        .args([dir.join("hep3-plain.pcap"), dir.join("hep3.pcap")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        said.contains(&format!(
+            "holds SIP both as it travelled ({} messages) and in HEP copies ({})",
+            ps.sip_messages, s3.sip_messages
+        )),
+        "{said}"
+    );
+    for one in ["hep3-plain.pcap", "hep3.pcap"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .arg("replay")
+            .arg(dir.join(one))
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("both as it travelled"),
+            "{one}"
+        );
+    }
 
     let per_caller = |recs: &[Record]| {
         let mut v: Vec<String> = recs
@@ -2638,4 +2665,81 @@ fn concurrent_places_end_in_replay_as_live() {
         &("c4".to_string(), "allow", None),
         "{v:?}"
     );
+}
+
+/// A request the policy lets through but the gateway cannot forward for its size (its
+/// Via and edits take it past the largest UDP datagram, to a UDP next hop) is refused
+/// 513 in replay as live (QA 146: replay let it through); one just below goes on.
+#[test]
+fn a_call_too_large_for_the_next_hop_is_refused_in_replay_as_live() {
+    let policy = Policy::from_str(
+        &std::fs::read_to_string(root().join("deploy/sipfence.toml")).unwrap(),
+        "t.toml",
+        &root().join("deploy"),
+    )
+    .unwrap();
+    let (peer, us): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+    );
+    // The INVITE, `len` bytes long.
+    let invite = |id: &str, len: usize| {
+        let head = format!(
+            "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{id}\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a{id}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\nX-Pad: "
+        );
+        let pad = len - head.len() - 4;
+        format!("{head}{}\r\n\r\n", "a".repeat(pad))
+    };
+    let verdict = |len: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pcap");
+        let m = invite("big", len);
+        assert_eq!(m.len(), len);
+        udp_capture(&path, &[(0, peer, us, m.as_bytes())]);
+        let mut r = Replayer::new(&policy, None);
+        let mut recs = vec![];
+        r.file(&path, &mut Outputs::default(), &mut |rec| recs.push(rec))
+            .unwrap();
+        assert_eq!(recs.len(), 1);
+        (recs[0].verdict, recs[0].code, recs[0].refused)
+    };
+    assert_eq!(
+        verdict(65_480),
+        (
+            "reject",
+            Some(513),
+            Some("Too large for UDP to the next hop")
+        )
+    );
+    let (v, code, _) = verdict(60_000);
+    assert!(v != "reject" && code.is_none(), "{v} {code:?}");
+}
+
+/// Datagrams that carry no SIP (RTP, DNS, garbage sent to the SIP port) are counted in
+/// the summary, where they were in no count (QA 146); those that do are not.
+#[test]
+fn datagrams_without_sip_are_counted() {
+    let policy = Policy::builtin().unwrap();
+    let (peer, us): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5090".parse().unwrap(),
+        "127.0.0.1:5060".parse().unwrap(),
+    );
+    let invite = "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-ns\r\nFrom: <sip:+442071234567@127.0.0.1>;tag=a\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: ns\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let rtp = [
+        0x80u8, 0x08, 0x00, 0x01, 0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78, 0xd5, 0xd5,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.pcap");
+    udp_capture(
+        &path,
+        &[
+            (0, peer, us, invite.as_bytes()),
+            (10, peer, us, &rtp),
+            (20, peer, us, b"\x01\x02garbage"),
+        ],
+    );
+    let mut r = Replayer::new(&policy, None);
+    r.file(&path, &mut Outputs::default(), &mut |_| {}).unwrap();
+    assert_eq!(r.summary.sip_messages, 1);
+    assert_eq!(r.summary.not_sip_datagrams, 2);
 }

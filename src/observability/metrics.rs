@@ -842,9 +842,16 @@ impl Bound {
     pub fn count(&self, d: &Decision, seconds: f64) {
         let s = self.slot(d.trunk);
         if d.retransmission {
-            // Its original was counted: the same call, rule hits and all.
+            // Its original was counted: the same call, rule hits and all. One answered
+            // otherwise (503, its next hop found down since) is that refusal too.
             self.retransmissions[s].inc();
             self.latency[s].observe(seconds);
+            if d.answered_otherwise
+                && let Some(r) = d.refusal
+                && let Some(i) = REFUSAL_CODES.iter().position(|&c| c == r.code)
+            {
+                self.refusals[s][i].inc();
+            }
             return;
         }
         if d.core_retry && d.outcome == crate::decide::Outcome::Forward {

@@ -603,7 +603,7 @@ impl Shared {
         seconds: f64,
     ) {
         l.bound.count(d, seconds);
-        if d.retransmission {
+        if d.retransmission && !d.answered_otherwise {
             // Its original's record (and raw request) stands for the call.
             return;
         }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use crate::behaviour::{self, BehaviourTracker, Seen};
 use crate::decide::{Context, Decision, Kind, Outcome, Refusal, decide};
 use crate::policy::config::{ListenSpec, Transport};
-use crate::policy::rate::RateCounter;
+use crate::policy::rate::{RateCounter, TRANSACTION_MS};
 use crate::policy::{Policy, RuleId};
 use crate::sip::response::{self, Extra, hex16, push_num};
 use crate::sip::rewrite::{EditList, crlf_head};
@@ -487,7 +487,17 @@ fn handle_parsed(
             st.behaviour.forget(behaviour::call_key(msg));
         }
         let r = Refusal { code: 503, why };
-        return refuse(st, msg, o, r, false, out, observe);
+        let mut d = Decision::refused(st.policy, msg, &st.context(o), r);
+        // The first 503 a call gets: a retransmission of one sent on before leaves its
+        // record too, the retransmissions after it none.
+        let first_503 = st
+            .rates
+            .earlier_sight(down_key(msg), st.now_ms, TRANSACTION_MS)
+            .is_none();
+        d.answered_otherwise = d.retransmission && first_503;
+        observe(Observed::Decision(msg, &d));
+        verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
+        return Handled::Respond(dest_for_response(msg.buf(), o, top.as_ref()), 503);
     }
     let mut d = decide(st.policy, msg, &ctx);
     let let_through = d.outcome == Outcome::Forward;
@@ -733,6 +743,70 @@ fn carry_out(
 
 pub const NEXT_HOP_UNREACHABLE: &str = "Next hop unreachable";
 
+/// Below this many bytes no request the policy lets through can grow, with the
+/// gateway's Via, Record-Route and edits, past what UDP or a stream takes (65,507 and
+/// 65,535 bytes): [`refused_for_size`] need not build it.
+pub const SIZE_SAFE: usize = 32_768;
+
+/// The next hops as a replay sees them: up (the 503s a capture shows for their state
+/// are read from it instead).
+struct AllUp;
+
+impl NextHops for AllUp {
+    fn refuses(&self, _: SocketAddr, _: SocketAddr) -> Option<&'static str> {
+        None
+    }
+}
+
+/// For a replay: what the proxy makes of a request the decision `d` lets through when
+/// the request, built as the proxy forwards it (with its Via naming `via_addr`, the
+/// gateway's address the capture shows), is too large for the next hop's transport: `d`
+/// becomes the 513 refusal its caller got live, and `true` is returned (QA 146: replay
+/// let through the calls the gateway had refused for their size). The same building as
+/// the proxy's ([`carry_out`]), with every next hop up.
+pub fn refused_for_size(
+    policy: &Policy,
+    ctx: &Context<'_>,
+    via_addr: SocketAddr,
+    msg: &Message,
+    o: &Origin,
+    d: &mut Decision,
+) -> bool {
+    if msg.len() <= SIZE_SAFE || d.is_reject() || !msg.is_request() {
+        return false;
+    }
+    let st = Step {
+        policy,
+        rates: ctx.rates,
+        behaviour: ctx.behaviour,
+        now_ms: ctx.now_ms,
+        via_addr,
+        via_other: None,
+        overloaded: false,
+        draining: false,
+        next_hops: &AllUp,
+    };
+    let (Some(method), top, mf) = (msg.method(), msg.top_via(), msg.max_forwards()) else {
+        return false;
+    };
+    let (mut out, mut edits) = (Vec::new(), EditList::new());
+    let before = d.outcome;
+    carry_out(
+        &mut |_| {},
+        &st,
+        msg,
+        o,
+        d,
+        None,
+        top.as_ref(),
+        mf,
+        method,
+        &mut out,
+        &mut edits,
+    );
+    before != d.outcome
+}
+
 /// `[proxy] drain_secs`: new calls after SIGTERM.
 pub const STOPPING: &str = "Stopping: try another gateway";
 pub const OVERLOADED: &str = "Overloaded";
@@ -873,6 +947,18 @@ fn refuse(
         dest_for_response(msg.buf(), o, msg.top_via().as_ref()),
         r.code,
     )
+}
+
+/// Key in the rate counters' memory of an INVITE transaction answered 503 for its next
+/// hop down.
+fn down_key(msg: &Message) -> u64 {
+    let cseq = msg.cseq().map_or(0, |(n, _)| n);
+    crate::sip::lex::tag_hash(&[
+        b"down-503",
+        msg.call_id(),
+        msg.from_tag().unwrap_or_default(),
+        &cseq.to_le_bytes(),
+    ])
 }
 
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).

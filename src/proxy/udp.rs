@@ -585,6 +585,13 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
             // The last message still holds a slice of the arena: let go, so that the
             // next batch can take the arena's memory back.
             msg.clear();
+            // Homer gets the batch's copies before its datagrams go: an answer they
+            // bring about, read by another worker, is mirrored after them (QA 146: with
+            // two workers, the core's 180 reached Homer before the INVITE it answered,
+            // and a replay of the mirror read them in that order).
+            if let Some(h) = &shared.hep {
+                hep.flush(h);
+            }
             let mut done = 0;
             while done < pending.len() {
                 let items = &pending[done..];
@@ -618,9 +625,6 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 } else if !wait_for_room(&shared, f, TCP_QUEUE_WAIT_UDP).await {
                     full.push(id);
                 }
-            }
-            if let Some(h) = &shared.hep {
-                hep.flush(h);
             }
             batches += 1;
             if batches.is_multiple_of(4) {

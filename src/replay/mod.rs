@@ -40,6 +40,10 @@ pub struct Summary {
     /// missing fragments), which neither file took.
     pub split_unplaced: u64,
     pub sip_messages: u64,
+    /// Datagrams with no SIP message in them (RTP, DNS, keep-alives, other traffic; garbage, which
+    /// the proxy counts as malformed), a HEP copy of one included (QA 146: they were
+    /// in no count).
+    pub not_sip_datagrams: u64,
     pub parse_errors: u64,
     /// Of those, the ones that did not start as a response (QA 130: a peer's malformed
     /// request and the 400 the gateway answered it with, repeating its bad header, are
@@ -427,7 +431,10 @@ impl<'p> Replayer<'p> {
             let messages: Vec<Vec<u8>> = match payload {
                 net::Payload::Datagram(d) => match net::find_sip_start(&d) {
                     Some(start) => vec![d[start..].to_vec()],
-                    None => vec![],
+                    None => {
+                        self.summary.not_sip_datagrams += 1;
+                        vec![]
+                    }
                 },
                 net::Payload::Messages(m) => m,
                 net::Payload::Stream(..) => vec![],
@@ -538,7 +545,20 @@ impl<'p> Replayer<'p> {
             rates: &self.rates,
             behaviour: &self.behaviour,
         };
-        let d = judge(self.policy, &msg, &ctx);
+        let mut d = judge(self.policy, &msg, &ctx);
+        let origin = crate::proxy::stateless::Origin {
+            source: src,
+            local,
+            conn: None,
+        };
+        // A call let through and not sent gives back the places it took, as live.
+        if crate::proxy::stateless::refused_for_size(self.policy, &ctx, dst, &msg, &origin, &mut d)
+            && self.policy.tracks_calls
+            && d.kind == Kind::Call
+            && !d.retransmission
+        {
+            behaviour::BehaviourTracker::forget(&self.behaviour, call_id);
+        }
         if !d.is_reject() {
             let from_core = || self.policy.from_core_side(&src);
             decide::track_dialog(&msg, from_core, &self.rates, ts_ms);
@@ -839,17 +859,26 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     }
     if r.summary.split_unplaced > 0 {
         eprintln!(
-            "sipfence: {} packets carried parts of messages never completed (a stream cut off, a datagram missing fragments): in neither split output",
+            "sipfence: {} packets carried parts of messages never completed (a stream cut off, a datagram missing fragments) or TCP data that was no SIP: in neither split output",
             r.summary.split_unplaced
         );
     }
     let s = &r.summary;
     let n = r.net_stats();
+    if n.hep_sip > 0 && s.sip_messages > n.hep_sip {
+        // QA 146: a capture on the gateway's host that did not leave out its mirror's
+        // port read every message twice (phantom retransmissions), with nothing said.
+        eprintln!(
+            "sipfence: the capture holds SIP both as it travelled ({} messages) and in HEP copies ({}): if the copies mirror the same traffic (a [hep] mirror captured beside it), every message was read twice; replay one of them (leave the HEP port out of the capture filter)",
+            s.sip_messages - n.hep_sip,
+            n.hep_sip
+        );
+    }
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
+        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_sip": n.hep_sip, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "not_sip_datagrams": s.not_sip_datagrams, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
         );
     } else {
         println!();
@@ -912,10 +941,16 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 n.snaplen_cut
             );
         }
-        if n.hep_not_sip + n.hep_damaged > 0 {
+        if n.hep_sip + n.hep_not_sip + n.hep_damaged > 0 {
             println!(
-                "  HEP: not SIP {} (RTCP, logs, keep-alives)  damaged {}",
-                n.hep_not_sip, n.hep_damaged
+                "  HEP: SIP {}  not SIP {} (RTCP, logs, keep-alives)  damaged {}",
+                n.hep_sip, n.hep_not_sip, n.hep_damaged
+            );
+        }
+        if s.not_sip_datagrams > 0 {
+            println!(
+                "  datagrams with no SIP message (RTP, DNS, keep-alives, other traffic; garbage, which the proxy counts as malformed): {}",
+                s.not_sip_datagrams
             );
         }
         if n.sctp_messages + n.sctp_retransmitted + n.sctp_damaged > 0 {

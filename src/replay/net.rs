@@ -104,6 +104,8 @@ pub struct NetStats {
     pub decapsulated: u64,
     /// HEP packets that carried something else (RTCP reports, logs, keep-alives).
     pub hep_not_sip: u64,
+    /// HEP packets that carried a SIP message (or what a mirror took for one).
+    pub hep_sip: u64,
     /// HEP packets cut short or inconsistent.
     pub hep_damaged: u64,
     /// SIP messages found in SCTP DATA chunks, of which rebuilt from fragments.
@@ -767,6 +769,7 @@ fn hep_segment(
             return None;
         }
     };
+    stats.hep_sip += 1;
     let (transport, payload) = match h.ip_proto {
         17 => (Transport::Udp, Payload::Datagram(h.payload.into_owned())),
         _ => (
