@@ -377,6 +377,20 @@ fn reload_says_what_it_changed_and_what_takes_a_restart() {
         body.contains("no change to lists, trunks or rules"),
         "{body}"
     );
+    // The log says so too (QA 145).
+    let logged = (0..50).any(|_| {
+        let said = proxy
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("reload applies no change to lists, trunks or rules"));
+        if !said {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        said
+    });
+    assert!(logged, "{:?}", proxy.stderr.lock().unwrap());
 
     let udp_only = format!("listen = [\"udp:127.0.0.1:{base}\"]");
     let with_tcp = format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]");

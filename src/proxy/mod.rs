@@ -82,6 +82,9 @@ fn said(c: &diff::Changes) -> String {
     use std::fmt::Write;
     let mut text = String::new();
     if c.applied.is_empty() {
+        // Said in the log too (QA 145: a reload of the same files showed only as a new
+        // version and a dashboard annotation).
+        tracing::info!("reload applies no change to lists, trunks or rules");
         text.push_str("no change to lists, trunks or rules\n");
     }
     for a in &c.applied {
