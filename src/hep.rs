@@ -157,7 +157,7 @@ fn v12(b: &[u8]) -> Option<Result<Hep<'_>, Skip>> {
     // Version 2's time header: seconds, microseconds, capture id, padded to 12.
     let start = 8 + addr_len + if version == 2 { 12 } else { 0 };
     let payload = b.get(start..)?;
-    if !crate::replay::net::looks_like_sip(payload) {
+    if !crate::sip::parse::looks_like_sip(payload) {
         return None;
     }
     let (src, dst) = if addr_len == 8 {

@@ -1053,7 +1053,9 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
         1.0
     );
     // The first call's caller retransmits into the outage: the 503 too, counted as a
-    // refusal but not as another call; its retransmissions after that add nothing.
+    // call sent into the outage, neither as another call nor as a refusal (the
+    // block-spike alert takes those out of the calls refused: QA 147); its
+    // retransmissions after that add nothing.
     for _ in 0..2 {
         let again = call("probed-1");
         assert!(
@@ -1064,7 +1066,11 @@ fn a_udp_next_hop_that_stops_answering_its_probes_gets_no_new_calls() {
     assert_eq!(invites.load(Ordering::Relaxed), 1);
     assert_eq!(
         proxy.metric("sipfence_protocol_refusals_total{code=\"503\",trunk=\"ic\"}"),
-        2.0
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("sipfence_calls_sent_into_outage_total{trunk=\"ic\"}"),
+        1.0
     );
     assert_eq!(
         proxy.metric("sipfence_invite_retransmissions_total{trunk=\"ic\"}"),
@@ -3487,6 +3493,17 @@ fn every_message_is_mirrored_to_homer_in_hep() {
         200,
         &[("+12125550123@", none.0, none.1)],
     );
+    // Datagrams that are no SIP (RTP, garbage sent to the SIP port) are not mirrored as
+    // SIP (QA 147): each copy below must open as a SIP message.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in [&b"\x80\x08\x00\x01\x00\x00\x00\xa0rtp"[..], b"hello world"] {
+        junk.send_to(d, ("127.0.0.1", base)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.metric("sipfence_dropped_total{reason=\"malformed\"}") < 2.0 {
+        assert!(std::time::Instant::now() < deadline, "the junk never read");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // (source, destination, IP protocol, message) of every HEP packet received.
     let mut got = vec![];

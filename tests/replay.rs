@@ -2716,7 +2716,8 @@ fn a_call_too_large_for_the_next_hop_is_refused_in_replay_as_live() {
 }
 
 /// Datagrams that carry no SIP (RTP, DNS, garbage sent to the SIP port) are counted in
-/// the summary, where they were in no count (QA 146); those that do are not.
+/// the summary, where they were in no count (QA 146), and so are packets of other IP
+/// protocols (ICMP: QA 147); those that carry SIP are not.
 #[test]
 fn datagrams_without_sip_are_counted() {
     let policy = Policy::builtin().unwrap();
@@ -2742,4 +2743,24 @@ fn datagrams_without_sip_are_counted() {
     r.file(&path, &mut Outputs::default(), &mut |_| {}).unwrap();
     assert_eq!(r.summary.sip_messages, 1);
     assert_eq!(r.summary.not_sip_datagrams, 2);
+    assert_eq!(r.net_stats().other_ip, 0);
+    // An ICMP packet (an IPv4 packet of protocol 1) is counted as another IP protocol.
+    let mut icmp = sipfence::replay::pcapout::udp_packet(peer, us, b"port unreachable");
+    icmp[9] = 1;
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+    w.write(
+        sipfence::replay::pcapout::LINKTYPE_RAW,
+        1_795_000_000,
+        0,
+        &icmp,
+        icmp.len() as u32,
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let mut r = Replayer::new(&policy, None);
+    r.file(&path, &mut Outputs::default(), &mut |_| {}).unwrap();
+    assert_eq!(
+        (r.summary.not_sip_datagrams, r.net_stats().other_ip),
+        (0, 1)
+    );
 }

@@ -22,6 +22,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_calls_total",
     "sipfence_invite_retransmissions_total",
     "sipfence_core_retries_total",
+    "sipfence_calls_sent_into_outage_total",
     "sipfence_unknown_dialog_invites_total",
     "sipfence_rule_hits_total",
     "sipfence_auth_total",
@@ -135,6 +136,7 @@ pub struct Metrics {
     pub overload: IntCounterVec,
     pub retransmissions: IntCounterVec,
     pub core_retries: IntCounterVec,
+    pub into_outage: IntCounterVec,
     pub unknown_dialogs: IntCounterVec,
     pub refusals: IntCounterVec,
     pub core_refusals: IntCounterVec,
@@ -203,6 +205,7 @@ pub struct Bound {
     overload: Vec<IntCounter>,
     retransmissions: Vec<IntCounter>,
     core_retries: Vec<IntCounter>,
+    into_outage: Vec<IntCounter>,
     unknown_dialogs: Vec<IntCounter>,
     /// Requests refused by the protocol checks, by [`REFUSAL_CODES`].
     refusals: Vec<[IntCounter; REFUSAL_CODES.len()]>,
@@ -308,6 +311,11 @@ impl Metrics {
         let core_retries = cv(
             "sipfence_core_retries_total",
             "INVITEs that retry a call the core asked to send again (credentials after its 401/407, a longer session interval after 422, ...) and went on: the same call, counted once in sipfence_calls_total and the rule hits (a retry refused is counted there as a call)",
+            &["trunk"],
+        );
+        let into_outage = cv(
+            "sipfence_calls_sent_into_outage_total",
+            "Calls sent on to a next hop before it was found down (not answering its probes), whose caller's retransmission was then answered 503 here: counted once in sipfence_calls_total, as they were let through, and recorded a second time with the 503 (retry: retransmission)",
             &["trunk"],
         );
         let unknown_dialogs = cv(
@@ -567,6 +575,7 @@ impl Metrics {
             overload,
             retransmissions,
             core_retries,
+            into_outage,
             unknown_dialogs,
             refusals,
             core_refusals,
@@ -661,6 +670,7 @@ impl Metrics {
             overload: vec![],
             retransmissions: vec![],
             core_retries: vec![],
+            into_outage: vec![],
             unknown_dialogs: vec![],
             refusals: vec![],
             latency: vec![],
@@ -734,6 +744,7 @@ impl Metrics {
                 .push(self.retransmissions.with_label_values(&[n]));
             b.core_retries
                 .push(self.core_retries.with_label_values(&[n]));
+            b.into_outage.push(self.into_outage.with_label_values(&[n]));
             b.unknown_dialogs
                 .push(self.unknown_dialogs.with_label_values(&[n]));
             b.refusals.push(REFUSAL_CODES.map(|c| {
@@ -843,14 +854,13 @@ impl Bound {
         let s = self.slot(d.trunk);
         if d.retransmission {
             // Its original was counted: the same call, rule hits and all. One answered
-            // otherwise (503, its next hop found down since) is that refusal too.
+            // otherwise (503, its next hop found down since) is counted apart: not in
+            // the protocol refusals, which the block-spike alert takes out of the calls
+            // refused, where this call is not (QA 147).
             self.retransmissions[s].inc();
             self.latency[s].observe(seconds);
-            if d.answered_otherwise
-                && let Some(r) = d.refusal
-                && let Some(i) = REFUSAL_CODES.iter().position(|&c| c == r.code)
-            {
-                self.refusals[s][i].inc();
+            if d.answered_otherwise {
+                self.into_outage[s].inc();
             }
             return;
         }

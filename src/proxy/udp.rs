@@ -542,7 +542,7 @@ pub async fn serve(shared: Arc<Shared>, udps: Udps, i: usize) {
                 };
                 let data = arena.split_to(d.len()).freeze();
                 if let Some(h) = &shared.hep
-                    && !crate::sip::parse::keepalive(&data)
+                    && crate::sip::parse::looks_like_sip(&data)
                 {
                     // As the peer sent it: to the address our Via names to its family
                     // (a wildcard listener's own is `0.0.0.0`, which Homer would show as

@@ -875,7 +875,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         );
     }
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_sip": n.hep_sip, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
+        let network = serde_json::json!({"not_ip": n.non_ip, "other_ip": n.other_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_sip": n.hep_sip, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
             serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "not_sip_datagrams": s.not_sip_datagrams, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
@@ -902,8 +902,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         // What the network layer could not follow: the first place to look when a
         // capture shows fewer calls than expected.
         println!(
-            "  network: not IP {}  tunnelled {}  fragments {} (reassembled {}, expired {})  TCP gaps {}  TCP resyncs {}",
+            "  network: not IP {}  other IP protocols {}  tunnelled {}  fragments {} (reassembled {}, expired {})  TCP gaps {}  TCP resyncs {}",
             n.non_ip,
+            n.other_ip,
             n.decapsulated,
             n.fragments,
             n.reassembled,

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::websocket;
 use crate::policy::config::Transport;
-use crate::sip::parse::Frame;
-use crate::sip::{MAX_MESSAGE, frame_stream, lex};
+use crate::sip::parse::{Frame, looks_like_sip};
+use crate::sip::{MAX_MESSAGE, frame_stream};
 
 /// Pending fragmented datagrams kept at once, and how long (capture time) they wait.
 const MAX_FRAGMENTED: usize = 4096;
@@ -106,6 +106,8 @@ pub struct NetStats {
     pub hep_not_sip: u64,
     /// HEP packets that carried a SIP message (or what a mirror took for one).
     pub hep_sip: u64,
+    /// IP packets of other protocols than UDP, TCP and SCTP (ICMP, routing, IPsec).
+    pub other_ip: u64,
     /// HEP packets cut short or inconsistent.
     pub hep_damaged: u64,
     /// SIP messages found in SCTP DATA chunks, of which rebuilt from fragments.
@@ -606,7 +608,11 @@ impl Decoder {
                     at_ms: None,
                 })
             }
-            _ => None,
+            // ICMP, OSPF, ESP...: no SIP (QA 147: counted nowhere).
+            _ => {
+                self.stats.other_ip += 1;
+                None
+            }
         }
     }
 
@@ -784,20 +790,6 @@ fn hep_segment(
         payload,
         at_ms: None,
     })
-}
-
-/// Whether bytes start like a SIP message: a status line, or a request line ending in
-/// SIP/2.0. Used to find SIP on any port.
-pub fn looks_like_sip(b: &[u8]) -> bool {
-    let b = &b[b.iter().take_while(|&&c| c == b'\r' || c == b'\n').count()..];
-    if lex::starts_with_ci(b, b"SIP/2.0 ") {
-        return true;
-    }
-    let line = &b[..memchr::memchr(b'\n', &b[..b.len().min(2048)]).unwrap_or(b.len().min(2048))];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    line.first().is_some_and(|&c| lex::is_token(c))
-        && line.len() > 8
-        && line[line.len() - 8..].eq_ignore_ascii_case(b" SIP/2.0")
 }
 
 /// Offset of the first SIP start line in a datagram that carries junk before it.

@@ -8,8 +8,9 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use super::net::{find_sip_start, looks_like_sip};
+use super::net::find_sip_start;
 use crate::sip::MAX_MESSAGE;
+use crate::sip::parse::looks_like_sip;
 
 /// The longest upgrade request or answer waited for.
 const MAX_HANDSHAKE: usize = 16 * 1024;

@@ -517,6 +517,21 @@ fn validate_headers(
     Ok((from, to))
 }
 
+/// Whether bytes start like a SIP message: a status line, or a request line ending in
+/// SIP/2.0. Used to find SIP on any port (replay), and to mirror to Homer only what is
+/// SIP (QA 147: garbage and RTP sent to the SIP port went to Homer as SIP).
+pub fn looks_like_sip(b: &[u8]) -> bool {
+    let b = &b[b.iter().take_while(|&&c| c == b'\r' || c == b'\n').count()..];
+    if lex::starts_with_ci(b, b"SIP/2.0 ") {
+        return true;
+    }
+    let line = &b[..memchr::memchr(b'\n', &b[..b.len().min(2048)]).unwrap_or(b.len().min(2048))];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.first().is_some_and(|&c| lex::is_token(c))
+        && line.len() > 8
+        && line[line.len() - 8..].eq_ignore_ascii_case(b" SIP/2.0")
+}
+
 /// What a TCP (or other stream) receive buffer holds at its front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
