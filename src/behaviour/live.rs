@@ -228,7 +228,11 @@ impl LiveCalls {
     /// line per call: its key, trunk id, answered (0/1), deadline and BYE time (ms);
     /// call keys and trunk ids are hashes of what the messages and the policy say,
     /// the same in every process. `field`: the name this gateway's count has in Redis,
-    /// which the next process takes over (a line `field NAME` after the first).
+    /// which the next process takes over (a line `field NAME` after the first). The stop
+    /// time goes in as the first call line, [`stop_line`]: a call of no trunk that ended
+    /// at the stop, which every earlier reader skips (QA 150: the `stopped` line written
+    /// before made the release before it refuse the whole file on a rollback, and let
+    /// a trunk's calls past its limit).
     pub fn save(&self, now_ms: u64, field: Option<&str>) -> (String, usize) {
         let mut t = self.lock();
         t.expire(now_ms);
@@ -237,7 +241,7 @@ impl LiveCalls {
         if let Some(f) = field {
             out.push_str(&format!("field {f}\n"));
         }
-        out.push_str(&format!("stopped {now_ms}\n"));
+        out.push_str(&stop_line(now_ms));
         for (k, l) in &t.calls {
             out.push_str(&format!(
                 "{k} {} {} {} {}\n",
@@ -292,8 +296,11 @@ impl LiveCalls {
             lines.next();
         }
         let mut stopped = None;
+        // `stopped MS`, as the release of session 49 wrote it, or the stop's call line.
         if let Some((i, l)) = lines.peek().copied()
-            && let Some(v) = l.strip_prefix("stopped ")
+            && let Some(v) = l
+                .strip_prefix("stopped ")
+                .or_else(|| l.strip_prefix("0 0 0 ").and_then(|r| r.strip_suffix(" 0")))
         {
             match digits(v) {
                 Some(at) if at <= now_ms + CLOCK_SLACK_MS => stopped = Some(at),
@@ -356,6 +363,7 @@ impl LiveCalls {
         let mut t = self.lock();
         let mut r = Restored {
             age_ms: stopped.map(|at| now_ms.saturating_sub(at)),
+            ahead_ms: stopped.map_or(0, |at| at.saturating_sub(now_ms)),
             ..Restored::default()
         };
         for (k, l) in calls {
@@ -375,6 +383,13 @@ impl LiveCalls {
         }
         Ok(r)
     }
+}
+
+/// The line of a calls file that says when the stop wrote it: a call (key 0, trunk 0,
+/// unanswered) whose deadline is the stop, which a reader that knows no stop time drops
+/// as ended, of no trunk it limits (trunk ids are hashes of the trunks' names).
+fn stop_line(now_ms: u64) -> String {
+    format!("0 0 0 {now_ms} 0\n")
 }
 
 /// The name a calls file says the stopped process's count had in Redis (its `field`
@@ -448,6 +463,8 @@ pub struct Restored {
     pub stale: usize,
     /// How long ago the stop wrote it (a file without its stop time: unknown).
     pub age_ms: Option<u64>,
+    /// How far after now it is dated (a clock stepped back, a copy), if it is.
+    pub ahead_ms: u64,
 }
 
 impl Restored {
@@ -540,7 +557,12 @@ mod tests {
         );
         // Written longer ago than a restart takes: none counted, each said stale.
         let (saved, _) = l.save(100, Some("gw0:cafe"));
-        assert!(saved.contains("\nstopped 100\n"), "{saved}");
+        // The stop time, as a call line every earlier reader takes for one of no trunk
+        // that ended at the stop (QA 150: a rollback refused the whole file).
+        let stop = saved.lines().nth(2).unwrap_or_default();
+        assert_eq!(stop, "0 0 0 100 0", "{saved}");
+        assert!(stop.split(' ').all(|f| digits(f).is_some()));
+        assert!(limited.iter().all(|&(id, _)| id != 0));
         let late = LiveCalls::new();
         assert_eq!(
             late.restore(&saved, 100 + STALE_MS + 1, None, &limited)
@@ -552,6 +574,21 @@ mod tests {
             taken(&LiveCalls::new(), &saved, 100 + STALE_MS, &limited),
             Ok((1, 2, 0, 0))
         );
+        // The `stopped` line session 49's release wrote reads the same.
+        let legacy = saved.replace("\n0 0 0 100 0\n", "\nstopped 100\n");
+        assert_ne!(legacy, saved);
+        for text in [&saved, &legacy] {
+            assert_eq!(
+                taken(&LiveCalls::new(), text, 100 + STALE_MS, &limited),
+                Ok((1, 2, 0, 0))
+            );
+            assert_eq!(
+                LiveCalls::new()
+                    .restore(text, 100 + STALE_MS + 1, None, &limited)
+                    .map(|r| r.stale),
+                Ok(3)
+            );
+        }
         // A stop after now is no stop's, beyond a clock's slack.
         assert_eq!(
             LiveCalls::new()
@@ -559,7 +596,8 @@ mod tests {
                 .map(|r| r.counted),
             Ok(3)
         );
-        let future = saved.replace("stopped 100\n", "stopped 90000\n");
+        let future = saved.replace("\n0 0 0 100 0\n", "\n0 0 0 90000 0\n");
+        assert_ne!(future, saved);
         assert_eq!(
             LiveCalls::new()
                 .restore(&future, 0, None, &limited)
@@ -569,7 +607,8 @@ mod tests {
         // A file without its stop time (an earlier version's) is as old as the file
         // system says it is.
         let (old, _) = l.save(100, None);
-        let old = old.replace("stopped 100\n", "");
+        let old = old.replace("0 0 0 100 0\n", "");
+        assert_eq!(old.lines().count(), 4, "{old}");
         let at = |now, written| {
             LiveCalls::new()
                 .restore(&old, now, written, &limited)
@@ -582,6 +621,13 @@ mod tests {
             at(200, Some(200 + CLOCK_SLACK_MS + 1)),
             Ok((0, 3)),
             "dated ahead"
+        );
+        assert_eq!(
+            LiveCalls::new()
+                .restore(&old, 200, Some(200 + 2 * CLOCK_SLACK_MS), &limited)
+                .map(|r| (r.ahead_ms, r.age_ms)),
+            Ok((2 * CLOCK_SLACK_MS, Some(0))),
+            "how far ahead, for the warning"
         );
         // Someone else's file is foreign, an empty one too (a list file waiting for
         // entries); a calls file is not.

@@ -1460,11 +1460,18 @@ fn restore_calls(shared: &Shared) {
         .live()
         .restore(&text, crate::cli::now_ms(), written, &limited)
     {
+        // Dated after now: no age to tell (QA 150: "0 minutes ago" beside the text).
+        Ok(r) if r.stale > 0 && r.ahead_ms > 0 => tracing::warn!(
+            file = path,
+            calls = r.stale,
+            minutes_ahead = r.ahead_ms.div_ceil(60_000),
+            "the calls file is dated after now (a clock set back, or a copy): its age cannot be told, and its calls are not counted"
+        ),
         Ok(r) if r.stale > 0 => tracing::warn!(
             file = path,
             calls = r.stale,
             minutes_ago = r.age_ms.unwrap_or(0) / 60_000,
-            "the calls file was written longer ago than a restart takes (or is dated after now): its calls are not counted (the BYEs of those that ended meanwhile were never seen)"
+            "the calls file was written longer ago than a restart takes: its calls are not counted (the BYEs of those that ended meanwhile were never seen)"
         ),
         Ok(r) if r.left_out() > 0 => tracing::warn!(
             file = path,
