@@ -334,13 +334,35 @@ fn repeated(
 ) -> Option<u64> {
     // No memory (explain on its own, the benches): no hashing either.
     ctx.rates.recent()?;
-    let b = msg.buf();
-    // The trunk by name: a retransmission across a reload that reorders trunks is still
-    // one.
-    let t = trunk.map_or(u64::MAX, |t| policy.trunks[t].id);
-    let key = crate::sip::lex::tag_hash(&[b"seen", &t.to_le_bytes(), &b[..msg.len().min(b.len())]]);
+    let key = sight_key(policy, msg, trunk);
     let first = ctx.rates.earlier_sight(key, ctx.now_ms, TRANSACTION_MS)?;
     (!answered_already(msg, ctx)).then_some(first)
+}
+
+/// The key [`repeated`] keeps an initial INVITE's sighting under: its trunk by name (a
+/// retransmission across a reload that reorders trunks is still one) and its bytes.
+fn sight_key(policy: &Policy, msg: &Message, trunk: Option<usize>) -> u64 {
+    let b = msg.buf();
+    let t = trunk.map_or(u64::MAX, |t| policy.trunks[t].id);
+    crate::sip::lex::tag_hash(&[b"seen", &t.to_le_bytes(), &b[..msg.len().min(b.len())]])
+}
+
+/// Whether the initial INVITE `msg` repeats one judged within its transaction's
+/// lifetime (as [`repeated`] tells, without keeping this sighting): the proxy's
+/// overload and drain shedding let such a retransmission go on to its judgement, which
+/// answers it as its original was answered or sends it on again, rather than answer
+/// 503 a call the core may have up (QA 149: during a drain, a caller had 503 Stopping
+/// and then the core's 200 for the same INVITE).
+pub fn judged_before(
+    policy: &Policy,
+    msg: &Message,
+    ctx: &Context<'_>,
+    trunk: Option<usize>,
+) -> bool {
+    ctx.rates
+        .recent()
+        .is_some_and(|r| r.sighted(sight_key(policy, msg, trunk), ctx.now_ms))
+        && !answered_already(msg, ctx)
 }
 
 /// Whether the caller of `msg` acknowledged its INVITE's final answer ([`track_dialog`]:

@@ -1469,6 +1469,11 @@ fn a_stop_drains_the_calls_under_way() {
             && refused.contains("text=\"Stopping: try another gateway\""),
         "{refused}"
     );
+    // The call under way, its answer slow to come, retransmitted meanwhile: sent on
+    // again, not answered 503 (QA 149: its caller had 503 and then the core's 200).
+    send("drain-1");
+    let (again, _) = read(&core);
+    assert_eq!(again, invite, "the same INVITE, sent on again");
     // The call under way gets its answer.
     core.send_to(
         common::answer_as_uas(&invite, "200 OK").as_bytes(),

@@ -419,6 +419,11 @@ impl Recent {
     pub fn earlier_sight(&self, key: u64, now_ms: u64, ttl_ms: u64) -> Option<u64> {
         self.seen.insert_new(key, now_ms, ttl_ms)
     }
+    /// Whether `key` was sighted ([`Recent::earlier_sight`]) and is still held, without
+    /// keeping this sighting.
+    pub fn sighted(&self, key: u64, now_ms: u64) -> bool {
+        self.seen.get(key, now_ms).is_some()
+    }
     pub fn recall(&self, key: u64, now_ms: u64) -> Option<bool> {
         self.txns.get(key, now_ms).map(|v| v != 0)
     }

@@ -437,6 +437,12 @@ fn handle_parsed(
                 st.rates,
                 st.now_ms,
             ))
+        && !crate::decide::judged_before(
+            st.policy,
+            msg,
+            &st.context(o),
+            st.policy.match_trunk(&o.source, Some(&o.local)),
+        )
     {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
         let extra = Extra {
@@ -2517,6 +2523,44 @@ record_route = true
         );
         let (h, out) = run(false, false, "s3");
         assert!(matches!(h, Handled::Forward(_)), "{out}");
+    }
+
+    /// Shedding (overload, drain) spares the retransmission of an INVITE judged within
+    /// its transaction: a call let through goes on again, a refused one gets its
+    /// refusal again (QA 149: during a drain a caller had 503 Stopping and then the
+    /// core's 200 for one INVITE); a new call is shed.
+    #[test]
+    fn shedding_spares_the_retransmissions_of_calls_judged() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let rates = crate::policy::rate::LocalRateCounter::new(1024);
+        let run = |overloaded: bool, draining: bool, text: &str| {
+            let st = Step {
+                rates: &rates,
+                overloaded,
+                draining,
+                now_ms: 1_000,
+                ..step(&p)
+            };
+            run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", text)
+        };
+        let blank =
+            peer_invite("r2").replace("From: <sip:+8613812345678@", "From: <sip:anonymous@");
+        let (h, out, _) = run(false, false, &peer_invite("r1"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let (h, refused, _) = run(false, false, &blank);
+        let code = match h {
+            Handled::Respond(_, c) => c,
+            _ => panic!("{refused}"),
+        };
+        assert!(code >= 400 && code != 503, "{refused}");
+        for (overloaded, draining) in [(true, false), (false, true)] {
+            let (h, out, _) = run(overloaded, draining, &peer_invite("r1"));
+            assert!(matches!(h, Handled::Forward(_)), "{out}");
+            let (h, out, _) = run(overloaded, draining, &blank);
+            assert!(matches!(h, Handled::Respond(_, c) if c == code), "{out}");
+            let (h, out, _) = run(overloaded, draining, &peer_invite("r3"));
+            assert!(matches!(h, Handled::Shed(_)), "{out}");
+        }
     }
 
     /// What the core sends towards a trunk's peer: a call it offers the peer is
