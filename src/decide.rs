@@ -347,22 +347,25 @@ fn sight_key(policy: &Policy, msg: &Message, trunk: Option<usize>) -> u64 {
     crate::sip::lex::tag_hash(&[b"seen", &t.to_le_bytes(), &b[..msg.len().min(b.len())]])
 }
 
-/// Whether the initial INVITE `msg` repeats one judged within its transaction's
-/// lifetime (as [`repeated`] tells, without keeping this sighting): the proxy's
-/// overload and drain shedding let such a retransmission go on to its judgement, which
-/// answers it as its original was answered or sends it on again, rather than answer
-/// 503 a call the core may have up (QA 149: during a drain, a caller had 503 Stopping
-/// and then the core's 200 for the same INVITE).
-pub fn judged_before(
-    policy: &Policy,
-    msg: &Message,
-    ctx: &Context<'_>,
-    trunk: Option<usize>,
-) -> bool {
-    ctx.rates
-        .recent()
-        .is_some_and(|r| r.sighted(sight_key(policy, msg, trunk), ctx.now_ms))
-        && !answered_already(msg, ctx)
+/// Whether the initial INVITE `msg` belongs to a call under way: it repeats one judged
+/// within its transaction's lifetime (as [`repeated`] tells, without keeping this
+/// sighting), or it is the retry of a call the core asked to send again (as
+/// [`core_asked_retry`] tells, without spending the core's answer). The proxy's
+/// overload and drain shedding let such an INVITE go on to its judgement, which answers
+/// a retransmission as its original was answered or sends it on again, rather than
+/// answer 503 a call the core may have up (QA 149: during a drain, a caller had 503
+/// Stopping and then the core's 200 for the same INVITE; QA 151: the retry with
+/// credentials after the core's 407 was shed).
+pub fn under_way(policy: &Policy, msg: &Message, ctx: &Context<'_>, trunk: Option<usize>) -> bool {
+    let Some(r) = ctx.rates.recent() else {
+        return false;
+    };
+    let retry = msg.cseq().is_some_and(|(n, _)| n >= 2)
+        && ctx.rates.recall(
+            challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default()),
+            ctx.now_ms,
+        ) == Some(true);
+    retry || (r.sighted(sight_key(policy, msg, trunk), ctx.now_ms) && !answered_already(msg, ctx))
 }
 
 /// Whether the caller of `msg` acknowledged its INVITE's final answer ([`track_dialog`]:

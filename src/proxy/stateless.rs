@@ -437,7 +437,7 @@ fn handle_parsed(
                 st.rates,
                 st.now_ms,
             ))
-        && !crate::decide::judged_before(
+        && !crate::decide::under_way(
             st.policy,
             msg,
             &st.context(o),
@@ -2533,7 +2533,7 @@ record_route = true
     fn shedding_spares_the_retransmissions_of_calls_judged() {
         let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
         let rates = crate::policy::rate::LocalRateCounter::new(1024);
-        let run = |overloaded: bool, draining: bool, text: &str| {
+        let run_from = |from: &str, overloaded: bool, draining: bool, text: &str| {
             let st = Step {
                 rates: &rates,
                 overloaded,
@@ -2541,7 +2541,10 @@ record_route = true
                 now_ms: 1_000,
                 ..step(&p)
             };
-            run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", text)
+            run_on(&st, from, "192.0.2.10:5060", text)
+        };
+        let run = |overloaded: bool, draining: bool, text: &str| {
+            run_from("198.51.100.7:5060", overloaded, draining, text)
         };
         let blank =
             peer_invite("r2").replace("From: <sip:+8613812345678@", "From: <sip:anonymous@");
@@ -2561,6 +2564,25 @@ record_route = true
             let (h, out, _) = run(overloaded, draining, &peer_invite("r3"));
             assert!(matches!(h, Handled::Shed(_)), "{out}");
         }
+        // The retry with credentials the core's 407 asked for is the call under way
+        // too (QA 151: it was shed); one the core did not ask for is shed.
+        let (h, out, _) = run(false, false, &peer_invite("r4"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let challenge = format!(
+            "SIP/2.0 407 Proxy Authentication Required\r\n{}From: <sip:+8613812345678@198.51.100.7>;tag=ar4\r\nTo: <sip:+8613912345678@192.0.2.10>;tag=c4\r\nCall-ID: r4\r\nCSeq: 1 INVITE\r\nProxy-Authenticate: Digest realm=\"core\", nonce=\"n4\"\r\nContent-Length: 0\r\n\r\n",
+            vias_of(&out)
+        );
+        let (h, out, _) = run_from("10.0.0.5:5060", false, false, &challenge);
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let retry = |id: &str| {
+            peer_invite(id)
+                .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+                .replace(&format!("z9hG4bK-{id}"), &format!("z9hG4bK-{id}-2"))
+        };
+        let (h, out, _) = run(false, true, &retry("r4"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        let (h, out, _) = run(false, true, &retry("r5"));
+        assert!(matches!(h, Handled::Shed(_)), "{out}");
     }
 
     /// What the core sends towards a trunk's peer: a call it offers the peer is
