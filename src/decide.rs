@@ -120,9 +120,9 @@ pub struct Decision {
     pub retransmission: bool,
     /// A retransmission (above) answered otherwise than the INVITE it repeats: 503, its
     /// next hop found down since that one was sent on. Recorded, as what its caller got
-    /// last, and counted as that refusal, but not as another call (QA 145: the calls
-    /// sent into a core that died were traced as allowed while their callers had the
-    /// gateway's 503).
+    /// last, and counted as a call sent into an outage, neither as another call nor as
+    /// a refusal (QA 145: the calls sent into a core that died were traced as allowed
+    /// while their callers had the gateway's 503; QA 147).
     pub answered_otherwise: bool,
     /// An INVITE with a To-tag whose dialog this gateway did not see answered (an
     /// invented To-tag, or a call set up before a restart or through another gateway):
@@ -360,12 +360,8 @@ pub fn under_way(policy: &Policy, msg: &Message, ctx: &Context<'_>, trunk: Optio
     let Some(r) = ctx.rates.recent() else {
         return false;
     };
-    let retry = msg.cseq().is_some_and(|(n, _)| n >= 2)
-        && ctx.rates.recall(
-            challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default()),
-            ctx.now_ms,
-        ) == Some(true);
-    retry || (r.sighted(sight_key(policy, msg, trunk), ctx.now_ms) && !answered_already(msg, ctx))
+    retry_asked_of(msg, ctx).is_some()
+        || (r.sighted(sight_key(policy, msg, trunk), ctx.now_ms) && !answered_already(msg, ctx))
 }
 
 /// Whether the caller of `msg` acknowledged its INVITE's final answer ([`track_dialog`]:
@@ -634,19 +630,25 @@ fn call_print(
 /// answer lets one retry by: a caller cannot send many INVITEs under one Call-ID the
 /// core answered so.
 fn core_asked_retry(msg: &Message, ctx: &Context<'_>) -> bool {
-    // The retry has the next CSeq (RFC 3261 8.1.3.5): a call's first INVITE, nearly
-    // always CSeq 1, is not looked up.
-    if msg.cseq().is_none_or(|(n, _)| n < 2) {
+    let Some(challenged) = retry_asked_of(msg, ctx) else {
         return false;
-    }
-    let challenged = challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default());
-    if ctx.rates.recall(challenged, ctx.now_ms) != Some(true) {
-        return false;
-    }
+    };
     // Spent: the next retry needs an answer of its own.
     ctx.rates
         .remember(challenged, ctx.now_ms, TRANSACTION_MS, false);
     true
+}
+
+/// The key of the core's answer that asked for the retry `msg` is, if one did and is
+/// not spent.
+fn retry_asked_of(msg: &Message, ctx: &Context<'_>) -> Option<u64> {
+    // The retry has the next CSeq (RFC 3261 8.1.3.5): a call's first INVITE, nearly
+    // always CSeq 1, is not looked up.
+    if msg.cseq().is_none_or(|(n, _)| n < 2) {
+        return None;
+    }
+    let challenged = challenge_key(msg.call_id(), msg.from_tag().unwrap_or_default());
+    (ctx.rates.recall(challenged, ctx.now_ms) == Some(true)).then_some(challenged)
 }
 
 /// Key of a trunk, or of a caller within a trunk: rate counters and behaviour tables.

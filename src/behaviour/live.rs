@@ -296,11 +296,8 @@ impl LiveCalls {
             lines.next();
         }
         let mut stopped = None;
-        // `stopped MS`, as the release of session 49 wrote it, or the stop's call line.
         if let Some((i, l)) = lines.peek().copied()
-            && let Some(v) = l
-                .strip_prefix("stopped ")
-                .or_else(|| l.strip_prefix("0 0 0 ").and_then(|r| r.strip_suffix(" 0")))
+            && let Some(v) = stop_of(l)
         {
             match digits(v) {
                 Some(at) if at <= now_ms + CLOCK_SLACK_MS => stopped = Some(at),
@@ -390,6 +387,13 @@ impl LiveCalls {
 /// as ended, of no trunk it limits (trunk ids are hashes of the trunks' names).
 fn stop_line(now_ms: u64) -> String {
     format!("0 0 0 {now_ms} 0\n")
+}
+
+/// The stop time a line says, as [`stop_line`] writes it or as the release of session
+/// 49 wrote it (`stopped MS`), not yet read as a number.
+fn stop_of(line: &str) -> Option<&str> {
+    line.strip_prefix("stopped ")
+        .or_else(|| line.strip_prefix("0 0 0 ")?.strip_suffix(" 0"))
 }
 
 /// The name a calls file says the stopped process's count had in Redis (its `field`

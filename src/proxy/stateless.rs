@@ -501,9 +501,7 @@ fn handle_parsed(
             .earlier_sight(down_key(msg), st.now_ms, TRANSACTION_MS)
             .is_none();
         d.answered_otherwise = d.retransmission && first_503;
-        observe(Observed::Decision(msg, &d));
-        verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
-        return Handled::Respond(dest_for_response(msg.buf(), o, top.as_ref()), 503);
+        return refuse_decided(st, msg, o, r, &d, out, observe);
     }
     let mut d = decide(st.policy, msg, &ctx);
     let let_through = d.outcome == Outcome::Forward;
@@ -929,24 +927,43 @@ fn refuse(
     out: &mut Vec<u8>,
     observe: &mut dyn FnMut(Observed<'_>),
 ) -> Handled {
-    let ack = msg.method() == Some(Method::Ack);
     if !core_side {
-        let ctx = st.context(o);
-        let d = Decision::refused(st.policy, msg, &ctx, r);
-        observe(Observed::Decision(msg, &d));
-        if d.outcome == Outcome::Drop {
-            // A stranger's, broken ACK or not, is the unknown-source drop (QA 41); a drop
-            // that is no ACK is always a stranger's.
-            return if ack && !st.policy.silent_to(&o.source, Some(&o.local)) {
-                Handled::Dropped("bad-ack")
-            } else {
-                Handled::Dropped("unknown-source")
-            };
-        }
-    } else if ack {
+        let d = Decision::refused(st.policy, msg, &st.context(o), r);
+        return refuse_decided(st, msg, o, r, &d, out, observe);
+    }
+    if msg.method() == Some(Method::Ack) {
         return Handled::Dropped("bad-ack");
-    } else {
-        observe(Observed::CoreRefused(r.code));
+    }
+    observe(Observed::CoreRefused(r.code));
+    verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
+    Handled::Respond(
+        dest_for_response(msg.buf(), o, msg.top_via().as_ref()),
+        r.code,
+    )
+}
+
+/// [`refuse`] for a request from a trunk's side, its decision `d` made of the refusal
+/// `r`: reported, and answered (a stranger's, under `drop`, dropped).
+fn refuse_decided(
+    st: &Step<'_>,
+    msg: &Message,
+    o: &Origin,
+    r: Refusal,
+    d: &Decision,
+    out: &mut Vec<u8>,
+    observe: &mut dyn FnMut(Observed<'_>),
+) -> Handled {
+    observe(Observed::Decision(msg, d));
+    if d.outcome == Outcome::Drop {
+        // A stranger's, broken ACK or not, is the unknown-source drop (QA 41); a drop
+        // that is no ACK is always a stranger's.
+        return if msg.method() == Some(Method::Ack)
+            && !st.policy.silent_to(&o.source, Some(&o.local))
+        {
+            Handled::Dropped("bad-ack")
+        } else {
+            Handled::Dropped("unknown-source")
+        };
     }
     verdict::write_refusal(st.policy, msg, r, Some(o.source), out);
     Handled::Respond(
