@@ -429,20 +429,7 @@ fn handle_parsed(
     if (st.overloaded || st.draining)
         && method == Method::Invite
         && st.policy.knows(&o.source, Some(&o.local))
-        && (msg.to_tag().is_none()
-            || crate::decide::invite_of_unknown_dialog(
-                st.policy,
-                msg,
-                st.policy.match_trunk(&o.source, Some(&o.local)),
-                st.rates,
-                st.now_ms,
-            ))
-        && !crate::decide::under_way(
-            st.policy,
-            msg,
-            &st.context(o),
-            st.policy.match_trunk(&o.source, Some(&o.local)),
-        )
+        && sheds(st, msg, o, &ctx)
     {
         // Shed load before any list lookup: an explicit answer beats a silent drop.
         let extra = Extra {
@@ -535,6 +522,16 @@ fn handle_parsed(
     handled
 }
 
+/// Whether a known source's INVITE is one the overload and drain shedding answers 503:
+/// one the caller rules would judge (initial, or its To-tag naming a dialog this gateway
+/// never carried), and not a call under way ([`crate::decide::under_way`]).
+fn sheds(st: &Step<'_>, msg: &Message, o: &Origin, ctx: &Context<'_>) -> bool {
+    let trunk = st.policy.match_trunk(&o.source, Some(&o.local));
+    (msg.to_tag().is_none()
+        || crate::decide::invite_of_unknown_dialog(st.policy, msg, trunk, st.rates, st.now_ms))
+        && !crate::decide::under_way(st.policy, msg, ctx, trunk)
+}
+
 /// The 200 to an OPTIONS addressed to sipfence itself (a peer's or the core's
 /// keep-alive).
 fn answer_keepalive(
@@ -612,11 +609,11 @@ fn listens_at(st: &Step<'_>, a: SocketAddr) -> bool {
     };
     st.is_via(a)
         || listen().any(|l| {
-            if l.addr.ip().is_unspecified() {
-                l.addr.port() == a.port() && (l.addr.is_ipv6() || a.is_ipv4()) && named(a.ip())
-            } else {
-                l.addr == a
-            }
+            let here = ListenSpec {
+                transport: l.transport,
+                addr: a,
+            };
+            l.covers(&here) && (!l.addr.ip().is_unspecified() || named(a.ip()))
         })
 }
 
