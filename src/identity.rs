@@ -430,8 +430,12 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                 note_unreadable(b, h, read, &mut id.unreadable);
             }
             HeaderName::Privacy => {
+                // Values in quotes (`"id"`, `"id;user"`) break RFC 3323's grammar, but a
+                // lenient element behind the gateway reads them as the words (QA 154).
                 for v in h.value().of(b).split(|&c| c == b';' || c == b',') {
                     let v = crate::sip::lex::trim(v);
+                    let v = v.strip_prefix(b"\"").unwrap_or(v);
+                    let v = crate::sip::lex::trim(v.strip_suffix(b"\"").unwrap_or(v));
                     if v.eq_ignore_ascii_case(b"id")
                         || v.eq_ignore_ascii_case(b"user")
                         || v.eq_ignore_ascii_case(b"header")
@@ -1119,6 +1123,21 @@ mod tests {
         assert_eq!(id.blank_reason(), Some(NotANumber::Withheld));
         let id = extract(&invite("Privacy: id\r\n", "<sip:+14155550123@x>"), CN);
         assert!(id.withheld_without_identity());
+        // QA 154: quoted values, which a lenient element behind reads as the words.
+        for privacy in [
+            "\"id\"",
+            "\"none;id\"",
+            "\"user\" ; critical",
+            "\" header \"",
+        ] {
+            let id = extract(
+                &invite(&format!("Privacy: {privacy}\r\n"), "<sip:+14155550123@x>"),
+                CN,
+            );
+            assert!(id.withheld_without_identity(), "{privacy}");
+        }
+        let id = extract(&invite("Privacy: \"none\"\r\n", "<sip:+14155550123@x>"), CN);
+        assert!(!id.withheld_without_identity());
         let id = extract(
             &invite(
                 "Privacy: id;critical\r\nP-Asserted-Identity: <tel:+14155550123>\r\n",

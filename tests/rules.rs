@@ -5898,6 +5898,14 @@ fn gateways_read_short_codes_written_with_any_separator() {
         // full-width digit, escaped padding.
         ("138★1234★5678", "+8613812345678"),
         ("1♥1♥0", "+86110"),
+        // QA 154: '+' between digit groups, and before a short code.
+        ("138+1234+5678", "+8613812345678"),
+        ("138 + 1234 + 5678", "+8613812345678"),
+        ("95+588", "+8695588"),
+        ("1+1+0", "+86110"),
+        ("+95588", "+8695588"),
+        ("138一1234一5678", "+8613812345678"),
+        ("1一1一0", "+86110"),
         ("%110", "+86110"),
         ("95%588", "+8695588"),
         ("9\\５588", "+8695588"),
@@ -6165,6 +6173,22 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "[136]98765432",
         "136|9876|5432",
         "136【9876】5432",
+        // QA 154: a '+' between digit groups is drawn as any mark is, with spaces
+        // around it or not, full-width or not; a '+' before a short code prefixes
+        // nothing a callee can call.
+        "136+9876+5432",
+        "136 + 9876 + 5432",
+        "136＋9876＋5432",
+        "1369876+5432",
+        "136 +9876 +5432",
+        "中国银行 95+588",
+        "报警 1+1+0",
+        "+95588",
+        "中国银行 +95588",
+        "+110",
+        // 一 between digits is drawn as a dash.
+        "136一9876一5432",
+        "中国银行 95一588",
     ] {
         assert_eq!(
             rejected(&ent(shown)),

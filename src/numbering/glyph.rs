@@ -35,7 +35,7 @@ pub(super) const TWO_DIGITS: u8 = 0x80;
 /// a display name's reader unescapes it. A lone byte that starts no UTF-8 sequence is
 /// read as Latin-1 where that draws a gap, a dot or nothing (no-break space, middle
 /// dot, soft hyphen). Chinese numerals are words (一 is also "a" and "whole") and stay
-/// [`OTHER`].
+/// [`OTHER`] (the reader takes a 一 between two digits for the dash it is drawn like).
 pub(super) fn unit(b: &[u8]) -> (u8, usize) {
     match *b {
         // An escaped octet is that octet, and one outside ASCII alone is no character.

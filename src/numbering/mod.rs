@@ -220,6 +220,7 @@ pub fn embedded_numbers_in(
     // Where only spaced short codes are read, dates and times are known as such.
     let fresh = || Run {
         dates: !any,
+        display,
         ..Run::default()
     };
     let mut run = fresh();
@@ -247,7 +248,16 @@ pub fn embedded_numbers_in(
     let mut gap_sep = 0u8;
     let mut i = 0;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
-        let (c, len) = unit(&text[i..]);
+        let (mut c, len) = unit(&text[i..]);
+        // 一 (one, a word) drawn between two digits is drawn as a dash is
+        // (`"138一1234一5678"`, QA 154): a callee reads the digits across it.
+        if c == glyph::OTHER
+            && is_digit_glyph(before)
+            && text[i..].starts_with("一".as_bytes())
+            && is_digit_glyph(unit(&text[i + len..]).0)
+        {
+            c = glyph::PUNCT;
+        }
         // White space before anything drawn (escaped, or Unicode's) is padding a phone
         // trims: it must not push a number past the reading bound.
         if c == INVISIBLE || c == b' ' && visible == 0 {
@@ -256,7 +266,7 @@ pub fn embedded_numbers_in(
         }
         visible += 1;
         match c {
-            b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => {
+            c if is_digit_glyph(c) => {
                 // Digits right after a currency sign are a price (`"¥1,110"`), and after
                 // an ordinal word a place or a reference (`"Room 110"`): where a number
                 // shown is judged, no short number of that amount is offered.
@@ -309,10 +319,11 @@ pub fn embedded_numbers_in(
                 plus_at = None;
             }
             // Any other mark between digits (`"[95]588"`, `"95|588"`, `"1。1。0"`,
-            // `"138★1234★5678"`): a callee reads the digits across it. A '+' starts a
-            // number of its own.
+            // `"138★1234★5678"`): a callee reads the digits across it. A '+' among
+            // digits too (`"138+1234+5678"`, `"95+588"`: QA 154), and it may also start
+            // a number of its own (`"13812345678 +8613912345678"`): the group after it
+            // keeps it, for the pieces that start there.
             _ if run.open
-                && c != b'+'
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
@@ -329,7 +340,7 @@ pub fn embedded_numbers_in(
                 gap_sep = c;
                 gap_spaced &= any;
                 gap_marked |= !any;
-                plus_at = None;
+                plus_at = (c == b'+').then_some(i);
             }
             _ => {
                 if let Some(g) = group.take() {
@@ -353,6 +364,11 @@ pub fn embedded_numbers_in(
     if let Some(g) = group.take() {
         run.close(g, false, Amount::None, &mut budget, &mut each);
     }
+}
+
+/// Whether a character as [`unit`] reads it draws digits.
+fn is_digit_glyph(c: u8) -> bool {
+    matches!(c, b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2)
 }
 
 /// Whether words or a sign around a piece make it a count, a place, a reference or a
@@ -820,7 +836,7 @@ struct Group {
     end: usize,
     digits: [u8; EMBEDDED_MAX_DIGITS],
     n: usize,
-    /// The run's first group, after a '+'.
+    /// After a '+': the run's first group, or one a '+' joins to the group before it.
     plus: bool,
     after_paren: bool,
     /// Right after a Latin letter (`"Q1"`, `"v2"`): a label's digit, not a number's.
@@ -884,6 +900,8 @@ struct Run {
     signed: bool,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,
+    /// Text for a person to read (a display name), not a dial string.
+    display: bool,
 }
 
 impl Run {
@@ -1027,13 +1045,17 @@ impl Run {
             } else {
                 Worded::No
             };
+            // A '+' before fewer digits than an international number holds (`"+95588"`,
+            // `"+110"`) shown to a person prefixes nothing: the callee reads the service
+            // number after it (QA 154). A dial string's is dialled.
+            let plus = head.plus && (digits >= 7 || !self.display);
             // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
-            if digits < 7 && !head.plus && buf[pos] == b'0' {
+            if digits < 7 && !plus && buf[pos] == b'0' {
                 continue;
             }
             // At most EMBEDDED_MAX_DIGITS digits are written: a byte is left for the '+'
-            // of the run's first group, which has no group before it.
-            let piece = if head.plus {
+            // of the head group, which has no digits of its own before it.
+            let piece = if plus {
                 buf[pos - 1] = b'+';
                 &buf[pos - 1..]
             } else {
@@ -1623,6 +1645,30 @@ mod tests {
         ] {
             assert!(marked(text).is_empty(), "{text}: {:?}", marked(text));
         }
+        // QA 154: a '+' among digits joins them as a mark does, and the group after it
+        // still starts a number of its own; before fewer digits than an international
+        // number holds, a display name's '+' prefixes nothing (a dial string's is
+        // dialled).
+        for (text, digits) in [
+            ("138+1234+5678", "13812345678"),
+            ("95+588", "95588"),
+            ("+95588", "95588"),
+            ("13812345678 +8613912345678", "13812345678"),
+            ("13812345678 +8613912345678", "+8613912345678"),
+        ] {
+            assert!(
+                pieces(text, AnySeparator).contains(&digits.to_string()),
+                "{text}: {:?}",
+                pieces(text, AnySeparator)
+            );
+        }
+        assert!(marked("138+1234+5678").is_empty());
+        assert!(marked("95+588").contains(&"95588".to_string()));
+        let mut dialled = vec![];
+        embedded_numbers_in(b"+110", AnySeparator, false, |_, d, _| {
+            dialled.push(String::from_utf8_lossy(d).into_owned())
+        });
+        assert_eq!(dialled, ["+110"]);
         // Two-digit glyphs are digits everywhere: ⑪⓪ is 110 on any trunk.
         assert!(pieces("⑪⓪", SpacedOnly).contains(&"110".to_string()));
         // A price shows no number where numbers are judged; a number after a word does.
