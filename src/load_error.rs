@@ -10,21 +10,76 @@ pub struct LoadError {
     pub reason: String,
 }
 
+/// Most bytes of a reason given: a reason quotes the line it refuses, and a list line
+/// can be megabytes (QA 152: a 20 MB line was echoed whole by `check`, the reload's
+/// answer and the log).
+const REASON_MAX: usize = 512;
+
+/// `reason`, cut to [`REASON_MAX`] bytes on a character boundary, saying how long it was.
+fn bounded(reason: String) -> String {
+    if reason.len() <= REASON_MAX {
+        return reason;
+    }
+    let mut end = REASON_MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &reason[..end], reason.len())
+}
+
 impl LoadError {
     pub fn at(file: impl Into<String>, line: usize, reason: impl Into<String>) -> LoadError {
         LoadError {
             file: file.into(),
             line: Some(line),
-            reason: reason.into(),
+            reason: bounded(reason.into()),
         }
     }
     pub fn file(file: impl Into<String>, reason: impl Into<String>) -> LoadError {
         LoadError {
             file: file.into(),
             line: None,
-            reason: reason.into(),
+            reason: bounded(reason.into()),
         }
     }
+}
+
+/// The bytes of a configuration, plan or list file, refused when the file changed while
+/// it was read (its length or modification time moved, or fewer bytes came than it
+/// held): a feed still writing it in place would otherwise put in force the part
+/// written so far (QA 152: a blacklist reloaded at 60% written lost two million
+/// entries, and its cut last line came in as a number). `name` is the file as the
+/// operator named it.
+pub fn read_whole(path: &std::path::Path, name: &str) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| LoadError::file(name, format!("cannot read: {e}"));
+    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    let stamp = |m: &std::fs::Metadata| (m.len(), m.modified().ok());
+    let before = f.metadata().map_err(cannot)?;
+    let mut bytes = Vec::with_capacity(before.len() as usize);
+    f.read_to_end(&mut bytes).map_err(cannot)?;
+    let after = f.metadata().map_err(cannot)?;
+    // A file of the kernel's (/proc, /dev/stdin) says length 0 and has more.
+    let regular = before.is_file() && before.len() > 0;
+    if stamp(&before) != stamp(&after) || regular && bytes.len() as u64 != after.len() {
+        return Err(LoadError::file(
+            name,
+            "changed while being read (a feed still writing it? write the file whole elsewhere and rename it into place)",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_whole`] of a text file: refused with the line of the first byte that is no
+/// UTF-8.
+pub fn read_text(path: &std::path::Path, name: &str) -> Result<String, LoadError> {
+    String::from_utf8(read_whole(path, name)?).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count();
+        LoadError::at(name, line, "not UTF-8 text")
+    })
 }
 
 impl fmt::Display for LoadError {
@@ -64,5 +119,62 @@ mod tests {
         assert_eq!(line_and_column(t, 20), (3, 1));
         // Past the end: the end.
         assert_eq!(line_and_column(t, 99), (3, 2));
+    }
+
+    /// QA 152: a list line of 20 MB was echoed whole in the reason.
+    #[test]
+    fn a_long_reason_is_cut_and_says_how_long() {
+        let e = LoadError::at(
+            "l.txt",
+            4,
+            format!("bad entry '{}'", "7".repeat(20_000_000)),
+        );
+        assert!(e.reason.len() < 600, "{}", e.reason.len());
+        assert!(
+            e.reason.ends_with("... (20000012 bytes in all)"),
+            "{}",
+            &e.reason[500..]
+        );
+        // On a character boundary.
+        let e = LoadError::file("l.txt", "号".repeat(400));
+        assert!(e.reason.starts_with(&"号".repeat(170)));
+        assert_eq!(LoadError::file("l.txt", "short").reason, "short");
+    }
+
+    /// A file a writer is still appending to is refused, not read in part (QA 152); once
+    /// written, it is read whole.
+    #[test]
+    fn a_file_changing_while_read_is_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("list.txt");
+        let line = "+8613800000000\n".repeat(1000);
+        std::fs::write(&path, line.repeat(50)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, stop, line) = (path.clone(), stop.clone(), line.clone());
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    f.write_all(&line.as_bytes()[..15]).unwrap();
+                }
+            })
+        };
+        let refused = (0..500).any(|_| {
+            read_whole(&path, "list.txt").is_err_and(|e| {
+                e.to_string()
+                    .starts_with("list.txt: changed while being read")
+            })
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(refused);
+        let whole = read_whole(&path, "list.txt").unwrap();
+        assert_eq!(whole.len() as u64, std::fs::metadata(&path).unwrap().len());
+        let e = read_whole(dir.path(), "d").unwrap_err().to_string();
+        assert!(e.starts_with("d: cannot read: "), "{e}");
     }
 }

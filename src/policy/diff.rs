@@ -172,10 +172,17 @@ const SHRINK_FLOOR: usize = 100;
 /// blacklist emptied so reloaded "ok", and the filter let its numbers through). A
 /// whitelist is matched by its trunk's name.
 pub fn shrunk_lists(old: &Policy, new: &Policy) -> Vec<String> {
-    // More than half lost: fewer than half kept.
+    lists_losing(old, new, 5)
+}
+
+/// The lists `new` would cut by more than `tenths` tenths (and by at least
+/// [`SHRINK_FLOOR`] entries) against `old`, said as [`shrunk_lists`] says them. More
+/// than a tenth, a reload takes but warns of (QA 152: a list file rewritten in place
+/// and read at 60% written went in with a line at info level).
+pub fn lists_losing(old: &Policy, new: &Policy, tenths: usize) -> Vec<String> {
     let shrunk = |a: &NumberSet, b: &NumberSet| {
         let (a, b) = (a.len(), b.len());
-        a.saturating_sub(b) >= SHRINK_FLOOR && 2 * b < a
+        a.saturating_sub(b) >= SHRINK_FLOOR && 10 * b < (10 - tenths.min(10)) * a
     };
     let said = |name: String, a: &NumberSet, b: &NumberSet| format!("{name} {}", sizes(a, b));
     let mut out = vec![];

@@ -473,6 +473,23 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             ));
         }
     }
+    // A blacklisted number the plan calls invalid is refused (or let by) as such before
+    // the blacklist is asked: never a reason for a refusal. Mostly a line cut short
+    // (QA 152: a list read while a feed wrote it ended in `+86133299`).
+    let invalid: Vec<String> = p
+        .blacklist
+        .entries()
+        .filter(|(n, kind)| *kind == EntryKind::Exact && p.plan.classify(n).class == Class::Invalid)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if !invalid.is_empty() {
+        out.push(format!(
+            "blacklist: {} {} no valid number of the plan (a line cut short, or mistyped?), judged by numbering-plan before the blacklist is asked: {}",
+            invalid.len(),
+            if invalid.len() == 1 { "entry is" } else { "entries are" },
+            named(&invalid),
+        ));
+    }
     for t in &p.trunks {
         let Some(w) = &t.whitelist else { continue };
         if w.is_empty() && refuses(t, RuleId::EnterpriseNotWhitelisted) {
@@ -1066,6 +1083,18 @@ entries = [{whitelist}]
     /// A policy-wide list with a segment of a handful of digits (QA 54: `+86*` in the
     /// roamers let every +86 caller in from abroad, and `check` said ok); the usual
     /// segments say nothing.
+    #[test]
+    fn blacklisted_numbers_the_plan_refuses_first_are_named() {
+        let text = "[lists.blacklist]\nentries = [\"+86133299\", \"075588881\", \"+8613800000001\", \"01012345678\", \"+8617099999*\", \"+442071234567\"]\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"10.0.0.0/24\"]\nnext_hop = \"udp:10.0.0.9:5060\"\n";
+        let p = Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+        assert_eq!(
+            warnings(&p),
+            [
+                "blacklist: 2 entries are no valid number of the plan (a line cut short, or mistyped?), judged by numbering-plan before the blacklist is asked: +86133299, +8675588881"
+            ]
+        );
+    }
+
     #[test]
     fn country_wide_segments_in_the_lists_are_named() {
         let said = |lists: &str| {

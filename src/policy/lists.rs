@@ -389,16 +389,8 @@ impl NumberSetBuilder {
     /// fingerprint covers the lists it was built from, not only its own text).
     pub fn add_file(&mut self, path: &std::path::Path) -> Result<u64, LoadError> {
         let name = path.display().to_string();
-        let text =
-            std::fs::read(path).map_err(|e| LoadError::file(&name, format!("cannot read: {e}")))?;
-        let digest = crate::sip::lex::tag_hash(&[&text]);
-        let text = String::from_utf8(text).map_err(|e| {
-            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-                .iter()
-                .filter(|&&c| c == b'\n')
-                .count();
-            LoadError::at(&name, line, "not UTF-8 text")
-        })?;
+        let text = crate::load_error::read_text(path, &name)?;
+        let digest = crate::sip::lex::tag_hash(&[text.as_bytes()]);
         // Reserve once: a 5M-line file should not regrow the vector twenty times.
         self.exact.reserve(text.len() / 12);
         self.add_text(&text, &name)?;

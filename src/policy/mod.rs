@@ -962,8 +962,7 @@ impl Policy {
     /// Loads a policy file and every file it names (relative to its directory).
     pub fn load(path: &Path) -> Result<Policy, LoadError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LoadError::file(&name, format!("cannot read: {e}")))?;
+        let text = crate::load_error::read_text(path, &name)?;
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -1019,14 +1018,8 @@ impl Policy {
         } else {
             let p = dir.join(&cfg.general.plan);
             let pn = p.display().to_string();
-            let t = std::fs::read_to_string(&p).map_err(|e| {
-                named_at(
-                    LoadError::file(&pn, format!("cannot read: {e}")),
-                    text,
-                    file,
-                    &cfg.general.plan,
-                )
-            })?;
+            let t = crate::load_error::read_text(&p, &pn)
+                .map_err(|e| named_at(e, text, file, &cfg.general.plan))?;
             add_digest(crate::sip::lex::tag_hash(&[t.as_bytes()]));
             Plan::parse(&t, &pn)?
         };

@@ -105,6 +105,14 @@ pub struct Loaded {
     pub version: u64,
 }
 
+/// A reload done: a reload asked while it was being waited for is answered by the next
+/// one to begin, whose files are at least as new as the asker's.
+pub struct LastReload {
+    began: std::time::Instant,
+    force: bool,
+    outcome: Result<String, String>,
+}
+
 /// State shared by every worker.
 pub struct Shared {
     pub loaded: ArcSwap<Loaded>,
@@ -119,6 +127,11 @@ pub struct Shared {
             crate::cluster::lists::ListSet,
         )>,
     >,
+    /// Reloads and published list sets, one at a time, and the last reload done. Two at
+    /// once each built a whole copy of the lists, and the one that read older files
+    /// could finish last and put them back in force (QA 152: a number just added, and
+    /// answered "loaded", let through again).
+    pub reloading: std::sync::Mutex<Option<LastReload>>,
     /// Sized once at start from `[behaviour]`, allocated when behaviour rules run: a
     /// reload keeps the tables and what they learnt (new sizes take a restart).
     pub behaviour: LocalTracker,
@@ -386,7 +399,26 @@ impl Shared {
 
     /// [`Shared::reload`]; `force` takes lists that shrank by more than half too
     /// ([`diff::shrunk_lists`], refused otherwise).
+    ///
+    /// Reloads run one at a time; one asked while another ran is answered by the next to
+    /// begin (counted once): every one asked meanwhile reads no older files than that.
     pub fn reload_with(&self, force: bool) -> Result<String, String> {
+        let asked = std::time::Instant::now();
+        let mut last = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(done) = last
+            .as_ref()
+            .filter(|d| d.began >= asked && (d.force || !force))
+        {
+            let also = "(the reload that began while this one waited; its outcome)\n";
+            return match &done.outcome {
+                Ok(t) => Ok(format!("{t}{also}")),
+                Err(e) => Err(format!("{e}\n{also}")),
+            };
+        }
+        let began = std::time::Instant::now();
         let r = self.reread(force).map_err(|e| {
             tracing::error!(error = %e, "reload refused; the running policy stays");
             format!("reload refused: {e}")
@@ -408,6 +440,11 @@ impl Shared {
         });
         let result = if r.is_ok() { "ok" } else { "failed" };
         self.metrics.reloads.with_label_values(&[result]).inc();
+        *last = Some(LastReload {
+            began,
+            force,
+            outcome: r.clone(),
+        });
         r
     }
 
@@ -468,7 +505,14 @@ impl Shared {
                     crate::policy::counted(p.blacklist.len(), "entry", "entries")
                 );
                 let changes = self.changes(&p, &written, kept);
-                let warnings = lint::warnings(&p);
+                let mut warnings = lint::warnings(&p);
+                let cut = diff::lists_losing(&self.loaded.load().policy, &p, 1);
+                if !cut.is_empty() {
+                    warnings.push(format!(
+                        "{} lost more than a tenth: meant? (a list file cut, or read while being written, is refused only below half)",
+                        cut.join(", ")
+                    ));
+                }
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
                 notify::notify(&format!("STATUS=serving, policy v{version}"));
@@ -536,6 +580,11 @@ impl Shared {
     ) -> Result<String, String> {
         let version = published.version;
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
+        // Not while a reload reads the files: it took the running set when it began.
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(mut running) = self.lists.lock() else {
             return Err("published lists: lock poisoned".into());
         };
@@ -859,6 +908,7 @@ pub fn run(args: RunArgs) -> i32 {
         rates,
         cluster,
         lists: std::sync::Mutex::new(None),
+        reloading: std::sync::Mutex::new(None),
         behaviour: {
             let t = LocalTracker::new(policy.behaviour.callers, policy.behaviour.calls)
                 .keyed(policy.callee_key);
