@@ -1376,7 +1376,60 @@ fn a_counter_key_of_another_type_fails_only_itself() {
     wait_for("the records error", 5, || {
         gw.metric("sipfence_redis_errors_total{op=\"records\"}") > 0.0
     });
-    assert!(gw.metric("sipfence_redis_records_total{result=\"dropped\"}") > 0.0);
+    let dropped = gw.metric("sipfence_redis_records_total{result=\"dropped\"}");
+    assert!(dropped > 0.0);
+    // Once the stream takes records again, the loss is said in a stream of its own,
+    // and `trace --redis` warns of it and exits 3 where it finds nothing, instead of
+    // reading as "no such call" (QA 153: 2,258 records lost in an outage, "0 records
+    // matched", exit 1).
+    redis.cli(&["DEL", "sipfence:records"]);
+    assert_eq!(answer(base, "+8613912340004"), None);
+    let said = || redis.cli(&["XRANGE", "sipfence:records:lost", "-", "+"]);
+    wait_for("the loss said", 5, || said().contains("lost"));
+    let lines: Vec<String> = said().lines().map(String::from).collect();
+    let value = |field: &str| {
+        let at = lines.iter().position(|l| l == field).unwrap();
+        lines[at + 1].clone()
+    };
+    assert_eq!(value("lost"), dropped.to_string(), "{lines:?}");
+    assert!(value("gw").starts_with("gw"), "{lines:?}");
+    let cfg = gw.dir.path().join("sipfence.toml");
+    let trace = |caller: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["trace", "--redis", "--caller", caller, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = trace("+8613912340003");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "could not write {dropped} records to the stream between"
+        )),
+        "{err}"
+    );
+    let (code, err) = trace("+8613912340004");
+    assert_eq!(code, Some(0), "{err}");
+    // A window that begins before the stream's first entry: warned of too.
+    let (code, err) = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["trace", "--redis", "--caller", "+8613912340001"])
+            .args(["--since", "2020-01-01T00:00:00Z", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("the stream begins at"), "{err}");
 }
 
 /// A Redis that answers but refuses what sharing needs, out of memory under

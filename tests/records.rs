@@ -430,6 +430,34 @@ listen = ""
         err.contains("in 2 of 2 record files") && err.contains("1 lines unreadable"),
         "{err}"
     );
+    // Two gateways' records, copied to one host, searched in one run, each row naming
+    // its gateway's directory (QA 153: a second --dir was refused, and calls the shared
+    // stream lost in an outage took a search per gateway).
+    let other = dir.path().join("gw-b");
+    std::fs::create_dir(&other).unwrap();
+    let mut moved = live.get("eq-9").unwrap().clone();
+    moved["call_id"] = "gwb-1".into();
+    std::fs::write(other.join("records-300.jsonl"), format!("{moved}\n")).unwrap();
+    let (code, _, text, err) = trace(&[
+        "--dir",
+        old.to_str().unwrap(),
+        "--dir",
+        other.to_str().unwrap(),
+        "--caller",
+        "13912345678",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.starts_with("gateway    time"), "{text}");
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert!(
+        rows.iter()
+            .filter(|r| r.starts_with(other.to_str().unwrap()))
+            .all(|r| r.contains("gwb-1"))
+            && rows.iter().filter(|r| r.contains("gwb-1")).count() == 1,
+        "{text}"
+    );
+    assert!(err.contains("in 1 of 1 record files in"), "{err}");
 }
 
 /// Ethernet + IPv4 + UDP around a payload, 127.0.0.1:sport -> 127.0.0.1:dport.

@@ -369,12 +369,13 @@ fn gateways_running_one_policy_show_one_fingerprint() {
             "a copy of the list",
             gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "./copy.txt"),
         ),
-        // Each gateway's own workers and address, in a table of their own or written
-        // empty (QA 103: the table's presence counted).
+        // Each gateway's own workers, address and calls file (QA 153: two gateways on
+        // one host need two), in a table of their own or written empty (QA 103: the
+        // table's presence counted).
         (
             "its own workers",
             format!(
-                "{}[proxy]\nworkers = 4\nadvertise = \"203.0.113.5\"\n",
+                "{}[proxy]\nworkers = 4\nadvertise = \"203.0.113.5\"\ncalls_file = \"calls-b\"\n",
                 gw("10.1.0.1", "10.1.0.1", "gw-bj-1", "bl.txt")
             ),
         ),

@@ -22,9 +22,10 @@ pub struct Args {
     /// The policy whose `[records] dir` to search and whose plan reads the numbers.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// The records directory (default: the policy's `[records] dir`).
+    /// The records directory (default: the policy's `[records] dir`); several, one per
+    /// gateway (copied to one host), are searched as one, each row naming its own.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub dir: Vec<PathBuf>,
     /// A calling number (judged, From, asserted, or the IAM's calling or generic
     /// number); `+86170*` for a segment.
     #[arg(long)]
@@ -303,6 +304,8 @@ struct Printer<'f> {
     gateways: bool,
     matched: u64,
     unreadable: u64,
+    /// Parts of the window the search could not read (records lost to the stream).
+    gaps: u64,
     /// Call-IDs of the matching records, kept when their packets are wanted.
     call_ids: Option<HashSet<String>>,
 }
@@ -373,7 +376,7 @@ impl Printer<'_> {
 const SLACK_MS: u64 = 60_000;
 
 /// This gateway's record files, skipping those whose span cannot meet the window.
-fn from_files(dir: &Path, out: &mut Printer<'_>) -> Result<String, String> {
+fn from_files(dir: &Path, gw: Option<&str>, out: &mut Printer<'_>) -> Result<String, String> {
     let files = record_files(dir).map_err(|e| format!("{}: cannot read: {e}", dir.display()))?;
     let f = out.filter;
     let mut searched = 0usize;
@@ -399,7 +402,7 @@ fn from_files(dir: &Path, out: &mut Printer<'_>) -> Result<String, String> {
                 }
             };
             if !line.is_empty() {
-                out.line(None, &line, &|| format!("{}:{}", path.display(), n + 1));
+                out.line(gw, &line, &|| format!("{}:{}", path.display(), n + 1));
             }
         }
     }
@@ -437,65 +440,119 @@ fn from_stream(
         .map_or("+".to_string(), |u| u.saturating_add(SLACK_MS).to_string());
     let key = redis.key(&conf.records_stream);
     let mut k = 0u64;
-    let n = rt.block_on(crate::cluster::stream::read_range(
+    // What the stream does not hold: each gateway's records lost in the window (an
+    // outage, a full queue), and what is older than its first entry (trimmed, or lost
+    // with Redis's data). A search over such a gap must not read as "no such call" (QA
+    // 153: 2,258 records lost in an outage, "0 records matched" and exit 1).
+    let first = rt.block_on(crate::cluster::stream::first_ms(
+        &redis,
+        &conf.records_stream,
+    ))?;
+    let mut lost: Vec<(String, u64, u64, u64)> = vec![];
+    let window =
+        |a: u64, b: u64| f.since_ms.is_none_or(|s| b >= s) && f.until_ms.is_none_or(|u| a <= u);
+    use crate::cluster::stream::{Entry, LOST_SUFFIX, read_range};
+    let n = rt.block_on(read_range(
         &redis,
         &conf.records_stream,
         &from,
         &to,
-        |gw, record| {
-            k += 1;
-            out.line(Some(gw), record.as_bytes(), &|| format!("{key} entry {k}"));
+        |gw, entry| {
+            if let Entry::Record(record) = entry {
+                k += 1;
+                out.line(Some(gw), record.as_bytes(), &|| format!("{key} entry {k}"));
+            }
         },
     ))?;
+    let losses = format!("{}{LOST_SUFFIX}", conf.records_stream);
+    rt.block_on(read_range(&redis, &losses, "-", "+", |gw, entry| {
+        if let Entry::Lost { n, since_ms, to_ms } = entry
+            && window(since_ms, to_ms)
+        {
+            lost.push((gw.to_string(), n, since_ms, to_ms));
+        }
+    }))?;
+    let when = crate::time::rfc3339;
+    for (gw, n, a, b) in &lost {
+        out.gaps += 1;
+        eprintln!(
+            "sipfence: warning: gateway {gw} could not write {n} records to the stream between {} and {} (Redis unreachable, or its queue full): they are in its record files only (trace --dir on that gateway)",
+            when(*a),
+            when(*b)
+        );
+    }
+    match (first, f.since_ms) {
+        (Some(t), Some(since)) if t > since => {
+            out.gaps += 1;
+            eprintln!(
+                "sipfence: warning: the stream begins at {}, after --since: older records were trimmed (records_maxlen) or lost with Redis's data, and are in the gateways' record files only (trace --dir on each)",
+                when(t)
+            );
+        }
+        (None, _) => {
+            out.gaps += 1;
+            eprintln!(
+                "sipfence: warning: the stream is empty: records are in the gateways' record files only (trace --dir on each)"
+            );
+        }
+        _ => {}
+    }
     Ok(format!(
-        "in {n} stream entries of {key} at {}",
-        crate::cluster::url_for_people(url)
+        "in {n} stream entries of {key} at {}{}",
+        crate::cluster::url_for_people(url),
+        first.map_or(String::new(), |t| format!(
+            ", which holds records from {}",
+            when(t)
+        ))
     ))
 }
 
 /// Copies the packets of the matching calls out of the `rejected-*.pcap` files whose
 /// span can meet the window: the signaling itself, as evidence. Returns what it wrote.
 fn write_rejected(
-    dir: &Path,
+    dirs: &[PathBuf],
     f: &Filter,
     ids: &HashSet<String>,
     to: &Path,
 ) -> Result<String, String> {
     use crate::replay::{capture, net, pcapout::PcapWriter};
-    let files = rejected_files(dir).map_err(|e| format!("{}: cannot read: {e}", dir.display()))?;
     let mut w =
         PcapWriter::create(to).map_err(|e| format!("{}: cannot write: {e}", to.display()))?;
     let mut decoder = net::Decoder::default();
     let mut calls = HashSet::new();
-    for (i, (_, path)) in files.iter().enumerate() {
-        if !f.may_hold(&files, i) {
-            continue;
-        }
-        let read = capture::read(path, |p| {
-            let Some(seg) = decoder.decode(p.linktype, p.data, p.ts_ms) else {
-                return;
-            };
-            // The files hold what the proxy wrote: IP/UDP packets, one request each.
-            let net::Payload::Datagram(d) = &seg.payload else {
-                return;
-            };
-            let Some(start) = net::find_sip_start(d) else {
-                return;
-            };
-            let Ok(msg) = crate::sip::Message::parse(bytes::Bytes::from(d[start..].to_vec()))
-            else {
-                return;
-            };
-            let id = String::from_utf8_lossy(msg.call_id());
-            if ids.contains(id.as_ref())
-                && w.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len)
-                    .is_ok()
-            {
-                calls.insert(id.into_owned());
+    for dir in dirs {
+        let files =
+            rejected_files(dir).map_err(|e| format!("{}: cannot read: {e}", dir.display()))?;
+        for (i, (_, path)) in files.iter().enumerate() {
+            if !f.may_hold(&files, i) {
+                continue;
             }
-        });
-        if let Err(e) = read {
-            eprintln!("sipfence: {}: {e}", path.display());
+            let read = capture::read(path, |p| {
+                let Some(seg) = decoder.decode(p.linktype, p.data, p.ts_ms) else {
+                    return;
+                };
+                // The files hold what the proxy wrote: IP/UDP packets, one request each.
+                let net::Payload::Datagram(d) = &seg.payload else {
+                    return;
+                };
+                let Some(start) = net::find_sip_start(d) else {
+                    return;
+                };
+                let Ok(msg) = crate::sip::Message::parse(bytes::Bytes::from(d[start..].to_vec()))
+                else {
+                    return;
+                };
+                let id = String::from_utf8_lossy(msg.call_id());
+                if ids.contains(id.as_ref())
+                    && w.write(p.linktype, p.ts_sec, p.ts_usec, p.data, p.orig_len)
+                        .is_ok()
+                {
+                    calls.insert(id.into_owned());
+                }
+            });
+            if let Err(e) = read {
+                eprintln!("sipfence: {}: {e}", path.display());
+            }
         }
     }
     let written = w.written;
@@ -508,7 +565,8 @@ fn write_rejected(
     ))
 }
 
-/// Exit status as grep's: 0 when a record matched, 1 when none did, 2 on an error.
+/// Exit status as grep's: 0 when a record matched, 1 when none did, 2 on an error; 3
+/// when none did but the stream searched misses records of the window (warned of).
 pub fn run(policy: &Policy, a: &Args) -> i32 {
     let filter = match build(policy, a) {
         Ok(f) => f,
@@ -520,9 +578,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let mut out = Printer {
         filter: &filter,
         json: a.json,
-        gateways: a.redis.is_some(),
+        gateways: a.redis.is_some() || a.dir.len() > 1,
         matched: 0,
         unreadable: 0,
+        gaps: 0,
         call_ids: a.write_pcap.as_ref().map(|_| HashSet::new()),
     };
     let searched = match &a.redis {
@@ -540,20 +599,29 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             from_stream(policy, url, a.prefix.as_deref(), &mut out)
         }
         None => {
-            let dir = match (&a.dir, policy.records.dir.as_str()) {
-                (Some(d), _) => d.clone(),
-                (None, "") => {
+            let dirs = match (a.dir.is_empty(), policy.records.dir.as_str()) {
+                (false, _) => a.dir.clone(),
+                (true, "") => {
                     eprintln!(
                         "sipfence: no records: give --dir, --redis, or a --config whose [records] dir is set"
                     );
                     return 2;
                 }
-                (None, d) => PathBuf::from(d),
+                (true, d) => vec![PathBuf::from(d)],
             };
             out.header();
-            let searched = from_files(&dir, &mut out);
+            let mut searched = Ok(vec![]);
+            for dir in &dirs {
+                let gw = dir.display().to_string();
+                let gw = (dirs.len() > 1).then_some(gw.as_str());
+                searched = searched.and_then(|mut all: Vec<String>| {
+                    all.push(from_files(dir, gw, &mut out)?);
+                    Ok(all)
+                });
+            }
+            let searched = searched.map(|all| all.join(", "));
             if let (Ok(_), Some(to), Some(ids)) = (&searched, &a.write_pcap, &out.call_ids) {
-                match write_rejected(&dir, &filter, ids, to) {
+                match write_rejected(&dirs, &filter, ids, to) {
                     Ok(what) => eprintln!("sipfence: {what}"),
                     Err(e) => {
                         eprintln!("sipfence: {e}");
@@ -572,7 +640,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 if out.matched == 1 { "" } else { "s" },
                 out.unreadable_note()
             );
-            if out.matched > 0 { 0 } else { 1 }
+            match (out.matched, out.gaps) {
+                (1.., _) => 0,
+                (0, 0) => 1,
+                // Nothing found where records are missing: no proof of no call.
+                (0, 1..) => 3,
+            }
         }
         Err(e) => {
             eprintln!("sipfence: {e}");

@@ -883,8 +883,8 @@ fn check_behaviour(
 
 /// What of a policy file makes the policy, for its fingerprint: its settings as parsed,
 /// in a fixed order, without what each gateway sets for itself (listen addresses,
-/// `[metrics]`, `[log]`, `[records]`, `[hep]`, `[redis] instance`, `[proxy] advertise`
-/// and `workers`) and without list file names (their bytes are hashed instead). So
+/// `[metrics]`, `[log]`, `[records]`, `[hep]`, `[redis] instance`, `[proxy] advertise`,
+/// `workers` and `calls_file`) and without list file names (their bytes are hashed instead). So
 /// gateways meant to run one policy, each with its own addresses and name, show one
 /// fingerprint, and a comment or a re-indent changes nothing (QA 80: each did).
 fn fingerprinted(text: &str) -> String {
@@ -910,6 +910,9 @@ fn fingerprinted(text: &str) -> String {
     if let Some(toml::Value::Table(p)) = t.get_mut("proxy") {
         p.remove("advertise");
         p.remove("workers");
+        // A path of the host's, as `[records] dir` is: two gateways on one host need
+        // two (QA 153: their fingerprints differed by it).
+        p.remove("calls_file");
     }
     // A table left empty (a `[proxy]` that held only `workers`), or written empty, says
     // what its absence says (QA 103: a gateway with `[proxy] workers = 4` showed another
