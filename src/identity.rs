@@ -718,6 +718,18 @@ fn read_shown(
     // The pieces the plan holds (a bounded few: most digit runs are none). Past the
     // table, the first that is not `avoid` is kept aside, so that a text stuffed with
     // copies of the caller's number cannot push another number out of sight.
+    // The numbers fraud forges: an emergency, government, operator or 95/96 service
+    // number.
+    let forged = |n: &Number| {
+        matches!(
+            plan.classify(n).class,
+            Class::Emergency
+                | Class::Government
+                | Class::Operator
+                | Class::Service95
+                | Class::Service96
+        )
+    };
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut n = 0;
     let mut overflow_other = None;
@@ -730,14 +742,7 @@ fn read_shown(
             && match worded {
                 Worded::No => true,
                 Worded::Yes => plan.classify(&num).class == Class::Emergency,
-                Worded::Marked => matches!(
-                    plan.classify(&num).class,
-                    Class::Emergency
-                        | Class::Government
-                        | Class::Operator
-                        | Class::Service95
-                        | Class::Service96
-                ),
+                Worded::Marked => forged(&num),
             }
         {
             if n < known_pieces.len() {
@@ -750,15 +755,35 @@ fn read_shown(
         }
     });
     let pieces = &known_pieces[..n];
+    // A piece made of parts of two numbers the plan holds, side by side, is neither:
+    // the end of one and the start of the other (`"0100 / 010 5555"` in `"010 5555
+    // 0100 / 010 5555 0101"`, QA 156: two of a business's own numbers showed a third,
+    // refused), or one read through the other (`"1234 / 400 800 1234"`, an IP-dial
+    // prefix). A piece holding both whole is no such part, and a number fraud forges
+    // (110, 95588) is read wherever it stands: digits around it make no cover.
+    let overlap = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
+    let crosses = |&(s, e, num): &(usize, usize, Number)| {
+        !forged(&num)
+            && pieces.iter().any(|&(s1, e1, _)| {
+                (s1, e1) != (s, e)
+                    && overlap((s, e), (s1, e1))
+                    && pieces.iter().any(|&(s2, e2, _)| {
+                        (s2, e2) != (s, e)
+                            && e1 <= s2
+                            && overlap((s, e), (s2, e2))
+                            && (s > s1 || e < e2)
+                    })
+            })
+    };
     // A piece inside a longer one the plan holds is part of that number, not one of its
     // own ("20 7123 4567" in "+44 20 7123 4567").
     let inside = |&(s, e, _): &(usize, usize, Number)| {
         pieces
             .iter()
-            .any(|&(s2, e2, _)| s2 <= s && e <= e2 && (s2, e2) != (s, e))
+            .any(|p2 @ &(s2, e2, _)| s2 <= s && e <= e2 && (s2, e2) != (s, e) && !crosses(p2))
     };
     let mut best: Option<((bool, usize), Number)> = None;
-    for &(_, _, num) in pieces.iter().filter(|p| !inside(p)) {
+    for &(_, _, num) in pieces.iter().filter(|p| !inside(p) && !crosses(p)) {
         all.note(num);
         let rank = (Some(num) != avoid, num.len());
         if best.is_none_or(|(r, _)| rank > r) {

@@ -6180,15 +6180,27 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "136 + 9876 + 5432",
         "136＋9876＋5432",
         "1369876+5432",
-        "136 +9876 +5432",
         "中国银行 95+588",
         "报警 1+1+0",
         "+95588",
         "中国银行 +95588",
         "+110",
-        // 一 between digits is drawn as a dash.
+        // 一 between digits is drawn as a dash, and so are the other letters drawn as
+        // a line, a bar or a plus (QA 156), through what draws nothing, spaces, a
+        // quoted-pair.
         "136一9876一5432",
         "中国银行 95一588",
+        "95一\u{200b}588",
+        "95\\一588",
+        "136 一 9876 一 5432",
+        "95一一588",
+        "1 一 1 一 0",
+        "136ㅡ9876ㅡ5432",
+        "95丨588",
+        "136十9876十5432",
+        "95ㄧ588",
+        "95ـ588",
+        "136一-9876一-5432",
     ] {
         assert_eq!(
             rejected(&ent(shown)),
@@ -6238,6 +6250,24 @@ fn gateways_read_short_codes_written_with_any_separator() {
             Some((403, "enterprise-not-whitelisted")),
             "{shown}"
         );
+    }
+    // Two of the business's own numbers side by side show no third made of the end of
+    // one and the start of the other (QA 156: `"+86 10 5555 0100 / +86 10 5555 0101"`
+    // showed +865555010086, refused); a '+' before digits starts a number of its own.
+    // Names with '+' or 一 that hold no number pass.
+    for name in [
+        "+86 400 800 1234 / +86 400 800 1234",
+        "400 800 1234 / 400 800 1234",
+        "139 1234 0001 / 139 1234 0002",
+        "400-800-1234 400-800-1234",
+        "+86 139 1234 0001 +86 139 1234 0002",
+        "C++ 2024",
+        "24+7 Support",
+        "WiFi 6+",
+        "一号店 3楼",
+        "Grade 1一2",
+    ] {
+        assert_eq!(rejected(&ent(name)), None, "{name}");
     }
     for name in [
         "ACME No.3-21",

@@ -24,6 +24,10 @@ pub(super) const OTHER: u8 = 0xFF;
 pub(super) const PUNCT: u8 = 0xFD;
 /// A currency sign outside ASCII (`¥`, `￥`, `€`, `£`): digits after one are a price.
 pub(super) const CURRENCY: u8 = 0xFC;
+/// A letter drawn as a line, a bar, a dot or a plus (`一`, `丨`, `十`, `ㅡ`, `ㄧ`, the
+/// Arabic tatweel...): a word, but read as the mark it is drawn like between two digits
+/// (`"138一1234一5678"`, `"95丨588"`: QA 154, QA 156).
+pub(super) const LINE_LETTER: u8 = 0xFB;
 /// One character that draws a number of two digits (`⑪`, `⑽`, `⒒`, `㉑`): this
 /// plus the number, 10 to 50.
 pub(super) const TWO_DIGITS: u8 = 0x80;
@@ -34,8 +38,9 @@ pub(super) const TWO_DIGITS: u8 = 0x80;
 /// unreserved characters are the same URI); a quoted-pair (`\5`) is its character, as
 /// a display name's reader unescapes it. A lone byte that starts no UTF-8 sequence is
 /// read as Latin-1 where that draws a gap, a dot or nothing (no-break space, middle
-/// dot, soft hyphen). Chinese numerals are words (一 is also "a" and "whole") and stay
-/// [`OTHER`] (the reader takes a 一 between two digits for the dash it is drawn like).
+/// dot, soft hyphen). Chinese numerals are words (一 is also "a" and "whole"): [`OTHER`],
+/// or [`LINE_LETTER`] for those drawn as a line (the reader takes a 一 between two digits
+/// for the dash it is drawn like).
 pub(super) fn unit(b: &[u8]) -> (u8, usize) {
     match *b {
         // An escaped octet is that octet, and one outside ASCII alone is no character.
@@ -172,6 +177,11 @@ fn glyph(c: char) -> u8 {
         | 0x3003..=0x303f
         | 0xfe10..=0xfe6f
         | 0xff5f..=0xff63 => PUNCT,
+        // Letters drawn as a line, a bar, a dot or a plus ([`LINE_LETTER`]): 一 (one), 丨,
+        // 丶, 十 (ten), 乛, 亅, Hangul ㅡ, ᅳ and ㆍ, bopomofo ㄧ, the Arabic tatweel, N'Ko's
+        // lajanyalan, the modifier macrons.
+        0x4e00 | 0x4e28 | 0x4e36 | 0x5341 | 0x4e5b | 0x4e85 | 0x3161 | 0x1173 | 0x318d | 0x3127
+        | 0x0640 | 0x07fa | 0x02c9 | 0x02cd => LINE_LETTER,
         // Letters and numerals of any script are words; every other symbol (arrows,
         // shapes, stars, emoji, box drawing) draws between digits like punctuation.
         _ if c.is_alphanumeric() => OTHER,
@@ -918,7 +928,11 @@ mod tests {
         assert_eq!(read("中"), [OTHER]);
         assert_eq!(read("\u{2022}\u{ff0f}\u{301c}"), b"./~");
         assert_eq!(read("\\5\u{1}\u{7f}"), [b'5', INVISIBLE, INVISIBLE]);
-        assert_eq!(read("一十"), [OTHER, OTHER]);
+        assert_eq!(read("一十"), [LINE_LETTER, LINE_LETTER]);
+        assert_eq!(
+            read("丨ㅡـ二"),
+            [LINE_LETTER, LINE_LETTER, LINE_LETTER, OTHER]
+        );
         // A lone Latin-1 byte; a sequence cut short.
         assert_eq!(unit(b"\xad1"), (INVISIBLE, 1));
         assert_eq!(unit(b"\xe2\x80"), (OTHER, 1));

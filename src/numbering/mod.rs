@@ -247,17 +247,30 @@ pub fn embedded_numbers_in(
     // The last mark between the last group and the next (0: none).
     let mut gap_sep = 0u8;
     let mut i = 0;
+    // The last character drawn that is no white space, mark or letter drawn as a line.
+    let mut solid = 0u8;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (mut c, len) = unit(&text[i..]);
-        // 一 (one, a word) drawn between two digits is drawn as a dash is
-        // (`"138一1234一5678"`, QA 154): a callee reads the digits across it.
-        if c == glyph::OTHER
-            && is_digit_glyph(before)
-            && text[i..].starts_with("一".as_bytes())
-            && is_digit_glyph(unit(&text[i + len..]).0)
-        {
-            c = glyph::PUNCT;
+        // A letter drawn as a line between digits (`"138一1234一5678"`, `"95 丨 588"`,
+        // QA 154, QA 156) is the mark it is drawn like: a callee reads the digits across
+        // it; elsewhere a word (`"一号店"`).
+        if c == glyph::LINE_LETTER {
+            let next = next_drawn(text, i + len, true);
+            c = if run.open && is_digit_glyph(solid) && is_digit_glyph(next) {
+                glyph::PUNCT
+            } else {
+                solid = glyph::OTHER;
+                glyph::OTHER
+            };
+        } else if c != INVISIBLE && !is_filler(c) {
+            solid = c;
         }
+        // A '+' after white space and before a digit starts a number of its own
+        // (`"+86 10 5555 0100 / +86 10 5555 0101"`): no piece joins the digits before it
+        // (QA 156); anywhere else among digits it joins them as a mark does.
+        let prefix = c == b'+'
+            && !is_digit_glyph(before)
+            && is_digit_glyph(next_drawn(text, i + len, false));
         // White space before anything drawn (escaped, or Unicode's) is padding a phone
         // trims: it must not push a number past the reading bound.
         if c == INVISIBLE || c == b' ' && visible == 0 {
@@ -320,10 +333,10 @@ pub fn embedded_numbers_in(
             }
             // Any other mark between digits (`"[95]588"`, `"95|588"`, `"1。1。0"`,
             // `"138★1234★5678"`): a callee reads the digits across it. A '+' among
-            // digits too (`"138+1234+5678"`, `"95+588"`: QA 154), and it may also start
-            // a number of its own (`"13812345678 +8613912345678"`): the group after it
-            // keeps it, for the pieces that start there.
+            // digits too (`"138+1234+5678"`, `"95+588"`, `"138 + 1234"`: QA 154); the
+            // group after it keeps it, for the pieces that start there.
             _ if run.open
+                && !prefix
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
@@ -369,6 +382,25 @@ pub fn embedded_numbers_in(
 /// Whether a character as [`unit`] reads it draws digits.
 fn is_digit_glyph(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2)
+}
+
+/// What may stand between digits a callee reads across: white space, a mark, a letter
+/// drawn as a line.
+fn is_filler(c: u8) -> bool {
+    c == b' ' || c == glyph::LINE_LETTER || c == glyph::PUNCT || c.is_ascii_punctuation()
+}
+
+/// The next character drawn in `text` from `at` on, as [`unit`] reads it, past what
+/// draws nothing and, if `past_gaps`, [`is_filler`]s; 0 at the end.
+fn next_drawn(text: &[u8], mut at: usize, past_gaps: bool) -> u8 {
+    while at < text.len() {
+        let (c, len) = unit(&text[at..]);
+        if c != INVISIBLE && !(past_gaps && is_filler(c)) {
+            return c;
+        }
+        at += len;
+    }
+    0
 }
 
 /// Whether words or a sign around a piece make it a count, a place, a reference or a
