@@ -10,10 +10,25 @@ pub struct LoadError {
     pub reason: String,
 }
 
-/// Most bytes of a reason given: a reason quotes the line it refuses, and a list line
-/// can be megabytes (QA 152: a 20 MB line was echoed whole by `check`, the reload's
-/// answer and the log).
-const REASON_MAX: usize = 512;
+/// Most bytes of a reason given, whatever it quotes: a list line can be megabytes (QA
+/// 152: a 20 MB line was echoed whole by `check`, the reload's answer and the log).
+/// Quotes are cut shorter still ([`quote`]), so that the reason after one is kept.
+const REASON_MAX: usize = 2048;
+/// Most bytes of a text quoted in a reason.
+const QUOTE_MAX: usize = 80;
+
+/// `text` to quote in a reason: cut to [`QUOTE_MAX`] bytes on a character boundary,
+/// saying how long it was (QA 155: cutting the whole reason cut its explanation off).
+pub fn quote(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= QUOTE_MAX {
+        return text.into();
+    }
+    let mut end = QUOTE_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len()).into()
+}
 
 /// `reason`, cut to [`REASON_MAX`] bytes on a character boundary, saying how long it was.
 fn bounded(reason: String) -> String {
@@ -121,23 +136,37 @@ mod tests {
         assert_eq!(line_and_column(t, 99), (3, 2));
     }
 
-    /// QA 152: a list line of 20 MB was echoed whole in the reason.
+    /// QA 152: a list line of 20 MB was echoed whole in the reason; QA 155: cut with the
+    /// reason, the explanation after the quote was lost.
     #[test]
     fn a_long_reason_is_cut_and_says_how_long() {
+        let line = "7".repeat(20_000_000);
         let e = LoadError::at(
             "l.txt",
             4,
-            format!("bad entry '{}'", "7".repeat(20_000_000)),
+            format!("'{}' is not a number (too-long)", quote(&line)),
         );
-        assert!(e.reason.len() < 600, "{}", e.reason.len());
+        assert_eq!(
+            e.reason,
+            format!(
+                "'{}... (20000000 bytes)' is not a number (too-long)",
+                "7".repeat(80)
+            )
+        );
+        let e = LoadError::at("l.txt", 4, format!("bad '{line}'"));
+        assert!(e.reason.len() < 2100, "{}", e.reason.len());
         assert!(
-            e.reason.ends_with("... (20000012 bytes in all)"),
+            e.reason.ends_with("... (20000006 bytes in all)"),
             "{}",
-            &e.reason[500..]
+            &e.reason[2000..]
         );
         // On a character boundary.
-        let e = LoadError::file("l.txt", "号".repeat(400));
-        assert!(e.reason.starts_with(&"号".repeat(170)));
+        let e = LoadError::file("l.txt", "号".repeat(1000));
+        assert!(e.reason.starts_with(&"号".repeat(680)));
+        assert_eq!(
+            quote(&"号".repeat(30)),
+            format!("{}... (90 bytes)", "号".repeat(26))
+        );
         assert_eq!(LoadError::file("l.txt", "short").reason, "short");
     }
 

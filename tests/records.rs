@@ -458,6 +458,24 @@ listen = ""
         "{text}"
     );
     assert!(err.contains("in 1 of 1 record files in"), "{err}");
+    // In time order across the directories (QA 155: one directory's rows, then the
+    // other's): the copy of eq-9 stands after it, before the later eq-10.
+    let at = |id: &str| rows.iter().position(|r| r.contains(id)).unwrap();
+    assert!(
+        at("eq-8") < at("eq-9") && at("eq-9") < at("gwb-1") && at("gwb-1") < at("eq-10"),
+        "{text}"
+    );
+    // A directory named twice is searched once.
+    let (_, _, text, err) = trace(&[
+        "--dir",
+        old.to_str().unwrap(),
+        "--dir",
+        &format!("{}/.", old.display()),
+        "--caller",
+        "13912345678",
+    ]);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(err.contains("is given twice: searched once"), "{err}");
 }
 
 /// Ethernet + IPv4 + UDP around a payload, 127.0.0.1:sport -> 127.0.0.1:dport.

@@ -72,7 +72,11 @@ pub fn check(config: Option<PathBuf>, against: Option<PathBuf>) -> i32 {
         for r in &c.restart {
             println!("  needs a restart (read at start only): {r}");
         }
-        // What the reload would refuse (QA 119 N4: check said ok to a cut list).
+        // What the reload would refuse (QA 119 N4: check said ok to a cut list), or
+        // warn of (QA 155).
+        if let Some(w) = crate::policy::diff::cut_warning(&o, &p) {
+            println!("warning: {w}");
+        }
         let shrunk = crate::policy::diff::shrunk_lists(&o, &p);
         if !shrunk.is_empty() {
             println!(

@@ -306,6 +306,9 @@ struct Printer<'f> {
     unreadable: u64,
     /// Parts of the window the search could not read (records lost to the stream).
     gaps: u64,
+    /// Rows held to be printed in time order at the end (several directories, each in
+    /// its own order), with their times.
+    held: Option<Vec<(u64, String)>>,
     /// Call-IDs of the matching records, kept when their packets are wanted.
     call_ids: Option<HashSet<String>>,
 }
@@ -335,19 +338,21 @@ impl Printer<'_> {
         if let (Some(ids), Some(id)) = (&mut self.call_ids, r["call_id"].as_str()) {
             ids.insert(id.to_string());
         }
+        let ts = r["ts_ms"].as_u64().unwrap_or(0);
         if self.json {
-            match gw {
+            let text = match gw {
                 Some(g) if r.is_object() => {
                     r["gw"] = Value::String(g.to_string());
-                    println!("{r}");
+                    r.to_string()
                 }
-                _ => println!("{}", String::from_utf8_lossy(line)),
-            }
+                _ => String::from_utf8_lossy(line).into_owned(),
+            };
+            self.emit(ts, text);
             return;
         }
         let s = |k: &str| r[k].as_str();
         let row = crate::record::table_row(
-            r["ts_ms"].as_u64().unwrap_or(0),
+            ts,
             s("call_id").unwrap_or("-"),
             s("caller").or(s("blank")),
             s("callee"),
@@ -356,9 +361,28 @@ impl Printer<'_> {
             r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
             crate::record::rule_shown(s("rule"), s("refused"), s("retry").is_some()),
         );
-        match gw {
-            Some(g) => println!("{g:<10} {row}"),
-            None => println!("{row}"),
+        let text = match gw {
+            Some(g) => format!("{g:<10} {row}"),
+            None => row,
+        };
+        self.emit(ts, text);
+    }
+
+    fn emit(&mut self, ts: u64, text: String) {
+        match &mut self.held {
+            Some(rows) => rows.push((ts, text)),
+            None => println!("{text}"),
+        }
+    }
+
+    /// The held rows, oldest first (a stable sort: each directory's own order kept
+    /// within a millisecond).
+    fn flush(&mut self) {
+        if let Some(mut rows) = self.held.take() {
+            rows.sort_by_key(|r| r.0);
+            for (_, text) in rows {
+                println!("{text}");
+            }
         }
     }
 
@@ -582,6 +606,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         matched: 0,
         unreadable: 0,
         gaps: 0,
+        held: (a.dir.len() > 1).then(Vec::new),
         call_ids: a.write_pcap.as_ref().map(|_| HashSet::new()),
     };
     let searched = match &a.redis {
@@ -600,7 +625,19 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         }
         None => {
             let dirs = match (a.dir.is_empty(), policy.records.dir.as_str()) {
-                (false, _) => a.dir.clone(),
+                (false, _) => {
+                    // One directory named twice (by two paths) is searched once.
+                    let mut seen = HashSet::new();
+                    let mut dirs = vec![];
+                    for d in &a.dir {
+                        if seen.insert(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())) {
+                            dirs.push(d.clone());
+                        } else {
+                            eprintln!("sipfence: {} is given twice: searched once", d.display());
+                        }
+                    }
+                    dirs
+                }
                 (true, "") => {
                     eprintln!(
                         "sipfence: no records: give --dir, --redis, or a --config whose [records] dir is set"
@@ -613,12 +650,13 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             let mut searched = Ok(vec![]);
             for dir in &dirs {
                 let gw = dir.display().to_string();
-                let gw = (dirs.len() > 1).then_some(gw.as_str());
+                let gw = (a.dir.len() > 1).then_some(gw.as_str());
                 searched = searched.and_then(|mut all: Vec<String>| {
                     all.push(from_files(dir, gw, &mut out)?);
                     Ok(all)
                 });
             }
+            out.flush();
             let searched = searched.map(|all| all.join(", "));
             if let (Ok(_), Some(to), Some(ids)) = (&searched, &a.write_pcap, &out.call_ids) {
                 match write_rejected(&dirs, &filter, ids, to) {

@@ -42,6 +42,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_policy_info",
     "sipfence_restart_pending",
     "sipfence_list_entries",
+    "sipfence_list_segments",
     "sipfence_concurrent_calls",
     "sipfence_concurrent_calls_elsewhere",
     "sipfence_tcp_connections",
@@ -149,6 +150,8 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     pub restart_pending: IntGauge,
     pub list_entries: IntGaugeVec,
+    /// Of those, segments and ranges' blocks: a cut that loses them is seen apart.
+    pub list_segments: IntGaugeVec,
     /// Calls up per trunk with `max_concurrent_calls` (set when scraped).
     pub concurrent_calls: IntGaugeVec,
     /// The same trunks' calls up at the other gateways, as learnt through Redis.
@@ -381,6 +384,14 @@ impl Metrics {
             &["list"],
         ));
         must(registry.register(Box::new(list_entries.clone())));
+        let list_segments = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_list_segments",
+                "Segments and ranges' blocks among the entries of the loaded lists",
+            ),
+            &["list"],
+        ));
+        must(registry.register(Box::new(list_segments.clone())));
         let concurrent_calls = must(IntGaugeVec::new(
             Opts::new(
                 "sipfence_concurrent_calls",
@@ -586,6 +597,7 @@ impl Metrics {
             policy_info,
             restart_pending,
             list_entries,
+            list_segments,
             concurrent_calls,
             concurrent_calls_elsewhere,
             tcp_connections,
@@ -771,16 +783,17 @@ impl Metrics {
             self.list_entries
                 .with_label_values(&[name])
                 .set(l.len() as i64);
+            self.list_segments
+                .with_label_values(&[name])
+                .set(l.segment_len() as i64);
         }
-        let wl: usize = p
-            .trunks
-            .iter()
-            .filter_map(|t| t.whitelist.as_ref())
-            .map(|w| w.len())
-            .sum();
+        let whitelists = || p.trunks.iter().filter_map(|t| t.whitelist.as_ref());
         self.list_entries
             .with_label_values(&["whitelists"])
-            .set(wl as i64);
+            .set(whitelists().map(|w| w.len()).sum::<usize>() as i64);
+        self.list_segments
+            .with_label_values(&["whitelists"])
+            .set(whitelists().map(|w| w.segment_len()).sum::<usize>() as i64);
         b
     }
 

@@ -19,7 +19,7 @@
 //! - a range: `FROM..TO`, both ends of the same length (`13800000000..13800009999`),
 //!   stored as the smallest set of segments that covers it.
 
-use crate::load_error::LoadError;
+use crate::load_error::{LoadError, quote};
 use crate::numbering::{Number, key_of, normalise, normalise_prefix};
 
 #[derive(Debug, Clone, Default)]
@@ -275,7 +275,8 @@ impl NumberSetBuilder {
                     // `+86 00 755 ...` too: every trunk 0 off in the fix offered.
                     let rest = &rest[rest.iter().take_while(|&&c| c == b'0').count()..];
                     Err(format!(
-                        "'{entry}': the 0 after country code {} is the trunk prefix, dialled only within the country: write +{}{} or 0{}",
+                        "'{}': the 0 after country code {} is the trunk prefix, dialled only within the country: write +{}{} or 0{}",
+                        quote(entry),
                         String::from_utf8_lossy(cc),
                         String::from_utf8_lossy(cc),
                         String::from_utf8_lossy(rest),
@@ -287,22 +288,28 @@ impl NumberSetBuilder {
         };
         let num = |s: &str| -> Result<Number, String> {
             let n = normalise(s.trim().as_bytes(), cc, None)
-                .map_err(|e| format!("'{s}' is not a number ({})", e.as_str()))?;
+                .map_err(|e| format!("'{}' is not a number ({})", quote(s), e.as_str()))?;
             trunk_zero(n.digits())?;
             Ok(n)
         };
         if let Some(p) = entry.strip_suffix('*') {
             // The entry as written, star included: `+86139**` is named so, not as the
             // `+86139*` left once one star is taken off (QA 43).
-            let n = normalise_prefix(p.as_bytes(), cc)
-                .map_err(|e| format!("'{entry}' is not a number segment ({})", e.as_str()))?;
+            let n = normalise_prefix(p.as_bytes(), cc).map_err(|e| {
+                format!(
+                    "'{}' is not a number segment ({})",
+                    quote(entry),
+                    e.as_str()
+                )
+            })?;
             trunk_zero(n.digits())?;
             self.add_prefix(n.digits());
         } else if let Some((a, z)) = entry.split_once("..") {
             let (a, z) = (num(a)?, num(z)?);
             if a.len() != z.len() || a.digits() > z.digits() {
                 return Err(format!(
-                    "range '{entry}': both ends need the same length, low end first"
+                    "range '{}': both ends need the same length, low end first",
+                    quote(entry)
                 ));
             }
             self.add_range(a.digits(), z.digits());

@@ -506,13 +506,7 @@ impl Shared {
                 );
                 let changes = self.changes(&p, &written, kept);
                 let mut warnings = lint::warnings(&p);
-                let cut = diff::lists_losing(&self.loaded.load().policy, &p, 1);
-                if !cut.is_empty() {
-                    warnings.push(format!(
-                        "{} lost more than a tenth: meant? (a list file cut, or read while being written, is refused only below half)",
-                        cut.join(", ")
-                    ));
-                }
+                warnings.extend(diff::cut_warning(&self.loaded.load().policy, &p));
                 let version = self.install(p);
                 let summary = format!("policy v{version} {summary}");
                 notify::notify(&format!("STATUS=serving, policy v{version}"));
