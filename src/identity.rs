@@ -759,21 +759,20 @@ fn read_shown(
     // the end of one and the start of the other (`"0100 / 010 5555"` in `"010 5555
     // 0100 / 010 5555 0101"`, QA 156: two of a business's own numbers showed a third,
     // refused), or one read through the other (`"1234 / 400 800 1234"`, an IP-dial
-    // prefix). A piece holding both whole is no such part, and a number fraud forges
-    // (110, 95588) is read wherever it stands: digits around it make no cover.
+    // prefix), whatever number those digits make (QA 157: `"0101 / 0086"` read as
+    // Beijing's 10086). A piece holding both whole is no such part.
     let overlap = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
-    let crosses = |&(s, e, num): &(usize, usize, Number)| {
-        !forged(&num)
-            && pieces.iter().any(|&(s1, e1, _)| {
-                (s1, e1) != (s, e)
-                    && overlap((s, e), (s1, e1))
-                    && pieces.iter().any(|&(s2, e2, _)| {
-                        (s2, e2) != (s, e)
-                            && e1 <= s2
-                            && overlap((s, e), (s2, e2))
-                            && (s > s1 || e < e2)
-                    })
-            })
+    let crosses = |&(s, e, _): &(usize, usize, Number)| {
+        pieces.iter().any(|&(s1, e1, _)| {
+            (s1, e1) != (s, e)
+                && overlap((s, e), (s1, e1))
+                && pieces.iter().any(|&(s2, e2, _)| {
+                    (s2, e2) != (s, e)
+                        && e1 <= s2
+                        && overlap((s, e), (s2, e2))
+                        && (s > s1 || e < e2)
+                })
+        })
     };
     // A piece inside a longer one the plan holds is part of that number, not one of its
     // own ("20 7123 4567" in "+44 20 7123 4567").

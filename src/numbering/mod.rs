@@ -255,7 +255,7 @@ pub fn embedded_numbers_in(
         // QA 154, QA 156) is the mark it is drawn like: a callee reads the digits across
         // it; elsewhere a word (`"一号店"`).
         if c == glyph::LINE_LETTER {
-            let next = next_drawn(text, i + len, true);
+            let next = next_drawn(text, i + len);
             c = if run.open && is_digit_glyph(solid) && is_digit_glyph(next) {
                 glyph::PUNCT
             } else {
@@ -265,12 +265,6 @@ pub fn embedded_numbers_in(
         } else if c != INVISIBLE && !is_filler(c) {
             solid = c;
         }
-        // A '+' after white space and before a digit starts a number of its own
-        // (`"+86 10 5555 0100 / +86 10 5555 0101"`): no piece joins the digits before it
-        // (QA 156); anywhere else among digits it joins them as a mark does.
-        let prefix = c == b'+'
-            && !is_digit_glyph(before)
-            && is_digit_glyph(next_drawn(text, i + len, false));
         // White space before anything drawn (escaped, or Unicode's) is padding a phone
         // trims: it must not push a number past the reading bound.
         if c == INVISIBLE || c == b' ' && visible == 0 {
@@ -333,10 +327,10 @@ pub fn embedded_numbers_in(
             }
             // Any other mark between digits (`"[95]588"`, `"95|588"`, `"1。1。0"`,
             // `"138★1234★5678"`): a callee reads the digits across it. A '+' among
-            // digits too (`"138+1234+5678"`, `"95+588"`, `"138 + 1234"`: QA 154); the
-            // group after it keeps it, for the pieces that start there.
+            // digits too (`"138+1234+5678"`, `"95 +588"`: QA 154, QA 157); the group after
+            // it keeps it, for the pieces that start there (`"13812345678
+            // +8613912345678"`; the reader does not take a piece across two numbers).
             _ if run.open
-                && !prefix
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(g) = group.take() {
@@ -391,11 +385,11 @@ fn is_filler(c: u8) -> bool {
 }
 
 /// The next character drawn in `text` from `at` on, as [`unit`] reads it, past what
-/// draws nothing and, if `past_gaps`, [`is_filler`]s; 0 at the end.
-fn next_drawn(text: &[u8], mut at: usize, past_gaps: bool) -> u8 {
+/// draws nothing and [`is_filler`]s; 0 at the end.
+fn next_drawn(text: &[u8], mut at: usize) -> u8 {
     while at < text.len() {
         let (c, len) = unit(&text[at..]);
-        if c != INVISIBLE && !(past_gaps && is_filler(c)) {
+        if c != INVISIBLE && !is_filler(c) {
             return c;
         }
         at += len;
