@@ -1076,6 +1076,10 @@ fn events_of_unknown_calls_and_other_methods_change_nothing() {
     let ev = |m: String, from_core| behaviour::event_of(&parse(m), from_core);
     assert_eq!(
         ev(response(183, "x", "INVITE"), true),
+        Some(behaviour::Event::Progress)
+    );
+    assert_eq!(
+        ev(response(180, "x", "INVITE"), true),
         Some(behaviour::Event::Ringing)
     );
     // Only the core's word counts (QA 47): a response from the caller's side is no

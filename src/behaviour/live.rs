@@ -144,7 +144,7 @@ impl LiveCalls {
             return;
         };
         match ev {
-            Event::Ringing if !l.answered => l.deadline_ms = now_ms + RING_MS,
+            Event::Ringing | Event::Progress if !l.answered => l.deadline_ms = now_ms + RING_MS,
             Event::Answered if !l.answered => {
                 l.answered = true;
                 l.deadline_ms = now_ms + ANSWERED_MS;

@@ -339,6 +339,8 @@ impl CallerSlot {
 struct CallSlot {
     caller: u64,
     invite_ms: u64,
+    /// When the callee's phone rang: the first 180, else the first 183 (marked with
+    /// [`BY_PROGRESS`] until a 180 comes); 0: not yet. Read through [`CallSlot::rang_at`].
     ring_ms: u64,
     answer_ms: u64,
     short_call_ms: u32,
@@ -358,7 +360,15 @@ struct CallSlot {
 
 const _: () = assert!(std::mem::size_of::<CallSlot>() == 48);
 
+/// Marks a [`CallSlot::ring_ms`] taken from a 183, which a later 180 replaces.
+const BY_PROGRESS: u64 = 1 << 63;
+
 impl CallSlot {
+    /// When the phone rang (0: not yet).
+    fn rang_at(&self) -> u64 {
+        self.ring_ms & !BY_PROGRESS
+    }
+
     /// Past the deadlines the concurrent-call limit keeps ([`super::live`]): a call
     /// whose end was never seen (its final answer lost, or challenged by the core and
     /// never retried: QA 64). It is no longer counted as up, and is the first a new
@@ -367,7 +377,7 @@ impl CallSlot {
         if self.answer_ms != 0 {
             now_ms.saturating_sub(self.answer_ms) > super::live::ANSWERED_MS
         } else {
-            now_ms.saturating_sub(self.invite_ms.max(self.ring_ms)) > super::live::RING_MS
+            now_ms.saturating_sub(self.invite_ms.max(self.rang_at())) > super::live::RING_MS
         }
     }
 }
@@ -726,8 +736,14 @@ impl BehaviourTracker for LocalTracker {
             let s = &mut set.slots[i];
             let seen = match ev {
                 Event::Ringing => {
-                    if s.ring_ms == 0 {
+                    if s.ring_ms == 0 || s.ring_ms & BY_PROGRESS != 0 {
                         s.ring_ms = now_ms.max(1);
+                    }
+                    None
+                }
+                Event::Progress => {
+                    if s.ring_ms == 0 {
+                        s.ring_ms = now_ms.max(1) | BY_PROGRESS;
                     }
                     None
                 }
@@ -756,8 +772,8 @@ impl BehaviourTracker for LocalTracker {
                         0 => now_ms,
                         at => s.invite_ms + at as u64 - 1,
                     };
-                    let quick = s.ring_ms != 0
-                        && given_up.saturating_sub(s.ring_ms) <= s.ring_once_ds as u64 * 100;
+                    let quick = s.rang_at() != 0
+                        && given_up.saturating_sub(s.rang_at()) <= s.ring_once_ds as u64 * 100;
                     Some(if quick {
                         Seen::RingOnce
                     } else {
@@ -1117,6 +1133,40 @@ mod tests {
         assert_eq!(
             (f.ring_once, f.ring_once_callees, f.reached_callees),
             (0, 0, 0)
+        );
+    }
+
+    /// The phone rings at the 180, not at a 183 before it (IMS sends 183 at once, QA
+    /// 159: a call hung up 1 s after a 180 that came 4.4 s after its 183 was not
+    /// ring-once); a 183 with no 180 after it is the ringing.
+    #[test]
+    fn ringing_is_timed_from_the_180_after_a_183() {
+        let t = LocalTracker::new(1024, 1024);
+        for call in [21, 22, 23] {
+            t.on_call(&start(1, call, call, 0));
+        }
+        t.on_event(CallRef::call(21), Event::Progress, 100);
+        t.on_event(CallRef::call(21), Event::Ringing, 4_500);
+        t.on_event(CallRef::call(21), Event::Progress, 4_600);
+        t.on_event(CallRef::call(21), Event::Cancel, 5_500);
+        assert_eq!(
+            t.on_event(CallRef::call(21), Event::Cancelled, 5_600),
+            Some((3, Seen::RingOnce))
+        );
+        // A 183 alone: ringing from it.
+        t.on_event(CallRef::call(22), Event::Progress, 100);
+        t.on_event(CallRef::call(22), Event::Cancel, 1_100);
+        assert_eq!(
+            t.on_event(CallRef::call(22), Event::Cancelled, 1_200),
+            Some((3, Seen::RingOnce))
+        );
+        // A 183, then a long ring from the 180: no ring-once.
+        t.on_event(CallRef::call(23), Event::Progress, 100);
+        t.on_event(CallRef::call(23), Event::Ringing, 200);
+        t.on_event(CallRef::call(23), Event::Cancel, 20_000);
+        assert_eq!(
+            t.on_event(CallRef::call(23), Event::Cancelled, 20_100),
+            Some((3, Seen::Cancelled))
         );
     }
 
