@@ -755,34 +755,68 @@ fn read_shown(
         }
     });
     let pieces = &known_pieces[..n];
-    // A piece made of parts of two numbers the plan holds, side by side, is neither:
-    // the end of one and the start of the other (`"0100 / 010 5555"` in `"010 5555
-    // 0100 / 010 5555 0101"`, QA 156: two of a business's own numbers showed a third,
-    // refused), or one read through the other (`"1234 / 400 800 1234"`, an IP-dial
-    // prefix), whatever number those digits make (QA 157: `"0101 / 0086"` read as
-    // Beijing's 10086). A piece holding both whole is no such part.
+    // A piece that runs across a list's separator (`/`, `,`, a `+` that starts a number)
+    // and cuts into a number that runs across none is no number: the end of one and the
+    // start of the next (`"0100 / +86"` in `"+86 10 5555 0100 / +86 10 5555 0101"`, QA
+    // 156: two of a business's own numbers showed a third, refused; `"0101 / 0086"` read
+    // as Beijing's 10086, QA 157), or stray digits and the next number's start (`"123 /
+    // +86"` after an extension, a government 12386: QA 160). A piece between two such
+    // separators is read whatever numbers its digits could also end or start (QA 160:
+    // `"010-5555-010 / 1 10 / 5555-0101"` shows 110).
+    let mut breaks = [false; 32];
+    let mut ranges = [(0usize, 0usize); 32];
+    for (r, p) in ranges.iter_mut().zip(pieces) {
+        *r = (p.0, p.1);
+    }
+    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks);
+    let cuts = |a: (usize, usize), b: (usize, usize)| {
+        a.0 < b.1 && b.0 < a.1 && !(a.0 <= b.0 && b.1 <= a.1) && !(b.0 <= a.0 && a.1 <= b.1)
+    };
     let overlap = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
-    let crosses = |&(s, e, _): &(usize, usize, Number)| {
-        pieces.iter().any(|&(s1, e1, _)| {
-            (s1, e1) != (s, e)
-                && overlap((s, e), (s1, e1))
-                && pieces.iter().any(|&(s2, e2, _)| {
-                    (s2, e2) != (s, e)
-                        && e1 <= s2
-                        && overlap((s, e), (s2, e2))
-                        && (s > s1 || e < e2)
+    let short_forged = |num: &Number| {
+        let national = num.digits().strip_prefix(home_cc).unwrap_or(num.digits());
+        forged(num) && national.len() <= 6
+    };
+    let dropped = |i: usize| {
+        let (s, e) = ranges[i];
+        // Across a separator, into a number that crosses none.
+        breaks[i] && (0..n).any(|j| j != i && !breaks[j] && cuts(ranges[i], ranges[j]))
+            // Or the end of one such number and the start of the next, with no separator
+            // between them (`"(010) 5555 0100 (010) 5555 0101"`, `"139 1234 0001 400 800
+            // 1234"` read as +1 400...: QA 160), unless it is a short code fraud forges:
+            // nothing then says where one number ends (`"中国银行 0755-23456 955 88
+            // 3123-4567"` shows the bank's), while one dialled with an area code made
+            // of the two numbers' digits is none (`"0101 0086"`, Beijing's 10086).
+            || !short_forged(&pieces[i].2)
+                && (0..n).any(|a| {
+                    let (s1, e1) = ranges[a];
+                    a != i
+                        && !breaks[a]
+                        && overlap((s, e), (s1, e1))
+                        && (0..n).any(|b| {
+                            let (s2, e2) = ranges[b];
+                            b != i
+                                && !breaks[b]
+                                && e1 <= s2
+                                && overlap((s, e), (s2, e2))
+                                && (s > s1 || e < e2)
+                        })
                 })
-        })
     };
     // A piece inside a longer one the plan holds is part of that number, not one of its
-    // own ("20 7123 4567" in "+44 20 7123 4567").
-    let inside = |&(s, e, _): &(usize, usize, Number)| {
-        pieces
-            .iter()
-            .any(|p2 @ &(s2, e2, _)| s2 <= s && e <= e2 && (s2, e2) != (s, e) && !crosses(p2))
+    // own ("20 7123 4567" in "+44 20 7123 4567"); not inside one that runs across a
+    // separator it does not (`"1 10"` in `"010-5555-010 / 1 10 / 5555-0101"`: QA 160).
+    let inside = |i: usize| {
+        (0..n).any(|j| {
+            let ((s, e), (s2, e2)) = (ranges[i], ranges[j]);
+            s2 <= s && e <= e2 && (s2, e2) != (s, e) && !dropped(j) && (!breaks[j] || breaks[i])
+        })
     };
     let mut best: Option<((bool, usize), Number)> = None;
-    for &(_, _, num) in pieces.iter().filter(|p| !inside(p) && !crosses(p)) {
+    for (_, _, num) in (0..n)
+        .filter(|&i| !inside(i) && !dropped(i))
+        .map(|i| pieces[i])
+    {
         all.note(num);
         let rank = (Some(num) != avoid, num.len());
         if best.is_none_or(|(r, _)| rank > r) {

@@ -6205,6 +6205,10 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "95ㄧ588",
         "95ـ588",
         "136一-9876一-5432",
+        // QA 160: a short code between two of the caller's own numbers, its groups
+        // shared with them, is read.
+        "中国移动 13912340 / 100 86 / 13912340100",
+        "中国移动 13912340 100 86 13912340100",
     ] {
         assert_eq!(
             rejected(&ent(shown)),
@@ -6264,6 +6268,12 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "400 800 1234 / 400 800 1234",
         "139 1234 0001 / 139 1234 0002",
         "139 1234 0101 / 0086 139 1234 0001",
+        // QA 160: stray digits before a '+' that starts a number, two numbers with no
+        // separator between them.
+        "7x24 +86 139 1234 0001",
+        "Ext 123 +86 139 1234 0001",
+        "139 1234 0001 400 800 1234",
+        "0086 139 1234 0101 0086 139 1234 0001",
         "400-800-1234 400-800-1234",
         "+86 139 1234 0001 +86 139 1234 0002",
         "C++ 2024",

@@ -173,6 +173,33 @@ pub fn embedded_numbers(
     embedded_numbers_in(text, short, true, each)
 }
 
+/// For each of `pieces` (ranges of `text` that [`embedded_numbers_in`] offered, at most
+/// `out`'s length), whether it runs across a mark that ends a number in a list of them:
+/// `/`, `,`, `|`, `;`, or a `+` after anything but a digit (`"... 0100 / +86 10 ..."`,
+/// `"7x24 +86 10 ..."`). The reader does not take such a piece where it cuts into a
+/// number that runs across none (QA 156, QA 160).
+pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool]) {
+    let folded = glyph::with_look_alike_digits(text);
+    let text = folded.as_deref().unwrap_or(text);
+    for (&(start, end), o) in pieces.iter().zip(out.iter_mut()) {
+        let (mut i, mut before) = (start, 0u8);
+        *o = false;
+        while i < end.min(text.len()) {
+            let (c, len) = unit(&text[i..]);
+            if c != INVISIBLE {
+                let ends =
+                    matches!(c, b'/' | b',' | b'|' | b';') || c == b'+' && !is_digit_glyph(before);
+                if ends && i > start {
+                    *o = true;
+                    break;
+                }
+                before = c;
+            }
+            i += len;
+        }
+    }
+}
+
 /// Whether a URI user part is a dial string with digits: digits (of any script), the
 /// marks of a dial string (`*`, `#`, `+`, the pauses `,` `p` `w`, visual separators `-`
 /// `.` `(` `)`), white space and what draws nothing, escaped or not, and nothing else.
@@ -989,8 +1016,12 @@ impl Run {
             Amount::Sign => self.signed = true,
             Amount::None => {}
         }
-        let country =
-            self.len == 1 && (self.groups[0].plus || self.groups[0].digits().starts_with(b"00"));
+        // The group before: a country code after '+' or `00` (the run's first, or one a
+        // '+' starts within it: `"... / +86 (0)10 ..."`, QA 160).
+        let country = self.len >= 1 && {
+            let prev = &self.groups[(self.len - 1) % EMBEDDED_MAX_DIGITS];
+            prev.plus || prev.digits().starts_with(b"00")
+        };
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
         g.quantity = self.quantity;
         self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
