@@ -705,10 +705,22 @@ fn read_shown(
     let home_cc = r.home_cc;
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
+    // Read as drawn, a display name has no IP-dial prefix: `"12345 13912340001"` shows
+    // 12345 and a mobile (QA 162), left to the pieces.
+    let ip_dialled = display && {
+        let (mut d, mut k) = ([0u8; 24], 0);
+        for &c in text.iter().filter(|c| c.is_ascii_digit()) {
+            if let Some(slot) = d.get_mut(k) {
+                *slot = c;
+            }
+            k += 1;
+        }
+        k <= d.len() && crate::numbering::ip_dial_prefixed(&d[..k])
+    };
     match whole {
         // A subscriber's number; a short one (`110`, and `1.10`, a price) is left to
         // the pieces, which tell a short code from digits that merely add up to one.
-        Ok(n) if n.len() >= 9 && known(&n) => {
+        Ok(n) if n.len() >= 9 && known(&n) && !ip_dialled => {
             all.note(n);
             return Some(n);
         }
@@ -734,6 +746,11 @@ fn read_shown(
     let mut n = 0;
     let mut overflow_other = None;
     embedded_numbers_in(text, r.short, display, |piece, digits, worded| {
+        // A display name is read as drawn: no IP-dial prefix is taken off a piece (QA
+        // 162: `"12345 13912340001"` read as the mobile dialled through 12345).
+        if display && crate::numbering::ip_dial_prefixed(digits) {
+            return;
+        }
         // A count, a room or a house number is no number, unless it is an emergency
         // one: words can be added around any ([`Worded`]). A short code across marks is
         // one only if it is a number fraud forges.
@@ -768,7 +785,8 @@ fn read_shown(
     for (r, p) in ranges.iter_mut().zip(pieces) {
         *r = (p.0, p.1);
     }
-    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks);
+    let mut plus = [false; 32];
+    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks, &mut plus);
     let cuts = |a: (usize, usize), b: (usize, usize)| {
         a.0 < b.1 && b.0 < a.1 && !(a.0 <= b.0 && b.1 <= a.1) && !(b.0 <= a.0 && a.1 <= b.1)
     };
@@ -779,8 +797,17 @@ fn read_shown(
     };
     let dropped = |i: usize| {
         let (s, e) = ranges[i];
-        // Across a separator, into a number that crosses none.
-        breaks[i] && (0..n).any(|j| j != i && !breaks[j] && cuts(ranges[i], ranges[j]))
+        // Across a separator, into a number that crosses none: a short code fraud
+        // forges only where that number starts with a '+', which binds the digits after
+        // it (`"Ext 123 +86 10 ..."` is no 12386, `"11/0 013912340001"` shows 110: QA
+        // 162).
+        breaks[i]
+            && (0..n).any(|j| {
+                j != i
+                    && !breaks[j]
+                    && cuts(ranges[i], ranges[j])
+                    && (plus[j] || !short_forged(&pieces[i].2))
+            })
             // Or the end of one such number and the start of the next, with no separator
             // between them (`"(010) 5555 0100 (010) 5555 0101"`, `"139 1234 0001 400 800
             // 1234"` read as +1 400...: QA 160), unless it is a short code fraud forges:

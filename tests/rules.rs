@@ -6209,6 +6209,13 @@ fn gateways_read_short_codes_written_with_any_separator() {
         // shared with them, is read.
         "中国移动 13912340 / 100 86 / 13912340100",
         "中国移动 13912340 100 86 13912340100",
+        // QA 162: a short code with a separator inside it beside own numbers, and one
+        // before a number, which a display name does not dial as an IP prefix.
+        "139 1234 0001 / 12/345 / 139 1234 0002",
+        "11/0 13912340001",
+        "100/86 13912340001",
+        "12345 13912340001",
+        "政务服务 12345 13912340001",
     ] {
         assert_eq!(
             rejected(&ent(shown)),

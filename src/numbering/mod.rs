@@ -178,12 +178,16 @@ pub fn embedded_numbers(
 /// `/`, `,`, `|`, `;`, or a `+` after anything but a digit (`"... 0100 / +86 10 ..."`,
 /// `"7x24 +86 10 ..."`). The reader does not take such a piece where it cuts into a
 /// number that runs across none (QA 156, QA 160).
-pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool]) {
+///
+/// `plus` gets whether each piece starts with a `+`: digits after it belong to the
+/// number it starts.
+pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool], plus: &mut [bool]) {
     let folded = glyph::with_look_alike_digits(text);
     let text = folded.as_deref().unwrap_or(text);
-    for (&(start, end), o) in pieces.iter().zip(out.iter_mut()) {
+    for ((&(start, end), o), p) in pieces.iter().zip(out.iter_mut()).zip(plus.iter_mut()) {
         let (mut i, mut before) = (start, 0u8);
         *o = false;
+        *p = start < text.len() && unit(&text[start..]).0 == b'+';
         while i < end.min(text.len()) {
             let (c, len) = unit(&text[i..]);
             if c != INVISIBLE {
@@ -1599,6 +1603,15 @@ fn concat<'a>(a: &[u8], b: &[u8], out: &'a mut [u8; 40]) -> Result<&'a [u8], Not
     Ok(&out[..a.len() + b.len()])
 }
 
+/// Whether national digits start with an IP / carrier-select dial prefix ([`national`]).
+/// A display name is read as drawn: there such digits are a short code beside a number
+/// (`"12345 13912340001"` shows 12345, QA 162), not a prefix dialled before it.
+pub fn ip_dial_prefixed(d: &[u8]) -> bool {
+    d.len() >= 13
+        && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12"))
+        && (d[5] == b'0' || (d.len() == 16 && d[5] == b'1' && (b'3'..=b'9').contains(&d[6])))
+}
+
 fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotANumber> {
     let mut d = d;
     // IP / carrier-select dial prefix before a trunk or international prefix (libphonenumber's
@@ -1608,10 +1621,7 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
     // Behind the trunk 0 may come a service number after its area code (`17951 010
     // 95588`, 13 digits, QA 92): no number of 13 digits or more starts with 11, 12 or
     // 179 (IoT's start 14, the long toll-free ones 10 and 21).
-    if d.len() >= 13
-        && (d.starts_with(b"179") || d.starts_with(b"11") || d.starts_with(b"12"))
-        && (d[5] == b'0' || (d.len() == 16 && d[5] == b'1' && (b'3'..=b'9').contains(&d[6])))
-    {
+    if ip_dial_prefixed(d) {
         d = &d[5..];
     }
     let intl: &[u8] = if let Some(rest) = d.strip_prefix(b"00") {
