@@ -3978,3 +3978,51 @@ listen = "127.0.0.1:{m}"
         0.0
     );
 }
+
+/// `sipfence_next_hops_down` names next hops only: a trunk peer whose own address (the
+/// Via of a TCP caller that closed its connection) cannot be reached for the core's
+/// answer is no next hop down (QA 161: the gauge, and the outage alert, read 1 while
+/// such answers were retried).
+#[test]
+fn a_peer_address_out_of_reach_is_no_next_hop_down() {
+    use std::io::Write;
+    let base = port_block();
+    let core = UdpSocket::bind(("127.0.0.1", base + 10)).unwrap();
+    core.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let proxy = common::Proxy::start(
+        &format!(
+            "[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nlisten = [\"tcp:127.0.0.1:{}\", \"udp:127.0.0.1:{}\"]\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+            base,
+            base,
+            base + 10,
+            base + 30
+        ),
+        1,
+    );
+    // The caller's Via names a port nothing listens on, and its connection closes.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let via_port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let invite = format!(
+        "INVITE sip:+8613912345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{via_port};branch=z9hG4bK-gone\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=g1\r\nTo: <sip:+8613912345678@127.0.0.1>\r\nCall-ID: gone-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1:{via_port};transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut peer = std::net::TcpStream::connect(("127.0.0.1", base)).unwrap();
+    peer.write_all(invite.as_bytes()).unwrap();
+    let mut b = [0u8; 4096];
+    let (n, from) = core.recv_from(&mut b).unwrap();
+    let req = String::from_utf8_lossy(&b[..n]).into_owned();
+    drop(peer);
+    std::thread::sleep(Duration::from_millis(200));
+    core.send_to(common::answer_as_uas(&req, "200 OK").as_bytes(), from)
+        .unwrap();
+    let failed = "sipfence_dropped_total{reason=\"tcp-connect-failed\"}";
+    let t = std::time::Instant::now();
+    while proxy.metric(failed) < 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the answer was never tried"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proxy.metric("sipfence_next_hops_down"), 0.0);
+}

@@ -357,7 +357,19 @@ impl Shared {
     /// `sipfence_next_hops_down`: TCP addresses whose last connection attempt failed,
     /// and next hops marked down by their probes.
     pub fn count_next_hops_down(&self) {
-        let n = self.tcp_down.len() + self.probes.down_count();
+        // A peer's own address the core's requests could not reach is no next hop
+        // (QA 161: it held the gauge, and the outage alert, above 0).
+        let policy = &self.loaded.load().policy;
+        let tcp = self
+            .tcp_down
+            .iter()
+            .filter(|e| {
+                !policy
+                    .trunks_behind(*e.key(), Some(Transport::Tcp))
+                    .is_empty()
+            })
+            .count();
+        let n = tcp + self.probes.down_count();
         self.metrics.next_hops_down.set(n as i64);
     }
 

@@ -321,10 +321,12 @@ async fn outbound(
         // A reload that moved the trunks elsewhere ends it at once: the gauge (and its
         // alert) must not go on naming an address no trunk sends to (QA 60). An
         // in-dialog target that is no next hop is tried once, as it always was.
-        let named = shared.loaded.load().policy.trunks.iter().any(|t| {
-            t.next_hop
-                .is_some_and(|n| n.transport == Transport::Tcp && n.addr == addr)
-        });
+        let named = !shared
+            .loaded
+            .load()
+            .policy
+            .trunks_behind(addr, Some(Transport::Tcp))
+            .is_empty();
         // One line when it goes down, not one a second while it stays down.
         if failed == 0 && !named {
             // A peer's own address (its Contact, or the Via of a caller whose
@@ -657,7 +659,12 @@ async fn serve_stream(
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(_) => break,
+            // A reset: what was read of a message is lost as at a close (QA 161: a
+            // reset right after part of an INVITE went uncounted).
+            Err(_) => {
+                closed_mid_message(shared, &buf);
+                break;
+            }
         };
         if waiting {
             busy_since.get_or_insert_with(std::time::Instant::now);
