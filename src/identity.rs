@@ -705,18 +705,11 @@ fn read_shown(
     let home_cc = r.home_cc;
     let whole = normalise(text, home_cc, None);
     let known = |n: &Number| plan.classify(n).class != Class::Invalid;
-    // Read as drawn, a display name has no IP-dial prefix: `"12345 13912340001"` shows
-    // 12345 and a mobile (QA 162), left to the pieces.
-    let ip_dialled = display && {
-        let (mut d, mut k) = ([0u8; 24], 0);
-        for &c in text.iter().filter(|c| c.is_ascii_digit()) {
-            if let Some(slot) = d.get_mut(k) {
-                *slot = c;
-            }
-            k += 1;
-        }
-        k <= d.len() && crate::numbering::ip_dial_prefixed(&d[..k])
-    };
+    // Read as drawn, a display name's IP-dial prefix is a number of its own too:
+    // `"12345 13912340001"` shows 12345 beside the mobile (QA 162), left to the pieces.
+    let ip_dialled = display
+        && crate::numbering::drawn_digits(text, &mut [0u8; 24])
+            .is_some_and(crate::numbering::ip_dial_prefixed);
     match whole {
         // A subscriber's number; a short one (`110`, and `1.10`, a price) is left to
         // the pieces, which tell a short code from digits that merely add up to one.
@@ -743,14 +736,14 @@ fn read_shown(
         )
     };
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
+    let mut dialled = [false; 32];
     let mut n = 0;
     let mut overflow_other = None;
     embedded_numbers_in(text, r.short, display, |piece, digits, worded| {
-        // A display name is read as drawn: no IP-dial prefix is taken off a piece (QA
-        // 162: `"12345 13912340001"` read as the mobile dialled through 12345).
-        if display && crate::numbering::ip_dial_prefixed(digits) {
-            return;
-        }
+        // A piece read through an IP-dial prefix is the number dialled (glued,
+        // `"1234513812345678"` shows a mobile: QA 163), but hides no piece inside it: the
+        // prefix is drawn as a number too (QA 162: `"12345 13912340001"` hid 12345).
+        let ipd = display && crate::numbering::ip_dial_prefixed(digits);
         // A count, a room or a house number is no number, unless it is an emergency
         // one: words can be added around any ([`Worded`]). A short code across marks is
         // one only if it is a number fraud forges.
@@ -764,6 +757,7 @@ fn read_shown(
         {
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);
+                dialled[n] = ipd;
                 n += 1;
             } else if Some(num) != avoid {
                 overflow_other.get_or_insert(num);
@@ -785,8 +779,7 @@ fn read_shown(
     for (r, p) in ranges.iter_mut().zip(pieces) {
         *r = (p.0, p.1);
     }
-    let mut plus = [false; 32];
-    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks, &mut plus);
+    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks);
     let cuts = |a: (usize, usize), b: (usize, usize)| {
         a.0 < b.1 && b.0 < a.1 && !(a.0 <= b.0 && b.1 <= a.1) && !(b.0 <= a.0 && a.1 <= b.1)
     };
@@ -797,16 +790,11 @@ fn read_shown(
     };
     let dropped = |i: usize| {
         let (s, e) = ranges[i];
-        // Across a separator, into a number that crosses none: a short code fraud
-        // forges only where that number starts with a '+', which binds the digits after
-        // it (`"Ext 123 +86 10 ..."` is no 12386, `"11/0 013912340001"` shows 110: QA
-        // 162).
+        // Across a list's separator, into a number that crosses none (`"Ext 123 +86
+        // 10 ..."` is no 12386, `"400-800-1234 / 5号"` no 12345: QA 160, QA 163).
         breaks[i]
             && (0..n).any(|j| {
-                j != i
-                    && !breaks[j]
-                    && cuts(ranges[i], ranges[j])
-                    && (plus[j] || !short_forged(&pieces[i].2))
+                j != i && !breaks[j] && cuts(ranges[i], ranges[j])
             })
             // Or the end of one such number and the start of the next, with no separator
             // between them (`"(010) 5555 0100 (010) 5555 0101"`, `"139 1234 0001 400 800
@@ -836,7 +824,12 @@ fn read_shown(
     let inside = |i: usize| {
         (0..n).any(|j| {
             let ((s, e), (s2, e2)) = (ranges[i], ranges[j]);
-            s2 <= s && e <= e2 && (s2, e2) != (s, e) && !dropped(j) && (!breaks[j] || breaks[i])
+            s2 <= s
+                && e <= e2
+                && (s2, e2) != (s, e)
+                && !dropped(j)
+                && (!breaks[j] || breaks[i])
+                && !dialled[j]
         })
     };
     let mut best: Option<((bool, usize), Number)> = None;

@@ -6216,6 +6216,9 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "100/86 13912340001",
         "12345 13912340001",
         "政务服务 12345 13912340001",
+        // QA 163: in any digits, and a mobile glued to a prefix is still read.
+        "１２３４５ 13912340001",
+        "1234513698765432",
     ] {
         assert_eq!(
             rejected(&ent(shown)),
@@ -6281,6 +6284,10 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "Ext 123 +86 139 1234 0001",
         "139 1234 0001 400 800 1234",
         "0086 139 1234 0101 0086 139 1234 0001",
+        // QA 163: a word with digits between list separators beside own numbers.
+        "400-800-1234 / 5号",
+        "139 1234 0001 / 12 / 139 1234 0002",
+        "139 1234 0001、分机 12、139 1234 0002",
         "400-800-1234 400-800-1234",
         "+86 139 1234 0001 +86 139 1234 0002",
         "C++ 2024",

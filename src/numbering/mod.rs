@@ -175,24 +175,26 @@ pub fn embedded_numbers(
 
 /// For each of `pieces` (ranges of `text` that [`embedded_numbers_in`] offered, at most
 /// `out`'s length), whether it runs across a mark that ends a number in a list of them:
-/// `/`, `,`, `|`, `;`, or a `+` after anything but a digit (`"... 0100 / +86 10 ..."`,
-/// `"7x24 +86 10 ..."`). The reader does not take such a piece where it cuts into a
-/// number that runs across none (QA 156, QA 160).
-///
-/// `plus` gets whether each piece starts with a `+`: digits after it belong to the
-/// number it starts.
-pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool], plus: &mut [bool]) {
+/// `/`, `,`, `|`, `;` with white space beside it (or full-width), or a `+` after
+/// anything but a digit (`"... 0100 / +86 10 ..."`, `"7x24 +86 10 ..."`). The reader
+/// does not take such a piece where it cuts into a number that runs across none (QA
+/// 156, QA 160, QA 163).
+pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool]) {
     let folded = glyph::with_look_alike_digits(text);
     let text = folded.as_deref().unwrap_or(text);
-    for ((&(start, end), o), p) in pieces.iter().zip(out.iter_mut()).zip(plus.iter_mut()) {
+    for (&(start, end), o) in pieces.iter().zip(out.iter_mut()) {
         let (mut i, mut before) = (start, 0u8);
         *o = false;
-        *p = start < text.len() && unit(&text[start..]).0 == b'+';
         while i < end.min(text.len()) {
             let (c, len) = unit(&text[i..]);
             if c != INVISIBLE {
-                let ends =
-                    matches!(c, b'/' | b',' | b'|' | b';') || c == b'+' && !is_digit_glyph(before);
+                // A list's separator stands apart (`"0100 / 010"`, `"0100, 010"`), or is
+                // a full-width one, which carries its own space (`"0100、010"`); one
+                // between digits is written inside a number (`"12/345"`, `"11|0"`: QA
+                // 163).
+                let spaced = || len > 1 || before == b' ' || next_unit(text, i + len) == b' ';
+                let ends = matches!(c, b'/' | b',' | b'|' | b';') && spaced()
+                    || c == b'+' && !is_digit_glyph(before);
                 if ends && i > start {
                     *o = true;
                     break;
@@ -202,6 +204,42 @@ pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool], p
             i += len;
         }
     }
+}
+
+/// The next character drawn in `text` from `at` on, past what draws nothing; 0 at the
+/// end.
+fn next_unit(text: &[u8], mut at: usize) -> u8 {
+    while at < text.len() {
+        let (c, len) = unit(&text[at..]);
+        if c != INVISIBLE {
+            return c;
+        }
+        at += len;
+    }
+    0
+}
+
+/// The digits a text draws, in any script (two-digit glyphs as both), into `out`;
+/// `None` past its length.
+pub fn drawn_digits<'a>(text: &[u8], out: &'a mut [u8; 24]) -> Option<&'a [u8]> {
+    let (mut i, mut n) = (0, 0);
+    while i < text.len() {
+        let (c, len) = unit(&text[i..]);
+        if is_digit_glyph(c) {
+            let v = c.wrapping_sub(glyph::TWO_DIGITS);
+            let (pair, k) = if c >= glyph::TWO_DIGITS {
+                ([b'0' + v / 10, b'0' + v % 10], 2)
+            } else {
+                ([c, 0], 1)
+            };
+            for &d in &pair[..k] {
+                *out.get_mut(n)? = d;
+                n += 1;
+            }
+        }
+        i += len;
+    }
+    Some(&out[..n])
 }
 
 /// Whether a URI user part is a dial string with digits: digits (of any script), the
