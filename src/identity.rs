@@ -779,7 +779,8 @@ fn read_shown(
     for (r, p) in ranges.iter_mut().zip(pieces) {
         *r = (p.0, p.1);
     }
-    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks);
+    let mut apart = [false; 32];
+    crate::numbering::number_breaks(text, &ranges[..n], &mut breaks, &mut apart);
     let cuts = |a: (usize, usize), b: (usize, usize)| {
         a.0 < b.1 && b.0 < a.1 && !(a.0 <= b.0 && b.1 <= a.1) && !(b.0 <= a.0 && a.1 <= b.1)
     };
@@ -791,10 +792,15 @@ fn read_shown(
     let dropped = |i: usize| {
         let (s, e) = ranges[i];
         // Across a list's separator, into a number that crosses none (`"Ext 123 +86
-        // 10 ..."` is no 12386, `"400-800-1234 / 5号"` no 12345: QA 160, QA 163).
+        // 10 ..."` is no 12386, `"400-800-1234 / 5号"` no 12345, `"0755-23456789/90"`
+        // no 2345678990: QA 160, QA 163, QA 164); a short code fraud forges written
+        // with its separators inside it is read (`"11/0 013912340001"`: QA 162).
         breaks[i]
             && (0..n).any(|j| {
-                j != i && !breaks[j] && cuts(ranges[i], ranges[j])
+                j != i
+                    && !breaks[j]
+                    && cuts(ranges[i], ranges[j])
+                    && (apart[i] || !short_forged(&pieces[i].2))
             })
             // Or the end of one such number and the start of the next, with no separator
             // between them (`"(010) 5555 0100 (010) 5555 0101"`, `"139 1234 0001 400 800

@@ -174,30 +174,31 @@ pub fn embedded_numbers(
 }
 
 /// For each of `pieces` (ranges of `text` that [`embedded_numbers_in`] offered, at most
-/// `out`'s length), whether it runs across a mark that ends a number in a list of them:
-/// `/`, `,`, `|`, `;` with white space beside it (or full-width), or a `+` after
-/// anything but a digit (`"... 0100 / +86 10 ..."`, `"7x24 +86 10 ..."`). The reader
-/// does not take such a piece where it cuts into a number that runs across none (QA
-/// 156, QA 160, QA 163).
-pub fn number_breaks(text: &[u8], pieces: &[(usize, usize)], out: &mut [bool]) {
+/// the outputs' length), whether it runs across a mark that ends a number in a list of
+/// them (`breaks`): `/`, `,`, `|`, `;`, or a `+` after anything but a digit (`"... 0100
+/// / +86 10 ..."`, `"7x24 +86 10 ..."`); and whether one of those stands apart
+/// (`apart`): with white space beside it, full-width (`、`, which carries its own
+/// space), or a `+`. The reader does not take such a piece where it cuts into a number
+/// that runs across none (QA 156, QA 160, QA 163), but for a short code written with
+/// its separators inside it (`"12/345"`, `"11|0"`: QA 162, QA 164).
+pub fn number_breaks(
+    text: &[u8],
+    pieces: &[(usize, usize)],
+    breaks: &mut [bool],
+    apart: &mut [bool],
+) {
     let folded = glyph::with_look_alike_digits(text);
     let text = folded.as_deref().unwrap_or(text);
-    for (&(start, end), o) in pieces.iter().zip(out.iter_mut()) {
+    for ((&(start, end), b), a) in pieces.iter().zip(breaks.iter_mut()).zip(apart.iter_mut()) {
         let (mut i, mut before) = (start, 0u8);
-        *o = false;
+        (*b, *a) = (false, false);
         while i < end.min(text.len()) {
             let (c, len) = unit(&text[i..]);
             if c != INVISIBLE {
-                // A list's separator stands apart (`"0100 / 010"`, `"0100, 010"`), or is
-                // a full-width one, which carries its own space (`"0100、010"`); one
-                // between digits is written inside a number (`"12/345"`, `"11|0"`: QA
-                // 163).
-                let spaced = || len > 1 || before == b' ' || next_unit(text, i + len) == b' ';
-                let ends = matches!(c, b'/' | b',' | b'|' | b';') && spaced()
-                    || c == b'+' && !is_digit_glyph(before);
-                if ends && i > start {
-                    *o = true;
-                    break;
+                let plus = c == b'+' && !is_digit_glyph(before);
+                if i > start && (plus || matches!(c, b'/' | b',' | b'|' | b';')) {
+                    *b = true;
+                    *a |= plus || len > 1 || before == b' ' || next_unit(text, i + len) == b' ';
                 }
                 before = c;
             }
@@ -516,7 +517,15 @@ fn amount_goes_on(g: &Group, c: u8, rest: &[u8], display: bool) -> Amount {
     let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
-        b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
+        // A thousands group, unless a number's group follows it (`"110,010-5555-0100"`
+        // is 110 and a number, QA 164: the police's number hid as an amount).
+        b',' if g.n <= 3
+            && (1..4).all(digit_at)
+            && !digit_at(4)
+            && !(matches!(rest.get(4), Some(b'-' | b' ')) && digit_at(5)) =>
+        {
+            Amount::Price
+        }
         // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): two digits
         // and no more, which no thousands group is.
         b',' if display && (1..3).all(digit_at) && !digit_at(3) => Amount::Decimal,
