@@ -517,15 +517,7 @@ fn amount_goes_on(g: &Group, c: u8, rest: &[u8], display: bool) -> Amount {
     let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
-        // A thousands group, unless a number's group follows it (`"110,010-5555-0100"`
-        // is 110 and a number, QA 164: the police's number hid as an amount).
-        b',' if g.n <= 3
-            && (1..4).all(digit_at)
-            && !digit_at(4)
-            && !(matches!(rest.get(4), Some(b'-' | b' ')) && digit_at(5)) =>
-        {
-            Amount::Price
-        }
+        b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
         // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): two digits
         // and no more, which no thousands group is.
         b',' if display && (1..3).all(digit_at) && !digit_at(3) => Amount::Decimal,
