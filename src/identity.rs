@@ -720,9 +720,6 @@ fn read_shown(
         Err(NotANumber::Empty | NotANumber::Withheld) => return None,
         _ => {}
     }
-    // The pieces the plan holds (a bounded few: most digit runs are none). Past the
-    // table, the first that is not `avoid` is kept aside, so that a text stuffed with
-    // copies of the caller's number cannot push another number out of sight.
     // The numbers fraud forges: an emergency, government, operator or 95/96 service
     // number.
     let forged = |n: &Number| {
@@ -735,6 +732,9 @@ fn read_shown(
                 | Class::Service96
         )
     };
+    // The pieces the plan holds (a bounded few: most digit runs are none). Past the
+    // table, the first that is not `avoid` is kept aside, so that a text stuffed with
+    // copies of the caller's number cannot push another number out of sight.
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut dialled = [false; 32];
     let mut n = 0;
@@ -766,25 +766,20 @@ fn read_shown(
         }
     });
     let pieces = &known_pieces[..n];
-    // A piece that runs across a list's separator (`/`, `,`, a `+` that starts a number)
-    // and cuts into a number that runs across none is no number: the end of one and the
-    // start of the next (`"0100 / +86"` in `"+86 10 5555 0100 / +86 10 5555 0101"`, QA
-    // 156: two of a business's own numbers showed a third, refused; `"0101 / 0086"` read
-    // as Beijing's 10086, QA 157), or stray digits and the next number's start (`"123 /
-    // +86"` after an extension, a government 12386: QA 160). A piece between two such
-    // separators is read whatever numbers its digits could also end or start (QA 160:
-    // `"010-5555-010 / 1 10 / 5555-0101"` shows 110).
-    let mut breaks = [false; 32];
+    // Where a display name lists numbers, a piece made of the end of one and the start
+    // of the next is none (QA 156-165: each way of telling such a piece from a number
+    // written across marks was red-teamed both ways, business names listing their own
+    // numbers refused, and forged numbers hidden among them).
     let mut ranges = [(0usize, 0usize); 32];
     for (r, p) in ranges.iter_mut().zip(pieces) {
         *r = (p.0, p.1);
     }
-    let mut apart = [false; 32];
+    let (mut breaks, mut apart) = ([false; 32], [false; 32]);
     crate::numbering::number_breaks(text, &ranges[..n], &mut breaks, &mut apart);
-    let cuts = |a: (usize, usize), b: (usize, usize)| {
-        a.0 < b.1 && b.0 < a.1 && !(a.0 <= b.0 && b.1 <= a.1) && !(b.0 <= a.0 && a.1 <= b.1)
-    };
     let overlap = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
+    let contains = |a: (usize, usize), b: (usize, usize)| a.0 <= b.0 && b.1 <= a.1;
+    // Overlapping, neither holding the other.
+    let cuts = |a, b| overlap(a, b) && !contains(a, b) && !contains(b, a);
     let short_forged = |num: &Number| {
         let national = num.digits().strip_prefix(home_cc).unwrap_or(num.digits());
         forged(num) && national.len() <= 6
@@ -829,10 +824,8 @@ fn read_shown(
     // separator it does not (`"1 10"` in `"010-5555-010 / 1 10 / 5555-0101"`: QA 160).
     let inside = |i: usize| {
         (0..n).any(|j| {
-            let ((s, e), (s2, e2)) = (ranges[i], ranges[j]);
-            s2 <= s
-                && e <= e2
-                && (s2, e2) != (s, e)
+            contains(ranges[j], ranges[i])
+                && ranges[j] != ranges[i]
                 && !dropped(j)
                 && (!breaks[j] || breaks[i])
                 && !dialled[j]
