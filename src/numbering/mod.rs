@@ -198,26 +198,16 @@ pub fn number_breaks(
                 let plus = c == b'+' && !is_digit_glyph(before);
                 if i > start && (plus || matches!(c, b'/' | b',' | b'|' | b';')) {
                     *b = true;
-                    *a |= plus || len > 1 || before == b' ' || next_unit(text, i + len) == b' ';
+                    *a |= plus
+                        || len > 1
+                        || before == b' '
+                        || next_drawn(text, i + len, false) == b' ';
                 }
                 before = c;
             }
             i += len;
         }
     }
-}
-
-/// The next character drawn in `text` from `at` on, past what draws nothing; 0 at the
-/// end.
-fn next_unit(text: &[u8], mut at: usize) -> u8 {
-    while at < text.len() {
-        let (c, len) = unit(&text[at..]);
-        if c != INVISIBLE {
-            return c;
-        }
-        at += len;
-    }
-    0
 }
 
 /// The digits a text draws, in any script (two-digit glyphs as both), into `out`;
@@ -325,7 +315,7 @@ pub fn embedded_numbers_in(
         // QA 154, QA 156) is the mark it is drawn like: a callee reads the digits across
         // it; elsewhere a word (`"一号店"`).
         if c == glyph::LINE_LETTER {
-            let next = next_drawn(text, i + len);
+            let next = next_drawn(text, i + len, true);
             c = if run.open && is_digit_glyph(solid) && is_digit_glyph(next) {
                 glyph::PUNCT
             } else {
@@ -455,11 +445,11 @@ fn is_filler(c: u8) -> bool {
 }
 
 /// The next character drawn in `text` from `at` on, as [`unit`] reads it, past what
-/// draws nothing and [`is_filler`]s; 0 at the end.
-fn next_drawn(text: &[u8], mut at: usize) -> u8 {
+/// draws nothing and, with `fillers`, [`is_filler`]s; 0 at the end.
+fn next_drawn(text: &[u8], mut at: usize, fillers: bool) -> u8 {
     while at < text.len() {
         let (c, len) = unit(&text[at..]);
-        if c != INVISIBLE && !is_filler(c) {
+        if c != INVISIBLE && !(fillers && is_filler(c)) {
             return c;
         }
         at += len;
