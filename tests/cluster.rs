@@ -1394,10 +1394,11 @@ fn a_counter_key_of_another_type_fails_only_itself() {
     assert_eq!(value("lost"), dropped.to_string(), "{lines:?}");
     assert!(value("gw").starts_with("gw"), "{lines:?}");
     let cfg = gw.dir.path().join("sipfence.toml");
-    let trace = |caller: &str| {
+    let trace = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["trace", "--redis", "--caller", caller, "--config"])
+            .args(["trace", "--redis", "--config"])
             .arg(&cfg)
+            .args(args)
             .output()
             .unwrap();
         (
@@ -1405,7 +1406,7 @@ fn a_counter_key_of_another_type_fails_only_itself() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = trace("+8613912340003");
+    let (code, err) = trace(&["--caller", "+8613912340003"]);
     assert_eq!(code, Some(3), "{err}");
     assert!(
         err.contains(&format!(
@@ -1413,21 +1414,15 @@ fn a_counter_key_of_another_type_fails_only_itself() {
         )),
         "{err}"
     );
-    let (code, err) = trace("+8613912340004");
+    let (code, err) = trace(&["--caller", "+8613912340004"]);
     assert_eq!(code, Some(0), "{err}");
     // A window that begins before the stream's first entry: warned of too.
-    let (code, err) = {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["trace", "--redis", "--caller", "+8613912340001"])
-            .args(["--since", "2020-01-01T00:00:00Z", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let (code, err) = trace(&[
+        "--caller",
+        "+8613912340001",
+        "--since",
+        "2020-01-01T00:00:00Z",
+    ]);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("the stream begins at"), "{err}");
 }
