@@ -162,22 +162,32 @@ pub enum Entry<'a> {
 /// The time of the stream's oldest entry (Unix ms), if it holds one: records older than
 /// it were trimmed (`records_maxlen`) or lost with Redis's data.
 pub async fn first_ms(redis: &Redis, stream: &str) -> Result<Option<u64>, String> {
-    let key = redis.key(stream);
-    let k = key.clone();
-    let page: Vec<(String, Vec<String>)> = redis
+    let page = xrange(redis, &redis.key(stream), "-", "+", 1).await?;
+    Ok(page.first().and_then(|(id, _)| id_ms(id)))
+}
+
+/// `XRANGE key from to COUNT count`: entries, each its ID and its fields and values.
+async fn xrange(
+    redis: &Redis,
+    key: &str,
+    from: &str,
+    to: &str,
+    count: usize,
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    let (k, f, t) = (key.to_string(), from.to_string(), to.to_string());
+    redis
         .run(|mut c| async move {
             redis::cmd("XRANGE")
                 .arg(&k)
-                .arg("-")
-                .arg("+")
+                .arg(&f)
+                .arg(&t)
                 .arg("COUNT")
-                .arg(1)
+                .arg(count)
                 .query_async(&mut c)
                 .await
         })
         .await
-        .map_err(|e| format!("XRANGE {key}: {e}"))?;
-    Ok(page.first().and_then(|(id, _)| id_ms(id)))
+        .map_err(|e| format!("XRANGE {key}: {e}"))
 }
 
 /// The time part of a stream entry ID (`<ms>-<seq>`).
@@ -186,8 +196,8 @@ fn id_ms(id: &str) -> Option<u64> {
 }
 
 /// Reads the stream back between two entry IDs (`-`, `+`, or Unix milliseconds: an
-/// entry's ID is the time Redis added it), page by page, oldest first: `f(gw, record)`
-/// for each entry. For `sipfence trace --redis`, which finds a call whichever gateway
+/// entry's ID is the time Redis added it), page by page, oldest first: `f(gw, entry)`
+/// for each record or loss ([`Entry`]); the count returned is of records. For `sipfence trace --redis`, which finds a call whichever gateway
 /// decided it.
 pub async fn read_range(
     redis: &Redis,
@@ -200,20 +210,7 @@ pub async fn read_range(
     let mut start = from.to_string();
     let mut n = 0u64;
     loop {
-        let (k, s, t) = (key.clone(), start.clone(), to.to_string());
-        let page: Vec<(String, Vec<String>)> = redis
-            .run(|mut c| async move {
-                redis::cmd("XRANGE")
-                    .arg(&k)
-                    .arg(&s)
-                    .arg(&t)
-                    .arg("COUNT")
-                    .arg(PAGE)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(|e| format!("XRANGE {key}: {e}"))?;
+        let page = xrange(redis, &key, &start, to, PAGE).await?;
         for (id, fields) in &page {
             let field = |name: &str| {
                 fields
