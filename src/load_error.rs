@@ -20,26 +20,30 @@ const QUOTE_MAX: usize = 80;
 /// `text` to quote in a reason: cut to [`QUOTE_MAX`] bytes on a character boundary,
 /// saying how long it was (QA 155: cutting the whole reason cut its explanation off).
 pub fn quote(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= QUOTE_MAX {
-        return text.into();
+    match cut(text, QUOTE_MAX) {
+        Some(head) => format!("{head}... ({} bytes)", text.len()).into(),
+        None => text.into(),
     }
-    let mut end = QUOTE_MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &text[..end], text.len()).into()
 }
 
 /// `reason`, cut to [`REASON_MAX`] bytes on a character boundary, saying how long it was.
 fn bounded(reason: String) -> String {
-    if reason.len() <= REASON_MAX {
-        return reason;
+    match cut(&reason, REASON_MAX) {
+        Some(head) => format!("{head}... ({} bytes in all)", reason.len()),
+        None => reason,
     }
-    let mut end = REASON_MAX;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes in all)", &reason[..end], reason.len())
+}
+
+/// The first `max` bytes of `text` or fewer, ending on a character boundary; `None`
+/// when it is no longer than that.
+fn cut(text: &str, max: usize) -> Option<&str> {
+    (text.len() > max).then(|| {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..end]
+    })
 }
 
 impl LoadError {

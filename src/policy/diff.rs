@@ -192,7 +192,8 @@ pub fn cut_warning(old: &Policy, new: &Policy) -> Option<String> {
 }
 
 /// The lists `new` would cut by more than `tenths` tenths (and by at least
-/// [`SHRINK_FLOOR`] entries) against `old`, said as [`shrunk_lists`] says them. More
+/// [`SHRINK_FLOOR`] entries, or [`SEGMENT_SHRINK_FLOOR`] segments) against `old`, said
+/// as [`shrunk_lists`] says them. More
 /// than a tenth, a reload takes but warns of (QA 152: a list file rewritten in place
 /// and read at 60% written went in with a line at info level).
 pub fn lists_losing(old: &Policy, new: &Policy, tenths: usize) -> Vec<String> {
