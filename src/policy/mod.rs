@@ -317,6 +317,15 @@ pub enum NeverRuns {
 pub type TrunkTag = u32;
 
 impl Trunk {
+    /// Whether its next hop is `addr` (an IPv4 one seen through a dual-stack socket
+    /// too), reached over `transport` (`None`: either).
+    pub fn sends_to(&self, addr: SocketAddr, transport: Option<config::Transport>) -> bool {
+        let addr = crate::canonical(addr);
+        self.next_hop.is_some_and(|n| {
+            crate::canonical(n.addr) == addr && transport.is_none_or(|x| x == n.transport)
+        })
+    }
+
     /// Thirty-two bits of [`Trunk::id`]: how the behaviour tracker's calls name their
     /// trunk (small, and unlike a place in the file it survives a reload that reorders).
     /// Sixteen bits fitted the call slot as well, but two of 500 trunks would then share
@@ -1770,16 +1779,16 @@ impl Policy {
         addr: SocketAddr,
         transport: Option<config::Transport>,
     ) -> Vec<u64> {
-        let addr = crate::canonical(addr);
         self.trunks
             .iter()
-            .filter(|t| {
-                t.next_hop.is_some_and(|n| {
-                    crate::canonical(n.addr) == addr && transport.is_none_or(|x| x == n.transport)
-                })
-            })
+            .filter(|t| t.sends_to(addr, transport))
             .map(|t| t.id)
             .collect()
+    }
+
+    /// Whether `addr` is a trunk's next hop over `transport` (`None`: either).
+    pub fn is_next_hop_over(&self, addr: SocketAddr, transport: Option<config::Transport>) -> bool {
+        self.trunks.iter().any(|t| t.sends_to(addr, transport))
     }
 
     /// The trunks that limit their concurrent calls, with their limit: the ones whose

@@ -363,11 +363,7 @@ impl Shared {
         let tcp = self
             .tcp_down
             .iter()
-            .filter(|e| {
-                !policy
-                    .trunks_behind(*e.key(), Some(Transport::Tcp))
-                    .is_empty()
-            })
+            .filter(|e| policy.is_next_hop_over(*e.key(), Some(Transport::Tcp)))
             .count();
         let n = tcp + self.probes.down_count();
         self.metrics.next_hops_down.set(n as i64);

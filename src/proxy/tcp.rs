@@ -321,12 +321,11 @@ async fn outbound(
         // A reload that moved the trunks elsewhere ends it at once: the gauge (and its
         // alert) must not go on naming an address no trunk sends to (QA 60). An
         // in-dialog target that is no next hop is tried once, as it always was.
-        let named = !shared
+        let named = shared
             .loaded
             .load()
             .policy
-            .trunks_behind(addr, Some(Transport::Tcp))
-            .is_empty();
+            .is_next_hop_over(addr, Some(Transport::Tcp));
         // One line when it goes down, not one a second while it stays down.
         if failed == 0 && !named {
             // A peer's own address (its Contact, or the Via of a caller whose
