@@ -217,12 +217,7 @@ pub fn drawn_digits<'a>(text: &[u8], out: &'a mut [u8; 24]) -> Option<&'a [u8]> 
     while i < text.len() {
         let (c, len) = unit(&text[i..]);
         if is_digit_glyph(c) {
-            let v = c.wrapping_sub(glyph::TWO_DIGITS);
-            let (pair, k) = if c >= glyph::TWO_DIGITS {
-                ([b'0' + v / 10, b'0' + v % 10], 2)
-            } else {
-                ([c, 0], 1)
-            };
+            let (pair, k) = ascii_digits(c);
             for &d in &pair[..k] {
                 *out.get_mut(n)? = d;
                 n += 1;
@@ -242,7 +237,7 @@ pub fn is_dial_string(user: &[u8]) -> bool {
     while i < user.len() {
         let (c, len) = glyph::unit(&user[i..]);
         match c {
-            b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2 => digits = true,
+            c if is_digit_glyph(c) => digits = true,
             b'*'
             | b'#'
             | b'+'
@@ -356,12 +351,9 @@ pub fn embedded_numbers_in(
                     ..Group::default()
                 });
                 g.end = i + len;
-                if c >= glyph::TWO_DIGITS {
-                    let v = c - glyph::TWO_DIGITS;
-                    g.push(b'0' + v / 10);
-                    g.push(b'0' + v % 10);
-                } else {
-                    g.push(c);
+                let (pair, k) = ascii_digits(c);
+                for &d in &pair[..k] {
+                    g.push(d);
                 }
                 run.open = true;
             }
@@ -436,6 +428,17 @@ pub fn embedded_numbers_in(
 /// Whether a character as [`unit`] reads it draws digits.
 fn is_digit_glyph(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2)
+}
+
+/// The ASCII digits a digit glyph ([`is_digit_glyph`]) draws, and how many: one, or
+/// two for a glyph of two ([`glyph::TWO_DIGITS`]).
+fn ascii_digits(c: u8) -> ([u8; 2], usize) {
+    if c >= glyph::TWO_DIGITS {
+        let v = c - glyph::TWO_DIGITS;
+        ([b'0' + v / 10, b'0' + v % 10], 2)
+    } else {
+        ([c, 0], 1)
+    }
 }
 
 /// What may stand between digits a callee reads across: white space, a mark, a letter
