@@ -822,18 +822,23 @@ fn read_shown(
     // A piece inside a longer one the plan holds is part of that number, not one of its
     // own ("20 7123 4567" in "+44 20 7123 4567"); not inside one that runs across a
     // separator it does not (`"1 10"` in `"010-5555-010 / 1 10 / 5555-0101"`: QA 160).
+    // Each piece's once (the test below asks it of every container of every piece).
+    let mut gone = [false; 32];
+    for (i, g) in gone.iter_mut().enumerate().take(n) {
+        *g = dropped(i);
+    }
     let inside = |i: usize| {
         (0..n).any(|j| {
             contains(ranges[j], ranges[i])
                 && ranges[j] != ranges[i]
-                && !dropped(j)
+                && !gone[j]
                 && (!breaks[j] || breaks[i])
                 && !dialled[j]
         })
     };
     let mut best: Option<((bool, usize), Number)> = None;
     for (_, _, num) in (0..n)
-        .filter(|&i| !inside(i) && !dropped(i))
+        .filter(|&i| !inside(i) && !gone[i])
         .map(|i| pieces[i])
     {
         all.note(num);
