@@ -214,6 +214,8 @@ pub struct IsupRecord {
     pub calling_class: Option<&'static str>,
     /// Generic Number (additional calling party number).
     pub generic: Option<String>,
+    /// The first Generic Number naming another number than `generic`.
+    pub generic2: Option<String>,
     pub called: Option<String>,
     /// Why the IAM could not be read, when it could not.
     pub error: Option<String>,
@@ -221,8 +223,9 @@ pub struct IsupRecord {
     pub rules: Vec<&'static str>,
 }
 
-fn isup_record(d: &Decision) -> Option<IsupRecord> {
+fn isup_record(policy: &Policy, d: &Decision) -> Option<IsupRecord> {
     let i = d.identity.isup?;
+    let role = d.trunk.map(|t| policy.trunks[t].role);
     let shown =
         |n: Option<crate::isup::IsupNumber>,
          norm: Option<Result<crate::numbering::Number, crate::numbering::NotANumber>>| {
@@ -245,8 +248,17 @@ fn isup_record(d: &Decision) -> Option<IsupRecord> {
         calling_presentation: calling.and_then(|c| c.presentation).map(|p| p.as_str()),
         calling_class: d.isup_class.map(|c| c.class.as_str()),
         generic: shown(iam.and_then(|m| m.generic), i.generic),
+        generic2: i.generic2.and_then(|g| g.ok()).map(|n| n.e164()),
         called: iam.map(|m| m.called.digits_str().to_string()),
-        error: i.iam.err().map(|e| e.to_string()),
+        // A readable IAM refused on an enterprise trunk for what it presents says why:
+        // without it, the refusal read as a calling number that did not match (QA 166).
+        error: match i.iam {
+            Err(e) => Some(e.to_string()),
+            Ok(_) if role.is_some_and(|r| i.unreadable_on(r)) => Some(
+                "more Generic Numbers than an enterprise trunk judges (a third number, or one with signals that are no digits)".into(),
+            ),
+            Ok(_) => None,
+        },
         rules: d.isup_hits.iter().map(|r| r.as_str()).collect(),
     })
 }
@@ -357,7 +369,7 @@ impl Record {
             } else {
                 None
             },
-            isup: isup_record(d),
+            isup: isup_record(policy, d),
             auth: d.auth.map(|a| a.as_str()),
             refused: d.refusal.map(|r| r.why),
             dialog: d.unknown_dialog.then_some("unknown"),

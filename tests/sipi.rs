@@ -552,7 +552,22 @@ fn repeated_isup_numbers_cannot_hide_one() {
     let mut out = vec![];
     assert!(sipfence::verdict::write_reject(&p, &m, &d, None, &mut out));
     assert!(String::from_utf8_lossy(&out).contains("ISUP IAM unreadable"));
+    // The record says why, and names the numbers (QA 166: it showed a matching
+    // calling number and one Generic Number, with no error).
+    let r = sipfence::record::Record::new(&p, &m, &d, "10.0.0.1:5060".parse().unwrap(), 0);
+    let i = r.isup.expect("an ISUP record");
+    assert!(
+        i.error
+            .as_deref()
+            .is_some_and(|e| e.contains("more Generic Numbers than an enterprise trunk judges")),
+        "{i:?}"
+    );
+    assert_eq!(i.generic.as_deref(), Some("+8613912340002"), "{i:?}");
+    assert_eq!(i.generic2.as_deref(), Some("+8613912340003"), "{i:?}");
+    assert_eq!(i.calling.as_deref(), Some("+8613912340001"), "{i:?}");
     let d = passes(&p, &sipi("+8613912340001", &three), "ic");
+    let r = sipfence::record::Record::new(&p, &m, &d, "10.0.0.1:5060".parse().unwrap(), 0);
+    assert_eq!(r.isup.and_then(|i| i.error), None, "deleted at a gateway");
     assert!(d.rewrite_from, "{d:?}");
     let gone = forwarded(&p, &sipi("+8613912340001", &three), &d);
     assert_eq!(

@@ -303,22 +303,29 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 println!("  behaviour {}", b.summary());
             }
             if let Some(i) = &rec.isup {
-                match &i.error {
-                    Some(e) => println!("  isup     unreadable: {e}"),
-                    None => println!(
-                        "  isup     calling={} ({}, {}, {}) generic={} called={}{}",
+                // A decoded IAM shows its numbers even when refused for what it presents.
+                if i.called.is_some() {
+                    println!(
+                        "  isup     calling={} ({}, {}, {}) generic={}{} called={}{}",
                         i.calling.as_deref().unwrap_or("-"),
                         i.calling_class.unwrap_or("-"),
                         i.calling_nature.unwrap_or("-"),
                         i.calling_presentation.unwrap_or("-"),
                         i.generic.as_deref().unwrap_or("-"),
+                        i.generic2
+                            .as_deref()
+                            .map(|g| format!(",{g}"))
+                            .unwrap_or_default(),
                         i.called.as_deref().unwrap_or("-"),
                         if i.rules.is_empty() {
                             String::new()
                         } else {
                             format!("  matched on isup: {}", i.rules.join(", "))
                         }
-                    ),
+                    );
+                }
+                if let Some(e) = &i.error {
+                    println!("  isup     unreadable: {e}");
                 }
             }
             if a.show_output && dropped {
