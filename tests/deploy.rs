@@ -48,6 +48,11 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     // The Redis gauges are exported only with `[redis]`.
     assert!(!m.render().contains("sipfence_redis_up"));
     m.redis_configured();
+    // A next hop's series exists only while it is down.
+    m.next_hops_down_are(&[(
+        "127.0.0.1:5060".parse().unwrap(),
+        sipfence::policy::config::Transport::Udp,
+    )]);
     let exposition = m.render();
     for name in METRIC_NAMES {
         assert!(

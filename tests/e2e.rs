@@ -1278,6 +1278,20 @@ fn a_core_reached_over_udp_and_tcp_is_watched_on_each() {
         "{r}"
     );
     assert_eq!(proxy.metric("sipfence_next_hops_down"), 1.0);
+    // Each named (QA 167: paged for "1 next hop down", the operator searched the log).
+    let series = |t: &str| {
+        format!(
+            "sipfence_next_hop_down{{next_hop=\"127.0.0.1:{}\",transport=\"{t}\"}}",
+            base + 10
+        )
+    };
+    let named = |t: &str| proxy.metric(&series(t));
+    assert_eq!(named("tcp"), 1.0);
+    let (_, body) = proxy.http("GET", "/metrics");
+    assert!(
+        !body.contains(&series("udp")),
+        "a next hop up has no series"
+    );
     // Its UDP side answers its probes: the UDP trunk's call goes on.
     assert_eq!(over_udp("both-2"), "");
     assert_eq!(invites.load(Ordering::Relaxed), 1);
@@ -1291,6 +1305,7 @@ fn a_core_reached_over_udp_and_tcp_is_watched_on_each() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!((named("tcp"), named("udp")), (1.0, 1.0));
     let r = over_udp("both-3");
     assert!(
         r.starts_with("SIP/2.0 503 ") && r.contains("Next hop not answering"),

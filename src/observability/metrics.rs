@@ -48,6 +48,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_tcp_connections",
     "sipfence_tcp_connections_limit",
     "sipfence_next_hops_down",
+    "sipfence_next_hop_down",
     "sipfence_records_written_total",
     "sipfence_records_dropped_total",
     "sipfence_rejected_pcap_dropped_total",
@@ -159,6 +160,9 @@ pub struct Metrics {
     pub tcp_connections: IntGauge,
     pub tcp_connections_limit: IntGauge,
     pub next_hops_down: IntGauge,
+    /// 1 per next hop down, named: the count alone left the operator paged for "1 next
+    /// hop down" to search the log for which (QA 167).
+    pub next_hop_down: IntGaugeVec,
     pub records_written: IntCounter,
     pub records_dropped: IntCounter,
     pub rejected_pcap_dropped: IntCounter,
@@ -423,6 +427,14 @@ impl Metrics {
             "Next hops down: TCP ones whose last connection attempt failed (their requests are answered 503 until one succeeds, tried every second), UDP ones that stopped answering their OPTIONS probes (their new calls are answered 503 until one is answered)",
         ));
         must(registry.register(Box::new(next_hops_down.clone())));
+        let next_hop_down = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_next_hop_down",
+                "1 for each next hop counted in sipfence_next_hops_down, by its address and transport",
+            ),
+            &["next_hop", "transport"],
+        ));
+        must(registry.register(Box::new(next_hop_down.clone())));
         let records_written = must(IntCounter::new(
             "sipfence_records_written_total",
             "Signaling records written",
@@ -603,6 +615,7 @@ impl Metrics {
             tcp_connections,
             tcp_connections_limit,
             next_hops_down,
+            next_hop_down,
             records_written,
             records_dropped,
             rejected_pcap_dropped,
@@ -779,6 +792,9 @@ impl Metrics {
         self.concurrent_calls.reset();
         self.concurrent_calls_elsewhere.reset();
         self.calls_up(p, &crate::behaviour::NoTracking, 0);
+        // A trunk a reload removed leaves no whitelist series behind.
+        self.list_entries.reset();
+        self.list_segments.reset();
         for (name, l) in p.named_lists() {
             self.list_entries
                 .with_label_values(&[name])
@@ -787,13 +803,19 @@ impl Metrics {
                 .with_label_values(&[name])
                 .set(l.segment_len() as i64);
         }
-        let whitelists = || p.trunks.iter().filter_map(|t| t.whitelist.as_ref());
-        self.list_entries
-            .with_label_values(&["whitelists"])
-            .set(whitelists().map(|w| w.len()).sum::<usize>() as i64);
-        self.list_segments
-            .with_label_values(&["whitelists"])
-            .set(whitelists().map(|w| w.segment_len()).sum::<usize>() as i64);
+        // One series per trunk: summed, one customer's whitelist cut short was a small
+        // share of all of them, under what the shrink alert sees (QA 167).
+        for t in &p.trunks {
+            if let Some(w) = &t.whitelist {
+                let name = format!("whitelist:{}", t.name);
+                self.list_entries
+                    .with_label_values(&[&name])
+                    .set(w.len() as i64);
+                self.list_segments
+                    .with_label_values(&[&name])
+                    .set(w.segment_len() as i64);
+            }
+        }
         b
     }
 
@@ -806,6 +828,19 @@ impl Metrics {
             self.concurrent_calls_elsewhere
                 .with_label_values(&[trunk.name.as_str()])
                 .set(t.calls_elsewhere(trunk.id) as i64);
+        }
+    }
+
+    /// The next hops down now (their count is `next_hops_down`'s).
+    pub fn next_hops_down_are(
+        &self,
+        down: &[(std::net::SocketAddr, crate::policy::config::Transport)],
+    ) {
+        self.next_hop_down.reset();
+        for (a, t) in down {
+            self.next_hop_down
+                .with_label_values(&[&a.to_string(), t.as_str()])
+                .set(1);
         }
     }
 
@@ -1002,6 +1037,41 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    /// Each trunk's whitelist is a series of its own (QA 167: summed over trunks, one
+    /// customer's cut short hid under the shrink alert's tenth), and a trunk a reload
+    /// removed leaves none behind.
+    #[test]
+    fn whitelists_are_counted_per_trunk() {
+        let trunk = |n: &str, ip: &str, entries: &str| {
+            format!(
+                "[[trunk]]\nname = \"{n}\"\nrole = \"enterprise\"\nsources = [\"{ip}\"]\n[trunk.whitelist]\nentries = [{entries}]\n"
+            )
+        };
+        let load = |text: String| {
+            crate::policy::Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap()
+        };
+        let m = super::Metrics::new();
+        let _b = m.bind(&load(
+            trunk("a", "10.0.0.1", "\"+8613912340001\", \"+8613912340002\"")
+                + &trunk("b", "10.0.0.2", "\"+8613912350000..+8613912359999\""),
+        ));
+        let out = m.render();
+        for line in [
+            "sipfence_list_entries{list=\"whitelist:a\"} 2",
+            "sipfence_list_entries{list=\"whitelist:b\"} 1",
+            "sipfence_list_segments{list=\"whitelist:b\"} 1",
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
+        let _b = m.bind(&load(trunk("b", "10.0.0.2", "\"+8613912340001\"")));
+        let out = m.render();
+        assert!(!out.contains("whitelist:a"), "{out}");
+        assert!(
+            out.contains("sipfence_list_entries{list=\"whitelist:b\"} 1"),
+            "{out}"
+        );
     }
 
     /// Every reason the code drops for is one [`super::DROP_REASONS`] creates at start (a

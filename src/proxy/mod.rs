@@ -360,13 +360,17 @@ impl Shared {
         // A peer's own address the core's requests could not reach is no next hop
         // (QA 161: it held the gauge, and the outage alert, above 0).
         let policy = &self.loaded.load().policy;
-        let tcp = self
+        let mut down: Vec<_> = self
             .tcp_down
             .iter()
-            .filter(|e| policy.is_next_hop_over(*e.key(), Some(Transport::Tcp)))
-            .count();
-        let n = tcp + self.probes.down_count();
+            .map(|e| *e.key())
+            .filter(|a| policy.is_next_hop_over(*a, Some(Transport::Tcp)))
+            .map(|a| (a, Transport::Tcp))
+            .collect();
+        let n = down.len() + self.probes.down_count();
         self.metrics.next_hops_down.set(n as i64);
+        down.extend(self.probes.down_hops());
+        self.metrics.next_hops_down_are(&down);
     }
 
     /// Calls whose caller's BYE went unanswered to a next hop now down (its probes, or
