@@ -91,6 +91,11 @@ pub struct Record {
     /// the values that made a behaviour rule fire, or that it stayed under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<BehaviourRecord>,
+    /// Replay only: the capture time of the first packet the capture lost SIP in,
+    /// before this call, on a trunk whose verdicts count earlier calls: the gateway
+    /// counted what the capture lost, so this verdict may differ from its (QA 168).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_loss: Option<u64>,
     /// The fingerprint of the policy that decided ([`Policy::fingerprint`]: what
     /// `check` prints and `/healthz` shows), so that a decision traced back months
     /// later names the config and lists it was made with.
@@ -383,6 +388,7 @@ impl Record {
                 crate::policy::config::Fallback::Closed => "closed",
             }),
             behaviour: d.features.map(BehaviourRecord::new),
+            after_loss: None,
             policy: policy.fingerprint(),
         }
     }

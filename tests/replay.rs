@@ -1467,6 +1467,116 @@ fn udp_retransmissions_are_not_new_calls() {
     assert!(recs.iter().all(|r| r.verdict == "allow"), "{recs:?}");
 }
 
+/// A capture that lost a call (cut by the snaplen here) changes the counted rules'
+/// later verdicts: the gateway counted the call, replay cannot. Replay says so (QA 168:
+/// exit status 0, nothing on stderr): the calls after the loss on a trunk with rate
+/// limits are marked `after_loss`, the summary gives the first loss, stderr warns, and
+/// the exit status is 3. A call lost on a trunk without counted rules marks nothing,
+/// and a whole capture marks nothing and exits 0.
+#[test]
+fn a_capture_that_lost_a_call_says_which_verdicts_may_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sipfence::policy::BUILTIN_CONFIG.replace(
+        "max_calls_per_minute_per_caller = 600",
+        "max_calls_per_minute_per_caller = 2",
+    );
+    let policy_path = dir.path().join("p.toml");
+    std::fs::write(&policy_path, &config).unwrap();
+    let p = Policy::from_str(&config, "p.toml", std::path::Path::new(".")).unwrap();
+    let src: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    let invite = |n: u32, port: u16| {
+        format!(
+            "INVITE sip:+861012345678@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-l{n}\r\nFrom: <sip:+8613912340001@127.0.0.1>;tag=a{n}\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: lost-{n}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Four calls of one caller a second apart to the enterprise trunk (two a minute
+    // per caller), the second cut to 100 bytes when `cut`.
+    let write = |name: &str, port: u16, cut: bool| {
+        let path = dir.path().join(name);
+        let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
+        for n in 0..4u32 {
+            let dst = SocketAddr::from(([127, 0, 0, 1], port));
+            let pkt = sipfence::replay::pcapout::udp_packet(src, dst, invite(n, port).as_bytes());
+            let kept = if cut && n == 1 { 100 } else { pkt.len() };
+            w.write(
+                sipfence::replay::pcapout::LINKTYPE_RAW,
+                1_795_000_000 + n,
+                0,
+                &pkt[..kept],
+                pkt.len() as u32,
+            )
+            .unwrap();
+        }
+        w.finish().unwrap();
+        path
+    };
+    let run = |path: &Path| {
+        let mut r = Replayer::new(&p, None);
+        let mut recs = vec![];
+        r.file(path, &mut Outputs::default(), &mut |rec| recs.push(rec))
+            .expect("capture opens");
+        (recs, r.summary.clone())
+    };
+    let (recs, s) = run(&write("whole.pcap", 5062, false));
+    let shown: Vec<_> = recs.iter().map(|r| (r.verdict, r.after_loss)).collect();
+    assert_eq!(
+        shown,
+        [
+            ("allow", None),
+            ("allow", None),
+            ("reject", None),
+            ("reject", None)
+        ]
+    );
+    assert_eq!((s.first_loss_ms, s.calls_after_loss), (None, 0));
+    // The summary counts them by trunk too (QA 168).
+    let by_trunk: Vec<_> = s
+        .by_trunk
+        .iter()
+        .map(|(t, v)| (t.as_str(), v.get("allow"), v.get("reject")))
+        .collect();
+    assert_eq!(by_trunk, [("ent-400", Some(&2), Some(&2))]);
+    // The second call lost: the third is let through (the gateway refused it), and it
+    // and the fourth are marked.
+    let lost = write("lost.pcap", 5062, true);
+    let (recs, s) = run(&lost);
+    let at = 1_795_000_001_000;
+    let shown: Vec<_> = recs.iter().map(|r| (r.verdict, r.after_loss)).collect();
+    assert_eq!(
+        shown,
+        [("allow", None), ("allow", Some(at)), ("reject", Some(at))]
+    );
+    assert_eq!((s.first_loss_ms, s.calls_after_loss), (Some(at), 2));
+    // The same through the command: warned, exit status 3, the marks in --json.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["replay", "--json", "--config"])
+        .arg(&policy_path)
+        .arg(&lost)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the capture is incomplete (1 packets cut by the snaplen)")
+            && stderr.contains("the 2 calls judged after the first loss"),
+        "{stderr}"
+    );
+    assert_eq!(stdout.matches("\"after_loss\":").count(), 2, "{stdout}");
+    assert!(
+        stdout
+            .contains("\"incomplete\":{\"calls_after_loss\":2,\"first_loss_ts_ms\":1795000001000}"),
+        "{stdout}"
+    );
+    // On the international trunk (no counted rules) a loss marks no verdict, but the
+    // capture is still incomplete.
+    let (recs, s) = run(&write("intl.pcap", 5060, true));
+    assert!(recs.iter().all(|r| r.after_loss.is_none()), "{recs:?}");
+    assert_eq!((s.first_loss_ms.is_some(), s.calls_after_loss), (true, 0));
+}
+
 /// A trunk listening on a wildcard address (`udp:0.0.0.0:5060`, as production policies
 /// do) takes a capture's messages to any host's port 5060, as the live socket does; a
 /// capture where both ends use 5060 is judged, not taken for sipfence's own output. The
@@ -1914,8 +2024,10 @@ fn split_outputs_keep_every_packet_of_a_message() {
     let split = |name: &str, packets: &[(i32, Vec<u8>)]| {
         let input = dir.path().join(format!("{name}.pcapng"));
         let mut w = sipfence::replay::pcapout::PcapWriter::create(&input).unwrap();
+        // A millisecond apart: a datagram's fragments leave its host together (one
+        // waiting a second for the rest is taken for lost, QA 168).
         for (t, (link, p)) in packets.iter().enumerate() {
-            w.write(*link, 1_795_000_000 + t as u32, 0, p, p.len() as u32)
+            w.write(*link, 1_795_000_000, 1000 * t as u32, p, p.len() as u32)
                 .unwrap();
         }
         w.finish().unwrap();

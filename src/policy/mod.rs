@@ -317,6 +317,15 @@ pub enum NeverRuns {
 pub type TrunkTag = u32;
 
 impl Trunk {
+    /// Whether its verdicts count earlier calls (rate limits, concurrent calls,
+    /// behaviour rules): a call lost from a capture changes them.
+    pub fn counts_calls(&self) -> bool {
+        self.max_per_minute.is_some()
+            || self.max_per_minute_per_caller.is_some()
+            || self.max_concurrent.is_some()
+            || self.behaviour.is_some()
+    }
+
     /// Whether its next hop is `addr` (an IPv4 one seen through a dual-stack socket
     /// too), reached over `transport` (`None`: either).
     pub fn sends_to(&self, addr: SocketAddr, transport: Option<config::Transport>) -> bool {

@@ -58,6 +58,9 @@ pub struct Summary {
     pub core_retries: u64,
     pub by_verdict: BTreeMap<&'static str, u64>,
     pub by_rule: BTreeMap<&'static str, u64>,
+    /// Calls per trunk (`none`: no trunk claims the source) and verdict: which trunk a
+    /// policy change hits (QA 168: the per-call lines had to be added up).
+    pub by_trunk: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// Call outcomes the behaviour rules learnt from (answered, ring-once...).
     pub behaviour: BTreeMap<&'static str, u64>,
     pub damaged: Vec<String>,
@@ -70,6 +73,13 @@ pub struct Summary {
     /// address than the policy names (QA 123: its calls all read as unknown-source,
     /// and the gateway's own output as calls, with nothing said), or of other hosts.
     pub calls_elsewhere: u64,
+    /// Capture time of the first packet whose SIP may be lost (cut by the snaplen, a
+    /// TCP hole, a datagram missing fragments): the counted rules' verdicts after it
+    /// may differ from the gateway's, which saw what the capture lost (QA 168).
+    pub first_loss_ms: Option<u64>,
+    /// Calls judged after it on a trunk whose verdicts count earlier calls (rate
+    /// limits, concurrent calls, behaviour rules): each record says so (`after_loss`).
+    pub calls_after_loss: u64,
 }
 
 /// Call-IDs listed in the summary of calls answered for the gateway's state.
@@ -102,6 +112,8 @@ pub struct Replayer<'p> {
     holes_checked_ms: u64,
     /// Capture time of the last packet.
     last_ts_ms: u64,
+    /// The network layer's [`net::NetStats::losses`] when last looked at.
+    losses_seen: u64,
     /// Split outputs: the packets of each stream or fragmented datagram since its last
     /// complete message ([`net::unit_key`]), and what is ready to be written (the
     /// packet, to blocked, to allowed).
@@ -192,6 +204,7 @@ impl<'p> Replayer<'p> {
             housekept_ms: 0,
             holes_checked_ms: 0,
             last_ts_ms: 0,
+            losses_seen: 0,
             held: HashMap::with_hasher(ahash::RandomState::new()),
             held_bytes: 0,
             ready: vec![],
@@ -288,12 +301,26 @@ impl<'p> Replayer<'p> {
             // Holes given up by the capture's clock: what waited behind them is judged
             // now, at its own times (not the packet's: it is not in the split outputs).
             let segments = self.flows.expire(p.ts_ms, &mut self.decoder.stats);
+            // Datagrams past their reassembly time too, as the kernel lets them go: a
+            // lost fragment is known then, not only at the capture's end.
+            if self.decoder.incomplete_fragments() > 0 {
+                self.decoder.expire_fragments(p.ts_ms);
+                // For the marks, a datagram a second short of a fragment is lost
+                // already: its reassembly time (30 s) would leave the calls of those
+                // seconds unmarked.
+                if self.decoder.fragments_waiting(p.ts_ms, 1_000) {
+                    self.summary.first_loss_ms.get_or_insert(p.ts_ms);
+                }
+            }
+            self.note_losses(p.ts_ms);
             self.messages_apart(segments, p.ts_ms, out_wanted, on_record);
             self.holes_checked_ms = p.ts_ms;
         }
-        if p.data.len() < p.orig_len as usize {
+        let cut = p.data.len() < p.orig_len as usize;
+        if cut {
             self.decoder.stats.snaplen_cut += 1;
         }
+        let errors = self.summary.parse_errors;
         let Some(seg) = self.decoder.decode(p.linktype, p.data, p.ts_ms) else {
             // A fragment of a datagram not yet whole: kept with its other fragments.
             if out_wanted && let Some(u) = self.decoder.fragment_of {
@@ -324,7 +351,14 @@ impl<'p> Replayer<'p> {
             }
             payload => vec![net::Segment { payload, ..seg }],
         };
+        // Before the messages: those behind a TCP hole come after a loss.
+        self.note_losses(p.ts_ms);
         self.messages(segments, p.ts_ms, out_wanted, on_record, &mut o);
+        // A packet cut short that held SIP lost its message's end (it is unparsable,
+        // or judged without its body); one that held RTP lost nothing of the calls.
+        if cut && (o.sip || self.summary.parse_errors > errors) {
+            self.summary.first_loss_ms.get_or_insert(p.ts_ms);
+        }
         if let Some(u) = unit {
             if o.sip {
                 self.release(u, o.files());
@@ -347,6 +381,15 @@ impl<'p> Replayer<'p> {
             }
         }
         o
+    }
+
+    /// Notes the first loss the network layer has counted by capture time `ts_ms`.
+    fn note_losses(&mut self, ts_ms: u64) {
+        let n = self.decoder.stats.losses();
+        if n > self.losses_seen {
+            self.losses_seen = n;
+            self.summary.first_loss_ms.get_or_insert(ts_ms);
+        }
     }
 
     /// Keeps a copy of packet `p` with the others of its stream or datagram `u`;
@@ -600,6 +643,17 @@ impl<'p> Replayer<'p> {
                     self.summary.calls += 1;
                     self.summary.calls_elsewhere += u64::from(!at_listen);
                     *self.summary.by_verdict.entry(d.verdict_str()).or_default() += 1;
+                    let trunk = d
+                        .trunk
+                        .map_or("none", |t| self.policy.trunks[t].name.as_str());
+                    if !self.summary.by_trunk.contains_key(trunk) {
+                        self.summary
+                            .by_trunk
+                            .insert(trunk.to_string(), BTreeMap::new());
+                    }
+                    if let Some(t) = self.summary.by_trunk.get_mut(trunk) {
+                        *t.entry(d.verdict_str()).or_default() += 1;
+                    }
                     if let Some(r) = d.rule {
                         *self.summary.by_rule.entry(r.as_str()).or_default() += 1;
                     } else if d.refusal.is_some() {
@@ -607,7 +661,16 @@ impl<'p> Replayer<'p> {
                     }
                 }
                 if !again && (d.kind == Kind::Call || rej) {
-                    on_record(Record::new(self.policy, &msg, &d, src, ts_ms));
+                    let mut rec = Record::new(self.policy, &msg, &d, src, ts_ms);
+                    if d.kind == Kind::Call
+                        && let Some(t) = self.summary.first_loss_ms
+                        && d.trunk
+                            .is_some_and(|t| self.policy.trunks[t].counts_calls())
+                    {
+                        rec.after_loss = Some(t);
+                        self.summary.calls_after_loss += 1;
+                    }
+                    on_record(rec);
                 }
                 rej
             }
@@ -813,7 +876,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             println!("{}", serde_json::to_string(&rec).unwrap_or_default());
         } else {
             println!(
-                "{}",
+                "{}{}",
                 crate::record::table_row(
                     rec.ts_ms,
                     &rec.call_id,
@@ -823,7 +886,12 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     rec.verdict,
                     rec.code,
                     crate::record::rule_shown(rec.rule, rec.refused, rec.retry.is_some())
-                )
+                ),
+                if rec.after_loss.is_some() {
+                    "  (after a loss)"
+                } else {
+                    ""
+                }
             );
         }
     };
@@ -878,7 +946,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         let network = serde_json::json!({"not_ip": n.non_ip, "other_ip": n.other_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_sip": n.hep_sip, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "not_sip_datagrams": s.not_sip_datagrams, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "not_sip_datagrams": s.not_sip_datagrams, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "by_trunk": s.by_trunk, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere, "incomplete": incomplete(s, &n).then(|| serde_json::json!({"first_loss_ts_ms": s.first_loss_ms, "calls_after_loss": s.calls_after_loss}))}})
         );
     } else {
         println!();
@@ -969,6 +1037,14 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         for (rule, n) in &s.by_rule {
             println!("  rule {rule:<28} {n}");
         }
+        for (trunk, verdicts) in &s.by_trunk {
+            let shown: Vec<String> = verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            println!(
+                "  trunk {trunk:<27} {}  ({})",
+                verdicts.values().sum::<u64>(),
+                shown.join(", ")
+            );
+        }
         for (e, n) in &s.behaviour {
             println!("  call outcome {e:<20} {n}");
         }
@@ -996,7 +1072,53 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             s.calls_elsewhere, s.calls
         );
     }
+    if incomplete(s, &n) {
+        warn_incomplete(s, &n);
+        if status == 0 {
+            status = INCOMPLETE;
+        }
+    }
     status
+}
+
+/// The exit status of a replay whose capture lost SIP (and of nothing worse).
+pub const INCOMPLETE: i32 = 3;
+
+/// Whether the capture lost SIP somewhere (QA 168: with calls cut by the snaplen or
+/// lost in holes, later rate verdicts changed with exit status 0 and nothing said).
+fn incomplete(s: &Summary, n: &net::NetStats) -> bool {
+    s.first_loss_ms.is_some() || n.losses() > 0
+}
+
+fn warn_incomplete(s: &Summary, n: &net::NetStats) {
+    let mut what = vec![];
+    for (count, name) in [
+        (n.snaplen_cut, "packets cut by the snaplen"),
+        (n.tcp_gaps + n.tcp_desync, "TCP holes"),
+        (n.fragments_expired, "datagrams missing fragments"),
+        (
+            n.sctp_damaged + n.hep_damaged,
+            "damaged SCTP or HEP packets",
+        ),
+    ] {
+        if count > 0 {
+            what.push(format!("{count} {name}"));
+        }
+    }
+    if what.is_empty() {
+        what.push("a datagram waiting over a second for its fragments".to_string());
+    }
+    eprintln!(
+        "sipfence: warning: the capture is incomplete ({}): what was lost was not judged{}",
+        what.join(", "),
+        match (s.first_loss_ms, s.calls_after_loss) {
+            (Some(t), n) if n > 0 => format!(
+                ", and the {n} calls judged after the first loss ({}) on trunks with rate limits, concurrent-call limits or behaviour rules may have other verdicts than the gateway gave (it counted the calls the capture lost): marked `(after a loss)`, `after_loss` in --json",
+                rfc3339(t)
+            ),
+            _ => String::new(),
+        }
+    );
 }
 
 /// `--baseline`: the calls the new policy judges otherwise than the running one.
@@ -1062,6 +1184,13 @@ fn run_compare(
                 eprintln!("sipfence: {}: {e}", capture::display_name(f));
                 status = 1;
             }
+        }
+    }
+    let n = new.net_stats();
+    if incomplete(&new.summary, &n) {
+        warn_incomplete(&new.summary, &n);
+        if status == 0 {
+            status = INCOMPLETE;
         }
     }
     if json {

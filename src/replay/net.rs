@@ -121,6 +121,19 @@ pub struct NetStats {
     pub websocket_messages: u64,
 }
 
+impl NetStats {
+    /// Packets whose SIP may be lost: TCP holes and resyncs, datagrams missing
+    /// fragments, damaged SCTP and HEP packets (a packet cut by the snaplen is told by
+    /// the replay, which knows whether it carried SIP).
+    pub fn losses(&self) -> u64 {
+        self.tcp_gaps
+            + self.tcp_desync
+            + self.fragments_expired
+            + self.sctp_damaged
+            + self.hep_damaged
+    }
+}
+
 type FragKey = (IpAddr, IpAddr, u32, u8);
 
 /// A datagram's fragments as Linux keeps them (`inet_frag_queue_insert`): runs of
@@ -233,6 +246,15 @@ impl Decoder {
     /// Datagrams whose fragments have not all come (at the end of a capture: never).
     pub fn incomplete_fragments(&self) -> usize {
         self.frags.len()
+    }
+
+    /// Whether a datagram still waits for fragments `age_ms` after its first: a
+    /// datagram's fragments follow one another within milliseconds, so one that waits
+    /// so long has most likely lost one (the kernel still waits its full time).
+    pub fn fragments_waiting(&self, ts_ms: u64, age_ms: u64) -> bool {
+        self.frags
+            .values()
+            .any(|f| ts_ms.saturating_sub(f.first_ms) >= age_ms)
     }
 
     pub fn decode(&mut self, linktype: i32, frame: &[u8], ts_ms: u64) -> Option<Segment> {
@@ -708,7 +730,7 @@ impl Decoder {
     }
 
     /// Lets go of the datagrams past their time at `ts_ms`, counted as expired.
-    fn expire_fragments(&mut self, ts_ms: u64) {
+    pub fn expire_fragments(&mut self, ts_ms: u64) {
         let before = self.frags.len();
         self.frags
             .retain(|k, f| ts_ms.saturating_sub(f.first_ms) < fragment_timeout(k));
