@@ -97,6 +97,48 @@ fn rows(caller: &str, callees: impl Iterator<Item = String>) -> Vec<(String, Str
     callees.map(|c| (caller.to_string(), c)).collect()
 }
 
+/// A caller a behaviour rule refused stays refused across a restart, to the end of its
+/// watch (QA 170: the next process let it call again at once): the stop writes the
+/// callers watched beside the calls file, the start watches them again. A caller that
+/// tripped nothing is let through after the restart as before it.
+#[test]
+fn a_watched_caller_stays_refused_across_a_restart() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let state = tempfile::tempdir().unwrap();
+    let calls = state.path().join("calls");
+    let cfg =
+        config(base, "attempts = 10") + &format!("[proxy]\ncalls_file = \"{}\"\n", calls.display());
+    let mut proxy = Proxy::start(&cfg, 1);
+    // The scenarios outlive the first proxy's directory.
+    let dir = state.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let r = rows(
+        "+8613512345678",
+        (0..12).map(|i| format!("+86138001{:05}", i % 3)),
+    );
+    play(&dir, base, base + 20, 608, &Tail::Answer(0), &r, 20);
+    assert_eq!(hits(&proxy, "attempts"), 3.0);
+    proxy.signal("TERM");
+    assert!(proxy.proc.0.wait().unwrap().success());
+    let watched = std::fs::read_to_string(state.path().join("calls.watched"))
+        .expect("the callers watched, written at the stop");
+    let lines: Vec<&str> = watched.lines().collect();
+    assert_eq!(lines.len(), 2, "form, one caller: {watched}");
+    assert!(lines[1].ends_with(" behaviour-attempts"), "{watched}");
+    drop(proxy);
+    let proxy = Proxy::start(&cfg, 1);
+    // One call each: the watched caller is refused at once, the other goes through.
+    let r = rows("+8613512345678", std::iter::once("+8613800100009".into()));
+    play(&dir, base, base + 21, 608, &Tail::Answer(0), &r, 20);
+    assert_eq!(hits(&proxy, "attempts"), 1.0);
+    let r = rows("+8613512345679", std::iter::once("+8613800100009".into()));
+    play(&dir, base, base + 22, 608, &Tail::Answer(0), &r, 20);
+    assert_eq!(refused(&proxy), 1.0);
+}
+
 #[test]
 fn attempts() {
     if !sipp_available() {

@@ -392,6 +392,9 @@ pub struct Stats {
     pub call_evictions: u64,
 }
 
+/// The first line of a watched-callers file ([`LocalTracker::save_watched`]).
+pub const WATCHED_FORM: &str = "sipfence watched callers 1";
+
 pub struct LocalTracker {
     /// Set counts (powers of two), fixed at construction.
     caller_sets: usize,
@@ -493,6 +496,98 @@ impl LocalTracker {
             callers: (0..self.caller_sets).map(|_| Mutex::default()).collect(),
             calls: (0..self.call_sets).map(|_| Mutex::default()).collect(),
         })
+    }
+
+    /// The callers watched at `now_ms` (a behaviour rule tripped: refused until their
+    /// time is up), written for the next process beside the calls file: a restart gave
+    /// a caller refused as a fraud suspect a clean slate, its next call let through
+    /// (QA 170). One line per caller after [`WATCHED_FORM`]: its key (the rate
+    /// counters' hash of trunk and number, the same in every process), its window, the
+    /// end of its watch (ms) and the rules it is watched for, by name (bits would
+    /// change meaning with the rule list).
+    pub fn save_watched(&self, now_ms: u64) -> (String, usize) {
+        let mut out = format!("{WATCHED_FORM}\n");
+        let mut n = 0;
+        if let Some(t) = self.tables.get() {
+            for set in t.callers.iter() {
+                let set = lock(set);
+                for (c, k) in set.slots.iter().zip(set.keys) {
+                    if k == 0 || c.watch_until_ms <= now_ms || c.watched.is_empty() {
+                        continue;
+                    }
+                    let rules: Vec<&str> = c.watched.iter().map(|r| r.as_str()).collect();
+                    out.push_str(&format!(
+                        "{k} {} {} {}\n",
+                        c.window_ms,
+                        c.watch_until_ms,
+                        rules.join(",")
+                    ));
+                    n += 1;
+                }
+            }
+        }
+        (out, n)
+    }
+
+    /// Takes back the callers [`LocalTracker::save_watched`] wrote, at `now_ms`: those
+    /// whose watch ended meanwhile are dropped, and rules this version does not know
+    /// are left out. Nothing is taken from a text with a line that is not as written,
+    /// nor a watch longer than the policy's longest (`max_watch_ms`, a trunk's
+    /// `watch_secs`): the line (from 1) and why. The table stays bounded: a full set
+    /// evicts as a new caller would.
+    pub fn restore_watched(
+        &self,
+        text: &str,
+        now_ms: u64,
+        max_watch_ms: u64,
+    ) -> Result<usize, (usize, String)> {
+        let mut lines = text.lines().enumerate();
+        if lines.next().map(|(_, l)| l) != Some(WATCHED_FORM) {
+            return Err((
+                1,
+                format!("not a watched-callers file (its first line must be '{WATCHED_FORM}')"),
+            ));
+        }
+        let mut kept = vec![];
+        for (i, l) in lines {
+            let f: Vec<&str> = l.split(' ').collect();
+            let parsed = match f.as_slice() {
+                [k, w, u, rules] => k
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|k| *k != 0)
+                    .zip(w.parse::<u64>().ok().filter(|w| *w > 0))
+                    .zip(u.parse::<u64>().ok())
+                    .map(|((k, w), u)| (k, w, u, *rules)),
+                _ => None,
+            };
+            let Some((key, window_ms, until_ms, rules)) = parsed else {
+                return Err((i + 1, "expected: key window_ms until_ms rules".into()));
+            };
+            if until_ms > now_ms.saturating_add(max_watch_ms) {
+                return Err((i + 1, "a watch longer than any trunk's watch_secs".into()));
+            }
+            let mut set = RuleSet::default();
+            for name in rules.split(',') {
+                if let Some(r) = crate::policy::RuleId::BEHAVIOUR
+                    .into_iter()
+                    .find(|r| r.as_str() == name)
+                {
+                    set.insert(r);
+                }
+            }
+            if until_ms > now_ms && !set.is_empty() {
+                kept.push((key, window_ms, until_ms, set));
+            }
+        }
+        let t = self.tables();
+        for &(key, window_ms, until_ms, rules) in &kept {
+            self.with_caller(t, key, now_ms, Some(window_ms), |s| {
+                s.watch_until_ms = s.watch_until_ms.max(until_ms);
+                s.watched.0 |= rules.0;
+            });
+        }
+        Ok(kept.len())
     }
 
     /// Bytes the tables take once allocated: fixed at construction.
@@ -853,6 +948,58 @@ mod tests {
             settle_ms: 0,
             short_call_ms: 10_000,
             repeat: false,
+        }
+    }
+
+    /// The callers watched go to the next process and are watched there to the end of
+    /// their time (QA 170); a file not as written is refused whole, by line.
+    #[test]
+    fn watched_callers_are_kept_across_a_restart() {
+        let mut tripped = RuleSet::default();
+        tripped.insert(RuleId::BehaviourAttempts);
+        tripped.insert(RuleId::BehaviourRingOnce);
+        let t = LocalTracker::new(1024, 1024);
+        t.on_call(&start(7, 100, 5, 1_000));
+        t.on_call(&start(8, 101, 5, 1_000));
+        t.on_call(&start(9, 102, 5, 1_000));
+        t.watch(7, tripped, 600_000);
+        t.watch(9, tripped, 2_000);
+        let (text, n) = t.save_watched(10_000);
+        assert_eq!(n, 1, "{text}");
+        assert!(
+            text.ends_with(" 60000 600000 behaviour-attempts,behaviour-ring-once\n"),
+            "{text}"
+        );
+        let next = LocalTracker::new(1024, 1024);
+        assert_eq!(next.restore_watched(&text, 20_000, 1_800_000), Ok(1));
+        let f = next.on_call(&start(7, 200, 5, 30_000));
+        assert_eq!((f.watched, f.watch_until_ms), (tripped, 600_000));
+        assert!(next.on_call(&start(8, 201, 5, 30_000)).watched.is_empty());
+        // Its watch over by the next start: not kept.
+        let later = LocalTracker::new(1024, 1024);
+        assert_eq!(later.restore_watched(&text, 700_000, 1_800_000), Ok(0));
+        // A rule this version does not know is left out; a line without a rule it
+        // knows keeps nothing.
+        let odd = format!(
+            "{WATCHED_FORM}\n5 60000 900000 behaviour-attempts,behaviour-new\n6 60000 900000 behaviour-new\n"
+        );
+        assert_eq!(later.restore_watched(&odd, 700_000, 1_800_000), Ok(1));
+        for (bad, line) in [
+            ("not a watched file\n".to_string(), 1),
+            (format!("{WATCHED_FORM}\n5 60000 900000\n"), 2),
+            (format!("{WATCHED_FORM}\n5 60000 x behaviour-attempts\n"), 2),
+            (
+                format!("{WATCHED_FORM}\n0 60000 900000 behaviour-attempts\n"),
+                2,
+            ),
+            // Longer than the policy's longest watch (a hand-edited end).
+            (
+                format!("{WATCHED_FORM}\n5 60000 99999999999 behaviour-attempts\n"),
+                2,
+            ),
+        ] {
+            let r = LocalTracker::new(1024, 1024).restore_watched(&bad, 700_000, 1_800_000);
+            assert_eq!(r.map_err(|e| e.0), Err(line), "{bad}");
         }
     }
 

@@ -962,6 +962,7 @@ pub fn run(args: RunArgs) -> i32 {
         .tcp_connections_limit
         .set(shared.tcp_limit() as i64);
     restore_calls(&shared);
+    restore_watched(&shared);
     // Bind everything before announcing: a port in use is a start-up error, not a log line.
     let mut per_worker = Vec::new();
     for _ in 0..workers {
@@ -1459,6 +1460,7 @@ async fn control(
     tracing::info!("shutting down");
     notify::notify("STOPPING=1");
     save_calls(&shared).await;
+    save_watched(&shared);
     // Every decision made is kept: the records queued are written before the exit.
     if let Some(r) = &shared.records
         && !r.finish(std::time::Duration::from_secs(5))
@@ -1556,6 +1558,75 @@ fn restore_calls(shared: &Shared) {
     if let Err(e) = std::fs::remove_file(path) {
         tracing::warn!(file = path, error = %e, "cannot remove the calls file read at start: a later start would count its calls again");
     }
+}
+
+/// Beside the calls file, `PATH.watched`: the callers a behaviour rule tripped, still
+/// watched (refused) when the last process stopped ([`crate::behaviour::local::LocalTracker::save_watched`]).
+fn watched_file(shared: &Shared) -> Option<String> {
+    let l = shared.loaded.load();
+    let path = l.policy.proxy.calls_file.as_str();
+    let behaviour = l.policy.trunks.iter().any(|t| t.behaviour.is_some());
+    (!path.is_empty() && behaviour && holds_calls_file(shared, path))
+        .then(|| format!("{path}.watched"))
+}
+
+/// The callers watched at the last stop are watched again to the end of their time
+/// (QA 170: a restart let a caller refused as a fraud suspect call again at once). The
+/// file stays: after a crash, its watches still in time still hold.
+fn restore_watched(shared: &Shared) {
+    let Some(path) = watched_file(shared) else {
+        return;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(file = path, error = %e, "cannot read the callers watched at the last stop: they are not watched");
+            return;
+        }
+    };
+    let max_watch_ms = shared
+        .loaded
+        .load()
+        .policy
+        .trunks
+        .iter()
+        .filter_map(|t| t.behaviour.as_ref())
+        .map(|b| u64::from(b.watch_secs) * 1000)
+        .max()
+        .unwrap_or(0);
+    match shared
+        .behaviour
+        .restore_watched(&text, crate::cli::now_ms(), max_watch_ms)
+    {
+        Ok(n) => tracing::info!(
+            file = path,
+            callers = n,
+            "the callers watched at the last stop are watched again"
+        ),
+        Err((line, why)) => tracing::warn!(
+            "{path}:{line}: {why}: the callers watched at the last stop are not watched"
+        ),
+    }
+}
+
+/// At a stop, the callers watched are written for the next start ([`restore_watched`]).
+fn save_watched(shared: &Shared) {
+    let Some(path) = watched_file(shared) else {
+        return;
+    };
+    let (text, n) = shared.behaviour.save_watched(crate::cli::now_ms());
+    let tmp = format!("{path}.tmp");
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(file = path, error = %e, "cannot write the callers watched: the next start watches none of them");
+        return;
+    }
+    tracing::info!(
+        file = path,
+        callers = n,
+        "callers watched written for the next start"
+    );
 }
 
 /// Whether this process may read and write the calls file `path`: it holds a lock on
