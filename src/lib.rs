@@ -25,6 +25,18 @@ pub mod sip;
 pub mod time;
 pub mod verdict;
 
+/// The version and the commit this binary was built from (`build.rs`): two builds of
+/// one version told apart when upgrading and rolling back (QA 170).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SIPFENCE_COMMIT"),
+    ")"
+);
+
+/// The commit alone (`unknown` when built outside a git checkout).
+pub const COMMIT: &str = env!("SIPFENCE_COMMIT");
+
 /// A peer's address as the trunks match it and the records show it: an IPv4 peer of a
 /// dual-stack (`[::]`) socket arrives IPv4-mapped (`[::ffff:192.0.2.1]:5060`) and is its
 /// IPv4 address.

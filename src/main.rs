@@ -7,7 +7,7 @@ use sipfence::cli;
 
 /// sipfence: a SIP signaling firewall against fraud calls.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = sipfence::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -805,7 +805,21 @@ fn tcp_next_hop_unreachable() {
         proxy.metric("sipfence_messages_total{kind=\"response\",transport=\"tcp\"}"),
         0.0
     );
-    assert_eq!(proxy.http("GET", "/healthz").0, 200);
+    // Which build runs, by its commit (QA 170: two builds of one version looked alike).
+    let (code, health) = proxy.http("GET", "/healthz");
+    assert_eq!(code, 200);
+    assert!(
+        health.contains(&format!(" build={}", sipfence::COMMIT)),
+        "{health}"
+    );
+    assert_eq!(
+        proxy.metric(&format!(
+            "sipfence_build_info{{commit=\"{}\",version=\"{}\"}}",
+            sipfence::COMMIT,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
     assert_eq!(proxy.metric("sipfence_tcp_connections"), 0.0);
     // Within the second after a failed attempt, a call is answered 503 at once, and its
     // decision and record say so (QA 49: it was queued, answered later, and counted as

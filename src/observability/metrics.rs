@@ -40,6 +40,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
     "sipfence_policy_info",
+    "sipfence_build_info",
     "sipfence_restart_pending",
     "sipfence_list_entries",
     "sipfence_list_segments",
@@ -378,6 +379,19 @@ impl Metrics {
             &["fingerprint"],
         ));
         must(registry.register(Box::new(policy_info.clone())));
+        // Constant for the process: which build runs (QA 170: two builds of one
+        // version could not be told apart, in an upgrade or a rollback).
+        let build_info = must(IntGaugeVec::new(
+            Opts::new(
+                "sipfence_build_info",
+                "1 for the running build: its version and the commit it was built from",
+            ),
+            &["version", "commit"],
+        ));
+        must(registry.register(Box::new(build_info.clone())));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::COMMIT])
+            .set(1);
         let restart_pending = must(IntGauge::new(
             "sipfence_restart_pending",
             "Settings the loaded policy changed that the process reads at start only (listen addresses, workers, rate_keys, [metrics], [records], [log], [behaviour] sizes, [redis], [hep]): how many differ until a restart",

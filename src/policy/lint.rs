@@ -188,6 +188,15 @@ pub fn warnings(p: &Policy) -> Vec<String> {
                 .to_string(),
         );
     }
+    // Past the time the service managers give a stop before they kill: a kill mid-drain
+    // writes no calls file, and the restarted gateway counts none of the calls up (QA
+    // 170: `check` said nothing of 30 s).
+    if p.proxy.drain_secs >= 10 {
+        out.push(format!(
+            "[proxy] drain_secs = {} is as long as `docker stop` waits (10 s) before it kills, and the shipped systemd unit waits 15 s (TimeoutStopSec): a kill mid-drain writes no calls file and loses the records queued; give the manager longer (docker stop -t, TimeoutStopSec=) or drain less",
+            p.proxy.drain_secs
+        ));
+    }
     // `advertise` stands in for the address a wildcard socket lacks, and only there.
     if let Some(a) = p.proxy.advertise {
         let wild: Vec<_> = p
@@ -903,6 +912,26 @@ entries = [{whitelist}]
                 lint(listen, hop)
             );
         }
+    }
+
+    /// A drain as long as a service manager waits before it kills is named (QA 170);
+    /// the examples' 5 s is not.
+    #[test]
+    fn a_drain_longer_than_a_stop_waits_is_named() {
+        let w = |secs: u64| {
+            let text = format!(
+                "[proxy]\ndrain_secs = {secs}\n[[trunk]]\nname = \"ic\"\nrole = \"interconnect\"\nsources = [\"10.0.0.1\"]\nnext_hop = \"udp:10.0.0.5:5060\"\n"
+            );
+            warnings(&Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap())
+        };
+        assert!(w(5).is_empty(), "{:?}", w(5));
+        let said = w(30);
+        assert!(
+            said.len() == 1
+                && said[0].contains("docker stop")
+                && said[0].contains("TimeoutStopSec"),
+            "{said:?}"
+        );
     }
 
     /// `[proxy] advertise` where no wildcard socket can use it is named; where one can,

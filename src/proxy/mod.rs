@@ -826,6 +826,11 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     init_logging(&policy);
+    tracing::info!(
+        build = crate::VERSION,
+        fingerprint = %policy.fingerprint(),
+        "sipfence starting"
+    );
     for w in lint::warnings(&policy) {
         tracing::warn!("{w}");
     }
@@ -1323,10 +1328,11 @@ async fn control(
                 };
                 let loaded = s.loaded.load();
                 format!(
-                    "policy=v{} fingerprint={} uptime={}s{lists}",
+                    "policy=v{} fingerprint={} uptime={}s{lists} build={}",
                     loaded.version,
                     loaded.policy.fingerprint(),
-                    s.started.elapsed().as_secs()
+                    s.started.elapsed().as_secs(),
+                    crate::COMMIT
                 )
             })
         },
