@@ -326,6 +326,16 @@ impl Trunk {
             || self.behaviour.is_some()
     }
 
+    /// How far back its counted rules look: a minute for the rate limits, the behaviour
+    /// rules' window if longer.
+    pub fn counted_window_ms(&self) -> u64 {
+        let behaviour = self
+            .behaviour
+            .as_ref()
+            .map_or(0, |b| u64::from(b.window_secs) * 1000);
+        behaviour.max(60_000)
+    }
+
     /// Whether its next hop is `addr` (an IPv4 one seen through a dual-stack socket
     /// too), reached over `transport` (`None`: either).
     pub fn sends_to(&self, addr: SocketAddr, transport: Option<config::Transport>) -> bool {

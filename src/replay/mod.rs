@@ -77,6 +77,10 @@ pub struct Summary {
     /// TCP hole, a datagram missing fragments): the counted rules' verdicts after it
     /// may differ from the gateway's, which saw what the capture lost (QA 168).
     pub first_loss_ms: Option<u64>,
+    /// The capture's first packet, when its first minute shows it started mid-traffic
+    /// (a TCP stream joined after its start): the counted rules' verdicts in their
+    /// window after it may be milder than the gateway's, which counted the calls before.
+    pub started_mid_ms: Option<u64>,
     /// Calls judged after it on a trunk whose verdicts count earlier calls (rate
     /// limits, concurrent calls, behaviour rules): each record says so (`after_loss`).
     pub calls_after_loss: u64,
@@ -114,6 +118,8 @@ pub struct Replayer<'p> {
     last_ts_ms: u64,
     /// The network layer's [`net::NetStats::losses`] when last looked at.
     losses_seen: u64,
+    /// The capture's first packet's time.
+    first_ts_ms: Option<u64>,
     /// Split outputs: the packets of each stream or fragmented datagram since its last
     /// complete message ([`net::unit_key`]), and what is ready to be written (the
     /// packet, to blocked, to allowed).
@@ -205,6 +211,7 @@ impl<'p> Replayer<'p> {
             holes_checked_ms: 0,
             last_ts_ms: 0,
             losses_seen: 0,
+            first_ts_ms: None,
             held: HashMap::with_hasher(ahash::RandomState::new()),
             held_bytes: 0,
             ready: vec![],
@@ -292,6 +299,7 @@ impl<'p> Replayer<'p> {
     ) -> PacketOutcome {
         let mut o = PacketOutcome::default();
         self.last_ts_ms = p.ts_ms;
+        let first = *self.first_ts_ms.get_or_insert(p.ts_ms);
         if p.ts_ms.abs_diff(self.housekept_ms) >= 10_000 {
             use crate::policy::rate::RateCounter;
             self.rates.housekeep(p.ts_ms);
@@ -353,6 +361,12 @@ impl<'p> Replayer<'p> {
         };
         // Before the messages: those behind a TCP hole come after a loss.
         self.note_losses(p.ts_ms);
+        if self.decoder.stats.tcp_joined > 0
+            && self.summary.started_mid_ms.is_none()
+            && p.ts_ms.saturating_sub(first) < 60_000
+        {
+            self.summary.started_mid_ms = Some(first);
+        }
         self.messages(segments, p.ts_ms, out_wanted, on_record, &mut o);
         // A packet cut short that held SIP lost its message's end (it is unparsable,
         // or judged without its body); one that held RTP lost nothing of the calls.
@@ -663,11 +677,16 @@ impl<'p> Replayer<'p> {
                 if !again && (d.kind == Kind::Call || rej) {
                     let mut rec = Record::new(self.policy, &msg, &d, src, ts_ms);
                     if d.kind == Kind::Call
-                        && let Some(t) = self.summary.first_loss_ms
-                        && d.trunk
-                            .is_some_and(|t| self.policy.trunks[t].counts_calls())
+                        && let Some(t) = d.trunk.map(|t| &self.policy.trunks[t])
+                        && t.counts_calls()
+                        && let Some(at) = self.summary.first_loss_ms.or_else(|| {
+                            // Within its counted window of a start mid-traffic.
+                            self.summary
+                                .started_mid_ms
+                                .filter(|s| ts_ms < s + t.counted_window_ms())
+                        })
                     {
-                        rec.after_loss = Some(t);
+                        rec.after_loss = Some(at);
                         self.summary.calls_after_loss += 1;
                     }
                     on_record(rec);
@@ -943,10 +962,10 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         );
     }
     if json {
-        let network = serde_json::json!({"not_ip": n.non_ip, "other_ip": n.other_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_sip": n.hep_sip, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
+        let network = serde_json::json!({"not_ip": n.non_ip, "other_ip": n.other_ip, "fragments": n.fragments, "reassembled": n.reassembled, "fragments_expired": n.fragments_expired, "fragments_overlapping": n.fragments_overlapping, "decapsulated": n.decapsulated, "hep_sip": n.hep_sip, "hep_not_sip": n.hep_not_sip, "hep_damaged": n.hep_damaged, "sctp_messages": n.sctp_messages, "sctp_reassembled": n.sctp_reassembled, "sctp_retransmitted": n.sctp_retransmitted, "sctp_damaged": n.sctp_damaged, "websocket_messages": n.websocket_messages, "tcp_gaps": n.tcp_gaps, "tcp_desync": n.tcp_desync, "tcp_joined": n.tcp_joined, "tcp_overlaps_conflicting": n.tcp_overlaps_conflicting, "tcp_unframed": n.tcp_unframed, "snaplen_cut": n.snaplen_cut, "unsupported_link": n.unsupported_link, "unsupported_linktype": n.unsupported_linktype});
         println!(
             "{}",
-            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "not_sip_datagrams": s.not_sip_datagrams, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "by_trunk": s.by_trunk, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere, "incomplete": incomplete(s, &n).then(|| serde_json::json!({"first_loss_ts_ms": s.first_loss_ms, "calls_after_loss": s.calls_after_loss}))}})
+            serde_json::json!({"summary": {"packets": s.packets, "sip_messages": s.sip_messages, "not_sip_datagrams": s.not_sip_datagrams, "parse_errors": s.parse_errors, "parse_errors_requests": s.parse_errors_requests, "calls": s.calls, "retransmissions": s.retransmissions, "core_retries": s.core_retries, "by_verdict": s.by_verdict, "by_rule": s.by_rule, "by_trunk": s.by_trunk, "behaviour": s.behaviour, "damaged": s.damaged, "network": network, "gateway_state": {"calls": s.gateway_state, "call_ids": s.gateway_state_calls}, "calls_elsewhere": s.calls_elsewhere, "incomplete": incomplete_json(s, &n)}})
         );
     } else {
         println!();
@@ -1087,7 +1106,16 @@ pub const INCOMPLETE: i32 = 3;
 /// Whether the capture lost SIP somewhere (QA 168: with calls cut by the snaplen or
 /// lost in holes, later rate verdicts changed with exit status 0 and nothing said).
 fn incomplete(s: &Summary, n: &net::NetStats) -> bool {
-    s.first_loss_ms.is_some() || n.losses() > 0
+    // A join undone by its SYN coming late (reordered) is none.
+    s.first_loss_ms.is_some() || (s.started_mid_ms.is_some() && n.tcp_joined > 0) || n.losses() > 0
+}
+
+/// The summary's `incomplete` object: null for a whole capture.
+fn incomplete_json(s: &Summary, n: &net::NetStats) -> serde_json::Value {
+    if !incomplete(s, n) {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({"first_loss_ts_ms": s.first_loss_ms, "started_mid_traffic_ts_ms": s.started_mid_ms, "calls_after_loss": s.calls_after_loss})
 }
 
 fn warn_incomplete(s: &Summary, n: &net::NetStats) {
@@ -1100,6 +1128,10 @@ fn warn_incomplete(s: &Summary, n: &net::NetStats) {
             n.sctp_damaged + n.hep_damaged,
             "damaged SCTP or HEP packets",
         ),
+        (
+            s.started_mid_ms.map_or(0, |_| n.tcp_joined),
+            "TCP streams joined after their start (a capture started mid-traffic: the calls before it are not in it)",
+        ),
     ] {
         if count > 0 {
             what.push(format!("{count} {name}"));
@@ -1111,9 +1143,9 @@ fn warn_incomplete(s: &Summary, n: &net::NetStats) {
     eprintln!(
         "sipfence: warning: the capture is incomplete ({}): what was lost was not judged{}",
         what.join(", "),
-        match (s.first_loss_ms, s.calls_after_loss) {
+        match (s.first_loss_ms.or(s.started_mid_ms), s.calls_after_loss) {
             (Some(t), n) if n > 0 => format!(
-                ", and the {n} calls judged after the first loss ({}) on trunks with rate limits, concurrent-call limits or behaviour rules may have other verdicts than the gateway gave (it counted the calls the capture lost): marked `(after a loss)`, `after_loss` in --json",
+                ", and the {n} calls judged after the first loss ({}), or within a minute (their rules' window) of a start mid-traffic, on trunks with rate limits, concurrent-call limits or behaviour rules may have other verdicts than the gateway gave (it counted the calls the capture lost): marked `(after a loss)`, `after_loss` in --json",
                 rfc3339(t)
             ),
             _ => String::new(),
@@ -1152,19 +1184,25 @@ fn run_compare(
     let mut on_change = |b: &Record, n: &Record| {
         if json {
             let side = |r: &Record| serde_json::json!({"verdict": r.verdict, "code": r.code, "rule": r.rule});
-            println!(
-                "{}",
-                serde_json::json!({"ts_ms": n.ts_ms, "call_id": n.call_id, "caller": n.caller, "trunk": n.trunk, "baseline": side(b), "new": side(n)})
-            );
+            let mut row = serde_json::json!({"ts_ms": n.ts_ms, "call_id": n.call_id, "caller": n.caller, "trunk": n.trunk, "baseline": side(b), "new": side(n)});
+            if let Some(t) = n.after_loss.or(b.after_loss) {
+                row["after_loss"] = t.into();
+            }
+            println!("{row}");
         } else {
             println!(
-                "{:<24} {:<36} {:<16} {:<10} {} -> {}",
+                "{:<24} {:<36} {:<16} {:<10} {} -> {}{}",
                 rfc3339(n.ts_ms),
                 n.call_id,
                 n.caller.as_deref().or(n.blank).unwrap_or("-"),
                 n.trunk.as_deref().unwrap_or("-"),
                 show(b),
-                show(n)
+                show(n),
+                if n.after_loss.or(b.after_loss).is_some() {
+                    "  (after a loss)"
+                } else {
+                    ""
+                }
             );
         }
     };
@@ -1196,7 +1234,7 @@ fn run_compare(
     if json {
         println!(
             "{}",
-            serde_json::json!({"compare": {"calls": cmp.calls, "changed": cmp.changed(), "newly_blocked": cmp.newly_blocked, "newly_allowed": cmp.newly_allowed, "otherwise": cmp.otherwise, "one_sided": cmp.one_sided}})
+            serde_json::json!({"compare": {"calls": cmp.calls, "changed": cmp.changed(), "newly_blocked": cmp.newly_blocked, "newly_allowed": cmp.newly_allowed, "otherwise": cmp.otherwise, "one_sided": cmp.one_sided, "incomplete": incomplete_json(&new.summary, &n)}})
         );
     } else {
         println!();

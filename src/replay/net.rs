@@ -93,6 +93,10 @@ pub struct NetStats {
     pub fragments_overlapping: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
+    /// TCP streams whose first data came with no SYN before it: a capture started while
+    /// the connection was up (QA 171: what came before, calls the gateway counted, is
+    /// not in it).
+    pub tcp_joined: u64,
     /// Out-of-order TCP segments sent again with other bytes (QA 35): the copy queued
     /// first is kept, as Linux's receiver keeps it, and the proxy behind it reads it.
     pub tcp_overlaps_conflicting: u64,
@@ -885,6 +889,8 @@ struct Flow {
     /// The initial sequence number of the SYN that opened the flow: a SYN sent again
     /// (its SYN-ACK lost) opens nothing new.
     isn: Option<u32>,
+    /// Its first data came with no SYN before it (counted in `tcp_joined`).
+    joined: bool,
     mode: Mode,
 }
 
@@ -1057,7 +1063,13 @@ pub struct TcpFlows {
     queued: usize,
     /// The stream the last FIN or RST ended, and whether it left a message unfinished.
     closed: Option<((SocketAddr, SocketAddr), bool)>,
+    /// The streams last ended by a FIN or RST (at most [`ENDED_KEPT`]): data after its
+    /// FIN, reordered in the capture, is no stream joined mid-way.
+    ended: std::collections::VecDeque<(SocketAddr, SocketAddr)>,
 }
+
+/// Streams remembered as ended ([`TcpFlows::ended`]).
+const ENDED_KEPT: usize = 256;
 
 impl TcpFlows {
     /// Whether the stream from `src` to `dst` is followed and holds bytes of a message
@@ -1126,6 +1138,10 @@ impl TcpFlows {
         let f = self.flows.entry(key).or_default();
         let queued_before = f.held();
         if t.syn && f.isn != Some(t.seq) {
+            // A SYN behind its first data (reordered in the capture): no join after all.
+            if f.joined && f.isn.is_none() {
+                stats.tcp_joined = stats.tcp_joined.saturating_sub(1);
+            }
             *f = Flow {
                 next_seq: Some(t.seq.wrapping_add(1)),
                 isn: Some(t.seq),
@@ -1138,6 +1154,10 @@ impl TcpFlows {
         let mut out = vec![];
         let mut segments = vec![];
         if !payload.is_empty() {
+            if f.next_seq.is_none() && !self.ended.contains(&key) {
+                stats.tcp_joined += 1;
+                f.joined = true;
+            }
             let next = *f.next_seq.get_or_insert(seq);
             let ahead = seq.wrapping_sub(next) as i32;
             if ahead == 0 {
@@ -1187,6 +1207,10 @@ impl TcpFlows {
             self.queued -= queued_before;
             self.flows.remove(&key);
             self.closed = Some((key, unfinished));
+            if self.ended.len() >= ENDED_KEPT {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(key);
             push_messages(&mut segments, src, dst, out);
             return segments;
         }
