@@ -260,7 +260,7 @@ fn isup_record(policy: &Policy, d: &Decision) -> Option<IsupRecord> {
         error: match i.iam {
             Err(e) => Some(e.to_string()),
             Ok(_) if role.is_some_and(|r| i.unreadable_on(r)) => Some(
-                "more Generic Numbers than an enterprise trunk judges (a third number, or one with signals that are no digits)".into(),
+                "more Generic Numbers than an enterprise trunk judges (a third distinct number, more than four in all, or one with signals that are no digits)".into(),
             ),
             Ok(_) => None,
         },

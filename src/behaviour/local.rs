@@ -392,6 +392,9 @@ pub struct Stats {
     pub call_evictions: u64,
 }
 
+/// A line of a watched-callers file left out: its number (from 1) and why.
+pub type LeftOut = (usize, &'static str);
+
 /// The first line of a watched-callers file ([`LocalTracker::save_watched`]).
 pub const WATCHED_FORM: &str = "sipfence watched callers 1";
 
@@ -530,17 +533,20 @@ impl LocalTracker {
     }
 
     /// Takes back the callers [`LocalTracker::save_watched`] wrote, at `now_ms`: those
-    /// whose watch ended meanwhile are dropped, and rules this version does not know
-    /// are left out. Nothing is taken from a text with a line that is not as written,
-    /// nor a watch longer than the policy's longest (`max_watch_ms`, a trunk's
-    /// `watch_secs`): the line (from 1) and why. The table stays bounded: a full set
-    /// evicts as a new caller would.
+    /// whose watch ended meanwhile are dropped, rules this version does not know are
+    /// left out, and a watch longer than the policy's longest now (`max_watch_ms`, a
+    /// trunk's `watch_secs` shortened since) ends that much from now. A line that is
+    /// not as written is left out alone, its number (from 1) and why returned beside
+    /// the count kept (QA 171: refusing the whole file for one line let every watched
+    /// caller go, for good once the next stop wrote the file anew). A file of another
+    /// form gives nothing. The table stays bounded: a full set evicts as a new caller
+    /// would.
     pub fn restore_watched(
         &self,
         text: &str,
         now_ms: u64,
         max_watch_ms: u64,
-    ) -> Result<usize, (usize, String)> {
+    ) -> Result<(usize, Vec<LeftOut>), (usize, String)> {
         let mut lines = text.lines().enumerate();
         if lines.next().map(|(_, l)| l) != Some(WATCHED_FORM) {
             return Err((
@@ -549,6 +555,7 @@ impl LocalTracker {
             ));
         }
         let mut kept = vec![];
+        let mut bad = vec![];
         for (i, l) in lines {
             let f: Vec<&str> = l.split(' ').collect();
             let parsed = match f.as_slice() {
@@ -562,11 +569,10 @@ impl LocalTracker {
                 _ => None,
             };
             let Some((key, window_ms, until_ms, rules)) = parsed else {
-                return Err((i + 1, "expected: key window_ms until_ms rules".into()));
+                bad.push((i + 1, "expected: key window_ms until_ms rules"));
+                continue;
             };
-            if until_ms > now_ms.saturating_add(max_watch_ms) {
-                return Err((i + 1, "a watch longer than any trunk's watch_secs".into()));
-            }
+            let until_ms = until_ms.min(now_ms.saturating_add(max_watch_ms));
             let mut set = RuleSet::default();
             for name in rules.split(',') {
                 if let Some(r) = crate::policy::RuleId::BEHAVIOUR
@@ -587,7 +593,7 @@ impl LocalTracker {
                 s.watched.0 |= rules.0;
             });
         }
-        Ok(kept.len())
+        Ok((kept.len(), bad))
     }
 
     /// Bytes the tables take once allocated: fixed at construction.
@@ -971,36 +977,52 @@ mod tests {
             "{text}"
         );
         let next = LocalTracker::new(1024, 1024);
-        assert_eq!(next.restore_watched(&text, 20_000, 1_800_000), Ok(1));
+        assert_eq!(
+            next.restore_watched(&text, 20_000, 1_800_000),
+            Ok((1, vec![]))
+        );
         let f = next.on_call(&start(7, 200, 5, 30_000));
         assert_eq!((f.watched, f.watch_until_ms), (tripped, 600_000));
         assert!(next.on_call(&start(8, 201, 5, 30_000)).watched.is_empty());
         // Its watch over by the next start: not kept.
         let later = LocalTracker::new(1024, 1024);
-        assert_eq!(later.restore_watched(&text, 700_000, 1_800_000), Ok(0));
+        assert_eq!(
+            later.restore_watched(&text, 700_000, 1_800_000),
+            Ok((0, vec![]))
+        );
         // A rule this version does not know is left out; a line without a rule it
         // knows keeps nothing.
         let odd = format!(
             "{WATCHED_FORM}\n5 60000 900000 behaviour-attempts,behaviour-new\n6 60000 900000 behaviour-new\n"
         );
-        assert_eq!(later.restore_watched(&odd, 700_000, 1_800_000), Ok(1));
-        for (bad, line) in [
-            ("not a watched file\n".to_string(), 1),
-            (format!("{WATCHED_FORM}\n5 60000 900000\n"), 2),
-            (format!("{WATCHED_FORM}\n5 60000 x behaviour-attempts\n"), 2),
-            (
-                format!("{WATCHED_FORM}\n0 60000 900000 behaviour-attempts\n"),
-                2,
+        assert_eq!(
+            later.restore_watched(&odd, 700_000, 1_800_000),
+            Ok((1, vec![]))
+        );
+        // A line not as written is left out alone; the others are kept (QA 171).
+        let r = LocalTracker::new(1024, 1024).restore_watched(
+            &format!(
+                "{WATCHED_FORM}\n5 60000 900000\n\n6 60000 x behaviour-attempts\n0 60000 900000 behaviour-attempts\n7 60000 900000 behaviour-attempts\n"
             ),
-            // Longer than the policy's longest watch (a hand-edited end).
-            (
-                format!("{WATCHED_FORM}\n5 60000 99999999999 behaviour-attempts\n"),
-                2,
-            ),
-        ] {
-            let r = LocalTracker::new(1024, 1024).restore_watched(&bad, 700_000, 1_800_000);
-            assert_eq!(r.map_err(|e| e.0), Err(line), "{bad}");
-        }
+            700_000,
+            1_800_000,
+        );
+        let (n, bad) = r.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
+        // A watch longer than the policy's longest now ends that much from now.
+        let t = LocalTracker::new(1024, 1024);
+        let long = format!("{WATCHED_FORM}\n5 60000 99999999999 behaviour-attempts\n");
+        assert_eq!(t.restore_watched(&long, 700_000, 60_000), Ok((1, vec![])));
+        assert_eq!(
+            t.on_call(&start(5, 300, 5, 710_000)).watch_until_ms,
+            760_000
+        );
+        assert!(
+            LocalTracker::new(1024, 1024)
+                .restore_watched("not a watched file\n", 700_000, 1_800_000)
+                .is_err()
+        );
     }
 
     #[test]

@@ -1583,8 +1583,8 @@ fn restore_watched(shared: &Shared) {
     let Some(path) = watched_file(shared) else {
         return;
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let text = match std::fs::read(&path) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
             tracing::warn!(file = path, error = %e, "cannot read the callers watched at the last stop: they are not watched");
@@ -1605,11 +1605,16 @@ fn restore_watched(shared: &Shared) {
         .behaviour
         .restore_watched(&text, crate::cli::now_ms(), max_watch_ms)
     {
-        Ok(n) => tracing::info!(
-            file = path,
-            callers = n,
-            "the callers watched at the last stop are watched again"
-        ),
+        Ok((n, bad)) => {
+            for (line, why) in &bad {
+                tracing::warn!("{path}:{line}: {why}: that line is left out");
+            }
+            tracing::info!(
+                file = path,
+                callers = n,
+                "the callers watched at the last stop are watched again"
+            )
+        }
         Err((line, why)) => tracing::warn!(
             "{path}:{line}: {why}: the callers watched at the last stop are not watched"
         ),
