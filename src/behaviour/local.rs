@@ -958,7 +958,7 @@ mod tests {
     }
 
     /// The callers watched go to the next process and are watched there to the end of
-    /// their time (QA 170); a file not as written is refused whole, by line.
+    /// their time (QA 170); a line not as written is left out alone (QA 171).
     #[test]
     fn watched_callers_are_kept_across_a_restart() {
         let mut tripped = RuleSet::default();

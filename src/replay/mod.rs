@@ -906,11 +906,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                     rec.code,
                     crate::record::rule_shown(rec.rule, rec.refused, rec.retry.is_some())
                 ),
-                if rec.after_loss.is_some() {
-                    "  (after a loss)"
-                } else {
-                    ""
-                }
+                loss_mark(rec.after_loss)
             );
         }
     };
@@ -1100,6 +1096,15 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     status
 }
 
+/// What a table row of a call judged after a loss ends with.
+fn loss_mark(after_loss: Option<u64>) -> &'static str {
+    if after_loss.is_some() {
+        "  (after a loss)"
+    } else {
+        ""
+    }
+}
+
 /// The exit status of a replay whose capture lost SIP (and of nothing worse).
 pub const INCOMPLETE: i32 = 3;
 
@@ -1198,11 +1203,7 @@ fn run_compare(
                 n.trunk.as_deref().unwrap_or("-"),
                 show(b),
                 show(n),
-                if n.after_loss.or(b.after_loss).is_some() {
-                    "  (after a loss)"
-                } else {
-                    ""
-                }
+                loss_mark(n.after_loss.or(b.after_loss))
             );
         }
     };
