@@ -1576,8 +1576,11 @@ fn a_capture_that_lost_a_call_says_which_verdicts_may_differ() {
     assert!(recs.iter().all(|r| r.after_loss.is_none()), "{recs:?}");
     assert_eq!((s.first_loss_ms.is_some(), s.calls_after_loss), (true, 0));
     // A capture started mid-traffic (QA 171): a TCP stream whose first data comes with
-    // no SYN. The calls of its counted window (a minute) are marked; with its SYN in
-    // the capture, nothing is.
+    // no SYN. The calls of two of its counted windows (a minute each: what the first
+    // let through counts in the second, QA 172) are marked; with its SYN in the
+    // capture, nothing is; with its SYN a moment after its first data (reordered), the
+    // stream is read whole, and no call after the SYN is marked (QA 172: a hole, and
+    // all marked).
     let tcp = |name: &str, syn: bool| {
         let path = dir.path().join(name);
         let mut w = sipfence::replay::pcapout::PcapWriter::create(&path).unwrap();
@@ -1586,13 +1589,13 @@ fn a_capture_that_lost_a_call_says_which_verdicts_may_differ() {
         if syn {
             packets.push(tcp_lo(40000, 5062, seq - 1, 0x02, &[]));
         }
-        for n in [0u32, 1, 2, 3, 70] {
+        for n in [0u32, 1, 2, 3, 130] {
             let m = invite(n, 5062)
                 .replace("SIP/2.0/UDP 127.0.0.1:5090", "SIP/2.0/TCP 127.0.0.1:40000");
             packets.push(tcp_lo(40000, 5062, seq, 0x18, m.as_bytes()));
             seq += m.len() as u32;
         }
-        let times = [0u32, 1, 2, 3, 4, 70];
+        let times = [0u32, 1, 2, 3, 4, 130];
         let skip = usize::from(!syn);
         for (p, t) in packets.iter().zip(&times[skip..]) {
             w.write(101, 1_795_000_000 + t, 0, p, p.len() as u32)
@@ -1613,6 +1616,26 @@ fn a_capture_that_lost_a_call_says_which_verdicts_may_differ() {
     let (recs, s) = run(&tcp("whole-tcp.pcap", true));
     assert!(recs.iter().all(|r| r.after_loss.is_none()), "{recs:?}");
     assert_eq!((s.started_mid_ms, s.calls_after_loss), (None, 0));
+    let whole = recs;
+    // The SYN written after the first data: the first two packets swapped.
+    let swapped = dir.path().join("syn-late.pcap");
+    let mut w = sipfence::replay::pcapout::PcapWriter::create(&swapped).unwrap();
+    let mut packets = vec![];
+    sipfence::replay::capture::read(&dir.path().join("whole-tcp.pcap"), |p| {
+        packets.push((p.linktype, p.ts_sec, p.ts_usec, p.data.to_vec(), p.orig_len));
+    })
+    .unwrap();
+    for i in [1, 0, 2, 3, 4, 5] {
+        let (link, sec, usec, data, orig) = &packets[i];
+        w.write(*link, *sec, *usec, data, *orig).unwrap();
+    }
+    w.finish().unwrap();
+    let (recs, s) = run(&swapped);
+    let verdicts = |r: &[Record]| r.iter().map(|r| r.verdict).collect::<Vec<_>>();
+    assert_eq!(verdicts(&recs), verdicts(&whole));
+    // The call judged before its SYN came keeps its mark; none after it has one.
+    assert!(recs[1..].iter().all(|r| r.after_loss.is_none()), "{recs:?}");
+    assert_eq!(s.started_mid_ms, None);
 }
 
 /// A trunk listening on a wildcard address (`udp:0.0.0.0:5060`, as production policies

@@ -582,7 +582,9 @@ impl LocalTracker {
                     set.insert(r);
                 }
             }
-            if until_ms > now_ms && !set.is_empty() {
+            if set.is_empty() {
+                bad.push((i + 1, "no behaviour rule this version knows"));
+            } else if until_ms > now_ms {
                 kept.push((key, window_ms, until_ms, set));
             }
         }
@@ -991,13 +993,13 @@ mod tests {
             Ok((0, vec![]))
         );
         // A rule this version does not know is left out; a line without a rule it
-        // knows keeps nothing.
+        // knows keeps nothing, and is named (QA 172).
         let odd = format!(
             "{WATCHED_FORM}\n5 60000 900000 behaviour-attempts,behaviour-new\n6 60000 900000 behaviour-new\n"
         );
         assert_eq!(
             later.restore_watched(&odd, 700_000, 1_800_000),
-            Ok((1, vec![]))
+            Ok((1, vec![(3, "no behaviour rule this version knows")]))
         );
         // A line not as written is left out alone; the others are kept (QA 171).
         let r = LocalTracker::new(1024, 1024).restore_watched(

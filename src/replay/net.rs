@@ -889,8 +889,10 @@ struct Flow {
     /// The initial sequence number of the SYN that opened the flow: a SYN sent again
     /// (its SYN-ACK lost) opens nothing new.
     isn: Option<u32>,
-    /// Its first data came with no SYN before it (counted in `tcp_joined`).
+    /// Its first segment came with no SYN before it (counted in `tcp_joined`), and
+    /// where its data was first followed from, if it had any.
     joined: bool,
+    first_seq: Option<u32>,
     mode: Mode,
 }
 
@@ -1137,16 +1139,39 @@ impl TcpFlows {
         }
         let f = self.flows.entry(key).or_default();
         let queued_before = f.held();
+        // A segment of a stream whose SYN the capture has not shown: the capture
+        // started while the connection was up (QA 171, 172: a keep-alive's empty ACK
+        // says so as well as data). Not a FIN or RST (a closed port's answer to a
+        // scan), nor what follows a stream's own FIN.
+        if !t.syn
+            && !t.fin_or_rst
+            && !f.joined
+            && f.isn.is_none()
+            && f.next_seq.is_none()
+            && !self.ended.contains(&key)
+        {
+            stats.tcp_joined += 1;
+            f.joined = true;
+        }
         if t.syn && f.isn != Some(t.seq) {
-            // A SYN behind its first data (reordered in the capture): no join after all.
-            if f.joined && f.isn.is_none() {
+            let joined = f.joined && f.isn.is_none();
+            if joined {
+                // A SYN behind its first segments (reordered in the capture): no join
+                // after all.
                 stats.tcp_joined = stats.tcp_joined.saturating_sub(1);
+                f.joined = false;
             }
-            *f = Flow {
-                next_seq: Some(t.seq.wrapping_add(1)),
-                isn: Some(t.seq),
-                ..Flow::default()
-            };
+            if joined && f.first_seq == Some(t.seq.wrapping_add(1)) {
+                // Its data was followed from the SYN's next byte: the stream is whole
+                // (QA 172: reset, the next segment read as a hole).
+                f.isn = Some(t.seq);
+            } else {
+                *f = Flow {
+                    next_seq: Some(t.seq.wrapping_add(1)),
+                    isn: Some(t.seq),
+                    ..Flow::default()
+                };
+            }
         }
         // Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence
         // number; a SYN sent again carries the same data, read once.
@@ -1154,9 +1179,8 @@ impl TcpFlows {
         let mut out = vec![];
         let mut segments = vec![];
         if !payload.is_empty() {
-            if f.next_seq.is_none() && !self.ended.contains(&key) {
-                stats.tcp_joined += 1;
-                f.joined = true;
+            if f.next_seq.is_none() && f.joined {
+                f.first_seq = Some(seq);
             }
             let next = *f.next_seq.get_or_insert(seq);
             let ahead = seq.wrapping_sub(next) as i32;
