@@ -93,9 +93,9 @@ pub struct NetStats {
     pub fragments_overlapping: u64,
     pub tcp_gaps: u64,
     pub tcp_desync: u64,
-    /// TCP streams whose first data came with no SYN before it: a capture started while
-    /// the connection was up (QA 171: what came before, calls the gateway counted, is
-    /// not in it).
+    /// TCP streams whose first segment came with no SYN before it: a capture started
+    /// while the connection was up (QA 171: what came before, calls the gateway
+    /// counted, is not in it). A SYN recorded after it (reordered) takes it back.
     pub tcp_joined: u64,
     /// Out-of-order TCP segments sent again with other bytes (QA 35): the copy queued
     /// first is kept, as Linux's receiver keeps it, and the proxy behind it reads it.
