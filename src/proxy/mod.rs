@@ -1566,13 +1566,24 @@ fn restore_calls(shared: &Shared) {
     }
 }
 
+/// Writes `text` whole to a file beside `path` and renames it over `path`, so that a
+/// stop cut short leaves the last file or the new one, never part of one; what was
+/// written beside is removed when that fails.
+fn write_whole(path: &str, text: &str) -> std::io::Result<()> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
 /// Beside the calls file, `PATH.watched`: the callers a behaviour rule tripped, still
 /// watched (refused) when the last process stopped ([`crate::behaviour::local::LocalTracker::save_watched`]).
 fn watched_file(shared: &Shared) -> Option<String> {
     let l = shared.loaded.load();
     let path = l.policy.proxy.calls_file.as_str();
-    let behaviour = l.policy.trunks.iter().any(|t| t.behaviour.is_some());
-    (!path.is_empty() && behaviour && holds_calls_file(shared, path))
+    (!path.is_empty() && l.policy.behaviour_on && holds_calls_file(shared, path))
         .then(|| format!("{path}.watched"))
 }
 
@@ -1627,9 +1638,7 @@ fn save_watched(shared: &Shared) {
         return;
     };
     let (text, n) = shared.behaviour.save_watched(crate::cli::now_ms());
-    let tmp = format!("{path}.tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = write_whole(&path, &text) {
         tracing::warn!(file = path, error = %e, "cannot write the callers watched: the next start watches none of them");
         return;
     }
@@ -1735,9 +1744,7 @@ async fn save_calls(shared: &Shared) {
         );
         return;
     }
-    let tmp = format!("{path}.tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = write_whole(path, &text) {
         if std::path::Path::new(path).exists() {
             // The start could not remove it (QA 137: the next start counted its calls
             // again, while this said none).
