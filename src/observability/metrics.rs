@@ -809,25 +809,22 @@ impl Metrics {
         // A trunk a reload removed leaves no whitelist series behind.
         self.list_entries.reset();
         self.list_segments.reset();
-        for (name, l) in p.named_lists() {
+        let sized = |name: &str, l: &crate::policy::lists::NumberSet| {
             self.list_entries
                 .with_label_values(&[name])
                 .set(l.len() as i64);
             self.list_segments
                 .with_label_values(&[name])
                 .set(l.segment_len() as i64);
+        };
+        for (name, l) in p.named_lists() {
+            sized(name, l);
         }
         // One series per trunk: summed, one customer's whitelist cut short was a small
         // share of all of them, under what the shrink alert sees (QA 167).
         for t in &p.trunks {
             if let Some(w) = &t.whitelist {
-                let name = format!("whitelist:{}", t.name);
-                self.list_entries
-                    .with_label_values(&[&name])
-                    .set(w.len() as i64);
-                self.list_segments
-                    .with_label_values(&[&name])
-                    .set(w.segment_len() as i64);
+                sized(&format!("whitelist:{}", t.name), w);
             }
         }
         b
@@ -845,11 +842,12 @@ impl Metrics {
         }
     }
 
-    /// The next hops down now (their count is `next_hops_down`'s).
+    /// The next hops down now: their count, and each by name.
     pub fn next_hops_down_are(
         &self,
         down: &[(std::net::SocketAddr, crate::policy::config::Transport)],
     ) {
+        self.next_hops_down.set(down.len() as i64);
         self.next_hop_down.reset();
         for (a, t) in down {
             self.next_hop_down

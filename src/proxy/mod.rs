@@ -367,8 +367,6 @@ impl Shared {
             .filter(|a| policy.is_next_hop_over(*a, Some(Transport::Tcp)))
             .map(|a| (a, Transport::Tcp))
             .collect();
-        let n = down.len() + self.probes.down_count();
-        self.metrics.next_hops_down.set(n as i64);
         down.extend(self.probes.down_hops());
         self.metrics.next_hops_down_are(&down);
     }
