@@ -3405,6 +3405,71 @@ fn config_errors_name_file_and_line() {
         e.starts_with("bad.toml:3:") && e.contains("not host:port"),
         "{e}"
     );
+    // IPv6 as every address setting has it, in brackets: `fd00::1:9090` is one address,
+    // not fd00::1 with port 9090; `::1` has no port; a zone id is named (QA 174 F2, F3).
+    for (listen, ok) in [
+        ("::1", false),
+        ("::1:40093", false),
+        ("fd00::1:9090", false),
+        ("[fe80::1%eth0]:9090", false),
+        ("[::1]:9090", true),
+        ("localhost:9090", true),
+        ("metrics-host.example:9090", true),
+        ("127.0.0.1:9090", true),
+    ] {
+        let r = Policy::from_str(
+            &format!("[general]\n[metrics]\nlisten = \"{listen}\"\n"),
+            "m.toml",
+            Path::new("."),
+        );
+        match r {
+            Ok(_) => assert!(ok, "{listen} was taken"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!ok, "{listen}: {e}");
+                assert!(
+                    e.starts_with("m.toml:3:") && e.contains("[::1]:9090"),
+                    "{e}"
+                );
+                assert_eq!(listen.contains('%'), e.contains("zone ids"), "{e}");
+            }
+        }
+    }
+    // A source no packet comes from would match nobody: written for "any", it is
+    // refused with what "any" is (QA 174 F4).
+    for (source, ok) in [
+        ("::", false),
+        ("0.0.0.0", false),
+        ("[::]:5060", false),
+        ("ff02::1", false),
+        ("224.0.0.1", false),
+        ("255.255.255.255", false),
+        ("::ffff:0.0.0.0", false),
+        ("0.0.0.0/0", true),
+        ("::/0", true),
+        ("10.0.0.0/8", true),
+    ] {
+        let r = Policy::from_str(
+            &format!(
+                "[[trunk]]\nname = \"i\"\nrole = \"international\"\nsources = [\"{source}\"]\n"
+            ),
+            "s.toml",
+            Path::new("."),
+        );
+        match r {
+            Ok(_) => assert!(ok, "{source} was taken"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!ok, "{source}: {e}");
+                assert!(
+                    e.starts_with("s.toml:4:")
+                        && e.contains("no packet's source")
+                        && e.contains("0.0.0.0/0"),
+                    "{e}"
+                );
+            }
+        }
+    }
     let e = Policy::from_str(
         "[general]\n\nplan = \"builtin:us\"\n",
         "bad.toml",

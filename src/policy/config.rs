@@ -281,7 +281,7 @@ impl std::fmt::Display for SourceSpec {
 /// What an address with a zone id (`fe80::1%eth0`) is told (QA 139: only "not an
 /// address" was said): link-local addresses are tied to one link, and a gateway's
 /// peers and core are reached by global or unique-local ones.
-fn zone_said(s: &str) -> &'static str {
+pub(crate) fn zone_said(s: &str) -> &'static str {
     if s.contains('%') {
         ": zone ids (%eth0) are not taken; use a global or unique-local address"
     } else {
@@ -294,7 +294,7 @@ impl SourceSpec {
         let s = s.trim();
         if let Ok(sa) = s.parse::<SocketAddr>() {
             let prefix = if sa.is_ipv4() { 32 } else { 128 };
-            return Ok(SourceSpec::new(sa.ip(), prefix, Some(sa.port())));
+            return SourceSpec::new(sa.ip(), prefix, Some(sa.port())).sending(s);
         }
         // A network with a port: `10.1.0.0/16:5061`, `[2001:db8::/32]:5061`.
         let (net_text, port) = match s.strip_prefix('[').and_then(|r| r.split_once(']')) {
@@ -336,7 +336,25 @@ impl SourceSpec {
                 .ok_or_else(|| format!("bad prefix length in '{s}' (0 to {max})"))?,
             None => max,
         };
-        Ok(SourceSpec::new(net, prefix, port))
+        SourceSpec::new(net, prefix, port).sending(s)
+    }
+
+    /// A single address no packet comes from (unspecified, multicast, broadcast) is
+    /// refused: written for "any" (as `[::]` is in a listen address) it would match
+    /// nobody, and every call of the peer would go to another trunk or be refused as
+    /// an unknown source (QA 174 F4).
+    fn sending(self, s: &str) -> Result<SourceSpec, String> {
+        let host = self.prefix == if self.net.is_ipv4() { 32 } else { 128 };
+        let none = match self.net {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+        };
+        if host && none {
+            return Err(format!(
+                "'{s}' is no packet's source (an unspecified, multicast or broadcast address); any source is 0.0.0.0/0 or ::/0"
+            ));
+        }
+        Ok(self)
     }
 
     /// An IPv4 network written IPv4-mapped (`::ffff:10.1.2.3`, `::ffff:10.1.0.0/112`) is

@@ -1071,15 +1071,27 @@ impl Policy {
             Ok(b.build())
         };
         // The metrics address is bound only by `run`: a typo must fail `check` too.
+        // An IPv6 address is bracketed, as in every other address setting: `fd00::1:9090`
+        // is one address, which a split at the last colon would bind as another with
+        // port 9090 (QA 174 F3). A name is resolved by the bind.
         let m = &cfg.metrics.listen;
+        let named = |(host, port): (&str, &str)| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+                && port.parse::<u16>().is_ok()
+        };
         if !m.is_empty()
-            && !m
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            && m.parse::<std::net::SocketAddr>().is_err()
+            && !m.rsplit_once(':').is_some_and(named)
         {
             return Err(LoadError::file(
                 file,
-                format!("metrics.listen '{m}' is not host:port (e.g. 127.0.0.1:9090)"),
+                format!(
+                    "metrics.listen '{m}' is not host:port (e.g. 127.0.0.1:9090, [::1]:9090){}",
+                    config::zone_said(m)
+                ),
             ));
         }
         // Both are TCP: the one bound second would fail at start, after `check` said ok.

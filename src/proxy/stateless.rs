@@ -1068,7 +1068,7 @@ fn add_proxy_edits(
     dest: SocketAddr,
     edits: &mut EditList,
 ) {
-    let branch = branch_for(msg, top);
+    let branch = branch_for(msg, top, o.source.ip());
     edits.insert_with(first_header(msg), |out| {
         out.extend_from_slice(match transport {
             Transport::Udp => b"Via: SIP/2.0/UDP ",
@@ -1128,11 +1128,13 @@ fn add_proxy_edits(
                 response::push_ip(out, ip);
             });
         } else if let Some(r) = v.received
-            && host_ip(r.of(msg.buf())) != Some(ip)
+            && !written_as(r.of(msg.buf()), ip)
         {
             // A `received` the sender wrote itself is no word of ours: the source is
             // (RFC 3261 18.2.1), else the answers would follow it to another trunk's
-            // peer (QA 80: the core's 200 went to another peer's port).
+            // peer (QA 80: the core's 200 went to another peer's port). The source
+            // written otherwise (`[::1]`, `0:0::1`) is rewritten in RFC 3261's form,
+            // which a strict next hop parses (QA 174 F1).
             edits.replace_with(r, |out| response::push_ip(out, ip));
         }
     }
@@ -1141,14 +1143,31 @@ fn add_proxy_edits(
     }
 }
 
+/// Whether a `received` value is `ip` as sipfence writes it (RFC 3261's grammar: IPv6
+/// without brackets, RFC 5952's text). A sender writes it rarely: the check may allocate.
+fn written_as(value: &[u8], ip: std::net::IpAddr) -> bool {
+    host_ip(value) == Some(ip) && {
+        let mut own = Vec::with_capacity(40);
+        response::push_ip(&mut own, ip);
+        own == value
+    }
+}
+
 /// RFC 3261 16.11: from the incoming branch when it is RFC 3261-style, else from the
-/// fields that identify the transaction (RFC 2543 peers).
-fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
+/// fields that identify the transaction (RFC 2543 peers). The source host is hashed in
+/// too: two PBXs behind NATs with the same private sent-by and a weak branch generator
+/// would else have their calls merged into one transaction at the core (QA 174 F6).
+/// Not its port: a CANCEL may come over a new TCP connection.
+fn branch_for(msg: &Message, top: Option<&Via>, source: std::net::IpAddr) -> [u8; 16] {
     let b = msg.buf();
+    let src = match source.to_canonical() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
     let h = match top.and_then(|v| v.branch).map(|s| s.of(b)) {
         Some(br) if br.starts_with(b"z9hG4bK") => {
             let v = top.map(|v| v.whole.of(b)).unwrap_or(b"");
-            lex::tag_hash(&[br, v.split(|&c| c == b';').next().unwrap_or(b"")])
+            lex::tag_hash(&[br, v.split(|&c| c == b';').next().unwrap_or(b""), &src])
         }
         _ => {
             let cseq_num = msg.cseq().map(|(n, _)| n.to_le_bytes()).unwrap_or_default();
@@ -1158,6 +1177,7 @@ fn branch_for(msg: &Message, top: Option<&Via>) -> [u8; 16] {
                 msg.request_uri().map(|u| u.of(b)).unwrap_or(b""),
                 &cseq_num,
                 top.map(|v| v.whole.of(b)).unwrap_or(b""),
+                &src,
             ])
         }
     };
@@ -3018,11 +3038,40 @@ record_route = true
                 "198.51.100.7:5060;RPORT=5060",
                 "198.51.100.7:5060;RPORT=5060;branch=z9hG4bK-fr;received=198.51.100.7",
             ),
+            // Its own address in brackets, which RFC 3261's grammar has not: written
+            // as the grammar has it (QA 174 F1).
+            (
+                "198.51.100.7:5060;received=[198.51.100.7]",
+                "198.51.100.7:5060;received=198.51.100.7;branch",
+            ),
         ] {
             let (h, out) = run(&p, "198.51.100.7:5060", &invite(via));
             assert!(matches!(h, Handled::Forward(_)), "{out}");
             assert!(out.contains(forwarded), "{via}:\n{out}");
         }
+    }
+
+    /// Our branch is the caller's branch and sent-by, and the host it came from: two
+    /// callers writing the same Via (behind NATs, a weak branch generator) are two
+    /// transactions at the core (QA 174 F6); one caller's retransmission or CANCEL,
+    /// from another port of its host too, is the same one.
+    #[test]
+    fn the_branch_tells_callers_apart_by_their_host() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let branch = |from: &str, method: &str| {
+            let text = format!(
+                "{method} sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.2:5060;branch=z9hG4bK-1\r\nFrom: <sip:+8613812345678@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: br-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            let (h, out) = run(&p, from, &text);
+            assert!(matches!(h, Handled::Forward(_)), "{out}");
+            let at = out.find(";branch=").unwrap() + 8;
+            out[at..at + 25].to_string()
+        };
+        let one = branch("198.51.100.7:5060", "INVITE");
+        assert!(one.starts_with("z9hG4bKsf"), "{one}");
+        assert_eq!(one, branch("198.51.100.7:5062", "INVITE"));
+        assert_eq!(one, branch("198.51.100.7:5062", "CANCEL"));
+        assert_ne!(one, branch("198.51.100.8:5060", "INVITE"));
     }
 
     /// A request without Max-Forwards is forwarded with 70, after its own fields, so
