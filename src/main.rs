@@ -119,6 +119,10 @@ enum ListsCmd {
         /// The gateways' [redis] prefix (overrides the policy's; default "sipfence").
         #[arg(long)]
         prefix: Option<String>,
+        /// Publish a list cut by more than half against the set running (refused
+        /// otherwise, here and by every gateway, as a reload refuses a cut list file).
+        #[arg(long)]
+        force: bool,
         /// NAME=FILE: blacklist, protected, roamers, own_segments, exempt or whitelist:<trunk>.
         #[arg(required = true)]
         lists: Vec<String>,
@@ -174,6 +178,7 @@ fn main() {
                     config,
                     redis,
                     prefix,
+                    force,
                     lists,
                 },
         } => cli::lists::publish(&cli::lists::PublishArgs {
@@ -181,6 +186,7 @@ fn main() {
             redis,
             prefix,
             lists,
+            force,
         }),
         Cmd::Replay {
             config,

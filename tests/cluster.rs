@@ -739,6 +739,120 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
     }
 }
 
+/// A published list is judged as a reloaded list file is (QA 175 F1): a feed's file cut
+/// short, published, is refused by the publisher, and by every gateway when written by
+/// other means (an older publisher); a cut by more than a tenth goes with a warning;
+/// `--force` takes it as meant. The publisher says what `check` would (QA 175 F2).
+#[test]
+fn a_published_list_cut_short_is_refused_unless_forced() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let redis = RedisServer::start(base + 35);
+    let publish = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["lists", "publish", "--redis", &redis.url()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "open");
+    let dir = gw.dir.path();
+    let numbers = |n: u32| -> String { (0..n).map(|i| format!("+86138000{i:05}\n")).collect() };
+    let file = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        format!("blacklist={}", f.display())
+    };
+    let running = || gw.metric("sipfence_list_version{state=\"running\"}");
+    let (code, err) = publish(&[&file("b1000.txt", &numbers(1000))]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("v1 running", 10, || running() == 1.0);
+    let cut = "+8613800000950";
+    assert_eq!(answer(base, cut), Some(608));
+
+    // Cut to 400: refused by the publisher, nothing published.
+    let (code, err) = publish(&[&file("b400.txt", &numbers(400))]);
+    assert!(
+        code == Some(1)
+            && err.contains("list blacklist 1000 -> 400 entries lost more than half")
+            && err.contains("--force"),
+        "{code:?} {err}"
+    );
+    assert!(
+        redis
+            .cli(&["GET", "sipfence:lists:current"])
+            .starts_with("1:")
+    );
+    // Cut to 850: published, with the warning a reload gives.
+    let (code, err) = publish(&[&file("b850.txt", &numbers(850))]);
+    assert!(
+        code == Some(0) && err.contains("lost more than a tenth: meant?"),
+        "{code:?} {err}"
+    );
+    wait_for("v2 running", 10, || running() == 2.0);
+    assert_eq!(
+        gw.metric("sipfence_list_entries{list=\"blacklist\"}"),
+        850.0
+    );
+    let cut = "+8613800000800";
+    assert_eq!(answer(base, cut), Some(608));
+    // A cut set written by other means (a publisher before this guard): the gateway
+    // refuses it and keeps v2.
+    assert_eq!(redis.cli(&["INCR", "sipfence:lists:seq"]).trim(), "3");
+    redis.cli(&["HSET", "sipfence:lists:v3", "blacklist", &numbers(100)]);
+    redis.cli(&["SET", "sipfence:lists:current", "3"]);
+    wait_for("v3 refused", 10, || {
+        gw.metric("sipfence_list_version{state=\"refused\"}") == 3.0
+    });
+    assert_eq!(running(), 2.0);
+    assert_eq!(gw.metric("sipfence_list_refused"), 1.0);
+    assert_eq!(answer(base, cut), Some(608), "v2 still in force");
+    let out = gw.stdout.lock().unwrap().join("\n");
+    assert!(
+        out.contains(
+            "published lists v3 refused: list blacklist 850 -> 100 entries lost more than half"
+        ),
+        "{out}"
+    );
+    // The publisher judges against the set in Redis (v3, 100 entries): 400 passes
+    // there, and the gateway, running 850, refuses it.
+    let (code, err) = publish(&[&file("b400.txt", &numbers(400))]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("v4 refused", 10, || {
+        gw.metric("sipfence_list_version{state=\"refused\"}") == 4.0
+    });
+    assert_eq!(running(), 2.0);
+    // Forced: taken as meant, by the gateway too.
+    let (code, err) = publish(&["--force", &file("b400.txt", &numbers(400))]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("v5 running", 10, || running() == 5.0);
+    assert_eq!(
+        gw.metric("sipfence_list_entries{list=\"blacklist\"}"),
+        400.0
+    );
+    assert_eq!(gw.metric("sipfence_list_refused"), 0.0);
+    assert_eq!(
+        answer(base, cut),
+        Some(403),
+        "cut: only the whitelist refuses it"
+    );
+    // What `check` warns of, the publisher says: a roamer entry taking in all of +86.
+    let roamers = dir.join("roamers.txt");
+    std::fs::write(&roamers, "+86*\n").unwrap();
+    let (code, err) = publish(&[&format!("roamers={}", roamers.display())]);
+    assert!(
+        code == Some(0) && err.contains("warning: roamers: +86*") && err.contains("whole country"),
+        "{code:?} {err}"
+    );
+}
+
 #[test]
 fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     let _turn = one_at_a_time();

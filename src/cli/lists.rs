@@ -15,6 +15,8 @@ pub struct PublishArgs {
     pub prefix: Option<String>,
     /// `NAME=FILE` pairs.
     pub lists: Vec<String>,
+    /// Publish lists cut by more than half against the set in Redis too.
+    pub force: bool,
 }
 
 pub fn publish(a: &PublishArgs) -> i32 {
@@ -104,7 +106,52 @@ pub fn publish(a: &PublishArgs) -> i32 {
     };
     let payload: Vec<(String, String)> =
         set.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
-    match rt.block_on(lists::publish(&redis, &payload)) {
+    // Judged as each gateway will judge it, against the set running in Redis (or the
+    // policy's files when none is): a list cut by more than half is refused here,
+    // before any gateway sees it, and what `check` would warn of is said (QA 175).
+    let running = match rt.block_on(running_set(&redis)) {
+        Ok(Some((v, l))) => match lists::apply(&policy, v, &l) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "sipfence: warning: the set running in redis (v{v}) does not load with this policy ({e}): judged against the policy's files"
+                );
+                policy.clone()
+            }
+        },
+        Ok(None) => policy.clone(),
+        Err(e) => {
+            eprintln!(
+                "sipfence: cannot read {}: {e}",
+                crate::cluster::url_for_people(&url)
+            );
+            return 1;
+        }
+    };
+    let judged = match lists::judge(&running, 0, &payload) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("sipfence: refused, nothing published: {e}");
+            return 1;
+        }
+    };
+    for w in &judged.warnings {
+        eprintln!("sipfence: warning: {w}");
+    }
+    if !judged.shrunk.is_empty() {
+        if !a.force {
+            eprintln!(
+                "sipfence: refused, nothing published: {} lost more than half against the set running (a feed's file cut short? the gateways would refuse it); to publish it as it is: --force",
+                judged.shrunk.join(", ")
+            );
+            return 1;
+        }
+        eprintln!(
+            "sipfence: --force: {} published as meant",
+            judged.shrunk.join(", ")
+        );
+    }
+    match rt.block_on(lists::publish(&redis, &payload, a.force)) {
         Ok(v) => {
             let names: Vec<String> = set
                 .iter()
@@ -127,4 +174,14 @@ pub fn publish(a: &PublishArgs) -> i32 {
             1
         }
     }
+}
+
+/// The set `current` names, with its lists, if any.
+async fn running_set(
+    redis: &Redis,
+) -> Result<Option<(u64, lists::ListSet)>, crate::cluster::RedisFailure> {
+    let Some(p) = lists::current(redis).await? else {
+        return Ok(None);
+    };
+    Ok(Some((p.version, lists::fetch(redis, p.version).await?)))
 }

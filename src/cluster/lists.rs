@@ -59,8 +59,15 @@ pub fn valid_name(name: &str) -> bool {
             .is_some_and(|t| !t.is_empty())
 }
 
-/// Stores a new list set; returns its version.
-pub async fn publish(redis: &Redis, lists: &[(String, String)]) -> Result<u64, RedisFailure> {
+/// Stores a new list set; returns its version. `forced`: the publisher takes a list
+/// cut by more than half as meant (`lists publish --force`), and the gateways take it so
+/// (`<prefix>:lists:v<N>:forced`, beside the set: a release before it reads the set
+/// alone, as it always did).
+pub async fn publish(
+    redis: &Redis,
+    lists: &[(String, String)],
+    forced: bool,
+) -> Result<u64, RedisFailure> {
     let seq = redis.key("lists:seq");
     let version: u64 = redis
         .run(|mut c| async move { redis::cmd("INCR").arg(&seq).query_async(&mut c).await })
@@ -69,7 +76,11 @@ pub async fn publish(redis: &Redis, lists: &[(String, String)]) -> Result<u64, R
     let current = redis.key("lists:current");
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.cmd("DEL").arg(&set).ignore();
+    let forced_key = format!("{set}:forced");
+    pipe.cmd("DEL").arg(&set).arg(&forced_key).ignore();
+    if forced {
+        pipe.cmd("SET").arg(&forced_key).arg(1).ignore();
+    }
     for (name, text) in lists {
         pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
     }
@@ -84,7 +95,13 @@ pub async fn publish(redis: &Redis, lists: &[(String, String)]) -> Result<u64, R
     if version > 3 {
         let old = redis.key(&format!("lists:v{}", version - 3));
         let _ = redis
-            .run(|mut c| async move { redis::cmd("DEL").arg(&old).query_async::<()>(&mut c).await })
+            .run(|mut c| async move {
+                redis::cmd("DEL")
+                    .arg(&old)
+                    .arg(format!("{old}:forced"))
+                    .query_async::<()>(&mut c)
+                    .await
+            })
             .await;
     }
     Ok(version)
@@ -116,6 +133,46 @@ pub async fn fetch(redis: &Redis, version: u64) -> Result<Vec<(String, String)>,
         .await?;
     v.sort();
     Ok(v)
+}
+
+/// Whether the publisher forced version `version` (see [`publish`]).
+pub async fn forced(redis: &Redis, version: u64) -> Result<bool, RedisFailure> {
+    let k = redis.key(&format!("lists:v{version}:forced"));
+    let v: Option<String> = redis
+        .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
+        .await?;
+    Ok(v.is_some())
+}
+
+/// What a gateway running `running` says of a set before taking it: the lists the set
+/// cuts by more than half (refused unless the set was forced), and the warnings it
+/// would newly give (a list cut by more than a tenth; a `+86*` that takes in a whole
+/// country, ...). The publisher asks the same of the set running in Redis, so that a
+/// feed's cut file is refused before any gateway sees it (QA 175 F1, F2).
+pub struct Judged {
+    pub policy: crate::policy::Policy,
+    pub shrunk: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+pub fn judge(
+    running: &crate::policy::Policy,
+    version: u64,
+    lists: &ListSet,
+) -> Result<Judged, crate::load_error::LoadError> {
+    use crate::policy::{diff, lint};
+    let policy = apply(running, version, lists)?;
+    let before = lint::warnings(running);
+    let mut warnings: Vec<String> = lint::warnings(&policy)
+        .into_iter()
+        .filter(|w| !before.contains(w))
+        .collect();
+    warnings.extend(diff::cut_warning(running, &policy));
+    Ok(Judged {
+        shrunk: diff::shrunk_lists(running, &policy),
+        policy,
+        warnings,
+    })
 }
 
 #[cfg(test)]

@@ -577,10 +577,12 @@ impl Shared {
     }
 
     /// Swaps in a published list set on top of the running policy.
+    /// `forced`: the publisher took a list cut by more than half as meant.
     pub fn apply_lists(
         &self,
         published: crate::cluster::lists::Published,
         lists: crate::cluster::lists::ListSet,
+        forced: bool,
     ) -> Result<String, String> {
         let version = published.version;
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
@@ -592,6 +594,18 @@ impl Shared {
         let Ok(mut running) = self.lists.lock() else {
             return Err("published lists: lock poisoned".into());
         };
+        // The lists of the set, against the running ones, as a reload judges a list
+        // file: a feed's file cut short, published, would else empty the blacklist of
+        // every gateway at once (QA 175 F1). A list the set leaves out goes back to its
+        // file as it is (the publisher's act).
+        let judged = crate::cluster::lists::judge(&self.loaded.load().policy, version, &lists)
+            .map_err(|e| e.to_string())?;
+        if !forced && !judged.shrunk.is_empty() {
+            return Err(format!(
+                "{} lost more than half (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
+                judged.shrunk.join(", ")
+            ));
+        }
         // A list the running set holds and this one does not goes back to the files'
         // (what a gateway that starts now runs): the files are read again, as a reload
         // reads them. Applied on top of the running policy, it kept the older set's
@@ -613,20 +627,15 @@ impl Shared {
                 }
             }
         } else {
-            let p = crate::cluster::lists::apply(&self.loaded.load().policy, version, &lists)
-                .map_err(|e| e.to_string())?;
+            let p = judged.policy;
             let running_policy = self.loaded.load();
             for c in diff::applied(&running_policy.policy, &p) {
                 tracing::info!(change = %c, version, "published lists apply");
             }
             // What `check` would now say that it did not of the running policy: a
             // published `+86*` is named when it takes effect, not at the next reload
-            // (QA 60).
-            let before = lint::warnings(&running_policy.policy);
-            for w in lint::warnings(&p)
-                .into_iter()
-                .filter(|w| !before.contains(w))
-            {
+            // (QA 60); a list cut by more than a tenth, as a reload says it.
+            for w in judged.warnings {
                 tracing::warn!(version, "published lists: {w}");
             }
             drop(running_policy);
@@ -1259,8 +1268,12 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             tracing::warn!("{said}");
             print_out!("sipfence: {said}");
         }
+        // Not known (Redis gone between the two reads): not forced, the safe side.
+        let forced = crate::cluster::lists::forced(&c.redis, v)
+            .await
+            .unwrap_or(false);
         let s = shared.clone();
-        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists)).await;
+        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, forced)).await;
         match applied {
             Ok(Ok(summary)) => {
                 tracing::info!("{summary}");
