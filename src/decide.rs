@@ -42,7 +42,8 @@ pub enum Kind {
     Call,
     /// A request inside a dialog (To-tag) or CANCEL/ACK: forwarded without the caller rules.
     InDialog,
-    /// Any other out-of-dialog request (OPTIONS, REGISTER, MESSAGE...): source check only.
+    /// Any other out-of-dialog request (OPTIONS, REGISTER, SUBSCRIBE...): source check
+    /// only; a MESSAGE or REFER, the caller rules too ([`shown_sender`]).
     OtherRequest,
     Response,
 }
@@ -304,6 +305,12 @@ fn fire(policy: &Policy, d: &mut Decision, r: RuleId) -> bool {
         ActionKind::Rewrite => {
             if r == RuleId::GenericNumber {
                 d.rewrite_from = true;
+                // A caller that presented another number than the network asserts is
+                // suspect even once corrected: with a label set, the callee's network
+                // is told (QA 173 F3).
+                if !a.label.is_empty() {
+                    d.labels.insert(r);
+                }
             } else {
                 // Only generic-number has a rewrite; elsewhere it means "label".
                 d.labels.insert(r);
@@ -998,6 +1005,9 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         return d;
     }
     if kind != Kind::Call {
+        if kind == Kind::OtherRequest && matches!(method, Method::Message | Method::Refer) {
+            shown_sender(policy, msg, ctx, &mut d);
+        }
         return d;
     }
     // A trunk that must prove who it is does so before anything is read of its calls.
@@ -1075,6 +1085,22 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
             .remember(d.print, ctx.now_ms, TRANSACTION_MS, true);
     }
     d
+}
+
+/// An out-of-dialog MESSAGE or REFER shows its sender to a user as a call shows its
+/// caller (an SMS "from 95588" through an IP-SM-GW, a transfer "referred by 110"): the
+/// caller rules judge it, refusing, rewriting and labelling it as they would a call
+/// (QA 173 F2: a bank-phishing MESSAGE with an asserted 95588 went on from the
+/// international trunk untouched). It is no call attempt: it counts toward no rate,
+/// behaviour or concurrent-call limit.
+#[cold]
+fn shown_sender(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
+    let uncounted = Context {
+        rates: &crate::policy::rate::NoCounting,
+        behaviour: &crate::behaviour::NoTracking,
+        ..*ctx
+    };
+    judge_caller(policy, msg, &uncounted, d, false);
 }
 
 /// A call refused before any caller rule runs (a stranger's, a trunk's that failed

@@ -432,9 +432,10 @@ fn the_example_carrier_b_withheld_calls_present_nothing_forged() {
         ] {
             assert!(!forwarded.contains(gone), "{}: {forwarded}", f.display());
         }
-        // And it is labelled as the overseas call it is, like carrier B's others.
+        // And it is labelled as the overseas call it is, like carrier B's others, and
+        // as one that presented another number (QA 173 F3).
         assert!(
-            forwarded.contains("\r\nX-Sipfence-Label: international\r\n"),
+            forwarded.contains("\r\nX-Sipfence-Label: generic-number,international\r\n"),
             "{}: {forwarded}",
             f.display()
         );

@@ -821,6 +821,80 @@ fn intl_forged_service() {
     passes(&p, &invite("95588", ""), "ic");
 }
 
+/// An out-of-dialog MESSAGE or REFER shows its sender as a call shows its caller: the
+/// caller rules judge it (QA 173 F2: an SMS "from 95588" went on from abroad), and it
+/// counts toward no rate limit. Other out-of-dialog requests get the source check only.
+#[test]
+fn messages_and_refers_are_judged_by_their_sender() {
+    let p = policy("");
+    let request = |method: &str, from: &str, extra: &str| {
+        let text = String::from_utf8(invite(from, extra).bytes().to_vec())
+            .unwrap()
+            .replace("INVITE", method);
+        Message::parse(Bytes::from(text)).unwrap()
+    };
+    for method in ["MESSAGE", "REFER"] {
+        let refused = |from: &str, extra: &str, code: u16, rule: &str| {
+            let d = judge(&p, &request(method, from, extra), "intl");
+            assert_eq!(d.kind, Kind::OtherRequest);
+            assert_eq!(rejected(&d), Some((code, rule)), "{method} {from}: {d:?}");
+        };
+        refused("95588", "", 403, "intl-forged-service");
+        refused("+8613812345678", "", 403, "intl-domestic-caller");
+        refused(
+            "+442071234567",
+            "P-Asserted-Identity: <sip:110@10.9.9.9;user=phone>\r\n",
+            403,
+            "intl-forged-service",
+        );
+        refused("anonymous", "", 433, "blank-caller");
+        refused("+8613800000001", "", 608, "blacklist");
+        let d = passes(&p, &request(method, "+442071234567", ""), "intl");
+        assert_eq!(d.kind, Kind::OtherRequest);
+        // Domestic trunks may carry service numbers, as in a call.
+        passes(&p, &request(method, "95588", ""), "ic");
+        // The generic number is deleted as in a call.
+        let m = request(
+            method,
+            "+8613812345678",
+            "P-Asserted-Identity: <sip:+442071234567@10.9.9.9;user=phone>\r\n",
+        );
+        let d = passes(&p, &m, "intl");
+        assert!(d.rewrite_from, "{d:?}");
+        let out = forwarded(&p, &m, &d);
+        let from = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).to_string();
+        assert!(!from.contains("13812345678"), "{from}");
+        // An enterprise's messages count toward no call limit: the whitelisted caller
+        // passes however many it sends.
+        let rates = LocalRateCounter::new(1000);
+        for i in 0..10 {
+            let d = judge_at(
+                &p,
+                &request(method, "+8613912340001", ""),
+                "ent",
+                MON_10H + i,
+                &rates,
+            );
+            assert_eq!(rejected(&d), None, "{method} {i}: {d:?}");
+        }
+        let d = judge(&p, &request(method, "+8613812340001", ""), "ent");
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{d:?}"
+        );
+    }
+    // Source check only for the others: a SUBSCRIBE from "95588" goes on.
+    for method in ["SUBSCRIBE", "OPTIONS", "PUBLISH"] {
+        let d = judge(&p, &request(method, "95588", ""), "intl");
+        assert_eq!(
+            (d.kind, rejected(&d)),
+            (Kind::OtherRequest, None),
+            "{method}"
+        );
+    }
+}
+
 #[test]
 fn intl_domestic_caller() {
     let p = policy("");
@@ -1575,6 +1649,25 @@ fn generic_number_rewritten_to_asserted() {
         m.value(HeaderName::PAssertedIdentity)
     );
     assert_eq!(out.body(), m.body());
+    // No label by default; with one set, the call is labelled too (QA 173 F3: a forged
+    // +86 number deleted went on with nothing to tell the callee's network).
+    assert!(!String::from_utf8_lossy(out.bytes()).contains("X-Sipfence-Label"));
+    let labelled = policy("[rules.generic-number]\nlabel = \"generic-number\"");
+    let d = passes(&labelled, &m, "intl");
+    assert_eq!(
+        (d.verdict_str(), d.rule),
+        ("rewrite", Some(RuleId::GenericNumber))
+    );
+    let out = forwarded(&labelled, &m, &d);
+    assert!(
+        String::from_utf8_lossy(out.bytes()).contains("\r\nX-Sipfence-Label: generic-number\r\n"),
+        "{:?}",
+        out.bytes()
+    );
+    assert_eq!(
+        out.value(HeaderName::From),
+        Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..])
+    );
     // Same numbers in another form: nothing to delete.
     let m = invite(
         "+442071234567",

@@ -3051,6 +3051,27 @@ record_route = true
         }
     }
 
+    /// An out-of-dialog MESSAGE is answered as a call would be when the caller rules
+    /// refuse its sender, and forwarded when they let it by (QA 173 F2).
+    #[test]
+    fn a_message_is_answered_as_its_sender_is_judged() {
+        let p = Policy::from_str(POLICY, "t.toml", std::path::Path::new(".")).unwrap();
+        let message = |from: &str| {
+            format!(
+                "MESSAGE sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-msg\r\nFrom: <sip:{from}@198.51.100.7>;tag=a\r\nTo: <sip:+8613912345678@192.0.2.10>\r\nCall-ID: msg-1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+            )
+        };
+        let (h, out) = run(&p, "198.51.100.7:5060", &message("anonymous"));
+        assert!(matches!(h, Handled::Respond(_, 433)), "{out}");
+        assert!(
+            out.starts_with("SIP/2.0 433 ") && out.contains("CSeq: 1 MESSAGE"),
+            "{out}"
+        );
+        let (h, out) = run(&p, "198.51.100.7:5060", &message("+8613812345678"));
+        assert!(matches!(h, Handled::Forward(_)), "{out}");
+        assert!(out.starts_with("MESSAGE "), "{out}");
+    }
+
     /// Our branch is the caller's branch and sent-by, and the host it came from: two
     /// callers writing the same Via (behind NATs, a weak branch generator) are two
     /// transactions at the core (QA 174 F6); one caller's retransmission or CANCEL,
