@@ -882,9 +882,10 @@ pub fn callers_from(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> Opti
     r.original_from(from_key(msg.call_id(), msg.from_tag_read()?), now_ms)
 }
 
-/// Keeps the From value a forwarded INVITE was given, when the edits change it, for
-/// [`kept_from`] (how long: [`crate::policy::rate::Recent::from_event`]); one that goes
-/// on as written drops what an earlier INVITE of its Call-ID and From tag kept.
+/// Keeps the From value a forwarded INVITE was given, when the edits change it or its
+/// trunk records the route, for [`kept_from`] (how long:
+/// [`crate::policy::rate::Recent::from_event`]); one that goes on as written elsewhere
+/// drops what an earlier INVITE of its Call-ID and From tag kept.
 fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
     if d.kind != Kind::Call || d.outcome != Outcome::Forward {
         return;
@@ -905,6 +906,21 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
             msg.from_addr().map_or(&[][..], |na| na.whole.of(msg.buf())),
             ctx.now_ms,
         ),
+        // A call whose later requests pass here (Record-Route) keeps its From as
+        // written too: the caller is judged once, and an UPDATE or re-INVITE must not
+        // show the callee another caller than the INVITE did (QA 173 F1: a clean +44
+        // call's UPDATE came with From "110", its re-INVITE with a +86 number, and
+        // both went on). Kept as the core was given it; its answers need no other.
+        None if d.trunk.is_some_and(|t| policy.trunks[t].record_route) => {
+            if let Some(na) = msg.from_addr() {
+                r.keep_from(
+                    key,
+                    bytes::Bytes::copy_from_slice(na.whole.of(msg.buf())),
+                    &[],
+                    ctx.now_ms,
+                );
+            }
+        }
         // An INVITE of the same Call-ID and From tag that goes on as written (the retry
         // the core asked for, with another From) is what its CANCEL must repeat: the
         // From kept for the one before goes (QA 68).

@@ -206,7 +206,9 @@ pub fn add_edits(
                 }
             }
         }
-        if let (Some(v), Some(na)) = (kept_from, msg.from_addr()) {
+        if let (Some(v), Some(na)) = (kept_from, msg.from_addr())
+            && na.whole.of(b) != v
+        {
             edits.replace(na.whole, v);
         }
     }

@@ -6835,6 +6835,76 @@ fn later_requests_of_a_dialog_name_no_other_caller() {
     );
 }
 
+/// On a trunk that records the route, every call's later requests pass here: the
+/// caller's side cannot show the callee another caller in an UPDATE or re-INVITE than
+/// its INVITE did (QA 173 F1: a clean +44 call's UPDATE went on with From "110", its
+/// re-INVITE with a +86 number). Its From is kept as written, and given back.
+#[test]
+fn a_recorded_calls_from_cannot_change_within_the_call() {
+    use sipfence::decide::{callers_from, kept_from, track_dialog};
+    let p = policy(
+        "[[trunk]]\nname = \"intl-rr\"\nrole = \"international\"\nsources = [\"192.0.2.77\"]\nrecord_route = true\n",
+    );
+    let rates = LocalRateCounter::new(1000);
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    let from = "\"Alice\" <sip:+442071234567@uk.example>";
+    let inv = with_from(from, pai);
+    let d = judge_at(&p, &inv, "intl-rr", MON_10H, &rates);
+    assert!(!d.is_reject() && !d.rewrite_from, "{d:?}");
+    let ok = Message::parse_for_relay(Bytes::from(format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-wf\r\nFrom: {from};tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=uas1\r\nCall-ID: call-wf\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )))
+    .unwrap();
+    track_dialog(&ok, || true, &rates, MON_10H + 1_000);
+    // Its answers go back as they are: the caller's From was never changed.
+    assert_eq!(callers_from(&ok, &rates, MON_10H + 1_000), None);
+    let later = |method: &str, cseq: u32, new_from: &str| {
+        let t = format!(
+            "{method} sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-l{cseq}\r\nFrom: {new_from};tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=uas1\r\nCall-ID: call-wf\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <sip:110@x>\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(t)).unwrap()
+    };
+    let at_core = |m: &Message, rates: &LocalRateCounter, p: &Policy, trunk: &str| {
+        let d = judge_at(p, m, trunk, MON_10H + 60_000, rates);
+        assert_eq!(d.kind, Kind::InDialog, "{d:?}");
+        let kept = kept_from(m, &d, rates, MON_10H + 60_000);
+        let mut e = EditList::new();
+        verdict::add_edits(p, m, &d, kept.as_deref(), &mut e);
+        let mut out = vec![];
+        e.apply(m.buf(), m.len(), &mut out);
+        let fwd = Message::parse(Bytes::from(out)).expect("re-parses");
+        assert_eq!(fwd.count(HeaderName::PAssertedIdentity), 0);
+        String::from_utf8_lossy(fwd.value(HeaderName::From).unwrap()).into_owned()
+    };
+    let want = format!("{from};tag=ft1");
+    for (method, cseq, new_from) in [
+        ("UPDATE", 2, "\"110\" <sip:110@uk.example;user=phone>"),
+        (
+            "INVITE",
+            3,
+            "\"+86 138 1234 5678\" <sip:+8613812345678@uk.example>",
+        ),
+        ("INFO", 4, "<sip:+8613812345678@uk.example>"),
+        // Unchanged: goes on untouched.
+        ("UPDATE", 5, from),
+    ] {
+        assert_eq!(
+            at_core(&later(method, cseq, new_from), &rates, &p, "intl-rr"),
+            want,
+            "{method} {new_from}"
+        );
+    }
+    // Without Record-Route nothing is kept (the later requests pass elsewhere).
+    let plain = LocalRateCounter::new(1000);
+    judge_at(&p, &inv, "intl", MON_10H, &plain);
+    track_dialog(&ok, || true, &plain, MON_10H + 1_000);
+    let update = later("UPDATE", 2, "\"110\" <sip:110@uk.example;user=phone>");
+    assert_eq!(
+        at_core(&update, &plain, &p, "intl"),
+        "\"110\" <sip:110@uk.example;user=phone>;tag=ft1"
+    );
+}
+
 /// The From a rewritten call's INVITE went on with is the From of its CANCEL (RFC 3261
 /// 9.1: a CANCEL's From is its INVITE's) and of every later request of the caller's
 /// side, for as long as the call lasts: the callee's side never sees the number or

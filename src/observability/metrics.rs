@@ -477,7 +477,7 @@ impl Metrics {
         let call_state_entries = must(IntGaugeVec::new(
             Opts::new(
                 "sipfence_call_state_entries",
-                "Entries of the tables the stateless proxy keeps beside the rate counters, each bounded by [proxy] rate_keys: dialogs (answered calls, 6 h or until BYE), invites (INVITE transactions seen), transactions (verdicts of rate-counted INVITEs), answers (digest answers used), froms (the From a rewritten call was given, for its CANCEL and later requests; an eighth of rate_keys)",
+                "Entries of the tables the stateless proxy keeps beside the rate counters, each bounded by [proxy] rate_keys: dialogs (answered calls, 6 h or until BYE), invites (INVITE transactions seen), transactions (verdicts of rate-counted INVITEs), answers (digest answers used), froms (the From a call was given, for its CANCEL and later requests: rewritten calls, and every call of a trunk with record_route)",
             ),
             &["table"],
         ));

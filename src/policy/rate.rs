@@ -331,8 +331,9 @@ impl Recent {
             answers: Remembered::new(capacity),
             seen: Remembered::new(capacity),
             dialogs: Remembered::new(capacity),
-            // Only calls whose From was changed, at most MAX_KEPT_FROM bytes each.
-            froms: Remembered::new((capacity / 8).max(1)),
+            // Calls whose From was changed, and those of trunks that record the route
+            // (their later requests pass here), at most MAX_KEPT_FROM bytes each.
+            froms: Remembered::new(capacity),
             from_kept_ms: AtomicU64::new(0),
             retry_asked_ms: AtomicU64::new(0),
         }
