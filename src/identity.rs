@@ -397,7 +397,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                     // RFC 3325 9.1: an asserted identity is a sip, sips or tel URI.
                     // Another (`h323:95588@gw`) is no identity this network asserts,
                     // yet equipment that takes the first value shows its number (QA 61).
-                    if !asserted_scheme(na.uri.of(b)) {
+                    if !asserted_scheme(na.uri.of(b)) || hides_a_value(b, &na) {
                         id.unreadable.get_or_insert(HeaderName::PAssertedIdentity);
                     }
                     let p = read_party(
@@ -424,6 +424,9 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
             }
             HeaderName::PPreferredIdentity => {
                 let read = addr::parse_list_skip_empty(b, h.value(), |na| {
+                    if hides_a_value(b, &na) {
+                        id.unreadable.get_or_insert(HeaderName::PPreferredIdentity);
+                    }
                     let p = party(b, Source::PPreferredIdentity, h.value(), &na, r);
                     presented(id, b, &na, p, plan, r);
                 });
@@ -462,6 +465,9 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
             }
             if param(b"privacy").is_some_and(rpid_privacy_hides_number) {
                 id.withheld = true;
+            }
+            if hides_a_value(b, &na) {
+                id.unreadable.get_or_insert(HeaderName::RemotePartyId);
             }
             let p = party(b, Source::RemotePartyId, h.value(), &na, r);
             // Only a screened identity is the network's word (draft-ietf-sip-privacy-04).
@@ -606,6 +612,39 @@ fn dial_string(b: &[u8], p: &Party) -> bool {
 fn asserted_scheme(uri: &[u8]) -> bool {
     let name = uri.split(|&c| c == b':').next().unwrap_or_default();
     uri::scheme_named(name) != Scheme::Other
+}
+
+/// An identity value whose parameters quote what reads as another value (`;x="a,
+/// <tel:+8613812345678>"`), or whose URI carries an identity field as a header
+/// (`?P-Asserted-Identity=...`; other URI headers are left alone, QA 45): RFC 3325's
+/// grammar has neither, and an element that splits the field at commas
+/// without minding quotes, or applies URI headers, reads a second identity the filter
+/// never judged (QA 173 F4). Refused as an unreadable field is.
+fn hides_a_value(b: &[u8], na: &addr::NameAddr) -> bool {
+    // Outside quotes a comma would have ended the value and a '<' broken it: either
+    // in parameters that quote anything is inside the quotes.
+    let params = na.params.of(b);
+    let quoted_value = params.contains(&b'"') && params.iter().any(|&c| matches!(c, b'<' | b','));
+    let names_an_identity = |headers: Span| {
+        headers.of(b).split(|&c| c == b'&').any(|h| {
+            let name = h.split(|&c| c == b'=').next().unwrap_or_default();
+            let name: Vec<u8> = crate::sip::lex::unescaped(name)
+                .map(|(_, c)| c.to_ascii_lowercase())
+                .collect();
+            matches!(
+                &name[..],
+                b"p-asserted-identity"
+                    | b"p-preferred-identity"
+                    | b"remote-party-id"
+                    | b"from"
+                    | b"f"
+            )
+        })
+    };
+    quoted_value
+        || (na.uri.of(b).contains(&b'?')
+            && uri::parse_chars_checked(b, na.uri)
+                .is_ok_and(|u| u.headers.is_some_and(names_an_identity)))
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325

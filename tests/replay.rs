@@ -1115,6 +1115,20 @@ fn baseline_shows_what_a_policy_change_would_do() {
         err.contains("baseline config refused") && err.contains("bad.toml:2"),
         "{err}"
     );
+    // A capture that is not there is said, and nothing else is printed (QA 175 F8: an
+    // empty table and a summary of zeros read as a capture without a call).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .arg("replay")
+        .arg(&capture)
+        .arg(dir.path().join("missing.pcap"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("missing.pcap: cannot open") && out.stdout.is_empty(),
+        "{err}"
+    );
 }
 
 /// Replay judges requests as the proxy does: the protocol checks first (two From fields

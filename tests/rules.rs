@@ -4639,6 +4639,12 @@ fn an_unreadable_identity_field_is_refused() {
             "<tel:+8613812345678>\u{1}",
             "<tel:+442071234567> <tel:+8613812345678>",
             "<tel:+442071234567>;<tel:+8613812345678>",
+            // A second value hidden in a quoted parameter, which a splitter at commas
+            // that minds no quotes reads, or in URI headers (QA 173 F4).
+            "<sip:+442071234567@x;user=phone>;foo=\"x, <tel:+8613812345678>\"",
+            "<sip:+442071234567@x>;party=calling;x=\"a\\\"b <tel:+8613812345678>\"",
+            "<sip:+442071234567@x?P-Asserted-Identity=tel:+8613812345678>",
+            "<sip:+442071234567@x?X-A=1&p-asserted-%49dentity=tel:+8613812345678>",
         ] {
             // A P-Asserted-Identity field is the only one; the others sit beside one.
             let extra = if field == "P-Asserted-Identity" {

@@ -306,10 +306,21 @@ impl NumberSetBuilder {
             self.add_prefix(n.digits());
         } else if let Some((a, z)) = entry.split_once("..") {
             let (a, z) = (num(a)?, num(z)?);
-            if a.len() != z.len() || a.digits() > z.digits() {
+            // The one of the two mistakes made, said alone (QA 175 F5).
+            if a.len() != z.len() {
                 return Err(format!(
-                    "range '{}': both ends need the same length, low end first",
-                    quote(entry)
+                    "range '{}': both ends need the same length ({} and {} digits)",
+                    quote(entry),
+                    a.len(),
+                    z.len()
+                ));
+            }
+            if a.digits() > z.digits() {
+                return Err(format!(
+                    "range '{}': the low end comes first ({}..{})",
+                    quote(entry),
+                    z,
+                    a
                 ));
             }
             self.add_range(a.digits(), z.digits());
@@ -661,6 +672,18 @@ mod tests {
         );
         let e = b.add_text("138..13900000000\n", "bl.txt").unwrap_err();
         assert_eq!(e.line, Some(1));
+        // The mistake made is the one said (QA 175 F5).
+        assert!(
+            e.to_string().contains("same length (5 and 13 digits)"),
+            "{e}"
+        );
+        let e = b
+            .add_text("13812345679..13812345670\n", "bl.txt")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bl.txt:1: range '13812345679..13812345670': the low end comes first (+8613812345670..+8613812345679)"
+        );
         // A segment is named as written, every star kept.
         let e = b.add_text("+86139**\n", "bl.txt").unwrap_err();
         assert!(

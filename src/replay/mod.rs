@@ -859,6 +859,14 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let Ok(trunk) = trunk_of(policy, a.trunk.as_deref()) else {
         return 2;
     };
+    // A capture that cannot be opened is said before anything is printed: an empty
+    // table and a summary of zeros read as a capture without a call (QA 175 F8).
+    for f in a.files.iter().filter(|f| !capture::is_stdin(f)) {
+        if let Err(e) = std::fs::File::open(f) {
+            eprintln!("sipfence: {}: cannot open: {e}", f.display());
+            return 1;
+        }
+    }
     // Said before any verdict: otherwise every authenticated call of the capture is
     // challenged again, and the difference looks like the policy's (QA 73).
     if policy.auth_key_random {
