@@ -39,6 +39,18 @@ fn main() {
     let callers = common::invites_from_many_callers();
     let tracker = sipfence::behaviour::local::LocalTracker::new(262_144, 262_144);
     let setup = proxy_setup(&policy);
+    // The same calls on a trunk that records the route: each call's From is kept for
+    // its later requests (QA 173 F1).
+    let rr_policy = Policy::from_str(
+        &sipfence::policy::BUILTIN_CONFIG.replace(
+            "name = \"intl\"\n",
+            "name = \"intl\"\nrecord_route = true\n",
+        ),
+        "builtin-rr",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let rr_setup = proxy_setup(&rr_policy);
     let mut out = Vec::with_capacity(2048);
     let mut edits = sipfence::sip::rewrite::EditList::new();
     // Parsed into as the proxy does: one message per worker, its header table reused.
@@ -82,12 +94,19 @@ fn main() {
                 &mut out,
                 &mut edits,
             ),
+            "call-rr" => counted(
+                &rr_setup.step_at(&rr_policy, i),
+                &rr_setup.call,
+                &mut msg,
+                &mut out,
+                &mut edits,
+            ),
             "rsip" => {
                 let m = rsip::SipMessage::try_from(black_box(v.as_slice())).unwrap();
                 black_box(&m);
                 1
             }
-            w => panic!("WHAT={w}: parse, decide, sipi, behaviour, proxy, call or rsip"),
+            w => panic!("WHAT={w}: parse, decide, sipi, behaviour, proxy, call, call-rr or rsip"),
         };
     }
     black_box(acc);

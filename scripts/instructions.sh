@@ -26,6 +26,8 @@ for w in ${WORKLOADS:-parse decide sipi behaviour proxy call rsip}; do
   unit="per message"; [ "$w" = proxy ] && unit="per call set-up (INVITE forwarded, 180 and 200 relayed)"
   # `call` runs two calls per iteration (the load run's mix: one allowed whole, one refused).
   [ "$w" = call ] && { per[$w]=$(( per[$w] / 2 )); unit="per call (INVITE, 180, 200, ACK, BYE, 200; half the calls refused: INVITE, 403, ACK)"; }
+  # `call-rr`: the same on a trunk with record_route (each call's From kept for its later requests).
+  [ "$w" = call-rr ] && { per[$w]=$(( per[$w] / 2 )); unit="per call, record_route trunk (as call)"; }
   printf '%-7s %8d instructions %s\n' "$w" "${per[$w]}" "$unit"
 done
 [[ -n ${per[rsip]:-} ]] || exit 0
