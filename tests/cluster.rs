@@ -821,18 +821,13 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
         ),
         "{out}"
     );
-    // The publisher judges against the set in Redis (v3, 100 entries): 400 passes
-    // there, and the gateway, running 850, refuses it.
+    // The publisher judged 400 against the set in Redis (v3, 100 entries): growth. A
+    // gateway takes a judged set as it comes, whatever it ran (QA 177 A: judged against
+    // its own lists, a gateway restarted, or a version behind, refused the fleet's
+    // lists for good).
     let (code, err) = publish(&[&file("b400.txt", &numbers(400))]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for("v4 refused", 10, || {
-        gw.metric("sipfence_list_version{state=\"refused\"}") == 4.0
-    });
-    assert_eq!(running(), 2.0);
-    // Forced: taken as meant, by the gateway too.
-    let (code, err) = publish(&["--force", &file("b400.txt", &numbers(400))]);
-    assert_eq!(code, Some(0), "{err}");
-    wait_for("v5 running", 10, || running() == 5.0);
+    wait_for("v4 running", 10, || running() == 4.0);
     assert_eq!(
         gw.metric("sipfence_list_entries{list=\"blacklist\"}"),
         400.0
@@ -843,12 +838,74 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
         Some(403),
         "cut: only the whitelist refuses it"
     );
-    // What `check` warns of, the publisher says: a roamer entry taking in all of +86.
+    // A gateway started now, its files holding 1000 numbers, takes the fleet's 400.
+    let base2 = port_block();
+    std::fs::write(dir.join("b1000.txt"), numbers(1000)).unwrap();
+    let gw2 = start_gateway(
+        1,
+        base2,
+        &redis.url(),
+        &format!(
+            "[lists.blacklist]\nfiles = [\"{}\"]\n[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nlisten = [\"udp:127.0.0.1:{base2}\"]\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:{}\"\n[trunk.whitelist]\nentries = [\"+8613912340000..+8613912349999\"]\n",
+            dir.join("b1000.txt").display(),
+            base2 + 10
+        ),
+    );
+    wait_for("v4 running on a gateway started now", 10, || {
+        gw2.metric("sipfence_list_version{state=\"running\"}") == 4.0
+    });
+    assert_eq!(
+        gw2.metric("sipfence_list_entries{list=\"blacklist\"}"),
+        400.0
+    );
+    assert_eq!(gw2.metric("sipfence_list_refused"), 0.0);
+    // A set that leaves the blacklist out sends it back to its file at every gateway:
+    // the publisher, given the gateways' policy, judges it so (QA 177 B: a whitelist
+    // published alone emptied the published blacklist everywhere), and without it,
+    // judges the list going back to no file.
     let roamers = dir.join("roamers.txt");
+    std::fs::write(&roamers, "+8613900000001\n").unwrap();
+    let config = dir.join("sipfence.toml");
+    let (code, err) = publish(&[
+        "--config",
+        &config.display().to_string(),
+        &format!("roamers={}", roamers.display()),
+    ]);
+    assert!(
+        code == Some(1)
+            && err.contains("list blacklist 400 -> 1 entry lost more than half")
+            && err.contains("going back to its file")
+            && !err.contains("a tenth"),
+        "{code:?} {err}"
+    );
+    let (code, err) = publish(&[&format!("roamers={}", roamers.display())]);
+    assert!(
+        code == Some(1) && err.contains("without --config"),
+        "{code:?} {err}"
+    );
+    assert!(
+        redis
+            .cli(&["GET", "sipfence:lists:current"])
+            .starts_with("4:")
+    );
+    // Forced: taken as meant, by every gateway.
+    let (code, err) = publish(&[
+        "--force",
+        "--config",
+        &config.display().to_string(),
+        &format!("roamers={}", roamers.display()),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("v5 running", 10, || running() == 5.0);
+    assert_eq!(gw.metric("sipfence_list_entries{list=\"blacklist\"}"), 1.0);
+    // What `check` warns of, the publisher says, naming the file: a roamer entry taking
+    // in all of +86 (QA 177 E: it named `redis:lists/v0/roamers:1`).
     std::fs::write(&roamers, "+86*\n").unwrap();
     let (code, err) = publish(&[&format!("roamers={}", roamers.display())]);
     assert!(
-        code == Some(0) && err.contains("warning: roamers: +86*") && err.contains("whole country"),
+        code == Some(0)
+            && err.contains(&format!("warning: roamers: +86* ({}:1)", roamers.display()))
+            && err.contains("whole country"),
         "{code:?} {err}"
     );
 }

@@ -106,20 +106,41 @@ pub fn publish(a: &PublishArgs) -> i32 {
     };
     let payload: Vec<(String, String)> =
         set.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
-    // Judged as each gateway will judge it, against the set running in Redis (or the
-    // policy's files when none is): a list cut by more than half is refused here,
-    // before any gateway sees it, and what `check` would warn of is said (QA 175).
+    // Judged against the set running in Redis (or the policy's files when none is),
+    // whole: a list the set leaves out goes back to its file at every gateway (QA 177
+    // B). A list cut by more than half is refused here, before any gateway sees it, and
+    // what `check` would warn of is said (QA 175). The gateways take a set judged so as
+    // it comes. Without --config the gateways' files are not known: judged against
+    // none (and their whitelists left to them), not the built-in example's (QA 177 C).
+    let known = a.config.is_some();
+    let base = if known {
+        policy.clone()
+    } else {
+        match crate::policy::Policy::from_str("", "(no --config)", std::path::Path::new(".")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("sipfence: {e}");
+                return 1;
+            }
+        }
+    };
+    let judgeable = |set: &[(String, String)]| -> lists::ListSet {
+        set.iter()
+            .filter(|(n, _)| known || !n.starts_with("whitelist:"))
+            .cloned()
+            .collect()
+    };
     let running = match rt.block_on(running_set(&redis)) {
-        Ok(Some((v, l))) => match lists::apply(&policy, v, &l) {
+        Ok(Some((v, l))) => match lists::apply(&base, v, &judgeable(&l)) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!(
                     "sipfence: warning: the set running in redis (v{v}) does not load with this policy ({e}): judged against the policy's files"
                 );
-                policy.clone()
+                base.clone()
             }
         },
-        Ok(None) => policy.clone(),
+        Ok(None) => base.clone(),
         Err(e) => {
             eprintln!(
                 "sipfence: cannot read {}: {e}",
@@ -128,21 +149,41 @@ pub fn publish(a: &PublishArgs) -> i32 {
             return 1;
         }
     };
-    let judged = match lists::judge(&running, 0, &payload) {
+    let judged = match lists::judge(&running, &base, 0, &judgeable(&payload)) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("sipfence: refused, nothing published: {e}");
             return 1;
         }
     };
+    // Named by their files, where they are mended (QA 177 E).
+    let located = |w: &str| {
+        a.lists
+            .iter()
+            .fold(w.to_string(), |w, item| match item.split_once('=') {
+                Some((name, file)) => {
+                    w.replace(&format!("redis:lists/v0/{name}:"), &format!("{file}:"))
+                }
+                None => w,
+            })
+    };
+    let refused = !judged.shrunk.is_empty() && !a.force;
     for w in &judged.warnings {
-        eprintln!("sipfence: warning: {w}");
+        // A refusal says more than the tenth's warning.
+        if !(refused && w.contains("lost more than a tenth")) {
+            eprintln!("sipfence: warning: {}", located(w));
+        }
     }
     if !judged.shrunk.is_empty() {
-        if !a.force {
+        if refused {
             eprintln!(
-                "sipfence: refused, nothing published: {} lost more than half against the set running (a feed's file cut short? the gateways would refuse it); to publish it as it is: --force",
-                judged.shrunk.join(", ")
+                "sipfence: refused, nothing published: {} lost more than half against the set running{} (a feed's file cut short?); to publish it as it is: --force",
+                judged.shrunk.join(", "),
+                if known {
+                    ", a list the set leaves out going back to its file"
+                } else {
+                    " (without --config, a list the set leaves out is judged going back to no file: give the gateways' policy)"
+                }
             );
             return 1;
         }

@@ -59,10 +59,12 @@ pub fn valid_name(name: &str) -> bool {
             .is_some_and(|t| !t.is_empty())
 }
 
-/// Stores a new list set; returns its version. `forced`: the publisher takes a list
-/// cut by more than half as meant (`lists publish --force`), and the gateways take it so
-/// (`<prefix>:lists:v<N>:forced`, beside the set: a release before it reads the set
-/// alone, as it always did).
+/// Stores a new list set; returns its version. Beside the set, `<prefix>:lists:v<N>:judged`
+/// says that `lists publish` judged it against the set before it (`checked`), or took a
+/// list cut by more than half as meant (`forced`): a gateway takes a judged set as it
+/// comes, whatever it ran before (restarted, or a version behind: QA 177 A), and judges
+/// only a set written by other means against its own lists. A release before it reads
+/// the set alone, as it always did.
 pub async fn publish(
     redis: &Redis,
     lists: &[(String, String)],
@@ -76,11 +78,12 @@ pub async fn publish(
     let current = redis.key("lists:current");
     let mut pipe = redis::pipe();
     pipe.atomic();
-    let forced_key = format!("{set}:forced");
-    pipe.cmd("DEL").arg(&set).arg(&forced_key).ignore();
-    if forced {
-        pipe.cmd("SET").arg(&forced_key).arg(1).ignore();
-    }
+    let judged_key = format!("{set}:judged");
+    pipe.cmd("DEL").arg(&set).ignore();
+    pipe.cmd("SET")
+        .arg(&judged_key)
+        .arg(if forced { "forced" } else { "checked" })
+        .ignore();
     for (name, text) in lists {
         pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
     }
@@ -98,7 +101,7 @@ pub async fn publish(
             .run(|mut c| async move {
                 redis::cmd("DEL")
                     .arg(&old)
-                    .arg(format!("{old}:forced"))
+                    .arg(format!("{old}:judged"))
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -135,9 +138,9 @@ pub async fn fetch(redis: &Redis, version: u64) -> Result<Vec<(String, String)>,
     Ok(v)
 }
 
-/// Whether the publisher forced version `version` (see [`publish`]).
-pub async fn forced(redis: &Redis, version: u64) -> Result<bool, RedisFailure> {
-    let k = redis.key(&format!("lists:v{version}:forced"));
+/// Whether `lists publish` judged version `version` (see [`publish`]).
+pub async fn judged(redis: &Redis, version: u64) -> Result<bool, RedisFailure> {
+    let k = redis.key(&format!("lists:v{version}:judged"));
     let v: Option<String> = redis
         .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
         .await?;
@@ -155,13 +158,18 @@ pub struct Judged {
     pub warnings: Vec<String>,
 }
 
+/// `base`: what the set is applied to, the running policy at a gateway (a list the set
+/// leaves out is judged there when the files are read again); the policy's files at the
+/// publisher, so that a list the set leaves out is judged going back to its file (QA
+/// 177 B).
 pub fn judge(
     running: &crate::policy::Policy,
+    base: &crate::policy::Policy,
     version: u64,
     lists: &ListSet,
 ) -> Result<Judged, crate::load_error::LoadError> {
     use crate::policy::{diff, lint};
-    let policy = apply(running, version, lists)?;
+    let policy = apply(base, version, lists)?;
     let before = lint::warnings(running);
     let mut warnings: Vec<String> = lint::warnings(&policy)
         .into_iter()

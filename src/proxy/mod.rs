@@ -577,12 +577,13 @@ impl Shared {
     }
 
     /// Swaps in a published list set on top of the running policy.
-    /// `forced`: the publisher took a list cut by more than half as meant.
+    /// `judged`: `lists publish` judged the set against the one before it (or took a
+    /// cut as meant): taken as it comes. A set written by other means is judged here.
     pub fn apply_lists(
         &self,
         published: crate::cluster::lists::Published,
         lists: crate::cluster::lists::ListSet,
-        forced: bool,
+        judged: bool,
     ) -> Result<String, String> {
         let version = published.version;
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
@@ -594,16 +595,24 @@ impl Shared {
         let Ok(mut running) = self.lists.lock() else {
             return Err("published lists: lock poisoned".into());
         };
-        // The lists of the set, against the running ones, as a reload judges a list
-        // file: a feed's file cut short, published, would else empty the blacklist of
-        // every gateway at once (QA 175 F1). A list the set leaves out goes back to its
-        // file as it is (the publisher's act).
-        let judged = crate::cluster::lists::judge(&self.loaded.load().policy, version, &lists)
-            .map_err(|e| e.to_string())?;
-        if !forced && !judged.shrunk.is_empty() {
+        // A set `lists publish` did not judge (written by other means, or by a release
+        // before it), against the running lists, as a reload judges a list file: a
+        // feed's file cut short would else empty the blacklist of every gateway at once
+        // (QA 175 F1). A judged one was judged against the set before it, which this
+        // gateway may not run (restarted, a version behind: QA 177 A).
+        let running_policy = self.loaded.load();
+        let seen = crate::cluster::lists::judge(
+            &running_policy.policy,
+            &running_policy.policy,
+            version,
+            &lists,
+        )
+        .map_err(|e| e.to_string())?;
+        drop(running_policy);
+        if !judged && !seen.shrunk.is_empty() {
             return Err(format!(
-                "{} lost more than half (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
-                judged.shrunk.join(", ")
+                "{} lost more than half, in a set no `lists publish` judged (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
+                seen.shrunk.join(", ")
             ));
         }
         // A list the running set holds and this one does not goes back to the files'
@@ -616,8 +625,9 @@ impl Shared {
         let policy_version = if dropped {
             let previous = running.replace((published, lists));
             drop(running);
-            // The publisher's act: a list that goes back to a shorter file's is meant.
-            match self.reread(true) {
+            // Judged by the publisher with the lists going back to their files (QA 177
+            // B); else judged here, as a reload is.
+            match self.reread(judged) {
                 Ok(_) => self.loaded.load().version,
                 Err(e) => {
                     if let Ok(mut g) = self.lists.lock() {
@@ -627,7 +637,7 @@ impl Shared {
                 }
             }
         } else {
-            let p = judged.policy;
+            let p = seen.policy;
             let running_policy = self.loaded.load();
             for c in diff::applied(&running_policy.policy, &p) {
                 tracing::info!(change = %c, version, "published lists apply");
@@ -635,7 +645,7 @@ impl Shared {
             // What `check` would now say that it did not of the running policy: a
             // published `+86*` is named when it takes effect, not at the next reload
             // (QA 60); a list cut by more than a tenth, as a reload says it.
-            for w in judged.warnings {
+            for w in seen.warnings {
                 tracing::warn!(version, "published lists: {w}");
             }
             drop(running_policy);
@@ -1268,12 +1278,12 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             tracing::warn!("{said}");
             print_out!("sipfence: {said}");
         }
-        // Not known (Redis gone between the two reads): not forced, the safe side.
-        let forced = crate::cluster::lists::forced(&c.redis, v)
+        // Not known (Redis gone between the two reads): judged here, the safe side.
+        let judged = crate::cluster::lists::judged(&c.redis, v)
             .await
             .unwrap_or(false);
         let s = shared.clone();
-        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, forced)).await;
+        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, judged)).await;
         match applied {
             Ok(Ok(summary)) => {
                 tracing::info!("{summary}");
