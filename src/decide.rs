@@ -472,9 +472,10 @@ pub fn track_dialog(
                 && r.keeps_froms(now_ms)
                 && rates.knows_dialog(dialog, now_ms)
             {
+                // A caller without a tag is kept by the Call-ID alone (`""`).
                 for tag in [msg.from_tag_read(), msg.to_tag_read()]
                     .into_iter()
-                    .flatten()
+                    .map(Option::unwrap_or_default)
                 {
                     r.from_event(from_key(msg.call_id(), tag), FromEvent::DialogEnded, now_ms);
                 }
@@ -511,7 +512,10 @@ pub fn track_dialog(
             let froms = rates
                 .recent()
                 .filter(|r| r.keeps_froms(now_ms) && status > 100)
-                .and_then(|r| Some((r, from_key(msg.call_id(), msg.from_tag_read()?))));
+                .map(|r| {
+                    let tag = msg.from_tag_read().unwrap_or_default();
+                    (r, from_key(msg.call_id(), tag))
+                });
             let core = (200..300).contains(&status) && from_core();
             let offered = (200..300).contains(&status)
                 && !core
@@ -865,7 +869,10 @@ pub fn kept_from(
         return None;
     }
     let r = rates.recent().filter(|r| r.keeps_froms(now_ms))?;
-    r.kept_from(from_key(msg.call_id(), msg.from_tag()?), now_ms)
+    r.kept_from(
+        from_key(msg.call_id(), msg.from_tag().unwrap_or_default()),
+        now_ms,
+    )
 }
 
 /// For a response to a request of the caller's side of a call whose From was changed
@@ -879,7 +886,10 @@ pub fn callers_from(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> Opti
         return None;
     }
     let r = rates.recent().filter(|r| r.keeps_froms(now_ms))?;
-    r.original_from(from_key(msg.call_id(), msg.from_tag_read()?), now_ms)
+    r.original_from(
+        from_key(msg.call_id(), msg.from_tag_read().unwrap_or_default()),
+        now_ms,
+    )
 }
 
 /// Keeps the From value a forwarded INVITE was given, when the edits change it or its
@@ -890,9 +900,12 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
     if d.kind != Kind::Call || d.outcome != Outcome::Forward {
         return;
     }
-    let (Some(r), Some(tag)) = (ctx.rates.recent(), msg.from_tag()) else {
+    let Some(r) = ctx.rates.recent() else {
         return;
     };
+    // A From without a tag (RFC 2543 equipment, or a caller hiding its later requests
+    // from the keeping: QA 176 N1) is kept by the Call-ID alone.
+    let tag = msg.from_tag().unwrap_or_default();
     let odd =
         |p: &Option<crate::identity::Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
     let changed = (d.rewrite_from || odd(&d.identity.from))
@@ -902,7 +915,7 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
     match changed {
         Some(v) => r.keep_from(
             key,
-            bytes::Bytes::from(v),
+            fitted(&v),
             msg.from_addr().map_or(&[][..], |na| na.whole.of(msg.buf())),
             ctx.now_ms,
         ),
@@ -913,12 +926,7 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
         // both went on). Kept as the core was given it; its answers need no other.
         None if d.trunk.is_some_and(|t| policy.trunks[t].record_route) => {
             if let Some(na) = msg.from_addr() {
-                r.keep_from(
-                    key,
-                    bytes::Bytes::copy_from_slice(na.whole.of(msg.buf())),
-                    &[],
-                    ctx.now_ms,
-                );
+                r.keep_from(key, fitted(na.whole.of(msg.buf())), &[], ctx.now_ms);
             }
         }
         // An INVITE of the same Call-ID and From tag that goes on as written (the retry
@@ -927,6 +935,58 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
         None if r.keeps_froms(ctx.now_ms) => r.forget_from(key),
         None => {}
     }
+}
+
+/// A From value as kept for a call's later requests: as it is, or, past
+/// [`MAX_KEPT_FROM`] (a caller padding its From so that nothing is kept: QA 176 N1),
+/// its URI alone as the address of a number (`<sip:user@host:port>`, `<tel:number>`)
+/// with its tag: the later requests then show the caller's URI without its display
+/// name or parameters, never another caller. A URI too long even so stands for no one
+/// (`anonymous.invalid`).
+fn fitted(v: &[u8]) -> bytes::Bytes {
+    use crate::policy::rate::MAX_KEPT_FROM;
+    use crate::sip::uri::Scheme;
+    if v.len() <= MAX_KEPT_FROM {
+        return bytes::Bytes::copy_from_slice(v);
+    }
+    let mut out = Vec::with_capacity(128);
+    let parsed = crate::sip::addr::parse_one(v, 0, v.len()).ok();
+    if let Some((na, _)) = parsed
+        && let Ok(u) = crate::sip::uri::parse(v, na.uri)
+        && u.scheme != Scheme::Other
+    {
+        out.extend_from_slice(match u.scheme {
+            Scheme::Sips => b"<sips:",
+            Scheme::Tel => b"<tel:",
+            _ => b"<sip:",
+        });
+        if let Some(user) = u.user {
+            out.extend_from_slice(user.of(v));
+            if u.scheme != Scheme::Tel {
+                out.push(b'@');
+            }
+        }
+        if u.scheme != Scheme::Tel {
+            out.extend_from_slice(u.host.of(v));
+            if let Some(p) = u.port {
+                out.extend_from_slice(format!(":{p}").as_bytes());
+            }
+        }
+        out.push(b'>');
+    }
+    if out.is_empty() || out.len() > MAX_KEPT_FROM - 80 {
+        out.clear();
+        out.extend_from_slice(b"<sip:anonymous@anonymous.invalid>");
+    }
+    // The dialog is known by the tag: it stays, unless it is too long itself (the later
+    // requests then go without one, and the core, knowing no such dialog, refuses them:
+    // only a caller that padded its own tag loses).
+    let tag = parsed.and_then(|(na, _)| crate::sip::addr::header_param(v, na.params, b"tag"));
+    if let Some(t) = tag.filter(|t| out.len() + 5 + t.len() <= MAX_KEPT_FROM) {
+        out.extend_from_slice(b";tag=");
+        out.extend_from_slice(t);
+    }
+    bytes::Bytes::from(out)
 }
 
 /// Decides on one message.
@@ -1021,7 +1081,17 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         return d;
     }
     if kind != Kind::Call {
-        if kind == Kind::OtherRequest && matches!(method, Method::Message | Method::Refer) {
+        // A To-tag of a dialog this gateway never carried makes no MESSAGE or REFER
+        // in-dialog: judged as one out of a dialog, as such an INVITE is judged as a call
+        // (QA 176 N2: an invented To-tag let a MESSAGE "from 95588" by).
+        let unknown_dialog = || {
+            trunk.is_some_and(|t| !policy.trunks[t].trust_in_dialog_invites)
+                && !dialog_known(msg, ctx.rates, ctx.now_ms)
+        };
+        if matches!(method, Method::Message | Method::Refer)
+            && (kind == Kind::OtherRequest || unknown_dialog())
+        {
+            d.kind = Kind::OtherRequest;
             shown_sender(policy, msg, ctx, &mut d);
         }
         return d;

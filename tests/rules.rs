@@ -884,6 +884,33 @@ fn messages_and_refers_are_judged_by_their_sender() {
             "{d:?}"
         );
     }
+    // A To-tag of a dialog never carried here makes no MESSAGE or REFER in-dialog
+    // (QA 176 N2); one of a dialog seen answered is in-dialog, its caller judged once.
+    for method in ["MESSAGE", "REFER"] {
+        let with_tag = |tag: &str| {
+            let text = String::from_utf8(request(method, "95588", "").bytes().to_vec())
+                .unwrap()
+                .replace(
+                    "To: <sip:4008001234@10.0.0.100>",
+                    &format!("To: <sip:4008001234@10.0.0.100>;tag={tag}"),
+                );
+            Message::parse(Bytes::from(text)).unwrap()
+        };
+        let d = judge(&p, &with_tag("nodlg"), "intl");
+        assert_eq!(
+            (d.kind, rejected(&d)),
+            (Kind::OtherRequest, Some((403, "intl-forged-service"))),
+            "{method}"
+        );
+        let rates = LocalRateCounter::new(1000);
+        let ok = Message::parse_for_relay(Bytes::from(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-x\r\nFrom: <sip:95588@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=uas1\r\nCall-ID: call-95588\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        sipfence::decide::track_dialog(&ok, || true, &rates, MON_10H);
+        let d = judge_at(&p, &with_tag("uas1"), "intl", MON_10H + 1, &rates);
+        assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None), "{method}");
+    }
     // Source check only for the others: a SUBSCRIBE from "95588" goes on.
     for method in ["SUBSCRIBE", "OPTIONS", "PUBLISH"] {
         let d = judge(&p, &request(method, "95588", ""), "intl");
@@ -6900,6 +6927,43 @@ fn a_recorded_calls_from_cannot_change_within_the_call() {
             "{method} {new_from}"
         );
     }
+    // A caller cannot opt out (QA 176 N1): a From padded past what is kept is kept as
+    // its URI and tag, and one without a tag by the Call-ID alone.
+    let sent = |text: String| Message::parse(Bytes::from(text)).unwrap();
+    let call = |id: &str, from: &str| {
+        sent(format!(
+            "INVITE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{id}\r\nFrom: {from}\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{pai}Content-Length: 0\r\n\r\n"
+        ))
+    };
+    let update = |id: &str, from: &str| {
+        sent(format!(
+            "UPDATE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-u{id}\r\nFrom: {from}\r\nTo: <sip:4008001234@10.0.0.100>;tag=uas1\r\nCall-ID: {id}\r\nCSeq: 2 UPDATE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let padded = format!(
+        "\"Alice\" <sip:+442071234567@uk.example;user=phone>;x={};tag=pad1",
+        "a".repeat(600)
+    );
+    judge_at(&p, &call("pad", &padded), "intl-rr", MON_10H, &rates);
+    assert_eq!(
+        at_core(
+            &update("pad", "\"110\" <sip:110@uk.example>;tag=pad1"),
+            &rates,
+            &p,
+            "intl-rr"
+        ),
+        "<sip:+442071234567@uk.example>;tag=pad1"
+    );
+    judge_at(&p, &call("notag", from), "intl-rr", MON_10H, &rates);
+    assert_eq!(
+        at_core(
+            &update("notag", "\"110\" <sip:110@uk.example>"),
+            &rates,
+            &p,
+            "intl-rr"
+        ),
+        from
+    );
     // Without Record-Route nothing is kept (the later requests pass elsewhere).
     let plain = LocalRateCounter::new(1000);
     judge_at(&p, &inv, "intl", MON_10H, &plain);
