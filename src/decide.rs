@@ -897,7 +897,10 @@ pub fn callers_from(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> Opti
 /// [`crate::policy::rate::Recent::from_event`]); one that goes on as written elsewhere
 /// drops what an earlier INVITE of its Call-ID and From tag kept.
 fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
-    if d.kind != Kind::Call || d.outcome != Outcome::Forward {
+    // A MESSAGE or REFER whose sender was judged and changed: its answer goes back with
+    // the From the sender wrote, as a call's does (QA 176 N4).
+    let judged_other = d.kind == Kind::OtherRequest && d.caller.is_some();
+    if !(d.kind == Kind::Call || judged_other) || d.outcome != Outcome::Forward {
         return;
     }
     let Some(r) = ctx.rates.recent() else {
@@ -924,6 +927,7 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
         // show the callee another caller than the INVITE did (QA 173 F1: a clean +44
         // call's UPDATE came with From "110", its re-INVITE with a +86 number, and
         // both went on). Kept as the core was given it; its answers need no other.
+        None if judged_other => {}
         None if d.trunk.is_some_and(|t| policy.trunks[t].record_route) => {
             if let Some(na) = msg.from_addr() {
                 r.keep_from(key, fitted(na.whole.of(msg.buf())), &[], ctx.now_ms);
@@ -1262,6 +1266,7 @@ fn refuse_identity(d: &mut Decision) {
         // element, a stray byte, blanks inside the brackets).
         Some(HeaderName::PAssertedIdentity) => "Bad P-Asserted-Identity",
         Some(HeaderName::PPreferredIdentity) => "Bad P-Preferred-Identity",
+        Some(HeaderName::From) => "Bad From",
         _ => "Bad Remote-Party-ID",
     };
     let r = Refusal { code: 400, why };

@@ -379,6 +379,11 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
                             !matches!(r, Err(NotANumber::Empty | NotANumber::Withheld))
                         }),
                     };
+                    // The same hidden second identity as in the asserted fields (QA 176
+                    // N5): `?P-Asserted-Identity=...` in the URI, or a quoted `<`.
+                    if hides_a_value(b, na) {
+                        id.unreadable.get_or_insert(HeaderName::From);
+                    }
                     id.from = Some(p);
                 }
             }
@@ -628,8 +633,10 @@ fn hides_a_value(b: &[u8], na: &addr::NameAddr) -> bool {
     let names_an_identity = |headers: Span| {
         headers.of(b).split(|&c| c == b'&').any(|h| {
             let name = h.split(|&c| c == b'=').next().unwrap_or_default();
+            // Escapes read, blanks around the name dropped (`P-Asserted-Identity%20=`).
             let name: Vec<u8> = crate::sip::lex::unescaped(name)
                 .map(|(_, c)| c.to_ascii_lowercase())
+                .filter(|c| !c.is_ascii_whitespace())
                 .collect();
             matches!(
                 &name[..],

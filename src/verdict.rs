@@ -313,11 +313,23 @@ pub fn add_edits(
         edits.insert_with(at, |out| {
             out.extend_from_slice(policy.label_header.as_bytes());
             out.extend_from_slice(b": ");
+            // Each label once, when two rules share one (QA 176 N7:
+            // `international,international`).
+            let mut written = 0;
             for (i, r) in d.labels.iter().enumerate() {
-                if i > 0 {
+                let label = policy.action(d.trunk, r).label.as_bytes();
+                if d.labels
+                    .iter()
+                    .take(i)
+                    .any(|o| policy.action(d.trunk, o).label.as_bytes() == label)
+                {
+                    continue;
+                }
+                if written > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(policy.action(d.trunk, r).label.as_bytes());
+                out.extend_from_slice(label);
+                written += 1;
             }
             out.extend_from_slice(b"\r\n");
         });

@@ -1803,6 +1803,39 @@ fn checking_uas_over(
     h
 }
 
+/// The README's first call, as written there, on the built-in policy moved to this
+/// test's ports: sipp's own UAS as the core, `first-call-uac.xml` as a foreign caller,
+/// exit 0 (QA 177 D: the scenario first named waited for a reliable 183 that sipp's UAS
+/// never sends).
+#[test]
+fn the_readmes_first_call_goes_through() {
+    if !sipp_available() {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains(
+        "sipp -sf testdata/sipp/first-call-uac.xml -i 127.0.0.1 -p 5070 -m 1 127.0.0.1:5060"
+    ));
+    assert!(readme.contains("sipp -sn uas -i 127.0.0.1 -p 5080 -bg"));
+    let base = port_block();
+    let conf = sipfence::policy::BUILTIN_CONFIG
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{base}"))
+        .replace("127.0.0.1:5062", &format!("127.0.0.1:{}", base + 2))
+        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", base + 10))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", base + 30));
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = common::sipp_uas(base + 10, None, &dir);
+    let sc = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sipp/first-call-uac.xml");
+    let (code, out) = one_call(&dir, &sc, base, base + 20, "u1", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"intl\",verdict=\"allow\"}"),
+        1.0
+    );
+}
+
 /// One call of `scenario` from 127.0.0.1:`port` to 127.0.0.1:`to` over `transport`
 /// (u1 / t1), with `extra` sipp arguments; (exit code, output).
 fn one_call(

@@ -177,11 +177,15 @@ listen = ""
         ("13912345678", "", base + 2), // third in a minute: over the per-caller rate
         ("13812345678", "", base + 2),
         ("+8614512345678", "", base + 2),
+        // A MESSAGE's sender is judged, and recorded let through or not (QA 176 N6).
+        ("MESSAGE:+442071234567", "", base),
+        ("MESSAGE:110", "", base),
     ];
     let mut w = PcapWriter::create(&dir.path().join("sent.pcap")).unwrap();
     for (i, (caller, extra, port)) in callers.iter().enumerate() {
+        let (method, caller) = caller.split_once(':').unwrap_or(("INVITE", caller));
         let msg = format!(
-            "INVITE sip:4008001234@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{cport};branch=z9hG4bK-eq{i};rport\r\nFrom: <sip:{caller}@127.0.0.1>;tag=eq{i}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: eq-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+            "{method} sip:4008001234@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{cport};branch=z9hG4bK-eq{i};rport\r\nFrom: <sip:{caller}@127.0.0.1>;tag=eq{i}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: eq-{i}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
         );
         client
             .send_to(msg.as_bytes(), ("127.0.0.1", *port))

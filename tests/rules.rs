@@ -864,6 +864,19 @@ fn messages_and_refers_are_judged_by_their_sender() {
         let out = forwarded(&p, &m, &d);
         let from = String::from_utf8_lossy(out.value(HeaderName::From).unwrap()).to_string();
         assert!(!from.contains("13812345678"), "{from}");
+        // Its answer goes back with the From the sender wrote (QA 176 N4).
+        let rates = LocalRateCounter::new(1000);
+        judge_at(&p, &m, "intl", MON_10H, &rates);
+        let answer = Message::parse_for_relay(Bytes::from(format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-x\r\nFrom: {from}\r\nTo: <sip:4008001234@10.0.0.100>;tag=u\r\nCall-ID: call-+8613812345678\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap();
+        let back = sipfence::decide::callers_from(&answer, &rates, MON_10H + 100).unwrap();
+        assert!(
+            String::from_utf8_lossy(&back).contains("sip:+8613812345678@10.9.9.9"),
+            "{}",
+            String::from_utf8_lossy(&back)
+        );
         // An enterprise's messages count toward no call limit: the whitelisted caller
         // passes however many it sends.
         let rates = LocalRateCounter::new(1000);
@@ -1694,6 +1707,16 @@ fn generic_number_rewritten_to_asserted() {
     assert_eq!(
         out.value(HeaderName::From),
         Some(&b"<sip:+442071234567@10.9.9.9>;tag=ft1"[..])
+    );
+    // Two rules with one label write it once (QA 176 N7).
+    let twice = policy(
+        "[rules.generic-number]\nlabel = \"international\"\n[rules.label-international]\naction = \"label\"",
+    );
+    let d = passes(&twice, &m, "intl");
+    let text = String::from_utf8_lossy(forwarded(&twice, &m, &d).bytes()).to_string();
+    assert!(
+        text.contains("\r\nX-Sipfence-Label: international\r\n"),
+        "{text}"
     );
     // Same numbers in another form: nothing to delete.
     let m = invite(
@@ -3532,6 +3555,9 @@ fn config_errors_name_file_and_line() {
         ("::1:40093", false),
         ("fd00::1:9090", false),
         ("[fe80::1%eth0]:9090", false),
+        // Port 0: one of the kernel's choosing, which no Prometheus knows (QA 177 F).
+        ("127.0.0.1:0", false),
+        ("localhost:0", false),
         ("[::1]:9090", true),
         ("localhost:9090", true),
         ("metrics-host.example:9090", true),
@@ -3565,6 +3591,11 @@ fn config_errors_name_file_and_line() {
         ("224.0.0.1", false),
         ("255.255.255.255", false),
         ("::ffff:0.0.0.0", false),
+        // Networks of such addresses alone (QA 177 G).
+        ("ff00::/8", false),
+        ("224.0.0.0/4", false),
+        ("0.0.0.0/8", false),
+        ("239.1.0.0/16", false),
         ("0.0.0.0/0", true),
         ("::/0", true),
         ("10.0.0.0/8", true),
@@ -4672,6 +4703,7 @@ fn an_unreadable_identity_field_is_refused() {
             "<sip:+442071234567@x>;party=calling;x=\"a\\\"b <tel:+8613812345678>\"",
             "<sip:+442071234567@x?P-Asserted-Identity=tel:+8613812345678>",
             "<sip:+442071234567@x?X-A=1&p-asserted-%49dentity=tel:+8613812345678>",
+            "<sip:+442071234567@x?P-Asserted-Identity%20=tel:+8613812345678>",
         ] {
             // A P-Asserted-Identity field is the only one; the others sit beside one.
             let extra = if field == "P-Asserted-Identity" {
@@ -4687,6 +4719,17 @@ fn an_unreadable_identity_field_is_refused() {
                     "{trunk} {extra:?}"
                 );
                 assert_eq!(d.refusal.map(|r| r.why), Some(why), "{extra:?}");
+            }
+        }
+        // The same in From (QA 176 N5), on every trunk.
+        for from in [
+            "<sip:+442071234567@gw.example?P-Asserted-Identity=tel:+8613812345678>",
+            "<sip:+442071234567@gw.example>;x=\"a, <tel:+8613812345678>\"",
+        ] {
+            for trunk in ["intl", "ic", "ent"] {
+                let d = judge(&p, &with_from(from, pai), trunk);
+                assert_eq!(rejected(&d).map(|r| r.0), Some(400), "{trunk} {from}");
+                assert_eq!(d.refusal.map(|r| r.why), Some("Bad From"), "{from}");
             }
         }
         // The refusal says why, in the response the peer gets.

@@ -349,7 +349,15 @@ impl SourceSpec {
             IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
             IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
         };
-        if host && none {
+        // A network of such addresses alone (`ff00::/8`, `224.0.0.0/4`, `0.0.0.0/8`,
+        // QA 177 G): the same mistake, wider.
+        let none_within = match masked(self.net, self.prefix) {
+            IpAddr::V4(a) => {
+                (self.prefix >= 4 && a.is_multicast()) || (self.prefix >= 8 && a.octets()[0] == 0)
+            }
+            IpAddr::V6(a) => self.prefix >= 8 && a.is_multicast(),
+        };
+        if (host && none) || none_within {
             return Err(format!(
                 "'{s}' is no packet's source (an unspecified, multicast or broadcast address); any source is 0.0.0.0/0 or ::/0"
             ));

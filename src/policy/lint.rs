@@ -1072,6 +1072,20 @@ entries = [{whitelist}]
                 "[rules] rule label-mvno sets code and reason but its action label sends no answer: unused until the action is reject"
             ]
         );
+        // A label beside an action that adds none (QA 176 N7); one under [rules] that a
+        // trunk's label action uses is no note.
+        assert_eq!(
+            w(&format!(
+                "{ent}[trunk.rules.blacklist]\naction = \"reject\"\nlabel = \"listed\"\n"
+            )),
+            [
+                "trunk ent: rule blacklist sets label but its action reject adds none: unused until the action is label"
+            ]
+        );
+        let used = format!(
+            "[rules.blacklist]\nlabel = \"listed\"\n{ent}[trunk.rules.blacklist]\naction = \"label\"\n"
+        );
+        assert!(w(&used).is_empty(), "{:?}", w(&used));
         // QA 28: a trunk that makes the rule reject uses the code set under [rules].
         let used = format!(
             "[rules.blacklist]\naction = \"label\"\ncode = 609\n{ent}[trunk.rules.blacklist]\naction = \"reject\"\n"

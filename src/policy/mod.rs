@@ -685,6 +685,27 @@ fn resolve_actions(
                 ));
             }
         }
+        // A label beside an action that adds none (QA 176 N7), likewise.
+        if c.label.is_some()
+            && matches!(
+                kind,
+                ActionKind::Reject | ActionKind::Drop | ActionKind::Monitor | ActionKind::Off
+            )
+        {
+            notes.push((
+                *r,
+                format!(
+                    "{where_}rule {} sets label but its action {} adds none: unused until the action is label{}",
+                    r.as_str(),
+                    kind.as_str(),
+                    if *r == RuleId::GenericNumber {
+                        " or rewrite"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
         if c.action == Some(ActionKind::RateLimit) && !r.is_behaviour() {
             return Err(LoadError::file(
                 file,
@@ -1082,9 +1103,12 @@ impl Policy {
                     .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
                 && port.parse::<u16>().is_ok()
         };
+        // Port 0 binds a port of the kernel's choosing, which no Prometheus knows (QA
+        // 177 F).
         if !m.is_empty()
-            && m.parse::<std::net::SocketAddr>().is_err()
-            && !m.rsplit_once(':').is_some_and(named)
+            && (m.parse::<std::net::SocketAddr>().is_err()
+                && !m.rsplit_once(':').is_some_and(named)
+                || m.ends_with(":0"))
         {
             return Err(LoadError::file(
                 file,
@@ -1646,8 +1670,18 @@ impl Policy {
         // makes the rule reject (`action = "reject"` in its own table).
         let notes: Vec<String> = global_notes
             .into_iter()
-            .filter(|(r, _)| {
+            .filter(|(r, n)| {
                 let g = &global[r.index()];
+                // A label set under [rules] that some trunk's action uses is no note.
+                if n.contains(" sets label ") {
+                    return !trunks.iter().any(|t| {
+                        let a = &t.actions[r.index()];
+                        matches!(
+                            a.kind,
+                            ActionKind::Label | ActionKind::RateLimit | ActionKind::Rewrite
+                        ) && a.label == g.label
+                    });
+                }
                 !trunks.iter().any(|t| {
                     let a = &t.actions[r.index()];
                     matches!(a.kind, ActionKind::Reject | ActionKind::RateLimit)

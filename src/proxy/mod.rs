@@ -683,7 +683,11 @@ impl Shared {
             return;
         }
         let stream = self.cluster.as_ref().and_then(|c| c.stream.get());
-        if (stream.is_some() || self.records.is_some()) && (d.kind == Kind::Call || d.is_reject()) {
+        // Calls, refusals, and the MESSAGEs and REFERs whose sender was judged (QA 176
+        // N6: one let through left no record): a caller named is a caller judged.
+        if (stream.is_some() || self.records.is_some())
+            && (d.kind == Kind::Call || d.is_reject() || d.caller.is_some())
+        {
             // One record for both writers.
             let rec = Record::new(&l.policy, msg, d, source, now_ms);
             if let Some(st) = stream

@@ -679,7 +679,9 @@ impl<'p> Replayer<'p> {
                         *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
                     }
                 }
-                if !again && (d.kind == Kind::Call || rej) {
+                // As the proxy records: calls, refusals, and the MESSAGEs and REFERs
+                // whose sender was judged (a caller named; QA 176 N6).
+                if !again && (d.kind == Kind::Call || rej || d.caller.is_some()) {
                     let mut rec = Record::new(self.policy, &msg, &d, src, ts_ms);
                     if d.kind == Kind::Call
                         && let Some(t) = d.trunk.map(|t| &self.policy.trunks[t])
@@ -903,7 +905,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     let mut print = |rec: Record| {
         // Calls, and every other request refused: a scanner's OPTIONS dropped as
         // `unknown-source` too, as the proxy records them (QA 57: drops were left out).
-        if rec.kind != "call" && !matches!(rec.verdict, "reject" | "drop") {
+        // Calls, every other request refused, and the MESSAGEs and REFERs whose sender
+        // was judged (a caller named), as the proxy records them (QA 176 N6).
+        if rec.kind != "call" && !matches!(rec.verdict, "reject" | "drop") && rec.caller.is_none() {
             return;
         }
         if json {
