@@ -869,10 +869,14 @@ pub fn kept_from(
         return None;
     }
     let r = rates.recent().filter(|r| r.keeps_froms(now_ms))?;
-    r.kept_from(
-        from_key(msg.call_id(), msg.from_tag().unwrap_or_default()),
-        now_ms,
-    )
+    let tag = msg.from_tag().unwrap_or_default();
+    r.kept_from(from_key(msg.call_id(), tag), now_ms)
+        // A call whose INVITE had no From tag, its later request adding one (QA 178 C2).
+        .or_else(|| {
+            (!tag.is_empty())
+                .then(|| r.kept_from(from_key(msg.call_id(), b""), now_ms))
+                .flatten()
+        })
 }
 
 /// For a response to a request of the caller's side of a call whose From was changed
@@ -1088,9 +1092,11 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // A To-tag of a dialog this gateway never carried makes no MESSAGE or REFER
         // in-dialog: judged as one out of a dialog, as such an INVITE is judged as a call
         // (QA 176 N2: an invented To-tag let a MESSAGE "from 95588" by).
+        // `trust_in_dialog_invites` speaks of INVITEs (QA 178 B2). Tags of a dialog
+        // carried here, the other way round (the core's tag in From), are the caller's
+        // side naming itself the callee: no in-dialog request of its own (QA 178 B1).
         let unknown_dialog = || {
-            trunk.is_some_and(|t| !policy.trunks[t].trust_in_dialog_invites)
-                && !dialog_known(msg, ctx.rates, ctx.now_ms)
+            trunk.is_some() && (!dialog_known(msg, ctx.rates, ctx.now_ms) || tags_swapped(msg, ctx))
         };
         if matches!(method, Method::Message | Method::Refer)
             && (kind == Kind::OtherRequest || unknown_dialog())
@@ -1175,6 +1181,20 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
             .remember(d.print, ctx.now_ms, TRANSACTION_MS, true);
     }
     d
+}
+
+/// A request whose To-tag is the tag of a caller whose From is kept here, and whose
+/// From tag is not: the caller's side writing its dialog's tags the other way round.
+#[cold]
+fn tags_swapped(msg: &Message, ctx: &Context<'_>) -> bool {
+    let Some(r) = ctx.rates.recent().filter(|r| r.keeps_froms(ctx.now_ms)) else {
+        return false;
+    };
+    let kept = |tag: &[u8]| {
+        r.kept_from(from_key(msg.call_id(), tag), ctx.now_ms)
+            .is_some()
+    };
+    kept(msg.to_tag().unwrap_or_default()) && !kept(msg.from_tag().unwrap_or_default())
 }
 
 /// An out-of-dialog MESSAGE or REFER shows its sender to a user as a call shows its

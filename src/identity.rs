@@ -631,12 +631,14 @@ fn hides_a_value(b: &[u8], na: &addr::NameAddr) -> bool {
     let params = na.params.of(b);
     let quoted_value = params.contains(&b'"') && params.iter().any(|&c| matches!(c, b'<' | b','));
     let names_an_identity = |headers: Span| {
-        headers.of(b).split(|&c| c == b'&').any(|h| {
+        // `&` separates URI headers; a `;` there is read as one by lenient parsers.
+        headers.of(b).split(|&c| c == b'&' || c == b';').any(|h| {
             let name = h.split(|&c| c == b'=').next().unwrap_or_default();
-            // Escapes read, blanks around the name dropped (`P-Asserted-Identity%20=`).
+            // Escapes read, blanks around the name dropped (`P-Asserted-Identity%20=`,
+            // and `+`, a blank to form decoders: QA 178 D1).
             let name: Vec<u8> = crate::sip::lex::unescaped(name)
                 .map(|(_, c)| c.to_ascii_lowercase())
-                .filter(|c| !c.is_ascii_whitespace())
+                .filter(|c| !c.is_ascii_whitespace() && *c != b'+')
                 .collect();
             matches!(
                 &name[..],

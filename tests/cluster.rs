@@ -821,11 +821,18 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
         ),
         "{out}"
     );
-    // The publisher judged 400 against the set in Redis (v3, 100 entries): growth. A
-    // gateway takes a judged set as it comes, whatever it ran (QA 177 A: judged against
-    // its own lists, a gateway restarted, or a version behind, refused the fleet's
-    // lists for good).
+    // The publisher judges against the newest set a `lists publish` judged (v2, 850),
+    // not the hand-written v3 every gateway refused (QA 178 A2: against v3's 100 the
+    // same cut went through).
     let (code, err) = publish(&[&file("b400.txt", &numbers(400))]);
+    assert!(
+        code == Some(1) && err.contains("list blacklist 850 -> 400 entries lost more than half"),
+        "{code:?} {err}"
+    );
+    // Forced, it is taken; a gateway takes a judged set as it comes, whatever it ran
+    // (QA 177 A: judged against its own lists, a gateway restarted, or a version
+    // behind, refused the fleet's lists for good).
+    let (code, err) = publish(&["--force", &file("b400.txt", &numbers(400))]);
     assert_eq!(code, Some(0), "{err}");
     wait_for("v4 running", 10, || running() == 4.0);
     assert_eq!(
@@ -859,6 +866,21 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
         400.0
     );
     assert_eq!(gw2.metric("sipfence_list_refused"), 0.0);
+    // A set edited by hand keeps no mark of the set judged: a copy of v4's mark beside
+    // a cut v5 is no mark (QA 178 A3).
+    let mark = redis
+        .cli(&["GET", "sipfence:lists:v4:judged"])
+        .trim()
+        .to_string();
+    assert!(mark.starts_with("forced:"), "{mark}");
+    assert_eq!(redis.cli(&["INCR", "sipfence:lists:seq"]).trim(), "5");
+    redis.cli(&["HSET", "sipfence:lists:v5", "blacklist", &numbers(10)]);
+    redis.cli(&["SET", "sipfence:lists:v5:judged", &mark]);
+    redis.cli(&["SET", "sipfence:lists:current", "5"]);
+    wait_for("v5 refused", 10, || {
+        gw.metric("sipfence_list_version{state=\"refused\"}") == 5.0
+    });
+    assert_eq!(running(), 4.0);
     // A set that leaves the blacklist out sends it back to its file at every gateway:
     // the publisher, given the gateways' policy, judges it so (QA 177 B: a whitelist
     // published alone emptied the published blacklist everywhere), and without it,
@@ -883,11 +905,7 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
         code == Some(1) && err.contains("without --config"),
         "{code:?} {err}"
     );
-    assert!(
-        redis
-            .cli(&["GET", "sipfence:lists:current"])
-            .starts_with("4:")
-    );
+    assert_eq!(redis.cli(&["GET", "sipfence:lists:current"]).trim(), "5");
     // Forced: taken as meant, by every gateway.
     let (code, err) = publish(&[
         "--force",
@@ -896,12 +914,29 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
         &format!("roamers={}", roamers.display()),
     ]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for("v5 running", 10, || running() == 5.0);
+    wait_for("v6 running", 10, || running() == 6.0);
     assert_eq!(gw.metric("sipfence_list_entries{list=\"blacklist\"}"), 1.0);
+    // Without --config, a whitelist the running set holds and a new set leaves out is
+    // refused: it would go back to files no one can see (QA 178 A1).
+    let wl = dir.join("wl.txt");
+    std::fs::write(&wl, "+8613912340001\n").unwrap();
+    let (code, err) = publish(&[
+        &format!("roamers={}", roamers.display()),
+        &format!("whitelist:ent={}", wl.display()),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = publish(&[&format!("roamers={}", roamers.display())]);
+    assert!(
+        code == Some(1) && err.contains("whitelist:ent") && err.contains("without --config"),
+        "{code:?} {err}"
+    );
     // What `check` warns of, the publisher says, naming the file: a roamer entry taking
     // in all of +86 (QA 177 E: it named `redis:lists/v0/roamers:1`).
     std::fs::write(&roamers, "+86*\n").unwrap();
-    let (code, err) = publish(&[&format!("roamers={}", roamers.display())]);
+    let (code, err) = publish(&[
+        &format!("roamers={}", roamers.display()),
+        &format!("whitelist:ent={}", wl.display()),
+    ]);
     assert!(
         code == Some(0)
             && err.contains(&format!("warning: roamers: +86* ({}:1)", roamers.display()))

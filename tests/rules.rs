@@ -924,6 +924,22 @@ fn messages_and_refers_are_judged_by_their_sender() {
         let d = judge_at(&p, &with_tag("uas1"), "intl", MON_10H + 1, &rates);
         assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None), "{method}");
     }
+    // `trust_in_dialog_invites` speaks of INVITEs: a MESSAGE with an invented To-tag is
+    // judged on such a trunk too (QA 178 B2).
+    let trusting = policy(
+        "[[trunk]]\nname = \"intl-trust\"\nrole = \"international\"\nsources = [\"192.0.2.77\"]\ntrust_in_dialog_invites = true\n",
+    );
+    let invented = Message::parse(Bytes::from(
+        String::from_utf8(request("MESSAGE", "95588", "").bytes().to_vec())
+            .unwrap()
+            .replace(
+                "To: <sip:4008001234@10.0.0.100>",
+                "To: <sip:4008001234@10.0.0.100>;tag=nodlg",
+            ),
+    ))
+    .unwrap();
+    let d = judge(&trusting, &invented, "intl-trust");
+    assert_eq!(rejected(&d), Some((403, "intl-forged-service")), "{d:?}");
     // Source check only for the others: a SUBSCRIBE from "95588" goes on.
     for method in ["SUBSCRIBE", "OPTIONS", "PUBLISH"] {
         let d = judge(&p, &request(method, "95588", ""), "intl");
@@ -3558,6 +3574,8 @@ fn config_errors_name_file_and_line() {
         // Port 0: one of the kernel's choosing, which no Prometheus knows (QA 177 F).
         ("127.0.0.1:0", false),
         ("localhost:0", false),
+        ("127.0.0.1:00", false),
+        ("127.0.0.1:+0", false),
         ("[::1]:9090", true),
         ("localhost:9090", true),
         ("metrics-host.example:9090", true),
@@ -3574,7 +3592,9 @@ fn config_errors_name_file_and_line() {
                 let e = e.to_string();
                 assert!(!ok, "{listen}: {e}");
                 assert!(
-                    e.starts_with("m.toml:3:") && e.contains("[::1]:9090"),
+                    e.starts_with("m.toml:3:")
+                        && (e.contains("[::1]:9090")
+                            || listen.ends_with('0') && e.contains("port 0")),
                     "{e}"
                 );
                 assert_eq!(listen.contains('%'), e.contains("zone ids"), "{e}");
@@ -4704,6 +4724,8 @@ fn an_unreadable_identity_field_is_refused() {
             "<sip:+442071234567@x?P-Asserted-Identity=tel:+8613812345678>",
             "<sip:+442071234567@x?X-A=1&p-asserted-%49dentity=tel:+8613812345678>",
             "<sip:+442071234567@x?P-Asserted-Identity%20=tel:+8613812345678>",
+            "<sip:+442071234567@x?P-Asserted-Identity+=tel:+8613812345678>",
+            "<sip:+442071234567@x?X-A=1;P-Asserted-Identity=tel:+8613812345678>",
         ] {
             // A P-Asserted-Identity field is the only one; the others sit beside one.
             let extra = if field == "P-Asserted-Identity" {
@@ -7006,6 +7028,28 @@ fn a_recorded_calls_from_cannot_change_within_the_call() {
             "intl-rr"
         ),
         from
+    );
+    // A tagless call's later request adding a tag is the same caller (QA 178 C2).
+    assert_eq!(
+        at_core(
+            &update("notag", "\"110\" <sip:110@uk.example>;tag=X1"),
+            &rates,
+            &p,
+            "intl-rr"
+        ),
+        from
+    );
+    // The caller's side writing its dialog's tags the other way round (the core's tag
+    // in From) sends no in-dialog MESSAGE of its own: judged (QA 178 B1).
+    let swapped = sent(
+        "MESSAGE sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-sw\r\nFrom: \"95588\" <sip:95588@uk.example>;tag=uas1\r\nTo: <sip:4008001234@10.0.0.100>;tag=ft1\r\nCall-ID: call-wf\r\nCSeq: 9 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        .to_string(),
+    );
+    let d = judge_at(&p, &swapped, "intl-rr", MON_10H + 60_000, &rates);
+    assert_eq!(
+        (d.kind, rejected(&d)),
+        (Kind::OtherRequest, Some((403, "intl-forged-service"))),
+        "{d:?}"
     );
     // Without Record-Route nothing is kept (the later requests pass elsewhere).
     let plain = LocalRateCounter::new(1000);

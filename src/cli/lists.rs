@@ -130,17 +130,8 @@ pub fn publish(a: &PublishArgs) -> i32 {
             .cloned()
             .collect()
     };
-    let running = match rt.block_on(running_set(&redis)) {
-        Ok(Some((v, l))) => match lists::apply(&base, v, &judgeable(&l)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!(
-                    "sipfence: warning: the set running in redis (v{v}) does not load with this policy ({e}): judged against the policy's files"
-                );
-                base.clone()
-            }
-        },
-        Ok(None) => base.clone(),
+    let current = match rt.block_on(running_set(&redis)) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "sipfence: cannot read {}: {e}",
@@ -149,6 +140,39 @@ pub fn publish(a: &PublishArgs) -> i32 {
             return 1;
         }
     };
+    let current_names: Vec<String> = current
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|(n, _)| n.clone()))
+        .collect();
+    let running = match &current {
+        Some((v, l)) => match lists::apply(&base, *v, &judgeable(l)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "sipfence: warning: the set running in redis (v{v}) does not load with this policy ({e}): judged against the policy's files"
+                );
+                base.clone()
+            }
+        },
+        None => base.clone(),
+    };
+    // Without --config a whitelist the running set holds and this one leaves out goes
+    // back to a file no one here can see: refused unless forced (QA 178 A1: a blacklist
+    // published alone emptied a published whitelist everywhere).
+    if !known && !a.force {
+        let left: Vec<String> = current_names
+            .iter()
+            .filter(|n| n.starts_with("whitelist:") && !payload.iter().any(|(p, _)| p == *n))
+            .cloned()
+            .collect();
+        if !left.is_empty() {
+            eprintln!(
+                "sipfence: refused, nothing published: the set running leaves {} to this one, which leaves it out: each gateway would go back to its file, which cannot be judged without --config (give the gateways' policy, or publish the whitelist too, or --force)",
+                left.join(", ")
+            );
+            return 1;
+        }
+    }
     let judged = match lists::judge(&running, &base, 0, &judgeable(&payload)) {
         Ok(j) => j,
         Err(e) => {
@@ -217,12 +241,26 @@ pub fn publish(a: &PublishArgs) -> i32 {
     }
 }
 
-/// The set `current` names, with its lists, if any.
+/// The set the gateways run: the newest of the sets kept (the last three) that a `lists
+/// publish` judged, the gateways having refused one written by other means that cuts a
+/// list (QA 178 A2: a hand-written cut set, refused everywhere, was the baseline that let
+/// the same cut through); else the one `current` names.
 async fn running_set(
     redis: &Redis,
 ) -> Result<Option<(u64, lists::ListSet)>, crate::cluster::RedisFailure> {
     let Some(p) = lists::current(redis).await? else {
         return Ok(None);
     };
-    Ok(Some((p.version, lists::fetch(redis, p.version).await?)))
+    let newest = lists::fetch(redis, p.version).await?;
+    for v in (p.version.saturating_sub(3).max(1)..=p.version).rev() {
+        let set = if v == p.version {
+            newest.clone()
+        } else {
+            lists::fetch(redis, v).await?
+        };
+        if !set.is_empty() && lists::judged(redis, v, &set).await? {
+            return Ok(Some((v, set)));
+        }
+    }
+    Ok(Some((p.version, newest)))
 }

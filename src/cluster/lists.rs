@@ -80,14 +80,14 @@ pub async fn publish(
     pipe.atomic();
     let judged_key = format!("{set}:judged");
     pipe.cmd("DEL").arg(&set).ignore();
+    let tag = tag_of(lists);
     pipe.cmd("SET")
         .arg(&judged_key)
-        .arg(if forced { "forced" } else { "checked" })
+        .arg(judged_mark(forced, tag))
         .ignore();
     for (name, text) in lists {
         pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
     }
-    let tag = tag_of(lists);
     pipe.cmd("SET")
         .arg(&current)
         .arg(format!("{version}:{tag:016x}"))
@@ -138,13 +138,22 @@ pub async fn fetch(redis: &Redis, version: u64) -> Result<Vec<(String, String)>,
     Ok(v)
 }
 
-/// Whether `lists publish` judged version `version` (see [`publish`]).
-pub async fn judged(redis: &Redis, version: u64) -> Result<bool, RedisFailure> {
+/// The mark `lists publish` leaves beside a set it judged: how, and the digest of the
+/// set's content, so that a set edited in place afterwards is no longer taken for the
+/// one judged (QA 178 A3).
+fn judged_mark(forced: bool, tag: u64) -> String {
+    format!("{}:{tag:016x}", if forced { "forced" } else { "checked" })
+}
+
+/// Whether `lists publish` judged version `version` as it now holds `lists` (see
+/// [`publish`]).
+pub async fn judged(redis: &Redis, version: u64, lists: &ListSet) -> Result<bool, RedisFailure> {
     let k = redis.key(&format!("lists:v{version}:judged"));
     let v: Option<String> = redis
         .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
         .await?;
-    Ok(v.is_some())
+    let tag = tag_of(lists);
+    Ok(v.is_some_and(|v| v == judged_mark(false, tag) || v == judged_mark(true, tag)))
 }
 
 /// What a gateway running `running` says of a set before taking it: the lists the set

@@ -1103,18 +1103,27 @@ impl Policy {
                     .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
                 && port.parse::<u16>().is_ok()
         };
-        // Port 0 binds a port of the kernel's choosing, which no Prometheus knows (QA
-        // 177 F).
         if !m.is_empty()
-            && (m.parse::<std::net::SocketAddr>().is_err()
-                && !m.rsplit_once(':').is_some_and(named)
-                || m.ends_with(":0"))
+            && m.parse::<std::net::SocketAddr>().is_err()
+            && !m.rsplit_once(':').is_some_and(named)
         {
             return Err(LoadError::file(
                 file,
                 format!(
                     "metrics.listen '{m}' is not host:port (e.g. 127.0.0.1:9090, [::1]:9090){}",
                     config::zone_said(m)
+                ),
+            ));
+        }
+        // Port 0 (`:0`, `:00`, `:+0`) binds a port of the kernel's choosing, which no
+        // Prometheus knows (QA 177 F, QA 178 E1).
+        if m.rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>() == Ok(0))
+        {
+            return Err(LoadError::file(
+                file,
+                format!(
+                    "metrics.listen '{m}' has port 0, which the kernel would choose: name the port Prometheus scrapes (e.g. 127.0.0.1:9090)"
                 ),
             ));
         }

@@ -1283,7 +1283,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             print_out!("sipfence: {said}");
         }
         // Not known (Redis gone between the two reads): judged here, the safe side.
-        let judged = crate::cluster::lists::judged(&c.redis, v)
+        let judged = crate::cluster::lists::judged(&c.redis, v, &lists)
             .await
             .unwrap_or(false);
         let s = shared.clone();
