@@ -119,8 +119,9 @@ enum ListsCmd {
         /// The gateways' [redis] prefix (overrides the policy's; default "sipfence").
         #[arg(long)]
         prefix: Option<String>,
-        /// Publish a list cut by more than half against the set running (refused
-        /// otherwise, here and by every gateway, as a reload refuses a cut list file).
+        /// Publish a list cut by more than half against the sets in Redis (refused
+        /// otherwise, as a reload refuses a cut list file; the gateways take a set so
+        /// published as it comes).
         #[arg(long)]
         force: bool,
         /// NAME=FILE: blacklist, protected, roamers, own_segments, exempt or whitelist:<trunk>.

@@ -943,6 +943,37 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
             && err.contains("whole country"),
         "{code:?} {err}"
     );
+    // A set written by other means that the gateways took (growth: 3,000 numbers, by an
+    // older publisher in a rolling upgrade, say) is judged against too: a cut from it is
+    // refused (QA 179 N3), as one from the newest judged set is.
+    let v: u64 = redis
+        .cli(&["INCR", "sipfence:lists:seq"])
+        .trim()
+        .parse()
+        .unwrap();
+    redis.cli(&[
+        "HSET",
+        &format!("sipfence:lists:v{v}"),
+        "blacklist",
+        &numbers(3000),
+        "roamers",
+        "+86*\n",
+        "whitelist:ent",
+        "+8613912340001\n",
+    ]);
+    redis.cli(&["SET", "sipfence:lists:current", &v.to_string()]);
+    wait_for("the hand-written growth taken", 10, || {
+        running() == v as f64
+    });
+    let (code, err) = publish(&[
+        &file("b1000.txt", &numbers(1000)),
+        &format!("roamers={}", roamers.display()),
+        &format!("whitelist:ent={}", wl.display()),
+    ]);
+    assert!(
+        code == Some(1) && err.contains("list blacklist 3000 -> 1000 entries lost more than half"),
+        "{code:?} {err}"
+    );
 }
 
 #[test]

@@ -106,115 +106,8 @@ pub fn publish(a: &PublishArgs) -> i32 {
     };
     let payload: Vec<(String, String)> =
         set.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
-    // Judged against the set running in Redis (or the policy's files when none is),
-    // whole: a list the set leaves out goes back to its file at every gateway (QA 177
-    // B). A list cut by more than half is refused here, before any gateway sees it, and
-    // what `check` would warn of is said (QA 175). The gateways take a set judged so as
-    // it comes. Without --config the gateways' files are not known: judged against
-    // none (and their whitelists left to them), not the built-in example's (QA 177 C).
-    let known = a.config.is_some();
-    let base = if known {
-        policy.clone()
-    } else {
-        match crate::policy::Policy::from_str("", "(no --config)", std::path::Path::new(".")) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("sipfence: {e}");
-                return 1;
-            }
-        }
-    };
-    let judgeable = |set: &[(String, String)]| -> lists::ListSet {
-        set.iter()
-            .filter(|(n, _)| known || !n.starts_with("whitelist:"))
-            .cloned()
-            .collect()
-    };
-    let current = match rt.block_on(running_set(&redis)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "sipfence: cannot read {}: {e}",
-                crate::cluster::url_for_people(&url)
-            );
-            return 1;
-        }
-    };
-    let current_names: Vec<String> = current
-        .iter()
-        .flat_map(|(_, l)| l.iter().map(|(n, _)| n.clone()))
-        .collect();
-    let running = match &current {
-        Some((v, l)) => match lists::apply(&base, *v, &judgeable(l)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!(
-                    "sipfence: warning: the set running in redis (v{v}) does not load with this policy ({e}): judged against the policy's files"
-                );
-                base.clone()
-            }
-        },
-        None => base.clone(),
-    };
-    // Without --config a whitelist the running set holds and this one leaves out goes
-    // back to a file no one here can see: refused unless forced (QA 178 A1: a blacklist
-    // published alone emptied a published whitelist everywhere).
-    if !known && !a.force {
-        let left: Vec<String> = current_names
-            .iter()
-            .filter(|n| n.starts_with("whitelist:") && !payload.iter().any(|(p, _)| p == *n))
-            .cloned()
-            .collect();
-        if !left.is_empty() {
-            eprintln!(
-                "sipfence: refused, nothing published: the set running leaves {} to this one, which leaves it out: each gateway would go back to its file, which cannot be judged without --config (give the gateways' policy, or publish the whitelist too, or --force)",
-                left.join(", ")
-            );
-            return 1;
-        }
-    }
-    let judged = match lists::judge(&running, &base, 0, &judgeable(&payload)) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("sipfence: refused, nothing published: {e}");
-            return 1;
-        }
-    };
-    // Named by their files, where they are mended (QA 177 E).
-    let located = |w: &str| {
-        a.lists
-            .iter()
-            .fold(w.to_string(), |w, item| match item.split_once('=') {
-                Some((name, file)) => {
-                    w.replace(&format!("redis:lists/v0/{name}:"), &format!("{file}:"))
-                }
-                None => w,
-            })
-    };
-    let refused = !judged.shrunk.is_empty() && !a.force;
-    for w in &judged.warnings {
-        // A refusal says more than the tenth's warning.
-        if !(refused && w.contains("lost more than a tenth")) {
-            eprintln!("sipfence: warning: {}", located(w));
-        }
-    }
-    if !judged.shrunk.is_empty() {
-        if refused {
-            eprintln!(
-                "sipfence: refused, nothing published: {} lost more than half against the set running{} (a feed's file cut short?); to publish it as it is: --force",
-                judged.shrunk.join(", "),
-                if known {
-                    ", a list the set leaves out going back to its file"
-                } else {
-                    " (without --config, a list the set leaves out is judged going back to no file: give the gateways' policy)"
-                }
-            );
-            return 1;
-        }
-        eprintln!(
-            "sipfence: --force: {} published as meant",
-            judged.shrunk.join(", ")
-        );
+    if let Err(code) = judged_or_refused(a, &policy, &rt, &redis, &url, &payload) {
+        return code;
     }
     match rt.block_on(lists::publish(&redis, &payload, a.force)) {
         Ok(v) => {
@@ -241,26 +134,192 @@ pub fn publish(a: &PublishArgs) -> i32 {
     }
 }
 
-/// The set the gateways run: the newest of the sets kept (the last three) that a `lists
-/// publish` judged, the gateways having refused one written by other means that cuts a
-/// list (QA 178 A2: a hand-written cut set, refused everywhere, was the baseline that let
-/// the same cut through); else the one `current` names.
-async fn running_set(
+/// Judges `payload` as the gateways will run it, whole (a list it leaves out goes back
+/// to its file at every gateway: QA 177 B), against the newest set in Redis a `lists
+/// publish` judged (or the policy's files when there is none): a list cut by more than
+/// half is refused here, before any gateway sees it, unless `--force`, and what `check`
+/// would newly warn of is said (QA 175). The gateways take a set judged so as it comes.
+/// Without --config the gateways' files are not known: judged against none (and their
+/// whitelists left to them), not the built-in example's (QA 177 C). `Err`: the exit
+/// status, the reason said.
+fn judged_or_refused(
+    a: &PublishArgs,
+    policy: &crate::policy::Policy,
+    rt: &tokio::runtime::Runtime,
     redis: &Redis,
-) -> Result<Option<(u64, lists::ListSet)>, crate::cluster::RedisFailure> {
+    url: &str,
+    payload: &[(String, String)],
+) -> Result<(), i32> {
+    let known = a.config.is_some();
+    let base = if known {
+        policy.clone()
+    } else {
+        match crate::policy::Policy::from_str("", "(no --config)", std::path::Path::new(".")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("sipfence: {e}");
+                return Err(1);
+            }
+        }
+    };
+    let judgeable = |set: &[(String, String)]| -> lists::ListSet {
+        set.iter()
+            .filter(|(n, _)| known || !n.starts_with("whitelist:"))
+            .cloned()
+            .collect()
+    };
+    let (judged_set, current) = match rt.block_on(baselines(redis)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "sipfence: cannot read {}: {e}",
+                crate::cluster::url_for_people(url)
+            );
+            return Err(1);
+        }
+    };
+    let current_names: Vec<String> = judged_set
+        .iter()
+        .chain(current.iter())
+        .flat_map(|(_, l)| l.iter().map(|(n, _)| n.clone()))
+        .collect();
+    let as_policy = |(v, l): &(u64, lists::ListSet)| match lists::apply(&base, *v, &judgeable(l)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "sipfence: warning: the set in redis v{v} does not load with this policy ({e}): judged against the policy's files"
+            );
+            base.clone()
+        }
+    };
+    // The newest set a publisher judged, else the policy's files (Redis holds none: only
+    // sets written by other means, or by a release before the mark); and the current
+    // one when it is another.
+    let mut against = vec![judged_set.as_ref().map_or_else(|| base.clone(), as_policy)];
+    if let Some(c) = &current {
+        against.push(as_policy(c));
+    }
+    // Without --config a whitelist the running set holds and this one leaves out goes
+    // back to a file no one here can see: refused unless forced (QA 178 A1: a blacklist
+    // published alone emptied a published whitelist everywhere).
+    if !known && !a.force {
+        let left: Vec<String> = current_names
+            .iter()
+            .filter(|n| n.starts_with("whitelist:") && !payload.iter().any(|(p, _)| p == *n))
+            .cloned()
+            .collect();
+        if !left.is_empty() {
+            eprintln!(
+                "sipfence: refused, nothing published: the set running leaves {} to this one, which leaves it out: each gateway would go back to its file, which cannot be judged without --config (give the gateways' policy, or publish the whitelist too, or --force)",
+                left.join(", ")
+            );
+            return Err(1);
+        }
+    }
+    let mut judged = lists::Judged {
+        policy: base.clone(),
+        shrunk: vec![],
+        warnings: vec![],
+    };
+    for running in &against {
+        let j = match lists::judge(running, &base, 0, &judgeable(payload)) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("sipfence: refused, nothing published: {e}");
+                return Err(1);
+            }
+        };
+        for x in j.shrunk {
+            if !judged.shrunk.contains(&x) {
+                judged.shrunk.push(x);
+            }
+        }
+        for w in j.warnings {
+            if !judged.warnings.contains(&w) {
+                judged.warnings.push(w);
+            }
+        }
+    }
+    let leaves_out = current_names
+        .iter()
+        .any(|n| !payload.iter().any(|(p, _)| p == n));
+    // Named by their files, where they are mended (QA 177 E).
+    let located = |w: &str| {
+        a.lists
+            .iter()
+            .fold(w.to_string(), |w, item| match item.split_once('=') {
+                Some((name, file)) => {
+                    w.replace(&format!("redis:lists/v0/{name}:"), &format!("{file}:"))
+                }
+                None => w,
+            })
+    };
+    let refused = !judged.shrunk.is_empty() && !a.force;
+    for w in &judged.warnings {
+        // A refusal says more than the tenth's warning.
+        if !(refused && w.contains("lost more than a tenth")) {
+            eprintln!("sipfence: warning: {}", located(w));
+        }
+    }
+    if !judged.shrunk.is_empty() {
+        if refused {
+            eprintln!(
+                "sipfence: refused, nothing published: {} lost more than half against the sets in redis (the newest a `lists publish` judged, and the current one){} (a feed's file cut short?); to publish it as it is: --force",
+                judged.shrunk.join(", "),
+                match (leaves_out, known) {
+                    (false, _) => "",
+                    (true, true) => ", a list the set leaves out going back to its file",
+                    (true, false) => {
+                        " (without --config, a list the set leaves out is judged going back to no file: give the gateways' policy)"
+                    }
+                }
+            );
+            return Err(1);
+        }
+        eprintln!(
+            "sipfence: --force: {} published as meant",
+            judged.shrunk.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The sets a new one is judged against: the newest set a `lists publish` judged whose
+/// mark still matches its content (looked for over the last [`LOOK_BACK`] versions,
+/// however many sets written by other means came after it: QA 179 N1, N2), and the set
+/// `current` names when it is another (one written by other means that the gateways
+/// took, not being a cut: QA 179 N3). A cut against either is refused.
+async fn baselines(
+    redis: &Redis,
+) -> Result<
+    (Option<(u64, lists::ListSet)>, Option<(u64, lists::ListSet)>),
+    crate::cluster::RedisFailure,
+> {
     let Some(p) = lists::current(redis).await? else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let newest = lists::fetch(redis, p.version).await?;
-    for v in (p.version.saturating_sub(3).max(1)..=p.version).rev() {
+    let mut judged = None;
+    for v in (p.version.saturating_sub(LOOK_BACK).max(1)..=p.version).rev() {
+        let Some(mark) = lists::mark_of(redis, v).await? else {
+            continue;
+        };
         let set = if v == p.version {
             newest.clone()
         } else {
             lists::fetch(redis, v).await?
         };
-        if !set.is_empty() && lists::judged(redis, v, &set).await? {
-            return Ok(Some((v, set)));
+        if !set.is_empty() && lists::mark_matches(&mark, &set) {
+            judged = Some((v, set));
+            break;
         }
     }
-    Ok(Some((p.version, newest)))
+    let current = match &judged {
+        Some((v, _)) if *v == p.version => None,
+        _ => Some((p.version, newest)),
+    };
+    Ok((judged, current))
 }
+
+/// How many versions back the publisher looks for the newest judged set.
+const LOOK_BACK: u64 = 100;

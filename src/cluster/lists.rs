@@ -145,15 +145,26 @@ fn judged_mark(forced: bool, tag: u64) -> String {
     format!("{}:{tag:016x}", if forced { "forced" } else { "checked" })
 }
 
+/// The mark beside version `version`, if any (see [`publish`]).
+pub async fn mark_of(redis: &Redis, version: u64) -> Result<Option<String>, RedisFailure> {
+    let k = redis.key(&format!("lists:v{version}:judged"));
+    redis
+        .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
+        .await
+}
+
+/// Whether `mark` is the one `lists publish` left beside `lists`, as they are now.
+pub fn mark_matches(mark: &str, lists: &ListSet) -> bool {
+    let tag = tag_of(lists);
+    mark == judged_mark(false, tag) || mark == judged_mark(true, tag)
+}
+
 /// Whether `lists publish` judged version `version` as it now holds `lists` (see
 /// [`publish`]).
 pub async fn judged(redis: &Redis, version: u64, lists: &ListSet) -> Result<bool, RedisFailure> {
-    let k = redis.key(&format!("lists:v{version}:judged"));
-    let v: Option<String> = redis
-        .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
-        .await?;
-    let tag = tag_of(lists);
-    Ok(v.is_some_and(|v| v == judged_mark(false, tag) || v == judged_mark(true, tag)))
+    Ok(mark_of(redis, version)
+        .await?
+        .is_some_and(|m| mark_matches(&m, lists)))
 }
 
 /// What a gateway running `running` says of a set before taking it: the lists the set
