@@ -926,12 +926,13 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
             msg.from_addr().map_or(&[][..], |na| na.whole.of(msg.buf())),
             ctx.now_ms,
         ),
+        // A MESSAGE or REFER that went on as written has no later requests.
+        None if judged_other => {}
         // A call whose later requests pass here (Record-Route) keeps its From as
         // written too: the caller is judged once, and an UPDATE or re-INVITE must not
         // show the callee another caller than the INVITE did (QA 173 F1: a clean +44
         // call's UPDATE came with From "110", its re-INVITE with a +86 number, and
         // both went on). Kept as the core was given it; its answers need no other.
-        None if judged_other => {}
         None if d.trunk.is_some_and(|t| policy.trunks[t].record_route) => {
             if let Some(na) = msg.from_addr() {
                 r.keep_from(key, fitted(na.whole.of(msg.buf())), &[], ctx.now_ms);

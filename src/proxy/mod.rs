@@ -595,26 +595,6 @@ impl Shared {
         let Ok(mut running) = self.lists.lock() else {
             return Err("published lists: lock poisoned".into());
         };
-        // A set `lists publish` did not judge (written by other means, or by a release
-        // before it), against the running lists, as a reload judges a list file: a
-        // feed's file cut short would else empty the blacklist of every gateway at once
-        // (QA 175 F1). A judged one was judged against the set before it, which this
-        // gateway may not run (restarted, a version behind: QA 177 A).
-        let running_policy = self.loaded.load();
-        let seen = crate::cluster::lists::judge(
-            &running_policy.policy,
-            &running_policy.policy,
-            version,
-            &lists,
-        )
-        .map_err(|e| e.to_string())?;
-        drop(running_policy);
-        if !judged && !seen.shrunk.is_empty() {
-            return Err(format!(
-                "{} lost more than half, in a set no `lists publish` judged (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
-                seen.shrunk.join(", ")
-            ));
-        }
         // A list the running set holds and this one does not goes back to the files'
         // (what a gateway that starts now runs): the files are read again, as a reload
         // reads them. Applied on top of the running policy, it kept the older set's
@@ -637,8 +617,27 @@ impl Shared {
                 }
             }
         } else {
-            let p = seen.policy;
+            // A set `lists publish` did not judge (written by other means, or by a
+            // release before it), against the running lists, as a reload judges a list
+            // file: a feed's file cut short would else empty the blacklist of every
+            // gateway at once (QA 175 F1). A judged one was judged against the sets
+            // before it, which this gateway may not run (restarted, a version behind:
+            // QA 177 A).
             let running_policy = self.loaded.load();
+            let seen = crate::cluster::lists::judge(
+                &running_policy.policy,
+                &running_policy.policy,
+                version,
+                &lists,
+            )
+            .map_err(|e| e.to_string())?;
+            if !judged && !seen.shrunk.is_empty() {
+                return Err(format!(
+                    "{} lost more than half, in a set no `lists publish` judged (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
+                    seen.shrunk.join(", ")
+                ));
+            }
+            let p = seen.policy;
             for c in diff::applied(&running_policy.policy, &p) {
                 tracing::info!(change = %c, version, "published lists apply");
             }
