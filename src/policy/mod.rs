@@ -653,6 +653,14 @@ fn named_at(mut e: LoadError, text: &str, file: &str, path: &str) -> LoadError {
 /// Largest behaviour table (`[behaviour] callers` or `calls`): 16M callers take 1.7 GiB.
 const MAX_BEHAVIOUR_SLOTS: usize = 1 << 24;
 
+/// What a rule's setting that does nothing beside its action is: an answer's code or
+/// reason, or a label ([`resolve_actions`]'s notes).
+#[derive(Clone, Copy)]
+enum Unused {
+    Answer,
+    Label,
+}
+
 /// The actions `base` with the settings of `over` (rule tables, `where_` they are:
 /// `[rules.X]` or a trunk's) on top; settings that do nothing go to `notes`.
 fn resolve_actions(
@@ -660,7 +668,7 @@ fn resolve_actions(
     over: &std::collections::BTreeMap<RuleId, RuleConf>,
     file: &str,
     where_: &str,
-    notes: &mut Vec<(RuleId, String)>,
+    notes: &mut Vec<(RuleId, Unused, String)>,
 ) -> Result<Vec<Action>, LoadError> {
     let mut out = base.to_vec();
     for (r, c) in over {
@@ -676,6 +684,7 @@ fn resolve_actions(
             if !set.is_empty() {
                 notes.push((
                     *r,
+                    Unused::Answer,
                     format!(
                         "{where_}rule {} sets {} but its action {} sends no answer: unused until the action is reject",
                         r.as_str(),
@@ -694,6 +703,7 @@ fn resolve_actions(
         {
             notes.push((
                 *r,
+                Unused::Label,
                 format!(
                     "{where_}rule {} sets label but its action {} adds none: unused until the action is label{}",
                     r.as_str(),
@@ -1679,26 +1689,27 @@ impl Policy {
         // makes the rule reject (`action = "reject"` in its own table).
         let notes: Vec<String> = global_notes
             .into_iter()
-            .filter(|(r, n)| {
+            .filter(|(r, unused, _)| {
                 let g = &global[r.index()];
-                // A label set under [rules] that some trunk's action uses is no note.
-                if n.contains(" sets label ") {
-                    return !trunks.iter().any(|t| {
-                        let a = &t.actions[r.index()];
-                        matches!(
-                            a.kind,
-                            ActionKind::Label | ActionKind::RateLimit | ActionKind::Rewrite
-                        ) && a.label == g.label
-                    });
-                }
                 !trunks.iter().any(|t| {
                     let a = &t.actions[r.index()];
-                    matches!(a.kind, ActionKind::Reject | ActionKind::RateLimit)
-                        && (a.code == g.code || a.reason == g.reason)
+                    match unused {
+                        Unused::Answer => {
+                            matches!(a.kind, ActionKind::Reject | ActionKind::RateLimit)
+                                && (a.code == g.code || a.reason == g.reason)
+                        }
+                        // A label set under [rules] that some trunk's action adds.
+                        Unused::Label => {
+                            matches!(
+                                a.kind,
+                                ActionKind::Label | ActionKind::RateLimit | ActionKind::Rewrite
+                            ) && a.label == g.label
+                        }
+                    }
                 })
             })
             .chain(notes)
-            .map(|(_, n)| n)
+            .map(|(_, _, n)| n)
             .collect();
         Ok(Policy {
             blacklist: load_list(&cfg.lists.blacklist, "blacklist", false)?,
