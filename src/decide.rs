@@ -250,6 +250,13 @@ impl Decision {
     pub fn is_reject(&self) -> bool {
         matches!(self.outcome, Outcome::Reject { .. } | Outcome::Drop)
     }
+    /// Whether the decision leaves a signalling record (the proxy's and replay's alike):
+    /// calls, every request refused (a scanner's OPTIONS dropped as `unknown-source`
+    /// too, QA 57), and the MESSAGEs and REFERs whose sender was judged, a caller named
+    /// (QA 176 N6: one let through left none).
+    pub fn recorded(&self) -> bool {
+        self.kind == Kind::Call || self.is_reject() || self.caller.is_some()
+    }
     /// A short word for the verdict: allow, reject, rewrite, label.
     pub fn verdict_str(&self) -> &'static str {
         match self.outcome {

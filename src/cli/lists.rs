@@ -135,8 +135,9 @@ pub fn publish(a: &PublishArgs) -> i32 {
 }
 
 /// Judges `payload` as the gateways will run it, whole (a list it leaves out goes back
-/// to its file at every gateway: QA 177 B), against the newest set in Redis a `lists
-/// publish` judged (or the policy's files when there is none): a list cut by more than
+/// to its file at every gateway: QA 177 B), against the sets in Redis ([`baselines`]:
+/// the newest a `lists publish` judged, or the policy's files when there is none, and
+/// the current one when it is another): a list cut by more than
 /// half is refused here, before any gateway sees it, unless `--force`, and what `check`
 /// would newly warn of is said (QA 175). The gateways take a set judged so as it comes.
 /// Without --config the gateways' files are not known: judged against none (and their
@@ -216,27 +217,22 @@ fn judged_or_refused(
             return Err(1);
         }
     }
-    let mut judged = lists::Judged {
-        policy: base.clone(),
-        shrunk: vec![],
-        warnings: vec![],
-    };
-    for running in &against {
-        let j = match lists::judge(running, &base, 0, &judgeable(payload)) {
-            Ok(j) => j,
-            Err(e) => {
-                eprintln!("sipfence: refused, nothing published: {e}");
-                return Err(1);
-            }
-        };
-        for x in j.shrunk {
-            if !judged.shrunk.contains(&x) {
-                judged.shrunk.push(x);
-            }
+    // The new set built once, judged against each.
+    let new = match lists::apply(&base, 0, &judgeable(payload)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sipfence: refused, nothing published: {e}");
+            return Err(1);
         }
-        for w in j.warnings {
-            if !judged.warnings.contains(&w) {
-                judged.warnings.push(w);
+    };
+    let (mut shrunk, mut warnings) = (Vec::<String>::new(), Vec::<String>::new());
+    for running in &against {
+        let (s, w) = lists::cuts_and_warnings(running, &new);
+        for (from, into) in [(s, &mut shrunk), (w, &mut warnings)] {
+            for x in from {
+                if !into.contains(&x) {
+                    into.push(x);
+                }
             }
         }
     }
@@ -254,18 +250,18 @@ fn judged_or_refused(
                 None => w,
             })
     };
-    let refused = !judged.shrunk.is_empty() && !a.force;
-    for w in &judged.warnings {
+    let refused = !shrunk.is_empty() && !a.force;
+    for w in &warnings {
         // A refusal says more than the tenth's warning.
         if !(refused && w.contains("lost more than a tenth")) {
             eprintln!("sipfence: warning: {}", located(w));
         }
     }
-    if !judged.shrunk.is_empty() {
+    if !shrunk.is_empty() {
         if refused {
             eprintln!(
                 "sipfence: refused, nothing published: {} lost more than half against the sets in redis (the newest a `lists publish` judged, and the current one){} (a feed's file cut short?); to publish it as it is: --force",
-                judged.shrunk.join(", "),
+                shrunk.join(", "),
                 match (leaves_out, known) {
                     (false, _) => "",
                     (true, true) => ", a list the set leaves out going back to its file",
@@ -278,7 +274,7 @@ fn judged_or_refused(
         }
         eprintln!(
             "sipfence: --force: {} published as meant",
-            judged.shrunk.join(", ")
+            shrunk.join(", ")
         );
     }
     Ok(())
@@ -298,27 +294,23 @@ async fn baselines(
     let Some(p) = lists::current(redis).await? else {
         return Ok((None, None));
     };
+    let judged = |mark: Option<String>, set: &lists::ListSet| {
+        !set.is_empty() && mark.is_some_and(|m| lists::mark_matches(&m, set))
+    };
     let newest = lists::fetch(redis, p.version).await?;
-    let mut judged = None;
-    for v in (p.version.saturating_sub(LOOK_BACK).max(1)..=p.version).rev() {
+    if judged(lists::mark_of(redis, p.version).await?, &newest) {
+        return Ok((Some((p.version, newest)), None));
+    }
+    for v in (p.version.saturating_sub(LOOK_BACK).max(1)..p.version).rev() {
         let Some(mark) = lists::mark_of(redis, v).await? else {
             continue;
         };
-        let set = if v == p.version {
-            newest.clone()
-        } else {
-            lists::fetch(redis, v).await?
-        };
-        if !set.is_empty() && lists::mark_matches(&mark, &set) {
-            judged = Some((v, set));
-            break;
+        let set = lists::fetch(redis, v).await?;
+        if judged(Some(mark), &set) {
+            return Ok((Some((v, set)), Some((p.version, newest))));
         }
     }
-    let current = match &judged {
-        Some((v, _)) if *v == p.version => None,
-        _ => Some((p.version, newest)),
-    };
-    Ok((judged, current))
+    Ok((None, Some((p.version, newest))))
 }
 
 /// How many versions back the publisher looks for the newest judged set.

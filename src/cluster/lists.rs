@@ -168,39 +168,49 @@ pub async fn judged(redis: &Redis, version: u64, lists: &ListSet) -> Result<bool
 }
 
 /// What a gateway running `running` says of a set before taking it: the lists the set
-/// cuts by more than half (refused unless the set was forced), and the warnings it
-/// would newly give (a list cut by more than a tenth; a `+86*` that takes in a whole
-/// country, ...). The publisher asks the same of the set running in Redis, so that a
-/// feed's cut file is refused before any gateway sees it (QA 175 F1, F2).
+/// cuts by more than half (refused when no `lists publish` judged the set), and the
+/// warnings it would newly give (a list cut by more than a tenth; a `+86*` that takes
+/// in a whole country, ...). The publisher asks the same of the sets in Redis
+/// ([`cuts_and_warnings`]), so that a feed's cut file is refused before any gateway
+/// sees it (QA 175 F1, F2).
 pub struct Judged {
     pub policy: crate::policy::Policy,
     pub shrunk: Vec<String>,
     pub warnings: Vec<String>,
 }
 
-/// `base`: what the set is applied to, the running policy at a gateway (a list the set
-/// leaves out is judged there when the files are read again); the policy's files at the
-/// publisher, so that a list the set leaves out is judged going back to its file (QA
-/// 177 B).
+/// The set applied on top of `running` (a list it leaves out is judged when the files
+/// are read again, as a reload is).
 pub fn judge(
     running: &crate::policy::Policy,
-    base: &crate::policy::Policy,
     version: u64,
     lists: &ListSet,
 ) -> Result<Judged, crate::load_error::LoadError> {
+    let policy = apply(running, version, lists)?;
+    let (shrunk, warnings) = cuts_and_warnings(running, &policy);
+    Ok(Judged {
+        policy,
+        shrunk,
+        warnings,
+    })
+}
+
+/// What `running` says of `policy`, a set applied: the lists cut by more than half, and
+/// the warnings newly given ([`Judged`]). The publisher asks it of each set it judges
+/// against, the new set applied to the policy's files once, so that a list the set
+/// leaves out is judged going back to its file (QA 177 B).
+pub fn cuts_and_warnings(
+    running: &crate::policy::Policy,
+    policy: &crate::policy::Policy,
+) -> (Vec<String>, Vec<String>) {
     use crate::policy::{diff, lint};
-    let policy = apply(base, version, lists)?;
     let before = lint::warnings(running);
-    let mut warnings: Vec<String> = lint::warnings(&policy)
+    let mut warnings: Vec<String> = lint::warnings(policy)
         .into_iter()
         .filter(|w| !before.contains(w))
         .collect();
-    warnings.extend(diff::cut_warning(running, &policy));
-    Ok(Judged {
-        shrunk: diff::shrunk_lists(running, &policy),
-        policy,
-        warnings,
-    })
+    warnings.extend(diff::cut_warning(running, policy));
+    (diff::shrunk_lists(running, policy), warnings)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::behaviour::local::LocalTracker;
 use crate::cluster::{Cluster, Redis, counters::SharedRateCounter};
-use crate::decide::{Decision, Kind};
+use crate::decide::Decision;
 use crate::observability::homer::HepMirror;
 use crate::observability::metrics::{Bound, Metrics};
 use crate::observability::records::{self, RecordSink};
@@ -624,13 +624,8 @@ impl Shared {
             // before it, which this gateway may not run (restarted, a version behind:
             // QA 177 A).
             let running_policy = self.loaded.load();
-            let seen = crate::cluster::lists::judge(
-                &running_policy.policy,
-                &running_policy.policy,
-                version,
-                &lists,
-            )
-            .map_err(|e| e.to_string())?;
+            let seen = crate::cluster::lists::judge(&running_policy.policy, version, &lists)
+                .map_err(|e| e.to_string())?;
             if !judged && !seen.shrunk.is_empty() {
                 return Err(format!(
                     "{} lost more than half, in a set no `lists publish` judged (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
@@ -682,11 +677,7 @@ impl Shared {
             return;
         }
         let stream = self.cluster.as_ref().and_then(|c| c.stream.get());
-        // Calls, refusals, and the MESSAGEs and REFERs whose sender was judged (QA 176
-        // N6: one let through left no record): a caller named is a caller judged.
-        if (stream.is_some() || self.records.is_some())
-            && (d.kind == Kind::Call || d.is_reject() || d.caller.is_some())
-        {
+        if (stream.is_some() || self.records.is_some()) && d.recorded() {
             // One record for both writers.
             let rec = Record::new(&l.policy, msg, d, source, now_ms);
             if let Some(st) = stream

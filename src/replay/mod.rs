@@ -679,9 +679,8 @@ impl<'p> Replayer<'p> {
                         *self.summary.by_rule.entry("(protocol checks)").or_default() += 1;
                     }
                 }
-                // As the proxy records: calls, refusals, and the MESSAGEs and REFERs
-                // whose sender was judged (a caller named; QA 176 N6).
-                if !again && (d.kind == Kind::Call || rej || d.caller.is_some()) {
+                // As the proxy records ([`decide::Decision::recorded`]).
+                if !again && d.recorded() {
                     let mut rec = Record::new(self.policy, &msg, &d, src, ts_ms);
                     if d.kind == Kind::Call
                         && let Some(t) = d.trunk.map(|t| &self.policy.trunks[t])
@@ -902,14 +901,9 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     if !json {
         println!("{}", crate::record::TABLE_HEADER);
     }
+    // The replayer hands over the records the proxy would write
+    // ([`crate::decide::Decision::recorded`]), each printed.
     let mut print = |rec: Record| {
-        // Calls, and every other request refused: a scanner's OPTIONS dropped as
-        // `unknown-source` too, as the proxy records them (QA 57: drops were left out).
-        // Calls, every other request refused, and the MESSAGEs and REFERs whose sender
-        // was judged (a caller named), as the proxy records them (QA 176 N6).
-        if rec.kind != "call" && !matches!(rec.verdict, "reject" | "drop") && rec.caller.is_none() {
-            return;
-        }
         if json {
             println!("{}", serde_json::to_string(&rec).unwrap_or_default());
         } else {
