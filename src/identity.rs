@@ -621,10 +621,11 @@ fn asserted_scheme(uri: &[u8]) -> bool {
 
 /// An identity value whose parameters quote what reads as another value (`;x="a,
 /// <tel:+8613812345678>"`), or whose URI carries an identity field as a header
-/// (`?P-Asserted-Identity=...`; other URI headers are left alone, QA 45): RFC 3325's
-/// grammar has neither, and an element that splits the field at commas
-/// without minding quotes, or applies URI headers, reads a second identity the filter
-/// never judged (QA 173 F4). Refused as an unreadable field is.
+/// (`?P-Asserted-Identity=...`; other URI headers are left alone, QA 45), or a second
+/// '@': RFC 3325's grammar has none of them, and an element that splits the field at
+/// commas without minding quotes, applies URI headers or splits userinfo at its last
+/// '@' reads a second identity the filter never judged (QA 173 F4, QA 180). Refused as
+/// an unreadable field is.
 fn hides_a_value(b: &[u8], na: &addr::NameAddr) -> bool {
     // Outside quotes a comma would have ended the value and a '<' broken it: either
     // in parameters that quote anything is inside the quotes.
@@ -650,8 +651,16 @@ fn hides_a_value(b: &[u8], na: &addr::NameAddr) -> bool {
             )
         })
     };
+    // An unescaped '@' ends a URI's userinfo and stands nowhere else before its
+    // headers (RFC 3261 25.1): a core refuses a URI with a second one (its caller then
+    // blank) or splits it at the last, reading digits the filter never judged (QA 180).
+    let uri = na.uri.of(b);
+    let before_headers = &uri[..memchr::memchr(b'?', uri).unwrap_or(uri.len())];
+    let second_at = memchr::memchr(b'@', before_headers)
+        .is_some_and(|at| memchr::memchr(b'@', &before_headers[at + 1..]).is_some());
     quoted_value
-        || (na.uri.of(b).contains(&b'?')
+        || second_at
+        || (uri.contains(&b'?')
             && uri::parse_chars_checked(b, na.uri)
                 .is_ok_and(|u| u.headers.is_some_and(names_an_identity)))
 }

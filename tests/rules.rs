@@ -4726,6 +4726,11 @@ fn an_unreadable_identity_field_is_refused() {
             "<sip:+442071234567@x?P-Asserted-Identity%20=tel:+8613812345678>",
             "<sip:+442071234567@x?P-Asserted-Identity+=tel:+8613812345678>",
             "<sip:+442071234567@x?X-A=1;P-Asserted-Identity=tel:+8613812345678>",
+            // A second '@', which no URI has: the core's parser refuses the URI (the
+            // caller is then blank to it) or splits at the last '@' (QA 180).
+            "<sip:+442071234567@+8613812345678@x>",
+            "<sip:+442071234567@x@y;user=phone>",
+            "sip:+442071234567@95588@x",
         ] {
             // A P-Asserted-Identity field is the only one; the others sit beside one.
             let extra = if field == "P-Asserted-Identity" {
@@ -4747,6 +4752,8 @@ fn an_unreadable_identity_field_is_refused() {
         for from in [
             "<sip:+442071234567@gw.example?P-Asserted-Identity=tel:+8613812345678>",
             "<sip:+442071234567@gw.example>;x=\"a, <tel:+8613812345678>\"",
+            "<sip:+442071234567@+8613812345678@gw.example>",
+            "sip:+864008001234@95588@pbx.example",
         ] {
             for trunk in ["intl", "ic", "ent"] {
                 let d = judge(&p, &with_from(from, pai), trunk);
@@ -4790,6 +4797,15 @@ fn an_unreadable_identity_field_is_refused() {
         "intl",
     );
     assert_eq!(d.refusal, None);
+    // An escaped '@' in the user part, and one in a URI header's value, are no second
+    // '@' of the URI.
+    for from in [
+        "<sip:+442071234567%40x@gw.example>",
+        "<sip:+442071234567@gw.example?Subject=a@b>",
+    ] {
+        let d = judge(&p, &with_from(from, pai), "intl");
+        assert_ne!(d.outcome, Outcome::Reject { code: 400 }, "{from}: {d:?}");
+    }
     // Empty list elements are passed over, as lenient stacks do, and every value
     // around them judged.
     let d = judge(

@@ -564,10 +564,10 @@ pub fn keepalive(d: &[u8]) -> bool {
 }
 
 /// The fields named `name` in a message head (`head` ends at or before its blank
-/// line), each as its offset and trimmed value, folded lines included (RFC 3261
-/// 7.3.1: `Content-Length:\r\n 85` is 85, as the parser reads it). Nothing else of
-/// the head is checked: for bytes no parse has judged yet (a stream being framed) or
-/// will judge (a copy sent to Homer).
+/// line), each as the offset of its trimmed value and that value, folded lines
+/// included (RFC 3261 7.3.1: `Content-Length:\r\n 85` is 85, as the parser reads it).
+/// Nothing else of the head is checked: for bytes no parse has judged yet (a stream
+/// being framed) or will judge (a copy sent to Homer).
 fn head_fields(head: &[u8], name: HeaderName) -> impl Iterator<Item = (usize, &[u8])> {
     let end = head.len();
     let mut i = 0;
@@ -585,7 +585,10 @@ fn head_fields(head: &[u8], name: HeaderName) -> impl Iterator<Item = (usize, &[
             i = nl;
             let rest = &head[at + ne..nl];
             if named && let Some(colon) = rest.iter().position(|&c| c == b':') {
-                return Some((at, lex::trim(&rest[colon + 1..])));
+                let v = lex::trim(&rest[colon + 1..]);
+                // The value's own offset, as the parser reports a bad value's: the
+                // framing and the parse name one byte for one mistake (QA 180).
+                return Some((v.as_ptr() as usize - head.as_ptr() as usize, v));
             }
         }
         None
@@ -697,6 +700,24 @@ mod tests {
                 frame_stream(&stream.as_bytes()[len..]),
                 Ok(Frame::Message { skip: 0, .. })
             ));
+        }
+    }
+
+    /// A bad Content-Length is named at the same byte whether the stream's framing or
+    /// the parse finds it: the proxy's answer on TCP and `explain` agree (QA 180: the
+    /// framing named the field's line, the parse its value, 16 bytes apart).
+    #[test]
+    fn framing_and_parse_name_one_byte_for_a_bad_length() {
+        for value in ["+310", "-0", "3 10", "0x10"] {
+            let m = format!(
+                "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK-1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: f\r\nCSeq: 1 INVITE\r\nContent-Length: {value}\r\n\r\n"
+            );
+            let framed = frame_stream(m.as_bytes()).err();
+            let parsed =
+                crate::sip::Message::parse(bytes::Bytes::copy_from_slice(m.as_bytes())).err();
+            let at = m.find(value).map(|p| p as u32);
+            assert_eq!(framed.map(|e| e.offset), at, "{value}");
+            assert_eq!(parsed.map(|e| e.offset), at, "{value}");
         }
     }
 
