@@ -976,6 +976,127 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
     );
 }
 
+/// A published set of millions of entries takes far longer to arrive than a counter
+/// sync may wait: it comes on a connection and a wait of its own (QA 181: with the
+/// default 200 ms it never loaded off the Redis host, and its transfers starved the
+/// counter sync). And after Redis restarts empty, the publisher has only the policy's
+/// files to judge a set against: a gateway still running the set Redis lost judges
+/// the next one against it, and refuses a cut by more than half unless it was forced
+/// (QA 181: a feed's file cut short went to every gateway after a Redis restart).
+#[test]
+fn a_large_set_loads_and_a_cut_after_redis_lost_its_sets_is_refused() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let mut redis = RedisServer::start(base + 35);
+    // A wait no list set of this size arrives within, on loopback.
+    let gw = Proxy::start(
+        &format!(
+            r#"
+[lists.blacklist]
+entries = ["+8613800000001"]
+
+[[trunk]]
+name = "ent"
+role = "enterprise"
+listen = ["udp:127.0.0.1:{base}"]
+sources = ["127.0.0.0/8"]
+next_hop = "udp:127.0.0.1:{uas}"
+[trunk.whitelist]
+entries = ["+8613912340000..+8613912349999"]
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[redis]
+url = "{url}"
+instance = "gw0"
+timeout_ms = 5
+list_poll_ms = 200
+"#,
+            uas = base + 10,
+            metrics = base + 30,
+            url = redis.url()
+        ),
+        1,
+    );
+    let dir = gw.dir.path();
+    let url = redis.url();
+    let publish = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["lists", "publish", "--redis", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let numbers = |n: u32| -> String { (0..n).map(|i| format!("+8613{i:09}\n")).collect() };
+    let file = |name: &str, n: u32| {
+        let f = dir.join(name);
+        std::fs::write(&f, numbers(n)).unwrap();
+        format!("blacklist={}", f.display())
+    };
+    let state = |s: &str| gw.metric(&format!("sipfence_list_version{{state=\"{s}\"}}"));
+    let (code, err) = publish(&[&file("big.txt", 2_000_000)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no published set"), "{err}");
+    wait_for("2M-entry v1 running", 30, || state("running") == 1.0);
+    assert_eq!(
+        gw.metric("sipfence_list_entries{list=\"blacklist\"}"),
+        2_000_000.0
+    );
+    let listed = "+8613001999999";
+    assert_eq!(answer(base, listed), Some(608));
+
+    // Redis restarts empty: the gateway keeps its set and says it is gone.
+    redis.kill();
+    redis.restart();
+    wait_for("the running set seen gone", 10, || {
+        state("published") == 0.0
+    });
+    assert_eq!(answer(base, listed), Some(608));
+    // The feed's file cut short: the publisher has nothing in Redis to judge it
+    // against but the policy's files (none here), and says so; the gateway judges it
+    // against the set it runs and refuses it.
+    let (code, err) = publish(&[&file("cut.txt", 100)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no published set"), "{err}");
+    wait_for("the cut v1 refused", 10, || {
+        gw.metric("sipfence_list_refused") == 1.0
+    });
+    assert_eq!(state("refused"), 1.0);
+    assert_eq!(answer(base, listed), Some(608), "the running set stays");
+    let out = gw.stdout.lock().unwrap().join("\n");
+    assert!(
+        out.contains("published lists v1 refused: list blacklist 2000000 -> 100 entries lost more than half, against the set running here, which redis lost"),
+        "{out}"
+    );
+    // Forced, it is taken as meant.
+    let (code, err) = publish(&["--force", &file("cut.txt", 100)]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("the forced v2 running", 10, || state("running") == 2.0);
+    assert_eq!(
+        gw.metric("sipfence_list_entries{list=\"blacklist\"}"),
+        100.0
+    );
+    assert_eq!(gw.metric("sipfence_list_refused"), 0.0);
+    assert_eq!(
+        answer(base, listed),
+        Some(403),
+        "only the whitelist refuses it now"
+    );
+    // The set running here is in Redis again: the next judged set is taken as it
+    // comes, as ever.
+    let (code, err) = publish(&[&file("grown.txt", 150)]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("v3 running", 10, || state("running") == 3.0);
+}
+
 #[test]
 fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     let _turn = one_at_a_time();
@@ -1249,7 +1370,7 @@ struct Clocked {
 impl Clocked {
     fn start() -> Clocked {
         let server = RedisServer::start(port_block() + 35);
-        let redis = Redis::open(&server.url(), "sipfence", 1000).unwrap();
+        let redis = Redis::open(&server.url(), "sipfence", 1000, 60_000).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -5827,6 +5827,11 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
     refused("[redis]\ntimeout_ms = 0\n", 2, "[redis] timeout_ms = 0");
     refused("[redis]\nlist_poll_ms = 0\n", 2, "[redis] list_poll_ms = 0");
     refused(
+        "[redis]\nlist_timeout_ms = 0\n",
+        2,
+        "[redis] list_timeout_ms = 0",
+    );
+    refused(
         "[records]\ndir = \"r\"\nretention_secs = 0\n",
         3,
         "[records] retention_secs = 0",
@@ -5888,6 +5893,12 @@ fn settings_that_would_never_work_are_refused_at_their_line() {
         "[redis] timeout_ms = 120000 is over 60000",
     );
     loads("[redis]\ntimeout_ms = 5000\n");
+    refused(
+        "[redis]\nlist_timeout_ms = 700000\n",
+        2,
+        "[redis] list_timeout_ms = 700000 is over 600000",
+    );
+    loads("[redis]\nlist_timeout_ms = 120000\n");
     refused(
         &format!("{ent}[trunk.auth]\nusers = [\"pbx:pw\"]\nnonce_secs = 604800\n"),
         9,

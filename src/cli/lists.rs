@@ -87,7 +87,12 @@ pub fn publish(a: &PublishArgs) -> i32 {
             "sipfence: no --config or --prefix: publishing under the default prefix \"{prefix}\" (gateways with another [redis] prefix will not see it)"
         );
     }
-    let redis = match Redis::open(&url, prefix, conf.timeout_ms.max(2000)) {
+    let redis = match Redis::open(
+        &url,
+        prefix,
+        conf.timeout_ms.max(2000),
+        conf.list_timeout_ms,
+    ) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sipfence: {e}");
@@ -196,6 +201,18 @@ fn judged_or_refused(
     // The newest set a publisher judged, else the policy's files (Redis holds none: only
     // sets written by other means, or by a release before the mark); and the current
     // one when it is another.
+    if current.is_none() && judged_set.is_none() {
+        // A first publish, or Redis lost its sets (the runbook's "publish again"): what
+        // the gateways run is not known here (QA 181).
+        eprintln!(
+            "sipfence: warning: no published set in redis to judge this one against (a first publish, or redis lost its sets): judged against {}; a gateway still running a set redis lost judges it against that set, and refuses a list cut by more than half unless --force",
+            if known {
+                "the policy's list files"
+            } else {
+                "no lists (no --config)"
+            }
+        );
+    }
     let mut against = vec![judged_set.as_ref().map_or_else(|| base.clone(), as_policy)];
     if let Some(c) = &current {
         against.push(as_policy(c));

@@ -450,7 +450,12 @@ fn from_stream(
         return Err("the policy's [redis] records_stream is empty: no shared records".into());
     }
     let prefix = prefix.unwrap_or(&conf.prefix);
-    let redis = crate::cluster::Redis::open(url, prefix, conf.timeout_ms.max(5_000))?;
+    let redis = crate::cluster::Redis::open(
+        url,
+        prefix,
+        conf.timeout_ms.max(5_000),
+        conf.list_timeout_ms,
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

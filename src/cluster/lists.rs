@@ -93,7 +93,7 @@ pub async fn publish(
         .arg(format!("{version}:{tag:016x}"))
         .ignore();
     redis
-        .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        .run_bulk(|mut c| async move { pipe.query_async::<()>(&mut c).await })
         .await?;
     if version > 3 {
         let old = redis.key(&format!("lists:v{}", version - 3));
@@ -132,7 +132,7 @@ pub async fn current(redis: &Redis) -> Result<Option<Published>, RedisFailure> {
 pub async fn fetch(redis: &Redis, version: u64) -> Result<Vec<(String, String)>, RedisFailure> {
     let k = redis.key(&format!("lists:v{version}"));
     let mut v: Vec<(String, String)> = redis
-        .run(|mut c| async move { redis::cmd("HGETALL").arg(&k).query_async(&mut c).await })
+        .run_bulk(|mut c| async move { redis::cmd("HGETALL").arg(&k).query_async(&mut c).await })
         .await?;
     v.sort();
     Ok(v)
@@ -155,16 +155,70 @@ pub async fn mark_of(redis: &Redis, version: u64) -> Result<Option<String>, Redi
 
 /// Whether `mark` is the one `lists publish` left beside `lists`, as they are now.
 pub fn mark_matches(mark: &str, lists: &ListSet) -> bool {
-    let tag = tag_of(lists);
-    mark == judged_mark(false, tag) || mark == judged_mark(true, tag)
+    judgement_in(mark, lists).is_some()
 }
 
-/// Whether `lists publish` judged version `version` as it now holds `lists` (see
-/// [`publish`]).
-pub async fn judged(redis: &Redis, version: u64, lists: &ListSet) -> Result<bool, RedisFailure> {
+/// How `lists publish` judged a set ([`publish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// Against the sets in Redis before it (or the policy's files when there were none).
+    Checked,
+    /// A cut taken as meant (`--force`).
+    Forced,
+}
+
+fn judgement_in(mark: &str, lists: &ListSet) -> Option<Judgement> {
+    let tag = tag_of(lists);
+    if mark == judged_mark(false, tag) {
+        Some(Judgement::Checked)
+    } else if mark == judged_mark(true, tag) {
+        Some(Judgement::Forced)
+    } else {
+        None
+    }
+}
+
+/// What a gateway makes of a set, given how it was judged and what the gateway runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Judged by `lists publish` against the sets the fleet ran, or forced: taken as it
+    /// comes, whatever this gateway ran before (restarted on its files, a version
+    /// behind: QA 177 A).
+    Taken,
+    /// Written by other means, or edited since it was judged: judged here against the
+    /// running lists.
+    Unjudged,
+    /// Checked by `lists publish`, but after Redis lost the set running here (flushed,
+    /// restored from an older snapshot): the publisher had nothing of the fleet's to
+    /// judge it against but the policy's files, so it is judged here too (QA 181: a
+    /// feed's file cut short and published after a Redis restart went to every
+    /// gateway unjudged).
+    CheckedWithoutRunning,
+}
+
+impl Trust {
+    /// `running_lost`: the set this gateway runs went from Redis in a way the fleet's
+    /// moving on does not explain.
+    pub fn of(judged: Option<Judgement>, running_lost: bool) -> Trust {
+        match judged {
+            Some(Judgement::Forced) => Trust::Taken,
+            Some(Judgement::Checked) if !running_lost => Trust::Taken,
+            Some(Judgement::Checked) => Trust::CheckedWithoutRunning,
+            None => Trust::Unjudged,
+        }
+    }
+}
+
+/// How `lists publish` judged version `version` as it now holds `lists`; `None` for a
+/// set written by other means, or edited since (see [`publish`]).
+pub async fn judged(
+    redis: &Redis,
+    version: u64,
+    lists: &ListSet,
+) -> Result<Option<Judgement>, RedisFailure> {
     Ok(mark_of(redis, version)
         .await?
-        .is_some_and(|m| mark_matches(&m, lists)))
+        .and_then(|m| judgement_in(&m, lists)))
 }
 
 /// What a gateway running `running` says of a set before taking it: the lists the set

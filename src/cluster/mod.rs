@@ -25,11 +25,20 @@ use tokio::sync::Mutex;
 
 use crate::policy::config::RedisConf;
 
-/// A lazily (re)connected Redis connection with a bounded wait on every call.
+/// Lazily (re)connected Redis connections with a bounded wait on every call.
 pub struct Redis {
     client: redis::Client,
+    /// The counters', concurrent calls', stream's and list polls' calls: small, each
+    /// within `timeout`.
     conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// Whole list sets (tens of MB for millions of entries), on a connection and a wait
+    /// of their own: on the shared connection a set's transfer held the counter sync
+    /// behind it past its timeout (Redis said lost every second, calls of a `closed`
+    /// fallback refused), and a set that took longer than `timeout` to arrive was
+    /// fetched again every poll and never loaded (QA 181).
+    bulk: Mutex<Option<redis::aio::MultiplexedConnection>>,
     pub timeout: Duration,
+    pub bulk_timeout: Duration,
     pub prefix: String,
 }
 
@@ -44,6 +53,11 @@ impl std::fmt::Display for RedisFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RedisFailure::Timeout => f.write_str("timed out"),
+            // An answer cut off (Redis killed while it was being sent) reads to the
+            // client as a malformed one: said as what it is (QA 181).
+            RedisFailure::Error(e) if e.kind() == redis::ErrorKind::Parse => {
+                write!(f, "the connection broke off mid-answer ({e})")
+            }
             RedisFailure::Error(e) => write!(f, "{e}"),
         }
     }
@@ -71,13 +85,23 @@ pub fn url_for_people(url: &str) -> String {
 }
 
 impl Redis {
-    pub fn open(url: &str, prefix: &str, timeout_ms: u64) -> Result<Redis, String> {
+    /// `timeout_ms` bounds every call, `bulk_timeout_ms` the reads and writes of whole
+    /// list sets ([`Redis::run_bulk`]).
+    pub fn open(
+        url: &str,
+        prefix: &str,
+        timeout_ms: u64,
+        bulk_timeout_ms: u64,
+    ) -> Result<Redis, String> {
         let client = redis::Client::open(url)
             .map_err(|e| format!("redis url '{}': {e}", url_for_people(url)))?;
+        let timeout = Duration::from_millis(timeout_ms.max(1));
         Ok(Redis {
             client,
             conn: Mutex::new(None),
-            timeout: Duration::from_millis(timeout_ms.max(1)),
+            bulk: Mutex::new(None),
+            timeout,
+            bulk_timeout: Duration::from_millis(bulk_timeout_ms).max(timeout),
             prefix: prefix.to_string(),
         })
     }
@@ -93,14 +117,43 @@ impl Redis {
         F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.run_on(&self.conn, self.timeout, f).await
+    }
+
+    /// [`Redis::run`] for a whole list set, on its own connection within `bulk_timeout`.
+    pub async fn run_bulk<T, F, Fut>(&self, f: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_on(&self.bulk, self.bulk_timeout, f).await
+    }
+
+    async fn run_on<T, F, Fut>(
+        &self,
+        slot: &Mutex<Option<redis::aio::MultiplexedConnection>>,
+        wait: Duration,
+        f: F,
+    ) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let conn = {
-            let mut g = self.conn.lock().await;
+            let mut g = slot.lock().await;
             match &*g {
                 Some(c) => c.clone(),
                 None => {
+                    // The waits are the ones configured here: the client's own (half a
+                    // second for an answer) cut a large set's transfer, and any
+                    // `timeout_ms` over it, short.
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(None)
+                        .set_response_timeout(None);
                     let c = tokio::time::timeout(
-                        self.timeout,
-                        self.client.get_multiplexed_async_connection(),
+                        wait,
+                        self.client
+                            .get_multiplexed_async_connection_with_config(&config),
                     )
                     .await
                     .map_err(|_| RedisFailure::Timeout)?
@@ -110,13 +163,13 @@ impl Redis {
                 }
             }
         };
-        let r = match tokio::time::timeout(self.timeout, f(conn)).await {
+        let r = match tokio::time::timeout(wait, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RedisFailure::Error(e)),
             Err(_) => Err(RedisFailure::Timeout),
         };
         if r.is_err() {
-            *self.conn.lock().await = None;
+            *slot.lock().await = None;
         }
         r
     }

@@ -204,6 +204,9 @@ pub struct RedisConf {
     /// Follow lists published with `sipfence lists publish`.
     pub lists: bool,
     pub list_poll_ms: u64,
+    /// Longest wait for a whole list set to arrive (a gateway) or be stored (`lists
+    /// publish`): millions of entries are tens of MB.
+    pub list_timeout_ms: u64,
     /// Stream the signaling records go to ("" for none), trimmed to about this length.
     pub records_stream: String,
     pub records_maxlen: u64,
@@ -219,6 +222,7 @@ impl Default for RedisConf {
             sync_ms: 100,
             lists: true,
             list_poll_ms: 1000,
+            list_timeout_ms: 60_000,
             records_stream: "records".into(),
             records_maxlen: 1_000_000,
         }

@@ -1566,6 +1566,11 @@ impl Policy {
                 "would poll for lists in a busy loop (the default is 1000)",
             ),
             (
+                "[redis] list_timeout_ms",
+                cfg.redis.list_timeout_ms == 0,
+                "would fail every published list set's transfer (the default is 60000)",
+            ),
+            (
                 "[redis] records_maxlen",
                 cfg.redis.records_maxlen == 0,
                 "would trim the record stream to nothing (records_stream = \"\" for no stream)",
@@ -1630,6 +1635,12 @@ impl Policy {
                 cfg.redis.timeout_ms,
                 60_000,
                 "ms: a Redis that stops answering would hold the shared counters' sync that long before the fallback (the default is 200)",
+            ),
+            (
+                "[redis] list_timeout_ms",
+                cfg.redis.list_timeout_ms,
+                600_000,
+                "ms: a transfer that stalled would hold the next published set off that long (the default is 60000)",
             ),
         ] {
             if v > max {

@@ -576,15 +576,16 @@ impl Shared {
         version
     }
 
-    /// Swaps in a published list set on top of the running policy.
-    /// `judged`: `lists publish` judged the set against the one before it (or took a
-    /// cut as meant): taken as it comes. A set written by other means is judged here.
+    /// Swaps in a published list set on top of the running policy: taken as it comes, or
+    /// judged here as `trust` says.
     pub fn apply_lists(
         &self,
         published: crate::cluster::lists::Published,
         lists: crate::cluster::lists::ListSet,
-        judged: bool,
+        trust: crate::cluster::lists::Trust,
     ) -> Result<String, String> {
+        use crate::cluster::lists::Trust;
+        let judged = trust == Trust::Taken;
         let version = published.version;
         let names: Vec<String> = lists.iter().map(|(n, _)| n.clone()).collect();
         // Not while a reload reads the files: it took the running set when it began.
@@ -627,8 +628,14 @@ impl Shared {
             let seen = crate::cluster::lists::judge(&running_policy.policy, version, &lists)
                 .map_err(|e| e.to_string())?;
             if !judged && !seen.shrunk.is_empty() {
+                let how = match trust {
+                    Trust::CheckedWithoutRunning => {
+                        "against the set running here, which redis lost (flushed, or restored from an older snapshot) before `lists publish` judged this one against the policy's files alone"
+                    }
+                    _ => "in a set no `lists publish` judged",
+                };
                 return Err(format!(
-                    "{} lost more than half, in a set no `lists publish` judged (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
+                    "{} lost more than half, {how} (a feed's file cut short?); to take it as it is: sipfence lists publish --force",
                     seen.shrunk.join(", ")
                 ));
             }
@@ -906,7 +913,7 @@ pub fn run(args: RunArgs) -> i32 {
         )
     } else {
         let r = &policy.redis;
-        let redis = match Redis::open(&r.url, &r.prefix, r.timeout_ms) {
+        let redis = match Redis::open(&r.url, &r.prefix, r.timeout_ms, r.list_timeout_ms) {
             Ok(x) => Arc::new(x),
             Err(e) => {
                 print_err!("sipfence: [redis]: {e}");
@@ -1206,6 +1213,9 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether the running set's loss from Redis was told.
     let mut gone_told = false;
+    // The running set, once seen gone from Redis: the next set `lists publish` checks
+    // was judged without it, and is judged here against it.
+    let mut lost: Option<crate::cluster::lists::Published> = None;
     loop {
         tick.tick().await;
         // Told by version and content: after Redis lost its data, a new v1 is not the
@@ -1225,8 +1235,9 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             match (running, published) {
                 (Some(r), None) if !gone_told => {
                     gone_told = true;
+                    lost = Some(r);
                     let said = format!(
-                        "published lists v{} running here are gone from redis (flushed, or restored without them): kept; a gateway started now runs its list files alone: publish them again",
+                        "published lists v{} running here are gone from redis (flushed, or restored without them): kept; a gateway started now runs its list files alone: publish them again (a list cut by more than half against the set running here is refused here unless forced)",
                         r.version
                     );
                     tracing::warn!("{said}");
@@ -1275,9 +1286,16 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         // Not known (Redis gone between the two reads): judged here, the safe side.
         let judged = crate::cluster::lists::judged(&c.redis, v, &lists)
             .await
-            .unwrap_or(false);
+            .unwrap_or(None);
+        // Redis lost the set running here: seen gone, or numbering from v1 again (or
+        // restored from an older snapshot) before this poll saw it empty. A version
+        // above the running one is the fleet moving on, which a gateway a version
+        // behind follows (QA 177 A).
+        let running_lost =
+            running.is_some() && (lost == running || running.is_some_and(|r| v <= r.version));
+        let trust = crate::cluster::lists::Trust::of(judged, running_lost);
         let s = shared.clone();
-        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, judged)).await;
+        let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, trust)).await;
         match applied {
             Ok(Ok(summary)) => {
                 tracing::info!("{summary}");
