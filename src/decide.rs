@@ -86,6 +86,9 @@ pub struct Decision {
     pub labels: RuleSet,
     /// Put the asserted number into From (generic-number deletion).
     pub rewrite_from: bool,
+    /// A REFER's Referred-By presented another number than its sender's, and goes
+    /// (generic-number deletion: [`judge_referrer`]).
+    pub referrer_removed: bool,
     pub identity: CallerIdentity,
     /// The normalised number judged, and its class.
     pub caller: Option<Number>,
@@ -183,6 +186,7 @@ impl Decision {
             exempted: RuleSet::default(),
             labels: RuleSet::default(),
             rewrite_from: false,
+            referrer_removed: false,
             identity: CallerIdentity::default(),
             caller: None,
             class: None,
@@ -272,7 +276,7 @@ impl Decision {
             }
             Outcome::Reject { .. } => "reject",
             Outcome::Drop => "drop",
-            Outcome::Forward if self.rewrite_from => "rewrite",
+            Outcome::Forward if self.rewrite_from || self.referrer_removed => "rewrite",
             Outcome::Forward if !self.labels.is_empty() => "label",
             Outcome::Forward => "allow",
         }
@@ -412,22 +416,21 @@ fn ended_key(call_id: &[u8], tag: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"ended", call_id, tag])
 }
 
-/// Key of a dialog in the rate counter's memory: its Call-ID and both tags, the same
-/// whichever side sends (the callee's requests carry the tags the other way round,
-/// RFC 3261 12.2.1.1). The tags tell apart the dialogs of a forked call, which share a
-/// Call-ID: the BYE that ends one leaves the other known (QA 64: keyed on the Call-ID
-/// alone, the surviving dialog's re-INVITEs were judged as new calls). Only 2xx
-/// answers to INVITEs and BYEs have their tags read here.
-pub fn dialog_key(call_id: &[u8], tag_a: &[u8], tag_b: &[u8]) -> u64 {
-    let (lo, hi) = if tag_a <= tag_b {
-        (tag_a, tag_b)
-    } else {
-        (tag_b, tag_a)
-    };
-    crate::sip::lex::tag_hash(&[b"dialog", call_id, lo, hi])
+/// Key of a dialog in the rate counter's memory: its Call-ID and both tags, the trunk
+/// side's first. A trunk's requests in a dialog carry its tag in From (RFC 3261
+/// 12.2.1.1: the caller's when the trunk placed the call, the callee's when the core
+/// offered it); the tags the other way round name the dialog as the core's side does,
+/// which no request from the trunk may (QA 182 F5: keyed the same either way round, a
+/// trunk's INVITE with the core's tag in From passed as a re-INVITE, its From unjudged
+/// and not the call's kept one). The tags tell apart the dialogs of a forked call,
+/// which share a Call-ID: the BYE that ends one leaves the other known (QA 64: keyed on
+/// the Call-ID alone, the surviving dialog's re-INVITEs were judged as new calls). Only
+/// 2xx answers to INVITEs and BYEs have their tags read here.
+pub fn dialog_key(call_id: &[u8], trunk_tag: &[u8], other_tag: &[u8]) -> u64 {
+    crate::sip::lex::tag_hash(&[b"dialog", call_id, trunk_tag, other_tag])
 }
 
-/// The dialog `msg` belongs to, by its From and To tags.
+/// The dialog a trunk's request names, its tag in From.
 fn dialog_of(msg: &Message) -> u64 {
     dialog_key(
         msg.call_id(),
@@ -463,16 +466,22 @@ pub fn track_dialog(
 ) {
     match msg.method() {
         Some(Method::Bye) => {
+            let core = from_core();
             // The caller's tag: From's when the caller hangs up, To's when the core does.
-            let caller_tag = if from_core() {
-                msg.to_tag()
-            } else {
-                msg.from_tag()
-            };
+            let caller_tag = if core { msg.to_tag() } else { msg.from_tag() };
             if let Some(tag) = caller_tag {
                 rates.remember(ended_key(msg.call_id(), tag), now_ms, TRANSACTION_MS, true);
             }
-            let dialog = dialog_of(msg);
+            // The core's BYE has the trunk side's tag in To.
+            let dialog = if core {
+                dialog_key(
+                    msg.call_id(),
+                    msg.to_tag_read().unwrap_or_default(),
+                    msg.from_tag_read().unwrap_or_default(),
+                )
+            } else {
+                dialog_of(msg)
+            };
             // One dialog of the call is over (the caller's tag is in From or To,
             // whichever side sends the BYE; a copy of the BYE ends nothing more).
             if let Some(r) = rates.recent()
@@ -528,7 +537,17 @@ pub fn track_dialog(
                 && !core
                 && rates.knows_dialog(offer_key(msg.call_id()), now_ms);
             if core || offered {
-                let dialog = dialog_of(msg);
+                // The trunk side's tag: the caller's (From) in the core's answer to a
+                // trunk's call, the answering peer's (To) in a call the core offered.
+                let dialog = if core {
+                    dialog_of(msg)
+                } else {
+                    dialog_key(
+                        msg.call_id(),
+                        msg.to_tag_read().unwrap_or_default(),
+                        msg.from_tag_read().unwrap_or_default(),
+                    )
+                };
                 if let Some((r, key)) = froms {
                     let new_dialog = !rates.knows_dialog(dialog, now_ms);
                     r.from_event(key, FromEvent::Answered { new_dialog }, now_ms);
@@ -1101,21 +1120,62 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // in-dialog: judged as one out of a dialog, as such an INVITE is judged as a call
         // (QA 176 N2: an invented To-tag let a MESSAGE "from 95588" by).
         // `trust_in_dialog_invites` speaks of INVITEs (QA 178 B2). Tags of a dialog
-        // carried here, the other way round (the core's tag in From), are the caller's
-        // side naming itself the callee: no in-dialog request of its own (QA 178 B1).
-        let unknown_dialog = || {
-            trunk.is_some() && (!dialog_known(msg, ctx.rates, ctx.now_ms) || tags_swapped(msg, ctx))
+        // carried here the other way round (the core's tag in From) name no dialog of
+        // the trunk's ([`dialog_key`]: QA 178 B1, QA 182 F5).
+        let unknown_dialog = || trunk.is_some() && !dialog_known(msg, ctx.rates, ctx.now_ms);
+        let shows_sender = matches!(method, Method::Message | Method::Refer)
+            && (kind == Kind::OtherRequest || unknown_dialog());
+        // What is judged like a call is authenticated like one; and on a trunk that
+        // only its digest answers tell (no `sources`), every request that starts
+        // something at the core (QA 182 F1: a stranger's MESSAGE, REFER and REGISTER
+        // under the enterprise's number went on, filed as the enterprise's). Not the
+        // keep-alive OPTIONS the gateway answers itself.
+        let by_auth_alone = || {
+            trunk.is_some_and(|t| policy.trunks[t].sources.is_empty())
+                && !(method == Method::Options && addressed_to_proxy(msg))
         };
-        if matches!(method, Method::Message | Method::Refer)
-            && (kind == Kind::OtherRequest || unknown_dialog())
+        if (shows_sender || (kind == Kind::OtherRequest && by_auth_alone()))
+            && authentication_refuses(policy, msg, ctx, &mut d, None)
         {
+            return d;
+        }
+        if shows_sender {
             d.kind = Kind::OtherRequest;
             shown_sender(policy, msg, ctx, &mut d);
         }
         return d;
     }
     // A trunk that must prove who it is does so before anything is read of its calls.
-    if let Some(ti) = trunk
+    if authentication_refuses(policy, msg, ctx, &mut d, first_seen) {
+        return d;
+    }
+    // Asked here; `judge_caller` confirms it is the call as it went on ([`call_print`]).
+    let asked = !d.retransmission && core_asked_retry(msg, ctx);
+    judge_caller(policy, msg, ctx, &mut d, asked);
+    admit(policy, msg, ctx, &mut d);
+    d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
+    // A call that goes on, as its rules counted it: what the core's retry of it must
+    // repeat to be that call ([`core_asked_retry`]). (A retransmission's original did
+    // this.)
+    if d.outcome == Outcome::Forward && !d.retransmission && d.print != 0 {
+        ctx.rates
+            .remember(d.print, ctx.now_ms, TRANSACTION_MS, true);
+    }
+    d
+}
+
+/// A trunk with `[trunk.auth]` proves who it is (RFC 3261 22.3) before anything is read
+/// of what it sends: true when the request is challenged or refused (`d` says how).
+/// `first_seen`: when the request this one repeats was first seen (a retransmission is
+/// challenged with the nonce its original had).
+fn authentication_refuses(
+    policy: &Policy,
+    msg: &Message,
+    ctx: &Context<'_>,
+    d: &mut Decision,
+    first_seen: Option<u64>,
+) -> bool {
+    if let Some(ti) = d.trunk
         && let Some(a) = policy.trunks[ti].auth.as_ref()
         && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
     {
@@ -1162,7 +1222,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // whose issue time is in it (QA 43: a second boundary between the two changed
         // the answer).
         d.auth_at_ms = first_seen.unwrap_or(ctx.now_ms);
-        if c.refuses() && fire(policy, &mut d, RuleId::TrunkAuth) {
+        if c.refuses() && fire(policy, d, RuleId::TrunkAuth) {
             // A challenge is the configured answer (407); credentials that do not
             // verify are refused, not challenged again for another guess.
             if let Outcome::Reject { code } = &mut d.outcome {
@@ -1172,37 +1232,11 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
                     _ => {}
                 }
             }
-            name_caller(policy, msg, &mut d);
-            return d;
+            name_caller(policy, msg, d);
+            return true;
         }
     }
-    // Asked here; `judge_caller` confirms it is the call as it went on ([`call_print`]).
-    let asked = !d.retransmission && core_asked_retry(msg, ctx);
-    judge_caller(policy, msg, ctx, &mut d, asked);
-    admit(policy, msg, ctx, &mut d);
-    d.spend.settle(d.outcome, ctx.rates, ctx.now_ms);
-    // A call that goes on, as its rules counted it: what the core's retry of it must
-    // repeat to be that call ([`core_asked_retry`]). (A retransmission's original did
-    // this.)
-    if d.outcome == Outcome::Forward && !d.retransmission && d.print != 0 {
-        ctx.rates
-            .remember(d.print, ctx.now_ms, TRANSACTION_MS, true);
-    }
-    d
-}
-
-/// A request whose To-tag is the tag of a caller whose From is kept here, and whose
-/// From tag is not: the caller's side writing its dialog's tags the other way round.
-#[cold]
-fn tags_swapped(msg: &Message, ctx: &Context<'_>) -> bool {
-    let Some(r) = ctx.rates.recent().filter(|r| r.keeps_froms(ctx.now_ms)) else {
-        return false;
-    };
-    let kept = |tag: &[u8]| {
-        r.kept_from(from_key(msg.call_id(), tag), ctx.now_ms)
-            .is_some()
-    };
-    kept(msg.to_tag().unwrap_or_default()) && !kept(msg.from_tag().unwrap_or_default())
+    false
 }
 
 /// An out-of-dialog MESSAGE or REFER shows its sender to a user as a call shows its
@@ -1219,6 +1253,64 @@ fn shown_sender(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         ..*ctx
     };
     judge_caller(policy, msg, &uncounted, d, false);
+    if msg.method() == Some(Method::Refer) && !d.is_reject() {
+        judge_referrer(policy, msg, &uncounted, d);
+    }
+}
+
+/// A REFER's Referred-By names who asks for the transfer, and the party transferred is
+/// shown it (RFC 3892; QA 182 F2: `"95588"` and `110` went on from a whitelisted
+/// sender): it is judged as a number the sender presents beside its own, as a
+/// P-Preferred-Identity is. On an enterprise trunk it must be contracted; at the
+/// gateways one that names another number than the sender's goes (generic-number);
+/// and any trunk refuses what it would refuse presented. The REFER is judged again
+/// with the referrer written as a P-Preferred-Identity after its other fields, so that
+/// every field read before stands where it was.
+#[cold]
+fn judge_referrer(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decision) {
+    let b = msg.buf();
+    let Some(h) = msg
+        .all(crate::sip::HeaderName::Other)
+        .find(|h| h.is(b, crate::sip::REFERRED_BY))
+    else {
+        return;
+    };
+    let at = msg.head_end();
+    let eol: &[u8] = if b[..at].ends_with(b"\r\n") {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let mut text = Vec::with_capacity(msg.len() + h.value().len() + 32);
+    text.extend_from_slice(&b[..at]);
+    text.extend_from_slice(b"P-Preferred-Identity: ");
+    text.extend_from_slice(h.value().of(b));
+    text.extend_from_slice(eol);
+    text.extend_from_slice(&b[at..msg.len()]);
+    let Ok(seen) = Message::parse(bytes::Bytes::from(text)) else {
+        return;
+    };
+    let mut r = Decision::new(d.kind, d.trunk);
+    judge_caller(policy, &seen, ctx, &mut r, false);
+    // What it made match is the REFER's; its identity reads another buffer, and stays.
+    d.hits.0 |= r.hits.0;
+    d.labels.0 |= r.labels.0;
+    d.presented = d.presented.or(r.presented);
+    d.presented_hits.0 |= r.presented_hits.0;
+    if r.is_reject() {
+        d.outcome = r.outcome;
+        d.rule = r.rule;
+        d.refusal = r.refusal.map(|f| match f.why {
+            "Bad P-Preferred-Identity" => Refusal {
+                why: "Bad Referred-By",
+                ..f
+            },
+            _ => f,
+        });
+    } else if r.rewrite_from {
+        d.referrer_removed = true;
+        d.rule = d.rule.or(r.rule);
+    }
 }
 
 /// A call refused before any caller rule runs (a stranger's, a trunk's that failed

@@ -631,38 +631,7 @@ fn hides_a_value(b: &[u8], na: &addr::NameAddr) -> bool {
     // in parameters that quote anything is inside the quotes.
     let params = na.params.of(b);
     let quoted_value = params.contains(&b'"') && params.iter().any(|&c| matches!(c, b'<' | b','));
-    let names_an_identity = |headers: Span| {
-        // `&` separates URI headers; a `;` there is read as one by lenient parsers.
-        headers.of(b).split(|&c| c == b'&' || c == b';').any(|h| {
-            let name = h.split(|&c| c == b'=').next().unwrap_or_default();
-            // Escapes read, blanks around the name dropped (`P-Asserted-Identity%20=`,
-            // and `+`, a blank to form decoders: QA 178 D1).
-            let name: Vec<u8> = crate::sip::lex::unescaped(name)
-                .map(|(_, c)| c.to_ascii_lowercase())
-                .filter(|c| !c.is_ascii_whitespace() && *c != b'+')
-                .collect();
-            matches!(
-                &name[..],
-                b"p-asserted-identity"
-                    | b"p-preferred-identity"
-                    | b"remote-party-id"
-                    | b"from"
-                    | b"f"
-            )
-        })
-    };
-    // An unescaped '@' ends a URI's userinfo and stands nowhere else before its
-    // headers (RFC 3261 25.1): a core refuses a URI with a second one (its caller then
-    // blank) or splits it at the last, reading digits the filter never judged (QA 180).
-    let uri = na.uri.of(b);
-    let before_headers = &uri[..memchr::memchr(b'?', uri).unwrap_or(uri.len())];
-    let second_at = memchr::memchr(b'@', before_headers)
-        .is_some_and(|at| memchr::memchr(b'@', &before_headers[at + 1..]).is_some());
-    quoted_value
-        || second_at
-        || (uri.contains(&b'?')
-            && uri::parse_chars_checked(b, na.uri)
-                .is_ok_and(|u| u.headers.is_some_and(names_an_identity)))
+    quoted_value || uri::hides_an_identity(b, na.uri)
 }
 
 /// Notes an identity field that did not parse. An empty field says nothing (RFC 3325

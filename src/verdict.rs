@@ -197,6 +197,15 @@ pub fn add_edits(
     {
         edits.remove(h.line());
     }
+    // A REFER's referrer presenting another number than its sender goes, as a
+    // P-Preferred-Identity would ([`crate::decide::Decision::referrer_removed`]).
+    if d.referrer_removed {
+        for h in msg.all(HeaderName::Other) {
+            if h.is(b, crate::sip::REFERRED_BY) {
+                edits.remove(h.line());
+            }
+        }
+    }
     if let (Kind::InDialog, Some(t)) = (d.kind, d.trunk) {
         remove_later_identities(policy, msg, edits);
         if let Some(a) = &policy.trunks[t].auth {

@@ -821,6 +821,130 @@ fn intl_forged_service() {
     passes(&p, &invite("95588", ""), "ic");
 }
 
+/// A REFER names one target and at most one referrer (RFC 3515 2.4.1, RFC 3892), and
+/// neither hides an identity in a URI header (the call it makes is built from them,
+/// RFC 3261 19.1.5): 400. Its Referred-By is shown to the party transferred, and is
+/// judged as a number the sender presents: contracted on an enterprise trunk, taken
+/// off at the gateways when it names another number than the sender's (QA 182 F2:
+/// `95588` and `110` went on from a whitelisted sender).
+#[test]
+fn a_refers_target_and_referrer_are_judged() {
+    let p = policy("");
+    let refer = |from: &str, fields: &str| {
+        Message::parse(Bytes::from(format!(
+            "REFER sip:4008001234@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-rf\r\nFrom: <sip:{from}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: refer-1\r\nCSeq: 1 REFER\r\nMax-Forwards: 70\r\nContact: <sip:x@10.9.9.9>\r\n{fields}Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    let with_checks = |m: &Message, trunk: &str| {
+        sipfence::decide::judge(
+            &p,
+            m,
+            &Context {
+                source: src(trunk),
+                local: None,
+                trunk: None,
+                now_ms: MON_10H,
+                rates: &NoCounting,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        )
+    };
+    let target = "Refer-To: <sip:13700001111@10.0.0.100>\r\n";
+    for (fields, why) in [
+        ("", "Missing Refer-To"),
+        (
+            "Refer-To: <sip:1@x>\r\nr: <sip:2@x>\r\n",
+            "Multiple Refer-To",
+        ),
+        ("Refer-To: <sip:1@x>, <sip:2@x>\r\n", "Multiple Refer-To"),
+        (
+            "Refer-To: <sip:13700001111@x?P-Asserted-Identity=%3Csip%3A%2B8613912345678%40x%3E&From=%3Csip%3A95588%40x%3E>\r\n",
+            "Bad Refer-To",
+        ),
+        ("Refer-To: <sip:1@95588@x>\r\n", "Bad Refer-To"),
+        ("Refer-To: <sip:1@x\r\n", "Bad Refer-To"),
+        (
+            "Refer-To: <sip:1@x>\r\nReferred-By: <sip:+442071234567@x?From=sip:110@x>\r\n",
+            "Bad Referred-By",
+        ),
+        (
+            "Refer-To: <sip:1@x>\r\nReferred-By: <sip:1@x>\r\nb: <sip:2@x>\r\n",
+            "Multiple Referred-By",
+        ),
+    ] {
+        let d = with_checks(&refer("+442071234567", fields), "intl");
+        assert_eq!(
+            (rejected(&d).map(|r| r.0), d.refusal.map(|r| r.why)),
+            (Some(400), Some(why)),
+            "{fields:?}"
+        );
+    }
+    // An attended transfer's Replaces header is no identity.
+    let d = with_checks(
+        &refer(
+            "+442071234567",
+            "Refer-To: <sip:13700001111@10.0.0.100?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
+        ),
+        "intl",
+    );
+    assert_eq!(rejected(&d), None, "{d:?}");
+    // The referrer at the international gateway: its own number passes as it is;
+    // another, or a service number, goes (the REFER labelled as the rule says).
+    let d = with_checks(
+        &refer(
+            "+442071234567",
+            &format!("{target}Referred-By: <sip:+442071234567@x>\r\n"),
+        ),
+        "intl",
+    );
+    assert!(rejected(&d).is_none() && !d.referrer_removed, "{d:?}");
+    for referrer in [
+        "<sip:110@x>",
+        "\"95588\" <sip:+442071234567@x>",
+        "<sip:+8613812345678@x>",
+        "b: <sip:110@x>",
+    ] {
+        let field = if referrer.starts_with("b:") {
+            format!("{referrer}\r\n")
+        } else {
+            format!("Referred-By: {referrer}\r\n")
+        };
+        let m = refer("+442071234567", &format!("{target}{field}"));
+        let d = with_checks(&m, "intl");
+        assert!(
+            rejected(&d).is_none() && d.referrer_removed,
+            "{referrer}: {d:?}"
+        );
+        assert_eq!(d.verdict_str(), "rewrite");
+        let out = forwarded(&p, &m, &d);
+        let text = String::from_utf8_lossy(out.buf()).into_owned();
+        assert!(
+            !text.contains("Referred-By") && !text.contains("\r\nb:") && text.contains("Refer-To"),
+            "{text}"
+        );
+    }
+    // On an enterprise trunk the referrer must be contracted too.
+    for (referrer, want) in [
+        ("<sip:+8613912340001@x>", None),
+        ("<sip:+8613912340002@x>", None),
+        ("<sip:95588@x>", Some((403, "enterprise-not-whitelisted"))),
+        (
+            "<sip:+8613812345679@x>",
+            Some((403, "enterprise-not-whitelisted")),
+        ),
+    ] {
+        let d = with_checks(
+            &refer(
+                "+8613912340001",
+                &format!("{target}Referred-By: {referrer}\r\n"),
+            ),
+            "ent",
+        );
+        assert_eq!(rejected(&d), want, "{referrer}: {d:?}");
+    }
+}
+
 /// An out-of-dialog MESSAGE or REFER shows its sender as a call shows its caller: the
 /// caller rules judge it (QA 173 F2: an SMS "from 95588" went on from abroad), and it
 /// counts toward no rate limit. Other out-of-dialog requests get the source check only.
@@ -3705,6 +3829,17 @@ fn builtin_policy_loads_and_judges_the_sample() {
 /// A `Proxy-Authorization` field of user pbx1 in realm ent.example for the test INVITE
 /// (`invite`'s Request-URI): qop=auth with this nonce count and client nonce, or no qop.
 fn digest_answer(nonce: &str, pass: &str, qop: Option<(&str, &str)>) -> String {
+    digest_answer_for("INVITE", "sip:4008001234@10.0.0.100", nonce, pass, qop)
+}
+
+/// [`digest_answer`] for a request of this method and Request-URI.
+fn digest_answer_for(
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    pass: &str,
+    qop: Option<(&str, &str)>,
+) -> String {
     use md5::{Digest, Md5};
     let md5 = |s: String| {
         Md5::digest(s.as_bytes())
@@ -3713,7 +3848,7 @@ fn digest_answer(nonce: &str, pass: &str, qop: Option<(&str, &str)>) -> String {
             .collect::<String>()
     };
     let ha1 = md5(format!("pbx1:ent.example:{pass}"));
-    let ha2 = md5("INVITE:sip:4008001234@10.0.0.100".to_string());
+    let ha2 = md5(format!("{method}:{uri}"));
     let (r, q) = match qop {
         Some((nc, cn)) => (
             md5(format!("{ha1}:{nonce}:{nc}:{cn}:auth:{ha2}")),
@@ -3722,7 +3857,7 @@ fn digest_answer(nonce: &str, pass: &str, qop: Option<(&str, &str)>) -> String {
         None => (md5(format!("{ha1}:{nonce}:{ha2}")), String::new()),
     };
     format!(
-        "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"sip:4008001234@10.0.0.100\"{q}, response=\"{r}\"\r\n"
+        "Proxy-Authorization: Digest username=\"pbx1\", realm=\"ent.example\", nonce=\"{nonce}\", uri=\"{uri}\"{q}, response=\"{r}\"\r\n"
     )
 }
 
@@ -3894,6 +4029,127 @@ fn trunk_auth() {
     .unwrap();
     let d = passes(&p, &invite("13912345678", ""), "ent");
     assert!(d.hits.contains(RuleId::TrunkAuth));
+}
+
+/// What is judged like a call is authenticated like one: an out-of-dialog MESSAGE or
+/// REFER of a trunk with `[trunk.auth]` is challenged, and passes answered. On a trunk
+/// told by its digest answers alone (no `sources`), every out-of-dialog request that
+/// goes to the core is challenged (QA 182 F1: a stranger's MESSAGE, REFER, REGISTER
+/// and SUBSCRIBE went on under the enterprise's number); a trunk with sources keeps
+/// the source check for the others, and the OPTIONS the gateway answers itself is
+/// never challenged.
+#[test]
+fn trunk_auth_covers_what_is_judged_like_a_call() {
+    let auth =
+        "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n";
+    let text = format!(
+        "{}\n{auth}\n[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:10.0.0.100:5070\"]\n[trunk.whitelist]\nentries = [\"+864008007777\"]\n{auth}",
+        POLICY.replace("[general]\n", "[general]\nauth_secret = \"shared\"\n")
+    );
+    let p = Policy::from_str(&text, "t.toml", Path::new(".")).unwrap();
+    let pbx = p.trunks.iter().position(|t| t.name == "pbx").unwrap();
+    let request = |method: &str, ruri: &str, from: &str, extra: &str| {
+        Message::parse(Bytes::from(format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-{method}\r\nFrom: <sip:{from}@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>\r\nCall-ID: oo-{method}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nRefer-To: <sip:13700001111@10.0.0.100>\r\n{extra}Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    let on = |m: &Message, trunk: Option<usize>, source: &str| {
+        decide(
+            &p,
+            m,
+            &Context {
+                source: source.parse().unwrap(),
+                local: None,
+                trunk,
+                now_ms: MON_10H,
+                rates: &NoCounting,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        )
+    };
+    let nonce_of = |m: &Message, d: &Decision, source: &str| {
+        let mut out = vec![];
+        assert!(verdict::write_reject(
+            &p,
+            m,
+            d,
+            Some(source.parse().unwrap()),
+            &mut out
+        ));
+        let r = String::from_utf8(out).unwrap();
+        assert!(r.starts_with("SIP/2.0 407 "), "{r}");
+        r.split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let ent = "10.0.0.3:5060";
+    let ruri = "sip:4008001234@10.0.0.100";
+    for method in ["MESSAGE", "REFER"] {
+        let m = request(method, ruri, "13912345678", "");
+        let d = on(&m, None, ent);
+        assert_eq!(
+            (d.kind, rejected(&d)),
+            (Kind::OtherRequest, Some((407, "trunk-auth"))),
+            "{method}"
+        );
+        let nonce = nonce_of(&m, &d, ent);
+        let creds = digest_answer_for(method, ruri, &nonce, "s3cret", Some(("00000001", "a")));
+        let d = on(&request(method, ruri, "13912345678", &creds), None, ent);
+        assert_eq!(
+            (d.kind, rejected(&d), d.auth.map(|a| a.as_str())),
+            (Kind::OtherRequest, None, Some("ok")),
+            "{method}"
+        );
+        // Authenticated is not whitelisted.
+        let creds = digest_answer_for(method, ruri, &nonce, "s3cret", Some(("00000002", "a")));
+        let d = on(&request(method, ruri, "13812345679", &creds), None, ent);
+        assert_eq!(
+            rejected(&d),
+            Some((403, "enterprise-not-whitelisted")),
+            "{method}"
+        );
+    }
+    // A trunk told by its sources: the other requests keep the source check alone.
+    let d = on(
+        &request("REGISTER", "sip:10.0.0.100", "13912345678", ""),
+        None,
+        ent,
+    );
+    assert_eq!((d.kind, rejected(&d)), (Kind::OtherRequest, None));
+    // A trunk told by its digest answers alone: anyone's request is challenged.
+    let stranger = "192.0.2.99:5060";
+    for (method, ruri) in [
+        ("MESSAGE", ruri),
+        ("REFER", ruri),
+        ("REGISTER", "sip:10.0.0.100"),
+        ("SUBSCRIBE", ruri),
+        ("PUBLISH", ruri),
+        ("NOTIFY", ruri),
+        ("OPTIONS", "sip:4008001234@10.0.0.100"),
+    ] {
+        let m = request(method, ruri, "4008007777", "");
+        let d = on(&m, Some(pbx), stranger);
+        assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{method}");
+        let nonce = nonce_of(&m, &d, stranger);
+        let creds = digest_answer_for(method, ruri, &nonce, "s3cret", None);
+        let d = on(
+            &request(method, ruri, "4008007777", &creds),
+            Some(pbx),
+            stranger,
+        );
+        assert_eq!(rejected(&d), None, "{method}");
+    }
+    // The keep-alive the gateway answers itself, and in-dialog requests, are not.
+    let ping = request("OPTIONS", "sip:10.0.0.100:5070", "4008007777", "");
+    assert_eq!(rejected(&on(&ping, Some(pbx), stranger)), None);
+    let bye = Message::parse(Bytes::from_static(b"BYE sip:x@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-b\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    let d = on(&bye, Some(pbx), stranger);
+    assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None));
 }
 
 /// A digest answer is good for one call: its retransmissions pass, the same answer in
@@ -4474,6 +4730,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
             MON_10H,
         );
     }
+    // The caller's BYE (its tag in From), from the trunk's side.
     track_dialog(
         &dialog_message(
             "BYE sip:a@10.9.9.8 SIP/2.0",
@@ -4482,7 +4739,7 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
             "fork-a",
             "2 BYE",
         ),
-        || true,
+        || false,
         &rates,
         MON_10H + 1_000,
     );
@@ -4490,9 +4747,10 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
     assert_eq!(at(&fork("fork-b"), 60_000).kind, Kind::InDialog);
     assert!(at(&fork("fork-a"), 60_000).unknown_dialog);
     assert!(at(&fork("fork-c"), 60_000).unknown_dialog);
-    // A dialog is kept DIALOG_MS after its last 2xx: a 2xx to a re-INVITE refreshes it.
+    // A dialog is kept DIALOG_MS after its last 2xx: a 2xx to a re-INVITE refreshes it
+    // (the core's to the peer's, whose tag is in From).
     track_dialog(
-        &dialog_message("SIP/2.0 200 OK", "c-3", "core7", "peer1", "2 INVITE"),
+        &dialog_message("SIP/2.0 200 OK", "c-3", "peer1", "core7", "2 INVITE"),
         || true,
         &rates,
         MON_10H + DIALOG_MS - 1,
@@ -7078,6 +7336,17 @@ fn a_recorded_calls_from_cannot_change_within_the_call() {
         (Kind::OtherRequest, Some((403, "intl-forged-service"))),
         "{d:?}"
     );
+    // So is an INVITE with the tags the other way round, as a call of a dialog never
+    // carried here: the core keys dialogs by its own tag and the peer's, and a lenient
+    // one relays such an INVITE to its Request-URI (QA 182 F5: it passed as a
+    // re-INVITE, From as written).
+    let swapped_invite = sent(
+        "INVITE sip:13700001111@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-swi\r\nFrom: \"95588\" <sip:+8613912345678@uk.example>;tag=uas1\r\nTo: <sip:4008001234@10.0.0.100>;tag=ft1\r\nCall-ID: call-wf\r\nCSeq: 10 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        .to_string(),
+    );
+    let d = judge_at(&p, &swapped_invite, "intl-rr", MON_10H + 60_000, &rates);
+    assert!(d.unknown_dialog && d.kind == Kind::Call, "{d:?}");
+    assert_eq!(rejected(&d).map(|r| r.1), Some("intl-domestic-caller"));
     // Without Record-Route nothing is kept (the later requests pass elsewhere).
     let plain = LocalRateCounter::new(1000);
     judge_at(&p, &inv, "intl", MON_10H, &plain);
@@ -7086,6 +7355,52 @@ fn a_recorded_calls_from_cannot_change_within_the_call() {
     assert_eq!(
         at_core(&update, &plain, &p, "intl"),
         "\"110\" <sip:110@uk.example;user=phone>;tag=ft1"
+    );
+    // The tags the other way round name no dialog of the trunk's there either: such a
+    // MESSAGE is judged by its sender (QA 182 F5: only record_route trunks judged it).
+    let d = judge_at(&p, &swapped, "intl", MON_10H + 60_000, &plain);
+    assert_eq!(
+        (d.kind, rejected(&d)),
+        (Kind::OtherRequest, Some((403, "intl-forged-service"))),
+        "{d:?}"
+    );
+    // A call the core offered the trunk's peer: the peer's requests carry its own tag
+    // (the 2xx's To-tag) in From, and pass as in-dialog; written with the core's tag in
+    // From they are judged (QA 179 N6).
+    let offer = Message::parse(Bytes::from(
+        "INVITE sip:+442071234567@192.0.2.77 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.100:5060;branch=z9hG4bK-of\r\nFrom: <sip:+8613912345678@10.0.0.100>;tag=core7\r\nTo: <sip:+442071234567@192.0.2.77>\r\nCall-ID: offered-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    track_dialog(&offer, || true, &plain, MON_10H);
+    let answered = Message::parse_for_relay(Bytes::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.100:5060;branch=z9hG4bK-of\r\nFrom: <sip:+8613912345678@10.0.0.100>;tag=core7\r\nTo: <sip:+442071234567@192.0.2.77>;tag=peer7\r\nCall-ID: offered-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    track_dialog(&answered, || false, &plain, MON_10H + 1_000);
+    let peers = |from_tag: &str, to_tag: &str| {
+        sent(format!(
+            "MESSAGE sip:+8613912345678@10.0.0.100 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.77:5060;branch=z9hG4bK-pm{from_tag}\r\nFrom: \"95588\" <sip:95588@uk.example>;tag={from_tag}\r\nTo: <sip:+8613912345678@10.0.0.100>;tag={to_tag}\r\nCall-ID: offered-1\r\nCSeq: 2 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let d = judge_at(
+        &p,
+        &peers("peer7", "core7"),
+        "intl",
+        MON_10H + 2_000,
+        &plain,
+    );
+    assert_eq!(d.kind, Kind::InDialog, "{d:?}");
+    let d = judge_at(
+        &p,
+        &peers("core7", "peer7"),
+        "intl",
+        MON_10H + 2_000,
+        &plain,
+    );
+    assert_eq!(
+        (d.kind, rejected(&d)),
+        (Kind::OtherRequest, Some((403, "intl-forged-service"))),
+        "{d:?}"
     );
 }
 

@@ -184,7 +184,21 @@ impl Header {
             end: self.line_end as u32,
         }
     }
+    /// Whether a field no [`HeaderName`] names is `names` (its long and compact forms,
+    /// any case), in `b`, the message's bytes.
+    pub fn is(&self, b: &[u8], names: FieldNames) -> bool {
+        let n = self.name_span().of(b);
+        n.eq_ignore_ascii_case(names.0) || n.eq_ignore_ascii_case(names.1)
+    }
 }
+
+/// A field's long and compact names, for the fields [`HeaderName`] leaves as `Other`
+/// (read on a REFER alone: not worth a place in every message's header table).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldNames(pub &'static [u8], pub &'static [u8]);
+
+pub const REFER_TO: FieldNames = FieldNames(b"Refer-To", b"r");
+pub const REFERRED_BY: FieldNames = FieldNames(b"Referred-By", b"b");
 
 /// The start line of an empty message (nothing parsed into it yet, or a failed parse).
 const NO_START: StartLine = StartLine::Response {
@@ -520,6 +534,50 @@ impl Message {
         // and the next hop as another (a multipart with the ISUP IAM in it).
         if ct > 1 {
             return Err("Multiple Content-Type");
+        }
+        if self.method() == Some(Method::Refer) {
+            return self.check_refer();
+        }
+        Ok(())
+    }
+
+    /// A REFER names exactly one target (RFC 3515 2.4.1: none, or more, is answered
+    /// 400), and at most one referrer (RFC 3892); neither hides an identity the filter
+    /// does not judge in a URI header or behind a second '@' ([`uri::hides_an_identity`]):
+    /// the call a REFER makes is built from its target's URI headers (RFC 3261 19.1.5),
+    /// and its Referred-By is shown to the party transferred (QA 182 F2).
+    #[cold]
+    fn check_refer(&self) -> Result<(), &'static str> {
+        let b = self.buf();
+        for (names, missing, multiple, bad) in [
+            (
+                REFER_TO,
+                Some("Missing Refer-To"),
+                "Multiple Refer-To",
+                "Bad Refer-To",
+            ),
+            (REFERRED_BY, None, "Multiple Referred-By", "Bad Referred-By"),
+        ] {
+            let (mut values, mut hides) = (0u32, false);
+            for h in self.all(HeaderName::Other).filter(|h| h.is(b, names)) {
+                addr::parse_list_skip_empty(b, h.value(), |na| {
+                    values += 1;
+                    hides |= uri::hides_an_identity(b, na.uri);
+                })
+                .map_err(|_| bad)?;
+            }
+            match values {
+                0 => {
+                    if let Some(m) = missing {
+                        return Err(m);
+                    }
+                }
+                1 => {}
+                _ => return Err(multiple),
+            }
+            if hides {
+                return Err(bad);
+            }
         }
         Ok(())
     }

@@ -309,6 +309,45 @@ fn user_anyway(b: &[u8], s: Span) -> Result<Uri, BadUri> {
     })
 }
 
+/// A URI that names a second identity where a lenient element finds it: an identity
+/// field as a URI header (`?P-Asserted-Identity=...`, `?From=...`, escaped or with
+/// blanks: an element that applies URI headers, RFC 3261 19.1.5, builds its request
+/// from them; QA 173 F4, QA 178 D1), or a second unescaped '@', which ends a userinfo
+/// and stands nowhere else before the headers (RFC 3261 25.1: a core refuses such a
+/// URI or splits it at the last '@', reading digits the filter never judged, QA 180).
+/// Other URI headers (`?Replaces=...`) name none.
+pub fn hides_an_identity(b: &[u8], s: Span) -> bool {
+    let v = s.of(b);
+    let before_headers = &v[..find(v, 0, v.len(), b'?').unwrap_or(v.len())];
+    let second_at = find(before_headers, 0, before_headers.len(), b'@')
+        .is_some_and(|at| find(before_headers, at + 1, before_headers.len(), b'@').is_some());
+    let names_an_identity = |headers: Span| {
+        // `&` separates URI headers; a `;` there is read as one by lenient parsers.
+        headers.of(b).split(|&c| c == b'&' || c == b';').any(|h| {
+            let name = h.split(|&c| c == b'=').next().unwrap_or_default();
+            // Escapes read, blanks around the name dropped (`P-Asserted-Identity%20=`,
+            // and `+`, a blank to form decoders).
+            let name: Vec<u8> = super::lex::unescaped(name)
+                .map(|(_, c)| c.to_ascii_lowercase())
+                .filter(|c| !c.is_ascii_whitespace() && *c != b'+')
+                .collect();
+            matches!(
+                &name[..],
+                b"p-asserted-identity"
+                    | b"p-preferred-identity"
+                    | b"remote-party-id"
+                    | b"from"
+                    | b"f"
+                    | b"referred-by"
+                    | b"b"
+            )
+        })
+    };
+    second_at
+        || (before_headers.len() < v.len()
+            && parse_chars_checked(b, s).is_ok_and(|u| u.headers.is_some_and(names_an_identity)))
+}
+
 /// Whether a header value starts like a URI (scheme followed by ':').
 pub fn looks_like_uri(v: &[u8]) -> bool {
     let n = v.iter().take_while(|&&c| is_token(c)).count();
