@@ -1128,13 +1128,18 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // What is judged like a call is authenticated like one; and on a trunk that
         // only its digest answers tell (no `sources`), every request that starts
         // something at the core (QA 182 F1: a stranger's MESSAGE, REFER and REGISTER
-        // under the enterprise's number went on, filed as the enterprise's). Not the
-        // keep-alive OPTIONS the gateway answers itself.
+        // under the enterprise's number went on, filed as the enterprise's), a To-tag
+        // of a dialog never carried here included (QA 183 F8: a stranger's REGISTER
+        // with an invented To-tag bound the enterprise's number at the registrar).
+        // Not the keep-alive OPTIONS the gateway answers itself, nor ACK and CANCEL,
+        // which no one may challenge (RFC 3261 22.1).
         let by_auth_alone = || {
             trunk.is_some_and(|t| policy.trunks[t].sources.is_empty())
                 && !(method == Method::Options && addressed_to_proxy(msg))
+                && !matches!(method, Method::Ack | Method::Cancel)
+                && (kind == Kind::OtherRequest || unknown_dialog())
         };
-        if (shows_sender || (kind == Kind::OtherRequest && by_auth_alone()))
+        if (shows_sender || by_auth_alone())
             && authentication_refuses(policy, msg, ctx, &mut d, None)
         {
             return d;

@@ -4144,12 +4144,56 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
         );
         assert_eq!(rejected(&d), None, "{method}");
     }
-    // The keep-alive the gateway answers itself, and in-dialog requests, are not.
+    // The keep-alive the gateway answers itself is not.
     let ping = request("OPTIONS", "sip:10.0.0.100:5070", "4008007777", "");
     assert_eq!(rejected(&on(&ping, Some(pbx), stranger)), None);
-    let bye = Message::parse(Bytes::from_static(b"BYE sip:x@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-b\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap();
-    let d = on(&bye, Some(pbx), stranger);
-    assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None));
+    // Nor are the requests of a dialog carried here; a To-tag of one never carried
+    // here is no dialog there (QA 183 F8: a stranger's REGISTER with an invented
+    // To-tag went on); ACK and CANCEL are never challenged (RFC 3261 22.1).
+    let rates = LocalRateCounter::new(1000);
+    sipfence::decide::track_dialog(
+        &Message::parse_for_relay(Bytes::from_static(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-i\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")).unwrap(),
+        || true,
+        &rates,
+        MON_10H,
+    );
+    let in_dialog = |method: &str, to_tag: &str| {
+        Message::parse(Bytes::from(format!(
+            "{method} sip:x@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-b{method}\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: c\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    let at = |m: &Message| {
+        decide(
+            &p,
+            m,
+            &Context {
+                source: stranger.parse().unwrap(),
+                local: None,
+                trunk: Some(pbx),
+                now_ms: MON_10H + 1_000,
+                rates: &rates,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        )
+    };
+    for method in [
+        "BYE", "REGISTER", "NOTIFY", "UPDATE", "INFO", "ACK", "CANCEL",
+    ] {
+        let d = at(&in_dialog(method, "tt"));
+        assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None), "{method}");
+        let d = at(&in_dialog(method, "made-up"));
+        let want = if matches!(method, "ACK" | "CANCEL") {
+            None
+        } else {
+            Some((407, "trunk-auth"))
+        };
+        assert_eq!(
+            rejected(&d),
+            want,
+            "{method} in a dialog never carried here"
+        );
+    }
 }
 
 /// A digest answer is good for one call: its retransmissions pass, the same answer in
