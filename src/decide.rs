@@ -443,8 +443,8 @@ fn dialog_known(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
     rates.knows_dialog(dialog_of(msg), now_ms)
 }
 
-/// A call the core offered towards a trunk (its initial INVITE passed): the peer's 2xx
-/// to it may set up a dialog.
+/// An INVITE the core sent towards a trunk (an initial one passed, or a re-INVITE): the
+/// peer's 2xx to it may set up a dialog.
 fn offer_key(call_id: &[u8]) -> u64 {
     crate::sip::lex::tag_hash(&[b"offer", call_id])
 }
@@ -501,7 +501,11 @@ pub fn track_dialog(
             // answered call the core offered kept a place in the table after its BYE).
             rates.forget_dialog(offer_key(msg.call_id()));
         }
-        Some(Method::Invite) if msg.to_tag().is_none() && from_core() => rates.note_dialog(
+        // The core's INVITE, initial or within a dialog: the trunk peer's 2xx to it may
+        // set up the dialog, or make known again one this gateway forgot (a restart:
+        // QA 185 M1, the peer's own re-INVITEs were else judged as calls from the
+        // callee's number for the rest of the call).
+        Some(Method::Invite) if from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
             now_ms,
             crate::behaviour::live::RING_MS,

@@ -4838,6 +4838,37 @@ fn an_invite_in_a_dialog_never_answered_here_is_judged_as_a_call() {
         );
     }
     assert_eq!(dialogs(), held - 3);
+    // After a restart no dialog is known. The core's re-INVITE and the trunk side's 2xx
+    // to it make one known again, whichever side placed the call (QA 185 M1: in a call
+    // the core offered, the peer's re-INVITEs were judged as calls from the callee's
+    // number for the rest of the call); a 2xx a trunk makes up to a re-INVITE the core
+    // never sent makes nothing known.
+    let fresh = LocalRateCounter::new(1000);
+    let at_fresh = |m: &Message, t: u64| judge_at(&p, m, "intl", MON_10H + t, &fresh);
+    let core_reinvite = |call_id: &str, core_tag: &str, trunk_tag: &str| {
+        Message::parse(Bytes::from(format!(
+            "INVITE sip:peer@192.0.2.77 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.100;branch=z9hG4bK-cr{call_id}\r\nFrom: <sip:4008001234@10.0.0.100>;tag={core_tag}\r\nTo: <sip:+442071234567@192.0.2.77>;tag={trunk_tag}\r\nCall-ID: {call_id}\r\nCSeq: 6 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    for (call_id, trunk_tag, core_tag) in [("c-7", "peer7", "core7"), ("c-8", "ft8", "uas8")] {
+        let trunks = in_dialog_invite(call_id, "+8613812345678", trunk_tag, core_tag);
+        assert!(at_fresh(&trunks, 0).unknown_dialog, "{call_id}");
+        let ok = dialog_message("SIP/2.0 200 OK", call_id, core_tag, trunk_tag, "6 INVITE");
+        track_dialog(&ok, || false, &fresh, MON_10H + 1_000);
+        assert!(
+            at_fresh(&trunks, 2_000).unknown_dialog,
+            "{call_id}: made up"
+        );
+        track_dialog(
+            &core_reinvite(call_id, core_tag, trunk_tag),
+            || true,
+            &fresh,
+            MON_10H + 3_000,
+        );
+        track_dialog(&ok, || false, &fresh, MON_10H + 3_500);
+        assert_eq!(at_fresh(&trunks, 4_000).kind, Kind::InDialog, "{call_id}");
+    }
     // Other in-dialog requests set up no call: they pass as before.
     let bye = dialog_message("BYE sip:a@10.9.9.8 SIP/2.0", "c-9", "x", "y", "3 BYE");
     assert_eq!(at(&bye, 0).kind, Kind::InDialog);
