@@ -504,11 +504,16 @@ pub fn track_dialog(
         // The core's INVITE, initial or within a dialog: the trunk peer's 2xx to it may
         // set up the dialog, or make known again one this gateway forgot (a restart:
         // QA 185 M1, the peer's own re-INVITEs were else judged as calls from the
-        // callee's number for the rest of the call).
+        // callee's number for the rest of the call). A re-INVITE is answered at once,
+        // not rung: its mark lasts a transaction, the least a made-up 2xx has to use.
         Some(Method::Invite) if from_core() => rates.note_dialog(
             offer_key(msg.call_id()),
             now_ms,
-            crate::behaviour::live::RING_MS,
+            if msg.to_tag().is_none() {
+                crate::behaviour::live::RING_MS
+            } else {
+                TRANSACTION_MS
+            },
         ),
         // The caller had its INVITE's final answer: a copy of that INVITE sent from now
         // on is a new attempt ([`repeated`]). Not the ACK of an answer sipfence gave
