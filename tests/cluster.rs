@@ -1022,6 +1022,18 @@ list_poll_ms = 200
         ),
         1,
     );
+    // A gateway whose wait for a set is far too short: it tries again after a wait that
+    // doubles, not every poll (QA 184: the whole set was sent again every poll).
+    let base2 = port_block();
+    let slow = Proxy::start(
+        &format!(
+            "[[trunk]]\nname = \"ent\"\nrole = \"enterprise\"\nlisten = [\"udp:127.0.0.1:{base2}\"]\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:{}\"\n[trunk.whitelist]\nentries = [\"+8613912340000..+8613912349999\"]\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[redis]\nurl = \"{}\"\ninstance = \"gw1\"\ntimeout_ms = 5\nlist_timeout_ms = 5\nlist_poll_ms = 200\n",
+            base2 + 10,
+            base2 + 30,
+            redis.url()
+        ),
+        1,
+    );
     let dir = gw.dir.path();
     let url = redis.url();
     let publish = |args: &[&str]| {
@@ -1052,6 +1064,14 @@ list_poll_ms = 200
     );
     let listed = "+8613001999999";
     assert_eq!(answer(base, listed), Some(608));
+    std::thread::sleep(Duration::from_secs(3));
+    let tries = slow.metric("sipfence_redis_errors_total{op=\"lists\"}");
+    // Every poll would be 15 tries and more; doubling waits, 4 here (8 on a slow box).
+    assert!((1.0..=8.0).contains(&tries), "{tries} tries");
+    assert_eq!(slow.metric("sipfence_list_version{state=\"running\"}"), 0.0);
+    let log = slow.stderr.lock().unwrap().join("\n");
+    assert!(log.contains("list_timeout_ms = 5 ms"), "{log}");
+    drop(slow);
 
     // Redis restarts empty: the gateway keeps its set and says it is gone.
     redis.kill();
@@ -1073,13 +1093,21 @@ list_poll_ms = 200
     assert_eq!(answer(base, listed), Some(608), "the running set stays");
     let out = gw.stdout.lock().unwrap().join("\n");
     assert!(
-        out.contains("published lists v1 refused: list blacklist 2000000 -> 100 entries lost more than half, against the set running here, which redis lost"),
+        out.contains("published lists v1 refused: list blacklist 2000000 -> 100 entries lost more than half, against the set running here, which `lists publish` did not judge this one against"),
         "{out}"
     );
+    // The same cut published again is judged against the first (no cut there), at a
+    // version above the one running here: still no set judged from the one running
+    // here, still refused (QA 184: a gateway cut off from Redis while it lost its sets
+    // saw only this one, took it for the fleet moving on, and took the cut).
+    let (code, err) = publish(&[&file("cut.txt", 100)]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("the cut v2 refused", 10, || state("refused") == 2.0);
+    assert_eq!(answer(base, listed), Some(608), "the running set stays");
     // Forced, it is taken as meant.
     let (code, err) = publish(&["--force", &file("cut.txt", 100)]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for("the forced v2 running", 10, || state("running") == 2.0);
+    wait_for("the forced v3 running", 10, || state("running") == 3.0);
     assert_eq!(
         gw.metric("sipfence_list_entries{list=\"blacklist\"}"),
         100.0
@@ -1094,7 +1122,11 @@ list_poll_ms = 200
     // comes, as ever.
     let (code, err) = publish(&[&file("grown.txt", 150)]);
     assert_eq!(code, Some(0), "{err}");
-    wait_for("v3 running", 10, || state("running") == 3.0);
+    wait_for("v4 running", 10, || state("running") == 4.0);
+    assert_eq!(gw.metric("sipfence_list_refused"), 0.0);
+    // Running what Redis holds, no refused version stands (QA 184: a stale one could
+    // hide a newer set's from the alert that says a set never arrived).
+    wait_for("no refused version", 10, || state("refused") == 0.0);
 }
 
 #[test]

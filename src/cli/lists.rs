@@ -111,10 +111,11 @@ pub fn publish(a: &PublishArgs) -> i32 {
     };
     let payload: Vec<(String, String)> =
         set.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
-    if let Err(code) = judged_or_refused(a, &policy, &rt, &redis, &url, &payload) {
-        return code;
-    }
-    match rt.block_on(lists::publish(&redis, &payload, a.force)) {
+    let base = match judged_or_refused(a, &policy, &rt, &redis, &url, &payload) {
+        Ok(base) => base,
+        Err(code) => return code,
+    };
+    match rt.block_on(lists::publish(&redis, &payload, a.force, base)) {
         Ok(v) => {
             let names: Vec<String> = set
                 .iter()
@@ -146,8 +147,9 @@ pub fn publish(a: &PublishArgs) -> i32 {
 /// half is refused here, before any gateway sees it, unless `--force`, and what `check`
 /// would newly warn of is said (QA 175). The gateways take a set judged so as it comes.
 /// Without --config the gateways' files are not known: judged against none (and their
-/// whitelists left to them), not the built-in example's (QA 177 C). `Err`: the exit
-/// status, the reason said.
+/// whitelists left to them), not the built-in example's (QA 177 C). `Ok`: the digest of
+/// the set in Redis it was judged against (`None`: none, the policy's files); `Err`:
+/// the exit status, the reason said.
 fn judged_or_refused(
     a: &PublishArgs,
     policy: &crate::policy::Policy,
@@ -155,7 +157,7 @@ fn judged_or_refused(
     redis: &Redis,
     url: &str,
     payload: &[(String, String)],
-) -> Result<(), i32> {
+) -> Result<Option<u64>, i32> {
     let known = a.config.is_some();
     let base = if known {
         policy.clone()
@@ -294,7 +296,7 @@ fn judged_or_refused(
             shrunk.join(", ")
         );
     }
-    Ok(())
+    Ok(judged_set.as_ref().map(|(_, l)| lists::tag_of(l)))
 }
 
 /// The sets a new one is judged against: the newest set a `lists publish` judged whose

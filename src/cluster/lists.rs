@@ -41,7 +41,7 @@ impl Published {
 }
 
 /// The digest of a set: its names and texts, in name order.
-fn tag_of(lists: &[(String, String)]) -> u64 {
+pub fn tag_of(lists: &[(String, String)]) -> u64 {
     let mut sorted: Vec<&(String, String)> = lists.iter().collect();
     sorted.sort();
     let parts: Vec<&[u8]> = sorted
@@ -60,15 +60,20 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Stores a new list set; returns its version. Beside the set, `<prefix>:lists:v<N>:judged`
-/// says that `lists publish` judged it against the set before it (`checked`), or took a
-/// list cut by more than half as meant (`forced`): a gateway takes a judged set as it
-/// comes, whatever it ran before (restarted, or a version behind: QA 177 A), and judges
-/// only a set written by other means against its own lists. A release before it reads
-/// the set alone, as it always did.
+/// says that `lists publish` judged it (`checked`), or took a list cut by more than half
+/// as meant (`forced`), and `<prefix>:lists:v<N>:base` against what: the digest of the
+/// set in Redis it was judged against (`base`), or `files` (none was there). A gateway
+/// takes a forced set as it comes, and a checked one when it runs its files (restarted:
+/// QA 177 A) or when the set it runs is among the bases the set was judged against, link
+/// by link ([`judged_from`]); any other set it judges against its own lists (written by
+/// other means, or judged without the set running here: Redis lost it, or this gateway
+/// was cut off meanwhile, QA 181, QA 184). A release before session 53 reads the set
+/// alone; session 53's reads the mark and not the base.
 pub async fn publish(
     redis: &Redis,
     lists: &[(String, String)],
     forced: bool,
+    base: Option<u64>,
 ) -> Result<u64, RedisFailure> {
     let seq = redis.key("lists:seq");
     let version: u64 = redis
@@ -84,6 +89,10 @@ pub async fn publish(
     pipe.cmd("SET")
         .arg(&judged_key)
         .arg(judged_mark(forced, tag))
+        .ignore();
+    pipe.cmd("SET")
+        .arg(format!("{set}:base"))
+        .arg(base.map_or_else(|| "files".to_string(), |b| format!("{b:016x}")))
         .ignore();
     for (name, text) in lists {
         pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
@@ -102,6 +111,7 @@ pub async fn publish(
                 redis::cmd("DEL")
                     .arg(&old)
                     .arg(format!("{old}:judged"))
+                    .arg(format!("{old}:base"))
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -188,25 +198,77 @@ pub enum Trust {
     /// Written by other means, or edited since it was judged: judged here against the
     /// running lists.
     Unjudged,
-    /// Checked by `lists publish`, but after Redis lost the set running here (flushed,
-    /// restored from an older snapshot): the publisher had nothing of the fleet's to
-    /// judge it against but the policy's files, so it is judged here too (QA 181: a
-    /// feed's file cut short and published after a Redis restart went to every
-    /// gateway unjudged).
+    /// Checked by `lists publish`, but not against the set running here nor against
+    /// one judged against it ([`judged_from`]): Redis lost that set (flushed, restored
+    /// from an older snapshot) and the publisher had only the policy's files to judge
+    /// against, or this gateway was cut off while the fleet moved on. Judged here too
+    /// (QA 181: a feed's file cut short and published after a Redis restart went to
+    /// every gateway unjudged; QA 184: a gateway cut off meanwhile took it).
     CheckedWithoutRunning,
 }
 
 impl Trust {
-    /// `running_lost`: the set this gateway runs went from Redis in a way the fleet's
-    /// moving on does not explain.
-    pub fn of(judged: Option<Judgement>, running_lost: bool) -> Trust {
+    /// `from_running`: the set was judged from the set this gateway runs, or it runs its
+    /// files (no set).
+    pub fn of(judged: Option<Judgement>, from_running: bool) -> Trust {
         match judged {
             Some(Judgement::Forced) => Trust::Taken,
-            Some(Judgement::Checked) if !running_lost => Trust::Taken,
+            Some(Judgement::Checked) if from_running => Trust::Taken,
             Some(Judgement::Checked) => Trust::CheckedWithoutRunning,
             None => Trust::Unjudged,
         }
     }
+}
+
+/// The digest of the set version `version` was judged against, from its base mark
+/// (`None`: the policy's files, or no base written: a publisher before the mark).
+async fn base_of(redis: &Redis, version: u64) -> Result<Option<u64>, RedisFailure> {
+    let k = redis.key(&format!("lists:v{version}:base"));
+    let v: Option<String> = redis
+        .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
+        .await?;
+    Ok(v.and_then(|s| u64::from_str_radix(s.trim(), 16).ok()))
+}
+
+/// The digest a judged mark says its set had.
+fn marked_digest(mark: &str) -> Option<u64> {
+    let (_, d) = mark.split_once(':')?;
+    u64::from_str_radix(d.trim(), 16).ok()
+}
+
+/// How many bases back a gateway follows a set's judging for the set it runs.
+const LINEAGE: usize = 8;
+
+/// Whether version `version` was judged against the set whose digest is `running`, or
+/// against a set that was judged against it, and so on ([`LINEAGE`] links, over the
+/// versions Redis still holds): then the publisher judged every step from what this
+/// gateway runs to the new set.
+pub async fn judged_from(redis: &Redis, version: u64, running: u64) -> Result<bool, RedisFailure> {
+    let mut v = version;
+    for _ in 0..LINEAGE {
+        let Some(base) = base_of(redis, v).await? else {
+            return Ok(false);
+        };
+        if base == running {
+            return Ok(true);
+        }
+        // The version whose mark names that digest, below this one.
+        let mut below = None;
+        for w in (v.saturating_sub(LINEAGE as u64).max(1)..v).rev() {
+            if mark_of(redis, w)
+                .await?
+                .is_some_and(|m| marked_digest(&m) == Some(base))
+            {
+                below = Some(w);
+                break;
+            }
+        }
+        match below {
+            Some(w) => v = w,
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// How `lists publish` judged version `version` as it now holds `lists`; `None` for a

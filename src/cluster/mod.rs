@@ -56,7 +56,9 @@ impl std::fmt::Display for RedisFailure {
             // An answer cut off (Redis killed while it was being sent) reads to the
             // client as a malformed one: said as what it is (QA 181).
             RedisFailure::Error(e) if e.kind() == redis::ErrorKind::Parse => {
-                write!(f, "the connection broke off mid-answer ({e})")
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default();
+                write!(f, "the connection broke off mid-answer ({first})")
             }
             RedisFailure::Error(e) => write!(f, "{e}"),
         }

@@ -630,7 +630,7 @@ impl Shared {
             if !judged && !seen.shrunk.is_empty() {
                 let how = match trust {
                     Trust::CheckedWithoutRunning => {
-                        "against the set running here, which redis lost (flushed, or restored from an older snapshot) before `lists publish` judged this one against the policy's files alone"
+                        "against the set running here, which `lists publish` did not judge this one against (redis lost it, or this gateway was cut off meanwhile)"
                     }
                     _ => "in a set no `lists publish` judged",
                 };
@@ -1213,9 +1213,12 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether the running set's loss from Redis was told.
     let mut gone_told = false;
-    // The running set, once seen gone from Redis: the next set `lists publish` checks
-    // was judged without it, and is judged here against it.
-    let mut lost: Option<crate::cluster::lists::Published> = None;
+    // A set that did not arrive in time is fetched again after a wait that doubles, up
+    // to five minutes: each try moves the whole set again (QA 184: a set longer in
+    // transit than `list_timeout_ms` was sent again every poll, for good). Other
+    // failures (Redis down) cost nothing to retry, and are retried every poll.
+    let mut fetch_failures: u32 = 0;
+    let mut fetch_again_at = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         // Told by version and content: after Redis lost its data, a new v1 is not the
@@ -1235,7 +1238,6 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             match (running, published) {
                 (Some(r), None) if !gone_told => {
                     gone_told = true;
-                    lost = Some(r);
                     let said = format!(
                         "published lists v{} running here are gone from redis (flushed, or restored without them): kept; a gateway started now runs its list files alone: publish them again (a list cut by more than half against the set running here is refused here unless forced)",
                         r.version
@@ -1253,6 +1255,19 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             {
                 p
             }
+            // Running what Redis holds: no refusal stands (QA 184: a set refused before
+            // Redis lost its sets kept the gauge at 1 on a gateway running the set
+            // published since, and its version could hide a newer one's).
+            Ok(Some(p)) if Some(p) == running => {
+                refused = None;
+                shared.metrics.list_refused.set(0);
+                shared
+                    .metrics
+                    .list_version
+                    .with_label_values(&["refused"])
+                    .set(0);
+                continue;
+            }
             Ok(_) => continue,
             Err(e) => {
                 shared.metrics.redis_error("lists");
@@ -1261,10 +1276,31 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             }
         };
         let v = p.version;
+        if fetch_failures > 0 && tokio::time::Instant::now() < fetch_again_at {
+            continue;
+        }
         let lists = match crate::cluster::lists::fetch(&c.redis, v).await {
-            Ok(l) => l,
+            Ok(l) => {
+                fetch_failures = 0;
+                l
+            }
+            Err(crate::cluster::RedisFailure::Timeout) => {
+                shared.metrics.redis_error("lists");
+                fetch_failures = fetch_failures.saturating_add(1);
+                let wait = (every * 2u32.saturating_pow(fetch_failures.min(16)))
+                    .min(std::time::Duration::from_secs(300));
+                fetch_again_at = tokio::time::Instant::now() + wait;
+                tracing::warn!(
+                    version = v,
+                    again_in_s = wait.as_secs(),
+                    "cannot fetch published lists: not arrived within [redis] list_timeout_ms = {} ms",
+                    c.redis.bulk_timeout.as_millis()
+                );
+                continue;
+            }
             Err(e) => {
                 shared.metrics.redis_error("lists");
+                fetch_failures = 0;
                 tracing::warn!(error = %e, version = v, "cannot fetch published lists");
                 continue;
             }
@@ -1287,13 +1323,18 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         let judged = crate::cluster::lists::judged(&c.redis, v, &lists)
             .await
             .unwrap_or(None);
-        // Redis lost the set running here: seen gone, or numbering from v1 again (or
-        // restored from an older snapshot) before this poll saw it empty. A version
-        // above the running one is the fleet moving on, which a gateway a version
-        // behind follows (QA 177 A).
-        let running_lost =
-            running.is_some() && (lost == running || running.is_some_and(|r| v <= r.version));
-        let trust = crate::cluster::lists::Trust::of(judged, running_lost);
+        // Judged from the set running here, link by link, or this gateway runs its files
+        // (QA 177 A: a gateway restarted, or a version behind, follows the fleet); not
+        // after Redis lost the set running here, nor when this gateway was cut off
+        // while it did (QA 181, QA 184). Not known (Redis gone between the reads):
+        // judged here.
+        let from_running = match running {
+            None => true,
+            Some(r) => crate::cluster::lists::judged_from(&c.redis, v, r.tag)
+                .await
+                .unwrap_or(false),
+        };
+        let trust = crate::cluster::lists::Trust::of(judged, from_running);
         let s = shared.clone();
         let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, trust)).await;
         match applied {
