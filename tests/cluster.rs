@@ -1129,6 +1129,72 @@ list_poll_ms = 200
     wait_for("no refused version", 10, || state("refused") == 0.0);
 }
 
+/// A publication is written only while `<prefix>:lists:current` is what it was judged
+/// on: two publishers at once would else put a set judged against a stale one on top of
+/// the other's (QA 186). The sets are trimmed three versions back, their marks and
+/// bases kept, so that a gateway some versions behind follows the lineage.
+#[test]
+fn a_publication_judged_on_a_stale_current_is_not_written() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    use sipfence::cluster::lists;
+    let server = RedisServer::start(port_block() + 35);
+    let redis = Redis::open(&server.url(), "sipfence", 1000, 60_000).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let set = |n: u32| vec![("blacklist".to_string(), format!("+86138000{n:05}\n"))];
+    let v1 = rt
+        .block_on(lists::publish(&redis, &set(1), false, None, None))
+        .unwrap()
+        .unwrap();
+    let current = server
+        .cli(&["GET", "sipfence:lists:current"])
+        .trim()
+        .to_string();
+    assert!(current.starts_with(&format!("{v1}:")), "{current}");
+    // Judged when there was none: not written, `current` said.
+    let moved = rt
+        .block_on(lists::publish(&redis, &set(2), false, None, None))
+        .unwrap();
+    assert_eq!(moved, Err(current.clone()));
+    assert_eq!(
+        server.cli(&["GET", "sipfence:lists:current"]).trim(),
+        current
+    );
+    let mut last = current;
+    for n in 3..9 {
+        let v = rt
+            .block_on(lists::publish(
+                &redis,
+                &set(n),
+                false,
+                Some(n as u64),
+                Some(&last),
+            ))
+            .unwrap()
+            .unwrap();
+        last = server
+            .cli(&["GET", "sipfence:lists:current"])
+            .trim()
+            .to_string();
+        assert!(last.starts_with(&format!("{v}:")), "{last}");
+    }
+    // Version 1's set is gone, its mark and base stay.
+    assert_eq!(server.cli(&["EXISTS", "sipfence:lists:v1"]).trim(), "0");
+    assert_eq!(
+        server.cli(&["EXISTS", "sipfence:lists:v1:judged"]).trim(),
+        "1"
+    );
+    assert_eq!(
+        server.cli(&["GET", "sipfence:lists:v1:base"]).trim(),
+        "files"
+    );
+}
+
 #[test]
 fn redis_killed_mid_load_falls_back_and_sharing_resumes() {
     let _turn = one_at_a_time();

@@ -111,12 +111,24 @@ pub fn publish(a: &PublishArgs) -> i32 {
     };
     let payload: Vec<(String, String)> =
         set.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
-    let base = match judged_or_refused(a, &policy, &rt, &redis, &url, &payload) {
-        Ok(base) => base,
+    let (base, judged_on) = match judged_or_refused(a, &policy, &rt, &redis, &url, &payload) {
+        Ok(j) => j,
         Err(code) => return code,
     };
-    match rt.block_on(lists::publish(&redis, &payload, a.force, base)) {
-        Ok(v) => {
+    match rt.block_on(lists::publish(
+        &redis,
+        &payload,
+        a.force,
+        base,
+        judged_on.as_deref(),
+    )) {
+        Ok(Err(now)) => {
+            eprintln!(
+                "sipfence: refused, nothing published: another set was published while this one was judged (current is now {now}); run the same command again to judge it against that one"
+            );
+            1
+        }
+        Ok(Ok(v)) => {
             let names: Vec<String> = set
                 .iter()
                 .map(|(n, _, c)| {
@@ -148,8 +160,9 @@ pub fn publish(a: &PublishArgs) -> i32 {
 /// would newly warn of is said (QA 175). The gateways take a set judged so as it comes.
 /// Without --config the gateways' files are not known: judged against none (and their
 /// whitelists left to them), not the built-in example's (QA 177 C). `Ok`: the digest of
-/// the set in Redis it was judged against (`None`: none, the policy's files); `Err`:
-/// the exit status, the reason said.
+/// the set in Redis it was judged against (`None`: none, the policy's files), and
+/// `<prefix>:lists:current` as it was read before judging, which the write checks is
+/// still so; `Err`: the exit status, the reason said.
 fn judged_or_refused(
     a: &PublishArgs,
     policy: &crate::policy::Policy,
@@ -157,7 +170,7 @@ fn judged_or_refused(
     redis: &Redis,
     url: &str,
     payload: &[(String, String)],
-) -> Result<Option<u64>, i32> {
+) -> Result<(Option<u64>, Option<String>), i32> {
     let known = a.config.is_some();
     let base = if known {
         policy.clone()
@@ -176,7 +189,13 @@ fn judged_or_refused(
             .cloned()
             .collect()
     };
-    let (judged_set, current) = match rt.block_on(baselines(redis)) {
+    let read = async {
+        Ok::<_, crate::cluster::RedisFailure>((
+            lists::current_raw(redis).await?,
+            baselines(redis).await?,
+        ))
+    };
+    let (judged_on, (judged_set, current)) = match rt.block_on(read) {
         Ok(b) => b,
         Err(e) => {
             eprintln!(
@@ -296,7 +315,10 @@ fn judged_or_refused(
             shrunk.join(", ")
         );
     }
-    Ok(judged_set.as_ref().map(|(_, l)| lists::tag_of(l)))
+    Ok((
+        judged_set.as_ref().map(|(_, l)| lists::tag_of(l)),
+        judged_on,
+    ))
 }
 
 /// The sets a new one is judged against: the newest set a `lists publish` judged whose

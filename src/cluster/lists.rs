@@ -74,50 +74,78 @@ pub async fn publish(
     lists: &[(String, String)],
     forced: bool,
     base: Option<u64>,
-) -> Result<u64, RedisFailure> {
+    expected: Option<&str>,
+) -> Result<Result<u64, String>, RedisFailure> {
     let seq = redis.key("lists:seq");
     let version: u64 = redis
         .run(|mut c| async move { redis::cmd("INCR").arg(&seq).query_async(&mut c).await })
         .await?;
     let set = redis.key(&format!("lists:v{version}"));
-    let current = redis.key("lists:current");
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let judged_key = format!("{set}:judged");
-    pipe.cmd("DEL").arg(&set).ignore();
     let tag = tag_of(lists);
-    pipe.cmd("SET")
-        .arg(&judged_key)
-        .arg(judged_mark(forced, tag))
-        .ignore();
-    pipe.cmd("SET")
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(PUBLISH)
+        .arg(4)
+        .arg(redis.key("lists:current"))
+        .arg(&set)
+        .arg(format!("{set}:judged"))
         .arg(format!("{set}:base"))
-        .arg(base.map_or_else(|| "files".to_string(), |b| format!("{b:016x}")))
-        .ignore();
-    for (name, text) in lists {
-        pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
-    }
-    pipe.cmd("SET")
-        .arg(&current)
+        .arg(expected.unwrap_or_default())
         .arg(format!("{version}:{tag:016x}"))
-        .ignore();
-    redis
-        .run_bulk(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        .arg(judged_mark(forced, tag))
+        .arg(base.map_or_else(|| "files".to_string(), |b| format!("{b:016x}")));
+    for (name, text) in lists {
+        cmd.arg(name).arg(text);
+    }
+    let moved: Option<String> = redis
+        .run_bulk(|mut c| async move { cmd.query_async(&mut c).await })
         .await?;
+    if let Some(now) = moved {
+        return Ok(Err(now));
+    }
+    // The sets themselves are large: three are kept. Their marks and bases are a few
+    // bytes, and a gateway some versions behind follows them link by link
+    // ([`judged_from`]): kept much longer.
+    let mut old = vec![];
     if version > 3 {
-        let old = redis.key(&format!("lists:v{}", version - 3));
+        old.push(redis.key(&format!("lists:v{}", version - 3)));
+    }
+    if version > MARKS_KEPT {
+        let v = redis.key(&format!("lists:v{}", version - MARKS_KEPT));
+        old.push(format!("{v}:judged"));
+        old.push(format!("{v}:base"));
+    }
+    if !old.is_empty() {
         let _ = redis
-            .run(|mut c| async move {
-                redis::cmd("DEL")
-                    .arg(&old)
-                    .arg(format!("{old}:judged"))
-                    .arg(format!("{old}:base"))
-                    .query_async::<()>(&mut c)
-                    .await
-            })
+            .run(|mut c| async move { redis::cmd("DEL").arg(&old).query_async::<()>(&mut c).await })
             .await;
     }
-    Ok(version)
+    Ok(Ok(version))
+}
+
+/// How many versions back the marks and bases stay (the sets: three).
+const MARKS_KEPT: u64 = 100;
+
+/// The write of a publication, whole or not at all, and only while `current` is what
+/// the set was judged on (`ARGV[1]`, empty for none): two publishers at once would else
+/// put a set judged against a stale one on top of the other's (QA 186). Returns nil
+/// when written, else the `current` found.
+const PUBLISH: &str = r#"
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return cur end
+redis.call('DEL', KEYS[2])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2])
+return false
+"#;
+
+/// `<prefix>:lists:current` as written (`None`: none), for [`publish`]'s `expected`.
+pub async fn current_raw(redis: &Redis) -> Result<Option<String>, RedisFailure> {
+    let k = redis.key("lists:current");
+    redis
+        .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
+        .await
 }
 
 /// `policy` with a published set in force; errors name `redis:lists/v<N>/<name>:<line>`.
@@ -237,7 +265,7 @@ fn marked_digest(mark: &str) -> Option<u64> {
 }
 
 /// How many bases back a gateway follows a set's judging for the set it runs.
-const LINEAGE: usize = 8;
+const LINEAGE: usize = 32;
 
 /// Whether version `version` was judged against the set whose digest is `running`, or
 /// against a set that was judged against it, and so on ([`LINEAGE`] links, over the

@@ -559,6 +559,22 @@ impl Shared {
         self.lists.lock().ok().and_then(|g| g.as_ref().map(|x| x.0))
     }
 
+    /// The set running here, published again under another version (its content's
+    /// digest the same: Redis flushed and the same files published again): nothing to
+    /// build, the version is all that changes (QA 186: each gateway fetched and rebuilt
+    /// it, saying the lists went back).
+    fn renumber_lists(&self, p: crate::cluster::lists::Published) {
+        if let Ok(mut g) = self.lists.lock()
+            && let Some((running, _)) = g.as_mut()
+        {
+            *running = p;
+        }
+        self.metrics
+            .list_version
+            .with_label_values(&["running"])
+            .set(p.version as i64);
+    }
+
     /// Swaps a new policy in whole, with its metric handles; returns its version.
     fn install(&self, policy: Policy) -> u64 {
         // A reload or a published list set: either changes what is refused, and the
@@ -1219,6 +1235,8 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     // failures (Redis down) cost nothing to retry, and are retried every poll.
     let mut fetch_failures: u32 = 0;
     let mut fetch_again_at = tokio::time::Instant::now();
+    // The publication whose fetch timed out: a newer one is fetched at once (QA 186).
+    let mut late: Option<crate::cluster::lists::Published> = None;
     loop {
         tick.tick().await;
         // Told by version and content: after Redis lost its data, a new v1 is not the
@@ -1276,7 +1294,15 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             }
         };
         let v = p.version;
-        if fetch_failures > 0 && tokio::time::Instant::now() < fetch_again_at {
+        if running.is_some_and(|r| r.tag == p.tag && r.tag != 0) {
+            shared.renumber_lists(p);
+            tracing::info!(
+                version = v,
+                "published lists: the set running here, published again"
+            );
+            continue;
+        }
+        if late == Some(p) && fetch_failures > 0 && tokio::time::Instant::now() < fetch_again_at {
             continue;
         }
         let lists = match crate::cluster::lists::fetch(&c.redis, v).await {
@@ -1286,6 +1312,10 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             }
             Err(crate::cluster::RedisFailure::Timeout) => {
                 shared.metrics.redis_error("lists");
+                if late != Some(p) {
+                    late = Some(p);
+                    fetch_failures = 0;
+                }
                 fetch_failures = fetch_failures.saturating_add(1);
                 let wait = (every * 2u32.saturating_pow(fetch_failures.min(16)))
                     .min(std::time::Duration::from_secs(300));
@@ -1305,20 +1335,27 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
                 continue;
             }
         };
+        // A version `current` names with no set under it (trimmed, or written without
+        // one): nothing to apply; left out, the lists would go back to the files at
+        // every gateway (QA 186: refused as if the files were at fault).
+        if lists.is_empty() {
+            tracing::warn!(
+                version = v,
+                "published lists v{v}, named by lists:current, are not in redis: the running lists stay"
+            );
+            continue;
+        }
         // A version below the one running: not a new publication (a Redis that lost
         // its data numbers from v1 again, and that is taken as ever) but maybe an older
         // snapshot restored, which takes the last publication back on every gateway
-        // (QA 90 N3: silently). Followed, as Redis is the source; said.
-        if let Some(r) = running
-            && v < r.version
-        {
-            let said = format!(
+        // (QA 90 N3: silently). Followed, as Redis is the source, when it is taken;
+        // said then (QA 186: said before a refusal).
+        let went_back = running.filter(|r| v < r.version).map(|r| {
+            format!(
                 "published lists in redis went back from v{} to v{v} (redis restored from an older snapshot, or flushed and published again): following them; publish again if the newer set should stay",
                 r.version
-            );
-            tracing::warn!("{said}");
-            print_out!("sipfence: {said}");
-        }
+            )
+        });
         // Not known (Redis gone between the two reads): judged here, the safe side.
         let judged = crate::cluster::lists::judged(&c.redis, v, &lists)
             .await
@@ -1339,6 +1376,10 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         let applied = tokio::task::spawn_blocking(move || s.apply_lists(p, lists, trust)).await;
         match applied {
             Ok(Ok(summary)) => {
+                if let Some(said) = went_back {
+                    tracing::warn!("{said}");
+                    print_out!("sipfence: {said}");
+                }
                 tracing::info!("{summary}");
                 print_out!("sipfence: {summary}");
             }
