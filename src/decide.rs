@@ -1137,16 +1137,26 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // What is judged like a call is authenticated like one; and on a trunk that
         // only its digest answers tell (no `sources`), every request that starts
         // something at the core (QA 182 F1: a stranger's MESSAGE, REFER and REGISTER
-        // under the enterprise's number went on, filed as the enterprise's), a To-tag
-        // of a dialog never carried here included (QA 183 F8: a stranger's REGISTER
-        // with an invented To-tag bound the enterprise's number at the registrar).
-        // Not the keep-alive OPTIONS the gateway answers itself, nor ACK and CANCEL,
-        // which no one may challenge (RFC 3261 22.1).
+        // under the enterprise's number went on, filed as the enterprise's). REGISTER,
+        // PUBLISH and OPTIONS belong to no dialog: a To-tag on one, invented or a real
+        // dialog's, is no reason to let it by (QA 183 F8, QA 187 N2, N4: a stranger's
+        // REGISTER with one bound the enterprise's number at the registrar). The
+        // requests of dialogs (early ones, subscriptions, a call from before a restart:
+        // only an INVITE's 2xx makes one known here) go on as on any trunk, to a core
+        // that knows its dialogs (QA 187 N1: challenged, a PRACK, a NOTIFY, a BYE
+        // stopped at a PBX that answers challenges to INVITE and REGISTER alone). Not
+        // the keep-alive OPTIONS the gateway answers itself, nor ACK and CANCEL, which
+        // no one may challenge (RFC 3261 22.1).
         let by_auth_alone = || {
             trunk.is_some_and(|t| policy.trunks[t].sources.is_empty())
-                && !(method == Method::Options && addressed_to_proxy(msg))
-                && !matches!(method, Method::Ack | Method::Cancel)
-                && (kind == Kind::OtherRequest || unknown_dialog())
+                && match method {
+                    Method::Ack | Method::Cancel => false,
+                    Method::Options if kind == Kind::OtherRequest && addressed_to_proxy(msg) => {
+                        false
+                    }
+                    Method::Register | Method::Publish | Method::Options => true,
+                    _ => kind == Kind::OtherRequest,
+                }
         };
         if (shows_sender || by_auth_alone())
             && authentication_refuses(policy, msg, ctx, &mut d, None)

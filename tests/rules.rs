@@ -4147,9 +4147,11 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
     // The keep-alive the gateway answers itself is not.
     let ping = request("OPTIONS", "sip:10.0.0.100:5070", "4008007777", "");
     assert_eq!(rejected(&on(&ping, Some(pbx), stranger)), None);
-    // Nor are the requests of a dialog carried here; a To-tag of one never carried
-    // here is no dialog there (QA 183 F8: a stranger's REGISTER with an invented
-    // To-tag went on); ACK and CANCEL are never challenged (RFC 3261 22.1).
+    // Nor are the requests of dialogs: a dialog's requests go to a core that knows its
+    // dialogs (QA 187 N1: an early dialog's PRACK, a subscription's NOTIFY, a BYE after
+    // a restart were challenged); ACK and CANCEL are never challenged (RFC 3261 22.1).
+    // REGISTER, PUBLISH and OPTIONS are in no dialog: a To-tag, invented or a real
+    // dialog's, does not let them by (QA 183 F8, QA 187 N2, N4).
     let rates = LocalRateCounter::new(1000);
     sipfence::decide::track_dialog(
         &Message::parse_for_relay(Bytes::from_static(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-i\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")).unwrap(),
@@ -4178,22 +4180,34 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
         )
     };
     for method in [
-        "BYE", "REGISTER", "NOTIFY", "UPDATE", "INFO", "ACK", "CANCEL",
+        "BYE",
+        "NOTIFY",
+        "UPDATE",
+        "INFO",
+        "PRACK",
+        "SUBSCRIBE",
+        "ACK",
+        "CANCEL",
     ] {
-        let d = at(&in_dialog(method, "tt"));
-        assert_eq!((d.kind, rejected(&d)), (Kind::InDialog, None), "{method}");
-        let d = at(&in_dialog(method, "made-up"));
-        let want = if matches!(method, "ACK" | "CANCEL") {
-            None
-        } else {
-            Some((407, "trunk-auth"))
-        };
-        assert_eq!(
-            rejected(&d),
-            want,
-            "{method} in a dialog never carried here"
-        );
+        for to_tag in ["tt", "made-up"] {
+            let d = at(&in_dialog(method, to_tag));
+            assert_eq!(
+                (d.kind, rejected(&d)),
+                (Kind::InDialog, None),
+                "{method} {to_tag}"
+            );
+        }
     }
+    for method in ["REGISTER", "PUBLISH", "OPTIONS"] {
+        for to_tag in ["tt", "made-up"] {
+            let d = at(&in_dialog(method, to_tag));
+            assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{method} {to_tag}");
+        }
+    }
+    // An OPTIONS to the gateway itself with a To-tag is no keep-alive it answers: it
+    // would go to the core.
+    let d = at(&Message::parse(Bytes::from_static(b"OPTIONS sip:10.0.0.100:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-o\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:10.0.0.100:5070>;tag=x\r\nCall-ID: o\r\nCSeq: 2 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).unwrap());
+    assert_eq!(rejected(&d), Some((407, "trunk-auth")));
 }
 
 /// A digest answer is good for one call: its retransmissions pass, the same answer in
