@@ -1154,7 +1154,8 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
                     Method::Options if kind == Kind::OtherRequest && addressed_to_proxy(msg) => {
                         false
                     }
-                    Method::Register | Method::Publish | Method::Options => true,
+                    // In no dialog; nor is a method no dialog of ours knows (QA 189 L1).
+                    Method::Register | Method::Publish | Method::Options | Method::Other => true,
                     _ => kind == Kind::OtherRequest,
                 }
         };

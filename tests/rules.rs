@@ -4198,7 +4198,7 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
             );
         }
     }
-    for method in ["REGISTER", "PUBLISH", "OPTIONS"] {
+    for method in ["REGISTER", "PUBLISH", "OPTIONS", "FOO"] {
         for to_tag in ["tt", "made-up"] {
             let d = at(&in_dialog(method, to_tag));
             assert_eq!(rejected(&d), Some((407, "trunk-auth")), "{method} {to_tag}");
