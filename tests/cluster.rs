@@ -1127,6 +1127,14 @@ list_poll_ms = 200
     // Running what Redis holds, no refused version stands (QA 184: a stale one could
     // hide a newer set's from the alert that says a set never arrived).
     wait_for("no refused version", 10, || state("refused") == 0.0);
+    // The same content again makes no link of its own: its base is the base of the set
+    // it repeats (QA 188: 34 repeats used up a cut-off gateway's lineage).
+    let (code, err) = publish(&[&file("grown.txt", 150)]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_for("v5 running", 10, || state("running") == 5.0);
+    let base = |v: u32| redis.cli(&["GET", &format!("sipfence:lists:v{v}:base")]);
+    assert_eq!(base(5), base(4));
+    assert_ne!(base(5).trim(), "files");
 }
 
 /// A publication is written only while `<prefix>:lists:current` is what it was judged

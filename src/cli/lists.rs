@@ -315,10 +315,17 @@ fn judged_or_refused(
             shrunk.join(", ")
         );
     }
-    Ok((
-        judged_set.as_ref().map(|(_, l)| lists::tag_of(l)),
-        judged_on,
-    ))
+    // The same content again (a feed published on a timer) makes no link of its own:
+    // its base is the base of the set it repeats, so that a gateway cut off meanwhile
+    // follows the lineage past any number of repeats (QA 188).
+    let base = match &judged_set {
+        Some((v, l)) if lists::tag_of(l) == lists::tag_of(payload) => {
+            rt.block_on(lists::base_of(redis, *v)).unwrap_or(None)
+        }
+        Some((_, l)) => Some(lists::tag_of(l)),
+        None => None,
+    };
+    Ok((base, judged_on))
 }
 
 /// The sets a new one is judged against: the newest set a `lists publish` judged whose

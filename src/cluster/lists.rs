@@ -82,60 +82,89 @@ pub async fn publish(
         .await?;
     let set = redis.key(&format!("lists:v{version}"));
     let tag = tag_of(lists);
+    // The set first, under its own version, which no gateway reads before `current`
+    // names it; then the few bytes that make it current, in a script that checks
+    // `current` is still what the set was judged on. (The whole write in one script
+    // held Redis three to four times longer than this, QA 188: the counter syncs of
+    // every gateway timed out meanwhile.)
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("DEL").arg(&set).ignore();
+    for (name, text) in lists {
+        pipe.cmd("HSET").arg(&set).arg(name).arg(text).ignore();
+    }
+    redis
+        .run_bulk(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        .await?;
+    let now = format!("{version}:{tag:016x}");
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(PUBLISH)
-        .arg(4)
+    cmd.arg(MAKE_CURRENT)
+        .arg(3)
         .arg(redis.key("lists:current"))
-        .arg(&set)
         .arg(format!("{set}:judged"))
         .arg(format!("{set}:base"))
         .arg(expected.unwrap_or_default())
-        .arg(format!("{version}:{tag:016x}"))
+        .arg(&now)
         .arg(judged_mark(forced, tag))
         .arg(base.map_or_else(|| "files".to_string(), |b| format!("{b:016x}")));
-    for (name, text) in lists {
-        cmd.arg(name).arg(text);
+    let moved: Result<Option<String>, RedisFailure> = redis
+        .run(|mut c| async move { cmd.query_async(&mut c).await })
+        .await;
+    let moved = match moved {
+        Ok(m) => m,
+        // The answer lost: the script may have run (QA 188: "broken pipe" said of a
+        // set every gateway took). What `current` says now tells.
+        Err(e) => match current_raw(redis).await {
+            Ok(Some(c)) if c == now => None,
+            _ => {
+                trim(redis, version, Some(&set)).await;
+                return Err(e);
+            }
+        },
+    };
+    if let Some(found) = moved {
+        trim(redis, version, Some(&set)).await;
+        return Ok(Err(found));
     }
-    let moved: Option<String> = redis
-        .run_bulk(|mut c| async move { cmd.query_async(&mut c).await })
-        .await?;
-    if let Some(now) = moved {
-        return Ok(Err(now));
-    }
-    // The sets themselves are large: three are kept. Their marks and bases are a few
-    // bytes, and a gateway some versions behind follows them link by link
-    // ([`judged_from`]): kept much longer.
-    let mut old = vec![];
-    if version > 3 {
-        old.push(redis.key(&format!("lists:v{}", version - 3)));
-    }
-    if version > MARKS_KEPT {
-        let v = redis.key(&format!("lists:v{}", version - MARKS_KEPT));
-        old.push(format!("{v}:judged"));
-        old.push(format!("{v}:base"));
-    }
-    if !old.is_empty() {
-        let _ = redis
-            .run(|mut c| async move { redis::cmd("DEL").arg(&old).query_async::<()>(&mut c).await })
-            .await;
-    }
+    trim(redis, version, None).await;
     Ok(Ok(version))
+}
+
+/// Deletes what a publication at `version` leaves behind: the sets of every version
+/// from three back to [`MARKS_KEPT`] back (not only the one three back: a version that
+/// lost a race or broke off wrote none or left its own, QA 188), the marks and bases
+/// past [`MARKS_KEPT`], and `unused`, a set this publication wrote and did not make
+/// current. Best effort: a leftover is deleted by the next publication.
+async fn trim(redis: &Redis, version: u64, unused: Option<&str>) {
+    let mut old: Vec<String> = unused.into_iter().map(str::to_string).collect();
+    let sets_from = version.saturating_sub(MARKS_KEPT).max(1);
+    for w in sets_from..version.saturating_sub(2) {
+        old.push(redis.key(&format!("lists:v{w}")));
+    }
+    for w in version.saturating_sub(2 * MARKS_KEPT).max(1)..sets_from {
+        old.push(redis.key(&format!("lists:v{w}:judged")));
+        old.push(redis.key(&format!("lists:v{w}:base")));
+    }
+    if old.is_empty() {
+        return;
+    }
+    let _ = redis
+        .run(|mut c| async move { redis::cmd("DEL").arg(&old).query_async::<()>(&mut c).await })
+        .await;
 }
 
 /// How many versions back the marks and bases stay (the sets: three).
 const MARKS_KEPT: u64 = 100;
 
-/// The write of a publication, whole or not at all, and only while `current` is what
-/// the set was judged on (`ARGV[1]`, empty for none): two publishers at once would else
-/// put a set judged against a stale one on top of the other's (QA 186). Returns nil
-/// when written, else the `current` found.
-const PUBLISH: &str = r#"
+/// What makes a written set current, only while `current` is what the set was judged
+/// on (`ARGV[1]`, empty for none): two publishers at once would else put a set judged
+/// against a stale one on top of the other's (QA 186). Returns nil when done, else the
+/// `current` found.
+const MAKE_CURRENT: &str = r#"
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur ~= ARGV[1] then return cur end
-redis.call('DEL', KEYS[2])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('SET', KEYS[3], ARGV[3])
-redis.call('SET', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2])
 return false
 "#;
@@ -250,7 +279,7 @@ impl Trust {
 
 /// The digest of the set version `version` was judged against, from its base mark
 /// (`None`: the policy's files, or no base written: a publisher before the mark).
-async fn base_of(redis: &Redis, version: u64) -> Result<Option<u64>, RedisFailure> {
+pub async fn base_of(redis: &Redis, version: u64) -> Result<Option<u64>, RedisFailure> {
     let k = redis.key(&format!("lists:v{version}:base"));
     let v: Option<String> = redis
         .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })

@@ -1237,6 +1237,8 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     let mut fetch_again_at = tokio::time::Instant::now();
     // The publication whose fetch timed out: a newer one is fetched at once (QA 186).
     let mut late: Option<crate::cluster::lists::Published> = None;
+    // The publication found without a set, once said (QA 188: said every poll).
+    let mut missing: Option<crate::cluster::lists::Published> = None;
     loop {
         tick.tick().await;
         // Told by version and content: after Redis lost its data, a new v1 is not the
@@ -1339,10 +1341,13 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         // one): nothing to apply; left out, the lists would go back to the files at
         // every gateway (QA 186: refused as if the files were at fault).
         if lists.is_empty() {
-            tracing::warn!(
-                version = v,
-                "published lists v{v}, named by lists:current, are not in redis: the running lists stay"
-            );
+            if missing != Some(p) {
+                missing = Some(p);
+                tracing::warn!(
+                    version = v,
+                    "published lists v{v}, named by lists:current, are not in redis: the running lists stay"
+                );
+            }
             continue;
         }
         // A version below the one running: not a new publication (a Redis that lost
