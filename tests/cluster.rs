@@ -743,6 +743,20 @@ fn a_published_list_reaches_every_gateway_and_a_bad_one_is_refused() {
 /// short, published, is refused by the publisher, and by every gateway when written by
 /// other means (an older publisher); a cut by more than a tenth goes with a warning;
 /// `--force` takes it as meant. The publisher says what `check` would (QA 175 F2).
+/// `sipfence lists publish` to the Redis at `url` with these arguments: its exit status
+/// and what it said on stderr.
+fn publish_to(url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["lists", "publish", "--redis", url])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 #[test]
 fn a_published_list_cut_short_is_refused_unless_forced() {
     let _turn = one_at_a_time();
@@ -751,17 +765,8 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
     }
     let base = port_block();
     let redis = RedisServer::start(base + 35);
-    let publish = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["lists", "publish", "--redis", &redis.url()])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let url = redis.url();
+    let publish = |args: &[&str]| publish_to(&url, args);
     let gw = gateway(0, base, base + 10, &redis.url(), 10_000, "open");
     let dir = gw.dir.path();
     let numbers = |n: u32| -> String { (0..n).map(|i| format!("+86138000{i:05}\n")).collect() };
@@ -1036,17 +1041,7 @@ list_poll_ms = 200
     );
     let dir = gw.dir.path();
     let url = redis.url();
-    let publish = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["lists", "publish", "--redis", &url])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let publish = |args: &[&str]| publish_to(&url, args);
     let numbers = |n: u32| -> String { (0..n).map(|i| format!("+8613{i:09}\n")).collect() };
     let file = |name: &str, n: u32| {
         let f = dir.join(name);
