@@ -1168,6 +1168,18 @@ fn a_publication_judged_on_a_stale_current_is_not_written() {
         server.cli(&["GET", "sipfence:lists:current"]).trim(),
         current
     );
+    // The set it wrote first is not left behind (QA 188: every lost race left one), and
+    // losers numbered well above the current set delete nothing else (QA 190: counted
+    // from their own numbers, they deleted the current set).
+    assert_eq!(server.cli(&["EXISTS", "sipfence:lists:v2"]).trim(), "0");
+    for n in 0..4 {
+        let moved = rt
+            .block_on(lists::publish(&redis, &set(20 + n), false, None, None))
+            .unwrap();
+        assert!(moved.is_err());
+    }
+    assert_eq!(server.cli(&["EXISTS", "sipfence:lists:v1"]).trim(), "1");
+    assert_eq!(server.cli(&["EXISTS", "sipfence:lists:v5"]).trim(), "0");
     let mut last = current;
     for n in 3..9 {
         let v = rt

@@ -117,26 +117,34 @@ pub async fn publish(
         Err(e) => match current_raw(redis).await {
             Ok(Some(c)) if c == now => None,
             _ => {
-                trim(redis, version, Some(&set)).await;
+                drop_unused(redis, &set).await;
                 return Err(e);
             }
         },
     };
     if let Some(found) = moved {
-        trim(redis, version, Some(&set)).await;
+        drop_unused(redis, &set).await;
         return Ok(Err(found));
     }
-    trim(redis, version, None).await;
+    trim(redis, version).await;
     Ok(Ok(version))
 }
 
-/// Deletes what a publication at `version` leaves behind: the sets of every version
-/// from three back to [`MARKS_KEPT`] back (not only the one three back: a version that
-/// lost a race or broke off wrote none or left its own, QA 188), the marks and bases
-/// past [`MARKS_KEPT`], and `unused`, a set this publication wrote and did not make
-/// current. Best effort: a leftover is deleted by the next publication.
-async fn trim(redis: &Redis, version: u64, unused: Option<&str>) {
-    let mut old: Vec<String> = unused.into_iter().map(str::to_string).collect();
+/// A set this publication wrote and did not make current: it alone goes. (Counted from
+/// a version that lost, the clean-up below deleted the set `current` names: QA 190.)
+async fn drop_unused(redis: &Redis, set: &str) {
+    let _ = redis
+        .run(|mut c| async move { redis::cmd("DEL").arg(set).query_async::<()>(&mut c).await })
+        .await;
+}
+
+/// Deletes what a publication that made `version` current leaves behind: the sets of
+/// every version from three back to [`MARKS_KEPT`] back (not only the one three back:
+/// a version that lost a race or broke off may have left its own, QA 188), and the
+/// marks and bases past [`MARKS_KEPT`]. Best effort: a leftover is deleted by the next
+/// publication.
+async fn trim(redis: &Redis, version: u64) {
+    let mut old: Vec<String> = vec![];
     let sets_from = version.saturating_sub(MARKS_KEPT).max(1);
     for w in sets_from..version.saturating_sub(2) {
         old.push(redis.key(&format!("lists:v{w}")));
