@@ -1232,11 +1232,10 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
     // A set that did not arrive in time is fetched again after a wait that doubles, up
     // to five minutes: each try moves the whole set again (QA 184: a set longer in
     // transit than `list_timeout_ms` was sent again every poll, for good). Other
-    // failures (Redis down) cost nothing to retry, and are retried every poll.
-    let mut fetch_failures: u32 = 0;
-    let mut fetch_again_at = tokio::time::Instant::now();
-    // The publication whose fetch timed out: a newer one is fetched at once (QA 186).
-    let mut late: Option<crate::cluster::lists::Published> = None;
+    // failures (Redis down) cost nothing to retry, and are retried every poll. The
+    // publication late, its timeouts in a row, and when it is tried again: a newer
+    // one is fetched at once (QA 186).
+    let mut late: Option<(crate::cluster::lists::Published, u32, tokio::time::Instant)> = None;
     // The publication found without a set, once said (QA 188: said every poll).
     let mut missing: Option<crate::cluster::lists::Published> = None;
     loop {
@@ -1304,24 +1303,23 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             );
             continue;
         }
-        if late == Some(p) && fetch_failures > 0 && tokio::time::Instant::now() < fetch_again_at {
+        if late.is_some_and(|(l, _, at)| l == p && tokio::time::Instant::now() < at) {
             continue;
         }
         let lists = match crate::cluster::lists::fetch(&c.redis, v).await {
             Ok(l) => {
-                fetch_failures = 0;
+                late = None;
                 l
             }
             Err(crate::cluster::RedisFailure::Timeout) => {
                 shared.metrics.redis_error("lists");
-                if late != Some(p) {
-                    late = Some(p);
-                    fetch_failures = 0;
-                }
-                fetch_failures = fetch_failures.saturating_add(1);
-                let wait = (every * 2u32.saturating_pow(fetch_failures.min(16)))
+                let failures = match late {
+                    Some((l, n, _)) if l == p => n.saturating_add(1),
+                    _ => 1,
+                };
+                let wait = (every * 2u32.saturating_pow(failures.min(16)))
                     .min(std::time::Duration::from_secs(300));
-                fetch_again_at = tokio::time::Instant::now() + wait;
+                late = Some((p, failures, tokio::time::Instant::now() + wait));
                 tracing::warn!(
                     version = v,
                     again_in_s = wait.as_secs(),
@@ -1332,7 +1330,7 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
             }
             Err(e) => {
                 shared.metrics.redis_error("lists");
-                fetch_failures = 0;
+                late = None;
                 tracing::warn!(error = %e, version = v, "cannot fetch published lists");
                 continue;
             }
@@ -1369,8 +1367,9 @@ async fn follow_lists(shared: Arc<Shared>, every: std::time::Duration) {
         // (QA 177 A: a gateway restarted, or a version behind, follows the fleet); not
         // after Redis lost the set running here, nor when this gateway was cut off
         // while it did (QA 181, QA 184). Not known (Redis gone between the reads):
-        // judged here.
+        // judged here. Asked of a checked set alone: nothing else turns on it.
         let from_running = match running {
+            _ if judged != Some(crate::cluster::lists::Judgement::Checked) => false,
             None => true,
             Some(r) => crate::cluster::lists::judged_from(&c.redis, v, r.tag)
                 .await
