@@ -318,11 +318,11 @@ fn judged_or_refused(
     // The same content again (a feed published on a timer) makes no link of its own:
     // its base is the base of the set it repeats, so that a gateway cut off meanwhile
     // follows the lineage past any number of repeats (QA 188).
-    let base = match &judged_set {
-        Some((v, l)) if lists::tag_of(l) == lists::tag_of(payload) => {
-            rt.block_on(lists::base_of(redis, *v)).unwrap_or(None)
+    let base = match judged_set.map(|(v, l)| (v, lists::tag_of(&l))) {
+        Some((v, tag)) if tag == lists::tag_of(payload) => {
+            rt.block_on(lists::base_of(redis, v)).unwrap_or(None)
         }
-        Some((_, l)) => Some(lists::tag_of(l)),
+        Some((_, tag)) => Some(tag),
         None => None,
     };
     Ok((base, judged_on))
