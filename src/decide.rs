@@ -443,6 +443,23 @@ fn dialog_known(msg: &Message, rates: &dyn RateCounter, now_ms: u64) -> bool {
     rates.knows_dialog(dialog_of(msg), now_ms)
 }
 
+/// Whether a trunk's request names a dialog this gateway let on: one its tables know
+/// (an INVITE's 2xx passed), or one whose token (on a trunk that has them,
+/// [`crate::policy::Trunk::dialog_tokens`]) its Route carries, which holds for early
+/// dialogs, subscriptions, and calls from before a restart too.
+fn dialog_vouched(
+    policy: &Policy,
+    trunk: Option<usize>,
+    msg: &Message,
+    rates: &dyn RateCounter,
+    now_ms: u64,
+) -> bool {
+    dialog_known(msg, rates, now_ms)
+        || trunk
+            .and_then(|t| policy.trunks[t].dialog_tokens())
+            .is_some_and(|a| a.vouches_for_dialog(msg))
+}
+
 /// An INVITE the core sent towards a trunk (an initial one passed, or a re-INVITE): the
 /// peer's 2xx to it may set up a dialog.
 fn offer_key(call_id: &[u8]) -> u64 {
@@ -1089,7 +1106,7 @@ pub fn invite_of_unknown_dialog(
     msg.method() == Some(Method::Invite)
         && msg.to_tag().is_some()
         && trunk.is_some_and(|t| !policy.trunks[t].trust_in_dialog_invites)
-        && !dialog_known(msg, rates, now_ms)
+        && !dialog_vouched(policy, trunk, msg, rates, now_ms)
 }
 
 fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision {
@@ -1131,7 +1148,8 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // `trust_in_dialog_invites` speaks of INVITEs (QA 178 B2). Tags of a dialog
         // carried here the other way round (the core's tag in From) name no dialog of
         // the trunk's ([`dialog_key`]: QA 178 B1, QA 182 F5).
-        let unknown_dialog = || trunk.is_some() && !dialog_known(msg, ctx.rates, ctx.now_ms);
+        let unknown_dialog =
+            || trunk.is_some() && !dialog_vouched(policy, trunk, msg, ctx.rates, ctx.now_ms);
         let shows_sender = matches!(method, Method::Message | Method::Refer)
             && (kind == Kind::OtherRequest || unknown_dialog());
         // What is judged like a call is authenticated like one; and on a trunk that
@@ -1141,10 +1159,15 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // PUBLISH and OPTIONS belong to no dialog: a To-tag on one, invented or a real
         // dialog's, is no reason to let it by (QA 183 F8, QA 187 N2, N4: a stranger's
         // REGISTER with one bound the enterprise's number at the registrar). The
-        // requests of dialogs (early ones, subscriptions, a call from before a restart:
-        // only an INVITE's 2xx makes one known here) go on as on any trunk, to a core
-        // that knows its dialogs (QA 187 N1: challenged, a PRACK, a NOTIFY, a BYE
-        // stopped at a PBX that answers challenges to INVITE and REGISTER alone). Not
+        // requests of dialogs (BYE, PRACK, UPDATE, INFO, NOTIFY...) are challenged
+        // only where the trunk's dialogs are record-routed, and then only when neither
+        // the dialog tables nor the token of our Record-Route in their Route vouch for
+        // the dialog (QA 189: passed whatever their tags, a stranger's NOTIFY and BYE
+        // went on, and a core relaying by Route alone sent them to phones). The token
+        // holds where no table does (early dialogs, subscriptions, a call from before
+        // a restart: QA 187 N1, challenged, such a PRACK, NOTIFY or BYE stopped at a
+        // PBX that answers challenges to INVITE and REGISTER alone); without
+        // `record_route` such requests go on, for a core that knows its dialogs. Not
         // the keep-alive OPTIONS the gateway answers itself, nor ACK and CANCEL, which
         // no one may challenge (RFC 3261 22.1).
         let by_auth_alone = || {
@@ -1156,7 +1179,11 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
                     }
                     // In no dialog; nor is a method no dialog of ours knows (QA 189 L1).
                     Method::Register | Method::Publish | Method::Options | Method::Other => true,
-                    _ => kind == Kind::OtherRequest,
+                    _ => {
+                        kind == Kind::OtherRequest
+                            || (trunk.is_some_and(|t| policy.trunks[t].dialog_tokens().is_some())
+                                && !dialog_vouched(policy, trunk, msg, ctx.rates, ctx.now_ms))
+                    }
                 }
         };
         if (shows_sender || by_auth_alone())

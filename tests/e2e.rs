@@ -3129,6 +3129,140 @@ fn carrier_call_with_prack_update_reinvite_and_info() {
     }
 }
 
+/// A PBX on a trunk told by its digest answers alone (`[trunk.auth]`, no `sources`,
+/// `record_route`): sipp places the carrier call of
+/// [`carrier_call_with_prack_update_reinvite_and_info`] with credentials, and sipfence is
+/// restarted after the ACK. Every request of the dialog carries the token of
+/// sipfence's Record-Route in its Route: the early dialog's PRACK before any 2xx, and
+/// after the restart, which forgot every dialog, the UPDATE, the re-INVITE (no new call,
+/// not challenged) and the BYE go on. A stranger's BYE with made-up tags is challenged
+/// (QA 189: it went on).
+#[test]
+fn an_auth_only_trunks_pbx_call_survives_a_restart_by_its_dialog_token() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let pbx = base + 6;
+    let conf = config(
+        base,
+        &format!(
+            "[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:127.0.0.1:{pbx}\"]\nnext_hop = \"udp:127.0.0.1:{}\"\nrecord_route = true\n[trunk.whitelist]\nentries = [\"+8613912345678\"]\n[trunk.auth]\nrealm = \"pbx.example\"\nusers = [\"pbx1:s3cret\"]\n",
+            base + 10
+        ),
+    )
+    .replace("[general]\n", "[general]\nauth_secret = \"fleet\"\n");
+    let proxy = Proxy::start(&conf, 1);
+    let dir = proxy.dir.path().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sipp");
+    // The carrier call, its caller the contracted number, its INVITE challenged and
+    // sent again with credentials (the 407 and its ACK as in auth-uac.xml.in), its
+    // CSeqs moved on, a pause after the ACK for the restart, and our Record-Route
+    // expected with its token.
+    let carrier = std::fs::read_to_string(root.join("carrier-uac.xml"))
+        .unwrap()
+        .replace("+442071234567", "+8613912345678");
+    let auth = include_str!("../testdata/sipp/auth-uac.xml.in");
+    let first_send = carrier.find("<send").unwrap();
+    let after_invite = carrier.find("</send>").unwrap() + "</send>".len();
+    let invite = &carrier[first_send..after_invite];
+    let challenge = {
+        let from = auth.find("</send>").unwrap() + "</send>".len();
+        let to = from + auth[from..].find("<send retrans").unwrap();
+        &auth[from..to]
+    };
+    assert!(challenge.contains("<recv response=\"407\" auth=\"true\">"));
+    let answered = invite.replace("CSeq: 1 INVITE", "CSeq: 2 INVITE").replace(
+        "      Max-Forwards: 70\n",
+        "      [authentication]\n      Max-Forwards: 70\n",
+    );
+    assert!(answered.contains("[authentication]") && answered.contains("CSeq: 2 INVITE"));
+    let mut tail = carrier[after_invite..].to_string();
+    for (from, to) in [
+        ("CSeq: 2 PRACK", "CSeq: 12 PRACK"),
+        ("RAck: [$rseq] 1 INVITE", "RAck: [$rseq] 2 INVITE"),
+        ("CSeq: 1 ACK", "CSeq: 2 ACK"),
+        ("CSeq: 3 UPDATE", "CSeq: 13 UPDATE"),
+        ("CSeq: 4 INVITE", "CSeq: 14 INVITE"),
+        ("CSeq: 4 ACK", "CSeq: 14 ACK"),
+        ("CSeq: 5 BYE", "CSeq: 15 BYE"),
+        (
+            ";lr&gt;\" search_in",
+            ";lr;sf-dlg=[0-9a-f]{16}&gt;\" search_in",
+        ),
+    ] {
+        assert!(tail.contains(from), "{from}");
+        tail = tail.replace(from, to);
+    }
+    let ack_end = tail.find("CSeq: 2 ACK").unwrap();
+    let ack_end = ack_end + tail[ack_end..].find("</send>").unwrap() + "</send>".len();
+    tail.insert_str(ack_end, "\n  <pause milliseconds=\"4000\"/>\n");
+    let sc = dir.join("pbx-uac.xml");
+    std::fs::write(
+        &sc,
+        format!(
+            "{}{invite}{challenge}{answered}{tail}",
+            &carrier[..first_send]
+        ),
+    )
+    .unwrap();
+    // The far end, which sees the INVITE the PBX sent with credentials (CSeq 2).
+    let far = std::fs::read_to_string(root.join("carrier-uas.xml")).unwrap();
+    assert!(far.contains("RAck: 1 1 INVITE"));
+    let far_sc = dir.join("pbx-uas.xml");
+    std::fs::write(&far_sc, far.replace("RAck: 1 1 INVITE", "RAck: 1 2 INVITE")).unwrap();
+    let uas = checking_uas(&dir, base + 10, &far_sc, 1);
+    let call = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            one_call(
+                &dir,
+                &sc,
+                pbx,
+                base + 20,
+                "u1",
+                &["-au", "pbx1", "-ap", "s3cret"],
+            )
+        })
+    };
+    // Once the call is answered, the gateway goes down and comes back.
+    let answered = |p: &Proxy| p.metric("sipfence_calls_total{trunk=\"pbx\",verdict=\"allow\"}");
+    let t0 = std::time::Instant::now();
+    while answered(&proxy) < 1.0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if answered(&proxy) < 1.0 {
+        let (code, out) = call.join().unwrap();
+        panic!("the PBX's call was not answered: exit {code}\n{out}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(proxy);
+    let proxy = Proxy::start(&conf, 1);
+    let (code, out) = call.join().unwrap();
+    assert_eq!(code, 0, "the PBX's call:\n{out}");
+    let (code, out) = uas.join().unwrap();
+    assert_eq!(code, 0, "far end:\n{out}");
+    // After the restart: no call judged (the re-INVITE was the call's), none challenged.
+    assert_eq!(answered(&proxy), 0.0);
+    assert_eq!(
+        proxy.metric("sipfence_calls_total{trunk=\"pbx\",verdict=\"challenge\"}"),
+        0.0
+    );
+    // A stranger's BYE with made-up tags: challenged, not sent on.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = s.local_addr().unwrap();
+    let bye = format!(
+        "BYE sip:+8613912345678@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-stranger\r\nFrom: <sip:+8613912345678@{me}>;tag=made-up\r\nTo: <sip:4008001234@127.0.0.1>;tag=also-made-up\r\nCall-ID: stranger-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        base + 10
+    );
+    s.send_to(bye.as_bytes(), ("127.0.0.1", pbx)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 407 "), "{answer}");
+}
+
 /// A PBX behind a NAT that registers to the core through sipfence gets the core's calls
 /// through it (RFC 3327 Path, `register_path`): sipp as the PBX writes an address nothing
 /// reaches in its Via and Contact, sipp as the registrar calls the Contact it registered

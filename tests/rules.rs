@@ -4210,6 +4210,185 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
     assert_eq!(rejected(&d), Some((407, "trunk-auth")));
 }
 
+/// On a trunk told by its digest answers alone whose dialogs are record-routed, the
+/// requests of a dialog are challenged unless the dialog tables or the token of our
+/// Record-Route in their Route vouch for it (QA 189: a stranger's NOTIFY and BYE with
+/// made-up tags went on, and a core relaying by Route alone sent them to phones). The
+/// token holds where no table does (an early dialog's PRACK, a subscription's NOTIFY, a
+/// BYE after a restart: QA 187 N1), at any gateway with the same `auth_secret`; it binds
+/// the Call-ID and the trunk side's tag, where that side writes it.
+#[test]
+fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
+    use sipfence::policy::auth::Side;
+    let auth =
+        "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n";
+    let text = |secret: &str, rr: bool| {
+        format!(
+            "{}\n[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:10.0.0.100:5070\"]\nrecord_route = {rr}\n[trunk.whitelist]\nentries = [\"+864008007777\"]\n{auth}",
+            POLICY.replace(
+                "[general]\n",
+                &format!("[general]\nauth_secret = \"{secret}\"\n")
+            )
+        )
+    };
+    let load = |secret: &str, rr: bool| {
+        Policy::from_str(&text(secret, rr), "t.toml", Path::new(".")).unwrap()
+    };
+    let p = load("shared", true);
+    let pbx = p.trunks.iter().position(|t| t.name == "pbx").unwrap();
+    let token = |p: &Policy, call_id: &str, tag: &str, side: Side| {
+        let t = p.trunks[pbx].dialog_tokens().unwrap().dialog_token(
+            call_id.as_bytes(),
+            tag.as_bytes(),
+            side,
+        );
+        String::from_utf8(t.to_vec()).unwrap()
+    };
+    // The trunk's request in dialog `c` (its tag in From, the other side's in To), with
+    // this Route.
+    let request = |method: &str, from_tag: &str, to_tag: &str, route: &str| {
+        Message::parse(Bytes::from(format!(
+            "{method} sip:x@10.9.9.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-b{method}\r\n{route}From: <sip:4008007777@10.9.9.9>;tag={from_tag}\r\nTo: <sip:4008001234@10.0.0.100>;tag={to_tag}\r\nCall-ID: c\r\nCSeq: 2 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    let route = |t: &str| format!("Route: <sip:10.0.0.100:5070;lr;sf-dlg={t}>\r\n");
+    let at = |p: &Policy, m: &Message, rates: &dyn RateCounter| {
+        let d = decide(
+            p,
+            m,
+            &Context {
+                source: "192.0.2.99:5060".parse().unwrap(),
+                local: None,
+                trunk: Some(pbx),
+                now_ms: MON_10H + 1_000,
+                rates,
+                behaviour: &sipfence::behaviour::NoTracking,
+            },
+        );
+        (d.kind, rejected(&d))
+    };
+    let passed = (Kind::InDialog, None);
+    let challenged = Some((407, "trunk-auth"));
+    let ours = token(&p, "c", "ft1", Side::From);
+    let methods = [
+        "BYE",
+        "NOTIFY",
+        "UPDATE",
+        "INFO",
+        "PRACK",
+        "SUBSCRIBE",
+        "REFER",
+    ];
+    for method in methods {
+        // Made-up tags, no Route or a Route without a token: challenged.
+        for r in [String::new(), "Route: <sip:10.0.0.100:5070;lr>\r\n".into()] {
+            let (_, refused) = at(&p, &request(method, "ft1", "tt", &r), &NoCounting);
+            assert_eq!(refused, challenged, "{method} {r}");
+        }
+        // The dialog's token, with no table that knows it (a restart, an early dialog,
+        // a subscription): on.
+        let m = request(method, "ft1", "tt", &route(&ours));
+        assert_eq!(at(&p, &m, &NoCounting), passed, "{method}");
+        // ... at another gateway with the same secret, or this one after a restart.
+        assert_eq!(
+            at(&load("shared", true), &m, &NoCounting),
+            passed,
+            "{method}"
+        );
+        // Not with another secret, nor for another dialog, nor the tags the other way
+        // round (the core's tag in From, QA 182 F5), nor a token cut or changed.
+        assert_eq!(
+            at(&load("other", true), &m, &NoCounting).1,
+            challenged,
+            "{method}"
+        );
+        let other_call =
+            String::from_utf8_lossy(m.buf()).replace("Call-ID: c\r\n", "Call-ID: d\r\n");
+        let other_call = Message::parse(Bytes::from(other_call)).unwrap();
+        assert_eq!(at(&p, &other_call, &NoCounting).1, challenged, "{method}");
+        let swapped = request(method, "tt", "ft1", &route(&ours));
+        assert_eq!(at(&p, &swapped, &NoCounting).1, challenged, "{method}");
+        let mut bad = ours.clone().into_bytes();
+        bad[15] = if bad[15] == b'0' { b'1' } else { b'0' };
+        for t in [&ours[..15], std::str::from_utf8(&bad).unwrap()] {
+            let m = request(method, "ft1", "tt", &route(t));
+            assert_eq!(at(&p, &m, &NoCounting).1, challenged, "{method} {t}");
+        }
+        // A call the core offered the trunk: the token binds the core's tag, which the
+        // trunk's requests carry in To.
+        let offered = token(&p, "c", "core1", Side::To);
+        let m = request(method, "pbx9", "core1", &route(&offered));
+        assert_eq!(at(&p, &m, &NoCounting), passed, "{method}");
+        let m = request(method, "core1", "pbx9", &route(&offered));
+        assert_eq!(at(&p, &m, &NoCounting).1, challenged, "{method}");
+        // The token in a second Route value, or a second Route field: on.
+        let m = request(
+            method,
+            "ft1",
+            "tt",
+            &format!(
+                "Route: <sip:10.0.0.7;lr>\r\nRoute: <sip:10.0.0.1;lr>, <sip:10.0.0.100:5070;lr;transport=tcp;sf-dlg={ours}>\r\n"
+            ),
+        );
+        assert_eq!(at(&p, &m, &NoCounting), passed, "{method}");
+        // ACK and CANCEL are never challenged (RFC 3261 22.1).
+        for method in ["ACK", "CANCEL"] {
+            assert_eq!(
+                at(&p, &request(method, "ft1", "tt", ""), &NoCounting),
+                passed
+            );
+        }
+    }
+    // A dialog the tables know (an INVITE's 2xx passed, from before the tokens) needs
+    // none.
+    let rates = LocalRateCounter::new(1000);
+    sipfence::decide::track_dialog(
+        &Message::parse_for_relay(Bytes::from_static(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK-i\r\nFrom: <sip:4008007777@10.9.9.9>;tag=ft1\r\nTo: <sip:4008001234@10.0.0.100>;tag=tt\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")).unwrap(),
+        || true,
+        &rates,
+        MON_10H,
+    );
+    assert_eq!(at(&p, &request("BYE", "ft1", "tt", ""), &rates), passed);
+    assert_eq!(
+        at(&p, &request("BYE", "ft1", "made-up", ""), &rates).1,
+        challenged
+    );
+    // A re-INVITE with the token is one of a call let on here: not judged again as a
+    // call after a restart; without it, judged (and so challenged).
+    assert_eq!(
+        at(
+            &p,
+            &request("INVITE", "ft1", "tt", &route(&ours)),
+            &NoCounting
+        ),
+        passed
+    );
+    assert_eq!(
+        at(&p, &request("INVITE", "ft1", "tt", ""), &NoCounting),
+        (Kind::Call, challenged)
+    );
+    // A MESSAGE in a dialog the token vouches for shows no sender of its own to judge.
+    assert_eq!(
+        at(
+            &p,
+            &request("MESSAGE", "ft1", "tt", &route(&ours)),
+            &NoCounting
+        ),
+        passed
+    );
+    // Without `record_route` the trunk's dialogs do not pass sipfence: their requests
+    // go on for a core that knows its dialogs (README), and no token is made.
+    let plain = load("shared", false);
+    assert!(plain.trunks[pbx].dialog_tokens().is_none());
+    for method in methods {
+        // (A REFER in a dialog never carried here is judged, like one out of a dialog.)
+        let (_, refused) = at(&plain, &request(method, "ft1", "tt", ""), &NoCounting);
+        let want = if method == "REFER" { challenged } else { None };
+        assert_eq!(refused, want, "{method}");
+    }
+}
+
 /// A digest answer is good for one call: its retransmissions pass, the same answer in
 /// another request (a captured one replayed, or a client reusing a nonce without
 /// counting) is challenged again with `stale=true`.

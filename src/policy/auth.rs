@@ -32,6 +32,8 @@ pub struct TrunkAuth {
     /// Offered in the challenge, in this order (`algorithms`).
     algorithms: Vec<Algorithm>,
     key: [u8; 32],
+    /// Key of the dialog tokens in our Record-Route ([`route_key`]).
+    route_key: [u8; 32],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +233,32 @@ pub fn unexpanded_template(s: &str) -> bool {
     braced || bare
 }
 
+/// Where the trunk's side of a dialog writes the tag a dialog token binds
+/// ([`TrunkAuth::dialog_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    From,
+    To,
+}
+
+/// The Record-Route parameter that carries a dialog's token ([`TrunkAuth::dialog_token`]).
+pub const DIALOG_PARAM: &[u8] = b"sf-dlg";
+
+/// Key of the dialog tokens: from `auth_secret`, so that every gateway sharing it
+/// knows another's dialogs and a restart keeps them; without one drawn once per
+/// process, so that at least a reload keeps the tokens of dialogs up.
+pub fn route_key(secret: Option<&str>) -> [u8; 32] {
+    static PROCESS: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    match secret {
+        Some(s) => Sha256::new()
+            .chain_update(b"sipfence dialog route\0")
+            .chain_update(s.as_bytes())
+            .finalize()
+            .into(),
+        None => *PROCESS.get_or_init(|| nonce_key(None)),
+    }
+}
+
 pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
     match secret {
         Some(s) => Sha256::digest(s.as_bytes()).into(),
@@ -302,7 +330,12 @@ impl TrunkAuth {
             && self.max_failures == o.max_failures
     }
 
-    pub fn new(conf: &AuthConf, trunk: &str, key: [u8; 32]) -> Result<TrunkAuth, String> {
+    pub fn new(
+        conf: &AuthConf,
+        trunk: &str,
+        key: [u8; 32],
+        route_key: [u8; 32],
+    ) -> Result<TrunkAuth, String> {
         let realm = conf.realm.clone().unwrap_or_else(|| trunk.to_string());
         if realm.is_empty() || realm.contains('"') || realm.contains('\\') {
             return Err(format!(
@@ -419,7 +452,66 @@ impl TrunkAuth {
             max_failures: conf.max_failures_per_minute,
             algorithms,
             key,
+            route_key,
         })
+    }
+
+    /// The token our Record-Route gives a dialog of this trunk's: an HMAC of its Call-ID
+    /// and the tag the trunk's side writes in From (`Side::From`: a call the trunk
+    /// placed) or the core's side does (`Side::To`: a call the core offered it), which
+    /// the trunk's requests in the dialog then carry in To. The side is in the HMAC, so
+    /// that a dialog's tags the other way round (the core's tag in From, QA 182 F5) are
+    /// vouched for by no token.
+    pub fn dialog_token(&self, call_id: &[u8], tag: &[u8], side: Side) -> [u8; 16] {
+        let mut t = [0u8; 16];
+        // HMAC takes keys of any length: `new_from_slice` cannot fail here.
+        if let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.route_key) {
+            m.update(match side {
+                Side::From => b"from:",
+                Side::To => b"to:",
+            });
+            // Length first: no Call-ID and tag run into another pair's.
+            m.update(&(call_id.len() as u32).to_le_bytes());
+            m.update(call_id);
+            m.update(tag);
+            let mac = m.finalize().into_bytes();
+            t.copy_from_slice(&Hex::new(&mac[..8]).as_bytes()[..16]);
+        }
+        t
+    }
+
+    /// Whether a trunk's request within a dialog carries the token of its dialog in a
+    /// Route value ([`DIALOG_PARAM`]): the dialog's set-up passed this gateway (or one
+    /// with the same `auth_secret`) and was let on, whatever happened since (a restart,
+    /// an early dialog, a subscription; no table of dialogs holds them all).
+    pub fn vouches_for_dialog(&self, msg: &Message) -> bool {
+        let b = msg.buf();
+        let mut found = false;
+        for r in msg.all(HeaderName::Route) {
+            let _ = crate::sip::addr::parse_list(b, r.value(), |na| {
+                if found {
+                    return;
+                }
+                let Some(t) = crate::sip::uri::parse(b, na.uri)
+                    .ok()
+                    .and_then(|u| crate::sip::uri::param(b, u.params, DIALOG_PARAM))
+                    .map(|v| v.of(b))
+                else {
+                    return;
+                };
+                found = t.len() == 16
+                    && (msg
+                        .from_tag_read()
+                        .is_some_and(|tag| t == self.dialog_token(msg.call_id(), tag, Side::From))
+                        || msg.to_tag_read().is_some_and(|tag| {
+                            t == self.dialog_token(msg.call_id(), tag, Side::To)
+                        }));
+            });
+            if found {
+                break;
+            }
+        }
+        found
     }
 
     /// For `sipfence check`: realm, users, nonce lifetime (never a secret).
@@ -681,7 +773,7 @@ mod tests {
             max_failures_per_minute: 10,
             algorithms: None,
         };
-        TrunkAuth::new(&conf, "ent", nonce_key(Some("test"))).unwrap()
+        TrunkAuth::new(&conf, "ent", nonce_key(Some("test")), route_key(None)).unwrap()
     }
 
     fn auth_offering(users: &[&str], algorithms: Option<&[&str]>) -> Result<TrunkAuth, String> {
@@ -692,7 +784,7 @@ mod tests {
             max_failures_per_minute: 10,
             algorithms: algorithms.map(|a| a.iter().map(|s| s.to_string()).collect()),
         };
-        TrunkAuth::new(&conf, "ent", nonce_key(Some("test")))
+        TrunkAuth::new(&conf, "ent", nonce_key(Some("test")), route_key(None))
     }
 
     fn invite(pa: &str) -> Message {
@@ -825,6 +917,7 @@ mod tests {
             },
             "ent",
             nonce_key(Some("other")),
+            route_key(None),
         )
         .unwrap();
         let m = invite(&answer("pbx1", "s3cret", &nonce, "MD5", true));
@@ -933,7 +1026,10 @@ mod tests {
                 max_failures_per_minute: 10,
                 algorithms: None,
             };
-            assert!(TrunkAuth::new(&conf, "ent", [0; 32]).is_err(), "{conf:?}");
+            assert!(
+                TrunkAuth::new(&conf, "ent", [0; 32], [0; 32]).is_err(),
+                "{conf:?}"
+            );
         }
         for algorithms in [
             &[][..],

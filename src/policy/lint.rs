@@ -423,6 +423,25 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             ));
         }
     }
+    // Without sources, only the token of our Record-Route tells the peer's requests in
+    // its dialogs from a stranger's with made-up tags (QA 189).
+    for t in p
+        .trunks
+        .iter()
+        .filter(|t| t.auth.is_some() && t.sources.is_empty())
+    {
+        if !t.record_route {
+            out.push(format!(
+                "trunk {} is told by its digest answers alone and has no record_route: the requests of its dialogs (BYE, NOTIFY, INFO...) cannot be told from a stranger's and go on unchallenged, for the core to check; set record_route = true, and they must carry the token of sipfence's Record-Route",
+                t.name
+            ));
+        } else if p.callee_key_random {
+            out.push(format!(
+                "trunk {} knows its dialogs by the token of sipfence's Record-Route, whose key without [general] auth_secret is drawn at each start: after a restart the requests of calls up are challenged (a PBX that answers challenges on INVITE alone cannot end them), and another gateway knows none; set auth_secret, the same on every gateway",
+                t.name
+            ));
+        }
+    }
     for (i, b) in p.trunks.iter().enumerate() {
         match shadowing(&p.trunks[..i], b)[..] {
             [] => {}
@@ -1121,6 +1140,35 @@ entries = [{whitelist}]
         let p = policy("", r#""+864008001234", "+8613812340000..+8613812349999""#);
         assert!(warnings(&p).is_empty(), "{:?}", warnings(&p));
         assert!(warnings(&Policy::builtin().unwrap()).is_empty());
+    }
+
+    /// A trunk told by its digest answers alone learns that its dialogs' requests go on
+    /// unchallenged without `record_route`, and that their tokens last a process
+    /// without `auth_secret`; with both nothing is said.
+    #[test]
+    fn an_auth_only_trunk_is_told_what_vouches_for_its_dialogs() {
+        let said = |general: &str, rr: bool| {
+            let text = format!(
+                "{general}[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:10.0.0.1:5070\"]\nnext_hop = \"udp:10.0.0.9:5060\"\nrecord_route = {rr}\n[trunk.whitelist]\nentries = [\"+864008001234\"]\n[trunk.auth]\nusers = [\"pbx1:s3cret\"]\n"
+            );
+            let p = Policy::from_str(&text, "t.toml", std::path::Path::new(".")).unwrap();
+            warnings(&p)
+                .into_iter()
+                .filter(|w| w.starts_with("trunk pbx"))
+                .collect::<Vec<_>>()
+        };
+        let secret = "[general]\nauth_secret = \"fleet\"\n";
+        assert!(said(secret, true).is_empty(), "{:?}", said(secret, true));
+        let w = said(secret, false);
+        assert!(
+            w.len() == 1 && w[0].contains("has no record_route"),
+            "{w:?}"
+        );
+        let w = said("", true);
+        assert!(
+            w.len() == 1 && w[0].contains("without [general] auth_secret"),
+            "{w:?}"
+        );
     }
 
     /// A policy-wide list with a segment of a handful of digits (QA 54: `+86*` in the

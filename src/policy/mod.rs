@@ -386,6 +386,17 @@ impl Trunk {
             None
         }
     }
+    /// The trunk's authentication, when it vouches for dialogs by the token of our
+    /// Record-Route ([`auth::TrunkAuth::vouches_for_dialog`]): on a trunk told by its
+    /// digest answers alone (no `sources`) whose dialogs are record-routed. Without
+    /// `sources` nothing else tells the peer's requests in a dialog from a stranger's
+    /// with made-up tags (QA 189).
+    pub fn dialog_tokens(&self) -> Option<&auth::TrunkAuth> {
+        self.auth
+            .as_ref()
+            .filter(|_| self.sources.is_empty() && self.record_route)
+    }
+
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
         let src_ok = self.sources.is_empty() || self.sources.iter().any(|s| s.matches(source));
         src_ok && local.is_none_or(|l| self.takes_at(l))
@@ -1285,6 +1296,7 @@ impl Policy {
             .iter()
             .any(|t| t.auth.is_some())
             .then(|| auth::nonce_key(cfg.general.auth_secret.as_deref()));
+        let route_key = auth::route_key(cfg.general.auth_secret.as_deref());
         let mut trunks = Vec::with_capacity(cfg.trunks.len());
         for t in &cfg.trunks {
             if t.name.is_empty()
@@ -1471,7 +1483,7 @@ impl Policy {
                 refuse_withheld: t.refuse_withheld.unwrap_or(t.role == Role::Enterprise),
                 auth: match (&t.auth, auth_key) {
                     (Some(a), Some(key)) => Some(
-                        auth::TrunkAuth::new(a, &t.name, key)
+                        auth::TrunkAuth::new(a, &t.name, key, route_key)
                             .map_err(|e| LoadError::file(file, e))?,
                     ),
                     _ => None,

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use crate::behaviour::{self, BehaviourTracker, Seen};
 use crate::decide::{Context, Decision, Kind, Outcome, Refusal, decide};
+use crate::policy::auth::{DIALOG_PARAM, Side};
 use crate::policy::config::{ListenSpec, Transport};
 use crate::policy::rate::{RateCounter, TRANSACTION_MS};
 use crate::policy::{Policy, RuleId};
@@ -669,9 +670,16 @@ fn carry_out(
     let Some(next) = trunk.next_hop else {
         return Handled::Dropped("no-next-hop");
     };
-    // A dialog's route set is fixed by its first INVITE (RFC 3261 12.1): an INVITE
-    // judged for want of a known dialog gets none added.
-    let rr = d.kind == Kind::Call && !d.unknown_dialog && trunk.record_route;
+    let rr = trunk.record_route && sets_up_dialog(msg, method, d);
+    // On a trunk that knows its dialogs by it, the token of the dialog the trunk's
+    // side writes its tag in From of.
+    let token = rr.then(|| trunk.dialog_tokens()).flatten().map(|a| {
+        a.dialog_token(
+            msg.call_id(),
+            msg.from_tag_read().unwrap_or_default(),
+            Side::From,
+        )
+    });
     // RFC 3327: a PBX that registers to the core through the gateway leaves it in the
     // Path, so that the core's calls to it come this way (and, behind a NAT, to where
     // its REGISTER came from) rather than to the Contact it registered.
@@ -689,7 +697,7 @@ fn carry_out(
         // Inserted before our Via, at the same place: the Via rows stay together (QA 89
         // F6).
         if rr {
-            record_route(st, msg, o, transport, next.addr, flow, edits);
+            record_route(st, msg, o, transport, next.addr, flow, token, edits);
         }
         if path {
             // On top of any Path the peer wrote: the registrar's Route set for the
@@ -1297,6 +1305,19 @@ fn push_rr(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
     out.push(b'>');
 }
 
+/// Requests that set up a dialog, which a trunk with `record_route` keeps us in: a call
+/// (not an INVITE judged for want of a known dialog: a dialog's route set is fixed by
+/// its first INVITE, RFC 3261 12.1), a SUBSCRIBE and an out-of-dialog REFER (RFC 6665
+/// 4.1.2: the subscription's NOTIFYs and refreshes follow its route set; Kamailio's
+/// stock configuration record-routes SUBSCRIBEs too).
+fn sets_up_dialog(msg: &Message, method: Method, d: &Decision) -> bool {
+    match method {
+        Method::Invite => d.kind == Kind::Call && !d.unknown_dialog,
+        Method::Subscribe | Method::Refer => msg.to_tag().is_none(),
+        _ => false,
+    }
+}
+
 /// Record-Route for a call (RFC 3261 16.6 step 4), doubled (RFC 5658) when the side
 /// the call came in on and the side it leaves by (towards `dest`) differ in address,
 /// IP family or transport: the core reaches us at the first entry, the trunk peer at
@@ -1304,6 +1325,8 @@ fn push_rr(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
 ///
 /// `flow`: where a caller behind a NAT really is ([`nat_flow`]), written in the entry
 /// the core routes by, so that the core's requests of the dialog reach it there.
+/// `token`: the dialog's ([`crate::policy::auth::TrunkAuth::dialog_token`]), in the
+/// first entry, which the trunk's peer has in its Route set however many we write.
 #[allow(clippy::too_many_arguments)]
 fn record_route(
     st: &Step<'_>,
@@ -1312,6 +1335,7 @@ fn record_route(
     out_t: Transport,
     dest: SocketAddr,
     flow: Option<(SocketAddr, Transport)>,
+    token: Option<[u8; 16]>,
     edits: &mut EditList,
 ) {
     let core = st.via_to(dest);
@@ -1326,6 +1350,15 @@ fn record_route(
     edits.insert_with(first_header(msg), |out| {
         out.extend_from_slice(b"Record-Route: ");
         push_own_uri(out, core, out_t, flow);
+        if let Some(t) = token {
+            // Inside the brackets, before '>'.
+            out.pop();
+            out.push(b';');
+            out.extend_from_slice(DIALOG_PARAM);
+            out.push(b'=');
+            out.extend_from_slice(&t);
+            out.push(b'>');
+        }
         if peer != core || in_t != out_t {
             out.extend_from_slice(b", ");
             push_rr(out, peer, in_t);
@@ -1837,17 +1870,28 @@ fn forward_from_core(
     // F1: they went to the core directly, around it). The trunk is the one that claims
     // the peer at the address the core sent this to, when one listens there (two
     // trunks may claim one peer on two ports, QA 90 N5), else the first that claims it.
-    let rr = method == Method::Invite
-        && msg.to_tag().is_none()
-        && st
-            .policy
+    let rr = (matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
+        && msg.to_tag().is_none())
+    .then(|| {
+        st.policy
             .match_trunk(&dest, Some(&o.local))
             .or_else(|| st.policy.match_trunk(&dest, None))
-            .is_some_and(|t| st.policy.trunks[t].record_route);
+            .map(|t| &st.policy.trunks[t])
+    })
+    .flatten()
+    .filter(|t| t.record_route);
+    // The trunk's side writes the core's tag in To in the dialog's requests.
+    let token = rr.and_then(|t| t.dialog_tokens()).map(|a| {
+        a.dialog_token(
+            msg.call_id(),
+            msg.from_tag_read().unwrap_or_default(),
+            Side::To,
+        )
+    });
     // What depends on the transport, after our Route entries' removal.
     let finish = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
-        if rr {
-            record_route(st, msg, o, transport, dest, None, edits);
+        if rr.is_some() {
+            record_route(st, msg, o, transport, dest, None, token, edits);
         }
         add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
         write_edited(edits, msg, out);
@@ -4035,6 +4079,97 @@ record_route = true
         // The core's own answers are none of this.
         let (_, out) = run(&p, "10.0.0.5:5060", &answer("sip:2001@192.168.1.10:5060"));
         assert!(!out.contains("sf-flow"), "{out}");
+    }
+
+    /// On a trunk told by its digest answers alone whose dialogs are record-routed, our
+    /// Record-Route carries the dialog's token: in the trunk's calls (its tag in From),
+    /// in the core's calls and subscriptions to it (the core's tag, which the trunk's
+    /// requests carry in To), in its SUBSCRIBEs; and its later requests that bring the
+    /// token back in their Route go on to the core, our entries taken off, whatever the
+    /// gateway's tables know (here none: each message is a fresh step).
+    #[test]
+    fn an_auth_only_trunks_dialogs_carry_their_token() {
+        use md5::{Digest, Md5};
+        let p = Policy::from_str(
+            "[general]\nauth_secret = \"fleet\"\n[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:192.0.2.10:5060\"]\nnext_hop = \"udp:10.0.0.5:5060\"\nrecord_route = true\n[trunk.whitelist]\nentries = [\"+8613812345678\"]\n[trunk.auth]\nrealm = \"pbx\"\nusers = [\"pbx1:s3cret\"]\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let a = p.trunks[0].dialog_tokens().unwrap();
+        let token = |call_id: &str, tag: &str, side: Side| {
+            String::from_utf8(
+                a.dialog_token(call_id.as_bytes(), tag.as_bytes(), side)
+                    .to_vec(),
+            )
+            .unwrap()
+        };
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let creds = |method: &str, uri: &str| {
+            let nonce = a.nonce(0, 1, Some("198.51.100.7".parse().unwrap()));
+            let ha1 = hex(&Md5::digest("pbx1:pbx:s3cret"));
+            let ha2 = hex(&Md5::digest(format!("{method}:{uri}")));
+            let resp = hex(&Md5::digest(format!("{ha1}:{nonce}:{ha2}")));
+            format!(
+                "Proxy-Authorization: Digest username=\"pbx1\", realm=\"pbx\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5\r\n"
+            )
+        };
+        let request = |method: &str, tags: (&str, &str), extra: &str| {
+            let to_tag = if tags.1.is_empty() {
+                String::new()
+            } else {
+                format!(";tag={}", tags.1)
+            };
+            format!(
+                "{method} sip:+8613912345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-{method}\r\n{extra}From: <sip:+8613812345678@198.51.100.7>;tag={}\r\nTo: <sip:+8613912345678@192.0.2.10>{to_tag}\r\nCall-ID: t-1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n",
+                tags.0
+            )
+        };
+        let ours = token("t-1", "a", Side::From);
+        let core = Handled::Forward(Dest::Udp("10.0.0.5:5060".parse().unwrap()));
+        // The trunk's call and subscription, answered: our entry carries the token.
+        for method in ["INVITE", "SUBSCRIBE"] {
+            let m = request(
+                method,
+                ("a", ""),
+                &creds(method, "sip:+8613912345678@192.0.2.10"),
+            );
+            let (h, out) = run(&p, "198.51.100.7:5060", &m);
+            assert_eq!(h, core, "{out}");
+            assert!(
+                out.contains(&format!("Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg={ours}>, <sip:192.0.2.10:5060;lr>\r\n")),
+                "{out}"
+            );
+        }
+        // Its requests in the dialog, the token in their Route, go on, our entries
+        // off; without it (a stranger's made-up tags) they are challenged.
+        let route =
+            format!("Route: <sip:192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;lr;sf-dlg={ours}>\r\n");
+        for method in ["BYE", "NOTIFY", "PRACK", "INFO", "SUBSCRIBE"] {
+            let (h, out) = run(
+                &p,
+                "198.51.100.7:5060",
+                &request(method, ("a", "b"), &route),
+            );
+            assert_eq!(h, core, "{method}: {out}");
+            assert!(!out.contains("Route:") && !out.contains("sf-dlg"), "{out}");
+            let (h, out) = run(&p, "198.51.100.7:5060", &request(method, ("a", "b"), ""));
+            assert!(out.starts_with("SIP/2.0 407 "), "{method}: {h:?} {out}");
+        }
+        // The core's call and subscription to the PBX: the token binds the core's tag.
+        for method in ["INVITE", "SUBSCRIBE"] {
+            let m = format!(
+                "{method} sip:+8613812345678@198.51.100.7:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-c{method}\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=core1\r\nTo: <sip:+8613812345678@198.51.100.7>\r\nCall-ID: t-2\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n"
+            );
+            let (h, out) = run(&p, "10.0.0.5:5060", &m);
+            assert_eq!(
+                h,
+                Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap())),
+                "{out}"
+            );
+            let t = token("t-2", "core1", Side::To);
+            assert!(out.contains(&format!(";lr;sf-dlg={t}>")), "{out}");
+        }
     }
 
     #[test]

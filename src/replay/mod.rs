@@ -872,7 +872,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
     // challenged again, and the difference looks like the policy's (QA 73).
     if policy.auth_key_random {
         eprintln!(
-            "sipfence: warning: the policy authenticates trunks but sets no [general] auth_secret: the capture's nonces (the live proxy's) do not verify here, so its authenticated calls are challenged again; give replay the gateways' auth_secret"
+            "sipfence: warning: the policy authenticates trunks but sets no [general] auth_secret: the capture's nonces (the live proxy's) do not verify here, so its authenticated calls are challenged again, and so are the in-dialog requests of trunks that have no sources, whose dialog tokens do not verify either; give replay the gateways' auth_secret"
         );
     }
     if let Some(baseline) = &a.baseline {
