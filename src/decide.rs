@@ -967,15 +967,31 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
     let tag = msg.from_tag().unwrap_or_default();
     let odd =
         |p: &Option<crate::identity::Party>| p.is_some_and(|p| p.plus_missing || p.in_context);
-    let changed = (d.rewrite_from || odd(&d.identity.from))
-        .then(|| crate::verdict::forwarded_from(policy, msg, d))
-        .flatten();
+    // A peer's verstat taken off From changes it too (QA 191 F3: the answers went back
+    // without the one the caller wrote).
+    let changed =
+        (d.rewrite_from || odd(&d.identity.from) || crate::verdict::from_may_lose_verstat(msg))
+            .then(|| crate::verdict::forwarded_from(policy, msg, d))
+            .flatten();
     let key = from_key(msg.call_id(), tag);
+    // Kept values go into messages framed in CRLFs whatever the caller's were (QA 191
+    // F4: a folded From of a request in bare LFs came back in the answers with one).
+    fn crlf<'a>(msg: &Message, v: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if !msg.bare_lf() {
+            return v.into();
+        }
+        let mut v = v.to_vec();
+        crate::sip::rewrite::crlf_head(&mut v);
+        v.into()
+    }
     match changed {
         Some(v) => r.keep_from(
             key,
-            fitted(&v),
-            msg.from_addr().map_or(&[][..], |na| na.whole.of(msg.buf())),
+            fitted(&crlf(msg, &v)),
+            &crlf(
+                msg,
+                msg.from_addr().map_or(&[][..], |na| na.whole.of(msg.buf())),
+            ),
             ctx.now_ms,
         ),
         // A MESSAGE or REFER that went on as written has no later requests.
@@ -987,7 +1003,12 @@ fn keep_from(policy: &Policy, msg: &Message, d: &Decision, ctx: &Context<'_>) {
         // both went on). Kept as the core was given it; its answers need no other.
         None if d.trunk.is_some_and(|t| policy.trunks[t].record_route) => {
             if let Some(na) = msg.from_addr() {
-                r.keep_from(key, fitted(na.whole.of(msg.buf())), &[], ctx.now_ms);
+                r.keep_from(
+                    key,
+                    fitted(&crlf(msg, na.whole.of(msg.buf()))),
+                    &[],
+                    ctx.now_ms,
+                );
             }
         }
         // An INVITE of the same Call-ID and From tag that goes on as written (the retry

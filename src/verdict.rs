@@ -357,6 +357,24 @@ pub fn add_edits(
                     if let Some(at) = place.open {
                         edits.insert(at, b"<");
                     }
+                    // Brought inside the brackets, the parameters lose the white space
+                    // around their `;`, which no URI has (RFC 3261 25.1; QA 191 F1:
+                    // `<sip:...@gw ;user=phone>` parsed nowhere, Kamailio lost the
+                    // asserted identity).
+                    if let Some(params) = place.squeeze {
+                        let b = msg.buf();
+                        let mut i = params.start as usize;
+                        while i < params.end as usize {
+                            let run = b[i..params.end as usize]
+                                .iter()
+                                .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+                                .count();
+                            if run > 0 {
+                                edits.remove(Span::new(i, i + run));
+                            }
+                            i += run.max(1);
+                        }
+                    }
                     edits.insert_with(p.user.end as usize, |out| {
                         out.extend_from_slice(b";verstat=");
                         out.extend_from_slice(v.as_bytes());
@@ -381,6 +399,9 @@ struct VerstatPlace {
     /// What to add where: `;user=phone` (a user part with a parameter reads as a
     /// telephone-subscriber only with it), and the closing bracket.
     close: Option<(usize, &'static [u8])>,
+    /// The parameters of an unbracketed URI, which go inside the brackets: the white
+    /// space in them goes.
+    squeeze: Option<Span>,
 }
 
 /// Whether `verstat` may go after the number of `p` (RFC 8224: a tel URI, or a sip URI
@@ -405,7 +426,13 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlac
     let as_is = VerstatPlace {
         open: None,
         close: None,
+        squeeze: None,
     };
+    let outside = Span::new(na.uri.end as usize, na.whole.end as usize);
+    // A quoted header parameter has no place in a URI: such a value gets no verstat.
+    if !na.bracketed && memchr::memchr(b'"', outside.of(b)).is_some() {
+        return None;
+    }
     if u.scheme == Scheme::Tel {
         // Unbracketed, its parameters, verstat among them, would read as the header's
         // (RFC 3261 20: a URI with ';' goes in brackets; QA 105).
@@ -415,6 +442,7 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlac
             VerstatPlace {
                 open: Some(na.uri.start as usize),
                 close: Some((na.whole.end as usize, b">")),
+                squeeze: Some(outside),
             }
         });
     }
@@ -443,6 +471,7 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlac
         return Some(VerstatPlace {
             open: None,
             close: Some((end, b";user=phone")),
+            squeeze: None,
         });
     }
     Some(VerstatPlace {
@@ -455,6 +484,7 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlac
                 b";user=phone>"
             },
         )),
+        squeeze: Some(outside),
     })
 }
 
@@ -492,6 +522,16 @@ fn remove_later_identities(policy: &Policy, msg: &Message, edits: &mut EditList)
             edits.remove(h.line());
         }
     }
+}
+
+/// Whether From may carry a `verstat` ([`remove_planted_verdicts`] takes it off), its
+/// name escaped or not: a quick look, for the From a call keeps only when it changed.
+pub fn from_may_lose_verstat(msg: &Message) -> bool {
+    msg.from_addr().is_some_and(|na| {
+        let v = na.whole.of(msg.buf());
+        memchr::memchr(b'%', v).is_some()
+            || v.windows(7).any(|w| w.eq_ignore_ascii_case(b"verstat"))
+    })
 }
 
 fn remove_planted_verdicts(policy: &Policy, msg: &Message, edits: &mut EditList) {

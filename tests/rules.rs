@@ -2363,7 +2363,34 @@ fn label_mvno_with_verstat() {
 #[test]
 fn verstat_on_an_unbracketed_sip_identity() {
     let p = policy("");
-    let cases: [(&str, &[u8]); 10] = [
+    let cases: [(&str, &[u8]); 16] = [
+        // White space (a fold too) around the parameters' `;` stays out of the
+        // brackets (QA 191 F1: `<sip:...@gw ;user=phone>` parsed nowhere).
+        (
+            "sip:+8617012345678@gw.example.com ;user=phone",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com\t; user=phone",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "tel:+8617012345678\r\n ;foo=bar",
+            b"<tel:+8617012345678;verstat=TN-Validation-Failed;foo=bar>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com ;user=phone , tel:+8617012345678 ;x=y",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone> , <tel:+8617012345678;verstat=TN-Validation-Failed;x=y>",
+        ),
+        (
+            "sip:+8617012345678@[2001:db8::1] ;user=phone",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@[2001:db8::1];user=phone>",
+        ),
+        // A quoted value, which no URI can hold: left as it is, without verstat.
+        (
+            "sip:+8617012345678@gw.example.com;user=phone;x=\"a b\"",
+            b"sip:+8617012345678@gw.example.com;user=phone;x=\"a b\"",
+        ),
         (
             "sip:+8617012345678@gw.example.com;user=phone",
             b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
@@ -7670,6 +7697,66 @@ fn a_recorded_calls_from_cannot_change_within_the_call() {
         (Kind::OtherRequest, Some((403, "intl-forged-service"))),
         "{d:?}"
     );
+}
+
+/// An answer goes back to the caller with the From it wrote whenever the call's From
+/// went on changed: a peer's `verstat` taken off is a change too (QA 191 F3: the 183
+/// came back without it), and a From written over two lines of a request in bare LFs
+/// comes back in CRLFs, as the rest of the answer is (QA 191 F4).
+#[test]
+fn an_answer_gets_the_callers_from_back_as_it_was_written() {
+    let p = policy("");
+    let pai = "P-Asserted-Identity: <sip:+442071234567@uk.example>\r\n";
+    let answer_to = |forwarded_from: &[u8]| {
+        Message::parse_for_relay(Bytes::from(format!(
+            "SIP/2.0 183 Session Progress\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK-wf\r\nFrom: {}\r\nTo: <sip:4008001234@10.0.0.100>;tag=uas1\r\nCall-ID: call-wf\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+            String::from_utf8_lossy(forwarded_from)
+        )))
+        .unwrap()
+    };
+    for (inv, written) in [
+        (
+            with_from("<tel:+442071234567;verstat=TN-Validation-Passed>", pai),
+            &b"<tel:+442071234567;verstat=TN-Validation-Passed>;tag=ft1"[..],
+        ),
+        (
+            with_from("<sip:+442071234567;VerStat=x@uk.example>", pai),
+            b"<sip:+442071234567;VerStat=x@uk.example>;tag=ft1",
+        ),
+    ] {
+        let rates = LocalRateCounter::new(1000);
+        let d = judge_at(&p, &inv, "intl", MON_10H, &rates);
+        let fwd = forwarded(&p, &inv, &d);
+        let given = fwd.value(HeaderName::From).unwrap();
+        assert!(!given.windows(7).any(|w| w.eq_ignore_ascii_case(b"verstat")));
+        assert_eq!(
+            sipfence::decide::callers_from(&answer_to(given), &rates, MON_10H + 100).as_deref(),
+            Some(written),
+            "{}",
+            String::from_utf8_lossy(written)
+        );
+    }
+    // The caller's lines end in LF alone, its From folded.
+    let text = String::from_utf8(
+        with_from("\"95588\"\r\n <sip:95588@uk.example>", pai)
+            .bytes()
+            .to_vec(),
+    )
+    .unwrap()
+    .replace("\r\n", "\n");
+    let inv = Message::parse(Bytes::from(text)).unwrap();
+    assert!(inv.bare_lf());
+    let rates = LocalRateCounter::new(1000);
+    let d = judge_at(&p, &inv, "intl", MON_10H, &rates);
+    assert!(d.rewrite_from, "{d:?}");
+    let fwd = forwarded(&p, &inv, &d);
+    let back = sipfence::decide::callers_from(
+        &answer_to(fwd.value(HeaderName::From).unwrap()),
+        &rates,
+        MON_10H + 100,
+    )
+    .unwrap();
+    assert_eq!(&back[..], b"\"95588\"\r\n <sip:95588@uk.example>;tag=ft1");
 }
 
 /// The From a rewritten call's INVITE went on with is the From of its CANCEL (RFC 3261

@@ -25,11 +25,13 @@ pub struct Credentials<'a> {
 /// that breaks the grammar (then the caller is challenged again, as without credentials).
 pub fn parse_digest(v: &[u8]) -> Option<Credentials<'_>> {
     let v = lex::trim(v);
-    if v.len() < 7 || !v[..6].eq_ignore_ascii_case(b"Digest") || !lex::is_wsp(v[6]) {
+    // `credentials = "Digest" LWS digest-response`: the LWS may be a line fold (QA 191
+    // F5: a right answer folded after the scheme was challenged again and again).
+    let mut i = skip_lws(v, 6);
+    if v.len() < 7 || !v[..6].eq_ignore_ascii_case(b"Digest") || i == 6 {
         return None;
     }
     let mut c = Credentials::default();
-    let mut i = skip_lws(v, 6);
     loop {
         let ne = lex::token_end(v, i);
         if ne == i {
@@ -109,6 +111,14 @@ mod tests {
         let c = parse_digest(b"digest  algorithm=SHA-256 ,username=\"a\",realm=\"r\",nonce=\"n\",uri=\"sip:x@y\",response=\"0\",x-ext=1").unwrap();
         assert_eq!(c.algorithm, Some(&b"SHA-256"[..]));
         assert_eq!(c.username, b"a");
+        // Folded right after the scheme.
+        for fold in ["\r\n ", "\n\t", " \r\n  "] {
+            let v = format!(
+                "Digest{fold}username=\"a\", realm=\"r\", nonce=\"n\", uri=\"sip:x@y\", response=\"0\""
+            );
+            let c = parse_digest(v.as_bytes()).expect(&v);
+            assert_eq!((c.username, c.realm), (&b"a"[..], &b"r"[..]));
+        }
     }
 
     #[test]
