@@ -61,6 +61,7 @@ next_hop = "udp:127.0.0.1:5080""#
             local: None,
             trunk: None,
             now_ms: 1_796_004_000_000 + i / 10,
+            wall_ms: 1_796_004_000_000 + i / 10,
             rates: &rates,
             behaviour: &tracker,
         };

@@ -68,6 +68,7 @@ fn behaviour(c: &mut Criterion) {
                 let m = Message::parse(black_box(msgs[i].clone())).unwrap();
                 let ctx = sipfence::decide::Context {
                     now_ms: now,
+                    wall_ms: now,
                     behaviour: &tracker,
                     ..common::context()
                 };

@@ -75,6 +75,7 @@ fn main() {
                     .unwrap();
                 let ctx = sipfence::decide::Context {
                     now_ms: ctx.now_ms + i as u64,
+                    wall_ms: ctx.now_ms + i as u64,
                     behaviour: &tracker,
                     ..common::context()
                 };
@@ -164,6 +165,7 @@ impl ProxySetup {
             rates: &self.rates,
             behaviour: &sipfence::behaviour::NoTracking,
             now_ms: common::context().now_ms + i as u64 * 40_000,
+            wall_ms: common::context().now_ms + i as u64 * 40_000,
             via_addr: ([127, 0, 0, 1], 5060).into(),
             via_other: None,
             overloaded: false,

@@ -10,6 +10,7 @@ command -v svmap >/dev/null 2>&1 || need+=(sipvicious)
 command -v curl   >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)   # libfaketime: a gateway's wall clock stepped, in tests
 command -v promtool >/dev/null 2>&1 || [ "${SIPFENCE_SKIP_PROMTOOL:-0}" = 1 ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}" >&2

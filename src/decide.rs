@@ -27,8 +27,15 @@ pub struct Context<'a> {
     pub local: Option<ListenSpec>,
     /// Force a trunk (explain/replay `--trunk`) instead of matching by address.
     pub trunk: Option<usize>,
-    /// Unix time in milliseconds (capture time when replaying).
+    /// The time every table, window and expiry runs on, in Unix milliseconds: the
+    /// proxy's steady clock ([`crate::cli::steady_ms`]: a step of the wall clock moves
+    /// it not, QA 192: a step back held rate windows and lockouts full for its length,
+    /// one forward ended every call up); the capture's time when replaying.
     pub now_ms: u64,
+    /// The calendar time, in Unix milliseconds: contracted hours and days, the issue
+    /// time of nonces (which other gateways check). The same as `now_ms` but in the
+    /// live proxy after a step of its wall clock.
+    pub wall_ms: u64,
     pub rates: &'a dyn RateCounter,
     /// Behaviour state: counted into by calls that reach the behaviour rules.
     pub behaviour: &'a dyn BehaviourTracker,
@@ -1253,9 +1260,10 @@ fn authentication_refuses(
         && policy.action(d.trunk, RuleId::TrunkAuth).kind != ActionKind::Off
     {
         let tid = policy.trunks[ti].id;
+        // Nonces carry calendar time: other gateways check them.
         let mut c = a.check(
             msg,
-            ctx.now_ms,
+            ctx.wall_ms,
             policy.reading(d.trunk),
             Some(ctx.source.ip()),
         );
@@ -1294,7 +1302,10 @@ fn authentication_refuses(
         // A retransmission is challenged as the INVITE it repeats was: the same nonce,
         // whose issue time is in it (QA 43: a second boundary between the two changed
         // the answer).
-        d.auth_at_ms = first_seen.unwrap_or(ctx.now_ms);
+        // (`first_seen` is steady time: as long ago on the calendar.)
+        d.auth_at_ms = first_seen.map_or(ctx.wall_ms, |f| {
+            ctx.wall_ms.saturating_sub(ctx.now_ms.saturating_sub(f))
+        });
         if c.refuses() && fire(policy, d, RuleId::TrunkAuth) {
             // A challenge is the configured answer (407); credentials that do not
             // verify are refused, not challenged again for another guess.
@@ -1780,7 +1791,7 @@ fn judge_caller(policy: &Policy, msg: &Message, ctx: &Context<'_>, d: &mut Decis
         rule!(
             RuleId::EnterpriseHours,
             (trunk.hours.is_some() || trunk.days.is_some()) && {
-                let (minute, weekday) = local_time(ctx.now_ms, trunk.utc_offset_min);
+                let (minute, weekday) = local_time(ctx.wall_ms, trunk.utc_offset_min);
                 let in_hours = trunk.hours.is_none_or(|h| {
                     if h.from_min < h.to_min {
                         minute >= h.from_min && minute < h.to_min

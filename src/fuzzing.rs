@@ -157,6 +157,7 @@ pub fn decide_and_apply(data: &[u8]) {
         local: None,
         trunk,
         now_ms: sel as u64 * 3_600_000,
+        wall_ms: sel as u64 * 3_600_000,
         rates,
         behaviour: tracker,
     };
@@ -200,6 +201,7 @@ pub fn rewrite(data: &[u8]) {
         rates: &NoCounting,
         behaviour: &crate::behaviour::NoTracking,
         now_ms: 0,
+        wall_ms: 0,
         via_addr: ([127, 0, 0, 1], 5060).into(),
         via_other: None,
         overloaded: false,
@@ -476,6 +478,7 @@ pub fn sipi(data: &[u8]) {
         local: None,
         trunk: Some(0),
         now_ms: 1_796_004_000_000,
+        wall_ms: 1_796_004_000_000,
         rates: &NoCounting,
         behaviour: &crate::behaviour::NoTracking,
     };

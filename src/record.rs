@@ -420,6 +420,7 @@ mod tests {
                 local: None,
                 trunk: None,
                 now_ms: 1_000,
+                wall_ms: 1_000,
                 rates: &crate::policy::rate::NoCounting,
                 behaviour: &crate::behaviour::NoTracking,
             };

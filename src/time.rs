@@ -39,7 +39,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// A time given on the command line, in Unix milliseconds: Unix seconds
-/// (`1764468000`), or `YYYY-MM-DD[T| ]HH:MM[:SS[.fff]]` followed by `Z` or an offset
+/// (`1764468000`, `1764468000.9`: capture tools and records give fractions, QA 192), or `YYYY-MM-DD[T| ]HH:MM[:SS[.fff]]` followed by `Z` or an offset
 /// (`+08:00`, `+0800`); without either the time is UTC, as the records are.
 pub fn parse_time(s: &str) -> Result<u64, String> {
     let bad = || {
@@ -52,11 +52,23 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
     if !t.is_ascii() {
         return Err(bad());
     }
-    if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
-        return t
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    if !secs.is_empty()
+        && secs.bytes().all(|c| c.is_ascii_digit())
+        && frac.bytes().all(|c| c.is_ascii_digit())
+        && !(t.contains('.') && frac.is_empty())
+    {
+        // Milliseconds: the first three digits of the fraction.
+        let ms = frac
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .fold(0u64, |a, c| a * 10 + u64::from(c - b'0'));
+        return secs
             .parse::<u64>()
             .ok()
             .and_then(|v| v.checked_mul(1000))
+            .and_then(|v| v.checked_add(ms))
             .ok_or_else(bad);
     }
     let num = |r: &str| -> Result<i64, String> {
@@ -160,6 +172,19 @@ mod tests {
             assert_eq!(parse_time(s), Ok(utc), "{s}");
         }
         assert_eq!(parse_time("2025-11-30T02:00:00.5Z"), Ok(utc + 500));
+        // Unix seconds with a fraction, as captures and records give them (QA 192 F10).
+        let unix = utc / 1000;
+        assert_eq!(parse_time(&format!("{unix}.9")), Ok(utc + 900));
+        assert_eq!(parse_time(&format!("{unix}.123456")), Ok(utc + 123));
+        assert_eq!(parse_time(&unix.to_string()), Ok(utc));
+        for bad in [
+            format!("{unix}."),
+            format!(".{unix}"),
+            format!("{unix}.5.5"),
+            format!("{unix}.x"),
+        ] {
+            assert!(parse_time(&bad).is_err(), "{bad}");
+        }
         // Leap day, and the first of March after it.
         assert_eq!(
             parse_time("2024-03-01T00:00:00Z").unwrap()

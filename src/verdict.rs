@@ -452,7 +452,8 @@ fn telephone_subscriber(b: &[u8], p: &Party, global: bool) -> Option<VerstatPlac
     let global_user = global
         || p.user.of(b).first() == Some(&b'+') && p.user.of(b)[1..].iter().all(u8::is_ascii_digit);
     match user {
-        Some(v) if v.of(b).eq_ignore_ascii_case(b"phone") => {}
+        // (White space around a header parameter's value is no part of it.)
+        Some(v) if crate::sip::lex::trim(v.of(b)).eq_ignore_ascii_case(b"phone") => {}
         // A URI that says its user is no telephone number (`user=ip`, or any other
         // value) gets no verstat, rather than a second `user` parameter (QA 45).
         Some(_) => return None,

@@ -96,6 +96,7 @@ fn allocations_authenticated() -> usize {
         local: None,
         trunk: Some(ent),
         now_ms,
+        wall_ms: now_ms,
         rates: &NoCounting,
         behaviour: &sipfence::behaviour::NoTracking,
     };
@@ -124,6 +125,7 @@ fn allocations_on_allow(policy: &Policy, raw: &Bytes, sipi: bool) -> usize {
         local: None,
         trunk: None,
         now_ms: 1_795_998_600_000,
+        wall_ms: 1_795_998_600_000,
         rates: &NoCounting,
         behaviour: &sipfence::behaviour::NoTracking,
     };

@@ -88,6 +88,7 @@ impl Net {
             local: None,
             trunk: None,
             now_ms: T0 + t,
+            wall_ms: T0 + t,
             rates: &self.rates,
             behaviour: &self.tracker,
         };
@@ -1025,6 +1026,7 @@ fn a_flood_of_invented_callers_stays_within_the_fixed_tables() {
         local: None,
         trunk: None,
         now_ms: T0 + t,
+        wall_ms: T0 + t,
         rates: &rates,
         behaviour: &tracker,
     };

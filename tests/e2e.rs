@@ -610,6 +610,138 @@ fn a_bye_a_dead_core_never_answered_frees_its_place() {
     core_side.join().unwrap();
 }
 
+/// A gateway whose wall clock steps (libfaketime moves its wall clock alone, as an NTP
+/// step or `date -s` does; the monotonic clock goes on) keeps the calls up and the
+/// dialogs it knows: seven hours on, past an answered call's four-hour deadline and the
+/// dialogs' six hours, the call still holds the trunk's one place (a second call is
+/// answered 503) and its re-INVITE is the call's, not a new one; an hour back, the
+/// BYE frees the place and the next call goes on. QA 192 F3/F4: the call's place was
+/// freed by the step and its re-INVITE judged as a new call. The log says the clock
+/// stepped, and `sipfence_clock_step_seconds` how far.
+#[test]
+fn a_step_of_the_wall_clock_ends_no_call_and_forgets_no_dialog() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let Some(lib) = common::faketime_lib() else {
+        return;
+    };
+    let base = port_block();
+    let cfg = config(base, "").replacen(
+        &format!("listen = [\"udp:127.0.0.1:{}\"]\n", base + 4),
+        &format!(
+            "listen = [\"udp:127.0.0.1:{}\"]\nmax_concurrent_calls = 1\nrecord_route = true\n",
+            base + 4
+        ),
+        1,
+    );
+    assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let proxy = Proxy::start_env(
+        &cfg,
+        1,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
+            ("FAKETIME_NO_CACHE", "1".as_ref()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
+        if m.starts_with("ACK ") || m.starts_with("SIP/") {
+            return;
+        }
+        let mut answer = common::answer_as_uas(m, "200 OK");
+        if m.starts_with("INVITE ") && !m.contains(";tag=core") {
+            answer = answer.replacen(
+                "\r\nTo: <sip:+861012345678@127.0.0.1>",
+                "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
+                1,
+            );
+        }
+        core.send_to(answer.as_bytes(), from).unwrap();
+    });
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let in_dialog = |method: &str, cseq: u32| {
+        format!(
+            "{method} sip:core@127.0.0.1:{core} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-step-{cseq}\r\nFrom: <sip:+8613912345678@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core\r\nCall-ID: step-1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            core = base + 10
+        )
+    };
+    let up = || proxy.metric("sipfence_concurrent_calls{trunk=\"ic\"}");
+    let judged = || proxy.metric("sipfence_calls_total{trunk=\"ic\",verdict=\"allow\"}");
+    let r = answer_to(
+        &caller,
+        base + 4,
+        &invite_from(me, "+8613912345678", "step-1"),
+    );
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    caller
+        .send_to(in_dialog("ACK", 1).as_bytes(), ("127.0.0.1", base + 4))
+        .unwrap();
+    assert_eq!((up(), judged()), (1.0, 1.0));
+    // Seven hours on.
+    std::fs::write(&clock, "+7h\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(proxy.metric("sipfence_policy_loaded_timestamp_seconds") > 0.0);
+    let r = answer_to(
+        &caller,
+        base + 4,
+        &invite_from(me, "+8613912345678", "step-2"),
+    );
+    assert!(
+        r.starts_with("SIP/2.0 503 "),
+        "the place is still held: {r}"
+    );
+    let r = answer_to(&caller, base + 4, &in_dialog("INVITE", 2));
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    assert_eq!(
+        (
+            judged(),
+            proxy.metric("sipfence_unknown_dialog_invites_total{trunk=\"ic\"}")
+        ),
+        (1.0, 0.0),
+        "the re-INVITE is the call's"
+    );
+    // An hour back from the true time.
+    std::fs::write(&clock, "-1h\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = answer_to(&caller, base + 4, &in_dialog("BYE", 3));
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    assert_eq!(up(), 0.0);
+    let r = answer_to(
+        &caller,
+        base + 4,
+        &invite_from(me, "+8613912345678", "step-3"),
+    );
+    assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+    // Said at the next look (every 10 s): eight hours back since the last one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !proxy
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("the wall clock stepped"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step was not said"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let step = proxy.metric("sipfence_clock_step_seconds");
+    assert!((step + 3600.0).abs() < 5.0, "{step}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// The test policy with `[proxy] calls_file` and the `ic` trunk limited to `max` calls.
 fn calls_file_config(base: u16, file: &std::path::Path, max: u32) -> String {
     let cfg = config(
@@ -3210,7 +3342,16 @@ fn an_auth_only_trunks_pbx_call_survives_a_restart_by_its_dialog_token() {
     let far = std::fs::read_to_string(root.join("carrier-uas.xml")).unwrap();
     assert!(far.contains("RAck: 1 1 INVITE"));
     let far_sc = dir.join("pbx-uas.xml");
-    std::fs::write(&far_sc, far.replace("RAck: 1 1 INVITE", "RAck: 1 2 INVITE")).unwrap();
+    // The core's side gets the place for the token, never a token (QA 193 N1).
+    let hundred_rel = "<ereg regexp=\"100rel\" search_in=\"hdr\" header=\"Supported:\" check_it=\"true\" assign_to=\"chk\"/>";
+    assert!(far.contains(hundred_rel));
+    let far = far
+        .replace("RAck: 1 1 INVITE", "RAck: 1 2 INVITE")
+        .replace(
+            hundred_rel,
+            &format!("{hundred_rel}\n      <ereg regexp=\";lr;sf-dlg&gt;\" search_in=\"hdr\" header=\"Record-Route:\" check_it=\"true\" assign_to=\"chk\"/>"),
+        );
+    std::fs::write(&far_sc, far).unwrap();
     let uas = checking_uas(&dir, base + 10, &far_sc, 1);
     let call = {
         let dir = dir.clone();

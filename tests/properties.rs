@@ -105,7 +105,7 @@ proptest! {
             "INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKp\r\nFrom: \"{display}\" <sip:+86{presented}@127.0.0.1>;tag={tag}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: prop\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nP-Asserted-Identity: <sip:{asserted}@10.0.0.1>\r\n{hdrs}Content-Length: 3\r\n\r\nabc"
         );
         let m = Message::parse(Bytes::from(raw)).unwrap();
-        let ctx = Context { source: "127.0.0.1:5070".parse().unwrap(), local: None, trunk: Some(0), now_ms: 0, rates: &NoCounting, behaviour: &sipfence::behaviour::NoTracking };
+        let ctx = Context { source: "127.0.0.1:5070".parse().unwrap(), local: None, trunk: Some(0), now_ms: 0,  wall_ms: 0, rates: &NoCounting, behaviour: &sipfence::behaviour::NoTracking };
         let d = decide(&policy, &m, &ctx);
         prop_assert!(d.rewrite_from);
         let mut e = EditList::new();

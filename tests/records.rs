@@ -29,6 +29,7 @@ fn record(i: usize) -> sipfence::record::Record {
             local: None,
             trunk: Some(0),
             now_ms: 1_000,
+            wall_ms: 1_000,
             rates: &NoCounting,
             behaviour: &sipfence::behaviour::NoTracking,
         },

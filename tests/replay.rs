@@ -2490,6 +2490,7 @@ code = 608
             local: None,
             trunk: Some(0),
             now_ms: 0,
+            wall_ms: 0,
             rates: &sipfence::policy::rate::NoCounting,
             behaviour: &sipfence::behaviour::NoTracking,
         };
@@ -2951,4 +2952,54 @@ fn datagrams_without_sip_are_counted() {
         (r.summary.not_sip_datagrams, r.net_stats().other_ip),
         (0, 1)
     );
+}
+
+/// A capture whose times go back within the file (pieces concatenated rather than
+/// merged, a clock stepped back where it was taken) is said on stderr, as a second file
+/// that starts early is: its calls are judged as if the clock went back (QA 192 F8:
+/// nothing was said, and calls an hour "earlier" were refused on a later minute's count).
+#[test]
+fn a_capture_whose_times_go_back_is_said() {
+    let bytes = std::fs::read(root().join("testdata/pcap/rules-udp.pcap")).unwrap();
+    assert_eq!(
+        &bytes[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian pcap"
+    );
+    // The record headers: each packet's seconds, an hour earlier from the second half on.
+    let mut at = 24;
+    let mut records = vec![];
+    while at + 16 <= bytes.len() {
+        records.push(at);
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    assert!(records.len() > 10);
+    let mut moved = bytes.clone();
+    for &r in &records[records.len() / 2..] {
+        let secs = u32::from_le_bytes(moved[r..r + 4].try_into().unwrap()) - 3600;
+        moved[r..r + 4].copy_from_slice(&secs.to_le_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let said = |bytes: &[u8]| {
+        let path = dir.path().join("c.pcap");
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .arg("replay")
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = said(&moved);
+    assert!(
+        err.contains(&format!(
+            "c.pcap: packet {} is 3599.9 s",
+            records.len() / 2 + 1
+        )) && err.contains("the capture's times go back"),
+        "{err}"
+    );
+    // Once: the times after it go on from there.
+    assert!(!err.contains("times went back"), "{err}");
+    assert!(!said(&bytes).contains("go back"));
 }

@@ -98,6 +98,7 @@ fn bext01_proxy_answers_420_listing_proxy_require() {
         rates: &sipfence::policy::rate::NoCounting,
         behaviour: &sipfence::behaviour::NoTracking,
         now_ms: 0,
+        wall_ms: 0,
         via_addr: "10.0.0.1:5060".parse().unwrap(),
         via_other: None,
         overloaded: false,
@@ -151,6 +152,7 @@ fn replay_and_explain_answer_the_odd_messages_as_the_proxy_does() {
         local: None,
         trunk: None,
         now_ms: 1_796_004_000_000,
+        wall_ms: 1_796_004_000_000,
         rates: &sipfence::policy::rate::NoCounting,
         behaviour: &sipfence::behaviour::NoTracking,
     };

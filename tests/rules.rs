@@ -128,6 +128,7 @@ fn judge_at(
             local: None,
             trunk: None,
             now_ms,
+            wall_ms: now_ms,
             rates,
             behaviour: &sipfence::behaviour::NoTracking,
         },
@@ -845,6 +846,7 @@ fn a_refers_target_and_referrer_are_judged() {
                 local: None,
                 trunk: None,
                 now_ms: MON_10H,
+                wall_ms: MON_10H,
                 rates: &NoCounting,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -1239,6 +1241,25 @@ fn enterprise_hours_and_days() {
         rejected(&at(MON_10H - 24 * 3_600_000)),
         Some((403, "enterprise-hours"))
     ); // Sunday
+    // Hours are the calendar's: the wall clock, whatever the steady one the tables run
+    // on says (the live proxy's after a step of its wall clock, QA 192).
+    let on = |steady: u64, wall: u64| {
+        let c = Context {
+            source: src("ent"),
+            local: None,
+            trunk: None,
+            now_ms: steady,
+            wall_ms: wall,
+            rates: &NoCounting,
+            behaviour: &sipfence::behaviour::NoTracking,
+        };
+        rejected(&decide(&p, &m, &c))
+    };
+    assert_eq!(on(MON_10H + 8 * 3_600_000, MON_10H), None);
+    assert_eq!(
+        on(MON_10H, MON_10H + 8 * 3_600_000),
+        Some((403, "enterprise-hours"))
+    );
 
     // Days without hours: every hour of those days, none of the others.
     let p = Policy::from_str(
@@ -1661,6 +1682,7 @@ fn a_call_refused_after_the_rate_rules_spends_none_of_the_contract() {
                 local: None,
                 trunk: None,
                 now_ms: MON_10H + t,
+                wall_ms: MON_10H + t,
                 rates: &rates,
                 behaviour: &calls,
             },
@@ -1710,6 +1732,7 @@ fn rate_counts_stay_with_their_trunk_across_a_reload() {
                 local: None,
                 trunk: ti,
                 now_ms: MON_10H + t,
+                wall_ms: MON_10H + t,
                 rates: &rates,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -1783,6 +1806,7 @@ fn retransmitted_invites_are_flagged_on_every_trunk() {
             local: None,
             trunk: None,
             now_ms: MON_10H,
+            wall_ms: MON_10H,
             rates: &sipfence::policy::rate::NoCounting,
             behaviour: &sipfence::behaviour::NoTracking,
         },
@@ -2363,7 +2387,16 @@ fn label_mvno_with_verstat() {
 #[test]
 fn verstat_on_an_unbracketed_sip_identity() {
     let p = policy("");
-    let cases: [(&str, &[u8]); 16] = [
+    let cases: [(&str, &[u8]); 18] = [
+        // ... and around a parameter's '=' (QA 193: these went without verstat).
+        (
+            "sip:+8617012345678@gw.example.com;user = phone",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone>",
+        ),
+        (
+            "sip:+8617012345678@gw.example.com;user=phone ;foo=bar",
+            b"<sip:+8617012345678;verstat=TN-Validation-Failed@gw.example.com;user=phone;foo=bar>",
+        ),
         // White space (a fold too) around the parameters' `;` stays out of the
         // brackets (QA 191 F1: `<sip:...@gw ;user=phone>` parsed nowhere).
         (
@@ -2749,6 +2782,7 @@ fn rejection_response_is_complete() {
             local: None,
             trunk: None,
             now_ms: MON_10H,
+            wall_ms: MON_10H,
             rates: &NoCounting,
             behaviour: &sipfence::behaviour::NoTracking,
         };
@@ -3076,6 +3110,7 @@ fn one_call_id_with_new_from_tags_takes_a_place_each() {
         local: None,
         trunk: None,
         now_ms: MON_10H,
+        wall_ms: MON_10H,
         rates: &rates,
         behaviour: &calls,
     };
@@ -3146,6 +3181,7 @@ fn concurrent_calls_per_trunk() {
                 local: None,
                 trunk: None,
                 now_ms: MON_10H + now,
+                wall_ms: MON_10H + now,
                 rates: &rates,
                 behaviour: &calls,
             },
@@ -3231,6 +3267,7 @@ fn concurrent_calls_per_trunk() {
             local: None,
             trunk: None,
             now_ms: MON_10H + 150,
+            wall_ms: MON_10H + 150,
             rates: &rates,
             behaviour: &calls,
         },
@@ -3246,6 +3283,7 @@ fn concurrent_calls_per_trunk() {
         local: None,
         trunk: None,
         now_ms: MON_10H,
+        wall_ms: MON_10H,
         rates: &NoCounting,
         behaviour: &calls,
     };
@@ -3844,6 +3882,7 @@ fn builtin_policy_loads_and_judges_the_sample() {
             local: None,
             trunk: None,
             now_ms: MON_10H,
+            wall_ms: MON_10H,
             rates: &NoCounting,
             behaviour: &sipfence::behaviour::NoTracking,
         },
@@ -4090,6 +4129,7 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
                 local: None,
                 trunk,
                 now_ms: MON_10H,
+                wall_ms: MON_10H,
                 rates: &NoCounting,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -4201,6 +4241,7 @@ fn trunk_auth_covers_what_is_judged_like_a_call() {
                 local: None,
                 trunk: Some(pbx),
                 now_ms: MON_10H + 1_000,
+                wall_ms: MON_10H + 1_000,
                 rates: &rates,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -4263,10 +4304,11 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
     };
     let p = load("shared", true);
     let pbx = p.trunks.iter().position(|t| t.name == "pbx").unwrap();
-    let token = |p: &Policy, call_id: &str, tag: &str, side: Side| {
+    let token = |p: &Policy, call_id: &str, tag: &str, other: &str, side: Side| {
         let t = p.trunks[pbx].dialog_tokens().unwrap().dialog_token(
             call_id.as_bytes(),
             tag.as_bytes(),
+            other.as_bytes(),
             side,
         );
         String::from_utf8(t.to_vec()).unwrap()
@@ -4289,6 +4331,7 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
                 local: None,
                 trunk: Some(pbx),
                 now_ms: MON_10H + 1_000,
+                wall_ms: MON_10H + 1_000,
                 rates,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -4297,7 +4340,9 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
     };
     let passed = (Kind::InDialog, None);
     let challenged = Some((407, "trunk-auth"));
-    let ours = token(&p, "c", "ft1", Side::From);
+    // A dialog the trunk set up: its tag and the core's side's (the core's answer
+    // carries the token).
+    let ours = token(&p, "c", "ft1", "tt", Side::From);
     let methods = [
         "BYE",
         "NOTIFY",
@@ -4336,6 +4381,9 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
         assert_eq!(at(&p, &other_call, &NoCounting).1, challenged, "{method}");
         let swapped = request(method, "tt", "ft1", &route(&ours));
         assert_eq!(at(&p, &swapped, &NoCounting).1, challenged, "{method}");
+        // Nor another To-tag (another dialog of the call, or made up).
+        let other_dialog = request(method, "ft1", "tt2", &route(&ours));
+        assert_eq!(at(&p, &other_dialog, &NoCounting).1, challenged, "{method}");
         let mut bad = ours.clone().into_bytes();
         bad[15] = if bad[15] == b'0' { b'1' } else { b'0' };
         for t in [&ours[..15], std::str::from_utf8(&bad).unwrap()] {
@@ -4344,7 +4392,7 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
         }
         // A call the core offered the trunk: the token binds the core's tag, which the
         // trunk's requests carry in To.
-        let offered = token(&p, "c", "core1", Side::To);
+        let offered = token(&p, "c", "core1", "", Side::To);
         let m = request(method, "pbx9", "core1", &route(&offered));
         assert_eq!(at(&p, &m, &NoCounting), passed, "{method}");
         let m = request(method, "core1", "pbx9", &route(&offered));
@@ -4542,6 +4590,7 @@ fn trunk_auth_locks_out_a_guesser() {
                 local: None,
                 trunk: None,
                 now_ms: at,
+                wall_ms: at,
                 rates: &rates,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -4652,6 +4701,7 @@ fn trunk_auth_locks_out_a_guesser() {
                 local: None,
                 trunk: None,
                 now_ms: at,
+                wall_ms: at,
                 rates: &full,
                 behaviour: &sipfence::behaviour::NoTracking,
             },
@@ -4680,6 +4730,7 @@ fn trunk_auth_locks_out_a_guesser() {
         local: None,
         trunk: None,
         now_ms: at,
+        wall_ms: at,
         rates: &rates,
         behaviour: &sipfence::behaviour::NoTracking,
     };
@@ -4705,6 +4756,7 @@ fn protocol_checks_come_before_the_rules() {
         local: None,
         trunk: forced,
         now_ms: MON_10H,
+        wall_ms: MON_10H,
         rates: &NoCounting,
         behaviour: &sipfence::behaviour::NoTracking,
     };
@@ -7266,6 +7318,7 @@ fn capped_at<'a>(rates: &'a LocalRateCounter, calls: &'a LocalTracker, now: u64)
         local: None,
         trunk: None,
         now_ms: MON_10H + now,
+        wall_ms: MON_10H + now,
         rates,
         behaviour: calls,
     }

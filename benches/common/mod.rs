@@ -30,6 +30,7 @@ pub fn context() -> Context<'static> {
         local: None,
         trunk: None,
         now_ms: 1_795_998_600_000,
+        wall_ms: 1_795_998_600_000,
         rates: &NoCounting,
         behaviour: &sipfence::behaviour::NoTracking,
     }

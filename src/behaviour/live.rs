@@ -233,22 +233,27 @@ impl LiveCalls {
     /// at the stop, which every earlier reader skips (QA 150: the `stopped` line written
     /// before made the release before it refuse the whole file on a rollback, and let
     /// a trunk's calls past its limit).
-    pub fn save(&self, now_ms: u64, field: Option<&str>) -> (String, usize) {
+    ///
+    /// The table runs on the steady clock (`now_ms`); the file is written in calendar
+    /// time (`wall_ms` now), which the next process reads its own steady clock by (it
+    /// starts at the calendar time).
+    pub fn save(&self, now_ms: u64, wall_ms: u64, field: Option<&str>) -> (String, usize) {
         let mut t = self.lock();
         t.expire(now_ms);
+        let wall = |ms: u64| (ms as i64 + (wall_ms as i64 - now_ms as i64)).max(0);
         let mut out = String::from(CALLS_FORM);
         out.push('\n');
         if let Some(f) = field {
             out.push_str(&format!("field {f}\n"));
         }
-        out.push_str(&stop_line(now_ms));
+        out.push_str(&stop_line(wall_ms));
         for (k, l) in &t.calls {
             out.push_str(&format!(
                 "{k} {} {} {} {}\n",
                 l.trunk,
                 u8::from(l.answered),
-                l.deadline_ms,
-                l.bye_ms
+                wall(l.deadline_ms),
+                if l.bye_ms == 0 { 0 } else { wall(l.bye_ms) }
             ));
         }
         (out, t.calls.len())
@@ -300,21 +305,32 @@ impl LiveCalls {
             && let Some(v) = stop_of(l)
         {
             match digits(v) {
-                Some(at) if at <= now_ms + CLOCK_SLACK_MS => stopped = Some(at),
-                _ => {
+                Some(at) => stopped = Some(at),
+                None => {
                     return Err((
                         i + 1,
-                        "a stop time after now, or not in digits: no stop wrote this".into(),
+                        "a stop time not in digits: no stop wrote this".into(),
                     ));
                 }
             }
             lines.next();
         }
-        // A file's date after now (a clock stepped back, a copy: QA 141) gives it no
-        // age to trust.
+        // A stop after now: the clock went back since (NTP stepped at boot, a VM moved:
+        // QA 192 F9, 2 s refused the file and freed every call's place). Up to a
+        // restart's length the file is read as written at a stop just now, its times
+        // moved back with the clock; further, or a file system date after now (a copy:
+        // QA 141), it has no age to trust.
+        let back = match stopped {
+            Some(at) if at > now_ms && at - now_ms <= STALE_MS => at - now_ms,
+            _ => 0,
+        };
+        let now_ms = now_ms + back;
         let stopped = stopped.or(written_ms);
         let stale = stopped
             .is_some_and(|at| at > now_ms + CLOCK_SLACK_MS || now_ms.saturating_sub(at) > STALE_MS);
+        // What a stop could have written is told against the stop (a file that says
+        // it was written later than now is stale, not false).
+        let written_at = stopped.map_or(now_ms, |at| at.max(now_ms));
         let mut calls = vec![];
         for (i, line) in lines {
             let f: Vec<&str> = line.split(' ').collect();
@@ -339,8 +355,9 @@ impl LiveCalls {
             };
             match parsed {
                 Some((_, l))
-                    if l.deadline_ms > now_ms + if l.answered { ANSWERED_MS } else { RING_MS }
-                        || l.bye_ms > now_ms =>
+                    if l.deadline_ms
+                        > written_at + if l.answered { ANSWERED_MS } else { RING_MS }
+                        || l.bye_ms > written_at =>
                 {
                     return Err((
                         i + 1,
@@ -361,9 +378,14 @@ impl LiveCalls {
         let mut r = Restored {
             age_ms: stopped.map(|at| now_ms.saturating_sub(at)),
             ahead_ms: stopped.map_or(0, |at| at.saturating_sub(now_ms)),
+            back_ms: back,
             ..Restored::default()
         };
-        for (k, l) in calls {
+        for (k, mut l) in calls {
+            // On this clock.
+            l.deadline_ms -= back.min(l.deadline_ms);
+            l.bye_ms -= back.min(l.bye_ms);
+            let now_ms = now_ms - back;
             if stale {
                 r.stale += 1;
             } else if l.deadline_ms <= now_ms {
@@ -469,6 +491,9 @@ pub struct Restored {
     pub age_ms: Option<u64>,
     /// How far after now it is dated (a clock stepped back, a copy), if it is.
     pub ahead_ms: u64,
+    /// How far the clock went back since the stop, when the file was read as written
+    /// at a stop just now ([`LiveCalls::restore`]).
+    pub back_ms: u64,
 }
 
 impl Restored {
@@ -492,7 +517,7 @@ mod tests {
         assert!(l.admit(7, 2, 2, 0));
         assert!(l.admit(9, 3, 1, 0));
         l.on_event(CallRef::call(1), Event::Answered, 10);
-        let (text, n) = l.save(100, Some("gw0:cafe"));
+        let (text, n) = l.save(100, 100, Some("gw0:cafe"));
         assert_eq!(n, 3);
         let next = LiveCalls::new();
         let limited = [(7, 2), (9, 1)];
@@ -524,7 +549,7 @@ mod tests {
         assert_eq!(taken(&only_9, &text, 200, &[(9, 5)]), Ok((1, 0, 2, 0)));
         assert_eq!(only_9.up(7), 0);
         // Without Redis, no field line; digits only (a '+' is none).
-        let (plain, _) = l.save(100, None);
+        let (plain, _) = l.save(100, 100, None);
         assert_eq!(
             LiveCalls::new()
                 .restore(&plain, 200, None, &limited)
@@ -560,7 +585,7 @@ mod tests {
             Err(1)
         );
         // Written longer ago than a restart takes: none counted, each said stale.
-        let (saved, _) = l.save(100, Some("gw0:cafe"));
+        let (saved, _) = l.save(100, 100, Some("gw0:cafe"));
         // The stop time, as a call line every earlier reader takes for one of no trunk
         // that ended at the stop (QA 150: a rollback refused the whole file).
         let stop = saved.lines().nth(2).unwrap_or_default();
@@ -600,17 +625,32 @@ mod tests {
                 .map(|r| r.counted),
             Ok(3)
         );
-        let future = saved.replace("\n0 0 0 100 0\n", "\n0 0 0 90000 0\n");
-        assert_ne!(future, saved);
+        // A stop after now: the clock went back since (QA 192 F9: 2 s freed every
+        // place). Up to a restart's length the file reads as written at a stop just
+        // now, its times moved back with the clock; further, nothing is counted.
+        for back in [2_000, 60_000, STALE_MS] {
+            let fresh = LiveCalls::new();
+            let now = 1_000_000;
+            let (moved, _) = l.save(100, now + back, None);
+            assert_eq!(
+                fresh
+                    .restore(&moved, now, None, &limited)
+                    .map(|r| (r.counted, r.stale, r.back_ms)),
+                Ok((3, 0, back)),
+                "{back}"
+            );
+            assert_eq!(fresh.up(7), 2);
+        }
+        let (moved, _) = l.save(100, 1_000_000 + STALE_MS + 1, None);
         assert_eq!(
             LiveCalls::new()
-                .restore(&future, 0, None, &limited)
-                .map_err(|e| e.0),
-            Err(3)
+                .restore(&moved, 1_000_000, None, &limited)
+                .map(|r| (r.counted, r.stale, r.back_ms)),
+            Ok((0, 3, 0))
         );
         // A file without its stop time (an earlier version's) is as old as the file
         // system says it is.
-        let (old, _) = l.save(100, None);
+        let (old, _) = l.save(100, 100, None);
         let old = old.replace("0 0 0 100 0\n", "");
         assert_eq!(old.lines().count(), 4, "{old}");
         let at = |now, written| {

@@ -150,6 +150,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
             local,
             trunk,
             now_ms: now,
+            wall_ms: now,
             rates: &rates,
             behaviour: &tracker,
         };

@@ -90,6 +90,25 @@ pub fn check(config: Option<PathBuf>, against: Option<PathBuf>) -> i32 {
     0
 }
 
+/// The proxy's steady time in Unix milliseconds: the wall clock as it read at the first
+/// call, moved on by the monotonic clock since. Tables, windows and expiries run on
+/// it ([`crate::decide::Context::now_ms`]), so that a step of the wall clock (NTP at
+/// boot, `date -s`, a VM's clock put right) neither ends the calls up nor holds rate
+/// windows and lockouts for the length of the step (QA 192); the calendar (contracted
+/// hours, nonces, records) reads [`now_ms`].
+pub fn steady_ms() -> u64 {
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (at, wall) = *ANCHOR.get_or_init(|| (std::time::Instant::now(), now_ms()));
+    wall + at.elapsed().as_millis() as u64
+}
+
+/// How far the wall clock has moved from the steady one since the process started
+/// (its steps, and any slewing), in milliseconds.
+pub fn clock_step_ms() -> i64 {
+    let steady = steady_ms();
+    now_ms() as i64 - steady as i64
+}
+
 /// Wall-clock time in Unix milliseconds: read here, in the shell, never in the core.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

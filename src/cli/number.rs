@@ -255,6 +255,7 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
                 local: None,
                 trunk: Some(t),
                 now_ms: now,
+                wall_ms: now,
                 rates: &rates,
                 behaviour: &tracker,
             };

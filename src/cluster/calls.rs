@@ -161,7 +161,7 @@ pub async fn run(
     on_error: impl Fn(),
 ) {
     let stale = stale_ms(every.as_millis() as u64);
-    let mut last_ok = crate::cli::now_ms();
+    let mut last_ok = crate::cli::steady_ms();
     // Said once when the others' counts are given up, and once when Redis is back
     // (QA 132: said only when some other gateway had calls up then, and the return
     // never).
@@ -171,7 +171,7 @@ pub async fn run(
     loop {
         tick.tick().await;
         let trunks = trunks();
-        let now = crate::cli::now_ms();
+        let now = crate::cli::steady_ms();
         match sync(redis, field, &trunks, live, now, stale).await {
             Ok(_) => {
                 last_ok = now;

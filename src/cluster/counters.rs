@@ -168,6 +168,11 @@ pub struct SharedRateCounter {
     /// interval, Redis spent three times the CPU on reads; only a tick's sync reads
     /// back now, and none reads more than the time since the last one earns).
     refreshed_ms: AtomicU64,
+    /// How far this gateway's steady clock, which its windows run on, is from Redis's
+    /// (`i64::MIN` until measured): windows are aligned on each gateway's clock, so
+    /// gateways this far apart share no count at a window's turn (QA 192 F6: a minute
+    /// apart, they never shared one, and nothing said so).
+    pub clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Keys with nothing to send whose totals one sync reads back, at most (two reads
@@ -212,6 +217,22 @@ impl SharedRateCounter {
             every_ms: AtomicU64::new(0),
             refreshed_ms: AtomicU64::new(0),
             woken: std::sync::Mutex::new(Vec::new()),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Measures [`Self::clock_offset_ms`] against Redis's `TIME`, from the middle of
+    /// the round trip.
+    async fn measure_clock(&self, redis: &Redis) {
+        let before = crate::cli::steady_ms();
+        let time = redis
+            .run(|mut c| async move { redis::cmd("TIME").query_async::<(u64, u64)>(&mut c).await })
+            .await;
+        if let Ok((secs, micros)) = time {
+            let mid = (before + crate::cli::steady_ms()) / 2;
+            let theirs = secs.saturating_mul(1000) + micros / 1000;
+            self.clock_offset_ms
+                .store(mid as i64 - theirs as i64, Ordering::Relaxed);
         }
     }
 
@@ -546,14 +567,19 @@ impl SharedRateCounter {
         // Keys Redis refuses: one line when it starts, one when it is over.
         let mut refusing = false;
         let mut lost_logged: Option<std::time::Instant> = None;
+        let mut clock_read: Option<std::time::Instant> = None;
         loop {
             let every_key = tokio::select! {
                 _ = tick.tick() => true,
                 _ = self.fresh.notified() => false,
             };
+            if every_key && clock_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                clock_read = Some(std::time::Instant::now());
+                self.measure_clock(&redis).await;
+            }
             // One line when the store goes, at start as well as later, and one when it
             // is back: what an operator reading the journal after the fact needs.
-            match self.sync(&redis, crate::cli::now_ms(), every_key).await {
+            match self.sync(&redis, crate::cli::steady_ms(), every_key).await {
                 Ok(n) => {
                     match state {
                         Reach::Unknown => {

@@ -66,7 +66,7 @@ async fn write(
     // so that `trace --redis` tells a search over the gap from one that found nothing
     // (QA 153: 2,258 records lost in an outage, and "0 records matched").
     let mut said = 0u64;
-    let mut last_ok_ms = crate::cli::now_ms();
+    let mut last_ok_ms = crate::cli::steady_ms();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // Said on its own before the batch, so that a loss is said once: a pipeline
         // that fails may still have written some of its entries.
@@ -93,7 +93,7 @@ async fn write(
                 .await;
             if wrote.is_ok() {
                 said += lost;
-                last_ok_ms = crate::cli::now_ms();
+                last_ok_ms = crate::cli::steady_ms();
             }
         }
         let mut pipe = redis::pipe();
@@ -120,7 +120,7 @@ async fn write(
                     tracing::info!(stream = %key, "records reach the redis stream again");
                     failing = false;
                 }
-                last_ok_ms = crate::cli::now_ms();
+                last_ok_ms = crate::cli::steady_ms();
                 stats.written.fetch_add(n, Ordering::Relaxed)
             }
             Err(e) => {

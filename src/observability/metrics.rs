@@ -6,7 +6,7 @@
 //! ([`Metrics::bind`]), so counting a call is a few atomic adds, not label hashing.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -147,6 +147,10 @@ pub struct Metrics {
     pub decision_seconds: HistogramVec,
     pub reloads: IntCounterVec,
     pub loaded_at: IntGauge,
+    /// How far the wall clock moved from the steady one since the start (its steps).
+    pub clock_step: Gauge,
+    /// How far the steady clock is from Redis's, with `[redis]`.
+    pub clock_offset: Gauge,
     /// 1 for the running policy's fingerprint: gateways running different policies
     /// show as two series across the fleet.
     pub policy_info: IntGaugeVec,
@@ -371,6 +375,16 @@ impl Metrics {
             "When the running policy was loaded",
         ));
         must(registry.register(Box::new(loaded_at.clone())));
+        let clock_step = must(Gauge::new(
+            "sipfence_clock_step_seconds",
+            "How far the wall clock has stepped since the start (NTP at boot, date -s, a VM's clock put right): the calendar (contracted hours, nonces, records) follows it, the tables and windows keep the steady clock; other gateways' shared windows are that far off this one's until a restart",
+        ));
+        must(registry.register(Box::new(clock_step.clone())));
+        let clock_offset = must(Gauge::new(
+            "sipfence_clock_offset_seconds",
+            "How far this gateway's clock (the steady one its rate windows run on) is from Redis's, measured every 30 s with [redis]: gateways a second or more apart share no count at a window's turn, a minute apart none at all (0 without [redis])",
+        ));
+        must(registry.register(Box::new(clock_offset.clone())));
         let policy_info = must(IntGaugeVec::new(
             Opts::new(
                 "sipfence_policy_info",
@@ -620,6 +634,8 @@ impl Metrics {
             decision_seconds,
             reloads,
             loaded_at,
+            clock_step,
+            clock_offset,
             policy_info,
             restart_pending,
             list_entries,

@@ -578,6 +578,7 @@ mod tests {
             local: None,
             trunk: Some(0),
             now_ms: 1_000,
+            wall_ms: 1_000,
             rates: &NoCounting,
             behaviour: &crate::behaviour::NoTracking,
         };

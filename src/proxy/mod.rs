@@ -385,7 +385,7 @@ impl Shared {
             .into_iter()
             .flat_map(|(a, t)| l.policy.trunks_behind(a, Some(t)))
             .collect();
-        let since = crate::cli::now_ms().saturating_sub(l.policy.bye_window_ms());
+        let since = crate::cli::steady_ms().saturating_sub(l.policy.bye_window_ms());
         crate::behaviour::BehaviourTracker::next_hop_down(&self.behaviour, &trunks, since);
     }
 
@@ -851,6 +851,8 @@ fn follow_open_files(shared: &Shared) {
 
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
 pub fn run(args: RunArgs) -> i32 {
+    // The steady clock starts at the calendar time now.
+    crate::cli::steady_ms();
     signals::hold_sighup();
     let policy = match crate::cli::load_policy(args.config.as_deref()) {
         Ok(p) => p,
@@ -1423,7 +1425,7 @@ async fn control(
                     return Err("draining: stopping, new calls are answered 503".into());
                 }
                 let shed = s.shed_at_ms.load(Ordering::Relaxed);
-                let ago = crate::cli::now_ms().saturating_sub(shed);
+                let ago = crate::cli::steady_ms().saturating_sub(shed);
                 if shed != 0 && ago < SHEDDING_MS {
                     Err(format!(
                         "shedding load: INVITEs answered 503 {:.1} s ago",
@@ -1458,8 +1460,11 @@ async fn control(
         refresh: {
             let s = shared.clone();
             Box::new(move || {
-                s.metrics
-                    .calls_up(&s.loaded.load().policy, &s.behaviour, crate::cli::now_ms());
+                s.metrics.calls_up(
+                    &s.loaded.load().policy,
+                    &s.behaviour,
+                    crate::cli::steady_ms(),
+                );
                 // As of the scrape, not the last tick: a flood that fills the table shows
                 // at once.
                 s.metrics.rate_keys.set(s.rates.keys() as i64);
@@ -1542,6 +1547,7 @@ async fn control(
         shared.loaded.load().version
     ));
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut step_said = 0;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -1554,7 +1560,23 @@ async fn control(
             }
             _ = int.recv() => break,
             _ = tick.tick() => {
-                let now = crate::cli::now_ms();
+                let now = crate::cli::steady_ms();
+                let step = crate::cli::clock_step_ms();
+                shared.metrics.clock_step.set(step as f64 / 1000.0);
+                if let Some(c) = &shared.cluster {
+                    let off = c.counters.clock_offset_ms.load(Ordering::Relaxed);
+                    if off != i64::MIN {
+                        shared.metrics.clock_offset.set(off as f64 / 1000.0);
+                    }
+                }
+                if (step - step_said).abs() >= 1_000 {
+                    tracing::warn!(
+                        seconds = (step - step_said) as f64 / 1000.0,
+                        since_start = step as f64 / 1000.0,
+                        "the wall clock stepped: contracted hours, nonces and records follow it; the calls up, dialogs, rate windows and lockouts keep their own time, and so do the windows shared through Redis, which are that far off other gateways' until a restart"
+                    );
+                    step_said = step;
+                }
                 follow_open_files(&shared);
                 shared.end_byes_behind_down_hops();
                 shared.metrics.tcp_connections_limit.set(shared.tcp_limit() as i64);
@@ -1641,8 +1663,15 @@ fn restore_calls(shared: &Shared) {
     match shared
         .behaviour
         .live()
-        .restore(&text, crate::cli::now_ms(), written, &limited)
+        .restore(&text, crate::cli::steady_ms(), written, &limited)
     {
+        Ok(r) if r.back_ms > 0 => tracing::warn!(
+            file = path,
+            calls = r.counted,
+            ended_meanwhile = r.ended,
+            seconds_back = r.back_ms.div_ceil(1000),
+            "the calls file's stop time is after now: the clock went back since the stop (read as a stop just now, its calls counted again)"
+        ),
         // Dated after now: no age to tell (QA 150: "0 minutes ago" beside the text).
         Ok(r) if r.stale > 0 && r.ahead_ms > 0 => tracing::warn!(
             file = path,
@@ -1733,7 +1762,7 @@ fn restore_watched(shared: &Shared) {
         .unwrap_or(0);
     match shared
         .behaviour
-        .restore_watched(&text, crate::cli::now_ms(), max_watch_ms)
+        .restore_watched(&text, crate::cli::steady_ms(), max_watch_ms)
     {
         Ok((n, bad)) => {
             for (line, why) in &bad {
@@ -1756,7 +1785,7 @@ fn save_watched(shared: &Shared) {
     let Some(path) = watched_file(shared) else {
         return;
     };
-    let (text, n) = shared.behaviour.save_watched(crate::cli::now_ms());
+    let (text, n) = shared.behaviour.save_watched(crate::cli::steady_ms());
     if let Err(e) = write_whole(&path, &text) {
         tracing::warn!(file = path, error = %e, "cannot write the callers watched: the next start watches none of them");
         return;
@@ -1852,10 +1881,11 @@ async fn save_calls(shared: &Shared) {
         return;
     }
     let field = shared.cluster.as_ref().map(|c| calls_field(shared, c));
-    let (text, n) = shared
-        .behaviour
-        .live()
-        .save(crate::cli::now_ms(), field.as_deref());
+    let (text, n) = shared.behaviour.live().save(
+        crate::cli::steady_ms(),
+        crate::cli::now_ms(),
+        field.as_deref(),
+    );
     if crate::behaviour::live::foreign_file(path) {
         tracing::error!(
             file = path,
@@ -1882,7 +1912,7 @@ async fn save_calls(shared: &Shared) {
         return;
     };
     shared.calls_handed_over.store(true, Ordering::Relaxed);
-    let now = crate::cli::now_ms();
+    let now = crate::cli::steady_ms();
     let live = shared.behaviour.live();
     let counts: Vec<(String, u32)> = l
         .policy
@@ -1930,7 +1960,7 @@ async fn drain(
 /// Whether a log line guarded by `last` is due: at most one every ten seconds across
 /// the workers, so that a flood of the same trouble does not flood the log.
 fn say_every_10s(last: &std::sync::atomic::AtomicU64) -> bool {
-    let now = crate::cli::now_ms();
+    let now = crate::cli::steady_ms();
     let said = last.load(Ordering::Relaxed);
     now.saturating_sub(said) >= 10_000
         && last
@@ -1962,7 +1992,7 @@ impl stateless::NextHops for Shared {
         local: std::net::SocketAddr,
     ) -> Option<&'static str> {
         if let Some(wanted) = self.tcp_down.get(&to) {
-            wanted.store(crate::cli::now_ms(), Ordering::Relaxed);
+            wanted.store(crate::cli::steady_ms(), Ordering::Relaxed);
             return Some(stateless::NEXT_HOP_UNREACHABLE);
         }
         // Guards dropped before the next map is read.

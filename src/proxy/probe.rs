@@ -261,7 +261,7 @@ pub async fn run(shared: Arc<Shared>, udps: Udps) {
                     && shared.tcp_down.contains_key(&h.addr)
             })
         };
-        let now = crate::cli::now_ms();
+        let now = crate::cli::steady_ms();
         let due = shared.probes.due(&keys, paused, every_ms, now);
         shared.count_next_hops_down();
         for k in due {

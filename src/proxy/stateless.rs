@@ -174,7 +174,9 @@ pub struct Step<'a> {
     pub policy: &'a Policy,
     pub rates: &'a dyn RateCounter,
     pub behaviour: &'a dyn BehaviourTracker,
+    /// Steady and calendar time ([`Context::now_ms`], [`Context::wall_ms`]).
     pub now_ms: u64,
+    pub wall_ms: u64,
     /// Address of the UDP socket that forwards (goes into our Via).
     pub via_addr: SocketAddr,
     /// The address of the worker's socket of the other IP family, if it has one: a
@@ -208,6 +210,7 @@ impl<'a> Step<'a> {
             local: Some(o.local),
             trunk: None,
             now_ms: self.now_ms,
+            wall_ms: self.wall_ms,
             rates: self.rates,
             behaviour: self.behaviour,
         }
@@ -342,9 +345,12 @@ fn handle_parsed(
         let (mut stripped, mut written) = (false, false);
         if !st.policy.from_core_side(&o.source) {
             stripped = strip_flows(msg, Some(edits));
+            strip_dialog_tokens(st, msg, edits);
             if let Some(flow) = answer_flow(st, msg, o) {
                 written = flow_into_record_route(st, msg, flow, edits);
             }
+        } else {
+            answer_dialog_token(st, msg, edits);
         }
         let h = relay_response(st.policy, msg, from.as_deref(), out, edits);
         if let Handled::Forward(_) = h {
@@ -671,15 +677,10 @@ fn carry_out(
         return Handled::Dropped("no-next-hop");
     };
     let rr = trunk.record_route && sets_up_dialog(msg, method, d);
-    // On a trunk that knows its dialogs by it, the token of the dialog the trunk's
-    // side writes its tag in From of.
-    let token = rr.then(|| trunk.dialog_tokens()).flatten().map(|a| {
-        a.dialog_token(
-            msg.call_id(),
-            msg.from_tag_read().unwrap_or_default(),
-            Side::From,
-        )
-    });
+    // On a trunk that knows its dialogs by their token, the place for it: the core's
+    // answers, which name the dialog, get it written in on their way back to the peer
+    // ([`answer_dialog_token`]); the core's side never sees one.
+    let token = (rr && trunk.dialog_tokens().is_some()).then_some(&b""[..]);
     // RFC 3327: a PBX that registers to the core through the gateway leaves it in the
     // Path, so that the core's calls to it come this way (and, behind a NAT, to where
     // its REGISTER came from) rather than to the Contact it registered.
@@ -789,6 +790,7 @@ pub fn refused_for_size(
         rates: ctx.rates,
         behaviour: ctx.behaviour,
         now_ms: ctx.now_ms,
+        wall_ms: ctx.wall_ms,
         via_addr,
         via_other: None,
         overloaded: false,
@@ -1326,7 +1328,8 @@ fn sets_up_dialog(msg: &Message, method: Method, d: &Decision) -> bool {
 /// `flow`: where a caller behind a NAT really is ([`nat_flow`]), written in the entry
 /// the core routes by, so that the core's requests of the dialog reach it there.
 /// `token`: the dialog's ([`crate::policy::auth::TrunkAuth::dialog_token`]), in the
-/// first entry, which the trunk's peer has in its Route set however many we write.
+/// first entry, which the trunk's peer has in its Route set however many we write; an
+/// empty one, the parameter alone, for the answers to fill in.
 #[allow(clippy::too_many_arguments)]
 fn record_route(
     st: &Step<'_>,
@@ -1335,7 +1338,7 @@ fn record_route(
     out_t: Transport,
     dest: SocketAddr,
     flow: Option<(SocketAddr, Transport)>,
-    token: Option<[u8; 16]>,
+    token: Option<&[u8]>,
     edits: &mut EditList,
 ) {
     let core = st.via_to(dest);
@@ -1355,8 +1358,10 @@ fn record_route(
             out.pop();
             out.push(b';');
             out.extend_from_slice(DIALOG_PARAM);
-            out.push(b'=');
-            out.extend_from_slice(&t);
+            if !t.is_empty() {
+                out.push(b'=');
+                out.extend_from_slice(t);
+            }
             out.push(b'>');
         }
         if peer != core || in_t != out_t {
@@ -1606,6 +1611,96 @@ fn flow_into_record_route(
         });
     }
     at.is_some()
+}
+
+/// Writes the dialog's token into the `sf-dlg` our first Record-Route entry carries
+/// without one, in the core's answer to a call or subscription of a trunk that knows
+/// its dialogs by it ([`crate::policy::Trunk::dialog_tokens`]): it binds the Call-ID
+/// and both tags, the caller's and this answer's (each dialog of a forked call has its
+/// own), and only the trunk's peer, whose Route set the answer gives, sees it (QA 193
+/// N1: written into the request, the core's side had it, and a caller of the core's
+/// learnt the token of its own call to the PBX). RFC 3261 16.7 step 9 lets a proxy
+/// change its own entry in an answer.
+fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
+    let b = msg.buf();
+    let Some(to_tag) = msg.to_tag_read() else {
+        return;
+    };
+    let mut at = None;
+    for h in msg.all(HeaderName::RecordRoute) {
+        let v = h.value().of(b);
+        if !v
+            .windows(DIALOG_PARAM.len())
+            .any(|w| w.eq_ignore_ascii_case(DIALOG_PARAM))
+        {
+            continue;
+        }
+        let mut first = true;
+        let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+            if !first || !na.bracketed {
+                return;
+            }
+            let Ok(u) = uri::parse(b, na.uri) else {
+                return;
+            };
+            if !own_host(st, b, &u) {
+                return;
+            }
+            first = false;
+            at = lex::params(b, u.params, false)
+                .find(|p| uri::is_param_name(lex::trim(p.name.of(b)), DIALOG_PARAM))
+                .filter(|p| !p.has_value())
+                .map(|p| p.name.end as usize);
+        });
+        if !first {
+            break;
+        }
+    }
+    let (Some(at), Some(a)) = (at, st.policy.trunks.iter().find_map(|t| t.dialog_tokens())) else {
+        return;
+    };
+    let t = a.dialog_token(
+        msg.call_id(),
+        msg.from_tag_read().unwrap_or_default(),
+        to_tag,
+        Side::From,
+    );
+    edits.insert_with(at, |out| {
+        out.push(b'=');
+        out.extend_from_slice(&t);
+    });
+}
+
+/// Takes the `sf-dlg` out of our Record-Route entries in a trunk peer's answer, which
+/// goes to the core's side: the token of a dialog the core set up is the peer's alone
+/// (QA 193 N1: the caller behind the core had it in the PBX's 180, and sent the PBX's
+/// trunk NOTIFYs and BYEs it let by unchallenged).
+fn strip_dialog_tokens(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
+    let b = msg.buf();
+    for h in msg.all(HeaderName::RecordRoute) {
+        let v = h.value().of(b);
+        if !v
+            .windows(DIALOG_PARAM.len())
+            .any(|w| w.eq_ignore_ascii_case(DIALOG_PARAM))
+        {
+            continue;
+        }
+        let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
+            let Ok(u) = uri::parse(b, na.uri) else {
+                return;
+            };
+            if !own_host(st, b, &u) {
+                return;
+            }
+            for p in lex::params(b, u.params, false) {
+                if uri::is_param_name(lex::trim(p.name.of(b)), DIALOG_PARAM)
+                    && let Some(semi) = b[..p.seg.start as usize].iter().rposition(|&c| c == b';')
+                {
+                    edits.remove(Span::new(semi, p.seg.end as usize));
+                }
+            }
+        });
+    }
 }
 
 fn push_flow(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
@@ -1880,18 +1975,29 @@ fn forward_from_core(
     })
     .flatten()
     .filter(|t| t.record_route);
-    // The trunk's side writes the core's tag in To in the dialog's requests.
+    // The trunk's side writes the core's tag in To in the dialog's requests. (Its
+    // answers lose it on their way to the core: [`strip_dialog_tokens`].)
     let token = rr.and_then(|t| t.dialog_tokens()).map(|a| {
         a.dialog_token(
             msg.call_id(),
             msg.from_tag_read().unwrap_or_default(),
+            b"",
             Side::To,
         )
     });
     // What depends on the transport, after our Route entries' removal.
     let finish = |transport: Transport, edits: &mut EditList, out: &mut Vec<u8>| {
         if rr.is_some() {
-            record_route(st, msg, o, transport, dest, None, token, edits);
+            record_route(
+                st,
+                msg,
+                o,
+                transport,
+                dest,
+                None,
+                token.as_ref().map(|t| &t[..]),
+                edits,
+            );
         }
         add_proxy_edits(st, msg, o, top.as_ref(), mf, transport, dest, edits);
         write_edited(edits, msg, out);
@@ -2094,6 +2200,7 @@ record_route = true
             rates: &NoCounting,
             behaviour: &NoTracking,
             now_ms: 0,
+            wall_ms: 0,
             via_addr: "10.0.0.1:5060".parse().unwrap(),
             via_other: None,
             overloaded: false,
@@ -2431,6 +2538,7 @@ record_route = true
             let st = Step {
                 behaviour: &calls,
                 now_ms: t0 + at,
+                wall_ms: t0 + at,
                 next_hops: if down { &Silent } else { &NoNextHops },
                 ..step(&p)
             };
@@ -2617,6 +2725,7 @@ record_route = true
                 overloaded,
                 draining,
                 now_ms: 1_000,
+                wall_ms: 1_000,
                 ..step(&p)
             };
             run_on(&st, from, "192.0.2.10:5060", text)
@@ -4082,11 +4191,13 @@ record_route = true
     }
 
     /// On a trunk told by its digest answers alone whose dialogs are record-routed, our
-    /// Record-Route carries the dialog's token: in the trunk's calls (its tag in From),
-    /// in the core's calls and subscriptions to it (the core's tag, which the trunk's
-    /// requests carry in To), in its SUBSCRIBEs; and its later requests that bring the
-    /// token back in their Route go on to the core, our entries taken off, whatever the
-    /// gateway's tables know (here none: each message is a fresh step).
+    /// Record-Route carries the dialog's token to the trunk's peer alone: in the core's
+    /// answers to the trunk's calls and subscriptions (binding both tags; the request
+    /// the core gets has the parameter without a value), and in the core's calls and
+    /// subscriptions to it (binding the core's tag, which the trunk's requests carry in
+    /// To), taken out of the peer's answers to those. The peer's later requests that
+    /// bring the token back in their Route go on to the core, our entries taken off,
+    /// whatever the gateway's tables know (here none: each message is a fresh step).
     #[test]
     fn an_auth_only_trunks_dialogs_carry_their_token() {
         use md5::{Digest, Md5};
@@ -4097,12 +4208,9 @@ record_route = true
         )
         .unwrap();
         let a = p.trunks[0].dialog_tokens().unwrap();
-        let token = |call_id: &str, tag: &str, side: Side| {
-            String::from_utf8(
-                a.dialog_token(call_id.as_bytes(), tag.as_bytes(), side)
-                    .to_vec(),
-            )
-            .unwrap()
+        let token = |call_id: &str, tag: &str, other: &str, side: Side| {
+            let t = a.dialog_token(call_id.as_bytes(), tag.as_bytes(), other.as_bytes(), side);
+            String::from_utf8(t.to_vec()).unwrap()
         };
         let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let creds = |method: &str, uri: &str| {
@@ -4125,9 +4233,30 @@ record_route = true
                 tags.0
             )
         };
-        let ours = token("t-1", "a", Side::From);
+        let ours = token("t-1", "a", "b", Side::From);
         let core = Handled::Forward(Dest::Udp("10.0.0.5:5060".parse().unwrap()));
-        // The trunk's call and subscription, answered: our entry carries the token.
+        let pbx = Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap()));
+        // The answer the core at 10.0.0.5 gives a request that went on as `fwd`.
+        let answer = |fwd: &str, status: &str, to_tag: &str| {
+            let head: Vec<&str> = fwd.split("\r\n").collect();
+            let keep = |n: &str| {
+                head.iter()
+                    .filter(|l| l.starts_with(n))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect::<String>()
+            };
+            format!(
+                "SIP/2.0 {status}\r\n{}{}{}{};tag={to_tag}\r\n{}{}Content-Length: 0\r\n\r\n",
+                keep("Via:"),
+                keep("Record-Route:"),
+                keep("From:"),
+                keep("To:").trim_end(),
+                keep("Call-ID:"),
+                keep("CSeq:")
+            )
+        };
+        // The trunk's call and subscription: the core gets the place for the token,
+        // the peer the token in the core's answers.
         for method in ["INVITE", "SUBSCRIBE"] {
             let m = request(
                 method,
@@ -4137,8 +4266,24 @@ record_route = true
             let (h, out) = run(&p, "198.51.100.7:5060", &m);
             assert_eq!(h, core, "{out}");
             assert!(
-                out.contains(&format!("Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg={ours}>, <sip:192.0.2.10:5060;lr>\r\n")),
+                out.contains(
+                    "Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg>, <sip:192.0.2.10:5060;lr>\r\n"
+                ),
                 "{out}"
+            );
+            for status in ["180 Ringing", "200 OK"] {
+                let (h, back) = run(&p, "10.0.0.5:5060", &answer(&out, status, "b"));
+                assert_eq!(h, pbx, "{back}");
+                assert!(
+                    back.contains(&format!("Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg={ours}>, <sip:192.0.2.10:5060;lr>\r\n")),
+                    "{back}"
+                );
+            }
+            // Another fork's answer: its own dialog's token.
+            let (_, back) = run(&p, "10.0.0.5:5060", &answer(&out, "200 OK", "b2"));
+            assert!(
+                back.contains(&format!("sf-dlg={}>", token("t-1", "a", "b2", Side::From))),
+                "{back}"
             );
         }
         // Its requests in the dialog, the token in their Route, go on, our entries
@@ -4156,7 +4301,9 @@ record_route = true
             let (h, out) = run(&p, "198.51.100.7:5060", &request(method, ("a", "b"), ""));
             assert!(out.starts_with("SIP/2.0 407 "), "{method}: {h:?} {out}");
         }
-        // The core's call and subscription to the PBX: the token binds the core's tag.
+        // The core's call and subscription to the PBX: the token binds the core's tag;
+        // the PBX's answers go back to the core's side without it (QA 193 N1: a caller
+        // of the core's learnt it from the PBX's 180).
         for method in ["INVITE", "SUBSCRIBE"] {
             let m = format!(
                 "{method} sip:+8613812345678@198.51.100.7:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-c{method}\r\nFrom: <sip:+8613912345678@10.0.0.5>;tag=core1\r\nTo: <sip:+8613812345678@198.51.100.7>\r\nCall-ID: t-2\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n"
@@ -4167,8 +4314,19 @@ record_route = true
                 Handled::Forward(Dest::Udp("198.51.100.7:5060".parse().unwrap())),
                 "{out}"
             );
-            let t = token("t-2", "core1", Side::To);
+            let t = token("t-2", "core1", "", Side::To);
             assert!(out.contains(&format!(";lr;sf-dlg={t}>")), "{out}");
+            let (h, back) = run(
+                &p,
+                "198.51.100.7:5060",
+                &answer(&out, "180 Ringing", "pbx9"),
+            );
+            assert_eq!(h, core, "{back}");
+            assert!(
+                back.contains("Record-Route: <sip:10.0.0.1:5060;lr>, <sip:192.0.2.10:5060;lr>\r\n")
+                    && !back.contains("sf-dlg"),
+                "{back}"
+            );
         }
     }
 

@@ -344,7 +344,7 @@ async fn outbound(
         shared
             .tcp_down
             .entry(addr)
-            .or_insert_with(|| AtomicU64::new(crate::cli::now_ms()));
+            .or_insert_with(|| AtomicU64::new(crate::cli::steady_ms()));
         // Down by its connection now, not by its probes as well.
         shared.probes.start_afresh(addr);
         shared.count_next_hops_down();
@@ -357,7 +357,7 @@ async fn outbound(
             .tcp_down
             .get(&addr)
             .map_or(0, |w| w.load(Ordering::Relaxed));
-        if crate::cli::now_ms().saturating_sub(wanted) > GIVE_UP_AFTER.as_millis() as u64 {
+        if crate::cli::steady_ms().saturating_sub(wanted) > GIVE_UP_AFTER.as_millis() as u64 {
             tracing::info!(%addr, "next hop still unreachable and no longer wanted: not tried again until a request wants it");
             break;
         }
@@ -475,13 +475,8 @@ pub fn unreachable(
         EditList::new(),
         Vec::with_capacity(answer.len()),
     );
-    let step = udp::step(
-        shared,
-        &l,
-        crate::cli::now_ms(),
-        vias(shared, udps, from, local),
-        false,
-    );
+    let arrival = udp::Arrival::now();
+    let step = udp::step(shared, &l, arrival, vias(shared, udps, from, local), false);
     let relayed = super::stateless::handle(
         &step,
         Bytes::from(answer),
@@ -499,7 +494,7 @@ pub fn unreachable(
         _ => {}
     }
     if l.policy.tracks_calls && l.policy.is_next_hop(&addr) {
-        crate::behaviour::bye_not_delivered(&req, false, &shared.behaviour, crate::cli::now_ms());
+        crate::behaviour::bye_not_delivered(&req, false, &shared.behaviour, arrival.now_ms);
     }
 }
 

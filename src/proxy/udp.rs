@@ -164,30 +164,33 @@ pub fn send_failed(shared: &Shared, dest: SocketAddr, why: &dyn std::fmt::Displa
     }
 }
 
-/// When a batch of messages came in, read once for all of them: the wall clock the
-/// rules see, and the instant the decision latency is measured from (so the latency
-/// includes the wait behind earlier messages of the same batch, as a caller sees it).
+/// When a batch of messages came in, read once for all of them: the steady and wall
+/// clocks the rules see ([`crate::decide::Context`]), and the instant the decision
+/// latency is measured from (so the latency includes the wait behind earlier messages
+/// of the same batch, as a caller sees it).
 #[derive(Clone, Copy)]
 pub struct Arrival {
     pub now_ms: u64,
+    pub wall_ms: u64,
     pub at: Instant,
 }
 
 impl Arrival {
     pub fn now() -> Arrival {
         Arrival {
-            now_ms: crate::cli::now_ms(),
+            now_ms: crate::cli::steady_ms(),
+            wall_ms: crate::cli::now_ms(),
             at: Instant::now(),
         }
     }
 }
 
-/// The stateless step a worker takes with the policy `l` loaded, at `now_ms`, with
-/// `vias` from [`vias`].
+/// The stateless step a worker takes with the policy `l` loaded, at `arrival`'s times,
+/// with `vias` from [`vias`].
 pub fn step<'a>(
     shared: &'a Shared,
     l: &'a Loaded,
-    now_ms: u64,
+    arrival: Arrival,
     vias: (SocketAddr, Option<SocketAddr>),
     overloaded: bool,
 ) -> Step<'a> {
@@ -195,7 +198,8 @@ pub fn step<'a>(
         policy: &l.policy,
         rates: &*shared.rates,
         behaviour: &shared.behaviour,
-        now_ms,
+        now_ms: arrival.now_ms,
+        wall_ms: arrival.wall_ms,
         via_addr: vias.0,
         via_other: vias.1,
         overloaded,
@@ -226,8 +230,7 @@ pub fn handle_one(
         return None;
     }
     let response = data.starts_with(b"SIP/");
-    let now = arrival.now_ms;
-    let step = step(shared, l, now, vias, overloaded);
+    let step = step(shared, l, arrival, vias, overloaded);
     let raw = data.clone();
     let mut observe = |ob: Observed<'_>| match ob {
         Observed::Decision(m, d) => shared.observe(
@@ -236,7 +239,8 @@ pub fn handle_one(
             d,
             o.source,
             o.local.addr,
-            now,
+            // Records carry the calendar time.
+            arrival.wall_ms,
             arrival.at.elapsed().as_secs_f64(),
         ),
         Observed::Behaviour(trunk, seen) => l.bound.behaviour_event(trunk, seen),
@@ -260,7 +264,7 @@ pub fn handle_one(
             l.bound.overload(t);
             shared
                 .shed_at_ms
-                .store(now, std::sync::atomic::Ordering::Relaxed);
+                .store(arrival.now_ms, std::sync::atomic::Ordering::Relaxed);
             Some(d)
         }
         Ok(Handled::Absorbed) => None,

@@ -246,6 +246,10 @@ impl<'p> Replayer<'p> {
         // at the same time, and its calls meet the other file's out of order.
         let mut before = (self.summary.packets > 0).then_some(self.last_ts_ms);
         let packets_before = self.summary.packets;
+        // Within a file, times that go back (pieces concatenated, not merged; a clock
+        // stepped back where it was taken) are judged as if the clock went back: said,
+        // as a file that starts early is (QA 192 F8: nothing was).
+        let (mut last_in_file, mut went_back, mut furthest) = (None::<u64>, 0u64, 0u64);
         let end = capture::read_from(src, |p| {
             if let Some(prev) = before.take()
                 && p.ts_ms + 1_000 < prev
@@ -255,6 +259,20 @@ impl<'p> Replayer<'p> {
                     (prev - p.ts_ms) as f64 / 1000.0
                 );
             }
+            if let Some(prev) = last_in_file
+                && p.ts_ms + 1_000 < prev
+            {
+                went_back += 1;
+                furthest = furthest.max(prev - p.ts_ms);
+                if went_back == 1 {
+                    eprintln!(
+                        "sipfence: {name}: packet {} is {:.1} s before the one before it: the capture's times go back, and its calls are judged at their packets' times, rate windows and contracted hours as if the clock went back (pieces concatenated rather than merged? sort it first: reordercap IN OUT)",
+                        self.summary.packets - packets_before + 1,
+                        (prev - p.ts_ms) as f64 / 1000.0
+                    );
+                }
+            }
+            last_in_file = Some(p.ts_ms);
             self.summary.packets += 1;
             let o = self.packet(p, want_split, on_record);
             if o.sip && !o.held {
@@ -274,6 +292,12 @@ impl<'p> Replayer<'p> {
                 );
             }
         })?;
+        if went_back > 1 {
+            eprintln!(
+                "sipfence: {name}: the times went back {went_back} times in all, {:.1} s at most",
+                furthest as f64 / 1000.0
+            );
+        }
         // The capture's end: messages still waiting behind a TCP hole are read now.
         let segments = self.flows.finish(&mut self.decoder.stats);
         self.messages_apart(segments, self.last_ts_ms, want_split, on_record);
@@ -604,6 +628,7 @@ impl<'p> Replayer<'p> {
             local: Some(local),
             trunk: self.trunk,
             now_ms: ts_ms,
+            wall_ms: ts_ms,
             rates: &self.rates,
             behaviour: &self.behaviour,
         };

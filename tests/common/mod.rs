@@ -63,6 +63,30 @@ fn tool_available(tool: &str, version_arg: &str) -> bool {
     ok
 }
 
+/// libfaketime's preload library (scripts/deps.sh installs it), on the same terms as
+/// sipp: a process started with it reads a wall clock the test steps.
+#[allow(dead_code)]
+pub fn faketime_lib() -> Option<std::path::PathBuf> {
+    let found = Command::new("dpkg")
+        .args(["-S", "libfaketimeMT.so.1"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.split_once(": ").map(|(_, p)| p.trim().to_string()))
+        })
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("libfaketime is missing: run scripts/deps.sh (CI installs it)");
+        }
+        eprintln!("skipped: libfaketime not installed (scripts/deps.sh installs it)");
+    }
+    found
+}
+
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A block of 40 free-looking ports for one test (tests of one binary run in parallel).
@@ -113,13 +137,20 @@ impl Proxy {
         workers: usize,
         hook: &dyn Fn(u32),
     ) -> Proxy {
-        Self::start_limited_in(dir, config, workers, hook, None)
+        Self::start_limited_in(dir, config, workers, hook, None, &[])
+    }
+
+    /// [`Proxy::start`] with these environment variables (libfaketime's).
+    #[allow(dead_code)]
+    pub fn start_env(config: &str, workers: usize, env: &[(&str, &std::ffi::OsStr)]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_limited_in(dir, config, workers, &|_| {}, None, env)
     }
 
     /// [`Proxy::start`] with its open files limit (soft and hard) at `nofile`.
     pub fn start_limited(config: &str, workers: usize, nofile: u64) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
-        Self::start_limited_in(dir, config, workers, &|_| {}, Some(nofile))
+        Self::start_limited_in(dir, config, workers, &|_| {}, Some(nofile), &[])
     }
 
     fn start_limited_in(
@@ -128,6 +159,7 @@ impl Proxy {
         workers: usize,
         hook: &dyn Fn(u32),
         nofile: Option<u64>,
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Proxy {
         let path = dir.path().join("sipfence.toml");
         std::fs::write(&path, config).unwrap();
@@ -154,6 +186,9 @@ impl Proxy {
                 c
             }
         };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
