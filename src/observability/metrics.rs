@@ -39,6 +39,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_decision_seconds",
     "sipfence_policy_reloads_total",
     "sipfence_policy_loaded_timestamp_seconds",
+    "sipfence_clock_step_seconds",
+    "sipfence_clock_offset_seconds",
     "sipfence_policy_info",
     "sipfence_build_info",
     "sipfence_restart_pending",
