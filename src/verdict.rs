@@ -531,7 +531,10 @@ pub fn from_may_lose_verstat(msg: &Message) -> bool {
     msg.from_addr().is_some_and(|na| {
         let v = na.whole.of(msg.buf());
         memchr::memchr(b'%', v).is_some()
-            || v.windows(7).any(|w| w.eq_ignore_ascii_case(b"verstat"))
+            || memchr::memchr2_iter(b'v', b'V', v).any(|i| {
+                v.get(i..i + 7)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"verstat"))
+            })
     })
 }
 

@@ -343,13 +343,17 @@ fn handle_parsed(
         }
         let from = crate::decide::callers_from(msg, st.rates, st.now_ms);
         let (mut stripped, mut written) = (false, false);
+        // Only where some trunk knows its dialogs by their token.
+        let tokens = st.policy.trunks.iter().any(|t| t.dialog_tokens().is_some());
         if !st.policy.from_core_side(&o.source) {
             stripped = strip_flows(msg, Some(edits));
-            strip_dialog_tokens(st, msg, edits);
+            if tokens {
+                strip_dialog_tokens(st, msg, edits);
+            }
             if let Some(flow) = answer_flow(st, msg, o) {
                 written = flow_into_record_route(st, msg, flow, edits);
             }
-        } else {
+        } else if tokens {
             answer_dialog_token(st, msg, edits);
         }
         let h = relay_response(st.policy, msg, from.as_deref(), out, edits);
@@ -1623,9 +1627,6 @@ fn flow_into_record_route(
 /// change its own entry in an answer.
 fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
     let b = msg.buf();
-    let Some(to_tag) = msg.to_tag_read() else {
-        return;
-    };
     let mut at = None;
     for h in msg.all(HeaderName::RecordRoute) {
         let v = h.value().of(b);
@@ -1656,7 +1657,12 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
             break;
         }
     }
-    let (Some(at), Some(a)) = (at, st.policy.trunks.iter().find_map(|t| t.dialog_tokens())) else {
+    // The tags are read only for an answer that has the place for a token.
+    let (Some(at), Some(a), Some(to_tag)) = (
+        at,
+        st.policy.trunks.iter().find_map(|t| t.dialog_tokens()),
+        msg.to_tag_read(),
+    ) else {
         return;
     };
     let t = a.dialog_token(
