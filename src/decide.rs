@@ -1992,7 +1992,7 @@ fn judge_behaviour(
         Some((user, Err(_))) => (crate::sip::lex::fnv1a(&[user.of(buf)]), None),
         None => (0, None),
     };
-    let f = ctx.behaviour.on_call(&CallStart {
+    let mut f = ctx.behaviour.on_call(&CallStart {
         caller: key,
         call: behaviour::call_key(msg),
         // Only the retry the core asked for, as its call went on, is that call.
@@ -2011,6 +2011,9 @@ fn judge_behaviour(
         short_call_ms: b.short_call_secs().saturating_mul(1000),
         repeat: d.retransmission,
     });
+    if f.watch_until_ms > 0 {
+        f.watch_until_ms = on_calendar(f.watch_until_ms, ctx);
+    }
     d.features = Some(f);
     let reached = |t: Option<u32>, v: u32| t.is_some_and(|t| v >= t);
     let mut tripped = RuleSet::default();
@@ -2095,13 +2098,19 @@ fn judge_behaviour(
     if !tripped.is_empty() {
         let until = ctx.now_ms + b.watch_secs as u64 * 1000;
         ctx.behaviour.watch(key, tripped, until);
-        // The record says what the caller is watched for from this call on.
+        // The record says what the caller is watched for from this call on (on the
+        // calendar, as the record's time: QA 194 A2).
         if let Some(f) = &mut d.features {
             f.watched.0 |= tripped.0;
-            f.watch_until_ms = f.watch_until_ms.max(until);
+            f.watch_until_ms = f.watch_until_ms.max(on_calendar(until, ctx));
         }
     }
     rejected
+}
+
+/// A steady time as the calendar has it (what records show).
+fn on_calendar(steady_ms: u64, ctx: &Context<'_>) -> u64 {
+    (steady_ms as i64 + (ctx.wall_ms as i64 - ctx.now_ms as i64)).max(0) as u64
 }
 
 /// One calling number under judgement.

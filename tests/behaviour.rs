@@ -65,6 +65,8 @@ struct Net {
     tracker: LocalTracker,
     rates: LocalRateCounter,
     source: &'static str,
+    /// How far the wall clock has stepped from the steady one (the live proxy's).
+    step_ms: u64,
 }
 
 impl Net {
@@ -74,6 +76,7 @@ impl Net {
             tracker: LocalTracker::new(4096, 4096),
             rates: LocalRateCounter::new(4096),
             source: "10.0.0.1:5060",
+            step_ms: 0,
         }
     }
 
@@ -88,7 +91,7 @@ impl Net {
             local: None,
             trunk: None,
             now_ms: T0 + t,
-            wall_ms: T0 + t,
+            wall_ms: T0 + t + self.step_ms,
             rates: &self.rates,
             behaviour: &self.tracker,
         };
@@ -742,6 +745,25 @@ fn a_tripped_caller_stays_watched_then_expires() {
     let d = net.invite(caller, "+8613912345678", "w2", 621_000);
     assert_eq!(d.outcome, Outcome::Forward);
     assert!(d.features.unwrap().watched.is_empty());
+}
+
+/// A record tells until when its caller is watched on the calendar, as its own time:
+/// the tables run on the steady clock, which a step of the wall clock leaves behind
+/// (QA 194 A2: five hours on, a record said its caller was watched until 4.5 hours
+/// before the record's time).
+#[test]
+fn a_watch_ends_on_the_calendar_in_the_records() {
+    let mut net = Net::new(POLICY);
+    net.step_ms = 5 * 3_600_000;
+    let caller = "+447700900013";
+    let hit = run(&net, caller, 5, 5_000, scattered, |_| Outcome_::Cancelled {
+        ring_ms: 1_000,
+    });
+    assert_eq!(hit, Some((3, RuleId::BehaviourRingOnce)));
+    let d = net.invite(caller, "+8613912345678", "w1", 300_000);
+    let f = d.features.unwrap();
+    assert!(f.watched.contains(RuleId::BehaviourRingOnce));
+    assert_eq!(f.watch_until_ms, T0 + 620_000 + net.step_ms);
 }
 
 #[test]

@@ -4292,7 +4292,7 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
         "[trunk.auth]\nrealm = \"ent.example\"\nusers = [\"pbx1:s3cret\"]\nnonce_secs = 300\n";
     let text = |secret: &str, rr: bool| {
         format!(
-            "{}\n[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:10.0.0.100:5070\"]\nrecord_route = {rr}\n[trunk.whitelist]\nentries = [\"+864008007777\"]\n{auth}",
+            "{}\n[[trunk]]\nname = \"pbx\"\nrole = \"enterprise\"\nlisten = [\"udp:10.0.0.100:5070\"]\nrecord_route = {rr}\n[trunk.whitelist]\nentries = [\"+864008007777\"]\n{auth}\n[[trunk]]\nname = \"pbx2\"\nrole = \"enterprise\"\nlisten = [\"udp:10.0.0.100:5072\"]\nrecord_route = {rr}\n[trunk.whitelist]\nentries = [\"+864008008888\"]\n{auth}",
             POLICY.replace(
                 "[general]\n",
                 &format!("[general]\nauth_secret = \"{secret}\"\n")
@@ -4381,6 +4381,21 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
         assert_eq!(at(&p, &other_call, &NoCounting).1, challenged, "{method}");
         let swapped = request(method, "tt", "ft1", &route(&ours));
         assert_eq!(at(&p, &swapped, &NoCounting).1, challenged, "{method}");
+        // Nor another trunk's token (QA 194 B1: another enterprise's PBX spent its own
+        // dialog's token here).
+        let other_trunk = p.trunks[pbx + 1].dialog_tokens().unwrap().dialog_token(
+            b"c",
+            b"ft1",
+            b"tt",
+            Side::From,
+        );
+        let m = request(
+            method,
+            "ft1",
+            "tt",
+            &route(std::str::from_utf8(&other_trunk).unwrap()),
+        );
+        assert_eq!(at(&p, &m, &NoCounting).1, challenged, "{method}");
         // Nor another To-tag (another dialog of the call, or made up).
         let other_dialog = request(method, "ft1", "tt2", &route(&ours));
         assert_eq!(at(&p, &other_dialog, &NoCounting).1, challenged, "{method}");

@@ -508,7 +508,13 @@ impl LocalTracker {
     /// counters' hash of trunk and number, the same in every process), its window, the
     /// end of its watch (ms) and the rules it is watched for, by name (bits would
     /// change meaning with the rule list).
-    pub fn save_watched(&self, now_ms: u64) -> (String, usize) {
+    ///
+    /// The tables run on the steady clock (`now_ms`); the file is written in calendar
+    /// time (`wall_ms` now), which the next process's steady clock starts at (QA 194
+    /// A1: written on a steady clock a step had left hours behind, the next start took
+    /// every watch for ended).
+    pub fn save_watched(&self, now_ms: u64, wall_ms: u64) -> (String, usize) {
+        let wall = |ms: u64| (ms as i64 + (wall_ms as i64 - now_ms as i64)).max(0);
         let mut out = format!("{WATCHED_FORM}\n");
         let mut n = 0;
         if let Some(t) = self.tables.get() {
@@ -522,7 +528,7 @@ impl LocalTracker {
                     out.push_str(&format!(
                         "{k} {} {} {}\n",
                         c.window_ms,
-                        c.watch_until_ms,
+                        wall(c.watch_until_ms),
                         rules.join(",")
                     ));
                     n += 1;
@@ -972,7 +978,7 @@ mod tests {
         t.on_call(&start(9, 102, 5, 1_000));
         t.watch(7, tripped, 600_000);
         t.watch(9, tripped, 2_000);
-        let (text, n) = t.save_watched(10_000);
+        let (text, n) = t.save_watched(10_000, 10_000);
         assert_eq!(n, 1, "{text}");
         assert!(
             text.ends_with(" 60000 600000 behaviour-attempts,behaviour-ring-once\n"),
@@ -986,6 +992,22 @@ mod tests {
         let f = next.on_call(&start(7, 200, 5, 30_000));
         assert_eq!((f.watched, f.watch_until_ms), (tripped, 600_000));
         assert!(next.on_call(&start(8, 201, 5, 30_000)).watched.is_empty());
+        // Written in calendar time: a wall clock five hours on from the steady one
+        // (stepped since the start) moves the watch's end with it, and the next start,
+        // whose steady clock starts at the calendar, keeps it (QA 194 A1).
+        let step = 5 * 3_600_000;
+        let (moved, _) = t.save_watched(10_000, 10_000 + step);
+        assert!(
+            moved.ends_with(&format!(
+                " 60000 {} behaviour-attempts,behaviour-ring-once\n",
+                600_000 + step
+            )),
+            "{moved}"
+        );
+        assert_eq!(
+            LocalTracker::new(1024, 1024).restore_watched(&moved, 20_000 + step, 1_800_000),
+            Ok((1, vec![]))
+        );
         // Its watch over by the next start: not kept.
         let later = LocalTracker::new(1024, 1024);
         assert_eq!(

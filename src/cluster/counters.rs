@@ -223,7 +223,7 @@ impl SharedRateCounter {
 
     /// Measures [`Self::clock_offset_ms`] against Redis's `TIME`, from the middle of
     /// the round trip.
-    async fn measure_clock(&self, redis: &Redis) {
+    async fn measure_clock(&self, redis: &Redis) -> bool {
         let before = crate::cli::steady_ms();
         let time = redis
             .run(|mut c| async move { redis::cmd("TIME").query_async::<(u64, u64)>(&mut c).await })
@@ -233,7 +233,9 @@ impl SharedRateCounter {
             let theirs = secs.saturating_mul(1000) + micros / 1000;
             self.clock_offset_ms
                 .store(mid as i64 - theirs as i64, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     fn wake(&self, key: u64) {
@@ -573,9 +575,13 @@ impl SharedRateCounter {
                 _ = tick.tick() => true,
                 _ = self.fresh.notified() => false,
             };
-            if every_key && clock_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            // Until it is first measured, at every tick (QA 194 A4: a first try before
+            // Redis answered left the gauge at 0 for 30 s).
+            if every_key
+                && clock_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+                && self.measure_clock(&redis).await
+            {
                 clock_read = Some(std::time::Instant::now());
-                self.measure_clock(&redis).await;
             }
             // One line when the store goes, at start as well as later, and one when it
             // is back: what an operator reading the journal after the fact needs.

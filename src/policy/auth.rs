@@ -34,6 +34,8 @@ pub struct TrunkAuth {
     key: [u8; 32],
     /// Key of the dialog tokens in our Record-Route ([`route_key`]).
     route_key: [u8; 32],
+    /// The trunk's name, in its dialogs' tokens: each trunk's are its own.
+    trunk: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +455,7 @@ impl TrunkAuth {
             algorithms,
             key,
             route_key,
+            trunk: trunk.to_string(),
         })
     }
 
@@ -478,6 +481,10 @@ impl TrunkAuth {
                 Side::From => b"from:",
                 Side::To => b"to:",
             });
+            // The trunk's own (QA 194 B1: another trunk's PBX spent its dialog's token
+            // here).
+            m.update(&(self.trunk.len() as u32).to_le_bytes());
+            m.update(self.trunk.as_bytes());
             // Lengths first: no Call-ID and tags run into another set's.
             m.update(&(call_id.len() as u32).to_le_bytes());
             m.update(call_id);

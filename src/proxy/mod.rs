@@ -1785,7 +1785,9 @@ fn save_watched(shared: &Shared) {
     let Some(path) = watched_file(shared) else {
         return;
     };
-    let (text, n) = shared.behaviour.save_watched(crate::cli::steady_ms());
+    let (text, n) = shared
+        .behaviour
+        .save_watched(crate::cli::steady_ms(), crate::cli::now_ms());
     if let Err(e) = write_whole(&path, &text) {
         tracing::warn!(file = path, error = %e, "cannot write the callers watched: the next start watches none of them");
         return;

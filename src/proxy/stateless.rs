@@ -348,7 +348,7 @@ fn handle_parsed(
         if !st.policy.from_core_side(&o.source) {
             stripped = strip_flows(msg, Some(edits));
             if tokens {
-                strip_dialog_tokens(st, msg, edits);
+                strip_dialog_tokens(msg, edits);
             }
             if let Some(flow) = answer_flow(st, msg, o) {
                 written = flow_into_record_route(st, msg, flow, edits);
@@ -684,7 +684,12 @@ fn carry_out(
     // On a trunk that knows its dialogs by their token, the place for it: the core's
     // answers, which name the dialog, get it written in on their way back to the peer
     // ([`answer_dialog_token`]); the core's side never sees one.
-    let token = (rr && trunk.dialog_tokens().is_some()).then_some(&b""[..]);
+    let place = (rr && trunk.dialog_tokens().is_some()).then(|| {
+        let mut p = vec![TOKEN_PLACE];
+        p.extend_from_slice(trunk.name.as_bytes());
+        p
+    });
+    let token = place.as_deref();
     // RFC 3327: a PBX that registers to the core through the gateway leaves it in the
     // Path, so that the core's calls to it come this way (and, behind a NAT, to where
     // its REGISTER came from) rather than to the Contact it registered.
@@ -1332,8 +1337,8 @@ fn sets_up_dialog(msg: &Message, method: Method, d: &Decision) -> bool {
 /// `flow`: where a caller behind a NAT really is ([`nat_flow`]), written in the entry
 /// the core routes by, so that the core's requests of the dialog reach it there.
 /// `token`: the dialog's ([`crate::policy::auth::TrunkAuth::dialog_token`]), in the
-/// first entry, which the trunk's peer has in its Route set however many we write; an
-/// empty one, the parameter alone, for the answers to fill in.
+/// first entry, which the trunk's peer has in its Route set however many we write; or
+/// the place for the answers to fill in ([`TOKEN_PLACE`]).
 #[allow(clippy::too_many_arguments)]
 fn record_route(
     st: &Step<'_>,
@@ -1495,9 +1500,23 @@ fn answer_flow(st: &Step<'_>, msg: &Message, o: &Origin) -> Option<(SocketAddr, 
 /// [`flow_of`]'s: an escaped name (`sf%2Dflow`) goes too.
 ///
 /// Without `edits`, only whether there is any.
-fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
+fn strip_flows(msg: &Message, edits: Option<&mut EditList>) -> bool {
+    strip_param(msg, edits, &FLOW_PARAM[1..], b"flow")
+}
+
+/// Takes every `sf-dlg` out of the Record-Route of a trunk peer's answer, which goes to
+/// the core's side: the token of a dialog the core set up is the peer's alone (QA 193
+/// N1: the caller behind the core had it in the PBX's 180, and sent the PBX's trunk
+/// NOTIFYs and BYEs it let by unchallenged). As leniently as flows are (QA 194 B2: our
+/// entry sent back with a display name and white space around its `;`, or its address
+/// written `127.000.0.1`, kept its token), in every entry: only sipfence writes one.
+fn strip_dialog_tokens(msg: &Message, edits: &mut EditList) {
+    strip_param(msg, Some(edits), DIALOG_PARAM, b"dlg");
+}
+
+/// [`strip_flows`] for the parameter `name`, in fields that hold `hint`.
+fn strip_param(msg: &Message, mut edits: Option<&mut EditList>, name: &[u8], hint: &[u8]) -> bool {
     let b = msg.buf();
-    let name = &FLOW_PARAM[1..];
     let mut any = false;
     // A Path the peer wrote is stored by the registrar and comes back as the Route of
     // the core's calls to the PBX: a flow in it is as forged as one in a Record-Route.
@@ -1513,7 +1532,7 @@ fn strip_flows(msg: &Message, mut edits: Option<&mut EditList>) -> bool {
     for h in msg.all(HeaderName::RecordRoute).chain(paths) {
         let v = h.value().of(b);
         // Nearly every field: no parameter that could be one.
-        if !v.contains(&b'%') && !v.windows(4).any(|w| w.eq_ignore_ascii_case(b"flow")) {
+        if !v.contains(&b'%') && !v.windows(hint.len()).any(|w| w.eq_ignore_ascii_case(hint)) {
             continue;
         }
         // A field every strict reader takes: each URI's parameters. Any other (a quoted
@@ -1650,17 +1669,21 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
             first = false;
             at = lex::params(b, u.params, false)
                 .find(|p| uri::is_param_name(lex::trim(p.name.of(b)), DIALOG_PARAM))
-                .filter(|p| !p.has_value())
-                .map(|p| p.name.end as usize);
+                .map(|p| p.value)
+                .filter(|v| v.of(b).first() == Some(&TOKEN_PLACE));
         });
         if !first {
             break;
         }
     }
     // The tags are read only for an answer that has the place for a token.
-    let (Some(at), Some(a), Some(to_tag)) = (
-        at,
-        st.policy.trunks.iter().find_map(|t| t.dialog_tokens()),
+    let Some(at) = at else {
+        return;
+    };
+    let (Some(a), Some(to_tag)) = (
+        st.policy
+            .trunk_by_name(&String::from_utf8_lossy(&at.of(b)[1..]))
+            .and_then(|t| st.policy.trunks[t].dialog_tokens()),
         msg.to_tag_read(),
     ) else {
         return;
@@ -1671,43 +1694,14 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
         to_tag,
         Side::From,
     );
-    edits.insert_with(at, |out| {
-        out.push(b'=');
-        out.extend_from_slice(&t);
-    });
+    edits.replace(at, &t);
 }
 
-/// Takes the `sf-dlg` out of our Record-Route entries in a trunk peer's answer, which
-/// goes to the core's side: the token of a dialog the core set up is the peer's alone
-/// (QA 193 N1: the caller behind the core had it in the PBX's 180, and sent the PBX's
-/// trunk NOTIFYs and BYEs it let by unchallenged).
-fn strip_dialog_tokens(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
-    let b = msg.buf();
-    for h in msg.all(HeaderName::RecordRoute) {
-        let v = h.value().of(b);
-        if !v
-            .windows(DIALOG_PARAM.len())
-            .any(|w| w.eq_ignore_ascii_case(DIALOG_PARAM))
-        {
-            continue;
-        }
-        let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
-            let Ok(u) = uri::parse(b, na.uri) else {
-                return;
-            };
-            if !own_host(st, b, &u) {
-                return;
-            }
-            for p in lex::params(b, u.params, false) {
-                if uri::is_param_name(lex::trim(p.name.of(b)), DIALOG_PARAM)
-                    && let Some(semi) = b[..p.seg.start as usize].iter().rposition(|&c| c == b';')
-                {
-                    edits.remove(Span::new(semi, p.seg.end as usize));
-                }
-            }
-        });
-    }
-}
+/// The first byte of the place for a dialog's token in our Record-Route entry of a
+/// trunk's request ([`answer_dialog_token`]), the trunk's name after it: each trunk's
+/// tokens are its own (QA 194 B1: another enterprise's PBX spent its own dialog's token
+/// on this trunk). No hex digit: never a token.
+const TOKEN_PLACE: u8 = b'~';
 
 fn push_flow(out: &mut Vec<u8>, a: SocketAddr, t: Transport) {
     response::push_ip(out, a.ip());
@@ -4273,7 +4267,7 @@ record_route = true
             assert_eq!(h, core, "{out}");
             assert!(
                 out.contains(
-                    "Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg>, <sip:192.0.2.10:5060;lr>\r\n"
+                    "Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg=~pbx>, <sip:192.0.2.10:5060;lr>\r\n"
                 ),
                 "{out}"
             );
@@ -4333,6 +4327,22 @@ record_route = true
                     && !back.contains("sf-dlg"),
                 "{back}"
             );
+            // However the peer writes our entry back (QA 194 B2: a display name and
+            // white space around ';', the address written otherwise, another case).
+            for rr in [
+                format!("Record-Route: \"sf\" <sip:10.0.0.1:5060;lr ; sf-dlg={t}>\r\n"),
+                format!("Record-Route: <sip:127.000.0.1:5060;lr;SF-DLG={t}>\r\n"),
+                format!("record-route: <sip:10.0.0.1;sf%2Ddlg={t};lr>\r\n"),
+            ] {
+                let odd = answer(&out, "180 Ringing", "pbx9").replacen(
+                    "Record-Route: ",
+                    &format!("{rr}Record-Route: "),
+                    1,
+                );
+                let (h, back) = run(&p, "198.51.100.7:5060", &odd);
+                assert_eq!(h, core, "{back}");
+                assert!(!back.contains(&t), "{rr}: {back}");
+            }
         }
     }
 
