@@ -3349,7 +3349,7 @@ fn an_auth_only_trunks_pbx_call_survives_a_restart_by_its_dialog_token() {
         .replace("RAck: 1 1 INVITE", "RAck: 1 2 INVITE")
         .replace(
             hundred_rel,
-            &format!("{hundred_rel}\n      <ereg regexp=\";lr;sf-dlg=~pbx&gt;\" search_in=\"hdr\" header=\"Record-Route:\" check_it=\"true\" assign_to=\"chk\"/>"),
+            &format!("{hundred_rel}\n      <ereg regexp=\";lr;sf-dlg=~pbx\\.[0-9a-f]{{8}}&gt;\" search_in=\"hdr\" header=\"Record-Route:\" check_it=\"true\" assign_to=\"chk\"/>"),
         );
     std::fs::write(&far_sc, far).unwrap();
     let uas = checking_uas(&dir, base + 10, &far_sc, 1);

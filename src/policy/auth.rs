@@ -241,6 +241,10 @@ pub fn unexpanded_template(s: &str) -> bool {
 pub enum Side {
     From,
     To,
+    /// Not a token: the mark of the place for one in a request to the core (its
+    /// Call-ID and the trunk's tag), which tells the answers' entry that is sipfence's
+    /// from one the core's side wrote ([`TrunkAuth::token_place`]).
+    Place,
 }
 
 /// The Record-Route parameter that carries a dialog's token ([`TrunkAuth::dialog_token`]).
@@ -478,8 +482,9 @@ impl TrunkAuth {
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
         if let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.route_key) {
             m.update(match side {
-                Side::From => b"from:",
+                Side::From => &b"from:"[..],
                 Side::To => b"to:",
+                Side::Place => b"place:",
             });
             // The trunk's own (QA 194 B1: another trunk's PBX spent its dialog's token
             // here).
@@ -495,6 +500,23 @@ impl TrunkAuth {
             t.copy_from_slice(&Hex::new(&mac[..8]).as_bytes()[..16]);
         }
         t
+    }
+
+    /// The place for the token of a dialog this trunk's request sets up, in our
+    /// Record-Route entry of the request that goes to the core: `~`, the trunk's name,
+    /// `.` and a mark of the Call-ID and the trunk's tag under the key. The core's
+    /// answer gets the token written there ([`TrunkAuth::is_token_place`]); an entry
+    /// the core's side wrote naming sipfence with a place of its own gets none (QA 195:
+    /// a callee's forged entry above sipfence's, naming another trunk, had that trunk's
+    /// token written in and handed to the PBX).
+    pub fn token_place(&self, call_id: &[u8], tag: &[u8]) -> String {
+        let mark = self.dialog_token(call_id, tag, b"", Side::Place);
+        format!("~{}.{}", self.trunk, String::from_utf8_lossy(&mark[..8]))
+    }
+
+    /// Whether `place` is [`TrunkAuth::token_place`]'s for this Call-ID and tag.
+    pub fn is_token_place(&self, place: &[u8], call_id: &[u8], tag: &[u8]) -> bool {
+        place == self.token_place(call_id, tag).as_bytes()
     }
 
     /// Whether a trunk's request within a dialog carries the token of its dialog in a

@@ -684,12 +684,11 @@ fn carry_out(
     // On a trunk that knows its dialogs by their token, the place for it: the core's
     // answers, which name the dialog, get it written in on their way back to the peer
     // ([`answer_dialog_token`]); the core's side never sees one.
-    let place = (rr && trunk.dialog_tokens().is_some()).then(|| {
-        let mut p = vec![TOKEN_PLACE];
-        p.extend_from_slice(trunk.name.as_bytes());
-        p
-    });
-    let token = place.as_deref();
+    let place = (rr && trunk.dialog_tokens().is_some())
+        .then(|| trunk.dialog_tokens())
+        .flatten()
+        .map(|a| a.token_place(msg.call_id(), msg.from_tag_read().unwrap_or_default()));
+    let token = place.as_deref().map(str::as_bytes);
     // RFC 3327: a PBX that registers to the core through the gateway leaves it in the
     // Path, so that the core's calls to it come this way (and, behind a NAT, to where
     // its REGISTER came from) rather than to the Contact it registered.
@@ -1655,9 +1654,8 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
         {
             continue;
         }
-        let mut first = true;
         let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
-            if !first || !na.bracketed {
+            if at.is_some() || !na.bracketed {
                 return;
             }
             let Ok(u) = uri::parse(b, na.uri) else {
@@ -1666,26 +1664,30 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
             if !own_host(st, b, &u) {
                 return;
             }
-            first = false;
+            // The place we wrote, told by its mark from one the core's side wrote.
             at = lex::params(b, u.params, false)
                 .find(|p| uri::is_param_name(lex::trim(p.name.of(b)), DIALOG_PARAM))
                 .map(|p| p.value)
-                .filter(|v| v.of(b).first() == Some(&TOKEN_PLACE));
+                .and_then(|v| {
+                    let place = v.of(b);
+                    let dot = place.iter().rposition(|&c| c == b'.')?;
+                    if place.first() != Some(&TOKEN_PLACE) {
+                        return None;
+                    }
+                    let name = std::str::from_utf8(&place[1..dot]).ok()?;
+                    let trunk = st.policy.trunk_by_name(name)?;
+                    let a = st.policy.trunks[trunk].dialog_tokens()?;
+                    let tag = msg.from_tag_read().unwrap_or_default();
+                    a.is_token_place(place, msg.call_id(), tag)
+                        .then_some((v, a))
+                });
         });
-        if !first {
+        if at.is_some() {
             break;
         }
     }
     // The tags are read only for an answer that has the place for a token.
-    let Some(at) = at else {
-        return;
-    };
-    let (Some(a), Some(to_tag)) = (
-        st.policy
-            .trunk_by_name(&String::from_utf8_lossy(&at.of(b)[1..]))
-            .and_then(|t| st.policy.trunks[t].dialog_tokens()),
-        msg.to_tag_read(),
-    ) else {
+    let (Some((at, a)), Some(to_tag)) = (at, msg.to_tag_read()) else {
         return;
     };
     let t = a.dialog_token(
@@ -1698,7 +1700,8 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
 }
 
 /// The first byte of the place for a dialog's token in our Record-Route entry of a
-/// trunk's request ([`answer_dialog_token`]), the trunk's name after it: each trunk's
+/// trunk's request ([`answer_dialog_token`], [`crate::policy::auth::TrunkAuth::token_place`]),
+/// the trunk's name after it: each trunk's
 /// tokens are its own (QA 194 B1: another enterprise's PBX spent its own dialog's token
 /// on this trunk). No hex digit: never a token.
 const TOKEN_PLACE: u8 = b'~';
@@ -4265,10 +4268,12 @@ record_route = true
             );
             let (h, out) = run(&p, "198.51.100.7:5060", &m);
             assert_eq!(h, core, "{out}");
+            let place = a.token_place("t-1".as_bytes(), b"a");
+            assert!(place.starts_with("~pbx.") && place.len() == 13, "{place}");
             assert!(
-                out.contains(
-                    "Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg=~pbx>, <sip:192.0.2.10:5060;lr>\r\n"
-                ),
+                out.contains(&format!(
+                    "Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg={place}>, <sip:192.0.2.10:5060;lr>\r\n"
+                )),
                 "{out}"
             );
             for status in ["180 Ringing", "200 OK"] {
@@ -4277,6 +4282,24 @@ record_route = true
                 assert!(
                     back.contains(&format!("Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg={ours}>, <sip:192.0.2.10:5060;lr>\r\n")),
                     "{back}"
+                );
+            }
+            // An entry the core's side wrote above ours, naming us with a place of its
+            // own (QA 195: a callee's, naming another trunk, got that trunk's token):
+            // left as it is, ours filled.
+            for forged in ["~pbx.deadbeef", "~pbx", "~other.0123abcd"] {
+                let odd = answer(&out, "200 OK", "b").replacen(
+                    "Record-Route: ",
+                    &format!(
+                        "Record-Route: <sip:10.0.0.1:5060;lr;sf-dlg={forged}>\r\nRecord-Route: "
+                    ),
+                    1,
+                );
+                let (_, back) = run(&p, "10.0.0.5:5060", &odd);
+                assert!(
+                    back.contains(&format!("sf-dlg={forged}>\r\n"))
+                        && back.contains(&format!("sf-dlg={ours}>")),
+                    "{forged}: {back}"
                 );
             }
             // Another fork's answer: its own dialog's token.
