@@ -1645,7 +1645,10 @@ fn flow_into_record_route(
 /// change its own entry in an answer.
 fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
     let b = msg.buf();
-    let mut at = None;
+    // Every entry with our place is filled: a copy of it the core's side put above
+    // ours is for the same trunk and call, and whichever the peer routes by carries
+    // the token (QA 196: only the first was, and the peer's Route kept the bare place).
+    let mut places = vec![];
     for h in msg.all(HeaderName::RecordRoute) {
         let v = h.value().of(b);
         if !v
@@ -1655,7 +1658,7 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
             continue;
         }
         let _ = crate::sip::addr::parse_list(b, h.value(), |na| {
-            if at.is_some() || !na.bracketed {
+            if places.len() >= 8 || !na.bracketed {
                 return;
             }
             let Ok(u) = uri::parse(b, na.uri) else {
@@ -1665,7 +1668,7 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
                 return;
             }
             // The place we wrote, told by its mark from one the core's side wrote.
-            at = lex::params(b, u.params, false)
+            let at = lex::params(b, u.params, false)
                 .find(|p| uri::is_param_name(lex::trim(p.name.of(b)), DIALOG_PARAM))
                 .map(|p| p.value)
                 .and_then(|v| {
@@ -1681,13 +1684,11 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
                     a.is_token_place(place, msg.call_id(), tag)
                         .then_some((v, a))
                 });
+            places.extend(at);
         });
-        if at.is_some() {
-            break;
-        }
     }
     // The tags are read only for an answer that has the place for a token.
-    let (Some((at, a)), Some(to_tag)) = (at, msg.to_tag_read()) else {
+    let (Some(&(_, a)), Some(to_tag)) = (places.first(), msg.to_tag_read()) else {
         return;
     };
     let t = a.dialog_token(
@@ -1696,7 +1697,9 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
         to_tag,
         Side::From,
     );
-    edits.replace(at, &t);
+    for (at, _) in places {
+        edits.replace(at, &t);
+    }
 }
 
 /// The first byte of the place for a dialog's token in our Record-Route entry of a
@@ -4302,6 +4305,19 @@ record_route = true
                     "{forged}: {back}"
                 );
             }
+            // A copy of our place above ours: the same trunk's and call's, both filled
+            // (QA 196: the copy was, ours kept the bare place).
+            let copied = answer(&out, "200 OK", "b").replacen(
+                "Record-Route: ",
+                &format!("Record-Route: <sip:192.0.2.10:5060;lr;sf-dlg={place}>\r\nRecord-Route: "),
+                1,
+            );
+            let (_, back) = run(&p, "10.0.0.5:5060", &copied);
+            assert_eq!(
+                back.matches(&format!("sf-dlg={ours}>")).count(),
+                2,
+                "{back}"
+            );
             // Another fork's answer: its own dialog's token.
             let (_, back) = run(&p, "10.0.0.5:5060", &answer(&out, "200 OK", "b2"));
             assert!(
