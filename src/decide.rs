@@ -1303,9 +1303,7 @@ fn authentication_refuses(
         // whose issue time is in it (QA 43: a second boundary between the two changed
         // the answer).
         // (`first_seen` is steady time: as long ago on the calendar.)
-        d.auth_at_ms = first_seen.map_or(ctx.wall_ms, |f| {
-            ctx.wall_ms.saturating_sub(ctx.now_ms.saturating_sub(f))
-        });
+        d.auth_at_ms = first_seen.map_or(ctx.wall_ms, |f| on_calendar(f, ctx));
         if c.refuses() && fire(policy, d, RuleId::TrunkAuth) {
             // A challenge is the configured answer (407); credentials that do not
             // verify are refused, not challenged again for another guess.
@@ -2110,7 +2108,7 @@ fn judge_behaviour(
 
 /// A steady time as the calendar has it (what records show).
 fn on_calendar(steady_ms: u64, ctx: &Context<'_>) -> u64 {
-    (steady_ms as i64 + (ctx.wall_ms as i64 - ctx.now_ms as i64)).max(0) as u64
+    crate::time::on_calendar(steady_ms, ctx.now_ms, ctx.wall_ms)
 }
 
 /// One calling number under judgement.

@@ -3,6 +3,13 @@
 //! Calendar arithmetic only: no clock is read here (the shells read it, `cli::now_ms`),
 //! so records, replay and trace share it with the core's purity intact.
 
+/// A time of the steady clock (`steady_ms`) on the calendar, given both clocks now
+/// (`now_ms` steady, `wall_ms` wall): what files and records that outlive the process
+/// are written in ([`crate::decide::Context`] has the two clocks).
+pub fn on_calendar(steady_ms: u64, now_ms: u64, wall_ms: u64) -> u64 {
+    (steady_ms as i64 + (wall_ms as i64 - now_ms as i64)).max(0) as u64
+}
+
 /// RFC 3339 UTC time of a Unix millisecond count.
 pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;

@@ -240,7 +240,7 @@ impl LiveCalls {
     pub fn save(&self, now_ms: u64, wall_ms: u64, field: Option<&str>) -> (String, usize) {
         let mut t = self.lock();
         t.expire(now_ms);
-        let wall = |ms: u64| (ms as i64 + (wall_ms as i64 - now_ms as i64)).max(0);
+        let wall = |ms: u64| crate::time::on_calendar(ms, now_ms, wall_ms);
         let mut out = String::from(CALLS_FORM);
         out.push('\n');
         if let Some(f) = field {

@@ -514,7 +514,7 @@ impl LocalTracker {
     /// A1: written on a steady clock a step had left hours behind, the next start took
     /// every watch for ended).
     pub fn save_watched(&self, now_ms: u64, wall_ms: u64) -> (String, usize) {
-        let wall = |ms: u64| (ms as i64 + (wall_ms as i64 - now_ms as i64)).max(0);
+        let wall = |ms: u64| crate::time::on_calendar(ms, now_ms, wall_ms);
         let mut out = format!("{WATCHED_FORM}\n");
         let mut n = 0;
         if let Some(t) = self.tables.get() {

@@ -459,6 +459,9 @@ pub struct Policy {
     /// Later messages of calls feed the tracker: some trunk runs behaviour rules or
     /// limits its concurrent calls.
     pub tracks_calls: bool,
+    /// Some trunk knows its dialogs by the token of our Record-Route
+    /// ([`Trunk::dialog_tokens`]): answers are looked at for tokens only then.
+    pub dialog_tokens: bool,
     pub metrics: config::MetricsConf,
     pub records: config::RecordsConf,
     pub log: config::LogConf,
@@ -1764,6 +1767,7 @@ impl Policy {
             tracks_calls: trunks
                 .iter()
                 .any(|t| t.behaviour.is_some() || t.max_concurrent.is_some()),
+            dialog_tokens: trunks.iter().any(|t| t.dialog_tokens().is_some()),
             trunks,
             metrics: cfg.metrics,
             records: cfg.records,

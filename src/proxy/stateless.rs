@@ -344,7 +344,7 @@ fn handle_parsed(
         let from = crate::decide::callers_from(msg, st.rates, st.now_ms);
         let (mut stripped, mut written) = (false, false);
         // Only where some trunk knows its dialogs by their token.
-        let tokens = st.policy.trunks.iter().any(|t| t.dialog_tokens().is_some());
+        let tokens = st.policy.dialog_tokens;
         if !st.policy.from_core_side(&o.source) {
             stripped = strip_flows(msg, Some(edits));
             if tokens {
@@ -684,7 +684,7 @@ fn carry_out(
     // On a trunk that knows its dialogs by their token, the place for it: the core's
     // answers, which name the dialog, get it written in on their way back to the peer
     // ([`answer_dialog_token`]); the core's side never sees one.
-    let place = (rr && trunk.dialog_tokens().is_some())
+    let place = rr
         .then(|| trunk.dialog_tokens())
         .flatten()
         .map(|a| a.token_place(msg.call_id(), msg.from_tag_read().unwrap_or_default()));
@@ -1649,6 +1649,7 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
     // ours is for the same trunk and call, and whichever the peer routes by carries
     // the token (QA 196: only the first was, and the peer's Route kept the bare place).
     let mut places = vec![];
+    let from_tag = msg.from_tag_read().unwrap_or_default();
     for h in msg.all(HeaderName::RecordRoute) {
         let v = h.value().of(b);
         if !v
@@ -1680,8 +1681,7 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
                     let name = std::str::from_utf8(&place[1..dot]).ok()?;
                     let trunk = st.policy.trunk_by_name(name)?;
                     let a = st.policy.trunks[trunk].dialog_tokens()?;
-                    let tag = msg.from_tag_read().unwrap_or_default();
-                    a.is_token_place(place, msg.call_id(), tag)
+                    a.is_token_place(place, msg.call_id(), from_tag)
                         .then_some((v, a))
                 });
             places.extend(at);
@@ -1691,12 +1691,7 @@ fn answer_dialog_token(st: &Step<'_>, msg: &Message, edits: &mut EditList) {
     let (Some(&(_, a)), Some(to_tag)) = (places.first(), msg.to_tag_read()) else {
         return;
     };
-    let t = a.dialog_token(
-        msg.call_id(),
-        msg.from_tag_read().unwrap_or_default(),
-        to_tag,
-        Side::From,
-    );
+    let t = a.dialog_token(msg.call_id(), from_tag, to_tag, Side::From);
     for (at, _) in places {
         edits.replace(at, &t);
     }
