@@ -376,6 +376,69 @@ fn trace_reads_a_long_stream_page_by_page() {
     );
 }
 
+/// A gateway whose clock was off stamps its records with its own time; Redis adds
+/// them to the stream at the fleet's (QA 192 F7: such records were read from the stream
+/// by their entries' times, then dropped for their own). A record stamped more than a
+/// minute from its entry's time is found by either; one within the minute, by its own.
+#[test]
+fn trace_finds_a_skewed_gateways_records_by_redis_time() {
+    let _turn = one_at_a_time();
+    if !redis_available() {
+        return;
+    }
+    let base = port_block();
+    let redis = RedisServer::start(base + 35);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (id, ts) in [
+        ("on-time", now_ms),
+        ("two-hours-behind", now_ms - 7_200_000),
+        ("fifty-seconds-before", now_ms - 50_000),
+    ] {
+        let rec = format!(
+            r#"{{"ts_ms":{ts},"trunk":"ent","call_id":"{id}","caller":"+8613912345678","verdict":"allow","rule":null}}"#
+        );
+        redis.cli(&["XADD", "sipfence:records", "*", "gw", "gw0", "record", &rec]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[redis]\nurl = \"{}\"\n",
+            sipfence::policy::BUILTIN_CONFIG,
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let trace = |since_ms: u64, until_ms: u64| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["trace", "--redis", "--json", "--config"])
+            .arg(&cfg)
+            .args(["--since", &format!("{:.3}", since_ms as f64 / 1000.0)])
+            .args(["--until", &format!("{:.3}", until_ms as f64 / 1000.0)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.code() != Some(2), "{err}");
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["call_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        ids.sort();
+        (ids, err)
+    };
+    let (ids, err) = trace(now_ms - 20_000, now_ms + 20_000);
+    assert_eq!(ids, ["on-time", "two-hours-behind"], "{err}");
+    let (ids, err) = trace(now_ms - 55_000, now_ms - 45_000);
+    assert_eq!(ids, ["fifty-seconds-before"], "{err}");
+}
+
 #[test]
 fn a_quiet_gateway_learns_what_the_others_admitted_meanwhile() {
     let _turn = one_at_a_time();

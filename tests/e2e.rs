@@ -742,6 +742,101 @@ fn a_step_of_the_wall_clock_ends_no_call_and_forgets_no_dialog() {
     core_side.join().unwrap();
 }
 
+/// `trace --since/--until` finds the records written after the wall clock went back
+/// (QA 192 F7: they went into the file named before the step, whose span by the next
+/// file's name no longer held their times, and were not found by time). sipfence runs
+/// under libfaketime: a call, the clock two hours back, another call; each call is
+/// found in its own window, by its own time.
+#[test]
+fn records_written_after_the_clock_went_back_are_found_by_time() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let Some(lib) = common::faketime_lib() else {
+        return;
+    };
+    let base = port_block();
+    let cfg = config(base, "") + "[records]\ndir = \"records\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let proxy = Proxy::start_env(
+        &cfg,
+        1,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
+            ("FAKETIME_NO_CACHE", "1".as_ref()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
+        if m.starts_with("INVITE ") {
+            let answer = common::answer_as_uas(m, "486 Busy Here");
+            core.send_to(answer.as_bytes(), from).unwrap();
+        }
+    });
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = now_s();
+    let r = answer_to(
+        &caller,
+        base + 4,
+        &invite_from(me, "+8613912345678", "before-the-step"),
+    );
+    assert!(r.starts_with("SIP/2.0 486 "), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&clock, "-2h\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = now_s() - 7200;
+    let r = answer_to(
+        &caller,
+        base + 4,
+        &invite_from(me, "+8613912345678", "after-the-step"),
+    );
+    assert!(r.starts_with("SIP/2.0 486 "), "{r}");
+    let config = proxy.dir.path().join("sipfence.toml");
+    let trace = |since: u64, until: u64| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+            .args(["trace", "--config", config.to_str().unwrap()])
+            .args(["--since", &since.to_string(), "--until", &until.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ids: Vec<String> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+            .collect();
+        (ids, text + &String::from_utf8_lossy(&out.stderr))
+    };
+    // The writer takes a moment.
+    let mut found = (vec![], String::new());
+    for _ in 0..30 {
+        found = trace(after - 300, after + 300);
+        if !found.0.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(found.0, ["after-the-step"], "{}", found.1);
+    let (ids, text) = trace(before - 300, before + 300);
+    assert_eq!(ids, ["before-the-step"], "{text}");
+    let (ids, text) = trace(after - 300, before + 300);
+    assert_eq!(ids.len(), 2, "{text}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// The test policy with `[proxy] calls_file` and the `ic` trunk limited to `max` calls.
 fn calls_file_config(base: u16, file: &std::path::Path, max: u32) -> String {
     let cfg = config(

@@ -133,9 +133,17 @@ impl Filter {
             .map(|n| n.e164())
     }
 
-    fn keeps(&self, r: &Value) -> bool {
+    /// Whether the record `r` is asked for; `added_ms`, when Redis added it to the
+    /// shared stream.
+    fn keeps(&self, r: &Value, added_ms: Option<u64>) -> bool {
         let ts = r["ts_ms"].as_u64().unwrap_or(0);
-        if self.since_ms.is_some_and(|s| ts < s) || self.until_ms.is_some_and(|u| ts > u) {
+        let within =
+            |t: u64| self.since_ms.is_none_or(|s| t >= s) && self.until_ms.is_none_or(|u| t <= u);
+        // A record stamped far from when Redis took it was stamped by a gateway whose
+        // clock was off (QA 192 F7): the fleet's common clock, Redis's, says when it
+        // was, as well as its own.
+        let skewed = added_ms.is_some_and(|a| a.abs_diff(ts) > SLACK_MS);
+        if !(within(ts) || skewed && added_ms.is_some_and(within)) {
             return false;
         }
         let is = |field: &str, want: &Option<String>| {
@@ -201,19 +209,28 @@ impl Filter {
         true
     }
 
-    /// Whether the `i`th of a directory's files (oldest first, by opening time) can hold
-    /// a record of the window: a file holds the records from its opening to the next
-    /// file's, give or take [`SLACK_MS`].
+    /// Whether the `i`th of a directory's files (oldest first, by the time in their
+    /// names) can hold a record of the window, give or take [`SLACK_MS`]. A file holds
+    /// the records from the time in its name to its modification time: the writer
+    /// starts a new file when the clock went back, and keeps the time a file was last
+    /// written at least that of its newest record (QA 192 F7: by the next file's name,
+    /// records written after a step back sat outside their file's span). Without a
+    /// modification time, the next file's name ends the span, as it used to.
     fn may_hold(&self, files: &[(u64, PathBuf)], i: usize) -> bool {
-        let opened = files[i].0 * 1000;
-        let next = files.get(i + 1).map(|(t, _)| t * 1000);
+        let named = files[i].0 * 1000;
+        let ends = std::fs::metadata(&files[i].1)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| named.max(d.as_millis() as u64))
+            .or_else(|| files.get(i + 1).map(|(t, _)| t * 1000));
         !(self
             .until_ms
-            .is_some_and(|u| opened > u.saturating_add(SLACK_MS))
+            .is_some_and(|u| named > u.saturating_add(SLACK_MS))
             || self
                 .since_ms
-                .zip(next)
-                .is_some_and(|(s, n)| n.saturating_add(SLACK_MS) < s))
+                .zip(ends)
+                .is_some_and(|(s, e)| e.saturating_add(SLACK_MS) < s))
     }
 
     /// `--verdict 403`: the response code, for those who think in codes.
@@ -321,8 +338,15 @@ impl Printer<'_> {
         }
     }
 
-    /// One stored record; `place` names it when it cannot be read.
-    fn line(&mut self, gw: Option<&str>, line: &[u8], place: &dyn Fn() -> String) {
+    /// One stored record; `place` names it when it cannot be read; `added_ms`, when
+    /// Redis added it to the shared stream.
+    fn line(
+        &mut self,
+        gw: Option<&str>,
+        added_ms: Option<u64>,
+        line: &[u8],
+        place: &dyn Fn() -> String,
+    ) {
         let Ok(mut r) = serde_json::from_slice::<Value>(line) else {
             // The last line of a file cut by a crash, or something that is no record.
             if self.unreadable < 5 {
@@ -331,7 +355,7 @@ impl Printer<'_> {
             self.unreadable += 1;
             return;
         };
-        if !self.filter.keeps(&r) {
+        if !self.filter.keeps(&r, added_ms) {
             return;
         }
         self.matched += 1;
@@ -395,8 +419,8 @@ impl Printer<'_> {
     }
 }
 
-/// A file holds the records from its opening to the next file's, and the stream's
-/// entries are stamped when Redis added them: both a moment after the decision.
+/// A file's name and modification time, and the stream's entries' IDs, are a moment
+/// before or after the times of the records they hold.
 const SLACK_MS: u64 = 60_000;
 
 /// This gateway's record files, skipping those whose span cannot meet the window.
@@ -426,7 +450,7 @@ fn from_files(dir: &Path, gw: Option<&str>, out: &mut Printer<'_>) -> Result<Str
                 }
             };
             if !line.is_empty() {
-                out.line(gw, &line, &|| format!("{}:{}", path.display(), n + 1));
+                out.line(gw, None, &line, &|| format!("{}:{}", path.display(), n + 1));
             }
         }
     }
@@ -487,9 +511,11 @@ fn from_stream(
         &from,
         &to,
         |gw, entry| {
-            if let Entry::Record(record) = entry {
+            if let Entry::Record { json, added_ms } = entry {
                 k += 1;
-                out.line(Some(gw), record.as_bytes(), &|| format!("{key} entry {k}"));
+                out.line(Some(gw), Some(added_ms), json.as_bytes(), &|| {
+                    format!("{key} entry {k}")
+                });
             }
         },
     ))?;
@@ -711,11 +737,11 @@ mod tests {
             trunk: Some(t.into()),
             ..Filter::default()
         };
-        assert!(f("none").keeps(&rec(Value::Null)));
-        assert!(f("NONE").keeps(&rec(Value::Null)));
-        assert!(!f("none").keeps(&rec("intl".into())));
-        assert!(f("Intl").keeps(&rec("intl".into())));
-        assert!(!f("intl").keeps(&rec(Value::Null)));
+        assert!(f("none").keeps(&rec(Value::Null), None));
+        assert!(f("NONE").keeps(&rec(Value::Null), None));
+        assert!(!f("none").keeps(&rec("intl".into()), None));
+        assert!(f("Intl").keeps(&rec("intl".into()), None));
+        assert!(!f("intl").keeps(&rec(Value::Null), None));
     }
 
     #[test]
@@ -773,8 +799,8 @@ mod tests {
             "ts_ms": 1, "caller": "+864008001234", "from": "4008001234",
             "presented": "+8695588", "verdict": "allow"
         });
-        assert!(f("95588").keeps(&r));
-        assert!(f("4008001234").keeps(&r));
-        assert!(!f("95599").keeps(&r));
+        assert!(f("95588").keeps(&r, None));
+        assert!(f("4008001234").keeps(&r, None));
+        assert!(!f("95599").keeps(&r, None));
     }
 }

@@ -150,13 +150,10 @@ const LOST_MAXLEN: u64 = 10_000;
 
 /// An entry of the stream as read back.
 pub enum Entry<'a> {
-    Record(&'a str),
+    /// A record (JSON) and when Redis added it (Unix ms, from the entry's ID).
+    Record { json: &'a str, added_ms: u64 },
     /// `n` records of the gateway lost between `since_ms` and `to_ms` (the entry's time).
-    Lost {
-        n: u64,
-        since_ms: u64,
-        to_ms: u64,
-    },
+    Lost { n: u64, since_ms: u64, to_ms: u64 },
 }
 
 /// The time of the stream's oldest entry (Unix ms), if it holds one: records older than
@@ -220,7 +217,14 @@ pub async fn read_range(
             };
             let gw = field("gw").unwrap_or("-");
             if let Some(record) = field("record") {
-                f(gw, Entry::Record(record));
+                let added_ms = id_ms(id).unwrap_or(0);
+                f(
+                    gw,
+                    Entry::Record {
+                        json: record,
+                        added_ms,
+                    },
+                );
                 n += 1;
             } else if let Some(lost) = field(LOST).and_then(|v| v.parse().ok()) {
                 let to_ms = id_ms(id).unwrap_or(u64::MAX);

@@ -114,6 +114,10 @@ struct Batched {
     pending: Vec<u8>,
     /// Entries in `pending` (records, packets).
     pending_n: u64,
+    /// The time of the newest entry, ms since the epoch: the file's modification time
+    /// is kept at least this, so that it tells `trace` where the file's records end
+    /// even when the clock went back after they were stamped.
+    newest_ms: u64,
 }
 
 impl Batched {
@@ -125,6 +129,7 @@ impl Batched {
             len: 0,
             pending: Vec::with_capacity(64 * 1024),
             pending_n: 0,
+            newest_ms: 0,
         })
     }
 
@@ -144,6 +149,13 @@ impl Batched {
         match r {
             Ok(()) => {
                 self.len += taken;
+                // The write stamped the file with the clock's now; an entry stamped
+                // later (the clock stepped back since) moves the stamp to it. The
+                // record files' spans are what `trace --since/--until` picks them by.
+                let newest = UNIX_EPOCH + Duration::from_millis(self.newest_ms);
+                if newest > SystemTime::now() {
+                    let _ = self.file.set_modified(newest);
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -164,7 +176,11 @@ struct Writer {
     /// The pcap of rejected calls (removed at rotation if it took no packet).
     pcap: Option<Batched>,
     want_pcap: bool,
+    /// When the open file was opened (for `rotate_secs`), by this writer's clock.
     opened_at: u64,
+    /// The time in its name: the opening, or its first record's when that is earlier
+    /// (a record stamped before a step of the clock forward).
+    named_at: u64,
     /// Since when writes fail (a full or read-only disk), and when they last did: said
     /// once, and once more when they have gone through for a while ([`RECOVERED`]),
     /// not at each batch that happens to fit while the disk is nearly full.
@@ -180,6 +196,11 @@ struct Writer {
     look_every: Duration,
     metrics: Arc<Metrics>,
 }
+
+/// How far before its file's name a record's time may be without starting a new file:
+/// records queued while the file was opened, and small steps of the clock, stay within
+/// the minute of slack `trace` allows around a file's span.
+const STEP_BACK_MS: u64 = 10_000;
 
 /// How often the open records file's path is checked for being the same file.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -209,6 +230,7 @@ impl Writer {
             pcap: None,
             want_pcap: conf.pcap_rejected,
             opened_at: 0,
+            named_at: 0,
             failing: None,
             reopen_at: None,
             looked_at: Instant::now(),
@@ -291,7 +313,8 @@ impl Writer {
                 bytes,
             } => {
                 if self.file.is_none() && self.may_open() {
-                    self.rotate(now_secs());
+                    let now = now_secs();
+                    self.rotate(now, now);
                 }
                 let Some(p) = self.pcap.as_mut() else {
                     self.metrics.rejected_pcap_dropped.inc();
@@ -301,6 +324,7 @@ impl Writer {
                 if p.size() == 0 {
                     p.pending.extend_from_slice(&file_header(LINKTYPE_RAW));
                 }
+                p.newest_ms = p.newest_ms.max(ts_ms);
                 let pkt = udp_packet(src, dst, &bytes);
                 let (sec, usec) = ((ts_ms / 1000) as u32, (ts_ms % 1000 * 1000) as u32);
                 push_record(&mut p.pending, sec, usec, &pkt, pkt.len() as u32);
@@ -316,14 +340,21 @@ impl Writer {
 
     fn write(&mut self, r: &Record) {
         let now = now_secs();
+        // A record stamped well before the open file's name (the wall clock stepped
+        // back) starts a new file: each file then holds the records from the time in
+        // its name to its modification time, which is how `trace` picks files for a
+        // window (QA 192 F7: records written after a step back of an hour sat in a file
+        // named an hour later and were not found by time).
+        let stepped_back = r.ts_ms.saturating_add(STEP_BACK_MS) < self.named_at * 1000;
         if (self
             .file
             .as_ref()
             .is_none_or(|f| f.size() >= self.rotate_bytes)
-            || now.saturating_sub(self.opened_at) >= self.rotate_secs)
+            || now.saturating_sub(self.opened_at) >= self.rotate_secs
+            || stepped_back)
             && self.may_open()
         {
-            self.rotate(now);
+            self.rotate(now, now.min(r.ts_ms / 1000));
         }
         let Some(f) = self.file.as_mut() else {
             self.metrics.records_dropped.inc();
@@ -332,6 +363,7 @@ impl Writer {
         if serde_json::to_writer(&mut f.pending, r).is_ok() {
             f.pending.push(b'\n');
             f.pending_n += 1;
+            f.newest_ms = f.newest_ms.max(r.ts_ms);
         }
     }
 
@@ -401,15 +433,16 @@ impl Writer {
         }
     }
 
-    fn rotate(&mut self, now: u64) {
+    /// Starts the next file, opened `now` and named by `named` (seconds).
+    fn rotate(&mut self, now: u64, named: u64) {
         self.flush();
         self.file = None;
         self.close_pcap();
         // Unique name even when rotating twice in one second.
-        let mut name = self.dir.join(format!("records-{now}.jsonl"));
+        let mut name = self.dir.join(format!("records-{named}.jsonl"));
         let mut n = 1;
         while name.exists() {
-            name = self.dir.join(format!("records-{now}-{n}.jsonl"));
+            name = self.dir.join(format!("records-{named}-{n}.jsonl"));
             n += 1;
         }
         // The directory removed while running (QA 119 N2) is made again, as at start.
@@ -423,7 +456,7 @@ impl Writer {
         match opened {
             Ok(f) => {
                 self.file = Some(f);
-                self.opened_at = now;
+                (self.opened_at, self.named_at) = (now, named);
             }
             Err(e) => {
                 self.reopen_at = Some(Instant::now() + REOPEN);
@@ -572,17 +605,22 @@ mod tests {
             "INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{i}\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag={i}\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: full-{i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )))
         .expect("parses");
+        record_at(p, &m, now_secs() * 1000)
+    }
+
+    /// The record of `m` judged at `ms` (since the epoch) by the wall clock.
+    fn record_at(p: &Policy, m: &crate::sip::Message, ms: u64) -> Record {
         let src = "127.0.0.1:5070".parse().expect("address");
         let ctx = Context {
             source: src,
             local: None,
             trunk: Some(0),
-            now_ms: 1_000,
-            wall_ms: 1_000,
+            now_ms: ms,
+            wall_ms: ms,
             rates: &NoCounting,
             behaviour: &crate::behaviour::NoTracking,
         };
-        Record::new(p, &m, &decide(p, &m, &ctx), src, 1_000)
+        Record::new(p, m, &decide(p, m, &ctx), src, ms)
     }
 
     /// Files of 1 GiB at most, rotated after `rotate_secs`, kept `retention_secs`.
@@ -741,6 +779,61 @@ mod tests {
         assert!(len > 24, "{len}");
     }
 
+    /// Each file holds the records from the time in its name to its modification time,
+    /// whatever the clock did (QA 192 F7): a record stamped well before its file's name
+    /// (the clock went back) starts the next file, and a file holding a record stamped
+    /// after now (stamped before the clock went back) is modified no earlier.
+    #[test]
+    fn a_file_spans_its_records_when_the_clock_went_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = Policy::builtin().expect("built-in policy");
+        let m = crate::sip::Message::parse(Bytes::from_static(
+            b"INVITE sip:4008001234@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKs\r\nFrom: <sip:+8613812345678@127.0.0.1>;tag=1\r\nTo: <sip:4008001234@127.0.0.1>\r\nCall-ID: step\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .expect("parses");
+        let mut w = Writer::new(
+            dir.path().to_path_buf(),
+            &conf(3600, 86_400, false),
+            Arc::new(Metrics::new()),
+        );
+        let now = now_secs() * 1000;
+        // Stamped two hours ahead of this clock (which went back since), then an hour
+        // behind it (the clock went back past the file's opening), then a few seconds
+        // before that (queued a moment earlier: the same file).
+        for ts in [now + 7_200_000, now - 3_600_000, now - 3_605_000] {
+            w.item(Item::Record(Box::new(record_at(&p, &m, ts))));
+            w.flush();
+        }
+        let files = record_files(dir.path()).expect("listed");
+        assert_eq!(files.len(), 2, "{files:?}");
+        let modified = |f: &PathBuf| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+                .duration_since(UNIX_EPOCH)
+                .expect("after the epoch")
+                .as_millis() as u64
+        };
+        let stamps = |f: &PathBuf| -> Vec<u64> {
+            std::fs::read_to_string(f)
+                .expect("read")
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).expect("json")["ts_ms"]
+                        .as_u64()
+                        .expect("ts")
+                })
+                .collect()
+        };
+        // Oldest name first: the file after the step, then the one before it.
+        assert_eq!(stamps(&files[0].1), [now - 3_600_000, now - 3_605_000]);
+        assert_eq!(files[0].0 * 1000, now - 3_600_000);
+        assert_eq!(stamps(&files[1].1), [now + 7_200_000]);
+        assert_eq!(files[1].0 * 1000, now);
+        assert!(modified(&files[1].1) >= now + 7_200_000);
+        assert!(modified(&files[0].1) >= now);
+    }
+
     #[test]
     fn quiet_hours_leave_no_empty_files() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -810,7 +903,8 @@ mod tests {
         w.failing = Some((now, now));
         // A disk with room again (the next file): written. (The episode ends once
         // writes have gone through for a while, not at the first one.)
-        w.rotate(now_secs());
+        let now = now_secs();
+        w.rotate(now, now);
         w.item(Item::Record(Box::new(record(&p, 9))));
         w.flush();
         assert_eq!(metrics.records_written.get(), 1);
