@@ -1199,7 +1199,7 @@ fn decide_message(policy: &Policy, msg: &Message, ctx: &Context<'_>) -> Decision
         // the keep-alive OPTIONS the gateway answers itself, nor ACK and CANCEL, which
         // no one may challenge (RFC 3261 22.1).
         let by_auth_alone = || {
-            trunk.is_some_and(|t| policy.trunks[t].sources.is_empty())
+            trunk.is_some_and(|t| policy.trunks[t].told_by_digest_alone())
                 && match method {
                     Method::Ack | Method::Cancel => false,
                     Method::Options if kind == Kind::OtherRequest && addressed_to_proxy(msg) => {

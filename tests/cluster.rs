@@ -289,6 +289,40 @@ fn contracted_frequency_holds_across_three_gateways_and_records_meet_in_one_stre
     assert_eq!(none.lines().count(), 1, "{none}");
 }
 
+/// `sipfence trace --redis --json ARGS` over the built-in policy sharing `redis`: its
+/// exit status, the Call-IDs of the records it printed in order, its stderr.
+fn trace_stream(redis: &RedisServer, args: &[&str]) -> (Option<i32>, Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[redis]\nurl = \"{}\"\n",
+            sipfence::policy::BUILTIN_CONFIG,
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
+        .args(["trace", "--redis", "--json", "--config"])
+        .arg(&cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["call_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    (
+        out.status.code(),
+        ids,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `trace --redis` pages through a long stream (1,000 entries per XRANGE): every entry
 /// once, none twice at a page boundary, in the order added; entries without a record
 /// field are skipped, unreadable records named.
@@ -337,33 +371,8 @@ fn trace_reads_a_long_stream_page_by_page() {
     c.read_to_string(&mut replies).unwrap();
     let ids_added = replies.lines().filter(|l| l.starts_with('$')).count();
     assert_eq!(ids_added, 2_502, "XADD replies: {replies:.200}");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\n[redis]\nurl = \"{}\"\n",
-            sipfence::policy::BUILTIN_CONFIG,
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-        .args([
-            "trace", "--redis", "--json", "--caller", "+86139*", "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["call_id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let (code, ids, err) = trace_stream(&redis, &["--caller", "+86139*"]);
+    assert_eq!(code, Some(0), "{err}");
     let want: Vec<String> = (0..2_500).map(|i| format!("page-{i}")).collect();
     assert_eq!(ids, want);
     assert!(
@@ -402,34 +411,13 @@ fn trace_finds_a_skewed_gateways_records_by_redis_time() {
         );
         redis.cli(&["XADD", "sipfence:records", "*", "gw", "gw0", "record", &rec]);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\n[redis]\nurl = \"{}\"\n",
-            sipfence::policy::BUILTIN_CONFIG,
-            redis.url()
-        ),
-    )
-    .unwrap();
     let trace = |since_ms: u64, until_ms: u64| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfence"))
-            .args(["trace", "--redis", "--json", "--config"])
-            .arg(&cfg)
-            .args(["--since", &format!("{:.3}", since_ms as f64 / 1000.0)])
-            .args(["--until", &format!("{:.3}", until_ms as f64 / 1000.0)])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.code() != Some(2), "{err}");
-        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["call_id"].as_str().unwrap().to_string()
-            })
-            .collect();
+        let (since, until) = (
+            format!("{:.3}", since_ms as f64 / 1000.0),
+            format!("{:.3}", until_ms as f64 / 1000.0),
+        );
+        let (code, mut ids, err) = trace_stream(&redis, &["--since", &since, "--until", &until]);
+        assert!(code != Some(2), "{err}");
         ids.sort();
         (ids, err)
     };

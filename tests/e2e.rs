@@ -635,19 +635,7 @@ fn a_step_of_the_wall_clock_ends_no_call_and_forgets_no_dialog() {
         1,
     );
     assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
-    let dir = tempfile::tempdir().unwrap();
-    let clock = dir.path().join("clock");
-    std::fs::write(&clock, "+0\n").unwrap();
-    let proxy = Proxy::start_env(
-        &cfg,
-        1,
-        &[
-            ("LD_PRELOAD", lib.as_os_str()),
-            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
-            ("FAKETIME_NO_CACHE", "1".as_ref()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
-        ],
-    );
+    let (proxy, clock, _dir) = under_faketime(&cfg, &lib);
     let stop = Arc::new(AtomicBool::new(false));
     let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
         if m.starts_with("ACK ") || m.starts_with("SIP/") {
@@ -742,6 +730,29 @@ fn a_step_of_the_wall_clock_ends_no_call_and_forgets_no_dialog() {
     core_side.join().unwrap();
 }
 
+/// The proxy on `cfg` with libfaketime (`lib`) preloaded, its wall clock stepped by
+/// what is written to the file returned (`+7h`, `-1h`: from the true time), its
+/// monotonic clock left true; the file is in the directory returned with it.
+fn under_faketime(
+    cfg: &str,
+    lib: &std::path::Path,
+) -> (Proxy, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let proxy = Proxy::start_env(
+        cfg,
+        1,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
+            ("FAKETIME_NO_CACHE", "1".as_ref()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+        ],
+    );
+    (proxy, clock, dir)
+}
+
 /// `trace --since/--until` finds the records written after the wall clock went back
 /// (QA 192 F7: they went into the file named before the step, whose span by the next
 /// file's name no longer held their times, and were not found by time). sipfence runs
@@ -756,19 +767,7 @@ fn records_written_after_the_clock_went_back_are_found_by_time() {
     };
     let base = port_block();
     let cfg = config(base, "") + "[records]\ndir = \"records\"\n";
-    let dir = tempfile::tempdir().unwrap();
-    let clock = dir.path().join("clock");
-    std::fs::write(&clock, "+0\n").unwrap();
-    let proxy = Proxy::start_env(
-        &cfg,
-        1,
-        &[
-            ("LD_PRELOAD", lib.as_os_str()),
-            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
-            ("FAKETIME_NO_CACHE", "1".as_ref()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
-        ],
-    );
+    let (proxy, clock, _dir) = under_faketime(&cfg, &lib);
     let stop = Arc::new(AtomicBool::new(false));
     let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
         if m.starts_with("INVITE ") {

@@ -425,11 +425,7 @@ pub fn warnings(p: &Policy) -> Vec<String> {
     }
     // Without sources, only the token of our Record-Route tells the peer's requests in
     // its dialogs from a stranger's with made-up tags (QA 189).
-    for t in p
-        .trunks
-        .iter()
-        .filter(|t| t.auth.is_some() && t.sources.is_empty())
-    {
+    for t in p.trunks.iter().filter(|t| t.told_by_digest_alone()) {
         if !t.record_route {
             out.push(format!(
                 "trunk {} is told by its digest answers alone and has no record_route: the requests of its dialogs (BYE, NOTIFY, INFO...) cannot be told from a stranger's and go on unchallenged, for the core to check; set record_route = true, and they must carry the token of sipfence's Record-Route",

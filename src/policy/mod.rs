@@ -394,7 +394,14 @@ impl Trunk {
     pub fn dialog_tokens(&self) -> Option<&auth::TrunkAuth> {
         self.auth
             .as_ref()
-            .filter(|_| self.sources.is_empty() && self.record_route)
+            .filter(|_| self.told_by_digest_alone() && self.record_route)
+    }
+
+    /// Whether only its callers' digest answers tell this trunk's requests from
+    /// anyone's (`[trunk.auth]` and no `sources`): what the rules, the load's checks
+    /// and `check` treat apart.
+    pub fn told_by_digest_alone(&self) -> bool {
+        self.auth.is_some() && self.sources.is_empty()
     }
 
     fn matches(&self, source: &SocketAddr, local: Option<&ListenSpec>) -> bool {
@@ -1504,7 +1511,7 @@ impl Policy {
             // anyone's: a trunk-auth rule that only watches (the usual way to roll
             // authentication out) would open the trunk to every address (QA 70).
             let auth_kind = trunk.action(RuleId::TrunkAuth).kind;
-            if t.sources.is_empty() && trunk.auth.is_some() && auth_kind != ActionKind::Reject {
+            if trunk.told_by_digest_alone() && auth_kind != ActionKind::Reject {
                 return Err(LoadError::file(
                     file,
                     format!(
