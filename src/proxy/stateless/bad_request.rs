@@ -1,0 +1,161 @@
+//! The answer to a request the parser refused, from what can still be read of it.
+
+use super::*;
+
+/// The code of the answer to a request the parser refused: 513 for a message over the
+/// size bound (RFC 3261 21.5.14), else 400.
+pub fn bad_request_code(e: &crate::sip::ParseError) -> u16 {
+    if e.kind == crate::sip::ErrorKind::TooLarge {
+        513
+    } else {
+        400
+    }
+}
+
+/// The answer (400, or 513 for a message over the size bound: RFC 3261 21.5.14) to a
+/// request the parser refused, when enough of it is readable to answer (start line,
+/// Via, Call-ID...): built from a lenient re-read of the header lines.
+pub fn bad_request_for(
+    data: &[u8],
+    source: SocketAddr,
+    conn: Option<u64>,
+    e: &crate::sip::ParseError,
+    server: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Option<Dest> {
+    out.clear();
+    let text = data.get(..data.len().min(crate::sip::MAX_MESSAGE))?;
+    let head_end = memchr::memmem::find(text, b"\r\n\r\n").unwrap_or(text.len());
+    let mut lines = text[..head_end]
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next()?;
+    // Only requests are answered, and never an ACK, in any case (QA 55: a broken `ack`
+    // was answered 400).
+    if first.starts_with(b"SIP/")
+        || lex::starts_with_ci(first, b"ACK ")
+        || !first.first().is_some_and(|&c| lex::is_token(c))
+    {
+        return None;
+    }
+    let mut vias = vec![];
+    // (name, whole line, value) of From, To, Call-ID and CSeq.
+    let mut keep = vec![];
+    // The first Via value that parses, read once: where the answer goes, and the top
+    // Via it fills in.
+    let mut top = None;
+    for l in lines {
+        let Some(colon) = l.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let n = lex::trim(&l[..colon]);
+        if !n.iter().all(|&c| lex::is_token(c)) {
+            continue;
+        }
+        let v = lex::trim(&l[colon + 1..]);
+        match HeaderName::parse(n) {
+            HeaderName::Via => {
+                if top.is_none() {
+                    top = via::parse_first(v, Span::new(0, v.len())).map(|x| (vias.len(), v, x));
+                }
+                vias.push(l);
+            }
+            name @ (HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq) => {
+                keep.push((name, l, v))
+            }
+            _ => {}
+        }
+    }
+    // A request whose every Via is unreadable (an IPv6 address without its brackets,
+    // QA 139) is answered too, where it came from, its Vias as they came: silence left
+    // its sender retransmitting to its timeout.
+    if top.is_none() && vias.is_empty() {
+        return None;
+    }
+    // As [`dest_for_response`]: the source port with rport, or from behind a NAT.
+    let (rport, port) = match &top {
+        Some((_, v, x)) => (x.rport.is_some() || natted_via(v, x, source), x.port),
+        None => (true, None),
+    };
+    let code = bad_request_code(e);
+    let why = if code == 513 {
+        format!("Message larger than {} bytes", crate::sip::MAX_MESSAGE)
+    } else {
+        e.to_string()
+    };
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_num(out, code as u64);
+    out.push(b' ');
+    out.extend_from_slice(response::phrase(code).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // As every answer of ours (RFC 3261 8.2.6.2, RFC 3581 4): the top Via told where the
+    // request came from, a To-tag the same for its retransmissions, Server.
+    for (i, l) in vias.iter().enumerate() {
+        if i == 0
+            && let Some((0, top_value, top_via)) = &top
+        {
+            let whole = Span::new(0, top_value.len());
+            response::push_top_via(out, top_value, whole, top_via, source);
+        } else {
+            push_printable(out, l);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let value = |name: HeaderName| {
+        keep.iter()
+            .find_map(|&(n, _, v)| (n == name).then_some(v))
+            .unwrap_or_default()
+    };
+    let tag = hex16(lex::tag_hash(&[
+        value(HeaderName::CallId),
+        value(HeaderName::From),
+        value(HeaderName::CSeq),
+    ]));
+    for &(name, l, v) in &keep {
+        push_printable(out, l);
+        if name == HeaderName::To && !v.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag=")) {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(&tag);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Reason: SIP;cause=");
+    push_num(out, code as u64);
+    out.extend_from_slice(b";text=\"");
+    out.extend(
+        why.bytes()
+            .filter(|&c| c != b'"' && c != b'\\' && c >= b' '),
+    );
+    out.extend_from_slice(b"\"\r\n");
+    if let Some(s) = server {
+        out.extend_from_slice(b"Server: ");
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some(match conn {
+        Some(c) => Dest::Tcp(c),
+        None => Dest::Udp(SocketAddr::new(
+            source.ip(),
+            if rport {
+                source.port()
+            } else {
+                port.unwrap_or(5060)
+            },
+        )),
+    })
+}
+
+/// A field line of a broken request, copied into our answer with every control
+/// character (a NUL, a bare CR: often what broke it) made a space: the caller still
+/// finds its From, To, Call-ID and CSeq, and gets back no byte a reader might end a line
+/// or a string at (QA 54).
+pub(super) fn push_printable(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend(line.iter().map(|&c| {
+        if (c < b' ' && c != b'\t') || c == 0x7f {
+            b' '
+        } else {
+            c
+        }
+    }));
+}
