@@ -504,6 +504,54 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
         id.asserted = Some(a2);
         id.asserted2 = Some(a);
     }
+    // A foreign caller's name that is its own number as written at home.
+    if let Some(shown) = id.display_number
+        && let Some(own) = id
+            .asserted
+            .and_then(|a| a.number())
+            .or(id.from.and_then(|f| f.number()))
+        && shown != own
+        && let Some(display) = msg.from_addr().and_then(|na| na.display)
+        && foreign_callers_own(unquote(display.of(b)), own, r, plan)
+    {
+        id.display_number = Some(own);
+    }
+}
+
+/// Whether a display name that is a number alone shows the foreign `caller`'s own
+/// number as people write it in the caller's country: without the country code
+/// (`"(415) 555-0123"` for +14155550123), with it but no '+' (`"1-415-555-0123"`), or
+/// behind the trunk digit 8 of the former Soviet plans (`"8 (916) 123-45-67"` for
+/// +79161234567). QA 197 F1: read in the home plan, such names showed a Shanghai number
+/// (`"2125550100"`), and an honest caller's name was taken off and its call labelled
+/// `generic-number`. Not when a callee here would read a domestic number in it: one
+/// written with the home trunk prefix (`"020 7123 4567"`, London's number, is a
+/// Guangzhou one to a callee here) or one the home plan holds as something else than a
+/// fixed line without its trunk prefix (a mobile, a 400 number, a service number).
+fn foreign_callers_own(text: &[u8], caller: Number, r: Reading<'_>, plan: &Plan) -> bool {
+    if caller.starts_with(r.home_cc)
+        || text.contains(&b'+')
+        || !crate::numbering::is_dial_string(text)
+    {
+        return false;
+    }
+    let mut buf = [0u8; 24];
+    let Some(d) = crate::numbering::drawn_digits(text, &mut buf) else {
+        return false;
+    };
+    let domestic = d.first() == Some(&b'0')
+        || normalise(d, r.home_cc, None).is_ok_and(|n| {
+            !matches!(
+                plan.classify(&n).class,
+                Class::Fixed | Class::Invalid | Class::Foreign
+            )
+        });
+    let c = caller.digits();
+    let national = |k: usize| {
+        let n = &c[k.min(c.len())..];
+        n.len() >= 7 && (d == n || d.len() == n.len() + 1 && d[0] == b'8' && &d[1..] == n)
+    };
+    !domestic && (d == c || (1..=3).any(national))
 }
 
 /// A presented value kept: the first, and the first after it that names another

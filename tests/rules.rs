@@ -1958,6 +1958,29 @@ fn generic_number_deletion_keeps_privacy() {
 
 /// A display name that shows a number is presented to the callee as much as the URI:
 /// one that shows another number than the caller's is a generic number and goes.
+/// QA 197 F2: opening hours after the caller's number in its display name are no digits
+/// of it where digits are read across any mark too (`"95588 8:00-20:00"` showed
+/// 9558880020, and the bank's own name was taken off as another number's); a short
+/// code hidden as a time is still read there.
+#[test]
+fn opening_hours_after_the_number_show_no_other_number() {
+    let p = policy("");
+    for (display, kept) in [
+        ("中国工商银行 95588 8:00-20:00", true),
+        ("中国工商银行 95588 08:30-20:00", true),
+        ("中国工商银行 95588 2024-01-10", true),
+        ("报警 1:10", false),
+        ("95588 1:10", false),
+    ] {
+        let m = with_from(
+            &format!("\"{display}\" <sip:95588@10.9.9.9>"),
+            "P-Asserted-Identity: <sip:+8695588@10.9.9.9>\r\n",
+        );
+        let d = passes(&p, &m, "ic");
+        assert_eq!(!d.rewrite_from, kept, "{display}: {d:?}");
+    }
+}
+
 #[test]
 fn generic_number_in_the_display_name() {
     let p = policy("");
@@ -1994,6 +2017,38 @@ fn generic_number_in_the_display_name() {
         let d = passes(&p, &m, "intl");
         assert!(!d.rewrite_from, "{display}: {d:?}");
         assert_eq!(d.rule, None, "{display}");
+    }
+    // QA 197 F1: a foreign caller's own number as written in its country (read in the
+    // home plan, "2125550100" showed a Shanghai number), with an asserted identity or
+    // without; but not where a callee here reads a domestic number: with the home trunk
+    // prefix (London's "020 7123 4567" is a Guangzhou number here), or a mobile's, a 400
+    // number's shape, nor beside a word.
+    for (display, caller, kept) in [
+        ("\"2125550100\"", "+12125550100", true),
+        ("\"(415) 555-0123\"", "+14155550123", true),
+        ("\"212-555-0100\"", "+12125550100", true),
+        ("\"1-415-555-0123\"", "+14155550123", true),
+        ("\"8 (916) 123-45-67\"", "+79161234567", true),
+        ("\"020 7123 4567\"", "+442071234567", false),
+        ("\"07700 900123\"", "+447700900123", false),
+        ("\"13812345678\"", "+4413812345678", false),
+        ("\"4008001234\"", "+444008001234", false),
+        ("\"2125550101\"", "+12125550100", false),
+        ("\"9 2125550100\"", "+12125550100", false),
+    ] {
+        for pai in ["", "P-Asserted-Identity: <sip:CALLER@x>\r\n"] {
+            let m = with_from(
+                &format!("{display} <sip:{caller}@10.9.9.9>"),
+                &pai.replace("CALLER", caller),
+            );
+            let d = passes(&p, &m, "intl");
+            assert_eq!(!d.rewrite_from, kept, "{display} {caller} {pai}: {d:?}");
+            assert_eq!(
+                d.rule == Some(RuleId::GenericNumber),
+                !kept,
+                "{display} {caller} {pai}"
+            );
+        }
     }
     // On enterprise trunks the shown number is judged instead: refused unless
     // contracted.
@@ -7142,6 +7197,12 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "ACME 2024.01.10-2024.02.10",
         "ACME 24-01-10 09:30",
         "Open 9:00-18:00",
+        // QA 197 F2: opening hours after the number, an hour of one digit.
+        "中国银行 13912340001 9:00-17:00",
+        "ACME 139 1234 0001 8:00-20:00",
+        "ACME 13912340001 2024-01-10",
+        "ACME 139-1234-0001 10/01 09:00",
+        "ACME 139 1234 1023 8:00-17:00",
         "ACME [Shenzhen] Co.",
         "客服中心【总部】",
         "Q1|2024|Report",

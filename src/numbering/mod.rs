@@ -358,7 +358,8 @@ pub fn embedded_numbers_in(
                 run.open = true;
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
-                if let Some(g) = group.take() {
+                if let Some(mut g) = group.take() {
+                    g.calendar |= starts_calendar(&g, &text[i..]);
                     let unit = if amounts == Some(true) {
                         amount_goes_on(&g, c, &text[i..], display)
                     } else {
@@ -385,7 +386,8 @@ pub fn embedded_numbers_in(
             _ if run.open
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
-                if let Some(g) = group.take() {
+                if let Some(mut g) = group.take() {
+                    g.calendar |= starts_calendar(&g, &text[i..]);
                     let unit = if amounts == Some(true) {
                         quantity_after(&text[i..], true)
                     } else {
@@ -422,6 +424,56 @@ pub fn embedded_numbers_in(
     }
     if let Some(g) = group.take() {
         run.close(g, false, Amount::None, &mut budget, &mut each);
+    }
+}
+
+/// Whether the group `g`, ended by the mark `rest` starts with, begins a time of day or
+/// a date that the digits after it complete, as [`Run::note_calendar`] tells them. That
+/// flags a date's groups once its last one is read, which is too late for the pieces
+/// that end with its first (QA 197 F2: `"中国银行 95566 9:00-17:00"` showed 955669, and
+/// `"021-5055-1000 9:00-18:00"` a Beijing number).
+fn starts_calendar(g: &Group, rest: &[u8]) -> bool {
+    let Some(&sep) = rest.first() else {
+        return false;
+    };
+    if !matches!(sep, b':' | b'/' | b'-' | b'.') {
+        return false;
+    }
+    // Up to two groups of ASCII digits after it, each ended by the same mark or by
+    // anything else: their values and lengths.
+    let mut parts = [(0u32, 0usize); 2];
+    let (mut at, mut k) = (1, 0);
+    while k < parts.len() {
+        let n = rest
+            .get(at..)
+            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
+        if n == 0 || n > 4 {
+            break;
+        }
+        let v = rest[at..at + n]
+            .iter()
+            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+        parts[k] = (v, n);
+        k += 1;
+        at += n;
+        if rest.get(at) != Some(&sep) {
+            break;
+        }
+        at += 1;
+    }
+    let day_or_month = |(v, n): (u32, usize)| n <= 2 && (1..=31).contains(&v);
+    let year = |(v, n): (u32, usize)| n == 4 && (1900..=2099).contains(&v) || n == 2;
+    let first = (g.value(), g.n);
+    match (sep, k) {
+        (_, 0) => false,
+        (b':', _) => g.n <= 2 && first.0 <= 24 && parts[0].1 == 2 && parts[0].0 <= 59,
+        (b'/', 1) => day_or_month(first) && day_or_month(parts[0]),
+        (_, 2) => {
+            year(first) && day_or_month(parts[0]) && day_or_month(parts[1])
+                || day_or_month(first) && day_or_month(parts[0]) && year(parts[1])
+                || sep == b'/' && day_or_month(first) && day_or_month(parts[0])
+        }
+        _ => false,
     }
 }
 
@@ -1062,9 +1114,7 @@ impl Run {
         g.quantity = self.quantity;
         self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
         self.len += 1;
-        if self.dates {
-            self.note_calendar();
-        }
+        self.note_calendar();
         // The pieces ending here, shortest first: each takes the group before the last
         // one's digits in front of them, so they are written back to front, once.
         let mut buf = [0u8; EMBEDDED_MAX_DIGITS + 1];
@@ -1073,6 +1123,10 @@ impl Run {
         // Whether the groups after the head are joined by white space alone, and all
         // hold one digit.
         let (mut spaced, mut single, mut marked, mut calendar) = (true, true, false, false);
+        // Whether a group that is no date's nor time's is in the piece, and whether the
+        // group read now is one.
+        let mut plain = false;
+        let ends_calendar = self.groups[(self.len - 1) % EMBEDDED_MAX_DIGITS].calendar;
         for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
             if k > 0 {
                 let joined = &self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS];
@@ -1082,6 +1136,7 @@ impl Run {
             let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
             single &= head.n == 1;
             calendar |= head.calendar;
+            plain |= !head.calendar;
             digits += head.n;
             if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
                 break;
@@ -1122,6 +1177,10 @@ impl Run {
             // A lone group with a sign: counted like words (kept if an emergency number).
             let lone_signed = self.len == 1 && self.signed;
             let by_marks = self.price && digits < 7 || (self.decimal || self.signed) && digits < 5;
+            // Where digits are read across any mark, a date's or a time's are still read
+            // for a short code (`"1:10"` is how 110 is hidden), but not run on from a
+            // number before them (`"95588 8:00-20:00"` showed 9558880020, QA 197 F2).
+            let calendar = calendar && (self.dates || plain && ends_calendar);
             if by_marks && !lone_signed || marked && digits < 10 && !across_marks || calendar {
                 continue;
             }
