@@ -64,6 +64,9 @@ fn every_written_form_is_the_same_number() {
         "tel:+86-138-1234-5678",
         "sip:+8613812345678@gw.example.net;user=phone",
         "＋８６１３８１２３４５６７８",
+        // QA 197: the national form with the country code put in front of it.
+        "+86013812345678",
+        "sip:+86013812345678@gw.example.net;user=phone",
     ];
     let (_, first) = number(&[], forms[0]);
     assert_eq!(first["number"], "+8613812345678");
@@ -105,6 +108,8 @@ fn every_written_form_is_the_same_number() {
             "+8613912345678",
         ),
         ("\"Alice\" <tel:+86-10-5555-0100>", "+861055550100"),
+        ("+86 021 5055 1001", "+862150551001"),
+        ("0086-010-5555-0100", "+861055550100"),
     ] {
         assert_eq!(number(&[], f).1["number"], want, "{f}");
     }

@@ -1532,7 +1532,9 @@ pub fn normalise_prefix(raw: &[u8], home_cc: &[u8]) -> Result<Number, NotANumber
         }
     }
     if !home_cc.is_empty() && d[..n].starts_with(home_cc) {
-        return Number::from_digits(&d[..n]).ok_or(NotANumber::TooLong);
+        return Number::from_digits(&d[..n])
+            .map(|p| without_trunk_zero(p, home_cc))
+            .ok_or(NotANumber::TooLong);
     }
     normalise(t, home_cc, None)
 }
@@ -1546,7 +1548,24 @@ pub fn normalise_as(
     reading: Reading<'_>,
     phone_context: Option<&[u8]>,
 ) -> Result<Number, NotANumber> {
-    read_number(raw, reading, phone_context)
+    read_number(raw, reading, phone_context).map(|n| without_trunk_zero(n, reading.home_cc))
+}
+
+/// The home country code followed by the trunk prefix (`+8602150551001`, `0086 0 21...`:
+/// the national form with the country code put in front, as some gateways and PBXs
+/// write it, QA 197): no national number of the home plan starts with 0, so that 0 is
+/// no digit of the number, as E.123's bracketed `(0)` is not. (Other plans' numbers
+/// may: Italy's +39 06... keep theirs.)
+fn without_trunk_zero(n: Number, home_cc: &[u8]) -> Number {
+    match n.digits().strip_prefix(home_cc) {
+        Some([b'0', rest @ ..]) if !home_cc.is_empty() && rest.len() >= 3 => {
+            let mut d = [0u8; MAX_DIGITS];
+            d[..home_cc.len()].copy_from_slice(home_cc);
+            d[home_cc.len()..home_cc.len() + rest.len()].copy_from_slice(rest);
+            Number::from_digits(&d[..home_cc.len() + rest.len()]).unwrap_or(n)
+        }
+        _ => n,
+    }
 }
 
 fn read_number(
@@ -2275,7 +2294,20 @@ mod tests {
         // The bracketed trunk prefix after a country code (E.123) is not dialled.
         assert_eq!(n("+44 (0)20 7123 4567"), Ok("+442071234567".to_string()));
         assert_eq!(n("+86 (0)10 5555 0100"), Ok("+861055550100".to_string()));
-        assert_eq!(n("+86 (010) 5555 0100"), Ok("+8601055550100".to_string()));
+        // The home country code before the national form, trunk prefix and all (QA 197):
+        // no home number starts with 0; another plan's may.
+        for t in [
+            "+86 (010) 5555 0100",
+            "+8601055550100",
+            "008601055550100",
+            "+86-010-5555-0100",
+            "tel:+86-010-5555-0100",
+        ] {
+            let t = t.strip_prefix("tel:").unwrap_or(t);
+            assert_eq!(n(t), Ok("+861055550100".to_string()), "{t}");
+        }
+        assert_eq!(n("+390612345678"), Ok("+390612345678".to_string()));
+        assert_eq!(n("+8601"), Ok("+8601".to_string()));
         // What a screen shows as spaces, dashes and dots separates; what it does not
         // show at all is read through.
         for t in [
