@@ -512,7 +512,7 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
             .or(id.from.and_then(|f| f.number()))
         && shown != own
         && let Some(display) = msg.from_addr().and_then(|na| na.display)
-        && foreign_callers_own(unquote(display.of(b)), own, r, plan)
+        && foreign_callers_own(unquote(display.of(b)), own, &id.shown_all, r, plan)
     {
         id.display_number = Some(own);
     }
@@ -527,9 +527,23 @@ pub fn extract_into(msg: &Message, r: Reading<'_>, plan: &Plan, id: &mut CallerI
 /// `generic-number`. Not when a callee here would read a domestic number in it: one
 /// written with the home trunk prefix (`"020 7123 4567"`, London's number, is a
 /// Guangzhou one to a callee here) or one the home plan holds as something else than a
-/// fixed line without its trunk prefix (a mobile, a 400 number, a service number).
-fn foreign_callers_own(text: &[u8], caller: Number, r: Reading<'_>, plan: &Plan) -> bool {
-    if caller.starts_with(r.home_cc)
+/// fixed line without its trunk prefix (a mobile, a 400 number, a service number), whole
+/// or in part: of the numbers the reader found in it (`shown`), any but a fixed line's
+/// (QA 199 FA: `"95588 123"` over +85295588123 showed the bank's number, and
+/// `"1-400-123-4567"` a 400 number).
+fn foreign_callers_own(
+    text: &[u8],
+    caller: Number,
+    shown: &Shown,
+    r: Reading<'_>,
+    plan: &Plan,
+) -> bool {
+    let only_fixed = !shown.overflow
+        && shown
+            .iter()
+            .all(|n| n == caller || plan.classify(&n).class == Class::Fixed);
+    if !only_fixed
+        || caller.starts_with(r.home_cc)
         || text.contains(&b'+')
         || !crate::numbering::is_dial_string(text)
     {

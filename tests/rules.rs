@@ -1969,6 +1969,10 @@ fn opening_hours_after_the_number_show_no_other_number() {
         ("中国工商银行 95588 8:00-20:00", true),
         ("中国工商银行 95588 08:30-20:00", true),
         ("中国工商银行 95588 2024-01-10", true),
+        // QA 199 FC: a date and a time together make no number either.
+        ("2026-12-07 09:00", true),
+        ("10/01 09:00-18:00", true),
+        ("营业 8：00-20：00", true),
         ("报警 1:10", false),
         ("95588 1:10", false),
     ] {
@@ -2035,6 +2039,13 @@ fn generic_number_in_the_display_name() {
         ("\"4008001234\"", "+444008001234", false),
         ("\"2125550101\"", "+12125550100", false),
         ("\"9 2125550100\"", "+12125550100", false),
+        // QA 199 FA: a service, emergency, 400, 800 or mobile number inside the
+        // caller's own digits is what a callee here reads.
+        ("\"95588 123\"", "+85295588123", false),
+        ("\"110 00000\"", "+85211000000", false),
+        ("\"1-400-123-4567\"", "+14001234567", false),
+        ("\"8 (800) 555-35-35\"", "+78005553535", false),
+        ("\"49 1512 3456789\"", "+4915123456789", false),
     ] {
         for pai in ["", "P-Asserted-Identity: <sip:CALLER@x>\r\n"] {
             let m = with_from(
@@ -7203,6 +7214,9 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "ACME 13912340001 2024-01-10",
         "ACME 139-1234-0001 10/01 09:00",
         "ACME 139 1234 1023 8:00-17:00",
+        // QA 199 FB: typed with a Chinese input method.
+        "ACME 139 1234 1023 8：00-17：00",
+        "ACME 139 1234 1023 ８：００－１７：００",
         "ACME [Shenzhen] Co.",
         "客服中心【总部】",
         "Q1|2024|Report",

@@ -433,33 +433,36 @@ pub fn embedded_numbers_in(
 /// that end with its first (QA 197 F2: `"中国银行 95566 9:00-17:00"` showed 955669, and
 /// `"021-5055-1000 9:00-18:00"` a Beijing number).
 fn starts_calendar(g: &Group, rest: &[u8]) -> bool {
-    let Some(&sep) = rest.first() else {
-        return false;
-    };
-    if !matches!(sep, b':' | b'/' | b'-' | b'.') {
+    // Read as drawn: full-width marks and digits are theirs (`"9：00"`, as Chinese
+    // input methods type it: QA 199 FB).
+    let (sep, len) = unit(rest);
+    if rest.is_empty() || !matches!(sep, b':' | b'/' | b'-' | b'.') {
         return false;
     }
-    // Up to two groups of ASCII digits after it, each ended by the same mark or by
-    // anything else: their values and lengths.
+    // Up to two groups of digits after it, each ended by the same mark or by anything
+    // else: their values and lengths.
     let mut parts = [(0u32, 0usize); 2];
-    let (mut at, mut k) = (1, 0);
+    let (mut at, mut k) = (len, 0);
     while k < parts.len() {
-        let n = rest
-            .get(at..)
-            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
+        let (mut v, mut n) = (0u32, 0usize);
+        while at < rest.len() {
+            let (c, l) = unit(&rest[at..]);
+            if !c.is_ascii_digit() || n == 5 {
+                break;
+            }
+            v = v * 10 + u32::from(c - b'0');
+            n += 1;
+            at += l;
+        }
         if n == 0 || n > 4 {
             break;
         }
-        let v = rest[at..at + n]
-            .iter()
-            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
         parts[k] = (v, n);
         k += 1;
-        at += n;
-        if rest.get(at) != Some(&sep) {
+        if at >= rest.len() || unit(&rest[at..]).0 != sep {
             break;
         }
-        at += 1;
+        at += unit(&rest[at..]).1;
     }
     let day_or_month = |(v, n): (u32, usize)| n <= 2 && (1..=31).contains(&v);
     let year = |(v, n): (u32, usize)| n == 4 && (1900..=2099).contains(&v) || n == 2;
@@ -1126,12 +1129,15 @@ impl Run {
         // Whether a group that is no date's nor time's is in the piece, and whether the
         // group read now is one.
         let mut plain = false;
+        // Whether the piece runs across white space.
+        let mut words = false;
         let ends_calendar = self.groups[(self.len - 1) % EMBEDDED_MAX_DIGITS].calendar;
         for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
             if k > 0 {
                 let joined = &self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS];
                 spaced &= joined.spaced;
                 marked |= joined.marked;
+                words |= joined.blank;
             }
             let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
             single &= head.n == 1;
@@ -1179,8 +1185,9 @@ impl Run {
             let by_marks = self.price && digits < 7 || (self.decimal || self.signed) && digits < 5;
             // Where digits are read across any mark, a date's or a time's are still read
             // for a short code (`"1:10"` is how 110 is hidden), but not run on from a
-            // number before them (`"95588 8:00-20:00"` showed 9558880020, QA 197 F2).
-            let calendar = calendar && (self.dates || plain && ends_calendar);
+            // number before them (`"95588 8:00-20:00"` showed 9558880020, QA 197 F2),
+            // nor from one date or time to the next (`"2026-12-07 09:00"`, QA 199 FC).
+            let calendar = calendar && (self.dates || plain && ends_calendar || !plain && words);
             if by_marks && !lone_signed || marked && digits < 10 && !across_marks || calendar {
                 continue;
             }
