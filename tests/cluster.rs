@@ -2152,6 +2152,102 @@ fn concurrent_calls_are_shared_across_gateways() {
     });
 }
 
+/// A call admitted at one gateway and hung up through the other (a PBX that sends its
+/// BYE to whichever gateway it likes, or after a failover): the gateway that carried the
+/// BYE and saw the core's 2xx tells the fleet, and the one that admitted the call gives
+/// its place back (QA 198 F1: the places stayed taken for four hours, and a trunk whose
+/// PBX did that filled up with calls long over, refused at every gateway).
+#[test]
+fn a_call_hung_up_through_another_gateway_frees_its_place() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !redis_available() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let bases: Vec<u16> = (0..2).map(|_| port_block()).collect();
+    let redis = RedisServer::start(bases[0] + 35);
+    let core = bases[0] + 10;
+    let gws: Vec<Proxy> = bases
+        .iter()
+        .map(|&b| calls_gateway(0, b, core, &redis.url(), 1))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let core_side = common::udp_core(core, stop.clone(), |m, from, sock| {
+        if m.starts_with("ACK ") || m.starts_with("SIP/") {
+            return;
+        }
+        let mut answer = common::answer_as_uas(m, "200 OK");
+        if m.starts_with("INVITE ") {
+            answer = answer.replacen(
+                "\r\nTo: <sip:+861012345678@127.0.0.1>",
+                "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
+                1,
+            );
+        }
+        sock.send_to(answer.as_bytes(), from).unwrap();
+    });
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let request = |method: &str, id: &str, cseq: u32, to_tag: &str| {
+        format!(
+            "{method} sip:+861012345678@127.0.0.1:{core} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}-{cseq}\r\nFrom: <sip:+8613912345678@{me}>;tag=pbx\r\nTo: <sip:+861012345678@127.0.0.1>{to_tag}\r\nCall-ID: {id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{me}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let metric = |g: usize, name: &str| gws[g].metric(name);
+    let up = |g: usize| metric(g, "sipfence_concurrent_calls{trunk=\"ic\"}");
+    assert_eq!(
+        final_answer(&caller, bases[0], &request("INVITE", "across-1", 1, "")),
+        Some(200)
+    );
+    caller
+        .send_to(
+            request("ACK", "across-1", 1, ";tag=core").as_bytes(),
+            ("127.0.0.1", bases[0]),
+        )
+        .unwrap();
+    assert_eq!(up(0), 1.0);
+    wait_for("gateway 1 to learn of the call", 5, || {
+        metric(1, "sipfence_concurrent_calls_elsewhere{trunk=\"ic\"}") == 1.0
+    });
+    assert_eq!(
+        final_answer(&caller, bases[1], &request("INVITE", "across-2", 1, "")),
+        Some(503),
+        "the trunk's one place is taken"
+    );
+    // The BYE through the other gateway.
+    assert_eq!(
+        final_answer(
+            &caller,
+            bases[1],
+            &request("BYE", "across-1", 2, ";tag=core")
+        ),
+        Some(200)
+    );
+    wait_for("gateway 0 to give the place back", 5, || up(0) == 0.0);
+    let ended = |g: usize, side: &str| {
+        metric(
+            g,
+            &format!("sipfence_concurrent_calls_ended_elsewhere_total{{side=\"{side}\"}}"),
+        )
+    };
+    assert_eq!((ended(1, "told"), ended(0, "heard")), (1.0, 1.0));
+    assert_eq!((ended(0, "told"), ended(1, "heard")), (0.0, 0.0));
+    wait_for("gateway 1 to learn the place is free", 5, || {
+        metric(1, "sipfence_concurrent_calls_elsewhere{trunk=\"ic\"}") == 0.0
+    });
+    assert_eq!(
+        final_answer(&caller, bases[1], &request("INVITE", "across-3", 1, "")),
+        Some(200),
+        "the place is free at either gateway"
+    );
+    stop.store(true, Ordering::Relaxed);
+    core_side.join().unwrap();
+}
+
 /// `[proxy] calls_file` with Redis: the stop that writes the calls up for the next
 /// start leaves its count in the trunk's hash dated a restart's time ahead, so the
 /// other gateways go on counting them meanwhile (QA 135: taken out, they counted

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    Proxy, Uac, port_block, run_sipp, sipp_available, sipp_uas, sipp_uas_on, uac_scenario,
+    Proxy, Uac, port_block, run_sipp, sipp_available, sipp_uas, sipp_uas_on, uac_scenario, udp_core,
 };
 use std::net::UdpSocket;
 use std::path::Path;
@@ -16,26 +16,6 @@ fn invite_from(me: std::net::SocketAddr, caller: &str, id: &str) -> String {
     format!(
         "INVITE sip:+861012345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{id}\r\nFrom: <sip:{caller}@{me}>;tag=1\r\nTo: <sip:+861012345678@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
-}
-
-/// A UDP core on 127.0.0.1:`port`: every datagram it gets, until `stop`, goes to `on`
-/// (the message, its sender, the core's socket to answer by).
-fn udp_core(
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    mut on: impl FnMut(&str, std::net::SocketAddr, &UdpSocket) + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    let core = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-    core.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 4096];
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok((n, from)) = core.recv_from(&mut b) {
-                on(&String::from_utf8_lossy(&b[..n]), from, &core);
-            }
-        }
-    })
 }
 
 /// Waits until the proxy marks no next hop down, for at most `wait`.

@@ -40,6 +40,14 @@ struct Table {
     up: HashMap<u64, u32, ahash::RandomState>,
     /// Calls up at the other gateways, per trunk, as last learnt through Redis.
     elsewhere: HashMap<u64, u32, ahash::RandomState>,
+    /// Callers' BYEs, sent to the core, of calls not held here on trunks whose calls
+    /// are shared: when each was sent (steady ms). A call admitted at another gateway
+    /// and ended through this one holds its place there until that gateway is told
+    /// (QA 198 F1: a PBX that sent its BYEs to the other gateway of two filled its trunk
+    /// with calls long over, and both refused calls).
+    byes_elsewhere: HashMap<u64, u64, ahash::RandomState>,
+    /// Calls the core's 2xx to such a BYE ended, to tell the other gateways.
+    ended: Vec<u64>,
     /// No call in `calls` has a deadline before this (0: not known). Deadlines only
     /// move later, so a sweep before it would free nothing: a full trunk's refusals cost
     /// one comparison, not a pass over every call up (QA 148: with 100,000 calls up,
@@ -82,7 +90,22 @@ impl Table {
 #[derive(Debug, Default)]
 pub struct LiveCalls {
     t: Mutex<Table>,
+    /// Whether other gateways share the calls ([`crate::cluster::calls`]): only then is
+    /// a BYE of a call not held here of any use to remember.
+    shared: std::sync::atomic::AtomicBool,
+    /// Calls this gateway told the others had ended, and calls of its own it learnt
+    /// had ended through another gateway.
+    told: std::sync::atomic::AtomicU64,
+    heard: std::sync::atomic::AtomicU64,
 }
+
+/// At most this many BYEs of calls held elsewhere are remembered, and this many ended
+/// calls wait to be told: a gateway's BYEs of one sync interval (50 ms) at thousands of
+/// calls a second, whatever an attacker sends.
+const ELSEWHERE_MAX: usize = 4_096;
+
+/// A BYE's answer comes within its transaction's time (RFC 3261 17.1.2.2: 64 T1).
+const BYE_TXN_MS: u64 = 32_000;
 
 impl LiveCalls {
     pub fn new() -> LiveCalls {
@@ -141,6 +164,9 @@ impl LiveCalls {
         let mut t = self.lock();
         let call = r.call;
         let Some(l) = t.calls.get_mut(&call) else {
+            if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+                self.elsewhere_event(&mut t, r, ev, now_ms);
+            }
             return;
         };
         match ev {
@@ -172,6 +198,70 @@ impl LiveCalls {
             Event::ByeRefused if l.answered => l.bye_ms = 0,
             _ => {}
         }
+    }
+
+    /// An event of a call not held here: a caller's BYE on a limited trunk is
+    /// remembered, and the core's 2xx to it makes the call one to tell the others of.
+    fn elsewhere_event(&self, t: &mut Table, r: CallRef, ev: Event, now_ms: u64) {
+        match ev {
+            Event::ByeSent if r.limited != 0 => {
+                if t.byes_elsewhere.len() >= ELSEWHERE_MAX {
+                    t.byes_elsewhere
+                        .retain(|_, at| now_ms.saturating_sub(*at) < BYE_TXN_MS);
+                }
+                if t.byes_elsewhere.len() < ELSEWHERE_MAX {
+                    t.byes_elsewhere.insert(r.call, now_ms);
+                }
+            }
+            Event::Bye => {
+                let ours_to_tell = t.byes_elsewhere.remove(&r.call).is_some();
+                if ours_to_tell && t.ended.len() < ELSEWHERE_MAX {
+                    t.ended.push(r.call);
+                }
+            }
+            Event::ByeRefused => {
+                t.byes_elsewhere.remove(&r.call);
+            }
+            _ => {}
+        }
+    }
+
+    /// Shares calls with other gateways from now on: BYEs of calls they hold are
+    /// remembered to tell them.
+    pub fn share_with_others(&self) {
+        self.shared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The calls of other gateways that ended through this one since the last call,
+    /// to tell them ([`crate::cluster::calls`]).
+    pub fn ended_elsewhere(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().ended)
+    }
+
+    /// `n` calls ended here were told to the other gateways.
+    pub fn told_others(&self, n: usize) {
+        self.told
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Other gateways saw `calls` end: those held here give their places back.
+    pub fn ended_by_others(&self, calls: &[u64]) {
+        let mut t = self.lock();
+        for c in calls {
+            if t.calls.contains_key(c) {
+                t.end(*c);
+                self.heard
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Calls this gateway told the others had ended, and calls of its own that
+    /// ended through another gateway, since the start.
+    pub fn ends_shared(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.told.load(Relaxed), self.heard.load(Relaxed))
     }
 
     /// The next hop of `trunks` is down (marked by its probes, or its TCP connection
@@ -716,6 +806,7 @@ mod tests {
             call: 4,
             dialog: 40,
             retry: 0,
+            limited: 0,
         };
         l.on_event(answer, Event::Answered, 70);
         l.on_event(CallRef::call(4), Event::Failed, 80);
@@ -776,6 +867,7 @@ mod tests {
                 call: 2,
                 dialog: 20,
                 retry: 0,
+                limited: 0,
             },
             Event::Answered,
             150_000,
@@ -790,6 +882,59 @@ mod tests {
         assert_eq!(l.up(1), 0);
         assert!(l.admit(0, 4, 2, RING_MS + RING_MS));
         assert_eq!(l.up(0), 2);
+    }
+
+    /// A call admitted at gateway A and hung up through gateway B (QA 198 F1): B, which
+    /// shares the calls, remembers the caller's BYE on the limited trunk and, at the
+    /// core's 2xx, has the call to tell A, which gives the place back. A BYE the core
+    /// refuses, one on a trunk without a limit, and any at a gateway that shares nothing
+    /// tell nothing.
+    #[test]
+    fn a_call_ended_through_another_gateway_gives_its_place_back() {
+        let (a, b) = (LiveCalls::new(), LiveCalls::new());
+        let (trunk, call, dialog) = (7, 11, 12);
+        assert!(a.admit(trunk, call, 1, 0));
+        a.on_event(
+            CallRef {
+                call,
+                dialog,
+                ..CallRef::default()
+            },
+            Event::Answered,
+            10,
+        );
+        assert!(!a.admit(trunk, 13, 1, 20), "the one place is taken");
+        let bye = |limited| CallRef {
+            call: dialog,
+            dialog,
+            limited,
+            ..CallRef::default()
+        };
+        // Not shared: nothing to tell.
+        b.on_event(bye(trunk), Event::ByeSent, 30);
+        b.on_event(bye(0), Event::Bye, 31);
+        assert!(b.ended_elsewhere().is_empty());
+        b.share_with_others();
+        // No limit on the BYE's trunk, or refused by the core: nothing.
+        b.on_event(bye(0), Event::ByeSent, 40);
+        b.on_event(bye(0), Event::Bye, 41);
+        b.on_event(bye(trunk), Event::ByeSent, 42);
+        b.on_event(bye(0), Event::ByeRefused, 43);
+        b.on_event(bye(0), Event::Bye, 44);
+        assert!(b.ended_elsewhere().is_empty());
+        // Sent on, then answered 2xx: told.
+        b.on_event(bye(trunk), Event::ByeSent, 50);
+        b.on_event(bye(0), Event::Bye, 51);
+        let ended = b.ended_elsewhere();
+        assert_eq!(ended, [dialog]);
+        b.told_others(ended.len());
+        a.ended_by_others(&ended);
+        assert_eq!(a.up(trunk), 0);
+        assert!(a.admit(trunk, 13, 1, 60));
+        assert_eq!((a.ends_shared(), b.ends_shared()), ((0, 1), (1, 0)));
+        // Heard twice (another read of the same ends): given back once.
+        a.ended_by_others(&ended);
+        assert_eq!((a.up(trunk), a.ends_shared()), (1, (0, 1)));
     }
 
     #[test]

@@ -817,6 +817,10 @@ impl BehaviourTracker for LocalTracker {
         self.live.elsewhere(trunk)
     }
 
+    fn ends_shared(&self) -> (u64, u64) {
+        self.live.ends_shared()
+    }
+
     fn next_hop_down(&self, trunks: &[u64], since_ms: u64) {
         self.live.next_hop_down(trunks, since_ms);
     }
@@ -1489,6 +1493,7 @@ mod tests {
                     call: k,
                     dialog: 100 + k,
                     retry: 0,
+                    limited: 0,
                 },
                 Event::Answered,
                 500,
@@ -1500,6 +1505,7 @@ mod tests {
                 call: 1,
                 dialog: 0,
                 retry: RETRY + 1,
+                limited: 0,
             },
             Event::Challenged,
             1_100,
@@ -1585,6 +1591,7 @@ mod tests {
             call,
             dialog,
             retry: 77,
+            limited: 0,
         };
         assert_eq!(
             t.on_event(answer(101, 1001), Event::Answered, 1_000),
@@ -1618,6 +1625,7 @@ mod tests {
             call: 201,
             dialog: 0,
             retry: 88,
+            limited: 0,
         };
         assert_eq!(t.on_event(challenge, Event::Challenged, 100), None);
         // The retry: a new CSeq, the same Call-ID and tag.
@@ -1628,6 +1636,7 @@ mod tests {
             call: 202,
             dialog: 2002,
             retry: 88,
+            limited: 0,
         };
         assert_eq!(
             t.on_event(answer, Event::Answered, 1_000),
@@ -1645,6 +1654,7 @@ mod tests {
                 call: 203,
                 dialog: 0,
                 retry: 88,
+                limited: 0,
             },
             Event::Challenged,
             2_100,

@@ -235,6 +235,11 @@ pub trait BehaviourTracker: Send + Sync {
     fn calls_elsewhere(&self, _trunk: u64) -> u32 {
         0
     }
+    /// Calls of other gateways that ended through this one (told them), and calls of
+    /// this one's that ended through another (places given back), since the start.
+    fn ends_shared(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// A tracker that keeps nothing: `explain` of a single message, and policies without
@@ -298,6 +303,12 @@ pub struct CallRef {
     pub dialog: u64,
     /// [`retry_key`], under which a challenged call waits for the caller's retry.
     pub retry: u64,
+    /// For a caller's BYE: the trunk it came from ([`crate::policy::Trunk::id`]), when
+    /// that trunk's concurrent calls are limited, so a call admitted at another gateway
+    /// may hold a place there ([`LiveCalls::ended_elsewhere`]). 0 otherwise.
+    ///
+    /// [`LiveCalls::ended_elsewhere`]: live::LiveCalls::ended_elsewhere
+    pub limited: u64,
 }
 
 impl CallRef {
@@ -327,7 +338,7 @@ fn call_ref(msg: &Message, from_core: bool, ev: Event) -> CallRef {
         return CallRef {
             call: d,
             dialog: d,
-            retry: 0,
+            ..CallRef::default()
         };
     }
     let n = msg.cseq().map_or(0, |(n, _)| n);
@@ -340,6 +351,7 @@ fn call_ref(msg: &Message, from_core: bool, ev: Event) -> CallRef {
         call: txn_key(id, from, n),
         dialog,
         retry: retry_of(id, from),
+        limited: 0,
     }
 }
 
@@ -411,6 +423,23 @@ pub fn observe(
     t: &dyn BehaviourTracker,
     now_ms: u64,
 ) -> Option<(TrunkTag, Seen)> {
+    observe_on(msg, from_core, 0, t, now_ms)
+}
+
+/// [`observe`], for a message from a trunk whose concurrent calls are limited
+/// (`limited`, its [`crate::policy::Trunk::id`]; 0: none or not known): the live proxy,
+/// whose gateway may carry the BYE of a call another gateway admitted.
+pub fn observe_on(
+    msg: &Message,
+    from_core: bool,
+    limited: u64,
+    t: &dyn BehaviourTracker,
+    now_ms: u64,
+) -> Option<(TrunkTag, Seen)> {
     let ev = event_of(msg, from_core)?;
-    t.on_event(call_ref(msg, from_core, ev), ev, now_ms)
+    let r = CallRef {
+        limited,
+        ..call_ref(msg, from_core, ev)
+    };
+    t.on_event(r, ev, now_ms)
 }

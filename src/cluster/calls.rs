@@ -68,6 +68,58 @@ pub async fn sync(
     Ok(total)
 }
 
+/// The fleet's calls ended through a gateway other than the one that admitted them:
+/// a sorted set (`<prefix>:calls-ended`, member = the call's dialog key, score = when
+/// Redis was told, by its clock), kept [`ENDED_KEEP_MS`].
+const ENDED_KEY: &str = "calls-ended";
+
+/// How long an ended call is kept for the others to read: far longer than any sync
+/// interval or a restart.
+pub const ENDED_KEEP_MS: u64 = 120_000;
+
+/// Tells the others of the calls that ended through this gateway (`ended`), and learns
+/// those that ended elsewhere since Redis's time `since_ms` (0: everything kept). A
+/// gateway holding one of those gives its place back ([`LiveCalls::ended_by_others`]).
+/// Returns Redis's time now, for the next read.
+pub async fn exchange_ends(
+    redis: &Redis,
+    live: &LiveCalls,
+    ended: &[u64],
+    since_ms: u64,
+) -> Result<u64, RedisFailure> {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(ENDED)
+        .arg(1)
+        .arg(redis.key(ENDED_KEY))
+        .arg(since_ms)
+        .arg(ENDED_KEEP_MS);
+    for k in ended {
+        cmd.arg(*k);
+    }
+    let (now, keys): (u64, Vec<String>) = redis
+        .run(|mut c| async move { cmd.query_async(&mut c).await })
+        .await?;
+    let keys: Vec<u64> = keys.iter().filter_map(|k| k.parse().ok()).collect();
+    live.told_others(ended.len());
+    live.ended_by_others(&keys);
+    Ok(now)
+}
+
+/// KEYS[1] the ended calls; ARGV[1] since (Redis ms, exclusive), ARGV[2] how long they
+/// are kept, ARGV[3..] the calls ended here. Returns Redis's time and the calls ended
+/// since, a second before `since` included (a clock that steps back at Redis).
+const ENDED: &str = "\
+local t = redis.call('TIME') \
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+for i = 3, #ARGV do \
+  redis.call('ZADD', KEYS[1], now, ARGV[i]) \
+end \
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2])) \
+local since = tonumber(ARGV[1]) - 1000 \
+local got = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. since, '+inf') \
+if #got > 0 or #ARGV > 2 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+return {now, got}";
+
 /// How long a stopping gateway's counts stay fresh for the others when its calls go
 /// to the next process (`[proxy] calls_file`): a restart's time, within which the next
 /// process takes the same field over and writes its count in their place.
@@ -162,6 +214,10 @@ pub async fn run(
 ) {
     let stale = stale_ms(every.as_millis() as u64);
     let mut last_ok = crate::cli::steady_ms();
+    live.share_with_others();
+    // Redis's time at the last read of the calls ended elsewhere (0: none yet), and
+    // those ended here that could not be told yet.
+    let (mut ends_read, mut untold) = (0u64, Vec::<u64>::new());
     // Said once when the others' counts are given up, and once when Redis is back
     // (QA 132: said only when some other gateway had calls up then, and the return
     // never).
@@ -172,6 +228,19 @@ pub async fn run(
         tick.tick().await;
         let trunks = trunks();
         let now = crate::cli::steady_ms();
+        if !trunks.is_empty() {
+            untold.extend(live.ended_elsewhere());
+            // Bounded as the table is: what Redis could not take for a while is dropped.
+            let over = untold.len().saturating_sub(4_096);
+            untold.drain(..over);
+            match exchange_ends(redis, live, &untold, ends_read).await {
+                Ok(t) => {
+                    ends_read = t;
+                    untold.clear();
+                }
+                Err(_) => on_error(),
+            }
+        }
         match sync(redis, field, &trunks, live, now, stale).await {
             Ok(_) => {
                 last_ok = now;

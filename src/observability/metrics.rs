@@ -48,6 +48,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "sipfence_list_segments",
     "sipfence_concurrent_calls",
     "sipfence_concurrent_calls_elsewhere",
+    "sipfence_concurrent_calls_ended_elsewhere_total",
     "sipfence_tcp_connections",
     "sipfence_tcp_connections_limit",
     "sipfence_next_hops_down",
@@ -164,6 +165,9 @@ pub struct Metrics {
     pub concurrent_calls: IntGaugeVec,
     /// The same trunks' calls up at the other gateways, as learnt through Redis.
     pub concurrent_calls_elsewhere: IntGaugeVec,
+    /// Calls ended through a gateway other than the one that admitted them: `told`
+    /// (others' calls whose BYE went through this one), `heard` (this one's, given back).
+    pub concurrent_calls_ended_elsewhere: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub tcp_connections_limit: IntGauge,
     pub next_hops_down: IntGauge,
@@ -442,6 +446,14 @@ impl Metrics {
             &["trunk"],
         ));
         must(registry.register(Box::new(concurrent_calls_elsewhere.clone())));
+        let concurrent_calls_ended_elsewhere = must(IntCounterVec::new(
+            Opts::new(
+                "sipfence_concurrent_calls_ended_elsewhere_total",
+                "Calls of trunks with max_concurrent_calls ended through a gateway other than the one that admitted them, shared through Redis: side=told (other gateways' calls whose BYE went through this one), side=heard (this gateway's calls, their places given back)",
+            ),
+            &["side"],
+        ));
+        must(registry.register(Box::new(concurrent_calls_ended_elsewhere.clone())));
         let tcp_connections = must(IntGauge::new(
             "sipfence_tcp_connections",
             "Open TCP connections",
@@ -644,6 +656,7 @@ impl Metrics {
             list_segments,
             concurrent_calls,
             concurrent_calls_elsewhere,
+            concurrent_calls_ended_elsewhere,
             tcp_connections,
             tcp_connections_limit,
             next_hops_down,
@@ -857,6 +870,13 @@ impl Metrics {
             self.concurrent_calls_elsewhere
                 .with_label_values(&[trunk.name.as_str()])
                 .set(t.calls_elsewhere(trunk.id) as i64);
+        }
+        let (told, heard) = t.ends_shared();
+        for (side, n) in [("told", told), ("heard", heard)] {
+            let c = self
+                .concurrent_calls_ended_elsewhere
+                .with_label_values(&[side]);
+            c.inc_by(n.saturating_sub(c.get()));
         }
     }
 

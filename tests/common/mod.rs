@@ -790,3 +790,23 @@ pub fn answer_as_uas(req: &str, status: &str) -> String {
         .collect();
     format!("SIP/2.0 {status}\r\n{head}Content-Length: 0\r\n\r\n")
 }
+
+/// A UDP core on 127.0.0.1:`port`: every datagram it gets, until `stop`, goes to `on`
+/// (the message, its sender, the core's socket to answer by).
+pub fn udp_core(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut on: impl FnMut(&str, std::net::SocketAddr, &std::net::UdpSocket) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let core = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, from)) = core.recv_from(&mut b) {
+                on(&String::from_utf8_lossy(&b[..n]), from, &core);
+            }
+        }
+    })
+}
