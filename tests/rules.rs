@@ -4441,6 +4441,18 @@ fn an_auth_only_trunks_dialogs_are_vouched_for_by_our_record_route() {
             challenged,
             "{method}"
         );
+        // ... unless that one accepts this one's: a fleet moving to a new secret keeps
+        // the calls up (QA 198 F2).
+        let rotated = Policy::from_str(
+            &text("other", true).replace(
+                "auth_secret = \"other\"\n",
+                "auth_secret = \"other\"\nauth_secrets_accepted = [\"shared\"]\n",
+            ),
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(at(&rotated, &m, &NoCounting), passed, "{method}");
         let other_call =
             String::from_utf8_lossy(m.buf()).replace("Call-ID: c\r\n", "Call-ID: d\r\n");
         let other_call = Message::parse(Bytes::from(other_call)).unwrap();

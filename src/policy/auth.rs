@@ -34,6 +34,9 @@ pub struct TrunkAuth {
     key: [u8; 32],
     /// Key of the dialog tokens in our Record-Route ([`route_key`]).
     route_key: [u8; 32],
+    /// The nonce and dialog-token keys of `auth_secrets_accepted`: what was made under
+    /// them verifies, nothing is made under them.
+    accepted: Vec<([u8; 32], [u8; 32])>,
     /// The trunk's name, in its dialogs' tokens: each trunk's are its own.
     trunk: String,
 }
@@ -265,6 +268,11 @@ pub fn route_key(secret: Option<&str>) -> [u8; 32] {
     }
 }
 
+/// A name for a secret that gives nothing of it away: the hash of its dialog-token key.
+pub fn secret_id(secret: &str) -> u64 {
+    crate::sip::lex::fnv1a(&[b"secret", &route_key(Some(secret))])
+}
+
 pub fn nonce_key(secret: Option<&str>) -> [u8; 32] {
     match secret {
         Some(s) => Sha256::digest(s.as_bytes()).into(),
@@ -459,8 +467,27 @@ impl TrunkAuth {
             algorithms,
             key,
             route_key,
+            accepted: vec![],
             trunk: trunk.to_string(),
         })
+    }
+
+    /// Takes the nonces and dialog tokens made under `secrets` too (`[general]
+    /// auth_secrets_accepted`): a fleet rotating its `auth_secret` keeps the calls up
+    /// (QA 198 F2: a reload with a new secret had every live call's BYE challenged, at
+    /// the gateways still on the old one and, back on it, at this one).
+    pub fn accepting(mut self, secrets: &[String]) -> TrunkAuth {
+        self.accepted = secrets
+            .iter()
+            .map(|s| (nonce_key(Some(s)), route_key(Some(s))))
+            .collect();
+        self
+    }
+
+    /// The current keys, then the accepted ones: (nonce key, dialog-token key).
+    fn keys(&self) -> impl Iterator<Item = (&[u8; 32], &[u8; 32])> {
+        std::iter::once((&self.key, &self.route_key))
+            .chain(self.accepted.iter().map(|(n, r)| (n, r)))
     }
 
     /// The token our Record-Route gives a dialog of this trunk's: an HMAC of its Call-ID
@@ -478,9 +505,21 @@ impl TrunkAuth {
         other_tag: &[u8],
         side: Side,
     ) -> [u8; 16] {
+        self.token_under(&self.route_key, call_id, tag, other_tag, side)
+    }
+
+    /// [`TrunkAuth::dialog_token`] under the key `key`.
+    fn token_under(
+        &self,
+        key: &[u8; 32],
+        call_id: &[u8],
+        tag: &[u8],
+        other_tag: &[u8],
+        side: Side,
+    ) -> [u8; 16] {
         let mut t = [0u8; 16];
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
-        if let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.route_key) {
+        if let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) {
             m.update(match side {
                 Side::From => &b"from:"[..],
                 Side::To => b"to:",
@@ -510,13 +549,20 @@ impl TrunkAuth {
     /// a callee's forged entry above sipfence's, naming another trunk, had that trunk's
     /// token written in and handed to the PBX).
     pub fn token_place(&self, call_id: &[u8], tag: &[u8]) -> String {
-        let mark = self.dialog_token(call_id, tag, b"", Side::Place);
+        self.place_under(&self.route_key, call_id, tag)
+    }
+
+    fn place_under(&self, key: &[u8; 32], call_id: &[u8], tag: &[u8]) -> String {
+        let mark = self.token_under(key, call_id, tag, b"", Side::Place);
         format!("~{}.{}", self.trunk, String::from_utf8_lossy(&mark[..8]))
     }
 
-    /// Whether `place` is [`TrunkAuth::token_place`]'s for this Call-ID and tag.
+    /// Whether `place` is [`TrunkAuth::token_place`]'s for this Call-ID and tag (under
+    /// the current key or an accepted one: a call set up across a reload that changed
+    /// the secret).
     pub fn is_token_place(&self, place: &[u8], call_id: &[u8], tag: &[u8]) -> bool {
-        place == self.token_place(call_id, tag).as_bytes()
+        self.keys()
+            .any(|(_, k)| place == self.place_under(k, call_id, tag).as_bytes())
     }
 
     /// Whether a trunk's request within a dialog carries the token of its dialog in a
@@ -542,9 +588,12 @@ impl TrunkAuth {
                     msg.from_tag_read().unwrap_or_default(),
                     msg.to_tag_read().unwrap_or_default(),
                 );
+                let id = msg.call_id();
                 found = t.len() == 16
-                    && (t == self.dialog_token(msg.call_id(), from, to, Side::From)
-                        || t == self.dialog_token(msg.call_id(), to, b"", Side::To));
+                    && self.keys().any(|(_, k)| {
+                        t == self.token_under(k, id, from, to, Side::From)
+                            || t == self.token_under(k, id, to, b"", Side::To)
+                    });
             });
             if found {
                 break;
@@ -575,8 +624,18 @@ impl TrunkAuth {
     }
 
     fn nonce_mac(&self, ts_hex: &[u8], salt_hex: &[u8], to: Option<IpAddr>) -> Hex {
+        self.nonce_mac_under(&self.key, ts_hex, salt_hex, to)
+    }
+
+    fn nonce_mac_under(
+        &self,
+        key: &[u8; 32],
+        ts_hex: &[u8],
+        salt_hex: &[u8],
+        to: Option<IpAddr>,
+    ) -> Hex {
         // HMAC takes keys of any length: `new_from_slice` cannot fail here.
-        match Hmac::<Sha256>::new_from_slice(&self.key) {
+        match Hmac::<Sha256>::new_from_slice(key) {
             Ok(mut m) => {
                 m.update(ts_hex);
                 m.update(b":");
@@ -621,7 +680,10 @@ impl TrunkAuth {
             48 => (&nonce[..16], &b""[..], &nonce[16..]),
             _ => return None,
         };
-        if !same(mac, self.nonce_mac(ts, salt, from).as_bytes()) {
+        if !self
+            .keys()
+            .any(|(k, _)| same(mac, self.nonce_mac_under(k, ts, salt, from).as_bytes()))
+        {
             return None;
         }
         u64::from_str_radix(std::str::from_utf8(ts).ok()?, 16).ok()
@@ -976,6 +1038,19 @@ mod tests {
         let m = invite(&answer("pbx1", "s3cret", &nonce, "MD5", true));
         assert_eq!(
             b.check(&m, t0, Reading::national(b"86"), PBX),
+            AuthCheck::Missing
+        );
+        // ... unless it accepts the secret the nonce was made under (a fleet rotating
+        // its secret, QA 198 F2); the nonces it makes are its own still.
+        let b = b.accepting(&["test".into()]);
+        assert!(matches!(
+            b.check(&m, t0, Reading::national(b"86"), PBX),
+            AuthCheck::Ok { .. }
+        ));
+        let theirs = b.nonce(t0, 3, PBX);
+        let m = invite(&answer("pbx1", "s3cret", &theirs, "MD5", true));
+        assert_eq!(
+            a.check(&m, t0, Reading::national(b"86"), PBX),
             AuthCheck::Missing
         );
     }

@@ -54,6 +54,10 @@ pub struct General {
     /// replay of their captures, need the same one; unset, each policy load draws one
     /// at random (outstanding nonces then come back stale and are re-challenged).
     pub auth_secret: Option<String>,
+    /// Other secrets whose nonces and dialog tokens are taken, never made: the old one
+    /// while calls set up under it are up, or the next one while the fleet moves to it
+    /// (rotating `auth_secret` without dropping the calls up).
+    pub auth_secrets_accepted: Vec<String>,
 }
 
 impl Default for General {
@@ -65,6 +69,7 @@ impl Default for General {
             server: "sipfence".into(),
             reason_header: true,
             auth_secret: None,
+            auth_secrets_accepted: vec![],
         }
     }
 }

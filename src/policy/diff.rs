@@ -509,6 +509,22 @@ pub fn applied(old: &Policy, new: &Policy) -> Vec<String> {
             new.plan.rule_count()
         ));
     }
+    if old.secret_id != new.secret_id {
+        // What the calls up make of it (QA 198 F2: a reload said nothing but the
+        // behaviour tables' key, and every live call's BYE was challenged after it).
+        applied.push(match old.secret_id {
+            Some(o) if new.accepted_ids.contains(&o) => "auth_secret changed: nonces and dialog tokens are made under the new one, and those made under the old one still verify (auth_secrets_accepted)",
+            Some(_) => "auth_secret changed, the old one not accepted: nonces and dialog tokens made under it no longer verify here, so the in-dialog requests of calls up on trunks told by digest alone are challenged; name it in auth_secrets_accepted until those calls are over",
+            None => "auth_secret set: nonces and dialog tokens made before, under this process's own key, no longer verify here (the in-dialog requests of calls up on trunks told by digest alone are challenged)",
+        }.to_string());
+    }
+    if old.accepted_ids != new.accepted_ids {
+        applied.push(format!(
+            "auth_secrets_accepted: {} -> {} secrets",
+            old.accepted_ids.len(),
+            new.accepted_ids.len()
+        ));
+    }
     let mut setting = |name: &str, a: String, b: String| {
         if a != b {
             applied.push(format!("{name} '{a}' -> '{b}'"));
@@ -838,6 +854,25 @@ users = ["pbx:secret"]
                 .is_empty()
         );
         assert!(changes(&policy(BASE), &policy(BASE)).restart.is_empty());
+        // What a new secret does to the calls up is said (QA 198 F2): nothing kept
+        // unless the old one is accepted.
+        let accepting = |s: &str, old: &str| {
+            policy(&format!(
+                "[general]\nauth_secret = \"{s}\"\nauth_secrets_accepted = [\"{old}\"]\n{BASE}"
+            ))
+        };
+        let said = |a: &Policy, b: &Policy| changes(a, b).applied.join("\n");
+        let lost = said(&secret("a1b2c3d4e5"), &secret("f6e5d4c3b2"));
+        assert!(lost.contains("the old one not accepted"), "{lost}");
+        let kept = said(
+            &secret("a1b2c3d4e5"),
+            &accepting("f6e5d4c3b2", "a1b2c3d4e5"),
+        );
+        assert!(
+            kept.contains("still verify") && kept.contains("auth_secrets_accepted: 0 -> 1"),
+            "{kept}"
+        );
+        assert!(said(&policy(BASE), &secret("a1b2c3d4e5")).contains("made before"));
         // Workers set on the command line are the running ones whatever the file says.
         let mut cli = StartOnly::of(&policy(BASE));
         let file = StartOnly::of(&policy(&format!("{BASE}[proxy]\nworkers = 3\n")));

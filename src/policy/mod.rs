@@ -452,6 +452,11 @@ pub struct Policy {
     pub callee_key: u64,
     /// [`Policy::callee_key`] was drawn at random (no `auth_secret`).
     pub callee_key_random: bool,
+    /// Which `auth_secret` makes the nonces and dialog tokens, and which others'
+    /// verify (`auth_secrets_accepted`): hashes of their keys, for a reload to say what a
+    /// change of secret does to the calls up (QA 198 F2).
+    pub secret_id: Option<u64>,
+    pub accepted_ids: Vec<u64>,
     /// `[redis]` and `[hep]` hold settings as written (at their defaults too): `check`
     /// warns of them without their address.
     pub redis_written: bool,
@@ -1300,6 +1305,16 @@ impl Policy {
                 ),
             ));
         }
+        for secret in &cfg.general.auth_secrets_accepted {
+            if secret.trim().is_empty() || auth::unexpanded_template(secret) {
+                return Err(LoadError::file(
+                    file,
+                    format!(
+                        "auth_secrets_accepted: '{secret}' is no secret (empty, or a template never filled in)"
+                    ),
+                ));
+            }
+        }
         // One nonce key per load, shared by every trunk and worker.
         let auth_key = cfg
             .trunks
@@ -1494,7 +1509,8 @@ impl Policy {
                 auth: match (&t.auth, auth_key) {
                     (Some(a), Some(key)) => Some(
                         auth::TrunkAuth::new(a, &t.name, key, route_key)
-                            .map_err(|e| LoadError::file(file, e))?,
+                            .map_err(|e| LoadError::file(file, e))?
+                            .accepting(&cfg.general.auth_secrets_accepted),
                     ),
                     _ => None,
                 },
@@ -1764,6 +1780,13 @@ impl Policy {
                 &auth::nonce_key(cfg.general.auth_secret.as_deref()),
             ]),
             callee_key_random: cfg.general.auth_secret.is_none(),
+            secret_id: cfg.general.auth_secret.as_deref().map(auth::secret_id),
+            accepted_ids: cfg
+                .general
+                .auth_secrets_accepted
+                .iter()
+                .map(|s| auth::secret_id(s))
+                .collect(),
             redis_written: written("redis"),
             hep_written: written("hep"),
             default_actions: global,
