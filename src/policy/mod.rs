@@ -474,6 +474,10 @@ pub struct Policy {
     /// Some trunk knows its dialogs by the token of our Record-Route
     /// ([`Trunk::dialog_tokens`]): answers are looked at for tokens only then.
     pub dialog_tokens: bool,
+    /// Some trunk's concurrent calls are shared with other gateways (`[redis]` and
+    /// `max_concurrent_calls`): callers' BYEs are looked at for calls admitted elsewhere
+    /// only then.
+    pub shares_calls: bool,
     pub metrics: config::MetricsConf,
     pub records: config::RecordsConf,
     pub log: config::LogConf,
@@ -1792,6 +1796,8 @@ impl Policy {
             default_actions: global,
             proxy: cfg.proxy,
             behaviour: cfg.behaviour,
+            shares_calls: !cfg.redis.url.is_empty()
+                && trunks.iter().any(|t| t.max_concurrent.is_some()),
             redis: cfg.redis,
             behaviour_on: trunks.iter().any(|t| t.behaviour.is_some()),
             tracks_calls: trunks

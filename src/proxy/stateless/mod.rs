@@ -311,7 +311,7 @@ pub fn handle(
         let from_core = st.policy.speaks_for_core(&o.source);
         // A caller's BYE on a trunk whose calls are limited, which another gateway may
         // have admitted (QA 198 F1).
-        let limited = if !from_core && msg.method() == Some(Method::Bye) {
+        let limited = if st.policy.shares_calls && !from_core && msg.method() == Some(Method::Bye) {
             st.policy
                 .match_trunk(&o.source, Some(&o.local))
                 .map(|t| &st.policy.trunks[t])
