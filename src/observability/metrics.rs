@@ -449,7 +449,7 @@ impl Metrics {
         let concurrent_calls_ended_elsewhere = must(IntCounterVec::new(
             Opts::new(
                 "sipfence_concurrent_calls_ended_elsewhere_total",
-                "Calls of trunks with max_concurrent_calls ended through a gateway other than the one that admitted them, shared through Redis: side=told (other gateways' calls whose BYE went through this one), side=heard (this gateway's calls, their places given back)",
+                "Calls of trunks with max_concurrent_calls ended through a gateway other than the one that admitted them, shared through Redis: side=told (callers' BYEs of calls not held here, answered 2xx by the core, told the other gateways), side=heard (this gateway's calls, their places given back)",
             ),
             &["side"],
         ));
