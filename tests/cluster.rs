@@ -2248,6 +2248,46 @@ fn a_call_hung_up_through_another_gateway_frees_its_place() {
     core_side.join().unwrap();
 }
 
+/// The ended calls gateways tell each other are bounded whatever a peer sends (QA 200:
+/// a core answering 200 to BYEs of no dialog grew the set by every BYE, 200,000 in
+/// 20 s): the newest 100,000 are kept; each read returns what was added since the last.
+#[test]
+fn the_calls_ended_elsewhere_are_bounded() {
+    use sipfence::behaviour::live::LiveCalls;
+    use sipfence::cluster::calls::exchange_ends;
+    if !redis_available() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let server = RedisServer::start(port_block() + 35);
+    let redis = Redis::open(&server.url(), "sipfence", 5000, 60_000).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = (LiveCalls::new(), LiveCalls::new());
+    let call = u64::MAX - 1;
+    assert!(a.admit(7, call, 1, 0));
+    let flood: Vec<u64> = (1..=100_050).collect();
+    let t1 = rt.block_on(exchange_ends(&redis, &b, &flood, 0)).unwrap();
+    assert_eq!(
+        server.cli(&["ZCARD", "sipfence:calls-ended"]).trim(),
+        "100000"
+    );
+    rt.block_on(exchange_ends(&redis, &a, &[], 0)).unwrap();
+    assert_eq!(a.up(7), 1, "none of the flood is a's call");
+    // Told later, it is heard by a read since the first.
+    std::thread::sleep(Duration::from_millis(1_100));
+    rt.block_on(exchange_ends(&redis, &b, &[call], t1)).unwrap();
+    assert_eq!(
+        server.cli(&["ZCARD", "sipfence:calls-ended"]).trim(),
+        "100000"
+    );
+    rt.block_on(exchange_ends(&redis, &a, &[], t1)).unwrap();
+    assert_eq!((a.up(7), a.ends_shared()), (0, (0, 1)));
+    assert_eq!(b.ends_shared(), (100_051, 0));
+}
+
 /// `[proxy] calls_file` with Redis: the stop that writes the calls up for the next
 /// start leaves its count in the trunk's hash dated a restart's time ahead, so the
 /// other gateways go on counting them meanwhile (QA 135: taken out, they counted

@@ -107,7 +107,9 @@ pub async fn exchange_ends(
 
 /// KEYS[1] the ended calls; ARGV[1] since (Redis ms, exclusive), ARGV[2] how long they
 /// are kept, ARGV[3..] the calls ended here. Returns Redis's time and the calls ended
-/// since, a second before `since` included (a clock that steps back at Redis).
+/// since, a second before `since` included (a clock that steps back at Redis). At most
+/// 100,000 are kept, the oldest dropped first (QA 200: a trunk peer whose core answers
+/// 200 to BYEs of no dialog grew the set with every BYE it sent, 200,000 in 20 s).
 const ENDED: &str = "\
 local t = redis.call('TIME') \
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
@@ -115,6 +117,8 @@ for i = 3, #ARGV do \
   redis.call('ZADD', KEYS[1], now, ARGV[i]) \
 end \
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2])) \
+local n = redis.call('ZCARD', KEYS[1]) \
+if n > 100000 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 100001) end \
 local since = tonumber(ARGV[1]) - 1000 \
 local got = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. since, '+inf') \
 if #got > 0 or #ARGV > 2 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
