@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{CallRef, Event};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// An unanswered call counts this long after its INVITE or last 18x.
 pub const RING_MS: u64 = 200_000;
@@ -92,17 +93,17 @@ pub struct LiveCalls {
     t: Mutex<Table>,
     /// Whether other gateways share the calls ([`crate::cluster::calls`]): only then is
     /// a BYE of a call not held here of any use to remember.
-    shared: std::sync::atomic::AtomicBool,
+    shared: AtomicBool,
     /// Calls this gateway told the others had ended, and calls of its own it learnt
     /// had ended through another gateway.
-    told: std::sync::atomic::AtomicU64,
-    heard: std::sync::atomic::AtomicU64,
+    told: AtomicU64,
+    heard: AtomicU64,
 }
 
 /// At most this many BYEs of calls held elsewhere are remembered, and this many ended
 /// calls wait to be told: a gateway's BYEs of one sync interval (50 ms) at thousands of
 /// calls a second, whatever an attacker sends.
-const ELSEWHERE_MAX: usize = 4_096;
+pub const ELSEWHERE_MAX: usize = 4_096;
 
 /// A BYE's answer comes within its transaction's time (RFC 3261 17.1.2.2: 64 T1).
 const BYE_TXN_MS: u64 = 32_000;
@@ -164,7 +165,7 @@ impl LiveCalls {
         let mut t = self.lock();
         let call = r.call;
         let Some(l) = t.calls.get_mut(&call) else {
-            if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.shared.load(Relaxed) {
                 self.elsewhere_event(&mut t, r, ev, now_ms);
             }
             return;
@@ -229,8 +230,7 @@ impl LiveCalls {
     /// Shares calls with other gateways from now on: BYEs of calls they hold are
     /// remembered to tell them.
     pub fn share_with_others(&self) {
-        self.shared
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.store(true, Relaxed);
     }
 
     /// The calls of other gateways that ended through this one since the last call,
@@ -241,8 +241,7 @@ impl LiveCalls {
 
     /// `n` calls ended here were told to the other gateways.
     pub fn told_others(&self, n: usize) {
-        self.told
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.told.fetch_add(n as u64, Relaxed);
     }
 
     /// Other gateways saw `calls` end: those held here give their places back.
@@ -251,8 +250,7 @@ impl LiveCalls {
         for c in calls {
             if t.calls.contains_key(c) {
                 t.end(*c);
-                self.heard
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.heard.fetch_add(1, Relaxed);
             }
         }
     }
@@ -260,7 +258,6 @@ impl LiveCalls {
     /// Calls this gateway told the others had ended, and calls of its own that
     /// ended through another gateway, since the start.
     pub fn ends_shared(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (self.told.load(Relaxed), self.heard.load(Relaxed))
     }
 

@@ -235,7 +235,9 @@ pub async fn run(
         if !trunks.is_empty() {
             untold.extend(live.ended_elsewhere());
             // Bounded as the table is: what Redis could not take for a while is dropped.
-            let over = untold.len().saturating_sub(4_096);
+            let over = untold
+                .len()
+                .saturating_sub(crate::behaviour::live::ELSEWHERE_MAX);
             untold.drain(..over);
             match exchange_ends(redis, live, &untold, ends_read).await {
                 Ok(t) => {
