@@ -549,6 +549,26 @@ fn sheds(st: &Step<'_>, msg: &Message, o: &Origin, ctx: &Context<'_>) -> bool {
     (msg.to_tag().is_none()
         || crate::decide::invite_of_unknown_dialog(st.policy, msg, trunk, st.rates, st.now_ms))
         && !crate::decide::under_way(st.policy, msg, ctx, trunk)
+        && !(st.draining && answers_our_challenge(st, msg, o, trunk))
+}
+
+/// An INVITE that answers this gateway's own challenge rightly: the retry of a call
+/// that began here. A drain lets it on, as it lets the core's retries (QA 198 F3: shed,
+/// the PBX had to start the call over elsewhere); an overload sheds it like any call.
+fn answers_our_challenge(st: &Step<'_>, msg: &Message, o: &Origin, trunk: Option<usize>) -> bool {
+    trunk
+        .and_then(|t| st.policy.trunks[t].auth.as_ref())
+        .is_some_and(|a| {
+            matches!(
+                a.check(
+                    msg,
+                    st.wall_ms,
+                    st.policy.reading(trunk),
+                    Some(o.source.ip())
+                ),
+                crate::policy::auth::AuthCheck::Ok { .. }
+            )
+        })
 }
 
 /// The 200 to an OPTIONS addressed to sipfence itself (a peer's or the core's

@@ -583,6 +583,61 @@ fn shedding_spares_the_retransmissions_of_calls_judged() {
     assert!(matches!(h, Handled::Shed(_)), "{out}");
 }
 
+/// During a drain, the INVITE that answers this gateway's own challenge rightly is the
+/// call under way and goes on (QA 198 F3: answered 503 Stopping, the PBX had to start
+/// the call over at another gateway); a wrong answer, a stale nonce and a new call are
+/// shed, and under overload the right answer is too.
+#[test]
+fn a_drain_lets_the_answer_to_our_own_challenge_on() {
+    use md5::{Digest, Md5};
+    let p = Policy::from_str(
+        &format!("{POLICY}[trunk.auth]\nrealm = \"gw\"\nusers = [\"pbx:pw\"]\n"),
+        "t.toml",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let a = p.trunks[0].auth.as_ref().unwrap();
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let answered = |id: &str, pw: &str, issued_ms: u64| {
+        let nonce = a.nonce(issued_ms, 7, Some("198.51.100.7".parse().unwrap()));
+        let uri = "sip:+8613912345678@192.0.2.10";
+        let ha1 = hex(&Md5::digest(format!("pbx:gw:{pw}")));
+        let ha2 = hex(&Md5::digest(format!("INVITE:{uri}")));
+        let response = hex(&Md5::digest(format!("{ha1}:{nonce}:{ha2}")));
+        peer_invite(id).replace(
+            "Max-Forwards: 70\r\n",
+            &format!(
+                "Max-Forwards: 70\r\nProxy-Authorization: Digest username=\"pbx\", realm=\"gw\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\"\r\n"
+            ),
+        )
+    };
+    let now = 1_796_000_000_000;
+    let run = |overloaded: bool, draining: bool, text: &str| {
+        let st = Step {
+            overloaded,
+            draining,
+            now_ms: now,
+            wall_ms: now,
+            ..step(&p)
+        };
+        run_on(&st, "198.51.100.7:5060", "192.0.2.10:5060", text)
+    };
+    let (h, out, _) = run(false, true, &answered("d1", "pw", now - 5_000));
+    assert!(matches!(h, Handled::Forward(_)), "{out}");
+    for (overloaded, draining, text) in [
+        (false, true, answered("d2", "wrong", now - 5_000)),
+        (false, true, answered("d3", "pw", now - 3_600_000)),
+        (false, true, peer_invite("d4")),
+        (true, false, answered("d5", "pw", now - 5_000)),
+    ] {
+        let (h, out, _) = run(overloaded, draining, &text);
+        assert!(
+            matches!(h, Handled::Shed(_)),
+            "{overloaded} {draining}: {out}"
+        );
+    }
+}
+
 /// What the core sends towards a trunk's peer: a call it offers the peer is
 /// record-routed as the peer's calls are (QA 89 F1: the peer's BYE went around the
 /// gateway), our Record-Route before our Via so that the Vias stay together (F6);
