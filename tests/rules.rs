@@ -7252,6 +7252,12 @@ fn gateways_read_short_codes_written_with_any_separator() {
         "报警 1-1-0",
         "反诈 96-110",
         "Bank of China 9-5-5-8-8",
+        // QA 201: a date after a short code hides none of it; a time does not where the
+        // text names the police.
+        "报警 1 10/10",
+        "中国移动 1008/6/10",
+        "市长热线 123/15/10",
+        "公安 1 10:00",
     ] {
         assert_eq!(
             rejected(&ent(shown)),

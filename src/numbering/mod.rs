@@ -285,6 +285,9 @@ pub fn embedded_numbers_in(
     // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
     // code as that service's whatever word it is glued to. Read at the first digit.
     let mut amounts: Option<bool> = None;
+    // Whether the text names the police or an emergency service, read at the first
+    // time of day: there a time hides no short code before it (`"公安 1 10:00"`).
+    let mut police: Option<bool> = None;
     let mut budget = EMBEDDED_MAX_CANDIDATES;
     let mut visible = 0;
     // The last character drawn before the group being read, and whether the run
@@ -359,7 +362,8 @@ pub fn embedded_numbers_in(
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(mut g) = group.take() {
-                    g.calendar |= starts_calendar(&g, &text[i..]);
+                    g.calendar |= !*police.get_or_insert_with(|| names_an_emergency(text))
+                        && starts_time(&g, &text[i..]);
                     let unit = if amounts == Some(true) {
                         amount_goes_on(&g, c, &text[i..], display)
                     } else {
@@ -387,7 +391,8 @@ pub fn embedded_numbers_in(
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(mut g) = group.take() {
-                    g.calendar |= starts_calendar(&g, &text[i..]);
+                    g.calendar |= !*police.get_or_insert_with(|| names_an_emergency(text))
+                        && starts_time(&g, &text[i..]);
                     let unit = if amounts == Some(true) {
                         quantity_after(&text[i..], true)
                     } else {
@@ -427,57 +432,30 @@ pub fn embedded_numbers_in(
     }
 }
 
-/// Whether the group `g`, ended by the mark `rest` starts with, begins a time of day or
-/// a date that the digits after it complete, as [`Run::note_calendar`] tells them. That
-/// flags a date's groups once its last one is read, which is too late for the pieces
-/// that end with its first (QA 197 F2: `"中国银行 95566 9:00-17:00"` showed 955669, and
-/// `"021-5055-1000 9:00-18:00"` a Beijing number).
-fn starts_calendar(g: &Group, rest: &[u8]) -> bool {
-    // Read as drawn: full-width marks and digits are theirs (`"9：00"`, as Chinese
-    // input methods type it: QA 199 FB).
+/// Whether the group `g`, ended by the mark `rest` starts with, is the hour of a time of
+/// day (`9:00`, `09:30`; full-width `9：00` as Chinese input methods type it, QA 199
+/// FB), as [`Run::note_calendar`] tells one. That flags a time's groups once its minutes
+/// are read, which is too late for the pieces that end with its hour (QA 197 F2:
+/// `"中国银行 95566 9:00-17:00"` showed 955669, and `"021-5055-1000 9:00-18:00"` a
+/// Beijing number). A callee reads a time as one; not so a date written with `/` or
+/// `-` after digits, which stays a date only once complete (QA 201: a lookahead for
+/// those hid 110 in `"1 10/10"` and 10086 in `"1008/6/10"`).
+fn starts_time(g: &Group, rest: &[u8]) -> bool {
     let (sep, len) = unit(rest);
-    if rest.is_empty() || !matches!(sep, b':' | b'/' | b'-' | b'.') {
+    if rest.is_empty() || sep != b':' || g.n > 2 || g.value() > 24 {
         return false;
     }
-    // Up to two groups of digits after it, each ended by the same mark or by anything
-    // else: their values and lengths.
-    let mut parts = [(0u32, 0usize); 2];
-    let (mut at, mut k) = (len, 0);
-    while k < parts.len() {
-        let (mut v, mut n) = (0u32, 0usize);
-        while at < rest.len() {
-            let (c, l) = unit(&rest[at..]);
-            if !c.is_ascii_digit() || n == 5 {
-                break;
-            }
-            v = v * 10 + u32::from(c - b'0');
-            n += 1;
-            at += l;
-        }
-        if n == 0 || n > 4 {
+    let (mut v, mut n, mut at) = (0u32, 0usize, len);
+    while at < rest.len() && n < 3 {
+        let (c, l) = unit(&rest[at..]);
+        if !c.is_ascii_digit() {
             break;
         }
-        parts[k] = (v, n);
-        k += 1;
-        if at >= rest.len() || unit(&rest[at..]).0 != sep {
-            break;
-        }
-        at += unit(&rest[at..]).1;
+        v = v * 10 + u32::from(c - b'0');
+        n += 1;
+        at += l;
     }
-    let day_or_month = |(v, n): (u32, usize)| n <= 2 && (1..=31).contains(&v);
-    let year = |(v, n): (u32, usize)| n == 4 && (1900..=2099).contains(&v) || n == 2;
-    let first = (g.value(), g.n);
-    match (sep, k) {
-        (_, 0) => false,
-        (b':', _) => g.n <= 2 && first.0 <= 24 && parts[0].1 == 2 && parts[0].0 <= 59,
-        (b'/', 1) => day_or_month(first) && day_or_month(parts[0]),
-        (_, 2) => {
-            year(first) && day_or_month(parts[0]) && day_or_month(parts[1])
-                || day_or_month(first) && day_or_month(parts[0]) && year(parts[1])
-                || sep == b'/' && day_or_month(first) && day_or_month(parts[0])
-        }
-        _ => false,
-    }
+    n == 2 && v <= 59
 }
 
 /// Whether a character as [`unit`] reads it draws digits.
@@ -1565,7 +1543,9 @@ pub fn normalise_as(
 /// may: Italy's +39 06... keep theirs.)
 fn without_trunk_zero(n: Number, home_cc: &[u8]) -> Number {
     match n.digits().strip_prefix(home_cc) {
-        Some([b'0', rest @ ..]) if !home_cc.is_empty() && rest.len() >= 3 => {
+        Some([b'0', rest @ ..])
+            if !home_cc.is_empty() && rest.len() >= 3 && rest.first() != Some(&b'0') =>
+        {
             let mut d = [0u8; MAX_DIGITS];
             d[..home_cc.len()].copy_from_slice(home_cc);
             d[home_cc.len()..home_cc.len() + rest.len()].copy_from_slice(rest);
@@ -2313,6 +2293,9 @@ mod tests {
         }
         assert_eq!(n("+390612345678"), Ok("+390612345678".to_string()));
         assert_eq!(n("+8601"), Ok("+8601".to_string()));
+        // Two zeros or more are no trunk prefix: the number stays as written (QA 201 U2:
+        // one 0 went, and the record showed a number no one wrote).
+        assert_eq!(n("8600013812345678"), Ok("+8600013812345678".to_string()));
         // What a screen shows as spaces, dashes and dots separates; what it does not
         // show at all is read through.
         for t in [
