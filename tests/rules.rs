@@ -1975,6 +1975,10 @@ fn opening_hours_after_the_number_show_no_other_number() {
         ("营业 8：00-20：00", true),
         ("报警 1:10", false),
         ("95588 1:10", false),
+        // QA 202 U3: there, dates hide no digits of a short code before them.
+        ("中国移动 100 8/6", false),
+        ("公安 1 2/2", false),
+        ("１００ ８／６", false),
     ] {
         let m = with_from(
             &format!("\"{display}\" <sip:95588@10.9.9.9>"),

@@ -362,8 +362,11 @@ pub fn embedded_numbers_in(
             }
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(mut g) = group.take() {
-                    g.calendar |= !*police.get_or_insert_with(|| names_an_emergency(text))
-                        && starts_time(&g, &text[i..]);
+                    if !*police.get_or_insert_with(|| names_an_emergency(text))
+                        && starts_time(&g, &text[i..])
+                    {
+                        (g.calendar, g.time) = (true, true);
+                    }
                     let unit = if amounts == Some(true) {
                         amount_goes_on(&g, c, &text[i..], display)
                     } else {
@@ -391,8 +394,11 @@ pub fn embedded_numbers_in(
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
                 if let Some(mut g) = group.take() {
-                    g.calendar |= !*police.get_or_insert_with(|| names_an_emergency(text))
-                        && starts_time(&g, &text[i..]);
+                    if !*police.get_or_insert_with(|| names_an_emergency(text))
+                        && starts_time(&g, &text[i..])
+                    {
+                        (g.calendar, g.time) = (true, true);
+                    }
                     let unit = if amounts == Some(true) {
                         quantity_after(&text[i..], true)
                     } else {
@@ -977,6 +983,8 @@ struct Group {
     sep: u8,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
+    /// Part of a time of day: what hides digits where they are read across any mark.
+    time: bool,
     /// Part of a quantity or a place ([`Amount::Quantity`]) when it was read: no short
     /// code starts with it (`"Page 1 2024"`, `"Chapter 1 10"`).
     quantity: bool,
@@ -1041,6 +1049,10 @@ impl Run {
         let time = c.sep == b':' && b.n <= 2 && b.value() <= 24 && c.n == 2 && c.value() <= 59;
         let day_and_month = c.sep == b'/' && day_or_month(&b) && day_or_month(&c);
         let mut flag = if time || day_and_month { 2 } else { 0 };
+        if time {
+            self.groups[at(0)].time = true;
+            self.groups[at(1)].time = true;
+        }
         if self.len >= 3 {
             let a = self.groups[at(2)];
             let year = |g: &Group| g.n == 4 && (1900..=2099).contains(&g.value()) || g.n == 2;
@@ -1104,12 +1116,12 @@ impl Run {
         // Whether the groups after the head are joined by white space alone, and all
         // hold one digit.
         let (mut spaced, mut single, mut marked, mut calendar) = (true, true, false, false);
-        // Whether a group that is no date's nor time's is in the piece, and whether the
-        // group read now is one.
-        let mut plain = false;
+        // Whether a time of day's group is in the piece, whether another is, and whether
+        // the group read now is a time's.
+        let (mut timed, mut untimed) = (false, false);
         // Whether the piece runs across white space.
         let mut words = false;
-        let ends_calendar = self.groups[(self.len - 1) % EMBEDDED_MAX_DIGITS].calendar;
+        let ends_timed = self.groups[(self.len - 1) % EMBEDDED_MAX_DIGITS].time;
         for k in 0..self.len.min(EMBEDDED_MAX_DIGITS) {
             if k > 0 {
                 let joined = &self.groups[(self.len - k) % EMBEDDED_MAX_DIGITS];
@@ -1120,7 +1132,8 @@ impl Run {
             let head = &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
             single &= head.n == 1;
             calendar |= head.calendar;
-            plain |= !head.calendar;
+            timed |= head.time;
+            untimed |= !head.time;
             digits += head.n;
             if digits > EMBEDDED_MAX_DIGITS || *budget == 0 {
                 break;
@@ -1161,11 +1174,16 @@ impl Run {
             // A lone group with a sign: counted like words (kept if an emergency number).
             let lone_signed = self.len == 1 && self.signed;
             let by_marks = self.price && digits < 7 || (self.decimal || self.signed) && digits < 5;
-            // Where digits are read across any mark, a date's or a time's are still read
-            // for a short code (`"1:10"` is how 110 is hidden), but not run on from a
-            // number before them (`"95588 8:00-20:00"` showed 9558880020, QA 197 F2),
-            // nor from one date or time to the next (`"2026-12-07 09:00"`, QA 199 FC).
-            let calendar = calendar && (self.dates || plain && ends_calendar || !plain && words);
+            // Where digits are read across any mark, dates hide none (`"100 8/6"` shows
+            // 10086, QA 202 U3), and a time's are still read for a short code (`"1:10"` is
+            // how 110 is hidden), but digits do not run on into a time (`"95588
+            // 8:00-20:00"` showed 9558880020, QA 197 F2; `"2026-12-07 09:00"` a Guangzhou
+            // number, QA 199 FC), nor from one time to the next across white space.
+            let calendar = if self.dates {
+                calendar
+            } else {
+                timed && (untimed && ends_timed || !untimed && words)
+            };
             if by_marks && !lone_signed || marked && digits < 10 && !across_marks || calendar {
                 continue;
             }
