@@ -397,10 +397,7 @@ fn trace_finds_a_skewed_gateways_records_by_redis_time() {
     }
     let base = port_block();
     let redis = RedisServer::start(base + 35);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = sipfence::cli::now_ms();
     for (id, ts) in [
         ("on-time", now_ms),
         ("two-hours-behind", now_ms - 7_200_000),
@@ -2173,20 +2170,7 @@ fn a_call_hung_up_through_another_gateway_frees_its_place() {
         .map(|&b| calls_gateway(0, b, core, &redis.url(), 1))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let core_side = common::udp_core(core, stop.clone(), |m, from, sock| {
-        if m.starts_with("ACK ") || m.starts_with("SIP/") {
-            return;
-        }
-        let mut answer = common::answer_as_uas(m, "200 OK");
-        if m.starts_with("INVITE ") {
-            answer = answer.replacen(
-                "\r\nTo: <sip:+861012345678@127.0.0.1>",
-                "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
-                1,
-            );
-        }
-        sock.send_to(answer.as_bytes(), from).unwrap();
-    });
+    let core_side = common::answering_core(core, stop.clone());
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
         .set_read_timeout(Some(Duration::from_secs(3)))

@@ -617,20 +617,7 @@ fn a_step_of_the_wall_clock_ends_no_call_and_forgets_no_dialog() {
     assert!(cfg.contains("max_concurrent_calls = 1"), "{cfg}");
     let (proxy, clock, _dir) = under_faketime(&cfg, &lib);
     let stop = Arc::new(AtomicBool::new(false));
-    let core_side = udp_core(base + 10, stop.clone(), move |m, from, core| {
-        if m.starts_with("ACK ") || m.starts_with("SIP/") {
-            return;
-        }
-        let mut answer = common::answer_as_uas(m, "200 OK");
-        if m.starts_with("INVITE ") && !m.contains(";tag=core") {
-            answer = answer.replacen(
-                "\r\nTo: <sip:+861012345678@127.0.0.1>",
-                "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
-                1,
-            );
-        }
-        core.send_to(answer.as_bytes(), from).unwrap();
-    });
+    let core_side = common::answering_core(base + 10, stop.clone());
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -760,12 +747,7 @@ fn records_written_after_the_clock_went_back_are_found_by_time() {
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     let me = caller.local_addr().unwrap();
-    let now_s = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    };
+    let now_s = || sipfence::cli::now_ms() / 1000;
     let before = now_s();
     let r = answer_to(
         &caller,

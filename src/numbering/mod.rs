@@ -448,7 +448,7 @@ pub fn embedded_numbers_in(
 /// those hid 110 in `"1 10/10"` and 10086 in `"1008/6/10"`).
 fn starts_time(g: &Group, rest: &[u8]) -> bool {
     let (sep, len) = unit(rest);
-    if rest.is_empty() || sep != b':' || g.n > 2 || g.value() > 24 {
+    if rest.is_empty() || sep != b':' || !is_hour(g.n, g.value()) {
         return false;
     }
     let (mut v, mut n, mut at) = (0u32, 0usize, len);
@@ -461,6 +461,17 @@ fn starts_time(g: &Group, rest: &[u8]) -> bool {
         n += 1;
         at += l;
     }
+    is_minutes(n, v)
+}
+
+/// A group of `n` digits worth `v` that can be a time's hour, and one that can be its
+/// minutes ([`starts_time`] reads them ahead in the text, [`Run::note_calendar`] in the
+/// groups read).
+fn is_hour(n: usize, v: u32) -> bool {
+    n <= 2 && v <= 24
+}
+
+fn is_minutes(n: usize, v: u32) -> bool {
     n == 2 && v <= 59
 }
 
@@ -1046,7 +1057,7 @@ impl Run {
         );
         let Some(b) = b else { return };
         let day_or_month = |g: &Group| g.n <= 2 && (1..=31).contains(&g.value());
-        let time = c.sep == b':' && b.n <= 2 && b.value() <= 24 && c.n == 2 && c.value() <= 59;
+        let time = c.sep == b':' && is_hour(b.n, b.value()) && is_minutes(c.n, c.value());
         let day_and_month = c.sep == b'/' && day_or_month(&b) && day_or_month(&c);
         let mut flag = if time || day_and_month { 2 } else { 0 };
         if time {

@@ -810,3 +810,26 @@ pub fn udp_core(
         }
     })
 }
+
+/// A UDP core on 127.0.0.1:`port` ([`udp_core`]) that answers every request 200 OK but
+/// ACK, an INVITE to `+861012345678` outside a dialog with its To tagged `core`;
+/// answers and ACKs it takes in silence.
+pub fn answering_core(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    udp_core(port, stop, |m, from, core| {
+        if m.starts_with("ACK ") || m.starts_with("SIP/") {
+            return;
+        }
+        let mut answer = answer_as_uas(m, "200 OK");
+        if m.starts_with("INVITE ") && !m.contains(";tag=core") {
+            answer = answer.replacen(
+                "\r\nTo: <sip:+861012345678@127.0.0.1>",
+                "\r\nTo: <sip:+861012345678@127.0.0.1>;tag=core",
+                1,
+            );
+        }
+        core.send_to(answer.as_bytes(), from).unwrap();
+    })
+}

@@ -308,23 +308,25 @@ pub fn handle(
     if matches!(h, Handled::Forward(_)) || core_bye {
         let from_core = || st.policy.from_core_side(&o.source);
         crate::decide::track_dialog(msg, from_core, st.rates, st.now_ms);
-        let from_core = st.policy.speaks_for_core(&o.source);
-        // A caller's BYE on a trunk whose calls are limited, which another gateway may
-        // have admitted (QA 198 F1).
-        let limited = if st.policy.shares_calls && !from_core && msg.method() == Some(Method::Bye) {
-            st.policy
-                .match_trunk(&o.source, Some(&o.local))
-                .map(|t| &st.policy.trunks[t])
-                .filter(|t| t.max_concurrent.is_some())
-                .map_or(0, |t| t.id)
-        } else {
-            0
-        };
-        if st.policy.tracks_calls
-            && let Some((trunk, seen)) =
+        if st.policy.tracks_calls {
+            let from_core = st.policy.speaks_for_core(&o.source);
+            // A caller's BYE on a trunk whose calls are limited, which another gateway
+            // may have admitted (QA 198 F1).
+            let limited =
+                if st.policy.shares_calls && !from_core && msg.method() == Some(Method::Bye) {
+                    st.policy
+                        .match_trunk(&o.source, Some(&o.local))
+                        .map(|t| &st.policy.trunks[t])
+                        .filter(|t| t.max_concurrent.is_some())
+                        .map_or(0, |t| t.id)
+                } else {
+                    0
+                };
+            if let Some((trunk, seen)) =
                 behaviour::observe_on(msg, from_core, limited, st.behaviour, st.now_ms)
-        {
-            observe(Observed::Behaviour(trunk, seen));
+            {
+                observe(Observed::Behaviour(trunk, seen));
+            }
         }
     }
     Ok(h)
