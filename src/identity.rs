@@ -825,6 +825,7 @@ fn read_shown(
     // copies of the caller's number cannot push another number out of sight.
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut dialled = [false; 32];
+    let mut counted = [None; 32];
     let mut n = 0;
     let mut overflow_other = None;
     embedded_numbers_in(text, r.short, display, |piece, digits, worded| {
@@ -838,7 +839,7 @@ fn read_shown(
         if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
             && match worded {
-                Worded::No => true,
+                Worded::No | Worded::Count(_) => true,
                 Worded::Yes => plan.classify(&num).class == Class::Emergency,
                 Worded::Marked => forged(&num),
             }
@@ -846,6 +847,11 @@ fn read_shown(
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);
                 dialled[n] = ipd;
+                if let Worded::Count(end) = worded
+                    && plan.classify(&num).class != Class::Emergency
+                {
+                    counted[n] = Some(end);
+                }
                 n += 1;
             } else if Some(num) != avoid {
                 overflow_other.get_or_insert(num);
@@ -914,6 +920,19 @@ fn read_shown(
     let mut gone = [false; 32];
     for (i, g) in gone.iter_mut().enumerate().take(n) {
         *g = dropped(i);
+    }
+    // A number, then a count after white space (`"95566 9折"`, `"010-5555-0100
+    // 24小时"`): the count's digits are no end of a number ([`Worded::Count`]).
+    for i in 0..n {
+        if let Some(end) = counted[i] {
+            gone[i] |= (0..n).any(|j| {
+                j != i
+                    && ranges[j].1 == end
+                    && overlap(ranges[i], ranges[j])
+                    && counted[j].is_none()
+                    && !gone[j]
+            });
+        }
     }
     let inside = |i: usize| {
         (0..n).any(|j| {

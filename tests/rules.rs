@@ -8101,3 +8101,64 @@ fn a_rewritten_from_stays_rewritten_for_the_whole_call() {
     assert_eq!(from_then(&bye_b, 3_710_000, &rates), Some(want.clone()));
     assert_eq!(from_then(&bye_b, 3_740_000, &rates), None);
 }
+
+/// Digits after a number that a word or a letter makes a count, an hour or a floor are
+/// no digits of it (`"中国银行 95566 9折"` showed 955669, `"010-5555-0100 24小时"` a
+/// fixed number 555-501-0024, and the enterprise's own calls were refused 403): a callee
+/// reads the number, then the count. Where no number ends before the count, its digits
+/// are read as written (`"138 1234 5678号"` shows the mobile), and an emergency number
+/// is read whatever follows it.
+#[test]
+fn a_count_after_the_number_is_no_digit_of_it() {
+    let p = policy(
+        r#"
+[[trunk]]
+name = "ent-bank"
+role = "enterprise"
+sources = ["192.0.2.77"]
+[trunk.whitelist]
+entries = ["+8695566", "+861055550100"]
+"#,
+    );
+    let call = |display: &str, caller: &str| {
+        judge(
+            &p,
+            &with_from(
+                &format!("\"{display}\" <sip:{caller}@pbx.example>"),
+                &format!("P-Asserted-Identity: <sip:{caller}@pbx.example>\r\n"),
+            ),
+            "ent-bank",
+        )
+    };
+    for (display, caller) in [
+        ("中国银行 95566 9点-17点", "+8695566"),
+        ("中国银行 95566 9am-5pm", "+8695566"),
+        ("中国银行 95566 9 PM", "+8695566"),
+        ("中国银行 95566 9折", "+8695566"),
+        ("中国银行 95566 8折优惠", "+8695566"),
+        ("中国银行 95566 3F", "+8695566"),
+        ("中国银行 95566 2楼", "+8695566"),
+        ("中国银行 95566 7x24", "+8695566"),
+        ("中国银行 95566 7×24", "+8695566"),
+        ("中国银行 95566 9时至17时", "+8695566"),
+        ("Bank 010-5555-0100 24小时", "+861055550100"),
+        ("Bank 010-5555-0100 24h", "+861055550100"),
+        ("Bank 010 5555 0100 9点-17点", "+861055550100"),
+    ] {
+        let d = call(display, caller);
+        assert_eq!(rejected(&d), None, "{display}: {d:?}");
+    }
+    for (display, caller) in [
+        // No number ends before the count: the digits are a mobile's.
+        ("138 1234 5678号", "+861055550100"),
+        // Another number beside the caller's, with or without a count after it.
+        ("Bank 010-5555-0100 955 88号", "+861055550100"),
+        ("Bank 010-5555-0100 95588 9折", "+861055550100"),
+        ("010 5555 0100 13812345678号", "+861055550100"),
+        // An emergency number is read whatever follows it.
+        ("010-5555-0100 1 10号", "+861055550100"),
+    ] {
+        let d = call(display, caller);
+        assert!(rejected(&d).is_some(), "{display}: {d:?}");
+    }
+}

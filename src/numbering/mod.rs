@@ -372,7 +372,8 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    run.close(g, c == b')', unit, &mut budget, &mut each);
+                    let counts = c == b' ' && counts_after(&text[i..], false);
+                    run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
                     gap_blank = false;
@@ -404,7 +405,8 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    run.close(g, c == b']', unit, &mut budget, &mut each);
+                    let counts = counts_after(&text[i..], true);
+                    run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
                     gap_blank = false;
@@ -421,7 +423,8 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    run.close(g, false, unit, &mut budget, &mut each);
+                    let counts = counts_after(&text[i..], true);
+                    run.close(g, false, unit, counts, &mut budget, &mut each);
                 }
                 run = fresh();
                 gap_blank = false;
@@ -434,7 +437,7 @@ pub fn embedded_numbers_in(
         i += len;
     }
     if let Some(g) = group.take() {
-        run.close(g, false, Amount::None, &mut budget, &mut each);
+        run.close(g, false, Amount::None, false, &mut budget, &mut each);
     }
 }
 
@@ -522,11 +525,19 @@ fn next_drawn(text: &[u8], mut at: usize, fillers: bool) -> u8 {
 /// forges (an emergency, government, operator or 95/96 service number): a business name's
 /// reference or range (`"No.3-21"`) is none of those, while a forged bank's number is
 /// written so to slip past a reader of plain digits (QA 36 R2).
+///
+/// `Count(end)`: a piece that runs across white space into digits a unit makes a count
+/// of (`"95566 9折"`, `"010-5555-0100 24小时"`, `"95566 9am-5pm"`, `"3F"`): a callee
+/// reads a number ending at `end` (the text's offset where the group before the count
+/// ends), then the count, and no number made of the two. The reader drops such a piece
+/// where a number it reads ends at `end`, but for an emergency number; with none there
+/// (`"138 1234 5678号"`) the digits are read as written.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Worded {
     No,
     Yes,
     Marked,
+    Count(usize),
 }
 
 /// What the text around a digit group makes of it, where a number shown is judged.
@@ -884,6 +895,42 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     }
 }
 
+/// Whether `rest` (from the character after a digit group on; `glued`: no white space
+/// came between) makes the digits before it a count, an hour, a floor or a share: a
+/// unit ([`quantity_after`]) or a word said only of counts and times of day, glued or
+/// after one space (`"9点"`, `"9时"`, `"9am"`, `"9 pm"`), or a letter that says so
+/// glued only (`"24h"`, `"3F"`, `"7x24"`). Read wherever digits are read: a callee
+/// reads no number in `"95566 9折"` but the bank's.
+fn counts_after(rest: &[u8], glued: bool) -> bool {
+    if quantity_after(rest, glued) == Amount::Quantity {
+        return true;
+    }
+    let rest = rest
+        .strip_prefix(b" ")
+        .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
+        .unwrap_or(rest);
+    let longest = |list: &[&str]| {
+        list.iter()
+            .filter(|w| rest.starts_with(w.as_bytes()))
+            .map(|w| w.len())
+            .max()
+    };
+    if longest(COUNTS_AFTER_CJK) > longest(NOT_COUNTS_AFTER_CJK) {
+        return true;
+    }
+    let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let word = &rest[..word];
+    let is = |w: &&str| word.eq_ignore_ascii_case(w.as_bytes());
+    ["am", "pm"].iter().any(is) || glued && ["h", "f", "x"].iter().any(is)
+}
+
+/// Words after digits said of hours and counts that are no unit of an amount
+/// ([`UNITS_AFTER_CJK`] reads those): `"9点-17点"`, `"9时"`, `"7×24"` (a multiplication
+/// sign), `"3折"` is a unit already.
+const COUNTS_AFTER_CJK: &[&str] = &["点", "時", "时", "×", "倍"];
+/// Words that start with one of those and say something else.
+const NOT_COUNTS_AFTER_CJK: &[&str] = &["点击", "点评", "时代", "时尚", "时间"];
+
 /// Whether `rest` (after a house number and its space) names a street: a one-word
 /// street, or up to three words of a name (`"5th"` among them) ending with a street
 /// word ([`STREET_WORDS`], maybe with a '.').
@@ -1080,13 +1127,15 @@ impl Run {
         }
     }
 
-    /// Adds `g` (closed by a ')' or not; a unit or a currency after it or not) and offers
-    /// every piece that ends with it.
+    /// Adds `g` (closed by a ')' or not; a unit or a currency after it or not; a unit
+    /// that makes it a count after it or not, [`counts_after`]) and offers every piece
+    /// that ends with it.
     fn close(
         &mut self,
         mut g: Group,
         paren_closed: bool,
         unit_after: Amount,
+        counts: bool,
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8], Worded),
     ) {
@@ -1208,6 +1257,8 @@ impl Run {
                 || by_marks && lone_signed
             {
                 Worded::Yes
+            } else if k > 0 && counts && g.blank {
+                Worded::Count(self.groups[(self.len - 2) % EMBEDDED_MAX_DIGITS].end)
             } else {
                 Worded::No
             };
@@ -2021,7 +2072,7 @@ mod tests {
         let e = |t: &str| {
             let mut v = vec![];
             embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _, w| {
-                if w == Worded::No {
+                if matches!(w, Worded::No | Worded::Count(_)) {
                     v.push(t[r].to_string())
                 }
             });
