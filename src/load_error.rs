@@ -97,8 +97,27 @@ pub fn read_text(path: &std::path::Path, name: &str) -> Result<String, LoadError
             .iter()
             .filter(|&&c| c == b'\n')
             .count();
-        LoadError::at(name, line, "not UTF-8 text")
+        not_utf8(name, line, e.as_bytes())
     })
+}
+
+/// The refusal of a text file that is no UTF-8 at `line`, saying what it more likely
+/// is and how to convert it (QA 203): UTF-16 with its byte-order mark (what spreadsheets
+/// save as "Unicode text"), else a legacy encoding, GBK or GB18030 being what Chinese
+/// Windows tools save.
+pub fn not_utf8(name: &str, line: usize, bytes: &[u8]) -> LoadError {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return LoadError::at(
+            name,
+            1,
+            "UTF-16 text, not UTF-8 (a spreadsheet's \"Unicode text\"?): convert it, e.g. iconv -f UTF-16 -t UTF-8",
+        );
+    }
+    LoadError::at(
+        name,
+        line,
+        "not UTF-8 text (GBK or GB18030, as Chinese Windows tools save it?): convert it, e.g. iconv -f GB18030 -t UTF-8",
+    )
 }
 
 impl fmt::Display for LoadError {

@@ -838,6 +838,25 @@ fn a_published_list_cut_short_is_refused_unless_forced() {
             && err.contains("--force"),
         "{code:?} {err}"
     );
+    // An empty file (a failed export), and one whose numbers are no UTF-8: refused
+    // with the file and the line, nothing published (QA 203: published empty; refused
+    // with no line).
+    let (code, err) = publish(&[&file("empty.txt", "# export of 2026-12-07\n")]);
+    assert!(
+        code == Some(1) && err.contains("holds no entry") && err.contains("--force"),
+        "{code:?} {err}"
+    );
+    let gbk = dir.join("gbk.txt");
+    std::fs::write(
+        &gbk,
+        b"# \xba\xda\xc3\xfb\xb5\xa5\n+8613800000001\n\xba\xda\n",
+    )
+    .unwrap();
+    let (code, err) = publish(&[&format!("blacklist={}", gbk.display())]);
+    assert!(
+        code == Some(1) && err.contains("gbk.txt:3: not UTF-8 text (GBK or GB18030"),
+        "{code:?} {err}"
+    );
     assert!(
         redis
             .cli(&["GET", "sipfence:lists:current"])

@@ -60,10 +60,12 @@ pub fn publish(a: &PublishArgs) -> i32 {
             );
             return 2;
         }
-        let text = match std::fs::read_to_string(file) {
+        // Read as `check` and a reload read it (QA 203: a GBK comment was refused here
+        // with no line, and loaded there).
+        let text = match crate::policy::lists::read_list_text(std::path::Path::new(file), file) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("sipfence: {file}: cannot read: {e}");
+                eprintln!("sipfence: refused, nothing published: {e}");
                 return 1;
             }
         };
@@ -73,6 +75,14 @@ pub fn publish(a: &PublishArgs) -> i32 {
             return 1;
         }
         let n = b.build().len();
+        // An empty list goes to every gateway at once; the cut guard spares lists under
+        // 100 entries (QA 203: a blacklist of 2 published empty with no word).
+        if n == 0 && !a.force {
+            eprintln!(
+                "sipfence: refused, nothing published: {name}={file} holds no entry (an export that failed, or a file cut short?); to publish it empty: --force"
+            );
+            return 1;
+        }
         set.push((name.to_string(), text, n));
     }
     if set.is_empty() {

@@ -497,22 +497,65 @@ pub fn warnings(p: &Policy) -> Vec<String> {
             ));
         }
     }
+    // Own segments are a carrier's prefixes, wide by nature; one that takes in the whole
+    // country (`0*`, `+86*`: QA 203) takes every domestic caller for this network's.
+    let country: Vec<String> = p
+        .own_segments
+        .blocks()
+        .filter(|(lead, kind)| {
+            *kind == EntryKind::Segment && lead.digits().len() <= p.plan.country().len()
+        })
+        .map(|(lead, kind)| shown(lead, kind, &written_at(&p.own_segments, &lead, kind)))
+        .collect();
+    if !country.is_empty() {
+        out.push(format!(
+            "own_segments: {} takes in the whole country: every domestic caller is taken for this network's own, and enterprise-foreign-network refuses none",
+            named(&country)
+        ));
+    }
     // A blacklisted number the plan calls invalid is refused (or let by) as such before
     // the blacklist is asked: never a reason for a refusal. Mostly a line cut short
     // (QA 152: a list read while a feed wrote it ended in `+86133299`).
-    let invalid: Vec<String> = p
-        .blacklist
-        .entries()
-        .filter(|(n, kind)| *kind == EntryKind::Exact && p.plan.classify(n).class == Class::Invalid)
-        .map(|(n, _)| n.to_string())
-        .collect();
-    if !invalid.is_empty() {
-        out.push(format!(
-            "blacklist: {} {} no valid number of the plan (a line cut short, or mistyped?), judged by numbering-plan before the blacklist is asked: {}",
-            invalid.len(),
-            if invalid.len() == 1 { "entry is" } else { "entries are" },
-            named(&invalid),
-        ));
+    // The same in the lists that let callers by (QA 203: a roamer's number mistyped, or
+    // exported as `13900000000.0`, loaded silently, and the roamer was refused): no call
+    // has such a number, so the entry does nothing.
+    for (name, list, judged) in [
+        (
+            "blacklist",
+            &p.blacklist,
+            "judged by numbering-plan before the blacklist is asked",
+        ),
+        (
+            "roamers",
+            &p.roamers,
+            "no call has it, the roamer meant is not let in",
+        ),
+        (
+            "protected",
+            &p.protected,
+            "no call has it, the number meant is not protected",
+        ),
+        (
+            "exempt",
+            &p.exempt,
+            "no call has it, the number meant is not exempt",
+        ),
+    ] {
+        let invalid: Vec<String> = list
+            .entries()
+            .filter(|(n, kind)| {
+                *kind == EntryKind::Exact && p.plan.classify(n).class == Class::Invalid
+            })
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !invalid.is_empty() {
+            out.push(format!(
+                "{name}: {} {} no valid number of the plan (a line cut short, or mistyped?), {judged}: {}",
+                invalid.len(),
+                if invalid.len() == 1 { "entry is" } else { "entries are" },
+                named(&invalid),
+            ));
+        }
     }
     for t in &p.trunks {
         let Some(w) = &t.whitelist else { continue };
@@ -1180,6 +1223,38 @@ entries = [{whitelist}]
                 "blacklist: 2 entries are no valid number of the plan (a line cut short, or mistyped?), judged by numbering-plan before the blacklist is asked: +86133299, +8675588881"
             ]
         );
+        // The lists that let callers by, too (QA 203: a roamer's number mistyped loaded
+        // with no word, and the roamer was refused); their valid numbers say nothing.
+        let text = "[lists.roamers]\nentries = [\"1390000000\", \"+8613900000001\"]\n[lists.protected]\nentries = [\"1066666\", \"+861066666110\"]\n[lists.exempt]\nentries = [\"138000000011\", \"+8613800000001\"]\n[lists.own_segments]\nentries = [\"0*\", \"+86138*\"]\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"10.0.0.0/24\"]\nnext_hop = \"udp:10.0.0.9:5060\"\n";
+        let p = Policy::from_str(text, "t.toml", std::path::Path::new(".")).unwrap();
+        assert_eq!(
+            warnings(&p),
+            [
+                "own_segments: +86* takes in the whole country: every domestic caller is taken for this network's own, and enterprise-foreign-network refuses none",
+                "roamers: 1 entry is no valid number of the plan (a line cut short, or mistyped?), no call has it, the roamer meant is not let in: +861390000000",
+                "protected: 1 entry is no valid number of the plan (a line cut short, or mistyped?), no call has it, the number meant is not protected: +861066666",
+                "exempt: 1 entry is no valid number of the plan (a line cut short, or mistyped?), no call has it, the number meant is not exempt: +86138000000011",
+            ]
+        );
+    }
+
+    /// A list file that holds no entry is named (QA 203: an empty blacklist file loaded
+    /// with no word); an empty list written in the policy is none of a file's mistakes.
+    #[test]
+    fn list_files_that_hold_nothing_are_named() {
+        let dir = std::env::temp_dir().join(format!("sipfence-lint-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bl.txt"), "# export of 2026-12-07\n").unwrap();
+        std::fs::write(dir.join("roam.txt"), "+8613900000001\n").unwrap();
+        let text = "[lists.blacklist]\nfiles = [\"bl.txt\"]\n[lists.roamers]\nfiles = [\"roam.txt\"]\n[lists.exempt]\nentries = []\n[[trunk]]\nname = \"intl\"\nrole = \"international\"\nsources = [\"10.0.0.0/24\"]\nnext_hop = \"udp:10.0.0.9:5060\"\n";
+        let p = Policy::from_str(text, "t.toml", &dir).unwrap();
+        assert_eq!(
+            warnings(&p),
+            [
+                "blacklist: its file (bl.txt) holds no entry: the list is empty (an export that failed, or a file cut short?)"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

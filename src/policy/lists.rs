@@ -268,6 +268,9 @@ impl NumberSetBuilder {
     }
 
     pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
+        if let Some(why) = not_one_number(entry) {
+            return Err(format!("'{}': {why}", quote(entry)));
+        }
         let cc = self.cc.as_slice();
         let trunk_zero = |d: &[u8]| -> Result<(), String> {
             match d.strip_prefix(cc) {
@@ -407,13 +410,111 @@ impl NumberSetBuilder {
     /// fingerprint covers the lists it was built from, not only its own text).
     pub fn add_file(&mut self, path: &std::path::Path) -> Result<u64, LoadError> {
         let name = path.display().to_string();
-        let text = crate::load_error::read_text(path, &name)?;
+        let text = read_list_text(path, &name)?;
         let digest = crate::sip::lex::tag_hash(&[text.as_bytes()]);
         // Reserve once: a 5M-line file should not regrow the vector twenty times.
         self.exact.reserve(text.len() / 12);
         self.add_text(&text, &name)?;
         Ok(digest)
     }
+}
+
+/// A list file's text ([`crate::load_error::read_text`]), where a comment may be in
+/// another encoding than UTF-8: Chinese Windows tools save GBK (GB18030), and a list
+/// whose numbers are ASCII but whose header or notes are GBK is read as meant (QA 203:
+/// a feed's one GBK comment refused a 2-million-line blacklist). Text before a `#` that
+/// is no UTF-8 is still refused with its line.
+pub fn read_list_text(path: &std::path::Path, name: &str) -> Result<String, LoadError> {
+    let bytes = crate::load_error::read_whole(path, name)?;
+    let bytes = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(e) => e.into_bytes(),
+    };
+    // GBK's and GB18030's bytes after a lead byte are 0x30 and up: no '#' or line end is
+    // ever part of a character, so lines and comments are found in the bytes as they are.
+    let mut text = String::with_capacity(bytes.len());
+    for (i, line) in bytes.split_inclusive(|&c| c == b'\n').enumerate() {
+        let entry = line.split(|&c| c == b'#').next().unwrap_or(line);
+        match std::str::from_utf8(line) {
+            Ok(l) => text.push_str(l),
+            Err(_) if std::str::from_utf8(entry).is_ok() && entry.len() < line.len() => {
+                text.push_str(&String::from_utf8_lossy(line));
+            }
+            Err(_) => {
+                return Err(crate::load_error::not_utf8(name, i + 1, &bytes));
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// Why a list entry is no one number as a person or a tool wrote it, before it is read
+/// as one: what spreadsheets, databases and exports make of a number column, which the
+/// reader would otherwise take as digits with separators and load as another number
+/// (QA 203: `13800000001.0` loaded as `+86138000000010`, and a blacklist so exported and
+/// reloaded lost every number; `95500-95599` loaded as the number `+869550095599`).
+fn not_one_number(entry: &str) -> Option<&'static str> {
+    let e = entry.trim_end_matches('*').trim_end();
+    // A decimal part: a number column saved as decimals (`13800000001.0`, `95588.00`).
+    if let Some((whole, frac)) = e.rsplit_once('.')
+        && !whole.contains('.')
+        && !whole.ends_with('.')
+        && whole.bytes().last().is_some_and(|c| c.is_ascii_digit())
+        && (1..=2).contains(&frac.len())
+        && frac.bytes().all(|c| c == b'0')
+    {
+        return Some(
+            "a number with a decimal part (a number column saved as decimals, by a spreadsheet or an export?): write the digits alone",
+        );
+    }
+    if e.bytes()
+        .any(|c| matches!(c, b',' | b';' | b'\t' | b'"' | b'\''))
+        && !e.contains("..")
+    {
+        return Some(
+            "more than a number (a spreadsheet or CSV row: columns, quotes?): one number, segment or range a line, a comment after '#'",
+        );
+    }
+    let lower = e.to_ascii_lowercase();
+    if lower.contains("e+") && lower.bytes().next().is_some_and(|c| c.is_ascii_digit()) {
+        return Some(
+            "a number in scientific notation (a spreadsheet column formatted as numbers?): write all its digits",
+        );
+    }
+    // Groups joined by '-': a range written with a dash (`95500-95599`, two groups of the
+    // same length sharing their first digits), or digits after a whole number
+    // (`13800138000-999`, `010-1234567-9`: a range's end or an extension), which no
+    // calling number has. `010-5555-0100` and `+86-138-1234-5678` are numbers.
+    if !e.contains("..") {
+        // Any dash a screen or a word processor draws, digits of any width.
+        let dash = |c: char| matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{ff0d}');
+        let digit = |c: char| c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c);
+        let groups: Vec<&str> = e
+            .split(dash)
+            .map(|g| g.trim_matches(|c: char| c.is_whitespace() || matches!(c, '(' | ')')))
+            .collect();
+        let digits = |g: &str| !g.is_empty() && g.chars().all(digit);
+        if groups.len() >= 2
+            && groups
+                .iter()
+                .all(|g| digits(g.trim_start_matches(['+', '\u{ff0b}'])))
+        {
+            let (a, z) = (groups[groups.len() - 2], groups[groups.len() - 1]);
+            let len = |g: &str| g.chars().filter(|&c| digit(c)).count();
+            let shared = a.chars().zip(z.chars()).take_while(|(x, y)| x == y).count();
+            if groups.len() == 2 && len(a) == len(z) && len(a) >= 4 && 2 * shared >= len(a) && z > a
+            {
+                return Some("a range written with '-': write it FROM..TO");
+            }
+            let a_len = len(a);
+            if a_len >= 10 || a_len >= 7 && groups.len() >= 3 {
+                return Some(
+                    "digits after a whole number (a range's end, or an extension?): write a range FROM..TO, a number alone",
+                );
+            }
+        }
+    }
+    None
 }
 
 impl NumberSet {
@@ -588,6 +689,80 @@ mod tests {
             assert!(s.contains(&n(x)), "{x}");
         }
         assert!(!s.contains(&n("+868617099912345")));
+    }
+
+    /// What spreadsheets and exports make of a number column is refused with what it
+    /// looks like, not read as another number (QA 203); numbers written with dashes and
+    /// brackets still load.
+    #[test]
+    fn spreadsheet_forms_are_refused_not_misread() {
+        for (entry, says) in [
+            ("13800000001.0", "decimal part"),
+            ("95588.0", "decimal part"),
+            ("+86 138 0013 8000.00", "decimal part"),
+            ("105555.0*", "decimal part"),
+            ("95500-95599", "range written with '-'"),
+            ("13800138000-13800138999", "range written with '-'"),
+            ("９５５００－９５５９９", "range written with '-'"),
+            ("13800138000-999", "digits after a whole number"),
+            ("0755-88881230-39", "digits after a whole number"),
+            ("010-1234567-9", "digits after a whole number"),
+            ("13800000001,fraud,2024-01-01", "more than a number"),
+            ("\"13800000001\"", "more than a number"),
+            ("'13800000001", "more than a number"),
+            ("13800000001\t20240101", "more than a number"),
+            ("1.38001E+10", "scientific notation"),
+        ] {
+            let e = NumberSetBuilder::new(b"86").add_entry(entry).unwrap_err();
+            assert!(e.contains(says), "{entry}: {e}");
+        }
+        let s = set(
+            "010-5555-0100\n+86-138-1234-5678\n1380013-8000\n0755-8888-1234\n138.0013.8001\n400-800-1234\n13800138000..13800138999\n",
+        );
+        for x in [
+            "+861055550100",
+            "+8613812345678",
+            "+8613800138000",
+            "+8675588881234",
+            "+8613800138001",
+            "+864008001234",
+            "+8613800138500",
+        ] {
+            assert!(s.contains(&n(x)), "{x}");
+        }
+    }
+
+    /// A comment in GBK (what Chinese Windows tools save) is read past; a number line
+    /// that is no UTF-8, and UTF-16, are refused with the line and the fix.
+    #[test]
+    fn legacy_encodings_in_comments_are_read_past() {
+        let dir = std::env::temp_dir().join(format!("sipfence-enc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let f = dir.join(name);
+            std::fs::write(&f, bytes).unwrap();
+            f
+        };
+        let f = file(
+            "gbk.txt",
+            b"# \xba\xda\xc3\xfb\xb5\xa5\r\n13800000001 # \xd5\xa9\xc6\xad\r\n",
+        );
+        let mut b = NumberSetBuilder::new(b"86");
+        b.add_file(&f).unwrap();
+        assert!(b.build().contains(&n("+8613800000001")));
+        let f = file("bad.txt", b"13800000001\n\xba\xda 13800000002\n");
+        let e = NumberSetBuilder::new(b"86")
+            .add_file(&f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("bad.txt:2: not UTF-8 text (GBK or GB18030, as Chinese Windows tools save it?): convert it, e.g. iconv -f GB18030 -t UTF-8"), "{e}");
+        let f = file("u16.txt", b"\xff\xfe1\x003\x008\x00\n\x00");
+        let e = NumberSetBuilder::new(b"86")
+            .add_file(&f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("u16.txt:1: UTF-16 text"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

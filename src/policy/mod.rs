@@ -1764,12 +1764,37 @@ impl Policy {
             .chain(notes)
             .map(|(_, _, n)| n)
             .collect();
+        let blacklist = load_list(&cfg.lists.blacklist, "blacklist", false)?;
+        let protected = load_list(&cfg.lists.protected, "protected", false)?;
+        let roamers = load_list(&cfg.lists.roamers, "roamers", false)?;
+        let own_segments = load_list(&cfg.lists.own_segments, "own_segments", false)?;
+        let exempt = load_list(&cfg.lists.exempt, "exempt", false)?;
+        // Files named that hold nothing: an export that failed or a file emptied (QA 203:
+        // an empty blacklist file loaded with no word, where an empty whitelist is
+        // warned of).
+        let mut notes = notes;
+        for (name, conf, set) in [
+            ("blacklist", &cfg.lists.blacklist, &blacklist),
+            ("protected", &cfg.lists.protected, &protected),
+            ("roamers", &cfg.lists.roamers, &roamers),
+            ("own_segments", &cfg.lists.own_segments, &own_segments),
+            ("exempt", &cfg.lists.exempt, &exempt),
+        ] {
+            if !conf.files.is_empty() && set.is_empty() {
+                notes.push(format!(
+                    "{name}: its file{} ({}) hold{} no entry: the list is empty (an export that failed, or a file cut short?)",
+                    if conf.files.len() == 1 { "" } else { "s" },
+                    conf.files.join(", "),
+                    if conf.files.len() == 1 { "s" } else { "" },
+                ));
+            }
+        }
         Ok(Policy {
-            blacklist: load_list(&cfg.lists.blacklist, "blacklist", false)?,
-            protected: load_list(&cfg.lists.protected, "protected", false)?,
-            roamers: load_list(&cfg.lists.roamers, "roamers", false)?,
-            own_segments: load_list(&cfg.lists.own_segments, "own_segments", false)?,
-            exempt: load_list(&cfg.lists.exempt, "exempt", false)?,
+            blacklist,
+            protected,
+            roamers,
+            own_segments,
+            exempt,
             digest: digest.get(),
             files_digest: digest.get(),
             plan,
