@@ -839,7 +839,7 @@ fn read_shown(
         if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
             && match worded {
-                Worded::No | Worded::Count(_) => true,
+                Worded::No | Worded::Count { .. } => true,
                 Worded::Yes => plan.classify(&num).class == Class::Emergency,
                 Worded::Marked => forged(&num),
             }
@@ -847,10 +847,13 @@ fn read_shown(
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);
                 dialled[n] = ipd;
-                if let Worded::Count(end) = worded
-                    && plan.classify(&num).class != Class::Emergency
-                {
-                    counted[n] = Some(end);
+                if let Worded::Count { end, joined, short } = worded {
+                    // A piece that starts inside the number before the count goes only
+                    // when it is a fixed line's ([`Worded::Count`]).
+                    let cut_away = (joined || short) && plan.classify(&num).class == Class::Fixed;
+                    if plan.classify(&num).class != Class::Emergency {
+                        counted[n] = Some((end, cut_away));
+                    }
                 }
                 n += 1;
             } else if Some(num) != avoid {
@@ -924,11 +927,11 @@ fn read_shown(
     // A number, then a count after white space (`"95566 9折"`, `"010-5555-0100
     // 24小时"`): the count's digits are no end of a number ([`Worded::Count`]).
     for i in 0..n {
-        if let Some(end) = counted[i] {
+        if let Some((end, cut_away)) = counted[i] {
             gone[i] |= (0..n).any(|j| {
                 j != i
                     && ranges[j].1 == end
-                    && overlap(ranges[i], ranges[j])
+                    && (contains(ranges[i], ranges[j]) || cut_away && overlap(ranges[i], ranges[j]))
                     && counted[j].is_none()
                     && !gone[j]
             });

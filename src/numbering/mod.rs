@@ -372,7 +372,7 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    let counts = c == b' ' && counts_after(&text[i..], false);
+                    let counts = count_follows(&text[i..]).map(|l| i + l);
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
@@ -405,7 +405,7 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    let counts = counts_after(&text[i..], true);
+                    let counts = count_follows(&text[i..]).map(|l| i + l);
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
@@ -423,7 +423,7 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    let counts = counts_after(&text[i..], true);
+                    let counts = count_follows(&text[i..]).map(|l| i + l);
                     run.close(g, false, unit, counts, &mut budget, &mut each);
                 }
                 run = fresh();
@@ -437,7 +437,7 @@ pub fn embedded_numbers_in(
         i += len;
     }
     if let Some(g) = group.take() {
-        run.close(g, false, Amount::None, false, &mut budget, &mut each);
+        run.close(g, false, Amount::None, None, &mut budget, &mut each);
     }
 }
 
@@ -526,18 +526,30 @@ fn next_drawn(text: &[u8], mut at: usize, fillers: bool) -> u8 {
 /// reference or range (`"No.3-21"`) is none of those, while a forged bank's number is
 /// written so to slip past a reader of plain digits (QA 36 R2).
 ///
-/// `Count(end)`: a piece that runs across white space into digits a unit makes a count
-/// of (`"95566 9折"`, `"010-5555-0100 24小时"`, `"95566 9am-5pm"`, `"3F"`): a callee
-/// reads a number ending at `end` (the text's offset where the group before the count
-/// ends), then the count, and no number made of the two. The reader drops such a piece
-/// where a number it reads ends at `end`, but for an emergency number; with none there
-/// (`"138 1234 5678号"`) the digits are read as written.
+/// `Count { end, joined, short }`: a piece that runs across white space into digits a
+/// unit makes a count of (`"95566 9折"`, `"010-5555-0100 24小时"`, `"95566 9am-5pm"`,
+/// `"3F"`): a callee reads a number ending at `end` (the text's offset where the group
+/// before the count ends), then the count, and no number made of the two. `joined`: the
+/// piece's digits before the count are joined to each other, and to the digits before
+/// them, by marks, not white space (`"5555-0100 24"` in `"010-5555-0100 24小时"`);
+/// `short`: the count's first group has one or two digits (hours, floors, shares). The
+/// reader drops such a piece where a number it reads ends at `end` and the piece holds
+/// it (`"95566 9折"`); one that starts inside that number only when it is a fixed line's
+/// and `joined` or `short` (`"010 5555 0100 24小时"` shows no `0555 5010024`): a mobile,
+/// a 400 or a service number made of the end of another number and a count is what a
+/// callee reads (`"1390 138 1234 5678号"`, `"01055550 100 86号"`: QA 205 H1). With no
+/// number before it (`"138 1234 5678号"`) the piece is read as written; an emergency
+/// number always.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Worded {
     No,
     Yes,
     Marked,
-    Count(usize),
+    Count {
+        end: usize,
+        joined: bool,
+        short: bool,
+    },
 }
 
 /// What the text around a digit group makes of it, where a number shown is judged.
@@ -902,7 +914,7 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
 /// glued only (`"24h"`, `"3F"`, `"7x24"`). Read wherever digits are read: a callee
 /// reads no number in `"95566 9折"` but the bank's.
 fn counts_after(rest: &[u8], glued: bool) -> bool {
-    if quantity_after(rest, glued) == Amount::Quantity {
+    if matches!(quantity_after(rest, glued), Amount::Quantity | Amount::Sign) {
         return true;
     }
     let rest = rest
@@ -919,15 +931,76 @@ fn counts_after(rest: &[u8], glued: bool) -> bool {
         return true;
     }
     let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let word = &rest[..word];
+    let (word, after) = rest.split_at(word);
     let is = |w: &&str| word.eq_ignore_ascii_case(w.as_bytes());
-    ["am", "pm"].iter().any(is) || glued && ["h", "f", "x"].iter().any(is)
+    // `a.m.`, `p.m.` too.
+    let dotted = |w: &[u8]| {
+        rest.len() >= 4
+            && rest[..4].eq_ignore_ascii_case(w)
+            && !rest[4..].first().is_some_and(u8::is_ascii_alphanumeric)
+    };
+    let bare = !after.first().is_some_and(u8::is_ascii_digit);
+    ["am", "pm", "h"].iter().any(is)
+        || glued && bare && ["f", "g", "s"].iter().any(is)
+        || dotted(b"a.m.")
+        || dotted(b"p.m.")
 }
+
+/// Whether a digit group starts a count: [`counts_after`] of `rest` (from the character
+/// after the group on), or of what follows a range, a decimal or a product of counts the
+/// group starts (`"9-17点"`, `"9~17点"`, `"9至17点"`, `"9.5折"`, `"0.5%"`, `"9-5pm"`,
+/// `"3/F"`), or a count written with no unit (`"7*24"`, `"7 x 24"`, `"24/7"`): all of
+/// them a callee reads as one count. The length of `rest` the count's other digits
+/// take, up to its unit.
+fn count_follows(rest: &[u8]) -> Option<usize> {
+    let spaced = |r: &[u8]| r.first() == Some(&b' ') || r.starts_with("\u{3000}".as_bytes());
+    if counts_after(rest, !spaced(rest)) {
+        return Some(0);
+    }
+    let digits = |r: &[u8]| r.iter().take_while(|c| c.is_ascii_digit()).count();
+    let ends = |r: &[u8]| !r.first().is_some_and(|c| c.is_ascii_alphanumeric());
+    let space = |r: &'_ [u8]| -> usize { usize::from(r.first() == Some(&b' ')) };
+    let mut at = 0;
+    for step in 0..3 {
+        let r = &rest[at..];
+        let s = space(r);
+        let m = RANGE_MARKS
+            .iter()
+            .find(|m| r[s..].starts_with(m.as_bytes()))?;
+        let after = s + m.len();
+        let after = after + space(&r[after..]);
+        let n = digits(&r[after..]);
+        if n == 0 {
+            // A floor written `3/F`.
+            return (step == 0 && *m == "/" && counts_after(&r[after..], true)).then_some(after);
+        }
+        at += after + n;
+        // Round the clock: `7x24`, `7*24`, `24/7`.
+        let product = matches!(*m, "x" | "X" | "×" | "*") && &r[after..after + n] == b"24";
+        if step == 0 && (product || *m == "/" && &r[after..after + n] == b"7") && ends(&rest[at..])
+        {
+            return Some(at);
+        }
+        if counts_after(&rest[at..], !spaced(&rest[at..])) {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
+/// decimal (`9.5`), a product (`7x24`).
+const RANGE_MARKS: &[&str] = &[
+    "-", "~", "～", "–", "—", "至", "到", ".", "/", "x", "X", "×", "*",
+];
 
 /// Words after digits said of hours and counts that are no unit of an amount
 /// ([`UNITS_AFTER_CJK`] reads those): `"9点-17点"`, `"9时"`, `"7×24"` (a multiplication
 /// sign), `"3折"` is a unit already.
-const COUNTS_AFTER_CJK: &[&str] = &["点", "時", "时", "×", "倍"];
+const COUNTS_AFTER_CJK: &[&str] = &[
+    "点", "時", "时", "×", "倍", "點", "鐘", "小時", "號", "樓", "層", "個", "萬", "億", "週",
+    "張", "條", "臺", "台", "分鐘", "元", "店",
+];
 /// Words that start with one of those and say something else.
 const NOT_COUNTS_AFTER_CJK: &[&str] = &["点击", "点评", "时代", "时尚", "时间"];
 
@@ -1090,6 +1163,10 @@ struct Run {
     dates: bool,
     /// Text for a person to read (a display name), not a dial string.
     display: bool,
+    /// The count being read ([`count_follows`]): the index in the run of its first
+    /// group, which white space sets apart, and the offset in the text where its digits
+    /// end.
+    count: Option<(usize, usize)>,
 }
 
 impl Run {
@@ -1135,7 +1212,7 @@ impl Run {
         mut g: Group,
         paren_closed: bool,
         unit_after: Amount,
-        counts: bool,
+        counts: Option<usize>,
         budget: &mut usize,
         each: &mut impl FnMut(std::ops::Range<usize>, &[u8], Worded),
     ) {
@@ -1165,6 +1242,20 @@ impl Run {
         };
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
         g.quantity = self.quantity;
+        // A count goes on through the digits it holds (`"9-17点"`, `"9.5折"`); one starts
+        // at a group set apart by white space.
+        if self
+            .count
+            .is_some_and(|(at, end)| g.start >= end || self.len - at >= EMBEDDED_MAX_DIGITS)
+        {
+            self.count = None;
+        }
+        if self.count.is_none()
+            && g.blank
+            && let Some(end) = counts
+        {
+            self.count = Some((self.len, end));
+        }
         self.groups[self.len % EMBEDDED_MAX_DIGITS] = g;
         self.len += 1;
         self.note_calendar();
@@ -1257,8 +1348,18 @@ impl Run {
                 || by_marks && lone_signed
             {
                 Worded::Yes
-            } else if k > 0 && counts && g.blank {
-                Worded::Count(self.groups[(self.len - 2) % EMBEDDED_MAX_DIGITS].end)
+            } else if let Some((at, _)) = self.count
+                && self.len - 1 - k < at
+            {
+                // The piece runs into the count from the digits before it: joined to them
+                // by marks only, from its first group to the count's.
+                let h = self.len - 1 - k;
+                Worded::Count {
+                    end: self.groups[(at - 1) % EMBEDDED_MAX_DIGITS].end,
+                    joined: !head.blank
+                        && (h + 1..at).all(|x| !self.groups[x % EMBEDDED_MAX_DIGITS].blank),
+                    short: self.groups[at % EMBEDDED_MAX_DIGITS].n <= 2,
+                }
             } else {
                 Worded::No
             };
@@ -2072,7 +2173,7 @@ mod tests {
         let e = |t: &str| {
             let mut v = vec![];
             embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _, w| {
-                if matches!(w, Worded::No | Worded::Count(_)) {
+                if matches!(w, Worded::No | Worded::Count { .. }) {
                     v.push(t[r].to_string())
                 }
             });
