@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+# deps.sh installed every tool the tests drive: a test that finds one missing fails
+# instead of skipping (tests/common: tools_required).
+export SIPFENCE_TOOLS_REQUIRED=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -151,6 +151,20 @@ pub fn table_row(
     )
 }
 
+/// What a table row adds after the rule when the rule matched on a SIP-I call's ISUP
+/// calling number rather than the SIP caller (QA 204: replay's table said a +44 caller
+/// was refused as a domestic one; the +86 number it matched was only in `--json`).
+pub fn isup_shown<'a>(
+    rule: Option<&str>,
+    calling: Option<&str>,
+    mut rules: impl Iterator<Item = &'a str>,
+) -> String {
+    match (rule, calling) {
+        (Some(r), Some(c)) if rules.any(|x| x == r) => format!(" on isup {c}"),
+        _ => String::new(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BehaviourRecord {
     #[serde(flatten)]

@@ -402,6 +402,83 @@ fn udp_calls_allowed_and_blocked_by_each_rule() {
 /// The exempt list at work, with sipp on both sides: a blacklisted number the
 /// operator vouches for completes its call, another listed number is still refused,
 /// and the counters say how often the exemption overrode the blacklist.
+/// The contract's hours and call frequency answer the caller at sipp, with the code and
+/// reason the policy sets (QA 204: the hour rule was never driven through the running
+/// proxy, the trunk rate only by raw UDP, and no end-to-end test set an answer other
+/// than a rule's default). The hours are two hours away from now, whenever it runs.
+#[test]
+fn hour_and_rate_rules_answer_the_caller_as_configured() {
+    if !sipp_available() {
+        return;
+    }
+    let base = port_block();
+    let hour = sipfence::cli::now_ms() / 3_600_000 % 24;
+    let (hours, rate) = (base + 6, base + 8);
+    let trunk = |name: &str, port: u16, terms: &str| {
+        format!(
+            "[[trunk]]\nname = \"{name}\"\nrole = \"enterprise\"\nlisten = [\"udp:127.0.0.1:{port}\"]\nsources = [\"127.0.0.0/8\"]\nnext_hop = \"udp:127.0.0.1:{}\"\n{terms}\n[trunk.whitelist]\nentries = [\"+8613912340000..+8613912349999\"]\n",
+            base + 10
+        )
+    };
+    let extra = format!(
+        "[rules.enterprise-hours]\ncode = 480\nreason = \"Outside the contracted hours\"\n{}{}",
+        trunk(
+            "ent-hours",
+            hours,
+            &format!(
+                "hours = \"{:02}:00-{:02}:00\"\nutc_offset = \"+00:00\"",
+                (hour + 2) % 24,
+                (hour + 3) % 24
+            )
+        ),
+        trunk("ent-rate", rate, "max_calls_per_minute = 2"),
+    );
+    let proxy = Proxy::start(&config(base, &extra), 2);
+    let dir = proxy.dir.path().to_path_buf();
+    let _uas = sipp_uas(base + 10, None, &dir);
+    let caller = [("+8613912345678@", "X-No-PAI: 1", "X-No-Privacy: 1")];
+    // Outside the hours: 480 with the reason set, read by sipp.
+    let sc = uac_scenario(&dir, 480);
+    let xml = std::fs::read_to_string(&sc).unwrap().replace(
+        "<recv response=\"480\"> </recv>",
+        "<recv response=\"480\"><action><ereg regexp=\"Reason: SIP;cause=480;text=&quot;Outside the contracted hours&quot;\" search_in=\"msg\" check_it=\"true\" assign_to=\"why\"/><log message=\"[$why]\"/></action></recv>",
+    );
+    assert!(xml.contains("assign_to=\"why\""));
+    let sc = dir.join("uac-480-reason.xml");
+    std::fs::write(&sc, xml).unwrap();
+    let csv = dir.join("hours.csv");
+    std::fs::write(
+        &csv,
+        "SEQUENTIAL\n+8613912345678@;X-No-PAI: 1;X-No-Privacy: 1;\n",
+    )
+    .unwrap();
+    let (code, out) = Uac {
+        dir: &dir,
+        scenario: &sc,
+        csv: &csv,
+        port: hours,
+        uac_port: base + 20,
+        transport: "u1",
+        calls: 1,
+        rate: 20,
+    }
+    .run();
+    assert_eq!(code, 0, "outside the hours: {out}");
+    // The same caller on a trunk whose contract has no hours goes through: the 480 is
+    // the hours'.
+    calls(&dir, base + 2, base + 21, "u1", 200, &caller);
+    // Two calls a minute: the third is refused with the rule's default answer.
+    calls(&dir, rate, base + 22, "u1", 200, &[caller[0], caller[0]]);
+    calls(&dir, rate, base + 23, "u1", 403, &caller);
+    let hits = |rule: &str, trunk: &str| {
+        proxy.metric(&format!(
+            "sipfence_rule_hits_total{{action=\"reject\",rule=\"{rule}\",trunk=\"{trunk}\"}}"
+        ))
+    };
+    assert_eq!(hits("enterprise-hours", "ent-hours"), 1.0);
+    assert_eq!(hits("enterprise-rate-trunk", "ent-rate"), 1.0);
+}
+
 #[test]
 fn an_exempt_number_passes_the_blacklist() {
     if !sipp_available() {

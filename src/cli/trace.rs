@@ -385,6 +385,16 @@ impl Printer<'_> {
             r["code"].as_u64().and_then(|c| u16::try_from(c).ok()),
             crate::record::rule_shown(s("rule"), s("refused"), s("retry").is_some()),
         );
+        let isup = crate::record::isup_shown(
+            s("rule"),
+            r["isup"]["calling"].as_str(),
+            r["isup"]["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        );
+        let row = format!("{row}{isup}");
         let text = match gw {
             Some(g) => format!("{g:<10} {row}"),
             None => row,

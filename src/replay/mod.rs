@@ -932,8 +932,11 @@ pub fn run(policy: &Policy, a: &Args) -> i32 {
         if json {
             println!("{}", serde_json::to_string(&rec).unwrap_or_default());
         } else {
+            let isup = rec.isup.as_ref().map_or_else(String::new, |i| {
+                crate::record::isup_shown(rec.rule, i.calling.as_deref(), i.rules.iter().copied())
+            });
             println!(
-                "{}{}",
+                "{}{isup}{}",
                 crate::record::table_row(
                     rec.ts_ms,
                     &rec.call_id,
