@@ -839,19 +839,23 @@ fn read_shown(
         if let Ok(num) = normalise(digits, home_cc, None)
             && known(&num)
             && match worded {
-                Worded::No | Worded::Count { .. } => true,
+                Worded::No | Worded::Count { marked: false, .. } => true,
                 Worded::Yes => plan.classify(&num).class == Class::Emergency,
-                Worded::Marked => forged(&num),
+                Worded::Marked | Worded::Count { marked: true, .. } => forged(&num),
             }
         {
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);
                 dialled[n] = ipd;
-                if let Worded::Count { end, joined, short } = worded {
+                if let Worded::Count { end, short, .. } = worded {
                     // A piece that starts inside the number before the count goes only
-                    // when it is a fixed line's ([`Worded::Count`]).
-                    let cut_away = (joined || short) && plan.classify(&num).class == Class::Fixed;
-                    if plan.classify(&num).class != Class::Emergency {
+                    // when it is a fixed line's that shows no area code of its own, cut
+                    // from a fixed line's ([`Worded::Count`]).
+                    let class = plan.classify(&num).class;
+                    let cut_away = short
+                        && class == Class::Fixed
+                        && !matches!(digits.first(), Some(b'0' | b'+'));
+                    if class != Class::Emergency {
                         counted[n] = Some((end, cut_away));
                     }
                 }
@@ -931,7 +935,10 @@ fn read_shown(
             gone[i] |= (0..n).any(|j| {
                 j != i
                     && ranges[j].1 == end
-                    && (contains(ranges[i], ranges[j]) || cut_away && overlap(ranges[i], ranges[j]))
+                    && (ranges[i].0 == ranges[j].0
+                        || cut_away
+                            && overlap(ranges[i], ranges[j])
+                            && plan.classify(&pieces[j].2).class == Class::Fixed)
                     && counted[j].is_none()
                     && !gone[j]
             });

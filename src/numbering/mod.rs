@@ -526,20 +526,22 @@ fn next_drawn(text: &[u8], mut at: usize, fillers: bool) -> u8 {
 /// reference or range (`"No.3-21"`) is none of those, while a forged bank's number is
 /// written so to slip past a reader of plain digits (QA 36 R2).
 ///
-/// `Count { end, joined, short }`: a piece that runs across white space into digits a
-/// unit makes a count of (`"95566 9折"`, `"010-5555-0100 24小时"`, `"95566 9am-5pm"`,
-/// `"3F"`): a callee reads a number ending at `end` (the text's offset where the group
-/// before the count ends), then the count, and no number made of the two. `joined`: the
-/// piece's digits before the count are joined to each other, and to the digits before
-/// them, by marks, not white space (`"5555-0100 24"` in `"010-5555-0100 24小时"`);
-/// `short`: the count's first group has one or two digits (hours, floors, shares). The
-/// reader drops such a piece where a number it reads ends at `end` and the piece holds
-/// it (`"95566 9折"`); one that starts inside that number only when it is a fixed line's
-/// and `joined` or `short` (`"010 5555 0100 24小时"` shows no `0555 5010024`): a mobile,
-/// a 400 or a service number made of the end of another number and a count is what a
-/// callee reads (`"1390 138 1234 5678号"`, `"01055550 100 86号"`: QA 205 H1). With no
+/// `Count { end, short, marked }`: a piece that runs from digits before a mark or white space
+/// into digits a unit makes a count of (`"95566 9折"`, `"95566，9折"`, `"010-5555-0100
+/// 24小时"`, `"95566 9am-5pm"`, `"3F"`): a callee reads a number ending at `end` (the
+/// text's offset where the group before the count ends), then the count, and no number
+/// made of the two. `short`: the count's first group has one or two digits (hours,
+/// floors, shares). The reader drops such a piece where it is a number it reads, that
+/// ends at `end`, and the count (`"95566 9折"`); or where it starts inside that number,
+/// the count is short, and it is a fixed line's with no trunk prefix or country code of
+/// its own (`"010 5555 0100 24小时"` shows no `0555 5010024`). A mobile, a 400 or a
+/// service number made of the end of another number and a count is what a callee reads
+/// (`"1390 138 1234 5678号"`, `"01055550 100 86号"`: QA 205 H1), and so is one holding
+/// the number before the count with digits in front (`"138 95566 123号"`: QA 206 H2) and
+/// a fixed line whose area code shows (`"1390-010-8402 1110号"`: QA 206 H1). With no
 /// number before it (`"138 1234 5678号"`) the piece is read as written; an emergency
-/// number always.
+/// number always. `marked`: otherwise [`Worded::Marked`] (a short code across marks
+/// where only spaced ones are read), kept only if fraud forges it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Worded {
     No,
@@ -547,8 +549,8 @@ pub enum Worded {
     Marked,
     Count {
         end: usize,
-        joined: bool,
         short: bool,
+        marked: bool,
     },
 }
 
@@ -967,8 +969,14 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
         let m = RANGE_MARKS
             .iter()
             .find(|m| r[s..].starts_with(m.as_bytes()))?;
+        // White space around a word or a sign (`"9 至 17点"`, `"7 x 24"`), not around a
+        // mark that also ends a number in a list (`"... 4567 / 3F"`, `"... 4567 - 3楼"`).
+        let spaced_mark = matches!(*m, "至" | "到" | "x" | "X" | "×" | "~" | "～");
+        if s > 0 && !spaced_mark {
+            return None;
+        }
         let after = s + m.len();
-        let after = after + space(&r[after..]);
+        let after = after + if s > 0 { space(&r[after..]) } else { 0 };
         let n = digits(&r[after..]);
         if n == 0 {
             // A floor written `3/F`.
@@ -1243,7 +1251,7 @@ impl Run {
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
         g.quantity = self.quantity;
         // A count goes on through the digits it holds (`"9-17点"`, `"9.5折"`); one starts
-        // at a group set apart by white space.
+        // at a group set apart by white space or a mark (`"95566，9折"`: QA 206 M2).
         if self
             .count
             .is_some_and(|(at, end)| g.start >= end || self.len - at >= EMBEDDED_MAX_DIGITS)
@@ -1251,7 +1259,7 @@ impl Run {
             self.count = None;
         }
         if self.count.is_none()
-            && g.blank
+            && (g.blank || g.sep != 0)
             && let Some(end) = counts
         {
             self.count = Some((self.len, end));
@@ -1348,20 +1356,19 @@ impl Run {
                 || by_marks && lone_signed
             {
                 Worded::Yes
-            } else if let Some((at, _)) = self.count
-                && self.len - 1 - k < at
-            {
-                // The piece runs into the count from the digits before it: joined to them
-                // by marks only, from its first group to the count's.
-                let h = self.len - 1 - k;
-                Worded::Count {
-                    end: self.groups[(at - 1) % EMBEDDED_MAX_DIGITS].end,
-                    joined: !head.blank
-                        && (h + 1..at).all(|x| !self.groups[x % EMBEDDED_MAX_DIGITS].blank),
-                    short: self.groups[at % EMBEDDED_MAX_DIGITS].n <= 2,
-                }
             } else {
                 Worded::No
+            };
+            // The piece runs into a count from the digits before it.
+            let worded = match (worded, self.count) {
+                (Worded::No | Worded::Marked, Some((at, _))) if self.len - 1 - k < at => {
+                    Worded::Count {
+                        end: self.groups[(at - 1) % EMBEDDED_MAX_DIGITS].end,
+                        short: self.groups[at % EMBEDDED_MAX_DIGITS].n <= 2,
+                        marked: worded == Worded::Marked,
+                    }
+                }
+                _ => worded,
             };
             // A '+' before fewer digits than an international number holds (`"+95588"`,
             // `"+110"`) shown to a person prefixes nothing: the callee reads the service
@@ -2173,7 +2180,7 @@ mod tests {
         let e = |t: &str| {
             let mut v = vec![];
             embedded_numbers(t.as_bytes(), ShortCodes::SpacedOnly, |r, _, w| {
-                if matches!(w, Worded::No | Worded::Count { .. }) {
+                if matches!(w, Worded::No | Worded::Count { marked: false, .. }) {
                     v.push(t[r].to_string())
                 }
             });
