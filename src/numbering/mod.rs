@@ -867,16 +867,28 @@ const ORDINALS_BEFORE: &[&str] = &[
     "cny", "usd", "hkd", "eur", "gbp", "jpy",
 ];
 
+/// `rest` past one space: a word a run of spaces pushes off the screen is no word the
+/// callee reads beside the digits (`"95588<30 spaces>RMB"`).
+fn one_space_off(rest: &[u8]) -> &[u8] {
+    rest.strip_prefix(b" ")
+        .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
+        .unwrap_or(rest)
+}
+
+/// The length of the longest of `words` that `rest` starts with.
+fn longest_word(rest: &[u8], words: &[&str]) -> Option<usize> {
+    words
+        .iter()
+        .filter(|w| rest.starts_with(w.as_bytes()))
+        .map(|w| w.len())
+        .max()
+}
+
 /// Whether `rest` (from the character after a number's digits on) starts with a unit or
 /// a currency ([`UNITS_AFTER`]), past white space; `glued`: no white space came between
 /// (English ordinals, `"110th"`, are read only so).
 fn quantity_after(rest: &[u8], glued: bool) -> Amount {
-    // One space at most: a unit a run of spaces pushes off the screen is no unit the
-    // callee sees (`"95588<30 spaces>RMB"`).
-    let rest = rest
-        .strip_prefix(b" ")
-        .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
-        .unwrap_or(rest);
+    let rest = one_space_off(rest);
     let (c, _) = glyph::unit(rest);
     // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`, `"110$"`).
     if c == b'$'
@@ -890,13 +902,7 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
         return Amount::Quantity;
     }
     // The longest word read wins: `"人民币"` is a currency, `"人民警察"` no unit.
-    let longest = |list: &[&str]| {
-        list.iter()
-            .filter(|w| rest.starts_with(w.as_bytes()))
-            .map(|w| w.len())
-            .max()
-    };
-    if longest(UNITS_AFTER_CJK) > longest(NOT_UNITS_AFTER_CJK) {
+    if longest_word(rest, UNITS_AFTER_CJK) > longest_word(rest, NOT_UNITS_AFTER_CJK) {
         return Amount::Quantity;
     }
     let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
@@ -919,17 +925,8 @@ fn counts_after(rest: &[u8], glued: bool) -> bool {
     if matches!(quantity_after(rest, glued), Amount::Quantity | Amount::Sign) {
         return true;
     }
-    let rest = rest
-        .strip_prefix(b" ")
-        .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
-        .unwrap_or(rest);
-    let longest = |list: &[&str]| {
-        list.iter()
-            .filter(|w| rest.starts_with(w.as_bytes()))
-            .map(|w| w.len())
-            .max()
-    };
-    if longest(COUNTS_AFTER_CJK) > longest(NOT_COUNTS_AFTER_CJK) {
+    let rest = one_space_off(rest);
+    if longest_word(rest, COUNTS_AFTER_CJK) > longest_word(rest, NOT_COUNTS_AFTER_CJK) {
         return true;
     }
     let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
