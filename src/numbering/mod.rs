@@ -526,15 +526,18 @@ fn next_drawn(text: &[u8], mut at: usize, fillers: bool) -> u8 {
 /// reference or range (`"No.3-21"`) is none of those, while a forged bank's number is
 /// written so to slip past a reader of plain digits (QA 36 R2).
 ///
-/// `Count { end, short, marked }`: a piece that runs from digits before a mark or white space
+/// `Count { end, short, joined, marked }`: a piece that runs from digits before a mark or white space
 /// into digits a unit makes a count of (`"95566 9折"`, `"95566，9折"`, `"010-5555-0100
 /// 24小时"`, `"95566 9am-5pm"`, `"3F"`): a callee reads a number ending at `end` (the
 /// text's offset where the group before the count ends), then the count, and no number
 /// made of the two. `short`: the count's first group has one or two digits (hours,
-/// floors, shares). The reader drops such a piece where it is a number it reads, that
-/// ends at `end`, and the count (`"95566 9折"`); or where it starts inside that number,
-/// the count is short, and it is a fixed line's with no trunk prefix or country code of
-/// its own (`"010 5555 0100 24小时"` shows no `0555 5010024`). A mobile, a 400 or a
+/// floors, shares); `joined`: the piece's digits before the count are joined by marks to
+/// each other and to the digits before them (`"1234"` in `"400-800-1234 9折"`). The
+/// reader drops such a piece where it is a number it reads, that ends at `end`, and the
+/// count (`"95566 9折"`); or where it starts inside that number, the count is short, and
+/// it is `joined` (`"400-800-1234 9折"` shows no 12349: a callee reads the dashed number
+/// whole), or a fixed line's with no trunk prefix or country code of its own cut from
+/// another (`"010 5555 0100 24小时"` shows no `0555 5010024`). A mobile, a 400 or a
 /// service number made of the end of another number and a count is what a callee reads
 /// (`"1390 138 1234 5678号"`, `"01055550 100 86号"`: QA 205 H1), and so is one holding
 /// the number before the count with digits in front (`"138 95566 123号"`: QA 206 H2) and
@@ -550,6 +553,7 @@ pub enum Worded {
     Count {
         end: usize,
         short: bool,
+        joined: bool,
         marked: bool,
     },
 }
@@ -968,7 +972,7 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
             .find(|m| r[s..].starts_with(m.as_bytes()))?;
         // White space around a word or a sign (`"9 至 17点"`, `"7 x 24"`), not around a
         // mark that also ends a number in a list (`"... 4567 / 3F"`, `"... 4567 - 3楼"`).
-        let spaced_mark = matches!(*m, "至" | "到" | "x" | "X" | "×" | "~" | "～");
+        let spaced_mark = matches!(*m, "至" | "到" | "x" | "X" | "×" | "~" | "～" | "〜");
         if s > 0 && !spaced_mark {
             return None;
         }
@@ -977,13 +981,14 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
         let n = digits(&r[after..]);
         if n == 0 {
             // A floor written `3/F`.
-            return (step == 0 && *m == "/" && counts_after(&r[after..], true)).then_some(after);
+            // A floor written `3/F`, a count with its unit after a dash (`"24-hour"`).
+            return (step == 0 && matches!(*m, "/" | "-") && counts_after(&r[after..], true))
+                .then_some(after);
         }
         at += after + n;
-        // Round the clock: `7x24`, `7*24`, `24/7`.
-        let product = matches!(*m, "x" | "X" | "×" | "*") && &r[after..after + n] == b"24";
-        if step == 0 && (product || *m == "/" && &r[after..after + n] == b"7") && ends(&rest[at..])
-        {
+        // Round the clock: `7x24`, `7*24`, `24x7`, `24/7`, `7/24`.
+        let round = matches!(&r[after..after + n], b"24" | b"7");
+        if step == 0 && round && matches!(*m, "x" | "X" | "×" | "*" | "/") && ends(&rest[at..]) {
             return Some(at);
         }
         if counts_after(&rest[at..], !spaced(&rest[at..])) {
@@ -996,7 +1001,7 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
 /// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
 /// decimal (`9.5`), a product (`7x24`).
 const RANGE_MARKS: &[&str] = &[
-    "-", "~", "～", "–", "—", "至", "到", ".", "/", "x", "X", "×", "*",
+    "-", "~", "～", "〜", "–", "—", "至", "到", ".", "/", "x", "X", "×", "*",
 ];
 
 /// Words after digits said of hours and counts that are no unit of an amount
@@ -1004,7 +1009,7 @@ const RANGE_MARKS: &[&str] = &[
 /// sign), `"3折"` is a unit already.
 const COUNTS_AFTER_CJK: &[&str] = &[
     "点", "時", "时", "×", "倍", "點", "鐘", "小時", "號", "樓", "層", "個", "萬", "億", "週",
-    "張", "條", "臺", "台", "分鐘", "元", "店",
+    "星", "对", "對", "張", "條", "臺", "台", "分鐘", "元", "店",
 ];
 /// Words that start with one of those and say something else.
 const NOT_COUNTS_AFTER_CJK: &[&str] = &["点击", "点评", "时代", "时尚", "时间"];
@@ -1359,9 +1364,14 @@ impl Run {
             // The piece runs into a count from the digits before it.
             let worded = match (worded, self.count) {
                 (Worded::No | Worded::Marked, Some((at, _))) if self.len - 1 - k < at => {
+                    let h = self.len - 1 - k;
                     Worded::Count {
                         end: self.groups[(at - 1) % EMBEDDED_MAX_DIGITS].end,
                         short: self.groups[at % EMBEDDED_MAX_DIGITS].n <= 2,
+                        // Its digits before the count joined by marks to each other and to
+                        // the digits before them (`"1234"` in `"400-800-1234 9折"`).
+                        joined: h > 0
+                            && (h..at).all(|x| !self.groups[x % EMBEDDED_MAX_DIGITS].blank),
                         marked: worded == Worded::Marked,
                     }
                 }
