@@ -852,9 +852,9 @@ fn read_shown(
                 } = worded
                 {
                     // A piece that starts inside the number before the count goes only
-                    // before a short count, where it is written joined to that number, or
-                    // is a fixed line's that shows no area code of its own, cut from a
-                    // fixed line's ([`Worded::Count`]).
+                    // before a short count, where it is written joined to that number by
+                    // dashes and dots, or is a fixed line's that shows no area code of its
+                    // own, cut from a fixed line's ([`Worded::Count`]).
                     let class = plan.classify(&num).class;
                     let cut_away = short
                         && if class == Class::Fixed {

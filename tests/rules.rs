@@ -6168,6 +6168,9 @@ fn display_names_as_drawn_and_not_misread() {
         "95\u{80}588".to_string(),
         "a\u{115f}\u{115f}\u{115f}95588".to_string(),
         format!("a{}95588", "\u{115f}".repeat(200)),
+        // Fillers are drawn as blanks (QA 208), and blanks in bulk are one gap.
+        format!("a{}95588", "\u{3164}".repeat(200)),
+        format!("a{}95588", " ".repeat(200)),
         format!("{}95588", "\u{202e}\u{202c}".repeat(90)),
         format!("{}88559", "\u{202e}".repeat(180)),
         "Bank 95 588".to_string(),
@@ -8117,7 +8120,7 @@ name = "ent-bank"
 role = "enterprise"
 sources = ["192.0.2.77"]
 [trunk.whitelist]
-entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+8613912345955", "+8613900108402", "+8613910840211", "+864008001234", "+868518123456"]
+entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+8613912345955", "+8613900108402", "+8613910840211", "+864008001234", "+868518123456", "+8613800009611"]
 "#,
     );
     let call = |display: &str, caller: &str| {
@@ -8210,6 +8213,13 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         // digit is another number of that city.
         ("贵阳市公安局 0851-8123-456 7号", "+868518123456"),
         ("0851-8123-456\u{2009}7号", "+868518123456"),
+        // QA 208 F1: brackets, colons and a Hangul filler set a short code apart as
+        // white space does; a mobile or a 400 number cut from a dashed one is read.
+        ("市民热线 400-800【1234 5号】", "+864008001234"),
+        ("中国移动 010-5555-0（100 86号）", "+861055550100"),
+        ("中国移动 010-5555-0：100 86号", "+861055550100"),
+        ("中国移动 010-5555-0\u{3164}100 86号", "+861055550100"),
+        ("138-0000：9611 0号", "+8613800009611"),
     ] {
         let d = call(display, caller);
         assert!(rejected(&d).is_some(), "{display}: {d:?}");

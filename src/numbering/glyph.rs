@@ -141,8 +141,10 @@ fn glyph(c: char) -> u8 {
     if let Some(v) = two_digit_value(cp) {
         return TWO_DIGITS + v;
     }
-    if c.is_whitespace() || cp == 0x2800 {
-        // White space, and the braille blank that draws as a gap.
+    if c.is_whitespace() || matches!(cp, 0x2800 | 0x115f | 0x1160 | 0x3164 | 0xffa0) {
+        // White space, the braille blank and the Hangul fillers, which fonts draw as a
+        // gap (Unicode calls the fillers ignorable; a screen shows `"0\u{3164}100"` as
+        // `0 100`: QA 208).
         return b' ';
     }
     if in_ranges(cp, &INVISIBLES) {
@@ -917,11 +919,11 @@ mod tests {
         assert_eq!(read("5\u{301}\u{34f}"), [b'5', INVISIBLE, INVISIBLE]);
         assert_eq!(read("\u{1680}\u{2028}"), b"  ");
         assert_eq!(
-            read("9\u{302a}\u{17b4}\u{80}\u{3164}\u{2065}5"),
-            [
-                b'9', INVISIBLE, INVISIBLE, INVISIBLE, INVISIBLE, INVISIBLE, b'5'
-            ]
+            read("9\u{302a}\u{17b4}\u{80}\u{2065}5"),
+            [b'9', INVISIBLE, INVISIBLE, INVISIBLE, INVISIBLE, b'5']
         );
+        // The Hangul fillers are drawn as a gap (QA 208), whatever Unicode calls them.
+        assert_eq!(read("9\u{3164}\u{ffa0}\u{115f}\u{1160}5"), b"9    5");
         // A sign that is no letter (the Arabic number sign) draws like punctuation.
         assert_eq!(read("\u{600}"), [PUNCT]);
         assert_eq!(read("★\u{1f600}ab"), [PUNCT, PUNCT, b'a', b'b']);

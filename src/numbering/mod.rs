@@ -304,6 +304,8 @@ pub fn embedded_numbers_in(
     let mut gap_blank = false;
     // The last mark between the last group and the next (0: none).
     let mut gap_sep = 0u8;
+    // Only dashes and dots between the last group and the next: one number's groups.
+    let mut gap_dashed = true;
     let mut i = 0;
     // The last character drawn that is no white space, mark or letter drawn as a line.
     let mut solid = 0u8;
@@ -329,6 +331,12 @@ pub fn embedded_numbers_in(
             i += len;
             continue;
         }
+        // A run of white space is one gap: blanks in bulk (Hangul fillers drawn as
+        // blanks, QA 208) must not push a number past the reading bound either.
+        if c == b' ' && before == b' ' {
+            i += len;
+            continue;
+        }
         visible += 1;
         match c {
             c if is_digit_glyph(c) => {
@@ -351,6 +359,7 @@ pub fn embedded_numbers_in(
                     blank: gap_blank && run.open,
                     marked: gap_marked,
                     sep: gap_sep,
+                    dashed: gap_dashed && run.open,
                     ..Group::default()
                 });
                 g.end = i + len;
@@ -378,7 +387,9 @@ pub fn embedded_numbers_in(
                     gap_marked = false;
                     gap_blank = false;
                     gap_sep = 0;
+                    gap_dashed = true;
                 }
+                gap_dashed &= matches!(c, b'-' | b'.');
                 gap_blank |= c == b' ';
                 if c != b' ' {
                     gap_sep = c;
@@ -412,6 +423,7 @@ pub fn embedded_numbers_in(
                     gap_blank = false;
                 }
                 gap_sep = c;
+                gap_dashed = false;
                 gap_spaced &= any;
                 gap_marked |= !any;
                 plus_at = (c == b'+').then_some(i);
@@ -428,6 +440,7 @@ pub fn embedded_numbers_in(
                 }
                 run = fresh();
                 gap_blank = false;
+                gap_dashed = true;
                 run.open = c == b'+';
                 plus_at = run.open.then_some(i);
             }
@@ -1122,6 +1135,9 @@ struct Group {
     trunk_zero: bool,
     /// The last mark between the group before it and this one (0: white space only).
     sep: u8,
+    /// Joined to the group before it by dashes and dots only: one number's groups
+    /// (`"400-800-1234"`), where brackets, colons and white space start another item.
+    dashed: bool,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
     /// Part of a time of day: what hides digits where they are read across any mark.
@@ -1368,10 +1384,12 @@ impl Run {
                     Worded::Count {
                         end: self.groups[(at - 1) % EMBEDDED_MAX_DIGITS].end,
                         short: self.groups[at % EMBEDDED_MAX_DIGITS].n <= 2,
-                        // Its digits before the count joined by marks to each other and to
-                        // the digits before them (`"1234"` in `"400-800-1234 9折"`).
+                        // Its digits before the count joined by dashes and dots to each
+                        // other and to the digits before them (`"1234"` in `"400-800-1234
+                        // 9折"`); not by brackets or colons (`"400-800【1234 5号】"` shows
+                        // 12345: QA 208).
                         joined: h > 0
-                            && (h..at).all(|x| !self.groups[x % EMBEDDED_MAX_DIGITS].blank),
+                            && (h..at).all(|x| self.groups[x % EMBEDDED_MAX_DIGITS].dashed),
                         marked: worded == Worded::Marked,
                     }
                 }
