@@ -228,6 +228,29 @@ pub fn drawn_digits<'a>(text: &[u8], out: &'a mut [u8; 24]) -> Option<&'a [u8]> 
     Some(&out[..n])
 }
 
+/// Whether the mark `rest` starts with is one a number's groups are written with:
+/// hyphens, dashes and the minus sign, the full stop and the middle dots (ASCII and
+/// full-width). Not a sentence's full stop (`。`, `｡`) nor a bullet (`•`, `⁃`, `∙`, `⋅`,
+/// `‧`, `․`), which end one item and start another (QA 209), though all of them
+/// separate digit groups when the reader joins digits across marks.
+fn joins_a_number(rest: &[u8]) -> bool {
+    matches!(
+        glyph::decode(rest).map(|(c, _)| c),
+        Some(
+            '-' | '.' | '\u{2010}'
+                ..='\u{2015}'
+                    | '\u{2212}'
+                    | '\u{fe58}'
+                    | '\u{fe63}'
+                    | '\u{ff0d}'
+                    | '\u{ff0e}'
+                    | '\u{00b7}'
+                    | '\u{30fb}'
+                    | '\u{ff65}'
+        )
+    )
+}
+
 /// Whether a URI user part is a dial string with digits: digits (of any script), the
 /// marks of a dial string (`*`, `#`, `+`, the pauses `,` `p` `w`, visual separators `-`
 /// `.` `(` `)`), white space and what draws nothing, escaped or not, and nothing else.
@@ -389,7 +412,7 @@ pub fn embedded_numbers_in(
                     gap_sep = 0;
                     gap_dashed = true;
                 }
-                gap_dashed &= matches!(c, b'-' | b'.');
+                gap_dashed &= joins_a_number(&text[i..]);
                 gap_blank |= c == b' ';
                 if c != b' ' {
                     gap_sep = c;
