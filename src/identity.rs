@@ -825,7 +825,10 @@ fn read_shown(
     // copies of the caller's number cannot push another number out of sight.
     let mut known_pieces = [(0usize, 0usize, Number::default()); 32];
     let mut dialled = [false; 32];
+    // For a piece that runs into a count ([`Worded::Count`]): where the number before
+    // the count ends, and whether a piece that starts inside that number goes too.
     let mut counted: [Option<(usize, bool)>; 32] = [None; 32];
+    let mut fixed = [false; 32];
     let mut n = 0;
     let mut overflow_other = None;
     embedded_numbers_in(text, r.short, display, |piece, digits, worded| {
@@ -847,24 +850,24 @@ fn read_shown(
             if n < known_pieces.len() {
                 known_pieces[n] = (piece.start, piece.end, num);
                 dialled[n] = ipd;
+                let class = plan.classify(&num).class;
+                fixed[n] = class == Class::Fixed;
                 if let Worded::Count {
                     end, short, joined, ..
                 } = worded
+                    && class != Class::Emergency
                 {
-                    // A piece that starts inside the number before the count goes only
+                    // One that starts inside the number before the count goes only
                     // before a short count, where it is written joined to that number by
                     // dashes and dots, or is a fixed line's that shows no area code of its
-                    // own, cut from a fixed line's ([`Worded::Count`]).
-                    let class = plan.classify(&num).class;
+                    // own (and the number it is cut from a fixed line's, below).
                     let cut_away = short
-                        && if class == Class::Fixed {
+                        && if fixed[n] {
                             !matches!(digits.first(), Some(b'0' | b'+'))
                         } else {
                             joined
                         };
-                    if class != Class::Emergency {
-                        counted[n] = Some((end, cut_away));
-                    }
+                    counted[n] = Some((end, cut_away));
                 }
                 n += 1;
             } else if Some(num) != avoid {
@@ -935,24 +938,19 @@ fn read_shown(
     for (i, g) in gone.iter_mut().enumerate().take(n) {
         *g = dropped(i);
     }
-    // A number, then a count after white space (`"95566 9折"`, `"010-5555-0100
-    // 24小时"`): the count's digits are no end of a number ([`Worded::Count`]); but for a
-    // fixed line one digit longer in the same city, where areas have 7- and 8-digit
-    // numbers (`"0851-8123-456 7号"` is Guiyang's 8123 4567: QA 207 F1).
-    let same_kind_longer = |i: usize, j: usize| {
-        plan.classify(&pieces[i].2).class == Class::Fixed
-            && plan.classify(&pieces[j].2).class == Class::Fixed
-    };
+    // A number, then a count after white space or a mark (`"95566 9折"`,
+    // `"010-5555-0100 24小时"`): the count's digits are no end of a number
+    // ([`Worded::Count`]). The number and the count go, but for a fixed line's, which
+    // is one digit longer in the same city where areas have 7- and 8-digit numbers
+    // (`"0851-8123-456 7号"` is Guiyang's 8123 4567: QA 207 F1); a piece cut from the
+    // number as `counted` says, a fixed line's only from a fixed line's.
     for i in 0..n {
         if let Some((end, cut_away)) = counted[i] {
             gone[i] |= (0..n).any(|j| {
                 j != i
                     && ranges[j].1 == end
-                    && (ranges[i].0 == ranges[j].0 && !same_kind_longer(i, j)
-                        || cut_away
-                            && overlap(ranges[i], ranges[j])
-                            && (plan.classify(&pieces[i].2).class != Class::Fixed
-                                || plan.classify(&pieces[j].2).class == Class::Fixed))
+                    && (ranges[i].0 == ranges[j].0 && !(fixed[i] && fixed[j])
+                        || cut_away && overlap(ranges[i], ranges[j]) && (!fixed[i] || fixed[j]))
                     && counted[j].is_none()
                     && !gone[j]
             });
