@@ -957,10 +957,11 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
 
 /// Whether `rest` (from the character after a digit group on; `glued`: no white space
 /// came between) makes the digits before it a count, an hour, a floor or a share: a
-/// unit ([`quantity_after`]) or a word said only of counts and times of day, glued or
-/// after one space (`"9点"`, `"9时"`, `"9am"`, `"9 pm"`), or a letter that says so
-/// glued only (`"24h"`, `"3F"`, `"7x24"`). Read wherever digits are read: a callee
-/// reads no number in `"95566 9折"` but the bank's.
+/// unit or a sign ([`quantity_after`]) or a word said only of counts and times of day,
+/// glued or after one space (`"9点"`, `"9时"`, `"9am"`, `"9 pm"`, `"9 a.m."`, `"24h"`,
+/// `"24 h"`), or a letter that says so glued to the digits (`"3F"`, `"5G"`, `"4S"`).
+/// Read wherever digits are read: a callee reads no number in `"95566 9折"` but the
+/// bank's.
 fn counts_after(rest: &[u8], glued: bool) -> bool {
     if matches!(quantity_after(rest, glued), Amount::Quantity | Amount::Sign) {
         return true;
@@ -1016,7 +1017,6 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
         let after = after + if s > 0 { space(&r[after..]) } else { 0 };
         let n = digits(&r[after..]);
         if n == 0 {
-            // A floor written `3/F`.
             // A floor written `3/F`, a count with its unit after a dash (`"24-hour"`).
             return (step == 0 && matches!(*m, "/" | "-") && counts_after(&r[after..], true))
                 .then_some(after);
@@ -1045,7 +1045,7 @@ const RANGE_MARKS: &[&str] = &[
 /// sign), `"3折"` is a unit already.
 const COUNTS_AFTER_CJK: &[&str] = &[
     "点", "時", "时", "×", "倍", "點", "鐘", "小時", "號", "樓", "層", "個", "萬", "億", "週",
-    "星", "对", "對", "張", "條", "臺", "台", "分鐘", "元", "店",
+    "星", "对", "對", "張", "條", "臺", "台", "分鐘", "店",
 ];
 /// Words that start with one of those and say something else.
 const NOT_COUNTS_AFTER_CJK: &[&str] = &["点击", "点评", "时代", "时尚", "时间"];
@@ -1213,8 +1213,8 @@ struct Run {
     /// Text for a person to read (a display name), not a dial string.
     display: bool,
     /// The count being read ([`count_follows`]): the index in the run of its first
-    /// group, which white space sets apart, and the offset in the text where its digits
-    /// end.
+    /// group, which white space or a mark sets apart, and the offset in the text where
+    /// its digits end.
     count: Option<(usize, usize)>,
 }
 
@@ -1253,9 +1253,9 @@ impl Run {
         }
     }
 
-    /// Adds `g` (closed by a ')' or not; a unit or a currency after it or not; a unit
-    /// that makes it a count after it or not, [`counts_after`]) and offers every piece
-    /// that ends with it.
+    /// Adds `g` (closed by a ')' or not; a unit or a currency after it or not; `counts`:
+    /// where the digits of a count it starts end, [`count_follows`]) and offers every
+    /// piece that ends with it.
     fn close(
         &mut self,
         mut g: Group,
