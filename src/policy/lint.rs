@@ -1254,6 +1254,14 @@ entries = [{whitelist}]
                 "blacklist: its file (bl.txt) holds no entry: the list is empty (an export that failed, or a file cut short?)"
             ]
         );
+        // A published set in its place (a fleet that keeps its lists in Redis only).
+        let set = vec![("blacklist".to_string(), "+8613800000001\n".to_string())];
+        let published = crate::cluster::lists::apply(&p, 1, &set).unwrap();
+        assert!(
+            warnings(&published).is_empty(),
+            "{:?}",
+            warnings(&published)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

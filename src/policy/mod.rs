@@ -1886,6 +1886,10 @@ impl Policy {
                 },
             };
             *slot = set;
+            // The files' emptiness is no longer this list's (lists held in Redis only,
+            // their files left empty, are a fleet's choice).
+            let empty_files = format!("{name}: its file");
+            p.notes.retain(|n| !n.starts_with(&empty_files));
         }
         Ok(p)
     }
