@@ -303,6 +303,14 @@ pub fn embedded_numbers_in(
     };
     let mut run = fresh();
     let mut group: Option<Group> = None;
+    // Where the digits of a count that the group ending at `i` starts end
+    // ([`count_follows`]): looked for only after a group set apart from the one before
+    // it by white space or a mark, the only group a count can start (`"95566，9折"`).
+    let count_at = |g: &Group, i: usize| {
+        (g.blank || g.sep != 0)
+            .then(|| count_follows(&text[i..]).map(|l| i + l))
+            .flatten()
+    };
     // Whether amounts, units, ordinals and addresses hide short codes: only where a
     // number shown is judged, and not in a text that names the police or an emergency
     // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
@@ -404,7 +412,7 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    let counts = count_follows(&text[i..]).map(|l| i + l);
+                    let counts = count_at(&g, i);
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
@@ -439,7 +447,7 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    let counts = count_follows(&text[i..]).map(|l| i + l);
+                    let counts = count_at(&g, i);
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
                     gap_marked = false;
@@ -458,7 +466,7 @@ pub fn embedded_numbers_in(
                     } else {
                         Amount::None
                     };
-                    let counts = count_follows(&text[i..]).map(|l| i + l);
+                    let counts = count_at(&g, i);
                     run.close(g, false, unit, counts, &mut budget, &mut each);
                 }
                 run = fresh();
@@ -1292,7 +1300,8 @@ impl Run {
         g.trunk_zero = country && g.after_paren && paren_closed && g.digits() == b"0";
         g.quantity = self.quantity;
         // A count goes on through the digits it holds (`"9-17点"`, `"9.5折"`); one starts
-        // at a group set apart by white space or a mark (`"95566，9折"`: QA 206 M2).
+        // at a group set apart by white space or a mark, which `counts` is given for
+        // (`"95566，9折"`: QA 206 M2).
         if self
             .count
             .is_some_and(|(at, end)| g.start >= end || self.len - at >= EMBEDDED_MAX_DIGITS)
@@ -1300,7 +1309,6 @@ impl Run {
             self.count = None;
         }
         if self.count.is_none()
-            && (g.blank || g.sep != 0)
             && let Some(end) = counts
         {
             self.count = Some((self.len, end));
