@@ -178,6 +178,15 @@ fn span(s: &SourceSpec) -> (u128, u128) {
 /// nothing to.
 pub fn warnings(p: &Policy) -> Vec<String> {
     let mut out = p.notes.clone();
+    for (name, files) in &p.empty_files {
+        let one = files.len() == 1;
+        out.push(format!(
+            "{name}: its file{} ({}) hold{} no entry: the list is empty (an export that failed, or a file cut short?)",
+            if one { "" } else { "s" },
+            files.join(", "),
+            if one { "s" } else { "" },
+        ));
+    }
     if p.own_segments.is_empty()
         && p.trunks
             .iter()

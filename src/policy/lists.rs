@@ -478,9 +478,12 @@ fn not_one_number(entry: &str) -> Option<&'static str> {
             "a number with a decimal part (a number column saved as decimals, by a spreadsheet or an export?): write the digits alone",
         );
     }
+    // A range's `..` is a range's, whatever else the line holds (the range reader words
+    // what is wrong with it).
+    let range = e.contains("..");
     if e.bytes()
         .any(|c| matches!(c, b',' | b';' | b'\t' | b'"' | b'\''))
-        && !e.contains("..")
+        && !range
     {
         return Some(
             "more than a number (a spreadsheet or CSV row: columns, quotes?): one number, segment or range a line, a comment after '#'",
@@ -501,7 +504,7 @@ fn not_one_number(entry: &str) -> Option<&'static str> {
     // calling number has. `010-5555-0100` and `+86-138-1234-5678` are numbers.
     // Any dash a screen or a word processor draws, digits of any width.
     let dash = |c: char| matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{ff0d}');
-    if !e.contains("..") && e.contains(dash) {
+    if !range && e.contains(dash) {
         let digit = |c: char| c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c);
         let groups: Vec<&str> = e
             .split(dash)

@@ -495,6 +495,10 @@ pub struct Policy {
     /// What loading found that does nothing but is no error ([`lint::warnings`] starts
     /// with them).
     pub notes: Vec<String>,
+    /// Lists whose files (named here) hold no entry: an export that failed or a file
+    /// emptied (QA 203). A list published in their place is no longer empty, so
+    /// [`Policy::with_lists`] takes its name out; [`lint::warnings`] words them.
+    pub empty_files: Vec<(&'static str, Vec<String>)>,
 }
 
 /// "1 number", "2 numbers": the summary is read by people.
@@ -1769,10 +1773,9 @@ impl Policy {
         let roamers = load_list(&cfg.lists.roamers, "roamers", false)?;
         let own_segments = load_list(&cfg.lists.own_segments, "own_segments", false)?;
         let exempt = load_list(&cfg.lists.exempt, "exempt", false)?;
-        // Files named that hold nothing: an export that failed or a file emptied (QA 203:
-        // an empty blacklist file loaded with no word, where an empty whitelist is
-        // warned of).
-        let mut notes = notes;
+        // Files named that hold nothing (QA 203: an empty blacklist file loaded with no
+        // word, where an empty whitelist is warned of).
+        let mut empty_files = vec![];
         for (name, conf, set) in [
             ("blacklist", &cfg.lists.blacklist, &blacklist),
             ("protected", &cfg.lists.protected, &protected),
@@ -1781,12 +1784,7 @@ impl Policy {
             ("exempt", &cfg.lists.exempt, &exempt),
         ] {
             if !conf.files.is_empty() && set.is_empty() {
-                notes.push(format!(
-                    "{name}: its file{} ({}) hold{} no entry: the list is empty (an export that failed, or a file cut short?)",
-                    if conf.files.len() == 1 { "" } else { "s" },
-                    conf.files.join(", "),
-                    if conf.files.len() == 1 { "s" } else { "" },
-                ));
+                empty_files.push((name, conf.files.clone()));
             }
         }
         Ok(Policy {
@@ -1836,6 +1834,7 @@ impl Policy {
             hep: cfg.hep,
             source: file.to_string(),
             notes,
+            empty_files,
         })
     }
 
@@ -1888,8 +1887,7 @@ impl Policy {
             *slot = set;
             // The files' emptiness is no longer this list's (lists held in Redis only,
             // their files left empty, are a fleet's choice).
-            let empty_files = format!("{name}: its file");
-            p.notes.retain(|n| !n.starts_with(&empty_files));
+            p.empty_files.retain(|(list, _)| list != name);
         }
         Ok(p)
     }
