@@ -74,3 +74,48 @@ fn foreign_and_overlong() {
     let n = normalise(b"+12345", b"86", None).unwrap();
     assert_eq!(plan.classify(&n).class.as_str(), "invalid");
 }
+
+/// The plans of NANP, Hong Kong, Macao and Taiwan hold their numbers to their own lengths
+/// and first digits (QA 211: `+852 1234567` and `+1 415 155 0123` passed as foreign
+/// numbers); numbers of those shapes that exist are let be.
+#[test]
+fn neighbours_plans_hold_their_numbers() {
+    let plan = Plan::builtin();
+    let class = |f: &str| {
+        let n = normalise(f.as_bytes(), b"86", None).unwrap();
+        plan.classify(&n).class.as_str()
+    };
+    for f in [
+        "+14155550123",
+        "+12125550100",
+        "+85221234567",
+        "+85291234567",
+        "+852800123456",
+        "+85295588",
+        "+85328123456",
+        "+85366123456",
+        "+8530800123",
+        "+886221234567",
+        "+88641234567",
+        "+886912345678",
+        "+8867012345678",
+    ] {
+        assert_eq!(class(f), "foreign", "{f}");
+    }
+    for f in [
+        "+14151550123",
+        "+14150550123",
+        "+8521234567",
+        "+852123456789",
+        "+85212345678",
+        "+852212345678",
+        "+8536612345",
+        "+853661234567",
+        "+85312345678",
+        "+886123456789",
+        "+88691234",
+        "+8869123456789",
+    ] {
+        assert_eq!(class(f), "invalid", "{f}");
+    }
+}
