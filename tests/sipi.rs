@@ -281,6 +281,12 @@ fn blank_and_withheld_isup_caller() {
         d.is_reject() && !d.isup_hits.contains(RuleId::BlankCaller),
         "{d:?}"
     );
+    // The IAM's calling number does not stand in for a SIP identity: an anonymous From
+    // without Privacy and no P-Asserted-Identity is a blank caller to the SIP hops behind,
+    // whatever number the IAM lets be shown (QA 211, as README says).
+    let m = sipi("", &iam(NumberSpec::national("13812345678")));
+    blocks_on_isup(&p, &m, "intl", 433, RuleId::BlankCaller);
+    blocks_on_isup(&p, &m, "ic", 433, RuleId::BlankCaller);
     // Presentation restricted without digits, and no SIP identity either.
     let mut restricted = NumberSpec::international("").restricted();
     restricted.digits.clear();
