@@ -44,7 +44,22 @@ pub fn bad_request_for(
     // The first Via value that parses, read once: where the answer goes, and the top
     // Via it fills in.
     let mut top = None;
+    // Whole field lines: a line that starts with white space goes on with the field
+    // before it (RFC 3261 7.3.1), unfolded to one space (QA 210: a folded Via, From, To
+    // or CSeq was answered with its first line alone, a Via without its host and
+    // branch, a To without the tag it had).
+    let mut fields: Vec<Vec<u8>> = vec![];
     for l in lines {
+        match fields.last_mut() {
+            Some(field) if matches!(l.first(), Some(b' ' | b'\t')) => {
+                field.push(b' ');
+                field.extend_from_slice(lex::trim(l));
+            }
+            _ => fields.push(l.to_vec()),
+        }
+    }
+    for l in &fields {
+        let l = l.as_slice();
         let Some(colon) = l.iter().position(|&c| c == b':') else {
             continue;
         };

@@ -1307,6 +1307,35 @@ fn the_cores_request_for_another_of_our_addresses_is_a_loop() {
     );
 }
 
+/// A request on a stream with no Content-Length, its fields folded over lines: the 400
+/// carries each field whole, unfolded (QA 210: the Via came back as `SIP / 2.0` with no
+/// host or branch, To lost its URI and got a second tag, CSeq lost its method).
+#[test]
+fn a_broken_requests_folded_fields_are_answered_whole() {
+    let src: SocketAddr = "198.51.100.7:5070".parse().unwrap();
+    let text = "INVITE sip:+861012345678@192.0.2.10 SIP/2.0\r\nVia  : SIP  /   2.0\r\n /TCP\r\n    198.51.100.7:5070;branch=z9hG4bK-fold\r\nTO :\r\n <sip:+861012345678@192.0.2.10>;tag=callee1\r\nfrom: <sip:+8613812345678@198.51.100.7>\r\n\t;tag=caller1\r\nCall-ID: fold-1\r\ncseq: 0009\r\n  INVITE\r\nMax-Forwards: 70\r\n\r\n";
+    let Err(e) = crate::sip::frame_stream(text.as_bytes()) else {
+        panic!("framed without a Content-Length");
+    };
+    assert_eq!(e.kind, crate::sip::ErrorKind::NoContentLength);
+    let mut out = vec![];
+    let dest = bad_request_for(text.as_bytes(), src, Some(7), &e, None, &mut out);
+    assert_eq!(dest, Some(Dest::Tcp(7)));
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("SIP/2.0 400 Bad Request\r\n"), "{out}");
+    let m = crate::sip::Message::parse(Bytes::from(out.clone())).expect("the 400 parses");
+    let via = m.top_via().expect("a Via");
+    assert_eq!(
+        via.branch.map(|b| b.of(m.buf())),
+        Some(&b"z9hG4bK-fold"[..]),
+        "{out}"
+    );
+    assert_eq!(m.to_tag(), Some(&b"callee1"[..]), "{out}");
+    assert_eq!(m.from_tag(), Some(&b"caller1"[..]), "{out}");
+    assert_eq!(m.cseq(), Some((9, &b"INVITE"[..])), "{out}");
+    assert_eq!(out.matches("tag=").count(), 2, "{out}");
+}
+
 /// A broken request's answer: what the parser refused it for, and its fields copied
 /// back without the control characters that broke it (QA 54: a NUL came back).
 #[test]
