@@ -88,10 +88,12 @@ proptest! {
         presented in mobile(),
         display in "[A-Za-z0-9 ]{0,12}",
         asserted in prop_oneof![
-            (prop::sample::select(vec!["44", "852"]), 1_000_000u64..9_999_999_999).prop_map(|(c, n)| format!("+{c}{n}")),
+            (1_000_000u64..9_999_999_999).prop_map(|n| format!("+44{n}")),
+            // Hong Kong: eight digits starting 2-9 in the built-in plan.
+            (2u64..=9, 0u64..10_000_000).prop_map(|(a, n)| format!("+852{a}{n:07}")),
             // NANP: the built-in plan holds +1 to ten digits, area code [2-9][0-8]x, no
-            // N11 (the middle digit 1 is left out here).
-            (2u64..=9, prop::sample::select(vec![0u64, 2, 3, 4, 5, 6, 7, 8]), 0u64..100_000_000).prop_map(|(a, b, n)| format!("+1{a}{b}{n:08}")),
+            // N11 (the middle digit 1 is left out here), the exchange code [2-9]xx.
+            (2u64..=9, prop::sample::select(vec![0u64, 2, 3, 4, 5, 6, 7, 8]), 0u64..10, 2u64..=9, 0u64..1_000_000).prop_map(|(a, b, c, e, n)| format!("+1{a}{b}{c}{e}{n:06}")),
         ],
         tag in "[a-z0-9]{1,12}",
         extra in prop::collection::vec("[A-Za-z]{1,8}", 0..5),

@@ -128,7 +128,7 @@ pub fn bad_request_for(
     ]));
     for &(name, l, v) in &keep {
         push_printable(out, l);
-        if name == HeaderName::To && !v.windows(5).any(|w| w.eq_ignore_ascii_case(b";tag=")) {
+        if name == HeaderName::To && !has_tag(v) {
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(&tag);
         }
@@ -158,6 +158,28 @@ pub fn bad_request_for(
                 port.unwrap_or(5060)
             },
         )),
+    })
+}
+
+/// Whether a To value written by a broken request has a tag parameter, white space
+/// around its `;` and `=` allowed as RFC 3261's SEMI and EQUAL allow it (QA 212: `;tag =x`,
+/// `; tag=x`, what a fold there unfolds to, got a second tag).
+fn has_tag(v: &[u8]) -> bool {
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    v.iter().enumerate().any(|(i, &c)| {
+        if c != b';' {
+            return false;
+        }
+        let rest = &v[i + 1..];
+        let rest = &rest[rest.iter().take_while(|c| blank(c)).count()..];
+        if !rest
+            .get(..3)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"tag"))
+        {
+            return false;
+        }
+        let rest = &rest[3..];
+        rest.iter().find(|c| !blank(c)) == Some(&b'=')
     })
 }
 

@@ -1334,6 +1334,26 @@ fn a_broken_requests_folded_fields_are_answered_whole() {
     assert_eq!(m.from_tag(), Some(&b"caller1"[..]), "{out}");
     assert_eq!(m.cseq(), Some((9, &b"INVITE"[..])), "{out}");
     assert_eq!(out.matches("tag=").count(), 2, "{out}");
+    // White space around the tag's `;` and `=`, as a fold there leaves it (QA 212): the
+    // tag is the request's, not a second one of ours.
+    for to in [
+        "TO : <sip:a@b>;tag\r\n =callee2",
+        "To: <sip:a@b> ; tag = callee2",
+        "t: <sip:a@b>;\tTAG=callee2",
+    ] {
+        let text = text.replace("TO :\r\n <sip:+861012345678@192.0.2.10>;tag=callee1", to);
+        let e = crate::sip::frame_stream(text.as_bytes()).unwrap_err();
+        let mut bytes = vec![];
+        bad_request_for(text.as_bytes(), src, Some(7), &e, None, &mut bytes);
+        let out = String::from_utf8(bytes).unwrap();
+        let m = crate::sip::Message::parse(Bytes::from(out.clone())).expect("the 400 parses");
+        assert_eq!(m.to_tag(), Some(&b"callee2"[..]), "{to:?}: {out}");
+        assert_eq!(
+            out.to_ascii_lowercase().matches("tag").count(),
+            2,
+            "{to:?}: {out}"
+        );
+    }
 }
 
 /// A broken request's answer: what the parser refused it for, and its fields copied
