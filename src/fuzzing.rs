@@ -71,6 +71,34 @@ pub fn sip_parse(data: &[u8]) {
     let line = data.split(|&c| c == b'\n').next().unwrap_or(data);
     crate::sip::parse::assert_request_line_paths_agree(line.strip_suffix(b"\r").unwrap_or(line));
     let fresh = Message::parse(Bytes::copy_from_slice(data));
+    // The answer to a broken request, which the proxy writes from the raw bytes (on a
+    // stream, when it cannot be framed): no panic, and one status line, whole field
+    // lines and an empty line, with no control character a reader could end a line or a
+    // string at (QA 54, QA 210).
+    let answered = |e: &crate::sip::ParseError| {
+        let mut out = vec![];
+        let source = std::net::SocketAddr::from(([192, 0, 2, 7], 5070));
+        if crate::proxy::stateless::bad_request_for(data, source, None, e, None, &mut out).is_some()
+        {
+            assert!(out.starts_with(b"SIP/2.0 ") && out.ends_with(b"\r\n\r\n"));
+            let head = &out[..out.len() - 2];
+            for (i, &c) in head.iter().enumerate() {
+                let line_end = c == b'\r' && head.get(i + 1) == Some(&b'\n')
+                    || c == b'\n' && i > 0 && head[i - 1] == b'\r';
+                assert!(
+                    line_end || (c >= b' ' || c == b'\t') && c != 0x7f,
+                    "control byte {c:#x} at {i} in the answer: {:?}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    };
+    if let Err(e) = &fresh {
+        answered(e);
+    }
+    if let Err(e) = frame_stream(data) {
+        answered(&e);
+    }
     // Parsed into a message that held another one (as the proxy reuses one per
     // worker), the outcome is the same as a fresh parse's.
     let mut reused = Message::parse(Bytes::from_static(REUSE_SEED))
