@@ -48,14 +48,20 @@ pub fn bad_request_for(
     // before it (RFC 3261 7.3.1), unfolded to one space (QA 210: a folded Via, From, To
     // or CSeq was answered with its first line alone, a Via without its host and
     // branch, a To without the tag it had).
+    // Every control character made a space first (as `push_printable` does): the top
+    // Via is written back from its value, which a NUL or a bare CR could break.
     let mut fields: Vec<Vec<u8>> = vec![];
     for l in lines {
         match fields.last_mut() {
             Some(field) if matches!(l.first(), Some(b' ' | b'\t')) => {
                 field.push(b' ');
-                field.extend_from_slice(lex::trim(l));
+                push_printable(field, lex::trim(l));
             }
-            _ => fields.push(l.to_vec()),
+            _ => {
+                let mut field = Vec::with_capacity(l.len());
+                push_printable(&mut field, l);
+                fields.push(field);
+            }
         }
     }
     for l in &fields {
