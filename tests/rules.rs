@@ -2048,6 +2048,10 @@ fn generic_number_in_the_display_name() {
         ("\"95588 123\"", "+85295588123", false),
         ("\"110 00000\"", "+4411000000", false),
         ("\"1-400-223-4567\"", "+14002234567", false),
+        // QA 213 H3: a '+' glued to a trunk 0 prefixes nothing a callee dials: the
+        // national number after it is read.
+        ("\"+010-6666-0100\"", "+442071234567", false),
+        ("\"+0138 1234 5678\"", "+442071234567", false),
         ("\"8 (800) 555-35-35\"", "+78005553535", false),
         ("\"49 1512 3456789\"", "+4915123456789", false),
     ] {
@@ -8181,6 +8185,8 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("中国银行 95566 7/24", "+8695566"),
         ("中国银行 95566 24-hour", "+8695566"),
         ("中国银行 95566 9〜17点", "+8695566"),
+        // QA 213: a room on the floor a count names.
+        ("客服 400-800-1234 3楼301室", "+864008001234"),
     ] {
         let d = call(display, caller);
         assert_eq!(rejected(&d), None, "{display}: {d:?}");
@@ -8224,6 +8230,17 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("市民热线 400-800。1234 5号", "+864008001234"),
         ("市民热线 400-800•1234 5号", "+864008001234"),
         ("中国移动 010-5555-0｡100 86号", "+861055550100"),
+        // QA 213 H1: a sign ends its amount, so digits after a mark are another word's:
+        // the emergency number after it is read.
+        ("客服 400-800-1234 5%，110", "+864008001234"),
+        ("客服 400-800-1234 5℃。119", "+864008001234"),
+        ("客服 400-800-1234 0.5%、120", "+864008001234"),
+        // QA 213 H2: a place word after a count is that count's unit, not the ordinal
+        // of the number set apart after it.
+        ("客服 400-800-1234 3楼 95 588", "+864008001234"),
+        ("客服 400-800-1234 5号楼 100 86", "+864008001234"),
+        // QA 213 H3: a '+' before a trunk 0 prefixes nothing: a Beijing number.
+        ("客服 400-800-1234 +010-6666-0100", "+864008001234"),
     ] {
         let d = call(display, caller);
         assert!(rejected(&d).is_some(), "{display}: {d:?}");

@@ -449,6 +449,11 @@ pub fn embedded_numbers_in(
                     };
                     let counts = count_at(&g, i);
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
+                    // Digits before a sign or a unit and digits after it are never one
+                    // number (`"95%·400-800-1234"` made 95400, `"10%·110"` 10110: QA 213).
+                    if matches!(unit, Amount::Sign | Amount::Quantity) {
+                        run = fresh();
+                    }
                     gap_spaced = true;
                     gap_marked = false;
                     gap_blank = false;
@@ -906,6 +911,9 @@ fn names_an_emergency(text: &[u8]) -> bool {
 const ORDINALS_BEFORE_CJK: &[&str] = &[
     "第", "编号", "单号", "工号", "房间", "订单", "座", "栋", "幢", "楼", "区", "单元", "层", "室",
 ];
+/// Of [`ORDINALS_BEFORE_CJK`], the place words written after a count (`"3楼"`, `"5栋"`,
+/// `"301室"`) as well as before a number (`"楼5"`, `"座1001"`).
+const PLACES_AFTER_CJK: &[&str] = &["座", "栋", "幢", "楼", "区", "单元", "层", "室"];
 const ORDINALS_BEFORE: &[&str] = &[
     "page", "pg", "chapter", "ch", "vol", "volume", "part", "pt", "step", "phase", "stage",
     "section", "room", "rm", "suite", "unit", "apt", "flat", "floor", "fl", "level", "order",
@@ -1103,12 +1111,24 @@ fn quantity_before(head: &[u8]) -> bool {
         }
         h
     }
+    let spaced = trim(head).len() < head.len();
     let mut head = trim(head);
-    if ORDINALS_BEFORE_CJK
+    if let Some(w) = ORDINALS_BEFORE_CJK
         .iter()
-        .any(|w| head.ends_with(w.as_bytes()))
+        .find(|w| head.ends_with(w.as_bytes()))
     {
-        return true;
+        // A place word that ends a count before it (`"3楼"`, `"5号楼"`: the third floor,
+        // building 5) is that count's unit: digits set apart after it are another word
+        // (`"3楼 95 588"` shows the bank's number, QA 213 H2); glued, a room of that
+        // floor (`"3楼301"`).
+        let before = &head[..head.len() - w.len()];
+        let before = before.strip_suffix("号".as_bytes()).unwrap_or(before);
+        let counted = (1..=4)
+            .filter_map(|n| before.len().checked_sub(n))
+            .find_map(|at| std::str::from_utf8(&before[at..]).ok())
+            .and_then(|t| t.chars().next())
+            .is_some_and(|c| c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c));
+        return !(spaced && counted && PLACES_AFTER_CJK.contains(w));
     }
     if let Some(h) = head
         .strip_suffix(b".")
@@ -1216,6 +1236,9 @@ struct Run {
     decimal: bool,
     /// A currency sign before it, or a sign after its group ([`Amount::Sign`]).
     signed: bool,
+    /// Its last group had a unit or a sign after it: the amount ends there, and digits
+    /// after a `,` or `.` are another word's (`"5%，110"`, `"5℃。119"`: QA 213 H1).
+    ended: bool,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,
     /// Text for a person to read (a display name), not a dial string.
@@ -1277,13 +1300,14 @@ impl Run {
         // `"v2.10.110"`) and, for a price, a thousands group written with a space
         // (`"¥ 95 588"`); anything else joins another word (`"¥12 95588"`, `"Room
         // 110/95588"`, `"No.1-95588"` show the bank's number).
-        if self.len > 0 && (g.blank || !matches!(g.sep, b',' | b'.')) {
+        if self.len > 0 && (g.blank || !matches!(g.sep, b',' | b'.') || self.ended) {
             let last = self.groups[(self.len + EMBEDDED_MAX_DIGITS - 1) % EMBEDDED_MAX_DIGITS];
             self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3;
             self.quantity = false;
             self.decimal = false;
             self.signed = false;
         }
+        self.ended = matches!(unit_after, Amount::Sign | Amount::Quantity);
         match unit_after {
             Amount::Price => self.price = true,
             Amount::Quantity => self.quantity = true,
@@ -1429,7 +1453,10 @@ impl Run {
             // A '+' before fewer digits than an international number holds (`"+95588"`,
             // `"+110"`) shown to a person prefixes nothing: the callee reads the service
             // number after it (QA 154). A dial string's is dialled.
-            let plus = head.plus && (digits >= 7 || !self.display);
+            // Nor does one before a trunk 0 (`"+010-6666-0100"`: no country code starts
+            // with 0; the callee reads the national number after it, QA 213 H3).
+            let plus =
+                head.plus && (digits >= 7 || !self.display) && !(self.display && buf[pos] == b'0');
             // No short code is dialled with the trunk 0 (`"2024 01 10"` is a date).
             if digits < 7 && !plus && buf[pos] == b'0' {
                 continue;
