@@ -1130,22 +1130,38 @@ fn quantity_before(head: &[u8]) -> bool {
             .is_some_and(|c| c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c));
         return !(spaced && counted && PLACES_AFTER_CJK.contains(w));
     }
+    let mut marked = false;
     if let Some(h) = head
         .strip_suffix(b".")
         .or_else(|| head.strip_suffix(b":"))
         .or_else(|| head.strip_suffix(b"#"))
     {
         head = trim(h);
+        marked = true;
     }
     let word = head
         .iter()
         .rev()
         .take_while(|b| b.is_ascii_alphabetic())
         .count();
-    let word = &head[head.len() - word..];
-    ORDINALS_BEFORE
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+    let (before, word) = head.split_at(head.len() - word);
+    // As for the place words above: `"3rd Floor 95 588"` names the floor, and digits
+    // set apart after it, with no mark between, are another word (QA 213 H2).
+    let before = trim(before);
+    let floor_of = !marked
+        && spaced
+        && ["floor", "fl", "level"]
+            .iter()
+            .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+        && before.len() >= 3
+        && before[before.len() - 3].is_ascii_digit()
+        && ["st", "nd", "rd", "th"]
+            .iter()
+            .any(|s| before[before.len() - 2..].eq_ignore_ascii_case(s.as_bytes()));
+    !floor_of
+        && ORDINALS_BEFORE
+            .iter()
+            .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// Which short codes of several digit groups a display name shows
