@@ -337,6 +337,10 @@ pub fn embedded_numbers_in(
     let mut gap_sep = 0u8;
     // Only dashes and dots between the last group and the next: one number's groups.
     let mut gap_dashed = true;
+    // The marks between the last group and the next, and whether the last was an
+    // ASCII `,` or `.` ([`Group::amount_sep`]).
+    let mut gap_marks = 0u8;
+    let mut gap_amount_mark = false;
     let mut i = 0;
     // The last character drawn that is no white space, mark or letter drawn as a line.
     let mut solid = 0u8;
@@ -391,6 +395,7 @@ pub fn embedded_numbers_in(
                     marked: gap_marked,
                     sep: gap_sep,
                     dashed: gap_dashed && run.open,
+                    amount_sep: gap_marks == 1 && gap_amount_mark,
                     ..Group::default()
                 });
                 g.end = i + len;
@@ -419,11 +424,14 @@ pub fn embedded_numbers_in(
                     gap_blank = false;
                     gap_sep = 0;
                     gap_dashed = true;
+                    gap_marks = 0;
                 }
                 gap_dashed &= joins_a_number(&text[i..]);
                 gap_blank |= c == b' ';
                 if c != b' ' {
                     gap_sep = c;
+                    gap_marks = gap_marks.saturating_add(1);
+                    gap_amount_mark = matches!(text[i], b',' | b'.');
                 }
                 gap_spaced &= c == b' ' || any;
                 plus_at = None;
@@ -457,12 +465,20 @@ pub fn embedded_numbers_in(
                     gap_spaced = true;
                     gap_marked = false;
                     gap_blank = false;
+                    gap_marks = 0;
                 }
                 gap_sep = c;
                 gap_dashed = false;
                 gap_spaced &= any;
                 gap_marked |= !any;
+                gap_marks = gap_marks.saturating_add(1);
+                gap_amount_mark = false;
                 plus_at = (c == b'+').then_some(i);
+                // Digits after a currency sign are a price of their own, never the end of
+                // the number before it (`"400-800-1234 ¥5"` read 12345: QA 214).
+                if c == glyph::CURRENCY || c == b'$' {
+                    run = fresh();
+                }
             }
             _ => {
                 if let Some(g) = group.take() {
@@ -477,6 +493,7 @@ pub fn embedded_numbers_in(
                 run = fresh();
                 gap_blank = false;
                 gap_dashed = true;
+                gap_marks = 0;
                 run.open = c == b'+';
                 plus_at = run.open.then_some(i);
             }
@@ -608,8 +625,9 @@ pub enum Worded {
 }
 
 /// What the text around a digit group makes of it, where a number shown is judged.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 enum Amount {
+    #[default]
     None,
     /// A count, a place or a reference (a unit or a place word after it, an ordinal
     /// word before it, a street name after a house number): no piece under 5 digits is
@@ -1117,18 +1135,11 @@ fn quantity_before(head: &[u8]) -> bool {
         .iter()
         .find(|w| head.ends_with(w.as_bytes()))
     {
-        // A place word that ends a count before it (`"3楼"`, `"5号楼"`: the third floor,
-        // building 5) is that count's unit: digits set apart after it are another word
-        // (`"3楼 95 588"` shows the bank's number, QA 213 H2); glued, a room of that
-        // floor (`"3楼301"`).
-        let before = &head[..head.len() - w.len()];
-        let before = before.strip_suffix("号".as_bytes()).unwrap_or(before);
-        let counted = (1..=4)
-            .filter_map(|n| before.len().checked_sub(n))
-            .find_map(|at| std::str::from_utf8(&before[at..]).ok())
-            .and_then(|t| t.chars().next())
-            .is_some_and(|c| c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c));
-        return !(spaced && counted && PLACES_AFTER_CJK.contains(w));
+        // A place word is written after the count or the letter it names (`"3楼"`,
+        // `"5号楼"`, `"B座"`, `"三楼"`: QA 213 H2, QA 214), so digits set apart after it
+        // are another word (`"3楼 95 588"` shows the bank's number); glued, a room there
+        // (`"3楼301"`, `"B座1203"`).
+        return !(spaced && PLACES_AFTER_CJK.contains(w));
     }
     let mut marked = false;
     if let Some(h) = head
@@ -1205,6 +1216,10 @@ struct Group {
     /// Joined to the group before it by dashes and dots only: one number's groups
     /// (`"400-800-1234"`), where brackets, colons and white space start another item.
     dashed: bool,
+    /// Joined to the group before it by one ASCII `,` or `.` and nothing else: the only
+    /// way an amount goes on (`"1,110.00"`); a sentence's `，` `、` `。` or a bullet, or
+    /// a symbol beside the mark, ends it (`"0.5，110"`, `"4.9★,110"`: QA 214).
+    amount_sep: bool,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
     /// Part of a time of day: what hides digits where they are read across any mark.
@@ -1255,6 +1270,13 @@ struct Run {
     /// Its last group had a unit or a sign after it: the amount ends there, and digits
     /// after a `,` or `.` are another word's (`"5%，110"`, `"5℃。119"`: QA 213 H1).
     ended: bool,
+    /// Its last group is a decimal's fraction: no thousands group comes after it
+    /// (`"0.5,110"`: QA 214).
+    fraction: bool,
+    /// What the text after its last group made of it: after a `,`, only a thousands
+    /// group or a decimal comma goes on ([`amount_goes_on`]: `"¥5,95588"` is a price
+    /// and the bank's number, QA 214).
+    last_unit: Amount,
     /// Dates and times of day show no number (where a number shown is judged).
     dates: bool,
     /// Text for a person to read (a display name), not a dial string.
@@ -1316,14 +1338,23 @@ impl Run {
         // `"v2.10.110"`) and, for a price, a thousands group written with a space
         // (`"¥ 95 588"`); anything else joins another word (`"¥12 95588"`, `"Room
         // 110/95588"`, `"No.1-95588"` show the bank's number).
-        if self.len > 0 && (g.blank || !matches!(g.sep, b',' | b'.') || self.ended) {
+        let goes_on = !g.blank
+            && g.amount_sep
+            && !self.ended
+            && (g.sep != b','
+                || !self.fraction && matches!(self.last_unit, Amount::Price | Amount::Decimal))
+            // A price's fraction is its cents (`"¥5.95588"` shows the bank's number).
+            && !(g.sep == b'.' && self.price && g.n > 2);
+        if self.len > 0 && !goes_on {
             let last = self.groups[(self.len + EMBEDDED_MAX_DIGITS - 1) % EMBEDDED_MAX_DIGITS];
             self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3;
             self.quantity = false;
             self.decimal = false;
             self.signed = false;
         }
+        self.fraction = self.len > 0 && goes_on && g.sep == b'.' && self.decimal;
         self.ended = matches!(unit_after, Amount::Sign | Amount::Quantity);
+        self.last_unit = unit_after;
         match unit_after {
             Amount::Price => self.price = true,
             Amount::Quantity => self.quantity = true,
