@@ -346,6 +346,16 @@ pub fn embedded_numbers_in(
     let mut solid = 0u8;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
         let (mut c, len) = unit(&text[i..]);
+        // A square or a cube after a letter is the unit's exponent (`"5m²"`, `"x³"`), no
+        // digit: `"5m²,110"` read `2,110` as an amount and hid the police's number
+        // (QA 214).
+        if before.is_ascii_alphabetic()
+            && (text[i..].starts_with("\u{b2}".as_bytes())
+                || text[i..].starts_with("\u{b3}".as_bytes()))
+            && !is_digit_glyph(next_drawn(text, i + len, false))
+        {
+            c = glyph::OTHER;
+        }
         // A letter drawn as a line between digits (`"138一1234一5678"`, `"95 丨 588"`,
         // QA 154, QA 156) is the mark it is drawn like: a callee reads the digits across
         // it; elsewhere a word (`"一号店"`).
