@@ -341,11 +341,18 @@ pub fn embedded_numbers_in(
     // ASCII `,` or `.` ([`Group::amount_sep`]).
     let mut gap_marks = 0u8;
     let mut gap_amount_mark = false;
+    // Whether the group being read, and the one before it, are of raised or lowered
+    // digits ([`small_digit`]).
+    let mut group_small = false;
+    let mut last_small = false;
+    // The currency sign just read ended a group: a sign after its amount, no price's
+    // before the digits after it (`"5$ 95 588"`: QA 215).
+    let mut currency_after = false;
     let mut i = 0;
     // The last character drawn that is no white space, mark or letter drawn as a line.
     let mut solid = 0u8;
     while i < text.len() && budget > 0 && visible < EMBEDDED_MAX_VISIBLE {
-        let (mut c, len) = unit(&text[i..]);
+        let (mut c, mut len) = unit(&text[i..]);
         // A square or a cube after a letter is the unit's exponent (`"5m²"`, `"x³"`), no
         // digit: `"5m²,110"` read `2,110` as an amount and hid the police's number
         // (QA 214).
@@ -355,6 +362,18 @@ pub fn embedded_numbers_in(
             && !is_digit_glyph(next_drawn(text, i + len, false))
         {
             c = glyph::OTHER;
+        }
+        // A raised or lowered digit (a footnote's `¹`, a subscript) beside full-size ones
+        // is drawn apart from them: a word of its own, as after white space (`"报警¹110"`
+        // read 1110 and hid the police's number, QA 215). Read as a space here, without
+        // moving on; the digit is read again next, in a group of its own.
+        if is_digit_glyph(c) {
+            let small = small_digit(&text[i..]);
+            if group.is_some() && small != group_small {
+                (c, len) = (b' ', 0);
+            } else {
+                group_small = small;
+            }
         }
         // A letter drawn as a line between digits (`"138一1234一5678"`, `"95 丨 588"`,
         // QA 154, QA 156) is the mark it is drawn like: a callee reads the digits across
@@ -394,6 +413,12 @@ pub fn embedded_numbers_in(
                     run.price = after_currency && display;
                     run.signed = after_currency && display;
                     run.quantity = quantity_before(&text[..i]);
+                }
+                if group.is_none() {
+                    // Raised digits after full-size ones across a mark (`"5²,110"`), or
+                    // the other way round, are another word, as after white space.
+                    gap_blank |= group_small != last_small;
+                    last_small = group_small;
                 }
                 let g = group.get_or_insert_with(|| Group {
                     plus: plus_at.is_some(),
@@ -441,7 +466,9 @@ pub fn embedded_numbers_in(
                 if c != b' ' {
                     gap_sep = c;
                     gap_marks = gap_marks.saturating_add(1);
-                    gap_amount_mark = matches!(text[i], b',' | b'.');
+                    // A full-width full stop too: a decimal typed so (`"0．5"`, QA 215).
+                    gap_amount_mark = matches!(text[i], b',' | b'.')
+                        || text[i..].starts_with("\u{ff0e}".as_bytes());
                 }
                 gap_spaced &= c == b' ' || any;
                 plus_at = None;
@@ -454,6 +481,7 @@ pub fn embedded_numbers_in(
             _ if run.open
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
+                currency_after = group.is_some();
                 if let Some(mut g) = group.take() {
                     if !*police.get_or_insert_with(|| names_an_emergency(text))
                         && starts_time(&g, &text[i..])
@@ -508,7 +536,9 @@ pub fn embedded_numbers_in(
                 plus_at = run.open.then_some(i);
             }
         }
-        after_currency = c == b'$' || c == glyph::CURRENCY || c == b' ' && after_currency;
+        after_currency =
+            (c == b'$' || c == glyph::CURRENCY) && !currency_after || c == b' ' && after_currency;
+        currency_after = false;
         before = c;
         i += len;
     }
@@ -568,6 +598,17 @@ fn ascii_digits(c: u8) -> ([u8; 2], usize) {
     } else {
         ([c, 0], 1)
     }
+}
+
+/// Whether `t` starts with a raised or lowered digit (superscripts `⁰¹²³⁴⁵⁶⁷⁸⁹`,
+/// subscripts `₀`-`₉`), which a screen draws small, apart from full-size digits.
+fn small_digit(t: &[u8]) -> bool {
+    matches!(
+        t,
+        [0xc2, 0xb2 | 0xb3 | 0xb9, ..]
+            | [0xe2, 0x81, 0xb0 | 0xb4..=0xb9, ..]
+            | [0xe2, 0x82, 0x80..=0x89, ..]
+    )
 }
 
 /// What may stand between digits a callee reads across: white space, a mark, a letter
@@ -663,13 +704,20 @@ enum Amount {
 /// (`"120 RMB"`), a quantity. Not a price, for a decimal: `"95588.1"` shows the bank's
 /// number and an extension (QA 31).
 fn amount_goes_on(g: &Group, c: u8, rest: &[u8], display: bool) -> Amount {
-    let digit_at = |k: usize| rest.get(k).is_some_and(u8::is_ascii_digit);
+    // Past the mark: a full-width full stop is a decimal point typed so (`"0．5"`, QA
+    // 215); a sentence's `，` `、` is no thousands mark.
+    let mark = if rest.starts_with("\u{ff0e}".as_bytes()) {
+        3
+    } else {
+        1
+    };
+    let digit_at = |k: usize| rest.get(mark - 1 + k).is_some_and(u8::is_ascii_digit);
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
         b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
-        // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): two digits
-        // and no more, which no thousands group is.
-        b',' if display && (1..3).all(digit_at) && !digit_at(3) => Amount::Decimal,
+        // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): one or two
+        // digits and no more, which no thousands group is (`"0,5,120"`: QA 215).
+        b',' if display && digit_at(1) && !(digit_at(2) && digit_at(3)) => Amount::Decimal,
         b' ' => quantity_after(rest, false),
         _ => Amount::None,
     }
@@ -1169,8 +1217,16 @@ fn quantity_before(head: &[u8]) -> bool {
     // As for the place words above: `"3rd Floor 95 588"` names the floor, and digits
     // set apart after it, with no mark between, are another word (QA 213 H2).
     let before = trim(before);
-    let floor_of = !marked
-        && spaced
+    // A currency word after an amount is that amount's (`"5 RMB 95 588"`: QA 215).
+    if before.last().is_some_and(u8::is_ascii_digit)
+        && (spaced || marked)
+        && ["rmb", "cny", "usd", "hkd", "eur", "gbp", "jpy"]
+            .iter()
+            .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+    {
+        return false;
+    }
+    let floor_of = (spaced || marked)
         && ["floor", "fl", "level"]
             .iter()
             .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
@@ -1309,8 +1365,11 @@ impl Run {
         );
         let Some(b) = b else { return };
         let day_or_month = |g: &Group| g.n <= 2 && (1..=31).contains(&g.value());
-        let time = c.sep == b':' && is_hour(b.n, b.value()) && is_minutes(c.n, c.value());
-        let day_and_month = c.sep == b'/' && day_or_month(&b) && day_or_month(&c);
+        // No time or date is written with white space after its mark (`"Room 3: 12 345"`,
+        // `"Room 3 / 1 10"`: QA 215).
+        let time =
+            c.sep == b':' && !c.blank && is_hour(b.n, b.value()) && is_minutes(c.n, c.value());
+        let day_and_month = c.sep == b'/' && !c.blank && day_or_month(&b) && day_or_month(&c);
         let mut flag = if time || day_and_month { 2 } else { 0 };
         if time {
             self.groups[at(0)].time = true;
@@ -1357,12 +1416,16 @@ impl Run {
             && !(g.sep == b'.' && self.price && g.n > 2);
         if self.len > 0 && !goes_on {
             let last = self.groups[(self.len + EMBEDDED_MAX_DIGITS - 1) % EMBEDDED_MAX_DIGITS];
-            self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3;
+            // (Not after cents: `"¥1.00 110"`, QA 215.)
+            self.price &= g.blank && g.sep == 0 && g.n == 3 && last.n <= 3 && !self.fraction;
             self.quantity = false;
             self.decimal = false;
             self.signed = false;
         }
-        self.fraction = self.len > 0 && goes_on && g.sep == b'.' && self.decimal;
+        self.fraction = self.len > 0
+            && goes_on
+            && (g.sep == b'.' && self.decimal
+                || g.sep == b',' && self.last_unit == Amount::Decimal);
         self.ended = matches!(unit_after, Amount::Sign | Amount::Quantity);
         self.last_unit = unit_after;
         match unit_after {
