@@ -1214,8 +1214,9 @@ fn quantity_before(head: &[u8]) -> bool {
         .take_while(|b| b.is_ascii_alphabetic())
         .count();
     let (before, word) = head.split_at(head.len() - word);
-    // As for the place words above: `"3rd Floor 95 588"` names the floor, and digits
-    // set apart after it, with no mark between, are another word (QA 213 H2).
+    // As for the place words above: `"3rd Floor 95 588"` and `"3rd Floor: 95 588"`
+    // name the floor, and digits set apart after it are another word (QA 213 H2, QA
+    // 215); `"Floor 3"` is a floor's number.
     let before = trim(before);
     // A currency word after an amount is that amount's (`"5 RMB 95 588"`: QA 215).
     if before.last().is_some_and(u8::is_ascii_digit)
