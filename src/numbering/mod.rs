@@ -481,7 +481,10 @@ pub fn embedded_numbers_in(
             _ if run.open
                 && (c == glyph::PUNCT || c == glyph::CURRENCY || c.is_ascii_punctuation()) =>
             {
-                currency_after = group.is_some();
+                // (Also after white space, when none glues it to digits after it: `"5 €
+                // 95 588"`, QA 216; `"1234 ¥5"` is a price's.)
+                currency_after = group.is_some()
+                    || run.ended && !is_digit_glyph(next_drawn(text, i + len, false));
                 if let Some(mut g) = group.take() {
                     if !*police.get_or_insert_with(|| names_an_emergency(text))
                         && starts_time(&g, &text[i..])
@@ -1219,7 +1222,12 @@ fn quantity_before(head: &[u8]) -> bool {
     // 215); `"Floor 3"` is a floor's number.
     let before = trim(before);
     // A currency word after an amount is that amount's (`"5 RMB 95 588"`: QA 215).
-    if before.last().is_some_and(u8::is_ascii_digit)
+    let ends_in_digit = (1..=4)
+        .filter_map(|n| before.len().checked_sub(n))
+        .find_map(|at| std::str::from_utf8(&before[at..]).ok())
+        .and_then(|t| t.chars().next())
+        .is_some_and(char::is_numeric);
+    if ends_in_digit
         && (spaced || marked)
         && ["rmb", "cny", "usd", "hkd", "eur", "gbp", "jpy"]
             .iter()
@@ -1381,6 +1389,8 @@ impl Run {
             let year = |g: &Group| g.n == 4 && (1900..=2099).contains(&g.value()) || g.n == 2;
             if matches!(c.sep, b'-' | b'/' | b'.')
                 && b.sep == c.sep
+                && !b.blank
+                && !c.blank
                 && (year(&a) && day_or_month(&b) && day_or_month(&c)
                     || day_or_month(&a) && day_or_month(&b) && year(&c))
             {
@@ -1408,9 +1418,12 @@ impl Run {
         // `"v2.10.110"`) and, for a price, a thousands group written with a space
         // (`"¥ 95 588"`); anything else joins another word (`"¥12 95588"`, `"Room
         // 110/95588"`, `"No.1-95588"` show the bank's number).
-        let goes_on = !g.blank
-            && g.amount_sep
-            && !self.ended
+        // No thousands group after a time or a date (`"10:00,110"`, `"5/6,110"`: QA 216).
+        let after_calendar = self.len > 0 && {
+            let last = &self.groups[(self.len - 1) % EMBEDDED_MAX_DIGITS];
+            last.calendar || last.time
+        };
+        let goes_on = !(g.blank || !g.amount_sep || self.ended || g.sep == b',' && after_calendar)
             && (g.sep != b','
                 || !self.fraction && matches!(self.last_unit, Amount::Price | Amount::Decimal))
             // A price's fraction is its cents (`"¥5.95588"` shows the bank's number).
@@ -1423,10 +1436,11 @@ impl Run {
             self.decimal = false;
             self.signed = false;
         }
+        // After any dot a callee reads as a decimal point (`"0·5,110"`, `"0٫5,119"`: QA
+        // 216), not only an amount's.
         self.fraction = self.len > 0
-            && goes_on
-            && (g.sep == b'.' && self.decimal
-                || g.sep == b',' && self.last_unit == Amount::Decimal);
+            && !g.blank
+            && (g.sep == b'.' || goes_on && g.sep == b',' && self.last_unit == Amount::Decimal);
         self.ended = matches!(unit_after, Amount::Sign | Amount::Quantity);
         self.last_unit = unit_after;
         match unit_after {
