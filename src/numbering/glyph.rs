@@ -119,6 +119,15 @@ fn ascii(c: u8) -> u8 {
     }
 }
 
+/// The last character of `t`, when it ends in whole UTF-8 (the text before a word, read
+/// backwards).
+pub(super) fn last_char(t: &[u8]) -> Option<char> {
+    (1..=4)
+        .filter_map(|n| t.len().checked_sub(n))
+        .find_map(|at| std::str::from_utf8(&t[at..]).ok())
+        .and_then(|t| t.chars().next())
+}
+
 /// The character at the start of `b`, and its length; `None` for a byte that starts no
 /// UTF-8 sequence (or starts one cut short).
 pub(super) fn decode(b: &[u8]) -> Option<(char, usize)> {

@@ -48,8 +48,9 @@ pub fn bad_request_for(
     // before it (RFC 3261 7.3.1), unfolded to one space (QA 210: a folded Via, From, To
     // or CSeq was answered with its first line alone, a Via without its host and
     // branch, a To without the tag it had).
-    // Every control character made a space first (as `push_printable` does): the top
-    // Via is written back from its value, which a NUL or a bare CR could break.
+    // Every control character made a space as the fields are read ([`push_printable`]):
+    // the answer copies them as read, and the top Via is written back from its value,
+    // which a NUL or a bare CR could break.
     let mut fields: Vec<Vec<u8>> = vec![];
     for l in lines {
         match fields.last_mut() {
@@ -118,7 +119,7 @@ pub fn bad_request_for(
             let whole = Span::new(0, top_value.len());
             response::push_top_via(out, top_value, whole, top_via, source);
         } else {
-            push_printable(out, l);
+            out.extend_from_slice(l);
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -133,7 +134,7 @@ pub fn bad_request_for(
         value(HeaderName::CSeq),
     ]));
     for &(name, l, v) in &keep {
-        push_printable(out, l);
+        out.extend_from_slice(l);
         if name == HeaderName::To && !has_tag(v) {
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(&tag);
@@ -189,11 +190,11 @@ fn has_tag(v: &[u8]) -> bool {
     })
 }
 
-/// A field line of a broken request, copied into our answer with every control
-/// character (a NUL, a bare CR: often what broke it) made a space: the caller still
-/// finds its From, To, Call-ID and CSeq, and gets back no byte a reader might end a line
-/// or a string at (QA 54).
-pub(super) fn push_printable(out: &mut Vec<u8>, line: &[u8]) {
+/// A field line of a broken request, copied with every control character (a NUL, a
+/// bare CR: often what broke it) made a space, as it is read: the answer copies the
+/// fields so read, so the caller still finds its From, To, Call-ID and CSeq and gets
+/// back no byte a reader might end a line or a string at (QA 54).
+fn push_printable(out: &mut Vec<u8>, line: &[u8]) {
     out.extend(line.iter().map(|&c| {
         if (c < b' ' && c != b'\t') || c == 0x7f {
             b' '
