@@ -175,7 +175,11 @@ pub fn embedded_numbers_in(
     // it by white space or a mark, the only group a count can start (`"95566，9折"`).
     let count_at = |g: &Group, i: usize| {
         (g.blank || g.sep != 0)
-            .then(|| count_follows(&text[i..]).map(|l| i + l))
+            .then(|| {
+                count_follows(&text[i..])
+                    .or_else(|| day_and_month(g, &text[i..]))
+                    .map(|l| i + l)
+            })
             .flatten()
     };
     // Whether amounts, units, ordinals and addresses hide short codes: only where a
@@ -298,6 +302,8 @@ pub fn embedded_numbers_in(
                     sep: gap_sep,
                     dashed: gap_dashed && run.open,
                     amount_sep: gap_marks == 1 && gap_amount_mark,
+                    marks: gap_marks,
+                    ranged: after_range(&text[..i]),
                     ..Group::default()
                 });
                 g.end = i + len;
@@ -310,6 +316,7 @@ pub fn embedded_numbers_in(
             b'-' | b'.' | b'(' | b')' | b' ' | b',' | b'/' | b'_' | b'~' if run.open => {
                 if let Some(mut g) = group.take() {
                     if !*police.get_or_insert_with(|| names_an_emergency(text))
+                        && run.may_be_hour(&g)
                         && starts_time(&g, &text[i..])
                     {
                         (g.calendar, g.time) = (true, true);
@@ -353,6 +360,7 @@ pub fn embedded_numbers_in(
                     || run.ended && !is_digit_glyph(next_drawn(text, i + len, false));
                 if let Some(mut g) = group.take() {
                     if !*police.get_or_insert_with(|| names_an_emergency(text))
+                        && run.may_be_hour(&g)
                         && starts_time(&g, &text[i..])
                     {
                         (g.calendar, g.time) = (true, true);
@@ -589,19 +597,27 @@ fn amount_goes_on(g: &Group, c: u8, rest: &[u8], display: bool) -> Amount {
     let digit_at = |k: usize| rest.get(mark - 1 + k).is_some_and(u8::is_ascii_digit);
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
-        b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
+        b',' if g.n <= 3 && !g.ranged && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
         // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): one or two
         // digits and no more, which no thousands group is (`"0,5,120"`: QA 215).
-        b',' if display && digit_at(1) && !(digit_at(2) && digit_at(3)) => Amount::Decimal,
+        // Its fraction ends there: no other mark and digits, no count or word but a
+        // currency after it (`"110,8.8折"`, `"119,9折"`, `"110,9:00-18:00"`, `"110,2至3天"`
+        // show the police's number: QA 217 E1).
+        b',' if display
+            && digit_at(1)
+            && !(digit_at(2) && digit_at(3))
+            && fraction_ends(&rest[mark + usize::from(digit_at(2)) + 1..]) =>
+        {
+            Amount::Decimal
+        }
         b' ' => quantity_after(rest, false),
         _ => Amount::None,
     }
 }
 
-/// Words after digits that make them a quantity, an amount or a place: a price
-/// (`"1,110元"`, `"120 RMB"`), a house or room number (`"人民路120号"`), a count or a
-/// date (`"110次"`, `"2024年"`). Chinese ones are read glued (Chinese writes no space).
-const UNITS_AFTER_CJK: &[&str] = &[
+/// Currencies written after an amount (`"1,110元"`, `"120 RMB"`), Chinese ones glued
+/// (Chinese writes no space): units of a price ([`quantity_after`]).
+const CURRENCIES_AFTER_CJK: &[&str] = &[
     "元",
     "块",
     "圆",
@@ -614,68 +630,58 @@ const UNITS_AFTER_CJK: &[&str] = &[
     "欧元",
     "日元",
     "英镑",
-    "号",
-    "室",
-    "楼",
-    "层",
-    "栋",
-    "幢",
-    "座",
-    "单元",
-    "弄",
-    "期",
-    "路",
-    "国道",
-    "周年",
-    "个",
-    "件",
-    "次",
-    "天",
-    "年",
-    "月",
-    "日",
-    "岁",
-    "米",
-    "公里",
-    "公斤",
-    "千克",
-    "斤",
-    "分钟",
-    "小时",
-    "度",
-    "℃",
-    "万",
-    "亿",
-    "台",
-    "套",
-    "张",
-    "瓶",
-    "盒",
-    "箱",
-    "条",
-    "只",
-    "份",
-    "位",
-    "人",
-    "名",
-    "家",
-    "集",
-    "届",
-    "折",
-    "平米",
-    "平方",
-    "亩",
-    "吨",
-    "克",
-    "升",
-    "厘米",
-    "毫米",
-    "寸",
-    "秒",
-    "分",
-    "周",
-    "页",
-    "章",
+];
+const CURRENCIES: &[&str] = &[
+    "rmb", "cny", "yuan", "usd", "hkd", "eur", "gbp", "jpy", "dollar", "dollars", "euro", "euros",
+];
+
+/// Whether `head` (the text before a digit group) ends with the mark of a product of
+/// counts glued to a digit (`"7x"`, `"3*"`), or of a range glued to the one or two digits
+/// of its low end (`"3~"`, `"5至"`): a range of amounts starts with one (`"1,000~2,000"`).
+fn after_range(head: &[u8]) -> bool {
+    let product = ["x", "X", "\u{d7}", "*"]
+        .iter()
+        .find_map(|m| head.strip_suffix(m.as_bytes()));
+    if let Some(h) = product {
+        return h.last().is_some_and(u8::is_ascii_digit);
+    }
+    let Some(h) = ["~", "\u{ff5e}", "\u{301c}", "至", "到"]
+        .iter()
+        .find_map(|m| head.strip_suffix(m.as_bytes()))
+    else {
+        return false;
+    };
+    let low = h.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    (1..=2).contains(&low)
+        && !h[..h.len() - low]
+            .last()
+            .is_some_and(|c| matches!(c, b'0'..=b'9' | b',' | b'.'))
+}
+
+/// Whether `rest`, after a decimal comma's one or two digits, lets them be a fraction:
+/// the text ends, or white space, a currency, or a mark with no digit after it follows.
+fn fraction_ends(rest: &[u8]) -> bool {
+    if rest.is_empty() {
+        return true;
+    }
+    let (c, len) = unit(rest);
+    c == b' '
+        || c == b'$'
+        || c == glyph::CURRENCY
+        || names_a_currency(rest)
+        || (c == glyph::PUNCT || c.is_ascii_punctuation())
+            && !is_digit_glyph(next_drawn(rest, len, false))
+}
+
+/// Words after digits that make them a quantity, an amount or a place besides a
+/// currency ([`CURRENCIES_AFTER_CJK`]): a house or room number (`"人民路120号"`), a count
+/// or a date (`"110次"`, `"2024年"`).
+const UNITS_AFTER_CJK: &[&str] = &[
+    "号", "室", "楼", "层", "栋", "幢", "座", "单元", "弄", "期", "路", "国道", "周年", "个", "件",
+    "次", "天", "年", "月", "日", "岁", "米", "公里", "公斤", "千克", "斤", "分钟", "小时", "度",
+    "℃", "万", "亿", "台", "套", "张", "瓶", "盒", "箱", "条", "只", "份", "位", "人", "名", "家",
+    "集", "届", "折", "平米", "平方", "亩", "吨", "克", "升", "厘米", "毫米", "寸", "秒", "分",
+    "周", "页", "章",
 ];
 /// Signs after digits that make them a measure or a share ([`Amount::Sign`]).
 const SIGNS_AFTER: &[&str] = &[
@@ -687,7 +693,6 @@ const NOT_UNITS_AFTER_CJK: &[&str] = &[
     "号码", "人工", "个人", "元旦", "人民", "天网", "分机", "分局", "路况",
 ];
 const UNITS_AFTER: &[&str] = &[
-    "rmb", "cny", "yuan", "usd", "hkd", "eur", "gbp", "jpy", "dollar", "dollars", "euro", "euros",
     "pcs", "kg", "km", "min", "mins", "minute", "minutes", "sec", "secs", "hr", "hrs", "hour",
     "hours", "day", "days", "week", "weeks", "month", "months", "year", "years", "yrs", "people",
     "persons", "items", "stores", "shops", "units", "rooms", "seats", "sqm", "sqft", "m2", "ml",
@@ -891,12 +896,30 @@ fn longest_word(rest: &[u8], words: &[&str]) -> Option<usize> {
         .max()
 }
 
+/// Whether `rest` (from the character after a number's digits on) starts with a currency
+/// word (a price's unit, [`CURRENCIES`]), glued or not: `"元"` but not `"元旦"`.
+fn names_a_currency(rest: &[u8]) -> bool {
+    let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let word = &rest[..word];
+    longest_word(rest, CURRENCIES_AFTER_CJK) > longest_word(rest, NOT_UNITS_AFTER_CJK)
+        || CURRENCIES
+            .iter()
+            .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+}
+
 /// Whether `rest` (from the character after a number's digits on) starts with a unit or
-/// a currency ([`UNITS_AFTER`]), past white space; `glued`: no white space came between
+/// a currency ([`UNITS_AFTER`], [`names_a_currency`]), past white space; `glued`: no white space came between
 /// (English ordinals, `"110th"`, are read only so).
 fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     let rest = one_space_off(rest);
-    let (c, _) = glyph::unit(rest);
+    let (c, len) = glyph::unit(rest);
+    // A currency sign set apart from the digits before it and glued to digits after it
+    // is the sign of the price after it (`"1 1 0 €10"`, `"95-588 ¥5"` hid the number
+    // before it: QA 217 E2).
+    if !glued && (c == b'$' || c == glyph::CURRENCY) && is_digit_glyph(next_drawn(rest, len, false))
+    {
+        return Amount::None;
+    }
     // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`, `"110$"`).
     if c == b'$'
         || c == glyph::CURRENCY
@@ -906,6 +929,9 @@ fn quantity_after(rest: &[u8], glued: bool) -> Amount {
         return Amount::Sign;
     }
     if !glued && street_after(rest) {
+        return Amount::Quantity;
+    }
+    if names_a_currency(rest) {
         return Amount::Quantity;
     }
     // The longest word read wins: `"人民币"` is a currency, `"人民警察"` no unit.
@@ -999,6 +1025,20 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Whether the group `g`, with `rest` after it, starts a day and a month (`"5/1"`,
+/// `"12/31"`): read as a count is, no digits of the number before it run on into it
+/// (`"Acme 400-800-1234 5/1休息"` read 12345: QA 217 F1). The length of `rest` the date
+/// takes.
+fn day_and_month(g: &Group, rest: &[u8]) -> Option<usize> {
+    let day_or_month = |n: usize, v: u32| (1..=2).contains(&n) && (1..=31).contains(&v);
+    let after = rest.strip_prefix(b"/")?;
+    let n = after.iter().take_while(|c| c.is_ascii_digit()).count();
+    let v = after[..n]
+        .iter()
+        .fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
+    (day_or_month(g.n, g.value()) && day_or_month(n, v)).then_some(1 + n)
 }
 
 /// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
@@ -1097,7 +1137,7 @@ fn quantity_before(head: &[u8]) -> bool {
     let ends_in_digit = glyph::last_char(before).is_some_and(char::is_numeric);
     if ends_in_digit
         && (spaced || marked)
-        && ["rmb", "cny", "usd", "hkd", "eur", "gbp", "jpy"]
+        && CURRENCIES
             .iter()
             .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
     {
@@ -1163,6 +1203,12 @@ struct Group {
     /// way an amount goes on (`"1,110.00"`); a sentence's `，` `、` `。` or a bullet, or
     /// a symbol beside the mark, ends it (`"0.5，110"`, `"4.9★,110"`: QA 214).
     amount_sep: bool,
+    /// How many marks stand between it and the group before it.
+    marks: u8,
+    /// Right after a range's or a product's mark glued to digits (`"3~5"`, `"7x24"`): the
+    /// end of a count, which no thousands group goes on from (`"7x24,110"`, `"3~5,120"`:
+    /// QA 217 E5).
+    ranged: bool,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
     /// Part of a time of day: what hides digits where they are read across any mark.
@@ -1231,6 +1277,32 @@ struct Run {
 }
 
 impl Run {
+    /// Whether `g`, about to be added, may be a time's hour: not the number after an
+    /// ordinal word (`"Room 3:12 345"`, `"第5：12 345"`), nor the last part of a date
+    /// (`"2025/6/18：12-345"`, `"6/18:12 345"`: QA 217 E4), as [`Run::note_calendar`]
+    /// reads one.
+    fn may_be_hour(&self, g: &Group) -> bool {
+        if self.len == 0 {
+            return !self.quantity;
+        }
+        let at = |k: usize| &self.groups[(self.len - 1 - k) % EMBEDDED_MAX_DIGITS];
+        let b = at(0);
+        if g.blank || g.sep == 0 || b.time {
+            return true;
+        }
+        let day_or_month = |x: &Group| x.n <= 2 && (1..=31).contains(&x.value());
+        let year = |x: &Group| x.n == 4 && (1900..=2099).contains(&x.value()) || x.n == 2;
+        let dated = day_or_month(b)
+            && day_or_month(g)
+            && (g.sep == b'/'
+                || matches!(g.sep, b'-' | b'.')
+                    && b.sep == g.sep
+                    && !b.blank
+                    && self.len >= 2
+                    && year(at(1)));
+        !dated
+    }
+
     /// Flags the last groups when they make a date (`2024-01-10`, `10/01/2024`,
     /// `24.01.10`, `10/01`) or a time of day (`09:00`): business names show them, and
     /// read as digits they make fixed-line numbers (`"2024-01-10 09:00"`, Guangzhou).
@@ -1244,8 +1316,15 @@ impl Run {
         let day_or_month = |g: &Group| g.n <= 2 && (1..=31).contains(&g.value());
         // No time or date is written with white space after its mark (`"Room 3: 12 345"`,
         // `"Room 3 / 1 10"`: QA 215).
-        let time =
-            c.sep == b':' && !c.blank && is_hour(b.n, b.value()) && is_minutes(c.n, c.value());
+        // Nor across other marks beside the ':' (`"4.9★:12 345"`), nor from a room's number
+        // or a date (`"Room 3:12 345"`, `"2025/6/18：12-345"`: QA 217 E4).
+        let time = c.sep == b':'
+            && !c.blank
+            && c.marks == 1
+            && !b.quantity
+            && (b.time || !b.calendar)
+            && is_hour(b.n, b.value())
+            && is_minutes(c.n, c.value());
         let day_and_month = c.sep == b'/' && !c.blank && day_or_month(&b) && day_or_month(&c);
         let mut flag = if time || day_and_month { 2 } else { 0 };
         if time {
@@ -1395,7 +1474,6 @@ impl Run {
                 || head.trunk_zero
                 || across_marks
                     && (!self.dates
-                        || head.n == 1 && head.lettered
                         || self.price
                         || self.decimal
                         || self.signed
@@ -1425,7 +1503,12 @@ impl Run {
             // A lone group of five digits or more with a sign (`"客服 $95588"`) counts as
             // a short code across marks does: kept if it is a number fraud forges (QA 50:
             // a currency sign hid the bank's number beside "customer service").
-            let worded = if across_marks || by_marks && lone_signed && digits >= 5 {
+            // A Latin letter holds the head digit (`"Q1-2024"`): a label's digit, and the
+            // piece a number only if it is an emergency one, as with any word around it
+            // (`"Tel1-1-0"`: QA 217 E3).
+            let worded = if across_marks && head.n == 1 && head.lettered {
+                Worded::Yes
+            } else if across_marks || by_marks && lone_signed && digits >= 5 {
                 Worded::Marked
             } else if self.quantity && digits < 5
                 || k > 0 && head.quantity && digits < 7
