@@ -2054,6 +2054,14 @@ fn generic_number_in_the_display_name() {
         ("\"+0138 1234 5678\"", "+442071234567", false),
         // QA 215: a footnote's raised digit before the police's number.
         ("\"报警¹110\"", "+442071234567", false),
+        // QA 218 F1: a letter glued to the police's number's first digit hides it on
+        // no trunk; a label's digit hides what is no emergency number.
+        ("\"Tel1-10\"", "+442071234567", false),
+        ("\"Q1-10\"", "+442071234567", false),
+        ("\"Q1 2024\"", "+442071234567", true),
+        // QA 217 P1: Taobao's and China Post's service numbers.
+        ("\"淘宝客服 951-0211\"", "+442071234567", false),
+        ("\"中国邮政 11185\"", "+442071234567", false),
         ("\"8 (800) 555-35-35\"", "+78005553535", false),
         ("\"49 1512 3456789\"", "+4915123456789", false),
     ] {
@@ -8205,6 +8213,13 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("客服 400-800-1234 1,000~2,110元", "+864008001234"),
         // Still a time after a number and a mark.
         ("客服 010-5555-0100•10:00-22:00", "+861055550100"),
+        // QA 218 F8: a day and a month with a dash or a dot too; a label's digit before
+        // a unit hides nothing.
+        ("Acme 400-800-1234 5-1休息", "+864008001234"),
+        ("Acme 400-800-1234 5.1休息", "+864008001234"),
+        ("Acme 010-5555-0100 12-31截止", "+861055550100"),
+        ("客服 400-800-1234 Top1)10分钟", "+864008001234"),
+        ("客服 400-800-1234 Q1-2024", "+864008001234"),
     ] {
         let d = call(display, caller);
         assert_eq!(rejected(&d), None, "{display}: {d:?}");
@@ -8320,6 +8335,17 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         // QA 217 E5: no thousands group after a count or a range.
         ("客服 400-800-1234 7x24,110", "+864008001234"),
         ("客服 400-800-1234 3~5,120", "+864008001234"),
+        // QA 218: a phone word is no label (F1, F7); any blank between an ordinal and its
+        // number (F2); dashes between counts (F3); a currency sign with white space on
+        // both sides after a code (F4); a code written digit by digit before a unit (F5).
+        ("客服 400-800-1234 Tel9-5588", "+864008001234"),
+        ("客服 400-800-1234 Room\u{a0}3:12 345", "+864008001234"),
+        ("客服 400-800-1234 Room\u{200b}3:12 345", "+864008001234"),
+        ("客服 400-800-1234 3-5,120", "+864008001234"),
+        ("客服 400-800-1234 7−24,110", "+864008001234"),
+        ("客服 400-800-1234 1 1 0 ¥ 10", "+864008001234"),
+        ("客服 400-800-1234 95-588 ¥ 5", "+864008001234"),
+        ("客服 400-800-1234 1-1-0号", "+864008001234"),
         // QA 217 P1: Taobao's 9510211 and China Post's 11185 are numbers.
         ("淘宝客服 951-0211", "+864008001234"),
         ("中国邮政 11185", "+864008001234"),

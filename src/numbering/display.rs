@@ -295,7 +295,7 @@ pub fn embedded_numbers_in(
                     plus: plus_at.is_some(),
                     start: plus_at.take().unwrap_or(i),
                     after_paren: before == b'(' || before == b'[',
-                    lettered: before.is_ascii_alphabetic(),
+                    lettered: before.is_ascii_alphabetic() && !after_phone_word(&text[..i]),
                     spaced: gap_spaced,
                     blank: gap_blank && run.open,
                     marked: gap_marked,
@@ -321,11 +321,21 @@ pub fn embedded_numbers_in(
                     {
                         (g.calendar, g.time) = (true, true);
                     }
-                    let unit = if amounts == Some(true) {
+                    let mut unit = if amounts == Some(true) {
                         amount_goes_on(&g, c, &text[i..], display)
                     } else {
                         Amount::None
                     };
+                    // A currency sign across white space ends the amount before it
+                    // (`"5 € 95 588"`: the bank's number after it is no price), but
+                    // makes no price of digits that are no amount's (`"1 1 0 ¥ 10"`,
+                    // `"95-588 ¥ 5"` show the number before it: QA 218 F4).
+                    if unit == Amount::Sign && c == b' ' && !g.amount_sep {
+                        let (sign, _) = glyph::unit(one_space_off(&text[i + 1..]));
+                        if sign == b'$' || sign == glyph::CURRENCY {
+                            unit = Amount::Ends;
+                        }
+                    }
                     let counts = count_at(&g, i);
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     gap_spaced = true;
@@ -573,6 +583,9 @@ enum Amount {
     /// signs, like words, can be added to any name (`"¥110 经侦"`, `"110% 𝐏𝐨𝐥𝐢𝐜𝐞"`:
     /// QA 36).
     Sign,
+    /// A currency sign set apart after the digits: the amount ends there, and what it
+    /// makes of them is not known (whose sign it is: `"5 € 95 588"`, `"1 1 0 ¥ 10"`).
+    Ends,
 }
 
 /// The length of the mark `rest` starts with when it is one an amount's groups are
@@ -635,20 +648,57 @@ const CURRENCIES: &[&str] = &[
     "rmb", "cny", "yuan", "usd", "hkd", "eur", "gbp", "jpy", "dollar", "dollars", "euro", "euros",
 ];
 
+/// Words that introduce a telephone number: digits glued after one are the number
+/// (`"Tel9-5588"`, `"Hotline1-10"`), no label's (`"Q1-2024"`: QA 218 F1, F7).
+const PHONE_WORDS: &[&str] = &[
+    "tel",
+    "tele",
+    "telephone",
+    "phone",
+    "ph",
+    "hotline",
+    "call",
+    "fax",
+    "mobile",
+    "mob",
+    "cell",
+    "contact",
+    "dial",
+];
+
+/// Whether `head` (the text before a digit group) ends with one of [`PHONE_WORDS`].
+fn after_phone_word(head: &[u8]) -> bool {
+    let n = head
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let word = &head[head.len() - n..];
+    PHONE_WORDS
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+}
+
 /// Whether `head` (the text before a digit group) ends with the mark of a product of
 /// counts glued to a digit (`"7x"`, `"3*"`), or of a range glued to the one or two digits
 /// of its low end (`"3~"`, `"5至"`): a range of amounts starts with one (`"1,000~2,000"`).
 fn after_range(head: &[u8]) -> bool {
-    let product = ["x", "X", "\u{d7}", "*"]
-        .iter()
-        .find_map(|m| head.strip_suffix(m.as_bytes()));
+    let product = [
+        "x", "X", "\u{d7}", "*", "\u{2715}", "\u{2716}", "\u{2a2f}", "\u{ff0a}", "\u{ff58}",
+        "\u{ff38}",
+    ]
+    .iter()
+    .find_map(|m| head.strip_suffix(m.as_bytes()));
     if let Some(h) = product {
         return h.last().is_some_and(u8::is_ascii_digit);
     }
-    let Some(h) = ["~", "\u{ff5e}", "\u{301c}", "至", "到"]
-        .iter()
-        .find_map(|m| head.strip_suffix(m.as_bytes()))
-    else {
+    // (Dashes too: `"3-5,120"`, QA 218 F3; a dashed number's groups are longer.)
+    let Some(h) = [
+        "~", "\u{ff5e}", "\u{301c}", "至", "到", "-", "\u{2013}", "\u{2014}", "\u{2212}",
+        "\u{ff0d}",
+    ]
+    .iter()
+    .find_map(|m| head.strip_suffix(m.as_bytes())) else {
         return false;
     };
     let low = h.iter().rev().take_while(|c| c.is_ascii_digit()).count();
@@ -1033,7 +1083,11 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
 /// takes.
 fn day_and_month(g: &Group, rest: &[u8]) -> Option<usize> {
     let day_or_month = |n: usize, v: u32| (1..=2).contains(&n) && (1..=31).contains(&v);
-    let after = rest.strip_prefix(b"/")?;
+    // (`"5-1休息"`, `"5.1休息"`: QA 218 F8.)
+    let after = rest
+        .strip_prefix(b"/")
+        .or_else(|| rest.strip_prefix(b"-"))
+        .or_else(|| rest.strip_prefix(b"."))?;
     let n = after.iter().take_while(|c| c.is_ascii_digit()).count();
     let v = after[..n]
         .iter()
@@ -1093,12 +1147,11 @@ fn street_after(rest: &[u8]) -> bool {
 /// Whether `head` (the text before a run of digits) ends with an ordinal word or a
 /// currency ([`ORDINALS_BEFORE`]), past white space and a '.', ':' or '#' after it.
 fn quantity_before(head: &[u8]) -> bool {
+    // Any white space or what draws nothing (`"Room\u{a0}3"`, `"Room\u{200b}3"`: QA 218
+    // F2).
     fn trim(mut h: &[u8]) -> &[u8] {
-        while let Some(r) = h
-            .strip_suffix(b" ")
-            .or_else(|| h.strip_suffix("\u{3000}".as_bytes()))
-        {
-            h = r;
+        while let Some(c) = glyph::last_char(h).filter(|&c| glyph::blank(c)) {
+            h = &h[..h.len() - c.len_utf8()];
         }
         h
     }
@@ -1388,14 +1441,14 @@ impl Run {
         self.fraction = self.len > 0
             && !g.blank
             && (g.sep == b'.' || goes_on && g.sep == b',' && self.last_unit == Amount::Decimal);
-        self.ended = matches!(unit_after, Amount::Sign | Amount::Quantity);
+        self.ended = matches!(unit_after, Amount::Sign | Amount::Quantity | Amount::Ends);
         self.last_unit = unit_after;
         match unit_after {
             Amount::Price => self.price = true,
             Amount::Quantity => self.quantity = true,
             Amount::Decimal => self.decimal = true,
             Amount::Sign => self.signed = true,
-            Amount::None => {}
+            Amount::None | Amount::Ends => {}
         }
         // The group before: a country code after '+' or `00` (the run's first, or one a
         // '+' starts within it: `"... / +86 (0)10 ..."`, QA 160).
@@ -1470,14 +1523,23 @@ impl Run {
             // amount's (`"95,588元"`, `"v2.10.110"`), nor a reference's or a range's
             // under five digits (`"Room 1-10"`).
             let across_marks = k > 0 && digits < 7 && !short_ok;
+            // A Latin letter holds the head digit (`"Q1-2024"`, `"Q1 2024"`): a label's
+            // digit, and the piece a number only if it is an emergency one, as with any
+            // word around it (`"Q1-10"`, `"Bank1-1-0"`: QA 217 E3, QA 218 F1), on every
+            // trunk; not before a unit (`"Top1)10分钟"`). A code written digit by digit
+            // before a unit (`"1-1-0号"`) is no range or reference either: kept if it is
+            // an emergency number (QA 218 F5).
+            let label = across_marks && head.n == 1 && head.lettered;
+            let quantity = (self.quantity || head.quantity) && digits < 5;
+            let spelt = across_marks && single && quantity;
             if digits < 3
                 || head.trunk_zero
                 || across_marks
-                    && (!self.dates
+                    && (!self.dates && !label
                         || self.price
                         || self.decimal
                         || self.signed
-                        || (self.quantity || head.quantity) && digits < 5)
+                        || quantity && !spelt)
             {
                 continue;
             }
@@ -1503,10 +1565,7 @@ impl Run {
             // A lone group of five digits or more with a sign (`"客服 $95588"`) counts as
             // a short code across marks does: kept if it is a number fraud forges (QA 50:
             // a currency sign hid the bank's number beside "customer service").
-            // A Latin letter holds the head digit (`"Q1-2024"`): a label's digit, and the
-            // piece a number only if it is an emergency one, as with any word around it
-            // (`"Tel1-1-0"`: QA 217 E3).
-            let worded = if across_marks && head.n == 1 && head.lettered {
+            let worded = if label || spelt {
                 Worded::Yes
             } else if across_marks || by_marks && lone_signed && digits >= 5 {
                 Worded::Marked

@@ -119,6 +119,17 @@ fn ascii(c: u8) -> u8 {
     }
 }
 
+/// Whether `c` is drawn as a gap or not at all (white space, the fillers, characters
+/// that draw nothing).
+pub(super) fn blank(c: char) -> bool {
+    let g = if c.is_ascii() {
+        ascii(c as u8)
+    } else {
+        glyph(c)
+    };
+    g == b' ' || g == INVISIBLE
+}
+
 /// The last character of `t`, when it ends in whole UTF-8 (the text before a word, read
 /// backwards).
 pub(super) fn last_char(t: &[u8]) -> Option<char> {
