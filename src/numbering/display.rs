@@ -177,7 +177,7 @@ pub fn embedded_numbers_in(
         (g.blank || g.sep != 0)
             .then(|| {
                 count_follows(&text[i..])
-                    .or_else(|| day_and_month(g, &text[i..]))
+                    .or_else(|| day_and_month(g, &text[..g.start], &text[i..]))
                     .map(|l| i + l)
             })
             .flatten()
@@ -330,14 +330,18 @@ pub fn embedded_numbers_in(
                     // (`"5 € 95 588"`: the bank's number after it is no price), but
                     // makes no price of digits that are no amount's (`"1 1 0 ¥ 10"`,
                     // `"95-588 ¥ 5"` show the number before it: QA 218 F4).
-                    if unit == Amount::Sign && c == b' ' && !g.amount_sep {
-                        let (sign, _) = glyph::unit(one_space_off(&text[i + 1..]));
-                        if sign == b'$' || sign == glyph::CURRENCY {
-                            unit = Amount::Ends;
-                        }
+                    if unit == Amount::Sign
+                        && c == b' '
+                        && !g.amount_sep
+                        && currency_sign(one_space_off(&text[i..])).is_some()
+                    {
+                        unit = Amount::Ends;
                     }
                     let counts = count_at(&g, i);
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
+                    if unit == Amount::Ends && c == b',' {
+                        run = fresh();
+                    }
                     gap_spaced = true;
                     gap_marked = false;
                     gap_blank = false;
@@ -583,8 +587,9 @@ enum Amount {
     /// signs, like words, can be added to any name (`"¥110 经侦"`, `"110% 𝐏𝐨𝐥𝐢𝐜𝐞"`:
     /// QA 36).
     Sign,
-    /// A currency sign set apart after the digits: the amount ends there, and what it
-    /// makes of them is not known (whose sign it is: `"5 € 95 588"`, `"1 1 0 ¥ 10"`).
+    /// The amount ends there, and what ends it makes nothing of the digits: a currency
+    /// sign set apart after them (whose sign it is: `"5 € 95 588"`, `"1 1 0 ¥ 10"`), a
+    /// comma after a range of counts (`"3~5,120"`).
     Ends,
 }
 
@@ -608,9 +613,24 @@ fn amount_goes_on(g: &Group, c: u8, rest: &[u8], display: bool) -> Amount {
     // Past the mark: a sentence's `，` `、` is no thousands mark (one byte on, within it).
     let mark = amount_mark(rest).unwrap_or(1);
     let digit_at = |k: usize| rest.get(mark - 1 + k).is_some_and(u8::is_ascii_digit);
+    // After a comma's group of other than three digits (a decimal comma's fraction, or
+    // none), no thousands group or decimal goes on (`"0,5,120"`, `"9,99,110"`, `"€5,5.110"`
+    // show the emergency number: QA 219 H1).
+    if g.amount_sep && g.sep == b',' && g.n != 3 && matches!(c, b',' | b'.') {
+        return Amount::None;
+    }
     match c {
         b'.' if digit_at(1) => Amount::Decimal,
-        b',' if g.n <= 3 && !g.ranged && (1..4).all(digit_at) && !digit_at(4) => Amount::Price,
+        // After a range or a product of counts (`"3~5,120"`, `"7x24,110"`), a thousands
+        // group is a word of its own: the range's end is no amount's first group, and
+        // no number runs across the comma (`"1-2,500元"` shows no 12500).
+        b',' if g.n <= 3 && (1..4).all(digit_at) && !digit_at(4) => {
+            if g.ranged {
+                Amount::Ends
+            } else {
+                Amount::Price
+            }
+        }
         // A decimal comma (Europe writes cents so: `"110,00元"`, QA 36 R4): one or two
         // digits and no more, which no thousands group is (`"0,5,120"`: QA 215).
         // Its fraction ends there: no other mark and digits, no count or word but a
@@ -654,54 +674,98 @@ const PHONE_WORDS: &[&str] = &[
     "tel",
     "tele",
     "telephone",
+    "telno",
     "phone",
+    "phones",
+    "phoneno",
     "ph",
     "hotline",
+    "helpline",
     "call",
+    "callus",
     "fax",
     "mobile",
     "mob",
     "cell",
     "contact",
     "dial",
+    "telefon",
+    "telefono",
+    "tlf",
+    "tél",
+    "téléphone",
 ];
 
-/// Whether `head` (the text before a digit group) ends with one of [`PHONE_WORDS`].
+/// `head` without what draws nothing at its end, then without the blanks too when
+/// `blanks`.
+fn trim_end(mut head: &[u8], blanks: bool) -> &[u8] {
+    while let Some(c) =
+        glyph::last_char(head).filter(|&c| glyph::draws_nothing(c) || blanks && glyph::blank(c))
+    {
+        head = &head[..head.len() - c.len_utf8()];
+    }
+    head
+}
+
+/// Whether `head` (the text before a digit group) ends with one of [`PHONE_WORDS`], read
+/// as the callee reads words: full-width, look-alike letters and what draws nothing
+/// inside it as well (`"ＴＥＬ"`, `"Теl"`, `"T<ZWSP>el"`: QA 220).
 fn after_phone_word(head: &[u8]) -> bool {
-    let n = head
-        .iter()
-        .rev()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .count();
-    let word = &head[head.len() - n..];
-    PHONE_WORDS
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+    // (Latin, its full-width forms and the letters drawn like it; a CJK word before it
+    // is another word: `"银行Tel9-5588"`.)
+    let latin =
+        |c: char| c.is_alphabetic() && (c < '\u{2e80}' || ('\u{ff21}'..='\u{ff5a}').contains(&c));
+    let mut start = head.len();
+    while let Some(c) =
+        glyph::last_char(&head[..start]).filter(|&c| latin(c) || glyph::draws_nothing(c))
+    {
+        start -= c.len_utf8();
+    }
+    let mut buf = [0u8; 256];
+    let word = glyph::letters(&head[start..], &mut buf);
+    PHONE_WORDS.iter().any(|w| word == w.as_bytes())
 }
 
 /// Whether `head` (the text before a digit group) ends with the mark of a product of
-/// counts glued to a digit (`"7x"`, `"3*"`), or of a range glued to the one or two digits
-/// of its low end (`"3~"`, `"5至"`): a range of amounts starts with one (`"1,000~2,000"`).
+/// counts glued to a digit (`"7x"`, `"3*"`), or of a range after the one or two digits
+/// of its low end, a decimal's too (`"3~"`, `"5至"`, `"3-"`, `"3 – "`, `"1.5-"`: QA 218
+/// F3, QA 220): a range of amounts starts with one (`"1,000~2,000"`).
 fn after_range(head: &[u8]) -> bool {
+    let h = trim_end(head, true);
     let product = [
         "x", "X", "\u{d7}", "*", "\u{2715}", "\u{2716}", "\u{2a2f}", "\u{ff0a}", "\u{ff58}",
         "\u{ff38}",
     ]
     .iter()
-    .find_map(|m| head.strip_suffix(m.as_bytes()));
+    .find_map(|m| h.strip_suffix(m.as_bytes()));
     if let Some(h) = product {
-        return h.last().is_some_and(u8::is_ascii_digit);
+        return trim_end(h, false).last().is_some_and(u8::is_ascii_digit);
     }
-    // (Dashes too: `"3-5,120"`, QA 218 F3; a dashed number's groups are longer.)
-    let Some(h) = [
-        "~", "\u{ff5e}", "\u{301c}", "至", "到", "-", "\u{2013}", "\u{2014}", "\u{2212}",
-        "\u{ff0d}",
-    ]
-    .iter()
-    .find_map(|m| head.strip_suffix(m.as_bytes())) else {
+    // Any dash or wave a screen draws (`-` `‐` `‑` `–` `—` `−` `－` `~` `～` `〜`), or a word.
+    let Some(c) = glyph::last_char(h) else {
         return false;
     };
-    let low = h.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let mut b = [0u8; 4];
+    let h = if matches!(glyph::unit(c.encode_utf8(&mut b).as_bytes()).0, b'-' | b'~') {
+        &h[..h.len() - c.len_utf8()]
+    } else if let Some(h) = ["至", "到", "to"]
+        .iter()
+        .find_map(|w| h.strip_suffix(w.as_bytes()))
+    {
+        h
+    } else {
+        return false;
+    };
+    let h = trim_end(h, true);
+    let digits = |t: &[u8]| t.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let mut low = digits(h);
+    // A decimal's fraction: the whole part before it is the low end.
+    if low > 0 && h[..h.len() - low].ends_with(b".") && digits(&h[..h.len() - low - 1]) > 0 {
+        let whole = &h[..h.len() - low - 1];
+        low = digits(whole);
+        let rest = &whole[..whole.len() - low];
+        return (1..=2).contains(&low) && !rest.last().is_some_and(|c| b"0123456789,.".contains(c));
+    }
     (1..=2).contains(&low)
         && !h[..h.len() - low]
             .last()
@@ -929,12 +993,28 @@ const ORDINALS_BEFORE: &[&str] = &[
     "cny", "usd", "hkd", "eur", "gbp", "jpy",
 ];
 
-/// `rest` past one space: a word a run of spaces pushes off the screen is no word the
-/// callee reads beside the digits (`"95588<30 spaces>RMB"`).
-fn one_space_off(rest: &[u8]) -> &[u8] {
-    rest.strip_prefix(b" ")
-        .or_else(|| rest.strip_prefix("\u{3000}".as_bytes()))
-        .unwrap_or(rest)
+/// `rest` past a gap of up to three blanks of any kind (a space, a no-break or
+/// ideographic space, a tab: QA 220): a word a run of spaces pushes off the screen is no
+/// word the callee reads beside the digits (`"95588<30 spaces>RMB"`).
+fn one_space_off(mut rest: &[u8]) -> &[u8] {
+    for _ in 0..3 {
+        match unit(rest) {
+            (b' ', len) if !rest.is_empty() => rest = &rest[len..],
+            _ => break,
+        }
+    }
+    rest
+}
+
+/// The length of the currency sign `rest` starts with: one drawn as a currency (`¥`,
+/// `€`, `$`), or a country's letters before a dollar (`"HK$"`, `"US$"`: QA 220).
+fn currency_sign(rest: &[u8]) -> Option<usize> {
+    let (c, len) = unit(rest);
+    if !rest.is_empty() && (c == b'$' || c == glyph::CURRENCY) {
+        return Some(len);
+    }
+    let letters = rest.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    ((1..=3).contains(&letters) && rest.get(letters) == Some(&b'$')).then_some(letters + 1)
 }
 
 /// The length of the longest of `words` that `rest` starts with.
@@ -962,20 +1042,20 @@ fn names_a_currency(rest: &[u8]) -> bool {
 /// (English ordinals, `"110th"`, are read only so).
 fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     let rest = one_space_off(rest);
-    let (c, len) = glyph::unit(rest);
+    let (c, _) = glyph::unit(rest);
+    let sign = currency_sign(rest);
     // A currency sign set apart from the digits before it and glued to digits after it
     // is the sign of the price after it (`"1 1 0 €10"`, `"95-588 ¥5"` hid the number
     // before it: QA 217 E2).
-    if !glued && (c == b'$' || c == glyph::CURRENCY) && is_digit_glyph(next_drawn(rest, len, false))
+    if let Some(len) = sign
+        && !glued
+        && is_digit_glyph(next_drawn(rest, len, false))
     {
         return Amount::None;
     }
-    // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`, `"110$"`).
-    if c == b'$'
-        || c == glyph::CURRENCY
-        || c == b'%'
-        || SIGNS_AFTER.iter().any(|w| rest.starts_with(w.as_bytes()))
-    {
+    // A sign, not a word (`"110%"`, `"110％"`, `"120°C"`, `"120℃"`, `"120㎡"`, `"110$"`,
+    // `"5 HK$"`).
+    if sign.is_some() || c == b'%' || SIGNS_AFTER.iter().any(|w| rest.starts_with(w.as_bytes())) {
         return Amount::Sign;
     }
     if !glued && street_after(rest) {
@@ -1077,22 +1157,42 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
     None
 }
 
-/// Whether the group `g`, with `rest` after it, starts a day and a month (`"5/1"`,
+/// Whether the group `g`, with `head` before it and `rest` after it, starts a day and a
+/// month (`"5/1"`,
 /// `"12/31"`): read as a count is, no digits of the number before it run on into it
 /// (`"Acme 400-800-1234 5/1休息"` read 12345: QA 217 F1). The length of `rest` the date
 /// takes.
-fn day_and_month(g: &Group, rest: &[u8]) -> Option<usize> {
+fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
     let day_or_month = |n: usize, v: u32| (1..=2).contains(&n) && (1..=31).contains(&v);
-    // (`"5-1休息"`, `"5.1休息"`: QA 218 F8.)
-    let after = rest
-        .strip_prefix(b"/")
-        .or_else(|| rest.strip_prefix(b"-"))
-        .or_else(|| rest.strip_prefix(b"."))?;
+    // Written with any dash or dot too (`"5-1休息"`, `"5.1休息"`, `"5–1休息"`: QA 218 F8,
+    // QA 220), set apart from the digits before it or joined to a number's last group
+    // (`"400-800-1234—3-1"`), not to a short code's group (`"9-5-5-8-8"`), nor going on
+    // with the same mark (`"5-5-8"`).
+    let (sep, len) = unit(rest);
+    if !matches!(sep, b'/' | b'-' | b'.') {
+        return None;
+    }
+    if g.dashed {
+        let mut h = glyph::last_char(head).map_or(head, |c| &head[..head.len() - c.len_utf8()]);
+        let mut digits = 0;
+        while let Some(c) = glyph::last_char(h).filter(|c| c.is_numeric()) {
+            h = &h[..h.len() - c.len_utf8()];
+            digits += 1;
+        }
+        if digits < 3 {
+            return None;
+        }
+    }
+    let after = &rest[len..];
     let n = after.iter().take_while(|c| c.is_ascii_digit()).count();
     let v = after[..n]
         .iter()
         .fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
-    (day_or_month(g.n, g.value()) && day_or_month(n, v)).then_some(1 + n)
+    let (next, l) = unit(&after[n..]);
+    // (A digit drawn right after it, past what draws nothing, is the month's too.)
+    let goes_on = next == sep && after.get(n + l).is_some_and(u8::is_ascii_digit)
+        || is_digit_glyph(next_drawn(after, n, false));
+    (day_or_month(g.n, g.value()) && day_or_month(n, v) && !goes_on).then_some(len + n)
 }
 
 /// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
@@ -1335,6 +1435,11 @@ impl Run {
     /// (`"2025/6/18：12-345"`, `"6/18:12 345"`: QA 217 E4), as [`Run::note_calendar`]
     /// reads one.
     fn may_be_hour(&self, g: &Group) -> bool {
+        // Where dates show digits (the gateways), a time still keeps digits from running
+        // on into it (`"2025-06-18：12-345"` shows 12345, no 2025061812: QA 219 W3).
+        if !self.dates {
+            return true;
+        }
         if self.len == 0 {
             return !self.quantity;
         }
@@ -1529,16 +1634,21 @@ impl Run {
             // trunk; not before a unit (`"Top1)10分钟"`). A code written digit by digit
             // before a unit (`"1-1-0号"`) is no range or reference either: kept if it is
             // an emergency number (QA 218 F5).
-            let label = across_marks && head.n == 1 && head.lettered;
+            // Where a number shown is judged, only a code spelt digit by digit
+            // (`"Bank1-2-0"`); a label's range or reference is none (`"万达广场B1-20"`, a
+            // shop: QA 219 W1).
+            let lettered = head.n == 1 && head.lettered;
+            let label = across_marks && lettered && (single || !self.dates);
             let quantity = (self.quantity || head.quantity) && digits < 5;
-            let spelt = across_marks && single && quantity;
+            // A sign after it too (`"1-1-0%"`, `"1 1 0℃"`: QA 220).
+            let spelt = single && (across_marks && quantity || self.signed);
             if digits < 3
                 || head.trunk_zero
                 || across_marks
-                    && (!self.dates && !label
+                    && ((!self.dates || lettered) && !label
                         || self.price
                         || self.decimal
-                        || self.signed
+                        || self.signed && !spelt
                         || quantity && !spelt)
             {
                 continue;
@@ -1547,7 +1657,7 @@ impl Run {
             // joined across other marks (`"138|1234|5678"`) where only spaced short
             // codes are read make a number with an area code or more.
             // A lone group with a sign: counted like words (kept if an emergency number).
-            let lone_signed = self.len == 1 && self.signed;
+            let lone_signed = (self.len == 1 || spelt) && self.signed;
             let by_marks = self.price && digits < 7 || (self.decimal || self.signed) && digits < 5;
             // Where digits are read across any mark, dates hide none (`"100 8/6"` shows
             // 10086, QA 202 U3), and a time's are still read for a short code (`"1:10"` is
@@ -1565,7 +1675,7 @@ impl Run {
             // A lone group of five digits or more with a sign (`"客服 $95588"`) counts as
             // a short code across marks does: kept if it is a number fraud forges (QA 50:
             // a currency sign hid the bank's number beside "customer service").
-            let worded = if label || spelt {
+            let worded = if label || spelt && !lone_signed {
                 Worded::Yes
             } else if across_marks || by_marks && lone_signed && digits >= 5 {
                 Worded::Marked

@@ -122,12 +122,20 @@ fn ascii(c: u8) -> u8 {
 /// Whether `c` is drawn as a gap or not at all (white space, the fillers, characters
 /// that draw nothing).
 pub(super) fn blank(c: char) -> bool {
-    let g = if c.is_ascii() {
+    matches!(class(c), b' ' | INVISIBLE)
+}
+
+/// Whether `c` draws nothing (a zero-width space, a soft hyphen, a control character).
+pub(super) fn draws_nothing(c: char) -> bool {
+    class(c) == INVISIBLE
+}
+
+fn class(c: char) -> u8 {
+    if c.is_ascii() {
         ascii(c as u8)
     } else {
         glyph(c)
-    };
-    g == b' ' || g == INVISIBLE
+    }
 }
 
 /// The last character of `t`, when it ends in whole UTF-8 (the text before a word, read
