@@ -475,6 +475,16 @@ fn is_minutes(n: usize, v: u32) -> bool {
     n == 2 && v <= 59
 }
 
+/// A group of `n` digits worth `v` that can be a date's day or month, and one that can be
+/// its year ([`Run::note_calendar`], [`Run::may_be_hour`], [`day_and_month`]).
+fn is_day_or_month(n: usize, v: u32) -> bool {
+    n <= 2 && (1..=31).contains(&v)
+}
+
+fn is_year(n: usize, v: u32) -> bool {
+    n == 4 && (1900..=2099).contains(&v) || n == 2
+}
+
 /// Whether a character as [`unit`] reads it draws digits.
 fn is_digit_glyph(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | glyph::TWO_DIGITS..=0xb2)
@@ -756,16 +766,17 @@ fn after_range(head: &[u8]) -> bool {
     } else {
         return false;
     };
-    let h = trim_end(h, true);
+    let mut h = trim_end(h, true);
     let digits = |t: &[u8]| t.iter().rev().take_while(|c| c.is_ascii_digit()).count();
-    let mut low = digits(h);
     // A decimal's fraction: the whole part before it is the low end.
-    if low > 0 && h[..h.len() - low].ends_with(b".") && digits(&h[..h.len() - low - 1]) > 0 {
-        let whole = &h[..h.len() - low - 1];
-        low = digits(whole);
-        let rest = &whole[..whole.len() - low];
-        return (1..=2).contains(&low) && !rest.last().is_some_and(|c| b"0123456789,.".contains(c));
+    let fraction = digits(h);
+    if fraction > 0
+        && let Some(whole) = h[..h.len() - fraction].strip_suffix(b".")
+        && digits(whole) > 0
+    {
+        h = whole;
     }
+    let low = digits(h);
     (1..=2).contains(&low)
         && !h[..h.len() - low]
             .last()
@@ -1038,8 +1049,8 @@ fn names_a_currency(rest: &[u8]) -> bool {
 }
 
 /// Whether `rest` (from the character after a number's digits on) starts with a unit or
-/// a currency ([`UNITS_AFTER`], [`names_a_currency`]), past white space; `glued`: no white space came between
-/// (English ordinals, `"110th"`, are read only so).
+/// a currency ([`UNITS_AFTER`], [`names_a_currency`]), past white space; `glued`: no
+/// white space came between (English ordinals, `"110th"`, are read only so).
 fn quantity_after(rest: &[u8], glued: bool) -> Amount {
     let rest = one_space_off(rest);
     let (c, _) = glyph::unit(rest);
@@ -1158,12 +1169,10 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
 }
 
 /// Whether the group `g`, with `head` before it and `rest` after it, starts a day and a
-/// month (`"5/1"`,
-/// `"12/31"`): read as a count is, no digits of the number before it run on into it
-/// (`"Acme 400-800-1234 5/1休息"` read 12345: QA 217 F1). The length of `rest` the date
-/// takes.
+/// month (`"5/1"`, `"12/31"`): read as a count is, no digits of the number before it run
+/// on into it (`"Acme 400-800-1234 5/1休息"` read 12345: QA 217 F1). The length of `rest`
+/// the date takes.
 fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
-    let day_or_month = |n: usize, v: u32| (1..=2).contains(&n) && (1..=31).contains(&v);
     // Written with any dash or dot too (`"5-1休息"`, `"5.1休息"`, `"5–1休息"`: QA 218 F8,
     // QA 220), set apart from the digits before it or joined to a number's last group
     // (`"400-800-1234—3-1"`), not to a short code's group (`"9-5-5-8-8"`), nor going on
@@ -1192,7 +1201,7 @@ fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
     // (A digit drawn right after it, past what draws nothing, is the month's too.)
     let goes_on = next == sep && after.get(n + l).is_some_and(u8::is_ascii_digit)
         || is_digit_glyph(next_drawn(after, n, false));
-    (day_or_month(g.n, g.value()) && day_or_month(n, v) && !goes_on).then_some(len + n)
+    (is_day_or_month(g.n, g.value()) && is_day_or_month(n, v) && !goes_on).then_some(len + n)
 }
 
 /// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
@@ -1448,8 +1457,8 @@ impl Run {
         if g.blank || g.sep == 0 || b.time {
             return true;
         }
-        let day_or_month = |x: &Group| x.n <= 2 && (1..=31).contains(&x.value());
-        let year = |x: &Group| x.n == 4 && (1900..=2099).contains(&x.value()) || x.n == 2;
+        let day_or_month = |x: &Group| is_day_or_month(x.n, x.value());
+        let year = |x: &Group| is_year(x.n, x.value());
         let dated = day_or_month(b)
             && day_or_month(g)
             && (g.sep == b'/'
@@ -1471,7 +1480,7 @@ impl Run {
             self.len.checked_sub(2).map(|_| self.groups[at(1)]),
         );
         let Some(b) = b else { return };
-        let day_or_month = |g: &Group| g.n <= 2 && (1..=31).contains(&g.value());
+        let day_or_month = |g: &Group| is_day_or_month(g.n, g.value());
         // No time or date is written with white space after its mark (`"Room 3: 12 345"`,
         // `"Room 3 / 1 10"`: QA 215).
         // Nor across other marks beside the ':' (`"4.9★:12 345"`), nor from a room's number
@@ -1491,7 +1500,7 @@ impl Run {
         }
         if self.len >= 3 {
             let a = self.groups[at(2)];
-            let year = |g: &Group| g.n == 4 && (1900..=2099).contains(&g.value()) || g.n == 2;
+            let year = |g: &Group| is_year(g.n, g.value());
             if matches!(c.sep, b'-' | b'/' | b'.')
                 && b.sep == c.sep
                 && !b.blank
