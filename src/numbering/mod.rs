@@ -474,7 +474,9 @@ fn national(d: &[u8], home_cc: &[u8], out: &mut [u8; 40]) -> Result<Number, NotA
 mod tests {
     use super::*;
 
-    fn n(s: &str) -> Result<String, NotANumber> {
+    /// A caller string read in the home plan, as E.164 (the display reader's tests read
+    /// with it too).
+    pub(super) fn n(s: &str) -> Result<String, NotANumber> {
         normalise(s.as_bytes(), b"86", None).map(|n| n.e164())
     }
 
@@ -615,6 +617,42 @@ mod tests {
         assert_eq!(n("%61nonymous"), Err(NotANumber::Withheld));
         assert_eq!(n("%55NKNOWN"), Err(NotANumber::Withheld));
         assert_eq!(n("%61lice"), Err(NotANumber::NonNumeric));
+        // The bracketed trunk prefix after a country code (E.123) is not dialled.
+        assert_eq!(n("+44 (0)20 7123 4567"), Ok("+442071234567".to_string()));
+        assert_eq!(n("+86 (0)10 5555 0100"), Ok("+861055550100".to_string()));
+        // The home country code before the national form, trunk prefix and all (QA 197):
+        // no home number starts with 0; another plan's may.
+        for t in [
+            "+86 (010) 5555 0100",
+            "+8601055550100",
+            "008601055550100",
+            "+86-010-5555-0100",
+        ] {
+            assert_eq!(n(t), Ok("+861055550100".to_string()), "{t}");
+        }
+        assert_eq!(n("+390612345678"), Ok("+390612345678".to_string()));
+        assert_eq!(n("+8601"), Ok("+8601".to_string()));
+        // Two zeros or more are no trunk prefix: the number stays as written (QA 201 U2:
+        // one 0 went, and the record showed a number no one wrote).
+        assert_eq!(n("8600013812345678"), Ok("+8600013812345678".to_string()));
+        // A Latin-1 no-break space byte separates too; other bytes outside ASCII, or
+        // escaped, are no part of a number.
+        assert_eq!(
+            normalise(b"138\xa012345678", b"86", None).map(|n| n.e164()),
+            Ok("+8613812345678".to_string())
+        );
+        assert_eq!(n("138%A012345678"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138%FE12345678"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138一2345678"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("0755) 8888-1234"), Ok("+8675588881234".to_string()));
+        assert_eq!(n("00-"), Err(NotANumber::Incomplete));
+        assert_eq!(n("000"), Ok("+0".to_string()));
+        // Escapes and full-width forms of what is not a number stay not numbers.
+        assert_eq!(n("%41lice"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("138%2"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("%zz"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("１３８ａ"), Err(NotANumber::NonNumeric));
+        assert_eq!(n("张三"), Err(NotANumber::NonNumeric));
     }
 
     #[test]
