@@ -8226,6 +8226,12 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("Acme 400-800-1234 5–1休息", "+864008001234"),
         ("Acme 400-800-1234 1-2,000 pcs", "+864008001234"),
         ("Acme 400-800-1234 1-2,500元", "+864008001234"),
+        // QA 221: a list of dates written with dashes or dots (a holiday notice).
+        ("Acme 5-1、10-1休息", "+864008001234"),
+        ("Acme 400-800-1234 5-1、10-1休息", "+864008001234"),
+        ("Acme 400-800-1234 5.1，10.1休息", "+864008001234"),
+        ("Acme 400-800-1234 5-1 10-1休息", "+864008001234"),
+        ("Acme 1-1、5-1、10-1放假", "+864008001234"),
     ] {
         let d = call(display, caller);
         assert_eq!(rejected(&d), None, "{display}: {d:?}");
@@ -8319,6 +8325,12 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("客服 400-800-1234 5/6,110", "+864008001234"),
         // QA 213 H3: a '+' before a trunk 0 prefixes nothing: a Beijing number.
         ("客服 400-800-1234 +010-6666-0100", "+864008001234"),
+        // The police's number spelt with a dash, and digits of a list that holds no
+        // date after the day and month (`"5-1、10"`, `"1-1、1-0"`), are read.
+        ("Acme 1-10", "+861055550100"),
+        ("Acme 5-1、10", "+861055550100"),
+        ("Acme 1-1、1-0", "+861055550100"),
+        ("Acme 5-1、10-1-5", "+861055550100"),
         // QA 217 E1: a decimal comma's digits that go on into another number, a count
         // or a word are no fraction.
         ("客服 110,8.8折", "+861055550100"),

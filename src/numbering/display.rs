@@ -182,6 +182,18 @@ pub fn embedded_numbers_in(
             })
             .flatten()
     };
+    // Whether `g`, ended at `i`, starts a day and a month a list's mark sets apart from
+    // the run's group before it ([`Group::listed_date`]).
+    let listed_date = |run: &Run, g: &Group, i: usize| {
+        run.len > 0 && {
+            let before = &run.groups[(run.len - 1) % EMBEDDED_MAX_DIGITS];
+            starts_listed_date(
+                text.get(before.end..g.start).unwrap_or_default(),
+                g,
+                &text[i..],
+            )
+        }
+    };
     // Whether amounts, units, ordinals and addresses hide short codes: only where a
     // number shown is judged, and not in a text that names the police or an emergency
     // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
@@ -338,6 +350,7 @@ pub fn embedded_numbers_in(
                         unit = Amount::Ends;
                     }
                     let counts = count_at(&g, i);
+                    g.listed_date = listed_date(&run, &g, i);
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     if unit == Amount::Ends && c == b',' {
                         run = fresh();
@@ -385,6 +398,7 @@ pub fn embedded_numbers_in(
                         Amount::None
                     };
                     let counts = count_at(&g, i);
+                    g.listed_date = listed_date(&run, &g, i);
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     // Digits before a sign or a unit and digits after it are never one
                     // number (`"95%·400-800-1234"` made 95400, `"10%·110"` 10110: QA 213).
@@ -1204,6 +1218,26 @@ fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
     (is_day_or_month(g.n, g.value()) && is_day_or_month(n, v) && !goes_on).then_some(len + n)
 }
 
+/// Whether a group `g`, set apart from the digits before it by `gap` and followed by
+/// `rest`, starts a date of a list: `gap` is white space or a list's mark (`、` `，` `,`
+/// `;` `；`, white space beside it or not) and `g` a day and a month with a dash or a dot
+/// ([`day_and_month`]). [`Run::note_calendar`] takes it for a date where the group
+/// before ends one (QA 221: `"5-1、10-1休息"`, a holiday notice, read 110 across the
+/// list's mark).
+fn starts_listed_date(gap: &[u8], g: &Group, rest: &[u8]) -> bool {
+    let mut marks = 0;
+    let mut at = 0;
+    while let Some((c, len)) = glyph::decode(&gap[at..]) {
+        match c {
+            '、' | '，' | ',' | ';' | '；' => marks += 1,
+            c if glyph::blank(c) => {}
+            _ => return false,
+        }
+        at += len;
+    }
+    at == gap.len() && marks <= 1 && day_and_month(g, b"", rest).is_some()
+}
+
 /// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
 /// decimal (`9.5`), a product (`7x24`).
 const RANGE_MARKS: &[&str] = &[
@@ -1373,6 +1407,10 @@ struct Group {
     ranged: bool,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
+    /// Set apart by a list's mark from the day and month before it, and the first of a
+    /// day and month itself ([`starts_listed_date`]): where the one before is a date,
+    /// so is this (`"5-1、10-1休息"`).
+    listed_date: bool,
     /// Part of a time of day: what hides digits where they are read across any mark.
     time: bool,
     /// Part of a quantity or a place ([`Amount::Quantity`]) when it was read: no short
@@ -1510,6 +1548,25 @@ impl Run {
             {
                 flag = 3;
             }
+        }
+        // A list of dates written with dashes or dots (`"5-1、10-1休息"`): a day and a
+        // month that starts an item and ends before one that starts another
+        // ([`Group::listed_date`]), and then that one's two groups. Alone, `"1-10"` is the
+        // police's number spelt.
+        if self.len >= 3 && c.listed_date {
+            let a = self.groups[at(2)];
+            if matches!(b.sep, b'-' | b'.')
+                && !b.blank
+                && b.marks == 1
+                && !a.dashed
+                && day_or_month(&a)
+                && day_or_month(&b)
+            {
+                flag = 3;
+            }
+        }
+        if b.listed_date && b.calendar && matches!(c.sep, b'-' | b'.') && !c.blank && c.marks == 1 {
+            flag = flag.max(1);
         }
         for k in 0..flag {
             self.groups[at(k)].calendar = true;
