@@ -1183,9 +1183,9 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
 }
 
 /// Whether the group `g`, with `head` before it and `rest` after it, starts a day and a
-/// month (`"5/1"`, `"12/31"`): read as a count is, no digits of the number before it run
-/// on into it (`"Acme 400-800-1234 5/1休息"` read 12345: QA 217 F1). The length of `rest`
-/// the date takes.
+/// month (`"5/1"`, `"12/31"`, and with a year after them, `"12/31/2025"`): read as a
+/// count is, no digits of the number before it run on into it (`"Acme 400-800-1234
+/// 5/1休息"` read 12345: QA 217 F1). The length of `rest` the date takes.
 fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
     // Written with any dash or dot too (`"5-1休息"`, `"5.1休息"`, `"5–1休息"`: QA 218 F8,
     // QA 220), set apart from the digits before it or joined to a number's last group
@@ -1215,7 +1215,26 @@ fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
     // (A digit drawn right after it, past what draws nothing, is the month's too.)
     let goes_on = next == sep && after.get(n + l).is_some_and(u8::is_ascii_digit)
         || is_digit_glyph(next_drawn(after, n, false));
-    (is_day_or_month(g.n, g.value()) && is_day_or_month(n, v) && !goes_on).then_some(len + n)
+    if !(is_day_or_month(g.n, g.value()) && is_day_or_month(n, v)) {
+        return None;
+    }
+    if !goes_on {
+        return Some(len + n);
+    }
+    // Or a year after them with the same mark, as a date is written in most of the
+    // world (`"12/31/2025截止"`, `"31.12.2025"`: QA 221), where nothing goes on from it.
+    let year = after.get(n + l..).unwrap_or_default();
+    let m = year.iter().take_while(|c| c.is_ascii_digit()).count();
+    let y = year[..m].iter().fold(0u32, |v, &d| {
+        v.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+    });
+    let (last, k) = unit(&year[m..]);
+    // A year of two digits is one only with `/` or `.`, and with no digits after it:
+    // `"12-3-45"` is 12345 spelt, and in `"7·24·95 588"` it is the bank's number's
+    // first group.
+    let goes_on = last == sep && year.get(m + k).is_some_and(u8::is_ascii_digit)
+        || is_digit_glyph(next_drawn(year, m, m == 2));
+    (next == sep && is_year(m, y) && (m == 4 || sep != b'-') && !goes_on).then_some(len + n + l + m)
 }
 
 /// Whether a group `g`, set apart from the digits before it by `gap` and followed by
