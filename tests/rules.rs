@@ -8238,6 +8238,9 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("Acme 010-5555-0100 31.12.2025", "+861055550100"),
         ("Acme 010-5555-0100 12-31-2025", "+861055550100"),
         ("Acme 010-5555-0100 12/31/25截止", "+861055550100"),
+        // QA 221: a rating's star ends its amount.
+        ("Acme 4.9★ 5000+门店", "+864008001234"),
+        ("Top 3 4.9★ 010-5555-0100", "+861055550100"),
     ] {
         let d = call(display, caller);
         assert_eq!(rejected(&d), None, "{display}: {d:?}");
@@ -8337,6 +8340,10 @@ entries = ["+8695566", "+861055550100", "+8613901381234", "+8613914400800", "+86
         ("Acme 5-1、10", "+861055550100"),
         ("Acme 1-1、1-0", "+861055550100"),
         ("Acme 5-1、10-1-5", "+861055550100"),
+        // A code after a rating's star and a mark is read, and one written with a star
+        // glued between its digits (QA 221).
+        ("客服 4.9★.95 588", "+861055550100"),
+        ("客服 1.1★0", "+861055550100"),
         // QA 217 E1: a decimal comma's digits that go on into another number, a count
         // or a word are no fraction.
         ("客服 110,8.8折", "+861055550100"),

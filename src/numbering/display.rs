@@ -392,10 +392,12 @@ pub fn embedded_numbers_in(
                     {
                         (g.calendar, g.time) = (true, true);
                     }
-                    let unit = if amounts == Some(true) {
-                        quantity_after(&text[i..], true)
-                    } else {
+                    let unit = if amounts != Some(true) {
                         Amount::None
+                    } else if rated(&run, &g, &text[i..]) {
+                        Amount::Sign
+                    } else {
+                        quantity_after(&text[i..], true)
                     };
                     let counts = count_at(&g, i);
                     g.listed_date = listed_date(&run, &g, i);
@@ -1235,6 +1237,26 @@ fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
     let goes_on = last == sep && year.get(m + k).is_some_and(u8::is_ascii_digit)
         || is_digit_glyph(next_drawn(year, m, m == 2));
     (next == sep && is_year(m, y) && (m == 4 || sep != b'-') && !goes_on).then_some(len + n + l + m)
+}
+
+/// Whether `g`, the run's group before it and the star `rest` starts with make a
+/// rating (`"4.9★"`): a sign after its amount, so that no digits after it are read
+/// with its own (`"Acme 4.9★ 5000+门店"` showed 95000, a 95 number: QA 221). Only a
+/// single digit, a point and one more, and no digit glued after the star: a code
+/// written with stars between its digits is read across them (`"1★1★0"`, `"1.1★0"`,
+/// `"138★1234★5678"`).
+fn rated(run: &Run, g: &Group, rest: &[u8]) -> bool {
+    run.len > 0
+        && run.groups[(run.len - 1) % EMBEDDED_MAX_DIGITS].n == 1
+        && g.n == 1
+        && g.sep == b'.'
+        && g.amount_sep
+        && match glyph::decode(rest) {
+            Some(('★' | '☆' | '⭐' | '✩' | '✰', len)) => {
+                !is_digit_glyph(next_drawn(rest, len, false))
+            }
+            _ => false,
+        }
 }
 
 /// Whether a group `g`, set apart from the digits before it by `gap` and followed by
