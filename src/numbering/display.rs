@@ -177,23 +177,13 @@ pub fn embedded_numbers_in(
         (g.blank || g.sep != 0)
             .then(|| {
                 count_follows(&text[i..])
-                    .or_else(|| day_and_month(g, &text[..g.start], &text[i..]))
+                    .or_else(|| day_and_month(g, text))
                     .map(|l| i + l)
             })
             .flatten()
     };
-    // Whether `g`, ended at `i`, starts a day and a month a list's mark sets apart from
-    // the run's group before it ([`Group::listed_date`]).
-    let listed_date = |run: &Run, g: &Group, i: usize| {
-        run.len > 0 && {
-            let before = &run.groups[(run.len - 1) % EMBEDDED_MAX_DIGITS];
-            starts_listed_date(
-                text.get(before.end..g.start).unwrap_or_default(),
-                g,
-                &text[i..],
-            )
-        }
-    };
+    // Where the list or range of dates read last ends ([`date_list_at`]).
+    let mut dated_until = 0;
     // Whether amounts, units, ordinals and addresses hide short codes: only where a
     // number shown is judged, and not in a text that names the police or an emergency
     // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
@@ -350,7 +340,7 @@ pub fn embedded_numbers_in(
                         unit = Amount::Ends;
                     }
                     let counts = count_at(&g, i);
-                    g.listed_date = listed_date(&run, &g, i);
+                    in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     if unit == Amount::Ends && c == b',' {
                         run = fresh();
@@ -400,7 +390,7 @@ pub fn embedded_numbers_in(
                         quantity_after(&text[i..], true)
                     };
                     let counts = count_at(&g, i);
-                    g.listed_date = listed_date(&run, &g, i);
+                    in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     // Digits before a sign or a unit and digits after it are never one
                     // number (`"95%·400-800-1234"` made 95400, `"10%·110"` 10110: QA 213).
@@ -426,13 +416,14 @@ pub fn embedded_numbers_in(
                 }
             }
             _ => {
-                if let Some(g) = group.take() {
+                if let Some(mut g) = group.take() {
                     let unit = if amounts == Some(true) {
                         quantity_after(&text[i..], true)
                     } else {
                         Amount::None
                     };
                     let counts = count_at(&g, i);
+                    in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
                     run.close(g, false, unit, counts, &mut budget, &mut each);
                 }
                 run = fresh();
@@ -449,7 +440,8 @@ pub fn embedded_numbers_in(
         before = c;
         i += len;
     }
-    if let Some(g) = group.take() {
+    if let Some(mut g) = group.take() {
+        in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
         run.close(g, false, Amount::None, None, &mut budget, &mut each);
     }
 }
@@ -1188,16 +1180,13 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
 /// month (`"5/1"`, `"12/31"`, and with a year after them, `"12/31/2025"`): read as a
 /// count is, no digits of the number before it run on into it (`"Acme 400-800-1234
 /// 5/1休息"` read 12345: QA 217 F1). The length of `rest` the date takes.
-fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
+fn day_and_month(g: &Group, text: &[u8]) -> Option<usize> {
     // Written with any dash or dot too (`"5-1休息"`, `"5.1休息"`, `"5–1休息"`: QA 218 F8,
     // QA 220), set apart from the digits before it or joined to a number's last group
     // (`"400-800-1234—3-1"`), not to a short code's group (`"9-5-5-8-8"`), nor going on
     // with the same mark (`"5-5-8"`).
-    let (sep, len) = unit(rest);
-    if !matches!(sep, b'/' | b'-' | b'.') {
-        return None;
-    }
     if g.dashed {
+        let head = &text[..g.start];
         let mut h = glyph::last_char(head).map_or(head, |c| &head[..head.len() - c.len_utf8()]);
         let mut digits = 0;
         while let Some(c) = glyph::last_char(h).filter(|c| c.is_numeric()) {
@@ -1208,35 +1197,14 @@ fn day_and_month(g: &Group, head: &[u8], rest: &[u8]) -> Option<usize> {
             return None;
         }
     }
-    let after = &rest[len..];
-    let n = after.iter().take_while(|c| c.is_ascii_digit()).count();
-    let v = after[..n]
-        .iter()
-        .fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
-    let (next, l) = unit(&after[n..]);
-    // (A digit drawn right after it, past what draws nothing, is the month's too.)
-    let goes_on = next == sep && after.get(n + l).is_some_and(u8::is_ascii_digit)
-        || is_digit_glyph(next_drawn(after, n, false));
-    if !(is_day_or_month(g.n, g.value()) && is_day_or_month(n, v)) {
-        return None;
-    }
-    if !goes_on {
-        return Some(len + n);
-    }
-    // Or a year after them with the same mark, as a date is written in most of the
-    // world (`"12/31/2025截止"`, `"31.12.2025"`: QA 221), where nothing goes on from it.
-    let year = after.get(n + l..).unwrap_or_default();
-    let m = year.iter().take_while(|c| c.is_ascii_digit()).count();
-    let y = year[..m].iter().fold(0u32, |v, &d| {
-        v.saturating_mul(10).saturating_add(u32::from(d - b'0'))
-    });
-    let (last, k) = unit(&year[m..]);
-    // A year of two digits is one only with `/` or `.`, and with no digits after it:
-    // `"12-3-45"` is 12345 spelt, and in `"7·24·95 588"` it is the bank's number's
-    // first group.
-    let goes_on = last == sep && year.get(m + k).is_some_and(u8::is_ascii_digit)
-        || is_digit_glyph(next_drawn(year, m, m == 2));
-    (next == sep && is_year(m, y) && (m == 4 || sep != b'-') && !goes_on).then_some(len + n + l + m)
+    // (A '+' before it is the group's, not the date's.)
+    let start = if g.plus {
+        g.start + unit(text.get(g.start..)?).1
+    } else {
+        g.start
+    };
+    let (len, _) = date_at(text.get(start..)?)?;
+    len.checked_sub(g.end - start)
 }
 
 /// Whether `g`, the run's group before it and the star `rest` starts with make a
@@ -1259,24 +1227,162 @@ fn rated(run: &Run, g: &Group, rest: &[u8]) -> bool {
         }
 }
 
-/// Whether a group `g`, set apart from the digits before it by `gap` and followed by
-/// `rest`, starts a date of a list: `gap` is white space or a list's mark (`、` `，` `,`
-/// `;` `；`, white space beside it or not) and `g` a day and a month with a dash or a dot
-/// ([`day_and_month`]). [`Run::note_calendar`] takes it for a date where the group
-/// before ends one (QA 221: `"5-1、10-1休息"`, a holiday notice, read 110 across the
-/// list's mark).
-fn starts_listed_date(gap: &[u8], g: &Group, rest: &[u8]) -> bool {
-    let mut marks = 0;
-    let mut at = 0;
-    while let Some((c, len)) = glyph::decode(&gap[at..]) {
-        match c {
-            '、' | '，' | ',' | ';' | '；' => marks += 1,
-            c if glyph::blank(c) => {}
-            _ => return false,
+/// Flags `g` a date's where it is part of a list or a range of dates (`"5-1、10-1休息"`,
+/// a holiday notice; `"5.1-5.5、10.1-10.7"`, `"11-4至11-9"`), which a callee reads as
+/// dates: read across the list's marks, their digits showed 110 or a mobile's and
+/// refused the enterprise's own calls (QA 221, QA 222). Only where a number shown is
+/// judged (`judged`: not in a text that names the police, `"公安 5-1、1-10"`), and only
+/// for a list that starts an item and has no digits after it (`"5-1、9-5 5 8 8"` shows
+/// the bank's number, `"A5-1、1-10"` and `"¥5-1、1-10"` the police's). `until`: where
+/// the list last found ends.
+fn in_date_list(text: &[u8], g: &mut Group, until: &mut usize, judged: bool) {
+    if !judged {
+        return;
+    }
+    if g.start >= *until
+        && g.n <= 2
+        && starts_an_item(&text[..g.start])
+        && let Some(len) = date_list_at(&text[g.start..])
+    {
+        *until = g.start + len;
+    }
+    g.calendar |= g.start < *until;
+}
+
+/// Whether a word starts after `head`: at the start, after white space, a list's mark, an
+/// opening bracket, a letter of a script without case (`"休息日5-1、10-1"`), or a colon
+/// after a word (`"休息："`; not a time's, `"1:5-1"`).
+fn starts_an_item(mut head: &[u8]) -> bool {
+    // (Past what draws nothing: `"¥<ZWSP>5.1,1–20"` is a price's.)
+    while let Some(c) = glyph::last_char(head).filter(|&c| glyph::draws_nothing(c)) {
+        head = &head[..head.len() - c.len_utf8()];
+    }
+    let Some(c) = glyph::last_char(head) else {
+        return true;
+    };
+    match c {
+        ':' | '：' => {
+            let h = &head[..head.len() - c.len_utf8()];
+            !glyph::last_char(h).is_some_and(|d| d.is_numeric())
+        }
+        '(' | '（' | '【' | '[' | '「' | '《' => true,
+        c => {
+            glyph::blank(c)
+                || list_mark(c)
+                || c.is_alphabetic() && !c.is_ascii() && !c.is_uppercase() && !c.is_lowercase()
+        }
+    }
+}
+
+/// The marks that set the items of a list apart.
+fn list_mark(c: char) -> bool {
+    matches!(c, '、' | '，' | ',' | ';' | '；')
+}
+
+/// The length of a list or a range of two dates or more at the start of `t`: days and
+/// months ([`date_at`]) joined by a list's mark or a range's (`-` between dates written
+/// with another mark, `–`, `—`, `~`, `至`, `到`), white space beside it or not; `None` for
+/// one date alone, or where digits come after the last (past white space and marks).
+fn date_list_at(t: &[u8]) -> Option<usize> {
+    let (mut end, mut sep) = date_at(t)?;
+    let mut dates = 1;
+    while dates < 16 {
+        let rest = &t[end..];
+        let k = blanks(rest);
+        let Some((c, len)) = glyph::decode(&rest[k..]) else {
+            break;
+        };
+        let range =
+            matches!(c, '–' | '—' | '~' | '～' | '〜' | '至' | '到') || c == '-' && sep != b'-';
+        if !(list_mark(c) || range) {
+            break;
+        }
+        let at = k + len + blanks(&rest[k + len..]);
+        let Some((l, s)) = date_at(&rest[at..]) else {
+            break;
+        };
+        (end, sep, dates) = (end + at + l, s, dates + 1);
+    }
+    (dates >= 2 && !is_digit_glyph(next_drawn(&t[end..], 0, true))).then_some(end)
+}
+
+/// The length of the white space `t` starts with (and of what draws nothing).
+fn blanks(t: &[u8]) -> usize {
+    let mut k = 0;
+    while let Some((_, len)) = glyph::decode(&t[k..]).filter(|&(c, _)| glyph::blank(c)) {
+        k += len;
+    }
+    k
+}
+
+/// A day and a month at the start of `t` (`"5-1"`, `"10.1"`, `"12/31"`, `"5–1"`), the
+/// digits in any script, and maybe a year after the same mark (`"12/31/2025"`,
+/// `"31.12.2025"`: QA 221): its length and the mark between them. `None` where the same
+/// mark goes on to digits that are no year (`"5-5-8"`, and `"12-3-45"`: a year of two
+/// digits only after `/` or `.`), or a digit is drawn right after it past what draws
+/// nothing; a year of two digits with digits after it past white space and marks is
+/// none either (`"7·24·95 588"` shows the bank's number).
+fn date_at(t: &[u8]) -> Option<(usize, u8)> {
+    let ((a, na), la) = small_number(t)?;
+    let (sep, l) = unit(&t[la..]);
+    if !matches!(sep, b'-' | b'.' | b'/') {
+        return None;
+    }
+    let mark = &t[la..la + l];
+    let ((b, nb), lb) = small_number(&t[la + l..])?;
+    let end = la + l + lb;
+    if !(is_day_or_month(na, a) && is_day_or_month(nb, b))
+        || is_digit_glyph(next_drawn(t, end, false))
+    {
+        return None;
+    }
+    // The same mark again: any dot, but only the same dash (`"12-27—12-31"` is a range).
+    let (again, l) = unit(&t[end..]);
+    if again != sep || sep == b'-' && !t[end..].starts_with(mark) {
+        return Some((end, sep));
+    }
+    let y_at = end + l;
+    match small_number(&t[y_at..]) {
+        Some(((y, n), ly))
+            if is_year(n, y)
+                && (n == 4 || sep != b'-')
+                && !(unit(&t[y_at + ly..]).0 == sep
+                    && is_digit_glyph(next_drawn(
+                        t,
+                        y_at + ly + unit(&t[y_at + ly..]).1,
+                        false,
+                    )))
+                && !is_digit_glyph(next_drawn(t, y_at + ly, n == 2)) =>
+        {
+            Some((y_at + ly, sep))
+        }
+        Some(_) => None,
+        // No digits after the mark, or more than four: a number of its own after the
+        // date (`"7·24·95588"` shows the bank's number).
+        None => Some((end, sep)),
+    }
+}
+
+/// The value and the count of the digits `t` starts with (in any script, up to four),
+/// and their length; `None` where it starts with none or goes on past four.
+fn small_number(t: &[u8]) -> Option<((u32, usize), usize)> {
+    let (mut v, mut n, mut at) = (0u32, 0usize, 0usize);
+    while at < t.len() {
+        let (c, len) = unit(&t[at..]);
+        if !is_digit_glyph(c) {
+            break;
+        }
+        let (pair, k) = ascii_digits(c);
+        for &d in &pair[..k] {
+            v = v * 10 + u32::from(d - b'0');
+            n += 1;
+        }
+        if n > 4 {
+            return None;
         }
         at += len;
     }
-    at == gap.len() && marks <= 1 && day_and_month(g, b"", rest).is_some()
+    (n > 0).then_some(((v, n), at))
 }
 
 /// Marks that join the numbers of one count: a range (`9-17`, `9~17`, `9至17`), a
@@ -1448,10 +1554,6 @@ struct Group {
     ranged: bool,
     /// Part of a date or a time of day (`2024-01-10`, `10/01`, `09:00`).
     calendar: bool,
-    /// Set apart by a list's mark from the day and month before it, and the first of a
-    /// day and month itself ([`starts_listed_date`]): where the one before is a date,
-    /// so is this (`"5-1、10-1休息"`).
-    listed_date: bool,
     /// Part of a time of day: what hides digits where they are read across any mark.
     time: bool,
     /// Part of a quantity or a place ([`Amount::Quantity`]) when it was read: no short
@@ -1589,25 +1691,6 @@ impl Run {
             {
                 flag = 3;
             }
-        }
-        // A list of dates written with dashes or dots (`"5-1、10-1休息"`): a day and a
-        // month that starts an item and ends before one that starts another
-        // ([`Group::listed_date`]), and then that one's two groups. Alone, `"1-10"` is the
-        // police's number spelt.
-        if self.len >= 3 && c.listed_date {
-            let a = self.groups[at(2)];
-            if matches!(b.sep, b'-' | b'.')
-                && !b.blank
-                && b.marks == 1
-                && !a.dashed
-                && day_or_month(&a)
-                && day_or_month(&b)
-            {
-                flag = 3;
-            }
-        }
-        if b.listed_date && b.calendar && matches!(c.sep, b'-' | b'.') && !c.blank && c.marks == 1 {
-            flag = flag.max(1);
         }
         for k in 0..flag {
             self.groups[at(k)].calendar = true;
