@@ -182,8 +182,10 @@ pub fn embedded_numbers_in(
             })
             .flatten()
     };
-    // Where the list or range of dates read last ends ([`date_list_at`]).
+    // Where the list or range of dates read last ends ([`date_list_at`]), and whether
+    // the text says they are dates ([`dates_told`], asked once).
     let mut dated_until = 0;
+    let mut told = None;
     // Whether amounts, units, ordinals and addresses hide short codes: only where a
     // number shown is judged, and not in a text that names the police or an emergency
     // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
@@ -340,7 +342,13 @@ pub fn embedded_numbers_in(
                         unit = Amount::Ends;
                     }
                     let counts = count_at(&g, i);
-                    in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
+                    in_date_list(
+                        text,
+                        &mut g,
+                        &mut dated_until,
+                        amounts == Some(true),
+                        &mut told,
+                    );
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     if unit == Amount::Ends && c == b',' {
                         run = fresh();
@@ -390,7 +398,13 @@ pub fn embedded_numbers_in(
                         quantity_after(&text[i..], true)
                     };
                     let counts = count_at(&g, i);
-                    in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
+                    in_date_list(
+                        text,
+                        &mut g,
+                        &mut dated_until,
+                        amounts == Some(true),
+                        &mut told,
+                    );
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     // Digits before a sign or a unit and digits after it are never one
                     // number (`"95%·400-800-1234"` made 95400, `"10%·110"` 10110: QA 213).
@@ -423,7 +437,13 @@ pub fn embedded_numbers_in(
                         Amount::None
                     };
                     let counts = count_at(&g, i);
-                    in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
+                    in_date_list(
+                        text,
+                        &mut g,
+                        &mut dated_until,
+                        amounts == Some(true),
+                        &mut told,
+                    );
                     run.close(g, false, unit, counts, &mut budget, &mut each);
                 }
                 run = fresh();
@@ -441,7 +461,13 @@ pub fn embedded_numbers_in(
         i += len;
     }
     if let Some(mut g) = group.take() {
-        in_date_list(text, &mut g, &mut dated_until, amounts == Some(true));
+        in_date_list(
+            text,
+            &mut g,
+            &mut dated_until,
+            amounts == Some(true),
+            &mut told,
+        );
         run.close(g, false, Amount::None, None, &mut budget, &mut each);
     }
 }
@@ -957,8 +983,12 @@ fn names_an_emergency(text: &[u8]) -> bool {
     {
         return true;
     }
-    // Whole words: runs of ASCII letters in the text, marks and white space between
-    // (an invisible character inside a word is passed over).
+    has_whole_word(text, EMERGENCY_WORDS_WHOLE)
+}
+
+/// Whether a word of `text` is one of `words`: runs of ASCII letters, marks and white
+/// space between, case ignored (an invisible character inside a word is passed over).
+fn has_whole_word(text: &[u8], words: &[&str]) -> bool {
     let mut word = [0u8; 16];
     let mut n = 0;
     let mut i = 0;
@@ -979,12 +1009,7 @@ fn names_an_emergency(text: &[u8]) -> bool {
             n += 1;
             continue;
         }
-        if n > 0
-            && n <= word.len()
-            && EMERGENCY_WORDS_WHOLE
-                .iter()
-                .any(|w| w.as_bytes() == &word[..n])
-        {
+        if n > 0 && n <= word.len() && words.iter().any(|w| w.as_bytes() == &word[..n]) {
             return true;
         }
         n = 0;
@@ -1203,19 +1228,22 @@ fn day_and_month(g: &Group, text: &[u8]) -> Option<usize> {
     } else {
         g.start
     };
-    let (len, _) = date_at(text.get(start..)?)?;
+    let (len, ..) = date_at(text.get(start..)?)?;
     len.checked_sub(g.end - start)
 }
 
 /// Whether `g`, the run's group before it and the star `rest` starts with make a
 /// rating (`"4.9★"`): a sign after its amount, so that no digits after it are read
 /// with its own (`"Acme 4.9★ 5000+门店"` showed 95000, a 95 number: QA 221). Only a
-/// single digit, a point and one more, and no digit glued after the star: a code
-/// written with stars between its digits is read across them (`"1★1★0"`, `"1.1★0"`,
-/// `"138★1234★5678"`).
+/// rating a shop shows (3.0 to 5.0: `"9.5★ 588"` shows the bank's number, `"1.1★ 0"`
+/// the police's: QA 223), and no digit glued after the star: a code written with stars
+/// between its digits is read across them (`"1★1★0"`, `"1.1★0"`, `"138★1234★5678"`).
 fn rated(run: &Run, g: &Group, rest: &[u8]) -> bool {
+    let whole = &run.groups[run.len.wrapping_sub(1) % EMBEDDED_MAX_DIGITS];
     run.len > 0
-        && run.groups[(run.len - 1) % EMBEDDED_MAX_DIGITS].n == 1
+        && whole.n == 1
+        && (3..=5).contains(&whole.value())
+        && (whole.value() < 5 || g.value() == 0)
         && g.n == 1
         && g.sep == b'.'
         && g.amount_sep
@@ -1228,30 +1256,83 @@ fn rated(run: &Run, g: &Group, rest: &[u8]) -> bool {
 }
 
 /// Flags `g` a date's where it is part of a list or a range of dates (`"5-1、10-1休息"`,
-/// a holiday notice; `"5.1-5.5、10.1-10.7"`, `"11-4至11-9"`), which a callee reads as
-/// dates: read across the list's marks, their digits showed 110 or a mobile's and
-/// refused the enterprise's own calls (QA 221, QA 222). Only where a number shown is
-/// judged (`judged`: not in a text that names the police, `"公安 5-1、1-10"`), and only
-/// for a list that starts an item and has no digits after it (`"5-1、9-5 5 8 8"` shows
-/// the bank's number, `"A5-1、1-10"` and `"¥5-1、1-10"` the police's). `until`: where
-/// the list last found ends.
-fn in_date_list(text: &[u8], g: &mut Group, until: &mut usize, judged: bool) {
+/// a holiday notice; `"5.1-5.5、10.1-10.7放假"`, `"11-4至11-9停业"`), or of a date with its
+/// year (`"截止1-20-2026"`), which a callee reads as dates: read across the list's
+/// marks, their digits showed 110 or a mobile's and refused the enterprise's own calls
+/// (QA 221-223). Only where a number shown is judged (`judged`: not in a text that names
+/// the police, `"公安 5-1、1-10"`), where the text says they are dates and asks no one to
+/// dial ([`dates_told`]: `"Tel: 9-5、5-11"`, `"平安银行 9-5、5-11"` show the bank's
+/// number; not asked of a date with a year of four digits), and for a list that starts
+/// an item and has no digits after it
+/// ([`starts_an_item`], [`date_list_at`]). `until`: where the list last found ends;
+/// `told`: [`dates_told`] of the text, once asked.
+fn in_date_list(
+    text: &[u8],
+    g: &mut Group,
+    until: &mut usize,
+    judged: bool,
+    told: &mut Option<bool>,
+) {
     if !judged {
         return;
     }
     if g.start >= *until
         && g.n <= 2
         && starts_an_item(&text[..g.start])
-        && let Some(len) = date_list_at(&text[g.start..])
+        && let Some((len, words)) = date_list_at(&text[g.start..])
+        && (!words || *told.get_or_insert_with(|| dates_told(text)))
     {
         *until = g.start + len;
     }
     g.calendar |= g.start < *until;
 }
 
+/// Words that say the digits beside them are dates: a holiday, opening days, a deadline,
+/// an offer's days.
+const DATE_WORDS_CJK: &[&str] = &[
+    "休", "假", "节", "節", "营业", "營業", "停业", "停業", "歇业", "歇業", "闭店", "閉店", "闭馆",
+    "閉館", "开业", "開業", "开放", "開放", "截止", "到期", "有效", "通知", "活动", "活動", "促销",
+    "促銷", "期间", "期間", "日期", "档期", "檔期",
+];
+const DATE_WORDS: &[&str] = &[
+    "closed", "close", "closing", "holiday", "holidays", "open", "opens", "opening", "until",
+    "till", "sale", "off", "date", "dates", "valid", "event", "vacation", "break", "deadline",
+    "due", "from",
+];
+/// Words that ask a callee to dial, or name those whose numbers fraud forges (a bank,
+/// an insurer, the government): there digits read as a number, dates or not.
+const DIAL_WORDS_CJK: &[&str] = &[
+    "电话", "電話", "热线", "熱線", "拨", "撥", "致电", "致電", "客服", "咨询", "諮詢", "银行",
+    "銀行", "保险", "保險", "人寿", "人壽", "证券", "證券", "政务", "政務", "政府",
+];
+const DIAL_WORDS: &[&str] = &["bank", "insurance", "service", "hotline", "helpline"];
+/// Signs that ask a callee to dial.
+const DIAL_SIGNS: &[&str] = &["☎", "📞", "✆", "📱", "☏"];
+
+/// Whether `text` says its dates are dates: a date word ([`DATE_WORDS_CJK`],
+/// [`DATE_WORDS`]) and nothing that asks to dial ([`DIAL_WORDS_CJK`], [`DIAL_WORDS`],
+/// [`PHONE_WORDS`], [`DIAL_SIGNS`]).
+fn dates_told(text: &[u8]) -> bool {
+    let mut buf = [0u8; 256];
+    let letters = glyph::letters(text, &mut buf);
+    let found = |words: &[&str], t: &[u8]| {
+        words
+            .iter()
+            .any(|w| memchr::memmem::find(t, w.as_bytes()).is_some())
+    };
+    (found(DATE_WORDS_CJK, letters) || has_whole_word(text, DATE_WORDS))
+        && !found(DIAL_WORDS_CJK, letters)
+        && !found(DIAL_SIGNS, text)
+        && !has_whole_word(text, DIAL_WORDS)
+        && !has_whole_word(text, PHONE_WORDS)
+}
+
 /// Whether a word starts after `head`: at the start, after white space, a list's mark, an
-/// opening bracket, a letter of a script without case (`"休息日5-1、10-1"`), or a colon
-/// after a word (`"休息："`; not a time's, `"1:5-1"`).
+/// opening bracket, a Chinese character (`"休息日5-1、10-1"`), or a colon or a middle dot
+/// after a word (`"休息："`, `"星巴克·10-1"`; not a time's, `"1:5-1"`); and no short
+/// group of digits stands before it across white space or a list's mark (`"9 5-5、8-8"`
+/// shows the bank's number: QA 223), while a whole number may (`"400-800-1234
+/// 5.1-5.5放假"`).
 fn starts_an_item(mut head: &[u8]) -> bool {
     // (Past what draws nothing: `"¥<ZWSP>5.1,1–20"` is a price's.)
     while let Some(c) = glyph::last_char(head).filter(|&c| glyph::draws_nothing(c)) {
@@ -1260,18 +1341,37 @@ fn starts_an_item(mut head: &[u8]) -> bool {
     let Some(c) = glyph::last_char(head) else {
         return true;
     };
+    let after_digit = || {
+        let h = &head[..head.len() - c.len_utf8()];
+        glyph::last_char(h).is_some_and(|d| d.is_numeric())
+    };
     match c {
-        ':' | '：' => {
-            let h = &head[..head.len() - c.len_utf8()];
-            !glyph::last_char(h).is_some_and(|d| d.is_numeric())
-        }
+        ':' | '：' | '·' | '・' => !after_digit(),
         '(' | '（' | '【' | '[' | '「' | '《' => true,
+        c if glyph::blank(c) || list_mark(c) => !short_digits_before(head),
         c => {
-            glyph::blank(c)
-                || list_mark(c)
-                || c.is_alphabetic() && !c.is_ascii() && !c.is_uppercase() && !c.is_lowercase()
+            matches!(c as u32, 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xf900..=0xfaff | 0x20000..=0x3134f)
         }
     }
+}
+
+/// Whether `head` ends, past white space and a list's mark, with digits of fewer than a
+/// subscriber's number (seven): a code's first group, not a number before a list.
+fn short_digits_before(mut head: &[u8]) -> bool {
+    while let Some(c) = glyph::last_char(head).filter(|&c| glyph::blank(c) || list_mark(c)) {
+        head = &head[..head.len() - c.len_utf8()];
+    }
+    let mut digits = 0;
+    while let Some(c) = glyph::last_char(head)
+        .filter(|&c| c.is_numeric() || glyph::blank(c) || "-.()（）–—－．‐‑".contains(c))
+    {
+        digits += usize::from(c.is_numeric());
+        head = &head[..head.len() - c.len_utf8()];
+        if digits >= 7 {
+            return false;
+        }
+    }
+    digits > 0
 }
 
 /// The marks that set the items of a list apart.
@@ -1279,12 +1379,15 @@ fn list_mark(c: char) -> bool {
     matches!(c, '、' | '，' | ',' | ';' | '；')
 }
 
-/// The length of a list or a range of two dates or more at the start of `t`: days and
-/// months ([`date_at`]) joined by a list's mark or a range's (`-` between dates written
-/// with another mark, `–`, `—`, `~`, `至`, `到`), white space beside it or not; `None` for
-/// one date alone, or where digits come after the last (past white space and marks).
-fn date_list_at(t: &[u8]) -> Option<usize> {
-    let (mut end, mut sep) = date_at(t)?;
+/// The length of a list or a range of two dates or more at the start of `t`, or of one
+/// date with its year: days and months ([`date_at`]) joined by a list's mark or a
+/// range's (`-` between dates written with another mark, `–`, `—`, `~`, `至`, `到`) or a
+/// word (`和`, `及`, `与`, `&`, `and`, `to`), white space beside it or not; `None` for one
+/// date alone, or where digits come after the last (past white space and marks). With
+/// it, whether words must say they are dates ([`dates_told`]): all but one date with a
+/// year of four digits, which no one reads as anything else (`"1-20-2026"`).
+fn date_list_at(t: &[u8]) -> Option<(usize, bool)> {
+    let (mut end, mut sep, year) = date_at(t)?;
     let mut dates = 1;
     while dates < 16 {
         let rest = &t[end..];
@@ -1294,16 +1397,23 @@ fn date_list_at(t: &[u8]) -> Option<usize> {
         };
         let range =
             matches!(c, '–' | '—' | '~' | '～' | '〜' | '至' | '到') || c == '-' && sep != b'-';
-        if !(list_mark(c) || range) {
-            break;
-        }
+        let word = ["和", "及", "与", "與", "&", "and ", "to "]
+            .iter()
+            .find(|w| rest[k..].starts_with(w.as_bytes()))
+            .map(|w| w.len());
+        let len = match word {
+            Some(l) => l,
+            None if list_mark(c) || range => len,
+            None => break,
+        };
         let at = k + len + blanks(&rest[k + len..]);
-        let Some((l, s)) = date_at(&rest[at..]) else {
+        let Some((l, s, _)) = date_at(&rest[at..]) else {
             break;
         };
         (end, sep, dates) = (end + at + l, s, dates + 1);
     }
-    (dates >= 2 && !is_digit_glyph(next_drawn(&t[end..], 0, true))).then_some(end)
+    ((dates >= 2 || year > 0) && !is_digit_glyph(next_drawn(&t[end..], 0, true)))
+        .then_some((end, dates >= 2 || year < 4))
 }
 
 /// The length of the white space `t` starts with (and of what draws nothing).
@@ -1317,12 +1427,14 @@ fn blanks(t: &[u8]) -> usize {
 
 /// A day and a month at the start of `t` (`"5-1"`, `"10.1"`, `"12/31"`, `"5–1"`), the
 /// digits in any script, and maybe a year after the same mark (`"12/31/2025"`,
-/// `"31.12.2025"`: QA 221): its length and the mark between them. `None` where the same
+/// `"31.12.2025"`: QA 221): its length, the mark between them and the year's digits (0
+/// for none).
+/// `None` where the same
 /// mark goes on to digits that are no year (`"5-5-8"`, and `"12-3-45"`: a year of two
 /// digits only after `/` or `.`), or a digit is drawn right after it past what draws
 /// nothing; a year of two digits with digits after it past white space and marks is
 /// none either (`"7·24·95 588"` shows the bank's number).
-fn date_at(t: &[u8]) -> Option<(usize, u8)> {
+fn date_at(t: &[u8]) -> Option<(usize, u8, usize)> {
     let ((a, na), la) = small_number(t)?;
     let (sep, l) = unit(&t[la..]);
     if !matches!(sep, b'-' | b'.' | b'/') {
@@ -1339,7 +1451,7 @@ fn date_at(t: &[u8]) -> Option<(usize, u8)> {
     // The same mark again: any dot, but only the same dash (`"12-27—12-31"` is a range).
     let (again, l) = unit(&t[end..]);
     if again != sep || sep == b'-' && !t[end..].starts_with(mark) {
-        return Some((end, sep));
+        return Some((end, sep, 0));
     }
     let y_at = end + l;
     match small_number(&t[y_at..]) {
@@ -1354,29 +1466,29 @@ fn date_at(t: &[u8]) -> Option<(usize, u8)> {
                     )))
                 && !is_digit_glyph(next_drawn(t, y_at + ly, n == 2)) =>
         {
-            Some((y_at + ly, sep))
+            Some((y_at + ly, sep, n))
         }
         Some(_) => None,
         // No digits after the mark, or more than four: a number of its own after the
         // date (`"7·24·95588"` shows the bank's number).
-        None => Some((end, sep)),
+        None => Some((end, sep, 0)),
     }
 }
 
-/// The value and the count of the digits `t` starts with (in any script, up to four),
-/// and their length; `None` where it starts with none or goes on past four.
+/// The value and the count of the digits `t` starts with (ASCII or full-width, as dates
+/// are typed; up to four), and their length; `None` where it starts with none, goes on
+/// past four, or goes on in digits of another style (`"¹1-10"`, `"①9—6"`: QA 223).
 fn small_number(t: &[u8]) -> Option<((u32, usize), usize)> {
     let (mut v, mut n, mut at) = (0u32, 0usize, 0usize);
     while at < t.len() {
-        let (c, len) = unit(&t[at..]);
-        if !is_digit_glyph(c) {
-            break;
-        }
-        let (pair, k) = ascii_digits(c);
-        for &d in &pair[..k] {
-            v = v * 10 + u32::from(d - b'0');
-            n += 1;
-        }
+        let (d, len) = match t[at..] {
+            [d @ b'0'..=b'9', ..] => (d - b'0', 1),
+            [0xef, 0xbc, d @ 0x90..=0x99, ..] => (d - 0x90, 3),
+            _ if is_digit_glyph(unit(&t[at..]).0) => return None,
+            _ => break,
+        };
+        v = v * 10 + u32::from(d);
+        n += 1;
         if n > 4 {
             return None;
         }
