@@ -1302,12 +1302,76 @@ const DATE_WORDS: &[&str] = &[
 /// Words that ask a callee to dial, or name those whose numbers fraud forges (a bank,
 /// an insurer, the government): there digits read as a number, dates or not.
 const DIAL_WORDS_CJK: &[&str] = &[
-    "电话", "電話", "热线", "熱線", "拨", "撥", "致电", "致電", "客服", "咨询", "諮詢", "银行",
-    "銀行", "保险", "保險", "人寿", "人壽", "证券", "證券", "政务", "政務", "政府",
+    "电话",
+    "電話",
+    "热线",
+    "熱線",
+    "拨",
+    "撥",
+    "请打",
+    "請打",
+    "致电",
+    "致電",
+    "来电",
+    "來電",
+    "联系",
+    "聯繫",
+    "联络",
+    "聯絡",
+    "号码",
+    "號碼",
+    "微信",
+    "客服",
+    "咨询",
+    "諮詢",
+    "服务",
+    "服務",
+    "银行",
+    "銀行",
+    "平安",
+    "广发",
+    "廣發",
+    "保险",
+    "保險",
+    "人寿",
+    "人壽",
+    "国寿",
+    "國壽",
+    "证券",
+    "證券",
+    "政务",
+    "政務",
+    "政府",
+    "税务",
+    "稅務",
+    "社保",
+    "医保",
+    "醫保",
+    "公积金",
+    "公積金",
+    "铁路",
+    "鐵路",
+    "国家安全",
+    "國家安全",
+    "邮政",
+    "郵政",
 ];
-const DIAL_WORDS: &[&str] = &["bank", "insurance", "service", "hotline", "helpline"];
-/// Signs that ask a callee to dial.
-const DIAL_SIGNS: &[&str] = &["☎", "📞", "✆", "📱", "☏"];
+const DIAL_WORDS: &[&str] = &[
+    "bank",
+    "insurance",
+    "service",
+    "hotline",
+    "helpline",
+    "whatsapp",
+    "wechat",
+    "line",
+    "icbc",
+    "gongan",
+];
+/// Signs that ask a callee to dial, or name the police or an ambulance.
+const DIAL_SIGNS: &[&str] = &[
+    "☎", "📞", "✆", "📱", "📲", "☏", "🚓", "🚔", "🚑", "🚒", "🚨",
+];
 
 /// Whether `text` says its dates are dates: a date word ([`DATE_WORDS_CJK`],
 /// [`DATE_WORDS`]) and nothing that asks to dial ([`DIAL_WORDS_CJK`], [`DIAL_WORDS`],
@@ -1323,8 +1387,39 @@ fn dates_told(text: &[u8]) -> bool {
     (found(DATE_WORDS_CJK, letters) || has_whole_word(text, DATE_WORDS))
         && !found(DIAL_WORDS_CJK, letters)
         && !found(DIAL_SIGNS, text)
-        && !has_whole_word(text, DIAL_WORDS)
-        && !has_whole_word(text, PHONE_WORDS)
+        && !has_dial_word(text)
+}
+
+/// Whether a word of `text` in Latin letters (full-width and look-alike ones too, read
+/// through [`glyph::letters`]: `"Теl"`, `"ＴＥＬ"`, `"Tél"`) is a telephone word or a dial
+/// word ([`PHONE_WORDS`], [`DIAL_WORDS`]).
+fn has_dial_word(text: &[u8]) -> bool {
+    let latin =
+        |c: char| c.is_alphabetic() && (c < '\u{2e80}' || ('\u{ff21}'..='\u{ff5a}').contains(&c));
+    let mut i = 0;
+    while i < text.len() {
+        let start = i;
+        while let Some((c, len)) = glyph::decode(&text[i..]) {
+            if !(latin(c) || glyph::draws_nothing(c)) {
+                break;
+            }
+            i += len;
+        }
+        if i > start {
+            let mut buf = [0u8; 256];
+            let word = glyph::letters(&text[start..i], &mut buf);
+            if PHONE_WORDS
+                .iter()
+                .chain(DIAL_WORDS)
+                .any(|w| word == w.as_bytes())
+            {
+                return true;
+            }
+        } else {
+            i += glyph::decode(&text[i..]).map_or(1, |(_, len)| len);
+        }
+    }
+    false
 }
 
 /// Whether a word starts after `head`: at the start, after white space, a list's mark, an
@@ -1347,7 +1442,7 @@ fn starts_an_item(mut head: &[u8]) -> bool {
     };
     match c {
         ':' | '：' | '·' | '・' => !after_digit(),
-        '(' | '（' | '【' | '[' | '「' | '《' => true,
+        '(' | '（' | '【' | '[' | '「' | '《' => !short_digits_before(head),
         c if glyph::blank(c) || list_mark(c) => !short_digits_before(head),
         c => {
             matches!(c as u32, 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xf900..=0xfaff | 0x20000..=0x3134f)
@@ -1355,10 +1450,11 @@ fn starts_an_item(mut head: &[u8]) -> bool {
     }
 }
 
-/// Whether `head` ends, past white space and a list's mark, with digits of fewer than a
-/// subscriber's number (seven): a code's first group, not a number before a list.
+/// Whether `head` ends, past white space, brackets and marks (`"9 + 5-5、8-8"`, `"9(5-5、
+/// 8-8)"`: QA 224), with digits of fewer than a subscriber's number (seven): a code's
+/// first group, not a number before a list.
 fn short_digits_before(mut head: &[u8]) -> bool {
-    while let Some(c) = glyph::last_char(head).filter(|&c| glyph::blank(c) || list_mark(c)) {
+    while let Some(c) = glyph::last_char(head).filter(|&c| !c.is_alphanumeric()) {
         head = &head[..head.len() - c.len_utf8()];
     }
     let mut digits = 0;
