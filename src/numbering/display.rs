@@ -182,10 +182,7 @@ pub fn embedded_numbers_in(
             })
             .flatten()
     };
-    // Where the list or range of dates read last ends ([`date_list_at`]), and whether
-    // the text says they are dates ([`dates_told`], asked once).
-    let mut dated_until = 0;
-    let mut told = None;
+    let mut dates = DateLists::default();
     // Whether amounts, units, ordinals and addresses hide short codes: only where a
     // number shown is judged, and not in a text that names the police or an emergency
     // service (`"110人民警察"`, `"110个警察"`: QA 31), where a callee reads the short
@@ -342,13 +339,7 @@ pub fn embedded_numbers_in(
                         unit = Amount::Ends;
                     }
                     let counts = count_at(&g, i);
-                    in_date_list(
-                        text,
-                        &mut g,
-                        &mut dated_until,
-                        amounts == Some(true),
-                        &mut told,
-                    );
+                    dates.mark(text, &mut g, amounts == Some(true));
                     run.close(g, c == b')', unit, counts, &mut budget, &mut each);
                     if unit == Amount::Ends && c == b',' {
                         run = fresh();
@@ -398,13 +389,7 @@ pub fn embedded_numbers_in(
                         quantity_after(&text[i..], true)
                     };
                     let counts = count_at(&g, i);
-                    in_date_list(
-                        text,
-                        &mut g,
-                        &mut dated_until,
-                        amounts == Some(true),
-                        &mut told,
-                    );
+                    dates.mark(text, &mut g, amounts == Some(true));
                     run.close(g, c == b']', unit, counts, &mut budget, &mut each);
                     // Digits before a sign or a unit and digits after it are never one
                     // number (`"95%·400-800-1234"` made 95400, `"10%·110"` 10110: QA 213).
@@ -437,13 +422,7 @@ pub fn embedded_numbers_in(
                         Amount::None
                     };
                     let counts = count_at(&g, i);
-                    in_date_list(
-                        text,
-                        &mut g,
-                        &mut dated_until,
-                        amounts == Some(true),
-                        &mut told,
-                    );
+                    dates.mark(text, &mut g, amounts == Some(true));
                     run.close(g, false, unit, counts, &mut budget, &mut each);
                 }
                 run = fresh();
@@ -461,13 +440,7 @@ pub fn embedded_numbers_in(
         i += len;
     }
     if let Some(mut g) = group.take() {
-        in_date_list(
-            text,
-            &mut g,
-            &mut dated_until,
-            amounts == Some(true),
-            &mut told,
-        );
+        dates.mark(text, &mut g, amounts == Some(true));
         run.close(g, false, Amount::None, None, &mut budget, &mut each);
     }
 }
@@ -740,6 +713,12 @@ const PHONE_WORDS: &[&str] = &[
     "téléphone",
 ];
 
+/// A letter a telephone word is written in: Latin, its full-width forms and the letters
+/// drawn like it (Cyrillic, Greek), not a CJK character.
+fn latin_letter(c: char) -> bool {
+    c.is_alphabetic() && (c < '\u{2e80}' || ('\u{ff21}'..='\u{ff5a}').contains(&c))
+}
+
 /// `head` without what draws nothing at its end, then without the blanks too when
 /// `blanks`.
 fn trim_end(mut head: &[u8], blanks: bool) -> &[u8] {
@@ -755,13 +734,10 @@ fn trim_end(mut head: &[u8], blanks: bool) -> &[u8] {
 /// as the callee reads words: full-width, look-alike letters and what draws nothing
 /// inside it as well (`"ＴＥＬ"`, `"Теl"`, `"T<ZWSP>el"`: QA 220).
 fn after_phone_word(head: &[u8]) -> bool {
-    // (Latin, its full-width forms and the letters drawn like it; a CJK word before it
-    // is another word: `"银行Tel9-5588"`.)
-    let latin =
-        |c: char| c.is_alphabetic() && (c < '\u{2e80}' || ('\u{ff21}'..='\u{ff5a}').contains(&c));
+    // (A CJK word before it is another word: `"银行Tel9-5588"`.)
     let mut start = head.len();
     while let Some(c) =
-        glyph::last_char(&head[..start]).filter(|&c| latin(c) || glyph::draws_nothing(c))
+        glyph::last_char(&head[..start]).filter(|&c| latin_letter(c) || glyph::draws_nothing(c))
     {
         start -= c.len_utf8();
     }
@@ -976,11 +952,7 @@ const EMERGENCY_WORDS_WHOLE: &[&str] = &[
 fn names_an_emergency(text: &[u8]) -> bool {
     let mut buf = [0u8; 256];
     let letters = glyph::letters(text, &mut buf);
-    if EMERGENCY_WORDS_CJK
-        .iter()
-        .chain(EMERGENCY_WORDS)
-        .any(|w| memchr::memmem::find(letters, w.as_bytes()).is_some())
-    {
+    if holds_any(letters, EMERGENCY_WORDS_CJK) || holds_any(letters, EMERGENCY_WORDS) {
         return true;
     }
     has_whole_word(text, EMERGENCY_WORDS_WHOLE)
@@ -1204,7 +1176,7 @@ fn count_follows(rest: &[u8]) -> Option<usize> {
 /// Whether the group `g`, with `head` before it and `rest` after it, starts a day and a
 /// month (`"5/1"`, `"12/31"`, and with a year after them, `"12/31/2025"`): read as a
 /// count is, no digits of the number before it run on into it (`"Acme 400-800-1234
-/// 5/1休息"` read 12345: QA 217 F1). The length of `rest` the date takes.
+/// 5/1休息"` read 12345: QA 217 F1). The length of the text after `g` the date takes.
 fn day_and_month(g: &Group, text: &[u8]) -> Option<usize> {
     // Written with any dash or dot too (`"5-1休息"`, `"5.1休息"`, `"5–1休息"`: QA 218 F8,
     // QA 220), set apart from the digits before it or joined to a number's last group
@@ -1255,36 +1227,39 @@ fn rated(run: &Run, g: &Group, rest: &[u8]) -> bool {
         }
 }
 
-/// Flags `g` a date's where it is part of a list or a range of dates (`"5-1、10-1休息"`,
-/// a holiday notice; `"5.1-5.5、10.1-10.7放假"`, `"11-4至11-9停业"`), or of a date with its
-/// year (`"截止1-20-2026"`), which a callee reads as dates: read across the list's
+/// The lists and ranges of dates of a text: [`DateLists::mark`] flags a group a date's
+/// where it is part of a list or a range of dates (`"5-1、10-1休息"`, a holiday notice;
+/// `"5.1-5.5、10.1-10.7放假"`, `"11-4至11-9停业"`), or of a date with its year
+/// (`"截止1-20-2026"`), which a callee reads as dates: read across the list's
 /// marks, their digits showed 110 or a mobile's and refused the enterprise's own calls
 /// (QA 221-223). Only where a number shown is judged (`judged`: not in a text that names
 /// the police, `"公安 5-1、1-10"`), where the text says they are dates and asks no one to
 /// dial ([`dates_told`]: `"Tel: 9-5、5-11"`, `"平安银行 9-5、5-11"` show the bank's
 /// number; not asked of a date with a year of four digits), and for a list that starts
-/// an item and has no digits after it
-/// ([`starts_an_item`], [`date_list_at`]). `until`: where the list last found ends;
-/// `told`: [`dates_told`] of the text, once asked.
-fn in_date_list(
-    text: &[u8],
-    g: &mut Group,
-    until: &mut usize,
-    judged: bool,
-    told: &mut Option<bool>,
-) {
-    if !judged {
-        return;
+/// an item and has no digits after it ([`starts_an_item`], [`date_list_at`]).
+#[derive(Default)]
+struct DateLists {
+    /// Where the list last found ends.
+    until: usize,
+    /// [`dates_told`] of the text, once asked.
+    told: Option<bool>,
+}
+
+impl DateLists {
+    fn mark(&mut self, text: &[u8], g: &mut Group, judged: bool) {
+        if !judged {
+            return;
+        }
+        if g.start >= self.until
+            && g.n <= 2
+            && starts_an_item(&text[..g.start])
+            && let Some((len, words)) = date_list_at(&text[g.start..])
+            && (!words || *self.told.get_or_insert_with(|| dates_told(text)))
+        {
+            self.until = g.start + len;
+        }
+        g.calendar |= g.start < self.until;
     }
-    if g.start >= *until
-        && g.n <= 2
-        && starts_an_item(&text[..g.start])
-        && let Some((len, words)) = date_list_at(&text[g.start..])
-        && (!words || *told.get_or_insert_with(|| dates_told(text)))
-    {
-        *until = g.start + len;
-    }
-    g.calendar |= g.start < *until;
 }
 
 /// Words that say the digits beside them are dates: a holiday, opening days, a deadline,
@@ -1379,28 +1354,28 @@ const DIAL_SIGNS: &[&str] = &[
 fn dates_told(text: &[u8]) -> bool {
     let mut buf = [0u8; 256];
     let letters = glyph::letters(text, &mut buf);
-    let found = |words: &[&str], t: &[u8]| {
-        words
-            .iter()
-            .any(|w| memchr::memmem::find(t, w.as_bytes()).is_some())
-    };
-    (found(DATE_WORDS_CJK, letters) || has_whole_word(text, DATE_WORDS))
-        && !found(DIAL_WORDS_CJK, letters)
-        && !found(DIAL_SIGNS, text)
+    (holds_any(letters, DATE_WORDS_CJK) || has_whole_word(text, DATE_WORDS))
+        && !holds_any(letters, DIAL_WORDS_CJK)
+        && !holds_any(text, DIAL_SIGNS)
         && !has_dial_word(text)
+}
+
+/// Whether one of `words` stands anywhere in `t`.
+fn holds_any(t: &[u8], words: &[&str]) -> bool {
+    words
+        .iter()
+        .any(|w| memchr::memmem::find(t, w.as_bytes()).is_some())
 }
 
 /// Whether a word of `text` in Latin letters (full-width and look-alike ones too, read
 /// through [`glyph::letters`]: `"Теl"`, `"ＴＥＬ"`, `"Tél"`) is a telephone word or a dial
 /// word ([`PHONE_WORDS`], [`DIAL_WORDS`]).
 fn has_dial_word(text: &[u8]) -> bool {
-    let latin =
-        |c: char| c.is_alphabetic() && (c < '\u{2e80}' || ('\u{ff21}'..='\u{ff5a}').contains(&c));
     let mut i = 0;
     while i < text.len() {
         let start = i;
         while let Some((c, len)) = glyph::decode(&text[i..]) {
-            if !(latin(c) || glyph::draws_nothing(c)) {
+            if !(latin_letter(c) || glyph::draws_nothing(c)) {
                 break;
             }
             i += len;
@@ -1428,11 +1403,9 @@ fn has_dial_word(text: &[u8]) -> bool {
 /// group of digits stands before it across white space or a list's mark (`"9 5-5、8-8"`
 /// shows the bank's number: QA 223), while a whole number may (`"400-800-1234
 /// 5.1-5.5放假"`).
-fn starts_an_item(mut head: &[u8]) -> bool {
+fn starts_an_item(head: &[u8]) -> bool {
     // (Past what draws nothing: `"¥<ZWSP>5.1,1–20"` is a price's.)
-    while let Some(c) = glyph::last_char(head).filter(|&c| glyph::draws_nothing(c)) {
-        head = &head[..head.len() - c.len_utf8()];
-    }
+    let head = trim_end(head, false);
     let Some(c) = glyph::last_char(head) else {
         return true;
     };
@@ -1521,15 +1494,14 @@ fn blanks(t: &[u8]) -> usize {
     k
 }
 
-/// A day and a month at the start of `t` (`"5-1"`, `"10.1"`, `"12/31"`, `"5–1"`), the
-/// digits in any script, and maybe a year after the same mark (`"12/31/2025"`,
-/// `"31.12.2025"`: QA 221): its length, the mark between them and the year's digits (0
-/// for none).
-/// `None` where the same
-/// mark goes on to digits that are no year (`"5-5-8"`, and `"12-3-45"`: a year of two
-/// digits only after `/` or `.`), or a digit is drawn right after it past what draws
-/// nothing; a year of two digits with digits after it past white space and marks is
-/// none either (`"7·24·95 588"` shows the bank's number).
+/// A day and a month at the start of `t` (`"5-1"`, `"10.1"`, `"12/31"`, `"5–1"`), in
+/// ASCII or full-width digits ([`small_number`]), and maybe a year after the same mark
+/// (`"12/31/2025"`, `"31.12.2025"`: QA 221): its length, the mark between them and the
+/// year's digits (0 for none). `None` where the same mark goes on to digits that are no
+/// year (`"5-5-8"`, and `"12-3-45"`: a year of two digits only after `/` or `.`), or a
+/// digit is drawn right after it past what draws nothing; a year of two digits with
+/// digits after it past white space and marks is none either (`"7·24·95 588"` shows the
+/// bank's number).
 fn date_at(t: &[u8]) -> Option<(usize, u8, usize)> {
     let ((a, na), la) = small_number(t)?;
     let (sep, l) = unit(&t[la..]);
